@@ -1,0 +1,32 @@
+# Every target sets itself up from a fresh clone: uv (from PyPI if missing), then the locked venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test bench lint setup
+
+$(UV):
+	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+setup: .venv/.synced
+
+run: setup
+	$(UV) run --frozen recloop serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
+
+test: setup
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+bench: setup
+	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)) || echo "wrk not installed: the single-event benchmark will use the Python load generator only"
+	$(UV) run --frozen python -m benchmarks $(BENCH_ARGS)
+
+lint: setup
+	$(UV) run --frozen ruff check src tests benchmarks
+	$(UV) run --frozen ruff format --check src tests benchmarks
+	$(UV) run --frozen mypy

@@ -1,0 +1,206 @@
+"""The event log and state store over SQL (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from recloop.adapters.sql.database import SqlDatabase
+from recloop.adapters.sql.tables import consumer_offsets, dead_letters, events, items, user_state
+from recloop.core.events import Event
+from recloop.core.items import Item
+from recloop.core.preferences import UserState
+
+CONSUMER = "processor"
+
+
+def _insert(db: SqlDatabase, table: Any) -> Any:
+    dialect = postgresql if db.dialect == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _vector(blob: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.frombuffer(blob, dtype="<f8").copy()
+
+
+class SqlEventLog:
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
+        stmt = _insert(db, events)
+        self._append = stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(
+            events.c.offset, events.c.event_id
+        )
+
+    async def append(self, batch: Sequence[Event]) -> list[int | None]:
+        if not batch:
+            return []
+        now = time.time()
+        rows = []
+        seen: set[str] = set()
+        for event in batch:
+            if event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            rows.append(
+                {
+                    "event_id": event.event_id,
+                    "user_id": event.user_id,
+                    "type": event.type,
+                    "payload": orjson.dumps(event.to_record()),
+                    "accepted_at": now,
+                }
+            )
+        async with self._db.write() as conn:
+            result = await conn.execute(self._append, rows)
+            written = {event_id: offset for offset, event_id in result.all()}
+        offsets: list[int | None] = []
+        for event in batch:
+            offsets.append(written.pop(event.event_id, None))
+        return offsets
+
+    async def read(self, after: int, limit: int) -> list[Event]:
+        query = (
+            select(events.c.offset, events.c.payload)
+            .where(events.c.offset > after)
+            .order_by(events.c.offset)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
+
+    async def last_offset(self) -> int:
+        async with self._db.read() as conn:
+            value = (await conn.execute(select(func.max(events.c.offset)))).scalar()
+        return int(value or 0)
+
+
+class SqlStateStore:
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
+        upsert = _insert(db, user_state)
+        self._save_user = upsert.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={c.name: upsert.excluded[c.name] for c in user_state.c if c.name != "user_id"},
+        )
+        offsets = _insert(db, consumer_offsets)
+        self._save_offset = offsets.on_conflict_do_update(
+            index_elements=["consumer"], set_={"offset": offsets.excluded.offset}
+        )
+        item_upsert = _insert(db, items)
+        self._save_item = item_upsert.on_conflict_do_update(
+            index_elements=["item_id"],
+            set_={c.name: item_upsert.excluded[c.name] for c in items.c if c.name != "item_id"},
+        )
+
+    async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        if not user_ids:
+            return {}
+        query = select(user_state).where(user_state.c.user_id.in_(list(user_ids)))
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {row["user_id"]: _user_from_row(row) for row in rows}
+
+    async def save_users(self, states: Sequence[UserState], watermark: int | None) -> None:
+        async with self._db.write() as conn:
+            if states:
+                await conn.execute(self._save_user, [_user_to_row(s) for s in states])
+            if watermark is not None:
+                await conn.execute(self._save_offset, {"consumer": CONSUMER, "offset": watermark})
+
+    async def get_watermark(self) -> int:
+        query = select(consumer_offsets.c.offset).where(consumer_offsets.c.consumer == CONSUMER)
+        async with self._db.read() as conn:
+            value = (await conn.execute(query)).scalar()
+        return int(value or 0)
+
+    async def put_items(self, batch: Sequence[Item]) -> None:
+        rows = [
+            {
+                "item_id": item.item_id,
+                "vector": item.vector.astype("<f8").tobytes(),
+                "vector_source": item.vector_source,
+                "attributes": dict(item.attributes),
+                "updated_at": item.updated_at,
+            }
+            for item in batch
+        ]
+        async with self._db.write() as conn:
+            await conn.execute(self._save_item, rows)
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
+        if not item_ids:
+            return {}
+        query = select(items).where(items.c.item_id.in_(list(item_ids)))
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {
+            row["item_id"]: Item(
+                item_id=row["item_id"],
+                vector=_vector(row["vector"]),
+                vector_source=row["vector_source"],
+                attributes=row["attributes"],
+                updated_at=row["updated_at"],
+            )
+            for row in rows
+        }
+
+    async def add_dead_letter(self, event: Event, reason: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                dead_letters.insert(),
+                {
+                    "offset": event.offset,
+                    "event_id": event.event_id,
+                    "user_id": event.user_id,
+                    "payload": orjson.dumps(event.to_record()),
+                    "reason": reason,
+                    "failed_at": time.time(),
+                },
+            )
+
+    async def count_dead_letters(self) -> int:
+        async with self._db.read() as conn:
+            value = (await conn.execute(select(func.count()).select_from(dead_letters))).scalar()
+        return int(value or 0)
+
+    async def ping(self) -> None:
+        await self._db.ping()
+
+
+def _user_to_row(state: UserState) -> dict[str, Any]:
+    return {
+        "user_id": state.user_id,
+        "vector": state.vector.astype("<f8").tobytes(),
+        "events_applied": state.events_applied,
+        "events_skipped": state.events_skipped,
+        "interactions": state.interactions,
+        "impressions": state.impressions,
+        "first_event_at": state.first_event_at,
+        "last_event_at": state.last_event_at,
+        "updated_at": state.updated_at,
+        "explicit_offset": state.explicit_offset,
+        "implicit_offset": state.implicit_offset,
+    }
+
+
+def _user_from_row(row: Any) -> UserState:
+    return UserState(
+        user_id=row["user_id"],
+        vector=_vector(row["vector"]),
+        events_applied=row["events_applied"],
+        events_skipped=row["events_skipped"],
+        interactions=row["interactions"],
+        impressions=row["impressions"],
+        first_event_at=row["first_event_at"],
+        last_event_at=row["last_event_at"],
+        updated_at=row["updated_at"],
+        explicit_offset=row["explicit_offset"],
+        implicit_offset=row["implicit_offset"],
+    )

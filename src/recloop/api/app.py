@@ -1,0 +1,59 @@
+"""The FastAPI application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from recloop import __version__
+from recloop.api import errors
+from recloop.api.routers import feedback, health, items, users
+from recloop.api.schemas import FeedbackBatchIn, FeedbackIn
+from recloop.config import Settings
+from recloop.container import Container, build_container
+
+PREFIX = "/api/v1/learning"
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """Build the app; its lifespan starts the processor (replaying the log) and stops it."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        c = container or build_container(settings)
+        await c.start()
+        app.state.container = c
+        try:
+            yield
+        finally:
+            await c.stop()
+
+    app = FastAPI(
+        title="recloop",
+        version=__version__,
+        summary="Real-time learning loop for recommender systems.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (feedback, items, users, health):
+        app.include_router(module.router, prefix=PREFIX)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                 summary=app.summary)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (FeedbackIn, FeedbackBatchIn):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

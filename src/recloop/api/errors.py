@@ -1,0 +1,43 @@
+"""Domain errors to HTTP. 422 bodies have FastAPI's shape: ``{"detail": [{"loc", "msg", "type"}]}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from recloop.api.responses import FastJSONResponse
+from recloop.core.errors import InvalidInput, NotFound, Unavailable
+
+
+def invalid(field: str, message: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 naming ``field`` (dotted path inside the body)."""
+    loc = ["body", *[int(p) if p.isdigit() else p for p in field.split(".") if p]]
+    return RequestValidationError([{"loc": loc, "msg": message, "type": kind}])
+
+
+def from_pydantic(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {"loc": ["body", *prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+    )
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_: Request, exc: InvalidInput) -> FastJSONResponse:
+        loc = ["body", *[int(p) if p.isdigit() else p for p in exc.field.split(".") if p]]
+        return FastJSONResponse(
+            {"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]},
+            status_code=422,
+        )
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> FastJSONResponse:
+        return FastJSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable) -> FastJSONResponse:
+        return FastJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})

@@ -1,0 +1,58 @@
+"""Health: each component with its status and detail; 503 when the service is down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from recloop.api.deps import ContainerDep
+from recloop.api.responses import FastJSONResponse
+from recloop.api.schemas import HealthOut
+
+router = APIRouter(tags=["health"])
+
+_RANK = {"ok": 0, "degraded": 1, "down": 2}
+
+
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+async def health(container: ContainerDep) -> Any:
+    components: dict[str, dict[str, Any]] = {}
+    try:
+        await container.store.ping()
+        components["storage"] = {"status": "ok", "detail": {}}
+    except Exception as exc:
+        components["storage"] = {"status": "down", "detail": {"error": str(exc)}}
+    p = container.processor
+    try:
+        last = await container.event_log.last_offset()
+        components["event_log"] = {
+            "status": "ok" if container.committer.alive else "down",
+            "detail": {
+                "last_offset": last,
+                "applied_watermark": p.tracker.watermark,
+                "lag": max(last - p.tracker.watermark, 0),
+                "commit_rounds": container.committer.rounds,
+            },
+        }
+    except Exception as exc:
+        components["event_log"] = {"status": "down", "detail": {"error": str(exc)}}
+    alive, expected = p.workers_alive, p.workers_expected
+    components["workers"] = {
+        "status": "ok" if alive == expected and p.last_error is None else "degraded",
+        "detail": {
+            "alive": alive,
+            "expected": expected,
+            "explicit_queue_depth": p.explicit_queue_depth,
+            "implicit_buffered": p.implicit_buffered,
+            "in_flight": p.tracker.in_flight,
+            "dead_letters": p.dead_letters,
+            "last_error": p.last_error,
+        },
+    }
+    if alive == 0:
+        components["workers"]["status"] = "down"
+    status = max((c["status"] for c in components.values()), key=_RANK.__getitem__)
+    return FastJSONResponse(
+        {"status": status, "components": components}, status_code=503 if status == "down" else 200
+    )

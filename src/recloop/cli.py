@@ -1,0 +1,80 @@
+"""The ``recloop`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recloop.config import load_settings
+from recloop.core.errors import ConfigError
+
+app = typer.Typer(help="recloop: the real-time learning loop beside a recommender.", no_args_is_help=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (RECLOOP_* env overrides it).")
+]
+
+
+def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Overrides server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides server.port.")] = None,
+) -> None:
+    """Run the HTTP API and the processors in one process (embedded by default)."""
+    import uvicorn
+
+    from recloop.api.app import create_app
+
+    settings = _settings(config)
+    server = settings.server.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    settings = settings.model_copy(update={"server": server})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=server.host,
+        port=server.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Bring the database schema up to date (Alembic)."""
+    from recloop.adapters.sql import SqlDatabase
+
+    settings = _settings(config)
+
+    async def run() -> None:
+        db = SqlDatabase(settings.storage.url, settings.storage.sqlite_synchronous)
+        try:
+            await db.migrate()
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"schema up to date: {settings.storage.url}")
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None) -> None:
+    """Print the effective configuration (file + environment + defaults) as YAML."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_settings(config).model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,186 @@
+"""Settings: defaults from the spec, an optional YAML file, then ``RECLOOP_*`` environment.
+
+Precedence, highest first: environment variables
+(``RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS=1``), the YAML file (and keyword
+arguments, which tests use), the defaults below. Unknown keys and bad values are refused with the key named; the
+example file ``config/recloop.example.yaml`` documents every key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from recloop.core.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./data/recloop.db"
+    """SQLAlchemy async URL; the SQLite file (and its folder) is created on first start."""
+    auto_migrate: bool = True
+    """Apply Alembic migrations at start-up (``recloop migrate`` does it by hand)."""
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """FULL: an accepted event survives power loss; NORMAL: survives a process crash only."""
+
+
+class VectorSettings(_Section):
+    dim: int = Field(64, ge=2, le=4096)
+
+
+class FeedbackTypeSettings(_Section):
+    """How one feedback type moves a preference vector.
+
+    ``strength`` is signed (its sign is the direction of the update);
+    ``multiplier`` scales the learning rate for the type.
+    """
+
+    strength: float = Field(ge=-1.0, le=1.0)
+    multiplier: float = Field(ge=0.0, le=10.0)
+
+
+def _default_types() -> dict[str, FeedbackTypeSettings]:
+    table = {
+        # explicit
+        "rating": (1.0, 1.0),  # strength replaced by (r - 3) / 2
+        "like": (1.0, 1.0),
+        "dislike": (-1.0, 1.0),
+        "share": (1.0, 1.2),
+        "save": (0.8, 1.0),
+        "review": (0.5, 0.8),
+        # implicit
+        "impression": (0.0, 0.0),  # records what was shown; moves nothing
+        "view": (0.1, 0.3),
+        "click": (0.3, 0.5),
+        "dwell": (1.0, 0.5),  # strength replaced by log1p(s) / log1p(dwell_full_seconds)
+        "skip": (-0.3, 0.5),
+        "add_to_cart": (0.6, 0.8),
+        "purchase": (1.0, 1.0),
+    }
+    return {k: FeedbackTypeSettings(strength=s, multiplier=m) for k, (s, m) in table.items()}
+
+
+class FeedbackSettings(_Section):
+    base_alpha: float = Field(0.1, gt=0.0, le=1.0)
+    alpha_max: float = Field(0.5, gt=0.0, le=1.0)
+    explicit_workers: int = Field(10, ge=1, le=256)
+    implicit_workers: int = Field(5, ge=1, le=256)
+    implicit_flush_seconds: float = Field(300.0, gt=0.0)
+    implicit_max_buffer: int = Field(100_000, ge=1)
+    """Buffered implicit events (all workers) that force a flush before the timer."""
+    explicit_queue_size: int = Field(10_000, ge=1)
+    """Per explicit worker; a full queue slows acceptance instead of dropping."""
+    apply_batch_max: int = Field(1_000, ge=1)
+    """Most events one worker applies in one state transaction."""
+    max_batch_events: int = Field(1_000, ge=1, le=100_000)
+    max_future_seconds: float = Field(300.0, ge=0.0)
+    dwell_full_seconds: float = Field(300.0, gt=0.0)
+    """Dwell of this many seconds counts with full strength (log scale below it)."""
+    types: dict[str, FeedbackTypeSettings] = Field(default_factory=_default_types)
+
+    @model_validator(mode="after")
+    def _types_complete(self) -> FeedbackSettings:
+        from recloop.core.events import FEEDBACK_TYPES
+
+        missing = sorted(set(FEEDBACK_TYPES) - set(self.types))
+        unknown = sorted(set(self.types) - set(FEEDBACK_TYPES))
+        if unknown:
+            raise ValueError(f"unknown feedback type(s) {unknown}; known: {sorted(FEEDBACK_TYPES)}")
+        if missing:
+            defaults = _default_types()
+            object.__setattr__(self, "types", {**{k: defaults[k] for k in missing}, **self.types})
+        return self
+
+
+class IngestSettings(_Section):
+    group_commit_max_events: int = Field(20_000, ge=1)
+    """Most events written to the event log in one transaction."""
+
+
+class CacheSettings(_Section):
+    max_users: int = Field(200_000, ge=1)
+    """User states held in memory by the processor (least recently used are evicted)."""
+    max_items: int = Field(500_000, ge=1)
+    read_ttl_seconds: float = Field(60.0, gt=0.0)
+    """Cached read results (preferences) live this long unless invalidated first."""
+
+
+class Settings(BaseSettings):
+    """All of recloop's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECLOOP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    vectors: VectorSettings = VectorSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    ingest: IngestSettings = IngestSettings()
+    cache: CacheSettings = CacheSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file: operators override a shipped file.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file, ``overrides`` and the environment.
+
+    Raises
+    ------
+    ConfigError
+        naming every bad or unknown key, e.g. ``feedback.base_alpha``.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} does not exist")
+        loaded = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(file)!r} must hold a mapping at the top level")
+        data = loaded
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown config key {key!r}")
+        else:
+            lines.append(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration: " + "; ".join(lines)

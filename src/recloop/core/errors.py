@@ -1,0 +1,50 @@
+"""recloop's exceptions. Only ``api/`` turns them into HTTP responses.
+
+::
+
+    RecloopError
+    ├── ConfigError          bad or unknown configuration key (start-up)
+    ├── InvalidInput         a request value is wrong; names the field
+    ├── NotFound             an entity (user, item, ...) does not exist
+    └── Unavailable          a dependency (storage, log) cannot serve now
+"""
+
+from __future__ import annotations
+
+
+class RecloopError(Exception):
+    """Base of every error recloop raises on purpose."""
+
+
+class ConfigError(RecloopError):
+    """The configuration is invalid; the message names the key."""
+
+
+class InvalidInput(RecloopError):
+    """A request value is invalid.
+
+    Parameters
+    ----------
+    field
+        Dotted path of the offending field, e.g. ``"vector"`` or ``"events.3.value"``.
+    message
+        What is wrong with it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFound(RecloopError):
+    """An entity does not exist."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} not found")
+        self.kind = kind
+        self.key = key
+
+
+class Unavailable(RecloopError):
+    """A dependency cannot serve the request now."""

@@ -1,0 +1,164 @@
+"""Feedback events: the types, which are explicit, and the signal each carries.
+
+A *signal* is the signed amount one event moves a preference vector by,
+before the learning rate's base and reliability are applied:
+``signal = strength(type, value) * multiplier(type)``. Its sign is the
+direction of the update, its magnitude scales the learning rate
+(``core.preferences.learning_rate``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from recloop.core.errors import InvalidInput
+
+EXPLICIT_TYPES: Final = frozenset({"rating", "like", "dislike", "share", "save", "review"})
+IMPLICIT_TYPES: Final = frozenset(
+    {"impression", "view", "click", "dwell", "skip", "add_to_cart", "purchase"}
+)
+FEEDBACK_TYPES: Final = EXPLICIT_TYPES | IMPLICIT_TYPES
+
+RATING_MIN: Final = 1.0
+RATING_MAX: Final = 5.0
+
+
+def is_explicit(event_type: str) -> bool:
+    """Whether ``event_type`` is applied at once (explicit) rather than aggregated.
+
+    >>> is_explicit("like"), is_explicit("click")
+    (True, False)
+    """
+    return event_type in EXPLICIT_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class TypeWeight:
+    """How strongly, and in which direction, one feedback type moves a vector."""
+
+    strength: float
+    multiplier: float
+
+
+@dataclass(frozen=True, slots=True)
+class SignalTable:
+    """Per-type weights plus the two value-dependent rules (rating, dwell)."""
+
+    weights: Mapping[str, TypeWeight]
+    dwell_full_seconds: float = 300.0
+
+    def signal(self, event_type: str, value: float | None) -> float:
+        """The signed signal of one event.
+
+        A rating ``r`` has strength ``(r - 3) / 2`` (1 → -1, 3 → 0, 5 → +1);
+        dwell of ``s`` seconds has strength ``log1p(s) / log1p(dwell_full_seconds)``
+        capped at 1; both are scaled by the type's configured strength.
+
+        >>> t = SignalTable({"rating": TypeWeight(1.0, 1.0), "dwell": TypeWeight(1.0, 0.5)})
+        >>> t.signal("rating", 5), t.signal("rating", 2), t.signal("dwell", 300.0)
+        (1.0, -0.5, 0.5)
+        """
+        w = self.weights[event_type]
+        if event_type == "rating":
+            if value is None:
+                raise ValueError("a rating needs a value")
+            return w.strength * (value - 3.0) / 2.0 * w.multiplier
+        if event_type == "dwell":
+            if value is None:
+                raise ValueError("dwell needs a value")
+            grown = math.log1p(max(value, 0.0)) / math.log1p(self.dwell_full_seconds)
+            return w.strength * min(grown, 1.0) * w.multiplier
+        return w.strength * w.multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One accepted feedback event, as the processors see it.
+
+    ``offset`` is its position in the event log (``-1`` before it is logged);
+    ``timestamp`` is when the user acted, in seconds since the epoch.
+    """
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    timestamp: float
+    value: float | None = None
+    text: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    attribution: Mapping[str, Any] = field(default_factory=dict)
+    offset: int = -1
+
+    def to_record(self) -> dict[str, Any]:
+        """The event as a JSON-ready mapping (without its offset)."""
+        record: dict[str, Any] = {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "type": self.type,
+            "timestamp": self.timestamp,
+        }
+        if self.value is not None:
+            record["value"] = self.value
+        if self.text is not None:
+            record["text"] = self.text
+        if self.context:
+            record["context"] = dict(self.context)
+        if self.attribution:
+            record["attribution"] = dict(self.attribution)
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], offset: int) -> Event:
+        """Rebuild an event read back from the log."""
+        return cls(
+            event_id=record["event_id"],
+            user_id=record["user_id"],
+            item_id=record["item_id"],
+            type=record["type"],
+            timestamp=float(record["timestamp"]),
+            value=record.get("value"),
+            text=record.get("text"),
+            context=record.get("context") or {},
+            attribution=record.get("attribution") or {},
+            offset=offset,
+        )
+
+
+def check_event(
+    event_type: str, value: float | None, timestamp: float, now: float, max_future_seconds: float
+) -> None:
+    """Refuse what the types alone cannot: values per type and future timestamps.
+
+    Raises
+    ------
+    InvalidInput
+        naming the field, e.g. ``value`` for a rating of 7.
+
+    >>> check_event("rating", 4.0, 0.0, 0.0, 300.0)
+    >>> check_event("rating", 7.0, 0.0, 0.0, 300.0)
+    Traceback (most recent call last):
+    ...
+    recloop.core.errors.InvalidInput: value: a rating must be between 1 and 5, got 7.0
+    """
+    if event_type == "rating":
+        if value is None:
+            raise InvalidInput("value", "a rating needs a value between 1 and 5")
+        if not RATING_MIN <= value <= RATING_MAX:
+            raise InvalidInput("value", f"a rating must be between 1 and 5, got {value}")
+    elif event_type == "dwell":
+        if value is None:
+            raise InvalidInput("value", "dwell needs a value in seconds (>= 0)")
+        if value < 0:
+            raise InvalidInput("value", f"dwell seconds must be >= 0, got {value}")
+    if value is not None and not math.isfinite(value):
+        raise InvalidInput("value", "must be a finite number")
+    if timestamp > now + max_future_seconds:
+        raise InvalidInput(
+            "timestamp",
+            f"is {timestamp - now:.0f} s in the future; at most {max_future_seconds:.0f} s allowed",
+        )

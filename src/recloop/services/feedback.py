@@ -1,0 +1,469 @@
+"""Feedback processing: durable acceptance, then learning from every event.
+
+::
+
+    ingest() ──▶ GroupCommitter ── one log transaction per round ──▶ 202
+                       │ (after commit, in offset order)
+                       ▼
+                  Processor.dispatch
+           explicit ─▶ applier queue[hash(user) % explicit_workers]
+           implicit ─▶ aggregator[hash(user) % implicit_workers]
+                          sums per (user, item); flushes on timer, size, shutdown
+                          └──▶ applier queues
+           applier: load states ─ apply (core.preferences) ─ save states + watermark
+                    in one transaction ─ mark offsets done ─ refresh read cache
+
+Every state change of one user happens in the one applier that owns the user,
+so a user's events apply in order and no two tasks race on a state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from recloop.adapters.memory.cache import LruCache
+from recloop.core.events import Event, SignalTable, is_explicit
+from recloop.core.items import Item
+from recloop.core.offsets import OffsetTracker
+from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState, Vector
+from recloop.ports import Cache, EventLog, StateStore
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def shard(user_id: str, n: int) -> int:
+    """A stable shard of ``user_id`` among ``n`` (the same in every process)."""
+    return zlib.crc32(user_id.encode()) % n
+
+
+def preferences_key(user_id: str) -> str:
+    return f"preferences:{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    dim: int
+    rate: LearningRate
+    signals: SignalTable
+    explicit_workers: int = 10
+    implicit_workers: int = 5
+    implicit_flush_seconds: float = 300.0
+    implicit_max_buffer: int = 100_000
+    explicit_queue_size: int = 10_000
+    apply_batch_max: int = 1_000
+    max_users: int = 200_000
+    max_items: int = 500_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Aggregates of one flush bound for one applier, with the offsets they cover."""
+
+    aggregates: list[tuple[str, str, ImplicitAggregate]]
+    offsets: list[int]
+
+
+@dataclass(slots=True)
+class _Shard:
+    """One implicit aggregator's buffer: per (user, item) the sum and the offsets in it."""
+
+    buffer: dict[tuple[str, str], tuple[ImplicitAggregate, list[int]]] = field(
+        default_factory=dict
+    )
+    count: int = 0
+    full: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Processor:
+    """Applies logged events to user state; see the module docstring."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        cache: Cache,
+        config: ProcessorConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._config = config
+        self._clock = clock
+        self._states: LruCache[str, UserState] = LruCache(config.max_users)
+        self._items: LruCache[str, Any] = LruCache(config.max_items)
+        self._queues: list[asyncio.Queue[Event | _Pending]] = [
+            asyncio.Queue(config.explicit_queue_size) for _ in range(config.explicit_workers)
+        ]
+        self._shards = [_Shard() for _ in range(config.implicit_workers)]
+        self._shard_limit = max(1, config.implicit_max_buffer // config.implicit_workers)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.tracker = OffsetTracker()
+        self.applied_total = 0
+        self.dead_letters = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self, log_: EventLog, replay_chunk: int = 5_000) -> int:
+        """Start the workers and replay what the log holds past the stored watermark.
+
+        Returns the number of events replayed. New events must not be
+        dispatched before this returns, so that each user's events stay in order.
+        """
+        watermark = await self._store.get_watermark()
+        self.tracker = OffsetTracker(watermark)
+        self._tasks = [
+            asyncio.create_task(self._apply_loop(q), name=f"applier-{i}")
+            for i, q in enumerate(self._queues)
+        ] + [
+            asyncio.create_task(self._flush_loop(s), name=f"aggregator-{i}")
+            for i, s in enumerate(self._shards)
+        ]
+        replayed = 0
+        after = watermark
+        while batch := await log_.read(after, replay_chunk):
+            after = batch[-1].offset
+            states = await self._load_states({e.user_id for e in batch})
+            fresh = []
+            for event in batch:
+                state = states[event.user_id]
+                done = state.explicit_offset if is_explicit(event.type) else state.implicit_offset
+                if event.offset > done:
+                    fresh.append(event)
+            # Offsets already in the state still pass through the tracker, so
+            # the watermark moves past them.
+            for event in batch:
+                self.tracker.begin(event.offset)
+            skipped = {e.offset for e in batch} - {e.offset for e in fresh}
+            for offset in skipped:
+                self.tracker.done(offset)
+            await self._route(fresh)
+            replayed += len(fresh)
+        if replayed:
+            log.info("replayed %d logged events not yet applied", replayed)
+        return replayed
+
+    async def stop(self) -> None:
+        """Apply everything dispatched (flushing implicit buffers), then stop the workers."""
+        for s in self._shards:
+            await self._flush(s)
+        for q in self._queues:
+            await q.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._store.save_users([], self.tracker.watermark)
+
+    async def flush_implicit(self) -> None:
+        """Flush every implicit buffer now and wait until it is applied."""
+        for s in self._shards:
+            await self._flush(s)
+        for q in self._queues:
+            await q.join()
+
+    # -- dispatch ------------------------------------------------------------
+
+    async def dispatch(self, events: Sequence[Event]) -> None:
+        """Hand logged events (in offset order) to their workers; waits when queues are full."""
+        for event in events:
+            self.tracker.begin(event.offset)
+        await self._route(events)
+
+    async def _route(self, events: Sequence[Event]) -> None:
+        n_apply = len(self._queues)
+        n_shard = len(self._shards)
+        signals = self._config.signals
+        for event in events:
+            if is_explicit(event.type):
+                await self._queues[shard(event.user_id, n_apply)].put(event)
+                continue
+            try:
+                signal = signals.signal(event.type, event.value)
+            except Exception as exc:  # a poison event: kept, with its reason
+                await self._dead_letter(event, exc)
+                self.tracker.done(event.offset)
+                continue
+            s = self._shards[shard(event.user_id, n_shard)]
+            key = (event.user_id, event.item_id)
+            bucket = s.buffer.get(key)
+            if bucket is None:
+                bucket = s.buffer[key] = (ImplicitAggregate(), [])
+            bucket[0].add(signal, event.type == "impression", event.offset, event.timestamp)
+            bucket[1].append(event.offset)
+            s.count += 1
+            if s.count >= self._shard_limit:
+                s.full.set()
+                await asyncio.sleep(0)  # let the aggregator flush before buffering more
+
+    # -- implicit aggregation --------------------------------------------------
+
+    async def _flush_loop(self, s: _Shard) -> None:
+        period = self._config.implicit_flush_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(s.full.wait(), timeout=period)
+            s.full.clear()
+            await self._flush(s)
+
+    async def _flush(self, s: _Shard) -> None:
+        if not s.count:
+            return
+        buffer = s.buffer
+        s.buffer, s.count = {}, 0
+        n_apply = len(self._queues)
+        bundles = [_Pending([], []) for _ in range(n_apply)]
+        for (user_id, item_id), (agg, offsets) in buffer.items():
+            # Offsets travel with their user's aggregate, so each is marked done
+            # only once that user's state is committed.
+            bundle = bundles[shard(user_id, n_apply)]
+            bundle.aggregates.append((user_id, item_id, agg))
+            bundle.offsets.extend(offsets)
+        for i, bundle in enumerate(bundles):
+            if bundle.aggregates:
+                await self._queues[i].put(bundle)
+
+    # -- applying ------------------------------------------------------------
+
+    async def _apply_loop(self, q: asyncio.Queue[Event | _Pending]) -> None:
+        limit = self._config.apply_batch_max
+        while True:
+            work = [await q.get()]
+            size = _size(work[0])
+            while size < limit and not q.empty():
+                nxt = q.get_nowait()
+                work.append(nxt)
+                size += _size(nxt)
+            try:
+                await self._apply(work)
+            finally:
+                for _ in work:
+                    q.task_done()
+
+    async def _apply(self, work: list[Event | _Pending]) -> None:
+        users: set[str] = set()
+        item_ids: set[str] = set()
+        for w in work:
+            if isinstance(w, Event):
+                users.add(w.user_id)
+                item_ids.add(w.item_id)
+            else:
+                for user_id, item_id, _agg in w.aggregates:
+                    users.add(user_id)
+                    item_ids.add(item_id)
+        states = await self._retrying(self._load_states, users)
+        vectors = await self._retrying(self._load_items, item_ids)
+        now = self._clock()
+        rate = self._config.rate
+        changed: dict[str, UserState] = {}
+        done: list[int] = []
+        for w in work:
+            if isinstance(w, Event):
+                state = states[w.user_id]
+                try:
+                    signal = self._config.signals.signal(w.type, w.value)
+                except Exception as exc:
+                    await self._dead_letter(w, exc)
+                    done.append(w.offset)
+                    continue
+                if state.apply_explicit(w.offset, signal, vectors[w.item_id], w.timestamp, rate, now):
+                    self.applied_total += 1
+                changed[w.user_id] = state
+                done.append(w.offset)
+            else:
+                for user_id, item_id, agg in w.aggregates:
+                    state = states[user_id]
+                    state.apply_implicit(agg, vectors[item_id], rate, now)
+                    changed[user_id] = state
+                    self.applied_total += agg.interactions + agg.impressions
+                done.extend(w.offsets)
+        await self._retrying(self._store.save_users, list(changed.values()), self.tracker.watermark)
+        for offset in done:
+            self.tracker.done(offset)
+        for user_id, state in changed.items():
+            self._cache.set(preferences_key(user_id), preferences_view(state))
+
+    async def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Storage errors are retried with backoff: nothing dispatched is dropped."""
+        for attempt in range(10_000):
+            try:
+                return await fn(*args)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
+                log.warning("storage error, retrying in %.2fs: %s", delay, self.last_error)
+                await asyncio.sleep(delay)
+        raise RuntimeError("unreachable")
+
+    async def _dead_letter(self, event: Event, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("event %s dead-lettered: %s", event.event_id, reason)
+        await self._retrying(self._store.add_dead_letter, event, reason)
+        self.dead_letters += 1
+
+    # -- state and item caches -------------------------------------------------
+
+    async def _load_states(self, user_ids: set[str]) -> dict[str, UserState]:
+        found: dict[str, UserState] = {}
+        missing = []
+        for user_id in user_ids:
+            state = self._states.get(user_id)
+            if state is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = state
+        if missing:
+            stored = await self._store.get_users(missing)
+            for user_id in missing:
+                state = stored.get(user_id) or UserState.new(user_id, self._config.dim)
+                self._states.set(user_id, state)
+                found[user_id] = state
+        return found
+
+    async def _load_items(self, item_ids: set[str]) -> dict[str, Vector | None]:
+        found: dict[str, Vector | None] = {}
+        missing = []
+        for item_id in item_ids:
+            vector = self._items.get(item_id)
+            if vector is None:
+                missing.append(item_id)
+            else:
+                found[item_id] = None if vector is _MISSING else vector
+        if missing:
+            stored = await self._store.get_items(missing)
+            for item_id in missing:
+                item = stored.get(item_id)
+                self._items.set(item_id, _MISSING if item is None else item.vector)
+                found[item_id] = None if item is None else item.vector
+        return found
+
+    def item_changed(self, item: Item) -> None:
+        """Use ``item``'s new vector for events applied from now on."""
+        self._items.set(item.item_id, item.vector)
+
+    # -- introspection -----------------------------------------------------------
+
+    @property
+    def explicit_queue_depth(self) -> int:
+        return sum(q.qsize() for q in self._queues)
+
+    @property
+    def implicit_buffered(self) -> int:
+        return sum(s.count for s in self._shards)
+
+    @property
+    def workers_alive(self) -> int:
+        return sum(1 for t in self._tasks if not t.done())
+
+    @property
+    def workers_expected(self) -> int:
+        return len(self._queues) + len(self._shards)
+
+
+def _size(work: Event | _Pending) -> int:
+    return 1 if isinstance(work, Event) else len(work.offsets)
+
+
+def preferences_view(state: UserState) -> dict[str, Any]:
+    """What ``GET .../preferences`` shows of a state (an immutable snapshot)."""
+    return {
+        "user_id": state.user_id,
+        "vector": state.vector.tolist(),
+        "dim": int(state.vector.shape[0]),
+        "events_applied": state.events_applied,
+        "events_skipped": state.events_skipped,
+        "interactions": state.interactions,
+        "impressions": state.impressions,
+        "first_event_at": state.first_event_at,
+        "last_event_at": state.last_event_at,
+        "updated_at": state.updated_at,
+    }
+
+
+class GroupCommitter:
+    """Writes accepted events to the log, many requests per transaction.
+
+    A request's events are durable when :meth:`submit` returns; they are then
+    handed to the processor in log order.
+    """
+
+    def __init__(self, log_: EventLog, processor: Processor, max_events: int = 20_000) -> None:
+        self._log = log_
+        self._processor = processor
+        self._max_events = max_events
+        self._pending: list[tuple[list[Event], asyncio.Future[list[int | None]]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.rounds = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-committer")
+
+    async def stop(self) -> None:
+        """Commit what is pending, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def submit(self, events: list[Event]) -> list[int | None]:
+        """Log ``events`` durably; each one's offset, or None for an already logged event_id."""
+        if self._closing:
+            raise RuntimeError("the service is shutting down")
+        future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            taken, count = 0, 0
+            while taken < len(self._pending) and count < self._max_events:
+                count += len(self._pending[taken][0])
+                taken += 1
+            round_, self._pending = self._pending[:taken], self._pending[taken:]
+            flat = [e for events, _ in round_ for e in events]
+            try:
+                offsets = await self._log.append(flat)
+            except Exception as exc:
+                for _, future in round_:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.rounds += 1
+            logged: list[Event] = []
+            start = 0
+            for events, future in round_:
+                part = offsets[start : start + len(events)]
+                start += len(events)
+                if not future.done():
+                    future.set_result(part)
+            for event, offset in zip(flat, offsets, strict=True):
+                if offset is not None:
+                    logged.append(replace(event, offset=offset))
+            await self._processor.dispatch(logged)
