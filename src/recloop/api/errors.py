@@ -26,6 +26,15 @@ def from_pydantic(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> R
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> FastJSONResponse:
+        # The offending input is not echoed back: it can be large, or not JSON at all (NaN).
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return FastJSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> FastJSONResponse:
         loc = ["body", *[int(p) if p.isdigit() else p for p in exc.field.split(".") if p]]

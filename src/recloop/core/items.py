@@ -42,8 +42,10 @@ def make_item(
         return Item(item_id, unit_vector(vector, dim, f"{field_prefix}vector"), "given", attributes, now)
     hashed = hash_features(attributes, dim)
     if hashed is None:
-        raise InvalidInput(
-            f"{field_prefix}attributes",
-            "an item needs a vector or at least one attribute to hash into one",
+        why = (
+            "its features cancel out when hashed"
+            if attributes
+            else "an item needs a vector or attributes to hash into one"
         )
+        raise InvalidInput(f"{field_prefix}attributes", f"no vector can be derived: {why}")
     return Item(item_id, hashed, "hashed", attributes, now)

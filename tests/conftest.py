@@ -1,0 +1,112 @@
+"""Shared fixtures: settings per storage backend, a started app, service checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from recloop.api.app import create_app
+from recloop.config import Settings, load_settings
+from recloop.container import Container, build_container
+
+REQUIRE_SERVICES = os.environ.get("RECLOOP_REQUIRE_SERVICES") == "1"
+
+
+def service_unavailable(name: str, why: str) -> None:
+    """Skip (locally) or fail (CI, ``RECLOOP_REQUIRE_SERVICES=1``) for a missing service."""
+    message = f"{name} is not available: {why}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (RECLOOP_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(tmp_path: Path, backend: str = "sqlite", **overrides: Any) -> Settings:
+    url = "memory://" if backend == "memory" else f"sqlite+aiosqlite:///{tmp_path / 'recloop.db'}"
+    storage = {"url": url, "sqlite_synchronous": "NORMAL"}
+    vectors = {"dim": 8}
+    base: dict[str, Any] = {"storage": storage, "vectors": vectors}
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value}
+    return load_settings(None, **base)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Wait until ``check()`` is true; fail after ``timeout`` (a hang guard, not a timing test)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class Running:
+    """An app with its container started, and a client talking to it through ASGI."""
+
+    def __init__(self, container: Container, client: httpx.AsyncClient) -> None:
+        self.container = container
+        self.client = client
+
+    async def idle(self, flush: bool = False) -> None:
+        """Wait until everything dispatched is applied (optionally flushing implicit buffers)."""
+        p = self.container.processor
+        if flush:
+            await p.flush_implicit()
+
+        async def settled() -> bool:
+            return p.explicit_queue_depth == 0 and p.tracker.in_flight == (
+                0 if flush else p.implicit_buffered
+            )
+
+        await eventually(settled)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, backend: str) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        return make_settings(tmp_path, backend, **overrides)
+
+    return factory
+
+
+async def start_app(settings: Settings) -> tuple[Running, Callable[[], Awaitable[None]]]:
+    container = build_container(settings)
+    app = create_app(settings, container=container)
+    ctx = app.router.lifespan_context(app)
+    await ctx.__aenter__()
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://recloop/api/v1/learning"
+    )
+
+    async def close() -> None:
+        await client.aclose()
+        await ctx.__aexit__(None, None, None)
+
+    return Running(container, client), close
+
+
+@pytest.fixture
+async def running(settings_factory: Callable[..., Settings]) -> AsyncIterator[Running]:
+    app, close = await start_app(settings_factory())
+    yield app
+    await close()
