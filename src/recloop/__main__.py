@@ -1,0 +1,3 @@
+from recloop.cli import app
+
+app(prog_name="recloop")
