@@ -45,13 +45,13 @@ def make_settings(tmp_path: Path, backend: str = "sqlite", **overrides: Any) -> 
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.01
+    check: Callable[[], Awaitable[bool]], within: float = 10.0, interval: float = 0.01
 ) -> None:
-    """Wait until ``check()`` is true; fail after ``timeout`` (a hang guard, not a timing test)."""
-    deadline = time.monotonic() + timeout
+    """Wait until ``check()`` is true; fail after ``within`` s (a hang guard, not a timing test)."""
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
+            pytest.fail(f"condition not met within {within}s")
         await asyncio.sleep(interval)
 
 

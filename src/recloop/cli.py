@@ -12,10 +12,13 @@ import typer
 from recloop.config import load_settings
 from recloop.core.errors import ConfigError
 
-app = typer.Typer(help="recloop: the real-time learning loop beside a recommender.", no_args_is_help=True)
+app = typer.Typer(
+    help="recloop: the real-time learning loop beside a recommender.", no_args_is_help=True
+)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file (RECLOOP_* env overrides it).")
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (RECLOOP_* env overrides it)."),
 ]
 
 

@@ -1,9 +1,10 @@
 """Settings: defaults from the spec, an optional YAML file, then ``RECLOOP_*`` environment.
 
 Precedence, highest first: environment variables
-(``RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS=1``), the YAML file (and keyword
-arguments, which tests use), the defaults below. Unknown keys and bad values are refused with the key named; the
-example file ``config/recloop.example.yaml`` documents every key.
+(``RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS=1``), the YAML file (and
+keyword arguments, which tests use), the defaults below. Unknown keys and
+bad values are refused with the key named; the example file
+``config/recloop.example.yaml`` documents every key.
 """
 
 from __future__ import annotations

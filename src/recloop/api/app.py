@@ -45,8 +45,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                                 summary=app.summary)
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, summary=app.summary
+            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (FeedbackIn, FeedbackBatchIn):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -1,4 +1,7 @@
-"""Domain errors to HTTP. 422 bodies have FastAPI's shape: ``{"detail": [{"loc", "msg", "type"}]}``."""
+"""Domain errors to HTTP.
+
+422 bodies have FastAPI's shape: ``{"detail": [{"loc", "msg", "type"}]}``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ def invalid(field: str, message: str, kind: str = "value_error") -> RequestValid
     return RequestValidationError([{"loc": loc, "msg": message, "type": kind}])
 
 
-def from_pydantic(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> RequestValidationError:
+def from_pydantic(
+    exc: ValidationError, prefix: tuple[str | int, ...] = ()
+) -> RequestValidationError:
     return RequestValidationError(
         [
             {"loc": ["body", *prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]}

@@ -39,7 +39,9 @@ def make_item(
     """
     attributes = dict(attributes or {})
     if vector is not None:
-        return Item(item_id, unit_vector(vector, dim, f"{field_prefix}vector"), "given", attributes, now)
+        return Item(
+            item_id, unit_vector(vector, dim, f"{field_prefix}vector"), "given", attributes, now
+        )
     hashed = hash_features(attributes, dim)
     if hashed is None:
         why = (

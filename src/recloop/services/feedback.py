@@ -77,9 +77,7 @@ class _Pending:
 class _Shard:
     """One implicit aggregator's buffer: per (user, item) the sum and the offsets in it."""
 
-    buffer: dict[tuple[str, str], tuple[ImplicitAggregate, list[int]]] = field(
-        default_factory=dict
-    )
+    buffer: dict[tuple[str, str], tuple[ImplicitAggregate, list[int]]] = field(default_factory=dict)
     count: int = 0
     full: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -277,7 +275,9 @@ class Processor:
                     await self._dead_letter(w, exc)
                     done.append(w.offset)
                     continue
-                if state.apply_explicit(w.offset, signal, vectors[w.item_id], w.timestamp, rate, now):
+                if state.apply_explicit(
+                    w.offset, signal, vectors[w.item_id], w.timestamp, rate, now
+                ):
                     self.applied_total += 1
                 changed[w.user_id] = state
                 done.append(w.offset)

@@ -70,9 +70,7 @@ class IngestService:
                 events.append(self.build(candidate, now))
                 outcomes.append(None)
             except InvalidInput as exc:
-                outcomes.append(
-                    EventOutcome(candidate.get("event_id"), "rejected", _error(exc))
-                )
+                outcomes.append(EventOutcome(candidate.get("event_id"), "rejected", _error(exc)))
         offsets = await self._committer.submit(events) if events else []
         it = iter(zip(events, offsets, strict=True))
         result: list[EventOutcome] = []

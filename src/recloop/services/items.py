@@ -25,7 +25,9 @@ class ItemService:
         self._dim = dim
         self._clock = clock
 
-    async def put_many(self, specs: Sequence[Mapping[str, Any]], field_prefix: str = "") -> list[Item]:
+    async def put_many(
+        self, specs: Sequence[Mapping[str, Any]], field_prefix: str = ""
+    ) -> list[Item]:
         """Validate every spec first (a bad one changes nothing), then store all of them.
 
         Each spec has ``item_id`` and optional ``vector`` and ``attributes``.

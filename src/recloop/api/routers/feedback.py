@@ -101,7 +101,7 @@ async def post_feedback(request: Request, container: ContainerDep) -> FastJSONRe
             error = outcomes[0].error or {}
             raise invalid(str(error.get("field") or ""), str(error.get("message")))
     else:
-        raise invalid("", "expected an event object or {\"events\": [...]}", "model_type")
+        raise invalid("", 'expected an event object or {"events": [...]}', "model_type")
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
     results = []
     for o in outcomes:

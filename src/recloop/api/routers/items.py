@@ -25,9 +25,7 @@ def _out(item: Item) -> ItemOut:
     )
 
 
-@router.put(
-    "/items/{item_id}", response_model=ItemOut, responses={422: {"model": ErrorOut}}
-)
+@router.put("/items/{item_id}", response_model=ItemOut, responses={422: {"model": ErrorOut}})
 async def put_item(item_id: ItemId, body: ItemIn, container: ContainerDep) -> ItemOut:
     """Create or replace an item. Without a vector, one is hashed from the attributes."""
     spec = {"item_id": item_id, "vector": body.vector, "attributes": body.attributes}
@@ -35,9 +33,7 @@ async def put_item(item_id: ItemId, body: ItemIn, container: ContainerDep) -> It
     return _out(item)
 
 
-@router.post(
-    "/items", response_model=ItemBatchOut, responses={422: {"model": ErrorOut}}
-)
+@router.post("/items", response_model=ItemBatchOut, responses={422: {"model": ErrorOut}})
 async def post_items(body: ItemBatchIn, container: ContainerDep) -> ItemBatchOut:
     """Create or replace up to 1000 items; if any is invalid, none is stored."""
     specs = [i.model_dump() for i in body.items]
