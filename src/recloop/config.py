@@ -9,11 +9,12 @@ bad values are refused with the key named; the example file
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -95,18 +96,18 @@ class FeedbackSettings(_Section):
     """Dwell of this many seconds counts with full strength (log scale below it)."""
     types: dict[str, FeedbackTypeSettings] = Field(default_factory=_default_types)
 
-    @model_validator(mode="after")
-    def _types_complete(self) -> FeedbackSettings:
+    @field_validator("types")
+    @classmethod
+    def _types_complete(
+        cls, types: dict[str, FeedbackTypeSettings]
+    ) -> dict[str, FeedbackTypeSettings]:
         from recloop.core.events import FEEDBACK_TYPES
 
-        missing = sorted(set(FEEDBACK_TYPES) - set(self.types))
-        unknown = sorted(set(self.types) - set(FEEDBACK_TYPES))
+        unknown = sorted(set(types) - set(FEEDBACK_TYPES))
         if unknown:
             raise ValueError(f"unknown feedback type(s) {unknown}; known: {sorted(FEEDBACK_TYPES)}")
-        if missing:
-            defaults = _default_types()
-            object.__setattr__(self, "types", {**{k: defaults[k] for k in missing}, **self.types})
-        return self
+        # A file may tune a few types; the others keep their defaults.
+        return {**_default_types(), **types}
 
 
 class IngestSettings(_Section):
@@ -170,10 +171,38 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file {str(file)!r} must hold a mapping at the top level")
         data = loaded
     data.update(overrides)
+    _refuse_misspelt_environment()
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def _refuse_misspelt_environment() -> None:
+    """Refuse ``RECLOOP_*`` variables that aim at a setting but would be ignored.
+
+    pydantic-settings reads only the variables that match a field, so
+    ``RECLOOP_FEEDBACK_BASE_ALPHA`` (one underscore) would silently do nothing.
+    Variables that name no section at all (``RECLOOP_REQUIRE_SERVICES``, used
+    by the test suite) are left alone.
+    """
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if not name.startswith("RECLOOP_"):
+            continue
+        rest = name[len("RECLOOP_") :].lower()
+        section, nested, _ = rest.partition("__")
+        if nested and section not in sections:
+            raise ConfigError(
+                f"unknown config key {section!r} in environment variable {name}; "
+                f"sections: {sorted(sections)}"
+            )
+        for known in sections:
+            if not nested and rest.startswith(known + "_"):
+                raise ConfigError(
+                    f"environment variable {name} is ignored: nested keys take a double "
+                    f"underscore, e.g. RECLOOP_{known.upper()}__{rest[len(known) + 1 :].upper()}"
+                )
 
 
 def _describe(exc: ValidationError) -> str:

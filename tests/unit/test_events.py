@@ -59,9 +59,15 @@ def test_rating_scaled_by_strength_and_multiplier() -> None:
 
 @pytest.mark.parametrize(
     ("event_type", "expected"),
-    [("like", 1.0), ("dislike", -1.0), ("share", 1.2), ("click", 0.15), ("skip", -0.15),
-     ("impression", 0.0)],
-)  # fmt: skip
+    [
+        ("like", 1.0),
+        ("dislike", -1.0),
+        ("share", 1.2),
+        ("click", 0.15),
+        ("skip", -0.15),
+        ("impression", 0.0),
+    ],
+)
 def test_fixed_type_signals(event_type: str, expected: float) -> None:
     assert TABLE.signal(event_type, None) == pytest.approx(expected)
 
@@ -109,9 +115,17 @@ def test_value_required_for_signal(event_type: str) -> None:
 
 @pytest.mark.parametrize(
     ("event_type", "value"),
-    [("rating", 1.0), ("rating", 3.5), ("rating", 5.0), ("dwell", 0.0), ("dwell", 12.5),
-     ("like", None), ("click", None), ("view", 3.0)],
-)  # fmt: skip
+    [
+        ("rating", 1.0),
+        ("rating", 3.5),
+        ("rating", 5.0),
+        ("dwell", 0.0),
+        ("dwell", 12.5),
+        ("like", None),
+        ("click", None),
+        ("view", 3.0),
+    ],
+)
 def test_check_event_accepts(event_type: str, value: float | None) -> None:
     assert check_event(event_type, value, 100.0, 100.0, 300.0) is None
 
@@ -151,19 +165,40 @@ def test_check_event_future_timestamp() -> None:
 
 def test_event_record_round_trip() -> None:
     event = Event(
-        "e1", "u1", "i1", "rating", 12.5, value=4.0, text="good",
-        context={"device": "tv"}, attribution={"variant": "b"}, offset=3,
-    )  # fmt: skip
+        "e1",
+        "u1",
+        "i1",
+        "rating",
+        12.5,
+        value=4.0,
+        text="good",
+        context={"device": "tv"},
+        attribution={"variant": "b"},
+        offset=3,
+    )
     record = event.to_record()
     assert "offset" not in record
     assert Event.from_record(record, 42) == Event(
-        "e1", "u1", "i1", "rating", 12.5, value=4.0, text="good",
-        context={"device": "tv"}, attribution={"variant": "b"}, offset=42,
-    )  # fmt: skip
+        "e1",
+        "u1",
+        "i1",
+        "rating",
+        12.5,
+        value=4.0,
+        text="good",
+        context={"device": "tv"},
+        attribution={"variant": "b"},
+        offset=42,
+    )
 
 
 def test_minimal_event_record_omits_empty_fields() -> None:
     record = Event("e1", "u1", "i1", "like", 1.0).to_record()
-    assert record == {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "like",
-                      "timestamp": 1.0}  # fmt: skip
+    assert record == {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "type": "like",
+        "timestamp": 1.0,
+    }
     assert Event.from_record(record, 0) == Event("e1", "u1", "i1", "like", 1.0, offset=0)

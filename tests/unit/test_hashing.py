@@ -108,7 +108,12 @@ def test_hash_none_without_features(attrs: dict[str, Any]) -> None:
 def test_different_attributes_give_different_vectors() -> None:
     vectors = [
         hash_features(a, 64)
-        for a in ({"genre": "jazz"}, {"genre": "rock"}, {"mood": "jazz"}, {"genre": "jazz", "year": 1})
+        for a in (
+            {"genre": "jazz"},
+            {"genre": "rock"},
+            {"mood": "jazz"},
+            {"genre": "jazz", "year": 1},
+        )
     ]
     for i, v in enumerate(vectors):
         for w in vectors[i + 1 :]:
@@ -123,7 +128,8 @@ def test_nested_mappings_and_lists_flatten_with_dotted_keys() -> None:
     np.testing.assert_array_equal(hash_features({"a": {"b": "x"}}, 32), dotted)
     np.testing.assert_array_equal(hash_features({"a": [{"b": "x"}]}, 32), dotted)
     np.testing.assert_array_equal(
-        hash_features({"tags": ["x", "y"]}, 32), normed(one_hot("tags=x", 32) + one_hot("tags=y", 32))
+        hash_features({"tags": ["x", "y"]}, 32),
+        normed(one_hot("tags=x", 32) + one_hot("tags=y", 32)),
     )
 
 

@@ -74,12 +74,15 @@ class SignalTable:
         return w.strength * w.multiplier
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One accepted feedback event, as the processors see it.
 
-    ``offset`` is its position in the event log (``-1`` before it is logged);
-    ``timestamp`` is when the user acted, in seconds since the epoch.
+    ``offset`` is its position in the event log: ``-1`` until the log assigns
+    it, once, when the event is logged (the only field ever set after
+    construction; copying 10^5 events per second to set it would cost more
+    than the rest of ingestion). ``timestamp`` is when the user acted, in
+    seconds since the epoch.
     """
 
     event_id: str

@@ -60,13 +60,35 @@ def hash_features(attributes: Mapping[str, Any], dim: int) -> Vector | None:
     True
     """
     vector = np.zeros(dim)
-    for token, weight in _tokens(attributes):
+    # Sorted, so that the floating-point sums do not depend on key order.
+    for token, weight in sorted(_tokens(attributes)):
         index, sign = _bucket(token, dim)
         vector[index] += sign * weight
-    norm = float(np.linalg.norm(vector))
-    if norm == 0.0 or not math.isfinite(norm):
+    return _normalised(vector)
+
+
+def has_features(attributes: Mapping[str, Any]) -> bool:
+    """Whether ``attributes`` hold anything :func:`hash_features` can use.
+
+    >>> has_features({"note": None}), has_features({"genre": "jazz"})
+    (False, True)
+    """
+    return any(True for _ in _tokens(attributes))
+
+
+def _normalised(vector: Vector) -> Vector | None:
+    """``vector`` at unit length, or None if it is zero or not finite.
+
+    Scaled by its largest magnitude first, so that neither huge (1e200) nor tiny
+    (1e-200) finite values overflow or underflow the norm.
+    """
+    if not np.all(np.isfinite(vector)):
         return None
-    return vector / norm
+    peak = float(np.max(np.abs(vector)))
+    if peak == 0.0:
+        return None
+    scaled = vector / peak
+    return scaled / float(np.linalg.norm(scaled))
 
 
 def unit_vector(values: list[float] | Vector, dim: int, field: str = "vector") -> Vector:
@@ -80,7 +102,7 @@ def unit_vector(values: list[float] | Vector, dim: int, field: str = "vector") -
         raise InvalidInput(field, f"must have exactly {dim} numbers, got {vector.size}")
     if not np.all(np.isfinite(vector)):
         raise InvalidInput(field, "must not contain NaN or infinity")
-    norm = float(np.linalg.norm(vector))
-    if norm == 0.0 or not math.isfinite(norm):
+    unit = _normalised(vector)
+    if unit is None:
         raise InvalidInput(field, "must not be all zeros")
-    return vector / norm
+    return unit

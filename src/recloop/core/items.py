@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from recloop.core.errors import InvalidInput
-from recloop.core.hashing import hash_features, unit_vector
+from recloop.core.hashing import has_features, hash_features, unit_vector
 from recloop.core.preferences import Vector
 
 VectorSource = Literal["given", "hashed"]
@@ -45,9 +45,9 @@ def make_item(
     hashed = hash_features(attributes, dim)
     if hashed is None:
         why = (
-            "its features cancel out when hashed"
-            if attributes
-            else "an item needs a vector or attributes to hash into one"
+            "the attributes' features cancel out when hashed; give a vector"
+            if has_features(attributes)
+            else "an item needs a vector or attributes with features to hash into one"
         )
         raise InvalidInput(f"{field_prefix}attributes", f"no vector can be derived: {why}")
     return Item(item_id, hashed, "hashed", attributes, now)

@@ -78,6 +78,25 @@ class ImplicitAggregate:
         self.last_at = max(self.last_at, timestamp)
 
 
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """An immutable view of a :class:`UserState`, for readers.
+
+    Cheap to take: vectors are never changed in place (every update builds a
+    new array), so the snapshot shares the state's current array.
+    """
+
+    user_id: str
+    vector: Vector
+    events_applied: int
+    events_skipped: int
+    interactions: int
+    impressions: int
+    first_event_at: float | None
+    last_event_at: float | None
+    updated_at: float | None
+
+
 @dataclass(slots=True)
 class UserState:
     """What recloop knows of one user; see the module docstring for the offsets."""
@@ -97,6 +116,19 @@ class UserState:
     @classmethod
     def new(cls, user_id: str, dim: int) -> UserState:
         return cls(user_id=user_id, vector=np.zeros(dim))
+
+    def snapshot(self) -> Preferences:
+        return Preferences(
+            self.user_id,
+            self.vector,
+            self.events_applied,
+            self.events_skipped,
+            self.interactions,
+            self.impressions,
+            self.first_event_at,
+            self.last_event_at,
+            self.updated_at,
+        )
 
     def _touch(self, first_at: float, last_at: float, now: float) -> None:
         if self.first_event_at is None or first_at < self.first_event_at:

@@ -10,8 +10,9 @@
            implicit ─▶ aggregator[hash(user) % implicit_workers]
                           sums per (user, item); flushes on timer, size, shutdown
                           └──▶ applier queues
-           applier: load states ─ apply (core.preferences) ─ save states + watermark
-                    in one transaction ─ mark offsets done ─ refresh read cache
+           applier: load states ─ apply (core.preferences) ─ state writer: the
+                    states of every waiting applier + the watermark in one
+                    transaction ─ mark offsets done ─ refresh read cache
 
 Every state change of one user happens in the one applier that owns the user,
 so a user's events apply in order and no two tasks race on a state.
@@ -25,7 +26,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from recloop.adapters.memory.cache import LruCache
@@ -104,6 +105,9 @@ class Processor:
         self._shards = [_Shard() for _ in range(config.implicit_workers)]
         self._shard_limit = max(1, config.implicit_max_buffer // config.implicit_workers)
         self._tasks: list[asyncio.Task[None]] = []
+        self._to_commit: list[tuple[list[UserState], asyncio.Future[None]]] = []
+        self._commit_wake = asyncio.Event()
+        self.commits = 0
         self.tracker = OffsetTracker()
         self.applied_total = 0
         self.dead_letters = 0
@@ -126,6 +130,7 @@ class Processor:
             asyncio.create_task(self._flush_loop(s), name=f"aggregator-{i}")
             for i, s in enumerate(self._shards)
         ]
+        self._tasks.append(asyncio.create_task(self._state_writer(), name="state-writer"))
         replayed = 0
         after = watermark
         while batch := await log_.read(after, replay_chunk):
@@ -288,11 +293,33 @@ class Processor:
                     changed[user_id] = state
                     self.applied_total += agg.interactions + agg.impressions
                 done.extend(w.offsets)
-        await self._retrying(self._store.save_users, list(changed.values()), self.tracker.watermark)
+        await self._commit_states(list(changed.values()))
         for offset in done:
             self.tracker.done(offset)
         for user_id, state in changed.items():
-            self._cache.set(preferences_key(user_id), preferences_view(state))
+            self._cache.set(preferences_key(user_id), state.snapshot())
+
+    async def _commit_states(self, states: list[UserState]) -> None:
+        """Store ``states`` durably; appliers waiting at once share one transaction."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_commit.append((states, future))
+        self._commit_wake.set()
+        await future
+
+    async def _state_writer(self) -> None:
+        while True:
+            await self._commit_wake.wait()
+            self._commit_wake.clear()
+            round_, self._to_commit = self._to_commit, []
+            if not round_:
+                continue
+            states = [state for batch, _ in round_ for state in batch]
+            # The watermark only covers offsets whose state is already committed.
+            await self._retrying(self._store.save_users, states, self.tracker.watermark)
+            self.commits += 1
+            for _, future in round_:
+                if not future.done():
+                    future.set_result(None)
 
     async def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Storage errors are retried with backoff: nothing dispatched is dropped."""
@@ -370,27 +397,11 @@ class Processor:
 
     @property
     def workers_expected(self) -> int:
-        return len(self._queues) + len(self._shards)
+        return len(self._queues) + len(self._shards) + 1
 
 
 def _size(work: Event | _Pending) -> int:
     return 1 if isinstance(work, Event) else len(work.offsets)
-
-
-def preferences_view(state: UserState) -> dict[str, Any]:
-    """What ``GET .../preferences`` shows of a state (an immutable snapshot)."""
-    return {
-        "user_id": state.user_id,
-        "vector": state.vector.tolist(),
-        "dim": int(state.vector.shape[0]),
-        "events_applied": state.events_applied,
-        "events_skipped": state.events_skipped,
-        "interactions": state.interactions,
-        "impressions": state.impressions,
-        "first_event_at": state.first_event_at,
-        "last_event_at": state.last_event_at,
-        "updated_at": state.updated_at,
-    }
 
 
 class GroupCommitter:
@@ -465,5 +476,6 @@ class GroupCommitter:
                     future.set_result(part)
             for event, offset in zip(flat, offsets, strict=True):
                 if offset is not None:
-                    logged.append(replace(event, offset=offset))
+                    event.offset = offset
+                    logged.append(event)
             await self._processor.dispatch(logged)

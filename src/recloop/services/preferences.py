@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from recloop.core.errors import NotFound
+from recloop.core.preferences import Preferences
 from recloop.ports import Cache, StateStore
-from recloop.services.feedback import preferences_key, preferences_view
+from recloop.services.feedback import preferences_key
 
 
 class PreferenceService:
@@ -14,15 +15,31 @@ class PreferenceService:
         self._store = store
         self._cache = cache
 
-    async def get(self, user_id: str) -> dict[str, Any]:
+    async def get(self, user_id: str) -> Preferences:
         """The user's preferences as last committed; raises NotFound for an unknown user."""
         key = preferences_key(user_id)
-        view = self._cache.get(key)
-        if view is not None:
-            return view  # type: ignore[no-any-return]
+        cached = self._cache.get(key)
+        if isinstance(cached, Preferences):
+            return cached
         found = await self._store.get_users([user_id])
         if user_id not in found:
             raise NotFound("user", user_id)
-        view = preferences_view(found[user_id])
-        self._cache.add(key, view)
-        return view
+        snapshot = found[user_id].snapshot()
+        self._cache.add(key, snapshot)
+        return snapshot
+
+
+def preferences_view(p: Preferences) -> dict[str, Any]:
+    """The JSON body of ``GET .../preferences``."""
+    return {
+        "user_id": p.user_id,
+        "vector": p.vector.tolist(),
+        "dim": int(p.vector.shape[0]),
+        "events_applied": p.events_applied,
+        "events_skipped": p.events_skipped,
+        "interactions": p.interactions,
+        "impressions": p.impressions,
+        "first_event_at": p.first_event_at,
+        "last_event_at": p.last_event_at,
+        "updated_at": p.updated_at,
+    }

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, PreferencesOut
+from recloop.services.preferences import preferences_view
 
 router = APIRouter(tags=["users"])
 
@@ -22,4 +23,4 @@ UserId = Annotated[str, Path(min_length=1, max_length=128)]
 )
 async def get_preferences(user_id: UserId, container: ContainerDep) -> Any:
     """The user's preference vector and counters, as last committed."""
-    return FastJSONResponse(await container.preferences.get(user_id))
+    return FastJSONResponse(preferences_view(await container.preferences.get(user_id)))

@@ -1,0 +1,176 @@
+"""Settings: spec defaults, YAML file, RECLOOP_* environment, refusals (recloop.config)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from recloop.config import load_settings
+from recloop.core.errors import ConfigError
+from recloop.core.events import FEEDBACK_TYPES
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("RECLOOP_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recloop.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_spec_values() -> None:
+    s = load_settings()
+    assert (s.feedback.base_alpha, s.feedback.alpha_max) == (0.1, 0.5)
+    assert (s.feedback.explicit_workers, s.feedback.implicit_workers) == (10, 5)
+    assert s.feedback.implicit_flush_seconds == 300.0
+    assert s.feedback.max_future_seconds == 300.0
+    assert s.feedback.dwell_full_seconds == 300.0
+    assert s.feedback.max_batch_events == 1_000
+    assert s.vectors.dim == 64
+    assert s.storage.url == "sqlite+aiosqlite:///./data/recloop.db"
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8000)
+
+
+def test_default_feedback_types() -> None:
+    types = load_settings().feedback.types
+    assert set(types) == FEEDBACK_TYPES
+    assert (types["like"].strength, types["like"].multiplier) == (1.0, 1.0)
+    assert types["dislike"].strength == -1.0
+    assert types["skip"].strength < 0.0
+    assert types["impression"].strength * types["impression"].multiplier == 0.0
+    assert (types["share"].strength, types["share"].multiplier) == (1.0, 1.2)
+
+
+def test_yaml_file_is_loaded(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "feedback:\n  implicit_flush_seconds: 60\n  explicit_workers: 3\n"
+        "vectors:\n  dim: 16\nstorage:\n  url: 'sqlite+aiosqlite:///:memory:'\n",
+    )
+    s = load_settings(path)
+    assert (s.feedback.implicit_flush_seconds, s.feedback.explicit_workers) == (60.0, 3)
+    assert s.feedback.implicit_workers == 5  # untouched keys keep their default
+    assert s.vectors.dim == 16
+    assert s.storage.url == "sqlite+aiosqlite:///:memory:"
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "")).vectors.dim == 64
+
+
+def test_file_may_override_some_feedback_types(tmp_path: Path) -> None:
+    path = write(tmp_path, "feedback:\n  types:\n    like: {strength: 0.5, multiplier: 2.0}\n")
+    types = load_settings(path).feedback.types
+    assert (types["like"].strength, types["like"].multiplier) == (0.5, 2.0)
+    assert set(types) == FEEDBACK_TYPES
+    assert types["dislike"].strength == -1.0
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "feedback:\n  implicit_flush_seconds: 60\n  explicit_workers: 3\n")
+    monkeypatch.setenv("RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS", "1.5")
+    s = load_settings(path)
+    assert s.feedback.implicit_flush_seconds == 1.5
+    assert s.feedback.explicit_workers == 3  # the rest of the file's section is kept
+
+
+def test_environment_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECLOOP_VECTORS__DIM", "32")
+    assert load_settings().vectors.dim == 32
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("bogus: 1\n", "'bogus'"),
+        ("feedback:\n  bogus: 1\n", "'feedback.bogus'"),
+        (
+            "feedback:\n  types:\n    like: {strength: 1, multiplier: 1, extra: 2}\n",
+            "'feedback.types.like.extra'",
+        ),
+    ],
+)
+def test_unknown_key_in_file(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match="unknown config key") as info:
+        load_settings(write(tmp_path, text))
+    assert key in str(info.value)
+
+
+def test_unknown_key_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECLOOP_FEEDBACK__BOGUS", "1")
+    with pytest.raises(ConfigError, match=re.escape("unknown config key 'feedback.bogus'")):
+        load_settings()
+
+
+def test_misspelt_environment_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bug: a RECLOOP_ variable naming no section (one "_" instead of "__") is silently ignored
+    monkeypatch.setenv("RECLOOP_FEEDBACK_IMPLICIT_FLUSH_SECONDS", "1")
+    with pytest.raises(ConfigError, match=r"(?i)feedback_implicit_flush_seconds"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("feedback:\n  base_alpha: 2\n", "'feedback.base_alpha'"),
+        ("feedback:\n  explicit_workers: 0\n", "'feedback.explicit_workers'"),
+        ("vectors:\n  dim: 1\n", "'vectors.dim'"),
+        ("vectors:\n  dim: many\n", "'vectors.dim'"),
+        ("storage:\n  sqlite_synchronous: OFF\n", "'storage.sqlite_synchronous'"),
+        (
+            "feedback:\n  types:\n    like: {strength: 3, multiplier: 1}\n",
+            "'feedback.types.like.strength'",
+        ),
+    ],
+)
+def test_bad_value_in_file(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert f"config key {key}" in str(info.value)
+
+
+def test_bad_value_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECLOOP_FEEDBACK__EXPLICIT_WORKERS", "abc")
+    with pytest.raises(ConfigError, match=r"'feedback\.explicit_workers'.*'abc'"):
+        load_settings()
+
+
+def test_every_bad_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "feedback:\n  base_alpha: 2\nvectors:\n  dim: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "'feedback.base_alpha'" in str(info.value)
+    assert "'vectors.dim'" in str(info.value)
+
+
+def test_unknown_feedback_type_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "feedback:\n  types:\n    bogus: {strength: 1, multiplier: 1}\n")
+    with pytest.raises(ConfigError, match=r"unknown feedback type.*bogus"):
+        load_settings(path)
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        load_settings(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_file_must_hold_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(ValidationError):
+        s.feedback.base_alpha = 0.2  # type: ignore[misc]
