@@ -86,8 +86,9 @@ class FeedbackSettings(_Section):
     implicit_flush_seconds: float = Field(300.0, gt=0.0)
     implicit_max_buffer: int = Field(100_000, ge=1)
     """Buffered implicit events (all workers) that force a flush before the timer."""
-    explicit_queue_size: int = Field(10_000, ge=1)
-    """Per explicit worker; a full queue slows acceptance instead of dropping."""
+    explicit_queue_size: int = Field(1_000, ge=1)
+    """Work items queued per explicit worker (one item: one commit round's events for the
+    worker, or one flushed bundle); a full queue slows acceptance instead of dropping."""
     apply_batch_max: int = Field(1_000, ge=1)
     """Most events one worker applies in one state transaction."""
     max_batch_events: int = Field(1_000, ge=1, le=100_000)

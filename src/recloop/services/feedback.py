@@ -60,7 +60,7 @@ class ProcessorConfig:
     implicit_workers: int = 5
     implicit_flush_seconds: float = 300.0
     implicit_max_buffer: int = 100_000
-    explicit_queue_size: int = 10_000
+    explicit_queue_size: int = 1_000
     apply_batch_max: int = 1_000
     max_users: int = 200_000
     max_items: int = 500_000
@@ -99,7 +99,7 @@ class Processor:
         self._clock = clock
         self._states: LruCache[str, UserState] = LruCache(config.max_users)
         self._items: LruCache[str, Any] = LruCache(config.max_items)
-        self._queues: list[asyncio.Queue[Event | _Pending]] = [
+        self._queues: list[asyncio.Queue[list[Event] | _Pending]] = [
             asyncio.Queue(config.explicit_queue_size) for _ in range(config.explicit_workers)
         ]
         self._shards = [_Shard() for _ in range(config.implicit_workers)]
@@ -188,9 +188,10 @@ class Processor:
         n_apply = len(self._queues)
         n_shard = len(self._shards)
         signals = self._config.signals
+        explicit: list[list[Event]] = [[] for _ in range(n_apply)]
         for event in events:
             if is_explicit(event.type):
-                await self._queues[shard(event.user_id, n_apply)].put(event)
+                explicit[shard(event.user_id, n_apply)].append(event)
                 continue
             try:
                 signal = signals.signal(event.type, event.value)
@@ -209,6 +210,9 @@ class Processor:
             if s.count >= self._shard_limit:
                 s.full.set()
                 await asyncio.sleep(0)  # let the aggregator flush before buffering more
+        for q, batch in zip(self._queues, explicit, strict=True):
+            if batch:
+                await q.put(batch)
 
     # -- implicit aggregation --------------------------------------------------
 
@@ -239,7 +243,7 @@ class Processor:
 
     # -- applying ------------------------------------------------------------
 
-    async def _apply_loop(self, q: asyncio.Queue[Event | _Pending]) -> None:
+    async def _apply_loop(self, q: asyncio.Queue[list[Event] | _Pending]) -> None:
         limit = self._config.apply_batch_max
         while True:
             work = [await q.get()]
@@ -254,13 +258,14 @@ class Processor:
                 for _ in work:
                     q.task_done()
 
-    async def _apply(self, work: list[Event | _Pending]) -> None:
+    async def _apply(self, work: list[list[Event] | _Pending]) -> None:
         users: set[str] = set()
         item_ids: set[str] = set()
         for w in work:
-            if isinstance(w, Event):
-                users.add(w.user_id)
-                item_ids.add(w.item_id)
+            if isinstance(w, list):
+                for e in w:
+                    users.add(e.user_id)
+                    item_ids.add(e.item_id)
             else:
                 for user_id, item_id, _agg in w.aggregates:
                     users.add(user_id)
@@ -269,23 +274,24 @@ class Processor:
         vectors = await self._retrying(self._load_items, item_ids)
         now = self._clock()
         rate = self._config.rate
+        signals = self._config.signals
         changed: dict[str, UserState] = {}
         done: list[int] = []
         for w in work:
-            if isinstance(w, Event):
-                state = states[w.user_id]
-                try:
-                    signal = self._config.signals.signal(w.type, w.value)
-                except Exception as exc:
-                    await self._dead_letter(w, exc)
-                    done.append(w.offset)
-                    continue
-                if state.apply_explicit(
-                    w.offset, signal, vectors[w.item_id], w.timestamp, rate, now
-                ):
-                    self.applied_total += 1
-                changed[w.user_id] = state
-                done.append(w.offset)
+            if isinstance(w, list):
+                for e in w:
+                    done.append(e.offset)
+                    try:
+                        signal = signals.signal(e.type, e.value)
+                    except Exception as exc:
+                        await self._dead_letter(e, exc)
+                        continue
+                    state = states[e.user_id]
+                    if state.apply_explicit(
+                        e.offset, signal, vectors[e.item_id], e.timestamp, rate, now
+                    ):
+                        self.applied_total += 1
+                    changed[e.user_id] = state
             else:
                 for user_id, item_id, agg in w.aggregates:
                     state = states[user_id]
@@ -400,8 +406,8 @@ class Processor:
         return len(self._queues) + len(self._shards) + 1
 
 
-def _size(work: Event | _Pending) -> int:
-    return 1 if isinstance(work, Event) else len(work.offsets)
+def _size(work: list[Event] | _Pending) -> int:
+    return len(work) if isinstance(work, list) else len(work.offsets)
 
 
 class GroupCommitter:

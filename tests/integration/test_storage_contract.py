@@ -1,0 +1,115 @@
+"""One contract, every storage adapter: the in-memory fake must behave like SQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
+from recloop.core.events import Event
+from recloop.core.items import Item
+from recloop.core.preferences import UserState
+from recloop.ports import EventLog, StateStore
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def adapters(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[EventLog, StateStore]]:
+    if request.param == "memory":
+        yield InMemoryEventLog(), InMemoryStateStore()
+        return
+    db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    await db.migrate()
+    yield SqlEventLog(db), SqlStateStore(db)
+    await db.dispose()
+
+
+def ev(event_id: str, user: str = "u", kind: str = "like", **kw: object) -> Event:
+    return Event(event_id=event_id, user_id=user, item_id="i", type=kind, timestamp=1.5, **kw)
+
+
+async def test_append_assigns_increasing_offsets_and_refuses_duplicates(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    log, _ = adapters
+    assert await log.last_offset() == 0
+    first = await log.append([ev("a"), ev("b"), ev("a")])
+    assert first[0] is not None and first[1] is not None
+    assert first[1] > first[0]
+    assert first[2] is None  # the same event_id twice in one batch
+    again = await log.append([ev("b"), ev("c")])
+    assert again[0] is None
+    assert again[1] is not None and again[1] > first[1]
+    assert await log.last_offset() == again[1]
+
+
+async def test_read_returns_events_in_order_with_all_fields(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    log, _ = adapters
+    full = Event(
+        event_id="x",
+        user_id="u1",
+        item_id="i9",
+        type="rating",
+        timestamp=1700000000.25,
+        value=4.0,
+        text="great",
+        context={"device": "tv", "position": 3},
+        attribution={"algorithm": "popularity", "propensity": 0.5},
+    )
+    offsets = await log.append([ev("a"), full, ev("c")])
+    events = await log.read(0, 10)
+    assert [e.event_id for e in events] == ["a", "x", "c"]
+    assert [e.offset for e in events] == offsets
+    got = events[1]
+    assert (got.value, got.text, got.timestamp) == (4.0, "great", 1700000000.25)
+    assert dict(got.context) == {"device": "tv", "position": 3}
+    assert dict(got.attribution) == {"algorithm": "popularity", "propensity": 0.5}
+    assert [e.event_id for e in await log.read(offsets[0], 1)] == ["x"]
+    assert await log.read(offsets[2], 10) == []
+
+
+async def test_user_state_round_trips_exactly(adapters: tuple[EventLog, StateStore]) -> None:
+    _, store = adapters
+    state = UserState.new("u1", 4)
+    state.vector = np.array([0.1, -0.2, 1e-300, 0.3333333333333333])
+    state.events_applied, state.events_skipped, state.interactions = 5, 1, 6
+    state.impressions, state.explicit_offset, state.implicit_offset = 9, 42, 40
+    state.first_event_at, state.last_event_at, state.updated_at = 1.0, 2.0, 3.0
+    await store.save_users([state], watermark=17)
+    got = await store.get_users(["u1", "nobody"])
+    assert set(got) == {"u1"}
+    assert np.array_equal(got["u1"].vector, state.vector)
+    for name in UserState.__slots__:
+        if name != "vector":
+            assert getattr(got["u1"], name) == getattr(state, name), name
+    assert await store.get_watermark() == 17
+    state.events_applied = 6
+    await store.save_users([state], watermark=None)
+    assert (await store.get_users(["u1"]))["u1"].events_applied == 6
+    assert await store.get_watermark() == 17
+
+
+async def test_items_round_trip_and_replace(adapters: tuple[EventLog, StateStore]) -> None:
+    _, store = adapters
+    item = Item("i1", np.array([0.6, 0.8]), "given", {"genre": "jazz", "tags": ["a"]}, 5.0)
+    await store.put_items([item])
+    got = await store.get_items(["i1", "i2"])
+    assert set(got) == {"i1"}
+    assert np.array_equal(got["i1"].vector, item.vector)
+    assert dict(got["i1"].attributes) == {"genre": "jazz", "tags": ["a"]}
+    await store.put_items([Item("i1", np.array([1.0, 0.0]), "hashed", {}, 6.0)])
+    assert (await store.get_items(["i1"]))["i1"].vector_source == "hashed"
+
+
+async def test_dead_letters_are_kept(adapters: tuple[EventLog, StateStore]) -> None:
+    _, store = adapters
+    await store.add_dead_letter(ev("p", offset=3), "ValueError: bad")
+    assert await store.count_dead_letters() == 1
+    await store.ping()
