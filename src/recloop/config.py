@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -111,6 +118,103 @@ class FeedbackSettings(_Section):
         return {**_default_types(), **types}
 
 
+SEGMENT_NAMES = ("new", "inactive", "power", "regular")
+DEFAULT_ALGORITHMS = ["collaborative", "content_based", "popularity", "trending"]
+
+
+class SegmentSettings(_Section):
+    new_max_interactions: int = Field(5, ge=0)
+    """Fewer interactions than this: ``new``."""
+    inactive_days: float = Field(30.0, gt=0.0)
+    """At least this long since the last event: ``inactive``."""
+    power_min_interactions: int = Field(100, ge=0)
+    """More interactions than this: ``power``."""
+
+
+def _default_segment_weights() -> dict[str, dict[str, float]]:
+    return {
+        # new users lean to popularity, power users to collaborative filtering,
+        # inactive ones to re-engagement (trending), regular ones are balanced
+        "new": {"collaborative": 0.10, "content_based": 0.20, "popularity": 0.45, "trending": 0.25},
+        "power": {"collaborative": 0.50, "content_based": 0.25, "popularity": 0.10, "trending": 0.15},
+        "inactive": {"collaborative": 0.15, "content_based": 0.15, "popularity": 0.30, "trending": 0.40},
+        "regular": {"collaborative": 0.25, "content_based": 0.25, "popularity": 0.25, "trending": 0.25},
+    }
+
+
+class BanditSettings(_Section):
+    algorithms: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: list(DEFAULT_ALGORITHMS), min_length=1
+    )
+    """The recommendation algorithms the orchestrator blends."""
+    default_weights: dict[str, dict[str, float]] = Field(default_factory=_default_segment_weights)
+    """Per segment, the weights the prior expresses before any data."""
+    prior_ctr: float = Field(0.05, gt=0.0, lt=1.0)
+    """Average prior CTR; each algorithm's prior mean is scaled by its default weight."""
+    prior_strength: float = Field(200.0, gt=0.0)
+    """Pseudo-impressions the prior is worth."""
+    bucket_minutes: int = Field(60, ge=1, le=1440)
+    window_days: float = Field(7.0, gt=0.0)
+    weight_mode: Literal["probability", "sample"] = "probability"
+    draws: int = Field(2000, ge=2000, le=1_000_000)
+    """Posterior draws estimating P(best) in ``probability`` mode (at least 2,000)."""
+    min_weight: float = Field(0.02, ge=0.0, lt=0.25)
+    cache_seconds: float = Field(10.0, ge=0.0)
+    """``probability`` weights are recomputed per segment at most this often."""
+    min_impressions: int = Field(1000, ge=1)
+    credible_level: float = Field(0.95, gt=0.5, lt=1.0)
+    disable_ctr: float = Field(0.005, gt=0.0, lt=1.0)
+    cooldown_hours: float = Field(24.0, gt=0.0)
+    seed: int | None = None
+    """Seed of the weight draws (None: fresh entropy; the seed used is reported)."""
+
+    @model_validator(mode="after")
+    def _weights_cover_algorithms(self) -> BanditSettings:
+        for segment in SEGMENT_NAMES:
+            weights = self.default_weights.get(segment)
+            if weights is None:
+                raise ValueError(f"default_weights needs segment {segment!r}")
+            if set(weights) != set(self.algorithms):
+                raise ValueError(
+                    f"default_weights.{segment} must give a weight to exactly the algorithms "
+                    f"{sorted(self.algorithms)}, got {sorted(weights)}"
+                )
+            if any(w <= 0 for w in weights.values()):
+                raise ValueError(f"default_weights.{segment}: weights must be > 0")
+        unknown = sorted(set(self.default_weights) - set(SEGMENT_NAMES))
+        if unknown:
+            raise ValueError(f"default_weights: unknown segment(s) {unknown}")
+        return self
+
+
+def _default_epsilons() -> dict[str, float]:
+    return {"new": 0.30, "power": 0.05, "inactive": 0.20, "regular": 0.10}
+
+
+class ExplorationSettings(_Section):
+    epsilon: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=_default_epsilons
+    )
+    """Per segment, the chance that the top slot of a ranking is explored."""
+    seed: int | None = None
+    """Seed of the exploration draws (None: fresh entropy)."""
+
+    @field_validator("epsilon")
+    @classmethod
+    def _every_segment(cls, epsilon: dict[str, float]) -> dict[str, float]:
+        if set(epsilon) != set(SEGMENT_NAMES):
+            raise ValueError(f"give an epsilon for exactly the segments {list(SEGMENT_NAMES)}")
+        return epsilon
+
+
+class RankSettings(_Section):
+    rrf_k: float = Field(60.0, gt=0.0)
+    """Reciprocal-rank fusion constant: contribution weight / (rrf_k + rank)."""
+    affinity_weight: float = Field(0.5, ge=0.0)
+    """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1])."""
+    max_candidates: int = Field(1000, ge=1, le=100_000)
+
+
 class IngestSettings(_Section):
     group_commit_max_events: int = Field(20_000, ge=1)
     """Most events written to the event log in one transaction."""
@@ -140,6 +244,10 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     ingest: IngestSettings = IngestSettings()
     cache: CacheSettings = CacheSettings()
+    segments: SegmentSettings = SegmentSettings()
+    bandit: BanditSettings = BanditSettings()
+    exploration: ExplorationSettings = ExplorationSettings()
+    rank: RankSettings = RankSettings()
 
     @classmethod
     def settings_customise_sources(

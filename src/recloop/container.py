@@ -15,6 +15,7 @@ from recloop.services.feedback import GroupCommitter, Processor, ProcessorConfig
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
 from recloop.services.preferences import PreferenceService
+from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,6 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         explicit_queue_size=fb.explicit_queue_size,
         apply_batch_max=fb.apply_batch_max,
         max_users=settings.cache.max_users,
-        max_items=settings.cache.max_items,
     )
 
 
@@ -81,7 +81,8 @@ def build_container(settings: Settings) -> Container:
         db = SqlDatabase(settings.storage.url, settings.storage.sqlite_synchronous)
         event_log, store = SqlEventLog(db), SqlStateStore(db)
     cache = TtlCache(settings.cache.max_users, settings.cache.read_ttl_seconds)
-    processor = Processor(store, cache, processor_config(settings))
+    vectors = ItemVectors(store, settings.cache.max_items)
+    processor = Processor(store, cache, vectors, processor_config(settings))
     committer = GroupCommitter(event_log, processor, settings.ingest.group_commit_max_events)
     return Container(
         settings=settings,
@@ -91,7 +92,7 @@ def build_container(settings: Settings) -> Container:
         processor=processor,
         committer=committer,
         ingest=IngestService(committer, settings.feedback.max_future_seconds),
-        items=ItemService(store, processor, settings.vectors.dim),
+        items=ItemService(store, vectors, settings.vectors.dim),
         preferences=PreferenceService(store, cache),
         db=db,
     )

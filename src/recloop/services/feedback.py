@@ -31,14 +31,13 @@ from typing import Any
 
 from recloop.adapters.memory.cache import LruCache
 from recloop.core.events import Event, SignalTable, is_explicit
-from recloop.core.items import Item
 from recloop.core.offsets import OffsetTracker
-from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState, Vector
+from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
 from recloop.ports import Cache, EventLog, StateStore
+from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
-_MISSING = object()
 _RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -63,7 +62,6 @@ class ProcessorConfig:
     explicit_queue_size: int = 1_000
     apply_batch_max: int = 1_000
     max_users: int = 200_000
-    max_items: int = 500_000
 
 
 @dataclass(slots=True)
@@ -90,15 +88,16 @@ class Processor:
         self,
         store: StateStore,
         cache: Cache,
+        vectors: ItemVectors,
         config: ProcessorConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._cache = cache
+        self._vectors = vectors
         self._config = config
         self._clock = clock
         self._states: LruCache[str, UserState] = LruCache(config.max_users)
-        self._items: LruCache[str, Any] = LruCache(config.max_items)
         self._queues: list[asyncio.Queue[list[Event] | _Pending]] = [
             asyncio.Queue(config.explicit_queue_size) for _ in range(config.explicit_workers)
         ]
@@ -271,7 +270,7 @@ class Processor:
                     users.add(user_id)
                     item_ids.add(item_id)
         states = await self._retrying(self._load_states, users)
-        vectors = await self._retrying(self._load_items, item_ids)
+        vectors = await self._retrying(self._vectors.get_many, item_ids)
         now = self._clock()
         rate = self._config.rate
         signals = self._config.signals
@@ -365,27 +364,6 @@ class Processor:
                 self._states.set(user_id, state)
                 found[user_id] = state
         return found
-
-    async def _load_items(self, item_ids: set[str]) -> dict[str, Vector | None]:
-        found: dict[str, Vector | None] = {}
-        missing = []
-        for item_id in item_ids:
-            vector = self._items.get(item_id)
-            if vector is None:
-                missing.append(item_id)
-            else:
-                found[item_id] = None if vector is _MISSING else vector
-        if missing:
-            stored = await self._store.get_items(missing)
-            for item_id in missing:
-                item = stored.get(item_id)
-                self._items.set(item_id, _MISSING if item is None else item.vector)
-                found[item_id] = None if item is None else item.vector
-        return found
-
-    def item_changed(self, item: Item) -> None:
-        """Use ``item``'s new vector for events applied from now on."""
-        self._items.set(item.item_id, item.vector)
 
     # -- introspection -----------------------------------------------------------
 

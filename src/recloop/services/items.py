@@ -9,19 +9,19 @@ from typing import Any
 from recloop.core.errors import NotFound
 from recloop.core.items import Item, make_item
 from recloop.ports import StateStore
-from recloop.services.feedback import Processor
+from recloop.services.vectors import ItemVectors
 
 
 class ItemService:
     def __init__(
         self,
         store: StateStore,
-        processor: Processor,
+        vectors: ItemVectors,
         dim: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._processor = processor
+        self._vectors = vectors
         self._dim = dim
         self._clock = clock
 
@@ -46,7 +46,7 @@ class ItemService:
         ]
         await self._store.put_items(built)
         for item in built:
-            self._processor.item_changed(item)
+            self._vectors.changed(item)
         return built
 
     async def get(self, item_id: str) -> Item:

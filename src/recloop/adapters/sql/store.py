@@ -42,18 +42,26 @@ class SqlEventLog:
         if not batch:
             return []
         now = time.time()
-        rows: dict[str, tuple[str, str, bytes, float]] = {}
+        rows: dict[str, _Row] = {}
         for event in batch:
             if event.event_id not in rows:
                 payload = orjson.dumps(event.to_record())
-                rows[event.event_id] = (event.user_id, event.type, payload, now)
+                impression_id = event.attribution.get("impression_id")
+                rows[event.event_id] = (event.user_id, event.type, payload, now, impression_id)
         async with self._db.write() as conn:
             if self._db.dialect == "sqlite":
                 written = await _append_sqlite(conn, rows)
             else:
                 params = [
-                    {"event_id": k, "user_id": u, "type": t, "payload": p, "accepted_at": a}
-                    for k, (u, t, p, a) in rows.items()
+                    {
+                        "event_id": k,
+                        "user_id": u,
+                        "type": t,
+                        "payload": p,
+                        "accepted_at": a,
+                        "impression_id": i,
+                    }
+                    for k, (u, t, p, a, i) in rows.items()
                 ]
                 result = await conn.execute(self._append, params)
                 written = {event_id: offset for offset, event_id in result.all()}
@@ -76,12 +84,12 @@ class SqlEventLog:
         return int(value or 0)
 
 
+# user_id, type, payload, accepted_at, impression_id
+_Row = tuple[str, str, bytes, float, str | None]
 _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
 
 
-async def _append_sqlite(
-    conn: AsyncConnection, rows: dict[str, tuple[str, str, bytes, float]]
-) -> dict[str, int]:
+async def _append_sqlite(conn: AsyncConnection, rows: dict[str, _Row]) -> dict[str, int]:
     """The SQLite hot path: writers are serialised (``SqlDatabase.write``), so offsets can be
     assigned here and the rows inserted with one plain ``executemany``, which costs a
     fraction of a generic ``INSERT ... RETURNING`` per row."""
@@ -99,16 +107,16 @@ async def _append_sqlite(
     offset = int(seq.scalar() or 0)
     written: dict[str, int] = {}
     params = []
-    for event_id, (user_id, type_, payload, accepted_at) in rows.items():
+    for event_id, row in rows.items():
         if event_id in existing:
             continue
         offset += 1
         written[event_id] = offset
-        params.append((offset, event_id, user_id, type_, payload, accepted_at))
+        params.append((offset, event_id, *row))
     if params:
         await conn.exec_driver_sql(
-            'INSERT INTO events ("offset", event_id, user_id, type, payload, accepted_at) '
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            'INSERT INTO events ("offset", event_id, user_id, type, payload, accepted_at, '
+            "impression_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
             params,
         )
     return written

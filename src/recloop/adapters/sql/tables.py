@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -34,7 +35,9 @@ events = Table(
     Column("type", String(16), nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("accepted_at", Float, nullable=False),
+    Column("impression_id", String(128)),  # attribution.impression_id, for joins (0002)
     Index("ix_events_user_id", "user_id"),
+    Index("ix_events_impression_id", "impression_id"),
     sqlite_autoincrement=True,  # offsets are never reused, even after purges
 )
 
@@ -82,4 +85,52 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("failed_at", Float, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# -- algorithm optimizer (0002) -------------------------------------------------
+
+algorithm_stats = Table(
+    "algorithm_stats",
+    metadata,
+    Column("segment", String(16), primary_key=True),
+    Column("algorithm", String(64), primary_key=True),
+    Column("bucket_start", Float, primary_key=True),
+    Column("impressions", BigInteger, nullable=False),
+    Column("clicks", BigInteger, nullable=False),
+    Column("conversions", BigInteger, nullable=False),
+    Column("satisfaction_sum", Float, nullable=False),
+    Column("satisfaction_n", BigInteger, nullable=False),
+)
+
+algorithm_status = Table(
+    "algorithm_status",
+    metadata,
+    Column("segment", String(16), primary_key=True),
+    Column("algorithm", String(64), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("manual", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("probation_since", Float),
+)
+
+performance_reports = Table(
+    "performance_reports",
+    metadata,
+    Column("report_id", String(128), primary_key=True),
+    Column("received_at", Float, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+impressions = Table(
+    "impressions",
+    metadata,
+    Column("impression_id", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("segment", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("model_version", String(64)),
+    Column("slate", LargeBinary, nullable=False),
+    Index("ix_impressions_user_id", "user_id"),
 )

@@ -1,0 +1,46 @@
+"""Item vectors in memory, loaded from the store on a miss (misses are remembered too)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from recloop.adapters.memory.cache import LruCache
+from recloop.core.items import Item
+from recloop.core.preferences import Vector
+from recloop.ports import StateStore
+
+_MISSING: Any = object()
+
+
+class ItemVectors:
+    """The vectors the processor learns towards and the ranker scores with.
+
+    An item the store does not know is remembered as missing until
+    :meth:`changed` registers it, so unknown items cost one lookup, not one per event.
+    """
+
+    def __init__(self, store: StateStore, max_items: int) -> None:
+        self._store = store
+        self._lru: LruCache[str, Any] = LruCache(max_items)
+
+    async def get_many(self, item_ids: Iterable[str]) -> dict[str, Vector | None]:
+        found: dict[str, Vector | None] = {}
+        missing = []
+        for item_id in item_ids:
+            vector = self._lru.get(item_id)
+            if vector is None:
+                missing.append(item_id)
+            else:
+                found[item_id] = None if vector is _MISSING else vector
+        if missing:
+            stored = await self._store.get_items(missing)
+            for item_id in missing:
+                item = stored.get(item_id)
+                self._lru.set(item_id, _MISSING if item is None else item.vector)
+                found[item_id] = None if item is None else item.vector
+        return found
+
+    def changed(self, item: Item) -> None:
+        """Use ``item``'s new vector from now on."""
+        self._lru.set(item.item_id, item.vector)
