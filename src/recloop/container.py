@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.config import Settings
-from recloop.core.events import SignalTable, TypeWeight
+from recloop.core.bandit import segment_priors
+from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
-from recloop.ports import Cache, EventLog, StateStore
-from recloop.services.feedback import GroupCommitter, Processor, ProcessorConfig
+from recloop.core.segments import SegmentRules
+from recloop.ports import Cache, EventLog, Impression, StateStore
+from recloop.services.batching import GroupCommit
+from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
+from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
+from recloop.services.ranking import Ranker, RankConfig, impression_writer
 from recloop.services.vectors import ItemVectors
-
-log = logging.getLogger(__name__)
 
 MEMORY_URL = "memory://"
 
@@ -29,27 +31,35 @@ class Container:
     store: StateStore
     cache: Cache
     processor: Processor
-    committer: GroupCommitter
+    committer: GroupCommit[Event, int | None]
+    impressions: GroupCommit[Impression, None]
     ingest: IngestService
     items: ItemService
     preferences: PreferenceService
+    optimizer: Optimizer
+    ranker: Ranker
     db: SqlDatabase | None = None
-    started: bool = field(default=False)
 
     async def start(self) -> None:
         if self.db is not None and self.settings.storage.auto_migrate:
             await self.db.migrate()
+        await self.optimizer.start()
         await self.processor.start(self.event_log)
         self.committer.start()
-        self.started = True
+        self.impressions.start()
 
     async def stop(self) -> None:
         """Graceful: commit what is being accepted, apply everything, flush, close."""
         await self.committer.stop()
+        await self.impressions.stop()
         await self.processor.stop()
         if self.db is not None:
             await self.db.dispose()
-        self.started = False
+
+
+def segment_rules(settings: Settings) -> SegmentRules:
+    s = settings.segments
+    return SegmentRules(s.new_max_interactions, s.inactive_days, s.power_min_interactions)
 
 
 def processor_config(settings: Settings) -> ProcessorConfig:
@@ -68,6 +78,31 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         explicit_queue_size=fb.explicit_queue_size,
         apply_batch_max=fb.apply_batch_max,
         max_users=settings.cache.max_users,
+        segment_rules=segment_rules(settings),
+        algorithms=frozenset(settings.bandit.algorithms),
+        bucket_seconds=settings.bandit.bucket_minutes * 60.0,
+    )
+
+
+def optimizer_config(settings: Settings) -> OptimizerConfig:
+    b = settings.bandit
+    return OptimizerConfig(
+        algorithms=tuple(b.algorithms),
+        priors={
+            segment: segment_priors(weights, b.prior_ctr, b.prior_strength)
+            for segment, weights in b.default_weights.items()
+        },
+        bucket_seconds=b.bucket_minutes * 60.0,
+        window_seconds=b.window_days * 86400.0,
+        mode=b.weight_mode,
+        draws=b.draws,
+        min_weight=b.min_weight,
+        cache_seconds=b.cache_seconds,
+        min_impressions=b.min_impressions,
+        credible_level=b.credible_level,
+        disable_ctr=b.disable_ctr,
+        cooldown_seconds=b.cooldown_hours * 3600.0,
+        seed=b.seed,
     )
 
 
@@ -82,8 +117,28 @@ def build_container(settings: Settings) -> Container:
         event_log, store = SqlEventLog(db), SqlStateStore(db)
     cache = TtlCache(settings.cache.max_users, settings.cache.read_ttl_seconds)
     vectors = ItemVectors(store, settings.cache.max_items)
-    processor = Processor(store, cache, vectors, processor_config(settings))
-    committer = GroupCommitter(event_log, processor, settings.ingest.group_commit_max_events)
+    optimizer = Optimizer(store, optimizer_config(settings))
+    processor = Processor(
+        store, cache, vectors, processor_config(settings), on_counts=optimizer.record
+    )
+    committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
+    preferences = PreferenceService(store, cache)
+    impressions = impression_writer(store)
+    ranker = Ranker(
+        preferences,
+        optimizer,
+        vectors,
+        impressions,
+        store,
+        event_log,
+        RankConfig(
+            epsilons=dict(settings.exploration.epsilon),
+            segment_rules=segment_rules(settings),
+            rrf_k=settings.rank.rrf_k,
+            affinity_weight=settings.rank.affinity_weight,
+            seed=settings.exploration.seed,
+        ),
+    )
     return Container(
         settings=settings,
         event_log=event_log,
@@ -91,8 +146,11 @@ def build_container(settings: Settings) -> Container:
         cache=cache,
         processor=processor,
         committer=committer,
+        impressions=impressions,
         ingest=IngestService(committer, settings.feedback.max_future_seconds),
         items=ItemService(store, vectors, settings.vectors.dim),
-        preferences=PreferenceService(store, cache),
+        preferences=preferences,
+        optimizer=optimizer,
+        ranker=ranker,
         db=db,
     )

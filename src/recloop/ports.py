@@ -7,11 +7,42 @@ use, and the contract tests run the same cases over it and the SQL adapter.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from recloop.core.availability import AlgorithmStatus
+from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+
+
+@dataclass(frozen=True, slots=True)
+class AlgorithmCount:
+    """Counts of one (segment, algorithm) in the time bucket starting at ``bucket_start``."""
+
+    segment: str
+    algorithm: str
+    bucket_start: float
+    counts: PerformanceCounts
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """A ranking shown to a user, as logged for attribution and training.
+
+    ``slate`` holds one mapping per shown item: item_id, position, propensity,
+    explored, score and the features used to score it.
+    """
+
+    impression_id: str
+    user_id: str
+    segment: str
+    created_at: float
+    epsilon: float
+    slate: list[dict[str, Any]] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+    model_version: str | None = None
 
 
 class EventLog(Protocol):
@@ -33,15 +64,44 @@ class EventLog(Protocol):
         """The highest offset written so far (0 for an empty log)."""
         ...
 
+    async def read_impression_feedback(self, impression_id: str) -> list[Event]:
+        """Logged events whose ``attribution.impression_id`` is ``impression_id``."""
+        ...
+
 
 class StateStore(Protocol):
     """Learned state: users, items, the applied watermark, dead letters."""
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
-    async def save_users(self, states: Sequence[UserState], watermark: int | None) -> None:
-        """Store ``states`` and, if given, the consumer's applied ``watermark``, in one commit."""
+    async def save_users(
+        self,
+        states: Sequence[UserState],
+        watermark: int | None,
+        algorithm_counts: Sequence[AlgorithmCount] = (),
+    ) -> None:
+        """In one commit: store ``states``, add ``algorithm_counts`` to the stored counts,
+        and store the consumer's applied ``watermark`` if given."""
         ...
+
+    async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
+        """Every stored bucket starting at or after ``since``."""
+        ...
+
+    async def add_performance_report(
+        self, report_id: str, payload: bytes, counts: Sequence[AlgorithmCount]
+    ) -> bool:
+        """Record a report and add its counts in one commit; False (nothing changed) if
+        ``report_id`` was recorded before."""
+        ...
+
+    async def get_algorithm_status(self) -> list[AlgorithmStatus]: ...
+
+    async def put_algorithm_status(self, statuses: Sequence[AlgorithmStatus]) -> None: ...
+
+    async def add_impressions(self, impressions: Sequence[Impression]) -> None: ...
+
+    async def get_impression(self, impression_id: str) -> Impression | None: ...
 
     async def get_watermark(self) -> int: ...
 

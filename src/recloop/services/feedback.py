@@ -33,11 +33,15 @@ from recloop.adapters.memory.cache import LruCache
 from recloop.core.events import Event, SignalTable, is_explicit
 from recloop.core.offsets import OffsetTracker
 from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
-from recloop.ports import Cache, EventLog, StateStore
+from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
+from recloop.core.segments import SegmentRules, segment_of
+from recloop.ports import AlgorithmCount, Cache, EventLog, StateStore
+from recloop.services.batching import GroupCommit
 from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
+_ZERO = PerformanceCounts()
 _RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -62,23 +66,49 @@ class ProcessorConfig:
     explicit_queue_size: int = 1_000
     apply_batch_max: int = 1_000
     max_users: int = 200_000
+    segment_rules: SegmentRules = SegmentRules()
+    algorithms: frozenset[str] = frozenset()
+    """Algorithms whose attributed events are counted for the optimizer."""
+    bucket_seconds: float = 3600.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    """The implicit events of one (user, item) waiting for the flush.
+
+    ``performance`` counts, per (algorithm, time bucket), the attributed ones
+    for the optimizer; the segment is decided when they are applied.
+    """
+
+    user_id: str
+    item_id: str
+    aggregate: ImplicitAggregate = field(default_factory=ImplicitAggregate)
+    offsets: list[int] = field(default_factory=list)
+    performance: dict[tuple[str, float], PerformanceCounts] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Pending:
-    """Aggregates of one flush bound for one applier, with the offsets they cover."""
+    """Entries of one flush bound for one applier (offsets done once they are committed)."""
 
-    aggregates: list[tuple[str, str, ImplicitAggregate]]
-    offsets: list[int]
+    entries: list[_Entry]
 
 
 @dataclass(slots=True)
 class _Shard:
-    """One implicit aggregator's buffer: per (user, item) the sum and the offsets in it."""
+    """One implicit aggregator's buffer, keyed by (user, item)."""
 
-    buffer: dict[tuple[str, str], tuple[ImplicitAggregate, list[int]]] = field(default_factory=dict)
+    buffer: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     count: int = 0
     full: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What one applier round commits: user states and optimizer counts."""
+
+    states: list[UserState]
+    counts: list[AlgorithmCount]
 
 
 class Processor:
@@ -91,7 +121,10 @@ class Processor:
         vectors: ItemVectors,
         config: ProcessorConfig,
         clock: Callable[[], float] = time.time,
+        on_counts: Callable[[list[AlgorithmCount]], None] | None = None,
     ) -> None:
+        """``on_counts`` receives the optimizer counts of every committed round."""
+        self._on_counts = on_counts
         self._store = store
         self._cache = cache
         self._vectors = vectors
@@ -104,9 +137,10 @@ class Processor:
         self._shards = [_Shard() for _ in range(config.implicit_workers)]
         self._shard_limit = max(1, config.implicit_max_buffer // config.implicit_workers)
         self._tasks: list[asyncio.Task[None]] = []
-        self._to_commit: list[tuple[list[UserState], asyncio.Future[None]]] = []
-        self._commit_wake = asyncio.Event()
-        self.commits = 0
+        # Appliers committing at the same time share one transaction.
+        self._state_writer: GroupCommit[_Changes, None] = GroupCommit(
+            "state-writer", self._save_changes
+        )
         self.tracker = OffsetTracker()
         self.applied_total = 0
         self.dead_letters = 0
@@ -129,7 +163,7 @@ class Processor:
             asyncio.create_task(self._flush_loop(s), name=f"aggregator-{i}")
             for i, s in enumerate(self._shards)
         ]
-        self._tasks.append(asyncio.create_task(self._state_writer(), name="state-writer"))
+        self._state_writer.start()
         replayed = 0
         after = watermark
         while batch := await log_.read(after, replay_chunk):
@@ -166,6 +200,7 @@ class Processor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._state_writer.stop()
         await self._store.save_users([], self.tracker.watermark)
 
     async def flush_implicit(self) -> None:
@@ -187,6 +222,8 @@ class Processor:
         n_apply = len(self._queues)
         n_shard = len(self._shards)
         signals = self._config.signals
+        algorithms = self._config.algorithms
+        bucket_seconds = self._config.bucket_seconds
         explicit: list[list[Event]] = [[] for _ in range(n_apply)]
         for event in events:
             if is_explicit(event.type):
@@ -200,11 +237,17 @@ class Processor:
                 continue
             s = self._shards[shard(event.user_id, n_shard)]
             key = (event.user_id, event.item_id)
-            bucket = s.buffer.get(key)
-            if bucket is None:
-                bucket = s.buffer[key] = (ImplicitAggregate(), [])
-            bucket[0].add(signal, event.type == "impression", event.offset, event.timestamp)
-            bucket[1].append(event.offset)
+            entry = s.buffer.get(key)
+            if entry is None:
+                entry = s.buffer[key] = _Entry(event.user_id, event.item_id)
+            entry.aggregate.add(signal, event.type == "impression", event.offset, event.timestamp)
+            entry.offsets.append(event.offset)
+            algorithm = event.attribution.get("algorithm")
+            if algorithm in algorithms:
+                counts = counts_of(event.type, event.value)
+                if counts is not None:
+                    slot = (algorithm, bucket_start(event.timestamp, bucket_seconds))
+                    entry.performance[slot] = entry.performance.get(slot, _ZERO) + counts
             s.count += 1
             if s.count >= self._shard_limit:
                 s.full.set()
@@ -229,15 +272,13 @@ class Processor:
         buffer = s.buffer
         s.buffer, s.count = {}, 0
         n_apply = len(self._queues)
-        bundles = [_Pending([], []) for _ in range(n_apply)]
-        for (user_id, item_id), (agg, offsets) in buffer.items():
-            # Offsets travel with their user's aggregate, so each is marked done
+        bundles = [_Pending([]) for _ in range(n_apply)]
+        for entry in buffer.values():
+            # Offsets travel with their user's entry, so each is marked done
             # only once that user's state is committed.
-            bundle = bundles[shard(user_id, n_apply)]
-            bundle.aggregates.append((user_id, item_id, agg))
-            bundle.offsets.extend(offsets)
+            bundles[shard(entry.user_id, n_apply)].entries.append(entry)
         for i, bundle in enumerate(bundles):
-            if bundle.aggregates:
+            if bundle.entries:
                 await self._queues[i].put(bundle)
 
     # -- applying ------------------------------------------------------------
@@ -261,70 +302,71 @@ class Processor:
         users: set[str] = set()
         item_ids: set[str] = set()
         for w in work:
-            if isinstance(w, list):
-                for e in w:
-                    users.add(e.user_id)
-                    item_ids.add(e.item_id)
-            else:
-                for user_id, item_id, _agg in w.aggregates:
-                    users.add(user_id)
-                    item_ids.add(item_id)
+            for e in w if isinstance(w, list) else w.entries:
+                users.add(e.user_id)
+                item_ids.add(e.item_id)
         states = await self._retrying(self._load_states, users)
         vectors = await self._retrying(self._vectors.get_many, item_ids)
         now = self._clock()
-        rate = self._config.rate
-        signals = self._config.signals
+        c = self._config
         changed: dict[str, UserState] = {}
+        performance: dict[tuple[str, str, float], PerformanceCounts] = {}
         done: list[int] = []
         for w in work:
             if isinstance(w, list):
                 for e in w:
                     done.append(e.offset)
                     try:
-                        signal = signals.signal(e.type, e.value)
+                        signal = c.signals.signal(e.type, e.value)
                     except Exception as exc:
                         await self._dead_letter(e, exc)
                         continue
                     state = states[e.user_id]
-                    if state.apply_explicit(
-                        e.offset, signal, vectors[e.item_id], e.timestamp, rate, now
+                    segment = self._segment(state, e.timestamp)
+                    if not state.apply_explicit(
+                        e.offset, signal, vectors[e.item_id], e.timestamp, c.rate, now
                     ):
-                        self.applied_total += 1
+                        continue  # replayed, already in the state
+                    self.applied_total += 1
                     changed[e.user_id] = state
+                    algorithm = e.attribution.get("algorithm")
+                    if algorithm in c.algorithms:
+                        counts = counts_of(e.type, e.value)
+                        if counts is not None:
+                            key = (segment, algorithm, bucket_start(e.timestamp, c.bucket_seconds))
+                            performance[key] = performance.get(key, _ZERO) + counts
             else:
-                for user_id, item_id, agg in w.aggregates:
-                    state = states[user_id]
-                    state.apply_implicit(agg, vectors[item_id], rate, now)
-                    changed[user_id] = state
+                for entry in w.entries:
+                    state = states[entry.user_id]
+                    agg = entry.aggregate
+                    segment = self._segment(state, agg.first_at)
+                    state.apply_implicit(agg, vectors[entry.item_id], c.rate, now)
+                    changed[entry.user_id] = state
                     self.applied_total += agg.interactions + agg.impressions
-                done.extend(w.offsets)
-        await self._commit_states(list(changed.values()))
+                    for (algorithm, bucket), counts in entry.performance.items():
+                        key = (segment, algorithm, bucket)
+                        performance[key] = performance.get(key, _ZERO) + counts
+                    done.extend(entry.offsets)
+        rows = [AlgorithmCount(seg, alg, b, counts) for (seg, alg, b), counts in performance.items()]
+        await self._state_writer.submit([_Changes(list(changed.values()), rows)])
         for offset in done:
             self.tracker.done(offset)
         for user_id, state in changed.items():
             self._cache.set(preferences_key(user_id), state.snapshot())
+        if rows and self._on_counts is not None:
+            self._on_counts(rows)
 
-    async def _commit_states(self, states: list[UserState]) -> None:
-        """Store ``states`` durably; appliers waiting at once share one transaction."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_commit.append((states, future))
-        self._commit_wake.set()
-        await future
+    def _segment(self, state: UserState, at: float) -> str:
+        return segment_of(
+            state.interactions, state.last_event_at, at, self._config.segment_rules
+        )
 
-    async def _state_writer(self) -> None:
-        while True:
-            await self._commit_wake.wait()
-            self._commit_wake.clear()
-            round_, self._to_commit = self._to_commit, []
-            if not round_:
-                continue
-            states = [state for batch, _ in round_ for state in batch]
-            # The watermark only covers offsets whose state is already committed.
-            await self._retrying(self._store.save_users, states, self.tracker.watermark)
-            self.commits += 1
-            for _, future in round_:
-                if not future.done():
-                    future.set_result(None)
+    async def _save_changes(self, changes: list[_Changes]) -> list[None]:
+        states = [state for c in changes for state in c.states]
+        counts = [row for c in changes for row in c.counts]
+        # The watermark only covers offsets whose state is already committed.
+        await self._retrying(self._store.save_users, states, self.tracker.watermark, counts)
+        return [None] * len(changes)
 
     async def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Storage errors are retried with backoff: nothing dispatched is dropped."""
@@ -377,7 +419,7 @@ class Processor:
 
     @property
     def workers_alive(self) -> int:
-        return sum(1 for t in self._tasks if not t.done())
+        return sum(1 for t in self._tasks if not t.done()) + self._state_writer.alive
 
     @property
     def workers_expected(self) -> int:
@@ -385,81 +427,21 @@ class Processor:
 
 
 def _size(work: list[Event] | _Pending) -> int:
-    return len(work) if isinstance(work, list) else len(work.offsets)
+    return len(work) if isinstance(work, list) else sum(len(e.offsets) for e in work.entries)
 
 
-class GroupCommitter:
-    """Writes accepted events to the log, many requests per transaction.
+def event_log_writer(log_: EventLog, processor: Processor, max_events: int) -> GroupCommit[Event, int | None]:
+    """The group commit that makes events durable, then hands them on in log order.
 
-    A request's events are durable when :meth:`submit` returns; they are then
-    handed to the processor in log order.
+    Its results are each event's offset, or None for an already logged ``event_id``.
     """
 
-    def __init__(self, log_: EventLog, processor: Processor, max_events: int = 20_000) -> None:
-        self._log = log_
-        self._processor = processor
-        self._max_events = max_events
-        self._pending: list[tuple[list[Event], asyncio.Future[list[int | None]]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.rounds = 0
+    async def dispatch(events: list[Event], offsets: Sequence[int | None]) -> None:
+        logged = []
+        for event, offset in zip(events, offsets, strict=True):
+            if offset is not None:
+                event.offset = offset
+                logged.append(event)
+        await processor.dispatch(logged)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group-committer")
-
-    async def stop(self) -> None:
-        """Commit what is pending, then stop."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def submit(self, events: list[Event]) -> list[int | None]:
-        """Log ``events`` durably; each one's offset, or None for an already logged event_id."""
-        if self._closing:
-            raise RuntimeError("the service is shutting down")
-        future: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, future))
-        self._wake.set()
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            taken, count = 0, 0
-            while taken < len(self._pending) and count < self._max_events:
-                count += len(self._pending[taken][0])
-                taken += 1
-            round_, self._pending = self._pending[:taken], self._pending[taken:]
-            flat = [e for events, _ in round_ for e in events]
-            try:
-                offsets = await self._log.append(flat)
-            except Exception as exc:
-                for _, future in round_:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.rounds += 1
-            logged: list[Event] = []
-            start = 0
-            for events, future in round_:
-                part = offsets[start : start + len(events)]
-                start += len(events)
-                if not future.done():
-                    future.set_result(part)
-            for event, offset in zip(flat, offsets, strict=True):
-                if offset is not None:
-                    event.offset = offset
-                    logged.append(event)
-            await self._processor.dispatch(logged)
+    return GroupCommit("event-log-writer", log_.append, max_events, after=dispatch)

@@ -10,7 +10,7 @@ from typing import Any
 from recloop.core.errors import InvalidInput
 from recloop.core.events import Event, check_event
 from recloop.core.ids import uuid7
-from recloop.services.feedback import GroupCommitter
+from recloop.services.batching import GroupCommit
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ class IngestService:
 
     def __init__(
         self,
-        committer: GroupCommitter,
+        committer: GroupCommit[Event, int | None],
         max_future_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:

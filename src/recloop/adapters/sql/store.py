@@ -13,10 +13,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from recloop.adapters.sql.database import SqlDatabase
-from recloop.adapters.sql.tables import consumer_offsets, dead_letters, events, items, user_state
+from recloop.adapters.sql.tables import (
+    algorithm_stats,
+    algorithm_status,
+    consumer_offsets,
+    dead_letters,
+    events,
+    impressions,
+    items,
+    performance_reports,
+    user_state,
+)
+from recloop.core.availability import AlgorithmStatus
+from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+from recloop.ports import AlgorithmCount, Impression
 
 CONSUMER = "processor"
 
@@ -83,6 +96,16 @@ class SqlEventLog:
             value = (await conn.execute(select(func.max(events.c.offset)))).scalar()
         return int(value or 0)
 
+    async def read_impression_feedback(self, impression_id: str) -> list[Event]:
+        query = (
+            select(events.c.offset, events.c.payload)
+            .where(events.c.impression_id == impression_id)
+            .order_by(events.c.offset)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
+
 
 # user_id, type, payload, accepted_at, impression_id
 _Row = tuple[str, str, bytes, float, str | None]
@@ -134,6 +157,23 @@ class SqlStateStore:
         self._save_offset = offsets.on_conflict_do_update(
             index_elements=["consumer"], set_={"offset": offsets.excluded.offset}
         )
+        stats = _insert(db, algorithm_stats)
+        self._add_counts = stats.on_conflict_do_update(
+            index_elements=["segment", "algorithm", "bucket_start"],
+            set_={
+                name: algorithm_stats.c[name] + stats.excluded[name]
+                for name in _COUNT_COLUMNS
+            },
+        )
+        status = _insert(db, algorithm_status)
+        self._put_status = status.on_conflict_do_update(
+            index_elements=["segment", "algorithm"],
+            set_={
+                c.name: status.excluded[c.name]
+                for c in algorithm_status.c
+                if c.name not in ("segment", "algorithm")
+            },
+        )
         item_upsert = _insert(db, items)
         self._save_item = item_upsert.on_conflict_do_update(
             index_elements=["item_id"],
@@ -148,12 +188,99 @@ class SqlStateStore:
             rows = (await conn.execute(query)).mappings().all()
         return {row["user_id"]: _user_from_row(row) for row in rows}
 
-    async def save_users(self, states: Sequence[UserState], watermark: int | None) -> None:
+    async def save_users(
+        self,
+        states: Sequence[UserState],
+        watermark: int | None,
+        algorithm_counts: Sequence[AlgorithmCount] = (),
+    ) -> None:
         async with self._db.write() as conn:
             if states:
                 await conn.execute(self._save_user, [_user_to_row(s) for s in states])
+            if algorithm_counts:
+                await conn.execute(self._add_counts, [_count_to_row(c) for c in algorithm_counts])
             if watermark is not None:
                 await conn.execute(self._save_offset, {"consumer": CONSUMER, "offset": watermark})
+
+    async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
+        query = select(algorithm_stats).where(algorithm_stats.c.bucket_start >= since)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            AlgorithmCount(
+                row["segment"],
+                row["algorithm"],
+                row["bucket_start"],
+                PerformanceCounts(**{name: row[name] for name in _COUNT_COLUMNS}),
+            )
+            for row in rows
+        ]
+
+    async def add_performance_report(
+        self, report_id: str, payload: bytes, counts: Sequence[AlgorithmCount]
+    ) -> bool:
+        record = _insert(self._db, performance_reports).on_conflict_do_nothing(
+            index_elements=["report_id"]
+        )
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                record, {"report_id": report_id, "received_at": time.time(), "payload": payload}
+            )
+            if result.rowcount == 0:
+                return False
+            if counts:
+                await conn.execute(self._add_counts, [_count_to_row(c) for c in counts])
+        return True
+
+    async def get_algorithm_status(self) -> list[AlgorithmStatus]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(algorithm_status))).mappings().all()
+        return [AlgorithmStatus(**row) for row in rows]
+
+    async def put_algorithm_status(self, statuses: Sequence[AlgorithmStatus]) -> None:
+        if not statuses:
+            return
+        rows = [
+            {name: getattr(s, name) for name in AlgorithmStatus.__slots__} for s in statuses
+        ]
+        async with self._db.write() as conn:
+            await conn.execute(self._put_status, rows)
+
+    async def add_impressions(self, batch: Sequence[Impression]) -> None:
+        if not batch:
+            return
+        rows = [
+            {
+                "impression_id": i.impression_id,
+                "user_id": i.user_id,
+                "segment": i.segment,
+                "created_at": i.created_at,
+                "epsilon": i.epsilon,
+                "model_version": i.model_version,
+                "slate": orjson.dumps(i.slate),
+                "context": orjson.dumps(i.context),
+            }
+            for i in batch
+        ]
+        async with self._db.write() as conn:
+            await conn.execute(impressions.insert(), rows)
+
+    async def get_impression(self, impression_id: str) -> Impression | None:
+        query = select(impressions).where(impressions.c.impression_id == impression_id)
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return Impression(
+            impression_id=row["impression_id"],
+            user_id=row["user_id"],
+            segment=row["segment"],
+            created_at=row["created_at"],
+            epsilon=row["epsilon"],
+            slate=orjson.loads(row["slate"]),
+            context=orjson.loads(row["context"]),
+            model_version=row["model_version"],
+        )
 
     async def get_watermark(self) -> int:
         query = select(consumer_offsets.c.offset).where(consumer_offsets.c.consumer == CONSUMER)
@@ -213,6 +340,19 @@ class SqlStateStore:
 
     async def ping(self) -> None:
         await self._db.ping()
+
+
+_COUNT_COLUMNS = ("impressions", "clicks", "conversions", "satisfaction_sum", "satisfaction_n")
+
+
+def _count_to_row(row: AlgorithmCount) -> dict[str, Any]:
+    values = {name: getattr(row.counts, name) for name in _COUNT_COLUMNS}
+    return {
+        "segment": row.segment,
+        "algorithm": row.algorithm,
+        "bucket_start": row.bucket_start,
+        **values,
+    }
 
 
 def _user_to_row(state: UserState) -> dict[str, Any]:

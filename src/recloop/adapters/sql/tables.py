@@ -132,5 +132,6 @@ impressions = Table(
     Column("epsilon", Float, nullable=False),
     Column("model_version", String(64)),
     Column("slate", LargeBinary, nullable=False),
+    Column("context", LargeBinary, nullable=False),
     Index("ix_impressions_user_id", "user_id"),
 )

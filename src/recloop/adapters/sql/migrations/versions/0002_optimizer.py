@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("epsilon", sa.Float, nullable=False),
         sa.Column("model_version", sa.String(64)),
         sa.Column("slate", sa.LargeBinary, nullable=False),
+        sa.Column("context", sa.LargeBinary, nullable=False),
     )
     op.create_index("ix_impressions_user_id", "impressions", ["user_id"])
     with op.batch_alter_table("events") as batch:

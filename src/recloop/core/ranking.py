@@ -1,0 +1,167 @@
+"""Rank candidates from several algorithms: weighted fusion plus preference affinity.
+
+Weighted reciprocal-rank fusion (Cormack, Clarke and Büttcher, 2009, with a
+weight per list). Within each algorithm's list, a candidate at rank ``r``
+(from 1) contributes::
+
+    weights[alg] / (rrf_k + r)
+
+and an item proposed by several algorithms sums its contributions. The
+fused value is divided by the largest one, so the best-fused item has
+``fusion = 1``, and the user's preference is added::
+
+    score = fusion / max(fusion) + affinity_weight * affinity
+
+with ``affinity`` the cosine similarity of the user's preference vector and
+the item's vector (:func:`cosine`, computed by the caller).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from recloop.core.errors import InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An item proposed by ``algorithm``, with that algorithm's score if it gives one."""
+
+    item_id: str
+    algorithm: str | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A fused item: its final ``score`` and the parts it is made of."""
+
+    item_id: str
+    score: float
+    fusion: float
+    affinity: float
+    algorithms: tuple[str, ...]
+
+
+def _check(
+    candidates: Sequence[Candidate],
+    weights: Mapping[str, float],
+    affinities: Mapping[str, float],
+    rrf_k: float,
+    affinity_weight: float,
+) -> None:
+    if not (rrf_k >= 0 and math.isfinite(rrf_k)):
+        raise InvalidInput("rrf_k", f"must be finite and >= 0, got {rrf_k}")
+    if not math.isfinite(affinity_weight):
+        raise InvalidInput("affinity_weight", f"must be finite, got {affinity_weight}")
+    for algorithm, weight in weights.items():
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise InvalidInput(f"weights.{algorithm}", f"must be finite and >= 0, got {weight}")
+    for item_id, affinity in affinities.items():
+        if not math.isfinite(affinity):
+            raise InvalidInput(f"affinities.{item_id}", f"must be finite, got {affinity}")
+    for i, candidate in enumerate(candidates):
+        if candidate.score is not None and not math.isfinite(candidate.score):
+            raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {candidate.score}")
+
+
+def _ranked(group: list[Candidate]) -> list[Candidate]:
+    """By score, highest first (ties in input order) if every candidate has one; else as given."""
+    scored = [(c.score, c) for c in group if c.score is not None]
+    if len(scored) < len(group):
+        return group
+    return [c for _, c in sorted(scored, key=lambda pair: -pair[0])]
+
+
+def fuse(
+    candidates: Sequence[Candidate],
+    weights: Mapping[str, float],
+    affinities: Mapping[str, float],
+    rrf_k: float = 60.0,
+    affinity_weight: float = 0.5,
+) -> list[Scored]:
+    """One :class:`Scored` per item, best first; see the module docstring for the formulas.
+
+    Candidates are ranked within their algorithm: by score, highest first, if
+    every one of them has a score, else in input order. Candidates with no
+    algorithm, or one absent from ``weights`` (a disabled algorithm, say),
+    are ranked together as one more list weighing the mean of ``weights``
+    (1.0 if it is empty). Items with equal scores keep the order of their
+    first appearance in ``candidates``. If every weight is 0, so is every
+    fusion value.
+
+    Raises
+    ------
+    InvalidInput
+        for a negative or non-finite weight, a negative ``rrf_k`` or a
+        non-finite score or affinity.
+
+    >>> candidates = [Candidate("x", "als"), Candidate("y", "als"),
+    ...               Candidate("y", "popular"), Candidate("z", "popular")]
+    >>> fused = fuse(candidates, {"als": 2.0, "popular": 1.0}, {"z": 1.0}, rrf_k=1.0)
+    >>> [(s.item_id, round(s.fusion, 3), round(s.score, 3)) for s in fused]
+    [('y', 1.0, 1.0), ('x', 0.857, 0.857), ('z', 0.286, 0.786)]
+    >>> fused[0].algorithms
+    ('als', 'popular')
+    """
+    _check(candidates, weights, affinities, rrf_k, affinity_weight)
+    unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
+    groups: dict[str | None, list[Candidate]] = {}
+    for candidate in candidates:
+        key = candidate.algorithm if candidate.algorithm in weights else None
+        groups.setdefault(key, []).append(candidate)
+
+    # Dicts keep insertion order: items in order of first appearance.
+    fusion = dict.fromkeys((c.item_id for c in candidates), 0.0)
+    proposers: dict[str, list[str]] = {item_id: [] for item_id in fusion}
+    for candidate in candidates:
+        algorithm = candidate.algorithm
+        if algorithm is not None and algorithm not in proposers[candidate.item_id]:
+            proposers[candidate.item_id].append(algorithm)
+    for key, group in groups.items():
+        weight = unassigned_weight if key is None else weights[key]
+        for rank, candidate in enumerate(_ranked(group), start=1):
+            fusion[candidate.item_id] += weight / (rrf_k + rank)
+
+    top = max(fusion.values(), default=0.0)
+    results = []
+    for item_id, value in fusion.items():
+        normalised = value / top if top > 0 else 0.0
+        affinity = affinities.get(item_id, 0.0)
+        results.append(
+            Scored(
+                item_id=item_id,
+                score=normalised + affinity_weight * affinity,
+                fusion=normalised,
+                affinity=affinity,
+                algorithms=tuple(proposers[item_id]),
+            )
+        )
+    results.sort(key=lambda s: -s.score)  # stable: ties stay in order of first appearance
+    return results
+
+
+def cosine(u: npt.ArrayLike, v: npt.ArrayLike) -> float:
+    """The cosine similarity ``u·v / (|u| |v|)`` in [-1, 1]; 0.0 if either vector is zero.
+
+    Raises
+    ------
+    InvalidInput
+        if the vectors' shapes differ.
+
+    >>> cosine([1.0, 0.0], [1.0, 1.0]), cosine([1.0, 0.0], [-2.0, 0.0]), cosine([0.0], [1.0])
+    (0.7071067811865475, -1.0, 0.0)
+    """
+    a = np.asarray(u, dtype=np.float64)
+    b = np.asarray(v, dtype=np.float64)
+    if a.shape != b.shape:
+        raise InvalidInput("v", f"has shape {b.shape}, u has {a.shape}")
+    norms = float(np.linalg.norm(a)) * float(np.linalg.norm(b))
+    if norms == 0.0:
+        return 0.0
+    return min(max(float(a @ b) / norms, -1.0), 1.0)

@@ -1,0 +1,293 @@
+"""The algorithm optimizer: per-segment Thompson sampling over recommendation algorithms.
+
+Counts reach it two ways, both durable and applied exactly once:
+
+- feedback events carrying ``attribution.algorithm``, committed by the
+  processor together with the user state (:meth:`Optimizer.record` runs after
+  the commit);
+- aggregated reports from the orchestrator (:meth:`Optimizer.report`), stored
+  with their ``report_id`` in the same transaction as the counts.
+
+Weights are computed from counts held in memory (``core.bandit.WindowCounts``),
+so reads never wait on the write path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from recloop.core.availability import AlgorithmStatus, evidence_since, next_status
+from recloop.core.bandit import (
+    BetaPrior,
+    PerformanceCounts,
+    Posterior,
+    WindowCounts,
+    bucket_start,
+    disable_reason,
+    floor_weights,
+    posterior,
+    probability_best,
+    sample_weights,
+)
+from recloop.core.errors import InvalidInput
+from recloop.core.ids import uuid7
+from recloop.core.segments import SEGMENTS
+from recloop.ports import AlgorithmCount, StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizerConfig:
+    algorithms: tuple[str, ...]
+    priors: Mapping[str, Mapping[str, BetaPrior]]
+    bucket_seconds: float = 3600.0
+    window_seconds: float = 7 * 86400.0
+    mode: str = "probability"
+    draws: int = 2000
+    min_weight: float = 0.02
+    cache_seconds: float = 10.0
+    min_impressions: int = 1000
+    credible_level: float = 0.95
+    disable_ctr: float = 0.005
+    cooldown_seconds: float = 86400.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentWeights:
+    """What the orchestrator blends for one segment, and why."""
+
+    segment: str
+    weights: dict[str, float]
+    disabled: list[AlgorithmStatus]
+    mode: str
+    computed_at: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceReport:
+    """One aggregated report of the orchestrator, already resolved to a segment."""
+
+    algorithm: str
+    segment: str
+    impressions: int
+    clicks: int
+    conversions: int
+    satisfaction: float | None
+    timestamp: float
+
+    def counts(self) -> PerformanceCounts:
+        sat_n = 0 if self.satisfaction is None else self.impressions
+        sat_sum = 0.0 if self.satisfaction is None else self.satisfaction * self.impressions
+        return PerformanceCounts(
+            self.impressions, self.clicks, self.conversions, sat_sum, sat_n
+        )
+
+
+class Optimizer:
+    def __init__(
+        self,
+        store: StateStore,
+        config: OptimizerConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._clock = clock
+        self._window = WindowCounts(config.bucket_seconds)
+        self._status: dict[tuple[str, str], AlgorithmStatus] = {}
+        self._cache: dict[str, SegmentWeights] = {}
+        self._seeds = np.random.default_rng(config.seed)
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        return self._config.algorithms
+
+    async def start(self) -> None:
+        """Load the window's counts and the algorithms' status from the store."""
+        now = self._clock()
+        since = now - self._config.window_seconds - self._config.bucket_seconds
+        self.record(await self._store.get_algorithm_counts(since))
+        for status in await self._store.get_algorithm_status():
+            self._status[(status.segment, status.algorithm)] = status
+
+    # -- counting --------------------------------------------------------------
+
+    def record(self, rows: Iterable[AlgorithmCount]) -> None:
+        """Add committed counts to the in-memory window."""
+        for row in rows:
+            if row.algorithm in self._config.algorithms:
+                self._window.add(row.segment, row.algorithm, row.bucket_start, row.counts)
+
+    def count_row(
+        self, segment: str, algorithm: str, timestamp: float, counts: PerformanceCounts
+    ) -> AlgorithmCount:
+        return AlgorithmCount(
+            segment, algorithm, bucket_start(timestamp, self._config.bucket_seconds), counts
+        )
+
+    async def report(
+        self, reports: Sequence[PerformanceReport], report_id: str | None
+    ) -> tuple[str, bool]:
+        """Store aggregated reports durably, once per ``report_id``; (report_id, applied)."""
+        for i, r in enumerate(reports):
+            if r.algorithm not in self._config.algorithms:
+                raise InvalidInput(
+                    f"records.{i}.algorithm",
+                    f"unknown algorithm {r.algorithm!r}; known: {list(self._config.algorithms)}",
+                )
+        rows = [self.count_row(r.segment, r.algorithm, r.timestamp, r.counts()) for r in reports]
+        report_id = report_id or uuid7()
+        payload = orjson.dumps([_report_dict(r) for r in reports])
+        applied = await self._store.add_performance_report(report_id, payload, rows)
+        if applied:
+            self.record(rows)
+            for r in reports:
+                self._cache.pop(r.segment, None)
+        return report_id, applied
+
+    # -- weights ---------------------------------------------------------------
+
+    def _totals(self, segment: str, algorithm: str, now: float, since: float | None) -> PerformanceCounts:
+        window = self._config.window_seconds
+        if since is not None:
+            window = min(window, now - since)
+        return self._window.totals(segment, algorithm, now, window)
+
+    def posteriors(self, segment: str, now: float) -> dict[str, Posterior]:
+        priors = self._config.priors[segment]
+        return {
+            alg: posterior(priors[alg], self._totals(segment, alg, now, None))
+            for alg in self._config.algorithms
+        }
+
+    async def _review(self, segment: str, now: float) -> None:
+        """Move algorithms of ``segment`` between enabled and disabled as the evidence says."""
+        c = self._config
+        changes = []
+        for alg in c.algorithms:
+            current = self._status.get((segment, alg))
+            since = evidence_since(current)
+            counts = self._totals(segment, alg, now, since)
+            post = posterior(c.priors[segment][alg], counts)
+            reason = disable_reason(
+                counts, post, c.min_impressions, c.credible_level, c.disable_ctr
+            )
+            new = next_status(current, segment, alg, reason, now, c.cooldown_seconds)
+            if new is not None:
+                self._status[(segment, alg)] = new
+                changes.append(new)
+        if changes:
+            await self._store.put_algorithm_status(changes)
+
+    def _disabled(self, segment: str) -> list[AlgorithmStatus]:
+        return [
+            s
+            for alg in self._config.algorithms
+            if (s := self._status.get((segment, alg))) is not None and not s.enabled
+        ]
+
+    async def weights(self, segment: str) -> SegmentWeights:
+        """The segment's algorithm weights: enabled algorithms only, summing to 1.
+
+        If every algorithm is disabled, the weights fall back to all of them
+        (the orchestrator must recommend something); ``disabled`` still lists them.
+        """
+        c = self._config
+        now = self._clock()
+        cached = self._cache.get(segment)
+        if cached is not None and c.mode == "probability" and now - cached.computed_at < c.cache_seconds:
+            return cached
+        await self._review(segment, now)
+        disabled = self._disabled(segment)
+        off = {s.algorithm for s in disabled}
+        enabled = [a for a in c.algorithms if a not in off] or list(c.algorithms)
+        posts = self.posteriors(segment, now)
+        live = {a: posts[a] for a in enabled}
+        seed = int(self._seeds.integers(2**32))
+        if c.mode == "probability":
+            drawn = probability_best(live, draws=c.draws, seed=seed)
+            weights = floor_weights(drawn.weights, c.min_weight)
+        else:
+            drawn = sample_weights(live, seed=seed)
+            weights = drawn.weights
+        result = SegmentWeights(segment, weights, disabled, c.mode, now, drawn.seed)
+        self._cache[segment] = result
+        return result
+
+    async def set_manual(
+        self, algorithm: str, segments: Sequence[str] | None, enabled: bool, reason: str | None
+    ) -> list[AlgorithmStatus]:
+        """Enable or disable ``algorithm`` by hand; automatic rules leave it alone from then on."""
+        if algorithm not in self._config.algorithms:
+            raise InvalidInput(
+                "name", f"unknown algorithm {algorithm!r}; known: {list(self._config.algorithms)}"
+            )
+        now = self._clock()
+        targets = list(segments) if segments else list(SEGMENTS)
+        for i, segment in enumerate(targets):
+            if segment not in SEGMENTS:
+                raise InvalidInput(f"segments.{i}", f"unknown segment {segment!r}")
+        verb = "enabled" if enabled else "disabled"
+        statuses = [
+            AlgorithmStatus(segment, algorithm, enabled, True, reason or f"{verb} by hand", now)
+            for segment in targets
+        ]
+        await self._store.put_algorithm_status(statuses)
+        for status in statuses:
+            self._status[(status.segment, algorithm)] = status
+            self._cache.pop(status.segment, None)
+        return statuses
+
+    async def release_manual(self, algorithm: str, segments: Sequence[str] | None) -> None:
+        """Hand ``algorithm`` back to the automatic rules (enabled until evidence says otherwise)."""
+        now = self._clock()
+        targets = list(segments) if segments else list(SEGMENTS)
+        statuses = [
+            AlgorithmStatus(s, algorithm, True, False, "returned to automatic rules", now)
+            for s in targets
+        ]
+        await self._store.put_algorithm_status(statuses)
+        for status in statuses:
+            self._status[(status.segment, algorithm)] = status
+            self._cache.pop(status.segment, None)
+
+    async def overview(self) -> list[dict[str, Any]]:
+        """Per segment and algorithm: counts, rates, posterior, enabled, weight."""
+        now = self._clock()
+        rows = []
+        for segment in SEGMENTS:
+            weights = await self.weights(segment)
+            posts = self.posteriors(segment, now)
+            for alg in self._config.algorithms:
+                counts = self._totals(segment, alg, now, None)
+                post = posts[alg]
+                status = self._status.get((segment, alg))
+                rows.append(
+                    {
+                        "segment": segment,
+                        "algorithm": alg,
+                        "impressions": counts.impressions,
+                        "clicks": counts.clicks,
+                        "conversions": counts.conversions,
+                        "ctr": counts.ctr,
+                        "conversion_rate": counts.conversion_rate,
+                        "satisfaction": counts.satisfaction,
+                        "posterior_mean": post.mean,
+                        "posterior_interval": list(post.interval(0.95)),
+                        "enabled": status is None or status.enabled,
+                        "status_reason": None if status is None else status.reason,
+                        "weight": weights.weights.get(alg, 0.0),
+                    }
+                )
+        return rows
+
+
+def _report_dict(r: PerformanceReport) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in PerformanceReport.__slots__}

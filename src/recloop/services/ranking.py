@@ -1,0 +1,155 @@
+"""What the orchestrator asks per request: the strategy for a user, a ranking of candidates.
+
+``rank`` fuses the candidates' own scores by the segment's algorithm weights,
+adds the user's preference affinity, explores the top slot with probability
+ε (``core.exploration``), and logs the impression durably — every shown item
+with its exact propensity and the features used — before answering, so that
+later clicks carrying its ``impression_id`` can be joined to it for training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recloop.core.errors import NotFound
+from recloop.core.exploration import epsilon_greedy
+from recloop.core.ids import uuid7
+from recloop.core.preferences import Preferences
+from recloop.core.ranking import Candidate, cosine, fuse
+from recloop.core.segments import SegmentRules, segment_of
+from recloop.core.events import Event
+from recloop.ports import EventLog, Impression, StateStore
+from recloop.services.batching import GroupCommit
+from recloop.services.optimizer import Optimizer, SegmentWeights
+from recloop.services.preferences import PreferenceService
+from recloop.services.vectors import ItemVectors
+
+
+@dataclass(frozen=True, slots=True)
+class RankConfig:
+    epsilons: Mapping[str, float]
+    segment_rules: SegmentRules = SegmentRules()
+    rrf_k: float = 60.0
+    affinity_weight: float = 0.5
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserContext:
+    """A user as the read path sees them: committed preferences (None if unknown) and segment."""
+
+    user_id: str
+    preferences: Preferences | None
+    segment: str
+
+
+def impression_writer(store: StateStore) -> GroupCommit[Impression, None]:
+    """Impressions are logged by group commit, like events."""
+
+    async def write(batch: list[Impression]) -> list[None]:
+        await store.add_impressions(batch)
+        return [None] * len(batch)
+
+    return GroupCommit("impression-writer", write, max_items=5_000)
+
+
+class Ranker:
+    def __init__(
+        self,
+        preferences: PreferenceService,
+        optimizer: Optimizer,
+        vectors: ItemVectors,
+        impressions: GroupCommit[Impression, None],
+        store: StateStore,
+        log_: EventLog,
+        config: RankConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._preferences = preferences
+        self._optimizer = optimizer
+        self._vectors = vectors
+        self._impressions = impressions
+        self._store = store
+        self._log = log_
+        self._config = config
+        self._clock = clock
+        self._rng = np.random.default_rng(config.seed)
+
+    async def user(self, user_id: str) -> UserContext:
+        try:
+            prefs: Preferences | None = await self._preferences.get(user_id)
+        except NotFound:
+            prefs = None
+        interactions = 0 if prefs is None else prefs.interactions
+        last = None if prefs is None else prefs.last_event_at
+        segment = segment_of(interactions, last, self._clock(), self._config.segment_rules)
+        return UserContext(user_id, prefs, segment)
+
+    async def strategy(self, user_id: str) -> tuple[UserContext, SegmentWeights, float]:
+        """The user's segment, the segment's weights and the exploration rate."""
+        user = await self.user(user_id)
+        weights = await self._optimizer.weights(user.segment)
+        return user, weights, self._config.epsilons[user.segment]
+
+    async def rank(
+        self,
+        user_id: str,
+        candidates: Sequence[Candidate],
+        k: int | None,
+        context: Mapping[str, Any] | None,
+    ) -> tuple[Impression, UserContext]:
+        user, weights, epsilon = await self.strategy(user_id)
+        ids = list(dict.fromkeys(c.item_id for c in candidates))
+        affinities: dict[str, float] = {}
+        if user.preferences is not None and np.any(user.preferences.vector):
+            p = user.preferences.vector
+            vectors = await self._vectors.get_many(ids)
+            affinities = {i: cosine(p, v) for i, v in vectors.items() if v is not None}
+        scored = fuse(
+            candidates,
+            weights.weights,
+            affinities,
+            rrf_k=self._config.rrf_k,
+            affinity_weight=self._config.affinity_weight,
+        )
+        by_id = {s.item_id: s for s in scored}
+        slots = epsilon_greedy([s.item_id for s in scored], epsilon, self._rng)
+        shown = slots if k is None else slots[:k]
+        slate = [
+            {
+                "item_id": slot.item_id,
+                "position": slot.position,
+                "score": by_id[slot.item_id].score,
+                "propensity": slot.propensity,
+                "explored": slot.explored,
+                "algorithms": list(by_id[slot.item_id].algorithms),
+                "features": {
+                    "fusion": by_id[slot.item_id].fusion,
+                    "affinity": by_id[slot.item_id].affinity,
+                },
+            }
+            for slot in shown
+        ]
+        impression = Impression(
+            impression_id=uuid7(),
+            user_id=user_id,
+            segment=user.segment,
+            created_at=self._clock(),
+            epsilon=epsilon,
+            slate=slate,
+            context=dict(context or {}),
+        )
+        await self._impressions.submit([impression])
+        return impression, user
+
+    async def impression(self, impression_id: str) -> tuple[Impression, list[Event]]:
+        """A logged impression with the feedback events that name it."""
+        found = await self._store.get_impression(impression_id)
+        if found is None:
+            raise NotFound("impression", impression_id)
+        return found, await self._log.read_impression_feedback(impression_id)
