@@ -136,9 +136,24 @@ def _default_segment_weights() -> dict[str, dict[str, float]]:
         # new users lean to popularity, power users to collaborative filtering,
         # inactive ones to re-engagement (trending), regular ones are balanced
         "new": {"collaborative": 0.10, "content_based": 0.20, "popularity": 0.45, "trending": 0.25},
-        "power": {"collaborative": 0.50, "content_based": 0.25, "popularity": 0.10, "trending": 0.15},
-        "inactive": {"collaborative": 0.15, "content_based": 0.15, "popularity": 0.30, "trending": 0.40},
-        "regular": {"collaborative": 0.25, "content_based": 0.25, "popularity": 0.25, "trending": 0.25},
+        "power": {
+            "collaborative": 0.50,
+            "content_based": 0.25,
+            "popularity": 0.10,
+            "trending": 0.15,
+        },
+        "inactive": {
+            "collaborative": 0.15,
+            "content_based": 0.15,
+            "popularity": 0.30,
+            "trending": 0.40,
+        },
+        "regular": {
+            "collaborative": 0.25,
+            "content_based": 0.25,
+            "popularity": 0.25,
+            "trending": 0.25,
+        },
     }
 
 

@@ -18,7 +18,7 @@ from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
 from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
-from recloop.services.ranking import Ranker, RankConfig, impression_writer
+from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.vectors import ItemVectors
 
 MEMORY_URL = "memory://"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -125,3 +125,163 @@ class HealthOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any
+
+
+# -- optimizer ---------------------------------------------------------------------
+
+Segment = Literal["new", "inactive", "power", "regular"]
+AlgorithmName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DisabledOut(BaseModel):
+    algorithm: str
+    reason: str
+    since: float
+    manual: bool
+
+
+class WeightsOut(BaseModel):
+    user_id: str
+    segment: Segment
+    weights: dict[str, float] = Field(description="Enabled algorithms only; they sum to 1.")
+    disabled: list[DisabledOut]
+    mode: Literal["probability", "sample"]
+    window_days: float
+    computed_at: float
+    seed: int = Field(description="Seed of the posterior draws: reproduces these weights.")
+
+
+class ExplorationOut(BaseModel):
+    strategy: Literal["epsilon_greedy"] = "epsilon_greedy"
+    epsilon: float
+
+
+class ModelOut(BaseModel):
+    version: str | None = None
+    slot: str | None = None
+
+
+class StrategyOut(BaseModel):
+    user_id: str
+    segment: Segment
+    weights: dict[str, float]
+    exploration: ExplorationOut
+    model: ModelOut
+    experiments: list[dict[str, Any]]
+    preferences_updated_at: float | None
+
+
+class CandidateIn(_In):
+    item_id: Id
+    algorithm: AlgorithmName | None = None
+    score: FiniteFloat | None = None
+
+
+class RankIn(_In):
+    candidates: Annotated[list[CandidateIn], Field(min_length=1)]
+    k: Annotated[int, Field(ge=1)] | None = None
+    context: dict[str, Any] | None = None
+
+
+class RankedOut(BaseModel):
+    item_id: str
+    score: float
+    propensity: float = Field(description="Exact probability that this item is at this position.")
+    explored: bool
+
+
+class RankOut(BaseModel):
+    impression_id: str
+    ranking: list[RankedOut]
+    epsilon: float
+    segment: Segment
+
+
+class AlgorithmStatsOut(BaseModel):
+    segment: Segment
+    algorithm: str
+    impressions: int
+    clicks: int
+    conversions: int
+    ctr: float
+    conversion_rate: float
+    satisfaction: float | None
+    posterior_mean: float
+    posterior_interval: list[float] = Field(description="Equal-tailed 95% credible interval.")
+    enabled: bool
+    status_reason: str | None
+    weight: float
+
+
+class AlgorithmsOut(BaseModel):
+    window_days: float
+    algorithms: list[AlgorithmStatsOut]
+
+
+class OverrideIn(_In):
+    segments: list[Segment] | None = Field(None, description="Default: every segment.")
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class OverrideOut(BaseModel):
+    algorithm: str
+    enabled: bool | None = Field(description="None: returned to the automatic rules.")
+    segments: list[Segment]
+
+
+class PerformanceIn(_In):
+    """An aggregated report: exactly one of ``segment`` or ``user_id``."""
+
+    algorithm: AlgorithmName
+    segment: Segment | None = None
+    user_id: Id | None = None
+    impressions: Annotated[int, Field(ge=0)]
+    clicks: Annotated[int, Field(ge=0)]
+    conversions: Annotated[int, Field(ge=0)] = 0
+    satisfaction: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None, description="Mean satisfaction in 0..1 over the impressions."
+    )
+    timestamp: AwareDatetime | None = Field(None, description="Default: now.")
+    report_id: Id | None = Field(
+        None, description="Idempotency key of a single-record report (batches carry their own)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PerformanceIn:
+        if (self.segment is None) == (self.user_id is None):
+            raise ValueError("give exactly one of segment or user_id")
+        if self.clicks > self.impressions:
+            raise ValueError("clicks must not exceed impressions")
+        if self.conversions > self.impressions:
+            raise ValueError("conversions must not exceed impressions")
+        return self
+
+
+class PerformanceBatchIn(_In):
+    records: Annotated[list[PerformanceIn], Field(min_length=1, max_length=1000)]
+    report_id: Id | None = Field(None, description="Idempotency key: a report is applied once.")
+
+    @model_validator(mode="after")
+    def _one_report_id(self) -> PerformanceBatchIn:
+        for record in self.records:
+            if record.report_id is not None:
+                raise ValueError("give report_id once, on the batch, not on its records")
+        return self
+
+
+class PerformanceOut(BaseModel):
+    report_id: str
+    status: Literal["accepted", "duplicate"]
+    records: int
+
+
+class ImpressionOut(BaseModel):
+    impression_id: str
+    user_id: str
+    segment: str
+    created_at: float
+    epsilon: float
+    model_version: str | None
+    context: dict[str, Any]
+    slate: list[dict[str, Any]]
+    feedback: list[dict[str, Any]] = Field(description="Logged events naming this impression.")

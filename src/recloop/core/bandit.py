@@ -460,14 +460,17 @@ def floor_weights(weights: Mapping[str, float], min_weight: float) -> dict[str, 
         return dict.fromkeys(weights, 1.0 / k)
     floored: set[str] = set()
     while True:
-        # The largest free weight always stays above the floor, so rest > 0.
-        rest = sum(w for algorithm, w in weights.items() if algorithm not in floored)
-        scale = (1.0 - min_weight * len(floored)) / rest
-        below = {a for a, w in weights.items() if a not in floored and w * scale < min_weight}
+        # The free weights share what the floored ones leave. The largest of
+        # them always stays above the floor, so ``rest > 0``.
+        free_mass = 1.0 - min_weight * len(floored)
+        rest = sum(w for a, w in weights.items() if a not in floored)
+        below = {
+            a for a, w in weights.items() if a not in floored and w / rest * free_mass < min_weight
+        }
         if not below:
             break
         floored |= below
-    return {a: min_weight if a in floored else w * scale for a, w in weights.items()}
+    return {a: min_weight if a in floored else w / rest * free_mass for a, w in weights.items()}
 
 
 # -- Disabling ------------------------------------------------------------------------

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recloop.adapters.memory.cache import LruCache
+from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
 from recloop.core.events import Event, SignalTable, is_explicit
 from recloop.core.offsets import OffsetTracker
 from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
-from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import AlgorithmCount, Cache, EventLog, StateStore
 from recloop.services.batching import GroupCommit
@@ -66,7 +66,7 @@ class ProcessorConfig:
     explicit_queue_size: int = 1_000
     apply_batch_max: int = 1_000
     max_users: int = 200_000
-    segment_rules: SegmentRules = SegmentRules()
+    segment_rules: SegmentRules = field(default_factory=SegmentRules)
     algorithms: frozenset[str] = frozenset()
     """Algorithms whose attributed events are counted for the optimizer."""
     bucket_seconds: float = 3600.0
@@ -347,7 +347,9 @@ class Processor:
                         key = (segment, algorithm, bucket)
                         performance[key] = performance.get(key, _ZERO) + counts
                     done.extend(entry.offsets)
-        rows = [AlgorithmCount(seg, alg, b, counts) for (seg, alg, b), counts in performance.items()]
+        rows = [
+            AlgorithmCount(seg, alg, b, counts) for (seg, alg, b), counts in performance.items()
+        ]
         await self._state_writer.submit([_Changes(list(changed.values()), rows)])
         for offset in done:
             self.tracker.done(offset)
@@ -357,9 +359,7 @@ class Processor:
             self._on_counts(rows)
 
     def _segment(self, state: UserState, at: float) -> str:
-        return segment_of(
-            state.interactions, state.last_event_at, at, self._config.segment_rules
-        )
+        return segment_of(state.interactions, state.last_event_at, at, self._config.segment_rules)
 
     async def _save_changes(self, changes: list[_Changes]) -> list[None]:
         states = [state for c in changes for state in c.states]
@@ -430,7 +430,9 @@ def _size(work: list[Event] | _Pending) -> int:
     return len(work) if isinstance(work, list) else sum(len(e.offsets) for e in work.entries)
 
 
-def event_log_writer(log_: EventLog, processor: Processor, max_events: int) -> GroupCommit[Event, int | None]:
+def event_log_writer(
+    log_: EventLog, processor: Processor, max_events: int
+) -> GroupCommit[Event, int | None]:
     """The group commit that makes events durable, then hands them on in log order.
 
     Its results are each event's offset, or None for an already logged ``event_id``.

@@ -85,9 +85,7 @@ class PerformanceReport:
     def counts(self) -> PerformanceCounts:
         sat_n = 0 if self.satisfaction is None else self.impressions
         sat_sum = 0.0 if self.satisfaction is None else self.satisfaction * self.impressions
-        return PerformanceCounts(
-            self.impressions, self.clicks, self.conversions, sat_sum, sat_n
-        )
+        return PerformanceCounts(self.impressions, self.clicks, self.conversions, sat_sum, sat_n)
 
 
 class Optimizer:
@@ -133,13 +131,16 @@ class Optimizer:
         )
 
     async def report(
-        self, reports: Sequence[PerformanceReport], report_id: str | None
+        self, reports: Sequence[PerformanceReport], report_id: str | None, batch: bool = True
     ) -> tuple[str, bool]:
-        """Store aggregated reports durably, once per ``report_id``; (report_id, applied)."""
+        """Store aggregated reports durably, once per ``report_id``; (report_id, applied).
+
+        ``batch`` says whether errors name ``records.<i>.algorithm`` or just ``algorithm``.
+        """
         for i, r in enumerate(reports):
             if r.algorithm not in self._config.algorithms:
                 raise InvalidInput(
-                    f"records.{i}.algorithm",
+                    f"records.{i}.algorithm" if batch else "algorithm",
                     f"unknown algorithm {r.algorithm!r}; known: {list(self._config.algorithms)}",
                 )
         rows = [self.count_row(r.segment, r.algorithm, r.timestamp, r.counts()) for r in reports]
@@ -154,7 +155,9 @@ class Optimizer:
 
     # -- weights ---------------------------------------------------------------
 
-    def _totals(self, segment: str, algorithm: str, now: float, since: float | None) -> PerformanceCounts:
+    def _totals(
+        self, segment: str, algorithm: str, now: float, since: float | None
+    ) -> PerformanceCounts:
         window = self._config.window_seconds
         if since is not None:
             window = min(window, now - since)
@@ -202,7 +205,11 @@ class Optimizer:
         c = self._config
         now = self._clock()
         cached = self._cache.get(segment)
-        if cached is not None and c.mode == "probability" and now - cached.computed_at < c.cache_seconds:
+        if (
+            cached is not None
+            and c.mode == "probability"
+            and now - cached.computed_at < c.cache_seconds
+        ):
             return cached
         await self._review(segment, now)
         disabled = self._disabled(segment)
@@ -225,15 +232,8 @@ class Optimizer:
         self, algorithm: str, segments: Sequence[str] | None, enabled: bool, reason: str | None
     ) -> list[AlgorithmStatus]:
         """Enable or disable ``algorithm`` by hand; automatic rules leave it alone from then on."""
-        if algorithm not in self._config.algorithms:
-            raise InvalidInput(
-                "name", f"unknown algorithm {algorithm!r}; known: {list(self._config.algorithms)}"
-            )
+        targets = self._targets(algorithm, segments)
         now = self._clock()
-        targets = list(segments) if segments else list(SEGMENTS)
-        for i, segment in enumerate(targets):
-            if segment not in SEGMENTS:
-                raise InvalidInput(f"segments.{i}", f"unknown segment {segment!r}")
         verb = "enabled" if enabled else "disabled"
         statuses = [
             AlgorithmStatus(segment, algorithm, enabled, True, reason or f"{verb} by hand", now)
@@ -246,9 +246,9 @@ class Optimizer:
         return statuses
 
     async def release_manual(self, algorithm: str, segments: Sequence[str] | None) -> None:
-        """Hand ``algorithm`` back to the automatic rules (enabled until evidence says otherwise)."""
+        """Hand ``algorithm`` back to the automatic rules (enabled until evidence disables it)."""
+        targets = self._targets(algorithm, segments)
         now = self._clock()
-        targets = list(segments) if segments else list(SEGMENTS)
         statuses = [
             AlgorithmStatus(s, algorithm, True, False, "returned to automatic rules", now)
             for s in targets
@@ -257,6 +257,17 @@ class Optimizer:
         for status in statuses:
             self._status[(status.segment, algorithm)] = status
             self._cache.pop(status.segment, None)
+
+    def _targets(self, algorithm: str, segments: Sequence[str] | None) -> list[str]:
+        if algorithm not in self._config.algorithms:
+            raise InvalidInput(
+                "name", f"unknown algorithm {algorithm!r}; known: {list(self._config.algorithms)}"
+            )
+        targets = list(segments) if segments else list(SEGMENTS)
+        for i, segment in enumerate(targets):
+            if segment not in SEGMENTS:
+                raise InvalidInput(f"segments.{i}", f"unknown segment {segment!r}")
+        return targets
 
     async def overview(self) -> list[dict[str, Any]]:
         """Per segment and algorithm: counts, rates, posterior, enabled, weight."""

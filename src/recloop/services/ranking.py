@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from recloop.core.errors import NotFound
+from recloop.core.events import Event
 from recloop.core.exploration import epsilon_greedy
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
 from recloop.core.ranking import Candidate, cosine, fuse
 from recloop.core.segments import SegmentRules, segment_of
-from recloop.core.events import Event
 from recloop.ports import EventLog, Impression, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.optimizer import Optimizer, SegmentWeights
@@ -33,7 +33,7 @@ from recloop.services.vectors import ItemVectors
 @dataclass(frozen=True, slots=True)
 class RankConfig:
     epsilons: Mapping[str, float]
-    segment_rules: SegmentRules = SegmentRules()
+    segment_rules: SegmentRules = field(default_factory=SegmentRules)
     rrf_k: float = 60.0
     affinity_weight: float = 0.5
     seed: int | None = None

@@ -160,10 +160,7 @@ class SqlStateStore:
         stats = _insert(db, algorithm_stats)
         self._add_counts = stats.on_conflict_do_update(
             index_elements=["segment", "algorithm", "bucket_start"],
-            set_={
-                name: algorithm_stats.c[name] + stats.excluded[name]
-                for name in _COUNT_COLUMNS
-            },
+            set_={name: algorithm_stats.c[name] + stats.excluded[name] for name in _COUNT_COLUMNS},
         )
         status = _insert(db, algorithm_status)
         self._put_status = status.on_conflict_do_update(
@@ -240,9 +237,7 @@ class SqlStateStore:
     async def put_algorithm_status(self, statuses: Sequence[AlgorithmStatus]) -> None:
         if not statuses:
             return
-        rows = [
-            {name: getattr(s, name) for name in AlgorithmStatus.__slots__} for s in statuses
-        ]
+        rows = [{name: getattr(s, name) for name in AlgorithmStatus.__slots__} for s in statuses]
         async with self._db.write() as conn:
             await conn.execute(self._put_status, rows)
 

@@ -1,4 +1,4 @@
-"""Per-user reads."""
+"""Per-user reads: preferences, algorithm weights, strategy, ranking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from fastapi import APIRouter, Path
 
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
-from recloop.api.schemas import ErrorOut, PreferencesOut
+from recloop.api.schemas import (
+    ErrorOut,
+    ImpressionOut,
+    PreferencesOut,
+    RankIn,
+    RankOut,
+    StrategyOut,
+    WeightsOut,
+)
+from recloop.core.errors import InvalidInput
+from recloop.core.ranking import Candidate
+from recloop.services.optimizer import SegmentWeights
 from recloop.services.preferences import preferences_view
 
 router = APIRouter(tags=["users"])
@@ -24,3 +35,98 @@ UserId = Annotated[str, Path(min_length=1, max_length=128)]
 async def get_preferences(user_id: UserId, container: ContainerDep) -> Any:
     """The user's preference vector and counters, as last committed."""
     return FastJSONResponse(preferences_view(await container.preferences.get(user_id)))
+
+
+def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "segment": w.segment,
+        "weights": w.weights,
+        "disabled": [
+            {"algorithm": s.algorithm, "reason": s.reason, "since": s.since, "manual": s.manual}
+            for s in w.disabled
+        ],
+        "mode": w.mode,
+        "window_days": window_days,
+        "computed_at": w.computed_at,
+        "seed": w.seed,
+    }
+
+
+@router.get("/users/{user_id}/weights", response_model=WeightsOut)
+async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
+    """Algorithm weights for the user's segment (Thompson sampling over the sliding window)."""
+    _, weights, _ = await container.ranker.strategy(user_id)
+    return FastJSONResponse(_weights_view(user_id, weights, container.settings.bandit.window_days))
+
+
+@router.get("/users/{user_id}/strategy", response_model=StrategyOut)
+async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
+    """How to recommend for this user now: weights, exploration, model, experiments."""
+    user, weights, epsilon = await container.ranker.strategy(user_id)
+    prefs = user.preferences
+    return FastJSONResponse(
+        {
+            "user_id": user_id,
+            "segment": user.segment,
+            "weights": weights.weights,
+            "exploration": {"strategy": "epsilon_greedy", "epsilon": epsilon},
+            "model": {"version": None, "slot": None},
+            "experiments": [],
+            "preferences_updated_at": None if prefs is None else prefs.updated_at,
+        }
+    )
+
+
+@router.post("/users/{user_id}/rank", response_model=RankOut, responses={422: {"model": ErrorOut}})
+async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
+    """Rank candidates: weighted fusion of the algorithms' scores plus preference affinity,
+    ε-greedy exploration of the top slot, exact propensities. The impression is logged
+    durably before the answer; send its ``impression_id`` with later feedback."""
+    limit = container.settings.rank.max_candidates
+    if len(body.candidates) > limit:
+        raise InvalidInput("candidates", f"at most {limit} candidates, got {len(body.candidates)}")
+    candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
+    impression, user = await container.ranker.rank(user_id, candidates, body.k, body.context)
+    return FastJSONResponse(
+        {
+            "impression_id": impression.impression_id,
+            "ranking": [
+                {
+                    "item_id": s["item_id"],
+                    "score": s["score"],
+                    "propensity": s["propensity"],
+                    "explored": s["explored"],
+                }
+                for s in impression.slate
+            ],
+            "epsilon": impression.epsilon,
+            "segment": user.segment,
+        }
+    )
+
+
+@router.get(
+    "/impressions/{impression_id}",
+    response_model=ImpressionOut,
+    responses={404: {"model": ErrorOut}},
+    tags=["impressions"],
+)
+async def get_impression(
+    impression_id: Annotated[str, Path(min_length=1, max_length=128)], container: ContainerDep
+) -> Any:
+    """A logged ranking with the feedback events that carry its ``impression_id``."""
+    impression, feedback = await container.ranker.impression(impression_id)
+    return FastJSONResponse(
+        {
+            "impression_id": impression.impression_id,
+            "user_id": impression.user_id,
+            "segment": impression.segment,
+            "created_at": impression.created_at,
+            "epsilon": impression.epsilon,
+            "model_version": impression.model_version,
+            "context": impression.context,
+            "slate": impression.slate,
+            "feedback": [{**e.to_record(), "offset": e.offset} for e in feedback],
+        }
+    )

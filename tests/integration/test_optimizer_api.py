@@ -1,0 +1,249 @@
+"""Algorithm weights, performance reports, auto-disable, overrides, strategy and rank."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from recloop.config import Settings
+from tests.conftest import Running, start_app
+
+ALGS = ["collaborative", "content_based", "popularity", "trending"]
+
+
+async def weights(app: Running, user: str = "nobody") -> dict:
+    r = await app.client.get(f"/users/{user}/weights")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stats(rows: list[dict], segment: str, algorithm: str) -> dict:
+    (row,) = [r for r in rows if r["segment"] == segment and r["algorithm"] == algorithm]
+    return row
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory(bandit={"cache_seconds": 0.0, "seed": 7}, exploration={"seed": 3})
+
+
+@pytest.fixture
+async def app(settings: Settings):  # type: ignore[no-untyped-def]
+    running, close = await start_app(settings)
+    yield running
+    await close()
+
+
+async def test_unknown_user_is_new_and_gets_the_prior_weights(app: Running) -> None:
+    body = await weights(app)
+    assert body["segment"] == "new"
+    assert set(body["weights"]) == set(ALGS)
+    assert sum(body["weights"].values()) == pytest.approx(1.0)
+    assert max(body["weights"], key=body["weights"].get) == "popularity"
+    assert body["disabled"] == []
+    assert body["mode"] == "probability"
+
+
+async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None:
+    records = [
+        {"algorithm": a, "segment": "regular", "impressions": 20_000, "clicks": c}
+        for a, c in zip(ALGS, [1_600, 600, 600, 600], strict=True)
+    ]
+    r = await app.client.post(
+        "/algorithm-performance", json={"records": records, "report_id": "r1"}
+    )
+    assert r.status_code == 202
+    assert r.json() == {"report_id": "r1", "status": "accepted", "records": 4}
+    again = await app.client.post(
+        "/algorithm-performance", json={"records": records, "report_id": "r1"}
+    )
+    assert again.json()["status"] == "duplicate"
+    rows = (await app.client.get("/algorithms")).json()["algorithms"]
+    collaborative = stats(rows, "regular", "collaborative")
+    assert (collaborative["impressions"], collaborative["clicks"]) == (20_000, 1_600)
+    assert collaborative["ctr"] == pytest.approx(0.08)
+    lo, hi = collaborative["posterior_interval"]
+    assert lo < collaborative["posterior_mean"] < hi
+    # a user with 10 interactions is "regular"
+    await app.client.put("/items/i", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+    events = [{"user_id": "reg", "item_id": "i", "type": "like"} for _ in range(10)]
+    await app.client.post("/feedback", json={"events": events})
+    await app.idle()
+    body = await weights(app, "reg")
+    assert body["segment"] == "regular"
+    assert body["weights"]["collaborative"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("record", "loc"),
+    [
+        ({"algorithm": "collaborative", "segment": "new", "impressions": 5, "clicks": 6}, []),
+        ({"algorithm": "collaborative", "impressions": 5, "clicks": 1}, []),
+        (
+            {"algorithm": "collaborative", "segment": "new", "user_id": "u", "impressions": 5,
+             "clicks": 1},
+            [],
+        ),
+        ({"algorithm": "collaborative", "segment": "new", "impressions": -1, "clicks": 0},
+         ["impressions"]),
+        ({"algorithm": "collaborative", "segment": "vip", "impressions": 1, "clicks": 0},
+         ["segment"]),
+        ({"algorithm": "telepathy", "segment": "new", "impressions": 1, "clicks": 0},
+         ["algorithm"]),
+    ],
+)
+async def test_bad_reports_are_422_and_change_nothing(
+    app: Running, record: dict, loc: list
+) -> None:
+    r = await app.client.post("/algorithm-performance", json=record)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"][0] == "body"
+    if loc:
+        assert [p for p in detail["loc"] if p not in ("PerformanceIn",)][-len(loc):] == loc
+    if record["algorithm"] == "telepathy":
+        assert "telepathy" in detail["msg"]
+    rows = (await app.client.get("/algorithms")).json()["algorithms"]
+    assert all(row["impressions"] == 0 for row in rows)
+
+
+async def test_credibly_bad_algorithm_is_disabled_and_overrides_win(app: Running) -> None:
+    report = {"algorithm": "trending", "segment": "new", "impressions": 5_000, "clicks": 3}
+    await app.client.post("/algorithm-performance", json=report)
+    body = await weights(app)
+    assert "trending" not in body["weights"]
+    assert sum(body["weights"].values()) == pytest.approx(1.0)
+    (off,) = body["disabled"]
+    assert off["algorithm"] == "trending" and not off["manual"]
+    assert "5000 impressions" in off["reason"]
+
+    r = await app.client.post("/algorithms/trending/enable", json={"segments": ["new"]})
+    assert r.json() == {"algorithm": "trending", "enabled": True, "segments": ["new"]}
+    assert "trending" in (await weights(app))["weights"]
+
+    await app.client.post("/algorithms/trending/release", json={"segments": ["new"]})
+    assert "trending" not in (await weights(app))["weights"]
+
+    await app.client.post("/algorithms/popularity/disable")
+    body = await weights(app)
+    assert "popularity" not in body["weights"]
+    manual = [d for d in body["disabled"] if d["algorithm"] == "popularity"]
+    assert manual[0]["manual"] and manual[0]["reason"] == "disabled by hand"
+    assert (await app.client.post("/algorithms/nope/disable")).status_code == 422
+
+
+async def test_attributed_feedback_counts_for_the_users_segment(app: Running) -> None:
+    await app.client.put("/items/i", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+    attribution = {"algorithm": "popularity"}
+    events = (
+        [{"user_id": "u", "item_id": "i", "type": "impression", "attribution": attribution}] * 4
+        + [{"user_id": "u", "item_id": "i", "type": "click", "attribution": attribution}]
+        + [{"user_id": "u", "item_id": "i", "type": "purchase", "attribution": attribution}]
+        + [{"user_id": "u", "item_id": "i", "type": "rating", "value": 5,
+            "attribution": attribution}]
+        + [{"user_id": "u", "item_id": "i", "type": "click"}]  # not attributed
+    )
+    r = await app.client.post("/feedback", json={"events": events})
+    assert r.json()["accepted"] == len(events)
+    await app.idle(flush=True)
+    rows = (await app.client.get("/algorithms")).json()["algorithms"]
+    row = stats(rows, "new", "popularity")
+    assert (row["impressions"], row["clicks"], row["conversions"]) == (4, 1, 1)
+    assert row["satisfaction"] == pytest.approx(1.0)
+    assert sum(r["impressions"] for r in rows) == 4
+
+
+async def test_strategy_reports_segment_weights_and_epsilon(app: Running) -> None:
+    r = await app.client.get("/users/someone/strategy")
+    body = r.json()
+    assert body["segment"] == "new"
+    assert body["exploration"] == {"strategy": "epsilon_greedy", "epsilon": 0.3}
+    assert body["model"] == {"version": None, "slot": None}
+    assert body["experiments"] == []
+    assert sum(body["weights"].values()) == pytest.approx(1.0)
+    assert body["preferences_updated_at"] is None
+
+
+async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None:
+    await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+    await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
+    candidates = [
+        {"item_id": "a", "algorithm": "popularity", "score": 0.9},
+        {"item_id": "b", "algorithm": "popularity", "score": 0.5},
+        {"item_id": "c", "algorithm": "collaborative", "score": 3.0},
+        {"item_id": "d"},
+    ]
+    r = await app.client.post(
+        "/users/u1/rank", json={"candidates": candidates, "k": 3, "context": {"device": "tv"}}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["segment"] == "new" and body["epsilon"] == 0.3
+    ranking = body["ranking"]
+    assert len(ranking) == 3
+    assert len({x["item_id"] for x in ranking}) == 3
+    for x in ranking:
+        assert 0.0 < x["propensity"] <= 1.0
+    top = ranking[0]
+    assert top["propensity"] == pytest.approx(0.3 / 3 if top["explored"] else 0.7)
+
+    await app.client.post(
+        "/feedback",
+        json={"user_id": "u1", "item_id": ranking[0]["item_id"], "type": "click",
+              "attribution": {"impression_id": body["impression_id"]}},
+    )
+    logged = (await app.client.get(f"/impressions/{body['impression_id']}")).json()
+    assert [s["item_id"] for s in logged["slate"]] == [x["item_id"] for x in ranking]
+    assert logged["context"] == {"device": "tv"}
+    assert [f["type"] for f in logged["feedback"]] == ["click"]
+    assert (await app.client.get("/impressions/nope")).status_code == 404
+
+
+async def test_rank_prefers_the_users_taste(app: Running) -> None:
+    await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+    await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
+    likes = [{"user_id": "fan", "item_id": "b", "type": "like"}] * 20
+    await app.client.post("/feedback", json={"events": likes})
+    await app.idle()
+    # "fan" is a regular user: epsilon .1; over 40 rankings b tops the greedy order
+    tops = []
+    for _ in range(40):
+        body = (await app.client.post(
+            "/users/fan/rank", json={"candidates": [{"item_id": "a"}, {"item_id": "b"}]}
+        )).json()
+        greedy = [x for x in body["ranking"] if not x["explored"]]
+        if body["ranking"][0]["explored"]:
+            continue
+        tops.append(greedy[0]["item_id"])
+    assert tops and set(tops) == {"b"}
+
+
+async def test_too_many_candidates_is_422(settings_factory: Callable[..., Settings]) -> None:
+    app, close = await start_app(settings_factory(rank={"max_candidates": 2}))
+    try:
+        r = await app.client.post(
+            "/users/u/rank", json={"candidates": [{"item_id": str(i)} for i in range(3)]}
+        )
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["body", "candidates"]
+    finally:
+        await close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_counts_and_status_survive_a_restart(settings: Settings) -> None:
+    app, close = await start_app(settings)
+    report = {"algorithm": "trending", "segment": "new", "impressions": 5_000, "clicks": 3}
+    await app.client.post("/algorithm-performance", json=report)
+    await weights(app)
+    await app.client.post("/algorithms/popularity/disable", json={"segments": ["power"]})
+    await close()
+    app, close = await start_app(settings)
+    try:
+        rows = (await app.client.get("/algorithms")).json()["algorithms"]
+        assert stats(rows, "new", "trending")["impressions"] == 5_000
+        assert not stats(rows, "new", "trending")["enabled"]
+        assert not stats(rows, "power", "popularity")["enabled"]
+    finally:
+        await close()
