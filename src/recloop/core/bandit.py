@@ -190,17 +190,12 @@ class WindowCounts:
         self._buckets: dict[tuple[str, str], dict[float, PerformanceCounts]] = {}
 
     def add(self, segment: str, algorithm: str, bucket: float, counts: PerformanceCounts) -> None:
-        """Add ``counts`` to the bucket starting at ``bucket`` (see :func:`bucket_start`).
+        """Add ``counts`` to the bucket holding time ``bucket``, normally its start.
 
-        Raises
-        ------
-        InvalidInput
-            if ``bucket`` is not a bucket start.
+        Any time in the bucket is floored to the start (:func:`bucket_start`),
+        so counts stored under another bucket size are re-bucketed, not refused.
         """
-        if bucket_start(bucket, self.bucket_seconds) != bucket:
-            raise InvalidInput(
-                "bucket", f"{bucket} is not a multiple of bucket_seconds={self.bucket_seconds}"
-            )
+        bucket = bucket_start(bucket, self.bucket_seconds)
         buckets = self._buckets.setdefault((segment, algorithm), {})
         held = buckets.get(bucket)
         buckets[bucket] = counts if held is None else held + counts
@@ -324,19 +319,19 @@ class Posterior:
         """``a / (a + b)``."""
         return self.a / (self.a + self.b)
 
-    def quantile(self, q: float) -> float:
-        """The ``q``-quantile: the inverse of the regularised incomplete beta function."""
+    def _quantile(self, q: float) -> float:
+        # the inverse of the regularised incomplete beta function, as scipy.stats.beta.ppf
         return float(betaincinv(self.a, self.b, q))
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
         """The equal-tailed credible interval: the ``(1 ± level) / 2`` quantiles."""
         _check_level(level)
-        return self.quantile((1.0 - level) / 2.0), self.quantile((1.0 + level) / 2.0)
+        return self._quantile((1.0 - level) / 2.0), self._quantile((1.0 + level) / 2.0)
 
     def upper(self, level: float) -> float:
         """The one-sided upper credible bound: ``P(ctr <= upper) = level``."""
         _check_level(level)
-        return self.quantile(level)
+        return self._quantile(level)
 
 
 def posterior(prior: BetaPrior, counts: PerformanceCounts) -> Posterior:

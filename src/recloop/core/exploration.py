@@ -105,8 +105,11 @@ def epsilon_greedy(greedy: Sequence[str], epsilon: float, rng: np.random.Generat
     """
     _check(greedy, epsilon)
     n = len(greedy)
-    promoted = int(rng.integers(1, n)) if n > 1 and rng.random() < epsilon else 0
-    order = [promoted, *(i for i in range(n) if i != promoted)]
+    order = list(range(n))  # indices into greedy, in the order shown
+    promoted = 0
+    if n > 1 and rng.random() < epsilon:
+        promoted = int(rng.integers(1, n))
+        order.insert(0, order.pop(promoted))
     return [
         Slot(
             item_id=greedy[i],

@@ -1,0 +1,205 @@
+"""Weighted reciprocal-rank fusion with preference affinity (core.ranking)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial import distance
+
+from recloop.core.errors import InvalidInput
+from recloop.core.ranking import Candidate, Scored, cosine, fuse
+
+
+def by_id(scored: list[Scored]) -> dict[str, Scored]:
+    return {s.item_id: s for s in scored}
+
+
+# -- fuse ---------------------------------------------------------------------------
+
+
+def test_fusion_by_hand() -> None:
+    candidates = [
+        Candidate("x", "als", 0.9),
+        Candidate("y", "als", 0.5),
+        Candidate("z", "als", 0.7),
+        Candidate("y", "popular"),
+        Candidate("w", "popular"),
+    ]
+    fused = fuse(candidates, {"als": 0.7, "popular": 0.3}, {"w": 0.9, "x": -0.2})
+    # als ranks by score: x 1, z 2, y 3; popular has no scores, so input order: y 1, w 2
+    raw = {"x": 0.7 / 61, "y": 0.7 / 63 + 0.3 / 61, "z": 0.7 / 62, "w": 0.3 / 62}
+    top = raw["y"]
+    scored = by_id(fused)
+    for item, value in raw.items():
+        assert scored[item].fusion == pytest.approx(value / top, rel=1e-12)
+    assert scored["w"].score == pytest.approx(raw["w"] / top + 0.5 * 0.9, rel=1e-12)
+    assert scored["x"].score == pytest.approx(raw["x"] / top - 0.5 * 0.2, rel=1e-12)
+    assert (scored["w"].affinity, scored["x"].affinity, scored["y"].affinity) == (0.9, -0.2, 0.0)
+    # y 1.0, w 0.752, z 0.704, x 0.616
+    assert [s.item_id for s in fused] == ["y", "w", "z", "x"]
+    assert scored["y"].algorithms == ("als", "popular")
+    assert scored["w"].algorithms == ("popular",)
+
+
+def test_affinity_weight_and_rrf_k() -> None:
+    candidates = [Candidate("a", "als"), Candidate("b", "als")]
+    fused = by_id(fuse(candidates, {"als": 1.0}, {"b": 0.4}, rrf_k=0.0, affinity_weight=2.0))
+    # 1/1 and 1/2, normalised by 1
+    assert (fused["a"].fusion, fused["b"].fusion) == (1.0, 0.5)
+    assert fused["b"].score == pytest.approx(0.5 + 2.0 * 0.4)
+
+
+def test_ties_keep_first_appearance() -> None:
+    weights = {"p": 1.0, "q": 1.0}
+    forward = [Candidate("b", "p"), Candidate("a", "q")]
+    backward = [Candidate("a", "q"), Candidate("b", "p")]
+    assert [s.item_id for s in fuse(forward, weights, {})] == ["b", "a"]
+    assert [s.item_id for s in fuse(backward, weights, {})] == ["a", "b"]
+    # equal scores within one algorithm also keep input order
+    same = [Candidate("m", "p", 0.5), Candidate("n", "p", 0.5), Candidate("o", "p", 0.9)]
+    assert [s.item_id for s in fuse(same, weights, {})] == ["o", "m", "n"]
+
+
+def test_an_algorithm_with_a_missing_score_is_ranked_in_input_order() -> None:
+    candidates = [Candidate("x", "als", 0.1), Candidate("y", "als"), Candidate("z", "als", 0.9)]
+    fused = fuse(candidates, {"als": 1.0}, {})
+    assert [s.item_id for s in fused] == ["x", "y", "z"]
+    assert by_id(fused)["z"].fusion == pytest.approx(61 / 63)
+
+
+def test_duplicates_sum_their_contributions() -> None:
+    candidates = [
+        Candidate("x", "als"),
+        Candidate("x", "als"),  # the same algorithm twice: both appearances count
+        Candidate("y", "popular"),
+        Candidate("x", "popular"),
+    ]
+    fused = by_id(fuse(candidates, {"als": 1.0, "popular": 1.0}, {}))
+    assert set(fused) == {"x", "y"}
+    assert fused["x"].algorithms == ("als", "popular")
+    x = 1 / 61 + 1 / 62 + 1 / 62
+    assert fused["x"].fusion == 1.0
+    assert fused["y"].fusion == pytest.approx((1 / 61) / x, rel=1e-12)
+
+
+def test_unassigned_and_unknown_algorithms_share_one_list_at_the_mean_weight() -> None:
+    candidates = [
+        Candidate("x", "als"),
+        Candidate("u"),
+        Candidate("v", "disabled"),
+        Candidate("w", "popular"),
+    ]
+    fused = by_id(fuse(candidates, {"als": 0.6, "popular": 0.2}, {}))
+    # u and v rank 1 and 2 in the fallback list, which weighs (0.6 + 0.2) / 2
+    top = 0.6 / 61
+    assert fused["x"].fusion == 1.0
+    assert fused["u"].fusion == pytest.approx(0.4 / 61 / top, rel=1e-12)
+    assert fused["v"].fusion == pytest.approx(0.4 / 62 / top, rel=1e-12)
+    assert fused["w"].fusion == pytest.approx(0.2 / 61 / top, rel=1e-12)
+    assert fused["u"].algorithms == ()
+    assert fused["v"].algorithms == ("disabled",)
+
+
+def test_no_weights_and_zero_weights() -> None:
+    candidates = [Candidate("x"), Candidate("y", "als")]
+    assert [s.fusion for s in fuse(candidates, {}, {})] == [1.0, pytest.approx(61 / 62)]
+    zero = fuse(candidates, {"als": 0.0}, {"y": 0.2})
+    assert [(s.item_id, s.fusion, s.score) for s in zero] == [("y", 0.0, 0.1), ("x", 0.0, 0.0)]
+    assert fuse([], {"als": 1.0}, {}) == []
+
+
+@pytest.mark.parametrize(
+    ("candidates", "weights", "affinities", "rrf_k", "field"),
+    [
+        ([Candidate("x", "als")], {"als": -1.0}, {}, 60.0, "weights.als"),
+        ([Candidate("x", "als")], {"als": math.inf}, {}, 60.0, "weights.als"),
+        ([Candidate("x"), Candidate("y", "als", math.nan)], {}, {}, 60.0, "candidates.1.score"),
+        ([Candidate("x")], {}, {"x": math.nan}, 60.0, "affinities.x"),
+        ([Candidate("x")], {}, {}, -1.0, "rrf_k"),
+    ],
+)
+def test_fuse_refuses(
+    candidates: list[Candidate],
+    weights: dict[str, float],
+    affinities: dict[str, float],
+    rrf_k: float,
+    field: str,
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        fuse(candidates, weights, affinities, rrf_k=rrf_k)
+    assert info.value.field == field
+
+
+@st.composite
+def fusion_inputs(draw: st.DrawFn) -> tuple[list[Candidate], dict[str, float], dict[str, float]]:
+    items = st.sampled_from("abcdefgh")
+    algorithms = st.sampled_from([None, "als", "popular", "content", "off"])
+    scores = st.one_of(st.none(), st.floats(-10, 10))
+    candidates = draw(st.lists(st.builds(Candidate, items, algorithms, scores), max_size=20))
+    weights = draw(
+        st.dictionaries(st.sampled_from(["als", "popular", "content"]), st.floats(0.01, 5))
+    )
+    affinities = draw(st.dictionaries(items, st.floats(-1, 1)))
+    return candidates, weights, affinities
+
+
+@settings(deadline=None)
+@given(inputs=fusion_inputs())
+def test_fusion_properties(
+    inputs: tuple[list[Candidate], dict[str, float], dict[str, float]],
+) -> None:
+    candidates, weights, affinities = inputs
+    fused = fuse(candidates, weights, affinities)
+    first_seen = list(dict.fromkeys(c.item_id for c in candidates))
+    assert sorted(s.item_id for s in fused) == sorted(first_seen)
+    if fused:
+        assert max(s.fusion for s in fused) == 1.0
+    for s in fused:
+        assert 0.0 < s.fusion <= 1.0
+        assert s.score == s.fusion + 0.5 * affinities.get(s.item_id, 0.0)
+    order = [(-s.score, first_seen.index(s.item_id)) for s in fused]
+    assert order == sorted(order)
+
+
+# -- cosine ---------------------------------------------------------------------------
+
+
+# zero, or far enough from 0 that the oracle's u·u · v·v does not underflow
+moderate = st.floats(-1e3, 1e3).map(lambda x: 0.0 if abs(x) < 1e-3 else x)
+
+
+@settings(deadline=None)
+@given(
+    pair=st.integers(1, 8).flatmap(
+        lambda n: st.tuples(
+            st.lists(moderate, min_size=n, max_size=n), st.lists(moderate, min_size=n, max_size=n)
+        )
+    )
+)
+def test_cosine_matches_scipy(pair: tuple[list[float], list[float]]) -> None:
+    u, v = pair
+    similarity = cosine(u, v)
+    if not any(u) or not any(v):
+        assert similarity == 0.0
+    else:
+        assert -1.0 <= similarity <= 1.0
+        assert similarity == pytest.approx(1.0 - distance.cosine(u, v), abs=1e-12)
+
+
+def test_cosine_examples() -> None:
+    v = np.array([-0.7, -0.1, 0.8])  # v·v / |v|² rounds to 1.0000000000000002
+    assert cosine(v, v) == 1.0
+    assert cosine(v, -v) == -1.0
+    assert cosine([1.0, 0.0], [0.0, 3.0]) == 0.0
+    assert cosine(np.zeros(3), v) == 0.0
+    assert cosine(v, np.zeros(3)) == 0.0
+
+
+def test_cosine_refuses_mismatched_shapes() -> None:
+    with pytest.raises(InvalidInput) as info:
+        cosine([1.0, 0.0], [1.0, 0.0, 0.0])
+    assert info.value.field == "v"
