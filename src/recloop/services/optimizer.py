@@ -102,6 +102,7 @@ class Optimizer:
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
         self._cache: dict[str, SegmentWeights] = {}
         self._seeds = np.random.default_rng(config.seed)
+        self._expired_at = 0.0
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -211,6 +212,9 @@ class Optimizer:
             and now - cached.computed_at < c.cache_seconds
         ):
             return cached
+        if now - self._expired_at >= c.bucket_seconds:
+            self._window.expire(now, c.window_seconds)  # keeps memory bounded by the window
+            self._expired_at = now
         await self._review(segment, now)
         disabled = self._disabled(segment)
         off = {s.algorithm for s in disabled}

@@ -1,0 +1,64 @@
+"""The optimizer's sliding window and cooldown, driven by an injected clock."""
+
+from __future__ import annotations
+
+from recloop.adapters.memory import InMemoryStateStore
+from recloop.core.bandit import segment_priors
+from recloop.services.optimizer import Optimizer, OptimizerConfig, PerformanceReport
+
+HOUR, DAY = 3600.0, 86_400.0
+ALGS = ("a", "b")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def optimizer(clock: Clock) -> Optimizer:
+    priors = segment_priors({"a": 0.5, "b": 0.5}, prior_ctr=0.05, strength=100)
+    config = OptimizerConfig(
+        algorithms=ALGS,
+        priors={s: priors for s in ("new", "inactive", "power", "regular")},
+        bucket_seconds=HOUR,
+        window_seconds=7 * DAY,
+        cache_seconds=0.0,
+        min_impressions=1000,
+        cooldown_seconds=DAY,
+        seed=1,
+    )
+    return Optimizer(InMemoryStateStore(), config, clock=clock)
+
+
+def report(algorithm: str, impressions: int, clicks: int, at: float) -> PerformanceReport:
+    return PerformanceReport(algorithm, "regular", impressions, clicks, 0, None, at)
+
+
+async def test_evidence_leaves_the_window_and_the_prior_returns() -> None:
+    clock = Clock(100 * DAY)
+    opt = optimizer(clock)
+    await opt.report(
+        [report("a", 10_000, 2_000, clock.now), report("b", 10_000, 100, clock.now)], "r"
+    )
+    assert (await opt.weights("regular")).weights["a"] > 0.95
+    clock.now += 7 * DAY + 2 * HOUR  # the bucket has left the 7-day window
+    weights = (await opt.weights("regular")).weights
+    assert abs(weights["a"] - weights["b"]) < 0.2  # back to the even prior
+
+
+async def test_disabled_algorithm_returns_on_probation_after_the_cooldown() -> None:
+    clock = Clock(100 * DAY)
+    opt = optimizer(clock)
+    await opt.report([report("b", 5_000, 2, clock.now)], "r")
+    first = await opt.weights("regular")
+    assert set(first.weights) == {"a"}
+    clock.now += DAY - 1
+    assert set((await opt.weights("regular")).weights) == {"a"}
+    clock.now += 1
+    back = await opt.weights("regular")
+    assert set(back.weights) == {"a", "b"}  # old evidence no longer counts against it
+    await opt.report([report("b", 2_000, 0, clock.now)], "r2")
+    assert set((await opt.weights("regular")).weights) == {"a"}  # new evidence does
