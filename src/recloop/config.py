@@ -230,6 +230,17 @@ class RankSettings(_Section):
     max_candidates: int = Field(1000, ge=1, le=100_000)
 
 
+class ExperimentSettings(_Section):
+    cuped_days: float = Field(14.0, ge=0.0)
+    """CUPED covariate: each user's same metric in this many days before exposure (0: off)."""
+    correction: Literal["holm", "bh"] = "holm"
+    """Multiple comparisons across variants and metrics: Holm-Bonferroni or Benjamini-Hochberg."""
+    srm_threshold: float = Field(0.001, gt=0.0, lt=1.0)
+    """Sample ratio mismatch is flagged below this chi-square p-value."""
+    sequential_tuning: float = Field(5000.0, gt=0.0)
+    """Sample size the anytime-valid confidence sequences are tightest at."""
+
+
 class IngestSettings(_Section):
     group_commit_max_events: int = Field(20_000, ge=1)
     """Most events written to the event log in one transaction."""
@@ -263,6 +274,7 @@ class Settings(BaseSettings):
     bandit: BanditSettings = BanditSettings()
     exploration: ExplorationSettings = ExplorationSettings()
     rank: RankSettings = RankSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules
 from recloop.ports import Cache, EventLog, Impression, StateStore
 from recloop.services.batching import GroupCommit
+from recloop.services.experiments import ExperimentsConfig, ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
@@ -37,6 +38,7 @@ class Container:
     items: ItemService
     preferences: PreferenceService
     optimizer: Optimizer
+    experiments: ExperimentService
     ranker: Ranker
     db: SqlDatabase | None = None
 
@@ -44,6 +46,7 @@ class Container:
         if self.db is not None and self.settings.storage.auto_migrate:
             await self.db.migrate()
         await self.optimizer.start()
+        await self.experiments.start()
         await self.processor.start(self.event_log)
         self.committer.start()
         self.impressions.start()
@@ -53,6 +56,7 @@ class Container:
         await self.committer.stop()
         await self.impressions.stop()
         await self.processor.stop()
+        await self.experiments.stop()
         if self.db is not None:
             await self.db.dispose()
 
@@ -118,8 +122,19 @@ def build_container(settings: Settings) -> Container:
     cache = TtlCache(settings.cache.max_users, settings.cache.read_ttl_seconds)
     vectors = ItemVectors(store, settings.cache.max_items)
     optimizer = Optimizer(store, optimizer_config(settings))
+    x = settings.experiments
+    experiments = ExperimentService(
+        store,
+        event_log,
+        ExperimentsConfig(x.cuped_days, x.correction, x.srm_threshold, x.sequential_tuning),
+    )
     processor = Processor(
-        store, cache, vectors, processor_config(settings), on_counts=optimizer.record
+        store,
+        cache,
+        vectors,
+        processor_config(settings),
+        on_counts=optimizer.record,
+        observer=experiments,
     )
     committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
     preferences = PreferenceService(store, cache)
@@ -138,6 +153,7 @@ def build_container(settings: Settings) -> Container:
             affinity_weight=settings.rank.affinity_weight,
             seed=settings.exploration.seed,
         ),
+        experiments=experiments,
     )
     return Container(
         settings=settings,
@@ -151,6 +167,7 @@ def build_container(settings: Settings) -> Container:
         items=ItemService(store, vectors, settings.vectors.dim),
         preferences=preferences,
         optimizer=optimizer,
+        experiments=experiments,
         ranker=ranker,
         db=db,
     )

@@ -13,8 +13,10 @@ from typing import Any, Protocol
 from recloop.core.availability import AlgorithmStatus
 from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
+from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+from recloop.core.stats import PairStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,39 @@ class AlgorithmCount:
     algorithm: str
     bucket_start: float
     counts: PerformanceCounts
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    experiment_id: str
+    user_id: str
+    variant: str
+    exposed_at: float
+
+
+@dataclass(slots=True)
+class StateChanges:
+    """Everything one commit writes, atomically.
+
+    ``user_metrics`` replace the stored values of (experiment, user, metric);
+    ``algorithm_counts`` and ``experiment_stats`` are deltas added to what is
+    stored; ``watermark``, if given, replaces the consumer's applied offset.
+    """
+
+    users: list[UserState] = field(default_factory=list)
+    algorithm_counts: list[AlgorithmCount] = field(default_factory=list)
+    exposures: list[Exposure] = field(default_factory=list)
+    user_metrics: list[tuple[str, str, str, UserMetric]] = field(default_factory=list)
+    experiment_stats: list[tuple[str, str, str, PairStats]] = field(default_factory=list)
+    watermark: int | None = None
+
+    def __iadd__(self, other: StateChanges) -> StateChanges:
+        self.users += other.users
+        self.algorithm_counts += other.algorithm_counts
+        self.exposures += other.exposures
+        self.user_metrics += other.user_metrics
+        self.experiment_stats += other.experiment_stats
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +77,9 @@ class Impression:
     epsilon: float
     slate: list[dict[str, Any]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
     model_version: str | None = None
+    model_slot: str | None = None
 
 
 class EventLog(Protocol):
@@ -68,20 +105,32 @@ class EventLog(Protocol):
         """Logged events whose ``attribution.impression_id`` is ``impression_id``."""
         ...
 
+    async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
+        """The user's logged events with ``since <= timestamp < until``, in log order."""
+        ...
+
 
 class StateStore(Protocol):
     """Learned state: users, items, the applied watermark, dead letters."""
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
-    async def save_users(
-        self,
-        states: Sequence[UserState],
-        watermark: int | None,
-        algorithm_counts: Sequence[AlgorithmCount] = (),
-    ) -> None:
-        """In one commit: store ``states``, add ``algorithm_counts`` to the stored counts,
-        and store the consumer's applied ``watermark`` if given."""
+    async def commit(self, changes: StateChanges) -> None:
+        """Write ``changes`` in one transaction (see :class:`StateChanges`)."""
+        ...
+
+    async def get_experiments(self) -> list[Experiment]: ...
+
+    async def put_experiment(self, experiment: Experiment) -> None: ...
+
+    async def get_exposures(self, experiment_id: str) -> list[Exposure]: ...
+
+    async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
+        """(user_id, metric, values) of every exposed user of the experiment."""
+        ...
+
+    async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:
+        """(variant, metric, stats) of the experiment."""
         ...
 
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:

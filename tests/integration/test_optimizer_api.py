@@ -81,16 +81,27 @@ async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None
         ({"algorithm": "collaborative", "segment": "new", "impressions": 5, "clicks": 6}, []),
         ({"algorithm": "collaborative", "impressions": 5, "clicks": 1}, []),
         (
-            {"algorithm": "collaborative", "segment": "new", "user_id": "u", "impressions": 5,
-             "clicks": 1},
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "user_id": "u",
+                "impressions": 5,
+                "clicks": 1,
+            },
             [],
         ),
-        ({"algorithm": "collaborative", "segment": "new", "impressions": -1, "clicks": 0},
-         ["impressions"]),
-        ({"algorithm": "collaborative", "segment": "vip", "impressions": 1, "clicks": 0},
-         ["segment"]),
-        ({"algorithm": "telepathy", "segment": "new", "impressions": 1, "clicks": 0},
-         ["algorithm"]),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": -1, "clicks": 0},
+            ["impressions"],
+        ),
+        (
+            {"algorithm": "collaborative", "segment": "vip", "impressions": 1, "clicks": 0},
+            ["segment"],
+        ),
+        (
+            {"algorithm": "telepathy", "segment": "new", "impressions": 1, "clicks": 0},
+            ["algorithm"],
+        ),
     ],
 )
 async def test_bad_reports_are_422_and_change_nothing(
@@ -101,7 +112,7 @@ async def test_bad_reports_are_422_and_change_nothing(
     detail = r.json()["detail"][0]
     assert detail["loc"][0] == "body"
     if loc:
-        assert [p for p in detail["loc"] if p not in ("PerformanceIn",)][-len(loc):] == loc
+        assert [p for p in detail["loc"] if p not in ("PerformanceIn",)][-len(loc) :] == loc
     if record["algorithm"] == "telepathy":
         assert "telepathy" in detail["msg"]
     rows = (await app.client.get("/algorithms")).json()["algorithms"]
@@ -140,8 +151,15 @@ async def test_attributed_feedback_counts_for_the_users_segment(app: Running) ->
         [{"user_id": "u", "item_id": "i", "type": "impression", "attribution": attribution}] * 4
         + [{"user_id": "u", "item_id": "i", "type": "click", "attribution": attribution}]
         + [{"user_id": "u", "item_id": "i", "type": "purchase", "attribution": attribution}]
-        + [{"user_id": "u", "item_id": "i", "type": "rating", "value": 5,
-            "attribution": attribution}]
+        + [
+            {
+                "user_id": "u",
+                "item_id": "i",
+                "type": "rating",
+                "value": 5,
+                "attribution": attribution,
+            }
+        ]
         + [{"user_id": "u", "item_id": "i", "type": "click"}]  # not attributed
     )
     r = await app.client.post("/feedback", json={"events": events})
@@ -190,8 +208,12 @@ async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None
 
     await app.client.post(
         "/feedback",
-        json={"user_id": "u1", "item_id": ranking[0]["item_id"], "type": "click",
-              "attribution": {"impression_id": body["impression_id"]}},
+        json={
+            "user_id": "u1",
+            "item_id": ranking[0]["item_id"],
+            "type": "click",
+            "attribution": {"impression_id": body["impression_id"]},
+        },
     )
     logged = (await app.client.get(f"/impressions/{body['impression_id']}")).json()
     assert [s["item_id"] for s in logged["slate"]] == [x["item_id"] for x in ranking]
@@ -209,9 +231,11 @@ async def test_rank_prefers_the_users_taste(app: Running) -> None:
     # "fan" is a regular user: epsilon .1; over 40 rankings b tops the greedy order
     tops = []
     for _ in range(40):
-        body = (await app.client.post(
-            "/users/fan/rank", json={"candidates": [{"item_id": "a"}, {"item_id": "b"}]}
-        )).json()
+        body = (
+            await app.client.post(
+                "/users/fan/rank", json={"candidates": [{"item_id": "a"}, {"item_id": "b"}]}
+            )
+        ).json()
         greedy = [x for x in body["ranking"] if not x["explored"]]
         if body["ranking"][0]["explored"]:
             continue

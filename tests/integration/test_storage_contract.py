@@ -13,7 +13,7 @@ from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
-from recloop.ports import EventLog, StateStore
+from recloop.ports import EventLog, StateChanges, StateStore
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -82,7 +82,7 @@ async def test_user_state_round_trips_exactly(adapters: tuple[EventLog, StateSto
     state.events_applied, state.events_skipped, state.interactions = 5, 1, 6
     state.impressions, state.explicit_offset, state.implicit_offset = 9, 42, 40
     state.first_event_at, state.last_event_at, state.updated_at = 1.0, 2.0, 3.0
-    await store.save_users([state], watermark=17)
+    await store.commit(StateChanges(users=[state], watermark=17))
     got = await store.get_users(["u1", "nobody"])
     assert set(got) == {"u1"}
     assert np.array_equal(got["u1"].vector, state.vector)
@@ -91,7 +91,7 @@ async def test_user_state_round_trips_exactly(adapters: tuple[EventLog, StateSto
             assert getattr(got["u1"], name) == getattr(state, name), name
     assert await store.get_watermark() == 17
     state.events_applied = 6
-    await store.save_users([state], watermark=None)
+    await store.commit(StateChanges(users=[state]))
     assert (await store.get_users(["u1"]))["u1"].events_applied == 6
     assert await store.get_watermark() == 17
 

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 from recloop import __version__
 from recloop.api import errors
-from recloop.api.routers import algorithms, feedback, health, items, users
+from recloop.api.routers import algorithms, experiments, feedback, health, items, users
 from recloop.api.schemas import FeedbackBatchIn, FeedbackIn
 from recloop.config import Settings
 from recloop.container import Container, build_container
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (feedback, items, users, algorithms, health):
+    for module in (feedback, items, users, algorithms, experiments, health):
         app.include_router(module.router, prefix=PREFIX)
 
     def openapi() -> dict[str, Any]:

@@ -167,7 +167,9 @@ class StrategyOut(BaseModel):
     weights: dict[str, float]
     exploration: ExplorationOut
     model: ModelOut
-    experiments: list[dict[str, Any]]
+    experiments: list[ExperimentVariantOut] = Field(
+        description="Running experiments the user is in; their exposures are recorded."
+    )
     preferences_updated_at: float | None
 
 
@@ -190,11 +192,17 @@ class RankedOut(BaseModel):
     explored: bool
 
 
+class ExperimentVariantOut(BaseModel):
+    experiment_id: str
+    variant: str
+
+
 class RankOut(BaseModel):
     impression_id: str
     ranking: list[RankedOut]
     epsilon: float
     segment: Segment
+    experiments: list[ExperimentVariantOut]
 
 
 class AlgorithmStatsOut(BaseModel):
@@ -285,3 +293,153 @@ class ImpressionOut(BaseModel):
     context: dict[str, Any]
     slate: list[dict[str, Any]]
     feedback: list[dict[str, Any]] = Field(description="Logged events naming this impression.")
+
+
+# -- experiments -------------------------------------------------------------------
+
+Key = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class VariantConfigIn(_In):
+    """What a variant changes in the strategy of its users."""
+
+    weights: dict[AlgorithmName, Annotated[float, Field(gt=0.0)]] | None = None
+    epsilon: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    model_slot: Literal["blue", "green"] | None = None
+
+
+class VariantIn(_In):
+    key: Key
+    weight: Annotated[float, Field(gt=0.0, le=1.0)]
+    config: VariantConfigIn | None = None
+
+
+class MetricIn(_In):
+    name: Key
+    type: Literal["binomial", "continuous", "ratio"]
+    event: FeedbackType | None = None
+    aggregate: Literal["sum", "count"] = "count"
+    numerator: FeedbackType | None = None
+    denominator: FeedbackType | None = None
+
+
+class ExperimentIn(_In):
+    experiment_id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    hypothesis: Annotated[str, Field(max_length=2000)] | None = None
+    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)]
+    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    hash_version: Literal[1, 2] = 2
+    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)]
+    guardrails: Annotated[list[MetricIn], Field(max_length=50)] = []
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    sequential: bool = False
+
+
+class ExperimentPatch(_In):
+    """Fields to change. While running only name, hypothesis, traffic_allocation (ramps),
+    alpha, sequential, metrics and guardrails may change."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    hypothesis: Annotated[str, Field(max_length=2000)] | None = None
+    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] | None = None
+    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    hash_version: Literal[1, 2] | None = None
+    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] | None = None
+    guardrails: Annotated[list[MetricIn], Field(max_length=50)] | None = None
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    sequential: bool | None = None
+
+
+class ExperimentOut(BaseModel):
+    experiment_id: str
+    name: str
+    hypothesis: str | None
+    variants: list[dict[str, Any]]
+    traffic_allocation: float
+    seed: str
+    hash_version: int
+    metrics: list[dict[str, Any]]
+    guardrails: list[dict[str, Any]]
+    alpha: float
+    sequential: bool
+    status: Literal["draft", "running", "stopped"]
+    created_at: float
+    started_at: float | None
+    stopped_at: float | None
+
+
+class AssignmentOut(BaseModel):
+    experiment_id: str
+    user_id: str
+    variant: str | None
+    in_experiment: bool
+
+
+class SrmOut(BaseModel):
+    p_value: float | None
+    flagged: bool
+    observed: dict[str, int]
+    expected: dict[str, float]
+
+
+class VariantResultOut(BaseModel):
+    key: str
+    users: int
+    mean: float | None
+    stddev: float | None
+    conversions: int | None = None
+
+
+class ComparisonOut(BaseModel):
+    variant: str
+    baseline: str
+    absolute_effect: float | None
+    ci_absolute: list[float] | None
+    relative_effect: float | None
+    ci_relative: list[float] | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    significant: bool
+    test: Literal["z", "welch_t", "delta"]
+    cuped: bool
+    reason: str | None = None
+
+
+class MetricResultOut(BaseModel):
+    name: str
+    type: Literal["binomial", "continuous", "ratio"]
+    guardrail: bool
+    variants: list[VariantResultOut]
+    comparisons: list[ComparisonOut]
+
+
+class ResultsOut(BaseModel):
+    experiment_id: str
+    status: str
+    correction: Literal["holm", "bh"]
+    sequential: bool
+    alpha: float
+    srm: SrmOut
+    metrics: list[MetricResultOut]
+    warnings: list[str]
+
+
+class PowerIn(_In):
+    baseline: Annotated[float, Field(gt=0.0)] = Field(
+        description="Baseline conversion rate (binomial) or mean (continuous)."
+    )
+    mde: Annotated[float, Field(gt=0.0)] = Field(description="Minimum detectable effect.")
+    relative: bool = Field(True, description="mde relative to the baseline (else absolute).")
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    power: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    metric: Literal["binomial", "continuous"] = "binomial"
+    stddev: Annotated[float, Field(gt=0.0)] | None = Field(
+        None, description="Per-user standard deviation; required for continuous metrics."
+    )
+
+
+class PowerOut(BaseModel):
+    users_per_variant: int

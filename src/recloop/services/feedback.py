@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from recloop.adapters.memory.cache import LruCache
 from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
@@ -35,7 +35,7 @@ from recloop.core.events import Event, SignalTable, is_explicit
 from recloop.core.offsets import OffsetTracker
 from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
 from recloop.core.segments import SegmentRules, segment_of
-from recloop.ports import AlgorithmCount, Cache, EventLog, StateStore
+from recloop.ports import AlgorithmCount, Cache, EventLog, StateChanges, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.vectors import ItemVectors
 
@@ -85,6 +85,8 @@ class _Entry:
     aggregate: ImplicitAggregate = field(default_factory=ImplicitAggregate)
     offsets: list[int] = field(default_factory=list)
     performance: dict[tuple[str, float], PerformanceCounts] = field(default_factory=dict)
+    observed: list[tuple[str, float | None, float]] = field(default_factory=list)
+    """(type, value, timestamp) of each event, kept only for users an observer watches."""
 
 
 @dataclass(slots=True)
@@ -103,12 +105,17 @@ class _Shard:
     full: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass(slots=True)
-class _Changes:
-    """What one applier round commits: user states and optimizer counts."""
+class Observer(Protocol):
+    """Learns from each applied event; its changes commit with the user's state.
 
-    states: list[UserState]
-    counts: list[AlgorithmCount]
+    The experiments service is one: it moves the metrics of exposed users.
+    """
+
+    def watches(self, user_id: str) -> bool: ...
+
+    def observe(
+        self, user_id: str, event_type: str, value: float | None, timestamp: float
+    ) -> StateChanges: ...
 
 
 class Processor:
@@ -122,9 +129,11 @@ class Processor:
         config: ProcessorConfig,
         clock: Callable[[], float] = time.time,
         on_counts: Callable[[list[AlgorithmCount]], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """``on_counts`` receives the optimizer counts of every committed round."""
         self._on_counts = on_counts
+        self._observer = observer
         self._store = store
         self._cache = cache
         self._vectors = vectors
@@ -138,7 +147,7 @@ class Processor:
         self._shard_limit = max(1, config.implicit_max_buffer // config.implicit_workers)
         self._tasks: list[asyncio.Task[None]] = []
         # Appliers committing at the same time share one transaction.
-        self._state_writer: GroupCommit[_Changes, None] = GroupCommit(
+        self._state_writer: GroupCommit[StateChanges, None] = GroupCommit(
             "state-writer", self._save_changes
         )
         self.tracker = OffsetTracker()
@@ -201,7 +210,7 @@ class Processor:
                 await task
         self._tasks = []
         await self._state_writer.stop()
-        await self._store.save_users([], self.tracker.watermark)
+        await self._store.commit(StateChanges(watermark=self.tracker.watermark))
 
     async def flush_implicit(self) -> None:
         """Flush every implicit buffer now and wait until it is applied."""
@@ -224,6 +233,7 @@ class Processor:
         signals = self._config.signals
         algorithms = self._config.algorithms
         bucket_seconds = self._config.bucket_seconds
+        observer = self._observer
         explicit: list[list[Event]] = [[] for _ in range(n_apply)]
         for event in events:
             if is_explicit(event.type):
@@ -248,6 +258,8 @@ class Processor:
                 if counts is not None:
                     slot = (algorithm, bucket_start(event.timestamp, bucket_seconds))
                     entry.performance[slot] = entry.performance.get(slot, _ZERO) + counts
+            if observer is not None and observer.watches(event.user_id):
+                entry.observed.append((event.type, event.value, event.timestamp))
             s.count += 1
             if s.count >= self._shard_limit:
                 s.full.set()
@@ -311,6 +323,8 @@ class Processor:
         c = self._config
         changed: dict[str, UserState] = {}
         performance: dict[tuple[str, str, float], PerformanceCounts] = {}
+        observed = StateChanges()
+        observer = self._observer
         done: list[int] = []
         for w in work:
             if isinstance(w, list):
@@ -329,6 +343,8 @@ class Processor:
                         continue  # replayed, already in the state
                     self.applied_total += 1
                     changed[e.user_id] = state
+                    if observer is not None and observer.watches(e.user_id):
+                        observed += observer.observe(e.user_id, e.type, e.value, e.timestamp)
                     algorithm = e.attribution.get("algorithm")
                     if algorithm in c.algorithms:
                         counts = counts_of(e.type, e.value)
@@ -346,11 +362,18 @@ class Processor:
                     for (algorithm, bucket), counts in entry.performance.items():
                         key = (segment, algorithm, bucket)
                         performance[key] = performance.get(key, _ZERO) + counts
+                    if observer is not None:
+                        for event_type, value, timestamp in entry.observed:
+                            observed += observer.observe(
+                                entry.user_id, event_type, value, timestamp
+                            )
                     done.extend(entry.offsets)
         rows = [
             AlgorithmCount(seg, alg, b, counts) for (seg, alg, b), counts in performance.items()
         ]
-        await self._state_writer.submit([_Changes(list(changed.values()), rows)])
+        observed.users = list(changed.values())
+        observed.algorithm_counts = rows
+        await self._state_writer.submit([observed])
         for offset in done:
             self.tracker.done(offset)
         for user_id, state in changed.items():
@@ -361,11 +384,13 @@ class Processor:
     def _segment(self, state: UserState, at: float) -> str:
         return segment_of(state.interactions, state.last_event_at, at, self._config.segment_rules)
 
-    async def _save_changes(self, changes: list[_Changes]) -> list[None]:
-        states = [state for c in changes for state in c.states]
-        counts = [row for c in changes for row in c.counts]
+    async def _save_changes(self, changes: list[StateChanges]) -> list[None]:
+        merged = StateChanges()
+        for c in changes:
+            merged += c
         # The watermark only covers offsets whose state is already committed.
-        await self._retrying(self._store.save_users, states, self.tracker.watermark, counts)
+        merged.watermark = self.tracker.watermark
+        await self._retrying(self._store.commit, merged)
         return [None] * len(changes)
 
     async def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:

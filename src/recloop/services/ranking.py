@@ -25,6 +25,7 @@ from recloop.core.ranking import Candidate, cosine, fuse
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import EventLog, Impression, StateStore
 from recloop.services.batching import GroupCommit
+from recloop.services.experiments import ExperimentService
 from recloop.services.optimizer import Optimizer, SegmentWeights
 from recloop.services.preferences import PreferenceService
 from recloop.services.vectors import ItemVectors
@@ -37,6 +38,24 @@ class RankConfig:
     rrf_k: float = 60.0
     affinity_weight: float = 0.5
     seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """How to recommend for one user now, experiment overrides applied.
+
+    A running experiment's variant ``config`` may override ``weights`` (a
+    mapping of algorithm to weight, renormalised), ``epsilon`` and
+    ``model_slot``; when several experiments override the same thing, the one
+    created first wins.
+    """
+
+    user: UserContext
+    segment_weights: SegmentWeights
+    weights: dict[str, float]
+    epsilon: float
+    experiments: list[dict[str, Any]]
+    model_slot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +88,9 @@ class Ranker:
         log_: EventLog,
         config: RankConfig,
         clock: Callable[[], float] = time.time,
+        experiments: ExperimentService | None = None,
     ) -> None:
+        self._experiments = experiments
         self._preferences = preferences
         self._optimizer = optimizer
         self._vectors = vectors
@@ -90,11 +111,33 @@ class Ranker:
         segment = segment_of(interactions, last, self._clock(), self._config.segment_rules)
         return UserContext(user_id, prefs, segment)
 
-    async def strategy(self, user_id: str) -> tuple[UserContext, SegmentWeights, float]:
-        """The user's segment, the segment's weights and the exploration rate."""
+    async def strategy(self, user_id: str) -> Strategy:
+        """The user's segment and weights, the exploration rate, the experiments they are in
+        (exposures are recorded), with the variants' overrides applied."""
         user = await self.user(user_id)
-        weights = await self._optimizer.weights(user.segment)
-        return user, weights, self._config.epsilons[user.segment]
+        segment_weights = await self._optimizer.weights(user.segment)
+        weights = dict(segment_weights.weights)
+        epsilon = self._config.epsilons[user.segment]
+        slot: str | None = None
+        overridden: set[str] = set()
+        experiments = []
+        assigned = (
+            [] if self._experiments is None else await self._experiments.expose_running(user_id)
+        )
+        for exp, variant in sorted(assigned, key=lambda a: a[0].created_at):
+            config = next(v.config for v in exp.variants if v.key == variant)
+            experiments.append({"experiment_id": exp.experiment_id, "variant": variant})
+            if "weights" in config and "weights" not in overridden:
+                total = sum(config["weights"].values())
+                weights = {k: w / total for k, w in config["weights"].items()}
+                overridden.add("weights")
+            if "epsilon" in config and "epsilon" not in overridden:
+                epsilon = float(config["epsilon"])
+                overridden.add("epsilon")
+            if "model_slot" in config and "model_slot" not in overridden:
+                slot = str(config["model_slot"])
+                overridden.add("model_slot")
+        return Strategy(user, segment_weights, weights, epsilon, experiments, slot)
 
     async def rank(
         self,
@@ -102,8 +145,9 @@ class Ranker:
         candidates: Sequence[Candidate],
         k: int | None,
         context: Mapping[str, Any] | None,
-    ) -> tuple[Impression, UserContext]:
-        user, weights, epsilon = await self.strategy(user_id)
+    ) -> tuple[Impression, Strategy]:
+        strategy = await self.strategy(user_id)
+        user, epsilon = strategy.user, strategy.epsilon
         ids = list(dict.fromkeys(c.item_id for c in candidates))
         affinities: dict[str, float] = {}
         if user.preferences is not None and np.any(user.preferences.vector):
@@ -112,7 +156,7 @@ class Ranker:
             affinities = {i: cosine(p, v) for i, v in vectors.items() if v is not None}
         scored = fuse(
             candidates,
-            weights.weights,
+            strategy.weights,
             affinities,
             rrf_k=self._config.rrf_k,
             affinity_weight=self._config.affinity_weight,
@@ -143,9 +187,11 @@ class Ranker:
             epsilon=epsilon,
             slate=slate,
             context=dict(context or {}),
+            experiments=strategy.experiments,
+            model_slot=strategy.model_slot,
         )
         await self._impressions.submit([impression])
-        return impression, user
+        return impression, strategy
 
     async def impression(self, impression_id: str) -> tuple[Impression, list[Event]]:
         """A logged impression with the feedback events that name it."""

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from recloop.core.availability import AlgorithmStatus
 from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
+from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
-from recloop.ports import AlgorithmCount, Impression
+from recloop.core.stats import PairStats
+from recloop.ports import AlgorithmCount, Exposure, Impression, StateChanges
 
 
 class InMemoryEventLog:
@@ -39,6 +41,9 @@ class InMemoryEventLog:
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         return [e for e in self._events if e.attribution.get("impression_id") == impression_id]
 
+    async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
+        return [e for e in self._events if e.user_id == user_id and since <= e.timestamp < until]
+
 
 def _with_offset(event: Event, offset: int) -> Event:
     return Event.from_record(event.to_record(), offset)
@@ -53,22 +58,45 @@ class InMemoryStateStore:
         self._reports: dict[str, bytes] = {}
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
         self._impressions: dict[str, Impression] = {}
+        self._experiments: dict[str, Experiment] = {}
+        self._exposures: dict[str, dict[str, Exposure]] = {}
+        self._user_metrics: dict[str, dict[tuple[str, str], UserMetric]] = {}
+        self._experiment_stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self.dead_letters: list[tuple[Event, str]] = []
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         return {u: copy.deepcopy(self._users[u]) for u in user_ids if u in self._users}
 
-    async def save_users(
-        self,
-        states: Sequence[UserState],
-        watermark: int | None,
-        algorithm_counts: Sequence[AlgorithmCount] = (),
-    ) -> None:
-        for state in states:
+    async def commit(self, changes: StateChanges) -> None:
+        for state in changes.users:
             self._users[state.user_id] = copy.deepcopy(state)
-        self._add_counts(algorithm_counts)
-        if watermark is not None:
-            self._watermark = max(self._watermark, watermark)
+        self._add_counts(changes.algorithm_counts)
+        for exposure in changes.exposures:
+            self._exposures.setdefault(exposure.experiment_id, {}).setdefault(
+                exposure.user_id, exposure
+            )
+        for experiment_id, user_id, metric, values in changes.user_metrics:
+            self._user_metrics.setdefault(experiment_id, {})[(user_id, metric)] = values
+        for experiment_id, variant, metric, delta in changes.experiment_stats:
+            stats = self._experiment_stats.setdefault(experiment_id, {})
+            stats[(variant, metric)] = stats.get((variant, metric), PairStats()) + delta
+        if changes.watermark is not None:
+            self._watermark = max(self._watermark, changes.watermark)
+
+    async def get_experiments(self) -> list[Experiment]:
+        return list(self._experiments.values())
+
+    async def put_experiment(self, experiment: Experiment) -> None:
+        self._experiments[experiment.experiment_id] = experiment
+
+    async def get_exposures(self, experiment_id: str) -> list[Exposure]:
+        return list(self._exposures.get(experiment_id, {}).values())
+
+    async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
+        return [(u, m, v) for (u, m), v in self._user_metrics.get(experiment_id, {}).items()]
+
+    async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:
+        return [(v, m, s) for (v, m), s in self._experiment_stats.get(experiment_id, {}).items()]
 
     def _add_counts(self, rows: Sequence[AlgorithmCount]) -> None:
         for row in rows:

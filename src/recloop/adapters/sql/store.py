@@ -19,6 +19,10 @@ from recloop.adapters.sql.tables import (
     consumer_offsets,
     dead_letters,
     events,
+    experiment_exposures,
+    experiment_stats,
+    experiment_user_metrics,
+    experiments,
     impressions,
     items,
     performance_reports,
@@ -27,9 +31,11 @@ from recloop.adapters.sql.tables import (
 from recloop.core.availability import AlgorithmStatus
 from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
+from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
-from recloop.ports import AlgorithmCount, Impression
+from recloop.core.stats import PairStats
+from recloop.ports import AlgorithmCount, Exposure, Impression, StateChanges
 
 CONSUMER = "processor"
 
@@ -95,6 +101,17 @@ class SqlEventLog:
         async with self._db.read() as conn:
             value = (await conn.execute(select(func.max(events.c.offset)))).scalar()
         return int(value or 0)
+
+    async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
+        query = (
+            select(events.c.offset, events.c.payload)
+            .where(events.c.user_id == user_id)
+            .order_by(events.c.offset)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        found = [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
+        return [e for e in found if since <= e.timestamp < until]
 
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         query = (
@@ -171,6 +188,29 @@ class SqlStateStore:
                 if c.name not in ("segment", "algorithm")
             },
         )
+        exposure = _insert(db, experiment_exposures)
+        self._add_exposure = exposure.on_conflict_do_nothing(
+            index_elements=["experiment_id", "user_id"]
+        )
+        values = _insert(db, experiment_user_metrics)
+        self._set_user_metric = values.on_conflict_do_update(
+            index_elements=["experiment_id", "user_id", "metric"],
+            set_={"y": values.excluded.y, "x": values.excluded.x},
+        )
+        xstats = _insert(db, experiment_stats)
+        self._add_experiment_stats = xstats.on_conflict_do_update(
+            index_elements=["experiment_id", "variant", "metric"],
+            set_={name: experiment_stats.c[name] + xstats.excluded[name] for name in _PAIR_COLUMNS},
+        )
+        definition = _insert(db, experiments)
+        self._put_experiment = definition.on_conflict_do_update(
+            index_elements=["experiment_id"],
+            set_={
+                c.name: definition.excluded[c.name]
+                for c in experiments.c
+                if c.name != "experiment_id"
+            },
+        )
         item_upsert = _insert(db, items)
         self._save_item = item_upsert.on_conflict_do_update(
             index_elements=["item_id"],
@@ -185,19 +225,85 @@ class SqlStateStore:
             rows = (await conn.execute(query)).mappings().all()
         return {row["user_id"]: _user_from_row(row) for row in rows}
 
-    async def save_users(
-        self,
-        states: Sequence[UserState],
-        watermark: int | None,
-        algorithm_counts: Sequence[AlgorithmCount] = (),
-    ) -> None:
+    async def commit(self, changes: StateChanges) -> None:
         async with self._db.write() as conn:
-            if states:
-                await conn.execute(self._save_user, [_user_to_row(s) for s in states])
-            if algorithm_counts:
-                await conn.execute(self._add_counts, [_count_to_row(c) for c in algorithm_counts])
-            if watermark is not None:
-                await conn.execute(self._save_offset, {"consumer": CONSUMER, "offset": watermark})
+            if changes.users:
+                await conn.execute(self._save_user, [_user_to_row(s) for s in changes.users])
+            if changes.algorithm_counts:
+                rows = [_count_to_row(c) for c in changes.algorithm_counts]
+                await conn.execute(self._add_counts, rows)
+            if changes.exposures:
+                rows = [
+                    {name: getattr(e, name) for name in Exposure.__slots__}
+                    for e in changes.exposures
+                ]
+                await conn.execute(self._add_exposure, rows)
+            if changes.user_metrics:
+                rows = [
+                    {"experiment_id": e, "user_id": u, "metric": m, "y": v.y, "x": v.x}
+                    for e, u, m, v in changes.user_metrics
+                ]
+                await conn.execute(self._set_user_metric, rows)
+            if changes.experiment_stats:
+                rows = [
+                    {
+                        "experiment_id": e,
+                        "variant": v,
+                        "metric": m,
+                        **{name: getattr(s, name) for name in _PAIR_COLUMNS},
+                    }
+                    for e, v, m, s in _merged(changes.experiment_stats)
+                ]
+                await conn.execute(self._add_experiment_stats, rows)
+            if changes.watermark is not None:
+                await conn.execute(
+                    self._save_offset, {"consumer": CONSUMER, "offset": changes.watermark}
+                )
+
+    async def get_experiments(self) -> list[Experiment]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(experiments.c.definition))).all()
+        return [from_dict(orjson.loads(definition)) for (definition,) in rows]
+
+    async def put_experiment(self, experiment: Experiment) -> None:
+        row = {
+            "experiment_id": experiment.experiment_id,
+            "status": experiment.status,
+            "definition": orjson.dumps(to_dict(experiment)),
+            "created_at": experiment.created_at,
+            "started_at": experiment.started_at,
+            "stopped_at": experiment.stopped_at,
+        }
+        async with self._db.write() as conn:
+            await conn.execute(self._put_experiment, row)
+
+    async def get_exposures(self, experiment_id: str) -> list[Exposure]:
+        t = experiment_exposures
+        query = select(t.c.user_id, t.c.variant, t.c.exposed_at).where(
+            t.c.experiment_id == experiment_id
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Exposure(experiment_id, u, v, at) for u, v, at in rows]
+
+    async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
+        t = experiment_user_metrics
+        query = select(t.c.user_id, t.c.metric, t.c.y, t.c.x).where(
+            t.c.experiment_id == experiment_id
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(u, m, UserMetric(y, x)) for u, m, y, x in rows]
+
+    async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:
+        t = experiment_stats
+        query = select(t).where(t.c.experiment_id == experiment_id)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            (row["variant"], row["metric"], PairStats(**{n: row[n] for n in _PAIR_COLUMNS}))
+            for row in rows
+        ]
 
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
         query = select(algorithm_stats).where(algorithm_stats.c.bucket_start >= since)
@@ -254,6 +360,8 @@ class SqlStateStore:
                 "model_version": i.model_version,
                 "slate": orjson.dumps(i.slate),
                 "context": orjson.dumps(i.context),
+                "experiments": orjson.dumps(i.experiments),
+                "model_slot": i.model_slot,
             }
             for i in batch
         ]
@@ -274,7 +382,9 @@ class SqlStateStore:
             epsilon=row["epsilon"],
             slate=orjson.loads(row["slate"]),
             context=orjson.loads(row["context"]),
+            experiments=orjson.loads(row["experiments"] or b"[]"),
             model_version=row["model_version"],
+            model_slot=row["model_slot"],
         )
 
     async def get_watermark(self) -> int:
@@ -335,6 +445,19 @@ class SqlStateStore:
 
     async def ping(self) -> None:
         await self._db.ping()
+
+
+_PAIR_COLUMNS = ("n", "sum_x", "sum_x2", "sum_y", "sum_y2", "sum_xy")
+
+
+def _merged(
+    deltas: Sequence[tuple[str, str, str, PairStats]],
+) -> list[tuple[str, str, str, PairStats]]:
+    """One row per key: an upsert statement must not touch the same row twice."""
+    merged: dict[tuple[str, str, str], PairStats] = {}
+    for e, v, m, s in deltas:
+        merged[(e, v, m)] = merged[(e, v, m)] + s if (e, v, m) in merged else s
+    return [(e, v, m, s) for (e, v, m), s in merged.items()]
 
 
 _COUNT_COLUMNS = ("impressions", "clicks", "conversions", "satisfaction_sum", "satisfaction_n")

@@ -133,5 +133,54 @@ impressions = Table(
     Column("model_version", String(64)),
     Column("slate", LargeBinary, nullable=False),
     Column("context", LargeBinary, nullable=False),
+    Column("experiments", LargeBinary),  # 0003
+    Column("model_slot", String(16)),  # 0003
     Index("ix_impressions_user_id", "user_id"),
+)
+
+# -- experiments (0003) ---------------------------------------------------------
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("experiment_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("definition", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("stopped_at", Float),
+)
+
+experiment_exposures = Table(
+    "experiment_exposures",
+    metadata,
+    Column("experiment_id", String(128), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("variant", String(64), nullable=False),
+    Column("exposed_at", Float, nullable=False),
+    Index("ix_experiment_exposures_user_id", "user_id"),
+)
+
+experiment_user_metrics = Table(
+    "experiment_user_metrics",
+    metadata,
+    Column("experiment_id", String(128), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("y", Float, nullable=False),
+    Column("x", Float, nullable=False),
+)
+
+experiment_stats = Table(
+    "experiment_stats",
+    metadata,
+    Column("experiment_id", String(128), primary_key=True),
+    Column("variant", String(64), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("sum_x", Float, nullable=False),
+    Column("sum_x2", Float, nullable=False),
+    Column("sum_y", Float, nullable=False),
+    Column("sum_y2", Float, nullable=False),
+    Column("sum_xy", Float, nullable=False),
 )

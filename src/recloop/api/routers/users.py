@@ -56,23 +56,24 @@ def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[s
 @router.get("/users/{user_id}/weights", response_model=WeightsOut)
 async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
     """Algorithm weights for the user's segment (Thompson sampling over the sliding window)."""
-    _, weights, _ = await container.ranker.strategy(user_id)
+    user = await container.ranker.user(user_id)
+    weights = await container.optimizer.weights(user.segment)
     return FastJSONResponse(_weights_view(user_id, weights, container.settings.bandit.window_days))
 
 
 @router.get("/users/{user_id}/strategy", response_model=StrategyOut)
 async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
     """How to recommend for this user now: weights, exploration, model, experiments."""
-    user, weights, epsilon = await container.ranker.strategy(user_id)
-    prefs = user.preferences
+    strategy = await container.ranker.strategy(user_id)
+    prefs = strategy.user.preferences
     return FastJSONResponse(
         {
             "user_id": user_id,
-            "segment": user.segment,
-            "weights": weights.weights,
-            "exploration": {"strategy": "epsilon_greedy", "epsilon": epsilon},
-            "model": {"version": None, "slot": None},
-            "experiments": [],
+            "segment": strategy.user.segment,
+            "weights": strategy.weights,
+            "exploration": {"strategy": "epsilon_greedy", "epsilon": strategy.epsilon},
+            "model": {"version": None, "slot": strategy.model_slot},
+            "experiments": strategy.experiments,
             "preferences_updated_at": None if prefs is None else prefs.updated_at,
         }
     )
@@ -87,7 +88,7 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
     if len(body.candidates) > limit:
         raise InvalidInput("candidates", f"at most {limit} candidates, got {len(body.candidates)}")
     candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
-    impression, user = await container.ranker.rank(user_id, candidates, body.k, body.context)
+    impression, strategy = await container.ranker.rank(user_id, candidates, body.k, body.context)
     return FastJSONResponse(
         {
             "impression_id": impression.impression_id,
@@ -101,7 +102,8 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
                 for s in impression.slate
             ],
             "epsilon": impression.epsilon,
-            "segment": user.segment,
+            "segment": strategy.user.segment,
+            "experiments": strategy.experiments,
         }
     )
 

@@ -1,0 +1,145 @@
+"""A/B experiments: definitions, lifecycle, assignment, results, power."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from recloop.api.deps import ContainerDep
+from recloop.api.responses import FastJSONResponse
+from recloop.api.schemas import (
+    AssignmentOut,
+    ErrorOut,
+    ExperimentIn,
+    ExperimentOut,
+    ExperimentPatch,
+    PowerIn,
+    PowerOut,
+    ResultsOut,
+)
+from recloop.core import experiments as xp
+from recloop.core import stats
+from recloop.core.errors import InvalidInput
+
+router = APIRouter(tags=["experiments"])
+
+ExperimentId = Annotated[str, Path(min_length=1, max_length=128)]
+UserId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _definition(data: dict[str, Any]) -> dict[str, Any]:
+    for variant in data.get("variants") or ():
+        variant["config"] = {
+            k: v for k, v in (variant.get("config") or {}).items() if v is not None
+        }
+    return data
+
+
+@router.post(
+    "/experiments",
+    status_code=201,
+    response_model=ExperimentOut,
+    responses={422: {"model": ErrorOut}},
+)
+async def create(body: ExperimentIn, container: ContainerDep) -> Any:
+    """Create an experiment (status ``draft``). The first variant is the baseline."""
+    exp = xp.from_dict(_definition(body.model_dump()))
+    return FastJSONResponse(xp.to_dict(await container.experiments.create(exp)), status_code=201)
+
+
+@router.get("/experiments", response_model=list[ExperimentOut])
+async def list_experiments(container: ContainerDep) -> Any:
+    return FastJSONResponse([xp.to_dict(e) for e in container.experiments.all()])
+
+
+@router.get(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def get(experiment_id: ExperimentId, container: ContainerDep) -> Any:
+    return FastJSONResponse(xp.to_dict(container.experiments.get(experiment_id)))
+
+
+@router.patch(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def patch(experiment_id: ExperimentId, body: ExperimentPatch, container: ContainerDep) -> Any:
+    """Change a definition; seed, hash_version and variants are refused once it has started
+    (they would move users between variants). Ramp traffic with ``traffic_allocation``:
+    users already in keep their variant."""
+    changes = _definition(body.model_dump(exclude_unset=True))
+    updated = await container.experiments.update(experiment_id, changes)
+    return FastJSONResponse(xp.to_dict(updated))
+
+
+@router.post(
+    "/experiments/{experiment_id}/start",
+    response_model=ExperimentOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def start(experiment_id: ExperimentId, container: ContainerDep) -> Any:
+    return FastJSONResponse(
+        xp.to_dict(await container.experiments.transition(experiment_id, "start"))
+    )
+
+
+@router.post(
+    "/experiments/{experiment_id}/stop",
+    response_model=ExperimentOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def stop(experiment_id: ExperimentId, container: ContainerDep) -> Any:
+    return FastJSONResponse(
+        xp.to_dict(await container.experiments.transition(experiment_id, "stop"))
+    )
+
+
+@router.get(
+    "/experiments/{experiment_id}/assignment/{user_id}",
+    response_model=AssignmentOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def assignment(experiment_id: ExperimentId, user_id: UserId, container: ContainerDep) -> Any:
+    """The user's variant (GrowthBook-compatible hashing); records the first exposure while
+    the experiment runs."""
+    variant = await container.experiments.expose(experiment_id, user_id)
+    return FastJSONResponse(
+        {
+            "experiment_id": experiment_id,
+            "user_id": user_id,
+            "variant": variant,
+            "in_experiment": variant is not None,
+        }
+    )
+
+
+@router.get(
+    "/experiments/{experiment_id}/results",
+    response_model=ResultsOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def results(experiment_id: ExperimentId, container: ContainerDep) -> Any:
+    """Live results from the running sums: SRM, per-metric variant statistics, comparisons
+    with the baseline (adjusted for multiple comparisons), warnings."""
+    return FastJSONResponse(container.experiments.results(experiment_id))
+
+
+@router.post("/experiments/power", response_model=PowerOut, responses={422: {"model": ErrorOut}})
+async def power(body: PowerIn) -> PowerOut:
+    """Users needed per variant to detect ``mde`` with the given ``alpha`` and ``power``."""
+    if body.metric == "continuous" and body.stddev is None:
+        raise InvalidInput("stddev", "required for a continuous metric")
+    n = stats.sample_size(
+        body.baseline,
+        body.mde,
+        alpha=body.alpha,
+        power=body.power,
+        relative=body.relative,
+        metric=body.metric,
+        stddev=body.stddev,
+    )
+    return PowerOut(users_per_variant=n)

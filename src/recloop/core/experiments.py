@@ -1,0 +1,273 @@
+"""A/B experiments: definitions, lifecycle, and how one event moves a user's metric.
+
+An experiment has variants (the first is the baseline), a traffic allocation
+(coverage), a hashing seed and version (GrowthBook-compatible, see
+``core.assignment``) and metrics:
+
+- ``binomial``: y = 1 if the exposed user had at least one ``event`` after exposure;
+- ``continuous``: y = the sum of the ``event``'s values (``aggregate: sum``) or
+  their number (``aggregate: count``) after exposure, 0 when none;
+- ``ratio``: per user, numerator = number of ``numerator`` events and
+  denominator = number of ``denominator`` events after exposure (e.g. CTR =
+  clicks / impressions); the metric is Σnumerator / Σdenominator per variant.
+
+Each exposed user holds one :class:`UserMetric` per metric; the variant's
+sufficient statistics (``core.stats.PairStats``) are updated by the change of
+the user's values, so they stay exact sums over users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from recloop.core.errors import InvalidInput
+from recloop.core.events import FEEDBACK_TYPES
+
+Status = Literal["draft", "running", "stopped"]
+MetricType = Literal["binomial", "continuous", "ratio"]
+
+# Fields that decide who gets which variant: changing them while running
+# would move users between variants.
+RESHUFFLING_FIELDS = ("seed", "hash_version", "variants")
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    key: str
+    weight: float
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    type: MetricType
+    event: str | None = None
+    aggregate: Literal["sum", "count"] = "count"
+    numerator: str | None = None
+    denominator: str | None = None
+
+    def events(self) -> tuple[str, ...]:
+        """The feedback types this metric listens to."""
+        if self.type == "ratio":
+            return tuple(t for t in (self.numerator, self.denominator) if t is not None)
+        return () if self.event is None else (self.event,)
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    experiment_id: str
+    name: str
+    variants: tuple[Variant, ...]
+    metrics: tuple[Metric, ...]
+    traffic_allocation: float = 1.0
+    seed: str = ""
+    hash_version: int = 2
+    guardrails: tuple[Metric, ...] = ()
+    alpha: float = 0.05
+    sequential: bool = False
+    hypothesis: str | None = None
+    status: Status = "draft"
+    created_at: float = 0.0
+    started_at: float | None = None
+    stopped_at: float | None = None
+
+    @property
+    def all_metrics(self) -> tuple[Metric, ...]:
+        return self.metrics + self.guardrails
+
+    def weights(self) -> list[float]:
+        return [v.weight for v in self.variants]
+
+
+def check_definition(exp: Experiment) -> None:
+    """Refuse an experiment that cannot run, naming the field.
+
+    >>> bad = Experiment("e", "e", (Variant("a", 0.5),), ())
+    >>> check_definition(bad)
+    Traceback (most recent call last):
+    ...
+    recloop.core.errors.InvalidInput: variants: an experiment needs at least 2 variants
+    """
+    if len(exp.variants) < 2:
+        raise InvalidInput("variants", "an experiment needs at least 2 variants")
+    keys = [v.key for v in exp.variants]
+    if len(set(keys)) != len(keys):
+        raise InvalidInput("variants", f"variant keys must be unique, got {keys}")
+    for i, v in enumerate(exp.variants):
+        if not v.weight > 0:
+            raise InvalidInput(f"variants.{i}.weight", f"must be > 0, got {v.weight}")
+    total = sum(exp.weights())
+    if abs(total - 1.0) > 1e-6:
+        raise InvalidInput("variants", f"weights must sum to 1, got {total:.6g}")
+    if not 0.0 <= exp.traffic_allocation <= 1.0:
+        raise InvalidInput("traffic_allocation", "must be between 0 and 1")
+    if exp.hash_version not in (1, 2):
+        raise InvalidInput("hash_version", "must be 1 or 2")
+    if not 0.0 < exp.alpha < 1.0:
+        raise InvalidInput("alpha", "must be between 0 and 1")
+    if not exp.metrics:
+        raise InvalidInput("metrics", "an experiment needs at least one metric")
+    names = [m.name for m in exp.all_metrics]
+    if len(set(names)) != len(names):
+        raise InvalidInput("metrics", f"metric names must be unique, got {names}")
+    for group, metrics in (("metrics", exp.metrics), ("guardrails", exp.guardrails)):
+        for i, m in enumerate(metrics):
+            _check_metric(m, f"{group}.{i}")
+
+
+def _check_metric(m: Metric, where: str) -> None:
+    if m.type == "ratio":
+        for side in ("numerator", "denominator"):
+            value = getattr(m, side)
+            if value not in FEEDBACK_TYPES:
+                raise InvalidInput(f"{where}.{side}", f"must be a feedback type, got {value!r}")
+    elif m.event not in FEEDBACK_TYPES:
+        raise InvalidInput(f"{where}.event", f"must be a feedback type, got {m.event!r}")
+
+
+def check_update(current: Experiment, changes: Mapping[str, Any]) -> None:
+    """Refuse changes that would reshuffle users of a running (or stopped) experiment."""
+    if current.status == "draft":
+        return
+    for name in RESHUFFLING_FIELDS:
+        if name in changes:
+            raise InvalidInput(
+                name, f"cannot change {name} of a {current.status} experiment: it would move users"
+            )
+
+
+def transition(current: Status, action: Literal["start", "stop"]) -> Status:
+    """The lifecycle draft → running → stopped.
+
+    >>> transition("draft", "start"), transition("running", "stop")
+    ('running', 'stopped')
+    """
+    if action == "start" and current == "draft":
+        return "running"
+    if action == "stop" and current == "running":
+        return "stopped"
+    raise InvalidInput("status", f"cannot {action} an experiment that is {current}")
+
+
+@dataclass(frozen=True, slots=True)
+class UserMetric:
+    """One exposed user's values for one metric.
+
+    ``y`` is the metric (or the numerator of a ratio), ``x`` the covariate: the
+    user's same metric before exposure (CUPED), or the ratio's denominator.
+    """
+
+    y: float = 0.0
+    x: float = 0.0
+
+
+def observe(
+    metric: Metric, current: UserMetric, event_type: str, value: float | None
+) -> UserMetric:
+    """The user's values after one more event after exposure.
+
+    >>> clicks = Metric("ctr", "ratio", numerator="click", denominator="impression")
+    >>> observe(clicks, UserMetric(), "impression", None)
+    UserMetric(y=0.0, x=1.0)
+    >>> buy = Metric("bought", "binomial", event="purchase")
+    >>> observe(buy, observe(buy, UserMetric(), "purchase", None), "purchase", None)
+    UserMetric(y=1.0, x=0.0)
+    """
+    if metric.type == "ratio":
+        y = current.y + (1.0 if event_type == metric.numerator else 0.0)
+        x = current.x + (1.0 if event_type == metric.denominator else 0.0)
+        return UserMetric(y, x)
+    if event_type != metric.event:
+        return current
+    if metric.type == "binomial":
+        return UserMetric(1.0, current.x)
+    step = (value or 0.0) if metric.aggregate == "sum" else 1.0
+    return UserMetric(current.y + step, current.x)
+
+
+def pre_period_value(metric: Metric, events: Sequence[tuple[str, float | None]]) -> float:
+    """The CUPED covariate: the metric computed on the user's events before exposure.
+
+    Ratio metrics have none (their ``x`` is the denominator): 0.
+
+    >>> pre_period_value(Metric("spend", "continuous", event="purchase", aggregate="count"),
+    ...                  [("purchase", None), ("click", None), ("purchase", None)])
+    2.0
+    """
+    if metric.type == "ratio":
+        return 0.0
+    value = UserMetric()
+    for event_type, event_value in events:
+        value = observe(metric, value, event_type, event_value)
+    return value.y
+
+
+def to_dict(exp: Experiment) -> dict[str, Any]:
+    """A JSON-ready mapping of ``exp`` (its storage and API form)."""
+    return {
+        "experiment_id": exp.experiment_id,
+        "name": exp.name,
+        "hypothesis": exp.hypothesis,
+        "variants": [
+            {"key": v.key, "weight": v.weight, "config": dict(v.config)} for v in exp.variants
+        ],
+        "traffic_allocation": exp.traffic_allocation,
+        "seed": exp.seed,
+        "hash_version": exp.hash_version,
+        "metrics": [_metric_dict(m) for m in exp.metrics],
+        "guardrails": [_metric_dict(m) for m in exp.guardrails],
+        "alpha": exp.alpha,
+        "sequential": exp.sequential,
+        "status": exp.status,
+        "created_at": exp.created_at,
+        "started_at": exp.started_at,
+        "stopped_at": exp.stopped_at,
+    }
+
+
+def _metric_dict(m: Metric) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": m.name, "type": m.type}
+    if m.type == "ratio":
+        out.update(numerator=m.numerator, denominator=m.denominator)
+    else:
+        out["event"] = m.event
+        if m.type == "continuous":
+            out["aggregate"] = m.aggregate
+    return out
+
+
+def metric_from_dict(data: Mapping[str, Any]) -> Metric:
+    return Metric(
+        name=data["name"],
+        type=data["type"],
+        event=data.get("event"),
+        aggregate=data.get("aggregate", "count"),
+        numerator=data.get("numerator"),
+        denominator=data.get("denominator"),
+    )
+
+
+def from_dict(data: Mapping[str, Any]) -> Experiment:
+    """The inverse of :func:`to_dict`."""
+    return Experiment(
+        experiment_id=data["experiment_id"],
+        name=data["name"],
+        hypothesis=data.get("hypothesis"),
+        variants=tuple(
+            Variant(v["key"], float(v["weight"]), v.get("config") or {}) for v in data["variants"]
+        ),
+        traffic_allocation=float(data.get("traffic_allocation", 1.0)),
+        seed=data.get("seed") or data["experiment_id"],
+        hash_version=int(data.get("hash_version", 2)),
+        metrics=tuple(metric_from_dict(m) for m in data["metrics"]),
+        guardrails=tuple(metric_from_dict(m) for m in data.get("guardrails") or ()),
+        alpha=float(data.get("alpha", 0.05)),
+        sequential=bool(data.get("sequential", False)),
+        status=data.get("status", "draft"),
+        created_at=float(data.get("created_at", 0.0)),
+        started_at=data.get("started_at"),
+        stopped_at=data.get("stopped_at"),
+    )

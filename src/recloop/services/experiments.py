@@ -1,0 +1,362 @@
+"""A/B experiments: lifecycle, GrowthBook-compatible assignment, exposures, live statistics.
+
+Statistics are kept live as mergeable sufficient statistics per (variant,
+metric) (``core.stats.PairStats``): every exposed user contributes one pair
+(x, y) per metric — y the metric since exposure, x the CUPED covariate (the
+same metric in the ``cuped_days`` before exposure) or a ratio's denominator.
+An event moves a user's (x, y); the variant's sums move by the difference, in
+the same transaction as the user's state (exactly once, like everything the
+processor applies). Results are computed from the sums on request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from recloop.core import experiments as xp
+from recloop.core import stats
+from recloop.core.assignment import assign
+from recloop.core.errors import InvalidInput, NotFound
+from recloop.core.experiments import Experiment, Metric, UserMetric
+from recloop.core.stats import PairStats
+from recloop.ports import EventLog, Exposure, StateChanges, StateStore
+from recloop.services.batching import GroupCommit
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentsConfig:
+    cuped_days: float = 14.0
+    correction: str = "holm"
+    srm_threshold: float = 0.001
+    sequential_tuning: float = 5000.0
+
+
+def _delta(old: UserMetric | None, new: UserMetric) -> PairStats:
+    """How a variant's sums move when one user's values go from ``old`` to ``new``."""
+    if old is None:
+        return PairStats(1, new.x, new.x**2, new.y, new.y**2, new.x * new.y)
+    return PairStats(
+        0,
+        new.x - old.x,
+        new.x**2 - old.x**2,
+        new.y - old.y,
+        new.y**2 - old.y**2,
+        new.x * new.y - old.x * old.y,
+    )
+
+
+class ExperimentService:
+    def __init__(
+        self,
+        store: StateStore,
+        log_: EventLog,
+        config: ExperimentsConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._log = log_
+        self._config = config
+        self._clock = clock
+        self._experiments: dict[str, Experiment] = {}
+        self._exposures: dict[str, dict[str, Exposure]] = {}
+        self._values: dict[str, dict[tuple[str, str], UserMetric]] = {}
+        self._stats: dict[str, dict[tuple[str, str], PairStats]] = {}
+        self._running_by_user: dict[str, list[str]] = {}
+        self._writer: GroupCommit[StateChanges, None] = GroupCommit("exposure-writer", self._write)
+
+    async def _write(self, batch: list[StateChanges]) -> list[None]:
+        merged = StateChanges()
+        for changes in batch:
+            merged += changes
+        await self._store.commit(merged)
+        return [None] * len(batch)
+
+    async def start(self) -> None:
+        for exp in await self._store.get_experiments():
+            self._experiments[exp.experiment_id] = exp
+            if exp.status == "draft":
+                continue
+            eid = exp.experiment_id
+            self._exposures[eid] = {e.user_id: e for e in await self._store.get_exposures(eid)}
+            self._values[eid] = {(u, m): v for u, m, v in await self._store.get_user_metrics(eid)}
+            self._stats[eid] = {
+                (v, m): s for v, m, s in await self._store.get_experiment_stats(eid)
+            }
+            if exp.status == "running":
+                for user_id in self._exposures[eid]:
+                    self._running_by_user.setdefault(user_id, []).append(eid)
+        self._writer.start()
+
+    async def stop(self) -> None:
+        await self._writer.stop()
+
+    # -- definitions and lifecycle ------------------------------------------------
+
+    def get(self, experiment_id: str) -> Experiment:
+        exp = self._experiments.get(experiment_id)
+        if exp is None:
+            raise NotFound("experiment", experiment_id)
+        return exp
+
+    def all(self) -> list[Experiment]:
+        return sorted(self._experiments.values(), key=lambda e: e.created_at)
+
+    async def create(self, exp: Experiment) -> Experiment:
+        if exp.experiment_id in self._experiments:
+            raise InvalidInput("experiment_id", f"experiment {exp.experiment_id!r} already exists")
+        exp = replace(
+            exp, status="draft", created_at=self._clock(), seed=exp.seed or exp.experiment_id
+        )
+        xp.check_definition(exp)
+        await self._store.put_experiment(exp)
+        self._experiments[exp.experiment_id] = exp
+        return exp
+
+    async def update(self, experiment_id: str, changes: Mapping[str, Any]) -> Experiment:
+        """Change a definition: anything while draft; never what would reshuffle users after."""
+        current = self.get(experiment_id)
+        xp.check_update(current, changes)
+        data = {**xp.to_dict(current), **changes}
+        updated = xp.from_dict(data)
+        xp.check_definition(updated)
+        await self._store.put_experiment(updated)
+        self._experiments[experiment_id] = updated
+        return updated
+
+    async def transition(self, experiment_id: str, action: str) -> Experiment:
+        current = self.get(experiment_id)
+        status = xp.transition(current.status, action)  # type: ignore[arg-type]
+        now = self._clock()
+        if status == "running":
+            updated = replace(current, status=status, started_at=now)
+            self._exposures.setdefault(experiment_id, {})
+            self._values.setdefault(experiment_id, {})
+            self._stats.setdefault(experiment_id, {})
+        else:
+            updated = replace(current, status=status, stopped_at=now)
+            for user_id in self._exposures.get(experiment_id, {}):
+                running = self._running_by_user.get(user_id, [])
+                if experiment_id in running:
+                    running.remove(experiment_id)
+        await self._store.put_experiment(updated)
+        self._experiments[experiment_id] = updated
+        return updated
+
+    # -- assignment and exposure ------------------------------------------------------
+
+    def variant_for(self, exp: Experiment, user_id: str) -> str | None:
+        """The user's variant by GrowthBook's hashing, or None if outside the traffic allocation."""
+        result = assign(
+            user_id,
+            exp.seed,
+            len(exp.variants),
+            coverage=exp.traffic_allocation,
+            weights=exp.weights(),
+            hash_version=exp.hash_version,
+        )
+        if result.variant_index is None:
+            return None
+        return exp.variants[result.variant_index].key
+
+    async def expose(self, experiment_id: str, user_id: str) -> str | None:
+        """The user's variant; the first exposure of a running experiment is recorded durably."""
+        exp = self.get(experiment_id)
+        variant = self.variant_for(exp, user_id)
+        if variant is not None and exp.status == "running":
+            await self._record_exposures([(exp, variant)], user_id)
+        return variant
+
+    async def expose_running(self, user_id: str) -> list[tuple[Experiment, str]]:
+        """Every running experiment the user is in, with the variant; records exposures."""
+        found = []
+        for exp in self._experiments.values():
+            if exp.status != "running":
+                continue
+            variant = self.variant_for(exp, user_id)
+            if variant is not None:
+                found.append((exp, variant))
+        await self._record_exposures(found, user_id)
+        return found
+
+    async def _record_exposures(
+        self, assigned: Sequence[tuple[Experiment, str]], user_id: str
+    ) -> None:
+        new = [(e, v) for e, v in assigned if user_id not in self._exposures[e.experiment_id]]
+        if not new:
+            return
+        now = self._clock()
+        since = now - self._config.cuped_days * DAY
+        history = await self._log.read_user_events(user_id, since, now)
+        pre = [(e.type, e.value) for e in history]
+        changes = StateChanges()
+        for exp, variant in new:
+            eid = exp.experiment_id
+            if user_id in self._exposures[eid]:
+                continue  # exposed meanwhile by a concurrent request
+            exposure = Exposure(eid, user_id, variant, now)
+            self._exposures[eid][user_id] = exposure
+            self._running_by_user.setdefault(user_id, []).append(eid)
+            changes.exposures.append(exposure)
+            for metric in exp.all_metrics:
+                values = UserMetric(0.0, xp.pre_period_value(metric, pre))
+                self._set(changes, exp, user_id, variant, metric, None, values)
+        if changes.exposures:
+            await self._writer.submit([changes])
+
+    def _set(
+        self,
+        changes: StateChanges,
+        exp: Experiment,
+        user_id: str,
+        variant: str,
+        metric: Metric,
+        old: UserMetric | None,
+        new: UserMetric,
+    ) -> None:
+        eid = exp.experiment_id
+        self._values[eid][(user_id, metric.name)] = new
+        delta = _delta(old, new)
+        stats_key = (variant, metric.name)
+        current = self._stats[eid].get(stats_key)
+        self._stats[eid][stats_key] = delta if current is None else current + delta
+        changes.user_metrics.append((eid, user_id, metric.name, new))
+        changes.experiment_stats.append((eid, variant, metric.name, delta))
+
+    # -- learning from events (called by the processor, inside its commit) -------------
+
+    def watches(self, user_id: str) -> bool:
+        """Whether events of ``user_id`` can move a running experiment's statistics."""
+        return bool(self._running_by_user.get(user_id))
+
+    def observe(
+        self, user_id: str, event_type: str, value: float | None, timestamp: float
+    ) -> StateChanges:
+        """The metric changes one applied event causes; they commit with the user's state."""
+        changes = StateChanges()
+        for eid in self._running_by_user.get(user_id, ()):
+            exposure = self._exposures[eid][user_id]
+            if timestamp < exposure.exposed_at:
+                continue
+            exp = self._experiments[eid]
+            for metric in exp.all_metrics:
+                if event_type not in metric.events():
+                    continue
+                old = self._values[eid].get((user_id, metric.name), UserMetric())
+                new = xp.observe(metric, old, event_type, value)
+                if new != old:
+                    self._set(changes, exp, user_id, exposure.variant, metric, old, new)
+        return changes
+
+    # -- results ------------------------------------------------------------------
+
+    def exposures_by_variant(self, experiment_id: str) -> dict[str, int]:
+        exp = self.get(experiment_id)
+        counts = {v.key: 0 for v in exp.variants}
+        for exposure in self._exposures.get(experiment_id, {}).values():
+            counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+        return counts
+
+    def results(self, experiment_id: str) -> dict[str, Any]:
+        exp = self.get(experiment_id)
+        observed = self.exposures_by_variant(experiment_id)
+        srm = stats.srm_test(
+            observed, {v.key: v.weight for v in exp.variants}, self._config.srm_threshold
+        )
+        table = self._stats.get(experiment_id, {})
+        metrics = []
+        comparisons: list[dict[str, Any]] = []
+        for metric in exp.all_metrics:
+            arms = [(v.key, table.get((v.key, metric.name), PairStats())) for v in exp.variants]
+            rows = []
+            for key, pair in arms:
+                row: dict[str, Any] = {"key": key, "users": pair.n, "mean": _mean(metric, pair)}
+                row["stddev"] = None if metric.type == "ratio" or pair.n < 2 else pair.y.stddev
+                if metric.type == "binomial":
+                    row["conversions"] = round(pair.sum_y)
+                rows.append(row)
+            base_key, base = arms[0]
+            compared = []
+            for key, pair in arms[1:]:
+                result = self._compare(exp, metric, base, pair)
+                entry = {"variant": key, "baseline": base_key, **result}
+                compared.append(entry)
+                comparisons.append(entry)
+            metrics.append(
+                {
+                    "name": metric.name,
+                    "type": metric.type,
+                    "guardrail": metric in exp.guardrails,
+                    "variants": rows,
+                    "comparisons": compared,
+                }
+            )
+        adjusted = stats.adjust_pvalues(
+            [c["p_value"] for c in comparisons], method=self._config.correction
+        )
+        for entry, p_adj in zip(comparisons, adjusted, strict=True):
+            entry["p_value_adjusted"] = p_adj
+            entry["significant"] = p_adj is not None and p_adj < exp.alpha
+        warnings = []
+        if any(v.config for v in exp.variants):
+            warnings.append(
+                "treatment and control feed the same retraining pool: the feedback loop "
+                "couples the arms (a model trained on both carries each arm's effect to the other)"
+            )
+        if srm.flagged:
+            warnings.append("sample ratio mismatch: do not trust the comparisons")
+        return {
+            "experiment_id": experiment_id,
+            "status": exp.status,
+            "correction": self._config.correction,
+            "sequential": exp.sequential,
+            "alpha": exp.alpha,
+            "srm": {
+                "p_value": srm.p_value,
+                "flagged": srm.flagged,
+                "observed": dict(srm.observed),
+                "expected": dict(srm.expected),
+            },
+            "metrics": metrics,
+            "warnings": warnings,
+        }
+
+    def _compare(
+        self, exp: Experiment, metric: Metric, control: PairStats, treatment: PairStats
+    ) -> dict[str, Any]:
+        alpha = exp.alpha
+        if metric.type == "ratio":
+            result = stats.ratio_test(control, treatment, alpha)
+        else:
+            # CUPED whenever the pre-exposure covariate varies; else the plain test.
+            result = stats.cuped_welch_test(control, treatment, alpha)
+            if not result.cuped:
+                plain = stats.proportions_test if metric.type == "binomial" else stats.welch_test
+                result = plain(control.y, treatment.y, alpha)
+        if exp.sequential:
+            n = control.n + treatment.n
+            result = stats.make_sequential(result, n, alpha, self._config.sequential_tuning)
+        return {
+            "absolute_effect": result.absolute_effect,
+            "ci_absolute": _pair(result.ci_absolute),
+            "relative_effect": result.relative_effect,
+            "ci_relative": _pair(result.ci_relative),
+            "p_value": result.p_value,
+            "test": result.test,
+            "cuped": result.cuped,
+            "reason": result.reason,
+        }
+
+
+def _pair(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [ci[0], ci[1]]
+
+
+def _mean(metric: Metric, pair: PairStats) -> float | None:
+    if metric.type == "ratio":
+        return None if pair.sum_x == 0 else pair.sum_y / pair.sum_x
+    return None if pair.n == 0 else pair.sum_y / pair.n
