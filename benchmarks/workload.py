@@ -43,14 +43,22 @@ class Workload:
         return f"item-{n % self.items}"
 
     def item_batches(self) -> Iterator[dict[str, Any]]:
-        """Bodies for ``POST /items``; vectors are hashed from the attributes."""
+        """Bodies for ``POST /items``; vectors are hashed from the attributes.
+
+        Three one-hot attributes: an odd number of ±1 hashed features can never
+        cancel out to a zero vector.
+        """
         for start in range(0, self.items, self.items_per_request):
             stop = min(start + self.items_per_request, self.items)
             yield {
                 "items": [
                     {
                         "item_id": self.item_id(n),
-                        "attributes": {"genre": f"genre-{n % 24}", "brand": f"brand-{n % 97}"},
+                        "attributes": {
+                            "genre": f"genre-{n % 24}",
+                            "brand": f"brand-{n % 97}",
+                            "sku": f"sku-{n}",
+                        },
                     }
                     for n in range(start, stop)
                 ]

@@ -1,0 +1,315 @@
+"""The Python load generators and probes.
+
+Each public function here is a *job* for :class:`benchmarks.processes.LoadProcess`:
+``job(spec, stop) -> result``, run in a process of its own. Every loop is
+bounded by a count and a deadline, and ends early when ``stop`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event
+from typing import Any, TypeVar
+
+from benchmarks.client import Connection
+from benchmarks.servers import wait_idle
+from benchmarks.stats import percentile
+from benchmarks.workload import (
+    EXPLICIT_MIX,
+    FEEDBACK,
+    MIXED,
+    EventFactory,
+    Mix,
+    Workload,
+    preferences_path,
+)
+
+T = TypeVar("T")
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed (it is with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """Request latencies in milliseconds."""
+
+    p50: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Latencies:
+        ms = [s * 1000.0 for s in seconds]
+        return cls(percentile(ms, 50), percentile(ms, 95), percentile(ms, 99))
+
+
+# -- batches -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLoad:
+    """Batches of events posted by ``clients`` concurrent keep-alive connections.
+
+    Without a ``rate`` each client sends its next batch as soon as the last
+    one is answered (closed loop); with one, batches are sent on a fixed
+    schedule of ``rate`` events/s shared by the clients, which fall behind it
+    (and report so) only if the server cannot keep up.
+    """
+
+    port: int
+    workload: Workload
+    id_prefix: str
+    clients: int = 4
+    batch_size: int = 1_000
+    duration: float = 10.0
+    max_events: int | None = None
+    rate: float | None = None
+    mix: Mix = MIXED
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    requests: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    failed_requests: int
+    """Requests answered with another status than 202."""
+    seconds: float
+    """From the first request sent to the last response read."""
+    latency: Latencies
+
+    @property
+    def events_per_second(self) -> float:
+        return self.accepted / self.seconds if self.seconds > 0 else 0.0
+
+
+def batch_load(spec: BatchLoad, stop: Event) -> BatchResult:
+    return _run(_batch_load(spec, stop))
+
+
+async def _batch_load(spec: BatchLoad, stop: Event) -> BatchResult:
+    factory = EventFactory(spec.workload, spec.id_prefix, spec.mix, spec.seed)
+    budget = spec.max_events if spec.max_events is not None else 2**62
+    interval = spec.batch_size / spec.rate if spec.rate else 0.0
+    slots = itertools.count()
+    totals = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+    latencies: list[float] = []
+    start = time.perf_counter()
+    deadline = start + spec.duration
+
+    def next_send() -> float | None:
+        """When the next batch is due, or None when the load is over."""
+        due = start + next(slots) * interval
+        if stop.is_set() or factory.count >= budget or max(due, time.perf_counter()) >= deadline:
+            return None
+        return due
+
+    async def client() -> None:
+        async with Connection(spec.port) as conn:
+            while (due := next_send()) is not None:
+                body = factory.body(min(spec.batch_size, budget - factory.count))
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                sent = time.perf_counter()
+                response = await conn.request("POST", FEEDBACK, body)
+                latencies.append(time.perf_counter() - sent)
+                totals["requests"] += 1
+                if response.status != 202:
+                    totals["failed"] += 1
+                    continue
+                answer = response.json()
+                totals["accepted"] += answer["accepted"]
+                totals["duplicates"] += answer["duplicates"]
+                totals["rejected"] += answer["rejected"]
+
+    await asyncio.gather(*(client() for _ in range(spec.clients)))
+    return BatchResult(
+        requests=totals["requests"],
+        accepted=totals["accepted"],
+        duplicates=totals["duplicates"],
+        rejected=totals["rejected"],
+        failed_requests=totals["failed"],
+        seconds=time.perf_counter() - start,
+        latency=Latencies.of(latencies),
+    )
+
+
+# -- explicit events until applied ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedLoad:
+    """``events`` explicit events posted in batches, then waited for until all are applied."""
+
+    port: int
+    workload: Workload
+    id_prefix: str
+    events: int
+    clients: int = 4
+    batch_size: int = 1_000
+    timeout: float = 300.0
+    poll_interval: float = 0.02
+    """``GET /health`` reads SQLite and costs the server about a millisecond of CPU."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedResult:
+    ingest: BatchResult
+    seconds: float
+    """From the first event posted to every logged event applied."""
+
+    @property
+    def events_per_second(self) -> float:
+        return self.ingest.accepted / self.seconds if self.seconds > 0 else 0.0
+
+
+def applied_load(spec: AppliedLoad, stop: Event) -> AppliedResult:
+    return _run(_applied_load(spec, stop))
+
+
+async def _applied_load(spec: AppliedLoad, stop: Event) -> AppliedResult:
+    load = BatchLoad(
+        port=spec.port,
+        workload=spec.workload,
+        id_prefix=spec.id_prefix,
+        clients=spec.clients,
+        batch_size=spec.batch_size,
+        duration=spec.timeout,
+        max_events=spec.events,
+        mix=EXPLICIT_MIX,
+    )
+    start = time.perf_counter()
+    ingest = await _batch_load(load, stop)
+    await wait_idle(spec.port, spec.timeout, spec.poll_interval)
+    return AppliedResult(ingest, time.perf_counter() - start)
+
+
+# -- single events ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SingleLoad:
+    """One event per request from ``connections`` keep-alive connections (closed loop)."""
+
+    port: int
+    path: str
+    workload: Workload
+    id_prefix: str
+    connections: int = 32
+    duration: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SingleResult:
+    requests: int
+    failed_requests: int
+    seconds: float
+    latency: Latencies
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+def single_load(spec: SingleLoad, stop: Event) -> SingleResult:
+    return _run(_single_load(spec, stop))
+
+
+async def _single_load(spec: SingleLoad, stop: Event) -> SingleResult:
+    factory = EventFactory(spec.workload, spec.id_prefix)
+    latencies: list[float] = []
+    failed = 0
+    start = time.perf_counter()
+    deadline = start + spec.duration
+
+    async def client() -> None:
+        nonlocal failed
+        async with Connection(spec.port) as conn:
+            while time.perf_counter() < deadline and not stop.is_set():
+                (event,) = factory.batch(1)
+                sent = time.perf_counter()
+                response = await conn.post_json(spec.path, event)
+                latencies.append(time.perf_counter() - sent)
+                failed += response.status != 202
+
+    await asyncio.gather(*(client() for _ in range(spec.connections)))
+    return SingleResult(
+        len(latencies), failed, time.perf_counter() - start, Latencies.of(latencies)
+    )
+
+
+# -- feedback to visible -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VisibilityProbe:
+    """``samples`` times: a ``like`` of a fresh user, then poll its preferences until applied."""
+
+    port: int
+    workload: Workload
+    user_prefix: str
+    samples: int
+    gap: float = 0.02
+    """Pause between two samples, seconds."""
+    poll_interval: float = 0.001
+    timeout: float = 5.0
+    """A sample not visible after this long counts as timed out."""
+
+
+@dataclass(frozen=True, slots=True)
+class VisibilityResult:
+    latencies_ms: tuple[float, ...]
+    timeouts: int
+
+
+def visibility_probe(spec: VisibilityProbe, stop: Event) -> VisibilityResult:
+    return _run(_visibility_probe(spec, stop))
+
+
+async def _visibility_probe(spec: VisibilityProbe, stop: Event) -> VisibilityResult:
+    latencies: list[float] = []
+    timeouts = 0
+    async with Connection(spec.port) as conn:
+        for n in range(spec.samples):
+            if stop.is_set():
+                break
+            user_id = f"{spec.user_prefix}-{n}"
+            seconds = await _time_to_visible(conn, spec, user_id, spec.workload.item_id(n))
+            if seconds is None:
+                timeouts += 1
+            else:
+                latencies.append(seconds * 1000.0)
+            await asyncio.sleep(spec.gap)
+    return VisibilityResult(tuple(latencies), timeouts)
+
+
+async def _time_to_visible(
+    conn: Connection, spec: VisibilityProbe, user_id: str, item_id: str
+) -> float | None:
+    """Seconds from posting a like until the user's preferences show it, or None."""
+    event = {"event_id": f"{user_id}-like", "user_id": user_id, "item_id": item_id, "type": "like"}
+    path = preferences_path(user_id)
+    start = time.perf_counter()
+    response = await conn.post_json(FEEDBACK, event)
+    if response.status != 202:
+        raise RuntimeError(f"probe event refused ({response.status}): {response.body!r}")
+    deadline = start + spec.timeout
+    while time.perf_counter() < deadline:
+        response = await conn.request("GET", path)
+        if response.status == 200 and response.json()["events_applied"] >= 1:
+            return time.perf_counter() - start
+        await asyncio.sleep(spec.poll_interval)
+    return None

@@ -1,0 +1,169 @@
+"""The servers under test, each a subprocess listening on a free port of 127.0.0.1.
+
+- ``recloop serve`` in a fresh working directory, so that its SQLite file
+  (``./data/recloop.db``) starts empty;
+- the bare ASGI ceiling (:mod:`benchmarks.bare`).
+
+Also the few control calls the suite makes to the recloop server between
+measurements: register the items, wait until everything is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from benchmarks.client import HOST, Connection
+from benchmarks.workload import HEALTH, ITEMS, Workload
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+
+RECLOOP_ENV: Final = {"RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS": "1"}
+"""Implicit events are applied within a second (default: 5 minutes), so a run can drain."""
+
+
+class ServerError(RuntimeError):
+    """A server did not start, died, or did not settle in time."""
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise ServerError(
+                f"{self.name} exited with status {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server has used so far; NaN where /proc is missing."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return math.nan
+        fields = stat.rsplit(")", 1)[1].split()  # fields 14 and 15 of proc(5)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def recloop_server(workdir: Path, env: Mapping[str, str]) -> Iterator[Server]:
+    """``recloop serve`` with ``workdir`` as its working directory and ``env`` added."""
+    command = [str(Path(sys.executable).with_name("recloop")), "serve"]
+    with _serve("recloop", command, workdir, {**RECLOOP_ENV, **env}) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def bare_server(workdir: Path) -> Iterator[Server]:
+    with _serve("bare", [sys.executable, "-m", "benchmarks.bare"], workdir, {}) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _serve(
+    name: str, command: list[str], workdir: Path, env: Mapping[str, str], timeout: float = 60.0
+) -> Iterator[Server]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / f"{name}.log"
+    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": python_path, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(name, port, process, log)
+    try:
+        _wait_listening(server, timeout)
+        yield server
+    finally:
+        _stop(server)
+
+
+def _wait_listening(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.check_alive()
+        with contextlib.suppress(OSError), socket.create_connection((HOST, server.port), 1.0):
+            return  # uvicorn listens only once the app's startup is complete
+        time.sleep(0.05)
+    raise ServerError(f"{server.name} did not listen within {timeout:.0f}s:\n{server.log_tail()}")
+
+
+def _stop(server: Server, timeout: float = 60.0) -> None:
+    """SIGTERM (a graceful shutdown), SIGKILL if it takes longer than ``timeout``."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(10)
+
+
+# -- control calls to the recloop server ------------------------------------------
+
+
+async def register_items(port: int, workload: Workload) -> None:
+    """Store every item of ``workload``, so that each event moves a vector."""
+    async with Connection(port) as conn:
+        for body in workload.item_batches():
+            response = await conn.post_json(ITEMS, body)
+            if response.status != 200:
+                raise ServerError(f"POST {ITEMS} answered {response.status}: {response.body!r}")
+
+
+async def wait_idle(port: int, within: float = 300.0, poll_interval: float = 0.05) -> float:
+    """Wait until every logged event is applied and nothing is buffered; returns the seconds."""
+    start = time.monotonic()
+    detail: dict[str, int] = {}
+    async with Connection(port) as conn:
+        while time.monotonic() - start < within:
+            detail = await _health_detail(conn)
+            if detail["lag"] == 0 and detail["in_flight"] == 0:
+                return time.monotonic() - start
+            await asyncio.sleep(poll_interval)
+    raise ServerError(f"recloop still had events to apply after {within:.0f}s: {detail}")
+
+
+async def logged_events(port: int) -> int:
+    """The event log's last offset: how many events were ever accepted."""
+    async with Connection(port) as conn:
+        return int((await _health_detail(conn))["last_offset"])
+
+
+async def _health_detail(conn: Connection) -> dict[str, int]:
+    response = await conn.request("GET", HEALTH)
+    if response.status != 200:
+        raise ServerError(f"GET {HEALTH} answered {response.status}: {response.body!r}")
+    components = response.json()["components"]
+    return {**components["event_log"]["detail"], **components["workers"]["detail"]}

@@ -1,0 +1,401 @@
+"""The benchmarks, their metrics and targets, and the run that repeats them.
+
+One run starts one ``recloop serve`` (fresh SQLite file) and one bare ceiling
+server, registers the workload's items, then runs each selected benchmark
+``repeat`` times, waiting before each repetition until the server has
+applied everything it accepted. Every load comes from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from benchmarks.loadgen import (
+    AppliedLoad,
+    BatchLoad,
+    SingleLoad,
+    SingleResult,
+    VisibilityProbe,
+    VisibilityResult,
+    applied_load,
+    batch_load,
+    single_load,
+    visibility_probe,
+)
+from benchmarks.processes import LoadProcess, run_in_process
+from benchmarks.servers import (
+    ROOT,
+    Server,
+    bare_server,
+    logged_events,
+    recloop_server,
+    register_items,
+    wait_idle,
+)
+from benchmarks.stats import median, percentile
+from benchmarks.workload import FEEDBACK, Workload
+from benchmarks.wrk import WrkLoad, run_wrk, wrk_path
+
+WORKDIR: Final = ROOT / ".bench"
+"""Parent of each run's temporary directory: the SQLite file lives on the project's disk."""
+
+BACKGROUND_RATE: Final = 5_000.0
+"""events/s of the background load under which feedback→visible latency is measured."""
+BACKGROUND_BATCH: Final = 100
+BACKGROUND_WARMUP: Final = 2.0
+"""Seconds the background load runs before the probe starts."""
+EXPLICIT_PER_SECOND_OF_DURATION: Final = 5_000
+"""The explicit-applied benchmark posts this many events per second of ``--duration``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration: float = 10.0
+    """Seconds of each timed load."""
+    repeat: int = 3
+    clients: int = 4
+    """Concurrent connections of the batched loads."""
+    samples: int = 200
+    """Feedback→visible samples per repetition and load level."""
+    only: tuple[str, ...] = ()
+    use_wrk: bool = True
+    server_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    bound: float
+    at_least: bool
+    """True: the target is met by values ≥ bound; False: by values ≤ bound."""
+
+    def met(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+
+def at_least(bound: float) -> Target:
+    return Target(bound, at_least=True)
+
+
+def at_most(bound: float) -> Target:
+    return Target(bound, at_least=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    label: str
+    target: Target | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One metric's values over the repetitions; the median is the one quoted."""
+
+    metric: Metric
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return median(self.values)
+
+    @property
+    def met(self) -> bool | None:
+        target = self.metric.target
+        return None if target is None else target.met(self.median)
+
+
+class Run:
+    """What a benchmark needs while it runs: the servers, the options, a place for notes."""
+
+    def __init__(self, recloop: Server, bare: Server, options: Options, workload: Workload) -> None:
+        self.recloop = recloop
+        self.bare = bare
+        self.options = options
+        self.workload = workload
+        self.notes: list[str] = []
+        self._ids = itertools.count(1)
+
+    def prefix(self, name: str) -> str:
+        """A prefix for event ids or user ids that no earlier load of this run used."""
+        return f"{name}{next(self._ids)}"
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def check_batch(self, what: str, rejected: int, failed_requests: int) -> None:
+        if rejected or failed_requests:
+            self.note(f"{what}: {rejected} events rejected, {failed_requests} requests failed.")
+
+
+@dataclass(frozen=True, slots=True)
+class Benchmark:
+    name: str
+    title: str
+    metrics: tuple[Metric, ...]
+    run_once: Callable[[Run], dict[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkResult:
+    benchmark: Benchmark
+    measured: tuple[Measured, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteResult:
+    options: Options
+    results: tuple[BenchmarkResult, ...]
+    notes: tuple[str, ...]
+    load_generator: str
+
+
+# -- single event ------------------------------------------------------------------
+
+
+def _single_event(run: Run) -> dict[str, float]:
+    bare, bare_cpu = _single_event_load(run, run.bare)
+    before = asyncio.run(logged_events(run.recloop.port))
+    recloop, recloop_cpu = _single_event_load(run, run.recloop)
+    logged = asyncio.run(logged_events(run.recloop.port)) - before
+    if logged < 0.99 * recloop.requests:
+        run.note(f"single event: only {logged} of {recloop.requests} events were logged.")
+    for name, result in (("ceiling", bare), ("recloop", recloop)):
+        if result.failed_requests:
+            run.note(f"single event, {name}: {result.failed_requests} requests failed.")
+    return {
+        "recloop": recloop.requests_per_second,
+        "bare": bare.requests_per_second,
+        "ratio": recloop.requests_per_second / bare.requests_per_second,
+        "recloop_p50": recloop.latency.p50,
+        "recloop_p95": recloop.latency.p95,
+        "recloop_p99": recloop.latency.p99,
+        "bare_p50": bare.latency.p50,
+        "bare_p99": bare.latency.p99,
+        "recloop_cpu": recloop_cpu,
+        "bare_cpu": bare_cpu,
+    }
+
+
+def _single_event_load(run: Run, server: Server, warmup: float = 1.0) -> tuple[SingleResult, float]:
+    """A short warm-up, then ``duration`` seconds measured; also the server's CPU µs per request."""
+    _single_event_pass(run, server, warmup)
+    cpu = server.cpu_seconds()
+    result = _single_event_pass(run, server, run.options.duration)
+    return result, _micros_per(server.cpu_seconds() - cpu, result.requests)
+
+
+def _single_event_pass(run: Run, server: Server, seconds: float) -> SingleResult:
+    prefix = run.prefix(f"single-{server.name}")
+    if run.options.use_wrk and wrk_path() is not None:
+        return run_wrk(WrkLoad(server.port, FEEDBACK, run.workload, prefix, duration=seconds))
+    spec = SingleLoad(server.port, FEEDBACK, run.workload, prefix, duration=seconds)
+    return run_in_process(single_load, spec, "single-event-load", timeout=seconds + 60)
+
+
+def _micros_per(seconds: float, count: int) -> float:
+    return seconds * 1e6 / count if count else math.nan
+
+
+SINGLE_EVENT = Benchmark(
+    name="single",
+    title="Single event",
+    metrics=(
+        Metric("recloop", "recloop, req/s"),
+        Metric("bare", "bare ASGI ceiling, req/s"),
+        Metric("ratio", "recloop ÷ ceiling", at_least(0.5)),
+        Metric("recloop_p50", "recloop latency P50, ms"),
+        Metric("recloop_p95", "recloop latency P95, ms"),
+        Metric("recloop_p99", "recloop latency P99, ms"),
+        Metric("bare_p50", "ceiling latency P50, ms"),
+        Metric("bare_p99", "ceiling latency P99, ms"),
+        Metric("recloop_cpu", "recloop server CPU per request, µs"),
+        Metric("bare_cpu", "ceiling server CPU per request, µs"),
+    ),
+    run_once=_single_event,
+)
+
+
+# -- batched ingest ------------------------------------------------------------------
+
+
+def _batched_ingest(run: Run) -> dict[str, float]:
+    o, server = run.options, run.recloop
+    spec = BatchLoad(server.port, run.workload, run.prefix("batch"), o.clients, duration=o.duration)
+    cpu = server.cpu_seconds()
+    result = run_in_process(batch_load, spec, "batch-load", timeout=o.duration + 120)
+    cpu_during_load = server.cpu_seconds() - cpu
+    run.check_batch("batched ingest", result.rejected, result.failed_requests)
+    backlog = asyncio.run(wait_idle(server.port))
+    return {
+        "events_per_second": result.events_per_second,
+        "request_p50": result.latency.p50,
+        "request_p99": result.latency.p99,
+        "backlog": backlog,
+        "cpu_per_event": _micros_per(server.cpu_seconds() - cpu, result.accepted),
+        "cpu_share": 100.0 * cpu_during_load / result.seconds,
+    }
+
+
+BATCHED_INGEST = Benchmark(
+    name="batch",
+    title="Batched ingest",
+    metrics=(
+        Metric("events_per_second", "durable events/s", at_least(100_000)),
+        Metric("request_p50", "1,000-event request P50, ms"),
+        Metric("request_p99", "1,000-event request P99, ms"),
+        Metric("backlog", "seconds to apply the backlog after the load"),
+        Metric("cpu_per_event", "server CPU per event (accepted and applied), µs"),
+        Metric("cpu_share", "server CPU during the load, % of one core"),
+    ),
+    run_once=_batched_ingest,
+)
+
+
+# -- explicit events applied -----------------------------------------------------------
+
+
+def _explicit_applied(run: Run) -> dict[str, float]:
+    o = run.options
+    events = round(EXPLICIT_PER_SECOND_OF_DURATION * o.duration)
+    spec = AppliedLoad(run.recloop.port, run.workload, run.prefix("explicit"), events, o.clients)
+    result = run_in_process(applied_load, spec, "applied-load", timeout=spec.timeout + 60)
+    run.check_batch("explicit applied", result.ingest.rejected, result.ingest.failed_requests)
+    return {
+        "events_per_second": result.events_per_second,
+        "ingest_events_per_second": result.ingest.events_per_second,
+        "events": result.ingest.accepted,
+    }
+
+
+EXPLICIT_APPLIED = Benchmark(
+    name="applied",
+    title="Explicit events applied",
+    metrics=(
+        Metric("events_per_second", "events/s, first post → all applied", at_least(10_000)),
+        Metric("ingest_events_per_second", "of which accepted, events/s"),
+        Metric("events", "explicit events per repetition"),
+    ),
+    run_once=_explicit_applied,
+)
+
+
+# -- feedback to visible ----------------------------------------------------------------
+
+
+def _feedback_visible(run: Run) -> dict[str, float]:
+    o = run.options
+    unloaded = _probe(run)
+    asyncio.run(wait_idle(run.recloop.port))
+    background = BatchLoad(
+        run.recloop.port,
+        run.workload,
+        run.prefix("background"),
+        o.clients,
+        batch_size=BACKGROUND_BATCH,
+        duration=600.0,  # a bound: it is stopped as soon as the probe is done
+        rate=BACKGROUND_RATE,
+    )
+    with LoadProcess(batch_load, background, "background-load") as load:
+        time.sleep(BACKGROUND_WARMUP)
+        loaded = _probe(run)
+        load.stop()
+        achieved = load.result(timeout=60)
+    run.check_batch("background load", achieved.rejected, achieved.failed_requests)
+    return {
+        "unloaded_p50": median(unloaded.latencies_ms),
+        "unloaded_p95": percentile(unloaded.latencies_ms, 95),
+        "loaded_p50": median(loaded.latencies_ms),
+        "loaded_p95": percentile(loaded.latencies_ms, 95),
+        "background": achieved.events_per_second,
+    }
+
+
+def _probe(run: Run) -> VisibilityResult:
+    spec = VisibilityProbe(run.recloop.port, run.workload, run.prefix("probe"), run.options.samples)
+    timeout = spec.samples * (spec.timeout + spec.gap) + 60
+    result = run_in_process(visibility_probe, spec, "visibility-probe", timeout)
+    if result.timeouts:
+        run.note(
+            f"feedback→visible: {result.timeouts} samples not visible within {spec.timeout:.0f}s "
+            "(left out of the percentiles)."
+        )
+    return result
+
+
+FEEDBACK_VISIBLE = Benchmark(
+    name="visible",
+    title="Feedback → visible",
+    metrics=(
+        Metric("unloaded_p50", "unloaded P50, ms"),
+        Metric("unloaded_p95", "unloaded P95, ms", at_most(10)),
+        Metric("loaded_p50", f"P50 at {BACKGROUND_RATE:,.0f} events/s, ms"),
+        Metric("loaded_p95", f"P95 at {BACKGROUND_RATE:,.0f} events/s, ms", at_most(100)),
+        Metric("background", "background load achieved, events/s"),
+    ),
+    run_once=_feedback_visible,
+)
+
+
+BENCHMARKS: Final = {
+    b.name: b for b in (SINGLE_EVENT, BATCHED_INGEST, EXPLICIT_APPLIED, FEEDBACK_VISIBLE)
+}
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+def run_suite(options: Options, workload: Workload | None = None) -> SuiteResult:
+    workload = workload or Workload()
+    selected = [BENCHMARKS[name] for name in options.only] or list(BENCHMARKS.values())
+    WORKDIR.mkdir(exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="run-", dir=WORKDIR) as tmp,
+        recloop_server(Path(tmp) / "recloop", options.server_env) as recloop,
+        bare_server(Path(tmp) / "bare") as bare,
+    ):
+        _progress(f"recloop on port {recloop.port}, ceiling on port {bare.port}, in {tmp}")
+        asyncio.run(register_items(recloop.port, workload))
+        run = Run(recloop, bare, options, workload)
+        results = tuple(_repeat(run, benchmark) for benchmark in selected)
+    use_wrk = options.use_wrk and wrk_path() is not None
+    return SuiteResult(
+        options=options,
+        results=results,
+        notes=tuple(run.notes),
+        load_generator="wrk" if use_wrk else "the Python load generator",
+    )
+
+
+def _repeat(run: Run, benchmark: Benchmark) -> BenchmarkResult:
+    values: dict[str, list[float]] = {m.key: [] for m in benchmark.metrics}
+    for rep in range(1, run.options.repeat + 1):
+        asyncio.run(wait_idle(run.recloop.port))
+        run.recloop.check_alive()
+        measured = benchmark.run_once(run)
+        for key, series in values.items():
+            series.append(measured[key])
+        shown = ", ".join(f"{m.label} {measured[m.key]:,.2f}" for m in benchmark.metrics[:3])
+        _progress(f"{benchmark.name} {rep}/{run.options.repeat}: {shown}")
+    return BenchmarkResult(
+        benchmark, tuple(Measured(m, tuple(values[m.key])) for m in benchmark.metrics)
+    )
+
+
+def _progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def iter_measured(suite: SuiteResult) -> Iterator[tuple[Benchmark, Measured]]:
+    for result in suite.results:
+        for measured in result.measured:
+            yield result.benchmark, measured
