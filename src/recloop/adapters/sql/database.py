@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -16,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+T = TypeVar("T")
+
 
 class SqlDatabase:
     """An async engine plus what its dialect needs.
@@ -23,32 +27,95 @@ class SqlDatabase:
     SQLite allows one writer at a time and its busy handler sleeps in steps of
     milliseconds, so writers here queue on an asyncio lock instead; PostgreSQL
     writers run concurrently.
+
+    SQLite also gets a fast lane for the hot statements (:meth:`run_write`,
+    :meth:`run_read`): a whole transaction runs as one call in a dedicated
+    thread on a plain ``sqlite3`` connection. Through SQLAlchemy's async
+    layer every statement is a thread hand-off and per-row parameter
+    processing; measured here, that is 3-5x the CPU of the transaction itself.
     """
 
     def __init__(self, url: str, sqlite_synchronous: str = "FULL") -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
+        self._synchronous = sqlite_synchronous
+        self._file: str | None = None
         kwargs: dict[str, Any] = {}
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self._file = database
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock: asyncio.Lock | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._raw_write: sqlite3.Connection | None = None
+        self._raw_read: sqlite3.Connection | None = None
         if self.dialect == "sqlite":
             self._write_lock = asyncio.Lock()
-            synchronous = sqlite_synchronous
 
             @event.listens_for(self.engine.sync_engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute(f"PRAGMA synchronous={synchronous}")
-                cursor.execute("PRAGMA busy_timeout=10000")
-                cursor.close()
+                self._tune(dbapi_connection)
+
+    def _tune(self, connection: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={self._synchronous}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @property
+    def fast_lane(self) -> bool:
+        """Whether :meth:`run_write` and :meth:`run_read` are available (a SQLite file)."""
+        return self._file is not None
+
+    def _open(self) -> sqlite3.Connection:
+        assert self._file is not None
+        conn = sqlite3.connect(self._file, isolation_level=None, check_same_thread=False)
+        self._tune(conn)
+        return conn
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """SQLite: ``fn(conn)`` inside ``BEGIN IMMEDIATE``/``COMMIT`` in the writer thread.
+
+        Rolled back if ``fn`` raises. Serialised with every other writer.
+        """
+        assert self._write_lock is not None
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        async with self._write_lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, self._transaction, fn)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._raw_write is None:
+            self._raw_write = self._open()
+        conn = self._raw_write
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """SQLite: ``fn(conn)`` in the reader thread (WAL: readers never wait for the writer)."""
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read, fn)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._raw_read is None:
+            self._raw_read = self._open()
+        return fn(self._raw_read)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -75,6 +142,14 @@ class SqlDatabase:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        loop = asyncio.get_running_loop()
+        for pool, conn in ((self._writer, self._raw_write), (self._reader, self._raw_read)):
+            if pool is not None:
+                if conn is not None:
+                    await loop.run_in_executor(pool, conn.close)
+                pool.shutdown(wait=True)
+        self._writer = self._reader = None
+        self._raw_write = self._raw_read = None
         await self.engine.dispose()
 
 

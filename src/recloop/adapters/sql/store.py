@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import orjson
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import (
@@ -67,23 +68,23 @@ class SqlEventLog:
                 payload = orjson.dumps(event.to_record())
                 impression_id = event.attribution.get("impression_id")
                 rows[event.event_id] = (event.user_id, event.type, payload, now, impression_id)
+        if self._db.fast_lane:
+            written = await self._db.run_write(partial(_append_sqlite, rows))
+            return [written.pop(event.event_id, None) for event in batch]
+        params = [
+            {
+                "event_id": k,
+                "user_id": u,
+                "type": t,
+                "payload": p,
+                "accepted_at": a,
+                "impression_id": i,
+            }
+            for k, (u, t, p, a, i) in rows.items()
+        ]
         async with self._db.write() as conn:
-            if self._db.dialect == "sqlite":
-                written = await _append_sqlite(conn, rows)
-            else:
-                params = [
-                    {
-                        "event_id": k,
-                        "user_id": u,
-                        "type": t,
-                        "payload": p,
-                        "accepted_at": a,
-                        "impression_id": i,
-                    }
-                    for k, (u, t, p, a, i) in rows.items()
-                ]
-                result = await conn.execute(self._append, params)
-                written = {event_id: offset for offset, event_id in result.all()}
+            result = await conn.execute(self._append, params)
+            written = {event_id: offset for offset, event_id in result.all()}
         return [written.pop(event.event_id, None) for event in batch]
 
     async def read(self, after: int, limit: int) -> list[Event]:
@@ -129,22 +130,19 @@ _Row = tuple[str, str, bytes, float, str | None]
 _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
 
 
-async def _append_sqlite(conn: AsyncConnection, rows: dict[str, _Row]) -> dict[str, int]:
-    """The SQLite hot path: writers are serialised (``SqlDatabase.write``), so offsets can be
-    assigned here and the rows inserted with one plain ``executemany``, which costs a
-    fraction of a generic ``INSERT ... RETURNING`` per row."""
+def _append_sqlite(rows: dict[str, _Row], conn: sqlite3.Connection) -> dict[str, int]:
+    """The SQLite hot path, in the writer thread: writers are serialised, so offsets can be
+    assigned here and the rows inserted with one plain ``executemany``."""
     ids = list(rows)
     existing: set[str] = set()
     for start in range(0, len(ids), _SQLITE_IN_CHUNK):
-        chunk = tuple(ids[start : start + _SQLITE_IN_CHUNK])
+        chunk = ids[start : start + _SQLITE_IN_CHUNK]
         marks = ",".join("?" * len(chunk))
-        found = await conn.exec_driver_sql(
-            f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
-        )
+        found = conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
         existing.update(r[0] for r in found)
     # AUTOINCREMENT's high-water mark: offsets are never reused, even after purges.
-    seq = await conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-    offset = int(seq.scalar() or 0)
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    offset = int(seq[0]) if seq else 0
     written: dict[str, int] = {}
     params = []
     for event_id, row in rows.items():
@@ -154,7 +152,7 @@ async def _append_sqlite(conn: AsyncConnection, rows: dict[str, _Row]) -> dict[s
         written[event_id] = offset
         params.append((offset, event_id, *row))
     if params:
-        await conn.exec_driver_sql(
+        conn.executemany(
             'INSERT INTO events ("offset", event_id, user_id, type, payload, accepted_at, '
             "impression_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
             params,
@@ -211,6 +209,19 @@ class SqlStateStore:
                 if c.name != "experiment_id"
             },
         )
+        # The fast lane's SQL for every statement commit() may run (keyed by the
+        # statement objects, which live as long as this store).
+        self._compiled = {
+            id(stmt): _Raw(stmt)
+            for stmt in (
+                self._save_user,
+                self._save_offset,
+                self._add_counts,
+                self._add_exposure,
+                self._set_user_metric,
+                self._add_experiment_stats,
+            )
+        }
         item_upsert = _insert(db, items)
         self._save_item = item_upsert.on_conflict_do_update(
             index_elements=["item_id"],
@@ -220,45 +231,53 @@ class SqlStateStore:
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         if not user_ids:
             return {}
+        if self._db.fast_lane:
+            found = await self._db.run_read(partial(_select_in, user_state, "user_id", user_ids))
+            return {row["user_id"]: _user_from_row(row) for row in found}
         query = select(user_state).where(user_state.c.user_id.in_(list(user_ids)))
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return {row["user_id"]: _user_from_row(row) for row in rows}
 
     async def commit(self, changes: StateChanges) -> None:
+        batches: list[tuple[Any, list[dict[str, Any]]]] = []
+        if changes.users:
+            batches.append((self._save_user, [_user_to_row(s) for s in changes.users]))
+        if changes.algorithm_counts:
+            batches.append((self._add_counts, [_count_to_row(c) for c in changes.algorithm_counts]))
+        if changes.exposures:
+            rows = [{n: getattr(e, n) for n in Exposure.__slots__} for e in changes.exposures]
+            batches.append((self._add_exposure, rows))
+        if changes.user_metrics:
+            rows = [
+                {"experiment_id": e, "user_id": u, "metric": m, "y": v.y, "x": v.x}
+                for e, u, m, v in changes.user_metrics
+            ]
+            batches.append((self._set_user_metric, rows))
+        if changes.experiment_stats:
+            rows = [
+                {
+                    "experiment_id": e,
+                    "variant": v,
+                    "metric": m,
+                    **{name: getattr(s, name) for name in _PAIR_COLUMNS},
+                }
+                for e, v, m, s in _merged(changes.experiment_stats)
+            ]
+            batches.append((self._add_experiment_stats, rows))
+        if changes.watermark is not None:
+            batches.append(
+                (self._save_offset, [{"consumer": CONSUMER, "offset": changes.watermark}])
+            )
+        if not batches:
+            return
+        if self._db.fast_lane:
+            raw = [self._compiled[id(stmt)].bind(rows) for stmt, rows in batches]
+            await self._db.run_write(partial(_executemany, raw))
+            return
         async with self._db.write() as conn:
-            if changes.users:
-                await conn.execute(self._save_user, [_user_to_row(s) for s in changes.users])
-            if changes.algorithm_counts:
-                rows = [_count_to_row(c) for c in changes.algorithm_counts]
-                await conn.execute(self._add_counts, rows)
-            if changes.exposures:
-                rows = [
-                    {name: getattr(e, name) for name in Exposure.__slots__}
-                    for e in changes.exposures
-                ]
-                await conn.execute(self._add_exposure, rows)
-            if changes.user_metrics:
-                rows = [
-                    {"experiment_id": e, "user_id": u, "metric": m, "y": v.y, "x": v.x}
-                    for e, u, m, v in changes.user_metrics
-                ]
-                await conn.execute(self._set_user_metric, rows)
-            if changes.experiment_stats:
-                rows = [
-                    {
-                        "experiment_id": e,
-                        "variant": v,
-                        "metric": m,
-                        **{name: getattr(s, name) for name in _PAIR_COLUMNS},
-                    }
-                    for e, v, m, s in _merged(changes.experiment_stats)
-                ]
-                await conn.execute(self._add_experiment_stats, rows)
-            if changes.watermark is not None:
-                await conn.execute(
-                    self._save_offset, {"consumer": CONSUMER, "offset": changes.watermark}
-                )
+            for stmt, rows in batches:
+                await conn.execute(stmt, rows)
 
     async def get_experiments(self) -> list[Experiment]:
         async with self._db.read() as conn:
@@ -410,15 +429,21 @@ class SqlStateStore:
     async def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         if not item_ids:
             return {}
-        query = select(items).where(items.c.item_id.in_(list(item_ids)))
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows: Sequence[Any]
+        if self._db.fast_lane:
+            rows = await self._db.run_read(partial(_select_in, items, "item_id", item_ids))
+        else:
+            query = select(items).where(items.c.item_id.in_(list(item_ids)))
+            async with self._db.read() as conn:
+                rows = (await conn.execute(query)).mappings().all()
         return {
             row["item_id"]: Item(
                 item_id=row["item_id"],
                 vector=_vector(row["vector"]),
                 vector_source=row["vector_source"],
-                attributes=row["attributes"],
+                attributes=row["attributes"]
+                if isinstance(row["attributes"], dict)
+                else orjson.loads(row["attributes"]),
                 updated_at=row["updated_at"],
             )
             for row in rows
@@ -445,6 +470,42 @@ class SqlStateStore:
 
     async def ping(self) -> None:
         await self._db.ping()
+
+
+class _Raw:
+    """A SQLAlchemy statement compiled once for SQLite, for the fast lane's plain tuples."""
+
+    def __init__(self, stmt: Any) -> None:
+        compiled = stmt.compile(dialect=sqlite.dialect())
+        self.sql = str(compiled)
+        self.order: list[str] = list(compiled.positiontup or ())
+
+    def bind(self, rows: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+        order = self.order
+        return self.sql, [tuple(row[k] for k in order) for row in rows]
+
+
+def _executemany(
+    batches: Sequence[tuple[str, list[tuple[Any, ...]]]], conn: sqlite3.Connection
+) -> None:
+    for sql, rows in batches:
+        conn.executemany(sql, rows)
+
+
+def _select_in(
+    table: Any, key: str, values: Sequence[str], conn: sqlite3.Connection
+) -> list[dict[str, Any]]:
+    """Rows of ``table`` whose ``key`` is in ``values``, as mappings (fast lane)."""
+    names = [c.name for c in table.c]
+    columns = ", ".join(f'"{n}"' for n in names)
+    found: list[dict[str, Any]] = []
+    values = list(values)
+    for start in range(0, len(values), _SQLITE_IN_CHUNK):
+        chunk = values[start : start + _SQLITE_IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f'SELECT {columns} FROM {table.name} WHERE "{key}" IN ({marks})'
+        found.extend(dict(zip(names, row, strict=True)) for row in conn.execute(sql, chunk))
+    return found
 
 
 _PAIR_COLUMNS = ("n", "sum_x", "sum_x2", "sum_y", "sum_y2", "sum_xy")
