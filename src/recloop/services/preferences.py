@@ -10,6 +10,9 @@ from recloop.ports import Cache, StateStore
 from recloop.services.feedback import preferences_key
 
 
+_UNKNOWN = object()  # cached "no such user": polls for a user not yet applied stay cheap
+
+
 class PreferenceService:
     def __init__(self, store: StateStore, cache: Cache) -> None:
         self._store = store
@@ -21,8 +24,12 @@ class PreferenceService:
         cached = self._cache.get(key)
         if isinstance(cached, Preferences):
             return cached
+        if cached is _UNKNOWN:
+            raise NotFound("user", user_id)
         found = await self._store.get_users([user_id])
         if user_id not in found:
+            # The applier's write-through replaces this once the user's first event commits.
+            self._cache.add(key, _UNKNOWN)
             raise NotFound("user", user_id)
         snapshot = found[user_id].snapshot()
         self._cache.add(key, snapshot)
