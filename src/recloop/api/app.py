@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
 
 from recloop import __version__
 from recloop.api import errors
@@ -42,6 +43,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     errors.install(app)
     for module in (feedback, items, users, algorithms, experiments, health):
         app.include_router(module.router, prefix=PREFIX)
+    # The hot ingest path matches first; the FastAPI route behind it stays for the OpenAPI.
+    app.router.routes.insert(
+        0, Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"])
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

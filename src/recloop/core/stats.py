@@ -639,8 +639,10 @@ def _sequential_halfwidth(se: float, n: int, alpha: float, rho: float) -> float:
 
 def _sequential_p_value(estimate: float, se: float, n: int, rho: float) -> float:
     """The smallest alpha at which the confidence sequence (rho fixed) excludes 0."""
+    if estimate == 0:
+        return 1.0
     nr2 = n * rho**2
-    z2 = (estimate / se) ** 2
+    z2 = (estimate / se) ** 2 if se > 0 else math.inf
     return min(1.0, math.sqrt(nr2 + 1.0) * math.exp(-nr2 * z2 / (2.0 * (nr2 + 1.0))))
 
 
@@ -668,8 +670,9 @@ def make_sequential(
     so ``p < alpha`` exactly when the CS at ``alpha`` excludes 0. The normal
     approximation replaces any t quantile (``df`` is dropped), and the
     p-value and ``statistic`` use the unpooled ``se_absolute`` also for the
-    two-proportion test. Parts the fixed-horizon result could not compute
-    (see ``reason``) stay None.
+    two-proportion test (whose unpooled SE is 0 only for 0% against 100%:
+    then the CS is the point and the p-value 0). Parts the fixed-horizon
+    result could not compute (see ``reason``) stay None.
 
     >>> fixed = proportions_test(SampleStats(5000, 500, 500), SampleStats(5000, 560, 560))
     >>> seq = make_sequential(fixed, n=10_000)
@@ -679,19 +682,19 @@ def make_sequential(
     True
     """
     rho = sequential_rho(alpha, tuning)
-    if result.absolute_effect is None or not result.se_absolute or n < 1:
+    estimate, se = result.absolute_effect, result.se_absolute
+    if estimate is None or se is None or n < 1:
         return replace(result, sequential=True)
     ci_relative = None
     if result.relative_effect is not None and result.se_relative is not None:
         halfwidth = _sequential_halfwidth(result.se_relative, n, alpha, rho)
         ci_relative = _interval(result.relative_effect, halfwidth)
-    se = result.se_absolute
     return replace(
         result,
-        ci_absolute=_interval(result.absolute_effect, _sequential_halfwidth(se, n, alpha, rho)),
+        ci_absolute=_interval(estimate, _sequential_halfwidth(se, n, alpha, rho)),
         ci_relative=ci_relative,
-        p_value=_sequential_p_value(result.absolute_effect, se, n, rho),
-        statistic=result.absolute_effect / se,
+        p_value=_sequential_p_value(estimate, se, n, rho),
+        statistic=estimate / se if se > 0 else result.statistic,
         df=None,
         sequential=True,
     )
