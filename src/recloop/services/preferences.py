@@ -9,7 +9,6 @@ from recloop.core.preferences import Preferences
 from recloop.ports import Cache, StateStore
 from recloop.services.feedback import preferences_key
 
-
 _UNKNOWN = object()  # cached "no such user": polls for a user not yet applied stay cheap
 
 
