@@ -40,6 +40,55 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
 
 
+Role = Literal["ingest", "read", "admin"]
+
+
+class ApiKeySettings(_Section):
+    """One API key, stored as the SHA-256 of the key (``recloop keys new`` prints both)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    roles: Annotated[list[Role], Field(min_length=1)]
+
+
+class AuthSettings(_Section):
+    keys: list[ApiKeySettings] = Field(default_factory=list)
+    """No keys: authentication is off, and the server only binds to loopback."""
+
+    @field_validator("keys")
+    @classmethod
+    def _unique(cls, keys: list[ApiKeySettings]) -> list[ApiKeySettings]:
+        names = [k.name for k in keys]
+        if len(set(names)) != len(names):
+            raise ValueError(f"key names must be unique, got {names}")
+        return keys
+
+
+class RateLimitSettings(_Section):
+    """Limits in the ``limits`` library's notation, several per class separated by ``;``."""
+
+    enabled: bool = True
+    explicit: str = "60/minute;1000/day"
+    """Per user, explicit events (rating, like, ...)."""
+    implicit: str = "600/minute"
+    """Per user, implicit events (view, click, ...)."""
+    per_key: str = "100000/minute"
+    """Per API key (or per client address with auth off), events of any kind."""
+    storage: str = "memory://"
+    """``memory://`` (in-process) or a ``limits`` storage URL such as ``async+redis://host:6379``."""
+
+    @field_validator("explicit", "implicit", "per_key")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '60/minute;1000/day': {exc}") from None
+        return value
+
+
 class StorageSettings(_Section):
     url: str = "sqlite+aiosqlite:///./data/recloop.db"
     """SQLAlchemy async URL; the SQLite file (and its folder) is created on first start."""
@@ -265,6 +314,8 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     storage: StorageSettings = StorageSettings()
     vectors: VectorSettings = VectorSettings()
     feedback: FeedbackSettings = FeedbackSettings()

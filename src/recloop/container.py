@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.config import Settings
+from recloop.core.auth import KeyRing
 from recloop.core.bandit import segment_priors
 from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
@@ -40,6 +41,7 @@ class Container:
     optimizer: Optimizer
     experiments: ExperimentService
     ranker: Ranker
+    keys: KeyRing
     db: SqlDatabase | None = None
 
     async def start(self) -> None:
@@ -169,5 +171,6 @@ def build_container(settings: Settings) -> Container:
         optimizer=optimizer,
         experiments=experiments,
         ranker=ranker,
+        keys=KeyRing((k.name, k.sha256, k.roles) for k in settings.auth.keys),
         db=db,
     )

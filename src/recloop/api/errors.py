@@ -5,12 +5,22 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from recloop.api.responses import FastJSONResponse
-from recloop.core.errors import InvalidInput, NotFound, Unavailable
+from recloop.core.errors import (
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 
 
 def invalid(field: str, message: str, kind: str = "value_error") -> RequestValidationError:
@@ -52,6 +62,32 @@ def install(app: FastAPI) -> None:
     async def _not_found(_: Request, exc: NotFound) -> FastJSONResponse:
         return FastJSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(NotAuthenticated)
+    async def _unauthenticated(_: Request, exc: NotAuthenticated) -> FastJSONResponse:
+        return FastJSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> FastJSONResponse:
+        return FastJSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited) -> FastJSONResponse:
+        return FastJSONResponse(
+            {"detail": str(exc)}, status_code=429, headers=rate_limit_headers(exc)
+        )
+
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, exc: Unavailable) -> FastJSONResponse:
         return FastJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
+def rate_limit_headers(exc: RateLimited) -> dict[str, str]:
+    retry = max(1, math.ceil(exc.reset_at - time.time()))
+    return {
+        "Retry-After": str(retry),
+        "X-RateLimit-Limit": exc.limit,
+        "X-RateLimit-Remaining": str(exc.remaining),
+        "X-RateLimit-Reset": str(math.ceil(exc.reset_at)),
+    }

@@ -12,9 +12,9 @@ FNV-1a hash (:func:`fnv1a32`)::
     v1:  h = (fnv(value + seed) mod 1000) / 1000
     v2:  h = (fnv(str(fnv(seed + value))) mod 10000) / 10000
 
-Version 2 is the one to use; version 1 is kept because GrowthBook
-experiments without a ``hashVersion`` use it, and its 1,000 buckets
-correlate across experiments sharing a seed.
+Version 2, with 10,000 buckets, is what GrowthBook uses for new
+experiments; version 1 is here for GrowthBook experiments that set no
+``hashVersion``, which hash with it.
 
 The ranges start at the cumulative weights, each as wide as ``coverage``
 times its weight::

@@ -6,6 +6,9 @@
     ├── ConfigError          bad or unknown configuration key (start-up)
     ├── InvalidInput         a request value is wrong; names the field
     ├── NotFound             an entity (user, item, ...) does not exist
+    ├── NotAuthenticated     no valid API key was presented
+    ├── Forbidden            the key lacks the role, or the user is blocked
+    ├── RateLimited          over a rate limit; says when to retry
     └── Unavailable          a dependency (storage, log) cannot serve now
 """
 
@@ -44,6 +47,34 @@ class NotFound(RecloopError):
         super().__init__(f"{kind} {key!r} not found")
         self.kind = kind
         self.key = key
+
+
+class NotAuthenticated(RecloopError):
+    """No valid API key was presented."""
+
+
+class Forbidden(RecloopError):
+    """The request is understood and authenticated, but not allowed."""
+
+
+class RateLimited(RecloopError):
+    """Over a rate limit.
+
+    Parameters
+    ----------
+    limit
+        The limit that was hit, e.g. ``"60 per 1 minute"``.
+    remaining
+        What is left in the window (0).
+    reset_at
+        When the window resets, seconds since the epoch.
+    """
+
+    def __init__(self, limit: str, remaining: int, reset_at: float) -> None:
+        super().__init__(f"rate limit {limit} exceeded")
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_at = reset_at
 
 
 class Unavailable(RecloopError):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
 
+from recloop.api.auth import Admin, Ingest, Read
 from recloop.api.deps import ContainerDep
 from recloop.api.schemas import (
     AlgorithmsOut,
@@ -27,6 +28,7 @@ Name = Annotated[str, Path(min_length=1, max_length=64)]
 
 @router.post(
     "/algorithm-performance",
+    dependencies=[Ingest],
     status_code=202,
     response_model=PerformanceOut,
     responses={422: {"model": ErrorOut}},
@@ -64,7 +66,7 @@ async def post_performance(
     )
 
 
-@router.get("/algorithms", response_model=AlgorithmsOut)
+@router.get("/algorithms", dependencies=[Read], response_model=AlgorithmsOut)
 async def get_algorithms(container: ContainerDep) -> Any:
     """Per segment and algorithm: windowed counts, rates, posterior, status and weight."""
     return {
@@ -85,7 +87,10 @@ async def _override(
 
 
 @router.post(
-    "/algorithms/{name}/enable", response_model=OverrideOut, responses={422: {"model": ErrorOut}}
+    "/algorithms/{name}/enable",
+    dependencies=[Admin],
+    response_model=OverrideOut,
+    responses={422: {"model": ErrorOut}},
 )
 async def enable(name: Name, container: ContainerDep, body: OverrideIn | None = None) -> Any:
     """Enable by hand (every segment unless ``segments`` is given), over the automatic rules."""
@@ -93,7 +98,10 @@ async def enable(name: Name, container: ContainerDep, body: OverrideIn | None = 
 
 
 @router.post(
-    "/algorithms/{name}/disable", response_model=OverrideOut, responses={422: {"model": ErrorOut}}
+    "/algorithms/{name}/disable",
+    dependencies=[Admin],
+    response_model=OverrideOut,
+    responses={422: {"model": ErrorOut}},
 )
 async def disable(name: Name, container: ContainerDep, body: OverrideIn | None = None) -> Any:
     """Disable by hand; the automatic rules leave it disabled until enabled or released."""
@@ -101,7 +109,10 @@ async def disable(name: Name, container: ContainerDep, body: OverrideIn | None =
 
 
 @router.post(
-    "/algorithms/{name}/release", response_model=OverrideOut, responses={422: {"model": ErrorOut}}
+    "/algorithms/{name}/release",
+    dependencies=[Admin],
+    response_model=OverrideOut,
+    responses={422: {"model": ErrorOut}},
 )
 async def release(name: Name, container: ContainerDep, body: OverrideIn | None = None) -> Any:
     """Hand the algorithm back to the automatic rules."""

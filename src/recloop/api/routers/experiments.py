@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
+from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
@@ -38,6 +39,7 @@ def _definition(data: dict[str, Any]) -> dict[str, Any]:
 
 @router.post(
     "/experiments",
+    dependencies=[Admin],
     status_code=201,
     response_model=ExperimentOut,
     responses={422: {"model": ErrorOut}},
@@ -48,13 +50,14 @@ async def create(body: ExperimentIn, container: ContainerDep) -> Any:
     return FastJSONResponse(xp.to_dict(await container.experiments.create(exp)), status_code=201)
 
 
-@router.get("/experiments", response_model=list[ExperimentOut])
+@router.get("/experiments", dependencies=[Read], response_model=list[ExperimentOut])
 async def list_experiments(container: ContainerDep) -> Any:
     return FastJSONResponse([xp.to_dict(e) for e in container.experiments.all()])
 
 
 @router.get(
     "/experiments/{experiment_id}",
+    dependencies=[Read],
     response_model=ExperimentOut,
     responses={404: {"model": ErrorOut}},
 )
@@ -64,6 +67,7 @@ async def get(experiment_id: ExperimentId, container: ContainerDep) -> Any:
 
 @router.patch(
     "/experiments/{experiment_id}",
+    dependencies=[Admin],
     response_model=ExperimentOut,
     responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
@@ -78,6 +82,7 @@ async def patch(experiment_id: ExperimentId, body: ExperimentPatch, container: C
 
 @router.post(
     "/experiments/{experiment_id}/start",
+    dependencies=[Admin],
     response_model=ExperimentOut,
     responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
@@ -89,6 +94,7 @@ async def start(experiment_id: ExperimentId, container: ContainerDep) -> Any:
 
 @router.post(
     "/experiments/{experiment_id}/stop",
+    dependencies=[Admin],
     response_model=ExperimentOut,
     responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
@@ -100,6 +106,7 @@ async def stop(experiment_id: ExperimentId, container: ContainerDep) -> Any:
 
 @router.get(
     "/experiments/{experiment_id}/assignment/{user_id}",
+    dependencies=[Read],
     response_model=AssignmentOut,
     responses={404: {"model": ErrorOut}},
 )
@@ -119,6 +126,7 @@ async def assignment(experiment_id: ExperimentId, user_id: UserId, container: Co
 
 @router.get(
     "/experiments/{experiment_id}/results",
+    dependencies=[Read],
     response_model=ResultsOut,
     responses={404: {"model": ErrorOut}},
 )
@@ -128,7 +136,12 @@ async def results(experiment_id: ExperimentId, container: ContainerDep) -> Any:
     return FastJSONResponse(container.experiments.results(experiment_id))
 
 
-@router.post("/experiments/power", response_model=PowerOut, responses={422: {"model": ErrorOut}})
+@router.post(
+    "/experiments/power",
+    dependencies=[Read],
+    response_model=PowerOut,
+    responses={422: {"model": ErrorOut}},
+)
 async def power(body: PowerIn) -> PowerOut:
     """Users needed per variant to detect ``mde`` with the given ``alpha`` and ``power``."""
     if body.metric == "continuous" and body.stddev is None:

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from pydantic import TypeAdapter, ValidationError
 
+from recloop.api.auth import Ingest, authorize
 from recloop.api.deps import ContainerDep
 from recloop.api.errors import from_pydantic, invalid
 from recloop.api.responses import FastJSONResponse
@@ -49,6 +50,7 @@ def _validate_each(raw: list[Any]) -> list[dict[str, Any] | InvalidInput]:
 
 @router.post(
     "/feedback",
+    dependencies=[Ingest],
     status_code=202,
     response_model=FeedbackResult,
     responses={422: {"model": ErrorOut, "description": "The body is malformed."}},
@@ -128,6 +130,8 @@ async def lean_post_feedback(request: Request) -> FastJSONResponse:
     response-model plumbing), mounted ahead of the documented route: the ingest hot path.
 
     FastAPI's routing costs about three quarters of a small request's time here
-    (DESIGN.md, "Performance notes"); this plain Starlette endpoint does the same work.
+    (DESIGN.md, "Performance notes"); this plain Starlette endpoint does the same work,
+    authentication included.
     """
+    authorize(request, "ingest")
     return await post_feedback(request, request.app.state.container)

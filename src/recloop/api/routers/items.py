@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from recloop.api.auth import Ingest, Read
 from recloop.api.deps import ContainerDep
 from recloop.api.schemas import ErrorOut, ItemBatchIn, ItemBatchOut, ItemIn, ItemOut
 from recloop.core.items import Item
@@ -25,7 +26,12 @@ def _out(item: Item) -> ItemOut:
     )
 
 
-@router.put("/items/{item_id}", response_model=ItemOut, responses={422: {"model": ErrorOut}})
+@router.put(
+    "/items/{item_id}",
+    dependencies=[Ingest],
+    response_model=ItemOut,
+    responses={422: {"model": ErrorOut}},
+)
 async def put_item(item_id: ItemId, body: ItemIn, container: ContainerDep) -> ItemOut:
     """Create or replace an item. Without a vector, one is hashed from the attributes."""
     spec = {"item_id": item_id, "vector": body.vector, "attributes": body.attributes}
@@ -33,7 +39,12 @@ async def put_item(item_id: ItemId, body: ItemIn, container: ContainerDep) -> It
     return _out(item)
 
 
-@router.post("/items", response_model=ItemBatchOut, responses={422: {"model": ErrorOut}})
+@router.post(
+    "/items",
+    dependencies=[Ingest],
+    response_model=ItemBatchOut,
+    responses={422: {"model": ErrorOut}},
+)
 async def post_items(body: ItemBatchIn, container: ContainerDep) -> ItemBatchOut:
     """Create or replace up to 1000 items; if any is invalid, none is stored."""
     specs = [i.model_dump() for i in body.items]
@@ -41,6 +52,11 @@ async def post_items(body: ItemBatchIn, container: ContainerDep) -> ItemBatchOut
     return ItemBatchOut(stored=len(items), items=[_out(i) for i in items])
 
 
-@router.get("/items/{item_id}", response_model=ItemOut, responses={404: {"model": ErrorOut}})
+@router.get(
+    "/items/{item_id}",
+    dependencies=[Read],
+    response_model=ItemOut,
+    responses={404: {"model": ErrorOut}},
+)
 async def get_item(item_id: ItemId, container: ContainerDep) -> ItemOut:
     return _out(await container.items.get(item_id))

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
+from recloop.api.auth import Read
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
@@ -29,6 +30,7 @@ UserId = Annotated[str, Path(min_length=1, max_length=128)]
 
 @router.get(
     "/users/{user_id}/preferences",
+    dependencies=[Read],
     response_model=PreferencesOut,
     responses={404: {"model": ErrorOut, "description": "No event of this user was applied yet."}},
 )
@@ -53,7 +55,7 @@ def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[s
     }
 
 
-@router.get("/users/{user_id}/weights", response_model=WeightsOut)
+@router.get("/users/{user_id}/weights", dependencies=[Read], response_model=WeightsOut)
 async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
     """Algorithm weights for the user's segment (Thompson sampling over the sliding window)."""
     user = await container.ranker.user(user_id)
@@ -61,7 +63,7 @@ async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
     return FastJSONResponse(_weights_view(user_id, weights, container.settings.bandit.window_days))
 
 
-@router.get("/users/{user_id}/strategy", response_model=StrategyOut)
+@router.get("/users/{user_id}/strategy", dependencies=[Read], response_model=StrategyOut)
 async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
     """How to recommend for this user now: weights, exploration, model, experiments."""
     strategy = await container.ranker.strategy(user_id)
@@ -79,7 +81,12 @@ async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
     )
 
 
-@router.post("/users/{user_id}/rank", response_model=RankOut, responses={422: {"model": ErrorOut}})
+@router.post(
+    "/users/{user_id}/rank",
+    dependencies=[Read],
+    response_model=RankOut,
+    responses={422: {"model": ErrorOut}},
+)
 async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
     """Rank candidates: weighted fusion of the algorithms' scores plus preference affinity,
     ε-greedy exploration of the top slot, exact propensities. The impression is logged
@@ -110,6 +117,7 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
 
 @router.get(
     "/impressions/{impression_id}",
+    dependencies=[Read],
     response_model=ImpressionOut,
     responses={404: {"model": ErrorOut}},
     tags=["impressions"],
