@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +47,13 @@ def serve(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     settings = settings.model_copy(update={"server": server})
+    if not settings.auth.keys and not _is_loopback(server.host):
+        typer.echo(
+            f"error: refusing to serve on {server.host!r} without authentication: configure "
+            "auth.keys (recloop keys new) or bind to 127.0.0.1",
+            err=True,
+        )
+        raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         create_app(settings),
@@ -81,3 +89,37 @@ def show_config(config: ConfigOpt = None) -> None:
     import yaml
 
     typer.echo(yaml.safe_dump(_settings(config).model_dump(mode="json"), sort_keys=False))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="A name for the key's holder, e.g. orchestrator.")],
+    roles: Annotated[
+        str, typer.Option(help="Comma-separated roles: ingest, read, admin.")
+    ] = "ingest,read",
+) -> None:
+    """Print a new API key (give it to the client) and its line for auth.keys (keep that)."""
+    from recloop.core.auth import ROLES, new_key
+
+    wanted = [r.strip() for r in roles.split(",") if r.strip()]
+    unknown = sorted(set(wanted) - set(ROLES))
+    if unknown or not wanted:
+        typer.echo(f"error: roles must be among {list(ROLES)}, got {wanted}", err=True)
+        raise typer.Exit(2)
+    key, sha = new_key()
+    typer.echo(f"key (shown once): {key}")
+    typer.echo("config line for auth.keys:")
+    typer.echo(f"  - {{name: {name}, sha256: {sha}, roles: [{', '.join(wanted)}]}}")
