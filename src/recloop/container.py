@@ -9,6 +9,7 @@ from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
 from recloop.core.bandit import segment_priors
+from recloop.core.errors import ConfigError
 from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules
@@ -18,6 +19,7 @@ from recloop.services.experiments import ExperimentsConfig, ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
+from recloop.services.limits import RateLimits
 from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
@@ -61,6 +63,18 @@ class Container:
         await self.experiments.stop()
         if self.db is not None:
             await self.db.dispose()
+
+
+def rate_limits(settings: Settings) -> RateLimits | None:
+    r = settings.rate_limits
+    if not r.enabled:
+        return None
+    if r.storage != "memory://":
+        raise ConfigError(
+            "rate_limits.storage: only memory:// is supported by this deployment "
+            f"(got {r.storage!r}); shared storage comes with the distributed deployment"
+        )
+    return RateLimits({"explicit": r.explicit, "implicit": r.implicit, "key": r.per_key})
 
 
 def segment_rules(settings: Settings) -> SegmentRules:
@@ -165,7 +179,9 @@ def build_container(settings: Settings) -> Container:
         processor=processor,
         committer=committer,
         impressions=impressions,
-        ingest=IngestService(committer, settings.feedback.max_future_seconds),
+        ingest=IngestService(
+            committer, settings.feedback.max_future_seconds, limits=rate_limits(settings)
+        ),
         items=ItemService(store, vectors, settings.vectors.dim),
         preferences=preferences,
         optimizer=optimizer,

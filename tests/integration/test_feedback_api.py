@@ -41,6 +41,7 @@ async def test_like_moves_vector_by_base_alpha(running: Running) -> None:
         "accepted": 1,
         "duplicates": 0,
         "rejected": 0,
+        "rate_limited": 0,
         "results": [{"event_id": "e1", "status": "accepted"}],
     }
     await running.idle()

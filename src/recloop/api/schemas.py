@@ -63,7 +63,7 @@ class FieldError(BaseModel):
 
 class FeedbackOutcome(BaseModel):
     event_id: str | None
-    status: Literal["accepted", "duplicate", "rejected"]
+    status: Literal["accepted", "duplicate", "rejected", "rate_limited"]
     error: FieldError | None = None
 
 
@@ -71,6 +71,7 @@ class FeedbackResult(BaseModel):
     accepted: int
     duplicates: int
     rejected: int
+    rate_limited: int
     results: list[FeedbackOutcome]
 
 

@@ -8,16 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from recloop.core.errors import InvalidInput
-from recloop.core.events import Event, check_event
+from recloop.core.events import Event, check_event, is_explicit
 from recloop.core.ids import uuid7
 from recloop.services.batching import GroupCommit
+from recloop.services.limits import Admission, RateLimits
 
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
     event_id: str | None
-    status: str  # accepted | duplicate | rejected
+    status: str  # accepted | duplicate | rejected | rate_limited
     error: dict[str, Any] | None = None
+    limit: str | None = None
+    reset_at: float | None = None
 
 
 class IngestService:
@@ -28,7 +31,9 @@ class IngestService:
         committer: GroupCommit[Event, int | None],
         max_future_seconds: float,
         clock: Callable[[], float] = time.time,
+        limits: RateLimits | None = None,
     ) -> None:
+        self._limits = limits
         self._committer = committer
         self._max_future = max_future_seconds
         self._clock = clock
@@ -52,35 +57,75 @@ class IngestService:
         )
 
     async def submit(
-        self, candidates: list[Mapping[str, Any] | InvalidInput | Exception]
+        self,
+        candidates: list[Mapping[str, Any] | InvalidInput | Exception],
+        principal: str = "anonymous",
     ) -> list[EventOutcome]:
-        """Log every valid candidate; the others are reported rejected with their error.
+        """Log every valid, admitted candidate; report each one's outcome, in order.
 
         ``candidates`` holds schema-valid field mappings, or the error that
-        already rejected an event at the schema level.
+        already rejected an event at the schema level. ``principal`` names the
+        API key (or client) for its rate limit.
         """
         now = self._clock()
         outcomes: list[EventOutcome | None] = []
-        events: list[Event] = []
-        for candidate in candidates:
+        pending: list[tuple[int, Event]] = []
+        for i, candidate in enumerate(candidates):
             if isinstance(candidate, Exception):
                 outcomes.append(EventOutcome(None, "rejected", _error(candidate)))
                 continue
             try:
-                events.append(self.build(candidate, now))
+                pending.append((i, self.build(candidate, now)))
                 outcomes.append(None)
             except InvalidInput as exc:
                 outcomes.append(EventOutcome(candidate.get("event_id"), "rejected", _error(exc)))
+        if self._limits is not None and pending:
+            pending = self._admit(pending, outcomes, principal)
+        events = [event for _, event in pending]
         offsets = await self._committer.submit(events) if events else []
-        it = iter(zip(events, offsets, strict=True))
-        result: list[EventOutcome] = []
-        for outcome in outcomes:
-            if outcome is None:
-                event, offset = next(it)
-                status = "accepted" if offset is not None else "duplicate"
-                outcome = EventOutcome(event.event_id, status)
-            result.append(outcome)
-        return result
+        for (i, event), offset in zip(pending, offsets, strict=True):
+            status = "accepted" if offset is not None else "duplicate"
+            outcomes[i] = EventOutcome(event.event_id, status)
+        return [o for o in outcomes if o is not None]
+
+    def _admit(
+        self,
+        pending: list[tuple[int, Event]],
+        outcomes: list[EventOutcome | None],
+        principal: str,
+    ) -> list[tuple[int, Event]]:
+        """Keep the events within their limits: the API key's first, then each user's.
+
+        Within one user and class, the earliest events in the request pass.
+        """
+        assert self._limits is not None
+        admission = self._limits.admit("key", principal, len(pending))
+        for i, event in pending[admission.admitted :]:
+            outcomes[i] = _limited(event, admission, f"API key {principal!r}")
+        pending = pending[: admission.admitted]
+        groups: dict[tuple[str, str], list[tuple[int, Event]]] = {}
+        for entry in pending:
+            event = entry[1]
+            action = "explicit" if is_explicit(event.type) else "implicit"
+            groups.setdefault((action, event.user_id), []).append(entry)
+        refused: set[int] = set()
+        for (action, user_id), members in groups.items():
+            admission = self._limits.admit(action, user_id, len(members))
+            for i, event in members[admission.admitted :]:
+                outcomes[i] = _limited(event, admission, f"{action} events of user {user_id!r}")
+                refused.add(i)
+        return [entry for entry in pending if entry[0] not in refused]
+
+
+def _limited(event: Event, admission: Admission, whom: str) -> EventOutcome:
+    message = f"rate limit {admission.limit} for {whom} exceeded"
+    return EventOutcome(
+        event.event_id,
+        "rate_limited",
+        {"field": None, "message": message},
+        admission.limit,
+        admission.reset_at,
+    )
 
 
 def _error(exc: Exception) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from recloop.api.deps import ContainerDep
 from recloop.api.errors import from_pydantic, invalid
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn, FeedbackResult
-from recloop.core.errors import InvalidInput
+from recloop.core.auth import Principal
+from recloop.core.errors import InvalidInput, RateLimited
 
 router = APIRouter(tags=["feedback"])
 
@@ -50,10 +51,14 @@ def _validate_each(raw: list[Any]) -> list[dict[str, Any] | InvalidInput]:
 
 @router.post(
     "/feedback",
-    dependencies=[Ingest],
     status_code=202,
     response_model=FeedbackResult,
-    responses={422: {"model": ErrorOut, "description": "The body is malformed."}},
+    responses={
+        401: {"model": ErrorOut},
+        403: {"model": ErrorOut},
+        422: {"model": ErrorOut, "description": "The body is malformed."},
+        429: {"model": ErrorOut, "description": "A single event over its rate limit."},
+    },
     summary="Submit one feedback event or a batch",
     openapi_extra={
         "requestBody": {
@@ -71,7 +76,9 @@ def _validate_each(raw: list[Any]) -> list[dict[str, Any] | InvalidInput]:
         }
     },
 )
-async def post_feedback(request: Request, container: ContainerDep) -> FastJSONResponse:
+async def post_feedback(
+    request: Request, container: ContainerDep, principal: Principal = Ingest
+) -> FastJSONResponse:
     """Accept events durably (they are in the event log before the 202).
 
     Requests are served by :func:`lean_post_feedback`; this route documents them.
@@ -94,19 +101,22 @@ async def post_feedback(request: Request, container: ContainerDep) -> FastJSONRe
         if len(batch.events) > limit:
             raise invalid("events", f"at most {limit} events per request, got {len(batch.events)}")
         candidates: list[dict[str, Any] | InvalidInput] = _validate_each(batch.events)
-        outcomes = await ingest.submit(candidates)
+        outcomes = await ingest.submit(candidates, principal.name)
     elif isinstance(data, dict):
         try:
             fields = _fields(_one.validate_python(data))
         except ValidationError as exc:
             raise from_pydantic(exc) from None
-        outcomes = await ingest.submit([fields])
-        if outcomes[0].status == "rejected":
-            error = outcomes[0].error or {}
+        outcomes = await ingest.submit([fields], principal.name)
+        (outcome,) = outcomes
+        if outcome.status == "rejected":
+            error = outcome.error or {}
             raise invalid(str(error.get("field") or ""), str(error.get("message")))
+        if outcome.status == "rate_limited":
+            raise RateLimited(outcome.limit or "", 0, outcome.reset_at or 0.0)
     else:
         raise invalid("", 'expected an event object or {"events": [...]}', "model_type")
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "rate_limited": 0}
     results = []
     for o in outcomes:
         counts[o.status] += 1
@@ -119,6 +129,7 @@ async def post_feedback(request: Request, container: ContainerDep) -> FastJSONRe
             "accepted": counts["accepted"],
             "duplicates": counts["duplicate"],
             "rejected": counts["rejected"],
+            "rate_limited": counts["rate_limited"],
             "results": results,
         },
         status_code=202,
@@ -133,5 +144,5 @@ async def lean_post_feedback(request: Request) -> FastJSONResponse:
     (DESIGN.md, "Performance notes"); this plain Starlette endpoint does the same work,
     authentication included.
     """
-    authorize(request, "ingest")
-    return await post_feedback(request, request.app.state.container)
+    principal = authorize(request, "ingest")
+    return await post_feedback(request, request.app.state.container, principal)

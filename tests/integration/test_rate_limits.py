@@ -1,0 +1,86 @@
+"""Rate limits per user and class and per API key: refused events are never half-applied."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from recloop.config import Settings
+from tests.conftest import Running, start_app
+
+
+@pytest.fixture
+async def app(settings_factory: Callable[..., Settings]) -> AsyncIterator[Running]:
+    limits = {"explicit": "3/minute;5/day", "implicit": "4/minute", "per_key": "100/minute"}
+    running, close = await start_app(settings_factory(rate_limits=limits))
+    yield running
+    await close()
+
+
+def likes(user: str, n: int) -> list[dict]:
+    return [{"user_id": user, "item_id": "i", "type": "like"} for _ in range(n)]
+
+
+async def test_over_limit_events_in_a_batch_are_refused_alone(app: Running) -> None:
+    events = likes("u", 5) + [{"user_id": "u", "item_id": "i", "type": "view"}] * 5 + likes("v", 2)
+    body = (await app.client.post("/feedback", json={"events": events})).json()
+    statuses = [r["status"] for r in body["results"]]
+    assert (
+        statuses
+        == ["accepted"] * 3
+        + ["rate_limited"] * 2
+        + ["accepted"] * 4
+        + ["rate_limited"]
+        + ["accepted"] * 2
+    )
+    assert (body["accepted"], body["rate_limited"]) == (9, 3)
+    assert "3 per 1 minute" in body["results"][3]["error"]["message"]
+    await app.idle(flush=True)
+    prefs = (await app.client.get("/users/u/preferences")).json()
+    assert prefs["interactions"] == 3 + 4  # nothing refused was applied
+    assert await app.container.event_log.last_offset() == 9
+
+
+async def test_single_event_over_the_limit_is_429_with_headers(app: Running) -> None:
+    for _ in range(3):
+        r = await app.client.post("/feedback", json=likes("w", 1)[0])
+        assert r.status_code == 202
+    r = await app.client.post("/feedback", json=likes("w", 1)[0])
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["x-ratelimit-limit"] == "3 per 1 minute"
+    assert r.headers["x-ratelimit-remaining"] == "0"
+    assert int(r.headers["x-ratelimit-reset"]) >= time.time()
+
+
+async def test_refused_events_consume_no_quota(app: Running) -> None:
+    await app.client.post("/feedback", json={"events": likes("q", 10)})
+    # the day limit (5) has seen only the 3 admitted, so after the minute passes two remain
+    admitted = app.container.ingest._limits
+    assert admitted is not None
+    stats = admitted._limiter.get_window_stats(admitted._classes["explicit"][1], "explicit", "q")
+    assert stats.remaining == 2
+
+
+async def test_per_key_limit(settings_factory: Callable[..., Settings]) -> None:
+    app, close = await start_app(settings_factory(rate_limits={"per_key": "4/minute"}))
+    try:
+        events = [{"user_id": f"u{n}", "item_id": "i", "type": "view"} for n in range(6)]
+        body = (await app.client.post("/feedback", json={"events": events})).json()
+        assert (body["accepted"], body["rate_limited"]) == (4, 2)
+        assert "API key" in body["results"][5]["error"]["message"]
+    finally:
+        await close()
+
+
+async def test_limits_can_be_turned_off(settings_factory: Callable[..., Settings]) -> None:
+    app, close = await start_app(
+        settings_factory(rate_limits={"enabled": False, "explicit": "1/minute"})
+    )
+    try:
+        body = (await app.client.post("/feedback", json={"events": likes("u", 5)})).json()
+        assert body["accepted"] == 5
+    finally:
+        await close()
