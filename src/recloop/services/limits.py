@@ -2,8 +2,14 @@
 
 Classes: ``explicit`` and ``implicit`` (per user), ``key`` (per API key or
 client address). Each class may have several limits (``60/minute;1000/day``);
-a unit is admitted only if every limit of its class has room, and only
-admitted units are counted, so a refused event consumes nothing.
+a unit is admitted only if every limit of its class has room.
+
+Counting is optimistic: each limit is hit in the configured order and the
+common case costs one call per limit. ``limits`` has no atomic hit of several
+limits, so when an earlier limit admits a request and a later one refuses it,
+the earlier one is charged for the refused units too (e.g. a user at the
+daily limit is charged minute quota for events that are refused anyway).
+Refused events are never logged nor applied.
 """
 
 from __future__ import annotations
@@ -42,14 +48,18 @@ class RateLimits:
         """Admit up to ``count`` units of ``action`` for ``identity``; count what is admitted."""
         items = self._classes[action]
         lim = self._limiter
-        if all(lim.test(item, action, identity, cost=count) for item in items):
-            for item in items:
-                lim.hit(item, action, identity, cost=count)
+        charged = 0
+        for item in items:
+            if not lim.hit(item, action, identity, cost=count):
+                break
+            charged += 1
+        else:
             return Admission(count)
+        # Refused at items[charged]: admit what every limit still has room for.
         stats = [(lim.get_window_stats(item, action, identity), item) for item in items]
-        window, tightest = min(stats, key=lambda s: s[0].remaining)
+        window, tightest = min(stats[charged:], key=lambda s: s[0].remaining)
         allowed = max(0, min(window.remaining, count))
         if allowed:
-            for item in items:
+            for item in items[charged:]:
                 lim.hit(item, action, identity, cost=allowed)
         return Admission(allowed, str(tightest), window.reset_time)
