@@ -109,6 +109,9 @@ class PreferencesOut(BaseModel):
     events_skipped: int = Field(description="Events on items without a vector.")
     interactions: int
     impressions: int
+    events_held: int = Field(
+        description="Events kept but not learnt from (the user was suspect or blocked)."
+    )
     first_event_at: float | None
     last_event_at: float | None
     updated_at: float | None

@@ -95,6 +95,7 @@ class Preferences:
     first_event_at: float | None
     last_event_at: float | None
     updated_at: float | None
+    events_held: int = 0
 
 
 @dataclass(slots=True)
@@ -112,6 +113,8 @@ class UserState:
     updated_at: float | None = None
     explicit_offset: int = -1
     implicit_offset: int = -1
+    events_held: int = 0
+    """Events kept but not learnt from: the user was suspect or blocked when they applied."""
 
     @classmethod
     def new(cls, user_id: str, dim: int) -> UserState:
@@ -128,6 +131,7 @@ class UserState:
             self.first_event_at,
             self.last_event_at,
             self.updated_at,
+            self.events_held,
         )
 
     def _touch(self, first_at: float, last_at: float, now: float) -> None:
@@ -160,6 +164,21 @@ class UserState:
         self.explicit_offset = offset
         self._touch(timestamp, timestamp, now)
         return True
+
+    def hold_explicit(self, offset: int, timestamp: float, now: float) -> bool:
+        """Record an explicit event without learning from it (an unreliable user)."""
+        if offset <= self.explicit_offset:
+            return False
+        self.events_held += 1
+        self.explicit_offset = offset
+        self._touch(timestamp, timestamp, now)
+        return True
+
+    def hold_implicit(self, agg: ImplicitAggregate, now: float) -> None:
+        """Record an aggregate without learning from it (an unreliable user)."""
+        self.events_held += agg.interactions + agg.impressions
+        self.implicit_offset = max(self.implicit_offset, agg.max_offset)
+        self._touch(agg.first_at, agg.last_at, now)
 
     def apply_implicit(
         self,

@@ -118,6 +118,15 @@ class Observer(Protocol):
     ) -> StateChanges: ...
 
 
+class Gate(Protocol):
+    """Whether, and how much, to learn from a user (the guard)."""
+
+    def reliability(self, user_id: str) -> float | None:
+        """The user's reliability 0..100 (it scales the learning rate), or None if the
+        user is suspect or blocked: their events are then held, not learnt from."""
+        ...
+
+
 class Processor:
     """Applies logged events to user state; see the module docstring."""
 
@@ -130,10 +139,12 @@ class Processor:
         clock: Callable[[], float] = time.time,
         on_counts: Callable[[list[AlgorithmCount]], None] | None = None,
         observer: Observer | None = None,
+        gate: Gate | None = None,
     ) -> None:
         """``on_counts`` receives the optimizer counts of every committed round."""
         self._on_counts = on_counts
         self._observer = observer
+        self._gate = gate
         self._store = store
         self._cache = cache
         self._vectors = vectors
@@ -325,6 +336,7 @@ class Processor:
         performance: dict[tuple[str, str, float], PerformanceCounts] = {}
         observed = StateChanges()
         observer = self._observer
+        gate = self._gate
         done: list[int] = []
         for w in work:
             if isinstance(w, list):
@@ -336,9 +348,20 @@ class Processor:
                         await self._dead_letter(e, exc)
                         continue
                     state = states[e.user_id]
+                    reliability = 100.0 if gate is None else gate.reliability(e.user_id)
+                    if reliability is None:
+                        if state.hold_explicit(e.offset, e.timestamp, now):
+                            changed[e.user_id] = state
+                        continue
                     segment = self._segment(state, e.timestamp)
                     if not state.apply_explicit(
-                        e.offset, signal, vectors[e.item_id], e.timestamp, c.rate, now
+                        e.offset,
+                        signal,
+                        vectors[e.item_id],
+                        e.timestamp,
+                        c.rate,
+                        now,
+                        reliability,
                     ):
                         continue  # replayed, already in the state
                     self.applied_total += 1
@@ -355,9 +378,14 @@ class Processor:
                 for entry in w.entries:
                     state = states[entry.user_id]
                     agg = entry.aggregate
-                    segment = self._segment(state, agg.first_at)
-                    state.apply_implicit(agg, vectors[entry.item_id], c.rate, now)
                     changed[entry.user_id] = state
+                    done.extend(entry.offsets)
+                    reliability = 100.0 if gate is None else gate.reliability(entry.user_id)
+                    if reliability is None:
+                        state.hold_implicit(agg, now)
+                        continue
+                    segment = self._segment(state, agg.first_at)
+                    state.apply_implicit(agg, vectors[entry.item_id], c.rate, now, reliability)
                     self.applied_total += agg.interactions + agg.impressions
                     for (algorithm, bucket), counts in entry.performance.items():
                         key = (segment, algorithm, bucket)
@@ -367,7 +395,6 @@ class Processor:
                             observed += observer.observe(
                                 entry.user_id, event_type, value, timestamp
                             )
-                    done.extend(entry.offsets)
         rows = [
             AlgorithmCount(seg, alg, b, counts) for (seg, alg, b), counts in performance.items()
         ]

@@ -48,4 +48,5 @@ def preferences_view(p: Preferences) -> dict[str, Any]:
         "first_event_at": p.first_event_at,
         "last_event_at": p.last_event_at,
         "updated_at": p.updated_at,
+        "events_held": p.events_held,
     }

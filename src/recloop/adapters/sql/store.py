@@ -547,6 +547,7 @@ def _user_to_row(state: UserState) -> dict[str, Any]:
         "updated_at": state.updated_at,
         "explicit_offset": state.explicit_offset,
         "implicit_offset": state.implicit_offset,
+        "events_held": state.events_held,
     }
 
 
@@ -563,4 +564,5 @@ def _user_from_row(row: Any) -> UserState:
         updated_at=row["updated_at"],
         explicit_offset=row["explicit_offset"],
         implicit_offset=row["implicit_offset"],
+        events_held=row["events_held"],
     )

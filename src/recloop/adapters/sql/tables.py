@@ -65,6 +65,7 @@ user_state = Table(
     Column("updated_at", Float),
     Column("explicit_offset", BigInteger, nullable=False),
     Column("implicit_offset", BigInteger, nullable=False),
+    Column("events_held", BigInteger, nullable=False, server_default="0"),  # 0004
 )
 
 consumer_offsets = Table(
@@ -183,4 +184,18 @@ experiment_stats = Table(
     Column("sum_y", Float, nullable=False),
     Column("sum_y2", Float, nullable=False),
     Column("sum_xy", Float, nullable=False),
+)
+
+# -- guard (0004) ------------------------------------------------------------------
+
+user_reliability = Table(
+    "user_reliability",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("since", Float, nullable=False),
+    Column("manual", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_user_reliability_score", "score"),
 )
