@@ -38,7 +38,9 @@ def make_settings(tmp_path: Path, backend: str = "sqlite", **overrides: Any) -> 
     url = "memory://" if backend == "memory" else f"sqlite+aiosqlite:///{tmp_path / 'recloop.db'}"
     storage = {"url": url, "sqlite_synchronous": "NORMAL"}
     vectors = {"dim": 8}
-    base: dict[str, Any] = {"storage": storage, "vectors": vectors}
+    # The guard scales learning rates by reliability; the learning tests check the exact
+    # EMA arithmetic, so it is off here and on in tests/integration/test_guard.py.
+    base: dict[str, Any] = {"storage": storage, "vectors": vectors, "spam": {"enabled": False}}
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value}
     return load_settings(None, **base)

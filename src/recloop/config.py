@@ -279,6 +279,26 @@ class RankSettings(_Section):
     max_candidates: int = Field(1000, ge=1, le=100_000)
 
 
+class SpamSettings(_Section):
+    enabled: bool = True
+    suspect_threshold: float = Field(50.0, ge=0.0, le=100.0)
+    """Below this reliability a user is suspect: events kept, not learnt from."""
+    block_threshold: float = Field(20.0, ge=0.0, le=100.0)
+    """Below this reliability a user is blocked: new events refused."""
+    max_explicit_per_second: float = Field(10.0, gt=0.0)
+    """Hard rule: more explicit events than this in one second blocks the user at once."""
+    judge_every_events: int = Field(20, ge=1)
+    """A user is judged again after this many new events ..."""
+    judge_every_seconds: float = Field(60.0, gt=0.0)
+    """... or when an event arrives this long after the last verdict."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpamSettings:
+        if self.block_threshold > self.suspect_threshold:
+            raise ValueError("block_threshold must not exceed suspect_threshold")
+        return self
+
+
 class ExperimentSettings(_Section):
     cuped_days: float = Field(14.0, ge=0.0)
     """CUPED covariate: each user's same metric in this many days before exposure (0: off)."""
@@ -326,6 +346,7 @@ class Settings(BaseSettings):
     exploration: ExplorationSettings = ExplorationSettings()
     rank: RankSettings = RankSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    spam: SpamSettings = SpamSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -13,10 +13,12 @@ from recloop.core.errors import ConfigError
 from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules
+from recloop.core.spam import SpamConfig
 from recloop.ports import Cache, EventLog, Impression, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentsConfig, ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
+from recloop.services.guard import GuardConfig, GuardService
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
 from recloop.services.limits import RateLimits
@@ -43,6 +45,7 @@ class Container:
     optimizer: Optimizer
     experiments: ExperimentService
     ranker: Ranker
+    guard: GuardService
     keys: KeyRing
     db: SqlDatabase | None = None
 
@@ -51,6 +54,7 @@ class Container:
             await self.db.migrate()
         await self.optimizer.start()
         await self.experiments.start()
+        await self.guard.start()
         await self.processor.start(self.event_log)
         self.committer.start()
         self.impressions.start()
@@ -138,6 +142,20 @@ def build_container(settings: Settings) -> Container:
     cache = TtlCache(settings.cache.max_users, settings.cache.read_ttl_seconds)
     vectors = ItemVectors(store, settings.cache.max_items)
     optimizer = Optimizer(store, optimizer_config(settings))
+    sp = settings.spam
+    guard = GuardService(
+        store,
+        GuardConfig(
+            spam=SpamConfig(
+                suspect_threshold=sp.suspect_threshold,
+                block_threshold=sp.block_threshold,
+                max_explicit_per_second=sp.max_explicit_per_second,
+            ),
+            judge_every_events=sp.judge_every_events,
+            judge_every_seconds=sp.judge_every_seconds,
+            max_users=settings.cache.max_users,
+        ),
+    )
     x = settings.experiments
     experiments = ExperimentService(
         store,
@@ -151,6 +169,7 @@ def build_container(settings: Settings) -> Container:
         processor_config(settings),
         on_counts=optimizer.record,
         observer=experiments,
+        gate=guard if sp.enabled else None,
     )
     committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
     preferences = PreferenceService(store, cache)
@@ -180,13 +199,17 @@ def build_container(settings: Settings) -> Container:
         committer=committer,
         impressions=impressions,
         ingest=IngestService(
-            committer, settings.feedback.max_future_seconds, limits=rate_limits(settings)
+            committer,
+            settings.feedback.max_future_seconds,
+            limits=rate_limits(settings),
+            guard=guard if sp.enabled else None,
         ),
         items=ItemService(store, vectors, settings.vectors.dim),
         preferences=preferences,
         optimizer=optimizer,
         experiments=experiments,
         ranker=ranker,
+        guard=guard,
         keys=KeyRing((k.name, k.sha256, k.roles) for k in settings.auth.keys),
         db=db,
     )

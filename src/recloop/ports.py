@@ -30,6 +30,18 @@ class AlgorithmCount:
 
 
 @dataclass(frozen=True, slots=True)
+class ReliabilityRecord:
+    """A user's stored standing with the guard."""
+
+    user_id: str
+    score: float
+    status: str  # trusted | suspect | blocked
+    since: float
+    manual: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Exposure:
     experiment_id: str
     user_id: str
@@ -118,6 +130,10 @@ class StateStore(Protocol):
     async def commit(self, changes: StateChanges) -> None:
         """Write ``changes`` in one transaction (see :class:`StateChanges`)."""
         ...
+
+    async def get_reliability(self) -> list[ReliabilityRecord]: ...
+
+    async def put_reliability(self, records: Sequence[ReliabilityRecord]) -> None: ...
 
     async def get_experiments(self) -> list[Experiment]: ...
 

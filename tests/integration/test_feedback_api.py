@@ -42,6 +42,7 @@ async def test_like_moves_vector_by_base_alpha(running: Running) -> None:
         "duplicates": 0,
         "rejected": 0,
         "rate_limited": 0,
+        "blocked": 0,
         "results": [{"event_id": "e1", "status": "accepted"}],
     }
     await running.idle()

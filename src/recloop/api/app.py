@@ -12,7 +12,15 @@ from starlette.routing import Route
 
 from recloop import __version__
 from recloop.api import errors
-from recloop.api.routers import algorithms, experiments, feedback, health, items, users
+from recloop.api.routers import (
+    algorithms,
+    experiments,
+    feedback,
+    guard,
+    health,
+    items,
+    users,
+)
 from recloop.api.schemas import FeedbackBatchIn, FeedbackIn
 from recloop.config import Settings
 from recloop.container import Container, build_container
@@ -41,7 +49,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (feedback, items, users, algorithms, experiments, health):
+    for module in (feedback, items, users, algorithms, experiments, guard, health):
         app.include_router(module.router, prefix=PREFIX)
     # The hot ingest path matches first; the FastAPI route behind it stays for the OpenAPI.
     app.router.routes.insert(

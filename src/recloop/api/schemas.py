@@ -63,7 +63,7 @@ class FieldError(BaseModel):
 
 class FeedbackOutcome(BaseModel):
     event_id: str | None
-    status: Literal["accepted", "duplicate", "rejected", "rate_limited"]
+    status: Literal["accepted", "duplicate", "rejected", "rate_limited", "blocked"]
     error: FieldError | None = None
 
 
@@ -72,6 +72,7 @@ class FeedbackResult(BaseModel):
     duplicates: int
     rejected: int
     rate_limited: int
+    blocked: int
     results: list[FeedbackOutcome]
 
 
@@ -447,3 +448,34 @@ class PowerIn(_In):
 
 class PowerOut(BaseModel):
     users_per_variant: int
+
+
+# -- guard -------------------------------------------------------------------------
+
+
+class SignalOut(BaseModel):
+    value: float
+    fired: bool
+
+
+class ReliabilityOut(BaseModel):
+    user_id: str
+    score: float = Field(description="0..100; it scales the user's learning rate.")
+    status: Literal["trusted", "suspect", "blocked"]
+    signals: dict[str, SignalOut]
+    since: float | None = Field(description="When the user reached this status.")
+    manual: bool
+    reason: str
+
+
+class SuspectOut(BaseModel):
+    user_id: str
+    score: float
+    status: Literal["trusted", "suspect", "blocked"]
+    since: float
+    manual: bool
+    reason: str
+
+
+class BlockIn(_In):
+    reason: Annotated[str, Field(max_length=500)] | None = None

@@ -11,13 +11,14 @@ from recloop.core.errors import InvalidInput
 from recloop.core.events import Event, check_event, is_explicit
 from recloop.core.ids import uuid7
 from recloop.services.batching import GroupCommit
+from recloop.services.guard import GuardService
 from recloop.services.limits import Admission, RateLimits
 
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
     event_id: str | None
-    status: str  # accepted | duplicate | rejected | rate_limited
+    status: str  # accepted | duplicate | rejected | rate_limited | blocked
     error: dict[str, Any] | None = None
     limit: str | None = None
     reset_at: float | None = None
@@ -32,8 +33,10 @@ class IngestService:
         max_future_seconds: float,
         clock: Callable[[], float] = time.time,
         limits: RateLimits | None = None,
+        guard: GuardService | None = None,
     ) -> None:
         self._limits = limits
+        self._guard = guard
         self._committer = committer
         self._max_future = max_future_seconds
         self._clock = clock
@@ -79,14 +82,38 @@ class IngestService:
                 outcomes.append(None)
             except InvalidInput as exc:
                 outcomes.append(EventOutcome(candidate.get("event_id"), "rejected", _error(exc)))
+        if self._guard is not None and pending:
+            pending = self._screen(pending, outcomes)
         if self._limits is not None and pending:
             pending = self._admit(pending, outcomes, principal)
         events = [event for _, event in pending]
         offsets = await self._committer.submit(events) if events else []
+        accepted = []
         for (i, event), offset in zip(pending, offsets, strict=True):
             status = "accepted" if offset is not None else "duplicate"
             outcomes[i] = EventOutcome(event.event_id, status)
+            if offset is not None:
+                accepted.append(event)
+        if self._guard is not None and accepted:
+            await self._guard.observe(accepted)
         return [o for o in outcomes if o is not None]
+
+    def _screen(
+        self, pending: list[tuple[int, Event]], outcomes: list[EventOutcome | None]
+    ) -> list[tuple[int, Event]]:
+        """Refuse the events of blocked users."""
+        assert self._guard is not None
+        kept = []
+        for i, event in pending:
+            reason = self._guard.blocked(event.user_id)
+            if reason is None:
+                kept.append((i, event))
+            else:
+                message = f"user {event.user_id!r} is blocked: {reason}"
+                outcomes[i] = EventOutcome(
+                    event.event_id, "blocked", {"field": "user_id", "message": message}
+                )
+        return kept
 
     def _admit(
         self,

@@ -12,7 +12,13 @@ from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
 from recloop.core.stats import PairStats
-from recloop.ports import AlgorithmCount, Exposure, Impression, StateChanges
+from recloop.ports import (
+    AlgorithmCount,
+    Exposure,
+    Impression,
+    ReliabilityRecord,
+    StateChanges,
+)
 
 
 class InMemoryEventLog:
@@ -59,6 +65,7 @@ class InMemoryStateStore:
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
         self._impressions: dict[str, Impression] = {}
         self._experiments: dict[str, Experiment] = {}
+        self._reliability: dict[str, ReliabilityRecord] = {}
         self._exposures: dict[str, dict[str, Exposure]] = {}
         self._user_metrics: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._experiment_stats: dict[str, dict[tuple[str, str], PairStats]] = {}
@@ -82,6 +89,13 @@ class InMemoryStateStore:
             stats[(variant, metric)] = stats.get((variant, metric), PairStats()) + delta
         if changes.watermark is not None:
             self._watermark = max(self._watermark, changes.watermark)
+
+    async def get_reliability(self) -> list[ReliabilityRecord]:
+        return list(self._reliability.values())
+
+    async def put_reliability(self, records: Sequence[ReliabilityRecord]) -> None:
+        for record in records:
+            self._reliability[record.user_id] = record
 
     async def get_experiments(self) -> list[Experiment]:
         return list(self._experiments.values())

@@ -27,6 +27,7 @@ from recloop.adapters.sql.tables import (
     impressions,
     items,
     performance_reports,
+    user_reliability,
     user_state,
 )
 from recloop.core.availability import AlgorithmStatus
@@ -36,7 +37,13 @@ from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
 from recloop.core.stats import PairStats
-from recloop.ports import AlgorithmCount, Exposure, Impression, StateChanges
+from recloop.ports import (
+    AlgorithmCount,
+    Exposure,
+    Impression,
+    ReliabilityRecord,
+    StateChanges,
+)
 
 CONSUMER = "processor"
 
@@ -222,6 +229,15 @@ class SqlStateStore:
                 self._add_experiment_stats,
             )
         }
+        reliability = _insert(db, user_reliability)
+        self._put_reliability = reliability.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                c.name: reliability.excluded[c.name]
+                for c in user_reliability.c
+                if c.name != "user_id"
+            },
+        )
         item_upsert = _insert(db, items)
         self._save_item = item_upsert.on_conflict_do_update(
             index_elements=["item_id"],
@@ -278,6 +294,18 @@ class SqlStateStore:
         async with self._db.write() as conn:
             for stmt, rows in batches:
                 await conn.execute(stmt, rows)
+
+    async def get_reliability(self) -> list[ReliabilityRecord]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(user_reliability))).mappings().all()
+        return [ReliabilityRecord(**row) for row in rows]
+
+    async def put_reliability(self, records: Sequence[ReliabilityRecord]) -> None:
+        if not records:
+            return
+        rows = [{n: getattr(r, n) for n in ReliabilityRecord.__slots__} for r in records]
+        async with self._db.write() as conn:
+            await conn.execute(self._put_reliability, rows)
 
     async def get_experiments(self) -> list[Experiment]:
         async with self._db.read() as conn:

@@ -20,7 +20,7 @@ from recloop.api.errors import from_pydantic, invalid
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn, FeedbackResult
 from recloop.core.auth import Principal
-from recloop.core.errors import InvalidInput, RateLimited
+from recloop.core.errors import Forbidden, InvalidInput, RateLimited
 
 router = APIRouter(tags=["feedback"])
 
@@ -114,9 +114,11 @@ async def post_feedback(
             raise invalid(str(error.get("field") or ""), str(error.get("message")))
         if outcome.status == "rate_limited":
             raise RateLimited(outcome.limit or "", 0, outcome.reset_at or 0.0)
+        if outcome.status == "blocked":
+            raise Forbidden(str((outcome.error or {}).get("message")))
     else:
         raise invalid("", 'expected an event object or {"events": [...]}', "model_type")
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "rate_limited": 0}
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "rate_limited": 0, "blocked": 0}
     results = []
     for o in outcomes:
         counts[o.status] += 1
@@ -130,6 +132,7 @@ async def post_feedback(
             "duplicates": counts["duplicate"],
             "rejected": counts["rejected"],
             "rate_limited": counts["rate_limited"],
+            "blocked": counts["blocked"],
             "results": results,
         },
         status_code=202,

@@ -1,0 +1,60 @@
+"""The guard: user reliability, suspects, manual blocks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from recloop.api.auth import Admin, Read
+from recloop.api.deps import ContainerDep
+from recloop.api.responses import FastJSONResponse
+from recloop.api.schemas import BlockIn, ErrorOut, ReliabilityOut, SuspectOut
+
+router = APIRouter(tags=["guard"])
+
+UserId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _record(r: Any) -> dict[str, Any]:
+    return {
+        "user_id": r.user_id,
+        "score": r.score,
+        "status": r.status,
+        "since": r.since,
+        "manual": r.manual,
+        "reason": r.reason,
+    }
+
+
+@router.get(
+    "/users/{user_id}/reliability",
+    dependencies=[Read],
+    response_model=ReliabilityOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def reliability(user_id: UserId, container: ContainerDep) -> Any:
+    """The user's reliability score (0..100), status and the spam signals behind it."""
+    return FastJSONResponse(await container.guard.report(user_id))
+
+
+@router.get("/spam/suspects", dependencies=[Read], response_model=list[SuspectOut])
+async def suspects(
+    container: ContainerDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+) -> Any:
+    """Users with the lowest scores first."""
+    return FastJSONResponse([_record(r) for r in container.guard.suspects(limit)])
+
+
+@router.post("/users/{user_id}/block", dependencies=[Admin], response_model=SuspectOut)
+async def block(user_id: UserId, container: ContainerDep, body: BlockIn | None = None) -> Any:
+    """Refuse the user's new events from now on (403); nothing of theirs is learnt from."""
+    record = await container.guard.set_manual(user_id, True, body.reason if body else None)
+    return FastJSONResponse(_record(record))
+
+
+@router.post("/users/{user_id}/unblock", dependencies=[Admin], response_model=SuspectOut)
+async def unblock(user_id: UserId, container: ContainerDep, body: BlockIn | None = None) -> Any:
+    """Accept and learn from the user's events again. Events held meanwhile stay held."""
+    record = await container.guard.set_manual(user_id, False, body.reason if body else None)
+    return FastJSONResponse(_record(record))

@@ -1,0 +1,1310 @@
+"""Spam and bot detection: per-user evidence, signals, and a reliability score 0..100.
+
+Every user is scored continuously from their own events. Four groups of
+detectors read a user's :class:`UserActivity` (bounded memory, updated per
+event in O(1) amortised time) against population statistics
+(:class:`ItemStats`, :class:`TextRegistry`):
+
+timing
+    ``event_rate`` (actions per second), ``interarrival_cv`` (coefficient of
+    variation of inter-arrival times: periodic bots have CV near 0),
+    ``burstiness`` ``B = (sigma - mu) / (sigma + mu)`` (Goh & Barabási 2008:
+    humans are bursty, ``B > 0``; Poisson timing has ``B = 0``, periodic
+    ``B = -1``), ``hour_entropy`` (normalised Shannon entropy of the
+    hour-of-day histogram: bots run around the clock, humans sleep), and
+    ``explicit_burst`` (explicit events within one second, a hard rule).
+behaviour
+    ``repeated_item`` (share of actions repeating a (type, item) pair),
+    ``item_diversity`` (normalised entropy of the items acted on),
+    ``short_dwell`` (share of dwell events under a few seconds) and
+    ``clicks_without_impressions``.
+rating profile
+    shilling-attack features from the recommender-systems literature
+    (Mobasher et al. 2007; Gunes et al. 2014): ``rdma`` (Chirita et al.
+    2005), ``wdma``, ``mean_var``, ``fmtd`` and ``length_var`` (Williams,
+    Mobasher & Burke 2007), plus ``item_mean_deviation`` (mean squared
+    z-score against leave-one-out item means), ``extremity`` (share of
+    ratings at the ends of the scale), ``agreement`` (correlation with the
+    item means) and ``popularity`` (mean surprisal of the rated items,
+    the item-degree idea of DegreeSAD, Li et al. 2016).
+review text
+    ``review_links``, ``review_repeated_chars`` and ``review_copies`` (the
+    same normalised text posted by several users).
+
+Combining. Signals are grouped in *families* of statistics that measure the
+same thing (CV and burstiness are monotone transforms of each other; RDMA,
+WDMA and the mean squared z-score all measure deviation from item means), so
+correlated evidence is counted once: a family's evidence is the largest
+``weight`` among its fired members, or, when none fired, the largest weight
+among its members times :attr:`SpamConfig.clean_evidence`. A signal's weight
+grows with the amount of data behind it, ``weight = w * n / (n + n_half)``,
+and is 0 below a minimum, so a newcomer is judged by the prior alone. The
+score is the expected value of a Beta reputation (Jøsang & Ismail 2002)::
+
+    score = 100 * (a0 + positive) / (a0 + positive + b0 + negative)
+
+with the prior ``Beta(a0, b0)`` = ``Beta(4, 1)`` (a new user scores 80).
+Below ``suspect_threshold`` (50) a user is *suspect*, below
+``block_threshold`` (20) or on a hard rule *blocked*.
+
+References
+----------
+- Chirita, Nejdl & Zamfir (2005). Preventing shilling attacks in online
+  recommender systems. WIDM '05.
+- Williams, Mobasher & Burke (2007). Defending recommender systems: detection
+  of profile injection attacks. Service Oriented Computing and Applications 1(3).
+- Mobasher, Burke, Bhaumik & Williams (2007). Toward trustworthy recommender
+  systems: an analysis of attack models and algorithm robustness. ACM TOIT 7(4).
+- Gunes, Kaleli, Bilge & Polat (2014). Shilling attacks against recommender
+  systems: a comprehensive survey. Artificial Intelligence Review 42(4).
+- Li, Gao et al. (2016). Shilling attack detection in recommender systems via
+  selecting patterns analysis (DegreeSAD). IEICE Trans. Inf. & Syst. E99-D(10).
+- Goh & Barabási (2008). Burstiness and memory in complex systems. EPL 81(4).
+- Jøsang & Ismail (2002). The Beta reputation system. 15th Bled eCommerce Conference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from recloop.core.errors import InvalidInput
+from recloop.core.events import EXPLICIT_TYPES, RATING_MAX, RATING_MIN
+
+TRUSTED: Final = "trusted"
+SUSPECT: Final = "suspect"
+BLOCKED: Final = "blocked"
+
+_SECONDS_PER_HOUR: Final = 3600.0
+_HOURS: Final = 24
+_URL = re.compile(
+    r"(?:https?://|www\.)\S+|\b[a-z0-9-]+\.(?:com|net|org|io|ru|xyz|top|info)\b", re.I
+)
+_REPEATED_CHARS = re.compile(r"(.)\1{4,}", re.S)
+_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+FloatArray = npt.NDArray[np.float64]
+
+
+# -- Configuration ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpamConfig:
+    """Every tunable number of the detectors, with its default.
+
+    Thresholds: a signal *fires* when its value is beyond its threshold and it
+    has at least its minimum amount of data. Weights ``w_*``: the evidence a
+    fired signal carries once it has much more than ``*_half`` data points.
+    The defaults are the ones ``benchmarks/spam_eval.py`` reports
+    (docs/spam.md).
+
+    Raises
+    ------
+    InvalidInput
+        naming the field, e.g. ``spam.block_threshold`` when it is not below
+        ``suspect_threshold``.
+
+    >>> SpamConfig().suspect_threshold, SpamConfig().block_threshold
+    (50.0, 20.0)
+    >>> SpamConfig(block_threshold=60.0)
+    Traceback (most recent call last):
+    ...
+    recloop.core.errors.InvalidInput: spam.block_threshold: must be < suspect_threshold, got 60.0
+    """
+
+    # verdict
+    suspect_threshold: float = 50.0
+    block_threshold: float = 20.0
+    # hard rules: more than this many events inside one second blocks the user
+    max_explicit_per_second: float = 10.0
+    max_actions_per_second: float = 25.0
+    hard_rule_seconds: float = math.inf  # how long a hard-rule violation is remembered
+    # Beta reputation: prior pseudo-counts and the weight of clean evidence
+    prior_trust: float = 4.0
+    prior_distrust: float = 1.0
+    clean_evidence: float = 0.25
+    # bounded memory per user
+    recent_actions: int = 256  # timestamps and items of the latest actions
+    max_profile_ratings: int = 2000
+    remembered_items: int = 1024  # (type, item) pairs and impressed items
+    remembered_reviews: int = 64
+    # timing
+    rate_max: float = 1.0  # sustained actions per second over the recent actions
+    rate_min_actions: int = 20
+    w_rate: float = 12.0
+    cv_max: float = 0.35  # periodic: CV of inter-arrival times below this
+    burstiness_min: float = 0.05  # not bursty like a human: B below this
+    timing_min_intervals: int = 30
+    timing_half: float = 60.0
+    w_cv: float = 8.0
+    w_burstiness: float = 3.0
+    hour_entropy_max: float = 0.96  # normalised entropy; 1.0 = uniform over 24 hours
+    hour_min_actions: int = 150
+    hour_half: float = 300.0
+    w_hour_entropy: float = 4.0
+    # behaviour
+    repeat_max: float = 0.6
+    diversity_min: float = 0.45
+    behaviour_min_actions: int = 30
+    behaviour_half: float = 60.0
+    w_repetition: float = 4.0
+    short_dwell_seconds: float = 3.0
+    short_dwell_max: float = 0.8
+    dwell_min: int = 20
+    dwell_half: float = 40.0
+    w_short_dwell: float = 4.0
+    impressions_logged: bool = True  # clients log impressions before clicks
+    unseen_clicks_max: float = 0.5
+    clicks_min: int = 10
+    clicks_half: float = 20.0
+    w_unseen_clicks: float = 5.0
+    # review text
+    text_min_chars: int = 24  # shorter normalised texts are not compared across users
+    copies_max: int = 3  # distinct users posting the same text
+    links_max: float = 0.5
+    repeated_chars_max: float = 0.5
+    reviews_min: int = 2
+    reviews_half: float = 3.0
+    w_copies: float = 8.0
+    w_text: float = 3.0
+    # rating profile
+    profile_min: int = 8
+    profile_half: float = 20.0
+    item_prior_ratings: float = 3.0  # shrinkage of item means and variances to the global ones
+    variance_floor: float = 0.05
+    rdma_ratio_max: float = 1.6  # RDMA (or WDMA) / its expectation under the item spreads
+    deviation_max: float = 2.0  # mean squared z-score against leave-one-out item means
+    w_deviation: float = 3.0
+    mean_var_ratio_max: float = 0.3  # MeanVar / mean item variance on the filler partition
+    w_mean_var: float = 6.0
+    fmtd_max: float = 3.0
+    extremity_max: float = 0.9
+    w_shape: float = 3.0
+    agreement_min: float = 0.1  # upper confidence bound of corr(ratings, item means)
+    agreement_z: float = 1.0
+    w_agreement: float = 3.0
+    popularity_excess_max: float = 0.6  # mean surprisal minus the population's, in nats
+    popularity_z: float = 3.0
+    w_popularity: float = 4.0
+    length_z_max: float = 5.0
+    w_length: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                continue
+            if not (value >= 0 and (f.name == "hard_rule_seconds" or math.isfinite(value))):
+                raise InvalidInput(f"spam.{f.name}", f"must be finite and >= 0, got {value}")
+        if not 0 < self.suspect_threshold <= 100:
+            raise InvalidInput(
+                "spam.suspect_threshold", f"must be in (0, 100], got {self.suspect_threshold}"
+            )
+        if not self.block_threshold < self.suspect_threshold:
+            raise InvalidInput(
+                "spam.block_threshold",
+                f"must be < suspect_threshold, got {self.block_threshold}",
+            )
+        for name in ("prior_trust", "prior_distrust", "max_explicit_per_second"):
+            if not getattr(self, name) > 0:
+                raise InvalidInput(f"spam.{name}", f"must be > 0, got {getattr(self, name)}")
+        for name in ("recent_actions", "remembered_items", "remembered_reviews"):
+            if getattr(self, name) < 2:
+                raise InvalidInput(f"spam.{name}", f"must be >= 2, got {getattr(self, name)}")
+
+
+# -- Population statistics ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RatingMoments:
+    """Count, sum and sum of squares of ratings: exact, mergeable sufficient statistics.
+
+    >>> m = RatingMoments(2, 8.0, 34.0) + RatingMoments(1, 1.0, 1.0)
+    >>> m.n, m.mean, m.variance
+    (3, 3.0, 4.0)
+    >>> (m - RatingMoments(1, 1.0, 1.0)) == RatingMoments(2, 8.0, 34.0)
+    True
+    """
+
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def __add__(self, other: RatingMoments) -> RatingMoments:
+        return RatingMoments(
+            self.n + other.n, self.total + other.total, self.total_sq + other.total_sq
+        )
+
+    def __sub__(self, other: RatingMoments) -> RatingMoments:
+        return RatingMoments(
+            self.n - other.n, self.total - other.total, self.total_sq - other.total_sq
+        )
+
+    @property
+    def mean(self) -> float | None:
+        """The mean rating; None without ratings."""
+        return self.total / self.n if self.n else None
+
+    @property
+    def variance(self) -> float | None:
+        """The unbiased sample variance; None with fewer than two ratings."""
+        if self.n < 2:
+            return None
+        return max(self.total_sq - self.total * self.total / self.n, 0.0) / (self.n - 1)
+
+
+def _one(value: float) -> RatingMoments:
+    return RatingMoments(1, value, value * value)
+
+
+class ItemStats:
+    """Population rating statistics the rating-profile detectors compare against.
+
+    Per item: :class:`RatingMoments` (running mean and variance, and the
+    item's popularity: its number of ratings). Over all ratings: the global
+    moments. Over users: the moments of profile lengths, for ``length_var``.
+    The statistics include every rating, attackers' too, as they would in
+    production. Mutators return None.
+
+    >>> stats = ItemStats()
+    >>> for value in (4.0, 5.0, 3.0):
+    ...     stats.add_rating("a", value)
+    >>> stats.mean("a"), stats.count("a"), stats.variance("a"), stats.mean("b")
+    (4.0, 3, 1.0, None)
+    >>> stats.replace_rating("a", 3.0, 5.0); stats.mean("a")
+    4.666666666666667
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, RatingMoments] = {}
+        self._global = RatingMoments()
+        self._lengths = RatingMoments()
+        self._version = 0
+        self._popularity: tuple[int, float, float] | None = None
+
+    # mutators
+    def add_rating(self, item_id: str, value: float) -> None:
+        """Count one more rating of ``item_id``."""
+        one = _one(value)
+        self._items[item_id] = self._items.get(item_id, RatingMoments()) + one
+        self._global = self._global + one
+        self._version += 1
+
+    def remove_rating(self, item_id: str, value: float) -> None:
+        """Take back a rating added before (a deleted rating).
+
+        Raises
+        ------
+        InvalidInput
+            when ``item_id`` has no rating to remove.
+        """
+        held = self._items.get(item_id)
+        if held is None or held.n == 0:
+            raise InvalidInput("item_id", f"{item_id!r} has no rating to remove")
+        one = _one(value)
+        left = held - one
+        if left.n == 0:
+            del self._items[item_id]
+        else:
+            self._items[item_id] = left
+        self._global = self._global - one
+        self._version += 1
+
+    def replace_rating(self, item_id: str, old: float, new: float) -> None:
+        """A user changed their rating of ``item_id`` from ``old`` to ``new``."""
+        self.remove_rating(item_id, old)
+        self.add_rating(item_id, new)
+
+    def note_profile_length(self, old: int, new: int) -> None:
+        """A user's number of rated items went from ``old`` to ``new`` (0 = no profile)."""
+        if old > 0:
+            self._lengths = self._lengths - _one(float(old))
+        if new > 0:
+            self._lengths = self._lengths + _one(float(new))
+
+    def merge(self, other: ItemStats) -> None:
+        """Add ``other``'s counts to these (statistics of another shard)."""
+        for item_id, moments in other._items.items():
+            self._items[item_id] = self._items.get(item_id, RatingMoments()) + moments
+        self._global = self._global + other._global
+        self._lengths = self._lengths + other._lengths
+        self._version += 1
+
+    def copy(self) -> ItemStats:
+        """An independent copy (the moments themselves are immutable)."""
+        clone = ItemStats()
+        clone._items = dict(self._items)
+        clone._global = self._global
+        clone._lengths = self._lengths
+        return clone
+
+    # queries
+    def moments(self, item_id: str) -> RatingMoments:
+        """The item's moments; empty for an unknown item."""
+        return self._items.get(item_id, RatingMoments())
+
+    def mean(self, item_id: str) -> float | None:
+        """The item's mean rating; None if it has none."""
+        return self.moments(item_id).mean
+
+    def variance(self, item_id: str) -> float | None:
+        """The item's rating variance; None with fewer than two ratings."""
+        return self.moments(item_id).variance
+
+    def count(self, item_id: str) -> int:
+        """The item's number of ratings: its popularity."""
+        return self.moments(item_id).n
+
+    @property
+    def global_moments(self) -> RatingMoments:
+        """The moments of every rating of every item."""
+        return self._global
+
+    @property
+    def profile_lengths(self) -> RatingMoments:
+        """The moments of users' profile lengths (users with at least one rating)."""
+        return self._lengths
+
+    @property
+    def items(self) -> int:
+        """How many items have at least one rating."""
+        return len(self._items)
+
+    def popularity_entropy(self) -> tuple[float, float]:
+        """Entropy ``H`` and variance ``V`` of the surprisal of a rating's item, in nats.
+
+        With ``p_i = n_i / N`` (``n_i`` ratings of item ``i`` out of ``N``),
+        ``H = -sum p_i log p_i`` and ``V = sum p_i (log p_i)^2 - H^2``: the
+        mean and variance of ``-log p_i`` for an item drawn in proportion to
+        its popularity. Cached until the statistics change.
+
+        >>> s = ItemStats(); s.add_rating("a", 3.0); s.add_rating("b", 4.0)
+        >>> h, v = s.popularity_entropy(); round(h, 6) == round(math.log(2), 6), v
+        (True, 0.0)
+        """
+        cached = self._popularity
+        if cached is not None and cached[0] == self._version:
+            return cached[1], cached[2]
+        total = self._global.n
+        if total == 0:
+            return 0.0, 0.0
+        counts = np.fromiter((m.n for m in self._items.values()), dtype=np.float64)
+        log_p = np.log(counts / total)
+        p = counts / total
+        h = float(-(p * log_p).sum())
+        v = max(float((p * log_p * log_p).sum()) - h * h, 0.0)
+        self._popularity = (self._version, h, v)
+        return h, v
+
+
+# -- Review texts --------------------------------------------------------------------
+
+
+def normalise_text(text: str) -> str:
+    """Case-folded, NFKC-normalised words joined by single spaces.
+
+    >>> normalise_text("  GREAT   product!!  Buy at https://x.io ")
+    'great product buy at https x io'
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_NOT_WORD.sub(" ", folded).split())
+
+
+def text_key(text: str, min_chars: int = 24) -> str | None:
+    """A short stable hash of the normalised text, or None when it is too short to compare.
+
+    Short texts ("great!", "love it") are written by many honest users, so
+    only texts of at least ``min_chars`` normalised characters are compared.
+
+    >>> text_key("ok") is None, len(text_key("a long enough review text to compare"))
+    (True, 16)
+    """
+    norm = normalise_text(text)
+    if len(norm) < min_chars:
+        return None
+    return hashlib.blake2b(norm.encode(), digest_size=8).hexdigest()
+
+
+def has_link(text: str) -> bool:
+    """Whether ``text`` contains a URL or a bare domain name.
+
+    >>> has_link("see www.cheap-pills.example"), has_link("loved it. 10/10"), has_link("x.com")
+    (True, False, True)
+    """
+    return _URL.search(text) is not None
+
+
+def has_repeated_chars(text: str) -> bool:
+    """Whether ``text`` repeats one character five times or more in a row.
+
+    >>> has_repeated_chars("sooooo good"), has_repeated_chars("!!!!!"), has_repeated_chars("good")
+    (True, True, False)
+    """
+    return _REPEATED_CHARS.search(text) is not None
+
+
+class TextRegistry:
+    """How many distinct users posted each (normalised, hashed) review text.
+
+    Bounded: at most ``max_texts`` texts (the oldest are forgotten), and at
+    most ``max_users`` users remembered per text (the count goes on).
+
+    >>> reg = TextRegistry()
+    >>> text = "Best deal ever, visit my shop for more!"
+    >>> reg.add("u1", text), reg.add("u2", text.upper()), reg.add("u1", text)
+    (1, 2, 2)
+    >>> reg.add("u3", "short"), reg.copies(text_key(text))
+    (1, 2)
+    """
+
+    def __init__(
+        self, min_chars: int = 24, max_texts: int = 1_000_000, max_users: int = 1000
+    ) -> None:
+        self.min_chars = min_chars
+        self.max_texts = max_texts
+        self.max_users = max_users
+        self._users: dict[str, set[str]] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, user_id: str, text: str) -> int:
+        """Record that ``user_id`` posted ``text``; the distinct users with that text so far.
+
+        A text too short to compare (:func:`text_key`) is not recorded: 1.
+        """
+        key = text_key(text, self.min_chars)
+        if key is None:
+            return 1
+        users = self._users.get(key)
+        if users is None:
+            if len(self._users) >= self.max_texts:
+                oldest = next(iter(self._users))
+                del self._users[oldest]
+                del self._counts[oldest]
+            users = self._users[key] = set()
+            self._counts[key] = 0
+        if user_id not in users:
+            self._counts[key] += 1
+            if len(users) < self.max_users:
+                users.add(user_id)
+        return self._counts[key]
+
+    def copies(self, key: str | None) -> int:
+        """The distinct users that posted the text with this :func:`text_key` (0 if unknown)."""
+        return 0 if key is None else self._counts.get(key, 0)
+
+
+# -- One user's evidence --------------------------------------------------------------
+
+
+def _hour_of_day(timestamp: float) -> int:
+    return int(timestamp // _SECONDS_PER_HOUR) % _HOURS
+
+
+class UserActivity:
+    """One user's evidence, in bounded memory, updated per event in O(1) amortised time.
+
+    Memory: the last ``recent_actions`` action timestamps per event type and
+    items; up to ``max_profile_ratings`` ratings (the oldest forgotten first);
+    up to ``remembered_items`` (type, item) pairs and impressed items (least
+    recently used forgotten first); up to ``remembered_reviews`` review text
+    keys; plus fixed-size counters. *Actions* are all events but impressions,
+    which clients log in batches at one instant and say nothing about the
+    user's own pace.
+
+    >>> a = UserActivity()
+    >>> a.observe("impression", "i1", None, 0.0)
+    >>> a.observe("click", "i1", None, 2.0)
+    >>> a.observe("rating", "i1", 4.0, 30.0)
+    >>> a.events, a.actions, a.clicks, a.unseen_clicks, a.ratings
+    (3, 2, 1, 0, {'i1': 4.0})
+    """
+
+    def __init__(self, config: SpamConfig | None = None) -> None:
+        config = SpamConfig() if config is None else config
+        self._config = config
+        self.events = 0
+        self.actions = 0
+        self.first_at = math.inf
+        self.last_at = -math.inf
+        # timing
+        self._times: dict[str, deque[float]] = {}
+        self._all_times: deque[float] = deque(maxlen=config.recent_actions)
+        self._explicit_window: deque[float] = deque(
+            maxlen=math.floor(config.max_explicit_per_second) + 1
+        )
+        self._action_window: deque[float] = deque(
+            maxlen=math.floor(config.max_actions_per_second) + 1
+        )
+        self.max_explicit_in_second = 0
+        self.max_actions_in_second = 0
+        self.hard_rule_at: float | None = None
+        self.hard_rule_reason: str | None = None
+        self.hours = [0] * _HOURS
+        # behaviour
+        self._pairs: dict[tuple[str, str], int] = {}
+        self.repeats = 0
+        self._recent_items: deque[str] = deque(maxlen=config.recent_actions)
+        self._impressed: dict[str, None] = {}
+        self.clicks = 0
+        self.unseen_clicks = 0
+        self.dwells = 0
+        self.short_dwells = 0
+        # ratings and reviews
+        self.ratings: dict[str, float] = {}
+        self.reviews = 0
+        self.reviews_with_links = 0
+        self.reviews_with_repeats = 0
+        self.max_text_copies = 0
+        self.review_keys: deque[str] = deque(maxlen=config.remembered_reviews)
+
+    def rating_of(self, item_id: str) -> float | None:
+        """The user's current rating of ``item_id``, if remembered."""
+        return self.ratings.get(item_id)
+
+    def observe(
+        self,
+        event_type: str,
+        item_id: str,
+        value: float | None,
+        timestamp: float,
+        text_copies: int | None = None,
+        text: str | None = None,
+    ) -> None:
+        """Fold one event into the evidence.
+
+        ``text_copies`` is what :meth:`TextRegistry.add` returned for a review's
+        text (:func:`record_event` passes it); ``text`` is the review text itself.
+        """
+        config = self._config
+        self.events += 1
+        self.first_at = min(self.first_at, timestamp)
+        self.last_at = max(self.last_at, timestamp)
+        if event_type in ("impression", "view"):
+            self._remember_seen(item_id)
+        if event_type == "impression":
+            return
+        self.actions += 1
+        times = self._times.get(event_type)
+        if times is None:
+            times = self._times[event_type] = deque(maxlen=config.recent_actions)
+        times.append(timestamp)
+        self._all_times.append(timestamp)
+        self.hours[_hour_of_day(timestamp)] += 1
+        self._recent_items.append(item_id)
+        self.max_actions_in_second = max(
+            self.max_actions_in_second, _in_one_second(self._action_window, timestamp)
+        )
+        if self.max_actions_in_second > config.max_actions_per_second:
+            self._violate(timestamp, f"more than {config.max_actions_per_second:g} events in 1 s")
+        if event_type in EXPLICIT_TYPES:
+            self.max_explicit_in_second = max(
+                self.max_explicit_in_second, _in_one_second(self._explicit_window, timestamp)
+            )
+            if self.max_explicit_in_second > config.max_explicit_per_second:
+                self._violate(
+                    timestamp,
+                    f"more than {config.max_explicit_per_second:g} explicit events in 1 s",
+                )
+        # repeated (type, item) pairs, least recently used forgotten first
+        key = (event_type, item_id)
+        held = self._pairs.pop(key, 0)
+        if held:
+            self.repeats += 1
+        elif len(self._pairs) >= config.remembered_items:
+            del self._pairs[next(iter(self._pairs))]
+        self._pairs[key] = held + 1
+        if event_type == "click":
+            self.clicks += 1
+            if item_id not in self._impressed:
+                self.unseen_clicks += 1
+        elif event_type == "dwell" and value is not None:
+            self.dwells += 1
+            if value < config.short_dwell_seconds:
+                self.short_dwells += 1
+        elif event_type == "rating" and value is not None:
+            self.ratings.pop(item_id, None)
+            if len(self.ratings) >= config.max_profile_ratings:
+                del self.ratings[next(iter(self.ratings))]
+            self.ratings[item_id] = value
+        elif event_type == "review" and text is not None:
+            self.reviews += 1
+            self.reviews_with_links += has_link(text)
+            self.reviews_with_repeats += has_repeated_chars(text)
+            key_text = text_key(text, config.text_min_chars)
+            if key_text is not None:
+                self.review_keys.append(key_text)
+        if text_copies is not None:
+            self.max_text_copies = max(self.max_text_copies, text_copies)
+
+    def _remember_seen(self, item_id: str) -> None:
+        self._impressed.pop(item_id, None)
+        if len(self._impressed) >= self._config.remembered_items:
+            del self._impressed[next(iter(self._impressed))]
+        self._impressed[item_id] = None
+
+    def _violate(self, timestamp: float, reason: str) -> None:
+        if self.hard_rule_at is None or timestamp >= self.hard_rule_at:
+            self.hard_rule_at = timestamp
+            self.hard_rule_reason = reason
+
+    def intervals(self) -> FloatArray:
+        """Inter-arrival times (s) of the user's dominant action type, oldest first.
+
+        The dominant type is the one with most remembered timestamps (ties:
+        alphabetical). Per type, because one human step (click, view, dwell)
+        logs several events within a second; a bot's period shows in each type.
+        """
+        if not self._times:
+            return np.empty(0)
+        _, dominant = max((len(t), name) for name, t in sorted(self._times.items(), reverse=True))
+        return np.diff(np.sort(np.fromiter(self._times[dominant], dtype=np.float64)))
+
+    def recent_rate(self) -> tuple[float, int]:
+        """Actions per second over the remembered recent actions, and how many they are."""
+        n = len(self._all_times)
+        if n < 2:
+            return 0.0, n
+        span = max(self._all_times) - min(self._all_times)
+        return ((n - 1) / span if span > 0 else math.inf), n
+
+    def recent_items(self) -> list[str]:
+        """The items of the latest actions, oldest first."""
+        return list(self._recent_items)
+
+
+def _in_one_second(window: deque[float], timestamp: float) -> int:
+    """Append ``timestamp``; how many of the window's timestamps lie within 1 s of it.
+
+    The window holds the last ``limit + 1`` timestamps, so a full window
+    spanning less than one second means ``limit + 1`` events in one second.
+    """
+    window.append(timestamp)
+    return sum(1 for t in window if abs(timestamp - t) < 1.0)
+
+
+# -- Signals -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One detector's reading of one user.
+
+    ``value`` is the statistic (NaN when the user has no data for it);
+    ``fired`` whether it is beyond its threshold with enough data;
+    ``weight`` the evidence it carries (0 without enough data).
+    """
+
+    value: float
+    fired: bool
+    weight: float
+
+
+FAMILIES: Final[Mapping[str, str]] = {
+    "explicit_burst": "flood",
+    "event_rate": "flood",
+    "interarrival_cv": "regularity",
+    "burstiness": "regularity",
+    "hour_entropy": "circadian",
+    "repeated_item": "repetition",
+    "item_diversity": "repetition",
+    "short_dwell": "dwell",
+    "clicks_without_impressions": "impressions",
+    "review_links": "text_content",
+    "review_repeated_chars": "text_content",
+    "review_copies": "text_copies",
+    "rdma": "profile_deviation",
+    "wdma": "profile_deviation",
+    "item_mean_deviation": "profile_deviation",
+    "mean_var": "profile_variance",
+    "fmtd": "profile_shape",
+    "extremity": "profile_shape",
+    "agreement": "profile_agreement",
+    "popularity": "profile_popularity",
+    "length_var": "profile_length",
+}
+"""Which family each signal belongs to: evidence is counted once per family."""
+
+
+def grown(weight: float, n: float, half: float, minimum: float) -> float:
+    """Evidence weight after ``n`` data points: ``weight * n / (n + half)``, 0 below ``minimum``.
+
+    >>> grown(4.0, 20, 20.0, 8), grown(4.0, 7, 20.0, 8)
+    (2.0, 0.0)
+    """
+    if n < minimum or n <= 0:
+        return 0.0
+    return weight * n / (n + half)
+
+
+def _signal(value: float, fired: bool, weight: float) -> Signal:
+    return Signal(float(value), bool(fired and weight > 0), float(weight))
+
+
+def burstiness(intervals: FloatArray) -> float:
+    """Goh & Barabási's burstiness ``B = (sigma - mu) / (sigma + mu)`` of inter-arrival times.
+
+    ``B = -1`` for a periodic sequence, ``0`` for a Poisson process, towards
+    ``1`` for bursty human activity. NaN for fewer than two intervals or all
+    zero.
+
+    >>> burstiness(np.array([10.0, 10.0, 10.0])), burstiness(np.array([1.0, 3.0]))
+    (-1.0, -0.3333333333333333)
+    """
+    if len(intervals) < 2:
+        return math.nan
+    mu = float(intervals.mean())
+    sigma = float(intervals.std())
+    return (sigma - mu) / (sigma + mu) if sigma + mu > 0 else math.nan
+
+
+def coefficient_of_variation(intervals: FloatArray) -> float:
+    """``sigma / mu`` of inter-arrival times (population sigma); NaN if undefined.
+
+    >>> coefficient_of_variation(np.array([1.0, 3.0]))
+    0.5
+    """
+    if len(intervals) < 2:
+        return math.nan
+    mu = float(intervals.mean())
+    return float(intervals.std()) / mu if mu > 0 else math.nan
+
+
+def hour_entropy(hours: list[int] | FloatArray) -> float:
+    """Normalised Shannon entropy of an hour-of-day histogram, Miller-Madow corrected.
+
+    ``(H + (K - 1) / (2 N)) / log 24`` in nats, with ``K`` the non-empty
+    hours and ``N`` the events, capped at 1. Humans, who sleep, stay well
+    below 1; a bot running around the clock reaches it. NaN without events.
+
+    >>> hour_entropy([1] * 24 * 10)
+    1.0
+    >>> round(hour_entropy([5, 5] + [0] * 22), 6) == round((math.log(2) + 0.05) / math.log(24), 6)
+    True
+    """
+    counts = np.asarray(hours, dtype=np.float64)
+    n = float(counts.sum())
+    if n <= 0:
+        return math.nan
+    p = counts[counts > 0] / n
+    h = float(-(p * np.log(p)).sum()) + (len(p) - 1) / (2.0 * n)
+    return min(h / math.log(_HOURS), 1.0)
+
+
+def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
+    out: dict[str, Signal] = {}
+    limit = config.max_explicit_per_second
+    burst = activity.max_explicit_in_second
+    # a hard rule: evidence against when it fires, none for it otherwise
+    out["explicit_burst"] = _signal(burst, burst > limit, config.w_rate if burst > limit else 0.0)
+    rate, n = activity.recent_rate()
+    out["event_rate"] = _signal(
+        min(rate, 1e9),
+        rate > config.rate_max,
+        grown(config.w_rate, n, config.timing_half, config.rate_min_actions),
+    )
+    intervals = activity.intervals()
+    k = len(intervals)
+    cv = coefficient_of_variation(intervals)
+    b = burstiness(intervals)
+    out["interarrival_cv"] = _signal(
+        cv,
+        cv < config.cv_max,
+        grown(config.w_cv, k, config.timing_half, config.timing_min_intervals),
+    )
+    out["burstiness"] = _signal(
+        b,
+        b < config.burstiness_min,
+        grown(config.w_burstiness, k, config.timing_half, config.timing_min_intervals),
+    )
+    h = hour_entropy(activity.hours)
+    out["hour_entropy"] = _signal(
+        h,
+        h > config.hour_entropy_max,
+        grown(config.w_hour_entropy, activity.actions, config.hour_half, config.hour_min_actions),
+    )
+    return out
+
+
+def _behaviour_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
+    out: dict[str, Signal] = {}
+    n = activity.actions
+    w = grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions)
+    repeat = activity.repeats / n if n else math.nan
+    out["repeated_item"] = _signal(repeat, repeat > config.repeat_max, w)
+    items = activity.recent_items()
+    diversity = item_diversity(items)
+    out["item_diversity"] = _signal(
+        diversity,
+        diversity < config.diversity_min,
+        grown(config.w_repetition, len(items), config.behaviour_half, config.behaviour_min_actions),
+    )
+    short = activity.short_dwells / activity.dwells if activity.dwells else math.nan
+    out["short_dwell"] = _signal(
+        short,
+        short > config.short_dwell_max,
+        grown(config.w_short_dwell, activity.dwells, config.dwell_half, config.dwell_min),
+    )
+    unseen = activity.unseen_clicks / activity.clicks if activity.clicks else math.nan
+    out["clicks_without_impressions"] = _signal(
+        unseen,
+        unseen > config.unseen_clicks_max,
+        grown(config.w_unseen_clicks, activity.clicks, config.clicks_half, config.clicks_min)
+        if config.impressions_logged
+        else 0.0,
+    )
+    return out
+
+
+def item_diversity(items: list[str]) -> float:
+    """Normalised entropy ``H(items) / log(len(items))`` of a list of acted-on items.
+
+    1.0 when every action is on a different item, 0.0 when all are on one.
+    NaN for fewer than two actions.
+
+    >>> item_diversity(["a", "b", "c", "d"]), item_diversity(["a"] * 4)
+    (1.0, 0.0)
+    """
+    if len(items) < 2:
+        return math.nan
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    p = np.fromiter(counts.values(), dtype=np.float64) / len(items)
+    return max(0.0, float(-(p * np.log(p)).sum()) / math.log(len(items)))
+
+
+def _text_signals(
+    activity: UserActivity, config: SpamConfig, texts: TextRegistry | None
+) -> dict[str, Signal]:
+    out: dict[str, Signal] = {}
+    r = activity.reviews
+    w = grown(config.w_text, r, config.reviews_half, config.reviews_min)
+    links = activity.reviews_with_links / r if r else math.nan
+    repeats = activity.reviews_with_repeats / r if r else math.nan
+    out["review_links"] = _signal(
+        links, links > config.links_max and activity.reviews_with_links >= config.reviews_min, w
+    )
+    out["review_repeated_chars"] = _signal(
+        repeats,
+        repeats > config.repeated_chars_max and activity.reviews_with_repeats >= config.reviews_min,
+        w,
+    )
+    copies = activity.max_text_copies
+    if texts is not None:
+        copies = max([copies, *(texts.copies(k) for k in activity.review_keys)])
+    out["review_copies"] = _signal(
+        copies, copies >= config.copies_max, config.w_copies if r else 0.0
+    )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileFeatures:
+    """The rating-profile statistics of one user, as defined in the literature.
+
+    ``rdma`` (Chirita et al. 2005) and ``wdma`` (Williams et al. 2007)::
+
+        RDMA = 1/|P| sum_i |r_i - m_i| / n_i      WDMA = 1/|P| sum_i |r_i - m_i| / n_i^2
+
+    with ``m_i`` the item's mean and ``n_i`` its number of ratings, both
+    including the user's own; ``*_ratio`` divides each by its expectation
+    when every ``|r_i - m_i|`` equals the item's mean absolute deviation
+    ``s_i sqrt(2 / pi)``, which makes them comparable across catalogues.
+    ``deviation`` is the mean of ``z_i^2``, ``z_i = (r_i - m'_i) / s'_i``
+    against leave-one-out item means and spreads shrunk towards the global
+    ones. ``mean_var`` (MeanVar) and ``fmtd`` (FMTD) split the profile into a
+    target partition (all items at the profile's maximum, or all at its
+    minimum, whichever gives the lower MeanVar) and the filler rest::
+
+        MeanVar = 1/|F| sum_{i in F} (r_i - m'_i)^2     FMTD = |mean_T r - mean_F r|
+
+    ``mean_var_ratio`` divides MeanVar by the mean item variance over the
+    filler. ``agreement`` is Pearson's correlation of ratings with item
+    means; ``popularity_excess`` the mean surprisal ``-log(n_i / N)`` of the
+    rated items minus the population's, with its z-score; ``length_var``
+    the LengthVar ``|n - mean n| / sum (n_u - mean n)^2`` and ``length_z``
+    the same deviation in standard deviations.
+    """
+
+    n: int
+    rdma: float
+    wdma: float
+    rdma_ratio: float
+    wdma_ratio: float
+    deviation: float
+    mean_var: float
+    mean_var_ratio: float
+    fmtd: float
+    filler: int
+    extremity: float
+    agreement: float
+    popularity_excess: float
+    popularity_z: float
+    length_var: float
+    length_z: float
+
+
+def profile_features(
+    ratings: Mapping[str, float], items: ItemStats, config: SpamConfig
+) -> ProfileFeatures | None:
+    """The rating-profile statistics of one profile, or None for an empty one.
+
+    See :class:`ProfileFeatures` for the definitions. Items the statistics
+    do not know count as rated once, by this user.
+
+    >>> stats = ItemStats()
+    >>> for item, values in {"a": [5, 4, 3], "b": [2, 2, 5], "c": [1, 3, 4, 4]}.items():
+    ...     for v in values:
+    ...         stats.add_rating(item, float(v))
+    >>> f = profile_features({"a": 5.0, "b": 5.0, "c": 1.0}, stats, SpamConfig())
+    >>> round(f.rdma, 6), round(f.wdma, 6), f.fmtd, f.extremity
+    (0.5, 0.152778, 4.0, 1.0)
+    """
+    n = len(ratings)
+    if n == 0:
+        return None
+    r = np.fromiter(ratings.values(), dtype=np.float64, count=n)
+    moments = [items.moments(item) for item in ratings]
+    counts = np.fromiter((m.n for m in moments), dtype=np.float64, count=n)
+    sums = np.fromiter((m.total for m in moments), dtype=np.float64, count=n)
+    squares = np.fromiter((m.total_sq for m in moments), dtype=np.float64, count=n)
+    # an item the statistics do not hold counts as rated once, by this user
+    unknown = counts < 1
+    counts = np.where(unknown, 1.0, counts)
+    sums = np.where(unknown, r, sums)
+    squares = np.where(unknown, r * r, squares)
+    glob = items.global_moments
+    mu_g = glob.mean if glob.mean is not None else float(r.mean())
+    var_g = glob.variance if glob.variance is not None else 1.0
+    var_g = max(var_g, config.variance_floor)
+    k = config.item_prior_ratings
+    floor = config.variance_floor
+
+    # item means and spreads including the user (the literature's RDMA, WDMA)
+    means = sums / counts
+    raw_var = np.where(
+        counts > 1, np.maximum(squares - sums * sums / counts, 0.0) / np.maximum(counts - 1, 1), 0.0
+    )
+    spread_var = np.maximum(((counts - 1) * raw_var + k * var_g) / (counts - 1 + k), floor)
+    abs_dev = np.abs(r - means)
+    rdma = float((abs_dev / counts).mean())
+    wdma = float((abs_dev / counts**2).mean())
+    mad = np.sqrt(spread_var * 2.0 / math.pi)
+    rdma_ratio = rdma / float((mad / counts).mean())
+    wdma_ratio = wdma / float((mad / counts**2).mean())
+
+    # leave-one-out, shrunk item means and variances
+    n_loo = counts - 1
+    s_loo = sums - r
+    q_loo = squares - r * r
+    m_loo = (s_loo + k * mu_g) / (n_loo + k)
+    v_raw = np.where(
+        n_loo > 1, np.maximum(q_loo - s_loo * s_loo / np.maximum(n_loo, 1), 0.0), 0.0
+    ) / np.maximum(n_loo - 1, 1)
+    v_loo = np.maximum(
+        (np.maximum(n_loo - 1, 0) * v_raw + k * var_g) / (np.maximum(n_loo - 1, 0) + k), floor
+    )
+    sq_dev = (r - m_loo) ** 2
+    deviation = float((sq_dev / v_loo).mean())
+
+    # MeanVar and FMTD over the better of the two target partitions
+    best: tuple[float, float, float, int] | None = None
+    for target in (r == r.max(), r == r.min()):
+        filler = ~target
+        f = int(filler.sum())
+        if f == 0:
+            continue
+        mean_var = float(sq_dev[filler].mean())
+        ratio = mean_var / float(v_loo[filler].mean())
+        fmtd = abs(float(r[target].mean()) - float(r[filler].mean()))
+        if best is None or mean_var < best[0]:
+            best = (mean_var, ratio, fmtd, f)
+    mean_var, mean_var_ratio, fmtd, filler_n = best if best is not None else (math.nan,) * 3 + (0,)
+
+    extremity = float(((r <= RATING_MIN) | (r >= RATING_MAX)).mean())
+    agreement = math.nan
+    if n >= 3 and r.std() > 0 and m_loo.std() > 0:
+        agreement = float(np.corrcoef(r, m_loo)[0, 1])
+
+    # popularity: mean surprisal of the rated items against the population's
+    total = max(glob.n, int(counts.max()))
+    surprisal = -np.log(counts / total)
+    h, v = items.popularity_entropy()
+    excess = float(surprisal.mean()) - h
+    pop_z = excess / math.sqrt(v / n) if v > 0 else 0.0
+
+    lengths = items.profile_lengths
+    length_var = length_z = 0.0
+    if lengths.n >= 2 and lengths.mean is not None and lengths.variance:
+        spread = lengths.variance * (lengths.n - 1)
+        length_var = abs(n - lengths.mean) / spread
+        length_z = (n - lengths.mean) / math.sqrt(lengths.variance)
+    return ProfileFeatures(
+        n=n,
+        rdma=rdma,
+        wdma=wdma,
+        rdma_ratio=rdma_ratio,
+        wdma_ratio=wdma_ratio,
+        deviation=deviation,
+        mean_var=mean_var,
+        mean_var_ratio=mean_var_ratio,
+        fmtd=fmtd,
+        filler=filler_n,
+        extremity=extremity,
+        agreement=agreement,
+        popularity_excess=excess,
+        popularity_z=pop_z,
+        length_var=length_var,
+        length_z=length_z,
+    )
+
+
+def _agreement_upper(rho: float, n: int, z: float) -> float:
+    """Upper confidence bound of a correlation by Fisher's z-transform."""
+    if not math.isfinite(rho) or n < 4:
+        return math.nan
+    return math.tanh(math.atanh(min(max(rho, -0.999999), 0.999999)) + z / math.sqrt(n - 3))
+
+
+def _profile_signals(
+    activity: UserActivity, items: ItemStats, config: SpamConfig
+) -> dict[str, Signal]:
+    f = profile_features(activity.ratings, items, config)
+    if f is None:
+        nan = Signal(math.nan, False, 0.0)
+        return dict.fromkeys(
+            (
+                "rdma", "wdma", "item_mean_deviation", "mean_var", "fmtd", "extremity",
+                "agreement", "popularity", "length_var",
+            ),
+            nan,
+        )  # fmt: skip
+    n = f.n
+
+    def w(weight: float, size: float | None = None) -> float:
+        return grown(weight, n if size is None else size, config.profile_half, config.profile_min)
+
+    upper = _agreement_upper(f.agreement, n, config.agreement_z)
+    return {
+        "rdma": _signal(f.rdma, f.rdma_ratio > config.rdma_ratio_max, w(config.w_deviation)),
+        "wdma": _signal(f.wdma, f.wdma_ratio > config.rdma_ratio_max, w(config.w_deviation)),
+        "item_mean_deviation": _signal(
+            f.deviation, f.deviation > config.deviation_max, w(config.w_deviation)
+        ),
+        "mean_var": _signal(
+            f.mean_var, f.mean_var_ratio < config.mean_var_ratio_max, w(config.w_mean_var, f.filler)
+        ),
+        "fmtd": _signal(f.fmtd, f.fmtd > config.fmtd_max, w(config.w_shape)),
+        "extremity": _signal(f.extremity, f.extremity > config.extremity_max, w(config.w_shape)),
+        "agreement": _signal(
+            f.agreement,
+            upper < config.agreement_min,
+            w(config.w_agreement) if math.isfinite(upper) else 0.0,
+        ),
+        "popularity": _signal(
+            f.popularity_excess,
+            f.popularity_excess > config.popularity_excess_max
+            and f.popularity_z > config.popularity_z,
+            w(config.w_popularity),
+        ),
+        "length_var": _signal(f.length_var, f.length_z > config.length_z_max, w(config.w_length)),
+    }
+
+
+def signals(
+    activity: UserActivity,
+    items: ItemStats,
+    config: SpamConfig,
+    now: float,
+    texts: TextRegistry | None = None,
+) -> dict[str, Signal]:
+    """Every detector's reading of one user, by name (see :data:`FAMILIES`).
+
+    O(profile length + remembered actions). ``texts``, when given, updates
+    the review-copies count to now (a text copied by others *after* this user
+    posted it); otherwise the count seen when the user posted is used.
+
+    >>> a = UserActivity()
+    >>> for i in range(40):
+    ...     a.observe("click", f"item{i % 3}", None, 60.0 * i)
+    >>> s = signals(a, ItemStats(), SpamConfig(), now=2400.0)
+    >>> s["interarrival_cv"].fired, s["clicks_without_impressions"].fired, s["rdma"].weight
+    (True, True, 0.0)
+    """
+    del now  # the detectors read the evidence as of its latest event
+    out = _timing_signals(activity, config)
+    out.update(_behaviour_signals(activity, config))
+    out.update(_text_signals(activity, config, texts))
+    out.update(_profile_signals(activity, items, config))
+    return out
+
+
+# -- Reputation and verdict -----------------------------------------------------------
+
+
+def evidence(found: Mapping[str, Signal], config: SpamConfig) -> tuple[float, float]:
+    """``(positive, negative)`` evidence of a set of signals, counted once per family.
+
+    A family with a fired member contributes the largest fired weight as
+    negative evidence; otherwise its largest weight times
+    ``config.clean_evidence`` as positive evidence.
+
+    >>> s = {"rdma": Signal(0.1, True, 2.0), "wdma": Signal(0.1, True, 3.0),
+    ...      "popularity": Signal(0.0, False, 4.0)}
+    >>> evidence(s, SpamConfig())
+    (1.0, 3.0)
+    """
+    fired: dict[str, float] = {}
+    clean: dict[str, float] = {}
+    for name, sig in found.items():
+        family = FAMILIES.get(name, name)
+        if sig.fired:
+            fired[family] = max(fired.get(family, 0.0), sig.weight)
+        else:
+            clean[family] = max(clean.get(family, 0.0), sig.weight)
+    positive = sum(w for family, w in clean.items() if family not in fired)
+    return positive * config.clean_evidence, sum(fired.values())
+
+
+def reputation(positive: float, negative: float, config: SpamConfig) -> float:
+    """The expected Beta reputation, 0..100 (Jøsang & Ismail 2002).
+
+    ``100 * (a0 + positive) / (a0 + positive + b0 + negative)`` with the prior
+    ``Beta(a0, b0) = Beta(prior_trust, prior_distrust)``. Increasing in
+    ``positive``, decreasing in ``negative``.
+
+    >>> c = SpamConfig()
+    >>> reputation(0.0, 0.0, c), reputation(0.0, 5.0, c), reputation(5.0, 0.0, c)
+    (80.0, 40.0, 90.0)
+    """
+    if positive < 0 or negative < 0:
+        raise InvalidInput("evidence", f"must be >= 0, got {positive}, {negative}")
+    a = config.prior_trust + positive
+    return 100.0 * a / (a + config.prior_distrust + negative)
+
+
+def hard_rule(activity: UserActivity, config: SpamConfig, now: float) -> str | None:
+    """Why a hard rule blocks the user, or None: cheap enough to check after every event.
+
+    The rules: more than ``max_explicit_per_second`` explicit events, or more
+    than ``max_actions_per_second`` actions, inside one second, at any time
+    within the last ``hard_rule_seconds``.
+
+    >>> a = UserActivity()
+    >>> for i in range(11):
+    ...     a.observe("like", f"i{i}", None, 100.0 + i * 0.05)
+    >>> hard_rule(a, SpamConfig(), now=101.0)
+    'more than 10 explicit events in 1 s'
+    >>> hard_rule(UserActivity(), SpamConfig(), now=0.0) is None
+    True
+    """
+    at = activity.hard_rule_at
+    if at is None or now - at > config.hard_rule_seconds:
+        return None
+    return activity.hard_rule_reason
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A user's reliability: ``score`` 0..100, ``status`` and the evidence behind it."""
+
+    score: float
+    status: str
+    signals: dict[str, Signal]
+    hard_rule: str | None
+
+
+def status_of(score: float, rule: str | None, config: SpamConfig) -> str:
+    """``"blocked"`` on a hard rule or below ``block_threshold``, ``"suspect"`` below
+    ``suspect_threshold``, else ``"trusted"``.
+
+    >>> c = SpamConfig()
+    >>> status_of(80.0, None, c), status_of(49.9, None, c), status_of(19.0, None, c)
+    ('trusted', 'suspect', 'blocked')
+    >>> status_of(90.0, "flood", c)
+    'blocked'
+    """
+    if rule is not None or score < config.block_threshold:
+        return BLOCKED
+    if score < config.suspect_threshold:
+        return SUSPECT
+    return TRUSTED
+
+
+def judge(
+    activity: UserActivity,
+    items: ItemStats,
+    config: SpamConfig,
+    now: float,
+    texts: TextRegistry | None = None,
+) -> Verdict:
+    """Score one user: the signals, their evidence, the Beta reputation and the status.
+
+    On a hard rule the score is 0. O(profile length + remembered actions):
+    run periodically, not per event (use :func:`hard_rule` per event).
+
+    >>> stats, config = ItemStats(), SpamConfig()
+    >>> newcomer = UserActivity(config)
+    >>> for item, value in (("a", 4.0), ("b", 5.0), ("c", 3.0)):
+    ...     record_event(newcomer, stats, None, "rating", item, value, 0.0)
+    >>> v = judge(newcomer, stats, config, now=0.0)
+    >>> v.score, v.status
+    (80.0, 'trusted')
+    """
+    found = signals(activity, items, config, now, texts)
+    rule = hard_rule(activity, config, now)
+    positive, negative = evidence(found, config)
+    score = 0.0 if rule is not None else reputation(positive, negative, config)
+    return Verdict(score, status_of(score, rule, config), found, rule)
+
+
+def record_event(
+    activity: UserActivity,
+    items: ItemStats,
+    texts: TextRegistry | None,
+    event_type: str,
+    item_id: str,
+    value: float | None,
+    timestamp: float,
+    text: str | None = None,
+    user_id: str | None = None,
+) -> None:
+    """Fold one event of one user into all three stores, consistently.
+
+    A rating updates :class:`ItemStats` (replacing the user's previous rating
+    of the item, if remembered) and the profile-length moments; a review's
+    text is registered in ``texts`` under ``user_id`` (required then).
+
+    Raises
+    ------
+    InvalidInput
+        for a review with text and a registry but no ``user_id``.
+    """
+    copies: int | None = None
+    if event_type == "review" and text is not None and texts is not None:
+        if user_id is None:
+            raise InvalidInput("user_id", "is needed to register a review's text")
+        copies = texts.add(user_id, text)
+    if event_type == "rating" and value is not None:
+        old = activity.rating_of(item_id)
+        before = len(activity.ratings)
+        activity.observe(event_type, item_id, value, timestamp, copies, text)
+        if old is None:
+            items.add_rating(item_id, value)
+        else:
+            items.replace_rating(item_id, old, value)
+        if len(activity.ratings) != before:
+            items.note_profile_length(before, len(activity.ratings))
+        return
+    activity.observe(event_type, item_id, value, timestamp, copies, text)

@@ -1,0 +1,225 @@
+"""The guard: who may send events, and whose events are learnt from.
+
+Every accepted event is evidence about its user (``core.spam``): timing,
+behaviour, rating profile, review text. The guard keeps each user's evidence
+in memory, judges users periodically (and at once on a hard rule such as a
+flood), and acts on the verdict:
+
+- ``trusted``: learnt from, the learning rate scaled by reliability/100;
+- ``suspect`` (score < ``spam.suspect_threshold``): events accepted and kept,
+  not learnt from (preferences, bandit, experiments);
+- ``blocked`` (score < ``spam.block_threshold``, a hard rule, or by hand):
+  new events are refused (403, or ``blocked`` in a batch).
+
+Status changes are stored (``user_reliability``); the evidence itself is
+not: after a restart, users start from their stored status and new evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from recloop.adapters.memory.cache import LruCache
+from recloop.core.errors import NotFound
+from recloop.core.events import Event
+from recloop.core.spam import (
+    ItemStats,
+    SpamConfig,
+    TextRegistry,
+    UserActivity,
+    Verdict,
+    hard_rule,
+    judge,
+    record_event,
+)
+from recloop.ports import ReliabilityRecord, StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    spam: SpamConfig = field(default_factory=SpamConfig)
+    judge_every_events: int = 20
+    """A user is judged again after this many new events ..."""
+    judge_every_seconds: float = 60.0
+    """... or when this long has passed since the last verdict and an event arrives."""
+    max_users: int = 200_000
+
+
+@dataclass(slots=True)
+class _Tracked:
+    activity: UserActivity
+    events_since_judged: int = 0
+    judged_at: float = 0.0
+    verdict: Verdict | None = None
+
+
+class GuardService:
+    def __init__(
+        self, store: StateStore, config: GuardConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._clock = clock
+        self._users: LruCache[str, _Tracked] = LruCache(config.max_users)
+        self._items = ItemStats()
+        self._texts = TextRegistry()
+        self._records: dict[str, ReliabilityRecord] = {}
+        # The score of a user with no evidence yet (the Beta reputation's prior).
+        self.fresh_score = judge(
+            UserActivity(config.spam), ItemStats(), config.spam, clock(), TextRegistry()
+        ).score
+
+    async def start(self) -> None:
+        for record in await self._store.get_reliability():
+            self._records[record.user_id] = record
+
+    # -- the hot path ------------------------------------------------------------
+
+    def blocked(self, user_id: str) -> str | None:
+        """Why the user's new events are refused, or None."""
+        record = self._records.get(user_id)
+        if record is None or record.status != "blocked":
+            return None
+        return record.reason
+
+    def reliability(self, user_id: str) -> float | None:
+        """The processor's gate: reliability 0..100, or None for suspect and blocked users."""
+        record = self._records.get(user_id)
+        if record is not None:
+            return record.score if record.status == "trusted" else None
+        tracked = self._users.get(user_id)
+        if tracked is None or tracked.verdict is None:
+            return self.fresh_score
+        return tracked.verdict.score
+
+    async def observe(self, events: Sequence[Event]) -> None:
+        """Take accepted events as evidence; judge users whose turn it is."""
+        now = self._clock()
+        due: list[str] = []
+        for e in events:
+            tracked = self._track(e.user_id)
+            record_event(
+                tracked.activity,
+                self._items,
+                self._texts,
+                e.type,
+                e.item_id,
+                e.value,
+                e.timestamp,
+                e.text,
+                e.user_id,
+            )
+            tracked.events_since_judged += 1
+            if (
+                tracked.events_since_judged >= self._config.judge_every_events
+                or now - tracked.judged_at >= self._config.judge_every_seconds
+                or hard_rule(tracked.activity, self._config.spam, now) is not None
+            ):
+                due.append(e.user_id)
+        changes = [r for user_id in dict.fromkeys(due) if (r := self._judge(user_id, now))]
+        if changes:
+            await self._store.put_reliability(changes)
+
+    def _track(self, user_id: str) -> _Tracked:
+        tracked = self._users.get(user_id)
+        if tracked is None:
+            tracked = _Tracked(UserActivity(self._config.spam), judged_at=self._clock())
+            self._users.set(user_id, tracked)
+        return tracked
+
+    def _judge(self, user_id: str, now: float) -> ReliabilityRecord | None:
+        """Judge the user; the new record if their stored status or score moved."""
+        tracked = self._track(user_id)
+        verdict = judge(tracked.activity, self._items, self._config.spam, now, self._texts)
+        tracked.verdict, tracked.judged_at, tracked.events_since_judged = verdict, now, 0
+        current = self._records.get(user_id)
+        if current is not None and current.manual:
+            return None
+        reason = verdict.hard_rule or ", ".join(
+            name for name, signal in verdict.signals.items() if signal.fired
+        )
+        if current is None and verdict.status == "trusted":
+            return None  # trusted users are only stored once they have been something else
+        if current is not None and current.status == verdict.status:
+            if abs(current.score - verdict.score) < 1.0:
+                return None
+            since = current.since
+        else:
+            since = now
+        record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
+        self._records[user_id] = record
+        return record
+
+    # -- reads and admin ------------------------------------------------------------
+
+    async def report(self, user_id: str) -> dict[str, Any]:
+        """``GET .../reliability``: the user's score, status and signals, judged now."""
+        tracked = self._users.get(user_id)
+        record = self._records.get(user_id)
+        if tracked is None and record is None:
+            raise NotFound("user", user_id)
+        signals: dict[str, Any] = {}
+        if tracked is not None:
+            change = self._judge(user_id, self._clock())
+            if change is not None:
+                await self._store.put_reliability([change])
+            assert tracked.verdict is not None  # _judge just set it
+            signals = {
+                name: {"value": s.value, "fired": s.fired}
+                for name, s in tracked.verdict.signals.items()
+            }
+        record = self._records.get(user_id)
+        if record is None:
+            verdict = tracked.verdict if tracked is not None else None
+            score = self.fresh_score if verdict is None else verdict.score
+            return {
+                "user_id": user_id,
+                "score": score,
+                "status": "trusted",
+                "signals": signals,
+                "since": None,
+                "manual": False,
+                "reason": "",
+            }
+        return {
+            "user_id": user_id,
+            "score": record.score,
+            "status": record.status,
+            "signals": signals,
+            "since": record.since,
+            "manual": record.manual,
+            "reason": record.reason,
+        }
+
+    def suspects(self, limit: int) -> list[ReliabilityRecord]:
+        """The lowest scores first (blocked and suspect users, then the least reliable)."""
+        return sorted(self._records.values(), key=lambda r: (r.score, r.user_id))[:limit]
+
+    async def set_manual(
+        self, user_id: str, blocked: bool, reason: str | None
+    ) -> ReliabilityRecord:
+        """Block, or unblock, by hand; automatic verdicts leave the user alone from then on.
+
+        Unblocking does not re-admit the events held while the user was
+        suspect or blocked: they stay in the log, counted as held.
+        """
+        now = self._clock()
+        if blocked:
+            record = ReliabilityRecord(
+                user_id, 0.0, "blocked", now, True, reason or "blocked by hand"
+            )
+        else:
+            record = ReliabilityRecord(
+                user_id, 100.0, "trusted", now, True, reason or "unblocked by hand"
+            )
+        await self._store.put_reliability([record])
+        self._records[user_id] = record
+        tracked = self._users.get(user_id)
+        if tracked is not None and not blocked:
+            tracked.activity = UserActivity(
+                self._config.spam
+            )  # a fresh start: old evidence judged them already
+        return record

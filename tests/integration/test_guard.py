@@ -1,0 +1,87 @@
+"""The guard through the API: floods are blocked, the unreliable are not learnt from."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from recloop.config import Settings
+from tests.conftest import Running, start_app
+
+
+@pytest.fixture
+async def app(settings_factory: Callable[..., Settings]) -> AsyncIterator[Running]:
+    running, close = await start_app(
+        settings_factory(spam={"enabled": True}, rate_limits={"enabled": False})
+    )
+    await running.client.put("/items/i", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+    yield running
+    await close()
+
+
+def like(user: str, at: float, item: str = "i") -> dict:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1e6):06d}Z"
+    return {"user_id": user, "item_id": item, "type": "like", "timestamp": stamp}
+
+
+async def test_a_flood_is_blocked_and_not_learnt_from(app: Running) -> None:
+    now = time.time() - 60
+    flood = [like("bot", now + k * 0.01) for k in range(40)]  # 40 likes in 0.4 s
+    body = (await app.client.post("/feedback", json={"events": flood})).json()
+    assert body["accepted"] == 40  # evidence arrives with the events themselves
+    report = (await app.client.get("/users/bot/reliability")).json()
+    assert report["status"] == "blocked"
+    assert report["score"] < 20
+    r = await app.client.post("/feedback", json=like("bot", now + 1))
+    assert r.status_code == 403
+    assert "blocked" in r.json()["detail"]
+    batch = (await app.client.post("/feedback", json={"events": [like("bot", now + 2)]})).json()
+    assert batch["results"][0]["status"] == "blocked"
+    await app.idle()
+    prefs = (await app.client.get("/users/bot/preferences")).json()
+    assert prefs["events_held"] + prefs["events_applied"] == 40
+    assert prefs["events_held"] > 0
+    suspects = (await app.client.get("/spam/suspects", params={"limit": 5})).json()
+    assert suspects[0]["user_id"] == "bot"
+
+
+async def test_an_ordinary_user_is_trusted_and_learnt_from(app: Running) -> None:
+    now = time.time() - 3600
+    events = [like("ann", now + k * 97.0, item="i") for k in range(3)]
+    await app.client.post("/feedback", json={"events": events})
+    await app.idle()
+    report = (await app.client.get("/users/ann/reliability")).json()
+    assert report["status"] == "trusted"
+    assert report["score"] >= 50
+    prefs = (await app.client.get("/users/ann/preferences")).json()
+    assert (prefs["events_applied"], prefs["events_held"]) == (3, 0)
+    assert (await app.client.get("/users/nobody/reliability")).status_code == 404
+
+
+async def test_manual_block_and_unblock(app: Running) -> None:
+    r = await app.client.post("/users/eve/block", json={"reason": "chargeback fraud"})
+    assert r.json()["status"] == "blocked" and r.json()["manual"]
+    r = await app.client.post("/feedback", json=like("eve", time.time()))
+    assert r.status_code == 403
+    assert "chargeback fraud" in r.json()["detail"]
+    await app.client.post("/users/eve/unblock")
+    r = await app.client.post("/feedback", json=like("eve", time.time()))
+    assert r.status_code == 202
+    report = (await app.client.get("/users/eve/reliability")).json()
+    assert report["status"] == "trusted" and report["manual"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_blocks_survive_a_restart(settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory(spam={"enabled": True})
+    app, close = await start_app(settings)
+    await app.client.post("/users/mallory/block")
+    await close()
+    app, close = await start_app(settings)
+    try:
+        r = await app.client.post("/feedback", json=like("mallory", time.time()))
+        assert r.status_code == 403
+    finally:
+        await close()
