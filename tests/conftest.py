@@ -34,8 +34,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_settings(tmp_path: Path, backend: str = "sqlite", **overrides: Any) -> Settings:
-    url = "memory://" if backend == "memory" else f"sqlite+aiosqlite:///{tmp_path / 'recloop.db'}"
+def make_settings(
+    tmp_path: Path, backend: str = "sqlite", url: str | None = None, **overrides: Any
+) -> Settings:
+    if url is None:
+        url = (
+            "memory://" if backend == "memory" else f"sqlite+aiosqlite:///{tmp_path / 'recloop.db'}"
+        )
     storage = {"url": url, "sqlite_synchronous": "NORMAL"}
     vectors = {"dim": 8}
     # The guard scales learning rates by reliability; the learning tests check the exact
@@ -78,15 +83,20 @@ class Running:
         await eventually(settled)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path, backend: str) -> Callable[..., Settings]:
+def settings_factory(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """Settings on the test's backend; a postgres backend gets a fresh database."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+
     def factory(**overrides: Any) -> Settings:
-        return make_settings(tmp_path, backend, **overrides)
+        return make_settings(tmp_path, backend, url, **overrides)
 
     return factory
 
@@ -112,3 +122,6 @@ async def running(settings_factory: Callable[..., Settings]) -> AsyncIterator[Ru
     app, close = await start_app(settings_factory())
     yield app
     await close()
+
+
+from tests.postgres import postgres_url  # noqa: E402, F401  (a fixture, shared by every test)

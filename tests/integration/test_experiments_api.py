@@ -185,7 +185,7 @@ async def test_power_calculation(app: Running) -> None:
     assert bad.json()["detail"][0]["loc"] == ["body", "stddev"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_exposures_and_statistics_survive_a_restart(
     settings_factory: Callable[..., Settings],
 ) -> None:

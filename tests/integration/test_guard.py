@@ -73,7 +73,7 @@ async def test_manual_block_and_unblock(app: Running) -> None:
     assert report["status"] == "trusted" and report["manual"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_blocks_survive_a_restart(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory(spam={"enabled": True})
     app, close = await start_app(settings)

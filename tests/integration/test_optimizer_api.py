@@ -255,7 +255,7 @@ async def test_too_many_candidates_is_422(settings_factory: Callable[..., Settin
         await close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_counts_and_status_survive_a_restart(settings: Settings) -> None:
     app, close = await start_app(settings)
     report = {"algorithm": "trending", "segment": "new", "impressions": 5_000, "clicks": 3}

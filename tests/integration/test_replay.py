@@ -37,7 +37,7 @@ def _events(n_users: int, per_user: int) -> list[Event]:
     return out
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_logged_but_unapplied_events_apply_once_after_restart(
     settings_factory: Callable[..., Settings],
 ) -> None:
@@ -96,7 +96,7 @@ async def _crash(container: Container) -> None:
     await container.db.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_replay_skips_what_the_state_already_holds(
     settings_factory: Callable[..., Settings],
 ) -> None:
@@ -126,7 +126,7 @@ async def test_replay_skips_what_the_state_already_holds(
     assert state.vector[0] == pytest.approx(0.015 + 0.985 * 0.1)
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_explicit_state_survives_without_graceful_stop(
     settings_factory: Callable[..., Settings],
 ) -> None:

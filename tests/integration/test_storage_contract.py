@@ -16,14 +16,18 @@ from recloop.core.preferences import UserState
 from recloop.ports import EventLog, StateChanges, StateStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def adapters(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[EventLog, StateStore]]:
     if request.param == "memory":
         yield InMemoryEventLog(), InMemoryStateStore()
         return
-    db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    db = SqlDatabase(url)
     await db.migrate()
     yield SqlEventLog(db), SqlStateStore(db)
     await db.dispose()
