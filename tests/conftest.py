@@ -124,4 +124,6 @@ async def running(settings_factory: Callable[..., Settings]) -> AsyncIterator[Ru
     await close()
 
 
-from tests.postgres import postgres_url  # noqa: E402, F401  (a fixture, shared by every test)
+# Fixtures of the real services, shared by every test.
+from tests.postgres import postgres_url  # noqa: E402, F401
+from tests.redis import redis_url  # noqa: E402, F401

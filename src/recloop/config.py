@@ -76,6 +76,8 @@ class RateLimitSettings(_Section):
     """Per API key (or per client address with auth off), events of any kind."""
     storage: str = "memory://"
     """``memory://`` (in-process) or a ``limits`` storage URL such as ``async+redis://host:6379``."""
+    key_prefix: str = "recloop"
+    """Prefix of the counters' keys in shared storage."""
 
     @field_validator("explicit", "implicit", "per_key")
     @classmethod

@@ -73,12 +73,11 @@ def rate_limits(settings: Settings) -> RateLimits | None:
     r = settings.rate_limits
     if not r.enabled:
         return None
-    if r.storage != "memory://":
-        raise ConfigError(
-            "rate_limits.storage: only memory:// is supported by this deployment "
-            f"(got {r.storage!r}); shared storage comes with the distributed deployment"
-        )
-    return RateLimits({"explicit": r.explicit, "implicit": r.implicit, "key": r.per_key})
+    classes = {"explicit": r.explicit, "implicit": r.implicit, "key": r.per_key}
+    try:
+        return RateLimits(classes, r.storage, r.key_prefix)
+    except Exception as exc:  # an unknown scheme or a missing driver
+        raise ConfigError(f"rate_limits.storage: {exc}") from None
 
 
 def segment_rules(settings: Settings) -> SegmentRules:

@@ -228,7 +228,7 @@ async def test_health_reports_components(running: Running) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok"
-    assert set(body["components"]) == {"storage", "event_log", "workers"}
+    assert set(body["components"]) == {"storage", "event_log", "workers", "rate_limits"}
     assert body["components"]["event_log"]["detail"]["lag"] == 0
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from recloop.config import Settings
-from tests.conftest import Running, start_app
+from tests.conftest import Running, free_port, start_app
+from tests.redis import flush_prefix
 
 
 @pytest.fixture
@@ -58,9 +60,9 @@ async def test_single_event_over_the_limit_is_429_with_headers(app: Running) -> 
 async def test_refused_events_consume_no_quota(app: Running) -> None:
     await app.client.post("/feedback", json={"events": likes("q", 10)})
     # the day limit (5) has seen only the 3 admitted, so after the minute passes two remain
-    admitted = app.container.ingest._limits
-    assert admitted is not None
-    stats = admitted._limiter.get_window_stats(admitted._classes["explicit"][1], "explicit", "q")
+    limits = app.container.ingest.limits
+    assert limits is not None
+    stats = limits._local.get_window_stats(limits._classes["explicit"][1], "explicit", "q")
     assert stats.remaining == 2
 
 
@@ -82,5 +84,42 @@ async def test_limits_can_be_turned_off(settings_factory: Callable[..., Settings
     try:
         body = (await app.client.post("/feedback", json={"events": likes("u", 5)})).json()
         assert body["accepted"] == 5
+    finally:
+        await close()
+
+
+async def test_shared_redis_storage_counts_across_instances(
+    settings_factory: Callable[..., Settings], redis_url: str
+) -> None:
+    """Two API instances sharing Redis share the limit; the keys live under the prefix."""
+    prefix = f"recloop-test-{uuid.uuid4().hex[:8]}"
+    limits = {"explicit": "3/minute", "storage": f"async+{redis_url}", "key_prefix": prefix}
+    first, close_first = await start_app(settings_factory(rate_limits=limits))
+    second, close_second = await start_app(settings_factory(rate_limits=limits))
+    try:
+        a = (await first.client.post("/feedback", json={"events": likes("r", 2)})).json()
+        b = (await second.client.post("/feedback", json={"events": likes("r", 2)})).json()
+        assert (a["accepted"], b["accepted"], b["rate_limited"]) == (2, 1, 1)
+        health = (await first.client.get("/health")).json()["components"]["rate_limits"]
+        assert health["status"] == "ok"
+    finally:
+        await close_first()
+        await close_second()
+        await flush_prefix(redis_url, prefix)
+
+
+async def test_redis_down_falls_back_to_in_process_limits(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    dead = f"async+redis://127.0.0.1:{free_port()}"
+    app, close = await start_app(
+        settings_factory(rate_limits={"explicit": "3/minute", "storage": dead})
+    )
+    try:
+        body = (await app.client.post("/feedback", json={"events": likes("d", 5)})).json()
+        assert (body["accepted"], body["rate_limited"]) == (3, 2)  # still enforced, locally
+        health = (await app.client.get("/health")).json()
+        assert health["status"] == "degraded"
+        assert health["components"]["rate_limits"]["detail"]["fallback"] is True
     finally:
         await close()

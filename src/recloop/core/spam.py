@@ -76,6 +76,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import rankdata  # type: ignore[import-untyped]
 
 from recloop.core.errors import InvalidInput
 from recloop.core.events import EXPLICIT_TYPES, RATING_MAX, RATING_MIN
@@ -97,16 +98,20 @@ FloatArray = npt.NDArray[np.float64]
 
 # -- Configuration ------------------------------------------------------------------
 
+_SIGNED: Final = frozenset({"burstiness_min", "agreement_min", "popularity_max"})
+
 
 @dataclass(frozen=True, slots=True)
 class SpamConfig:
     """Every tunable number of the detectors, with its default.
 
-    Thresholds: a signal *fires* when its value is beyond its threshold and it
-    has at least its minimum amount of data. Weights ``w_*``: the evidence a
-    fired signal carries once it has much more than ``*_half`` data points.
-    The defaults are the ones ``benchmarks/spam_eval.py`` reports
-    (docs/spam.md).
+    Each signal has a threshold (``*_max`` or ``*_min``), a span and a weight
+    ``w_*``. It *fires* when its value is beyond the threshold and it has its
+    minimum amount of data; its evidence against the user then grows linearly
+    from 0 at the threshold to the full weight at ``span`` beyond it
+    (:func:`severity`), times the data factor ``n / (n + half)``
+    (:func:`grown`). The defaults are the ones ``benchmarks/spam_eval.py``
+    reports (docs/spam.md).
 
     Raises
     ------
@@ -129,82 +134,114 @@ class SpamConfig:
     max_explicit_per_second: float = 10.0
     max_actions_per_second: float = 25.0
     hard_rule_seconds: float = math.inf  # how long a hard-rule violation is remembered
-    # Beta reputation: prior pseudo-counts and the weight of clean evidence
+    # Beta reputation: the prior's pseudo-counts (a new user scores 80) and the
+    # positive evidence of a family that did not fire: clean_evidence times its
+    # weight, at most clean_cap
     prior_trust: float = 4.0
     prior_distrust: float = 1.0
     clean_evidence: float = 0.25
+    clean_cap: float = 1.0
     # bounded memory per user
     recent_actions: int = 256  # timestamps and items of the latest actions
     max_profile_ratings: int = 2000
     remembered_items: int = 1024  # (type, item) pairs and impressed items
     remembered_reviews: int = 64
-    # timing
-    rate_max: float = 1.0  # sustained actions per second over the recent actions
+    # timing: actions per second, sustained over the recent actions
+    rate_max: float = 1.0
+    rate_span: float = 1.0
     rate_min_actions: int = 20
-    w_rate: float = 12.0
-    cv_max: float = 0.35  # periodic: CV of inter-arrival times below this
-    burstiness_min: float = 0.05  # not bursty like a human: B below this
+    w_rate: float = 40.0
+    # timing: periodicity (CV of inter-arrival times) and burstiness
     timing_min_intervals: int = 30
     timing_half: float = 60.0
-    w_cv: float = 8.0
-    w_burstiness: float = 3.0
-    hour_entropy_max: float = 0.96  # normalised entropy; 1.0 = uniform over 24 hours
+    cv_min: float = 0.35
+    cv_span: float = 0.2
+    w_cv: float = 40.0
+    burstiness_min: float = 0.05
+    burstiness_span: float = 0.1
+    burstiness_min_intervals: int = 100  # one session of a human can look Poisson-like
+    w_burstiness: float = 10.0
+    # timing: hour-of-day entropy (normalised; 1 = uniform over the 24 hours)
+    hour_entropy_max: float = 0.95
+    hour_entropy_span: float = 0.03
     hour_min_actions: int = 150
     hour_half: float = 300.0
-    w_hour_entropy: float = 4.0
-    # behaviour
-    repeat_max: float = 0.6
-    diversity_min: float = 0.45
+    w_hour_entropy: float = 10.0
+    # behaviour: repeated (type, item) pairs and item diversity
     behaviour_min_actions: int = 30
     behaviour_half: float = 60.0
-    w_repetition: float = 4.0
+    repeat_max: float = 0.6
+    repeat_span: float = 0.2
+    diversity_min: float = 0.5
+    diversity_span: float = 0.2
+    w_repetition: float = 20.0
+    # behaviour: very short dwell
     short_dwell_seconds: float = 3.0
-    short_dwell_max: float = 0.8
+    short_dwell_max: float = 0.7
+    short_dwell_span: float = 0.2
     dwell_min: int = 20
     dwell_half: float = 40.0
-    w_short_dwell: float = 4.0
-    impressions_logged: bool = True  # clients log impressions before clicks
+    w_short_dwell: float = 15.0
+    # behaviour: clicks on items never impressed nor viewed
+    impressions_logged: bool = True  # False: clients do not log impressions; the signal is off
     unseen_clicks_max: float = 0.5
+    unseen_clicks_span: float = 0.3
     clicks_min: int = 10
     clicks_half: float = 20.0
-    w_unseen_clicks: float = 5.0
+    w_unseen_clicks: float = 15.0
     # review text
     text_min_chars: int = 24  # shorter normalised texts are not compared across users
-    copies_max: int = 3  # distinct users posting the same text
+    copies_max: float = 2.0  # fires from 3 distinct users posting the same text
+    copies_span: float = 2.0
+    w_copies: float = 30.0
     links_max: float = 0.5
     repeated_chars_max: float = 0.5
+    text_span: float = 0.3
     reviews_min: int = 2
     reviews_half: float = 3.0
-    w_copies: float = 8.0
-    w_text: float = 3.0
+    w_text: float = 15.0
     # rating profile
     profile_min: int = 8
     profile_half: float = 20.0
     item_prior_ratings: float = 3.0  # shrinkage of item means and variances to the global ones
     variance_floor: float = 0.05
-    rdma_ratio_max: float = 1.6  # RDMA (or WDMA) / its expectation under the item spreads
-    deviation_max: float = 2.0  # mean squared z-score against leave-one-out item means
-    w_deviation: float = 3.0
-    mean_var_ratio_max: float = 0.3  # MeanVar / mean item variance on the filler partition
-    w_mean_var: float = 6.0
+    rdma_ratio_max: float = 1.6  # RDMA (WDMA) / its expectation under the item spreads
+    rdma_ratio_span: float = 0.5
+    deviation_max: float = 2.3  # mean squared z-score against leave-one-out item means
+    deviation_span: float = 1.5
+    w_deviation: float = 10.0
+    mean_var_ratio_min: float = 0.2  # MeanVar / mean item variance over the filler
+    mean_var_ratio_span: float = 0.1
+    w_mean_var: float = 15.0
     fmtd_max: float = 3.0
-    extremity_max: float = 0.9
-    w_shape: float = 3.0
+    fmtd_span: float = 0.5
+    extremity_max: float = 0.6
+    extremity_span: float = 0.3
+    w_shape: float = 15.0
     agreement_min: float = 0.1  # upper confidence bound of corr(ratings, item means)
+    agreement_span: float = 0.2
     agreement_z: float = 1.0
-    w_agreement: float = 3.0
-    popularity_excess_max: float = 0.6  # mean surprisal minus the population's, in nats
-    popularity_z: float = 3.0
-    w_popularity: float = 4.0
-    length_z_max: float = 5.0
-    w_length: float = 1.0
+    w_agreement: float = 5.0
+    # mean centred log-rank of the rated items (0: chosen at random; humans follow
+    # popularity, below 0); the threshold is popularity_max + popularity_slack / sqrt(n)
+    popularity_max: float = -0.9
+    popularity_slack: float = 1.5
+    popularity_span: float = 0.4
+    popularity_refresh: float = 0.01  # re-rank items after 1 % more ratings
+    w_popularity: float = 15.0
+    length_z_max: float = 5.0  # profile length in standard deviations above the mean
+    length_z_span: float = 3.0
+    w_length: float = 3.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool):
                 continue
-            if not (value >= 0 and (f.name == "hard_rule_seconds" or math.isfinite(value))):
+            if f.name in _SIGNED:
+                if not math.isfinite(value):
+                    raise InvalidInput(f"spam.{f.name}", f"must be finite, got {value}")
+            elif not (value >= 0 and (f.name == "hard_rule_seconds" or math.isfinite(value))):
                 raise InvalidInput(f"spam.{f.name}", f"must be finite and >= 0, got {value}")
         if not 0 < self.suspect_threshold <= 100:
             raise InvalidInput(
@@ -291,7 +328,7 @@ class ItemStats:
         self._global = RatingMoments()
         self._lengths = RatingMoments()
         self._version = 0
-        self._popularity: tuple[int, float, float] | None = None
+        self._ranks: tuple[int, int, dict[str, float], float] | None = None
 
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
@@ -381,31 +418,47 @@ class ItemStats:
         """How many items have at least one rating."""
         return len(self._items)
 
-    def popularity_entropy(self) -> tuple[float, float]:
-        """Entropy ``H`` and variance ``V`` of the surprisal of a rating's item, in nats.
+    def log_ranks(self, refresh: float = 0.0) -> tuple[Mapping[str, float], float]:
+        """Each item's popularity as its centred log-rank, and the value of an unranked item.
 
-        With ``p_i = n_i / N`` (``n_i`` ratings of item ``i`` out of ``N``),
-        ``H = -sum p_i log p_i`` and ``V = sum p_i (log p_i)^2 - H^2``: the
-        mean and variance of ``-log p_i`` for an item drawn in proportion to
-        its popularity. Cached until the statistics change.
+        Items are ranked by number of ratings, most rated first (rank 1, ties
+        share their mean rank); with ``I`` ranked items, item ``i`` gets
+        ``log(rank_i) - (log I - 1)``: its log-rank minus the mean log-rank of
+        an item drawn uniformly at random (``E[log(U I)] = log I - 1``). A
+        profile of randomly chosen items thus averages about 0, one led by
+        popularity well below 0. Under Zipf's law ``-log p_i`` is ``log
+        rank_i`` plus a constant, so the mean is the likelihood-ratio
+        statistic of uniform against popularity-proportional choice, but
+        ranks, unlike shares, do not move when attackers add ratings to
+        every item alike.
 
-        >>> s = ItemStats(); s.add_rating("a", 3.0); s.add_rating("b", 4.0)
-        >>> h, v = s.popularity_entropy(); round(h, 6) == round(math.log(2), 6), v
-        (True, 0.0)
+        The table is cached and recomputed once the ratings have grown by
+        more than ``refresh`` (a fraction) since it was computed; items
+        rated since count as the least popular.
+
+        >>> s = ItemStats()
+        >>> for item, n in (("a", 3), ("b", 2), ("c", 1)):
+        ...     for _ in range(n):
+        ...         s.add_rating(item, 4.0)
+        >>> table, unranked = s.log_ranks()
+        >>> [round(table[i] - (math.log(3) - 1), 6) == round(math.log(r), 6)
+        ...  for i, r in (("a", 1), ("b", 2), ("c", 3))]
+        [True, True, True]
         """
-        cached = self._popularity
-        if cached is not None and cached[0] == self._version:
-            return cached[1], cached[2]
-        total = self._global.n
-        if total == 0:
-            return 0.0, 0.0
-        counts = np.fromiter((m.n for m in self._items.values()), dtype=np.float64)
-        log_p = np.log(counts / total)
-        p = counts / total
-        h = float(-(p * log_p).sum())
-        v = max(float((p * log_p * log_p).sum()) - h * h, 0.0)
-        self._popularity = (self._version, h, v)
-        return h, v
+        cached = self._ranks
+        if cached is not None and (
+            cached[0] == self._version or self._global.n <= cached[1] * (1.0 + refresh)
+        ):
+            return cached[2], cached[3]
+        ids = list(self._items)
+        counts = np.fromiter((m.n for m in self._items.values()), dtype=np.float64, count=len(ids))
+        ranked = len(ids)
+        centre = math.log(ranked) - 1.0 if ranked else 0.0
+        ranks = rankdata(-counts, method="average") if ranked else np.empty(0)
+        table = dict(zip(ids, (np.log(ranks) - centre).tolist(), strict=True))
+        unranked = math.log(ranked + 1) - centre if ranked else 0.0
+        self._ranks = (self._version, self._global.n, table, unranked)
+        return table, unranked
 
 
 # -- Review texts --------------------------------------------------------------------
@@ -700,9 +753,11 @@ def _in_one_second(window: deque[float], timestamp: float) -> int:
 class Signal:
     """One detector's reading of one user.
 
-    ``value`` is the statistic (NaN when the user has no data for it);
-    ``fired`` whether it is beyond its threshold with enough data;
-    ``weight`` the evidence it carries (0 without enough data).
+    ``value`` is the statistic (NaN when the user has no data for it).
+    ``fired`` says whether it is beyond its threshold with enough data.
+    ``weight`` is the evidence it carries: against the user when it fired
+    (``severity * grown weight``), otherwise the weight of the clean reading
+    (the grown weight; 0 without enough data).
     """
 
     value: float
@@ -747,8 +802,38 @@ def grown(weight: float, n: float, half: float, minimum: float) -> float:
     return weight * n / (n + half)
 
 
-def _signal(value: float, fired: bool, weight: float) -> Signal:
-    return Signal(float(value), bool(fired and weight > 0), float(weight))
+def severity(value: float, threshold: float, span: float, high: bool = True) -> float:
+    """How far ``value`` is beyond ``threshold``, in spans, clipped to [0, 1].
+
+    ``high``: values above the threshold are bad; otherwise values below it.
+    0 at or inside the threshold (and for NaN), 1 from one ``span`` beyond.
+
+    >>> severity(0.9, 0.5, 0.8), severity(0.1, 0.2, 0.1, high=False), severity(0.5, 0.6, 0.4)
+    (0.5, 1.0, 0.0)
+    """
+    if not math.isfinite(value):
+        return 0.0
+    beyond = value - threshold if high else threshold - value
+    if beyond <= 0:
+        return 0.0
+    return 1.0 if span <= 0 else min(beyond / span, 1.0)
+
+
+def graded(value: float, threshold: float, span: float, weight: float, high: bool = True) -> Signal:
+    """A signal whose evidence grows with how far ``value`` is beyond ``threshold``.
+
+    ``weight`` is the grown weight (:func:`grown`); with 0 (not enough data)
+    the signal never fires.
+
+    >>> graded(0.9, 0.5, 0.8, 10.0)
+    Signal(value=0.9, fired=True, weight=5.0)
+    >>> graded(0.5, 0.6, 0.4, 10.0), graded(0.9, 0.5, 0.8, 0.0).fired
+    (Signal(value=0.5, fired=False, weight=10.0), False)
+    """
+    s = severity(value, threshold, span, high)
+    if s > 0 and weight > 0:
+        return Signal(float(value), True, float(weight * s))
+    return Signal(float(value), False, float(weight))
 
 
 def burstiness(intervals: FloatArray) -> float:
@@ -803,34 +888,37 @@ def hour_entropy(hours: list[int] | FloatArray) -> float:
 
 def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
-    limit = config.max_explicit_per_second
-    burst = activity.max_explicit_in_second
+    burst = float(activity.max_explicit_in_second)
     # a hard rule: evidence against when it fires, none for it otherwise
-    out["explicit_burst"] = _signal(burst, burst > limit, config.w_rate if burst > limit else 0.0)
+    limit = config.max_explicit_per_second
+    out["explicit_burst"] = Signal(burst, burst > limit, config.w_rate if burst > limit else 0.0)
     rate, n = activity.recent_rate()
-    out["event_rate"] = _signal(
+    out["event_rate"] = graded(
         min(rate, 1e9),
-        rate > config.rate_max,
+        config.rate_max,
+        config.rate_span,
         grown(config.w_rate, n, config.timing_half, config.rate_min_actions),
     )
     intervals = activity.intervals()
     k = len(intervals)
-    cv = coefficient_of_variation(intervals)
-    b = burstiness(intervals)
-    out["interarrival_cv"] = _signal(
-        cv,
-        cv < config.cv_max,
+    out["interarrival_cv"] = graded(
+        coefficient_of_variation(intervals),
+        config.cv_min,
+        config.cv_span,
         grown(config.w_cv, k, config.timing_half, config.timing_min_intervals),
+        high=False,
     )
-    out["burstiness"] = _signal(
-        b,
-        b < config.burstiness_min,
-        grown(config.w_burstiness, k, config.timing_half, config.timing_min_intervals),
+    out["burstiness"] = graded(
+        burstiness(intervals),
+        config.burstiness_min,
+        config.burstiness_span,
+        grown(config.w_burstiness, k, config.timing_half, config.burstiness_min_intervals),
+        high=False,
     )
-    h = hour_entropy(activity.hours)
-    out["hour_entropy"] = _signal(
-        h,
-        h > config.hour_entropy_max,
+    out["hour_entropy"] = graded(
+        hour_entropy(activity.hours),
+        config.hour_entropy_max,
+        config.hour_entropy_span,
         grown(config.w_hour_entropy, activity.actions, config.hour_half, config.hour_min_actions),
     )
     return out
@@ -839,26 +927,30 @@ def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Sig
 def _behaviour_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
-    w = grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions)
-    repeat = activity.repeats / n if n else math.nan
-    out["repeated_item"] = _signal(repeat, repeat > config.repeat_max, w)
-    items = activity.recent_items()
-    diversity = item_diversity(items)
-    out["item_diversity"] = _signal(
-        diversity,
-        diversity < config.diversity_min,
-        grown(config.w_repetition, len(items), config.behaviour_half, config.behaviour_min_actions),
+    out["repeated_item"] = graded(
+        activity.repeats / n if n else math.nan,
+        config.repeat_max,
+        config.repeat_span,
+        grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions),
     )
-    short = activity.short_dwells / activity.dwells if activity.dwells else math.nan
-    out["short_dwell"] = _signal(
-        short,
-        short > config.short_dwell_max,
+    items = activity.recent_items()
+    out["item_diversity"] = graded(
+        item_diversity(items),
+        config.diversity_min,
+        config.diversity_span,
+        grown(config.w_repetition, len(items), config.behaviour_half, config.behaviour_min_actions),
+        high=False,
+    )
+    out["short_dwell"] = graded(
+        activity.short_dwells / activity.dwells if activity.dwells else math.nan,
+        config.short_dwell_max,
+        config.short_dwell_span,
         grown(config.w_short_dwell, activity.dwells, config.dwell_half, config.dwell_min),
     )
-    unseen = activity.unseen_clicks / activity.clicks if activity.clicks else math.nan
-    out["clicks_without_impressions"] = _signal(
-        unseen,
-        unseen > config.unseen_clicks_max,
+    out["clicks_without_impressions"] = graded(
+        activity.unseen_clicks / activity.clicks if activity.clicks else math.nan,
+        config.unseen_clicks_max,
+        config.unseen_clicks_span,
         grown(config.w_unseen_clicks, activity.clicks, config.clicks_half, config.clicks_min)
         if config.impressions_logged
         else 0.0,
@@ -890,21 +982,20 @@ def _text_signals(
     out: dict[str, Signal] = {}
     r = activity.reviews
     w = grown(config.w_text, r, config.reviews_half, config.reviews_min)
+    # a share needs at least reviews_min reviews of the kind behind it
     links = activity.reviews_with_links / r if r else math.nan
     repeats = activity.reviews_with_repeats / r if r else math.nan
-    out["review_links"] = _signal(
-        links, links > config.links_max and activity.reviews_with_links >= config.reviews_min, w
-    )
-    out["review_repeated_chars"] = _signal(
-        repeats,
-        repeats > config.repeated_chars_max and activity.reviews_with_repeats >= config.reviews_min,
-        w,
-    )
+    out["review_links"] = graded(links, config.links_max, config.text_span, w)
+    if activity.reviews_with_links < config.reviews_min and out["review_links"].fired:
+        out["review_links"] = Signal(links, False, w)
+    out["review_repeated_chars"] = graded(repeats, config.repeated_chars_max, config.text_span, w)
+    if activity.reviews_with_repeats < config.reviews_min and out["review_repeated_chars"].fired:
+        out["review_repeated_chars"] = Signal(repeats, False, w)
     copies = activity.max_text_copies
     if texts is not None:
         copies = max([copies, *(texts.copies(k) for k in activity.review_keys)])
-    out["review_copies"] = _signal(
-        copies, copies >= config.copies_max, config.w_copies if r else 0.0
+    out["review_copies"] = graded(
+        float(copies), config.copies_max, config.copies_span, config.w_copies if r else 0.0
     )
     return out
 
@@ -931,8 +1022,9 @@ class ProfileFeatures:
 
     ``mean_var_ratio`` divides MeanVar by the mean item variance over the
     filler. ``agreement`` is Pearson's correlation of ratings with item
-    means; ``popularity_excess`` the mean surprisal ``-log(n_i / N)`` of the
-    rated items minus the population's, with its z-score; ``length_var``
+    means; ``popularity`` the mean centred log-rank of the rated items
+    (:meth:`ItemStats.log_ranks`), or of those rated inside the scale's ends
+    when that is higher; ``length_var``
     the LengthVar ``|n - mean n| / sum (n_u - mean n)^2`` and ``length_z``
     the same deviation in standard deviations.
     """
@@ -949,8 +1041,7 @@ class ProfileFeatures:
     filler: int
     extremity: float
     agreement: float
-    popularity_excess: float
-    popularity_z: float
+    popularity: float
     length_var: float
     length_z: float
 
@@ -1037,12 +1128,15 @@ def profile_features(
     if n >= 3 and r.std() > 0 and m_loo.std() > 0:
         agreement = float(np.corrcoef(r, m_loo)[0, 1])
 
-    # popularity: mean surprisal of the rated items against the population's
-    total = max(glob.n, int(counts.max()))
-    surprisal = -np.log(counts / total)
-    h, v = items.popularity_entropy()
-    excess = float(surprisal.mean()) - h
-    pop_z = excess / math.sqrt(v / n) if v > 0 else 0.0
+    # popularity: the mean centred log-rank of the rated items, over all of them
+    # and over those not at the scale's ends (which leaves out the popular items
+    # a bandwagon attack rates to the maximum), whichever is higher
+    table, unranked = items.log_ranks(config.popularity_refresh)
+    log_rank = np.fromiter((table.get(i, unranked) for i in ratings), dtype=np.float64, count=n)
+    popularity = float(log_rank.mean())
+    middle = (r > RATING_MIN) & (r < RATING_MAX)
+    if middle.sum() >= max(config.profile_min, n // 2):
+        popularity = max(popularity, float(log_rank[middle].mean()))
 
     lengths = items.profile_lengths
     length_var = length_z = 0.0
@@ -1063,8 +1157,7 @@ def profile_features(
         filler=filler_n,
         extremity=extremity,
         agreement=agreement,
-        popularity_excess=excess,
-        popularity_z=pop_z,
+        popularity=popularity,
         length_var=length_var,
         length_z=length_z,
     )
@@ -1095,30 +1188,44 @@ def _profile_signals(
     def w(weight: float, size: float | None = None) -> float:
         return grown(weight, n if size is None else size, config.profile_half, config.profile_min)
 
+    def scaled(value: float, s: float, weight: float) -> Signal:
+        # a literature statistic shown as is, graded by a normalised form of it
+        return (
+            Signal(value, True, weight * s)
+            if s > 0 and weight > 0
+            else Signal(value, False, weight)
+        )
+
     upper = _agreement_upper(f.agreement, n, config.agreement_z)
+    w_dev = w(config.w_deviation)
+    rdma_s = severity(f.rdma_ratio, config.rdma_ratio_max, config.rdma_ratio_span)
+    wdma_s = severity(f.wdma_ratio, config.rdma_ratio_max, config.rdma_ratio_span)
+    mean_var_s = severity(
+        f.mean_var_ratio, config.mean_var_ratio_min, config.mean_var_ratio_span, high=False
+    )
+    agreement_s = severity(upper, config.agreement_min, config.agreement_span, high=False)
+    popularity_s = severity(
+        f.popularity,
+        config.popularity_max + config.popularity_slack / math.sqrt(n),
+        config.popularity_span,
+    )
+    length_s = severity(f.length_z, config.length_z_max, config.length_z_span)
     return {
-        "rdma": _signal(f.rdma, f.rdma_ratio > config.rdma_ratio_max, w(config.w_deviation)),
-        "wdma": _signal(f.wdma, f.wdma_ratio > config.rdma_ratio_max, w(config.w_deviation)),
-        "item_mean_deviation": _signal(
-            f.deviation, f.deviation > config.deviation_max, w(config.w_deviation)
+        "rdma": scaled(f.rdma, rdma_s, w_dev),
+        "wdma": scaled(f.wdma, wdma_s, w_dev),
+        "item_mean_deviation": graded(
+            f.deviation, config.deviation_max, config.deviation_span, w_dev
         ),
-        "mean_var": _signal(
-            f.mean_var, f.mean_var_ratio < config.mean_var_ratio_max, w(config.w_mean_var, f.filler)
+        "mean_var": scaled(f.mean_var, mean_var_s, w(config.w_mean_var, f.filler)),
+        "fmtd": graded(f.fmtd, config.fmtd_max, config.fmtd_span, w(config.w_shape)),
+        "extremity": graded(
+            f.extremity, config.extremity_max, config.extremity_span, w(config.w_shape)
         ),
-        "fmtd": _signal(f.fmtd, f.fmtd > config.fmtd_max, w(config.w_shape)),
-        "extremity": _signal(f.extremity, f.extremity > config.extremity_max, w(config.w_shape)),
-        "agreement": _signal(
-            f.agreement,
-            upper < config.agreement_min,
-            w(config.w_agreement) if math.isfinite(upper) else 0.0,
+        "agreement": scaled(
+            f.agreement, agreement_s, w(config.w_agreement) if math.isfinite(upper) else 0.0
         ),
-        "popularity": _signal(
-            f.popularity_excess,
-            f.popularity_excess > config.popularity_excess_max
-            and f.popularity_z > config.popularity_z,
-            w(config.w_popularity),
-        ),
-        "length_var": _signal(f.length_var, f.length_z > config.length_z_max, w(config.w_length)),
+        "popularity": scaled(f.popularity, popularity_s, w(config.w_popularity)),
+        "length_var": scaled(f.length_var, length_s, w(config.w_length)),
     }
 
 
@@ -1173,8 +1280,12 @@ def evidence(found: Mapping[str, Signal], config: SpamConfig) -> tuple[float, fl
             fired[family] = max(fired.get(family, 0.0), sig.weight)
         else:
             clean[family] = max(clean.get(family, 0.0), sig.weight)
-    positive = sum(w for family, w in clean.items() if family not in fired)
-    return positive * config.clean_evidence, sum(fired.values())
+    positive = sum(
+        min(w * config.clean_evidence, config.clean_cap)
+        for family, w in clean.items()
+        if family not in fired
+    )
+    return positive, sum(fired.values())
 
 
 def reputation(positive: float, negative: float, config: SpamConfig) -> float:

@@ -41,6 +41,10 @@ class IngestService:
         self._max_future = max_future_seconds
         self._clock = clock
 
+    @property
+    def limits(self) -> RateLimits | None:
+        return self._limits
+
     def build(self, fields: Mapping[str, Any], now: float) -> Event:
         """An :class:`Event` from schema-valid fields; raises InvalidInput on a domain rule."""
         timestamp = fields.get("timestamp")
@@ -85,7 +89,7 @@ class IngestService:
         if self._guard is not None and pending:
             pending = self._screen(pending, outcomes)
         if self._limits is not None and pending:
-            pending = self._admit(pending, outcomes, principal)
+            pending = await self._admit(pending, outcomes, principal)
         events = [event for _, event in pending]
         offsets = await self._committer.submit(events) if events else []
         accepted = []
@@ -115,7 +119,7 @@ class IngestService:
                 )
         return kept
 
-    def _admit(
+    async def _admit(
         self,
         pending: list[tuple[int, Event]],
         outcomes: list[EventOutcome | None],
@@ -126,7 +130,7 @@ class IngestService:
         Within one user and class, the earliest events in the request pass.
         """
         assert self._limits is not None
-        admission = self._limits.admit("key", principal, len(pending))
+        admission = await self._limits.admit("key", principal, len(pending))
         for i, event in pending[admission.admitted :]:
             outcomes[i] = _limited(event, admission, f"API key {principal!r}")
         pending = pending[: admission.admitted]
@@ -137,7 +141,7 @@ class IngestService:
             groups.setdefault((action, event.user_id), []).append(entry)
         refused: set[int] = set()
         for (action, user_id), members in groups.items():
-            admission = self._limits.admit(action, user_id, len(members))
+            admission = await self._limits.admit(action, user_id, len(members))
             for i, event in members[admission.admitted :]:
                 outcomes[i] = _limited(event, admission, f"{action} events of user {user_id!r}")
                 refused.add(i)

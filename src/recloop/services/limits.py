@@ -10,16 +10,30 @@ limits, so when an earlier limit admits a request and a later one refuses it,
 the earlier one is charged for the refused units too (e.g. a user at the
 daily limit is charged minute quota for events that are refused anyway).
 Refused events are never logged nor applied.
+
+Storage: in process (``memory://``), or shared by every API instance through
+Redis (``async+redis://host:port``). If the shared storage fails, admission
+falls back to the in-process counters (each instance then enforces the
+limits on its own share of the traffic), the failure is logged and health
+reports ``degraded``; the shared storage is tried again after
+``retry_seconds``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits import strategies as sync_strategies
+from limits.aio import strategies as aio_strategies
+from limits.storage import MemoryStorage, storage_from_string
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,35 +45,74 @@ class Admission:
     reset_at: float | None = None
 
 
+async def _value(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
 class RateLimits:
-    """Sliding-window counters (``limits.SlidingWindowCounterRateLimiter``), in process.
+    """Sliding-window counters (``limits``' ``SlidingWindowCounterRateLimiter``)."""
 
-    The in-process storage answers synchronously in a few microseconds, so
-    admission runs inline on the event loop.
-    """
-
-    def __init__(self, classes: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        classes: Mapping[str, str],
+        storage: str = "memory://",
+        key_prefix: str = "recloop",
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._classes: dict[str, Sequence[RateLimitItem]] = {
             name: parse_many(spec) for name, spec in classes.items()
         }
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._local = sync_strategies.SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._shared: aio_strategies.SlidingWindowCounterRateLimiter | None = None
+        if storage != "memory://":
+            backend = storage_from_string(
+                storage, implementation="redispy", key_prefix=key_prefix, wrap_exceptions=True
+            )
+            self._shared = aio_strategies.SlidingWindowCounterRateLimiter(backend)
+        self._retry_seconds = retry_seconds
+        self._clock = clock
+        self._failed_at: float | None = None
+        self.last_error: str | None = None
 
-    def admit(self, action: str, identity: str, count: int) -> Admission:
+    @property
+    def degraded(self) -> bool:
+        """Whether the shared storage failed and the in-process fallback is counting."""
+        return self._failed_at is not None
+
+    async def admit(self, action: str, identity: str, count: int) -> Admission:
         """Admit up to ``count`` units of ``action`` for ``identity``; count what is admitted."""
+        shared = self._shared
+        if shared is not None and (
+            self._failed_at is None or self._clock() - self._failed_at >= self._retry_seconds
+        ):
+            try:
+                admission = await self._admit(shared, action, identity, count)
+            except Exception as exc:  # the storage is down: keep serving, counted locally
+                if self._failed_at is None:
+                    log.warning("rate-limit storage failed, counting in process: %s", exc)
+                self._failed_at, self.last_error = self._clock(), f"{type(exc).__name__}: {exc}"
+            else:
+                if self._failed_at is not None:
+                    log.info("rate-limit storage is back")
+                self._failed_at = None
+                return admission
+        return await self._admit(self._local, action, identity, count)
+
+    async def _admit(self, lim: Any, action: str, identity: str, count: int) -> Admission:
         items = self._classes[action]
-        lim = self._limiter
         charged = 0
         for item in items:
-            if not lim.hit(item, action, identity, cost=count):
+            if not await _value(lim.hit(item, action, identity, cost=count)):
                 break
             charged += 1
         else:
             return Admission(count)
         # Refused at items[charged]: admit what every limit still has room for.
-        stats = [(lim.get_window_stats(item, action, identity), item) for item in items]
+        stats = [(await _value(lim.get_window_stats(i, action, identity)), i) for i in items]
         window, tightest = min(stats[charged:], key=lambda s: s[0].remaining)
         allowed = max(0, min(window.remaining, count))
         if allowed:
             for item in items[charged:]:
-                lim.hit(item, action, identity, cost=allowed)
+                await _value(lim.hit(item, action, identity, cost=allowed))
         return Admission(allowed, str(tightest), window.reset_time)

@@ -37,6 +37,12 @@ async def health(container: ContainerDep) -> Any:
             "pending": container.committer.pending,
         },
     }
+    limits = container.ingest.limits
+    if limits is not None:
+        components["rate_limits"] = {
+            "status": "degraded" if limits.degraded else "ok",
+            "detail": {"fallback": limits.degraded, "last_error": limits.last_error},
+        }
     alive, expected = p.workers_alive, p.workers_expected
     components["workers"] = {
         "status": "ok" if alive == expected and p.last_error is None else "degraded",
