@@ -65,6 +65,8 @@ class Container:
         await self.impressions.stop()
         await self.processor.stop()
         await self.experiments.stop()
+        if self.ingest.limits is not None:
+            await self.ingest.limits.close()
         if self.db is not None:
             await self.db.dispose()
 

