@@ -4,11 +4,12 @@ Modules, in the order a run uses them:
 
 - ``servers``: the ``recloop serve`` process under test and the bare ASGI
   ceiling (``bare``), each a subprocess on a free port of 127.0.0.1;
-- ``workload``: the events and items the load is made of;
+- ``workload``: the events, items, readers and request plans the load is made of;
 - ``client``: a lean keep-alive HTTP/1.1 client for the Python load generators;
 - ``processes``: runs a load generator in its own (spawned) process;
 - ``loadgen``: the load generators and probes themselves;
-- ``wrk``: the single-event load through ``wrk`` and its Lua script;
+- ``wrk``: the single-event and read-path loads through ``wrk``, and their Lua
+  scripts (``single_event.lua``, ``replay.lua``);
 - ``suite``: the benchmarks, their metrics and targets, and the repetitions;
 - ``report``: the markdown table and the results section of docs/benchmarks.md.
 """

@@ -67,7 +67,9 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
     )
     parser.add_argument(
-        "--no-wrk", action="store_true", help="use the Python load generator for single events"
+        "--no-wrk",
+        action="store_true",
+        help="use the Python load generator for single events and read paths",
     )
     parser.add_argument(
         "--server-env",

@@ -24,6 +24,7 @@ from benchmarks.workload import (
     MIXED,
     EventFactory,
     Mix,
+    ReadPlan,
     Workload,
     preferences_path,
 )
@@ -244,6 +245,49 @@ async def _single_load(spec: SingleLoad, stop: Event) -> SingleResult:
                 response = await conn.post_json(spec.path, event)
                 latencies.append(time.perf_counter() - sent)
                 failed += response.status != 202
+
+    await asyncio.gather(*(client() for _ in range(spec.connections)))
+    return SingleResult(
+        len(latencies), failed, time.perf_counter() - start, Latencies.of(latencies)
+    )
+
+
+# -- read-path request plans ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayLoad:
+    """A :class:`ReadPlan` sent in order by ``connections`` keep-alive connections (closed loop);
+    a request is failed unless answered 200."""
+
+    port: int
+    plan: ReadPlan
+    connections: int = 32
+    duration: float = 10.0
+
+
+def replay_load(spec: ReplayLoad, stop: Event) -> SingleResult:
+    return _run(_replay_load(spec, stop))
+
+
+async def _replay_load(spec: ReplayLoad, stop: Event) -> SingleResult:
+    plan = spec.plan
+    sent = itertools.count()
+    latencies: list[float] = []
+    failed = 0
+    start = time.perf_counter()
+    deadline = start + spec.duration
+
+    async def client() -> None:
+        nonlocal failed
+        async with Connection(spec.port) as conn:
+            while time.perf_counter() < deadline and not stop.is_set():
+                i = next(sent)
+                body = plan.bodies[i % len(plan.bodies)] if plan.bodies else b""
+                begin = time.perf_counter()
+                response = await conn.request(plan.method, plan.paths[i % len(plan.paths)], body)
+                latencies.append(time.perf_counter() - begin)
+                failed += response.status != 200
 
     await asyncio.gather(*(client() for _ in range(spec.connections)))
     return SingleResult(

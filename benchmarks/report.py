@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from benchmarks.servers import ROOT
-from benchmarks.suite import Measured, SuiteResult, Target, iter_measured
+from benchmarks.suite import Measured, Metric, SuiteResult, iter_measured
 from benchmarks.wrk import wrk_version
 
 DOC: Final = ROOT / "docs" / "benchmarks.md"
@@ -35,9 +35,10 @@ def number(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _target(target: Target | None) -> str:
+def _target(metric: Metric) -> str:
+    target = metric.target
     if target is None:
-        return ""
+        return metric.remark
     return f"{'≥' if target.at_least else '≤'} {number(target.bound)}"
 
 
@@ -61,7 +62,7 @@ def table(suite: SuiteResult) -> str:
         runs = " · ".join(number(v) for v in measured.values)
         rows.append(
             f"| {benchmark.title} | {measured.metric.label} | {number(measured.median)} "
-            f"| {runs} | {_target(measured.metric.target)} | {_verdict(measured)} |"
+            f"| {runs} | {_target(measured.metric)} | {_verdict(measured)} |"
         )
     return "\n".join(rows)
 
@@ -111,8 +112,8 @@ def results_section(suite: SuiteResult, command: str, when: datetime | None = No
     when = when or datetime.now(UTC)
     o = suite.options
     notes = [
-        f"Single-event load generator: {suite.load_generator}; the others are Python "
-        "(asyncio, in their own processes).",
+        f"Single-event and read-path load generator: {suite.load_generator}; the others are "
+        "Python (asyncio, in their own processes).",
         "Server, load generators and background load share the machine's cores.",
         *suite.notes,
     ]

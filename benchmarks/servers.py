@@ -5,7 +5,9 @@
 - the bare ASGI ceiling (:mod:`benchmarks.bare`).
 
 Also the few control calls the suite makes to the recloop server between
-measurements: register the items, wait until everything is applied.
+measurements: register the items, give the read benchmarks' users their
+history, start their experiment, count its exposures, wait until everything
+is applied.
 """
 
 from __future__ import annotations
@@ -19,18 +21,35 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from benchmarks.client import HOST, Connection
-from benchmarks.workload import HEALTH, ITEMS, Workload
+from benchmarks.client import HOST, Connection, Response
+from benchmarks.workload import (
+    EXPERIMENTS,
+    FEEDBACK,
+    HEALTH,
+    ITEMS,
+    Workload,
+    assignment_path,
+    experiment_path,
+    weights_path,
+)
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 
-RECLOOP_ENV: Final = {"RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS": "1"}
-"""Implicit events are applied within a second (default: 5 minutes), so a run can drain."""
+RECLOOP_ENV: Final = {
+    "RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS": "1",
+    "RECLOOP_RATE_LIMITS__PER_KEY": "1000000000/minute",
+}
+"""Implicit events are applied within a second (default: 5 minutes), so a run can drain.
+
+The per-client limit (default 100,000 events a minute) is raised, not turned off: every
+load comes from 127.0.0.1, one client standing in for many, and the limiter's cost stays
+in the measurement. The per-user limits keep their defaults.
+"""
 
 
 class ServerError(RuntimeError):
@@ -137,9 +156,65 @@ async def register_items(port: int, workload: Workload) -> None:
     """Store every item of ``workload``, so that each event moves a vector."""
     async with Connection(port) as conn:
         for body in workload.item_batches():
-            response = await conn.post_json(ITEMS, body)
-            if response.status != 200:
-                raise ServerError(f"POST {ITEMS} answered {response.status}: {response.body!r}")
+            _expect(await conn.post_json(ITEMS, body), 200, f"POST {ITEMS}")
+
+
+async def post_feedback(port: int, bodies: Iterable[Mapping[str, Any]]) -> int:
+    """Post ``POST /feedback`` bodies one after the other; returns how many events were new.
+
+    Raises ServerError if any event is rejected or over its rate limit.
+    """
+    accepted = 0
+    async with Connection(port) as conn:
+        for body in bodies:
+            answer = _expect(await conn.post_json(FEEDBACK, body), 202, f"POST {FEEDBACK}").json()
+            refused = {k: answer.get(k, 0) for k in ("rejected", "rate_limited") if answer.get(k)}
+            if refused:
+                results = [r for r in answer.get("results", ()) if r["status"] != "accepted"]
+                raise ServerError(f"POST {FEEDBACK} refused events {refused}: {results[:3]}")
+            accepted += answer["accepted"]
+    return accepted
+
+
+async def segments(port: int, user_ids: Iterable[str]) -> dict[str, str]:
+    """Each user's segment, as ``GET /users/{u}/weights`` tells it (which records nothing)."""
+    found: dict[str, str] = {}
+    async with Connection(port) as conn:
+        for user_id in user_ids:
+            path = weights_path(user_id)
+            answer = _expect(await conn.request("GET", path), 200, f"GET {path}").json()
+            found[user_id] = answer["segment"]
+    return found
+
+
+async def start_experiment(port: int, definition: Mapping[str, Any]) -> None:
+    """Create the experiment ``definition`` and start it."""
+    start = f"{experiment_path(definition['experiment_id'])}/start"
+    async with Connection(port) as conn:
+        _expect(await conn.post_json(EXPERIMENTS, definition), 201, f"POST {EXPERIMENTS}")
+        _expect(await conn.request("POST", start), 200, f"POST {start}")
+
+
+async def expose(port: int, experiment_id: str, user_ids: Iterable[str]) -> None:
+    """Ask for each user's variant, which records their first exposure."""
+    async with Connection(port) as conn:
+        for user_id in user_ids:
+            path = assignment_path(experiment_id, user_id)
+            _expect(await conn.request("GET", path), 200, f"GET {path}")
+
+
+async def exposures(port: int, experiment_id: str) -> int:
+    """How many users the experiment has exposed so far (from its live results)."""
+    path = f"{experiment_path(experiment_id)}/results"
+    async with Connection(port) as conn:
+        observed = _expect(await conn.request("GET", path), 200, f"GET {path}").json()
+    return int(sum(observed["srm"]["observed"].values()))
+
+
+def _expect(response: Response, status: int, what: str) -> Response:
+    if response.status != status:
+        raise ServerError(f"{what} answered {response.status}: {response.body!r}")
+    return response
 
 
 async def wait_idle(port: int, within: float = 300.0, poll_interval: float = 0.05) -> float:

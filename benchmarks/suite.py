@@ -3,7 +3,9 @@
 One run starts one ``recloop serve`` (fresh SQLite file) and one bare ceiling
 server, registers the workload's items, then runs each selected benchmark
 ``repeat`` times, waiting before each repetition until the server has
-applied everything it accepted. Every load comes from another process.
+applied everything it accepted. Before the first read-path benchmark it also
+gives the known readers their history and starts one experiment. Every load
+comes from another process.
 """
 
 from __future__ import annotations
@@ -11,23 +13,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
 from benchmarks.loadgen import (
     AppliedLoad,
     BatchLoad,
+    ReplayLoad,
     SingleLoad,
     SingleResult,
     VisibilityProbe,
     VisibilityResult,
     applied_load,
     batch_load,
+    replay_load,
     single_load,
     visibility_probe,
 )
@@ -35,15 +41,31 @@ from benchmarks.processes import LoadProcess, run_in_process
 from benchmarks.servers import (
     ROOT,
     Server,
+    ServerError,
     bare_server,
+    expose,
+    exposures,
     logged_events,
+    post_feedback,
     recloop_server,
     register_items,
+    segments,
+    start_experiment,
     wait_idle,
 )
 from benchmarks.stats import median, percentile
-from benchmarks.workload import FEEDBACK, Workload
-from benchmarks.wrk import WrkLoad, run_wrk, wrk_path
+from benchmarks.workload import (
+    FEEDBACK,
+    Readers,
+    ReadPlan,
+    Workload,
+    assignment_path,
+    rank_path,
+    read_experiment,
+    strategy_path,
+    weights_path,
+)
+from benchmarks.wrk import WrkLoad, WrkReplay, run_wrk, run_wrk_replay, wrk_path
 
 WORKDIR: Final = ROOT / ".bench"
 """Parent of each run's temporary directory: the SQLite file lives on the project's disk."""
@@ -55,6 +77,15 @@ BACKGROUND_WARMUP: Final = 2.0
 """Seconds the background load runs before the probe starts."""
 EXPLICIT_PER_SECOND_OF_DURATION: Final = 5_000
 """The explicit-applied benchmark posts this many events per second of ``--duration``."""
+READ_CONNECTIONS: Final = 32
+READ_WARMUP: Final = 1.0
+"""Seconds of read load before each measured one (the same requests, other unknown users)."""
+READ_UNLOADED: Final = 1.0
+"""Seconds of read load from one connection, after the measured one."""
+READ_PLAN_RATE: Final = 10_000
+"""A read plan holds this many requests per second of load; a faster load replays it."""
+READ_EXPERIMENT: Final = "bench-read"
+"""The experiment running during the read benchmarks (see ``workload.read_experiment``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +125,8 @@ class Metric:
     key: str
     label: str
     target: Target | None = None
+    remark: str = ""
+    """Shown where the target would be, e.g. why there is none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +149,26 @@ class Measured:
 class Run:
     """What a benchmark needs while it runs: the servers, the options, a place for notes."""
 
-    def __init__(self, recloop: Server, bare: Server, options: Options, workload: Workload) -> None:
+    def __init__(
+        self,
+        recloop: Server,
+        bare: Server,
+        options: Options,
+        workload: Workload,
+        workdir: Path,
+        readers: Readers | None = None,
+    ) -> None:
         self.recloop = recloop
         self.bare = bare
         self.options = options
         self.workload = workload
+        self.workdir = workdir
+        """Scratch space of this run (wrk's request plans)."""
+        self.readers = readers or Readers()
         self.notes: list[str] = []
         self._ids = itertools.count(1)
+        self._rank_bodies: tuple[bytes, ...] | None = None
+        self._reads_prepared = False
 
     def prefix(self, name: str) -> str:
         """A prefix for event ids or user ids that no earlier load of this run used."""
@@ -135,6 +181,41 @@ class Run:
     def check_batch(self, what: str, rejected: int, failed_requests: int) -> None:
         if rejected or failed_requests:
             self.note(f"{what}: {rejected} events rejected, {failed_requests} requests failed.")
+
+    @property
+    def use_wrk(self) -> bool:
+        return self.options.use_wrk and wrk_path() is not None
+
+    def prepare_reads(self) -> None:
+        """Once per run: every known reader's events applied, the read experiment running
+        with every known reader exposed (so only unknown users are ever exposed first)."""
+        if self._reads_prepared:
+            return
+        port, readers = self.recloop.port, self.readers
+        seed = readers.seed_batches(self.workload, self.prefix("readers"), datetime.now(UTC))
+        accepted = asyncio.run(post_feedback(port, seed))
+        asyncio.run(wait_idle(port))
+        expected = {c.user_id(n): c.segment for c in readers.cohorts for n in (0, c.users - 1)}
+        found = asyncio.run(segments(port, expected))
+        if found != expected:
+            raise ServerError(f"readers in unexpected segments: expected {expected}, got {found}")
+        asyncio.run(start_experiment(port, read_experiment(READ_EXPERIMENT)))
+        asyncio.run(expose(port, READ_EXPERIMENT, readers.known()))
+        _progress(
+            f"readers: {accepted:,} events applied, {len(readers.known()):,} known users "
+            f"exposed to {READ_EXPERIMENT}"
+        )
+        self._reads_prepared = True
+
+    def rank_bodies(self) -> tuple[bytes, ...]:
+        """The candidate lists of ``POST /rank``, the same for every rank load of the run."""
+        if self._rank_bodies is None:
+            rng = random.Random(0)
+            count = self.readers.rank_bodies
+            self._rank_bodies = tuple(
+                self.readers.rank_body(self.workload, rng) for _ in range(count)
+            )
+        return self._rank_bodies
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +277,7 @@ def _single_event_load(run: Run, server: Server, warmup: float = 1.0) -> tuple[S
 
 def _single_event_pass(run: Run, server: Server, seconds: float) -> SingleResult:
     prefix = run.prefix(f"single-{server.name}")
-    if run.options.use_wrk and wrk_path() is not None:
+    if run.use_wrk:
         return run_wrk(WrkLoad(server.port, FEEDBACK, run.workload, prefix, duration=seconds))
     spec = SingleLoad(server.port, FEEDBACK, run.workload, prefix, duration=seconds)
     return run_in_process(single_load, spec, "single-event-load", timeout=seconds + 60)
@@ -346,8 +427,140 @@ FEEDBACK_VISIBLE = Benchmark(
 )
 
 
+# -- read path ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEndpoint:
+    """A per-user read: its method, its path for a user, whether it posts candidates."""
+
+    name: str
+    method: str
+    path: Callable[[str], str]
+    candidates: bool = False
+    exposes: bool = True
+    """Whether it records exposures of running experiments."""
+
+
+def _read_path(run: Run, endpoint: ReadEndpoint) -> dict[str, float]:
+    """A warm-up, ``duration`` seconds at ``READ_CONNECTIONS`` connections, then
+    ``READ_UNLOADED`` seconds at one connection (no queueing: close to the server's own time
+    per request)."""
+    run.prepare_reads()
+    server = run.recloop
+    _read_load(run, endpoint, READ_CONNECTIONS, READ_WARMUP)
+    exposed = asyncio.run(exposures(server.port, READ_EXPERIMENT))
+    cpu = server.cpu_seconds()
+    loaded = _read_load(run, endpoint, READ_CONNECTIONS, run.options.duration)
+    cpu = server.cpu_seconds() - cpu
+    exposed = asyncio.run(exposures(server.port, READ_EXPERIMENT)) - exposed
+    alone = _read_load(run, endpoint, 1, READ_UNLOADED)
+    for result in (loaded, alone):
+        if result.failed_requests:
+            run.note(f"{endpoint.name}: {result.failed_requests} requests failed.")
+    if loaded.requests > _plan_length(run.options.duration):
+        run.note(f"{endpoint.name}: the load replayed its request plan; unknown users repeated.")
+    measured = {
+        "requests_per_second": loaded.requests_per_second,
+        "p50": loaded.latency.p50,
+        "p95": loaded.latency.p95,
+        "p99": loaded.latency.p99,
+        "alone_p50": alone.latency.p50,
+        "alone_p95": alone.latency.p95,
+        "cpu": _micros_per(cpu, loaded.requests),
+    }
+    if endpoint.exposes:
+        measured["first_exposures"] = 100.0 * exposed / loaded.requests if loaded.requests else 0.0
+    return measured
+
+
+def _read_load(run: Run, endpoint: ReadEndpoint, connections: int, seconds: float) -> SingleResult:
+    """``seconds`` of requests to ``endpoint`` from ``connections`` connections, with unknown
+    users no earlier load asked about."""
+    prefix = run.prefix(f"{endpoint.name}-anon")
+    users = run.readers.user_ids(prefix, _plan_length(seconds))
+    bodies = run.rank_bodies() if endpoint.candidates else ()
+    plan = ReadPlan(endpoint.method, tuple(endpoint.path(u) for u in users), bodies)
+    port = run.recloop.port
+    if run.use_wrk:
+        workdir = run.workdir / "plans" / prefix
+        threads = min(2, connections)
+        return run_wrk_replay(WrkReplay(port, plan, workdir, connections, threads, seconds))
+    spec = ReplayLoad(port, plan, connections, duration=seconds)
+    return run_in_process(replay_load, spec, f"{endpoint.name}-load", timeout=seconds + 60)
+
+
+def _plan_length(seconds: float) -> int:
+    return math.ceil(READ_PLAN_RATE * seconds)
+
+
+def _read_benchmark(
+    endpoint: ReadEndpoint,
+    title: str,
+    p95: Target | None,
+    *,
+    remark: str = "",
+    cpu: Target | None = None,
+) -> Benchmark:
+    """``p95`` is held against the P95 under load (``remark`` says why when there is none);
+    ``cpu`` against the server's CPU per request."""
+
+    def run_once(run: Run) -> dict[str, float]:
+        return _read_path(run, endpoint)
+
+    n = READ_CONNECTIONS
+    metrics: tuple[Metric, ...] = (
+        Metric("requests_per_second", f"req/s, {n} connections"),
+        Metric("p50", f"latency P50 at {n} connections, ms"),
+        Metric("p95", f"latency P95 at {n} connections, ms", p95, remark),
+        Metric("p99", f"latency P99 at {n} connections, ms"),
+        Metric("alone_p50", "latency P50 at 1 connection, ms"),
+        Metric("alone_p95", "latency P95 at 1 connection, ms"),
+        Metric("cpu", "server CPU per request, µs", cpu),
+    )
+    if endpoint.exposes:
+        metrics += (
+            Metric("first_exposures", f"first exposures, % of requests at {n} connections"),
+        )
+    return Benchmark(endpoint.name, title, metrics, run_once)
+
+
+def _assignment_path(user_id: str) -> str:
+    return assignment_path(READ_EXPERIMENT, user_id)
+
+
+WEIGHTS = _read_benchmark(
+    ReadEndpoint("weights", "GET", weights_path, exposes=False),
+    "GET weights",
+    at_most(10),
+    cpu=at_most(2_000),
+)
+STRATEGY = _read_benchmark(
+    ReadEndpoint("strategy", "GET", strategy_path), "GET strategy", at_most(20)
+)
+RANK = _read_benchmark(
+    ReadEndpoint("rank", "POST", rank_path, candidates=True),
+    "POST rank, 100 candidates",
+    None,
+    remark="none in the spec",
+)
+ASSIGNMENT = _read_benchmark(
+    ReadEndpoint("assignment", "GET", _assignment_path), "GET assignment", at_most(5)
+)
+
+
 BENCHMARKS: Final = {
-    b.name: b for b in (SINGLE_EVENT, BATCHED_INGEST, EXPLICIT_APPLIED, FEEDBACK_VISIBLE)
+    b.name: b
+    for b in (
+        SINGLE_EVENT,
+        BATCHED_INGEST,
+        EXPLICIT_APPLIED,
+        FEEDBACK_VISIBLE,
+        WEIGHTS,
+        STRATEGY,
+        RANK,
+        ASSIGNMENT,
+    )
 }
 
 
@@ -365,14 +578,13 @@ def run_suite(options: Options, workload: Workload | None = None) -> SuiteResult
     ):
         _progress(f"recloop on port {recloop.port}, ceiling on port {bare.port}, in {tmp}")
         asyncio.run(register_items(recloop.port, workload))
-        run = Run(recloop, bare, options, workload)
+        run = Run(recloop, bare, options, workload, Path(tmp))
         results = tuple(_repeat(run, benchmark) for benchmark in selected)
-    use_wrk = options.use_wrk and wrk_path() is not None
     return SuiteResult(
         options=options,
         results=results,
         notes=tuple(run.notes),
-        load_generator="wrk" if use_wrk else "the Python load generator",
+        load_generator="wrk" if run.use_wrk else "the Python load generator",
     )
 
 

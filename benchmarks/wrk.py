@@ -1,4 +1,5 @@
-"""Single-event load through ``wrk`` (the Debian package), driven by ``single_event.lua``."""
+"""Loads through ``wrk`` (the Debian package): single events driven by ``single_event.lua``,
+read-path request plans replayed by ``replay.lua``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Final
 
 from benchmarks.client import HOST
 from benchmarks.loadgen import Latencies, SingleResult
-from benchmarks.workload import Workload
+from benchmarks.workload import ReadPlan, Workload
 
 SCRIPT: Final = Path(__file__).with_name("single_event.lua")
+REPLAY_SCRIPT: Final = Path(__file__).with_name("replay.lua")
 
 
 class WrkError(RuntimeError):
@@ -43,25 +45,54 @@ def wrk_version() -> str:
     return out.splitlines()[0].split(" Copyright")[0] if out else "unknown version"
 
 
+@dataclass(frozen=True, slots=True)
+class WrkReplay:
+    """A :class:`ReadPlan` replayed by ``connections`` connections; its files go in ``workdir``."""
+
+    port: int
+    plan: ReadPlan
+    workdir: Path
+    connections: int = 32
+    threads: int = 2
+    duration: float = 10.0
+
+
 def run_wrk(load: WrkLoad) -> SingleResult:
+    args = [load.id_prefix, str(load.workload.users), str(load.workload.items)]
+    return _run(SCRIPT, load.port, load.path, args, load.connections, load.threads, load.duration)
+
+
+def run_wrk_replay(load: WrkReplay) -> SingleResult:
+    paths, bodies = load.plan.write(load.workdir)
+    args = [load.plan.method, str(paths), str(load.threads), *([str(bodies)] if bodies else [])]
+    return _run(REPLAY_SCRIPT, load.port, "/", args, load.connections, load.threads, load.duration)
+
+
+def _run(
+    script: Path,
+    port: int,
+    path: str,
+    args: list[str],
+    connections: int,
+    threads: int,
+    duration: float,
+) -> SingleResult:
     wrk = wrk_path()
     if wrk is None:
         raise WrkError("wrk is not installed")
     command = [
         wrk,
-        f"--threads={load.threads}",
-        f"--connections={load.connections}",
-        f"--duration={max(1, round(load.duration))}s",
+        f"--threads={threads}",
+        f"--connections={connections}",
+        f"--duration={max(1, round(duration))}s",
         "--timeout=10s",
-        f"--script={SCRIPT}",
-        f"http://{HOST}:{load.port}{load.path}",
+        f"--script={script}",
+        f"http://{HOST}:{port}{path}",
         "--",
-        load.id_prefix,
-        str(load.workload.users),
-        str(load.workload.items),
+        *args,
     ]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=load.duration + 60, check=False
+        command, capture_output=True, text=True, timeout=duration + 60, check=False
     )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
