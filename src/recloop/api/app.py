@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +38,11 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         c = container or build_container(settings)
         await c.start()
         app.state.container = c
+        # What start-up built (modules, adapters, replayed state) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise rescan
+        # it for nothing and pause every request while they do.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

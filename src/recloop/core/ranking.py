@@ -165,3 +165,19 @@ def cosine(u: npt.ArrayLike, v: npt.ArrayLike) -> float:
     if norms == 0.0:
         return 0.0
     return min(max(float(a @ b) / norms, -1.0), 1.0)
+
+
+def cosines(u: npt.ArrayLike, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """:func:`cosine` of ``u`` with every row of ``rows``, in one matrix product.
+
+    >>> cosines([1.0, 0.0], [[1.0, 1.0], [-2.0, 0.0], [0.0, 0.0]]).tolist()
+    [0.7071067811865475, -1.0, 0.0]
+    """
+    a = np.asarray(u, dtype=np.float64)
+    m = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    if m.shape[1] != a.shape[0]:
+        raise InvalidInput("rows", f"have {m.shape[1]} columns, u has {a.shape[0]} values")
+    norms = np.linalg.norm(m, axis=1) * float(np.linalg.norm(a))
+    dots = m @ a
+    out = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return np.clip(out, -1.0, 1.0)

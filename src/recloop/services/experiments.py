@@ -11,6 +11,7 @@ processor applies). Results are computed from the sums on request.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -67,6 +68,7 @@ class ExperimentService:
         self._values: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self._running_by_user: dict[str, list[str]] = {}
+        self._recording: dict[str, asyncio.Future[None]] = {}
         self._writer: GroupCommit[StateChanges, None] = GroupCommit("exposure-writer", self._write)
 
     async def _write(self, batch: list[StateChanges]) -> list[None]:
@@ -189,6 +191,20 @@ class ExperimentService:
         new = [(e, v) for e, v in assigned if user_id not in self._exposures[e.experiment_id]]
         if not new:
             return
+        # Concurrent first requests of one user share one recording.
+        running = self._recording.get(user_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return await self._record_exposures(assigned, user_id)
+        task = asyncio.ensure_future(self._record_new(new, user_id))
+        self._recording[user_id] = task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if self._recording.get(user_id) is task:
+                del self._recording[user_id]
+
+    async def _record_new(self, new: Sequence[tuple[Experiment, str]], user_id: str) -> None:
         now = self._clock()
         since = now - self._config.cuped_days * DAY
         history = await self._log.read_user_events(user_id, since, now)

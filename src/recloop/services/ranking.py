@@ -21,7 +21,7 @@ from recloop.core.events import Event
 from recloop.core.exploration import epsilon_greedy
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, cosine, fuse
+from recloop.core.ranking import Candidate, cosines, fuse
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import EventLog, Impression, StateStore
 from recloop.services.batching import GroupCommit
@@ -151,9 +151,11 @@ class Ranker:
         ids = list(dict.fromkeys(c.item_id for c in candidates))
         affinities: dict[str, float] = {}
         if user.preferences is not None and np.any(user.preferences.vector):
-            p = user.preferences.vector
             vectors = await self._vectors.get_many(ids)
-            affinities = {i: cosine(p, v) for i, v in vectors.items() if v is not None}
+            known = [(i, v) for i, v in vectors.items() if v is not None]
+            if known:
+                values = cosines(user.preferences.vector, np.stack([v for _, v in known]))
+                affinities = dict(zip((i for i, _ in known), values.tolist(), strict=True))
         scored = fuse(
             candidates,
             strategy.weights,

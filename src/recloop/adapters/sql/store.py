@@ -111,13 +111,18 @@ class SqlEventLog:
         return int(value or 0)
 
     async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
-        query = (
-            select(events.c.offset, events.c.payload)
-            .where(events.c.user_id == user_id)
-            .order_by(events.c.offset)
-        )
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
+        rows: Sequence[Any]
+        if self._db.fast_lane:
+            sql = 'SELECT "offset", payload FROM events WHERE user_id = ? ORDER BY "offset"'
+            rows = await self._db.run_read(lambda conn: conn.execute(sql, (user_id,)).fetchall())
+        else:
+            query = (
+                select(events.c.offset, events.c.payload)
+                .where(events.c.user_id == user_id)
+                .order_by(events.c.offset)
+            )
+            async with self._db.read() as conn:
+                rows = (await conn.execute(query)).all()
         found = [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
         return [e for e in found if since <= e.timestamp < until]
 
