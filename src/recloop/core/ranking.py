@@ -179,5 +179,6 @@ def cosines(u: npt.ArrayLike, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
         raise InvalidInput("rows", f"have {m.shape[1]} columns, u has {a.shape[0]} values")
     norms = np.linalg.norm(m, axis=1) * float(np.linalg.norm(a))
     dots = m @ a
-    out = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    return np.clip(out, -1.0, 1.0)
+    out: npt.NDArray[np.float64] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    clipped: npt.NDArray[np.float64] = np.clip(out, -1.0, 1.0)
+    return clipped
