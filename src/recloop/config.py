@@ -290,9 +290,11 @@ class SpamSettings(_Section):
     max_explicit_per_second: float = Field(10.0, gt=0.0)
     """Hard rule: more explicit events than this in one second blocks the user at once."""
     judge_every_events: int = Field(20, ge=1)
-    """A user is judged again after this many new events ..."""
-    judge_every_seconds: float = Field(60.0, gt=0.0)
-    """... or when an event arrives this long after the last verdict."""
+    """A user is first judged after this many events, then after twice as many each time
+    (a long profile changes slowly; judging costs O(profile)) ..."""
+    judge_every_seconds: float = Field(300.0, gt=0.0)
+    """... and in between at most this often, once ``min_new_events`` have arrived."""
+    min_new_events: int = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> SpamSettings:

@@ -154,6 +154,7 @@ def build_container(settings: Settings) -> Container:
             ),
             judge_every_events=sp.judge_every_events,
             judge_every_seconds=sp.judge_every_seconds,
+            min_new_events=sp.min_new_events,
             max_users=settings.cache.max_users,
         ),
     )

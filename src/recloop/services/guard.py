@@ -42,9 +42,12 @@ from recloop.ports import ReliabilityRecord, StateStore
 class GuardConfig:
     spam: SpamConfig = field(default_factory=SpamConfig)
     judge_every_events: int = 20
-    """A user is judged again after this many new events ..."""
-    judge_every_seconds: float = 60.0
-    """... or when this long has passed since the last verdict and an event arrives."""
+    """A user is first judged after this many events, then after twice as many more each
+    time (20, 40, 80, ...): a long profile changes slowly, and judging costs O(profile) ..."""
+    judge_every_seconds: float = 300.0
+    """... and at most this often in between, once a few new events have arrived."""
+    min_new_events: int = 10
+    """New events a timed re-judgement needs."""
     max_users: int = 200_000
 
 
@@ -54,6 +57,8 @@ class _Tracked:
     events_since_judged: int = 0
     judged_at: float = 0.0
     verdict: Verdict | None = None
+    next_after: int = 0
+    """Events after which the next judgement is due (doubles after each)."""
 
 
 class GuardService:
@@ -113,9 +118,13 @@ class GuardService:
                 e.user_id,
             )
             tracked.events_since_judged += 1
+            new = tracked.events_since_judged
             if (
-                tracked.events_since_judged >= self._config.judge_every_events
-                or now - tracked.judged_at >= self._config.judge_every_seconds
+                new >= tracked.next_after
+                or (
+                    new >= self._config.min_new_events
+                    and now - tracked.judged_at >= self._config.judge_every_seconds
+                )
                 or hard_rule(tracked.activity, self._config.spam, now) is not None
             ):
                 due.append(e.user_id)
@@ -126,7 +135,11 @@ class GuardService:
     def _track(self, user_id: str) -> _Tracked:
         tracked = self._users.get(user_id)
         if tracked is None:
-            tracked = _Tracked(UserActivity(self._config.spam), judged_at=self._clock())
+            tracked = _Tracked(
+                UserActivity(self._config.spam),
+                judged_at=self._clock(),
+                next_after=self._config.judge_every_events,
+            )
             self._users.set(user_id, tracked)
         return tracked
 
@@ -134,7 +147,9 @@ class GuardService:
         """Judge the user; the new record if their stored status or score moved."""
         tracked = self._track(user_id)
         verdict = judge(tracked.activity, self._items, self._config.spam, now, self._texts)
+        judged = tracked.activity.events
         tracked.verdict, tracked.judged_at, tracked.events_since_judged = verdict, now, 0
+        tracked.next_after = max(self._config.judge_every_events, judged)
         current = self._records.get(user_id)
         if current is not None and current.manual:
             return None
