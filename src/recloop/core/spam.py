@@ -10,8 +10,8 @@ timing
     variation of inter-arrival times: periodic bots have CV near 0),
     ``burstiness`` ``B = (sigma - mu) / (sigma + mu)`` (Goh & Barabási 2008:
     humans are bursty, ``B > 0``; Poisson timing has ``B = 0``, periodic
-    ``B = -1``), ``hour_entropy`` (normalised Shannon entropy of the
-    hour-of-day histogram: bots run around the clock, humans sleep), and
+    ``B = -1``), ``hour_entropy`` (normalised entropy of the hour-of-day
+    histogram: bots run around the clock, humans sleep) and
     ``explicit_burst`` (explicit events within one second, a hard rule).
 behaviour
     ``repeated_item`` (share of actions repeating a (type, item) pair),
@@ -19,33 +19,44 @@ behaviour
     ``short_dwell`` (share of dwell events under a few seconds) and
     ``clicks_without_impressions``.
 rating profile
-    shilling-attack features from the recommender-systems literature
-    (Mobasher et al. 2007; Gunes et al. 2014): ``rdma`` (Chirita et al.
-    2005), ``wdma``, ``mean_var``, ``fmtd`` and ``length_var`` (Williams,
-    Mobasher & Burke 2007), plus ``item_mean_deviation`` (mean squared
+    shilling-attack features (attack models: Mobasher et al. 2007; Gunes et
+    al. 2014): ``rdma`` (Chirita et al. 2005), ``wdma``, ``mean_var``,
+    ``fmtd``, ``length_var`` and, in a robust form, ``target_focus``
+    (Williams, Mobasher & Burke 2007); ``item_mean_deviation`` (mean squared
     z-score against leave-one-out item means), ``extremity`` (share of
     ratings at the ends of the scale), ``agreement`` (correlation with the
-    item means) and ``popularity`` (mean surprisal of the rated items,
-    the item-degree idea of DegreeSAD, Li et al. 2016).
+    item means) and ``popularity`` (how randomly the rated items were
+    chosen, from their popularity ranks: the item-degree idea of DegreeSAD,
+    Li et al. 2016). Standard attack profiles fill with items drawn at
+    random, which popular-led human choice is not; every profile of one
+    attack rates the same target at the end of the scale, which
+    ``target_focus`` sees in the target's ratings.
 review text
     ``review_links``, ``review_repeated_chars`` and ``review_copies`` (the
     same normalised text posted by several users).
 
-Combining. Signals are grouped in *families* of statistics that measure the
-same thing (CV and burstiness are monotone transforms of each other; RDMA,
-WDMA and the mean squared z-score all measure deviation from item means), so
-correlated evidence is counted once: a family's evidence is the largest
-``weight`` among its fired members, or, when none fired, the largest weight
-among its members times :attr:`SpamConfig.clean_evidence`. A signal's weight
-grows with the amount of data behind it, ``weight = w * n / (n + n_half)``,
-and is 0 below a minimum, so a newcomer is judged by the prior alone. The
-score is the expected value of a Beta reputation (Jøsang & Ismail 2002)::
+Combining. A signal *fires* past its threshold; its evidence against the
+user then grows linearly to its full weight over a span
+(:func:`severity`), and every weight grows with the data behind it,
+``w * n / (n + half)``, from a minimum (:func:`grown`), so that a newcomer
+is judged by the prior alone. Signals are grouped in *families* that
+measure one thing (:data:`FAMILIES`: CV and burstiness are monotone
+transforms of each other; RDMA, WDMA, the z-scores, FMTD and extremity all
+grow with extreme, off-consensus ratings), and a family counts once: the
+largest evidence of its fired members, or, when none fired, a little
+positive evidence (``clean_evidence`` times its weight, at most
+``clean_cap``). The score is the expected value of a Beta reputation
+(Jøsang & Ismail 2002)::
 
     score = 100 * (a0 + positive) / (a0 + positive + b0 + negative)
 
-with the prior ``Beta(a0, b0)`` = ``Beta(4, 1)`` (a new user scores 80).
-Below ``suspect_threshold`` (50) a user is *suspect*, below
-``block_threshold`` (20) or on a hard rule *blocked*.
+with the prior ``Beta(a0, b0) = Beta(4, 1)`` (a new user scores 80). Below
+``suspect_threshold`` (50) a user is *suspect*; below ``block_threshold``
+(20), or on a hard rule (:func:`hard_rule`), *blocked*.
+
+The thresholds and weights are set on the simulation of
+``benchmarks/spam_eval.py`` (docs/spam.md), which also says what the
+detectors cannot see.
 
 References
 ----------
@@ -61,6 +72,8 @@ References
   selecting patterns analysis (DegreeSAD). IEICE Trans. Inf. & Syst. E99-D(10).
 - Goh & Barabási (2008). Burstiness and memory in complex systems. EPL 81(4).
 - Jøsang & Ismail (2002). The Beta reputation system. 15th Bled eCommerce Conference.
+- DerSimonian & Laird (1986). Meta-analysis in clinical trials. Controlled
+  Clinical Trials 7(3) (the random-effects variance of ``target_focus``).
 """
 
 from __future__ import annotations
@@ -98,7 +111,7 @@ FloatArray = npt.NDArray[np.float64]
 
 # -- Configuration ------------------------------------------------------------------
 
-_SIGNED: Final = frozenset({"burstiness_min", "agreement_min", "popularity_max"})
+_SIGNED: Final = frozenset({"burstiness_min", "agreement_min"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +129,7 @@ class SpamConfig:
     Raises
     ------
     InvalidInput
-        naming the field, e.g. ``spam.block_threshold`` when it is not below
+        naming the field, e.g. ``spam.block_threshold`` when it is above
         ``suspect_threshold``.
 
     >>> SpamConfig().suspect_threshold, SpamConfig().block_threshold
@@ -124,7 +137,7 @@ class SpamConfig:
     >>> SpamConfig(block_threshold=60.0)
     Traceback (most recent call last):
     ...
-    recloop.core.errors.InvalidInput: spam.block_threshold: must be < suspect_threshold, got 60.0
+    recloop.core.errors.InvalidInput: spam.block_threshold: must be <= suspect_threshold, got 60.0
     """
 
     # verdict
@@ -140,7 +153,7 @@ class SpamConfig:
     prior_trust: float = 4.0
     prior_distrust: float = 1.0
     clean_evidence: float = 0.25
-    clean_cap: float = 1.0
+    clean_cap: float = 0.5
     # bounded memory per user
     recent_actions: int = 256  # timestamps and items of the latest actions
     max_profile_ratings: int = 2000
@@ -202,7 +215,7 @@ class SpamConfig:
     w_text: float = 15.0
     # rating profile
     profile_min: int = 8
-    profile_half: float = 20.0
+    profile_half: float = 30.0
     item_prior_ratings: float = 3.0  # shrinkage of item means and variances to the global ones
     variance_floor: float = 0.05
     rdma_ratio_max: float = 1.6  # RDMA (WDMA) / its expectation under the item spreads
@@ -218,17 +231,24 @@ class SpamConfig:
     extremity_max: float = 0.6
     extremity_span: float = 0.3
     w_shape: float = 15.0
-    agreement_min: float = 0.1  # upper confidence bound of corr(ratings, item means)
-    agreement_span: float = 0.2
+    agreement_min: float = 0.4  # upper confidence bound of corr(ratings, item means)
+    agreement_span: float = 0.4
     agreement_z: float = 1.0
-    w_agreement: float = 5.0
-    # mean centred log-rank of the rated items (0: chosen at random; humans follow
-    # popularity, below 0); the threshold is popularity_max + popularity_slack / sqrt(n)
-    popularity_max: float = -0.9
-    popularity_slack: float = 1.5
+    w_agreement: float = 6.0
+    # how random the choice of rated items is: 0 = the n most popular, about 1 = at
+    # random; the threshold is popularity_max + popularity_slack / (sqrt(n) log(I / n))
+    popularity_max: float = 0.6
+    popularity_slack: float = 2.0
     popularity_span: float = 0.4
+    popularity_min: int = 20  # rated items needed
+    popularity_max_share: float = 0.5  # not assessed for users who rated more of the catalogue
     popularity_refresh: float = 0.01  # re-rank items after 1 % more ratings
-    w_popularity: float = 15.0
+    w_popularity: float = 25.0
+    # target focus: z-score of the share of extreme ratings of the user's extreme-rated items
+    focus_max: float = 3.0
+    focus_span: float = 8.0
+    focus_share_floor: float = 0.01
+    w_focus: float = 6.0
     length_z_max: float = 5.0  # profile length in standard deviations above the mean
     length_z_span: float = 3.0
     w_length: float = 3.0
@@ -243,16 +263,19 @@ class SpamConfig:
                     raise InvalidInput(f"spam.{f.name}", f"must be finite, got {value}")
             elif not (value >= 0 and (f.name == "hard_rule_seconds" or math.isfinite(value))):
                 raise InvalidInput(f"spam.{f.name}", f"must be finite and >= 0, got {value}")
-        if not 0 < self.suspect_threshold <= 100:
+        if not self.suspect_threshold <= 100:
             raise InvalidInput(
-                "spam.suspect_threshold", f"must be in (0, 100], got {self.suspect_threshold}"
+                "spam.suspect_threshold", f"must be in [0, 100], got {self.suspect_threshold}"
             )
-        if not self.block_threshold < self.suspect_threshold:
+        if not self.block_threshold <= self.suspect_threshold:
             raise InvalidInput(
                 "spam.block_threshold",
-                f"must be < suspect_threshold, got {self.block_threshold}",
+                f"must be <= suspect_threshold, got {self.block_threshold}",
             )
-        for name in ("prior_trust", "prior_distrust", "max_explicit_per_second"):
+        for name in (
+            "prior_trust", "prior_distrust", "max_explicit_per_second", "max_actions_per_second",
+            "max_profile_ratings",
+        ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"spam.{name}", f"must be > 0, got {getattr(self, name)}")
         for name in ("recent_actions", "remembered_items", "remembered_reviews"):
@@ -265,27 +288,40 @@ class SpamConfig:
 
 @dataclass(frozen=True, slots=True)
 class RatingMoments:
-    """Count, sum and sum of squares of ratings: exact, mergeable sufficient statistics.
+    """Count, sum, sum of squares and counts at the scale's ends: exact, mergeable.
 
-    >>> m = RatingMoments(2, 8.0, 34.0) + RatingMoments(1, 1.0, 1.0)
-    >>> m.n, m.mean, m.variance
-    (3, 3.0, 4.0)
-    >>> (m - RatingMoments(1, 1.0, 1.0)) == RatingMoments(2, 8.0, 34.0)
+    ``n_max`` and ``n_min`` count the ratings at the top and at the bottom
+    of the scale (5 and 1).
+
+    >>> m = RatingMoments(2, 8.0, 34.0, 1, 0) + RatingMoments(1, 1.0, 1.0, 0, 1)
+    >>> m.n, m.mean, m.variance, m.n_max, m.n_min
+    (3, 3.0, 4.0, 1, 1)
+    >>> (m - RatingMoments(1, 1.0, 1.0, 0, 1)) == RatingMoments(2, 8.0, 34.0, 1, 0)
     True
     """
 
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0
+    n_max: int = 0
+    n_min: int = 0
 
     def __add__(self, other: RatingMoments) -> RatingMoments:
         return RatingMoments(
-            self.n + other.n, self.total + other.total, self.total_sq + other.total_sq
+            self.n + other.n,
+            self.total + other.total,
+            self.total_sq + other.total_sq,
+            self.n_max + other.n_max,
+            self.n_min + other.n_min,
         )
 
     def __sub__(self, other: RatingMoments) -> RatingMoments:
         return RatingMoments(
-            self.n - other.n, self.total - other.total, self.total_sq - other.total_sq
+            self.n - other.n,
+            self.total - other.total,
+            self.total_sq - other.total_sq,
+            self.n_max - other.n_max,
+            self.n_min - other.n_min,
         )
 
     @property
@@ -302,7 +338,29 @@ class RatingMoments:
 
 
 def _one(value: float) -> RatingMoments:
-    return RatingMoments(1, value, value * value)
+    return RatingMoments(
+        1, value, value * value, int(value >= RATING_MAX), int(value <= RATING_MIN)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PopularityRanks:
+    """Items' popularity as centred log-ranks, for the ``popularity`` signal.
+
+    ``table[i] = log(rank_i) - c``, ``c`` the mean log-rank over the ranked
+    items, so a profile of items drawn at random averages about 0 and one
+    led by popularity well below it. Under Zipf's law ``-log p_i`` is ``log
+    rank_i`` plus a constant, so the mean is the likelihood-ratio statistic
+    of uniform against popularity-proportional choice; but ranks, unlike
+    shares, do not move when attackers add ratings to every item alike.
+    ``floor[n - 1]`` is the mean of the ``n`` lowest values: a profile of the
+    ``n`` most popular items. ``unranked`` is the value of an item the table
+    does not hold (rated since): the least popular.
+    """
+
+    table: Mapping[str, float]
+    floor: FloatArray
+    unranked: float
 
 
 class ItemStats:
@@ -328,7 +386,8 @@ class ItemStats:
         self._global = RatingMoments()
         self._lengths = RatingMoments()
         self._version = 0
-        self._ranks: tuple[int, int, dict[str, float], float] | None = None
+        self._ranks: tuple[int, int, PopularityRanks] | None = None
+        self._ends: tuple[int, int, FloatArray, FloatArray] | None = None
 
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
@@ -418,47 +477,114 @@ class ItemStats:
         """How many items have at least one rating."""
         return len(self._items)
 
-    def log_ranks(self, refresh: float = 0.0) -> tuple[Mapping[str, float], float]:
-        """Each item's popularity as its centred log-rank, and the value of an unranked item.
+    def log_ranks(self, refresh: float = 0.0) -> PopularityRanks:
+        """Each item's popularity as its centred log-rank (see :class:`PopularityRanks`).
 
         Items are ranked by number of ratings, most rated first (rank 1, ties
-        share their mean rank); with ``I`` ranked items, item ``i`` gets
-        ``log(rank_i) - (log I - 1)``: its log-rank minus the mean log-rank of
-        an item drawn uniformly at random (``E[log(U I)] = log I - 1``). A
-        profile of randomly chosen items thus averages about 0, one led by
-        popularity well below 0. Under Zipf's law ``-log p_i`` is ``log
-        rank_i`` plus a constant, so the mean is the likelihood-ratio
-        statistic of uniform against popularity-proportional choice, but
-        ranks, unlike shares, do not move when attackers add ratings to
-        every item alike.
-
-        The table is cached and recomputed once the ratings have grown by
-        more than ``refresh`` (a fraction) since it was computed; items
-        rated since count as the least popular.
+        share their mean rank). Cached, and recomputed once the ratings have
+        grown by more than ``refresh`` (a fraction) since.
 
         >>> s = ItemStats()
         >>> for item, n in (("a", 3), ("b", 2), ("c", 1)):
         ...     for _ in range(n):
         ...         s.add_rating(item, 4.0)
-        >>> table, unranked = s.log_ranks()
-        >>> [round(table[i] - (math.log(3) - 1), 6) == round(math.log(r), 6)
-        ...  for i, r in (("a", 1), ("b", 2), ("c", 3))]
-        [True, True, True]
+        >>> ranks = s.log_ranks()
+        >>> c = (math.log(1) + math.log(2) + math.log(3)) / 3
+        >>> [round(ranks.table[i], 9) == round(math.log(r) - c, 9) for i, r in (("a", 1), ("b", 2))]
+        [True, True]
+        >>> round(float(ranks.floor[-1]), 9), round(ranks.unranked, 9) == round(math.log(4) - c, 9)
+        (0.0, True)
         """
         cached = self._ranks
         if cached is not None and (
             cached[0] == self._version or self._global.n <= cached[1] * (1.0 + refresh)
         ):
-            return cached[2], cached[3]
+            return cached[2]
         ids = list(self._items)
         counts = np.fromiter((m.n for m in self._items.values()), dtype=np.float64, count=len(ids))
-        ranked = len(ids)
-        centre = math.log(ranked) - 1.0 if ranked else 0.0
-        ranks = rankdata(-counts, method="average") if ranked else np.empty(0)
-        table = dict(zip(ids, (np.log(ranks) - centre).tolist(), strict=True))
-        unranked = math.log(ranked + 1) - centre if ranked else 0.0
-        self._ranks = (self._version, self._global.n, table, unranked)
-        return table, unranked
+        log_rank = np.log(rankdata(-counts, method="average")) if ids else np.empty(0)
+        centre = float(log_rank.mean()) if ids else 0.0
+        log_rank -= centre
+        ordered = np.sort(log_rank)
+        ranks = PopularityRanks(
+            table=dict(zip(ids, log_rank.tolist(), strict=True)),
+            floor=np.cumsum(ordered) / np.arange(1, len(ordered) + 1),
+            unranked=math.log(len(ids) + 1) - centre,
+        )
+        self._ranks = (self._version, self._global.n, ranks)
+        return ranks
+
+    def end_shares(self, refresh: float = 0.0) -> tuple[FloatArray, FloatArray]:
+        """How common top (bottom) ratings are, given the mean of an item's other ratings.
+
+        Items are binned by the mean of their ratings below the top (for top
+        ratings) or above the bottom (for bottom ratings), in half-star bins.
+        Per bin: the pooled counts of top (bottom) ratings and of all
+        ratings, whose ratio is the usual share ``p``, and ``tau2``, the
+        variance of the items' true shares around it (a random-effects model,
+        as in DerSimonian & Laird 1986), estimated from medians so that a few
+        attacked items do not widen it::
+
+            tau2 = max(0, median((s_j - m)^2) / 0.455 - median(m (1 - m) / n_j))
+
+        with ``m`` the median share, over the bin's items with at least 5
+        ratings (0.455: the median of chi-square with one degree of freedom),
+        pooled with the neighbouring
+        bins while it has fewer than 10 such items. Returns two ``(3, bins)``
+        arrays, rows ``hits``, ``trials``, ``tau2``: top, bottom. Cached like
+        :meth:`log_ranks`.
+
+        >>> s = ItemStats()
+        >>> for v in (5.0, 4.0, 4.0, 2.0):
+        ...     s.add_rating("a", v)
+        >>> top, bottom = s.end_shares()
+        >>> top[:2, 4].tolist(), bottom[:2, 5].tolist()  # the others average 3.33, 3.75
+        ([1.0, 4.0], [0.0, 4.0])
+        """
+        cached = self._ends
+        if cached is not None and (
+            cached[0] == self._version or self._global.n <= cached[1] * (1.0 + refresh)
+        ):
+            return cached[2], cached[3]
+        moments = list(self._items.values())
+        k = len(moments)
+        n = np.fromiter((m.n for m in moments), dtype=np.float64, count=k)
+        total = np.fromiter((m.total for m in moments), dtype=np.float64, count=k)
+        top = np.fromiter((m.n_max for m in moments), dtype=np.float64, count=k)
+        bottom = np.fromiter((m.n_min for m in moments), dtype=np.float64, count=k)
+        out = []
+        for ends, value in ((top, RATING_MAX), (bottom, RATING_MIN)):
+            bins = _end_bin(_other_mean(total, n, ends, value))
+            hits = np.bincount(bins, weights=ends, minlength=_END_BINS)
+            trials = np.bincount(bins, weights=n, minlength=_END_BINS)
+            tau2 = np.zeros(_END_BINS)
+            for b in range(_END_BINS):
+                for width in range(_END_BINS):
+                    mine = (np.abs(bins - b) <= width) & (n >= 5)
+                    if mine.sum() >= 10 or width == _END_BINS - 1:
+                        break
+                if mine.sum() >= 3:
+                    share = ends[mine] / n[mine]
+                    centre = float(np.median(share))
+                    noise = centre * (1 - centre) / n[mine]
+                    spread = float(np.median((share - centre) ** 2)) / 0.455
+                    tau2[b] = max(spread - float(np.median(noise)), 0.0)
+            out.append(np.vstack([hits, trials, tau2]))
+        self._ends = (self._version, self._global.n, out[0], out[1])
+        return out[0], out[1]
+
+
+def _other_mean(total: FloatArray, n: FloatArray, ends: FloatArray, value: float) -> FloatArray:
+    """The mean of the ratings that are not at ``value`` (``value`` itself if there are none)."""
+    rest = n - ends
+    return np.where(rest > 0, (total - ends * value) / np.maximum(rest, 1), value)
+
+
+_END_BINS: Final = 8  # bins of half a star for the mean of an item's other ratings
+
+
+def _end_bin(other_mean: FloatArray) -> npt.NDArray[np.intp]:
+    return np.clip(((other_mean - RATING_MIN) / 0.5).astype(np.intp), 0, _END_BINS - 1)
 
 
 # -- Review texts --------------------------------------------------------------------
@@ -568,12 +694,12 @@ class UserActivity:
     """One user's evidence, in bounded memory, updated per event in O(1) amortised time.
 
     Memory: the last ``recent_actions`` action timestamps per event type and
-    items; up to ``max_profile_ratings`` ratings (the oldest forgotten first);
-    up to ``remembered_items`` (type, item) pairs and impressed items (least
-    recently used forgotten first); up to ``remembered_reviews`` review text
-    keys; plus fixed-size counters. *Actions* are all events but impressions,
-    which clients log in batches at one instant and say nothing about the
-    user's own pace.
+    of all actions, and their items; up to ``max_profile_ratings`` ratings
+    (the oldest forgotten first); up to ``remembered_items`` (type, item)
+    pairs and impressed items (least recently used forgotten first); up to
+    ``remembered_reviews`` review text keys; plus fixed-size counters.
+    *Actions* are all events but impressions, which clients log in batches at
+    one instant and say nothing about the user's own pace.
 
     >>> a = UserActivity()
     >>> a.observe("impression", "i1", None, 0.0)
@@ -655,16 +781,14 @@ class UserActivity:
         self._all_times.append(timestamp)
         self.hours[_hour_of_day(timestamp)] += 1
         self._recent_items.append(item_id)
-        self.max_actions_in_second = max(
-            self.max_actions_in_second, _in_one_second(self._action_window, timestamp)
-        )
-        if self.max_actions_in_second > config.max_actions_per_second:
+        in_second = _in_one_second(self._action_window, timestamp)
+        self.max_actions_in_second = max(self.max_actions_in_second, in_second)
+        if in_second > config.max_actions_per_second:
             self._violate(timestamp, f"more than {config.max_actions_per_second:g} events in 1 s")
         if event_type in EXPLICIT_TYPES:
-            self.max_explicit_in_second = max(
-                self.max_explicit_in_second, _in_one_second(self._explicit_window, timestamp)
-            )
-            if self.max_explicit_in_second > config.max_explicit_per_second:
+            in_second = _in_one_second(self._explicit_window, timestamp)
+            self.max_explicit_in_second = max(self.max_explicit_in_second, in_second)
+            if in_second > config.max_explicit_per_second:
                 self._violate(
                     timestamp,
                     f"more than {config.max_explicit_per_second:g} explicit events in 1 s",
@@ -707,6 +831,7 @@ class UserActivity:
         self._impressed[item_id] = None
 
     def _violate(self, timestamp: float, reason: str) -> None:
+        """Remember the latest violation of a hard rule (its time and which rule)."""
         if self.hard_rule_at is None or timestamp >= self.hard_rule_at:
             self.hard_rule_at = timestamp
             self.hard_rule_reason = reason
@@ -714,13 +839,14 @@ class UserActivity:
     def intervals(self) -> FloatArray:
         """Inter-arrival times (s) of the user's dominant action type, oldest first.
 
-        The dominant type is the one with most remembered timestamps (ties:
-        alphabetical). Per type, because one human step (click, view, dwell)
-        logs several events within a second; a bot's period shows in each type.
+        The dominant type is the one with most remembered timestamps (ties: the
+        alphabetically last). Per type, because one human step (click, view,
+        dwell) logs several events within a second; a bot's period shows in
+        each type.
         """
         if not self._times:
             return np.empty(0)
-        _, dominant = max((len(t), name) for name, t in sorted(self._times.items(), reverse=True))
+        dominant = max(self._times, key=lambda name: (len(self._times[name]), name))
         return np.diff(np.sort(np.fromiter(self._times[dominant], dtype=np.float64)))
 
     def recent_rate(self) -> tuple[float, int]:
@@ -782,10 +908,11 @@ FAMILIES: Final[Mapping[str, str]] = {
     "wdma": "profile_deviation",
     "item_mean_deviation": "profile_deviation",
     "mean_var": "profile_variance",
-    "fmtd": "profile_shape",
-    "extremity": "profile_shape",
+    "fmtd": "profile_deviation",
+    "extremity": "profile_deviation",
     "agreement": "profile_agreement",
     "popularity": "profile_popularity",
+    "target_focus": "profile_focus",
     "length_var": "profile_length",
 }
 """Which family each signal belongs to: evidence is counted once per family."""
@@ -1024,7 +1151,15 @@ class ProfileFeatures:
     filler. ``agreement`` is Pearson's correlation of ratings with item
     means; ``popularity`` the mean centred log-rank of the rated items
     (:meth:`ItemStats.log_ranks`), or of those rated inside the scale's ends
-    when that is higher; ``length_var``
+    when that is higher, rescaled from 0 (the ``n`` most popular items) to
+    about 1 (items chosen at random); ``target_focus`` the largest z-score
+    ``(s_j - p) / sqrt(p (1 - p) / n_j + tau2)`` over the items the user rated
+    at the top (bottom), ``s_j`` the share of top (bottom) ratings among the
+    item's other ``n_j`` ratings, ``p`` and ``tau2`` what is usual for items
+    whose remaining ratings have the same mean (:meth:`ItemStats.end_shares`):
+    a robust form of Williams et al.'s target model focus, since every
+    profile of one attack rates the same target at the end of the scale;
+    ``length_var``
     the LengthVar ``|n - mean n| / sum (n_u - mean n)^2`` and ``length_z``
     the same deviation in standard deviations.
     """
@@ -1042,6 +1177,7 @@ class ProfileFeatures:
     extremity: float
     agreement: float
     popularity: float
+    target_focus: float
     length_var: float
     length_z: float
 
@@ -1130,13 +1266,43 @@ def profile_features(
 
     # popularity: the mean centred log-rank of the rated items, over all of them
     # and over those not at the scale's ends (which leaves out the popular items
-    # a bandwagon attack rates to the maximum), whichever is higher
-    table, unranked = items.log_ranks(config.popularity_refresh)
-    log_rank = np.fromiter((table.get(i, unranked) for i in ratings), dtype=np.float64, count=n)
-    popularity = float(log_rank.mean())
+    # a bandwagon attack rates to the maximum), whichever is higher; rescaled so
+    # that the n most popular items give 0 and a random choice about 1
+    ranks = items.log_ranks(config.popularity_refresh)
+    log_rank = np.fromiter((ranks.table.get(i, ranks.unranked) for i in ratings), np.float64, n)
+    mean_log_rank = float(log_rank.mean())
     middle = (r > RATING_MIN) & (r < RATING_MAX)
     if middle.sum() >= max(config.profile_min, n // 2):
-        popularity = max(popularity, float(log_rank[middle].mean()))
+        mean_log_rank = max(mean_log_rank, float(log_rank[middle].mean()))
+    popularity = math.nan
+    if n <= len(ranks.floor) * config.popularity_max_share:
+        lowest = float(ranks.floor[n - 1])  # the n most popular items
+        popularity = (mean_log_rank - lowest) / -lowest if lowest < 0 else math.nan
+
+    # target focus: the most surprising share of top (bottom) ratings among the
+    # items this user rated at the top (bottom), leaving the user's own rating
+    # and, from its bin's usual share, the item itself out
+    top_usual, bottom_usual = items.end_shares(config.popularity_refresh)
+    focus = 0.0
+    n_top = np.fromiter((m.n_max for m in moments), np.float64, n)
+    n_bottom = np.fromiter((m.n_min for m in moments), np.float64, n)
+    for at_end, ends, value, usual in (
+        (r >= RATING_MAX, n_top, RATING_MAX, top_usual),
+        (r <= RATING_MIN, n_bottom, RATING_MIN, bottom_usual),
+    ):
+        at_end &= (ends >= 1) & (counts >= 3)
+        if not at_end.any():
+            continue
+        e, c, t = ends[at_end], counts[at_end], sums[at_end]
+        b = _end_bin(_other_mean(t - value, c - 1, e - 1, value))
+        listed = _end_bin(_other_mean(t, c, e, value)) == b  # where the table counted it
+        hits = usual[0, b] - np.where(listed, e, 0.0)
+        trials = usual[1, b] - np.where(listed, c, 0.0)
+        floor_p = config.focus_share_floor
+        p = np.clip(hits / np.maximum(trials, 1), floor_p, 1.0 - floor_p)
+        p = np.where(trials > 0, p, floor_p)
+        sd = np.sqrt(p * (1 - p) / (c - 1) + usual[2, b])
+        focus = max(focus, float((((e - 1) / (c - 1) - p) / sd).max()))
 
     lengths = items.profile_lengths
     length_var = length_z = 0.0
@@ -1158,6 +1324,7 @@ def profile_features(
         extremity=extremity,
         agreement=agreement,
         popularity=popularity,
+        target_focus=focus,
         length_var=length_var,
         length_z=length_z,
     )
@@ -1179,7 +1346,7 @@ def _profile_signals(
         return dict.fromkeys(
             (
                 "rdma", "wdma", "item_mean_deviation", "mean_var", "fmtd", "extremity",
-                "agreement", "popularity", "length_var",
+                "agreement", "popularity", "target_focus", "length_var",
             ),
             nan,
         )  # fmt: skip
@@ -1204,9 +1371,10 @@ def _profile_signals(
         f.mean_var_ratio, config.mean_var_ratio_min, config.mean_var_ratio_span, high=False
     )
     agreement_s = severity(upper, config.agreement_min, config.agreement_span, high=False)
+    ranked = max(items.items, n + 1)
     popularity_s = severity(
         f.popularity,
-        config.popularity_max + config.popularity_slack / math.sqrt(n),
+        config.popularity_max + config.popularity_slack / (math.sqrt(n) * math.log(ranked / n)),
         config.popularity_span,
     )
     length_s = severity(f.length_z, config.length_z_max, config.length_z_span)
@@ -1224,7 +1392,16 @@ def _profile_signals(
         "agreement": scaled(
             f.agreement, agreement_s, w(config.w_agreement) if math.isfinite(upper) else 0.0
         ),
-        "popularity": scaled(f.popularity, popularity_s, w(config.w_popularity)),
+        "popularity": scaled(
+            f.popularity,
+            popularity_s,
+            w(config.w_popularity)
+            if math.isfinite(f.popularity) and n >= config.popularity_min
+            else 0.0,
+        ),
+        "target_focus": graded(
+            f.target_focus, config.focus_max, config.focus_span, w(config.w_focus)
+        ),
         "length_var": scaled(f.length_var, length_s, w(config.w_length)),
     }
 
@@ -1265,12 +1442,14 @@ def evidence(found: Mapping[str, Signal], config: SpamConfig) -> tuple[float, fl
 
     A family with a fired member contributes the largest fired weight as
     negative evidence; otherwise its largest weight times
-    ``config.clean_evidence`` as positive evidence.
+    ``config.clean_evidence``, at most ``config.clean_cap``, as positive
+    evidence (clean readings say less than anomalies: attackers pass most
+    tests). Unknown signal names are families of their own.
 
     >>> s = {"rdma": Signal(0.1, True, 2.0), "wdma": Signal(0.1, True, 3.0),
-    ...      "popularity": Signal(0.0, False, 4.0)}
+    ...      "popularity": Signal(0.0, False, 4.0), "length_var": Signal(0.0, False, 1.0)}
     >>> evidence(s, SpamConfig())
-    (1.0, 3.0)
+    (0.75, 3.0)
     """
     fired: dict[str, float] = {}
     clean: dict[str, float] = {}
