@@ -7,7 +7,8 @@ Genuine users have latent tastes (a factor model with item and user biases),
 rate noisily around them, choose items by popularity and taste, and act with
 human timing: sessions at diurnal hours of their own time zone, bursty
 log-normal gaps inside sessions, impressions before clicks, realistic dwell,
-a few reviews; a fifth of them use a rating-only client. Attackers follow the standard attack models (Mobasher et al.
+a few reviews; a fifth of them use a rating-only client.
+Attackers follow the standard attack models (Mobasher et al.
 2007; Gunes et al. 2014): random, average, bandwagon, segment, love/hate and
 reverse bandwagon, each at attack sizes {1, 5, 10, 15} % of the genuine users
 and filler sizes {1, 3, 5, 10} % of the items, with human-like timing (so only

@@ -94,6 +94,41 @@ from scipy.stats import rankdata  # type: ignore[import-untyped]
 from recloop.core.errors import InvalidInput
 from recloop.core.events import EXPLICIT_TYPES, RATING_MAX, RATING_MIN
 
+__all__ = [
+    "BLOCKED",
+    "FAMILIES",
+    "SUSPECT",
+    "TRUSTED",
+    "ItemStats",
+    "PopularityRanks",
+    "ProfileFeatures",
+    "RatingMoments",
+    "Signal",
+    "SpamConfig",
+    "TextRegistry",
+    "UserActivity",
+    "Verdict",
+    "burstiness",
+    "coefficient_of_variation",
+    "evidence",
+    "graded",
+    "grown",
+    "hard_rule",
+    "has_link",
+    "has_repeated_chars",
+    "hour_entropy",
+    "item_diversity",
+    "judge",
+    "normalise_text",
+    "profile_features",
+    "record_event",
+    "reputation",
+    "severity",
+    "signals",
+    "status_of",
+    "text_key",
+]
+
 TRUSTED: Final = "trusted"
 SUSPECT: Final = "suspect"
 BLOCKED: Final = "blocked"
