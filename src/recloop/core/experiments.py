@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from recloop.core.errors import InvalidInput
 from recloop.core.events import FEEDBACK_TYPES
+from recloop.core.stats import PairStats
 
 Status = Literal["draft", "running", "stopped"]
 MetricType = Literal["binomial", "continuous", "ratio"]
@@ -270,4 +271,65 @@ def from_dict(data: Mapping[str, Any]) -> Experiment:
         created_at=float(data.get("created_at", 0.0)),
         started_at=data.get("started_at"),
         stopped_at=data.get("stopped_at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What a user's running experiments change in the strategy recloop tells the orchestrator."""
+
+    weights: dict[str, float] | None = None
+    epsilon: float | None = None
+    model_slot: str | None = None
+
+
+def overrides(assigned: Sequence[tuple[Experiment, str]]) -> Overrides:
+    """The variants' ``config`` overrides, the earliest-created experiment winning each field.
+
+    ``weights`` are renormalised to sum to 1.
+
+    >>> a = Experiment("a", "a", (Variant("c", .5), Variant("t", .5, {"epsilon": 0.0})), (),
+    ...                created_at=1.0)
+    >>> b = Experiment("b", "b", (Variant("c", .5), Variant("t", .5,
+    ...                {"epsilon": 0.5, "weights": {"x": 2.0, "y": 2.0}})), (), created_at=2.0)
+    >>> overrides([(b, "t"), (a, "t")])
+    Overrides(weights={'x': 0.5, 'y': 0.5}, epsilon=0.0, model_slot=None)
+    """
+    found: dict[str, Any] = {}
+    for exp, variant in sorted(assigned, key=lambda a: a[0].created_at):
+        config = next(v.config for v in exp.variants if v.key == variant)
+        for name in ("weights", "epsilon", "model_slot"):
+            if name in config and name not in found:
+                found[name] = config[name]
+    weights = found.get("weights")
+    if weights is not None:
+        total = sum(weights.values())
+        weights = {k: w / total for k, w in weights.items()}
+    epsilon = found.get("epsilon")
+    slot = found.get("model_slot")
+    return Overrides(
+        weights,
+        None if epsilon is None else float(epsilon),
+        None if slot is None else str(slot),
+    )
+
+
+def stats_delta(old: UserMetric | None, new: UserMetric) -> PairStats:
+    """How a variant's sums move when one user's values go from ``old`` (None: the user was
+    just exposed) to ``new``.
+
+    >>> stats_delta(None, UserMetric(y=0.0, x=2.0))
+    PairStats(n=1, sum_x=2.0, sum_x2=4.0, sum_y=0.0, sum_y2=0.0, sum_xy=0.0)
+    >>> stats_delta(UserMetric(1.0, 2.0), UserMetric(3.0, 2.0))
+    PairStats(n=0, sum_x=0.0, sum_x2=0.0, sum_y=2.0, sum_y2=8.0, sum_xy=4.0)
+    """
+    if old is None:
+        return PairStats(1, new.x, new.x**2, new.y, new.y**2, new.x * new.y)
+    return PairStats(
+        0,
+        new.x - old.x,
+        new.x**2 - old.x**2,
+        new.y - old.y,
+        new.y**2 - old.y**2,
+        new.x * new.y - old.x * old.y,
     )

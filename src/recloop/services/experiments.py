@@ -37,20 +37,6 @@ class ExperimentsConfig:
     sequential_tuning: float = 5000.0
 
 
-def _delta(old: UserMetric | None, new: UserMetric) -> PairStats:
-    """How a variant's sums move when one user's values go from ``old`` to ``new``."""
-    if old is None:
-        return PairStats(1, new.x, new.x**2, new.y, new.y**2, new.x * new.y)
-    return PairStats(
-        0,
-        new.x - old.x,
-        new.x**2 - old.x**2,
-        new.y - old.y,
-        new.y**2 - old.y**2,
-        new.x * new.y - old.x * old.y,
-    )
-
-
 class ExperimentService:
     def __init__(
         self,
@@ -236,7 +222,7 @@ class ExperimentService:
     ) -> None:
         eid = exp.experiment_id
         self._values[eid][(user_id, metric.name)] = new
-        delta = _delta(old, new)
+        delta = xp.stats_delta(old, new)
         stats_key = (variant, metric.name)
         current = self._stats[eid].get(stats_key)
         self._stats[eid][stats_key] = delta if current is None else current + delta

@@ -18,6 +18,7 @@ import numpy as np
 
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
+from recloop.core.experiments import overrides
 from recloop.core.exploration import epsilon_greedy
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
@@ -116,28 +117,18 @@ class Ranker:
         (exposures are recorded), with the variants' overrides applied."""
         user = await self.user(user_id)
         segment_weights = await self._optimizer.weights(user.segment)
-        weights = dict(segment_weights.weights)
-        epsilon = self._config.epsilons[user.segment]
-        slot: str | None = None
-        overridden: set[str] = set()
-        experiments = []
         assigned = (
             [] if self._experiments is None else await self._experiments.expose_running(user_id)
         )
-        for exp, variant in sorted(assigned, key=lambda a: a[0].created_at):
-            config = next(v.config for v in exp.variants if v.key == variant)
-            experiments.append({"experiment_id": exp.experiment_id, "variant": variant})
-            if "weights" in config and "weights" not in overridden:
-                total = sum(config["weights"].values())
-                weights = {k: w / total for k, w in config["weights"].items()}
-                overridden.add("weights")
-            if "epsilon" in config and "epsilon" not in overridden:
-                epsilon = float(config["epsilon"])
-                overridden.add("epsilon")
-            if "model_slot" in config and "model_slot" not in overridden:
-                slot = str(config["model_slot"])
-                overridden.add("model_slot")
-        return Strategy(user, segment_weights, weights, epsilon, experiments, slot)
+        changed = overrides(assigned)
+        return Strategy(
+            user,
+            segment_weights,
+            dict(segment_weights.weights) if changed.weights is None else changed.weights,
+            self._config.epsilons[user.segment] if changed.epsilon is None else changed.epsilon,
+            [{"experiment_id": e.experiment_id, "variant": v} for e, v in assigned],
+            changed.model_slot,
+        )
 
     async def rank(
         self,
