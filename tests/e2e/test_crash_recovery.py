@@ -128,6 +128,9 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_once(
             assert p["interactions"] + p["impressions"] + p["events_held"] == total, user
             assert p["events_applied"] == p["interactions"], user
             assert p["events_skipped"] == 0
+            if p["events_held"] == 0:
+                assert p["interactions"] == interactions[user], user
+                assert p["impressions"] == impressions[user], user
     # SIGTERM is graceful: uvicorn re-raises the signal once shutdown is done, and by
     # then the applied watermark has reached the end of the log.
     assert server.terminate() in (0, -signal.SIGTERM)
