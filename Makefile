@@ -23,7 +23,7 @@ test: setup
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 bench: setup
-	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)) || echo "wrk not installed: the single-event benchmark will use the Python load generator only"
+	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)) || echo "wrk not installed: the wrk-driven benchmarks (single event, read path) fall back to the Python load generator"
 	$(UV) run --frozen python -m benchmarks $(BENCH_ARGS)
 
 lint: setup
