@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from recloop.core.errors import ConfigError
+from recloop.core.segments import SEGMENTS
 
 
 class _Section(BaseModel):
@@ -169,7 +170,6 @@ class FeedbackSettings(_Section):
         return {**_default_types(), **types}
 
 
-SEGMENT_NAMES = ("new", "inactive", "power", "regular")
 DEFAULT_ALGORITHMS = ["collaborative", "content_based", "popularity", "trending"]
 
 
@@ -236,7 +236,7 @@ class BanditSettings(_Section):
 
     @model_validator(mode="after")
     def _weights_cover_algorithms(self) -> BanditSettings:
-        for segment in SEGMENT_NAMES:
+        for segment in SEGMENTS:
             weights = self.default_weights.get(segment)
             if weights is None:
                 raise ValueError(f"default_weights needs segment {segment!r}")
@@ -247,7 +247,7 @@ class BanditSettings(_Section):
                 )
             if any(w <= 0 for w in weights.values()):
                 raise ValueError(f"default_weights.{segment}: weights must be > 0")
-        unknown = sorted(set(self.default_weights) - set(SEGMENT_NAMES))
+        unknown = sorted(set(self.default_weights) - set(SEGMENTS))
         if unknown:
             raise ValueError(f"default_weights: unknown segment(s) {unknown}")
         return self
@@ -268,8 +268,8 @@ class ExplorationSettings(_Section):
     @field_validator("epsilon")
     @classmethod
     def _every_segment(cls, epsilon: dict[str, float]) -> dict[str, float]:
-        if set(epsilon) != set(SEGMENT_NAMES):
-            raise ValueError(f"give an epsilon for exactly the segments {list(SEGMENT_NAMES)}")
+        if set(epsilon) != set(SEGMENTS):
+            raise ValueError(f"give an epsilon for exactly the segments {list(SEGMENTS)}")
         return epsilon
 
 

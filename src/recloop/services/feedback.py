@@ -162,7 +162,6 @@ class Processor:
             "state-writer", self._save_changes
         )
         self.tracker = OffsetTracker()
-        self.applied_total = 0
         self.dead_letters = 0
         self.last_error: str | None = None
 
@@ -364,7 +363,6 @@ class Processor:
                         reliability,
                     ):
                         continue  # replayed, already in the state
-                    self.applied_total += 1
                     changed[e.user_id] = state
                     if observer is not None and observer.watches(e.user_id):
                         observed += observer.observe(e.user_id, e.type, e.value, e.timestamp)
@@ -386,7 +384,6 @@ class Processor:
                         continue
                     segment = self._segment(state, agg.first_at)
                     state.apply_implicit(agg, vectors[entry.item_id], c.rate, now, reliability)
-                    self.applied_total += agg.interactions + agg.impressions
                     for (algorithm, bucket), counts in entry.performance.items():
                         key = (segment, algorithm, bucket)
                         performance[key] = performance.get(key, _ZERO) + counts
