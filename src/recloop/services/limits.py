@@ -58,6 +58,13 @@ class _LazySweepMemoryStorage(MemoryStorage):
             self.timer.start()
 
 
+# ``Storage.__init_subclass__`` wraps these methods in an error translator on every
+# subclass, so a subclass of MemoryStorage would translate twice per call (measured:
+# ~15 % of a hit). Keep upstream's single wrapping.
+for _name in ("incr", "get", "get_expiry", "check", "reset", "clear"):
+    setattr(_LazySweepMemoryStorage, _name, MemoryStorage.__dict__[_name])
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """How many of the asked units were admitted; if not all, which limit stopped them."""
@@ -69,6 +76,12 @@ class Admission:
 
 async def _value(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
+
+
+async def _hit(lim: Any, item: RateLimitItem, action: str, identity: str, cost: int) -> bool:
+    """``lim.hit``, sync (in-process storage) or async (shared storage)."""
+    hit = lim.hit(item, action, identity, cost=cost)
+    return hit if hit.__class__ is bool else await hit
 
 
 class RateLimits:
@@ -133,7 +146,7 @@ class RateLimits:
         items = self._classes[action]
         charged = 0
         for item in items:
-            if not await _value(lim.hit(item, action, identity, cost=count)):
+            if not await _hit(lim, item, action, identity, count):
                 break
             charged += 1
         else:
@@ -144,5 +157,5 @@ class RateLimits:
         allowed = max(0, min(window.remaining, count))
         if allowed:
             for item in items[charged:]:
-                await _value(lim.hit(item, action, identity, cost=allowed))
+                await _hit(lim, item, action, identity, allowed)
         return Admission(allowed, str(tightest), window.reset_time)
