@@ -21,3 +21,7 @@ __all__ = [
     "PartitionsHook",
     "Undecodable",
 ]
+
+from recloop.adapters.kafka.spool import SpooledEventLog as SpooledEventLog
+
+__all__ += ["SpooledEventLog"]
