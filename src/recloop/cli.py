@@ -6,6 +6,7 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -67,6 +68,48 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Apply events from Kafka (distributed deployment: ``event_log.kind: kafka``).
+
+    Joins the consumer group, takes a share of the topic's partitions, and
+    stops gracefully on SIGTERM or SIGINT (applies and commits what it took).
+    """
+    from recloop.container import build_worker
+
+    settings = _settings(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        process, container = build_worker(settings)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, process.stop)
+        if container.db is not None and settings.storage.auto_migrate:
+            await container.db.migrate()
+        if container.shared_cache is not None:
+            await container.shared_cache.start()
+        await container.experiments.start()
+        await container.guard.start()
+        await process.start()
+        try:
+            await process.run()
+        finally:
+            await process.close()
+            await container.experiments.stop()
+            if container.shared_cache is not None:
+                await container.shared_cache.stop()
+            if container.db is not None:
+                await container.db.dispose()
+
+    asyncio.run(run())
 
 
 @app.command()

@@ -325,6 +325,41 @@ class CacheSettings(_Section):
     max_items: int = Field(500_000, ge=1)
     read_ttl_seconds: float = Field(60.0, gt=0.0)
     """Cached read results (preferences) live this long unless invalidated first."""
+    shared_url: str | None = None
+    """``redis://host:port``: processes invalidate each other's cached reads through
+    Redis pub/sub (distributed deployment). Unset: each process caches on its own."""
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = Field("recloop.events", min_length=1)
+    """Events keyed by user_id; dead letters go to ``<topic>.dlq``. The partition count
+    bounds the number of busy workers and must not change while users have state."""
+    group_id: str = Field("recloop-workers", min_length=1)
+    client_id: str = Field("recloop", min_length=1)
+    enable_idempotence: bool = True
+    """Idempotent producer; needs the broker's InitProducerId (Kafka has it, Tansu not)."""
+    linger_ms: int = Field(5, ge=0)
+    request_timeout_ms: int = Field(30_000, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1)
+    heartbeat_interval_ms: int = Field(3_000, ge=1)
+
+
+class EventLogSettings(_Section):
+    kind: Literal["embedded", "kafka"] = "embedded"
+    """``embedded``: events in the storage database, applied in the same process.
+    ``kafka``: ``recloop serve`` writes to Kafka, ``recloop worker`` applies."""
+    kafka: KafkaSettings = KafkaSettings()
+    spool_path: str = "./data/spool.db"
+    """Where an API instance keeps accepted events while Kafka is unreachable."""
+    send_timeout_seconds: float = Field(5.0, gt=0.0)
+    """A send to Kafka slower than this spools the batch instead."""
+    worker_commit_seconds: float = Field(1.0, gt=0.0)
+    """How often a worker commits its Kafka offsets (the state's own positions are
+    committed with every state transaction)."""
+    refresh_seconds: float = Field(2.0, gt=0.0)
+    """How often an API instance reloads what workers change: optimizer counts and
+    algorithm status, user reliability."""
 
 
 class Settings(BaseSettings):
@@ -351,6 +386,7 @@ class Settings(BaseSettings):
     rank: RankSettings = RankSettings()
     experiments: ExperimentSettings = ExperimentSettings()
     spam: SpamSettings = SpamSettings()
+    event_log: EventLogSettings = EventLogSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
+from recloop.adapters.kafka.spool import SpooledEventLog
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
+from recloop.adapters.redis import SharedCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
@@ -26,8 +34,11 @@ from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.vectors import ItemVectors
+from recloop.services.worker import Worker
 
 MEMORY_URL = "memory://"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,14 +59,30 @@ class Container:
     guard: GuardService
     keys: KeyRing
     db: SqlDatabase | None = None
+    spool: Any = None
+    """Distributed: the Kafka producer with its local spool (``SpooledEventLog``)."""
+    shared_cache: Any = None
+    """Distributed: the read cache kept coherent through Redis (``SharedCache``)."""
+    _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether events go to Kafka and workers apply them (this process serves the API)."""
+        return self.spool is not None
 
     async def start(self) -> None:
         if self.db is not None and self.settings.storage.auto_migrate:
             await self.db.migrate()
+        if self.shared_cache is not None:
+            await self.shared_cache.start()
         await self.optimizer.start()
         await self.experiments.start()
         await self.guard.start()
-        await self.processor.start(self.event_log)
+        if self.spool is not None:
+            await self.spool.start()
+            self._refresher = asyncio.create_task(self._refresh_loop(), name="refresher")
+        else:
+            await self.processor.start(self.event_log)
         self.committer.start()
         self.impressions.start()
 
@@ -63,12 +90,32 @@ class Container:
         """Graceful: commit what is being accepted, apply everything, flush, close."""
         await self.committer.stop()
         await self.impressions.stop()
-        await self.processor.stop()
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self.spool is not None:
+            await self.spool.stop()
+        else:
+            await self.processor.stop()
         await self.experiments.stop()
         if self.ingest.limits is not None:
             await self.ingest.limits.close()
+        if self.shared_cache is not None:
+            await self.shared_cache.stop()
         if self.db is not None:
             await self.db.dispose()
+
+    async def _refresh_loop(self) -> None:
+        """Reload what workers change, in an API instance of the distributed deployment."""
+        period = self.settings.event_log.refresh_seconds
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.optimizer.reload()
+                await self.guard.start()
+            except Exception as exc:  # the database is down: serve what is known, retry
+                log.warning("refresh from the state store failed: %s", exc)
 
 
 def rate_limits(settings: Settings) -> RateLimits | None:
@@ -131,16 +178,46 @@ def optimizer_config(settings: Settings) -> OptimizerConfig:
     )
 
 
+def kafka_config(settings: Settings) -> KafkaConfig:
+    k = settings.event_log.kafka
+    return KafkaConfig(
+        bootstrap_servers=k.bootstrap_servers,
+        topic=k.topic,
+        group_id=k.group_id,
+        client_id=k.client_id,
+        enable_idempotence=k.enable_idempotence,
+        linger_ms=k.linger_ms,
+        request_timeout_ms=k.request_timeout_ms,
+        session_timeout_ms=k.session_timeout_ms,
+        heartbeat_interval_ms=k.heartbeat_interval_ms,
+    )
+
+
+def _read_cache(settings: Settings) -> tuple[Cache, SharedCache | None]:
+    local = TtlCache(settings.cache.max_users, settings.cache.read_ttl_seconds)
+    if settings.cache.shared_url is None:
+        return local, None
+    shared = SharedCache(
+        settings.cache.shared_url, local=local, ttl_seconds=settings.cache.read_ttl_seconds
+    )
+    return shared, shared
+
+
 def build_container(settings: Settings) -> Container:
     db: SqlDatabase | None = None
     event_log: EventLog
     store: StateStore
+    distributed = settings.event_log.kind == "kafka"
     if settings.storage.url == MEMORY_URL:
+        if distributed:
+            raise ConfigError(
+                "event_log.kind: kafka needs a shared database in storage.url (PostgreSQL)"
+            )
         event_log, store = InMemoryEventLog(), InMemoryStateStore()
     else:
         db = SqlDatabase(settings.storage.url, settings.storage.sqlite_synchronous)
         event_log, store = SqlEventLog(db), SqlStateStore(db)
-    cache = TtlCache(settings.cache.max_users, settings.cache.read_ttl_seconds)
+    cache, shared_cache = _read_cache(settings)
     vectors = ItemVectors(store, settings.cache.max_items)
     optimizer = Optimizer(store, optimizer_config(settings))
     sp = settings.spam
@@ -173,7 +250,16 @@ def build_container(settings: Settings) -> Container:
         observer=experiments,
         gate=guard if sp.enabled else None,
     )
-    committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
+    spool: SpooledEventLog | None = None
+    if distributed:
+        spool = SpooledEventLog(
+            KafkaEventLog(kafka_config(settings)),
+            settings.event_log.spool_path,
+            send_timeout=settings.event_log.send_timeout_seconds,
+        )
+        committer = kafka_writer(spool, settings.ingest.group_commit_max_events)
+    else:
+        committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
     preferences = PreferenceService(store, cache)
     impressions = impression_writer(store)
     ranker = Ranker(
@@ -205,6 +291,7 @@ def build_container(settings: Settings) -> Container:
             settings.feedback.max_future_seconds,
             limits=rate_limits(settings),
             guard=guard if sp.enabled else None,
+            observe=not distributed,
         ),
         items=ItemService(store, vectors, settings.vectors.dim),
         preferences=preferences,
@@ -214,4 +301,37 @@ def build_container(settings: Settings) -> Container:
         guard=guard,
         keys=KeyRing((k.name, k.sha256, k.roles) for k in settings.auth.keys),
         db=db,
+        spool=spool,
+        shared_cache=shared_cache,
     )
+
+
+def kafka_writer(spool: SpooledEventLog, max_events: int) -> GroupCommit[Event, int | None]:
+    """The group commit of a distributed API instance: events are durable once Kafka
+    acknowledged them or the local spool holds them. Duplicates are told apart by the
+    workers, so every event is reported accepted here (offset 0: not known yet)."""
+
+    async def append(events: Sequence[Event]) -> list[int | None]:
+        await spool.append(events)
+        return [0] * len(events)
+
+    return GroupCommit("kafka-writer", append, max_events)
+
+
+def build_worker(settings: Settings) -> tuple[Worker, Container]:
+    """A ``recloop worker``: the container's processor, fed from the event topic."""
+    if settings.event_log.kind != "kafka":
+        raise ConfigError("recloop worker needs event_log.kind: kafka")
+    container = build_container(settings)
+    assert container.db is not None  # build_container refuses kafka without a database
+    config = kafka_config(settings)
+    worker = Worker(
+        config,
+        container.processor,
+        container.store,
+        SqlEventLog(container.db),
+        KafkaEventLog(config),
+        guard=container.guard if settings.spam.enabled else None,
+        commit_seconds=settings.event_log.worker_commit_seconds,
+    )
+    return worker, container

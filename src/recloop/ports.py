@@ -55,7 +55,9 @@ class StateChanges:
 
     ``user_metrics`` replace the stored values of (experiment, user, metric);
     ``algorithm_counts`` and ``experiment_stats`` are deltas added to what is
-    stored; ``watermark``, if given, replaces the consumer's applied offset.
+    stored; ``watermark``, if given, replaces the consumer's applied offset;
+    ``positions`` (distributed deployment) are the applied offsets of event-topic
+    partitions, each only ever moved forward.
     """
 
     users: list[UserState] = field(default_factory=list)
@@ -64,6 +66,7 @@ class StateChanges:
     user_metrics: list[tuple[str, str, str, UserMetric]] = field(default_factory=list)
     experiment_stats: list[tuple[str, str, str, PairStats]] = field(default_factory=list)
     watermark: int | None = None
+    positions: dict[int, int] = field(default_factory=dict)
 
     def __iadd__(self, other: StateChanges) -> StateChanges:
         self.users += other.users
@@ -169,6 +172,11 @@ class StateStore(Protocol):
     async def get_impression(self, impression_id: str) -> Impression | None: ...
 
     async def get_watermark(self) -> int: ...
+
+    async def get_positions(self) -> dict[int, int]:
+        """Applied offsets of the event topic's partitions (distributed deployment):
+        every message of partition ``p`` below ``positions[p]`` is in the state."""
+        ...
 
     async def put_items(self, items: Sequence[Item]) -> None: ...
 

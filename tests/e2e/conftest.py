@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,80 @@ class Server:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
+
+    def cleanup(self) -> None:
+        """Kill the process if it still runs (a failed test's leftovers)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Worker:
+    """A ``recloop worker`` process of the distributed deployment."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
+        self.workdir = workdir
+        self.env = {**os.environ, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"{name}.log"
+        self._starts = 0
+
+    def start(self) -> None:
+        self._starts += 1
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "recloop", "worker"],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Until this start of the worker has had its first assignment."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if self.log.read_text().count("assigned partitions") >= self._starts:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"worker got no partitions in {timeout}s:\n{self.log.read_text()}")
+
+    def partitions(self) -> frozenset[int]:
+        """The partitions of this worker's latest assignment (empty before the first)."""
+        found = re.findall(r"assigned partitions \[([\d, ]*)\]", self.log.read_text())
+        if not found:
+            return frozenset()
+        return frozenset(int(p) for p in found[-1].split(",") if p.strip())
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def wait_balanced(workers: list[Worker], partitions: int, timeout: float = 60.0) -> None:
+    """Until every worker owns some partitions and together they own each exactly once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = [w.partitions() for w in workers]
+        if all(owned) and sorted(p for o in owned for p in o) == list(range(partitions)):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"workers not balanced in {timeout}s: {[w.partitions() for w in workers]}")
 
 
 @pytest.fixture

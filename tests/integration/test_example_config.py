@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from recloop.config import Settings, load_settings
+from recloop.container import build_container, build_worker
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "recloop.example.yaml"
 
@@ -30,3 +31,13 @@ def test_example_lists_every_key_with_its_default() -> None:
 
 def test_example_loads(monkeypatch: Any) -> None:
     assert load_settings(EXAMPLE) == Settings()
+
+
+def test_distributed_example_loads_and_builds(monkeypatch: Any) -> None:
+    settings = load_settings(EXAMPLE.with_name("distributed.example.yaml"))
+    assert settings.event_log.kind == "kafka"
+    assert settings.storage.url.startswith("postgresql+asyncpg://")
+    assert settings.cache.shared_url is not None
+    build_container(settings)  # wiring only: nothing connects before start()
+    worker, _ = build_worker(settings)
+    assert worker.assignment() == frozenset()

@@ -12,7 +12,7 @@ from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.core.events import Event
 from recloop.core.items import Item
-from recloop.core.preferences import UserState
+from recloop.core.preferences import LearningRate, UserState
 from recloop.ports import EventLog, StateChanges, StateStore
 
 
@@ -31,6 +31,9 @@ async def adapters(
     await db.migrate()
     yield SqlEventLog(db), SqlStateStore(db)
     await db.dispose()
+
+
+_RATE = LearningRate()
 
 
 def ev(event_id: str, user: str = "u", kind: str = "like", **kw: object) -> Event:
@@ -117,3 +120,53 @@ async def test_dead_letters_are_kept(adapters: tuple[EventLog, StateStore]) -> N
     await store.add_dead_letter(ev("p", offset=3), "ValueError: bad")
     assert await store.count_dead_letters() == 1
     await store.ping()
+
+
+async def test_partition_positions_only_move_forward(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    _, store = adapters
+    assert await store.get_positions() == {}
+    await store.commit(StateChanges(positions={0: 10, 3: 7}))
+    await store.commit(StateChanges(positions={0: 4, 3: 9}))  # a late write from a lost owner
+    assert await store.get_positions() == {0: 10, 3: 9}
+    assert await store.get_watermark() == 0  # the embedded watermark is a separate row
+
+
+async def test_a_stale_user_state_does_not_overwrite_a_newer_one(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    _, store = adapters
+    newer = UserState.new("u", 4)
+    newer.apply_explicit(5, 1.0, np.ones(4), 1.0, _RATE, 1.0)
+    stale = UserState.new("u", 4)
+    stale.apply_explicit(2, -1.0, np.ones(4), 1.0, _RATE, 1.0)
+    await store.commit(StateChanges(users=[newer]))
+    await store.commit(StateChanges(users=[stale]))
+    kept = (await store.get_users(["u"]))["u"]
+    assert kept.explicit_offset == 5
+    np.testing.assert_array_equal(kept.vector, newer.vector)
+
+
+async def test_archive_tells_duplicates_from_redeliveries(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    for url in (sqlite_url, request.getfixturevalue("postgres_url")):
+        db = SqlDatabase(url)
+        await db.migrate()
+        try:
+            log = SqlEventLog(db)
+            first = [ev("a", partition=1, offset=1), ev("b", partition=1, offset=2)]
+            assert await log.archive(first) == [True, True]
+            # Redelivered from the same positions (after a crash): still first seen there.
+            again = [ev("a", partition=1, offset=1), ev("b", partition=1, offset=2)]
+            assert await log.archive(again) == [True, True]
+            # The same ids at later positions (a client's retry): duplicates; in one batch too.
+            retry = [ev("a", partition=1, offset=7), ev("c", partition=1, offset=8)]
+            retry.append(ev("c", partition=1, offset=9))
+            assert await log.archive(retry) == [False, True, False]
+            found = await log.read_user_events("u", 0.0, 10.0)
+            assert sorted(e.event_id for e in found) == ["a", "b", "c"]
+        finally:
+            await db.dispose()

@@ -95,6 +95,9 @@ class Event:
     context: Mapping[str, Any] = field(default_factory=dict)
     attribution: Mapping[str, Any] = field(default_factory=dict)
     offset: int = -1
+    partition: int = 0
+    """The log partition ``offset`` counts in: always 0 in the embedded log; in the
+    distributed one, the Kafka partition (set by the worker, like ``offset``)."""
 
     def to_record(self) -> dict[str, Any]:
         """The event as a JSON-ready mapping (without its offset)."""

@@ -82,6 +82,7 @@ class _Entry:
 
     user_id: str
     item_id: str
+    partition: int
     aggregate: ImplicitAggregate = field(default_factory=ImplicitAggregate)
     offsets: list[int] = field(default_factory=list)
     performance: dict[tuple[str, float], PerformanceCounts] = field(default_factory=dict)
@@ -161,7 +162,11 @@ class Processor:
         self._state_writer: GroupCommit[StateChanges, None] = GroupCommit(
             "state-writer", self._save_changes
         )
-        self.tracker = OffsetTracker()
+        self.trackers: dict[int, OffsetTracker] = {0: OffsetTracker()}
+        """Per log partition: the embedded log has only partition 0; a worker, the
+        partitions of the event topic it owns."""
+        self._partitioned = False
+        self._saved_positions: dict[int, int] = {}
         self.dead_letters = 0
         self.last_error: str | None = None
 
@@ -174,15 +179,8 @@ class Processor:
         dispatched before this returns, so that each user's events stay in order.
         """
         watermark = await self._store.get_watermark()
-        self.tracker = OffsetTracker(watermark)
-        self._tasks = [
-            asyncio.create_task(self._apply_loop(q), name=f"applier-{i}")
-            for i, q in enumerate(self._queues)
-        ] + [
-            asyncio.create_task(self._flush_loop(s), name=f"aggregator-{i}")
-            for i, s in enumerate(self._shards)
-        ]
-        self._state_writer.start()
+        self.trackers = {0: OffsetTracker(watermark)}
+        self._start_tasks()
         replayed = 0
         after = watermark
         while batch := await log_.read(after, replay_chunk):
@@ -207,6 +205,63 @@ class Processor:
             log.info("replayed %d logged events not yet applied", replayed)
         return replayed
 
+    def start_partitioned(self) -> None:
+        """Start the workers for a partitioned log (a worker's share of the event topic).
+
+        No replay here: the log's consumer calls :meth:`assign` with the
+        partitions it owns and fetches from their stored positions.
+        """
+        self._partitioned = True
+        self.trackers = {}
+        self._start_tasks()
+
+    def assign(self, positions: dict[int, int]) -> None:
+        """Own these partitions from now on; ``positions[p]`` is the last applied offset."""
+        for partition, offset in positions.items():
+            self.trackers[partition] = OffsetTracker(offset)
+
+    async def release(self) -> dict[int, int]:
+        """Apply and commit everything dispatched, then forget every partition and user.
+
+        For a rebalance: what another worker may now change must not linger
+        here. Returns the committed positions of the released partitions.
+        """
+        await self.flush_implicit()
+        await self._state_writer.submit([StateChanges()])  # commits the final positions
+        positions = self.positions()
+        self.trackers = {}
+        self._states.clear()
+        return positions
+
+    async def checkpoint(self) -> None:
+        """Store the partitions' positions if they moved since the last state commit.
+
+        Positions are written with the states of each commit, as they were before
+        it (an offset counts once its state is committed): after the last commit
+        of a burst they trail by that commit, until this is called.
+        """
+        if self._partitioned and self.positions() != self._saved_positions:
+            await self._state_writer.submit([StateChanges()])
+
+    def positions(self) -> dict[int, int]:
+        """Each owned partition's watermark: every offset up to it is committed state."""
+        return {p: t.watermark for p, t in self.trackers.items()}
+
+    def _start_tasks(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._apply_loop(q), name=f"applier-{i}")
+            for i, q in enumerate(self._queues)
+        ] + [
+            asyncio.create_task(self._flush_loop(s), name=f"aggregator-{i}")
+            for i, s in enumerate(self._shards)
+        ]
+        self._state_writer.start()
+
+    @property
+    def tracker(self) -> OffsetTracker:
+        """The embedded log's tracker (its only partition, 0)."""
+        return self.trackers[0]
+
     async def stop(self) -> None:
         """Apply everything dispatched (flushing implicit buffers), then stop the workers."""
         for s in self._shards:
@@ -220,7 +275,10 @@ class Processor:
                 await task
         self._tasks = []
         await self._state_writer.stop()
-        await self._store.commit(StateChanges(watermark=self.tracker.watermark))
+        if self._partitioned:
+            await self._store.commit(StateChanges(positions=self.positions()))
+        else:
+            await self._store.commit(StateChanges(watermark=self.tracker.watermark))
 
     async def flush_implicit(self) -> None:
         """Flush every implicit buffer now and wait until it is applied."""
@@ -232,10 +290,19 @@ class Processor:
     # -- dispatch ------------------------------------------------------------
 
     async def dispatch(self, events: Sequence[Event]) -> None:
-        """Hand logged events (in offset order) to their workers; waits when queues are full."""
+        """Hand logged events (in offset order per partition) to their workers; waits when
+        queues are full."""
+        trackers = self.trackers
         for event in events:
-            self.tracker.begin(event.offset)
+            trackers[event.partition].begin(event.offset)
         await self._route(events)
+
+    def skip(self, partition: int, offset: int) -> None:
+        """Pass over a message with nothing to apply (a duplicate, an undecodable one),
+        in its turn, so the partition's watermark moves past it."""
+        tracker = self.trackers[partition]
+        tracker.begin(offset)
+        tracker.done(offset)
 
     async def _route(self, events: Sequence[Event]) -> None:
         n_apply = len(self._queues)
@@ -253,13 +320,13 @@ class Processor:
                 signal = signals.signal(event.type, event.value)
             except Exception as exc:  # a poison event: kept, with its reason
                 await self._dead_letter(event, exc)
-                self.tracker.done(event.offset)
+                self.trackers[event.partition].done(event.offset)
                 continue
             s = self._shards[shard(event.user_id, n_shard)]
             key = (event.user_id, event.item_id)
             entry = s.buffer.get(key)
             if entry is None:
-                entry = s.buffer[key] = _Entry(event.user_id, event.item_id)
+                entry = s.buffer[key] = _Entry(event.user_id, event.item_id, event.partition)
             entry.aggregate.add(signal, event.type == "impression", event.offset, event.timestamp)
             entry.offsets.append(event.offset)
             algorithm = event.attribution.get("algorithm")
@@ -336,11 +403,11 @@ class Processor:
         observed = StateChanges()
         observer = self._observer
         gate = self._gate
-        done: list[int] = []
+        done: list[tuple[int, int]] = []
         for w in work:
             if isinstance(w, list):
                 for e in w:
-                    done.append(e.offset)
+                    done.append((e.partition, e.offset))
                     try:
                         signal = c.signals.signal(e.type, e.value)
                     except Exception as exc:
@@ -377,7 +444,7 @@ class Processor:
                     state = states[entry.user_id]
                     agg = entry.aggregate
                     changed[entry.user_id] = state
-                    done.extend(entry.offsets)
+                    done.extend((entry.partition, o) for o in entry.offsets)
                     reliability = 100.0 if gate is None else gate.reliability(entry.user_id)
                     if reliability is None:
                         state.hold_implicit(agg, now)
@@ -398,8 +465,9 @@ class Processor:
         observed.users = list(changed.values())
         observed.algorithm_counts = rows
         await self._state_writer.submit([observed])
-        for offset in done:
-            self.tracker.done(offset)
+        trackers = self.trackers
+        for partition, offset in done:
+            trackers[partition].done(offset)
         for user_id, state in changed.items():
             self._cache.set(preferences_key(user_id), state.snapshot())
         if rows and self._on_counts is not None:
@@ -413,7 +481,11 @@ class Processor:
         for c in changes:
             merged += c
         # The watermark only covers offsets whose state is already committed.
-        merged.watermark = self.tracker.watermark
+        if self._partitioned:
+            merged.positions = self.positions()
+            self._saved_positions = merged.positions
+        else:
+            merged.watermark = self.tracker.watermark
         await self._retrying(self._store.commit, merged)
         return [None] * len(changes)
 

@@ -34,9 +34,13 @@ class IngestService:
         clock: Callable[[], float] = time.time,
         limits: RateLimits | None = None,
         guard: GuardService | None = None,
+        observe: bool = True,
     ) -> None:
+        """``observe``: whether the guard learns from the events accepted here (embedded),
+        or only refuses blocked users (distributed: workers observe, partitioned by user)."""
         self._limits = limits
         self._guard = guard
+        self._observe = observe
         self._committer = committer
         self._max_future = max_future_seconds
         self._clock = clock
@@ -98,7 +102,7 @@ class IngestService:
             outcomes[i] = EventOutcome(event.event_id, status)
             if offset is not None:
                 accepted.append(event)
-        if self._guard is not None and accepted:
+        if self._guard is not None and self._observe and accepted:
             await self._guard.observe(accepted)
         return [o for o in outcomes if o is not None]
 

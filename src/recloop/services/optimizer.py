@@ -116,6 +116,20 @@ class Optimizer:
         for status in await self._store.get_algorithm_status():
             self._status[(status.segment, status.algorithm)] = status
 
+    async def reload(self) -> None:
+        """Replace the window and the status with the store's (an API instance of the
+        distributed deployment, where workers commit the counts)."""
+        now = self._clock()
+        since = now - self._config.window_seconds - self._config.bucket_seconds
+        window = WindowCounts(self._config.bucket_seconds)
+        for row in await self._store.get_algorithm_counts(since):
+            if row.algorithm in self._config.algorithms:
+                window.add(row.segment, row.algorithm, row.bucket_start, row.counts)
+        statuses = await self._store.get_algorithm_status()
+        self._window = window
+        self._status = {(s.segment, s.algorithm): s for s in statuses}
+        self._cache.clear()
+
     # -- counting --------------------------------------------------------------
 
     def record(self, rows: Iterable[AlgorithmCount]) -> None:

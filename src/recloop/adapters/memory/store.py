@@ -60,6 +60,7 @@ class InMemoryStateStore:
         self._users: dict[str, UserState] = {}
         self._items: dict[str, Item] = {}
         self._watermark = 0
+        self._positions: dict[int, int] = {}
         self._counts: dict[tuple[str, str, float], PerformanceCounts] = {}
         self._reports: dict[str, bytes] = {}
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
@@ -76,6 +77,12 @@ class InMemoryStateStore:
 
     async def commit(self, changes: StateChanges) -> None:
         for state in changes.users:
+            held = self._users.get(state.user_id)
+            if held is not None and (
+                state.explicit_offset < held.explicit_offset
+                or state.implicit_offset < held.implicit_offset
+            ):
+                continue  # a stale write: a user's applied offsets never go back
             self._users[state.user_id] = copy.deepcopy(state)
         self._add_counts(changes.algorithm_counts)
         for exposure in changes.exposures:
@@ -89,6 +96,8 @@ class InMemoryStateStore:
             stats[(variant, metric)] = stats.get((variant, metric), PairStats()) + delta
         if changes.watermark is not None:
             self._watermark = max(self._watermark, changes.watermark)
+        for partition, offset in changes.positions.items():
+            self._positions[partition] = max(self._positions.get(partition, 0), offset)
 
     async def get_reliability(self) -> list[ReliabilityRecord]:
         return list(self._reliability.values())
@@ -149,6 +158,9 @@ class InMemoryStateStore:
 
     async def get_watermark(self) -> int:
         return self._watermark
+
+    async def get_positions(self) -> dict[int, int]:
+        return dict(self._positions)
 
     async def put_items(self, items: Sequence[Item]) -> None:
         for item in items:

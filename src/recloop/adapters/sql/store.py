@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
@@ -46,6 +46,8 @@ from recloop.ports import (
 )
 
 CONSUMER = "processor"
+PARTITION_CONSUMER = "partition:"
+"""Prefix of the ``consumer_offsets`` rows holding event-topic partitions' offsets."""
 
 
 def _insert(db: SqlDatabase, table: Any) -> Any:
@@ -64,6 +66,7 @@ class SqlEventLog:
         self._append = stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(
             events.c.offset, events.c.event_id
         )
+        self._archive = stmt.on_conflict_do_nothing(index_elements=["event_id"])
 
     async def append(self, batch: Sequence[Event]) -> list[int | None]:
         if not batch:
@@ -93,6 +96,43 @@ class SqlEventLog:
             result = await conn.execute(self._append, params)
             written = {event_id: offset for offset, event_id in result.all()}
         return [written.pop(event.event_id, None) for event in batch]
+
+    async def archive(self, batch: Sequence[Event]) -> list[bool]:
+        """Keep events read from the distributed log; which of them are first seen here.
+
+        ``Event.partition`` and ``Event.offset`` say where each was read. An
+        event is *first seen* at the position it was first archived from: read
+        again from there (redelivered after a crash or a rebalance) it is
+        still first seen; the same ``event_id`` at another position (a client's
+        retry, a spool replay) is a duplicate. The answer is the same however
+        often a batch is archived, so a worker can crash anywhere around it.
+        """
+        if not batch:
+            return []
+        now = time.time()
+        params = [
+            {
+                "event_id": e.event_id,
+                "user_id": e.user_id,
+                "type": e.type,
+                "payload": orjson.dumps(e.to_record()),
+                "accepted_at": now,
+                "impression_id": e.attribution.get("impression_id"),
+                "log_partition": e.partition,
+                "log_offset": e.offset,
+            }
+            for e in batch
+        ]
+        ids = list({e.event_id for e in batch})
+        query = select(events.c.event_id, events.c.log_partition, events.c.log_offset)
+        async with self._db.write() as conn:
+            await conn.execute(self._archive, params)
+            found: dict[str, tuple[int | None, int | None]] = {}
+            for start in range(0, len(ids), _SQLITE_IN_CHUNK):
+                chunk = ids[start : start + _SQLITE_IN_CHUNK]
+                rows = await conn.execute(query.where(events.c.event_id.in_(chunk)))
+                found.update((event_id, (p, o)) for event_id, p, o in rows)
+        return [found.get(e.event_id) == (e.partition, e.offset) for e in batch]
 
     async def read(self, after: int, limit: int) -> list[Event]:
         query = (
@@ -176,13 +216,26 @@ class SqlStateStore:
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
         upsert = _insert(db, user_state)
+        # A user's applied offsets never go back: a stale write (a worker that lost the
+        # user's partition to another, then wrote late) leaves the newer state alone.
         self._save_user = upsert.on_conflict_do_update(
             index_elements=["user_id"],
             set_={c.name: upsert.excluded[c.name] for c in user_state.c if c.name != "user_id"},
+            where=(upsert.excluded.explicit_offset >= user_state.c.explicit_offset)
+            & (upsert.excluded.implicit_offset >= user_state.c.implicit_offset),
         )
         offsets = _insert(db, consumer_offsets)
         self._save_offset = offsets.on_conflict_do_update(
             index_elements=["consumer"], set_={"offset": offsets.excluded.offset}
+        )
+        # Partition offsets only move forward: a late write from a worker that has
+        # lost the partition (a zombie) cannot take them back.
+        ahead = offsets.excluded.offset > consumer_offsets.c.offset
+        self._save_position = offsets.on_conflict_do_update(
+            index_elements=["consumer"],
+            set_={
+                "offset": case((ahead, offsets.excluded.offset), else_=consumer_offsets.c.offset)
+            },
         )
         stats = _insert(db, algorithm_stats)
         self._add_counts = stats.on_conflict_do_update(
@@ -228,6 +281,7 @@ class SqlStateStore:
             for stmt in (
                 self._save_user,
                 self._save_offset,
+                self._save_position,
                 self._add_counts,
                 self._add_exposure,
                 self._set_user_metric,
@@ -290,6 +344,12 @@ class SqlStateStore:
             batches.append(
                 (self._save_offset, [{"consumer": CONSUMER, "offset": changes.watermark}])
             )
+        if changes.positions:
+            rows = [
+                {"consumer": f"{PARTITION_CONSUMER}{p}", "offset": o}
+                for p, o in sorted(changes.positions.items())
+            ]
+            batches.append((self._save_position, rows))
         if not batches:
             return
         if self._db.fast_lane:
@@ -444,6 +504,14 @@ class SqlStateStore:
         async with self._db.read() as conn:
             value = (await conn.execute(query)).scalar()
         return int(value or 0)
+
+    async def get_positions(self) -> dict[int, int]:
+        query = select(consumer_offsets.c.consumer, consumer_offsets.c.offset).where(
+            consumer_offsets.c.consumer.startswith(PARTITION_CONSUMER)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {int(name[len(PARTITION_CONSUMER) :]): int(offset) for name, offset in rows}
 
     async def put_items(self, batch: Sequence[Item]) -> None:
         rows = [

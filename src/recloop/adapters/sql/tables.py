@@ -36,6 +36,9 @@ events = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("accepted_at", Float, nullable=False),
     Column("impression_id", String(128)),  # attribution.impression_id, for joins (0002)
+    # Distributed deployment: the event topic's partition and offset it was read at (0005).
+    Column("log_partition", Integer),
+    Column("log_offset", BigInteger),
     Index("ix_events_user_id", "user_id"),
     Index("ix_events_impression_id", "impression_id"),
     sqlite_autoincrement=True,  # offsets are never reused, even after purges

@@ -23,6 +23,47 @@ async def health(container: ContainerDep) -> Any:
         components["storage"] = {"status": "ok", "detail": {}}
     except Exception as exc:
         components["storage"] = {"status": "down", "detail": {"error": str(exc)}}
+    if container.distributed:
+        _distributed(container, components)
+    else:
+        _embedded(container, components)
+    limits = container.ingest.limits
+    if limits is not None:
+        components["rate_limits"] = {
+            "status": "degraded" if limits.degraded else "ok",
+            "detail": {"fallback": limits.degraded, "last_error": limits.last_error},
+        }
+    if container.shared_cache is not None:
+        cache = container.shared_cache
+        components["cache"] = {
+            "status": "degraded" if cache.degraded else "ok",
+            "detail": {"shared": True, "last_error": cache.last_error},
+        }
+    status = max((c["status"] for c in components.values()), key=_RANK.__getitem__)
+    return FastJSONResponse(
+        {"status": status, "components": components}, status_code=503 if status == "down" else 200
+    )
+
+
+def _distributed(container: Any, components: dict[str, dict[str, Any]]) -> None:
+    """An API instance: events go to Kafka (or the spool); workers report through lag."""
+    spool = container.spool
+    status = "degraded" if spool.degraded else "ok"
+    if not container.committer.alive:
+        status = "down"
+    components["event_log"] = {
+        "status": status,
+        "detail": {
+            "kind": "kafka",
+            "spooled": spool.spooled,
+            "last_error": spool.last_error,
+            "commit_rounds": container.committer.rounds,
+            "pending": container.committer.pending,
+        },
+    }
+
+
+def _embedded(container: Any, components: dict[str, dict[str, Any]]) -> None:
     p = container.processor
     # Every logged event is handed to the processor right after its commit, so the
     # last offset it began is the log's end: no query needed.
@@ -37,12 +78,6 @@ async def health(container: ContainerDep) -> Any:
             "pending": container.committer.pending,
         },
     }
-    limits = container.ingest.limits
-    if limits is not None:
-        components["rate_limits"] = {
-            "status": "degraded" if limits.degraded else "ok",
-            "detail": {"fallback": limits.degraded, "last_error": limits.last_error},
-        }
     alive, expected = p.workers_alive, p.workers_expected
     components["workers"] = {
         "status": "ok" if alive == expected and p.last_error is None else "degraded",
@@ -58,7 +93,3 @@ async def health(container: ContainerDep) -> Any:
     }
     if alive == 0:
         components["workers"]["status"] = "down"
-    status = max((c["status"] for c in components.values()), key=_RANK.__getitem__)
-    return FastJSONResponse(
-        {"status": status, "components": components}, status_code=503 if status == "down" else 200
-    )
