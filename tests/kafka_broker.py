@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from tests.conftest import free_port, service_unavailable
+from tests.tcp_proxy import TcpProxy
 
 SERVICE = "Kafka broker (Tansu)"
 START_TIMEOUT = 15.0  # seconds until the broker must answer a metadata request
@@ -152,3 +153,36 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     for topic, code, message in response.topic_errors:
         if code != 0:
             raise RuntimeError(f"could not create topic {topic!r}: error {code} {message}")
+
+
+class ProxiedTansu(TansuBroker):
+    """A Tansu broker listening on ``proxy``'s target port and advertising ``proxy.address``."""
+
+    def __init__(self, log_path: Path, proxy: TcpProxy) -> None:
+        super().__init__(log_path)
+        self.port = proxy.target_port
+        self.bootstrap = proxy.address  # what clients are given, here and in metadata
+
+    def start(self) -> str | None:
+        """As :meth:`TansuBroker.start`, with the listener and the advertised address apart."""
+        try:
+            binary = _find_binary()
+        except RuntimeError as exc:
+            return str(exc)
+        self.command = [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}"]
+        self.command += ["--advertised-listener-url", f"tcp://{self.bootstrap}"]
+        self.command += ["--storage-engine", "memory://tansu/"]
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return f"{self._shown()} exited with {self.proc.returncode}: {self._log_tail()}"
+            try:
+                _run(_answers_metadata(self.bootstrap))
+                return None
+            except (KafkaError, OSError) as exc:
+                last_error = repr(exc)
+            time.sleep(0.05)
+        return f"{self._shown()} gave no metadata answer ({last_error}): {self._log_tail()}"

@@ -341,6 +341,9 @@ class KafkaSettings(_Section):
     """Idempotent producer; needs the broker's InitProducerId (Kafka has it, Tansu not)."""
     linger_ms: int = Field(5, ge=0)
     request_timeout_ms: int = Field(30_000, ge=1)
+    """Also bounds a worker's JoinGroup, which waits for the whole rebalance: keep it
+    well above the broker's rebalance time (and, as Kafka's clients do, above
+    ``session_timeout_ms``)."""
     session_timeout_ms: int = Field(10_000, ge=1)
     heartbeat_interval_ms: int = Field(3_000, ge=1)
 

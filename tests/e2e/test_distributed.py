@@ -28,10 +28,12 @@ from recloop.config import load_settings
 from recloop.container import processor_config
 from recloop.core.events import is_explicit
 from recloop.core.preferences import UserState
+from tests.conftest import free_port, service_unavailable
 from tests.e2e.conftest import Server, Worker, wait_balanced
-from tests.kafka_broker import create_topic, kafka_broker  # noqa: F401
+from tests.kafka_broker import SERVICE, ProxiedTansu, create_topic, kafka_broker  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
 from tests.redis import redis_url  # noqa: F401
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -68,6 +70,8 @@ def _env(tmp_path: Path, pg: str, redis: str, bootstrap: str, topic: str) -> dic
         "RECLOOP_EVENT_LOG__KAFKA__SESSION_TIMEOUT_MS": "6000",
         "RECLOOP_EVENT_LOG__KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
         "RECLOOP_EVENT_LOG__WORKER_COMMIT_SECONDS": "0.2",
+        "RECLOOP_EVENT_LOG__SEND_TIMEOUT_SECONDS": "1",
+        "RECLOOP_EVENT_LOG__KAFKA__REQUEST_TIMEOUT_MS": "8000",
     }
 
 
@@ -150,15 +154,90 @@ def _replay(sent: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> dict[
     return states
 
 
+class Disruption:
+    """What happens to the deployment a third of the way into the stream, and undone at two
+    thirds; ``check`` runs (in the event loop) while it lasts."""
+
+    def begin(self, api: Server, workers: list[Worker]) -> None: ...
+
+    async def check(self, client: httpx.AsyncClient) -> None: ...
+
+    def end(self, api: Server, workers: list[Worker]) -> None: ...
+
+
+class KillWorker(Disruption):
+    def begin(self, api: Server, workers: list[Worker]) -> None:
+        # Mid-stream: the worker owns partitions and has applied some of them.
+        assert workers[0].partitions()
+        workers[0].kill()
+
+    def end(self, api: Server, workers: list[Worker]) -> None:
+        workers[0].start()
+
+
+class CutBroker(Disruption):
+    """Kafka unreachable for everyone: the API spools, the workers wait."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.spooled = 0
+
+    def begin(self, api: Server, workers: list[Worker]) -> None:
+        self.proxy.cut()
+
+    async def check(self, client: httpx.AsyncClient) -> None:
+        health = (await client.get("/health")).json()
+        log = health["components"]["event_log"]
+        if log["detail"]["spooled"]:
+            assert health["status"] == "degraded" and log["status"] == "degraded"
+            self.spooled = max(self.spooled, log["detail"]["spooled"])
+
+    def end(self, api: Server, workers: list[Worker]) -> None:
+        self.proxy.restore()
+
+
 async def test_sigkill_a_worker_every_event_applied_once(
     tmp_path: Path,
     kafka_broker: str,  # noqa: F811
     postgres_url: str,  # noqa: F811
     redis_url: str,  # noqa: F811
 ) -> None:
+    await _scenario(tmp_path, kafka_broker, postgres_url, redis_url, KillWorker())
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
+    """A broker of this module's own, reached only through a proxy the test can cut."""
+    proxy = TcpProxy("127.0.0.1", free_port())
+    proxy.start()
+    broker = ProxiedTansu(tmp_path_factory.mktemp("kafka-proxied") / "tansu.log", proxy)
+    try:
+        why = broker.start()
+        if why is not None:
+            service_unavailable(SERVICE, why)
+        yield proxy
+    finally:
+        broker.stop()
+        proxy.stop()
+
+
+async def test_broker_away_for_a_while_api_spools_nothing_lost(
+    tmp_path: Path,
+    proxy: TcpProxy,
+    postgres_url: str,  # noqa: F811
+    redis_url: str,  # noqa: F811
+) -> None:
+    cut = CutBroker(proxy)
+    await _scenario(tmp_path, proxy.address, postgres_url, redis_url, cut)
+    assert cut.spooled > 0  # the API did spool, and reported it
+
+
+async def _scenario(
+    tmp_path: Path, bootstrap: str, pg: str, redis: str, disruption: Disruption
+) -> None:
     topic = f"e2e-{uuid.uuid4().hex[:8]}"
-    await create_topic(kafka_broker, topic, PARTITIONS)
-    env = _env(tmp_path, postgres_url, redis_url, kafka_broker, topic)
+    await create_topic(bootstrap, topic, PARTITIONS)
+    env = _env(tmp_path, pg, redis, bootstrap, topic)
     api = Server(tmp_path, env)
     workers = [Worker(tmp_path, env, f"w{i}") for i in range(2)]
     try:
@@ -174,30 +253,28 @@ async def test_sigkill_a_worker_every_event_applied_once(
             )
             assert r.is_success, r.text
             await asyncio.to_thread(wait_balanced, workers, PARTITIONS)
-            with PositionWatch(postgres_url) as watch:
+            with PositionWatch(pg) as watch:
                 sent: dict[int, list[dict[str, Any]]] = defaultdict(list)
                 batches = {s: list(_events(random.Random(s), s)) for s in range(SENDERS)}
-                killed = asyncio.Event()
-                killed_owned: frozenset[int] = frozenset()
+                disrupted = asyncio.Event()
 
                 async def send(sender: int) -> None:
-                    nonlocal killed_owned
                     for n, batch in enumerate(batches[sender]):
                         r = await client.post("/feedback", json={"events": batch})
                         assert r.status_code == 202, r.text
                         assert r.json()["accepted"] == len(batch)
                         sent[sender].extend(batch)
                         if sender == 0 and n == len(batches[0]) // 3:
-                            # Mid-stream: the worker has applied some of its partitions.
-                            killed_owned = workers[0].partitions()
-                            workers[0].kill()
-                            killed.set()
+                            disruption.begin(api, workers)
+                            disrupted.set()
                         if sender == 0 and n == len(batches[0]) * 2 // 3:
-                            workers[0].start()
+                            disruption.end(api, workers)
+                            disrupted.clear()
+                        if sender == 0 and disrupted.is_set():
+                            await disruption.check(client)
                         await asyncio.sleep(PACE)
 
                 await asyncio.gather(*(send(s) for s in range(SENDERS)))
-                assert killed.is_set() and killed_owned
                 # A client's retries: the same events again, which must not apply twice.
                 for batch in batches[1][:5]:
                     r = await client.post("/feedback", json={"events": batch})
@@ -209,7 +286,7 @@ async def test_sigkill_a_worker_every_event_applied_once(
                 users = sorted(per_user)
                 deadline = time.monotonic() + 120
                 while True:
-                    states = await _stored_states(postgres_url, users)
+                    states = await _stored_states(pg, users)
                     applied = {u: s.interactions + s.impressions for u, s in states.items()}
                     if all(applied.get(u) == len(per_user[u]) for u in users):
                         break
@@ -221,7 +298,7 @@ async def test_sigkill_a_worker_every_event_applied_once(
                     await asyncio.sleep(0.5)
                 # Settled: nothing more arrives later (a duplicate applied late would show).
                 await asyncio.sleep(2.0)
-                states = await _stored_states(postgres_url, users)
+                states = await _stored_states(pg, users)
         assert watch.samples > 10
         assert watch.backwards == []
         for u in users:
@@ -231,7 +308,7 @@ async def test_sigkill_a_worker_every_event_applied_once(
         exact = [e for e in everything if int(e["user_id"][1:]) < EXACT_USERS]
         assert all(is_explicit(e["type"]) for e in exact)
         vectors = {k: np.asarray(v, dtype=np.float64) for k, v in item_vectors.items()}
-        stored_items = await _item_vectors(postgres_url, list(vectors))
+        stored_items = await _item_vectors(pg, list(vectors))
         replayed = _replay(exact, stored_items)
         for u, expected in replayed.items():
             assert states[u].events_applied == expected.events_applied, u

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -26,21 +25,12 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog, KafkaPosition, SpooledEventLog
 from recloop.core.errors import ConfigError
 from recloop.core.events import Event
 from tests.conftest import eventually, free_port, service_unavailable
-from tests.kafka_broker import (
-    SERVICE,
-    START_TIMEOUT,
-    TansuBroker,
-    _answers_metadata,
-    _find_binary,
-    _run,
-    create_topic,
-)
+from tests.kafka_broker import SERVICE, ProxiedTansu, create_topic
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
@@ -51,39 +41,6 @@ RETRY = 0.2  # seconds between drain attempts
 REQUEST_TIMEOUT_MS = 2_000  # the producer gives up on a batch after this
 WAIT = 20.0  # seconds: a hang guard, far above what any step needs
 QUIET_MS = 300  # how long "nothing more arrives" is watched for
-
-
-class ProxiedTansu(TansuBroker):
-    """A Tansu broker listening on ``proxy``'s target port and advertising ``proxy.address``."""
-
-    def __init__(self, log_path: Path, proxy: TcpProxy) -> None:
-        super().__init__(log_path)
-        self.port = proxy.target_port
-        self.bootstrap = proxy.address  # what clients are given, here and in metadata
-
-    def start(self) -> str | None:
-        """As :meth:`TansuBroker.start`, with the listener and the advertised address apart."""
-        try:
-            binary = _find_binary()
-        except RuntimeError as exc:
-            return str(exc)
-        self.command = [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}"]
-        self.command += ["--advertised-listener-url", f"tcp://{self.bootstrap}"]
-        self.command += ["--storage-engine", "memory://tansu/"]
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return f"{self._shown()} exited with {self.proc.returncode}: {self._log_tail()}"
-            try:
-                _run(_answers_metadata(self.bootstrap))
-                return None
-            except (KafkaError, OSError) as exc:
-                last_error = repr(exc)
-            time.sleep(0.05)
-        return f"{self._shown()} gave no metadata answer ({last_error}): {self._log_tail()}"
 
 
 @pytest.fixture(scope="module")
