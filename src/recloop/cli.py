@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import logging
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -77,7 +78,7 @@ def worker(config: ConfigOpt = None) -> None:
     Joins the consumer group, takes a share of the topic's partitions, and
     stops gracefully on SIGTERM or SIGINT (applies and commits what it took).
     """
-    from recloop.container import build_worker
+    from recloop.container import build_worker, refresh_forever
 
     settings = _settings(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -99,9 +100,17 @@ def worker(config: ConfigOpt = None) -> None:
         await container.experiments.start()
         await container.guard.start()
         await process.start()
+        refresher = asyncio.create_task(
+            refresh_forever(
+                settings.event_log.refresh_seconds,
+                container.guard.start,
+                partial(container.experiments.refresh, statistics=False),
+            )
+        )
         try:
             await process.run()
         finally:
+            refresher.cancel()
             await process.close()
             await container.experiments.stop()
             if container.shared_cache is not None:

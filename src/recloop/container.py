@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
@@ -80,7 +81,15 @@ class Container:
         await self.guard.start()
         if self.spool is not None:
             await self.spool.start()
-            self._refresher = asyncio.create_task(self._refresh_loop(), name="refresher")
+            self._refresher = asyncio.create_task(
+                refresh_forever(
+                    self.settings.event_log.refresh_seconds,
+                    self.optimizer.reload,
+                    self.guard.start,
+                    partial(self.experiments.refresh, statistics=True),
+                ),
+                name="refresher",
+            )
         else:
             await self.processor.start(self.event_log)
         self.committer.start()
@@ -106,14 +115,14 @@ class Container:
         if self.db is not None:
             await self.db.dispose()
 
-    async def _refresh_loop(self) -> None:
-        """Reload what workers change, in an API instance of the distributed deployment."""
-        period = self.settings.event_log.refresh_seconds
-        while True:
-            await asyncio.sleep(period)
+
+async def refresh_forever(period: float, *steps: Callable[[], Awaitable[None]]) -> None:
+    """Reload, every ``period`` s, what other processes change (distributed deployment)."""
+    while True:
+        await asyncio.sleep(period)
+        for step in steps:
             try:
-                await self.optimizer.reload()
-                await self.guard.start()
+                await step()
             except Exception as exc:  # the database is down: serve what is known, retry
                 log.warning("refresh from the state store failed: %s", exc)
 

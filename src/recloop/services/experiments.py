@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -82,6 +82,53 @@ class ExperimentService:
 
     async def stop(self) -> None:
         await self._writer.stop()
+
+    async def refresh(self, statistics: bool) -> None:
+        """Take in what other processes changed (distributed deployment).
+
+        Definitions and statuses are replaced; exposures recorded elsewhere are
+        added, with their users' stored metric values. Values of exposures known
+        here are kept: a worker is the only writer of its users' values, and the
+        store may not hold its latest commit yet. ``statistics``: replace the
+        variant statistics too (an API instance, which answers for results but
+        does not move them).
+        """
+        for exp in await self._store.get_experiments():
+            eid = exp.experiment_id
+            was = self._experiments.get(eid)
+            self._experiments[eid] = exp
+            if exp.status == "draft":
+                continue
+            exposures = self._exposures.setdefault(eid, {})
+            values = self._values.setdefault(eid, {})
+            self._stats.setdefault(eid, {})
+            stored = await self._store.get_exposures(eid)
+            new = [e for e in stored if e.user_id not in exposures]
+            if new:
+                fresh = {e.user_id for e in new}
+                for u, m, v in await self._store.get_user_metrics(eid):
+                    if u in fresh:
+                        values[(u, m)] = v
+                for e in new:
+                    exposures[e.user_id] = e
+            if statistics:
+                table = await self._store.get_experiment_stats(eid)
+                self._stats[eid] = {(v, m): st for v, m, st in table}
+            running = exp.status == "running"
+            if running and (was is None or was.status != "running"):
+                users: Iterable[str] = exposures
+            elif running:
+                users = (e.user_id for e in new)
+            else:
+                users = ()
+                for user_id in exposures:
+                    held = self._running_by_user.get(user_id, [])
+                    if eid in held:
+                        held.remove(eid)
+            for user_id in users:
+                held = self._running_by_user.setdefault(user_id, [])
+                if eid not in held:
+                    held.append(eid)
 
     # -- definitions and lifecycle ------------------------------------------------
 
