@@ -6,7 +6,7 @@ use, and the contract tests run the same cases over it and the SQL adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +39,43 @@ class ReliabilityRecord:
     since: float
     manual: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A trained model in the registry (its artifact is stored beside it).
+
+    ``status``: ``candidate`` (trained, being validated), ``rejected`` (failed
+    validation), ``green`` (in the canary slot), ``active`` (serving everyone
+    but the canary), ``retired`` (replaced), ``rolled_back`` (failed its canary
+    or its watch window).
+    """
+
+    version: str
+    created_at: float
+    status: str
+    reason: str
+    kind: str
+    sha256: str
+    window_start: float
+    window_end: float
+    examples: int
+    positives: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    feature_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    """One retraining run: ``queued`` → ``running`` → ``done`` | ``skipped`` | ``failed``."""
+
+    job_id: str
+    trigger: str  # schedule | api | cli
+    status: str
+    created_at: float
+    finished_at: float | None = None
+    version: str | None = None
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +157,10 @@ class EventLog(Protocol):
         """Logged events whose ``attribution.impression_id`` is ``impression_id``."""
         ...
 
+    async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """:meth:`read_impression_feedback` for many impressions at once (training joins)."""
+        ...
+
     async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
         """The user's logged events with ``since <= timestamp < until``, in log order."""
         ...
@@ -135,6 +176,37 @@ class StateStore(Protocol):
         ...
 
     async def get_reliability(self) -> list[ReliabilityRecord]: ...
+
+    # -- continuous learning: registry, deployment, jobs, training data ----------
+
+    async def put_model(self, record: ModelRecord, artifact: bytes) -> None: ...
+
+    async def set_model_status(self, version: str, status: str, reason: str) -> None: ...
+
+    async def get_models(self) -> list[ModelRecord]:
+        """Every model, newest first (without artifacts)."""
+        ...
+
+    async def get_model(self, version: str) -> tuple[ModelRecord, bytes] | None: ...
+
+    async def put_deployment(
+        self, state: Mapping[str, Any], transition: Mapping[str, Any] | None
+    ) -> None:
+        """Replace the slots' state; append ``transition`` to the history (one transaction)."""
+        ...
+
+    async def get_deployment(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The slots' state (None before the first deployment) and every transition, oldest
+        first."""
+        ...
+
+    async def put_job(self, job: TrainingJob) -> None: ...
+
+    async def get_job(self, job_id: str) -> TrainingJob | None: ...
+
+    async def get_impressions(self, since: float, until: float) -> list[Impression]:
+        """Impressions created in ``[since, until)``, oldest first."""
+        ...
 
     async def put_reliability(self, records: Sequence[ReliabilityRecord]) -> None: ...
 

@@ -13,7 +13,7 @@ from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
-from recloop.ports import EventLog, StateChanges, StateStore
+from recloop.ports import EventLog, Impression, ModelRecord, StateChanges, StateStore, TrainingJob
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -170,3 +170,59 @@ async def test_archive_tells_duplicates_from_redeliveries(
             assert sorted(e.event_id for e in found) == ["a", "b", "c"]
         finally:
             await db.dispose()
+
+
+async def test_model_registry_deployment_and_jobs(adapters: tuple[EventLog, StateStore]) -> None:
+    _, store = adapters
+    assert await store.get_models() == []
+    assert await store.get_deployment() == (None, [])
+    for n in (1, 2):
+        record = ModelRecord(
+            version=f"v{n}",
+            created_at=float(n),
+            status="candidate",
+            reason="",
+            kind="lightgbm",
+            sha256="ab" * 32,
+            window_start=0.0,
+            window_end=float(n),
+            examples=100 * n,
+            positives=10 * n,
+            metrics={"auc": 0.7},
+            feature_names=["a", "b"],
+        )
+        await store.put_model(record, b"model-" + bytes([n]))
+    await store.set_model_status("v1", "rejected", "auc 0.51 < 0.52")
+    listed = await store.get_models()
+    assert [m.version for m in listed] == ["v2", "v1"]
+    assert (listed[1].status, listed[1].reason) == ("rejected", "auc 0.51 < 0.52")
+    found = await store.get_model("v2")
+    assert found is not None and found[1] == b"model-\x02" and found[0].metrics == {"auc": 0.7}
+    assert await store.get_model("v9") is None
+
+    await store.put_deployment({"blue": "v2"}, {"at": 5.0, "action": "deploy"})
+    await store.put_deployment({"blue": "v2", "green": None}, None)
+    assert await store.get_deployment() == (
+        {"blue": "v2", "green": None},
+        [{"at": 5.0, "action": "deploy"}],
+    )
+
+    job = TrainingJob("j1", "api", "queued", 1.0)
+    await store.put_job(job)
+    await store.put_job(TrainingJob("j1", "api", "done", 1.0, 2.0, "v2", "trained"))
+    assert await store.get_job("j1") == TrainingJob("j1", "api", "done", 1.0, 2.0, "v2", "trained")
+    assert await store.get_job("nope") is None
+
+
+async def test_impressions_by_time_and_their_feedback(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    log, store = adapters
+    made = [Impression(f"imp{n}", "u", "new", float(n), 0.1, [{"item_id": "i"}]) for n in range(5)]
+    await store.add_impressions(made)
+    found = await store.get_impressions(1.0, 4.0)
+    assert [i.impression_id for i in found] == ["imp1", "imp2", "imp3"]
+    await log.append([ev("c1", kind="click", attribution={"impression_id": "imp2"})])
+    feedback = await log.read_feedback_of(["imp1", "imp2"])
+    assert list(feedback) == ["imp1", "imp2"]
+    assert feedback["imp1"] == [] and [e.event_id for e in feedback["imp2"]] == ["c1"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from recloop.core.availability import AlgorithmStatus
 from recloop.core.bandit import PerformanceCounts
@@ -16,8 +18,10 @@ from recloop.ports import (
     AlgorithmCount,
     Exposure,
     Impression,
+    ModelRecord,
     ReliabilityRecord,
     StateChanges,
+    TrainingJob,
 )
 
 
@@ -44,6 +48,14 @@ class InMemoryEventLog:
     async def last_offset(self) -> int:
         return len(self._events)
 
+    async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {i: [] for i in impression_ids}
+        for e in self._events:
+            impression_id = e.attribution.get("impression_id")
+            if impression_id in found:
+                found[impression_id].append(e)
+        return found
+
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         return [e for e in self._events if e.attribution.get("impression_id") == impression_id]
 
@@ -65,6 +77,10 @@ class InMemoryStateStore:
         self._reports: dict[str, bytes] = {}
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
         self._impressions: dict[str, Impression] = {}
+        self._models: dict[str, tuple[ModelRecord, bytes]] = {}
+        self._deployment: dict[str, Any] | None = None
+        self._transitions: list[dict[str, Any]] = []
+        self._jobs: dict[str, TrainingJob] = {}
         self._experiments: dict[str, Experiment] = {}
         self._reliability: dict[str, ReliabilityRecord] = {}
         self._exposures: dict[str, dict[str, Exposure]] = {}
@@ -155,6 +171,46 @@ class InMemoryStateStore:
 
     async def get_impression(self, impression_id: str) -> Impression | None:
         return copy.deepcopy(self._impressions.get(impression_id))
+
+    async def get_impressions(self, since: float, until: float) -> list[Impression]:
+        found = [i for i in self._impressions.values() if since <= i.created_at < until]
+        found.sort(key=lambda i: (i.created_at, i.impression_id))
+        return copy.deepcopy(found)
+
+    async def put_model(self, record: ModelRecord, artifact: bytes) -> None:
+        if record.version in self._models:
+            raise ValueError(f"model {record.version!r} exists")
+        self._models[record.version] = (record, artifact)
+
+    async def set_model_status(self, version: str, status: str, reason: str) -> None:
+        record, artifact = self._models[version]
+        self._models[version] = (
+            dataclasses.replace(record, status=status, reason=reason),
+            artifact,
+        )
+
+    async def get_models(self) -> list[ModelRecord]:
+        records = [r for r, _ in self._models.values()]
+        return sorted(records, key=lambda r: (r.created_at, r.version), reverse=True)
+
+    async def get_model(self, version: str) -> tuple[ModelRecord, bytes] | None:
+        return self._models.get(version)
+
+    async def put_deployment(
+        self, state: Mapping[str, Any], transition: Mapping[str, Any] | None
+    ) -> None:
+        self._deployment = copy.deepcopy(dict(state))
+        if transition is not None:
+            self._transitions.append(copy.deepcopy(dict(transition)))
+
+    async def get_deployment(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        return copy.deepcopy(self._deployment), copy.deepcopy(self._transitions)
+
+    async def put_job(self, job: TrainingJob) -> None:
+        self._jobs[job.job_id] = job
+
+    async def get_job(self, job_id: str) -> TrainingJob | None:
+        return self._jobs.get(job_id)
 
     async def get_watermark(self) -> int:
         return self._watermark

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -19,6 +19,7 @@ from recloop.adapters.sql.tables import (
     algorithm_status,
     consumer_offsets,
     dead_letters,
+    deployment,
     events,
     experiment_exposures,
     experiment_stats,
@@ -26,7 +27,10 @@ from recloop.adapters.sql.tables import (
     experiments,
     impressions,
     items,
+    model_transitions,
+    models,
     performance_reports,
+    training_jobs,
     user_reliability,
     user_state,
 )
@@ -41,8 +45,10 @@ from recloop.ports import (
     AlgorithmCount,
     Exposure,
     Impression,
+    ModelRecord,
     ReliabilityRecord,
     StateChanges,
+    TrainingJob,
 )
 
 CONSUMER = "processor"
@@ -165,6 +171,20 @@ class SqlEventLog:
                 rows = (await conn.execute(query)).all()
         found = [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
         return [e for e in found if since <= e.timestamp < until]
+
+    async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {i: [] for i in impression_ids}
+        ids = list(found)
+        async with self._db.read() as conn:
+            for start in range(0, len(ids), _SQLITE_IN_CHUNK):
+                query = (
+                    select(events.c.offset, events.c.payload, events.c.impression_id)
+                    .where(events.c.impression_id.in_(ids[start : start + _SQLITE_IN_CHUNK]))
+                    .order_by(events.c.offset)
+                )
+                for offset, payload, impression_id in (await conn.execute(query)).all():
+                    found[impression_id].append(Event.from_record(orjson.loads(payload), offset))
+        return found
 
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         query = (
@@ -484,20 +504,87 @@ class SqlStateStore:
         query = select(impressions).where(impressions.c.impression_id == impression_id)
         async with self._db.read() as conn:
             row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        return Impression(
-            impression_id=row["impression_id"],
-            user_id=row["user_id"],
-            segment=row["segment"],
-            created_at=row["created_at"],
-            epsilon=row["epsilon"],
-            slate=orjson.loads(row["slate"]),
-            context=orjson.loads(row["context"]),
-            experiments=orjson.loads(row["experiments"] or b"[]"),
-            model_version=row["model_version"],
-            model_slot=row["model_slot"],
+        return None if row is None else _impression(row)
+
+    async def get_impressions(self, since: float, until: float) -> list[Impression]:
+        query = (
+            select(impressions)
+            .where(impressions.c.created_at >= since, impressions.c.created_at < until)
+            .order_by(impressions.c.created_at, impressions.c.impression_id)
         )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_impression(row) for row in rows]
+
+    # -- continuous learning ---------------------------------------------------------
+
+    async def put_model(self, record: ModelRecord, artifact: bytes) -> None:
+        row = _model_row(record)
+        row["artifact"] = artifact
+        async with self._db.write() as conn:
+            await conn.execute(models.insert(), [row])
+
+    async def set_model_status(self, version: str, status: str, reason: str) -> None:
+        stmt = (
+            models.update().where(models.c.version == version).values(status=status, reason=reason)
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt)
+
+    async def get_models(self) -> list[ModelRecord]:
+        columns = [c for c in models.c if c.name != "artifact"]
+        query = select(*columns).order_by(models.c.created_at.desc(), models.c.version.desc())
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_model(row) for row in rows]
+
+    async def get_model(self, version: str) -> tuple[ModelRecord, bytes] | None:
+        query = select(models).where(models.c.version == version)
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return None if row is None else (_model(row), bytes(row["artifact"]))
+
+    async def put_deployment(
+        self, state: Mapping[str, Any], transition: Mapping[str, Any] | None
+    ) -> None:
+        upsert = _insert(self._db, deployment)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=["name"], set_={"state": upsert.excluded.state}
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt, [{"name": "slots", "state": orjson.dumps(dict(state))}])
+            if transition is not None:
+                row = {"at": transition["at"], "payload": orjson.dumps(dict(transition))}
+                await conn.execute(model_transitions.insert(), [row])
+
+    async def get_deployment(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        async with self._db.read() as conn:
+            state = (
+                await conn.execute(select(deployment.c.state).where(deployment.c.name == "slots"))
+            ).scalar()
+            history = (
+                await conn.execute(
+                    select(model_transitions.c.payload).order_by(model_transitions.c.id)
+                )
+            ).scalars()
+            transitions = [orjson.loads(p) for p in history]
+        return (None if state is None else orjson.loads(state)), transitions
+
+    async def put_job(self, job: TrainingJob) -> None:
+        upsert = _insert(self._db, training_jobs)
+        row = {name: getattr(job, name) for name in TrainingJob.__slots__}
+        stmt = upsert.on_conflict_do_update(
+            index_elements=["job_id"],
+            set_={k: upsert.excluded[k] for k in row if k != "job_id"},
+        )
+        async with self._db.write() as conn:
+            await conn.execute(stmt, [row])
+
+    async def get_job(self, job_id: str) -> TrainingJob | None:
+        query = select(training_jobs).where(training_jobs.c.job_id == job_id)
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return None if row is None else TrainingJob(**dict(row))
 
     async def get_watermark(self) -> int:
         query = select(consumer_offsets.c.offset).where(consumer_offsets.c.consumer == CONSUMER)
@@ -667,3 +754,32 @@ def _user_from_row(row: Any) -> UserState:
         implicit_offset=row["implicit_offset"],
         events_held=row["events_held"],
     )
+
+
+def _impression(row: Mapping[str, Any]) -> Impression:
+    return Impression(
+        impression_id=row["impression_id"],
+        user_id=row["user_id"],
+        segment=row["segment"],
+        created_at=row["created_at"],
+        epsilon=row["epsilon"],
+        slate=orjson.loads(row["slate"]),
+        context=orjson.loads(row["context"]),
+        experiments=orjson.loads(row["experiments"] or b"[]"),
+        model_version=row["model_version"],
+        model_slot=row["model_slot"],
+    )
+
+
+def _model_row(record: ModelRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in ModelRecord.__slots__}
+    row["metrics"] = orjson.dumps(record.metrics)
+    row["feature_names"] = orjson.dumps(record.feature_names)
+    return row
+
+
+def _model(row: Mapping[str, Any]) -> ModelRecord:
+    fields = {name: row[name] for name in ModelRecord.__slots__}
+    fields["metrics"] = orjson.loads(row["metrics"])
+    fields["feature_names"] = orjson.loads(row["feature_names"])
+    return ModelRecord(**fields)

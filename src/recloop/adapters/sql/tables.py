@@ -202,3 +202,53 @@ user_reliability = Table(
     Column("reason", Text, nullable=False),
     Index("ix_user_reliability_score", "score"),
 )
+
+# -- continuous learning (0006) -------------------------------------------------------
+
+models = Table(
+    "models",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("window_start", Float, nullable=False),
+    Column("window_end", Float, nullable=False),
+    Column("examples", BigInteger, nullable=False),
+    Column("positives", BigInteger, nullable=False),
+    Column("metrics", LargeBinary, nullable=False),
+    Column("feature_names", LargeBinary, nullable=False),
+    Column("artifact", LargeBinary, nullable=False),
+)
+
+model_transitions = Table(
+    "model_transitions",
+    metadata,
+    Column("id", _Offset, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+deployment = Table(
+    "deployment",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+)
+
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("trigger", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("version", String(64)),
+    Column("message", Text, nullable=False),
+)
+
+Index("ix_impressions_created_at", impressions.c.created_at)
