@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
-import logging
 import signal
 from functools import partial
 from pathlib import Path
@@ -15,6 +14,7 @@ import typer
 
 from recloop.config import load_settings
 from recloop.core.errors import ConfigError
+from recloop.logs import configure_logging
 
 app = typer.Typer(
     help="recloop: the real-time learning loop beside a recommender.", no_args_is_help=True
@@ -57,7 +57,7 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.logging.format, settings.logging.level)
     # Per-user state makes a large, long-lived heap: collect the young generation less
     # often (the default of 700 allocations runs full passes every fraction of a second).
     gc.set_threshold(50_000, 20, 20)
@@ -66,6 +66,7 @@ def serve(
         host=server.host,
         port=server.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through configure_logging's handler
         access_log=False,
         timeout_graceful_shutdown=30,
     )
@@ -81,7 +82,7 @@ def worker(config: ConfigOpt = None) -> None:
     from recloop.container import build_worker, refresh_forever
 
     settings = _settings(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.logging.format, settings.logging.level)
     gc.set_threshold(50_000, 20, 20)
     try:
         process, container = build_worker(settings)
@@ -99,12 +100,15 @@ def worker(config: ConfigOpt = None) -> None:
             await container.shared_cache.start()
         await container.experiments.start()
         await container.guard.start()
+        if container.privacy is not None:  # the key check and the erased users' tombstones
+            await container.privacy.start(purge=False)
         await process.start()
         refresher = asyncio.create_task(
             refresh_forever(
                 settings.event_log.refresh_seconds,
                 container.guard.start,
                 partial(container.experiments.refresh, statistics=False),
+                *([] if container.privacy is None else [container.privacy.reload_tombstones]),
             )
         )
         try:
@@ -117,6 +121,44 @@ def worker(config: ConfigOpt = None) -> None:
                 await container.shared_cache.stop()
             if container.db is not None:
                 await container.db.dispose()
+
+    asyncio.run(run())
+
+
+@app.command()
+def train(config: ConfigOpt = None) -> None:
+    """Train a click model now from the logged impressions, validate it, register it.
+
+    The same run as ``POST /models/retrain``; a validated candidate is deployed
+    only if ``learning.auto_deploy`` is on (else: ``POST /models/{version}/deploy``).
+    """
+    from recloop.container import build_container
+
+    settings = _settings(config)
+    container = build_container(settings)
+    if container.learning is None:
+        typer.echo("error: learning.enabled is false", err=True)
+        raise typer.Exit(2)
+    stages = 4
+
+    async def run() -> None:
+        learning = container.learning
+        assert learning is not None
+        if container.db is not None and settings.storage.auto_migrate:
+            await container.db.migrate()
+        await learning.start(background=False)
+        with typer.progressbar(length=stages, label="training") as bar:
+
+            def advance(stage: str) -> None:
+                bar.label = stage
+                bar.update(1)
+
+            job = await learning.train_now("cli", advance)
+        typer.echo(f"{job.status}: {job.version or '-'} {job.message}")
+        if container.db is not None:
+            await container.db.dispose()
+        if job.status == "failed":
+            raise typer.Exit(1)
 
     asyncio.run(run())
 

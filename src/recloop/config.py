@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -39,6 +40,18 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+
+
+class ApiSettings(_Section):
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1)
+    """Largest request body accepted (Content-Length, or bytes streamed); larger: 413."""
+
+
+class LoggingSettings(_Section):
+    format: Literal["console", "json"] = "console"
+    """``console``: human-readable lines; ``json``: one JSON object per line (production)."""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """DEBUG also logs one line per HTTP request (method, route, status, duration)."""
 
 
 Role = Literal["ingest", "read", "admin"]
@@ -330,6 +343,50 @@ class CacheSettings(_Section):
     Redis pub/sub (distributed deployment). Unset: each process caches on its own."""
 
 
+class LearningSettings(_Section):
+    enabled: bool = True
+    """Log serving features with impressions, retrain on schedule, serve deployed models."""
+    attribution_window_minutes: float = Field(30.0, gt=0.0)
+    """A click counts for an impression when it names it and comes within this time."""
+    training_days: float = Field(14.0, gt=0.0)
+    """Impressions of this many days (up to one attribution window ago) train a model."""
+    retrain_schedule: str = "0 3 * * 0"
+    """Cron syntax (UTC): weekly by default, Sundays at 03:00."""
+    min_new_examples: int = Field(1_000, ge=1)
+    """A scheduled retraining is skipped (with the reason) below this many new examples."""
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """The latest share of examples, by time, that validates a candidate."""
+    min_auc_gain: float = Field(0.005, ge=0.0)
+    max_logloss_increase: float = Field(0.01, ge=0.0)
+    auto_deploy: bool = False
+    """Deploy a candidate that passed validation to the canary slot automatically."""
+    canary_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    min_canary_impressions: int = Field(2_000, ge=1)
+    """Impressions per slot before the canary is judged."""
+    rollback_margin: float = Field(0.05, gt=0.0, lt=1.0)
+    """Relative CTR loss tolerated: significantly worse than this rolls back."""
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    """Error rate of the (anytime-valid) canary and watch comparisons."""
+    watch_impressions: int = Field(20_000, ge=1)
+    """After promotion, the new model is compared with the pre-deployment baseline until
+    it has served this many impressions."""
+    monitor_seconds: float = Field(30.0, gt=0.0)
+    coordinator: bool = True
+    """This process retrains on schedule and judges canaries. Distributed: true on
+    exactly one API instance (the others serve the slots it decides)."""
+    learner: str | None = None
+    """``module:attribute`` of a team's own learner; default LightGBM."""
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r} (e.g. '0 3 * * 0')")
+        return value
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = Field("recloop.events", min_length=1)
@@ -365,6 +422,42 @@ class EventLogSettings(_Section):
     algorithm status, user reliability."""
 
 
+class PrivacySettings(_Section):
+    """Data lifecycle: retention, pseudonymous ids, review text (``docs/privacy.md``)."""
+
+    event_retention_days: float = Field(90.0, gt=0.0)
+    """Raw events (the log, or the distributed archive) and dead letters older than this
+    are purged; what was learnt from them stays."""
+    training_retention_days: float = Field(180.0, gt=0.0)
+    """Logged impressions (the training examples: features as served) older than this
+    are purged."""
+    purge_interval_seconds: float = Field(3600.0, ge=0.0)
+    """How often the purge runs (first at start-up); 0: never in this process (e.g. all
+    API instances but one in the distributed deployment)."""
+    purge_batch: int = Field(1_000, ge=1)
+    """Rows deleted per transaction; ingestion gets the database between batches."""
+    purge_pause_seconds: float = Field(0.05, ge=0.0)
+    """Pause between two purge batches."""
+    pseudonymize_user_ids: bool = False
+    """Replace user ids at the edge by HMAC-SHA256(id_key, id) before anything is stored."""
+    id_key: SecretStr | None = None
+    """The pseudonymization key (required when pseudonymize_user_ids is on). Changing it
+    with data stored is refused at start-up."""
+    keep_review_text: bool = False
+    """Keep the text of review events; by default it is dropped once the guard scored it."""
+
+    @model_validator(mode="after")
+    def _key_when_pseudonymizing(self) -> PrivacySettings:
+        if self.pseudonymize_user_ids and (
+            self.id_key is None or not self.id_key.get_secret_value()
+        ):
+            raise ValueError(
+                "privacy.id_key is required when privacy.pseudonymize_user_ids is true "
+                "(a secret of at least 16 characters, e.g. from RECLOOP_PRIVACY__ID_KEY)"
+            )
+        return self  # its length is checked when the container is built (no echo of it)
+
+
 class Settings(BaseSettings):
     """All of recloop's configuration."""
 
@@ -376,6 +469,7 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = ServerSettings()
+    api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     storage: StorageSettings = StorageSettings()
@@ -390,6 +484,9 @@ class Settings(BaseSettings):
     experiments: ExperimentSettings = ExperimentSettings()
     spam: SpamSettings = SpamSettings()
     event_log: EventLogSettings = EventLogSettings()
+    learning: LearningSettings = LearningSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    logging: LoggingSettings = LoggingSettings()
 
     @classmethod
     def settings_customise_sources(

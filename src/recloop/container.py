@@ -13,8 +13,10 @@ from typing import Any
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
 from recloop.adapters.kafka.spool import SpooledEventLog
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
+from recloop.adapters.memory.privacy import InMemoryPrivacyStore
 from recloop.adapters.redis import SharedCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
+from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
 from recloop.core.bandit import segment_priors
@@ -23,16 +25,18 @@ from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules
 from recloop.core.spam import SpamConfig
-from recloop.ports import Cache, EventLog, Impression, StateStore
+from recloop.ports import Cache, EventLog, Impression, PrivacyStore, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentsConfig, ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.guard import GuardConfig, GuardService
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
+from recloop.services.learning import LearningConfig, LearningService
 from recloop.services.limits import RateLimits
 from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
+from recloop.services.privacy import PrivacyConfig, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.vectors import ItemVectors
 from recloop.services.worker import Worker
@@ -64,7 +68,14 @@ class Container:
     """Distributed: the Kafka producer with its local spool (``SpooledEventLog``)."""
     shared_cache: Any = None
     """Distributed: the read cache kept coherent through Redis (``SharedCache``)."""
+    learning: LearningService | None = None
+    privacy: PrivacyService | None = None
     _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def user_key(self, raw_id: str) -> str:
+        """The id stored for a user id given at the edge: every route taking a user id
+        maps it here (``privacy.pseudonymize_user_ids``: its HMAC pseudonym)."""
+        return raw_id if self.privacy is None else self.privacy.user_key(raw_id)
 
     @property
     def distributed(self) -> bool:
@@ -76,6 +87,8 @@ class Container:
             await self.db.migrate()
         if self.shared_cache is not None:
             await self.shared_cache.start()
+        if self.privacy is not None:  # before the replay: it skips erased users' events
+            await self.privacy.start()
         await self.optimizer.start()
         await self.experiments.start()
         await self.guard.start()
@@ -87,6 +100,8 @@ class Container:
                     self.optimizer.reload,
                     self.guard.start,
                     partial(self.experiments.refresh, statistics=True),
+                    *([] if self.learning is None else [self.learning.reload]),
+                    *([] if self.privacy is None else [self.privacy.reload_tombstones]),
                 ),
                 name="refresher",
             )
@@ -94,9 +109,15 @@ class Container:
             await self.processor.start(self.event_log)
         self.committer.start()
         self.impressions.start()
+        if self.learning is not None:
+            await self.learning.start(background=self.settings.learning.coordinator)
 
     async def stop(self) -> None:
         """Graceful: commit what is being accepted, apply everything, flush, close."""
+        if self.privacy is not None:
+            await self.privacy.stop()
+        if self.learning is not None:
+            await self.learning.stop()
         await self.committer.stop()
         await self.impressions.stop()
         if self._refresher is not None:
@@ -165,6 +186,60 @@ def processor_config(settings: Settings) -> ProcessorConfig:
     )
 
 
+def learning_config(settings: Settings) -> LearningConfig:
+    s = settings.learning
+    return LearningConfig(
+        attribution_window_minutes=s.attribution_window_minutes,
+        training_days=s.training_days,
+        retrain_schedule=s.retrain_schedule,
+        min_new_examples=s.min_new_examples,
+        holdout_fraction=s.holdout_fraction,
+        min_auc_gain=s.min_auc_gain,
+        max_logloss_increase=s.max_logloss_increase,
+        auto_deploy=s.auto_deploy,
+        canary_fraction=s.canary_fraction,
+        min_canary_impressions=s.min_canary_impressions,
+        rollback_margin=s.rollback_margin,
+        alpha=s.alpha,
+        watch_impressions=s.watch_impressions,
+        monitor_seconds=s.monitor_seconds,
+        learner=s.learner,
+    )
+
+
+def privacy_config(settings: Settings) -> PrivacyConfig:
+    p = settings.privacy
+    key: bytes | None = None
+    if p.pseudonymize_user_ids:
+        secret = "" if p.id_key is None else p.id_key.get_secret_value()
+        if len(secret) < 16:
+            raise ConfigError("privacy.id_key must be at least 16 characters long")
+        key = secret.encode()
+    # The training examples' labels are events: a window past their retention would
+    # learn from impressions whose clicks are gone (all negatives).
+    if settings.learning.enabled and settings.learning.training_days > min(
+        p.event_retention_days, p.training_retention_days
+    ):
+        raise ConfigError(
+            f"learning.training_days ({settings.learning.training_days:g}) must not exceed "
+            f"privacy.event_retention_days ({p.event_retention_days:g}) nor "
+            f"privacy.training_retention_days ({p.training_retention_days:g})"
+        )
+    if settings.experiments.cuped_days > p.event_retention_days:
+        raise ConfigError(
+            f"experiments.cuped_days ({settings.experiments.cuped_days:g}) must not exceed "
+            f"privacy.event_retention_days ({p.event_retention_days:g})"
+        )
+    return PrivacyConfig(
+        event_retention_days=p.event_retention_days,
+        training_retention_days=p.training_retention_days,
+        purge_interval_seconds=p.purge_interval_seconds,
+        purge_batch=p.purge_batch,
+        purge_pause_seconds=p.purge_pause_seconds,
+        id_key=key,
+    )
+
+
 def optimizer_config(settings: Settings) -> OptimizerConfig:
     b = settings.bandit
     return OptimizerConfig(
@@ -222,10 +297,13 @@ def build_container(settings: Settings) -> Container:
             raise ConfigError(
                 "event_log.kind: kafka needs a shared database in storage.url (PostgreSQL)"
             )
-        event_log, store = InMemoryEventLog(), InMemoryStateStore()
+        memory_log, memory_store = InMemoryEventLog(), InMemoryStateStore()
+        event_log, store = memory_log, memory_store
+        privacy_store: PrivacyStore = InMemoryPrivacyStore(memory_log, memory_store)
     else:
         db = SqlDatabase(settings.storage.url, settings.storage.sqlite_synchronous)
         event_log, store = SqlEventLog(db), SqlStateStore(db)
+        privacy_store = SqlPrivacyStore(db)
     cache, shared_cache = _read_cache(settings)
     vectors = ItemVectors(store, settings.cache.max_items)
     optimizer = Optimizer(store, optimizer_config(settings))
@@ -271,6 +349,28 @@ def build_container(settings: Settings) -> Container:
         committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
     preferences = PreferenceService(store, cache)
     impressions = impression_writer(store)
+    limits = rate_limits(settings)
+    privacy = PrivacyService(
+        privacy_store,
+        event_log,
+        store,
+        processor,
+        experiments,
+        guard,
+        cache,
+        privacy_config(settings),
+        distributed=distributed,
+        limits=limits,
+        spool=spool,
+    )
+    learning = None
+    if settings.learning.enabled:
+        learning = LearningService(
+            store,
+            event_log,
+            learning_config(settings),
+            reliability=guard.reliability if sp.enabled else None,
+        )
     ranker = Ranker(
         preferences,
         optimizer,
@@ -286,6 +386,7 @@ def build_container(settings: Settings) -> Container:
             seed=settings.exploration.seed,
         ),
         experiments=experiments,
+        learning=learning,
     )
     return Container(
         settings=settings,
@@ -298,9 +399,11 @@ def build_container(settings: Settings) -> Container:
         ingest=IngestService(
             committer,
             settings.feedback.max_future_seconds,
-            limits=rate_limits(settings),
+            limits=limits,
             guard=guard if sp.enabled else None,
             observe=not distributed,
+            user_key=privacy.user_key if settings.privacy.pseudonymize_user_ids else None,
+            keep_text=settings.privacy.keep_review_text,
         ),
         items=ItemService(store, vectors, settings.vectors.dim),
         preferences=preferences,
@@ -312,6 +415,8 @@ def build_container(settings: Settings) -> Container:
         db=db,
         spool=spool,
         shared_cache=shared_cache,
+        learning=learning,
+        privacy=privacy,
     )
 
 
@@ -338,7 +443,7 @@ def build_worker(settings: Settings) -> tuple[Worker, Container]:
         config,
         container.processor,
         container.store,
-        SqlEventLog(container.db),
+        SqlEventLog(container.db, keep_text=settings.privacy.keep_review_text),
         KafkaEventLog(config),
         guard=container.guard if settings.spam.enabled else None,
         commit_seconds=settings.event_log.worker_commit_seconds,

@@ -16,6 +16,7 @@ from recloop.core.events import Event
 from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+from recloop.core.privacy import Tombstone
 from recloop.core.stats import PairStats
 
 
@@ -281,3 +282,68 @@ class Cache(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserData:
+    """Everything stored about one user (``GET .../users/{id}/export``)."""
+
+    state: UserState | None
+    events: list[Event]
+    impressions: list[Impression]
+    exposures: list[Exposure]
+    metric_values: list[tuple[str, str, UserMetric]]
+    """(experiment_id, metric, values)."""
+    reliability: ReliabilityRecord | None
+    dead_letters: list[tuple[Event, str]]
+    """(event, reason) of the user's events that failed to apply."""
+
+
+class PrivacyStore(Protocol):
+    """Data lifecycle over the event log and the state store: retention, erasure, export.
+
+    Every method deletes in bounded transactions or in exactly one (``erase``).
+    """
+
+    async def purge_events(self, before: float, max_offset: int | None, limit: int) -> int:
+        """Delete up to ``limit`` logged events accepted before ``before`` (and, if given,
+        at or below log offset ``max_offset``), oldest first; how many were deleted."""
+        ...
+
+    async def purge_impressions(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` impressions created before ``before``, oldest first."""
+        ...
+
+    async def purge_dead_letters(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` dead letters that failed before ``before``, oldest first."""
+        ...
+
+    async def user_data(self, user_id: str) -> UserData: ...
+
+    async def erase(
+        self,
+        user_id: str,
+        digest: str,
+        tombstone: Tombstone,
+        changes: StateChanges,
+    ) -> dict[str, int]:
+        """In one transaction: delete every row keyed by ``user_id`` (log events only up
+        to ``tombstone.log_offset`` when it is given), add ``changes.experiment_stats``
+        (the user's contribution, negated), and store the tombstone under ``digest``.
+
+        Returns the rows deleted per kind: ``events``, ``impressions``, ``state``,
+        ``exposures``, ``metric_values``, ``reliability``, ``dead_letters``.
+        """
+        ...
+
+    async def get_tombstones(self) -> dict[str, Tombstone]:
+        """Every erased user's tombstone, by :func:`recloop.core.privacy.user_digest`."""
+        ...
+
+    async def get_meta(self, name: str) -> str | None: ...
+
+    async def put_meta(self, name: str, value: str) -> None: ...
+
+    async def has_users(self) -> bool:
+        """Whether any user state is stored."""
+        ...

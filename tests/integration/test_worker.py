@@ -13,6 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recloop.adapters.kafka import KafkaEventLog
+from recloop.adapters.sql import SqlDatabase
+from recloop.adapters.sql.tables import consumer_offsets
 from recloop.config import Settings
 from recloop.container import Container, build_worker, kafka_config
 from recloop.core.events import Event
@@ -44,6 +46,7 @@ async def settings(tmp_path: Any, kafka_broker: str, postgres_url: str) -> Setti
         url=postgres_url,
         event_log={"kind": "kafka", "kafka": kafka, "spool_path": str(tmp_path / "spool.db")},
         rate_limits={"enabled": False},
+        feedback={"implicit_flush_seconds": 0.2},
     )
 
 
@@ -141,3 +144,47 @@ async def test_a_restarted_worker_resumes_from_the_stored_positions(settings: Se
             after = await container.store.get_positions()
             assert all(after[p] >= positions.get(p, 0) for p in after)
             assert await applied(container, users) == {u: 20 for u in users}
+
+
+async def test_events_read_again_past_the_stored_positions_apply_once(settings: Settings) -> None:
+    """A crash between a state commit and the next positions commit: the partition is read
+    again from older positions. Implicit events are summed before they are applied, so the
+    worker must pass over what each user's state already holds before summing."""
+    users = ["p", "q"]
+    kinds = ["view", "click", "impression", "like"]
+    events = [Event(f"r{n}", users[n % 2], "i1", kinds[n % 4], timestamp=1.0) for n in range(40)]
+    async with KafkaEventLog(kafka_config(settings)) as log:
+        async with running(settings) as (_, container):
+            await container.store.put_items([make_item("i1", [1.0] * 8, None, 8, 0.0)])
+            await log.append(events)
+
+            async def settled() -> bool:
+                return sum((await container.store.get_positions()).values()) == 40
+
+            await eventually(settled, within=60)
+            before = await container.store.get_users(users)
+        db = SqlDatabase(settings.storage.url)
+        try:
+            async with db.write() as conn:  # the positions of an older commit
+                await conn.execute(
+                    consumer_offsets.update()
+                    .where(consumer_offsets.c.consumer.startswith("partition:"))
+                    .values(offset=0)
+                )
+        finally:
+            await db.dispose()
+        async with running(settings) as (worker, container):
+
+            async def read_again() -> bool:
+                return worker.redelivered == 40
+
+            await eventually(read_again, within=60)
+            await container.processor.flush_implicit()
+            after = await container.store.get_users(users)
+    for u in users:
+        assert (after[u].interactions, after[u].impressions) == (
+            before[u].interactions,
+            before[u].impressions,
+        )
+        assert (after[u].interactions + after[u].impressions) == 20
+        assert after[u].vector.tolist() == before[u].vector.tolist()

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from recloop import __version__
 from recloop.api import errors
+from recloop.api.middleware import RequestMiddleware, route_templates
 from recloop.api.routers import (
     algorithms,
     experiments,
@@ -20,13 +21,24 @@ from recloop.api.routers import (
     guard,
     health,
     items,
+    models,
+    privacy,
     users,
 )
-from recloop.api.schemas import FeedbackBatchIn, FeedbackIn
+from recloop.api.routers import metrics as metrics_route
+from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn
 from recloop.config import Settings
 from recloop.container import Container, build_container
+from recloop.metrics import Metrics
 
 PREFIX = "/api/v1/learning"
+
+KEYED_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid API key."},
+    403: {"model": ErrorOut, "description": "The API key lacks the route's role."},
+    413: {"model": ErrorOut, "description": "The body is larger than api.max_body_bytes."},
+}
+"""Answers every route behind an API key may give (all but the health checks)."""
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
@@ -55,11 +67,23 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (feedback, items, users, algorithms, experiments, guard, health):
-        app.include_router(module.router, prefix=PREFIX)
+    app.state.metrics = Metrics(lambda: getattr(app.state, "container", None))
+    app.include_router(metrics_route.router)
+    templates = route_templates(metrics_route.router.routes)
+    for module in (feedback, items, users, algorithms, experiments, guard, models, privacy, health):
+        keyed = module is not health
+        app.include_router(module.router, prefix=PREFIX, responses=KEYED_ERRORS if keyed else None)
+        templates.update(route_templates(module.router.routes, PREFIX))
     # The hot ingest path matches first; the FastAPI route behind it stays for the OpenAPI.
     app.router.routes.insert(
         0, Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"])
+    )
+    templates.update(route_templates(app.router.routes))  # the lean route, the docs
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.api.max_body_bytes,
+        templates=templates,
     )
 
     def openapi() -> dict[str, Any]:

@@ -6,11 +6,15 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from recloop.api.responses import FastJSONResponse
 from recloop.core.errors import (
@@ -41,6 +45,23 @@ def from_pydantic(
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8, say): the API's 422,
+            # as the hand-parsed POST /feedback gives for the same body.
+            return FastJSONResponse(
+                {"detail": [{"loc": ["body"], "msg": "invalid JSON", "type": "json_invalid"}]},
+                status_code=422,
+            )
+        if exc.status_code == 405:
+            # Starlette lists only the methods of the first route matching the path
+            # (PUT /items/{id} hides GET): list every method of the resource.
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> FastJSONResponse:
         # The offending input is not echoed back: it can be large, or not JSON at all (NaN).
@@ -91,3 +112,31 @@ def rate_limit_headers(exc: RateLimited) -> dict[str, str]:
         "X-RateLimit-Remaining": str(exc.remaining),
         "X-RateLimit-Reset": str(math.ceil(exc.reset_at)),
     }
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document gives ``path`` (HEAD with GET), for ``Allow``.
+
+    Of several matching paths the most literal wins: ``/experiments/power`` is not
+    ``/experiments/{experiment_id}``.
+    """
+    table: list[tuple[int, re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "allow_table", None
+    )
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern, params = re.subn(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            methods = {m.upper() for m in operations if m.upper() in _METHODS}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((params, re.compile(pattern), frozenset(methods)))
+        app.state.allow_table = table
+    matches = [(params, methods) for params, p, methods in table if p.fullmatch(path)]
+    if not matches:
+        return []
+    fewest = min(params for params, _ in matches)
+    return sorted(set().union(*(m for params, m in matches if params == fewest)))
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

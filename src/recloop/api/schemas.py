@@ -4,10 +4,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Timestamp = Annotated[
+    AwareDatetime,
+    Field(strict=False),  # JSON carries a string or a number; both are parsed
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "RFC 3339 with a zone, or seconds since the Unix epoch.",
+        }
+    ),
+]
+"""A point in time as clients send it: RFC 3339 with a zone, or Unix seconds."""
+
+
+def _whole(value: Any) -> Any:
+    # JSON has one number type: 3.0 is an integer (JSON Schema agrees); true is not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = BeforeValidator(_whole)
+"""For an ``int`` field, after its constraints (which then stay in the JSON schema)."""
 
 FeedbackType = Literal[
     "rating", "like", "dislike", "share", "save", "review",
@@ -16,7 +44,9 @@ FeedbackType = Literal[
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON value of the wrong type is refused, not coerced (``true`` is no number,
+    # ``"5"`` no rating); only timestamps are parsed from strings (see ``Timestamp``).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class AttributionIn(_In):
@@ -30,8 +60,24 @@ class AttributionIn(_In):
     propensity: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
 
 
+def _value_rules(schema: dict[str, Any]) -> None:
+    """What ``core.events.check_event`` asks of ``value``, in the JSON schema too."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+            "then": {"properties": {"value": bounds}, "required": ["value"]},
+        }
+        for kind, bounds in (
+            ("rating", {"type": "number", "minimum": 1, "maximum": 5}),
+            ("dwell", {"type": "number", "minimum": 0}),
+        )
+    ]
+
+
 class FeedbackIn(_In):
     """One feedback event."""
+
+    model_config = ConfigDict(json_schema_extra=_value_rules)
 
     event_id: Id | None = Field(None, description="Idempotency key; generated (UUIDv7) if absent.")
     user_id: Id
@@ -41,8 +87,10 @@ class FeedbackIn(_In):
         None, description="rating: 1..5 (required); dwell: seconds >= 0 (required)."
     )
     text: Annotated[str, Field(max_length=5000)] | None = None
-    timestamp: AwareDatetime | None = Field(
-        None, description="RFC 3339 with a zone; default now; > 5 min in the future is refused."
+    timestamp: Timestamp | None = Field(
+        None,
+        description="RFC 3339 with a zone, or Unix seconds; default now; > 5 min in the future "
+        "is refused.",
     )
     context: dict[str, Any] | None = Field(
         None, description="Free-form: device, session_id, position, ..."
@@ -128,6 +176,10 @@ class HealthOut(BaseModel):
     components: dict[str, ComponentHealth]
 
 
+class LiveOut(BaseModel):
+    status: Literal["ok"]
+
+
 class ErrorOut(BaseModel):
     detail: Any
 
@@ -186,7 +238,7 @@ class CandidateIn(_In):
 
 class RankIn(_In):
     candidates: Annotated[list[CandidateIn], Field(min_length=1)]
-    k: Annotated[int, Field(ge=1)] | None = None
+    k: Annotated[int, Field(ge=1), Whole] | None = None
     context: dict[str, Any] | None = None
 
 
@@ -248,13 +300,15 @@ class PerformanceIn(_In):
     algorithm: AlgorithmName
     segment: Segment | None = None
     user_id: Id | None = None
-    impressions: Annotated[int, Field(ge=0)]
-    clicks: Annotated[int, Field(ge=0)]
-    conversions: Annotated[int, Field(ge=0)] = 0
+    impressions: Annotated[int, Field(ge=0), Whole]
+    clicks: Annotated[int, Field(ge=0), Whole]
+    conversions: Annotated[int, Field(ge=0), Whole] = 0
     satisfaction: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Mean satisfaction in 0..1 over the impressions."
     )
-    timestamp: AwareDatetime | None = Field(None, description="Default: now.")
+    timestamp: Timestamp | None = Field(
+        None, description="RFC 3339 with a zone, or Unix seconds. Default: now."
+    )
     report_id: Id | None = Field(
         None, description="Idempotency key of a single-record report (batches carry their own)."
     )

@@ -717,6 +717,17 @@ class TextRegistry:
         """The distinct users that posted the text with this :func:`text_key` (0 if unknown)."""
         return 0 if key is None else self._counts.get(key, 0)
 
+    def forget(self, user_id: str) -> None:
+        """Forget ``user_id`` (an erased user); the texts' counts of distinct users stay.
+
+        >>> reg = TextRegistry()
+        >>> text = "Best deal ever, visit my shop for more!"
+        >>> reg.add("u1", text), reg.forget("u1"), reg.add("u1", text)
+        (1, None, 2)
+        """
+        for users in self._users.values():
+            users.discard(user_id)
+
 
 # -- One user's evidence --------------------------------------------------------------
 

@@ -892,8 +892,19 @@ def sample_size(
         raise InvalidInput("metric", f"must be 'binomial' or 'continuous', got {metric!r}")
     if effect == 0:
         raise InvalidInput("mde", f"is too small to change baseline {baseline}")
+    if not math.isfinite(effect):
+        raise InvalidInput("mde", f"moves baseline {baseline} beyond floating point")
     z = _normal_quantile(alpha)
     # One tail alone reaches ``power`` at n_one; the other tail adds power: the root is below.
-    n_one = 2.0 * ((z + float(special.ndtri(power))) / effect) ** 2
-    n = optimize.brentq(lambda k: _power(effect, k, z) - power, 0.0, n_one, xtol=1e-10)
+    try:
+        n_one = 2.0 * ((z + float(special.ndtri(power))) / effect) ** 2
+    except OverflowError:  # an effect of ~1e-160: no sample size is a number
+        n_one = math.inf
+    if not math.isfinite(n_one):
+        raise InvalidInput("mde", f"is too small to detect from baseline {baseline}")
+    if n_one <= 1.0:  # the root lies in (0, n_one]: one user each (and n_one may underflow)
+        return 1
+    # n_one is the root when the other tail adds nothing; widened by rounding's width.
+    upper = n_one * (1.0 + 1e-9)
+    n = optimize.brentq(lambda k: _power(effect, k, z) - power, 0.0, upper, xtol=1e-10)
     return math.ceil(float(n))

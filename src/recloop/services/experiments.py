@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from recloop.core import experiments as xp
 from recloop.core import stats
@@ -27,6 +27,8 @@ from recloop.ports import EventLog, Exposure, StateChanges, StateStore
 from recloop.services.batching import GroupCommit
 
 DAY = 86_400.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,53 @@ class ExperimentService:
         self._stats[eid][stats_key] = delta if current is None else current + delta
         changes.user_metrics.append((eid, user_id, metric.name, new))
         changes.experiment_stats.append((eid, variant, metric.name, delta))
+
+    # -- erasure ---------------------------------------------------------------------
+
+    async def erase_user(
+        self,
+        user_id: str,
+        exposures: Sequence[Exposure],
+        values: Sequence[tuple[str, str, UserMetric]],
+        commit: Callable[[StateChanges], Awaitable[T]],
+    ) -> T:
+        """Take the user out of every experiment's statistics, then out of this service.
+
+        ``exposures`` and ``values`` ((experiment_id, metric, values)) are the user's
+        stored ones. The changes handed to ``commit`` move each variant's sums from the
+        user's values to *no user* (``stats_delta(None, values)`` taken away: n - 1 and
+        the user's sums); ``commit`` writes them with the deletion of the user's rows, in
+        one transaction. This service's memory follows once it has, so results read
+        afterwards equal those of the experiment without the user.
+        """
+        variants = {e.experiment_id: e.variant for e in exposures}
+        changes = StateChanges()
+        for eid, metric, value in values:
+            variant = variants.get(eid)
+            if variant is not None:
+                delta = PairStats() - xp.stats_delta(None, value)
+                changes.experiment_stats.append((eid, variant, metric, delta))
+        result = await commit(changes)
+        for eid, variant, metric, delta in changes.experiment_stats:
+            table = self._stats.get(eid)
+            if table is not None:
+                current = table.get((variant, metric))
+                table[(variant, metric)] = delta if current is None else current + delta
+        self.forget(user_id)
+        return result
+
+    def forget(self, user_id: str) -> None:
+        """Drop what this service holds about the user (their rows are erased elsewhere)."""
+        for eid, held in self._exposures.items():
+            if held.pop(user_id, None) is not None:
+                values = self._values.get(eid, {})
+                for key in [k for k in values if k[0] == user_id]:
+                    del values[key]
+        self._running_by_user.pop(user_id, None)
+
+    def held_users(self) -> set[str]:
+        """The users with an exposure held here."""
+        return {u for held in self._exposures.values() for u in held}
 
     # -- learning from events (called by the processor, inside its commit) -------------
 

@@ -34,6 +34,7 @@ from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
 from recloop.core.events import Event, SignalTable, is_explicit
 from recloop.core.offsets import OffsetTracker
 from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
+from recloop.core.privacy import Tombstone, user_digest
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import AlgorithmCount, Cache, EventLog, StateChanges, StateStore
 from recloop.services.batching import GroupCommit
@@ -167,6 +168,10 @@ class Processor:
         partitions of the event topic it owns."""
         self._partitioned = False
         self._saved_positions: dict[int, int] = {}
+        # Erased users (core.privacy): their events accepted before the erasure are skipped.
+        self._tombstones: dict[str, Tombstone] = {}
+        self._blocking: dict[str, Tombstone | None] = {}  # user_id -> tombstone, memoised
+        self._applying: set[asyncio.Event] = set()  # one per apply in progress
         self.dead_letters = 0
         self.last_error: str | None = None
 
@@ -297,6 +302,32 @@ class Processor:
             trackers[event.partition].begin(event.offset)
         await self._route(events)
 
+    async def dispatch_unapplied(self, events: Sequence[Event]) -> int:
+        """:meth:`dispatch` for a log that may deliver again what is applied (a worker
+        after a crash or a rebalance): events at or below their user's applied offset of
+        their stream are passed over in their turn. Returns how many were passed over.
+
+        The implicit aggregates sum whatever they are given, so this check has to come
+        before them, as it does in the embedded replay (:meth:`start`).
+        """
+        states = await self._retrying(self._load_states, {e.user_id for e in events})
+        fresh = []
+        for event in events:
+            state = states[event.user_id]
+            done = state.explicit_offset if is_explicit(event.type) else state.implicit_offset
+            if event.offset > done:
+                fresh.append(event)
+        trackers = self.trackers
+        for event in events:
+            trackers[event.partition].begin(event.offset)
+        if len(fresh) != len(events):
+            kept = {id(e) for e in fresh}
+            for event in events:
+                if id(event) not in kept:
+                    trackers[event.partition].done(event.offset)
+        await self._route(fresh)
+        return len(events) - len(fresh)
+
     def skip(self, partition: int, offset: int) -> None:
         """Pass over a message with nothing to apply (a duplicate, an undecodable one),
         in its turn, so the partition's watermark moves past it."""
@@ -312,7 +343,11 @@ class Processor:
         bucket_seconds = self._config.bucket_seconds
         observer = self._observer
         explicit: list[list[Event]] = [[] for _ in range(n_apply)]
+        erased = bool(self._tombstones)
         for event in events:
+            if erased and self.blocks(event):
+                self.trackers[event.partition].done(event.offset)  # passed over, in its turn
+                continue
             if is_explicit(event.type):
                 explicit[shard(event.user_id, n_apply)].append(event)
                 continue
@@ -381,17 +416,24 @@ class Processor:
                 nxt = q.get_nowait()
                 work.append(nxt)
                 size += _size(nxt)
+            applying = asyncio.Event()
+            self._applying.add(applying)
             try:
                 await self._apply(work)
             finally:
+                applying.set()
+                self._applying.discard(applying)
                 for _ in work:
                     q.task_done()
 
     async def _apply(self, work: list[list[Event] | _Pending]) -> None:
         users: set[str] = set()
         item_ids: set[str] = set()
+        erased = bool(self._tombstones)
         for w in work:
             for e in w if isinstance(w, list) else w.entries:
+                if erased and self._blocks_work(e):
+                    continue  # an erased user's state is not even loaded
                 users.add(e.user_id)
                 item_ids.add(e.item_id)
         states = await self._retrying(self._load_states, users)
@@ -408,6 +450,8 @@ class Processor:
             if isinstance(w, list):
                 for e in w:
                     done.append((e.partition, e.offset))
+                    if erased and self._blocks_work(e):
+                        continue
                     try:
                         signal = c.signals.signal(e.type, e.value)
                     except Exception as exc:
@@ -441,10 +485,12 @@ class Processor:
                             performance[key] = performance.get(key, _ZERO) + counts
             else:
                 for entry in w.entries:
+                    done.extend((entry.partition, o) for o in entry.offsets)
+                    if erased and self._blocks_work(entry):
+                        continue
                     state = states[entry.user_id]
                     agg = entry.aggregate
                     changed[entry.user_id] = state
-                    done.extend((entry.partition, o) for o in entry.offsets)
                     reliability = 100.0 if gate is None else gate.reliability(entry.user_id)
                     if reliability is None:
                         state.hold_implicit(agg, now)
@@ -508,6 +554,76 @@ class Processor:
         log.error("event %s dead-lettered: %s", event.event_id, reason)
         await self._retrying(self._store.add_dead_letter, event, reason)
         self.dead_letters += 1
+
+    # -- erased users ------------------------------------------------------------
+
+    def set_tombstones(self, tombstones: dict[str, Tombstone]) -> None:
+        """Replace the tombstones (by :func:`~recloop.core.privacy.user_digest`): loaded
+        before :meth:`start` replays the log, reloaded by workers as they refresh."""
+        self._tombstones = dict(tombstones)
+        self._blocking.clear()
+
+    def blocks(self, event: Event) -> bool:
+        """Whether ``event`` belongs to an erased user's history (accepted before the
+        erasure): it is then neither applied nor kept."""
+        if not self._tombstones:
+            return False
+        return self._blocked(event.user_id, event.offset, event.timestamp)
+
+    def _blocks_work(self, work: Event | _Entry) -> bool:
+        if isinstance(work, Event):
+            return self.blocks(work)
+        return self._blocked(work.user_id, work.offsets[0], work.aggregate.first_at)
+
+    def _blocked(self, user_id: str, offset: int, timestamp: float) -> bool:
+        memo = self._blocking
+        if user_id in memo:
+            tombstone = memo[user_id]
+        else:
+            tombstone = self._tombstones.get(user_digest(user_id))
+            if len(memo) >= self._config.max_users:
+                memo.clear()
+            memo[user_id] = tombstone
+        if tombstone is None:
+            return False
+        # A worker's offsets count per Kafka partition: only the time decides there.
+        return tombstone.blocks(None if self._partitioned else offset, timestamp)
+
+    async def forget(self, user_id: str, tombstone: Tombstone) -> None:
+        """Erase ``user_id`` from this processor: from now on their events accepted before
+        ``tombstone`` are skipped; buffered ones are dropped; applies in progress are waited
+        for, so that when this returns nothing more of the user's erased history will be
+        committed. The user's held state is forgotten."""
+        tombstones = dict(self._tombstones)
+        tombstones[user_digest(user_id)] = tombstone
+        self.set_tombstones(tombstones)
+        self.evict(user_id)
+        for applying in list(self._applying):
+            await applying.wait()
+        self._states.delete(user_id)
+
+    def evict(self, user_id: str) -> None:
+        """Drop the user's held state and their buffered implicit events that the
+        tombstones block (their offsets count as done)."""
+        self._states.delete(user_id)
+        for s in self._shards:
+            for key in [k for k in s.buffer if k[0] == user_id]:
+                entry = s.buffer[key]
+                if not self._blocks_work(entry):
+                    continue
+                del s.buffer[key]
+                s.count -= len(entry.offsets)
+                tracker = self.trackers.get(entry.partition)
+                if tracker is not None:
+                    for offset in entry.offsets:
+                        tracker.done(offset)
+
+    def held_users(self) -> set[str]:
+        """The users whose state or buffered events this processor holds."""
+        held = set(self._states.keys())
+        for s in self._shards:
+            held.update(user_id for user_id, _ in s.buffer)
+        return held
 
     # -- state and item caches -------------------------------------------------
 

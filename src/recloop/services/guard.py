@@ -209,9 +209,28 @@ class GuardService:
             "reason": record.reason,
         }
 
+    def forget(self, user_id: str) -> None:
+        """Drop the user's evidence and record from memory (an erasure; their stored record
+        is deleted with the rest of their rows). The texts' counts of distinct users stay."""
+        self._users.delete(user_id)
+        self._records.pop(user_id, None)
+        self._texts.forget(user_id)
+
+    def held_users(self) -> set[str]:
+        """The users this guard holds evidence or a record of."""
+        return set(self._users.keys()) | set(self._records)
+
     def suspects(self, limit: int) -> list[ReliabilityRecord]:
         """The lowest scores first (blocked and suspect users, then the least reliable)."""
         return sorted(self._records.values(), key=lambda r: (r.score, r.user_id))[:limit]
+
+    def status_counts(self) -> dict[str, int]:
+        """How many users are suspect, and how many blocked (for the metrics)."""
+        counts = {"suspect": 0, "blocked": 0}
+        for record in self._records.values():
+            if record.status in counts:
+                counts[record.status] += 1
+        return counts
 
     async def set_manual(
         self, user_id: str, blocked: bool, reason: str | None

@@ -142,6 +142,20 @@ class RateLimits:
                 return admission
         return await self._admit(self._local, action, identity, count)
 
+    async def forget(
+        self, identity: str, actions: Sequence[str] = ("explicit", "implicit")
+    ) -> None:
+        """Delete ``identity``'s counters of ``actions`` (an erased user), here and in the
+        shared storage (a failure there is logged: its keys expire with their windows)."""
+        for action in actions:
+            for item in self._classes.get(action, ()):
+                self._local.clear(item, action, identity)
+                if self._shared is not None:
+                    try:
+                        await self._shared.clear(item, action, identity)
+                    except Exception as exc:
+                        log.warning("rate-limit counters of an erased user not cleared: %s", exc)
+
     async def _admit(self, lim: Any, action: str, identity: str, count: int) -> Admission:
         items = self._classes[action]
         charged = 0

@@ -20,6 +20,7 @@ from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import overrides
 from recloop.core.exploration import epsilon_greedy
+from recloop.core.features import at_position
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
 from recloop.core.ranking import Candidate, cosines, fuse
@@ -27,6 +28,7 @@ from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import EventLog, Impression, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentService
+from recloop.services.learning import LearningService, Route
 from recloop.services.optimizer import Optimizer, SegmentWeights
 from recloop.services.preferences import PreferenceService
 from recloop.services.vectors import ItemVectors
@@ -57,6 +59,8 @@ class Strategy:
     epsilon: float
     experiments: list[dict[str, Any]]
     model_slot: str | None = None
+    route: Route = field(default_factory=Route)
+    """The model serving the user (its slot and version; all None without a model)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +94,10 @@ class Ranker:
         config: RankConfig,
         clock: Callable[[], float] = time.time,
         experiments: ExperimentService | None = None,
+        learning: LearningService | None = None,
     ) -> None:
         self._experiments = experiments
+        self._learning = learning
         self._preferences = preferences
         self._optimizer = optimizer
         self._vectors = vectors
@@ -121,13 +127,17 @@ class Ranker:
             [] if self._experiments is None else await self._experiments.expose_running(user_id)
         )
         changed = overrides(assigned)
+        route = Route()
+        if self._learning is not None:
+            route = self._learning.route(user_id, changed.model_slot)
         return Strategy(
             user,
             segment_weights,
             dict(segment_weights.weights) if changed.weights is None else changed.weights,
             self._config.epsilons[user.segment] if changed.epsilon is None else changed.epsilon,
             [{"experiment_id": e.experiment_id, "variant": v} for e, v in assigned],
-            changed.model_slot,
+            route.slot if route.slot is not None else changed.model_slot,
+            route,
         )
 
     async def rank(
@@ -155,19 +165,44 @@ class Ranker:
             affinity_weight=self._config.affinity_weight,
         )
         by_id = {s.item_id: s for s in scored}
+        route = strategy.route
+        rows: dict[str, dict[str, float]] = {}
+        scores = {s.item_id: s.score for s in scored}
+        if self._learning is not None:
+            # Features of every candidate, logged with the impression: what a model
+            # learns from later is exactly what it would have been served.
+            now = self._clock()
+            prefs = user.preferences
+            items = await self._vectors.items(by_id)
+            found = self._learning.feature_rows(
+                user_id,
+                user.segment,
+                0 if prefs is None else prefs.interactions,
+                None if prefs is None else prefs.last_event_at,
+                scored,
+                items,
+                context or {},
+                now,
+            )
+            rows = {s.item_id: row for s, row in zip(scored, found, strict=True)}
+            if route.model is not None:
+                predicted = self._learning.predict(route.model, found)
+                scores = {s.item_id: p for s, p in zip(scored, predicted, strict=True)}
+                scored = sorted(scored, key=lambda s: -scores[s.item_id])
         slots = epsilon_greedy([s.item_id for s in scored], epsilon, self._rng)
         shown = slots if k is None else slots[:k]
         slate = [
             {
                 "item_id": slot.item_id,
                 "position": slot.position,
-                "score": by_id[slot.item_id].score,
+                "score": scores[slot.item_id],
                 "propensity": slot.propensity,
                 "explored": slot.explored,
                 "algorithms": list(by_id[slot.item_id].algorithms),
                 "features": {
                     "fusion": by_id[slot.item_id].fusion,
                     "affinity": by_id[slot.item_id].affinity,
+                    **(at_position(rows[slot.item_id], slot.position) if rows else {}),
                 },
             }
             for slot in shown
@@ -181,6 +216,7 @@ class Ranker:
             slate=slate,
             context=dict(context or {}),
             experiments=strategy.experiments,
+            model_version=route.version,
             model_slot=strategy.model_slot,
         )
         await self._impressions.submit([impression])

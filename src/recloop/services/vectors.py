@@ -14,7 +14,7 @@ _MISSING: Any = object()
 
 
 class ItemVectors:
-    """The vectors the processor learns towards and the ranker scores with.
+    """The items whose vectors the processor learns towards and the ranker scores with.
 
     An item the store does not know is remembered as missing until
     :meth:`changed` registers it, so unknown items cost one lookup, not one per event.
@@ -25,22 +25,29 @@ class ItemVectors:
         self._lru: LruCache[str, Any] = LruCache(max_items)
 
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, Vector | None]:
-        found: dict[str, Vector | None] = {}
+        return {
+            k: None if item is None else item.vector
+            for k, item in (await self.items(item_ids)).items()
+        }
+
+    async def items(self, item_ids: Iterable[str]) -> dict[str, Item | None]:
+        """The items (vector, attributes, when registered); None for an unknown one."""
+        found: dict[str, Item | None] = {}
         missing = []
         for item_id in item_ids:
-            vector = self._lru.get(item_id)
-            if vector is None:
+            item = self._lru.get(item_id)
+            if item is None:
                 missing.append(item_id)
             else:
-                found[item_id] = None if vector is _MISSING else vector
+                found[item_id] = None if item is _MISSING else item
         if missing:
             stored = await self._store.get_items(missing)
             for item_id in missing:
                 item = stored.get(item_id)
-                self._lru.set(item_id, _MISSING if item is None else item.vector)
-                found[item_id] = None if item is None else item.vector
+                self._lru.set(item_id, _MISSING if item is None else item)
+                found[item_id] = item
         return found
 
     def changed(self, item: Item) -> None:
         """Use ``item``'s new vector from now on."""
-        self._lru.set(item.item_id, item.vector)
+        self._lru.set(item.item_id, item)

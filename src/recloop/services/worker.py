@@ -107,8 +107,12 @@ class Worker:
         self._committed_at = 0.0
         self._stopping = asyncio.Event()
         self.applied = 0
+        self.redelivered = 0
+        """Fresh events already in their user's state (read again after a crash)."""
         self.duplicates = 0
         self.undecodable = 0
+        self.blocked = 0
+        """Events of erased users skipped (accepted before the erasure)."""
 
     async def start(self) -> None:
         """Start the processor, then join the group (the first assignment comes with it)."""
@@ -132,8 +136,8 @@ class Worker:
     async def close(self) -> None:
         """Apply and commit everything taken, commit the offsets, leave the group."""
         async with self._lock:
-            await self._processor.stop()
-        await self._commit_offsets()
+            await self._processor.stop()  # stores the final positions with the last state
+        await self._commit_offsets(checkpoint=False)
         await self._source.stop()
         await self._dlq.stop()
 
@@ -154,13 +158,21 @@ class Worker:
             if tracker is not None and event.offset + 1 > tracker.last_begun:
                 event.partition, event.offset = partition, event.offset + 1
                 events.append(event)
+        # An erased user's events accepted before the erasure are neither archived nor
+        # applied (their tombstones come with the periodic refresh).
+        blocked = [e for e in events if self._processor.blocks(e)]
+        if blocked:
+            events = [e for e in events if not self._processor.blocks(e)]
+            self.blocked += len(blocked)
         first_seen = await _retrying(self._archive.archive, events) if events else []
         # Per partition in offset order: runs of fresh events are dispatched, the rest
-        # (duplicates, undecodable messages) are marked done in their turn.
+        # (duplicates, erased users' events, undecodable messages) are marked done in
+        # their turn.
         messages: list[tuple[int, int, Any]] = [
             (e.partition, e.offset, e if fresh else None)
             for e, fresh in zip(events, first_seen, strict=True)
         ]
+        messages.extend((e.partition, e.offset, None) for e in blocked)
         for u in batch.undecodable:
             tracker = owned.get(u.position.partition)
             if tracker is not None and u.position.offset + 1 > tracker.last_begun:
@@ -172,24 +184,27 @@ class Worker:
         if fresh and self._guard is not None:
             await self._guard.observe(fresh)
         run: list[Event] = []
+        redelivered = 0
         for partition, offset, event in messages:
             if event is not None:
                 run.append(event)
                 continue
             if run:
-                await self._processor.dispatch(run)
+                redelivered += await self._processor.dispatch_unapplied(run)
                 run = []
             self._processor.skip(partition, offset)
         if run:
-            await self._processor.dispatch(run)
-        self.applied += len(fresh)
+            redelivered += await self._processor.dispatch_unapplied(run)
+        self.redelivered += redelivered
+        self.applied += len(fresh) - redelivered
         self.duplicates += len(events) - len(fresh)
 
-    async def _commit_offsets(self) -> None:
+    async def _commit_offsets(self, checkpoint: bool = True) -> None:
         """Store the positions reached, then tell Kafka (for lag and for tools)."""
         self._committed_at = self._clock()
-        async with self._lock:
-            await self._processor.checkpoint()
+        if checkpoint:
+            async with self._lock:
+                await self._processor.checkpoint()
         positions = {
             p: o
             for p, o in self._processor.positions().items()

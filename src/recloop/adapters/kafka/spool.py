@@ -273,6 +273,17 @@ class SpooledEventLog:
         self._failing = False
         return list(positions)
 
+    async def delete_user(self, user_id: str) -> int:
+        """Delete the spooled events of ``user_id`` (an erasure); how many were deleted.
+
+        Events of the user already sent to Kafka, or in the chunk being sent right
+        now, stay in the topic: workers skip them by the user's tombstone.
+        """
+        if self._thread is None:
+            return 0
+        async with self._lock:
+            return await self._in_thread(self._delete_user, user_id)
+
     # -- the drain task ------------------------------------------------------
 
     async def _drain_forever(self) -> None:
@@ -410,6 +421,22 @@ class SpooledEventLog:
         # Spool ids only grow, so these are exactly the rows read (and sent) before.
         deleted = self._open_db().execute("DELETE FROM spool WHERE id <= ?", (last_id,)).rowcount
         self._spooled -= deleted
+
+    def _delete_user(self, user_id: str) -> int:
+        db = self._open_db()
+        rows = db.execute("SELECT id, record FROM spool ORDER BY id").fetchall()
+        doomed = [(i,) for i, record in rows if orjson.loads(record).get("user_id") == user_id]
+        if not doomed:
+            return 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = db.executemany("DELETE FROM spool WHERE id = ?", doomed).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self._spooled -= deleted
+        return int(deleted)
 
     def _open_db(self) -> sqlite3.Connection:
         if self._db is None:

@@ -42,6 +42,10 @@ class LruCache(Generic[K, V]):
     def clear(self) -> None:
         self._data.clear()
 
+    def keys(self) -> list[K]:
+        """The keys held, least recently used first (a copy)."""
+        return list(self._data)
+
 
 class TtlCache:
     """The in-process :class:`recloop.ports.Cache`: LRU-bounded, entries expire after ``ttl``."""

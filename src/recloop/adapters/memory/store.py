@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,8 +29,10 @@ from recloop.ports import (
 
 class InMemoryEventLog:
     def __init__(self) -> None:
-        self._events: list[Event] = []
+        self._events: list[Event] = []  # in offset order; purges leave gaps in the offsets
+        self._accepted: list[float] = []  # when each of _events was logged
         self._ids: set[str] = set()
+        self._next = 1  # offsets are never reused, even after purges
 
     async def append(self, events: Sequence[Event]) -> list[int | None]:
         offsets: list[int | None] = []
@@ -37,16 +41,18 @@ class InMemoryEventLog:
                 offsets.append(None)
                 continue
             self._ids.add(event.event_id)
-            offset = len(self._events) + 1
+            offset, self._next = self._next, self._next + 1
             self._events.append(_with_offset(event, offset))
+            self._accepted.append(time.time())
             offsets.append(offset)
         return offsets
 
     async def read(self, after: int, limit: int) -> list[Event]:
-        return self._events[max(after, 0) : max(after, 0) + limit]
+        start = bisect.bisect_right(self._events, after, key=lambda e: e.offset)
+        return self._events[start : start + limit]
 
     async def last_offset(self) -> int:
-        return len(self._events)
+        return self._next - 1
 
     async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {i: [] for i in impression_ids}

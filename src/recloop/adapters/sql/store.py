@@ -66,8 +66,10 @@ def _vector(blob: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 class SqlEventLog:
-    def __init__(self, db: SqlDatabase) -> None:
+    def __init__(self, db: SqlDatabase, keep_text: bool = True) -> None:
+        """``keep_text``: whether :meth:`archive` keeps review text (privacy.keep_review_text)."""
         self._db = db
+        self._keep_text = keep_text
         stmt = _insert(db, events)
         self._append = stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(
             events.c.offset, events.c.event_id
@@ -116,12 +118,17 @@ class SqlEventLog:
         if not batch:
             return []
         now = time.time()
+        keep_text = self._keep_text
         params = [
             {
                 "event_id": e.event_id,
                 "user_id": e.user_id,
                 "type": e.type,
-                "payload": orjson.dumps(e.to_record()),
+                "payload": orjson.dumps(
+                    e.to_record()
+                    if keep_text
+                    else {k: v for k, v in e.to_record().items() if k != "text"}
+                ),
                 "accepted_at": now,
                 "impression_id": e.attribution.get("impression_id"),
                 "log_partition": e.partition,

@@ -252,3 +252,24 @@ training_jobs = Table(
 )
 
 Index("ix_impressions_created_at", impressions.c.created_at)
+
+# -- privacy (0007) -------------------------------------------------------------------
+
+erased_users = Table(
+    "erased_users",
+    metadata,
+    # core.privacy.user_digest of the erased id: the id itself must not stay behind.
+    Column("user_digest", String(64), primary_key=True),
+    Column("erased_at", Float, nullable=False),
+    Column("log_offset", BigInteger),  # embedded log: the highest offset the erasure covers
+)
+
+privacy_meta = Table(
+    "privacy_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+Index("ix_dead_letters_user_id", dead_letters.c.user_id)  # 0007
+Index("ix_experiment_user_metrics_user_id", experiment_user_metrics.c.user_id)  # 0007

@@ -47,7 +47,7 @@ async def post_performance(
     for record in records:
         segment = record.segment  # the schema requires exactly one of segment and user_id
         if record.user_id is not None:
-            segment = (await container.ranker.user(record.user_id)).segment
+            segment = (await container.ranker.user(container.user_key(record.user_id))).segment
         reports.append(
             PerformanceReport(
                 algorithm=record.algorithm,

@@ -113,7 +113,7 @@ async def stop(experiment_id: ExperimentId, container: ContainerDep) -> Any:
 async def assignment(experiment_id: ExperimentId, user_id: UserId, container: ContainerDep) -> Any:
     """The user's variant (GrowthBook-compatible hashing); records the first exposure while
     the experiment runs."""
-    variant = await container.experiments.expose(experiment_id, user_id)
+    variant = await container.experiments.expose(experiment_id, container.user_key(user_id))
     return FastJSONResponse(
         {
             "experiment_id": experiment_id,

@@ -21,6 +21,7 @@ from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn, FeedbackResult
 from recloop.core.auth import Principal
 from recloop.core.errors import Forbidden, InvalidInput, RateLimited
+from recloop.metrics import Metrics, event_type_label
 
 router = APIRouter(tags=["feedback"])
 
@@ -92,6 +93,7 @@ async def post_feedback(
     except orjson.JSONDecodeError as exc:
         raise invalid("", f"invalid JSON: {exc}", "json_invalid") from None
     ingest = container.ingest
+    metrics: Metrics = request.app.state.metrics
     if isinstance(data, dict) and "events" in data:
         try:
             batch = FeedbackBatchIn.model_validate(data)
@@ -102,12 +104,19 @@ async def post_feedback(
             raise invalid("events", f"at most {limit} events per request, got {len(batch.events)}")
         candidates: list[dict[str, Any] | InvalidInput] = _validate_each(batch.events)
         outcomes = await ingest.submit(candidates, principal.name)
+        types = [
+            c["type"] if isinstance(c, dict) else event_type_label(raw)
+            for c, raw in zip(candidates, batch.events, strict=True)
+        ]
+        metrics.count_events(types, outcomes)
     elif isinstance(data, dict):
         try:
             fields = _fields(_one.validate_python(data))
         except ValidationError as exc:
+            metrics.count_rejected(event_type_label(data))
             raise from_pydantic(exc) from None
         outcomes = await ingest.submit([fields], principal.name)
+        metrics.count_events([fields["type"]], outcomes)
         (outcome,) = outcomes
         if outcome.status == "rejected":
             error = outcome.error or {}

@@ -35,7 +35,7 @@ def _record(r: Any) -> dict[str, Any]:
 )
 async def reliability(user_id: UserId, container: ContainerDep) -> Any:
     """The user's reliability score (0..100), status and the spam signals behind it."""
-    return FastJSONResponse(await container.guard.report(user_id))
+    return FastJSONResponse(await container.guard.report(container.user_key(user_id)))
 
 
 @router.get("/spam/suspects", dependencies=[Read], response_model=list[SuspectOut])
@@ -49,12 +49,14 @@ async def suspects(
 @router.post("/users/{user_id}/block", dependencies=[Admin], response_model=SuspectOut)
 async def block(user_id: UserId, container: ContainerDep, body: BlockIn | None = None) -> Any:
     """Refuse the user's new events from now on (403); nothing of theirs is learnt from."""
-    record = await container.guard.set_manual(user_id, True, body.reason if body else None)
+    key = container.user_key(user_id)
+    record = await container.guard.set_manual(key, True, body.reason if body else None)
     return FastJSONResponse(_record(record))
 
 
 @router.post("/users/{user_id}/unblock", dependencies=[Admin], response_model=SuspectOut)
 async def unblock(user_id: UserId, container: ContainerDep, body: BlockIn | None = None) -> Any:
     """Accept and learn from the user's events again. Events held meanwhile stay held."""
-    record = await container.guard.set_manual(user_id, False, body.reason if body else None)
+    key = container.user_key(user_id)
+    record = await container.guard.set_manual(key, False, body.reason if body else None)
     return FastJSONResponse(_record(record))

@@ -8,11 +8,17 @@ from fastapi import APIRouter
 
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
-from recloop.api.schemas import HealthOut
+from recloop.api.schemas import HealthOut, LiveOut
 
 router = APIRouter(tags=["health"])
 
 _RANK = {"ok": 0, "degraded": 1, "down": 2}
+
+
+@router.get("/health/live", response_model=LiveOut)
+async def live() -> Any:
+    """Liveness: the process serves HTTP. Touches no dependency (``/health`` checks them)."""
+    return FastJSONResponse({"status": "ok"})
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})

@@ -36,7 +36,8 @@ UserId = Annotated[str, Path(min_length=1, max_length=128)]
 )
 async def get_preferences(user_id: UserId, container: ContainerDep) -> Any:
     """The user's preference vector and counters, as last committed."""
-    return FastJSONResponse(preferences_view(await container.preferences.get(user_id)))
+    key = container.user_key(user_id)
+    return FastJSONResponse(preferences_view(await container.preferences.get(key)))
 
 
 def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[s
 @router.get("/users/{user_id}/weights", dependencies=[Read], response_model=WeightsOut)
 async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
     """Algorithm weights for the user's segment (Thompson sampling over the sliding window)."""
-    user = await container.ranker.user(user_id)
+    user = await container.ranker.user(container.user_key(user_id))
     weights = await container.optimizer.weights(user.segment)
     return FastJSONResponse(_weights_view(user_id, weights, container.settings.bandit.window_days))
 
@@ -66,7 +67,7 @@ async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
 @router.get("/users/{user_id}/strategy", dependencies=[Read], response_model=StrategyOut)
 async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
     """How to recommend for this user now: weights, exploration, model, experiments."""
-    strategy = await container.ranker.strategy(user_id)
+    strategy = await container.ranker.strategy(container.user_key(user_id))
     prefs = strategy.user.preferences
     return FastJSONResponse(
         {
@@ -74,7 +75,7 @@ async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
             "segment": strategy.user.segment,
             "weights": strategy.weights,
             "exploration": {"strategy": "epsilon_greedy", "epsilon": strategy.epsilon},
-            "model": {"version": None, "slot": strategy.model_slot},
+            "model": {"version": strategy.route.version, "slot": strategy.model_slot},
             "experiments": strategy.experiments,
             "preferences_updated_at": None if prefs is None else prefs.updated_at,
         }
@@ -95,7 +96,9 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
     if len(body.candidates) > limit:
         raise InvalidInput("candidates", f"at most {limit} candidates, got {len(body.candidates)}")
     candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
-    impression, strategy = await container.ranker.rank(user_id, candidates, body.k, body.context)
+    impression, strategy = await container.ranker.rank(
+        container.user_key(user_id), candidates, body.k, body.context
+    )
     return FastJSONResponse(
         {
             "impression_id": impression.impression_id,

@@ -1,0 +1,173 @@
+"""Continuous learning: the model registry, retraining jobs, blue-green deployment."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+from pydantic import BaseModel, Field
+
+from recloop.api.auth import Admin, Read
+from recloop.api.deps import ContainerDep
+from recloop.api.responses import FastJSONResponse
+from recloop.api.schemas import ErrorOut
+from recloop.core.errors import Unavailable
+from recloop.learning.deployment import Transition
+from recloop.ports import ModelRecord, TrainingJob
+from recloop.services.learning import LearningService
+
+router = APIRouter(tags=["models"])
+
+Version = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+class ModelRecordOut(BaseModel):
+    version: str
+    created_at: float
+    status: str = Field(description="candidate | rejected | green | active | retired | rolled_back")
+    reason: str
+    kind: str
+    sha256: str
+    window_start: float
+    window_end: float
+    examples: int
+    positives: int
+    metrics: dict[str, Any]
+    feature_names: list[str]
+
+
+class JobOut(BaseModel):
+    job_id: str
+    trigger: str
+    status: str = Field(description="queued | running | done | skipped | failed")
+    created_at: float
+    finished_at: float | None
+    version: str | None
+    message: str
+
+
+class TransitionOut(BaseModel):
+    at: float
+    action: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    numbers: dict[str, float]
+
+
+class DeploymentOut(BaseModel):
+    slots: dict[str, Any]
+    live: dict[str, dict[str, int]]
+    transitions: list[TransitionOut]
+
+
+class ReasonIn(BaseModel):
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+def _learning(container: Any) -> LearningService:
+    learning: LearningService | None = container.learning
+    if learning is None:
+        raise Unavailable("continuous learning is off (learning.enabled: false)")
+    return learning
+
+
+def _record(r: ModelRecord) -> dict[str, Any]:
+    return dataclasses.asdict(r)
+
+
+def _job(j: TrainingJob) -> dict[str, Any]:
+    return dataclasses.asdict(j)
+
+
+def _transition(t: Transition) -> dict[str, Any]:
+    return t.to_dict()
+
+
+@router.get("/models", dependencies=[Read], response_model=list[ModelRecordOut])
+async def list_models(container: ContainerDep) -> Any:
+    """Every registered model, newest first, with its validation numbers and status."""
+    return FastJSONResponse([_record(r) for r in await _learning(container).models()])
+
+
+@router.get(
+    "/models/deployment",
+    dependencies=[Read],
+    response_model=DeploymentOut,
+)
+async def get_deployment(container: ContainerDep) -> Any:
+    """The blue and green slots, their live impressions and clicks, every transition."""
+    return FastJSONResponse(await _learning(container).deployment())
+
+
+@router.post(
+    "/models/retrain",
+    dependencies=[Admin],
+    status_code=202,
+    response_model=JobOut,
+)
+async def retrain(container: ContainerDep) -> Any:
+    """Start a training run now; poll ``GET /models/jobs/{job_id}``."""
+    job = await _learning(container).retrain("api")
+    return FastJSONResponse(_job(job), status_code=202)
+
+
+@router.get(
+    "/models/jobs/{job_id}",
+    dependencies=[Read],
+    response_model=JobOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def get_job(
+    job_id: Annotated[str, Path(min_length=1, max_length=64)], container: ContainerDep
+) -> Any:
+    return FastJSONResponse(_job(await _learning(container).job(job_id)))
+
+
+@router.post(
+    "/models/promote",
+    dependencies=[Admin],
+    response_model=TransitionOut,
+    responses={422: {"model": ErrorOut}},
+)
+async def promote(container: ContainerDep, body: Annotated[ReasonIn | None, Body()] = None) -> Any:
+    """Make the green model serve everyone (the previous one stays the rollback target)."""
+    reason = (body.reason if body else None) or "promoted by hand"
+    return FastJSONResponse(_transition(await _learning(container).promote(reason)))
+
+
+@router.post(
+    "/models/rollback",
+    dependencies=[Admin],
+    response_model=TransitionOut,
+    responses={422: {"model": ErrorOut}},
+)
+async def rollback(container: ContainerDep, body: Annotated[ReasonIn | None, Body()] = None) -> Any:
+    """Drop the green model, or undo the promotion being watched."""
+    reason = (body.reason if body else None) or "rolled back by hand"
+    return FastJSONResponse(_transition(await _learning(container).rollback(reason)))
+
+
+@router.get(
+    "/models/{version}",
+    dependencies=[Read],
+    response_model=ModelRecordOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def get_model(version: Version, container: ContainerDep) -> Any:
+    return FastJSONResponse(_record(await _learning(container).model(version)))
+
+
+@router.post(
+    "/models/{version}/deploy",
+    dependencies=[Admin],
+    response_model=TransitionOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def deploy(
+    version: Version, container: ContainerDep, body: Annotated[ReasonIn | None, Body()] = None
+) -> Any:
+    """Load the model into the green slot for ``learning.canary_fraction`` of users."""
+    reason = (body.reason if body else None) or ""
+    return FastJSONResponse(_transition(await _learning(container).deploy(version, reason)))

@@ -1,0 +1,322 @@
+"""The click model's features: one function for serving and for training.
+
+``rank`` calls :func:`features` for every shown item and logs the result with
+the impression; training reads those logged mappings back. Nothing is
+recomputed offline, so what a model was trained on is exactly what it is
+served (no training/serving skew).
+
+Keys, in :data:`FEATURE_NAMES` order::
+
+    segment_<s>, segment_other         one-hot of the user's segment (SEGMENTS)
+    log_interactions                   log1p(interactions)
+    days_since_active                  min(days, 365); 0 when missing
+    days_since_active_missing          1 when the user has no event yet
+    reliability                        reliability / 100 (the guard's 0..100)
+    log_popularity                     log1p(popularity)
+    ctr, ctr_missing                   the item's click-through rate; 0 and 1 when unknown
+    age_days, age_days_missing         min(age, 365) in days; 0 and 1 when unknown
+    attr_00 .. attr_15                 the item's attributes by signed feature hashing
+                                       (hashing.hash_features: a unit vector; zeros
+                                       without attributes)
+    hour_sin, hour_cos                 hour of day (UTC, fractional) on the unit circle
+    weekday_sin, weekday_cos           day of week (UTC, Monday = 0) on the unit circle
+    device_<d>, device_other           one-hot of the device (DEVICES, lower-cased);
+                                       all 0 when the context names none (or "")
+    affinity                           cosine of the user's preference and item vectors
+    attribute_affinity                 the same over hashed attributes
+    position, inverse_position         the slot (0 = top) and 1 / (1 + position)
+    algorithm_<a>, algorithm_other     one-hot of the proposing algorithm (ALGORITHMS);
+                                       all 0 when there is none
+
+Durations are capped (a year) so that one stale record cannot stretch a
+feature's range, and a missing value gets its own indicator rather than an
+invented number. Every value is a finite float.
+
+A model stores the feature names it was trained on; :func:`to_matrix` builds
+its columns by name, so a model trained on an older key set keeps aligned
+columns (a key it never saw is not asked for; a key a row lacks is NaN, which
+LightGBM treats as missing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from recloop.core.errors import InvalidInput
+from recloop.core.hashing import hash_features
+from recloop.core.segments import SECONDS_PER_DAY, SEGMENTS
+
+DEVICES: Final = ("desktop", "mobile", "tablet")
+"""Devices with their own one-hot column; any other name is ``device_other``."""
+
+ALGORITHMS: Final = ("collaborative", "content_based", "popularity", "trending")
+"""The default algorithms (``config.DEFAULT_ALGORITHMS``); any other is ``algorithm_other``."""
+
+ATTRIBUTE_BUCKETS: Final = 16
+"""Dimension of the hashed attribute vector."""
+
+MAX_DAYS: Final = 365.0
+"""Cap of ``days_since_active`` and ``age_days``."""
+
+_DAYS_PER_WEEK: Final = 7
+_HOURS_PER_DAY: Final = 24.0
+# 1970-01-01, day 0 of the epoch, was a Thursday (Monday = 0).
+_EPOCH_WEEKDAY: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class UserFeatures:
+    """What is known about the user: segment, interaction count, recency, reliability (0..100)."""
+
+    segment: str
+    interactions: int
+    days_since_active: float | None
+    reliability: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFeatures:
+    """What is known about the item: popularity (a count), CTR, age in days, attributes."""
+
+    popularity: int
+    ctr: float | None
+    age_days: float | None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFeatures:
+    """The request: when (seconds since the epoch) and on which device, if known."""
+
+    timestamp: float
+    device: str | None = None
+
+
+def _names() -> tuple[str, ...]:
+    return (
+        *(f"segment_{s}" for s in SEGMENTS),
+        "segment_other",
+        "log_interactions",
+        "days_since_active",
+        "days_since_active_missing",
+        "reliability",
+        "log_popularity",
+        "ctr",
+        "ctr_missing",
+        "age_days",
+        "age_days_missing",
+        *(f"attr_{i:02d}" for i in range(ATTRIBUTE_BUCKETS)),
+        "hour_sin",
+        "hour_cos",
+        "weekday_sin",
+        "weekday_cos",
+        *(f"device_{d}" for d in DEVICES),
+        "device_other",
+        "affinity",
+        "attribute_affinity",
+        "position",
+        "inverse_position",
+        *(f"algorithm_{a}" for a in ALGORITHMS),
+        "algorithm_other",
+    )
+
+
+FEATURE_NAMES: Final[tuple[str, ...]] = _names()
+"""The keys of :func:`features`, in order (see the module docstring)."""
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise InvalidInput(name, f"must be finite, got {value}")
+    return float(value)
+
+
+def _one_hot(prefix: str, known: Sequence[str], value: str | None) -> dict[str, float]:
+    """``prefix_<k>`` for each known value plus ``prefix_other``; all 0 for None."""
+    out = {f"{prefix}_{k}": 0.0 for k in known}
+    out[f"{prefix}_other"] = 0.0
+    if value is not None:
+        out[f"{prefix}_{value}" if value in known else f"{prefix}_other"] = 1.0
+    return out
+
+
+def _capped(name: str, value: float | None) -> tuple[float, float]:
+    """(value capped to [0, MAX_DAYS], missing indicator); negative (clock skew) counts as 0."""
+    if value is None:
+        return 0.0, 1.0
+    return min(max(_finite(name, value), 0.0), MAX_DAYS), 0.0
+
+
+def _cycle(value: float, period: float) -> tuple[float, float]:
+    angle = 2.0 * math.pi * value / period
+    return math.sin(angle), math.cos(angle)
+
+
+def features(
+    user: UserFeatures,
+    item: ItemFeatures,
+    context: ContextFeatures,
+    affinity: float,
+    attribute_affinity: float,
+    position: int,
+    algorithm: str | None,
+) -> dict[str, float]:
+    """The feature mapping of one (user, item, context) shown at ``position``.
+
+    Keys are :data:`FEATURE_NAMES`, in that order; the module docstring says
+    what each one is. ``algorithm`` is the algorithm that proposed the item
+    (the first, when several did); None when none did.
+
+    Raises
+    ------
+    InvalidInput
+        for a negative count or position, a CTR outside [0, 1], a reliability
+        outside [0, 100] or any non-finite number.
+
+    >>> row = features(
+    ...     UserFeatures("regular", 20, 2.0, 80.0),
+    ...     ItemFeatures(99, None, 400.0, {"genre": "jazz"}),
+    ...     ContextFeatures(timestamp=6 * 3600.0, device="Mobile"),  # Thursday 06:00 UTC
+    ...     affinity=0.5, attribute_affinity=0.0, position=1, algorithm="trending",
+    ... )
+    >>> list(row) == list(FEATURE_NAMES)
+    True
+    >>> row["segment_regular"], row["reliability"], round(row["log_popularity"], 4)
+    (1.0, 0.8, 4.6052)
+    >>> row["ctr"], row["ctr_missing"], row["age_days"], row["age_days_missing"]
+    (0.0, 1.0, 365.0, 0.0)
+    >>> round(row["hour_sin"], 12), round(row["hour_cos"], 12), row["device_mobile"]
+    (1.0, 0.0, 1.0)
+    >>> row["position"], row["inverse_position"], row["algorithm_trending"]
+    (1.0, 0.5, 1.0)
+    """
+    return combine(
+        user_part(user),
+        item_part(item),
+        context_part(context),
+        affinity,
+        attribute_affinity,
+        position,
+        algorithm,
+    )
+
+
+# The parts, for callers that score many items for one user and request (rank): the
+# user's and the context's features are computed once, each item's hashed attributes
+# can be cached (they change only when the item is registered again).
+
+
+def user_part(user: UserFeatures) -> dict[str, float]:
+    """The user's features (the first keys of :data:`FEATURE_NAMES`)."""
+    if user.interactions < 0:
+        raise InvalidInput("user.interactions", f"must be >= 0, got {user.interactions}")
+    if not 0.0 <= _finite("user.reliability", user.reliability) <= 100.0:
+        raise InvalidInput("user.reliability", f"must be in [0, 100], got {user.reliability}")
+    row = _one_hot("segment", SEGMENTS, user.segment)
+    row["log_interactions"] = math.log1p(user.interactions)
+    row["days_since_active"], row["days_since_active_missing"] = _capped(
+        "user.days_since_active", user.days_since_active
+    )
+    row["reliability"] = user.reliability / 100.0
+    return row
+
+
+def hashed_attributes(attributes: Mapping[str, Any]) -> list[float]:
+    """An item's attribute buckets (``attr_00`` ...), all 0 without attributes."""
+    hashed = hash_features(attributes, ATTRIBUTE_BUCKETS)
+    return [0.0] * ATTRIBUTE_BUCKETS if hashed is None else hashed.tolist()
+
+
+def item_part(item: ItemFeatures, hashed: Sequence[float] | None = None) -> dict[str, float]:
+    """The item's features; ``hashed`` is :func:`hashed_attributes` of its attributes, if
+    the caller has it already."""
+    if item.popularity < 0:
+        raise InvalidInput("item.popularity", f"must be >= 0, got {item.popularity}")
+    if item.ctr is not None and not 0.0 <= _finite("item.ctr", item.ctr) <= 1.0:
+        raise InvalidInput("item.ctr", f"must be in [0, 1], got {item.ctr}")
+    row: dict[str, float] = {"log_popularity": math.log1p(item.popularity)}
+    row["ctr"], row["ctr_missing"] = (0.0, 1.0) if item.ctr is None else (float(item.ctr), 0.0)
+    row["age_days"], row["age_days_missing"] = _capped("item.age_days", item.age_days)
+    buckets = hashed_attributes(item.attributes) if hashed is None else hashed
+    for name, value in zip(_ATTRIBUTE_NAMES, buckets, strict=True):
+        row[name] = value
+    return row
+
+
+def context_part(context: ContextFeatures) -> dict[str, float]:
+    """The request's features: time of day and week, device."""
+    timestamp = _finite("context.timestamp", context.timestamp)
+    days = math.floor(timestamp / SECONDS_PER_DAY)
+    hour = (timestamp - days * SECONDS_PER_DAY) / 3600.0
+    row: dict[str, float] = {}
+    row["hour_sin"], row["hour_cos"] = _cycle(hour, _HOURS_PER_DAY)
+    weekday = (days + _EPOCH_WEEKDAY) % _DAYS_PER_WEEK
+    row["weekday_sin"], row["weekday_cos"] = _cycle(weekday, _DAYS_PER_WEEK)
+    device = (context.device or "").strip().lower() or None
+    row.update(_one_hot("device", DEVICES, device))
+    return row
+
+
+def combine(
+    user: Mapping[str, float],
+    item: Mapping[str, float],
+    context: Mapping[str, float],
+    affinity: float,
+    attribute_affinity: float,
+    position: int,
+    algorithm: str | None,
+) -> dict[str, float]:
+    """The full row from the parts and the interaction features, in :data:`FEATURE_NAMES`
+    order."""
+    if position < 0:
+        raise InvalidInput("position", f"must be >= 0, got {position}")
+    row = {**user, **item, **context}
+    row["affinity"] = _finite("affinity", affinity)
+    row["attribute_affinity"] = _finite("attribute_affinity", attribute_affinity)
+    row["position"] = float(position)
+    row["inverse_position"] = 1.0 / (1.0 + position)
+    row.update(_ALGORITHM_ROWS.get(algorithm) or _one_hot("algorithm", ALGORITHMS, algorithm))
+    return row
+
+
+_ATTRIBUTE_NAMES: Final = tuple(f"attr_{i:02d}" for i in range(ATTRIBUTE_BUCKETS))
+_ALGORITHM_ROWS: Final = {a: _one_hot("algorithm", ALGORITHMS, a) for a in (*ALGORITHMS, None)}
+
+
+def at_position(row: Mapping[str, float], position: int) -> dict[str, float]:
+    """``row`` with its position features set to ``position``: the same item shown elsewhere.
+
+    Off-policy evaluation asks how an item would do in the top slot although
+    it was logged lower; this rewrites only ``position`` and ``inverse_position``.
+
+    >>> at_position({"affinity": 0.3, "position": 4.0, "inverse_position": 0.2}, 0)
+    {'affinity': 0.3, 'position': 0.0, 'inverse_position': 1.0}
+    """
+    if position < 0:
+        raise InvalidInput("position", f"must be >= 0, got {position}")
+    return {**row, "position": float(position), "inverse_position": 1.0 / (1.0 + position)}
+
+
+def to_matrix(
+    rows: Sequence[Mapping[str, float]], names: Sequence[str] = FEATURE_NAMES
+) -> npt.NDArray[np.float64]:
+    """A float64 matrix, one row per mapping, one column per name in ``names``.
+
+    A key a row lacks is NaN; keys not in ``names`` are ignored. Pass a
+    model's own feature names to get the columns it was trained on.
+
+    >>> to_matrix([{"ctr": 0.1, "affinity": 0.5}, {"affinity": -1.0, "extra": 7.0}],
+    ...           names=("affinity", "ctr")).tolist()
+    [[0.5, 0.1], [-1.0, nan]]
+    >>> to_matrix([]).shape == (0, len(FEATURE_NAMES))
+    True
+    """
+    nan = math.nan
+    values = [[nan if (v := row.get(name)) is None else v for name in names] for row in rows]
+    return np.array(values, dtype=np.float64).reshape(len(rows), len(names))

@@ -1,0 +1,1 @@
+"""Continuous learning: click models, their validation, and blue-green deployment."""

@@ -1,0 +1,218 @@
+"""Training data from logged impressions, and one training run: fit, validate, gate.
+
+Examples are the items ``rank`` showed, with the features it logged when it
+showed them (``slate[i]["features"]``, built by :func:`recloop.core.features.features`):
+training never recomputes a feature, so what a model learns from is what it
+will be served. The label is a click on that item carrying the impression's
+id within the attribution window; a purchase is kept as a second label.
+
+:func:`train` is a plain function of plain data, so it runs in a separate
+process (the service's executor) and serving is not slowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recloop.core.events import Event
+from recloop.core.features import FEATURE_NAMES, at_position, to_matrix
+from recloop.learning.learner import Artifact, Learner, LightGbmLearner, Model, load_model
+from recloop.learning.learner import load_learner as import_learner
+from recloop.learning.validation import (
+    Estimate,
+    Gate,
+    LoggedSlate,
+    Metrics,
+    decide,
+    doubly_robust,
+    evaluate,
+    model_scores,
+    on_policy,
+    snips,
+    time_split,
+)
+from recloop.ports import Impression
+
+
+@dataclass(slots=True)
+class Slate:
+    """One impression's shown items (by position), for off-policy estimates."""
+
+    timestamp: float
+    rows: list[dict[str, float]]
+    propensity: float
+    reward: float
+    epsilon: float
+
+
+@dataclass(slots=True)
+class TrainingData:
+    rows: list[dict[str, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    conversions: list[int] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+    slates: list[Slate] = field(default_factory=list)
+
+    @property
+    def examples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def positives(self) -> int:
+        return sum(self.labels)
+
+
+def build_training_data(
+    impressions: Sequence[Impression],
+    feedback: Mapping[str, Sequence[Event]],
+    window_seconds: float,
+) -> TrainingData:
+    """Join impressions with the clicks (and purchases) naming them within the window.
+
+    Shown items without logged features (logged before features were) are
+    left out.
+    """
+    data = TrainingData()
+    for imp in impressions:
+        deadline = imp.created_at + window_seconds
+        clicked: set[str] = set()
+        bought: set[str] = set()
+        for e in feedback.get(imp.impression_id, ()):
+            if e.timestamp > deadline:
+                continue
+            if e.type == "click":
+                clicked.add(e.item_id)
+            elif e.type == "purchase":
+                bought.add(e.item_id)
+        shown = sorted(imp.slate, key=lambda s: int(s.get("position", 0)))
+        rows = []
+        for slot in shown:
+            features = slot.get("features")
+            if not isinstance(features, dict) or "inverse_position" not in features:
+                continue
+            row = {k: float(v) for k, v in features.items()}
+            rows.append(row)
+            data.rows.append(row)
+            data.labels.append(int(slot["item_id"] in clicked))
+            data.conversions.append(int(slot["item_id"] in bought))
+            data.timestamps.append(imp.created_at)
+        if rows and len(rows) == len(shown) and int(shown[0].get("position", 0)) == 0:
+            top = shown[0]
+            data.slates.append(
+                Slate(
+                    imp.created_at,
+                    rows,
+                    float(top.get("propensity", 1.0)),
+                    float(top["item_id"] in clicked),
+                    imp.epsilon,
+                )
+            )
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Champion:
+    kind: str
+    data: bytes
+    sha256: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one training run produced; ``artifact`` is None if there was nothing to train."""
+
+    artifact: Artifact | None
+    accepted: bool
+    reason: str
+    metrics: dict[str, Any]
+
+
+def train(
+    data: TrainingData,
+    champion: Champion | None,
+    gate: Gate,
+    holdout_fraction: float,
+    learner: str | None = None,
+    alpha: float = 0.05,
+) -> Outcome:
+    """Fit on the earlier examples, validate on the latest, against the champion.
+
+    Metrics: AUC, log loss and calibration error of both on the same
+    time-ordered holdout; the top slot's click rate under each model's
+    ε-greedy policy by SNIPS and doubly-robust estimates on the holdout's
+    logged exploration, next to the logging policy's own.
+    """
+    if data.examples == 0 or len(set(data.labels)) < 2:
+        why = f"not trainable: {data.examples} examples, {data.positives} positives"
+        return Outcome(None, False, why, {})
+    train_idx, holdout_idx = time_split(data.timestamps, holdout_fraction)
+    y = np.asarray(data.labels, dtype=np.float64)
+    fit_with: Learner = LightGbmLearner() if learner is None else import_learner(learner)
+    model = fit_with.fit(to_matrix([data.rows[i] for i in train_idx]), y[train_idx], FEATURE_NAMES)
+    holdout_rows = [data.rows[i] for i in holdout_idx]
+    candidate = _evaluate(model, holdout_rows, y[holdout_idx])
+    incumbent = None
+    champion_metrics: Metrics | None = None
+    if champion is not None:
+        incumbent = load_model(champion.kind, champion.data, champion.sha256)
+        champion_metrics = _evaluate(incumbent, holdout_rows, y[holdout_idx])
+    accepted, reason = decide(candidate, champion_metrics, gate)
+    cutoff = min((data.timestamps[i] for i in holdout_idx), default=float("inf"))
+    slates = [s for s in data.slates if s.timestamp >= cutoff]
+    metrics: dict[str, Any] = {
+        "train_examples": len(train_idx),
+        "holdout_examples": len(holdout_idx),
+        "candidate": candidate.to_dict(),
+        "champion": None if champion_metrics is None else champion_metrics.to_dict(),
+        "champion_version": None if champion is None else champion.version,
+        "off_policy": _off_policy(model, incumbent, slates, alpha),
+    }
+    return Outcome(Artifact.of(model), accepted, reason, metrics)
+
+
+def _evaluate(model: Model, rows: Sequence[Mapping[str, float]], y: np.ndarray) -> Metrics:
+    return evaluate(y, model.predict(to_matrix(rows, model.feature_names)))
+
+
+def _off_policy(
+    model: Model, champion: Model | None, slates: Sequence[Slate], alpha: float
+) -> dict[str, Any]:
+    if not slates:
+        return {"slates": 0}
+    epsilon = float(np.median([s.epsilon for s in slates]))
+    found: dict[str, Any] = {"slates": len(slates), "epsilon": epsilon}
+    found["logging"] = _plain(on_policy(_logged(model, slates), alpha))
+    for name, m in (("candidate", model), ("champion", champion)):
+        if m is None:
+            continue
+        logged = _logged(m, slates)
+        scores = model_scores(m, logged)
+        found[f"{name}_snips"] = _plain(snips(logged, scores, epsilon, alpha))
+        found[f"{name}_dr"] = _plain(doubly_robust(logged, scores, epsilon, scores, alpha))
+    return found
+
+
+def _logged(model: Model, slates: Sequence[Slate]) -> list[LoggedSlate]:
+    return [
+        LoggedSlate(
+            to_matrix([at_position(r, 0) for r in s.rows], model.feature_names),
+            0,
+            s.propensity,
+            s.reward,
+        )
+        for s in slates
+    ]
+
+
+def _plain(estimate: Estimate) -> dict[str, Any]:
+    return {
+        "value": estimate.value,
+        "ci": [estimate.ci_low, estimate.ci_high],
+        "n": estimate.n,
+        "effective_n": estimate.effective_n,
+    }

@@ -1,0 +1,557 @@
+"""Continuous learning: features at serving, retraining, the registry, blue-green slots.
+
+::
+
+    rank ── features (core.features) ──▶ model of the user's slot ──▶ order
+      └── impression: every shown item with its features, slot and version
+    clicks naming the impression ─┐
+    impressions (training_days) ──┴─▶ build_training_data ─▶ train (another process)
+                                        ─▶ registry: candidate → rejected | validated
+                                        ─▶ deploy: green, canary_fraction of users
+    monitor (every monitor_seconds): CTR per slot ─▶ judge_canary ─▶ promote | rollback
+                                     after promotion: watch vs the baseline ─▶ confirm | rollback
+
+Registry statuses: ``candidate`` (validated, deployable), ``rejected`` (failed
+validation), ``green`` (canary), ``active`` (blue), ``retired`` (replaced
+after a confirmed promotion), ``rolled_back``.
+
+Without a deployed model ``rank`` orders by the fused score, as before; the
+features are logged all the same, so the first model has data to learn from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from croniter import croniter  # type: ignore[import-untyped]
+
+from recloop.adapters.memory.cache import LruCache
+from recloop.core.errors import InvalidInput, NotFound
+from recloop.core.features import (
+    ContextFeatures,
+    ItemFeatures,
+    UserFeatures,
+    at_position,
+    combine,
+    context_part,
+    hashed_attributes,
+    item_part,
+    to_matrix,
+    user_part,
+)
+from recloop.core.ids import uuid7
+from recloop.core.items import Item
+from recloop.core.ranking import Scored
+from recloop.learning.deployment import (
+    Slots,
+    Transition,
+    Verdict,
+    confirm,
+    deploy,
+    judge_canary,
+    promote,
+    rollback,
+    slot_of,
+)
+from recloop.learning.learner import ArtifactError, Model, load_model
+from recloop.learning.training import Champion, Outcome, build_training_data, train
+from recloop.learning.validation import Gate
+from recloop.ports import EventLog, Impression, ModelRecord, StateStore, TrainingJob
+
+log = logging.getLogger(__name__)
+
+DAY = 86_400.0
+MIN_ITEM_IMPRESSIONS = 20
+"""An item's CTR feature is given once it has been shown this often (else: missing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LearningConfig:
+    attribution_window_minutes: float = 30.0
+    training_days: float = 14.0
+    retrain_schedule: str = "0 3 * * 0"
+    min_new_examples: int = 1_000
+    holdout_fraction: float = 0.2
+    min_auc_gain: float = 0.005
+    max_logloss_increase: float = 0.01
+    auto_deploy: bool = False
+    canary_fraction: float = 0.1
+    min_canary_impressions: int = 2_000
+    rollback_margin: float = 0.05
+    alpha: float = 0.05
+    watch_impressions: int = 20_000
+    monitor_seconds: float = 30.0
+    learner: str | None = None
+    item_stats_days: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which model serves a user: slot, version, the model (all None without one)."""
+
+    slot: str | None = None
+    version: str | None = None
+    model: Model | None = None
+
+
+class LearningService:
+    def __init__(
+        self,
+        store: StateStore,
+        log_: EventLog,
+        config: LearningConfig,
+        reliability: Callable[[str], float | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._log = log_
+        self._config = config
+        self._reliability = reliability
+        self._clock = clock
+        self._slots = Slots()
+        self._models: dict[str, Model] = {}
+        self._item_stats: dict[str, tuple[int, int]] = {}
+        self._hashed_cache: LruCache[tuple[str, float], list[float]] = LruCache(100_000)
+        self._counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._training = asyncio.Lock()
+        self._deploying = asyncio.Lock()
+        self.last_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, background: bool = True) -> None:
+        """Load the slots and their models; start the schedule and the monitor."""
+        await self.reload()
+        if background:
+            self._tasks = [
+                asyncio.create_task(self._schedule_loop(), name="retrain-schedule"),
+                asyncio.create_task(self._monitor_loop(), name="model-monitor"),
+            ]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._jobs.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._jobs.values()]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks, self._jobs = [], {}
+
+    async def reload(self) -> None:
+        """Take the stored slots (another process may have moved them) and load their models."""
+        state, _ = await self._store.get_deployment()
+        slots = Slots() if state is None else Slots.from_dict(state)
+        for version in (slots.blue_version, slots.green_version, slots.previous_version):
+            if version is not None and version not in self._models:
+                await self._load(version)
+        self._slots = slots
+
+    async def _load(self, version: str) -> Model:
+        found = await self._store.get_model(version)
+        if found is None:
+            raise NotFound("model", version)
+        record, data = found
+        try:
+            model = load_model(record.kind, data, record.sha256)
+        except ArtifactError as exc:
+            self.last_error = f"model {version}: {exc}"
+            log.error("model %s refused: %s", version, exc)
+            raise
+        self._models[version] = model
+        return model
+
+    # -- serving ---------------------------------------------------------------------
+
+    def route(self, user_id: str, slot: str | None = None) -> Route:
+        """The user's slot (sticky), or ``slot`` if an experiment forces one."""
+        slots = self._slots
+        if slots.blue_version is None and slots.green_version is None:
+            return Route()
+        chosen = slot if slot in ("blue", "green") else slot_of(slots, user_id)
+        if chosen == "green" and slots.green_version is None:
+            chosen = "blue"
+        version = slots.green_version if chosen == "green" else slots.blue_version
+        # Blue without a model (the fused ranking) is a slot too while a canary runs.
+        return Route(chosen, version, None if version is None else self._models.get(version))
+
+    def feature_rows(
+        self,
+        user_id: str,
+        segment: str,
+        interactions: int,
+        last_event_at: float | None,
+        scored: Sequence[Scored],
+        items: Mapping[str, Item | None],
+        context: Mapping[str, Any],
+        now: float,
+    ) -> list[dict[str, float]]:
+        """Each candidate's features as if shown in the top slot (rank sets the position)."""
+        reliability = 100.0 if self._reliability is None else self._reliability(user_id)
+        user = user_part(
+            UserFeatures(
+                segment,
+                interactions,
+                None if last_event_at is None else max(0.0, (now - last_event_at) / DAY),
+                0.0 if reliability is None else reliability,
+            )
+        )
+        device = context.get("device")
+        ctx = context_part(ContextFeatures(now, device if isinstance(device, str) else None))
+        rows = []
+        for s in scored:
+            item = items.get(s.item_id)
+            shown, clicks = self._item_stats.get(s.item_id, (0, 0))
+            item_features = ItemFeatures(
+                shown,
+                clicks / shown if shown >= MIN_ITEM_IMPRESSIONS else None,
+                None if item is None else max(0.0, (now - item.updated_at) / DAY),
+                {} if item is None else item.attributes,
+            )
+            from_attributes = item is not None and item.vector_source == "hashed"
+            rows.append(
+                combine(
+                    user,
+                    item_part(item_features, self._hashed(item)),
+                    ctx,
+                    s.affinity,
+                    s.affinity if from_attributes else 0.0,
+                    0,
+                    s.algorithms[0] if s.algorithms else None,
+                )
+            )
+        return rows
+
+    def _hashed(self, item: Item | None) -> list[float] | None:
+        """The item's hashed attribute buckets, cached while it is not registered again."""
+        if item is None:
+            return None
+        key = (item.item_id, item.updated_at)
+        found = self._hashed_cache.get(key)
+        if found is None:
+            found = hashed_attributes(item.attributes)
+            self._hashed_cache.set(key, found)
+        return found
+
+    @staticmethod
+    def predict(model: Model, rows: Sequence[Mapping[str, float]]) -> list[float]:
+        """The model's click probabilities for rows (columns aligned to the model's own)."""
+        return [float(p) for p in model.predict(to_matrix(rows, model.feature_names))]
+
+    @staticmethod
+    def shown_at(row: Mapping[str, float], position: int) -> dict[str, float]:
+        return at_position(row, position)
+
+    # -- registry and deployment -------------------------------------------------------
+
+    async def models(self) -> list[ModelRecord]:
+        return await self._store.get_models()
+
+    async def model(self, version: str) -> ModelRecord:
+        found = await self._store.get_model(version)
+        if found is None:
+            raise NotFound("model", version)
+        return found[0]
+
+    async def deployment(self) -> dict[str, Any]:
+        state, history = await self._store.get_deployment()
+        slots = Slots() if state is None else Slots.from_dict(state)
+        blue = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
+        green = self._counts.get(("green", slots.green_version or ""), (0, 0))
+        return {
+            "slots": slots.to_dict(),
+            "live": {
+                "blue": {"impressions": blue[0], "clicks": blue[1]},
+                "green": {"impressions": green[0], "clicks": green[1]},
+            },
+            "transitions": history,
+        }
+
+    async def deploy(self, version: str, reason: str = "") -> Transition:
+        """Load ``version`` into the green slot for ``canary_fraction`` of users."""
+        async with self._deploying:
+            record = await self.model(version)
+            if record.status not in ("candidate", "retired", "rolled_back"):
+                raise InvalidInput(
+                    "version",
+                    f"model {version!r} is {record.status}: only a validated "
+                    "candidate (or a retired or rolled-back model) can be deployed",
+                )
+            await self.reload()
+            try:
+                await self._load(version)  # a tampered artifact is refused before any routing
+            except ArtifactError as exc:
+                raise InvalidInput("version", str(exc)) from exc
+            slots, transition = deploy(
+                self._slots, version, self._clock(), self._config.canary_fraction, reason
+            )
+            await self._commit(slots, transition, {version: ("green", transition.reason)})
+            return transition
+
+    async def promote(self, reason: str = "promoted by hand") -> Transition:
+        async with self._deploying:
+            await self.reload()
+            slots = self._slots
+            baseline = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
+            new, transition = promote(slots, self._clock(), baseline, reason)
+            statuses = {new.blue_version or "": ("active", transition.reason)}
+            await self._commit(new, transition, statuses)
+            return transition
+
+    async def rollback(self, reason: str = "rolled back by hand") -> Transition:
+        async with self._deploying:
+            await self.reload()
+            slots = self._slots
+            new, transition = rollback(slots, self._clock(), reason)
+            statuses: dict[str, tuple[str, str]] = {}
+            if transition.from_version is not None:
+                statuses[transition.from_version] = ("rolled_back", transition.reason)
+            if new.blue_version is not None and slots.green_version is None:
+                statuses[new.blue_version] = ("active", "restored by rollback")
+            await self._commit(new, transition, statuses)
+            return transition
+
+    async def _commit(
+        self, slots: Slots, transition: Transition, statuses: Mapping[str, tuple[str, str]]
+    ) -> None:
+        await self._store.put_deployment(slots.to_dict(), transition.to_dict())
+        for version, (status, why) in statuses.items():
+            if version:
+                await self._store.set_model_status(version, status, why)
+        self._slots = slots
+        self._counts = {}
+        log.info(
+            "model %s: %s -> %s (%s)",
+            transition.action,
+            transition.from_version,
+            transition.to_version,
+            transition.reason,
+        )
+
+    # -- monitoring --------------------------------------------------------------------
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.monitor_seconds)
+            try:
+                await self.monitor()
+            except Exception as exc:  # storage down: try again next time
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("model monitor failed: %s", self.last_error)
+
+    async def monitor(self) -> Transition | None:
+        """Count CTR per slot and item; judge the canary or the watch; act on the verdict."""
+        await self.reload()
+        now = self._clock()
+        slots = self._slots
+        since = now - self._config.item_stats_days * DAY
+        starts = [t for t in (slots.deployed_at, slots.promoted_at) if t is not None]
+        if starts and (slots.green_version or slots.promoted_at):
+            since = min(since, max(starts))
+        impressions = await self._store.get_impressions(since, math.inf)
+        feedback = await self._log.read_feedback_of([i.impression_id for i in impressions])
+        self._count(impressions, feedback, slots, now)
+        c = self._config
+        if slots.green_version is not None:
+            blue = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
+            green = self._counts.get(("green", slots.green_version), (0, 0))
+            verdict = judge_canary(
+                blue, green, c.min_canary_impressions, c.rollback_margin, c.alpha
+            )
+            if verdict.decision == "rollback":
+                return await self.rollback(f"canary: {verdict.reason}")
+            if verdict.decision == "promote":
+                return await self.promote(f"canary: {verdict.reason}")
+        elif slots.promoted_at is not None:
+            baseline = (slots.baseline_impressions, slots.baseline_clicks)
+            served = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
+            verdict = judge_canary(
+                baseline, served, c.min_canary_impressions, c.rollback_margin, c.alpha
+            )
+            if verdict.decision == "rollback":
+                return await self.rollback(f"watch: {verdict.reason}")
+            if served[0] >= c.watch_impressions:
+                async with self._deploying:
+                    new, transition = confirm(slots, now, f"watch: {verdict.reason}")
+                    previous = slots.previous_version
+                    statuses = {} if previous is None else {previous: ("retired", "replaced")}
+                    await self._commit(new, transition, statuses)
+                    return transition
+        return None
+
+    def _judge(self, control: tuple[int, int], treatment: tuple[int, int]) -> Verdict:
+        c = self._config
+        return judge_canary(
+            control, treatment, c.min_canary_impressions, c.rollback_margin, c.alpha
+        )
+
+    def _count(
+        self,
+        impressions: Sequence[Impression],
+        feedback: Mapping[str, Sequence[Any]],
+        slots: Slots,
+        now: float,
+    ) -> None:
+        window = self._config.attribution_window_minutes * 60.0
+        starts = {
+            "green": slots.deployed_at or 0.0,
+            "blue": max(t for t in (slots.deployed_at, slots.promoted_at, 0.0) if t is not None)
+            if slots.green_version is not None or slots.promoted_at is not None
+            else 0.0,
+        }
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        items: dict[str, tuple[int, int]] = {}
+        for imp in impressions:
+            clicked = {
+                e.item_id
+                for e in feedback.get(imp.impression_id, ())
+                if e.type == "click" and e.timestamp <= imp.created_at + window
+            }
+            for slot in imp.slate:
+                shown, clicks = items.get(slot["item_id"], (0, 0))
+                items[slot["item_id"]] = (shown + 1, clicks + (slot["item_id"] in clicked))
+            if imp.model_slot is None:
+                continue
+            if imp.created_at < starts.get(imp.model_slot, 0.0):
+                continue
+            key = (imp.model_slot, imp.model_version or "")
+            n, k = counts.get(key, (0, 0))
+            counts[key] = (n + 1, k + int(bool(clicked)))
+        self._counts = counts
+        self._item_stats = items
+
+    # -- retraining ----------------------------------------------------------------------
+
+    async def retrain(self, trigger: str = "api") -> TrainingJob:
+        """Queue a training run; returns its job (poll :meth:`job`)."""
+        job = TrainingJob(uuid7(), trigger, "queued", self._clock())
+        await self._store.put_job(job)
+        task = asyncio.create_task(self._run(job), name=f"train-{job.job_id}")
+        self._jobs[job.job_id] = task
+        task.add_done_callback(lambda _: self._jobs.pop(job.job_id, None))
+        return job
+
+    async def job(self, job_id: str) -> TrainingJob:
+        found = await self._store.get_job(job_id)
+        if found is None:
+            raise NotFound("job", job_id)
+        return found
+
+    async def wait(self, job_id: str) -> TrainingJob:
+        """The job once it has finished."""
+        task = self._jobs.get(job_id)
+        if task is not None:
+            await asyncio.shield(task)
+        return await self.job(job_id)
+
+    async def train_now(
+        self, trigger: str = "cli", progress: Callable[[str], None] | None = None
+    ) -> TrainingJob:
+        """Train in the foreground (``recloop train``), reporting each stage to ``progress``."""
+        job = TrainingJob(uuid7(), trigger, "queued", self._clock())
+        await self._store.put_job(job)
+        await self._run(job, progress)
+        return await self.job(job.job_id)
+
+    async def _run(self, job: TrainingJob, progress: Callable[[str], None] | None = None) -> None:
+        async with self._training:
+            job = replace(job, status="running")
+            await self._store.put_job(job)
+            try:
+                job = await self._train(job, progress or (lambda stage: None))
+            except Exception as exc:
+                log.exception("training job %s failed", job.job_id)
+                job = replace(job, status="failed", message=f"{type(exc).__name__}: {exc}")
+            await self._store.put_job(replace(job, finished_at=self._clock()))
+
+    async def _train(self, job: TrainingJob, progress: Callable[[str], None]) -> TrainingJob:
+        c = self._config
+        now = self._clock()
+        window = c.attribution_window_minutes * 60.0
+        until = now - window  # every example's label is final
+        since = until - c.training_days * DAY
+        progress("reading impressions")
+        impressions = await self._store.get_impressions(since, until)
+        progress(f"joining {len(impressions)} impressions with their clicks")
+        feedback = await self._log.read_feedback_of([i.impression_id for i in impressions])
+        data = build_training_data(impressions, feedback, window)
+        records = await self._store.get_models()
+        last_end = max((r.window_end for r in records), default=-math.inf)
+        new = sum(1 for t in data.timestamps if t >= last_end)
+        if job.trigger == "schedule" and new < c.min_new_examples:
+            message = (
+                f"skipped: {new} new examples since the last model, below {c.min_new_examples}"
+            )
+            log.info("scheduled retraining %s", message)
+            return replace(job, status="skipped", message=message)
+        champion = await self._champion()
+        gate = Gate(c.min_auc_gain, c.max_logloss_increase)
+        progress(f"training on {data.examples} examples and validating in a worker process")
+        outcome = await self._in_process(data, champion, gate)
+        progress("registering the model")
+        if outcome.artifact is None:
+            return replace(job, status="skipped", message=outcome.reason)
+        artifact = outcome.artifact
+        version = f"m-{uuid7()}"
+        record = ModelRecord(
+            version=version,
+            created_at=self._clock(),
+            status="candidate" if outcome.accepted else "rejected",
+            reason=outcome.reason,
+            kind=artifact.kind,
+            sha256=artifact.sha256,
+            window_start=since,
+            window_end=until,
+            examples=data.examples,
+            positives=data.positives,
+            metrics=outcome.metrics,
+            feature_names=list(artifact.feature_names),
+        )
+        await self._store.put_model(record, artifact.data)
+        log.info("trained %s: %s", version, outcome.reason)
+        if outcome.accepted and c.auto_deploy:
+            try:
+                await self.deploy(version, "automatic: validated candidate")
+            except InvalidInput as exc:
+                log.info("not deployed automatically: %s", exc.message)
+        return replace(job, status="done", version=version, message=outcome.reason)
+
+    async def _champion(self) -> Champion | None:
+        version = self._slots.blue_version
+        if version is None:
+            return None
+        found = await self._store.get_model(version)
+        if found is None:
+            return None
+        record, data = found
+        return Champion(record.kind, data, record.sha256, version)
+
+    async def _in_process(self, data: Any, champion: Champion | None, gate: Gate) -> Outcome:
+        """Train in a separate process: the event loop keeps serving meanwhile."""
+        c = self._config
+        context = multiprocessing.get_context("spawn")
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return await loop.run_in_executor(
+                pool, train, data, champion, gate, c.holdout_fraction, c.learner, c.alpha
+            )
+
+    async def _schedule_loop(self) -> None:
+        schedule = croniter(self._config.retrain_schedule, self._clock())
+        while True:
+            due = schedule.get_next(float)
+            await asyncio.sleep(max(0.0, due - self._clock()))
+            try:
+                job = await self.retrain("schedule")
+                await self.wait(job.job_id)
+            except Exception as exc:
+                log.warning("scheduled retraining failed: %s", exc)

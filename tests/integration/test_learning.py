@@ -1,0 +1,335 @@
+"""Continuous learning end to end through the API, on a seeded world whose clicks depend
+learnably on item and context features: train, validate, deploy, canary, promote, roll
+back; a tampered artifact refused; slots and registry kept across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from recloop import cli
+from recloop.core.features import to_matrix
+from recloop.learning.learner import Artifact, LightGbmLearner
+from recloop.learning.training import build_training_data, train
+from recloop.learning.validation import Gate, time_split
+from recloop.ports import ModelRecord
+from tests.conftest import Running, make_settings, start_app
+
+pytestmark = pytest.mark.timeout(240)
+
+ITEMS = 300
+USERS = 400
+CANDIDATES = 20
+SHOWN = 3
+TIERS = {"gold": 0.35, "silver": 0.12, "bronze": 0.03}
+"""Click probability in the top slot by the item's tier: the learnable signal."""
+
+
+class World:
+    """Items with a hidden tier (an attribute), users on devices, position-biased clicks."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.tier = {f"i{n}": self.rng.choice(list(TIERS)) for n in range(ITEMS)}
+
+    def items(self) -> list[dict[str, Any]]:
+        return [
+            # three one-hot attributes: an odd count never cancels out when hashed
+            {"item_id": i, "attributes": {"tier": t, "genre": f"g{n % 7}", "sku": i}}
+            for n, (i, t) in enumerate(self.tier.items())
+        ]
+
+    def request(self) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        user = f"u{self.rng.randrange(USERS)}"
+        chosen = self.rng.sample(sorted(self.tier), CANDIDATES)
+        # The orchestrator's own scores know nothing of the tier.
+        candidates = [
+            {"item_id": i, "algorithm": "popularity", "score": self.rng.random()} for i in chosen
+        ]
+        return user, candidates, {"device": self.rng.choice(["mobile", "desktop"])}
+
+    def clicks(self, ranking: list[dict[str, Any]], device: str) -> list[str]:
+        clicked = []
+        for position, slot in enumerate(ranking):
+            p = TIERS[self.tier[slot["item_id"]]] * (1.2 if device == "mobile" else 1.0)
+            if self.rng.random() < p / (1 + position):
+                clicked.append(slot["item_id"])
+        return clicked
+
+
+async def traffic(app: Running, world: World, requests: int) -> tuple[int, int]:
+    """Rank and click like users would; (impressions, impressions with a click)."""
+    shown = clicked_any = 0
+    for n in range(requests):
+        user, candidates, context = world.request()
+        r = await app.client.post(
+            f"/users/{user}/rank", json={"candidates": candidates, "k": SHOWN, "context": context}
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        clicks = world.clicks(body["ranking"], context["device"])
+        shown += 1
+        clicked_any += bool(clicks)
+        if clicks:
+            events = [
+                {
+                    "event_id": f"{body['impression_id']}-{item}",
+                    "user_id": user,
+                    "item_id": item,
+                    "type": "click",
+                    "attribution": {"impression_id": body["impression_id"]},
+                }
+                for item in clicks
+            ]
+            r = await app.client.post("/feedback", json={"events": events})
+            assert r.status_code == 202 and r.json()["accepted"] == len(events), r.text
+        if n % 200 == 0:
+            await asyncio.sleep(0)
+    return shown, clicked_any
+
+
+def settings(tmp_path: Path) -> Any:
+    return make_settings(
+        tmp_path,
+        rate_limits={"enabled": False},
+        learning={
+            "attribution_window_minutes": 0.01,  # labels final 0.6 s after the impression
+            "canary_fraction": 0.5,
+            "min_canary_impressions": 300,
+            "watch_impressions": 1_000_000,
+            "monitor_seconds": 3600,  # the test calls monitor() itself
+            "min_auc_gain": 0.01,
+        },
+    )
+
+
+async def model_of(app: Running, n: int) -> dict[str, Any]:
+    """The model serving user ``u<n>``, as ``strategy`` reports it."""
+    r = await app.client.get(f"/users/u{n}/strategy")
+    assert r.status_code == 200, r.text
+    model: dict[str, Any] = r.json()["model"]
+    return model
+
+
+async def retrain(app: Running) -> dict[str, Any]:
+    await asyncio.sleep(1.0)  # past the attribution window of the last impression
+    r = await app.client.post("/models/retrain")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    learning = app.container.learning
+    assert learning is not None
+    await learning.wait(job_id)
+    job = (await app.client.get(f"/models/jobs/{job_id}")).json()
+    assert job["status"] == "done", job
+    return (await app.client.get(f"/models/{job['version']}")).json()
+
+
+async def test_train_validate_deploy_promote_rollback_restart(tmp_path: Path) -> None:
+    world = World(seed=11)
+    app, close = await start_app(settings(tmp_path))
+    try:
+        r = await app.client.post("/items", json={"items": world.items()})
+        assert r.is_success, r.text
+        # Without a model: version null, features logged all the same.
+        strategy = (await app.client.get("/users/u1/strategy")).json()
+        assert strategy["model"] == {"version": None, "slot": None}
+        baseline = await traffic(app, world, 2_500)
+
+        good = await retrain(app)
+        assert good["status"] == "candidate", good["reason"]
+        metrics = good["metrics"]
+        assert metrics["candidate"]["auc"] > 0.65
+        ope = metrics["off_policy"]
+        assert ope["candidate_snips"]["value"] > ope["logging"]["value"] * 1.2
+
+        r = await app.client.post(f"/models/{good['version']}/deploy")
+        assert r.status_code == 200, r.text
+        assert (await app.client.get(f"/models/{good['version']}")).json()["status"] == "green"
+        routes = [
+            (await app.client.get(f"/users/u{n}/strategy")).json()["model"] for n in range(60)
+        ]
+        green = [m for m in routes if m["slot"] == "green"]
+        assert green and all(m["version"] == good["version"] for m in green)
+        assert 0.2 < len(green) / len(routes) < 0.8  # canary_fraction 0.5, sticky
+        again = [await model_of(app, n) for n in range(60)]
+        assert again == routes
+
+        learning = app.container.learning
+        assert learning is not None
+        transition = None
+        for _ in range(10):
+            await traffic(app, world, 500)
+            transition = await learning.monitor()
+            if transition is not None:
+                break
+        assert transition is not None and transition.action == "promote", transition
+        deployment = (await app.client.get("/models/deployment")).json()
+        assert deployment["slots"]["blue_version"] == good["version"]
+        assert [t["action"] for t in deployment["transitions"]] == ["deploy", "promote"]
+        assert (await app.client.get(f"/models/{good['version']}")).json()["status"] == "active"
+        served = await traffic(app, world, 1_000)
+        assert served[1] / served[0] > baseline[1] / baseline[0]  # the model ranks better online
+
+        # A candidate that would pass offline but ranks worse online: scores inverted.
+        inverted = await register_inverted(app, tmp_path)
+        r = await app.client.post(f"/models/{inverted}/deploy")
+        assert r.status_code == 200, r.text
+        transition = None
+        for _ in range(10):
+            await traffic(app, world, 500)
+            transition = await learning.monitor()
+            if transition is not None:
+                break
+        assert transition is not None and transition.action == "rollback", transition
+        assert "worse" in transition.reason
+        assert (await app.client.get(f"/models/{inverted}")).json()["status"] == "rolled_back"
+        deployment = (await app.client.get("/models/deployment")).json()
+        assert deployment["slots"]["green_version"] is None
+        assert deployment["slots"]["blue_version"] == good["version"]
+
+        # A tampered artifact is refused, saying why.
+        tampered = await register_tampered(app)
+        r = await app.client.post(f"/models/{tampered}/deploy")
+        assert r.status_code == 422, r.text
+        assert "checksum mismatch" in r.text
+        before = {
+            n: (await app.client.get(f"/users/u{n}/strategy")).json()["model"] for n in range(20)
+        }
+    finally:
+        await close()
+
+    # A restart keeps the registry, the slots and who is served by which.
+    app, close = await start_app(settings(tmp_path))
+    try:
+        after = {
+            n: (await app.client.get(f"/users/u{n}/strategy")).json()["model"] for n in range(20)
+        }
+        assert after == before
+        listed = (await app.client.get("/models")).json()
+        assert {m["version"]: m["status"] for m in listed}[good["version"]] == "active"
+    finally:
+        await close()
+
+
+async def _examples(app: Running) -> tuple[np.ndarray, np.ndarray]:
+    store, log = app.container.store, app.container.event_log
+    impressions = await store.get_impressions(0.0, math.inf)
+    feedback = await log.read_feedback_of([i.impression_id for i in impressions])
+    data = build_training_data(impressions, feedback, 60.0)
+    return to_matrix(data.rows), np.asarray(data.labels, dtype=np.float64)
+
+
+async def register_inverted(app: Running, tmp_path: Path) -> str:
+    X, y = await _examples(app)
+    from recloop.core.features import FEATURE_NAMES
+
+    model = LightGbmLearner().fit(X, 1.0 - y, FEATURE_NAMES)
+    artifact = Artifact.of(model)
+    record = ModelRecord(
+        "inverted",
+        1e12,
+        "candidate",
+        "passed by hand",
+        artifact.kind,
+        artifact.sha256,
+        0.0,
+        1.0,
+        len(y),
+        int(y.sum()),
+        {},
+        list(artifact.feature_names),
+    )
+    await app.container.store.put_model(record, artifact.data)
+    return "inverted"
+
+
+async def register_tampered(app: Running) -> str:
+    X, y = await _examples(app)
+    from recloop.core.features import FEATURE_NAMES
+
+    artifact = Artifact.of(LightGbmLearner().fit(X, y, FEATURE_NAMES))
+    data = bytearray(artifact.data)
+    data[len(data) // 2] ^= 0x01
+    record = ModelRecord(
+        "tampered",
+        1e12 + 1,
+        "candidate",
+        "",
+        artifact.kind,
+        artifact.sha256,
+        0.0,
+        1.0,
+        len(y),
+        int(y.sum()),
+        {},
+        list(artifact.feature_names),
+    )
+    await app.container.store.put_model(record, bytes(data))
+    return "tampered"
+
+
+async def test_a_candidate_trained_on_shuffled_labels_is_rejected(tmp_path: Path) -> None:
+    world = World(seed=5)
+    app, close = await start_app(settings(tmp_path))
+    try:
+        await app.client.post("/items", json={"items": world.items()})
+        await traffic(app, world, 1_500)
+        store, log = app.container.store, app.container.event_log
+        impressions = await store.get_impressions(0.0, math.inf)
+        feedback = await log.read_feedback_of([i.impression_id for i in impressions])
+    finally:
+        await close()
+    data = build_training_data(impressions, feedback, 60.0)
+    gate = Gate(0.01, 0.01)
+    champion_outcome = train(data, None, gate, 0.3)
+    assert champion_outcome.accepted, champion_outcome.reason
+    assert champion_outcome.artifact is not None
+    from recloop.learning.training import Champion
+
+    a = champion_outcome.artifact
+    champion = Champion(a.kind, a.data, a.sha256, "champion")
+    # Shuffled training labels; the holdout keeps the truth both models are judged on.
+    train_idx, _ = time_split(data.timestamps, 0.3)
+    labels = data.labels[:]
+    taken = [labels[i] for i in train_idx]
+    random.Random(3).shuffle(taken)
+    for i, label in zip(train_idx, taken, strict=True):
+        labels[i] = label
+    shuffled = dataclasses.replace(data, labels=labels)
+    outcome = train(shuffled, champion, gate, 0.3)
+    assert not outcome.accepted
+    assert outcome.reason.startswith("rejected: AUC")
+
+
+async def test_recloop_train_from_the_command_line(tmp_path: Path) -> None:
+    world = World(seed=8)
+    app, close = await start_app(settings(tmp_path))
+    try:
+        await app.client.post("/items", json={"items": world.items()})
+        await traffic(app, world, 1_200)
+    finally:
+        await close()
+    await asyncio.sleep(1.0)  # past the attribution window
+    env = {
+        "RECLOOP_STORAGE__URL": f"sqlite+aiosqlite:///{tmp_path / 'recloop.db'}",
+        "RECLOOP_VECTORS__DIM": "8",
+        "RECLOOP_LEARNING__ATTRIBUTION_WINDOW_MINUTES": "0.01",
+    }
+    result = await asyncio.to_thread(CliRunner().invoke, cli.app, ["train"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "done: m-" in result.output
+    app, close = await start_app(settings(tmp_path))
+    try:
+        listed = (await app.client.get("/models")).json()
+        assert len(listed) == 1 and listed[0]["status"] == "candidate"
+        assert listed[0]["examples"] == 1_200 * SHOWN
+    finally:
+        await close()

@@ -1,0 +1,288 @@
+"""The click model's features, one family at a time, and their matrix (core.features)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recloop.core.errors import InvalidInput
+from recloop.core.features import (
+    ALGORITHMS,
+    ATTRIBUTE_BUCKETS,
+    DEVICES,
+    FEATURE_NAMES,
+    MAX_DAYS,
+    ContextFeatures,
+    ItemFeatures,
+    UserFeatures,
+    at_position,
+    features,
+    to_matrix,
+)
+from recloop.core.hashing import hash_features
+from recloop.core.segments import SEGMENTS
+
+USER = UserFeatures("regular", 10, 3.0, 100.0)
+ITEM = ItemFeatures(50, 0.1, 20.0, {"genre": "jazz"})
+CONTEXT = ContextFeatures(1_767_225_600.0, "desktop")  # 2026-01-01 00:00 UTC, a Thursday
+
+
+def row(
+    user: UserFeatures = USER,
+    item: ItemFeatures = ITEM,
+    context: ContextFeatures = CONTEXT,
+    affinity: float = 0.2,
+    attribute_affinity: float = -0.1,
+    position: int = 0,
+    algorithm: str | None = "collaborative",
+) -> dict[str, float]:
+    return features(user, item, context, affinity, attribute_affinity, position, algorithm)
+
+
+def group(values: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k.startswith(prefix)}
+
+
+def test_keys_are_feature_names_in_order() -> None:
+    assert list(row()) == list(FEATURE_NAMES)
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    # 5 segment + 1 + 2 + 1 + 1 + 2 + 2 + 16 + 4 + 4 devices + 2 + 2 + 5 algorithms
+    assert len(FEATURE_NAMES) == 47
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_segment_one_hot(segment: str) -> None:
+    values = group(row(user=UserFeatures(segment, 10, 1.0, 100.0)), "segment_")
+    assert values == {f"segment_{s}": float(s == segment) for s in (*SEGMENTS, "other")}
+
+
+def test_unknown_segment_is_other() -> None:
+    values = group(row(user=UserFeatures("vip", 10, 1.0, 100.0)), "segment_")
+    assert values["segment_other"] == 1.0
+    assert sum(values.values()) == 1.0
+
+
+def test_user_counts_recency_and_reliability() -> None:
+    values = row(user=UserFeatures("power", 99, 12.5, 40.0))
+    assert values["log_interactions"] == pytest.approx(math.log(100.0))
+    assert (values["days_since_active"], values["days_since_active_missing"]) == (12.5, 0.0)
+    assert values["reliability"] == 0.4
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [(None, (0.0, 1.0)), (0.0, (0.0, 0.0)), (5_000.0, (MAX_DAYS, 0.0)), (-2.0, (0.0, 0.0))],
+)
+def test_days_since_active_capped_with_missing_indicator(
+    days: float | None, expected: tuple[float, float]
+) -> None:
+    values = row(user=UserFeatures("new", 0, days, 100.0))
+    assert (values["days_since_active"], values["days_since_active_missing"]) == expected
+
+
+def test_item_popularity_ctr_and_age() -> None:
+    values = row(item=ItemFeatures(0, 0.25, 1_000.0, {}))
+    assert values["log_popularity"] == 0.0
+    assert (values["ctr"], values["ctr_missing"]) == (0.25, 0.0)
+    assert (values["age_days"], values["age_days_missing"]) == (MAX_DAYS, 0.0)
+    unknown = row(item=ItemFeatures(7, None, None, {}))
+    assert unknown["log_popularity"] == pytest.approx(math.log(8.0))
+    assert (unknown["ctr"], unknown["ctr_missing"]) == (0.0, 1.0)
+    assert (unknown["age_days"], unknown["age_days_missing"]) == (0.0, 1.0)
+
+
+def test_attributes_are_the_signed_hash_buckets() -> None:
+    attributes = {"genre": ["jazz", "soul"], "year": 1972, "live": True}
+    values = group(row(item=ItemFeatures(1, None, None, attributes)), "attr_")
+    assert list(values) == [f"attr_{i:02d}" for i in range(ATTRIBUTE_BUCKETS)]
+    expected = hash_features(attributes, ATTRIBUTE_BUCKETS)
+    assert expected is not None
+    np.testing.assert_array_equal(list(values.values()), expected)
+    assert any(v < 0 for v in values.values())  # signed: collisions do not only add up
+
+
+def test_no_attributes_are_zeros() -> None:
+    for attributes in ({}, {"note": None}):
+        values = group(row(item=ItemFeatures(1, None, None, attributes)), "attr_")
+        assert set(values.values()) == {0.0}
+
+
+def clock_oracle(timestamp: float) -> tuple[float, int]:
+    """Independent oracle: the UTC wall clock from datetime."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    hour = moment.hour + moment.minute / 60 + moment.second / 3600 + moment.microsecond / 3.6e9
+    return hour, moment.weekday()
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [0.0, 1_767_225_600.0, 1_767_225_600.0 + 18.5 * 3600, 1_700_000_000.25, -86_400.0 * 3 - 60.0],
+)
+def test_hour_and_weekday_on_the_unit_circle(timestamp: float) -> None:
+    hour, weekday = clock_oracle(timestamp)
+    values = row(context=ContextFeatures(timestamp, None))
+    assert values["hour_sin"] == pytest.approx(math.sin(2 * math.pi * hour / 24), abs=1e-9)
+    assert values["hour_cos"] == pytest.approx(math.cos(2 * math.pi * hour / 24), abs=1e-9)
+    assert values["weekday_sin"] == pytest.approx(math.sin(2 * math.pi * weekday / 7), abs=1e-12)
+    assert values["weekday_cos"] == pytest.approx(math.cos(2 * math.pi * weekday / 7), abs=1e-12)
+
+
+def test_midnight_thursday() -> None:
+    values = row(context=ContextFeatures(0.0, None))  # 1970-01-01, a Thursday (3)
+    assert (values["hour_sin"], values["hour_cos"]) == (0.0, 1.0)
+    assert values["weekday_sin"] == pytest.approx(math.sin(6 * math.pi / 7))
+
+
+@pytest.mark.parametrize(
+    ("device", "column"),
+    [
+        ("desktop", "device_desktop"),
+        (" Mobile ", "device_mobile"),
+        ("TABLET", "device_tablet"),
+        ("tv", "device_other"),
+    ],
+)
+def test_device_one_hot(device: str, column: str) -> None:
+    values = group(row(context=ContextFeatures(0.0, device)), "device_")
+    assert values == {f"device_{d}": float(f"device_{d}" == column) for d in (*DEVICES, "other")}
+
+
+@pytest.mark.parametrize("device", [None, "", "  "])
+def test_no_device_is_all_zeros(device: str | None) -> None:
+    assert set(group(row(context=ContextFeatures(0.0, device)), "device_").values()) == {0.0}
+
+
+def test_affinities_pass_through() -> None:
+    values = row(affinity=-0.75, attribute_affinity=0.5)
+    assert (values["affinity"], values["attribute_affinity"]) == (-0.75, 0.5)
+
+
+@pytest.mark.parametrize(("position", "inverse"), [(0, 1.0), (1, 0.5), (3, 0.25), (9, 0.1)])
+def test_position_and_its_inverse(position: int, inverse: float) -> None:
+    values = row(position=position)
+    assert (values["position"], values["inverse_position"]) == (float(position), inverse)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "column"),
+    [(a, f"algorithm_{a}") for a in ALGORITHMS] + [("als_v2", "algorithm_other")],
+)
+def test_algorithm_one_hot(algorithm: str, column: str) -> None:
+    values = group(row(algorithm=algorithm), "algorithm_")
+    assert values == {
+        f"algorithm_{a}": float(f"algorithm_{a}" == column) for a in (*ALGORITHMS, "other")
+    }
+
+
+def test_no_algorithm_is_all_zeros() -> None:
+    assert set(group(row(algorithm=None), "algorithm_").values()) == {0.0}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"user": UserFeatures("new", -1, None, 100.0)}, "user.interactions"),
+        ({"user": UserFeatures("new", 1, None, 101.0)}, "user.reliability"),
+        ({"user": UserFeatures("new", 1, math.nan, 100.0)}, "user.days_since_active"),
+        ({"item": ItemFeatures(-1, None, None, {})}, "item.popularity"),
+        ({"item": ItemFeatures(1, 1.5, None, {})}, "item.ctr"),
+        ({"item": ItemFeatures(1, None, math.inf, {})}, "item.age_days"),
+        ({"context": ContextFeatures(math.nan, None)}, "context.timestamp"),
+        ({"affinity": math.nan}, "affinity"),
+        ({"attribute_affinity": -math.inf}, "attribute_affinity"),
+        ({"position": -1}, "position"),
+    ],
+)
+def test_invalid_inputs_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        row(**kwargs)
+    assert caught.value.field == field
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    segment=st.sampled_from([*SEGMENTS, "vip"]),
+    interactions=st.integers(0, 10**9),
+    days=st.one_of(st.none(), st.floats(-1e6, 1e6)),
+    reliability=st.floats(0, 100),
+    popularity=st.integers(0, 10**12),
+    ctr=st.one_of(st.none(), st.floats(0, 1)),
+    timestamp=st.floats(-1e10, 1e10),
+    device=st.one_of(st.none(), st.text(max_size=8)),
+    position=st.integers(0, 1000),
+    algorithm=st.one_of(st.none(), st.sampled_from([*ALGORITHMS, "x"])),
+)
+def test_every_value_is_finite_and_one_hots_have_at_most_one(
+    segment: str,
+    interactions: int,
+    days: float | None,
+    reliability: float,
+    popularity: int,
+    ctr: float | None,
+    timestamp: float,
+    device: str | None,
+    position: int,
+    algorithm: str | None,
+) -> None:
+    values = features(
+        UserFeatures(segment, interactions, days, reliability),
+        ItemFeatures(popularity, ctr, days, {"genre": "jazz"}),
+        ContextFeatures(timestamp, device),
+        0.0,
+        0.0,
+        position,
+        algorithm,
+    )
+    assert list(values) == list(FEATURE_NAMES)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
+    assert sum(group(values, "segment_").values()) == 1.0
+    assert sum(group(values, "device_").values()) == float(bool(device and device.strip()))
+    assert sum(group(values, "algorithm_").values()) == float(algorithm is not None)
+
+
+def test_at_position_changes_only_the_position_features() -> None:
+    logged = row(position=3)
+    top = at_position(logged, 0)
+    assert top == row(position=0)
+    assert logged["position"] == 3.0  # the logged row is not modified
+    with pytest.raises(InvalidInput):
+        at_position(logged, -1)
+
+
+def test_to_matrix_follows_feature_names() -> None:
+    rows = [row(position=0), row(position=2, algorithm=None)]
+    matrix = to_matrix(rows)
+    assert matrix.dtype == np.float64
+    assert matrix.shape == (2, len(FEATURE_NAMES))
+    for i, r in enumerate(rows):
+        np.testing.assert_array_equal(matrix[i], [r[name] for name in FEATURE_NAMES])
+
+
+def test_to_matrix_missing_keys_are_nan_and_extra_keys_ignored() -> None:
+    full = row()
+    older = {k: v for k, v in full.items() if not k.startswith("device_")}  # logged before devices
+    newer = {**full, "future_feature": 3.0}
+    matrix = to_matrix([older, newer])
+    devices = [FEATURE_NAMES.index(f"device_{d}") for d in (*DEVICES, "other")]
+    assert np.isnan(matrix[0, devices]).all()
+    assert not np.isnan(np.delete(matrix[0], devices)).any()
+    np.testing.assert_array_equal(matrix[1], to_matrix([full])[0])
+
+
+def test_to_matrix_aligns_to_an_older_models_columns() -> None:
+    old_names = ("affinity", "ctr", "retired_feature", "position")
+    matrix = to_matrix([row(affinity=0.3, position=2)], old_names)
+    np.testing.assert_array_equal(matrix, [[0.3, 0.1, np.nan, 2.0]])
+
+
+def test_to_matrix_of_nothing() -> None:
+    assert to_matrix([]).shape == (0, len(FEATURE_NAMES))
+    empty_row = to_matrix([{}], ("a", "b"))
+    assert empty_row.shape == (1, 2)
+    assert np.isnan(empty_row).all()
