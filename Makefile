@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench lint setup
+.PHONY: run test bench bench-distributed lint setup
 
 $(UV):
 	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
@@ -25,6 +25,9 @@ test: setup
 bench: setup
 	@command -v wrk >/dev/null || (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)) || echo "wrk not installed: the wrk-driven benchmarks (single event, read path) fall back to the Python load generator"
 	$(UV) run --frozen python -m benchmarks $(BENCH_ARGS)
+
+bench-distributed: setup
+	$(UV) run --frozen python -m benchmarks.distributed $(BENCH_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check src tests benchmarks
