@@ -18,6 +18,7 @@ import structlog
 from recloop.api.app import create_app
 from recloop.container import build_container
 from recloop.core.auth import new_key
+from recloop.core.events import Event
 from recloop.logs import configure_logging, unconfigure_logging
 from tests.conftest import Running, make_settings, start_app
 
@@ -138,3 +139,15 @@ def test_console_format_is_for_people() -> None:
     assert "replayed 3 events" in written
     assert "not shown" not in written
     assert not written.lstrip().startswith("{")
+
+
+async def test_the_request_id_travels_with_the_event(app: Running) -> None:
+    body = {"events": [{"event_id": "rid-1", "user_id": "u", "item_id": "i", "type": "view"}]}
+    headers = {**AUTH, "X-Request-ID": "trace-42"}
+    r = await app.client.post("/feedback", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    logged = await app.container.event_log.read(0, 10)
+    assert [(e.event_id, e.request_id) for e in logged] == [("rid-1", "trace-42")]
+    # Into the distributed log and back, as a worker reads it.
+    record = logged[0].to_record()
+    assert Event.from_record(json.loads(json.dumps(record)), 7).request_id == "trace-42"

@@ -98,6 +98,9 @@ class Event:
     partition: int = 0
     """The log partition ``offset`` counts in: always 0 in the embedded log; in the
     distributed one, the Kafka partition (set by the worker, like ``offset``)."""
+    request_id: str | None = None
+    """The correlation id of the request that brought the event (``X-Request-ID``): it
+    travels with the event into the log and the worker, for their log lines about it."""
 
     def to_record(self) -> dict[str, Any]:
         """The event as a JSON-ready mapping (without its offset)."""
@@ -116,6 +119,8 @@ class Event:
             record["context"] = dict(self.context)
         if self.attribution:
             record["attribution"] = dict(self.attribution)
+        if self.request_id is not None:
+            record["request_id"] = self.request_id
         return record
 
     @classmethod
@@ -132,6 +137,7 @@ class Event:
             context=record.get("context") or {},
             attribution=record.get("attribution") or {},
             offset=offset,
+            request_id=record.get("request_id"),
         )
 
 

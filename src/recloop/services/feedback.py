@@ -551,7 +551,12 @@ class Processor:
 
     async def _dead_letter(self, event: Event, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"
-        log.error("event %s dead-lettered: %s", event.event_id, reason)
+        log.error(
+            "event %s dead-lettered: %s",
+            event.event_id,
+            reason,
+            extra={"request_id": event.request_id},
+        )
         await self._retrying(self._store.add_dead_letter, event, reason)
         self.dead_letters += 1
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from structlog.contextvars import get_contextvars
+
 from recloop.core.errors import InvalidInput
 from recloop.core.events import Event, check_event, is_explicit
 from recloop.core.ids import uuid7
@@ -57,7 +59,7 @@ class IngestService:
     def limits(self) -> RateLimits | None:
         return self._limits
 
-    def build(self, fields: Mapping[str, Any], now: float) -> Event:
+    def build(self, fields: Mapping[str, Any], now: float, request_id: str | None = None) -> Event:
         """An :class:`Event` from schema-valid fields; raises InvalidInput on a domain rule."""
         timestamp = fields.get("timestamp")
         ts = now if timestamp is None else timestamp.timestamp()
@@ -74,6 +76,7 @@ class IngestService:
             text=fields.get("text"),
             context=fields.get("context") or {},
             attribution=fields.get("attribution") or {},
+            request_id=request_id,
         )
 
     async def submit(
@@ -88,6 +91,7 @@ class IngestService:
         API key (or client) for its rate limit.
         """
         now = self._clock()
+        request_id = get_contextvars().get("request_id")  # bound by the HTTP middleware
         outcomes: list[EventOutcome | None] = []
         pending: list[tuple[int, Event]] = []
         for i, candidate in enumerate(candidates):
@@ -95,7 +99,7 @@ class IngestService:
                 outcomes.append(EventOutcome(None, "rejected", _error(candidate)))
                 continue
             try:
-                pending.append((i, self.build(candidate, now)))
+                pending.append((i, self.build(candidate, now, request_id)))
                 outcomes.append(None)
             except InvalidInput as exc:
                 outcomes.append(EventOutcome(candidate.get("event_id"), "rejected", _error(exc)))

@@ -58,6 +58,7 @@ from recloop.core.events import Event
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "event_id"
+REQUEST_ID_HEADER = "request_id"
 REASON_HEADER = "reason"
 SOURCE_PARTITION_HEADER = "source_partition"
 SOURCE_OFFSET_HEADER = "source_offset"
@@ -296,7 +297,7 @@ class KafkaEventLog:
                         topic,
                         value=orjson.dumps(event.to_record()),
                         key=event.user_id.encode(),
-                        headers=[(EVENT_ID_HEADER, event.event_id.encode())],
+                        headers=_headers(event),
                     )
                 )
         except KafkaError as exc:
@@ -353,6 +354,8 @@ class KafkaEventLog:
         else:
             key, value = event.user_id.encode(), orjson.dumps(event.to_record())
             headers.append((EVENT_ID_HEADER, event.event_id.encode()))
+            if event.request_id is not None:
+                headers.append((REQUEST_ID_HEADER, event.request_id.encode()))
         if source is not None:
             headers.append((SOURCE_PARTITION_HEADER, str(source.partition).encode()))
             headers.append((SOURCE_OFFSET_HEADER, str(source.offset).encode()))
@@ -610,3 +613,10 @@ def _decode(fetched: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
             batch.partitions.append(partition)
         batch.next_offsets[partition] = records[-1].offset + 1
     return batch
+
+
+def _headers(event: Event) -> list[tuple[str, bytes]]:
+    headers = [(EVENT_ID_HEADER, event.event_id.encode())]
+    if event.request_id is not None:
+        headers.append((REQUEST_ID_HEADER, event.request_id.encode()))
+    return headers
