@@ -403,6 +403,9 @@ class KafkaSettings(_Section):
     ``session_timeout_ms``)."""
     session_timeout_ms: int = Field(10_000, ge=1)
     heartbeat_interval_ms: int = Field(3_000, ge=1)
+    fetch_max_wait_ms: int = Field(100, ge=1)
+    """How long a worker's fetch may wait for new messages (Kafka answers at once when
+    one arrives; a broker that waits the whole time adds it to every event's latency)."""
 
 
 class EventLogSettings(_Section):

@@ -274,6 +274,7 @@ def kafka_config(settings: Settings) -> KafkaConfig:
         request_timeout_ms=k.request_timeout_ms,
         session_timeout_ms=k.session_timeout_ms,
         heartbeat_interval_ms=k.heartbeat_interval_ms,
+        fetch_max_wait_ms=k.fetch_max_wait_ms,
     )
 
 

@@ -96,6 +96,10 @@ class KafkaConfig:
         How often a worker heartbeats; also how soon it notices a rebalance.
     max_poll_interval_ms
         A worker that does not poll for this long is considered stuck and leaves the group.
+    fetch_max_wait_ms
+        How long the broker may hold a fetch that has no new messages. Kafka answers
+        as soon as a message arrives, so this only bounds idle polling there; brokers
+        that answer when the wait expires (Tansu) add up to this much latency.
     """
 
     bootstrap_servers: str
@@ -109,6 +113,7 @@ class KafkaConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    fetch_max_wait_ms: int = 100
 
     def __post_init__(self) -> None:
         for name in ("bootstrap_servers", "topic", "group_id", "client_id"):
@@ -120,6 +125,7 @@ class KafkaConfig:
             "session_timeout_ms",
             "heartbeat_interval_ms",
             "max_poll_interval_ms",
+            "fetch_max_wait_ms",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"Kafka '{name}' must be > 0, got {getattr(self, name)}.")
@@ -442,6 +448,7 @@ class KafkaEventSource:
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             max_poll_interval_ms=c.max_poll_interval_ms,
+            fetch_max_wait_ms=c.fetch_max_wait_ms,
         )
         consumer.subscribe(topics=[c.topic], listener=_Listener(self._revoked, self._assigned))
         self._consumer = consumer  # set now: the first on_assigned runs inside start()
