@@ -186,3 +186,21 @@ class ProxiedTansu(TansuBroker):
                 last_error = repr(exc)
             time.sleep(0.05)
         return f"{self._shown()} gave no metadata answer ({last_error}): {self._log_tail()}"
+
+
+@pytest.fixture(scope="module")
+def proxied_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
+    """A broker of the test module's own, reached only through a proxy the tests cut
+    (``proxy.cut()``: Kafka gone for every client) and restore; ``proxy.address`` is
+    the bootstrap address."""
+    proxy = TcpProxy("127.0.0.1", free_port())
+    proxy.start()
+    broker = ProxiedTansu(tmp_path_factory.mktemp("kafka-proxied") / "tansu.log", proxy)
+    try:
+        why = broker.start()
+        if why is not None:
+            service_unavailable(SERVICE, why)
+        yield proxy
+    finally:
+        broker.stop()
+        proxy.stop()

@@ -28,9 +28,8 @@ from recloop.config import load_settings
 from recloop.container import processor_config
 from recloop.core.events import is_explicit
 from recloop.core.preferences import UserState
-from tests.conftest import free_port, service_unavailable
 from tests.e2e.conftest import Server, Worker, wait_balanced
-from tests.kafka_broker import SERVICE, ProxiedTansu, create_topic, kafka_broker  # noqa: F401
+from tests.kafka_broker import create_topic, kafka_broker, proxied_kafka  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
 from tests.redis import redis_url  # noqa: F401
 from tests.tcp_proxy import TcpProxy
@@ -206,19 +205,8 @@ async def test_sigkill_a_worker_every_event_applied_once(
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
-    """A broker of this module's own, reached only through a proxy the test can cut."""
-    proxy = TcpProxy("127.0.0.1", free_port())
-    proxy.start()
-    broker = ProxiedTansu(tmp_path_factory.mktemp("kafka-proxied") / "tansu.log", proxy)
-    try:
-        why = broker.start()
-        if why is not None:
-            service_unavailable(SERVICE, why)
-        yield proxy
-    finally:
-        broker.stop()
-        proxy.stop()
+def proxy(proxied_kafka: TcpProxy) -> TcpProxy:  # noqa: F811
+    return proxied_kafka
 
 
 async def test_broker_away_for_a_while_api_spools_nothing_lost(

@@ -18,7 +18,7 @@ import sqlite3
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
@@ -29,8 +29,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog, KafkaPosition, SpooledEventLog
 from recloop.core.errors import ConfigError
 from recloop.core.events import Event
-from tests.conftest import eventually, free_port, service_unavailable
-from tests.kafka_broker import SERVICE, ProxiedTansu, create_topic
+from tests.conftest import eventually, free_port
+from tests.kafka_broker import create_topic, proxied_kafka  # noqa: F401
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
@@ -44,19 +44,8 @@ QUIET_MS = 300  # how long "nothing more arrives" is watched for
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
-    """The proxy in front of this module's broker; tests cut and restore it."""
-    proxy = TcpProxy("127.0.0.1", free_port())
-    proxy.start()
-    broker = ProxiedTansu(tmp_path_factory.mktemp("kafka-proxied") / "tansu.log", proxy)
-    try:
-        why = broker.start()
-        if why is not None:
-            service_unavailable(SERVICE, why)
-        yield proxy
-    finally:
-        broker.stop()
-        proxy.stop()
+def proxy(proxied_kafka: TcpProxy) -> TcpProxy:  # noqa: F811
+    return proxied_kafka
 
 
 @pytest.fixture

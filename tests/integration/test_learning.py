@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recloop import cli
-from recloop.core.features import to_matrix
+from recloop.core.features import FEATURE_NAMES, to_matrix
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.training import build_training_data, train
 from recloop.learning.validation import Gate, time_split
@@ -179,7 +179,7 @@ async def test_train_validate_deploy_promote_rollback_restart(tmp_path: Path) ->
         assert served[1] / served[0] > baseline[1] / baseline[0]  # the model ranks better online
 
         # A candidate that would pass offline but ranks worse online: scores inverted.
-        inverted = await register_inverted(app, tmp_path)
+        inverted = await register(app, "inverted", invert=True)
         r = await app.client.post(f"/models/{inverted}/deploy")
         assert r.status_code == 200, r.text
         transition = None
@@ -196,7 +196,7 @@ async def test_train_validate_deploy_promote_rollback_restart(tmp_path: Path) ->
         assert deployment["slots"]["blue_version"] == good["version"]
 
         # A tampered artifact is refused, saying why.
-        tampered = await register_tampered(app)
+        tampered = await register(app, "tampered", tamper=True)
         r = await app.client.post(f"/models/{tampered}/deploy")
         assert r.status_code == 422, r.text
         assert "checksum mismatch" in r.text
@@ -227,42 +227,20 @@ async def _examples(app: Running) -> tuple[np.ndarray, np.ndarray]:
     return to_matrix(data.rows), np.asarray(data.labels, dtype=np.float64)
 
 
-async def register_inverted(app: Running, tmp_path: Path) -> str:
+async def register(app: Running, version: str, invert: bool = False, tamper: bool = False) -> str:
+    """Register a model by hand as a validated candidate: trained on the logged examples
+    (on inverted labels: it ranks the worst first), its bytes altered after the checksum
+    if ``tamper``."""
     X, y = await _examples(app)
-    from recloop.core.features import FEATURE_NAMES
-
-    model = LightGbmLearner().fit(X, 1.0 - y, FEATURE_NAMES)
-    artifact = Artifact.of(model)
+    artifact = Artifact.of(LightGbmLearner().fit(X, 1.0 - y if invert else y, FEATURE_NAMES))
+    data = bytearray(artifact.data)
+    if tamper:
+        data[len(data) // 2] ^= 0x01
     record = ModelRecord(
-        "inverted",
+        version,
         1e12,
         "candidate",
-        "passed by hand",
-        artifact.kind,
-        artifact.sha256,
-        0.0,
-        1.0,
-        len(y),
-        int(y.sum()),
-        {},
-        list(artifact.feature_names),
-    )
-    await app.container.store.put_model(record, artifact.data)
-    return "inverted"
-
-
-async def register_tampered(app: Running) -> str:
-    X, y = await _examples(app)
-    from recloop.core.features import FEATURE_NAMES
-
-    artifact = Artifact.of(LightGbmLearner().fit(X, y, FEATURE_NAMES))
-    data = bytearray(artifact.data)
-    data[len(data) // 2] ^= 0x01
-    record = ModelRecord(
-        "tampered",
-        1e12 + 1,
-        "candidate",
-        "",
+        "registered by the test",
         artifact.kind,
         artifact.sha256,
         0.0,
@@ -273,7 +251,7 @@ async def register_tampered(app: Running) -> str:
         list(artifact.feature_names),
     )
     await app.container.store.put_model(record, bytes(data))
-    return "tampered"
+    return version
 
 
 async def test_a_candidate_trained_on_shuffled_labels_is_rejected(tmp_path: Path) -> None:
