@@ -343,6 +343,18 @@ class CacheSettings(_Section):
     Redis pub/sub (distributed deployment). Unset: each process caches on its own."""
 
 
+class ResilienceSettings(_Section):
+    """Circuit breakers of the state store (PostgreSQL) and of the rate limits' shared
+    storage (Redis); docs/operations.md, "Resilience"."""
+
+    breaker_failures: int = Field(5, ge=1)
+    """Failures to reach a dependency, with no success between them, that open its breaker."""
+    breaker_window_seconds: float = Field(10.0, gt=0.0)
+    """How far back those failures count."""
+    breaker_open_seconds: float = Field(5.0, gt=0.0)
+    """How long an open breaker refuses calls before it lets one trial call through."""
+
+
 class LearningSettings(_Section):
     enabled: bool = True
     """Log serving features with impressions, retrain on schedule, serve deployed models."""
@@ -480,6 +492,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     ingest: IngestSettings = IngestSettings()
     cache: CacheSettings = CacheSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
     segments: SegmentSettings = SegmentSettings()
     bandit: BanditSettings = BanditSettings()
     exploration: ExplorationSettings = ExplorationSettings()

@@ -20,12 +20,14 @@ from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
 from recloop.core.bandit import segment_priors
+from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import ConfigError
 from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules
 from recloop.core.spam import SpamConfig
 from recloop.ports import Cache, EventLog, Impression, PrivacyStore, StateStore
+from recloop.resilience import RetryCounts
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentsConfig, ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
@@ -70,7 +72,23 @@ class Container:
     """Distributed: the read cache kept coherent through Redis (``SharedCache``)."""
     learning: LearningService | None = None
     privacy: PrivacyService | None = None
+    retries: RetryCounts = field(default_factory=RetryCounts)
+    """Storage calls retried, per operation (``recloop.resilience``)."""
     _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """The circuit breaker of each external dependency, by name: ``storage``
+        (PostgreSQL or SQLite), ``rate_limits`` (their shared Redis), ``cache`` (the
+        shared cache's Redis); only those this deployment has."""
+        found: dict[str, CircuitBreaker] = {}
+        if self.db is not None:
+            found["storage"] = self.db.breaker
+        limits = self.ingest.limits
+        if limits is not None and limits.shared:
+            found["rate_limits"] = limits.breaker
+        if self.shared_cache is not None:
+            found["cache"] = self.shared_cache.breaker
+        return found
 
     def user_key(self, raw_id: str) -> str:
         """The id stored for a user id given at the edge: every route taking a user id
@@ -148,13 +166,24 @@ async def refresh_forever(period: float, *steps: Callable[[], Awaitable[None]]) 
                 log.warning("refresh from the state store failed: %s", exc)
 
 
+def breaker(settings: Settings, name: str) -> CircuitBreaker:
+    """A circuit breaker for dependency ``name``, as ``resilience`` configures it."""
+    r = settings.resilience
+    return CircuitBreaker(
+        name,
+        failure_threshold=r.breaker_failures,
+        window_seconds=r.breaker_window_seconds,
+        open_seconds=r.breaker_open_seconds,
+    )
+
+
 def rate_limits(settings: Settings) -> RateLimits | None:
     r = settings.rate_limits
     if not r.enabled:
         return None
     classes = {"explicit": r.explicit, "implicit": r.implicit, "key": r.per_key}
     try:
-        return RateLimits(classes, r.storage, r.key_prefix)
+        return RateLimits(classes, r.storage, r.key_prefix, breaker(settings, "rate_limits"))
     except Exception as exc:  # an unknown scheme or a missing driver
         raise ConfigError(f"rate_limits.storage: {exc}") from None
 
@@ -302,11 +331,16 @@ def build_container(settings: Settings) -> Container:
         event_log, store = memory_log, memory_store
         privacy_store: PrivacyStore = InMemoryPrivacyStore(memory_log, memory_store)
     else:
-        db = SqlDatabase(settings.storage.url, settings.storage.sqlite_synchronous)
+        db = SqlDatabase(
+            settings.storage.url,
+            settings.storage.sqlite_synchronous,
+            breaker=breaker(settings, "storage"),
+        )
         event_log, store = SqlEventLog(db), SqlStateStore(db)
         privacy_store = SqlPrivacyStore(db)
     cache, shared_cache = _read_cache(settings)
-    vectors = ItemVectors(store, settings.cache.max_items)
+    retries = RetryCounts()
+    vectors = ItemVectors(store, settings.cache.max_items, retries)
     optimizer = Optimizer(store, optimizer_config(settings))
     sp = settings.spam
     guard = GuardService(
@@ -328,6 +362,7 @@ def build_container(settings: Settings) -> Container:
         store,
         event_log,
         ExperimentsConfig(x.cuped_days, x.correction, x.srm_threshold, x.sequential_tuning),
+        retries=retries,
     )
     processor = Processor(
         store,
@@ -337,6 +372,7 @@ def build_container(settings: Settings) -> Container:
         on_counts=optimizer.record,
         observer=experiments,
         gate=guard if sp.enabled else None,
+        retries=retries,
     )
     spool: SpooledEventLog | None = None
     if distributed:
@@ -348,7 +384,7 @@ def build_container(settings: Settings) -> Container:
         committer = kafka_writer(spool, settings.ingest.group_commit_max_events)
     else:
         committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
-    preferences = PreferenceService(store, cache)
+    preferences = PreferenceService(store, cache, retries)
     impressions = impression_writer(store)
     limits = rate_limits(settings)
     privacy = PrivacyService(
@@ -388,6 +424,7 @@ def build_container(settings: Settings) -> Container:
         ),
         experiments=experiments,
         learning=learning,
+        retries=retries,
     )
     return Container(
         settings=settings,
@@ -406,7 +443,7 @@ def build_container(settings: Settings) -> Container:
             user_key=privacy.user_key if settings.privacy.pseudonymize_user_ids else None,
             keep_text=settings.privacy.keep_review_text,
         ),
-        items=ItemService(store, vectors, settings.vectors.dim),
+        items=ItemService(store, vectors, settings.vectors.dim, retries=retries),
         preferences=preferences,
         optimizer=optimizer,
         experiments=experiments,
@@ -418,6 +455,7 @@ def build_container(settings: Settings) -> Container:
         shared_cache=shared_cache,
         learning=learning,
         privacy=privacy,
+        retries=retries,
     )
 
 

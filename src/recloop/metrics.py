@@ -9,7 +9,9 @@ Two kinds:
   middleware; ``route`` is the route's template, never the raw path).
 - **Read from the running services at scrape time** by :class:`StateCollector`:
   queue depths, the event log's lag, algorithm weights and posterior CTRs,
-  experiment exposures, guard statuses, degraded and unreachable dependencies.
+  experiment exposures, guard statuses, degraded and unreachable dependencies,
+  open circuit breakers, and the retries the services counted
+  (``recloop_retries_total{operation}``, a counter kept by ``resilience.RetryCounts``).
   Nothing on the hot paths keeps books for them.
 
 Each app has its own registry. With ``PROMETHEUS_MULTIPROC_DIR`` set (several
@@ -184,6 +186,7 @@ class StateCollector(Collector):
             value=1.0 if limits is not None and limits.degraded else 0.0,
         )
         yield _dependencies(c, self._snapshot.storage_up)
+        yield from _resilience(c)
 
 
 def _event_log(c: Container) -> Iterator[Metric]:
@@ -268,6 +271,26 @@ def _dependencies(c: Container, storage_up: bool | None) -> Metric:
     if c.shared_cache is not None:
         family.add_metric(["cache"], 0.0 if c.shared_cache.degraded else 1.0)
     return family
+
+
+def _resilience(c: Container) -> Iterator[Metric]:
+    breakers = GaugeMetricFamily(
+        "recloop_breaker_open",
+        "1 while the dependency's circuit breaker is open or half-open (calls refused but "
+        "for one trial), 0 when closed.",
+        labels=["dependency"],
+    )
+    for name, breaker in c.breakers().items():
+        breakers.add_metric([name], 0.0 if breaker.state == "closed" else 1.0)
+    yield breakers
+    retries = CounterMetricFamily(
+        "recloop_retries",
+        "Calls to a dependency retried after a failure, by operation.",
+        labels=["operation"],
+    )
+    for operation, n in sorted(c.retries.snapshot().items()):
+        retries.add_metric([operation], n)
+    yield retries
 
 
 __all__ = ["MULTIPROC_ENV", "Metrics", "StateCollector", "event_type_label"]

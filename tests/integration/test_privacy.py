@@ -401,7 +401,8 @@ async def test_export_returns_what_was_ingested(settings_factory: Callable[..., 
             "context": {"device": "tv", "position": 2},
             "attribution": {"algorithm": "popularity", "propensity": 0.25},
         }
-        assert (await app.client.post("/feedback", json=sent)).status_code == 202
+        headers = {"X-Request-ID": "export-trace"}
+        assert (await app.client.post("/feedback", json=sent, headers=headers)).status_code == 202
         await app.idle(flush=True)
         r = await app.client.get("/users/u1/export")
         assert r.status_code == 200, r.text
@@ -410,7 +411,7 @@ async def test_export_returns_what_was_ingested(settings_factory: Callable[..., 
         exported = {e["event_id"]: e for e in body["events"]}
         review = exported["rev-1"]
         review.pop("offset")
-        assert review == sent
+        assert review == {**sent, "request_id": "export-trace"}  # what is held, all of it
         assert len(body["events"]) == 11 + 1  # play(1) and the review
         assert [e["type"] for e in body["events"]].count("click") == 3
         (impression,) = body["impressions"]

@@ -18,11 +18,13 @@ from starlette.responses import Response
 
 from recloop.api.responses import FastJSONResponse
 from recloop.core.errors import (
+    CircuitOpen,
     Forbidden,
     InvalidInput,
     NotAuthenticated,
     NotFound,
     RateLimited,
+    TransientError,
     Unavailable,
 )
 
@@ -101,7 +103,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, exc: Unavailable) -> FastJSONResponse:
-        return FastJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        retry_after = 1
+        if isinstance(exc, CircuitOpen):
+            retry_after = max(1, math.ceil(exc.retry_after))
+        # A driver's error may name hosts and ports: clients are told which dependency only.
+        detail = f"{exc.dependency} is unavailable" if isinstance(exc, TransientError) else str(exc)
+        return FastJSONResponse(
+            {"detail": detail}, status_code=503, headers={"Retry-After": str(retry_after)}
+        )
 
 
 def rate_limit_headers(exc: RateLimited) -> dict[str, str]:

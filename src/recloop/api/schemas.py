@@ -171,9 +171,20 @@ class ComponentHealth(BaseModel):
     detail: dict[str, Any] = {}
 
 
+class BreakerHealth(BaseModel):
+    state: Literal["closed", "open", "half_open"]
+    failures: int = Field(description="Failures counted towards opening, or since it opened.")
+    opened_at: float | None = Field(description="When it last opened; null while closed.")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "down"]
     components: dict[str, ComponentHealth]
+    breakers: dict[str, BreakerHealth] = Field(
+        default_factory=dict,
+        description="The circuit breaker of each external dependency (storage, rate_limits, "
+        "cache).",
+    )
 
 
 class LiveOut(BaseModel):

@@ -10,6 +10,8 @@
     ├── Forbidden            the key lacks the role, or the user is blocked
     ├── RateLimited          over a rate limit; says when to retry
     └── Unavailable          a dependency (storage, log) cannot serve now
+        ├── TransientError   a call failed as a retry may fix (a dropped connection)
+        └── CircuitOpen      the dependency's breaker refuses calls for a while
 """
 
 from __future__ import annotations
@@ -79,3 +81,42 @@ class RateLimited(RecloopError):
 
 class Unavailable(RecloopError):
     """A dependency cannot serve the request now."""
+
+
+class TransientError(Unavailable):
+    """A call to a dependency failed in a way that trying again may fix: the connection
+    dropped, was refused, or timed out. The dependency may have done the work all the
+    same (the answer was lost), so only idempotent calls are retried (``recloop.resilience``).
+
+    Parameters
+    ----------
+    dependency
+        Which, e.g. ``"storage"``.
+    reason
+        The driver's error, ``"Type: message"`` (for logs and health checks: it may name
+        hosts and ports, so the API does not send it to clients).
+    """
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency}: {reason}")
+        self.dependency = dependency
+        self.reason = reason
+
+
+class CircuitOpen(Unavailable):
+    """The dependency's circuit breaker is open: calls are refused without trying.
+
+    Parameters
+    ----------
+    dependency
+        The breaker's name, e.g. ``"storage"``.
+    retry_after
+        Seconds until the breaker lets a trial call through.
+    """
+
+    def __init__(self, dependency: str, retry_after: float) -> None:
+        super().__init__(
+            f"{dependency} is unavailable (circuit open; next trial in {retry_after:.1f}s)"
+        )
+        self.dependency = dependency
+        self.retry_after = retry_after

@@ -24,6 +24,7 @@ from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.experiments import Experiment, Metric, UserMetric
 from recloop.core.stats import PairStats
 from recloop.ports import EventLog, Exposure, StateChanges, StateStore
+from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 
 DAY = 86_400.0
@@ -46,9 +47,11 @@ class ExperimentService:
         log_: EventLog,
         config: ExperimentsConfig,
         clock: Callable[[], float] = time.time,
+        retries: RetryCounts | None = None,
     ) -> None:
         self._store = store
         self._log = log_
+        self._retries = retries
         self._config = config
         self._clock = clock
         self._experiments: dict[str, Experiment] = {}
@@ -242,7 +245,14 @@ class ExperimentService:
     async def _record_new(self, new: Sequence[tuple[Experiment, str]], user_id: str) -> None:
         now = self._clock()
         since = now - self._config.cuped_days * DAY
-        history = await self._log.read_user_events(user_id, since, now)
+        history = await retry_read(
+            "read_user_events",
+            self._log.read_user_events,
+            user_id,
+            since,
+            now,
+            counts=self._retries,
+        )
         pre = [(e.type, e.value) for e in history]
         changes = StateChanges()
         for exp, variant in new:

@@ -37,13 +37,13 @@ from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
 from recloop.core.privacy import Tombstone, user_digest
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import AlgorithmCount, Cache, EventLog, StateChanges, StateStore
+from recloop.resilience import RetryCounts, retry_forever
 from recloop.services.batching import GroupCommit
 from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
 _ZERO = PerformanceCounts()
-_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 def shard(user_id: str, n: int) -> int:
@@ -142,8 +142,11 @@ class Processor:
         on_counts: Callable[[list[AlgorithmCount]], None] | None = None,
         observer: Observer | None = None,
         gate: Gate | None = None,
+        retries: RetryCounts | None = None,
     ) -> None:
-        """``on_counts`` receives the optimizer counts of every committed round."""
+        """``on_counts`` receives the optimizer counts of every committed round;
+        ``retries`` counts the storage calls retried."""
+        self._retries = retries
         self._on_counts = on_counts
         self._observer = observer
         self._gate = gate
@@ -174,6 +177,8 @@ class Processor:
         self._applying: set[asyncio.Event] = set()  # one per apply in progress
         self.dead_letters = 0
         self.last_error: str | None = None
+        self.failing = 0
+        """Storage calls failing right now (being retried); 0 when all is well."""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -310,7 +315,7 @@ class Processor:
         The implicit aggregates sum whatever they are given, so this check has to come
         before them, as it does in the embedded replay (:meth:`start`).
         """
-        states = await self._retrying(self._load_states, {e.user_id for e in events})
+        states = await self._retrying("load_states", self._load_states, {e.user_id for e in events})
         fresh = []
         for event in events:
             state = states[event.user_id]
@@ -436,8 +441,8 @@ class Processor:
                     continue  # an erased user's state is not even loaded
                 users.add(e.user_id)
                 item_ids.add(e.item_id)
-        states = await self._retrying(self._load_states, users)
-        vectors = await self._retrying(self._vectors.get_many, item_ids)
+        states = await self._retrying("load_states", self._load_states, users)
+        vectors = await self._retrying("load_items", self._vectors.get_many, item_ids)
         now = self._clock()
         c = self._config
         changed: dict[str, UserState] = {}
@@ -532,22 +537,27 @@ class Processor:
             self._saved_positions = merged.positions
         else:
             merged.watermark = self.tracker.watermark
-        await self._retrying(self._store.commit, merged)
+        await self._retrying("state_commit", self._store.commit, merged)
         return [None] * len(changes)
 
-    async def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Storage errors are retried with backoff: nothing dispatched is dropped."""
-        for attempt in range(10_000):
-            try:
-                return await fn(*args)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
-                log.warning("storage error, retrying in %.2fs: %s", delay, self.last_error)
-                await asyncio.sleep(delay)
-        raise RuntimeError("unreachable")
+    async def _retrying(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Storage errors are retried until the call succeeds, with jittered backoff capped
+        at 2 s (``resilience.FOREVER``): nothing dispatched is dropped. Each retry is logged
+        and counted under ``operation``; :attr:`failing` counts the calls still failing."""
+        failing = False
+
+        def failed(exc: BaseException) -> None:
+            nonlocal failing
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if not failing:
+                failing = True
+                self.failing += 1
+
+        try:
+            return await retry_forever(operation, fn, *args, counts=self._retries, on_error=failed)
+        finally:
+            if failing:
+                self.failing -= 1
 
     async def _dead_letter(self, event: Event, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"
@@ -557,7 +567,7 @@ class Processor:
             reason,
             extra={"request_id": event.request_id},
         )
-        await self._retrying(self._store.add_dead_letter, event, reason)
+        await self._retrying("dead_letter", self._store.add_dead_letter, event, reason)
         self.dead_letters += 1
 
     # -- erased users ------------------------------------------------------------
@@ -678,7 +688,36 @@ def event_log_writer(
     """The group commit that makes events durable, then hands them on in log order.
 
     Its results are each event's offset, or None for an already logged ``event_id``.
+
+    An append that fails is not retried (its callers answer 503 and clients send
+    again), but it may have committed all the same: the connection can drop between
+    ``COMMIT`` and its answer. Such events are in the log without having been handed
+    on, and a client sending them again would be told they are duplicates. So after a
+    failed append, the next round first reads the log past the last offset handed on
+    (this writer is the log's only writer: anything there is from the failed append)
+    and hands on what it finds.
     """
+    unsure = False  # an append failed: the log may hold events not handed on
+
+    async def append(events: list[Event]) -> Sequence[int | None]:
+        nonlocal unsure
+        if unsure:
+            await reconcile()
+        try:
+            return await log_.append(events)
+        except Exception:
+            unsure = True
+            raise
+
+    async def reconcile() -> None:
+        nonlocal unsure
+        found = 0
+        while batch := await log_.read(processor.tracker.last_begun, max_events):
+            found += len(batch)
+            await processor.dispatch(batch)
+        if found:
+            log.warning("%d events of a failed append were logged after all: applying them", found)
+        unsure = False
 
     async def dispatch(events: list[Event], offsets: Sequence[int | None]) -> None:
         logged = []
@@ -688,4 +727,4 @@ def event_log_writer(
                 logged.append(event)
         await processor.dispatch(logged)
 
-    return GroupCommit("event-log-writer", log_.append, max_events, after=dispatch)
+    return GroupCommit("event-log-writer", append, max_events, after=dispatch)

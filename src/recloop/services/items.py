@@ -9,6 +9,7 @@ from typing import Any
 from recloop.core.errors import NotFound
 from recloop.core.items import Item, make_item
 from recloop.ports import StateStore
+from recloop.resilience import RetryCounts, retry_read
 from recloop.services.vectors import ItemVectors
 
 
@@ -19,9 +20,11 @@ class ItemService:
         vectors: ItemVectors,
         dim: int,
         clock: Callable[[], float] = time.time,
+        retries: RetryCounts | None = None,
     ) -> None:
         self._store = store
         self._vectors = vectors
+        self._retries = retries
         self._dim = dim
         self._clock = clock
 
@@ -50,7 +53,9 @@ class ItemService:
         return built
 
     async def get(self, item_id: str) -> Item:
-        found = await self._store.get_items([item_id])
+        found = await retry_read(
+            "get_items", self._store.get_items, [item_id], counts=self._retries
+        )
         if item_id not in found:
             raise NotFound("item", item_id)
         return found[item_id]

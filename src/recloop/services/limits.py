@@ -14,9 +14,11 @@ Refused events are never logged nor applied.
 Storage: in process (``memory://``), or shared by every API instance through
 Redis (``async+redis://host:port``). If the shared storage fails, admission
 falls back to the in-process counters (each instance then enforces the
-limits on its own share of the traffic), the failure is logged and health
-reports ``degraded``; the shared storage is tried again after
-``retry_seconds``.
+limits on its own share of the traffic), the failure is logged once and health
+reports ``degraded``. Calls to the shared storage go through a circuit breaker
+(:mod:`recloop.core.breaker`, named ``rate_limits``): once it opens, admission
+counts in process at once, without trying Redis, until the breaker lets a trial
+call through; the first call that succeeds ends the fallback.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ from limits import RateLimitItem, parse_many
 from limits import strategies as sync_strategies
 from limits.aio import strategies as aio_strategies
 from limits.storage import MemoryStorage, storage_from_string
+
+from recloop.core.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +95,10 @@ class RateLimits:
         classes: Mapping[str, str],
         storage: str = "memory://",
         key_prefix: str = "recloop",
-        retry_seconds: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
+        """``breaker`` guards the shared storage (default: a ``rate_limits`` breaker with
+        the default settings); it is unused with ``memory://``."""
         self._classes: dict[str, Sequence[RateLimitItem]] = {
             name: parse_many(spec) for name, spec in classes.items()
         }
@@ -106,9 +110,8 @@ class RateLimits:
                 storage, implementation="redispy", key_prefix=key_prefix, wrap_exceptions=True
             )
             self._shared = aio_strategies.SlidingWindowCounterRateLimiter(self._backend)
-        self._retry_seconds = retry_seconds
-        self._clock = clock
-        self._failed_at: float | None = None
+        self.breaker = breaker if breaker is not None else CircuitBreaker("rate_limits")
+        self._failing = False  # the last call to the shared storage failed
         self.last_error: str | None = None
 
     async def close(self) -> None:
@@ -119,26 +122,36 @@ class RateLimits:
             await client.aclose()
 
     @property
+    def shared(self) -> bool:
+        """Whether the counters live in a shared storage (Redis)."""
+        return self._shared is not None
+
+    @property
     def degraded(self) -> bool:
-        """Whether the shared storage failed and the in-process fallback is counting."""
-        return self._failed_at is not None
+        """Whether the in-process fallback is counting: the shared storage's last call
+        failed, or its breaker is not closed."""
+        return self._shared is not None and (self._failing or self.breaker.state != "closed")
 
     async def admit(self, action: str, identity: str, count: int) -> Admission:
         """Admit up to ``count`` units of ``action`` for ``identity``; count what is admitted."""
         shared = self._shared
-        if shared is not None and (
-            self._failed_at is None or self._clock() - self._failed_at >= self._retry_seconds
-        ):
+        if shared is not None and self.breaker.allow():
             try:
                 admission = await self._admit(shared, action, identity, count)
             except Exception as exc:  # the storage is down: keep serving, counted locally
-                if self._failed_at is None:
+                self.breaker.failure()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if not self._failing:
+                    self._failing = True
                     log.warning("rate-limit storage failed, counting in process: %s", exc)
-                self._failed_at, self.last_error = self._clock(), f"{type(exc).__name__}: {exc}"
+            except BaseException:  # cancelled: no verdict
+                self.breaker.release()
+                raise
             else:
-                if self._failed_at is not None:
+                self.breaker.success()
+                if self._failing:
+                    self._failing = False
                     log.info("rate-limit storage is back")
-                self._failed_at = None
                 return admission
         return await self._admit(self._local, action, identity, count)
 

@@ -7,15 +7,17 @@ from typing import Any
 from recloop.core.errors import NotFound
 from recloop.core.preferences import Preferences
 from recloop.ports import Cache, StateStore
+from recloop.resilience import RetryCounts, retry_read
 from recloop.services.feedback import preferences_key
 
 _UNKNOWN = object()  # cached "no such user": polls for a user not yet applied stay cheap
 
 
 class PreferenceService:
-    def __init__(self, store: StateStore, cache: Cache) -> None:
+    def __init__(self, store: StateStore, cache: Cache, retries: RetryCounts | None = None) -> None:
         self._store = store
         self._cache = cache
+        self._retries = retries
 
     async def get(self, user_id: str) -> Preferences:
         """The user's preferences as last committed; raises NotFound for an unknown user."""
@@ -25,7 +27,9 @@ class PreferenceService:
             return cached
         if cached is _UNKNOWN:
             raise NotFound("user", user_id)
-        found = await self._store.get_users([user_id])
+        found = await retry_read(
+            "get_users", self._store.get_users, [user_id], counts=self._retries
+        )
         if user_id not in found:
             # The applier's write-through replaces this once the user's first event commits.
             self._cache.add(key, _UNKNOWN)

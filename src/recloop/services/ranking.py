@@ -26,6 +26,7 @@ from recloop.core.preferences import Preferences
 from recloop.core.ranking import Candidate, cosines, fuse
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.ports import EventLog, Impression, StateStore
+from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentService
 from recloop.services.learning import LearningService, Route
@@ -95,7 +96,9 @@ class Ranker:
         clock: Callable[[], float] = time.time,
         experiments: ExperimentService | None = None,
         learning: LearningService | None = None,
+        retries: RetryCounts | None = None,
     ) -> None:
+        self._retries = retries
         self._experiments = experiments
         self._learning = learning
         self._preferences = preferences
@@ -224,7 +227,16 @@ class Ranker:
 
     async def impression(self, impression_id: str) -> tuple[Impression, list[Event]]:
         """A logged impression with the feedback events that name it."""
-        found = await self._store.get_impression(impression_id)
+        retries = self._retries
+        found = await retry_read(
+            "get_impression", self._store.get_impression, impression_id, counts=retries
+        )
         if found is None:
             raise NotFound("impression", impression_id)
-        return found, await self._log.read_impression_feedback(impression_id)
+        feedback = await retry_read(
+            "read_impression_feedback",
+            self._log.read_impression_feedback,
+            impression_id,
+            counts=retries,
+        )
+        return found, feedback

@@ -9,6 +9,7 @@ from recloop.adapters.memory.cache import LruCache
 from recloop.core.items import Item
 from recloop.core.preferences import Vector
 from recloop.ports import StateStore
+from recloop.resilience import RetryCounts, retry_read
 
 _MISSING: Any = object()
 
@@ -20,8 +21,11 @@ class ItemVectors:
     :meth:`changed` registers it, so unknown items cost one lookup, not one per event.
     """
 
-    def __init__(self, store: StateStore, max_items: int) -> None:
+    def __init__(
+        self, store: StateStore, max_items: int, retries: RetryCounts | None = None
+    ) -> None:
         self._store = store
+        self._retries = retries
         self._lru: LruCache[str, Any] = LruCache(max_items)
 
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, Vector | None]:
@@ -41,7 +45,9 @@ class ItemVectors:
             else:
                 found[item_id] = None if item is _MISSING else item
         if missing:
-            stored = await self._store.get_items(missing)
+            stored = await retry_read(
+                "get_items", self._store.get_items, missing, counts=self._retries
+            )
             for item_id in missing:
                 item = stored.get(item_id)
                 self._lru.set(item_id, _MISSING if item is None else item)

@@ -556,6 +556,8 @@ class KafkaEventSource:
             await self._run_hook(self._on_revoked, partitions)
 
     async def _assigned(self, tps: Any) -> None:
+        if self._consumer is None:  # stopping: a last assignment comes with leaving
+            return
         await self._run_hook(self._on_assigned, self._partitions(tps))
 
     def _partitions(self, tps: Any) -> frozenset[int]:

@@ -31,10 +31,13 @@ or on a publish, or no answer to a ``PING`` for ``3 * ping_interval``) the
 instance is *degraded*: :meth:`~SharedCache.get` answers None, so every read
 goes to the database; :meth:`~SharedCache.set`, :meth:`~SharedCache.add` and
 :meth:`~SharedCache.delete` do not fail but keep nothing. The failure is
-logged once and the connection is retried after ``retry_seconds``, doubling
-up to ``max_retry_seconds``. Once subscribed again (the subscription is
-confirmed, so every later invalidation will arrive), the instance forgets its
-whole local cache and only then serves from it again.
+logged once and opens the cache's circuit breaker (:attr:`SharedCache.breaker`,
+named ``cache``; one failure is enough, since a lost subscription cannot be
+trusted): the connection is tried again when the breaker lets a trial through,
+after ``retry_seconds``, then, while the trials fail, after twice as long each
+time, up to ``max_retry_seconds``. Once subscribed again (the subscription is
+confirmed, so every later invalidation will arrive), the breaker closes and the
+instance forgets its whole local cache; only then does it serve from it again.
 
 Redis's client library would reconnect and resubscribe silently on its own;
 that is turned off here (no retries, and a failed connection is never reused),
@@ -82,6 +85,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from recloop.adapters.memory.cache import LruCache, TtlCache
+from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -114,7 +118,8 @@ class SharedCache:
     publish_interval
         How long queued keys wait to be published together, in seconds.
     retry_seconds, max_retry_seconds
-        The first and the longest wait between reconnection attempts.
+        The first and the longest wait between reconnection attempts: the open
+        durations of :attr:`breaker`.
     ping_interval
         An idle subscription is pinged this often; no answer for three
         intervals counts as a lost connection.
@@ -164,6 +169,13 @@ class SharedCache:
         self._connected = False
         self._failing = False
         self._last_error: str | None = None
+        self.breaker = CircuitBreaker(
+            "cache",
+            failure_threshold=1,
+            open_seconds=retry_seconds,
+            max_open_seconds=self._max_retry_seconds,
+        )
+        """Opens on a lost connection; its trials are the reconnection attempts."""
 
     # -- the Cache protocol ----------------------------------------------------
 
@@ -271,20 +283,23 @@ class SharedCache:
     # -- background ------------------------------------------------------------
 
     async def _run(self) -> None:
-        """Serve while connected; reconnect with backoff while not."""
-        delay = self._retry_seconds
+        """Serve while connected; reconnect when the breaker lets a trial through."""
+        breaker = self.breaker
         while True:
             session = self._session
             if session is None:
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, self._max_retry_seconds)
+                await asyncio.sleep(breaker.retry_after())
+                if not breaker.allow():
+                    continue
                 try:
                     session = await self._open()
                 except Exception as exc:
                     self._lost(exc)
                     continue
+                except BaseException:
+                    breaker.release()
+                    raise
                 self._serving(*session)
-            delay = self._retry_seconds
             try:
                 await self._serve(*session)
             except Exception as exc:
@@ -323,6 +338,7 @@ class SharedCache:
         self._pending.clear()
         self._session = client, pubsub
         self._connected = True
+        self.breaker.success()
         if self._failing:
             log.info("shared cache: Redis is back, local cache cleared")
             self._failing = False
@@ -415,6 +431,7 @@ class SharedCache:
     def _lost(self, exc: Exception) -> None:
         """Record a connection failure; log it only when it starts an outage."""
         self._connected = False
+        self.breaker.failure()
         self._last_error = f"{type(exc).__name__}: {exc}"
         if not self._failing:
             self._failing = True

@@ -1,4 +1,5 @@
-"""Health: each component with its status and detail; 503 when the service is down."""
+"""Health: each component with its status and detail, and each dependency's circuit
+breaker (``breakers``: name → state, failures, opened_at); 503 when the service is down."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ async def health(container: ContainerDep) -> Any:
             "status": "degraded" if limits.degraded else "ok",
             "detail": {"fallback": limits.degraded, "last_error": limits.last_error},
         }
+    breakers = {
+        name: breaker.snapshot().as_dict() for name, breaker in container.breakers().items()
+    }
     if container.shared_cache is not None:
         cache = container.shared_cache
         components["cache"] = {
@@ -47,7 +51,8 @@ async def health(container: ContainerDep) -> Any:
         }
     status = max((c["status"] for c in components.values()), key=_RANK.__getitem__)
     return FastJSONResponse(
-        {"status": status, "components": components}, status_code=503 if status == "down" else 200
+        {"status": status, "components": components, "breakers": breakers},
+        status_code=503 if status == "down" else 200,
     )
 
 
@@ -86,10 +91,11 @@ def _embedded(container: Any, components: dict[str, dict[str, Any]]) -> None:
     }
     alive, expected = p.workers_alive, p.workers_expected
     components["workers"] = {
-        "status": "ok" if alive == expected and p.last_error is None else "degraded",
+        "status": "ok" if alive == expected and not p.failing else "degraded",
         "detail": {
             "alive": alive,
             "expected": expected,
+            "failing": p.failing,
             "explicit_queue_depth": p.explicit_queue_depth,
             "implicit_buffered": p.implicit_buffered,
             "in_flight": p.tracker.in_flight,
