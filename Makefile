@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench bench-distributed lint setup
+.PHONY: run test bench bench-distributed bench-learning lint setup
 
 $(UV):
 	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
@@ -28,6 +28,9 @@ bench: setup
 
 bench-distributed: setup
 	$(UV) run --frozen python -m benchmarks.distributed $(BENCH_ARGS)
+
+bench-learning: setup
+	$(UV) run --frozen python -m benchmarks.learning $(BENCH_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check src tests benchmarks

@@ -495,13 +495,31 @@ async def _wait_positions(dsn: str, target: int, deadline: float, poll_interval:
 BROKER_SAMPLES: Final = 20
 
 
+AIOKAFKA_FETCH_WAIT_MS: Final = 500
+"""aiokafka's default ``fetch_max_wait_ms``."""
+SHORT_FETCH_WAIT_MS: Final = 10
+
+
+def workers_fetch_wait_ms() -> int | None:
+    """The workers' ``event_log.kafka.fetch_max_wait_ms`` (environment included), or None
+    where recloop has no such setting (it uses aiokafka's default then)."""
+    try:
+        from recloop.config import load_settings
+
+        return int(load_settings(None).event_log.kafka.fetch_max_wait_ms)
+    except (ImportError, AttributeError):
+        return None
+
+
 def broker_latency(run: Run) -> None:
-    """Produce → consume through the broker alone, one message at a time, with the consumer's
-    default ``fetch_max_wait_ms`` (500, as the workers use) and with 10 ms."""
+    """Produce → consume through the broker alone, one message at a time, with aiokafka's
+    default ``fetch_max_wait_ms``, the workers' and a short one."""
     d = run.distributed
     topic = f"{d.topic}.latency"
     asyncio.run(_create_topic(d.bootstrap, topic, 1))
-    for wait_ms in (500, 10):
+    workers = workers_fetch_wait_ms() or AIOKAFKA_FETCH_WAIT_MS
+    run.record("broker.workers_wait", workers)
+    for wait_ms in sorted({AIOKAFKA_FETCH_WAIT_MS, workers, SHORT_FETCH_WAIT_MS}, reverse=True):
         ack, delivered = asyncio.run(_produce_consume(d.bootstrap, topic, wait_ms))
         run.record(f"broker.ack_{wait_ms}", ack)
         run.record(f"broker.delivered_{wait_ms}", delivered)
@@ -738,6 +756,9 @@ class Run:
         self.background_users = Population.of(workload, "background")
         self.values: dict[str, list[float]] = {}
         self.notes: list[str] = []
+        self.started_at = datetime.now(UTC)
+        self.revision = "an unknown revision"
+        """The commit measured: the processes run the code of when they started."""
         self._ids = 0
 
     def prefix(self, name: str) -> str:
@@ -838,9 +859,11 @@ def applied(run: Run, deployment: Deployment) -> None:
     run.check_batch(f"{key} explicit applied", load, result.ingest)
     run.record(f"{key}.applied", result.events_per_second)
     run.record(f"{key}.applied_ingest", result.ingest.events_per_second)
-    for name, seconds in cpu_used(before, after).items():
+    used = cpu_used(before, after)
+    for name, seconds in used.items():
         if name in _counted(deployment):
             run.record(f"{key}.applied_cpu.{name}", _micros(seconds, result.ingest.accepted))
+    run.record(f"{key}.applied_share.others", 100.0 * used["others"] / used["seconds"])
     _progress(
         f"applied {key}: {result.events_per_second:,.0f} events/s first post → all applied "
         f"({result.ingest.accepted:,} events in {result.seconds:.2f}s)"
@@ -849,6 +872,7 @@ def applied(run: Run, deployment: Deployment) -> None:
 
 def visible(run: Run, deployment: Deployment) -> None:
     o, key = run.options, deployment.name
+    before = cpu_snapshot(deployment, run.distributed.database)
     unloaded = _probe(run, deployment)
     run.record(f"{key}.unloaded_p50", median(unloaded.latencies_ms))
     run.record(f"{key}.unloaded_p95", percentile(unloaded.latencies_ms, 95))
@@ -874,6 +898,8 @@ def visible(run: Run, deployment: Deployment) -> None:
         run.record(f"{key}.loaded_p95", percentile(loaded.latencies_ms, 95))
         run.record(f"{key}.background", achieved.events_per_second)
         shown += f", loaded P50 {median(loaded.latencies_ms):.1f} ms"
+    used = cpu_used(before, cpu_snapshot(deployment, run.distributed.database))
+    run.record(f"{key}.visible_share.others", 100.0 * used["others"] / used["seconds"])
     _progress(f"visible {key}: {shown}")
 
 
@@ -897,10 +923,11 @@ def _probe(run: Run, deployment: Deployment) -> VisibilityResult:
 def run_benchmarks(options: Options, workload: Workload | None = None) -> Run:
     workload = workload or Workload()
     WORKDIR.mkdir(exist_ok=True)
-    started = time.monotonic()
+    started, when, measured = time.monotonic(), datetime.now(UTC), revision()
     with tempfile.TemporaryDirectory(prefix="distributed-", dir=WORKDIR) as tmp:
         try:
             run = _measure(options, workload, Path(tmp), started)
+            run.started_at, run.revision = when, measured
         finally:  # every process has stopped: their logs are complete
             notes = _keep_logs(Path(tmp))
     for note in notes:
@@ -1079,15 +1106,23 @@ BUSY_ELSEWHERE: Final = 10.0
 
 
 def contention(run: Run) -> list[str]:
-    """A note when processes outside the run took CPU during the measured loads."""
-    shares = [v for k, vs in run.values.items() if k.endswith("share.others") for v in vs]
-    busy = [v for v in shares if v > BUSY_ELSEWHERE]
-    if not busy:
+    """A note when processes outside the run took CPU while something was measured."""
+    found = []
+    for what, suffix in (
+        ("batched ingest loads", ".share.others"),
+        ("explicit applied loads", ".applied_share.others"),
+        ("feedback→visible probes", ".visible_share.others"),
+    ):
+        shares = [v for k, vs in run.values.items() if k.endswith(suffix) for v in vs]
+        busy = [v for v in shares if v > BUSY_ELSEWHERE]
+        if busy:
+            found.append(f"{len(busy)} of the {len(shares)} {what} (up to {max(busy):.0f} %)")
+    if not found:
         return []
     return [
         f"Processes outside this run used more than {BUSY_ELSEWHERE:.0f} % of one core "
-        f"during {len(busy)} of the {len(shares)} batched ingest loads (up to "
-        f"{max(busy):.0f} %): those repetitions are slower than on a quiet machine."
+        f"during {', '.join(found)}: those measurements are slower than on a quiet machine "
+        "(the CPU per event is the least affected figure)."
     ]
 
 
@@ -1246,24 +1281,33 @@ def where_the_time_goes(run: Run) -> list[str]:
         f"{number(run.median('distributed.idle_share'))} % of one core (workers' fetches, "
         f"the API instances' refresh every 2 s, PostgreSQL, Redis pings).",
     ]
-    waited = run.median("broker.delivered_500")
-    short = run.median("broker.delivered_10")
+    default_wait, short_wait = AIOKAFKA_FETCH_WAIT_MS, SHORT_FETCH_WAIT_MS
+    workers_wait = round(run.median("broker.workers_wait"))
+    waited = run.median(f"broker.delivered_{default_wait}")
+    short = run.median(f"broker.delivered_{short_wait}")
     if "distributed.unloaded_p50" in run.values and not math.isnan(waited):
+        workers = (
+            " (the workers' setting)"
+            if workers_wait == default_wait
+            else f", {number(run.median(f'broker.delivered_{workers_wait}'))} ms with the "
+            f"workers' {workers_wait} (`event_log.kafka.fetch_max_wait_ms`)"
+        )
         text = (
             f"- Feedback→visible crosses the producer (5 ms linger), the broker, a worker's "
             f"fetch, its PostgreSQL commit and a Redis invalidation before the API reads the "
             f"new state: {number(run.median('distributed.unloaded_p50'))} ms at the median "
             f"unloaded (embedded: {number(run.median('embedded.unloaded_p50'))} ms). Measured "
             f"alone, one message at a time, the broker acknowledged a message in "
-            f"{number(run.median('broker.ack_500'))} ms and delivered it to a consumer in "
-            f"{number(waited)} ms with aiokafka's default `fetch_max_wait_ms` of 500 (the "
-            f"workers' setting), {number(short)} ms with 10."
+            f"{number(run.median(f'broker.ack_{default_wait}'))} ms and delivered it to a "
+            f"consumer in {number(waited)} ms with aiokafka's default `fetch_max_wait_ms` of "
+            f"{default_wait}{workers}, {number(short)} ms with {short_wait}."
         )
         if waited - short > 50:
             text += (
                 " Tansu answers a waiting fetch when that wait expires, not when a message "
-                "arrives, so most of the distributed latency is the broker's; Kafka answers "
-                "as soon as `fetch.min.bytes` (1) are there."
+                "arrives (Kafka answers as soon as `fetch.min.bytes`, 1 by default, are "
+                "there), so on Tansu the workers' fetch wait is a large part of the "
+                "distributed latency."
             )
         lines.append(text)
     return lines
@@ -1362,15 +1406,15 @@ def _server_version(command: str, name: str) -> str:
     return f"{name} {found.group(1)}" if found else f"{name} (version unknown)"
 
 
-def section(run: Run, command: str, when: datetime | None = None) -> str:
-    when = when or datetime.now(UTC)
+def section(run: Run, command: str) -> str:
+    when = run.started_at
     o = run.options
     return "\n".join(
         [
             SECTION,
             "",
             f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (`make bench-distributed`), "
-            f"on {revision()}: median of {o.repeat} repetition{'s' if o.repeat != 1 else ''}, "
+            f"on {run.revision}: median of {o.repeat} repetition{'s' if o.repeat != 1 else ''}, "
             f"{o.duration:g} s per timed load, {o.clients} clients for batches, {o.samples} "
             "feedback→visible samples per load level and repetition.",
             "",

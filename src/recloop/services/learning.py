@@ -483,7 +483,9 @@ class LearningService:
         impressions = await self._store.get_impressions(since, until)
         progress(f"joining {len(impressions)} impressions with their clicks")
         feedback = await self._log.read_feedback_of([i.impression_id for i in impressions])
-        data = build_training_data(impressions, feedback, window)
+        # The join is plain Python over every impression: in a thread, so the event loop
+        # keeps its turns (it held requests for ~0.7 s at 30,000 impressions).
+        data = await asyncio.to_thread(build_training_data, impressions, feedback, window)
         records = await self._store.get_models()
         last_end = max((r.window_end for r in records), default=-math.inf)
         new = sum(1 for t in data.timestamps if t >= last_end)
