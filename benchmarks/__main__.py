@@ -7,6 +7,7 @@ import shlex
 import sys
 from typing import Final
 
+from benchmarks.args import count, positive
 from benchmarks.processes import LoadProcessError
 from benchmarks.report import DOC, results_section, table, write_doc
 from benchmarks.servers import ServerError
@@ -15,20 +16,6 @@ from benchmarks.wrk import WrkError
 
 QUICK: Final = Options(duration=3.0, repeat=1, samples=50)
 FULL: Final = Options()
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: list[str]) -> tuple[Options, bool]:
@@ -44,17 +31,17 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
         f"{QUICK.samples} latency samples",
     )
     parser.add_argument(
-        "--duration", type=_positive, help=f"seconds per timed load ({FULL.duration:.0f})"
+        "--duration", type=positive, help=f"seconds per timed load ({FULL.duration:.0f})"
     )
     parser.add_argument(
-        "--repeat", type=_count, help=f"repetitions; medians are quoted ({FULL.repeat})"
+        "--repeat", type=count, help=f"repetitions; medians are quoted ({FULL.repeat})"
     )
     parser.add_argument(
-        "--samples", type=_count, help=f"feedback→visible samples per load level ({FULL.samples})"
+        "--samples", type=count, help=f"feedback→visible samples per load level ({FULL.samples})"
     )
     parser.add_argument(
         "--clients",
-        type=_count,
+        type=count,
         default=FULL.clients,
         help="concurrent connections posting batches",
     )

@@ -53,6 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from benchmarks.args import count, positive
 from benchmarks.client import HOST, Connection
 from benchmarks.loadgen import (
     AppliedLoad,
@@ -66,7 +67,7 @@ from benchmarks.loadgen import (
     visibility_probe,
 )
 from benchmarks.processes import LoadProcess, LoadProcessError, run_in_process
-from benchmarks.report import DOC, MARKER, number, revision
+from benchmarks.report import DOC, number, revision, write_section
 from benchmarks.servers import (
     RECLOOP_ENV,
     ROOT,
@@ -1494,47 +1495,7 @@ def section(run: Run, command: str) -> str:
     )
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace the ``## Distributed deployment`` section of ``path`` with ``text`` (up to the
-    next ``## `` heading or the suite's results marker), or insert it before that marker,
-    where ``python -m benchmarks --write`` leaves it alone."""
-    doc = path.read_text() if path.exists() else ""
-    lines = doc.splitlines(keepends=True)
-    block = text.rstrip("\n") + "\n\n"
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION]
-    if starts:
-        start = starts[0]
-        end = next(
-            (
-                i
-                for i in range(start + 1, len(lines))
-                if lines[i].startswith("## ") or lines[i].startswith(MARKER)
-            ),
-            len(lines),
-        )
-    else:
-        start = end = next((i for i, line in enumerate(lines) if line.startswith(MARKER)), None)
-        if start is None:
-            path.write_text(doc.rstrip("\n") + "\n\n" + block)
-            return
-    path.write_text("".join(lines[:start]) + block + "".join(lines[end:]))
-
-
 # -- the command ---------------------------------------------------------------------
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: list[str]) -> tuple[Options, bool]:
@@ -1546,25 +1507,25 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     )
     parser.add_argument(
         "--duration",
-        type=_positive,
+        type=positive,
         default=default.duration,
         help=f"seconds per timed load ({default.duration:g})",
     )
     parser.add_argument(
         "--repeat",
-        type=_count,
+        type=count,
         default=default.repeat,
         help=f"repetitions; medians are quoted ({default.repeat})",
     )
     parser.add_argument(
         "--samples",
-        type=_count,
+        type=count,
         default=default.samples,
         help=f"feedback→visible samples per load level and deployment ({default.samples})",
     )
     parser.add_argument(
         "--clients",
-        type=_count,
+        type=count,
         default=default.clients,
         help=f"concurrent connections posting batches ({default.clients})",
     )
@@ -1605,7 +1566,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(run, command)
     print(text)
     if write:
-        write_section(text)
+        write_section(text, SECTION)
         print(f"section '{SECTION[3:]}' written to {DOC}", file=sys.stderr)
     return 0
 

@@ -52,10 +52,11 @@ from typing import Any, Final
 
 import orjson
 
+from benchmarks.args import count
 from benchmarks.client import Connection, Response
 from benchmarks.loadgen import _run
 from benchmarks.processes import LoadProcess, LoadProcessError, run_in_process
-from benchmarks.report import DOC, MARKER, number, revision
+from benchmarks.report import DOC, number, revision, write_section
 from benchmarks.servers import ROOT, Server, ServerError, recloop_server, wait_idle
 from benchmarks.stats import median, percentile
 from benchmarks.workload import ALGORITHMS, API, FEEDBACK, ITEMS, rank_path, strategy_path
@@ -994,39 +995,7 @@ def section(run: Run, command: str, when: datetime | None = None) -> str:
     )
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace this benchmark's section of ``path`` (up to the next ``## `` heading or the
-    suite's results marker) with ``text``, or insert it just before that marker."""
-    doc = path.read_text() if path.exists() else ""
-    lines = doc.splitlines(keepends=True)
-    block = text.rstrip("\n") + "\n\n"
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == SECTION]
-    if starts:
-        start = starts[0]
-        end = next(
-            (
-                i
-                for i in range(start + 1, len(lines))
-                if lines[i].startswith("## ") or lines[i].startswith(MARKER)
-            ),
-            len(lines),
-        )
-    else:
-        start = end = next((i for i, line in enumerate(lines) if line.startswith(MARKER)), None)
-        if start is None:
-            path.write_text(doc.rstrip("\n") + "\n\n" + block)
-            return
-    path.write_text("".join(lines[:start]) + block + "".join(lines[end:]))
-
-
 # -- the command ---------------------------------------------------------------------
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def parse_args(argv: list[str]) -> tuple[Options, bool]:
@@ -1037,19 +1006,19 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     )
     parser.add_argument(
         "--impressions",
-        type=_count,
+        type=count,
         default=default.impressions,
         help=f"impressions logged before the first training run ({default.impressions:,})",
     )
     parser.add_argument(
         "--repeat",
-        type=_count,
+        type=count,
         default=default.repeat,
         help=f"repetitions; medians are quoted ({default.repeat})",
     )
     parser.add_argument(
         "--requests",
-        type=_count,
+        type=count,
         default=default.requests,
         help=f"requests of each idle phase ({default.requests:,})",
     )
@@ -1078,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(run, command)
     print(text)
     if write:
-        write_section(text)
+        write_section(text, SECTION)
         print(f"section '{SECTION[3:]}' written to {DOC}", file=sys.stderr)
     return 0
 

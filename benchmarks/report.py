@@ -143,3 +143,32 @@ def write_doc(section: str, path: Path = DOC) -> None:
     if not found:
         head = text.rstrip() + "\n\n" if text.strip() else ""
     path.write_text(f"{head}{MARKER}\n\n{section}")
+
+
+def write_section(text: str, heading: str, path: Path = DOC) -> None:
+    """Replace the section under ``heading`` in ``path`` (up to the next ``## `` heading or
+    the suite's results marker) with ``text``, or insert it just before that marker, where
+    ``python -m benchmarks --write`` leaves it alone."""
+    doc = path.read_text() if path.exists() else ""
+    lines = doc.splitlines(keepends=True)
+    block = text.rstrip("\n") + "\n\n"
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == heading]
+    if starts:
+        start = starts[0]
+        end = next(
+            (
+                i
+                for i in range(start + 1, len(lines))
+                if lines[i].startswith("## ") or lines[i].startswith(MARKER)
+            ),
+            len(lines),
+        )
+    else:
+        start = end = next((i for i, line in enumerate(lines) if line.startswith(MARKER)), None)
+        if start is None:
+            path.write_text(doc.rstrip("\n") + "\n\n" + block)
+            return
+    path.write_text("".join(lines[:start]) + block + "".join(lines[end:]))
+
+
+# -- the command ---------------------------------------------------------------------
