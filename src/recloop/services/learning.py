@@ -40,7 +40,6 @@ from recloop.core.features import (
     ContextFeatures,
     ItemFeatures,
     UserFeatures,
-    at_position,
     combine,
     context_part,
     hashed_attributes,
@@ -63,7 +62,13 @@ from recloop.learning.deployment import (
     slot_of,
 )
 from recloop.learning.learner import ArtifactError, Model, load_model
-from recloop.learning.training import Champion, Outcome, build_training_data, train
+from recloop.learning.training import (
+    Champion,
+    Outcome,
+    TrainingData,
+    build_training_data,
+    train,
+)
 from recloop.learning.validation import Gate
 from recloop.ports import EventLog, Impression, ModelRecord, StateStore, TrainingJob
 
@@ -246,10 +251,6 @@ class LearningService:
     def predict(model: Model, rows: Sequence[Mapping[str, float]]) -> list[float]:
         """The model's click probabilities for rows (columns aligned to the model's own)."""
         return [float(p) for p in model.predict(to_matrix(rows, model.feature_names))]
-
-    @staticmethod
-    def shown_at(row: Mapping[str, float], position: int) -> dict[str, float]:
-        return at_position(row, position)
 
     # -- registry and deployment -------------------------------------------------------
 
@@ -537,7 +538,9 @@ class LearningService:
         record, data = found
         return Champion(record.kind, data, record.sha256, version)
 
-    async def _in_process(self, data: Any, champion: Champion | None, gate: Gate) -> Outcome:
+    async def _in_process(
+        self, data: TrainingData, champion: Champion | None, gate: Gate
+    ) -> Outcome:
         """Train in a separate process: the event loop keeps serving meanwhile."""
         c = self._config
         context = multiprocessing.get_context("spawn")
