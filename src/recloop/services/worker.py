@@ -43,11 +43,10 @@ from recloop.adapters.kafka.log import KafkaBatch, KafkaConfig, KafkaEventLog, K
 from recloop.core.errors import Unavailable
 from recloop.core.events import Event
 from recloop.ports import StateStore
+from recloop.resilience import retry_forever
 from recloop.services.feedback import Processor
 
 log = logging.getLogger(__name__)
-
-_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 class Archive(Protocol):
@@ -164,7 +163,7 @@ class Worker:
         if blocked:
             events = [e for e in events if not self._processor.blocks(e)]
             self.blocked += len(blocked)
-        first_seen = await _retrying(self._archive.archive, events) if events else []
+        first_seen = await retry_forever("archive", self._archive.archive, events) if events else []
         # Per partition in offset order: runs of fresh events are dispatched, the rest
         # (duplicates, erased users' events, undecodable messages) are marked done in
         # their turn.
@@ -176,7 +175,7 @@ class Worker:
         for u in batch.undecodable:
             tracker = owned.get(u.position.partition)
             if tracker is not None and u.position.offset + 1 > tracker.last_begun:
-                await _retrying(self._dlq.dead_letter, u, u.reason)
+                await retry_forever("dead_letter", self._dlq.dead_letter, u, u.reason)
                 messages.append((u.position.partition, u.position.offset + 1, None))
                 self.undecodable += 1
         messages.sort(key=lambda m: (m[0], m[1]))
@@ -223,7 +222,7 @@ class Worker:
 
     async def _on_assigned(self, partitions: frozenset[int]) -> None:
         async with self._lock:
-            stored = await _retrying(self._store.get_positions)
+            stored = await retry_forever("get_positions", self._store.get_positions)
             positions = {p: stored.get(p, 0) for p in partitions}
             self._processor.assign(positions)
             self._source.seek(positions)
@@ -238,17 +237,3 @@ class Worker:
             await self._source.commit({p: o for p, o in positions.items() if o > 0})
         except Unavailable as exc:
             log.info("offset commit on revoke skipped: %s", exc)
-
-
-async def _retrying(fn: Callable[..., Any], *args: Any) -> Any:
-    """Storage and broker errors are retried with backoff: nothing taken is dropped."""
-    for attempt in range(10_000):
-        try:
-            return await fn(*args)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
-            log.warning("%s failed, retrying in %.2fs: %s", fn.__qualname__, delay, exc)
-            await asyncio.sleep(delay)
-    raise RuntimeError("unreachable")
