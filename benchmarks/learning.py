@@ -902,13 +902,12 @@ def explanation(run: Run) -> list[str]:
         f"- *While the server itself worked on the job*, rank's P99 was {number(server99)} ms "
         f"({number(_ratio(server99, idle99))} times idle; "
         f"{number(run.median('server_side.requests'))} requests of the three kinds in that "
-        "time, so close to the slowest): reading the "
-        "impressions (SQLAlchemy builds the rows and decodes their features on the event "
-        "loop) and building the examples run on the event loop that serves requests, the "
-        "pickling runs in a thread that holds the interpreter lock, and leaving the "
-        "`with ProcessPoolExecutor` block of `LearningService._in_process` waits, on the "
-        "event loop, for the training process to exit. Every request in flight waits "
-        "until the loop is free again.",
+        "time, so close to the slowest). Reading the impressions runs on the event loop "
+        "that serves requests (SQLAlchemy builds the rows and decodes their logged "
+        "features there); joining them with their clicks and pickling the examples for "
+        "the training process run in threads, which take turns with the event loop for "
+        "the interpreter lock. Every request in flight waits until the loop is free "
+        "again.",
         f"- *training ÷ idle* is the slowdown of a percentile over the whole job: 1 means "
         f"serving did not notice the training run. For rank with 100 candidates it was "
         f"{number(whole[50])} at P50 and {number(whole[99])} at P99. The loads are closed "
@@ -956,8 +955,8 @@ def section(run: Run, command: str, when: datetime | None = None) -> str:
             "item's tier (top-slot click probability 0.35, 0.12 or 0.03, 1.2 times as much "
             "on mobile, divided by 1 + position lower down) and posted with the impression's "
             f"id, from {FILL_CONNECTIONS} connections: {filled}. The measured `rank` requests log "
-            "impressions too (without clicks), so each training run has more examples than "
-            "the one before.",
+            "impressions too (and their clicks, see below), so each training run has more "
+            "examples than the one before.",
             f"- *The load*: `POST /users/{{u}}/rank` with 20 candidates, with 100 candidates "
             f"(`k = {SHOWN}`, a device; {RANK_BODIES} lists of each size in turn), and "
             f"`GET /users/{{u}}/strategy`, in turn, for random users of the {USERS:,}, "

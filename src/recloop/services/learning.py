@@ -545,10 +545,14 @@ class LearningService:
         c = self._config
         context = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        try:
             return await loop.run_in_executor(
                 pool, train, data, champion, gate, c.holdout_fraction, c.learner, c.alpha
             )
+        finally:
+            # Waiting for the process to exit blocks: not on the event loop.
+            await asyncio.to_thread(pool.shutdown)
 
     async def _schedule_loop(self) -> None:
         schedule = croniter(self._config.retrain_schedule, self._clock())
