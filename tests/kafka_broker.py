@@ -76,9 +76,11 @@ class TansuBroker:
             binary = _find_binary()
         except RuntimeError as exc:
             return str(exc)
-        url = f"tcp://{self.bootstrap}"
-        self.command = [binary, "broker", "--listener-url", url]
-        self.command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        # It listens on its own port and tells clients ``bootstrap`` (the same address,
+        # unless a proxy stands in front: :class:`ProxiedTansu`).
+        self.command = [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}"]
+        self.command += ["--advertised-listener-url", f"tcp://{self.bootstrap}"]
+        self.command += ["--storage-engine", "memory://tansu/"]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
@@ -162,30 +164,6 @@ class ProxiedTansu(TansuBroker):
         super().__init__(log_path)
         self.port = proxy.target_port
         self.bootstrap = proxy.address  # what clients are given, here and in metadata
-
-    def start(self) -> str | None:
-        """As :meth:`TansuBroker.start`, with the listener and the advertised address apart."""
-        try:
-            binary = _find_binary()
-        except RuntimeError as exc:
-            return str(exc)
-        self.command = [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}"]
-        self.command += ["--advertised-listener-url", f"tcp://{self.bootstrap}"]
-        self.command += ["--storage-engine", "memory://tansu/"]
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return f"{self._shown()} exited with {self.proc.returncode}: {self._log_tail()}"
-            try:
-                _run(_answers_metadata(self.bootstrap))
-                return None
-            except (KafkaError, OSError) as exc:
-                last_error = repr(exc)
-            time.sleep(0.05)
-        return f"{self._shown()} gave no metadata answer ({last_error}): {self._log_tail()}"
 
 
 @pytest.fixture(scope="module")
