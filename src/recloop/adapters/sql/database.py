@@ -102,18 +102,9 @@ class SqlDatabase:
         assert self._write_lock is not None
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._enter()
-        try:
-            async with self._write_lock:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._writer, self._transaction, fn)
-        except BaseException as exc:
-            error = self._failed(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        self.breaker.success()
-        return result
+        async with self._guarded(), self._write_lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, self._transaction, fn)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._raw_write is None:
@@ -132,17 +123,9 @@ class SqlDatabase:
         """SQLite: ``fn(conn)`` in the reader thread (WAL: readers never wait for the writer)."""
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        self._enter()
-        try:
+        async with self._guarded():
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._reader, self._read, fn)
-        except BaseException as exc:
-            error = self._failed(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        self.breaker.success()
-        return result
+            return await loop.run_in_executor(self._reader, self._read, fn)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._raw_read is None:
@@ -152,27 +135,25 @@ class SqlDatabase:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction that commits on exit, rolls back on error."""
-        self._enter()
-        try:
+        async with self._guarded():
             if self._write_lock is None:
                 async with self.engine.begin() as conn:
                     yield conn
             else:
                 async with self._write_lock, self.engine.begin() as conn:
                     yield conn
-        except BaseException as exc:
-            error = self._failed(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        self.breaker.success()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._guarded(), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """The breaker around one call: refused while it is open, told how the call went."""
         self._enter()
         try:
-            async with self.engine.connect() as conn:
-                yield conn
+            yield
         except BaseException as exc:
             error = self._failed(exc)
             if error is exc:
