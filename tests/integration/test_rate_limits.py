@@ -62,7 +62,7 @@ async def test_refused_events_consume_no_quota(app: Running) -> None:
     # the day limit (5) has seen only the 3 admitted, so after the minute passes two remain
     limits = app.container.ingest.limits
     assert limits is not None
-    stats = limits._local.get_window_stats(limits._classes["explicit"][1], "explicit", "q")
+    stats = limits._local.get_window_stats(limits._classes["explicit"][1].item, "explicit", "q")
     assert stats.remaining == 2
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from structlog.contextvars import get_contextvars
 
 from recloop.core.errors import InvalidInput
-from recloop.core.events import Event, check_event, is_explicit
+from recloop.core.events import EXPLICIT_TYPES, Event, check_event
 from recloop.core.ids import uuid7
 from recloop.services.batching import GroupCommit
 from recloop.services.guard import GuardService
@@ -157,17 +157,30 @@ class IngestService:
         for i, event in pending[admission.admitted :]:
             outcomes[i] = _limited(event, admission, f"API key {principal!r}")
         pending = pending[: admission.admitted]
-        groups: dict[tuple[str, str], list[tuple[int, Event]]] = {}
+        explicit: dict[str, list[tuple[int, Event]]] = {}
+        implicit: dict[str, list[tuple[int, Event]]] = {}
         for entry in pending:
             event = entry[1]
-            action = "explicit" if is_explicit(event.type) else "implicit"
-            groups.setdefault((action, event.user_id), []).append(entry)
+            group = explicit if event.type in EXPLICIT_TYPES else implicit
+            members = group.get(event.user_id)
+            if members is None:
+                group[event.user_id] = [entry]
+            else:
+                members.append(entry)
         refused: set[int] = set()
-        for (action, user_id), members in groups.items():
-            admission = await self._limits.admit(action, user_id, len(members))
-            for i, event in members[admission.admitted :]:
-                outcomes[i] = _limited(event, admission, f"{action} events of user {user_id!r}")
-                refused.add(i)
+        for action, users in (("explicit", explicit), ("implicit", implicit)):
+            asks = [(user_id, len(members)) for user_id, members in users.items()]
+            short = await self._limits.admit_many(action, asks)
+            if not short:
+                continue
+            held = list(users.items())
+            for n, cut in short.items():
+                user_id, members = held[n]
+                for i, event in members[cut.admitted :]:
+                    outcomes[i] = _limited(event, cut, f"{action} events of user {user_id!r}")
+                    refused.add(i)
+        if not refused:
+            return pending
         return [entry for entry in pending if entry[0] not in refused]
 
 

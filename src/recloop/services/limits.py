@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, WindowStats, parse_many
 from limits import strategies as sync_strategies
 from limits.aio import strategies as aio_strategies
 from limits.storage import MemoryStorage, storage_from_string
@@ -40,32 +41,94 @@ from recloop.core.breaker import CircuitBreaker
 log = logging.getLogger(__name__)
 
 
-class _LazySweepMemoryStorage(MemoryStorage):
-    """``limits``' in-process storage, sweeping expired keys every few seconds.
+class _LoopMemoryStorage(MemoryStorage):
+    """``limits``' in-process storage, confined to one event loop.
 
-    Upstream schedules a sweep of *every* key 10 ms after each increment, on a
-    timer thread; with a key per user that is O(users) work a hundred times a
-    second, contending for the interpreter lock with the event loop (measured:
-    it more than doubled the CPU per ingested event). Reads already drop an
-    expired key when they meet it (``MemoryStorage.get``), so the sweep only
-    reclaims the memory of idle keys and can run rarely.
+    The sliding-window counter itself stays upstream's
+    (``MemoryStorage.acquire_sliding_window_entry`` and ``get_sliding_window``);
+    only the counter map under it changes:
+
+    - No locks. Upstream takes a per-key ``RLock`` (created for every new key)
+      because its expiry sweep runs on a timer thread. Here every call comes
+      from the event loop, so nothing runs concurrently.
+    - No timer thread. Upstream schedules a sweep of *every* key 10 ms after
+      each increment: with a key per user that is O(users) work a hundred
+      times a second, contending for the interpreter lock with the event loop
+      (measured: it more than doubled the CPU per ingested event). Here each
+      key is queued once, when its window opens, in a FIFO per expiry (a key's
+      expiry is fixed when it is created, so each FIFO is ordered), and every
+      increment drops the few expired keys at the queues' heads: O(1)
+      amortised, on the loop.
+
+    Measured on the ingest workload (20,000 users): 4.6 µs per hit against
+    8.0 for upstream's storage (with its sweep slowed to every 5 s).
+    Moving-window entries (``acquire_entry``) are not used by recloop and keep
+    upstream's locked implementation.
     """
 
-    sweep_seconds = 5.0
+    def __init__(self) -> None:
+        super().__init__()
+        self.timer.cancel()  # upstream starts its sweep thread in __init__
+        self.timer.join()
+        self._queues: dict[float, deque[tuple[float, str]]] = {}
 
-    def _MemoryStorage__schedule_expiry(self) -> None:  # overrides upstream's private hook
-        if not self.timer.is_alive():
-            sweep = getattr(self, "_MemoryStorage__expire_events")  # noqa: B009 (private upstream)
-            self.timer = threading.Timer(self.sweep_seconds, sweep)
-            self.timer.daemon = True
-            self.timer.start()
+    def get(self, key: str) -> int:
+        expires = self.expirations.get(key)
+        if expires is None:
+            return 0
+        if expires <= time.time():
+            self._drop(key)
+            return 0
+        return self.storage[key]
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        self._sweep(now)
+        expires = self.expirations.get(key)
+        if expires is None or expires <= now:
+            self.storage[key] = amount
+            self.expirations[key] = now + expiry
+            queue = self._queues.get(expiry)
+            if queue is None:
+                queue = self._queues[expiry] = deque()
+            queue.append((now + expiry, key))
+            return amount
+        count = self.storage[key] = self.storage[key] + amount
+        return count
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        if self.get(key) == 0:
+            return 0
+        count = self.storage[key] = max(self.storage[key] - amount, 0)
+        return count
+
+    def get_expiry(self, key: str) -> float:
+        return self.expirations.get(key, time.time())
+
+    def clear(self, key: str) -> None:
+        self._drop(key)
+        self.events.pop(key, None)
+
+    def _drop(self, key: str) -> None:
+        self.storage.pop(key, None)
+        self.expirations.pop(key, None)
+        self.locks.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        for queue in self._queues.values():
+            while queue and queue[0][0] <= now:
+                expires, key = queue.popleft()
+                if self.expirations.get(key) == expires:  # not re-created since
+                    self._drop(key)
 
 
-# ``Storage.__init_subclass__`` wraps these methods in an error translator on every
-# subclass, so a subclass of MemoryStorage would translate twice per call (measured:
-# ~15 % of a hit). Keep upstream's single wrapping.
-for _name in ("incr", "get", "get_expiry", "check", "reset", "clear"):
-    setattr(_LazySweepMemoryStorage, _name, MemoryStorage.__dict__[_name])
+# ``Storage.__init_subclass__`` wraps a storage's methods in an error translator on
+# every subclass, so upstream's own methods come wrapped twice here (measured: ~15 % of a
+# hit per layer). In-process counters raise nothing to translate, and the storage is
+# built without ``wrap_exceptions``: use the plain functions.
+for _name, _method in list(vars(_LoopMemoryStorage).items()):
+    if callable(_method) and hasattr(_method, "__wrapped__"):
+        setattr(_LoopMemoryStorage, _name, inspect.unwrap(_method))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +140,37 @@ class Admission:
     reset_at: float | None = None
 
 
-async def _value(result: Any) -> Any:
-    return await result if inspect.isawaitable(result) else result
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    """One limit of one class, with its storage key split around the identity.
+
+    A hit is what ``SlidingWindowCounterRateLimiter.hit(item, action, identity)`` does,
+    ``storage.acquire_sliding_window_entry(key, amount, expiry, cost)``, without building
+    the key anew from its parts each time (a third of a hit's time in process).
+    """
+
+    item: RateLimitItem
+    prefix: str
+    suffix: str
+    amount: int
+    expiry: int
+
+    @classmethod
+    def of(cls, item: RateLimitItem, action: str) -> _Limit:
+        """``item.key_for(action, identity) == prefix + identity + suffix`` for every str
+        identity (limits inserts a str identifier verbatim)."""
+        prefix, suffix = item.key_for(action, "\x00").split("\x00")
+        return cls(item, prefix, suffix, item.amount, item.get_expiry())
 
 
-async def _hit(lim: Any, item: RateLimitItem, action: str, identity: str, cost: int) -> bool:
-    """``lim.hit``, sync (in-process storage) or async (shared storage)."""
-    hit = lim.hit(item, action, identity, cost=cost)
-    return hit if hit.__class__ is bool else await hit
+def _refusal(
+    windows: Sequence[tuple[WindowStats, _Limit]], refused_at: int, count: int
+) -> Admission:
+    """Refused by the limit at ``refused_at``: admit what every limit from there on still
+    has room for (those before it admitted all ``count`` and were charged for it)."""
+    window, tightest = min(windows[refused_at:], key=lambda w: w[0].remaining)
+    allowed = max(0, min(window.remaining, count))
+    return Admission(allowed, str(tightest.item), window.reset_time)
 
 
 class RateLimits:
@@ -99,10 +185,12 @@ class RateLimits:
     ) -> None:
         """``breaker`` guards the shared storage (default: a ``rate_limits`` breaker with
         the default settings); it is unused with ``memory://``."""
-        self._classes: dict[str, Sequence[RateLimitItem]] = {
-            name: parse_many(spec) for name, spec in classes.items()
+        self._classes: dict[str, Sequence[_Limit]] = {
+            name: [_Limit.of(item, name) for item in parse_many(spec)]
+            for name, spec in classes.items()
         }
-        self._local = sync_strategies.SlidingWindowCounterRateLimiter(_LazySweepMemoryStorage())
+        self._local_storage = _LoopMemoryStorage()
+        self._local = sync_strategies.SlidingWindowCounterRateLimiter(self._local_storage)
         self._shared: aio_strategies.SlidingWindowCounterRateLimiter | None = None
         self._backend: Any = None
         if storage != "memory://":
@@ -134,10 +222,28 @@ class RateLimits:
 
     async def admit(self, action: str, identity: str, count: int) -> Admission:
         """Admit up to ``count`` units of ``action`` for ``identity``; count what is admitted."""
+        return (await self.admit_many(action, [(identity, count)])).get(0, Admission(count))
+
+    async def admit_many(
+        self, action: str, asks: Sequence[tuple[str, int]]
+    ) -> dict[int, Admission]:
+        """:meth:`admit` for each ``(identity, count)``, in order; what was not admitted in
+        full, by the ask's index (the common case, all admitted, builds nothing).
+
+        In process, one synchronous pass; shared, one storage call per limit and ask.
+        If the shared storage fails midway, every ask is counted in process (the asks
+        it had admitted stay charged there too).
+        """
         shared = self._shared
+        if not asks:
+            return {}  # no call: says nothing about the storage
         if shared is not None and self.breaker.allow():
             try:
-                admission = await self._admit(shared, action, identity, count)
+                short = {}
+                for n, (identity, count) in enumerate(asks):
+                    admission = await self._admit_shared(action, identity, count)
+                    if admission is not None:
+                        short[n] = admission
             except Exception as exc:  # the storage is down: keep serving, counted locally
                 self.breaker.failure()
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -152,8 +258,8 @@ class RateLimits:
                 if self._failing:
                     self._failing = False
                     log.info("rate-limit storage is back")
-                return admission
-        return await self._admit(self._local, action, identity, count)
+                return short
+        return self._admit_local(action, asks)
 
     async def forget(
         self, identity: str, actions: Sequence[str] = ("explicit", "implicit")
@@ -161,28 +267,51 @@ class RateLimits:
         """Delete ``identity``'s counters of ``actions`` (an erased user), here and in the
         shared storage (a failure there is logged: its keys expire with their windows)."""
         for action in actions:
-            for item in self._classes.get(action, ()):
-                self._local.clear(item, action, identity)
+            for limit in self._classes.get(action, ()):
+                self._local.clear(limit.item, action, identity)
                 if self._shared is not None:
                     try:
-                        await self._shared.clear(item, action, identity)
+                        await self._shared.clear(limit.item, action, identity)
                     except Exception as exc:
                         log.warning("rate-limit counters of an erased user not cleared: %s", exc)
 
-    async def _admit(self, lim: Any, action: str, identity: str, count: int) -> Admission:
-        items = self._classes[action]
-        charged = 0
-        for item in items:
-            if not await _hit(lim, item, action, identity, count):
-                break
-            charged += 1
-        else:
-            return Admission(count)
-        # Refused at items[charged]: admit what every limit still has room for.
-        stats = [(await _value(lim.get_window_stats(i, action, identity)), i) for i in items]
-        window, tightest = min(stats[charged:], key=lambda s: s[0].remaining)
-        allowed = max(0, min(window.remaining, count))
-        if allowed:
-            for item in items[charged:]:
-                await _hit(lim, item, action, identity, allowed)
-        return Admission(allowed, str(tightest), window.reset_time)
+    def _admit_local(self, action: str, asks: Sequence[tuple[str, int]]) -> dict[int, Admission]:
+        storage, limits, short = self._local_storage, self._classes[action], {}
+        for n, (identity, count) in enumerate(asks):
+            for refused_at, limit in enumerate(limits):
+                key = f"{limit.prefix}{identity}{limit.suffix}"
+                if not storage.acquire_sliding_window_entry(key, limit.amount, limit.expiry, count):
+                    short[n] = self._refuse_local(action, identity, count, refused_at)
+                    break
+        return short
+
+    def _refuse_local(self, action: str, identity: str, count: int, refused_at: int) -> Admission:
+        limits = self._classes[action]
+        windows = [
+            (self._local.get_window_stats(lim.item, action, identity), lim) for lim in limits
+        ]
+        admission = _refusal(windows, refused_at, count)
+        if admission.admitted:
+            for lim in limits[refused_at:]:
+                self._local.hit(lim.item, action, identity, cost=admission.admitted)
+        return admission
+
+    async def _admit_shared(self, action: str, identity: str, count: int) -> Admission | None:
+        """None: all ``count`` admitted."""
+        assert self._shared is not None
+        storage, limits = self._backend, self._classes[action]
+        for refused_at, limit in enumerate(limits):
+            key = f"{limit.prefix}{identity}{limit.suffix}"
+            if not await storage.acquire_sliding_window_entry(
+                key, limit.amount, limit.expiry, count
+            ):
+                windows = [
+                    (await self._shared.get_window_stats(lim.item, action, identity), lim)
+                    for lim in limits
+                ]
+                admission = _refusal(windows, refused_at, count)
+                if admission.admitted:
+                    for lim in limits[refused_at:]:
+                        await self._shared.hit(lim.item, action, identity, cost=admission.admitted)
+                return admission
+        return None
