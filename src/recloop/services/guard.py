@@ -103,29 +103,26 @@ class GuardService:
     async def observe(self, events: Sequence[Event]) -> None:
         """Take accepted events as evidence; judge users whose turn it is."""
         now = self._clock()
+        config, items, texts = self._config, self._items, self._texts
         due: list[str] = []
         for e in events:
             tracked = self._track(e.user_id)
+            activity = tracked.activity
             record_event(
-                tracked.activity,
-                self._items,
-                self._texts,
-                e.type,
-                e.item_id,
-                e.value,
-                e.timestamp,
-                e.text,
-                e.user_id,
+                activity, items, texts, e.type, e.item_id, e.value, e.timestamp, e.text, e.user_id
             )
             tracked.events_since_judged += 1
             new = tracked.events_since_judged
             if (
                 new >= tracked.next_after
                 or (
-                    new >= self._config.min_new_events
-                    and now - tracked.judged_at >= self._config.judge_every_seconds
+                    new >= config.min_new_events
+                    and now - tracked.judged_at >= config.judge_every_seconds
                 )
-                or hard_rule(tracked.activity, self._config.spam, now) is not None
+                or (
+                    activity.hard_rule_at is not None
+                    and hard_rule(activity, config.spam, now) is not None
+                )
             ):
                 due.append(e.user_id)
         changes = [r for user_id in dict.fromkeys(due) if (r := self._judge(user_id, now))]
