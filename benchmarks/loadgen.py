@@ -65,7 +65,9 @@ class BatchLoad:
     Without a ``rate`` each client sends its next batch as soon as the last
     one is answered (closed loop); with one, batches are sent on a fixed
     schedule of ``rate`` events/s shared by the clients, which fall behind it
-    (and report so) only if the server cannot keep up.
+    (and report so) only if the server cannot keep up. The events go to the
+    workload's users, or to users of their own under ``user_prefix`` (see
+    :class:`EventFactory`).
     """
 
     port: int
@@ -78,6 +80,7 @@ class BatchLoad:
     rate: float | None = None
     mix: Mix = MIXED
     seed: int = 0
+    user_prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,11 @@ class BatchResult:
     accepted: int
     duplicates: int
     rejected: int
+    """Invalid events."""
+    rate_limited: int
+    """Events over a rate limit (of the client or of their user)."""
+    blocked: int
+    """Events of users the guard has blocked."""
     failed_requests: int
     """Requests answered with another status than 202."""
     seconds: float
@@ -96,17 +104,23 @@ class BatchResult:
     def events_per_second(self) -> float:
         return self.accepted / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def refused(self) -> int:
+        """Valid events the guard turned away: rate-limited or blocked."""
+        return self.rate_limited + self.blocked
+
 
 def batch_load(spec: BatchLoad, stop: Event) -> BatchResult:
     return _run(_batch_load(spec, stop))
 
 
 async def _batch_load(spec: BatchLoad, stop: Event) -> BatchResult:
-    factory = EventFactory(spec.workload, spec.id_prefix, spec.mix, spec.seed)
+    factory = EventFactory(spec.workload, spec.id_prefix, spec.mix, spec.seed, spec.user_prefix)
     budget = spec.max_events if spec.max_events is not None else 2**62
     interval = spec.batch_size / spec.rate if spec.rate else 0.0
     slots = itertools.count()
-    totals = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+    counted = ("accepted", "duplicates", "rejected", "rate_limited", "blocked")
+    totals = dict.fromkeys(("requests", "failed", *counted), 0)
     latencies: list[float] = []
     start = time.perf_counter()
     deadline = start + spec.duration
@@ -132,9 +146,8 @@ async def _batch_load(spec: BatchLoad, stop: Event) -> BatchResult:
                     totals["failed"] += 1
                     continue
                 answer = response.json()
-                totals["accepted"] += answer["accepted"]
-                totals["duplicates"] += answer["duplicates"]
-                totals["rejected"] += answer["rejected"]
+                for key in counted:
+                    totals[key] += answer[key]
 
     await asyncio.gather(*(client() for _ in range(spec.clients)))
     return BatchResult(
@@ -142,6 +155,8 @@ async def _batch_load(spec: BatchLoad, stop: Event) -> BatchResult:
         accepted=totals["accepted"],
         duplicates=totals["duplicates"],
         rejected=totals["rejected"],
+        rate_limited=totals["rate_limited"],
+        blocked=totals["blocked"],
         failed_requests=totals["failed"],
         seconds=time.perf_counter() - start,
         latency=Latencies.of(latencies),

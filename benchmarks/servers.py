@@ -51,6 +51,9 @@ load comes from 127.0.0.1, one client standing in for many, and the limiter's co
 in the measurement. The per-user limits keep their defaults.
 """
 
+GUARD_OFF: Final = {"RECLOOP_SPAM__ENABLED": "false", "RECLOOP_RATE_LIMITS__ENABLED": "false"}
+"""The guard's two costly parts off (spam detection and rate limits): the baseline of its cost."""
+
 
 class ServerError(RuntimeError):
     """A server did not start, died, or did not settle in time."""
@@ -91,10 +94,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def recloop_server(workdir: Path, env: Mapping[str, str]) -> Iterator[Server]:
-    """``recloop serve`` with ``workdir`` as its working directory and ``env`` added."""
+def recloop_server(
+    workdir: Path, env: Mapping[str, str], name: str = "recloop"
+) -> Iterator[Server]:
+    """``recloop serve`` with ``workdir`` as its working directory and ``env`` added; ``name``
+    tells it from others in errors and names its log."""
     command = [str(Path(sys.executable).with_name("recloop")), "serve"]
-    with _serve("recloop", command, workdir, {**RECLOOP_ENV, **env}) as server:
+    with _serve(name, command, workdir, {**RECLOOP_ENV, **env}) as server:
         yield server
 
 

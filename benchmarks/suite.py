@@ -4,13 +4,16 @@ One run starts one ``recloop serve`` (fresh SQLite file) and one bare ceiling
 server, registers the workload's items, then runs each selected benchmark
 ``repeat`` times, waiting before each repetition until the server has
 applied everything it accepted. Before the first read-path benchmark it also
-gives the known readers their history and starts one experiment. Every load
-comes from another process.
+gives the known readers their history and starts one experiment; the first
+time the guard benchmark runs it starts two more ``recloop serve``, fresh,
+one with the guard and one with it off (the baseline). Every load comes from
+another process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
@@ -26,6 +29,7 @@ from typing import Final
 from benchmarks.loadgen import (
     AppliedLoad,
     BatchLoad,
+    BatchResult,
     ReplayLoad,
     SingleLoad,
     SingleResult,
@@ -39,6 +43,7 @@ from benchmarks.loadgen import (
 )
 from benchmarks.processes import LoadProcess, run_in_process
 from benchmarks.servers import (
+    GUARD_OFF,
     ROOT,
     Server,
     ServerError,
@@ -86,6 +91,8 @@ READ_PLAN_RATE: Final = 10_000
 """A read plan holds this many requests per second of load; a faster load replays it."""
 READ_EXPERIMENT: Final = "bench-read"
 """The experiment running during the read benchmarks (see ``workload.read_experiment``)."""
+GUARD_BUDGET: Final = 0.15
+"""Issue 5: the guard may slow the ingest hot path by at most this share."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,30 +164,47 @@ class Run:
         workload: Workload,
         workdir: Path,
         readers: Readers | None = None,
+        servers: contextlib.ExitStack | None = None,
     ) -> None:
         self.recloop = recloop
         self.bare = bare
         self.options = options
         self.workload = workload
         self.workdir = workdir
-        """Scratch space of this run (wrk's request plans)."""
+        """Scratch space of this run (wrk's request plans, the servers started on demand)."""
         self.readers = readers or Readers()
         self.notes: list[str] = []
+        self._servers = servers
+        """Where servers started on demand are entered; they stop when it closes."""
         self._ids = itertools.count(1)
+        self._turns: dict[str, int] = {}
         self._rank_bodies: tuple[bytes, ...] | None = None
         self._reads_prepared = False
+        self._guard_servers: tuple[Server, Server] | None = None
 
     def prefix(self, name: str) -> str:
         """A prefix for event ids or user ids that no earlier load of this run used."""
         return f"{name}{next(self._ids)}"
 
+    def turn(self, name: str) -> int:
+        """How many times ``name`` was asked for before (0, 1, 2, ...): e.g. to alternate."""
+        turn = self._turns.get(name, 0)
+        self._turns[name] = turn + 1
+        return turn
+
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
 
-    def check_batch(self, what: str, rejected: int, failed_requests: int) -> None:
-        if rejected or failed_requests:
-            self.note(f"{what}: {rejected} events rejected, {failed_requests} requests failed.")
+    def check_batch(self, what: str, result: BatchResult) -> None:
+        """Note events the server did not accept: invalid, refused by the guard, or in
+        failed requests."""
+        if result.rejected or result.refused or result.failed_requests:
+            self.note(
+                f"{what}: {result.rejected} events rejected, {result.rate_limited} "
+                f"rate-limited, {result.blocked} of blocked users, {result.failed_requests} "
+                "requests failed."
+            )
 
     @property
     def use_wrk(self) -> bool:
@@ -206,6 +230,32 @@ class Run:
             f"exposed to {READ_EXPERIMENT}"
         )
         self._reads_prepared = True
+
+    def guard_servers(self) -> tuple[Server, Server]:
+        """Once per run: two fresh ``recloop serve``, with the guard (defaults) and with its
+        costly parts off, each in a directory of its own with the workload's items. Fresh,
+        so that neither carries the history of the suite's other loads (the main server's
+        larger log and caches would count against the guard). Only the guard benchmark
+        needs them, so only it starts them (they stop when the run ends)."""
+        if self._guard_servers is not None:
+            return self._guard_servers
+        if self._servers is None:
+            raise ServerError("this run cannot start servers: it was given no ExitStack")
+        started = []
+        for name, extra in (("recloop-guard-on", {}), ("recloop-guard-off", GUARD_OFF)):
+            env = {**self.options.server_env, **extra}
+            server = self._servers.enter_context(recloop_server(self.workdir / name, env, name))
+            asyncio.run(register_items(server.port, self.workload))
+            _progress(f"{name} on port {server.port}")
+            started.append(server)
+        self.note(
+            "Guard on ÷ off: two fresh `recloop serve`, the baseline started with "
+            f"`{' '.join(f'{k}={v}' for k, v in GUARD_OFF.items())}` (and the same other "
+            "settings), loaded in turn, which goes first alternating; both get the same "
+            "events, each repetition on users no earlier load had."
+        )
+        self._guard_servers = (started[0], started[1])
+        return self._guard_servers
 
     def rank_bodies(self) -> tuple[bytes, ...]:
         """The candidate lists of ``POST /rank``, the same for every rank load of the run."""
@@ -312,19 +362,42 @@ SINGLE_EVENT = Benchmark(
 def _batched_ingest(run: Run) -> dict[str, float]:
     o, server = run.options, run.recloop
     spec = BatchLoad(server.port, run.workload, run.prefix("batch"), o.clients, duration=o.duration)
-    cpu = server.cpu_seconds()
-    result = run_in_process(batch_load, spec, "batch-load", timeout=o.duration + 120)
-    cpu_during_load = server.cpu_seconds() - cpu
-    run.check_batch("batched ingest", result.rejected, result.failed_requests)
-    backlog = asyncio.run(wait_idle(server.port))
+    ingest = _ingest(server, spec)
+    result = ingest.result
+    run.check_batch("batched ingest", result)
     return {
         "events_per_second": result.events_per_second,
         "request_p50": result.latency.p50,
         "request_p99": result.latency.p99,
-        "backlog": backlog,
-        "cpu_per_event": _micros_per(server.cpu_seconds() - cpu, result.accepted),
-        "cpu_share": 100.0 * cpu_during_load / result.seconds,
+        "backlog": ingest.backlog,
+        "cpu_per_event": ingest.cpu_per_event,
+        "cpu_share": 100.0 * ingest.cpu_during_load / result.seconds,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """A batched-ingest load, and the server CPU it cost: during the load, and in all once
+    the backlog it left is applied (seconds)."""
+
+    result: BatchResult
+    backlog: float
+    cpu_during_load: float
+    cpu: float
+
+    @property
+    def cpu_per_event(self) -> float:
+        """Server CPU per accepted event, µs, applying it included."""
+        return _micros_per(self.cpu, self.result.accepted)
+
+
+def _ingest(server: Server, spec: BatchLoad) -> Ingest:
+    """``spec`` posted to ``server``, then its backlog waited for."""
+    cpu = server.cpu_seconds()
+    result = run_in_process(batch_load, spec, "batch-load", timeout=spec.duration + 120)
+    cpu_during_load = server.cpu_seconds() - cpu
+    backlog = asyncio.run(wait_idle(server.port))
+    return Ingest(result, backlog, cpu_during_load, server.cpu_seconds() - cpu)
 
 
 BATCHED_INGEST = Benchmark(
@@ -342,6 +415,70 @@ BATCHED_INGEST = Benchmark(
 )
 
 
+# -- the guard's cost -----------------------------------------------------------------
+
+
+def _guard_cost(run: Run) -> dict[str, float]:
+    """The batched-ingest load against the guard-on and the guard-off server in turn,
+    the same events on both, each server idle before its load and its backlog counted.
+
+    Which server goes first alternates from one repetition to the next, so that a drift of
+    the machine favours neither, and the ratios are taken within a repetition, between the
+    two loads measured together. Each repetition's events go to users no earlier load had:
+    the guard judges users by their history, and past a few dozen events in minutes the
+    workload's uniformly random users look like spam; the guard would then hold or refuse
+    their events, and measure less work than the guard-off server does.
+    """
+    o = run.options
+    on, off = run.guard_servers()
+    prefix = run.prefix("guard")
+    measured: dict[str, Ingest] = {}
+    for server in (on, off) if run.turn("guard") % 2 == 0 else (off, on):
+        asyncio.run(wait_idle(server.port))
+        server.check_alive()
+        spec = BatchLoad(
+            server.port,
+            run.workload,
+            prefix,
+            o.clients,
+            duration=o.duration,
+            user_prefix=f"{prefix}-user",
+        )
+        measured[server.name] = _ingest(server, spec)
+        run.check_batch(f"guard, {server.name}", measured[server.name].result)
+    with_guard, without = measured[on.name], measured[off.name]
+    on_rate, off_rate = with_guard.result.events_per_second, without.result.events_per_second
+    return {
+        "on": on_rate,
+        "off": off_rate,
+        "ratio": _ratio(on_rate, off_rate),
+        "on_cpu": with_guard.cpu_per_event,
+        "off_cpu": without.cpu_per_event,
+        "cpu_ratio": _ratio(with_guard.cpu_per_event, without.cpu_per_event),
+        "refused": with_guard.result.refused + without.result.refused,
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+GUARD = Benchmark(
+    name="guard",
+    title="Guard on ÷ off, batched ingest",
+    metrics=(
+        Metric("on", "guard on (default), durable events/s"),
+        Metric("off", "guard off, durable events/s"),
+        Metric("ratio", "guard on ÷ off, events/s", at_least(1 - GUARD_BUDGET)),
+        Metric("on_cpu", "guard on, server CPU per event (accepted and applied), µs"),
+        Metric("off_cpu", "guard off, server CPU per event (accepted and applied), µs"),
+        Metric("cpu_ratio", "guard on ÷ off, CPU per event", at_most(1 + GUARD_BUDGET)),
+        Metric("refused", "events refused (rate-limited or blocked) per repetition"),
+    ),
+    run_once=_guard_cost,
+)
+
+
 # -- explicit events applied -----------------------------------------------------------
 
 
@@ -350,7 +487,7 @@ def _explicit_applied(run: Run) -> dict[str, float]:
     events = round(EXPLICIT_PER_SECOND_OF_DURATION * o.duration)
     spec = AppliedLoad(run.recloop.port, run.workload, run.prefix("explicit"), events, o.clients)
     result = run_in_process(applied_load, spec, "applied-load", timeout=spec.timeout + 60)
-    run.check_batch("explicit applied", result.ingest.rejected, result.ingest.failed_requests)
+    run.check_batch("explicit applied", result.ingest)
     return {
         "events_per_second": result.events_per_second,
         "ingest_events_per_second": result.ingest.events_per_second,
@@ -391,7 +528,7 @@ def _feedback_visible(run: Run) -> dict[str, float]:
         loaded = _probe(run)
         load.stop()
         achieved = load.result(timeout=60)
-    run.check_batch("background load", achieved.rejected, achieved.failed_requests)
+    run.check_batch("background load", achieved)
     return {
         "unloaded_p50": median(unloaded.latencies_ms),
         "unloaded_p95": percentile(unloaded.latencies_ms, 95),
@@ -554,6 +691,7 @@ BENCHMARKS: Final = {
     for b in (
         SINGLE_EVENT,
         BATCHED_INGEST,
+        GUARD,
         EXPLICIT_APPLIED,
         FEEDBACK_VISIBLE,
         WEIGHTS,
@@ -575,10 +713,11 @@ def run_suite(options: Options, workload: Workload | None = None) -> SuiteResult
         tempfile.TemporaryDirectory(prefix="run-", dir=WORKDIR) as tmp,
         recloop_server(Path(tmp) / "recloop", options.server_env) as recloop,
         bare_server(Path(tmp) / "bare") as bare,
+        contextlib.ExitStack() as on_demand,
     ):
         _progress(f"recloop on port {recloop.port}, ceiling on port {bare.port}, in {tmp}")
         asyncio.run(register_items(recloop.port, workload))
-        run = Run(recloop, bare, options, workload, Path(tmp))
+        run = Run(recloop, bare, options, workload, Path(tmp), servers=on_demand)
         results = tuple(_repeat(run, benchmark) for benchmark in selected)
     return SuiteResult(
         options=options,

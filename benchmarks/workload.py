@@ -94,11 +94,24 @@ class Workload:
 
 
 class EventFactory:
-    """Events of ``mix`` on random users and items, with ids unique under ``prefix``."""
+    """Events of ``mix`` on random users and items, with ids unique under ``prefix``.
 
-    def __init__(self, workload: Workload, prefix: str, mix: Mix = MIXED, seed: int = 0) -> None:
+    The users are the workload's (``Workload.user_id``), or with a ``user_prefix`` as many
+    users of their own, ``{user_prefix}-{n}``: the guard judges users by their history, so a
+    load that must not inherit what earlier loads did to the workload's users gets fresh ones.
+    """
+
+    def __init__(
+        self,
+        workload: Workload,
+        prefix: str,
+        mix: Mix = MIXED,
+        seed: int = 0,
+        user_prefix: str | None = None,
+    ) -> None:
         self._workload = workload
         self._prefix = prefix
+        self._user_prefix = user_prefix
         self._types = [t for t, _ in mix]
         self._weights = [w for _, w in mix]
         self._rng = random.Random(seed)
@@ -116,7 +129,7 @@ class EventFactory:
             self._count += 1
             event: dict[str, Any] = {
                 "event_id": f"{self._prefix}-{self._count}",
-                "user_id": w.user_id(rng.randrange(w.users)),
+                "user_id": self._user_id(rng.randrange(w.users)),
                 "item_id": w.item_id(rng.randrange(w.items)),
                 "type": event_type,
             }
@@ -128,6 +141,11 @@ class EventFactory:
     def body(self, size: int) -> bytes:
         """A ``POST /feedback`` body holding a batch of ``size`` events."""
         return orjson.dumps({"events": self.batch(size)})
+
+    def _user_id(self, n: int) -> str:
+        if self._user_prefix is None:
+            return self._workload.user_id(n)
+        return f"{self._user_prefix}-{n}"
 
 
 # -- the read path -------------------------------------------------------------------
