@@ -1,0 +1,127 @@
+"""Where the guard's time goes: each part of it alone, in process, on the batch workload.
+
+``python -m benchmarks.guard_parts`` builds the batched-ingest load's events
+(1,000-event batches of the mixed workload, 20,000 users) and times, per
+event, what the guard adds to ingest in the embedded deployment:
+
+- ``rate limits``: the per-key limit once per batch, then each user's class limits, as
+  ``IngestService`` asks them (one ``admit_many`` per class and batch);
+- ``spam evidence``: ``GuardService.observe`` (each event folded into its user's evidence,
+  users judged when their turn comes);
+- ``block and reliability look-ups``: ``GuardService.blocked`` at ingest and
+  ``GuardService.reliability`` when the event is applied.
+
+CPU time of this process (``time.process_time``), with the server's garbage-collector
+settings (``recloop serve`` raises the first threshold and freezes the start-up heap). The
+whole-server comparison, guard on against guard off, is ``python -m benchmarks --only
+guard``; this one says which part of the difference is which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from benchmarks.args import count
+from benchmarks.workload import EventFactory, Workload
+from recloop.adapters.memory.store import InMemoryStateStore
+from recloop.config import Settings
+from recloop.container import rate_limits
+from recloop.core.events import EXPLICIT_TYPES, Event
+from recloop.services.guard import GuardConfig, GuardService
+from recloop.services.limits import RateLimits
+
+
+def events(batches: int, size: int, seed: int) -> list[list[Event]]:
+    """``batches`` batches of the workload's events, a tenth of a second apart."""
+    factory = EventFactory(Workload(), "parts", seed=seed, user_prefix=f"parts{seed}")
+    now = time.time()
+    return [
+        [
+            Event(
+                event_id=f["event_id"],
+                user_id=f["user_id"],
+                item_id=f["item_id"],
+                type=f["type"],
+                timestamp=now + b * 0.1,
+                value=None if f.get("value") is None else float(f["value"]),
+            )
+            for f in factory.batch(size)
+        ]
+        for b in range(batches)
+    ]
+
+
+async def admit(limits: RateLimits, batch: Sequence[Event]) -> None:
+    """What ``IngestService`` asks the limits for one request."""
+    await limits.admit("key", "bench", len(batch))
+    explicit: dict[str, int] = {}
+    implicit: dict[str, int] = {}
+    for e in batch:
+        group = explicit if e.type in EXPLICIT_TYPES else implicit
+        group[e.user_id] = group.get(e.user_id, 0) + 1
+    for action, users in (("explicit", explicit), ("implicit", implicit)):
+        if hasattr(limits, "admit_many"):
+            await limits.admit_many(action, list(users.items()))
+        else:  # commits before admit_many (to compare with them: PYTHONPATH=<their src>)
+            for user_id, n in users.items():
+                await limits.admit(action, user_id, n)
+
+
+async def look_up(guard: GuardService, batch: Sequence[Event]) -> None:
+    for e in batch:
+        guard.blocked(e.user_id)
+        guard.reliability(e.user_id)
+
+
+async def cpu_per_event(
+    part: Callable[[Sequence[Event]], Awaitable[None]], batches: Sequence[Sequence[Event]]
+) -> float:
+    """µs of CPU per event of ``part`` over every batch."""
+    start = time.process_time()
+    for batch in batches:
+        await part(batch)
+    return (time.process_time() - start) * 1e6 / sum(len(b) for b in batches)
+
+
+async def measure(batches: int, size: int, seed: int) -> dict[str, float]:
+    settings = Settings()
+    limits = rate_limits(settings)
+    assert limits is not None
+    loaded = events(batches, size, seed)
+    guard = GuardService(InMemoryStateStore(), GuardConfig())
+    gc.collect()
+    gc.freeze()
+    return {
+        "rate limits": await cpu_per_event(lambda b: admit(limits, b), loaded),
+        "spam evidence": await cpu_per_event(guard.observe, loaded),
+        "block and reliability look-ups": await cpu_per_event(lambda b: look_up(guard, b), loaded),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.guard_parts", description=__doc__)
+    parser.add_argument("--batches", type=count, default=120, help="1,000-event batches (120)")
+    parser.add_argument("--repeat", type=count, default=3, help="repetitions, fresh users (3)")
+    args = parser.parse_args(argv)
+    gc.set_threshold(50_000, 20, 20)  # recloop serve's settings (cli.py)
+    runs = [asyncio.run(measure(args.batches, 1_000, seed)) for seed in range(args.repeat)]
+    print("| guard part | CPU per event, µs (median) | runs |")
+    print("|---|---:|---|")
+    for name in runs[0]:
+        values = [r[name] for r in runs]
+        shown = " · ".join(f"{v:.2f}" for v in values)
+        print(f"| {name} | {statistics.median(values):.2f} | {shown} |")
+    total = [sum(r.values()) for r in runs]
+    shown = " · ".join(f"{v:.2f}" for v in total)
+    print(f"| all three | {statistics.median(total):.2f} | {shown} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
