@@ -96,6 +96,13 @@ class StateChanges:
     stored; ``watermark``, if given, replaces the consumer's applied offset;
     ``positions`` (distributed deployment) are the applied offsets of event-topic
     partitions, each only ever moved forward.
+
+    ``commit_id`` makes a retried commit safe: a store remembers the last
+    commit id its process applied, in the same transaction, and applies a
+    commit with that id again as nothing. A commit whose answer was lost (the
+    connection dropped after the database committed it) is retried with the
+    same id, so its deltas are not added twice. A writer retries only its
+    latest commit before sending another (the state writer is one group commit).
     """
 
     users: list[UserState] = field(default_factory=list)
@@ -105,6 +112,7 @@ class StateChanges:
     experiment_stats: list[tuple[str, str, str, PairStats]] = field(default_factory=list)
     watermark: int | None = None
     positions: dict[int, int] = field(default_factory=dict)
+    commit_id: str | None = None
 
     def __iadd__(self, other: StateChanges) -> StateChanges:
         self.users += other.users

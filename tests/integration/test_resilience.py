@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,19 @@ class LostAnswerLog(InMemoryEventLog):
         return offsets
 
 
+class LostCommitStore(InMemoryStateStore):
+    """The in-memory store; the next ``lose`` commits go through, then fail as if the
+    connection dropped before the answer."""
+
+    lose = 0
+
+    async def commit(self, changes: StateChanges) -> None:
+        await super().commit(changes)
+        if self.lose and changes.users:
+            self.lose -= 1
+            raise TransientError("storage", "ConnectionError: connection lost")
+
+
 def like(event_id: str, user_id: str) -> Event:
     return Event(
         event_id=event_id, user_id=user_id, item_id="i", type="like", timestamp=time.time()
@@ -272,6 +286,42 @@ async def test_events_of_an_append_whose_answer_was_lost_are_applied_once(
     finally:
         await writer.stop()
         await processor.stop()
+
+
+async def test_a_state_commit_whose_answer_was_lost_is_not_counted_twice(
+    tmp_path: Path,
+) -> None:
+    """The retry of a commit that went through must not add its optimizer counts again:
+    the same events through a store that loses the first answer end with the same counts
+    as through one that does not."""
+
+    async def counts_after(store: LostCommitStore) -> list[tuple[str, str, Any]]:
+        log, retries = InMemoryEventLog(), RetryCounts()
+        processor = await processor_over(store, log, tmp_path, retries)
+        writer = event_log_writer(log, processor, 1000)
+        writer.start()
+        try:
+            events = [
+                replace(like(f"e{n}", f"u{n % 3}"), attribution={"algorithm": "popularity"})
+                for n in range(6)
+            ]
+            await writer.submit(events)
+            await settle(processor)
+            assert store.lose == 0
+            if retries.get("state_commit"):
+                users = await store.get_users(["u0", "u1", "u2"])
+                assert sorted(u.events_applied for u in users.values()) == [2, 2, 2]
+        finally:
+            await writer.stop()
+            await processor.stop()
+        counted = await store.get_algorithm_counts(0.0)
+        return sorted((c.segment, c.algorithm, c.counts) for c in counted)
+
+    lossless = await counts_after(LostCommitStore())
+    lossy_store = LostCommitStore()
+    lossy_store.lose = 1
+    assert lossless  # the events were attributed: there are counts to double
+    assert await counts_after(lossy_store) == lossless
 
 
 # -- the breakers in the adapters ---------------------------------------------------------

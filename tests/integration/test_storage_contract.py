@@ -10,10 +10,20 @@ import pytest
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
+from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
-from recloop.ports import EventLog, Impression, ModelRecord, StateChanges, StateStore, TrainingJob
+from recloop.core.stats import PairStats
+from recloop.ports import (
+    AlgorithmCount,
+    EventLog,
+    Impression,
+    ModelRecord,
+    StateChanges,
+    StateStore,
+    TrainingJob,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -131,6 +141,37 @@ async def test_partition_positions_only_move_forward(
     await store.commit(StateChanges(positions={0: 4, 3: 9}))  # a late write from a lost owner
     assert await store.get_positions() == {0: 10, 3: 9}
     assert await store.get_watermark() == 0  # the embedded watermark is a separate row
+
+
+async def test_a_retried_commit_is_applied_once(adapters: tuple[EventLog, StateStore]) -> None:
+    """A commit whose answer was lost is retried with its id: its deltas (algorithm counts,
+    experiment sums) must not be added twice. A new id is a new commit."""
+    _, store = adapters
+    bucket = 1_800_000_000.0
+
+    def changes(commit_id: str | None) -> StateChanges:
+        return StateChanges(
+            algorithm_counts=[
+                AlgorithmCount("new", "popularity", bucket, PerformanceCounts(impressions=10))
+            ],
+            experiment_stats=[("x", "control", "ctr", PairStats.of(x=[1.0], y=[2.0]))],
+            watermark=7,
+            commit_id=commit_id,
+        )
+
+    async def totals() -> tuple[int, float]:
+        counts = await store.get_algorithm_counts(0.0)
+        stats = await store.get_experiment_stats("x")
+        return sum(c.counts.impressions for c in counts), sum(s.sum_y for _, _, s in stats)
+
+    await store.commit(changes("c1"))
+    await store.commit(changes("c1"))  # the retry of a commit that went through
+    assert await totals() == (10, 2.0)
+    await store.commit(changes("c2"))
+    assert await totals() == (20, 4.0)
+    await store.commit(changes(None))  # no id: applied every time (e.g. a single attempt)
+    assert await totals() == (30, 6.0)
+    assert await store.get_watermark() == 7
 
 
 async def test_a_stale_user_state_does_not_overwrite_a_newer_one(

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from recloop.adapters.memory.cache import LruCache
 from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
 from recloop.core.events import Event, SignalTable, is_explicit
+from recloop.core.ids import uuid7
 from recloop.core.offsets import OffsetTracker
 from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
 from recloop.core.privacy import Tombstone, user_digest
@@ -537,6 +538,8 @@ class Processor:
             self._saved_positions = merged.positions
         else:
             merged.watermark = self.tracker.watermark
+        # Each retry sends the same id: a retry of a commit that went through is a no-op.
+        merged.commit_id = uuid7()
         await self._retrying("state_commit", self._store.commit, merged)
         return [None] * len(changes)
 

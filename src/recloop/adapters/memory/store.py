@@ -78,6 +78,7 @@ class InMemoryStateStore:
         self._users: dict[str, UserState] = {}
         self._items: dict[str, Item] = {}
         self._watermark = 0
+        self._last_commit: str | None = None  # see StateChanges.commit_id
         self._positions: dict[int, int] = {}
         self._counts: dict[tuple[str, str, float], PerformanceCounts] = {}
         self._reports: dict[str, bytes] = {}
@@ -98,6 +99,10 @@ class InMemoryStateStore:
         return {u: copy.deepcopy(self._users[u]) for u in user_ids if u in self._users}
 
     async def commit(self, changes: StateChanges) -> None:
+        if changes.commit_id is not None:
+            if changes.commit_id == self._last_commit:
+                return  # applied already (see StateChanges.commit_id)
+            self._last_commit = changes.commit_id
         for state in changes.users:
             held = self._users.get(state.user_id)
             if held is not None and (

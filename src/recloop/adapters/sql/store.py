@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import (
     algorithm_stats,
     algorithm_status,
+    commit_marks,
     consumer_offsets,
     dead_letters,
     deployment,
@@ -38,6 +39,7 @@ from recloop.core.availability import AlgorithmStatus
 from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
+from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
 from recloop.core.stats import PairStats
@@ -207,6 +209,8 @@ class SqlEventLog:
 # user_id, type, payload, accepted_at, impression_id
 _Row = tuple[str, str, bytes, float, str | None]
 _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
+_MARKS_KEPT_SECONDS = 7 * 86_400.0
+"""A writer's commit mark outlives its process by this much (then it is pruned)."""
 
 
 def _append_sqlite(rows: dict[str, _Row], conn: sqlite3.Connection) -> dict[str, int]:
@@ -242,6 +246,20 @@ def _append_sqlite(rows: dict[str, _Row], conn: sqlite3.Connection) -> dict[str,
 class SqlStateStore:
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
+        # This process's name in commit_marks (see StateChanges.commit_id).
+        self._writer = uuid7()
+        self._marks_pruned = False
+        marks = _insert(db, commit_marks)
+        self._mark_commit = marks.on_conflict_do_update(
+            index_elements=["writer"],
+            set_={name: marks.excluded[name] for name in ("commit_id", "committed_at")},
+        )
+        self._last_commit = select(commit_marks.c.commit_id).where(
+            commit_marks.c.writer == bindparam("writer")
+        )
+        self._prune_marks = delete(commit_marks).where(
+            commit_marks.c.committed_at < bindparam("before")
+        )
         upsert = _insert(db, user_state)
         # A user's applied offsets never go back: a stale write (a worker that lost the
         # user's partition to another, then wrote late) leaves the newer state alone.
@@ -306,6 +324,9 @@ class SqlStateStore:
         self._compiled = {
             id(stmt): _Raw(stmt)
             for stmt in (
+                self._last_commit,
+                self._mark_commit,
+                self._prune_marks,
                 self._save_user,
                 self._save_offset,
                 self._save_position,
@@ -379,11 +400,24 @@ class SqlStateStore:
             batches.append((self._save_position, rows))
         if not batches:
             return
+        mark = None
+        if changes.commit_id is not None:
+            now = time.time()
+            mark = {"writer": self._writer, "commit_id": changes.commit_id, "committed_at": now}
+            if not self._marks_pruned:  # once per process: the marks of writers long gone
+                batches.append((self._prune_marks, [{"before": now - _MARKS_KEPT_SECONDS}]))
+                self._marks_pruned = True
+            batches.append((self._mark_commit, [mark]))
         if self._db.fast_lane:
             raw = [self._compiled[id(stmt)].bind(rows) for stmt, rows in batches]
-            await self._db.run_write(partial(_executemany, raw))
+            check = None if mark is None else self._compiled[id(self._last_commit)].bind([mark])
+            await self._db.run_write(partial(_commit_once, check, changes.commit_id, raw))
             return
         async with self._db.write() as conn:
+            if mark is not None:
+                applied = (await conn.execute(self._last_commit, mark)).scalar()
+                if applied == changes.commit_id:
+                    return  # the first attempt went through; its answer was lost
             for stmt, rows in batches:
                 await conn.execute(stmt, rows)
 
@@ -685,6 +719,22 @@ def _executemany(
 ) -> None:
     for sql, rows in batches:
         conn.executemany(sql, rows)
+
+
+def _commit_once(
+    check: tuple[str, list[tuple[Any, ...]]] | None,
+    commit_id: str | None,
+    batches: Sequence[tuple[str, list[tuple[Any, ...]]]],
+    conn: sqlite3.Connection,
+) -> None:
+    """``batches``, unless ``check`` (the query of the writer's last commit id) finds
+    ``commit_id`` applied already."""
+    if check is not None:
+        sql, (params,) = check
+        row = conn.execute(sql, params).fetchone()
+        if row is not None and row[0] == commit_id:
+            return  # the first attempt went through; its answer was lost
+    _executemany(batches, conn)
 
 
 def _select_in(

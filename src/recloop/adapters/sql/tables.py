@@ -78,6 +78,15 @@ consumer_offsets = Table(
     Column("offset", BigInteger, nullable=False),
 )
 
+commit_marks = Table(
+    "commit_marks",
+    metadata,
+    # One row per writing process (a store instance): the last commit it applied.
+    Column("writer", String(64), primary_key=True),
+    Column("commit_id", String(64), nullable=False),
+    Column("committed_at", Float, nullable=False),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
