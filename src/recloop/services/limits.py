@@ -34,6 +34,8 @@ from typing import Any
 from limits import RateLimitItem, WindowStats, parse_many
 from limits import strategies as sync_strategies
 from limits.aio import strategies as aio_strategies
+from limits.aio.storage import RedisStorage
+from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 
 from recloop.core.breaker import CircuitBreaker
@@ -198,6 +200,11 @@ class RateLimits:
                 storage, implementation="redispy", key_prefix=key_prefix, wrap_exceptions=True
             )
             self._shared = aio_strategies.SlidingWindowCounterRateLimiter(self._backend)
+        # limits' Redis storage over redis-py (async+redis://, not sentinel or cluster):
+        # hits can be pipelined with its own script (_acquire_pipelined).
+        self._pipelined = type(self._backend) is RedisStorage and hasattr(
+            getattr(self._backend, "bridge", None), "lua_acquire_sliding_window"
+        )
         self.breaker = breaker if breaker is not None else CircuitBreaker("rate_limits")
         self._failing = False  # the last call to the shared storage failed
         self.last_error: str | None = None
@@ -230,8 +237,9 @@ class RateLimits:
         """:meth:`admit` for each ``(identity, count)``, in order; what was not admitted in
         full, by the ask's index (the common case, all admitted, builds nothing).
 
-        In process, one synchronous pass; shared, one storage call per limit and ask.
-        If the shared storage fails midway, every ask is counted in process (the asks
+        In process, one synchronous pass; in Redis, one pipeline per limit of the class
+        (one round trip for every ask: see :meth:`_acquire_pipelined`), then a call per
+        ask refused. If the shared storage fails midway, every ask is counted in process (the asks
         it had admitted stay charged there too).
         """
         shared = self._shared
@@ -239,11 +247,7 @@ class RateLimits:
             return {}  # no call: says nothing about the storage
         if shared is not None and self.breaker.allow():
             try:
-                short = {}
-                for n, (identity, count) in enumerate(asks):
-                    admission = await self._admit_shared(action, identity, count)
-                    if admission is not None:
-                        short[n] = admission
+                short = await self._admit_shared(action, asks)
             except Exception as exc:  # the storage is down: keep serving, counted locally
                 self.breaker.failure()
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -296,22 +300,69 @@ class RateLimits:
                 self._local.hit(lim.item, action, identity, cost=admission.admitted)
         return admission
 
-    async def _admit_shared(self, action: str, identity: str, count: int) -> Admission | None:
-        """None: all ``count`` admitted."""
-        assert self._shared is not None
-        storage, limits = self._backend, self._classes[action]
+    async def _admit_shared(
+        self, action: str, asks: Sequence[tuple[str, int]]
+    ) -> dict[int, Admission]:
+        storage, limits, short = self._backend, self._classes[action], {}
+        pending = list(range(len(asks)))  # the asks every limit so far admitted
         for refused_at, limit in enumerate(limits):
-            key = f"{limit.prefix}{identity}{limit.suffix}"
-            if not await storage.acquire_sliding_window_entry(
-                key, limit.amount, limit.expiry, count
-            ):
-                windows = [
-                    (await self._shared.get_window_stats(lim.item, action, identity), lim)
-                    for lim in limits
+            if not pending:
+                break
+            keys = [f"{limit.prefix}{asks[n][0]}{limit.suffix}" for n in pending]
+            counts = [asks[n][1] for n in pending]
+            if self._pipelined:
+                admitted = await self._acquire_pipelined(limit, keys, counts)
+            else:
+                admitted = [
+                    await storage.acquire_sliding_window_entry(key, limit.amount, limit.expiry, c)
+                    for key, c in zip(keys, counts, strict=True)
                 ]
-                admission = _refusal(windows, refused_at, count)
-                if admission.admitted:
-                    for lim in limits[refused_at:]:
-                        await self._shared.hit(lim.item, action, identity, cost=admission.admitted)
-                return admission
-        return None
+            kept = []
+            for n, ok in zip(pending, admitted, strict=True):
+                if ok:
+                    kept.append(n)
+                else:
+                    short[n] = await self._refuse_shared(action, *asks[n], refused_at)
+            pending = kept
+        return short
+
+    async def _acquire_pipelined(
+        self, limit: _Limit, keys: Sequence[str], counts: Sequence[int]
+    ) -> list[bool]:
+        """``acquire_sliding_window_entry`` for each key, in one Redis pipeline.
+
+        The same Lua script, keys and arguments as ``limits``' redis-py storage sends for
+        each hit (``RedisStorage.acquire_sliding_window_entry``), queued together: one
+        round trip for a request's users instead of one each (measured: ~170 µs of CPU
+        per hit one by one, mostly the socket calls). The decisions are limits' own; a
+        test holds them equal to the one-by-one calls'.
+        """
+        storage = self._backend
+        bridge = storage.bridge
+        script = bridge.lua_acquire_sliding_window
+        async with bridge.get_connection().pipeline(transaction=False) as pipe:
+            for key, count in zip(keys, counts, strict=True):
+                window_keys = [
+                    bridge.prefixed_key(storage._previous_window_key(key)),
+                    bridge.prefixed_key(storage._current_window_key(key)),
+                ]
+                await script(window_keys, [limit.amount, limit.expiry, count], client=pipe)
+            try:
+                results = await pipe.execute()
+            except storage.base_exceptions as exc:  # as limits' own calls report them
+                raise StorageError(exc) from exc
+        return [bool(result) for result in results]
+
+    async def _refuse_shared(
+        self, action: str, identity: str, count: int, refused_at: int
+    ) -> Admission:
+        assert self._shared is not None
+        limits = self._classes[action]
+        windows = [
+            (await self._shared.get_window_stats(lim.item, action, identity), lim) for lim in limits
+        ]
+        admission = _refusal(windows, refused_at, count)
+        if admission.admitted:
+            for lim in limits[refused_at:]:
+                await self._shared.hit(lim.item, action, identity, cost=admission.admitted)
+        return admission
