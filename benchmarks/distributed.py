@@ -418,6 +418,9 @@ def distributed_deployment(workdir: Path) -> Iterator[Distributed]:
         env = {
             "RECLOOP_STORAGE__URL": f"{base}/{database}",
             "RECLOOP_CACHE__SHARED_URL": REDIS_URL,
+            # Rate limits shared by the API instances in Redis, as config/distributed.example.yaml
+            "RECLOOP_RATE_LIMITS__STORAGE": f"async+{REDIS_URL}",
+            "RECLOOP_RATE_LIMITS__KEY_PREFIX": f"bench-{run_id}",
             "RECLOOP_EVENT_LOG__KIND": "kafka",
             "RECLOOP_EVENT_LOG__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "RECLOOP_EVENT_LOG__KAFKA__TOPIC": topic,
@@ -1142,8 +1145,9 @@ def guard_notes(run: Run) -> list[str]:
         f"The guard costs the distributed API {100 * cost:.0f} % of its durable events/s, "
         f"{verdict} issue 5's budget of {100 * GUARD_BUDGET:.0f} %. With spam detection on, "
         "the API's only spam work is a look-up of blocked users per event (the workers "
-        "gather the evidence); the rest is the rate limiter (`limits`: one hit for the "
-        "client per request, and one per user and class of event in it). It adds "
+        "gather the evidence); the rest is the rate limiter (`limits`, its counters in Redis, "
+        "shared by the API instances: for each request, one hit for the client, then one "
+        "pipeline per limit holding a hit per user and class of event in it). It adds "
         f"{number(extra)} µs of API CPU per event ({100 * (cpu_ratio - 1):+.0f} %); "
         + (
             "the rate falls by more than that: "
@@ -1361,7 +1365,8 @@ def scaling(run: Run) -> list[str]:
         f"- *Broker*: {number(c.broker)} µs per event → {number(broker_cores)} cores for "
         f"Tansu in memory; a replicated Kafka cluster costs more per event and needs "
         f"its disks and network sized for {target:,} messages/s (written once, read once).",
-        f"- *Redis*: {number(redis_cores)} cores (invalidations only, no values).",
+        f"- *Redis*: {number(redis_cores)} cores (cache invalidations and the shared "
+        "rate-limit counters).",
         f"- In all about {number(target * c.total / 1e6 / PLANNED_BUSY)} cores at {useful}. "
         f"The embedded server spends {number(c.embedded)} µs per event, but in one process "
         f"whose event loop holds it to about one core: {number(1e6 / c.embedded)} events/s "
