@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
-import signal
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -78,8 +77,17 @@ def worker(config: ConfigOpt = None) -> None:
 
     Joins the consumer group, takes a share of the topic's partitions, and
     stops gracefully on SIGTERM or SIGINT (applies and commits what it took).
+    A second signal, or ``event_log.worker_shutdown_seconds`` after the first,
+    exits at once (status 128 + the signal's number, or 124): nothing is lost,
+    what was not committed is fetched again by the partitions' next owner.
+    With ``event_log.worker_metrics_port`` set, serves ``/metrics`` and
+    ``/health/live`` there.
     """
+    import logging
+
     from recloop.container import build_worker, refresh_forever
+    from recloop.metrics import WorkerMetrics
+    from recloop.services.worker import Shutdown
 
     settings = _settings(config)
     configure_logging(settings.logging.format, settings.logging.level)
@@ -89,11 +97,33 @@ def worker(config: ConfigOpt = None) -> None:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    log = logging.getLogger("recloop.worker")
+    ev = settings.event_log
+    shutdown = Shutdown(process, ev.worker_shutdown_seconds)
 
     async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, process.stop)
+        shutdown.attach(asyncio.get_running_loop())
+        metrics: WorkerMetrics | None = None
+        if ev.worker_metrics_port:
+            try:
+                metrics = WorkerMetrics(
+                    process, container, ev.worker_metrics_host, ev.worker_metrics_port
+                )
+            except OSError as exc:
+                typer.echo(
+                    f"error: event_log.worker_metrics_port: cannot listen on "
+                    f"{ev.worker_metrics_host}:{ev.worker_metrics_port}: {exc}",
+                    err=True,
+                )
+                raise typer.Exit(2) from None
+            log.info("metrics at http://%s:%d/metrics", ev.worker_metrics_host, metrics.port)
+        try:
+            await work()
+        finally:
+            if metrics is not None:  # served until the stop is done: a slow one shows
+                await asyncio.to_thread(metrics.close)
+
+    async def work() -> None:
         if container.db is not None and settings.storage.auto_migrate:
             await container.db.migrate()
         if container.shared_cache is not None:
@@ -114,6 +144,8 @@ def worker(config: ConfigOpt = None) -> None:
         try:
             await process.run()
         finally:
+            # After a signal: already begun. Else (run() failed) the deadline starts here.
+            shutdown.begin("the worker stopped running")
             refresher.cancel()
             await process.close()
             await container.experiments.stop()
@@ -121,8 +153,14 @@ def worker(config: ConfigOpt = None) -> None:
                 await container.shared_cache.stop()
             if container.db is not None:
                 await container.db.dispose()
+            log.info("stopped: everything taken is applied and committed")
 
-    asyncio.run(run())
+    # From here on a first signal stops gracefully; a second one, or the deadline, at once.
+    shutdown.install()
+    try:
+        asyncio.run(run())
+    finally:
+        shutdown.uninstall()  # and the deadline is off: the loop is closed, all is done
 
 
 @app.command()

@@ -435,6 +435,14 @@ class EventLogSettings(_Section):
     refresh_seconds: float = Field(2.0, gt=0.0)
     """How often an API instance reloads what workers change: optimizer counts and
     algorithm status, user reliability."""
+    worker_shutdown_seconds: float = Field(30.0, gt=0.0)
+    """How long a worker's graceful stop (SIGTERM) may take before it exits anyway; a
+    second SIGTERM exits at once. Nothing is lost: what was not committed is fetched
+    again by the partitions' next owner."""
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    """Where a worker serves ``/metrics`` (Prometheus) and ``/health/live``; 0: not at all."""
+    worker_metrics_host: str = "127.0.0.1"
+    """The address it listens on (the metrics need no key: expose them to the scraper only)."""
 
 
 class PrivacySettings(_Section):

@@ -18,19 +18,29 @@ Each app has its own registry. With ``PROMETHEUS_MULTIPROC_DIR`` set (several
 server processes behind one port, e.g. gunicorn), the two counted metrics are
 kept in that folder by prometheus-client and a scrape of any process sums them
 over all; the scrape-time gauges are those of the process that answers.
+
+A ``recloop worker`` serves its own (:class:`WorkerMetrics`, on
+``event_log.worker_metrics_port``): prometheus-client's threaded HTTP server, off
+the event loop, whose scrapes read the worker and its container *on* the loop
+(:class:`WorkerCollector`), through the same functions as ``serve``'s gauges.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -38,7 +48,15 @@ from recloop.core.events import FEEDBACK_TYPES
 
 if TYPE_CHECKING:
     from recloop.container import Container
+    from recloop.core.breaker import CircuitBreaker
+    from recloop.ports import StateStore
+    from recloop.services.feedback import Processor
     from recloop.services.ingest import EventOutcome
+    from recloop.services.worker import Worker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -52,6 +70,8 @@ UNMATCHED = "unmatched"
 """The ``route`` label of requests no route matched (their raw paths would be unbounded)."""
 
 PING_TIMEOUT_SECONDS = 2.0
+LOOP_TIMEOUT_SECONDS = 5.0
+"""A worker's scrape (or liveness check) fails if its event loop does not answer in this."""
 
 
 def event_type_label(raw: Any) -> str:
@@ -152,11 +172,7 @@ class StateCollector(Collector):
         if c is None:
             return
         snapshot = _Snapshot()
-        try:
-            await asyncio.wait_for(c.store.ping(), PING_TIMEOUT_SECONDS)
-            snapshot.storage_up = True
-        except Exception:
-            snapshot.storage_up = False
+        snapshot.storage_up = await _storage_up(c.store)
         try:
             snapshot.algorithms = await c.optimizer.overview()
         except Exception:  # the store is down: leave the algorithm gauges out of this scrape
@@ -173,12 +189,7 @@ class StateCollector(Collector):
         yield from _event_log(c)
         yield from _algorithms(self._snapshot.algorithms)
         yield from _experiments(c)
-        spam = GaugeMetricFamily(
-            "recloop_spam_users", "Users the guard holds suspect or blocked.", labels=["status"]
-        )
-        for status, n in c.guard.status_counts().items():
-            spam.add_metric([status], n)
-        yield spam
+        yield _spam(c)
         limits = c.ingest.limits
         yield GaugeMetricFamily(
             "recloop_rate_limit_degraded",
@@ -186,7 +197,15 @@ class StateCollector(Collector):
             value=1.0 if limits is not None and limits.degraded else 0.0,
         )
         yield _dependencies(c, self._snapshot.storage_up)
-        yield from _resilience(c)
+        yield from _resilience(c, c.breakers(), c.retries.snapshot())
+
+
+async def _storage_up(store: StateStore) -> bool:
+    try:
+        await asyncio.wait_for(store.ping(), PING_TIMEOUT_SECONDS)
+    except Exception:
+        return False
+    return True
 
 
 def _event_log(c: Container) -> Iterator[Metric]:
@@ -204,6 +223,10 @@ def _event_log(c: Container) -> Iterator[Metric]:
         "Embedded: logged events not yet applied (last begun offset minus the watermark).",
         value=max(tracker.last_begun - tracker.watermark, 0),
     )
+    yield from _processor(p)
+
+
+def _processor(p: Processor) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "recloop_explicit_queue_depth",
         "Work items waiting in the explicit appliers' queues.",
@@ -255,7 +278,18 @@ def _experiments(c: Container) -> Iterator[Metric]:
     yield family
 
 
-def _dependencies(c: Container, storage_up: bool | None) -> Metric:
+def _spam(c: Container) -> Metric:
+    spam = GaugeMetricFamily(
+        "recloop_spam_users", "Users the guard holds suspect or blocked.", labels=["status"]
+    )
+    for status, n in c.guard.status_counts().items():
+        spam.add_metric([status], n)
+    return spam
+
+
+def _dependencies(c: Container, storage_up: bool | None, api: bool = True) -> Metric:
+    """``api``: this process serves the API (its event log and rate limits count);
+    a worker has neither."""
     family = GaugeMetricFamily(
         "recloop_dependency_up",
         "1 if the dependency answers; named as the components of /health.",
@@ -263,34 +297,253 @@ def _dependencies(c: Container, storage_up: bool | None) -> Metric:
     )
     if storage_up is not None:
         family.add_metric(["storage"], 1.0 if storage_up else 0.0)
-    if c.distributed:
+    if api and c.distributed:
         family.add_metric(["event_log"], 0.0 if c.spool.degraded else 1.0)
     limits = c.ingest.limits
-    if limits is not None and c.settings.rate_limits.storage != "memory://":
+    if api and limits is not None and c.settings.rate_limits.storage != "memory://":
         family.add_metric(["rate_limits"], 0.0 if limits.degraded else 1.0)
     if c.shared_cache is not None:
         family.add_metric(["cache"], 0.0 if c.shared_cache.degraded else 1.0)
     return family
 
 
-def _resilience(c: Container) -> Iterator[Metric]:
-    breakers = GaugeMetricFamily(
+def _resilience(
+    c: Container, breakers: Mapping[str, CircuitBreaker], retries: Mapping[str, int]
+) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
         "recloop_breaker_open",
         "1 while the dependency's circuit breaker is open or half-open (calls refused but "
         "for one trial), 0 when closed.",
         labels=["dependency"],
     )
-    for name, breaker in c.breakers().items():
-        breakers.add_metric([name], 0.0 if breaker.state == "closed" else 1.0)
-    yield breakers
-    retries = CounterMetricFamily(
+    for name, breaker in breakers.items():
+        family.add_metric([name], 0.0 if breaker.state == "closed" else 1.0)
+    yield family
+    counter = CounterMetricFamily(
         "recloop_retries",
         "Calls to a dependency retried after a failure, by operation.",
         labels=["operation"],
     )
-    for operation, n in sorted(c.retries.snapshot().items()):
-        retries.add_metric([operation], n)
-    yield retries
+    for operation, n in sorted(retries.items()):
+        counter.add_metric([operation], n)
+    yield counter
 
 
-__all__ = ["MULTIPROC_ENV", "Metrics", "StateCollector", "event_type_label"]
+# -- recloop worker ----------------------------------------------------------------------
+
+
+class ScrapeFailed(Exception):
+    """The worker's state could not be read for a scrape (its loop is stuck or gone)."""
+
+
+class WorkerCollector(Collector):
+    """A worker's metrics, collected in the HTTP server's thread, read on the worker's loop.
+
+    The worker and its container belong to their event loop; each scrape sends
+    one coroutine there (:meth:`snapshot`: a storage ping, then plain reads) and
+    waits for it at most :data:`LOOP_TIMEOUT_SECONDS`.
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        container: Container,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float = LOOP_TIMEOUT_SECONDS,
+    ) -> None:
+        self._worker = worker
+        self._container = container
+        self._loop = loop
+        self._timeout = timeout
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.on_loop(self.snapshot())
+
+    def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the worker's loop, from another thread; :class:`ScrapeFailed`
+        if the loop is gone or does not finish it in time."""
+        if self._loop.is_closed():
+            coro.close()
+            raise ScrapeFailed("the worker has stopped")
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError as exc:  # closed meanwhile
+            coro.close()
+            raise ScrapeFailed(f"the worker has stopped: {exc}") from None
+        try:
+            return future.result(self._timeout)
+        except TimeoutError:
+            future.cancel()
+            raise ScrapeFailed(
+                f"the worker's event loop did not answer within {self._timeout:g}s"
+            ) from None
+        except Exception as exc:
+            log.exception("reading the worker's metrics failed")
+            raise ScrapeFailed(f"reading the worker's metrics failed: {exc!r}") from None
+
+    async def snapshot(self) -> list[Metric]:
+        """Every family, read at once (no await after the ping: one consistent state)."""
+        c, w = self._container, self._worker
+        storage_up = await _storage_up(c.store)
+        breakers = {k: v for k, v in c.breakers().items() if k != "rate_limits"}
+        retries = c.retries.snapshot()
+        for operation, n in w.retries.snapshot().items():
+            retries[operation] = retries.get(operation, 0) + n
+        return [
+            *_worker(w),
+            *_processor(c.processor),
+            _spam(c),
+            _dependencies(c, storage_up, api=False),
+            *_resilience(c, breakers, retries),
+        ]
+
+    async def liveness(self) -> dict[str, Any]:
+        """What ``/health/live`` answers when the loop does."""
+        w = self._worker
+        return {
+            "status": "ok",
+            "stopping": w.stopping,
+            "partitions": sorted(w.progress()),
+        }
+
+
+def _worker(w: Worker) -> Iterator[Metric]:
+    events = CounterMetricFamily(
+        "recloop_worker_events",
+        "Messages the worker took from the topic, by event type and outcome: applied "
+        "(handed to the processor), duplicate, blocked (erased user), undecodable (to the "
+        "DLQ, type unknown).",
+        labels=["type", "status"],
+    )
+    for (event_type, status), n in sorted(w.events.items()):
+        events.add_metric([event_type, status], n)
+    yield events
+    yield CounterMetricFamily(
+        "recloop_worker_redelivered",
+        "Events counted applied that the processor passed over: already in their user's "
+        "state (read again after a crash or a rebalance).",
+        value=w.redelivered,
+    )
+    progress = w.progress()
+    yield GaugeMetricFamily(
+        "recloop_worker_partitions",
+        "Partitions of the topic this worker owns.",
+        value=len(progress),
+    )
+    position = GaugeMetricFamily(
+        "recloop_worker_partition_position",
+        "Per owned partition, the position stored with the state: the next Kafka offset a "
+        "new owner would fetch.",
+        labels=["partition"],
+    )
+    taken = GaugeMetricFamily(
+        "recloop_worker_partition_taken",
+        "Per owned partition, the Kafka offset after the last message this worker took.",
+        labels=["partition"],
+    )
+    for partition, (stored, last) in sorted(progress.items()):
+        position.add_metric([str(partition)], stored)
+        taken.add_metric([str(partition)], last)
+    yield position
+    yield taken
+    yield GaugeMetricFamily(
+        "recloop_event_log_lag",
+        "Worker: messages taken from Kafka and not yet committed with the state (taken "
+        "minus position, over the owned partitions).",
+        value=sum(max(last - stored, 0) for stored, last in progress.values()),
+    )
+    yield GaugeMetricFamily(
+        "recloop_worker_stopping", "1 once the worker's graceful stop began.", float(w.stopping)
+    )
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log."""
+
+
+class WorkerMetrics:
+    """``GET /metrics`` and ``GET /health/live`` of a ``recloop worker``.
+
+    prometheus-client's threaded WSGI server in a daemon thread: the worker's
+    loop only runs each scrape's :meth:`WorkerCollector.snapshot`. ``/health/live``
+    answers 200 when the loop does within :data:`LOOP_TIMEOUT_SECONDS` (with
+    whether the worker is stopping and the partitions it owns), 503 otherwise.
+
+    Raises
+    ------
+    OSError
+        if it cannot listen on ``host:port`` (e.g. the port is taken).
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        container: Container,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None = None,
+        timeout: float = LOOP_TIMEOUT_SECONDS,
+    ) -> None:
+        """``loop``: the worker's (default: the running one); ``port`` 0: any free one
+        (:attr:`port` says which)."""
+        self.collector = WorkerCollector(
+            worker, container, loop or asyncio.get_running_loop(), timeout
+        )
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self._metrics_app = make_wsgi_app(self.registry)
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self._server = make_server(host, port, self._app, Server, handler_class=_QuietHandler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="worker-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listening (blocks up to half a second: call it in a thread from a loop)."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/health/live":
+            try:
+                body = self.collector.on_loop(self.collector.liveness())
+                status = "200 OK"
+            except ScrapeFailed as exc:
+                body, status = (
+                    {"status": "unresponsive", "detail": str(exc)},
+                    "503 Service Unavailable",
+                )
+            start_response(status, [("Content-Type", "application/json")])
+            return [orjson.dumps(body)]
+        if path not in ("/metrics", "/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: /metrics, /health/live\n"]
+        try:
+            return list(self._metrics_app(environ, start_response))
+        except ScrapeFailed as exc:
+            start_response(
+                "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")]
+            )
+            return [f"{exc}\n".encode()]
+
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "Metrics",
+    "ScrapeFailed",
+    "StateCollector",
+    "WorkerCollector",
+    "WorkerMetrics",
+    "event_type_label",
+]

@@ -29,21 +29,34 @@ partition's stored position is also the next Kafka offset to fetch.
 A rebalance drains: before its partitions go, the worker applies and commits
 everything it has taken from them and forgets every user's state (another
 worker may change it next).
+
+Stopping (:class:`Shutdown`, the ``recloop worker`` process): the first SIGTERM or
+SIGINT stops gracefully (apply and commit what was taken, commit the offsets, leave
+the group); a second one, or ``event_log.worker_shutdown_seconds`` after the first,
+exits at once. A forced exit loses nothing: the events are in Kafka and the stored
+positions only move with committed state, so what was taken and not committed is
+fetched again by the partitions' next owner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any, Protocol
 
 from recloop.adapters.kafka.log import KafkaBatch, KafkaConfig, KafkaEventLog, KafkaEventSource
 from recloop.core.errors import Unavailable
 from recloop.core.events import Event
 from recloop.ports import StateStore
-from recloop.resilience import retry_forever
+from recloop.resilience import RetryCounts, retry_forever
 from recloop.services.feedback import Processor
 
 log = logging.getLogger(__name__)
@@ -112,11 +125,23 @@ class Worker:
         self.undecodable = 0
         self.blocked = 0
         """Events of erased users skipped (accepted before the erasure)."""
+        self.events: dict[tuple[str, str], int] = {}
+        """Messages taken, by (event type, outcome): ``applied`` (fresh: handed to the
+        processor; includes the :attr:`redelivered` ones it passes over), ``duplicate``,
+        ``blocked``, ``undecodable`` (type ``unknown``). For the metrics."""
+        self.retries = RetryCounts()
+        """The worker's own calls retried (``archive``, ``dlq``, ``get_positions``); the
+        processor's are counted in the container's."""
+        self.last_error: str | None = None
+        """The last failure of one of those calls (it stays after they succeed)."""
+        self.started = False
+        self._in_hand = 0  # messages of the batch being handled
 
     async def start(self) -> None:
         """Start the processor, then join the group (the first assignment comes with it)."""
         await self._dlq.start()
         self._processor.start_partitioned()
+        self.started = True
         await self._source.start()
 
     async def run(self) -> None:
@@ -132,6 +157,11 @@ class Worker:
         """Ask :meth:`run` to return after the batch in hand."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
     async def close(self) -> None:
         """Apply and commit everything taken, commit the offsets, leave the group."""
         async with self._lock:
@@ -144,9 +174,59 @@ class Worker:
         """The partitions this worker owns now."""
         return self._source.assignment()
 
+    def progress(self) -> dict[int, tuple[int, int]]:
+        """Per owned partition: (stored position, taken), both next Kafka offsets to fetch.
+
+        The position is where every message before it is committed state (what a
+        new owner resumes from); ``taken`` is past the last message this worker took.
+        Between them: messages taken and not committed yet.
+        """
+        if not self.started:
+            return {}
+        trackers = dict(self._processor.trackers)  # a copy: callers may be in another thread
+        return {p: (t.watermark, t.last_begun) for p, t in trackers.items()}
+
+    def unfinished(self) -> str:
+        """What a stop abandoned now would leave, in words (for the forced exit's log)."""
+        progress = self.progress()
+        begun = sum(max(t - s, 0) for s, t in progress.values())
+        p = self._processor
+        parts = [
+            f"{self._in_hand} message(s) in the batch being handled",
+            f"{begun} begun past the stored positions (taken, not committed)",
+            "partitions "
+            + (
+                ", ".join(f"{n}: stored {s}, taken {t}" for n, (s, t) in sorted(progress.items()))
+                or "none"
+            ),
+            f"explicit queue {p.explicit_queue_depth}, implicit buffered {p.implicit_buffered}",
+        ]
+        if p.failing:
+            parts.append(f"storage calls failing {p.failing} (last error: {p.last_error})")
+        if self.last_error is not None:
+            parts.append(f"last worker error: {self.last_error}")
+        return "; ".join(parts)
+
+    def _count(self, event_type: str, status: str, n: int = 1) -> None:
+        key = (event_type, status)
+        self.events[key] = self.events.get(key, 0) + n
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+    async def _retrying(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        return await retry_forever(operation, fn, *args, counts=self.retries, on_error=self._failed)
+
     # -- one batch ---------------------------------------------------------------
 
     async def _handle(self, batch: KafkaBatch) -> None:
+        self._in_hand = len(batch.events) + len(batch.undecodable)
+        try:
+            await self._take(batch)
+        finally:
+            self._in_hand = 0
+
+    async def _take(self, batch: KafkaBatch) -> None:
         owned = self._processor.trackers
         # Taken are only messages past what each owned partition has taken: those of
         # partitions revoked since the poll returned go to their new owner, who fetches
@@ -163,7 +243,11 @@ class Worker:
         if blocked:
             events = [e for e in events if not self._processor.blocks(e)]
             self.blocked += len(blocked)
-        first_seen = await retry_forever("archive", self._archive.archive, events) if events else []
+            for e in blocked:
+                self._count(e.type, "blocked")
+        first_seen = (
+            await self._retrying("archive", self._archive.archive, events) if events else []
+        )
         # Per partition in offset order: runs of fresh events are dispatched, the rest
         # (duplicates, erased users' events, undecodable messages) are marked done in
         # their turn.
@@ -175,9 +259,10 @@ class Worker:
         for u in batch.undecodable:
             tracker = owned.get(u.position.partition)
             if tracker is not None and u.position.offset + 1 > tracker.last_begun:
-                await retry_forever("dead_letter", self._dlq.dead_letter, u, u.reason)
+                await self._retrying("dlq", self._dlq.dead_letter, u, u.reason)
                 messages.append((u.position.partition, u.position.offset + 1, None))
                 self.undecodable += 1
+                self._count("unknown", "undecodable")
         messages.sort(key=lambda m: (m[0], m[1]))
         fresh = [m[2] for m in messages if m[2] is not None]
         if fresh and self._guard is not None:
@@ -197,6 +282,8 @@ class Worker:
         self.redelivered += redelivered
         self.applied += len(fresh) - redelivered
         self.duplicates += len(events) - len(fresh)
+        for e, is_fresh in zip(events, first_seen, strict=True):
+            self._count(e.type, "applied" if is_fresh else "duplicate")
 
     async def _commit_offsets(self, checkpoint: bool = True) -> None:
         """Store the positions reached, then tell Kafka (for lag and for tools)."""
@@ -222,7 +309,7 @@ class Worker:
 
     async def _on_assigned(self, partitions: frozenset[int]) -> None:
         async with self._lock:
-            stored = await retry_forever("get_positions", self._store.get_positions)
+            stored = await self._retrying("get_positions", self._store.get_positions)
             positions = {p: stored.get(p, 0) for p in partitions}
             self._processor.assign(positions)
             self._source.seek(positions)
@@ -237,3 +324,129 @@ class Worker:
             await self._source.commit({p: o for p, o in positions.items() if o > 0})
         except Unavailable as exc:
             log.info("offset commit on revoke skipped: %s", exc)
+
+
+# -- stopping the process ------------------------------------------------------------
+
+SIGNAL_EXIT_BASE = 128
+"""A second signal exits with status 128 + its number (143 for SIGTERM, 130 for SIGINT)."""
+DEADLINE_EXIT_STATUS = 124
+"""The graceful stop outlasted its deadline (the status ``timeout(1)`` uses)."""
+
+
+class Shutdown:
+    """How a ``recloop worker`` process stops: gracefully, unless told twice or too slow.
+
+    - The first SIGTERM or SIGINT calls :meth:`begin`: the worker stops taking
+      messages, and the caller's graceful stop follows (apply and commit what was
+      taken, commit the offsets, leave the group).
+    - A second signal exits at once, with status 128 + its number.
+    - ``deadline_seconds`` after :meth:`begin`, if the process still runs, it exits
+      with status :data:`DEADLINE_EXIT_STATUS`.
+
+    A forced exit logs what it abandons (:meth:`Worker.unfinished`) and leaves
+    through ``os._exit``: no more of the stop runs, which is what makes it prompt
+    whatever the stop is waiting for (a storage call retried until it succeeds, a
+    broker that does not answer). Nothing accepted is lost by it: the events are in
+    Kafka, and the stored positions only move with committed state, so whatever
+    was taken and not committed is fetched again by the partitions' next owner
+    (once the group notices this member is gone: ``session_timeout_ms``).
+
+    The signal handlers are Python's (``signal.signal``), not the loop's: a second
+    signal is acted on even while the loop is busy. The deadline is a timer thread.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(
+        self,
+        worker: Worker,
+        deadline_seconds: float,
+        exit: Callable[[int], Any] = os._exit,
+    ) -> None:
+        self._worker = worker
+        self._deadline = deadline_seconds
+        self._exit = exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signals = 0
+        self._begun_at: float | None = None
+        self._timer: threading.Timer | None = None
+        self._previous: dict[int, Any] = {}
+        self._forcing = threading.Lock()
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT from now on (main thread; before ``asyncio.run``, so
+        that it leaves SIGINT to these handlers)."""
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the worker runs in: a first signal begins the stop there."""
+        self._loop = loop
+
+    def uninstall(self) -> None:
+        """Put the previous handlers back and cancel the deadline (the stop has finished)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def begin(self, reason: str) -> None:
+        """Begin the graceful stop, once: the worker stops taking, the deadline runs."""
+        if self._begun_at is not None:
+            return
+        self._begun_at = time.monotonic()
+        log.info(
+            "stopping gracefully (%s): applying and committing what was taken, within %gs "
+            "(event_log.worker_shutdown_seconds); a second SIGTERM or SIGINT exits at once",
+            reason,
+            self._deadline,
+        )
+        timer = threading.Timer(self._deadline, self._on_deadline)
+        timer.daemon = True
+        timer.name = "shutdown-deadline"
+        self._timer = timer
+        timer.start()
+        self._worker.stop()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Runs in the main thread between two bytecodes of whatever the loop was doing.
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1 and self._begun_at is None:
+            try:
+                if self._loop is None:
+                    raise RuntimeError("no loop yet")
+                # Through the loop's self-pipe: it wakes up even if it was waiting for I/O.
+                self._loop.call_soon_threadsafe(self.begin, name)
+            except RuntimeError:  # no loop (yet, or any more): nothing waits on the worker
+                self.begin(name)
+            return
+        self._force(f"{name} during the graceful stop", SIGNAL_EXIT_BASE + signum)
+
+    def _on_deadline(self) -> None:
+        self._force(
+            f"the graceful stop took longer than {self._deadline:g}s "
+            "(event_log.worker_shutdown_seconds)",
+            DEADLINE_EXIT_STATUS,
+        )
+
+    def _force(self, why: str, status: int) -> None:
+        if not self._forcing.acquire(blocking=False):
+            return  # the other trigger is already exiting
+        try:
+            left = self._worker.unfinished()
+        except Exception as exc:  # read from another thread: a summary is not worth a hang
+            left = f"(not known: {type(exc).__name__}: {exc})"
+        log.error(
+            "exiting now, status %d: %s. Abandoned: %s. Nothing is lost: what was not "
+            "committed stays in Kafka and is applied by the partitions' next owner",
+            status,
+            why,
+            left,
+        )
+        for stream in [*logging.getLogger().handlers, sys.stdout, sys.stderr]:
+            with contextlib.suppress(Exception):  # exiting anyway
+                stream.flush()
+        self._exit(status)
