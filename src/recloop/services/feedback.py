@@ -286,10 +286,13 @@ class Processor:
                 await task
         self._tasks = []
         await self._state_writer.stop()
+        # Positions only: idempotent, so retried like the state commits (a worker's
+        # shutdown deadline bounds the wait if storage stays down).
         if self._partitioned:
-            await self._store.commit(StateChanges(positions=self.positions()))
+            last = StateChanges(positions=self.positions())
         else:
-            await self._store.commit(StateChanges(watermark=self.tracker.watermark))
+            last = StateChanges(watermark=self.tracker.watermark)
+        await self._retrying("state_commit", self._store.commit, last)
 
     async def flush_implicit(self) -> None:
         """Flush every implicit buffer now and wait until it is applied."""
