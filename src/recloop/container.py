@@ -407,6 +407,7 @@ def build_container(settings: Settings) -> Container:
             event_log,
             learning_config(settings),
             reliability=guard.reliability if sp.enabled else None,
+            storage_url=None if db is None else settings.storage.url,
         )
     ranker = Ranker(
         preferences,

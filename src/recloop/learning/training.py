@@ -6,8 +6,9 @@ training never recomputes a feature, so what a model learns from is what it
 will be served. The label is a click on that item carrying the impression's
 id within the attribution window; a purchase is kept as a second label.
 
-:func:`train` is a plain function of plain data, so it runs in a separate
-process (the service's executor) and serving is not slowed.
+:func:`build_training_data` and :func:`train` are plain functions of plain data,
+so they run in the training process (:mod:`recloop.learning.job`) and serving
+is not slowed.
 """
 
 from __future__ import annotations

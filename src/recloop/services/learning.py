@@ -4,8 +4,9 @@
 
     rank ── features (core.features) ──▶ model of the user's slot ──▶ order
       └── impression: every shown item with its features, slot and version
-    clicks naming the impression ─┐
-    impressions (training_days) ──┴─▶ build_training_data ─▶ train (another process)
+    training process (SQL storage: it reads the database itself; learning.job):
+      clicks naming the impression ─┐
+      impressions (training_days) ──┴─▶ build_training_data ─▶ train
                                         ─▶ registry: candidate → rejected | validated
                                         ─▶ deploy: green, canary_fraction of users
     monitor (every monitor_seconds): CTR per slot ─▶ judge_canary ─▶ promote | rollback
@@ -25,10 +26,8 @@ import asyncio
 import contextlib
 import logging
 import math
-import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,14 +60,18 @@ from recloop.learning.deployment import (
     rollback,
     slot_of,
 )
-from recloop.learning.learner import ArtifactError, Model, load_model
-from recloop.learning.training import (
-    Champion,
-    Outcome,
-    TrainingData,
-    build_training_data,
-    train,
+from recloop.learning.job import (
+    TrainingFailed,
+    TrainingPlan,
+    fit,
+    in_training_process,
+    join_in_thread,
+    readable_elsewhere,
+    run_plan,
+    train_from_storage,
 )
+from recloop.learning.learner import ArtifactError, Model, load_model
+from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import Gate
 from recloop.ports import EventLog, Impression, ModelRecord, StateStore, TrainingJob
 
@@ -116,12 +119,19 @@ class LearningService:
         config: LearningConfig,
         reliability: Callable[[str], float | None] | None = None,
         clock: Callable[[], float] = time.time,
+        storage_url: str | None = None,
     ) -> None:
+        """``storage_url``: the SQL database ``store`` and ``log`` are in; a training
+        job's process then reads its data there itself (None: the in-memory storage,
+        read in this process)."""
         self._store = store
         self._log = log_
         self._config = config
         self._reliability = reliability
         self._clock = clock
+        self._storage_url = (
+            storage_url if storage_url is not None and readable_elsewhere(storage_url) else None
+        )
         self._slots = Slots()
         self._models: dict[str, Model] = {}
         self._item_stats: dict[str, tuple[int, int]] = {}
@@ -471,7 +481,11 @@ class LearningService:
                 job = await self._train(job, progress or (lambda stage: None))
             except Exception as exc:
                 log.exception("training job %s failed", job.job_id)
-                job = replace(job, status="failed", message=f"{type(exc).__name__}: {exc}")
+                # An error in the training process names its own type already.
+                why = (
+                    str(exc) if isinstance(exc, TrainingFailed) else f"{type(exc).__name__}: {exc}"
+                )
+                job = replace(job, status="failed", message=why)
             await self._store.put_job(replace(job, finished_at=self._clock()))
 
     async def _train(self, job: TrainingJob, progress: Callable[[str], None]) -> TrainingJob:
@@ -480,26 +494,38 @@ class LearningService:
         window = c.attribution_window_minutes * 60.0
         until = now - window  # every example's label is final
         since = until - c.training_days * DAY
-        progress("reading impressions")
-        impressions = await self._store.get_impressions(since, until)
-        progress(f"joining {len(impressions)} impressions with their clicks")
-        feedback = await self._log.read_feedback_of([i.impression_id for i in impressions])
-        # The join is plain Python over every impression: in a thread, so the event loop
-        # keeps its turns (it held requests for ~0.7 s at 30,000 impressions).
-        data = await asyncio.to_thread(build_training_data, impressions, feedback, window)
         records = await self._store.get_models()
-        last_end = max((r.window_end for r in records), default=-math.inf)
-        new = sum(1 for t in data.timestamps if t >= last_end)
-        if job.trigger == "schedule" and new < c.min_new_examples:
-            message = (
-                f"skipped: {new} new examples since the last model, below {c.min_new_examples}"
+        plan = TrainingPlan(
+            since=since,
+            until=until,
+            attribution_seconds=window,
+            scheduled=job.trigger == "schedule",
+            last_end=max((r.window_end for r in records), default=-math.inf),
+            min_new_examples=c.min_new_examples,
+            champion=await self._champion(),
+            gate=Gate(c.min_auc_gain, c.max_logloss_increase),
+            holdout_fraction=c.holdout_fraction,
+            learner=c.learner,
+            alpha=c.alpha,
+        )
+        if self._storage_url is not None:
+            # The training process reads and joins the window itself: building the rows
+            # and decoding their logged features held the event loop for seconds.
+            result = await in_training_process(
+                progress, train_from_storage, self._storage_url, plan
             )
-            log.info("scheduled retraining %s", message)
-            return replace(job, status="skipped", message=message)
-        champion = await self._champion()
-        gate = Gate(c.min_auc_gain, c.max_logloss_increase)
-        progress(f"training on {data.examples} examples and validating in a worker process")
-        outcome = await self._in_process(data, champion, gate)
+        else:
+            # In-memory storage: only this process can read it.
+            async def fit_in_process(data: TrainingData, planned: TrainingPlan) -> Outcome:
+                return await in_training_process(progress, fit, data, planned)
+
+            result = await run_plan(
+                plan, self._store, self._log, progress, join_in_thread, fit_in_process
+            )
+        if result.outcome is None:
+            log.info("scheduled retraining %s", result.skipped)
+            return replace(job, status="skipped", message=result.skipped)
+        outcome = result.outcome
         progress("registering the model")
         if outcome.artifact is None:
             return replace(job, status="skipped", message=outcome.reason)
@@ -514,8 +540,8 @@ class LearningService:
             sha256=artifact.sha256,
             window_start=since,
             window_end=until,
-            examples=data.examples,
-            positives=data.positives,
+            examples=result.examples,
+            positives=result.positives,
             metrics=outcome.metrics,
             feature_names=list(artifact.feature_names),
         )
@@ -537,22 +563,6 @@ class LearningService:
             return None
         record, data = found
         return Champion(record.kind, data, record.sha256, version)
-
-    async def _in_process(
-        self, data: TrainingData, champion: Champion | None, gate: Gate
-    ) -> Outcome:
-        """Train in a separate process: the event loop keeps serving meanwhile."""
-        c = self._config
-        context = multiprocessing.get_context("spawn")
-        loop = asyncio.get_running_loop()
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
-        try:
-            return await loop.run_in_executor(
-                pool, train, data, champion, gate, c.holdout_fraction, c.learner, c.alpha
-            )
-        finally:
-            # Waiting for the process to exit blocks: not on the event loop.
-            await asyncio.to_thread(pool.shutdown)
 
     async def _schedule_loop(self) -> None:
         schedule = croniter(self._config.retrain_schedule, self._clock())

@@ -1,0 +1,138 @@
+"""A training job's work (learning.job): the schedule's rule in the one code path, a
+training process's error carried back with its name, the read-only database it reads."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, text
+
+from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.adapters.sql import SqlDatabase
+from recloop.adapters.sql.tables import impressions as impressions_table
+from recloop.learning.job import (
+    JobResult,
+    ReadOnlyDatabase,
+    TrainingPlan,
+    join_in_thread,
+    readable_elsewhere,
+    run_plan,
+)
+from recloop.learning.training import Outcome, TrainingData
+from recloop.learning.validation import Gate
+from recloop.ports import Impression
+from recloop.services.learning import LearningConfig, LearningService
+
+
+def plan(scheduled: bool, last_end: float, min_new: int) -> TrainingPlan:
+    return TrainingPlan(
+        since=0.0,
+        until=1_000.0,
+        attribution_seconds=60.0,
+        scheduled=scheduled,
+        last_end=last_end,
+        min_new_examples=min_new,
+        champion=None,
+        gate=Gate(0.0, 1.0),
+        holdout_fraction=0.2,
+        learner=None,
+        alpha=0.05,
+    )
+
+
+async def store_with(created: list[float]) -> InMemoryStateStore:
+    store = InMemoryStateStore()
+    await store.add_impressions(
+        [
+            Impression(
+                f"imp-{n}",
+                "u1",
+                "new",
+                at,
+                0.1,
+                [{"item_id": "a", "position": 0, "features": {"inverse_position": 1.0}}],
+            )
+            for n, at in enumerate(created)
+        ]
+    )
+    return store
+
+
+async def run(p: TrainingPlan, created: list[float]) -> tuple[JobResult, list[str], int]:
+    fitted: list[TrainingData] = []
+    stages: list[str] = []
+
+    async def fit(data: TrainingData, _: TrainingPlan) -> Outcome:
+        fitted.append(data)
+        return Outcome(None, False, "fitted", {})
+
+    store = await store_with(created)
+    result = await run_plan(p, store, InMemoryEventLog(), stages.append, join_in_thread, fit)
+    return result, stages, len(fitted)
+
+
+async def test_a_scheduled_job_is_skipped_below_the_new_examples_it_needs() -> None:
+    created = [100.0, 200.0, 300.0, 400.0]
+    result, stages, fits = await run(plan(True, 250.0, 3), created)
+    assert fits == 0
+    assert result == JobResult(4, 0, None, "skipped: 2 new examples since the last model, below 3")
+    assert stages == ["reading impressions", "joining 4 impressions with their clicks"]
+
+    result, stages, fits = await run(plan(True, 250.0, 2), created)
+    assert fits == 1 and result.outcome is not None and result.examples == 4
+    assert stages[-1] == "training on 4 examples and validating in the training process"
+
+
+async def test_a_job_not_on_the_schedule_is_never_skipped() -> None:
+    result, _, fits = await run(plan(False, 1e9, 1_000), [100.0])
+    assert fits == 1 and result.skipped == ""
+
+
+def test_which_databases_a_training_process_can_read() -> None:
+    assert readable_elsewhere("sqlite+aiosqlite:///./data/recloop.db")
+    assert readable_elsewhere("postgresql+asyncpg://postgres@127.0.0.1:5432/recloop")
+    assert not readable_elsewhere("memory://")
+    assert not readable_elsewhere("sqlite+aiosqlite://")
+    assert not readable_elsewhere("sqlite+aiosqlite:///:memory:")
+
+
+async def test_the_training_process_reads_sqlite_but_never_writes(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'recloop.db'}"
+    server = SqlDatabase(url)
+    await server.migrate()
+    reader = ReadOnlyDatabase(url)
+    try:
+        async with reader.read() as conn:
+            assert (await conn.execute(select(impressions_table))).all() == []
+        with pytest.raises(sa_exc.OperationalError, match="readonly"):
+            async with reader.read() as conn:
+                await conn.execute(text("DELETE FROM impressions"))
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await reader.run_read(lambda c: c.execute("DELETE FROM impressions"))
+        with pytest.raises(RuntimeError, match="never migrated"):
+            await reader.migrate()
+        # The server writes on while the training process has its connection open.
+        async with server.write() as conn:
+            await conn.execute(text("DELETE FROM impressions"))
+    finally:
+        await reader.dispose()
+        await server.dispose()
+
+
+async def test_an_error_in_the_training_process_comes_back_named() -> None:
+    """The storage's unreachable error (whose constructor does not unpickle) is the job's
+    message, not a broken process pool; the stage before it was reported."""
+    learning = LearningService(
+        InMemoryStateStore(),
+        InMemoryEventLog(),
+        LearningConfig(),
+        storage_url="postgresql+asyncpg://postgres@127.0.0.1:1/nothing",
+    )
+    stages: list[str] = []
+    job = await learning.train_now("api", stages.append)
+    assert job.status == "failed"
+    assert job.message.startswith("TransientError: storage: "), job.message
+    assert stages == ["reading impressions"]
