@@ -888,9 +888,9 @@ def explanation(run: Run) -> list[str]:
         f"of which the training process (spawned; fit, then validation) ran "
         f"{number(child_seconds)} s at {number(child_share)} % of one core. The other "
         f"{number(job - child_seconds)} s are the job's work in the server process: before "
-        "the training process, reading the impressions with their logged features from "
-        "SQLite, joining them with their clicks and pickling the examples to it; after it, "
-        "closing the process pool and registering the model.",
+        "the training process, reading the model registry and the champion and starting the "
+        "process (which reads the impressions and their clicks from the database itself and "
+        "joins them); after it, registering the model.",
         f"- *While the training process ran*, rank's P99 (100 candidates) was "
         f"{number(child99)} ms against {number(idle99)} ms idle "
         f"({number(_ratio(child99, idle99))} times): serving only competes with it for CPU. "
@@ -902,12 +902,10 @@ def explanation(run: Run) -> list[str]:
         f"- *While the server itself worked on the job*, rank's P99 was {number(server99)} ms "
         f"({number(_ratio(server99, idle99))} times idle; "
         f"{number(run.median('server_side.requests'))} requests of the three kinds in that "
-        "time, so close to the slowest). Reading the impressions runs on the event loop "
-        "that serves requests (SQLAlchemy builds the rows and decodes their logged "
-        "features there); joining them with their clicks and pickling the examples for "
-        "the training process run in threads, which take turns with the event loop for "
-        "the interpreter lock. Every request in flight waits until the loop is free "
-        "again.",
+        "time). With SQL storage the server no longer reads or joins the training data "
+        "(the training process does, on its own read-only connection), so its part is "
+        "short: the registry, the champion, starting the process and registering the "
+        "model. With the in-memory storage it still reads on the event loop.",
         f"- *training ÷ idle* is the slowdown of a percentile over the whole job: 1 means "
         f"serving did not notice the training run. For rank with 100 candidates it was "
         f"{number(whole[50])} at P50 and {number(whole[99])} at P99. The loads are closed "
