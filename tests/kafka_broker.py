@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from tests.conftest import free_port, service_unavailable
+from recloop.config import Settings
+from tests.conftest import free_port, make_settings, service_unavailable
 from tests.tcp_proxy import TcpProxy
 
 SERVICE = "Kafka broker (Tansu)"
@@ -182,3 +184,26 @@ def proxied_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy
     finally:
         broker.stop()
         proxy.stop()
+
+
+async def worker_settings(
+    tmp_path: Path, bootstrap: str, postgres_url: str, name: str, partitions: int, **sections: Any
+) -> Settings:
+    """Settings of a worker (and API) on a fresh topic ``{name}-…`` of ``partitions``
+    partitions, PostgreSQL and a spool under ``tmp_path``; implicit events flushed every
+    0.2 s. ``sections`` override or add settings sections (``rate_limits={...}``)."""
+    topic = f"{name}-{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, topic, partitions)
+    kafka = {
+        "bootstrap_servers": bootstrap,
+        "topic": topic,
+        "group_id": f"{topic}-group",
+        "enable_idempotence": False,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+    }
+    defaults: dict[str, Any] = {
+        "event_log": {"kind": "kafka", "kafka": kafka, "spool_path": str(tmp_path / "spool.db")},
+        "feedback": {"implicit_flush_seconds": 0.2},
+    }
+    return make_settings(tmp_path, url=postgres_url, **{**defaults, **sections})

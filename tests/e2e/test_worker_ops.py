@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
 from recloop.adapters.sql import SqlDatabase, SqlStateStore
@@ -33,6 +32,7 @@ from tests.conftest import free_port
 from tests.e2e.conftest import Worker
 from tests.kafka_broker import create_topic, kafka_broker  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
+from tests.prometheus import Samples, samples, value
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -47,8 +47,6 @@ IMPLICIT = 40
 
 DEADLINE = 15
 """Seconds: longer than it takes to see the stop stuck (a few, unless the machine is loaded)."""
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @dataclass
@@ -133,15 +131,7 @@ async def send(d: Deployment, batch: list[Event]) -> None:
 def scrape(d: Deployment) -> Samples:
     r = httpx.get(f"{d.metrics_url}/metrics", timeout=30)
     assert r.status_code == 200, r.text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
+    return samples(r.text)
 
 
 def live(d: Deployment) -> httpx.Response:

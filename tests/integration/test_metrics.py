@@ -9,33 +9,19 @@ from typing import Any
 
 import pytest
 from prometheus_client import values
-from prometheus_client.parser import text_string_to_metric_families
 
 from recloop.core.auth import new_key
 from tests.conftest import Running, free_port, make_settings, start_app
+from tests.prometheus import Samples, samples, series, value
 
 METRICS_URL = "http://recloop/metrics"  # at the root, beside the API's prefix
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 async def scrape(app: Running) -> Samples:
     r = await app.client.get(METRICS_URL)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: v for (n, labels), v in samples.items() if n == name}
+    return samples(r.text)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +19,8 @@ from recloop.container import Container, build_worker, kafka_config
 from recloop.core.events import Event
 from recloop.core.items import make_item
 from recloop.services.worker import Worker
-from tests.conftest import eventually, make_settings
-from tests.kafka_broker import create_topic, kafka_broker  # noqa: F401
+from tests.conftest import eventually
+from tests.kafka_broker import kafka_broker, worker_settings  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,22 +30,8 @@ PARTITIONS = 2
 
 @pytest.fixture
 async def settings(tmp_path: Any, kafka_broker: str, postgres_url: str) -> Settings:  # noqa: F811
-    topic = f"worker-{uuid.uuid4().hex[:8]}"
-    await create_topic(kafka_broker, topic, PARTITIONS)
-    kafka = {
-        "bootstrap_servers": kafka_broker,
-        "topic": topic,
-        "group_id": f"{topic}-group",
-        "enable_idempotence": False,
-        "session_timeout_ms": 6000,
-        "heartbeat_interval_ms": 1000,
-    }
-    return make_settings(
-        tmp_path,
-        url=postgres_url,
-        event_log={"kind": "kafka", "kafka": kafka, "spool_path": str(tmp_path / "spool.db")},
-        rate_limits={"enabled": False},
-        feedback={"implicit_flush_seconds": 0.2},
+    return await worker_settings(
+        tmp_path, kafka_broker, postgres_url, "worker", PARTITIONS, rate_limits={"enabled": False}
     )
 
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from recloop.adapters.kafka import KafkaEventLog
 from recloop.config import Settings
@@ -23,35 +21,26 @@ from recloop.core.events import Event
 from recloop.core.items import make_item
 from recloop.metrics import WorkerMetrics
 from recloop.services.worker import Worker
-from tests.conftest import eventually, make_settings
-from tests.kafka_broker import create_topic, kafka_broker  # noqa: F401
+from tests.conftest import eventually
+from tests.kafka_broker import kafka_broker, worker_settings  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
+from tests.prometheus import Samples, samples, series, value
 
 pytestmark = pytest.mark.timeout(120)
 
 PARTITIONS = 2
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @pytest.fixture
 async def settings(tmp_path: Any, kafka_broker: str, postgres_url: str) -> Settings:  # noqa: F811
-    topic = f"worker-ops-{uuid.uuid4().hex[:8]}"
-    await create_topic(kafka_broker, topic, PARTITIONS)
-    kafka = {
-        "bootstrap_servers": kafka_broker,
-        "topic": topic,
-        "group_id": f"{topic}-group",
-        "enable_idempotence": False,
-        "session_timeout_ms": 6000,
-        "heartbeat_interval_ms": 1000,
-    }
-    return make_settings(
+    # rate limits built but unused by a worker: not among its metrics
+    return await worker_settings(
         tmp_path,
-        url=postgres_url,
-        event_log={"kind": "kafka", "kafka": kafka, "spool_path": str(tmp_path / "spool.db")},
-        rate_limits={"enabled": True},  # built but unused by a worker: not among its metrics
-        feedback={"implicit_flush_seconds": 0.2},
+        kafka_broker,
+        postgres_url,
+        "worker-ops",
+        PARTITIONS,
+        rate_limits={"enabled": True},
     )
 
 
@@ -89,19 +78,7 @@ async def scrape(metrics: WorkerMetrics) -> Samples:
     r = await get(metrics, "/metrics")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: v for (n, labels), v in samples.items() if n == name}
+    return samples(r.text)
 
 
 def like(event_id: str, user: str) -> Event:
