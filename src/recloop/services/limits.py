@@ -11,8 +11,10 @@ the earlier one is charged for the refused units too (e.g. a user at the
 daily limit is charged minute quota for events that are refused anyway).
 Refused events are never logged nor applied.
 
-Storage: in process (``memory://``), or shared by every API instance through
-Redis (``async+redis://host:port``). If the shared storage fails, admission
+Storage: in process (``memory://``: :class:`_LoopMemoryStorage`, ``limits``'
+memory storage confined to the event loop), or shared by every API instance
+through Redis (``async+redis://host:port``: each limit's hits for all of a
+request's users in one pipeline of ``limits``' own script). If the shared storage fails, admission
 falls back to the in-process counters (each instance then enforces the
 limits on its own share of the traffic), the failure is logged once and health
 reports ``degraded``. Calls to the shared storage go through a circuit breaker
