@@ -153,16 +153,14 @@ def _default_types() -> dict[str, FeedbackTypeSettings]:
 class FeedbackSettings(_Section):
     base_alpha: float = Field(0.1, gt=0.0, le=1.0)
     alpha_max: float = Field(0.5, gt=0.0, le=1.0)
-    explicit_workers: int = Field(10, ge=1, le=256)
-    implicit_workers: int = Field(5, ge=1, le=256)
     implicit_flush_seconds: float = Field(300.0, gt=0.0)
     implicit_max_buffer: int = Field(100_000, ge=1)
-    """Buffered implicit events (all workers) that force a flush before the timer."""
-    explicit_queue_size: int = Field(1_000, ge=1)
-    """Work items queued per explicit worker (one item: one commit round's events for the
-    worker, or one flushed bundle); a full queue slows acceptance instead of dropping."""
-    apply_batch_max: int = Field(1_000, ge=1)
-    """Most events one worker applies in one state transaction."""
+    """Buffered implicit events that force a flush before the timer."""
+    apply_batch_max: int = Field(20_000, ge=1)
+    """Most events one apply round takes (the rest wait for the next round)."""
+    max_pending_events: int = Field(200_000, ge=1)
+    """Events accepted and not yet applied (or buffered) past which acceptance waits
+    instead of memory growing."""
     max_batch_events: int = Field(1_000, ge=1, le=100_000)
     max_future_seconds: float = Field(300.0, ge=0.0)
     dwell_full_seconds: float = Field(300.0, gt=0.0)

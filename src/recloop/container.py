@@ -202,12 +202,10 @@ def processor_config(settings: Settings) -> ProcessorConfig:
             {k: TypeWeight(v.strength, v.multiplier) for k, v in fb.types.items()},
             dwell_full_seconds=fb.dwell_full_seconds,
         ),
-        explicit_workers=fb.explicit_workers,
-        implicit_workers=fb.implicit_workers,
         implicit_flush_seconds=fb.implicit_flush_seconds,
         implicit_max_buffer=fb.implicit_max_buffer,
-        explicit_queue_size=fb.explicit_queue_size,
         apply_batch_max=fb.apply_batch_max,
+        max_pending=fb.max_pending_events,
         max_users=settings.cache.max_users,
         segment_rules=segment_rules(settings),
         algorithms=frozenset(settings.bandit.algorithms),
@@ -340,7 +338,7 @@ def build_container(settings: Settings) -> Container:
         privacy_store = SqlPrivacyStore(db)
     cache, shared_cache = _read_cache(settings)
     retries = RetryCounts()
-    vectors = ItemVectors(store, settings.cache.max_items, retries)
+    vectors = ItemVectors(store, settings.cache.max_items, retries, dim=settings.vectors.dim)
     optimizer = Optimizer(store, optimizer_config(settings))
     sp = settings.spam
     guard = GuardService(
@@ -373,6 +371,9 @@ def build_container(settings: Settings) -> Container:
         observer=experiments,
         gate=guard if sp.enabled else None,
         retries=retries,
+        # Embedded, the guard gathers its evidence from the events the processor applies
+        # (after the 202); distributed, the workers feed it (services.worker).
+        evidence=guard.observe if sp.enabled and not distributed else None,
     )
     spool: SpooledEventLog | None = None
     if distributed:
@@ -383,8 +384,13 @@ def build_container(settings: Settings) -> Container:
         )
         committer = kafka_writer(spool, settings.ingest.group_commit_max_events)
     else:
-        committer = event_log_writer(event_log, processor, settings.ingest.group_commit_max_events)
-    preferences = PreferenceService(store, cache, retries)
+        committer = event_log_writer(
+            event_log,
+            processor,
+            settings.ingest.group_commit_max_events,
+            keep_text=settings.privacy.keep_review_text,
+        )
+    preferences = PreferenceService(store, cache, retries, live=processor.preferences)
     impressions = impression_writer(store)
     limits = rate_limits(settings)
     privacy = PrivacyService(
@@ -440,9 +446,7 @@ def build_container(settings: Settings) -> Container:
             settings.feedback.max_future_seconds,
             limits=limits,
             guard=guard if sp.enabled else None,
-            observe=not distributed,
             user_key=privacy.user_key if settings.privacy.pseudonymize_user_ids else None,
-            keep_text=settings.privacy.keep_review_text,
         ),
         items=ItemService(store, vectors, settings.vectors.dim, retries=retries),
         preferences=preferences,

@@ -17,6 +17,7 @@ from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
 from recloop.core.privacy import Tombstone
+from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 
 
@@ -91,7 +92,10 @@ class Exposure:
 class StateChanges:
     """Everything one commit writes, atomically.
 
-    ``user_metrics`` replace the stored values of (experiment, user, metric);
+    ``users`` are whole rows (the users' learnt state, as columns), each replacing the
+    stored one unless it would move one of the user's applied offsets back (a late
+    write: the stored row is kept). ``user_metrics`` replace the stored values of
+    (experiment, user, metric);
     ``algorithm_counts`` and ``experiment_stats`` are deltas added to what is
     stored; ``watermark``, if given, replaces the consumer's applied offset;
     ``positions`` (distributed deployment) are the applied offsets of event-topic
@@ -105,7 +109,7 @@ class StateChanges:
     latest commit before sending another (the state writer is one group commit).
     """
 
-    users: list[UserState] = field(default_factory=list)
+    users: UserRows = field(default_factory=UserRows.empty)
     algorithm_counts: list[AlgorithmCount] = field(default_factory=list)
     exposures: list[Exposure] = field(default_factory=list)
     user_metrics: list[tuple[str, str, str, UserMetric]] = field(default_factory=list)
@@ -115,7 +119,7 @@ class StateChanges:
     commit_id: str | None = None
 
     def __iadd__(self, other: StateChanges) -> StateChanges:
-        self.users += other.users
+        self.users = self.users + other.users
         self.algorithm_counts += other.algorithm_counts
         self.exposures += other.exposures
         self.user_metrics += other.user_metrics

@@ -176,9 +176,7 @@ async def test_implicit_buffer_flushes_on_its_timer(
 async def test_implicit_buffer_flushes_when_full(
     settings_factory: Callable[..., Settings],
 ) -> None:
-    app, close = await start_app(
-        settings_factory(feedback={"implicit_max_buffer": 10, "implicit_workers": 1})
-    )
+    app, close = await start_app(settings_factory(feedback={"implicit_max_buffer": 10}))
     try:
         await put_item(app, "i1", unit(0))
         views = [{"user_id": "u", "item_id": "i1", "type": "view"}] * 10

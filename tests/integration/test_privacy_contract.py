@@ -14,6 +14,7 @@ from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.core.events import Event
 from recloop.core.experiments import UserMetric
 from recloop.core.preferences import UserState
+from recloop.core.state import UserRows
 from recloop.core.privacy import Tombstone, user_digest
 from recloop.core.stats import PairStats
 from recloop.ports import (
@@ -77,7 +78,7 @@ async def test_erase_export_and_tombstones(adapters: Adapters) -> None:
     await log.append([ev("a", "x"), ev("b", "y"), ev("c", "x")])
     state = UserState.new("x", 4)
     changes = StateChanges(
-        users=[state, UserState.new("y", 4)],
+        users=UserRows.of([state, UserState.new("y", 4)]),
         exposures=[Exposure("exp", "x", "control", 1.0), Exposure("exp", "y", "treatment", 1.0)],
         user_metrics=[
             ("exp", "x", "m", UserMetric(2.0, 1.0)),

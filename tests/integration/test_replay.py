@@ -87,7 +87,7 @@ async def test_logged_but_unapplied_events_apply_once_after_restart(
 async def _crash(container: Container) -> None:
     """Stop every task where it stands, as kill -9 would: no flush, no final watermark."""
     processor = container.processor
-    tasks = [*processor._tasks, processor._state_writer._task, container.committer._task]
+    tasks = [*processor._tasks, container.committer._task]
     for task in tasks:
         assert task is not None
         task.cancel()

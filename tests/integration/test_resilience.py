@@ -26,6 +26,7 @@ from recloop.core.errors import CircuitOpen, TransientError
 from recloop.core.events import Event
 from recloop.core.items import make_item
 from recloop.core.preferences import UserState
+from recloop.core.state import UserRows
 from recloop.ports import StateChanges
 from recloop.resilience import (
     FOREVER,
@@ -214,7 +215,7 @@ def like(event_id: str, user_id: str) -> Event:
 
 async def test_preferences_are_read_through_a_blip_and_503_on_an_outage() -> None:
     store = FlakyStore()
-    await store.commit(StateChanges(users=[UserState.new("u", 8)]))
+    await store.commit(StateChanges(users=UserRows.of([UserState.new("u", 8)])))
     retries = RetryCounts()
     service = PreferenceService(store, TtlCache(100, 60.0), retries)
     store.failures["get_users"] = 2

@@ -14,6 +14,7 @@ from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
+from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 from recloop.ports import (
     AlgorithmCount,
@@ -99,7 +100,7 @@ async def test_user_state_round_trips_exactly(adapters: tuple[EventLog, StateSto
     state.events_applied, state.events_skipped, state.interactions = 5, 1, 6
     state.impressions, state.explicit_offset, state.implicit_offset = 9, 42, 40
     state.first_event_at, state.last_event_at, state.updated_at = 1.0, 2.0, 3.0
-    await store.commit(StateChanges(users=[state], watermark=17))
+    await store.commit(StateChanges(users=UserRows.of([state]), watermark=17))
     got = await store.get_users(["u1", "nobody"])
     assert set(got) == {"u1"}
     assert np.array_equal(got["u1"].vector, state.vector)
@@ -108,7 +109,7 @@ async def test_user_state_round_trips_exactly(adapters: tuple[EventLog, StateSto
             assert getattr(got["u1"], name) == getattr(state, name), name
     assert await store.get_watermark() == 17
     state.events_applied = 6
-    await store.commit(StateChanges(users=[state]))
+    await store.commit(StateChanges(users=UserRows.of([state])))
     assert (await store.get_users(["u1"]))["u1"].events_applied == 6
     assert await store.get_watermark() == 17
 
@@ -182,8 +183,8 @@ async def test_a_stale_user_state_does_not_overwrite_a_newer_one(
     newer.apply_explicit(5, 1.0, np.ones(4), 1.0, _RATE, 1.0)
     stale = UserState.new("u", 4)
     stale.apply_explicit(2, -1.0, np.ones(4), 1.0, _RATE, 1.0)
-    await store.commit(StateChanges(users=[newer]))
-    await store.commit(StateChanges(users=[stale]))
+    await store.commit(StateChanges(users=UserRows.of([newer])))
+    await store.commit(StateChanges(users=UserRows.of([stale])))
     kept = (await store.get_users(["u"]))["u"]
     assert kept.explicit_offset == 5
     np.testing.assert_array_equal(kept.vector, newer.vector)

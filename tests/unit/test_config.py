@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_are_the_spec_values() -> None:
     s = load_settings()
     assert (s.feedback.base_alpha, s.feedback.alpha_max) == (0.1, 0.5)
-    assert (s.feedback.explicit_workers, s.feedback.implicit_workers) == (10, 5)
+    assert (s.feedback.apply_batch_max, s.feedback.implicit_max_buffer) == (20_000, 100_000)
     assert s.feedback.implicit_flush_seconds == 300.0
     assert s.feedback.max_future_seconds == 300.0
     assert s.feedback.dwell_full_seconds == 300.0
@@ -53,12 +53,12 @@ def test_default_feedback_types() -> None:
 def test_yaml_file_is_loaded(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "feedback:\n  implicit_flush_seconds: 60\n  explicit_workers: 3\n"
+        "feedback:\n  implicit_flush_seconds: 60\n  apply_batch_max: 3\n"
         "vectors:\n  dim: 16\nstorage:\n  url: 'sqlite+aiosqlite:///:memory:'\n",
     )
     s = load_settings(path)
-    assert (s.feedback.implicit_flush_seconds, s.feedback.explicit_workers) == (60.0, 3)
-    assert s.feedback.implicit_workers == 5  # untouched keys keep their default
+    assert (s.feedback.implicit_flush_seconds, s.feedback.apply_batch_max) == (60.0, 3)
+    assert s.feedback.implicit_max_buffer == 100_000  # untouched keys keep their default
     assert s.vectors.dim == 16
     assert s.storage.url == "sqlite+aiosqlite:///:memory:"
 
@@ -76,11 +76,11 @@ def test_file_may_override_some_feedback_types(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "feedback:\n  implicit_flush_seconds: 60\n  explicit_workers: 3\n")
+    path = write(tmp_path, "feedback:\n  implicit_flush_seconds: 60\n  apply_batch_max: 3\n")
     monkeypatch.setenv("RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS", "1.5")
     s = load_settings(path)
     assert s.feedback.implicit_flush_seconds == 1.5
-    assert s.feedback.explicit_workers == 3  # the rest of the file's section is kept
+    assert s.feedback.apply_batch_max == 3  # the rest of the file's section is kept
 
 
 def test_environment_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +122,7 @@ def test_misspelt_environment_key_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     ("text", "key"),
     [
         ("feedback:\n  base_alpha: 2\n", "'feedback.base_alpha'"),
-        ("feedback:\n  explicit_workers: 0\n", "'feedback.explicit_workers'"),
+        ("feedback:\n  apply_batch_max: 0\n", "'feedback.apply_batch_max'"),
         ("vectors:\n  dim: 1\n", "'vectors.dim'"),
         ("vectors:\n  dim: many\n", "'vectors.dim'"),
         ("storage:\n  sqlite_synchronous: OFF\n", "'storage.sqlite_synchronous'"),
@@ -139,8 +139,8 @@ def test_bad_value_in_file(tmp_path: Path, text: str, key: str) -> None:
 
 
 def test_bad_value_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RECLOOP_FEEDBACK__EXPLICIT_WORKERS", "abc")
-    with pytest.raises(ConfigError, match=r"'feedback\.explicit_workers'.*'abc'"):
+    monkeypatch.setenv("RECLOOP_FEEDBACK__APPLY_BATCH_MAX", "abc")
+    with pytest.raises(ConfigError, match=r"'feedback\.apply_batch_max'.*'abc'"):
         load_settings()
 
 

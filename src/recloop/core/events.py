@@ -10,9 +10,12 @@ direction of the update, its magnitude scales the learning rate
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
 
 from recloop.core.errors import InvalidInput
 
@@ -72,6 +75,41 @@ class SignalTable:
             grown = math.log1p(max(value, 0.0)) / math.log1p(self.dwell_full_seconds)
             return w.strength * min(grown, 1.0) * w.multiplier
         return w.strength * w.multiplier
+
+    def signals(
+        self, types: Sequence[str], values: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """:meth:`signal` of many events at once (``values`` NaN where an event has none),
+        to the last bit; NaN where :meth:`signal` would raise (a rating or dwell without
+        a value, a type without a weight).
+
+        >>> t = SignalTable({"rating": TypeWeight(1.0, 1.0), "dwell": TypeWeight(1.0, 0.5),
+        ...                  "like": TypeWeight(1.0, 2.0)})
+        >>> t.signals(["rating", "dwell", "like", "rating"],
+        ...           np.array([5.0, 300.0, np.nan, np.nan])).tolist()
+        [1.0, 0.5, 2.0, nan]
+        """
+        weights = self.weights
+        nan = math.nan
+        strength = np.array([weights[t].strength if t in weights else nan for t in types])
+        multiplier = np.array([weights[t].multiplier if t in weights else nan for t in types])
+        kinds = np.array([_VALUE_KIND.get(t, 0) for t in types], dtype=np.int8)
+        out: npt.NDArray[np.float64] = strength * multiplier
+        rating = kinds == 1
+        if rating.any():
+            v = values[rating]
+            out[rating] = strength[rating] * (v - 3.0) / 2.0 * multiplier[rating]
+        dwell = kinds == 2
+        if dwell.any():
+            v = values[dwell]
+            grown = np.log1p(np.maximum(v, 0.0)) / math.log1p(self.dwell_full_seconds)
+            out[dwell] = strength[dwell] * np.minimum(grown, 1.0) * multiplier[dwell]
+            out[dwell & np.isnan(values)] = nan
+        return out
+
+
+_VALUE_KIND: Final = {"rating": 1, "dwell": 2}
+"""Types whose signal depends on the value: 1 rating, 2 dwell."""
 
 
 @dataclass(slots=True)

@@ -1,57 +1,34 @@
-"""Which log offsets are fully applied: the low watermark replay starts after."""
+"""How far each log partition is applied: the watermark replay starts after."""
 
 from __future__ import annotations
 
-import heapq
+from dataclasses import dataclass
 
 
-class OffsetTracker:
-    """Tracks offsets handed to processors and those whose state is committed.
+@dataclass(slots=True)
+class Progress:
+    """Where one log partition stands.
 
-    The watermark is the highest offset below which every offset is done, so
-    replay after a crash may start right after it. Offsets are begun in
-    increasing order; they may finish in any order.
+    ``last_begun`` is the highest offset handed to the processor; ``watermark``
+    the highest below which every offset is in committed state, so replay after a
+    crash may start right after it. ``handed`` counts the events handed on,
+    ``committed`` those whose outcome is committed (applied, passed over or held).
 
-    >>> t = OffsetTracker(watermark=10)
-    >>> for o in (11, 12, 13):
-    ...     t.begin(o)
-    >>> t.done(12); t.watermark
-    10
-    >>> t.done(11); t.watermark
-    12
-    >>> t.done(13); t.watermark, t.in_flight
-    (13, 0)
+    >>> p = Progress(watermark=10, last_begun=10)
+    >>> p.last_begun, p.handed = 13, 3
+    >>> p.in_flight
+    3
+    >>> p.watermark, p.committed = 13, 3
+    >>> p.in_flight
+    0
     """
 
-    def __init__(self, watermark: int = 0) -> None:
-        self._watermark = watermark
-        self._last_begun = watermark
-        self._pending: list[int] = []
-        self._finished: set[int] = set()
-
-    @property
-    def watermark(self) -> int:
-        return self._watermark
-
-    @property
-    def last_begun(self) -> int:
-        return self._last_begun
+    watermark: int = 0
+    last_begun: int = 0
+    handed: int = 0
+    committed: int = 0
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending) - len(self._finished)
-
-    def begin(self, offset: int) -> None:
-        if offset <= self._last_begun:
-            raise ValueError(f"offset {offset} begun out of order (last {self._last_begun})")
-        self._last_begun = offset
-        heapq.heappush(self._pending, offset)
-
-    def done(self, offset: int) -> None:
-        self._finished.add(offset)
-        pending = self._pending
-        while pending and pending[0] in self._finished:
-            self._finished.discard(pending[0])
-            self._watermark = heapq.heappop(pending)
-        if not pending:
-            self._watermark = self._last_begun
+        """Events handed on whose outcome is not committed yet."""
+        return self.handed - self.committed

@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from recloop.core.errors import InvalidInput
 
 SEGMENTS: Final = ("new", "inactive", "power", "regular")
@@ -61,3 +64,30 @@ def segment_of(
     if interactions > rules.power_min_interactions:
         return "power"
     return "regular"
+
+
+def segment_codes(
+    interactions: npt.NDArray[np.int64],
+    last_event_at: npt.NDArray[np.float64],
+    now: npt.NDArray[np.float64],
+    rules: SegmentRules = SegmentRules(),
+) -> npt.NDArray[np.int64]:
+    """:func:`segment_of` over arrays, as indices into :data:`SEGMENTS` (``last_event_at``
+    NaN for a user with no event yet).
+
+    >>> day = 86_400.0
+    >>> codes = segment_codes(np.array([0, 500, 500, 50]), np.array([np.nan, 0.0, 0.0, 0.0]),
+    ...                       np.array([0.0, 30 * day, 29 * day, 0.0]))
+    >>> [SEGMENTS[c] for c in codes]
+    ['new', 'inactive', 'power', 'regular']
+    """
+    idle = (now - last_event_at) >= rules.inactive_days * SECONDS_PER_DAY  # NaN: False
+    return np.select(
+        [
+            interactions < rules.new_max_interactions,
+            idle,
+            interactions > rules.power_min_interactions,
+        ],
+        [0, 1, 2],
+        default=3,
+    ).astype(np.int64)

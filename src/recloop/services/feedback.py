@@ -2,20 +2,27 @@
 
 ::
 
-    ingest() ──▶ GroupCommitter ── one log transaction per round ──▶ 202
+    ingest() ──▶ GroupCommit ── one log transaction per round ──▶ 202
                        │ (after commit, in offset order)
                        ▼
-                  Processor.dispatch
-           explicit ─▶ applier queue[hash(user) % explicit_workers]
-           implicit ─▶ aggregator[hash(user) % implicit_workers]
-                          sums per (user, item); flushes on timer, size, shutdown
-                          └──▶ applier queues
-           applier: load states ─ apply (core.preferences) ─ state writer: the
-                    states of every waiting applier + the watermark in one
-                    transaction ─ mark offsets done ─ refresh read cache
+               Processor.dispatch ──▶ inbox
+                       │  one apply task, a round at a time (services.apply):
+                       │  guard evidence ─ load missing users and items ─ skip erased
+                       │  explicit: applied at once, vectorised over the round
+                       │  implicit: buffered as columns; summed per (user, item) and
+                       │            applied on the flush timer, when full, at stop
+                       ▼
+               UserTable (core.state): users' state in arrays ── reads see it at once
+                       │
+                       ▼  checkpoint task, group-commit style (one in flight; under
+                          load each covers every round applied meanwhile)
+               dirty rows + optimizer counts + experiment changes + the log position
+               they cover, in one transaction ── then the read cache, the optimizer
 
-Every state change of one user happens in the one applier that owns the user,
-so a user's events apply in order and no two tasks race on a state.
+Recovery: the stored watermark (or, for a worker, each partition's position) says
+where the log is replayed from; each user's row carries the last offset applied
+from each stream, committed with it, so what a checkpoint already covers is
+passed over. Every event is applied exactly once.
 """
 
 from __future__ import annotations
@@ -24,110 +31,31 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from recloop.adapters.memory.cache import LruCache
-from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
-from recloop.core.events import Event, SignalTable, is_explicit
+import numpy as np
+
+from recloop.core.events import EXPLICIT_TYPES, Event
 from recloop.core.ids import uuid7
-from recloop.core.offsets import OffsetTracker
-from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
+from recloop.core.offsets import Progress
+from recloop.core.preferences import Preferences
 from recloop.core.privacy import Tombstone, user_digest
-from recloop.core.segments import SegmentRules, segment_of
-from recloop.ports import AlgorithmCount, Cache, EventLog, StateChanges, StateStore
+from recloop.core.state import UserRows, UserTable
+from recloop.ports import AlgorithmCount, Cache, EventLog, StateStore
 from recloop.resilience import RetryCounts, retry_forever
+from recloop.services.apply import Applier, Flush, Gate, Observer, ProcessorConfig
 from recloop.services.batching import GroupCommit
 from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
 
-_ZERO = PerformanceCounts()
-
-
-def shard(user_id: str, n: int) -> int:
-    """A stable shard of ``user_id`` among ``n`` (the same in every process)."""
-    return zlib.crc32(user_id.encode()) % n
+__all__ = ["Gate", "Observer", "Processor", "ProcessorConfig", "event_log_writer"]
 
 
 def preferences_key(user_id: str) -> str:
     return f"preferences:{user_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessorConfig:
-    dim: int
-    rate: LearningRate
-    signals: SignalTable
-    explicit_workers: int = 10
-    implicit_workers: int = 5
-    implicit_flush_seconds: float = 300.0
-    implicit_max_buffer: int = 100_000
-    explicit_queue_size: int = 1_000
-    apply_batch_max: int = 1_000
-    max_users: int = 200_000
-    segment_rules: SegmentRules = field(default_factory=SegmentRules)
-    algorithms: frozenset[str] = frozenset()
-    """Algorithms whose attributed events are counted for the optimizer."""
-    bucket_seconds: float = 3600.0
-
-
-@dataclass(slots=True)
-class _Entry:
-    """The implicit events of one (user, item) waiting for the flush.
-
-    ``performance`` counts, per (algorithm, time bucket), the attributed ones
-    for the optimizer; the segment is decided when they are applied.
-    """
-
-    user_id: str
-    item_id: str
-    partition: int
-    aggregate: ImplicitAggregate = field(default_factory=ImplicitAggregate)
-    offsets: list[int] = field(default_factory=list)
-    performance: dict[tuple[str, float], PerformanceCounts] = field(default_factory=dict)
-    observed: list[tuple[str, float | None, float]] = field(default_factory=list)
-    """(type, value, timestamp) of each event, kept only for users an observer watches."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    """Entries of one flush bound for one applier (offsets done once they are committed)."""
-
-    entries: list[_Entry]
-
-
-@dataclass(slots=True)
-class _Shard:
-    """One implicit aggregator's buffer, keyed by (user, item)."""
-
-    buffer: dict[tuple[str, str], _Entry] = field(default_factory=dict)
-    count: int = 0
-    full: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Observer(Protocol):
-    """Learns from each applied event; its changes commit with the user's state.
-
-    The experiments service is one: it moves the metrics of exposed users.
-    """
-
-    def watches(self, user_id: str) -> bool: ...
-
-    def observe(
-        self, user_id: str, event_type: str, value: float | None, timestamp: float
-    ) -> StateChanges: ...
-
-
-class Gate(Protocol):
-    """Whether, and how much, to learn from a user (the guard)."""
-
-    def reliability(self, user_id: str) -> float | None:
-        """The user's reliability 0..100 (it scales the learning rate), or None if the
-        user is suspect or blocked: their events are then held, not learnt from."""
-        ...
 
 
 class Processor:
@@ -144,80 +72,78 @@ class Processor:
         observer: Observer | None = None,
         gate: Gate | None = None,
         retries: RetryCounts | None = None,
+        evidence: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
     ) -> None:
-        """``on_counts`` receives the optimizer counts of every committed round;
-        ``retries`` counts the storage calls retried."""
+        """``on_counts`` receives the optimizer counts of every committed checkpoint;
+        ``retries`` counts the storage calls retried; ``evidence`` (the guard, in the
+        embedded deployment) takes every event handed on, before it is applied."""
         self._retries = retries
         self._on_counts = on_counts
-        self._observer = observer
-        self._gate = gate
+        self._evidence = evidence
         self._store = store
         self._cache = cache
         self._vectors = vectors
         self._config = config
         self._clock = clock
-        self._states: LruCache[str, UserState] = LruCache(config.max_users)
-        self._queues: list[asyncio.Queue[list[Event] | _Pending]] = [
-            asyncio.Queue(config.explicit_queue_size) for _ in range(config.explicit_workers)
-        ]
-        self._shards = [_Shard() for _ in range(config.implicit_workers)]
-        self._shard_limit = max(1, config.implicit_max_buffer // config.implicit_workers)
+        self.table = UserTable(config.dim, config.max_users)
+        self._applier = Applier(self.table, config, observer, gate)
+        self._inbox: list[Event] = []
+        self._inbox_first: dict[int, int] = {}  # per partition, the lowest offset waiting
+        self._applying_first: dict[int, int] = {}  # ... and in the round being applied
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()  # nothing waiting nor being applied
+        self._idle.set()
+        self._flush_now = False
+        self._flush_at = 0.0
+        self._dirty = asyncio.Event()  # something for the next checkpoint
+        self._saved = asyncio.Event()  # no checkpoint in flight
+        self._saved.set()
         self._tasks: list[asyncio.Task[None]] = []
-        # Appliers committing at the same time share one transaction.
-        self._state_writer: GroupCommit[StateChanges, None] = GroupCommit(
-            "state-writer", self._save_changes
-        )
-        self.trackers: dict[int, OffsetTracker] = {0: OffsetTracker()}
+        self.trackers: dict[int, Progress] = {0: Progress()}
+        self._applied: dict[int, int] = {}  # per partition: events done in the table
         """Per log partition: the embedded log has only partition 0; a worker, the
         partitions of the event topic it owns."""
         self._partitioned = False
-        self._saved_positions: dict[int, int] = {}
         # Erased users (core.privacy): their events accepted before the erasure are skipped.
         self._tombstones: dict[str, Tombstone] = {}
+        self._erasures = 0  # bumped with every change of the tombstones
         self._blocking: dict[str, Tombstone | None] = {}  # user_id -> tombstone, memoised
-        self._applying: set[asyncio.Event] = set()  # one per apply in progress
         self.dead_letters = 0
+        self.passed_over = 0
+        """Events handed on that were already in their user's state (replays)."""
         self.last_error: str | None = None
         self.failing = 0
         """Storage calls failing right now (being retried); 0 when all is well."""
+        self.rounds = 0
+        self.checkpoints = 0
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, log_: EventLog, replay_chunk: int = 5_000) -> int:
-        """Start the workers and replay what the log holds past the stored watermark.
+        """Start the tasks and hand on what the log holds past the stored watermark.
 
-        Returns the number of events replayed. New events must not be
+        Returns the number of events handed on (those already in their user's
+        state are passed over when applied: :attr:`passed_over`). New events must not be
         dispatched before this returns, so that each user's events stay in order.
         """
         watermark = await self._store.get_watermark()
-        self.trackers = {0: OffsetTracker(watermark)}
+        self.trackers = {0: Progress(watermark, watermark)}
+        self._applied = {0: 0}
         self._start_tasks()
         replayed = 0
         after = watermark
         while batch := await log_.read(after, replay_chunk):
             after = batch[-1].offset
-            states = await self._load_states({e.user_id for e in batch})
-            fresh = []
-            for event in batch:
-                state = states[event.user_id]
-                done = state.explicit_offset if is_explicit(event.type) else state.implicit_offset
-                if event.offset > done:
-                    fresh.append(event)
-            # Offsets already in the state still pass through the tracker, so
-            # the watermark moves past them.
-            for event in batch:
-                self.tracker.begin(event.offset)
-            skipped = {e.offset for e in batch} - {e.offset for e in fresh}
-            for offset in skipped:
-                self.tracker.done(offset)
-            await self._route(fresh)
-            replayed += len(fresh)
+            await self.dispatch(batch)
+            replayed += len(batch)
         if replayed:
-            log.info("replayed %d logged events not yet applied", replayed)
+            log.info("replaying %d logged events past the watermark", replayed)
         return replayed
 
     def start_partitioned(self) -> None:
-        """Start the workers for a partitioned log (a worker's share of the event topic).
+        """Start the tasks for a partitioned log (a worker's share of the event topic).
 
         No replay here: the log's consumer calls :meth:`assign` with the
         partitions it owns and fetches from their stored positions.
@@ -229,7 +155,8 @@ class Processor:
     def assign(self, positions: dict[int, int]) -> None:
         """Own these partitions from now on; ``positions[p]`` is the last applied offset."""
         for partition, offset in positions.items():
-            self.trackers[partition] = OffsetTracker(offset)
+            self.trackers[partition] = Progress(offset, offset)
+            self._applied[partition] = 0
 
     async def release(self) -> dict[int, int]:
         """Apply and commit everything dispatched, then forget every partition and user.
@@ -238,313 +165,320 @@ class Processor:
         here. Returns the committed positions of the released partitions.
         """
         await self.flush_implicit()
-        await self._state_writer.submit([StateChanges()])  # commits the final positions
         positions = self.positions()
         self.trackers = {}
-        self._states.clear()
+        self.table.clear()
         return positions
 
     async def checkpoint(self) -> None:
-        """Store the partitions' positions if they moved since the last state commit.
-
-        Positions are written with the states of each commit, as they were before
-        it (an offset counts once its state is committed): after the last commit
-        of a burst they trail by that commit, until this is called.
-        """
-        if self._partitioned and self.positions() != self._saved_positions:
-            await self._state_writer.submit([StateChanges()])
+        """Commit now whatever moved since the last checkpoint (the partitions' positions
+        included) and wait until it is committed."""
+        await self._checkpoint_now()
 
     def positions(self) -> dict[int, int]:
         """Each owned partition's watermark: every offset up to it is committed state."""
         return {p: t.watermark for p, t in self.trackers.items()}
 
     def _start_tasks(self) -> None:
+        self._flush_at = time.monotonic() + self._config.implicit_flush_seconds
         self._tasks = [
-            asyncio.create_task(self._apply_loop(q), name=f"applier-{i}")
-            for i, q in enumerate(self._queues)
-        ] + [
-            asyncio.create_task(self._flush_loop(s), name=f"aggregator-{i}")
-            for i, s in enumerate(self._shards)
+            asyncio.create_task(self._apply_loop(), name="applier"),
+            asyncio.create_task(self._checkpoint_loop(), name="checkpointer"),
         ]
-        self._state_writer.start()
 
     @property
-    def tracker(self) -> OffsetTracker:
-        """The embedded log's tracker (its only partition, 0)."""
+    def tracker(self) -> Progress:
+        """The embedded log's progress (its only partition, 0)."""
         return self.trackers[0]
 
     async def stop(self) -> None:
-        """Apply everything dispatched (flushing implicit buffers), then stop the workers."""
-        for s in self._shards:
-            await self._flush(s)
-        for q in self._queues:
-            await q.join()
+        """Apply everything dispatched (flushing the implicit buffer), commit, stop."""
+        await self.flush_implicit()
+        while not self._saved.is_set():  # never cancel a commit half way
+            await self._saved.wait()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self._state_writer.stop()
-        # Positions only: idempotent, so retried like the state commits (a worker's
-        # shutdown deadline bounds the wait if storage stays down).
-        if self._partitioned:
-            last = StateChanges(positions=self.positions())
-        else:
-            last = StateChanges(watermark=self.tracker.watermark)
-        await self._retrying("state_commit", self._store.commit, last)
+        # Whatever is left (a checkpoint cut short by the cancel): retried like the others.
+        await self._checkpoint_once()
 
     async def flush_implicit(self) -> None:
-        """Flush every implicit buffer now and wait until it is applied."""
-        for s in self._shards:
-            await self._flush(s)
-        for q in self._queues:
-            await q.join()
+        """Apply everything dispatched, the implicit buffer included, and commit it."""
+        await self._drain()
+        self._flush_now = True
+        self._work.set()
+        await self._drain()
+        await self._checkpoint_now()
+
+    async def _drain(self) -> None:
+        while self._inbox or not self._idle.is_set() or self._flush_now:
+            self._work.set()
+            self._idle.clear()
+            await self._idle.wait()
 
     # -- dispatch ------------------------------------------------------------
 
     async def dispatch(self, events: Sequence[Event]) -> None:
-        """Hand logged events (in offset order per partition) to their workers; waits when
-        queues are full."""
+        """Hand logged events (in offset order per partition) on; waits while the
+        processor holds :attr:`ProcessorConfig.max_pending` events not yet applied.
+
+        Events already in their user's state (a replay, a redelivery) are passed over
+        when their turn comes.
+        """
+        if not events:
+            return
+        while not self._room.is_set():
+            await self._room.wait()
         trackers = self.trackers
-        for event in events:
-            trackers[event.partition].begin(event.offset)
-        await self._route(events)
+        first = self._inbox_first
+        for e in events:  # offsets increase per partition: only the first is checked
+            t = trackers[e.partition]
+            if e.partition not in first:
+                first[e.partition] = e.offset
+            if e.offset <= t.last_begun:
+                raise ValueError(f"offset {e.offset} begun out of order (last {t.last_begun})")
+            t.last_begun = e.offset
+            t.handed += 1
+        self._inbox.extend(events)
+        self._idle.clear()
+        self._work.set()
+        if len(self._inbox) + self._applier.buffered >= self._config.max_pending:
+            self._room.clear()
 
     async def dispatch_unapplied(self, events: Sequence[Event]) -> int:
         """:meth:`dispatch` for a log that may deliver again what is applied (a worker
-        after a crash or a rebalance): events at or below their user's applied offset of
-        their stream are passed over in their turn. Returns how many were passed over.
-
-        The implicit aggregates sum whatever they are given, so this check has to come
-        before them, as it does in the embedded replay (:meth:`start`).
-        """
-        states = await self._retrying("load_states", self._load_states, {e.user_id for e in events})
-        fresh = []
-        for event in events:
-            state = states[event.user_id]
-            done = state.explicit_offset if is_explicit(event.type) else state.implicit_offset
-            if event.offset > done:
-                fresh.append(event)
-        trackers = self.trackers
-        for event in events:
-            trackers[event.partition].begin(event.offset)
-        if len(fresh) != len(events):
-            kept = {id(e) for e in fresh}
-            for event in events:
-                if id(event) not in kept:
-                    trackers[event.partition].done(event.offset)
-        await self._route(fresh)
-        return len(events) - len(fresh)
+        after a crash or a rebalance). Returns how many of ``events`` are already in their
+        user's state (they are passed over in their turn)."""
+        await self._ensure_users({e.user_id for e in events})
+        table = self.table
+        slots, _ = table.slots([e.user_id for e in events])
+        done = 0
+        for e, slot in zip(events, slots.tolist(), strict=True):
+            if slot >= 0:
+                stream = (
+                    table.explicit_offset if e.type in EXPLICIT_TYPES else table.implicit_offset
+                )
+                done += e.offset <= stream[slot]
+        await self.dispatch(events)
+        return done
 
     def skip(self, partition: int, offset: int) -> None:
         """Pass over a message with nothing to apply (a duplicate, an undecodable one),
         in its turn, so the partition's watermark moves past it."""
-        tracker = self.trackers[partition]
-        tracker.begin(offset)
-        tracker.done(offset)
+        t = self.trackers[partition]
+        t.last_begun = max(t.last_begun, offset)
+        t.handed += 1
+        self._done(partition, 1)
+        self._dirty.set()
 
-    async def _route(self, events: Sequence[Event]) -> None:
-        n_apply = len(self._queues)
-        n_shard = len(self._shards)
-        signals = self._config.signals
-        algorithms = self._config.algorithms
-        bucket_seconds = self._config.bucket_seconds
-        observer = self._observer
-        explicit: list[list[Event]] = [[] for _ in range(n_apply)]
-        erased = bool(self._tombstones)
-        for event in events:
-            if erased and self.blocks(event):
-                self.trackers[event.partition].done(event.offset)  # passed over, in its turn
-                continue
-            if is_explicit(event.type):
-                explicit[shard(event.user_id, n_apply)].append(event)
-                continue
-            try:
-                signal = signals.signal(event.type, event.value)
-            except Exception as exc:  # a poison event: kept, with its reason
-                await self._dead_letter(event, exc)
-                self.trackers[event.partition].done(event.offset)
-                continue
-            s = self._shards[shard(event.user_id, n_shard)]
-            key = (event.user_id, event.item_id)
-            entry = s.buffer.get(key)
-            if entry is None:
-                entry = s.buffer[key] = _Entry(event.user_id, event.item_id, event.partition)
-            entry.aggregate.add(signal, event.type == "impression", event.offset, event.timestamp)
-            entry.offsets.append(event.offset)
-            algorithm = event.attribution.get("algorithm")
-            if algorithm in algorithms:
-                counts = counts_of(event.type, event.value)
-                if counts is not None:
-                    slot = (algorithm, bucket_start(event.timestamp, bucket_seconds))
-                    entry.performance[slot] = entry.performance.get(slot, _ZERO) + counts
-            if observer is not None and observer.watches(event.user_id):
-                entry.observed.append((event.type, event.value, event.timestamp))
-            s.count += 1
-            if s.count >= self._shard_limit:
-                s.full.set()
-                await asyncio.sleep(0)  # let the aggregator flush before buffering more
-        for q, batch in zip(self._queues, explicit, strict=True):
-            if batch:
-                await q.put(batch)
+    def _done(self, partition: int, n: int) -> None:
+        """``n`` events of ``partition`` have their outcome in the table (or none to have)."""
+        self._applied[partition] = self._applied.get(partition, 0) + n
 
-    # -- implicit aggregation --------------------------------------------------
+    # -- the apply task --------------------------------------------------------
 
-    async def _flush_loop(self, s: _Shard) -> None:
-        period = self._config.implicit_flush_seconds
+    async def _apply_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(s.full.wait(), timeout=period)
-            s.full.clear()
-            await self._flush(s)
+            if not self._inbox and not self._flush_now:
+                self._idle.set()
+                timeout = max(self._flush_at - time.monotonic(), 0.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._work.wait(), timeout=timeout)
+                self._work.clear()
+            if self._inbox:
+                limit = self._config.apply_batch_max
+                events, self._inbox = self._inbox[:limit], self._inbox[limit:]
+                self._applying_first = self._inbox_first
+                self._inbox_first = _firsts(self._inbox) if self._inbox else {}
+                try:
+                    await self._apply_round(events)
+                finally:
+                    self._applying_first = {}
+            buffered = self._applier.buffered
+            if (
+                self._flush_now
+                or buffered >= self._config.implicit_max_buffer
+                or (buffered and time.monotonic() >= self._flush_at)
+            ):
+                self._flush_at = time.monotonic() + self._config.implicit_flush_seconds
+                await self._apply_flush()
+                self._flush_now = False
+            elif not buffered and time.monotonic() >= self._flush_at:
+                self._flush_at = time.monotonic() + self._config.implicit_flush_seconds
+            if len(self._inbox) + self._applier.buffered < self._config.max_pending:
+                self._room.set()
 
-    async def _flush(self, s: _Shard) -> None:
-        if not s.count:
-            return
-        buffer = s.buffer
-        s.buffer, s.count = {}, 0
-        n_apply = len(self._queues)
-        bundles = [_Pending([]) for _ in range(n_apply)]
-        for entry in buffer.values():
-            # Offsets travel with their user's entry, so each is marked done
-            # only once that user's state is committed.
-            bundles[shard(entry.user_id, n_apply)].entries.append(entry)
-        for i, bundle in enumerate(bundles):
-            if bundle.entries:
-                await self._queues[i].put(bundle)
-
-    # -- applying ------------------------------------------------------------
-
-    async def _apply_loop(self, q: asyncio.Queue[list[Event] | _Pending]) -> None:
-        limit = self._config.apply_batch_max
-        while True:
-            work = [await q.get()]
-            size = _size(work[0])
-            while size < limit and not q.empty():
-                nxt = q.get_nowait()
-                work.append(nxt)
-                size += _size(nxt)
-            applying = asyncio.Event()
-            self._applying.add(applying)
-            try:
-                await self._apply(work)
-            finally:
-                applying.set()
-                self._applying.discard(applying)
-                for _ in work:
-                    q.task_done()
-
-    async def _apply(self, work: list[list[Event] | _Pending]) -> None:
-        users: set[str] = set()
-        item_ids: set[str] = set()
-        erased = bool(self._tombstones)
-        for w in work:
-            for e in w if isinstance(w, list) else w.entries:
-                if erased and self._blocks_work(e):
-                    continue  # an erased user's state is not even loaded
-                users.add(e.user_id)
-                item_ids.add(e.item_id)
-        states = await self._retrying("load_states", self._load_states, users)
-        vectors = await self._retrying("load_items", self._vectors.get_many, item_ids)
+    async def _apply_round(self, events: list[Event]) -> None:
+        if self._evidence is not None:
+            await self._evidence(events)
+        is_explicit = np.fromiter((e.type in EXPLICIT_TYPES for e in events), bool, len(events))
+        explicit = [e for e, x in zip(events, is_explicit.tolist(), strict=True) if x]
+        items, has_item = await self._retrying(
+            "load_items", self._vectors.rows, [e.item_id for e in explicit]
+        )
+        slots = await self._resolve([e.user_id for e in events])
+        # Nothing below awaits (but dead letters): no other task sees a round half applied.
+        self.rounds += 1
+        table = self.table
+        table.round = self.rounds
         now = self._clock()
-        c = self._config
-        changed: dict[str, UserState] = {}
-        performance: dict[tuple[str, str, float], PerformanceCounts] = {}
-        observed = StateChanges()
-        observer = self._observer
-        gate = self._gate
-        done: list[tuple[int, int]] = []
-        for w in work:
-            if isinstance(w, list):
-                for e in w:
-                    done.append((e.partition, e.offset))
-                    if erased and self._blocks_work(e):
-                        continue
-                    try:
-                        signal = c.signals.signal(e.type, e.value)
-                    except Exception as exc:
-                        await self._dead_letter(e, exc)
-                        continue
-                    state = states[e.user_id]
-                    reliability = 100.0 if gate is None else gate.reliability(e.user_id)
-                    if reliability is None:
-                        if state.hold_explicit(e.offset, e.timestamp, now):
-                            changed[e.user_id] = state
-                        continue
-                    segment = self._segment(state, e.timestamp)
-                    if not state.apply_explicit(
-                        e.offset,
-                        signal,
-                        vectors[e.item_id],
-                        e.timestamp,
-                        c.rate,
-                        now,
-                        reliability,
-                    ):
-                        continue  # replayed, already in the state
-                    changed[e.user_id] = state
-                    if observer is not None and observer.watches(e.user_id):
-                        observed += observer.observe(e.user_id, e.type, e.value, e.timestamp)
-                    algorithm = e.attribution.get("algorithm")
-                    if algorithm in c.algorithms:
-                        counts = counts_of(e.type, e.value)
-                        if counts is not None:
-                            key = (segment, algorithm, bucket_start(e.timestamp, c.bucket_seconds))
-                            performance[key] = performance.get(key, _ZERO) + counts
-            else:
-                for entry in w.entries:
-                    done.extend((entry.partition, o) for o in entry.offsets)
-                    if erased and self._blocks_work(entry):
-                        continue
-                    state = states[entry.user_id]
-                    agg = entry.aggregate
-                    changed[entry.user_id] = state
-                    reliability = 100.0 if gate is None else gate.reliability(entry.user_id)
-                    if reliability is None:
-                        state.hold_implicit(agg, now)
-                        continue
-                    segment = self._segment(state, agg.first_at)
-                    state.apply_implicit(agg, vectors[entry.item_id], c.rate, now, reliability)
-                    for (algorithm, bucket), counts in entry.performance.items():
-                        key = (segment, algorithm, bucket)
-                        performance[key] = performance.get(key, _ZERO) + counts
-                    if observer is not None:
-                        for event_type, value, timestamp in entry.observed:
-                            observed += observer.observe(
-                                entry.user_id, event_type, value, timestamp
-                            )
-        rows = [
-            AlgorithmCount(seg, alg, b, counts) for (seg, alg, b), counts in performance.items()
-        ]
-        observed.users = list(changed.values())
-        observed.algorithm_counts = rows
-        await self._state_writer.submit([observed])
-        trackers = self.trackers
-        for partition, offset in done:
-            trackers[partition].done(offset)
-        for user_id, state in changed.items():
-            self._cache.set(preferences_key(user_id), state.snapshot())
-        if rows and self._on_counts is not None:
-            self._on_counts(rows)
+        poison: list[Event] = []
+        if explicit:
+            x_slots = slots[is_explicit]
+            if self._tombstones:
+                keep = np.fromiter((not self.blocks(e) for e in explicit), bool, len(explicit))
+                explicit = [e for e, k in zip(explicit, keep.tolist(), strict=True) if k]
+                x_slots, items, has_item = x_slots[keep], items[keep], has_item[keep]
+            offsets = np.fromiter((e.offset for e in explicit), np.int64, len(explicit))
+            self.passed_over += int((offsets <= table.explicit_offset[x_slots]).sum())
+            poison += self._applier.explicit(explicit, x_slots, items, has_item, now).poison
+        implicit = [e for e, x in zip(events, is_explicit.tolist(), strict=True) if not x]
+        if implicit:
+            i_slots = slots[~is_explicit]
+            offsets = np.fromiter((e.offset for e in implicit), np.int64, len(implicit))
+            keep = offsets > table.implicit_offset[i_slots]
+            self.passed_over += int(len(implicit) - keep.sum())
+            if self._tombstones:
+                keep &= np.fromiter((not self.blocks(e) for e in implicit), bool, len(implicit))
+            if not keep.all():
+                implicit = [e for e, k in zip(implicit, keep.tolist(), strict=True) if k]
+                i_slots = i_slots[keep]
+            outcome = self._applier.buffer(implicit, i_slots, self._erasures)
+            poison += outcome.poison
+        for event in poison:
+            reason = (
+                "no signal: a rating or dwell without a value, or a type without a weight "
+                f"({event.type!r})"
+            )
+            await self._dead_letter(event, reason)
+        # Done: every event of the round but those buffered (done when flushed).
+        kept = Counter(e.partition for e in implicit)  # buffered, and poison (added back)
+        for partition, n in Counter(e.partition for e in events).items():
+            self._done(partition, n - kept.get(partition, 0))
+        for e in poison:
+            if e.type not in EXPLICIT_TYPES:
+                self._done(e.partition, 1)
+        self._dirty.set()
 
-    def _segment(self, state: UserState, at: float) -> str:
-        return segment_of(state.interactions, state.last_event_at, at, self._config.segment_rules)
+    async def _apply_flush(self) -> None:
+        taken = self._applier.buffered_by_partition()
+        flush = self._applier.aggregate(self._slots_or_new, self._blocked, self._erasures)
+        if flush is not None:
+            items, has_item = await self._retrying(
+                "load_items", self._vectors.rows, flush.item_ids
+            )
+            self.rounds += 1
+            self.table.round = self.rounds
+            self._applier.implicit(flush, items, has_item, self._clock())
+        for partition, n in taken.items():
+            self._done(partition, n)
+        self._dirty.set()
 
-    async def _save_changes(self, changes: list[StateChanges]) -> list[None]:
-        merged = StateChanges()
-        for c in changes:
-            merged += c
-        # The watermark only covers offsets whose state is already committed.
+    def _slots_or_new(self, user_ids: list[str]) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The users' slots, new rows for users not held (erased since they were buffered:
+        they start again from nothing)."""
+        slots, missing = self.table.slots(user_ids)
+        if missing:
+            self.table.add(self.table.new_rows(missing))
+            slots, _ = self.table.slots(user_ids)
+        return slots
+
+    async def _resolve(self, user_ids: list[str]) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The users' slots, loading those not held from the store (new rows for users it
+        does not know)."""
+        while True:
+            slots, missing = self.table.slots(user_ids)
+            if not missing:
+                return slots
+            await self._load(missing)
+
+    async def _ensure_users(self, user_ids: set[str]) -> None:
+        missing = [u for u in user_ids if u not in self.table]
+        if missing:
+            await self._load(missing)
+
+    async def _load(self, missing: list[str]) -> None:
+        table = self.table
+        stored = await self._retrying("load_states", self._store.get_users, missing)
+        missing = [u for u in missing if u not in table]  # another task may have loaded some
+        known = [stored[u] for u in missing if u in stored]
+        rows = UserRows.of(known, self._config.dim) + table.new_rows(
+            [u for u in missing if u not in stored]
+        )
+        table.add(rows)
+        for user_id in table.evicted():
+            self._cache.delete(preferences_key(user_id))
+
+    # -- checkpoints -----------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._checkpoint_once()
+
+    async def _checkpoint_now(self) -> None:
+        """Commit what is pending now; return once it is committed."""
+        while not self._saved.is_set():
+            await self._saved.wait()
+        await self._checkpoint_once()
+
+    async def _checkpoint_once(self) -> None:
+        while not self._saved.is_set():
+            await self._saved.wait()
+        table = self.table
+        positions = self._applied_positions()
+        done = dict(self._applied)
+        changes = self._applier.take_changes()
+        changes.users = table.take_dirty()
+        moved = positions != self.positions() or any(
+            t.committed != done.get(p, t.committed) for p, t in self.trackers.items()
+        )
+        if not (len(changes.users) or changes.algorithm_counts or changes.user_metrics
+                or changes.experiment_stats or changes.exposures or moved):  # fmt: skip
+            table.saved()
+            return
         if self._partitioned:
-            merged.positions = self.positions()
-            self._saved_positions = merged.positions
+            changes.positions = positions
         else:
-            merged.watermark = self.tracker.watermark
+            changes.watermark = positions.get(0, self.tracker.watermark)
         # Each retry sends the same id: a retry of a commit that went through is a no-op.
-        merged.commit_id = uuid7()
-        await self._retrying("state_commit", self._store.commit, merged)
-        return [None] * len(changes)
+        changes.commit_id = uuid7()
+        self._saved.clear()
+        try:
+            await self._retrying("state_commit", self._store.commit, changes)
+        finally:
+            self._saved.set()
+        table.saved()
+        self.checkpoints += 1
+        for partition, offset in positions.items():
+            t = self.trackers.get(partition)
+            if t is not None:
+                t.watermark = max(t.watermark, offset)
+                t.committed = max(t.committed, done.get(partition, 0))
+        if self._partitioned:  # readers are other processes: they read the shared cache
+            rows = changes.users
+            for i, user_id in enumerate(rows.user_ids):
+                if user_id in table:
+                    self._cache.set(preferences_key(user_id), rows.preferences(i))
+        if changes.algorithm_counts and self._on_counts is not None:
+            self._on_counts(changes.algorithm_counts)
+
+    def _applied_positions(self) -> dict[int, int]:
+        """Per partition, the highest offset below which every offset handed on is in
+        the table: the lowest one waiting, being applied or buffered, less one."""
+        pending: dict[int, int] = {}
+        for firsts in (self._inbox_first, self._applying_first, self._applier.first_buffered()):
+            for partition, offset in firsts.items():
+                pending[partition] = min(pending.get(partition, offset), offset)
+        return {
+            p: (pending[p] - 1 if p in pending else t.last_begun) for p, t in self.trackers.items()
+        }
+
+    # -- storage calls ---------------------------------------------------------
 
     async def _retrying(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Storage errors are retried until the call succeeds, with jittered backoff capped
@@ -565,8 +499,7 @@ class Processor:
             if failing:
                 self.failing -= 1
 
-    async def _dead_letter(self, event: Event, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+    async def _dead_letter(self, event: Event, reason: str) -> None:
         log.error(
             "event %s dead-lettered: %s",
             event.event_id,
@@ -576,12 +509,20 @@ class Processor:
         await self._retrying("dead_letter", self._store.add_dead_letter, event, reason)
         self.dead_letters += 1
 
+    # -- reads -------------------------------------------------------------------
+
+    def preferences(self, user_id: str) -> Preferences | None:
+        """The user's state as applied so far (it may not be committed yet: the events
+        are in the log, so a restart applies them again), or None if not held here."""
+        return self.table.preferences(user_id)
+
     # -- erased users ------------------------------------------------------------
 
     def set_tombstones(self, tombstones: dict[str, Tombstone]) -> None:
         """Replace the tombstones (by :func:`~recloop.core.privacy.user_digest`): loaded
         before :meth:`start` replays the log, reloaded by workers as they refresh."""
         self._tombstones = dict(tombstones)
+        self._erasures += 1
         self._blocking.clear()
 
     def blocks(self, event: Event) -> bool:
@@ -590,11 +531,6 @@ class Processor:
         if not self._tombstones:
             return False
         return self._blocked(event.user_id, event.offset, event.timestamp)
-
-    def _blocks_work(self, work: Event | _Entry) -> bool:
-        if isinstance(work, Event):
-            return self.blocks(work)
-        return self._blocked(work.user_id, work.offsets[0], work.aggregate.first_at)
 
     def _blocked(self, user_id: str, offset: int, timestamp: float) -> bool:
         memo = self._blocking
@@ -612,88 +548,89 @@ class Processor:
 
     async def forget(self, user_id: str, tombstone: Tombstone) -> None:
         """Erase ``user_id`` from this processor: from now on their events accepted before
-        ``tombstone`` are skipped; buffered ones are dropped; applies in progress are waited
-        for, so that when this returns nothing more of the user's erased history will be
-        committed. The user's held state is forgotten."""
+        ``tombstone`` are skipped; buffered ones are dropped; a checkpoint in flight is
+        waited for, so that when this returns nothing more of the user's erased history
+        will be committed. The user's held state is forgotten."""
         tombstones = dict(self._tombstones)
         tombstones[user_digest(user_id)] = tombstone
         self.set_tombstones(tombstones)
+        while not self._saved.is_set():
+            await self._saved.wait()
         self.evict(user_id)
-        for applying in list(self._applying):
-            await applying.wait()
-        self._states.delete(user_id)
 
     def evict(self, user_id: str) -> None:
         """Drop the user's held state and their buffered implicit events that the
-        tombstones block (their offsets count as done)."""
-        self._states.delete(user_id)
-        for s in self._shards:
-            for key in [k for k in s.buffer if k[0] == user_id]:
-                entry = s.buffer[key]
-                if not self._blocks_work(entry):
-                    continue
-                del s.buffer[key]
-                s.count -= len(entry.offsets)
-                tracker = self.trackers.get(entry.partition)
-                if tracker is not None:
-                    for offset in entry.offsets:
-                        tracker.done(offset)
+        tombstones block (those left apply to a new state when flushed)."""
+        self.table.drop(user_id)
+        for partition, n in self._applier.drop(user_id, self._blocked).items():
+            self._done(partition, n)
+        self._dirty.set()
 
     def held_users(self) -> set[str]:
         """The users whose state or buffered events this processor holds."""
-        held = set(self._states.keys())
-        for s in self._shards:
-            held.update(user_id for user_id, _ in s.buffer)
-        return held
-
-    # -- state and item caches -------------------------------------------------
-
-    async def _load_states(self, user_ids: set[str]) -> dict[str, UserState]:
-        found: dict[str, UserState] = {}
-        missing = []
-        for user_id in user_ids:
-            state = self._states.get(user_id)
-            if state is None:
-                missing.append(user_id)
-            else:
-                found[user_id] = state
-        if missing:
-            stored = await self._store.get_users(missing)
-            for user_id in missing:
-                state = stored.get(user_id) or UserState.new(user_id, self._config.dim)
-                self._states.set(user_id, state)
-                found[user_id] = state
-        return found
+        return set(self.table.index) | self._applier.buffered_users()
 
     # -- introspection -----------------------------------------------------------
 
     @property
     def explicit_queue_depth(self) -> int:
-        return sum(q.qsize() for q in self._queues)
+        """Events handed on and not applied yet (explicit or not)."""
+        return len(self._inbox)
 
     @property
     def implicit_buffered(self) -> int:
-        return sum(s.count for s in self._shards)
+        return self._applier.buffered
 
     @property
     def workers_alive(self) -> int:
-        return sum(1 for t in self._tasks if not t.done()) + self._state_writer.alive
+        return sum(1 for t in self._tasks if not t.done())
 
     @property
     def workers_expected(self) -> int:
-        return len(self._queues) + len(self._shards) + 1
+        return 2
 
 
-def _size(work: list[Event] | _Pending) -> int:
-    return len(work) if isinstance(work, list) else sum(len(e.offsets) for e in work.entries)
+def _firsts(events: Sequence[Event]) -> dict[int, int]:
+    first: dict[int, int] = {}
+    for e in events:
+        if e.partition not in first:
+            first[e.partition] = e.offset
+    return first
+
+
+def _without_groups(flush: Flush, drop: np.ndarray[Any, np.dtype[np.bool_]]) -> Flush:
+    """``flush`` without the groups marked in ``drop`` (and their events)."""
+    keep = np.flatnonzero(~drop)
+    renumber = np.full(len(drop), -1, dtype=np.int64)
+    renumber[keep] = np.arange(len(keep))
+    g = flush.groups
+    groups = type(g)(
+        users=g.users[keep],
+        items=g.items[keep],
+        signal=g.signal[keep],
+        interactions=g.interactions[keep],
+        impressions=g.impressions[keep],
+        max_offset=g.max_offset[keep],
+        first_at=g.first_at[keep],
+        last_at=g.last_at[keep],
+        group=renumber[g.group],
+    )
+    return Flush(
+        groups,
+        [flush.item_ids[i] for i in keep.tolist()],
+        [(int(renumber[gi]), e, w) for gi, e, w in flush.extras if not drop[gi]],
+        flush.partitions,
+    )
 
 
 def event_log_writer(
-    log_: EventLog, processor: Processor, max_events: int
+    log_: EventLog, processor: Processor, max_events: int, keep_text: bool = True
 ) -> GroupCommit[Event, int | None]:
     """The group commit that makes events durable, then hands them on in log order.
 
     Its results are each event's offset, or None for an already logged ``event_id``.
+    ``keep_text`` False logs events without their review text; the processor (and the
+    guard's evidence) still gets it.
 
     An append that fails is not retried (its callers answer 503 and clients send
     again), but it may have committed all the same: the connection can drop between
@@ -709,8 +646,11 @@ def event_log_writer(
         nonlocal unsure
         if unsure:
             await reconcile()
+        logged = events
+        if not keep_text:
+            logged = [e if e.text is None else _without_text(e) for e in events]
         try:
-            return await log_.append(events)
+            return await log_.append(logged)
         except Exception:
             unsure = True
             raise
@@ -734,3 +674,9 @@ def event_log_writer(
         await processor.dispatch(logged)
 
     return GroupCommit("event-log-writer", append, max_events, after=dispatch)
+
+
+def _without_text(event: Event) -> Event:
+    from dataclasses import replace
+
+    return replace(event, text=None)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from recloop.adapters.memory.cache import LruCache
+from recloop.core.cache import LruCache
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.spam import (

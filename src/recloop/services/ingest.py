@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from structlog.contextvars import get_contextvars
@@ -36,21 +36,14 @@ class IngestService:
         clock: Callable[[], float] = time.time,
         limits: RateLimits | None = None,
         guard: GuardService | None = None,
-        observe: bool = True,
         user_key: Callable[[str], str] | None = None,
-        keep_text: bool = True,
     ) -> None:
-        """``observe``: whether the guard learns from the events accepted here (embedded),
-        or only refuses blocked users (distributed: workers observe, partitioned by user).
-        ``user_key`` maps each raw user id to the id stored (pseudonymization).
-        ``keep_text``: False drops review text before the event is logged; the guard
-        observing here still sees it (distributed: it travels to the workers' guard,
-        which drops it before archiving)."""
+        """``guard`` refuses the events of blocked users here; the evidence it gathers
+        comes from the processor (embedded) or the workers (distributed), after the 202.
+        ``user_key`` maps each raw user id to the id stored (pseudonymization)."""
         self._user_key = user_key
-        self._keep_text = keep_text or not observe
         self._limits = limits
         self._guard = guard
-        self._observe = observe
         self._committer = committer
         self._max_future = max_future_seconds
         self._clock = clock
@@ -108,21 +101,11 @@ class IngestService:
         if self._limits is not None and pending:
             pending = await self._admit(pending, outcomes, principal)
         events = [event for _, event in pending]
-        texts: dict[int, str] = {}
-        if not self._keep_text:
-            for n, event in enumerate(events):
-                if event.text is not None:
-                    texts[n], event.text = event.text, None  # never logged
         offsets = await self._committer.submit(events) if events else []
-        accepted = []
-        for n, ((i, event), offset) in enumerate(zip(pending, offsets, strict=True)):
-            status = "accepted" if offset is not None else "duplicate"
-            outcomes[i] = EventOutcome(event.event_id, status)
-            if offset is not None:
-                # The guard still scores the text (it keeps only its evidence).
-                accepted.append(replace(event, text=texts[n]) if n in texts else event)
-        if self._guard is not None and self._observe and accepted:
-            await self._guard.observe(accepted)
+        for (i, event), offset in zip(pending, offsets, strict=True):
+            outcomes[i] = EventOutcome(
+                event.event_id, "accepted" if offset is not None else "duplicate"
+            )
         return [o for o in outcomes if o is not None]
 
     def _screen(

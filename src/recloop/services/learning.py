@@ -33,7 +33,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
-from recloop.adapters.memory.cache import LruCache
+from recloop.core.cache import LruCache
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.features import (
     ContextFeatures,

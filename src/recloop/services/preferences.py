@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from recloop.core.errors import NotFound
@@ -14,13 +15,27 @@ _UNKNOWN = object()  # cached "no such user": polls for a user not yet applied s
 
 
 class PreferenceService:
-    def __init__(self, store: StateStore, cache: Cache, retries: RetryCounts | None = None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        cache: Cache,
+        retries: RetryCounts | None = None,
+        live: Callable[[str], Preferences | None] | None = None,
+    ) -> None:
+        """``live``: the state as this process applies it (embedded: the processor's
+        table), asked first; the cache and the store serve users it does not hold."""
+        self._live = live
         self._store = store
         self._cache = cache
         self._retries = retries
 
     async def get(self, user_id: str) -> Preferences:
-        """The user's preferences as last committed; raises NotFound for an unknown user."""
+        """The user's preferences as last applied here, or as last committed; raises
+        NotFound for an unknown user."""
+        if self._live is not None:
+            held = self._live(user_id)
+            if held is not None:
+                return held
         key = preferences_key(user_id)
         cached = self._cache.get(key)
         if isinstance(cached, Preferences):

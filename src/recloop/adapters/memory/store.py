@@ -103,14 +103,14 @@ class InMemoryStateStore:
             if changes.commit_id == self._last_commit:
                 return  # applied already (see StateChanges.commit_id)
             self._last_commit = changes.commit_id
-        for state in changes.users:
+        for state in changes.users.states():
             held = self._users.get(state.user_id)
             if held is not None and (
                 state.explicit_offset < held.explicit_offset
                 or state.implicit_offset < held.implicit_offset
             ):
                 continue  # a stale write: a user's applied offsets never go back
-            self._users[state.user_id] = copy.deepcopy(state)
+            self._users[state.user_id] = state
         self._add_counts(changes.algorithm_counts)
         for exposure in changes.exposures:
             self._exposures.setdefault(exposure.experiment_id, {}).setdefault(

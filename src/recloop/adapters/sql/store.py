@@ -42,6 +42,7 @@ from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 from recloop.ports import (
     AlgorithmCount,
@@ -364,8 +365,14 @@ class SqlStateStore:
 
     async def commit(self, changes: StateChanges) -> None:
         batches: list[tuple[Any, list[dict[str, Any]]]] = []
-        if changes.users:
-            batches.append((self._save_user, [_user_to_row(s) for s in changes.users]))
+        users = _user_columns(changes.users) if len(changes.users) else None
+        if users is not None and not self._db.fast_lane:
+            names = list(users)
+            rows = [
+                dict(zip(names, values, strict=True))
+                for values in zip(*users.values(), strict=True)
+            ]
+            batches.append((self._save_user, rows))
         if changes.algorithm_counts:
             batches.append((self._add_counts, [_count_to_row(c) for c in changes.algorithm_counts]))
         if changes.exposures:
@@ -398,7 +405,7 @@ class SqlStateStore:
                 for p, o in sorted(changes.positions.items())
             ]
             batches.append((self._save_position, rows))
-        if not batches:
+        if not batches and users is None:
             return
         mark = None
         if changes.commit_id is not None:
@@ -410,6 +417,9 @@ class SqlStateStore:
             batches.append((self._mark_commit, [mark]))
         if self._db.fast_lane:
             raw = [self._compiled[id(stmt)].bind(rows) for stmt, rows in batches]
+            if users is not None:  # straight from the columns: no mapping per row
+                save = self._compiled[id(self._save_user)]
+                raw.insert(0, (save.sql, list(zip(*(users[k] for k in save.order), strict=True))))
             check = None if mark is None else self._compiled[id(self._last_commit)].bind([mark])
             await self._db.run_write(partial(_commit_once, check, changes.commit_id, raw))
             return
@@ -779,20 +789,26 @@ def _count_to_row(row: AlgorithmCount) -> dict[str, Any]:
     }
 
 
-def _user_to_row(state: UserState) -> dict[str, Any]:
+def _user_columns(rows: UserRows) -> dict[str, list[Any]]:
+    """The ``user_state`` columns of ``rows`` as lists (times NaN → NULL)."""
+
+    def times(values: Any) -> list[float | None]:
+        return [None if x != x else x for x in values.tolist()]
+
+    vectors = np.ascontiguousarray(rows.vectors, dtype="<f8")
     return {
-        "user_id": state.user_id,
-        "vector": state.vector.astype("<f8").tobytes(),
-        "events_applied": state.events_applied,
-        "events_skipped": state.events_skipped,
-        "interactions": state.interactions,
-        "impressions": state.impressions,
-        "first_event_at": state.first_event_at,
-        "last_event_at": state.last_event_at,
-        "updated_at": state.updated_at,
-        "explicit_offset": state.explicit_offset,
-        "implicit_offset": state.implicit_offset,
-        "events_held": state.events_held,
+        "user_id": rows.user_ids,
+        "vector": [v.tobytes() for v in vectors],
+        "events_applied": rows.events_applied.tolist(),
+        "events_skipped": rows.events_skipped.tolist(),
+        "interactions": rows.interactions.tolist(),
+        "impressions": rows.impressions.tolist(),
+        "first_event_at": times(rows.first_event_at),
+        "last_event_at": times(rows.last_event_at),
+        "updated_at": times(rows.updated_at),
+        "explicit_offset": rows.explicit_offset.tolist(),
+        "implicit_offset": rows.implicit_offset.tolist(),
+        "events_held": rows.events_held.tolist(),
     }
 
 

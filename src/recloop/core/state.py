@@ -1,0 +1,586 @@
+"""Users' learnt state as columns behind dense slots, and the batch rules that move it.
+
+Every user the processor holds has a *slot*: a row of :class:`UserTable`'s
+arrays (the preference vector in a float64 matrix, the counters and the applied
+offsets in integer arrays, times in float arrays with NaN for "none yet"). A batch of
+events is applied in a few numpy calls per *step*: step ``k`` holds each user's
+``k``-th event of the batch, so events of distinct users move together and a
+user's events still apply in order (:func:`occurrence_rank`). The arithmetic is
+that of :mod:`recloop.core.preferences`, operation for operation, so a batch gives
+bit-identical vectors to applying its events one by one (a property test holds the
+two together).
+
+Rows changed since the last checkpoint are *dirty*; :meth:`UserTable.take_dirty`
+copies them out as :class:`UserRows` (columns, one row per user) for the store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recloop.core.preferences import LearningRate, Preferences, UserState
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+
+_COUNTERS = ("events_applied", "events_skipped", "interactions", "impressions", "events_held")
+_TIMES = ("first_event_at", "last_event_at", "updated_at")
+_OFFSETS = ("explicit_offset", "implicit_offset")
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+@dataclass(slots=True)
+class UserRows:
+    """Users' states as columns: row ``i`` is user ``user_ids[i]``. What a checkpoint writes.
+
+    Times are NaN where a :class:`UserState` has None.
+
+    >>> rows = UserRows.of([UserState.new("u1", 2)])
+    >>> len(rows), rows.state(0).user_id, rows.state(0).first_event_at is None
+    (1, 'u1', True)
+    """
+
+    user_ids: list[str]
+    vectors: Floats
+    events_applied: Ints
+    events_skipped: Ints
+    interactions: Ints
+    impressions: Ints
+    events_held: Ints
+    first_event_at: Floats
+    last_event_at: Floats
+    updated_at: Floats
+    explicit_offset: Ints
+    implicit_offset: Ints
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @classmethod
+    def empty(cls, dim: int = 0) -> UserRows:
+        return cls.of([], dim)
+
+    @classmethod
+    def of(cls, states: Sequence[UserState], dim: int | None = None) -> UserRows:
+        """Rows of ``states`` (``dim`` is needed only when there are none)."""
+        d = len(states[0].vector) if states else (dim or 0)
+
+        columns: dict[str, npt.NDArray[Any]] = {}
+        for name in _COUNTERS + _OFFSETS:
+            columns[name] = np.array([getattr(s, name) for s in states], dtype=np.int64)
+        for name in _TIMES:
+            columns[name] = np.array([_nan_if_none(getattr(s, name)) for s in states])
+        vectors = np.array([s.vector for s in states], dtype=np.float64).reshape(len(states), d)
+        return cls([s.user_id for s in states], vectors, **columns)
+
+    def state(self, i: int) -> UserState:
+        """Row ``i`` as a :class:`UserState` (its vector a copy)."""
+        return UserState(
+            user_id=self.user_ids[i],
+            vector=self.vectors[i].copy(),
+            events_applied=int(self.events_applied[i]),
+            events_skipped=int(self.events_skipped[i]),
+            interactions=int(self.interactions[i]),
+            impressions=int(self.impressions[i]),
+            first_event_at=_none_if_nan(float(self.first_event_at[i])),
+            last_event_at=_none_if_nan(float(self.last_event_at[i])),
+            updated_at=_none_if_nan(float(self.updated_at[i])),
+            explicit_offset=int(self.explicit_offset[i]),
+            implicit_offset=int(self.implicit_offset[i]),
+            events_held=int(self.events_held[i]),
+        )
+
+    def states(self) -> list[UserState]:
+        return [self.state(i) for i in range(len(self))]
+
+    def without(self, user_ids: Iterable[str]) -> UserRows:
+        """These rows but those of ``user_ids``."""
+        drop = set(user_ids)
+        keep = np.array([u not in drop for u in self.user_ids], dtype=bool)
+        return self.take(np.flatnonzero(keep))
+
+    def take(self, index: Ints) -> UserRows:
+        columns = {n: getattr(self, n)[index] for n in _COUNTERS + _TIMES + _OFFSETS}
+        return UserRows([self.user_ids[i] for i in index.tolist()], self.vectors[index], **columns)
+
+    def preferences(self, i: int) -> Preferences:
+        """Row ``i`` as readers see it."""
+        return self.state(i).snapshot()
+
+    def __add__(self, other: UserRows) -> UserRows:
+        """Both sets of rows; for a user in both, ``other``'s (the later) row wins."""
+        if not len(self):
+            return other
+        if not len(other):
+            return self
+        first = self.without(other.user_ids)
+        columns = {
+            n: np.concatenate([getattr(first, n), getattr(other, n)])
+            for n in _COUNTERS + _TIMES + _OFFSETS
+        }
+        vectors = np.concatenate([first.vectors, other.vectors])
+        return UserRows(first.user_ids + other.user_ids, vectors, **columns)
+
+
+def occurrence_rank(keys: npt.NDArray[np.int64]) -> Ints:
+    """For each position, how many earlier positions hold the same key.
+
+    Step ``k`` of a batch is every position of rank ``k``: at most one per key,
+    and a key's positions in their order.
+
+    >>> occurrence_rank(np.array([7, 3, 7, 7, 3, 9])).tolist()
+    [0, 0, 1, 2, 1, 0]
+    """
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    starts = np.empty(n, dtype=bool)
+    starts[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=starts[1:])
+    positions = np.arange(n, dtype=np.int64)
+    group_start = np.maximum.accumulate(np.where(starts, positions, 0))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = positions - group_start
+    return rank
+
+
+def steps(rank: Ints) -> list[Ints]:
+    """The positions of each step, in order: ``steps(rank)[k]`` are those of rank ``k``.
+
+    >>> [s.tolist() for s in steps(np.array([0, 0, 1, 2, 1, 0]))]
+    [[0, 1, 5], [2, 4], [3]]
+    """
+    if len(rank) == 0:
+        return []
+    order = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[order], np.arange(1, int(rank.max()) + 1))
+    return np.split(order, bounds)
+
+
+def learning_rates(rate: LearningRate, signals: Floats, reliability: Floats) -> Floats:
+    """:class:`~recloop.core.preferences.LearningRate` over arrays, to the last bit.
+
+    >>> learning_rates(LearningRate(0.1, 0.5), np.array([1.0, -2.0, 100.0]), np.full(3, 100.0))
+    array([0.1, 0.2, 0.5])
+    """
+    alpha = rate.base_alpha * np.abs(signals) * reliability / 100.0
+    return np.minimum(np.maximum(alpha, 0.0), rate.alpha_max)
+
+
+def ema_rows(vectors: Floats, slots: Ints, items: Floats, signals: Floats, alphas: Floats) -> None:
+    """:func:`~recloop.core.preferences.ema_update` of rows ``slots`` (distinct) in place.
+
+    Rows whose alpha or signal is 0 stay as they are, as in the scalar rule.
+
+    >>> v = np.zeros((2, 2)); ema_rows(v, np.array([1]), np.array([[1.0, 0.0]]),
+    ...                                 np.array([-1.0]), np.array([0.5]))
+    >>> v.tolist()
+    [[0.0, 0.0], [-0.5, 0.0]]
+    """
+    moves = (alphas != 0.0) & (signals != 0.0)
+    if not moves.all():
+        slots, items, signals, alphas = slots[moves], items[moves], signals[moves], alphas[moves]
+    if not len(slots):
+        return
+    a = alphas[:, None]
+    s = np.where(signals > 0, 1.0, -1.0)[:, None]
+    vectors[slots] = a * s * items + (1.0 - a) * vectors[slots]
+
+
+class UserTable:
+    """Users' learnt state in arrays; see the module docstring.
+
+    ``capacity`` bounds the users held: past it, the least recently used rows
+    that are clean (checkpointed) and not pinned are dropped, a tenth at a time, to be
+    loaded again from the store when their user comes back.
+
+    >>> t = UserTable(dim=2, capacity=10)
+    >>> slots, missing = t.slots(["a", "b", "a"])
+    >>> slots.tolist(), missing
+    ([-1, -1, -1], ['a', 'b'])
+    >>> t.add(UserRows.of([UserState.new("a", 2), UserState.new("b", 2)]))
+    >>> t.slots(["a", "b", "a"])[0].tolist()
+    [0, 1, 0]
+    """
+
+    def __init__(self, dim: int, capacity: int = 200_000) -> None:
+        self.dim = dim
+        self.capacity = max(1, capacity)
+        self.index: dict[str, int] = {}
+        self.ids: list[str | None] = []
+        self._free: list[int] = []
+        self.round = 0
+        """Bumped by the processor once per apply round: rows touched record it (LRU)."""
+        self.vectors: Floats = np.zeros((0, dim))
+        for name in _COUNTERS + _OFFSETS:
+            setattr(self, name, np.zeros(0, dtype=np.int64))
+        for name in _TIMES:
+            setattr(self, name, np.zeros(0, dtype=np.float64))
+        self.dirty: Bools = np.zeros(0, dtype=bool)
+        self.saving: Bools = np.zeros(0, dtype=bool)
+        """Rows a checkpoint in flight is writing: not clean until :meth:`saved`."""
+        self.pinned: Bools = np.zeros(0, dtype=bool)
+        """Rows that must keep their slot (users with buffered events): never dropped
+        to make room."""
+        self.used: Ints = np.zeros(0, dtype=np.int64)
+        self._evicted: list[str] = []
+        self._allocate(min(1024, self.capacity))
+
+    def _allocate(self, size: int) -> None:
+        """Grow every column to ``size`` rows (new rows free)."""
+        old = len(self.ids)
+
+        def grown(array: npt.NDArray[Any], fill: float) -> npt.NDArray[Any]:
+            new = np.full((size, *array.shape[1:]), fill, dtype=array.dtype)
+            new[:old] = array[:old]
+            return new
+
+        self.ids.extend([None] * (size - old))
+        self.vectors = grown(self.vectors, 0.0)
+        for name in _COUNTERS:
+            setattr(self, name, grown(getattr(self, name), 0))
+        for name in _TIMES:
+            setattr(self, name, grown(getattr(self, name), math.nan))
+        for name in _OFFSETS:
+            setattr(self, name, grown(getattr(self, name), -1))
+        self.dirty = grown(self.dirty, False)
+        self.saving = grown(self.saving, False)
+        self.pinned = grown(self.pinned, False)
+        self.used = grown(self.used, 0)
+        self._free.extend(range(size - 1, old - 1, -1))
+
+    # Declared for the type checker; set by _allocate.
+    events_applied: Ints
+    events_skipped: Ints
+    interactions: Ints
+    impressions: Ints
+    events_held: Ints
+    first_event_at: Floats
+    last_event_at: Floats
+    updated_at: Floats
+    explicit_offset: Ints
+    implicit_offset: Ints
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self.index
+
+    def slots(self, user_ids: Sequence[str]) -> tuple[Ints, list[str]]:
+        """Each user's slot (-1 if not held) and the distinct users not held, in order."""
+        get = self.index.get
+        found = np.fromiter((get(u, -1) for u in user_ids), dtype=np.int64, count=len(user_ids))
+        missing = list(
+            dict.fromkeys(u for u, s in zip(user_ids, found.tolist(), strict=True) if s < 0)
+        )
+        return found, missing
+
+    def add(self, rows: UserRows) -> None:
+        """Hold ``rows`` (users not held yet: loaded from the store, or new), clean."""
+        n = len(rows)
+        if not n:
+            return
+        if len(self._free) < n:
+            self._make_room(n)
+        slots = np.array([self._free.pop() for _ in range(n)], dtype=np.int64)
+        for user_id, slot in zip(rows.user_ids, slots.tolist(), strict=True):
+            self.index[user_id] = slot
+            self.ids[slot] = user_id
+        self.vectors[slots] = rows.vectors
+        for name in _COUNTERS + _TIMES + _OFFSETS:
+            getattr(self, name)[slots] = getattr(rows, name)
+        self.dirty[slots] = False
+        self.used[slots] = self.round
+
+    def new_rows(self, user_ids: Sequence[str]) -> UserRows:
+        """Rows of users recloop has never seen."""
+        n = len(user_ids)
+        columns: dict[str, npt.NDArray[Any]] = {}
+        for name in _COUNTERS:
+            columns[name] = np.zeros(n, dtype=np.int64)
+        for name in _TIMES:
+            columns[name] = np.full(n, math.nan)
+        for name in _OFFSETS:
+            columns[name] = np.full(n, -1, dtype=np.int64)
+        return UserRows(list(user_ids), np.zeros((n, self.dim)), **columns)
+
+    def _make_room(self, n: int) -> None:
+        held = len(self.index)
+        if held + n <= self.capacity:
+            self._allocate(min(self.capacity, max(2 * len(self.ids), held + n)))
+            return
+        # Full: drop the least recently used clean rows, a tenth of the capacity at once.
+        live = np.fromiter(self.index.values(), dtype=np.int64, count=held)
+        candidates = live[~(self.dirty[live] | self.saving[live] | self.pinned[live])]
+        want = min(len(candidates), max(n - len(self._free), self.capacity // 10))
+        if want > 0:
+            oldest = candidates[np.argpartition(self.used[candidates], want - 1)[:want]]
+            for slot in oldest.tolist():
+                self._evicted.append(self.ids[slot] or "")
+                self.drop_slot(slot)
+        if len(self._free) < n:  # every row is dirty or pinned: hold more until a checkpoint
+            self._allocate(len(self.ids) + n - len(self._free))
+
+    def drop_slot(self, slot: int) -> None:
+        user_id = self.ids[slot]
+        if user_id is None:
+            return
+        del self.index[user_id]
+        self.ids[slot] = None
+        self.dirty[slot] = self.saving[slot] = self.pinned[slot] = False
+        self._free.append(slot)
+
+    def evicted(self) -> list[str]:
+        """The users dropped to make room since the last call."""
+        dropped, self._evicted = self._evicted, []
+        return dropped
+
+    def drop(self, user_id: str) -> None:
+        """Forget ``user_id``'s row (dirty or not)."""
+        slot = self.index.get(user_id)
+        if slot is not None:
+            self.drop_slot(slot)
+
+    def clear(self) -> None:
+        for slot in list(self.index.values()):
+            self.drop_slot(slot)
+
+    def take_dirty(self) -> UserRows:
+        """Copies of the rows changed since the last call, for a checkpoint: they count as
+        clean once it is :meth:`saved`."""
+        slots = np.flatnonzero(self.dirty)
+        self.dirty[slots] = False
+        self.saving[slots] = True
+        return self.rows(slots)
+
+    def saved(self) -> None:
+        """The checkpoint of the rows last taken is committed."""
+        self.saving[:] = False
+
+    def rows(self, slots: Ints) -> UserRows:
+        ids = self.ids
+        columns = {n: getattr(self, n)[slots] for n in _COUNTERS + _TIMES + _OFFSETS}
+        return UserRows([ids[s] or "" for s in slots.tolist()], self.vectors[slots], **columns)
+
+    def preferences(self, user_id: str) -> Preferences | None:
+        """What readers see of a held user (its vector a copy), or None if not held or
+        nothing of theirs is applied yet (a new row, their events buffered)."""
+        slot = self.index.get(user_id)
+        if slot is None or math.isnan(self.updated_at[slot]):
+            return None
+        return Preferences(
+            user_id,
+            self.vectors[slot].copy(),
+            int(self.events_applied[slot]),
+            int(self.events_skipped[slot]),
+            int(self.interactions[slot]),
+            int(self.impressions[slot]),
+            _none_if_nan(float(self.first_event_at[slot])),
+            _none_if_nan(float(self.last_event_at[slot])),
+            _none_if_nan(float(self.updated_at[slot])),
+            int(self.events_held[slot]),
+        )
+
+    def touch(self, slots: Ints, first_at: Floats, last_at: Floats, now: float) -> None:
+        """``UserState._touch`` of distinct ``slots``."""
+        self.first_event_at[slots] = np.fmin(self.first_event_at[slots], first_at)
+        self.last_event_at[slots] = np.fmax(self.last_event_at[slots], last_at)
+        self.updated_at[slots] = now
+        self.dirty[slots] = True
+        self.used[slots] = self.round
+
+
+@dataclass(slots=True)
+class Before:
+    """What a batch's rules need of each event's user as it was just before the event:
+    its interactions and last event time (NaN: none), e.g. for its segment."""
+
+    interactions: Ints
+    last_event_at: Floats
+
+
+def apply_explicit(
+    table: UserTable,
+    slots: Ints,
+    items: Floats,
+    has_item: Bools,
+    signals: Floats,
+    reliability: Floats,
+    offsets: Ints,
+    timestamps: Floats,
+    rate: LearningRate,
+    now: float,
+) -> tuple[Bools, Before]:
+    """Apply explicit events in order (``UserState.apply_explicit`` / ``hold_explicit``).
+
+    Event ``i`` is of user ``slots[i]`` on an item with vector ``items[i]`` (if
+    ``has_item[i]``); ``reliability[i]`` NaN holds it (kept, not learnt from). Events
+    at or below their user's ``explicit_offset`` are already in the state and skipped.
+    Returns which events were applied (fresh, learnt from) and each event's
+    :class:`Before`.
+
+    >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
+    >>> applied, before = apply_explicit(
+    ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
+    ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
+    ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)
+    >>> t.vectors[0].tolist(), applied.tolist(), before.interactions.tolist()
+    ([0.25, 0.5], [True, True], [0, 1])
+    """
+    n = len(slots)
+    before = Before(np.zeros(n, dtype=np.int64), np.full(n, math.nan))
+    fresh = offsets > table.explicit_offset[slots]
+    learnt = fresh & ~np.isnan(reliability)
+    index = np.flatnonzero(fresh)
+    for step in steps(occurrence_rank(slots[index])):
+        e = index[step]
+        s = slots[e]
+        before.interactions[e] = table.interactions[s]
+        before.last_event_at[e] = table.last_event_at[s]
+        ok = learnt[e]
+        table.events_held[s[~ok]] += 1
+        le, ls = e[ok], s[ok]
+        has = has_item[le]
+        table.events_applied[ls] += has
+        table.events_skipped[ls] += ~has
+        table.interactions[ls] += 1
+        moved = le[has]
+        alphas = learning_rates(rate, signals[moved], reliability[moved])
+        ema_rows(table.vectors, ls[has], items[moved], signals[moved], alphas)
+        table.explicit_offset[s] = offsets[e]
+        table.touch(s, timestamps[e], timestamps[e], now)
+    return learnt, before
+
+
+@dataclass(slots=True)
+class Aggregates:
+    """Implicit events summed per (user, item) (``ImplicitAggregate`` as columns), groups
+    in the order of their first event; ``group[i]`` is event ``i``'s group."""
+
+    users: Ints
+    items: Ints
+    signal: Floats
+    interactions: Ints
+    impressions: Ints
+    max_offset: Ints
+    first_at: Floats
+    last_at: Floats
+    group: Ints
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def aggregate(
+    users: Ints,
+    items: Ints,
+    signals: Floats,
+    is_impression: Bools,
+    offsets: Ints,
+    timestamps: Floats,
+) -> Aggregates:
+    """Sum implicit events per (user, item), in event order (as ``ImplicitAggregate.add``).
+
+    >>> a = aggregate(np.array([1, 2, 1]), np.array([5, 5, 5]), np.array([0.5, 1.0, 0.25]),
+    ...               np.array([False, False, True]), np.array([10, 11, 12]),
+    ...               np.array([3.0, 4.0, 5.0]))
+    >>> a.users.tolist(), a.signal.tolist(), a.impressions.tolist(), a.max_offset.tolist()
+    ([1, 2], [0.5, 1.0], [1, 0], [12, 11])
+    """
+    n = len(users)
+    if n == 0:
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return Aggregates(empty_i, empty_i, empty_f, empty_i, empty_i, empty_i, empty_f,
+                          empty_f, empty_i)  # fmt: skip
+    keys = np.stack([users, items], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first, kind="stable")  # groups by their first event
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    group = rank[inverse]
+    m = len(order)
+    interaction = ~is_impression
+    # bincount adds in event order: the same sums, to the bit, as one event at a time.
+    signal = np.bincount(group, weights=np.where(interaction, signals, 0.0), minlength=m)
+    max_offset = np.full(m, -1, dtype=np.int64)
+    np.maximum.at(max_offset, group, offsets)
+    first_at = np.full(m, math.inf)
+    np.minimum.at(first_at, group, timestamps)
+    last_at = np.full(m, -math.inf)
+    np.maximum.at(last_at, group, timestamps)
+    return Aggregates(
+        users=users[first[order]],
+        items=items[first[order]],
+        signal=signal.astype(np.float64),
+        interactions=np.bincount(group, weights=interaction, minlength=m).astype(np.int64),
+        impressions=np.bincount(group, weights=is_impression, minlength=m).astype(np.int64),
+        max_offset=max_offset,
+        first_at=first_at,
+        last_at=last_at,
+        group=group,
+    )
+
+
+def apply_implicit(
+    table: UserTable,
+    agg: Aggregates,
+    items: Floats,
+    has_item: Bools,
+    reliability: Floats,
+    rate: LearningRate,
+    now: float,
+) -> Before:
+    """Apply each (user, item) aggregate as one step (``UserState.apply_implicit`` /
+    ``hold_implicit``), a user's aggregates in order; ``items``, ``has_item`` and
+    ``reliability`` (NaN: held) are per aggregate. Returns each aggregate's
+    :class:`Before`.
+
+    >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
+    >>> a = aggregate(np.array([0, 0]), np.array([1, 1]), np.array([1.0, 1.0]),
+    ...               np.array([False, False]), np.array([3, 4]), np.array([1.0, 2.0]))
+    >>> _ = apply_implicit(t, a, np.array([[1.0, 0.0]]), np.array([True]), np.array([100.0]),
+    ...                    LearningRate(0.1, 0.5), now=3.0)
+    >>> t.vectors[0].tolist(), int(t.interactions[0]), int(t.implicit_offset[0])
+    ([0.2, 0.0], 2, 4)
+    """
+    m = len(agg)
+    before = Before(np.zeros(m, dtype=np.int64), np.full(m, math.nan))
+    for g in steps(occurrence_rank(agg.users)):
+        s = agg.users[g]
+        before.interactions[g] = table.interactions[s]
+        before.last_event_at[g] = table.last_event_at[s]
+        ok = ~np.isnan(reliability[g])
+        hs, hg = s[~ok], g[~ok]
+        table.events_held[hs] += agg.interactions[hg] + agg.impressions[hg]
+        ls, lg = s[ok], g[ok]
+        counted = agg.interactions[lg]
+        has = has_item[lg]
+        table.events_applied[ls] += np.where(has, counted, 0)
+        table.events_skipped[ls] += np.where(has, 0, counted)
+        table.interactions[ls] += counted
+        table.impressions[ls] += agg.impressions[lg]
+        moves = has & (counted > 0)
+        mg = lg[moves]
+        alphas = learning_rates(rate, agg.signal[mg], reliability[mg])
+        ema_rows(table.vectors, ls[moves], items[mg], agg.signal[mg], alphas)
+        table.implicit_offset[s] = np.maximum(table.implicit_offset[s], agg.max_offset[g])
+        table.touch(s, agg.first_at[g], agg.last_at[g], now)
+    return before
