@@ -52,6 +52,28 @@ class SignalTable:
 
     weights: Mapping[str, TypeWeight]
     dwell_full_seconds: float = 300.0
+    _table: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def _columns(
+        self,
+    ) -> tuple[
+        dict[str, int], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int8]
+    ]:
+        """The weights as columns behind a code per type (code 0: no weight, NaN)."""
+        if not self._table:
+            names = {t: i for i, t in enumerate(self.weights, start=1)}
+            w = list(self.weights.values())
+            nan = [math.nan]
+            self._table.extend(
+                (
+                    names,
+                    np.array(nan + [x.strength for x in w]),
+                    np.array(nan + [x.multiplier for x in w]),
+                    np.array([0] + [_VALUE_KIND.get(t, 0) for t in names], dtype=np.int8),
+                )
+            )
+        names, strengths, multipliers, kinds = self._table
+        return names, strengths, multipliers, kinds
 
     def signal(self, event_type: str, value: float | None) -> float:
         """The signed signal of one event.
@@ -89,11 +111,10 @@ class SignalTable:
         ...           np.array([5.0, 300.0, np.nan, np.nan])).tolist()
         [1.0, 0.5, 2.0, nan]
         """
-        weights = self.weights
-        nan = math.nan
-        strength = np.array([weights[t].strength if t in weights else nan for t in types])
-        multiplier = np.array([weights[t].multiplier if t in weights else nan for t in types])
-        kinds = np.array([_VALUE_KIND.get(t, 0) for t in types], dtype=np.int8)
+        names, strengths, multipliers, kinds_of = self._columns()
+        code = names.get
+        codes = np.fromiter((code(t, 0) for t in types), np.int64, len(types))
+        strength, multiplier, kinds = strengths[codes], multipliers[codes], kinds_of[codes]
         out: npt.NDArray[np.float64] = strength * multiplier
         rating = kinds == 1
         if rating.any():
@@ -104,7 +125,7 @@ class SignalTable:
             v = values[dwell]
             grown = np.log1p(np.maximum(v, 0.0)) / math.log1p(self.dwell_full_seconds)
             out[dwell] = strength[dwell] * np.minimum(grown, 1.0) * multiplier[dwell]
-            out[dwell & np.isnan(values)] = nan
+            out[dwell & np.isnan(values)] = math.nan
         return out
 
 

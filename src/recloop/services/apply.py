@@ -151,6 +151,8 @@ class Applier:
         self._chunks: list[_Chunk] = []
         self.buffered = 0
         """Implicit events buffered, not yet applied."""
+        self._first: dict[int, int] = {}  # per partition, the lowest offset buffered
+        self._count_by_partition: dict[int, int] = {}
         self._counts: dict[tuple[str, str, float], PerformanceCounts] = {}
         self._observed = StateChanges()
 
@@ -181,27 +183,23 @@ class Applier:
             if not gone.all():
                 chunks.append(c.take(~gone))
         self._chunks = chunks
+        self._first, self._count_by_partition = {}, {}
+        for c in chunks:
+            for p, o in zip(c.partitions.tolist(), c.offsets.tolist(), strict=True):
+                self._first[p] = min(self._first.get(p, o), o)
+                self._count_by_partition[p] = self._count_by_partition.get(p, 0) + 1
         return dropped
 
     def buffered_by_partition(self) -> dict[int, int]:
         """Buffered events per partition."""
-        counts: dict[int, int] = {}
-        for c in self._chunks:
-            for p, n in zip(*np.unique(c.partitions, return_counts=True), strict=True):
-                counts[int(p)] = counts.get(int(p), 0) + int(n)
-        return counts
+        return dict(self._count_by_partition)
 
     def buffered_users(self) -> set[str]:
         return {u for c in self._chunks for u in c.user_ids}
 
     def first_buffered(self) -> dict[int, int]:
         """The lowest buffered offset of each partition."""
-        first: dict[int, int] = {}
-        for c in self._chunks:
-            for partition in np.unique(c.partitions).tolist():
-                low = int(c.offsets[c.partitions == partition].min())
-                first[partition] = min(first.get(partition, low), low)
-        return first
+        return self._first
 
     # -- explicit --------------------------------------------------------------------
 
@@ -238,12 +236,15 @@ class Applier:
             c.rate, now,
         )  # fmt: skip
         observer = self._observer
-        for i, e in enumerate(events):
-            if not e.attribution and observer is None:
-                continue
+        watched: dict[str, bool] = {}
+        if observer is not None:
+            watched = {u: observer.watches(u) for u in {e.user_id for e in events}}
+        look = [i for i, e in enumerate(events) if e.attribution or watched.get(e.user_id)]
+        for i in look:
             if not learnt[i]:
                 continue
-            if observer is not None and observer.watches(e.user_id):
+            e = events[i]
+            if observer is not None and watched[e.user_id]:
                 self._observed += observer.observe(e.user_id, e.type, e.value, e.timestamp)
             algorithm = e.attribution.get("algorithm")
             if algorithm in c.algorithms:
@@ -279,20 +280,24 @@ class Applier:
             if e.attribution or watched.get(e.user_id, False)
         ]
         self.table.pinned[slots] = True
-        self._chunks.append(
-            _Chunk(
-                user_ids=[e.user_id for e in events],
-                item_ids=[e.item_id for e in events],
-                signals=signals,
-                impression=np.fromiter((e.type == "impression" for e in events), bool, n),
-                offsets=np.fromiter((e.offset for e in events), np.int64, n),
-                timestamps=np.fromiter((e.timestamp for e in events), np.float64, n),
-                partitions=np.fromiter((e.partition for e in events), np.int64, n),
-                extras=extras,
-                version=version,
-            )
+        chunk = _Chunk(
+            user_ids=[e.user_id for e in events],
+            item_ids=[e.item_id for e in events],
+            signals=signals,
+            impression=np.fromiter((e.type == "impression" for e in events), bool, n),
+            offsets=np.fromiter((e.offset for e in events), np.int64, n),
+            timestamps=np.fromiter((e.timestamp for e in events), np.float64, n),
+            partitions=np.fromiter((e.partition for e in events), np.int64, n),
+            extras=extras,
+            version=version,
         )
+        self._chunks.append(chunk)
         self.buffered += n
+        for partition, count in zip(*np.unique(chunk.partitions, return_counts=True), strict=True):
+            p = int(partition)
+            self._count_by_partition[p] = self._count_by_partition.get(p, 0) + int(count)
+            if p not in self._first:  # offsets grow per partition: the first is the lowest
+                self._first[p] = int(chunk.offsets[chunk.partitions == p][0])
         return outcome
 
     def aggregate(
@@ -308,6 +313,7 @@ class Applier:
         ``version`` are checked with ``blocked(user_id, offset, timestamp)`` again.
         """
         chunks, self._chunks, self.buffered = self._chunks, [], 0
+        self._first, self._count_by_partition = {}, {}
         chunks = [c if c.version == version else c.take(_unblocked(c, blocked)) for c in chunks]
         chunks = [c for c in chunks if c.user_ids]
         if not chunks:

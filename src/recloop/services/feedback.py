@@ -367,9 +367,7 @@ class Processor:
         taken = self._applier.buffered_by_partition()
         flush = self._applier.aggregate(self._slots_or_new, self._blocked, self._erasures)
         if flush is not None:
-            items, has_item = await self._retrying(
-                "load_items", self._vectors.rows, flush.item_ids
-            )
+            items, has_item = await self._retrying("load_items", self._vectors.rows, flush.item_ids)
             self.rounds += 1
             self.table.round = self.rounds
             self._applier.implicit(flush, items, has_item, self._clock())
