@@ -43,6 +43,7 @@ attempt number.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from recloop.core.errors import TransientError
+from recloop.core.errors import TransientError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,46 @@ def transient(exc: BaseException) -> bool:
     """Whether a retry may fix ``exc``: a :class:`~recloop.core.errors.TransientError`
     (not a :class:`~recloop.core.errors.CircuitOpen`, nor an error of the request's own)."""
     return isinstance(exc, TransientError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a dependency cannot serve now, so that the same call may
+    succeed later: a :class:`~recloop.core.errors.Unavailable` (a dropped connection,
+    an open breaker), a connection error or a timeout. Any other error is *deterministic*:
+    the data itself fails (a value the database refuses, a constraint), and calling
+    again with the same data fails again."""
+    return isinstance(exc, Unavailable | ConnectionError | TimeoutError)
+
+
+class Deterministic(Exception):
+    """A call failed the same way ``attempts`` times for a reason no retry fixes (see
+    :func:`unavailable`); the original error is its ``__cause__``."""
+
+
+async def retry_unless_deterministic(
+    operation: str,
+    fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    attempts: int = 3,
+    counts: RetryCounts | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> T:
+    """``await fn(*args)``: retried forever while the dependency is unavailable (as
+    :func:`retry_forever`), but raising :class:`Deterministic` once any other error
+    has happened ``attempts`` times."""
+    failures = 0
+    while True:
+        try:
+            return await call(
+                FOREVER, operation, fn, *args, retry_on=unavailable, counts=counts,
+                on_error=on_error,
+            )  # fmt: skip
+        except Exception as exc:
+            failures += 1
+            _failed(operation, failures, exc, 0.0, counts, on_error)
+            if failures >= attempts:
+                raise Deterministic(f"{operation}: {type(exc).__name__}: {exc}") from exc
+            await asyncio.sleep(FOREVER.initial_seconds * failures)
 
 
 def any_error(exc: BaseException) -> bool:
@@ -241,11 +282,14 @@ def _failed(
 __all__ = [
     "FOREVER",
     "READS",
+    "Deterministic",
     "RetryCounts",
     "RetryPolicy",
     "any_error",
     "call",
     "retry_forever",
     "retry_read",
+    "retry_unless_deterministic",
     "transient",
+    "unavailable",
 ]

@@ -53,6 +53,9 @@ class ProcessorConfig:
     :meth:`~recloop.services.feedback.Processor.dispatch` waits: acceptance slows down
     instead of memory growing."""
     max_users: int = 200_000
+    poison_attempts: int = 3
+    """Failures of a read for a reason no retry fixes (the data, not the store) after
+    which the events it concerns are dead-lettered."""
     segment_rules: SegmentRules = field(default_factory=SegmentRules)
     algorithms: frozenset[str] = frozenset()
     """Algorithms whose attributed events are counted for the optimizer."""

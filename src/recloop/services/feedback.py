@@ -44,7 +44,12 @@ from recloop.core.preferences import Preferences
 from recloop.core.privacy import Tombstone, user_digest
 from recloop.core.state import UserRows, UserTable
 from recloop.ports import AlgorithmCount, Cache, EventLog, StateStore
-from recloop.resilience import RetryCounts, retry_forever
+from recloop.resilience import (
+    Deterministic,
+    RetryCounts,
+    retry_forever,
+    retry_unless_deterministic,
+)
 from recloop.services.apply import Applier, Flush, Gate, Observer, ProcessorConfig
 from recloop.services.batching import GroupCommit
 from recloop.services.vectors import ItemVectors
@@ -111,6 +116,11 @@ class Processor:
         self._erasures = 0  # bumped with every change of the tombstones
         self._blocking: dict[str, Tombstone | None] = {}  # user_id -> tombstone, memoised
         self.dead_letters = 0
+        self.dead_letters_unstored = 0
+        """Poison events the store refused to keep even as dead letters (logged)."""
+        self.crashes = 0
+        """Apply rounds that failed in an unforeseen way (logged; their events
+        dead-lettered): a bug, which never stops the stream."""
         self.passed_over = 0
         """Events handed on that were already in their user's state (replays)."""
         self.last_error: str | None = None
@@ -295,6 +305,13 @@ class Processor:
                 self._inbox_first = _firsts(self._inbox) if self._inbox else {}
                 try:
                     await self._apply_round(events)
+                except Exception as exc:  # a bug: said, counted, and the stream moves on
+                    self.crashes += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("an apply round failed; its events go to the dead letters")
+                    for event in events:
+                        await self._dead_letter(event, f"apply failed: {self.last_error}")
+                        self._done(event.partition, 1)
                 finally:
                     self._applying_first = {}
             buffered = self._applier.buffered
@@ -314,12 +331,13 @@ class Processor:
     async def _apply_round(self, events: list[Event]) -> None:
         if self._evidence is not None:
             await self._evidence(events)
-        is_explicit = np.fromiter((e.type in EXPLICIT_TYPES for e in events), bool, len(events))
-        explicit = [e for e, x in zip(events, is_explicit.tolist(), strict=True) if x]
-        items, has_item = await self._retrying(
-            "load_items", self._vectors.rows, [e.item_id for e in explicit]
-        )
-        slots = await self._resolve([e.user_id for e in events])
+        try:
+            is_explicit, explicit, items, has_item, slots = await self._load_round(events)
+        except Deterministic:
+            # Some event's user or item cannot be read (a value the store refuses):
+            # find the events that fail, dead-letter them, apply the rest.
+            events = await self._loadable(events)
+            is_explicit, explicit, items, has_item, slots = await self._load_round(events)
         # Nothing below awaits (but dead letters): no other task sees a round half applied.
         self.rounds += 1
         table = self.table
@@ -363,6 +381,31 @@ class Processor:
                 self._done(e.partition, 1)
         self._dirty.set()
 
+    async def _load_round(self, events: list[Event]) -> tuple[Any, list[Event], Any, Any, Any]:
+        """What a round needs loaded: the users' slots and the explicit events' items."""
+        is_explicit = np.fromiter((e.type in EXPLICIT_TYPES for e in events), bool, len(events))
+        explicit = [e for e, x in zip(events, is_explicit.tolist(), strict=True) if x]
+        items, has_item = await self._bounded(
+            "load_items", self._vectors.rows, [e.item_id for e in explicit]
+        )
+        slots = await self._resolve([e.user_id for e in events])
+        return is_explicit, explicit, items, has_item, slots
+
+    async def _loadable(self, events: list[Event]) -> list[Event]:
+        """``events`` but those whose user or item the store fails to read every time,
+        which are dead-lettered (found by halving: a few reads per bad event)."""
+        try:
+            await self._bounded("load_states", self._store.get_users, [e.user_id for e in events])
+            await self._bounded("load_items", self._vectors.items, [e.item_id for e in events])
+            return events
+        except Deterministic as exc:
+            if len(events) == 1:
+                await self._dead_letter(events[0], str(exc))
+                self._done(events[0].partition, 1)
+                return []
+            half = len(events) // 2
+            return await self._loadable(events[:half]) + await self._loadable(events[half:])
+
     async def _apply_flush(self) -> None:
         taken = self._applier.buffered_by_partition()
         flush = self._applier.aggregate(self._slots_or_new, self._blocked, self._erasures)
@@ -400,7 +443,7 @@ class Processor:
 
     async def _load(self, missing: list[str]) -> None:
         table = self.table
-        stored = await self._retrying("load_states", self._store.get_users, missing)
+        stored = await self._bounded("load_states", self._store.get_users, missing)
         missing = [u for u in missing if u not in table]  # another task may have loaded some
         known = [stored[u] for u in missing if u in stored]
         rows = UserRows.of(known, self._config.dim) + table.new_rows(
@@ -497,6 +540,43 @@ class Processor:
             if failing:
                 self.failing -= 1
 
+    async def _items_one_by_one(self, item_ids: list[str]) -> tuple[Any, Any]:
+        rows = []
+        for item_id in item_ids:
+            try:
+                rows.append(await self._bounded("load_items", self._vectors.rows, [item_id]))
+            except Deterministic:
+                rows.append((np.zeros((1, self._config.dim)), np.zeros(1, dtype=bool)))
+        if not rows:
+            return np.zeros((0, self._config.dim)), np.zeros(0, dtype=bool)
+        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+
+    async def _bounded(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """As :meth:`_retrying` while the store is unavailable; raises
+        :class:`~recloop.resilience.Deterministic` once another error has happened
+        ``poison_attempts`` times (the data fails, not the store)."""
+        failing = False
+
+        def failed(exc: BaseException) -> None:
+            nonlocal failing
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if not failing:
+                failing = True
+                self.failing += 1
+
+        try:
+            return await retry_unless_deterministic(
+                operation,
+                fn,
+                *args,
+                attempts=self._config.poison_attempts,
+                counts=self._retries,
+                on_error=failed,
+            )
+        finally:
+            if failing:
+                self.failing -= 1
+
     async def _dead_letter(self, event: Event, reason: str) -> None:
         log.error(
             "event %s dead-lettered: %s",
@@ -504,7 +584,12 @@ class Processor:
             reason,
             extra={"request_id": event.request_id},
         )
-        await self._retrying("dead_letter", self._store.add_dead_letter, event, reason)
+        try:
+            await self._bounded("dead_letter", self._store.add_dead_letter, event, reason)
+        except Deterministic as exc:  # the store refuses even the dead letter: said loudly
+            self.dead_letters_unstored += 1
+            log.error("event %s could not be dead-lettered either: %s", event.event_id, exc)
+            return
         self.dead_letters += 1
 
     # -- reads -------------------------------------------------------------------
