@@ -14,8 +14,8 @@ from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.core.events import Event
 from recloop.core.experiments import UserMetric
 from recloop.core.preferences import UserState
-from recloop.core.state import UserRows
 from recloop.core.privacy import Tombstone, user_digest
+from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 from recloop.ports import (
     EventLog,
