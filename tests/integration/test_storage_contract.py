@@ -14,6 +14,7 @@ from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
+from recloop.core.slates import Slate
 from recloop.core.stats import PairStats
 from recloop.ports import (
     AlgorithmCount,
@@ -259,7 +260,8 @@ async def test_impressions_by_time_and_their_feedback(
     adapters: tuple[EventLog, StateStore],
 ) -> None:
     log, store = adapters
-    made = [Impression(f"imp{n}", "u", "new", float(n), 0.1, [{"item_id": "i"}]) for n in range(5)]
+    shown = Slate.from_slate([{"item_id": "i"}])
+    made = [Impression(f"imp{n}", "u", "new", float(n), 0.1, shown) for n in range(5)]
     await store.add_impressions(made)
     found = await store.get_impressions(1.0, 4.0)
     assert [i.impression_id for i in found] == ["imp1", "imp2", "imp3"]
