@@ -212,7 +212,7 @@ async def test_a_restarted_monitor_rebuilds_the_same_counts_from_storage() -> No
                 shown(["a", "b"]),
                 model_slot="blue",
                 model_version="m1",
-            )  # fmt: skip
+            )
             for n in range(20)
         ]
         await store.add_impressions(made)
@@ -225,7 +225,7 @@ async def test_a_restarted_monitor_rebuilds_the_same_counts_from_storage() -> No
                     "click",
                     clock.now + 1.0,
                     attribution={"impression_id": i.impression_id},
-                )  # fmt: skip
+                )
                 for n, i in enumerate(made)
                 if rng.random() < 0.3
             ]

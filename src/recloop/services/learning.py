@@ -29,13 +29,12 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 from croniter import croniter  # type: ignore[import-untyped]
 
-from recloop.adapters.memory.cache import LruCache
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.features import (
@@ -49,7 +48,7 @@ from recloop.core.features import (
 )
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
-from recloop.core.ranking import Scored
+from recloop.core.ranking import Fused
 from recloop.learning.deployment import (
     Slots,
     Transition,
@@ -79,6 +78,9 @@ from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
+_HASHED_CACHE_SIZE = 100_000
+"""Hashed attribute vectors kept (all are dropped when full: they are cheap to redo)."""
+_NO_ATTRIBUTES: Final = np.zeros(ATTRIBUTE_BUCKETS)
 _PAGE = 10_000
 _LAG_SECONDS = 60.0
 """Impressions are read again this far back on each pass: one committed this long after
@@ -143,7 +145,8 @@ class LearningService:
         self._tallied = False
         self._cursor = 0
         self._read_from = 0.0
-        self._hashed_cache: LruCache[tuple[str, float], list[float]] = LruCache(100_000)
+        # Each item's hashed attribute buckets, while it is not registered again.
+        self._hashed_cache: dict[tuple[str, float], npt.NDArray[np.float64]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._training = asyncio.Lock()
@@ -212,7 +215,7 @@ class LearningService:
         segment: str,
         interactions: int,
         last_event_at: float | None,
-        scored: Sequence[Scored],
+        fused: Fused,
         items: Mapping[str, Item | None],
         context: Mapping[str, Any],
         now: float,
@@ -228,43 +231,45 @@ class LearningService:
         )
         device = context.get("device")
         ctx = ContextFeatures(now, device if isinstance(device, str) else None)
-        n = len(scored)
-        popularity = np.zeros(n, dtype=np.int64)
-        ctr = np.full(n, np.nan)
-        age = np.full(n, np.nan)
-        hashed = np.zeros((n, ATTRIBUTE_BUCKETS))
-        attribute_affinity = np.zeros(n)
+        n = len(fused)
+        popularity = [0] * n
+        ctr = [math.nan] * n
+        age = [math.nan] * n
+        hashed = [_NO_ATTRIBUTES] * n
+        from_attributes = [False] * n
         stats = self._tally.item_stats
-        for i, s in enumerate(scored):
-            found = stats.get(s.item_id)
+        cache = self._hashed_cache
+        for i, item_id in enumerate(fused.item_ids):
+            found = stats.get(item_id)
             if found is not None:
                 shown, clicks = found
                 popularity[i] = shown
                 if shown >= MIN_ITEM_IMPRESSIONS:
                     ctr[i] = clicks / shown
-            item = items.get(s.item_id)
+            item = items.get(item_id)
             if item is not None:
                 age[i] = max(0.0, (now - item.updated_at) / DAY)
-                hashed[i] = self._hashed(item)
-                if item.vector_source == "hashed":
-                    attribute_affinity[i] = s.affinity
+                key = (item_id, item.updated_at)
+                buckets = cache.get(key)
+                if buckets is None:
+                    if len(cache) >= _HASHED_CACHE_SIZE:
+                        cache.clear()
+                    buckets = cache[key] = np.asarray(hashed_attributes(item.attributes))
+                hashed[i] = buckets
+                from_attributes[i] = item.vector_source == "hashed"
         return feature_matrix(
             user,
-            ItemColumns(popularity, ctr, age, hashed),
+            ItemColumns(
+                np.asarray(popularity, dtype=np.int64),
+                np.asarray(ctr, dtype=np.float64),
+                np.asarray(age, dtype=np.float64),
+                np.stack(hashed) if n else np.zeros((0, ATTRIBUTE_BUCKETS)),
+            ),
             ctx,
-            [s.affinity for s in scored],
-            attribute_affinity,
-            [s.algorithms[0] if s.algorithms else None for s in scored],
+            fused.affinity,
+            np.where(from_attributes, fused.affinity, 0.0),
+            [a[0] if a else None for a in fused.algorithms],
         )
-
-    def _hashed(self, item: Item) -> list[float]:
-        """The item's hashed attribute buckets, cached while it is not registered again."""
-        key = (item.item_id, item.updated_at)
-        found = self._hashed_cache.get(key)
-        if found is None:
-            found = hashed_attributes(item.attributes)
-            self._hashed_cache.set(key, found)
-        return found
 
     @staticmethod
     def predict(

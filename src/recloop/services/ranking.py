@@ -23,7 +23,7 @@ from recloop.core.exploration import epsilon_greedy
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, cosines, fuse
+from recloop.core.ranking import Candidate, cosines, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -164,14 +164,14 @@ class Ranker:
         strategy = await self.strategy(user_id)
         user, epsilon = strategy.user, strategy.epsilon
         ids = list(dict.fromkeys(c.item_id for c in candidates))
+        items = await self._vectors.items(ids)  # vectors for affinity, the rest for features
         affinities: dict[str, float] = {}
         if user.preferences is not None and np.any(user.preferences.vector):
-            vectors = await self._vectors.get_many(ids)
-            known = [(i, v) for i, v in vectors.items() if v is not None]
+            known = [(i, item.vector) for i, item in items.items() if item is not None]
             if known:
                 values = cosines(user.preferences.vector, np.stack([v for _, v in known]))
                 affinities = dict(zip((i for i, _ in known), values.tolist(), strict=True))
-        scored = fuse(
+        fused = fuse_columns(
             candidates,
             strategy.weights,
             affinities,
@@ -179,24 +179,23 @@ class Ranker:
             affinity_weight=self._config.affinity_weight,
         )
         route = strategy.route
-        n = len(scored)
+        n = len(fused)
         names: tuple[str, ...] = RANKING_NAMES
         logged = np.empty((n, len(names)), dtype=np.float32)
-        logged[:, 0] = [s.fusion for s in scored]
-        logged[:, 1] = [s.affinity for s in scored]
-        scores = np.array([s.score for s in scored], dtype=np.float64)
+        logged[:, 0] = fused.fusion
+        logged[:, 1] = fused.affinity
+        scores = fused.score
         if self._learning is not None:
             # Every candidate's features, logged (float32) with the impression: a model
             # is served those values and later learns from exactly them.
             now = self._clock()
             prefs = user.preferences
-            items = await self._vectors.items([s.item_id for s in scored])
             matrix = self._learning.feature_matrix(
                 user_id,
                 user.segment,
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
-                scored,
+                fused,
                 items,
                 context or {},
                 now,
@@ -209,8 +208,9 @@ class Ranker:
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
         order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
-        index = {scored[i].item_id: i for i in order.tolist()}
-        slots = epsilon_greedy(list(index), epsilon, self._rng)
+        ranked = [fused.item_ids[i] for i in order.tolist()]
+        index = dict(zip(ranked, order.tolist(), strict=True))
+        slots = epsilon_greedy(ranked, epsilon, self._rng)
         shown = slots if k is None else slots[:k]
         rows = [index[slot.item_id] for slot in shown]
         features = logged[rows]
@@ -226,7 +226,7 @@ class Ranker:
                 tuple(scores[rows].tolist()),
                 tuple(slot.propensity for slot in shown),
                 tuple(slot.explored for slot in shown),
-                tuple(scored[i].algorithms for i in rows),
+                tuple(fused.algorithms[i] for i in rows),
                 features,
                 names,
             ),
