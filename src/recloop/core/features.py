@@ -1,9 +1,11 @@
 """The click model's features: one function for serving and for training.
 
-``rank`` calls :func:`features` for every shown item and logs the result with
-the impression; training reads those logged mappings back. Nothing is
-recomputed offline, so what a model was trained on is exactly what it is
-served (no training/serving skew).
+``rank`` computes every candidate's row at once (:func:`feature_matrix`, the
+same values as :func:`features` row by row) and logs the shown items' rows
+with the impression, as float32 (``core.slates``); a model is served those
+float32 values and training reads them back. Nothing is recomputed offline,
+so what a model was trained on is exactly what it is served (no
+training/serving skew).
 
 Keys, in :data:`FEATURE_NAMES` order::
 

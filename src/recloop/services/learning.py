@@ -2,14 +2,16 @@
 
 ::
 
-    rank ── features (core.features) ──▶ model of the user's slot ──▶ order
-      └── impression: every shown item with its features, slot and version
+    rank ── feature matrix (core.features) ──▶ model of the user's slot ──▶ order
+      └── impression: the shown items with their float32 features, slot and version
     training process (SQL storage: it reads the database itself; learning.job):
       clicks naming the impression ─┐
       impressions (training_days) ──┴─▶ build_training_data ─▶ train
                                         ─▶ registry: candidate → rejected | validated
                                         ─▶ deploy: green, canary_fraction of users
-    monitor (every monitor_seconds): CTR per slot ─▶ judge_canary ─▶ promote | rollback
+    monitor (every monitor_seconds): running counts per slot (learning.tally: new
+                                     impressions and clicks since the last pass)
+                                     ─▶ judge_canary ─▶ promote | rollback
                                      after promotion: watch vs the baseline ─▶ confirm | rollback
 
 Registry statuses: ``candidate`` (validated, deployable), ``rejected`` (failed
