@@ -37,10 +37,6 @@ _F32: Final = np.dtype("<f4")
 _F64: Final = np.dtype("<f8")
 
 
-def _empty() -> npt.NDArray[np.float32]:
-    return np.zeros((0, 0), dtype=np.float32)
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class Slate:
     """The shown items of one impression, in slot order.
@@ -59,9 +55,13 @@ class Slate:
     propensities: tuple[float, ...] = ()
     explored: tuple[bool, ...] = ()
     algorithms: tuple[tuple[str, ...], ...] = ()
-    features: npt.NDArray[np.float32] = field(default_factory=_empty)
-    """One float32 row per shown item, columns :attr:`feature_names`."""
+    matrix: npt.NDArray[np.float32] | None = None
+    """One float32 row per shown item, columns :attr:`feature_names` (read :attr:`features`:
+    None while a decoded slate's ``packed`` bytes have not been asked for)."""
     feature_names: tuple[str, ...] = ()
+    packed: bytes | None = field(default=None, repr=False)
+    """The features as :func:`encode` stored them, decompressed on first use: a reader of
+    the shown items alone (the canary monitor) never pays for them."""
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -69,16 +69,32 @@ class Slate:
             if len(getattr(self, name)) != n:
                 found = len(getattr(self, name))
                 raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
-        if not self.feature_names and self.features.size == 0:  # no features logged
-            object.__setattr__(self, "features", np.zeros((n, 0), dtype=np.float32))
-        if self.features.shape != (n, len(self.feature_names)):
-            raise InvalidInput(
-                "slate.features",
-                f"has shape {self.features.shape}, not ({n}, {len(self.feature_names)})",
-            )
-        if self.features.dtype != np.float32:
-            raise InvalidInput("slate.features", f"must be float32, got {self.features.dtype}")
-        self.features.flags.writeable = False
+        if self.matrix is None and self.packed is None:
+            if self.feature_names:
+                raise InvalidInput("slate.features", "named features need their values")
+            object.__setattr__(self, "matrix", np.zeros((n, 0), dtype=np.float32))
+        if self.matrix is not None:
+            self._check(self.matrix)
+
+    def _check(self, matrix: npt.NDArray[np.float32]) -> None:
+        shape = (len(self.item_ids), len(self.feature_names))
+        if matrix.shape != shape:
+            raise InvalidInput("slate.features", f"has shape {matrix.shape}, not {shape}")
+        if matrix.dtype != np.float32:
+            raise InvalidInput("slate.features", f"must be float32, got {matrix.dtype}")
+        matrix.flags.writeable = False
+
+    @property
+    def features(self) -> npt.NDArray[np.float32]:
+        """One float32 row per shown item, columns :attr:`feature_names` (read-only)."""
+        if self.matrix is not None:
+            return self.matrix
+        assert self.packed is not None  # __post_init__: one of the two
+        flat = np.frombuffer(zlib.decompress(self.packed), dtype=_F32)
+        matrix = flat.reshape((len(self.feature_names), len(self))).T.astype(np.float32)
+        self._check(matrix)
+        object.__setattr__(self, "matrix", matrix)
+        return matrix
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -201,14 +217,13 @@ def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str])
     n = len(item_ids)
     values = np.frombuffer(numbers, dtype=_F64, count=2 * n)
     explored = np.frombuffer(numbers, dtype=np.uint8, count=n, offset=16 * n)
-    matrix = np.frombuffer(zlib.decompress(features), dtype=_F32)
-    matrix = matrix.reshape((len(names), n)).T.astype(np.float32, order="C")
     return Slate(
         tuple(item_ids),
         tuple(values[:n].tolist()),
         tuple(values[n:].tolist()),
         tuple(bool(x) for x in explored.tolist()),
         tuple(tuple(a) for a in algorithms),
-        matrix,
+        None,
         tuple(names),
+        packed=features,
     )
