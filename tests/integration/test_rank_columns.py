@@ -9,6 +9,7 @@ The oracle below is the former ``Ranker.rank`` slate building and
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -125,29 +126,29 @@ async def old_rank(
     rows: dict[str, dict[str, float]] = {}
     scores = {s.item_id: s.score for s in scored}
     learning = ranker._learning
-    assert learning is not None
-    now = ranker._clock()
-    prefs = user.preferences
-    items = await ranker._vectors.items(by_id)
-    found = old_feature_rows(
-        learning,
-        user_id,
-        user.segment,
-        0 if prefs is None else prefs.interactions,
-        None if prefs is None else prefs.last_event_at,
-        scored,
-        items,
-        context or {},
-        now,
-    )
-    rows = {s.item_id: row for s, row in zip(scored, found, strict=True)}
-    if route.model is not None:
-        matrix = to_matrix(found, route.model.feature_names)
-        if float32_features:
-            matrix = matrix.astype(np.float32).astype(np.float64)
-        predicted = [float(p) for p in route.model.predict(matrix)]
-        scores = {s.item_id: p for s, p in zip(scored, predicted, strict=True)}
-        scored = sorted(scored, key=lambda s: -scores[s.item_id])
+    if learning is not None:
+        now = ranker._clock()
+        prefs = user.preferences
+        items = await ranker._vectors.items(by_id)
+        found = old_feature_rows(
+            learning,
+            user_id,
+            user.segment,
+            0 if prefs is None else prefs.interactions,
+            None if prefs is None else prefs.last_event_at,
+            scored,
+            items,
+            context or {},
+            now,
+        )
+        rows = {s.item_id: row for s, row in zip(scored, found, strict=True)}
+        if route.model is not None:
+            matrix = to_matrix(found, route.model.feature_names)
+            if float32_features:
+                matrix = matrix.astype(np.float32).astype(np.float64)
+            predicted = [float(p) for p in route.model.predict(matrix)]
+            scores = {s.item_id: p for s, p in zip(scored, predicted, strict=True)}
+            scored = sorted(scored, key=lambda s: -scores[s.item_id])
     slots = epsilon_greedy([s.item_id for s in scored], epsilon, rng)
     shown = slots if k is None else slots[:k]
     return [
@@ -161,7 +162,7 @@ async def old_rank(
             "features": {
                 "fusion": by_id[slot.item_id].fusion,
                 "affinity": by_id[slot.item_id].affinity,
-                **at_position(rows[slot.item_id], slot.position),
+                **(at_position(rows[slot.item_id], slot.position) if rows else {}),
             },
         }
         for slot in shown
@@ -239,10 +240,10 @@ async def populate(app: Running, rng: random.Random, items: int) -> None:
     assert r.status_code == 202, r.text
     await app.idle(flush=True)
     learning = app.container.learning
-    assert learning is not None
-    await learning.monitor()
-    stats = learning._tally.item_stats
-    assert any(shown >= MIN_ITEM_IMPRESSIONS and clicked for shown, clicked in stats.values())
+    if learning is not None:
+        await learning.monitor()
+        stats = learning._tally.item_stats
+        assert any(shown >= MIN_ITEM_IMPRESSIONS and clicked for shown, clicked in stats.values())
 
 
 async def compare(app: Running, rng: random.Random, requests: int, model: bool) -> None:
@@ -276,7 +277,7 @@ async def compare(app: Running, rng: random.Random, requests: int, model: bool) 
                 assert new["features"] == logged
 
 
-def settings(tmp_path: Path) -> Any:
+def settings(tmp_path: Path, learning: bool = True) -> Any:
     return make_settings(
         tmp_path,
         "memory",
@@ -285,7 +286,7 @@ def settings(tmp_path: Path) -> Any:
             "seed": 7,
             "epsilon": {"new": 0.5, "inactive": 0.3, "power": 0.2, "regular": 0.9},
         },
-        learning={"monitor_seconds": 3600},
+        learning={"monitor_seconds": 3600, "enabled": learning},
     )
 
 
@@ -321,5 +322,19 @@ async def test_rank_matches_the_oracle_with_a_model_on_the_logged_float32_rows(
         await learning.deploy("m1")
         await learning.promote()
         await compare(app, rng, 100, model=True)
+    finally:
+        await close()
+
+
+async def test_rank_matches_the_oracle_without_continuous_learning(tmp_path: Path) -> None:
+    """Only the fused rank and the affinity are logged then."""
+    rng = random.Random(5)
+    app, close = await start_app(settings(tmp_path, learning=False))
+    try:
+        assert app.container.learning is None
+        await populate(app, rng, 60)
+        await compare(app, rng, 100, model=False)
+        impression = (await app.container.store.get_impressions(0.0, math.inf))[-1]
+        assert impression.shown.feature_names == ("fusion", "affinity")
     finally:
         await close()

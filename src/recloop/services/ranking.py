@@ -22,6 +22,7 @@ from recloop.core.experiments import overrides
 from recloop.core.exploration import epsilon_greedy
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
+from recloop.core.items import Item
 from recloop.core.preferences import Preferences
 from recloop.core.ranking import Candidate, cosines, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
@@ -164,9 +165,13 @@ class Ranker:
         strategy = await self.strategy(user_id)
         user, epsilon = strategy.user, strategy.epsilon
         ids = list(dict.fromkeys(c.item_id for c in candidates))
-        items = await self._vectors.items(ids)  # vectors for affinity, the rest for features
+        prefers = user.preferences is not None and bool(np.any(user.preferences.vector))
+        # One read of the items: their vectors for affinity, the rest for the features.
+        items: Mapping[str, Item | None] = {}
+        if prefers or self._learning is not None:
+            items = await self._vectors.items(ids)
         affinities: dict[str, float] = {}
-        if user.preferences is not None and np.any(user.preferences.vector):
+        if prefers and user.preferences is not None:
             known = [(i, item.vector) for i, item in items.items() if item is not None]
             if known:
                 values = cosines(user.preferences.vector, np.stack([v for _, v in known]))
