@@ -17,6 +17,7 @@ from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
 from recloop.core.privacy import Tombstone
+from recloop.core.slates import Slate
 from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 
@@ -131,8 +132,10 @@ class StateChanges:
 class Impression:
     """A ranking shown to a user, as logged for attribution and training.
 
-    ``slate`` holds one mapping per shown item: item_id, position, propensity,
-    explored, score and the features used to score it.
+    ``shown`` holds the shown items in slot order, in columns: item ids, scores,
+    propensities, explored flags, algorithms and the features used to score
+    them (a float32 matrix with its feature set's names); :attr:`slate` gives
+    them as one mapping per item.
     """
 
     impression_id: str
@@ -140,11 +143,17 @@ class Impression:
     segment: str
     created_at: float
     epsilon: float
-    slate: list[dict[str, Any]] = field(default_factory=list)
+    shown: Slate = field(default_factory=Slate)
     context: dict[str, Any] = field(default_factory=dict)
     experiments: list[dict[str, Any]] = field(default_factory=list)
     model_version: str | None = None
     model_slot: str | None = None
+
+    @property
+    def slate(self) -> list[dict[str, Any]]:
+        """One mapping per shown item: item_id, position, score, propensity, explored,
+        algorithms, features (:attr:`Slate.slate <recloop.core.slates.Slate.slate>`)."""
+        return self.shown.slate
 
 
 class EventLog(Protocol):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from recloop import cli
 from recloop.adapters.sql import SqlDatabase
 from recloop.container import learning_config
-from recloop.core.features import FEATURE_NAMES, to_matrix
+from recloop.core.features import FEATURE_NAMES
 from recloop.learning.job import ReadOnlyDatabase
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.training import build_training_data, train
@@ -234,7 +234,7 @@ async def _examples(app: Running) -> tuple[np.ndarray, np.ndarray]:
     impressions = await store.get_impressions(0.0, math.inf)
     feedback = await log.read_feedback_of([i.impression_id for i in impressions])
     data = build_training_data(impressions, feedback, 60.0)
-    return to_matrix(data.rows), np.asarray(data.labels, dtype=np.float64)
+    return data.features, np.asarray(data.labels, dtype=np.float64)
 
 
 async def register(app: Running, version: str, invert: bool = False, tamper: bool = False) -> str:

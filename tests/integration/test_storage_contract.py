@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
+from sqlalchemy import text
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
@@ -14,6 +17,7 @@ from recloop.core.bandit import PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
+from recloop.core.slates import Slate
 from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 from recloop.ports import (
@@ -260,7 +264,8 @@ async def test_impressions_by_time_and_their_feedback(
     adapters: tuple[EventLog, StateStore],
 ) -> None:
     log, store = adapters
-    made = [Impression(f"imp{n}", "u", "new", float(n), 0.1, [{"item_id": "i"}]) for n in range(5)]
+    shown = Slate.from_slate([{"item_id": "i"}])
+    made = [Impression(f"imp{n}", "u", "new", float(n), 0.1, shown) for n in range(5)]
     await store.add_impressions(made)
     found = await store.get_impressions(1.0, 4.0)
     assert [i.impression_id for i in found] == ["imp1", "imp2", "imp3"]
@@ -268,3 +273,73 @@ async def test_impressions_by_time_and_their_feedback(
     feedback = await log.read_feedback_of(["imp1", "imp2"])
     assert list(feedback) == ["imp1", "imp2"]
     assert feedback["imp1"] == [] and [e.event_id for e in feedback["imp2"]] == ["c1"]
+
+
+async def test_an_impression_comes_back_as_logged_with_its_feature_set(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    _, store = adapters
+    names = ("fusion", "affinity", "position", "inverse_position")
+    features = np.array([[1.0, 0.25, 0.0, 1.0], [0.5, np.nan, 1.0, 0.5]], dtype=np.float32)
+    shown = Slate(
+        ("a", "b"), (0.9, 1 / 3), (0.95, 0.05), (False, True), (("als", "pop"), ()),
+        features, names,
+    )  # fmt: skip
+    other = Slate(("c",), (0.1,), (1.0,), (False,), ((),), np.zeros((1, 1), np.float32), ("x",))
+    made = [
+        Impression("s1", "u", "new", 5.0, 0.1, shown, {"device": "tv"}, [{"e": 1}], "m1", "blue"),
+        Impression("s2", "u", "new", 6.0, 0.1, other),
+        Impression("s3", "u", "new", 7.0, 0.1),  # nothing shown
+    ]
+    await store.add_impressions(made)
+    await store.add_impressions([Impression("s4", "v", "new", 8.0, 0.2, shown)])  # set known
+    assert await store.get_impressions(0.0, 10.0) == [
+        *made,
+        Impression("s4", "v", "new", 8.0, 0.2, shown),
+    ]
+    found = await store.get_impression("s1")
+    assert found == made[0]
+    assert found.slate[1]["features"]["position"] == 1.0
+    assert math.isnan(found.slate[1]["features"]["affinity"])
+
+
+async def test_impressions_logged_before_0010_are_read_as_they_were(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    slate = [
+        {
+            "item_id": "a", "position": 0, "score": 0.7, "propensity": 0.9, "explored": False,
+            "algorithms": ["als"],
+            "features": {"fusion": 1.0, "affinity": 0.1, "inverse_position": 1.0},
+        },
+        {
+            "item_id": "b", "position": 1, "score": 0.2, "propensity": 0.1, "explored": True,
+            "algorithms": [],
+            "features": {"fusion": 0.5, "affinity": -0.3, "inverse_position": 0.5},
+        },
+    ]  # fmt: skip
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    for url in (sqlite_url, request.getfixturevalue("postgres_url")):
+        db = SqlDatabase(url)
+        await db.migrate("0008")
+        try:
+            async with db.write() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO impressions (impression_id, user_id, segment, created_at,"
+                        " epsilon, model_version, slate, context, experiments, model_slot)"
+                        " VALUES ('old', 'u', 'new', 1.0, 0.1, NULL, :slate, :context, :e, NULL)"
+                    ),
+                    {"slate": orjson.dumps(slate), "context": b"{}", "e": b"[]"},
+                )
+            await db.migrate()
+            store = SqlStateStore(db)
+            found = await store.get_impression("old")
+            assert found is not None
+            assert found.slate == [
+                {**s, "features": {k: float(np.float32(v)) for k, v in s["features"].items()}}
+                for s in slate
+            ]
+            assert [i.impression_id for i in await store.get_impressions(0.0, 2.0)] == ["old"]
+        finally:
+            await db.dispose()

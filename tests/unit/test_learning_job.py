@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase
 from recloop.adapters.sql.tables import impressions as impressions_table
+from recloop.core.slates import Slate
 from recloop.learning.job import (
     JobResult,
     ReadOnlyDatabase,
@@ -53,7 +54,9 @@ async def store_with(created: list[float]) -> InMemoryStateStore:
                 "new",
                 at,
                 0.1,
-                [{"item_id": "a", "position": 0, "features": {"inverse_position": 1.0}}],
+                Slate.from_slate(
+                    [{"item_id": "a", "position": 0, "features": {"inverse_position": 1.0}}]
+                ),
             )
             for n, at in enumerate(created)
         ]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.spatial import distance
 
 from recloop.core.errors import InvalidInput
-from recloop.core.ranking import Candidate, Scored, cosine, fuse
+from recloop.core.ranking import Candidate, Scored, cosine, fuse, fuse_columns
 
 
 def by_id(scored: list[Scored]) -> dict[str, Scored]:
@@ -203,3 +203,36 @@ def test_cosine_refuses_mismatched_shapes() -> None:
     with pytest.raises(InvalidInput) as info:
         cosine([1.0, 0.0], [1.0, 0.0, 0.0])
     assert info.value.field == "v"
+
+
+_IDS = st.sampled_from([f"i{n}" for n in range(12)])
+_ALGORITHMS = st.sampled_from([None, "als", "popular", "trending", "disabled"])
+_SCORES = st.one_of(st.none(), st.floats(-5, 5), st.sampled_from([0.0, 1.0, 1.0]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    candidates=st.lists(st.builds(Candidate, _IDS, _ALGORITHMS, _SCORES), max_size=40),
+    weights=st.dictionaries(
+        st.sampled_from(["als", "popular", "trending"]),
+        st.one_of(st.floats(0, 3), st.just(0.0)),
+    ),
+    affinities=st.dictionaries(_IDS, st.floats(-1, 1)),
+    rrf_k=st.sampled_from([0.0, 1.0, 60.0]),
+    affinity_weight=st.sampled_from([0.0, 0.5, -1.0]),
+)
+def test_fuse_columns_equals_fuse_bit_for_bit(
+    candidates: list[Candidate],
+    weights: dict[str, float],
+    affinities: dict[str, float],
+    rrf_k: float,
+    affinity_weight: float,
+) -> None:
+    """The columnar fusion rank uses against the per-item one, its oracle."""
+    expected = fuse(candidates, weights, affinities, rrf_k, affinity_weight)
+    got = fuse_columns(candidates, weights, affinities, rrf_k, affinity_weight)
+    assert got.item_ids == [s.item_id for s in expected]
+    assert got.score.tolist() == [s.score for s in expected]
+    assert got.fusion.tolist() == [s.fusion for s in expected]
+    assert got.affinity.tolist() == [s.affinity for s in expected]
+    assert got.algorithms == [s.algorithms for s in expected]

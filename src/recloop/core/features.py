@@ -1,9 +1,11 @@
 """The click model's features: one function for serving and for training.
 
-``rank`` calls :func:`features` for every shown item and logs the result with
-the impression; training reads those logged mappings back. Nothing is
-recomputed offline, so what a model was trained on is exactly what it is
-served (no training/serving skew).
+``rank`` computes every candidate's row at once (:func:`feature_matrix`, the
+same values as :func:`features` row by row) and logs the shown items' rows
+with the impression, as float32 (``core.slates``); a model is served those
+float32 values and training reads them back. Nothing is recomputed offline,
+so what a model was trained on is exactly what it is served (no
+training/serving skew).
 
 Keys, in :data:`FEATURE_NAMES` order::
 
@@ -320,3 +322,148 @@ def to_matrix(
     nan = math.nan
     values = [[nan if (v := row.get(name)) is None else v for name in names] for row in rows]
     return np.array(values, dtype=np.float64).reshape(len(rows), len(names))
+
+
+# -- every candidate at once ---------------------------------------------------------
+
+COLUMN: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+"""Each feature's column in :data:`FEATURE_NAMES` order."""
+
+_USER_COLUMNS: Final = slice(0, COLUMN["log_popularity"])
+_ITEM_COLUMNS: Final = slice(COLUMN["log_popularity"], COLUMN["hour_sin"])
+_CONTEXT_COLUMNS: Final = slice(COLUMN["hour_sin"], COLUMN["affinity"])
+_ALGORITHM_FIRST: Final = COLUMN[f"algorithm_{ALGORITHMS[0]}"]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemColumns:
+    """What is known about many items, one entry per candidate.
+
+    ``ctr`` and ``age_days`` are NaN where unknown; ``hashed`` holds each item's
+    :func:`hashed_attributes` (one row per item, :data:`ATTRIBUTE_BUCKETS` columns).
+    """
+
+    popularity: npt.NDArray[np.int64]
+    ctr: npt.NDArray[np.float64]
+    age_days: npt.NDArray[np.float64]
+    hashed: npt.NDArray[np.float64]
+
+
+def _check_items(items: ItemColumns, n: int) -> None:
+    for name in ("popularity", "ctr", "age_days"):
+        if len(getattr(items, name)) != n:
+            raise InvalidInput(f"item.{name}", f"has {len(getattr(items, name))} values, not {n}")
+    if items.hashed.shape != (n, ATTRIBUTE_BUCKETS):
+        raise InvalidInput("item.hashed", f"has shape {items.hashed.shape}, not ({n}, 16)")
+    if n and int(items.popularity.min()) < 0:
+        raise InvalidInput("item.popularity", f"must be >= 0, got {int(items.popularity.min())}")
+    known = items.ctr[~np.isnan(items.ctr)]
+    if known.size and not (np.all(np.isfinite(known)) and known.min() >= 0 and known.max() <= 1):
+        bad = known[~((known >= 0) & (known <= 1))][0]
+        raise InvalidInput("item.ctr", f"must be in [0, 1], got {bad}")
+    age = items.age_days[~np.isnan(items.age_days)]
+    if age.size and not np.all(np.isfinite(age)):
+        raise InvalidInput("item.age_days", f"must be finite, got {age[~np.isfinite(age)][0]}")
+
+
+def feature_matrix(
+    user: UserFeatures,
+    items: ItemColumns,
+    context: ContextFeatures,
+    affinity: npt.ArrayLike,
+    attribute_affinity: npt.ArrayLike,
+    algorithms: Sequence[str | None],
+) -> npt.NDArray[np.float64]:
+    """:func:`features` of every candidate at once, shown at position 0: one row per item,
+    :data:`FEATURE_NAMES` columns (float64).
+
+    Row ``i`` equals ``features(user, item_i, context, affinity[i], attribute_affinity[i],
+    0, algorithms[i])`` (tests/unit/test_features.py compares them on random inputs);
+    :func:`set_positions` moves rows to their slots.
+
+    Raises
+    ------
+    InvalidInput
+        as :func:`features` does, naming the same field.
+
+    >>> m = feature_matrix(
+    ...     UserFeatures("regular", 20, 2.0, 80.0),
+    ...     ItemColumns(np.array([99, 0]), np.array([np.nan, 0.25]), np.array([400.0, np.nan]),
+    ...                 np.zeros((2, ATTRIBUTE_BUCKETS))),
+    ...     ContextFeatures(timestamp=6 * 3600.0, device="Mobile"),
+    ...     affinity=[0.5, -0.5], attribute_affinity=[0.0, 0.0], algorithms=["trending", None],
+    ... )
+    >>> m.shape == (2, len(FEATURE_NAMES))
+    True
+    >>> m[:, COLUMN["ctr"]].tolist(), m[:, COLUMN["age_days_missing"]].tolist()
+    ([0.0, 0.25], [0.0, 1.0])
+    >>> m[:, COLUMN["algorithm_trending"]].tolist(), m[:, COLUMN["reliability"]].tolist()
+    ([1.0, 0.0], [0.8, 0.8])
+    """
+    n = len(algorithms)
+    _check_items(items, n)
+    near = np.asarray(affinity, dtype=np.float64).reshape(n)
+    by_attributes = np.asarray(attribute_affinity, dtype=np.float64).reshape(n)
+    if not np.all(np.isfinite(near)):
+        raise InvalidInput("affinity", f"must be finite, got {near[~np.isfinite(near)][0]}")
+    if not np.all(np.isfinite(by_attributes)):
+        bad = by_attributes[~np.isfinite(by_attributes)][0]
+        raise InvalidInput("attribute_affinity", f"must be finite, got {bad}")
+    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
+    shared = {**user_part(user), **context_part(context)}
+    out[:, _USER_COLUMNS] = [shared[name] for name in FEATURE_NAMES[_USER_COLUMNS]]
+    out[:, _CONTEXT_COLUMNS] = [shared[name] for name in FEATURE_NAMES[_CONTEXT_COLUMNS]]
+    out[:, COLUMN["log_popularity"]] = np.log1p(items.popularity.astype(np.float64))
+    ctr_missing = np.isnan(items.ctr)
+    out[:, COLUMN["ctr"]] = np.where(ctr_missing, 0.0, items.ctr)
+    out[:, COLUMN["ctr_missing"]] = ctr_missing
+    age_missing = np.isnan(items.age_days)
+    out[:, COLUMN["age_days"]] = np.where(age_missing, 0.0, np.clip(items.age_days, 0.0, MAX_DAYS))
+    out[:, COLUMN["age_days_missing"]] = age_missing
+    first = COLUMN["attr_00"]
+    out[:, first : first + ATTRIBUTE_BUCKETS] = items.hashed
+    out[:, COLUMN["affinity"]] = near
+    out[:, COLUMN["attribute_affinity"]] = by_attributes
+    out[:, COLUMN["inverse_position"]] = 1.0
+    rows = [i for i, a in enumerate(algorithms) if a is not None]
+    hot = [_ALGORITHM_INDEX.get(algorithms[i] or "", len(ALGORITHMS)) for i in rows]
+    out[rows, [_ALGORITHM_FIRST + h for h in hot]] = 1.0
+    return out
+
+
+_ALGORITHM_INDEX: Final = {a: i for i, a in enumerate(ALGORITHMS)}
+
+
+def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -> None:
+    """Write each row's slot (row ``i`` shown at position ``i``) into the ``position`` and
+    ``inverse_position`` columns of ``matrix`` (columns named by ``names``), in place;
+    a feature set without them is left as it is.
+
+    >>> m = np.zeros((3, 2))
+    >>> set_positions(m, ("position", "inverse_position"))
+    >>> m.tolist()
+    [[0.0, 1.0], [1.0, 0.5], [2.0, 0.3333333333333333]]
+    """
+    if "position" not in names or "inverse_position" not in names:
+        return
+    positions = np.arange(matrix.shape[0], dtype=np.float64)
+    matrix[:, list(names).index("position")] = positions
+    matrix[:, list(names).index("inverse_position")] = 1.0 / (1.0 + positions)
+
+
+def columns_of(
+    matrix: npt.NDArray[np.floating[Any]], names: Sequence[str], wanted: Sequence[str]
+) -> npt.NDArray[np.float64]:
+    """The columns ``wanted`` of ``matrix`` (whose columns are ``names``), as float64; a
+    name ``matrix`` lacks is a NaN column (LightGBM's missing), as in :func:`to_matrix`.
+
+    >>> columns_of(np.array([[1.0, 2.0]]), ("a", "b"), ("b", "c", "a")).tolist()
+    [[2.0, nan, 1.0]]
+    """
+    index = {name: i for i, name in enumerate(names)}
+    out = np.full((matrix.shape[0], len(wanted)), np.nan, dtype=np.float64)
+    for j, name in enumerate(wanted):
+        i = index.get(name)
+        if i is not None:
+            out[:, j] = matrix[:, i]
+    return out

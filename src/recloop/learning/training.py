@@ -1,7 +1,8 @@
 """Training data from logged impressions, and one training run: fit, validate, gate.
 
 Examples are the items ``rank`` showed, with the features it logged when it
-showed them (``slate[i]["features"]``, built by :func:`recloop.core.features.features`):
+showed them (``Impression.shown.features``, float32, built by
+:func:`recloop.core.features.feature_matrix`):
 training never recomputes a feature, so what a model learns from is what it
 will be served. The label is a click on that item carrying the impression's
 id within the attribution window; a purchase is kept as a second label.
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from recloop.core.events import Event
-from recloop.core.features import FEATURE_NAMES, at_position, to_matrix
+from recloop.core.features import COLUMN, FEATURE_NAMES, columns_of
 from recloop.learning.learner import Artifact, Learner, LightGbmLearner, Model, load_model
 from recloop.learning.learner import load_learner as import_learner
 from recloop.learning.validation import (
@@ -41,18 +43,26 @@ from recloop.ports import Impression
 
 @dataclass(slots=True)
 class Slate:
-    """One impression's shown items (by position), for off-policy estimates."""
+    """One impression's shown items (by position), for off-policy estimates: ``rows`` in
+    :data:`~recloop.core.features.FEATURE_NAMES` columns."""
 
     timestamp: float
-    rows: list[dict[str, float]]
+    rows: npt.NDArray[np.float64]
     propensity: float
     reward: float
     epsilon: float
 
 
+def _no_rows() -> npt.NDArray[np.float64]:
+    return np.zeros((0, len(FEATURE_NAMES)))
+
+
 @dataclass(slots=True)
 class TrainingData:
-    rows: list[dict[str, float]] = field(default_factory=list)
+    """The examples: ``features`` (one row per shown item, FEATURE_NAMES columns, the
+    float32 values logged), their labels, conversions and impression times."""
+
+    features: npt.NDArray[np.float64] = field(default_factory=_no_rows)
     labels: list[int] = field(default_factory=list)
     conversions: list[int] = field(default_factory=list)
     timestamps: list[float] = field(default_factory=list)
@@ -74,11 +84,20 @@ def build_training_data(
 ) -> TrainingData:
     """Join impressions with the clicks (and purchases) naming them within the window.
 
-    Shown items without logged features (logged before features were) are
-    left out.
+    Impressions logged without the model's features (logged before features
+    were, or with learning off) are left out.
     """
     data = TrainingData()
+    blocks: list[npt.NDArray[np.float64]] = []
+    aligned: dict[tuple[str, ...], bool] = {}
     for imp in impressions:
+        shown = imp.shown
+        names = shown.feature_names
+        usable = aligned.get(names)
+        if usable is None:
+            usable = aligned[names] = "inverse_position" in names
+        if not usable or len(shown) == 0:
+            continue
         deadline = imp.created_at + window_seconds
         clicked: set[str] = set()
         bought: set[str] = set()
@@ -89,29 +108,22 @@ def build_training_data(
                 clicked.add(e.item_id)
             elif e.type == "purchase":
                 bought.add(e.item_id)
-        shown = sorted(imp.slate, key=lambda s: int(s.get("position", 0)))
-        rows = []
-        for slot in shown:
-            features = slot.get("features")
-            if not isinstance(features, dict) or "inverse_position" not in features:
-                continue
-            row = {k: float(v) for k, v in features.items()}
-            rows.append(row)
-            data.rows.append(row)
-            data.labels.append(int(slot["item_id"] in clicked))
-            data.conversions.append(int(slot["item_id"] in bought))
-            data.timestamps.append(imp.created_at)
-        if rows and len(rows) == len(shown) and int(shown[0].get("position", 0)) == 0:
-            top = shown[0]
-            data.slates.append(
-                Slate(
-                    imp.created_at,
-                    rows,
-                    float(top.get("propensity", 1.0)),
-                    float(top["item_id"] in clicked),
-                    imp.epsilon,
-                )
+        rows = columns_of(shown.features, names, FEATURE_NAMES)
+        blocks.append(rows)
+        data.labels.extend(int(item in clicked) for item in shown.item_ids)
+        data.conversions.extend(int(item in bought) for item in shown.item_ids)
+        data.timestamps.extend([imp.created_at] * len(shown))
+        data.slates.append(
+            Slate(
+                imp.created_at,
+                rows,
+                shown.propensities[0],
+                float(shown.item_ids[0] in clicked),
+                imp.epsilon,
             )
+        )
+    if blocks:
+        data.features = np.concatenate(blocks)
     return data
 
 
@@ -154,8 +166,8 @@ def train(
     train_idx, holdout_idx = time_split(data.timestamps, holdout_fraction)
     y = np.asarray(data.labels, dtype=np.float64)
     fit_with: Learner = LightGbmLearner() if learner is None else import_learner(learner)
-    model = fit_with.fit(to_matrix([data.rows[i] for i in train_idx]), y[train_idx], FEATURE_NAMES)
-    holdout_rows = [data.rows[i] for i in holdout_idx]
+    model = fit_with.fit(data.features[train_idx], y[train_idx], FEATURE_NAMES)
+    holdout_rows = data.features[holdout_idx]
     candidate = _evaluate(model, holdout_rows, y[holdout_idx])
     incumbent = None
     champion_metrics: Metrics | None = None
@@ -176,8 +188,8 @@ def train(
     return Outcome(Artifact.of(model), accepted, reason, metrics)
 
 
-def _evaluate(model: Model, rows: Sequence[Mapping[str, float]], y: np.ndarray) -> Metrics:
-    return evaluate(y, model.predict(to_matrix(rows, model.feature_names)))
+def _evaluate(model: Model, rows: npt.NDArray[np.float64], y: np.ndarray) -> Metrics:
+    return evaluate(y, model.predict(columns_of(rows, FEATURE_NAMES, model.feature_names)))
 
 
 def _off_policy(
@@ -201,13 +213,21 @@ def _off_policy(
 def _logged(model: Model, slates: Sequence[Slate]) -> list[LoggedSlate]:
     return [
         LoggedSlate(
-            to_matrix([at_position(r, 0) for r in s.rows], model.feature_names),
+            columns_of(_at_top(s.rows), FEATURE_NAMES, model.feature_names),
             0,
             s.propensity,
             s.reward,
         )
         for s in slates
     ]
+
+
+def _at_top(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The rows as if each were shown in the top slot (``core.features.at_position`` 0)."""
+    top = rows.copy()
+    top[:, COLUMN["position"]] = 0.0
+    top[:, COLUMN["inverse_position"]] = 1.0
+    return top
 
 
 def _plain(estimate: Estimate) -> dict[str, Any]:

@@ -2,14 +2,16 @@
 
 ::
 
-    rank ── features (core.features) ──▶ model of the user's slot ──▶ order
-      └── impression: every shown item with its features, slot and version
+    rank ── feature matrix (core.features) ──▶ model of the user's slot ──▶ order
+      └── impression: the shown items with their float32 features, slot and version
     training process (SQL storage: it reads the database itself; learning.job):
       clicks naming the impression ─┐
       impressions (training_days) ──┴─▶ build_training_data ─▶ train
                                         ─▶ registry: candidate → rejected | validated
                                         ─▶ deploy: green, canary_fraction of users
-    monitor (every monitor_seconds): CTR per slot ─▶ judge_canary ─▶ promote | rollback
+    monitor (every monitor_seconds): running counts per slot (learning.tally: new
+                                     impressions and clicks since the last pass)
+                                     ─▶ judge_canary ─▶ promote | rollback
                                      after promotion: watch vs the baseline ─▶ confirm | rollback
 
 Registry statuses: ``candidate`` (validated, deployable), ``rejected`` (failed
@@ -29,30 +31,29 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 from croniter import croniter  # type: ignore[import-untyped]
 
-from recloop.core.cache import LruCache
 from recloop.core.errors import InvalidInput, NotFound
+from recloop.core.events import Event
 from recloop.core.features import (
+    ATTRIBUTE_BUCKETS,
     ContextFeatures,
-    ItemFeatures,
+    ItemColumns,
     UserFeatures,
-    combine,
-    context_part,
+    columns_of,
+    feature_matrix,
     hashed_attributes,
-    item_part,
-    to_matrix,
-    user_part,
 )
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
-from recloop.core.ranking import Scored
+from recloop.core.ranking import Fused
 from recloop.learning.deployment import (
     Slots,
     Transition,
-    Verdict,
     confirm,
     deploy,
     judge_canary,
@@ -71,13 +72,21 @@ from recloop.learning.job import (
     train_from_storage,
 )
 from recloop.learning.learner import ArtifactError, Model, load_model
+from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import Gate
-from recloop.ports import EventLog, Impression, ModelRecord, StateStore, TrainingJob
+from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob
 
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
+_HASHED_CACHE_SIZE = 100_000
+"""Hashed attribute vectors kept (all are dropped when full: they are cheap to redo)."""
+_NO_ATTRIBUTES: Final = np.zeros(ATTRIBUTE_BUCKETS)
+_PAGE = 10_000
+_LAG_SECONDS = 60.0
+"""Impressions are read again this far back on each pass: one committed this long after
+its creation is still counted."""
 MIN_ITEM_IMPRESSIONS = 20
 """An item's CTR feature is given once it has been shown this often (else: missing)."""
 
@@ -134,9 +143,12 @@ class LearningService:
         )
         self._slots = Slots()
         self._models: dict[str, Model] = {}
-        self._item_stats: dict[str, tuple[int, int]] = {}
-        self._hashed_cache: LruCache[tuple[str, float], list[float]] = LruCache(100_000)
-        self._counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self._tally = Tally(config.attribution_window_minutes * 60.0)
+        self._tallied = False
+        self._cursor = 0
+        self._read_from = 0.0
+        # Each item's hashed attribute buckets, while it is not registered again.
+        self._hashed_cache: dict[tuple[str, float], npt.NDArray[np.float64]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._training = asyncio.Lock()
@@ -199,68 +211,76 @@ class LearningService:
         # Blue without a model (the fused ranking) is a slot too while a canary runs.
         return Route(chosen, version, None if version is None else self._models.get(version))
 
-    def feature_rows(
+    def feature_matrix(
         self,
         user_id: str,
         segment: str,
         interactions: int,
         last_event_at: float | None,
-        scored: Sequence[Scored],
+        fused: Fused,
         items: Mapping[str, Item | None],
         context: Mapping[str, Any],
         now: float,
-    ) -> list[dict[str, float]]:
-        """Each candidate's features as if shown in the top slot (rank sets the position)."""
+    ) -> npt.NDArray[np.float64]:
+        """Each candidate's features (:data:`~recloop.core.features.FEATURE_NAMES` columns)
+        as if shown in the top slot (rank sets the position)."""
         reliability = 100.0 if self._reliability is None else self._reliability(user_id)
-        user = user_part(
-            UserFeatures(
-                segment,
-                interactions,
-                None if last_event_at is None else max(0.0, (now - last_event_at) / DAY),
-                0.0 if reliability is None else reliability,
-            )
+        user = UserFeatures(
+            segment,
+            interactions,
+            None if last_event_at is None else max(0.0, (now - last_event_at) / DAY),
+            0.0 if reliability is None else reliability,
         )
         device = context.get("device")
-        ctx = context_part(ContextFeatures(now, device if isinstance(device, str) else None))
-        rows = []
-        for s in scored:
-            item = items.get(s.item_id)
-            shown, clicks = self._item_stats.get(s.item_id, (0, 0))
-            item_features = ItemFeatures(
-                shown,
-                clicks / shown if shown >= MIN_ITEM_IMPRESSIONS else None,
-                None if item is None else max(0.0, (now - item.updated_at) / DAY),
-                {} if item is None else item.attributes,
-            )
-            from_attributes = item is not None and item.vector_source == "hashed"
-            rows.append(
-                combine(
-                    user,
-                    item_part(item_features, self._hashed(item)),
-                    ctx,
-                    s.affinity,
-                    s.affinity if from_attributes else 0.0,
-                    0,
-                    s.algorithms[0] if s.algorithms else None,
-                )
-            )
-        return rows
-
-    def _hashed(self, item: Item | None) -> list[float] | None:
-        """The item's hashed attribute buckets, cached while it is not registered again."""
-        if item is None:
-            return None
-        key = (item.item_id, item.updated_at)
-        found = self._hashed_cache.get(key)
-        if found is None:
-            found = hashed_attributes(item.attributes)
-            self._hashed_cache.set(key, found)
-        return found
+        ctx = ContextFeatures(now, device if isinstance(device, str) else None)
+        n = len(fused)
+        popularity = [0] * n
+        ctr = [math.nan] * n
+        age = [math.nan] * n
+        hashed = [_NO_ATTRIBUTES] * n
+        from_attributes = [False] * n
+        stats = self._tally.item_stats
+        cache = self._hashed_cache
+        for i, item_id in enumerate(fused.item_ids):
+            found = stats.get(item_id)
+            if found is not None:
+                shown, clicks = found
+                popularity[i] = shown
+                if shown >= MIN_ITEM_IMPRESSIONS:
+                    ctr[i] = clicks / shown
+            item = items.get(item_id)
+            if item is not None:
+                age[i] = max(0.0, (now - item.updated_at) / DAY)
+                key = (item_id, item.updated_at)
+                buckets = cache.get(key)
+                if buckets is None:
+                    if len(cache) >= _HASHED_CACHE_SIZE:
+                        cache.clear()
+                    buckets = cache[key] = np.asarray(hashed_attributes(item.attributes))
+                hashed[i] = buckets
+                from_attributes[i] = item.vector_source == "hashed"
+        return feature_matrix(
+            user,
+            ItemColumns(
+                np.asarray(popularity, dtype=np.int64),
+                np.asarray(ctr, dtype=np.float64),
+                np.asarray(age, dtype=np.float64),
+                np.stack(hashed) if n else np.zeros((0, ATTRIBUTE_BUCKETS)),
+            ),
+            ctx,
+            fused.affinity,
+            np.where(from_attributes, fused.affinity, 0.0),
+            [a[0] if a else None for a in fused.algorithms],
+        )
 
     @staticmethod
-    def predict(model: Model, rows: Sequence[Mapping[str, float]]) -> list[float]:
-        """The model's click probabilities for rows (columns aligned to the model's own)."""
-        return [float(p) for p in model.predict(to_matrix(rows, model.feature_names))]
+    def predict(
+        model: Model, matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]
+    ) -> npt.NDArray[np.float64]:
+        """The model's click probabilities for the rows of ``matrix`` (columns ``names``),
+        its columns aligned to the model's own by name."""
+        predicted = model.predict(columns_of(matrix, names, model.feature_names))
+        return np.asarray(predicted, dtype=np.float64).reshape(matrix.shape[0])
 
     # -- registry and deployment -------------------------------------------------------
 
@@ -276,8 +296,8 @@ class LearningService:
     async def deployment(self) -> dict[str, Any]:
         state, history = await self._store.get_deployment()
         slots = Slots() if state is None else Slots.from_dict(state)
-        blue = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
-        green = self._counts.get(("green", slots.green_version or ""), (0, 0))
+        blue = self._tally.count(("blue", slots.blue_version or ""))
+        green = self._tally.count(("green", slots.green_version or ""))
         return {
             "slots": slots.to_dict(),
             "live": {
@@ -312,7 +332,7 @@ class LearningService:
         async with self._deploying:
             await self.reload()
             slots = self._slots
-            baseline = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
+            baseline = self._tally.count(("blue", slots.blue_version or ""))
             new, transition = promote(slots, self._clock(), baseline, reason)
             statuses = {new.blue_version or "": ("active", transition.reason)}
             await self._commit(new, transition, statuses)
@@ -339,7 +359,7 @@ class LearningService:
             if version:
                 await self._store.set_model_status(version, status, why)
         self._slots = slots
-        self._counts = {}
+        self._tally.restart(self._window(slots, self._clock())[1])
         log.info(
             "model %s: %s -> %s (%s)",
             transition.action,
@@ -360,21 +380,16 @@ class LearningService:
                 log.warning("model monitor failed: %s", self.last_error)
 
     async def monitor(self) -> Transition | None:
-        """Count CTR per slot and item; judge the canary or the watch; act on the verdict."""
+        """Bring the counts up to date; judge the canary or the watch; act on the verdict."""
         await self.reload()
         now = self._clock()
         slots = self._slots
-        since = now - self._config.item_stats_days * DAY
-        starts = [t for t in (slots.deployed_at, slots.promoted_at) if t is not None]
-        if starts and (slots.green_version or slots.promoted_at):
-            since = min(since, max(starts))
-        impressions = await self._store.get_impressions(since, math.inf)
-        feedback = await self._log.read_feedback_of([i.impression_id for i in impressions])
-        self._count(impressions, feedback, slots, now)
+        await self._observe(slots, now)
+        tally = self._tally
         c = self._config
         if slots.green_version is not None:
-            blue = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
-            green = self._counts.get(("green", slots.green_version), (0, 0))
+            blue = tally.count(("blue", slots.blue_version or ""))
+            green = tally.count(("green", slots.green_version))
             verdict = judge_canary(
                 blue, green, c.min_canary_impressions, c.rollback_margin, c.alpha
             )
@@ -384,7 +399,7 @@ class LearningService:
                 return await self.promote(f"canary: {verdict.reason}")
         elif slots.promoted_at is not None:
             baseline = (slots.baseline_impressions, slots.baseline_clicks)
-            served = self._counts.get(("blue", slots.blue_version or ""), (0, 0))
+            served = tally.count(("blue", slots.blue_version or ""))
             verdict = judge_canary(
                 baseline, served, c.min_canary_impressions, c.rollback_margin, c.alpha
             )
@@ -399,46 +414,59 @@ class LearningService:
                     return transition
         return None
 
-    def _judge(self, control: tuple[int, int], treatment: tuple[int, int]) -> Verdict:
-        c = self._config
-        return judge_canary(
-            control, treatment, c.min_canary_impressions, c.rollback_margin, c.alpha
-        )
-
-    def _count(
-        self,
-        impressions: Sequence[Impression],
-        feedback: Mapping[str, Sequence[Any]],
-        slots: Slots,
-        now: float,
-    ) -> None:
-        window = self._config.attribution_window_minutes * 60.0
-        starts = {
+    def _window(self, slots: Slots, now: float) -> tuple[float, dict[str, float]]:
+        """The impressions the counts cover (created since the first value) and each slot's
+        start: a day of item statistics, back to the deployment while one is judged."""
+        since = now - self._config.item_stats_days * DAY
+        starts = [t for t in (slots.deployed_at, slots.promoted_at) if t is not None]
+        judged = slots.green_version is not None or slots.promoted_at is not None
+        if starts and (slots.green_version or slots.promoted_at):
+            since = min(since, max(starts))
+        return since, {
             "green": slots.deployed_at or 0.0,
             "blue": max(t for t in (slots.deployed_at, slots.promoted_at, 0.0) if t is not None)
-            if slots.green_version is not None or slots.promoted_at is not None
+            if judged
             else 0.0,
         }
-        counts: dict[tuple[str, str], tuple[int, int]] = {}
-        items: dict[str, tuple[int, int]] = {}
-        for imp in impressions:
-            clicked = {
-                e.item_id
-                for e in feedback.get(imp.impression_id, ())
-                if e.type == "click" and e.timestamp <= imp.created_at + window
-            }
-            for slot in imp.slate:
-                shown, clicks = items.get(slot["item_id"], (0, 0))
-                items[slot["item_id"]] = (shown + 1, clicks + (slot["item_id"] in clicked))
-            if imp.model_slot is None:
-                continue
-            if imp.created_at < starts.get(imp.model_slot, 0.0):
-                continue
-            key = (imp.model_slot, imp.model_version or "")
-            n, k = counts.get(key, (0, 0))
-            counts[key] = (n + 1, k + int(bool(clicked)))
-        self._counts = counts
-        self._item_stats = items
+
+    async def _observe(self, slots: Slots, now: float) -> None:
+        """Add the impressions and clicks logged since the last pass to the tally; rebuild
+        it from storage the first time (and if its window must reach further back)."""
+        since, starts = self._window(slots, now)
+        tally = self._tally
+        if not self._tallied or since < tally.since:
+            tally = Tally(self._config.attribution_window_minutes * 60.0)
+            cursor = await self._log.last_offset()
+            tally.expire(since)
+            tally.restart(starts)
+            shown = await self._store.get_impressions(since, math.inf)
+            tally.add(shown)
+            feedback = await self._log.read_feedback_of([i.impression_id for i in shown])
+            for impression_id, events in feedback.items():
+                for e in events:
+                    if e.type == "click":
+                        tally.click(impression_id, e.item_id, e.timestamp)
+            self._tally, self._cursor, self._read_from = tally, cursor, now
+            self._tallied = True
+            return
+        if starts != tally.starts:
+            tally.restart(starts)
+        # Clicks first, then impressions: a click names an impression logged before it.
+        clicks: list[Event] = []
+        while True:
+            found = await self._log.read(self._cursor, _PAGE)
+            if found:
+                self._cursor = max(self._cursor, found[-1].offset or self._cursor)
+            clicks.extend(
+                e for e in found if e.type == "click" and e.attribution.get("impression_id")
+            )
+            if len(found) < _PAGE:
+                break
+        tally.add(await self._store.get_impressions(self._read_from - _LAG_SECONDS, math.inf))
+        self._read_from = now
+        for e in clicks:
+            tally.click(str(e.attribution["impression_id"]), e.item_id, e.timestamp)
+        tally.expire(since)
 
     # -- retraining ----------------------------------------------------------------------
 

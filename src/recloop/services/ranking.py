@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -20,11 +20,13 @@ from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import overrides
 from recloop.core.exploration import epsilon_greedy
-from recloop.core.features import at_position
+from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
+from recloop.core.items import Item
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, cosines, fuse
+from recloop.core.ranking import Candidate, cosines, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
+from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
@@ -33,6 +35,16 @@ from recloop.services.learning import LearningService, Route
 from recloop.services.optimizer import Optimizer, SegmentWeights
 from recloop.services.preferences import PreferenceService
 from recloop.services.vectors import ItemVectors
+
+RANKING_NAMES: Final = ("fusion", "affinity")
+"""The features an impression logs without continuous learning: the fused rank and the
+preference affinity."""
+
+LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affinity"))
+"""The features an impression logs with continuous learning: the fused rank, then the
+click model's (``core.features.FEATURE_NAMES``, affinity first)."""
+
+_LOGGED_COLUMNS: Final = [COLUMN[name] for name in LOGGED_NAMES[1:]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,70 +165,76 @@ class Ranker:
         strategy = await self.strategy(user_id)
         user, epsilon = strategy.user, strategy.epsilon
         ids = list(dict.fromkeys(c.item_id for c in candidates))
+        prefers = user.preferences is not None and bool(np.any(user.preferences.vector))
+        # One read of the items: their vectors for affinity, the rest for the features.
+        items: Mapping[str, Item | None] = {}
+        if prefers or self._learning is not None:
+            items = await self._vectors.items(ids)
         affinities: dict[str, float] = {}
-        if user.preferences is not None and np.any(user.preferences.vector):
-            vectors = await self._vectors.get_many(ids)
-            known = [(i, v) for i, v in vectors.items() if v is not None]
+        if prefers and user.preferences is not None:
+            known = [(i, item.vector) for i, item in items.items() if item is not None]
             if known:
                 values = cosines(user.preferences.vector, np.stack([v for _, v in known]))
                 affinities = dict(zip((i for i, _ in known), values.tolist(), strict=True))
-        scored = fuse(
+        fused = fuse_columns(
             candidates,
             strategy.weights,
             affinities,
             rrf_k=self._config.rrf_k,
             affinity_weight=self._config.affinity_weight,
         )
-        by_id = {s.item_id: s for s in scored}
         route = strategy.route
-        rows: dict[str, dict[str, float]] = {}
-        scores = {s.item_id: s.score for s in scored}
+        n = len(fused)
+        names: tuple[str, ...] = RANKING_NAMES
+        logged = np.empty((n, len(names)), dtype=np.float32)
+        logged[:, 0] = fused.fusion
+        logged[:, 1] = fused.affinity
+        scores = fused.score
         if self._learning is not None:
-            # Features of every candidate, logged with the impression: what a model
-            # learns from later is exactly what it would have been served.
+            # Every candidate's features, logged (float32) with the impression: a model
+            # is served those values and later learns from exactly them.
             now = self._clock()
             prefs = user.preferences
-            items = await self._vectors.items(by_id)
-            found = self._learning.feature_rows(
+            matrix = self._learning.feature_matrix(
                 user_id,
                 user.segment,
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
-                scored,
+                fused,
                 items,
                 context or {},
                 now,
             )
-            rows = {s.item_id: row for s, row in zip(scored, found, strict=True)}
+            names = LOGGED_NAMES
+            fusion = logged[:, 0]
+            logged = np.empty((n, len(names)), dtype=np.float32)
+            logged[:, 0] = fusion
+            logged[:, 1:] = matrix[:, _LOGGED_COLUMNS]
             if route.model is not None:
-                predicted = self._learning.predict(route.model, found)
-                scores = {s.item_id: p for s, p in zip(scored, predicted, strict=True)}
-                scored = sorted(scored, key=lambda s: -scores[s.item_id])
-        slots = epsilon_greedy([s.item_id for s in scored], epsilon, self._rng)
+                scores = self._learning.predict(route.model, logged, names)
+        order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
+        ranked = [fused.item_ids[i] for i in order.tolist()]
+        index = dict(zip(ranked, order.tolist(), strict=True))
+        slots = epsilon_greedy(ranked, epsilon, self._rng)
         shown = slots if k is None else slots[:k]
-        slate = [
-            {
-                "item_id": slot.item_id,
-                "position": slot.position,
-                "score": scores[slot.item_id],
-                "propensity": slot.propensity,
-                "explored": slot.explored,
-                "algorithms": list(by_id[slot.item_id].algorithms),
-                "features": {
-                    "fusion": by_id[slot.item_id].fusion,
-                    "affinity": by_id[slot.item_id].affinity,
-                    **(at_position(rows[slot.item_id], slot.position) if rows else {}),
-                },
-            }
-            for slot in shown
-        ]
+        rows = [index[slot.item_id] for slot in shown]
+        features = logged[rows]
+        set_positions(features, names)
         impression = Impression(
             impression_id=uuid7(),
             user_id=user_id,
             segment=user.segment,
             created_at=self._clock(),
             epsilon=epsilon,
-            slate=slate,
+            shown=Slate(
+                tuple(slot.item_id for slot in shown),
+                tuple(scores[rows].tolist()),
+                tuple(slot.propensity for slot in shown),
+                tuple(slot.explored for slot in shown),
+                tuple(fused.algorithms[i] for i in rows),
+                features,
+                names,
+            ),
             context=dict(context or {}),
             experiments=strategy.experiments,
             model_version=route.version,

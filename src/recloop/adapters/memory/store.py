@@ -178,15 +178,16 @@ class InMemoryStateStore:
 
     async def add_impressions(self, impressions: Sequence[Impression]) -> None:
         for impression in impressions:
-            self._impressions[impression.impression_id] = copy.deepcopy(impression)
+            self._impressions[impression.impression_id] = _copied(impression)
 
     async def get_impression(self, impression_id: str) -> Impression | None:
-        return copy.deepcopy(self._impressions.get(impression_id))
+        found = self._impressions.get(impression_id)
+        return None if found is None else _copied(found)
 
     async def get_impressions(self, since: float, until: float) -> list[Impression]:
         found = [i for i in self._impressions.values() if since <= i.created_at < until]
         found.sort(key=lambda i: (i.created_at, i.impression_id))
-        return copy.deepcopy(found)
+        return [_copied(i) for i in found]
 
     async def put_model(self, record: ModelRecord, artifact: bytes) -> None:
         if record.version in self._models:
@@ -244,3 +245,12 @@ class InMemoryStateStore:
 
     async def ping(self) -> None:
         return None
+
+
+def _copied(impression: Impression) -> Impression:
+    """A copy sharing nothing mutable (the shown slate is immutable: shared)."""
+    return dataclasses.replace(
+        impression,
+        context=copy.deepcopy(impression.context),
+        experiments=copy.deepcopy(impression.experiments),
+    )

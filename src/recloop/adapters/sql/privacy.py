@@ -14,6 +14,7 @@ from recloop.adapters.sql.store import (
     _insert,
     _merged,
     _user_from_row,
+    impression_query,
 )
 from recloop.adapters.sql.tables import (
     dead_letters,
@@ -111,7 +112,7 @@ class SqlPrivacyStore:
             )
             found_events = [Event.from_record(orjson.loads(p), o) for o, p in logged]
             shown = await conn.execute(
-                select(impressions)
+                impression_query()
                 .where(impressions.c.user_id == user_id)
                 .order_by(impressions.c.created_at, impressions.c.impression_id)
             )

@@ -26,6 +26,7 @@ from recloop.adapters.sql.tables import (
     experiment_stats,
     experiment_user_metrics,
     experiments,
+    feature_sets,
     impressions,
     items,
     model_transitions,
@@ -42,6 +43,9 @@ from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+from recloop.core.slates import Slate, feature_set_id
+from recloop.core.slates import decode as decode_slate
+from recloop.core.slates import encode as encode_slate
 from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 from recloop.ports import (
@@ -247,6 +251,7 @@ def _append_sqlite(rows: dict[str, _Row], conn: sqlite3.Connection) -> dict[str,
 class SqlStateStore:
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
+        self._feature_sets: dict[str, tuple[str, ...]] = {}  # stored by this process
         # This process's name in commit_marks (see StateChanges.commit_id).
         self._writer = uuid7()
         self._marks_pruned = False
@@ -533,33 +538,49 @@ class SqlStateStore:
     async def add_impressions(self, batch: Sequence[Impression]) -> None:
         if not batch:
             return
-        rows = [
-            {
-                "impression_id": i.impression_id,
-                "user_id": i.user_id,
-                "segment": i.segment,
-                "created_at": i.created_at,
-                "epsilon": i.epsilon,
-                "model_version": i.model_version,
-                "slate": orjson.dumps(i.slate),
-                "context": orjson.dumps(i.context),
-                "experiments": orjson.dumps(i.experiments),
-                "model_slot": i.model_slot,
-            }
-            for i in batch
-        ]
+        rows = []
+        sets: dict[str, tuple[str, ...]] = {}
+        for i in batch:
+            header, numbers, features = encode_slate(i.shown)
+            names = i.shown.feature_names
+            set_id = _feature_set_of(names)
+            if set_id not in self._feature_sets:
+                sets[set_id] = names
+            rows.append(
+                {
+                    "impression_id": i.impression_id,
+                    "user_id": i.user_id,
+                    "segment": i.segment,
+                    "created_at": i.created_at,
+                    "epsilon": i.epsilon,
+                    "model_version": i.model_version,
+                    "slate": header,
+                    "numbers": numbers,
+                    "features": features,
+                    "feature_set": set_id,
+                    "context": orjson.dumps(i.context),
+                    "experiments": orjson.dumps(i.experiments),
+                    "model_slot": i.model_slot,
+                }
+            )
         async with self._db.write() as conn:
+            if sets:
+                await conn.execute(
+                    _insert(self._db, feature_sets).on_conflict_do_nothing(),
+                    [{"feature_set": k, "names": orjson.dumps(v)} for k, v in sets.items()],
+                )
             await conn.execute(impressions.insert(), rows)
+        self._feature_sets.update(sets)
 
     async def get_impression(self, impression_id: str) -> Impression | None:
-        query = select(impressions).where(impressions.c.impression_id == impression_id)
+        query = impression_query().where(impressions.c.impression_id == impression_id)
         async with self._db.read() as conn:
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else _impression(row)
 
     async def get_impressions(self, since: float, until: float) -> list[Impression]:
         query = (
-            select(impressions)
+            impression_query()
             .where(impressions.c.created_at >= since, impressions.c.created_at < until)
             .order_by(impressions.c.created_at, impressions.c.impression_id)
         )
@@ -829,14 +850,44 @@ def _user_from_row(row: Any) -> UserState:
     )
 
 
+def impression_query() -> Any:
+    """Impressions with their feature set's names (NULL for rows logged before 0010)."""
+    return select(impressions, feature_sets.c.names).select_from(
+        impressions.outerjoin(feature_sets, impressions.c.feature_set == feature_sets.c.feature_set)
+    )
+
+
+_NAMES: dict[str, tuple[str, ...]] = {}
+"""Feature sets' names by id (an id is the hash of its names: never stale)."""
+
+
+_SET_IDS: dict[tuple[str, ...], str] = {}
+
+
+def _feature_set_of(names: tuple[str, ...]) -> str:
+    set_id = _SET_IDS.get(names)
+    if set_id is None:
+        set_id = _SET_IDS[names] = feature_set_id(names)
+        _NAMES.setdefault(set_id, names)
+    return set_id
+
+
 def _impression(row: Mapping[str, Any]) -> Impression:
+    set_id = row["feature_set"]
+    if set_id is None:  # logged before 0010: the slate as mappings
+        shown = Slate.from_slate(orjson.loads(row["slate"]))
+    else:
+        names = _NAMES.get(set_id)
+        if names is None:
+            names = _NAMES[set_id] = tuple(orjson.loads(row["names"]))
+        shown = decode_slate(row["slate"], row["numbers"], row["features"], names)
     return Impression(
         impression_id=row["impression_id"],
         user_id=row["user_id"],
         segment=row["segment"],
         created_at=row["created_at"],
         epsilon=row["epsilon"],
-        slate=orjson.loads(row["slate"]),
+        shown=shown,
         context=orjson.loads(row["context"]),
         experiments=orjson.loads(row["experiments"] or b"[]"),
         model_version=row["model_version"],

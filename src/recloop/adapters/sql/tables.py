@@ -144,11 +144,23 @@ impressions = Table(
     Column("created_at", Float, nullable=False),
     Column("epsilon", Float, nullable=False),
     Column("model_version", String(64)),
+    # Before 0010 the shown items as JSON mappings with their features; since, with
+    # feature_set set, the header of core.slates.encode (item ids, algorithms).
     Column("slate", LargeBinary, nullable=False),
     Column("context", LargeBinary, nullable=False),
     Column("experiments", LargeBinary),  # 0003
     Column("model_slot", String(16)),  # 0003
+    Column("numbers", LargeBinary),  # 0010: scores, propensities, explored
+    Column("features", LargeBinary),  # 0010: float32 matrix, zlib
+    Column("feature_set", String(16)),  # 0010: feature_sets.feature_set
     Index("ix_impressions_user_id", "user_id"),
+)
+
+feature_sets = Table(
+    "feature_sets",  # 0010: the column names of logged feature matrices, once per set
+    metadata,
+    Column("feature_set", String(16), primary_key=True),
+    Column("names", LargeBinary, nullable=False),  # JSON list
 )
 
 # -- experiments (0003) ---------------------------------------------------------

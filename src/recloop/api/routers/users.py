@@ -102,15 +102,7 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
     return FastJSONResponse(
         {
             "impression_id": impression.impression_id,
-            "ranking": [
-                {
-                    "item_id": s["item_id"],
-                    "score": s["score"],
-                    "propensity": s["propensity"],
-                    "explored": s["explored"],
-                }
-                for s in impression.slate
-            ],
+            "ranking": impression.shown.ranking(),
             "epsilon": impression.epsilon,
             "segment": strategy.user.segment,
             "experiments": strategy.experiments,

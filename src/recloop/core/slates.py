@@ -1,0 +1,229 @@
+"""A logged slate in columns: the shown items, their numbers and features as float32.
+
+``rank`` logs, for each shown slot (position ``i`` is entry ``i``): the item,
+its score, its exact propensity, whether it was explored, the algorithms that
+proposed it, and its feature row. The rows form one float32 matrix whose
+columns are named once per feature set (``feature_names``), not per
+impression; :func:`feature_set_id` names a set by its names, so storage keeps
+the names once and each impression only the id.
+
+Stored, a slate is three byte strings (:func:`encode`, :func:`decode`)::
+
+    header    JSON [item_ids, algorithms]
+    numbers   float64 scores, float64 propensities, uint8 explored (little-endian)
+    features  zlib (level 1) of the float32 matrix in column order
+
+A model is served the float32 values that are logged (``rank`` rounds its
+feature rows to float32 before predicting), so training reads back exactly what
+was served. :attr:`Slate.slate` gives the mappings impressions were logged as
+before (one per shown item), for readers that want them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from recloop.core.errors import InvalidInput
+
+_F32: Final = np.dtype("<f4")
+_F64: Final = np.dtype("<f8")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Slate:
+    """The shown items of one impression, in slot order.
+
+    >>> s = Slate(("a", "b"), (0.9, 0.5), (0.95, 0.9), (False, True), (("als",), ()),
+    ...           np.array([[0.5, 1.0], [0.25, 0.5]], dtype=np.float32), ("x", "y"))
+    >>> s.slate[1]
+    {'item_id': 'b', 'position': 1, 'score': 0.5, 'propensity': 0.9, 'explored': True, \
+'algorithms': [], 'features': {'x': 0.25, 'y': 0.5}}
+    >>> decode(*encode(s), s.feature_names) == s
+    True
+    """
+
+    item_ids: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    propensities: tuple[float, ...] = ()
+    explored: tuple[bool, ...] = ()
+    algorithms: tuple[tuple[str, ...], ...] = ()
+    matrix: npt.NDArray[np.float32] | None = None
+    """One float32 row per shown item, columns :attr:`feature_names` (read :attr:`features`:
+    None while a decoded slate's ``packed`` bytes have not been asked for)."""
+    feature_names: tuple[str, ...] = ()
+    packed: bytes | None = field(default=None, repr=False)
+    """The features as :func:`encode` stored them, decompressed on first use: a reader of
+    the shown items alone (the canary monitor) never pays for them."""
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        for name in ("scores", "propensities", "explored", "algorithms"):
+            if len(getattr(self, name)) != n:
+                found = len(getattr(self, name))
+                raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
+        if self.matrix is None and self.packed is None:
+            if self.feature_names:
+                raise InvalidInput("slate.features", "named features need their values")
+            object.__setattr__(self, "matrix", np.zeros((n, 0), dtype=np.float32))
+        if self.matrix is not None:
+            self._check(self.matrix)
+
+    def _check(self, matrix: npt.NDArray[np.float32]) -> None:
+        shape = (len(self.item_ids), len(self.feature_names))
+        if matrix.shape != shape:
+            raise InvalidInput("slate.features", f"has shape {matrix.shape}, not {shape}")
+        if matrix.dtype != np.float32:
+            raise InvalidInput("slate.features", f"must be float32, got {matrix.dtype}")
+        matrix.flags.writeable = False
+
+    @property
+    def features(self) -> npt.NDArray[np.float32]:
+        """One float32 row per shown item, columns :attr:`feature_names` (read-only)."""
+        if self.matrix is not None:
+            return self.matrix
+        assert self.packed is not None  # __post_init__: one of the two
+        flat = np.frombuffer(zlib.decompress(self.packed), dtype=_F32)
+        matrix = flat.reshape((len(self.feature_names), len(self))).T.astype(np.float32)
+        self._check(matrix)
+        object.__setattr__(self, "matrix", matrix)
+        return matrix
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Slate):
+            return NotImplemented
+        return (
+            self.item_ids == other.item_ids
+            and self.scores == other.scores
+            and self.propensities == other.propensities
+            and self.explored == other.explored
+            and self.algorithms == other.algorithms
+            and self.feature_names == other.feature_names
+            and np.array_equal(self.features, other.features, equal_nan=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def has_features(self) -> bool:
+        """Whether rows were logged (a slate of no shown items has none)."""
+        return len(self) > 0 and len(self.feature_names) > 0
+
+    def ranking(self) -> list[dict[str, Any]]:
+        """What ``rank`` answers per shown item: item_id, score, propensity, explored.
+
+        >>> Slate(("a",), (0.5,), (1.0,), (False,), ((),)).ranking()
+        [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False}]
+        """
+        return [
+            {"item_id": i, "score": s, "propensity": p, "explored": x}
+            for i, s, p, x in zip(
+                self.item_ids, self.scores, self.propensities, self.explored, strict=True
+            )
+        ]
+
+    @property
+    def slate(self) -> list[dict[str, Any]]:
+        """One mapping per shown item: item_id, position, score, propensity, explored,
+        algorithms, features (name to value; the float32 values as logged)."""
+        rows = self.features.astype(np.float64).tolist() if self.feature_names else []
+        names = self.feature_names
+        return [
+            {
+                "item_id": item,
+                "position": i,
+                "score": self.scores[i],
+                "propensity": self.propensities[i],
+                "explored": self.explored[i],
+                "algorithms": list(self.algorithms[i]),
+                "features": dict(zip(names, rows[i], strict=True)) if rows else {},
+            }
+            for i, item in enumerate(self.item_ids)
+        ]
+
+    @classmethod
+    def from_slate(cls, slate: Sequence[dict[str, Any]]) -> Slate:
+        """A slate logged as mappings (before features were columns), sorted by position.
+
+        A row without a feature its slate's first row has gets NaN there (missing).
+
+        >>> s = Slate.from_slate([{"item_id": "b", "position": 1, "features": {"x": 2.0}},
+        ...                       {"item_id": "a", "position": 0, "features": {"x": 1.0}}])
+        >>> s.item_ids, s.features.tolist(), s.feature_names, s.propensities
+        (('a', 'b'), [[1.0], [2.0]], ('x',), (1.0, 1.0))
+        """
+        shown = sorted(slate, key=lambda s: int(s.get("position", 0)))
+        names: tuple[str, ...] = ()
+        first = shown[0].get("features") if shown else None
+        if isinstance(first, dict):
+            names = tuple(first)
+        features = np.array(
+            [
+                [
+                    float(s["features"].get(n, np.nan))
+                    if isinstance(s.get("features"), dict)
+                    else np.nan
+                    for n in names
+                ]
+                for s in shown
+            ],
+            dtype=np.float32,
+        ).reshape(len(shown), len(names))
+        return cls(
+            tuple(str(s["item_id"]) for s in shown),
+            tuple(float(s.get("score", 0.0)) for s in shown),
+            tuple(float(s.get("propensity", 1.0)) for s in shown),
+            tuple(bool(s.get("explored", False)) for s in shown),
+            tuple(tuple(s.get("algorithms") or ()) for s in shown),
+            features,
+            names,
+        )
+
+
+def feature_set_id(names: Sequence[str]) -> str:
+    """A feature set's id: 16 hex digits of the SHA-256 of its names, in order.
+
+    >>> feature_set_id(("a", "b")) == feature_set_id(["a", "b"]) != feature_set_id(("b", "a"))
+    True
+    """
+    return hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:16]
+
+
+def encode(slate: Slate) -> tuple[bytes, bytes, bytes]:
+    """(header, numbers, features) of a slate; see the module docstring."""
+    header = orjson.dumps([slate.item_ids, slate.algorithms])
+    numbers = (
+        np.asarray(slate.scores, dtype=_F64).tobytes()
+        + np.asarray(slate.propensities, dtype=_F64).tobytes()
+        + np.asarray(slate.explored, dtype=np.uint8).tobytes()
+    )
+    features = zlib.compress(np.asarray(slate.features, dtype=_F32).tobytes(order="F"), 1)
+    return header, numbers, features
+
+
+def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str]) -> Slate:
+    """The slate :func:`encode` stored; ``names`` are its feature set's names."""
+    item_ids, algorithms = orjson.loads(header)
+    n = len(item_ids)
+    values = np.frombuffer(numbers, dtype=_F64, count=2 * n)
+    explored = np.frombuffer(numbers, dtype=np.uint8, count=n, offset=16 * n)
+    return Slate(
+        tuple(item_ids),
+        tuple(values[:n].tolist()),
+        tuple(values[n:].tolist()),
+        tuple(bool(x) for x in explored.tolist()),
+        tuple(tuple(a) for a in algorithms),
+        None,
+        tuple(names),
+        packed=features,
+    )

@@ -1,0 +1,156 @@
+"""The canary monitor's running counts: impressions and attributed clicks, kept as they arrive.
+
+The monitor used to read every impression of its window (a day, or since the
+deployment) and their feedback on each pass. :class:`Tally` keeps the same
+numbers up to date instead, from the impressions and clicks that are new
+since the last pass:
+
+- per (slot, model version): impressions served since the slot's start, and
+  how many of them got a click within the attribution window (what
+  :func:`~recloop.learning.deployment.judge_canary` decides from);
+- per item: times shown and clicks on it within the window, over the retained
+  window (the item's popularity and CTR features).
+
+An impression counts for its slot if it was created at or after the slot's
+start; a click counts for its impression (once) if its timestamp is at most
+``window`` seconds after the impression's creation, whatever item it names,
+and for an item if that item was shown in it. Impressions older than the
+retained window (:meth:`Tally.expire`) leave every count. These are the rules
+the monitor applied to a full re-read, so the counts, and the verdicts taken
+from them, are the same (tests/unit/test_learning_tally.py compares both).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from recloop.ports import Impression
+
+Key = tuple[str, str]
+"""(slot, model version or "")."""
+
+
+@dataclass(slots=True)
+class _Held:
+    created_at: float
+    key: Key | None
+    items: tuple[str, ...]
+    counted: bool = False
+    clicked: bool = False
+    clicked_items: set[str] = field(default_factory=set)
+
+
+class Tally:
+    """Running counts over the impressions created since :attr:`since`.
+
+    >>> t = Tally(window=60.0)
+    >>> t.restart({"blue": 0.0, "green": 100.0})
+    >>> from recloop.core.slates import Slate
+    >>> shown = Slate(("a", "b"), (1.0, 0.5), (1.0, 1.0), (False, False), ((), ()))
+    >>> t.add([Impression("i1", "u", "new", 150.0, 0.1, shown, model_slot="green",
+    ...                   model_version="m2")])
+    >>> t.click("i1", "b", 170.0), t.click("i1", "a", 900.0)  # the second is too late
+    (True, False)
+    >>> t.counts[("green", "m2")], t.item_stats["b"], t.item_stats["a"]
+    ([1, 1], [1, 1], [1, 0])
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.since = float("-inf")
+        """Impressions created before this are not held (and count nowhere)."""
+        self.counts: dict[Key, list[int]] = {}
+        """(impressions, impressions with a click) per (slot, version) since the slot's start."""
+        self.item_stats: dict[str, list[int]] = {}
+        """(shown, clicked) per item over the held impressions."""
+        self._starts: dict[str, float] = {}
+        self._held: dict[str, _Held] = {}
+        self._by_time: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def holds(self, impression_id: str) -> bool:
+        return impression_id in self._held
+
+    @property
+    def starts(self) -> dict[str, float]:
+        return dict(self._starts)
+
+    def restart(self, starts: Mapping[str, float]) -> None:
+        """Count each slot from ``starts[slot]`` (0 for a slot not named): the slot counts
+        are rebuilt from the held impressions."""
+        self._starts = dict(starts)
+        self.counts = {}
+        for held in self._held.values():
+            held.counted = False
+            self._count(held)
+
+    def _count(self, held: _Held) -> None:
+        if held.key is None or held.created_at < self._starts.get(held.key[0], 0.0):
+            return
+        held.counted = True
+        counted = self.counts.setdefault(held.key, [0, 0])
+        counted[0] += 1
+        counted[1] += held.clicked
+
+    def add(self, impressions: Iterable[Impression]) -> None:
+        """Hold new impressions (one already held, or created before :attr:`since`, is
+        skipped)."""
+        stats = self.item_stats
+        for imp in impressions:
+            if imp.impression_id in self._held or imp.created_at < self.since:
+                continue
+            key = None if imp.model_slot is None else (imp.model_slot, imp.model_version or "")
+            items = imp.shown.item_ids
+            held = _Held(imp.created_at, key, items)
+            self._held[imp.impression_id] = held
+            heapq.heappush(self._by_time, (imp.created_at, imp.impression_id))
+            for item in items:
+                found = stats.get(item)
+                if found is None:
+                    stats[item] = [1, 0]
+                else:
+                    found[0] += 1
+            self._count(held)
+
+    def click(self, impression_id: str, item_id: str, timestamp: float) -> bool:
+        """A click naming a held impression; True if it counted (within the window)."""
+        held = self._held.get(impression_id)
+        if held is None or timestamp > held.created_at + self.window:
+            return False
+        if not held.clicked:
+            held.clicked = True
+            if held.counted and held.key is not None:
+                self.counts[held.key][1] += 1
+        if item_id in held.items and item_id not in held.clicked_items:
+            held.clicked_items.add(item_id)
+            self.item_stats[item_id][1] += 1
+        return True
+
+    def expire(self, before: float) -> None:
+        """Forget impressions created before ``before``; they leave every count."""
+        self.since = max(self.since, before)
+        stats = self.item_stats
+        while self._by_time and self._by_time[0][0] < before:
+            _, impression_id = heapq.heappop(self._by_time)
+            held = self._held.pop(impression_id)
+            for item in held.items:
+                found = stats[item]
+                found[0] -= 1
+                found[1] -= item in held.clicked_items
+                if found[0] == 0:
+                    del stats[item]
+            if held.counted and held.key is not None:
+                counted = self.counts[held.key]
+                counted[0] -= 1
+                counted[1] -= held.clicked
+                if counted[0] == 0:
+                    del self.counts[held.key]
+
+    def count(self, key: Key) -> tuple[int, int]:
+        """(impressions, clicked impressions) of a (slot, version)."""
+        found = self.counts.get(key)
+        return (0, 0) if found is None else (found[0], found[1])
