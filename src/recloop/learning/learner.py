@@ -28,13 +28,25 @@ import hmac
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
 from recloop.core.errors import ConfigError, InvalidInput, RecloopError
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+
+def _lgb() -> Any:
+    """LightGBM, imported when a model is first trained or loaded: it (and the
+    scikit-learn it pulls in) takes seconds to import, which ``recloop serve`` and
+    ``recloop worker`` would otherwise pay at every start."""
+    import lightgbm
+
+    return lightgbm
+
 
 Matrix = npt.NDArray[np.float64]
 Vector = npt.NDArray[np.float64]
@@ -127,8 +139,9 @@ class LightGbmModel:
         """Parse LightGBM's text model format; :class:`ArtifactError` if it is not one."""
         try:
             text = data.decode("utf-8")
+            lgb = _lgb()
             return cls(lgb.Booster(model_str=text))
-        except (UnicodeDecodeError, lgb.basic.LightGBMError) as e:
+        except (UnicodeDecodeError, _lgb().basic.LightGBMError) as e:
             raise ArtifactError(f"not a LightGBM text model: {e}") from e
 
 
@@ -187,6 +200,7 @@ class LightGbmLearner:
         """
         X, y = _check_training_data(X, y, feature_names)
         params = self.params()
+        lgb = _lgb()
         dataset = lgb.Dataset(X, label=y, feature_name=list(feature_names), params=params)
         booster = lgb.train(params, dataset, num_boost_round=self.num_boost_round)
         return LightGbmModel(booster)

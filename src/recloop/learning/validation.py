@@ -58,7 +58,6 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
-from sklearn import metrics  # type: ignore[import-untyped]
 
 from recloop.core.errors import InvalidInput
 from recloop.learning.learner import Model
@@ -127,6 +126,8 @@ def auc(y: npt.ArrayLike, p: npt.ArrayLike) -> float | None:
     labels, probabilities = _labels_and_probabilities(y, p)
     if labels.min() == labels.max():
         return None
+    from sklearn import metrics  # type: ignore[import-untyped]  # seconds to import: on use
+
     return float(metrics.roc_auc_score(labels, probabilities))
 
 
@@ -137,6 +138,8 @@ def log_loss(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
     0.366985
     """
     labels, probabilities = _labels_and_probabilities(y, p)
+    from sklearn import metrics
+
     return float(metrics.log_loss(labels, probabilities, labels=[0.0, 1.0]))
 
 

@@ -149,7 +149,11 @@ class Processor:
             await self.dispatch(batch)
             replayed += len(batch)
         if replayed:
-            log.info("replaying %d logged events past the watermark", replayed)
+            log.info(
+                "replayed %d logged events past the stored watermark (those already in their "
+                "user's state are passed over)",
+                replayed,
+            )
         return replayed
 
     def start_partitioned(self) -> None:
