@@ -73,6 +73,9 @@ def create_app(
         version=__version__,
         summary="Real-time learning loop for recommender systems.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge looks up three global providers on every request;
+        # recloop configures none (its metrics are Prometheus, api/middleware.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
     app.state.metrics = Metrics(lambda: getattr(app.state, "container", None))

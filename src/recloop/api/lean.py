@@ -33,7 +33,7 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from recloop.api.auth import authorize
-from recloop.api.responses import FastJSONResponse
+from recloop.api.responses import send_json
 from recloop.api.routers import experiments, users
 from recloop.container import Container
 from recloop.core.ranking import Candidate
@@ -66,8 +66,9 @@ class RankBody(msgspec.Struct, forbid_unknown_fields=True):
 
 _rank_decoder: Final = msgspec.json.Decoder(RankBody)
 
-Handler = Callable[[Request], Awaitable[FastJSONResponse | None]]
-"""A lean handler: the answer, or None to hand the request to the documented route."""
+Handler = Callable[[Request], Awaitable[dict[str, Any] | None]]
+"""A lean handler: the answer (a JSON object), or None to hand the request to the
+documented route."""
 
 
 def _fits(value: str) -> bool:
@@ -79,41 +80,40 @@ def _container(request: Request) -> Container:
     return container
 
 
-async def _preferences(request: Request) -> FastJSONResponse | None:
+async def _preferences(request: Request) -> dict[str, Any] | None:
     authorize(request, "read")
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
-    return FastJSONResponse(await users.preferences_body(_container(request), user_id))
+    return await users.preferences_body(_container(request), user_id)
 
 
-async def _weights(request: Request) -> FastJSONResponse | None:
+async def _weights(request: Request) -> dict[str, Any] | None:
     authorize(request, "read")
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
-    return FastJSONResponse(await users.weights_body(_container(request), user_id))
+    return await users.weights_body(_container(request), user_id)
 
 
-async def _strategy(request: Request) -> FastJSONResponse | None:
+async def _strategy(request: Request) -> dict[str, Any] | None:
     authorize(request, "read")
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
-    return FastJSONResponse(await users.strategy_body(_container(request), user_id))
+    return await users.strategy_body(_container(request), user_id)
 
 
-async def _assignment(request: Request) -> FastJSONResponse | None:
+async def _assignment(request: Request) -> dict[str, Any] | None:
     authorize(request, "read")
     experiment_id: str = request.path_params["experiment_id"]
     user_id: str = request.path_params["user_id"]
     if not (_fits(experiment_id) and _fits(user_id)):
         return None
-    body = await experiments.assignment_body(_container(request), experiment_id, user_id)
-    return FastJSONResponse(body)
+    return await experiments.assignment_body(_container(request), experiment_id, user_id)
 
 
-async def _rank(request: Request) -> FastJSONResponse | None:
+async def _rank(request: Request) -> dict[str, Any] | None:
     # FastAPI reads and parses the body before it checks the key: a body it cannot parse is
     # a 422 even without one. Whatever msgspec refuses goes to the documented route.
     if not _json_content(request.headers.get("content-type")):
@@ -127,8 +127,7 @@ async def _rank(request: Request) -> FastJSONResponse | None:
     if not _fits(user_id):
         return None
     candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
-    answer = await users.rank_body(_container(request), user_id, candidates, body.k, body.context)
-    return FastJSONResponse(answer)
+    return await users.rank_body(_container(request), user_id, candidates, body.k, body.context)
 
 
 def _json_content(content_type: str | None) -> bool:
@@ -165,9 +164,9 @@ class LeanEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = await self.handler(request)
-        if response is not None:
-            await response(scope, receive, send)
+        answer = await self.handler(request)
+        if answer is not None:
+            await send_json(send, 200, answer)
             return
         # The body, if the handler read it, is replayed to the documented route.
         body: bytes | None = getattr(request, "_body", None)
