@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from benchmarks.client import HOST
 from benchmarks.loadgen import PacedLoad, paced_load
 from benchmarks.workload import ReadPlan
+
 from tests.conftest import free_port
 
 SLOW_APP = """
