@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
+import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any, TypeVar
 
-from benchmarks.client import Connection
+from benchmarks.client import Connection, ProtocolError
 from benchmarks.servers import wait_idle
 from benchmarks.stats import percentile
 from benchmarks.workload import (
@@ -307,6 +309,131 @@ async def _replay_load(spec: ReplayLoad, stop: Event) -> SingleResult:
     await asyncio.gather(*(client() for _ in range(spec.connections)))
     return SingleResult(
         len(latencies), failed, time.perf_counter() - start, Latencies.of(latencies)
+    )
+
+
+# -- read-path request plans, paced ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PacedLoad:
+    """A :class:`ReadPlan` sent open-loop at ``rate`` requests/s for ``duration`` s.
+
+    Request ``i`` is due at ``start + i / rate`` whatever happened to the ones
+    before it, and goes out on the first free keep-alive connection of a pool
+    of ``connections``. Its latency runs from when it was *due*, not from when
+    it was sent: time spent waiting for a free connection, or behind a slow
+    answer, counts (no coordinated omission). Requests still unanswered
+    ``grace`` s after the last one was due count with the time they had waited
+    (a lower bound) and as unfinished.
+    """
+
+    port: int
+    plan: ReadPlan
+    rate: float = 2_000.0
+    duration: float = 10.0
+    connections: int = 64
+    grace: float = 5.0
+    status: int = 200
+    """The status of an answered request (the bare ceiling answers 202)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PacedResult:
+    requests: int
+    """Requests due (sent or not)."""
+    failed_requests: int
+    """Answered with another status than ``status``."""
+    unfinished: int
+    """Not answered within ``grace`` after the last was due."""
+    seconds: float
+    """From the first request due to the last answer."""
+    latency: Latencies
+    """From when each request was due to its answer."""
+    lag: Latencies
+    """From when each request was due to when it was sent: the generator's own pacing error
+    (its thread wake-ups) plus any wait for a free connection."""
+
+    @property
+    def answered_per_second(self) -> float:
+        answered = self.requests - self.unfinished
+        return answered / self.seconds if self.seconds > 0 else 0.0
+
+
+def paced_load(spec: PacedLoad, stop: Event) -> PacedResult:
+    return _run(_paced_load(spec, stop))
+
+
+async def _paced_load(spec: PacedLoad, stop: Event) -> PacedResult:
+    # A thread keeps the schedule: time.sleep wakes within tens of microseconds, the event
+    # loop's timers only to the millisecond. It hands each due request to the loop, where
+    # the connections take them in turn. A short switch interval keeps the thread from
+    # waiting for the GIL behind the loop.
+    sys.setswitchinterval(0.0002)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    total = max(1, round(spec.rate * spec.duration))
+    start = time.perf_counter() + 0.1
+    due_of: dict[int, float] = {}
+    latencies: list[float] = []
+    lags: list[float] = []
+    failed = 0
+    done = asyncio.Event()
+
+    def schedule() -> None:
+        for i in range(total):
+            due = start + i / spec.rate
+            if (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+            if i % 256 == 0 and stop.is_set():
+                break
+            loop.call_soon_threadsafe(queue.put_nowait, (i, due))
+        loop.call_soon_threadsafe(done.set)
+
+    async def connection() -> None:
+        nonlocal failed
+        plan = spec.plan
+        async with Connection(spec.port) as conn:
+            while (item := await queue.get()) is not None:
+                i, due = item
+                due_of[i] = due
+                lags.append(time.perf_counter() - due)
+                body = plan.bodies[i % len(plan.bodies)] if plan.bodies else b""
+                try:
+                    response = await conn.request(
+                        plan.method, plan.paths[i % len(plan.paths)], body
+                    )
+                    answered = response.status == spec.status
+                except (OSError, ProtocolError, TimeoutError):
+                    answered = False  # the connection is dropped; the next request reopens it
+                latencies.append(time.perf_counter() - due)
+                del due_of[i]
+                failed += not answered
+
+    workers = [asyncio.create_task(connection()) for _ in range(spec.connections)]
+    ticker = threading.Thread(target=schedule, name="pacer", daemon=True)
+    ticker.start()
+    await done.wait()
+    for _ in workers:
+        queue.put_nowait(None)
+    _, pending = await asyncio.wait(workers, timeout=spec.grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    end = time.perf_counter()
+    waiting = [*due_of.values()]  # sent, never answered
+    while not queue.empty():
+        if (item := queue.get_nowait()) is not None:
+            waiting.append(item[1])  # never sent
+    latencies += [end - due for due in waiting]
+    ticker.join()
+    return PacedResult(
+        requests=len(latencies),
+        failed_requests=failed,
+        unfinished=len(waiting),
+        seconds=end - start,
+        latency=Latencies.of(latencies),
+        lag=Latencies.of(lags),
     )
 
 

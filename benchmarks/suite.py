@@ -30,6 +30,8 @@ from benchmarks.loadgen import (
     AppliedLoad,
     BatchLoad,
     BatchResult,
+    PacedLoad,
+    PacedResult,
     ReplayLoad,
     SingleLoad,
     SingleResult,
@@ -37,6 +39,7 @@ from benchmarks.loadgen import (
     VisibilityResult,
     applied_load,
     batch_load,
+    paced_load,
     replay_load,
     single_load,
     visibility_probe,
@@ -87,6 +90,9 @@ READ_WARMUP: Final = 1.0
 """Seconds of read load before each measured one (the same requests, other unknown users)."""
 READ_UNLOADED: Final = 1.0
 """Seconds of read load from one connection, after the measured one."""
+READ_PACED_RATE: Final = 2_000.0
+"""Requests/s of the open-loop read load (issue 14)."""
+READ_PACED_CONNECTIONS: Final = 64
 READ_PLAN_RATE: Final = 10_000
 """A read plan holds this many requests per second of load; a faster load replays it."""
 READ_EXPERIMENT: Final = "bench-read"
@@ -577,12 +583,15 @@ class ReadEndpoint:
     candidates: bool = False
     exposes: bool = True
     """Whether it records exposures of running experiments."""
+    paced_ceiling: bool = False
+    """Whether the paced load is also sent to the bare ceiling (what the machine and the load
+    generator alone give at that rate)."""
 
 
 def _read_path(run: Run, endpoint: ReadEndpoint) -> dict[str, float]:
     """A warm-up, ``duration`` seconds at ``READ_CONNECTIONS`` connections, then
     ``READ_UNLOADED`` seconds at one connection (no queueing: close to the server's own time
-    per request)."""
+    per request), then ``duration`` seconds paced at ``READ_PACED_RATE`` (open loop)."""
     run.prepare_reads()
     server = run.recloop
     _read_load(run, endpoint, READ_CONNECTIONS, READ_WARMUP)
@@ -608,7 +617,50 @@ def _read_path(run: Run, endpoint: ReadEndpoint) -> dict[str, float]:
     }
     if endpoint.exposes:
         measured["first_exposures"] = 100.0 * exposed / loaded.requests if loaded.requests else 0.0
+    cpu = server.cpu_seconds()
+    paced = _paced_read_load(run, endpoint, run.options.duration)
+    cpu = server.cpu_seconds() - cpu
+    answered = paced.requests - paced.unfinished
+    if paced.failed_requests or paced.unfinished:
+        run.note(
+            f"{endpoint.name}, paced: {paced.failed_requests} requests failed, "
+            f"{paced.unfinished} unanswered at the end (counted with the time they had waited)."
+        )
+    if paced.lag.p95 > 0.5:
+        run.note(
+            f"{endpoint.name}, paced: requests went out late (P95 {paced.lag.p95:.2f} ms after "
+            "they were due: the generator's pacing, or no free connection); it counts."
+        )
+    measured |= {
+        "paced_p50": paced.latency.p50,
+        "paced_p95": paced.latency.p95,
+        "paced_p99": paced.latency.p99,
+        "paced_rate": paced.answered_per_second,
+        "paced_cpu": _micros_per(cpu, answered),
+    }
+    if endpoint.paced_ceiling:
+        ceiling = _paced_read_load(run, endpoint, run.options.duration, run.bare)
+        measured |= {"paced_bare_p50": ceiling.latency.p50, "paced_bare_p95": ceiling.latency.p95}
     return measured
+
+
+def _paced_read_load(
+    run: Run, endpoint: ReadEndpoint, seconds: float, server: Server | None = None
+) -> PacedResult:
+    """``seconds`` of requests to ``endpoint`` due at ``READ_PACED_RATE``, whatever the
+    answers (see :class:`PacedLoad`), with unknown users no earlier load asked about; to
+    ``server`` if given (the bare ceiling, which answers 202), else to recloop."""
+    prefix = run.prefix(f"{endpoint.name}-paced")
+    users = run.readers.user_ids(prefix, math.ceil(READ_PACED_RATE * seconds))
+    bodies = run.rank_bodies() if endpoint.candidates else ()
+    plan = ReadPlan(endpoint.method, tuple(endpoint.path(u) for u in users), bodies)
+    target = server or run.recloop
+    status = 202 if target is run.bare else 200
+    spec = PacedLoad(
+        target.port, plan, READ_PACED_RATE, seconds, READ_PACED_CONNECTIONS, status=status
+    )
+    timeout = seconds + spec.grace + 60
+    return run_in_process(paced_load, spec, f"{endpoint.name}-paced-load", timeout=timeout)
 
 
 def _read_load(run: Run, endpoint: ReadEndpoint, connections: int, seconds: float) -> SingleResult:
@@ -638,9 +690,11 @@ def _read_benchmark(
     *,
     remark: str = "",
     cpu: Target | None = None,
+    paced: Target | None = None,
 ) -> Benchmark:
     """``p95`` is held against the P95 under load (``remark`` says why when there is none);
-    ``cpu`` against the server's CPU per request."""
+    ``cpu`` against the server's CPU per request; ``paced`` against the P95 of the paced
+    (open-loop) load."""
 
     def run_once(run: Run) -> dict[str, float]:
         return _read_path(run, endpoint)
@@ -659,6 +713,19 @@ def _read_benchmark(
         metrics += (
             Metric("first_exposures", f"first exposures, % of requests at {n} connections"),
         )
+    rate = f"paced {READ_PACED_RATE:,.0f} req/s"
+    metrics += (
+        Metric("paced_p50", f"latency P50 at {rate}, from when due, ms"),
+        Metric("paced_p95", f"latency P95 at {rate}, from when due, ms", paced),
+        Metric("paced_p99", f"latency P99 at {rate}, from when due, ms"),
+        Metric("paced_rate", f"answered req/s at {rate}"),
+        Metric("paced_cpu", f"server CPU per request at {rate}, µs"),
+    )
+    if endpoint.paced_ceiling:
+        metrics += (
+            Metric("paced_bare_p50", f"ceiling latency P50 at {rate}, ms"),
+            Metric("paced_bare_p95", f"ceiling latency P95 at {rate}, ms"),
+        )
     return Benchmark(endpoint.name, title, metrics, run_once)
 
 
@@ -667,22 +734,33 @@ def _assignment_path(user_id: str) -> str:
 
 
 WEIGHTS = _read_benchmark(
-    ReadEndpoint("weights", "GET", weights_path, exposes=False),
+    ReadEndpoint("weights", "GET", weights_path, exposes=False, paced_ceiling=True),
     "GET weights",
     at_most(10),
-    cpu=at_most(2_000),
+    cpu=at_most(80),
+    paced=at_most(2),
 )
 STRATEGY = _read_benchmark(
-    ReadEndpoint("strategy", "GET", strategy_path), "GET strategy", at_most(20)
+    ReadEndpoint("strategy", "GET", strategy_path),
+    "GET strategy",
+    at_most(20),
+    cpu=at_most(100),
+    paced=at_most(3),
 )
 RANK = _read_benchmark(
     ReadEndpoint("rank", "POST", rank_path, candidates=True),
     "POST rank, 100 candidates",
     None,
     remark="none in the spec",
+    cpu=at_most(600),
+    paced=at_most(5),
 )
 ASSIGNMENT = _read_benchmark(
-    ReadEndpoint("assignment", "GET", _assignment_path), "GET assignment", at_most(5)
+    ReadEndpoint("assignment", "GET", _assignment_path),
+    "GET assignment",
+    at_most(5),
+    cpu=at_most(80),
+    paced=at_most(2),
 )
 
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from recloop import __version__
 from recloop.api import errors
+from recloop.api.lean import lean_routes
 from recloop.api.middleware import RequestMiddleware, route_templates
 from recloop.api.routers import (
     algorithms,
@@ -41,8 +42,15 @@ KEYED_ERRORS: dict[int | str, dict[str, Any]] = {
 """Answers every route behind an API key may give (all but the health checks)."""
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
-    """Build the app; its lifespan starts the processor (replaying the log) and stops it."""
+def create_app(
+    settings: Settings | None = None, container: Container | None = None, *, lean: bool = True
+) -> FastAPI:
+    """Build the app; its lifespan starts the processor (replaying the log) and stops it.
+
+    ``lean``: serve the hot paths by their lean routes (:mod:`recloop.api.lean`, the lean
+    ``POST /feedback``) ahead of the documented ones. Without them the documented routes
+    answer every request: the oracle the lean routes are tested against.
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -65,6 +73,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         version=__version__,
         summary="Real-time learning loop for recommender systems.",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry bridge looks up three global providers on every request;
+        # recloop configures none (its metrics are Prometheus, api/middleware.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
     app.state.metrics = Metrics(lambda: getattr(app.state, "container", None))
@@ -74,11 +85,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         keyed = module is not health
         app.include_router(module.router, prefix=PREFIX, responses=KEYED_ERRORS if keyed else None)
         templates.update(route_templates(module.router.routes, PREFIX))
-    # The hot ingest path matches first; the FastAPI route behind it stays for the OpenAPI.
-    app.router.routes.insert(
-        0, Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"])
-    )
-    templates.update(route_templates(app.router.routes))  # the lean route, the docs
+    if lean:
+        # The hot paths match first; the FastAPI routes behind them stay for the OpenAPI
+        # (and answer what a lean read declines).
+        app.router.routes[:0] = [
+            Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"]),
+            *lean_routes(PREFIX),
+        ]
+    templates.update(route_templates(app.router.routes))  # the lean routes, the docs
     app.add_middleware(
         RequestMiddleware,
         metrics=app.state.metrics,

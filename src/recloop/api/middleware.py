@@ -27,12 +27,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from recloop.api.responses import send_json
 from recloop.metrics import UNMATCHED, Metrics
 
 log = logging.getLogger("recloop.http")
@@ -103,7 +103,7 @@ class RequestMiddleware:
         limit = self.max_body_bytes
         try:
             if length is not None and _too_long(length, limit):
-                await _send_json(send_with_id, 413, {"detail": BodyTooLarge(limit).detail})
+                await send_json(send_with_id, 413, {"detail": BodyTooLarge(limit).detail})
             elif length is None:
                 # No Content-Length: a streamed (chunked) body, counted as it arrives. With a
                 # Content-Length the server never passes more bytes than it announced.
@@ -117,12 +117,12 @@ class RequestMiddleware:
         except BodyTooLarge as exc:  # raised outside a route (no handler saw it)
             if started:
                 raise
-            await _send_json(send_with_id, 413, {"detail": exc.detail})
+            await send_json(send_with_id, 413, {"detail": exc.detail})
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], self._route(scope))
             if started:
                 raise
-            await _send_json(send_with_id, 500, {"detail": "internal server error"})
+            await send_json(send_with_id, 500, {"detail": "internal server error"})
         finally:
             route = self._route(scope)
             seconds = time.perf_counter() - started_at
@@ -183,18 +183,3 @@ def _counting(receive: Receive, limit: int) -> Receive:
         return message
 
     return counted
-
-
-async def _send_json(send: Send, status: int, body: Any) -> None:
-    content = orjson.dumps(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(content)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": content})

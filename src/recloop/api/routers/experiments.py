@@ -19,6 +19,7 @@ from recloop.api.schemas import (
     PowerOut,
     ResultsOut,
 )
+from recloop.container import Container
 from recloop.core import experiments as xp
 from recloop.core import stats
 from recloop.core.errors import InvalidInput
@@ -113,15 +114,19 @@ async def stop(experiment_id: ExperimentId, container: ContainerDep) -> Any:
 async def assignment(experiment_id: ExperimentId, user_id: UserId, container: ContainerDep) -> Any:
     """The user's variant (GrowthBook-compatible hashing); records the first exposure while
     the experiment runs."""
+    return FastJSONResponse(await assignment_body(container, experiment_id, user_id))
+
+
+async def assignment_body(container: Container, experiment_id: str, user_id: str) -> dict[str, Any]:
+    """The answer of ``GET /experiments/{experiment_id}/assignment/{user_id}`` (its lean twin
+    in :mod:`recloop.api.lean` calls it too)."""
     variant = await container.experiments.expose(experiment_id, container.user_key(user_id))
-    return FastJSONResponse(
-        {
-            "experiment_id": experiment_id,
-            "user_id": user_id,
-            "variant": variant,
-            "in_experiment": variant is not None,
-        }
-    )
+    return {
+        "experiment_id": experiment_id,
+        "user_id": user_id,
+        "variant": variant,
+        "in_experiment": variant is not None,
+    }
 
 
 @router.get(

@@ -1,7 +1,12 @@
-"""Per-user reads: preferences, algorithm weights, strategy, ranking."""
+"""Per-user reads: preferences, algorithm weights, strategy, ranking.
+
+Each hot read's answer is built by one function (``*_body``) that both the
+documented route here and its lean twin in :mod:`recloop.api.lean` call.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -18,6 +23,7 @@ from recloop.api.schemas import (
     StrategyOut,
     WeightsOut,
 )
+from recloop.container import Container
 from recloop.core.errors import InvalidInput
 from recloop.core.ranking import Candidate
 from recloop.services.optimizer import SegmentWeights
@@ -36,8 +42,12 @@ UserId = Annotated[str, Path(min_length=1, max_length=128)]
 )
 async def get_preferences(user_id: UserId, container: ContainerDep) -> Any:
     """The user's preference vector and counters, as last committed."""
-    key = container.user_key(user_id)
-    return FastJSONResponse(preferences_view(await container.preferences.get(key)))
+    return FastJSONResponse(await preferences_body(container, user_id))
+
+
+async def preferences_body(container: Container, user_id: str) -> dict[str, Any]:
+    """The answer of ``GET /users/{user_id}/preferences``."""
+    return preferences_view(await container.preferences.get(container.user_key(user_id)))
 
 
 def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[str, Any]:
@@ -59,27 +69,35 @@ def _weights_view(user_id: str, w: SegmentWeights, window_days: float) -> dict[s
 @router.get("/users/{user_id}/weights", dependencies=[Read], response_model=WeightsOut)
 async def get_weights(user_id: UserId, container: ContainerDep) -> Any:
     """Algorithm weights for the user's segment (Thompson sampling over the sliding window)."""
+    return FastJSONResponse(await weights_body(container, user_id))
+
+
+async def weights_body(container: Container, user_id: str) -> dict[str, Any]:
+    """The answer of ``GET /users/{user_id}/weights``."""
     user = await container.ranker.user(container.user_key(user_id))
     weights = await container.optimizer.weights(user.segment)
-    return FastJSONResponse(_weights_view(user_id, weights, container.settings.bandit.window_days))
+    return _weights_view(user_id, weights, container.settings.bandit.window_days)
 
 
 @router.get("/users/{user_id}/strategy", dependencies=[Read], response_model=StrategyOut)
 async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
     """How to recommend for this user now: weights, exploration, model, experiments."""
+    return FastJSONResponse(await strategy_body(container, user_id))
+
+
+async def strategy_body(container: Container, user_id: str) -> dict[str, Any]:
+    """The answer of ``GET /users/{user_id}/strategy``."""
     strategy = await container.ranker.strategy(container.user_key(user_id))
     prefs = strategy.user.preferences
-    return FastJSONResponse(
-        {
-            "user_id": user_id,
-            "segment": strategy.user.segment,
-            "weights": strategy.weights,
-            "exploration": {"strategy": "epsilon_greedy", "epsilon": strategy.epsilon},
-            "model": {"version": strategy.route.version, "slot": strategy.model_slot},
-            "experiments": strategy.experiments,
-            "preferences_updated_at": None if prefs is None else prefs.updated_at,
-        }
-    )
+    return {
+        "user_id": user_id,
+        "segment": strategy.user.segment,
+        "weights": strategy.weights,
+        "exploration": {"strategy": "epsilon_greedy", "epsilon": strategy.epsilon},
+        "model": {"version": strategy.route.version, "slot": strategy.model_slot},
+        "experiments": strategy.experiments,
+        "preferences_updated_at": None if prefs is None else prefs.updated_at,
+    }
 
 
 @router.post(
@@ -92,22 +110,31 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
     """Rank candidates: weighted fusion of the algorithms' scores plus preference affinity,
     ε-greedy exploration of the top slot, exact propensities. The impression is logged
     durably before the answer; send its ``impression_id`` with later feedback."""
-    limit = container.settings.rank.max_candidates
-    if len(body.candidates) > limit:
-        raise InvalidInput("candidates", f"at most {limit} candidates, got {len(body.candidates)}")
     candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
+    return FastJSONResponse(await rank_body(container, user_id, candidates, body.k, body.context))
+
+
+async def rank_body(
+    container: Container,
+    user_id: str,
+    candidates: Sequence[Candidate],
+    k: int | None,
+    context: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The answer of ``POST /users/{user_id}/rank`` for a body already validated."""
+    limit = container.settings.rank.max_candidates
+    if len(candidates) > limit:
+        raise InvalidInput("candidates", f"at most {limit} candidates, got {len(candidates)}")
     impression, strategy = await container.ranker.rank(
-        container.user_key(user_id), candidates, body.k, body.context
+        container.user_key(user_id), candidates, k, context
     )
-    return FastJSONResponse(
-        {
-            "impression_id": impression.impression_id,
-            "ranking": impression.shown.ranking(),
-            "epsilon": impression.epsilon,
-            "segment": strategy.user.segment,
-            "experiments": strategy.experiments,
-        }
-    )
+    return {
+        "impression_id": impression.impression_id,
+        "ranking": impression.shown.ranking(),
+        "epsilon": impression.epsilon,
+        "segment": strategy.user.segment,
+        "experiments": strategy.experiments,
+    }
 
 
 @router.get(

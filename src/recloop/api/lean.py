@@ -1,0 +1,210 @@
+"""Lean routes for the hot reads, mounted ahead of their documented FastAPI routes.
+
+``GET /users/{user_id}/weights``, ``/strategy``, ``/preferences``, ``GET
+/experiments/{experiment_id}/assignment/{user_id}`` and ``POST
+/users/{user_id}/rank`` are served here without FastAPI's per-request machinery
+(dependency solving, parameter models, response plumbing), which costs several
+times the work of the answer itself. The documented routes stay: they describe
+these requests in the one OpenAPI document, and they answer whatever a lean
+route cannot vouch for.
+
+A lean route serves a request only when it is certain the documented route
+would accept it: the caller authorised (the same :func:`~recloop.api.auth.authorize`),
+each path parameter 1..128 characters, and for ``rank`` a JSON body that the
+msgspec :class:`RankBody` (mirroring :class:`~recloop.api.schemas.RankIn`,
+constraints included) decodes. Anything else — a path parameter too long, a body
+that is not JSON, not UTF-8, or breaks a constraint, a ``Content-Type`` other than
+``application/json`` — is handed, untouched, to the documented route, so errors
+keep their exact FastAPI bodies (every violated field, pydantic's messages) and
+the hot path never builds a pydantic model. Both routes build the answer with the
+same function (``users.weights_body`` and its siblings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+import msgspec
+from fastapi.routing import APIRoute, APIRouter
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.routing import Match, Route
+from starlette.types import Message, Receive, Scope, Send
+
+from recloop.api.auth import authorize
+from recloop.api.responses import send_json
+from recloop.api.routers import experiments, users
+from recloop.container import Container
+from recloop.core.ranking import Candidate
+
+ID_MAX: Final = 128
+"""Path parameters are ``Path(min_length=1, max_length=128)`` on the documented routes."""
+
+
+class CandidateBody(msgspec.Struct, forbid_unknown_fields=True):
+    """:class:`~recloop.api.schemas.CandidateIn` as msgspec decodes it."""
+
+    item_id: Annotated[str, Meta(min_length=1, max_length=ID_MAX)]
+    algorithm: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    # Finite, as FiniteFloat: msgspec reads no NaN or Infinity and refuses 1e400.
+    score: float | None = None
+
+
+class RankBody(msgspec.Struct, forbid_unknown_fields=True):
+    """:class:`~recloop.api.schemas.RankIn` as msgspec decodes it.
+
+    Whatever it decodes, ``RankIn`` accepts, with the same values (a differential test
+    holds the two together); it refuses a little more (``"k": 3.0``, integers too large
+    for a float score), which the documented route then answers.
+    """
+
+    candidates: Annotated[list[CandidateBody], Meta(min_length=1)]
+    k: Annotated[int, Meta(ge=1)] | None = None
+    context: dict[str, Any] | None = None
+
+
+_rank_decoder: Final = msgspec.json.Decoder(RankBody)
+
+Handler = Callable[[Request], Awaitable[dict[str, Any] | None]]
+"""A lean handler: the answer (a JSON object), or None to hand the request to the
+documented route."""
+
+
+def _fits(value: str) -> bool:
+    return 0 < len(value) <= ID_MAX
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+async def _preferences(request: Request) -> dict[str, Any] | None:
+    authorize(request, "read")
+    user_id: str = request.path_params["user_id"]
+    if not _fits(user_id):
+        return None
+    return await users.preferences_body(_container(request), user_id)
+
+
+async def _weights(request: Request) -> dict[str, Any] | None:
+    authorize(request, "read")
+    user_id: str = request.path_params["user_id"]
+    if not _fits(user_id):
+        return None
+    return await users.weights_body(_container(request), user_id)
+
+
+async def _strategy(request: Request) -> dict[str, Any] | None:
+    authorize(request, "read")
+    user_id: str = request.path_params["user_id"]
+    if not _fits(user_id):
+        return None
+    return await users.strategy_body(_container(request), user_id)
+
+
+async def _assignment(request: Request) -> dict[str, Any] | None:
+    authorize(request, "read")
+    experiment_id: str = request.path_params["experiment_id"]
+    user_id: str = request.path_params["user_id"]
+    if not (_fits(experiment_id) and _fits(user_id)):
+        return None
+    return await experiments.assignment_body(_container(request), experiment_id, user_id)
+
+
+async def _rank(request: Request) -> dict[str, Any] | None:
+    # FastAPI reads and parses the body before it checks the key: a body it cannot parse is
+    # a 422 even without one. Whatever msgspec refuses goes to the documented route.
+    if not _json_content(request.headers.get("content-type")):
+        return None
+    try:
+        body = _rank_decoder.decode(await request.body())
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    authorize(request, "read")
+    user_id: str = request.path_params["user_id"]
+    if not _fits(user_id):
+        return None
+    candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
+    return await users.rank_body(_container(request), user_id, candidates, body.k, body.context)
+
+
+def _json_content(content_type: str | None) -> bool:
+    """``application/json``, with parameters or not: the content types sent in practice
+    (FastAPI also parses ``application/*+json``; those take the documented route)."""
+    if content_type is None:
+        return False
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+DECLINED: Final = "recloop.lean_declined"
+"""Set in the scope of a request a lean route declined: the lean routes then match nothing."""
+
+
+class LeanRoute(Route):
+    """A route to a lean handler; where the handler declines, the request is routed again
+    with the lean routes out of the way, to the documented route."""
+
+    def __init__(self, path: str, method: str, handler: Handler) -> None:
+        super().__init__(path, LeanEndpoint(handler), methods=[method])
+        self.methods = {method}  # Starlette adds HEAD to GET; the documented routes have none
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if DECLINED in scope:
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+class LeanEndpoint:
+    """The ASGI endpoint of a :class:`LeanRoute`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        answer = await self.handler(request)
+        if answer is not None:
+            await send_json(send, 200, answer)
+            return
+        # The body, if the handler read it, is replayed to the documented route.
+        body: bytes | None = getattr(request, "_body", None)
+        scope[DECLINED] = True
+        await scope["router"](scope, receive if body is None else _replay(body, receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+_HANDLERS: Final[tuple[tuple[APIRouter, Callable[..., Any], Handler], ...]] = (
+    (users.router, users.get_preferences, _preferences),
+    (users.router, users.get_weights, _weights),
+    (users.router, users.get_strategy, _strategy),
+    (users.router, users.rank, _rank),
+    (experiments.router, experiments.assignment, _assignment),
+)
+"""Each lean handler beside the endpoint of the documented route it stands in for."""
+
+
+def lean_routes(prefix: str) -> list[Route]:
+    """A lean route for each hot read, the same path (under ``prefix``, where the app
+    includes the routers) and method as its documented route, to insert ahead of it."""
+    routes: list[Route] = []
+    for router, endpoint, handler in _HANDLERS:
+        (documented,) = (
+            r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint
+        )
+        (method,) = documented.methods or {"GET"}
+        routes.append(LeanRoute(prefix + documented.path, method, handler))
+    return routes
