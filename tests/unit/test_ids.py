@@ -1,14 +1,26 @@
-"""UUID version 7 identifiers (core.ids)."""
+"""Identifiers (core.ids): the UUIDv7 recloop generates, the rule for the ones clients send."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recloop.core.ids import uuid7
+from recloop.core.errors import InvalidInput
+from recloop.core.ids import (
+    ID_MESSAGE,
+    ID_PATTERN,
+    PATH_ID_MESSAGE,
+    PATH_ID_PATTERN,
+    check_id,
+    id_problem,
+    python_pattern,
+    uuid7,
+)
 
 NOW_NS = st.integers(0, (1 << 48) * 1_000_000 - 1)  # every 48-bit millisecond
 
@@ -38,3 +50,34 @@ def test_default_clock_and_uniqueness() -> None:
     assert len(ids) == 1_000
     assert all(before <= uuid.UUID(i).int >> 80 <= after for i in ids)
     assert len({uuid7(0) for _ in range(1_000)}) == 1_000  # random bits within one millisecond
+
+
+# -- the rule for ids clients send -------------------------------------------------
+
+CONTROL = {chr(c) for c in range(0x20)} | {"\x7f"}
+
+
+@settings(max_examples=500)
+@given(
+    value=st.text(
+        st.one_of(st.characters(), st.sampled_from(sorted(CONTROL | {"/", "."}))), max_size=6
+    )
+)
+def test_the_id_rule_is_what_its_documentation_says(value: str) -> None:
+    clean = not CONTROL & set(value)
+    assert (id_problem(value) is None) == clean
+    routable = clean and "/" not in value and value not in (".", "..")
+    assert (id_problem(value, in_path=True) is None) == routable
+    # The JSON Schema patterns say the same (Python's $ aside: python_pattern).
+    assert (re.search(python_pattern(ID_PATTERN), value) is not None) == clean
+    assert (re.search(python_pattern(PATH_ID_PATTERN), value) is not None) == routable
+
+
+def test_check_id_names_the_field() -> None:
+    check_id("user_id", "u-1 \u200f\u00e9")
+    with pytest.raises(InvalidInput) as caught:
+        check_id("user_id", "a/b", in_path=True)
+    assert (caught.value.field, caught.value.message) == ("user_id", PATH_ID_MESSAGE)
+    with pytest.raises(InvalidInput) as caught:
+        check_id("event_id", "a\x00b")
+    assert (caught.value.field, caught.value.message) == ("event_id", ID_MESSAGE)

@@ -136,8 +136,17 @@ def decode_feedback(body: bytes, max_events: int) -> FeedbackWire | list[Feedbac
         ``{"events": [...]}``, a single invalid event, or more than ``max_events``.
     """
     try:
+        return _decode(body, max_events)
+    except msgspec.ValidationError as exc:
+        raise error_of(exc) from None
+    except msgspec.DecodeError as exc:  # (after ValidationError, its subclass)
+        raise WireError("", f"invalid JSON: {exc}", "json_invalid") from None
+
+
+def _decode(body: bytes, max_events: int) -> FeedbackWire | list[FeedbackWire | WireError]:
+    try:
         events: list[FeedbackWire | WireError] = list(_batch.decode(body).events)
-    except msgspec.ValidationError:  # (a subclass of DecodeError)
+    except msgspec.ValidationError:  # not a valid batch: find out what it is, and what is wrong
         try:
             envelope = _envelope.decode(body)
         except msgspec.ValidationError:
@@ -150,14 +159,9 @@ def decode_feedback(body: bytes, max_events: int) -> FeedbackWire | list[Feedbac
                 error = error_of(exc)
                 error.label = type_label(body)
                 raise error from None
-        try:
-            raws = _raw_batch.decode(body).events
-        except msgspec.ValidationError as exc:
-            raise error_of(exc) from None
+        raws = _raw_batch.decode(body).events
         _check_size(len(raws), max_events)
         return [_decode_one(raw) for raw in raws]
-    except msgspec.DecodeError as exc:
-        raise WireError("", f"invalid JSON: {exc}", "json_invalid") from None
     _check_size(len(events), max_events)
     return events
 
@@ -204,7 +208,7 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 _AT: Final = re.compile(r" - at `\$(.*)`$")
-_STEP: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_STEP: Final = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")  # a field, an index, a key
 _MISSING: Final = re.compile(r"Object missing required field `(.+)`")
 _UNKNOWN: Final = re.compile(r"Object contains unknown field `(.+)`")
 _PATTERNS: Final = {

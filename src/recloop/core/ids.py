@@ -3,8 +3,9 @@
 Every id a client sends (user, item, event, experiment, impression, attribution ids)
 must be storable and reachable on every backend: no control characters
 (U+0000-U+001F, U+007F), which PostgreSQL refuses or logs mangle; and the ids that
-appear in URL paths (users, items, experiments, impressions) hold no ``/`` either, so
-that every per-id endpoint (read, export, erase) can name them. The patterns below
+appear in URL paths (users, items, experiments, impressions) hold no ``/`` either and
+are not ``.`` or ``..`` (which clients and proxies resolve away), so that every per-id
+endpoint (read, export, erase) can name them. The patterns below
 are the one definition: the API's decoders and its OpenAPI document use them.
 """
 
@@ -24,10 +25,10 @@ ID_MAX_LENGTH: Final = 128
 _CONTROL: Final = r"\x00-\x1f\x7f"
 ID_PATTERN: Final = rf"^[^{_CONTROL}]*$"
 """Any id: no control characters (a JSON Schema / ECMA-262 pattern)."""
-PATH_ID_PATTERN: Final = rf"^[^{_CONTROL}/]*$"
-"""An id that appears in URL paths: no control characters and no ``/``."""
+PATH_ID_PATTERN: Final = rf"^(?!\.\.?$)[^{_CONTROL}/]*$"
+"""An id that appears in URL paths: no control characters, no ``/``, not ``.`` or ``..``."""
 ID_MESSAGE: Final = "must not contain control characters"
-PATH_ID_MESSAGE: Final = "must not contain '/' or control characters"
+PATH_ID_MESSAGE: Final = "must not contain '/' or control characters, nor be '.' or '..'"
 
 
 def python_pattern(pattern: str) -> str:
@@ -50,8 +51,8 @@ def id_problem(value: str, in_path: bool = False) -> str | None:
 
     ``in_path``: the id appears in URL paths (users, items, experiments, impressions).
 
-    >>> id_problem("u-42"), id_problem("a/b"), id_problem("a/b", in_path=True)
-    (None, None, "must not contain '/' or control characters")
+    >>> id_problem("u-42"), id_problem("a/b"), id_problem("..", in_path=True)
+    (None, None, "must not contain '/' or control characters, nor be '.' or '..'")
     >>> id_problem("a\\x00b")
     'must not contain control characters'
     """
@@ -69,10 +70,10 @@ def check_id(field: str, value: str, in_path: bool = False) -> None:
         naming ``field``.
 
     >>> check_id("user_id", "u1")
-    >>> check_id("item_id", "a/b", in_path=True)
+    >>> check_id("event_id", "a\\nb")
     Traceback (most recent call last):
     ...
-    recloop.core.errors.InvalidInput: item_id: must not contain '/' or control characters
+    recloop.core.errors.InvalidInput: event_id: must not contain control characters
     """
     problem = id_problem(value, in_path)
     if problem is not None:
