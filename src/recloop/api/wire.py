@@ -2,7 +2,10 @@
 
 A batch is decoded into :class:`FeedbackWire` structs in one call, constraints
 included; only when that fails is it decoded again, event by event, to reject just
-the bad ones, each with a field-level error. The structs are what ingestion keeps:
+the bad ones, each with a field-level error. The id rule (``core.ids``) is checked
+after decoding, and only when a search of the body's bytes finds something that
+could break it (``core.ids.json_may_break_id_rule``): a pattern per id in the
+struct would cost several times the rest of the decoding. The structs are what ingestion keeps:
 ``IngestService.build`` turns each into a ``core.events.Event`` in one step.
 
 ``api.schemas.FeedbackIn`` (pydantic) documents the same body in the OpenAPI
@@ -22,23 +25,11 @@ from msgspec import Meta, Raw, Struct
 
 from recloop.core.errors import InvalidInput
 from recloop.core.events import FEEDBACK_TYPES, UNIX_SECONDS_LIMIT
-from recloop.core.ids import (
-    ID_MAX_LENGTH,
-    ID_MESSAGE,
-    ID_PATTERN,
-    PATH_ID_MESSAGE,
-    PATH_ID_PATTERN,
-    python_pattern,
-)
+from recloop.core.ids import ID_MAX_LENGTH, id_problem, json_may_break_id_rule
 
-_ANY: Final = python_pattern(ID_PATTERN)
-_PATH: Final = python_pattern(PATH_ID_PATTERN)
-
-Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=_ANY)]
-"""An id that never appears in a URL path (event ids)."""
-PathId = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH, pattern=_PATH)]
-"""An id that appears in URL paths: users, items, experiments, impressions."""
-Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=_ANY)]
+Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH)]
+"""An id (``core.ids``' rule is checked after decoding: :func:`id_error`)."""
+Name = Annotated[str, Meta(min_length=1, max_length=64)]
 Timestamp = (
     Annotated[datetime, Meta(tz=True)]
     | Annotated[float, Meta(ge=-UNIX_SECONDS_LIMIT, le=UNIX_SECONDS_LIMIT)]
@@ -55,10 +46,10 @@ class AttributionWire(Struct, forbid_unknown_fields=True, gc=False):
     """Which recommendation produced the item the user acted on."""
 
     algorithm: Name | None = None
-    experiment_id: PathId | None = None
+    experiment_id: Id | None = None
     variant: Name | None = None
     model_version: Name | None = None
-    impression_id: PathId | None = None
+    impression_id: Id | None = None
     propensity: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
 
 
@@ -68,8 +59,8 @@ class FeedbackWire(Struct, forbid_unknown_fields=True, gc=False):
     Not tracked by the garbage collector: decoded JSON holds no reference cycles.
     """
 
-    user_id: PathId
-    item_id: PathId
+    user_id: Id
+    item_id: Id
     type: FeedbackType
     event_id: Id | None = None
     value: float | None = None  # JSON has no NaN; a number out of float's range is refused
@@ -144,26 +135,40 @@ def decode_feedback(body: bytes, max_events: int) -> FeedbackWire | list[Feedbac
 
 
 def _decode(body: bytes, max_events: int) -> FeedbackWire | list[FeedbackWire | WireError]:
+    events: list[FeedbackWire | WireError]
     try:
-        events: list[FeedbackWire | WireError] = list(_batch.decode(body).events)
+        events = list(_batch.decode(body).events)
     except msgspec.ValidationError:  # not a valid batch: find out what it is, and what is wrong
-        try:
-            envelope = _envelope.decode(body)
-        except msgspec.ValidationError:
-            expected = 'expected an event object or {"events": [...]}'
-            raise WireError("", expected, "model_type") from None
-        if not envelope.events:
-            try:
-                return _one.decode(body)
-            except msgspec.ValidationError as exc:
-                error = error_of(exc)
-                error.label = type_label(body)
-                raise error from None
+        if not _is_batch(body):
+            return _decode_single(body)
         raws = _raw_batch.decode(body).events
         _check_size(len(raws), max_events)
-        return [_decode_one(raw) for raw in raws]
-    _check_size(len(events), max_events)
+        events = [_decode_one(i, raw) for i, raw in enumerate(raws)]
+    else:
+        _check_size(len(events), max_events)
+    if json_may_break_id_rule(body):
+        events = [(id_error(e) or e) if isinstance(e, FeedbackWire) else e for e in events]
     return events
+
+
+def _is_batch(body: bytes) -> bool:
+    try:
+        return bool(_envelope.decode(body).events)
+    except msgspec.ValidationError:
+        expected = 'expected an event object or {"events": [...]}'
+        raise WireError("", expected, "model_type") from None
+
+
+def _decode_single(body: bytes) -> FeedbackWire:
+    try:
+        event = _one.decode(body)
+    except msgspec.ValidationError as exc:
+        error = error_of(exc)
+        error.label = type_label(body)
+        raise error from None
+    if json_may_break_id_rule(body) and (error := id_error(event)) is not None:
+        raise error
+    return event
 
 
 def _check_size(n: int, max_events: int) -> None:
@@ -171,13 +176,46 @@ def _check_size(n: int, max_events: int) -> None:
         raise WireError("events", f"at most {max_events} events per request, got {n}")
 
 
-def _decode_one(raw: Raw) -> FeedbackWire | WireError:
+def _decode_one(index: int, raw: Raw) -> FeedbackWire | WireError:
     try:
         return _one.decode(raw)
     except msgspec.ValidationError as exc:
         error = error_of(exc)
-        error.label = type_label(raw)
-        return error
+    if not error.field:  # not an object: the batch is malformed (its schema says so)
+        raise WireError(f"events.{index}", error.message, "model_type")
+    error.label = type_label(raw)
+    return error
+
+
+_PATH_IDS: Final = ("user_id", "item_id")
+_ATTRIBUTION_IDS: Final = (
+    ("experiment_id", True),
+    ("impression_id", True),
+    ("algorithm", False),
+    ("variant", False),
+    ("model_version", False),
+)
+
+
+def id_error(event: FeedbackWire) -> WireError | None:
+    """The first id of ``event`` that breaks ``core.ids``' rule, as a field-level error.
+
+    Users, items, experiments and impressions are named in URL paths; event ids,
+    algorithms, variants and model versions are not.
+    """
+    checks = [(name, getattr(event, name), True) for name in _PATH_IDS]
+    if event.event_id is not None:
+        checks.append(("event_id", event.event_id, False))
+    if event.attribution is not None:
+        for name, in_path in _ATTRIBUTION_IDS:
+            checks.append((f"attribution.{name}", getattr(event.attribution, name), in_path))
+    for field, value, in_path in checks:
+        problem = None if value is None else id_problem(value, in_path)
+        if problem is not None:
+            error = WireError(field, problem, "string_pattern_mismatch")
+            error.label = event.type
+            return error
+    return None
 
 
 def type_label(raw: bytes | Raw) -> str:
@@ -211,10 +249,6 @@ _AT: Final = re.compile(r" - at `\$(.*)`$")
 _STEP: Final = re.compile(r"\.(\w+)|\[(\d+|\.\.\.)\]")  # a field, an index, a key
 _MISSING: Final = re.compile(r"Object missing required field `(.+)`")
 _UNKNOWN: Final = re.compile(r"Object contains unknown field `(.+)`")
-_PATTERNS: Final = {
-    f"Expected `str` matching regex {_ANY!r}": ID_MESSAGE,
-    f"Expected `str` matching regex {_PATH!r}": PATH_ID_MESSAGE,
-}
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -241,8 +275,6 @@ def error_of(exc: msgspec.ValidationError) -> WireError:
         return WireError(_join(path, m.group(1)), "field required", "missing")
     if m := _UNKNOWN.fullmatch(message):
         return WireError(_join(path, m.group(1)), "unknown field", "extra_forbidden")
-    if message in _PATTERNS:
-        return WireError(path, _PATTERNS[message], "string_pattern_mismatch")
     return WireError(path, message)
 
 
