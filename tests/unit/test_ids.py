@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 
+import msgspec
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +21,7 @@ from recloop.core.ids import (
     PATH_ID_PATTERN,
     check_id,
     id_problem,
+    json_may_break_id_rule,
     python_pattern,
     uuid7,
 )
@@ -81,3 +85,25 @@ def test_check_id_names_the_field() -> None:
     with pytest.raises(InvalidInput) as caught:
         check_id("event_id", "a\x00b")
     assert (caught.value.field, caught.value.message) == ("event_id", ID_MESSAGE)
+
+
+@settings(max_examples=500)
+@given(
+    value=st.text(
+        st.one_of(st.characters(), st.sampled_from(sorted(CONTROL | {"/", "."}))), max_size=6
+    ),
+    ensure_ascii=st.booleans(),
+)
+def test_a_body_without_suspect_bytes_holds_no_bad_id(value: str, ensure_ascii: bool) -> None:
+    """json_may_break_id_rule may say yes to a good id, never no to a bad one."""
+    for body in (
+        json.dumps({"user_id": value}, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass"),
+        orjson.dumps({"user_id": value}) if not _surrogates(value) else b"\\",
+        msgspec.json.encode({"user_id": value}) if not _surrogates(value) else b"\\",
+    ):
+        if not json_may_break_id_rule(body):
+            assert id_problem(value, in_path=True) is None
+
+
+def _surrogates(value: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
