@@ -5,8 +5,9 @@ included; only when that fails is it decoded again, event by event, to reject ju
 the bad ones, each with a field-level error. The id rule (``core.ids``) is checked
 after decoding, and only when a search of the body's bytes finds something that
 could break it (``core.ids.json_may_break_id_rule``): a pattern per id in the
-struct would cost several times the rest of the decoding. The structs are what ingestion keeps:
-``IngestService.build`` turns each into a ``core.events.Event`` in one step.
+struct would cost several times the rest of the decoding. The structs are what
+ingestion keeps: ``IngestService.build`` turns each into a ``core.events.Event``
+in one step.
 
 ``api.schemas.FeedbackIn`` (pydantic) documents the same body in the OpenAPI
 document; ``tests/unit/test_wire.py`` checks that the two accept and refuse the
