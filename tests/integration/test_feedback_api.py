@@ -109,6 +109,7 @@ async def test_one_bad_event_in_a_batch_is_rejected_alone(running: Running) -> N
         (b'{"user_id": "u", "item_id": "i", "type": "rating", "value": 0}', ["body", "value"]),
         (b'{"events": []}', ["body", "events"]),
         (b'{"events": "x"}', ["body", "events"]),
+        (b'{"events": [{}, 5]}', ["body", "events", 1]),
     ],
 )
 async def test_malformed_body_is_422_naming_the_field(

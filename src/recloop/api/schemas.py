@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -13,15 +15,69 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-Id = Annotated[str, Field(min_length=1, max_length=128)]
+from recloop.api.wire import FeedbackType, parse_timestamp
+from recloop.core.events import UNIX_SECONDS_LIMIT
+from recloop.core.ids import ID_MAX_LENGTH, ID_PATTERN, PATH_ID_PATTERN, id_problem
+
+
+def _id_rule(in_path: bool) -> AfterValidator:
+    """``core.ids``' rule as a validator (its pattern is in the JSON schema beside it)."""
+
+    def check(value: str) -> str:
+        problem = id_problem(value, in_path)
+        if problem is not None:
+            raise PydanticCustomError("string_pattern_mismatch", problem)
+        return value
+
+    return AfterValidator(check)
+
+
+_ANY_ID = _id_rule(in_path=False)
+_PATH_ID = _id_rule(in_path=True)
+
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=ID_MAX_LENGTH, json_schema_extra={"pattern": ID_PATTERN}),
+    _ANY_ID,
+]
+"""An id that never appears in a URL path (event ids, report ids)."""
+PathId = Annotated[
+    str,
+    Field(min_length=1, max_length=ID_MAX_LENGTH, json_schema_extra={"pattern": PATH_ID_PATTERN}),
+    _PATH_ID,
+]
+"""An id that appears in URL paths (users, items, experiments, impressions): no ``/``."""
+PathIdParam = Annotated[
+    str,
+    Path(min_length=1, max_length=ID_MAX_LENGTH, json_schema_extra={"pattern": PATH_ID_PATTERN}),
+    _PATH_ID,
+]
+"""The same, as a path parameter."""
+Name = Annotated[
+    str, Field(min_length=1, max_length=64, json_schema_extra={"pattern": ID_PATTERN}), _ANY_ID
+]
+"""An algorithm, variant or model version: no control characters either."""
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _timestamp(value: Any) -> Any:
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise PydanticCustomError("datetime_parsing", str(exc)) from None
+
+
 Timestamp = Annotated[
     AwareDatetime,
-    Field(strict=False),  # JSON carries a string or a number; both are parsed
+    BeforeValidator(_timestamp),  # the wire format's rule (api.wire.Timestamp), not pydantic's
     WithJsonSchema(
         {
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "minimum": -UNIX_SECONDS_LIMIT, "maximum": UNIX_SECONDS_LIMIT},
+            ],
             "description": "RFC 3339 with a zone, or seconds since the Unix epoch.",
         }
     ),
@@ -37,11 +93,6 @@ def _whole(value: Any) -> Any:
 Whole = BeforeValidator(_whole)
 """For an ``int`` field, after its constraints (which then stay in the JSON schema)."""
 
-FeedbackType = Literal[
-    "rating", "like", "dislike", "share", "save", "review",
-    "impression", "view", "click", "dwell", "skip", "add_to_cart", "purchase",
-]  # fmt: skip
-
 
 class _In(BaseModel):
     # Strict: a JSON value of the wrong type is refused, not coerced (``true`` is no number,
@@ -52,11 +103,11 @@ class _In(BaseModel):
 class AttributionIn(_In):
     """Which recommendation produced the item the user acted on."""
 
-    algorithm: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    experiment_id: Id | None = None
-    variant: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    model_version: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    impression_id: Id | None = None
+    algorithm: Name | None = None
+    experiment_id: PathId | None = None
+    variant: Name | None = None
+    model_version: Name | None = None
+    impression_id: PathId | None = None
     propensity: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
 
 
@@ -80,8 +131,8 @@ class FeedbackIn(_In):
     model_config = ConfigDict(json_schema_extra=_value_rules)
 
     event_id: Id | None = Field(None, description="Idempotency key; generated (UUIDv7) if absent.")
-    user_id: Id
-    item_id: Id
+    user_id: PathId
+    item_id: PathId
     type: FeedbackType
     value: FiniteFloat | None = Field(
         None, description="rating: 1..5 (required); dwell: seconds >= 0 (required)."
@@ -130,7 +181,7 @@ class ItemIn(_In):
 
 
 class ItemWithIdIn(ItemIn):
-    item_id: Id
+    item_id: PathId
 
 
 class ItemBatchIn(_In):
@@ -198,7 +249,7 @@ class ErrorOut(BaseModel):
 # -- optimizer ---------------------------------------------------------------------
 
 Segment = Literal["new", "inactive", "power", "regular"]
-AlgorithmName = Annotated[str, Field(min_length=1, max_length=64)]
+AlgorithmName = Name
 
 
 class DisabledOut(BaseModel):
@@ -242,7 +293,7 @@ class StrategyOut(BaseModel):
 
 
 class CandidateIn(_In):
-    item_id: Id
+    item_id: PathId
     algorithm: AlgorithmName | None = None
     score: FiniteFloat | None = None
 
@@ -310,7 +361,7 @@ class PerformanceIn(_In):
 
     algorithm: AlgorithmName
     segment: Segment | None = None
-    user_id: Id | None = None
+    user_id: PathId | None = None
     impressions: Annotated[int, Field(ge=0), Whole]
     clicks: Annotated[int, Field(ge=0), Whole]
     conversions: Annotated[int, Field(ge=0), Whole] = 0
@@ -394,7 +445,7 @@ class MetricIn(_In):
 
 
 class ExperimentIn(_In):
-    experiment_id: Id
+    experiment_id: PathId
     name: Annotated[str, Field(min_length=1, max_length=200)]
     hypothesis: Annotated[str, Field(max_length=2000)] | None = None
     variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)]

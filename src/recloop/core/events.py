@@ -28,6 +28,10 @@ FEEDBACK_TYPES: Final = EXPLICIT_TYPES | IMPLICIT_TYPES
 RATING_MIN: Final = 1.0
 RATING_MAX: Final = 5.0
 
+UNIX_SECONDS_LIMIT: Final = 2e10
+"""A timestamp sent as a number is Unix seconds within ± this (years 1336 to 2603); a larger
+magnitude (milliseconds, say) is refused rather than guessed at."""
+
 
 def is_explicit(event_type: str) -> bool:
     """Whether ``event_type`` is applied at once (explicit) rather than aggregated.

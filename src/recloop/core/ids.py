@@ -1,10 +1,102 @@
-"""Identifiers recloop generates."""
+"""Identifiers: the ones recloop generates, and the rule for the ones clients send.
+
+Every id a client sends (user, item, event, experiment, impression, attribution ids)
+must be storable and reachable on every backend: no control characters
+(U+0000-U+001F, U+007F), which PostgreSQL refuses or logs mangle; and the ids that
+appear in URL paths (users, items, experiments, impressions) hold no ``/`` either and
+are not ``.`` or ``..`` (which clients and proxies resolve away), so that every per-id
+endpoint (read, export, erase) can name them. The patterns below
+are the one definition: the API's decoders and its OpenAPI document use them.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
+from typing import Final
+
+from recloop.core.errors import InvalidInput
+
+ID_MAX_LENGTH: Final = 128
+"""The longest id accepted, in characters."""
+
+_CONTROL: Final = r"\x00-\x1f\x7f"
+ID_PATTERN: Final = rf"^[^{_CONTROL}]*$"
+"""Any id: no control characters (a JSON Schema / ECMA-262 pattern)."""
+PATH_ID_PATTERN: Final = rf"^(?!\.\.?$)[^{_CONTROL}/]*$"
+"""An id that appears in URL paths: no control characters, no ``/``, not ``.`` or ``..``."""
+ID_MESSAGE: Final = "must not contain control characters"
+PATH_ID_MESSAGE: Final = "must not contain '/' or control characters, nor be '.' or '..'"
+
+
+def python_pattern(pattern: str) -> str:
+    """``pattern`` for Python's ``re.search``, whose ``$`` also matches before a final newline.
+
+    >>> python_pattern(ID_PATTERN) == r"^[^\\x00-\\x1f\\x7f]*\\Z"
+    True
+    >>> re.search(python_pattern(ID_PATTERN), "a\\n") is None, re.search(ID_PATTERN, "a\\n") is None
+    (True, False)
+    """
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+
+
+_ANY: Final = re.compile(python_pattern(ID_PATTERN))
+_PATH: Final = re.compile(python_pattern(PATH_ID_PATTERN))
+
+
+def id_problem(value: str, in_path: bool = False) -> str | None:
+    """What is wrong with ``value`` as an id, or None if nothing.
+
+    ``in_path``: the id appears in URL paths (users, items, experiments, impressions).
+
+    >>> id_problem("u-42"), id_problem("a/b"), id_problem("..", in_path=True)
+    (None, None, "must not contain '/' or control characters, nor be '.' or '..'")
+    >>> id_problem("a\\x00b")
+    'must not contain control characters'
+    """
+    if in_path:
+        return None if _PATH.search(value) else PATH_ID_MESSAGE
+    return None if _ANY.search(value) else ID_MESSAGE
+
+
+def check_id(field: str, value: str, in_path: bool = False) -> None:
+    """Refuse ``value`` as the id in ``field`` if :func:`id_problem` finds something.
+
+    Raises
+    ------
+    InvalidInput
+        naming ``field``.
+
+    >>> check_id("user_id", "u1")
+    >>> check_id("event_id", "a\\nb")
+    Traceback (most recent call last):
+    ...
+    recloop.core.errors.InvalidInput: event_id: must not contain control characters
+    """
+    problem = id_problem(value, in_path)
+    if problem is not None:
+        raise InvalidInput(field, problem)
+
+
+_SUSPECT: Final = (b"\\", b"\x7f", b"/", b'"."', b'".."')
+
+
+def json_may_break_id_rule(body: bytes) -> bool:
+    """Whether some string in the JSON text ``body`` may break the id rule.
+
+    False guarantees that none does, so a decoder may skip checking each id: valid JSON
+    holds a control character in a string only escaped (after a backslash) or as a raw
+    DEL byte, a ``/`` raw or escaped, and the strings ``.`` and ``..`` as ``"."`` and
+    ``".."``. A few bytes' search over the body, instead of a pattern per id.
+
+    >>> json_may_break_id_rule(b'{"user_id": "u1", "item_id": "i.1"}')
+    False
+    >>> json_may_break_id_rule(b'{"user_id": "a\\\\u0000"}'), json_may_break_id_rule(b'{"a": ".."}')
+    (True, True)
+    """
+    return any(s in body for s in _SUSPECT)
 
 
 def uuid7(now_ns: int | None = None) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from structlog.contextvars import get_contextvars
 
@@ -24,6 +25,33 @@ class EventOutcome:
     error: dict[str, Any] | None = None
     limit: str | None = None
     reset_at: float | None = None
+
+
+class EventFields(Protocol):
+    """One event as decoded from a request, schema-valid (``api.wire.FeedbackWire``).
+
+    ``timestamp`` is an aware datetime, Unix seconds, or None for "now".
+    """
+
+    @property
+    def event_id(self) -> str | None: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime | float | None: ...
+    @property
+    def context(self) -> Mapping[str, Any] | None: ...
+    def attribution_record(self) -> Mapping[str, Any]:
+        """The attribution's given fields; empty without one."""
+        ...
 
 
 class IngestService:
@@ -52,34 +80,39 @@ class IngestService:
     def limits(self) -> RateLimits | None:
         return self._limits
 
-    def build(self, fields: Mapping[str, Any], now: float, request_id: str | None = None) -> Event:
+    def build(self, fields: EventFields, now: float, request_id: str | None = None) -> Event:
         """An :class:`Event` from schema-valid fields; raises InvalidInput on a domain rule."""
-        timestamp = fields.get("timestamp")
-        ts = now if timestamp is None else timestamp.timestamp()
-        value = fields.get("value")
-        check_event(fields["type"], value, ts, now, self._max_future)
-        user_id = fields["user_id"]
+        timestamp = fields.timestamp
+        if timestamp is None:
+            ts = now
+        elif isinstance(timestamp, datetime):
+            ts = timestamp.timestamp()
+        else:
+            ts = float(timestamp)
+        value = fields.value
+        check_event(fields.type, value, ts, now, self._max_future)
+        user_id = fields.user_id
         return Event(
-            event_id=fields.get("event_id") or uuid7(),
+            event_id=fields.event_id or uuid7(),
             user_id=user_id if self._user_key is None else self._user_key(user_id),
-            item_id=fields["item_id"],
-            type=fields["type"],
+            item_id=fields.item_id,
+            type=fields.type,
             timestamp=ts,
-            value=None if value is None else float(value),
-            text=fields.get("text"),
-            context=fields.get("context") or {},
-            attribution=fields.get("attribution") or {},
+            value=value,
+            text=fields.text,
+            context=fields.context or {},
+            attribution=fields.attribution_record(),
             request_id=request_id,
         )
 
     async def submit(
         self,
-        candidates: list[Mapping[str, Any] | InvalidInput | Exception],
+        candidates: Sequence[EventFields | Exception],
         principal: str = "anonymous",
     ) -> list[EventOutcome]:
         """Log every valid, admitted candidate; report each one's outcome, in order.
 
-        ``candidates`` holds schema-valid field mappings, or the error that
+        ``candidates`` holds schema-valid events, or the error that
         already rejected an event at the schema level. ``principal`` names the
         API key (or client) for its rate limit.
         """
@@ -95,7 +128,7 @@ class IngestService:
                 pending.append((i, self.build(candidate, now, request_id)))
                 outcomes.append(None)
             except InvalidInput as exc:
-                outcomes.append(EventOutcome(candidate.get("event_id"), "rejected", _error(exc)))
+                outcomes.append(EventOutcome(candidate.event_id, "rejected", _error(exc)))
         if self._guard is not None and pending:
             pending = self._screen(pending, outcomes)
         if self._limits is not None and pending:

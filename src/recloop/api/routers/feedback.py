@@ -1,53 +1,28 @@
 """POST /feedback: the ingest hot path.
 
-The body is parsed by hand (orjson, then pydantic per event) rather than by a
-FastAPI body parameter, so that one bad event in a batch is rejected alone
-while the others are accepted. The request schema is still in the OpenAPI
-document (``openapi_extra``).
+The body is decoded by hand (``api.wire``: msgspec, one call for a valid batch)
+rather than by a FastAPI body parameter, so that one bad event in a batch is
+rejected alone while the others are accepted. The request schema is still in the
+OpenAPI document (``openapi_extra``, from the pydantic ``FeedbackIn``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
-from pydantic import TypeAdapter, ValidationError
 
 from recloop.api.auth import Ingest, authorize
 from recloop.api.deps import ContainerDep
-from recloop.api.errors import from_pydantic, invalid
+from recloop.api.errors import invalid
 from recloop.api.responses import FastJSONResponse
-from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn, FeedbackResult
+from recloop.api.schemas import ErrorOut, FeedbackResult
+from recloop.api.wire import WireError, decode_feedback
 from recloop.core.auth import Principal
-from recloop.core.errors import Forbidden, InvalidInput, RateLimited
-from recloop.metrics import Metrics, event_type_label
+from recloop.core.errors import Forbidden, RateLimited
+from recloop.metrics import Metrics
 
 router = APIRouter(tags=["feedback"])
-
-_one = TypeAdapter(FeedbackIn)
-_many = TypeAdapter(list[FeedbackIn])
-
-
-def _fields(event: FeedbackIn) -> dict[str, Any]:
-    fields = dict(event.__dict__)
-    if event.attribution is not None:
-        fields["attribution"] = event.attribution.model_dump(exclude_none=True)
-    return fields
-
-
-def _validate_each(raw: list[Any]) -> list[dict[str, Any] | InvalidInput]:
-    """Validate a batch in one call; on errors, reject just the events that have them."""
-    try:
-        return [_fields(e) for e in _many.validate_python(raw)]
-    except ValidationError as exc:
-        bad: dict[int, InvalidInput] = {}
-        for err in exc.errors(include_url=False, include_input=False):
-            index, *rest = err["loc"]
-            if int(index) not in bad:
-                field = ".".join(str(p) for p in rest) or "event"
-                bad[int(index)] = InvalidInput(field, err["msg"])
-    return [bad[i] if i in bad else _fields(_one.validate_python(e)) for i, e in enumerate(raw)]
 
 
 @router.post(
@@ -88,35 +63,22 @@ async def post_feedback(
     seen before) or rejected with a field-level error; a single event that is
     invalid is a 422.
     """
-    try:
-        data = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise invalid("", f"invalid JSON: {exc}", "json_invalid") from None
+    body = await request.body()
     ingest = container.ingest
     metrics: Metrics = request.app.state.metrics
-    if isinstance(data, dict) and "events" in data:
-        try:
-            batch = FeedbackBatchIn.model_validate(data)
-        except ValidationError as exc:
-            raise from_pydantic(exc) from None
-        limit = container.settings.feedback.max_batch_events
-        if len(batch.events) > limit:
-            raise invalid("events", f"at most {limit} events per request, got {len(batch.events)}")
-        candidates: list[dict[str, Any] | InvalidInput] = _validate_each(batch.events)
-        outcomes = await ingest.submit(candidates, principal.name)
-        types = [
-            c["type"] if isinstance(c, dict) else event_type_label(raw)
-            for c, raw in zip(candidates, batch.events, strict=True)
-        ]
+    try:
+        decoded = decode_feedback(body, container.settings.feedback.max_batch_events)
+    except WireError as exc:
+        if exc.label is not None:  # a single event, refused
+            metrics.count_rejected(exc.label)
+        raise invalid(exc.field, exc.message, exc.kind) from None
+    if isinstance(decoded, list):
+        outcomes = await ingest.submit(decoded, principal.name)
+        types = [e.label or "unknown" if isinstance(e, WireError) else e.type for e in decoded]
         metrics.count_events(types, outcomes)
-    elif isinstance(data, dict):
-        try:
-            fields = _fields(_one.validate_python(data))
-        except ValidationError as exc:
-            metrics.count_rejected(event_type_label(data))
-            raise from_pydantic(exc) from None
-        outcomes = await ingest.submit([fields], principal.name)
-        metrics.count_events([fields["type"]], outcomes)
+    else:
+        outcomes = await ingest.submit([decoded], principal.name)
+        metrics.count_events([decoded.type], outcomes)
         (outcome,) = outcomes
         if outcome.status == "rejected":
             error = outcome.error or {}
@@ -125,8 +87,6 @@ async def post_feedback(
             raise RateLimited(outcome.limit or "", 0, outcome.reset_at or 0.0)
         if outcome.status == "blocked":
             raise Forbidden(str((outcome.error or {}).get("message")))
-    else:
-        raise invalid("", 'expected an event object or {"events": [...]}', "model_type")
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "rate_limited": 0, "blocked": 0}
     results = []
     for o in outcomes:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from recloop.api.auth import Ingest, Read
 from recloop.api.deps import ContainerDep
-from recloop.api.schemas import ErrorOut, ItemBatchIn, ItemBatchOut, ItemIn, ItemOut
+from recloop.api.schemas import (
+    ErrorOut,
+    ItemBatchIn,
+    ItemBatchOut,
+    ItemIn,
+    ItemOut,
+    PathIdParam,
+)
 from recloop.core.items import Item
 
 router = APIRouter(tags=["items"])
 
-ItemId = Annotated[str, Path(min_length=1, max_length=128)]
+ItemId = PathIdParam
+"""No control characters, no ``/`` (``core.ids``): every stored item stays reachable here."""
 
 
 def _out(item: Item) -> ItemOut:
