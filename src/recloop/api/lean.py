@@ -36,6 +36,7 @@ from recloop.api.auth import authorize
 from recloop.api.responses import send_json
 from recloop.api.routers import experiments, users
 from recloop.container import Container
+from recloop.core.ids import id_problem, json_may_break_id_rule
 from recloop.core.ranking import Candidate
 
 ID_MAX: Final = 128
@@ -72,7 +73,7 @@ documented route."""
 
 
 def _fits(value: str) -> bool:
-    return 0 < len(value) <= ID_MAX
+    return 0 < len(value) <= ID_MAX and id_problem(value, in_path=True) is None
 
 
 def _container(request: Request) -> Container:
@@ -118,10 +119,15 @@ async def _rank(request: Request) -> dict[str, Any] | None:
     # a 422 even without one. Whatever msgspec refuses goes to the documented route.
     if not _json_content(request.headers.get("content-type")):
         return None
+    raw = await request.body()
     try:
-        body = _rank_decoder.decode(await request.body())
+        body = _rank_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if json_may_break_id_rule(raw) and any(
+        id_problem(c.item_id, in_path=True) is not None for c in body.candidates
+    ):
+        return None  # the documented route names the bad id
     authorize(request, "read")
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):

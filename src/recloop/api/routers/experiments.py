@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
@@ -15,6 +15,7 @@ from recloop.api.schemas import (
     ExperimentIn,
     ExperimentOut,
     ExperimentPatch,
+    PathIdParam,
     PowerIn,
     PowerOut,
     ResultsOut,
@@ -26,8 +27,8 @@ from recloop.core.errors import InvalidInput
 
 router = APIRouter(tags=["experiments"])
 
-ExperimentId = Annotated[str, Path(min_length=1, max_length=128)]
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
+ExperimentId = PathIdParam
+UserId = PathIdParam
 
 
 def _definition(data: dict[str, Any]) -> dict[str, Any]:

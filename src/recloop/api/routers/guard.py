@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
-from recloop.api.schemas import BlockIn, ErrorOut, ReliabilityOut, SuspectOut
+from recloop.api.schemas import BlockIn, ErrorOut, PathIdParam, ReliabilityOut, SuspectOut
 
 router = APIRouter(tags=["guard"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
+UserId = PathIdParam
 
 
 def _record(r: Any) -> dict[str, Any]:

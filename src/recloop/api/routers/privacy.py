@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from recloop.api.auth import Admin
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
+from recloop.api.schemas import PathIdParam
 from recloop.core.errors import Unavailable
 from recloop.ports import Impression, UserData
 from recloop.services.preferences import preferences_view
@@ -18,7 +19,7 @@ from recloop.services.privacy import PrivacyService
 
 router = APIRouter(tags=["privacy"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
+UserId = PathIdParam
 
 
 class ErasureOut(BaseModel):

@@ -7,9 +7,9 @@ documented route here and its lean twin in :mod:`recloop.api.lean` call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from recloop.api.auth import Read
 from recloop.api.deps import ContainerDep
@@ -17,6 +17,7 @@ from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
     ErrorOut,
     ImpressionOut,
+    PathIdParam,
     PreferencesOut,
     RankIn,
     RankOut,
@@ -31,7 +32,7 @@ from recloop.services.preferences import preferences_view
 
 router = APIRouter(tags=["users"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
+UserId = PathIdParam
 
 
 @router.get(
@@ -144,9 +145,7 @@ async def rank_body(
     responses={404: {"model": ErrorOut}},
     tags=["impressions"],
 )
-async def get_impression(
-    impression_id: Annotated[str, Path(min_length=1, max_length=128)], container: ContainerDep
-) -> Any:
+async def get_impression(impression_id: PathIdParam, container: ContainerDep) -> Any:
     """A logged ranking with the feedback events that carry its ``impression_id``."""
     impression, feedback = await container.ranker.impression(impression_id)
     return FastJSONResponse(
