@@ -138,3 +138,32 @@ async def test_performance_reports_refuse_bad_user_ids(running: Running) -> None
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][-1] == "user_id"
     assert r.json()["detail"][0]["msg"] == PATH_ID_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/users/{id}/weights"),
+        ("GET", "/users/{id}/strategy"),
+        ("GET", "/users/{id}/preferences"),
+        ("POST", "/users/{id}/rank"),
+        ("GET", "/experiments/{id}"),
+        ("GET", "/experiments/e/assignment/{id}"),
+        ("POST", "/users/{id}/block"),
+        ("GET", "/users/{id}/reliability"),
+        ("DELETE", "/users/{id}"),
+        ("GET", "/impressions/{id}"),
+    ],
+)
+async def test_path_ids_follow_the_rule_on_every_route(
+    running: Running, method: str, path: str
+) -> None:
+    """Lean or documented, a route taking an id in its path refuses one that breaks the
+    rule (a NUL, percent-encoded) with a 422 naming the path parameter; nothing is stored."""
+    body = {"candidates": [{"item_id": "i"}]} if path.endswith("/rank") else None
+    r = await running.client.request(method, path.format(id=quote("a\x00b")), json=body)
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["detail"]
+    assert detail["loc"][0] == "path" and detail["msg"] == PATH_ID_MESSAGE
+    assert all(r.user_id != "a\x00b" for r in await running.container.store.get_reliability())
+    assert await running.container.event_log.last_offset() == 0
