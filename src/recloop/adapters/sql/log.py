@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
@@ -232,6 +232,11 @@ def _rows(
         raise
 
 
+def _in(column: Any, keys: Sequence[str | bytes]) -> Any:
+    """``column IN keys`` with the keys bound as they are (text or, on SQLite, bytes)."""
+    return column.in_(bindparam("keys", list(keys), expanding=True, type_=String()))
+
+
 def _impression_id(event: Event) -> str | None:
     found = event.attribution.get("impression_id") if event.attribution else None
     return None if found is None else str(found)
@@ -303,7 +308,7 @@ class SqlEventLog:
             found: dict[Any, tuple[int, tuple[int | None, int | None]]] = {}
             for start in range(0, len(keys), _SQLITE_IN_CHUNK):
                 chunk = keys[start : start + _SQLITE_IN_CHUNK]
-                stored = await conn.execute(query.where(events.c.event_id.in_(chunk)))
+                stored = await conn.execute(query.where(_in(events.c.event_id, chunk)))
                 found.update((key, (offset, (p, o))) for key, offset, p, o in stored)
             # The impressions of the events written now, each taken from the batch's
             # event at the position that was stored.
@@ -376,7 +381,7 @@ class SqlEventLog:
         async with self._db.read() as conn:
             for start in range(0, len(chunks), _SQLITE_IN_CHUNK):
                 query = self._joined.where(
-                    event_impressions.c.impression_id.in_(chunks[start : start + _SQLITE_IN_CHUNK])
+                    _in(event_impressions.c.impression_id, chunks[start : start + _SQLITE_IN_CHUNK])
                 ).order_by(events.c.offset)
                 for row in (await conn.execute(query)).all():
                     found[keys[row[-1]]].append(event_from_row(row[:-1]))
@@ -384,7 +389,7 @@ class SqlEventLog:
 
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         query = self._joined.where(
-            event_impressions.c.impression_id == self._key(impression_id)
+            _in(event_impressions.c.impression_id, [self._key(impression_id)])
         ).order_by(events.c.offset)
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
