@@ -9,7 +9,9 @@ batches through ``SqlEventLog.append`` on a SQLite file (WAL,
   writer thread together), the events built beforehand;
 - bytes on disk: the database file once the WAL is checkpointed into it;
 - bytes written: what the process wrote to storage during the appends
-  (``/proc/self/io``: WAL frames and checkpoints), where Linux tells it.
+  (``/proc/self/io``: WAL frames and checkpoints), where Linux tells it;
+
+and, once loaded, how long one user's ``read_user_events`` takes.
 
 ``--request-ids`` gives each batch one request id, as events posted over HTTP
 carry. Run it with ``python -m benchmarks.log_append``.
@@ -44,6 +46,8 @@ class Result:
     """Database file size per event after a WAL checkpoint."""
     written_bytes: float | None
     """Bytes the process wrote to storage per event (None where /proc does not say)."""
+    user_read_ms: float
+    """Wall time of one ``read_user_events`` over the whole log (median of 20 users)."""
 
 
 def make_events(n: int, batch: int, seed: int, request_ids: bool) -> list[list[Event]]:
@@ -69,7 +73,9 @@ def make_events(n: int, batch: int, seed: int, request_ids: bool) -> list[list[E
                     "algorithm": rng.choice(["collaborative", "content", "popularity"]),
                     "position": rng.randrange(10),
                 }
-            context = {"device": rng.choice(["ios", "android", "web"])} if rng.random() < 0.1 else {}
+            context = {}
+            if rng.random() < 0.1:
+                context = {"device": rng.choice(["ios", "android", "web"])}
             events.append(
                 Event(
                     event_id=uuid7(),
@@ -110,6 +116,11 @@ async def run_once(batches: list[list[Event]], directory: Path) -> Result:
         await log.append(events)
     cpu = time.process_time() - cpu
     after = _written()
+    reads = []
+    for user in range(20):
+        started = time.perf_counter()
+        await log.read_user_events(f"user-{user}", 0.0, 2e9)
+        reads.append((time.perf_counter() - started) * 1e3)
     await db.dispose()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -122,6 +133,7 @@ async def run_once(batches: list[list[Event]], directory: Path) -> Result:
         cpu_us=cpu / total * 1e6,
         file_bytes=size / total,
         written_bytes=None if written is None or after is None else (after - written) / total,
+        user_read_ms=median(reads),
     )
 
 
@@ -143,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bytes on disk per event:   {median([r.file_bytes for r in results]):8.1f}")
     if written:
         print(f"bytes written per event:   {median(written):8.1f}")
+    print(f"read_user_events:          {median([r.user_read_ms for r in results]):8.2f} ms")
 
 
 if __name__ == "__main__":
