@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from recloop.adapters.sql import SqlDatabase, SqlEventLog
 from recloop.adapters.sql.database import MIGRATIONS
-from recloop.adapters.sql.log import TYPE_CODES, id_key, id_keys, id_text
+from recloop.adapters.sql.log import TYPE_CODES, id_key, id_keys, id_text, request_key
 from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.core.events import FEEDBACK_TYPES, Event
 from recloop.core.ids import uuid7
@@ -190,16 +190,25 @@ async def test_an_append_meeting_logged_ids_keeps_offsets_contiguous(tmp_path: P
     try:
         log = SqlEventLog(db)
         ids = [uuid7() for _ in range(5)]
-        batch = [Event(i, "u", "x", "view", 1.0) for i in ids]
+        requests = ["ab" * 16, "AB" * 16, "req-7", None, "ab" * 16]
+        batch = [
+            Event(i, "u", "x", "view", 1.0, request_id=r)
+            for i, r in zip(ids, requests, strict=True)
+        ]
         assert await log.append(batch[:2]) == [1, 2]
         again = [batch[1], batch[2], batch[2], batch[0], batch[3]]
         assert await log.append(again) == [None, 3, None, None, 4]
-        assert [e.event_id for e in await log.read(0, 10)] == [ids[0], ids[1], ids[2], ids[3]]
+        for offset, e in enumerate(batch[:4], start=1):
+            e.offset = offset
+        assert await log.read(0, 10) == batch[:4]
     finally:
         await db.dispose()
     with sqlite3.connect(tmp_path / "f.db") as conn:
-        kinds = conn.execute("SELECT DISTINCT typeof(event_id) FROM events").fetchall()
-    assert kinds == [("blob",)]  # uuid7 ids are kept as their 16 bytes
+        kinds = conn.execute(
+            'SELECT typeof(event_id), typeof(request_id) FROM events ORDER BY "offset"'
+        ).fetchall()
+    # uuid7 ids and generated request ids are kept as their 16 bytes, other ids as text.
+    assert kinds == [("blob", "blob"), ("blob", "text"), ("blob", "text"), ("blob", "null")]
 
 
 def test_every_feedback_type_has_a_code_and_the_migration_agrees() -> None:
@@ -232,3 +241,9 @@ def test_id_keys_are_one_to_one_and_match_the_one_at_a_time_rule(ids: list[str])
         if canonical:
             assert key == uuid.UUID(text).bytes
         assert id_text(key) == text
+
+
+@given(st.one_of(st.text(max_size=40), st.binary(min_size=16, max_size=16).map(bytes.hex)))
+def test_request_keys_read_back_as_sent(text: str) -> None:
+    key = request_key(text)
+    assert (key if isinstance(key, str) else key.hex()) == text

@@ -142,6 +142,23 @@ def id_text(key: str | bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def request_key(text: str) -> str | bytes:
+    """How SQLite keeps a request id: 32 lowercase hex digits (the form recloop generates)
+    as their 16 bytes, any other id as it is (request ids are only read back).
+
+    >>> request_key("0f" * 16) == bytes([15] * 16), request_key("req-1")
+    (True, 'req-1')
+    """
+    if len(text) == 32:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            return text
+        if len(raw) == 16 and raw.hex() == text:
+            return raw
+    return text
+
+
 def _same(text: str) -> str:
     return text
 
@@ -171,8 +188,9 @@ def extra(event: Event, keep_text: bool = True) -> bytes | None:
 
 def event_from_row(row: Sequence[Any]) -> Event:
     """An :class:`Event` from a row of :data:`READ_COLUMNS`."""
-    offset, key, user_id, item_id, code, timestamp, value, request_id, blob = row
+    offset, key, user_id, item_id, code, timestamp, value, request, blob = row
     event_id = key if type(key) is str else id_text(key)
+    request_id = request if request is None or type(request) is str else request.hex()
     if blob is None:
         return Event(
             event_id,
@@ -204,10 +222,14 @@ def _rows(
     batch: Sequence[Event], accepted_at: float, keep_text: bool, compact_ids: bool
 ) -> list[tuple[Any, ...]]:
     """``batch`` as rows of ``_WRITE_COLUMNS`` without the offset (ids as :func:`id_keys`
-    keeps them where ``compact_ids``)."""
+    and :func:`request_key` keep them where ``compact_ids``)."""
     codes = TYPE_CODES
     names = [e.event_id for e in batch]
     ids: Sequence[str | bytes] = id_keys(names) if compact_ids else names
+    requests: dict[str | None, str | bytes | None] = {
+        r: request_key(r) if compact_ids and r is not None else r
+        for r in {e.request_id for e in batch}
+    }
     try:
         return [
             (
@@ -218,7 +240,7 @@ def _rows(
                 e.timestamp,
                 e.value,
                 accepted_at,
-                e.request_id,
+                requests[e.request_id],
                 None
                 if not e.context and not e.attribution and e.text is None
                 # an event without optional fields (most) costs no call

@@ -58,6 +58,17 @@ def _key(text: str) -> str | bytes:
     return bytes.fromhex(text.replace("-", ""))
 
 
+def _request_key(text: str | None) -> str | bytes | None:
+    """SQLite: 32 lowercase hex digits as their 16 bytes (adapters.sql.log.request_key)."""
+    if text is None or len(text) != 32 or op.get_bind().dialect.name != "sqlite":
+        return text
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return text
+    return raw if len(raw) == 16 and raw.hex() == text else text
+
+
 def _text(key: str | bytes) -> str:
     if isinstance(key, str):
         return key
@@ -218,7 +229,7 @@ def _to_compact(row: Any) -> tuple[dict[str, Any], str | None]:
         "timestamp": float(record["timestamp"]),
         "value": record.get("value"),
         "accepted_at": row["accepted_at"],
-        "request_id": record.get("request_id"),
+        "request_id": _request_key(record.get("request_id")),
         "extra": orjson.dumps(more) if more else None,
         "log_partition": row["log_partition"],
         "log_offset": row["log_offset"],
@@ -240,8 +251,9 @@ def _to_payload(row: Any) -> tuple[dict[str, Any], str | None]:
         record["value"] = row["value"]
     if row["extra"] is not None:
         record.update(orjson.loads(row["extra"]))
-    if row["request_id"] is not None:
-        record["request_id"] = row["request_id"]
+    request_id = row["request_id"]
+    if request_id is not None:
+        record["request_id"] = request_id if isinstance(request_id, str) else request_id.hex()
     old = {
         "offset": row["offset"],
         "event_id": event_id,
