@@ -14,9 +14,11 @@ is indexed there:
   ``attribution.impression_id``, in the same transaction as the events.
 
 On a SQLite file, :meth:`SqlEventLog.append` runs in the writer thread as
-multi-row inserts with the offsets assigned up front (no look-up first); the rare batch that
-meets an ``event_id`` logged before is rolled back to a savepoint and written
-again without it, so offsets stay contiguous.
+multi-row inserts with the offsets assigned up front (no look-up first); the
+rare batch that meets an ``event_id`` logged before is rolled back to a
+savepoint and written again without it, so offsets stay contiguous. SQLite
+keeps canonical UUID ids and generated request ids as 16 bytes
+(:func:`id_key`, :func:`request_key`); PostgreSQL keeps text.
 """
 
 from __future__ import annotations
