@@ -215,7 +215,8 @@ def train_from_storage(url: str, plan: TrainingPlan) -> JobResult:
 
 
 async def _from_storage(url: str, plan: TrainingPlan) -> JobResult:
-    from recloop.adapters.sql.store import SqlEventLog, SqlStateStore
+    from recloop.adapters.sql.log import SqlEventLog
+    from recloop.adapters.sql.store import SqlStateStore
 
     db = ReadOnlyDatabase(url)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recloop.adapters.sql.database import SqlDatabase
-from recloop.adapters.sql.store import SqlEventLog, SqlStateStore
+from recloop.adapters.sql.log import SqlEventLog
+from recloop.adapters.sql.store import SqlStateStore
 
 __all__ = ["SqlDatabase", "SqlEventLog", "SqlStateStore"]

@@ -8,6 +8,7 @@ import orjson
 from sqlalchemy import delete, select
 
 from recloop.adapters.sql.database import SqlDatabase
+from recloop.adapters.sql.log import READ_COLUMNS, event_from_row
 from recloop.adapters.sql.store import (
     _PAIR_COLUMNS,
     _impression,
@@ -19,6 +20,7 @@ from recloop.adapters.sql.store import (
 from recloop.adapters.sql.tables import (
     dead_letters,
     erased_users,
+    event_impressions,
     events,
     experiment_exposures,
     experiment_stats,
@@ -70,7 +72,11 @@ class SqlPrivacyStore:
             oldest = oldest.where(events.c.offset <= max_offset)
         # Offsets grow with acceptance: the oldest rows come first, the scan stops early.
         oldest = oldest.order_by(events.c.offset).limit(limit)
-        return await self._delete(delete(events).where(events.c.offset.in_(oldest)))
+        linked = delete(event_impressions).where(event_impressions.c.offset.in_(oldest))
+        async with self._db.write() as conn:
+            await conn.execute(linked)  # the same rows: one transaction, one writer
+            result = await conn.execute(delete(events).where(events.c.offset.in_(oldest)))
+        return int(result.rowcount or 0)
 
     async def purge_impressions(self, before: float, limit: int) -> int:
         oldest = (
@@ -105,12 +111,12 @@ class SqlPrivacyStore:
                 .mappings()
                 .first()
             )
-            logged = await conn.execute(
-                select(events.c.offset, events.c.payload)
+            logged = await conn.execute(  # a scan: the log has no per-user index
+                select(*(events.c[name] for name in READ_COLUMNS))
                 .where(events.c.user_id == user_id)
                 .order_by(events.c.offset)
             )
-            found_events = [Event.from_record(orjson.loads(p), o) for o, p in logged]
+            found_events = [event_from_row(row) for row in logged]
             shown = await conn.execute(
                 impression_query()
                 .where(impressions.c.user_id == user_id)
@@ -162,10 +168,15 @@ class SqlPrivacyStore:
         self, user_id: str, digest: str, tombstone: Tombstone, changes: StateChanges
     ) -> dict[str, int]:
         counts: dict[str, int] = {}
+        # Scans of the log (it has no per-user index): erasure is rare.
         logged = delete(events).where(events.c.user_id == user_id)
+        theirs = select(events.c.offset).where(events.c.user_id == user_id)
         if tombstone.log_offset is not None:
             logged = logged.where(events.c.offset <= tombstone.log_offset)
+            theirs = theirs.where(events.c.offset <= tombstone.log_offset)
+        linked = delete(event_impressions).where(event_impressions.c.offset.in_(theirs))
         async with self._db.write() as conn:
+            await conn.execute(linked)
             counts["events"] = int((await conn.execute(logged)).rowcount or 0)
             for kind, table in _BY_USER:
                 result = await conn.execute(delete(table).where(table.c.user_id == user_id))

@@ -1,4 +1,4 @@
-"""The event log and state store over SQL (SQLite or PostgreSQL)."""
+"""The state store over SQL (SQLite or PostgreSQL); the event log is in ``log.py``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from recloop.adapters.sql.tables import (
     consumer_offsets,
     dead_letters,
     deployment,
-    events,
     experiment_exposures,
     experiment_stats,
     experiment_user_metrics,
@@ -72,180 +71,9 @@ def _vector(blob: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
     return np.frombuffer(blob, dtype="<f8").copy()
 
 
-class SqlEventLog:
-    def __init__(self, db: SqlDatabase, keep_text: bool = True) -> None:
-        """``keep_text``: whether :meth:`archive` keeps review text (privacy.keep_review_text)."""
-        self._db = db
-        self._keep_text = keep_text
-        stmt = _insert(db, events)
-        self._append = stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(
-            events.c.offset, events.c.event_id
-        )
-        self._archive = stmt.on_conflict_do_nothing(index_elements=["event_id"])
-
-    async def append(self, batch: Sequence[Event]) -> list[int | None]:
-        if not batch:
-            return []
-        now = time.time()
-        rows: dict[str, _Row] = {}
-        for event in batch:
-            if event.event_id not in rows:
-                payload = orjson.dumps(event.to_record())
-                impression_id = event.attribution.get("impression_id")
-                rows[event.event_id] = (event.user_id, event.type, payload, now, impression_id)
-        if self._db.fast_lane:
-            written = await self._db.run_write(partial(_append_sqlite, rows))
-            return [written.pop(event.event_id, None) for event in batch]
-        params = [
-            {
-                "event_id": k,
-                "user_id": u,
-                "type": t,
-                "payload": p,
-                "accepted_at": a,
-                "impression_id": i,
-            }
-            for k, (u, t, p, a, i) in rows.items()
-        ]
-        async with self._db.write() as conn:
-            result = await conn.execute(self._append, params)
-            written = {event_id: offset for offset, event_id in result.all()}
-        return [written.pop(event.event_id, None) for event in batch]
-
-    async def archive(self, batch: Sequence[Event]) -> list[bool]:
-        """Keep events read from the distributed log; which of them are first seen here.
-
-        ``Event.partition`` and ``Event.offset`` say where each was read. An
-        event is *first seen* at the position it was first archived from: read
-        again from there (redelivered after a crash or a rebalance) it is
-        still first seen; the same ``event_id`` at another position (a client's
-        retry, a spool replay) is a duplicate. The answer is the same however
-        often a batch is archived, so a worker can crash anywhere around it.
-        """
-        if not batch:
-            return []
-        now = time.time()
-        keep_text = self._keep_text
-        params = [
-            {
-                "event_id": e.event_id,
-                "user_id": e.user_id,
-                "type": e.type,
-                "payload": orjson.dumps(
-                    e.to_record()
-                    if keep_text
-                    else {k: v for k, v in e.to_record().items() if k != "text"}
-                ),
-                "accepted_at": now,
-                "impression_id": e.attribution.get("impression_id"),
-                "log_partition": e.partition,
-                "log_offset": e.offset,
-            }
-            for e in batch
-        ]
-        ids = list({e.event_id for e in batch})
-        query = select(events.c.event_id, events.c.log_partition, events.c.log_offset)
-        async with self._db.write() as conn:
-            await conn.execute(self._archive, params)
-            found: dict[str, tuple[int | None, int | None]] = {}
-            for start in range(0, len(ids), _SQLITE_IN_CHUNK):
-                chunk = ids[start : start + _SQLITE_IN_CHUNK]
-                rows = await conn.execute(query.where(events.c.event_id.in_(chunk)))
-                found.update((event_id, (p, o)) for event_id, p, o in rows)
-        return [found.get(e.event_id) == (e.partition, e.offset) for e in batch]
-
-    async def read(self, after: int, limit: int) -> list[Event]:
-        query = (
-            select(events.c.offset, events.c.payload)
-            .where(events.c.offset > after)
-            .order_by(events.c.offset)
-            .limit(limit)
-        )
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
-
-    async def last_offset(self) -> int:
-        async with self._db.read() as conn:
-            value = (await conn.execute(select(func.max(events.c.offset)))).scalar()
-        return int(value or 0)
-
-    async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
-        rows: Sequence[Any]
-        if self._db.fast_lane:
-            sql = 'SELECT "offset", payload FROM events WHERE user_id = ? ORDER BY "offset"'
-            rows = await self._db.run_read(lambda conn: conn.execute(sql, (user_id,)).fetchall())
-        else:
-            query = (
-                select(events.c.offset, events.c.payload)
-                .where(events.c.user_id == user_id)
-                .order_by(events.c.offset)
-            )
-            async with self._db.read() as conn:
-                rows = (await conn.execute(query)).all()
-        found = [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
-        return [e for e in found if since <= e.timestamp < until]
-
-    async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
-        found: dict[str, list[Event]] = {i: [] for i in impression_ids}
-        ids = list(found)
-        async with self._db.read() as conn:
-            for start in range(0, len(ids), _SQLITE_IN_CHUNK):
-                query = (
-                    select(events.c.offset, events.c.payload, events.c.impression_id)
-                    .where(events.c.impression_id.in_(ids[start : start + _SQLITE_IN_CHUNK]))
-                    .order_by(events.c.offset)
-                )
-                for offset, payload, impression_id in (await conn.execute(query)).all():
-                    found[impression_id].append(Event.from_record(orjson.loads(payload), offset))
-        return found
-
-    async def read_impression_feedback(self, impression_id: str) -> list[Event]:
-        query = (
-            select(events.c.offset, events.c.payload)
-            .where(events.c.impression_id == impression_id)
-            .order_by(events.c.offset)
-        )
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [Event.from_record(orjson.loads(payload), offset) for offset, payload in rows]
-
-
-# user_id, type, payload, accepted_at, impression_id
-_Row = tuple[str, str, bytes, float, str | None]
 _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
 _MARKS_KEPT_SECONDS = 7 * 86_400.0
 """A writer's commit mark outlives its process by this much (then it is pruned)."""
-
-
-def _append_sqlite(rows: dict[str, _Row], conn: sqlite3.Connection) -> dict[str, int]:
-    """The SQLite hot path, in the writer thread: writers are serialised, so offsets can be
-    assigned here and the rows inserted with one plain ``executemany``."""
-    ids = list(rows)
-    existing: set[str] = set()
-    for start in range(0, len(ids), _SQLITE_IN_CHUNK):
-        chunk = ids[start : start + _SQLITE_IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        found = conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
-        existing.update(r[0] for r in found)
-    # AUTOINCREMENT's high-water mark: offsets are never reused, even after purges.
-    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    offset = int(seq[0]) if seq else 0
-    written: dict[str, int] = {}
-    params = []
-    for event_id, row in rows.items():
-        if event_id in existing:
-            continue
-        offset += 1
-        written[event_id] = offset
-        params.append((offset, event_id, *row))
-    if params:
-        conn.executemany(
-            'INSERT INTO events ("offset", event_id, user_id, type, payload, accepted_at, '
-            "impression_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            params,
-        )
-    return written
 
 
 class SqlStateStore:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -26,22 +27,37 @@ metadata = MetaData()
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identity.
 _Offset = BigInteger().with_variant(Integer(), "sqlite")
 
+# The event log (0009): one compact row per event, built for append. Only ``offset`` and
+# ``event_id`` (the idempotency key) are indexed; per-user look-ups scan (erasure and
+# export are rare), per-impression look-ups go through ``event_impressions``.
 events = Table(
     "events",
     metadata,
     Column("offset", _Offset, primary_key=True, autoincrement=True),
     Column("event_id", String(128), nullable=False, unique=True),
     Column("user_id", String(128), nullable=False),
-    Column("type", String(16), nullable=False),
-    Column("payload", LargeBinary, nullable=False),
+    Column("item_id", String(128), nullable=False),
+    Column("type_code", SmallInteger, nullable=False),  # adapters.sql.log.TYPE_CODES
+    Column("timestamp", Float, nullable=False),
+    Column("value", Float),
     Column("accepted_at", Float, nullable=False),
-    Column("impression_id", String(128)),  # attribution.impression_id, for joins (0002)
+    Column("request_id", String(128)),
+    # orjson of the optional fields the event has (text, context, attribution); NULL if none.
+    Column("extra", LargeBinary),
     # Distributed deployment: the event topic's partition and offset it was read at (0005).
     Column("log_partition", Integer),
     Column("log_offset", BigInteger),
-    Index("ix_events_user_id", "user_id"),
-    Index("ix_events_impression_id", "impression_id"),
     sqlite_autoincrement=True,  # offsets are never reused, even after purges
+)
+
+# The logged events attributed to an impression (``attribution.impression_id``), written
+# with them in one transaction: the training joins' and the impression route's look-up.
+event_impressions = Table(
+    "event_impressions",
+    metadata,
+    Column("offset", _Offset, primary_key=True, autoincrement=False),
+    Column("impression_id", String(128), nullable=False),
+    Index("ix_event_impressions_impression_id", "impression_id"),
 )
 
 items = Table(
