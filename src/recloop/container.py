@@ -361,6 +361,7 @@ def build_container(settings: Settings) -> Container:
         event_log,
         ExperimentsConfig(x.cuped_days, x.correction, x.srm_threshold, x.sequential_tuning),
         retries=retries,
+        holds=lambda user_id: processor.holds(user_id),
     )
     processor = Processor(
         store,

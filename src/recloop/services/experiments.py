@@ -48,7 +48,12 @@ class ExperimentService:
         config: ExperimentsConfig,
         clock: Callable[[], float] = time.time,
         retries: RetryCounts | None = None,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
+        """``holds(user_id)``: whether this process holds events of the user not yet in
+        the store's state (the processor); with the store, it tells users who have no
+        event at all, whose pre-period needs no read of the log."""
+        self._holds = holds
         self._store = store
         self._log = log_
         self._retries = retries
@@ -245,15 +250,17 @@ class ExperimentService:
     async def _record_new(self, new: Sequence[tuple[Experiment, str]], user_id: str) -> None:
         now = self._clock()
         since = now - self._config.cuped_days * DAY
-        history = await retry_read(
-            "read_user_events",
-            self._log.read_user_events,
-            user_id,
-            since,
-            now,
-            counts=self._retries,
-        )
-        pre = [(e.type, e.value) for e in history]
+        pre: list[tuple[str, float | None]] = []
+        if await self._may_have_events(user_id):
+            history = await retry_read(
+                "read_user_events",
+                self._log.read_user_events,
+                user_id,
+                since,
+                now,
+                counts=self._retries,
+            )
+            pre = [(e.type, e.value) for e in history]
         changes = StateChanges()
         for exp, variant in new:
             eid = exp.experiment_id
@@ -268,6 +275,16 @@ class ExperimentService:
                 self._set(changes, exp, user_id, variant, metric, None, values)
         if changes.exposures:
             await self._writer.submit([changes])
+
+    async def _may_have_events(self, user_id: str) -> bool:
+        """False only for a user with no event anywhere: none held by the processor and
+        no state in the store (a read by primary key, unlike the log's per-user scan)."""
+        if self._holds is None or self._holds(user_id):
+            return True
+        stored = await retry_read(
+            "get_users", self._store.get_users, [user_id], counts=self._retries
+        )
+        return bool(stored)
 
     def _set(
         self,

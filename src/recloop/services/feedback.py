@@ -93,6 +93,7 @@ class Processor:
         self.table = UserTable(config.dim, config.max_users)
         self._applier = Applier(self.table, config, observer, gate)
         self._inbox: list[Event] = []
+        self._inbox_users: set[str] = set()
         self._inbox_first: dict[int, int] = {}  # per partition, the lowest offset waiting
         self._applying_first: dict[int, int] = {}  # ... and in the round being applied
         self._work = asyncio.Event()
@@ -257,6 +258,7 @@ class Processor:
             t.last_begun = e.offset
             t.handed += 1
         self._inbox.extend(events)
+        self._inbox_users.update(e.user_id for e in events)
         self._idle.clear()
         self._work.set()
         if len(self._inbox) + self._applier.buffered >= self._config.max_pending:
@@ -305,6 +307,7 @@ class Processor:
             if self._inbox:
                 limit = self._config.apply_batch_max
                 events, self._inbox = self._inbox[:limit], self._inbox[limit:]
+                self._inbox_users = {e.user_id for e in self._inbox} if self._inbox else set()
                 self._applying_first = self._inbox_first
                 self._inbox_first = _firsts(self._inbox) if self._inbox else {}
                 try:
@@ -597,6 +600,11 @@ class Processor:
         self.dead_letters += 1
 
     # -- reads -------------------------------------------------------------------
+
+    def holds(self, user_id: str) -> bool:
+        """Whether events of ``user_id`` are held here: applied, buffered or waiting (so
+        the log may hold events of theirs that the store's state does not show yet)."""
+        return user_id in self.table or user_id in self._inbox_users
 
     def preferences(self, user_id: str) -> Preferences | None:
         """The user's state as applied so far (it may not be committed yet: the events
