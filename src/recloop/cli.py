@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from recloop.config import load_settings
+from recloop.config import Settings, load_settings
 from recloop.core.errors import ConfigError
 from recloop.logs import configure_logging
 
@@ -28,6 +28,16 @@ ConfigOpt = Annotated[
 def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
     try:
         return load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _preflight(settings: Settings) -> None:
+    from recloop.container import preflight
+
+    try:
+        asyncio.run(preflight(settings))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -57,6 +67,7 @@ def serve(
         )
         raise typer.Exit(2)
     configure_logging(settings.logging.format, settings.logging.level)
+    _preflight(settings)
     # Per-user state makes a large, long-lived heap: collect the young generation less
     # often (the default of 700 allocations runs full passes every fraction of a second).
     gc.set_threshold(50_000, 20, 20)
@@ -92,6 +103,7 @@ def worker(config: ConfigOpt = None) -> None:
     settings = _settings(config)
     configure_logging(settings.logging.format, settings.logging.level)
     gc.set_threshold(50_000, 20, 20)
+    _preflight(settings)
     try:
         process, container = build_worker(settings)
     except ConfigError as exc:

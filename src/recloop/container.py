@@ -103,6 +103,7 @@ class Container:
     async def start(self) -> None:
         if self.db is not None and self.settings.storage.auto_migrate:
             await self.db.migrate()
+        await check_dims(self.store, self.settings.vectors.dim)
         if self.shared_cache is not None:
             await self.shared_cache.start()
         if self.privacy is not None:  # before the replay: it skips erased users' events
@@ -153,6 +154,32 @@ class Container:
             await self.shared_cache.stop()
         if self.db is not None:
             await self.db.dispose()
+
+
+async def check_dims(store: StateStore, dim: int) -> None:
+    """Refuse ``vectors.dim`` if the store holds vectors of another length (ConfigError)."""
+    other = sorted((await store.stored_dims()) - {dim})
+    if other:
+        raise ConfigError(
+            f"vectors.dim is {dim}, but the stored vectors have {other[0]} dimensions: "
+            f"start with vectors.dim: {other[0]} (RECLOOP_VECTORS__DIM={other[0]}), or "
+            "with a new storage.url to learn from scratch at the new dimension"
+        )
+
+
+async def preflight(settings: Settings) -> None:
+    """What ``recloop serve`` and ``recloop worker`` check before they start serving:
+    the schema is current (when ``storage.auto_migrate``) and the stored vectors have
+    ``vectors.dim`` dimensions. Raises ConfigError with what to do."""
+    if settings.storage.url == MEMORY_URL:
+        return
+    db = SqlDatabase(settings.storage.url, settings.storage.sqlite_synchronous)
+    try:
+        if settings.storage.auto_migrate:
+            await db.migrate()
+        await check_dims(SqlStateStore(db), settings.vectors.dim)
+    finally:
+        await db.dispose()
 
 
 async def refresh_forever(period: float, *steps: Callable[[], Awaitable[None]]) -> None:

@@ -280,6 +280,12 @@ class StateStore(Protocol):
 
     async def count_dead_letters(self) -> int: ...
 
+    async def stored_dims(self) -> set[int]:
+        """The lengths of the vectors stored (users' and items'); empty for a new store.
+        The dimension is part of the schema: a process of another ``vectors.dim`` must
+        not start on them."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the store cannot serve."""
         ...

@@ -12,8 +12,8 @@ import pytest
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.config import Settings
-from recloop.container import build_container, processor_config
-from recloop.core.errors import TransientError
+from recloop.container import build_container, preflight, processor_config
+from recloop.core.errors import ConfigError, TransientError
 from recloop.core.events import Event
 from recloop.core.items import Item, make_item
 from recloop.resilience import RetryCounts
@@ -115,3 +115,24 @@ async def test_a_nul_in_an_item_id_does_not_stick_the_processor_on_postgresql(
         assert await container.store.count_dead_letters() == 1
     finally:
         await container.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_process_of_another_dimension_refuses_to_start(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Issue 16: the stored vectors' length is part of the schema; a process configured
+    with another vectors.dim says what to do instead of failing on the first event."""
+    container = build_container(settings_factory())  # vectors.dim 8 (tests' default)
+    await container.start()
+    await container.items.put_many([{"item_id": "i", "vector": [1.0] + [0.0] * 7}])
+    await container.stop()
+    other = settings_factory(vectors={"dim": 4})
+    with pytest.raises(ConfigError, match=r"vectors\.dim is 4, but the stored vectors have 8"):
+        await preflight(other)
+    refused = build_container(other)
+    with pytest.raises(ConfigError, match="RECLOOP_VECTORS__DIM=8"):
+        await refused.start()
+    assert refused.db is not None
+    await refused.db.dispose()
+    await preflight(settings_factory())  # the same dimension starts

@@ -243,6 +243,11 @@ class InMemoryStateStore:
     async def count_dead_letters(self) -> int:
         return len(self.dead_letters)
 
+    async def stored_dims(self) -> set[int]:
+        states = list(self._users.values())[:1]
+        some_items = list(self._items.values())[:1]
+        return {len(s.vector) for s in states} | {len(i.vector) for i in some_items}
+
     async def ping(self) -> None:
         return None
 

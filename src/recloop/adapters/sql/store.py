@@ -556,6 +556,16 @@ class SqlStateStore:
             value = (await conn.execute(select(func.count()).select_from(dead_letters))).scalar()
         return int(value or 0)
 
+    async def stored_dims(self) -> set[int]:
+        found: set[int] = set()
+        async with self._db.read() as conn:
+            for table in (user_state, items):
+                query = select(func.length(table.c.vector)).limit(1)
+                size = (await conn.execute(query)).scalar()
+                if size is not None:
+                    found.add(int(size) // 8)  # float64 bytes
+        return found
+
     async def ping(self) -> None:
         await self._db.ping()
 
