@@ -384,6 +384,15 @@ class RateLimiter(Protocol):
         storage fails (nothing is then known about what was charged)."""
         ...
 
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        """:meth:`admit_many` for each ``(action, asks)`` group, in order (a request's
+        asks of every class: in Redis, one script call). With ``gate``, the later groups
+        are decided (and charged) only if the first is admitted in full; otherwise they
+        are None."""
+        ...
+
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         """Delete ``identity``'s counters of ``actions`` (an erased user)."""
         ...

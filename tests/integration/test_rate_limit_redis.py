@@ -9,7 +9,8 @@ must be the same.
 
 Redis keeps the windows as key TTLs on its own clock, so time is advanced by
 shortening every test key's TTL in one atomic script (a key whose TTL runs out
-is deleted, as Redis would). The limits are a day and a week long: the few
+is deleted, as Redis would), by steps that never bring a window boundary within
+the few milliseconds between the limiters' calls. The limits are a day and a week long: the few
 milliseconds of real time between the three limiters' calls then move a
 weighted count by about 1e-8 of a unit, far from changing a decision.
 """
@@ -79,8 +80,25 @@ class Oracle:
         decided = {n: await self.admit(action, *ask) for n, ask in enumerate(asks)}
         return {n: a for n, a in decided.items() if a.limit is not None}
 
+    async def admit_groups(
+        self, groups: list[tuple[str, list[tuple[str, int]]]], gate: bool
+    ) -> list[dict[int, Admission] | None]:
+        decided: list[dict[int, Admission] | None] = []
+        for action, asks in groups:
+            gated = gate and decided and decided[0]
+            decided.append(None if gated else await self.admit_many(action, asks))
+        return decided
+
     async def close(self) -> None:
         await self.storage.bridge.storage.aclose()
+
+
+def random_asks(rng: random.Random, users: list[str], counts: list[int]) -> list[tuple[str, int]]:
+    """1 to 8 asks, sometimes of a few users only (so some ask twice)."""
+    return [
+        (rng.choice(users[: rng.choice([4, len(users)])]), rng.choice(counts))
+        for _ in range(rng.randint(1, 8))
+    ]
 
 
 def same(got: dict[int, Admission], want: dict[int, Admission], asked_at: float) -> bool:
@@ -115,30 +133,44 @@ async def test_script_decides_as_limits_redis_storage(redis_url: str, seed: int)
     rng = random.Random(seed)
     users = [f"user-{n}" for n in range(25)] + ["ünï/code", "a b"]
     counts = [1, 1, 2, 3, 5, 8, 9, 25, 70]
-    asks_seen = partial = refused = expired = 0
+    asks_seen = partial = refused = expired = gated = 0
     try:
         for _ in range(300):
+            # Steps of odd milliseconds: a window boundary never falls within the few
+            # milliseconds between the limiters' calls (a key's TTL reaching its expiry
+            # there would shift its window for one limiter and not the other).
             step = rng.choice([0, 0, 0.01, 0.1, 0.3, 0.6, 1.0, 1.4, 2.5]) * DAY_MS
             if step:
+                step += rng.randrange(1_000, 60_000)
                 keys = [key async for key in client.scan_iter(match=f"{base}-*")]
                 if keys:
                     expired += await advance(keys=keys, args=[int(step)])
-            action = rng.choice(list(CLASSES))
-            asks = [
-                (rng.choice(users[: rng.choice([4, len(users)])]), rng.choice(counts))
-                for _ in range(rng.randint(1, 8))
-            ]
+            if rng.random() < 0.3:  # a whole request: the API key's ask, then each class's
+                groups = [("key", [("api-key", rng.choice(counts))])]
+                groups += [(action, random_asks(rng, users, counts)) for action in CLASSES]
+                gate = rng.random() < 0.8
+            else:
+                groups, gate = [(rng.choice(list(CLASSES)), random_asks(rng, users, counts))], False
             asked_at = time.time()
-            want = await oracle.admit_many(action, asks)
-            got = await ours.admit_many(action, asks)
-            mixed = await rng.choice([upstream, mixed_ours]).admit_many(action, asks)
-            assert same(got, want, asked_at), (action, asks, got, want)
-            assert same(mixed, want, asked_at), (action, asks, mixed, want)
-            asks_seen += len(asks)
-            partial += sum(1 for a in got.values() if a.admitted)
-            refused += len(got)
+            want_all = await oracle.admit_groups(groups, gate)
+            got_all = await ours.admit_groups(groups, gate)
+            mixed_all = await rng.choice([upstream, mixed_ours]).admit_groups(groups, gate)
+            assert [g is None for g in got_all] == [g is None for g in want_all]
+            assert [g is None for g in mixed_all] == [g is None for g in want_all]
+            for (action, asks), got, want, mixed in zip(
+                groups, got_all, want_all, mixed_all, strict=True
+            ):
+                if want is None:
+                    gated += 1
+                    continue
+                assert got is not None and mixed is not None
+                assert same(got, want, asked_at), (action, asks, got, want)
+                assert same(mixed, want, asked_at), (action, asks, mixed, want)
+                asks_seen += len(asks)
+                partial += sum(1 for a in got.values() if a.admitted)
+                refused += len(got)
         assert asks_seen > 1_000
-        assert refused > 150 and partial > 50 and expired > 100
+        assert refused > 150 and partial > 50 and expired > 100 and gated > 10
     finally:
         for limiter in (ours, oracle, upstream, mixed_ours):
             await limiter.close()
@@ -163,11 +195,27 @@ async def test_one_script_call_per_request(redis_url: str) -> None:
     try:
         await limiter.admit_many("explicit", [("warm", 1)])  # loads the script
         sent.clear()
-        short = await limiter.admit_many("explicit", [(f"u{n}", 1 + n % 9) for n in range(500)])
+        key, short, _ = await limiter.admit_groups(
+            [
+                ("key", [("api-key", 50)]),
+                ("explicit", [(f"u{n}", 1 + n % 9) for n in range(500)]),
+                ("implicit", [(f"u{n}", 1) for n in range(500)]),
+            ],
+            gate=True,
+        )
         assert sent == ["EVALSHA"]
+        assert key == {} and short is not None
         assert sorted(short) == [n for n in range(500) if 1 + n % 9 > 7]
         assert {a.admitted for a in short.values()} == {7}
-        await limiter.forget("u3", ["explicit"])
+        sent.clear()
+        gated = await limiter.admit_groups(
+            [("key", [("api-key", 50)]), ("explicit", [("u0", 1)])], gate=True
+        )
+        assert sent == ["EVALSHA"]
+        assert gated[0] is not None and gated[0][0].admitted == 10  # 60 a day
+        assert gated[1] is None  # not decided, nothing charged
+        assert await limiter.admit_many("explicit", [("u0", 6)]) == {}  # u0 had 1 of 7
+        await limiter.forget("u3", ["explicit", "implicit"])
         assert [key async for key in client.scan_iter(match=f"{prefix}:*u3/*")] == []
         assert [key async for key in client.scan_iter(match=f"{prefix}:*u4/*")] != []
     finally:

@@ -135,15 +135,6 @@ class WindowCounters:
             (self._b_count > 0) & (self._b_expires > now)
         )
 
-    def _count(self, slots: Ints, window: int, now: float) -> Ints:
-        """Each slot's effective count in ``window`` (``MemoryStorage.get``)."""
-        in_a = (self._a_id[slots] == window) & (self._a_expires[slots] > now)
-        in_b = (self._b_id[slots] == window) & (self._b_expires[slots] > now)
-        counts: Ints = np.where(in_a, self._a_count[slots], 0) + np.where(
-            in_b, self._b_count[slots], 0
-        )
-        return counts
-
     def window(self, slots: Ints, now: float) -> tuple[Ints, Floats, Ints, float]:
         """``MemoryStorage.get_sliding_window``: per slot the previous window's count,
         its weight in seconds (its remaining time; 0 if empty), the current window's
@@ -156,8 +147,14 @@ class WindowCounters:
         ([4], [45.0], [0], 105.0)
         """
         expiry = self.limit.expiry
-        previous = self._count(slots, int((now - expiry) / expiry), now)
-        current = self._count(slots, int(now / expiry), now)
+        # MemoryStorage.get of each window's key: its count while it has not expired
+        a_id, b_id = self._a_id[slots], self._b_id[slots]
+        a_count = np.where(self._a_expires[slots] > now, self._a_count[slots], 0)
+        b_count = np.where(self._b_expires[slots] > now, self._b_count[slots], 0)
+        window = int((now - expiry) / expiry)
+        previous: Ints = np.where(a_id == window, a_count, 0) + np.where(b_id == window, b_count, 0)
+        window = int(now / expiry)
+        current: Ints = np.where(a_id == window, a_count, 0) + np.where(b_id == window, b_count, 0)
         weight = (1 - (((now - expiry) / expiry) % 1)) * expiry
         previous_ttl: Floats = np.where(previous == 0, 0.0, weight)
         current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
@@ -279,24 +276,27 @@ def admit(
     reset_at: Floats = np.full(n, np.nan)
     if n == 0:
         return admitted, refused_by, reset_at
-    for asks in _rounds(slots):
+    capacity = max((c.capacity for c in counters), default=0)
+    for asks in _rounds(slots, max(capacity, int(slots.max()) + 1)):
         _admit_round(counters, slots, costs, asks, now, admitted, refused_by, reset_at)
     return admitted, refused_by, reset_at
 
 
-def _rounds(slots: Ints) -> list[Ints]:
+def _rounds(slots: Ints, capacity: int) -> list[Ints]:
     """The asks' indices in rounds of distinct slots: each slot's first ask, its second..."""
     everything = np.arange(len(slots))
     if len(slots) < 2:
         return [everything]
+    last = np.empty(capacity, np.int64)  # each slot's last ask (O(asks): never filled)
+    last[slots] = everything
+    if (last[slots] == everything).all():
+        return [everything]  # the common case: no slot asked twice
     order = np.argsort(slots, kind="stable")
     ordered = slots[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    if len(starts) == len(slots):
-        return [everything]
     sizes = np.diff(np.r_[starts, len(slots)])
     rank = np.empty(len(slots), np.int64)
-    rank[order] = np.arange(len(slots)) - np.repeat(starts, sizes)
+    rank[order] = everything - np.repeat(starts, sizes)
     return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
 
 

@@ -78,17 +78,25 @@ class RateLimits:
         self, action: str, asks: Sequence[tuple[str, int]]
     ) -> dict[int, Admission]:
         """:meth:`admit` for each ``(identity, count)``, in order; what was not admitted in
-        full, by the ask's index (the common case, all admitted, builds nothing).
-
-        If the shared storage fails, every ask is counted in process (what it may have
-        admitted before failing stays charged there too).
-        """
-        shared = self._shared
+        full, by the ask's index (the common case, all admitted, builds nothing)."""
         if not asks:
             return {}  # no call: says nothing about the storage
+        return (await self.admit_groups([(action, asks)]))[0] or {}
+
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        """:meth:`admit_many` for each ``(action, asks)`` group, in order: a request's
+        asks of every class in one call to the shared storage. With ``gate``, the later
+        groups are decided only if the first is admitted in full (else they are None).
+
+        If the shared storage fails, every group is counted in process (what it may
+        have admitted before failing stays charged there too).
+        """
+        shared = self._shared
         if shared is not None and self.breaker.allow():
             try:
-                short = await shared.admit_many(action, asks)
+                decided = await shared.admit_groups(groups, gate)
             except Exception as exc:  # the storage is down: keep serving, counted locally
                 self.breaker.failure()
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -103,8 +111,8 @@ class RateLimits:
                 if self._failing:
                     self._failing = False
                     log.info("rate-limit storage is back")
-                return short
-        return await self.local.admit_many(action, asks)
+                return decided
+        return await self.local.admit_groups(groups, gate)
 
     async def forget(
         self, identity: str, actions: Sequence[str] = ("explicit", "implicit")

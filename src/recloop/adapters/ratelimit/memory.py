@@ -33,40 +33,42 @@ def limits_of(spec: str) -> list[Limit]:
 class _Class:
     """One class's identities, slots and counters."""
 
-    __slots__ = ("counters", "free", "names", "next_sweep", "slots", "sweep_every")
+    __slots__ = ("counters", "free", "names", "next_sweep", "slots", "sweep_every", "used")
 
     def __init__(self, limits: Sequence[Limit]) -> None:
         self.counters = [WindowCounters(limit) for limit in limits]
         self.slots: dict[str, int] = {}
-        self.names: list[str | None] = []  # by slot; None when free
+        self.names = np.zeros(0, object)  # identity by slot; None when free
         self.free: list[int] = []
+        self.used = np.zeros(0, np.bool_)  # by slot
         self.sweep_every = min((limit.expiry for limit in limits), default=60)
         self.next_sweep = 0.0
 
     def slots_of(self, identities: Sequence[str]) -> np.ndarray:
-        get = self.slots.get
-        found = [get(identity, -1) for identity in identities]
-        if -1 in found:
-            for n, slot in enumerate(found):
-                if slot == -1:
-                    found[n] = self._assign(identities[n])
+        """Each identity's slot, assigning free slots to the new ones."""
+        found: list[int | None] = list(map(self.slots.get, identities))
+        if None in found:
+            new = list(
+                dict.fromkeys(i for i, s in zip(identities, found, strict=True) if s is None)
+            )
+            if len(self.free) < len(new):
+                self._grow(len(self.names) + len(new))
+            taken = self.free[-len(new) :]
+            del self.free[-len(new) :]
+            self.slots.update(zip(new, taken, strict=True))
+            self.names[taken] = new
+            self.used[taken] = True
+            found = list(map(self.slots.get, identities))
         return np.array(found, np.int64)
 
-    def _assign(self, identity: str) -> int:
-        slot = self.slots.get(identity)  # asked twice in one batch
-        if slot is not None:
-            return slot
-        if not self.free:
-            start = len(self.names)
-            capacity = max(64, 2 * start)
-            for counters in self.counters:
-                counters.grow(capacity)
-            self.names.extend([None] * (capacity - start))
-            self.free.extend(range(capacity - 1, start - 1, -1))
-        slot = self.free.pop()
-        self.slots[identity] = slot
-        self.names[slot] = identity
-        return slot
+    def _grow(self, needed: int) -> None:
+        start = len(self.names)
+        capacity = max(64, 2 * start, needed)
+        for counters in self.counters:
+            counters.grow(capacity)
+        self.names = np.concatenate([self.names, np.full(capacity - start, None, object)])
+        self.used = np.concatenate([self.used, np.zeros(capacity - start, np.bool_)])
+        self.free[:0] = range(capacity - 1, start - 1, -1)  # the lowest slots are taken first
 
     def sweep(self, now: float) -> None:
         """Free the slots none of whose counters is still effective."""
@@ -76,16 +78,16 @@ class _Class:
         live = np.zeros(len(self.names), np.bool_)
         for counters in self.counters:
             live |= counters.live(now)
-        used = np.fromiter((name is not None for name in self.names), np.bool_, len(self.names))
-        dead = np.flatnonzero(used & ~live)
+        dead = np.flatnonzero(self.used & ~live)
         if not len(dead):
             return
         for counters in self.counters:
             counters.clear(dead)
-        names, slots = self.names, self.slots
-        for slot in dead.tolist():
-            del slots[names[slot]]  # type: ignore[arg-type]
-            names[slot] = None
+        pop = self.slots.pop
+        for identity in self.names[dead].tolist():
+            pop(identity)
+        self.names[dead] = None
+        self.used[dead] = False
         self.free.extend(dead.tolist())
 
     def forget(self, identity: str) -> None:
@@ -95,6 +97,7 @@ class _Class:
         for counters in self.counters:
             counters.clear(np.array([slot]))
         self.names[slot] = None
+        self.used[slot] = False
         self.free.append(slot)
 
 
@@ -121,9 +124,9 @@ class MemoryRateLimiter:
         now = self._clock()
         if now >= table.next_sweep:
             table.sweep(now)
-        identities = [identity for identity, _ in asks]
+        identities, counts = zip(*asks, strict=True)
         slots = table.slots_of(identities)
-        costs = np.fromiter((count for _, count in asks), np.int64, len(asks))
+        costs = np.array(counts, np.int64)
         admitted, refused_by, reset_at = admit(table.counters, slots, costs, now)
         short = np.flatnonzero(refused_by >= 0)
         if not len(short):
@@ -151,6 +154,17 @@ class MemoryRateLimiter:
     def slots_in_use(self, action: str) -> int:
         """How many identities of ``action`` hold a slot."""
         return len(self._classes[action].slots)
+
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        decided: list[dict[int, Admission] | None] = []
+        for action, asks in groups:
+            if gate and decided and decided[0]:
+                decided.append(None)  # the first group was refused in part
+            else:
+                decided.append(await self.admit_many(action, asks))
+        return decided
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         for action in actions:

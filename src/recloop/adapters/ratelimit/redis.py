@@ -37,19 +37,15 @@ from redis.exceptions import RedisError
 from recloop.core.ratelimit import Admission
 
 SCRIPT = """
--- KEYS: per ask, per limit of the class: the previous window's key, the current one's.
--- ARGV: the number of limits L; per limit its amount and expiry (seconds); per ask its cost.
--- Returns, per ask not admitted in full: its index (0-based), the units admitted, the
--- tightest limit's index (0-based) and that limit's window: previous count, previous
--- PTTL, current count, current PTTL (the caller computes the reset time, as limits does).
-local nlimits = tonumber(ARGV[1])
-local amounts, expiries, seconds = {}, {}, {}
-for j = 1, nlimits do
-    amounts[j] = tonumber(ARGV[2 * j])
-    seconds[j] = tonumber(ARGV[2 * j + 1])
-    expiries[j] = seconds[j] * 1000
-end
-local first_cost = 2 * nlimits + 2
+-- Decides groups of asks (a request's asks of one class each), in order.
+-- ARGV: gate (1: decide the later groups only if the first is admitted in full), then per
+--   group: its number of limits L, per limit its amount and expiry (seconds), its number
+--   of asks N, per ask its cost.
+-- KEYS: per group, per ask, per limit: the previous window's key, the current one's.
+-- Returns the number of groups decided, then per ask not admitted in full: its group and
+-- index (0-based), the units admitted, the tightest limit's index (0-based) and that
+-- limit's window: previous count, previous PTTL, current count, current PTTL (the caller
+-- computes the reset time from them, as limits does).
 
 -- limits' acquire_sliding_window.lua
 local function acquire(previous_key, current_key, limit, expiry, amount)
@@ -96,10 +92,9 @@ local function window(previous_key, current_key, expiry)
     return tonumber(previous_count) or 0, previous_ttl, tonumber(current_count) or 0, current_ttl
 end
 
-local short = {}
-for i = 0, #ARGV - first_cost do
-    local cost = tonumber(ARGV[first_cost + i])
-    local base = 2 * i * nlimits
+-- One ask of ``cost`` over the limits whose keys follow KEYS[base]: nil if admitted in
+-- full, else what to report.
+local function decide(base, cost, nlimits, amounts, seconds, expiries)
     local refused_at = nil
     for j = 1, nlimits do
         local previous_key, current_key = KEYS[base + 2 * j - 1], KEYS[base + 2 * j]
@@ -108,32 +103,65 @@ for i = 0, #ARGV - first_cost do
             break
         end
     end
-    if refused_at then
-        -- limits' get_window_stats for each limit from the refusing one on; the first of
-        -- the tightest names the refusal.
-        local tightest, least, held = nil, nil, nil
+    if not refused_at then
+        return nil
+    end
+    -- limits' get_window_stats for each limit from the refusing one on; the first of
+    -- the tightest names the refusal.
+    local tightest, least, held = nil, nil, nil
+    for j = refused_at, nlimits do
+        local previous_key, current_key = KEYS[base + 2 * j - 1], KEYS[base + 2 * j]
+        local pc, pttl, cc, cttl = window(previous_key, current_key, expiries[j])
+        local weighted = pc * (math.max(0, pttl) / 1000) / seconds[j] + cc
+        local remaining = amounts[j] - math.floor(weighted)
+        if remaining < 0 then
+            remaining = 0
+        end
+        if least == nil or remaining < least then
+            tightest, least, held = j, remaining, {pc, pttl, cc, cttl}
+        end
+    end
+    local allowed = math.max(0, math.min(least, cost))
+    if allowed > 0 then
         for j = refused_at, nlimits do
             local previous_key, current_key = KEYS[base + 2 * j - 1], KEYS[base + 2 * j]
-            local pc, pttl, cc, cttl = window(previous_key, current_key, expiries[j])
-            local weighted = pc * (math.max(0, pttl) / 1000) / seconds[j] + cc
-            local remaining = amounts[j] - math.floor(weighted)
-            if remaining < 0 then
-                remaining = 0
-            end
-            if least == nil or remaining < least then
-                tightest, least, held = j, remaining, {pc, pttl, cc, cttl}
+            acquire(previous_key, current_key, amounts[j], expiries[j], allowed)
+        end
+    end
+    return {allowed, tightest - 1, held[1], held[2], held[3], held[4]}
+end
+
+local gate = tonumber(ARGV[1]) == 1
+local short = {0}
+local at, base, group = 2, 0, 0
+while at <= #ARGV do
+    local nlimits = tonumber(ARGV[at])
+    local amounts, seconds, expiries = {}, {}, {}
+    for j = 1, nlimits do
+        amounts[j] = tonumber(ARGV[at + 2 * j - 1])
+        seconds[j] = tonumber(ARGV[at + 2 * j])
+        expiries[j] = seconds[j] * 1000
+    end
+    at = at + 2 * nlimits + 1
+    local nasks = tonumber(ARGV[at])
+    local refused = false
+    for i = 1, nasks do
+        local reported = decide(base, tonumber(ARGV[at + i]), nlimits, amounts, seconds, expiries)
+        if reported then
+            refused = true
+            short[#short + 1] = group
+            short[#short + 1] = i - 1
+            for _, value in ipairs(reported) do
+                short[#short + 1] = value
             end
         end
-        local allowed = math.max(0, math.min(least, cost))
-        if allowed > 0 then
-            for j = refused_at, nlimits do
-                local previous_key, current_key = KEYS[base + 2 * j - 1], KEYS[base + 2 * j]
-                acquire(previous_key, current_key, amounts[j], expiries[j], allowed)
-            end
-        end
-        for _, value in ipairs({i, allowed, tightest - 1, held[1], held[2], held[3], held[4]}) do
-            short[#short + 1] = value
-        end
+        base = base + 2 * nlimits
+    end
+    at = at + nasks + 1
+    group = group + 1
+    short[1] = group
+    if gate and group == 1 and refused then
+        break
     end
 end
 return short
@@ -149,7 +177,7 @@ class _Class:
         items = parse_many(spec)
         self.names = [str(item) for item in items]
         self.expiries = [item.get_expiry() for item in items]
-        self.args: list[int] = [len(items)]
+        self.args: list[int] = [len(items)]  # the script's arguments for the class
         self.templates: list[tuple[str, str]] = []
         for item in items:
             self.args += [item.amount, item.get_expiry()]
@@ -190,25 +218,36 @@ class RedisRateLimiter:
     async def admit_many(
         self, action: str, asks: Sequence[tuple[str, int]]
     ) -> dict[int, Admission]:
-        if not asks:
-            return {}
-        table = self._classes[action]
-        keys = table.keys([identity for identity, _ in asks])
+        return (await self.admit_groups([(action, asks)]))[0] or {}
+
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        """Every group in one script call (see :class:`recloop.ports.RateLimiter`)."""
+        keys: list[str] = []
+        args: list[int] = [int(gate)]
+        tables = []
+        for action, asks in groups:
+            table = self._classes[action]
+            tables.append(table)
+            keys += table.keys([identity for identity, _ in asks])
+            args += table.args
+            args.append(len(asks))
+            args += [count for _, count in asks]
         try:
-            reply = await self._script(keys=keys, args=[*table.args, *(c for _, c in asks)])
+            reply = await self._script(keys=keys, args=args)
         except RedisError as exc:  # as limits' own storage reports it
             raise StorageError(exc) from exc
-        if not reply:
-            return {}
+        shorts: list[dict[int, Admission]] = [{} for _ in groups]
         now = time.time()
-        short = {}
-        for at in range(0, len(reply), 7):
-            n, allowed, j, previous, previous_ttl, current, current_ttl = reply[at : at + 7]
+        for at in range(1, len(reply), 8):
+            g, n, allowed, j, previous, previous_ttl, current, current_ttl = reply[at : at + 8]
+            table = tables[g]
             reset_at = _reset_at(
                 now, table.expiries[j], previous, previous_ttl, current, current_ttl
             )
-            short[n] = Admission(allowed, table.names[j], reset_at)
-        return short
+            shorts[g][n] = Admission(allowed, table.names[j], reset_at)
+        return [short if g < reply[0] else None for g, short in enumerate(shorts)]
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         keys = [

@@ -55,6 +55,17 @@ class UpstreamRateLimiter:
             return Admission(allowed, str(items[tightest]), stats[tightest].reset_time)
         return Admission(count)
 
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        decided: list[dict[int, Admission] | None] = []
+        for action, asks in groups:
+            if gate and decided and decided[0]:
+                decided.append(None)  # the first group was refused in part
+            else:
+                decided.append(await self.admit_many(action, asks))
+        return decided
+
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         for action in actions:
             for item in self._items.get(action, ()):
