@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -164,3 +165,22 @@ def test_asks_of_one_slot_in_a_batch_are_decided_in_order() -> None:
     )
     assert admitted.tolist() == [2, 2, 1, 1, 0]
     assert refused_by.tolist() == [-1, -1, -1, 0, 0]
+
+
+async def test_groups_are_decided_in_order_and_gated_on_the_first(clock: Clock) -> None:
+    """A request: the API key's ask first; with ``gate``, the users' asks are decided
+    (and charged) only if the key's is admitted in full."""
+    ours = MemoryRateLimiter({"key": "10/minute", "explicit": "3/minute"}, clock=clock)
+    clock.now += 15  # the current window ends in 45 s
+    request = [("key", [("k", 6)]), ("explicit", [("u", 2), ("v", 5)])]
+    assert await ours.admit_groups(request, gate=True) == [
+        {},
+        {1: Admission(3, "3 per 1 minute", clock.now)},  # v had nothing counted yet
+    ]
+    key, users = await ours.admit_groups(request, gate=True)
+    assert key == {0: Admission(4, "10 per 1 minute", clock.now + 45)}
+    assert users is None  # not decided: u and v were not charged
+    assert ours.stats("explicit", "u")[0][1] == 1 and ours.stats("explicit", "v")[0][1] == 0
+    key, users = await ours.admit_groups(request, gate=False)
+    assert key == {0: Admission(0, "10 per 1 minute", clock.now + 45)}
+    assert users == {0: Admission(1, "3 per 1 minute", clock.now + 45), 1: ANY}
