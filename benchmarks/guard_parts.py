@@ -4,8 +4,10 @@
 (1,000-event batches of the mixed workload, 20,000 users) and times, per
 event, what the guard adds to ingest in the embedded deployment:
 
-- ``rate limits``: the per-key limit once per batch, then each user's class limits, as
-  ``IngestService`` asks them (one ``admit_many`` per class and batch);
+- ``rate limits``: the per-key limit and each user's class limits, as ``IngestService``
+  asks them (one ``admit_groups`` call per batch; older commits: the key's limit, then
+  one ``admit_many`` per class); ``--storage async+redis://...`` counts them in Redis
+  (under a key prefix of their own, deleted afterwards) instead of in process;
 - ``spam evidence``: ``GuardService.observe`` (each event folded into its user's evidence,
   users judged when their turn comes);
 - ``block and reliability look-ups``: ``GuardService.blocked`` at ingest and
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import statistics
 import sys
 import time
@@ -59,12 +62,22 @@ def events(batches: int, size: int, seed: int) -> list[list[Event]]:
 
 async def admit(limits: RateLimits, batch: Sequence[Event]) -> None:
     """What ``IngestService`` asks the limits for one request."""
-    await limits.admit("key", "bench", len(batch))
     explicit: dict[str, int] = {}
     implicit: dict[str, int] = {}
     for e in batch:
         group = explicit if e.type in EXPLICIT_TYPES else implicit
         group[e.user_id] = group.get(e.user_id, 0) + 1
+    if hasattr(limits, "admit_groups"):
+        await limits.admit_groups(
+            [
+                ("key", [("bench", len(batch))]),
+                ("explicit", list(explicit.items())),
+                ("implicit", list(implicit.items())),
+            ],
+            gate=True,
+        )
+        return
+    await limits.admit("key", "bench", len(batch))
     for action, users in (("explicit", explicit), ("implicit", implicit)):
         if hasattr(limits, "admit_many"):
             await limits.admit_many(action, list(users.items()))
@@ -89,28 +102,54 @@ async def cpu_per_event(
     return (time.process_time() - start) * 1e6 / sum(len(b) for b in batches)
 
 
-async def measure(batches: int, size: int, seed: int) -> dict[str, float]:
-    settings = Settings()
+async def measure(batches: int, size: int, seed: int, storage: str) -> dict[str, float]:
+    prefix = f"recloop-guard-parts-{os.getpid()}-{seed}"
+    settings = Settings(rate_limits={"storage": storage, "key_prefix": prefix})
     limits = rate_limits(settings)
     assert limits is not None
     loaded = events(batches, size, seed)
     guard = GuardService(InMemoryStateStore(), GuardConfig())
     gc.collect()
     gc.freeze()
-    return {
-        "rate limits": await cpu_per_event(lambda b: admit(limits, b), loaded),
-        "spam evidence": await cpu_per_event(guard.observe, loaded),
-        "block and reliability look-ups": await cpu_per_event(lambda b: look_up(guard, b), loaded),
-    }
+    try:
+        return {
+            "rate limits": await cpu_per_event(lambda b: admit(limits, b), loaded),
+            "spam evidence": await cpu_per_event(guard.observe, loaded),
+            "block and reliability look-ups": await cpu_per_event(
+                lambda b: look_up(guard, b), loaded
+            ),
+        }
+    finally:
+        assert not limits.degraded, limits.last_error
+        await limits.close()
+        if storage != "memory://":
+            await _delete_prefix(storage, prefix)
+
+
+async def _delete_prefix(storage: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(storage.removeprefix("async+"))
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        for start in range(0, len(keys), 1_000):
+            await client.delete(*keys[start : start + 1_000])
+    finally:
+        await client.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.guard_parts", description=__doc__)
     parser.add_argument("--batches", type=count, default=120, help="1,000-event batches (120)")
     parser.add_argument("--repeat", type=count, default=3, help="repetitions, fresh users (3)")
+    parser.add_argument(
+        "--storage", default="memory://", help="rate_limits.storage (memory://, async+redis://…)"
+    )
     args = parser.parse_args(argv)
     gc.set_threshold(50_000, 20, 20)  # recloop serve's settings (cli.py)
-    runs = [asyncio.run(measure(args.batches, 1_000, seed)) for seed in range(args.repeat)]
+    runs = [
+        asyncio.run(measure(args.batches, 1_000, seed, args.storage)) for seed in range(args.repeat)
+    ]
     print("| guard part | CPU per event, µs (median) | runs |")
     print("|---|---:|---|")
     for name in runs[0]:

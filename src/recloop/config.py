@@ -89,7 +89,9 @@ class RateLimitSettings(_Section):
     per_key: str = "100000/minute"
     """Per API key (or per client address with auth off), events of any kind."""
     storage: str = "memory://"
-    """``memory://`` (in-process) or a ``limits`` storage URL such as ``async+redis://host:6379``."""
+    """``memory://`` (in process, numpy arrays) or shared: ``async+redis://host:6379`` (one
+    script call per request, on ``limits``' own keys), or any other ``limits`` storage URL
+    (a Redis Cluster or Sentinel: one call per hit)."""
     key_prefix: str = "recloop"
     """Prefix of the counters' keys in shared storage."""
 

@@ -14,6 +14,7 @@ from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
 from recloop.adapters.kafka.spool import SpooledEventLog
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.adapters.memory.privacy import InMemoryPrivacyStore
+from recloop.adapters.ratelimit import MemoryRateLimiter, shared_limiter
 from recloop.adapters.redis import SharedCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.adapters.sql.privacy import SqlPrivacyStore
@@ -210,7 +211,10 @@ def rate_limits(settings: Settings) -> RateLimits | None:
         return None
     classes = {"explicit": r.explicit, "implicit": r.implicit, "key": r.per_key}
     try:
-        return RateLimits(classes, r.storage, r.key_prefix, breaker(settings, "rate_limits"))
+        shared = None
+        if r.storage != "memory://":
+            shared = shared_limiter(classes, r.storage, r.key_prefix)
+        return RateLimits(MemoryRateLimiter(classes), shared, breaker(settings, "rate_limits"))
     except Exception as exc:  # an unknown scheme or a missing driver
         raise ConfigError(f"rate_limits.storage: {exc}") from None
 

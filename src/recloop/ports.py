@@ -374,3 +374,48 @@ class PrivacyStore(Protocol):
     async def has_users(self) -> bool:
         """Whether any user state is stored."""
         ...
+
+
+# --- Rate limits (issue 14: the guard in arrays) ---------------------------------------
+
+from recloop.core.ratelimit import Admission  # noqa: E402  (kept with its port)
+
+
+class RateLimiter(Protocol):
+    """Sliding-window rate limits per class (``explicit``, ``implicit``, ``key``) and
+    identity, with the decisions of ``limits``' sliding-window counter
+    (:mod:`recloop.core.ratelimit` states the rules).
+
+    Adapters: ``adapters.ratelimit.memory`` (in process, numpy arrays),
+    ``adapters.ratelimit.redis`` (shared by every API instance: one script call per
+    request) and ``adapters.ratelimit.upstream`` (any other ``limits`` storage).
+    """
+
+    shared: bool
+    """Whether the counters are shared by every instance (Redis)."""
+
+    async def admit_many(
+        self, action: str, asks: Sequence[tuple[str, int]]
+    ) -> dict[int, Admission]:
+        """Admit up to ``count`` units of ``action`` for each ``(identity, count)``, in
+        order, and charge what is admitted; what was not admitted in full, by the ask's
+        index (the common case, all admitted, is an empty dict). Raises if a shared
+        storage fails (nothing is then known about what was charged)."""
+        ...
+
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        """:meth:`admit_many` for each ``(action, asks)`` group, in order (a request's
+        asks of every class: in Redis, one script call). With ``gate``, the later groups
+        are decided (and charged) only if the first is admitted in full; otherwise they
+        are None."""
+        ...
+
+    async def forget(self, identity: str, actions: Sequence[str]) -> None:
+        """Delete ``identity``'s counters of ``actions`` (an erased user)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -19,6 +19,7 @@ import pytest
 from tenacity import AsyncRetrying, RetryCallState
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
+from recloop.adapters.ratelimit import MemoryRateLimiter, shared_limiter
 from recloop.adapters.sql import SqlDatabase
 from recloop.container import processor_config
 from recloop.core.breaker import CircuitBreaker
@@ -372,7 +373,8 @@ async def test_rate_limits_stop_calling_redis_once_the_breaker_opens(
 ) -> None:
     breaker = CircuitBreaker("rate_limits", failure_threshold=2, open_seconds=60.0)
     dead = f"async+redis://127.0.0.1:{free_port()}"
-    limits = RateLimits({"explicit": "3/minute"}, dead, breaker=breaker)
+    spec = {"explicit": "3/minute"}
+    limits = RateLimits(MemoryRateLimiter(spec), shared_limiter(spec, dead, "recloop"), breaker)
     try:
         with caplog.at_level(logging.WARNING, logger="recloop.services.limits"):
             admitted = [(await limits.admit("explicit", "u", 1)).admitted for _ in range(6)]

@@ -166,27 +166,24 @@ class IngestService:
     ) -> list[tuple[int, Event]]:
         """Keep the events within their limits: the API key's first, then each user's.
 
-        Within one user and class, the earliest events in the request pass.
+        Within one user and class, the earliest events in the request pass. All the
+        limits are asked in one call; if the API key's limit refuses some events, the
+        users' limits are asked again for the events it kept.
         """
         assert self._limits is not None
-        admission = await self._limits.admit("key", principal, len(pending))
-        for i, event in pending[admission.admitted :]:
-            outcomes[i] = _limited(event, admission, f"API key {principal!r}")
-        pending = pending[: admission.admitted]
-        explicit: dict[str, list[tuple[int, Event]]] = {}
-        implicit: dict[str, list[tuple[int, Event]]] = {}
-        for entry in pending:
-            event = entry[1]
-            group = explicit if event.type in EXPLICIT_TYPES else implicit
-            members = group.get(event.user_id)
-            if members is None:
-                group[event.user_id] = [entry]
-            else:
-                members.append(entry)
+        groups = _by_user(pending)
+        key, *shorts = await self._limits.admit_groups(
+            [("key", [(principal, len(pending))]), *_asks(groups)], gate=True
+        )
+        if key:  # not all admitted: the users' limits were not asked
+            admission = key[0]
+            for i, event in pending[admission.admitted :]:
+                outcomes[i] = _limited(event, admission, f"API key {principal!r}")
+            pending = pending[: admission.admitted]
+            groups = _by_user(pending)
+            shorts = [await self._limits.admit_many(action, asks) for action, asks in _asks(groups)]
         refused: set[int] = set()
-        for action, users in (("explicit", explicit), ("implicit", implicit)):
-            asks = [(user_id, len(members)) for user_id, members in users.items()]
-            short = await self._limits.admit_many(action, asks)
+        for (action, users), short in zip(groups, shorts, strict=True):
             if not short:
                 continue
             held = list(users.items())
@@ -198,6 +195,33 @@ class IngestService:
         if not refused:
             return pending
         return [entry for entry in pending if entry[0] not in refused]
+
+
+def _by_user(
+    pending: list[tuple[int, Event]],
+) -> list[tuple[str, dict[str, list[tuple[int, Event]]]]]:
+    """The events of each class (explicit, implicit), by user, in order."""
+    explicit: dict[str, list[tuple[int, Event]]] = {}
+    implicit: dict[str, list[tuple[int, Event]]] = {}
+    for entry in pending:
+        event = entry[1]
+        group = explicit if event.type in EXPLICIT_TYPES else implicit
+        members = group.get(event.user_id)
+        if members is None:
+            group[event.user_id] = [entry]
+        else:
+            members.append(entry)
+    return [("explicit", explicit), ("implicit", implicit)]
+
+
+def _asks(
+    groups: list[tuple[str, dict[str, list[tuple[int, Event]]]]],
+) -> list[tuple[str, list[tuple[str, int]]]]:
+    """Each class's asks: (user, how many events)."""
+    return [
+        (action, [(user_id, len(members)) for user_id, members in users.items()])
+        for action, users in groups
+    ]
 
 
 def _limited(event: Event, admission: Admission, whom: str) -> EventOutcome:

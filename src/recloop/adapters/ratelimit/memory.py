@@ -1,0 +1,176 @@
+"""Rate limits counted in process, in arrays: :class:`MemoryRateLimiter`.
+
+Each class (``explicit``, ``implicit``, ``key``) maps its identities to dense
+slots; each of its limits keeps the slots' two latest window counters in numpy
+arrays (:class:`recloop.core.ratelimit.WindowCounters`), and a request's asks
+are decided together (:func:`recloop.core.ratelimit.admit`), with exactly the
+decisions of ``limits``' sliding-window counter over its memory storage.
+
+Memory stays bounded by the identities active within each class's longest
+limit's two windows: once per shortest window the slots whose counters have
+all expired go back to a free list (a vectorised pass, so O(1) per slot ever
+used, amortised) and their identities are forgotten; the arrays grow by
+doubling and never shrink. Confine an instance to one event loop (it has no
+locks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from limits import parse_many
+
+from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit
+
+
+def limits_of(spec: str) -> list[Limit]:
+    """A class's limits from ``limits``' notation (``"60/minute;1000/day"``)."""
+    return [Limit(str(item), item.amount, item.get_expiry()) for item in parse_many(spec)]
+
+
+class _Class:
+    """One class's identities, slots and counters."""
+
+    __slots__ = ("counters", "free", "names", "next_sweep", "slots", "sweep_every", "used")
+
+    def __init__(self, limits: Sequence[Limit]) -> None:
+        self.counters = [WindowCounters(limit) for limit in limits]
+        self.slots: dict[str, int] = {}
+        self.names = np.zeros(0, object)  # identity by slot; None when free
+        self.free: list[int] = []
+        self.used = np.zeros(0, np.bool_)  # by slot
+        self.sweep_every = min((limit.expiry for limit in limits), default=60)
+        self.next_sweep = 0.0
+
+    def slots_of(self, identities: Sequence[str]) -> np.ndarray:
+        """Each identity's slot, assigning free slots to the new ones."""
+        found: list[int | None] = list(map(self.slots.get, identities))
+        if None in found:
+            new = list(
+                dict.fromkeys(i for i, s in zip(identities, found, strict=True) if s is None)
+            )
+            if len(self.free) < len(new):
+                self._grow(len(self.names) + len(new))
+            taken = self.free[-len(new) :]
+            del self.free[-len(new) :]
+            self.slots.update(zip(new, taken, strict=True))
+            self.names[taken] = new
+            self.used[taken] = True
+            found = list(map(self.slots.get, identities))
+        return np.array(found, np.int64)
+
+    def _grow(self, needed: int) -> None:
+        start = len(self.names)
+        capacity = max(64, 2 * start, needed)
+        for counters in self.counters:
+            counters.grow(capacity)
+        self.names = np.concatenate([self.names, np.full(capacity - start, None, object)])
+        self.used = np.concatenate([self.used, np.zeros(capacity - start, np.bool_)])
+        self.free[:0] = range(capacity - 1, start - 1, -1)  # the lowest slots are taken first
+
+    def sweep(self, now: float) -> None:
+        """Free the slots none of whose counters is still effective."""
+        self.next_sweep = now + self.sweep_every
+        if not self.slots:
+            return
+        live = np.zeros(len(self.names), np.bool_)
+        for counters in self.counters:
+            live |= counters.live(now)
+        dead = np.flatnonzero(self.used & ~live)
+        if not len(dead):
+            return
+        for counters in self.counters:
+            counters.clear(dead)
+        pop = self.slots.pop
+        for identity in self.names[dead].tolist():
+            pop(identity)
+        self.names[dead] = None
+        self.used[dead] = False
+        self.free.extend(dead.tolist())
+
+    def forget(self, identity: str) -> None:
+        slot = self.slots.pop(identity, None)
+        if slot is None:
+            return
+        for counters in self.counters:
+            counters.clear(np.array([slot]))
+        self.names[slot] = None
+        self.used[slot] = False
+        self.free.append(slot)
+
+
+class MemoryRateLimiter:
+    """:class:`recloop.ports.RateLimiter` in process (``rate_limits.storage: memory://``)."""
+
+    shared = False
+
+    def __init__(self, classes: Mapping[str, str], clock: Callable[[], float] = time.time) -> None:
+        """``classes``: each class's limits in ``limits``' notation."""
+        self._classes = {name: _Class(limits_of(spec)) for name, spec in classes.items()}
+        self._clock = clock
+
+    async def admit_many(
+        self, action: str, asks: Sequence[tuple[str, int]]
+    ) -> dict[int, Admission]:
+        return self.decide(action, asks)
+
+    def decide(self, action: str, asks: Sequence[tuple[str, int]]) -> dict[int, Admission]:
+        """:meth:`admit_many`, synchronously."""
+        if not asks:
+            return {}
+        table = self._classes[action]
+        now = self._clock()
+        if now >= table.next_sweep:
+            table.sweep(now)
+        identities, counts = zip(*asks, strict=True)
+        slots = table.slots_of(identities)
+        costs = np.array(counts, np.int64)
+        admitted, refused_by, reset_at = admit(table.counters, slots, costs, now)
+        short = np.flatnonzero(refused_by >= 0)
+        if not len(short):
+            return {}
+        names = [counters.limit.name for counters in table.counters]
+        return {
+            n: Admission(int(admitted[n]), names[refused_by[n]], float(reset_at[n]))
+            for n in short.tolist()
+        }
+
+    def stats(self, action: str, identity: str) -> list[tuple[str, int, float]]:
+        """Each limit of ``action`` for ``identity``: its name, units left and reset time
+        (``limits``' ``get_window_stats``)."""
+        table = self._classes[action]
+        slot = table.slots.get(identity)
+        now = self._clock()
+        if slot is None:
+            return [(c.limit.name, c.limit.amount, now) for c in table.counters]
+        stats = []
+        for counters in table.counters:
+            remaining, reset_at = counters.stats(np.array([slot]), now)
+            stats.append((counters.limit.name, int(remaining[0]), float(reset_at[0])))
+        return stats
+
+    def slots_in_use(self, action: str) -> int:
+        """How many identities of ``action`` hold a slot."""
+        return len(self._classes[action].slots)
+
+    async def admit_groups(
+        self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
+    ) -> list[dict[int, Admission] | None]:
+        decided: list[dict[int, Admission] | None] = []
+        for action, asks in groups:
+            if gate and decided and decided[0]:
+                decided.append(None)  # the first group was refused in part
+            else:
+                decided.append(await self.admit_many(action, asks))
+        return decided
+
+    async def forget(self, identity: str, actions: Sequence[str]) -> None:
+        for action in actions:
+            table = self._classes.get(action)
+            if table is not None:
+                table.forget(identity)
+
+    async def close(self) -> None:
+        return None
