@@ -167,3 +167,13 @@ async def test_path_ids_follow_the_rule_on_every_route(
     assert detail["loc"][0] == "path" and detail["msg"] == PATH_ID_MESSAGE
     assert all(r.user_id != "a\x00b" for r in await running.container.store.get_reliability())
     assert await running.container.event_log.last_offset() == 0
+
+
+async def test_rank_refuses_a_candidate_algorithm_with_a_control_character(
+    running: Running,
+) -> None:
+    candidates = [{"item_id": "i", "algorithm": "collab\x0forative"}]
+    r = await running.client.post("/users/u/rank", json={"candidates": candidates})
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["detail"]
+    assert detail["loc"][-1] == "algorithm" and detail["msg"] == ID_MESSAGE

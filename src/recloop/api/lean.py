@@ -125,7 +125,9 @@ async def _rank(request: Request) -> dict[str, Any] | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if json_may_break_id_rule(raw) and any(
-        id_problem(c.item_id, in_path=True) is not None for c in body.candidates
+        id_problem(c.item_id, in_path=True) is not None
+        or (c.algorithm is not None and id_problem(c.algorithm) is not None)
+        for c in body.candidates
     ):
         return None  # the documented route names the bad id
     authorize(request, "read")
