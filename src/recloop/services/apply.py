@@ -126,7 +126,6 @@ class Flush:
     """Each group's item."""
     extras: list[tuple[int, Event, bool]]
     """(group, event, watched), in event order."""
-    partitions: Ints
 
 
 @dataclass(slots=True)
@@ -345,7 +344,6 @@ class Applier:
             groups,
             [names[k] for k in groups.items.tolist()],
             extras,
-            np.concatenate([c.partitions for c in chunks]),
         )
 
     def implicit(self, flush: Flush, items: Floats, has_item: Bools, now: float) -> None:

@@ -50,7 +50,7 @@ from recloop.resilience import (
     retry_forever,
     retry_unless_deterministic,
 )
-from recloop.services.apply import Applier, Flush, Gate, Observer, ProcessorConfig
+from recloop.services.apply import Applier, Gate, Observer, ProcessorConfig
 from recloop.services.batching import GroupCommit
 from recloop.services.vectors import ItemVectors
 
@@ -691,31 +691,6 @@ def _firsts(events: Sequence[Event]) -> dict[int, int]:
         if e.partition not in first:
             first[e.partition] = e.offset
     return first
-
-
-def _without_groups(flush: Flush, drop: np.ndarray[Any, np.dtype[np.bool_]]) -> Flush:
-    """``flush`` without the groups marked in ``drop`` (and their events)."""
-    keep = np.flatnonzero(~drop)
-    renumber = np.full(len(drop), -1, dtype=np.int64)
-    renumber[keep] = np.arange(len(keep))
-    g = flush.groups
-    groups = type(g)(
-        users=g.users[keep],
-        items=g.items[keep],
-        signal=g.signal[keep],
-        interactions=g.interactions[keep],
-        impressions=g.impressions[keep],
-        max_offset=g.max_offset[keep],
-        first_at=g.first_at[keep],
-        last_at=g.last_at[keep],
-        group=renumber[g.group],
-    )
-    return Flush(
-        groups,
-        [flush.item_ids[i] for i in keep.tolist()],
-        [(int(renumber[gi]), e, w) for gi, e, w in flush.extras if not drop[gi]],
-        flush.partitions,
-    )
 
 
 def event_log_writer(
