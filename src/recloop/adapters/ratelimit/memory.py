@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from limits import parse_many
 
+from recloop.adapters.ratelimit.groups import admit_each
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit
 
 
@@ -158,13 +159,7 @@ class MemoryRateLimiter:
     async def admit_groups(
         self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
     ) -> list[dict[int, Admission] | None]:
-        decided: list[dict[int, Admission] | None] = []
-        for action, asks in groups:
-            if gate and decided and decided[0]:
-                decided.append(None)  # the first group was refused in part
-            else:
-                decided.append(await self.admit_many(action, asks))
-        return decided
+        return await admit_each(self.admit_many, groups, gate)
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         for action in actions:
