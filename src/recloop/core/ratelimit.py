@@ -187,6 +187,27 @@ class WindowCounters:
         """:meth:`acquire` of one slot with Python numbers: the same operations in the
         same order as the array path (IEEE doubles either way), without its fixed cost
         of some forty numpy calls."""
+        ok = self.has_room(slot, cost, now)
+        if ok:  # _charge of one slot
+            expiry = self.limit.expiry
+            window = int(now / expiry)
+            a_id, b_id = int(self._a_id[slot]), int(self._b_id[slot])
+            in_a = a_id == window
+            new = not in_a and b_id != window
+            if in_a or (new and a_id < b_id):
+                ids, counts, expires = self._a_id, self._a_count, self._a_expires
+            else:
+                ids, counts, expires = self._b_id, self._b_count, self._b_expires
+            held = 0 if new or float(expires[slot]) <= now else int(counts[slot])
+            ids[slot] = window
+            counts[slot] = held + cost
+            if held == 0:
+                expires[slot] = now + 2 * expiry
+        return ok
+
+    def has_room(self, slot: int, cost: int, now: float) -> bool:
+        """Whether :meth:`acquire` would admit ``cost`` units for ``slot`` now (nothing
+        is charged)."""
         expiry, amount = self.limit.expiry, self.limit.amount
         a_id, b_id = int(self._a_id[slot]), int(self._b_id[slot])
         a_count = int(self._a_count[slot]) if float(self._a_expires[slot]) > now else 0
@@ -199,20 +220,7 @@ class WindowCounters:
         previous_ttl = 0.0 if previous == 0 else weight
         base = previous * previous_ttl / expiry
         ok = cost <= amount and math.floor(base + current) + cost <= amount
-        ok = ok and math.floor(base + (current + cost)) <= amount
-        if ok:  # _charge of one slot
-            in_a = a_id == window
-            new = not in_a and b_id != window
-            if in_a or (new and a_id < b_id):
-                ids, counts, expires = self._a_id, self._a_count, self._a_expires
-            else:
-                ids, counts, expires = self._b_id, self._b_count, self._b_expires
-            held = 0 if new or float(expires[slot]) <= now else int(counts[slot])
-            ids[slot] = window
-            counts[slot] = held + cost
-            if held == 0:
-                expires[slot] = now + 2 * expiry
-        return bool(ok)
+        return bool(ok and math.floor(base + (current + cost)) <= amount)
 
     def _charge(self, slots: Ints, costs: Ints, now: float) -> None:
         """Add ``costs`` to the slots' current window (``MemoryStorage.incr``: a count
@@ -309,6 +317,12 @@ def admit(
     reset_at: Floats = np.full(n, np.nan)
     if n == 0:
         return admitted, refused_by, reset_at
+    if n == 1:  # one ask that every limit admits: charge them, in scalars
+        slot, cost = int(slots[0]), int(costs[0])
+        if all(c.has_room(slot, cost, now) for c in counters):
+            for c in counters:
+                c._acquire_one(slot, cost, now)
+            return admitted, refused_by, reset_at
     capacity = max((c.capacity for c in counters), default=0)
     for asks in _rounds(slots, max(capacity, int(slots.max()) + 1)):
         _admit_round(counters, slots, costs, asks, now, admitted, refused_by, reset_at)
