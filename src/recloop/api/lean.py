@@ -119,7 +119,20 @@ async def _rank(request: Request) -> dict[str, Any] | None:
     # a 422 even without one. Whatever msgspec refuses goes to the documented route.
     if not _json_content(request.headers.get("content-type")):
         return None
-    raw = await request.body()
+    body = decode_rank(await request.body())
+    if body is None:
+        return None
+    authorize(request, "read")
+    user_id: str = request.path_params["user_id"]
+    if not _fits(user_id):
+        return None
+    candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
+    return await users.rank_body(_container(request), user_id, candidates, body.k, body.context)
+
+
+def decode_rank(raw: bytes) -> RankBody | None:
+    """A rank body the lean route serves: what msgspec decodes and whose ids keep the id
+    rule (``core.ids``); None for anything else (the documented route answers it)."""
     try:
         body = _rank_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -130,12 +143,7 @@ async def _rank(request: Request) -> dict[str, Any] | None:
         for c in body.candidates
     ):
         return None  # the documented route names the bad id
-    authorize(request, "read")
-    user_id: str = request.path_params["user_id"]
-    if not _fits(user_id):
-        return None
-    candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
-    return await users.rank_body(_container(request), user_id, candidates, body.k, body.context)
+    return body
 
 
 def _json_content(content_type: str | None) -> bool:
