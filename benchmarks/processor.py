@@ -2,11 +2,14 @@
 
 Events of the batch workload (benchmarks/workload.py mix: 70 % implicit, 30 % explicit,
 uniformly random users and items) go through the container's group commit in
-1,000-event batches, then the implicit buffer is flushed and everything checkpointed.
+batches (1,000 events by default; ``--batch 8`` stands for a stream of single-event
+requests, which the group commit gathers into small rounds), then the implicit buffer
+is flushed and everything checkpointed.
 Reported per event: the process's CPU (every thread: the event loop and SQLite's) and
 the event loop thread's alone, with the guard's evidence on and off.
 
-    uv run --frozen python -m benchmarks.processor [--events N] [--storage sqlite|memory]
+    uv run --frozen python -m benchmarks.processor [--events N] [--batch N]
+                                                   [--storage sqlite|memory]
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from recloop.core.events import Event
 TYPES = ["view"] * 35 + ["impression"] * 20 + ["click"] * 15 + ["like"] * 20 + ["rating"] * 10
 
 
-async def run(events: int, users: int, items: int, storage: str, spam: bool) -> dict[str, float]:
+async def run(
+    events: int, users: int, items: int, storage: str, spam: bool, size: int = 1000
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         url = "memory://" if storage == "memory" else f"sqlite+aiosqlite:///{Path(tmp) / 'r.db'}"
         settings = Settings(
@@ -56,8 +61,8 @@ async def run(events: int, users: int, items: int, storage: str, spam: bool) -> 
                 batch.append(Event(f"e{k}", user, item, kind, now, value))
             cpu, loop = time.process_time(), time.thread_time()
             wall = time.perf_counter()
-            for start in range(0, events, 1000):
-                await container.committer.submit(batch[start : start + 1000])
+            for start in range(0, events, size):
+                await container.committer.submit(batch[start : start + size])
             await container.processor.flush_implicit()
             wall = time.perf_counter() - wall
             cpu, loop = time.process_time() - cpu, time.thread_time() - loop
@@ -76,11 +81,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument("--batch", type=int, default=1000, help="events per submit (1000)")
     args = parser.parse_args()
-    print(f"| {args.storage}, {args.events:,} events | guard on | guard off |")
+    shape = f"{args.storage}, {args.events:,} events in batches of {args.batch:,}"
+    print(f"| {shape} | guard on | guard off |")
     print("|---|---:|---:|")
-    on = asyncio.run(run(args.events, args.users, args.items, args.storage, True))
-    off = asyncio.run(run(args.events, args.users, args.items, args.storage, False))
+    common = (args.events, args.users, args.items, args.storage)
+    on = asyncio.run(run(*common, True, args.batch))
+    off = asyncio.run(run(*common, False, args.batch))
     for name in on:
         print(f"| {name} | {on[name]:,.1f} | {off[name]:,.1f} |")
 

@@ -163,6 +163,11 @@ class FeedbackSettings(_Section):
     max_pending_events: int = Field(200_000, ge=1)
     """Events accepted and not yet applied (or buffered) past which acceptance waits
     instead of memory growing."""
+    checkpoint_seconds: float = Field(0.05, ge=0.0, le=60.0)
+    """Least time between the starts of two state checkpoints: under a stream of small
+    requests, one checkpoint then covers many apply rounds. Reads see applied events at
+    once; what waits for a checkpoint is the optimizer's counts, the experiments' sums,
+    the distributed workers' snapshots, and how much a restart replays."""
     max_batch_events: int = Field(1_000, ge=1, le=100_000)
     max_future_seconds: float = Field(300.0, ge=0.0)
     dwell_full_seconds: float = Field(300.0, gt=0.0)

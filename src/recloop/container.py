@@ -237,6 +237,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         implicit_max_buffer=fb.implicit_max_buffer,
         apply_batch_max=fb.apply_batch_max,
         max_pending=fb.max_pending_events,
+        checkpoint_seconds=fb.checkpoint_seconds,
         max_users=settings.cache.max_users,
         segment_rules=segment_rules(settings),
         algorithms=frozenset(settings.bandit.algorithms),

@@ -229,7 +229,7 @@ def _event_log(c: Container) -> Iterator[Metric]:
 def _processor(p: Processor) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "recloop_explicit_queue_depth",
-        "Work items waiting in the explicit appliers' queues.",
+        "Events handed to the processor and waiting for an apply round.",
         value=p.explicit_queue_depth,
     )
     yield GaugeMetricFamily(
@@ -241,6 +241,21 @@ def _processor(p: Processor) -> Iterator[Metric]:
         "recloop_dead_letters",
         "Events that failed while applied since the process started (see dead_letters).",
         value=p.dead_letters,
+    )
+    yield CounterMetricFamily(
+        "recloop_apply_rounds",
+        "Apply rounds (each applies what waited, in arrays) since the process started.",
+        value=p.rounds,
+    )
+    yield CounterMetricFamily(
+        "recloop_checkpoints",
+        "State checkpoints committed since the process started.",
+        value=p.checkpoints,
+    )
+    yield CounterMetricFamily(
+        "recloop_apply_crashes",
+        "Apply rounds that failed in an unforeseen way (a bug; their events dead-lettered).",
+        value=p.crashes,
     )
 
 

@@ -140,6 +140,9 @@ async def test_state_gauges_are_read_when_scraped(app: Running) -> None:
     assert value(samples, "recloop_event_log_lag") == 3.0
     assert value(samples, "recloop_explicit_queue_depth") == 0.0
     assert value(samples, "recloop_dead_letters_total") == 0.0
+    assert value(samples, "recloop_apply_crashes_total") == 0.0
+    assert value(samples, "recloop_apply_rounds_total") >= 1.0  # the views: buffered
+    assert value(samples, "recloop_checkpoints_total") == 0.0  # nothing applied: buffered
     exposures = series(samples, "recloop_experiment_exposures")
     assert {dict(k)["variant"] for k in exposures} == {"a", "b"}
     assert sum(exposures.values()) == 10.0

@@ -127,7 +127,10 @@ class SignalTable:
         dwell = kinds == 2
         if dwell.any():
             v = values[dwell]
-            grown = np.log1p(np.maximum(v, 0.0)) / math.log1p(self.dwell_full_seconds)
+            # math.log1p, not numpy's: numpy's vectorised log1p differs from the C library's
+            # in the last bit on some CPUs, and a dwell must weigh what :meth:`signal` says.
+            logs = [math.log1p(x) for x in np.maximum(v, 0.0).tolist()]
+            grown = np.array(logs, np.float64) / math.log1p(self.dwell_full_seconds)
             out[dwell] = strength[dwell] * np.minimum(grown, 1.0) * multiplier[dwell]
             out[dwell & np.isnan(values)] = math.nan
         return out

@@ -188,22 +188,27 @@ class WindowCounters:
         same order as the array path (IEEE doubles either way), without its fixed cost
         of some forty numpy calls."""
         ok = self.has_room(slot, cost, now)
-        if ok:  # _charge of one slot
-            expiry = self.limit.expiry
-            window = int(now / expiry)
-            a_id, b_id = int(self._a_id[slot]), int(self._b_id[slot])
-            in_a = a_id == window
-            new = not in_a and b_id != window
-            if in_a or (new and a_id < b_id):
-                ids, counts, expires = self._a_id, self._a_count, self._a_expires
-            else:
-                ids, counts, expires = self._b_id, self._b_count, self._b_expires
-            held = 0 if new or float(expires[slot]) <= now else int(counts[slot])
-            ids[slot] = window
-            counts[slot] = held + cost
-            if held == 0:
-                expires[slot] = now + 2 * expiry
+        if ok:
+            self.charge_one(slot, cost, now)
         return ok
+
+    def charge_one(self, slot: int, cost: int, now: float) -> None:
+        """:meth:`_charge` of one slot, in Python numbers (the caller has checked
+        :meth:`has_room`)."""
+        expiry = self.limit.expiry
+        window = int(now / expiry)
+        a_id, b_id = int(self._a_id[slot]), int(self._b_id[slot])
+        in_a = a_id == window
+        new = not in_a and b_id != window
+        if in_a or (new and a_id < b_id):
+            ids, counts, expires = self._a_id, self._a_count, self._a_expires
+        else:
+            ids, counts, expires = self._b_id, self._b_count, self._b_expires
+        held = 0 if new or float(expires[slot]) <= now else int(counts[slot])
+        ids[slot] = window
+        counts[slot] = held + cost
+        if held == 0:
+            expires[slot] = now + 2 * expiry
 
     def has_room(self, slot: int, cost: int, now: float) -> bool:
         """Whether :meth:`acquire` would admit ``cost`` units for ``slot`` now (nothing
@@ -321,7 +326,7 @@ def admit(
         slot, cost = int(slots[0]), int(costs[0])
         if all(c.has_room(slot, cost, now) for c in counters):
             for c in counters:
-                c._acquire_one(slot, cost, now)
+                c.charge_one(slot, cost, now)
             return admitted, refused_by, reset_at
     capacity = max((c.capacity for c in counters), default=0)
     for asks in _rounds(slots, max(capacity, int(slots.max()) + 1)):

@@ -53,6 +53,8 @@ class ProcessorConfig:
     :meth:`~recloop.services.feedback.Processor.dispatch` waits: acceptance slows down
     instead of memory growing."""
     max_users: int = 200_000
+    checkpoint_seconds: float = 0.05
+    """Least time between the starts of two checkpoints."""
     poison_attempts: int = 3
     """Failures of a read for a reason no retry fixes (the data, not the store) after
     which the events it concerns are dead-lettered."""

@@ -465,8 +465,11 @@ class Processor:
     async def _checkpoint_loop(self) -> None:
         while True:
             await self._dirty.wait()
+            started = time.monotonic()
             self._dirty.clear()
             await self._checkpoint_once()
+            # Paced: what the rounds change meanwhile waits for the next checkpoint.
+            await asyncio.sleep(self._config.checkpoint_seconds - (time.monotonic() - started))
 
     async def _checkpoint_now(self) -> None:
         """Commit what is pending now; return once it is committed."""

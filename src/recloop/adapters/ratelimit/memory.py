@@ -125,6 +125,15 @@ class MemoryRateLimiter:
         now = self._clock()
         if now >= table.next_sweep:
             table.sweep(now)
+        if len(asks) == 1:  # a one-event request: decided in scalars if every limit has room
+            ((identity, count),) = asks
+            slot = table.slots.get(identity)
+            if slot is None:
+                slot = int(table.slots_of([identity])[0])
+            if all(c.has_room(slot, count, now) for c in table.counters):
+                for c in table.counters:
+                    c.charge_one(slot, count, now)
+                return {}
         identities, counts = zip(*asks, strict=True)
         slots = table.slots_of(identities)
         costs = np.array(counts, np.int64)
