@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
+from recloop.adapters.kafka.log import KafkaEventSource
 from recloop.adapters.kafka.spool import SpooledEventLog
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.adapters.memory.privacy import InMemoryPrivacyStore
@@ -517,7 +518,9 @@ def build_worker(settings: Settings) -> tuple[Worker, Container]:
     assert container.db is not None  # build_container refuses kafka without a database
     config = kafka_config(settings)
     worker = Worker(
-        config,
+        lambda revoked, assigned: KafkaEventSource(
+            config, on_revoked=revoked, on_assigned=assigned
+        ),
         container.processor,
         container.store,
         SqlEventLog(container.db, keep_text=settings.privacy.keep_review_text),

@@ -6,7 +6,7 @@ use, and the contract tests run the same cases over it and the SQL adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -418,4 +418,93 @@ class RateLimiter(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+# --- The distributed worker's stream (issue 18: services on ports only) ----------------------
+
+PartitionsHook = Callable[[frozenset[int]], Awaitable[None]]
+"""Called with a set of partition numbers of the event stream (a rebalance)."""
+
+
+class StreamPosition(Protocol):
+    """Where a message sits: its partition and its offset there."""
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+class Poisoned(Protocol):
+    """A message of the stream that is not a valid event, and why."""
+
+    @property
+    def position(self) -> StreamPosition: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class PolledBatch(Protocol):
+    """What one poll of an :class:`EventSource` returned: ``events`` with ``partitions``
+    parallel to them (``events[i].offset`` is the offset in ``partitions[i]``), the
+    messages that did not decode, and per partition touched the offset after its last
+    message."""
+
+    @property
+    def events(self) -> list[Event]: ...
+
+    @property
+    def partitions(self) -> list[int]: ...
+
+    @property
+    def undecodable(self) -> Sequence[Poisoned]: ...
+
+    @property
+    def next_offsets(self) -> dict[int, int]: ...
+
+
+class EventSource(Protocol):
+    """A consumer group's share of a partitioned event stream (adapter:
+    ``adapters.kafka.log.KafkaEventSource``)."""
+
+    async def start(self) -> None:
+        """Join the group; wait for the first assignment (``Unavailable`` if it cannot)."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    def assignment(self) -> frozenset[int]:
+        """The partitions owned now."""
+        ...
+
+    async def poll(self, max_records: int = 500, timeout_ms: int = 1000) -> PolledBatch:
+        """The next messages of the owned partitions (an empty batch after ``timeout_ms``)."""
+        ...
+
+    def seek(self, offsets: Mapping[int, int]) -> None:
+        """Fetch from ``offsets`` (partition → next offset) on the next poll."""
+        ...
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        """Tell the group how far each partition is applied (for lag and tools)."""
+        ...
+
+
+SourceFactory = Callable[[PartitionsHook, PartitionsHook], EventSource]
+"""Builds the worker's :class:`EventSource` given its ``on_revoked`` and ``on_assigned``
+hooks (in that order)."""
+
+
+class DeadLetterSink(Protocol):
+    """Where the worker sends the stream's undecodable messages (Kafka: ``<topic>.dlq``)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def dead_letter(self, event: Any, reason: str) -> Any:
+        """Keep ``event`` (a poisoned message) with ``reason``."""
         ...

@@ -1,4 +1,8 @@
-"""Nothing under core/ does I/O: it imports no async, storage, broker or web library."""
+"""Nothing under core/ does I/O: it imports no async, storage, broker or web library.
+
+And services/ reach storage, brokers and the web only through ports: they import
+no adapter, no storage, broker or web library, and not the API.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from pathlib import Path
 import pytest
 
 import recloop.core
+import recloop.services
 
 CORE = Path(recloop.core.__file__).parent
+SERVICES = Path(recloop.services.__file__).parent
 FORBIDDEN = (
     "asyncio",
     "sqlalchemy",
@@ -42,8 +48,8 @@ def imported_modules(source: str, package: str) -> set[str]:
     return names
 
 
-def forbidden(names: set[str]) -> set[str]:
-    return {n for n in names for f in FORBIDDEN if n == f or n.startswith(f"{f}.")}
+def forbidden(names: set[str], banned: tuple[str, ...] = FORBIDDEN) -> set[str]:
+    return {n for n in names for f in banned if n == f or n.startswith(f"{f}.")}
 
 
 def test_checker_catches_forbidden_imports() -> None:
@@ -75,3 +81,30 @@ def test_core_has_modules() -> None:
 def test_core_module_is_pure(path: Path) -> None:
     package = ".".join(("recloop", "core", *path.relative_to(CORE).parent.parts))
     assert forbidden(imported_modules(path.read_text(), package)) == set()
+
+
+SERVICES_FORBIDDEN = (
+    "sqlalchemy",
+    "redis",
+    "aiokafka",
+    "fastapi",
+    "starlette",
+    "httpx",
+    "limits",
+    "recloop.adapters",
+    "recloop.api",
+)
+
+
+def service_files() -> list[Path]:
+    return sorted(SERVICES.rglob("*.py"))
+
+
+def test_services_have_modules() -> None:
+    assert {"feedback.py", "worker.py", "guard.py"} <= {p.name for p in service_files()}
+
+
+@pytest.mark.parametrize("path", service_files(), ids=lambda p: str(p.relative_to(SERVICES)))
+def test_service_module_uses_ports_only(path: Path) -> None:
+    package = ".".join(("recloop", "services", *path.relative_to(SERVICES).parent.parts))
+    assert forbidden(imported_modules(path.read_text(), package), SERVICES_FORBIDDEN) == set()

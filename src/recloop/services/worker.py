@@ -52,10 +52,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
-from recloop.adapters.kafka.log import KafkaBatch, KafkaConfig, KafkaEventLog, KafkaEventSource
 from recloop.core.errors import Unavailable
 from recloop.core.events import Event
-from recloop.ports import StateStore
+from recloop.ports import DeadLetterSink, PolledBatch, SourceFactory, StateStore
 from recloop.resilience import RetryCounts, retry_forever
 from recloop.services.feedback import Processor
 
@@ -73,12 +72,13 @@ class Observer(Protocol):
 
 
 class Worker:
-    """Consumes the event topic in the ``config.group_id`` group and applies it.
+    """Consumes its consumer group's share of the event topic and applies it.
 
     Parameters
     ----------
-    config
-        The event topic and the consumer group.
+    source
+        Builds the group's consumer, given the worker's rebalance hooks
+        (``on_revoked``, ``on_assigned``).
     processor
         Applies events and commits state with the partitions' positions.
     store
@@ -93,11 +93,11 @@ class Worker:
 
     def __init__(
         self,
-        config: KafkaConfig,
+        source: SourceFactory,
         processor: Processor,
         store: StateStore,
         archive: Archive,
-        dead_letters: KafkaEventLog,
+        dead_letters: DeadLetterSink,
         guard: Observer | None = None,
         max_records: int = 2_000,
         commit_seconds: float = 1.0,
@@ -112,9 +112,7 @@ class Worker:
         self._commit_seconds = commit_seconds
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._source = KafkaEventSource(
-            config, on_revoked=self._on_revoked, on_assigned=self._on_assigned
-        )
+        self._source = source(self._on_revoked, self._on_assigned)
         self._committed: dict[int, int] = {}
         self._committed_at = 0.0
         self._stopping = asyncio.Event()
@@ -219,14 +217,14 @@ class Worker:
 
     # -- one batch ---------------------------------------------------------------
 
-    async def _handle(self, batch: KafkaBatch) -> None:
+    async def _handle(self, batch: PolledBatch) -> None:
         self._in_hand = len(batch.events) + len(batch.undecodable)
         try:
             await self._take(batch)
         finally:
             self._in_hand = 0
 
-    async def _take(self, batch: KafkaBatch) -> None:
+    async def _take(self, batch: PolledBatch) -> None:
         owned = self._processor.trackers
         # Taken are only messages past what each owned partition has taken: those of
         # partitions revoked since the poll returned go to their new owner, who fetches
