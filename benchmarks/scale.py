@@ -9,8 +9,10 @@ starts ``recloop serve`` on that database and reports:
 - restart to serving: from spawning the process to the first answered ``GET
   /users/{id}/weights`` of a stored user, beside the same restart on an empty
   database (the baseline: interpreter, imports, migrations, the app);
-- the server's resident memory once serving, and after reads of ``--reads``
-  distinct users' preferences (the read cache and the state table fill).
+- the server's resident memory once serving, after reads of ``--reads`` users'
+  preferences (the read cache fills), and after one event for each of ``--writers``
+  distinct users is applied (the state table fills: by default as many users as
+  ``cache.max_users`` holds).
 
     uv run --frozen python -m benchmarks.scale [--users 1000000] [--items 100000]
 """
@@ -31,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.client import Connection
-from benchmarks.servers import RECLOOP_ENV, ROOT, free_port
-from benchmarks.workload import API
+from benchmarks.servers import RECLOOP_ENV, ROOT, free_port, wait_idle
+from benchmarks.workload import API, FEEDBACK
 from recloop.config import Settings
 from recloop.container import build_container
 from recloop.core.events import Event
@@ -119,7 +121,23 @@ async def _reads(port: int, user_ids: list[str]) -> None:
                 raise RuntimeError(f"preferences of {user_id}: {answer.status}")
 
 
-def restart(workdir: Path, user_id: str, reads: list[str]) -> dict[str, float]:
+async def _writes(port: int, users: int, items: int) -> None:
+    """One ``like`` for each of ``users`` users, in 1,000-event requests; then applied."""
+    async with Connection(port) as conn:
+        for start in range(0, users, 1_000):
+            events = [
+                {"user_id": f"u{u}", "item_id": f"i{u % items}", "type": "like"}
+                for u in range(start, min(start + 1_000, users))
+            ]
+            answer = await conn.post_json(FEEDBACK, {"events": events})
+            if answer.status != 202 or answer.json()["accepted"] != len(events):
+                raise RuntimeError(f"POST {FEEDBACK}: {answer.status} {answer.body[:200]!r}")
+    await wait_idle(port)
+
+
+def restart(
+    workdir: Path, user_id: str, reads: list[str], writers: int = 0, items: int = 1
+) -> dict[str, float]:
     """Start ``recloop serve`` on ``workdir``'s database; time it to the first answer."""
     port = free_port()
     python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -134,10 +152,13 @@ def restart(workdir: Path, user_id: str, reads: list[str]) -> dict[str, float]:
         serving = time.perf_counter() - started
         rss = _rss_mb(process.pid)
         asyncio.run(_reads(port, reads))
+        after_reads = _rss_mb(process.pid)
+        asyncio.run(_writes(port, writers, items))
         return {
             "restart to serving, s": serving,
             "RSS serving, MB": rss,
-            "RSS after the reads, MB": _rss_mb(process.pid),
+            "RSS after the reads, MB": after_reads,
+            "RSS after the writers' events, MB": _rss_mb(process.pid),
         }
     finally:
         process.send_signal(signal.SIGTERM)
@@ -149,7 +170,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--tail", type=int, default=20_000, help="events to replay (20,000)")
-    parser.add_argument("--reads", type=int, default=20_000, help="distinct users read")
+    parser.add_argument("--reads", type=int, default=20_000, help="users read (20,000)")
+    parser.add_argument(
+        "--writers", type=int, default=200_000, help="distinct users written (200,000)"
+    )
     args = parser.parse_args()
     rng = random.Random(11)
     reads = [f"u{rng.randrange(args.users)}" for _ in range(args.reads)]
@@ -159,7 +183,7 @@ def main() -> None:
         asyncio.run(build(empty, 1, 1, 0))
         results["baseline"] = restart(empty, "u0", [])
         results["built"] = asyncio.run(build(full, args.users, args.items, args.tail))
-        results["scale"] = restart(full, "u0", reads)
+        results["scale"] = restart(full, "u0", reads, args.writers, args.items)
     shape = f"{args.users:,} users, {args.items:,} items, {args.tail:,} events to replay"
     print(f"| {shape} | figure |")
     print("|---|---:|")
@@ -167,7 +191,7 @@ def main() -> None:
         for name, value in results[group].items():
             print(f"| {name} | {value:,.1f} |")
     for name, value in results["baseline"].items():
-        if "after" not in name:
+        if name.startswith(("restart", "RSS serving")):
             print(f"| baseline (empty database): {name} | {value:,.1f} |")
 
 

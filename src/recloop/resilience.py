@@ -21,12 +21,11 @@ only an operation whose second run leaves the same effect as the first, an
   backoff capped at two seconds. The commit is idempotent in what matters most: a
   user's state is written only if its applied offsets do not go back (a second
   write of the same state changes nothing) and the watermark and partition
-  positions are overwritten with the same values. Its additive parts are not: the
-  optimizer's counts and the experiments' sums are *added*, so a commit that
-  succeeded but whose answer was lost counts them twice when retried. That needs
-  the connection to drop between ``COMMIT`` and its acknowledgement; it is the price
-  of never dropping an acknowledged event (a commit id stored in the same
-  transaction would remove it). A dead letter retried after such a loss is stored twice.
+  positions are overwritten with the same values. Its additive parts (the
+  optimizer's counts, the experiments' sums) are *added*, so each commit carries a
+  commit id stored in the same transaction: a retry of a commit that went through
+  but whose answer was lost finds its id and does nothing. A dead letter retried
+  after such a loss is stored twice.
 
 Not retried (the caller decides): appending to the event log (``POST /feedback``
 answers 503 and the client sends again, with the same ``event_id``s if it gave
@@ -228,7 +227,8 @@ async def call(
     """``await fn(*args)``, retried by ``policy`` while ``retry_on(error)`` holds.
 
     The first attempt runs without tenacity (it is the common case, and tenacity's
-    machinery costs ~15 µs a call); after it fails, tenacity makes the retries.
+    machinery costs more than the call itself on the hot path); after it fails,
+    tenacity makes the retries.
     The last error is raised once the policy gives up.
     """
     try:
