@@ -1,0 +1,72 @@
+"""The batched rating-profile features equal the one-profile oracle's."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import pytest
+
+from recloop.core.spam import ItemStats, ProfileFeatures, SpamConfig, profile_features
+from recloop.core.spam_batch import profile_features_many
+
+
+def _same(got: ProfileFeatures | None, want: ProfileFeatures | None) -> bool:
+    if got is None or want is None:
+        return got is want
+    for field in dataclasses.fields(ProfileFeatures):
+        a, b = getattr(got, field.name), getattr(want, field.name)
+        if isinstance(b, float) and math.isnan(b):
+            if not math.isnan(a):
+                return False
+        elif not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+            return False
+    return True
+
+
+def _population(
+    rng: random.Random, items: int, raters: int
+) -> tuple[ItemStats, list[dict[str, float]]]:
+    stats = ItemStats()
+    profiles: list[dict[str, float]] = []
+    scale = [1.0, 1.5, 2.0, 3.0, 4.0, 4.5, 5.0]
+    for _ in range(raters):
+        size = rng.choice([0, 1, 2, 3, 5, 8, 13, 30])
+        chosen = rng.sample(range(items + 5), min(size, items + 5))  # a few never rated by others
+        style = rng.random()
+        profile = {}
+        for item in chosen:
+            if style < 0.15:  # a flat profile: every rating the same
+                value = 4.0
+            elif style < 0.3:  # a push: extremes only
+                value = rng.choice([1.0, 5.0])
+            else:
+                value = rng.choice(scale)
+            profile[f"i{item}"] = value
+        profiles.append(profile)
+    for profile in profiles[: raters // 2]:  # half of them are in the statistics
+        for item, value in profile.items():
+            stats.add_rating(item, value)
+        stats.note_profile_length(0, len(profile))
+    return stats, profiles
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_features_equal_the_one_profile_oracle(seed: int) -> None:
+    rng = random.Random(seed)
+    stats, profiles = _population(rng, items=rng.choice([3, 40, 300]), raters=120)
+    config = SpamConfig()
+    got = profile_features_many(profiles, stats, config)
+    for profile, features in zip(profiles, got, strict=True):
+        want = profile_features(profile, stats, config)
+        assert _same(features, want), (profile, features, want)
+    assert sum(f is not None for f in got) > 80
+
+
+def test_with_no_statistics_yet_each_profile_is_its_own_baseline() -> None:
+    config = SpamConfig()
+    profiles = [{"a": 5.0, "b": 1.0, "c": 3.0}, {"a": 2.0}, {"x": 4.0, "y": 4.0, "z": 4.5}]
+    got = profile_features_many(profiles, ItemStats(), config)
+    for profile, features in zip(profiles, got, strict=True):
+        assert _same(features, profile_features(profile, ItemStats(), config))
