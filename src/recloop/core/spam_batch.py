@@ -1,9 +1,9 @@
 """Rating-profile features of many users at once: :func:`profile_features_many`.
 
 :func:`recloop.core.spam.profile_features` reads one profile with a few dozen
-numpy calls on arrays as long as the profile, so on the 5–50 ratings of a
-typical profile its cost is numpy's fixed cost per call, about a millisecond a
-user. Judging users one by one, that is most of what the guard costs. Here the
+numpy calls on arrays as long as the profile, so on the 5 to 50 ratings of a
+typical profile its cost is numpy's fixed cost per call. Judging users one by
+one, that is most of what the guard costs (docs/benchmarks.md). Here the
 profiles are laid end to end and every per-profile mean, sum, extreme and
 correlation is a segment reduction (``np.bincount`` by profile,
 ``np.maximum.reduceat``), so a batch of users costs about what one did.
@@ -67,7 +67,8 @@ def profile_features_many(
     n = sizes.astype(np.float64)
 
     def seg_sum(x: Floats) -> Floats:
-        return np.bincount(seg, weights=x, minlength=users)
+        summed: Floats = np.bincount(seg, weights=x, minlength=users).astype(np.float64)
+        return summed
 
     def seg_mean(x: Floats) -> Floats:
         return seg_sum(x) / n
