@@ -86,7 +86,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -733,6 +733,15 @@ class TextRegistry:
 # -- One user's evidence --------------------------------------------------------------
 
 
+def _keep_last(values: list[Any], value: Any, keep: int) -> None:
+    """Append ``value``; the latest ``keep`` values are ``values[-keep:]``. Once the list
+    is a quarter longer than ``keep``, the older ones are dropped at once (O(1) per
+    append, amortised), so it stays within 1.25 ``keep`` + 1."""
+    values.append(value)
+    if len(values) > keep + (keep >> 2) + 1:
+        del values[: len(values) - keep]
+
+
 class UserActivity:
     """One user's evidence, in bounded memory, updated per event in O(1) amortised time.
 
@@ -790,9 +799,10 @@ class UserActivity:
         self.actions = 0
         self.first_at = math.inf
         self.last_at = -math.inf
-        # timing
-        self._times: dict[str, deque[float]] = {}
-        self._all_times: deque[float] = deque(maxlen=config.recent_actions)
+        # timing. The "latest n" stores are lists trimmed now and then (_keep_last), not
+        # deques: an empty deque takes 624 bytes, and most users have a few events.
+        self._times: dict[str, list[float]] = {}
+        self._all_times: list[float] = []
         # the latest (largest) ``limit + 1`` timestamps, sorted, for the hard rules
         self._explicit_window: list[float] = []
         self._action_window: list[float] = []
@@ -803,7 +813,7 @@ class UserActivity:
         # behaviour
         self._pairs: dict[tuple[str, str], int] = {}
         self.repeats = 0
-        self._recent_items: deque[str] = deque(maxlen=config.recent_actions)
+        self._recent_items: list[str] = []
         self._impressed: dict[str, None] = {}
         self.clicks = 0
         self.unseen_clicks = 0
@@ -815,7 +825,7 @@ class UserActivity:
         self.reviews_with_links = 0
         self.reviews_with_repeats = 0
         self.max_text_copies = 0
-        self.review_keys: deque[str] = deque(maxlen=config.remembered_reviews)
+        self.review_keys: deque[str] | tuple[()] = ()  # a deque from the first review
 
     def rating_of(self, item_id: str) -> float | None:
         """The user's current rating of ``item_id``, if remembered."""
@@ -847,13 +857,14 @@ class UserActivity:
         if event_type == "view":
             self._remember_seen(item_id)
         self.actions += 1
+        recent = config.recent_actions
         times = self._times.get(event_type)
         if times is None:
-            times = self._times[event_type] = deque(maxlen=config.recent_actions)
-        times.append(timestamp)
-        self._all_times.append(timestamp)
+            times = self._times[event_type] = []
+        _keep_last(times, timestamp, recent)
+        _keep_last(self._all_times, timestamp, recent)
         self.hours[int(timestamp // _SECONDS_PER_HOUR) % _HOURS] += 1
-        self._recent_items.append(item_id)
+        _keep_last(self._recent_items, item_id, recent)
         window = self._action_window
         insort(window, timestamp)
         if len(window) > config.max_actions_per_second + 1:
@@ -901,6 +912,8 @@ class UserActivity:
             self.reviews_with_repeats += has_repeated_chars(text)
             key_text = text_key(text, config.text_min_chars)
             if key_text is not None:
+                if not self.review_keys:
+                    self.review_keys = deque(maxlen=config.remembered_reviews)
                 self.review_keys.append(key_text)
         if text_copies is not None:
             self.max_text_copies = max(self.max_text_copies, text_copies)
@@ -927,20 +940,23 @@ class UserActivity:
         """
         if not self._times:
             return np.empty(0)
-        dominant = max(self._times, key=lambda name: (len(self._times[name]), name))
-        return np.diff(np.sort(np.fromiter(self._times[dominant], dtype=np.float64)))
+        recent = self._config.recent_actions
+        dominant = max(self._times, key=lambda name: (min(len(self._times[name]), recent), name))
+        latest = self._times[dominant][-recent:]
+        return np.diff(np.sort(np.fromiter(latest, dtype=np.float64)))
 
     def recent_rate(self) -> tuple[float, int]:
         """Actions per second over the remembered recent actions, and how many they are."""
-        n = len(self._all_times)
+        latest = self._all_times[-self._config.recent_actions :]
+        n = len(latest)
         if n < 2:
             return 0.0, n
-        span = max(self._all_times) - min(self._all_times)
+        span = max(latest) - min(latest)
         return ((n - 1) / span if span > 0 else math.inf), n
 
     def recent_items(self) -> list[str]:
         """The items of the latest actions, oldest first."""
-        return list(self._recent_items)
+        return self._recent_items[-self._config.recent_actions :]
 
 
 def _in_one_second(window: list[float], timestamp: float, limit: float) -> int:
