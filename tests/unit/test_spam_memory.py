@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 from recloop.core.spam import SpamConfig, UserActivity
@@ -22,7 +23,7 @@ def test_the_latest_actions_are_kept_past_the_limit() -> None:
     # both types hold 16: the tie goes to the alphabetically last, views
     intervals = activity.intervals()
     views = [1_000.0 + n * 2.0 + (n % 7) * 0.01 for n in range(1_000) if n % 3 == 0][-16:]
-    assert intervals.tolist() == [b - a for a, b in zip(views, views[1:], strict=False)]
+    assert intervals.tolist() == [b - a for a, b in itertools.pairwise(views)]
 
 
 def test_a_user_with_one_event_takes_little_memory() -> None:
