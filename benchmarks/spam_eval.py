@@ -513,6 +513,7 @@ class Population:
     def feed(self, events: Sequence[Event]) -> None:
         """``record_event`` for every event, in time order."""
         users, config, items, texts = self.users, self.config, self.items, self.texts
+        items.note_items(e[3] for e in events)
         for t, uid, kind, item, value, text in sorted(events, key=lambda e: e[0]):
             activity = users.get(uid)
             if activity is None:

@@ -14,8 +14,10 @@ timing
     histogram: bots run around the clock, humans sleep) and
     ``explicit_burst`` (explicit events within one second, a hard rule).
 behaviour
-    ``repeated_item`` (share of actions repeating a (type, item) pair),
-    ``item_diversity`` (normalised entropy of the items acted on),
+    ``repeated_item`` (share of actions repeating a (type, item) pair, beyond
+    what choice in a catalogue of the size the population acts on forces),
+    ``item_diversity`` (entropy of the items acted on, normalised by the most
+    the actions could reach in that catalogue),
     ``short_dwell`` (share of dwell events under a few seconds) and
     ``clicks_without_impressions``.
 rating profile
@@ -84,7 +86,7 @@ import re
 import unicodedata
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -97,6 +99,7 @@ from recloop.core.events import EXPLICIT_TYPES, RATING_MAX, RATING_MIN
 
 __all__ = [
     "BLOCKED",
+    "CATALOGUE_CAP",
     "FAMILIES",
     "SUSPECT",
     "TRUSTED",
@@ -112,6 +115,7 @@ __all__ = [
     "burstiness",
     "coefficient_of_variation",
     "evidence",
+    "excess_repeats",
     "graded",
     "grown",
     "hard_rule",
@@ -143,6 +147,9 @@ _REPEATED_CHARS = re.compile(r"(.)\1{4,}", re.S)
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 FloatArray = npt.NDArray[np.float64]
+
+CATALOGUE_CAP: Final = 10_000
+"""Distinct items :meth:`ItemStats.note_items` counts at most."""
 
 
 # -- Configuration ------------------------------------------------------------------
@@ -419,6 +426,7 @@ class ItemStats:
 
     def __init__(self) -> None:
         self._items: dict[str, RatingMoments] = {}
+        self._seen: set[str] = set()  # items of any event, up to CATALOGUE_CAP
         self._global = RatingMoments()
         self._lengths = RatingMoments()
         self._version = 0
@@ -458,6 +466,27 @@ class ItemStats:
         self.remove_rating(item_id, old)
         self.add_rating(item_id, new)
 
+    def note_items(self, item_ids: Iterable[str]) -> None:
+        """Count the items of a batch of events of any type in :attr:`catalogue`.
+
+        Free once :data:`CATALOGUE_CAP` items are known (the behaviour signals
+        need the catalogue's size only up to the actions they look at).
+        """
+        seen = self._seen
+        if len(seen) < CATALOGUE_CAP:
+            seen.update(item_ids)
+
+    @property
+    def catalogue(self) -> int:
+        """How many distinct items the events noted so far were about (at most
+        :data:`CATALOGUE_CAP`; 0 when none were noted: unknown).
+
+        >>> s = ItemStats()
+        >>> s.note_items(["a", "b", "a"]); s.catalogue
+        2
+        """
+        return len(self._seen)
+
     def note_profile_length(self, old: int, new: int) -> None:
         """A user's number of rated items went from ``old`` to ``new`` (0 = no profile)."""
         if old > 0:
@@ -470,6 +499,7 @@ class ItemStats:
         for item_id, moments in other._items.items():
             self._items[item_id] = self._items.get(item_id, RatingMoments()) + moments
         self._global = self._global + other._global
+        self.note_items(other._seen)
         self._lengths = self._lengths + other._lengths
         self._version += 1
 
@@ -477,6 +507,7 @@ class ItemStats:
         """An independent copy (the moments themselves are immutable)."""
         clone = ItemStats()
         clone._items = dict(self._items)
+        clone._seen = set(self._seen)
         clone._global = self._global
         clone._lengths = self._lengths
         return clone
@@ -1146,18 +1177,20 @@ def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Sig
     return out
 
 
-def _behaviour_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
+def _behaviour_signals(
+    activity: UserActivity, config: SpamConfig, catalogue: int = 0
+) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
     out["repeated_item"] = graded(
-        activity.repeats / n if n else math.nan,
+        excess_repeats(activity.repeats, n, len(activity._times), catalogue),
         config.repeat_max,
         config.repeat_span,
         grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions),
     )
     items = activity.recent_items()
     out["item_diversity"] = graded(
-        item_diversity(items),
+        item_diversity(items, catalogue),
         config.diversity_min,
         config.diversity_span,
         grown(config.w_repetition, len(items), config.behaviour_half, config.behaviour_min_actions),
@@ -1180,22 +1213,59 @@ def _behaviour_signals(activity: UserActivity, config: SpamConfig) -> dict[str, 
     return out
 
 
-def item_diversity(items: list[str]) -> float:
-    """Normalised entropy ``H(items) / log(len(items))`` of a list of acted-on items.
+def item_diversity(items: list[str], catalogue: int = 0) -> float:
+    """Normalised entropy ``H(items) / log(min(len(items), catalogue))`` of acted-on items.
 
-    1.0 when every action is on a different item, 0.0 when all are on one.
-    NaN for fewer than two actions.
+    1.0 when the actions spread evenly over as many items as they could
+    (every action on a different item, or, in a catalogue smaller than the
+    list, evenly over the catalogue), 0.0 when all are on one. ``catalogue``
+    is the number of items the population acts on (0: unknown, taken as
+    unbounded): 300 actions in a 10-item shop cannot reach more than log 10.
+    NaN for fewer than two actions or a catalogue of one item.
 
     >>> item_diversity(["a", "b", "c", "d"]), item_diversity(["a"] * 4)
     (1.0, 0.0)
+    >>> round(item_diversity(["a", "b"] * 50), 3), item_diversity(["a", "b"] * 50, catalogue=2)
+    (0.151, 1.0)
     """
-    if len(items) < 2:
+    size = len(items) if catalogue <= 0 else min(len(items), catalogue)
+    if len(items) < 2 or size < 2:
         return math.nan
     counts: dict[str, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     p = np.fromiter(counts.values(), dtype=np.float64) / len(items)
-    return max(0.0, float(-(p * np.log(p)).sum()) / math.log(len(items)))
+    return min(1.0, max(0.0, float(-(p * np.log(p)).sum()) / math.log(size)))
+
+
+def excess_repeats(repeats: int, actions: int, types: int, catalogue: int = 0) -> float:
+    """The share of actions repeating a (type, item) pair beyond what the catalogue forces.
+
+    ``(s - e) / (1 - e)`` with ``s = repeats / actions`` and ``e`` the share
+    expected when each of the ``types`` action types takes ``actions /
+    types`` items uniformly at random from a ``catalogue`` of ``K`` items:
+    ``e = 1 - K (1 - (1 - 1/K)^m) / m``, ``m = actions / types``. ``e`` is
+    0 for an unknown (0) or a large catalogue, so the value is the plain
+    share; in a 10-item shop a heavy user's re-views are what choice alone
+    gives, and the value stays low. Negative values (fewer repeats than
+    uniform choice) are clipped to 0. NaN without actions.
+
+    >>> excess_repeats(98, 100, 1), excess_repeats(0, 100, 1)
+    (0.98, 0.0)
+    >>> round(excess_repeats(90, 100, 1, catalogue=10), 3)  # 100 clicks on 10 items
+    0.0
+    """
+    if actions <= 0:
+        return math.nan
+    share = repeats / actions
+    if catalogue <= 0:
+        return share
+    per_type = actions / max(types, 1)
+    k = float(catalogue)
+    expected = 1.0 - k * -math.expm1(per_type * math.log1p(-1.0 / k)) / per_type if k > 1 else 1.0
+    if expected >= 1.0:
+        return 0.0
+    return max(0.0, (share - expected) / (1.0 - expected))
 
 
 def _text_signals(
@@ -1523,7 +1593,7 @@ def signals(
     """
     del now  # the detectors read the evidence as of its latest event
     out = _timing_signals(activity, config)
-    out.update(_behaviour_signals(activity, config))
+    out.update(_behaviour_signals(activity, config, items.catalogue))
     out.update(_text_signals(activity, config, texts))
     out.update(_profile_signals(activity, items, config))
     return out

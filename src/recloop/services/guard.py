@@ -105,6 +105,7 @@ class GuardService:
         now = self._clock()
         config, items, texts = self._config, self._items, self._texts
         due: list[str] = []
+        items.note_items([e.item_id for e in events])
         for e in events:
             tracked = self._track(e.user_id)
             activity = tracked.activity
