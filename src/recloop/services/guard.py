@@ -13,10 +13,21 @@ flood), and acts on the verdict:
 
 Status changes are stored (``user_reliability``); the evidence itself is
 not: after a restart, users start from their stored status and new evidence.
+
+When users are judged: after 20 events, then after twice as many each time
+(``judge_every_events``), in between at most every ``judge_every_seconds``
+once ``min_new_events`` have arrived, at once on a hard rule, and, whatever
+their event count, within ``judge_within_seconds`` of the arrival of their
+last event: a sweep every quarter of that period judges every user with
+unjudged evidence who has been quiet for half of it. The ingest path only
+notes, once per batch, which users sent something.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +48,8 @@ from recloop.core.spam import (
 )
 from recloop.ports import ReliabilityRecord, StateStore
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
@@ -48,6 +61,9 @@ class GuardConfig:
     """... and at most this often in between, once a few new events have arrived."""
     min_new_events: int = 10
     """New events a timed re-judgement needs."""
+    judge_within_seconds: float = 60.0
+    """Every user with new evidence is judged within this long of their last event's
+    arrival, whatever their event count (a sweep; see the module docstring)."""
     max_users: int = 200_000
 
 
@@ -72,14 +88,65 @@ class GuardService:
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
+        # users with evidence not judged yet -> when their latest batch arrived
+        self._pending: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         # The score of a user with no evidence yet (the Beta reputation's prior).
         self.fresh_score = judge(
             UserActivity(config.spam), ItemStats(), config.spam, clock(), TextRegistry()
         ).score
 
     async def start(self) -> None:
+        """Load the stored records (again: the distributed API calls it to refresh them);
+        the first call starts the sweep of users due for judgement."""
         for record in await self._store.get_reliability():
             self._records[record.user_id] = record
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="guard-sweep")
+
+    async def stop(self) -> None:
+        """Stop the sweep (the evidence stays in memory)."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    async def _sweep_forever(self) -> None:
+        period = self._config.judge_within_seconds / 4
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.sweep()
+            except Exception as exc:  # the store is down: the records stay in memory
+                log.warning("guard sweep failed: %s", exc)
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Judge every user with unjudged evidence whose latest events arrived at least
+        half of ``judge_within_seconds`` ago; how many were judged.
+
+        Run every quarter of ``judge_within_seconds`` (:meth:`start`), so that nobody
+        waits longer than three quarters of it after their last event.
+        """
+        now = self._clock() if now is None else now
+        quiet_since = now - self._config.judge_within_seconds / 2
+        due = [user for user, at in self._pending.items() if at <= quiet_since]
+        changes = []
+        judged = 0
+        for user_id in due:
+            if user_id not in self._users:  # evicted or erased since: nothing to judge
+                self._pending.pop(user_id, None)
+                continue
+            judged += 1
+            if (change := self._judge(user_id, now)) is not None:
+                changes.append(change)
+        if changes:
+            await self._store.put_reliability(changes)
+        return judged
+
+    def pending(self) -> int:
+        """How many users have evidence not judged yet."""
+        return len(self._pending)
 
     # -- the hot path ------------------------------------------------------------
 
@@ -106,6 +173,7 @@ class GuardService:
         config, items, texts = self._config, self._items, self._texts
         due: list[str] = []
         items.note_items([e.item_id for e in events])
+        self._pending.update(dict.fromkeys([e.user_id for e in events], now))
         for e in events:
             tracked = self._track(e.user_id)
             activity = tracked.activity
@@ -148,6 +216,7 @@ class GuardService:
         judged = tracked.activity.events
         tracked.verdict, tracked.judged_at, tracked.events_since_judged = verdict, now, 0
         tracked.next_after = max(self._config.judge_every_events, judged)
+        self._pending.pop(user_id, None)
         current = self._records.get(user_id)
         if current is not None and current.manual:
             return None
@@ -211,6 +280,7 @@ class GuardService:
         """Drop the user's evidence and record from memory (an erasure; their stored record
         is deleted with the rest of their rows). The texts' counts of distinct users stay."""
         self._users.delete(user_id)
+        self._pending.pop(user_id, None)
         self._records.pop(user_id, None)
         self._texts.forget(user_id)
 
