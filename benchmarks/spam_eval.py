@@ -57,7 +57,10 @@ from recloop.core.spam import (
     TextRegistry,
     UserActivity,
     Verdict,
+    fit_norms,
+    groups,
     judge,
+    profile_features,
     record_event,
 )
 
@@ -528,7 +531,18 @@ class Population:
         return Population(self.config, self.items.copy(), texts, dict(self.users))
 
     def judge(self, uids: Iterable[str], now: float) -> dict[str, Verdict]:
-        return {u: judge(self.users[u], self.items, self.config, now, self.texts) for u in uids}
+        """Judge ``uids`` as the guard would: against the norms of every profile held and
+        with the group readings of the whole population."""
+        config, items = self.config, self.items
+        norms = fit_norms(
+            (f for a in self.users.values() if (f := profile_features(a.ratings, items, config))),
+            config,
+        )
+        found = groups(self.users, config)
+        return {
+            u: judge(self.users[u], items, config, now, self.texts, norms, found.get(u))
+            for u in uids
+        }
 
 
 @dataclass(frozen=True, slots=True)

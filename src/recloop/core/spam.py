@@ -96,6 +96,8 @@ from scipy.stats import rankdata  # type: ignore[import-untyped]
 
 from recloop.core.errors import InvalidInput
 from recloop.core.events import EXPLICIT_TYPES, RATING_MAX, RATING_MIN
+from recloop.core.spam_groups import GroupReading, GroupRule, Profile, find_groups
+from recloop.core.spam_norms import ProfileNorms
 
 __all__ = [
     "BLOCKED",
@@ -116,7 +118,10 @@ __all__ = [
     "coefficient_of_variation",
     "evidence",
     "excess_repeats",
+    "fit_norms",
     "graded",
+    "group_rule",
+    "groups",
     "grown",
     "hard_rule",
     "has_link",
@@ -124,6 +129,7 @@ __all__ = [
     "hour_entropy",
     "item_diversity",
     "judge",
+    "norm_row",
     "normalise_text",
     "profile_features",
     "record_event",
@@ -295,11 +301,36 @@ class SpamConfig:
     length_z_max: float = 5.0  # profile length in standard deviations above the mean
     length_z_span: float = 3.0
     w_length: float = 3.0
+    # population norms (core.spam_norms): a profile signal counts only as far as the
+    # user is also unusual for the population, from norm_z0 robust sd (none) to
+    # norm_z0 + norm_span (all); fitted once norms_min_profiles profiles are known
+    norm_z0: float = 2.5
+    # where the tuning world's attackers sit in a long genuine tail (docs/spam.md)
+    norm_z0_popularity: float = 1.0
+    norm_z0_focus: float = 1.0
+    norm_span: float = 1.0
+    norms_min_profiles: int = 100
+    # groups (core.spam_groups): at least group_min raters at an end of the scale of
+    # one item who arrived within one of group_arrival_seconds of the raters' median
+    # and have a profile size within exp(+-group_length_log) of theirs, more than
+    # chance puts there (binomial tail <= group_alpha)
+    group_min: int = 5
+    group_arrival_seconds: tuple[float, ...] = (86_400.0, 7 * 86_400.0)
+    group_length_log: float = 0.3
+    group_alpha: float = 1e-9
+    group_min_share: float = 0.5  # of the item's raters at that end
+    group_purity_min: float = 0.8  # evidence from 0 at this purity ...
+    group_purity_span: float = 0.15  # ... to w_group this much above it
+    w_group: float = 12.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool):
+                continue
+            if isinstance(value, tuple):
+                if not value or not all(math.isfinite(v) and v > 0 for v in value):
+                    raise InvalidInput(f"spam.{f.name}", f"must be > 0 and finite, got {value}")
                 continue
             if f.name in _SIGNED:
                 if not math.isfinite(value):
@@ -1040,6 +1071,7 @@ FAMILIES: Final[Mapping[str, str]] = {
     "popularity": "profile_popularity",
     "target_focus": "profile_focus",
     "length_var": "profile_length",
+    "target_group": "profile_group",
 }
 """Which family each signal belongs to: evidence is counted once per family."""
 
@@ -1502,10 +1534,46 @@ def _agreement_upper(rho: float, n: int, z: float) -> float:
     return math.tanh(math.atanh(min(max(rho, -0.999999), 0.999999)) + z / math.sqrt(n - 3))
 
 
+def norm_row(f: ProfileFeatures) -> dict[str, float]:
+    """The statistics of a profile that :class:`~recloop.core.spam_norms.ProfileNorms`
+    keeps norms of, by the name the gate uses."""
+    return {
+        "rdma_ratio": f.rdma_ratio,
+        "wdma_ratio": f.wdma_ratio,
+        "deviation": f.deviation,
+        "mean_var_ratio": f.mean_var_ratio,
+        "fmtd": f.fmtd,
+        "extremity": f.extremity,
+        "agreement": f.agreement,
+        "popularity": f.popularity,
+        "target_focus": f.target_focus,
+        "length_z": f.length_z,
+    }
+
+
+def fit_norms(features: Iterable[ProfileFeatures], config: SpamConfig) -> ProfileNorms | None:
+    """Population norms of the profile statistics, or None with fewer than
+    ``config.norms_min_profiles`` profiles of at least ``profile_min`` ratings."""
+    kept = [f for f in features if f.n >= config.profile_min]
+    if len(kept) < max(config.norms_min_profiles, 1):
+        return None
+    return ProfileNorms.fit(
+        [norm_row(f) for f in kept],
+        [f.n for f in kept],
+        config.norm_z0,
+        config.norm_span,
+        {"popularity": config.norm_z0_popularity, "target_focus": config.norm_z0_focus},
+    )
+
+
 def _profile_signals(
-    activity: UserActivity, items: ItemStats, config: SpamConfig
+    activity: UserActivity,
+    items: ItemStats,
+    config: SpamConfig,
+    norms: ProfileNorms | None = None,
+    features: ProfileFeatures | None = None,
 ) -> dict[str, Signal]:
-    f = profile_features(activity.ratings, items, config)
+    f = features if features is not None else profile_features(activity.ratings, items, config)
     if f is None:
         nan = Signal(math.nan, False, 0.0)
         return dict.fromkeys(
@@ -1516,6 +1584,9 @@ def _profile_signals(
             nan,
         )  # fmt: skip
     n = f.n
+
+    def gate(name: str, value: float) -> float:
+        return 1.0 if norms is None else norms.gate(name, value, n)
 
     def w(weight: float, size: float | None = None) -> float:
         return grown(weight, n if size is None else size, config.profile_half, config.profile_min)
@@ -1531,29 +1602,36 @@ def _profile_signals(
     upper = _agreement_upper(f.agreement, n, config.agreement_z)
     w_dev = w(config.w_deviation)
     rdma_s = severity(f.rdma_ratio, config.rdma_ratio_max, config.rdma_ratio_span)
+    rdma_s *= gate("rdma_ratio", f.rdma_ratio)
     wdma_s = severity(f.wdma_ratio, config.rdma_ratio_max, config.rdma_ratio_span)
+    wdma_s *= gate("wdma_ratio", f.wdma_ratio)
+    deviation_s = severity(f.deviation, config.deviation_max, config.deviation_span)
+    deviation_s *= gate("deviation", f.deviation)
     mean_var_s = severity(
         f.mean_var_ratio, config.mean_var_ratio_min, config.mean_var_ratio_span, high=False
-    )
+    ) * gate("mean_var_ratio", f.mean_var_ratio)
     agreement_s = severity(upper, config.agreement_min, config.agreement_span, high=False)
+    agreement_s *= gate("agreement", f.agreement)
     ranked = max(items.items, n + 1)
     popularity_s = severity(
         f.popularity,
         config.popularity_max + config.popularity_slack / (math.sqrt(n) * math.log(ranked / n)),
         config.popularity_span,
-    )
+    ) * gate("popularity", f.popularity)
     length_s = severity(f.length_z, config.length_z_max, config.length_z_span)
+    length_s *= gate("length_z", f.length_z)
+    fmtd_s = severity(f.fmtd, config.fmtd_max, config.fmtd_span) * gate("fmtd", f.fmtd)
+    extremity_s = severity(f.extremity, config.extremity_max, config.extremity_span)
+    extremity_s *= gate("extremity", f.extremity)
+    focus_s = severity(f.target_focus, config.focus_max, config.focus_span)
+    focus_s *= gate("target_focus", f.target_focus)
     return {
         "rdma": scaled(f.rdma, rdma_s, w_dev),
         "wdma": scaled(f.wdma, wdma_s, w_dev),
-        "item_mean_deviation": graded(
-            f.deviation, config.deviation_max, config.deviation_span, w_dev
-        ),
+        "item_mean_deviation": scaled(f.deviation, deviation_s, w_dev),
         "mean_var": scaled(f.mean_var, mean_var_s, w(config.w_mean_var, f.filler)),
-        "fmtd": graded(f.fmtd, config.fmtd_max, config.fmtd_span, w(config.w_shape)),
-        "extremity": graded(
-            f.extremity, config.extremity_max, config.extremity_span, w(config.w_shape)
-        ),
+        "fmtd": scaled(f.fmtd, fmtd_s, w(config.w_shape)),
+        "extremity": scaled(f.extremity, extremity_s, w(config.w_shape)),
         "agreement": scaled(
             f.agreement, agreement_s, w(config.w_agreement) if math.isfinite(upper) else 0.0
         ),
@@ -1564,11 +1642,37 @@ def _profile_signals(
             if math.isfinite(f.popularity) and n >= config.popularity_min
             else 0.0,
         ),
-        "target_focus": graded(
-            f.target_focus, config.focus_max, config.focus_span, w(config.w_focus)
-        ),
+        "target_focus": scaled(f.target_focus, focus_s, w(config.w_focus)),
         "length_var": scaled(f.length_var, length_s, w(config.w_length)),
     }
+
+
+def group_rule(config: SpamConfig) -> GroupRule:
+    """The group detector's numbers from the config."""
+    return GroupRule(
+        config.group_min,
+        config.group_arrival_seconds,
+        config.group_length_log,
+        config.group_alpha,
+        config.group_min_share,
+    )
+
+
+def groups(activities: Mapping[str, UserActivity], config: SpamConfig) -> dict[str, GroupReading]:
+    """The group readings of the users in ``activities`` (:mod:`recloop.core.spam_groups`);
+    pass every profile the population holds: the chance of a box is measured on them."""
+    profiles = {user: Profile(a.ratings, a.first_at) for user, a in activities.items() if a.ratings}
+    return find_groups(profiles, group_rule(config))
+
+
+def _group_signal(group: GroupReading | None, config: SpamConfig) -> Signal:
+    if group is None:
+        return Signal(math.nan, False, 0.0)
+    weight = config.w_group * severity(
+        group.purity, config.group_purity_min, config.group_purity_span
+    )
+    value = -math.log10(max(group.p_value, 1e-300))
+    return Signal(value, weight > 0, weight)
 
 
 def signals(
@@ -1577,12 +1681,19 @@ def signals(
     config: SpamConfig,
     now: float,
     texts: TextRegistry | None = None,
+    norms: ProfileNorms | None = None,
+    group: GroupReading | None = None,
+    features: ProfileFeatures | None = None,
 ) -> dict[str, Signal]:
     """Every detector's reading of one user, by name (see :data:`FAMILIES`).
 
     O(profile length + remembered actions). ``texts``, when given, updates
     the review-copies count to now (a text copied by others *after* this user
     posted it); otherwise the count seen when the user posted is used.
+    ``norms`` (:func:`fit_norms`) gate the profile signals by what the
+    population makes normal; ``group`` is the user's reading of the group
+    detector (:func:`groups`), ``features`` the profile's features when
+    already computed.
 
     >>> a = UserActivity()
     >>> for i in range(40):
@@ -1595,7 +1706,8 @@ def signals(
     out = _timing_signals(activity, config)
     out.update(_behaviour_signals(activity, config, items.catalogue))
     out.update(_text_signals(activity, config, texts))
-    out.update(_profile_signals(activity, items, config))
+    out.update(_profile_signals(activity, items, config, norms, features))
+    out["target_group"] = _group_signal(group, config)
     return out
 
 
@@ -1678,6 +1790,7 @@ class Verdict:
     status: str
     signals: dict[str, Signal]
     hard_rule: str | None
+    features: ProfileFeatures | None = None
 
 
 def status_of(score: float, rule: str | None, config: SpamConfig) -> str:
@@ -1703,6 +1816,8 @@ def judge(
     config: SpamConfig,
     now: float,
     texts: TextRegistry | None = None,
+    norms: ProfileNorms | None = None,
+    group: GroupReading | None = None,
 ) -> Verdict:
     """Score one user: the signals, their evidence, the Beta reputation and the status.
 
@@ -1717,11 +1832,12 @@ def judge(
     >>> v.score, v.status
     (80.0, 'trusted')
     """
-    found = signals(activity, items, config, now, texts)
+    features = profile_features(activity.ratings, items, config)
+    found = signals(activity, items, config, now, texts, norms, group, features)
     rule = hard_rule(activity, config, now)
     positive, negative = evidence(found, config)
     score = 0.0 if rule is not None else reputation(positive, negative, config)
-    return Verdict(score, status_of(score, rule, config), found, rule)
+    return Verdict(score, status_of(score, rule, config), found, rule, features)
 
 
 def record_event(

@@ -38,14 +38,19 @@ from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.spam import (
     ItemStats,
+    ProfileFeatures,
     SpamConfig,
     TextRegistry,
     UserActivity,
     Verdict,
+    fit_norms,
+    groups,
     hard_rule,
     judge,
     record_event,
 )
+from recloop.core.spam_groups import GroupReading
+from recloop.core.spam_norms import ProfileNorms
 from recloop.ports import ReliabilityRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,11 @@ class GuardConfig:
     """Every user with new evidence is judged within this long of their last event's
     arrival, whatever their event count (a sweep; see the module docstring)."""
     max_users: int = 200_000
+    norm_profiles: int = 5_000
+    """The latest judged profiles the population norms are fitted on."""
+    group_profiles: int = 20_000
+    """The most recently active users with ratings the group detector reads (every
+    ``judge_within_seconds``, when ratings arrived since)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +101,14 @@ class GuardService:
         # users with evidence not judged yet -> when their latest batch arrived
         self._pending: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # what the population makes normal, and who is in a group (core.spam_norms,
+        # core.spam_groups): refreshed by the sweep
+        self._sample: dict[str, ProfileFeatures] = {}
+        self._norms: ProfileNorms | None = None
+        self._sampled_since_fit = 0
+        self._groups: dict[str, GroupReading] = {}
+        self._grouped_at = -float("inf")
+        self._grouped_ratings = 0
         # The score of a user with no evidence yet (the Beta reputation's prior).
         self.fresh_score = judge(
             UserActivity(config.spam), ItemStats(), config.spam, clock(), TextRegistry()
@@ -129,8 +147,12 @@ class GuardService:
         waits longer than three quarters of it after their last event.
         """
         now = self._clock() if now is None else now
+        again = self._regroup(now)
+        if self._refresh_norms():  # the flagged are judged again against the new norms
+            again += [u for u, r in self._records.items() if r.status != "trusted" and not r.manual]
         quiet_since = now - self._config.judge_within_seconds / 2
         due = [user for user, at in self._pending.items() if at <= quiet_since]
+        due += [user for user in dict.fromkeys(again) if user not in self._pending]
         changes = []
         judged = 0
         for user_id in due:
@@ -143,6 +165,35 @@ class GuardService:
         if changes:
             await self._store.put_reliability(changes)
         return judged
+
+    def _refresh_norms(self) -> bool:
+        """Refit the population norms once a tenth of the sample is new; whether they
+        were refitted."""
+        if self._sampled_since_fit * 10 < max(len(self._sample), 1):
+            return False
+        self._norms = fit_norms(self._sample.values(), self._config.spam)
+        self._sampled_since_fit = 0
+        return self._norms is not None
+
+    def _regroup(self, now: float) -> list[str]:
+        """Run the group detector (every ``judge_within_seconds`` at most, when ratings
+        arrived since); the users whose group reading changed."""
+        ratings = self._items.global_moments.n
+        if (
+            ratings == self._grouped_ratings
+            or now - self._grouped_at < self._config.judge_within_seconds
+        ):
+            return []
+        self._grouped_at, self._grouped_ratings = now, ratings
+        raters: list[tuple[str, UserActivity]] = []
+        # oldest first: get() moves each to the end, so the recency order stays
+        for user_id in self._users.keys()[-self._config.group_profiles * 2 :]:
+            tracked = self._users.get(user_id)
+            if tracked is not None and tracked.activity.ratings:
+                raters.append((user_id, tracked.activity))
+        found = groups(dict(raters[-self._config.group_profiles :]), self._config.spam)
+        old, self._groups = self._groups, found
+        return [u for u in {*old, *found} if old.get(u) != found.get(u)]
 
     def pending(self) -> int:
         """How many users have evidence not judged yet."""
@@ -212,7 +263,22 @@ class GuardService:
     def _judge(self, user_id: str, now: float) -> ReliabilityRecord | None:
         """Judge the user; the new record if their stored status or score moved."""
         tracked = self._track(user_id)
-        verdict = judge(tracked.activity, self._items, self._config.spam, now, self._texts)
+        verdict = judge(
+            tracked.activity,
+            self._items,
+            self._config.spam,
+            now,
+            self._texts,
+            self._norms,
+            self._groups.get(user_id),
+        )
+        features = verdict.features
+        if features is not None and features.n >= self._config.spam.profile_min:
+            self._sample.pop(user_id, None)
+            self._sample[user_id] = features
+            self._sampled_since_fit += 1
+            if len(self._sample) > self._config.norm_profiles:
+                del self._sample[next(iter(self._sample))]
         judged = tracked.activity.events
         tracked.verdict, tracked.judged_at, tracked.events_since_judged = verdict, now, 0
         tracked.next_after = max(self._config.judge_every_events, judged)
@@ -281,6 +347,8 @@ class GuardService:
         is deleted with the rest of their rows). The texts' counts of distinct users stay."""
         self._users.delete(user_id)
         self._pending.pop(user_id, None)
+        self._sample.pop(user_id, None)
+        self._groups.pop(user_id, None)
         self._records.pop(user_id, None)
         self._texts.forget(user_id)
 
