@@ -1,7 +1,12 @@
 """Evaluate the spam and bot detectors (``recloop.core.spam``) on a seeded simulation.
 
-``uv run --frozen python -m benchmarks.spam_eval [--quick] [--seed N] [--users N]
-[--items N] [--write] [--mixed | --through-api [--url URL] [--wait S]]``
+``uv run --frozen python -m benchmarks.spam_eval [--world original|textbook|small|all]
+[--quick] [--seed N] [--users N] [--items N] [--write] [--mixed | --through-api [--url URL]
+[--wait S]]``
+
+``--world`` also reports the worlds the detectors were not tuned on: the
+textbook world of ``benchmarks.spam_textbook`` and the small-catalogue world
+of ``benchmarks.spam_small``.
 
 Genuine users have latent tastes (a factor model with item and user biases),
 rate noisily around them, choose items by popularity and taste, and act with
@@ -965,6 +970,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.spam_eval", description=__doc__.split("\n")[0]
     )
+    parser.add_argument(
+        "--world",
+        choices=("original", "textbook", "small", "all"),
+        default="original",
+        help="this module's world (tuned on), the textbook world (benchmarks.spam_textbook,"
+        " seeds 11 12 13) or the small-catalogue world (benchmarks.spam_small); all: each",
+    )
     parser.add_argument("--quick", action="store_true", help="a smaller world, fewer cells")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--users", type=_size, help="genuine users (default 1000; quick 400)")
@@ -991,6 +1003,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     config = SpamConfig()
+    if args.world in ("textbook", "all"):
+        from benchmarks import spam_textbook
+
+        spam_textbook.main(["--seeds", "11", "12", "13"])
+    if args.world in ("small", "all"):
+        from benchmarks import spam_small
+
+        spam_small.main([])
+    if args.world in ("textbook", "small"):
+        return 0
     if args.mixed:
         sim = Simulation(sizes, args.seed, config)
         sim.build(log)

@@ -45,7 +45,8 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -60,7 +61,7 @@ from benchmarks.spam_eval import (
     cell_table,
     summary_table,
 )
-from recloop.core.spam import TRUSTED, SpamConfig, Verdict
+from recloop.core.spam import TRUSTED, SpamConfig, Verdict, groups, profile_features
 
 FloatArray = npt.NDArray[np.float64]
 NUKE = frozenset({"love_hate", "reverse_bandwagon"})
@@ -337,19 +338,85 @@ def report(seed: int, cells: dict[str, list[Cell]], sizes: TextbookSizes) -> str
     return "\n".join(parts)
 
 
+_STATS: Final = ("popularity", "deviation", "agreement", "extremity", "mean_var_ratio")
+
+
+def distributions(
+    seed: int, config: SpamConfig, attack_size: float = 0.05, filler_size: float = 0.03
+) -> str:
+    """Why per-profile statistics cannot separate small attack profiles: the 10th, 50th
+    and 90th percentiles of each statistic for genuine raters and for each model's
+    attackers (bot timing), and how often the group detector holds each attacker."""
+    world = TextbookWorld(TextbookSizes(), seed, config)
+    world.build()
+    rows = [
+        "| profiles | n | " + " | ".join(_STATS) + " | in a group |",
+        "|---|---:|" + "---:|" * len(_STATS) + "---:|",
+    ]
+
+    def line(label: str, population: Population, users: Sequence[str]) -> str:
+        feats = [
+            f for u in users if (f := profile_features(population.users[u].ratings,
+                                                       population.items, config))
+        ]  # fmt: skip
+        found = groups(population.users, config)
+        cells = []
+        for name in _STATS:
+            values = np.array([getattr(f, name) for f in feats], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            q = np.percentile(values, [10, 50, 90]) if len(values) else [math.nan] * 3
+            cells.append(" / ".join(f"{x:.2f}" for x in q))
+        sizes = np.median([f.n for f in feats])
+        grouped = sum(u in found for u in users) / len(users)
+        return f"| {label} | {sizes:.0f} | " + " | ".join(cells) + f" | {grouped:.0%} |"
+
+    rows.append(line("genuine", world.base, world.genuine_ids))
+    for index, model in enumerate(ATTACK_MODELS):
+        events, bad = world.attackers(model, attack_size, filler_size, "bot", 900 + index)
+        population = world.base.fork()
+        population.feed(events)
+        rows.append(line(model.replace("_", " "), population, bad))
+    return "\n".join(
+        [
+            f"Textbook world, seed {seed}: percentiles 10 / 50 / 90 of each profile statistic "
+            f"(core.spam.ProfileFeatures), genuine raters and each model's attackers "
+            f"(attack size {attack_size:.0%}, filler {filler_size:.0%}, bot timing).",
+            "",
+            *rows,
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.spam_textbook", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[11])
+    parser.add_argument(
+        "--distributions", action="store_true", help="the statistics' percentiles, per model"
+    )
+    parser.add_argument(
+        "--one-z0",
+        type=float,
+        help="one norm z0 for every profile statistic (SpamConfig.norm_z0, "
+        "norm_z0_popularity, norm_z0_focus): the defaults' trade-off",
+    )
     args = parser.parse_args(argv)
     sizes = TextbookSizes()
+    config = SpamConfig()
+    if args.one_z0 is not None:
+        z0 = args.one_z0
+        config = replace(config, norm_z0=z0, norm_z0_popularity=z0, norm_z0_focus=z0)
+    if args.distributions:
+        for seed in args.seeds:
+            print(distributions(seed, config))
+        return 0
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     for seed in args.seeds:
-        print(report(seed, run(sizes, seed, SpamConfig(), log), sizes))
+        print(report(seed, run(sizes, seed, config, log), sizes))
     return 0
 
 
