@@ -72,7 +72,7 @@ class GuardConfig:
     max_users: int = 200_000
     norm_profiles: int = 5_000
     """The latest judged profiles the population norms are fitted on."""
-    group_profiles: int = 20_000
+    group_profiles: int = 5_000
     """The most recently active users with ratings the group detector reads (every
     ``judge_within_seconds``, when ratings arrived since)."""
 
