@@ -56,9 +56,16 @@ with the prior ``Beta(a0, b0) = Beta(4, 1)`` (a new user scores 80). Below
 ``suspect_threshold`` (50) a user is *suspect*; below ``block_threshold``
 (20), or on a hard rule (:func:`hard_rule`), *blocked*.
 
+Population level. The profile signals are gated by what the population
+makes normal (:func:`fit_norms`, :mod:`recloop.core.spam_norms`), the
+behaviour signals by the size of the catalogue the population acts on
+(:meth:`ItemStats.note_items`), and ``target_group`` is evidence against a
+group of new, similar profiles that rate one item at the end of the scale
+(:func:`groups`, :mod:`recloop.core.spam_groups`).
+
 The thresholds and weights are set on the simulation of
-``benchmarks/spam_eval.py`` (docs/spam.md), which also says what the
-detectors cannot see.
+``benchmarks/spam_eval.py``; docs/spam.md reports them there and on two
+worlds they were not set on, and says what the detectors cannot see.
 
 References
 ----------
