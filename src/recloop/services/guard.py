@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +73,9 @@ class GuardConfig:
     max_users: int = 200_000
     norm_profiles: int = 5_000
     """The latest judged profiles the population norms are fitted on."""
+    rejudge_flagged: int = 1_000
+    """Flagged (suspect or blocked, not by hand) users judged again when the norms are
+    refitted, at most: the oldest records first."""
     group_profiles: int = 5_000
     """The most recently active users with ratings the group detector reads (every
     ``judge_within_seconds``, when ratings arrived since)."""
@@ -148,8 +152,10 @@ class GuardService:
         """
         now = self._clock() if now is None else now
         again = self._regroup(now)
-        if self._refresh_norms():  # the flagged are judged again against the new norms
-            again += [u for u, r in self._records.items() if r.status != "trusted" and not r.manual]
+        if self._refresh_norms():  # new norms: the flagged are judged again by them
+            records = self._records.items()
+            flagged = (u for u, r in records if r.status != "trusted" and not r.manual)
+            again += list(itertools.islice(flagged, self._config.rejudge_flagged))
         quiet_since = now - self._config.judge_within_seconds / 2
         due = [user for user, at in self._pending.items() if at <= quiet_since]
         due += [user for user in dict.fromkeys(again) if user not in self._pending]
