@@ -1,7 +1,12 @@
 """Evaluate the spam and bot detectors (``recloop.core.spam``) on a seeded simulation.
 
-``uv run --frozen python -m benchmarks.spam_eval [--quick] [--seed N] [--users N]
-[--items N] [--write] [--mixed | --through-api [--url URL] [--wait S]]``
+``uv run --frozen python -m benchmarks.spam_eval [--world original|textbook|small|all]
+[--quick] [--seed N] [--users N] [--items N] [--write] [--mixed | --through-api [--url URL]
+[--wait S]]``
+
+``--world`` also reports the worlds the detectors were not tuned on: the
+textbook world of ``benchmarks.spam_textbook`` and the small-catalogue world
+of ``benchmarks.spam_small``.
 
 Genuine users have latent tastes (a factor model with item and user biases),
 rate noisily around them, choose items by popularity and taste, and act with
@@ -57,7 +62,10 @@ from recloop.core.spam import (
     TextRegistry,
     UserActivity,
     Verdict,
+    fit_norms,
+    groups,
     judge,
+    profile_features,
     record_event,
 )
 
@@ -513,6 +521,7 @@ class Population:
     def feed(self, events: Sequence[Event]) -> None:
         """``record_event`` for every event, in time order."""
         users, config, items, texts = self.users, self.config, self.items, self.texts
+        items.note_items(e[3] for e in events)
         for t, uid, kind, item, value, text in sorted(events, key=lambda e: e[0]):
             activity = users.get(uid)
             if activity is None:
@@ -527,7 +536,18 @@ class Population:
         return Population(self.config, self.items.copy(), texts, dict(self.users))
 
     def judge(self, uids: Iterable[str], now: float) -> dict[str, Verdict]:
-        return {u: judge(self.users[u], self.items, self.config, now, self.texts) for u in uids}
+        """Judge ``uids`` as the guard would: against the norms of every profile held and
+        with the group readings of the whole population."""
+        config, items = self.config, self.items
+        norms = fit_norms(
+            (f for a in self.users.values() if (f := profile_features(a.ratings, items, config))),
+            config,
+        )
+        found = groups(self.users, config)
+        return {
+            u: judge(self.users[u], items, config, now, self.texts, norms, found.get(u))
+            for u in uids
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -950,6 +970,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.spam_eval", description=__doc__.split("\n")[0]
     )
+    parser.add_argument(
+        "--world",
+        choices=("original", "textbook", "small", "all"),
+        default="original",
+        help="this module's world (tuned on), the textbook world (benchmarks.spam_textbook,"
+        " seeds 11 12 13) or the small-catalogue world (benchmarks.spam_small); all: each",
+    )
     parser.add_argument("--quick", action="store_true", help="a smaller world, fewer cells")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--users", type=_size, help="genuine users (default 1000; quick 400)")
@@ -976,6 +1003,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     config = SpamConfig()
+    if args.world in ("textbook", "all"):
+        from benchmarks import spam_textbook
+
+        spam_textbook.main(["--seeds", "11", "12", "13"])
+    if args.world in ("small", "all"):
+        from benchmarks import spam_small
+
+        spam_small.main([])
+    if args.world in ("textbook", "small"):
+        return 0
     if args.mixed:
         sim = Simulation(sizes, args.seed, config)
         sim.build(log)

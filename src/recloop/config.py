@@ -313,6 +313,9 @@ class SpamSettings(_Section):
     judge_every_seconds: float = Field(300.0, gt=0.0)
     """... and in between at most this often, once ``min_new_events`` have arrived."""
     min_new_events: int = Field(10, ge=1)
+    judge_within_seconds: float = Field(60.0, gt=0.0)
+    """Every user with new evidence is judged within this long of their last event,
+    whatever their event count (a sweep of the users due)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> SpamSettings:

@@ -150,6 +150,7 @@ class Container:
         else:
             await self.processor.stop()
         await self.experiments.stop()
+        await self.guard.stop()
         if self.ingest.limits is not None:
             await self.ingest.limits.close()
         if self.shared_cache is not None:
@@ -385,6 +386,7 @@ def build_container(settings: Settings) -> Container:
             judge_every_events=sp.judge_every_events,
             judge_every_seconds=sp.judge_every_seconds,
             min_new_events=sp.min_new_events,
+            judge_within_seconds=sp.judge_within_seconds,
             max_users=settings.cache.max_users,
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -86,5 +87,34 @@ async def test_blocks_survive_a_restart(settings_factory: Callable[..., Settings
     try:
         r = await app.client.post("/feedback", json=like("mallory", time.time()))
         assert r.status_code == 403
+    finally:
+        await close()
+
+
+async def test_a_quiet_attacker_is_judged_without_anyone_asking(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    # 11 ratings, under the 20 events of the count schedule; nobody reads their reliability
+    settings = settings_factory(
+        spam={"enabled": True, "judge_within_seconds": 0.2}, rate_limits={"enabled": False}
+    )
+    app, close = await start_app(settings)
+    try:
+        now = time.time() - 600
+        events = [
+            {**like("mallory", now + 3.0 * k, item=f"i{k}"), "type": "rating", "value": 5}
+            for k in range(10)
+        ]
+        events.append({**like("mallory", now + 40, item="t"), "type": "rating", "value": 1})
+        assert (await app.client.post("/feedback", json={"events": events})).status_code == 202
+        await app.idle()
+        listed: list[str] = []
+        for _ in range(100):  # at most 5 s; due within 0.15 s of the events
+            suspects = (await app.client.get("/spam/suspects", params={"limit": 5})).json()
+            listed = [s["user_id"] for s in suspects]
+            if "mallory" in listed:
+                break
+            await asyncio.sleep(0.05)
+        assert "mallory" in listed
     finally:
         await close()

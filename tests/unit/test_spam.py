@@ -510,7 +510,7 @@ def test_signals_are_complete_and_json_ready() -> None:
         "repeated_item", "item_diversity", "short_dwell", "clicks_without_impressions",
         "review_links", "review_repeated_chars", "review_copies", "rdma", "wdma",
         "item_mean_deviation", "mean_var", "fmtd", "extremity", "agreement", "popularity",
-        "target_focus", "length_var",
+        "target_focus", "length_var", "target_group",
     }  # fmt: skip
     for signal in found.values():
         assert isinstance(signal.value, float) and isinstance(signal.fired, bool)

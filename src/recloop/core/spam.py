@@ -14,8 +14,10 @@ timing
     histogram: bots run around the clock, humans sleep) and
     ``explicit_burst`` (explicit events within one second, a hard rule).
 behaviour
-    ``repeated_item`` (share of actions repeating a (type, item) pair),
-    ``item_diversity`` (normalised entropy of the items acted on),
+    ``repeated_item`` (share of actions repeating a (type, item) pair, beyond
+    what choice in a catalogue of the size the population acts on forces),
+    ``item_diversity`` (entropy of the items acted on, normalised by the most
+    the actions could reach in that catalogue),
     ``short_dwell`` (share of dwell events under a few seconds) and
     ``clicks_without_impressions``.
 rating profile
@@ -54,9 +56,16 @@ with the prior ``Beta(a0, b0) = Beta(4, 1)`` (a new user scores 80). Below
 ``suspect_threshold`` (50) a user is *suspect*; below ``block_threshold``
 (20), or on a hard rule (:func:`hard_rule`), *blocked*.
 
+Population level. The profile signals are gated by what the population
+makes normal (:func:`fit_norms`, :mod:`recloop.core.spam_norms`), the
+behaviour signals by the size of the catalogue the population acts on
+(:meth:`ItemStats.note_items`), and ``target_group`` is evidence against a
+group of new, similar profiles that rate one item at the end of the scale
+(:func:`groups`, :mod:`recloop.core.spam_groups`).
+
 The thresholds and weights are set on the simulation of
-``benchmarks/spam_eval.py`` (docs/spam.md), which also says what the
-detectors cannot see.
+``benchmarks/spam_eval.py``; docs/spam.md reports them there and on two
+worlds they were not set on, and says what the detectors cannot see.
 
 References
 ----------
@@ -84,7 +93,7 @@ import re
 import unicodedata
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -94,9 +103,12 @@ from scipy.stats import rankdata  # type: ignore[import-untyped]
 
 from recloop.core.errors import InvalidInput
 from recloop.core.events import EXPLICIT_TYPES, RATING_MAX, RATING_MIN
+from recloop.core.spam_groups import GroupReading, GroupRule, Profile, find_groups
+from recloop.core.spam_norms import ProfileNorms
 
 __all__ = [
     "BLOCKED",
+    "CATALOGUE_CAP",
     "FAMILIES",
     "SUSPECT",
     "TRUSTED",
@@ -112,7 +124,11 @@ __all__ = [
     "burstiness",
     "coefficient_of_variation",
     "evidence",
+    "excess_repeats",
+    "fit_norms",
     "graded",
+    "group_rule",
+    "groups",
     "grown",
     "hard_rule",
     "has_link",
@@ -120,6 +136,7 @@ __all__ = [
     "hour_entropy",
     "item_diversity",
     "judge",
+    "norm_row",
     "normalise_text",
     "profile_features",
     "record_event",
@@ -143,6 +160,9 @@ _REPEATED_CHARS = re.compile(r"(.)\1{4,}", re.S)
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 FloatArray = npt.NDArray[np.float64]
+
+CATALOGUE_CAP: Final = 10_000
+"""Distinct items :meth:`ItemStats.note_items` counts at most."""
 
 
 # -- Configuration ------------------------------------------------------------------
@@ -288,11 +308,36 @@ class SpamConfig:
     length_z_max: float = 5.0  # profile length in standard deviations above the mean
     length_z_span: float = 3.0
     w_length: float = 3.0
+    # population norms (core.spam_norms): a profile signal counts only as far as the
+    # user is also unusual for the population, from norm_z0 robust sd (none) to
+    # norm_z0 + norm_span (all); fitted once norms_min_profiles profiles are known
+    norm_z0: float = 2.5
+    # where the tuning world's attackers sit in a long genuine tail (docs/spam.md)
+    norm_z0_popularity: float = 1.0
+    norm_z0_focus: float = 1.0
+    norm_span: float = 1.0
+    norms_min_profiles: int = 100
+    # groups (core.spam_groups): at least group_min raters at an end of the scale of
+    # one item who arrived within one of group_arrival_seconds of the raters' median
+    # and have a profile size within exp(+-group_length_log) of theirs, more than
+    # chance puts there (binomial tail <= group_alpha)
+    group_min: int = 5
+    group_arrival_seconds: tuple[float, ...] = (86_400.0, 7 * 86_400.0)
+    group_length_log: float = 0.3
+    group_alpha: float = 1e-9
+    group_min_share: float = 0.5  # of the item's raters at that end
+    group_purity_min: float = 0.8  # evidence from 0 at this purity ...
+    group_purity_span: float = 0.15  # ... to w_group this much above it
+    w_group: float = 12.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool):
+                continue
+            if isinstance(value, tuple):
+                if not value or not all(math.isfinite(v) and v > 0 for v in value):
+                    raise InvalidInput(f"spam.{f.name}", f"must be > 0 and finite, got {value}")
                 continue
             if f.name in _SIGNED:
                 if not math.isfinite(value):
@@ -419,6 +464,7 @@ class ItemStats:
 
     def __init__(self) -> None:
         self._items: dict[str, RatingMoments] = {}
+        self._seen: set[str] = set()  # items of any event, up to CATALOGUE_CAP
         self._global = RatingMoments()
         self._lengths = RatingMoments()
         self._version = 0
@@ -458,6 +504,27 @@ class ItemStats:
         self.remove_rating(item_id, old)
         self.add_rating(item_id, new)
 
+    def note_items(self, item_ids: Iterable[str]) -> None:
+        """Count the items of a batch of events of any type in :attr:`catalogue`.
+
+        Free once :data:`CATALOGUE_CAP` items are known (the behaviour signals
+        need the catalogue's size only up to the actions they look at).
+        """
+        seen = self._seen
+        if len(seen) < CATALOGUE_CAP:
+            seen.update(item_ids)
+
+    @property
+    def catalogue(self) -> int:
+        """How many distinct items the events noted so far were about (at most
+        :data:`CATALOGUE_CAP`; 0 when none were noted: unknown).
+
+        >>> s = ItemStats()
+        >>> s.note_items(["a", "b", "a"]); s.catalogue
+        2
+        """
+        return len(self._seen)
+
     def note_profile_length(self, old: int, new: int) -> None:
         """A user's number of rated items went from ``old`` to ``new`` (0 = no profile)."""
         if old > 0:
@@ -470,6 +537,7 @@ class ItemStats:
         for item_id, moments in other._items.items():
             self._items[item_id] = self._items.get(item_id, RatingMoments()) + moments
         self._global = self._global + other._global
+        self.note_items(other._seen)
         self._lengths = self._lengths + other._lengths
         self._version += 1
 
@@ -477,6 +545,7 @@ class ItemStats:
         """An independent copy (the moments themselves are immutable)."""
         clone = ItemStats()
         clone._items = dict(self._items)
+        clone._seen = set(self._seen)
         clone._global = self._global
         clone._lengths = self._lengths
         return clone
@@ -1025,6 +1094,7 @@ FAMILIES: Final[Mapping[str, str]] = {
     "popularity": "profile_popularity",
     "target_focus": "profile_focus",
     "length_var": "profile_length",
+    "target_group": "profile_group",
 }
 """Which family each signal belongs to: evidence is counted once per family."""
 
@@ -1162,18 +1232,20 @@ def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Sig
     return out
 
 
-def _behaviour_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
+def _behaviour_signals(
+    activity: UserActivity, config: SpamConfig, catalogue: int = 0
+) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
     out["repeated_item"] = graded(
-        activity.repeats / n if n else math.nan,
+        excess_repeats(activity.repeats, n, len(activity._times), catalogue),
         config.repeat_max,
         config.repeat_span,
         grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions),
     )
     items = activity.recent_items()
     out["item_diversity"] = graded(
-        item_diversity(items),
+        item_diversity(items, catalogue),
         config.diversity_min,
         config.diversity_span,
         grown(config.w_repetition, len(items), config.behaviour_half, config.behaviour_min_actions),
@@ -1196,22 +1268,59 @@ def _behaviour_signals(activity: UserActivity, config: SpamConfig) -> dict[str, 
     return out
 
 
-def item_diversity(items: list[str]) -> float:
-    """Normalised entropy ``H(items) / log(len(items))`` of a list of acted-on items.
+def item_diversity(items: list[str], catalogue: int = 0) -> float:
+    """Normalised entropy ``H(items) / log(min(len(items), catalogue))`` of acted-on items.
 
-    1.0 when every action is on a different item, 0.0 when all are on one.
-    NaN for fewer than two actions.
+    1.0 when the actions spread evenly over as many items as they could
+    (every action on a different item, or, in a catalogue smaller than the
+    list, evenly over the catalogue), 0.0 when all are on one. ``catalogue``
+    is the number of items the population acts on (0: unknown, taken as
+    unbounded): 300 actions in a 10-item shop cannot reach more than log 10.
+    NaN for fewer than two actions or a catalogue of one item.
 
     >>> item_diversity(["a", "b", "c", "d"]), item_diversity(["a"] * 4)
     (1.0, 0.0)
+    >>> round(item_diversity(["a", "b"] * 50), 3), item_diversity(["a", "b"] * 50, catalogue=2)
+    (0.151, 1.0)
     """
-    if len(items) < 2:
+    size = len(items) if catalogue <= 0 else min(len(items), catalogue)
+    if len(items) < 2 or size < 2:
         return math.nan
     counts: dict[str, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     p = np.fromiter(counts.values(), dtype=np.float64) / len(items)
-    return max(0.0, float(-(p * np.log(p)).sum()) / math.log(len(items)))
+    return min(1.0, max(0.0, float(-(p * np.log(p)).sum()) / math.log(size)))
+
+
+def excess_repeats(repeats: int, actions: int, types: int, catalogue: int = 0) -> float:
+    """The share of actions repeating a (type, item) pair beyond what the catalogue forces.
+
+    ``(s - e) / (1 - e)`` with ``s = repeats / actions`` and ``e`` the share
+    expected when each of the ``types`` action types takes ``actions /
+    types`` items uniformly at random from a ``catalogue`` of ``K`` items:
+    ``e = 1 - K (1 - (1 - 1/K)^m) / m``, ``m = actions / types``. ``e`` is
+    0 for an unknown (0) or a large catalogue, so the value is the plain
+    share; in a 10-item shop a heavy user's re-views are what choice alone
+    gives, and the value stays low. Negative values (fewer repeats than
+    uniform choice) are clipped to 0. NaN without actions.
+
+    >>> excess_repeats(98, 100, 1), excess_repeats(0, 100, 1)
+    (0.98, 0.0)
+    >>> round(excess_repeats(90, 100, 1, catalogue=10), 3)  # 100 clicks on 10 items
+    0.0
+    """
+    if actions <= 0:
+        return math.nan
+    share = repeats / actions
+    if catalogue <= 0:
+        return share
+    per_type = actions / max(types, 1)
+    k = float(catalogue)
+    expected = 1.0 - k * -math.expm1(per_type * math.log1p(-1.0 / k)) / per_type if k > 1 else 1.0
+    if expected >= 1.0:
+        return 0.0
+    return max(0.0, (share - expected) / (1.0 - expected))
 
 
 def _text_signals(
@@ -1448,10 +1557,46 @@ def _agreement_upper(rho: float, n: int, z: float) -> float:
     return math.tanh(math.atanh(min(max(rho, -0.999999), 0.999999)) + z / math.sqrt(n - 3))
 
 
+def norm_row(f: ProfileFeatures) -> dict[str, float]:
+    """The statistics of a profile that :class:`~recloop.core.spam_norms.ProfileNorms`
+    keeps norms of, by the name the gate uses."""
+    return {
+        "rdma_ratio": f.rdma_ratio,
+        "wdma_ratio": f.wdma_ratio,
+        "deviation": f.deviation,
+        "mean_var_ratio": f.mean_var_ratio,
+        "fmtd": f.fmtd,
+        "extremity": f.extremity,
+        "agreement": f.agreement,
+        "popularity": f.popularity,
+        "target_focus": f.target_focus,
+        "length_z": f.length_z,
+    }
+
+
+def fit_norms(features: Iterable[ProfileFeatures], config: SpamConfig) -> ProfileNorms | None:
+    """Population norms of the profile statistics, or None with fewer than
+    ``config.norms_min_profiles`` profiles of at least ``profile_min`` ratings."""
+    kept = [f for f in features if f.n >= config.profile_min]
+    if len(kept) < max(config.norms_min_profiles, 1):
+        return None
+    return ProfileNorms.fit(
+        [norm_row(f) for f in kept],
+        [f.n for f in kept],
+        config.norm_z0,
+        config.norm_span,
+        {"popularity": config.norm_z0_popularity, "target_focus": config.norm_z0_focus},
+    )
+
+
 def _profile_signals(
-    activity: UserActivity, items: ItemStats, config: SpamConfig
+    activity: UserActivity,
+    items: ItemStats,
+    config: SpamConfig,
+    norms: ProfileNorms | None = None,
+    features: ProfileFeatures | None = None,
 ) -> dict[str, Signal]:
-    f = profile_features(activity.ratings, items, config)
+    f = features if features is not None else profile_features(activity.ratings, items, config)
     if f is None:
         nan = Signal(math.nan, False, 0.0)
         return dict.fromkeys(
@@ -1462,6 +1607,9 @@ def _profile_signals(
             nan,
         )  # fmt: skip
     n = f.n
+
+    def gate(name: str, value: float) -> float:
+        return 1.0 if norms is None else norms.gate(name, value, n)
 
     def w(weight: float, size: float | None = None) -> float:
         return grown(weight, n if size is None else size, config.profile_half, config.profile_min)
@@ -1477,29 +1625,36 @@ def _profile_signals(
     upper = _agreement_upper(f.agreement, n, config.agreement_z)
     w_dev = w(config.w_deviation)
     rdma_s = severity(f.rdma_ratio, config.rdma_ratio_max, config.rdma_ratio_span)
+    rdma_s *= gate("rdma_ratio", f.rdma_ratio)
     wdma_s = severity(f.wdma_ratio, config.rdma_ratio_max, config.rdma_ratio_span)
+    wdma_s *= gate("wdma_ratio", f.wdma_ratio)
+    deviation_s = severity(f.deviation, config.deviation_max, config.deviation_span)
+    deviation_s *= gate("deviation", f.deviation)
     mean_var_s = severity(
         f.mean_var_ratio, config.mean_var_ratio_min, config.mean_var_ratio_span, high=False
-    )
+    ) * gate("mean_var_ratio", f.mean_var_ratio)
     agreement_s = severity(upper, config.agreement_min, config.agreement_span, high=False)
+    agreement_s *= gate("agreement", f.agreement)
     ranked = max(items.items, n + 1)
     popularity_s = severity(
         f.popularity,
         config.popularity_max + config.popularity_slack / (math.sqrt(n) * math.log(ranked / n)),
         config.popularity_span,
-    )
+    ) * gate("popularity", f.popularity)
     length_s = severity(f.length_z, config.length_z_max, config.length_z_span)
+    length_s *= gate("length_z", f.length_z)
+    fmtd_s = severity(f.fmtd, config.fmtd_max, config.fmtd_span) * gate("fmtd", f.fmtd)
+    extremity_s = severity(f.extremity, config.extremity_max, config.extremity_span)
+    extremity_s *= gate("extremity", f.extremity)
+    focus_s = severity(f.target_focus, config.focus_max, config.focus_span)
+    focus_s *= gate("target_focus", f.target_focus)
     return {
         "rdma": scaled(f.rdma, rdma_s, w_dev),
         "wdma": scaled(f.wdma, wdma_s, w_dev),
-        "item_mean_deviation": graded(
-            f.deviation, config.deviation_max, config.deviation_span, w_dev
-        ),
+        "item_mean_deviation": scaled(f.deviation, deviation_s, w_dev),
         "mean_var": scaled(f.mean_var, mean_var_s, w(config.w_mean_var, f.filler)),
-        "fmtd": graded(f.fmtd, config.fmtd_max, config.fmtd_span, w(config.w_shape)),
-        "extremity": graded(
-            f.extremity, config.extremity_max, config.extremity_span, w(config.w_shape)
-        ),
+        "fmtd": scaled(f.fmtd, fmtd_s, w(config.w_shape)),
+        "extremity": scaled(f.extremity, extremity_s, w(config.w_shape)),
         "agreement": scaled(
             f.agreement, agreement_s, w(config.w_agreement) if math.isfinite(upper) else 0.0
         ),
@@ -1510,11 +1665,37 @@ def _profile_signals(
             if math.isfinite(f.popularity) and n >= config.popularity_min
             else 0.0,
         ),
-        "target_focus": graded(
-            f.target_focus, config.focus_max, config.focus_span, w(config.w_focus)
-        ),
+        "target_focus": scaled(f.target_focus, focus_s, w(config.w_focus)),
         "length_var": scaled(f.length_var, length_s, w(config.w_length)),
     }
+
+
+def group_rule(config: SpamConfig) -> GroupRule:
+    """The group detector's numbers from the config."""
+    return GroupRule(
+        config.group_min,
+        config.group_arrival_seconds,
+        config.group_length_log,
+        config.group_alpha,
+        config.group_min_share,
+    )
+
+
+def groups(activities: Mapping[str, UserActivity], config: SpamConfig) -> dict[str, GroupReading]:
+    """The group readings of the users in ``activities`` (:mod:`recloop.core.spam_groups`);
+    pass every profile the population holds: the chance of a box is measured on them."""
+    profiles = {user: Profile(a.ratings, a.first_at) for user, a in activities.items() if a.ratings}
+    return find_groups(profiles, group_rule(config))
+
+
+def _group_signal(group: GroupReading | None, config: SpamConfig) -> Signal:
+    if group is None:
+        return Signal(math.nan, False, 0.0)
+    weight = config.w_group * severity(
+        group.purity, config.group_purity_min, config.group_purity_span
+    )
+    value = -math.log10(max(group.p_value, 1e-300))
+    return Signal(value, weight > 0, weight)
 
 
 def signals(
@@ -1523,12 +1704,19 @@ def signals(
     config: SpamConfig,
     now: float,
     texts: TextRegistry | None = None,
+    norms: ProfileNorms | None = None,
+    group: GroupReading | None = None,
+    features: ProfileFeatures | None = None,
 ) -> dict[str, Signal]:
     """Every detector's reading of one user, by name (see :data:`FAMILIES`).
 
     O(profile length + remembered actions). ``texts``, when given, updates
     the review-copies count to now (a text copied by others *after* this user
     posted it); otherwise the count seen when the user posted is used.
+    ``norms`` (:func:`fit_norms`) gate the profile signals by what the
+    population makes normal; ``group`` is the user's reading of the group
+    detector (:func:`groups`), ``features`` the profile's features when
+    already computed.
 
     >>> a = UserActivity()
     >>> for i in range(40):
@@ -1539,9 +1727,10 @@ def signals(
     """
     del now  # the detectors read the evidence as of its latest event
     out = _timing_signals(activity, config)
-    out.update(_behaviour_signals(activity, config))
+    out.update(_behaviour_signals(activity, config, items.catalogue))
     out.update(_text_signals(activity, config, texts))
-    out.update(_profile_signals(activity, items, config))
+    out.update(_profile_signals(activity, items, config, norms, features))
+    out["target_group"] = _group_signal(group, config)
     return out
 
 
@@ -1624,6 +1813,7 @@ class Verdict:
     status: str
     signals: dict[str, Signal]
     hard_rule: str | None
+    features: ProfileFeatures | None = None
 
 
 def status_of(score: float, rule: str | None, config: SpamConfig) -> str:
@@ -1649,6 +1839,8 @@ def judge(
     config: SpamConfig,
     now: float,
     texts: TextRegistry | None = None,
+    norms: ProfileNorms | None = None,
+    group: GroupReading | None = None,
 ) -> Verdict:
     """Score one user: the signals, their evidence, the Beta reputation and the status.
 
@@ -1663,11 +1855,12 @@ def judge(
     >>> v.score, v.status
     (80.0, 'trusted')
     """
-    found = signals(activity, items, config, now, texts)
+    features = profile_features(activity.ratings, items, config)
+    found = signals(activity, items, config, now, texts, norms, group, features)
     rule = hard_rule(activity, config, now)
     positive, negative = evidence(found, config)
     score = 0.0 if rule is not None else reputation(positive, negative, config)
-    return Verdict(score, status_of(score, rule, config), found, rule)
+    return Verdict(score, status_of(score, rule, config), found, rule, features)
 
 
 def record_event(

@@ -13,10 +13,22 @@ flood), and acts on the verdict:
 
 Status changes are stored (``user_reliability``); the evidence itself is
 not: after a restart, users start from their stored status and new evidence.
+
+When users are judged: after 20 events, then after twice as many each time
+(``judge_every_events``), in between at most every ``judge_every_seconds``
+once ``min_new_events`` have arrived, at once on a hard rule, and, whatever
+their event count, within ``judge_within_seconds`` of the arrival of their
+last event: a sweep every quarter of that period judges every user with
+unjudged evidence who has been quiet for half of it. The ingest path only
+notes, once per batch, which users sent something.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,15 +39,22 @@ from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.spam import (
     ItemStats,
+    ProfileFeatures,
     SpamConfig,
     TextRegistry,
     UserActivity,
     Verdict,
+    fit_norms,
+    groups,
     hard_rule,
     judge,
     record_event,
 )
+from recloop.core.spam_groups import GroupReading
+from recloop.core.spam_norms import ProfileNorms
 from recloop.ports import ReliabilityRecord, StateStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +67,18 @@ class GuardConfig:
     """... and at most this often in between, once a few new events have arrived."""
     min_new_events: int = 10
     """New events a timed re-judgement needs."""
+    judge_within_seconds: float = 60.0
+    """Every user with new evidence is judged within this long of their last event's
+    arrival, whatever their event count (a sweep; see the module docstring)."""
     max_users: int = 200_000
+    norm_profiles: int = 5_000
+    """The latest judged profiles the population norms are fitted on."""
+    rejudge_flagged: int = 1_000
+    """Flagged (suspect or blocked, not by hand) users judged again when the norms are
+    refitted, at most: the oldest records first."""
+    group_profiles: int = 5_000
+    """The most recently active users with ratings the group detector reads (every
+    ``judge_within_seconds``, when ratings arrived since)."""
 
 
 @dataclass(slots=True)
@@ -72,14 +102,108 @@ class GuardService:
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
+        # users with evidence not judged yet -> when their latest batch arrived
+        self._pending: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        # what the population makes normal, and who is in a group (core.spam_norms,
+        # core.spam_groups): refreshed by the sweep
+        self._sample: dict[str, ProfileFeatures] = {}
+        self._norms: ProfileNorms | None = None
+        self._sampled_since_fit = 0
+        self._groups: dict[str, GroupReading] = {}
+        self._grouped_at = -float("inf")
+        self._grouped_ratings = 0
         # The score of a user with no evidence yet (the Beta reputation's prior).
         self.fresh_score = judge(
             UserActivity(config.spam), ItemStats(), config.spam, clock(), TextRegistry()
         ).score
 
     async def start(self) -> None:
+        """Load the stored records (again: the distributed API calls it to refresh them);
+        the first call starts the sweep of users due for judgement."""
         for record in await self._store.get_reliability():
             self._records[record.user_id] = record
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="guard-sweep")
+
+    async def stop(self) -> None:
+        """Stop the sweep (the evidence stays in memory)."""
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    async def _sweep_forever(self) -> None:
+        period = self._config.judge_within_seconds / 4
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.sweep()
+            except Exception as exc:  # the store is down: the records stay in memory
+                log.warning("guard sweep failed: %s", exc)
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Judge every user with unjudged evidence whose latest events arrived at least
+        half of ``judge_within_seconds`` ago; how many were judged.
+
+        Run every quarter of ``judge_within_seconds`` (:meth:`start`), so that nobody
+        waits longer than three quarters of it after their last event.
+        """
+        now = self._clock() if now is None else now
+        again = self._regroup(now)
+        if self._refresh_norms():  # new norms: the flagged are judged again by them
+            records = self._records.items()
+            flagged = (u for u, r in records if r.status != "trusted" and not r.manual)
+            again += list(itertools.islice(flagged, self._config.rejudge_flagged))
+        quiet_since = now - self._config.judge_within_seconds / 2
+        due = [user for user, at in self._pending.items() if at <= quiet_since]
+        due += [user for user in dict.fromkeys(again) if user not in self._pending]
+        changes = []
+        judged = 0
+        for user_id in due:
+            if user_id not in self._users:  # evicted or erased since: nothing to judge
+                self._pending.pop(user_id, None)
+                continue
+            judged += 1
+            if (change := self._judge(user_id, now)) is not None:
+                changes.append(change)
+        if changes:
+            await self._store.put_reliability(changes)
+        return judged
+
+    def _refresh_norms(self) -> bool:
+        """Refit the population norms once a tenth of the sample is new; whether they
+        were refitted."""
+        if self._sampled_since_fit * 10 < max(len(self._sample), 1):
+            return False
+        self._norms = fit_norms(self._sample.values(), self._config.spam)
+        self._sampled_since_fit = 0
+        return self._norms is not None
+
+    def _regroup(self, now: float) -> list[str]:
+        """Run the group detector (every ``judge_within_seconds`` at most, when ratings
+        arrived since); the users whose group reading changed."""
+        ratings = self._items.global_moments.n
+        if (
+            ratings == self._grouped_ratings
+            or now - self._grouped_at < self._config.judge_within_seconds
+        ):
+            return []
+        self._grouped_at, self._grouped_ratings = now, ratings
+        raters: list[tuple[str, UserActivity]] = []
+        # oldest first: get() moves each to the end, so the recency order stays
+        for user_id in self._users.keys()[-self._config.group_profiles * 2 :]:
+            tracked = self._users.get(user_id)
+            if tracked is not None and tracked.activity.ratings:
+                raters.append((user_id, tracked.activity))
+        found = groups(dict(raters[-self._config.group_profiles :]), self._config.spam)
+        old, self._groups = self._groups, found
+        return [u for u in {*old, *found} if old.get(u) != found.get(u)]
+
+    def pending(self) -> int:
+        """How many users have evidence not judged yet."""
+        return len(self._pending)
 
     # -- the hot path ------------------------------------------------------------
 
@@ -105,6 +229,8 @@ class GuardService:
         now = self._clock()
         config, items, texts = self._config, self._items, self._texts
         due: list[str] = []
+        items.note_items([e.item_id for e in events])
+        self._pending.update(dict.fromkeys([e.user_id for e in events], now))
         for e in events:
             tracked = self._track(e.user_id)
             activity = tracked.activity
@@ -143,10 +269,26 @@ class GuardService:
     def _judge(self, user_id: str, now: float) -> ReliabilityRecord | None:
         """Judge the user; the new record if their stored status or score moved."""
         tracked = self._track(user_id)
-        verdict = judge(tracked.activity, self._items, self._config.spam, now, self._texts)
+        verdict = judge(
+            tracked.activity,
+            self._items,
+            self._config.spam,
+            now,
+            self._texts,
+            self._norms,
+            self._groups.get(user_id),
+        )
+        features = verdict.features
+        if features is not None and features.n >= self._config.spam.profile_min:
+            self._sample.pop(user_id, None)
+            self._sample[user_id] = features
+            self._sampled_since_fit += 1
+            if len(self._sample) > self._config.norm_profiles:
+                del self._sample[next(iter(self._sample))]
         judged = tracked.activity.events
         tracked.verdict, tracked.judged_at, tracked.events_since_judged = verdict, now, 0
         tracked.next_after = max(self._config.judge_every_events, judged)
+        self._pending.pop(user_id, None)
         current = self._records.get(user_id)
         if current is not None and current.manual:
             return None
@@ -210,6 +352,9 @@ class GuardService:
         """Drop the user's evidence and record from memory (an erasure; their stored record
         is deleted with the rest of their rows). The texts' counts of distinct users stay."""
         self._users.delete(user_id)
+        self._pending.pop(user_id, None)
+        self._sample.pop(user_id, None)
+        self._groups.pop(user_id, None)
         self._records.pop(user_id, None)
         self._texts.forget(user_id)
 
