@@ -70,3 +70,31 @@ def test_with_no_statistics_yet_each_profile_is_its_own_baseline() -> None:
     got = profile_features_many(profiles, ItemStats(), config)
     for profile, features in zip(profiles, got, strict=True):
         assert _same(features, profile_features(profile, ItemStats(), config))
+
+
+def test_judging_many_gives_each_user_the_verdict_judging_alone_gives() -> None:
+    from recloop.core.spam import TextRegistry, UserActivity, judge, record_event
+    from recloop.core.spam_batch import judge_many
+
+    rng = random.Random(5)
+    config, stats, texts = SpamConfig(), ItemStats(), TextRegistry()
+    activities = []
+    for _ in range(60):
+        activity = UserActivity(config)
+        t = 1_000.0 + rng.random() * 100
+        for _ in range(rng.choice([0, 3, 12, 30])):
+            kind = rng.choice(["view", "click", "rating", "rating", "like", "impression"])
+            value = rng.choice([1.0, 3.0, 4.0, 5.0]) if kind == "rating" else None
+            t += rng.choice([0.5, 30.0, 600.0])
+            record_event(activity, stats, texts, kind, f"i{rng.randrange(40)}", value, t)
+        activities.append(activity)
+    now = 100_000.0
+    verdicts = judge_many(activities, stats, config, now, texts)
+    for activity, verdict in zip(activities, verdicts, strict=True):
+        alone = judge(activity, stats, config, now, texts)
+        assert (verdict.status, verdict.hard_rule) == (alone.status, alone.hard_rule)
+        assert math.isclose(verdict.score, alone.score, rel_tol=1e-9, abs_tol=1e-9)
+        assert verdict.signals.keys() == alone.signals.keys()
+        for name, signal in alone.signals.items():
+            assert verdict.signals[name].fired == signal.fired, name
+    assert sum(v.features is not None for v in verdicts) > 20  # profiles were compared

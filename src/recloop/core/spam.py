@@ -1841,8 +1841,12 @@ def judge(
     texts: TextRegistry | None = None,
     norms: ProfileNorms | None = None,
     group: GroupReading | None = None,
+    features: ProfileFeatures | None = None,
 ) -> Verdict:
     """Score one user: the signals, their evidence, the Beta reputation and the status.
+
+    ``features``: the profile's, if computed already (``core.spam_batch`` computes
+    many users' at once).
 
     On a hard rule the score is 0. O(profile length + remembered actions):
     run periodically, not per event (use :func:`hard_rule` per event).
@@ -1855,7 +1859,8 @@ def judge(
     >>> v.score, v.status
     (80.0, 'trusted')
     """
-    features = profile_features(activity.ratings, items, config)
+    if features is None:
+        features = profile_features(activity.ratings, items, config)
     found = signals(activity, items, config, now, texts, norms, group, features)
     rule = hard_rule(activity, config, now)
     positive, negative = evidence(found, config)

@@ -26,9 +26,15 @@ from recloop.core.spam import (
     ItemStats,
     ProfileFeatures,
     SpamConfig,
+    TextRegistry,
+    UserActivity,
+    Verdict,
     _end_bin,
     _other_mean,
+    judge,
 )
+from recloop.core.spam_groups import GroupReading
+from recloop.core.spam_norms import ProfileNorms
 
 Floats = npt.NDArray[np.float64]
 
@@ -215,3 +221,22 @@ def profile_features_many(
     for i, values in zip(held, columns, strict=True):
         out[i] = ProfileFeatures(*values)
     return out
+
+
+def judge_many(
+    activities: Sequence[UserActivity],
+    items: ItemStats,
+    config: SpamConfig,
+    now: float,
+    texts: TextRegistry | None = None,
+    norms: ProfileNorms | None = None,
+    groups: Sequence[GroupReading | None] | None = None,
+) -> list[Verdict]:
+    """:func:`~recloop.core.spam.judge` of each user (``groups`` parallel to
+    ``activities``), their profiles' features computed together."""
+    features = profile_features_many([a.ratings for a in activities], items, config)
+    readings = groups if groups is not None else [None] * len(activities)
+    return [
+        judge(a, items, config, now, texts, norms, g, f)
+        for a, g, f in zip(activities, readings, features, strict=True)
+    ]

@@ -45,16 +45,20 @@ from recloop.core.spam import (
     UserActivity,
     Verdict,
     fit_norms,
-    groups,
+    group_rule,
     hard_rule,
     judge,
     record_event,
 )
-from recloop.core.spam_groups import GroupReading
+from recloop.core.spam_batch import judge_many
+from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
 from recloop.ports import ReliabilityRecord, StateStore
 
 log = logging.getLogger(__name__)
+
+_SWEEP_SLICE = 500
+"""Users judged between two yields of a sweep to the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +155,7 @@ class GuardService:
         waits longer than three quarters of it after their last event.
         """
         now = self._clock() if now is None else now
-        again = self._regroup(now)
+        again = await self._regroup(now)
         if self._refresh_norms():  # new norms: the flagged are judged again by them
             records = self._records.items()
             flagged = (u for u, r in records if r.status != "trusted" and not r.manual)
@@ -159,17 +163,20 @@ class GuardService:
         quiet_since = now - self._config.judge_within_seconds / 2
         due = [user for user, at in self._pending.items() if at <= quiet_since]
         due += [user for user in dict.fromkeys(again) if user not in self._pending]
-        changes = []
         judged = 0
-        for user_id in due:
-            if user_id not in self._users:  # evicted or erased since: nothing to judge
-                self._pending.pop(user_id, None)
-                continue
-            judged += 1
-            if (change := self._judge(user_id, now)) is not None:
-                changes.append(change)
-        if changes:
-            await self._store.put_reliability(changes)
+        # In slices, the event loop serving in between: a sweep may find every user due.
+        for start in range(0, len(due), _SWEEP_SLICE):
+            held = []
+            for user_id in due[start : start + _SWEEP_SLICE]:
+                if user_id in self._users:
+                    held.append(user_id)
+                else:  # evicted or erased since: nothing to judge
+                    self._pending.pop(user_id, None)
+            judged += len(held)
+            changes = self._judge_many(held, now)
+            if changes:
+                await self._store.put_reliability(changes)
+            await asyncio.sleep(0)
         return judged
 
     def _refresh_norms(self) -> bool:
@@ -181,9 +188,10 @@ class GuardService:
         self._sampled_since_fit = 0
         return self._norms is not None
 
-    def _regroup(self, now: float) -> list[str]:
+    async def _regroup(self, now: float) -> list[str]:
         """Run the group detector (every ``judge_within_seconds`` at most, when ratings
-        arrived since); the users whose group reading changed."""
+        arrived since); the users whose group reading changed. It reads copies of the
+        profiles in a thread: the event loop serves meanwhile."""
         ratings = self._items.global_moments.n
         if (
             ratings == self._grouped_ratings
@@ -197,7 +205,11 @@ class GuardService:
             tracked = self._users.get(user_id)
             if tracked is not None and tracked.activity.ratings:
                 raters.append((user_id, tracked.activity))
-        found = groups(dict(raters[-self._config.group_profiles :]), self._config.spam)
+        profiles = {
+            user_id: Profile(dict(a.ratings), a.first_at)
+            for user_id, a in raters[-self._config.group_profiles :]
+        }
+        found = await asyncio.to_thread(find_groups, profiles, group_rule(self._config.spam))
         old, self._groups = self._groups, found
         return [u for u in {*old, *found} if old.get(u) != found.get(u)]
 
@@ -251,7 +263,7 @@ class GuardService:
                 )
             ):
                 due.append(e.user_id)
-        changes = [r for user_id in dict.fromkeys(due) if (r := self._judge(user_id, now))]
+        changes = self._judge_many(list(dict.fromkeys(due)), now)
         if changes:
             await self._store.put_reliability(changes)
 
@@ -268,16 +280,33 @@ class GuardService:
 
     def _judge(self, user_id: str, now: float) -> ReliabilityRecord | None:
         """Judge the user; the new record if their stored status or score moved."""
-        tracked = self._track(user_id)
-        verdict = judge(
-            tracked.activity,
+        changes = self._judge_many([user_id], now)
+        return changes[0] if changes else None
+
+    def _judge_many(self, user_ids: list[str], now: float) -> list[ReliabilityRecord]:
+        """Judge the users (their profiles' features computed together); the new records
+        of those whose stored status or score moved."""
+        tracked = [self._track(user_id) for user_id in user_ids]
+        verdicts = judge_many(
+            [t.activity for t in tracked],
             self._items,
             self._config.spam,
             now,
             self._texts,
             self._norms,
-            self._groups.get(user_id),
+            [self._groups.get(user_id) for user_id in user_ids],
         )
+        changes = []
+        for user_id, t, verdict in zip(user_ids, tracked, verdicts, strict=True):
+            change = self._record(user_id, t, verdict, now)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _record(
+        self, user_id: str, tracked: _Tracked, verdict: Verdict, now: float
+    ) -> ReliabilityRecord | None:
+        """Keep ``verdict``; the user's new record if their stored status or score moved."""
         features = verdict.features
         if features is not None and features.n >= self._config.spam.profile_min:
             self._sample.pop(user_id, None)
