@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from recloop_client import _models as m
-from recloop_client._errors import TransportError, error_for
+from recloop_client._errors import TransportError, ValidationError, error_for
 
 T = TypeVar("T")
 
@@ -41,8 +41,23 @@ def resolve_headers(api_key: str | None, headers: Mapping[str, str] | None) -> d
     return out
 
 
-def seg(value: str) -> str:
-    """``value`` as one path segment, percent-encoded (``/`` included)."""
+def seg(value: str, name: str) -> str:
+    """``value`` as one path segment, percent-encoded.
+
+    An id with ``/``, or ``.`` or ``..``, names no resource (the server refuses such
+    ids everywhere, and a URL cannot carry them: ``%2F`` is decoded to ``/`` before
+    routing, dot segments are removed): ``ValidationError`` before anything is sent,
+    as the server's 422 would be.
+    """
+    if "/" in value or value in (".", ".."):
+        detail = [
+            {
+                "loc": ["path", name],
+                "msg": "must not contain '/' or control characters, nor be '.' or '..'",
+                "type": "string_pattern_mismatch",
+            }
+        ]
+        raise ValidationError(422, detail)
     return quote(value, safe="")
 
 
@@ -104,7 +119,7 @@ def put_item(
         vector=list(vector) if vector is not None else None,
         attributes=dict(attributes) if attributes is not None else None,
     )
-    return Call("PUT", f"/items/{seg(item_id)}", _one(m.Item), json=body)
+    return Call("PUT", f"/items/{seg(item_id, 'item_id')}", _one(m.Item), json=body)
 
 
 def put_items(items: Iterable[m.NewItem | Mapping[str, Any]]) -> Call[m.ItemBatch]:
@@ -113,22 +128,22 @@ def put_items(items: Iterable[m.NewItem | Mapping[str, Any]]) -> Call[m.ItemBatc
 
 
 def item(item_id: str) -> Call[m.Item]:
-    return Call("GET", f"/items/{seg(item_id)}", _one(m.Item))
+    return Call("GET", f"/items/{seg(item_id, 'item_id')}", _one(m.Item))
 
 
 # -- users -------------------------------------------------------------------------
 
 
 def preferences(user_id: str) -> Call[m.Preferences]:
-    return Call("GET", f"/users/{seg(user_id)}/preferences", _one(m.Preferences))
+    return Call("GET", f"/users/{seg(user_id, 'user_id')}/preferences", _one(m.Preferences))
 
 
 def weights(user_id: str) -> Call[m.Weights]:
-    return Call("GET", f"/users/{seg(user_id)}/weights", _one(m.Weights))
+    return Call("GET", f"/users/{seg(user_id, 'user_id')}/weights", _one(m.Weights))
 
 
 def strategy(user_id: str) -> Call[m.Strategy]:
-    return Call("GET", f"/users/{seg(user_id)}/strategy", _one(m.Strategy))
+    return Call("GET", f"/users/{seg(user_id, 'user_id')}/strategy", _one(m.Strategy))
 
 
 def rank(
@@ -141,11 +156,11 @@ def rank(
     body = m._drop_none(
         candidates=cands, k=k, context=dict(context) if context is not None else None
     )
-    return Call("POST", f"/users/{seg(user_id)}/rank", _one(m.Ranking), json=body)
+    return Call("POST", f"/users/{seg(user_id, 'user_id')}/rank", _one(m.Ranking), json=body)
 
 
 def impression(impression_id: str) -> Call[m.Impression]:
-    return Call("GET", f"/impressions/{seg(impression_id)}", _one(m.Impression))
+    return Call("GET", f"/impressions/{seg(impression_id, 'impression_id')}", _one(m.Impression))
 
 
 # -- algorithms --------------------------------------------------------------------
@@ -171,7 +186,7 @@ def override(
     name: str, action: str, segments: Sequence[str] | None, reason: str | None
 ) -> Call[m.Override]:
     body = m._drop_none(segments=list(segments) if segments is not None else None, reason=reason)
-    return Call("POST", f"/algorithms/{seg(name)}/{action}", _one(m.Override), json=body)
+    return Call("POST", f"/algorithms/{seg(name, 'name')}/{action}", _one(m.Override), json=body)
 
 
 # -- experiments -------------------------------------------------------------------
@@ -200,24 +215,35 @@ def experiments() -> Call[list[m.Experiment]]:
 
 
 def experiment(experiment_id: str) -> Call[m.Experiment]:
-    return Call("GET", f"/experiments/{seg(experiment_id)}", _one(m.Experiment))
+    return Call("GET", f"/experiments/{seg(experiment_id, 'experiment_id')}", _one(m.Experiment))
 
 
 def update_experiment(experiment_id: str, body: dict[str, Any]) -> Call[m.Experiment]:
-    return Call("PATCH", f"/experiments/{seg(experiment_id)}", _one(m.Experiment), json=body)
+    return Call(
+        "PATCH",
+        f"/experiments/{seg(experiment_id, 'experiment_id')}",
+        _one(m.Experiment),
+        json=body,
+    )
 
 
 def experiment_action(experiment_id: str, action: str) -> Call[m.Experiment]:
-    return Call("POST", f"/experiments/{seg(experiment_id)}/{action}", _one(m.Experiment))
+    return Call(
+        "POST", f"/experiments/{seg(experiment_id, 'experiment_id')}/{action}", _one(m.Experiment)
+    )
 
 
 def assignment(experiment_id: str, user_id: str) -> Call[m.Assignment]:
-    path = f"/experiments/{seg(experiment_id)}/assignment/{seg(user_id)}"
+    path = (
+        f"/experiments/{seg(experiment_id, 'experiment_id')}/assignment/{seg(user_id, 'user_id')}"
+    )
     return Call("GET", path, _one(m.Assignment))
 
 
 def results(experiment_id: str) -> Call[m.Results]:
-    return Call("GET", f"/experiments/{seg(experiment_id)}/results", _one(m.Results))
+    return Call(
+        "GET", f"/experiments/{seg(experiment_id, 'experiment_id')}/results", _one(m.Results)
+    )
 
 
 def power(body: dict[str, Any]) -> Call[int]:
@@ -232,7 +258,7 @@ def models() -> Call[list[m.ModelRecord]]:
 
 
 def model(version: str) -> Call[m.ModelRecord]:
-    return Call("GET", f"/models/{seg(version)}", _one(m.ModelRecord))
+    return Call("GET", f"/models/{seg(version, 'version')}", _one(m.ModelRecord))
 
 
 def retrain() -> Call[m.TrainingJob]:
@@ -240,11 +266,11 @@ def retrain() -> Call[m.TrainingJob]:
 
 
 def job(job_id: str) -> Call[m.TrainingJob]:
-    return Call("GET", f"/models/jobs/{seg(job_id)}", _one(m.TrainingJob))
+    return Call("GET", f"/models/jobs/{seg(job_id, 'job_id')}", _one(m.TrainingJob))
 
 
 def reliability(user_id: str) -> Call[m.Reliability]:
-    return Call("GET", f"/users/{seg(user_id)}/reliability", _one(m.Reliability))
+    return Call("GET", f"/users/{seg(user_id, 'user_id')}/reliability", _one(m.Reliability))
 
 
 def suspects(limit: int | None) -> Call[list[m.Suspect]]:
@@ -254,15 +280,15 @@ def suspects(limit: int | None) -> Call[list[m.Suspect]]:
 
 def block(user_id: str, action: str, reason: str | None) -> Call[m.Suspect]:
     body = m._drop_none(reason=reason)
-    return Call("POST", f"/users/{seg(user_id)}/{action}", _one(m.Suspect), json=body)
+    return Call("POST", f"/users/{seg(user_id, 'user_id')}/{action}", _one(m.Suspect), json=body)
 
 
 def export_user(user_id: str) -> Call[m.Export]:
-    return Call("GET", f"/users/{seg(user_id)}/export", _one(m.Export))
+    return Call("GET", f"/users/{seg(user_id, 'user_id')}/export", _one(m.Export))
 
 
 def erase_user(user_id: str) -> Call[m.Erasure]:
-    return Call("DELETE", f"/users/{seg(user_id)}", _one(m.Erasure))
+    return Call("DELETE", f"/users/{seg(user_id, 'user_id')}", _one(m.Erasure))
 
 
 def health() -> Call[m.Health]:
