@@ -94,13 +94,16 @@ SERVER_ENV = {
             {"name": "tests-read", "sha256": _sha256(READ_KEY), "roles": ["read"]},
         ]
     ),
-    # Tight for explicit events (the 429 test), roomy for implicit ones (the buffers).
+    # Tight for explicit events (the 429 test), 20 a second per user for implicit ones
+    # (a batch's rate-limited events are retried by the buffers).
     "RECLOOP_RATE_LIMITS__EXPLICIT": "3/minute",
-    "RECLOOP_RATE_LIMITS__IMPLICIT": "300/second",
-    # The guard judges users (reliability has something to show) but never holds or
-    # blocks one by itself: the buffer tests count every event they send.
+    "RECLOOP_RATE_LIMITS__IMPLICIT": "20/second",
+    # The guard judges users (reliability has something to show) but holds or blocks none
+    # by score: the buffer tests count every event. Its hard rule (over 25 events in one
+    # second of a user's timestamps blocks the user) stays: tests spread events over users.
     "RECLOOP_SPAM__SUSPECT_THRESHOLD": "0",
     "RECLOOP_SPAM__BLOCK_THRESHOLD": "0",
+    "RECLOOP_SPAM__JUDGE_EVERY_EVENTS": "5",
 }
 
 

@@ -231,7 +231,7 @@ def test_models_guard_privacy(client: Client) -> None:
     assert client.job(job.job_id).job_id == job.job_id
 
     client.put_item("gp-i1", vector=VECTOR)
-    client.feedback_batch([Event("gp-u1", "gp-i1", "view") for _ in range(25)])
+    client.feedback_batch([Event("gp-u1", "gp-i1", "view") for _ in range(15)])
     reliability = eventually(lambda: client.reliability("gp-u1"), lambda r: bool(r.signals))
     assert 0 <= reliability.score <= 100 and reliability.status == "trusted"
     blocked = client.block_user("gp-u1", reason="client test")
@@ -243,9 +243,9 @@ def test_models_guard_privacy(client: Client) -> None:
     assert client.unblock_user("gp-u1").status != "blocked"
 
     exported = client.export_user("gp-u1")
-    assert len(exported.events) == 25
+    assert len(exported.events) == 15
     erased = client.erase_user("gp-u1")
-    assert erased.removed["events"] == 25
+    assert erased.removed["events"] == 15
     assert client.export_user("gp-u1").events == []
 
 

@@ -222,8 +222,9 @@ class _Core:
         self.count(spooled=len(events))
 
     def spool_now(self, event: dict[str, Any]) -> None:
+        """An event that found the queue full: written, not fsynced (``track`` stays fast)."""
         assert self.spool is not None
-        self.spool.append([event])
+        self.spool.append([event], sync=False)
         self.count(spooled=1)
 
 

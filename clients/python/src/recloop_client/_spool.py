@@ -36,8 +36,9 @@ class Spool:
         self.path = Path(path)
         self._lock = threading.Lock()
 
-    def append(self, events: list[dict[str, Any]]) -> None:
-        """Add ``events`` durably (written and fsynced before this returns)."""
+    def append(self, events: list[dict[str, Any]], sync: bool = True) -> None:
+        """Add ``events``: written, and fsynced unless ``sync`` is false (then a process
+        crash keeps them, a power cut may not)."""
         if not events:
             return
         data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
@@ -51,7 +52,8 @@ class Spool:
                     # A replay may have renamed the file between open and lock: use the new one.
                     if _same_file(fd, self.path):
                         os.write(fd, data)
-                        os.fsync(fd)
+                        if sync:
+                            os.fsync(fd)
                         return
                 finally:
                     os.close(fd)
