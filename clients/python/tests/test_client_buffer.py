@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from recloop_client import (
     EventOutcome,
     FeedbackBuffer,
     RecloopError,
+    new_event_id,
 )
 from recloop_client._spool import Spool
 
@@ -173,15 +175,15 @@ def test_burst_over_the_queue_spools_without_waiting(
         close_at_exit=False,
         **FAST_RETRIES,
     )
-    tracked = [buffer.track(f"sburst-u{n % 200}", "sburst-i1", "view") for n in range(2_000)]
+    tracked = [buffer.track(f"sburst-u{n % 60}", "sburst-i1", "view") for n in range(600)]
     assert buffer.queued == 50
-    assert buffer.stats.spooled >= 2_000 - 60
+    assert buffer.stats.spooled >= 600 - 60
     buffer.close(grace=0.5)
-    assert Spool(spool).pending() == 2_000
+    assert Spool(spool).pending() == 600
 
     with FeedbackBuffer(server.root, api_key=ADMIN_KEY, spool_path=spool, close_at_exit=False):
         pass
-    assert sorted(logged_event_ids(client, users("sburst", 200))) == sorted(tracked)
+    assert sorted(logged_event_ids(client, users("sburst", 60))) == sorted(tracked)
 
 
 def test_rate_limited_events_of_a_batch_are_sent_again(
@@ -293,3 +295,17 @@ def test_settings_are_checked() -> None:
         FeedbackBuffer(dead_url(), max_batch=1001, close_at_exit=False)
     with pytest.raises(ValueError, match="undeliverable"):
         FeedbackBuffer(dead_url(), spool_path=None, close_at_exit=False)
+
+
+def test_event_ids_are_uuid7_and_flush_after_close_returns() -> None:
+    ids = [new_event_id() for _ in range(1_000)]
+    assert len(set(ids)) == 1_000
+    assert {uuid.UUID(i).version for i in ids} == {7}
+    assert ids[0][:13] <= ids[-1][:13]  # the leading 48 bits are the time in ms
+    buffer = FeedbackBuffer(
+        dead_url(), close_at_exit=False, max_attempts=1, on_failure=print, spool_path=None
+    )
+    buffer.close()
+    assert buffer.flush(timeout=5)
+    with pytest.raises(RecloopError, match="closed"):
+        buffer.track("u", "i", "view")

@@ -282,6 +282,7 @@ class FeedbackBuffer:
         self._flush_done = 0
         self._closing = False
         self._closed = False
+        self._dead = False  # the sender crashed (a bug): flush() stops waiting for it
         self._hurry = threading.Event()  # set: stop waiting between retries, spool instead
         self._thread = threading.Thread(target=self._run, name="recloop-feedback", daemon=True)
         self._thread.start()
@@ -350,10 +351,13 @@ class FeedbackBuffer:
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued, and the spool; ``False`` if ``timeout`` ran out first."""
         with self._cond:
+            if self._closed or self._dead:
+                return not self._queue
             self._flush_want += 1
             ticket = self._flush_want
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._flush_done >= ticket, timeout)
+            done = self._cond.wait_for(lambda: self._flush_done >= ticket or self._dead, timeout)
+            return done and not self._dead
 
     def close(self, grace: float | None = 30.0) -> None:
         """Flush and stop the thread; after ``grace`` seconds stop retrying (each request
@@ -416,9 +420,9 @@ class FeedbackBuffer:
                     if closing:
                         return
         except BaseException:  # pragma: no cover - a bug: say so, and let close() spool
-            log.exception("recloop feedback sender crashed")
+            log.exception("recloop feedback sender crashed; close() spools what is queued")
             with self._cond:
-                self._flush_done = self._flush_want = 1 << 62
+                self._dead = True
                 self._cond.notify_all()
 
     def _ready(self) -> bool:
@@ -534,6 +538,7 @@ class AsyncFeedbackBuffer:
         self._flush_done = 0
         self._closing = False
         self._closed = False
+        self._dead = False
         self._hurry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -604,12 +609,14 @@ class AsyncFeedbackBuffer:
 
     async def flush(self) -> None:
         """Send everything queued, and the spool (wrap in ``asyncio.timeout`` to bound it)."""
+        if self._closed or self._dead:
+            return
         cond = self._started()
         async with cond:
             self._flush_want += 1
             ticket = self._flush_want
             cond.notify_all()
-            await cond.wait_for(lambda: self._flush_done >= ticket)
+            await cond.wait_for(lambda: self._flush_done >= ticket or self._dead)
 
     async def close(self, grace: float | None = 30.0) -> None:
         """Flush and stop; after ``grace`` seconds stop retrying and spool what is left."""
@@ -647,6 +654,16 @@ class AsyncFeedbackBuffer:
     # -- the sender task ---------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._send_loop()
+        except Exception:  # pragma: no cover - a bug: say so, and let close() spool
+            log.exception("recloop feedback sender crashed; close() spools what is queued")
+            self._dead = True
+            if self._cond is not None:
+                async with self._cond:
+                    self._cond.notify_all()
+
+    async def _send_loop(self) -> None:
         cond = self._cond
         assert cond is not None
         await self._replay()
