@@ -536,7 +536,8 @@ class TrainingJob(_Out):
 
 @dataclass(frozen=True)
 class Signal(_Out):
-    value: float
+    value: float | None
+    """None while the signal has no data yet (the server's schema says a number)."""
     fired: bool
 
 
