@@ -236,6 +236,30 @@ def test_refused_events_go_to_on_rejected(server: Server, client: Client, tmp_pa
     assert logged_event_ids(client, ["rej-u1"]) == [good]
 
 
+def test_a_body_too_large_is_split_and_bad_json_refused_at_track(
+    server: Server, client: Client, tmp_path: Path
+) -> None:
+    who = users("large", 100)
+    with FeedbackBuffer(
+        server.root,
+        api_key=ADMIN_KEY,
+        flush_interval=3_600,  # one flush: one batch of 1,000 events, about 5 MB
+        spool_path=tmp_path / "spool.jsonl",
+        close_at_exit=False,
+    ) as buffer:
+        with pytest.raises(ValueError, match="not valid JSON"):
+            buffer.track("large-u0", "large-i1", "dwell", float("nan"))
+        with pytest.raises(TypeError, match="not valid JSON"):
+            buffer.track("large-u0", "large-i1", "view", context={"at": object()})
+        tracked = [
+            buffer.track(who[n % 100], "large-i1", "view", text="x" * 5_000) for n in range(1_000)
+        ]
+    assert buffer.stats.splits >= 1  # the server's 413 (over 2 MiB), then halves that fit
+    assert buffer.stats.accepted == 1_000
+    assert buffer.stats.rejected == buffer.stats.spooled == 0
+    assert sorted(logged_event_ids(client, who)) == sorted(tracked)
+
+
 def test_async_buffer_delivers_in_batches_and_hands_failures_to_the_callback(
     server: Server, client: Client
 ) -> None:

@@ -19,7 +19,8 @@ Delivery
       the next batch the server accepts. Nothing is dropped silently.
     - Events the server refuses for good (``rejected``, ``blocked``) go to
       ``on_rejected(pairs)`` if given, else are logged at WARNING with the reason.
-    - A 413 (body too large) splits the batch in halves.
+    - A batch refused whole (413 too large; 422, e.g. a NaN makes the body invalid
+      JSON) is split in halves until the culprit is alone, which is then ``rejected``.
 
 When the queue is full (``max_queue`` events)
     ``when_full="block"`` (default): ``track`` waits up to ``full_timeout`` seconds
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import logging
 import os
 import random
@@ -53,7 +55,13 @@ from typing import Any, Literal
 from recloop_client import _calls as c
 from recloop_client import _models as m
 from recloop_client._client import AsyncClient, Client
-from recloop_client._errors import BufferFull, PayloadTooLarge, RecloopError
+from recloop_client._errors import (
+    APIError,
+    BufferFull,
+    PayloadTooLarge,
+    RecloopError,
+    ValidationError,
+)
 from recloop_client._spool import Spool
 
 log = logging.getLogger("recloop_client")
@@ -89,6 +97,8 @@ class BufferStats:
     """Handed to ``on_failure``."""
     replayed: int = 0
     """Read back from the spool and sent again."""
+    splits: int = 0
+    """Batches halved because the server refused the body whole (413, 422)."""
 
 
 class _Core:
@@ -158,7 +168,9 @@ class _Core:
         context: Mapping[str, Any] | None,
         attribution: m.Attribution | Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        return m.Event(
+        """The event's JSON, checked to encode (a NaN, or a ``datetime`` in ``context``,
+        raises here, in the caller's thread, rather than in the sender)."""
+        event = m.Event(
             user_id,
             item_id,
             type,
@@ -169,6 +181,11 @@ class _Core:
             context,
             attribution,
         ).to_json()
+        try:
+            json.dumps(event, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise exc.__class__(f"event {event['event_id']} is not valid JSON: {exc}") from None
+        return event
 
     def delay(self, attempt: int, error: Exception | None) -> float:
         """Seconds before attempt ``attempt + 1``: the server's ``Retry-After`` if given,
@@ -188,25 +205,35 @@ class _Core:
                 again.append(event)
             elif outcome.status in ("rejected", "blocked"):
                 refused.append((event, outcome))
-        self.count(
-            accepted=result.accepted,
-            duplicates=result.duplicates,
-            rejected=len(refused),
-        )
-        if refused:
-            if self.on_rejected is not None:
-                self.on_rejected(refused)
-            else:
-                for event, outcome in refused:
-                    error = outcome.error
-                    log.warning(
-                        "recloop refused event %s (%s): %s %s",
-                        event.get("event_id"),
-                        outcome.status,
-                        error.field if error else None,
-                        error.message if error else "",
-                    )
+        self.count(accepted=result.accepted, duplicates=result.duplicates)
+        self.refuse(refused)
         return again
+
+    def refuse(self, refused: list[tuple[dict[str, Any], m.EventOutcome]]) -> None:
+        """Events the server will never take: to ``on_rejected``, else the log."""
+        if not refused:
+            return
+        self.count(rejected=len(refused))
+        if self.on_rejected is not None:
+            self.on_rejected(refused)
+            return
+        for event, outcome in refused:
+            error = outcome.error
+            log.warning(
+                "recloop refused event %s (%s): %s %s",
+                event.get("event_id"),
+                outcome.status,
+                error.field if error else None,
+                error.message if error else "",
+            )
+
+    def refuse_whole(self, event: dict[str, Any], error: APIError) -> None:
+        """One event whose request was refused whole (413, or a 422 such as a NaN that
+        makes the body invalid JSON): reported as ``rejected``."""
+        field = error.field if isinstance(error, ValidationError) else None
+        message = error.message if isinstance(error, ValidationError) else str(error)
+        outcome = m.EventOutcome(event.get("event_id"), "rejected", m.FieldError(field, message))
+        self.refuse([(event, outcome)])
 
     def give_up(self, events: list[dict[str, Any]], error: Exception) -> None:
         """Undeliverable now: to ``on_failure``, else the spool."""
@@ -461,10 +488,12 @@ class FeedbackBuffer:
             attempt += 1
             try:
                 result = self._client.feedback_batch(batch)
-            except PayloadTooLarge as exc:
+            except (PayloadTooLarge, ValidationError) as exc:
+                # The body was refused whole: halve it until the culprit is alone.
                 if len(batch) == 1:
-                    core.give_up(batch, exc)
+                    core.refuse_whole(batch[0], exc)
                     return True
+                core.count(splits=1)
                 half = len(batch) // 2
                 first = self._deliver(batch[:half])
                 return self._deliver(batch[half:]) and first
@@ -729,10 +758,11 @@ class AsyncFeedbackBuffer:
             attempt += 1
             try:
                 result = await self._client.feedback_batch(batch)
-            except PayloadTooLarge as exc:
+            except (PayloadTooLarge, ValidationError) as exc:
                 if len(batch) == 1:
-                    core.give_up(batch, exc)
+                    core.refuse_whole(batch[0], exc)
                     return True
+                core.count(splits=1)
                 half = len(batch) // 2
                 first = await self._deliver(batch[:half])
                 return await self._deliver(batch[half:]) and first
