@@ -75,7 +75,7 @@ class Spool:
                 finally:
                     os.close(fd)
         found = self.path.parent.glob(f"{self.path.name}.*.replay")
-        return sorted(found, key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
+        return sorted(found, key=_mtime)
 
     def _replay_name(self) -> Path:
         return self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}.replay")
@@ -112,6 +112,13 @@ class Spool:
             except FileNotFoundError:
                 continue
         return count
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # replayed meanwhile by another process
+        return 0.0
 
 
 def _same_file(fd: int, path: Path) -> bool:
