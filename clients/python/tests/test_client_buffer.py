@@ -71,8 +71,8 @@ def test_server_killed_mid_stream_loses_and_duplicates_nothing(
     def produce() -> None:
         for n in range(2_000):
             tracked.append(buffer.track(who[n % len(who)], f"stream-i{n % 7}", "view"))
-            if n % 100 == 99:
-                time.sleep(0.01)
+            if n % 10 == 9:
+                time.sleep(0.005)  # a stream of a second or more: it goes on through the outage
 
     producer = threading.Thread(target=produce)
     producer.start()
@@ -150,7 +150,7 @@ def test_burst_over_the_queue_blocks_then_raises_and_keeps_what_it_took(
     waited = time.monotonic() - started
     assert waited >= 0.2  # it waited for room before giving up
     assert 100 <= len(tracked) <= 110  # the queue, and the batch being retried
-    assert buffer.queued == 100
+    assert len(tracked) - buffer.queued <= 10  # at most one batch out of the queue
 
     buffer.close(grace=0.5)  # the server never came: everything taken goes to the spool
     assert Spool(spool).pending() == len(tracked)
@@ -176,7 +176,7 @@ def test_burst_over_the_queue_spools_without_waiting(
         **FAST_RETRIES,
     )
     tracked = [buffer.track(f"sburst-u{n % 60}", "sburst-i1", "view") for n in range(600)]
-    assert buffer.queued == 50
+    assert 40 <= buffer.queued <= 50
     assert buffer.stats.spooled >= 600 - 60
     buffer.close(grace=0.5)
     assert Spool(spool).pending() == 600
