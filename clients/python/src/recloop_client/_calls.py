@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from recloop_client import _models as m
-from recloop_client._errors import TransportError, ValidationError, error_for
+from recloop_client._errors import RecloopError, TransportError, ValidationError, error_for
 
 T = TypeVar("T")
 
@@ -76,7 +76,14 @@ class Call(Generic[T]):
 
     def answer(self, response: httpx.Response) -> T:
         if response.is_success or response.status_code in self.also_ok:
-            return self.parse(response.json())
+            try:
+                data = response.json()
+            except ValueError:
+                raise RecloopError(
+                    f"{self.method} {self.path}: {response.status_code} with a body that is "
+                    f"not JSON: {response.text[:200]!r}"
+                ) from None
+            return self.parse(data)
         raise error_for(response)
 
 
