@@ -226,6 +226,13 @@ def test_models_guard_privacy(client: Client) -> None:
     assert client.models() == []
     with pytest.raises(NotFound):
         client.model("v-none")
+    deployment = client.deployment()
+    assert deployment.slots["blue_version"] is None  # nothing trained yet
+    assert deployment.transitions == []
+    with pytest.raises(NotFound):
+        client.deploy_model("v-none")
+    with pytest.raises(ValidationError):  # nothing in the green slot to promote
+        client.promote_model("client test")
     job = client.retrain()
     assert job.status in ("queued", "running", "done", "skipped", "failed")
     assert client.job(job.job_id).job_id == job.job_id
@@ -247,6 +254,7 @@ def test_models_guard_privacy(client: Client) -> None:
     erased = client.erase_user("gp-u1")
     assert erased.removed["events"] == 15
     assert client.export_user("gp-u1").events == []
+    assert set(client.purge()) >= {"events", "impressions"}
 
 
 def test_health_and_unknown_fields_land_in_extra(client: Client) -> None:

@@ -276,6 +276,17 @@ def job(job_id: str) -> Call[m.TrainingJob]:
     return Call("GET", f"/models/jobs/{seg(job_id, 'job_id')}", _one(m.TrainingJob))
 
 
+def deployment() -> Call[m.Deployment]:
+    return Call("GET", "/models/deployment", _one(m.Deployment))
+
+
+def model_action(action: str, version: str | None, reason: str | None) -> Call[m.Transition]:
+    path = (
+        f"/models/{seg(version, 'version')}/deploy" if version is not None else f"/models/{action}"
+    )
+    return Call("POST", path, _one(m.Transition), json=m._drop_none(reason=reason))
+
+
 def reliability(user_id: str) -> Call[m.Reliability]:
     return Call("GET", f"/users/{seg(user_id, 'user_id')}/reliability", _one(m.Reliability))
 
@@ -296,6 +307,10 @@ def export_user(user_id: str) -> Call[m.Export]:
 
 def erase_user(user_id: str) -> Call[m.Erasure]:
     return Call("DELETE", f"/users/{seg(user_id, 'user_id')}", _one(m.Erasure))
+
+
+def purge() -> Call[dict[str, int]]:
+    return Call("POST", "/privacy/purge", lambda d: {k: int(v) for k, v in d["deleted"].items()})
 
 
 def health() -> Call[m.Health]:

@@ -305,6 +305,22 @@ class Client:
         """``GET /models/jobs/{job_id}``."""
         return self._run(c.job(job_id))
 
+    def deployment(self) -> m.Deployment:
+        """``GET /models/deployment``: the slots, their live counts, every transition."""
+        return self._run(c.deployment())
+
+    def deploy_model(self, version: str, reason: str | None = None) -> m.Transition:
+        """``POST /models/{version}/deploy`` (admin): into the green (canary) slot."""
+        return self._run(c.model_action("deploy", version, reason))
+
+    def promote_model(self, reason: str | None = None) -> m.Transition:
+        """``POST /models/promote`` (admin): green serves everyone."""
+        return self._run(c.model_action("promote", None, reason))
+
+    def rollback_model(self, reason: str | None = None) -> m.Transition:
+        """``POST /models/rollback`` (admin): drop green, or undo the promotion watched."""
+        return self._run(c.model_action("rollback", None, reason))
+
     def reliability(self, user_id: str) -> m.Reliability:
         """``GET /users/{user_id}/reliability``: the guard's score, status and signals."""
         return self._run(c.reliability(user_id))
@@ -328,6 +344,10 @@ class Client:
     def erase_user(self, user_id: str) -> m.Erasure:
         """``DELETE /users/{user_id}`` (admin): erase everything keyed by the user."""
         return self._run(c.erase_user(user_id))
+
+    def purge(self) -> dict[str, int]:
+        """``POST /privacy/purge`` (admin): run the retention purge now; rows deleted."""
+        return self._run(c.purge())
 
     def health(self) -> m.Health:
         """``GET /health`` (no key needed); a ``down`` server's answer is returned too."""
@@ -616,6 +636,22 @@ class AsyncClient:
         """``GET /models/jobs/{job_id}``."""
         return await self._run(c.job(job_id))
 
+    async def deployment(self) -> m.Deployment:
+        """``GET /models/deployment``: the slots, their live counts, every transition."""
+        return await self._run(c.deployment())
+
+    async def deploy_model(self, version: str, reason: str | None = None) -> m.Transition:
+        """``POST /models/{version}/deploy`` (admin): into the green (canary) slot."""
+        return await self._run(c.model_action("deploy", version, reason))
+
+    async def promote_model(self, reason: str | None = None) -> m.Transition:
+        """``POST /models/promote`` (admin): green serves everyone."""
+        return await self._run(c.model_action("promote", None, reason))
+
+    async def rollback_model(self, reason: str | None = None) -> m.Transition:
+        """``POST /models/rollback`` (admin): drop green, or undo the promotion watched."""
+        return await self._run(c.model_action("rollback", None, reason))
+
     async def reliability(self, user_id: str) -> m.Reliability:
         """``GET /users/{user_id}/reliability``: the guard's score, status and signals."""
         return await self._run(c.reliability(user_id))
@@ -639,6 +675,10 @@ class AsyncClient:
     async def erase_user(self, user_id: str) -> m.Erasure:
         """``DELETE /users/{user_id}`` (admin): erase everything keyed by the user."""
         return await self._run(c.erase_user(user_id))
+
+    async def purge(self) -> dict[str, int]:
+        """``POST /privacy/purge`` (admin): run the retention purge now; rows deleted."""
+        return await self._run(c.purge())
 
     async def health(self) -> m.Health:
         """``GET /health`` (no key needed); a ``down`` server's answer is returned too."""

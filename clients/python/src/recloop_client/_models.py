@@ -535,6 +535,25 @@ class TrainingJob(_Out):
 
 
 @dataclass(frozen=True)
+class Transition(_Out):
+    """One step of a model deployment (deploy, promote, rollback, automatic ones)."""
+
+    at: float
+    action: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    numbers: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Deployment(_Out):
+    slots: dict[str, Any]
+    live: dict[str, dict[str, int]]
+    transitions: list[Transition]
+
+
+@dataclass(frozen=True)
 class Signal(_Out):
     value: float | None
     """None while the signal has no data yet (the server's schema says a number)."""
