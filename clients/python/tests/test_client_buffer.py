@@ -51,10 +51,11 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def test_server_killed_mid_stream_loses_and_duplicates_nothing(
-    server: Server, client: Client, tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_server_gone_mid_stream_loses_and_duplicates_nothing(
+    server: Server, client: Client, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    who = users("stream", 200)  # 10 events each: no user looks like a bot to the guard
+    who = users(f"stream-{sig.name}", 200)  # 10 events each: no user looks like a bot
     tracked: list[str] = []
     buffer = FeedbackBuffer(
         server.root,
@@ -78,7 +79,7 @@ def test_server_killed_mid_stream_loses_and_duplicates_nothing(
     producer.start()
     try:
         wait_until(lambda: buffer.stats.accepted >= 400)
-        server.kill(signal.SIGKILL)  # mid-stream: batches in flight, more being tracked
+        server.kill(sig)  # mid-stream: batches in flight, more being tracked
         time.sleep(0.5)
         server.start()
         producer.join(120)
