@@ -334,3 +334,30 @@ def test_event_ids_are_uuid7_and_flush_after_close_returns() -> None:
     assert buffer.flush(timeout=5)
     with pytest.raises(RecloopError, match="closed"):
         buffer.track("u", "i", "view")
+
+
+def test_async_burst_over_the_queue_waits_then_raises_and_spools_on_close(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+
+    async def main() -> list[str]:
+        buffer = AsyncFeedbackBuffer(
+            dead_url(),
+            max_batch=10,
+            max_queue=20,
+            full_timeout=0.2,
+            max_attempts=1_000,
+            spool_path=spool,
+            **FAST_RETRIES,
+        )
+        tracked: list[str] = []
+        with pytest.raises(BufferFull):
+            for n in range(1_000):
+                tracked.append(await buffer.track(f"aburst-u{n}", "aburst-i1", "view"))
+        assert 20 <= len(tracked) <= 30  # the queue, and the batch being retried
+        await buffer.close(grace=0.5)
+        return tracked
+
+    tracked = asyncio.run(main())
+    assert sorted(e["event_id"] for e in Spool.read(spool)) == sorted(tracked)
