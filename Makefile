@@ -33,6 +33,6 @@ bench-learning: setup
 	$(UV) run --frozen python -m benchmarks.learning $(BENCH_ARGS)
 
 lint: setup
-	$(UV) run --frozen ruff check src tests benchmarks
-	$(UV) run --frozen ruff format --check src tests benchmarks
+	$(UV) run --frozen ruff check src tests benchmarks clients
+	$(UV) run --frozen ruff format --check src tests benchmarks clients
 	$(UV) run --frozen mypy
