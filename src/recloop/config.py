@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -558,17 +558,22 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_describe(exc)) from None
 
 
+CLIENT_VARIABLES: Final = frozenset({"RECLOOP_URL", "RECLOOP_API_KEY"})
+"""The Python client's variables, not settings of the server."""
+
+
 def _refuse_misspelt_environment() -> None:
     """Refuse ``RECLOOP_*`` variables that aim at a setting but would be ignored.
 
     pydantic-settings reads only the variables that match a field, so
     ``RECLOOP_FEEDBACK_BASE_ALPHA`` (one underscore) would silently do nothing.
     Variables that name no section at all (``RECLOOP_REQUIRE_SERVICES``, used
-    by the test suite) are left alone.
+    by the test suite) are left alone, and so are the client's (``recloop-client``
+    reads ``RECLOOP_URL`` and ``RECLOOP_API_KEY``: a shell may hold them for both).
     """
     sections = set(Settings.model_fields)
     for name in os.environ:
-        if not name.startswith("RECLOOP_"):
+        if not name.startswith("RECLOOP_") or name in CLIENT_VARIABLES:
             continue
         rest = name[len("RECLOOP_") :].lower()
         section, nested, _ = rest.partition("__")

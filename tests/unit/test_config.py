@@ -118,6 +118,13 @@ def test_misspelt_environment_key_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         load_settings()
 
 
+def test_the_clients_variables_do_not_stop_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bug: RECLOOP_API_KEY (recloop-client's) read as a misspelt RECLOOP_API__KEY
+    monkeypatch.setenv("RECLOOP_API_KEY", "a-key")
+    monkeypatch.setenv("RECLOOP_URL", "http://127.0.0.1:8000")
+    assert load_settings().api.max_body_bytes > 0
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
