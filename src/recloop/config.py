@@ -229,9 +229,13 @@ class BanditSettings(_Section):
     default_weights: dict[str, dict[str, float]] = Field(default_factory=_default_segment_weights)
     """Per segment, the weights the prior expresses before any data."""
     prior_ctr: float = Field(0.05, gt=0.0, lt=1.0)
-    """Average prior CTR; each algorithm's prior mean is scaled by its default weight."""
+    """The prior CTR before a segment has evidence; the empirical-Bayes prior's mean is the
+    segment's pooled CTR shrunk towards it by ``prior_strength`` pseudo-impressions (each
+    algorithm's prior mean is then scaled by its default weight)."""
     prior_strength: float = Field(200.0, gt=0.0)
-    """Pseudo-impressions the prior is worth."""
+    """The most pseudo-impressions a prior is worth (no measurable spread between algorithms)."""
+    prior_min_strength: float = Field(20.0, gt=0.0)
+    """The fewest pseudo-impressions a prior is worth (algorithms far apart)."""
     bucket_minutes: int = Field(60, ge=1, le=1440)
     window_days: float = Field(7.0, gt=0.0)
     weight_mode: Literal["probability", "sample"] = "probability"
@@ -260,6 +264,11 @@ class BanditSettings(_Section):
                 )
             if any(w <= 0 for w in weights.values()):
                 raise ValueError(f"default_weights.{segment}: weights must be > 0")
+        if self.prior_min_strength > self.prior_strength:
+            raise ValueError(
+                f"prior_min_strength ({self.prior_min_strength:g}) must not exceed "
+                f"prior_strength ({self.prior_strength:g})"
+            )
         unknown = sorted(set(self.default_weights) - set(SEGMENTS))
         if unknown:
             raise ValueError(f"default_weights: unknown segment(s) {unknown}")
