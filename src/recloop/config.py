@@ -283,7 +283,15 @@ class ExplorationSettings(_Section):
     epsilon: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=_default_epsilons
     )
-    """Per segment, the chance that the top slot of a ranking is explored."""
+    """Per segment, the most a ranking's top slot is explored: the ceiling of a user's ε."""
+    evidence_half: float | None = Field(20.0, gt=0.0)
+    """A user's ε is ``epsilon[segment] * evidence_half / (evidence_half + interactions)``:
+    half the ceiling at this many interactions (None: always the ceiling)."""
+    top: int = Field(5, ge=1)
+    """An exploring draw promotes one of this many candidates after the greedy one ..."""
+    temperature: float | None = Field(0.5, gt=0.0)
+    """... by a softmax of their scores over the spread of the top set, at this temperature
+    (None: uniformly; with a large ``top`` that is the uniform ε-greedy)."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
 

@@ -282,9 +282,14 @@ def settings(tmp_path: Path, learning: bool = True) -> Any:
         tmp_path,
         "memory",
         rate_limits={"enabled": False},
+        # the oracle explores as rank did: uniformly over every other candidate, at the
+        # segment's ε (core.exploration.explore draws and computes exactly that then)
         exploration={
             "seed": 7,
             "epsilon": {"new": 0.5, "inactive": 0.3, "power": 0.2, "regular": 0.9},
+            "top": 100_000,
+            "temperature": None,
+            "evidence_half": None,
         },
         learning={"monitor_seconds": 3600, "enabled": learning},
     )
