@@ -88,3 +88,29 @@ async def test_blocks_survive_a_restart(settings_factory: Callable[..., Settings
         assert r.status_code == 403
     finally:
         await close()
+
+
+async def test_reliability_with_the_guard_off_answers_for_a_known_user(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    running, close = await start_app(
+        settings_factory(spam={"enabled": False}, rate_limits={"enabled": False})
+    )
+    try:
+        await running.client.put("/items/i", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+        await running.client.post("/feedback", json=like("ann", time.time() - 60))
+        await running.idle()
+        r = await running.client.get("/users/ann/reliability")
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "user_id": "ann",
+            "score": 100.0,
+            "status": "trusted",
+            "signals": {},
+            "since": None,
+            "manual": False,
+            "reason": "not judged: spam.enabled is false",
+        }
+        assert (await running.client.get("/users/nobody/reliability")).status_code == 404
+    finally:
+        await close()

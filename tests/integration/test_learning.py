@@ -153,6 +153,8 @@ async def test_train_validate_deploy_promote_rollback_restart(tmp_path: Path) ->
 
         good = await retrain(app)
         assert good["status"] == "candidate", good["reason"]
+        # one name, the documented one: the examples with a click
+        assert "positives" not in good and 0 < good["clicks"] < good["examples"]
         metrics = good["metrics"]
         assert metrics["candidate"]["auc"] > 0.65
         ope = metrics["off_policy"]
