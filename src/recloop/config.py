@@ -304,8 +304,12 @@ class ExplorationSettings(_Section):
 
 
 class RankSettings(_Section):
+    fusion: Literal["percentile", "rrf"] = "percentile"
+    """How each algorithm's list is calibrated before the weighted sum: ``percentile``, the
+    weight times the candidate's rank percentile in its list ((n - rank + 1) / n); ``rrf``,
+    weighted reciprocal-rank fusion, weight / (rrf_k + rank)."""
     rrf_k: float = Field(60.0, gt=0.0)
-    """Reciprocal-rank fusion constant: contribution weight / (rrf_k + rank)."""
+    """Reciprocal-rank fusion constant (``fusion: rrf``): contribution weight / (rrf_k + rank)."""
     affinity_weight: float = Field(0.5, ge=0.0)
     """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1])."""
     max_candidates: int = Field(1000, ge=1, le=100_000)

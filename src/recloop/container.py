@@ -458,6 +458,7 @@ def build_container(settings: Settings) -> Container:
             segment_rules=segment_rules(settings),
             rrf_k=settings.rank.rrf_k,
             affinity_weight=settings.rank.affinity_weight,
+            fusion=settings.rank.fusion,
             seed=settings.exploration.seed,
             evidence_half=settings.exploration.evidence_half,
             explore_top=settings.exploration.top,

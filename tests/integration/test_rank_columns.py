@@ -120,6 +120,7 @@ async def old_rank(
         affinities,
         rrf_k=ranker._config.rrf_k,
         affinity_weight=ranker._config.affinity_weight,
+        method=ranker._config.fusion,
     )
     by_id = {s.item_id: s for s in scored}
     route = strategy.route

@@ -1,13 +1,21 @@
 """Rank candidates from several algorithms: weighted fusion plus preference affinity.
 
-Weighted reciprocal-rank fusion (Cormack, Clarke and Büttcher, 2009, with a
-weight per list). Within each algorithm's list, a candidate at rank ``r``
-(from 1) contributes::
+Each algorithm's candidates form a list, ranked by the algorithm's scores
+(or as given). A candidate at rank ``r`` (from 1) of a list of ``n``
+contributes, with ``method``:
 
-    weights[alg] / (rrf_k + r)
+- ``"percentile"`` (calibrated): ``weights[alg] * (n - r + 1) / n``, the
+  weight times the candidate's rank percentile within its list (1 for the
+  top, ``1/n`` for the last), so every algorithm's scores are on one scale
+  whatever their own, and a list's weight moves its items by up to the whole
+  weight;
+- ``"rrf"``: weighted reciprocal-rank fusion (Cormack, Clarke and Büttcher,
+  2009, with a weight per list), ``weights[alg] / (rrf_k + r)``. On short
+  lists at ``rrf_k = 60`` the contributions differ by a few percent, so the
+  weights barely move the ranking (issue 15).
 
-and an item proposed by several algorithms sums its contributions. The
-fused value is divided by the largest one, so the best-fused item has
+An item proposed by several algorithms sums its contributions. The fused
+value is divided by the largest one, so the best-fused item has
 ``fusion = 1``, and the user's preference is added::
 
     score = fusion / max(fusion) + affinity_weight * affinity
@@ -21,11 +29,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from recloop.core.errors import InvalidInput
+
+Method = Literal["percentile", "rrf"]
+
+
+def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float) -> float:
+    if method == "rrf":
+        return weight / (rrf_k + rank)
+    return weight * (n - rank + 1) / n
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,10 @@ def _check(
     affinities: Mapping[str, float],
     rrf_k: float,
     affinity_weight: float,
+    method: str = "rrf",
 ) -> None:
+    if method not in ("percentile", "rrf"):
+        raise InvalidInput("method", f"must be 'percentile' or 'rrf', got {method!r}")
     if not (rrf_k >= 0 and math.isfinite(rrf_k)):
         raise InvalidInput("rrf_k", f"must be finite and >= 0, got {rrf_k}")
     if not math.isfinite(affinity_weight):
@@ -84,6 +104,7 @@ def fuse(
     affinities: Mapping[str, float],
     rrf_k: float = 60.0,
     affinity_weight: float = 0.5,
+    method: Method = "rrf",
 ) -> list[Scored]:
     """One :class:`Scored` per item, best first; see the module docstring for the formulas.
 
@@ -109,7 +130,7 @@ def fuse(
     >>> fused[0].algorithms
     ('als', 'popular')
     """
-    _check(candidates, weights, affinities, rrf_k, affinity_weight)
+    _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     groups: dict[str | None, list[Candidate]] = {}
     for candidate in candidates:
@@ -126,7 +147,7 @@ def fuse(
     for key, group in groups.items():
         weight = unassigned_weight if key is None else weights[key]
         for rank, candidate in enumerate(_ranked(group), start=1):
-            fusion[candidate.item_id] += weight / (rrf_k + rank)
+            fusion[candidate.item_id] += _contribution(weight, rank, len(group), method, rrf_k)
 
     top = max(fusion.values(), default=0.0)
     results = []
@@ -204,6 +225,7 @@ def fuse_columns(
     affinities: Mapping[str, float],
     rrf_k: float = 60.0,
     affinity_weight: float = 0.5,
+    method: Method = "rrf",
 ) -> Fused:
     """:func:`fuse` in columns, without an object per item: the same items in the same
     order with the same (bit for bit) scores, fusion values, affinities and algorithms
@@ -215,7 +237,7 @@ def fuse_columns(
     >>> fused.item_ids, fused.score.round(3).tolist(), fused.algorithms[0]
     (['y', 'x', 'z'], [1.0, 0.857, 0.786], ('als', 'popular'))
     """
-    _check(candidates, weights, affinities, rrf_k, affinity_weight)
+    _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     index: dict[str, int] = {}
     proposers: list[list[str]] = []
@@ -238,8 +260,9 @@ def fuse_columns(
         scores = [candidates[j].score for j in members]
         if all(s is not None for s in scores):
             members = sorted(members, key=lambda j: -(candidates[j].score or 0.0))
+        n = len(members)
         for rank, j in enumerate(members, start=1):
-            fusion_sums[item_of[j]] += weight / (rrf_k + rank)
+            fusion_sums[item_of[j]] += _contribution(weight, rank, n, method, rrf_k)
     ids = list(index)
     fusion = np.asarray(fusion_sums, dtype=np.float64)
     top = max(fusion_sums, default=0.0)

@@ -26,7 +26,7 @@ from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, cosines, fuse_columns
+from recloop.core.ranking import Candidate, Method, cosines, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -56,6 +56,8 @@ class RankConfig:
     rrf_k: float = 60.0
     affinity_weight: float = 0.5
     seed: int | None = None
+    fusion: Method = "percentile"
+    """How each algorithm's list is calibrated before fusion (``core.ranking``)."""
     evidence_half: float | None = 20.0
     """Interactions at which a user's ε is half the segment's (None: always the segment's)."""
     explore_top: int = 5
@@ -196,6 +198,7 @@ class Ranker:
             affinities,
             rrf_k=self._config.rrf_k,
             affinity_weight=self._config.affinity_weight,
+            method=self._config.fusion,
         )
         route = strategy.route
         n = len(fused)
