@@ -261,6 +261,31 @@ async def test_rank_explores_plausible_candidates_exactly(app: Running) -> None:
     assert not tops & {"i6", "i7"}  # ... among the top set only
 
 
+async def test_rank_says_who_proposed_each_item_and_their_shares(app: Running) -> None:
+    candidates = [
+        {"item_id": "x", "algorithm": "popularity", "score": 2.0},
+        {"item_id": "y", "algorithm": "popularity", "score": 1.0},
+        {"item_id": "y", "algorithm": "trending", "score": 5.0},
+        {"item_id": "z"},
+    ]
+    r = await app.client.post("/users/u2/rank", json={"candidates": candidates})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ranked = {x["item_id"]: x for x in body["ranking"]}
+    assert ranked["x"]["algorithms"] == ["popularity"] and ranked["x"]["shares"] == [1.0]
+    assert ranked["z"]["algorithms"] == [] and ranked["z"]["shares"] == []
+    assert ranked["z"]["credit"] is None
+    # y: popularity's second of two (its weight x 1/2), trending's first of one (x 1);
+    # the weights are drawn afresh per request here (cache_seconds 0), so only the sum
+    y = ranked["y"]
+    assert y["algorithms"] == ["popularity", "trending"]
+    assert sum(y["shares"]) == pytest.approx(1.0)
+    assert all(0.0 < share < 1.0 for share in y["shares"])
+    assert y["credit"] in y["algorithms"]
+    logged = (await app.client.get(f"/impressions/{body['impression_id']}")).json()
+    assert [s.get("credit") for s in logged["slate"]] == [x["credit"] for x in body["ranking"]]
+
+
 async def test_rank_prefers_the_users_taste(app: Running) -> None:
     await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
     await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})

@@ -291,3 +291,35 @@ def test_fuse_columns_equals_fuse_bit_for_bit(
     assert got.fusion.tolist() == [s.fusion for s in expected]
     assert got.affinity.tolist() == [s.affinity for s in expected]
     assert got.algorithms == [s.algorithms for s in expected]
+    for row, s in enumerate(expected):
+        assert got.shares(row) == pytest.approx(s.shares, rel=1e-12, abs=1e-15)
+
+
+def test_shares_by_hand() -> None:
+    # y: als rank 2 of 2 (2.0 x 1/2) and popular rank 1 of 2 (1.0 x 1); z: popular
+    # rank 2 of 2 (0.5) and the no-algorithm list at the mean weight 1.5 (1.5): popular's
+    # share is a quarter, the rest is no algorithm's.
+    candidates = [
+        Candidate("x", "als"), Candidate("y", "als"), Candidate("y", "popular"),
+        Candidate("z", "popular"), Candidate("z", None),
+    ]  # fmt: skip
+    fused = fuse_columns(candidates, {"als": 2.0, "popular": 1.0}, {}, method="percentile")
+    got = {i: dict(zip(fused.algorithms[r], fused.shares(r), strict=True))
+           for r, i in enumerate(fused.item_ids)}  # fmt: skip
+    assert got == {"x": {"als": 1.0}, "y": {"als": 0.5, "popular": 0.5}, "z": {"popular": 0.25}}
+
+
+@settings(deadline=None)
+@given(inputs=fusion_inputs())
+def test_shares_of_named_lists_sum_to_one(
+    inputs: tuple[list[Candidate], dict[str, float], dict[str, float]],
+) -> None:
+    candidates, weights, affinities = inputs
+    fused = fuse_columns(candidates, weights, affinities, method="percentile")
+    for row, item in enumerate(fused.item_ids):
+        shares = fused.shares(row)
+        assert all(0.0 <= x <= 1.0 + 1e-12 for x in shares)
+        mine = [c for c in candidates if c.item_id == item]
+        # every candidate of the item has an algorithm: the shares are the whole value
+        if mine and all(c.algorithm is not None for c in mine):
+            assert sum(shares) == pytest.approx(1.0)

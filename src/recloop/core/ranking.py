@@ -26,9 +26,10 @@ the item's vector (:func:`cosine`, computed by the caller).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -63,6 +64,8 @@ class Scored:
     fusion: float
     affinity: float
     algorithms: tuple[str, ...]
+    shares: tuple[float, ...] = ()
+    """Each of ``algorithms``' share of the item's fused value (:func:`shares`)."""
 
 
 def _check(
@@ -144,10 +147,15 @@ def fuse(
         algorithm = candidate.algorithm
         if algorithm is not None and algorithm not in proposers[candidate.item_id]:
             proposers[candidate.item_id].append(algorithm)
+    parts: dict[tuple[str, str], float] = {}
     for key, group in groups.items():
         weight = unassigned_weight if key is None else weights[key]
         for rank, candidate in enumerate(_ranked(group), start=1):
-            fusion[candidate.item_id] += _contribution(weight, rank, len(group), method, rrf_k)
+            value = _contribution(weight, rank, len(group), method, rrf_k)
+            fusion[candidate.item_id] += value
+            if candidate.algorithm is not None:
+                part = (candidate.item_id, candidate.algorithm)
+                parts[part] = parts.get(part, 0.0) + value
 
     top = max(fusion.values(), default=0.0)
     results = []
@@ -161,6 +169,9 @@ def fuse(
                 fusion=normalised,
                 affinity=affinity,
                 algorithms=tuple(proposers[item_id]),
+                shares=tuple(
+                    parts[item_id, a] / value if value > 0 else 0.0 for a in proposers[item_id]
+                ),
             )
         )
     results.sort(key=lambda s: -s.score)  # stable: ties stay in order of first appearance
@@ -214,9 +225,48 @@ class Fused:
     fusion: npt.NDArray[np.float64]
     affinity: npt.NDArray[np.float64]
     algorithms: list[tuple[str, ...]]
+    candidates: Sequence[Candidate] = ()
+    """The candidates fused; with the next three, what :meth:`shares` reads."""
+    contributions: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """Each candidate's contribution to its item's fused value, in ``candidates`` order."""
+    item_of: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    """Each candidate's item, as its row in :attr:`item_ids`."""
+    raw: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """Each item's fused value before it is divided by the largest."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def shares(self, row: int) -> tuple[float, ...]:
+        """Each of ``algorithms[row]``' share of that item's fused value: the sum of its
+        contributions over the item's (raw) fused value; 0.0 each if that is 0. They sum to
+        1 unless candidates with no algorithm contributed too.
+        """
+        return self.shares_of([row])[0]
+
+    def shares_of(self, rows: Sequence[int]) -> list[tuple[float, ...]]:
+        """:meth:`shares` of several rows in one pass over the candidates (``rank`` asks
+        for the shown ones only)."""
+        at = {row: n for n, row in enumerate(rows)}
+        sums = [dict.fromkeys(self.algorithms[row], 0.0) for row in rows]
+        picked = np.flatnonzero(np.isin(self.item_of, np.asarray(rows, dtype=np.intp)))
+        for j, row, value in zip(
+            picked.tolist(),
+            self.item_of[picked].tolist(),
+            self.contributions[picked].tolist(),
+            strict=True,
+        ):
+            algorithm = self.candidates[j].algorithm
+            if algorithm is not None:
+                sums[at[row]][algorithm] += value
+        out = []
+        for row, part in zip(rows, sums, strict=True):
+            total = float(self.raw[row])
+            if total > 0:
+                out.append(tuple(part[a] / total for a in self.algorithms[row]))
+            else:
+                out.append(tuple(0.0 for _ in self.algorithms[row]))
+        return out
 
 
 def fuse_columns(
@@ -255,25 +305,63 @@ def fuse_columns(
         groups.setdefault(algorithm if algorithm in weights else None, []).append(j)
     # Summed in fuse's order (group by group, by rank): the same floating-point sums.
     fusion_sums = [0.0] * len(proposers)
+    contributions = [0.0] * len(candidates)
+    rrf = method == "rrf"
     for key, members in groups.items():
         weight = unassigned_weight if key is None else weights[key]
         scores = [candidates[j].score for j in members]
         if all(s is not None for s in scores):
             members = sorted(members, key=lambda j: -(candidates[j].score or 0.0))
         n = len(members)
+        # _contribution inlined (the same expressions, so the same floats as fuse)
         for rank, j in enumerate(members, start=1):
-            fusion_sums[item_of[j]] += _contribution(weight, rank, n, method, rrf_k)
+            value = weight / (rrf_k + rank) if rrf else weight * (n - rank + 1) / n
+            fusion_sums[item_of[j]] += value
+            contributions[j] = value
     ids = list(index)
     fusion = np.asarray(fusion_sums, dtype=np.float64)
     top = max(fusion_sums, default=0.0)
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
     affinity = np.asarray([affinities.get(i, 0.0) for i in ids], dtype=np.float64)
     score = normalised + affinity_weight * affinity
-    order = np.argsort(-score, kind="stable").tolist()
+    ranked = np.argsort(-score, kind="stable")
+    order = ranked.tolist()
+    row_of = np.empty(len(order), dtype=np.intp)
+    row_of[ranked] = np.arange(len(order))
     return Fused(
         [ids[i] for i in order],
         score[order],
         normalised[order],
         affinity[order],
         [tuple(proposers[i]) for i in order],
+        candidates,
+        np.asarray(contributions, dtype=np.float64),
+        row_of[np.asarray(item_of, dtype=np.intp)],
+        fusion[order],
     )
+
+
+def credited(algorithms: Sequence[str], shares: Sequence[float], key: str) -> str | None:
+    """The algorithm that a shown item's feedback credits, drawn with probability equal to
+    its share of the item's fused value (None, the rest: no algorithm's).
+
+    The draw is ``u``, the first 8 bytes of BLAKE2b(``key``) over 2^64 (``key``: the
+    impression id and the item id), so it is reproducible from the log and takes
+    nothing from ``rank``'s random generator: the first algorithm whose cumulative
+    share exceeds ``u``. An orchestrator that names it in ``attribution.algorithm`` of
+    the item's impression and click events credits each proposing algorithm, in
+    expectation, its share of them.
+
+    >>> credited(("als", "popular"), (0.75, 0.25), "imp-1:x")
+    'als'
+    >>> credited((), (), "imp-1:x") is None
+    True
+    """
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2.0**64
+    cumulative = 0.0
+    for algorithm, share in zip(algorithms, shares, strict=True):
+        cumulative += share
+        if u < cumulative:
+            return algorithm
+    return None

@@ -26,7 +26,7 @@ from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, Method, cosines, fuse_columns
+from recloop.core.ranking import Candidate, Method, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -239,8 +239,14 @@ class Ranker:
         propensities = explored.propensities[: len(rows)].tolist()
         features = logged[rows]
         set_positions(features, names)
+        impression_id = uuid7()
+        shares = tuple(fused.shares_of(rows))
+        credits = tuple(
+            credited(fused.algorithms[i], share, f"{impression_id}:{fused.item_ids[i]}")
+            for i, share in zip(rows, shares, strict=True)
+        )
         impression = Impression(
-            impression_id=uuid7(),
+            impression_id=impression_id,
             user_id=user_id,
             segment=user.segment,
             created_at=self._clock(),
@@ -253,6 +259,8 @@ class Ranker:
                 tuple(fused.algorithms[i] for i in rows),
                 features,
                 names,
+                shares=shares,
+                credits=credits,
             ),
             context=dict(context or {}),
             experiments=strategy.experiments,
