@@ -234,9 +234,13 @@ class BanditSettings(_Section):
     default_weights: dict[str, dict[str, float]] = Field(default_factory=_default_segment_weights)
     """Per segment, the weights the prior expresses before any data."""
     prior_ctr: float = Field(0.05, gt=0.0, lt=1.0)
-    """Average prior CTR; each algorithm's prior mean is scaled by its default weight."""
+    """The prior CTR before a segment has evidence; the empirical-Bayes prior's mean is the
+    segment's pooled CTR shrunk towards it by ``prior_strength`` pseudo-impressions (each
+    algorithm's prior mean is then scaled by its default weight)."""
     prior_strength: float = Field(200.0, gt=0.0)
-    """Pseudo-impressions the prior is worth."""
+    """The most pseudo-impressions a prior is worth (no measurable spread between algorithms)."""
+    prior_min_strength: float = Field(20.0, gt=0.0)
+    """The fewest pseudo-impressions a prior is worth (algorithms far apart)."""
     bucket_minutes: int = Field(60, ge=1, le=1440)
     window_days: float = Field(7.0, gt=0.0)
     weight_mode: Literal["probability", "sample"] = "probability"
@@ -265,6 +269,11 @@ class BanditSettings(_Section):
                 )
             if any(w <= 0 for w in weights.values()):
                 raise ValueError(f"default_weights.{segment}: weights must be > 0")
+        if self.prior_min_strength > self.prior_strength:
+            raise ValueError(
+                f"prior_min_strength ({self.prior_min_strength:g}) must not exceed "
+                f"prior_strength ({self.prior_strength:g})"
+            )
         unknown = sorted(set(self.default_weights) - set(SEGMENTS))
         if unknown:
             raise ValueError(f"default_weights: unknown segment(s) {unknown}")
@@ -279,7 +288,15 @@ class ExplorationSettings(_Section):
     epsilon: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=_default_epsilons
     )
-    """Per segment, the chance that the top slot of a ranking is explored."""
+    """Per segment, the most a ranking's top slot is explored: the ceiling of a user's ε."""
+    evidence_half: float | None = Field(20.0, gt=0.0)
+    """A user's ε is ``epsilon[segment] * evidence_half / (evidence_half + interactions)``:
+    half the ceiling at this many interactions (None: always the ceiling)."""
+    top: int = Field(5, ge=1)
+    """An exploring draw promotes one of this many candidates after the greedy one ..."""
+    temperature: float | None = Field(0.5, gt=0.0)
+    """... by a softmax of their scores over the spread of the top set, at this temperature
+    (None: uniformly; with a large ``top`` that is the uniform ε-greedy)."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
 
@@ -292,8 +309,12 @@ class ExplorationSettings(_Section):
 
 
 class RankSettings(_Section):
+    fusion: Literal["percentile", "rrf"] = "percentile"
+    """How each algorithm's list is calibrated before the weighted sum: ``percentile``, the
+    weight times the candidate's rank percentile in its list ((n - rank + 1) / n); ``rrf``,
+    weighted reciprocal-rank fusion, weight / (rrf_k + rank)."""
     rrf_k: float = Field(60.0, gt=0.0)
-    """Reciprocal-rank fusion constant: contribution weight / (rrf_k + rank)."""
+    """Reciprocal-rank fusion constant (``fusion: rrf``): contribution weight / (rrf_k + rank)."""
     affinity_weight: float = Field(0.5, ge=0.0)
     """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1])."""
     max_candidates: int = Field(1000, ge=1, le=100_000)

@@ -21,7 +21,6 @@ from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
-from recloop.core.bandit import segment_priors
 from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import ConfigError
 from recloop.core.events import Event, SignalTable, TypeWeight
@@ -305,10 +304,10 @@ def optimizer_config(settings: Settings) -> OptimizerConfig:
     b = settings.bandit
     return OptimizerConfig(
         algorithms=tuple(b.algorithms),
-        priors={
-            segment: segment_priors(weights, b.prior_ctr, b.prior_strength)
-            for segment, weights in b.default_weights.items()
-        },
+        default_weights=b.default_weights,
+        prior_ctr=b.prior_ctr,
+        prior_strength=b.prior_strength,
+        prior_min_strength=b.prior_min_strength,
         bucket_seconds=b.bucket_minutes * 60.0,
         window_seconds=b.window_days * 86400.0,
         mode=b.weight_mode,
@@ -463,7 +462,11 @@ def build_container(settings: Settings) -> Container:
             segment_rules=segment_rules(settings),
             rrf_k=settings.rank.rrf_k,
             affinity_weight=settings.rank.affinity_weight,
+            fusion=settings.rank.fusion,
             seed=settings.exploration.seed,
+            evidence_half=settings.exploration.evidence_half,
+            explore_top=settings.exploration.top,
+            temperature=settings.exploration.temperature,
         ),
         experiments=experiments,
         learning=learning,

@@ -118,3 +118,29 @@ async def test_a_quiet_attacker_is_judged_without_anyone_asking(
         assert "mallory" in listed
     finally:
         await close()
+
+
+async def test_reliability_with_the_guard_off_answers_for_a_known_user(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    running, close = await start_app(
+        settings_factory(spam={"enabled": False}, rate_limits={"enabled": False})
+    )
+    try:
+        await running.client.put("/items/i", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+        await running.client.post("/feedback", json=like("ann", time.time() - 60))
+        await running.idle()
+        r = await running.client.get("/users/ann/reliability")
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "user_id": "ann",
+            "score": 100.0,
+            "status": "trusted",
+            "signals": {},
+            "since": None,
+            "manual": False,
+            "reason": "not judged: spam.enabled is false",
+        }
+        assert (await running.client.get("/users/nobody/reliability")).status_code == 404
+    finally:
+        await close()

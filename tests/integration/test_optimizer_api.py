@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from recloop.config import Settings
+from recloop.core.exploration import promotion_probabilities
 from tests.conftest import Running, start_app
 
 ALGS = ["collaborative", "content_based", "popularity", "trending"]
@@ -204,7 +205,11 @@ async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None
     for x in ranking:
         assert 0.0 < x["propensity"] <= 1.0
     top = ranking[0]
-    assert top["propensity"] == pytest.approx(0.3 / 3 if top["explored"] else 0.7)
+    # exact values for every shown slot: test_rank_explores_plausible_candidates_exactly
+    if top["explored"]:
+        assert 0.0 < top["propensity"] < 0.3
+    else:
+        assert top["propensity"] == pytest.approx(0.7)
 
     await app.client.post(
         "/feedback",
@@ -222,20 +227,79 @@ async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None
     assert (await app.client.get("/impressions/nope")).status_code == 404
 
 
+async def test_rank_explores_plausible_candidates_exactly(app: Running) -> None:
+    # one list of 8 scored candidates, no preferences: the greedy order is by score. A new
+    # user explores at the ceiling (0.3); an exploring draw promotes one of the next
+    # exploration.top (5) candidates by a softmax of their scores (temperature 0.5).
+    candidates = [
+        {"item_id": f"i{n}", "algorithm": "popularity", "score": 10.0 - n} for n in range(8)
+    ]
+    tops = set()
+    for _ in range(60):
+        r = await app.client.post("/users/newcomer/rank", json={"candidates": candidates})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["epsilon"] == 0.3
+        ranking = body["ranking"]
+        greedy = sorted(ranking, key=lambda x: -x["score"])
+        assert [x["item_id"] for x in greedy] == [f"i{n}" for n in range(8)]
+        scores = [x["score"] for x in greedy]
+        q = promotion_probabilities(scores, top=5, temperature=0.5)
+        # P(M = m): the whole slate is determined by the promoted index m
+        p_m = [0.7 + 0.3 * q[0]] + [0.3 * q[m] for m in range(1, 8)]
+        exact: dict[tuple[str, int], float] = {}
+        for m in range(8):
+            slate = [greedy[m], *greedy[:m], *greedy[m + 1 :]]
+            for position, x in enumerate(slate):
+                key = (x["item_id"], position)
+                exact[key] = exact.get(key, 0.0) + p_m[m]
+        for position, x in enumerate(ranking):
+            assert x["propensity"] == pytest.approx(exact[x["item_id"], position], abs=1e-12)
+            assert x["explored"] == (position == 0 and x["item_id"] != "i0")
+        tops.add(ranking[0]["item_id"])
+    assert "i0" in tops and tops - {"i0"}  # it explores ...
+    assert not tops & {"i6", "i7"}  # ... among the top set only
+
+
+async def test_rank_says_who_proposed_each_item_and_their_shares(app: Running) -> None:
+    candidates = [
+        {"item_id": "x", "algorithm": "popularity", "score": 2.0},
+        {"item_id": "y", "algorithm": "popularity", "score": 1.0},
+        {"item_id": "y", "algorithm": "trending", "score": 5.0},
+        {"item_id": "z"},
+    ]
+    r = await app.client.post("/users/u2/rank", json={"candidates": candidates})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ranked = {x["item_id"]: x for x in body["ranking"]}
+    assert ranked["x"]["algorithms"] == ["popularity"] and ranked["x"]["shares"] == [1.0]
+    assert ranked["z"]["algorithms"] == [] and ranked["z"]["shares"] == []
+    assert ranked["z"]["credit"] is None
+    # y: popularity's second of two (its weight x 1/2), trending's first of one (x 1);
+    # the weights are drawn afresh per request here (cache_seconds 0), so only the sum
+    y = ranked["y"]
+    assert y["algorithms"] == ["popularity", "trending"]
+    assert sum(y["shares"]) == pytest.approx(1.0)
+    assert all(0.0 < share < 1.0 for share in y["shares"])
+    assert y["credit"] in y["algorithms"]
+    logged = (await app.client.get(f"/impressions/{body['impression_id']}")).json()
+    assert [s.get("credit") for s in logged["slate"]] == [x["credit"] for x in body["ranking"]]
+
+
 async def test_rank_prefers_the_users_taste(app: Running) -> None:
     await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
     await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
     likes = [{"user_id": "fan", "item_id": "b", "type": "like"}] * 20
     await app.client.post("/feedback", json={"events": likes})
     await app.idle()
-    # "fan" is a regular user: epsilon .1; over 40 rankings b tops the greedy order
+    # "fan" is a regular user (ε at most .1); over 40 rankings b tops the greedy order:
+    # b is second of ten in the (unscored) list, a fusion of 0.9 against a's 1 (rank
+    # percentiles), and the taste (0.5 · cosine 1) outweighs the difference
+    others = [{"item_id": f"o{n}"} for n in range(8)]
+    candidates = [{"item_id": "a"}, {"item_id": "b"}, *others]
     tops = []
     for _ in range(40):
-        body = (
-            await app.client.post(
-                "/users/fan/rank", json={"candidates": [{"item_id": "a"}, {"item_id": "b"}]}
-            )
-        ).json()
+        body = (await app.client.post("/users/fan/rank", json={"candidates": candidates})).json()
         greedy = [x for x in body["ranking"] if not x["explored"]]
         if body["ranking"][0]["explored"]:
             continue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from recloop.adapters.memory import InMemoryStateStore
-from recloop.core.bandit import segment_priors
 from recloop.services.optimizer import Optimizer, OptimizerConfig, PerformanceReport
 
 HOUR, DAY = 3600.0, 86_400.0
@@ -19,10 +18,11 @@ class Clock:
 
 
 def optimizer(clock: Clock) -> Optimizer:
-    priors = segment_priors({"a": 0.5, "b": 0.5}, prior_ctr=0.05, strength=100)
     config = OptimizerConfig(
         algorithms=ALGS,
-        priors={s: priors for s in ("new", "inactive", "power", "regular")},
+        default_weights={s: {"a": 0.5, "b": 0.5} for s in ("new", "inactive", "power", "regular")},
+        prior_ctr=0.05,
+        prior_strength=100.0,
         bucket_seconds=HOUR,
         window_seconds=7 * DAY,
         cache_seconds=0.0,

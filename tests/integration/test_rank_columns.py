@@ -120,6 +120,7 @@ async def old_rank(
         affinities,
         rrf_k=ranker._config.rrf_k,
         affinity_weight=ranker._config.affinity_weight,
+        method=ranker._config.fusion,
     )
     by_id = {s.item_id: s for s in scored}
     route = strategy.route
@@ -282,9 +283,14 @@ def settings(tmp_path: Path, learning: bool = True) -> Any:
         tmp_path,
         "memory",
         rate_limits={"enabled": False},
+        # the oracle explores as rank did: uniformly over every other candidate, at the
+        # segment's ε (core.exploration.explore draws and computes exactly that then)
         exploration={
             "seed": 7,
             "epsilon": {"new": 0.5, "inactive": 0.3, "power": 0.2, "regular": 0.9},
+            "top": 100_000,
+            "temperature": None,
+            "evidence_half": None,
         },
         learning={"monitor_seconds": 3600, "enabled": learning},
     )

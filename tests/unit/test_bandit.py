@@ -15,6 +15,7 @@ from scipy import integrate, stats
 from recloop.core.bandit import (
     BetaPrior,
     PerformanceCounts,
+    PooledPrior,
     Posterior,
     Weights,
     WindowCounts,
@@ -22,6 +23,7 @@ from recloop.core.bandit import (
     counts_of,
     disable_reason,
     floor_weights,
+    pooled_prior,
     posterior,
     probability_best,
     sample_weights,
@@ -269,6 +271,97 @@ def test_segment_priors_refuse(
     with pytest.raises(InvalidInput) as info:
         segment_priors(weights, prior_ctr, strength)
     assert info.value.field == field
+
+
+# -- The empirical-Bayes prior ---------------------------------------------------------
+
+
+def test_pooled_prior_before_any_data_is_the_configured_one() -> None:
+    assert pooled_prior([], 0.05, 200.0, 20.0) == PooledPrior(0.05, 200.0, "no_spread")
+    assert pooled_prior([PerformanceCounts()] * 3, 0.05, 200.0, 20.0).mean == 0.05
+
+
+def test_pooled_prior_mean_follows_the_segments_ctr() -> None:
+    # (C + prior_ctr * strength) / (N + strength), by hand
+    few = pooled_prior([PerformanceCounts(100, 2), PerformanceCounts(100, 1)], 0.05, 200.0, 20.0)
+    assert few.mean == pytest.approx((3 + 0.05 * 200) / (200 + 200))
+    many = [PerformanceCounts(500_000, 7_500), PerformanceCounts(300_000, 4_500)]
+    assert pooled_prior(many, 0.05, 200.0, 20.0).mean == pytest.approx(0.015, abs=1e-4)
+
+
+def test_pooled_prior_strength_recovers_the_algorithms_spread() -> None:
+    # 400 algorithms whose true CTRs are Beta(m s, (1 - m) s), s = 150: the method of
+    # moments finds s from the observed CTRs (each on 200k impressions).
+    rng = np.random.default_rng(5)
+    m, s = 0.02, 150.0
+    ctrs = rng.beta(m * s, (1 - m) * s, size=400)
+    counts = [PerformanceCounts(200_000, int(rng.binomial(200_000, p))) for p in ctrs]
+    found = pooled_prior(counts, 0.05, 1_000.0, 1.0)
+    assert found.source == "moments"
+    assert found.strength == pytest.approx(s, rel=0.2)
+    assert found.mean == pytest.approx(m, rel=0.05)
+
+
+def test_pooled_prior_without_spread_takes_the_upper_bound() -> None:
+    # the same true CTR for all: the observed spread is binomial noise only
+    rng = np.random.default_rng(9)
+    counts = [PerformanceCounts(50_000, int(rng.binomial(50_000, 0.015))) for _ in range(5)]
+    found = pooled_prior(counts, 0.05, 200.0, 20.0)
+    assert found.strength == 200.0
+    assert found.source in ("no_spread", "bounded")
+
+
+@settings(deadline=None)
+@given(
+    cells=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=8),
+    prior_ctr=st.floats(0.001, 0.5),
+    bounds=st.tuples(st.floats(1.0, 500.0), st.floats(1.0, 500.0)),
+)
+def test_pooled_prior_is_bounded(
+    cells: list[tuple[int, int]], prior_ctr: float, bounds: tuple[float, float]
+) -> None:
+    low, high = sorted(bounds)
+    found = pooled_prior([PerformanceCounts(n, c) for n, c in cells], prior_ctr, high, low)
+    assert low <= found.strength <= high
+    assert 0.0 < found.mean < 1.0
+
+
+@pytest.mark.parametrize(
+    ("prior_ctr", "high", "low", "field"),
+    [
+        (0.0, 200.0, 20.0, "prior_ctr"),
+        (0.05, 10.0, 20.0, "min_strength"),
+        (0.05, 200.0, 0.0, "min_strength"),
+        (0.05, math.inf, 20.0, "min_strength"),
+    ],
+)
+def test_pooled_prior_refuses(prior_ctr: float, high: float, low: float, field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        pooled_prior([], prior_ctr, high, low)
+    assert info.value.field == field
+
+
+def test_empirical_prior_does_not_favour_the_least_shown_algorithm() -> None:
+    # The world: CTRs of 1-2 %; "rare" has been shown 60 times without a click,
+    # the others thousands of times. A fixed prior at 5 % worth 200 impressions makes
+    # "rare" the likeliest best; the pooled prior puts it at the segment's average.
+    counts = {
+        "good": PerformanceCounts(40_000, 800),  # 2.0 %
+        "fair": PerformanceCounts(40_000, 600),  # 1.5 %
+        "rare": PerformanceCounts(60, 0),
+    }
+    weights = dict.fromkeys(counts, 1.0)
+
+    def best(priors: dict[str, BetaPrior]) -> dict[str, float]:
+        posts = {a: posterior(priors[a], c) for a, c in counts.items()}
+        return probability_best(posts, draws=20_000, seed=3).weights
+
+    fixed = best(segment_priors(weights, 0.05, 200.0))
+    assert max(fixed, key=fixed.__getitem__) == "rare"
+    pooled = pooled_prior(list(counts.values()), 0.05, 200.0, 20.0)
+    learnt = best(segment_priors(weights, pooled.mean, pooled.strength))
+    assert max(learnt, key=learnt.__getitem__) == "good"
+    assert learnt["rare"] < 0.2
 
 
 @pytest.mark.parametrize(("a", "b"), [(0.0, 1.0), (1.0, -2.0), (math.nan, 1.0), (1.0, math.inf)])

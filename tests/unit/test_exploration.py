@@ -1,16 +1,28 @@
-"""ε-greedy slates and their exact propensities (core.exploration)."""
+"""ε-greedy and adaptive slates and their exact propensities (core.exploration)."""
 
 from __future__ import annotations
 
+import math
 import string
 from collections import Counter
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
 
 from recloop.core.errors import InvalidInput
-from recloop.core.exploration import epsilon_greedy, slot_propensity
+from recloop.core.exploration import (
+    effective_epsilon,
+    epsilon_greedy,
+    explore,
+    promotion_probabilities,
+    slot_propensity,
+    top_probabilities,
+)
 
 
 def outcomes(greedy: list[str], epsilon: Fraction) -> list[tuple[list[str], Fraction]]:
@@ -127,3 +139,154 @@ def test_refuses_duplicates_and_negative_positions() -> None:
     with pytest.raises(InvalidInput) as info:
         slot_propensity(["a", "b"], "a", -1, 0.1)
     assert info.value.field == "position"
+
+
+# -- Adaptive exploration (explore) ----------------------------------------------------
+
+
+def adaptive_outcomes(
+    scores: list[float], epsilon: float, top: int, temperature: float | None
+) -> list[tuple[int, float]]:
+    """Oracle: every promoted index m with its probability, straight from the definition:
+    m = 0 with 1 - ε, else m in 1..min(top, n-1) with ε times a softmax of
+    (s_m - max) / (temperature · spread of the top set), or ε/m uniformly."""
+    n = len(scores)
+    if n <= 1:
+        return [(0, 1.0)]
+    m = min(top, n - 1)
+    head = scores[: m + 1]
+    spread = max(head) - min(head)
+    if temperature is None or spread == 0:
+        weights = [1.0] * m
+    else:
+        scale = temperature * spread
+        weights = [math.exp((scores[j] - max(head)) / scale) for j in range(1, m + 1)]
+    total = sum(weights)
+    return [(0, 1.0 - epsilon)] + [(j, epsilon * w / total) for j, w in enumerate(weights, 1)]
+
+
+def adaptive_distribution(
+    scores: list[float], epsilon: float, top: int, temperature: float | None
+) -> dict[tuple[int, int], float]:
+    """P(greedy index at position), summed over the promoted indices."""
+    probability: dict[tuple[int, int], float] = {}
+    for m, p in adaptive_outcomes(scores, epsilon, top, temperature):
+        order = [m, *range(m), *range(m + 1, len(scores))]
+        for position, i in enumerate(order):
+            probability[i, position] = probability.get((i, position), 0.0) + p
+    return probability
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 9])
+@pytest.mark.parametrize("top", [1, 2, 5, 100])
+@pytest.mark.parametrize("temperature", [None, 0.1, 0.5, 3.0])
+@pytest.mark.parametrize("epsilon", [0.0, 0.15, 1.0])
+def test_explore_propensities_are_the_exact_outcome_probabilities(
+    n: int, top: int, temperature: float | None, epsilon: float
+) -> None:
+    rng = np.random.default_rng(n * 1000 + top)
+    scores = sorted(rng.normal(size=n).tolist(), reverse=True)
+    exact = adaptive_distribution(scores, epsilon, top, temperature)
+    # each position's propensities sum to 1 over the candidates (the top slot's too)
+    for position in range(n):
+        assert sum(exact.get((i, position), 0.0) for i in range(n)) == pytest.approx(1.0)
+    q = promotion_probabilities(scores, top, temperature)
+    tops = top_probabilities(q, epsilon)
+    assert tops.sum() == pytest.approx(1.0)
+    assert tops.tolist() == pytest.approx([exact.get((i, 0), 0.0) for i in range(n)], abs=1e-12)
+    possible = {m for m, p in adaptive_outcomes(scores, epsilon, top, temperature) if p > 0}
+    seen = set()
+    for _ in range(100):
+        drawn = explore(scores, epsilon, rng, top, temperature)
+        assert drawn.promoted in possible
+        seen.add(drawn.promoted)
+        assert sorted(drawn.order.tolist()) == list(range(n))
+        for position, i in enumerate(drawn.order.tolist()):
+            assert drawn.propensities[position] == pytest.approx(exact[i, position], abs=1e-12)
+    if epsilon == 1.0 and n > 1:
+        assert 0 not in seen
+
+
+def test_explore_frequencies_match_the_propensities() -> None:
+    # A seeded sampler: 40,000 slates; each (index, position) frequency against its
+    # propensity (chi-square per position), and the top slot within 4 standard errors.
+    scores = [2.0, 1.8, 1.7, 1.1, 0.9, 0.2, 0.1]
+    epsilon, top, temperature, draws = 0.4, 4, 0.5, 40_000
+    rng = np.random.default_rng(20261206)
+    counts = np.zeros((len(scores), len(scores)))
+    for _ in range(draws):
+        drawn = explore(scores, epsilon, rng, top, temperature)
+        counts[drawn.order, np.arange(len(scores))] += 1
+    exact = adaptive_distribution(scores, epsilon, top, temperature)
+    expected = np.array(
+        [[exact.get((i, j), 0.0) for j in range(len(scores))] for i in range(len(scores))]
+    )
+    for position in range(len(scores)):
+        observed = counts[:, position]
+        support = expected[:, position] > 0
+        assert observed[~support].sum() == 0  # nothing lands where its propensity is 0
+        if support.sum() > 1:
+            chi2 = stats.chisquare(observed[support], draws * expected[support, position])
+            assert chi2.pvalue > 1e-3
+    p = expected[:, 0]
+    se = np.sqrt(p * (1 - p) / draws)
+    assert np.all(np.abs(counts[:, 0] / draws - p) <= 4 * se + 1e-12)
+    assert counts[5:, 0].sum() == 0  # beyond the top set: never promoted
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+@pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])
+def test_explore_uniform_over_all_is_epsilon_greedy_to_the_bit(n: int, epsilon: float) -> None:
+    greedy = list(string.ascii_lowercase[:n])
+    scores = np.linspace(1.0, 0.0, n)
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(50):
+        slate = epsilon_greedy(greedy, epsilon, a)
+        drawn = explore(scores, epsilon, b, top=n, temperature=None)
+        assert [greedy[i] for i in drawn.order.tolist()] == [s.item_id for s in slate]
+        assert drawn.propensities.tolist() == [s.propensity for s in slate]
+        assert a.bit_generator.state == b.bit_generator.state
+
+
+def test_softmax_prefers_the_plausible_and_is_scale_free() -> None:
+    q = promotion_probabilities([1.0, 0.99, 0.5, 0.0], top=3, temperature=0.5)
+    assert q[1] > q[2] > q[3] > 0
+    # the same draw for scores on another scale (a model's probabilities, say)
+    scaled = promotion_probabilities([0.01, 0.0099, 0.005, 0.0], top=3, temperature=0.5)
+    assert scaled.tolist() == pytest.approx(q.tolist())
+    # equal scores: uniform over the top set
+    assert promotion_probabilities([1.0] * 4, 2, 0.5).tolist() == [0.0, 0.5, 0.5, 0.0]
+
+
+@given(
+    ceiling=st.floats(0.0, 1.0),
+    evidence=st.integers(0, 10**6),
+    more=st.integers(1, 10**6),
+    half=st.floats(0.1, 1e4),
+)
+def test_effective_epsilon_is_capped_and_shrinks(
+    ceiling: float, evidence: int, more: int, half: float
+) -> None:
+    eps = effective_epsilon(ceiling, evidence, half)
+    assert 0.0 <= eps <= ceiling
+    assert effective_epsilon(ceiling, evidence + more, half) <= eps
+    assert effective_epsilon(ceiling, 0, half) == ceiling
+    assert effective_epsilon(ceiling, evidence, None) == ceiling
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: effective_epsilon(1.2, 0, 1.0), "epsilon"),
+        (lambda: effective_epsilon(0.2, -1, 1.0), "evidence"),
+        (lambda: effective_epsilon(0.2, 1, 0.0), "evidence_half"),
+        (lambda: promotion_probabilities([1.0, 0.0], 0, None), "top"),
+        (lambda: promotion_probabilities([1.0, 0.0], 1, 0.0), "temperature"),
+        (lambda: promotion_probabilities([1.0, math.nan], 1, 1.0), "scores"),
+        (lambda: explore([1.0, 0.0], 1.5, np.random.default_rng(0), 1, None), "epsilon"),
+    ],
+)
+def test_adaptive_exploration_refuses(call: Callable[[], object], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        call()
+    assert info.value.field == field

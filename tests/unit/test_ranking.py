@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.spatial import distance
 
 from recloop.core.errors import InvalidInput
-from recloop.core.ranking import Candidate, Scored, cosine, fuse, fuse_columns
+from recloop.core.ranking import Candidate, Method, Scored, cosine, fuse, fuse_columns
 
 
 def by_id(scored: list[Scored]) -> dict[str, Scored]:
@@ -165,6 +165,59 @@ def test_fusion_properties(
     assert order == sorted(order)
 
 
+def test_percentile_fusion_by_hand() -> None:
+    # als: x (rank 1 of 3), y, z; popular: z (1 of 2), w. Percentiles (n - r + 1) / n.
+    candidates = [
+        Candidate("x", "als", 3.0),
+        Candidate("y", "als", 2.0),
+        Candidate("z", "als", 1.0),
+        Candidate("z", "popular", 9.0),
+        Candidate("w", "popular", 1.0),
+    ]
+    fused = by_id(fuse(candidates, {"als": 0.6, "popular": 0.4}, {}, method="percentile"))
+    raw = {"x": 0.6, "y": 0.6 * 2 / 3, "z": 0.6 / 3 + 0.4, "w": 0.4 / 2}
+    for item, value in raw.items():
+        assert fused[item].fusion == pytest.approx(value / 0.6, rel=1e-12)
+
+
+# Two algorithms propose the same four items in opposite orders; the user's preference
+# leans a little to "w", the first algorithm's last.
+SHORT = [Candidate(i, "als") for i in "xyzw"] + [Candidate(i, "popular") for i in "wzyx"]
+LEAN = {"w": 0.2, "x": 0.0}
+
+
+@pytest.mark.parametrize("method", ["percentile", "rrf"])
+def test_weights_move_the_ranking_of_short_lists_only_when_calibrated(method: Method) -> None:
+    def top(weights: dict[str, float]) -> str:
+        return fuse(SHORT, weights, LEAN, method=method)[0].item_id
+
+    tops = {top({"als": 0.8, "popular": 0.2}), top({"als": 0.2, "popular": 0.8})}
+    if method == "percentile":
+        assert tops == {"x", "w"}  # each weighting puts its favourite algorithm's top first
+    else:
+        assert tops == {"w"}  # RRF at k = 60: 0.5 * 0.2 of affinity outweighs the weights
+
+
+def test_fusion_method_is_checked() -> None:
+    with pytest.raises(InvalidInput) as info:
+        fuse(SHORT, {"als": 1.0}, {}, method="borda")  # type: ignore[arg-type]
+    assert info.value.field == "method"
+
+
+@settings(deadline=None)
+@given(inputs=fusion_inputs())
+def test_percentile_fusion_properties(
+    inputs: tuple[list[Candidate], dict[str, float], dict[str, float]],
+) -> None:
+    candidates, weights, affinities = inputs
+    fused = fuse(candidates, weights, affinities, method="percentile")
+    if fused:
+        assert max(s.fusion for s in fused) == 1.0
+    for s in fused:
+        assert 0.0 < s.fusion <= 1.0
+        assert s.score == s.fusion + 0.5 * affinities.get(s.item_id, 0.0)
+
+
 # -- cosine ---------------------------------------------------------------------------
 
 
@@ -220,6 +273,7 @@ _SCORES = st.one_of(st.none(), st.floats(-5, 5), st.sampled_from([0.0, 1.0, 1.0]
     affinities=st.dictionaries(_IDS, st.floats(-1, 1)),
     rrf_k=st.sampled_from([0.0, 1.0, 60.0]),
     affinity_weight=st.sampled_from([0.0, 0.5, -1.0]),
+    method=st.sampled_from(["rrf", "percentile"]),
 )
 def test_fuse_columns_equals_fuse_bit_for_bit(
     candidates: list[Candidate],
@@ -227,12 +281,45 @@ def test_fuse_columns_equals_fuse_bit_for_bit(
     affinities: dict[str, float],
     rrf_k: float,
     affinity_weight: float,
+    method: Method,
 ) -> None:
     """The columnar fusion rank uses against the per-item one, its oracle."""
-    expected = fuse(candidates, weights, affinities, rrf_k, affinity_weight)
-    got = fuse_columns(candidates, weights, affinities, rrf_k, affinity_weight)
+    expected = fuse(candidates, weights, affinities, rrf_k, affinity_weight, method)
+    got = fuse_columns(candidates, weights, affinities, rrf_k, affinity_weight, method)
     assert got.item_ids == [s.item_id for s in expected]
     assert got.score.tolist() == [s.score for s in expected]
     assert got.fusion.tolist() == [s.fusion for s in expected]
     assert got.affinity.tolist() == [s.affinity for s in expected]
     assert got.algorithms == [s.algorithms for s in expected]
+    for row, s in enumerate(expected):
+        assert got.shares(row) == pytest.approx(s.shares, rel=1e-12, abs=1e-15)
+
+
+def test_shares_by_hand() -> None:
+    # y: als rank 2 of 2 (2.0 x 1/2) and popular rank 1 of 2 (1.0 x 1); z: popular
+    # rank 2 of 2 (0.5) and the no-algorithm list at the mean weight 1.5 (1.5): popular's
+    # share is a quarter, the rest is no algorithm's.
+    candidates = [
+        Candidate("x", "als"), Candidate("y", "als"), Candidate("y", "popular"),
+        Candidate("z", "popular"), Candidate("z", None),
+    ]  # fmt: skip
+    fused = fuse_columns(candidates, {"als": 2.0, "popular": 1.0}, {}, method="percentile")
+    got = {i: dict(zip(fused.algorithms[r], fused.shares(r), strict=True))
+           for r, i in enumerate(fused.item_ids)}  # fmt: skip
+    assert got == {"x": {"als": 1.0}, "y": {"als": 0.5, "popular": 0.5}, "z": {"popular": 0.25}}
+
+
+@settings(deadline=None)
+@given(inputs=fusion_inputs())
+def test_shares_of_named_lists_sum_to_one(
+    inputs: tuple[list[Candidate], dict[str, float], dict[str, float]],
+) -> None:
+    candidates, weights, affinities = inputs
+    fused = fuse_columns(candidates, weights, affinities, method="percentile")
+    for row, item in enumerate(fused.item_ids):
+        shares = fused.shares(row)
+        assert all(0.0 <= x <= 1.0 + 1e-12 for x in shares)
+        mine = [c for c in candidates if c.item_id == item]
+        # every candidate of the item has an algorithm: the shares are the whole value
+        if mine and all(c.algorithm is not None for c in mine):
+            assert sum(shares) == pytest.approx(1.0)

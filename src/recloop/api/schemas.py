@@ -309,6 +309,14 @@ class RankedOut(BaseModel):
     score: float
     propensity: float = Field(description="Exact probability that this item is at this position.")
     explored: bool
+    algorithms: list[str] = Field(description="The algorithms that proposed this item.")
+    shares: list[float] = Field(
+        description="Each of `algorithms`' share of the item's fused score (in that order)."
+    )
+    credit: str | None = Field(
+        description="The algorithm to name in `attribution.algorithm` of this item's "
+        "impression and click events: drawn with probability equal to its share."
+    )
 
 
 class ExperimentVariantOut(BaseModel):

@@ -4,8 +4,10 @@ Each (segment, algorithm) pair is a Bernoulli arm whose reward is a click on
 an impression. Its evidence is kept as mergeable counts
 (:class:`PerformanceCounts`) in time buckets (:class:`WindowCounts`), so only
 the last ``window_seconds`` (7 days by default) count and old behaviour is
-forgotten. With a Beta prior per algorithm (:func:`segment_priors`) the
-posterior of its click-through rate is conjugate::
+forgotten. With a Beta prior per algorithm (:func:`segment_priors`, centred
+on the segment's pooled CTR by :func:`pooled_prior`, an empirical-Bayes
+prior refreshed as the window moves) the posterior of its click-through rate
+is conjugate::
 
     ctr_alg ~ Beta(a + clicks, b + impressions - clicks)
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -295,6 +297,98 @@ def segment_priors(
         mean = min(max(prior_ctr * weight * k / total, 1e-6), 1.0 - 1e-6)
         priors[algorithm] = BetaPrior(mean * strength, (1.0 - mean) * strength)
     return priors
+
+
+@dataclass(frozen=True, slots=True)
+class PooledPrior:
+    """A segment's empirical-Bayes prior: a CTR ``mean`` worth ``strength`` impressions.
+
+    ``source`` says where the strength came from: ``"moments"`` (the
+    algorithms' spread, within the bounds), ``"bounded"`` (the spread, clipped
+    to a bound) or ``"no_spread"`` (no measurable spread: the upper bound).
+    """
+
+    mean: float
+    strength: float
+    source: str
+
+
+def pooled_prior(
+    counts: Sequence[PerformanceCounts],
+    prior_ctr: float,
+    max_strength: float,
+    min_strength: float,
+) -> PooledPrior:
+    """The empirical-Bayes prior of a segment from its algorithms' pooled evidence.
+
+    With ``n_i`` impressions and ``c_i`` clicks per algorithm, ``N = sum n_i``,
+    ``C = sum c_i``, ``k`` the algorithms with impressions:
+
+    - mean: the pooled CTR, shrunk towards ``prior_ctr`` by ``max_strength``
+      pseudo-impressions, so it is ``prior_ctr`` before any data and the
+      segment's own CTR once ``N`` is well above ``max_strength``::
+
+          m = (C + prior_ctr * max_strength) / (N + max_strength)
+
+    - strength: the Beta-binomial method of moments (DerSimonian-Laird). The
+      between-algorithm variance of the true CTRs is what the observed spread
+      leaves after the binomial noise::
+
+          p = C / N
+          tau2 = (sum n_i (c_i/n_i - p)^2 - (k - 1) p (1 - p)) / (N - sum n_i^2 / N)
+          strength = clip(m (1 - m) / tau2 - 1, min_strength, max_strength)
+
+      and ``max_strength`` when ``tau2 <= 0`` or fewer than two algorithms
+      have impressions (nothing says the algorithms differ: pool them hard).
+
+    The bound keeps the prior from outweighing a window's evidence for ever
+    (at most ``max_strength`` pseudo-impressions) and from vanishing on a
+    noisy spread (at least ``min_strength``). Since every algorithm's prior
+    is centred on the segment's pooled CTR, an algorithm with little evidence
+    looks as good as the average, not better (a fixed prior above the
+    world's CTR favours whichever algorithm has the fewest impressions).
+
+    Raises
+    ------
+    InvalidInput
+        for ``prior_ctr`` outside (0, 1) or strengths that are not
+        ``0 < min_strength <= max_strength`` and finite.
+
+    >>> pooled_prior([], prior_ctr=0.05, max_strength=200.0, min_strength=20.0)
+    PooledPrior(mean=0.05, strength=200.0, source='no_spread')
+    >>> even = [PerformanceCounts(100_000, 1_500), PerformanceCounts(100_000, 1_500)]
+    >>> p = pooled_prior(even, 0.05, 200.0, 20.0); round(p.mean, 5), p.strength
+    (0.01503, 200.0)
+    >>> apart = [PerformanceCounts(100_000, 1_000), PerformanceCounts(100_000, 3_000)]
+    >>> p = pooled_prior(apart, 0.05, 200.0, 20.0); round(p.mean, 4), round(p.strength, 1), p.source
+    (0.02, 97.2, 'moments')
+    """
+    if not 0 < prior_ctr < 1:
+        raise InvalidInput("prior_ctr", f"must be in (0, 1), got {prior_ctr}")
+    if not (min_strength > 0 and math.isfinite(max_strength) and min_strength <= max_strength):
+        raise InvalidInput(
+            "min_strength",
+            f"must satisfy 0 < min_strength ({min_strength}) <= max_strength ({max_strength})",
+        )
+    max_strength, min_strength = float(max_strength), float(min_strength)
+    n = np.array([c.impressions for c in counts if c.impressions > 0], dtype=np.float64)
+    clicks = np.array([c.clicks for c in counts if c.impressions > 0], dtype=np.float64)
+    clicks = np.minimum(clicks, n)  # as posterior(): no negative evidence
+    total_n = float(n.sum())
+    total_c = float(clicks.sum())
+    mean = (total_c + prior_ctr * max_strength) / (total_n + max_strength)
+    if len(n) < 2:
+        return PooledPrior(mean, max_strength, "no_spread")
+    p = total_c / total_n
+    spread = float(np.sum(n * (clicks / n - p) ** 2))
+    denominator = total_n - float(np.sum(n * n)) / total_n
+    tau2 = (spread - (len(n) - 1) * p * (1.0 - p)) / denominator
+    if not tau2 > 0:
+        return PooledPrior(mean, max_strength, "no_spread")
+    strength = mean * (1.0 - mean) / tau2 - 1.0
+    if min_strength <= strength <= max_strength:
+        return PooledPrior(mean, strength, "moments")
+    return PooledPrior(mean, min(max(strength, min_strength), max_strength), "bounded")
 
 
 @dataclass(frozen=True, slots=True)

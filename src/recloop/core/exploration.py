@@ -24,10 +24,12 @@ propensities of the shown positions stay exact.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from recloop.core.errors import InvalidInput
 
@@ -119,3 +121,184 @@ def epsilon_greedy(greedy: Sequence[str], epsilon: float, rng: np.random.Generat
         )
         for position, i in enumerate(order)
     ]
+
+
+# -- Adaptive exploration ----------------------------------------------------------------
+
+
+def effective_epsilon(ceiling: float, evidence: float, evidence_half: float | None) -> float:
+    """The exploration rate for a user with ``evidence`` interactions: ``ceiling`` shrunk as
+    the evidence grows, halved at ``evidence_half``::
+
+        ε = ceiling · evidence_half / (evidence_half + evidence)
+
+    ``evidence_half`` None keeps ``ceiling`` whatever the evidence.
+
+    Raises
+    ------
+    InvalidInput
+        for ``ceiling`` outside [0, 1], negative evidence or ``evidence_half`` <= 0.
+
+    >>> effective_epsilon(0.3, 0, 20.0), effective_epsilon(0.3, 20, 20.0)
+    (0.3, 0.15)
+    >>> round(effective_epsilon(0.1, 180, 20.0), 6), effective_epsilon(0.1, 180, None)
+    (0.01, 0.1)
+    """
+    if not 0.0 <= ceiling <= 1.0:
+        raise InvalidInput("epsilon", f"must be in [0, 1], got {ceiling}")
+    if not evidence >= 0:
+        raise InvalidInput("evidence", f"must be >= 0, got {evidence}")
+    if evidence_half is None:
+        return ceiling
+    if not (evidence_half > 0 and math.isfinite(evidence_half)):
+        raise InvalidInput("evidence_half", f"must be finite and > 0, got {evidence_half}")
+    # the ratio first: it is at most 1 in floating point too, so ε never exceeds the ceiling
+    return ceiling * (evidence_half / (evidence_half + evidence))
+
+
+def promotion_probabilities(
+    scores: npt.ArrayLike, top: int, temperature: float | None
+) -> npt.NDArray[np.float64]:
+    """``q``: which candidate an exploring draw promotes, over the greedy order.
+
+    ``scores`` are the candidates' scores in greedy order (best first). The
+    draw is among the ``m = min(top, n - 1)`` candidates after the greedy one,
+    by a softmax of their scores scaled by the spread of the top set::
+
+        q_j ∝ exp((s_j - s_0) / (temperature · (s_0 - min_{i<=m} s_i)))   1 <= j <= m
+
+    and 0 elsewhere (``q_0 = 0``: an exploring draw always promotes another
+    candidate). ``temperature`` None, or a spread of 0, makes it uniform over
+    the top set; ``top >= n - 1`` with None is the uniform ε-greedy of
+    :func:`epsilon_greedy`. Scaling by the spread makes the draw the same for
+    fused scores and for a model's probabilities.
+
+    Raises
+    ------
+    InvalidInput
+        for ``top`` < 1, ``temperature`` <= 0 or non-finite scores.
+
+    >>> promotion_probabilities([1.0, 0.9, 0.5, 0.0], top=2, temperature=None).tolist()
+    [0.0, 0.5, 0.5, 0.0]
+    >>> q = promotion_probabilities([1.0, 0.9, 0.5, 0.0], top=3, temperature=0.25)
+    >>> q.round(4).tolist()
+    [0.0, 0.8135, 0.1642, 0.0222]
+    """
+    if top < 1:
+        raise InvalidInput("top", f"must be >= 1, got {top}")
+    if temperature is not None and not (temperature > 0 and math.isfinite(temperature)):
+        raise InvalidInput("temperature", f"must be finite and > 0, got {temperature}")
+    s = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(s)):
+        raise InvalidInput("scores", "must be finite")
+    n = s.shape[0]
+    q = np.zeros(n, dtype=np.float64)
+    m = min(top, n - 1)
+    if m < 1:
+        return q
+    head = s[: m + 1]
+    spread = float(head.max() - head.min())
+    if temperature is None or spread == 0.0:
+        q[1 : m + 1] = 1.0 / m
+        return q
+    logits = (head[1:] - head.max()) / (temperature * spread)
+    weights = np.exp(logits - logits.max())
+    q[1 : m + 1] = weights / weights.sum()
+    return q
+
+
+def top_probabilities(q: npt.ArrayLike, epsilon: float) -> npt.NDArray[np.float64]:
+    """P(greedy[i] shown on top) for promotion probabilities ``q``: ``(1 - ε)`` on the
+    greedy candidate plus ``ε q``; sums to 1 over the candidates (a single candidate: 1).
+
+    >>> top_probabilities([0.0, 0.5, 0.5], 0.2).tolist()
+    [0.8, 0.1, 0.1]
+    """
+    p = np.asarray(q, dtype=np.float64) * epsilon
+    if p.shape[0] == 0:
+        return p
+    if p.shape[0] == 1 or not p[1:].any():
+        p = np.zeros_like(p)
+        p[0] = 1.0
+        return p
+    p[0] += 1.0 - epsilon
+    return p
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Explored:
+    """What :func:`explore` shows, in columns: ``order[j]`` is the index (into the greedy
+    order) of the candidate at position ``j``; ``propensities[j]`` its exact probability
+    of being there; ``promoted`` the index moved to the top (0: none)."""
+
+    order: npt.NDArray[np.intp]
+    propensities: npt.NDArray[np.float64]
+    promoted: int
+    epsilon: float
+
+
+def explore(
+    scores: npt.ArrayLike,
+    epsilon: float,
+    rng: np.random.Generator,
+    top: int,
+    temperature: float | None,
+) -> Explored:
+    """The greedy order, or with probability ``epsilon`` a plausible other candidate on top.
+
+    The promoted index ``M`` is 0 with probability ``1 - ε`` and ``j`` with
+    probability ``ε q_j`` (:func:`promotion_probabilities`); ``g_M`` moves to the
+    top and the others keep their order. The exact propensity of each shown
+    (candidate, position), with ``P(M < j)`` and ``P(M >= j)`` cumulative sums::
+
+        position 0:   P(g_0) = 1 - ε,          P(g_j) = ε q_j
+        position j:   P(g_j at j) = P(M < j),  P(g_(j-1) at j) = P(M >= j)
+
+    all in numpy, with no object per candidate. With ``top >= n - 1`` and
+    ``temperature`` None the draws and propensities are those of
+    :func:`epsilon_greedy` with the same generator.
+
+    Raises
+    ------
+    InvalidInput
+        as :func:`promotion_probabilities`, or for ``epsilon`` outside [0, 1].
+
+    >>> e = explore([3.0, 2.0, 1.0], 1.0, np.random.default_rng(0), top=2, temperature=None)
+    >>> e.order.tolist(), e.propensities.tolist(), e.promoted
+    ([2, 0, 1], [0.5, 1.0, 0.5], 2)
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise InvalidInput("epsilon", f"must be in [0, 1], got {epsilon}")
+    q = promotion_probabilities(scores, top, temperature)
+    n = q.shape[0]
+    m = min(top, n - 1)
+    promoted = 0
+    if n > 1 and rng.random() < epsilon:
+        if temperature is None:
+            promoted = int(rng.integers(1, m + 1))
+        else:
+            cumulative = np.cumsum(q)
+            promoted = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1])), m)
+            promoted = max(promoted, 1)
+    order = np.arange(n)
+    if promoted:
+        order[1 : promoted + 1] = np.arange(promoted)
+        order[0] = promoted
+    propensities = np.ones(n, dtype=np.float64)
+    if n <= 1:
+        return Explored(order, propensities, promoted, epsilon)
+    j = np.arange(1, n)
+    pushed = j <= promoted  # g_(j-1) at j, else g_j at j
+    if temperature is None:
+        # closed forms (as _propensity computes them, to the bit when m = n - 1)
+        propensities[0] = 1.0 - epsilon if promoted == 0 else epsilon / m
+        kept = (1.0 - epsilon) + epsilon * np.minimum(j - 1, m) / m  # P(M < j)
+        moved = epsilon * np.maximum(m - j + 1, 0) / m  # P(M >= j)
+    else:
+        p_m = top_probabilities(q, epsilon)  # P(M = j)
+        below = np.cumsum(p_m)  # P(M <= j)
+        propensities[0] = p_m[promoted]
+        kept = below[j - 1]
+        moved = np.maximum(1.0 - below[j - 1], 0.0)
+    propensities[1:] = np.where(pushed, moved, kept)
+    return Explored(order, propensities, promoted, epsilon)

@@ -1,13 +1,21 @@
 """Rank candidates from several algorithms: weighted fusion plus preference affinity.
 
-Weighted reciprocal-rank fusion (Cormack, Clarke and Büttcher, 2009, with a
-weight per list). Within each algorithm's list, a candidate at rank ``r``
-(from 1) contributes::
+Each algorithm's candidates form a list, ranked by the algorithm's scores
+(or as given). A candidate at rank ``r`` (from 1) of a list of ``n``
+contributes, with ``method``:
 
-    weights[alg] / (rrf_k + r)
+- ``"percentile"`` (calibrated): ``weights[alg] * (n - r + 1) / n``, the
+  weight times the candidate's rank percentile within its list (1 for the
+  top, ``1/n`` for the last), so every algorithm's scores are on one scale
+  whatever their own, and a list's weight moves its items by up to the whole
+  weight;
+- ``"rrf"``: weighted reciprocal-rank fusion (Cormack, Clarke and Büttcher,
+  2009, with a weight per list), ``weights[alg] / (rrf_k + r)``. On short
+  lists at ``rrf_k = 60`` the contributions differ by a few percent, so the
+  weights barely move the ranking (issue 15).
 
-and an item proposed by several algorithms sums its contributions. The
-fused value is divided by the largest one, so the best-fused item has
+An item proposed by several algorithms sums its contributions. The fused
+value is divided by the largest one, so the best-fused item has
 ``fusion = 1``, and the user's preference is added::
 
     score = fusion / max(fusion) + affinity_weight * affinity
@@ -18,14 +26,24 @@ the item's vector (:func:`cosine`, computed by the caller).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from recloop.core.errors import InvalidInput
+
+Method = Literal["percentile", "rrf"]
+
+
+def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float) -> float:
+    if method == "rrf":
+        return weight / (rrf_k + rank)
+    return weight * (n - rank + 1) / n
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +64,8 @@ class Scored:
     fusion: float
     affinity: float
     algorithms: tuple[str, ...]
+    shares: tuple[float, ...] = ()
+    """Each of ``algorithms``' share of the item's fused value (:func:`shares`)."""
 
 
 def _check(
@@ -54,7 +74,10 @@ def _check(
     affinities: Mapping[str, float],
     rrf_k: float,
     affinity_weight: float,
+    method: str = "rrf",
 ) -> None:
+    if method not in ("percentile", "rrf"):
+        raise InvalidInput("method", f"must be 'percentile' or 'rrf', got {method!r}")
     if not (rrf_k >= 0 and math.isfinite(rrf_k)):
         raise InvalidInput("rrf_k", f"must be finite and >= 0, got {rrf_k}")
     if not math.isfinite(affinity_weight):
@@ -84,6 +107,7 @@ def fuse(
     affinities: Mapping[str, float],
     rrf_k: float = 60.0,
     affinity_weight: float = 0.5,
+    method: Method = "rrf",
 ) -> list[Scored]:
     """One :class:`Scored` per item, best first; see the module docstring for the formulas.
 
@@ -109,7 +133,7 @@ def fuse(
     >>> fused[0].algorithms
     ('als', 'popular')
     """
-    _check(candidates, weights, affinities, rrf_k, affinity_weight)
+    _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     groups: dict[str | None, list[Candidate]] = {}
     for candidate in candidates:
@@ -123,10 +147,15 @@ def fuse(
         algorithm = candidate.algorithm
         if algorithm is not None and algorithm not in proposers[candidate.item_id]:
             proposers[candidate.item_id].append(algorithm)
+    parts: dict[tuple[str, str], float] = {}
     for key, group in groups.items():
         weight = unassigned_weight if key is None else weights[key]
         for rank, candidate in enumerate(_ranked(group), start=1):
-            fusion[candidate.item_id] += weight / (rrf_k + rank)
+            value = _contribution(weight, rank, len(group), method, rrf_k)
+            fusion[candidate.item_id] += value
+            if candidate.algorithm is not None:
+                part = (candidate.item_id, candidate.algorithm)
+                parts[part] = parts.get(part, 0.0) + value
 
     top = max(fusion.values(), default=0.0)
     results = []
@@ -140,6 +169,9 @@ def fuse(
                 fusion=normalised,
                 affinity=affinity,
                 algorithms=tuple(proposers[item_id]),
+                shares=tuple(
+                    parts[item_id, a] / value if value > 0 else 0.0 for a in proposers[item_id]
+                ),
             )
         )
     results.sort(key=lambda s: -s.score)  # stable: ties stay in order of first appearance
@@ -193,9 +225,48 @@ class Fused:
     fusion: npt.NDArray[np.float64]
     affinity: npt.NDArray[np.float64]
     algorithms: list[tuple[str, ...]]
+    candidates: Sequence[Candidate] = ()
+    """The candidates fused; with the next three, what :meth:`shares` reads."""
+    contributions: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """Each candidate's contribution to its item's fused value, in ``candidates`` order."""
+    item_of: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    """Each candidate's item, as its row in :attr:`item_ids`."""
+    raw: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """Each item's fused value before it is divided by the largest."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def shares(self, row: int) -> tuple[float, ...]:
+        """Each of ``algorithms[row]``' share of that item's fused value: the sum of its
+        contributions over the item's (raw) fused value; 0.0 each if that is 0. They sum to
+        1 unless candidates with no algorithm contributed too.
+        """
+        return self.shares_of([row])[0]
+
+    def shares_of(self, rows: Sequence[int]) -> list[tuple[float, ...]]:
+        """:meth:`shares` of several rows in one pass over the candidates (``rank`` asks
+        for the shown ones only)."""
+        at = {row: n for n, row in enumerate(rows)}
+        sums = [dict.fromkeys(self.algorithms[row], 0.0) for row in rows]
+        picked = np.flatnonzero(np.isin(self.item_of, np.asarray(rows, dtype=np.intp)))
+        for j, row, value in zip(
+            picked.tolist(),
+            self.item_of[picked].tolist(),
+            self.contributions[picked].tolist(),
+            strict=True,
+        ):
+            algorithm = self.candidates[j].algorithm
+            if algorithm is not None:
+                sums[at[row]][algorithm] += value
+        out = []
+        for row, part in zip(rows, sums, strict=True):
+            total = float(self.raw[row])
+            if total > 0:
+                out.append(tuple(part[a] / total for a in self.algorithms[row]))
+            else:
+                out.append(tuple(0.0 for _ in self.algorithms[row]))
+        return out
 
 
 def fuse_columns(
@@ -204,6 +275,7 @@ def fuse_columns(
     affinities: Mapping[str, float],
     rrf_k: float = 60.0,
     affinity_weight: float = 0.5,
+    method: Method = "rrf",
 ) -> Fused:
     """:func:`fuse` in columns, without an object per item: the same items in the same
     order with the same (bit for bit) scores, fusion values, affinities and algorithms
@@ -215,7 +287,7 @@ def fuse_columns(
     >>> fused.item_ids, fused.score.round(3).tolist(), fused.algorithms[0]
     (['y', 'x', 'z'], [1.0, 0.857, 0.786], ('als', 'popular'))
     """
-    _check(candidates, weights, affinities, rrf_k, affinity_weight)
+    _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     index: dict[str, int] = {}
     proposers: list[list[str]] = []
@@ -233,24 +305,63 @@ def fuse_columns(
         groups.setdefault(algorithm if algorithm in weights else None, []).append(j)
     # Summed in fuse's order (group by group, by rank): the same floating-point sums.
     fusion_sums = [0.0] * len(proposers)
+    contributions = [0.0] * len(candidates)
+    rrf = method == "rrf"
     for key, members in groups.items():
         weight = unassigned_weight if key is None else weights[key]
         scores = [candidates[j].score for j in members]
         if all(s is not None for s in scores):
             members = sorted(members, key=lambda j: -(candidates[j].score or 0.0))
+        n = len(members)
+        # _contribution inlined (the same expressions, so the same floats as fuse)
         for rank, j in enumerate(members, start=1):
-            fusion_sums[item_of[j]] += weight / (rrf_k + rank)
+            value = weight / (rrf_k + rank) if rrf else weight * (n - rank + 1) / n
+            fusion_sums[item_of[j]] += value
+            contributions[j] = value
     ids = list(index)
     fusion = np.asarray(fusion_sums, dtype=np.float64)
     top = max(fusion_sums, default=0.0)
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
     affinity = np.asarray([affinities.get(i, 0.0) for i in ids], dtype=np.float64)
     score = normalised + affinity_weight * affinity
-    order = np.argsort(-score, kind="stable").tolist()
+    ranked = np.argsort(-score, kind="stable")
+    order = ranked.tolist()
+    row_of = np.empty(len(order), dtype=np.intp)
+    row_of[ranked] = np.arange(len(order))
     return Fused(
         [ids[i] for i in order],
         score[order],
         normalised[order],
         affinity[order],
         [tuple(proposers[i]) for i in order],
+        candidates,
+        np.asarray(contributions, dtype=np.float64),
+        row_of[np.asarray(item_of, dtype=np.intp)],
+        fusion[order],
     )
+
+
+def credited(algorithms: Sequence[str], shares: Sequence[float], key: str) -> str | None:
+    """The algorithm that a shown item's feedback credits, drawn with probability equal to
+    its share of the item's fused value (None, the rest: no algorithm's).
+
+    The draw is ``u``, the first 8 bytes of BLAKE2b(``key``) over 2^64 (``key``: the
+    impression id and the item id), so it is reproducible from the log and takes
+    nothing from ``rank``'s random generator: the first algorithm whose cumulative
+    share exceeds ``u``. An orchestrator that names it in ``attribution.algorithm`` of
+    the item's impression and click events credits each proposing algorithm, in
+    expectation, its share of them.
+
+    >>> credited(("als", "popular"), (0.75, 0.25), "imp-1:x")
+    'als'
+    >>> credited((), (), "imp-1:x") is None
+    True
+    """
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2.0**64
+    cumulative = 0.0
+    for algorithm, share in zip(algorithms, shares, strict=True):
+        cumulative += share
+        if u < cumulative:
+            return algorithm
+    return None

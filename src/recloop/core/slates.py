@@ -9,7 +9,7 @@ the names once and each impression only the id.
 
 Stored, a slate is three byte strings (:func:`encode`, :func:`decode`)::
 
-    header    JSON [item_ids, algorithms]
+    header    JSON [item_ids, algorithms] (+ [shares, credits] when logged)
     numbers   float64 scores, float64 propensities, uint8 explored (little-endian)
     features  zlib (level 1) of the float32 matrix in column order
 
@@ -62,11 +62,21 @@ class Slate:
     packed: bytes | None = field(default=None, repr=False)
     """The features as :func:`encode` stored them, decompressed on first use: a reader of
     the shown items alone (the canary monitor) never pays for them."""
+    shares: tuple[tuple[float, ...], ...] = ()
+    """Per shown item, each of its ``algorithms``' share of its fused value (empty: not
+    logged, as before issue 15)."""
+    credits: tuple[str | None, ...] = ()
+    """Per shown item, the algorithm its feedback should name (drawn by share; see
+    ``core.ranking.credited``); empty when ``shares`` is."""
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
         for name in ("scores", "propensities", "explored", "algorithms"):
             if len(getattr(self, name)) != n:
+                found = len(getattr(self, name))
+                raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
+        for name in ("shares", "credits"):
+            if self.shares and len(getattr(self, name)) != n:
                 found = len(getattr(self, name))
                 raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
         if self.matrix is None and self.packed is None:
@@ -108,6 +118,8 @@ class Slate:
             and self.propensities == other.propensities
             and self.explored == other.explored
             and self.algorithms == other.algorithms
+            and self.shares == other.shares
+            and self.credits == other.credits
             and self.feature_names == other.feature_names
             and np.array_equal(self.features, other.features, equal_nan=True)
         )
@@ -119,37 +131,58 @@ class Slate:
         """Whether rows were logged (a slate of no shown items has none)."""
         return len(self) > 0 and len(self.feature_names) > 0
 
-    def ranking(self) -> list[dict[str, Any]]:
-        """What ``rank`` answers per shown item: item_id, score, propensity, explored.
+    def _credit(self, i: int) -> tuple[list[float], str | None]:
+        if not self.shares:
+            return [], None
+        return list(self.shares[i]), self.credits[i]
 
-        >>> Slate(("a",), (0.5,), (1.0,), (False,), ((),)).ranking()
-        [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False}]
+    def ranking(self) -> list[dict[str, Any]]:
+        """What ``rank`` answers per shown item: item_id, score, propensity, explored,
+        algorithms, shares, credit.
+
+        >>> Slate(("a",), (0.5,), (1.0,), (False,), (("als",),), shares=((1.0,),),
+        ...       credits=("als",)).ranking()
+        [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False, \
+'algorithms': ['als'], 'shares': [1.0], 'credit': 'als'}]
         """
-        return [
-            {"item_id": i, "score": s, "propensity": p, "explored": x}
-            for i, s, p, x in zip(
-                self.item_ids, self.scores, self.propensities, self.explored, strict=True
+        out = []
+        for i, item in enumerate(self.item_ids):
+            shares, credit = self._credit(i)
+            out.append(
+                {
+                    "item_id": item,
+                    "score": self.scores[i],
+                    "propensity": self.propensities[i],
+                    "explored": self.explored[i],
+                    "algorithms": list(self.algorithms[i]),
+                    "shares": shares,
+                    "credit": credit,
+                }
             )
-        ]
+        return out
 
     @property
     def slate(self) -> list[dict[str, Any]]:
         """One mapping per shown item: item_id, position, score, propensity, explored,
-        algorithms, features (name to value; the float32 values as logged)."""
+        algorithms, shares and credit (when logged), features (name to value; the float32
+        values as logged)."""
         rows = self.features.astype(np.float64).tolist() if self.feature_names else []
         names = self.feature_names
-        return [
-            {
+        out = []
+        for i, item in enumerate(self.item_ids):
+            row: dict[str, Any] = {
                 "item_id": item,
                 "position": i,
                 "score": self.scores[i],
                 "propensity": self.propensities[i],
                 "explored": self.explored[i],
                 "algorithms": list(self.algorithms[i]),
-                "features": dict(zip(names, rows[i], strict=True)) if rows else {},
             }
-            for i, item in enumerate(self.item_ids)
-        ]
+            if self.shares:  # logged since issue 15; older slates read as they were
+                row["shares"], row["credit"] = self._credit(i)
+            row["features"] = dict(zip(names, rows[i], strict=True)) if rows else {}
+            out.append(row)
+        return out
 
     @classmethod
     def from_slate(cls, slate: Sequence[dict[str, Any]]) -> Slate:
@@ -201,7 +234,10 @@ def feature_set_id(names: Sequence[str]) -> str:
 
 def encode(slate: Slate) -> tuple[bytes, bytes, bytes]:
     """(header, numbers, features) of a slate; see the module docstring."""
-    header = orjson.dumps([slate.item_ids, slate.algorithms])
+    parts: list[Any] = [slate.item_ids, slate.algorithms]
+    if slate.shares:
+        parts += [slate.shares, slate.credits]
+    header = orjson.dumps(parts)
     numbers = (
         np.asarray(slate.scores, dtype=_F64).tobytes()
         + np.asarray(slate.propensities, dtype=_F64).tobytes()
@@ -213,7 +249,9 @@ def encode(slate: Slate) -> tuple[bytes, bytes, bytes]:
 
 def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str]) -> Slate:
     """The slate :func:`encode` stored; ``names`` are its feature set's names."""
-    item_ids, algorithms = orjson.loads(header)
+    parts = orjson.loads(header)
+    item_ids, algorithms = parts[0], parts[1]
+    shares, credits = (parts[2], parts[3]) if len(parts) > 3 else ([], [])
     n = len(item_ids)
     values = np.frombuffer(numbers, dtype=_F64, count=2 * n)
     explored = np.frombuffer(numbers, dtype=np.uint8, count=n, offset=16 * n)
@@ -226,4 +264,6 @@ def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str])
         None,
         tuple(names),
         packed=features,
+        shares=tuple(tuple(x) for x in shares),
+        credits=tuple(credits),
     )

@@ -43,7 +43,15 @@ import numpy as np
 import numpy.typing as npt
 
 from recloop.core.errors import InvalidInput
-from recloop.core.exploration import epsilon_greedy, slot_propensity
+from recloop.core.exploration import (
+    Slot,
+    effective_epsilon,
+    epsilon_greedy,
+    explore,
+    promotion_probabilities,
+    slot_propensity,
+    top_probabilities,
+)
 from recloop.core.features import (
     ALGORITHMS,
     DEVICES,
@@ -155,6 +163,11 @@ class SimImpression:
     candidates: tuple[str, ...]
     top_features: tuple[dict[str, float], ...]
     top_click_probability: Vector
+    top_logging: Vector | None = None
+    """The logging policy's probability of putting each candidate on top, when it is the
+    adaptive one (None: uniform ε-greedy at ``epsilon``)."""
+    scores: Vector | None = None
+    """Each candidate's no-model score, in ``candidates`` order."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -288,8 +301,18 @@ def simulate(
     days: float = 7.0,
     start: float = _START,
     seed: int | None = None,
+    explore_top: int | None = None,
+    temperature: float | None = None,
+    evidence_half: float | None = None,
 ) -> Simulation:
     """Log ``n_impressions`` impressions spread over ``days``, oldest first.
+
+    With ``explore_top`` None the slate is uniform ε-greedy
+    (:func:`~recloop.core.exploration.epsilon_greedy`); given, it is ``rank``'s
+    adaptive policy (:func:`~recloop.core.exploration.explore`: ``epsilon`` as
+    the ceiling shrunk by the user's interactions at ``evidence_half``, the
+    explored item drawn among the next ``explore_top`` by a softmax at
+    ``temperature``).
 
     Each picks a random user, ``n_candidates`` random items and a device (the
     user's own 80% of the time, else any, ``tv`` included), ranks the
@@ -321,7 +344,23 @@ def simulate(
         }
         greedy_ids = [i.item_id for i in greedy]
         top_rows = tuple(_row(user, i, context, by_id[i.item_id][2], 0) for i in greedy)
-        slots = epsilon_greedy(greedy_ids, epsilon, rng)
+        greedy_scores = scores[order]
+        top_logging = None
+        used = epsilon
+        if explore_top is None:
+            slots = epsilon_greedy(greedy_ids, epsilon, rng)
+        else:
+            used = effective_epsilon(epsilon, user.features.interactions, evidence_half)
+            drawn = explore(greedy_scores, used, rng, explore_top, temperature)
+            top_logging = top_probabilities(
+                promotion_probabilities(greedy_scores, explore_top, temperature), used
+            )
+            slots = [
+                Slot(greedy_ids[i], j, float(p), drawn.promoted > 0 and j == 0)
+                for j, (i, p) in enumerate(
+                    zip(drawn.order.tolist(), drawn.propensities.tolist(), strict=True)
+                )
+            ]
         shown = []
         for slot in slots if slate_size is None else slots[:slate_size]:
             item, score, _ = by_id[slot.item_id]
@@ -352,7 +391,7 @@ def simulate(
                 user_id=user.user_id,
                 segment=user.features.segment,
                 created_at=timestamp,
-                epsilon=epsilon,
+                epsilon=used,
                 context={"device": device},
                 slate=tuple(shown),
                 candidates=tuple(greedy_ids),
@@ -360,6 +399,8 @@ def simulate(
                 top_click_probability=np.array(
                     [click_probability(user, i, timestamp, device, 0) for i in greedy]
                 ),
+                top_logging=top_logging,
+                scores=np.asarray(greedy_scores, dtype=np.float64),
             )
         )
     return Simulation(seed, impressions)
@@ -411,6 +452,8 @@ def logged_slates(
 
 def logging_probabilities(impression: SimImpression) -> Vector:
     """The logging policy's probability of putting each candidate in the top slot."""
+    if impression.top_logging is not None:
+        return impression.top_logging
     return np.array(
         [
             slot_propensity(impression.candidates, c, 0, impression.epsilon)

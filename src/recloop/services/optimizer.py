@@ -26,14 +26,17 @@ from recloop.core.availability import AlgorithmStatus, evidence_since, next_stat
 from recloop.core.bandit import (
     BetaPrior,
     PerformanceCounts,
+    PooledPrior,
     Posterior,
     WindowCounts,
     bucket_start,
     disable_reason,
     floor_weights,
+    pooled_prior,
     posterior,
     probability_best,
     sample_weights,
+    segment_priors,
 )
 from recloop.core.errors import InvalidInput
 from recloop.core.ids import uuid7
@@ -44,7 +47,14 @@ from recloop.ports import AlgorithmCount, StateStore
 @dataclass(frozen=True, slots=True)
 class OptimizerConfig:
     algorithms: tuple[str, ...]
-    priors: Mapping[str, Mapping[str, BetaPrior]]
+    default_weights: Mapping[str, Mapping[str, float]]
+    """Per segment, the weights the priors express (``core.bandit.segment_priors``)."""
+    prior_ctr: float = 0.05
+    """The prior CTR before a segment has evidence (``core.bandit.pooled_prior``)."""
+    prior_strength: float = 200.0
+    """The most pseudo-impressions a prior is worth."""
+    prior_min_strength: float = 20.0
+    """The fewest pseudo-impressions a prior is worth."""
     bucket_seconds: float = 3600.0
     window_seconds: float = 7 * 86400.0
     mode: str = "probability"
@@ -178,8 +188,22 @@ class Optimizer:
             window = min(window, now - since)
         return self._window.totals(segment, algorithm, now, window)
 
-    def posteriors(self, segment: str, now: float) -> dict[str, Posterior]:
-        priors = self._config.priors[segment]
+    def pooled_prior(self, segment: str, now: float) -> PooledPrior:
+        """The segment's empirical-Bayes prior from every algorithm's counts in the window."""
+        c = self._config
+        counts = [self._totals(segment, alg, now, None) for alg in c.algorithms]
+        return pooled_prior(counts, c.prior_ctr, c.prior_strength, c.prior_min_strength)
+
+    def priors(self, segment: str, now: float) -> dict[str, BetaPrior]:
+        """Each algorithm's prior: the pooled prior, its mean scaled by the default weights."""
+        pooled = self.pooled_prior(segment, now)
+        return segment_priors(self._config.default_weights[segment], pooled.mean, pooled.strength)
+
+    def posteriors(
+        self, segment: str, now: float, priors: Mapping[str, BetaPrior] | None = None
+    ) -> dict[str, Posterior]:
+        if priors is None:
+            priors = self.priors(segment, now)
         return {
             alg: posterior(priors[alg], self._totals(segment, alg, now, None))
             for alg in self._config.algorithms
@@ -189,11 +213,12 @@ class Optimizer:
         """Move algorithms of ``segment`` between enabled and disabled as the evidence says."""
         c = self._config
         changes = []
+        priors = self.priors(segment, now)
         for alg in c.algorithms:
             current = self._status.get((segment, alg))
             since = evidence_since(current)
             counts = self._totals(segment, alg, now, since)
-            post = posterior(c.priors[segment][alg], counts)
+            post = posterior(priors[alg], counts)
             reason = disable_reason(
                 counts, post, c.min_impressions, c.credible_level, c.disable_ctr
             )

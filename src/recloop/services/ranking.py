@@ -2,7 +2,9 @@
 
 ``rank`` fuses the candidates' own scores by the segment's algorithm weights,
 adds the user's preference affinity, explores the top slot with probability
-ε (``core.exploration``), and logs the impression durably — every shown item
+ε — the segment's ε as a ceiling, shrunk as the user's interactions grow, the
+explored item drawn among the next best by a softmax of their scores
+(``core.exploration.explore``) — and logs the impression durably — every shown item
 with its exact propensity and the features used — before answering, so that
 later clicks carrying its ``impression_id`` can be joined to it for training.
 """
@@ -19,12 +21,12 @@ import numpy as np
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import overrides
-from recloop.core.exploration import epsilon_greedy
+from recloop.core.exploration import effective_epsilon, explore
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, cosines, fuse_columns
+from recloop.core.ranking import Candidate, Method, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -54,6 +56,14 @@ class RankConfig:
     rrf_k: float = 60.0
     affinity_weight: float = 0.5
     seed: int | None = None
+    fusion: Method = "percentile"
+    """How each algorithm's list is calibrated before fusion (``core.ranking``)."""
+    evidence_half: float | None = 20.0
+    """Interactions at which a user's ε is half the segment's (None: always the segment's)."""
+    explore_top: int = 5
+    """An exploring draw promotes one of this many candidates after the greedy one ..."""
+    temperature: float | None = 0.5
+    """... by a softmax of their scores at this temperature (None: uniformly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,8 @@ class Strategy:
     segment_weights: SegmentWeights
     weights: dict[str, float]
     epsilon: float
+    """The user's exploration rate: the segment's (or a variant's) ε as a ceiling, shrunk by
+    the user's interactions (``core.exploration.effective_epsilon``)."""
     experiments: list[dict[str, Any]]
     model_slot: str | None = None
     route: Route = field(default_factory=Route)
@@ -145,11 +157,15 @@ class Ranker:
         route = Route()
         if self._learning is not None:
             route = self._learning.route(user_id, changed.model_slot)
+        ceiling = changed.epsilon
+        if ceiling is None:
+            ceiling = self._config.epsilons[user.segment]
+        interactions = 0 if user.preferences is None else user.preferences.interactions
         return Strategy(
             user,
             segment_weights,
             dict(segment_weights.weights) if changed.weights is None else changed.weights,
-            self._config.epsilons[user.segment] if changed.epsilon is None else changed.epsilon,
+            effective_epsilon(ceiling, interactions, self._config.evidence_half),
             [{"experiment_id": e.experiment_id, "variant": v} for e, v in assigned],
             route.slot if route.slot is not None else changed.model_slot,
             route,
@@ -182,6 +198,7 @@ class Ranker:
             affinities,
             rrf_k=self._config.rrf_k,
             affinity_weight=self._config.affinity_weight,
+            method=self._config.fusion,
         )
         route = strategy.route
         n = len(fused)
@@ -213,27 +230,37 @@ class Ranker:
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
         order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
-        ranked = [fused.item_ids[i] for i in order.tolist()]
-        index = dict(zip(ranked, order.tolist(), strict=True))
-        slots = epsilon_greedy(ranked, epsilon, self._rng)
-        shown = slots if k is None else slots[:k]
-        rows = [index[slot.item_id] for slot in shown]
+        explored = explore(
+            scores[order], epsilon, self._rng, self._config.explore_top, self._config.temperature
+        )
+        positions = explored.order if k is None else explored.order[:k]
+        shown_rows = order[positions]
+        rows = shown_rows.tolist()
+        propensities = explored.propensities[: len(rows)].tolist()
         features = logged[rows]
         set_positions(features, names)
+        impression_id = uuid7()
+        shares = tuple(fused.shares_of(rows))
+        credits = tuple(
+            credited(fused.algorithms[i], share, f"{impression_id}:{fused.item_ids[i]}")
+            for i, share in zip(rows, shares, strict=True)
+        )
         impression = Impression(
-            impression_id=uuid7(),
+            impression_id=impression_id,
             user_id=user_id,
             segment=user.segment,
             created_at=self._clock(),
             epsilon=epsilon,
             shown=Slate(
-                tuple(slot.item_id for slot in shown),
+                tuple(fused.item_ids[i] for i in rows),
                 tuple(scores[rows].tolist()),
-                tuple(slot.propensity for slot in shown),
-                tuple(slot.explored for slot in shown),
+                tuple(propensities),
+                tuple(explored.promoted > 0 and j == 0 for j in range(len(rows))),
                 tuple(fused.algorithms[i] for i in rows),
                 features,
                 names,
+                shares=shares,
+                credits=credits,
             ),
             context=dict(context or {}),
             experiments=strategy.experiments,

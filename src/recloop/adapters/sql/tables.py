@@ -161,7 +161,8 @@ impressions = Table(
     Column("epsilon", Float, nullable=False),
     Column("model_version", String(64)),
     # Before 0010 the shown items as JSON mappings with their features; since, with
-    # feature_set set, the header of core.slates.encode (item ids, algorithms).
+    # feature_set set, the header of core.slates.encode (item ids, algorithms; shares
+    # and credits too since issue 15).
     Column("slate", LargeBinary, nullable=False),
     Column("context", LargeBinary, nullable=False),
     Column("experiments", LargeBinary),  # 0003

@@ -10,6 +10,7 @@ from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import BlockIn, ErrorOut, PathIdParam, ReliabilityOut, SuspectOut
+from recloop.core.errors import NotFound
 
 router = APIRouter(tags=["guard"])
 
@@ -34,8 +35,29 @@ def _record(r: Any) -> dict[str, Any]:
     responses={404: {"model": ErrorOut}},
 )
 async def reliability(user_id: UserId, container: ContainerDep) -> Any:
-    """The user's reliability score (0..100), status and the spam signals behind it."""
-    return FastJSONResponse(await container.guard.report(container.user_key(user_id)))
+    """The user's reliability score (0..100), status and the spam signals behind it.
+
+    A user the guard holds nothing about (the guard is off, or no event of theirs since
+    the last start) but who exists is trusted, unjudged; only an unknown user is a 404.
+    """
+    key = container.user_key(user_id)
+    try:
+        return FastJSONResponse(await container.guard.report(key))
+    except NotFound:
+        await container.preferences.get(key)  # NotFound: the user is unknown too
+    enabled = container.settings.spam.enabled
+    return FastJSONResponse(
+        {
+            "user_id": key,
+            # the guard off, nothing scales the learning rate: as reliability 100
+            "score": container.guard.fresh_score if enabled else 100.0,
+            "status": "trusted",
+            "signals": {},
+            "since": None,
+            "manual": False,
+            "reason": "" if enabled else "not judged: spam.enabled is false",
+        }
+    )
 
 
 @router.get("/spam/suspects", dependencies=[Read], response_model=list[SuspectOut])

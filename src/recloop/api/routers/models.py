@@ -32,7 +32,7 @@ class ModelRecordOut(BaseModel):
     window_start: float
     window_end: float
     examples: int
-    positives: int
+    clicks: int = Field(description="Examples with a click: the training window's positives.")
     metrics: dict[str, Any]
     feature_names: list[str]
 
@@ -74,7 +74,9 @@ def _learning(container: Any) -> LearningService:
 
 
 def _record(r: ModelRecord) -> dict[str, Any]:
-    return dataclasses.asdict(r)
+    record = dataclasses.asdict(r)
+    record["clicks"] = record.pop("positives")  # the API's name (docs/learning.md)
+    return record
 
 
 def _job(j: TrainingJob) -> dict[str, Any]:
