@@ -9,7 +9,9 @@ given with ``extra={...}`` on a stdlib call come out as keys.
 Secrets stay out: values under keys that name an API key, an ``Authorization``
 header or review text (:data:`REDACTED_KEYS`) are replaced, wherever a caller
 put them. Nothing in recloop logs request headers or event bodies; this is the
-second line of defence.
+second line of defence. Tracebacks (both formats) name the frames, never their local
+variables (which hold headers and bodies), and SQL errors carry no statement parameters
+(``adapters.sql.database``).
 """
 
 from __future__ import annotations
@@ -63,7 +65,11 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer()
         tail: list[Any] = [structlog.processors.format_exc_info]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: structlog's default (rich's, when rich is installed) prints each
+        # frame's local variables, which hold request headers (API keys) and bodies.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
         tail = []
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
