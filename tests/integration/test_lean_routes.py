@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recloop.api.app import create_app
 from recloop.api.lean import DECLINED, LeanEndpoint, RankBody, decode_rank
-from recloop.api.schemas import RankIn
+from recloop.api.schemas import RANK_K_MAX, RankIn
 from recloop.core.auth import new_key
 from tests.conftest import make_settings
 
@@ -220,6 +220,7 @@ GOOD_BODIES: list[Any] = [
     _rank([{"item_id": "i1", "score": 3}, {"item_id": "i2", "score": -1.5e300}], k=1),
     _rank([{"item_id": "zz", "algorithm": None, "score": None}], k=None, context=None),
     _rank(k=99, context={"device": "tv", "nested": {"a": [1, 2.5, None, True]}}),
+    _rank(k=RANK_K_MAX),
     _rank([{"item_id": "é" * 128, "algorithm": "a" * 64}] * 5),
 ]
 DECLINED_GOOD: list[bytes] = [
@@ -246,6 +247,8 @@ BAD_BODIES: list[Any] = [
     _rank([{"item_id": "i1", "extra": 1}]),
     _rank(k=0),
     _rank(k=-3),
+    _rank(k=RANK_K_MAX + 1),
+    _rank(k=2**64),
     _rank(k=1.5),
     _rank(k=True),
     _rank(k="3"),

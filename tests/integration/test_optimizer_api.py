@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from recloop.api.schemas import REPORT_COUNT_MAX
 from recloop.config import Settings
 from tests.conftest import Running, start_app
 
@@ -78,7 +79,54 @@ async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None
 @pytest.mark.parametrize(
     ("record", "loc"),
     [
-        ({"algorithm": "collaborative", "segment": "new", "impressions": 5, "clicks": 6}, []),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": 5, "clicks": 6},
+            ["clicks"],
+        ),
+        (
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "impressions": 5,
+                "clicks": 0,
+                "conversions": 6,
+            },
+            ["conversions"],
+        ),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": 10**23, "clicks": 0},
+            ["impressions"],
+        ),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": 2**63 - 1, "clicks": 0},
+            ["impressions"],
+        ),
+        (
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "impressions": REPORT_COUNT_MAX + 1,
+                "clicks": 0,
+            },
+            ["impressions"],
+        ),
+        (
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "impressions": REPORT_COUNT_MAX,
+                "clicks": REPORT_COUNT_MAX + 1,
+            },
+            ["clicks"],
+        ),
+        (
+            {
+                "records": [
+                    {"algorithm": "popularity", "segment": "new", "impressions": 1, "clicks": 2}
+                ]
+            },
+            ["records", 0, "clicks"],
+        ),
         ({"algorithm": "collaborative", "impressions": 5, "clicks": 1}, []),
         (
             {
@@ -112,11 +160,31 @@ async def test_bad_reports_are_422_and_change_nothing(
     detail = r.json()["detail"][0]
     assert detail["loc"][0] == "body"
     if loc:
-        assert [p for p in detail["loc"] if p not in ("PerformanceIn",)][-len(loc) :] == loc
-    if record["algorithm"] == "telepathy":
+        assert detail["loc"] == ["body", *loc]
+    if record.get("algorithm") == "telepathy":
         assert "telepathy" in detail["msg"]
     rows = (await app.client.get("/algorithms")).json()["algorithms"]
     assert all(row["impressions"] == 0 for row in rows)
+
+
+async def test_the_largest_reports_are_accepted_and_summed(app: Running) -> None:
+    """Issue 16: counts up to REPORT_COUNT_MAX are taken, and their sums are exact."""
+    record = {
+        "algorithm": "popularity",
+        "segment": "new",
+        "impressions": REPORT_COUNT_MAX,
+        "clicks": REPORT_COUNT_MAX,
+        "conversions": REPORT_COUNT_MAX,
+        "satisfaction": 1.0,
+    }
+    r = await app.client.post("/algorithm-performance", json={"records": [record] * 1000})
+    assert r.status_code == 202, r.text
+    r = await app.client.post("/algorithm-performance", json=record)
+    assert r.status_code == 202, r.text
+    rows = (await app.client.get("/algorithms")).json()["algorithms"]
+    popularity = stats(rows, "new", "popularity")
+    assert popularity["impressions"] == popularity["clicks"] == 1001 * REPORT_COUNT_MAX
+    assert popularity["ctr"] == 1.0
 
 
 async def test_credibly_bad_algorithm_is_disabled_and_overrides_win(app: Running) -> None:

@@ -27,7 +27,13 @@ from recloop.api.routers import (
     users,
 )
 from recloop.api.routers import metrics as metrics_route
-from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn
+from recloop.api.schemas import (
+    ErrorOut,
+    FeedbackBatchIn,
+    FeedbackIn,
+    PerformanceBatchIn,
+    PerformanceIn,
+)
 from recloop.config import Settings
 from recloop.container import Container, build_container
 from recloop.metrics import Metrics
@@ -106,7 +112,7 @@ def create_app(
                 title=app.title, version=app.version, routes=app.routes, summary=app.summary
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (FeedbackIn, FeedbackBatchIn):
+            for model in (FeedbackIn, FeedbackBatchIn, PerformanceIn, PerformanceBatchIn):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))
                 components[model.__name__] = body

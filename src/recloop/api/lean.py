@@ -35,6 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 from recloop.api.auth import authorize
 from recloop.api.responses import send_json
 from recloop.api.routers import experiments, users
+from recloop.api.schemas import RANK_K_MAX
 from recloop.container import Container
 from recloop.core.ids import id_problem, json_may_break_id_rule
 from recloop.core.ranking import Candidate
@@ -61,7 +62,7 @@ class RankBody(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     candidates: Annotated[list[CandidateBody], Meta(min_length=1)]
-    k: Annotated[int, Meta(ge=1)] | None = None
+    k: Annotated[int, Meta(ge=1, le=RANK_K_MAX)] | None = None
     context: dict[str, Any] | None = None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import Path
 from pydantic import (
@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
@@ -298,9 +299,13 @@ class CandidateIn(_In):
     score: FiniteFloat | None = None
 
 
+RANK_K_MAX: Final = 100_000
+"""The largest ``k`` of a ranking: the most candidates ``rank.max_candidates`` may allow."""
+
+
 class RankIn(_In):
     candidates: Annotated[list[CandidateIn], Field(min_length=1)]
-    k: Annotated[int, Field(ge=1), Whole] | None = None
+    k: Annotated[int, Field(ge=1, le=RANK_K_MAX), Whole] | None = None
     context: dict[str, Any] | None = None
 
 
@@ -356,15 +361,34 @@ class OverrideOut(BaseModel):
     segments: list[Segment]
 
 
+REPORT_COUNT_MAX: Final = 10**12
+"""The most impressions, clicks or conversions one performance record may carry.
+
+A trillion is more than any real report holds; the stored sums saturate at
+``core.bandit.COUNT_LIMIT`` (2**62), which even millions of such records reach only
+deliberately, so no sum ever leaves 64 bits."""
+
+Count = Annotated[int, Field(ge=0, le=REPORT_COUNT_MAX), Whole]
+
+
+def _within_impressions(value: int, info: ValidationInfo) -> int:
+    impressions = info.data.get("impressions")  # absent if it was refused itself
+    if impressions is not None and value > impressions:
+        raise PydanticCustomError(
+            "value_error", "{field} must not exceed impressions", {"field": info.field_name}
+        )
+    return value
+
+
 class PerformanceIn(_In):
     """An aggregated report: exactly one of ``segment`` or ``user_id``."""
 
     algorithm: AlgorithmName
     segment: Segment | None = None
     user_id: PathId | None = None
-    impressions: Annotated[int, Field(ge=0), Whole]
-    clicks: Annotated[int, Field(ge=0), Whole]
-    conversions: Annotated[int, Field(ge=0), Whole] = 0
+    impressions: Count
+    clicks: Annotated[Count, AfterValidator(_within_impressions)]
+    conversions: Annotated[Count, AfterValidator(_within_impressions)] = 0
     satisfaction: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Mean satisfaction in 0..1 over the impressions."
     )
@@ -379,10 +403,6 @@ class PerformanceIn(_In):
     def _consistent(self) -> PerformanceIn:
         if (self.segment is None) == (self.user_id is None):
             raise ValueError("give exactly one of segment or user_id")
-        if self.clicks > self.impressions:
-            raise ValueError("clicks must not exceed impressions")
-        if self.conversions > self.impressions:
-            raise ValueError("conversions must not exceed impressions")
         return self
 
 
