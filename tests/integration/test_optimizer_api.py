@@ -311,6 +311,19 @@ async def test_rank_prefers_the_users_taste(app: Running) -> None:
     assert tops and set(tops) == {"b"}
 
 
+async def test_an_unknown_candidate_algorithm_is_422(app: Running) -> None:
+    """Issue 16: one rule for algorithm names, as for reports and overrides."""
+    candidates = [{"item_id": "i", "algorithm": "popularity"}, {"item_id": "j", "algorithm": "x"}]
+    r = await app.client.post("/users/u/rank", json={"candidates": candidates})
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["detail"]
+    assert detail["loc"] == ["body", "candidates", 1, "algorithm"]
+    assert detail["msg"].startswith("unknown algorithm 'x'; known: ['collaborative'")
+    r = await app.client.post("/algorithms/x/enable")
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["msg"] == detail["msg"]
+
+
 async def test_too_many_candidates_is_422(settings_factory: Callable[..., Settings]) -> None:
     app, close = await start_app(settings_factory(rank={"max_candidates": 2}))
     try:

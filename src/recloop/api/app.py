@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -116,8 +116,31 @@ def create_app(
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))
                 components[model.__name__] = body
+            name_algorithms(schema, settings.bandit.algorithms)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_ALGORITHM_FIELDS = (
+    ("CandidateIn", "algorithm"),
+    ("AttributionIn", "algorithm"),
+    ("PerformanceIn", "algorithm"),
+)
+
+
+def name_algorithms(document: dict[str, Any], algorithms: Sequence[str]) -> None:
+    """The configured algorithms as the ``enum`` of every field and path parameter that
+    names one (``core.algorithms``: any other name is refused)."""
+    components = document["components"]["schemas"]
+    targets = [components[model]["properties"][field] for model, field in _ALGORITHM_FIELDS]
+    for path, operations in document["paths"].items():
+        if "/algorithms/{name}/" in path:
+            for operation in operations.values():
+                targets += [p["schema"] for p in operation["parameters"] if p["name"] == "name"]
+    for target in targets:
+        strings = [s for s in target.get("anyOf", [target]) if s.get("type") == "string"]
+        for string in strings:
+            string["enum"] = list(algorithms)

@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from recloop.api.wire import FeedbackType, parse_timestamp
-from recloop.core.events import UNIX_SECONDS_LIMIT
+from recloop.core.events import UNIX_SECONDS_LIMIT, VALUELESS_TYPES
 from recloop.core.ids import ID_MAX_LENGTH, ID_PATTERN, PATH_ID_PATTERN, id_problem
 
 
@@ -123,6 +123,11 @@ def _value_rules(schema: dict[str, Any]) -> None:
             ("rating", {"type": "number", "minimum": 1, "maximum": 5}),
             ("dwell", {"type": "number", "minimum": 0}),
         )
+    ] + [
+        {
+            "if": {"properties": {"type": {"enum": sorted(VALUELESS_TYPES)}}, "required": ["type"]},
+            "then": {"properties": {"value": {"type": "null"}}},
+        }
     ]
 
 
@@ -136,7 +141,9 @@ class FeedbackIn(_In):
     item_id: PathId
     type: FeedbackType
     value: FiniteFloat | None = Field(
-        None, description="rating: 1..5 (required); dwell: seconds >= 0 (required)."
+        None,
+        description="rating: 1..5 (required); dwell: seconds >= 0 (required); view, click, "
+        "add_to_cart, purchase: optional (an amount); the other types take none.",
     )
     text: Annotated[str, Field(max_length=5000)] | None = None
     timestamp: Timestamp | None = Field(

@@ -25,6 +25,7 @@ from recloop.api.schemas import (
     WeightsOut,
 )
 from recloop.container import Container
+from recloop.core.algorithms import check_algorithm
 from recloop.core.errors import InvalidInput
 from recloop.core.ranking import Candidate
 from recloop.services.optimizer import SegmentWeights
@@ -126,6 +127,10 @@ async def rank_body(
     limit = container.settings.rank.max_candidates
     if len(candidates) > limit:
         raise InvalidInput("candidates", f"at most {limit} candidates, got {len(candidates)}")
+    known = container.optimizer.algorithms
+    for i, candidate in enumerate(candidates):
+        if candidate.algorithm is not None and candidate.algorithm not in known:
+            check_algorithm(f"candidates.{i}.algorithm", candidate.algorithm, known)
     impression, strategy = await container.ranker.rank(
         container.user_key(user_id), candidates, k, context
     )
