@@ -79,6 +79,8 @@ def create_app(
         version=__version__,
         summary="Real-time learning loop for recommender systems.",
         lifespan=lifespan,
+        # /items/%2F is /items// once decoded: a 404, not a redirect to another resource.
+        redirect_slashes=False,
         # FastAPI's OpenTelemetry bridge looks up three global providers on every request;
         # recloop configures none (its metrics are Prometheus, api/middleware.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},

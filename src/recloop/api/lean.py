@@ -33,6 +33,7 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from recloop.api.auth import authorize
+from recloop.api.requests import has_big_int, may_hold_a_big_int
 from recloop.api.responses import send_json
 from recloop.api.routers import experiments, users
 from recloop.api.schemas import RANK_K_MAX
@@ -136,8 +137,10 @@ def decode_rank(raw: bytes) -> RankBody | None:
     rule (``core.ids``); None for anything else (the documented route answers it)."""
     try:
         body = _rank_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
+    if body.context is not None and may_hold_a_big_int(raw) and has_big_int(body.context):
+        return None  # an integer beyond 64 bits: the documented route refuses it
     if json_may_break_id_rule(raw) and any(
         id_problem(c.item_id, in_path=True) is not None
         or (c.algorithm is not None and id_problem(c.algorithm) is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import Path
@@ -61,6 +62,20 @@ Name = Annotated[
 ]
 """An algorithm, variant or model version: no control characters either."""
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("string_pattern_mismatch", "must not contain U+0000 (NUL)")
+    return value
+
+
+Reason = Annotated[
+    str,
+    Field(max_length=500, json_schema_extra={"pattern": "^[^\\x00]*$"}),
+    AfterValidator(_no_nul),
+]
+"""Why an operator acted: free text, without U+0000 (PostgreSQL's text holds none)."""
 
 
 def _timestamp(value: Any) -> Any:
@@ -183,9 +198,24 @@ class FeedbackResult(BaseModel):
     results: list[FeedbackOutcome]
 
 
+def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:
+    # Python's JSON parser reads NaN and Infinity (and 1e400 as Infinity); stored
+    # attributes are JSON, which holds neither (PostgreSQL refuses them).
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError("finite_number", "numbers must be finite")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
 class ItemIn(_In):
     vector: list[FiniteFloat] | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: Annotated[dict[str, Any], AfterValidator(_finite_numbers)] | None = None
 
 
 class ItemWithIdIn(ItemIn):
@@ -359,7 +389,7 @@ class AlgorithmsOut(BaseModel):
 
 class OverrideIn(_In):
     segments: list[Segment] | None = Field(None, description="Default: every segment.")
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Reason | None = None
 
 
 class OverrideOut(BaseModel):
@@ -621,4 +651,4 @@ class SuspectOut(BaseModel):
 
 
 class BlockIn(_In):
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Reason | None = None

@@ -11,6 +11,7 @@ from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from recloop.api.auth import Admin, Ingest, Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.schemas import (
     AlgorithmsOut,
     ErrorOut,
@@ -23,7 +24,7 @@ from recloop.api.schemas import (
 from recloop.core.segments import SEGMENTS
 from recloop.services.optimizer import PerformanceReport
 
-router = APIRouter(tags=["algorithms"])
+router = APIRouter(tags=["algorithms"], route_class=StrictJsonRoute)
 
 Name = Annotated[str, Path(min_length=1, max_length=64)]
 

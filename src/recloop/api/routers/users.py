@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from recloop.api.auth import Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
     ErrorOut,
@@ -31,7 +32,7 @@ from recloop.core.ranking import Candidate
 from recloop.services.optimizer import SegmentWeights
 from recloop.services.preferences import preferences_view
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=StrictJsonRoute)
 
 UserId = PathIdParam
 
