@@ -30,6 +30,10 @@ REDACTED_KEYS = frozenset(
 )
 """Keys whose values are never written (compared lower-case)."""
 
+QUIET_LOGGERS = ("aiosqlite",)
+"""Loggers held at INFO: their DEBUG lines quote SQL statements with their parameters
+(event and request bodies)."""
+
 _MARK = "_recloop_handler"
 
 
@@ -87,6 +91,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    for name in QUIET_LOGGERS:  # even at DEBUG
+        logging.getLogger(name).setLevel(logging.INFO)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -109,4 +115,4 @@ def unconfigure_logging() -> None:
     structlog.reset_defaults()
 
 
-__all__ = ["REDACTED_KEYS", "LogFormat", "configure_logging", "unconfigure_logging"]
+__all__ = ["QUIET_LOGGERS", "REDACTED_KEYS", "LogFormat", "configure_logging", "unconfigure_logging"]

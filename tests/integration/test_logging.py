@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from recloop.adapters.sql import SqlDatabase
 from recloop.api.app import create_app
+from recloop.config import Settings
 from recloop.container import build_container
 from recloop.core.auth import new_key
 from recloop.core.events import Event
@@ -211,3 +212,24 @@ async def test_a_database_error_carries_no_parameters(postgres_url: str) -> None
         await db.dispose()
     assert "division by zero" in str(caught.value)
     assert BODY_MARKER not in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_debug_logs_carry_no_bodies(
+    settings_factory: Callable[..., Settings], json_logs: io.StringIO
+) -> None:
+    """At DEBUG too: the database drivers' own debug lines (statements with their
+    parameters) would write every event, review text included."""
+    running, close = await start_app(settings_factory())
+    try:
+        review = {"user_id": "u", "item_id": "i", "type": "review", "text": BODY_MARKER}
+        assert (await running.client.post("/feedback", json=review)).status_code == 202
+        item = {"attributes": {"note": BODY_MARKER}}
+        assert (await running.client.put("/items/i", json=item)).status_code == 200
+        await running.idle(flush=True)
+        assert (await running.client.get("/users/u/export")).status_code == 200
+    finally:
+        await close()
+    written = json_logs.getvalue()
+    assert "/feedback" in written  # DEBUG is on: the request line is there
+    assert BODY_MARKER not in written
