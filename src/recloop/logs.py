@@ -115,4 +115,10 @@ def unconfigure_logging() -> None:
     structlog.reset_defaults()
 
 
-__all__ = ["QUIET_LOGGERS", "REDACTED_KEYS", "LogFormat", "configure_logging", "unconfigure_logging"]
+__all__ = [
+    "QUIET_LOGGERS",
+    "REDACTED_KEYS",
+    "LogFormat",
+    "configure_logging",
+    "unconfigure_logging",
+]
