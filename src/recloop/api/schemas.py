@@ -627,7 +627,7 @@ class PowerOut(BaseModel):
 
 
 class SignalOut(BaseModel):
-    value: float
+    value: float | None = Field(description="None: not enough evidence to measure it yet.")
     fired: bool
 
 
