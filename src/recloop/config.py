@@ -567,7 +567,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"config file {str(file)!r} does not exist")
-        loaded = yaml.safe_load(file.read_text()) or {}
+        loaded = _read_yaml(file) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(file)!r} must hold a mapping at the top level")
         data = loaded
@@ -577,6 +577,25 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def _read_yaml(file: Path) -> Any:
+    """The YAML document in ``file``; a :class:`ConfigError` in one line if it is none."""
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 (byte {exc.start})"
+    except yaml.YAMLError as exc:
+        problem = "not valid YAML"
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            problem += f" at line {mark.line + 1}, column {mark.column + 1}"
+        detail = getattr(exc, "problem", None)
+        if detail:
+            problem += f": {' '.join(str(detail).split())}"
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    raise ConfigError(f"invalid configuration: {file}: {problem}")
 
 
 CLIENT_VARIABLES: Final = frozenset({"RECLOOP_URL", "RECLOOP_API_KEY"})

@@ -486,6 +486,7 @@ def build_container(settings: Settings) -> Container:
             limits=limits,
             guard=guard if sp.enabled else None,
             user_key=privacy.user_key if settings.privacy.pseudonymize_user_ids else None,
+            algorithms=tuple(settings.bandit.algorithms),
         ),
         items=ItemService(store, vectors, settings.vectors.dim, retries=retries),
         preferences=preferences,

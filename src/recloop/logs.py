@@ -9,7 +9,9 @@ given with ``extra={...}`` on a stdlib call come out as keys.
 Secrets stay out: values under keys that name an API key, an ``Authorization``
 header or review text (:data:`REDACTED_KEYS`) are replaced, wherever a caller
 put them. Nothing in recloop logs request headers or event bodies; this is the
-second line of defence.
+second line of defence. Tracebacks (both formats) name the frames, never their local
+variables (which hold headers and bodies), and SQL errors carry no statement parameters
+(``adapters.sql.database``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ REDACTED_KEYS = frozenset(
     {"authorization", "api_key", "headers", "password", "secret", "token", "text", "review"}
 )
 """Keys whose values are never written (compared lower-case)."""
+
+QUIET_LOGGERS = ("aiosqlite",)
+"""Loggers held at INFO: their DEBUG lines quote SQL statements with their parameters
+(event and request bodies)."""
 
 _MARK = "_recloop_handler"
 
@@ -63,7 +69,11 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer()
         tail: list[Any] = [structlog.processors.format_exc_info]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: structlog's default (rich's, when rich is installed) prints each
+        # frame's local variables, which hold request headers (API keys) and bodies.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
         tail = []
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -81,6 +91,8 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    for name in QUIET_LOGGERS:  # even at DEBUG
+        logging.getLogger(name).setLevel(logging.INFO)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -103,4 +115,10 @@ def unconfigure_logging() -> None:
     structlog.reset_defaults()
 
 
-__all__ = ["REDACTED_KEYS", "LogFormat", "configure_logging", "unconfigure_logging"]
+__all__ = [
+    "QUIET_LOGGERS",
+    "REDACTED_KEYS",
+    "LogFormat",
+    "configure_logging",
+    "unconfigure_logging",
+]

@@ -302,3 +302,39 @@ async def test_a_graceful_stop_past_its_deadline_exits_nothing_lost(
     assert f"the graceful stop took longer than {DEADLINE}s" in log
     assert "Abandoned:" in log
     await restarted_everything_applied_once(d)
+
+
+async def test_a_worker_waits_for_an_unreachable_broker_and_stops_on_sigterm(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """Issue 16: no broker listens at the configured address. The worker neither exits
+    nor prints a traceback: it says what it waits for, again and again with growing
+    pauses, and a SIGTERM still stops it cleanly."""
+    nobody = f"127.0.0.1:{free_port()}"
+    env = {
+        "RECLOOP_STORAGE__URL": postgres_url,
+        "RECLOOP_VECTORS__DIM": str(DIM),
+        "RECLOOP_LOGGING__FORMAT": "json",
+        "RECLOOP_EVENT_LOG__KIND": "kafka",
+        "RECLOOP_EVENT_LOG__SPOOL_PATH": str(tmp_path / "spool.db"),
+        "RECLOOP_EVENT_LOG__KAFKA__BOOTSTRAP_SERVERS": nobody,
+        "RECLOOP_EVENT_LOG__KAFKA__TOPIC": "nowhere",
+    }
+    worker = Worker(tmp_path, env, "worker")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while text(worker).count("waiting for the Kafka broker") < 3:
+            assert worker.proc is not None
+            assert worker.proc.poll() is None, f"the worker exited:\n{text(worker)}"
+            assert time.monotonic() < deadline, f"no waiting logged:\n{text(worker)}"
+            await asyncio.sleep(0.2)
+        assert worker.terminate() == 0
+    finally:
+        worker.cleanup()
+    written = text(worker)
+    assert "Traceback" not in written
+    waits = [line for line in written.splitlines() if "waiting for the Kafka broker" in line]
+    assert nobody in waits[0]
+    assert "stopped" in written.splitlines()[-1]

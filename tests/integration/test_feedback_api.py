@@ -110,6 +110,17 @@ async def test_one_bad_event_in_a_batch_is_rejected_alone(running: Running) -> N
         (b'{"events": []}', ["body", "events"]),
         (b'{"events": "x"}', ["body", "events"]),
         (b'{"events": [{}, 5]}', ["body", "events", 1]),
+        # Issue 16: a type that takes no value refuses one; an algorithm must be configured.
+        (b'{"user_id": "u", "item_id": "i", "type": "like", "value": -50}', ["body", "value"]),
+        (b'{"user_id": "u", "item_id": "i", "type": "skip", "value": 0}', ["body", "value"]),
+        (
+            b'{"user_id": "u", "item_id": "i", "type": "click", "attribution": {"algorithm": "x"}}',
+            ["body", "attribution", "algorithm"],
+        ),
+        (
+            b'{"user_id": "u", "item_id": "i", "type": "view", "timestamp": -1e12}',
+            ["body", "timestamp"],
+        ),
     ],
 )
 async def test_malformed_body_is_422_naming_the_field(
@@ -121,6 +132,37 @@ async def test_malformed_body_is_422_naming_the_field(
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == loc
     assert await running.container.event_log.last_offset() == 0
+
+
+async def test_values_and_algorithms_where_they_are_taken(running: Running) -> None:
+    """The types that take a value (an amount, for experiment metrics) and a configured
+    algorithm in attribution are accepted; in a batch the others are rejected alone."""
+    events = [
+        {"user_id": "u", "item_id": "i", "type": "purchase", "value": 19.99},
+        {"user_id": "u", "item_id": "i", "type": "click", "value": 1.0},
+        {"user_id": "u", "item_id": "i", "type": "like", "value": None},
+        {
+            "user_id": "u",
+            "item_id": "i",
+            "type": "like",
+            "attribution": {"algorithm": "popularity"},
+        },
+        {"user_id": "u", "item_id": "i", "type": "dislike", "value": 1},
+        {
+            "user_id": "u",
+            "item_id": "i",
+            "type": "save",
+            "attribution": {"algorithm": "Popularity"},
+        },
+    ]
+    body = (await running.client.post("/feedback", json={"events": events})).json()
+    assert [r["status"] for r in body["results"]] == ["accepted"] * 4 + ["rejected"] * 2
+    assert body["results"][4]["error"]["field"] == "value"
+    assert body["results"][5]["error"] == {
+        "field": "attribution.algorithm",
+        "message": "unknown algorithm 'Popularity'; known: "
+        "['collaborative', 'content_based', 'popularity', 'trending']",
+    }
 
 
 async def test_batch_over_the_limit_is_refused_whole(

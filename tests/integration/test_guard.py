@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from recloop.api.schemas import ReliabilityOut
 from recloop.config import Settings
 from tests.conftest import Running, start_app
 
@@ -59,6 +60,9 @@ async def test_an_ordinary_user_is_trusted_and_learnt_from(app: Running) -> None
     report = (await app.client.get("/users/ann/reliability")).json()
     assert report["status"] == "trusted"
     assert report["score"] >= 50
+    # Issue 16: a signal without enough evidence has no value, and the document says so.
+    assert any(s["value"] is None for s in report["signals"].values()), report
+    ReliabilityOut.model_validate(report)
     prefs = (await app.client.get("/users/ann/preferences")).json()
     assert (prefs["events_applied"], prefs["events_held"]) == (3, 0)
     assert (await app.client.get("/users/nobody/reliability")).status_code == 404

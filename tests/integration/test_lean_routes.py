@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recloop.api.app import create_app
 from recloop.api.lean import DECLINED, LeanEndpoint, RankBody, decode_rank
-from recloop.api.schemas import RankIn
+from recloop.api.schemas import RANK_K_MAX, RankIn
 from recloop.core.auth import new_key
 from tests.conftest import make_settings
 
@@ -220,7 +220,8 @@ GOOD_BODIES: list[Any] = [
     _rank([{"item_id": "i1", "score": 3}, {"item_id": "i2", "score": -1.5e300}], k=1),
     _rank([{"item_id": "zz", "algorithm": None, "score": None}], k=None, context=None),
     _rank(k=99, context={"device": "tv", "nested": {"a": [1, 2.5, None, True]}}),
-    _rank([{"item_id": "é" * 128, "algorithm": "a" * 64}] * 5),
+    _rank(k=RANK_K_MAX),
+    _rank([{"item_id": "é" * 128, "algorithm": "content_based"}] * 5),
 ]
 DECLINED_GOOD: list[bytes] = [
     b'{"candidates": [{"item_id": "i1"}], "k": 2.0}',  # RankIn takes 2.0 as 2; msgspec not
@@ -246,6 +247,8 @@ BAD_BODIES: list[Any] = [
     _rank([{"item_id": "i1", "extra": 1}]),
     _rank(k=0),
     _rank(k=-3),
+    _rank(k=RANK_K_MAX + 1),
+    _rank(k=2**64),
     _rank(k=1.5),
     _rank(k=True),
     _rank(k="3"),
@@ -283,6 +286,8 @@ async def test_rank_answers_as_documented(pair: Pair) -> None:
         assert await _same(pair, "declined", "POST", f"{BASE}/rank", json=body) == 422, body
     over = _rank([{"item_id": f"i{n}"} for n in range(6)])
     assert await _same(pair, "lean", "POST", f"{BASE}/rank", json=over) == 422  # limit: lean
+    unknown = _rank([{"item_id": "i1", "algorithm": "a" * 64}])  # decoded, then refused
+    assert await _same(pair, "lean", "POST", f"{BASE}/rank", json=unknown) == 422
     for raw in BAD_RAW:
         status = await _same(
             pair, "declined", "POST", f"{BASE}/rank", content=raw, headers=json_type

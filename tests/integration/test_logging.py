@@ -7,15 +7,20 @@ import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from starlette.requests import Request
 
+from recloop.adapters.sql import SqlDatabase
 from recloop.api.app import create_app
+from recloop.config import Settings
 from recloop.container import build_container
 from recloop.core.auth import new_key
 from recloop.core.events import Event
@@ -151,3 +156,80 @@ async def test_the_request_id_travels_with_the_event(app: Running) -> None:
     # Into the distributed log and back, as a worker reads it.
     record = logged[0].to_record()
     assert Event.from_record(json.loads(json.dumps(record)), 7).request_id == "trace-42"
+
+
+BODY_MARKER = "BODY-MARKER-7f3a"
+
+
+@pytest.mark.parametrize("format", ["console", "json"])
+async def test_a_500_logs_its_traceback_without_locals_keys_or_bodies(
+    tmp_path: Path, format: Literal["console", "json"]
+) -> None:
+    """Issue 16: under either format, an unhandled error's traceback names where it failed,
+    and neither the caller's key nor the request's body (both in the locals of the frames
+    it passes through) is written."""
+    keys = [{"name": "orchestrator", "sha256": KEY_SHA, "roles": ["admin"]}]
+    settings = make_settings(tmp_path, "memory", auth={"keys": keys})
+    app = create_app(settings, container=build_container(settings))
+
+    async def boom(request: Request) -> None:
+        body = await request.json()
+        raise RuntimeError(f"kaput on {len(body)} fields")
+
+    app.add_api_route("/boom", boom, methods=["POST"])
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    configure_logging(format, "INFO", stream=stream)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://recloop") as client:
+                r = await client.post("/boom", json={"note": BODY_MARKER}, headers=AUTH)
+    finally:
+        unconfigure_logging()
+        root.setLevel(level)
+    assert r.status_code == 500
+    written = stream.getvalue()
+    assert "RuntimeError: kaput on 1 fields" in written
+    assert "in boom" in written  # the frames are there, their locals are not
+    assert KEY not in written
+    assert BODY_MARKER not in written
+    assert len(written.splitlines()) < 200
+
+
+@pytest.mark.services
+async def test_a_database_error_carries_no_parameters(postgres_url: str) -> None:
+    """A statement's parameters are the values of events or a request (a whole batch):
+    a database error's message, logged or dead-lettered, names the statement without
+    them. (A driver's own message may still quote the one value it could not encode.)"""
+    db = SqlDatabase(postgres_url)
+    try:
+        async with db.engine.connect() as conn:
+            with pytest.raises(DBAPIError) as caught:
+                await conn.execute(text("SELECT CAST(:v AS text), 1 / 0"), {"v": BODY_MARKER})
+    finally:
+        await db.dispose()
+    assert "division by zero" in str(caught.value)
+    assert BODY_MARKER not in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_debug_logs_carry_no_bodies(
+    settings_factory: Callable[..., Settings], json_logs: io.StringIO
+) -> None:
+    """At DEBUG too: the database drivers' own debug lines (statements with their
+    parameters) would write every event, review text included."""
+    running, close = await start_app(settings_factory())
+    try:
+        review = {"user_id": "u", "item_id": "i", "type": "review", "text": BODY_MARKER}
+        assert (await running.client.post("/feedback", json=review)).status_code == 202
+        item = {"attributes": {"note": BODY_MARKER}}
+        assert (await running.client.put("/items/i", json=item)).status_code == 200
+        await running.idle(flush=True)
+        assert (await running.client.get("/users/u/export")).status_code == 200
+    finally:
+        await close()
+    written = json_logs.getvalue()
+    assert "/feedback" in written  # DEBUG is on: the request line is there
+    assert BODY_MARKER not in written

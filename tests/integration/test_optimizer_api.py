@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from recloop.api.schemas import REPORT_COUNT_MAX
 from recloop.config import Settings
 from recloop.core.exploration import promotion_probabilities
 from tests.conftest import Running, start_app
@@ -79,7 +80,54 @@ async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None
 @pytest.mark.parametrize(
     ("record", "loc"),
     [
-        ({"algorithm": "collaborative", "segment": "new", "impressions": 5, "clicks": 6}, []),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": 5, "clicks": 6},
+            ["clicks"],
+        ),
+        (
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "impressions": 5,
+                "clicks": 0,
+                "conversions": 6,
+            },
+            ["conversions"],
+        ),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": 10**23, "clicks": 0},
+            ["impressions"],
+        ),
+        (
+            {"algorithm": "collaborative", "segment": "new", "impressions": 2**63 - 1, "clicks": 0},
+            ["impressions"],
+        ),
+        (
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "impressions": REPORT_COUNT_MAX + 1,
+                "clicks": 0,
+            },
+            ["impressions"],
+        ),
+        (
+            {
+                "algorithm": "collaborative",
+                "segment": "new",
+                "impressions": REPORT_COUNT_MAX,
+                "clicks": REPORT_COUNT_MAX + 1,
+            },
+            ["clicks"],
+        ),
+        (
+            {
+                "records": [
+                    {"algorithm": "popularity", "segment": "new", "impressions": 1, "clicks": 2}
+                ]
+            },
+            ["records", 0, "clicks"],
+        ),
         ({"algorithm": "collaborative", "impressions": 5, "clicks": 1}, []),
         (
             {
@@ -113,11 +161,31 @@ async def test_bad_reports_are_422_and_change_nothing(
     detail = r.json()["detail"][0]
     assert detail["loc"][0] == "body"
     if loc:
-        assert [p for p in detail["loc"] if p not in ("PerformanceIn",)][-len(loc) :] == loc
-    if record["algorithm"] == "telepathy":
+        assert detail["loc"] == ["body", *loc]
+    if record.get("algorithm") == "telepathy":
         assert "telepathy" in detail["msg"]
     rows = (await app.client.get("/algorithms")).json()["algorithms"]
     assert all(row["impressions"] == 0 for row in rows)
+
+
+async def test_the_largest_reports_are_accepted_and_summed(app: Running) -> None:
+    """Issue 16: counts up to REPORT_COUNT_MAX are taken, and their sums are exact."""
+    record = {
+        "algorithm": "popularity",
+        "segment": "new",
+        "impressions": REPORT_COUNT_MAX,
+        "clicks": REPORT_COUNT_MAX,
+        "conversions": REPORT_COUNT_MAX,
+        "satisfaction": 1.0,
+    }
+    r = await app.client.post("/algorithm-performance", json={"records": [record] * 1000})
+    assert r.status_code == 202, r.text
+    r = await app.client.post("/algorithm-performance", json=record)
+    assert r.status_code == 202, r.text
+    rows = (await app.client.get("/algorithms")).json()["algorithms"]
+    popularity = stats(rows, "new", "popularity")
+    assert popularity["impressions"] == popularity["clicks"] == 1001 * REPORT_COUNT_MAX
+    assert popularity["ctr"] == 1.0
 
 
 async def test_credibly_bad_algorithm_is_disabled_and_overrides_win(app: Running) -> None:
@@ -305,6 +373,19 @@ async def test_rank_prefers_the_users_taste(app: Running) -> None:
             continue
         tops.append(greedy[0]["item_id"])
     assert tops and set(tops) == {"b"}
+
+
+async def test_an_unknown_candidate_algorithm_is_422(app: Running) -> None:
+    """Issue 16: one rule for algorithm names, as for reports and overrides."""
+    candidates = [{"item_id": "i", "algorithm": "popularity"}, {"item_id": "j", "algorithm": "x"}]
+    r = await app.client.post("/users/u/rank", json={"candidates": candidates})
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["detail"]
+    assert detail["loc"] == ["body", "candidates", 1, "algorithm"]
+    assert detail["msg"].startswith("unknown algorithm 'x'; known: ['collaborative'")
+    r = await app.client.post("/algorithms/x/enable")
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["msg"] == detail["msg"]
 
 
 async def test_too_many_candidates_is_422(settings_factory: Callable[..., Settings]) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
-from recloop.core.bandit import PerformanceCounts
+from recloop.core.bandit import COUNT_LIMIT, PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
@@ -343,3 +343,21 @@ async def test_impressions_logged_before_0010_are_read_as_they_were(
             assert [i.impression_id for i in await store.get_impressions(0.0, 2.0)] == ["old"]
         finally:
             await db.dispose()
+
+
+async def test_algorithm_counts_saturate_instead_of_overflowing(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    """Issue 16: a bucket's sums stop at COUNT_LIMIT, however many reports add to them
+    (a 64-bit column would overflow, a Python int would not fit the JSON answer)."""
+    _, store = adapters
+    near = COUNT_LIMIT - 5
+    big = PerformanceCounts(near, near, near, float(near), near)
+    row = AlgorithmCount("new", "popularity", 1_800_000_000.0, big)
+    assert await store.add_performance_report("r1", b"[]", [row])
+    assert await store.add_performance_report("r2", b"[]", [row])
+    await store.commit(StateChanges(algorithm_counts=[row], commit_id="c1"))
+    (got,) = await store.get_algorithm_counts(0.0)
+    counts = got.counts
+    assert (counts.impressions, counts.clicks, counts.conversions) == (COUNT_LIMIT,) * 3
+    assert counts.satisfaction_n == COUNT_LIMIT

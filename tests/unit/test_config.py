@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from recloop.cli import app as cli
 from recloop.config import load_settings
 from recloop.core.errors import ConfigError
 from recloop.core.events import FEEDBACK_TYPES
@@ -181,3 +183,38 @@ def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValidationError):
         s.feedback.base_alpha = 0.2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("feedback:\n  base_alpha: [0.1\n", "line 3"),
+        ("feedback:\n\tbase_alpha: 0.1\n", "line 2"),
+        ("a: b: c\n", "line 1, column 5"),
+    ],
+)
+def test_a_yaml_syntax_error_is_a_config_error(tmp_path: Path, text: str, where: str) -> None:
+    """Issue 16: one line naming the file and the place, not a parser's traceback."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith(f"invalid configuration: {path}: not valid YAML")
+    assert where in message
+    assert "\n" not in message
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "recloop.yaml"
+    path.write_bytes(b"feedback:\n  base_alpha: \xff\n")
+    with pytest.raises(ConfigError, match=r"invalid configuration: .*not UTF-8"):
+        load_settings(path)
+
+
+def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: [8000\n")
+    result = CliRunner().invoke(cli, ["config", "--config", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: invalid configuration: {path}: not valid YAML")
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output

@@ -140,8 +140,11 @@ def test_check_event_accepts(event_type: str, value: float | None) -> None:
         ("dwell", None, "needs a value"),
         ("dwell", -0.1, ">= 0"),
         ("dwell", math.inf, "finite"),
-        ("like", math.nan, "finite"),
+        ("like", math.nan, "takes no value"),
+        ("view", math.nan, "finite"),
         ("click", -math.inf, "finite"),
+        ("like", -50.0, "a like takes no value"),
+        ("impression", 0.0, "takes no value"),
     ],
 )
 def test_check_event_refuses_value(event_type: str, value: float | None, words: str) -> None:

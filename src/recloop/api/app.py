@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,13 @@ from recloop.api.routers import (
     users,
 )
 from recloop.api.routers import metrics as metrics_route
-from recloop.api.schemas import ErrorOut, FeedbackBatchIn, FeedbackIn
+from recloop.api.schemas import (
+    ErrorOut,
+    FeedbackBatchIn,
+    FeedbackIn,
+    PerformanceBatchIn,
+    PerformanceIn,
+)
 from recloop.config import Settings
 from recloop.container import Container, build_container
 from recloop.metrics import Metrics
@@ -73,6 +79,8 @@ def create_app(
         version=__version__,
         summary="Real-time learning loop for recommender systems.",
         lifespan=lifespan,
+        # /items/%2F is /items// once decoded: a 404, not a redirect to another resource.
+        redirect_slashes=False,
         # FastAPI's OpenTelemetry bridge looks up three global providers on every request;
         # recloop configures none (its metrics are Prometheus, api/middleware.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -106,12 +114,35 @@ def create_app(
                 title=app.title, version=app.version, routes=app.routes, summary=app.summary
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (FeedbackIn, FeedbackBatchIn):
+            for model in (FeedbackIn, FeedbackBatchIn, PerformanceIn, PerformanceBatchIn):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))
                 components[model.__name__] = body
+            name_algorithms(schema, settings.bandit.algorithms)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_ALGORITHM_FIELDS = (
+    ("CandidateIn", "algorithm"),
+    ("AttributionIn", "algorithm"),
+    ("PerformanceIn", "algorithm"),
+)
+
+
+def name_algorithms(document: dict[str, Any], algorithms: Sequence[str]) -> None:
+    """The configured algorithms as the ``enum`` of every field and path parameter that
+    names one (``core.algorithms``: any other name is refused)."""
+    components = document["components"]["schemas"]
+    targets = [components[model]["properties"][field] for model, field in _ALGORITHM_FIELDS]
+    for path, operations in document["paths"].items():
+        if "/algorithms/{name}/" in path:
+            for operation in operations.values():
+                targets += [p["schema"] for p in operation["parameters"] if p["name"] == "name"]
+    for target in targets:
+        strings = [s for s in target.get("anyOf", [target]) if s.get("type") == "string"]
+        for string in strings:
+            string["enum"] = list(algorithms)

@@ -33,8 +33,10 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from recloop.api.auth import authorize
+from recloop.api.requests import has_big_int, may_hold_a_big_int
 from recloop.api.responses import send_json
 from recloop.api.routers import experiments, users
+from recloop.api.schemas import RANK_K_MAX
 from recloop.container import Container
 from recloop.core.ids import id_problem, json_may_break_id_rule
 from recloop.core.ranking import Candidate
@@ -61,7 +63,7 @@ class RankBody(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     candidates: Annotated[list[CandidateBody], Meta(min_length=1)]
-    k: Annotated[int, Meta(ge=1)] | None = None
+    k: Annotated[int, Meta(ge=1, le=RANK_K_MAX)] | None = None
     context: dict[str, Any] | None = None
 
 
@@ -135,8 +137,10 @@ def decode_rank(raw: bytes) -> RankBody | None:
     rule (``core.ids``); None for anything else (the documented route answers it)."""
     try:
         body = _rank_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
+    if body.context is not None and may_hold_a_big_int(raw) and has_big_int(body.context):
+        return None  # an integer beyond 64 bits: the documented route refuses it
     if json_may_break_id_rule(raw) and any(
         id_problem(c.item_id, in_path=True) is not None
         or (c.algorithm is not None and id_problem(c.algorithm) is not None)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import Path
 from pydantic import (
@@ -12,13 +13,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from recloop.api.wire import FeedbackType, parse_timestamp
-from recloop.core.events import UNIX_SECONDS_LIMIT
+from recloop.core.events import UNIX_SECONDS_LIMIT, VALUELESS_TYPES
 from recloop.core.ids import ID_MAX_LENGTH, ID_PATTERN, PATH_ID_PATTERN, id_problem
 
 
@@ -60,6 +62,20 @@ Name = Annotated[
 ]
 """An algorithm, variant or model version: no control characters either."""
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("string_pattern_mismatch", "must not contain U+0000 (NUL)")
+    return value
+
+
+Reason = Annotated[
+    str,
+    Field(max_length=500, json_schema_extra={"pattern": "^[^\\x00]*$"}),
+    AfterValidator(_no_nul),
+]
+"""Why an operator acted: free text, without U+0000 (PostgreSQL's text holds none)."""
 
 
 def _timestamp(value: Any) -> Any:
@@ -122,6 +138,11 @@ def _value_rules(schema: dict[str, Any]) -> None:
             ("rating", {"type": "number", "minimum": 1, "maximum": 5}),
             ("dwell", {"type": "number", "minimum": 0}),
         )
+    ] + [
+        {
+            "if": {"properties": {"type": {"enum": sorted(VALUELESS_TYPES)}}, "required": ["type"]},
+            "then": {"properties": {"value": {"type": "null"}}},
+        }
     ]
 
 
@@ -135,7 +156,9 @@ class FeedbackIn(_In):
     item_id: PathId
     type: FeedbackType
     value: FiniteFloat | None = Field(
-        None, description="rating: 1..5 (required); dwell: seconds >= 0 (required)."
+        None,
+        description="rating: 1..5 (required); dwell: seconds >= 0 (required); view, click, "
+        "add_to_cart, purchase: optional (an amount); the other types take none.",
     )
     text: Annotated[str, Field(max_length=5000)] | None = None
     timestamp: Timestamp | None = Field(
@@ -175,9 +198,24 @@ class FeedbackResult(BaseModel):
     results: list[FeedbackOutcome]
 
 
+def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:
+    # Python's JSON parser reads NaN and Infinity (and 1e400 as Infinity); stored
+    # attributes are JSON, which holds neither (PostgreSQL refuses them).
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError("finite_number", "numbers must be finite")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
 class ItemIn(_In):
     vector: list[FiniteFloat] | None = None
-    attributes: dict[str, Any] | None = None
+    attributes: Annotated[dict[str, Any], AfterValidator(_finite_numbers)] | None = None
 
 
 class ItemWithIdIn(ItemIn):
@@ -298,9 +336,13 @@ class CandidateIn(_In):
     score: FiniteFloat | None = None
 
 
+RANK_K_MAX: Final = 100_000
+"""The largest ``k`` of a ranking: the most candidates ``rank.max_candidates`` may allow."""
+
+
 class RankIn(_In):
     candidates: Annotated[list[CandidateIn], Field(min_length=1)]
-    k: Annotated[int, Field(ge=1), Whole] | None = None
+    k: Annotated[int, Field(ge=1, le=RANK_K_MAX), Whole] | None = None
     context: dict[str, Any] | None = None
 
 
@@ -355,7 +397,7 @@ class AlgorithmsOut(BaseModel):
 
 class OverrideIn(_In):
     segments: list[Segment] | None = Field(None, description="Default: every segment.")
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Reason | None = None
 
 
 class OverrideOut(BaseModel):
@@ -364,15 +406,34 @@ class OverrideOut(BaseModel):
     segments: list[Segment]
 
 
+REPORT_COUNT_MAX: Final = 10**12
+"""The most impressions, clicks or conversions one performance record may carry.
+
+A trillion is more than any real report holds; the stored sums saturate at
+``core.bandit.COUNT_LIMIT`` (2**62), which even millions of such records reach only
+deliberately, so no sum ever leaves 64 bits."""
+
+Count = Annotated[int, Field(ge=0, le=REPORT_COUNT_MAX), Whole]
+
+
+def _within_impressions(value: int, info: ValidationInfo) -> int:
+    impressions = info.data.get("impressions")  # absent if it was refused itself
+    if impressions is not None and value > impressions:
+        raise PydanticCustomError(
+            "value_error", "{field} must not exceed impressions", {"field": info.field_name}
+        )
+    return value
+
+
 class PerformanceIn(_In):
     """An aggregated report: exactly one of ``segment`` or ``user_id``."""
 
     algorithm: AlgorithmName
     segment: Segment | None = None
     user_id: PathId | None = None
-    impressions: Annotated[int, Field(ge=0), Whole]
-    clicks: Annotated[int, Field(ge=0), Whole]
-    conversions: Annotated[int, Field(ge=0), Whole] = 0
+    impressions: Count
+    clicks: Annotated[Count, AfterValidator(_within_impressions)]
+    conversions: Annotated[Count, AfterValidator(_within_impressions)] = 0
     satisfaction: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Mean satisfaction in 0..1 over the impressions."
     )
@@ -387,10 +448,6 @@ class PerformanceIn(_In):
     def _consistent(self) -> PerformanceIn:
         if (self.segment is None) == (self.user_id is None):
             raise ValueError("give exactly one of segment or user_id")
-        if self.clicks > self.impressions:
-            raise ValueError("clicks must not exceed impressions")
-        if self.conversions > self.impressions:
-            raise ValueError("conversions must not exceed impressions")
         return self
 
 
@@ -578,7 +635,7 @@ class PowerOut(BaseModel):
 
 
 class SignalOut(BaseModel):
-    value: float
+    value: float | None = Field(description="None: not enough evidence to measure it yet.")
     fired: bool
 
 
@@ -602,4 +659,4 @@ class SuspectOut(BaseModel):
 
 
 class BlockIn(_In):
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Reason | None = None

@@ -133,6 +133,8 @@ def decode_feedback(body: bytes, max_events: int) -> FeedbackWire | list[Feedbac
         raise error_of(exc) from None
     except msgspec.DecodeError as exc:  # (after ValidationError, its subclass)
         raise WireError("", f"invalid JSON: {exc}", "json_invalid") from None
+    except RecursionError:  # nested deeper than the interpreter's recursion limit (~1000)
+        raise WireError("", "invalid JSON: nested too deeply", "json_invalid") from None
 
 
 def _decode(body: bytes, max_events: int) -> FeedbackWire | list[FeedbackWire | WireError]:

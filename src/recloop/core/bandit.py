@@ -27,6 +27,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -37,13 +38,18 @@ from recloop.core.errors import InvalidInput
 # -- Sufficient statistics ----------------------------------------------------
 
 
+COUNT_LIMIT: Final = 2**62
+"""Where the integer sums of :class:`PerformanceCounts` saturate: never near 64 bits."""
+
+
 @dataclass(frozen=True, slots=True)
 class PerformanceCounts:
     """What an algorithm's recommendations earned: exact, mergeable sums.
 
     ``a + b`` is the counts of both; ``a - b`` removes a part ``b`` that was
     added into ``a`` (an expired shard, say). The integer fields merge
-    exactly; ``satisfaction_sum`` up to float rounding.
+    exactly up to :data:`COUNT_LIMIT`, where a sum stops (no real report comes near);
+    ``satisfaction_sum`` up to float rounding.
 
     >>> total = PerformanceCounts(impressions=200, clicks=6) + PerformanceCounts(100, 3, 1)
     >>> total.impressions, total.clicks, total.conversions, total.ctr
@@ -60,11 +66,11 @@ class PerformanceCounts:
 
     def __add__(self, other: PerformanceCounts) -> PerformanceCounts:
         return PerformanceCounts(
-            self.impressions + other.impressions,
-            self.clicks + other.clicks,
-            self.conversions + other.conversions,
+            min(self.impressions + other.impressions, COUNT_LIMIT),
+            min(self.clicks + other.clicks, COUNT_LIMIT),
+            min(self.conversions + other.conversions, COUNT_LIMIT),
             self.satisfaction_sum + other.satisfaction_sum,
-            self.satisfaction_n + other.satisfaction_n,
+            min(self.satisfaction_n + other.satisfaction_n, COUNT_LIMIT),
         )
 
     def __sub__(self, other: PerformanceCounts) -> PerformanceCounts:

@@ -25,6 +25,13 @@ IMPLICIT_TYPES: Final = frozenset(
 )
 FEEDBACK_TYPES: Final = EXPLICIT_TYPES | IMPLICIT_TYPES
 
+VALUELESS_TYPES: Final = frozenset(
+    {"like", "dislike", "share", "save", "review", "skip", "impression"}
+)
+"""Types whose signal is fixed: a ``value`` with one is refused rather than ignored. ``rating``
+and ``dwell`` need one; ``view``, ``click``, ``add_to_cart`` and ``purchase`` may carry one
+(an amount, summed by ``aggregate: sum`` experiment metrics)."""
+
 RATING_MIN: Final = 1.0
 RATING_MAX: Final = 5.0
 
@@ -222,6 +229,10 @@ def check_event(
     Traceback (most recent call last):
     ...
     recloop.core.errors.InvalidInput: value: a rating must be between 1 and 5, got 7.0
+    >>> check_event("like", -50.0, 0.0, 0.0, 300.0)
+    Traceback (most recent call last):
+    ...
+    recloop.core.errors.InvalidInput: value: a like takes no value, got -50.0
     """
     if event_type == "rating":
         if value is None:
@@ -233,6 +244,8 @@ def check_event(
             raise InvalidInput("value", "dwell needs a value in seconds (>= 0)")
         if value < 0:
             raise InvalidInput("value", f"dwell seconds must be >= 0, got {value}")
+    elif value is not None and event_type in VALUELESS_TYPES:
+        raise InvalidInput("value", f"a {event_type} takes no value, got {value}")
     if value is not None and not math.isfinite(value):
         raise InvalidInput("value", "must be a finite number")
     if timestamp > now + max_future_seconds:

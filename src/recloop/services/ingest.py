@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from structlog.contextvars import get_contextvars
 
+from recloop.core.algorithms import check_algorithm
 from recloop.core.errors import InvalidInput
 from recloop.core.events import EXPLICIT_TYPES, Event, check_event
 from recloop.core.ids import uuid7
@@ -65,10 +66,14 @@ class IngestService:
         limits: RateLimits | None = None,
         guard: GuardService | None = None,
         user_key: Callable[[str], str] | None = None,
+        algorithms: Collection[str] | None = None,
     ) -> None:
         """``guard`` refuses the events of blocked users here; the evidence it gathers
         comes from the processor (embedded) or the workers (distributed), after the 202.
-        ``user_key`` maps each raw user id to the id stored (pseudonymization)."""
+        ``user_key`` maps each raw user id to the id stored (pseudonymization).
+        ``algorithms``: the configured ones, which ``attribution.algorithm`` must name
+        (``core.algorithms``); None takes any."""
+        self._algorithms = algorithms
         self._user_key = user_key
         self._limits = limits
         self._guard = guard
@@ -92,6 +97,9 @@ class IngestService:
         value = fields.value
         check_event(fields.type, value, ts, now, self._max_future)
         user_id = fields.user_id
+        attribution = fields.attribution_record()
+        if attribution and self._algorithms is not None:
+            check_algorithm("attribution.algorithm", attribution.get("algorithm"), self._algorithms)
         return Event(
             event_id=fields.event_id or uuid7(),
             user_id=user_id if self._user_key is None else self._user_key(user_id),
@@ -101,7 +109,7 @@ class IngestService:
             value=value,
             text=fields.text,
             context=fields.context or {},
-            attribution=fields.attribution_record(),
+            attribution=attribution,
             request_id=request_id,
         )
 

@@ -48,7 +48,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
@@ -59,6 +59,11 @@ from recloop.resilience import RetryCounts, retry_forever
 from recloop.services.feedback import Processor
 
 log = logging.getLogger(__name__)
+
+CONNECT_FIRST_PAUSE = 0.5
+"""Seconds before the second attempt to reach an unanswering broker at start-up."""
+CONNECT_MAX_PAUSE = 30.0
+"""The longest pause between two attempts (they double up to it)."""
 
 
 class Archive(Protocol):
@@ -136,11 +141,41 @@ class Worker:
         self._in_hand = 0  # messages of the batch being handled
 
     async def start(self) -> None:
-        """Start the processor, then join the group (the first assignment comes with it)."""
-        await self._dlq.start()
+        """Start the processor, then join the group (the first assignment comes with it).
+
+        A broker that does not answer is waited for, with pauses doubling from
+        :data:`CONNECT_FIRST_PAUSE` to :data:`CONNECT_MAX_PAUSE` seconds, each attempt
+        logged with what failed; :meth:`stop` ends the wait (then nothing is started).
+        """
+        if not await self._connect("the dead-letter producer", self._dlq.start):
+            return
         self._processor.start_partitioned()
         self.started = True
-        await self._source.start()
+        await self._connect("the consumer group", self._source.start)
+
+    async def _connect(self, what: str, start: Callable[[], Awaitable[None]]) -> bool:
+        """``start()`` until it succeeds (True) or :meth:`stop` is called (False)."""
+        pause = CONNECT_FIRST_PAUSE
+        attempt = 1
+        while not self._stopping.is_set():
+            try:
+                await start()
+                return True
+            except Unavailable as exc:
+                self._failed(exc)
+                self.retries.add("connect")
+                log.warning(
+                    "waiting for the Kafka broker (%s, attempt %d), next attempt in %.1fs: %s",
+                    what,
+                    attempt,
+                    pause,
+                    exc,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            pause = min(pause * 2, CONNECT_MAX_PAUSE)
+            attempt += 1
+        return False
 
     async def run(self) -> None:
         """Poll, apply and commit until :meth:`stop` is called."""
@@ -162,9 +197,10 @@ class Worker:
 
     async def close(self) -> None:
         """Apply and commit everything taken, commit the offsets, leave the group."""
-        async with self._lock:
-            await self._processor.stop()  # stores the final positions with the last state
-        await self._commit_offsets(checkpoint=False)
+        if self.started:  # else (stopped while waiting for the broker) nothing was taken
+            async with self._lock:
+                await self._processor.stop()  # stores the final positions with the last state
+            await self._commit_offsets(checkpoint=False)
         await self._source.stop()
         await self._dlq.stop()
 

@@ -54,6 +54,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from recloop.core.errors import ConfigError, Unavailable
 from recloop.core.events import Event
+from recloop.core.records import dumps as encode_record
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ class KafkaEventLog:
                 futures.append(
                     await producer.send(
                         topic,
-                        value=orjson.dumps(event.to_record()),
+                        value=encode_record(event.to_record()),
                         key=event.user_id.encode(),
                         headers=_headers(event),
                     )
@@ -358,7 +359,7 @@ class KafkaEventLog:
             key, value = event.key, event.value
             source = source or event.position
         else:
-            key, value = event.user_id.encode(), orjson.dumps(event.to_record())
+            key, value = event.user_id.encode(), encode_record(event.to_record())
             headers.append((EVENT_ID_HEADER, event.event_id.encode()))
             if event.request_id is not None:
                 headers.append((REQUEST_ID_HEADER, event.request_id.encode()))

@@ -60,6 +60,7 @@ import orjson
 from recloop.adapters.kafka.log import KafkaEventLog, KafkaPosition
 from recloop.core.errors import ConfigError, Unavailable
 from recloop.core.events import Event
+from recloop.core.records import dumps as encode_record
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ class SpooledEventLog:
 
     async def _spool(self, events: Sequence[Event]) -> None:
         """Commit ``events`` to the spool. Call with ``_lock`` held."""
-        records = [orjson.dumps(e.to_record()) for e in events]
+        records = [encode_record(e.to_record()) for e in events]
         first = self._spooled == 0
         try:
             await self._in_thread(self._insert, records)

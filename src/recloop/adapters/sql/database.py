@@ -63,7 +63,9 @@ class SqlDatabase:
                 self._file = database
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # hide_parameters: a database error's message (logged, dead-lettered) names the
+        # statement, not the values of the event or request that it carried.
+        self.engine: AsyncEngine = create_async_engine(url, hide_parameters=True, **kwargs)
         self._write_lock: asyncio.Lock | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import event_impressions, events
 from recloop.core.events import Event
+from recloop.core.records import dumps as encode_record
 
 TYPE_CODES: Final[Mapping[str, int]] = {
     "rating": 1,
@@ -185,7 +186,7 @@ def extra(event: Event, keep_text: bool = True) -> bytes | None:
         record["context"] = dict(event.context)
     if event.attribution:
         record["attribution"] = dict(event.attribution)
-    return orjson.dumps(record)
+    return encode_record(record)
 
 
 def event_from_row(row: Sequence[Any]) -> Event:

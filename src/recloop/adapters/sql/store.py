@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import bindparam, case, delete, func, select
+from sqlalchemy import bindparam, case, delete, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
@@ -36,7 +36,7 @@ from recloop.adapters.sql.tables import (
     user_state,
 )
 from recloop.core.availability import AlgorithmStatus
-from recloop.core.bandit import PerformanceCounts
+from recloop.core.bandit import COUNT_LIMIT, PerformanceCounts
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
 from recloop.core.ids import uuid7
@@ -119,7 +119,12 @@ class SqlStateStore:
         stats = _insert(db, algorithm_stats)
         self._add_counts = stats.on_conflict_do_update(
             index_elements=["segment", "algorithm", "bucket_start"],
-            set_={name: algorithm_stats.c[name] + stats.excluded[name] for name in _COUNT_COLUMNS},
+            set_={
+                name: _saturating_sum(algorithm_stats.c[name], stats.excluded[name])
+                if name in _INTEGER_COUNTS
+                else algorithm_stats.c[name] + stats.excluded[name]
+                for name in _COUNT_COLUMNS
+            },
         )
         status = _insert(db, algorithm_status)
         self._put_status = status.on_conflict_do_update(
@@ -636,6 +641,16 @@ def _merged(
 
 
 _COUNT_COLUMNS = ("impressions", "clicks", "conversions", "satisfaction_sum", "satisfaction_n")
+
+
+_INTEGER_COUNTS = frozenset(_COUNT_COLUMNS) - {"satisfaction_sum"}
+
+
+def _saturating_sum(stored: Any, added: Any) -> Any:
+    """``stored + added``, stopping at ``COUNT_LIMIT`` as ``PerformanceCounts`` does, and
+    never computing a sum beyond it (a BIGINT would overflow)."""
+    limit = literal_column(str(COUNT_LIMIT))  # not a parameter: the fast lane binds rows only
+    return case((stored > limit - added, limit), else_=stored + added)
 
 
 def _count_to_row(row: AlgorithmCount) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Path, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from recloop.api.auth import Admin, Ingest, Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.schemas import (
     AlgorithmsOut,
     ErrorOut,
@@ -21,9 +24,39 @@ from recloop.api.schemas import (
 from recloop.core.segments import SEGMENTS
 from recloop.services.optimizer import PerformanceReport
 
-router = APIRouter(tags=["algorithms"])
+router = APIRouter(tags=["algorithms"], route_class=StrictJsonRoute)
 
 Name = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _shape(value: Any) -> str:
+    return "batch" if isinstance(value, dict) and "records" in value else "one"
+
+
+_PERFORMANCE_BODY: Final = TypeAdapter[PerformanceIn | PerformanceBatchIn](
+    Annotated[
+        Annotated[PerformanceIn, Tag("one")] | Annotated[PerformanceBatchIn, Tag("batch")],
+        Discriminator(_shape),
+    ]
+)
+"""A body with ``records`` is a batch, any other one record: its errors name its fields,
+not both shapes' (as a plain union's would, each under the model's name)."""
+
+
+def performance_body(raw: bytes) -> PerformanceIn | PerformanceBatchIn:
+    """The body of ``POST /algorithm-performance``, decoded; a 422 naming the fields.
+
+    Raises
+    ------
+    RequestValidationError
+        each error located in the body as sent (``clicks``, ``records.0.clicks``).
+    """
+    try:
+        return _PERFORMANCE_BODY.validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        located = [{**e, "loc": ["body", *e["loc"][1:]]} for e in errors]
+        raise RequestValidationError(located) from None
 
 
 @router.post(
@@ -32,16 +65,30 @@ Name = Annotated[str, Path(min_length=1, max_length=64)]
     status_code=202,
     response_model=PerformanceOut,
     responses={422: {"model": ErrorOut}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/PerformanceIn"},
+                            {"$ref": "#/components/schemas/PerformanceBatchIn"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
 )
-async def post_performance(
-    body: Annotated[PerformanceIn | PerformanceBatchIn, Body()], container: ContainerDep
-) -> PerformanceOut:
+async def post_performance(request: Request, container: ContainerDep) -> PerformanceOut:
     """Aggregated impressions/clicks/conversions per algorithm, from the orchestrator.
 
     Durable before the 202; applied once per ``report_id`` (a repeat is a
     ``duplicate`` and changes nothing). A record names a segment, or a user
-    whose current segment is used.
+    whose current segment is used. Each count is at most 10^12.
     """
+    body = performance_body(await request.body())
     records = body.records if isinstance(body, PerformanceBatchIn) else [body]
     reports = []
     for record in records:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
     AssignmentOut,
@@ -25,7 +26,7 @@ from recloop.core import experiments as xp
 from recloop.core import stats
 from recloop.core.errors import InvalidInput
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], route_class=StrictJsonRoute)
 
 ExperimentId = PathIdParam
 UserId = PathIdParam

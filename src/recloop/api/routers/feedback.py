@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from recloop.api.auth import Ingest, authorize
 from recloop.api.deps import ContainerDep
 from recloop.api.errors import invalid
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, FeedbackResult
 from recloop.api.wire import WireError, decode_feedback
@@ -22,7 +23,7 @@ from recloop.core.auth import Principal
 from recloop.core.errors import Forbidden, RateLimited
 from recloop.metrics import Metrics
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], route_class=StrictJsonRoute)
 
 
 @router.post(

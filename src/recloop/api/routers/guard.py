@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 
 from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import BlockIn, ErrorOut, PathIdParam, ReliabilityOut, SuspectOut
 from recloop.core.errors import NotFound
 
-router = APIRouter(tags=["guard"])
+router = APIRouter(tags=["guard"], route_class=StrictJsonRoute)
 
 UserId = PathIdParam
 

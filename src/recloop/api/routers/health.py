@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import HealthOut, LiveOut
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
 
 _RANK = {"ok": 0, "degraded": 1, "down": 2}
 

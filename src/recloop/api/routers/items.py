@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from recloop.api.auth import Ingest, Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.schemas import (
     ErrorOut,
     ItemBatchIn,
@@ -16,7 +17,7 @@ from recloop.api.schemas import (
 )
 from recloop.core.items import Item
 
-router = APIRouter(tags=["items"])
+router = APIRouter(tags=["items"], route_class=StrictJsonRoute)
 
 ItemId = PathIdParam
 """No control characters, no ``/`` (``core.ids``): every stored item stays reachable here."""

@@ -10,14 +10,15 @@ from pydantic import BaseModel, Field
 
 from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
-from recloop.api.schemas import ErrorOut
+from recloop.api.schemas import ErrorOut, Reason
 from recloop.core.errors import Unavailable
 from recloop.learning.deployment import Transition
 from recloop.ports import ModelRecord, TrainingJob
 from recloop.services.learning import LearningService
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=StrictJsonRoute)
 
 Version = Annotated[str, Path(min_length=1, max_length=64)]
 
@@ -63,7 +64,7 @@ class DeploymentOut(BaseModel):
 
 
 class ReasonIn(BaseModel):
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Reason | None = None
 
 
 def _learning(container: Any) -> LearningService:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from recloop.api.auth import Admin
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import PathIdParam
 from recloop.core.errors import Unavailable
@@ -17,7 +18,7 @@ from recloop.ports import Impression, UserData
 from recloop.services.preferences import preferences_view
 from recloop.services.privacy import PrivacyService
 
-router = APIRouter(tags=["privacy"])
+router = APIRouter(tags=["privacy"], route_class=StrictJsonRoute)
 
 UserId = PathIdParam
 

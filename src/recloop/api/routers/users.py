@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from recloop.api.auth import Read
 from recloop.api.deps import ContainerDep
+from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
     ErrorOut,
@@ -25,12 +26,13 @@ from recloop.api.schemas import (
     WeightsOut,
 )
 from recloop.container import Container
+from recloop.core.algorithms import check_algorithm
 from recloop.core.errors import InvalidInput
 from recloop.core.ranking import Candidate
 from recloop.services.optimizer import SegmentWeights
 from recloop.services.preferences import preferences_view
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=StrictJsonRoute)
 
 UserId = PathIdParam
 
@@ -126,6 +128,10 @@ async def rank_body(
     limit = container.settings.rank.max_candidates
     if len(candidates) > limit:
         raise InvalidInput("candidates", f"at most {limit} candidates, got {len(candidates)}")
+    known = container.optimizer.algorithms
+    for i, candidate in enumerate(candidates):
+        if candidate.algorithm is not None and candidate.algorithm not in known:
+            check_algorithm(f"candidates.{i}.algorithm", candidate.algorithm, known)
     impression, strategy = await container.ranker.rank(
         container.user_key(user_id), candidates, k, context
     )
