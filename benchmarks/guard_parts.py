@@ -140,15 +140,19 @@ async def _delete_prefix(storage: str, prefix: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.guard_parts", description=__doc__)
-    parser.add_argument("--batches", type=count, default=120, help="1,000-event batches (120)")
+    parser.add_argument("--batches", type=count, default=120, help="requests (120)")
     parser.add_argument("--repeat", type=count, default=3, help="repetitions, fresh users (3)")
+    parser.add_argument(
+        "--size", type=count, default=1_000, help="events per request (1,000; 1: single events)"
+    )
     parser.add_argument(
         "--storage", default="memory://", help="rate_limits.storage (memory://, async+redis://…)"
     )
     args = parser.parse_args(argv)
     gc.set_threshold(50_000, 20, 20)  # recloop serve's settings (cli.py)
     runs = [
-        asyncio.run(measure(args.batches, 1_000, seed, args.storage)) for seed in range(args.repeat)
+        asyncio.run(measure(args.batches, args.size, seed, args.storage))
+        for seed in range(args.repeat)
     ]
     print("| guard part | CPU per event, µs (median) | runs |")
     print("|---|---:|---|")
