@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,20 +70,6 @@ def test_checker_catches_forbidden_imports() -> None:
     }
 
 
-def core_files() -> list[Path]:
-    return sorted(CORE.rglob("*.py"))
-
-
-def test_core_has_modules() -> None:
-    assert {"events.py", "preferences.py", "hashing.py"} <= {p.name for p in core_files()}
-
-
-@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(CORE)))
-def test_core_module_is_pure(path: Path) -> None:
-    package = ".".join(("recloop", "core", *path.relative_to(CORE).parent.parts))
-    assert forbidden(imported_modules(path.read_text(), package)) == set()
-
-
 SERVICES_FORBIDDEN = (
     "sqlalchemy",
     "redis",
@@ -94,17 +81,26 @@ SERVICES_FORBIDDEN = (
     "recloop.adapters",
     "recloop.api",
 )
+LAYERS = {"core": (CORE, FORBIDDEN), "services": (SERVICES, SERVICES_FORBIDDEN)}
+"""Each layer's folder and what its modules may not import."""
 
 
-def service_files() -> list[Path]:
-    return sorted(SERVICES.rglob("*.py"))
+def layer_files() -> list[Any]:
+    return [
+        pytest.param(layer, path, id=f"{layer}/{path.relative_to(root)}")
+        for layer, (root, _) in LAYERS.items()
+        for path in sorted(root.rglob("*.py"))
+    ]
 
 
-def test_services_have_modules() -> None:
-    assert {"feedback.py", "worker.py", "guard.py"} <= {p.name for p in service_files()}
+def test_layers_have_modules() -> None:
+    names = {layer: {p.name for p in root.rglob("*.py")} for layer, (root, _) in LAYERS.items()}
+    assert {"events.py", "preferences.py", "hashing.py"} <= names["core"]
+    assert {"feedback.py", "worker.py", "guard.py"} <= names["services"]
 
 
-@pytest.mark.parametrize("path", service_files(), ids=lambda p: str(p.relative_to(SERVICES)))
-def test_service_module_uses_ports_only(path: Path) -> None:
-    package = ".".join(("recloop", "services", *path.relative_to(SERVICES).parent.parts))
-    assert forbidden(imported_modules(path.read_text(), package), SERVICES_FORBIDDEN) == set()
+@pytest.mark.parametrize(("layer", "path"), layer_files())
+def test_module_imports_what_its_layer_may(layer: str, path: Path) -> None:
+    root, banned = LAYERS[layer]
+    package = ".".join(("recloop", layer, *path.relative_to(root).parent.parts))
+    assert forbidden(imported_modules(path.read_text(), package), banned) == set()
