@@ -139,3 +139,30 @@ async def test_an_error_in_the_training_process_comes_back_named() -> None:
     assert job.status == "failed"
     assert job.message.startswith("TransientError: storage: "), job.message
     assert stages == ["reading impressions"]
+
+
+async def test_an_abandoned_training_leaves_no_process_behind() -> None:
+    """The server stopping mid-training cancels it: the cancellation does not wait for the
+    training to end (it used to: a stop waited as long as the training ran), and the
+    training's process goes too."""
+    import asyncio
+    import multiprocessing
+    import time
+
+    from recloop.learning.job import in_training_process
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    task = asyncio.create_task(in_training_process(lambda stage: None, time.sleep, 600.0))
+    deadline = time.monotonic() + 60
+    started: list[multiprocessing.process.BaseProcess] = []
+    while not started and time.monotonic() < deadline:  # the spawned process is up
+        started = [p for p in multiprocessing.active_children() if p.pid not in before]
+        await asyncio.sleep(0.05)
+    assert started
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=60)  # far less than the training's 600 s
+    for process in started:
+        await asyncio.to_thread(process.join, 20)
+    assert not any(p.is_alive() for p in started)

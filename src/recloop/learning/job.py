@@ -237,6 +237,16 @@ def _carried(fn: Callable[..., T], *args: Any) -> T:
 # -- the server's side ---------------------------------------------------------------------
 
 
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool's processes now (Python 3.11's pool has no public way to; 3.14 adds
+    ``terminate_workers``)."""
+    processes = dict(getattr(pool, "_processes", None) or {})
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes.values():
+        if process.is_alive():
+            process.terminate()
+
+
 async def in_training_process(progress: Progress, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a spawned process, the event loop serving meanwhile; the stages it
     reports go to ``progress`` as they arrive. Its error comes back as :class:`TrainingFailed`."""
@@ -262,11 +272,18 @@ async def in_training_process(progress: Progress, fn: Callable[..., T], *args: A
         watching = False
     try:
         return await loop.run_in_executor(pool, _carried, fn, *args)
+    except asyncio.CancelledError:
+        # Abandoned (the server stops mid-training): the training process must not
+        # outlive it, still training or idle in the pool.
+        _terminate(pool)
+        raise
     finally:
         if watching:
             loop.remove_reader(fd)
         relay()
-        # Waiting for the process to exit blocks: not on the event loop.
+        # Told at once, so that the process exits even if waiting for it is cancelled; the
+        # wait blocks: not on the event loop.
+        pool.shutdown(wait=False)
         await asyncio.to_thread(pool.shutdown)
         receive.close()
         send.close()
