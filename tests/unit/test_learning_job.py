@@ -3,6 +3,7 @@ training process's error carried back with its name, the read-only database it r
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -166,3 +167,64 @@ async def test_an_abandoned_training_leaves_no_process_behind() -> None:
     for process in started:
         await asyncio.to_thread(process.join, 20)
     assert not any(p.is_alive() for p in started)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_training_process_does_not_outlive_a_killed_server() -> None:
+    """``kill -9`` of the server mid-training: its training process exits by itself."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, time\n"
+        "from recloop.learning.job import in_training_process\n"
+        "asyncio.run(in_training_process(lambda stage: None, time.sleep, 600.0))\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        training: list[int] = []
+        while not training and time.monotonic() < deadline:
+            time.sleep(0.1)
+            training = [
+                p
+                for p in _children(server.pid)
+                if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()
+            ]
+        assert training, "the training process did not start"
+        time.sleep(1.0)  # its initializer has run
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_running(p) for p in training):
+        time.sleep(0.1)
+    alive = [p for p in training if _running(p)]
+    for p in alive:  # do not leave it behind when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive

@@ -25,6 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -196,9 +199,21 @@ _pipe: Connection | None = None
 """The training process's end of the progress pipe (set by :func:`_attach`)."""
 
 
-def _attach(pipe: Connection) -> None:
+def _attach(pipe: Connection, server: int | None = None) -> None:
+    """The training process's start: keep the progress pipe, and exit when the server
+    (process ``server``) is gone. A server killed outright (``kill -9``) cannot stop its
+    pool, whose process would otherwise train on, then wait for work for ever: it holds
+    both ends of its own task queue, so it never sees the end of it."""
     global _pipe
     _pipe = pipe
+    if server is not None:
+        threading.Thread(target=_exit_with, args=(server,), daemon=True).start()
+
+
+def _exit_with(server: int, every: float = 1.0) -> None:
+    while os.getppid() == server:
+        time.sleep(every)
+    os._exit(1)  # orphaned: the server that wanted the result is gone
 
 
 def _report(stage: str) -> None:
@@ -253,7 +268,7 @@ async def in_training_process(progress: Progress, fn: Callable[..., T], *args: A
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     pool = ProcessPoolExecutor(
-        max_workers=1, mp_context=context, initializer=_attach, initargs=(send,)
+        max_workers=1, mp_context=context, initializer=_attach, initargs=(send, os.getpid())
     )
     loop = asyncio.get_running_loop()
     fd = receive.fileno()
