@@ -322,16 +322,22 @@ def admit(
     reset_at: Floats = np.full(n, np.nan)
     if n == 0:
         return admitted, refused_by, reset_at
-    if n == 1:  # one ask that every limit admits: charge them, in scalars
-        slot, cost = int(slots[0]), int(costs[0])
-        if all(c.has_room(slot, cost, now) for c in counters):
-            for c in counters:
-                c.charge_one(slot, cost, now)
-            return admitted, refused_by, reset_at
+    if n == 1 and admit_one(counters, int(slots[0]), int(costs[0]), now):
+        return admitted, refused_by, reset_at
     capacity = max((c.capacity for c in counters), default=0)
     for asks in _rounds(slots, max(capacity, int(slots.max()) + 1)):
         _admit_round(counters, slots, costs, asks, now, admitted, refused_by, reset_at)
     return admitted, refused_by, reset_at
+
+
+def admit_one(counters: Sequence[WindowCounters], slot: int, cost: int, now: float) -> bool:
+    """One ask that every limit admits, decided and charged in Python numbers (without
+    :func:`admit`'s fixed cost in numpy calls); False, and nothing charged, otherwise."""
+    if not all(c.has_room(slot, cost, now) for c in counters):
+        return False
+    for c in counters:
+        c.charge_one(slot, cost, now)
+    return True
 
 
 def _rounds(slots: Ints, capacity: int) -> list[Ints]:

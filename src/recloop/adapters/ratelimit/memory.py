@@ -23,7 +23,7 @@ import numpy as np
 from limits import parse_many
 
 from recloop.adapters.ratelimit.groups import admit_each
-from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit
+from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit, admit_one
 
 
 def limits_of(spec: str) -> list[Limit]:
@@ -130,9 +130,7 @@ class MemoryRateLimiter:
             slot = table.slots.get(identity)
             if slot is None:
                 slot = int(table.slots_of([identity])[0])
-            if all(c.has_room(slot, count, now) for c in table.counters):
-                for c in table.counters:
-                    c.charge_one(slot, count, now)
+            if admit_one(table.counters, slot, count, now):
                 return {}
         identities, counts = zip(*asks, strict=True)
         slots = table.slots_of(identities)
