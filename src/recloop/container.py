@@ -393,7 +393,13 @@ def build_container(settings: Settings) -> Container:
     experiments = ExperimentService(
         store,
         event_log,
-        ExperimentsConfig(x.cuped_days, x.correction, x.srm_threshold, x.sequential_tuning),
+        ExperimentsConfig(
+            x.cuped_days,
+            x.correction,
+            x.srm_threshold,
+            x.sequential_tuning,
+            tuple(settings.bandit.algorithms),
+        ),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
     )

@@ -30,6 +30,10 @@ EXPERIMENT = {
 }
 
 
+def _treated(config: dict) -> dict:
+    return {"key": "b", "weight": 0.5, "config": config}
+
+
 @pytest.fixture
 async def app(settings_factory: Callable[..., Settings]):  # type: ignore[no-untyped-def]
     running, close = await start_app(settings_factory())
@@ -73,6 +77,45 @@ async def test_lifecycle_and_reshuffle_protection(app: Running) -> None:
         ),
         ({"metrics": [{"name": "m", "type": "binomial"}]}, ["body", "metrics", 0, "event"]),
         ({"traffic_allocation": 1.5}, ["body", "traffic_allocation"]),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"weights": {"deep": 1.0}})]},
+            ["body", "variants", 1, "config", "weights", "deep"],
+        ),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"weights": {"trending": 0.0}})]},
+            ["body", "variants", 1, "config", "weights"],
+        ),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"weights": {"trending": -1}})]},
+            ["body", "variants", 1, "config", "weights", "trending"],
+        ),
+        (
+            {
+                "variants": [
+                    {"key": "a", "weight": 0.5},
+                    _treated(
+                        {"weights": {"trending": 0.7, "popularity": 0.4}, "mode": "override_some"}
+                    ),
+                ]
+            },
+            ["body", "variants", 1, "config", "weights"],
+        ),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"mode": "override_some"})]},
+            ["body", "variants", 1, "config", "mode"],
+        ),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"mode": "replace"})]},
+            ["body", "variants", 1, "config", "mode"],
+        ),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"epsilon": 1.5})]},
+            ["body", "variants", 1, "config", "epsilon"],
+        ),
+        (
+            {"variants": [{"key": "a", "weight": 0.5}, _treated({"model_slot": "red"})]},
+            ["body", "variants", 1, "config", "model_slot"],
+        ),
     ],
 )
 async def test_bad_definitions_are_422_naming_the_field(
@@ -105,7 +148,13 @@ async def test_strategy_applies_the_variants_overrides(app: Running) -> None:
         seen.add(membership["variant"])
         if membership["variant"] == "treatment":
             assert body["exploration"]["epsilon"] == 0.0
-            assert body["weights"] == {"popularity": 1.0}
+            # override_all: the omitted algorithms get 0, every one of them named
+            assert body["weights"] == {
+                "collaborative": 0.0,
+                "content_based": 0.0,
+                "popularity": 1.0,
+                "trending": 0.0,
+            }
         else:
             assert body["exploration"]["epsilon"] == 0.3
     assert seen == {"control", "treatment"}
@@ -206,3 +255,111 @@ async def test_exposures_and_statistics_survive_a_restart(
         assert after == before
     finally:
         await close()
+
+
+def _with_treatment(config: dict, experiment_id: str = "exp-w") -> dict:
+    return {
+        **EXPERIMENT,
+        "experiment_id": experiment_id,
+        "variants": [
+            {"key": "control", "weight": 0.5},
+            {"key": "treatment", "weight": 0.5, "config": config},
+        ],
+    }
+
+
+async def _users_in(app: Running, experiment_id: str, variant: str, n: int) -> list[str]:
+    found = []
+    for i in range(400):
+        body = (await app.client.get(f"/users/u{i}/strategy?expose=false")).json()
+        if {"experiment_id": experiment_id, "variant": variant} in body["experiments"]:
+            found.append(f"u{i}")
+            if len(found) == n:
+                return found
+    raise AssertionError(f"fewer than {n} users in {variant}")
+
+
+async def test_a_weight_of_zero_switches_an_algorithm_off_and_omitted_ones_are_not_boosted(
+    app: Running,
+) -> None:
+    """override_all: ``trending`` at 0 and ``collaborative`` omitted both weigh 0 in rank;
+    before, an omitted algorithm got the mean weight (and 0 was refused)."""
+    config = {"epsilon": 0.0, "weights": {"popularity": 1.0, "trending": 0.0}}
+    r = await app.client.post("/experiments", json=_with_treatment(config))
+    assert r.status_code == 201, r.text
+    stored = r.json()["variants"][1]["config"]["weights"]
+    assert stored == {
+        "popularity": 1.0,
+        "trending": 0.0,
+        "collaborative": 0.0,
+        "content_based": 0.0,
+    }
+    await app.client.post("/experiments/exp-w/start")
+    (user,) = await _users_in(app, "exp-w", "treatment", 1)
+    candidates = [
+        {"item_id": "c1", "algorithm": "collaborative", "score": 9.0},
+        {"item_id": "t1", "algorithm": "trending", "score": 9.0},
+        {"item_id": "p1", "algorithm": "popularity", "score": 1.0},
+        {"item_id": "p2", "algorithm": "popularity", "score": 0.5},
+    ]
+    r = await app.client.post(f"/users/{user}/rank", json={"candidates": candidates})
+    assert r.status_code == 200, r.text
+    ranking = r.json()["ranking"]
+    scores = {row["item_id"]: row["score"] for row in ranking}
+    assert [row["item_id"] for row in ranking[:2]] == ["p1", "p2"]
+    assert scores["c1"] == 0.0
+    assert scores["t1"] == 0.0
+    assert scores["p2"] > 0.0
+
+
+async def test_override_some_keeps_the_segments_weights_for_the_rest(app: Running) -> None:
+    config = {"weights": {"popularity": 0.6}, "mode": "override_some"}
+    r = await app.client.post("/experiments", json=_with_treatment(config))
+    assert r.status_code == 201, r.text
+    assert r.json()["variants"][1]["config"] == config  # shares are stored as given
+    await app.client.post("/experiments/exp-w/start")
+    (user,) = await _users_in(app, "exp-w", "treatment", 1)
+    weights = (await app.client.get(f"/users/{user}/strategy")).json()["weights"]
+    assert weights["popularity"] == pytest.approx(0.6)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    others = {a: w for a, w in weights.items() if a != "popularity"}
+    assert set(others) == {"collaborative", "content_based", "trending"}
+    assert all(w > 0 for w in others.values())
+    assert sum(others.values()) == pytest.approx(0.4)
+
+
+async def test_an_epsilon_of_zero_means_no_exploration_in_rank(app: Running) -> None:
+    r = await app.client.post("/experiments", json=_with_treatment({"epsilon": 0.0}))
+    assert r.status_code == 201, r.text
+    await app.client.post("/experiments/exp-w/start")
+    users = await _users_in(app, "exp-w", "treatment", 5)
+    candidates = [
+        {"item_id": f"i{j}", "algorithm": "popularity", "score": float(10 - j)} for j in range(8)
+    ]
+    for user in users:
+        body = (
+            await app.client.post(f"/users/{user}/rank", json={"candidates": candidates})
+        ).json()
+        assert body["epsilon"] == 0.0
+        assert [row["item_id"] for row in body["ranking"]] == [f"i{j}" for j in range(8)]
+        assert all(row["propensity"] == 1.0 and not row["explored"] for row in body["ranking"])
+
+
+async def test_strategy_with_expose_false_looks_without_recording(app: Running) -> None:
+    await create_and_start(app)
+    for _ in range(2):
+        looked = (await app.client.get("/users/look/strategy?expose=false")).json()
+        (membership,) = looked["experiments"]
+    results = (await app.client.get("/experiments/exp-ctr/results")).json()
+    assert sum(results["srm"]["observed"].values()) == 0
+    served = (await app.client.get("/users/look/strategy")).json()
+    assert served["experiments"] == [membership]
+    assert served["weights"] == looked["weights"] or membership["variant"] == "control"
+    results = (await app.client.get("/experiments/exp-ctr/results")).json()
+    assert results["srm"]["observed"] == {
+        "control": int(membership["variant"] == "control"),
+        "treatment": int(membership["variant"] == "treatment"),
+    }
+    r = await app.client.get("/users/look/strategy?expose=maybe")
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "expose"]

@@ -99,12 +99,18 @@ async def _weights(request: Request) -> dict[str, Any] | None:
     return await users.weights_body(_container(request), user_id)
 
 
+_EXPOSE: Final = {None: True, "true": True, "false": False}
+"""The ``expose`` query values the lean strategy route serves (others: the documented route)."""
+
+
 async def _strategy(request: Request) -> dict[str, Any] | None:
     authorize(request, "read")
     user_id: str = request.path_params["user_id"]
-    if not _fits(user_id):
+    params = request.query_params
+    expose = _EXPOSE.get(params.get("expose"))
+    if not _fits(user_id) or expose is None or len(params.getlist("expose")) > 1:
         return None
-    return await users.strategy_body(_container(request), user_id)
+    return await users.strategy_body(_container(request), user_id, expose)
 
 
 async def _assignment(request: Request) -> dict[str, Any] | None:

@@ -489,8 +489,19 @@ Key = Annotated[str, Field(min_length=1, max_length=64)]
 class VariantConfigIn(_In):
     """What a variant changes in the strategy of its users."""
 
-    weights: dict[AlgorithmName, Annotated[float, Field(gt=0.0)]] | None = None
-    epsilon: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    weights: dict[AlgorithmName, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] | None = (
+        Field(
+            None,
+            description="Over the configured algorithms only; 0 switches one off. With mode "
+            "override_all (default) they are renormalised and omitted algorithms get 0; with "
+            "override_some they are shares (sum at most 1) and the others keep the segment's "
+            "weights, scaled to the rest.",
+        )
+    )
+    mode: Literal["override_all", "override_some"] | None = None
+    epsilon: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None, description="The variant's exploration ceiling; 0: no exploration."
+    )
     model_slot: Literal["blue", "green"] | None = None
 
 

@@ -18,10 +18,12 @@ the user's values, so they stay exact sums over users.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from recloop.core.algorithms import check_algorithm
 from recloop.core.errors import InvalidInput
 from recloop.core.events import FEEDBACK_TYPES
 from recloop.core.stats import PairStats
@@ -274,44 +276,171 @@ def from_dict(data: Mapping[str, Any]) -> Experiment:
     )
 
 
+WeightMode = Literal["override_all", "override_some"]
+WEIGHT_MODES: tuple[WeightMode, ...] = ("override_all", "override_some")
+OVERRIDE_FIELDS = ("weights", "epsilon", "model_slot")
+"""What a variant's ``config`` may override in its users' strategy."""
+
+
+def check_overrides(exp: Experiment, algorithms: Collection[str]) -> None:
+    """Refuse variant overrides without an exact meaning, naming the field.
+
+    ``weights`` name configured algorithms only, each finite and >= 0 (0 switches the
+    algorithm off for the variant); with ``mode`` ``override_all`` (the default) at
+    least one is > 0, with ``override_some`` they sum to at most 1 (they are shares, the
+    rest is left to the segment's weights). ``epsilon`` is in [0, 1] (0: no exploration);
+    ``model_slot`` is ``blue`` or ``green``.
+
+    >>> v = Variant("t", .5, {"weights": {"deep": 1.0}})
+    >>> check_overrides(Experiment("e", "e", (Variant("c", .5), v), ()), ["als"])
+    Traceback (most recent call last):
+    ...
+    recloop.core.errors.InvalidInput: variants.1.config.weights.deep: unknown algorithm 'deep'; \
+known: ['als']
+    """
+    for i, variant in enumerate(exp.variants):
+        config = variant.config
+        where = f"variants.{i}.config"
+        for name in config:
+            if name not in (*OVERRIDE_FIELDS, "mode"):
+                raise InvalidInput(f"{where}.{name}", f"not an override: {sorted(OVERRIDE_FIELDS)}")
+        mode = config.get("mode", "override_all")
+        if mode not in WEIGHT_MODES:
+            raise InvalidInput(
+                f"{where}.mode", f"must be one of {list(WEIGHT_MODES)}, got {mode!r}"
+            )
+        weights = config.get("weights")
+        if weights is None:
+            if "mode" in config:
+                raise InvalidInput(f"{where}.mode", "applies to weights, and none are given")
+        else:
+            _check_weights(weights, mode, algorithms, f"{where}.weights")
+        epsilon = config.get("epsilon")
+        if epsilon is not None and not (
+            isinstance(epsilon, int | float) and 0.0 <= float(epsilon) <= 1.0
+        ):
+            raise InvalidInput(f"{where}.epsilon", f"must be between 0 and 1, got {epsilon!r}")
+        slot = config.get("model_slot")
+        if slot is not None and slot not in ("blue", "green"):
+            raise InvalidInput(f"{where}.model_slot", f"must be 'blue' or 'green', got {slot!r}")
+
+
+def _check_weights(
+    weights: Mapping[str, Any], mode: str, algorithms: Collection[str], where: str
+) -> None:
+    if not weights:
+        raise InvalidInput(where, "must name at least one algorithm")
+    for name, weight in weights.items():
+        check_algorithm(f"{where}.{name}", name, algorithms)
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0):
+            raise InvalidInput(f"{where}.{name}", f"must be finite and >= 0, got {weight!r}")
+    total = sum(weights.values())
+    if mode == "override_all" and total <= 0:
+        raise InvalidInput(where, "at least one weight must be > 0 (they are renormalised)")
+    if mode == "override_some" and total > 1.0 + 1e-9:
+        raise InvalidInput(
+            where, f"override_some weights are shares and must sum to at most 1, got {total:.6g}"
+        )
+
+
+def complete_weights(exp: Experiment, algorithms: Sequence[str]) -> Experiment:
+    """``exp`` with every ``override_all`` variant's weights naming every configured
+    algorithm, the omitted ones at 0 (what they mean), so the definition reads as applied.
+
+    >>> v = Variant("t", .5, {"weights": {"als": 2.0}})
+    >>> complete_weights(Experiment("e", "e", (Variant("c", .5), v), ()), ["als", "pop"]
+    ...                  ).variants[1].config
+    {'weights': {'als': 2.0, 'pop': 0.0}}
+    """
+    variants = []
+    for v in exp.variants:
+        weights = v.config.get("weights")
+        if weights is not None and v.config.get("mode", "override_all") == "override_all":
+            full = {**weights, **{a: 0.0 for a in algorithms if a not in weights}}
+            v = Variant(v.key, v.weight, {**v.config, "weights": full})
+        variants.append(v)
+    return replace(exp, variants=tuple(variants))
+
+
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """What a user's running experiments change in the strategy recloop tells the orchestrator."""
+    """What a user's running experiments change in the strategy recloop tells the orchestrator.
+
+    ``weights`` as the variant gives them (see :func:`strategy_weights` for what they
+    become), ``mode`` how they combine with the segment's weights.
+    """
 
     weights: dict[str, float] | None = None
     epsilon: float | None = None
     model_slot: str | None = None
+    mode: WeightMode = "override_all"
 
 
 def overrides(assigned: Sequence[tuple[Experiment, str]]) -> Overrides:
     """The variants' ``config`` overrides, the earliest-created experiment winning each field.
-
-    ``weights`` are renormalised to sum to 1.
 
     >>> a = Experiment("a", "a", (Variant("c", .5), Variant("t", .5, {"epsilon": 0.0})), (),
     ...                created_at=1.0)
     >>> b = Experiment("b", "b", (Variant("c", .5), Variant("t", .5,
     ...                {"epsilon": 0.5, "weights": {"x": 2.0, "y": 2.0}})), (), created_at=2.0)
     >>> overrides([(b, "t"), (a, "t")])
-    Overrides(weights={'x': 0.5, 'y': 0.5}, epsilon=0.0, model_slot=None)
+    Overrides(weights={'x': 2.0, 'y': 2.0}, epsilon=0.0, model_slot=None, mode='override_all')
     """
     found: dict[str, Any] = {}
     for exp, variant in sorted(assigned, key=lambda a: a[0].created_at):
         config = next(v.config for v in exp.variants if v.key == variant)
-        for name in ("weights", "epsilon", "model_slot"):
+        for name in OVERRIDE_FIELDS:
             if name in config and name not in found:
                 found[name] = config[name]
+                if name == "weights":
+                    found["mode"] = config.get("mode", "override_all")
     weights = found.get("weights")
-    if weights is not None:
-        total = sum(weights.values())
-        weights = {k: w / total for k, w in weights.items()}
     epsilon = found.get("epsilon")
     slot = found.get("model_slot")
     return Overrides(
-        weights,
+        None if weights is None else {k: float(w) for k, w in weights.items()},
         None if epsilon is None else float(epsilon),
         None if slot is None else str(slot),
+        found.get("mode", "override_all"),
     )
+
+
+def strategy_weights(changed: Overrides, segment: Mapping[str, float]) -> dict[str, float]:
+    """The algorithm weights a user gets: the segment's, or a variant's override, summing to 1.
+
+    ``override_all``: the variant's weights renormalised; every algorithm it omits,
+    and every one of the segment's, gets 0 (``rank`` gives an algorithm absent from
+    the weights the mean weight, so each is named). ``override_some``: the named
+    algorithms get exactly their weights (shares summing to at most 1); the others
+    share the rest in proportion to their segment weights. If those are all 0 (or
+    there are none), the named weights are renormalised to sum to 1; if they are 0
+    too, nothing is left to weigh and the segment's weights apply.
+
+    >>> seg = {"a": 0.5, "b": 0.3, "c": 0.2}
+    >>> strategy_weights(Overrides({"a": 2.0, "b": 2.0}), seg)
+    {'a': 0.5, 'b': 0.5, 'c': 0.0}
+    >>> some = strategy_weights(Overrides({"a": 0.7}, mode="override_some"), seg)
+    >>> {k: round(w, 6) for k, w in some.items()}
+    {'a': 0.7, 'b': 0.18, 'c': 0.12}
+    >>> strategy_weights(Overrides(), seg) == seg
+    True
+    """
+    given = changed.weights
+    if given is None:
+        return dict(segment)
+    if changed.mode == "override_some":
+        rest = {a: w for a, w in segment.items() if a not in given}
+        rest_total = sum(rest.values())
+        named_total = sum(given.values())
+        if rest_total > 0:
+            left = max(0.0, 1.0 - named_total)
+            return {**given, **{a: left * w / rest_total for a, w in rest.items()}}
+        if named_total > 0:
+            return {**{a: w / named_total for a, w in given.items()}, **dict.fromkeys(rest, 0.0)}
+        return {**dict.fromkeys(given, 0.0), **segment}
+    total = sum(given.values())
+    out = {a: w / total for a, w in given.items()}
+    return {**out, **{a: 0.0 for a in segment if a not in out}}
 
 
 def stats_delta(old: UserMetric | None, new: UserMetric) -> PairStats:

@@ -38,6 +38,8 @@ class ExperimentsConfig:
     correction: str = "holm"
     srm_threshold: float = 0.001
     sequential_tuning: float = 5000.0
+    algorithms: tuple[str, ...] = ()
+    """The configured algorithms a variant's ``weights`` may name (``bandit.algorithms``)."""
 
 
 class ExperimentService:
@@ -157,7 +159,7 @@ class ExperimentService:
         exp = replace(
             exp, status="draft", created_at=self._clock(), seed=exp.seed or exp.experiment_id
         )
-        xp.check_definition(exp)
+        exp = self._checked(exp)
         await self._store.put_experiment(exp)
         self._experiments[exp.experiment_id] = exp
         return exp
@@ -167,11 +169,16 @@ class ExperimentService:
         current = self.get(experiment_id)
         xp.check_update(current, changes)
         data = {**xp.to_dict(current), **changes}
-        updated = xp.from_dict(data)
-        xp.check_definition(updated)
+        updated = self._checked(xp.from_dict(data))
         await self._store.put_experiment(updated)
         self._experiments[experiment_id] = updated
         return updated
+
+    def _checked(self, exp: Experiment) -> Experiment:
+        """``exp`` if it can run, its ``override_all`` weights naming every algorithm."""
+        xp.check_definition(exp)
+        xp.check_overrides(exp, self._config.algorithms)
+        return xp.complete_weights(exp, self._config.algorithms)
 
     async def transition(self, experiment_id: str, action: str) -> Experiment:
         current = self.get(experiment_id)
@@ -216,8 +223,11 @@ class ExperimentService:
             await self._record_exposures([(exp, variant)], user_id)
         return variant
 
-    async def expose_running(self, user_id: str) -> list[tuple[Experiment, str]]:
-        """Every running experiment the user is in, with the variant; records exposures."""
+    async def expose_running(
+        self, user_id: str, record: bool = True
+    ) -> list[tuple[Experiment, str]]:
+        """Every running experiment the user is in, with the variant; records exposures
+        unless ``record`` is false."""
         found = []
         for exp in self._experiments.values():
             if exp.status != "running":
@@ -225,7 +235,8 @@ class ExperimentService:
             variant = self.variant_for(exp, user_id)
             if variant is not None:
                 found.append((exp, variant))
-        await self._record_exposures(found, user_id)
+        if record:
+            await self._record_exposures(found, user_id)
         return found
 
     async def _record_exposures(

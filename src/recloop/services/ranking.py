@@ -20,7 +20,7 @@ import numpy as np
 
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
-from recloop.core.experiments import overrides
+from recloop.core.experiments import overrides, strategy_weights
 from recloop.core.exploration import effective_epsilon, explore
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
@@ -70,8 +70,8 @@ class RankConfig:
 class Strategy:
     """How to recommend for one user now, experiment overrides applied.
 
-    A running experiment's variant ``config`` may override ``weights`` (a
-    mapping of algorithm to weight, renormalised), ``epsilon`` and
+    A running experiment's variant ``config`` may override ``weights`` (what they
+    become: ``core.experiments.strategy_weights``), ``epsilon`` and
     ``model_slot``; when several experiments override the same thing, the one
     created first wins.
     """
@@ -145,13 +145,16 @@ class Ranker:
         segment = segment_of(interactions, last, self._clock(), self._config.segment_rules)
         return UserContext(user_id, prefs, segment)
 
-    async def strategy(self, user_id: str) -> Strategy:
+    async def strategy(self, user_id: str, expose: bool = True) -> Strategy:
         """The user's segment and weights, the exploration rate, the experiments they are in
-        (exposures are recorded), with the variants' overrides applied."""
+        (exposures are recorded unless ``expose`` is false), with the variants' overrides
+        applied."""
         user = await self.user(user_id)
         segment_weights = await self._optimizer.weights(user.segment)
         assigned = (
-            [] if self._experiments is None else await self._experiments.expose_running(user_id)
+            []
+            if self._experiments is None
+            else await self._experiments.expose_running(user_id, record=expose)
         )
         changed = overrides(assigned)
         route = Route()
@@ -164,7 +167,7 @@ class Ranker:
         return Strategy(
             user,
             segment_weights,
-            dict(segment_weights.weights) if changed.weights is None else changed.weights,
+            strategy_weights(changed, segment_weights.weights),
             effective_epsilon(ceiling, interactions, self._config.evidence_half),
             [{"experiment_id": e.experiment_id, "variant": v} for e, v in assigned],
             route.slot if route.slot is not None else changed.model_slot,

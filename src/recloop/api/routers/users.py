@@ -7,9 +7,9 @@ documented route here and its lean twin in :mod:`recloop.api.lean` call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from recloop.api.auth import Read
 from recloop.api.deps import ContainerDep
@@ -83,14 +83,25 @@ async def weights_body(container: Container, user_id: str) -> dict[str, Any]:
 
 
 @router.get("/users/{user_id}/strategy", dependencies=[Read], response_model=StrategyOut)
-async def get_strategy(user_id: UserId, container: ContainerDep) -> Any:
+async def get_strategy(
+    user_id: UserId,
+    container: ContainerDep,
+    expose: Annotated[
+        bool,
+        Query(
+            description="Record the user's first exposure to each running experiment they "
+            "are in (the default, as feature-flag SDKs do: the orchestrator asking is the "
+            "user being served). false: only look (consoles, tools)."
+        ),
+    ] = True,
+) -> Any:
     """How to recommend for this user now: weights, exploration, model, experiments."""
-    return FastJSONResponse(await strategy_body(container, user_id))
+    return FastJSONResponse(await strategy_body(container, user_id, expose))
 
 
-async def strategy_body(container: Container, user_id: str) -> dict[str, Any]:
-    """The answer of ``GET /users/{user_id}/strategy``."""
-    strategy = await container.ranker.strategy(container.user_key(user_id))
+async def strategy_body(container: Container, user_id: str, expose: bool = True) -> dict[str, Any]:
+    """The answer of ``GET /users/{user_id}/strategy``; ``expose``: record exposures."""
+    strategy = await container.ranker.strategy(container.user_key(user_id), expose=expose)
     prefs = strategy.user.preferences
     return {
         "user_id": user_id,
