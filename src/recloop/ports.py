@@ -87,6 +87,9 @@ class Exposure:
     user_id: str
     variant: str
     exposed_at: float
+    overridden_by: str | None = None
+    """The experiment whose overrides won for this user (``core.experiments.resolve``):
+    the user is then not counted as exposed here. None: counted."""
 
 
 @dataclass(slots=True)

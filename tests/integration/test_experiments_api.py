@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 
 import pytest
-from growthbook.core import chooseVariation, gbhash, getBucketRanges
+from growthbook.core import chooseVariation, gbhash, getBucketRanges, inNamespace
 
 from recloop.config import Settings
 from tests.conftest import Running, start_app
@@ -363,3 +363,80 @@ async def test_strategy_with_expose_false_looks_without_recording(app: Running) 
     r = await app.client.get("/users/look/strategy?expose=maybe")
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["query", "expose"]
+
+
+async def test_starting_an_experiment_whose_overrides_collide_is_refused_naming_it(
+    app: Running,
+) -> None:
+    await create_and_start(app)  # exp-ctr overrides epsilon and weights, no namespace
+    clash = _with_treatment({"epsilon": 0.5}, "exp-eps")
+    assert (await app.client.post("/experiments", json=clash)).status_code == 201
+    r = await app.client.post("/experiments/exp-eps/start")
+    assert r.status_code == 422
+    (detail,) = r.json()["detail"]
+    assert detail["loc"] == ["body", "namespace"]
+    assert "exp-ctr" in detail["msg"] and "epsilon" in detail["msg"]
+    assert (await app.client.get("/experiments/exp-eps")).json()["status"] == "draft"
+    # An experiment overriding nothing the running one does may run beside it.
+    quiet = _with_treatment({"model_slot": "green"}, "exp-slot")
+    assert (await app.client.post("/experiments", json=quiet)).status_code == 201
+    assert (await app.client.post("/experiments/exp-slot/start")).status_code == 200
+
+
+async def test_disjoint_ranges_of_one_namespace_run_side_by_side_as_growthbook_splits(
+    app: Running,
+) -> None:
+    left = {
+        **_with_treatment({"epsilon": 0.0}, "left"),
+        "namespace": {"name": "ns", "range": [0, 0.3]},
+    }
+    right = {
+        **_with_treatment({"epsilon": 0.5}, "right"),
+        "namespace": {"name": "ns", "range": [0.3, 1]},
+    }
+    over = {
+        **_with_treatment({"epsilon": 0.9}, "over"),
+        "namespace": {"name": "ns", "range": [0.2, 0.4]},
+    }
+    for body in (left, right):
+        await create_and_start(app, body)
+    assert (await app.client.get("/experiments/left")).json()["namespace"] == {
+        "name": "ns",
+        "range": [0.0, 0.3],
+    }
+    assert (await app.client.post("/experiments", json=over)).status_code == 201
+    r = await app.client.post("/experiments/over/start")
+    assert r.status_code == 422
+    assert "'left'" in r.json()["detail"][0]["msg"]
+    r = await app.client.patch(
+        "/experiments/left", json={"namespace": {"name": "ns", "range": [0, 1]}}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "namespace"]
+    for n in range(60):
+        user = f"ns-user-{n}"
+        body = (await app.client.get(f"/users/{user}/strategy")).json()
+        (membership,) = body["experiments"]
+        expected = "left" if inNamespace(user, ("ns", 0.0, 0.3)) else "right"
+        assert membership["experiment_id"] == expected
+    results = [
+        (await app.client.get(f"/experiments/{e}/results")).json() for e in ("left", "right")
+    ]
+    assert sum(sum(r["srm"]["observed"].values()) for r in results) == 60
+
+
+@pytest.mark.parametrize(
+    ("namespace", "loc"),
+    [
+        ({"name": "ns", "range": [0.5, 0.5]}, ["body", "namespace", "range"]),
+        ({"name": "ns", "range": [0.6, 0.2]}, ["body", "namespace", "range"]),
+        ({"name": "ns", "range": [0, 1.5]}, ["body", "namespace", "range", 1]),
+        ({"name": "", "range": [0, 1]}, ["body", "namespace", "name"]),
+    ],
+)
+async def test_bad_namespaces_are_422_naming_the_field(
+    app: Running, namespace: dict, loc: list
+) -> None:
+    r = await app.client.post("/experiments", json={**EXPERIMENT, "namespace": namespace})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][: len(loc)] == loc

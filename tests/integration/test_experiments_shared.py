@@ -28,7 +28,7 @@ async def test_a_worker_learns_exposures_and_the_api_its_metrics(tmp_path: Path)
         await api.create(exp)
         await api.transition("ctr", "start")
         users = [f"u{n}" for n in range(40)]
-        variants = {u: await api.expose("ctr", u) for u in users}
+        variants = {u: (await api.expose("ctr", u))[0] for u in users}
         assert not worker.watches(users[0])
 
         await worker.refresh(statistics=False)
@@ -53,6 +53,80 @@ async def test_a_worker_learns_exposures_and_the_api_its_metrics(tmp_path: Path)
         await api.transition("ctr", "stop")
         await worker.refresh(statistics=False)
         assert not any(worker.watches(u) for u in users)
+    finally:
+        for service in (api, worker):
+            await service.stop()
+        await db.dispose()
+
+
+async def test_colliding_running_experiments_one_wins_and_the_other_does_not_count(
+    tmp_path: Path,
+) -> None:
+    """Two running experiments overriding ``epsilon`` for the same users (as ones started
+    before starting was refused, or by two instances at once): the earliest started wins,
+    the exposure in the other records the winner, and the loser's results leave the user
+    out, in this process and in one that reads the store."""
+    db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    await db.migrate()
+    store, log = SqlStateStore(db), SqlEventLog(db)
+    clicks = (Metric("clicks", "binomial", event="click"),)
+
+    def arms(eps: float) -> tuple[Variant, ...]:
+        return (Variant("c", 0.5), Variant("t", 0.5, {"epsilon": eps}))
+
+    first = Experiment(
+        "first",
+        "first",
+        arms(0.0),
+        clicks,
+        traffic_allocation=0.5,
+        status="running",
+        created_at=5.0,
+        started_at=10.0,
+    )
+    later = Experiment(
+        "later", "later", arms(0.9), clicks, status="running", created_at=1.0, started_at=20.0
+    )
+    for exp in (first, later):
+        await store.put_experiment(exp)
+    api = ExperimentService(store, log, ExperimentsConfig(cuped_days=0.0))
+    worker = ExperimentService(store, log, ExperimentsConfig(cuped_days=0.0))
+    for service in (api, worker):
+        await service.start()
+    try:
+        users = [f"u{n}" for n in range(200)]
+        in_first = {u for u in users if api.variant_for(api.get("first"), u) is not None}
+        assert 0 < len(in_first) < len(users)
+        for u in users:
+            applied = await api.expose_running(u)
+            expected = ["first"] if u in in_first else ["later"]
+            assert [e.experiment_id for e, _ in applied] == expected
+        results = api.results("later")
+        assert results["overridden"] == {"first": len(in_first)}
+        assert sum(results["srm"]["observed"].values()) == len(users) - len(in_first)
+        assert any("not counted" in w for w in results["warnings"])
+        assert api.results("first")["overridden"] == {}
+        loser = next(iter(in_first))
+        assert await api.expose("later", loser) == (None, "first")
+
+        await worker.refresh(statistics=False)
+        assert worker.watches(loser)  # counted in "first"
+        changes = worker.observe(loser, "click", None, timestamp=2e9)
+        assert {eid for eid, *_ in changes.experiment_stats} == {"first"}
+        await store.commit(changes)
+        await api.refresh(statistics=True)
+        later_clicks = next(m for m in api.results("later")["metrics"] if m["name"] == "clicks")
+        assert sum(row["users"] for row in later_clicks["variants"]) == len(users) - len(in_first)
+        assert all(row["conversions"] == 0 for row in later_clicks["variants"])
+
+        # Raising "first"'s coverage keeps users counted in "later" where they are.
+        widened = await api.update("first", {"traffic_allocation": 1.0})
+        counted_later = [u for u in users if u not in in_first]
+        for u in counted_later[:20]:
+            applied = await api.expose_running(u)
+            assert [e.experiment_id for e, _ in applied] == ["later"]
+            assert api.variant_for(widened, u) is not None
+        assert api.results("first")["overridden"] == {"later": 20}
     finally:
         for service in (api, worker):
             await service.stop()

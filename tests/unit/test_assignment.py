@@ -19,6 +19,7 @@ from recloop.core.assignment import (
     equal_weights,
     fnv1a32,
     gb_hash,
+    in_namespace,
 )
 
 # any code point, lone surrogates included (Python strings can hold them; the SDK hashes them)
@@ -183,6 +184,52 @@ def test_assign_matches_sdk_run() -> None:
         assert ours.variant_index == (result.variationId if result.inExperiment else None)
         if result.inExperiment:
             assert ours.hash_value == result.bucket
+
+
+# -- namespaces -----------------------------------------------------------------------
+
+
+@given(ids, st.text(max_size=20), st.floats(0, 1), st.floats(0, 1))
+def test_in_namespace_matches_sdk(user_id: str, name: str, a: float, b: float) -> None:
+    start, end = min(a, b), max(a, b)
+    assert in_namespace(user_id, name, start, end) == core.inNamespace(user_id, (name, start, end))
+
+
+def test_assign_with_namespace_matches_sdk_run() -> None:
+    """GrowthBook.run with a namespace puts every user where assign does."""
+    rng = random.Random(11)
+    for user_id in [*random_ascii_ids(600, seed=12), "", "ünïcödé", "用户-42", "\U0001f600"]:
+        k = rng.randint(2, 3)
+        coverage = rng.choice([1.0, rng.random()])
+        weights = random_weights(rng, k)
+        version = rng.choice([1, 2])
+        seed = f"exp-{rng.randint(0, 9)}"
+        start = rng.choice([0.0, rng.random() / 2])
+        namespace = (f"ns-{rng.randint(0, 2)}", start, rng.choice([1.0, start + rng.random() / 2]))
+        ours = assign(user_id, seed, k, coverage, weights, version, namespace=namespace)
+        result = GrowthBook(attributes={"id": user_id}).run(
+            GbExperiment(
+                key=seed,
+                variations=list(range(k)),
+                coverage=coverage,
+                weights=weights,
+                hashVersion=version,
+                namespace=namespace,
+            )
+        )
+        assert ours.in_experiment == result.inExperiment
+        assert ours.variant_index == (result.variationId if result.inExperiment else None)
+        if result.inExperiment:
+            assert ours.hash_value == result.bucket
+
+
+def test_disjoint_namespace_ranges_never_share_a_user() -> None:
+    users = random_ascii_ids(5_000, seed=13)
+    left = {u for u in users if assign(u, "l", 2, namespace=("ns", 0.0, 0.4)).in_experiment}
+    right = {u for u in users if assign(u, "r", 2, namespace=("ns", 0.4, 1.0)).in_experiment}
+    assert not left & right
+    assert left | right == set(users)
+    assert abs(len(left) / len(users) - 0.4) < 0.03
 
 
 def test_ramping_coverage_never_moves_a_user() -> None:

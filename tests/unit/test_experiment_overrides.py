@@ -125,3 +125,9 @@ def test_overrides_keep_the_variants_mode_with_its_weights() -> None:
     second = _exp({"weights": {"b": 1.0}, "epsilon": 0.2}, "second", 2.0)
     found = overrides([(second, "treatment"), (first, "treatment")])
     assert found == Overrides({"a": 0.4}, 0.2, None, "override_some")
+
+
+def test_override_some_shares_the_rest_even_when_the_segment_weights_are_tiny() -> None:
+    """``left * w / total`` underflows to 0 for a subnormal ``w``; the share is taken first."""
+    weights = strategy_weights(Overrides({"a": 0.5}, mode="override_some"), {"a": 1.0, "b": 5e-324})
+    assert weights == {"a": 0.5, "b": 0.5}

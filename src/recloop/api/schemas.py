@@ -520,12 +520,24 @@ class MetricIn(_In):
     denominator: FeedbackType | None = None
 
 
+class NamespaceIn(_In):
+    """A GrowthBook namespace range: users hashed into ``[start, end)`` of the namespace
+    (GrowthBook's ``inNamespace``); experiments with disjoint ranges of one namespace never
+    share a user."""
+
+    name: Key
+    range: Annotated[
+        list[Annotated[float, Field(ge=0.0, le=1.0)]], Field(min_length=2, max_length=2)
+    ] = Field(description="[start, end), 0 <= start < end <= 1.")
+
+
 class ExperimentIn(_In):
     experiment_id: PathId
     name: Annotated[str, Field(min_length=1, max_length=200)]
     hypothesis: Annotated[str, Field(max_length=2000)] | None = None
     variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)]
     traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    namespace: NamespaceIn | None = None
     seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     hash_version: Literal[1, 2] = 2
     metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)]
@@ -542,6 +554,7 @@ class ExperimentPatch(_In):
     hypothesis: Annotated[str, Field(max_length=2000)] | None = None
     variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] | None = None
     traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    namespace: NamespaceIn | None = None
     seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     hash_version: Literal[1, 2] | None = None
     metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] | None = None
@@ -556,6 +569,7 @@ class ExperimentOut(BaseModel):
     hypothesis: str | None
     variants: list[dict[str, Any]]
     traffic_allocation: float
+    namespace: dict[str, Any] | None
     seed: str
     hash_version: int
     metrics: list[dict[str, Any]]
@@ -573,6 +587,11 @@ class AssignmentOut(BaseModel):
     user_id: str
     variant: str | None
     in_experiment: bool
+    overridden_by: str | None = Field(
+        None,
+        description="The running experiment whose overrides the user gets instead: the user "
+        "is then not in this one (not counted in its results).",
+    )
 
 
 class SrmOut(BaseModel):
@@ -621,6 +640,10 @@ class ResultsOut(BaseModel):
     alpha: float
     srm: SrmOut
     metrics: list[MetricResultOut]
+    overridden: dict[str, int] = Field(
+        description="Users who fell in this experiment but got another's overrides, per "
+        "winning experiment: not counted as exposed."
+    )
     warnings: list[str]
 
 

@@ -24,11 +24,19 @@ times its weight::
 so raising coverage (0.2 → 0.5 → 1.0) only widens ranges: a user once in
 variant ``i`` stays in ``i``, and users only ever join.
 
+Namespaces (GrowthBook's mutual exclusion): an experiment may name a
+namespace and a range ``[start, end)`` of it. A user is in the namespace range
+when ``gb_hash("__" + namespace, user_id, 1)`` (version 1, whatever the
+experiment's own hash version) lies in the range (:func:`in_namespace`, the
+SDK's ``inNamespace``); experiments of one namespace with disjoint ranges never
+share a user. Outside the range the user is not in the experiment, before any
+variant is chosen.
+
 Compatibility with GrowthBook
 -----------------------------
 Every function here returns what its GrowthBook SDK counterpart returns,
 bit for bit: ``fnv1a32``, ``gbhash``, ``getEqualWeights``,
-``getBucketRanges`` and ``chooseVariation`` of ``growthbook.core``
+``getBucketRanges``, ``chooseVariation`` and ``inNamespace`` of ``growthbook.core``
 (checked against the package in ``tests/unit/test_assignment.py``), so a
 team moving from GrowthBook keeps its buckets when the seed (GrowthBook's
 ``seed``, which defaults there to the experiment key), the user id,
@@ -166,6 +174,16 @@ def choose_variation(n: float, ranges: list[tuple[float, float]]) -> int:
     return -1
 
 
+def in_namespace(user_id: str, namespace: str, start: float, end: float) -> bool:
+    """Whether ``user_id`` falls in ``[start, end)`` of ``namespace`` (GrowthBook's rule).
+
+    >>> in_namespace("user-1", "checkout", 0.0, 0.5), in_namespace("user-1", "checkout", 0.5, 1.0)
+    (False, True)
+    """
+    n = gb_hash("__" + namespace, user_id, 1)
+    return n is not None and start <= n < end
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """Where a user landed in an experiment.
@@ -187,6 +205,7 @@ def assign(
     coverage: float = 1.0,
     weights: list[float] | None = None,
     hash_version: int = 2,
+    namespace: tuple[str, float, float] | None = None,
 ) -> Assignment:
     """Assign ``user_id`` to a variation of the experiment seeded by ``seed``, as GrowthBook does.
 
@@ -195,13 +214,17 @@ def assign(
     ``h`` falls outside every range (coverage below 1), for an empty
     ``user_id`` (GrowthBook skips users without a hash attribute) and for an
     unknown hash version. GrowthBook hashes with version 1 when an experiment sets
-    none: pass ``hash_version=1`` for those.
+    none: pass ``hash_version=1`` for those. ``namespace``: ``(name, start, end)``;
+    a user outside that range of the namespace is not in the experiment
+    (:func:`in_namespace`; then no bucket is computed, ``hash_value`` is None).
 
     >>> assign("user-1", "exp", 3, coverage=0.5, weights=[0.2, 0.3, 0.5])
     Assignment(variant_index=1, hash_value=0.3004, in_experiment=True)
     >>> assign("user-1", "exp", 2, coverage=0.2)
     Assignment(variant_index=None, hash_value=0.3004, in_experiment=False)
     """
+    if namespace is not None and not in_namespace(user_id, *namespace):
+        return Assignment(None, None, False)
     h = gb_hash(seed, user_id, hash_version) if user_id else None
     if h is None:
         return Assignment(None, None, False)

@@ -33,7 +33,18 @@ MetricType = Literal["binomial", "continuous", "ratio"]
 
 # Fields that decide who gets which variant: changing them while running
 # would move users between variants.
-RESHUFFLING_FIELDS = ("seed", "hash_version", "variants")
+RESHUFFLING_FIELDS = ("seed", "hash_version", "variants", "namespace")
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A GrowthBook namespace range: users hashed into ``[start, end)`` of ``name``
+    (``core.assignment.in_namespace``). Experiments of one namespace with disjoint
+    ranges never share a user."""
+
+    name: str
+    start: float
+    end: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ class Experiment:
     alpha: float = 0.05
     sequential: bool = False
     hypothesis: str | None = None
+    namespace: Namespace | None = None
     status: Status = "draft"
     created_at: float = 0.0
     started_at: float | None = None
@@ -107,6 +119,15 @@ def check_definition(exp: Experiment) -> None:
         raise InvalidInput("variants", f"weights must sum to 1, got {total:.6g}")
     if not 0.0 <= exp.traffic_allocation <= 1.0:
         raise InvalidInput("traffic_allocation", "must be between 0 and 1")
+    ns = exp.namespace
+    if ns is not None:
+        if not ns.name:
+            raise InvalidInput("namespace.name", "must not be empty")
+        if not 0.0 <= ns.start < ns.end <= 1.0:
+            raise InvalidInput(
+                "namespace.range",
+                f"must be [start, end) with 0 <= start < end <= 1, got [{ns.start:g}, {ns.end:g}]",
+            )
     if exp.hash_version not in (1, 2):
         raise InvalidInput("hash_version", "must be 1 or 2")
     if not 0.0 < exp.alpha < 1.0:
@@ -218,6 +239,9 @@ def to_dict(exp: Experiment) -> dict[str, Any]:
             {"key": v.key, "weight": v.weight, "config": dict(v.config)} for v in exp.variants
         ],
         "traffic_allocation": exp.traffic_allocation,
+        "namespace": None
+        if exp.namespace is None
+        else {"name": exp.namespace.name, "range": [exp.namespace.start, exp.namespace.end]},
         "seed": exp.seed,
         "hash_version": exp.hash_version,
         "metrics": [_metric_dict(m) for m in exp.metrics],
@@ -263,6 +287,7 @@ def from_dict(data: Mapping[str, Any]) -> Experiment:
             Variant(v["key"], float(v["weight"]), v.get("config") or {}) for v in data["variants"]
         ),
         traffic_allocation=float(data.get("traffic_allocation", 1.0)),
+        namespace=_namespace(data.get("namespace")),
         seed=data.get("seed") or data["experiment_id"],
         hash_version=int(data.get("hash_version", 2)),
         metrics=tuple(metric_from_dict(m) for m in data["metrics"]),
@@ -362,6 +387,113 @@ def complete_weights(exp: Experiment, algorithms: Sequence[str]) -> Experiment:
     return replace(exp, variants=tuple(variants))
 
 
+def _namespace(data: Mapping[str, Any] | None) -> Namespace | None:
+    if data is None:
+        return None
+    start, end = data["range"]
+    return Namespace(str(data["name"]), float(start), float(end))
+
+
+def claimed_fields(exp: Experiment) -> frozenset[str]:
+    """The strategy fields ``exp`` overrides in any of its variants: it owns them for
+    every user it holds (its control included, whose value is the user's own).
+
+    >>> claimed_fields(Experiment("e", "e", (Variant("c", .5), Variant("t", .5,
+    ...     {"epsilon": 0.0})), ()))
+    frozenset({'epsilon'})
+    """
+    return frozenset(n for v in exp.variants for n in OVERRIDE_FIELDS if n in v.config)
+
+
+def may_share_users(a: Experiment, b: Experiment) -> bool:
+    """Whether a user can be in both: always, unless both take disjoint ranges of one
+    namespace (different namespaces hash users independently).
+
+    >>> left = Experiment("l", "l", (), (), namespace=Namespace("ns", 0.0, 0.5))
+    >>> right = Experiment("r", "r", (), (), namespace=Namespace("ns", 0.5, 1.0))
+    >>> may_share_users(left, right), may_share_users(left, Experiment("x", "x", (), ()))
+    (False, True)
+    """
+    if a.namespace is None or b.namespace is None or a.namespace.name != b.namespace.name:
+        return True
+    return a.namespace.start < b.namespace.end and b.namespace.start < a.namespace.end
+
+
+def check_collisions(exp: Experiment, running: Sequence[Experiment]) -> None:
+    """Refuse to start ``exp`` if it overrides a strategy field that a running experiment
+    which may share its users overrides too, naming both.
+
+    Raises
+    ------
+    InvalidInput
+        on ``namespace``, naming the running experiment and the fields.
+    """
+    mine = claimed_fields(exp)
+    for other in running:
+        if other.experiment_id == exp.experiment_id or not may_share_users(exp, other):
+            continue
+        both = sorted(mine & claimed_fields(other))
+        if both:
+            where = (
+                "no namespace"
+                if other.namespace is None
+                else (
+                    f"namespace {other.namespace.name!r} "
+                    f"[{other.namespace.start:g}, {other.namespace.end:g})"
+                )
+            )
+            raise InvalidInput(
+                "namespace",
+                f"overrides {both} collide with running experiment {other.experiment_id!r} "
+                f"({where}), which may hold the same users: give both disjoint ranges of one "
+                "namespace, or stop it first",
+            )
+
+
+def precedence(exp: Experiment, counted: bool) -> tuple[int, float, str]:
+    """The order in which a user's running experiments claim strategy fields, first
+    wins: an experiment already counting the user, then the earliest started, then by id.
+
+    Keeping an already counted user in the experiment that counts them means a later
+    change elsewhere (a coverage raise, a new start) never moves a counted user's
+    strategy from under its statistics.
+    """
+    started = exp.started_at if exp.started_at is not None else exp.created_at
+    return (0 if counted else 1, started, exp.experiment_id)
+
+
+def resolve(
+    candidates: Sequence[tuple[Experiment, str, bool]],
+) -> list[tuple[Experiment, str, str | None]]:
+    """Which of a user's running experiments apply: ``(experiment, variant, counted)`` in,
+    ``(experiment, variant, overridden_by)`` out, in :func:`precedence` order.
+
+    An experiment whose claimed fields meet those of one before it loses for this user:
+    ``overridden_by`` names the winner, its variant's config is not applied and its
+    results count the user as not exposed.
+
+    >>> w = Experiment("w", "w", (Variant("c", .5), Variant("t", .5, {"epsilon": 0.})), (),
+    ...                started_at=1.0)
+    >>> l = Experiment("l", "l", (Variant("c", .5), Variant("t", .5, {"epsilon": .5})), (),
+    ...                started_at=2.0)
+    >>> [(e.experiment_id, by) for e, _, by in resolve([(l, "c", False), (w, "t", False)])]
+    [('w', None), ('l', 'w')]
+    """
+    ordered = sorted(candidates, key=lambda c: precedence(c[0], c[2]))
+    owner: dict[str, str] = {}
+    out: list[tuple[Experiment, str, str | None]] = []
+    for exp, variant, _ in ordered:
+        fields = claimed_fields(exp)
+        taken = sorted(f for f in fields if f in owner)
+        if taken:
+            out.append((exp, variant, owner[taken[0]]))
+            continue
+        for f in fields:
+            owner[f] = exp.experiment_id
+        out.append((exp, variant, None))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Overrides:
     """What a user's running experiments change in the strategy recloop tells the orchestrator.
@@ -377,7 +509,9 @@ class Overrides:
 
 
 def overrides(assigned: Sequence[tuple[Experiment, str]]) -> Overrides:
-    """The variants' ``config`` overrides, the earliest-created experiment winning each field.
+    """The variants' ``config`` overrides, the earliest-created experiment winning each field
+    (``assigned`` is what :func:`resolve` let apply, so no two claim one field, except
+    experiments that predate the rule).
 
     >>> a = Experiment("a", "a", (Variant("c", .5), Variant("t", .5, {"epsilon": 0.0})), (),
     ...                created_at=1.0)
@@ -434,7 +568,7 @@ def strategy_weights(changed: Overrides, segment: Mapping[str, float]) -> dict[s
         named_total = sum(given.values())
         if rest_total > 0:
             left = max(0.0, 1.0 - named_total)
-            return {**given, **{a: left * w / rest_total for a, w in rest.items()}}
+            return {**given, **{a: left * (w / rest_total) for a, w in rest.items()}}
         if named_total > 0:
             return {**{a: w / named_total for a, w in given.items()}, **dict.fromkeys(rest, 0.0)}
         return {**dict.fromkeys(given, 0.0), **segment}

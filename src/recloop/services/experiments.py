@@ -88,8 +88,9 @@ class ExperimentService:
                 (v, m): s for v, m, s in await self._store.get_experiment_stats(eid)
             }
             if exp.status == "running":
-                for user_id in self._exposures[eid]:
-                    self._running_by_user.setdefault(user_id, []).append(eid)
+                for user_id, exposure in self._exposures[eid].items():
+                    if exposure.overridden_by is None:
+                        self._running_by_user.setdefault(user_id, []).append(eid)
         self._writer.start()
 
     async def stop(self) -> None:
@@ -128,9 +129,9 @@ class ExperimentService:
                 self._stats[eid] = {(v, m): st for v, m, st in table}
             running = exp.status == "running"
             if running and (was is None or was.status != "running"):
-                users: Iterable[str] = exposures
+                users: Iterable[str] = (u for u, e in exposures.items() if e.overridden_by is None)
             elif running:
-                users = (e.user_id for e in new)
+                users = (e.user_id for e in new if e.overridden_by is None)
             else:
                 users = ()
                 for user_id in exposures:
@@ -185,6 +186,9 @@ class ExperimentService:
         status = xp.transition(current.status, action)  # type: ignore[arg-type]
         now = self._clock()
         if status == "running":
+            xp.check_collisions(
+                current, [e for e in self._experiments.values() if e.status == "running"]
+            )
             updated = replace(current, status=status, started_at=now)
             self._exposures.setdefault(experiment_id, {})
             self._values.setdefault(experiment_id, {})
@@ -202,7 +206,8 @@ class ExperimentService:
     # -- assignment and exposure ------------------------------------------------------
 
     def variant_for(self, exp: Experiment, user_id: str) -> str | None:
-        """The user's variant by GrowthBook's hashing, or None if outside the traffic allocation."""
+        """The user's variant by GrowthBook's hashing, or None if outside the namespace range
+        or the traffic allocation."""
         result = assign(
             user_id,
             exp.seed,
@@ -210,39 +215,59 @@ class ExperimentService:
             coverage=exp.traffic_allocation,
             weights=exp.weights(),
             hash_version=exp.hash_version,
+            namespace=None
+            if exp.namespace is None
+            else (exp.namespace.name, exp.namespace.start, exp.namespace.end),
         )
         if result.variant_index is None:
             return None
         return exp.variants[result.variant_index].key
 
-    async def expose(self, experiment_id: str, user_id: str) -> str | None:
-        """The user's variant; the first exposure of a running experiment is recorded durably."""
+    async def expose(self, experiment_id: str, user_id: str) -> tuple[str | None, str | None]:
+        """The user's variant and the experiment that overrides this one for the user (see
+        :meth:`expose_running`); the first exposure of a running experiment is recorded
+        durably. The variant is None outside the experiment and when overridden."""
         exp = self.get(experiment_id)
-        variant = self.variant_for(exp, user_id)
-        if variant is not None and exp.status == "running":
-            await self._record_exposures([(exp, variant)], user_id)
-        return variant
+        if exp.status != "running":
+            return self.variant_for(exp, user_id), None
+        for entry in self._resolve(user_id):
+            if entry[0].experiment_id == experiment_id:
+                await self._record_exposures([entry], user_id)
+                _, variant, by = entry
+                return (variant if by is None else None), by
+        return None, None
 
     async def expose_running(
         self, user_id: str, record: bool = True
     ) -> list[tuple[Experiment, str]]:
-        """Every running experiment the user is in, with the variant; records exposures
-        unless ``record`` is false."""
+        """The running experiments that apply to the user, with the variant; records
+        exposures unless ``record`` is false.
+
+        When several may apply and override the same strategy field, one wins
+        (``core.experiments.resolve``: the one already counting the user, else the
+        earliest started); the others are recorded with ``overridden_by`` and do not
+        count the user, and they are left out here.
+        """
+        resolved = self._resolve(user_id)
+        if record:
+            await self._record_exposures(resolved, user_id)
+        return [(exp, variant) for exp, variant, by in resolved if by is None]
+
+    def _resolve(self, user_id: str) -> list[tuple[Experiment, str, str | None]]:
         found = []
         for exp in self._experiments.values():
             if exp.status != "running":
                 continue
             variant = self.variant_for(exp, user_id)
             if variant is not None:
-                found.append((exp, variant))
-        if record:
-            await self._record_exposures(found, user_id)
-        return found
+                held = self._exposures.get(exp.experiment_id, {}).get(user_id)
+                found.append((exp, variant, held is not None and held.overridden_by is None))
+        return xp.resolve(found)
 
     async def _record_exposures(
-        self, assigned: Sequence[tuple[Experiment, str]], user_id: str
+        self, assigned: Sequence[tuple[Experiment, str, str | None]], user_id: str
     ) -> None:
-        new = [(e, v) for e, v in assigned if user_id not in self._exposures[e.experiment_id]]
+        new = [a for a in assigned if user_id not in self._exposures[a[0].experiment_id]]
         if not new:
             return
         # Concurrent first requests of one user share one recording.
@@ -258,11 +283,13 @@ class ExperimentService:
             if self._recording.get(user_id) is task:
                 del self._recording[user_id]
 
-    async def _record_new(self, new: Sequence[tuple[Experiment, str]], user_id: str) -> None:
+    async def _record_new(
+        self, new: Sequence[tuple[Experiment, str, str | None]], user_id: str
+    ) -> None:
         now = self._clock()
         since = now - self._config.cuped_days * DAY
         pre: list[tuple[str, float | None]] = []
-        if await self._may_have_events(user_id):
+        if any(by is None for _, _, by in new) and await self._may_have_events(user_id):
             history = await retry_read(
                 "read_user_events",
                 self._log.read_user_events,
@@ -273,14 +300,16 @@ class ExperimentService:
             )
             pre = [(e.type, e.value) for e in history]
         changes = StateChanges()
-        for exp, variant in new:
+        for exp, variant, by in new:
             eid = exp.experiment_id
             if user_id in self._exposures[eid]:
                 continue  # exposed meanwhile by a concurrent request
-            exposure = Exposure(eid, user_id, variant, now)
+            exposure = Exposure(eid, user_id, variant, now, by)
             self._exposures[eid][user_id] = exposure
-            self._running_by_user.setdefault(user_id, []).append(eid)
             changes.exposures.append(exposure)
+            if by is not None:
+                continue  # overridden: recorded, not counted
+            self._running_by_user.setdefault(user_id, []).append(eid)
             for metric in exp.all_metrics:
                 values = UserMetric(0.0, xp.pre_period_value(metric, pre))
                 self._set(changes, exp, user_id, variant, metric, None, values)
@@ -391,10 +420,20 @@ class ExperimentService:
     # -- results ------------------------------------------------------------------
 
     def exposures_by_variant(self, experiment_id: str) -> dict[str, int]:
+        """Users counted as exposed, per variant (overridden ones are not)."""
         exp = self.get(experiment_id)
         counts = {v.key: 0 for v in exp.variants}
         for exposure in self._exposures.get(experiment_id, {}).values():
-            counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+            if exposure.overridden_by is None:
+                counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+        return counts
+
+    def overridden(self, experiment_id: str) -> dict[str, int]:
+        """Users not counted because another experiment's overrides won, per winner."""
+        counts: dict[str, int] = {}
+        for exposure in self._exposures.get(experiment_id, {}).values():
+            if exposure.overridden_by is not None:
+                counts[exposure.overridden_by] = counts.get(exposure.overridden_by, 0) + 1
         return counts
 
     def results(self, experiment_id: str) -> dict[str, Any]:
@@ -445,6 +484,12 @@ class ExperimentService:
             )
         if srm.flagged:
             warnings.append("sample ratio mismatch: do not trust the comparisons")
+        overridden = self.overridden(experiment_id)
+        if overridden:
+            warnings.append(
+                f"{sum(overridden.values())} users fell in this experiment but got another "
+                f"experiment's overrides ({', '.join(sorted(overridden))}): not counted"
+            )
         return {
             "experiment_id": experiment_id,
             "status": exp.status,
@@ -458,6 +503,7 @@ class ExperimentService:
                 "expected": dict(srm.expected),
             },
             "metrics": metrics,
+            "overridden": overridden,
             "warnings": warnings,
         }
 

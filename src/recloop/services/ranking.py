@@ -72,8 +72,8 @@ class Strategy:
 
     A running experiment's variant ``config`` may override ``weights`` (what they
     become: ``core.experiments.strategy_weights``), ``epsilon`` and
-    ``model_slot``; when several experiments override the same thing, the one
-    created first wins.
+    ``model_slot``; when several experiments override the same thing, one wins
+    (``core.experiments.resolve``) and only the winner is listed.
     """
 
     user: UserContext

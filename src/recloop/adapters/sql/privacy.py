@@ -125,11 +125,11 @@ class SqlPrivacyStore:
             found_impressions = [_impression(dict(row)) for row in shown.mappings()]
             t = experiment_exposures
             exposed = await conn.execute(
-                select(t.c.experiment_id, t.c.variant, t.c.exposed_at)
+                select(t.c.experiment_id, t.c.variant, t.c.exposed_at, t.c.overridden_by)
                 .where(t.c.user_id == user_id)
                 .order_by(t.c.exposed_at, t.c.experiment_id)
             )
-            exposures = [Exposure(e, user_id, v, at) for e, v, at in exposed]
+            exposures = [Exposure(e, user_id, v, at, by) for e, v, at, by in exposed]
             m = experiment_user_metrics
             values = await conn.execute(
                 select(m.c.experiment_id, m.c.metric, m.c.y, m.c.x)

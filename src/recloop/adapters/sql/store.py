@@ -300,12 +300,12 @@ class SqlStateStore:
 
     async def get_exposures(self, experiment_id: str) -> list[Exposure]:
         t = experiment_exposures
-        query = select(t.c.user_id, t.c.variant, t.c.exposed_at).where(
+        query = select(t.c.user_id, t.c.variant, t.c.exposed_at, t.c.overridden_by).where(
             t.c.experiment_id == experiment_id
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [Exposure(experiment_id, u, v, at) for u, v, at in rows]
+        return [Exposure(experiment_id, u, v, at, by) for u, v, at, by in rows]
 
     async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
         t = experiment_user_metrics

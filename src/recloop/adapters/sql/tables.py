@@ -200,6 +200,7 @@ experiment_exposures = Table(
     Column("user_id", String(128), primary_key=True),
     Column("variant", String(64), nullable=False),
     Column("exposed_at", Float, nullable=False),
+    Column("overridden_by", String(128)),  # 0011
     Index("ix_experiment_exposures_user_id", "user_id"),
 )
 

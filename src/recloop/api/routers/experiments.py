@@ -122,12 +122,15 @@ async def assignment(experiment_id: ExperimentId, user_id: UserId, container: Co
 async def assignment_body(container: Container, experiment_id: str, user_id: str) -> dict[str, Any]:
     """The answer of ``GET /experiments/{experiment_id}/assignment/{user_id}`` (its lean twin
     in :mod:`recloop.api.lean` calls it too)."""
-    variant = await container.experiments.expose(experiment_id, container.user_key(user_id))
+    variant, overridden_by = await container.experiments.expose(
+        experiment_id, container.user_key(user_id)
+    )
     return {
         "experiment_id": experiment_id,
         "user_id": user_id,
         "variant": variant,
         "in_experiment": variant is not None,
+        "overridden_by": overridden_by,
     }
 
 
