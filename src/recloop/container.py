@@ -402,6 +402,7 @@ def build_container(settings: Settings) -> Container:
         ),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
+        committed_offset=None if distributed else lambda: processor.tracker.watermark,
     )
     processor = Processor(
         store,

@@ -440,3 +440,33 @@ async def test_bad_namespaces_are_422_naming_the_field(
     r = await app.client.post("/experiments", json={**EXPERIMENT, "namespace": namespace})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][: len(loc)] == loc
+
+
+async def test_results_count_buffered_events_and_mark_metrics_provisional(app: Running) -> None:
+    """Clicks and impressions wait for the implicit flush (300 s): before it, the results
+    say how many are waiting and which metrics will move; after it, nothing is."""
+    await create_and_start(app)
+    users = [f"b{n}" for n in range(6)]
+    for user in users:
+        await app.client.get(f"/experiments/exp-ctr/assignment/{user}")
+    events = [
+        {"user_id": u, "item_id": "i", "type": t} for u in users for t in ("impression", "click")
+    ]
+    events.append({"user_id": "stranger", "item_id": "i", "type": "click"})  # not exposed
+    assert (await app.client.post("/feedback", json={"events": events})).json()["rejected"] == 0
+    await app.idle(flush=False)
+    results = (await app.client.get("/experiments/exp-ctr/results")).json()
+    assert results["buffered"] == {"events": 12, "complete": True}
+    provisional = {m["name"]: m["provisional"] for m in results["metrics"]}
+    assert provisional == {"purchased": False, "clicks": True, "ctr": True}
+    ctr = next(m for m in results["metrics"] if m["name"] == "ctr")
+    assert ctr["comparisons"][0]["reason"] is not None  # nothing applied yet
+    assert any("not applied yet" in w for w in results["warnings"])
+
+    await app.idle(flush=True)
+    await app.container.processor.checkpoint()
+    results = (await app.client.get("/experiments/exp-ctr/results")).json()
+    assert results["buffered"] == {"events": 0, "complete": True}
+    assert not any(m["provisional"] for m in results["metrics"])
+    clicks = next(m for m in results["metrics"] if m["name"] == "clicks")
+    assert sum(v["users"] for v in clicks["variants"]) == len(users)

@@ -630,6 +630,20 @@ class MetricResultOut(BaseModel):
     guardrail: bool
     variants: list[VariantResultOut]
     comparisons: list[ComparisonOut]
+    provisional: bool | None = Field(
+        description="Accepted events this metric listens to are not applied yet: it will "
+        "move (None: this process cannot tell, a distributed API instance)."
+    )
+
+
+class BufferedOut(BaseModel):
+    events: int = Field(
+        description="Accepted, not yet applied events of users counted in the experiment, "
+        "after their exposure, of a type a metric listens to."
+    )
+    complete: bool = Field(
+        description="False if the count stopped at experiments.pending_scan_max events read."
+    )
 
 
 class ResultsOut(BaseModel):
@@ -640,6 +654,9 @@ class ResultsOut(BaseModel):
     alpha: float
     srm: SrmOut
     metrics: list[MetricResultOut]
+    buffered: BufferedOut | None = Field(
+        description="None: this process cannot tell (a distributed API instance)."
+    )
     overridden: dict[str, int] = Field(
         description="Users who fell in this experiment but got another's overrides, per "
         "winning experiment: not counted as exposed."

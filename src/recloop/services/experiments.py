@@ -40,6 +40,8 @@ class ExperimentsConfig:
     sequential_tuning: float = 5000.0
     algorithms: tuple[str, ...] = ()
     """The configured algorithms a variant's ``weights`` may name (``bandit.algorithms``)."""
+    pending_scan_max: int = 1_000_000
+    """Most uncommitted log events one results request reads to count the buffered ones."""
 
 
 class ExperimentService:
@@ -51,10 +53,17 @@ class ExperimentService:
         clock: Callable[[], float] = time.time,
         retries: RetryCounts | None = None,
         holds: Callable[[str], bool] | None = None,
+        committed_offset: Callable[[], int] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
-        event at all, whose pre-period needs no read of the log."""
+        event at all, whose pre-period needs no read of the log.
+
+        ``committed_offset()``: the log offset up to which every accepted event is in
+        committed state (the embedded processor's watermark); events after it are
+        accepted and not yet applied for good (implicit events wait for the flush). None
+        (a distributed API instance): results cannot tell, and say so."""
+        self._committed_offset = committed_offset
         self._holds = holds
         self._store = store
         self._log = log_
@@ -506,6 +515,60 @@ class ExperimentService:
             "overridden": overridden,
             "warnings": warnings,
         }
+
+    async def live_results(self, experiment_id: str) -> dict[str, Any]:
+        """:meth:`results` with what is accepted and not yet in them.
+
+        ``buffered``: ``{"events": n, "complete": bool}``, the events of users counted in
+        the experiment, after their exposure, of a type some metric listens to, accepted
+        and not yet committed (None when this process cannot know). A metric computed
+        while such events of its types exist is ``provisional``.
+        """
+        result = self.results(experiment_id)
+        exp = self.get(experiment_id)
+        pending = await self._pending(exp)
+        if pending is None:
+            result["buffered"] = None
+            for metric in result["metrics"]:
+                metric["provisional"] = None
+            return result
+        by_type, complete = pending
+        result["buffered"] = {"events": sum(by_type.values()), "complete": complete}
+        for metric, shown in zip(exp.all_metrics, result["metrics"], strict=True):
+            waiting = sum(by_type.get(t, 0) for t in metric.events())
+            shown["provisional"] = waiting > 0 or not complete
+        if by_type:
+            result["warnings"].append(
+                f"{sum(by_type.values())} accepted events of exposed users are not applied "
+                "yet (implicit events wait for the next flush, feedback.implicit_flush_seconds):"
+                " metrics marked provisional will move"
+            )
+        return result
+
+    async def _pending(self, exp: Experiment) -> tuple[dict[str, int], bool] | None:
+        """Per event type, the experiment's accepted, uncommitted events (see
+        :meth:`live_results`), and whether the whole uncommitted log was read."""
+        if self._committed_offset is None:
+            return None
+        exposures = self._exposures.get(exp.experiment_id, {})
+        types = {t for m in exp.all_metrics for t in m.events()}
+        after, left = self._committed_offset(), self._config.pending_scan_max
+        counts: dict[str, int] = {}
+        while left > 0:
+            events = await self._log.read(after, min(left, 10_000))
+            if not events:
+                return counts, True
+            for e in events:
+                exposure = exposures.get(e.user_id)
+                if (
+                    exposure is not None
+                    and exposure.overridden_by is None
+                    and e.type in types
+                    and e.timestamp >= exposure.exposed_at
+                ):
+                    counts[e.type] = counts.get(e.type, 0) + 1
+            after, left = events[-1].offset, left - len(events)
+        return counts, False
 
     def _compare(
         self, exp: Experiment, metric: Metric, control: PairStats, treatment: PairStats

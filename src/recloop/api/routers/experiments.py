@@ -142,8 +142,9 @@ async def assignment_body(container: Container, experiment_id: str, user_id: str
 )
 async def results(experiment_id: ExperimentId, container: ContainerDep) -> Any:
     """Live results from the running sums: SRM, per-metric variant statistics, comparisons
-    with the baseline (adjusted for multiple comparisons), warnings."""
-    return FastJSONResponse(container.experiments.results(experiment_id))
+    with the baseline (adjusted for multiple comparisons), the accepted events not applied
+    yet (metrics they will move are ``provisional``), warnings."""
+    return FastJSONResponse(await container.experiments.live_results(experiment_id))
 
 
 @router.post(
