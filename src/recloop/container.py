@@ -399,6 +399,7 @@ def build_container(settings: Settings) -> Container:
             x.srm_threshold,
             x.sequential_tuning,
             tuple(settings.bandit.algorithms),
+            x.pending_scan_max,
         ),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),

@@ -409,3 +409,25 @@ async def test_the_training_process_never_writes_to_postgresql(postgres_url: str
     finally:
         await reader.dispose()
         await server.dispose()
+
+
+async def test_a_retrain_that_finds_no_example_says_why(tmp_path: Path) -> None:
+    """Impressions inside the attribution window (30 minutes by default) are not examples
+    yet; a retrain that finds none says so instead of a bare count."""
+    app, close = await start_app(make_settings(tmp_path, "memory", rate_limits={"enabled": False}))
+    try:
+        learning = app.container.learning
+        assert learning is not None
+        empty = await learning.train_now("api")
+        assert empty.status == "skipped"
+        assert "no impression logged in the last 14 days" in empty.message
+        candidates = [{"item_id": f"i{j}", "algorithm": "popularity"} for j in range(3)]
+        for n in range(4):
+            r = await app.client.post(f"/users/u{n}/rank", json={"candidates": candidates})
+            assert r.status_code == 200, r.text
+        job = await learning.train_now("api")
+        assert job.status == "skipped"
+        assert job.message.startswith("not trainable: 0 examples, 0 positives: ")
+        assert "4 impressions newer than the 30-minute attribution window" in job.message
+    finally:
+        await close()

@@ -120,6 +120,34 @@ class Route:
     model: Model | None = None
 
 
+def no_examples_reason(
+    newer: Sequence[float], until: float, window_minutes: float, training_days: float
+) -> str:
+    """Why a training window held no example: ``newer`` are the creation times of the
+    impressions logged after it (inside the attribution window, their labels not final).
+
+    >>> no_examples_reason([1000.0, 1500.0], 900.0, 30.0, 14.0)
+    'no impression in the training window (the 14 days before the last 30 minutes); 2 \
+impressions newer than the 30-minute attribution window are not used yet (their clicks may \
+still come): the first becomes usable 100 s from now'
+    >>> no_examples_reason([], 900.0, 30.0, 14.0)
+    'no impression logged in the last 14 days: examples are the impressions POST \
+/users/{user_id}/rank logs, joined with the feedback naming them'
+    """
+    if not newer:
+        return (
+            f"no impression logged in the last {training_days:g} days: examples are the "
+            "impressions POST /users/{user_id}/rank logs, joined with the feedback naming them"
+        )
+    wait = min(newer) - until
+    return (
+        f"no impression in the training window (the {training_days:g} days before the last "
+        f"{window_minutes:g} minutes); {len(newer)} impressions newer than the "
+        f"{window_minutes:g}-minute attribution window are not used yet (their clicks may "
+        f"still come): the first becomes usable {wait:.0f} s from now"
+    )
+
+
 class LearningService:
     def __init__(
         self,
@@ -556,7 +584,16 @@ class LearningService:
         outcome = result.outcome
         progress("registering the model")
         if outcome.artifact is None:
-            return replace(job, status="skipped", message=outcome.reason)
+            message = outcome.reason
+            if result.examples == 0:
+                newer = await self._store.get_impressions(until, now + 1.0)
+                message += ": " + no_examples_reason(
+                    [i.created_at for i in newer],
+                    until,
+                    c.attribution_window_minutes,
+                    c.training_days,
+                )
+            return replace(job, status="skipped", message=message)
         artifact = outcome.artifact
         version = f"m-{uuid7()}"
         record = ModelRecord(
