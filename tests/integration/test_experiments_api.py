@@ -470,3 +470,27 @@ async def test_results_count_buffered_events_and_mark_metrics_provisional(app: R
     assert not any(m["provisional"] for m in results["metrics"])
     clicks = next(m for m in results["metrics"] if m["name"] == "clicks")
     assert sum(v["users"] for v in clicks["variants"]) == len(users)
+
+
+async def test_a_rollout_step_due_is_taken_with_the_next_request(app: Running) -> None:
+    body = {
+        **EXPERIMENT,
+        "traffic_allocation": 0.01,
+        "rollout": [{"at": 1.0, "traffic_allocation": 0.05}, {"at": 4e9, "traffic_allocation": 1}],
+        "guardrails": [
+            {"name": "skips", "type": "binomial", "event": "skip", "higher_is_better": False}
+        ],
+    }
+    await create_and_start(app, body)
+    await app.client.get("/users/r1/strategy?expose=false")
+    exp = (await app.client.get("/experiments/exp-ctr")).json()
+    assert (exp["traffic_allocation"], exp["rollout_step"], exp["rollout_halted"]) == (
+        0.05,
+        1,
+        None,
+    )
+    assert exp["guardrails"][0]["higher_is_better"] is False
+    bad = {**body, "experiment_id": "bad", "rollout": [{"at": 1.0, "traffic_allocation": 0.001}]}
+    r = await app.client.post("/experiments", json=bad)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "rollout", 0, "traffic_allocation"]

@@ -518,6 +518,9 @@ class MetricIn(_In):
     aggregate: Literal["sum", "count"] = "count"
     numerator: FeedbackType | None = None
     denominator: FeedbackType | None = None
+    higher_is_better: bool = Field(
+        True, description="For a guardrail: a significant move the other way halts a rollout."
+    )
 
 
 class NamespaceIn(_In):
@@ -531,6 +534,11 @@ class NamespaceIn(_In):
     ] = Field(description="[start, end), 0 <= start < end <= 1.")
 
 
+class RolloutStepIn(_In):
+    at: FiniteFloat = Field(description="When (epoch seconds).")
+    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class ExperimentIn(_In):
     experiment_id: PathId
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -538,6 +546,11 @@ class ExperimentIn(_In):
     variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)]
     traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     namespace: NamespaceIn | None = None
+    rollout: Annotated[list[RolloutStepIn], Field(max_length=100)] = Field(
+        [],
+        description="Steps raising traffic_allocation (GrowthBook's coverage) at given "
+        "times, in increasing time and allocation; a guardrail significantly worse halts it.",
+    )
     seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     hash_version: Literal[1, 2] = 2
     metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)]
@@ -555,6 +568,9 @@ class ExperimentPatch(_In):
     variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] | None = None
     traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     namespace: NamespaceIn | None = None
+    rollout: Annotated[list[RolloutStepIn], Field(max_length=100)] | None = Field(
+        None, description="A new plan: replaces the steps, and resumes a halted rollout."
+    )
     seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     hash_version: Literal[1, 2] | None = None
     metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] | None = None
@@ -570,6 +586,9 @@ class ExperimentOut(BaseModel):
     variants: list[dict[str, Any]]
     traffic_allocation: float
     namespace: dict[str, Any] | None
+    rollout: list[dict[str, float]]
+    rollout_step: int = Field(description="How many rollout steps were taken.")
+    rollout_halted: str | None = Field(description="Why the rollout stopped; None: it goes on.")
     seed: str
     hash_version: int
     metrics: list[dict[str, Any]]

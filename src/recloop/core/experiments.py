@@ -62,12 +62,23 @@ class Metric:
     aggregate: Literal["sum", "count"] = "count"
     numerator: str | None = None
     denominator: str | None = None
+    higher_is_better: bool = True
+    """Which way is worse, for a guardrail: a significant move the other way halts a rollout."""
 
     def events(self) -> tuple[str, ...]:
         """The feedback types this metric listens to."""
         if self.type == "ratio":
             return tuple(t for t in (self.numerator, self.denominator) if t is not None)
         return () if self.event is None else (self.event,)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStep:
+    """At ``at`` (epoch seconds), raise ``traffic_allocation`` (GrowthBook's coverage) to
+    ``traffic_allocation``, if the guardrails allow."""
+
+    at: float
+    traffic_allocation: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,11 @@ class Experiment:
     sequential: bool = False
     hypothesis: str | None = None
     namespace: Namespace | None = None
+    rollout: tuple[RolloutStep, ...] = ()
+    rollout_step: int = 0
+    """How many of ``rollout``'s steps were taken."""
+    rollout_halted: str | None = None
+    """Why the rollout stopped (a guardrail significantly worse); None while it goes on."""
     status: Status = "draft"
     created_at: float = 0.0
     started_at: float | None = None
@@ -128,6 +144,17 @@ def check_definition(exp: Experiment) -> None:
                 "namespace.range",
                 f"must be [start, end) with 0 <= start < end <= 1, got [{ns.start:g}, {ns.end:g}]",
             )
+    previous_at, previous = -math.inf, exp.traffic_allocation
+    for i, step in enumerate(exp.rollout[exp.rollout_step :], start=exp.rollout_step):
+        if not step.at > previous_at:
+            raise InvalidInput(f"rollout.{i}.at", "steps must be in increasing time")
+        if not previous <= step.traffic_allocation <= 1.0:
+            raise InvalidInput(
+                f"rollout.{i}.traffic_allocation",
+                f"must be between the allocation before it ({previous:g}) and 1: a rollout "
+                f"only widens, got {step.traffic_allocation:g}",
+            )
+        previous_at, previous = step.at, step.traffic_allocation
     if exp.hash_version not in (1, 2):
         raise InvalidInput("hash_version", "must be 1 or 2")
     if not 0.0 < exp.alpha < 1.0:
@@ -150,6 +177,49 @@ def _check_metric(m: Metric, where: str) -> None:
                 raise InvalidInput(f"{where}.{side}", f"must be a feedback type, got {value!r}")
     elif m.event not in FEEDBACK_TYPES:
         raise InvalidInput(f"{where}.event", f"must be a feedback type, got {m.event!r}")
+
+
+def due_step(exp: Experiment, now: float) -> RolloutStep | None:
+    """The rollout step to take now, if any: the latest one due (steps missed while nobody
+    asked are taken together), none once halted or when the experiment is not running.
+
+    >>> exp = Experiment("e", "e", (), (), traffic_allocation=0.01, status="running",
+    ...                  rollout=(RolloutStep(10.0, 0.05), RolloutStep(20.0, 0.25)))
+    >>> due_step(exp, 5.0), due_step(exp, 25.0)
+    (None, RolloutStep(at=20.0, traffic_allocation=0.25))
+    """
+    if exp.status != "running" or exp.rollout_halted is not None:
+        return None
+    due = [s for s in exp.rollout[exp.rollout_step :] if s.at <= now]
+    return due[-1] if due else None
+
+
+def worse_guardrails(exp: Experiment, metrics: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why each guardrail is significantly worse in some variant (``metrics`` as results
+    report them: comparisons with ``significant`` after the multiple-comparison correction).
+
+    >>> g = Metric("errors", "binomial", event="skip", higher_is_better=False)
+    >>> exp = Experiment("e", "e", (), (), guardrails=(g,))
+    >>> worse_guardrails(exp, [{"name": "errors", "comparisons": [{"variant": "t",
+    ...     "significant": True, "absolute_effect": 0.02, "p_value_adjusted": 0.001}]}])
+    ['guardrail errors is significantly worse in t: effect +0.02 (adjusted p = 0.001)']
+    """
+    guardrails = {m.name: m for m in exp.guardrails}
+    reasons = []
+    for shown in metrics:
+        metric = guardrails.get(shown["name"])
+        if metric is None:
+            continue
+        for c in shown["comparisons"]:
+            effect = c.get("absolute_effect")
+            if not c.get("significant") or effect is None:
+                continue
+            if (effect < 0) == metric.higher_is_better:
+                reasons.append(
+                    f"guardrail {metric.name} is significantly worse in {c['variant']}: "
+                    f"effect {effect:+.4g} (adjusted p = {c['p_value_adjusted']:.3g})"
+                )
+    return reasons
 
 
 def check_update(current: Experiment, changes: Mapping[str, Any]) -> None:
@@ -239,6 +309,9 @@ def to_dict(exp: Experiment) -> dict[str, Any]:
             {"key": v.key, "weight": v.weight, "config": dict(v.config)} for v in exp.variants
         ],
         "traffic_allocation": exp.traffic_allocation,
+        "rollout": [{"at": s.at, "traffic_allocation": s.traffic_allocation} for s in exp.rollout],
+        "rollout_step": exp.rollout_step,
+        "rollout_halted": exp.rollout_halted,
         "namespace": None
         if exp.namespace is None
         else {"name": exp.namespace.name, "range": [exp.namespace.start, exp.namespace.end]},
@@ -263,11 +336,14 @@ def _metric_dict(m: Metric) -> dict[str, Any]:
         out["event"] = m.event
         if m.type == "continuous":
             out["aggregate"] = m.aggregate
+    if not m.higher_is_better:
+        out["higher_is_better"] = False
     return out
 
 
 def metric_from_dict(data: Mapping[str, Any]) -> Metric:
     return Metric(
+        higher_is_better=bool(data.get("higher_is_better", True)),
         name=data["name"],
         type=data["type"],
         event=data.get("event"),
@@ -288,6 +364,12 @@ def from_dict(data: Mapping[str, Any]) -> Experiment:
         ),
         traffic_allocation=float(data.get("traffic_allocation", 1.0)),
         namespace=_namespace(data.get("namespace")),
+        rollout=tuple(
+            RolloutStep(float(s["at"]), float(s["traffic_allocation"]))
+            for s in data.get("rollout") or ()
+        ),
+        rollout_step=int(data.get("rollout_step", 0)),
+        rollout_halted=data.get("rollout_halted"),
         seed=data.get("seed") or data["experiment_id"],
         hash_version=int(data.get("hash_version", 2)),
         metrics=tuple(metric_from_dict(m) for m in data["metrics"]),

@@ -12,6 +12,8 @@ processor applies). Results are computed from the sums on request.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +30,8 @@ from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 
 DAY = 86_400.0
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -77,6 +81,8 @@ class ExperimentService:
         self._running_by_user: dict[str, list[str]] = {}
         self._recording: dict[str, asyncio.Future[None]] = {}
         self._writer: GroupCommit[StateChanges, None] = GroupCommit("exposure-writer", self._write)
+        self._next_step_at = math.inf
+        """When the earliest pending rollout step of a running experiment is due."""
 
     async def _write(self, batch: list[StateChanges]) -> list[None]:
         merged = StateChanges()
@@ -100,6 +106,7 @@ class ExperimentService:
                 for user_id, exposure in self._exposures[eid].items():
                     if exposure.overridden_by is None:
                         self._running_by_user.setdefault(user_id, []).append(eid)
+        self._schedule()
         self._writer.start()
 
     async def stop(self) -> None:
@@ -151,6 +158,7 @@ class ExperimentService:
                 held = self._running_by_user.setdefault(user_id, [])
                 if eid not in held:
                     held.append(eid)
+        self._schedule()
 
     # -- definitions and lifecycle ------------------------------------------------
 
@@ -172,6 +180,7 @@ class ExperimentService:
         exp = self._checked(exp)
         await self._store.put_experiment(exp)
         self._experiments[exp.experiment_id] = exp
+        self._schedule()
         return exp
 
     async def update(self, experiment_id: str, changes: Mapping[str, Any]) -> Experiment:
@@ -179,9 +188,12 @@ class ExperimentService:
         current = self.get(experiment_id)
         xp.check_update(current, changes)
         data = {**xp.to_dict(current), **changes}
+        if "rollout" in changes:  # a new plan starts afresh, a halted rollout resumes
+            data.update(rollout_step=0, rollout_halted=None)
         updated = self._checked(xp.from_dict(data))
         await self._store.put_experiment(updated)
         self._experiments[experiment_id] = updated
+        self._schedule()
         return updated
 
     def _checked(self, exp: Experiment) -> Experiment:
@@ -210,7 +222,46 @@ class ExperimentService:
                     running.remove(experiment_id)
         await self._store.put_experiment(updated)
         self._experiments[experiment_id] = updated
+        self._schedule()
         return updated
+
+    # -- gradual rollout ---------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._next_step_at = min(
+            (
+                step.at
+                for e in self._experiments.values()
+                if e.status == "running" and e.rollout_halted is None
+                for step in e.rollout[e.rollout_step : e.rollout_step + 1]
+            ),
+            default=math.inf,
+        )
+
+    async def advance_rollouts(self) -> None:
+        """Take every rollout step that is due, unless a guardrail is significantly worse
+        (then the rollout halts where it is, with the reason). Called before assigning,
+        so a step takes effect with the first request after its time; cheap otherwise."""
+        now = self._clock()
+        if now < self._next_step_at:
+            return
+        for exp in list(self._experiments.values()):
+            step = xp.due_step(exp, now)
+            if step is None:
+                continue
+            reasons = xp.worse_guardrails(exp, self.results(exp.experiment_id)["metrics"])
+            if reasons:
+                updated = replace(exp, rollout_halted="; ".join(reasons))
+                log.warning("rollout of %s halted: %s", exp.experiment_id, updated.rollout_halted)
+            else:
+                updated = replace(
+                    exp,
+                    traffic_allocation=step.traffic_allocation,
+                    rollout_step=exp.rollout.index(step) + 1,
+                )
+            await self._store.put_experiment(updated)
+            self._experiments[exp.experiment_id] = updated
+        self._schedule()
 
     # -- assignment and exposure ------------------------------------------------------
 
@@ -236,6 +287,7 @@ class ExperimentService:
         """The user's variant and the experiment that overrides this one for the user (see
         :meth:`expose_running`); the first exposure of a running experiment is recorded
         durably. The variant is None outside the experiment and when overridden."""
+        await self.advance_rollouts()
         exp = self.get(experiment_id)
         if exp.status != "running":
             return self.variant_for(exp, user_id), None
@@ -257,6 +309,7 @@ class ExperimentService:
         earliest started); the others are recorded with ``overridden_by`` and do not
         count the user, and they are left out here.
         """
+        await self.advance_rollouts()
         resolved = self._resolve(user_id)
         if record:
             await self._record_exposures(resolved, user_id)
@@ -493,6 +546,8 @@ class ExperimentService:
             )
         if srm.flagged:
             warnings.append("sample ratio mismatch: do not trust the comparisons")
+        if exp.rollout_halted is not None:
+            warnings.append(f"rollout halted: {exp.rollout_halted}")
         overridden = self.overridden(experiment_id)
         if overridden:
             warnings.append(
@@ -524,6 +579,7 @@ class ExperimentService:
         and not yet committed (None when this process cannot know). A metric computed
         while such events of its types exist is ``provisional``.
         """
+        await self.advance_rollouts()
         result = self.results(experiment_id)
         exp = self.get(experiment_id)
         pending = await self._pending(exp)
