@@ -4,9 +4,16 @@ API instance records exposures and answers for results, a worker moves the metri
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
 
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
+from recloop.adapters.sql.database import MIGRATIONS
 from recloop.core.experiments import Experiment, Metric, Variant
+from recloop.ports import Exposure, StateChanges
 from recloop.services.experiments import ExperimentsConfig, ExperimentService
 
 
@@ -130,4 +137,39 @@ async def test_colliding_running_experiments_one_wins_and_the_other_does_not_cou
     finally:
         for service in (api, worker):
             await service.stop()
+        await db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_migration_0011_adds_overridden_by_and_goes_back(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Exposures recorded before 0011 read as counted; downgrading drops only the column."""
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    db = SqlDatabase(url)
+    try:
+        await db.migrate()
+        store = SqlStateStore(db)
+        rows = [Exposure("e", "won", "a", 1.0), Exposure("e", "lost", "b", 2.0, "w")]
+        await store.commit(StateChanges(exposures=rows))
+        assert sorted(await store.get_exposures("e"), key=lambda x: x.exposed_at) == rows
+
+        def downgrade(connection: Any) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0010")
+
+        async with db.write() as conn:
+            await conn.run_sync(downgrade)
+        await db.migrate()
+        back = sorted(await store.get_exposures("e"), key=lambda x: x.exposed_at)
+        assert [(x.user_id, x.variant, x.overridden_by) for x in back] == [
+            ("won", "a", None),
+            ("lost", "b", None),
+        ]
+    finally:
         await db.dispose()
