@@ -354,6 +354,8 @@ class ExperimentSettings(_Section):
     """Sample ratio mismatch is flagged below this chi-square p-value."""
     sequential_tuning: float = Field(5000.0, gt=0.0)
     """Sample size the anytime-valid confidence sequences are tightest at."""
+    rollout_recheck_seconds: float = Field(60.0, gt=0.0)
+    """How often a rollout step waiting for guardrail non-inferiority looks again."""
     pending_scan_max: int = Field(1_000_000, ge=0)
     """Most uncommitted log events one results request reads to count the buffered ones."""
 

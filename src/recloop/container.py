@@ -399,6 +399,7 @@ def build_container(settings: Settings) -> Container:
             x.srm_threshold,
             x.sequential_tuning,
             tuple(settings.bandit.algorithms),
+            x.rollout_recheck_seconds,
             x.pending_scan_max,
         ),
         retries=retries,

@@ -134,3 +134,47 @@ async def test_a_rollout_that_does_not_only_widen_is_refused(
         assert xs.all() == []
     finally:
         await xs.stop()
+
+
+async def test_a_non_inferior_step_waits_for_the_guardrails_confidence_sequence() -> None:
+    """With little data the anytime-valid interval is wide: the step waits (and looks again
+    only every rollout_recheck_seconds); with enough equal data it is taken."""
+    clock = Clock()
+    xs = await service(clock)
+    margin = Metric("skipped", "binomial", event="skip", higher_is_better=False, margin=0.1)
+    try:
+        exp = experiment(0.5, (RolloutStep(10.0, 1.0, non_inferior=True),))
+        await xs.create(Experiment(**{**_fields(exp), "guardrails": (margin,)}))
+        await xs.transition("ramp", "start")
+        for n in range(20):
+            await xs.expose_running(f"u{n}")
+        clock.now = 12.0
+        await xs.expose_running("x")
+        assert xs.get("ramp").rollout_step == 0  # too little data: waits
+        assert xs.get("ramp").rollout_halted is None
+        for n in range(20, 4_000):
+            for _, _variant in await xs.expose_running(f"u{n}"):
+                if n % 10 == 0:  # the same skip rate in both arms
+                    xs.observe(f"u{n}", "skip", None, timestamp=20.0)
+        clock.now = 50.0  # within rollout_recheck_seconds (60) of the last look
+        await xs.expose_running("y")
+        assert xs.get("ramp").rollout_step == 0
+        clock.now = 80.0
+        await xs.expose_running("z")
+        assert xs.get("ramp").rollout_step == 1
+        assert xs.get("ramp").traffic_allocation == 1.0
+    finally:
+        await xs.stop()
+
+
+def test_a_non_inferior_step_needs_a_guardrail_with_a_margin() -> None:
+    from recloop.core.experiments import check_definition
+
+    exp = experiment(0.5, (RolloutStep(10.0, 1.0, non_inferior=True),))
+    with pytest.raises(InvalidInput) as caught:
+        check_definition(exp)
+    assert caught.value.field == "rollout.0.non_inferior"
+
+
+def _fields(exp: Experiment) -> dict:
+    return {name: getattr(exp, name) for name in Experiment.__slots__}

@@ -521,6 +521,11 @@ class MetricIn(_In):
     higher_is_better: bool = Field(
         True, description="For a guardrail: a significant move the other way halts a rollout."
     )
+    margin: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="For a guardrail: the non-inferiority margin (absolute) a rollout step "
+        "with non_inferior waits for.",
+    )
 
 
 class NamespaceIn(_In):
@@ -537,6 +542,11 @@ class NamespaceIn(_In):
 class RolloutStepIn(_In):
     at: FiniteFloat = Field(description="When (epoch seconds).")
     traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)]
+    non_inferior: bool = Field(
+        False,
+        description="Also wait until every guardrail with a margin is non-inferior by the "
+        "anytime-valid (sequential) confidence sequence.",
+    )
 
 
 class ExperimentIn(_In):
@@ -586,7 +596,7 @@ class ExperimentOut(BaseModel):
     variants: list[dict[str, Any]]
     traffic_allocation: float
     namespace: dict[str, Any] | None
-    rollout: list[dict[str, float]]
+    rollout: list[dict[str, Any]]
     rollout_step: int = Field(description="How many rollout steps were taken.")
     rollout_halted: str | None = Field(description="Why the rollout stopped; None: it goes on.")
     seed: str

@@ -64,6 +64,9 @@ class Metric:
     denominator: str | None = None
     higher_is_better: bool = True
     """Which way is worse, for a guardrail: a significant move the other way halts a rollout."""
+    margin: float | None = None
+    """For a guardrail: the non-inferiority margin (absolute, in the metric's units) a
+    rollout step with ``non_inferior`` waits for."""
 
     def events(self) -> tuple[str, ...]:
         """The feedback types this metric listens to."""
@@ -79,6 +82,8 @@ class RolloutStep:
 
     at: float
     traffic_allocation: float
+    non_inferior: bool = False
+    """Also wait until every guardrail with a margin is non-inferior (:func:`non_inferior`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,11 @@ def check_definition(exp: Experiment) -> None:
                 f"only widens, got {step.traffic_allocation:g}",
             )
         previous_at, previous = step.at, step.traffic_allocation
+        if step.non_inferior and not any(g.margin is not None for g in exp.guardrails):
+            raise InvalidInput(f"rollout.{i}.non_inferior", "needs a guardrail with a margin")
+    for i, g in enumerate(exp.guardrails):
+        if g.margin is not None and not (math.isfinite(g.margin) and g.margin > 0):
+            raise InvalidInput(f"guardrails.{i}.margin", f"must be finite and > 0, got {g.margin}")
     if exp.hash_version not in (1, 2):
         raise InvalidInput("hash_version", "must be 1 or 2")
     if not 0.0 < exp.alpha < 1.0:
@@ -186,12 +196,34 @@ def due_step(exp: Experiment, now: float) -> RolloutStep | None:
     >>> exp = Experiment("e", "e", (), (), traffic_allocation=0.01, status="running",
     ...                  rollout=(RolloutStep(10.0, 0.05), RolloutStep(20.0, 0.25)))
     >>> due_step(exp, 5.0), due_step(exp, 25.0)
-    (None, RolloutStep(at=20.0, traffic_allocation=0.25))
+    (None, RolloutStep(at=20.0, traffic_allocation=0.25, non_inferior=False))
     """
     if exp.status != "running" or exp.rollout_halted is not None:
         return None
     due = [s for s in exp.rollout[exp.rollout_step :] if s.at <= now]
     return due[-1] if due else None
+
+
+def gated(exp: Experiment, step: RolloutStep) -> bool:
+    """Whether taking the steps up to ``step`` waits for non-inferiority."""
+    upto = exp.rollout.index(step) + 1
+    return any(s.non_inferior for s in exp.rollout[exp.rollout_step : upto])
+
+
+def non_inferior(metric: Metric, ci_absolute: Sequence[float] | None) -> bool:
+    """Whether a variant is non-inferior on ``metric``: its confidence interval (an
+    anytime-valid sequence, so it can be checked at every request) for the effect on the
+    metric excludes a worsening by ``metric.margin`` or more. No interval (too little
+    data): not yet.
+
+    >>> g = Metric("latency", "continuous", event="dwell", higher_is_better=False, margin=5.0)
+    >>> non_inferior(g, [-1.0, 4.0]), non_inferior(g, [-1.0, 6.0]), non_inferior(g, None)
+    (True, False, False)
+    """
+    if ci_absolute is None or metric.margin is None:
+        return False
+    low, high = ci_absolute
+    return low > -metric.margin if metric.higher_is_better else high < metric.margin
 
 
 def worse_guardrails(exp: Experiment, metrics: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -309,7 +341,10 @@ def to_dict(exp: Experiment) -> dict[str, Any]:
             {"key": v.key, "weight": v.weight, "config": dict(v.config)} for v in exp.variants
         ],
         "traffic_allocation": exp.traffic_allocation,
-        "rollout": [{"at": s.at, "traffic_allocation": s.traffic_allocation} for s in exp.rollout],
+        "rollout": [
+            {"at": s.at, "traffic_allocation": s.traffic_allocation, "non_inferior": s.non_inferior}
+            for s in exp.rollout
+        ],
         "rollout_step": exp.rollout_step,
         "rollout_halted": exp.rollout_halted,
         "namespace": None
@@ -338,12 +373,15 @@ def _metric_dict(m: Metric) -> dict[str, Any]:
             out["aggregate"] = m.aggregate
     if not m.higher_is_better:
         out["higher_is_better"] = False
+    if m.margin is not None:
+        out["margin"] = m.margin
     return out
 
 
 def metric_from_dict(data: Mapping[str, Any]) -> Metric:
     return Metric(
         higher_is_better=bool(data.get("higher_is_better", True)),
+        margin=None if data.get("margin") is None else float(data["margin"]),
         name=data["name"],
         type=data["type"],
         event=data.get("event"),
@@ -365,7 +403,7 @@ def from_dict(data: Mapping[str, Any]) -> Experiment:
         traffic_allocation=float(data.get("traffic_allocation", 1.0)),
         namespace=_namespace(data.get("namespace")),
         rollout=tuple(
-            RolloutStep(float(s["at"]), float(s["traffic_allocation"]))
+            RolloutStep(float(s["at"]), float(s["traffic_allocation"]), bool(s.get("non_inferior")))
             for s in data.get("rollout") or ()
         ),
         rollout_step=int(data.get("rollout_step", 0)),

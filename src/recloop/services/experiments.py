@@ -44,6 +44,8 @@ class ExperimentsConfig:
     sequential_tuning: float = 5000.0
     algorithms: tuple[str, ...] = ()
     """The configured algorithms a variant's ``weights`` may name (``bandit.algorithms``)."""
+    rollout_recheck_seconds: float = 60.0
+    """How often a rollout step waiting for non-inferiority looks again."""
     pending_scan_max: int = 1_000_000
     """Most uncommitted log events one results request reads to count the buffered ones."""
 
@@ -82,6 +84,8 @@ class ExperimentService:
         self._recording: dict[str, asyncio.Future[None]] = {}
         self._writer: GroupCommit[StateChanges, None] = GroupCommit("exposure-writer", self._write)
         self._next_step_at = math.inf
+        self._recheck: dict[str, float] = {}
+        """Experiments whose due step waits for non-inferiority: when to look again."""
         """When the earliest pending rollout step of a running experiment is due."""
 
     async def _write(self, batch: list[StateChanges]) -> list[None]:
@@ -190,6 +194,7 @@ class ExperimentService:
         data = {**xp.to_dict(current), **changes}
         if "rollout" in changes:  # a new plan starts afresh, a halted rollout resumes
             data.update(rollout_step=0, rollout_halted=None)
+            self._recheck.pop(experiment_id, None)
         updated = self._checked(xp.from_dict(data))
         await self._store.put_experiment(updated)
         self._experiments[experiment_id] = updated
@@ -230,7 +235,7 @@ class ExperimentService:
     def _schedule(self) -> None:
         self._next_step_at = min(
             (
-                step.at
+                max(step.at, self._recheck.get(e.experiment_id, -math.inf))
                 for e in self._experiments.values()
                 if e.status == "running" and e.rollout_halted is None
                 for step in e.rollout[e.rollout_step : e.rollout_step + 1]
@@ -240,19 +245,26 @@ class ExperimentService:
 
     async def advance_rollouts(self) -> None:
         """Take every rollout step that is due, unless a guardrail is significantly worse
-        (then the rollout halts where it is, with the reason). Called before assigning,
+        (then the rollout halts where it is, with the reason) or, for a step that asks for
+        it, not yet non-inferior (then it waits, looked at again every
+        ``rollout_recheck_seconds``). Called before assigning,
         so a step takes effect with the first request after its time; cheap otherwise."""
         now = self._clock()
         if now < self._next_step_at:
             return
         for exp in list(self._experiments.values()):
             step = xp.due_step(exp, now)
-            if step is None:
+            if step is None or self._recheck.get(exp.experiment_id, -math.inf) > now:
                 continue
+            self._recheck.pop(exp.experiment_id, None)
             reasons = xp.worse_guardrails(exp, self.results(exp.experiment_id)["metrics"])
             if reasons:
                 updated = replace(exp, rollout_halted="; ".join(reasons))
                 log.warning("rollout of %s halted: %s", exp.experiment_id, updated.rollout_halted)
+            elif xp.gated(exp, step) and not self._non_inferior(exp):
+                # Not yet: look again later, not at every request.
+                self._recheck[exp.experiment_id] = now + self._config.rollout_recheck_seconds
+                continue
             else:
                 updated = replace(
                     exp,
@@ -262,6 +274,22 @@ class ExperimentService:
             await self._store.put_experiment(updated)
             self._experiments[exp.experiment_id] = updated
         self._schedule()
+
+    def _non_inferior(self, exp: Experiment) -> bool:
+        """Every guardrail with a margin non-inferior in every variant, by the anytime-valid
+        confidence sequence (the sequential test's interval, whatever ``exp.sequential``)."""
+        table = self._stats.get(exp.experiment_id, {})
+        sequential = replace(exp, sequential=True)
+        for metric in exp.guardrails:
+            if metric.margin is None:
+                continue
+            base = table.get((exp.variants[0].key, metric.name), PairStats())
+            for v in exp.variants[1:]:
+                pair = table.get((v.key, metric.name), PairStats())
+                ci = self._compare(sequential, metric, base, pair)["ci_absolute"]
+                if not xp.non_inferior(metric, ci):
+                    return False
+        return True
 
     # -- assignment and exposure ------------------------------------------------------
 
