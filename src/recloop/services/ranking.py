@@ -240,11 +240,11 @@ class Ranker:
         features = logged[rows]
         set_positions(features, names)
         impression_id = uuid7()
-        shares = tuple(fused.shares_of(rows))
-        credits = tuple(
-            credited(fused.algorithms[i], share, f"{impression_id}:{fused.item_ids[i]}")
-            for i, share in zip(rows, shares, strict=True)
-        )
+        share_matrix = fused.share_matrix(rows)
+        algorithms = tuple(fused.algorithms[i] for i in rows)
+        credits = credited(algorithms, share_matrix, impression_id)
+        values = share_matrix.tolist()
+        shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
         impression = Impression(
             impression_id=impression_id,
             user_id=user_id,
@@ -256,7 +256,7 @@ class Ranker:
                 tuple(scores[rows].tolist()),
                 tuple(propensities),
                 tuple(explored.promoted > 0 and j == 0 for j in range(len(rows))),
-                tuple(fused.algorithms[i] for i in rows),
+                algorithms,
                 features,
                 names,
                 shares=shares,
