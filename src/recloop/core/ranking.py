@@ -230,6 +230,9 @@ class Fused:
     item ``i``'s fused value (columns past ``len(algorithms[i])`` are 0)."""
     raw: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     """Each item's fused value before it is divided by the largest."""
+    appearance: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    """Each item's place among the candidates' distinct item ids in order of first
+    appearance (what a caller's per-id columns are reordered by)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -326,8 +329,8 @@ def fuse_columns(
     width = max((len(p) for p in proposers), default=0)
     named = column_arr >= 0
     cells = (item_arr * width + column_arr)[named]
-    share_sums = np.bincount(cells, weights=contributions[named], minlength=items * width)
-    share_sums = share_sums.astype(np.float64, copy=False).reshape(items, width)
+    summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
+    share_sums = summed.astype(np.float64, copy=False).reshape(items, width)
     ids = list(index)
     top = float(fusion.max()) if items else 0.0
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
@@ -343,6 +346,7 @@ def fuse_columns(
         [tuple(proposers[i]) for i in order],
         share_sums[order],
         fusion[order],
+        ranked_items,
     )
 
 
@@ -382,8 +386,8 @@ def credited(
         return (None,) * n
     u = np.asarray(draws(key, n))[:, None]
     below = u < np.cumsum(shares, axis=1)
-    first = below.argmax(axis=1).tolist()
-    hit = below.any(axis=1).tolist()
+    first: list[int] = below.argmax(axis=1).tolist()
+    hit: list[bool] = below[:, -1].tolist()  # the last column is the whole cumulative share
     return tuple(
         names[j] if h else None  # columns past an item's algorithms add 0: never first
         for names, j, h in zip(algorithms, first, hit, strict=True)

@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,10 +46,8 @@ from recloop.core.features import (
     UserFeatures,
     columns_of,
     feature_matrix,
-    hashed_attributes,
 )
 from recloop.core.ids import uuid7
-from recloop.core.items import Item
 from recloop.core.ranking import Fused
 from recloop.learning.deployment import (
     Slots,
@@ -76,13 +74,11 @@ from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import Gate
 from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob
+from recloop.services.vectors import ItemRows
 
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
-_HASHED_CACHE_SIZE = 100_000
-"""Hashed attribute vectors kept (all are dropped when full: they are cheap to redo)."""
-_NO_ATTRIBUTES: Final = np.zeros(ATTRIBUTE_BUCKETS)
 _PAGE = 10_000
 _LAG_SECONDS = 60.0
 """Impressions are read again this far back on each pass: one committed this long after
@@ -147,8 +143,6 @@ class LearningService:
         self._tallied = False
         self._cursor = 0
         self._read_from = 0.0
-        # Each item's hashed attribute buckets, while it is not registered again.
-        self._hashed_cache: dict[tuple[str, float], npt.NDArray[np.float64]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._training = asyncio.Lock()
@@ -218,12 +212,13 @@ class LearningService:
         interactions: int,
         last_event_at: float | None,
         fused: Fused,
-        items: Mapping[str, Item | None],
+        items: ItemRows | None,
         context: Mapping[str, Any],
         now: float,
     ) -> npt.NDArray[np.float64]:
         """Each candidate's features (:data:`~recloop.core.features.FEATURE_NAMES` columns)
-        as if shown in the top slot (rank sets the position)."""
+        as if shown in the top slot (rank sets the position); ``items``: the candidates'
+        item columns in ``fused``'s order (None: no item known)."""
         reliability = 100.0 if self._reliability is None else self._reliability(user_id)
         user = UserFeatures(
             segment,
@@ -234,39 +229,24 @@ class LearningService:
         device = context.get("device")
         ctx = ContextFeatures(now, device if isinstance(device, str) else None)
         n = len(fused)
-        popularity = [0] * n
-        ctr = [math.nan] * n
-        age = [math.nan] * n
-        hashed = [_NO_ATTRIBUTES] * n
-        from_attributes = [False] * n
         stats = self._tally.item_stats
-        cache = self._hashed_cache
-        for i, item_id in enumerate(fused.item_ids):
-            found = stats.get(item_id)
-            if found is not None:
-                shown, clicks = found
-                popularity[i] = shown
-                if shown >= MIN_ITEM_IMPRESSIONS:
-                    ctr[i] = clicks / shown
-            item = items.get(item_id)
-            if item is not None:
-                age[i] = max(0.0, (now - item.updated_at) / DAY)
-                key = (item_id, item.updated_at)
-                buckets = cache.get(key)
-                if buckets is None:
-                    if len(cache) >= _HASHED_CACHE_SIZE:
-                        cache.clear()
-                    buckets = cache[key] = np.asarray(hashed_attributes(item.attributes))
-                hashed[i] = buckets
-                from_attributes[i] = item.vector_source == "hashed"
+        found = [stats.get(i) for i in fused.item_ids]
+        popularity = np.asarray([0 if f is None else f[0] for f in found], dtype=np.int64)
+        clicks = np.asarray([0 if f is None else f[1] for f in found], dtype=np.float64)
+        enough = popularity >= MIN_ITEM_IMPRESSIONS
+        ctr = np.full(n, math.nan)
+        np.divide(clicks, popularity, out=ctr, where=enough)
+        if items is None:
+            age = np.full(n, math.nan)
+            hashed = np.zeros((n, ATTRIBUTE_BUCKETS))
+            from_attributes = np.zeros(n, dtype=bool)
+        else:
+            age = np.where(items.known, np.maximum(0.0, (now - items.updated_at) / DAY), math.nan)
+            hashed = items.hashed
+            from_attributes = items.from_attributes
         return feature_matrix(
             user,
-            ItemColumns(
-                np.asarray(popularity, dtype=np.int64),
-                np.asarray(ctr, dtype=np.float64),
-                np.asarray(age, dtype=np.float64),
-                np.stack(hashed) if n else np.zeros((0, ATTRIBUTE_BUCKETS)),
-            ),
+            ItemColumns(popularity, ctr, age, hashed),
             ctx,
             fused.affinity,
             np.where(from_attributes, fused.affinity, 0.0),

@@ -24,7 +24,6 @@ from recloop.core.experiments import overrides
 from recloop.core.exploration import effective_epsilon, explore
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
-from recloop.core.items import Item
 from recloop.core.preferences import Preferences
 from recloop.core.ranking import Candidate, Method, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
@@ -36,7 +35,7 @@ from recloop.services.experiments import ExperimentService
 from recloop.services.learning import LearningService, Route
 from recloop.services.optimizer import Optimizer, SegmentWeights
 from recloop.services.preferences import PreferenceService
-from recloop.services.vectors import ItemVectors
+from recloop.services.vectors import ItemRows, ItemVectors
 
 RANKING_NAMES: Final = ("fusion", "affinity")
 """The features an impression logs without continuous learning: the fused rank and the
@@ -182,16 +181,15 @@ class Ranker:
         user, epsilon = strategy.user, strategy.epsilon
         ids = list(dict.fromkeys(c.item_id for c in candidates))
         prefers = user.preferences is not None and bool(np.any(user.preferences.vector))
-        # One read of the items: their vectors for affinity, the rest for the features.
-        items: Mapping[str, Item | None] = {}
+        # One read of the items in columns: vectors for affinity, the rest for features.
+        table: ItemRows | None = None
         if prefers or self._learning is not None:
-            items = await self._vectors.items(ids)
+            table = await self._vectors.table(ids, hashed=self._learning is not None)
         affinities: dict[str, float] = {}
-        if prefers and user.preferences is not None:
-            known = [(i, item.vector) for i, item in items.items() if item is not None]
-            if known:
-                values = cosines(user.preferences.vector, np.stack([v for _, v in known]))
-                affinities = dict(zip((i for i, _ in known), values.tolist(), strict=True))
+        if prefers and user.preferences is not None and table is not None and table.known.any():
+            known = np.flatnonzero(table.known)
+            values = cosines(user.preferences.vector, table.vectors[known])
+            affinities = dict(zip((ids[i] for i in known.tolist()), values.tolist(), strict=True))
         fused = fuse_columns(
             candidates,
             strategy.weights,
@@ -218,7 +216,7 @@ class Ranker:
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
                 fused,
-                items,
+                table.take(fused.appearance) if table is not None else None,
                 context or {},
                 now,
             )
