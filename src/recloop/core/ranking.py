@@ -30,7 +30,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,18 @@ def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float
     if method == "rrf":
         return weight / (rrf_k + rank)
     return weight * (n - rank + 1) / n
+
+
+class Proposed(Protocol):
+    """What fusion reads of a candidate: a :class:`Candidate`, or a request's candidate as
+    decoded (the rank routes pass theirs as they are, without a copy each)."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def algorithm(self) -> str | None: ...
+    @property
+    def score(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +81,7 @@ class Scored:
 
 
 def _check(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Proposed],
     weights: Mapping[str, float],
     affinities: Mapping[str, float],
     rrf_k: float,
@@ -259,7 +271,7 @@ class Fused:
 
 
 def fuse_columns(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Proposed],
     weights: Mapping[str, float],
     affinities: Mapping[str, float],
     rrf_k: float = 60.0,

@@ -25,7 +25,7 @@ from recloop.core.exploration import effective_epsilon, explore
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, Method, cosines, credited, fuse_columns
+from recloop.core.ranking import Method, Proposed, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -173,7 +173,7 @@ class Ranker:
     async def rank(
         self,
         user_id: str,
-        candidates: Sequence[Candidate],
+        candidates: Sequence[Proposed],
         k: int | None,
         context: Mapping[str, Any] | None,
     ) -> tuple[Impression, Strategy]:
