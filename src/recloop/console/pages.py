@@ -99,25 +99,19 @@ def experiments_page(c: Container) -> dict[str, Any]:
 def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:
     exp = c.experiments.get(experiment_id)
     results = c.experiments.results(experiment_id)
-    rows = []
-    for metric in results["metrics"]:
-        for comparison in metric["comparisons"]:
-            relative = comparison["relative_effect"] is not None
-            ci = comparison["ci_relative"] if relative else comparison["ci_absolute"]
-            effect = comparison["relative_effect"] if relative else comparison["absolute_effect"]
-            rows.append(
-                (
-                    f"{metric['name']}: {comparison['variant']}" + ("" if relative else " (abs.)"),
-                    effect,
-                    None if ci is None else ci[0],
-                    None if ci is None else ci[1],
-                )
-            )
+    rows = [
+        (
+            f"{metric['name']}: {comparison['variant']}",
+            comparison["relative_effect"],
+            *(comparison["ci_relative"] or (None, None)),
+        )
+        for metric in results["metrics"]
+        for comparison in metric["comparisons"]
+        if comparison["relative_effect"] is not None
+    ]
     charts = []
     if rows:
-        charts.append(
-            forest("effects", "Effect vs the baseline (relative), with its interval", rows)
-        )
+        charts.append(forest("effects", "Relative effect vs the baseline, with its interval", rows))
     return {"experiment": exp, "results": results, "charts": charts}
 
 

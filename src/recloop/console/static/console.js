@@ -18,6 +18,16 @@
   function whiskers(u) {
     var ctx = u.ctx, lows = u.data[2], highs = u.data[3], xs = u.data[0];
     ctx.save();
+    var zero = u.valToPos(0, "y", true);
+    if (zero >= u.bbox.top && zero <= u.bbox.top + u.bbox.height) {
+      ctx.strokeStyle = "#9ca3af";
+      ctx.setLineDash([4, 4]);
+      ctx.beginPath();
+      ctx.moveTo(u.bbox.left, zero);
+      ctx.lineTo(u.bbox.left + u.bbox.width, zero);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
     ctx.strokeStyle = COLOURS[0];
     ctx.lineWidth = 2 * (window.devicePixelRatio || 1);
     for (var i = 0; i < xs.length; i++) {
