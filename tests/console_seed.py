@@ -3,6 +3,7 @@ the registry (training one takes a minute of traffic; the console only shows the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -75,22 +76,22 @@ async def seed_api(client: httpx.AsyncClient, algorithms: list[str]) -> None:
     assert r.status_code == 200, r.text
 
 
-async def seed_models(store: StateStore) -> None:
-    """Two validated candidates in the registry, with holdout metrics as training
-    records them (the second scored against the first as champion)."""
+async def seed_models(store: StateStore, versions: Sequence[str] = MODELS) -> None:
+    """Validated candidates in the registry, with holdout metrics as training records
+    them (each after the first scored against the one before as champion)."""
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, len(FEATURE_NAMES)))
     y = (X[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(float)
     artifact = Artifact.of(LightGbmLearner(num_boost_round=20).fit(X, y, FEATURE_NAMES))
-    for i, version in enumerate(MODELS):
-        candidate = {"n": 80, "positives": 40, "auc": 0.70 + 0.05 * i, "log_loss": 0.6 - 0.05 * i}
+    for i, version in enumerate(versions):
+        candidate = {"n": 80, "positives": 40, "auc": 0.70 + 0.01 * i, "log_loss": 0.6 - 0.01 * i}
         candidate["calibration_error"] = 0.05
         metrics = {
             "candidate": candidate,
             "champion": None
             if i == 0
             else {"auc": 0.7, "log_loss": 0.6, "calibration_error": 0.05},
-            "champion_version": None if i == 0 else MODELS[0],
+            "champion_version": None if i == 0 else versions[i - 1],
         }
         record = ModelRecord(
             version,

@@ -201,7 +201,7 @@ def test_every_page_in_chromium(browser: Any, server: Server) -> None:
             "return [document.documentElement.scrollWidth, window.innerWidth]"
         )
         assert width[0] <= width[1], (name, width)
-    browser.save_screenshot(str(SCREENSHOTS / "phone-experiment.png"))
+    browser.save_screenshot(str(SCREENSHOTS / "phone-guard.png"))
     browser.set_window_size(1280, 1000)
     assert _errors(browser) == []
 
