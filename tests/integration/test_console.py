@@ -320,6 +320,9 @@ async def test_no_page_loads_anything_from_another_origin(console: Console) -> N
             r = await client.get(url)
             assert r.status_code == 200 and r.content, url
     assert "fonts.googleapis" not in pages["/redoc"]
+    # Labelled by their templates in the latency metric, not as unmatched requests.
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/console/static/{path}"' in metrics and 'route="/console/guard"' in metrics
 
 
 async def test_with_no_keys_only_loopback_callers_get_in(

@@ -104,7 +104,7 @@ def create_app(
             Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"]),
             *lean_routes(PREFIX),
         ]
-    install_console(app)
+    templates.update(route_templates(install_console(app)))
     templates.update(route_templates(app.router.routes))  # the lean routes, the docs
     app.add_middleware(
         RequestMiddleware,

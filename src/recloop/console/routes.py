@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.routing import BaseRoute, Mount
 
 from recloop.api.routers.privacy import export_view
 from recloop.console import pages
@@ -415,7 +416,10 @@ async def erase(request: Request) -> Response:
     return await _act(request, run, "/console/users?erased=1")
 
 
-def install(app: FastAPI) -> None:
-    """Mount the console (pages and static assets) on ``app``."""
+def install(app: FastAPI) -> list[BaseRoute]:
+    """Mount the console (pages and static assets) on ``app``; its routes, for the
+    metrics' ``route`` labels (an included router's routes are not the app's own)."""
     app.include_router(router)
-    app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
+    assets = Mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
+    app.router.routes.append(assets)
+    return [*router.routes, assets]
