@@ -186,6 +186,32 @@ async def test_admin_actions_change_state(console: Console) -> None:
     r = await client.post("/console/experiments/exp-draft/start", data={"csrf_token": token})
     assert r.status_code == 303 and c.experiments.get("exp-draft").status == "running"
 
+    form = {
+        "csrf_token": token,
+        "experiment_id": "exp-new",
+        "name": "Three arms",
+        "variants": "control, b, c",
+        "metric_event": "click",
+        "traffic_percent": "50",
+    }
+    r = await client.post("/console/experiments", data=form)
+    assert r.status_code == 303 and r.headers["location"] == "/console/experiments/exp-new"
+    created = c.experiments.get("exp-new")
+    assert created.status == "draft" and created.traffic_allocation == 0.5
+    assert [v.key for v in created.variants] == ["control", "b", "c"]
+    assert [(m.name, m.type, m.event) for m in created.metrics] == [
+        ("converted_click", "binomial", "click")
+    ]
+    for change, field in [
+        ({"experiment_id": "exp-one", "variants": "control"}, "variants"),
+        ({"experiment_id": "exp-bad", "metric_event": "teleport"}, "metrics.0.event"),
+        ({"experiment_id": "exp-bad", "traffic_percent": "lots"}, "traffic_percent"),
+        ({"experiment_id": "exp-new"}, "exp-new"),  # exists already
+    ]:
+        r = await client.post("/console/experiments", data={**form, **change})
+        assert r.status_code in (409, 422) and field in r.text, (change, r.status_code)
+    assert {e.experiment_id for e in c.experiments.all()} == {"exp-blend", "exp-draft", "exp-new"}
+
     r = await client.post(
         "/console/algorithms/trending/disable", data={"csrf_token": token, "reason": "broken feed"}
     )
@@ -233,6 +259,7 @@ async def test_a_read_key_cannot_act(console: Console) -> None:
     token = csrf((await client.get("/console/guard")).text)
     for path, data in [
         ("/console/experiments/exp-draft/start", {}),
+        ("/console/experiments", {"experiment_id": "x", "name": "x", "variants": "a, b"}),
         ("/console/algorithms/trending/disable", {}),
         ("/console/guard/block", {"user_id": "u3"}),
         (f"/console/models/{MODELS[0]}/deploy", {}),

@@ -17,6 +17,7 @@ from recloop.api.routers.health import health_report
 from recloop.console.charts import Chart, Series, finite, forest, histogram
 from recloop.container import Container
 from recloop.core.errors import NotFound
+from recloop.core.events import FEEDBACK_TYPES
 from recloop.metrics import Metrics
 
 RECENT_EVENTS = 20
@@ -93,7 +94,10 @@ async def overview_page(c: Container, metrics: Metrics, rates: Rates) -> dict[st
 
 
 def experiments_page(c: Container) -> dict[str, Any]:
-    return {"experiments": sorted(c.experiments.all(), key=lambda e: -e.created_at)}
+    return {
+        "experiments": sorted(c.experiments.all(), key=lambda e: -e.created_at),
+        "event_types": sorted(FEEDBACK_TYPES - {"impression"}),
+    }
 
 
 def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.routing import BaseRoute, Mount
 
+from recloop.api.routers.experiments import definition
 from recloop.api.routers.privacy import export_view
+from recloop.api.schemas import ExperimentIn
 from recloop.console import pages
 from recloop.console.sessions import (
     COOKIE,
@@ -30,6 +33,7 @@ from recloop.console.sessions import (
     is_loopback,
 )
 from recloop.container import Container
+from recloop.core import experiments as xp
 from recloop.core.errors import (
     CircuitOpen,
     Forbidden,
@@ -269,6 +273,42 @@ async def experiments(request: Request) -> Response:
         return pages.experiments_page(c)
 
     return await _view(request, "experiments.html", build)
+
+
+@router.post("/experiments")
+async def create_experiment(request: Request) -> Response:
+    """A simple experiment: equal-weight variants and one conversion metric (the API's
+    ``POST /experiments`` takes every option)."""
+    created: list[str] = []
+
+    async def run(c: Container, fields: dict[str, str]) -> None:
+        keys = [k.strip() for k in fields.get("variants", "").split(",") if k.strip()]
+        event = fields.get("metric_event", "purchase")
+        try:
+            traffic = float(fields.get("traffic_percent") or 100) / 100.0
+        except ValueError:
+            raise InvalidInput("traffic_percent", "a number from 0 to 100") from None
+        body = {
+            "experiment_id": fields.get("experiment_id", "").strip(),
+            "name": fields.get("name", "").strip(),
+            "hypothesis": fields.get("hypothesis", "").strip() or None,
+            "variants": [{"key": k, "weight": 1.0 / max(len(keys), 1)} for k in keys],
+            "metrics": [{"name": f"converted_{event}", "type": "binomial", "event": event}],
+            "traffic_allocation": traffic,
+        }
+        try:
+            checked = ExperimentIn.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidInput(where, first["msg"]) from None
+        exp = await c.experiments.create(xp.from_dict(definition(checked.model_dump())))
+        created.append(exp.experiment_id)
+
+    response = await _act(request, run, "/console/experiments")
+    if created:
+        response.headers["location"] = f"/console/experiments/{quote(created[0])}"
+    return response
 
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
