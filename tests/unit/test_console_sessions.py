@@ -53,3 +53,18 @@ def test_the_table_stays_bounded() -> None:
 def test_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("10.0.0.1") and not is_loopback(None) and not is_loopback("host")
+
+
+def test_overview_rates_between_looks() -> None:
+    from recloop.console.pages import Rates
+
+    now = [100.0]
+    rates = Rates(min_seconds=1.0, clock=lambda: now[0])
+    now[0] += 0.5
+    assert rates.rates(50, 40) == (0.0, 0.0, 0.0)  # too soon: no figure yet
+    now[0] += 1.5  # 2 s after the start, when both counters were zero
+    assert rates.rates(100, 80) == (50.0, 40.0, 2.0)
+    now[0] += 0.1
+    assert rates.rates(500, 500) == (50.0, 40.0, 2.0)  # too soon: the last figures
+    now[0] += 3.9  # 4 s after the previous figures
+    assert rates.rates(300, 280) == (50.0, 50.0, 4.0)

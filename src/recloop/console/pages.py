@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,22 +37,29 @@ class _Sample:
 
 
 class Rates:
-    """Events per second accepted and applied, between one overview and the previous
-    one (at least ``min_seconds`` apart), or since the process started."""
+    """Events per second accepted and applied between two looks at the overview at
+    least ``min_seconds`` apart (the first look: since the app was built, when both
+    counters were zero). A look sooner than that repeats the last figures."""
 
-    def __init__(self, min_seconds: float = 1.0) -> None:
+    def __init__(self, min_seconds: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self._min = min_seconds
-        self._last = _Sample(time.time(), 0.0, 0.0)
+        self._clock = clock
+        self._last = _Sample(clock(), 0.0, 0.0)
+        self._rates = (0.0, 0.0, 0.0)
 
     def rates(self, accepted: float, applied: float) -> tuple[float, float, float]:
-        """(accepted/s, applied/s, over how many seconds)."""
-        now = time.time()
+        """(accepted/s, applied/s, over how many seconds: 0 before the first figures)."""
+        now = self._clock()
         last = self._last
-        seconds = max(now - last.at, 1e-9)
-        result = ((accepted - last.accepted) / seconds, (applied - last.applied) / seconds, seconds)
+        seconds = now - last.at
         if seconds >= self._min:
+            self._rates = (
+                (accepted - last.accepted) / seconds,
+                (applied - last.applied) / seconds,
+                seconds,
+            )
             self._last = _Sample(now, accepted, applied)
-        return result
+        return self._rates
 
 
 def accepted_events(metrics: Metrics) -> float:

@@ -257,12 +257,9 @@ async def logout(request: Request) -> Response:
 @router.get("", response_class=HTMLResponse)
 async def overview(request: Request) -> Response:
     state = request.app.state
-    rates = getattr(state, "console_rates", None)
-    if rates is None:
-        rates = state.console_rates = pages.Rates()
 
     async def build(c: Container) -> dict[str, Any]:
-        return await pages.overview_page(c, state.metrics, rates)
+        return await pages.overview_page(c, state.metrics, state.console_rates)
 
     return await _view(request, "overview.html", build)
 
@@ -459,6 +456,7 @@ async def erase(request: Request) -> Response:
 def install(app: FastAPI) -> list[BaseRoute]:
     """Mount the console (pages and static assets) on ``app``; its routes, for the
     metrics' ``route`` labels (an included router's routes are not the app's own)."""
+    app.state.console_rates = pages.Rates()
     app.include_router(router)
     assets = Mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.router.routes.append(assets)
