@@ -39,6 +39,13 @@ async def seed_api(client: httpx.AsyncClient, algorithms: list[str]) -> None:
     """Experiments (one running with exposures and outcomes, one draft), feedback of
     ``USERS`` users, performance reports for every segment and algorithm, one blocked
     user. ``client`` sends an admin key to ``/api/v1/learning``."""
+    genres = ("jazz", "rock", "folk", "pop", "soul")
+    items = [
+        {"item_id": f"i{n}", "attributes": {"genre": genres[n % 5], "decade": 1960 + 10 * (n % 6)}}
+        for n in range(50)
+    ]
+    r = await client.post("/items", json={"items": items})
+    assert r.is_success, r.text
     for body in (RUNNING, DRAFT):
         r = await client.post("/experiments", json=body)
         assert r.status_code == 201, r.text

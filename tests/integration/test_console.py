@@ -162,6 +162,10 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
     user = (await client.get("/console/users?user_id=u1")).text
     assert 'id="segment">new<' in user or 'id="segment">regular<' in user
     assert "exp-blend" in user and "like" in user
+    prefs = await c.preferences.get("u1")
+    strongest = user.split('id="strongest"')[1].split("</table>")[0]
+    top = int(abs(prefs.vector).argmax())
+    assert f"<tr><td>{top}</td><td>{prefs.vector[top]:.3g}</td></tr>" in strongest
     # A read key sees no admin action.
     assert "/console/guard/block" not in guard and "Erase" not in user
 
