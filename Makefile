@@ -20,6 +20,7 @@ run: setup
 	$(UV) run --frozen recloop serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
+	@(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || echo "chromium not installed: the console's browser test skips (and fails under RECLOOP_REQUIRE_SERVICES=1)"
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -35,6 +35,7 @@ from recloop.api.schemas import (
     PerformanceIn,
 )
 from recloop.config import Settings
+from recloop.console import install as install_console
 from recloop.container import Container, build_container
 from recloop.metrics import Metrics
 
@@ -84,6 +85,9 @@ def create_app(
         # FastAPI's OpenTelemetry bridge looks up three global providers on every request;
         # recloop configures none (its metrics are Prometheus, api/middleware.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs and /redoc are served from the package's assets (recloop.console.docs).
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     app.state.metrics = Metrics(lambda: getattr(app.state, "container", None))
@@ -100,6 +104,7 @@ def create_app(
             Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"]),
             *lean_routes(PREFIX),
         ]
+    templates.update(route_templates(install_console(app)))
     templates.update(route_templates(app.router.routes))  # the lean routes, the docs
     app.add_middleware(
         RequestMiddleware,

@@ -228,6 +228,32 @@ class ExperimentService:
         await self._record_exposures(found, user_id)
         return found
 
+    def running_variants(self, user_id: str) -> list[tuple[Experiment, str]]:
+        """Every running experiment the user is in, with the variant; records nothing
+        (a look, as the console's: :meth:`expose_running` records the exposures)."""
+        found = []
+        for exp in self._experiments.values():
+            if exp.status == "running":
+                variant = self.variant_for(exp, user_id)
+                if variant is not None:
+                    found.append((exp, variant))
+        return found
+
+    def exposures_of(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's recorded exposures: experiment, variant, when (a read)."""
+        found = []
+        for experiment_id, exposures in self._exposures.items():
+            exposure = exposures.get(user_id)
+            if exposure is not None:
+                found.append(
+                    {
+                        "experiment_id": experiment_id,
+                        "variant": exposure.variant,
+                        "exposed_at": exposure.exposed_at,
+                    }
+                )
+        return found
+
     async def _record_exposures(
         self, assigned: Sequence[tuple[Experiment, str]], user_id: str
     ) -> None:

@@ -395,6 +395,17 @@ class GuardService:
         """The lowest scores first (blocked and suspect users, then the least reliable)."""
         return sorted(self._records.values(), key=lambda r: (r.score, r.user_id))[:limit]
 
+    def scores(self) -> list[float]:
+        """The reliability score of every user the guard holds: their record's, else their
+        last verdict's (a read, for the console's histogram)."""
+        found = [r.score for r in self._records.values()]
+        for user_id in self._users.keys():  # noqa: SIM118 (an LruCache: no __iter__)
+            if user_id not in self._records:
+                tracked = self._users.get(user_id)
+                if tracked is not None and tracked.verdict is not None:
+                    found.append(tracked.verdict.score)
+        return found
+
     def status_counts(self) -> dict[str, int]:
         """How many users are suspect, and how many blocked (for the metrics)."""
         counts = {"suspect": 0, "blocked": 0}

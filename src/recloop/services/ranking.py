@@ -20,7 +20,7 @@ import numpy as np
 
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
-from recloop.core.experiments import overrides
+from recloop.core.experiments import Experiment, overrides
 from recloop.core.exploration import effective_epsilon, explore
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
@@ -144,14 +144,19 @@ class Ranker:
         segment = segment_of(interactions, last, self._clock(), self._config.segment_rules)
         return UserContext(user_id, prefs, segment)
 
-    async def strategy(self, user_id: str) -> Strategy:
+    async def strategy(self, user_id: str, expose: bool = True) -> Strategy:
         """The user's segment and weights, the exploration rate, the experiments they are in
-        (exposures are recorded), with the variants' overrides applied."""
+        (their exposures recorded unless ``expose`` is false: a look), with the variants'
+        overrides applied."""
         user = await self.user(user_id)
         segment_weights = await self._optimizer.weights(user.segment)
-        assigned = (
-            [] if self._experiments is None else await self._experiments.expose_running(user_id)
-        )
+        assigned: list[tuple[Experiment, str]] = []
+        if self._experiments is not None:
+            assigned = (
+                await self._experiments.expose_running(user_id)
+                if expose
+                else self._experiments.running_variants(user_id)
+            )
         changed = overrides(assigned)
         route = Route()
         if self._learning is not None:
