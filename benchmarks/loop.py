@@ -549,7 +549,9 @@ def verdicts(results: Sequence[WorldResult]) -> list[str]:
                 f"({'met' if gap_ok else 'missed'}: ≥ 0.5)"
             )
         for seed, loop in r.loops.items():
-            models = "; ".join(_model_line(m) for m in loop.models if m["version"] != "worse")
+            models = "; ".join(
+                _model_line(m, loop.transitions) for m in loop.models if m["version"] != "worse"
+            )
             w = loop.worse_model or {}
             lines.append(
                 f"{r.name} {seed}: retrained models: {models or 'none'}. Worse model "
@@ -560,7 +562,13 @@ def verdicts(results: Sequence[WorldResult]) -> list[str]:
     return lines
 
 
-def _model_line(m: dict[str, Any]) -> str:
+def _model_line(m: dict[str, Any], transitions: Sequence[dict[str, Any]]) -> str:
+    """A retrained model: its status (who rolled it back), the gate's halves."""
+    status = m["status"]
+    for t in transitions:
+        if t["action"] == "rollback" and t["from_version"] == m["version"]:
+            status += " by the canary" if t["by"] == "monitor" else f" by {t['by']}"
+    m = {**m, "status": status}
     gate = m.get("gate")
     if not gate:
         return f"{m['status']} ({m['reason'][:80]})"
