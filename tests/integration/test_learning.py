@@ -429,9 +429,11 @@ async def test_a_promotion_that_skips_the_canary_needs_force_and_is_audited(
         for body in (None, {"reason": "looks fine"}, {"force": False}):
             r = await app.client.post("/models/promote", json=body)
             assert r.status_code == 422, r.text
-            assert "force" in r.text and "has not decided" in r.text
+            (error,) = r.json()["detail"]
+            assert error["loc"] == ["body", "force"] and "has not decided" in error["msg"]
         r = await app.client.post("/models/promote", json={"force": "yes"})
         assert r.status_code == 422, r.text  # an explicit boolean, not a truthy string
+        assert [e["loc"] for e in r.json()["detail"]] == [["body", "force"]]
         # ...and changes nothing.
         assert (await app.client.get("/models/deployment")).json() == before
         assert (await app.client.get(f"/models/{version}")).json()["status"] == "green"
