@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench bench-distributed bench-learning lint setup
+.PHONY: run test bench bench-distributed bench-learning bench-loop lint setup
 
 $(UV):
 	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
@@ -32,6 +32,10 @@ bench-distributed: setup
 
 bench-learning: setup
 	$(UV) run --frozen python -m benchmarks.learning $(BENCH_ARGS)
+
+# The closed loop against a static blend and an oracle on simulated worlds (issue 15).
+bench-loop: setup
+	$(UV) run --frozen python -m benchmarks.loop $(BENCH_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check src tests benchmarks clients

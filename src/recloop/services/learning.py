@@ -52,6 +52,7 @@ from recloop.core.ranking import Fused
 from recloop.learning.deployment import (
     Slots,
     Transition,
+    Verdict,
     confirm,
     deploy,
     judge_canary,
@@ -83,6 +84,8 @@ _PAGE = 10_000
 _LAG_SECONDS = 60.0
 """Impressions are read again this far back on each pass: one committed this long after
 its creation is still counted."""
+MONITOR: Final = "monitor"
+"""Who the deployment audit names for the canary's own verdicts and automatic deploys."""
 MIN_ITEM_IMPRESSIONS = 20
 """An item's CTR feature is given once it has been shown this often (else: missing)."""
 
@@ -284,10 +287,11 @@ class LearningService:
                 "blue": {"impressions": blue[0], "clicks": blue[1]},
                 "green": {"impressions": green[0], "clicks": green[1]},
             },
-            "transitions": history,
+            # older records lack the audit's fields: their defaults
+            "transitions": [Transition.from_dict(t).to_dict() for t in history],
         }
 
-    async def deploy(self, version: str, reason: str = "") -> Transition:
+    async def deploy(self, version: str, reason: str = "", by: str | None = None) -> Transition:
         """Load ``version`` into the green slot for ``canary_fraction`` of users."""
         async with self._deploying:
             record = await self.model(version)
@@ -305,24 +309,77 @@ class LearningService:
             slots, transition = deploy(
                 self._slots, version, self._clock(), self._config.canary_fraction, reason
             )
+            transition = replace(transition, by=by)
             await self._commit(slots, transition, {version: ("green", transition.reason)})
             return transition
 
-    async def promote(self, reason: str = "promoted by hand") -> Transition:
+    async def promote(
+        self, reason: str = "promoted by hand", by: str | None = None, force: bool = False
+    ) -> Transition:
+        """Promote green by hand. Unless the canary's own verdict already is ``promote``,
+        skipping it needs ``force``; a forced promotion is audited as such (``by``, the
+        reason, the canary's numbers when it was skipped).
+
+        Raises
+        ------
+        InvalidInput
+            on field ``force`` if the canary has not decided and ``force`` is false.
+        """
+        await self.reload()
+        slots = self._slots
+        if slots.green_version is None:
+            return await self._promote(reason, by, False, {})  # raises: no green to promote
+        await self._observe(slots, self._clock())
+        verdict = self._judge(slots)
+        if verdict.decision == "promote":
+            return await self._promote(reason, by, False, verdict.numbers)
+        if not force:
+            raise InvalidInput(
+                "force",
+                f"the canary of {slots.green_version!r} has not decided ({verdict.decision}: "
+                f"{verdict.reason}); promoting without its verdict needs force: true, "
+                "and is recorded in the deployment audit",
+            )
+        return await self._promote(
+            f"forced, skipping the canary ({verdict.decision}): {reason}",
+            by,
+            True,
+            verdict.numbers,
+        )
+
+    def _judge(self, slots: Slots) -> Verdict:
+        """The canary's verdict on the current counts (green against blue)."""
+        c = self._config
+        return judge_canary(
+            self._tally.count(("blue", slots.blue_version or "")),
+            self._tally.count(("green", slots.green_version or "")),
+            c.min_canary_impressions,
+            c.rollback_margin,
+            c.alpha,
+        )
+
+    async def _promote(
+        self, reason: str, by: str | None, forced: bool, numbers: Mapping[str, float]
+    ) -> Transition:
         async with self._deploying:
             await self.reload()
             slots = self._slots
             baseline = self._tally.count(("blue", slots.blue_version or ""))
-            new, transition = promote(slots, self._clock(), baseline, reason)
+            new, transition = promote(
+                slots, self._clock(), baseline, reason, numbers, by=by, forced=forced
+            )
             statuses = {new.blue_version or "": ("active", transition.reason)}
             await self._commit(new, transition, statuses)
             return transition
 
-    async def rollback(self, reason: str = "rolled back by hand") -> Transition:
+    async def rollback(
+        self, reason: str = "rolled back by hand", by: str | None = None
+    ) -> Transition:
         async with self._deploying:
             await self.reload()
             slots = self._slots
             new, transition = rollback(slots, self._clock(), reason)
+            transition = replace(transition, by=by)
             statuses: dict[str, tuple[str, str]] = {}
             if transition.from_version is not None:
                 statuses[transition.from_version] = ("rolled_back", transition.reason)
@@ -368,15 +425,13 @@ class LearningService:
         tally = self._tally
         c = self._config
         if slots.green_version is not None:
-            blue = tally.count(("blue", slots.blue_version or ""))
-            green = tally.count(("green", slots.green_version))
-            verdict = judge_canary(
-                blue, green, c.min_canary_impressions, c.rollback_margin, c.alpha
-            )
+            verdict = self._judge(slots)
             if verdict.decision == "rollback":
-                return await self.rollback(f"canary: {verdict.reason}")
+                return await self.rollback(f"canary: {verdict.reason}", MONITOR)
             if verdict.decision == "promote":
-                return await self.promote(f"canary: {verdict.reason}")
+                return await self._promote(
+                    f"canary: {verdict.reason}", MONITOR, False, verdict.numbers
+                )
         elif slots.promoted_at is not None:
             baseline = (slots.baseline_impressions, slots.baseline_clicks)
             served = tally.count(("blue", slots.blue_version or ""))
@@ -384,10 +439,11 @@ class LearningService:
                 baseline, served, c.min_canary_impressions, c.rollback_margin, c.alpha
             )
             if verdict.decision == "rollback":
-                return await self.rollback(f"watch: {verdict.reason}")
+                return await self.rollback(f"watch: {verdict.reason}", MONITOR)
             if served[0] >= c.watch_impressions:
                 async with self._deploying:
                     new, transition = confirm(slots, now, f"watch: {verdict.reason}")
+                    transition = replace(transition, by=MONITOR)
                     previous = slots.previous_version
                     statuses = {} if previous is None else {previous: ("retired", "replaced")}
                     await self._commit(new, transition, statuses)
@@ -557,7 +613,7 @@ class LearningService:
         log.info("trained %s: %s", version, outcome.reason)
         if outcome.accepted and c.auto_deploy:
             try:
-                await self.deploy(version, "automatic: validated candidate")
+                await self.deploy(version, "automatic: validated candidate", MONITOR)
             except InvalidInput as exc:
                 log.info("not deployed automatically: %s", exc.message)
         return replace(job, status="done", version=version, message=outcome.reason)

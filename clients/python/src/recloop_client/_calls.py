@@ -280,11 +280,14 @@ def deployment() -> Call[m.Deployment]:
     return Call("GET", "/models/deployment", _one(m.Deployment))
 
 
-def model_action(action: str, version: str | None, reason: str | None) -> Call[m.Transition]:
+def model_action(
+    action: str, version: str | None, reason: str | None, force: bool = False
+) -> Call[m.Transition]:
     path = (
         f"/models/{seg(version, 'version')}/deploy" if version is not None else f"/models/{action}"
     )
-    return Call("POST", path, _one(m.Transition), json=m._drop_none(reason=reason))
+    body = m._drop_none(reason=reason, force=True if force else None)
+    return Call("POST", path, _one(m.Transition), json=body)
 
 
 def reliability(user_id: str) -> Call[m.Reliability]:

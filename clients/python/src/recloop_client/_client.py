@@ -313,9 +313,10 @@ class Client:
         """``POST /models/{version}/deploy`` (admin): into the green (canary) slot."""
         return self._run(c.model_action("deploy", version, reason))
 
-    def promote_model(self, reason: str | None = None) -> m.Transition:
-        """``POST /models/promote`` (admin): green serves everyone."""
-        return self._run(c.model_action("promote", None, reason))
+    def promote_model(self, reason: str | None = None, force: bool = False) -> m.Transition:
+        """``POST /models/promote`` (admin): green serves everyone. Before the canary's
+        verdict this needs ``force=True`` (recorded as forced in the deployment audit)."""
+        return self._run(c.model_action("promote", None, reason, force))
 
     def rollback_model(self, reason: str | None = None) -> m.Transition:
         """``POST /models/rollback`` (admin): drop green, or undo the promotion watched."""
@@ -644,9 +645,10 @@ class AsyncClient:
         """``POST /models/{version}/deploy`` (admin): into the green (canary) slot."""
         return await self._run(c.model_action("deploy", version, reason))
 
-    async def promote_model(self, reason: str | None = None) -> m.Transition:
-        """``POST /models/promote`` (admin): green serves everyone."""
-        return await self._run(c.model_action("promote", None, reason))
+    async def promote_model(self, reason: str | None = None, force: bool = False) -> m.Transition:
+        """``POST /models/promote`` (admin): green serves everyone. Before the canary's
+        verdict this needs ``force=True`` (recorded as forced in the deployment audit)."""
+        return await self._run(c.model_action("promote", None, reason, force))
 
     async def rollback_model(self, reason: str | None = None) -> m.Transition:
         """``POST /models/rollback`` (admin): drop green, or undo the promotion watched."""

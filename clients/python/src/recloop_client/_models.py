@@ -544,6 +544,10 @@ class Transition(_Out):
     to_version: str | None
     reason: str
     numbers: dict[str, float]
+    by: str | None = None
+    """Who asked: an API key's name, or ``monitor`` for the canary's own verdicts."""
+    forced: bool = False
+    """A promotion by hand that skipped the canary's verdict."""
 
 
 @dataclass(frozen=True)
