@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ipaddress
 from functools import partial
@@ -53,6 +54,7 @@ def serve(
     import uvicorn
 
     from recloop.api.app import create_app
+    from recloop.serving import AnnouncingServer
 
     settings = _settings(config)
     server = settings.server.model_copy(
@@ -71,7 +73,7 @@ def serve(
     # Per-user state makes a large, long-lived heap: collect the young generation less
     # often (the default of 700 allocations runs full passes every fraction of a second).
     gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(
+    config_ = uvicorn.Config(
         create_app(settings),
         host=server.host,
         port=server.port,
@@ -80,6 +82,11 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    announcing = AnnouncingServer(config_, typer.echo)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
+        announcing.run()
+    if not announcing.started:
+        raise typer.Exit(3)  # as uvicorn.run: the server did not start
 
 
 @app.command()
