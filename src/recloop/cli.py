@@ -278,3 +278,32 @@ def keys_new(
     typer.echo(f"key (shown once): {key}")
     typer.echo("config line for auth.keys:")
     typer.echo(f"  - {{name: {name}, sha256: {sha}, roles: [{', '.join(wanted)}]}}")
+
+
+@app.command("import")
+def import_history(
+    files: Annotated[
+        list[Path], typer.Argument(help="History files: .jsonl/.ndjson, .csv or .parquet.")
+    ],
+    config: ConfigOpt = None,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="OLD=NEW: read column OLD as the API field NEW (repeatable)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=20_000, help="Events per batch.")] = 2_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Load history (one feedback event per row, the API's fields) through the same
+    validation, dedupe and learning as the API, in timestamp order.
+
+    Rejected rows go to NAME.rejected.jsonl beside each input, with their reasons;
+    importing the same files again applies nothing twice. Embedded: stop the server
+    first. Distributed (--config with event_log.kind: kafka): the events go to the
+    topic and the workers apply them.
+    """
+    from recloop.cli_import import run_import_command
+
+    settings = _settings(config)
+    configure_logging(settings.logging.format, "WARNING")
+    run_import_command(settings, files, mapping or [], batch_size, as_json, progress)

@@ -348,7 +348,18 @@ def _read_cache(settings: Settings) -> tuple[Cache, SharedCache | None]:
     return shared, shared
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(
+    settings: Settings,
+    guard_clock: Callable[[], float] | None = None,
+    impressions: GroupCommit[Impression, None] | None = None,
+) -> Container:
+    """Every service, wired for ``settings``.
+
+    ``guard_clock`` is the guard's "now" (``recloop import``: the time of the history
+    being imported, so that users are judged as of their own events); ``impressions``
+    replaces the writer of ranked impressions (the import logs historical slates
+    under their own ids).
+    """
     db: SqlDatabase | None = None
     event_log: EventLog
     store: StateStore
@@ -388,6 +399,7 @@ def build_container(settings: Settings) -> Container:
             judge_within_seconds=sp.judge_within_seconds,
             max_users=settings.cache.max_users,
         ),
+        **({} if guard_clock is None else {"clock": guard_clock}),
     )
     x = settings.experiments
     experiments = ExperimentService(
@@ -426,7 +438,8 @@ def build_container(settings: Settings) -> Container:
             keep_text=settings.privacy.keep_review_text,
         )
     preferences = PreferenceService(store, cache, retries, live=processor.preferences)
-    impressions = impression_writer(store)
+    if impressions is None:
+        impressions = impression_writer(store)
     limits = rate_limits(settings)
     privacy = PrivacyService(
         privacy_store,
