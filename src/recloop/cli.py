@@ -307,3 +307,12 @@ def import_history(
     settings = _settings(config)
     configure_logging(settings.logging.format, "WARNING")
     run_import_command(settings, files, mapping or [], batch_size, as_json, progress)
+
+
+def _register_client_commands() -> None:
+    from recloop.cli_client import register
+
+    register(app)
+
+
+_register_client_commands()
