@@ -34,10 +34,16 @@ SLATE = 5
 
 
 def write_history(
-    path: Path, end: float, users: int = 200, sessions: int = 12, seed: int = 7
+    path: Path,
+    end: float,
+    users: int = 200,
+    sessions: int = 12,
+    seed: int = 7,
+    slates: bool = True,
 ) -> int:
     """Write the history of the ``DAYS`` days before ``end`` (Unix seconds; the recipe
-    uses an hour ago, so that every click's attribution window is over); how many rows."""
+    uses an hour ago, so that every click's attribution window is over); how many rows.
+    ``slates=False`` leaves the impression rows out (clicks and ratings only)."""
     rng = random.Random(seed)
     start = end - DAYS * 86400.0
     items = [f"m{i}" for i in range(300)]
@@ -54,16 +60,17 @@ def write_history(
             algorithm = rng.choice(ALGORITHMS)  # the slate's proposer
             for item, score in zip(shown, scores, strict=True):
                 attribution = {"algorithm": algorithm, "impression_id": slate_id}
-                rows.append(
-                    {
-                        "user_id": user,
-                        "item_id": item,
-                        "type": "impression",
-                        "timestamp": round(at, 3),
-                        "context": {"score": round(score, 4)},
-                        "attribution": attribution,
-                    }
-                )
+                if slates:
+                    rows.append(
+                        {
+                            "user_id": user,
+                            "item_id": item,
+                            "type": "impression",
+                            "timestamp": round(at, 3),
+                            "context": {"score": round(score, 4)},
+                            "attribution": attribution,
+                        }
+                    )
                 liked = genre_of[item] == favourite
                 p = 0.02 + 0.6 * score**3 + (0.15 if liked else 0.0)
                 if rng.random() < p:
@@ -98,13 +105,18 @@ def write_history(
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.history", description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000, help="about this many rows")
+    parser.add_argument(
+        "--no-slates", action="store_true", help="clicks and ratings only: no slates to rank"
+    )
     args = parser.parse_args()
-    per_user = 12 * (SLATE + SLATE * 0.45)  # sessions x (shown + clicks and ratings)
+    shown = 0 if args.no_slates else SLATE
+    per_user = 12 * (shown + SLATE * 0.33)  # sessions x (shown + clicks and ratings)
     users = max(1, math.ceil(args.rows / per_user))
     with tempfile.TemporaryDirectory(prefix="recloop-import-") as tmp:
         work = Path(tmp)
         history = work / "history.jsonl"
-        n = write_history(history, time.time() - 3600.0, users=users)
+        end = time.time() - 3600.0
+        n = write_history(history, end, users=users, slates=not args.no_slates)
         done = subprocess.run(
             [sys.executable, "-m", "recloop", "import", str(history), "--json"],
             cwd=work,

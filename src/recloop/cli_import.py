@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,7 +74,9 @@ def run_import_command(
 
 
 @contextmanager
-def _bar(console: Console, enabled: bool) -> Iterator[tuple[object, object]]:
+def _bar(
+    console: Console, enabled: bool
+) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
     progress = Progress(
         TextColumn("importing"),
         BarColumn(),
@@ -87,11 +89,15 @@ def _bar(console: Console, enabled: bool) -> Iterator[tuple[object, object]]:
         disable=not enabled,
     )
     task = progress.add_task("import", total=None)
+
+    def total(n: int) -> None:
+        progress.update(task, total=n)
+
+    def advance(n: int) -> None:
+        progress.advance(task, n)
+
     with progress:
-        yield (
-            lambda n: progress.update(task, total=n),
-            lambda n: progress.advance(task, n),
-        )
+        yield total, advance
 
 
 def summary_table(summary: Summary) -> Table:
