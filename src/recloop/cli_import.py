@@ -69,6 +69,12 @@ def run_import_command(
         Console().print(summary_table(summary))
         for path in summary.rejects_files:
             err.print(f"rejected rows, with their reasons: {path}", markup=False)
+    if summary.spooled:
+        err.print(
+            f"warning: Kafka unreachable: {summary.spooled} events wait in the import's "
+            "spool; the next recloop import with this config sends them first",
+            markup=False,
+        )
     if summary.rows and not summary.accepted and not summary.duplicates:
         raise typer.Exit(1)  # nothing of it could be imported
 

@@ -76,6 +76,9 @@ class Summary:
     rejects_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     distributed: bool = False
+    spooled: int = 0
+    """Distributed: accepted events still in the import's spool (Kafka unreachable at
+    the end); the next ``recloop import`` with the same config sends them first."""
 
     @property
     def rows_per_second(self) -> float:
@@ -97,6 +100,7 @@ class Summary:
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
             "distributed": self.distributed,
+            "spooled": self.spooled,
         }
 
 
@@ -170,6 +174,7 @@ async def run_import(
                 progress(len(batch))
     finally:
         await session.stop(summary.last_timestamp)
+    summary.spooled = session.spooled
     summary.rejects_files = _write_rejects(per_file)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -181,6 +186,11 @@ class _Session:
     def __init__(self, settings: Settings, clock: EventClock) -> None:
         self.settings = settings
         self.clock = clock
+        if settings.event_log.kind == "kafka":  # one process per spool file: its own
+            log_settings = settings.event_log.model_copy(
+                update={"spool_path": import_spool_path(settings.event_log.spool_path)}
+            )
+            settings = settings.model_copy(update={"event_log": log_settings})
         stores: list[StateStore] = []  # the writer needs the store the container builds
         self.container: Container = build_container(
             settings,
@@ -201,6 +211,8 @@ class _Session:
             algorithms=tuple(settings.bandit.algorithms),
         )
         self._seen_slates: set[str] = set()
+        self.spooled = 0
+        """Distributed: events left in the import's spool (Kafka was unreachable)."""
 
     async def start(self) -> None:
         c = self.container
@@ -230,6 +242,7 @@ class _Session:
         await c.impressions.stop()
         if c.distributed:
             await c.spool.stop()
+            self.spooled = int(c.spool.spooled)
         else:
             await c.processor.stop()  # applies what is queued, flushes implicit events
             if self.settings.spam.enabled and last_timestamp is not None:
@@ -379,6 +392,16 @@ def _reject(
     per_file[row.file][1].append(
         (row, {"status": status, "field": reason or None, "message": message})
     )
+
+
+def import_spool_path(spool_path: str) -> str:
+    """The import's own spool beside the API's (one process per spool file).
+
+    >>> import_spool_path("/var/lib/recloop/spool.db")
+    '/var/lib/recloop/spool.import.db'
+    """
+    path = Path(spool_path)
+    return str(path.with_name(f"{path.stem}.import{path.suffix}"))
 
 
 def rejects_path(path: Path) -> Path:
