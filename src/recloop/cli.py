@@ -294,9 +294,9 @@ def import_history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Load history (one feedback event per row, the API's fields) through the same
-    validation, dedupe and learning as the API, in timestamp order.
+    """Load history files through the API's validation, dedupe and learning.
 
+    One feedback event per row, with the API's fields, applied in timestamp order.
     Rejected rows go to NAME.rejected.jsonl beside each input, with their reasons;
     importing the same files again applies nothing twice. Embedded: stop the server
     first. Distributed (--config with event_log.kind: kafka): the events go to the

@@ -196,3 +196,36 @@ def test_history_is_judged_by_its_own_timestamps_not_as_a_burst(tmp_path: Path) 
     assert human["status"] == "trusted", human
     assert flood["status"] == "blocked", flood
     assert "1 s" in flood["reason"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--map", "rating"], "--map 'rating': expected OLD=NEW"),
+        (["--map", "=value"], "expected OLD=NEW"),
+    ],
+)
+def test_a_bad_mapping_is_refused_before_anything_is_read(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"user_id": "u", "item_id": "i", "type": "like", "timestamp": 1}\n')
+    config = _config(tmp_path)
+    result = CliRunner().invoke(cli, ["import", str(path), "--config", str(config), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "recloop.db").exists()  # nothing was opened, nothing changed
+
+
+def test_unknown_formats_and_missing_files_are_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    other = tmp_path / "h.xlsx"
+    other.write_text("")
+    result = CliRunner().invoke(cli, ["import", str(other), "--config", str(config)])
+    assert result.exit_code == 2
+    assert "unknown format '.xlsx'" in result.output
+    result = CliRunner().invoke(
+        cli, ["import", str(tmp_path / "none.csv"), "--config", str(config)]
+    )
+    assert result.exit_code == 2
+    assert "no such file" in result.output
