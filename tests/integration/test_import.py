@@ -54,10 +54,28 @@ async def _get(settings: Settings, path: str) -> Any:
         await close()
 
 
+async def _running_experiment(settings: Settings) -> None:
+    running, close = await start_app(settings)
+    try:
+        body = {
+            "experiment_id": "xp-now",
+            "name": "running while history is imported",
+            "variants": [{"key": "control", "weight": 0.5}, {"key": "treatment", "weight": 0.5}],
+            "metrics": [{"name": "clicks", "type": "binomial", "event": "click"}],
+        }
+        created = await running.client.post("/experiments", json=body)
+        assert created.status_code == 201, created.text
+        started = await running.client.post("/experiments/xp-now/start")
+        assert started.status_code == 200, started.text
+    finally:
+        await close()
+
+
 def test_recipe_import_twice_then_train_gives_a_first_model(tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
     rows = write_history(history, NOW - 3600.0, users=60)
     config = _config(tmp_path)
+    asyncio.run(_running_experiment(load_settings(config)))
 
     first = _import(str(history), "--config", str(config))
     assert first["rows"] == rows
@@ -75,6 +93,9 @@ def test_recipe_import_twice_then_train_gives_a_first_model(tmp_path: Path) -> N
     trained = CliRunner().invoke(cli, ["train", "--config", str(config)])
     assert trained.exit_code == 0, trained.output
     assert "accepted: AUC" in trained.output, trained.output
+    # Ranking the history's slates exposed nobody to the experiment running today.
+    results = asyncio.run(_get(load_settings(config), "/experiments/xp-now/results"))
+    assert sum(results["srm"]["observed"].values()) == 0
     models = asyncio.run(_get(load_settings(config), "/models"))
     listed = models["models"] if isinstance(models, dict) else models
     assert [m["status"] for m in listed] == ["candidate"]

@@ -21,9 +21,10 @@ Time: history is judged by its own timestamps, not as a burst arriving now.
 
 Historical slates: rows of type ``impression`` that name an
 ``attribution.impression_id`` (and ``attribution.algorithm``) are what a user was
-shown together. Each slate is ranked once by the same ranker as ``POST .../rank``
-(the user's state as of its batch; the row's ``context.score``, else its order, as
-the algorithm's score) and logged under its historical id with the features a click
+shown together. Each slate is ranked once by a ranker built as ``POST .../rank``'s,
+without experiments (history exposes nobody to today's experiments): the user's
+state as of its batch, the row's ``context.score`` (else its order) as the
+algorithm's score. It is logged under its historical id with the features a click
 model trains on, so that clicks naming the id label it and ``recloop train`` can fit
 a first model from history alone (``created_at``: the slate's time, so that
 training takes the slates of its last ``learning.training_days``). A slate whose
@@ -47,12 +48,14 @@ from typing import Any, Final
 
 from recloop.api.wire import FeedbackWire
 from recloop.config import Settings
-from recloop.container import Container, build_container, check_dims
+from recloop.container import Container, build_container, check_dims, rank_config
 from recloop.core.ranking import Candidate, credited
 from recloop.importing.rows import Row, read
 from recloop.ports import Impression, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.ingest import EventOutcome, IngestService
+from recloop.services.ranking import Ranker
+from recloop.services.vectors import ItemVectors
 
 SLATE_KEY: Final = "recloop_import_impression_id"
 SLATE_AT: Final = "recloop_import_shown_at"
@@ -191,13 +194,26 @@ class _Session:
                 update={"spool_path": import_spool_path(settings.event_log.spool_path)}
             )
             settings = settings.model_copy(update={"event_log": log_settings})
-        stores: list[StateStore] = []  # the writer needs the store the container builds
-        self.container: Container = build_container(
-            settings,
-            guard_clock=clock,
-            impressions=historical_impression_writer(lambda: stores[0]),
+        self.container: Container = build_container(settings, guard_clock=clock)
+        c = self.container
+        # The import's own ranker for historical slates: the same ranking and features,
+        # but no experiments (history exposes nobody to today's experiments) and a
+        # writer logging each slate under its historical id.
+        self.slate_writer = historical_impression_writer(c.store)
+        vectors = ItemVectors(
+            c.store, settings.cache.max_items, c.retries, dim=settings.vectors.dim
         )
-        stores.append(self.container.store)
+        self.ranker = Ranker(
+            c.preferences,
+            c.optimizer,
+            vectors,
+            self.slate_writer,
+            c.store,
+            c.event_log,
+            rank_config(settings),
+            learning=c.learning,
+            retries=c.retries,
+        )
         c = self.container
         sp = settings.spam
         self.ingest = IngestService(
@@ -233,13 +249,13 @@ class _Session:
         else:
             await c.processor.start(c.event_log)
         c.committer.start()
-        c.impressions.start()
+        self.slate_writer.start()
 
     async def stop(self, last_timestamp: float | None) -> None:
         """Log and apply everything submitted, judge the users left, close."""
         c = self.container
         await c.committer.stop()
-        await c.impressions.stop()
+        await self.slate_writer.stop()
         if c.distributed:
             await c.spool.stop()
             self.spooled = int(c.spool.spooled)
@@ -299,18 +315,16 @@ class _Session:
             candidates.append(Candidate(event.item_id, algorithm, float(score)))
         user_id = c.user_key(shown[0].user_id)
         context = {SLATE_KEY: key, SLATE_AT: _seconds(shown[0].timestamp)}
-        await c.ranker.rank(user_id, candidates, None, context)
+        await self.ranker.rank(user_id, candidates, None, context)
         return 1
 
 
-def historical_impression_writer(
-    store: Callable[[], StateStore],
-) -> GroupCommit[Impression, None]:
+def historical_impression_writer(store: StateStore) -> GroupCommit[Impression, None]:
     """Impressions logged by group commit, each under the historical id the import gave
     in its context (:data:`SLATE_KEY`), its credits drawn again for that id."""
 
     async def write(batch: list[Impression]) -> list[None]:
-        await store().add_impressions([_historical(i) for i in batch])
+        await store.add_impressions([_historical(i) for i in batch])
         return [None] * len(batch)
 
     return GroupCommit("import-impression-writer", write, max_items=5_000)
