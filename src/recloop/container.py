@@ -322,6 +322,21 @@ def optimizer_config(settings: Settings) -> OptimizerConfig:
     )
 
 
+def rank_config(settings: Settings) -> RankConfig:
+    x = settings.exploration
+    return RankConfig(
+        epsilons=dict(x.epsilon),
+        segment_rules=segment_rules(settings),
+        rrf_k=settings.rank.rrf_k,
+        affinity_weight=settings.rank.affinity_weight,
+        fusion=settings.rank.fusion,
+        seed=x.seed,
+        evidence_half=x.evidence_half,
+        explore_top=x.top,
+        temperature=x.temperature,
+    )
+
+
 def kafka_config(settings: Settings) -> KafkaConfig:
     k = settings.event_log.kafka
     return KafkaConfig(
@@ -348,7 +363,14 @@ def _read_cache(settings: Settings) -> tuple[Cache, SharedCache | None]:
     return shared, shared
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(
+    settings: Settings, guard_clock: Callable[[], float] | None = None
+) -> Container:
+    """Every service, wired for ``settings``.
+
+    ``guard_clock`` is the guard's "now" (``recloop import``: the time of the history
+    being imported, so that users are judged as of their own events).
+    """
     db: SqlDatabase | None = None
     event_log: EventLog
     store: StateStore
@@ -388,6 +410,7 @@ def build_container(settings: Settings) -> Container:
             judge_within_seconds=sp.judge_within_seconds,
             max_users=settings.cache.max_users,
         ),
+        **({} if guard_clock is None else {"clock": guard_clock}),
     )
     x = settings.experiments
     experiments = ExperimentService(
@@ -457,17 +480,7 @@ def build_container(settings: Settings) -> Container:
         impressions,
         store,
         event_log,
-        RankConfig(
-            epsilons=dict(settings.exploration.epsilon),
-            segment_rules=segment_rules(settings),
-            rrf_k=settings.rank.rrf_k,
-            affinity_weight=settings.rank.affinity_weight,
-            fusion=settings.rank.fusion,
-            seed=settings.exploration.seed,
-            evidence_half=settings.exploration.evidence_half,
-            explore_top=settings.exploration.top,
-            temperature=settings.exploration.temperature,
-        ),
+        rank_config(settings),
         experiments=experiments,
         learning=learning,
         retries=retries,

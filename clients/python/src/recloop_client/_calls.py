@@ -149,8 +149,10 @@ def weights(user_id: str) -> Call[m.Weights]:
     return Call("GET", f"/users/{seg(user_id, 'user_id')}/weights", _one(m.Weights))
 
 
-def strategy(user_id: str) -> Call[m.Strategy]:
-    return Call("GET", f"/users/{seg(user_id, 'user_id')}/strategy", _one(m.Strategy))
+def strategy(user_id: str, expose: bool = True) -> Call[m.Strategy]:
+    params = None if expose else {"expose": "false"}
+    path = f"/users/{seg(user_id, 'user_id')}/strategy"
+    return Call("GET", path, _one(m.Strategy), params=params)
 
 
 def rank(

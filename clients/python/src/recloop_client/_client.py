@@ -125,9 +125,12 @@ class Client:
         """``GET /users/{user_id}/weights``: the algorithm weights of the user's segment."""
         return self._run(c.weights(user_id))
 
-    def strategy(self, user_id: str) -> m.Strategy:
-        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments."""
-        return self._run(c.strategy(user_id))
+    def strategy(self, user_id: str, *, expose: bool = True) -> m.Strategy:
+        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments.
+
+        ``expose=False`` (``?expose=false``) reads it without recording the user's
+        exposure to the experiments it assigns (for tools that only look)."""
+        return self._run(c.strategy(user_id, expose))
 
     def rank(
         self,
@@ -457,9 +460,12 @@ class AsyncClient:
         """``GET /users/{user_id}/weights``: the algorithm weights of the user's segment."""
         return await self._run(c.weights(user_id))
 
-    async def strategy(self, user_id: str) -> m.Strategy:
-        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments."""
-        return await self._run(c.strategy(user_id))
+    async def strategy(self, user_id: str, *, expose: bool = True) -> m.Strategy:
+        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments.
+
+        ``expose=False`` (``?expose=false``) reads it without recording the user's
+        exposure to the experiments it assigns (for tools that only look)."""
+        return await self._run(c.strategy(user_id, expose))
 
     async def rank(
         self,
