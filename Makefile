@@ -20,6 +20,7 @@ run: setup
 	$(UV) run --frozen recloop serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
+	@command -v promtool >/dev/null || (apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)) || echo "promtool not installed: the monitoring assets' checks skip (fail with RECLOOP_REQUIRE_SERVICES=1)"
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 bench: setup
