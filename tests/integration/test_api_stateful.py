@@ -1,17 +1,23 @@
 """Stateful schemathesis: sequences of calls chained along the document's OpenAPI links
 (recloop.api.links, and the links schemathesis infers), so experiments are created,
-started, read, assigned and stopped, and models listed, deployed, promoted and rolled
-back, with ids taken from earlier answers. Every response is checked against the
-document (no 5xx, status, content type, body schema), as in test_api_schema.
+started, read, assigned and stopped, and models trained, listed, read, deployed and
+promoted (rolled back when drawn), with ids taken from earlier answers. Every response
+is checked against the document (no 5xx, status, content type, body schema), as in
+test_api_schema.
 
-The memory backend, with a few validated model candidates in its registry; a created
-experiment's variant weights are made to sum to 1 (a rule a JSON schema cannot state),
-so creations succeed and the later steps act on real experiments.
+The memory backend, with a few validated model candidates in its registry, made
+deployable again at each scenario's start (Hypothesis replays scenarios, and one that
+found a different registry would draw differently); a created
+experiment's variant weights are made to sum to 1 and its metrics given the fields their
+type needs (rules the document does not state; requests generated to be refused are
+left alone), and its id made new, so creations succeed and the later steps act on real
+experiments. The last assertion checks that those operations did answer 2xx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +28,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
+from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi
 
 from recloop.api.app import create_app
@@ -74,15 +81,38 @@ def seed_models() -> None:
 
 
 reached: dict[str, set[int]] = {}
+_serial = itertools.count()
+
+
+def reset_models() -> None:
+    """Every candidate deployable again, no slots: each scenario starts from the same
+    registry, so Hypothesis replays it the same way (the memory store's registry is a
+    dict: no event loop is involved)."""
+    for n in range(CANDIDATES):
+        asyncio.run(container.store.set_model_status(f"m{n}", "candidate", "reset"))
+    asyncio.run(container.store.put_deployment({}, None))
 
 
 class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        reset_models()
+
     def before_call(self, case: schemathesis.Case) -> None:
-        if case.method == "POST" and case.path.endswith("/experiments") and _is_variants(case):
-            variants = case.body["variants"]
-            for n, variant in enumerate(variants):
-                variant["key"] = f"v{n}"
-                variant["weight"] = 1.0 / len(variants)
+        meta = case.meta
+        if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
+            return  # a request meant to be refused stays as generated
+        creates = case.method == "POST" and case.path.endswith("/experiments")
+        changes = case.method == "PATCH" and case.path.endswith("/experiments/{experiment_id}")
+        if (
+            creates
+            and isinstance(case.body, dict)
+            and isinstance(case.body.get("experiment_id"), str)
+        ):
+            # a new id each time: a scenario replayed by Hypothesis creates it again
+            case.body["experiment_id"] = f"{case.body['experiment_id'][:100]}-{next(_serial)}"
+        if (creates or changes) and isinstance(case.body, dict):
+            _usable(case.body)
 
     def after_call(self, response: Any, case: schemathesis.Case) -> None:
         super().after_call(response, case)
@@ -91,14 +121,28 @@ class Workflow(schema.as_state_machine()):  # type: ignore[misc]
             assert response.status_code != 401, response.text
 
 
-def _is_variants(case: schemathesis.Case) -> bool:
-    body = case.body
-    return (
-        isinstance(body, dict)
-        and isinstance(body.get("variants"), list)
-        and bool(body["variants"])
-        and all(isinstance(v, dict) for v in body["variants"])
-    )
+def _usable(body: dict[str, Any]) -> None:
+    """Make a generated definition pass the rules its schema does not state: variant
+    weights summing to 1, each metric's fields as its type needs, unique metric names."""
+    variants = body.get("variants")
+    if isinstance(variants, list) and all(isinstance(v, dict) for v in variants) and variants:
+        for n, variant in enumerate(variants):
+            variant.update(key=f"v{n}", weight=1.0 / len(variants))
+            variant.pop("config", None)
+    n = 0
+    for field in ("metrics", "guardrails"):
+        metrics = body.get(field)
+        if not isinstance(metrics, list):
+            continue
+        for metric in metrics:
+            if not isinstance(metric, dict):
+                continue
+            metric["name"] = f"m{n}"
+            n += 1
+            if metric.get("type") == "ratio":
+                metric.update(numerator="click", denominator="impression")
+            else:
+                metric["event"] = "click"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,8 +155,8 @@ def _app() -> Iterator[None]:
 def test_call_sequences_conform_to_the_schema() -> None:
     Workflow.run(
         settings=settings(
-            max_examples=40,
-            stateful_step_count=8,
+            max_examples=60,
+            stateful_step_count=12,
             deadline=None,
             derandomize=True,
             database=None,
@@ -127,7 +171,11 @@ def test_call_sequences_conform_to_the_schema() -> None:
         "GET /experiments/{experiment_id}/results",
         "POST /experiments/{experiment_id}/stop",
         "GET /models",
+        "GET /models/{version}",
         "POST /models/{version}/deploy",
+        "POST /models/promote",
+        "POST /models/retrain",
+        "GET /models/jobs/{job_id}",
     ):
         method, path = op.split(" ")
         assert f"{method} {prefix}{path}" in ok, f"{op} never answered 2xx: {sorted(reached)}"
