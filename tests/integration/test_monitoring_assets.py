@@ -1,7 +1,8 @@
 """The monitoring assets in deploy/: Prometheus alert rules and the Grafana dashboard.
 
 - ``promtool check rules`` (Debian's ``prometheus`` package; ``make test`` installs it)
-  passes on the rules, and on a rules file made of every dashboard query;
+  passes on the rules, and on a rules file made of every dashboard query, and
+  ``promtool test rules`` on the rules' unit tests (alerts_test.yaml);
 - every metric they name is served at ``/metrics`` by a running server (the memory
   backend, through ASGI) or by a running worker (Kafka-protocol broker and PostgreSQL);
 - the dashboard is well formed (unique ids, panels on the 24-column grid without
@@ -36,6 +37,7 @@ from tests.postgres import postgres_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "recloop.json"
 OPERATIONS = ROOT / "docs" / "operations.md"
 
@@ -100,6 +102,20 @@ def check_rules(promtool: str, path: Path) -> None:
 
 def test_the_alert_rules_pass_promtool(promtool: str) -> None:
     check_rules(promtool, RULES)
+
+
+def test_the_alerts_fire_on_their_unit_tests(promtool: str) -> None:
+    """deploy/prometheus/alerts_test.yaml: series in, which alerts fire (labels and
+    rendered annotations), and which stay quiet."""
+    run = subprocess.run(
+        [promtool, "test", "rules", TESTS.name],
+        cwd=TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout
 
 
 def test_every_dashboard_query_parses(promtool: str, tmp_path: Path) -> None:
