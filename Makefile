@@ -40,6 +40,7 @@ run-distributed: .venv/.served-distributed
 
 test: setup
 	@(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || echo "chromium not installed: the console's browser test skips (and fails under RECLOOP_REQUIRE_SERVICES=1)"
+	@command -v promtool >/dev/null || (apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)) || echo "promtool not installed: the monitoring assets' checks skip (fail with RECLOOP_REQUIRE_SERVICES=1)"
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 bench: setup

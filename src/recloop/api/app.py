@@ -14,6 +14,7 @@ from starlette.routing import Route
 from recloop import __version__
 from recloop.api import errors
 from recloop.api.lean import lean_routes
+from recloop.api.links import add_links
 from recloop.api.middleware import RequestMiddleware, route_templates
 from recloop.api.routers import (
     algorithms,
@@ -124,6 +125,7 @@ def create_app(
                 components.update(body.pop("$defs", {}))
                 components[model.__name__] = body
             name_algorithms(schema, settings.bandit.algorithms)
+            add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

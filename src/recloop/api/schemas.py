@@ -525,18 +525,22 @@ class ExperimentIn(_In):
 
 class ExperimentPatch(_In):
     """Fields to change. While running only name, hypothesis, traffic_allocation (ramps),
-    alpha, sequential, metrics and guardrails may change."""
+    alpha, sequential, metrics and guardrails may change.
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    A field left out is unchanged; only ``hypothesis`` may be set to null (cleared): the
+    others have no null value, so a null is refused with their name (the defaults below
+    are never validated, they only mark a field as absent)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] = None  # type: ignore[assignment]
     hypothesis: Annotated[str, Field(max_length=2000)] | None = None
-    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] | None = None
-    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    hash_version: Literal[1, 2] | None = None
-    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] | None = None
-    guardrails: Annotated[list[MetricIn], Field(max_length=50)] | None = None
-    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
-    sequential: bool | None = None
+    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] = None  # type: ignore[assignment]
+    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] = None  # type: ignore[assignment]
+    seed: Annotated[str, Field(min_length=1, max_length=128)] = None  # type: ignore[assignment]
+    hash_version: Literal[1, 2] = None  # type: ignore[assignment]
+    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] = None  # type: ignore[assignment]
+    guardrails: Annotated[list[MetricIn], Field(max_length=50)] = None  # type: ignore[assignment]
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = None  # type: ignore[assignment]
+    sequential: bool = None  # type: ignore[assignment]
 
 
 class ExperimentOut(BaseModel):
