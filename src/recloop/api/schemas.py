@@ -187,6 +187,14 @@ class FeedbackOutcome(BaseModel):
     event_id: str | None
     status: Literal["accepted", "duplicate", "rejected", "rate_limited", "blocked"]
     error: FieldError | None = None
+    limit: str | None = Field(
+        default=None, description="rate_limited only: the limit the event's user is over"
+    )
+    retry_after: int | None = Field(
+        default=None,
+        description="rate_limited only: seconds until the limit lets the user's events in "
+        "again (a 429's Retry-After)",
+    )
 
 
 class FeedbackResult(BaseModel):
@@ -282,6 +290,11 @@ class LiveOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any
+    reason: str | None = Field(
+        default=None,
+        description='403 only: "role" (the key lacks the role the route needs) or "blocked" '
+        "(the event's user is blocked)",
+    )
 
 
 # -- optimizer ---------------------------------------------------------------------
