@@ -396,6 +396,7 @@ def build_container(settings: Settings) -> Container:
         ExperimentsConfig(x.cuped_days, x.correction, x.srm_threshold, x.sequential_tuning),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
+        excluded=guard.flagged_users if sp.enabled else None,
     )
     processor = Processor(
         store,
@@ -449,6 +450,7 @@ def build_container(settings: Settings) -> Container:
             learning_config(settings),
             reliability=guard.reliability if sp.enabled else None,
             storage_url=None if db is None else settings.storage.url,
+            excluded=guard.flagged_users if sp.enabled else None,
         )
     ranker = Ranker(
         preferences,

@@ -387,6 +387,14 @@ class GuardService:
         self._records.pop(user_id, None)
         self._texts.forget(user_id)
 
+    def flagged_users(self) -> frozenset[str]:
+        """The users whose contribution to shared state is taken back (suspect or
+        blocked, by the detector or by hand): experiments' results, the items' shown and
+        click counts and the next model's training data leave them out while they are
+        (``docs/spam.md``, "What a flagged user taught"). Unblocked or cleared, they
+        count again."""
+        return frozenset(u for u, r in self._records.items() if r.status != "trusted")
+
     def held_users(self) -> set[str]:
         """The users this guard holds evidence or a record of."""
         return set(self._users.keys()) | set(self._records)
