@@ -2,11 +2,11 @@
 
 An attack of shilling profiles pushes a target item: they rank it, click it in an
 experiment's treatment and rate it. It moves the item's shown and click counts
-(its popularity and CTR features), the experiment's metric and the next model's
-training data. Once the attackers are flagged, none of the three keeps a trace of
-them; unblocked, they count again. On every backend, after a restart too, and
-with the experiments service of a distributed API instance (refreshed from the
-store) as well as the writer's.
+(its popularity and CTR features), the experiment's metric, the optimizer's counts
+of the algorithm credited and the next model's training data. Once the attackers
+are flagged, none of them keeps a trace; unblocked, they count again. On every
+backend, after a restart too, and with the experiments service of a distributed
+API instance (refreshed from the store) as well as the writer's.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from recloop.learning.training import Outcome, TrainingData
 from recloop.learning.validation import Gate
 from recloop.ports import ReliabilityRecord
 from recloop.services.experiments import ExperimentsConfig, ExperimentService
-from tests.conftest import Running, start_app
+from tests.conftest import Running, eventually, start_app
 from tests.integration.test_experiments_api import EXPERIMENT
 from tests.integration.test_privacy import close_to
 
@@ -106,8 +106,14 @@ async def training_data(container: Container) -> TrainingData:
 
 
 async def snapshot(app: Running) -> dict[str, Any]:
-    learning = app.container.learning
-    assert learning is not None
+    container = app.container
+    learning, retraction = container.learning, container.retraction
+    assert learning is not None and retraction is not None
+
+    async def followed() -> bool:  # the retraction follows the guard in the background
+        return retraction.left_out() == container.guard.flagged_users()
+
+    await eventually(followed)
     await learning.monitor()
     data = await training_data(app.container)
     results = (await app.client.get("/experiments/exp-ctr/results")).json()
@@ -116,6 +122,10 @@ async def snapshot(app: Running) -> dict[str, Any]:
         "items": {k: list(v) for k, v in learning._tally.item_stats.items()},
         "metrics": results["metrics"],
         "observed": results["srm"]["observed"],
+        "algorithms": {
+            (row["segment"], row["algorithm"]): (row["impressions"], row["clicks"])
+            for row in await container.optimizer.overview()
+        },
         "examples": data.examples,
         "labels": list(data.labels),
         "timestamps": list(data.timestamps),
@@ -124,7 +134,7 @@ async def snapshot(app: Running) -> dict[str, Any]:
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> None:
     close_to(a["metrics"], b["metrics"])
-    for key in ("target", "items", "observed", "examples", "labels", "timestamps"):
+    for key in ("target", "items", "algorithms", "observed", "examples", "labels", "timestamps"):
         assert a[key] == b[key], key
 
 
@@ -167,6 +177,7 @@ async def test_a_flagged_attack_leaves_no_trace_and_unblocking_restores_it(
         assert treatment["mean"] != before["mean"]
         assert attacked["examples"] == clean["examples"] + 2 * 5
         assert sum(attacked["labels"]) == sum(clean["labels"]) + 5
+        assert attacked["algorithms"] != clean["algorithms"]
 
         # Flagged: two blocked by hand, three suspect by the detector's stored verdict
         # (as a worker's verdict reaches an API instance: through the store).
