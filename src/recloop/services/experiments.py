@@ -106,7 +106,7 @@ class ExperimentService:
         added, with their users' stored metric values. Values of exposures known
         here are kept: a worker is the only writer of its users' values, and the
         store may not hold its latest commit yet. ``statistics``: replace the
-        variant statistics, and every exposed user's values, too (an API instance,
+        variant statistics, and the flagged users' values, too (an API instance,
         which answers for results but does not move them: the values are what it
         takes away for a flagged user).
         """
@@ -121,16 +121,20 @@ class ExperimentService:
             self._stats.setdefault(eid, {})
             stored = await self._store.get_exposures(eid)
             new = [e for e in stored if e.user_id not in exposures]
-            if new or statistics:
+            if new:
                 fresh = {e.user_id for e in new}
                 for u, m, v in await self._store.get_user_metrics(eid):
-                    if statistics or u in fresh:
+                    if u in fresh:
                         values[(u, m)] = v
                 for e in new:
                     exposures[e.user_id] = e
             if statistics:
                 table = await self._store.get_experiment_stats(eid)
                 self._stats[eid] = {(v, m): st for v, m, st in table}
+                flagged = [e.user_id for e in self._flagged_exposures(eid)]
+                if flagged:  # what results take away for them: their values as stored
+                    for u, m, v in await self._store.get_user_metrics(eid, flagged):
+                        values[(u, m)] = v
             running = exp.status == "running"
             if running and (was is None or was.status != "running"):
                 users: Iterable[str] = exposures
