@@ -244,7 +244,7 @@ class GuardService:
         now = self._clock()
         config, items, texts = self._config, self._items, self._texts
         due: list[str] = []
-        items.note_items([e.item_id for e in events])
+        items.note_items([e.item_id for e in events], [e.user_id for e in events])
         self._pending.update(dict.fromkeys([e.user_id for e in events], now))
         for e in events:
             tracked = self._track(e.user_id)
