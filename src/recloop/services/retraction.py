@@ -57,8 +57,9 @@ class Retraction:
         guard.on_flags(self._wake.set)
 
     async def start(self) -> None:
-        """Take back what the users flagged now taught, then follow the guard's changes."""
-        await self.refresh()
+        """Follow the guard's changes, beginning with the users flagged now (in the
+        background: after a restart, every flagged user's events are read again)."""
+        self._wake.set()
         self._task = asyncio.create_task(self._follow(), name="retraction")
 
     async def stop(self) -> None:
