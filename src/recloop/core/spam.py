@@ -528,8 +528,11 @@ class ItemStats:
         if user_ids is None:
             seen.update(item_ids)
             return
+        items = item_ids if isinstance(item_ids, list) else list(item_ids)
+        if seen.issuperset(items):  # the usual batch: nothing new, one C-level pass
+            return
         once = self._named_once
-        pairs = dict.fromkeys(zip(item_ids, user_ids, strict=True))
+        pairs = dict.fromkeys(zip(items, user_ids, strict=True))
         for item, user in [p for p in pairs if p[0] not in seen]:
             first = once.setdefault(item, hash(user))
             if first != hash(user):
