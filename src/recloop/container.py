@@ -41,6 +41,7 @@ from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
 from recloop.services.privacy import PrivacyConfig, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
+from recloop.services.retraction import Retraction, RetractionConfig
 from recloop.services.vectors import ItemVectors
 from recloop.services.worker import Worker
 
@@ -73,6 +74,8 @@ class Container:
     """Distributed: the read cache kept coherent through Redis (``SharedCache``)."""
     learning: LearningService | None = None
     privacy: PrivacyService | None = None
+    retraction: Retraction | None = None
+    """What flagged users taught the optimizer, left out (None: spam detection off)."""
     retries: RetryCounts = field(default_factory=RetryCounts)
     """Storage calls retried, per operation (``recloop.resilience``)."""
     _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -112,6 +115,8 @@ class Container:
         await self.optimizer.start()
         await self.experiments.start()
         await self.guard.start()
+        if self.retraction is not None:
+            await self.retraction.start()
         if self.spool is not None:
             await self.spool.start()
             self._refresher = asyncio.create_task(
@@ -149,6 +154,8 @@ class Container:
         else:
             await self.processor.stop()
         await self.experiments.stop()
+        if self.retraction is not None:
+            await self.retraction.stop()
         await self.guard.stop()
         if self.ingest.limits is not None:
             await self.ingest.limits.close()
@@ -419,6 +426,7 @@ def build_container(
         ExperimentsConfig(x.cuped_days, x.correction, x.srm_threshold, x.sequential_tuning),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
+        excluded=guard.flagged_users if sp.enabled else None,
     )
     processor = Processor(
         store,
@@ -472,6 +480,7 @@ def build_container(
             learning_config(settings),
             reliability=guard.reliability if sp.enabled else None,
             storage_url=None if db is None else settings.storage.url,
+            excluded=guard.flagged_users if sp.enabled else None,
         )
     ranker = Ranker(
         preferences,
@@ -513,6 +522,18 @@ def build_container(
         shared_cache=shared_cache,
         learning=learning,
         privacy=privacy,
+        retraction=Retraction(
+            event_log,
+            guard,
+            optimizer,
+            RetractionConfig(
+                frozenset(settings.bandit.algorithms),
+                settings.bandit.bucket_minutes * 60.0,
+                segment_rules(settings),
+            ),
+        )
+        if sp.enabled
+        else None,
         retries=retries,
     )
 

@@ -6,14 +6,17 @@ metric) (``core.stats.PairStats``): every exposed user contributes one pair
 same metric in the ``cuped_days`` before exposure) or a ratio's denominator.
 An event moves a user's (x, y); the variant's sums move by the difference, in
 the same transaction as the user's state (exactly once, like everything the
-processor applies). Results are computed from the sums on request.
+processor applies). Results are computed from the sums on request, less the
+contribution of the users flagged now (``excluded``: suspect or blocked): each
+one's pair, taken away as erasure takes it (``stats_delta(None, values)``), and
+their exposures. The stored sums keep everyone, so a user unblocked counts again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -49,11 +52,14 @@ class ExperimentService:
         clock: Callable[[], float] = time.time,
         retries: RetryCounts | None = None,
         holds: Callable[[str], bool] | None = None,
+        excluded: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
-        event at all, whose pre-period needs no read of the log."""
+        event at all, whose pre-period needs no read of the log. ``excluded()``: the
+        users results leave out now (the guard's flagged users)."""
         self._holds = holds
+        self._excluded = excluded
         self._store = store
         self._log = log_
         self._retries = retries
@@ -100,8 +106,9 @@ class ExperimentService:
         added, with their users' stored metric values. Values of exposures known
         here are kept: a worker is the only writer of its users' values, and the
         store may not hold its latest commit yet. ``statistics``: replace the
-        variant statistics too (an API instance, which answers for results but
-        does not move them).
+        variant statistics, and the flagged users' values, too (an API instance,
+        which answers for results but does not move them: the values are what it
+        takes away for a flagged user).
         """
         for exp in await self._store.get_experiments():
             eid = exp.experiment_id
@@ -124,6 +131,10 @@ class ExperimentService:
             if statistics:
                 table = await self._store.get_experiment_stats(eid)
                 self._stats[eid] = {(v, m): st for v, m, st in table}
+                flagged = [e.user_id for e in self._flagged_exposures(eid)]
+                if flagged:  # what results take away for them: their values as stored
+                    for u, m, v in await self._store.get_user_metrics(eid, flagged):
+                        values[(u, m)] = v
             running = exp.status == "running"
             if running and (was is None or was.status != "running"):
                 users: Iterable[str] = exposures
@@ -406,11 +417,37 @@ class ExperimentService:
     # -- results ------------------------------------------------------------------
 
     def exposures_by_variant(self, experiment_id: str) -> dict[str, int]:
+        """Exposed users per variant, the flagged ones left out."""
         exp = self.get(experiment_id)
         counts = {v.key: 0 for v in exp.variants}
         for exposure in self._exposures.get(experiment_id, {}).values():
             counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+        for exposure in self._flagged_exposures(experiment_id):
+            counts[exposure.variant] -= 1
         return counts
+
+    def _flagged_exposures(self, experiment_id: str) -> list[Exposure]:
+        if self._excluded is None:
+            return []
+        held = self._exposures.get(experiment_id, {})
+        return [held[u] for u in self._excluded() if u in held]
+
+    def counted_stats(self, experiment_id: str) -> dict[tuple[str, str], PairStats]:
+        """Each (variant, metric)'s sums less the flagged users' pairs: what results read.
+
+        A flagged user's pair is taken away as :meth:`erase_user` takes it away, from
+        the values they reached before they were flagged (their events are not learnt
+        from since, so the values stay where they were)."""
+        table = dict(self._stats.get(experiment_id, {}))
+        values = self._values.get(experiment_id, {})
+        exp = self._experiments.get(experiment_id)
+        for exposure in self._flagged_exposures(experiment_id):
+            for metric in () if exp is None else exp.all_metrics:
+                value = values.get((exposure.user_id, metric.name))
+                key = (exposure.variant, metric.name)
+                if value is not None and key in table:
+                    table[key] = table[key] - xp.stats_delta(None, value)
+        return table
 
     def results(self, experiment_id: str) -> dict[str, Any]:
         exp = self.get(experiment_id)
@@ -418,7 +455,7 @@ class ExperimentService:
         srm = stats.srm_test(
             observed, {v.key: v.weight for v in exp.variants}, self._config.srm_threshold
         )
-        table = self._stats.get(experiment_id, {})
+        table = self.counted_stats(experiment_id)
         metrics = []
         comparisons: list[dict[str, Any]] = []
         for metric in exp.all_metrics:

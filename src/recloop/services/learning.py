@@ -128,10 +128,14 @@ class LearningService:
         reliability: Callable[[str], float | None] | None = None,
         clock: Callable[[], float] = time.time,
         storage_url: str | None = None,
+        excluded: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         """``storage_url``: the SQL database ``store`` and ``log`` are in; a training
         job's process then reads its data there itself (None: the in-memory storage,
-        read in this process)."""
+        read in this process). ``excluded()``: the users flagged now (the guard's),
+        whose impressions and clicks the items' counts leave out from the next
+        monitor pass on (training reads the flagged users from the store itself)."""
+        self._excluded = excluded
         self._store = store
         self._log = log_
         self._config = config
@@ -470,8 +474,12 @@ class LearningService:
         it from storage the first time (and if its window must reach further back)."""
         since, starts = self._window(slots, now)
         tally = self._tally
+        excluded = frozenset() if self._excluded is None else self._excluded()
+        if excluded != tally.excluded:
+            tally.exclude(excluded)
         if not self._tallied or since < tally.since:
             tally = Tally(self._config.attribution_window_minutes * 60.0)
+            tally.exclude(excluded)
             cursor = await self._log.last_offset()
             tally.expire(since)
             tally.restart(starts)
