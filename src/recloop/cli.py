@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ipaddress
 from functools import partial
@@ -53,6 +54,7 @@ def serve(
     import uvicorn
 
     from recloop.api.app import create_app
+    from recloop.serving import AnnouncingServer
 
     settings = _settings(config)
     server = settings.server.model_copy(
@@ -71,7 +73,7 @@ def serve(
     # Per-user state makes a large, long-lived heap: collect the young generation less
     # often (the default of 700 allocations runs full passes every fraction of a second).
     gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(
+    config_ = uvicorn.Config(
         create_app(settings),
         host=server.host,
         port=server.port,
@@ -80,6 +82,11 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    announcing = AnnouncingServer(config_, typer.echo)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
+        announcing.run()
+    if not announcing.started:
+        raise typer.Exit(3)  # as uvicorn.run: the server did not start
 
 
 @app.command()
@@ -271,3 +278,41 @@ def keys_new(
     typer.echo(f"key (shown once): {key}")
     typer.echo("config line for auth.keys:")
     typer.echo(f"  - {{name: {name}, sha256: {sha}, roles: [{', '.join(wanted)}]}}")
+
+
+@app.command("import")
+def import_history(
+    files: Annotated[
+        list[Path], typer.Argument(help="History files: .jsonl/.ndjson, .csv or .parquet.")
+    ],
+    config: ConfigOpt = None,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="OLD=NEW: read column OLD as the API field NEW (repeatable)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=20_000, help="Events per batch.")] = 2_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Load history files through the API's validation, dedupe and learning.
+
+    One feedback event per row, with the API's fields, applied in timestamp order.
+    Rejected rows go to NAME.rejected.jsonl beside each input, with their reasons;
+    importing the same files again applies nothing twice. Embedded: stop the server
+    first. Distributed (--config with event_log.kind: kafka): the events go to the
+    topic and the workers apply them.
+    """
+    from recloop.cli_import import run_import_command
+
+    settings = _settings(config)
+    configure_logging(settings.logging.format, "WARNING")
+    run_import_command(settings, files, mapping or [], batch_size, as_json, progress)
+
+
+def _register_client_commands() -> None:
+    from recloop.cli_client import register
+
+    register(app)
+
+
+_register_client_commands()

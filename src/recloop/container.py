@@ -41,6 +41,7 @@ from recloop.services.optimizer import Optimizer, OptimizerConfig
 from recloop.services.preferences import PreferenceService
 from recloop.services.privacy import PrivacyConfig, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
+from recloop.services.retraction import Retraction, RetractionConfig
 from recloop.services.vectors import ItemVectors
 from recloop.services.worker import Worker
 
@@ -73,6 +74,8 @@ class Container:
     """Distributed: the read cache kept coherent through Redis (``SharedCache``)."""
     learning: LearningService | None = None
     privacy: PrivacyService | None = None
+    retraction: Retraction | None = None
+    """What flagged users taught the optimizer, left out (None: spam detection off)."""
     retries: RetryCounts = field(default_factory=RetryCounts)
     """Storage calls retried, per operation (``recloop.resilience``)."""
     _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -112,6 +115,8 @@ class Container:
         await self.optimizer.start()
         await self.experiments.start()
         await self.guard.start()
+        if self.retraction is not None:
+            await self.retraction.start()
         if self.spool is not None:
             await self.spool.start()
             self._refresher = asyncio.create_task(
@@ -149,6 +154,8 @@ class Container:
         else:
             await self.processor.stop()
         await self.experiments.stop()
+        if self.retraction is not None:
+            await self.retraction.stop()
         await self.guard.stop()
         if self.ingest.limits is not None:
             await self.ingest.limits.close()
@@ -322,6 +329,21 @@ def optimizer_config(settings: Settings) -> OptimizerConfig:
     )
 
 
+def rank_config(settings: Settings) -> RankConfig:
+    x = settings.exploration
+    return RankConfig(
+        epsilons=dict(x.epsilon),
+        segment_rules=segment_rules(settings),
+        rrf_k=settings.rank.rrf_k,
+        affinity_weight=settings.rank.affinity_weight,
+        fusion=settings.rank.fusion,
+        seed=x.seed,
+        evidence_half=x.evidence_half,
+        explore_top=x.top,
+        temperature=x.temperature,
+    )
+
+
 def kafka_config(settings: Settings) -> KafkaConfig:
     k = settings.event_log.kafka
     return KafkaConfig(
@@ -348,7 +370,14 @@ def _read_cache(settings: Settings) -> tuple[Cache, SharedCache | None]:
     return shared, shared
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(
+    settings: Settings, guard_clock: Callable[[], float] | None = None
+) -> Container:
+    """Every service, wired for ``settings``.
+
+    ``guard_clock`` is the guard's "now" (``recloop import``: the time of the history
+    being imported, so that users are judged as of their own events).
+    """
     db: SqlDatabase | None = None
     event_log: EventLog
     store: StateStore
@@ -388,6 +417,7 @@ def build_container(settings: Settings) -> Container:
             judge_within_seconds=sp.judge_within_seconds,
             max_users=settings.cache.max_users,
         ),
+        **({} if guard_clock is None else {"clock": guard_clock}),
     )
     x = settings.experiments
     experiments = ExperimentService(
@@ -405,6 +435,7 @@ def build_container(settings: Settings) -> Container:
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
         committed_offset=None if distributed else lambda: processor.tracker.watermark,
+        excluded=guard.flagged_users if sp.enabled else None,
     )
     processor = Processor(
         store,
@@ -458,6 +489,7 @@ def build_container(settings: Settings) -> Container:
             learning_config(settings),
             reliability=guard.reliability if sp.enabled else None,
             storage_url=None if db is None else settings.storage.url,
+            excluded=guard.flagged_users if sp.enabled else None,
         )
     ranker = Ranker(
         preferences,
@@ -466,17 +498,7 @@ def build_container(settings: Settings) -> Container:
         impressions,
         store,
         event_log,
-        RankConfig(
-            epsilons=dict(settings.exploration.epsilon),
-            segment_rules=segment_rules(settings),
-            rrf_k=settings.rank.rrf_k,
-            affinity_weight=settings.rank.affinity_weight,
-            fusion=settings.rank.fusion,
-            seed=settings.exploration.seed,
-            evidence_half=settings.exploration.evidence_half,
-            explore_top=settings.exploration.top,
-            temperature=settings.exploration.temperature,
-        ),
+        rank_config(settings),
         experiments=experiments,
         learning=learning,
         retries=retries,
@@ -509,6 +531,18 @@ def build_container(settings: Settings) -> Container:
         shared_cache=shared_cache,
         learning=learning,
         privacy=privacy,
+        retraction=Retraction(
+            event_log,
+            guard,
+            optimizer,
+            RetractionConfig(
+                frozenset(settings.bandit.algorithms),
+                settings.bandit.bucket_minutes * 60.0,
+                segment_rules(settings),
+            ),
+        )
+        if sp.enabled
+        else None,
         retries=retries,
     )
 

@@ -45,6 +45,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from recloop.core.events import FEEDBACK_TYPES
+from recloop.core.stats import srm_test
 
 if TYPE_CHECKING:
     from recloop.container import Container
@@ -157,6 +158,7 @@ class _Snapshot:
 
     storage_up: bool | None = None
     algorithms: list[dict[str, Any]] = field(default_factory=list)
+    deployment: dict[str, Any] | None = None
 
 
 class StateCollector(Collector):
@@ -177,6 +179,11 @@ class StateCollector(Collector):
             snapshot.algorithms = await c.optimizer.overview()
         except Exception:  # the store is down: leave the algorithm gauges out of this scrape
             snapshot.algorithms = []
+        if c.learning is not None:
+            try:
+                snapshot.deployment = await c.learning.deployment()
+            except Exception:  # the store is down: leave the model gauges out of this scrape
+                snapshot.deployment = None
         self._snapshot = snapshot
 
     def describe(self) -> Iterable[Metric]:
@@ -189,6 +196,7 @@ class StateCollector(Collector):
         yield from _event_log(c)
         yield from _algorithms(self._snapshot.algorithms)
         yield from _experiments(c)
+        yield from _deployment(self._snapshot.deployment)
         yield _spam(c)
         limits = c.ingest.limits
         yield GaugeMetricFamily(
@@ -280,17 +288,85 @@ def _algorithms(rows: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
 
 
 def _experiments(c: Container) -> Iterator[Metric]:
+    labels = ["experiment"]
     family = GaugeMetricFamily(
         "recloop_experiment_exposures",
         "Users exposed to each variant of each running experiment.",
         labels=["experiment", "variant"],
     )
+    p_value = GaugeMetricFamily(
+        "recloop_experiment_srm_p_value",
+        "Sample ratio mismatch: the chi-square p-value of each running experiment's "
+        "exposures against its weights (absent before two variants have users).",
+        labels=labels,
+    )
+    mismatch = GaugeMetricFamily(
+        "recloop_experiment_srm_mismatch",
+        "1 while a running experiment's exposures mismatch its weights (p-value below "
+        "experiments.srm_threshold): its comparisons cannot be trusted.",
+        labels=labels,
+    )
+    threshold = c.settings.experiments.srm_threshold
     for exp in c.experiments.all():
         if exp.status != "running":
             continue
-        for variant, n in c.experiments.exposures_by_variant(exp.experiment_id).items():
+        observed = c.experiments.exposures_by_variant(exp.experiment_id)
+        for variant, n in observed.items():
             family.add_metric([exp.experiment_id, variant], n)
+        srm = srm_test(observed, {v.key: v.weight for v in exp.variants}, threshold)
+        if srm.p_value is not None:
+            p_value.add_metric([exp.experiment_id], srm.p_value)
+        mismatch.add_metric([exp.experiment_id], 1.0 if srm.flagged else 0.0)
     yield family
+    yield p_value
+    yield mismatch
+
+
+def _deployment(deployment: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """The blue-green slots (learning.deployment): the canary, and the stored transitions."""
+    if deployment is None:
+        return
+    slots = deployment["slots"]
+    canary = slots["green_version"] is not None
+    yield GaugeMetricFamily(
+        "recloop_model_canary_fraction",
+        "Share of users served by the green (canary) model; 0 while there is none.",
+        value=float(slots["canary_fraction"]) if canary else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "recloop_model_watching",
+        "1 while a promoted model is watched against the baseline kept at promotion.",
+        value=1.0 if slots["promoted_at"] is not None and not canary else 0.0,
+    )
+    impressions = GaugeMetricFamily(
+        "recloop_model_slot_impressions",
+        "Impressions the deployment monitor counted per slot since the slot's start "
+        "(the process that runs the monitor: learning.coordinator).",
+        labels=["slot"],
+    )
+    clicks = GaugeMetricFamily(
+        "recloop_model_slot_clicks",
+        "Clicks the deployment monitor attributed per slot since the slot's start.",
+        labels=["slot"],
+    )
+    for slot, counts in sorted(deployment["live"].items()):
+        impressions.add_metric([slot], counts["impressions"])
+        clicks.add_metric([slot], counts["clicks"])
+    yield impressions
+    yield clicks
+    by_action = {action: 0 for action in ("deploy", "promote", "rollback", "confirm")}
+    for transition in deployment["transitions"]:
+        action = str(transition.get("action"))
+        by_action[action] = by_action.get(action, 0) + 1
+    transitions = CounterMetricFamily(
+        "recloop_model_transitions",
+        "Stored blue-green transitions by action (deploy, promote, rollback, confirm), "
+        "automatic and by hand, since the deployment history began.",
+        labels=["action"],
+    )
+    for action, n in sorted(by_action.items()):
+        transitions.add_metric([action], n)
+    yield transitions
 
 
 def _spam(c: Container) -> Metric:

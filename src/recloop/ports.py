@@ -6,7 +6,7 @@ use, and the contract tests run the same cases over it and the SQL adapter.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -241,8 +241,11 @@ class StateStore(Protocol):
 
     async def get_exposures(self, experiment_id: str) -> list[Exposure]: ...
 
-    async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
-        """(user_id, metric, values) of every exposed user of the experiment."""
+    async def get_user_metrics(
+        self, experiment_id: str, user_ids: Collection[str] | None = None
+    ) -> list[tuple[str, str, UserMetric]]:
+        """(user_id, metric, values) of every exposed user of the experiment (of
+        ``user_ids`` only, if given)."""
         ...
 
     async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:

@@ -55,6 +55,7 @@ async def test_roles_are_enforced(app: Running) -> None:
     r = await app.client.post("/feedback", json=EVENT, headers=bearer(READ))
     assert r.status_code == 403
     assert "ingest" in r.json()["detail"]
+    assert r.json()["reason"] == "role"  # not "blocked": the key, not the user
     assert (await app.client.get("/users/u/weights", headers=bearer(READ))).status_code == 200
     assert (await app.client.get("/users/u/weights", headers=bearer(INGEST))).status_code == 403
     disable = "/algorithms/popularity/disable"

@@ -42,6 +42,7 @@ async def test_a_flood_is_blocked_and_not_learnt_from(app: Running) -> None:
     r = await app.client.post("/feedback", json=like("bot", now + 1))
     assert r.status_code == 403
     assert "blocked" in r.json()["detail"]
+    assert r.json()["reason"] == "blocked"  # not "role": the user, not the key
     batch = (await app.client.post("/feedback", json={"events": [like("bot", now + 2)]})).json()
     assert batch["results"][0]["status"] == "blocked"
     await app.idle()

@@ -301,7 +301,8 @@ async def test_a_candidate_trained_on_shuffled_labels_is_rejected(tmp_path: Path
     shuffled = dataclasses.replace(data, labels=labels)
     outcome = train(shuffled, champion, gate, 0.3)
     assert not outcome.accepted
-    assert outcome.reason.startswith("rejected: AUC")
+    assert outcome.reason.startswith("rejected by the gate: AUC rejected: AUC")
+    assert outcome.metrics["gate"]["auc"]["accepted"] is False
 
 
 async def test_recloop_train_from_the_command_line(tmp_path: Path) -> None:
@@ -409,6 +410,56 @@ async def test_the_training_process_never_writes_to_postgresql(postgres_url: str
     finally:
         await reader.dispose()
         await server.dispose()
+
+
+async def test_a_promotion_that_skips_the_canary_needs_force_and_is_audited(
+    tmp_path: Path,
+) -> None:
+    world = World(seed=12)
+    app, close = await start_app(settings(tmp_path))
+    try:
+        await app.client.post("/items", json={"items": world.items()})
+        await traffic(app, world, 300)
+        version = await register(app, "hand-made")
+        r = await app.client.post(f"/models/{version}/deploy", json={"reason": "try it"})
+        assert r.status_code == 200, r.text
+        before = (await app.client.get("/models/deployment")).json()
+
+        # The canary has too few impressions to decide: a promotion by hand is refused...
+        for body in (None, {"reason": "looks fine"}, {"force": False}):
+            r = await app.client.post("/models/promote", json=body)
+            assert r.status_code == 422, r.text
+            (error,) = r.json()["detail"]
+            assert error["loc"] == ["body", "force"] and "has not decided" in error["msg"]
+        r = await app.client.post("/models/promote", json={"force": "yes"})
+        assert r.status_code == 422, r.text  # an explicit boolean, not a truthy string
+        assert [e["loc"] for e in r.json()["detail"]] == [["body", "force"]]
+        # ...and changes nothing.
+        assert (await app.client.get("/models/deployment")).json() == before
+        assert (await app.client.get(f"/models/{version}")).json()["status"] == "green"
+
+        r = await app.client.post(
+            "/models/promote", json={"force": True, "reason": "incident 42: the old model leaks"}
+        )
+        assert r.status_code == 200, r.text
+        promoted = r.json()
+        assert promoted["forced"] is True and promoted["action"] == "promote"
+        assert promoted["by"].startswith("client:")  # no keys configured: the caller's address
+        assert "incident 42" in promoted["reason"] and "skipping the canary" in promoted["reason"]
+        assert promoted["numbers"]["green_impressions"] < 300  # what the canary had seen
+
+        deployment = (await app.client.get("/models/deployment")).json()
+        audit = deployment["transitions"]
+        assert [(t["action"], t["forced"]) for t in audit] == [
+            ("deploy", False),
+            ("promote", True),
+        ]
+        assert audit[0]["by"] == promoted["by"] and audit[0]["reason"] == "try it"
+        assert audit[1] == promoted
+        assert deployment["slots"]["blue_version"] == version
+        assert (await app.client.get(f"/models/{version}")).json()["status"] == "active"
+    finally:
+        await close()
 
 
 async def test_a_retrain_that_finds_no_example_says_why(tmp_path: Path) -> None:

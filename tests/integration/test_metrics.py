@@ -166,6 +166,66 @@ async def test_state_gauges_are_read_when_scraped(app: Running) -> None:
     assert value(samples, "recloop_event_log_lag") == 0.0
 
 
+async def test_sample_ratio_mismatch_is_exported_as_the_results_say(tmp_path: Path) -> None:
+    # A threshold so high that an uneven split of 21 users is flagged: the gauges must agree
+    # with GET /experiments/{id}/results, flagged or not.
+    running, close = await start_app(
+        make_settings(tmp_path, "memory", experiments={"srm_threshold": 0.999})
+    )
+    try:
+        client = running.client
+        experiment = {
+            "experiment_id": "split",
+            "name": "split",
+            "variants": [{"key": "a", "weight": 0.5}, {"key": "b", "weight": 0.5}],
+            "metrics": [{"name": "clicks", "type": "binomial", "event": "click"}],
+        }
+        assert (await client.post("/experiments", json=experiment)).status_code == 201
+        assert (await client.post("/experiments/split/start")).status_code == 200
+        samples = await scrape(running)
+        assert value(samples, "recloop_experiment_srm_p_value", experiment="split") is None
+        assert value(samples, "recloop_experiment_srm_mismatch", experiment="split") == 0.0
+        for i in range(21):  # an odd count: never an exact half
+            assert (await client.get(f"/experiments/split/assignment/x{i}")).status_code == 200
+        srm = (await client.get("/experiments/split/results")).json()["srm"]
+        assert srm["flagged"] is True
+        samples = await scrape(running)
+        p_value = value(samples, "recloop_experiment_srm_p_value", experiment="split")
+        assert p_value == pytest.approx(srm["p_value"])
+        assert value(samples, "recloop_experiment_srm_mismatch", experiment="split") == 1.0
+        assert (await client.post("/experiments/split/stop")).status_code == 200
+        samples = await scrape(running)  # only running experiments are watched
+        assert series(samples, "recloop_experiment_srm_mismatch") == {}
+    finally:
+        await close()
+
+
+async def test_the_model_deployment_is_exported_from_its_stored_state(app: Running) -> None:
+    samples = await scrape(app)
+    assert value(samples, "recloop_model_canary_fraction") == 0.0
+    assert value(samples, "recloop_model_watching") == 0.0
+    assert value(samples, "recloop_model_slot_impressions", slot="green") == 0.0
+    transitions = series(samples, "recloop_model_transitions_total")
+    assert {dict(k)["action"] for k in transitions} == {"deploy", "promote", "rollback", "confirm"}
+    assert set(transitions.values()) == {0.0}
+
+    # The slots and history the learning service stores (its own tests drive real models
+    # through them): a canary at 10 %, then the monitor's rollback of an earlier one.
+    store = app.container.store
+    at = 1_700_000_000.0
+    deployed = {"action": "deploy", "at": at, "from_version": None, "to_version": "m1"}
+    rolled = {"action": "rollback", "at": at + 1, "from_version": "m1", "to_version": None}
+    canary = {"green_version": "m2", "canary_fraction": 0.1, "deployed_at": at + 2}
+    await store.put_deployment({"green_version": "m1", "canary_fraction": 0.1}, deployed)
+    await store.put_deployment({}, {**rolled, "reason": "canary: worse"})
+    await store.put_deployment(canary, {**deployed, "to_version": "m2", "at": at + 2})
+    samples = await scrape(app)
+    assert value(samples, "recloop_model_canary_fraction") == pytest.approx(0.1)
+    assert value(samples, "recloop_model_transitions_total", action="deploy") == 2.0
+    assert value(samples, "recloop_model_transitions_total", action="rollback") == 1.0
+    assert value(samples, "recloop_model_transitions_total", action="promote") == 0.0
+
+
 async def test_a_failing_rate_limit_store_shows_as_degraded(tmp_path: Path) -> None:
     dead = f"async+redis://127.0.0.1:{free_port()}"
     running, close = await start_app(

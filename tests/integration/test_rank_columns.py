@@ -326,7 +326,7 @@ async def test_rank_matches_the_oracle_with_a_model_on_the_logged_float32_rows(
         )  # fmt: skip
         await app.container.store.put_model(record, artifact.data)
         await learning.deploy("m1")
-        await learning.promote()
+        await learning.promote(force=True)
         await compare(app, rng, 100, model=True)
     finally:
         await close()

@@ -40,6 +40,11 @@ async def test_over_limit_events_in_a_batch_are_refused_alone(app: Running) -> N
     )
     assert (body["accepted"], body["rate_limited"]) == (9, 3)
     assert "3 per 1 minute" in body["results"][3]["error"]["message"]
+    # each refused event says which limit and when to send it again, as a 429's headers do
+    limited = [r for r in body["results"] if r["status"] == "rate_limited"]
+    assert [r["limit"] for r in limited] == ["3 per 1 minute"] * 2 + ["4 per 1 minute"]
+    assert all(1 <= r["retry_after"] <= 60 for r in limited)
+    assert all("retry_after" not in r for r in body["results"] if r["status"] == "accepted")
     await app.idle(flush=True)
     prefs = (await app.client.get("/users/u/preferences")).json()
     assert prefs["interactions"] == 3 + 4  # nothing refused was applied

@@ -15,6 +15,7 @@ from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.core.bandit import COUNT_LIMIT, PerformanceCounts
 from recloop.core.events import Event
+from recloop.core.experiments import UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import LearningRate, UserState
 from recloop.core.slates import Slate
@@ -361,3 +362,21 @@ async def test_algorithm_counts_saturate_instead_of_overflowing(
     counts = got.counts
     assert (counts.impressions, counts.clicks, counts.conversions) == (COUNT_LIMIT,) * 3
     assert counts.satisfaction_n == COUNT_LIMIT
+
+
+async def test_user_metrics_of_some_users(adapters: tuple[EventLog, StateStore]) -> None:
+    """All of an experiment's values, or only those of the users asked for (a flagged
+    user's, which a distributed API instance takes away from results)."""
+    _, store = adapters
+    rows = [("x", f"u{k}", m, UserMetric(float(k), 1.0)) for k in range(5) for m in ("a", "b")]
+    rows.append(("y", "u1", "a", UserMetric(9.0, 0.0)))
+    await store.commit(StateChanges(user_metrics=rows))
+    every = await store.get_user_metrics("x")
+    assert sorted((u, m, v.y) for u, m, v in every) == sorted(
+        (u, m, v.y) for e, u, m, v in rows if e == "x"
+    )
+    some = await store.get_user_metrics("x", ["u1", "u3", "nobody"])
+    assert sorted((u, m, v.y) for u, m, v in some) == [
+        ("u1", "a", 1.0), ("u1", "b", 1.0), ("u3", "a", 3.0), ("u3", "b", 3.0)
+    ]  # fmt: skip
+    assert await store.get_user_metrics("x", []) == []

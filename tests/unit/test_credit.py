@@ -7,6 +7,8 @@ the credit and reads them back (the shares themselves: tests/unit/test_ranking.p
 
 from __future__ import annotations
 
+import numpy as np
+
 from recloop.core.ranking import credited
 from recloop.core.slates import Slate, decode, encode
 
@@ -23,7 +25,30 @@ def test_shares_and_credits_are_logged_and_read_back() -> None:
 
 
 def test_credited_draws_by_share() -> None:
-    draws = [credited(("a", "b", "c"), (0.5, 0.3, 0.1), f"imp:{n}") for n in range(20_000)]
-    for algorithm, share in (("a", 0.5), ("b", 0.3), ("c", 0.1), (None, 0.1)):
-        # within 4 standard errors
-        assert abs(draws.count(algorithm) / 20_000 - share) < 4 * (share * (1 - share) / 2e4) ** 0.5
+    # 5,000 slates of four items with the same shares: every slot draws by share
+    algorithms, shares = [("a", "b", "c")] * 4, np.array([(0.5, 0.3, 0.1)] * 4)
+    draws = [credited(algorithms, shares, f"imp:{n}") for n in range(5_000)]
+    for slot in range(4):
+        drawn = [d[slot] for d in draws]
+        for algorithm, share in (("a", 0.5), ("b", 0.3), ("c", 0.1), (None, 0.1)):
+            # within 4 standard errors
+            bound = 4 * (share * (1 - share) / 5e3) ** 0.5
+            assert abs(drawn.count(algorithm) / 5_000 - share) < bound
+
+
+def test_slots_of_one_slate_draw_independently() -> None:
+    # two slots with shares 1/2 each: the four pairs come a quarter of the time each
+    draws = [credited([("a", "b")] * 2, np.full((2, 2), 0.5), f"imp:{n}") for n in range(8_000)]
+    for pair in (("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")):
+        assert abs(draws.count(pair) / 8_000 - 0.25) < 4 * (0.25 * 0.75 / 8e3) ** 0.5
+
+
+def test_credit_is_reproducible_from_the_impression_id() -> None:
+    algorithms, shares = [("a", "b")] * 50, np.full((50, 2), 0.5)
+    assert credited(algorithms, shares, "imp-x") == credited(algorithms, shares, "imp-x")
+    assert credited(algorithms, shares, "imp-x") != credited(algorithms, shares, "imp-y")
+    # a slot's draw does not depend on how many slots follow it
+    assert (
+        credited(algorithms[:10], shares[:10], "imp-x")
+        == credited(algorithms, shares, "imp-x")[:10]
+    )

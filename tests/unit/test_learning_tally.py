@@ -248,3 +248,43 @@ def test_a_click_counts_once_per_impression_and_item() -> None:
     assert not t.click("nope", "a", 1.0)
     t.expire(math.inf)
     assert t.counts == {} and t.item_stats == {} and len(t) == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_excluded_users_count_nowhere_and_count_again_once_included(seed: int) -> None:
+    """Impressions and clicks arrive while the excluded set changes at random; after each
+    step the counts equal the oracle's over the impressions of users not excluded now."""
+    rng = random.Random(seed)
+    users = [f"u{k}" for k in range(6)]
+    items = [f"i{k}" for k in range(8)]
+    tally = Tally(WINDOW)
+    tally.restart({"blue": 0.0, "green": 0.0})
+    logged: list[Impression] = []
+    feedback: dict[str, list[Event]] = {}
+    for step in range(60):
+        now = 1_000.0 + step
+        if rng.random() < 0.6:
+            imp = Impression(
+                f"imp{step}",
+                rng.choice(users),
+                "new",
+                now,
+                0.1,
+                shown(rng.sample(items, 3)),
+                model_slot=rng.choice(["blue", "green", None]),
+                model_version="m1",
+            )
+            logged.append(imp)
+            tally.add([imp])
+        if logged and rng.random() < 0.5:
+            imp = rng.choice(logged)
+            item = rng.choice([*imp.shown.item_ids, "elsewhere"])
+            click = Event(f"c{step}", imp.user_id, item, "click", now)
+            feedback.setdefault(imp.impression_id, []).append(click)
+            tally.click(imp.impression_id, item, now)
+        if rng.random() < 0.2:
+            tally.exclude(frozenset(u for u in users if rng.random() < 0.3))
+        kept = [i for i in logged if i.user_id not in tally.excluded]
+        counts, by_item = old_count(kept, feedback, Slots(), WINDOW)
+        assert {k: tuple(v) for k, v in tally.counts.items()} == counts
+        assert {k: tuple(v) for k, v in tally.item_stats.items()} == by_item

@@ -110,3 +110,27 @@ def test_the_small_catalogue_world_has_no_false_positives() -> None:
     assert report.flagged <= 2  # FPR <= 1 %
     assert "repeated_item" not in report.fired
     assert all(flagged == n for n, flagged in report.bots.values())
+
+
+def test_made_up_item_ids_of_one_bot_do_not_inflate_the_catalogue() -> None:
+    """An item counts once two distinct users named it: a bot naming 5,000 made-up ids
+    leaves the catalogue at the shop's 10 items, and the shop's heavy regular trusted."""
+    stats = ItemStats()
+    shoppers = [f"s{k}" for k in range(30)]
+    for k in range(300):
+        stats.note_items([f"i{k % 10}"], [shoppers[k % 30]])
+    fake = [f"made-up-{k}" for k in range(5_000)]
+    stats.note_items(fake, ["bot"] * len(fake))
+    stats.note_items(fake[:100], ["bot"] * 100)  # the same bot again: still one user
+    assert stats.catalogue == 10
+    user = regular_of(10)
+    found = signals(user, stats, SpamConfig(), now=user.last_at)
+    assert not found["repeated_item"].fired and not found["item_diversity"].fired
+    # Without the users (the former rule), the bot's ids made the regular repetitive.
+    inflated = catalogue_of(10)
+    inflated.note_items(fake)
+    assert inflated.catalogue == 5_010
+    assert signals(user, inflated, SpamConfig(), now=user.last_at)["repeated_item"].fired
+    # A second user naming one of the ids makes it an item.
+    stats.note_items([fake[0]], ["ann"])
+    assert stats.catalogue == 11

@@ -246,7 +246,7 @@ def test_models_guard_privacy(client: Client) -> None:
     assert "gp-u1" in {s.user_id for s in client.suspects(limit=50)}
     with pytest.raises(AuthError) as refused:  # a single event of a blocked user: 403
         client.feedback("gp-u1", "gp-i1", "view")
-    assert refused.value.status_code == 403
+    assert (refused.value.status_code, refused.value.reason) == (403, "blocked")
     assert client.unblock_user("gp-u1").status != "blocked"
 
     exported = client.export_user("gp-u1")
@@ -291,7 +291,8 @@ def test_auth_errors_and_the_environment(server: Server, monkeypatch: pytest.Mon
         assert reader.weights("auth-u1").user_id == "auth-u1"
         with pytest.raises(AuthError) as no_role:
             reader.feedback("auth-u1", "auth-i1", "view")
-    assert no_role.value.status_code == 403
+    assert (no_role.value.status_code, no_role.value.reason) == (403, "role")
+    assert no_key.value.reason is None
 
     monkeypatch.setenv("RECLOOP_URL", server.root + "/api/v1/learning/")
     monkeypatch.setenv("RECLOOP_API_KEY", ADMIN_KEY)
@@ -308,6 +309,12 @@ def test_rate_limited_carries_retry_after(client: Client) -> None:
     assert limited.value.retryable
     assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 60
     assert limited.value.limit is not None and "3" in limited.value.limit
+    # in a batch, each refused event says the same
+    result = client.feedback_batch([Event("rl-u1", "rl-i1", "like")])
+    (outcome,) = result.results
+    assert outcome.status == "rate_limited"
+    assert outcome.retry_after is not None and 1 <= outcome.retry_after <= 60
+    assert outcome.limit == limited.value.limit
 
 
 def test_transport_error_when_nothing_listens() -> None:

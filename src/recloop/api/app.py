@@ -14,6 +14,7 @@ from starlette.routing import Route
 from recloop import __version__
 from recloop.api import errors
 from recloop.api.lean import lean_routes
+from recloop.api.links import add_links
 from recloop.api.middleware import RequestMiddleware, route_templates
 from recloop.api.routers import (
     algorithms,
@@ -35,6 +36,7 @@ from recloop.api.schemas import (
     PerformanceIn,
 )
 from recloop.config import Settings
+from recloop.console import install as install_console
 from recloop.container import Container, build_container
 from recloop.metrics import Metrics
 
@@ -84,6 +86,9 @@ def create_app(
         # FastAPI's OpenTelemetry bridge looks up three global providers on every request;
         # recloop configures none (its metrics are Prometheus, api/middleware.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs and /redoc are served from the package's assets (recloop.console.docs).
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     app.state.metrics = Metrics(lambda: getattr(app.state, "container", None))
@@ -100,6 +105,7 @@ def create_app(
             Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"]),
             *lean_routes(PREFIX),
         ]
+    templates.update(route_templates(install_console(app)))
     templates.update(route_templates(app.router.routes))  # the lean routes, the docs
     app.add_middleware(
         RequestMiddleware,
@@ -119,6 +125,7 @@ def create_app(
                 components.update(body.pop("$defs", {}))
                 components[model.__name__] = body
             name_algorithms(schema, settings.bandit.algorithms)
+            add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -93,7 +93,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> FastJSONResponse:
-        return FastJSONResponse({"detail": str(exc)}, status_code=403)
+        return FastJSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=403)
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(_: Request, exc: RateLimited) -> FastJSONResponse:
@@ -113,10 +113,14 @@ def install(app: FastAPI) -> None:
         )
 
 
+def retry_after(reset_at: float) -> int:
+    """Whole seconds until ``reset_at`` (at least 1): ``Retry-After``'s value."""
+    return max(1, math.ceil(reset_at - time.time()))
+
+
 def rate_limit_headers(exc: RateLimited) -> dict[str, str]:
-    retry = max(1, math.ceil(exc.reset_at - time.time()))
     return {
-        "Retry-After": str(retry),
+        "Retry-After": str(retry_after(exc.reset_at)),
         "X-RateLimit-Limit": exc.limit,
         "X-RateLimit-Remaining": str(exc.remaining),
         "X-RateLimit-Reset": str(math.ceil(exc.reset_at)),

@@ -39,7 +39,6 @@ from recloop.api.routers import experiments, users
 from recloop.api.schemas import RANK_K_MAX
 from recloop.container import Container
 from recloop.core.ids import id_problem, json_may_break_id_rule
-from recloop.core.ranking import Candidate
 
 ID_MAX: Final = 128
 """Path parameters are ``Path(min_length=1, max_length=128)`` on the documented routes."""
@@ -134,8 +133,9 @@ async def _rank(request: Request) -> dict[str, Any] | None:
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
-    candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
-    return await users.rank_body(_container(request), user_id, candidates, body.k, body.context)
+    return await users.rank_body(
+        _container(request), user_id, body.candidates, body.k, body.context
+    )
 
 
 def decode_rank(raw: bytes) -> RankBody | None:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -158,6 +158,8 @@ def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> dict[Any, 
     for route in routes:
         endpoint = getattr(route, "endpoint", None)
         path = getattr(route, "path", None)
+        if isinstance(route, Mount):  # its app is the scope's endpoint (the console's assets)
+            endpoint, path = route.app, f"{route.path}/{{path}}"
         if endpoint is not None and isinstance(path, str):
             out[endpoint] = prefix + path
     return out

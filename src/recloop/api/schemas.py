@@ -187,6 +187,14 @@ class FeedbackOutcome(BaseModel):
     event_id: str | None
     status: Literal["accepted", "duplicate", "rejected", "rate_limited", "blocked"]
     error: FieldError | None = None
+    limit: str | None = Field(
+        default=None, description="rate_limited only: the limit the event's user is over"
+    )
+    retry_after: int | None = Field(
+        default=None,
+        description="rate_limited only: seconds until the limit lets the user's events in "
+        "again (a 429's Retry-After)",
+    )
 
 
 class FeedbackResult(BaseModel):
@@ -282,6 +290,11 @@ class LiveOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any
+    reason: str | None = Field(
+        default=None,
+        description='403 only: "role" (the key lacks the role the route needs) or "blocked" '
+        "(the event's user is blocked)",
+    )
 
 
 # -- optimizer ---------------------------------------------------------------------
@@ -571,22 +584,26 @@ class ExperimentIn(_In):
 
 class ExperimentPatch(_In):
     """Fields to change. While running only name, hypothesis, traffic_allocation (ramps),
-    alpha, sequential, metrics and guardrails may change."""
+    alpha, sequential, metrics and guardrails may change.
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    A field left out is unchanged; only ``hypothesis`` may be set to null (cleared): the
+    others have no null value, so a null is refused with their name (the defaults below
+    are never validated, they only mark a field as absent)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] = None  # type: ignore[assignment]
     hypothesis: Annotated[str, Field(max_length=2000)] | None = None
-    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] | None = None
-    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    namespace: NamespaceIn | None = None
-    rollout: Annotated[list[RolloutStepIn], Field(max_length=100)] | None = Field(
+    variants: Annotated[list[VariantIn], Field(min_length=2, max_length=20)] = None  # type: ignore[assignment]
+    traffic_allocation: Annotated[float, Field(ge=0.0, le=1.0)] = None  # type: ignore[assignment]
+    namespace: NamespaceIn = None  # type: ignore[assignment]
+    rollout: Annotated[list[RolloutStepIn], Field(max_length=100)] = Field(  # type: ignore[assignment]
         None, description="A new plan: replaces the steps, and resumes a halted rollout."
     )
-    seed: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    hash_version: Literal[1, 2] | None = None
-    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] | None = None
-    guardrails: Annotated[list[MetricIn], Field(max_length=50)] | None = None
-    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
-    sequential: bool | None = None
+    seed: Annotated[str, Field(min_length=1, max_length=128)] = None  # type: ignore[assignment]
+    hash_version: Literal[1, 2] = None  # type: ignore[assignment]
+    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=50)] = None  # type: ignore[assignment]
+    guardrails: Annotated[list[MetricIn], Field(max_length=50)] = None  # type: ignore[assignment]
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = None  # type: ignore[assignment]
+    sequential: bool = None  # type: ignore[assignment]
 
 
 class ExperimentOut(BaseModel):

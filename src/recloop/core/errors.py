@@ -56,7 +56,15 @@ class NotAuthenticated(RecloopError):
 
 
 class Forbidden(RecloopError):
-    """The request is understood and authenticated, but not allowed."""
+    """The request is understood and authenticated, but not allowed.
+
+    ``reason`` says why, for clients to act on: ``"role"`` (the key lacks the role the
+    route needs) or ``"blocked"`` (the event's user is blocked by the guard).
+    """
+
+    def __init__(self, message: str, reason: str = "role") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RateLimited(RecloopError):

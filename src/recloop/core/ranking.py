@@ -30,7 +30,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,18 @@ def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float
     if method == "rrf":
         return weight / (rrf_k + rank)
     return weight * (n - rank + 1) / n
+
+
+class Proposed(Protocol):
+    """What fusion reads of a candidate: a :class:`Candidate`, or a request's candidate as
+    decoded (the rank routes pass theirs as they are, without a copy each)."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def algorithm(self) -> str | None: ...
+    @property
+    def score(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +81,7 @@ class Scored:
 
 
 def _check(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Proposed],
     weights: Mapping[str, float],
     affinities: Mapping[str, float],
     rrf_k: float,
@@ -225,14 +237,14 @@ class Fused:
     fusion: npt.NDArray[np.float64]
     affinity: npt.NDArray[np.float64]
     algorithms: list[tuple[str, ...]]
-    candidates: Sequence[Candidate] = ()
-    """The candidates fused; with the next three, what :meth:`shares` reads."""
-    contributions: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    """Each candidate's contribution to its item's fused value, in ``candidates`` order."""
-    item_of: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
-    """Each candidate's item, as its row in :attr:`item_ids`."""
+    share_sums: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    """Row ``i``, column ``j``: the contributions of ``algorithms[i][j]``'s candidates to
+    item ``i``'s fused value (columns past ``len(algorithms[i])`` are 0)."""
     raw: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     """Each item's fused value before it is divided by the largest."""
+    appearance: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    """Each item's place among the candidates' distinct item ids in order of first
+    appearance (what a caller's per-id columns are reordered by)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -245,32 +257,21 @@ class Fused:
         return self.shares_of([row])[0]
 
     def shares_of(self, rows: Sequence[int]) -> list[tuple[float, ...]]:
-        """:meth:`shares` of several rows in one pass over the candidates (``rank`` asks
-        for the shown ones only)."""
-        at = {row: n for n, row in enumerate(rows)}
-        sums = [dict.fromkeys(self.algorithms[row], 0.0) for row in rows]
-        picked = np.flatnonzero(np.isin(self.item_of, np.asarray(rows, dtype=np.intp)))
-        for j, row, value in zip(
-            picked.tolist(),
-            self.item_of[picked].tolist(),
-            self.contributions[picked].tolist(),
-            strict=True,
-        ):
-            algorithm = self.candidates[j].algorithm
-            if algorithm is not None:
-                sums[at[row]][algorithm] += value
-        out = []
-        for row, part in zip(rows, sums, strict=True):
-            total = float(self.raw[row])
-            if total > 0:
-                out.append(tuple(part[a] / total for a in self.algorithms[row]))
-            else:
-                out.append(tuple(0.0 for _ in self.algorithms[row]))
-        return out
+        """:meth:`shares` of several rows at once (``rank`` asks for the shown ones only)."""
+        values = self.share_matrix(rows).tolist()
+        return [tuple(values[n][: len(self.algorithms[row])]) for n, row in enumerate(rows)]
+
+    def share_matrix(self, rows: Sequence[int]) -> npt.NDArray[np.float64]:
+        """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
+        ``algorithms[rows[n]][j]``'s share (0 past its algorithms)."""
+        picked = np.asarray(rows, dtype=np.intp)
+        total = self.raw[picked][:, None]
+        sums = self.share_sums[picked]
+        return np.divide(sums, total, out=np.zeros_like(sums), where=total > 0)
 
 
 def fuse_columns(
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Proposed],
     weights: Mapping[str, float],
     affinities: Mapping[str, float],
     rrf_k: float = 60.0,
@@ -290,78 +291,116 @@ def fuse_columns(
     _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     index: dict[str, int] = {}
-    proposers: list[list[str]] = []
+    proposers: list[dict[str, int]] = []  # per item: algorithm -> its column, in order
     item_of: list[int] = []
-    groups: dict[str | None, list[int]] = {}
-    for j, c in enumerate(candidates):
+    column: list[int] = []  # per candidate: its algorithm's column in its item's row; -1
+    group_of: list[int] = []  # per candidate: its list, numbered in order of appearance
+    groups: dict[str | None, int] = {}
+    for c in candidates:
         i = index.get(c.item_id)
         if i is None:
             i = index[c.item_id] = len(proposers)
-            proposers.append([])
+            proposers.append({})
         item_of.append(i)
         algorithm = c.algorithm
-        if algorithm is not None and algorithm not in proposers[i]:
-            proposers[i].append(algorithm)
-        groups.setdefault(algorithm if algorithm in weights else None, []).append(j)
-    # Summed in fuse's order (group by group, by rank): the same floating-point sums.
-    fusion_sums = [0.0] * len(proposers)
-    contributions = [0.0] * len(candidates)
-    rrf = method == "rrf"
-    for key, members in groups.items():
-        weight = unassigned_weight if key is None else weights[key]
-        scores = [candidates[j].score for j in members]
-        if all(s is not None for s in scores):
-            members = sorted(members, key=lambda j: -(candidates[j].score or 0.0))
-        n = len(members)
-        # _contribution inlined (the same expressions, so the same floats as fuse)
-        for rank, j in enumerate(members, start=1):
-            value = weight / (rrf_k + rank) if rrf else weight * (n - rank + 1) / n
-            fusion_sums[item_of[j]] += value
-            contributions[j] = value
+        if algorithm is None:
+            column.append(-1)
+        else:
+            mine = proposers[i]
+            column.append(mine.setdefault(algorithm, len(mine)))
+        key = algorithm if algorithm in weights else None
+        group_of.append(groups.setdefault(key, len(groups)))
+    # Each list ranked by score, highest first (ties, and lists with an unscored
+    # candidate, in input order), lists in order of appearance: fuse's order. Summed per
+    # item in that order (bincount adds in input order): the same floating-point sums.
+    group = np.asarray(group_of, dtype=np.intp)
+    raw_scores = np.asarray(
+        [math.nan if c.score is None else c.score for c in candidates], dtype=np.float64
+    )
+    unscored = np.bincount(group, weights=np.isnan(raw_scores), minlength=len(groups)) > 0
+    by_score = np.where(unscored[group], 0.0, -raw_scores)
+    ordered = np.lexsort((by_score, group))  # stable: ties keep input order
+    sizes = np.bincount(group, minlength=len(groups))
+    starts = np.cumsum(sizes) - sizes
+    in_order = group[ordered]
+    ranks = (np.arange(len(ordered)) - starts[in_order] + 1).astype(np.float64)
+    list_weight = np.asarray(
+        [unassigned_weight if key is None else weights[key] for key in groups], dtype=np.float64
+    )[in_order]
+    if method == "rrf":
+        contributions = list_weight / (rrf_k + ranks)
+    else:
+        n = sizes[in_order].astype(np.float64)
+        contributions = list_weight * (n - ranks + 1) / n
+    items = len(proposers)
+    item_arr = np.asarray(item_of, dtype=np.intp)[ordered]
+    column_arr = np.asarray(column, dtype=np.intp)[ordered]
+    # (bincount of nothing is int64: astype keeps every column float64)
+    fusion = np.bincount(item_arr, weights=contributions, minlength=items)
+    fusion = fusion.astype(np.float64, copy=False)
+    width = max((len(p) for p in proposers), default=0)
+    named = column_arr >= 0
+    cells = (item_arr * width + column_arr)[named]
+    summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
+    share_sums = summed.astype(np.float64, copy=False).reshape(items, width)
     ids = list(index)
-    fusion = np.asarray(fusion_sums, dtype=np.float64)
-    top = max(fusion_sums, default=0.0)
+    top = float(fusion.max()) if items else 0.0
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
     affinity = np.asarray([affinities.get(i, 0.0) for i in ids], dtype=np.float64)
     score = normalised + affinity_weight * affinity
-    ranked = np.argsort(-score, kind="stable")
-    order = ranked.tolist()
-    row_of = np.empty(len(order), dtype=np.intp)
-    row_of[ranked] = np.arange(len(order))
+    ranked_items = np.argsort(-score, kind="stable")
+    order = ranked_items.tolist()
     return Fused(
         [ids[i] for i in order],
         score[order],
         normalised[order],
         affinity[order],
         [tuple(proposers[i]) for i in order],
-        candidates,
-        np.asarray(contributions, dtype=np.float64),
-        row_of[np.asarray(item_of, dtype=np.intp)],
+        share_sums[order],
         fusion[order],
+        ranked_items,
     )
 
 
-def credited(algorithms: Sequence[str], shares: Sequence[float], key: str) -> str | None:
-    """The algorithm that a shown item's feedback credits, drawn with probability equal to
-    its share of the item's fused value (None, the rest: no algorithm's).
+def draws(key: str, n: int) -> list[float]:
+    """``n`` uniform draws in [0, 1) from ``key`` alone: the 8-byte words of SHAKE-128(``key``)
+    read big-endian, their top 53 bits over 2^53. Reproducible from the log and independent
+    of any random generator's state.
 
-    The draw is ``u``, the first 8 bytes of BLAKE2b(``key``) over 2^64 (``key``: the
-    impression id and the item id), so it is reproducible from the log and takes
-    nothing from ``rank``'s random generator: the first algorithm whose cumulative
-    share exceeds ``u``. An orchestrator that names it in ``attribution.algorithm`` of
-    the item's impression and click events credits each proposing algorithm, in
-    expectation, its share of them.
-
-    >>> credited(("als", "popular"), (0.75, 0.25), "imp-1:x")
-    'als'
-    >>> credited((), (), "imp-1:x") is None
+    >>> draws("imp-1", 3) == draws("imp-1", 3)[:3] and len(draws("imp-1", 3)) == 3
+    True
+    >>> all(0.0 <= u < 1.0 for u in draws("imp-1", 1000))
     True
     """
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2.0**64
-    cumulative = 0.0
-    for algorithm, share in zip(algorithms, shares, strict=True):
-        cumulative += share
-        if u < cumulative:
-            return algorithm
-    return None
+    words = np.frombuffer(hashlib.shake_128(key.encode()).digest(8 * n), dtype=">u8")
+    drawn: list[float] = ((words >> np.uint64(11)).astype(np.float64) * 2.0**-53).tolist()
+    return drawn
+
+
+def credited(
+    algorithms: Sequence[Sequence[str]], shares: npt.NDArray[np.float64], key: str
+) -> tuple[str | None, ...]:
+    """The algorithm each shown item's feedback credits, drawn with probability equal to
+    its share of the item's fused value (None, the rest: no algorithm's).
+
+    ``shares``: row ``i`` holds ``algorithms[i]``' shares (:meth:`Fused.share_matrix`).
+    Item ``i`` (in slot order) draws ``u = draws(key, n)[i]`` (``key``: the impression
+    id), so the draw is reproducible from the log and takes nothing from ``rank``'s random
+    generator: the first algorithm whose cumulative share exceeds ``u``. An orchestrator
+    that names it in ``attribution.algorithm`` of the item's impression and click events
+    credits each proposing algorithm, in expectation, its share of them.
+
+    >>> credited([("als", "popular"), ()], np.array([[0.75, 0.25], [0.0, 0.0]]), "imp-1")
+    ('als', None)
+    """
+    n = len(algorithms)
+    if not n or not shares.shape[1]:
+        return (None,) * n
+    u = np.asarray(draws(key, n))[:, None]
+    below = u < np.cumsum(shares, axis=1)
+    first: list[int] = below.argmax(axis=1).tolist()
+    hit: list[bool] = below[:, -1].tolist()  # the last column is the whole cumulative share
+    return tuple(
+        names[j] if h else None  # columns past an item's algorithms add 0: never first
+        for names, j, h in zip(algorithms, first, hit, strict=True)
+    )

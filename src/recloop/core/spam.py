@@ -465,6 +465,8 @@ class ItemStats:
     def __init__(self) -> None:
         self._items: dict[str, RatingMoments] = {}
         self._seen: set[str] = set()  # items of any event, up to CATALOGUE_CAP
+        # items named by one user so far -> a hash of that user (not the id: erasure)
+        self._named_once: dict[str, int] = {}
         self._global = RatingMoments()
         self._lengths = RatingMoments()
         self._version = 0
@@ -504,15 +506,40 @@ class ItemStats:
         self.remove_rating(item_id, old)
         self.add_rating(item_id, new)
 
-    def note_items(self, item_ids: Iterable[str]) -> None:
+    def note_items(self, item_ids: Iterable[str], user_ids: Iterable[str] | None = None) -> None:
         """Count the items of a batch of events of any type in :attr:`catalogue`.
 
-        Free once :data:`CATALOGUE_CAP` items are known (the behaviour signals
-        need the catalogue's size only up to the actions they look at).
+        With ``user_ids`` (the events' users, in step), an item counts once two
+        distinct users have named it: a bot sending events about made-up item ids
+        does not inflate the catalogue (which would make the ordinary re-viewers of
+        a small catalogue look repetitive again). Free once :data:`CATALOGUE_CAP`
+        items are known (the behaviour signals need the catalogue's size only up
+        to the actions they look at).
+
+        >>> s = ItemStats()
+        >>> s.note_items(["a", "b", "c"], ["bot", "bot", "bot"]); s.catalogue
+        0
+        >>> s.note_items(["a", "b"], ["ann", "bot"]); s.catalogue
+        1
         """
         seen = self._seen
-        if len(seen) < CATALOGUE_CAP:
+        if len(seen) >= CATALOGUE_CAP:
+            return
+        if user_ids is None:
             seen.update(item_ids)
+            return
+        items = item_ids if isinstance(item_ids, list) else list(item_ids)
+        if seen.issuperset(items):  # the usual batch: nothing new, one C-level pass
+            return
+        once = self._named_once
+        pairs = dict.fromkeys(zip(items, user_ids, strict=True))
+        for item, user in [p for p in pairs if p[0] not in seen]:
+            first = once.setdefault(item, hash(user))
+            if first != hash(user):
+                seen.add(item)
+                del once[item]
+        if len(once) > 4 * CATALOGUE_CAP:  # bounded: made-up ids come and go
+            once.clear()
 
     @property
     def catalogue(self) -> int:
@@ -546,6 +573,7 @@ class ItemStats:
         clone = ItemStats()
         clone._items = dict(self._items)
         clone._seen = set(self._seen)
+        clone._named_once = dict(self._named_once)
         clone._global = self._global
         clone._lengths = self._lengths
         return clone

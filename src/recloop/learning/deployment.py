@@ -77,7 +77,13 @@ class Slots:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One change of the slots; ``action``: ``deploy``, ``promote``, ``rollback``, ``confirm``."""
+    """One change of the slots; ``action``: ``deploy``, ``promote``, ``rollback``, ``confirm``.
+
+    The audit: ``by`` is who asked (an API key's name, or ``monitor`` for the
+    canary's own verdicts; None in records written before it was kept);
+    ``forced`` is True for a promotion made by hand without the canary's
+    verdict (it needs an explicit ``force``).
+    """
 
     at: float
     action: str
@@ -85,6 +91,8 @@ class Transition:
     to_version: str | None
     reason: str
     numbers: dict[str, float] = field(default_factory=dict)
+    by: str | None = None
+    forced: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for storage."""
@@ -170,6 +178,8 @@ def promote(
     baseline: tuple[int, int] = (0, 0),
     reason: str = "",
     numbers: Mapping[str, float] | None = None,
+    by: str | None = None,
+    forced: bool = False,
 ) -> tuple[Slots, Transition]:
     """Green becomes blue for everyone; the old blue is kept as the rollback target.
 
@@ -210,6 +220,8 @@ def promote(
         slots.green_version,
         reason or "promoted",
         dict(numbers or {}),
+        by,
+        forced,
     )
 
 

@@ -1,7 +1,10 @@
 """One training job's work, and the training process it runs in.
 
 A job reads the training window's impressions and the feedback naming them,
-joins them (:func:`~recloop.learning.training.build_training_data`), applies
+leaves out those of the users the guard has flagged now (suspect or blocked, read
+from the store's reliability records: a flagged user's examples and clicks are not
+learnt from, and are again once the user is unblocked), joins them
+(:func:`~recloop.learning.training.build_training_data`), applies
 the schedule's rule (a scheduled run needs ``min_new_examples`` examples
 newer than the last model's window), then fits and validates
 (:func:`~recloop.learning.training.train`). That is :func:`run_plan`, the
@@ -41,7 +44,7 @@ from recloop.adapters.sql.database import SqlDatabase
 from recloop.core.events import Event
 from recloop.learning.training import Champion, Outcome, TrainingData, build_training_data, train
 from recloop.learning.validation import Gate
-from recloop.ports import Impression
+from recloop.ports import Impression, ReliabilityRecord
 
 T = TypeVar("T")
 
@@ -87,6 +90,8 @@ class TrainingFailed(Exception):
 class ImpressionSource(Protocol):
     async def get_impressions(self, since: float, until: float) -> list[Impression]: ...
 
+    async def get_reliability(self) -> list[ReliabilityRecord]: ...
+
 
 class FeedbackSource(Protocol):
     async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]: ...
@@ -111,9 +116,16 @@ async def run_plan(
     ``join`` and ``fit`` say where those run: plain calls in the training process, a
     thread and a spawned process in the server (:func:`join_in_thread`)."""
     progress("reading impressions")
-    shown = await impressions.get_impressions(plan.since, plan.until)
+    flagged = {r.user_id for r in await impressions.get_reliability() if r.status != "trusted"}
+    shown = [
+        i
+        for i in await impressions.get_impressions(plan.since, plan.until)
+        if i.user_id not in flagged
+    ]
     progress(f"joining {len(shown)} impressions with their clicks")
     found = await feedback.read_feedback_of([i.impression_id for i in shown])
+    if flagged:
+        found = {k: [e for e in v if e.user_id not in flagged] for k, v in found.items()}
     data = await join(shown, found, plan.attribution_seconds)
     del shown, found  # the rows are all that is needed from here on
     if plan.scheduled:

@@ -15,7 +15,10 @@ An impression counts for its slot if it was created at or after the slot's
 start; a click counts for its impression (once) if its timestamp is at most
 ``window`` seconds after the impression's creation, whatever item it names,
 and for an item if that item was shown in it. Impressions older than the
-retained window (:meth:`Tally.expire`) leave every count. These are the rules
+retained window (:meth:`Tally.expire`) leave every count, and so do, while they
+are excluded (:meth:`Tally.exclude`: flagged by the guard), the impressions shown to
+a user and the clicks on them; they count again once the user is no longer
+excluded. These are the rules
 the monitor applied to a full re-read, so the counts, and the verdicts taken
 from them, are the same (tests/unit/test_learning_tally.py compares both).
 """
@@ -37,6 +40,8 @@ class _Held:
     created_at: float
     key: Key | None
     items: tuple[str, ...]
+    user_id: str
+    excluded: bool = False
     counted: bool = False
     clicked: bool = False
     clicked_items: set[str] = field(default_factory=set)
@@ -65,6 +70,8 @@ class Tally:
         """(impressions, impressions with a click) per (slot, version) since the slot's start."""
         self.item_stats: dict[str, list[int]] = {}
         """(shown, clicked) per item over the held impressions."""
+        self.excluded: frozenset[str] = frozenset()
+        """Users whose impressions count nowhere (:meth:`exclude`)."""
         self._starts: dict[str, float] = {}
         self._held: dict[str, _Held] = {}
         self._by_time: list[tuple[float, str]] = []
@@ -89,7 +96,11 @@ class Tally:
             self._count(held)
 
     def _count(self, held: _Held) -> None:
-        if held.key is None or held.created_at < self._starts.get(held.key[0], 0.0):
+        if (
+            held.excluded
+            or held.key is None
+            or held.created_at < self._starts.get(held.key[0], 0.0)
+        ):
             return
         held.counted = True
         counted = self.counts.setdefault(held.key, [0, 0])
@@ -105,9 +116,11 @@ class Tally:
                 continue
             key = None if imp.model_slot is None else (imp.model_slot, imp.model_version or "")
             items = imp.shown.item_ids
-            held = _Held(imp.created_at, key, items)
+            held = _Held(imp.created_at, key, items, imp.user_id, imp.user_id in self.excluded)
             self._held[imp.impression_id] = held
             heapq.heappush(self._by_time, (imp.created_at, imp.impression_id))
+            if held.excluded:
+                continue
             for item in items:
                 found = stats.get(item)
                 if found is None:
@@ -127,28 +140,56 @@ class Tally:
                 self.counts[held.key][1] += 1
         if item_id in held.items and item_id not in held.clicked_items:
             held.clicked_items.add(item_id)
-            self.item_stats[item_id][1] += 1
+            if not held.excluded:
+                self.item_stats[item_id][1] += 1
         return True
+
+    def exclude(self, users: frozenset[str]) -> None:
+        """From now on, the impressions of ``users`` (and the clicks on them) count
+        nowhere; those of users excluded before and not now count again. O(held): call
+        it when the set changes."""
+        self.excluded = users
+        for held in self._held.values():
+            out = held.user_id in users
+            if out == held.excluded:
+                continue
+            if out:
+                self._take(held)
+                held.excluded = True
+            else:
+                held.excluded = False
+                stats = self.item_stats
+                for item in held.items:
+                    found = stats.setdefault(item, [0, 0])
+                    found[0] += 1
+                    found[1] += item in held.clicked_items
+                self._count(held)
+
+    def _take(self, held: _Held) -> None:
+        """Take a held impression out of every count."""
+        stats = self.item_stats
+        for item in held.items:
+            found = stats[item]
+            found[0] -= 1
+            found[1] -= item in held.clicked_items
+            if found[0] == 0:
+                del stats[item]
+        if held.counted and held.key is not None:
+            held.counted = False
+            counted = self.counts[held.key]
+            counted[0] -= 1
+            counted[1] -= held.clicked
+            if counted[0] == 0:
+                del self.counts[held.key]
 
     def expire(self, before: float) -> None:
         """Forget impressions created before ``before``; they leave every count."""
         self.since = max(self.since, before)
-        stats = self.item_stats
         while self._by_time and self._by_time[0][0] < before:
             _, impression_id = heapq.heappop(self._by_time)
             held = self._held.pop(impression_id)
-            for item in held.items:
-                found = stats[item]
-                found[0] -= 1
-                found[1] -= item in held.clicked_items
-                if found[0] == 0:
-                    del stats[item]
-            if held.counted and held.key is not None:
-                counted = self.counts[held.key]
-                counted[0] -= 1
-                counted[1] -= held.clicked
-                if counted[0] == 0:
-                    del self.counts[held.key]
+            if not held.excluded:
+                self._take(held)
 
     def count(self, key: Key) -> tuple[int, int]:
         """(impressions, clicked impressions) of a (slot, version)."""

@@ -31,6 +31,7 @@ from recloop.learning.validation import (
     LoggedSlate,
     Metrics,
     decide,
+    decide_off_policy,
     doubly_robust,
     evaluate,
     model_scores,
@@ -159,6 +160,11 @@ def train(
     time-ordered holdout; the top slot's click rate under each model's
     ε-greedy policy by SNIPS and doubly-robust estimates on the holdout's
     logged exploration, next to the logging policy's own.
+
+    The gate has two halves, both required: :func:`decide` on the holdout
+    metrics, and :func:`decide_off_policy`: a candidate whose SNIPS or DR
+    upper bound is below the serving (logging) policy's click rate is
+    rejected, whatever its AUC. ``metrics["gate"]`` holds both verdicts.
     """
     if data.examples == 0 or len(set(data.labels)) < 2:
         why = f"not trainable: {data.examples} examples, {data.positives} positives"
@@ -174,16 +180,32 @@ def train(
     if champion is not None:
         incumbent = load_model(champion.kind, champion.data, champion.sha256)
         champion_metrics = _evaluate(incumbent, holdout_rows, y[holdout_idx])
-    accepted, reason = decide(candidate, champion_metrics, gate)
+    auc_accepted, auc_reason = decide(candidate, champion_metrics, gate)
     cutoff = min((data.timestamps[i] for i in holdout_idx), default=float("inf"))
     slates = [s for s in data.slates if s.timestamp >= cutoff]
+    off_policy, estimates, serving = _off_policy(model, incumbent, slates, alpha)
+    policy = decide_off_policy(estimates, serving, gate.min_effective_n)
+    accepted = auc_accepted and policy.accepted
+    reason = (
+        f"{'accepted' if accepted else 'rejected'} by the gate: AUC {auc_reason}; "
+        f"off-policy {policy.reason}"
+    )
     metrics: dict[str, Any] = {
         "train_examples": len(train_idx),
         "holdout_examples": len(holdout_idx),
         "candidate": candidate.to_dict(),
         "champion": None if champion_metrics is None else champion_metrics.to_dict(),
         "champion_version": None if champion is None else champion.version,
-        "off_policy": _off_policy(model, incumbent, slates, alpha),
+        "off_policy": off_policy,
+        "gate": {
+            "accepted": accepted,
+            "auc": {"accepted": auc_accepted, "reason": auc_reason},
+            "off_policy": {
+                "accepted": policy.accepted,
+                "reason": policy.reason,
+                "numbers": policy.numbers,
+            },
+        },
     }
     return Outcome(Artifact.of(model), accepted, reason, metrics)
 
@@ -194,20 +216,28 @@ def _evaluate(model: Model, rows: npt.NDArray[np.float64], y: np.ndarray) -> Met
 
 def _off_policy(
     model: Model, champion: Model | None, slates: Sequence[Slate], alpha: float
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Estimate], Estimate]:
+    """The estimates for the record; the candidate's (by estimator) and the serving
+    policy's, for the gate."""
+    serving = on_policy(_logged(model, slates), alpha)
     if not slates:
-        return {"slates": 0}
+        return {"slates": 0}, {}, serving
     epsilon = float(np.median([s.epsilon for s in slates]))
     found: dict[str, Any] = {"slates": len(slates), "epsilon": epsilon}
-    found["logging"] = _plain(on_policy(_logged(model, slates), alpha))
+    found["logging"] = _plain(serving)
+    candidate: dict[str, Estimate] = {}
     for name, m in (("candidate", model), ("champion", champion)):
         if m is None:
             continue
         logged = _logged(m, slates)
         scores = model_scores(m, logged)
-        found[f"{name}_snips"] = _plain(snips(logged, scores, epsilon, alpha))
-        found[f"{name}_dr"] = _plain(doubly_robust(logged, scores, epsilon, scores, alpha))
-    return found
+        by_snips = snips(logged, scores, epsilon, alpha)
+        by_dr = doubly_robust(logged, scores, epsilon, scores, alpha)
+        found[f"{name}_snips"] = _plain(by_snips)
+        found[f"{name}_dr"] = _plain(by_dr)
+        if m is model:
+            candidate = {"snips": by_snips, "dr": by_dr}
+    return found, candidate, serving
 
 
 def _logged(model: Model, slates: Sequence[Slate]) -> list[LoggedSlate]:

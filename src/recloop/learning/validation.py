@@ -52,7 +52,7 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -210,10 +210,13 @@ class Gate:
 
     ``min_auc_gain``: AUC gain required over the champion (over 0.5 without
     one). ``max_logloss_increase``: how much worse the log loss may get.
+    ``min_effective_n``: the effective sample size an off-policy estimate
+    needs to count (:func:`decide_off_policy`).
     """
 
     min_auc_gain: float = 0.005
     max_logloss_increase: float = 0.001
+    min_effective_n: float = 30.0
 
 
 def decide(candidate: Metrics, champion: Metrics | None, gate: Gate) -> tuple[bool, str]:
@@ -441,3 +444,75 @@ def on_policy(slates: Sequence[LoggedSlate], alpha: float = 0.05) -> Estimate:
     n = len(slates)
     se = float(np.std(rewards, ddof=1)) / math.sqrt(n) if n > 1 else None
     return _estimate(float(rewards.mean()), se, n, float(n), alpha)
+
+
+# -- The off-policy gate -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVerdict:
+    """The off-policy half of the gate: ``accepted``, why, and the numbers it read."""
+
+    accepted: bool
+    reason: str
+    numbers: dict[str, float]
+
+
+def decide_off_policy(
+    candidate: Mapping[str, Estimate], serving: Estimate, min_effective_n: float = 30.0
+) -> PolicyVerdict:
+    """Reject a candidate whose policy is confidently worse than the serving one.
+
+    ``candidate`` maps an estimator's name (``snips``, ``dr``) to the
+    candidate policy's estimated top-slot click rate; ``serving`` is the
+    serving policy's own (:func:`on_policy` on the same logged slates: it
+    *is* the logging policy). The candidate is rejected when any estimator's
+    upper confidence bound lies below the serving value: even the most
+    favourable value its evidence allows is worse than what serves now.
+
+    An estimator without an interval, or with fewer than ``min_effective_n``
+    effective samples (Kish), is no evidence either way and is reported as
+    such; with no usable estimate at all the candidate passes this half of
+    the gate (the AUC half and the canary still judge it).
+
+    >>> serving = Estimate(0.0241, 0.020, 0.028, 4000, 4000.0)
+    >>> verdict = decide_off_policy({"snips": Estimate(0.0085, 0.004, 0.013, 4000, 900.0)}, serving)
+    >>> verdict.accepted, verdict.reason
+    (False, 'rejected: SNIPS 0.0085 [0.0040, 0.0130] upper bound < serving 0.0241')
+    >>> decide_off_policy({"snips": Estimate(0.02, 0.01, 0.03, 4000, 900.0)}, serving).reason
+    'accepted: SNIPS 0.0200 [0.0100, 0.0300] upper bound >= serving 0.0241'
+    """
+    if min_effective_n < 0:
+        raise InvalidInput("min_effective_n", f"must be >= 0, got {min_effective_n}")
+    numbers: dict[str, float] = {}
+    if serving.value is None:
+        return PolicyVerdict(True, f"no off-policy evidence: serving value {serving.reason}", {})
+    numbers["serving"] = serving.value
+    parts: list[str] = []
+    rejected = False
+    for name, estimate in candidate.items():
+        label = name.upper()
+        if estimate.value is None or estimate.ci_high is None or estimate.ci_low is None:
+            parts.append(f"{label} no interval ({estimate.reason})")
+            continue
+        numbers[f"{name}_value"] = estimate.value
+        numbers[f"{name}_ci_low"] = estimate.ci_low
+        numbers[f"{name}_ci_high"] = estimate.ci_high
+        numbers[f"{name}_effective_n"] = estimate.effective_n
+        interval = f"{estimate.value:.4f} [{estimate.ci_low:.4f}, {estimate.ci_high:.4f}]"
+        if estimate.effective_n < min_effective_n:
+            parts.append(
+                f"{label} {interval} not used: effective n {estimate.effective_n:.0f} "
+                f"< {min_effective_n:.0f}"
+            )
+            continue
+        below = estimate.ci_high < serving.value
+        rejected = rejected or below
+        parts.append(
+            f"{label} {interval} upper bound {'<' if below else '>='} serving {serving.value:.4f}"
+        )
+    if not parts:
+        return PolicyVerdict(True, "no off-policy evidence: no estimate", numbers)
+    return PolicyVerdict(
+        not rejected, f"{'rejected' if rejected else 'accepted'}: " + "; ".join(parts), numbers
+    )

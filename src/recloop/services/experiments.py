@@ -6,7 +6,10 @@ metric) (``core.stats.PairStats``): every exposed user contributes one pair
 same metric in the ``cuped_days`` before exposure) or a ratio's denominator.
 An event moves a user's (x, y); the variant's sums move by the difference, in
 the same transaction as the user's state (exactly once, like everything the
-processor applies). Results are computed from the sums on request.
+processor applies). Results are computed from the sums on request, less the
+contribution of the users flagged now (``excluded``: suspect or blocked): each
+one's pair, taken away as erasure takes it (``stats_delta(None, values)``), and
+their exposures. The stored sums keep everyone, so a user unblocked counts again.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -60,10 +63,12 @@ class ExperimentService:
         retries: RetryCounts | None = None,
         holds: Callable[[str], bool] | None = None,
         committed_offset: Callable[[], int] | None = None,
+        excluded: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
-        event at all, whose pre-period needs no read of the log.
+        event at all, whose pre-period needs no read of the log. ``excluded()``: the
+        users results leave out now (the guard's flagged users).
 
         ``committed_offset()``: the log offset up to which every accepted event is in
         committed state (the embedded processor's watermark); events after it are
@@ -71,6 +76,7 @@ class ExperimentService:
         (a distributed API instance): results cannot tell, and say so."""
         self._committed_offset = committed_offset
         self._holds = holds
+        self._excluded = excluded
         self._store = store
         self._log = log_
         self._retries = retries
@@ -123,8 +129,9 @@ class ExperimentService:
         added, with their users' stored metric values. Values of exposures known
         here are kept: a worker is the only writer of its users' values, and the
         store may not hold its latest commit yet. ``statistics``: replace the
-        variant statistics too (an API instance, which answers for results but
-        does not move them).
+        variant statistics, and the flagged users' values, too (an API instance,
+        which answers for results but does not move them: the values are what it
+        takes away for a flagged user).
         """
         for exp in await self._store.get_experiments():
             eid = exp.experiment_id
@@ -147,6 +154,10 @@ class ExperimentService:
             if statistics:
                 table = await self._store.get_experiment_stats(eid)
                 self._stats[eid] = {(v, m): st for v, m, st in table}
+                flagged = [e.user_id for e in self._flagged_exposures(eid)]
+                if flagged:  # what results take away for them: their values as stored
+                    for u, m, v in await self._store.get_user_metrics(eid, flagged):
+                        values[(u, m)] = v
             running = exp.status == "running"
             if running and (was is None or was.status != "running"):
                 users: Iterable[str] = (u for u, e in exposures.items() if e.overridden_by is None)
@@ -326,11 +337,9 @@ class ExperimentService:
                 return (variant if by is None else None), by
         return None, None
 
-    async def expose_running(
-        self, user_id: str, record: bool = True
-    ) -> list[tuple[Experiment, str]]:
+    async def expose_running(self, user_id: str) -> list[tuple[Experiment, str]]:
         """The running experiments that apply to the user, with the variant; records
-        exposures unless ``record`` is false.
+        their exposures (:meth:`running_variants` only looks).
 
         When several may apply and override the same strategy field, one wins
         (``core.experiments.resolve``: the one already counting the user, else the
@@ -339,8 +348,7 @@ class ExperimentService:
         """
         await self.advance_rollouts()
         resolved = self._resolve(user_id)
-        if record:
-            await self._record_exposures(resolved, user_id)
+        await self._record_exposures(resolved, user_id)
         return [(exp, variant) for exp, variant, by in resolved if by is None]
 
     def _resolve(self, user_id: str) -> list[tuple[Experiment, str, str | None]]:
@@ -353,6 +361,27 @@ class ExperimentService:
                 held = self._exposures.get(exp.experiment_id, {}).get(user_id)
                 found.append((exp, variant, held is not None and held.overridden_by is None))
         return xp.resolve(found)
+
+    def running_variants(self, user_id: str) -> list[tuple[Experiment, str]]:
+        """Every running experiment the user is in, with the variant; records nothing
+        (a look, as the console's: :meth:`expose_running` records the exposures). Where
+        experiments collide, only the one that wins for the user (:meth:`expose_running`)."""
+        return [(exp, variant) for exp, variant, by in self._resolve(user_id) if by is None]
+
+    def exposures_of(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's recorded exposures: experiment, variant, when (a read)."""
+        found = []
+        for experiment_id, exposures in self._exposures.items():
+            exposure = exposures.get(user_id)
+            if exposure is not None:
+                found.append(
+                    {
+                        "experiment_id": experiment_id,
+                        "variant": exposure.variant,
+                        "exposed_at": exposure.exposed_at,
+                    }
+                )
+        return found
 
     async def _record_exposures(
         self, assigned: Sequence[tuple[Experiment, str, str | None]], user_id: str
@@ -510,12 +539,15 @@ class ExperimentService:
     # -- results ------------------------------------------------------------------
 
     def exposures_by_variant(self, experiment_id: str) -> dict[str, int]:
-        """Users counted as exposed, per variant (overridden ones are not)."""
+        """Users counted as exposed, per variant: neither overridden (another experiment's
+        overrides won for them) nor flagged."""
         exp = self.get(experiment_id)
         counts = {v.key: 0 for v in exp.variants}
         for exposure in self._exposures.get(experiment_id, {}).values():
             if exposure.overridden_by is None:
                 counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+        for exposure in self._flagged_exposures(experiment_id):
+            counts[exposure.variant] -= 1
         return counts
 
     def overridden(self, experiment_id: str) -> dict[str, int]:
@@ -526,13 +558,37 @@ class ExperimentService:
                 counts[exposure.overridden_by] = counts.get(exposure.overridden_by, 0) + 1
         return counts
 
+    def _flagged_exposures(self, experiment_id: str) -> list[Exposure]:
+        if self._excluded is None:
+            return []
+        held = self._exposures.get(experiment_id, {})
+        # An overridden exposure is in no sums: there is nothing to take away.
+        return [held[u] for u in self._excluded() if u in held and held[u].overridden_by is None]
+
+    def counted_stats(self, experiment_id: str) -> dict[tuple[str, str], PairStats]:
+        """Each (variant, metric)'s sums less the flagged users' pairs: what results read.
+
+        A flagged user's pair is taken away as :meth:`erase_user` takes it away, from
+        the values they reached before they were flagged (their events are not learnt
+        from since, so the values stay where they were)."""
+        table = dict(self._stats.get(experiment_id, {}))
+        values = self._values.get(experiment_id, {})
+        exp = self._experiments.get(experiment_id)
+        for exposure in self._flagged_exposures(experiment_id):
+            for metric in () if exp is None else exp.all_metrics:
+                value = values.get((exposure.user_id, metric.name))
+                key = (exposure.variant, metric.name)
+                if value is not None and key in table:
+                    table[key] = table[key] - xp.stats_delta(None, value)
+        return table
+
     def results(self, experiment_id: str) -> dict[str, Any]:
         exp = self.get(experiment_id)
         observed = self.exposures_by_variant(experiment_id)
         srm = stats.srm_test(
             observed, {v.key: v.weight for v in exp.variants}, self._config.srm_threshold
         )
-        table = self._stats.get(experiment_id, {})
+        table = self.counted_stats(experiment_id)
         metrics = []
         comparisons: list[dict[str, Any]] = []
         for metric in exp.all_metrics:

@@ -106,6 +106,7 @@ class GuardService:
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
+        self._listeners: list[Callable[[], None]] = []
         # users with evidence not judged yet -> when their latest batch arrived
         self._pending: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -127,6 +128,7 @@ class GuardService:
         the first call starts the sweep of users due for judgement."""
         for record in await self._store.get_reliability():
             self._records[record.user_id] = record
+        self._flags_moved()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="guard-sweep")
 
@@ -176,6 +178,7 @@ class GuardService:
             changes = self._judge_many(held, now)
             if changes:
                 await self._store.put_reliability(changes)
+                self._flags_moved()
             await asyncio.sleep(0)
         return judged
 
@@ -241,7 +244,7 @@ class GuardService:
         now = self._clock()
         config, items, texts = self._config, self._items, self._texts
         due: list[str] = []
-        items.note_items([e.item_id for e in events])
+        items.note_items([e.item_id for e in events], [e.user_id for e in events])
         self._pending.update(dict.fromkeys([e.user_id for e in events], now))
         for e in events:
             tracked = self._track(e.user_id)
@@ -266,6 +269,7 @@ class GuardService:
         changes = self._judge_many(list(dict.fromkeys(due)), now)
         if changes:
             await self._store.put_reliability(changes)
+            self._flags_moved()
 
     def _track(self, user_id: str) -> _Tracked:
         tracked = self._users.get(user_id)
@@ -349,6 +353,7 @@ class GuardService:
             change = self._judge(user_id, self._clock())
             if change is not None:
                 await self._store.put_reliability([change])
+                self._flags_moved()
             assert tracked.verdict is not None  # _judge just set it
             signals = {
                 name: {"value": s.value, "fired": s.fired}
@@ -387,6 +392,28 @@ class GuardService:
         self._records.pop(user_id, None)
         self._texts.forget(user_id)
 
+    def flagged_users(self) -> frozenset[str]:
+        """The users whose contribution to shared state is taken back (suspect or
+        blocked, by the detector or by hand): experiments' results, the items' shown and
+        click counts, the optimizer's counts and the next model's training data leave
+        them out while they are (``docs/spam.md``, "What a flagged user taught").
+        Unblocked or cleared, they count again."""
+        return frozenset(self.flagged_since())
+
+    def flagged_since(self) -> dict[str, float]:
+        """The flagged users (:meth:`flagged_users`), each with when their status was set."""
+        return {u: r.since for u, r in self._records.items() if r.status != "trusted"}
+
+    def on_flags(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (plain, cheap: a wake-up) whenever a user may have been
+        flagged or cleared: after a judgement changed records, a block or unblock by
+        hand, a reload of the stored records."""
+        self._listeners.append(listener)
+
+    def _flags_moved(self) -> None:
+        for listener in self._listeners:
+            listener()
+
     def held_users(self) -> set[str]:
         """The users this guard holds evidence or a record of."""
         return set(self._users.keys()) | set(self._records)
@@ -394,6 +421,17 @@ class GuardService:
     def suspects(self, limit: int) -> list[ReliabilityRecord]:
         """The lowest scores first (blocked and suspect users, then the least reliable)."""
         return sorted(self._records.values(), key=lambda r: (r.score, r.user_id))[:limit]
+
+    def scores(self) -> list[float]:
+        """The reliability score of every user the guard holds: their record's, else their
+        last verdict's (a read, for the console's histogram)."""
+        found = [r.score for r in self._records.values()]
+        for user_id in self._users.keys():  # noqa: SIM118 (an LruCache: no __iter__)
+            if user_id not in self._records:
+                tracked = self._users.get(user_id)
+                if tracked is not None and tracked.verdict is not None:
+                    found.append(tracked.verdict.score)
+        return found
 
     def status_counts(self) -> dict[str, int]:
         """How many users are suspect, and how many blocked (for the metrics)."""
@@ -422,6 +460,7 @@ class GuardService:
             )
         await self._store.put_reliability([record])
         self._records[user_id] = record
+        self._flags_moved()
         tracked = self._users.get(user_id)
         if tracked is not None and not blocked:
             tracked.activity = UserActivity(

@@ -46,14 +46,13 @@ from recloop.core.features import (
     UserFeatures,
     columns_of,
     feature_matrix,
-    hashed_attributes,
 )
 from recloop.core.ids import uuid7
-from recloop.core.items import Item
 from recloop.core.ranking import Fused
 from recloop.learning.deployment import (
     Slots,
     Transition,
+    Verdict,
     confirm,
     deploy,
     judge_canary,
@@ -76,17 +75,17 @@ from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import Gate
 from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob
+from recloop.services.vectors import ItemRows
 
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
-_HASHED_CACHE_SIZE = 100_000
-"""Hashed attribute vectors kept (all are dropped when full: they are cheap to redo)."""
-_NO_ATTRIBUTES: Final = np.zeros(ATTRIBUTE_BUCKETS)
 _PAGE = 10_000
 _LAG_SECONDS = 60.0
 """Impressions are read again this far back on each pass: one committed this long after
 its creation is still counted."""
+MONITOR: Final = "monitor"
+"""Who the deployment audit names for the canary's own verdicts and automatic deploys."""
 MIN_ITEM_IMPRESSIONS = 20
 """An item's CTR feature is given once it has been shown this often (else: missing)."""
 
@@ -157,10 +156,14 @@ class LearningService:
         reliability: Callable[[str], float | None] | None = None,
         clock: Callable[[], float] = time.time,
         storage_url: str | None = None,
+        excluded: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         """``storage_url``: the SQL database ``store`` and ``log`` are in; a training
         job's process then reads its data there itself (None: the in-memory storage,
-        read in this process)."""
+        read in this process). ``excluded()``: the users flagged now (the guard's),
+        whose impressions and clicks the items' counts leave out from the next
+        monitor pass on (training reads the flagged users from the store itself)."""
+        self._excluded = excluded
         self._store = store
         self._log = log_
         self._config = config
@@ -175,8 +178,6 @@ class LearningService:
         self._tallied = False
         self._cursor = 0
         self._read_from = 0.0
-        # Each item's hashed attribute buckets, while it is not registered again.
-        self._hashed_cache: dict[tuple[str, float], npt.NDArray[np.float64]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._training = asyncio.Lock()
@@ -246,12 +247,13 @@ class LearningService:
         interactions: int,
         last_event_at: float | None,
         fused: Fused,
-        items: Mapping[str, Item | None],
+        items: ItemRows | None,
         context: Mapping[str, Any],
         now: float,
     ) -> npt.NDArray[np.float64]:
         """Each candidate's features (:data:`~recloop.core.features.FEATURE_NAMES` columns)
-        as if shown in the top slot (rank sets the position)."""
+        as if shown in the top slot (rank sets the position); ``items``: the candidates'
+        item columns in ``fused``'s order (None: no item known)."""
         reliability = 100.0 if self._reliability is None else self._reliability(user_id)
         user = UserFeatures(
             segment,
@@ -262,39 +264,24 @@ class LearningService:
         device = context.get("device")
         ctx = ContextFeatures(now, device if isinstance(device, str) else None)
         n = len(fused)
-        popularity = [0] * n
-        ctr = [math.nan] * n
-        age = [math.nan] * n
-        hashed = [_NO_ATTRIBUTES] * n
-        from_attributes = [False] * n
         stats = self._tally.item_stats
-        cache = self._hashed_cache
-        for i, item_id in enumerate(fused.item_ids):
-            found = stats.get(item_id)
-            if found is not None:
-                shown, clicks = found
-                popularity[i] = shown
-                if shown >= MIN_ITEM_IMPRESSIONS:
-                    ctr[i] = clicks / shown
-            item = items.get(item_id)
-            if item is not None:
-                age[i] = max(0.0, (now - item.updated_at) / DAY)
-                key = (item_id, item.updated_at)
-                buckets = cache.get(key)
-                if buckets is None:
-                    if len(cache) >= _HASHED_CACHE_SIZE:
-                        cache.clear()
-                    buckets = cache[key] = np.asarray(hashed_attributes(item.attributes))
-                hashed[i] = buckets
-                from_attributes[i] = item.vector_source == "hashed"
+        found = [stats.get(i) for i in fused.item_ids]
+        popularity = np.asarray([0 if f is None else f[0] for f in found], dtype=np.int64)
+        clicks = np.asarray([0 if f is None else f[1] for f in found], dtype=np.float64)
+        enough = popularity >= MIN_ITEM_IMPRESSIONS
+        ctr = np.full(n, math.nan)
+        np.divide(clicks, popularity, out=ctr, where=enough)
+        if items is None:
+            age = np.full(n, math.nan)
+            hashed = np.zeros((n, ATTRIBUTE_BUCKETS))
+            from_attributes = np.zeros(n, dtype=bool)
+        else:
+            age = np.where(items.known, np.maximum(0.0, (now - items.updated_at) / DAY), math.nan)
+            hashed = items.hashed
+            from_attributes = items.from_attributes
         return feature_matrix(
             user,
-            ItemColumns(
-                np.asarray(popularity, dtype=np.int64),
-                np.asarray(ctr, dtype=np.float64),
-                np.asarray(age, dtype=np.float64),
-                np.stack(hashed) if n else np.zeros((0, ATTRIBUTE_BUCKETS)),
-            ),
+            ItemColumns(popularity, ctr, age, hashed),
             ctx,
             fused.affinity,
             np.where(from_attributes, fused.affinity, 0.0),
@@ -332,10 +319,11 @@ class LearningService:
                 "blue": {"impressions": blue[0], "clicks": blue[1]},
                 "green": {"impressions": green[0], "clicks": green[1]},
             },
-            "transitions": history,
+            # older records lack the audit's fields: their defaults
+            "transitions": [Transition.from_dict(t).to_dict() for t in history],
         }
 
-    async def deploy(self, version: str, reason: str = "") -> Transition:
+    async def deploy(self, version: str, reason: str = "", by: str | None = None) -> Transition:
         """Load ``version`` into the green slot for ``canary_fraction`` of users."""
         async with self._deploying:
             record = await self.model(version)
@@ -353,24 +341,77 @@ class LearningService:
             slots, transition = deploy(
                 self._slots, version, self._clock(), self._config.canary_fraction, reason
             )
+            transition = replace(transition, by=by)
             await self._commit(slots, transition, {version: ("green", transition.reason)})
             return transition
 
-    async def promote(self, reason: str = "promoted by hand") -> Transition:
+    async def promote(
+        self, reason: str = "promoted by hand", by: str | None = None, force: bool = False
+    ) -> Transition:
+        """Promote green by hand. Unless the canary's own verdict already is ``promote``,
+        skipping it needs ``force``; a forced promotion is audited as such (``by``, the
+        reason, the canary's numbers when it was skipped).
+
+        Raises
+        ------
+        InvalidInput
+            on field ``force`` if the canary has not decided and ``force`` is false.
+        """
+        await self.reload()
+        slots = self._slots
+        if slots.green_version is None:
+            return await self._promote(reason, by, False, {})  # raises: no green to promote
+        await self._observe(slots, self._clock())
+        verdict = self._judge(slots)
+        if verdict.decision == "promote":
+            return await self._promote(reason, by, False, verdict.numbers)
+        if not force:
+            raise InvalidInput(
+                "force",
+                f"the canary of {slots.green_version!r} has not decided ({verdict.decision}: "
+                f"{verdict.reason}); promoting without its verdict needs force: true, "
+                "and is recorded in the deployment audit",
+            )
+        return await self._promote(
+            f"forced, skipping the canary ({verdict.decision}): {reason}",
+            by,
+            True,
+            verdict.numbers,
+        )
+
+    def _judge(self, slots: Slots) -> Verdict:
+        """The canary's verdict on the current counts (green against blue)."""
+        c = self._config
+        return judge_canary(
+            self._tally.count(("blue", slots.blue_version or "")),
+            self._tally.count(("green", slots.green_version or "")),
+            c.min_canary_impressions,
+            c.rollback_margin,
+            c.alpha,
+        )
+
+    async def _promote(
+        self, reason: str, by: str | None, forced: bool, numbers: Mapping[str, float]
+    ) -> Transition:
         async with self._deploying:
             await self.reload()
             slots = self._slots
             baseline = self._tally.count(("blue", slots.blue_version or ""))
-            new, transition = promote(slots, self._clock(), baseline, reason)
+            new, transition = promote(
+                slots, self._clock(), baseline, reason, numbers, by=by, forced=forced
+            )
             statuses = {new.blue_version or "": ("active", transition.reason)}
             await self._commit(new, transition, statuses)
             return transition
 
-    async def rollback(self, reason: str = "rolled back by hand") -> Transition:
+    async def rollback(
+        self, reason: str = "rolled back by hand", by: str | None = None
+    ) -> Transition:
         async with self._deploying:
             await self.reload()
             slots = self._slots
             new, transition = rollback(slots, self._clock(), reason)
+            transition = replace(transition, by=by)
             statuses: dict[str, tuple[str, str]] = {}
             if transition.from_version is not None:
                 statuses[transition.from_version] = ("rolled_back", transition.reason)
@@ -416,15 +457,13 @@ class LearningService:
         tally = self._tally
         c = self._config
         if slots.green_version is not None:
-            blue = tally.count(("blue", slots.blue_version or ""))
-            green = tally.count(("green", slots.green_version))
-            verdict = judge_canary(
-                blue, green, c.min_canary_impressions, c.rollback_margin, c.alpha
-            )
+            verdict = self._judge(slots)
             if verdict.decision == "rollback":
-                return await self.rollback(f"canary: {verdict.reason}")
+                return await self.rollback(f"canary: {verdict.reason}", MONITOR)
             if verdict.decision == "promote":
-                return await self.promote(f"canary: {verdict.reason}")
+                return await self._promote(
+                    f"canary: {verdict.reason}", MONITOR, False, verdict.numbers
+                )
         elif slots.promoted_at is not None:
             baseline = (slots.baseline_impressions, slots.baseline_clicks)
             served = tally.count(("blue", slots.blue_version or ""))
@@ -432,10 +471,11 @@ class LearningService:
                 baseline, served, c.min_canary_impressions, c.rollback_margin, c.alpha
             )
             if verdict.decision == "rollback":
-                return await self.rollback(f"watch: {verdict.reason}")
+                return await self.rollback(f"watch: {verdict.reason}", MONITOR)
             if served[0] >= c.watch_impressions:
                 async with self._deploying:
                     new, transition = confirm(slots, now, f"watch: {verdict.reason}")
+                    transition = replace(transition, by=MONITOR)
                     previous = slots.previous_version
                     statuses = {} if previous is None else {previous: ("retired", "replaced")}
                     await self._commit(new, transition, statuses)
@@ -462,8 +502,12 @@ class LearningService:
         it from storage the first time (and if its window must reach further back)."""
         since, starts = self._window(slots, now)
         tally = self._tally
+        excluded = frozenset() if self._excluded is None else self._excluded()
+        if excluded != tally.excluded:
+            tally.exclude(excluded)
         if not self._tallied or since < tally.since:
             tally = Tally(self._config.attribution_window_minutes * 60.0)
+            tally.exclude(excluded)
             cursor = await self._log.last_offset()
             tally.expire(since)
             tally.restart(starts)
@@ -614,7 +658,7 @@ class LearningService:
         log.info("trained %s: %s", version, outcome.reason)
         if outcome.accepted and c.auto_deploy:
             try:
-                await self.deploy(version, "automatic: validated candidate")
+                await self.deploy(version, "automatic: validated candidate", MONITOR)
             except InvalidInput as exc:
                 log.info("not deployed automatically: %s", exc.message)
         return replace(job, status="done", version=version, message=outcome.reason)

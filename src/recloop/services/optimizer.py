@@ -9,7 +9,9 @@ Counts reach it two ways, both durable and applied exactly once:
   with their ``report_id`` in the same transaction as the counts.
 
 Weights are computed from counts held in memory (``core.bandit.WindowCounts``),
-so reads never wait on the write path.
+so reads never wait on the write path. Counts taken back (:meth:`Optimizer.take_back`:
+the attributed feedback of the users the guard flags now) are left out of every total
+while they are; the stored counts keep them.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class Optimizer:
         self._config = config
         self._clock = clock
         self._window = WindowCounts(config.bucket_seconds)
+        self._taken_back: WindowCounts | None = None
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
         self._cache: dict[str, SegmentWeights] = {}
         self._seeds = np.random.default_rng(config.seed)
@@ -148,6 +151,16 @@ class Optimizer:
             if row.algorithm in self._config.algorithms:
                 self._window.add(row.segment, row.algorithm, row.bucket_start, row.counts)
 
+    def take_back(self, rows: Iterable[AlgorithmCount]) -> None:
+        """Leave ``rows`` out of every total from now on, in place of those left out
+        before (the services' retraction: the flagged users' attributed feedback)."""
+        window = WindowCounts(self._config.bucket_seconds)
+        for row in rows:
+            if row.algorithm in self._config.algorithms:
+                window.add(row.segment, row.algorithm, row.bucket_start, row.counts)
+        self._taken_back = window if window.keys() else None
+        self._cache.clear()
+
     def count_row(
         self, segment: str, algorithm: str, timestamp: float, counts: PerformanceCounts
     ) -> AlgorithmCount:
@@ -186,7 +199,10 @@ class Optimizer:
         window = self._config.window_seconds
         if since is not None:
             window = min(window, now - since)
-        return self._window.totals(segment, algorithm, now, window)
+        totals = self._window.totals(segment, algorithm, now, window)
+        if self._taken_back is None:
+            return totals
+        return totals - self._taken_back.totals(segment, algorithm, now, window)
 
     def pooled_prior(self, segment: str, now: float) -> PooledPrior:
         """The segment's empirical-Bayes prior from every algorithm's counts in the window."""

@@ -20,13 +20,12 @@ import numpy as np
 
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
-from recloop.core.experiments import overrides, strategy_weights
+from recloop.core.experiments import Experiment, overrides, strategy_weights
 from recloop.core.exploration import effective_epsilon, explore
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
-from recloop.core.items import Item
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, Method, cosines, credited, fuse_columns
+from recloop.core.ranking import Method, Proposed, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -36,7 +35,7 @@ from recloop.services.experiments import ExperimentService
 from recloop.services.learning import LearningService, Route
 from recloop.services.optimizer import Optimizer, SegmentWeights
 from recloop.services.preferences import PreferenceService
-from recloop.services.vectors import ItemVectors
+from recloop.services.vectors import ItemRows, ItemVectors
 
 RANKING_NAMES: Final = ("fusion", "affinity")
 """The features an impression logs without continuous learning: the fused rank and the
@@ -147,15 +146,17 @@ class Ranker:
 
     async def strategy(self, user_id: str, expose: bool = True) -> Strategy:
         """The user's segment and weights, the exploration rate, the experiments they are in
-        (exposures are recorded unless ``expose`` is false), with the variants' overrides
-        applied."""
+        (their exposures recorded unless ``expose`` is false: a look), with the variants'
+        overrides applied."""
         user = await self.user(user_id)
         segment_weights = await self._optimizer.weights(user.segment)
-        assigned = (
-            []
-            if self._experiments is None
-            else await self._experiments.expose_running(user_id, record=expose)
-        )
+        assigned: list[tuple[Experiment, str]] = []
+        if self._experiments is not None:
+            assigned = (
+                await self._experiments.expose_running(user_id)
+                if expose
+                else self._experiments.running_variants(user_id)
+            )
         changed = overrides(assigned)
         route = Route()
         if self._learning is not None:
@@ -177,7 +178,7 @@ class Ranker:
     async def rank(
         self,
         user_id: str,
-        candidates: Sequence[Candidate],
+        candidates: Sequence[Proposed],
         k: int | None,
         context: Mapping[str, Any] | None,
     ) -> tuple[Impression, Strategy]:
@@ -185,16 +186,15 @@ class Ranker:
         user, epsilon = strategy.user, strategy.epsilon
         ids = list(dict.fromkeys(c.item_id for c in candidates))
         prefers = user.preferences is not None and bool(np.any(user.preferences.vector))
-        # One read of the items: their vectors for affinity, the rest for the features.
-        items: Mapping[str, Item | None] = {}
+        # One read of the items in columns: vectors for affinity, the rest for features.
+        table: ItemRows | None = None
         if prefers or self._learning is not None:
-            items = await self._vectors.items(ids)
+            table = await self._vectors.table(ids, hashed=self._learning is not None)
         affinities: dict[str, float] = {}
-        if prefers and user.preferences is not None:
-            known = [(i, item.vector) for i, item in items.items() if item is not None]
-            if known:
-                values = cosines(user.preferences.vector, np.stack([v for _, v in known]))
-                affinities = dict(zip((i for i, _ in known), values.tolist(), strict=True))
+        if prefers and user.preferences is not None and table is not None and table.known.any():
+            known = np.flatnonzero(table.known)
+            values = cosines(user.preferences.vector, table.vectors[known])
+            affinities = dict(zip((ids[i] for i in known.tolist()), values.tolist(), strict=True))
         fused = fuse_columns(
             candidates,
             strategy.weights,
@@ -221,7 +221,7 @@ class Ranker:
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
                 fused,
-                items,
+                table.take(fused.appearance) if table is not None else None,
                 context or {},
                 now,
             )
@@ -243,11 +243,11 @@ class Ranker:
         features = logged[rows]
         set_positions(features, names)
         impression_id = uuid7()
-        shares = tuple(fused.shares_of(rows))
-        credits = tuple(
-            credited(fused.algorithms[i], share, f"{impression_id}:{fused.item_ids[i]}")
-            for i, share in zip(rows, shares, strict=True)
-        )
+        share_matrix = fused.share_matrix(rows)
+        algorithms = tuple(fused.algorithms[i] for i in rows)
+        credits = credited(algorithms, share_matrix, impression_id)
+        values = share_matrix.tolist()
+        shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
         impression = Impression(
             impression_id=impression_id,
             user_id=user_id,
@@ -259,7 +259,7 @@ class Ranker:
                 tuple(scores[rows].tolist()),
                 tuple(propensities),
                 tuple(explored.promoted > 0 and j == 0 for j in range(len(rows))),
-                tuple(fused.algorithms[i] for i in rows),
+                algorithms,
                 features,
                 names,
                 shares=shares,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from recloop.core.cache import LruCache
+from recloop.core.features import ATTRIBUTE_BUCKETS, hashed_attributes
 from recloop.core.items import Item
 from recloop.core.preferences import Vector
 from recloop.ports import StateStore
@@ -17,16 +19,45 @@ from recloop.resilience import RetryCounts, retry_read
 _MISSING: Any = object()
 
 
+@dataclass(frozen=True, slots=True)
+class ItemRows:
+    """Items in columns, one row per item asked for, in the order asked (what ``rank``
+    reads per candidate, gathered by indexing instead of an object per item)."""
+
+    known: npt.NDArray[np.bool_]
+    """Registered, with a vector of the table's dimension (the other columns hold 0 where
+    not)."""
+    vectors: npt.NDArray[np.float64]
+    updated_at: npt.NDArray[np.float64]
+    from_attributes: npt.NDArray[np.bool_]
+    """The vector was hashed from the attributes (no vector was given)."""
+    hashed: npt.NDArray[np.float64]
+    """``core.features.hashed_attributes`` of each item's attributes (0 columns unless
+    asked for)."""
+
+    def take(self, rows: npt.NDArray[np.intp]) -> ItemRows:
+        """These rows, in this order."""
+        return ItemRows(
+            self.known[rows],
+            self.vectors[rows],
+            self.updated_at[rows],
+            self.from_attributes[rows],
+            self.hashed[rows],
+        )
+
+
 class ItemVectors:
     """The items whose vectors the processor learns towards and the ranker scores with.
 
     An item the store does not know is remembered as missing until
     :meth:`changed` registers it, so unknown items cost one lookup, not one per event.
 
-    Besides the items themselves (an LRU of ``max_items``, for the ranker), every
-    known item's vector has a row of one matrix behind a dense id, so that the
-    processor gathers a batch's vectors in one indexing call (:meth:`rows`). The
-    matrix holds each item seen since the start (``8 * dim`` bytes per item).
+    Besides the items themselves (an LRU of ``max_items``), every known item has a
+    row behind a dense id: its vector in one matrix, so that the processor gathers a
+    batch's vectors in one indexing call (:meth:`rows`), and what ``rank`` reads of it
+    in columns (:meth:`table`): when it was registered, whether its vector came from its
+    attributes, and its attribute buckets, hashed on the first ``rank`` that asks. The
+    rows hold each item seen since the start (``8 * dim + 146`` bytes per item).
     """
 
     def __init__(
@@ -44,6 +75,10 @@ class ItemVectors:
         self._lru: LruCache[str, Any] = LruCache(max_items)
         self._slot: dict[str, int] = {}
         self._matrix: npt.NDArray[np.float64] = np.zeros((0, dim or 0))
+        self._updated_at: npt.NDArray[np.float64] = np.zeros(0)
+        self._from_attributes: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        self._hashed: npt.NDArray[np.float64] = np.zeros((0, ATTRIBUTE_BUCKETS))
+        self._hashed_ready: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
 
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, Vector | None]:
         return {
@@ -51,10 +86,8 @@ class ItemVectors:
             for k, item in (await self.items(item_ids)).items()
         }
 
-    async def rows(
-        self, item_ids: Sequence[str]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-        """Each item's vector as a row (zeros for an unknown item) and whether it has one."""
+    async def _slots(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Each item's row (-1: unknown), loading from the store the ones not placed yet."""
         get = self._slot.get
         slots = np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
         unknown = slots < 0
@@ -62,10 +95,53 @@ class ItemVectors:
             ids = [item_ids[i] for i in np.flatnonzero(unknown).tolist()]
             await self.items(dict.fromkeys(ids))  # loads and places what the store knows
             slots[unknown] = [get(i, -1) for i in ids]
+        return slots
+
+    async def rows(
+        self, item_ids: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Each item's vector as a row (zeros for an unknown item) and whether it has one."""
+        slots = await self._slots(item_ids)
         has = slots >= 0
         if not len(self._matrix):
             return np.zeros((len(item_ids), self._dim or 0)), has
         return self._matrix[np.where(has, slots, 0)], has
+
+    async def table(self, item_ids: Sequence[str], hashed: bool = False) -> ItemRows:
+        """The items in columns (:class:`ItemRows`), their attribute buckets too if
+        ``hashed``."""
+        slots = await self._slots(item_ids)
+        known = slots >= 0
+        at = np.where(known, slots, 0)
+        if not len(self._slot):
+            n = len(item_ids)
+            return ItemRows(
+                known,
+                np.zeros((n, self._dim or 0)),
+                np.zeros(n),
+                np.zeros(n, dtype=bool),
+                np.zeros((n, ATTRIBUTE_BUCKETS if hashed else 0)),
+            )
+        buckets = np.zeros((len(item_ids), 0))
+        if hashed:
+            due = known & ~self._hashed_ready[at]
+            if due.any():
+                await self._hash([item_ids[i] for i in np.flatnonzero(due).tolist()])
+            buckets = np.where(known[:, None], self._hashed[at], 0.0)
+        return ItemRows(
+            known,
+            np.where(known[:, None], self._matrix[at], 0.0),
+            np.where(known, self._updated_at[at], 0.0),
+            known & self._from_attributes[at],
+            buckets,
+        )
+
+    async def _hash(self, item_ids: list[str]) -> None:
+        for item_id, item in (await self.items(item_ids)).items():
+            slot = self._slot.get(item_id)
+            if item is not None and slot is not None:
+                self._hashed[slot] = hashed_attributes(item.attributes)
+                self._hashed_ready[slot] = True
 
     async def items(self, item_ids: Iterable[str]) -> dict[str, Item | None]:
         """The items (vector, attributes, when registered); None for an unknown one."""
@@ -105,8 +181,21 @@ class ItemVectors:
         if slot is None:
             slot = len(self._slot)
             if slot >= len(self._matrix):
-                grown = np.zeros((max(1024, 2 * len(self._matrix)), self._dim))
-                grown[: len(self._matrix)] = self._matrix
-                self._matrix = grown
+                self._grow(max(1024, 2 * len(self._matrix)))
             self._slot[item.item_id] = slot
         self._matrix[slot] = vector
+        self._updated_at[slot] = item.updated_at
+        self._from_attributes[slot] = item.vector_source == "hashed"
+        self._hashed_ready[slot] = False  # hashed again on the next table() that asks
+
+    def _grow(self, rows: int) -> None:
+        def grown(old: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            new = np.zeros((rows, *old.shape[1:]), dtype=old.dtype)
+            new[: len(old)] = old
+            return new
+
+        self._matrix = grown(self._matrix)
+        self._updated_at = grown(self._updated_at)
+        self._from_attributes = grown(self._from_attributes)
+        self._hashed = grown(self._hashed)
+        self._hashed_ready = grown(self._hashed_ready)

@@ -187,27 +187,34 @@ class _Core:
             raise exc.__class__(f"event {event['event_id']} is not valid JSON: {exc}") from None
         return event
 
-    def delay(self, attempt: int, error: Exception | None) -> float:
-        """Seconds before attempt ``attempt + 1``: the server's ``Retry-After`` if given,
-        else exponential backoff with equal jitter."""
-        retry_after = getattr(error, "retry_after", None)
+    def delay(self, attempt: int, error: Exception | None, hint: float | None = None) -> float:
+        """Seconds before attempt ``attempt + 1``: the server's ``Retry-After`` if given
+        (``error``'s, or ``hint``: the longest ``retry_after`` of a batch's rate-limited
+        events), else exponential backoff with equal jitter."""
+        retry_after = getattr(error, "retry_after", hint)
         if isinstance(retry_after, (int, float)) and retry_after > 0:
             return float(retry_after)
         ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
-    def settle(self, batch: list[dict[str, Any]], result: m.FeedbackResult) -> list[dict[str, Any]]:
-        """Account for a batch's outcomes; return the events to send again (rate-limited)."""
+    def settle(
+        self, batch: list[dict[str, Any]], result: m.FeedbackResult
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """Account for a batch's outcomes; return the events to send again (rate-limited)
+        and the longest ``retry_after`` the server gave them (None: it gave none)."""
         again: list[dict[str, Any]] = []
+        wait: float | None = None
         refused: list[tuple[dict[str, Any], m.EventOutcome]] = []
         for event, outcome in zip(batch, result.results, strict=True):
             if outcome.status == "rate_limited":
                 again.append(event)
+                if outcome.retry_after is not None:
+                    wait = max(wait or 0.0, outcome.retry_after)
             elif outcome.status in ("rejected", "blocked"):
                 refused.append((event, outcome))
         self.count(accepted=result.accepted, duplicates=result.duplicates)
         self.refuse(refused)
-        return again
+        return again, wait
 
     def refuse(self, refused: list[tuple[dict[str, Any], m.EventOutcome]]) -> None:
         """Events the server will never take: to ``on_rejected``, else the log."""
@@ -504,13 +511,13 @@ class FeedbackBuffer:
                 core.count(retries=1)
                 self._hurry.wait(core.delay(attempt, exc))
                 continue
-            again = core.settle(batch, result)
+            again, wait = core.settle(batch, result)
             if again:
                 if attempt >= core.max_attempts or self._hurry.is_set():
                     core.give_up(again, RecloopError(f"{len(again)} events rate limited"))
                     return True
                 core.count(retries=1)
-                self._hurry.wait(core.delay(attempt, None))
+                self._hurry.wait(core.delay(attempt, None, wait))
             batch = again
         return True
 
@@ -773,12 +780,12 @@ class AsyncFeedbackBuffer:
                 core.count(retries=1)
                 await self._pause(core.delay(attempt, exc))
                 continue
-            again = core.settle(batch, result)
+            again, wait = core.settle(batch, result)
             if again:
                 if attempt >= core.max_attempts or self._hurry.is_set():
                     core.give_up(again, RecloopError(f"{len(again)} events rate limited"))
                     return True
                 core.count(retries=1)
-                await self._pause(core.delay(attempt, None))
+                await self._pause(core.delay(attempt, None, wait))
             batch = again
         return True

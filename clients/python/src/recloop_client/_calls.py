@@ -149,8 +149,10 @@ def weights(user_id: str) -> Call[m.Weights]:
     return Call("GET", f"/users/{seg(user_id, 'user_id')}/weights", _one(m.Weights))
 
 
-def strategy(user_id: str) -> Call[m.Strategy]:
-    return Call("GET", f"/users/{seg(user_id, 'user_id')}/strategy", _one(m.Strategy))
+def strategy(user_id: str, expose: bool = True) -> Call[m.Strategy]:
+    params = None if expose else {"expose": "false"}
+    path = f"/users/{seg(user_id, 'user_id')}/strategy"
+    return Call("GET", path, _one(m.Strategy), params=params)
 
 
 def rank(
@@ -280,11 +282,14 @@ def deployment() -> Call[m.Deployment]:
     return Call("GET", "/models/deployment", _one(m.Deployment))
 
 
-def model_action(action: str, version: str | None, reason: str | None) -> Call[m.Transition]:
+def model_action(
+    action: str, version: str | None, reason: str | None, force: bool = False
+) -> Call[m.Transition]:
     path = (
         f"/models/{seg(version, 'version')}/deploy" if version is not None else f"/models/{action}"
     )
-    return Call("POST", path, _one(m.Transition), json=m._drop_none(reason=reason))
+    body = m._drop_none(reason=reason, force=True if force else None)
+    return Call("POST", path, _one(m.Transition), json=body)
 
 
 def reliability(user_id: str) -> Call[m.Reliability]:

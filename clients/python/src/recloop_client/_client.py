@@ -125,9 +125,12 @@ class Client:
         """``GET /users/{user_id}/weights``: the algorithm weights of the user's segment."""
         return self._run(c.weights(user_id))
 
-    def strategy(self, user_id: str) -> m.Strategy:
-        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments."""
-        return self._run(c.strategy(user_id))
+    def strategy(self, user_id: str, *, expose: bool = True) -> m.Strategy:
+        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments.
+
+        ``expose=False`` (``?expose=false``) reads it without recording the user's
+        exposure to the experiments it assigns (for tools that only look)."""
+        return self._run(c.strategy(user_id, expose))
 
     def rank(
         self,
@@ -313,9 +316,10 @@ class Client:
         """``POST /models/{version}/deploy`` (admin): into the green (canary) slot."""
         return self._run(c.model_action("deploy", version, reason))
 
-    def promote_model(self, reason: str | None = None) -> m.Transition:
-        """``POST /models/promote`` (admin): green serves everyone."""
-        return self._run(c.model_action("promote", None, reason))
+    def promote_model(self, reason: str | None = None, force: bool = False) -> m.Transition:
+        """``POST /models/promote`` (admin): green serves everyone. Before the canary's
+        verdict this needs ``force=True`` (recorded as forced in the deployment audit)."""
+        return self._run(c.model_action("promote", None, reason, force))
 
     def rollback_model(self, reason: str | None = None) -> m.Transition:
         """``POST /models/rollback`` (admin): drop green, or undo the promotion watched."""
@@ -456,9 +460,12 @@ class AsyncClient:
         """``GET /users/{user_id}/weights``: the algorithm weights of the user's segment."""
         return await self._run(c.weights(user_id))
 
-    async def strategy(self, user_id: str) -> m.Strategy:
-        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments."""
-        return await self._run(c.strategy(user_id))
+    async def strategy(self, user_id: str, *, expose: bool = True) -> m.Strategy:
+        """``GET /users/{user_id}/strategy``: weights, exploration, model and experiments.
+
+        ``expose=False`` (``?expose=false``) reads it without recording the user's
+        exposure to the experiments it assigns (for tools that only look)."""
+        return await self._run(c.strategy(user_id, expose))
 
     async def rank(
         self,
@@ -644,9 +651,10 @@ class AsyncClient:
         """``POST /models/{version}/deploy`` (admin): into the green (canary) slot."""
         return await self._run(c.model_action("deploy", version, reason))
 
-    async def promote_model(self, reason: str | None = None) -> m.Transition:
-        """``POST /models/promote`` (admin): green serves everyone."""
-        return await self._run(c.model_action("promote", None, reason))
+    async def promote_model(self, reason: str | None = None, force: bool = False) -> m.Transition:
+        """``POST /models/promote`` (admin): green serves everyone. Before the canary's
+        verdict this needs ``force=True`` (recorded as forced in the deployment audit)."""
+        return await self._run(c.model_action("promote", None, reason, force))
 
     async def rollback_model(self, reason: str | None = None) -> m.Transition:
         """``POST /models/rollback`` (admin): drop green, or undo the promotion watched."""

@@ -87,7 +87,19 @@ class ValidationError(APIError):
 
 class AuthError(APIError):
     """401 (no valid API key) or 403 (the key lacks the role; or, for a single feedback
-    event, the user is blocked)."""
+    event, the user is blocked): :attr:`reason` tells the two 403s apart."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: Any,
+        request_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.reason = reason
+        """A 403's reason: ``"role"`` (the key lacks the route's role) or ``"blocked"``
+        (the event's user is blocked); None otherwise."""
+        super().__init__(status_code, detail, request_id)
 
 
 class NotFound(APIError):
@@ -174,15 +186,18 @@ def retry_after(value: str | None) -> float | None:
 def error_for(response: httpx.Response) -> APIError:
     """The exception for an error ``response``."""
     status = response.status_code
+    body: Any = None
     try:
-        detail: Any = response.json().get("detail")
+        body = response.json()
+        detail: Any = body.get("detail")
     except (ValueError, AttributeError):
         detail = response.text
     request_id = response.headers.get("x-request-id")
     if status == 422:
         return ValidationError(status, detail, request_id)
     if status in (401, 403):
-        return AuthError(status, detail, request_id)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        return AuthError(status, detail, request_id, reason if isinstance(reason, str) else None)
     if status == 404:
         return NotFound(status, detail, request_id)
     if status == 413:

@@ -167,6 +167,10 @@ class EventOutcome(_Out):
     event_id: str | None
     status: Literal["accepted", "duplicate", "rejected", "rate_limited", "blocked"]
     error: FieldError | None = None
+    limit: str | None = None
+    """``rate_limited`` only: the limit the event's user is over."""
+    retry_after: float | None = None
+    """``rate_limited`` only: seconds before the user's events are let in again."""
 
 
 @dataclass(frozen=True)
@@ -544,6 +548,10 @@ class Transition(_Out):
     to_version: str | None
     reason: str
     numbers: dict[str, float]
+    by: str | None = None
+    """Who asked: an API key's name, or ``monitor`` for the canary's own verdicts."""
+    forced: bool = False
+    """A promotion by hand that skipped the canary's verdict."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import bisect
 import copy
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from recloop.core.availability import AlgorithmStatus
@@ -142,8 +142,11 @@ class InMemoryStateStore:
     async def get_exposures(self, experiment_id: str) -> list[Exposure]:
         return list(self._exposures.get(experiment_id, {}).values())
 
-    async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
-        return [(u, m, v) for (u, m), v in self._user_metrics.get(experiment_id, {}).items()]
+    async def get_user_metrics(
+        self, experiment_id: str, user_ids: Collection[str] | None = None
+    ) -> list[tuple[str, str, UserMetric]]:
+        held = self._user_metrics.get(experiment_id, {}).items()
+        return [(u, m, v) for (u, m), v in held if user_ids is None or u in user_ids]
 
     async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:
         return [(v, m, s) for (v, m), s in self._experiment_stats.get(experiment_id, {}).items()]

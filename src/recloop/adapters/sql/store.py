@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -307,13 +307,21 @@ class SqlStateStore:
             rows = (await conn.execute(query)).all()
         return [Exposure(experiment_id, u, v, at, by) for u, v, at, by in rows]
 
-    async def get_user_metrics(self, experiment_id: str) -> list[tuple[str, str, UserMetric]]:
+    async def get_user_metrics(
+        self, experiment_id: str, user_ids: Collection[str] | None = None
+    ) -> list[tuple[str, str, UserMetric]]:
         t = experiment_user_metrics
         query = select(t.c.user_id, t.c.metric, t.c.y, t.c.x).where(
             t.c.experiment_id == experiment_id
         )
+        users = None if user_ids is None else sorted(user_ids)
+        rows: list[Any] = []
         async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
+            if users is None:
+                rows = list((await conn.execute(query)).all())
+            for start in range(0, len(users or ()), _SQLITE_IN_CHUNK):
+                chunk = (users or [])[start : start + _SQLITE_IN_CHUNK]
+                rows += (await conn.execute(query.where(t.c.user_id.in_(chunk)))).all()
         return [(u, m, UserMetric(y, x)) for u, m, y, x in rows]
 
     async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:

@@ -32,7 +32,9 @@ ExperimentId = PathIdParam
 UserId = PathIdParam
 
 
-def _definition(data: dict[str, Any]) -> dict[str, Any]:
+def definition(data: dict[str, Any]) -> dict[str, Any]:
+    """A validated body as ``core.experiments.from_dict`` takes it (variants' unset
+    overrides dropped); the console's create form goes through it too."""
     for variant in data.get("variants") or ():
         variant["config"] = {
             k: v for k, v in (variant.get("config") or {}).items() if v is not None
@@ -49,7 +51,7 @@ def _definition(data: dict[str, Any]) -> dict[str, Any]:
 )
 async def create(body: ExperimentIn, container: ContainerDep) -> Any:
     """Create an experiment (status ``draft``). The first variant is the baseline."""
-    exp = xp.from_dict(_definition(body.model_dump()))
+    exp = xp.from_dict(definition(body.model_dump()))
     return FastJSONResponse(xp.to_dict(await container.experiments.create(exp)), status_code=201)
 
 
@@ -78,7 +80,7 @@ async def patch(experiment_id: ExperimentId, body: ExperimentPatch, container: C
     """Change a definition; seed, hash_version and variants are refused once it has started
     (they would move users between variants). Ramp traffic with ``traffic_allocation``:
     users already in keep their variant."""
-    changes = _definition(body.model_dump(exclude_unset=True))
+    changes = definition(body.model_dump(exclude_unset=True))
     updated = await container.experiments.update(experiment_id, changes)
     return FastJSONResponse(xp.to_dict(updated))
 

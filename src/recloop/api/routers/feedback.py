@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 
 from recloop.api.auth import Ingest, authorize
 from recloop.api.deps import ContainerDep
-from recloop.api.errors import invalid
+from recloop.api.errors import invalid, retry_after
 from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, FeedbackResult
@@ -87,7 +87,7 @@ async def post_feedback(
         if outcome.status == "rate_limited":
             raise RateLimited(outcome.limit or "", 0, outcome.reset_at or 0.0)
         if outcome.status == "blocked":
-            raise Forbidden(str((outcome.error or {}).get("message")))
+            raise Forbidden(str((outcome.error or {}).get("message")), reason="blocked")
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "rate_limited": 0, "blocked": 0}
     results = []
     for o in outcomes:
@@ -95,6 +95,9 @@ async def post_feedback(
         result: dict[str, Any] = {"event_id": o.event_id, "status": o.status}
         if o.error is not None:
             result["error"] = o.error
+        if o.status == "rate_limited":  # what a 429 says in its headers, per event
+            result["limit"] = o.limit
+            result["retry_after"] = retry_after(o.reset_at or 0.0)
         results.append(result)
     return FastJSONResponse(
         {

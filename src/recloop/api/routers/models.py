@@ -13,6 +13,7 @@ from recloop.api.deps import ContainerDep
 from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import ErrorOut, Reason
+from recloop.core.auth import Principal
 from recloop.core.errors import Unavailable
 from recloop.learning.deployment import Transition
 from recloop.ports import ModelRecord, TrainingJob
@@ -55,6 +56,14 @@ class TransitionOut(BaseModel):
     to_version: str | None
     reason: str
     numbers: dict[str, float]
+    by: str | None = Field(
+        default=None,
+        description="Who asked: the API key's name, or `monitor` for the canary's verdicts "
+        "(null in records older than the audit).",
+    )
+    forced: bool = Field(
+        default=False, description="A promotion by hand that skipped the canary's verdict."
+    )
 
 
 class DeploymentOut(BaseModel):
@@ -65,6 +74,14 @@ class DeploymentOut(BaseModel):
 
 class ReasonIn(BaseModel):
     reason: Reason | None = None
+
+
+class PromoteIn(ReasonIn):
+    force: bool = Field(
+        default=False,
+        strict=True,
+        description="Promote although the canary has not decided (audited as forced).",
+    )
 
 
 def _learning(container: Any) -> LearningService:
@@ -130,26 +147,39 @@ async def get_job(
 
 @router.post(
     "/models/promote",
-    dependencies=[Admin],
     response_model=TransitionOut,
     responses={422: {"model": ErrorOut}},
 )
-async def promote(container: ContainerDep, body: Annotated[ReasonIn | None, Body()] = None) -> Any:
-    """Make the green model serve everyone (the previous one stays the rollback target)."""
+async def promote(
+    container: ContainerDep,
+    principal: Principal = Admin,
+    body: Annotated[PromoteIn | None, Body()] = None,
+) -> Any:
+    """Make the green model serve everyone (the previous one stays the rollback target).
+
+    Before the canary's verdict is ``promote`` this needs ``force: true`` (else 422 on
+    ``force``); the forced promotion is recorded in the deployment audit.
+    """
     reason = (body.reason if body else None) or "promoted by hand"
-    return FastJSONResponse(_transition(await _learning(container).promote(reason)))
+    force = body.force if body else False
+    learning = _learning(container)
+    return FastJSONResponse(_transition(await learning.promote(reason, principal.name, force)))
 
 
 @router.post(
     "/models/rollback",
-    dependencies=[Admin],
     response_model=TransitionOut,
     responses={422: {"model": ErrorOut}},
 )
-async def rollback(container: ContainerDep, body: Annotated[ReasonIn | None, Body()] = None) -> Any:
+async def rollback(
+    container: ContainerDep,
+    principal: Principal = Admin,
+    body: Annotated[ReasonIn | None, Body()] = None,
+) -> Any:
     """Drop the green model, or undo the promotion being watched."""
     reason = (body.reason if body else None) or "rolled back by hand"
-    return FastJSONResponse(_transition(await _learning(container).rollback(reason)))
+    learning = _learning(container)
+    return FastJSONResponse(_transition(await learning.rollback(reason, principal.name)))
 
 
 @router.get(
@@ -164,13 +194,16 @@ async def get_model(version: Version, container: ContainerDep) -> Any:
 
 @router.post(
     "/models/{version}/deploy",
-    dependencies=[Admin],
     response_model=TransitionOut,
     responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 async def deploy(
-    version: Version, container: ContainerDep, body: Annotated[ReasonIn | None, Body()] = None
+    version: Version,
+    container: ContainerDep,
+    principal: Principal = Admin,
+    body: Annotated[ReasonIn | None, Body()] = None,
 ) -> Any:
     """Load the model into the green slot for ``learning.canary_fraction`` of users."""
     reason = (body.reason if body else None) or ""
-    return FastJSONResponse(_transition(await _learning(container).deploy(version, reason)))
+    learning = _learning(container)
+    return FastJSONResponse(_transition(await learning.deploy(version, reason, principal.name)))

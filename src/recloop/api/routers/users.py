@@ -28,7 +28,7 @@ from recloop.api.schemas import (
 from recloop.container import Container
 from recloop.core.algorithms import check_algorithm
 from recloop.core.errors import InvalidInput
-from recloop.core.ranking import Candidate
+from recloop.core.ranking import Proposed
 from recloop.services.optimizer import SegmentWeights
 from recloop.services.preferences import preferences_view
 
@@ -124,14 +124,14 @@ async def rank(user_id: UserId, body: RankIn, container: ContainerDep) -> Any:
     """Rank candidates: weighted fusion of the algorithms' scores plus preference affinity,
     ε-greedy exploration of the top slot, exact propensities. The impression is logged
     durably before the answer; send its ``impression_id`` with later feedback."""
-    candidates = [Candidate(c.item_id, c.algorithm, c.score) for c in body.candidates]
-    return FastJSONResponse(await rank_body(container, user_id, candidates, body.k, body.context))
+    answer = await rank_body(container, user_id, body.candidates, body.k, body.context)
+    return FastJSONResponse(answer)
 
 
 async def rank_body(
     container: Container,
     user_id: str,
-    candidates: Sequence[Candidate],
+    candidates: Sequence[Proposed],
     k: int | None,
     context: Mapping[str, Any] | None,
 ) -> dict[str, Any]:

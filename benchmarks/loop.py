@@ -1,0 +1,643 @@
+"""``make bench-loop``: does the closed loop beat a static blend? (issue 15 item 6)
+
+Worlds where the optimum is known, each a user population, a catalogue and a
+true top-slot click probability ``p(user, item)``; five algorithms propose
+candidates from what a visit offers (``OFFER`` random items of the catalogue,
+each algorithm its own top ``PROPOSED`` of them, with its scores):
+
+- ``world``: recloop's own simulated world (``recloop.learning.world``: hidden
+  user and item vectors, item quality, genre taste, device). Algorithms:
+  ``collaborative`` (cosine of the user's noisy preference estimate and the item
+  vector), ``content_based`` (the user's estimated taste for the item's genre),
+  ``popularity`` (log popularity), ``trending`` (the item's quality seen
+  through noise) and ``random``.
+- ``obp``: Open Bandit Pipeline's synthetic bandit data (``SyntheticBanditDataset``
+  with ``logistic_reward_function``): a context ``x ~ N(0, I_5)`` per user, one-hot
+  actions, ``q(x, a) = sigmoid(x·θ_a + β_a + base)`` with ``θ_a ~ U(0, 1)^5``,
+  ``β_a ~ U(0, 1)``. obp itself does not install here (0.5.7 requires Python
+  < 3.11 and pins old scikit-learn), so the formulas are written out, and
+  ``base = -4.5`` is added to bring the click rates to a recommender's few per
+  cent. Algorithms: ``collaborative`` (``x·θ̂_a``, θ̂ = θ + noise),
+  ``content_based`` (the first two context dimensions only), ``popularity``
+  (``β_a`` + noise), ``trending`` (``θ̂`` with more noise) and ``random``.
+
+Every arm faces the same visits (the same user, offer and proposals at step
+``t``), and is scored by the true click probability of the item it puts on top
+(no click noise in the score; clicks drawn from it are what recloop learns from):
+
+- ``random pick``: a uniformly random candidate; ``<algorithm>``: that algorithm's
+  own top pick; ``static blend``: equal weights over each algorithm's rank
+  percentile (what recloop's percentile fusion computes with equal weights, no
+  affinity); ``oracle``: the candidate with the highest true probability.
+- ``recloop bandit``: recloop in process (in-memory storage, the spam guard on)
+  ranks the candidates with ``k = 1``; the shown item's impression and click (drawn
+  from ``p``) go back as feedback naming the impression and ``credit``.
+- ``recloop + model``: the same with continuous learning: a retraining at a third
+  and at two thirds of the run, a validated candidate deployed automatically to a
+  canary of half the users, the canary judged every ``MONITOR_EVERY`` steps.
+  Then the guard check: a deliberately worse model (trained on inverted labels,
+  registered as a candidate) is deployed; the run goes on and records whether it
+  ever went beyond the canary (it must be rolled back or still green, never active).
+
+Reported per world: each arm's CTR with a 95 % user-clustered bootstrap interval,
+its lift over the static blend (paired: same users resampled), and the share of
+the blend→oracle gap it closes. The targets (issue 15): recloop ≥ the blend on
+every world (the lift's lower bound ≥ -1 %), ≥ 0.5 of the gap closed, a worse
+model never beyond the canary.
+
+``python -m benchmarks.loop [--steps N] [--seeds S] [--write]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.args import count
+from benchmarks.report import machine, revision, write_section
+from recloop.api.app import create_app
+from recloop.config import load_settings
+from recloop.container import build_container
+from recloop.core.segments import SEGMENTS
+from recloop.learning import world as simworld
+
+Vector = npt.NDArray[np.float64]
+
+ALGORITHMS = ("collaborative", "content_based", "popularity", "trending", "random")
+OFFER = 60
+"""Items a visit offers; each algorithm proposes its top ``PROPOSED`` of them."""
+PROPOSED = 10
+N_USERS = 300
+N_ITEMS = 400
+MONITOR_EVERY = 250
+HEADING = "## Closed loop (issue 15)"
+BOOTSTRAP = 1_000
+OBP_BASE = -4.5
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One step: the user and, per candidate (item), its true probability; per algorithm,
+    its proposals (candidate indices, best first) and their scores."""
+
+    user: int
+    items: tuple[str, ...]
+    p: Vector
+    proposals: dict[str, tuple[npt.NDArray[np.intp], Vector]]
+
+
+class World:
+    """A user population, a catalogue, the true click probability and the algorithms."""
+
+    name: str
+    attributes: list[dict[str, Any]]
+
+    def scores(self, user: int, offer: npt.NDArray[np.intp]) -> tuple[Vector, dict[str, Vector]]:
+        """True probabilities of the offered items, and each algorithm's scores of them."""
+        raise NotImplementedError
+
+    def visits(self, steps: int, seed: int) -> list[Visit]:
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(steps):
+            user = int(rng.integers(N_USERS))
+            offer = rng.choice(N_ITEMS, size=OFFER, replace=False)
+            p, by_algorithm = self.scores(user, offer)
+            by_algorithm["random"] = rng.random(OFFER)
+            proposals = {}
+            chosen: dict[int, None] = {}
+            for name in ALGORITHMS:
+                s = by_algorithm[name]
+                top = np.argsort(-s, kind="stable")[:PROPOSED]
+                proposals[name] = (top, s[top])
+                chosen.update(dict.fromkeys(top.tolist()))
+            # candidates: the union of the proposals, in order of first appearance
+            index = {c: k for k, c in enumerate(chosen)}
+            out.append(
+                Visit(
+                    user,
+                    tuple(f"i{offer[c]}" for c in chosen),
+                    p[list(chosen)],
+                    {
+                        a: (np.array([index[c] for c in top.tolist()], dtype=np.intp), s)
+                        for a, (top, s) in proposals.items()
+                    },
+                )
+            )
+        return out
+
+
+class RecloopWorld(World):
+    """``recloop.learning.world``: its users, items and ``click_probability`` at the top."""
+
+    def __init__(self, seed: int) -> None:
+        self.name = "world"
+        self.world = simworld.make_world(seed=seed, n_users=N_USERS, n_items=N_ITEMS)
+        self.noise = np.random.default_rng(seed + 1).normal(0.0, 0.8, N_ITEMS)
+        self.attributes = [
+            {"genre": simworld.GENRES[i.genre], "tags": "|".join(i.features.attributes["tags"])}
+            for i in self.world.items
+        ]
+        at = 20 * 3600.0  # the evening peak
+        users, items = self.world.users, self.world.items
+        self.p = np.array(
+            [[simworld.click_probability(u, i, at, u.device, 0) for i in items] for u in users]
+        )
+        latent = np.stack([i.latent for i in items])
+        preference = np.stack([u.preference for u in users])
+        preference /= np.linalg.norm(preference, axis=1, keepdims=True)
+        self.collaborative = preference @ latent.T
+        genre = np.array([i.genre for i in items])
+        self.content = np.stack([u.genre_estimate[genre] for u in users])
+        self.popularity = np.log1p([i.features.popularity for i in items])
+        self.trending = np.array([i.quality for i in items]) + self.noise
+
+    def scores(self, user: int, offer: npt.NDArray[np.intp]) -> tuple[Vector, dict[str, Vector]]:
+        return self.p[user, offer], {
+            "collaborative": self.collaborative[user, offer],
+            "content_based": self.content[user, offer],
+            "popularity": self.popularity[offer],
+            "trending": self.trending[offer],
+        }
+
+
+class ObpWorld(World):
+    """Open Bandit Pipeline's synthetic logistic reward (module docstring)."""
+
+    def __init__(self, seed: int, dim: int = 5) -> None:
+        self.name = "obp"
+        rng = np.random.default_rng(seed)
+        self.context = rng.normal(size=(N_USERS, dim))
+        theta = rng.uniform(size=(N_ITEMS, dim))
+        beta = rng.uniform(size=N_ITEMS)
+        logits = self.context @ theta.T + beta + OBP_BASE
+        self.p = 1.0 / (1.0 + np.exp(-logits))
+        self.collaborative = self.context @ (theta + rng.normal(0.0, 0.3, theta.shape)).T
+        self.content = self.context[:, :2] @ theta[:, :2].T
+        self.popularity = beta + rng.normal(0.0, 0.3, N_ITEMS)
+        self.trending = self.context @ (theta + rng.normal(0.0, 0.8, theta.shape)).T
+        self.attributes = [{"segment": f"s{j % 9}", "family": f"f{j % 5}"} for j in range(N_ITEMS)]
+
+    def scores(self, user: int, offer: npt.NDArray[np.intp]) -> tuple[Vector, dict[str, Vector]]:
+        return self.p[user, offer], {
+            "collaborative": self.collaborative[user, offer],
+            "content_based": self.content[user, offer],
+            "popularity": self.popularity[offer],
+            "trending": self.trending[user, offer],
+        }
+
+
+# -- Arms without recloop: exact, on the same visits ------------------------------------
+
+
+def blend_pick(visit: Visit) -> int:
+    """Equal weights over each algorithm's rank percentile ((n - rank + 1) / n)."""
+    fused = np.zeros(len(visit.items))
+    for top, _ in visit.proposals.values():
+        n = len(top)
+        fused[top] += (n - np.arange(n)) / n
+    return int(np.argmax(fused))
+
+
+def static_arms(visits: Sequence[Visit], seed: int) -> dict[str, Vector]:
+    """The true top-slot probability of each visit under each arm that does not learn."""
+    rng = np.random.default_rng(seed)
+    arms: dict[str, list[float]] = {"random pick": [], "static blend": [], "oracle": []}
+    for name in ALGORITHMS:
+        arms[name] = []
+    for v in visits:
+        arms["random pick"].append(float(v.p[rng.integers(len(v.items))]))
+        arms["static blend"].append(float(v.p[blend_pick(v)]))
+        arms["oracle"].append(float(v.p.max()))
+        for name in ALGORITHMS:
+            arms[name].append(float(v.p[v.proposals[name][0][0]]))
+    return {k: np.asarray(x) for k, x in arms.items()}
+
+
+# -- recloop in process --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LoopResult:
+    p: Vector
+    clicks: int
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    worse_model: dict[str, Any] | None = None
+    suspects: int = 0
+
+
+ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "recloop bandit, ε = 0": {"exploration": {"epsilon": dict.fromkeys(SEGMENTS, 0.0)}},
+    "recloop bandit, affinity 0": {"rank": {"affinity_weight": 0.0}},
+}
+"""``--ablations``: the bandit arm with one part switched off, to see what each costs."""
+
+
+def _settings(tmp: Path, model: bool, extra: dict[str, dict[str, Any]] | None = None) -> Any:
+    equal = {a: 1.0 / len(ALGORITHMS) for a in ALGORITHMS}
+    extra = extra or {}
+    return load_settings(
+        None,
+        **{k: v for k, v in extra.items() if k not in ("exploration",)},
+        storage={"url": "memory://"},
+        vectors={"dim": 8},
+        bandit={
+            "algorithms": list(ALGORITHMS),
+            "default_weights": {s: dict(equal) for s in ("new", "power", "inactive", "regular")},
+            "cache_seconds": 1.0,
+            "seed": 1,
+        },
+        exploration={"seed": 2, **extra.get("exploration", {})},
+        rate_limits={"enabled": False},
+        spam={"enabled": True},
+        learning={
+            "enabled": model,
+            "attribution_window_minutes": 0.01,
+            "min_new_examples": 500,
+            "auto_deploy": True,
+            "canary_fraction": 0.5,
+            "min_canary_impressions": 500,
+            "watch_impressions": 10**9,
+            "monitor_seconds": 10**6,  # called by the benchmark itself
+            "retrain_schedule": "0 3 1 1 *",
+        },
+    )
+
+
+async def _post(client: httpx.AsyncClient, path: str, body: Any) -> Any:
+    r = await client.post(path, json=body)
+    if not r.is_success:
+        raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+    return r.json()
+
+
+async def _step(
+    client: httpx.AsyncClient, world: World, visit: Visit, rng: np.random.Generator
+) -> tuple[float, int]:
+    candidates = [
+        {"item_id": visit.items[c], "algorithm": name, "score": float(s)}
+        for name, (top, scores) in visit.proposals.items()
+        for c, s in zip(top.tolist(), scores.tolist(), strict=True)
+    ]
+    user = f"u{visit.user}"
+    body = await _post(client, f"/users/{user}/rank", {"candidates": candidates, "k": 1})
+    shown = body["ranking"][0]
+    index = visit.items.index(shown["item_id"])
+    p = float(visit.p[index])
+    clicked = int(rng.random() < p)
+    attribution: dict[str, Any] = {"impression_id": body["impression_id"]}
+    if shown["credit"] is not None:
+        attribution["algorithm"] = shown["credit"]
+    events = [
+        {
+            "event_id": f"{body['impression_id']}-{kind}",
+            "user_id": user,
+            "item_id": shown["item_id"],
+            "type": kind,
+            "attribution": attribution,
+        }
+        for kind in ("impression", "click")[: 1 + clicked]
+    ]
+    await _post(client, "/feedback", {"events": events})
+    return p, clicked
+
+
+async def _run_loop(
+    world: World,
+    visits: Sequence[Visit],
+    seed: int,
+    model: bool,
+    worse_steps: Sequence[Visit],
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> LoopResult:
+    logging.getLogger("recloop").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(Path(tmp), model, extra)
+        container = build_container(settings)
+        app = create_app(settings, container=container)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://recloop/api/v1/learning"
+        )
+        try:
+            items = [
+                {"item_id": f"i{j}", "attributes": {**a, "sku": f"i{j}"}}
+                for j, a in enumerate(world.attributes)
+            ]
+            await _post(client, "/items", {"items": items})
+            rng = np.random.default_rng(seed)
+            p = np.zeros(len(visits))
+            clicks = 0
+            learning = container.learning
+            retrain_at = {len(visits) // 3, 2 * len(visits) // 3} if model else set()
+            for t, visit in enumerate(visits):
+                if t in retrain_at and learning is not None:
+                    await asyncio.sleep(1.0)  # past the attribution window
+                    job = await learning.retrain("benchmark")
+                    await learning.wait(job.job_id)
+                if learning is not None and model and t % MONITOR_EVERY == 0:
+                    await learning.monitor()
+                p[t], clicked = await _step(client, world, visit, rng)
+                clicks += clicked
+            result = LoopResult(p, clicks)
+            if learning is not None and model:
+                result.worse_model = await _worse_model(
+                    client, container, learning, world, worse_steps, rng
+                )
+                result.models = [
+                    {
+                        "version": m.version,
+                        "status": m.status,
+                        "reason": m.reason,
+                        "gate": m.metrics.get("gate"),
+                    }
+                    for m in await learning.models()
+                ]
+                result.transitions = (await learning.deployment())["transitions"]
+            result.suspects = _suspects(container.guard)
+            return result
+        finally:
+            await client.aclose()
+            await lifespan.__aexit__(None, None, None)
+
+
+def _suspects(guard: Any) -> int:
+    """Users the guard holds suspect (their feedback kept, not learnt from)."""
+    return len(guard.suspects(N_USERS * 10))
+
+
+async def _worse_model(
+    client: httpx.AsyncClient,
+    container: Any,
+    learning: Any,
+    world: World,
+    visits: Sequence[Visit],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Deploy a model trained on inverted labels; run on; never beyond the canary?"""
+    from recloop.core.features import FEATURE_NAMES
+    from recloop.learning.learner import Artifact, LightGbmLearner
+    from recloop.learning.training import build_training_data
+    from recloop.ports import ModelRecord
+
+    store, log = container.store, container.event_log
+    impressions = await store.get_impressions(0.0, math.inf)
+    feedback = await log.read_feedback_of([i.impression_id for i in impressions])
+    data = build_training_data(impressions, feedback, 60.0)
+    y = 1.0 - np.asarray(data.labels, dtype=np.float64)
+    artifact = Artifact.of(LightGbmLearner().fit(data.features, y, FEATURE_NAMES))
+    record = ModelRecord(
+        "worse", time.time(), "candidate", "inverted labels (benchmark)", artifact.kind,
+        artifact.sha256, 0.0, 1.0, len(y), int(y.sum()), {}, list(artifact.feature_names),
+    )  # fmt: skip
+    await store.put_model(record, artifact.data)
+    await learning.reload()
+    state = (await learning.deployment())["slots"]
+    if state["green_version"] is not None:  # a canary still running: settle it first
+        await learning.rollback("benchmark: make room for the worse model", "benchmark")
+    await learning.deploy("worse", "benchmark: a worse model", "benchmark")
+    statuses = []
+    p = []
+    for t, visit in enumerate(visits):
+        if t % MONITOR_EVERY == 0:
+            await learning.monitor()
+            statuses.append((await learning.model("worse")).status)
+        p.append((await _step(client, world, visit, rng))[0])
+    await learning.monitor()
+    final = (await learning.model("worse")).status
+    statuses.append(final)
+    return {
+        "final": final,
+        "ever_active": "active" in statuses,
+        "steps": len(visits),
+        "ctr": float(np.mean(p)),
+    }
+
+
+# -- Statistics --------------------------------------------------------------------------
+
+
+def clustered(
+    users: npt.NDArray[np.intp], arms: dict[str, Vector], seed: int
+) -> dict[str, dict[str, Any]]:
+    """CTR, lift over the blend and share of the blend→oracle gap closed, each with a 95 %
+    interval from a bootstrap over users (their visits resampled together)."""
+    ids, inverse = np.unique(users, return_inverse=True)
+    n = np.bincount(inverse).astype(np.float64)
+    sums = {k: np.bincount(inverse, weights=v) for k, v in arms.items()}
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=BOOTSTRAP)
+    total_n = draws @ n
+    ctr = {k: (draws @ s) / total_n for k, s in sums.items()}
+    point = {k: s.sum() / n.sum() for k, s in sums.items()}
+    blend, oracle = "static blend", "oracle"
+    out: dict[str, dict[str, Any]] = {}
+    for k in arms:
+        lift = ctr[k] / ctr[blend] - 1.0
+        gap = (ctr[k] - ctr[blend]) / (ctr[oracle] - ctr[blend])
+        out[k] = {
+            "ctr": point[k],
+            "ctr_ci": np.percentile(ctr[k], [2.5, 97.5]),
+            "lift": point[k] / point[blend] - 1.0,
+            "lift_ci": np.percentile(lift, [2.5, 97.5]),
+            "gap": (point[k] - point[blend]) / (point[oracle] - point[blend]),
+            "gap_ci": np.percentile(gap, [2.5, 97.5]),
+        }
+    return out
+
+
+# -- The run -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WorldResult:
+    name: str
+    steps: int
+    stats: dict[str, dict[str, Any]]
+    loops: dict[str, LoopResult]
+    seconds: float
+
+
+async def run_world(
+    make: Callable[[int], World], seeds: int, steps: int, ablations: bool = False
+) -> WorldResult:
+    started = time.monotonic()
+    users: list[npt.NDArray[np.intp]] = []
+    arms: dict[str, list[Vector]] = {}
+    loops: dict[str, LoopResult] = {}
+    for seed in range(seeds):
+        world = make(100 + seed)
+        visits = world.visits(steps, seed=200 + seed)
+        worse = world.visits(max(steps // 3, 1000), seed=300 + seed)
+        found = static_arms(visits, seed)
+        t0 = time.monotonic()
+        found["recloop bandit"] = (await _run_loop(world, visits, seed, False, [])).p
+        t1 = time.monotonic()
+        with_model = await _run_loop(world, visits, seed, True, worse)
+        took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"
+        print(f"  {world.name} seed {seed}: {took}", file=sys.stderr, flush=True)
+        found["recloop + model"] = with_model.p
+        if ablations:
+            for name, extra in ABLATIONS.items():
+                found[name] = (await _run_loop(world, visits, seed, False, [], extra)).p
+        loops[f"seed {seed}"] = with_model
+        # users of different seeds are different people
+        users.append(np.array([v.user + seed * N_USERS for v in visits], dtype=np.intp))
+        for k, v in found.items():
+            arms.setdefault(k, []).append(v)
+    merged = {k: np.concatenate(v) for k, v in arms.items()}
+    stats = clustered(np.concatenate(users), merged, seed=7)
+    return WorldResult(make(100).name, steps * seeds, stats, loops, time.monotonic() - started)
+
+
+ORDER = ("random pick", *ALGORITHMS, "static blend", "recloop bandit", "recloop + model", "oracle")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f} %"
+
+
+def table(result: WorldResult) -> str:
+    rows = [
+        f"**{result.name}** ({result.steps:,} visits, {result.seconds:.0f} s)",
+        "",
+        "| arm | CTR [95 % CI] | lift over blend [95 % CI] | blend→oracle gap closed [95 % CI] |",
+        "|---|---:|---:|---:|",
+    ]
+    for k in [*ORDER, *ABLATIONS]:
+        if k not in result.stats:
+            continue
+        s = result.stats[k]
+        lo, hi = s["ctr_ci"]
+        ctr = f"{100 * s['ctr']:.2f} % [{100 * lo:.2f}, {100 * hi:.2f}]"
+        if k == "static blend":
+            rows.append(f"| {k} | {ctr} | — | — |")
+            continue
+        ll, lh = s["lift_ci"]
+        gl, gh = s["gap_ci"]
+        lift = f"{_pct(s['lift'])} [{_pct(ll)}, {_pct(lh)}]"
+        gap = f"{s['gap']:.2f} [{gl:.2f}, {gh:.2f}]"
+        rows.append(f"| {k} | {ctr} | {lift} | {gap} |")
+    return "\n".join(rows)
+
+
+def verdicts(results: Sequence[WorldResult]) -> list[str]:
+    lines = []
+    for r in results:
+        for arm in ("recloop bandit", "recloop + model"):
+            s = r.stats[arm]
+            lift_ok = s["lift_ci"][0] >= -0.01
+            gap_ok = s["gap"] >= 0.5
+            lines.append(
+                f"{r.name}, {arm}: lift lower bound {_pct(s['lift_ci'][0])} "
+                f"({'met' if lift_ok else 'missed'}: ≥ -1 %); gap closed {s['gap']:.2f} "
+                f"({'met' if gap_ok else 'missed'}: ≥ 0.5)"
+            )
+        for seed, loop in r.loops.items():
+            models = "; ".join(
+                _model_line(m, loop.transitions) for m in loop.models if m["version"] != "worse"
+            )
+            w = loop.worse_model or {}
+            lines.append(
+                f"{r.name} {seed}: retrained models: {models or 'none'}. Worse model "
+                f"(inverted labels): final status {w.get('final')}, ever active: "
+                f"{w.get('ever_active')} ({'met' if not w.get('ever_active') else 'missed'}), "
+                f"its CTR on {w.get('steps')} more visits {100 * w.get('ctr', 0.0):.2f} %"
+            )
+    return lines
+
+
+def _model_line(m: dict[str, Any], transitions: Sequence[dict[str, Any]]) -> str:
+    """A retrained model: its status (who rolled it back), the gate's halves."""
+    status = m["status"]
+    for t in transitions:
+        if t["action"] == "rollback" and t["from_version"] == m["version"]:
+            status += " by the canary" if t["by"] == "monitor" else f" by {t['by']}"
+    m = {**m, "status": status}
+    gate = m.get("gate")
+    if not gate:
+        return f"{m['status']} ({m['reason'][:80]})"
+    numbers = gate["off_policy"]["numbers"]
+    snips = (
+        f", SNIPS {numbers['snips_value']:.4f} [..{numbers['snips_ci_high']:.4f}] vs serving "
+        f"{numbers['serving']:.4f}"
+        if "snips_value" in numbers
+        else ""
+    )
+    return (
+        f"{m['status']} (AUC half {'passed' if gate['auc']['accepted'] else 'failed'}, "
+        f"off-policy half {'passed' if gate['off_policy']['accepted'] else 'failed'}{snips})"
+    )
+
+
+def section(results: Sequence[WorldResult], command: str) -> str:
+    parts = [
+        HEADING,
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC with `{command}`, on "
+        f"{revision()}. Machine: {machine()}",
+        "",
+        "What it is (`benchmarks/loop.py`): worlds where each visit's true top-slot click "
+        "probabilities are known; every arm faces the same visits and is scored by the true "
+        "probability of the item it puts on top. recloop runs in process (in-memory storage, "
+        "spam guard on), with `k = 1`, impressions and clicks drawn from the truth sent back "
+        "with its credit. Intervals: 95 % bootstrap over users. The `obp` world is Open "
+        "Bandit Pipeline's synthetic logistic reward written out (obp does not install with "
+        "Python 3.11), with a base logit of -4.5.",
+        "",
+    ]
+    for r in results:
+        parts += [table(r), ""]
+    parts += ["Targets:", "", *(f"- {line}" for line in verdicts(results)), ""]
+    return "\n".join(parts)
+
+
+async def main_async(
+    steps: int, seeds: int, worlds: Sequence[str], ablations: bool = False
+) -> list[WorldResult]:
+    makers: dict[str, Callable[[int], World]] = {"world": RecloopWorld, "obp": ObpWorld}
+    results = []
+    for name in worlds:
+        result = await run_world(makers[name], seeds, steps, ablations)
+        print(table(result), "\n", flush=True)
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loop", description=__doc__)
+    parser.add_argument("--steps", type=count, default=3_000, help="visits per world and seed")
+    parser.add_argument("--seeds", type=count, default=1, help="worlds drawn per kind")
+    parser.add_argument("--world", choices=("world", "obp", "all"), default="all")
+    parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument(
+        "--ablations", action="store_true", help="also the bandit without exploration or affinity"
+    )
+    args = parser.parse_args(argv)
+    worlds = ("world", "obp") if args.world == "all" else (args.world,)
+    results = asyncio.run(main_async(args.steps, args.seeds, worlds, args.ablations))
+    command = "python -m benchmarks.loop " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = section(results, command.strip())
+    print("\n".join(verdicts(results)))
+    if args.write:
+        write_section(text, HEADING)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,2 @@
+"""``recloop import``: loading history files (``rows``) and running them through
+ingestion (``runner``)."""

@@ -1,0 +1,378 @@
+"""The console at /console through the ASGI client: every page renders from a seeded
+run, admins act, read keys and requests without the CSRF token cannot, nothing loads
+from another origin; /docs and /redoc use the package's assets."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from recloop.config import Settings
+from recloop.console.sessions import COOKIE
+from recloop.core.auth import new_key
+from tests.conftest import Running, start_app
+from tests.console_seed import BLOCKED, MODELS, USERS, seed_api, seed_models
+
+INGEST, INGEST_SHA = new_key()
+READ, READ_SHA = new_key()
+ADMIN, ADMIN_SHA = new_key()
+KEYS = [
+    {"name": "orchestrator", "sha256": INGEST_SHA, "roles": ["ingest"]},
+    {"name": "dashboard", "sha256": READ_SHA, "roles": ["read"]},
+    {"name": "ops", "sha256": ADMIN_SHA, "roles": ["admin"]},
+]
+PAGES = [
+    "/console",
+    "/console/experiments",
+    "/console/experiments/exp-blend",
+    "/console/experiments/exp-draft",
+    "/console/algorithms",
+    "/console/models",
+    "/console/guard",
+    "/console/users",
+    "/console/users?user_id=u1",
+]
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Console:
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.container = running.container
+        self.transport = running.client._transport
+
+    def client(self, host: str = "127.0.0.1") -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.transport.app, client=(host, 50000))  # type: ignore[attr-defined]
+        return httpx.AsyncClient(transport=transport, base_url="http://recloop")
+
+    async def signed_in(self, key: str) -> httpx.AsyncClient:
+        client = self.client()
+        r = await client.post("/console/login", data={"api_key": key, "next": "/console"})
+        assert r.status_code == 303, r.text
+        return client
+
+
+@pytest.fixture
+async def console(settings_factory: Callable[..., Settings]) -> AsyncIterator[Console]:
+    settings = settings_factory(auth={"keys": KEYS}, spam={"enabled": True})
+    running, close = await start_app(settings)
+    running.client.headers["Authorization"] = f"Bearer {ADMIN}"
+    await seed_api(running.client, list(settings.bandit.algorithms))
+    await seed_models(running.container.store)
+    await running.idle(flush=True)
+    yield Console(running)
+    await close()
+
+
+def csrf(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def charts(html: str) -> list[dict[str, Any]]:
+    """Each chart's spec with the counts the page promises."""
+    found = []
+    for m in re.finditer(
+        r'data-chart="([^"]*)"\s+data-expect-series="(\d+)" data-expect-points="(\d+)"', html
+    ):
+        spec = json.loads(m.group(1).replace("&#34;", '"').replace("&quot;", '"'))
+        found.append({"spec": spec, "series": int(m.group(2)), "points": int(m.group(3))})
+    return found
+
+
+async def test_pages_need_a_session_and_a_read_key(console: Console) -> None:
+    client = console.client()
+    r = await client.get("/console/experiments")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/console/login?next=/console/experiments"
+    for key in ("rlk_wrong", INGEST, ""):
+        r = await client.post("/console/login", data={"api_key": key})
+        assert r.status_code == 401
+        assert COOKIE not in r.cookies
+    r = await client.post("/console/login", data={"api_key": READ, "next": "https://evil.example/"})
+    assert r.status_code == 303 and r.headers["location"] == "/console"  # no open redirect
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert READ not in cookie
+    page = await client.get("/console/experiments")
+    assert page.status_code == 200 and "New ranking blend" in page.text
+    assert READ not in page.text
+
+
+async def test_every_page_renders_the_services_numbers(console: Console) -> None:
+    client = await console.signed_in(READ)
+    c = console.container
+    for path in PAGES:
+        r = await client.get(path)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+
+    overview = (await client.get("/console")).text
+    accepted = re.search(r'id="accepted">(\d+)<', overview)
+    assert accepted and int(accepted.group(1)) > USERS * 4
+    assert 'id="dead-letters">0<' in overview and "event_log" in overview
+
+    detail = (await client.get("/console/experiments/exp-blend")).text
+    exposed = c.experiments.exposures_by_variant("exp-blend")
+    assert sum(exposed.values()) == USERS
+    for variant, n in exposed.items():
+        assert f"<td>{variant}</td><td>0.5</td><td>{n}</td>" in detail
+    results = c.experiments.results("exp-blend")
+    assert f"p = {results['srm']['p_value']:.4g}" in detail
+    [forest] = charts(detail)
+    rows = [(m["name"], cmp) for m in results["metrics"] for cmp in m["comparisons"]]
+    assert forest["series"] == 3 and len(forest["spec"]["x"]) == len(rows) == 2
+    assert forest["spec"]["categories"] == [f"{name}: treatment" for name, _ in rows]
+    assert forest["spec"]["series"][0]["values"] == [c["relative_effect"] for _, c in rows]
+    assert forest["spec"]["series"][1]["values"] == [c["ci_relative"][0] for _, c in rows]
+    assert forest["points"] == 3 * len(rows)
+
+    algorithms = (await client.get("/console/algorithms")).text
+    found = charts(algorithms)
+    n = len(c.optimizer.algorithms)
+    assert len(found) == 4 and all(f["series"] == 3 and f["points"] == 3 * n for f in found)
+    overview_rows = await c.optimizer.overview()
+    popularity_new = next(
+        r for r in overview_rows if r["segment"] == "new" and r["algorithm"] == "popularity"
+    )
+    assert f"<td>popularity</td><td>{popularity_new['weight']:.3g}</td><td>2000</td>" in algorithms
+
+    models = (await client.get("/console/models")).text
+    [validation] = charts(models)
+    assert validation["spec"]["categories"] == list(MODELS)
+    assert validation["series"] == 3 and validation["points"] == 6
+    assert "champion m-001: 0.7" in models
+
+    guard = (await client.get("/console/guard")).text
+    [histogram] = charts(guard)
+    assert histogram["points"] == 10
+    assert sum(histogram["spec"]["series"][0]["values"]) == len(c.guard.scores()) > 0
+    assert BLOCKED in guard.split('id="blocked"')[1].split("</table>")[0]
+
+    user = (await client.get("/console/users?user_id=u1")).text
+    assert 'id="segment">new<' in user or 'id="segment">regular<' in user
+    assert "exp-blend" in user and "like" in user
+    prefs = await c.preferences.get("u1")
+    strongest = user.split('id="strongest"')[1].split("</table>")[0]
+    top = int(abs(prefs.vector).argmax())
+    assert f"<tr><td>{top}</td><td>{prefs.vector[top]:.3g}</td></tr>" in strongest
+    # A read key sees no admin action.
+    assert "/console/guard/block" not in guard and "Erase" not in user
+
+
+async def test_looking_at_a_user_records_no_exposure(console: Console) -> None:
+    client = await console.signed_in(READ)
+    experiments = console.container.experiments
+    assert experiments.exposures_of("fresh-user") == []
+    r = await client.get("/console/users?user_id=fresh-user")
+    assert r.status_code == 200
+    variant = experiments.variant_for(experiments.get("exp-blend"), "fresh-user")
+    assert f"exp-blend → {variant}" in r.text
+    assert experiments.exposures_of("fresh-user") == []
+    assert sum(experiments.exposures_by_variant("exp-blend").values()) == USERS
+
+
+async def test_admin_actions_change_state(console: Console) -> None:
+    client = await console.signed_in(ADMIN)
+    c = console.container
+    token = csrf((await client.get("/console/experiments/exp-draft")).text)
+
+    r = await client.post("/console/experiments/exp-draft/start", data={"csrf_token": token})
+    assert r.status_code == 303 and c.experiments.get("exp-draft").status == "running"
+
+    form = {
+        "csrf_token": token,
+        "experiment_id": "exp-new",
+        "name": "Three arms",
+        "variants": "control, b, c",
+        "metric_event": "click",
+        "traffic_percent": "50",
+    }
+    r = await client.post("/console/experiments", data=form)
+    assert r.status_code == 303 and r.headers["location"] == "/console/experiments/exp-new"
+    created = c.experiments.get("exp-new")
+    assert created.status == "draft" and created.traffic_allocation == 0.5
+    assert [v.key for v in created.variants] == ["control", "b", "c"]
+    assert [(m.name, m.type, m.event) for m in created.metrics] == [
+        ("converted_click", "binomial", "click")
+    ]
+    for change, field in [
+        ({"experiment_id": "exp-one", "variants": "control"}, "variants"),
+        ({"experiment_id": "exp-bad", "metric_event": "teleport"}, "metrics.0.event"),
+        ({"experiment_id": "exp-bad", "traffic_percent": "lots"}, "traffic_percent"),
+        ({"experiment_id": "exp-new"}, "exp-new"),  # exists already
+    ]:
+        r = await client.post("/console/experiments", data={**form, **change})
+        assert r.status_code in (409, 422) and field in r.text, (change, r.status_code)
+    assert {e.experiment_id for e in c.experiments.all()} == {"exp-blend", "exp-draft", "exp-new"}
+
+    r = await client.post(
+        "/console/algorithms/trending/disable", data={"csrf_token": token, "reason": "broken feed"}
+    )
+    assert r.status_code == 303
+    rows = [r for r in await c.optimizer.overview() if r["algorithm"] == "trending"]
+    assert rows and all(not r["enabled"] and r["status_reason"] == "broken feed" for r in rows)
+    r = await client.post("/console/algorithms/trending/release", data={"csrf_token": token})
+    assert r.status_code == 303
+
+    r = await client.post("/console/guard/block", data={"csrf_token": token, "user_id": "u3"})
+    assert r.status_code == 303 and c.guard.blocked("u3") is not None
+    r = await client.post("/console/guard/unblock", data={"csrf_token": token, "user_id": "u3"})
+    assert r.status_code == 303 and c.guard.blocked("u3") is None
+
+    r = await client.post(f"/console/models/{MODELS[1]}/deploy", data={"csrf_token": token})
+    assert r.status_code == 303, r.text
+    assert c.learning is not None
+    assert (await c.learning.model(MODELS[1])).status == "green"
+    r = await client.post("/console/models/rollback", data={"csrf_token": token})
+    assert r.status_code == 303
+    assert (await c.learning.model(MODELS[1])).status == "rolled_back"
+
+    r = await client.post("/console/users/export", data={"csrf_token": token, "user_id": "u2"})
+    assert r.status_code == 200 and r.json()["user_id"] == "u2" and r.json()["events"]
+    assert "attachment" in r.headers["content-disposition"]
+    r = await client.post(
+        "/console/users/erase", data={"csrf_token": token, "user_id": "u2", "confirm": "u"}
+    )
+    assert r.status_code == 422 and "confirm" in r.text
+    await c.preferences.get("u2")  # still there
+    r = await client.post(
+        "/console/users/erase", data={"csrf_token": token, "user_id": "u2", "confirm": "u2"}
+    )
+    assert r.status_code == 303
+    export = (
+        await client.post("/console/users/export", data={"csrf_token": token, "user_id": "u2"})
+    ).json()
+    assert export["events"] == [] and export["state"] is None
+
+
+async def test_a_read_key_cannot_act(console: Console) -> None:
+    client = await console.signed_in(READ)
+    c = console.container
+    # The read session's own token (its sign-out form carries it).
+    token = csrf((await client.get("/console/guard")).text)
+    for path, data in [
+        ("/console/experiments/exp-draft/start", {}),
+        ("/console/experiments", {"experiment_id": "x", "name": "x", "variants": "a, b"}),
+        ("/console/algorithms/trending/disable", {}),
+        ("/console/guard/block", {"user_id": "u3"}),
+        (f"/console/models/{MODELS[0]}/deploy", {}),
+        ("/console/users/erase", {"user_id": "u2", "confirm": "u2"}),
+        ("/console/users/export", {"user_id": "u2"}),
+    ]:
+        r = await client.post(path, data={"csrf_token": token, **data})
+        assert r.status_code == 403, path
+        assert "lacks the &#39;admin&#39; role" in r.text
+    assert c.experiments.get("exp-draft").status == "draft"
+    assert c.guard.blocked("u3") is None
+    assert all(r["enabled"] for r in await c.optimizer.overview() if r["algorithm"] == "trending")
+    await c.preferences.get("u2")
+
+
+async def test_actions_without_the_csrf_token_are_refused(console: Console) -> None:
+    client = await console.signed_in(ADMIN)
+    c = console.container
+    for data in ({}, {"csrf_token": "forged"}):
+        r = await client.post("/console/experiments/exp-draft/start", data=data)
+        assert r.status_code == 403 and "CSRF" in r.text
+        r = await client.post("/console/guard/block", data={"user_id": "u3", **data})
+        assert r.status_code == 403
+    other = await console.signed_in(ADMIN)  # another session's token is not this one's
+    r = await client.post(
+        "/console/guard/block",
+        data={"user_id": "u3", "csrf_token": csrf((await other.get("/console/guard")).text)},
+    )
+    assert r.status_code == 403
+    assert c.experiments.get("exp-draft").status == "draft" and c.guard.blocked("u3") is None
+    # No session at all.
+    r = await console.client().post("/console/guard/block", data={"user_id": "u3"})
+    assert r.status_code == 401 and c.guard.blocked("u3") is None
+
+
+async def test_bad_input_is_a_4xx_that_changes_nothing(console: Console) -> None:
+    client = await console.signed_in(ADMIN)
+    token = csrf((await client.get("/console/guard")).text)
+    r = await client.post("/console/guard/block", data={"csrf_token": token, "user_id": " "})
+    assert r.status_code == 422 and "user_id: required" in r.text
+    r = await client.post("/console/algorithms/nope/disable", data={"csrf_token": token})
+    assert r.status_code == 422 and "nope" in r.text
+    r = await client.post(
+        "/console/algorithms/trending/disable", data={"csrf_token": token, "segment": "x"}
+    )
+    assert r.status_code == 422 and "segment" in r.text
+    r = await client.post("/console/experiments/exp-blend/start", data={"csrf_token": token})
+    assert r.status_code == 422
+    assert (await client.get("/console/experiments/missing")).status_code == 404
+    r = await client.post("/console/models/nope/deploy", data={"csrf_token": token})
+    assert r.status_code == 404
+    assert all(r["enabled"] for r in await console.container.optimizer.overview())
+
+
+async def test_sign_out_ends_the_session(console: Console) -> None:
+    client = await console.signed_in(READ)
+    token = csrf((await client.get("/console")).text)
+    assert (await client.post("/console/logout", data={"csrf_token": "x"})).status_code == 403
+    r = await client.post("/console/logout", data={"csrf_token": token})
+    assert r.status_code == 303
+    assert (await client.get("/console")).status_code == 303
+
+
+ASSET = re.compile(r'(?:src|href)="([^"]+)"')
+
+
+async def test_no_page_loads_anything_from_another_origin(console: Console) -> None:
+    client = await console.signed_in(ADMIN)
+    pages = {path: (await client.get(path)).text for path in PAGES}
+    pages["/console/login"] = (await console.client().get("/console/login")).text
+    for path in ("/docs", "/redoc"):
+        r = await client.get(path)
+        assert r.status_code == 200
+        pages[path] = r.text
+    assets = set()
+    for path, html in pages.items():
+        for url in ASSET.findall(html):
+            assert url.startswith("/") and not url.startswith("//"), (path, url)
+            assets.add(url.split("?")[0])
+        assert not re.search(r"https?://", html.split("</head>")[0]), path
+    assert "/console/static/swagger-ui/swagger-ui-bundle.js" in assets
+    assert "/console/static/redoc/redoc.standalone.js" in assets
+    for url in sorted(assets):
+        if url.startswith("/console/static/"):
+            r = await client.get(url)
+            assert r.status_code == 200 and r.content, url
+    assert "fonts.googleapis" not in pages["/redoc"]
+    # Labelled by their templates in the latency metric, not as unmatched requests.
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/console/static/{path}"' in metrics and 'route="/console/guard"' in metrics
+
+
+async def test_with_no_keys_only_loopback_callers_get_in(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    running, close = await start_app(settings_factory())
+    try:
+        console = Console(running)
+        local = console.client("127.0.0.1")
+        r = await local.get("/console/guard")
+        assert r.status_code == 200 and "/console/guard/block" in r.text  # admin, as the API
+        token = csrf(r.text)
+        r = await local.post("/console/guard/block", data={"csrf_token": token, "user_id": "z"})
+        assert r.status_code == 303 and running.container.guard.blocked("z") is not None
+        r = await local.post("/console/guard/unblock", data={"user_id": "z"})
+        assert r.status_code == 403  # CSRF still checked
+        remote = console.client("10.1.2.3")
+        assert (await remote.get("/console")).status_code == 403
+        r = await remote.post("/console/guard/unblock", data={"csrf_token": token, "user_id": "z"})
+        assert r.status_code == 403 and running.container.guard.blocked("z") is not None
+    finally:
+        await close()

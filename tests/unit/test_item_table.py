@@ -1,0 +1,57 @@
+"""``ItemVectors.table``: the items ``rank`` reads, in columns, against the items themselves
+(``core.items.Item`` and ``core.features.hashed_attributes``, the per-item code it replaced)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recloop.adapters.memory.store import InMemoryStateStore
+from recloop.core.features import ATTRIBUTE_BUCKETS, hashed_attributes
+from recloop.core.items import make_item
+from recloop.services.vectors import ItemVectors
+
+
+async def test_table_matches_the_items_and_follows_their_changes() -> None:
+    store = InMemoryStateStore()
+    stored = [
+        make_item("a", [1.0, 0.0, 0.0, 0.0], {"genre": "jazz"}, 4, 10.0),
+        make_item("b", None, {"genre": "rock", "tags": ["x", "y"]}, 4, 20.0),
+        make_item("c", [0.0, 1.0, 0.0, 0.0], None, 4, 30.0),
+    ]
+    await store.put_items(stored)
+    vectors = ItemVectors(store, max_items=2, dim=4)  # an LRU smaller than the catalogue
+
+    table = await vectors.table(["c", "nope", "a", "b"], hashed=True)
+    assert table.known.tolist() == [True, False, True, True]
+    by_id = {item.item_id: item for item in stored}
+    for row, item_id in ((0, "c"), (2, "a"), (3, "b")):
+        item = by_id[item_id]
+        assert table.vectors[row].tolist() == list(item.vector)
+        assert table.updated_at[row] == item.updated_at
+        assert table.from_attributes[row] == (item.vector_source == "hashed")
+        assert table.hashed[row].tolist() == hashed_attributes(item.attributes)
+    assert not table.vectors[1].any() and not table.hashed[1].any()
+    assert table.hashed.shape == (4, ATTRIBUTE_BUCKETS)
+
+    # Registered again with other attributes: the next table hashes them again.
+    changed = make_item("a", [0.0, 0.0, 1.0, 0.0], {"genre": "blues"}, 4, 40.0)
+    await store.put_items([changed])
+    vectors.changed(changed)
+    again = await vectors.table(["a"], hashed=True)
+    assert again.vectors[0].tolist() == list(changed.vector)
+    assert again.updated_at[0] == 40.0
+    assert again.hashed[0].tolist() == hashed_attributes({"genre": "blues"})
+    assert again.hashed[0].tolist() != hashed_attributes({"genre": "jazz"})
+
+    # Without hashed, no bucket columns; reordering rows keeps every column aligned.
+    plain = await vectors.table(["b", "a"])
+    assert plain.hashed.shape == (2, 0)
+    swapped = plain.take(np.array([1, 0]))
+    assert swapped.updated_at.tolist() == [40.0, 20.0]
+    assert swapped.from_attributes.tolist() == [False, True]
+
+
+async def test_table_of_an_empty_catalogue() -> None:
+    table = await ItemVectors(InMemoryStateStore(), max_items=8).table(["x", "y"], hashed=True)
+    assert table.known.tolist() == [False, False]
+    assert table.hashed.shape == (2, ATTRIBUTE_BUCKETS) and not table.hashed.any()
