@@ -83,6 +83,14 @@ def test_cli_answers_the_everyday_questions(server_factory: type[Server], tmp_pa
     assert "interactions" in _run("users", "show", "cli-u1", "--url", root)
     nobody = _run("users", "show", "cli-nobody", "--url", root, "--json")
     assert nobody["preferences"] is None
+    # users show looks (?expose=false): nobody asked for a strategy, so nobody is exposed;
+    # the product's own strategy call is what exposes
+    exposed = _run("experiments", "results", "xp-cli", "--url", root, "--json")["srm"]
+    assert sum(exposed["observed"].values()) == 0
+    with Client(root) as client:
+        client.strategy("cli-u1")
+    exposed = _run("experiments", "results", "xp-cli", "--url", root, "--json")["srm"]
+    assert sum(exposed["observed"].values()) == 1
 
     assert isinstance(_run("suspects", "--url", root, "--json"), list)
 
