@@ -162,9 +162,13 @@ def train(
     logged exploration, next to the logging policy's own.
 
     The gate has two halves, both required: :func:`decide` on the holdout
-    metrics, and :func:`decide_off_policy`: a candidate whose SNIPS or DR
-    upper bound is below the serving (logging) policy's click rate is
-    rejected, whatever its AUC. ``metrics["gate"]`` holds both verdicts.
+    metrics, and :func:`decide_off_policy`: a candidate whose SNIPS upper
+    bound is below the serving (logging) policy's click rate is rejected,
+    whatever its AUC. ``metrics["gate"]`` holds both verdicts. The DR estimate
+    is recorded, not gated on: its reward model is the candidate's own
+    predictions, so a miscalibrated candidate grades itself (a DR click rate
+    below 0 has been seen on a candidate with AUC 0.74), while SNIPS stays
+    within [0, 1] whatever the model says.
     """
     if data.examples == 0 or len(set(data.labels)) < 2:
         why = f"not trainable: {data.examples} examples, {data.positives} positives"
@@ -236,7 +240,7 @@ def _off_policy(
         found[f"{name}_snips"] = _plain(by_snips)
         found[f"{name}_dr"] = _plain(by_dr)
         if m is model:
-            candidate = {"snips": by_snips, "dr": by_dr}
+            candidate = {"snips": by_snips}  # DR: recorded above, not gated on
     return found, candidate, serving
 
 
