@@ -89,7 +89,7 @@ class Transition:
     action: str
     from_version: str | None
     to_version: str | None
-    reason: str
+    reason: str = ""
     numbers: dict[str, float] = field(default_factory=dict)
     by: str | None = None
     forced: bool = False
@@ -100,6 +100,8 @@ class Transition:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transition:
+        """Read :meth:`to_dict`'s output; missing keys after ``to_version`` take their
+        defaults (records older than the audit's fields), unknown ones are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
