@@ -46,11 +46,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from recloop.api.wire import FeedbackWire
 from recloop.config import Settings
 from recloop.container import Container, build_container, check_dims, rank_config
 from recloop.core.ranking import Candidate, credited
 from recloop.importing.rows import Row, read
+from recloop.learning.training import IMPORTED
 from recloop.ports import Impression, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.ingest import EventOutcome, IngestService
@@ -336,15 +339,15 @@ def _historical(impression: Impression) -> Impression:
     at = context.pop(SLATE_AT, impression.created_at)
     if not isinstance(key, str):
         return impression
+    context[IMPORTED] = True  # examples to train on, not a policy's slates to evaluate
     shown = impression.shown
     credits = shown.credits
-    if shown.shares:
-        credits = tuple(
-            credited(algorithms, shares, f"{key}:{item}")
-            for item, algorithms, shares in zip(
-                shown.item_ids, shown.algorithms, shown.shares, strict=True
-            )
-        )
+    if shown.shares:  # drawn again from the id the slate is logged under
+        width = max((len(s) for s in shown.shares), default=0)
+        matrix = np.zeros((len(shown.shares), width))
+        for row, shares in enumerate(shown.shares):
+            matrix[row, : len(shares)] = shares
+        credits = credited(shown.algorithms, matrix, key)
     return replace(
         impression,
         impression_id=key,

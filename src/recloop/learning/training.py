@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +78,11 @@ class TrainingData:
         return sum(self.labels)
 
 
+IMPORTED: Final = "recloop_imported"
+"""The context key marking an impression logged by ``recloop import`` (a slate from history,
+ranked again by recloop to log it)."""
+
+
 def build_training_data(
     impressions: Sequence[Impression],
     feedback: Mapping[str, Sequence[Event]],
@@ -86,7 +91,11 @@ def build_training_data(
     """Join impressions with the clicks (and purchases) naming them within the window.
 
     Impressions logged without the model's features (logged before features
-    were, or with learning off) are left out.
+    were, or with learning off) are left out. Imported ones (``recloop
+    import``: :data:`IMPORTED` in their context) give examples but no logged
+    slate: their clicks answered what the product showed back then, not the
+    order and propensities recloop logged for them, so the off-policy
+    estimates read the slates recloop served only.
     """
     data = TrainingData()
     blocks: list[npt.NDArray[np.float64]] = []
@@ -114,6 +123,8 @@ def build_training_data(
         data.labels.extend(int(item in clicked) for item in shown.item_ids)
         data.conversions.extend(int(item in bought) for item in shown.item_ids)
         data.timestamps.extend([imp.created_at] * len(shown))
+        if imp.context.get(IMPORTED):
+            continue
         data.slates.append(
             Slate(
                 imp.created_at,
