@@ -190,6 +190,13 @@ class EventLog(Protocol):
         """The user's logged events with ``since <= timestamp < until``, in log order."""
         ...
 
+    async def read_users_events(
+        self, user_ids: Sequence[str], since: float, until: float
+    ) -> dict[str, list[Event]]:
+        """:meth:`read_user_events` of several users in one read of the log (one scan
+        where the log has no per-user index); every user asked is a key."""
+        ...
+
 
 class StateStore(Protocol):
     """Learned state: users, items, the applied watermark, dead letters."""

@@ -380,3 +380,21 @@ async def test_user_metrics_of_some_users(adapters: tuple[EventLog, StateStore])
         ("u1", "a", 1.0), ("u1", "b", 1.0), ("u3", "a", 3.0), ("u3", "b", 3.0)
     ]  # fmt: skip
     assert await store.get_user_metrics("x", []) == []
+
+
+async def test_several_users_events_in_one_read(adapters: tuple[EventLog, StateStore]) -> None:
+    log, _ = adapters
+    events = [
+        Event(event_id=f"e{n}", user_id=f"u{n % 3}", item_id="i", type="like", timestamp=float(n))
+        for n in range(9)
+    ]
+    await log.append(events)
+    found = await log.read_users_events(["u0", "u2", "nobody"], 1.0, 8.0)
+    # each user as read_user_events gives them alone; every user asked is a key
+    assert found == {
+        "u0": await log.read_user_events("u0", 1.0, 8.0),
+        "u2": await log.read_user_events("u2", 1.0, 8.0),
+        "nobody": [],
+    }
+    assert [e.event_id for e in found["u0"]] == ["e3", "e6"]
+    assert [e.event_id for e in found["u2"]] == ["e2", "e5"]

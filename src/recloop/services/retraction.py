@@ -12,8 +12,9 @@ the user is flagged, and hands the optimizer the sum of all of them to leave out
 or cleared leaves that sum at the next refresh; the stored counts never changed.
 
 Nothing of this runs on the ingest path: the guard only wakes the service when
-records change, and the service reads the log off the event loop's hot path, one
-scan per newly flagged user (the log has no per-user index).
+records change, and the service reads the log off the event loop's hot path: the
+users flagged since its last read together, by one scan (the log has no per-user
+index), at most every ``scan_every_seconds``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class RetractionConfig:
     """The algorithms whose attributed events the processor counts."""
     bucket_seconds: float = 3600.0
     segment_rules: SegmentRules = field(default_factory=SegmentRules)
+    scan_every_seconds: float = 10.0
+    """At most one read of the log this often: the users flagged meanwhile are read
+    together (the log has no per-user index, so each read is a scan)."""
+    users_per_scan: int = 500
+    """At most this many newly flagged users per read; the rest wait for the next."""
 
 
 class Retraction:
@@ -51,6 +57,7 @@ class Retraction:
         self._optimizer = optimizer
         self._config = config
         self._held: dict[str, list[AlgorithmCount]] = {}
+        self._pending = False  # flagged users left for the next read
         self._left_out: frozenset[str] = frozenset()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -74,11 +81,14 @@ class Retraction:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.refresh()
+                if await self.refresh() and self._pending:
+                    self._wake.set()  # more flagged users than one read takes
             except Exception as exc:  # the store is away: try again shortly
                 log.warning("taking back flagged users' counts failed: %s", exc)
                 self._wake.set()
                 await asyncio.sleep(1.0)
+            # Paced: the users flagged meanwhile are read together, by one scan.
+            await asyncio.sleep(self._config.scan_every_seconds)
 
     def left_out(self) -> frozenset[str]:
         """The users whose counts the optimizer leaves out now."""
@@ -93,15 +103,20 @@ class Retraction:
             del self._held[user_id]
         new = [(u, since) for u, since in flagged.items() if u not in self._held]
         c = self._config
-        for user_id, since in new:
+        self._pending = len(new) > c.users_per_scan
+        new = new[: c.users_per_scan]
+        if new:
             # Their events up to the flag: the ones learnt from (the later ones are held).
-            events = await self._log.read_user_events(user_id, 0.0, math.nextafter(since, math.inf))
-            self._held[user_id] = [
-                AlgorithmCount(*row)
-                for row in attributed_counts(
-                    events, c.algorithms, c.bucket_seconds, c.segment_rules
-                )
-            ]
+            until = math.nextafter(max(since for _, since in new), math.inf)
+            read = await self._log.read_users_events([u for u, _ in new], 0.0, until)
+            for user_id, since in new:
+                events = [e for e in read[user_id] if e.timestamp <= since]
+                self._held[user_id] = [
+                    AlgorithmCount(*row)
+                    for row in attributed_counts(
+                        events, c.algorithms, c.bucket_seconds, c.segment_rules
+                    )
+                ]
         if gone or new:
             self._optimizer.take_back(_all(self._held.values()))
             self._left_out = frozenset(self._held)

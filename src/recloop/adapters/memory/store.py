@@ -68,6 +68,15 @@ class InMemoryEventLog:
     async def read_user_events(self, user_id: str, since: float, until: float) -> list[Event]:
         return [e for e in self._events if e.user_id == user_id and since <= e.timestamp < until]
 
+    async def read_users_events(
+        self, user_ids: Sequence[str], since: float, until: float
+    ) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {u: [] for u in user_ids}
+        for e in self._events:
+            if e.user_id in found and since <= e.timestamp < until:
+                found[e.user_id].append(e)
+        return found
+
 
 def _with_offset(event: Event, offset: int) -> Event:
     return Event.from_record(event.to_record(), offset)

@@ -399,6 +399,31 @@ class SqlEventLog:
                 rows = (await conn.execute(query)).all()
         return [event_from_row(row) for row in rows]
 
+    async def read_users_events(
+        self, user_ids: Sequence[str], since: float, until: float
+    ) -> dict[str, list[Event]]:
+        """One scan of the log for all of them (in slices of 500 ids: SQLite's limit on
+        parameters)."""
+        found: dict[str, list[Event]] = {u: [] for u in user_ids}
+        ids = list(found)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            query = (
+                select(*self._columns)
+                .where(
+                    events.c.user_id.in_(part),
+                    events.c.timestamp >= since,
+                    events.c.timestamp < until,
+                )
+                .order_by(events.c.offset)
+            )
+            async with self._db.read() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                event = event_from_row(row)
+                found[event.user_id].append(event)
+        return found
+
     async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {i: [] for i in impression_ids}
         keys = {self._key(i): i for i in found}
