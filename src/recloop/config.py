@@ -328,6 +328,9 @@ class SpamSettings(_Section):
     """Below this reliability a user is blocked: new events refused."""
     max_explicit_per_second: float = Field(10.0, gt=0.0)
     """Hard rule: more explicit events than this in one second blocks the user at once."""
+    max_actions_per_second: float = Field(25.0, gt=0.0)
+    """Hard rule: more events of any kind but impressions than this in one second blocks
+    the user at once (a client replaying a user's history in a burst must stay below it)."""
     judge_every_events: int = Field(20, ge=1)
     """A user is first judged after this many events, then after twice as many each time
     (a long profile changes slowly; judging costs O(profile)) ..."""

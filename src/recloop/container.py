@@ -410,6 +410,7 @@ def build_container(
                 suspect_threshold=sp.suspect_threshold,
                 block_threshold=sp.block_threshold,
                 max_explicit_per_second=sp.max_explicit_per_second,
+                max_actions_per_second=sp.max_actions_per_second,
             ),
             judge_every_events=sp.judge_every_events,
             judge_every_seconds=sp.judge_every_seconds,

@@ -149,3 +149,23 @@ async def test_reliability_with_the_guard_off_answers_for_a_known_user(
         assert (await running.client.get("/users/nobody/reliability")).status_code == 404
     finally:
         await close()
+
+
+@pytest.mark.parametrize(("limit", "blocked"), [(25.0, False), (5.0, True)])
+async def test_the_burst_rule_is_a_setting(
+    settings_factory: Callable[..., Settings], limit: float, blocked: bool
+) -> None:
+    # 8 views in 0.4 s: within the default 25 actions a second, over a limit of 5
+    settings = settings_factory(
+        spam={"enabled": True, "max_actions_per_second": limit}, rate_limits={"enabled": False}
+    )
+    running, close = await start_app(settings)
+    try:
+        now = time.time() - 60
+        views = [{**like("burst", now + k * 0.05), "type": "view"} for k in range(8)]
+        assert (await running.client.post("/feedback", json={"events": views})).status_code == 202
+        await running.idle()
+        status = (await running.client.get("/users/burst/reliability")).json()["status"]
+        assert (status == "blocked") is blocked
+    finally:
+        await close()
