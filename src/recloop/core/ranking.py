@@ -367,7 +367,9 @@ def draws(key: str, n: int) -> list[float]:
     read big-endian, their top 53 bits over 2^53. Reproducible from the log and independent
     of any random generator's state.
 
-    >>> draws("imp-1", 3) == draws("imp-1", 3)[:3] and len(draws("imp-1", 3)) == 3
+    >>> draws("imp-1", 2) == draws("imp-1", 5)[:2]  # a slot's draw ignores the slots after it
+    True
+    >>> draws("imp-1", 2) != draws("imp-2", 2)
     True
     >>> all(0.0 <= u < 1.0 for u in draws("imp-1", 1000))
     True
