@@ -1,4 +1,4 @@
-"""The batched rating-profile features equal the one-profile oracle's."""
+"""The batched profile features, activity readings and verdicts equal the one-user oracles'."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ import random
 
 import pytest
 
-from recloop.core.spam import ItemStats, ProfileFeatures, SpamConfig, profile_features
-from recloop.core.spam_batch import profile_features_many
+from recloop.core.spam import (
+    ActivityReadings,
+    ItemStats,
+    ProfileFeatures,
+    SpamConfig,
+    UserActivity,
+    activity_readings,
+    profile_features,
+)
+from recloop.core.spam_batch import activity_readings_many, profile_features_many
 
 
 def _same(got: ProfileFeatures | None, want: ProfileFeatures | None) -> bool:
@@ -98,3 +106,47 @@ def test_judging_many_gives_each_user_the_verdict_judging_alone_gives() -> None:
         for name, signal in alone.signals.items():
             assert verdict.signals[name].fired == signal.fired, name
     assert sum(v.features is not None for v in verdicts) > 20  # profiles were compared
+
+
+def _activities(rng: random.Random, config: SpamConfig, users: int) -> list[UserActivity]:
+    """Users of every kind the timing and behaviour detectors read: none, one or many
+    actions, periodic bots, bursts at one instant, a few items re-viewed, around the clock."""
+    activities = []
+    for _ in range(users):
+        activity = UserActivity(config)
+        t = 1_000.0 + rng.random() * 100
+        style = rng.random()
+        for _ in range(rng.choice([0, 1, 2, 3, 12, 40, 300])):
+            kind = rng.choice(["view", "click", "rating", "like", "impression", "dwell", "share"])
+            if style < 0.2:  # a bot: one type, one period
+                kind, step = "click", 10.0
+            elif style < 0.3:  # everything at one instant
+                step = 0.0
+            else:
+                step = rng.choice([0.5, 30.0, 600.0, 3_600.0, rng.expovariate(1 / 90)])
+            t += step
+            value = {"rating": rng.choice([1.0, 3.0, 5.0]), "dwell": rng.random() * 20}.get(kind)
+            item = f"i{rng.randrange(3 if style > 0.9 else 400)}"
+            activity.observe(kind, item, value, t)
+        activities.append(activity)
+    return activities
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_activity_readings_equal_the_one_user_oracle(seed: int) -> None:
+    rng = random.Random(seed)
+    config = SpamConfig(recent_actions=rng.choice([8, 64, 256]))
+    activities = _activities(rng, config, 150)
+    catalogue = rng.choice([0, 2, 10, 5_000])
+    got = activity_readings_many(activities, config.recent_actions, catalogue)
+    for activity, readings in zip(activities, got, strict=True):
+        want = activity_readings(activity, catalogue)
+        for field in dataclasses.fields(ActivityReadings):
+            a, b = getattr(readings, field.name), getattr(want, field.name)
+            if isinstance(b, float) and math.isnan(b):
+                assert math.isnan(a), (field.name, a, b)
+            else:
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (field.name, a, b)
+    assert sum(r.intervals >= 2 for r in got) > 50
+    assert any(r.cv == 0.0 for r in got)  # the periodic bots
+    assert any(r.rate == math.inf for r in got)  # the bursts at one instant

@@ -1222,37 +1222,84 @@ def hour_entropy(hours: list[int] | FloatArray) -> float:
     return min(h / math.log(_HOURS), 1.0)
 
 
-def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Signal]:
+@dataclass(frozen=True, slots=True)
+class ActivityReadings:
+    """The statistics of a user's recent actions that the timing and behaviour
+    detectors grade: :func:`activity_readings` computes them for one user,
+    :func:`recloop.core.spam_batch.activity_readings_many` for many at once."""
+
+    rate: float
+    """Actions per second over the remembered recent actions (:meth:`UserActivity.recent_rate`)."""
+    rate_actions: int
+    intervals: int
+    """How many inter-arrival times of the dominant type (:meth:`UserActivity.intervals`)."""
+    cv: float
+    """Their :func:`coefficient_of_variation`."""
+    burstiness: float
+    """Their :func:`burstiness`."""
+    hour_entropy: float
+    """:func:`hour_entropy` of the user's hours of activity."""
+    diversity: float
+    """:func:`item_diversity` of the latest actions' items in the catalogue."""
+    diversity_actions: int
+
+
+def activity_readings(activity: UserActivity, catalogue: int = 0) -> ActivityReadings:
+    """The user's :class:`ActivityReadings`; ``catalogue`` as :func:`item_diversity`'s.
+
+    >>> a = UserActivity()
+    >>> for t in (0.0, 10.0, 20.0, 30.0):
+    ...     a.observe("click", "i1", None, t)
+    >>> r = activity_readings(a)
+    >>> round(r.rate, 3), r.intervals, r.cv, r.burstiness, r.diversity
+    (0.1, 3, 0.0, -1.0, 0.0)
+    """
+    rate, n = activity.recent_rate()
+    intervals = activity.intervals()
+    items = activity.recent_items()
+    return ActivityReadings(
+        rate,
+        n,
+        len(intervals),
+        coefficient_of_variation(intervals),
+        burstiness(intervals),
+        hour_entropy(activity.hours),
+        item_diversity(items, catalogue),
+        len(items),
+    )
+
+
+def _timing_signals(
+    activity: UserActivity, config: SpamConfig, readings: ActivityReadings
+) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     burst = float(activity.max_explicit_in_second)
     # a hard rule: evidence against when it fires, none for it otherwise
     limit = config.max_explicit_per_second
     out["explicit_burst"] = Signal(burst, burst > limit, config.w_rate if burst > limit else 0.0)
-    rate, n = activity.recent_rate()
     out["event_rate"] = graded(
-        min(rate, 1e9),
+        min(readings.rate, 1e9),
         config.rate_max,
         config.rate_span,
-        grown(config.w_rate, n, config.timing_half, config.rate_min_actions),
+        grown(config.w_rate, readings.rate_actions, config.timing_half, config.rate_min_actions),
     )
-    intervals = activity.intervals()
-    k = len(intervals)
+    k = readings.intervals
     out["interarrival_cv"] = graded(
-        coefficient_of_variation(intervals),
+        readings.cv,
         config.cv_min,
         config.cv_span,
         grown(config.w_cv, k, config.timing_half, config.timing_min_intervals),
         high=False,
     )
     out["burstiness"] = graded(
-        burstiness(intervals),
+        readings.burstiness,
         config.burstiness_min,
         config.burstiness_span,
         grown(config.w_burstiness, k, config.timing_half, config.burstiness_min_intervals),
         high=False,
     )
     out["hour_entropy"] = graded(
-        hour_entropy(activity.hours),
+        readings.hour_entropy,
         config.hour_entropy_max,
         config.hour_entropy_span,
         grown(config.w_hour_entropy, activity.actions, config.hour_half, config.hour_min_actions),
@@ -1261,7 +1308,7 @@ def _timing_signals(activity: UserActivity, config: SpamConfig) -> dict[str, Sig
 
 
 def _behaviour_signals(
-    activity: UserActivity, config: SpamConfig, catalogue: int = 0
+    activity: UserActivity, config: SpamConfig, readings: ActivityReadings, catalogue: int = 0
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
@@ -1271,12 +1318,16 @@ def _behaviour_signals(
         config.repeat_span,
         grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions),
     )
-    items = activity.recent_items()
     out["item_diversity"] = graded(
-        item_diversity(items, catalogue),
+        readings.diversity,
         config.diversity_min,
         config.diversity_span,
-        grown(config.w_repetition, len(items), config.behaviour_half, config.behaviour_min_actions),
+        grown(
+            config.w_repetition,
+            readings.diversity_actions,
+            config.behaviour_half,
+            config.behaviour_min_actions,
+        ),
         high=False,
     )
     out["short_dwell"] = graded(
@@ -1735,6 +1786,7 @@ def signals(
     norms: ProfileNorms | None = None,
     group: GroupReading | None = None,
     features: ProfileFeatures | None = None,
+    readings: ActivityReadings | None = None,
 ) -> dict[str, Signal]:
     """Every detector's reading of one user, by name (see :data:`FAMILIES`).
 
@@ -1743,8 +1795,8 @@ def signals(
     posted it); otherwise the count seen when the user posted is used.
     ``norms`` (:func:`fit_norms`) gate the profile signals by what the
     population makes normal; ``group`` is the user's reading of the group
-    detector (:func:`groups`), ``features`` the profile's features when
-    already computed.
+    detector (:func:`groups`), ``features`` the profile's features and
+    ``readings`` the activity's (:func:`activity_readings`) when already computed.
 
     >>> a = UserActivity()
     >>> for i in range(40):
@@ -1754,8 +1806,11 @@ def signals(
     (True, True, 0.0)
     """
     del now  # the detectors read the evidence as of its latest event
-    out = _timing_signals(activity, config)
-    out.update(_behaviour_signals(activity, config, items.catalogue))
+    catalogue = items.catalogue
+    if readings is None:
+        readings = activity_readings(activity, catalogue)
+    out = _timing_signals(activity, config, readings)
+    out.update(_behaviour_signals(activity, config, readings, catalogue))
     out.update(_text_signals(activity, config, texts))
     out.update(_profile_signals(activity, items, config, norms, features))
     out["target_group"] = _group_signal(group, config)
@@ -1870,11 +1925,12 @@ def judge(
     norms: ProfileNorms | None = None,
     group: GroupReading | None = None,
     features: ProfileFeatures | None = None,
+    readings: ActivityReadings | None = None,
 ) -> Verdict:
     """Score one user: the signals, their evidence, the Beta reputation and the status.
 
-    ``features``: the profile's, if computed already (``core.spam_batch`` computes
-    many users' at once).
+    ``features`` and ``readings``: the profile's and the activity's, if computed
+    already (``core.spam_batch`` computes many users' at once).
 
     On a hard rule the score is 0. O(profile length + remembered actions):
     run periodically, not per event (use :func:`hard_rule` per event).
@@ -1889,7 +1945,7 @@ def judge(
     """
     if features is None:
         features = profile_features(activity.ratings, items, config)
-    found = signals(activity, items, config, now, texts, norms, group, features)
+    found = signals(activity, items, config, now, texts, norms, group, features, readings)
     rule = hard_rule(activity, config, now)
     positive, negative = evidence(found, config)
     score = 0.0 if rule is not None else reputation(positive, negative, config)

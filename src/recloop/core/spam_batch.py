@@ -1,4 +1,6 @@
-"""Rating-profile features of many users at once: :func:`profile_features_many`.
+"""Many users judged at once: :func:`judge_many`, with the rating-profile features
+(:func:`profile_features_many`) and the activity's statistics
+(:func:`activity_readings_many`) computed for all of them together.
 
 :func:`recloop.core.spam.profile_features` reads one profile with a few dozen
 numpy calls on arrays as long as the profile, so on the 5 to 50 ratings of a
@@ -8,13 +10,15 @@ profiles are laid end to end and every per-profile mean, sum, extreme and
 correlation is a segment reduction (``np.bincount`` by profile,
 ``np.maximum.reduceat``), so a batch of users costs about what one did.
 
-The definitions are :class:`~recloop.core.spam.ProfileFeatures`'; the
-one-profile function stays the oracle, and a differential test requires the
-same features (to rounding) on random populations.
+The definitions are :class:`~recloop.core.spam.ProfileFeatures`' and
+:class:`~recloop.core.spam.ActivityReadings`'; the one-user functions stay the
+oracles, and differential tests require the same values (to rounding) on random
+populations.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +27,8 @@ import numpy.typing as npt
 
 from recloop.core.events import RATING_MAX, RATING_MIN
 from recloop.core.spam import (
+    _HOURS,
+    ActivityReadings,
     ItemStats,
     ProfileFeatures,
     SpamConfig,
@@ -233,10 +239,126 @@ def judge_many(
     groups: Sequence[GroupReading | None] | None = None,
 ) -> list[Verdict]:
     """:func:`~recloop.core.spam.judge` of each user (``groups`` parallel to
-    ``activities``), their profiles' features computed together."""
+    ``activities``), their profiles' features and activities' readings computed
+    together."""
     features = profile_features_many([a.ratings for a in activities], items, config)
-    readings = groups if groups is not None else [None] * len(activities)
+    readings = activity_readings_many(activities, config.recent_actions, items.catalogue)
+    found = groups if groups is not None else [None] * len(activities)
     return [
-        judge(a, items, config, now, texts, norms, g, f)
-        for a, g, f in zip(activities, readings, features, strict=True)
+        judge(a, items, config, now, texts, norms, g, f, r)
+        for a, g, f, r in zip(activities, found, features, readings, strict=True)
     ]
+
+
+def activity_readings_many(
+    activities: Sequence[UserActivity], recent: int, catalogue: int = 0
+) -> list[ActivityReadings]:
+    """:func:`~recloop.core.spam.activity_readings` of each user (``recent``: the
+    config's ``recent_actions``): the latest actions of all of them laid end to end,
+    each statistic a segment reduction.
+
+    >>> a, b = UserActivity(), UserActivity()
+    >>> for t in (0.0, 10.0, 20.0, 30.0):
+    ...     a.observe("click", "i1", None, t)
+    >>> first, empty = activity_readings_many([a, b], recent=256)
+    >>> round(first.rate, 3), first.intervals, first.cv, first.burstiness, first.diversity
+    (0.1, 3, 0.0, -1.0, 0.0)
+    >>> empty.rate, empty.intervals, math.isnan(empty.cv), math.isnan(empty.hour_entropy)
+    (0.0, 0, True, True)
+    """
+    users = len(activities)
+    if users == 0:
+        return []
+    # the rate: the span of the latest actions of any type
+    tails = [a._all_times[-recent:] for a in activities]
+    rate_n = np.fromiter(map(len, tails), np.int64, users)
+    times = np.fromiter(itertools.chain.from_iterable(tails), np.float64, int(rate_n.sum()))
+    span = _segment_span(times, rate_n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(span > 0, (rate_n - 1) / span, math.inf)
+    rate = np.where(rate_n < 2, 0.0, rate)
+
+    # inter-arrival times of each user's dominant type, sorted within the user
+    latest = [_dominant_times(a, recent) for a in activities]
+    sizes = np.fromiter(map(len, latest), np.int64, users)
+    stamps = np.fromiter(itertools.chain.from_iterable(latest), np.float64, int(sizes.sum()))
+    seg = np.repeat(np.arange(users), sizes)
+    stamps = stamps[np.lexsort((stamps, seg))]
+    gaps = np.diff(stamps)
+    keep = seg[1:] == seg[:-1]
+    gaps, gap_seg = gaps[keep], seg[1:][keep]
+    k = np.maximum(sizes - 1, 0)
+    safe_k = np.maximum(k, 1)
+    mu = np.bincount(gap_seg, gaps, users) / safe_k
+    sigma = np.sqrt(np.bincount(gap_seg, (gaps - mu[gap_seg]) ** 2, users) / safe_k)
+    few = k < 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv = np.where(few | (mu <= 0), math.nan, sigma / mu)
+        burst = np.where(few | (sigma + mu <= 0), math.nan, (sigma - mu) / (sigma + mu))
+
+    # the hours of day: a (users, 24) histogram
+    hours = np.array([a.hours for a in activities], np.float64).reshape(users, _HOURS)
+    total = hours.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = hours / total[:, None]
+        plogp = np.where(hours > 0, p * np.log(np.where(hours > 0, p, 1.0)), 0.0)
+        filled = (hours > 0).sum(axis=1)
+        h = -plogp.sum(axis=1) + (filled - 1) / (2.0 * total)
+        entropy = np.where(total > 0, np.minimum(h / math.log(_HOURS), 1.0), math.nan)
+
+    diversity, acted = _diversity_many([a.recent_items() for a in activities], catalogue)
+    columns = zip(
+        rate.tolist(),
+        rate_n.tolist(),
+        k.tolist(),
+        cv.tolist(),
+        burst.tolist(),
+        entropy.tolist(),
+        diversity.tolist(),
+        acted.tolist(),
+        strict=True,
+    )
+    return [ActivityReadings(*values) for values in columns]
+
+
+def _segment_span(values: Floats, sizes: npt.NDArray[np.int64]) -> Floats:
+    """max - min of each segment of ``values`` (0 for an empty one)."""
+    span = np.zeros(len(sizes))
+    held = sizes > 0
+    if held.any():
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))[held]
+        span[held] = np.maximum.reduceat(values, starts) - np.minimum.reduceat(values, starts)
+    return span
+
+
+def _dominant_times(activity: UserActivity, recent: int) -> list[float]:
+    """The latest timestamps of the user's dominant action type (as
+    :meth:`UserActivity.intervals` chooses it)."""
+    times = activity._times
+    if not times:
+        return []
+    dominant = max(times, key=lambda name: (min(len(times[name]), recent), name))
+    return times[dominant][-recent:]
+
+
+def _diversity_many(
+    items: Sequence[list[str]], catalogue: int
+) -> tuple[Floats, npt.NDArray[np.int64]]:
+    """:func:`~recloop.core.spam.item_diversity` of each list, and the lists' lengths."""
+    users = len(items)
+    lengths = np.fromiter(map(len, items), np.int64, users)
+    codes: dict[str, int] = {}
+    flat = np.fromiter(
+        (codes.setdefault(i, len(codes)) for i in itertools.chain.from_iterable(items)),
+        np.int64,
+        int(lengths.sum()),
+    )
+    seg = np.repeat(np.arange(users), lengths)
+    pairs, counts = np.unique(seg * max(len(codes), 1) + flat, return_counts=True)
+    owner = pairs // max(len(codes), 1)
+    p = counts / lengths[owner]
+    entropy = np.bincount(owner, -p * np.log(p), users)
+    size = lengths if catalogue <= 0 else np.minimum(lengths, catalogue)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.clip(entropy / np.log(np.where(size >= 2, size, 2)), 0.0, 1.0)
+    return np.where((lengths < 2) | (size < 2), math.nan, value), lengths
