@@ -93,7 +93,7 @@ import re
 import unicodedata
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -418,10 +418,24 @@ class RatingMoments:
         return max(self.total_sq - self.total * self.total / self.n, 0.0) / (self.n - 1)
 
 
-def _one(value: float) -> RatingMoments:
-    return RatingMoments(
-        1, value, value * value, int(value >= RATING_MAX), int(value <= RATING_MIN)
-    )
+# :class:`ItemStats` keeps each moment as a mutable list, [n, total, total_sq, n_max,
+# n_min], updated in place: a rating is a few additions, not a new object
+_Tally = list[Any]
+
+
+def _tally(moments: RatingMoments = RatingMoments()) -> _Tally:
+    return [moments.n, moments.total, moments.total_sq, moments.n_max, moments.n_min]
+
+
+def _count(tally: _Tally, value: float, sign: int) -> None:
+    """Add (``sign`` 1) or take back (-1) one rating of ``value``, in place."""
+    tally[0] += sign
+    tally[1] += sign * value
+    tally[2] += sign * value * value
+    if value >= RATING_MAX:
+        tally[3] += sign
+    if value <= RATING_MIN:
+        tally[4] += sign
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,12 +477,12 @@ class ItemStats:
     """
 
     def __init__(self) -> None:
-        self._items: dict[str, RatingMoments] = {}
+        self._items: dict[str, _Tally] = {}
         self._seen: set[str] = set()  # items of any event, up to CATALOGUE_CAP
         # items named by one user so far -> a hash of that user (not the id: erasure)
         self._named_once: dict[str, int] = {}
-        self._global = RatingMoments()
-        self._lengths = RatingMoments()
+        self._global = _tally()
+        self._lengths = _tally()
         self._version = 0
         self._ranks: tuple[int, int, PopularityRanks] | None = None
         self._ends: tuple[int, int, FloatArray, FloatArray] | None = None
@@ -476,9 +490,11 @@ class ItemStats:
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
         """Count one more rating of ``item_id``."""
-        one = _one(value)
-        self._items[item_id] = self._items.get(item_id, RatingMoments()) + one
-        self._global = self._global + one
+        held = self._items.get(item_id)
+        if held is None:
+            held = self._items[item_id] = _tally()
+        _count(held, value, 1)
+        _count(self._global, value, 1)
         self._version += 1
 
     def remove_rating(self, item_id: str, value: float) -> None:
@@ -490,15 +506,12 @@ class ItemStats:
             when ``item_id`` has no rating to remove.
         """
         held = self._items.get(item_id)
-        if held is None or held.n == 0:
+        if held is None or held[0] == 0:
             raise InvalidInput("item_id", f"{item_id!r} has no rating to remove")
-        one = _one(value)
-        left = held - one
-        if left.n == 0:
+        _count(held, value, -1)
+        if held[0] == 0:
             del self._items[item_id]
-        else:
-            self._items[item_id] = left
-        self._global = self._global - one
+        _count(self._global, value, -1)
         self._version += 1
 
     def replace_rating(self, item_id: str, old: float, new: float) -> None:
@@ -555,33 +568,48 @@ class ItemStats:
     def note_profile_length(self, old: int, new: int) -> None:
         """A user's number of rated items went from ``old`` to ``new`` (0 = no profile)."""
         if old > 0:
-            self._lengths = self._lengths - _one(float(old))
+            _count(self._lengths, float(old), -1)
         if new > 0:
-            self._lengths = self._lengths + _one(float(new))
+            _count(self._lengths, float(new), 1)
 
     def merge(self, other: ItemStats) -> None:
         """Add ``other``'s counts to these (statistics of another shard)."""
-        for item_id, moments in other._items.items():
-            self._items[item_id] = self._items.get(item_id, RatingMoments()) + moments
-        self._global = self._global + other._global
+        for item_id, theirs in other._items.items():
+            mine = self._items.get(item_id)
+            self._items[item_id] = list(theirs) if mine is None else _added(mine, theirs)
+        self._global = _added(self._global, other._global)
         self.note_items(other._seen)
-        self._lengths = self._lengths + other._lengths
+        self._lengths = _added(self._lengths, other._lengths)
         self._version += 1
 
     def copy(self) -> ItemStats:
-        """An independent copy (the moments themselves are immutable)."""
+        """An independent copy."""
         clone = ItemStats()
-        clone._items = dict(self._items)
+        clone._items = {item_id: list(tally) for item_id, tally in self._items.items()}
         clone._seen = set(self._seen)
         clone._named_once = dict(self._named_once)
-        clone._global = self._global
-        clone._lengths = self._lengths
+        clone._global = list(self._global)
+        clone._lengths = list(self._lengths)
         return clone
 
     # queries
     def moments(self, item_id: str) -> RatingMoments:
         """The item's moments; empty for an unknown item."""
-        return self._items.get(item_id, RatingMoments())
+        held = self._items.get(item_id)
+        return RatingMoments() if held is None else RatingMoments(*held)
+
+    def tallies(self, item_ids: Sequence[str]) -> FloatArray:
+        """The moments of each of ``item_ids`` as a ``(len, 5)`` array, columns ``n``,
+        ``total``, ``total_sq``, ``n_max``, ``n_min`` (zeros for an unknown item).
+
+        >>> s = ItemStats(); s.add_rating("a", 5.0); s.add_rating("a", 3.0)
+        >>> s.tallies(["a", "b"]).tolist()
+        [[2.0, 8.0, 34.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]]
+        """
+        empty = _tally()
+        held = self._items
+        rows = [held.get(item_id, empty) for item_id in item_ids]
+        return np.array(rows, dtype=np.float64).reshape(len(rows), 5)
 
     def mean(self, item_id: str) -> float | None:
         """The item's mean rating; None if it has none."""
@@ -598,12 +626,12 @@ class ItemStats:
     @property
     def global_moments(self) -> RatingMoments:
         """The moments of every rating of every item."""
-        return self._global
+        return RatingMoments(*self._global)
 
     @property
     def profile_lengths(self) -> RatingMoments:
         """The moments of users' profile lengths (users with at least one rating)."""
-        return self._lengths
+        return RatingMoments(*self._lengths)
 
     @property
     def items(self) -> int:
@@ -630,11 +658,11 @@ class ItemStats:
         """
         cached = self._ranks
         if cached is not None and (
-            cached[0] == self._version or self._global.n <= cached[1] * (1.0 + refresh)
+            cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
         ):
             return cached[2]
         ids = list(self._items)
-        counts = np.fromiter((m.n for m in self._items.values()), dtype=np.float64, count=len(ids))
+        counts = np.fromiter((m[0] for m in self._items.values()), dtype=np.float64, count=len(ids))
         log_rank = np.log(rankdata(-counts, method="average")) if ids else np.empty(0)
         centre = float(log_rank.mean()) if ids else 0.0
         log_rank -= centre
@@ -644,7 +672,7 @@ class ItemStats:
             floor=np.cumsum(ordered) / np.arange(1, len(ordered) + 1),
             unranked=math.log(len(ids) + 1) - centre,
         )
-        self._ranks = (self._version, self._global.n, ranks)
+        self._ranks = (self._version, self._global[0], ranks)
         return ranks
 
     def end_shares(self, refresh: float = 0.0) -> tuple[FloatArray, FloatArray]:
@@ -676,15 +704,11 @@ class ItemStats:
         """
         cached = self._ends
         if cached is not None and (
-            cached[0] == self._version or self._global.n <= cached[1] * (1.0 + refresh)
+            cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
         ):
             return cached[2], cached[3]
-        moments = list(self._items.values())
-        k = len(moments)
-        n = np.fromiter((m.n for m in moments), dtype=np.float64, count=k)
-        total = np.fromiter((m.total for m in moments), dtype=np.float64, count=k)
-        top = np.fromiter((m.n_max for m in moments), dtype=np.float64, count=k)
-        bottom = np.fromiter((m.n_min for m in moments), dtype=np.float64, count=k)
+        table = np.array(list(self._items.values()), dtype=np.float64).reshape(-1, 5)
+        n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
         out = []
         for ends, value in ((top, RATING_MAX), (bottom, RATING_MIN)):
             bins = _end_bin(_other_mean(total, n, ends, value))
@@ -703,8 +727,12 @@ class ItemStats:
                     spread = float(np.median((share - centre) ** 2)) / 0.455
                     tau2[b] = max(spread - float(np.median(noise)), 0.0)
             out.append(np.vstack([hits, trials, tau2]))
-        self._ends = (self._version, self._global.n, out[0], out[1])
+        self._ends = (self._version, self._global[0], out[0], out[1])
         return out[0], out[1]
+
+
+def _added(mine: _Tally, theirs: _Tally) -> _Tally:
+    return [a + b for a, b in zip(mine, theirs, strict=True)]
 
 
 def _other_mean(total: FloatArray, n: FloatArray, ends: FloatArray, value: float) -> FloatArray:

@@ -70,12 +70,9 @@ def profile_features_many(
     total = int(sizes.sum())
     names = [item for i in held for item in profiles[i]]
     r = np.fromiter((v for i in held for v in profiles[i].values()), np.float64, total)
-    moments = [items.moments(item) for item in names]
-    counts = np.fromiter((m.n for m in moments), np.float64, total)
-    sums = np.fromiter((m.total for m in moments), np.float64, total)
-    squares = np.fromiter((m.total_sq for m in moments), np.float64, total)
-    n_top = np.fromiter((m.n_max for m in moments), np.float64, total)
-    n_bottom = np.fromiter((m.n_min for m in moments), np.float64, total)
+    tallies = items.tallies(names)
+    counts, sums, squares = tallies[:, 0], tallies[:, 1], tallies[:, 2]
+    n_top, n_bottom = tallies[:, 3], tallies[:, 4]
     n = sizes.astype(np.float64)
 
     def seg_sum(x: Floats) -> Floats:
