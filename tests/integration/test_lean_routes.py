@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recloop.api.app import create_app
@@ -62,12 +63,15 @@ class Recorder:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.last: str = ""
+        self.routed = False
+        """Whether the router ran (the request middleware serves the hot routes without it)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
         if scope["type"] == "http":
             lean = isinstance(scope.get("endpoint"), LeanEndpoint)
             self.last = "declined" if DECLINED in scope else "lean" if lean else "documented"
+            self.routed = isinstance(scope.get("router"), Router)
 
 
 @dataclass
@@ -183,6 +187,25 @@ async def test_gets_answer_as_documented(pair: Pair) -> None:
     ]:
         statuses.append(await _same(pair, "lean", "GET", path))
     assert statuses.count(200) == 10 and statuses.count(404) == 3
+
+
+async def test_hot_reads_are_served_past_the_router(pair: Pair) -> None:
+    """The request middleware hands a hot read to its lean route directly (FastPaths);
+    what the lean route declines goes on to the documented route, what is not a hot
+    route goes through the router, and an error the lean route raises gets the app's
+    answer without it."""
+    for path in GET_PATHS:
+        assert (await pair.lean.get(path)).status_code == 200, path
+        assert (pair.recorder.last, pair.recorder.routed) == ("lean", False), path
+    assert (await pair.lean.get("/users/stranger/preferences")).status_code == 404
+    assert (pair.recorder.last, pair.recorder.routed) == ("lean", False)
+    assert (await pair.lean.get(f"/users/{LONG}/weights")).status_code == 422
+    assert pair.recorder.last == "declined"  # the documented route answered it
+    assert (await pair.lean.get("/users/known/weights/x")).status_code == 404  # no such route
+    assert (pair.recorder.last, pair.recorder.routed) == ("documented", True)
+    unauthorised = await pair.lean.get(GET_PATHS[0], headers={"authorization": "Bearer nope"})
+    assert unauthorised.status_code == 401 and not pair.recorder.routed
+    assert unauthorised.headers["www-authenticate"] == "Bearer"
 
 
 async def test_bad_gets_answer_as_documented(pair: Pair) -> None:

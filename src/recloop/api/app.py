@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from recloop import __version__
 from recloop.api import errors
-from recloop.api.lean import lean_routes
+from recloop.api.lean import FastPaths, lean_routes
 from recloop.api.links import add_links
 from recloop.api.middleware import RequestMiddleware, route_templates
 from recloop.api.routers import (
@@ -98,13 +98,17 @@ def create_app(
         keyed = module is not health
         app.include_router(module.router, prefix=PREFIX, responses=KEYED_ERRORS if keyed else None)
         templates.update(route_templates(module.router.routes, PREFIX))
+    fast: FastPaths | None = None
     if lean:
         # The hot paths match first; the FastAPI routes behind them stay for the OpenAPI
-        # (and answer what a lean read declines).
-        app.router.routes[:0] = [
+        # (and answer what a lean read declines). The request middleware serves them
+        # without going through the router (FastPaths).
+        hot = [
             Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"]),
             *lean_routes(PREFIX),
         ]
+        app.router.routes[:0] = hot
+        fast = FastPaths(hot, app.exception_handlers)
     templates.update(route_templates(install_console(app)))
     templates.update(route_templates(app.router.routes))  # the lean routes, the docs
     app.add_middleware(
@@ -112,6 +116,7 @@ def create_app(
         metrics=app.state.metrics,
         max_body_bytes=settings.api.max_body_bytes,
         templates=templates,
+        fast=fast,
     )
 
     def openapi() -> dict[str, Any]:

@@ -22,15 +22,16 @@ same function (``users.weights_body`` and its siblings).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Final
 
 import msgspec
 from fastapi.routing import APIRoute, APIRouter
 from msgspec import Meta
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.routing import Match, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recloop.api.auth import authorize
 from recloop.api.requests import has_big_int, may_hold_a_big_int
@@ -221,6 +222,78 @@ _HANDLERS: Final[tuple[tuple[APIRouter, Callable[..., Any], Handler], ...]] = (
     (experiments.router, experiments.assignment, _assignment),
 )
 """Each lean handler beside the endpoint of the documented route it stands in for."""
+
+
+class FastPaths:
+    """The hot routes, found without the router: :class:`~recloop.api.middleware.RequestMiddleware`
+    hands a request that one of them matches straight to its endpoint, past the layers
+    between that middleware and the routes (FastAPI's exit-stack middleware, the
+    router's scan of the routes, the route's own handling), about a third of what a hot
+    read costs in the app.
+
+    A request matches by its path's segments, as the route's template would match it
+    (each parameter one non-empty segment; the same method). The endpoint runs as the
+    router runs it (``path_params``, ``endpoint`` and ``router`` in the scope), inside
+    Starlette's :class:`ExceptionMiddleware` with the app's exception handlers, which
+    the middleware stack puts there too: an error gets the same answer either way.
+    What an endpoint declines goes on through ``inner``, the rest of the stack, to
+    the documented route.
+    """
+
+    def __init__(self, routes: list[Route], handlers: Mapping[Any, Any]) -> None:
+        """``routes``: the lean routes (and the lean ``POST /feedback``); ``handlers``:
+        the app's ``exception_handlers``, read at the first request (all are installed
+        by then)."""
+        # (method, number of segments, last segment, or "*" for a parameter) -> the
+        # route's segments (a parameter's name in braces), its endpoint, its app
+        self._table: dict[tuple[str, int, str], tuple[list[str], Any, ASGIApp]] = {}
+        for route in routes:
+            parts = route.path.split("/")
+            last = "*" if parts[-1].startswith("{") else parts[-1]
+            for method in route.methods or ():
+                self._table[(method, len(parts), last)] = (parts, route.endpoint, route.app)
+        self._handlers = handlers
+        self._wrapped: dict[int, ASGIApp] = {}
+
+    def match(self, scope: Scope) -> tuple[list[str], Any, ASGIApp, list[str]] | None:
+        """The hot route ``scope`` asks for, and the path's segments; None if none."""
+        if scope.get("root_path"):
+            return None  # mounted under a prefix: the router knows how to strip it
+        parts: list[str] = scope["path"].split("/")
+        method, size = scope["method"], len(parts)
+        hit = self._table.get((method, size, parts[-1])) or self._table.get((method, size, "*"))
+        if hit is None:
+            return None
+        for want, got in zip(hit[0], parts, strict=True):
+            if want.startswith("{"):
+                if not got:
+                    return None
+            elif want != got:
+                return None
+        return (*hit, parts)
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        hit: tuple[list[str], Any, ASGIApp, list[str]],
+        inner: ASGIApp,
+    ) -> None:
+        """Run the matched route's endpoint; ``inner`` is the rest of the stack."""
+        pattern, endpoint, app, parts = hit
+        scope["endpoint"] = endpoint
+        scope["router"] = inner
+        scope["path_params"] = {
+            want[1:-1]: got
+            for want, got in zip(pattern, parts, strict=True)
+            if want.startswith("{")
+        }
+        wrapped = self._wrapped.get(id(app))
+        if wrapped is None:
+            handlers = {k: v for k, v in self._handlers.items() if k not in (500, Exception)}
+            wrapped = self._wrapped[id(app)] = ExceptionMiddleware(app, handlers=handlers)
+        await wrapped(scope, receive, send)
 
 
 def lean_routes(prefix: str) -> list[Route]:

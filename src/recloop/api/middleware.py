@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from recloop.api.lean import FastPaths
 from recloop.api.responses import send_json
 from recloop.metrics import UNMATCHED, Metrics
 
@@ -64,12 +65,15 @@ class RequestMiddleware:
         metrics: Metrics,
         max_body_bytes: int,
         templates: Mapping[Any, str],
+        fast: FastPaths | None = None,
     ) -> None:
-        """``templates``: each endpoint's full path template (:func:`route_templates`)."""
+        """``templates``: each endpoint's full path template (:func:`route_templates`);
+        ``fast``: the hot routes, served from here past the rest of the stack."""
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.templates = templates
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,12 +108,17 @@ class RequestMiddleware:
         try:
             if length is not None and _too_long(length, limit):
                 await send_json(send_with_id, 413, {"detail": BodyTooLarge(limit).detail})
-            elif length is None:
-                # No Content-Length: a streamed (chunked) body, counted as it arrives. With a
-                # Content-Length the server never passes more bytes than it announced.
-                await self.app(scope, _counting(receive, limit), send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                if length is None:
+                    # No Content-Length: a streamed (chunked) body, counted as it arrives. With
+                    # a Content-Length the server never passes more bytes than it announced.
+                    receive = _counting(receive, limit)
+                hit = None if self.fast is None else self.fast.match(scope)
+                if hit is None:
+                    await self.app(scope, receive, send_with_id)
+                else:
+                    assert self.fast is not None
+                    await self.fast.serve(scope, receive, send_with_id, hit, self.app)
         except asyncio.CancelledError:  # the client went away (or the server stops)
             if not started:
                 status = 499  # nginx's "client closed request", not a server error
