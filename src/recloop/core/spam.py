@@ -858,15 +858,6 @@ class TextRegistry:
 # -- One user's evidence --------------------------------------------------------------
 
 
-def _keep_last(values: list[Any], value: Any, keep: int) -> None:
-    """Append ``value``; the latest ``keep`` values are ``values[-keep:]``. Once the list
-    is a quarter longer than ``keep``, the older ones are dropped at once (O(1) per
-    append, amortised), so it stays within 1.25 ``keep`` + 1."""
-    values.append(value)
-    if len(values) > keep + (keep >> 2) + 1:
-        del values[: len(values) - keep]
-
-
 class UserActivity:
     """One user's evidence, in bounded memory, updated per event in O(1) amortised time.
 
@@ -924,8 +915,10 @@ class UserActivity:
         self.actions = 0
         self.first_at = math.inf
         self.last_at = -math.inf
-        # timing. The "latest n" stores are lists trimmed now and then (_keep_last), not
-        # deques: an empty deque takes 624 bytes, and most users have a few events.
+        # timing. The "latest n" stores are lists, not deques (an empty deque takes 624
+        # bytes, and most users have a few events): the latest ``recent_actions`` values
+        # are ``values[-recent_actions:]``; once a list is a quarter longer, the older
+        # ones are dropped at once (O(1) per append, amortised).
         self._times: dict[str, list[float]] = {}
         self._all_times: list[float] = []
         # the latest (largest) ``limit + 1`` timestamps, sorted, for the hard rules
@@ -970,26 +963,42 @@ class UserActivity:
         ``text_copies`` is what :meth:`TextRegistry.add` returned for a review's
         text (:func:`record_event` passes it); ``text`` is the review text itself.
         """
+        # Called once per event: the "latest n" lists are appended to and trimmed here,
+        # written out rather than called (see __init__).
         config = self._config
         self.events += 1
         if timestamp < self.first_at:
             self.first_at = timestamp
         if timestamp > self.last_at:
             self.last_at = timestamp
-        if event_type == "impression":
-            self._remember_seen(item_id)
-            return
-        if event_type == "view":
-            self._remember_seen(item_id)
+        if event_type == "impression" or event_type == "view":
+            # the items seen, least recently seen forgotten first
+            seen = self._impressed
+            if item_id in seen:
+                del seen[item_id]
+            elif len(seen) >= config.remembered_items:
+                del seen[next(iter(seen))]
+            seen[item_id] = None
+            if event_type == "impression":
+                return
         self.actions += 1
         recent = config.recent_actions
+        cap = recent + (recent >> 2) + 1
         times = self._times.get(event_type)
         if times is None:
             times = self._times[event_type] = []
-        _keep_last(times, timestamp, recent)
-        _keep_last(self._all_times, timestamp, recent)
+        times.append(timestamp)
+        if len(times) > cap:
+            del times[: len(times) - recent]
+        times = self._all_times
+        times.append(timestamp)
+        if len(times) > cap:
+            del times[: len(times) - recent]
         self.hours[int(timestamp // _SECONDS_PER_HOUR) % _HOURS] += 1
-        _keep_last(self._recent_items, item_id, recent)
+        items = self._recent_items
+        items.append(item_id)
+        if len(items) > cap:
+            del items[: len(items) - recent]
         window = self._action_window
         insort(window, timestamp)
         if len(window) > config.max_actions_per_second + 1:
@@ -1042,12 +1051,6 @@ class UserActivity:
                 self.review_keys.append(key_text)
         if text_copies is not None:
             self.max_text_copies = max(self.max_text_copies, text_copies)
-
-    def _remember_seen(self, item_id: str) -> None:
-        self._impressed.pop(item_id, None)
-        if len(self._impressed) >= self._config.remembered_items:
-            del self._impressed[next(iter(self._impressed))]
-        self._impressed[item_id] = None
 
     def _violate(self, timestamp: float, reason: str) -> None:
         """Remember the latest violation of a hard rule (its time and which rule)."""

@@ -246,12 +246,17 @@ class GuardService:
         due: list[str] = []
         items.note_items([e.item_id for e in events], [e.user_id for e in events])
         self._pending.update(dict.fromkeys([e.user_id for e in events], now))
+        track = self._track
         for e in events:
-            tracked = self._track(e.user_id)
+            tracked = track(e.user_id)
             activity = tracked.activity
-            record_event(
-                activity, items, texts, e.type, e.item_id, e.value, e.timestamp, e.text, e.user_id
-            )
+            kind = e.type
+            if kind == "rating" or kind == "review":  # they update the population's stores
+                record_event(
+                    activity, items, texts, kind, e.item_id, e.value, e.timestamp, e.text, e.user_id
+                )
+            else:
+                activity.observe(kind, e.item_id, e.value, e.timestamp)
             tracked.events_since_judged += 1
             new = tracked.events_since_judged
             if (
