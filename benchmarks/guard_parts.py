@@ -40,9 +40,11 @@ from recloop.services.guard import GuardConfig, GuardService
 from recloop.services.limits import RateLimits
 
 
-def events(batches: int, size: int, seed: int) -> list[list[Event]]:
-    """``batches`` batches of the workload's events, a tenth of a second apart."""
-    factory = EventFactory(Workload(), "parts", seed=seed, user_prefix=f"parts{seed}")
+def events(batches: int, size: int, seed: int, users: int) -> list[list[Event]]:
+    """``batches`` batches of the workload's events on ``users`` users, a tenth of a
+    second apart."""
+    workload = Workload(users=users)
+    factory = EventFactory(workload, "parts", seed=seed, user_prefix=f"parts{seed}")
     now = time.time()
     return [
         [
@@ -102,12 +104,12 @@ async def cpu_per_event(
     return (time.process_time() - start) * 1e6 / sum(len(b) for b in batches)
 
 
-async def measure(batches: int, size: int, seed: int, storage: str) -> dict[str, float]:
+async def measure(batches: int, size: int, seed: int, storage: str, users: int) -> dict[str, float]:
     prefix = f"recloop-guard-parts-{os.getpid()}-{seed}"
     settings = Settings(rate_limits={"storage": storage, "key_prefix": prefix})
     limits = rate_limits(settings)
     assert limits is not None
-    loaded = events(batches, size, seed)
+    loaded = events(batches, size, seed, users)
     guard = GuardService(InMemoryStateStore(), GuardConfig())
     gc.collect()
     gc.freeze()
@@ -148,10 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storage", default="memory://", help="rate_limits.storage (memory://, async+redis://…)"
     )
+    parser.add_argument(
+        "--users",
+        type=count,
+        default=Workload.users,
+        help="users the events go to (20,000; fewer: more events each, so the spam evidence"
+        " includes judgements, due after a user's 20th event and then its 40th, 80th, …)",
+    )
     args = parser.parse_args(argv)
     gc.set_threshold(50_000, 20, 20)  # recloop serve's settings (cli.py)
     runs = [
-        asyncio.run(measure(args.batches, args.size, seed, args.storage))
+        asyncio.run(measure(args.batches, args.size, seed, args.storage, args.users))
         for seed in range(args.repeat)
     ]
     print("| guard part | CPU per event, µs (median) | runs |")
