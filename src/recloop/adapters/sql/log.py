@@ -400,10 +400,10 @@ class SqlEventLog:
         return [event_from_row(row) for row in rows]
 
     async def read_users_events(
-        self, user_ids: Sequence[str], since: float, until: float
+        self, user_ids: Sequence[str], since: float, until: float, after: int = 0
     ) -> dict[str, list[Event]]:
-        """One scan of the log for all of them (in slices of 500 ids: SQLite's limit on
-        parameters)."""
+        """One scan of the log above ``after`` for all of them (a range of the primary
+        key; in slices of 500 ids: SQLite's limit on parameters)."""
         found: dict[str, list[Event]] = {u: [] for u in user_ids}
         ids = list(found)
         for start in range(0, len(ids), 500):
@@ -411,6 +411,7 @@ class SqlEventLog:
             query = (
                 select(*self._columns)
                 .where(
+                    events.c.offset > after,
                     events.c.user_id.in_(part),
                     events.c.timestamp >= since,
                     events.c.timestamp < until,
@@ -423,6 +424,30 @@ class SqlEventLog:
                 event = event_from_row(row)
                 found[event.user_id].append(event)
         return found
+
+    async def offset_logged_before(self, logged_at: float) -> int:
+        """Bisection over the primary key: each step reads the first row at or above an
+        offset (offsets have gaps where events were purged or erased)."""
+        first = select(events.c.offset, events.c.accepted_at).order_by(events.c.offset).limit(1)
+        async with self._db.read() as conn:
+            bounds = (
+                await conn.execute(select(func.min(events.c.offset), func.max(events.c.offset)))
+            ).one()
+            if bounds[0] is None:
+                return 0
+            lo, hi = int(bounds[0]), int(bounds[1])
+            row = (await conn.execute(first.where(events.c.offset >= lo))).one()
+            if row[1] >= logged_at:
+                return 0
+            # lo: an offset logged before; every offset above hi: at or after (or none).
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                row = (await conn.execute(first.where(events.c.offset >= mid))).one()
+                if row[1] < logged_at:
+                    lo = int(row[0])
+                else:
+                    hi = mid - 1
+        return lo
 
     async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {i: [] for i in impression_ids}
