@@ -340,6 +340,11 @@ class SpamSettings(_Section):
     judge_within_seconds: float = Field(60.0, gt=0.0)
     """Every user with new evidence is judged within this long of their last event,
     whatever their event count (a sweep of the users due)."""
+    retraction_every_seconds: float = Field(10.0, gt=0.0)
+    """What newly flagged users taught the optimizer is taken back by one read of the log
+    for all of them, at most this often (docs/spam.md, "What a flagged user taught")."""
+    retraction_users_per_read: int = Field(500, ge=1)
+    """At most this many newly flagged users per read; the rest wait for the next one."""
 
     @model_validator(mode="after")
     def _ordered(self) -> SpamSettings:

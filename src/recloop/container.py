@@ -469,6 +469,35 @@ def build_container(
     preferences = PreferenceService(store, cache, retries, live=processor.preferences)
     impressions = impression_writer(store)
     limits = rate_limits(settings)
+    learning = None
+    if settings.learning.enabled:
+        learning = LearningService(
+            store,
+            event_log,
+            learning_config(settings),
+            reliability=guard.reliability if sp.enabled else None,
+            storage_url=None if db is None else settings.storage.url,
+            excluded=guard.flagged_users if sp.enabled else None,
+        )
+    retraction = (
+        Retraction(
+            event_log,
+            guard,
+            optimizer,
+            RetractionConfig(
+                frozenset(settings.bandit.algorithms),
+                settings.bandit.bucket_minutes * 60.0,
+                segment_rules(settings),
+                sp.retraction_every_seconds,
+                sp.retraction_users_per_read,
+                settings.feedback.max_future_seconds,
+            ),
+            store,
+            live=None if distributed else processor.preferences,
+        )
+        if sp.enabled
+        else None
+    )
     privacy = PrivacyService(
         privacy_store,
         event_log,
@@ -481,17 +510,9 @@ def build_container(
         distributed=distributed,
         limits=limits,
         spool=spool,
+        retraction=retraction,
+        learning=learning,
     )
-    learning = None
-    if settings.learning.enabled:
-        learning = LearningService(
-            store,
-            event_log,
-            learning_config(settings),
-            reliability=guard.reliability if sp.enabled else None,
-            storage_url=None if db is None else settings.storage.url,
-            excluded=guard.flagged_users if sp.enabled else None,
-        )
     ranker = Ranker(
         preferences,
         optimizer,
@@ -532,18 +553,7 @@ def build_container(
         shared_cache=shared_cache,
         learning=learning,
         privacy=privacy,
-        retraction=Retraction(
-            event_log,
-            guard,
-            optimizer,
-            RetractionConfig(
-                frozenset(settings.bandit.algorithms),
-                settings.bandit.bucket_minutes * 60.0,
-                segment_rules(settings),
-            ),
-        )
-        if sp.enabled
-        else None,
+        retraction=retraction,
         retries=retries,
     )
 

@@ -191,10 +191,17 @@ class EventLog(Protocol):
         ...
 
     async def read_users_events(
-        self, user_ids: Sequence[str], since: float, until: float
+        self, user_ids: Sequence[str], since: float, until: float, after: int = 0
     ) -> dict[str, list[Event]]:
-        """:meth:`read_user_events` of several users in one read of the log (one scan
-        where the log has no per-user index); every user asked is a key."""
+        """:meth:`read_user_events` of several users in one read of the log, of the
+        events at offsets above ``after`` only (one scan of that part of the log where
+        the log has no per-user index); every user asked is a key."""
+        ...
+
+    async def offset_logged_before(self, logged_at: float) -> int:
+        """The highest offset of an event logged before ``logged_at`` (0 if none was):
+        the events above it were logged at ``logged_at`` or later, while logging times
+        grow along the log. Found by bisecting the offsets (O(log n) reads by offset)."""
         ...
 
 

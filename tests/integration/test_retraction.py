@@ -253,3 +253,76 @@ async def test_unblocking_in_the_same_process_restores_the_attack(
             close_to(dataclasses.asdict(pair), dataclasses.asdict(stats[(variant, metric)]))
     finally:
         await close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+async def test_erasure_and_flags_in_any_order_count_a_user_once(
+    settings_factory: Callable[..., Settings], backend: str
+) -> None:
+    """Erasing a flagged user keeps out what they taught (their record goes with the rest
+    of their rows, so they are no longer flagged: the take-back must become the stored
+    counts', not vanish); unblocking an erased user brings nothing back (nothing of them
+    is left); a user erased while trusted who comes back and is then flagged has only
+    their new contribution taken back (what was learnt before the erasure stays, as for
+    anyone erased). Algorithm counts, experiment statistics, item counts and training
+    data alike, after a restart too."""
+    settings = settings_factory(
+        spam={"enabled": True, "retraction_every_seconds": 0.05},
+        rate_limits={"enabled": False},
+        learning={"attribution_window_minutes": 10, "monitor_seconds": 3600},
+    )
+    app, close = await start_app(settings)
+    try:
+        await prepare(app)
+        for n, user in enumerate(GENUINE[:6]):
+            await visit(app, user, [*ITEMS[:4], TARGET], [ITEMS[n % 4]])
+        shills = attackers(app.container, 4)
+        for user in shills:
+            await visit(app, user, [TARGET, ITEMS[0]], [TARGET] * 3)
+        attacked = await snapshot(app)
+
+        # Flagged: one blocked by hand, one suspect by the detector's stored verdict.
+        assert (await app.client.post(f"/users/{shills[0]}/block")).status_code == 200
+        await app.container.store.put_reliability(
+            [ReliabilityRecord(shills[1], 20.0, "suspect", time.time(), False, "test")]
+        )
+        await app.container.guard.start()
+        flagged = await snapshot(app)
+        assert flagged["algorithms"] != attacked["algorithms"]
+        assert flagged["target"] != attacked["target"]
+
+        # Erased while flagged: what they taught stays out.
+        for user in shills[:2]:
+            r = await app.client.delete(f"/users/{user}")
+            assert r.status_code == 200, r.text
+            assert r.json()["removed"]["events"] > 0
+        assert app.container.guard.flagged_users() == frozenset()
+        same(await snapshot(app), flagged)
+
+        # Unblocked after the erasure: nothing of them is left to come back.
+        assert (await app.client.post(f"/users/{shills[0]}/unblock")).status_code == 200
+        same(await snapshot(app), flagged)
+
+        # Erased while trusted: their algorithm counts stay (docs/privacy.md), the rest goes.
+        assert (await app.client.delete(f"/users/{shills[2]}")).status_code == 200
+        erased = await snapshot(app)
+        assert erased["algorithms"] == flagged["algorithms"]
+        assert erased["target"] != flagged["target"]
+        # They come back, attack again, and are flagged: only the new part is taken back.
+        await visit(app, shills[2], [TARGET, ITEMS[0]], [TARGET] * 3)
+        returned = await snapshot(app)
+        assert returned["algorithms"] != erased["algorithms"]
+        assert (await app.client.post(f"/users/{shills[2]}/block")).status_code == 200
+        same(await snapshot(app), erased)
+    finally:
+        await close()
+    if backend == "memory":
+        return
+
+    app, close = await start_app(settings)  # read back from the store, the same
+    try:
+        same(await snapshot(app), erased)
+        assert (await app.client.post(f"/users/{shills[2]}/unblock")).status_code == 200
+        same(await snapshot(app), returned)
+    finally:
+        await close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -398,3 +400,32 @@ async def test_several_users_events_in_one_read(adapters: tuple[EventLog, StateS
     }
     assert [e.event_id for e in found["u0"]] == ["e3", "e6"]
     assert [e.event_id for e in found["u2"]] == ["e2", "e5"]
+
+
+async def test_a_read_of_users_events_bounded_by_logging_time(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    """The retraction reads only the log's part above an offset found by logging time."""
+    log, _ = adapters
+    assert await log.offset_logged_before(time.time()) == 0  # an empty log
+    marks: list[float] = []
+    last: list[int] = []
+    for batch in range(3):
+        events = [
+            Event(f"b{batch}e{n}", f"u{n % 2}", "i", "like", float(10 * batch + n))
+            for n in range(4)
+        ]
+        offsets = await log.append(events)
+        last.append(max(o for o in offsets if o is not None))
+        await asyncio.sleep(0.01)
+        marks.append(time.time())
+        await asyncio.sleep(0.01)
+    assert await log.offset_logged_before(0.0) == 0
+    assert await log.offset_logged_before(marks[0]) == last[0]
+    assert await log.offset_logged_before(marks[1]) == last[1]
+    assert await log.offset_logged_before(marks[2]) == last[2]
+    found = await log.read_users_events(["u0", "u1"], 0.0, 1e9, last[0])
+    assert [e.event_id for e in found["u0"]] == ["b1e0", "b1e2", "b2e0", "b2e2"]
+    assert [e.event_id for e in found["u1"]] == ["b1e1", "b1e3", "b2e1", "b2e3"]
+    everything = await log.read_users_events(["u0"], 0.0, 1e9)
+    assert len(everything["u0"]) == 6

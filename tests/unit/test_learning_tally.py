@@ -288,3 +288,35 @@ def test_excluded_users_count_nowhere_and_count_again_once_included(seed: int) -
         counts, by_item = old_count(kept, feedback, Slots(), WINDOW)
         assert {k: tuple(v) for k, v in tally.counts.items()} == counts
         assert {k: tuple(v) for k, v in tally.item_stats.items()} == by_item
+
+
+def test_a_forgotten_user_leaves_every_count_for_good() -> None:
+    """An erasure: the user's impressions leave the counts, excluded or not, and do not
+    come back when the exclusion ends; expiring past them is safe."""
+
+    def shown(impression_id: str, user_id: str, at: float) -> Impression:
+        slate = Slate(("a", "b"), (1.0, 0.5), (1.0, 1.0), (False, False), ((), ()))
+        return Impression(
+            impression_id, user_id, "new", at, 0.1, slate, model_slot="blue", model_version="m"
+        )
+
+    def counts(t: Tally) -> tuple[Any, ...]:
+        return (t.count(("blue", "m")), {k: tuple(v) for k, v in t.item_stats.items()})
+
+    clean = Tally(WINDOW)
+    clean.add([shown("g", "genuine", 10.0)])
+    clean.click("g", "a", 20.0)
+    for flagged in (False, True):
+        t = Tally(WINDOW)
+        t.add([shown("g", "genuine", 10.0), shown("x1", "x", 11.0), shown("x2", "x", 12.0)])
+        t.click("g", "a", 20.0)
+        t.click("x1", "b", 21.0)
+        if flagged:
+            t.exclude(frozenset({"x"}))
+        assert t.forget("x") == 2
+        assert counts(t) == counts(clean)
+        t.exclude(frozenset())
+        assert counts(t) == counts(clean)
+        assert t.users() == {"genuine"}
+        t.expire(100.0)
+        assert counts(t) == ((0, 0), {})

@@ -18,7 +18,7 @@ and for an item if that item was shown in it. Impressions older than the
 retained window (:meth:`Tally.expire`) leave every count, and so do, while they
 are excluded (:meth:`Tally.exclude`: flagged by the guard), the impressions shown to
 a user and the clicks on them; they count again once the user is no longer
-excluded. These are the rules
+excluded, unless the user was erased meanwhile (:meth:`Tally.forget`). These are the rules
 the monitor applied to a full re-read, so the counts, and the verdicts taken
 from them, are the same (tests/unit/test_learning_tally.py compares both).
 """
@@ -187,9 +187,24 @@ class Tally:
         self.since = max(self.since, before)
         while self._by_time and self._by_time[0][0] < before:
             _, impression_id = heapq.heappop(self._by_time)
+            held = self._held.pop(impression_id, None)  # None: forgotten (an erasure)
+            if held is not None and not held.excluded:
+                self._take(held)
+
+    def forget(self, user_id: str) -> int:
+        """Drop the impressions shown to ``user_id`` for good (an erasure: the store no
+        longer holds them); they leave every count, and do not come back when the user
+        is no longer excluded. How many were held. O(held)."""
+        gone = [k for k, held in self._held.items() if held.user_id == user_id]
+        for impression_id in gone:
             held = self._held.pop(impression_id)
             if not held.excluded:
                 self._take(held)
+        return len(gone)
+
+    def users(self) -> set[str]:
+        """The users shown the held impressions."""
+        return {held.user_id for held in self._held.values()}
 
     def count(self, key: Key) -> tuple[int, int]:
         """(impressions, clicked impressions) of a (slot, version)."""

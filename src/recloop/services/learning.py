@@ -176,6 +176,8 @@ class LearningService:
         self._models: dict[str, Model] = {}
         self._tally = Tally(config.attribution_window_minutes * 60.0)
         self._tallied = False
+        self._forgotten: set[str] = set()
+        """Users erased since the monitor pass under way began (its reads may predate it)."""
         self._cursor = 0
         self._read_from = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -500,6 +502,24 @@ class LearningService:
     async def _observe(self, slots: Slots, now: float) -> None:
         """Add the impressions and clicks logged since the last pass to the tally; rebuild
         it from storage the first time (and if its window must reach further back)."""
+        try:
+            await self._tally_new(slots, now)
+        finally:
+            for user_id in self._forgotten:  # erased while this pass read the store
+                self._tally.forget(user_id)
+            self._forgotten.clear()
+
+    def forget(self, user_id: str) -> None:
+        """An erasure: the impressions shown to ``user_id`` leave the items' and slots'
+        counts for good (the store no longer holds them)."""
+        self._tally.forget(user_id)
+        self._forgotten.add(user_id)
+
+    def held_users(self) -> set[str]:
+        """The users whose impressions the counts hold."""
+        return self._tally.users()
+
+    async def _tally_new(self, slots: Slots, now: float) -> None:
         since, starts = self._window(slots, now)
         tally = self._tally
         excluded = frozenset() if self._excluded is None else self._excluded()

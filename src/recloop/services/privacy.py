@@ -10,7 +10,9 @@
         tombstone ─▶ processor: skip the user's events accepted before it, drop buffered ones,
                      wait for applies in progress
         store: the user's rows out, their experiment contribution taken away, the
-               tombstone in, ONE transaction (experiments service computes the deltas)
+               algorithm counts left out for a flagged user (services.retraction) taken
+               away, the tombstone in, ONE transaction (experiments service computes the
+               deltas)
         memory, read cache (SharedCache: every instance), rate-limit counters, spool
     export(user) ─▶ everything stored about the user
 
@@ -27,8 +29,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from recloop.core.bandit import PerformanceCounts
 from recloop.core.errors import ConfigError
 from recloop.core.privacy import (
     Tombstone,
@@ -37,17 +40,31 @@ from recloop.core.privacy import (
     retention_cutoff,
     user_digest,
 )
-from recloop.ports import Cache, EventLog, PrivacyStore, StateChanges, StateStore, UserData
+from recloop.ports import (
+    AlgorithmCount,
+    Cache,
+    EventLog,
+    PrivacyStore,
+    StateChanges,
+    StateStore,
+    UserData,
+)
 from recloop.services.experiments import ExperimentService
 from recloop.services.feedback import Processor, preferences_key
 from recloop.services.guard import GuardService
 from recloop.services.limits import RateLimits
+from recloop.services.retraction import Retraction
+
+if TYPE_CHECKING:  # the learning service is optional (learning.enabled)
+    from recloop.services.learning import LearningService
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "id_key_fingerprint"
 """The ``privacy_meta`` row holding the key's fingerprint, or ``plain`` (ids as given)."""
 PLAIN = "plain"
+
+_NONE = PerformanceCounts()
 
 ERASED_KINDS = (
     "events",
@@ -95,10 +112,17 @@ class PrivacyService:
         distributed: bool = False,
         limits: RateLimits | None = None,
         spool: Spool | None = None,
+        retraction: Retraction | None = None,
+        learning: LearningService | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``distributed``: the event log is Kafka (``events`` is the workers' archive, and
-        log offsets are per partition); ``spool``: this API instance's Kafka spool."""
+        log offsets are per partition); ``spool``: this API instance's Kafka spool;
+        ``retraction``: what flagged users' counts the optimizer leaves out (an erased
+        flagged user's are subtracted from the stored counts for good); ``learning``:
+        its items' counts forget an erased user's impressions."""
+        self._retraction = retraction
+        self._learning = learning
         self._store = store
         self._log = log_
         self._state = state
@@ -178,14 +202,24 @@ class PrivacyService:
         held = (
             self._processor.held_users() | self._experiments.held_users() | self._guard.held_users()
         )
+        if self._retraction is not None:
+            held |= self._retraction.left_out()
+        if self._learning is not None:
+            held |= self._learning.held_users()
         for user_id in held:
             if user_digest(user_id) in new:
                 self._forget(user_id)
 
-    def _forget(self, user_id: str) -> None:
+    def _forget(self, user_id: str, erased: list[AlgorithmCount] | None = None) -> None:
+        """Drop what memory holds of the user; ``erased``: the algorithm counts this
+        process's erasure subtracted from the stored ones."""
         self._processor.evict(user_id)
         self._experiments.forget(user_id)
         self._guard.forget(user_id)
+        if self._retraction is not None:
+            self._retraction.forget(user_id, erased or ())
+        if self._learning is not None:
+            self._learning.forget(user_id)
         self._cache.delete(preferences_key(user_id))
 
     # -- retention -------------------------------------------------------------------------
@@ -254,8 +288,17 @@ class PrivacyService:
             await self._processor.forget(user_id, tombstone)
             spooled = 0 if self._spool is None else await self._spool.delete_user(user_id)
             data = await self._store.user_data(user_id)
+            # A flagged user's attributed counts are left out of the optimizer's totals,
+            # found from their events: with those gone, they leave the stored counts.
+            retraction = self._retraction
+            taken = [] if retraction is None else await retraction.contribution(user_id)
+            erased = [
+                AlgorithmCount(r.segment, r.algorithm, r.bucket_start, _NONE - r.counts)
+                for r in taken
+            ]
 
             async def commit(changes: StateChanges) -> dict[str, int]:
+                changes.algorithm_counts.extend(erased)
                 return await self._store.erase(user_id, digest, tombstone, changes)
 
             counts = await self._experiments.erase_user(
@@ -263,7 +306,7 @@ class PrivacyService:
             )
             counts["spooled"] = spooled
             self._tombstones[digest] = tombstone
-            self._forget(user_id)
+            self._forget(user_id, erased)
             if self._limits is not None:
                 await self._limits.forget(user_id)
         removed = {kind: counts.get(kind, 0) for kind in ERASED_KINDS}

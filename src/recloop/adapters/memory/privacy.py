@@ -126,6 +126,7 @@ class InMemoryPrivacyStore:
         for experiment_id, variant, metric, delta in changes.experiment_stats:
             stats = s._experiment_stats.setdefault(experiment_id, {})
             stats[(variant, metric)] = stats.get((variant, metric), PairStats()) + delta
+        s._add_counts(changes.algorithm_counts)
         counts["reliability"] = int(s._reliability.pop(user_id, None) is not None)
         letters = [d for d in s.dead_letters if d[0].user_id != user_id]
         counts["dead_letters"] = len(s.dead_letters) - len(letters)

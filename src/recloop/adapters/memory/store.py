@@ -69,13 +69,18 @@ class InMemoryEventLog:
         return [e for e in self._events if e.user_id == user_id and since <= e.timestamp < until]
 
     async def read_users_events(
-        self, user_ids: Sequence[str], since: float, until: float
+        self, user_ids: Sequence[str], since: float, until: float, after: int = 0
     ) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {u: [] for u in user_ids}
-        for e in self._events:
+        start = bisect.bisect_right(self._events, after, key=lambda e: e.offset)
+        for e in self._events[start:]:
             if e.user_id in found and since <= e.timestamp < until:
                 found[e.user_id].append(e)
         return found
+
+    async def offset_logged_before(self, logged_at: float) -> int:
+        k = bisect.bisect_left(self._accepted, logged_at)
+        return 0 if k == 0 else self._events[k - 1].offset or 0
 
 
 def _with_offset(event: Event, offset: int) -> Event:

@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import String, bindparam, func, select
+from sqlalchemy import String, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
@@ -400,10 +400,10 @@ class SqlEventLog:
         return [event_from_row(row) for row in rows]
 
     async def read_users_events(
-        self, user_ids: Sequence[str], since: float, until: float
+        self, user_ids: Sequence[str], since: float, until: float, after: int = 0
     ) -> dict[str, list[Event]]:
-        """One scan of the log for all of them (in slices of 500 ids: SQLite's limit on
-        parameters)."""
+        """One scan of the log above ``after`` for all of them (a range of the primary
+        key; in slices of 500 ids: SQLite's limit on parameters)."""
         found: dict[str, list[Event]] = {u: [] for u in user_ids}
         ids = list(found)
         for start in range(0, len(ids), 500):
@@ -411,6 +411,7 @@ class SqlEventLog:
             query = (
                 select(*self._columns)
                 .where(
+                    events.c.offset > after,
                     events.c.user_id.in_(part),
                     events.c.timestamp >= since,
                     events.c.timestamp < until,
@@ -423,6 +424,33 @@ class SqlEventLog:
                 event = event_from_row(row)
                 found[event.user_id].append(event)
         return found
+
+    async def offset_logged_before(self, logged_at: float) -> int:
+        """Bisection over the primary key: each step reads the first row at or above an
+        offset (offsets have gaps where events were purged or erased)."""
+        if self._db.fast_lane:
+            return await self._db.run_read(partial(_offset_logged_before_sqlite, logged_at))
+        first = select(events.c.offset, events.c.accepted_at).order_by(events.c.offset).limit(1)
+        async with self._db.read() as conn:
+            # (min and max in one SELECT would scan the table on SQLite)
+            row = (await conn.execute(first)).first()
+            if row is None or row[1] >= logged_at:
+                return 0
+            lo = int(row[0])
+            hi = int((await conn.execute(select(func.max(events.c.offset)))).scalar_one())
+            # lo: an offset logged before; every offset above hi: at or after (or none).
+            # 32 probes a round trip (a few rounds for millions of rows).
+            while lo < hi:
+                step = max(1, (hi - lo) // _PROBES)
+                probes = range(lo + step, hi + 1, step)[:_PROBES]
+                found = (await conn.execute(text(_probe_sql(probes)))).all()
+                for probe, offset, at in sorted(found):
+                    if at < logged_at:
+                        lo = max(lo, int(offset))
+                    else:
+                        hi = probe - 1
+                        break
+        return lo
 
     async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]:
         found: dict[str, list[Event]] = {i: [] for i in impression_ids}
@@ -444,6 +472,36 @@ class SqlEventLog:
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [event_from_row(row[:-1]) for row in rows]
+
+
+_PROBES = 32
+
+
+def _probe_sql(probes: Sequence[int]) -> str:
+    """For each probe offset (an int we made), the first row at or above it."""
+    return " UNION ALL ".join(
+        f'SELECT * FROM (SELECT {int(p)} AS probe, "offset", accepted_at FROM events'
+        f' WHERE "offset" >= {int(p)} ORDER BY "offset" LIMIT 1) AS p{k}'
+        for k, p in enumerate(probes)
+    )
+
+
+def _offset_logged_before_sqlite(logged_at: float, conn: sqlite3.Connection) -> int:
+    """:meth:`SqlEventLog.offset_logged_before` in one call of the reader thread."""
+    first = 'SELECT "offset", accepted_at FROM events WHERE "offset" >= ? ORDER BY "offset" LIMIT 1'
+    row = conn.execute(first, (0,)).fetchone()
+    if row is None or row[1] >= logged_at:
+        return 0
+    lo = int(row[0])
+    hi = int(conn.execute('SELECT max("offset") FROM events').fetchone()[0])
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        row = conn.execute(first, (mid,)).fetchone()
+        if row[1] < logged_at:
+            lo = int(row[0])
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _append_sqlite(

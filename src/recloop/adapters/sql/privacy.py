@@ -11,10 +11,12 @@ from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.log import READ_COLUMNS, event_from_row
 from recloop.adapters.sql.store import (
     _PAIR_COLUMNS,
+    _count_to_row,
     _impression,
     _insert,
     _merged,
     _user_from_row,
+    add_counts_statement,
     impression_query,
 )
 from recloop.adapters.sql.tables import (
@@ -54,6 +56,7 @@ class SqlPrivacyStore:
             index_elements=["experiment_id", "variant", "metric"],
             set_={name: experiment_stats.c[name] + stats.excluded[name] for name in _PAIR_COLUMNS},
         )
+        self._add_counts = add_counts_statement(db)
         tomb = _insert(db, erased_users)
         self._put_tombstone = tomb.on_conflict_do_update(
             index_elements=["user_digest"],
@@ -192,6 +195,10 @@ class SqlPrivacyStore:
                     for e, v, m, s in _merged(changes.experiment_stats)
                 ]
                 await conn.execute(self._add_stats, rows)
+            if changes.algorithm_counts:
+                await conn.execute(
+                    self._add_counts, [_count_to_row(c) for c in changes.algorithm_counts]
+                )
             await conn.execute(
                 self._put_tombstone,
                 {

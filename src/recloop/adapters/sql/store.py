@@ -116,16 +116,7 @@ class SqlStateStore:
                 "offset": case((ahead, offsets.excluded.offset), else_=consumer_offsets.c.offset)
             },
         )
-        stats = _insert(db, algorithm_stats)
-        self._add_counts = stats.on_conflict_do_update(
-            index_elements=["segment", "algorithm", "bucket_start"],
-            set_={
-                name: _saturating_sum(algorithm_stats.c[name], stats.excluded[name])
-                if name in _INTEGER_COUNTS
-                else algorithm_stats.c[name] + stats.excluded[name]
-                for name in _COUNT_COLUMNS
-            },
-        )
+        self._add_counts = add_counts_statement(db)
         status = _insert(db, algorithm_status)
         self._put_status = status.on_conflict_do_update(
             index_elements=["segment", "algorithm"],
@@ -652,6 +643,21 @@ _COUNT_COLUMNS = ("impressions", "clicks", "conversions", "satisfaction_sum", "s
 
 
 _INTEGER_COUNTS = frozenset(_COUNT_COLUMNS) - {"satisfaction_sum"}
+
+
+def add_counts_statement(db: SqlDatabase) -> Any:
+    """The upsert adding :class:`AlgorithmCount` rows (``_count_to_row``) to the stored
+    ones (deltas: an erasure's are negative)."""
+    stats = _insert(db, algorithm_stats)
+    return stats.on_conflict_do_update(
+        index_elements=["segment", "algorithm", "bucket_start"],
+        set_={
+            name: _saturating_sum(algorithm_stats.c[name], stats.excluded[name])
+            if name in _INTEGER_COUNTS
+            else algorithm_stats.c[name] + stats.excluded[name]
+            for name in _COUNT_COLUMNS
+        },
+    )
 
 
 def _saturating_sum(stored: Any, added: Any) -> Any:
