@@ -53,7 +53,7 @@ def serve(
     """Run the HTTP API and the processors in one process (embedded by default)."""
     import uvicorn
 
-    from recloop.adapters.sql.writer_lock import WriterLock
+    from recloop.adapters.sql.writer_lock import WriterBusy, WriterLock
     from recloop.api.app import create_app
     from recloop.serving import AnnouncingServer
 
@@ -70,6 +70,15 @@ def serve(
         )
         raise typer.Exit(2)
     configure_logging(settings.logging.format, settings.logging.level)
+    # Embedded, this process writes the database: one writer (adapters.sql.writer_lock),
+    # held until the process exits.
+    lock = WriterLock.of(settings.storage.url, "recloop serve")
+    if lock is not None and settings.event_log.kind != "kafka":
+        try:
+            lock.acquire()
+        except WriterBusy as exc:
+            typer.echo(f"error: {exc}: let it finish (or stop it) first", err=True)
+            raise typer.Exit(3) from None
     _preflight(settings)
     # Per-user state makes a large, long-lived heap: collect the young generation less
     # often (the default of 700 allocations runs full passes every fraction of a second).
@@ -83,10 +92,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    lock = None
-    if settings.event_log.kind != "kafka":  # embedded: this process writes the database
-        lock = WriterLock.of(settings.storage.url, "recloop serve")
-    announcing = AnnouncingServer(config_, typer.echo, lock, partial(typer.echo, err=True))
+    announcing = AnnouncingServer(config_, typer.echo)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         announcing.run()
     if not announcing.started:
