@@ -64,7 +64,7 @@ def run_import_command(
     if missing:
         err.print(f"error: no such file: {', '.join(missing)}", markup=False)
         raise typer.Exit(2)
-    with _bar(err, show_progress and not as_json) as (total, advance):
+    with _bar(err, show_progress and not as_json) as (read, total, advance):
         try:
             summary = asyncio.run(
                 run_import(
@@ -75,6 +75,7 @@ def run_import_command(
                     on_total=total,
                     progress=advance,
                     sort_buffer=sort_buffer,
+                    on_read=read,
                 )
             )
         except WriterBusy as exc:
@@ -102,9 +103,10 @@ def run_import_command(
 @contextmanager
 def _bar(
     console: Console, enabled: bool
-) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+) -> Iterator[tuple[Callable[[int], None], Callable[[int], None], Callable[[int], None]]]:
+    """One bar: rows read and sorted (no total yet), then rows imported out of all."""
     progress = Progress(
-        TextColumn("importing"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
@@ -114,16 +116,19 @@ def _bar(
         console=console,
         disable=not enabled,
     )
-    task = progress.add_task("import", total=None)
+    task = progress.add_task("reading", total=None)
+
+    def read(n: int) -> None:
+        progress.advance(task, n)
 
     def total(n: int) -> None:
-        progress.update(task, total=n)
+        progress.reset(task, total=n, completed=0, description="importing")
 
     def advance(n: int) -> None:
         progress.advance(task, n)
 
     with progress:
-        yield total, advance
+        yield read, total, advance
 
 
 def summary_table(summary: Summary) -> Table:

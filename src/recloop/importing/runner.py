@@ -173,6 +173,8 @@ the message, the row as read."""
 
 SORT_BUFFER: Final = 100_000
 """Rows held in memory to sort (more are sorted in runs on disk: ``importing.sorting``)."""
+READ_STEP: Final = 10_000
+"""Rows read between two reports to ``on_read``."""
 SLATE_SECONDS: Final = 60.0
 """A historical slate is the impression rows of its id within this long of its first."""
 
@@ -185,8 +187,11 @@ async def run_import(
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
     sort_buffer: int = SORT_BUFFER,
+    on_read: Progress | None = None,
 ) -> Summary:
-    """Import ``paths``; the summary.
+    """Import ``paths``; the summary. ``on_read`` is told the rows read (every
+    :data:`READ_STEP`), ``on_total`` how many there are once all are read and sorted,
+    ``progress`` the rows imported.
 
     Raises OSError or ValueError for an unreadable file, and
     :class:`~recloop.adapters.sql.writer_lock.WriterBusy` when another process (a
@@ -203,7 +208,7 @@ async def run_import(
         with tempfile.TemporaryDirectory(prefix="recloop-import-") as tmp:
             spill = Path(tmp)
             rejects: ExternalSort[Rejected] = ExternalSort(spill, "rejected", sort_buffer, Rejected)
-            ordered = _read_all(paths, mapping, summary, rejects, spill, sort_buffer)
+            ordered = _read_all(paths, mapping, summary, rejects, spill, sort_buffer, on_read)
             if on_total is not None:
                 on_total(summary.rows)
             if progress is not None and rejects.count:
@@ -225,6 +230,7 @@ def _read_all(
     rejects: ExternalSort[Rejected],
     spill: Path,
     sort_buffer: int,
+    on_read: Progress | None,
 ) -> ExternalSort[Entry]:
     """Every row of ``paths`` read and decoded: the events into an external sort by
     timestamp, the rows refused by decoding into ``rejects``."""
@@ -234,6 +240,8 @@ def _read_all(
     for index, path in enumerate(paths):
         for row in read(path, mapping, ignored):
             seq += 1
+            if on_read is not None and seq % READ_STEP == 0:
+                on_read(READ_STEP)
             event = row.event
             if event is None:
                 error = row.error
