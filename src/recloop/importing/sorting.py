@@ -56,11 +56,9 @@ class ExternalSort(Generic[T]):
         self._encoder = msgspec.msgpack.Encoder(enc_hook=str)
         self._decoder = msgspec.msgpack.Decoder(list[item_type])
         self.count = 0
-
-    @property
-    def runs(self) -> int:
-        """How many runs were written out."""
-        return len(self._files)
+        """Items added."""
+        self.runs = 0
+        """Runs written out."""
 
     def add(self, item: T) -> None:
         self._held.append(item)
@@ -89,6 +87,7 @@ class ExternalSort(Generic[T]):
                 out.write(pack(len(frame)))
                 out.write(frame)
         self._files.append(path)
+        self.runs += 1
         self._held = []
 
     def _read(self, path: Path) -> Iterator[T]:
