@@ -317,7 +317,7 @@ class _OpenSlates:
                 held[2].append(event)
             elif key not in self._seen:
                 self._seen.add(key)
-                # its first impression a duplicate: the slate was imported before
+                # not accepted (a duplicate): the slate was imported before, left alone
                 self._open[key] = (entry[0], outcome.status == "accepted", [event])
 
     def due(self, now: float | None) -> list[tuple[str, list[FeedbackWire]]]:
