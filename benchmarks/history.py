@@ -125,10 +125,12 @@ def main() -> None:
             text=True,
         )
         summary = json.loads(done.stdout)
+    cpu = summary["cpu_seconds"]
     print(
         f"{n:,} rows ({users:,} users): {summary['rows_per_second']:,.0f} rows/s, "
-        f"{summary['seconds']:.1f} s; accepted {summary['accepted']:,}, "
-        f"slates {summary['slates']:,}"
+        f"{summary['seconds']:.1f} s; {cpu:.1f} CPU s ({n / cpu:,.0f} rows per CPU second); "
+        f"accepted {summary['accepted']:,}, slates {summary['slates']:,}, "
+        f"sorted runs {summary['sorted_runs']}"
     )
 
 

@@ -53,6 +53,7 @@ def serve(
     """Run the HTTP API and the processors in one process (embedded by default)."""
     import uvicorn
 
+    from recloop.adapters.sql.writer_lock import WriterBusy, WriterLock
     from recloop.api.app import create_app
     from recloop.serving import AnnouncingServer
 
@@ -69,6 +70,15 @@ def serve(
         )
         raise typer.Exit(2)
     configure_logging(settings.logging.format, settings.logging.level)
+    # Embedded, this process writes the database: one writer (adapters.sql.writer_lock),
+    # held until the process exits.
+    lock = WriterLock.of(settings.storage.url, "recloop serve")
+    if lock is not None and settings.event_log.kind != "kafka":
+        try:
+            lock.acquire()
+        except WriterBusy as exc:
+            typer.echo(f"error: {exc}: let it finish (or stop it) first", err=True)
+            raise typer.Exit(3) from None
     _preflight(settings)
     # Per-user state makes a large, long-lived heap: collect the young generation less
     # often (the default of 700 allocations runs full passes every fraction of a second).
@@ -290,7 +300,11 @@ def import_history(
         list[str] | None,
         typer.Option("--map", help="OLD=NEW: read column OLD as the API field NEW (repeatable)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=20_000, help="Events per batch.")] = 2_000,
+    batch_size: Annotated[int, typer.Option(min=1, max=20_000, help="Events per batch.")] = 5_000,
+    sort_buffer: Annotated[
+        int,
+        typer.Option(min=1, help="Rows held in memory to sort; more are sorted on disk (TMPDIR)."),
+    ] = 100_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -299,14 +313,14 @@ def import_history(
     One feedback event per row, with the API's fields, applied in timestamp order.
     Rejected rows go to NAME.rejected.jsonl beside each input, with their reasons;
     importing the same files again applies nothing twice. Embedded: stop the server
-    first. Distributed (--config with event_log.kind: kafka): the events go to the
-    topic and the workers apply them.
+    first (the import refuses while it runs). Distributed (--config with
+    event_log.kind: kafka): the events go to the topic and the workers apply them.
     """
     from recloop.cli_import import run_import_command
 
     settings = _settings(config)
     configure_logging(settings.logging.format, "WARNING")
-    run_import_command(settings, files, mapping or [], batch_size, as_json, progress)
+    run_import_command(settings, files, mapping or [], batch_size, as_json, progress, sort_buffer)
 
 
 def _register_client_commands() -> None:

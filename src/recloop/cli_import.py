@@ -23,10 +23,18 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from recloop.adapters.sql.writer_lock import WriterBusy
 from recloop.config import Settings
 from recloop.core.errors import ConfigError
 from recloop.importing.rows import parse_mapping
-from recloop.importing.runner import Summary, run_import
+from recloop.importing.runner import SORT_BUFFER, Summary, run_import
+
+BUSY_ADVICE = (
+    "An embedded database has one writer. Stop the server (Ctrl-C or SIGTERM: it applies "
+    "what it accepted first), run the import, then start the server again; or, to import "
+    "while serving, run the distributed deployment and import into it "
+    "(recloop import --config FILE with event_log.kind: kafka). Nothing was imported."
+)
 
 
 class RateColumn(ProgressColumn):
@@ -44,6 +52,7 @@ def run_import_command(
     batch_size: int,
     as_json: bool,
     show_progress: bool,
+    sort_buffer: int = SORT_BUFFER,
 ) -> None:
     err = Console(stderr=True)
     try:
@@ -55,11 +64,23 @@ def run_import_command(
     if missing:
         err.print(f"error: no such file: {', '.join(missing)}", markup=False)
         raise typer.Exit(2)
-    with _bar(err, show_progress and not as_json) as (total, advance):
+    with _bar(err, show_progress and not as_json) as (read, total, advance):
         try:
             summary = asyncio.run(
-                run_import(settings, files, mapping, batch_size, on_total=total, progress=advance)
+                run_import(
+                    settings,
+                    files,
+                    mapping,
+                    batch_size,
+                    on_total=total,
+                    progress=advance,
+                    sort_buffer=sort_buffer,
+                    on_read=read,
+                )
             )
+        except WriterBusy as exc:
+            err.print(f"error: {exc}.\n{BUSY_ADVICE}", markup=False)
+            raise typer.Exit(2) from None
         except (OSError, ValueError, ConfigError) as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(2) from None
@@ -82,9 +103,10 @@ def run_import_command(
 @contextmanager
 def _bar(
     console: Console, enabled: bool
-) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+) -> Iterator[tuple[Callable[[int], None], Callable[[int], None], Callable[[int], None]]]:
+    """One bar: rows read and sorted (no total yet), then rows imported out of all."""
     progress = Progress(
-        TextColumn("importing"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
@@ -94,16 +116,19 @@ def _bar(
         console=console,
         disable=not enabled,
     )
-    task = progress.add_task("import", total=None)
+    task = progress.add_task("reading", total=None)
+
+    def read(n: int) -> None:
+        progress.advance(task, n)
 
     def total(n: int) -> None:
-        progress.update(task, total=n)
+        progress.reset(task, total=n, completed=0, description="importing")
 
     def advance(n: int) -> None:
         progress.advance(task, n)
 
     with progress:
-        yield total, advance
+        yield read, total, advance
 
 
 def summary_table(summary: Summary) -> Table:
@@ -112,9 +137,12 @@ def summary_table(summary: Summary) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("rows", f"{s['rows']:,}")
-    accepted = "accepted (sent to the workers)" if summary.distributed else "accepted"
-    table.add_row(accepted, f"{s['accepted']:,}")
-    table.add_row("duplicates (imported before)", f"{s['duplicates']:,}")
+    if summary.distributed:
+        table.add_row("accepted (appended to the topic)", f"{s['accepted']:,}")
+        table.add_row("duplicates (archived by the workers before)", f"{s['duplicates']:,}")
+    else:
+        table.add_row("accepted", f"{s['accepted']:,}")
+        table.add_row("duplicates (imported before)", f"{s['duplicates']:,}")
     table.add_row("rejected", f"{s['rejected']:,}")
     for reason, n in s["rejected_by_reason"].items():
         table.add_row(f"  {reason}", f"{n:,}")
@@ -124,4 +152,6 @@ def summary_table(summary: Summary) -> Table:
     if s["ignored_columns"]:
         table.add_row("ignored columns", ", ".join(s["ignored_columns"]))
     table.add_row("rows/s", f"{s['rows_per_second']:,.0f}")
+    if s["sorted_runs"]:
+        table.add_row("sorted on disk, runs", f"{s['sorted_runs']:,}")
     return table

@@ -112,7 +112,8 @@ def test_launcher_serves_applies_and_stops_on_ctrl_c(
 
 def _import_through_the_workers(tmp_path: Path, config: Path, base: str, deadline: float) -> None:
     """``recloop import --config`` with the distributed config: the events go to the topic
-    and the workers apply them; imported again, the workers drop the duplicates."""
+    and the workers apply them; imported again once the workers archived them, the import
+    finds every event in the archive: all duplicates, nothing sent."""
     start = time.time() - 3 * 86400
     history = tmp_path / "history.jsonl"
     rows = [
@@ -126,13 +127,21 @@ def _import_through_the_workers(tmp_path: Path, config: Path, base: str, deadlin
         for i in range(5)
     ]
     history.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for _ in range(2):  # the second time, every event is a duplicate
+    for expected in ((5, 0), (0, 5)):  # (accepted, duplicates): the second time, all known
         result = CliRunner().invoke(
             cli, ["import", str(history), "--config", str(config), "--json"]
         )
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
-        assert (summary["distributed"], summary["accepted"], summary["spooled"]) == (True, 5, 0)
+        assert (summary["distributed"], summary["spooled"]) == (True, 0)
+        assert (summary["accepted"], summary["duplicates"]) == expected
+        while True:  # the workers archive and apply them
+            got = httpx.get(f"{base}/users/hist-u1/preferences", timeout=5)
+            if got.status_code == 200 and got.json()["interactions"] >= 5:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the imported events were not applied: {got.text}")
+            time.sleep(0.2)
     later = tmp_path / "later.jsonl"
     row = {"user_id": "hist-u1", "item_id": "song-1", "type": "like", "timestamp": start + 86400}
     later.write_text(json.dumps(row) + "\n")

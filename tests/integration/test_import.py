@@ -250,3 +250,89 @@ def test_unknown_formats_and_missing_files_are_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "no such file" in result.output
+
+
+def _events_in_log_order(database: Path) -> list[float]:
+    import sqlite3
+
+    with sqlite3.connect(database) as conn:
+        return [t for (t,) in conn.execute('SELECT "timestamp" FROM events ORDER BY "offset"')]
+
+
+def test_a_file_bigger_than_the_sort_buffer_is_sorted_on_disk_to_the_same_result(
+    tmp_path: Path,
+) -> None:
+    """600 shuffled rows through a sort buffer of 64 (sorted runs on disk, merged) and
+    batches of 50 give what the same file gives sorted in memory: the log in timestamp
+    order, the same counts, rejected rows and learnt preferences."""
+    import random
+
+    rng = random.Random(11)
+    start = NOW - 20 * DAY
+    rows: list[dict[str, Any]] = []
+    for i in range(600):
+        row: dict[str, Any] = {
+            "user_id": f"u{i % 30}",
+            "item_id": f"m{rng.randrange(80)}",
+            "type": "rating" if i % 3 else "click",
+            "timestamp": start + rng.random() * 19 * DAY,
+        }
+        if row["type"] == "rating":
+            row["value"] = 9 if i % 97 == 0 else rng.randint(1, 5)  # 9: refused by ingestion
+        if i % 89 == 0:
+            del row["timestamp"]  # refused by decoding
+        rows.append(row)
+    rng.shuffle(rows)
+    history = tmp_path / "big.jsonl"
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rejected = tmp_path / "big.jsonl.rejected.jsonl"
+
+    results = []
+    for name, extra in (("disk", ["--sort-buffer", "64", "--batch-size", "50"]), ("memory", [])):
+        work = tmp_path / name
+        work.mkdir()
+        config = _config(work)
+        summary = _import(str(history), "--config", str(config), *extra)
+        rejects = [json.loads(line) for line in rejected.read_text().splitlines()]
+        prefs = asyncio.run(_get(load_settings(config), "/users/u7/preferences"))
+        results.append((summary, rejects, prefs, _events_in_log_order(work / "recloop.db")))
+    (disk, disk_rejects, disk_prefs, disk_log), (memory, memory_rejects, memory_prefs, _) = results
+
+    assert disk["sorted_runs"] == 600 // 64 and memory["sorted_runs"] == 0
+    assert disk["rows"] == 600
+    assert disk_log == sorted(disk_log) and len(disk_log) == disk["accepted"]
+    ignore = {"seconds", "cpu_seconds", "rows_per_second", "sorted_runs"}
+    assert {k: v for k, v in disk.items() if k not in ignore} == {
+        k: v for k, v in memory.items() if k not in ignore
+    }
+    assert set(disk["rejected_by_reason"]) == {"timestamp", "value"}
+    assert [r["row"] for r in disk_rejects] == sorted(r["row"] for r in disk_rejects)
+    assert len(disk_rejects) == disk["rejected"] and disk_rejects == memory_rejects
+    disk_prefs.pop("updated_at"), memory_prefs.pop("updated_at")  # the wall clock's
+    assert disk_prefs == memory_prefs
+
+
+def test_a_parquet_file_is_read_in_record_batches(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recloop.importing.rows import PARQUET_BATCH
+
+    n = PARQUET_BATCH + 1_500
+    start = NOW - 5 * DAY
+    table = pa.table(
+        {
+            "user_id": [f"p{i % 50}" for i in range(n)],
+            "item_id": [f"i{(i * 31) % 997}" for i in range(n)],
+            "type": ["view"] * n,
+            "timestamp": [start + (n - i) * 10.0 for i in range(n)],  # newest first
+        }
+    )
+    path = tmp_path / "views.parquet"
+    pq.write_table(table, path, row_group_size=n)
+    config = _config(tmp_path)
+    summary = _import(str(path), "--config", str(config), "--sort-buffer", "4000")
+    assert (summary["rows"], summary["accepted"], summary["rejected"]) == (n, n, 0)
+    assert summary["sorted_runs"] == n // 4000
+    log = _events_in_log_order(tmp_path / "recloop.db")
+    assert log == sorted(log) and len(log) == n

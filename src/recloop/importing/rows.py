@@ -12,6 +12,9 @@ what the API does; it also needs a ``timestamp`` (history is judged by its own).
 A row without ``event_id`` gets one derived from the file's name, the row's number
 and its content (:func:`derived_event_id`): importing the same file again makes the
 same ids, which the event log then refuses as duplicates.
+
+:func:`read` streams a file: one row at a time (Parquet: record batches of
+:data:`PARQUET_BATCH` rows), so a file of any size is read in bounded memory.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -36,25 +39,24 @@ _canonical: Final = msgspec.json.Encoder(order="sorted", enc_hook=str)
 FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
+PAST_HEADER: Final = "(cells past the header)"
+PARQUET_BATCH: Final = 8_192
+"""Rows of a Parquet file read at a time."""
+
+Raw = bytes | dict[str, Any]
+"""A row as read, kept for the rejected rows' file: a JSON Lines line's bytes, or a CSV
+or Parquet record."""
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One decoded row: where it came from, and its event (or why it has none)."""
 
-    file: str
-    """The path as given (the rejected rows are written beside it)."""
     number: int
     """1-based: the line of a JSON Lines file, the record of a CSV or Parquet file."""
-    raw: Mapping[str, Any]
+    raw: Raw
     event: FeedbackWire | None
     error: InvalidInput | None = None
-
-
-@dataclass(slots=True)
-class Reading:
-    """The rows of one file, and the columns that were no API field."""
-
-    rows: list[Row] = field(default_factory=list)
-    ignored: set[str] = field(default_factory=set)
 
 
 def parse_mapping(items: list[str]) -> dict[str, str]:
@@ -80,21 +82,30 @@ def format_of(path: Path) -> str:
     return found
 
 
-def read(path: Path, mapping: Mapping[str, str]) -> Reading:
-    """Every row of ``path`` decoded (errors per row; an unreadable file raises OSError
-    or ValueError)."""
+def read(path: Path, mapping: Mapping[str, str], ignored: set[str]) -> Iterator[Row]:
+    """Each row of ``path``, decoded (errors per row), as it is read; the columns that
+    are no API field are added to ``ignored``. An unreadable file raises OSError or
+    ValueError (when the rows are iterated)."""
     kind = format_of(path)
-    reading = Reading()
     records = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[kind](path)
-    for number, record in enumerate(records, start=1):
+    flat, strict = kind != "jsonl", kind == "jsonl"
+    for number, (raw, record) in enumerate(records, start=1):
         if isinstance(record, InvalidInput):
-            reading.rows.append(Row(str(path), number, {}, None, record))
+            yield Row(number, raw, None, record)
             continue
-        renamed = _renamed(record, mapping, reading.ignored, flat=kind != "jsonl")
-        reading.rows.append(
-            _decode(str(path), path.name, number, record, renamed, strict=kind == "jsonl")
-        )
-    return reading
+        renamed = _renamed(record, mapping, ignored, flat=flat)
+        yield _decode(path.name, number, raw, record, renamed, strict=strict)
+
+
+def raw_record(raw: Raw) -> Any:
+    """A row as read, for the rejected rows' file: the JSON value of a line (its text if
+    it is no JSON), or the record."""
+    if isinstance(raw, bytes):
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return raw.decode("utf-8", "replace").rstrip("\r\n")
+    return raw
 
 
 def derived_event_id(file: str, number: int, record: Mapping[str, Any]) -> str:
@@ -113,9 +124,9 @@ def derived_event_id(file: str, number: int, record: Mapping[str, Any]) -> str:
 
 
 def _decode(
-    file: str,
     name: str,
     number: int,
+    raw: Raw,
     record: Mapping[str, Any],
     renamed: dict[str, Any],
     strict: bool,
@@ -124,16 +135,16 @@ def _decode(
     try:
         event = msgspec.convert(renamed, FeedbackWire, strict=strict)
     except msgspec.ValidationError as exc:
-        return Row(file, number, record, None, error_of(exc))
+        return Row(number, raw, None, error_of(exc))
     problem = id_error(event)
     if problem is not None:
-        return Row(file, number, record, None, problem)
+        return Row(number, raw, None, problem)
     if event.timestamp is None:
         missing = InvalidInput("timestamp", "an imported event needs its timestamp")
-        return Row(file, number, record, None, missing)
+        return Row(number, raw, None, missing)
     if event.event_id is None:
         event.event_id = derived_event_id(name, number, record)
-    return Row(file, number, record, event)
+    return Row(number, raw, event)
 
 
 def _renamed(
@@ -142,8 +153,8 @@ def _renamed(
     """The record with the API's names, nested; empty CSV cells and nulls left out."""
     out: dict[str, Any] = {}
     for name, value in record.items():
-        if not isinstance(name, str):  # a CSV row with more cells than the header
-            ignored.add("(cells past the header)")
+        if name == PAST_HEADER:
+            ignored.add(PAST_HEADER)
             continue
         if value is None or (flat and value == ""):
             continue
@@ -166,24 +177,27 @@ def _renamed(
     return out
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any] | InvalidInput]:
+def _jsonl(path: Path) -> Iterator[tuple[Raw, dict[str, Any] | InvalidInput]]:
     decoder = msgspec.json.Decoder(dict[str, Any])
     with path.open("rb") as lines:
         for line in lines:
             if not line.strip():
                 continue
             try:
-                yield decoder.decode(line)
+                yield line, decoder.decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                yield InvalidInput("", f"not a JSON object: {exc}")
+                yield line, InvalidInput("", f"not a JSON object: {exc}")
 
 
-def _csv(path: Path) -> Iterator[dict[str, Any] | InvalidInput]:
+def _csv(path: Path) -> Iterator[tuple[Raw, dict[str, Any] | InvalidInput]]:
     with path.open(newline="", encoding="utf-8") as text:
-        yield from csv.DictReader(text)
+        for record in csv.DictReader(text):
+            if None in record:  # more cells than the header: kept under a name of their own
+                record[PAST_HEADER] = record.pop(None)
+            yield record, record
 
 
-def _parquet(path: Path) -> Iterator[dict[str, Any] | InvalidInput]:
+def _parquet(path: Path) -> Iterator[tuple[Raw, dict[str, Any] | InvalidInput]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -191,5 +205,6 @@ def _parquet(path: Path) -> Iterator[dict[str, Any] | InvalidInput]:
             f"{path}: reading Parquet needs pyarrow: uv sync --extra parquet "
             "(or pip install 'recloop[parquet]')"
         ) from None
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
-        yield from batch.to_pylist()
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):
+        for record in batch.to_pylist():
+            yield record, record

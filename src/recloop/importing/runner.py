@@ -1,58 +1,86 @@
 """``recloop import``: history through the same ingestion, dedupe and learning as the API.
 
-The rows of every file are decoded (``importing.rows``), sorted by timestamp (ties
-in file and row order), and submitted in batches to an ``IngestService`` wired like
-the API's: the same domain checks, the blocked users refused, the same event log
-(its ``event_id`` dedupe), processor, guard and experiments. Embedded, this process
-applies them itself (the server must be stopped: the event log has one writer);
-distributed (``event_log.kind: kafka``), they go to the topic and the workers apply
-them, and tell duplicates apart (so every sent event is counted accepted here).
+The rows of every file are streamed and decoded (``importing.rows``), sorted by
+timestamp (ties in file and row order) in bounded memory (``importing.sorting``: at
+most ``sort_buffer`` rows held, sorted runs on disk beyond that), and submitted in
+batches to an ``IngestService`` wired like the API's: the same domain checks, the
+blocked users refused, the same event log (its ``event_id`` dedupe), the same group
+commit and processor (a batch goes through the columnar apply rounds exactly as a
+``POST /feedback`` batch does), guard and experiments. Embedded, this process
+applies them itself and holds the database's writer lock
+(``adapters.sql.writer_lock``): a running ``recloop serve`` holds it too, and the
+import refuses to start beside it.
+
+Distributed (``event_log.kind: kafka``), the events go to the topic and the workers
+apply them. The topic does not tell duplicates, so before each batch is sent the
+import asks the workers' archive (the ``events`` table) which of its event ids it
+holds: those, and ids repeated within the batch, are counted as duplicates and not
+sent; ``accepted`` counts the events appended to the topic. An event sent earlier in
+the same import and not archived yet when its duplicate is sent is counted accepted
+here, and skipped by the workers (their ``recloop_worker_events`` metric counts it
+``duplicate``).
 
 Time: history is judged by its own timestamps, not as a burst arriving now.
 
 - Per-request rate limits are not applied: they meter clients of the API, and an
   import is an operator's command with the store's own configuration.
 - The guard's clock is the import's event time (the latest timestamp submitted),
-  so its judgements, hard rules (a flood within one second of a user's event
-  timestamps) and sweeps see the history as it happened. At the end, every user
-  with unjudged evidence is judged (as of the last event plus
-  ``spam.judge_within_seconds``). Embedded only: distributed, the workers' guards
-  judge the events they apply, on their own clocks.
+  so its judgements (after 20, 40, 80... events, again after ``min_new_events``
+  once ``judge_every_seconds`` of history passed) and hard rules (a flood within one
+  second of a user's event timestamps) see the history as it happened. Its periodic
+  sweep, which runs on the wall clock, is stopped: how many sweeps an import met
+  would depend on the machine's speed, and each judges every user with new evidence.
+  At the end, every user with unjudged evidence is judged (as of the last event plus
+  ``spam.judge_within_seconds``), and the population norms and groups are refreshed
+  as a sweep does. Embedded only: distributed, the workers' guards judge the events
+  they apply, on their own clocks.
 
 Historical slates: rows of type ``impression`` that name an
 ``attribution.impression_id`` (and ``attribution.algorithm``) are what a user was
-shown together. Each slate is ranked once by a ranker built as ``POST .../rank``'s,
+shown together: the rows of one id within :data:`SLATE_SECONDS` of its first (a later
+row of the id is imported as an event, not added to the slate). Each slate is ranked
+once, when the stream has passed it, by a ranker built as ``POST .../rank``'s,
 without experiments (history exposes nobody to today's experiments): the user's
-state as of its batch, the row's ``context.score`` (else its order) as the
-algorithm's score. It is logged under its historical id with the features a click
-model trains on, so that clicks naming the id label it and ``recloop train`` can fit
-a first model from history alone (``created_at``: the slate's time, so that
-training takes the slates of its last ``learning.training_days``). A slate whose
-first impression event is a duplicate (imported before) is left alone. The ranker
-explores as ``rank`` does: the logged order (the ``position`` feature) is the
-ranker's, not the history's.
+state as of the batch that completes it, the row's ``context.score`` (else its
+order) as the algorithm's score. It is logged under its historical id with the
+features a click model trains on, so that clicks naming the id label it and
+``recloop train`` can fit a first model from history alone (``created_at``: the
+slate's time, so that training takes the slates of its last
+``learning.training_days``). A slate whose first impression event is a duplicate
+(imported before) is left alone. The ranker explores as ``rank`` does: the logged
+order (the ``position`` feature) is the ranker's, not the history's.
+
+Memory: ``sort_buffer`` rows while reading; while importing, one frame of each
+sorted run, the processor's bounded queue, the open slates and one id per slate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
+from sqlalchemy import select
 
+from recloop.adapters.sql import SqlDatabase
+from recloop.adapters.sql.tables import events
+from recloop.adapters.sql.writer_lock import WriterLock
 from recloop.api.wire import FeedbackWire
 from recloop.config import Settings
 from recloop.container import Container, build_container, check_dims, rank_config
 from recloop.core.ranking import Candidate, credited
-from recloop.importing.rows import Row, read
+from recloop.importing.rows import Raw, raw_record, read
+from recloop.importing.sorting import ExternalSort
 from recloop.learning.training import IMPORTED
 from recloop.ports import Impression, StateStore
 from recloop.services.batching import GroupCommit
@@ -60,6 +88,7 @@ from recloop.services.ingest import EventOutcome, IngestService
 from recloop.services.ranking import Ranker
 from recloop.services.vectors import ItemVectors
 
+_ARCHIVE_CHUNK: Final = 5_000
 SLATE_KEY: Final = "recloop_import_impression_id"
 SLATE_AT: Final = "recloop_import_shown_at"
 """Carry a slate's historical id and time from the import to its impression writer."""
@@ -81,7 +110,12 @@ class Summary:
     ignored_columns: list[str] = field(default_factory=list)
     rejects_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """The import's CPU time in this process, all threads (``time.process_time``): on a
+    machine shared with other work, rows per CPU second say more than rows per second."""
     distributed: bool = False
+    sorted_runs: int = 0
+    """Sorted runs written to disk (0: the rows fitted in the sort buffer)."""
     spooled: int = 0
     """Distributed: accepted events still in the import's spool (Kafka unreachable at
     the end); the next ``recloop import`` with the same config sends them first."""
@@ -104,8 +138,10 @@ class Summary:
             "ignored_columns": self.ignored_columns,
             "rejects_files": self.rejects_files,
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
             "distributed": self.distributed,
+            "sorted_runs": self.sorted_runs,
             "spooled": self.spooled,
         }
 
@@ -127,63 +163,174 @@ Progress = Callable[[int], None]
 """Told how many more rows were done."""
 
 
+Entry = tuple[float, int, int, int, FeedbackWire, Raw]
+"""A decoded row on its way to ingestion: its timestamp and sequence number (the sort
+key: ties in file and row order), the file's index, the row's number, the event, the
+row as read."""
+Rejected = tuple[int, int, str, str | None, str, Raw]
+"""A rejected row: the file's index, the row's number, the status, the field refused,
+the message, the row as read."""
+
+SORT_BUFFER: Final = 100_000
+"""Rows held in memory to sort (more are sorted in runs on disk: ``importing.sorting``)."""
+READ_STEP: Final = 10_000
+"""Rows read between two reports to ``on_read``."""
+SLATE_SECONDS: Final = 60.0
+"""A historical slate is the impression rows of its id within this long of its first."""
+
+
 async def run_import(
     settings: Settings,
     paths: Sequence[Path],
     mapping: dict[str, str],
-    batch_size: int = 2_000,
+    batch_size: int = 5_000,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    sort_buffer: int = SORT_BUFFER,
+    on_read: Progress | None = None,
 ) -> Summary:
-    """Import ``paths``; the summary. Raises OSError or ValueError for an unreadable file."""
+    """Import ``paths``; the summary. ``on_read`` is told the rows read (every
+    :data:`READ_STEP`), ``on_total`` how many there are once all are read and sorted,
+    ``progress`` the rows imported.
+
+    Raises OSError or ValueError for an unreadable file, and
+    :class:`~recloop.adapters.sql.writer_lock.WriterBusy` when another process (a
+    running ``recloop serve``) writes the embedded database.
+    """
     summary = Summary([str(p) for p in paths], distributed=settings.event_log.kind == "kafka")
-    started = time.perf_counter()
-    rows: list[Row] = []
+    started, cpu_started = time.perf_counter(), time.process_time()
+    lock = None
+    if not summary.distributed:  # embedded: this process writes the database
+        lock = WriterLock.of(settings.storage.url, "recloop import")
+    if lock is not None:
+        lock.acquire()
+    try:
+        with tempfile.TemporaryDirectory(prefix="recloop-import-") as tmp:
+            spill = Path(tmp)
+            rejects: ExternalSort[Rejected] = ExternalSort(spill, "rejected", sort_buffer, Rejected)
+            ordered = _read_all(paths, mapping, summary, rejects, spill, sort_buffer, on_read)
+            if on_total is not None:
+                on_total(summary.rows)
+            if progress is not None and rejects.count:
+                progress(rejects.count)
+            await _ingest(settings, ordered, summary, rejects, batch_size, progress)
+            summary.rejects_files = _write_rejects(paths, rejects)
+    finally:
+        if lock is not None:
+            lock.release()
+    summary.seconds = time.perf_counter() - started
+    summary.cpu_seconds = time.process_time() - cpu_started
+    return summary
+
+
+def _read_all(
+    paths: Sequence[Path],
+    mapping: dict[str, str],
+    summary: Summary,
+    rejects: ExternalSort[Rejected],
+    spill: Path,
+    sort_buffer: int,
+    on_read: Progress | None,
+) -> ExternalSort[Entry]:
+    """Every row of ``paths`` read and decoded: the events into an external sort by
+    timestamp, the rows refused by decoding into ``rejects``."""
+    ordered: ExternalSort[Entry] = ExternalSort(spill, "events", sort_buffer, Entry)
     ignored: set[str] = set()
-    per_file: dict[str, tuple[Path, list[tuple[Row, dict[str, Any]]]]] = {}
-    for path in paths:
-        reading = read(path, mapping)
-        rows += reading.rows
-        ignored |= reading.ignored
-        per_file[str(path)] = (path, [])
-    summary.rows = len(rows)
+    seq = 0
+    for index, path in enumerate(paths):
+        for row in read(path, mapping, ignored):
+            seq += 1
+            if on_read is not None and seq % READ_STEP == 0:
+                on_read(READ_STEP)
+            event = row.event
+            if event is None:
+                error = row.error
+                assert error is not None
+                rejects.add((index, row.number, "rejected", error.field, error.message, row.raw))
+                summary.rejected[error.field or "row"] += 1
+            else:
+                ordered.add((_seconds(event.timestamp), seq, index, row.number, event, row.raw))
+    summary.rows = seq
     summary.ignored_columns = sorted(ignored)
-    if on_total is not None:
-        on_total(len(rows))
-    good: list[tuple[float, int, Row]] = []
-    for order, row in enumerate(rows):
-        if row.event is None:
-            assert row.error is not None
-            _reject(summary, per_file, row, "rejected", row.error.field, row.error.message)
-        else:
-            good.append((_seconds(row.event.timestamp), order, row))
-    if progress is not None and len(good) < len(rows):
-        progress(len(rows) - len(good))
-    good.sort(key=lambda entry: (entry[0], entry[1]))
-    if good:
-        summary.first_timestamp, summary.last_timestamp = good[0][0], good[-1][0]
-    clock = EventClock(good[0][0] if good else time.time())
+    summary.sorted_runs = ordered.runs
+    return ordered
+
+
+def _batches(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    """``entries`` in lists of ``size`` (the last one shorter)."""
+    while batch := list(itertools.islice(entries, size)):
+        yield batch
+
+
+async def _ingest(
+    settings: Settings,
+    ordered: ExternalSort[Entry],
+    summary: Summary,
+    rejects: ExternalSort[Rejected],
+    batch_size: int,
+    progress: Progress | None,
+) -> None:
+    """Submit the events in timestamp order, in batches; count their outcomes."""
+    stream = ordered.sorted()
+    first = next(stream, None)
+    clock = EventClock(first[0] if first is not None else time.time())
     session = _Session(settings, clock)
     await session.start()
+    slates = _OpenSlates()
     try:
-        slates = _slates(row for _, _, row in good)
-        for start in range(0, len(good), batch_size):
-            chunk = good[start : start + batch_size]
-            clock.advance(chunk[-1][0])
-            batch = [row for _, _, row in chunk]
-            events = [r.event for r in batch if r.event is not None]
-            outcomes = await session.ingest.submit(events, "import")
-            for row, outcome in zip(batch, outcomes, strict=True):
-                _count(summary, per_file, row, outcome)
-            summary.slates += await session.log_slates(batch, outcomes, slates)
-            if progress is not None:
-                progress(len(batch))
+        if first is not None:
+            summary.first_timestamp = first[0]
+            for batch in _batches(itertools.chain((first,), stream), batch_size):
+                clock.advance(batch[-1][0])
+                outcomes = await session.submit([entry[4] for entry in batch])
+                for entry, outcome in zip(batch, outcomes, strict=True):
+                    _count(summary, rejects, entry, outcome)
+                slates.add(batch, outcomes)
+                summary.slates += await session.log_slates(slates.due(batch[-1][0]))
+                summary.last_timestamp = batch[-1][0]
+                if progress is not None:
+                    progress(len(batch))
+            summary.slates += await session.log_slates(slates.due(None))
     finally:
         await session.stop(summary.last_timestamp)
     summary.spooled = session.spooled
-    summary.rejects_files = _write_rejects(per_file)
-    summary.seconds = time.perf_counter() - started
-    return summary
+
+
+class _OpenSlates:
+    """The historical slates being gathered from the time-ordered stream: a slate is its
+    impression rows within :data:`SLATE_SECONDS` of its first; it is due once the
+    stream has passed that. Memory: the open slates, and one id per slate seen (a later
+    row of a slate already due is imported as an event, not added to it)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[float, bool, list[FeedbackWire]]] = {}
+        self._seen: set[str] = set()
+
+    def add(self, batch: Sequence[Entry], outcomes: Sequence[EventOutcome]) -> None:
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            event = entry[4]
+            key = _slate_id(event)
+            if key is None:
+                continue
+            held = self._open.get(key)
+            if held is not None:
+                held[2].append(event)
+            elif key not in self._seen:
+                self._seen.add(key)
+                # not accepted (a duplicate): the slate was imported before, left alone
+                self._open[key] = (entry[0], outcome.status == "accepted", [event])
+
+    def due(self, now: float | None) -> list[tuple[str, list[FeedbackWire]]]:
+        """The slates complete at ``now`` (all of them for None) whose first impression
+        was accepted; the others due are dropped."""
+        due = []
+        for key, (first, accepted, shown) in list(self._open.items()):
+            if now is not None and first + SLATE_SECONDS >= now:
+                break  # opened in time order: the rest are later
+            del self._open[key]
+            if accepted:
+                due.append((key, shown))
+        return due
 
 
 class _Session:
@@ -229,7 +376,6 @@ class _Session:
             else None,
             algorithms=tuple(settings.bandit.algorithms),
         )
-        self._seen_slates: set[str] = set()
         self.spooled = 0
         """Distributed: events left in the import's spool (Kafka was unreachable)."""
 
@@ -245,6 +391,10 @@ class _Session:
         await c.optimizer.start()
         await c.experiments.start()
         await c.guard.start()
+        if not c.distributed:
+            # No sweeps on the wall clock: how often they ran would depend on the
+            # machine's speed (module docstring); the users left are judged at the end.
+            await c.guard.stop()
         if c.learning is not None:
             await c.learning.start(background=False)
         if c.distributed:
@@ -277,32 +427,39 @@ class _Session:
         if c.db is not None:
             await c.db.dispose()
 
-    async def log_slates(
-        self,
-        batch: list[Row],
-        outcomes: list[EventOutcome],
-        slates: dict[str, list[FeedbackWire]],
-    ) -> int:
-        """Rank and log the historical slates whose first impression is in ``batch``
-        and was accepted (a duplicate: the slate was imported before); how many.
+    async def submit(self, events: list[FeedbackWire]) -> list[EventOutcome]:
+        """Submit ``events`` to ingestion; each one's outcome.
+
+        Distributed, the log (Kafka) does not tell duplicates: the events whose id the
+        workers have archived already (imported or sent before), or that come again
+        within the batch, are reported as duplicates and not sent (module docstring).
+        """
+        c = self.container
+        if not c.distributed or c.db is None:
+            return await self.ingest.submit(events, "import")
+        known = await _archived(c.db, [e.event_id for e in events if e.event_id is not None])
+        outcomes: list[EventOutcome | None] = []
+        fresh: list[FeedbackWire] = []
+        for event in events:
+            if event.event_id in known:
+                outcomes.append(EventOutcome(event.event_id, "duplicate"))
+            else:
+                if event.event_id is not None:
+                    known.add(event.event_id)
+                outcomes.append(None)
+                fresh.append(event)
+        sent = iter(await self.ingest.submit(fresh, "import") if fresh else [])
+        return [outcome if outcome is not None else next(sent) for outcome in outcomes]
+
+    async def log_slates(self, due: list[tuple[str, list[FeedbackWire]]]) -> int:
+        """Rank and log the historical slates ``due`` (:class:`_OpenSlates`); how many.
 
         Distributed, duplicates are told apart by the workers only: the store says
         whether a slate was logged before.
         """
         c = self.container
-        due = []
-        for row, outcome in zip(batch, outcomes, strict=True):
-            event = row.event
-            assert event is not None
-            key = _slate_id(event)
-            if key is None or key in self._seen_slates:
-                continue
-            self._seen_slates.add(key)
-            if outcome.status != "accepted":
-                continue
-            if c.distributed and await c.store.get_impression(key) is not None:
-                continue
-            due.append((key, slates[key]))
+        if c.distributed:
+            due = [(key, shown) for key, shown in due if await c.store.get_impression(key) is None]
         ranked = await asyncio.gather(*(self._rank(key, shown) for key, shown in due))
         return sum(ranked)
 
@@ -364,16 +521,6 @@ def _slate_id(event: FeedbackWire) -> str | None:
     return a.impression_id
 
 
-def _slates(rows: Any) -> dict[str, list[FeedbackWire]]:
-    """The historical slates: each impression id's impression events, in time order."""
-    found: dict[str, list[FeedbackWire]] = {}
-    for row in rows:
-        key = _slate_id(row.event)
-        if key is not None:
-            found.setdefault(key, []).append(row.event)
-    return found
-
-
 def _seconds(timestamp: datetime | float | None) -> float:
     if isinstance(timestamp, datetime):
         return timestamp.timestamp()
@@ -382,10 +529,7 @@ def _seconds(timestamp: datetime | float | None) -> float:
 
 
 def _count(
-    summary: Summary,
-    per_file: dict[str, tuple[Path, list[tuple[Row, dict[str, Any]]]]],
-    row: Row,
-    outcome: EventOutcome,
+    summary: Summary, rejects: ExternalSort[Rejected], entry: Entry, outcome: EventOutcome
 ) -> None:
     if outcome.status == "accepted":
         summary.accepted += 1
@@ -394,21 +538,20 @@ def _count(
     else:
         error = outcome.error or {}
         reason = "blocked" if outcome.status == "blocked" else error.get("field")
-        _reject(summary, per_file, row, outcome.status, reason, str(error.get("message")))
+        summary.rejected[reason or "row"] += 1
+        message = str(error.get("message"))
+        rejects.add((entry[2], entry[3], outcome.status, reason or None, message, entry[5]))
 
 
-def _reject(
-    summary: Summary,
-    per_file: dict[str, tuple[Path, list[tuple[Row, dict[str, Any]]]]],
-    row: Row,
-    status: str,
-    reason: str | None,
-    message: str,
-) -> None:
-    summary.rejected[reason or "row"] += 1
-    per_file[row.file][1].append(
-        (row, {"status": status, "field": reason or None, "message": message})
-    )
+async def _archived(db: SqlDatabase, ids: list[str]) -> set[str]:
+    """Which of ``ids`` the workers' archive (the ``events`` table) holds."""
+    found: set[str] = set()
+    async with db.read() as conn:
+        for start in range(0, len(ids), _ARCHIVE_CHUNK):
+            chunk = ids[start : start + _ARCHIVE_CHUNK]
+            rows = await conn.execute(select(events.c.event_id).where(events.c.event_id.in_(chunk)))
+            found.update(str(key) for (key,) in rows)
+    return found
 
 
 def import_spool_path(spool_path: str) -> str:
@@ -426,23 +569,38 @@ def rejects_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.rejected.jsonl")
 
 
-def _write_rejects(
-    per_file: dict[str, tuple[Path, list[tuple[Row, dict[str, Any]]]]],
-) -> list[str]:
-    """One file of rejected rows beside each input that had some (an older one of an
-    input with none now is removed); their paths."""
+def _write_rejects(paths: Sequence[Path], rejects: ExternalSort[Rejected]) -> list[str]:
+    """One file of rejected rows beside each input that had some, in row order (an
+    older one of an input with none now is removed); their paths."""
     written = []
-    for path, rejected in per_file.values():
+    out: IO[str] | None = None
+    current = -1
+    try:
+        for index, number, status, reason, message, raw in rejects.sorted():
+            if index != current:
+                if out is not None:
+                    out.close()
+                current = index
+                target = rejects_path(paths[index])
+                out = target.open("w", encoding="utf-8")
+                written.append(str(target))
+            line = {
+                "row": number,
+                "status": status,
+                "field": reason,
+                "message": message,
+                "record": raw_record(raw),
+            }
+            assert out is not None
+            out.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    for path in paths:
         target = rejects_path(path)
-        if not rejected:
+        if str(target) not in written:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
-            continue
-        with target.open("w", encoding="utf-8") as out:
-            for row, why in sorted(rejected, key=lambda entry: entry[0].number):
-                line = {"row": row.number, **why, "record": dict(row.raw)}
-                out.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
-        written.append(str(target))
     return written
 
 
