@@ -30,8 +30,8 @@ KEY, KEY_SHA = new_key()
 DOMAIN_RULES = {
     # a timestamp at most feedback.max_future_seconds ahead, and within datetime's range
     "^/api/v1/learning/feedback$": "timestamp not in the future",
-    # a vector is not all zero, attributes' features do not cancel out
-    "^/api/v1/learning/items": "vector not all zero",
+    # an item's attributes' hashed features do not cancel out
+    "^/api/v1/learning/items": "features do not cancel out",
     # the algorithm must be one of bandit.algorithms
     "^/api/v1/learning/algorithm-performance$": "known algorithm",
     "^/api/v1/learning/algorithms/": "known algorithm",

@@ -159,9 +159,11 @@ def name_algorithms(document: dict[str, Any], algorithms: Sequence[str]) -> None
 
 
 def state_dimension(document: dict[str, Any], dim: int) -> None:
-    """The configured ``vectors.dim`` as the length of every item vector a request sends."""
+    """The configured ``vectors.dim`` as the length of every item vector a request sends,
+    and the rule that not every number is 0."""
     for model in ("ItemIn", "ItemWithIdIn"):
         vector = document["components"]["schemas"][model]["properties"]["vector"]
         for option in vector.get("anyOf", [vector]):
             if option.get("type") == "array":
                 option.update(minItems=dim, maxItems=dim)
+                option["not"] = {"items": {"const": 0}}

@@ -492,7 +492,17 @@ class PerformanceIn(_In):
         return self
 
 
+def _report_id_on_the_batch(schema: dict[str, Any]) -> None:
+    """``PerformanceBatchIn``'s "report_id once, on the batch", in the JSON schema too."""
+    records = schema["properties"]["records"]
+    records["items"] = {
+        "allOf": [records["items"], {"properties": {"report_id": {"type": "null"}}}]
+    }
+
+
 class PerformanceBatchIn(_In):
+    model_config = ConfigDict(json_schema_extra=_report_id_on_the_batch)
+
     records: Annotated[list[PerformanceIn], Field(min_length=1, max_length=1000)]
     report_id: Id | None = Field(None, description="Idempotency key: a report is applied once.")
 
