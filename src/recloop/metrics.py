@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from recloop.core.events import FEEDBACK_TYPES
 from recloop.core.stats import srm_test
+from recloop.services.refusals import KINDS as REFUSED_KINDS
 
 if TYPE_CHECKING:
     from recloop.container import Container
@@ -265,6 +266,14 @@ def _processor(p: Processor) -> Iterator[Metric]:
         "Apply rounds that failed in an unforeseen way (a bug; their events dead-lettered).",
         value=p.crashes,
     )
+    refused = CounterMetricFamily(
+        "recloop_checkpoint_rows_refused",
+        "Checkpoint rows the state store refused for good, quarantined (the rest committed).",
+        labels=["kind"],
+    )
+    for kind in REFUSED_KINDS:
+        refused.add_metric([kind], p.quarantine.counts[kind])
+    yield refused
 
 
 def _algorithms(rows: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:

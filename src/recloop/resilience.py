@@ -25,7 +25,10 @@ only an operation whose second run leaves the same effect as the first, an
   optimizer's counts, the experiments' sums) are *added*, so each commit carries a
   commit id stored in the same transaction: a retry of a commit that went through
   but whose answer was lost finds its id and does nothing. A dead letter retried
-  after such a loss is stored twice.
+  after such a loss is stored twice. An error that is not the dependency being
+  unavailable (:func:`unavailable`) and repeats is the data failing, not the store:
+  the event is dead-lettered (or, in a commit, the rows the store refuses are
+  quarantined, :mod:`recloop.services.refusals`) and the stream moves on.
 
 Not retried (the caller decides): appending to the event log (``POST /feedback``
 answers 503 and the client sends again, with the same ``event_id``s if it gave

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(560)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,6 @@ def test_call_sequences_conform_to_the_schema() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=380,
+        timeout=540,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]

@@ -51,13 +51,23 @@ async def create_and_start(app: Running, body: dict = EXPERIMENT) -> None:
 
 async def test_lifecycle_and_reshuffle_protection(app: Running) -> None:
     await create_and_start(app)
-    assert (await app.client.post("/experiments/exp-ctr/start")).status_code == 422
+    # State refusals are 409s naming the state; an invalid body stays a 422.
+    r = await app.client.post("/experiments/exp-ctr/start")
+    assert r.status_code == 409, r.text
+    assert r.json() == {"detail": "cannot start an experiment that is running", "state": "running"}
+    r = await app.client.post("/experiments", json=EXPERIMENT)
+    assert (r.status_code, r.json()["state"]) == (409, "exists"), r.text
     r = await app.client.patch("/experiments/exp-ctr", json={"seed": "other"})
-    assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["body", "seed"]
+    assert (r.status_code, r.json()["state"]) == (409, "running"), r.text
+    assert "cannot change seed" in r.json()["detail"]
+    r = await app.client.patch("/experiments/exp-ctr", json={"traffic_allocation": 2})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "traffic_allocation"]
     ramp = await app.client.patch("/experiments/exp-ctr", json={"traffic_allocation": 0.5})
     assert ramp.json()["traffic_allocation"] == 0.5
     assert (await app.client.post("/experiments/exp-ctr/stop")).json()["status"] == "stopped"
+    r = await app.client.post("/experiments/exp-ctr/stop")
+    assert (r.status_code, r.json()["state"]) == (409, "stopped"), r.text
+    assert (await app.client.get("/experiments/exp-ctr")).json()["status"] == "stopped"
     listed = (await app.client.get("/experiments")).json()
     assert [e["experiment_id"] for e in listed] == ["exp-ctr"]
     assert (await app.client.get("/experiments/nope")).status_code == 404
@@ -144,6 +154,72 @@ async def test_bad_definitions_are_422_naming_the_field(
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][: len(loc)] == loc
     assert (await app.client.get("/experiments")).json() == []
+
+
+@pytest.mark.parametrize(
+    ("metric", "loc", "kind"),
+    [
+        ({"name": "m", "type": "binomial"}, ["body", "metrics", 0, "event"], "missing"),
+        (
+            {"name": "m", "type": "ratio", "numerator": "click"},
+            ["body", "metrics", 0, "denominator"],
+            "missing",
+        ),
+        (
+            {"name": "m", "type": "ratio", "numerator": "click", "denominator": "view",
+             "event": "click"},
+            ["body", "metrics", 0, "event"],
+            "extra_forbidden",
+        ),
+        (
+            {"name": "m", "type": "binomial", "event": "click", "aggregate": "sum"},
+            ["body", "metrics", 0, "aggregate"],
+            "extra_forbidden",
+        ),
+        ({"name": "m", "event": "click"}, ["body", "metrics", 0, "type"], "union_tag_not_found"),
+        (
+            {"name": "m", "type": "mean", "event": "click"},
+            ["body", "metrics", 0, "type"],
+            "union_tag_invalid",
+        ),
+    ],
+)  # fmt: skip
+async def test_a_metric_takes_the_fields_of_its_type_and_the_422_names_the_field(
+    app: Running, metric: dict, loc: list, kind: str
+) -> None:
+    r = await app.client.post("/experiments", json={**EXPERIMENT, "metrics": [metric]})
+    assert r.status_code == 422, r.text
+    assert [(e["loc"], e["type"]) for e in r.json()["detail"]] == [(loc, kind)]
+    assert (await app.client.get("/experiments")).json() == []
+
+
+async def test_the_document_states_each_metric_type_s_fields(app: Running) -> None:
+    document = (await app.client.get(str(app.client.base_url.join("/openapi.json")))).json()
+    schemas = document["components"]["schemas"]
+    metrics = schemas["ExperimentIn"]["properties"]["metrics"]["items"]
+    mapping = metrics["discriminator"]["mapping"]
+    assert metrics["discriminator"]["propertyName"] == "type"
+    fields = {
+        kind: (
+            set(schemas[ref.rsplit("/", 1)[1]]["properties"]),
+            set(schemas[ref.rsplit("/", 1)[1]]["required"]),
+        )
+        for kind, ref in mapping.items()
+    }
+    common = {"name", "type", "higher_is_better", "margin"}
+    assert fields == {
+        "binomial": (common | {"event"}, {"name", "type", "event"}),
+        "continuous": (common | {"event", "aggregate"}, {"name", "type", "event"}),
+        "ratio": (
+            common | {"numerator", "denominator"},
+            {"name", "type", "numerator", "denominator"},
+        ),
+    }
+    # what GET returns is a valid definition again: metrics round-trip
+    await create_and_start(app)
+    current = (await app.client.get("/experiments/exp-ctr")).json()
+    r = await app.client.patch("/experiments/exp-ctr", json={"metrics": current["metrics"]})
+    assert r.status_code == 200, r.text
 
 
 async def test_assignment_matches_growthbook(app: Running) -> None:
@@ -391,10 +467,10 @@ async def test_starting_an_experiment_whose_overrides_collide_is_refused_naming_
     clash = _with_treatment({"epsilon": 0.5}, "exp-eps")
     assert (await app.client.post("/experiments", json=clash)).status_code == 201
     r = await app.client.post("/experiments/exp-eps/start")
-    assert r.status_code == 422
-    (detail,) = r.json()["detail"]
-    assert detail["loc"] == ["body", "namespace"]
-    assert "exp-ctr" in detail["msg"] and "epsilon" in detail["msg"]
+    assert r.status_code == 409
+    refusal = r.json()
+    assert refusal["state"] == "running experiment 'exp-ctr'"
+    assert "exp-ctr" in refusal["detail"] and "epsilon" in refusal["detail"]
     assert (await app.client.get("/experiments/exp-eps")).json()["status"] == "draft"
     # An experiment overriding nothing the running one does may run beside it.
     quiet = _with_treatment({"model_slot": "green"}, "exp-slot")
@@ -425,13 +501,13 @@ async def test_disjoint_ranges_of_one_namespace_run_side_by_side_as_growthbook_s
     }
     assert (await app.client.post("/experiments", json=over)).status_code == 201
     r = await app.client.post("/experiments/over/start")
-    assert r.status_code == 422
-    assert "'left'" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 409
+    assert "'left'" in r.json()["detail"] and r.json()["state"] == "running experiment 'left'"
     r = await app.client.patch(
         "/experiments/left", json={"namespace": {"name": "ns", "range": [0, 1]}}
     )
-    assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["body", "namespace"]
+    assert (r.status_code, r.json()["state"]) == (409, "running")
+    assert "cannot change namespace" in r.json()["detail"]
     for n in range(60):
         user = f"ns-user-{n}"
         body = (await app.client.get(f"/users/{user}/strategy")).json()

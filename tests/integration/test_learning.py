@@ -428,9 +428,10 @@ async def test_a_promotion_that_skips_the_canary_needs_force_and_is_audited(
         # The canary has too few impressions to decide: a promotion by hand is refused...
         for body in (None, {"reason": "looks fine"}, {"force": False}):
             r = await app.client.post("/models/promote", json=body)
-            assert r.status_code == 422, r.text
-            (error,) = r.json()["detail"]
-            assert error["loc"] == ["body", "force"] and "has not decided" in error["msg"]
+            assert r.status_code == 409, r.text
+            refusal = r.json()
+            assert refusal["state"].startswith("canary ") and "has not decided" in refusal["detail"]
+            assert "force: true" in refusal["detail"]
         r = await app.client.post("/models/promote", json={"force": "yes"})
         assert r.status_code == 422, r.text  # an explicit boolean, not a truthy string
         assert [e["loc"] for e in r.json()["detail"]] == [["body", "force"]]

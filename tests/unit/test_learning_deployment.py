@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recloop.core.assignment import gb_hash
-from recloop.core.errors import InvalidInput
+from recloop.core.errors import Conflict, InvalidInput
 from recloop.core.stats import SampleStats, proportions_test
 from recloop.learning.deployment import (
     Slots,
@@ -155,19 +155,40 @@ def test_the_first_model_rolls_back_to_no_model() -> None:
 
 
 @pytest.mark.parametrize(
-    ("action", "match"),
+    ("action", "state", "match"),
     [
-        (lambda: deploy(canary(0.1), "m3", 1.0), "green slot holds 'm2'"),
-        (lambda: deploy(Slots(blue_version="m1"), "m1", 1.0), "already blue"),
-        (lambda: deploy(Slots(), "m1", 1.0, canary_fraction=0.0), "canary_fraction"),
-        (lambda: deploy(Slots(), "m1", 1.0, canary_fraction=1.5), "canary_fraction"),
-        (lambda: promote(Slots(blue_version="m1"), 1.0), "no green to promote"),
-        (lambda: promote(canary(0.1), 1.0, baseline=(10, 11)), "baseline"),
-        (lambda: rollback(Slots(blue_version="m1"), 1.0), "nothing to roll back"),
-        (lambda: confirm(Slots(blue_version="m1"), 1.0), "no promotion is being watched"),
+        (lambda: deploy(canary(0.1), "m3", 1.0), "green slot holds 'm2'", "green slot holds 'm2'"),
+        (lambda: deploy(Slots(blue_version="m1"), "m1", 1.0), "blue", "already blue"),
+        (lambda: promote(Slots(blue_version="m1"), 1.0), "no green", "green slot is empty"),
+        (
+            lambda: rollback(Slots(blue_version="m1"), 1.0),
+            "no green, no promotion watched",
+            "nothing to roll back",
+        ),
+        (
+            lambda: confirm(Slots(blue_version="m1"), 1.0),
+            "no promotion watched",
+            "no promotion is being watched",
+        ),
     ],
 )
-def test_impossible_transitions_are_refused(action: object, match: str) -> None:
+def test_transitions_the_slots_refuse_are_conflicts_naming_the_state(
+    action: object, state: str, match: str
+) -> None:
+    with pytest.raises(Conflict, match=match) as caught:
+        action()  # type: ignore[operator]
+    assert caught.value.state == state
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (lambda: deploy(Slots(), "m1", 1.0, canary_fraction=0.0), "canary_fraction"),
+        (lambda: deploy(Slots(), "m1", 1.0, canary_fraction=1.5), "canary_fraction"),
+        (lambda: promote(canary(0.1), 1.0, baseline=(10, 11)), "baseline"),
+    ],
+)
+def test_invalid_arguments_are_refused(action: object, match: str) -> None:
     with pytest.raises(InvalidInput, match=match):
         action()  # type: ignore[operator]
 

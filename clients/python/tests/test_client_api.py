@@ -15,6 +15,7 @@ from recloop_client import (
     AuthError,
     Candidate,
     Client,
+    Conflict,
     Event,
     Experiment,
     Metric,
@@ -215,9 +216,18 @@ def test_experiment_lifecycle(client: Client) -> None:
     observed = results.srm.observed
     assert sum(observed.values()) == 1
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(Conflict) as moves:
         client.update_experiment("xp-client", seed="moves users")
+    assert (moves.value.status_code, moves.value.state) == (409, "running")
+    with pytest.raises(Conflict) as twice:
+        client.start_experiment("xp-client")
+    assert twice.value.state == "running" and "running" in str(twice.value)
     assert client.stop_experiment("xp-client").status == "stopped"
+    with pytest.raises(Conflict) as stopped:
+        client.stop_experiment("xp-client")
+    assert stopped.value.state == "stopped"
+    with pytest.raises(ValidationError):  # an invalid body stays a 422
+        client.update_experiment("xp-client", traffic_allocation=2.0)
     with pytest.raises(NotFound):
         client.experiment("xp-none")
 
@@ -231,8 +241,9 @@ def test_models_guard_privacy(client: Client) -> None:
     assert deployment.transitions == []
     with pytest.raises(NotFound):
         client.deploy_model("v-none")
-    with pytest.raises(ValidationError):  # nothing in the green slot to promote
+    with pytest.raises(Conflict) as empty:  # nothing in the green slot to promote
         client.promote_model("client test")
+    assert empty.value.state == "no green"
     job = client.retrain()
     assert job.status in ("queued", "running", "done", "skipped", "failed")
     assert client.job(job.job_id).job_id == job.job_id

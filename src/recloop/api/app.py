@@ -130,6 +130,7 @@ def create_app(
                 components.update(body.pop("$defs", {}))
                 components[model.__name__] = body
             name_algorithms(schema, settings.bandit.algorithms)
+            state_dimension(schema, settings.vectors.dim)
             add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -150,6 +151,8 @@ def name_algorithms(document: dict[str, Any], algorithms: Sequence[str]) -> None
     names one (``core.algorithms``: any other name is refused)."""
     components = document["components"]["schemas"]
     targets = [components[model]["properties"][field] for model, field in _ALGORITHM_FIELDS]
+    weights = components["VariantConfigIn"]["properties"]["weights"]["anyOf"][0]
+    targets.append(weights["propertyNames"])
     for path, operations in document["paths"].items():
         if "/algorithms/{name}/" in path:
             for operation in operations.values():
@@ -158,3 +161,14 @@ def name_algorithms(document: dict[str, Any], algorithms: Sequence[str]) -> None
         strings = [s for s in target.get("anyOf", [target]) if s.get("type") == "string"]
         for string in strings:
             string["enum"] = list(algorithms)
+
+
+def state_dimension(document: dict[str, Any], dim: int) -> None:
+    """The configured ``vectors.dim`` as the length of every item vector a request sends,
+    and the rule that not every number is 0."""
+    for model in ("ItemIn", "ItemWithIdIn"):
+        vector = document["components"]["schemas"][model]["properties"]["vector"]
+        for option in vector.get("anyOf", [vector]):
+            if option.get("type") == "array":
+                option.update(minItems=dim, maxItems=dim)
+                option["not"] = {"items": {"const": 0}}

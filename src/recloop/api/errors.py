@@ -1,6 +1,7 @@
 """Domain errors to HTTP.
 
-422 bodies have FastAPI's shape: ``{"detail": [{"loc", "msg", "type"}]}``.
+422 bodies have FastAPI's shape: ``{"detail": [{"loc", "msg", "type"}]}``; a 409 (a
+valid request the current state refuses) says ``{"detail": message, "state": state}``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -19,6 +21,7 @@ from starlette.responses import Response
 from recloop.api.responses import FastJSONResponse
 from recloop.core.errors import (
     CircuitOpen,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotAuthenticated,
@@ -35,12 +38,36 @@ def invalid(field: str, message: str, kind: str = "value_error") -> RequestValid
     return RequestValidationError([{"loc": loc, "msg": message, "type": kind}])
 
 
+_METRIC_KINDS = frozenset({"binomial", "continuous", "ratio"})
+
+
+def field_loc(loc: Sequence[str | int], kind: str = "") -> list[str | int]:
+    """``loc`` naming the field as the client sent it: pydantic puts a discriminated union's
+    tag in the path (``metrics.0.binomial.event``), which the body does not have, and
+    names the union itself when its tag is missing or unknown (the field is ``type``)."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        tagged = i >= 2 and isinstance(loc[i - 1], int) and loc[i - 2] in _METRIC_GROUPS
+        if not (tagged and part in _METRIC_KINDS):
+            out.append(part)
+    if kind in ("union_tag_not_found", "union_tag_invalid"):
+        out.append("type")
+    return out
+
+
+_METRIC_GROUPS = frozenset({"metrics", "guardrails"})
+
+
 def from_pydantic(
     exc: ValidationError, prefix: tuple[str | int, ...] = ()
 ) -> RequestValidationError:
     return RequestValidationError(
         [
-            {"loc": ["body", *prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+            {
+                "loc": ["body", *prefix, *field_loc(err["loc"], err["type"])],
+                "msg": err["msg"],
+                "type": err["type"],
+            }
             for err in exc.errors(include_url=False, include_input=False)
         ]
     )
@@ -68,7 +95,11 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> FastJSONResponse:
         # The offending input is not echoed back: it can be large, or not JSON at all (NaN).
         detail = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": field_loc(e.get("loc", ()), e.get("type", "")),
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
         return FastJSONResponse({"detail": detail}, status_code=422)
@@ -80,6 +111,10 @@ def install(app: FastAPI) -> None:
             {"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]},
             status_code=422,
         )
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> FastJSONResponse:
+        return FastJSONResponse({"detail": exc.message, "state": exc.state}, status_code=409)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> FastJSONResponse:

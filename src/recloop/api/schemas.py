@@ -222,7 +222,11 @@ def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:
 
 
 class ItemIn(_In):
-    vector: list[FiniteFloat] | None = None
+    vector: list[FiniteFloat] | None = Field(
+        None,
+        description="Exactly vectors.dim numbers (the document states the configured "
+        "dimension), not all zero; absent or null: hashed from the attributes.",
+    )
     attributes: Annotated[dict[str, Any], AfterValidator(_finite_numbers)] | None = None
 
 
@@ -295,6 +299,20 @@ class ErrorOut(BaseModel):
         description='403 only: "role" (the key lacks the role the route needs) or "blocked" '
         "(the event's user is blocked)",
     )
+
+
+class ConflictOut(BaseModel):
+    """409: the request is valid, but the current state of what it acts on refuses it."""
+
+    detail: str = Field(description="What was refused, naming the state.")
+    state: str = Field(
+        description='The refusing state: an experiment\'s status ("draft", "running", '
+        '"stopped"), a model\'s status, or the deployment\'s ("no green", "canary continue", ...).'
+    )
+
+
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ConflictOut}}
+"""The ``responses`` entry of an operation that the state can refuse."""
 
 
 # -- optimizer ---------------------------------------------------------------------
@@ -438,8 +456,18 @@ def _within_impressions(value: int, info: ValidationInfo) -> int:
     return value
 
 
+def _one_of_segment_or_user(schema: dict[str, Any]) -> None:
+    """``PerformanceIn``'s "exactly one of segment or user_id", in the JSON schema too."""
+    schema["oneOf"] = [
+        {"required": [field], "properties": {field: {"type": "string"}}}
+        for field in ("segment", "user_id")
+    ]
+
+
 class PerformanceIn(_In):
     """An aggregated report: exactly one of ``segment`` or ``user_id``."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_segment_or_user)
 
     algorithm: AlgorithmName
     segment: Segment | None = None
@@ -464,7 +492,17 @@ class PerformanceIn(_In):
         return self
 
 
+def _report_id_on_the_batch(schema: dict[str, Any]) -> None:
+    """``PerformanceBatchIn``'s "report_id once, on the batch", in the JSON schema too."""
+    records = schema["properties"]["records"]
+    records["items"] = {
+        "allOf": [records["items"], {"properties": {"report_id": {"type": "null"}}}]
+    }
+
+
 class PerformanceBatchIn(_In):
+    model_config = ConfigDict(json_schema_extra=_report_id_on_the_batch)
+
     records: Annotated[list[PerformanceIn], Field(min_length=1, max_length=1000)]
     report_id: Id | None = Field(None, description="Idempotency key: a report is applied once.")
 
@@ -499,12 +537,31 @@ class ImpressionOut(BaseModel):
 Key = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+def _weights_by_name(schema: dict[str, Any]) -> None:
+    """The keys' rules as ``propertyNames`` (pydantic states a key's pattern as
+    ``patternProperties``, which constrains the values of matching keys, not the keys);
+    the app names the configured algorithms there (``api.app.name_algorithms``)."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") != "object":
+            continue
+        values = next(iter(option.pop("patternProperties", {}).values()), None)
+        if values is not None:
+            option["additionalProperties"] = values
+        option["propertyNames"] = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": ID_PATTERN,
+        }
+
+
 class VariantConfigIn(_In):
     """What a variant changes in the strategy of its users."""
 
     weights: dict[AlgorithmName, Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] | None = (
         Field(
             None,
+            json_schema_extra=_weights_by_name,
             description="Over the configured algorithms only; 0 switches one off. With mode "
             "override_all (default) they are renormalised and omitted algorithms get 0; with "
             "override_some they are shares (sum at most 1) and the others keep the segment's "
@@ -524,13 +581,8 @@ class VariantIn(_In):
     config: VariantConfigIn | None = None
 
 
-class MetricIn(_In):
+class _MetricIn(_In):
     name: Key
-    type: Literal["binomial", "continuous", "ratio"]
-    event: FeedbackType | None = None
-    aggregate: Literal["sum", "count"] = "count"
-    numerator: FeedbackType | None = None
-    denominator: FeedbackType | None = None
     higher_is_better: bool = Field(
         True, description="For a guardrail: a significant move the other way halts a rollout."
     )
@@ -539,6 +591,37 @@ class MetricIn(_In):
         description="For a guardrail: the non-inferiority margin (absolute) a rollout step "
         "with non_inferior waits for.",
     )
+
+
+class BinomialMetricIn(_MetricIn):
+    """The share of exposed users with at least one ``event``."""
+
+    type: Literal["binomial"]
+    event: FeedbackType
+
+
+class ContinuousMetricIn(_MetricIn):
+    """Per exposed user, the number of ``event``s (``count``) or the sum of their values
+    (``sum``)."""
+
+    type: Literal["continuous"]
+    event: FeedbackType
+    aggregate: Literal["sum", "count"] = "count"
+
+
+class RatioMetricIn(_MetricIn):
+    """``numerator`` events over ``denominator`` events, e.g. clicks per impression."""
+
+    type: Literal["ratio"]
+    numerator: FeedbackType
+    denominator: FeedbackType
+
+
+MetricIn = Annotated[
+    BinomialMetricIn | ContinuousMetricIn | RatioMetricIn, Field(discriminator="type")
+]
+"""A metric definition: its ``type`` says which fields it takes (the document's
+``discriminator``), as ``GET /experiments/{experiment_id}`` returns it."""
 
 
 class NamespaceIn(_In):

@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.routing import BaseRoute, Mount
 
+from recloop.api.errors import field_loc
 from recloop.api.routers.experiments import definition
 from recloop.api.routers.privacy import export_view
 from recloop.api.schemas import ExperimentIn
@@ -36,6 +37,7 @@ from recloop.container import Container
 from recloop.core import experiments as xp
 from recloop.core.errors import (
     CircuitOpen,
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -181,6 +183,8 @@ async def _act(request: Request, action: Any, back: str) -> Response:
 def _status(exc: RecloopError) -> int:
     if isinstance(exc, InvalidInput):
         return 422
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, Forbidden):
@@ -297,7 +301,7 @@ async def create_experiment(request: Request) -> Response:
             checked = ExperimentIn.model_validate(body)
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
+            where = ".".join(str(p) for p in field_loc(first["loc"], first["type"]))
             raise InvalidInput(where, first["msg"]) from None
         exp = await c.experiments.create(xp.from_dict(definition(checked.model_dump())))
         created.append(exp.experiment_id)

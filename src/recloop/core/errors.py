@@ -6,6 +6,7 @@
     ├── ConfigError          bad or unknown configuration key (start-up)
     ├── InvalidInput         a request value is wrong; names the field
     ├── NotFound             an entity (user, item, ...) does not exist
+    ├── Conflict             a valid request the entity's current state refuses; names it
     ├── NotAuthenticated     no valid API key was presented
     ├── Forbidden            the key lacks the role, or the user is blocked
     ├── RateLimited          over a rate limit; says when to retry
@@ -49,6 +50,25 @@ class NotFound(RecloopError):
         super().__init__(f"{kind} {key!r} not found")
         self.kind = kind
         self.key = key
+
+
+class Conflict(RecloopError):
+    """A valid request that the current state of what it acts on refuses: stopping an
+    experiment that is not running, deploying into a taken green slot, creating an id that
+    exists. Sending the same request again fails the same way until the state changes.
+
+    Parameters
+    ----------
+    state
+        The state that refuses it, e.g. ``"draft"`` or ``"green slot holds 'm2'"``.
+    message
+        What was refused and why, naming the state.
+    """
+
+    def __init__(self, state: str, message: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.message = message
 
 
 class NotAuthenticated(RecloopError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from recloop.core.algorithms import check_algorithm
-from recloop.core.errors import InvalidInput
+from recloop.core.errors import Conflict, InvalidInput
 from recloop.core.events import FEEDBACK_TYPES
 from recloop.core.stats import PairStats
 
@@ -260,8 +260,10 @@ def check_update(current: Experiment, changes: Mapping[str, Any]) -> None:
         return
     for name in RESHUFFLING_FIELDS:
         if name in changes:
-            raise InvalidInput(
-                name, f"cannot change {name} of a {current.status} experiment: it would move users"
+            raise Conflict(
+                current.status,
+                f"cannot change {name} of experiment {current.experiment_id!r}: it is "
+                f"{current.status}, and a change would move users",
             )
 
 
@@ -275,7 +277,7 @@ def transition(current: Status, action: Literal["start", "stop"]) -> Status:
         return "running"
     if action == "stop" and current == "running":
         return "stopped"
-    raise InvalidInput("status", f"cannot {action} an experiment that is {current}")
+    raise Conflict(current, f"cannot {action} an experiment that is {current}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,8 +547,8 @@ def check_collisions(exp: Experiment, running: Sequence[Experiment]) -> None:
 
     Raises
     ------
-    InvalidInput
-        on ``namespace``, naming the running experiment and the fields.
+    Conflict
+        naming the running experiment and the fields.
     """
     mine = claimed_fields(exp)
     for other in running:
@@ -562,8 +564,8 @@ def check_collisions(exp: Experiment, running: Sequence[Experiment]) -> None:
                     f"[{other.namespace.start:g}, {other.namespace.end:g})"
                 )
             )
-            raise InvalidInput(
-                "namespace",
+            raise Conflict(
+                f"running experiment {other.experiment_id!r}",
                 f"overrides {both} collide with running experiment {other.experiment_id!r} "
                 f"({where}), which may hold the same users: give both disjoint ranges of one "
                 "namespace, or stop it first",

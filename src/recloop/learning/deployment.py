@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from recloop.core.assignment import gb_hash
-from recloop.core.errors import InvalidInput
+from recloop.core.errors import Conflict, InvalidInput
 from recloop.core.stats import SampleStats, make_sequential, proportions_test
 
 SlotName = Literal["blue", "green"]
@@ -138,22 +138,24 @@ def deploy(
 
     Raises
     ------
+    Conflict
+        if green is taken (promote or roll it back first) or ``version`` is
+        already blue.
     InvalidInput
-        if green is taken (promote or roll it back first), ``version`` is
-        already blue, or ``canary_fraction`` is outside (0, 1].
+        if ``canary_fraction`` is outside (0, 1].
 
     >>> slots, t = deploy(Slots(blue_version="m1"), "m2", now=100.0, canary_fraction=0.05)
     >>> slots.green_version, slots.salt, (t.action, t.from_version, t.to_version)
     ('m2', 'canary:m2', ('deploy', 'm1', 'm2'))
     """
     if slots.green_version is not None:
-        raise InvalidInput(
-            "version",
+        raise Conflict(
+            f"green slot holds {slots.green_version!r}",
             f"cannot deploy {version!r}: the green slot holds {slots.green_version!r}; "
             "promote or roll it back first",
         )
     if version == slots.blue_version:
-        raise InvalidInput("version", f"{version!r} is already blue")
+        raise Conflict("blue", f"cannot deploy {version!r}: it is already blue")
     if not 0.0 < canary_fraction <= 1.0:
         raise InvalidInput("canary_fraction", f"must be in (0, 1], got {canary_fraction}")
     new = replace(
@@ -190,7 +192,7 @@ def promote(
 
     Raises
     ------
-    InvalidInput
+    Conflict
         if there is no green to promote.
 
     >>> slots, _ = deploy(Slots(blue_version="m1"), "m2", now=100.0)
@@ -199,7 +201,7 @@ def promote(
     ('m2', None, 'm1', 200.0)
     """
     if slots.green_version is None:
-        raise InvalidInput("slots.green_version", "there is no green to promote")
+        raise Conflict("no green", "cannot promote: the green slot is empty (deploy a model first)")
     impressions, clicks = baseline
     if not 0 <= clicks <= impressions:
         raise InvalidInput(
@@ -235,7 +237,7 @@ def rollback(
 
     Raises
     ------
-    InvalidInput
+    Conflict
         if there is neither a green nor a watched promotion.
 
     >>> slots, _ = deploy(Slots(blue_version="m1"), "m2", now=100.0)
@@ -274,7 +276,10 @@ def rollback(
             reason or "promotion undone",
             extra,
         )
-    raise InvalidInput("slots", "nothing to roll back: no green and no promotion being watched")
+    raise Conflict(
+        "no green, no promotion watched",
+        "nothing to roll back: the green slot is empty and no promotion is being watched",
+    )
 
 
 def confirm(
@@ -284,11 +289,11 @@ def confirm(
 
     Raises
     ------
-    InvalidInput
+    Conflict
         if no promotion is being watched.
     """
     if slots.promoted_at is None:
-        raise InvalidInput("slots.promoted_at", "no promotion is being watched")
+        raise Conflict("no promotion watched", "cannot confirm: no promotion is being watched")
     new = replace(
         slots, previous_version=None, promoted_at=None, baseline_impressions=0, baseline_clicks=0
     )

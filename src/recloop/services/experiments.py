@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from recloop.core import experiments as xp
 from recloop.core import stats
 from recloop.core.assignment import assign
-from recloop.core.errors import InvalidInput, NotFound
+from recloop.core.errors import Conflict, NotFound
 from recloop.core.experiments import Experiment, Metric, UserMetric
 from recloop.core.stats import PairStats
 from recloop.ports import EventLog, Exposure, StateChanges, StateStore
@@ -188,7 +188,7 @@ class ExperimentService:
 
     async def create(self, exp: Experiment) -> Experiment:
         if exp.experiment_id in self._experiments:
-            raise InvalidInput("experiment_id", f"experiment {exp.experiment_id!r} already exists")
+            raise Conflict("exists", f"experiment {exp.experiment_id!r} already exists")
         exp = replace(
             exp, status="draft", created_at=self._clock(), seed=exp.seed or exp.experiment_id
         )

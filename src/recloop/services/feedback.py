@@ -52,6 +52,7 @@ from recloop.resilience import (
 )
 from recloop.services.apply import Applier, Gate, Observer, ProcessorConfig
 from recloop.services.batching import GroupCommit
+from recloop.services.refusals import Quarantine, commit_checkpoint
 from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class Processor:
         """Storage calls failing right now (being retried); 0 when all is well."""
         self.rounds = 0
         self.checkpoints = 0
+        self.quarantine = Quarantine()
+        """Checkpoint rows the store refused for good (services.refusals)."""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -500,7 +503,7 @@ class Processor:
         changes.commit_id = uuid7()
         self._saved.clear()
         try:
-            await self._retrying("state_commit", self._store.commit, changes)
+            await commit_checkpoint(changes, self._store.commit, self._bounded, self.quarantine)
         finally:
             self._saved.set()
         table.saved()

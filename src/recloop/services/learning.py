@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from croniter import croniter  # type: ignore[import-untyped]
 
-from recloop.core.errors import InvalidInput, NotFound
+from recloop.core.errors import Conflict, InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.features import (
     ATTRIBUTE_BUCKETS,
@@ -330,9 +330,9 @@ class LearningService:
         async with self._deploying:
             record = await self.model(version)
             if record.status not in ("candidate", "retired", "rolled_back"):
-                raise InvalidInput(
-                    "version",
-                    f"model {version!r} is {record.status}: only a validated "
+                raise Conflict(
+                    record.status,
+                    f"cannot deploy model {version!r}: it is {record.status}; only a validated "
                     "candidate (or a retired or rolled-back model) can be deployed",
                 )
             await self.reload()
@@ -356,8 +356,8 @@ class LearningService:
 
         Raises
         ------
-        InvalidInput
-            on field ``force`` if the canary has not decided and ``force`` is false.
+        Conflict
+            if the canary has not decided and ``force`` is false (state ``canary <decision>``).
         """
         await self.reload()
         slots = self._slots
@@ -368,11 +368,11 @@ class LearningService:
         if verdict.decision == "promote":
             return await self._promote(reason, by, False, verdict.numbers)
         if not force:
-            raise InvalidInput(
-                "force",
-                f"the canary of {slots.green_version!r} has not decided ({verdict.decision}: "
-                f"{verdict.reason}); promoting without its verdict needs force: true, "
-                "and is recorded in the deployment audit",
+            raise Conflict(
+                f"canary {verdict.decision}",
+                f"cannot promote: the canary of {slots.green_version!r} has not decided "
+                f"({verdict.decision}: {verdict.reason}); promoting without its verdict needs "
+                "force: true, and is recorded in the deployment audit",
             )
         return await self._promote(
             f"forced, skipping the canary ({verdict.decision}): {reason}",
@@ -679,7 +679,7 @@ class LearningService:
         if outcome.accepted and c.auto_deploy:
             try:
                 await self.deploy(version, "automatic: validated candidate", MONITOR)
-            except InvalidInput as exc:
+            except (Conflict, InvalidInput) as exc:
                 log.info("not deployed automatically: %s", exc.message)
         return replace(job, status="done", version=version, message=outcome.reason)
 

@@ -9,6 +9,7 @@
         ├── ValidationError         422: .errors (loc, msg, type), .field, .message
         ├── AuthError               401 (no valid key) and 403 (role missing, or user blocked)
         ├── NotFound                404
+        ├── Conflict                409: .state (the state that refuses a valid request)
         ├── PayloadTooLarge         413
         ├── RateLimited             429: .retry_after (seconds), .limit, .remaining, .reset
         └── ServerError             5xx
@@ -106,6 +107,19 @@ class NotFound(APIError):
     """404."""
 
 
+class Conflict(APIError):
+    """409: the request is valid, but the current state of what it acts on refuses it
+    (stopping an experiment that is not running, promoting with no green model...).
+    :attr:`state` names that state; the same request fails again until it changes."""
+
+    def __init__(
+        self, status_code: int, detail: Any, request_id: str | None = None, state: str | None = None
+    ) -> None:
+        self.state = state
+        """The refusing state: ``"draft"``, ``"running"``, ``"no green"``..."""
+        super().__init__(status_code, detail, request_id)
+
+
 class PayloadTooLarge(APIError):
     """413: the body is over the server's ``api.max_body_bytes``."""
 
@@ -200,6 +214,9 @@ def error_for(response: httpx.Response) -> APIError:
         return AuthError(status, detail, request_id, reason if isinstance(reason, str) else None)
     if status == 404:
         return NotFound(status, detail, request_id)
+    if status == 409:
+        state = body.get("state") if isinstance(body, dict) else None
+        return Conflict(status, detail, request_id, state if isinstance(state, str) else None)
     if status == 413:
         return PayloadTooLarge(status, detail, request_id)
     if status == 429:

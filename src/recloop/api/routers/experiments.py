@@ -11,6 +11,7 @@ from recloop.api.deps import ContainerDep
 from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import (
+    CONFLICT,
     AssignmentOut,
     ErrorOut,
     ExperimentIn,
@@ -47,10 +48,11 @@ def definition(data: dict[str, Any]) -> dict[str, Any]:
     dependencies=[Admin],
     status_code=201,
     response_model=ExperimentOut,
-    responses={422: {"model": ErrorOut}},
+    responses={422: {"model": ErrorOut}, **CONFLICT},
 )
 async def create(body: ExperimentIn, container: ContainerDep) -> Any:
-    """Create an experiment (status ``draft``). The first variant is the baseline."""
+    """Create an experiment (status ``draft``). The first variant is the baseline; an
+    ``experiment_id`` that exists is a 409."""
     exp = xp.from_dict(definition(body.model_dump()))
     return FastJSONResponse(xp.to_dict(await container.experiments.create(exp)), status_code=201)
 
@@ -74,11 +76,11 @@ async def get(experiment_id: ExperimentId, container: ContainerDep) -> Any:
     "/experiments/{experiment_id}",
     dependencies=[Admin],
     response_model=ExperimentOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, **CONFLICT},
 )
 async def patch(experiment_id: ExperimentId, body: ExperimentPatch, container: ContainerDep) -> Any:
-    """Change a definition; seed, hash_version and variants are refused once it has started
-    (they would move users between variants). Ramp traffic with ``traffic_allocation``:
+    """Change a definition; seed, hash_version and variants are refused (409) once it has
+    started (they would move users between variants). Ramp traffic with ``traffic_allocation``:
     users already in keep their variant."""
     changes = definition(body.model_dump(exclude_unset=True))
     updated = await container.experiments.update(experiment_id, changes)
@@ -89,9 +91,11 @@ async def patch(experiment_id: ExperimentId, body: ExperimentPatch, container: C
     "/experiments/{experiment_id}/start",
     dependencies=[Admin],
     response_model=ExperimentOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, **CONFLICT},
 )
 async def start(experiment_id: ExperimentId, container: ContainerDep) -> Any:
+    """Start a draft (409 if it is running or stopped, or if its overrides collide with
+    a running experiment that may hold the same users)."""
     return FastJSONResponse(
         xp.to_dict(await container.experiments.transition(experiment_id, "start"))
     )
@@ -101,9 +105,10 @@ async def start(experiment_id: ExperimentId, container: ContainerDep) -> Any:
     "/experiments/{experiment_id}/stop",
     dependencies=[Admin],
     response_model=ExperimentOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, **CONFLICT},
 )
 async def stop(experiment_id: ExperimentId, container: ContainerDep) -> Any:
+    """Stop a running experiment (409 if it is not running)."""
     return FastJSONResponse(
         xp.to_dict(await container.experiments.transition(experiment_id, "stop"))
     )

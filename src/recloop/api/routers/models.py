@@ -6,13 +6,13 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from recloop.api.auth import Admin, Read
 from recloop.api.deps import ContainerDep
 from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
-from recloop.api.schemas import ErrorOut, Reason
+from recloop.api.schemas import CONFLICT, ErrorOut, Reason
 from recloop.core.auth import Principal
 from recloop.core.errors import Unavailable
 from recloop.learning.deployment import Transition
@@ -73,6 +73,8 @@ class DeploymentOut(BaseModel):
 
 
 class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     reason: Reason | None = None
 
 
@@ -148,7 +150,7 @@ async def get_job(
 @router.post(
     "/models/promote",
     response_model=TransitionOut,
-    responses={422: {"model": ErrorOut}},
+    responses={422: {"model": ErrorOut}, **CONFLICT},
 )
 async def promote(
     container: ContainerDep,
@@ -157,8 +159,9 @@ async def promote(
 ) -> Any:
     """Make the green model serve everyone (the previous one stays the rollback target).
 
-    Before the canary's verdict is ``promote`` this needs ``force: true`` (else 422 on
-    ``force``); the forced promotion is recorded in the deployment audit.
+    Before the canary's verdict is ``promote`` this needs ``force: true`` (else 409, state
+    ``canary <decision>``); the forced promotion is recorded in the deployment audit. With
+    no green model: 409, state ``no green``.
     """
     reason = (body.reason if body else None) or "promoted by hand"
     force = body.force if body else False
@@ -169,14 +172,15 @@ async def promote(
 @router.post(
     "/models/rollback",
     response_model=TransitionOut,
-    responses={422: {"model": ErrorOut}},
+    responses={422: {"model": ErrorOut}, **CONFLICT},
 )
 async def rollback(
     container: ContainerDep,
     principal: Principal = Admin,
     body: Annotated[ReasonIn | None, Body()] = None,
 ) -> Any:
-    """Drop the green model, or undo the promotion being watched."""
+    """Drop the green model, or undo the promotion being watched (409 if there is
+    neither)."""
     reason = (body.reason if body else None) or "rolled back by hand"
     learning = _learning(container)
     return FastJSONResponse(_transition(await learning.rollback(reason, principal.name)))
@@ -195,7 +199,7 @@ async def get_model(version: Version, container: ContainerDep) -> Any:
 @router.post(
     "/models/{version}/deploy",
     response_model=TransitionOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, **CONFLICT},
 )
 async def deploy(
     version: Version,
@@ -203,7 +207,10 @@ async def deploy(
     principal: Principal = Admin,
     body: Annotated[ReasonIn | None, Body()] = None,
 ) -> Any:
-    """Load the model into the green slot for ``learning.canary_fraction`` of users."""
+    """Load the model into the green slot for ``learning.canary_fraction`` of users.
+
+    409 if the green slot is taken, the model is already blue, or its status is not
+    deployable (only a candidate, retired or rolled-back model is)."""
     reason = (body.reason if body else None) or ""
     learning = _learning(container)
     return FastJSONResponse(_transition(await learning.deploy(version, reason, principal.name)))
