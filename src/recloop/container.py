@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from recloop.services.preferences import PreferenceService
 from recloop.services.privacy import PrivacyConfig, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.retraction import Retraction, RetractionConfig
+from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemVectors
 from recloop.services.worker import Worker
 
@@ -145,10 +145,7 @@ class Container:
             await self.learning.stop()
         await self.committer.stop()
         await self.impressions.stop()
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await stop_tasks(self._refresher)
         if self.spool is not None:
             await self.spool.stop()
         else:

@@ -25,7 +25,6 @@ features are logged all the same, so the first model has data to learn from.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -75,6 +74,7 @@ from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import Gate
 from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob
+from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,7 @@ class LearningService:
             ]
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._jobs.values()]:
-            task.cancel()
-        for task in [*self._tasks, *self._jobs.values()]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks, *self._jobs.values())
         self._tasks, self._jobs = [], {}
 
     async def reload(self) -> None:

@@ -22,7 +22,6 @@ says what is guaranteed and what remains.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +41,7 @@ from recloop.services.experiments import ExperimentService
 from recloop.services.feedback import Processor, preferences_key
 from recloop.services.guard import GuardService
 from recloop.services.limits import RateLimits
+from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +156,7 @@ class PrivacyService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
     async def load_tombstones(self) -> None:
         self._tombstones = await self._store.get_tombstones()

@@ -20,7 +20,6 @@ index), at most every ``scan_every_seconds``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from recloop.core.segments import SegmentRules
 from recloop.ports import AlgorithmCount, EventLog
 from recloop.services.guard import GuardService
 from recloop.services.optimizer import Optimizer
+from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,7 @@ class Retraction:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
     async def _follow(self) -> None:
         while True:
