@@ -18,6 +18,7 @@ from recloop.adapters.ratelimit import MemoryRateLimiter, shared_limiter
 from recloop.adapters.redis import SharedCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.adapters.sql.privacy import SqlPrivacyStore
+from recloop.adapters.sql.training import training_reader
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
 from recloop.core.breaker import CircuitBreaker
@@ -486,7 +487,7 @@ def build_container(
             event_log,
             learning_config(settings),
             reliability=guard.reliability if sp.enabled else None,
-            storage_url=None if db is None else settings.storage.url,
+            training_reader=None if db is None else training_reader(settings.storage.url),
             excluded=guard.flagged_users if sp.enabled else None,
         )
     ranker = Ranker(
