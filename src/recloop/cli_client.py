@@ -103,6 +103,19 @@ def _emit(as_json: bool, data: Any, render: Callable[[], Sequence[Table]]) -> No
         console.print(table)
 
 
+def _emit_rows(
+    as_json: bool,
+    data: Any,
+    title: str,
+    columns: Sequence[str],
+    items: Iterable[T],
+    row: Callable[[T], Sequence[str]],
+    right: Collection[str] = (),
+) -> None:
+    """``data`` as JSON, or ``items`` as one table (:func:`_rows`)."""
+    _emit(as_json, data, lambda: [_rows(title, columns, items, row, right)])
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -165,18 +178,15 @@ def weights(
         for s in dict.fromkeys(a.segment for a in rows)
     }
 
-    def render() -> list[Table]:
-        return [
-            _rows(
-                f"algorithm weights (window {stats.window_days:g} days)",
-                ("segment", "algorithm", "weight", "enabled"),
-                rows,
-                lambda a: (a.segment, a.algorithm, f"{a.weight:.3f}", _yes(a.enabled)),
-                right=("weight",),
-            )
-        ]
-
-    _emit(as_json, data, render)
+    _emit_rows(
+        as_json,
+        data,
+        f"algorithm weights (window {stats.window_days:g} days)",
+        ("segment", "algorithm", "weight", "enabled"),
+        rows,
+        lambda a: (a.segment, a.algorithm, f"{a.weight:.3f}", _yes(a.enabled)),
+        right=("weight",),
+    )
 
 
 def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
@@ -197,12 +207,9 @@ def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
             "enabled" if a.enabled else f"disabled: {a.status_reason or '-'}",
         )
 
-    def render() -> list[Table]:
-        columns = ("segment", "algorithm", "impressions", "clicks", "ctr", "posterior")
-        title = f"algorithms (window {stats.window_days:g} days)"
-        return [_rows(title, (*columns, "weight", "status"), stats.algorithms, row)]
-
-    _emit(as_json, stats, render)
+    columns = ("segment", "algorithm", "impressions", "clicks", "ctr", "posterior")
+    title = f"algorithms (window {stats.window_days:g} days)"
+    _emit_rows(as_json, stats, title, (*columns, "weight", "status"), stats.algorithms, row)
 
 
 def suspects(
@@ -214,24 +221,21 @@ def suspects(
     with _client(url) as client:
         found = client.suspects(limit)
 
-    def render() -> list[Table]:
-        return [
-            _rows(
-                "suspects (lowest reliability first)",
-                ("user", "score", "status", "since", "by hand", "reason"),
-                found,
-                lambda s: (
-                    s.user_id,
-                    f"{s.score:.1f}",
-                    s.status,
-                    _when(s.since),
-                    _yes(s.manual),
-                    s.reason or "-",
-                ),
-            )
-        ]
-
-    _emit(as_json, found, render)
+    _emit_rows(
+        as_json,
+        found,
+        "suspects (lowest reliability first)",
+        ("user", "score", "status", "since", "by hand", "reason"),
+        found,
+        lambda s: (
+            s.user_id,
+            f"{s.score:.1f}",
+            s.status,
+            _when(s.since),
+            _yes(s.manual),
+            s.reason or "-",
+        ),
+    )
 
 
 @experiments_app.command("list")
@@ -240,25 +244,22 @@ def experiments_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         found = client.experiments()
 
-    def render() -> list[Table]:
-        return [
-            _rows(
-                "experiments",
-                ("id", "name", "status", "variants", "traffic", "started", "stopped"),
-                found,
-                lambda e: (
-                    e.experiment_id,
-                    e.name,
-                    e.status,
-                    ", ".join(f"{v.key} ({v.weight:g})" for v in e.variants),
-                    f"{e.traffic_allocation:g}",
-                    _when(e.started_at),
-                    _when(e.stopped_at),
-                ),
-            )
-        ]
-
-    _emit(as_json, found, render)
+    _emit_rows(
+        as_json,
+        found,
+        "experiments",
+        ("id", "name", "status", "variants", "traffic", "started", "stopped"),
+        found,
+        lambda e: (
+            e.experiment_id,
+            e.name,
+            e.status,
+            ", ".join(f"{v.key} ({v.weight:g})" for v in e.variants),
+            f"{e.traffic_allocation:g}",
+            _when(e.started_at),
+            _when(e.stopped_at),
+        ),
+    )
 
 
 @experiments_app.command("show")
@@ -348,25 +349,22 @@ def models_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         found = client.models()
 
-    def render() -> list[Table]:
-        return [
-            _rows(
-                "models",
-                ("version", "status", "created", "examples", "positives", "auc", "reason"),
-                found,
-                lambda mdl: (
-                    mdl.version,
-                    mdl.status,
-                    _when(mdl.created_at),
-                    f"{mdl.examples:,}",
-                    f"{mdl.positives:,}",
-                    _num(mdl.metrics.get("auc")),
-                    mdl.reason or "-",
-                ),
-            )
-        ]
-
-    _emit(as_json, found, render)
+    _emit_rows(
+        as_json,
+        found,
+        "models",
+        ("version", "status", "created", "examples", "positives", "auc", "reason"),
+        found,
+        lambda mdl: (
+            mdl.version,
+            mdl.status,
+            _when(mdl.created_at),
+            f"{mdl.examples:,}",
+            f"{mdl.positives:,}",
+            _num(mdl.metrics.get("auc")),
+            mdl.reason or "-",
+        ),
+    )
 
 
 @models_app.command("show")
