@@ -78,6 +78,7 @@ from benchmarks.loadgen import (
 )
 from benchmarks.processes import LoadProcess, LoadProcessError, run_in_process
 from benchmarks.servers import (
+    GUARD_OFF,
     RECLOOP_ENV,
     ROOT,
     Server,
@@ -88,7 +89,13 @@ from benchmarks.servers import (
     wait_idle,
 )
 from benchmarks.stats import median, percentile
-from benchmarks.workload import EXPLICIT_MIX, HEALTH, Workload
+from benchmarks.suite import (  # as in the suite
+    BACKGROUND_BATCH,
+    BACKGROUND_RATE,
+    BACKGROUND_WARMUP,
+    EXPLICIT_PER_SECOND_OF_DURATION,
+)
+from benchmarks.workload import HEALTH, Workload
 
 WORKDIR: Final = ROOT / ".bench"
 PARTITIONS: Final = 4
@@ -98,12 +105,6 @@ POSTGRES_ADMIN: Final = os.environ.get(
 )
 """The PostgreSQL server's maintenance database; each run creates a database beside it."""
 REDIS_URL: Final = os.environ.get("RECLOOP_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-GUARD_OFF: Final = {"RECLOOP_SPAM__ENABLED": "false", "RECLOOP_RATE_LIMITS__ENABLED": "false"}
-EXPLICIT_PER_SECOND_OF_DURATION: Final = 5_000
-"""As in the suite: the applied benchmark posts this many events per second of ``--duration``."""
-BACKGROUND_RATE: Final = 5_000.0
-BACKGROUND_BATCH: Final = 100
-BACKGROUND_WARMUP: Final = 2.0
 BROKER_START_TIMEOUT: Final = 15.0
 ASSIGN_TIMEOUT: Final = 90.0
 APPLY_TIMEOUT: Final = 300.0
@@ -466,18 +467,8 @@ class DistributedAppliedLoad:
 
 def distributed_applied_load(spec: DistributedAppliedLoad, stop: StopEvent) -> AppliedResult:
     a = spec.load
-    load = BatchLoad(
-        port=a.port,
-        workload=a.workload,
-        id_prefix=a.id_prefix,
-        clients=a.clients,
-        batch_size=a.batch_size,
-        duration=a.timeout,
-        max_events=a.events,
-        mix=EXPLICIT_MIX,
-    )
     start = time.perf_counter()
-    ingest = batch_load(load, stop)
+    ingest = batch_load(a.batches(), stop)
     target = spec.positions_before + ingest.accepted
     asyncio.run(_wait_positions(spec.dsn, target, start + a.timeout, a.poll_interval))
     return AppliedResult(ingest, time.perf_counter() - start)

@@ -184,6 +184,19 @@ class AppliedLoad:
     poll_interval: float = 0.02
     """``GET /health`` reads SQLite and costs the server about a millisecond of CPU."""
 
+    def batches(self) -> BatchLoad:
+        """The batched load that posts the events."""
+        return BatchLoad(
+            port=self.port,
+            workload=self.workload,
+            id_prefix=self.id_prefix,
+            clients=self.clients,
+            batch_size=self.batch_size,
+            duration=self.timeout,
+            max_events=self.events,
+            mix=EXPLICIT_MIX,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AppliedResult:
@@ -201,18 +214,8 @@ def applied_load(spec: AppliedLoad, stop: Event) -> AppliedResult:
 
 
 async def _applied_load(spec: AppliedLoad, stop: Event) -> AppliedResult:
-    load = BatchLoad(
-        port=spec.port,
-        workload=spec.workload,
-        id_prefix=spec.id_prefix,
-        clients=spec.clients,
-        batch_size=spec.batch_size,
-        duration=spec.timeout,
-        max_events=spec.events,
-        mix=EXPLICIT_MIX,
-    )
     start = time.perf_counter()
-    ingest = await _batch_load(load, stop)
+    ingest = await _batch_load(spec.batches(), stop)
     await wait_idle(spec.port, spec.timeout, spec.poll_interval)
     return AppliedResult(ingest, time.perf_counter() - start)
 
