@@ -51,20 +51,7 @@ from aiokafka.errors import KafkaError
 from benchmarks import harness
 from benchmarks.args import add_load_options, add_write
 from benchmarks.client import HOST, Connection
-from benchmarks.harness import (
-    LoadOptions,
-    machine_busy,
-    number,
-    process_cpu,
-    progress,
-    ratio,
-    repetitions,
-    revision,
-    runs,
-    section_command,
-    stop_process,
-    tree_cpu,
-)
+from benchmarks.harness import LoadOptions, number, progress, ratio, runs
 from benchmarks.loadgen import (
     AppliedLoad,
     AppliedResult,
@@ -134,7 +121,7 @@ _progress = progress("bench-distributed")
 
 def _stop(server: Server, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM (a graceful shutdown), SIGKILL if it takes longer than ``timeout``."""
-    stop_process(
+    harness.stop_process(
         server.process,
         timeout,
         lambda: _progress(f"{server.name} ignored SIGTERM for {timeout:.0f}s: SIGKILL"),
@@ -570,7 +557,7 @@ def _named_processes(comm: str, keep: Callable[[str], bool] = lambda _: True) ->
         except OSError:
             continue
         if keep(cmdline):
-            cpu = process_cpu(int(entry.name))[0]
+            cpu = harness.process_cpu(int(entry.name))[0]
             if not math.isnan(cpu):
                 found[int(entry.name)] = cpu
     return found
@@ -598,13 +585,13 @@ def cpu_snapshot(deployment: Deployment, database: str) -> CpuSnapshot:
         # checkpointer, ...), which name no client address; not other databases'.
         return f" {database} " in cmdline or "(" not in cmdline
 
-    machine, tasks = machine_busy()
+    machine, tasks = harness.machine_busy()
     return CpuSnapshot(
         at=time.monotonic(),
         processes={n: s.cpu_seconds() for n, s in deployment.processes().items()},
         postgres=_named_processes("postgres", ours),
         redis=_named_processes("redis-server"),
-        tree=tree_cpu(os.getpid()),
+        tree=harness.tree_cpu(os.getpid()),
         machine=machine,
         tasks=tasks,
     )
@@ -865,7 +852,7 @@ def _probe(run: Run, deployment: Deployment) -> VisibilityResult:
 def run_benchmarks(options: Options, workload: Workload | None = None) -> Run:
     workload = workload or Workload()
     WORKDIR.mkdir(exist_ok=True)
-    started, when, measured = time.monotonic(), datetime.now(UTC), revision()
+    started, when, measured = time.monotonic(), datetime.now(UTC), harness.revision()
     with tempfile.TemporaryDirectory(prefix="distributed-", dir=WORKDIR) as tmp:
         try:
             run = _measure(options, workload, Path(tmp), started)
@@ -1339,7 +1326,7 @@ def section(run: Run, command: str) -> str:
             SECTION,
             "",
             f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (`make bench-distributed`), "
-            f"on {run.revision}: median of {repetitions(o.repeat)}, "
+            f"on {run.revision}: median of {harness.repetitions(o.repeat)}, "
             f"{o.duration:g} s per timed load, {o.clients} clients for batches, {o.samples} "
             "feedback→visible samples per load level and repetition.",
             "",
@@ -1456,7 +1443,7 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     failures = (ServerError, LoadProcessError, KafkaError, OSError, asyncpg.PostgresError)
-    return section_command(
+    return harness.section_command(
         "benchmarks.distributed",
         argv,
         parse_args,

@@ -49,20 +49,7 @@ import orjson
 from benchmarks import harness
 from benchmarks.args import add_load_options, add_write, count
 from benchmarks.client import Connection, Response
-from benchmarks.harness import (
-    machine_busy,
-    number,
-    proc_stat,
-    process_cpu,
-    progress,
-    ratio,
-    repetitions,
-    revision,
-    runs,
-    section_command,
-    tick,
-    tree_cpu,
-)
+from benchmarks.harness import number, progress, ratio, runs
 from benchmarks.loadgen import _run
 from benchmarks.processes import LoadProcess, LoadProcessError, run_in_process
 from benchmarks.servers import ROOT, Server, ServerError, recloop_server, wait_idle
@@ -370,11 +357,11 @@ class Stamp:
     def take(cls, server: int, root: int, also_self: bool = False) -> Stamp:
         """With ``root`` the run's root process (``also_self``: and this process, not a
         descendant of it)."""
-        own, reaped = process_cpu(server) if server else (math.nan, math.nan)
-        run = tree_cpu(root) if root else math.nan
+        own, reaped = harness.process_cpu(server) if server else (math.nan, math.nan)
+        run = harness.tree_cpu(root) if root else math.nan
         if also_self:
-            run += sum(process_cpu(os.getpid()))
-        return cls(time.time(), own, reaped, run, machine_busy()[0])
+            run += sum(harness.process_cpu(os.getpid()))
+        return cls(time.time(), own, reaped, run, harness.machine_busy()[0])
 
 
 def _children(pid: int) -> dict[int, tuple[float, str]]:
@@ -383,14 +370,14 @@ def _children(pid: int) -> dict[int, tuple[float, str]]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = proc_stat(int(entry.name))
+        fields = harness.proc_stat(int(entry.name))
         if fields is None or int(fields[1]) != pid:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick(), cmdline)
+        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / harness.tick(), cmdline)
     return found
 
 
@@ -543,11 +530,11 @@ def _look_for_child(watch: Watch, server: int, already: set[int]) -> None:
     if known:
         found = {}
         for pid in known:
-            fields = proc_stat(pid)
+            fields = harness.proc_stat(pid)
             if fields is None or int(fields[1]) != server:
                 watch.ended.add(pid)
             else:
-                found[pid] = (int(fields[11]) + int(fields[12])) / tick()
+                found[pid] = (int(fields[11]) + int(fields[12])) / harness.tick()
         if not found:
             watch.child_gone = True
             return
@@ -858,7 +845,7 @@ def section(run: Run, command: str, when: datetime | None = None) -> str:
             SECTION,
             "",
             f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (`make bench-learning`), on "
-            f"{revision()}: median of {repetitions(o.repeat)}.",
+            f"{harness.revision()}: median of {harness.repetitions(o.repeat)}.",
             "",
             f"Machine: {_machine()}",
             "",
@@ -948,7 +935,7 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return section_command(
+    return harness.section_command(
         "benchmarks.learning",
         argv,
         parse_args,

@@ -92,28 +92,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _emit(as_json: bool, data: Any, render: Callable[[], Sequence[Table]]) -> None:
+def _emit(as_json: bool, data: Any, render: Callable[[], Table | Sequence[Table]]) -> None:
+    """``data`` as JSON, or the tables ``render`` makes."""
     if as_json:
         typer.echo(json.dumps(_plain(data), indent=2, default=str))
         return
     console = Console()
     if not console.is_terminal:  # piped: wide rows rather than wrapped cells
         console = Console(width=160)
-    for table in render():
+    tables = render()
+    for table in [tables] if isinstance(tables, Table) else tables:
         console.print(table)
-
-
-def _emit_rows(
-    as_json: bool,
-    data: Any,
-    title: str,
-    columns: Sequence[str],
-    items: Iterable[T],
-    row: Callable[[T], Sequence[str]],
-    right: Collection[str] = (),
-) -> None:
-    """``data`` as JSON, or ``items`` as one table (:func:`_rows`)."""
-    _emit(as_json, data, lambda: [_rows(title, columns, items, row, right)])
 
 
 def _when(timestamp: float | None) -> str:
@@ -178,14 +167,16 @@ def weights(
         for s in dict.fromkeys(a.segment for a in rows)
     }
 
-    _emit_rows(
+    _emit(
         as_json,
         data,
-        f"algorithm weights (window {stats.window_days:g} days)",
-        ("segment", "algorithm", "weight", "enabled"),
-        rows,
-        lambda a: (a.segment, a.algorithm, f"{a.weight:.3f}", _yes(a.enabled)),
-        right=("weight",),
+        lambda: _rows(
+            f"algorithm weights (window {stats.window_days:g} days)",
+            ("segment", "algorithm", "weight", "enabled"),
+            rows,
+            lambda a: (a.segment, a.algorithm, f"{a.weight:.3f}", _yes(a.enabled)),
+            right=("weight",),
+        ),
     )
 
 
@@ -209,7 +200,9 @@ def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
 
     columns = ("segment", "algorithm", "impressions", "clicks", "ctr", "posterior")
     title = f"algorithms (window {stats.window_days:g} days)"
-    _emit_rows(as_json, stats, title, (*columns, "weight", "status"), stats.algorithms, row)
+    _emit(
+        as_json, stats, lambda: _rows(title, (*columns, "weight", "status"), stats.algorithms, row)
+    )
 
 
 def suspects(
@@ -221,19 +214,21 @@ def suspects(
     with _client(url) as client:
         found = client.suspects(limit)
 
-    _emit_rows(
+    _emit(
         as_json,
         found,
-        "suspects (lowest reliability first)",
-        ("user", "score", "status", "since", "by hand", "reason"),
-        found,
-        lambda s: (
-            s.user_id,
-            f"{s.score:.1f}",
-            s.status,
-            _when(s.since),
-            _yes(s.manual),
-            s.reason or "-",
+        lambda: _rows(
+            "suspects (lowest reliability first)",
+            ("user", "score", "status", "since", "by hand", "reason"),
+            found,
+            lambda s: (
+                s.user_id,
+                f"{s.score:.1f}",
+                s.status,
+                _when(s.since),
+                _yes(s.manual),
+                s.reason or "-",
+            ),
         ),
     )
 
@@ -244,20 +239,22 @@ def experiments_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         found = client.experiments()
 
-    _emit_rows(
+    _emit(
         as_json,
         found,
-        "experiments",
-        ("id", "name", "status", "variants", "traffic", "started", "stopped"),
-        found,
-        lambda e: (
-            e.experiment_id,
-            e.name,
-            e.status,
-            ", ".join(f"{v.key} ({v.weight:g})" for v in e.variants),
-            f"{e.traffic_allocation:g}",
-            _when(e.started_at),
-            _when(e.stopped_at),
+        lambda: _rows(
+            "experiments",
+            ("id", "name", "status", "variants", "traffic", "started", "stopped"),
+            found,
+            lambda e: (
+                e.experiment_id,
+                e.name,
+                e.status,
+                ", ".join(f"{v.key} ({v.weight:g})" for v in e.variants),
+                f"{e.traffic_allocation:g}",
+                _when(e.started_at),
+                _when(e.stopped_at),
+            ),
         ),
     )
 
@@ -349,20 +346,22 @@ def models_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         found = client.models()
 
-    _emit_rows(
+    _emit(
         as_json,
         found,
-        "models",
-        ("version", "status", "created", "examples", "positives", "auc", "reason"),
-        found,
-        lambda mdl: (
-            mdl.version,
-            mdl.status,
-            _when(mdl.created_at),
-            f"{mdl.examples:,}",
-            f"{mdl.positives:,}",
-            _num(mdl.metrics.get("auc")),
-            mdl.reason or "-",
+        lambda: _rows(
+            "models",
+            ("version", "status", "created", "examples", "positives", "auc", "reason"),
+            found,
+            lambda mdl: (
+                mdl.version,
+                mdl.status,
+                _when(mdl.created_at),
+                f"{mdl.examples:,}",
+                f"{mdl.positives:,}",
+                _num(mdl.metrics.get("auc")),
+                mdl.reason or "-",
+            ),
         ),
     )
 
