@@ -12,4 +12,9 @@ Modules, in the order a run uses them:
   scripts (``single_event.lua``, ``replay.lua``);
 - ``suite``: the benchmarks, their metrics and targets, and the repetitions;
 - ``report``: the markdown table and the results section of docs/benchmarks.md.
+
+What every command shares (this suite, ``distributed``, ``learning`` and the others):
+``harness`` (progress lines, the machine line, CPU from ``/proc``, stopping a process,
+the figures' format, the command that prints and writes a section of
+docs/benchmarks.md) and ``args`` (argument types, the shared load options, ``--write``).
 """

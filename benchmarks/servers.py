@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.client import HOST, Connection, Response
+from benchmarks.harness import ROOT, process_cpu, stop_process
 from benchmarks.workload import (
     EXPERIMENTS,
     FEEDBACK,
@@ -37,8 +36,6 @@ from benchmarks.workload import (
     experiment_path,
     weights_path,
 )
-
-ROOT: Final = Path(__file__).resolve().parents[1]
 
 RECLOOP_ENV: Final = {
     "RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS": "1",
@@ -74,12 +71,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server has used so far; NaN where /proc is missing."""
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return math.nan
-        fields = stat.rsplit(")", 1)[1].split()  # fields 14 and 15 of proc(5)
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)[0]
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -146,13 +138,7 @@ def _wait_listening(server: Server, timeout: float) -> None:
 
 def _stop(server: Server, timeout: float = 60.0) -> None:
     """SIGTERM (a graceful shutdown), SIGKILL if it takes longer than ``timeout``."""
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-    try:
-        server.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(10)
+    stop_process(server.process, timeout)
 
 
 # -- control calls to the recloop server ------------------------------------------

@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import math
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from benchmarks.harness import LoadOptions, progress, ratio
 from benchmarks.loadgen import (
     AppliedLoad,
     BatchLoad,
@@ -40,9 +40,9 @@ from benchmarks.loadgen import (
     applied_load,
     batch_load,
     paced_load,
+    probe_visibility,
     replay_load,
     single_load,
-    visibility_probe,
 )
 from benchmarks.processes import LoadProcess, run_in_process
 from benchmarks.servers import (
@@ -75,6 +75,7 @@ from benchmarks.workload import (
 )
 from benchmarks.wrk import WrkLoad, WrkReplay, run_wrk, run_wrk_replay, wrk_path
 
+_progress = progress("bench")
 WORKDIR: Final = ROOT / ".bench"
 """Parent of each run's temporary directory: the SQLite file lives on the project's disk."""
 
@@ -102,14 +103,7 @@ GUARD_BUDGET: Final = 0.15
 
 
 @dataclass(frozen=True, slots=True)
-class Options:
-    duration: float = 10.0
-    """Seconds of each timed load."""
-    repeat: int = 3
-    clients: int = 4
-    """Concurrent connections of the batched loads."""
-    samples: int = 200
-    """Feedback→visible samples per repetition and load level."""
+class Options(LoadOptions):
     only: tuple[str, ...] = ()
     use_wrk: bool = True
     server_env: Mapping[str, str] = field(default_factory=dict)
@@ -457,16 +451,12 @@ def _guard_cost(run: Run) -> dict[str, float]:
     return {
         "on": on_rate,
         "off": off_rate,
-        "ratio": _ratio(on_rate, off_rate),
+        "ratio": ratio(on_rate, off_rate),
         "on_cpu": with_guard.cpu_per_event,
         "off_cpu": without.cpu_per_event,
-        "cpu_ratio": _ratio(with_guard.cpu_per_event, without.cpu_per_event),
+        "cpu_ratio": ratio(with_guard.cpu_per_event, without.cpu_per_event),
         "refused": with_guard.result.refused + without.result.refused,
     }
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
 
 
 GUARD = Benchmark(
@@ -546,14 +536,7 @@ def _feedback_visible(run: Run) -> dict[str, float]:
 
 def _probe(run: Run) -> VisibilityResult:
     spec = VisibilityProbe(run.recloop.port, run.workload, run.prefix("probe"), run.options.samples)
-    timeout = spec.samples * (spec.timeout + spec.gap) + 60
-    result = run_in_process(visibility_probe, spec, "visibility-probe", timeout)
-    if result.timeouts:
-        run.note(
-            f"feedback→visible: {result.timeouts} samples not visible within {spec.timeout:.0f}s "
-            "(left out of the percentiles)."
-        )
-    return result
+    return probe_visibility(spec, run.note)
 
 
 FEEDBACK_VISIBLE = Benchmark(
@@ -818,10 +801,6 @@ def _repeat(run: Run, benchmark: Benchmark) -> BenchmarkResult:
     return BenchmarkResult(
         benchmark, tuple(Measured(m, tuple(values[m.key])) for m in benchmark.metrics)
     )
-
-
-def _progress(text: str) -> None:
-    print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
 def iter_measured(suite: SuiteResult) -> Iterator[tuple[Benchmark, Measured]]:

@@ -12,13 +12,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
-from recloop_client import Client, NotFound, RecloopError, TransportError
+from recloop_client import (
+    AlgorithmStats,
+    Client,
+    Comparison,
+    NotFound,
+    RecloopError,
+    TransportError,
+    VariantResult,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -84,14 +92,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _emit(as_json: bool, data: Any, render: Callable[[], Sequence[Table]]) -> None:
+def _emit(as_json: bool, data: Any, render: Callable[[], Table | Sequence[Table]]) -> None:
+    """``data`` as JSON, or the tables ``render`` makes."""
     if as_json:
         typer.echo(json.dumps(_plain(data), indent=2, default=str))
         return
     console = Console()
     if not console.is_terminal:  # piped: wide rows rather than wrapped cells
         console = Console(width=160)
-    for table in render():
+    tables = render()
+    for table in [tables] if isinstance(tables, Table) else tables:
         console.print(table)
 
 
@@ -101,8 +111,29 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
 def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _rows(
+    title: str,
+    columns: Sequence[str],
+    items: Iterable[T],
+    row: Callable[[T], Sequence[str]],
+    right: Collection[str] = (),
+) -> Table:
+    """A table of ``items``, one row each (``row`` gives its cells), under ``columns``;
+    the columns named in ``right`` are right-aligned."""
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left")
+    for item in items:
+        table.add_row(*row(item))
+    return table
 
 
 def _pairs(title: str, rows: Sequence[tuple[str, Any]]) -> Table:
@@ -136,15 +167,17 @@ def weights(
         for s in dict.fromkeys(a.segment for a in rows)
     }
 
-    def render() -> list[Table]:
-        table = Table(title=f"algorithm weights (window {stats.window_days:g} days)")
-        for name in ("segment", "algorithm", "weight", "enabled"):
-            table.add_column(name, justify="right" if name == "weight" else "left")
-        for a in rows:
-            table.add_row(a.segment, a.algorithm, f"{a.weight:.3f}", "yes" if a.enabled else "no")
-        return [table]
-
-    _emit(as_json, data, render)
+    _emit(
+        as_json,
+        data,
+        lambda: _rows(
+            f"algorithm weights (window {stats.window_days:g} days)",
+            ("segment", "algorithm", "weight", "enabled"),
+            rows,
+            lambda a: (a.segment, a.algorithm, f"{a.weight:.3f}", _yes(a.enabled)),
+            right=("weight",),
+        ),
+    )
 
 
 def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
@@ -152,27 +185,24 @@ def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         stats = client.algorithms()
 
-    def render() -> list[Table]:
-        table = Table(title=f"algorithms (window {stats.window_days:g} days)")
-        columns = ("segment", "algorithm", "impressions", "clicks", "ctr", "posterior")
-        for name in (*columns, "weight", "status"):
-            table.add_column(name)
-        for a in stats.algorithms:
-            low, high = (a.posterior_interval + [float("nan")] * 2)[:2]
-            status = "enabled" if a.enabled else f"disabled: {a.status_reason or '-'}"
-            table.add_row(
-                a.segment,
-                a.algorithm,
-                f"{a.impressions:,}",
-                f"{a.clicks:,}",
-                f"{a.ctr:.4f}",
-                f"{a.posterior_mean:.4f} [{low:.4f}, {high:.4f}]",
-                f"{a.weight:.3f}",
-                status,
-            )
-        return [table]
+    def row(a: AlgorithmStats) -> tuple[str, ...]:
+        low, high = (a.posterior_interval + [float("nan")] * 2)[:2]
+        return (
+            a.segment,
+            a.algorithm,
+            f"{a.impressions:,}",
+            f"{a.clicks:,}",
+            f"{a.ctr:.4f}",
+            f"{a.posterior_mean:.4f} [{low:.4f}, {high:.4f}]",
+            f"{a.weight:.3f}",
+            "enabled" if a.enabled else f"disabled: {a.status_reason or '-'}",
+        )
 
-    _emit(as_json, stats, render)
+    columns = ("segment", "algorithm", "impressions", "clicks", "ctr", "posterior")
+    title = f"algorithms (window {stats.window_days:g} days)"
+    _emit(
+        as_json, stats, lambda: _rows(title, (*columns, "weight", "status"), stats.algorithms, row)
+    )
 
 
 def suspects(
@@ -184,22 +214,23 @@ def suspects(
     with _client(url) as client:
         found = client.suspects(limit)
 
-    def render() -> list[Table]:
-        table = Table(title="suspects (lowest reliability first)")
-        for name in ("user", "score", "status", "since", "by hand", "reason"):
-            table.add_column(name)
-        for s in found:
-            table.add_row(
+    _emit(
+        as_json,
+        found,
+        lambda: _rows(
+            "suspects (lowest reliability first)",
+            ("user", "score", "status", "since", "by hand", "reason"),
+            found,
+            lambda s: (
                 s.user_id,
                 f"{s.score:.1f}",
                 s.status,
                 _when(s.since),
-                "yes" if s.manual else "no",
+                _yes(s.manual),
                 s.reason or "-",
-            )
-        return [table]
-
-    _emit(as_json, found, render)
+            ),
+        ),
+    )
 
 
 @experiments_app.command("list")
@@ -208,12 +239,14 @@ def experiments_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         found = client.experiments()
 
-    def render() -> list[Table]:
-        table = Table(title="experiments")
-        for name in ("id", "name", "status", "variants", "traffic", "started", "stopped"):
-            table.add_column(name)
-        for e in found:
-            table.add_row(
+    _emit(
+        as_json,
+        found,
+        lambda: _rows(
+            "experiments",
+            ("id", "name", "status", "variants", "traffic", "started", "stopped"),
+            found,
+            lambda e: (
                 e.experiment_id,
                 e.name,
                 e.status,
@@ -221,10 +254,9 @@ def experiments_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
                 f"{e.traffic_allocation:g}",
                 _when(e.started_at),
                 _when(e.stopped_at),
-            )
-        return [table]
-
-    _emit(as_json, found, render)
+            ),
+        ),
+    )
 
 
 @experiments_app.command("show")
@@ -242,7 +274,7 @@ def experiments_show(experiment_id: str, url: UrlOpt = None, as_json: JsonOpt = 
                 ("status", e.status),
                 ("traffic allocation", f"{e.traffic_allocation:g}"),
                 ("alpha", f"{e.alpha:g}"),
-                ("sequential", "yes" if e.sequential else "no"),
+                ("sequential", _yes(e.sequential)),
                 ("hashing", f"seed {e.seed!r}, version {e.hash_version}"),
                 ("metrics", ", ".join(m.name for m in e.metrics) or "-"),
                 ("guardrails", ", ".join(m.name for m in e.guardrails) or "-"),
@@ -251,11 +283,12 @@ def experiments_show(experiment_id: str, url: UrlOpt = None, as_json: JsonOpt = 
                 ("stopped", _when(e.stopped_at)),
             ],
         )
-        variants = Table(title="variants")
-        for name in ("key", "weight", "config"):
-            variants.add_column(name)
-        for v in e.variants:
-            variants.add_row(v.key, f"{v.weight:g}", json.dumps(v.config) if v.config else "-")
+        variants = _rows(
+            "variants",
+            ("key", "weight", "config"),
+            e.variants,
+            lambda v: (v.key, f"{v.weight:g}", json.dumps(v.config) if v.config else "-"),
+        )
         return [head, variants]
 
     _emit(as_json, e, render)
@@ -274,7 +307,7 @@ def experiments_results(experiment_id: str, url: UrlOpt = None, as_json: JsonOpt
             [
                 ("status", r.status),
                 ("alpha", f"{r.alpha:g} ({r.correction} correction)"),
-                ("sequential", "yes" if r.sequential else "no"),
+                ("sequential", _yes(r.sequential)),
                 ("sample ratio", f"{srm} (p = {_num(r.srm.p_value)})"),
                 ("warnings", "; ".join(r.warnings) or "-"),
             ],
@@ -282,26 +315,29 @@ def experiments_results(experiment_id: str, url: UrlOpt = None, as_json: JsonOpt
         tables = [head]
         for metric in r.metrics:
             kind = f"{metric.type}{', guardrail' if metric.guardrail else ''}"
-            t = Table(title=f"{metric.name} ({kind})")
-            for name in ("variant", "users", "mean", "effect", "95% CI", "p (adj.)", "sig."):
-                t.add_column(name)
             compared = {c.variant: c for c in metric.comparisons}
-            for v in metric.variants:
-                c = compared.get(v.key)
-                ci = c.ci_absolute if c is not None else None
-                t.add_row(
-                    v.key,
-                    f"{v.users:,}",
-                    _num(v.mean),
-                    "baseline" if c is None else _num(c.absolute_effect),
-                    "-" if not ci else f"[{_num(ci[0])}, {_num(ci[1])}]",
-                    "-" if c is None else _num(c.p_value_adjusted),
-                    "-" if c is None else ("yes" if c.significant else "no"),
-                )
-            tables.append(t)
+            pairs = [(v, compared.get(v.key)) for v in metric.variants]
+            columns = ("variant", "users", "mean", "effect", "95% CI", "p (adj.)", "sig.")
+            tables.append(_rows(f"{metric.name} ({kind})", columns, pairs, _variant_cells))
         return tables
 
     _emit(as_json, r, render)
+
+
+def _variant_cells(pair: tuple[VariantResult, Comparison | None]) -> tuple[str, ...]:
+    """A variant's row of a metric's results: its comparison with the baseline (None for
+    the baseline itself)."""
+    v, c = pair
+    ci = c.ci_absolute if c is not None else None
+    return (
+        v.key,
+        f"{v.users:,}",
+        _num(v.mean),
+        "baseline" if c is None else _num(c.absolute_effect),
+        "-" if not ci else f"[{_num(ci[0])}, {_num(ci[1])}]",
+        "-" if c is None else _num(c.p_value_adjusted),
+        "-" if c is None else _yes(c.significant),
+    )
 
 
 @models_app.command("list")
@@ -310,12 +346,14 @@ def models_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     with _client(url) as client:
         found = client.models()
 
-    def render() -> list[Table]:
-        table = Table(title="models")
-        for name in ("version", "status", "created", "examples", "positives", "auc", "reason"):
-            table.add_column(name)
-        for mdl in found:
-            table.add_row(
+    _emit(
+        as_json,
+        found,
+        lambda: _rows(
+            "models",
+            ("version", "status", "created", "examples", "positives", "auc", "reason"),
+            found,
+            lambda mdl: (
                 mdl.version,
                 mdl.status,
                 _when(mdl.created_at),
@@ -323,10 +361,9 @@ def models_list(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
                 f"{mdl.positives:,}",
                 _num(mdl.metrics.get("auc")),
                 mdl.reason or "-",
-            )
-        return [table]
-
-    _emit(as_json, found, render)
+            ),
+        ),
+    )
 
 
 @models_app.command("show")
@@ -385,16 +422,19 @@ def users_show(user_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> No
             r = reliability
             rows.append(("reliability", f"{r.score:.1f} ({r.status}) {r.reason}".strip()))
         head = _pairs(f"user {s.user_id}", rows)
-        w = Table(title="algorithm weights (the user's segment)")
-        w.add_column("algorithm")
-        w.add_column("weight", justify="right")
-        for name, value in sorted(s.weights.items(), key=lambda kv: -kv[1]):
-            w.add_row(name, f"{value:.3f}")
-        x = Table(title="experiments")
-        x.add_column("experiment")
-        x.add_column("variant")
-        for v in s.experiments:
-            x.add_row(str(v.experiment_id), str(v.variant))
+        w = _rows(
+            "algorithm weights (the user's segment)",
+            ("algorithm", "weight"),
+            sorted(s.weights.items(), key=lambda kv: -kv[1]),
+            lambda kv: (kv[0], f"{kv[1]:.3f}"),
+            right=("weight",),
+        )
+        x = _rows(
+            "experiments",
+            ("experiment", "variant"),
+            s.experiments,
+            lambda v: (str(v.experiment_id), str(v.variant)),
+        )
         return [head, w, x]
 
     _emit(as_json, data, render)

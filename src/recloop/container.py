@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from recloop.adapters.ratelimit import MemoryRateLimiter, shared_limiter
 from recloop.adapters.redis import SharedCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.adapters.sql.privacy import SqlPrivacyStore
+from recloop.adapters.sql.training import training_reader
 from recloop.config import Settings
 from recloop.core.auth import KeyRing
 from recloop.core.breaker import CircuitBreaker
@@ -42,6 +42,7 @@ from recloop.services.preferences import PreferenceService
 from recloop.services.privacy import PrivacyConfig, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.retraction import Retraction, RetractionConfig
+from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemVectors
 from recloop.services.worker import Worker
 
@@ -145,10 +146,7 @@ class Container:
             await self.learning.stop()
         await self.committer.stop()
         await self.impressions.stop()
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await stop_tasks(self._refresher)
         if self.spool is not None:
             await self.spool.stop()
         else:
@@ -476,7 +474,7 @@ def build_container(
             event_log,
             learning_config(settings),
             reliability=guard.reliability if sp.enabled else None,
-            storage_url=None if db is None else settings.storage.url,
+            training_reader=None if db is None else training_reader(settings.storage.url),
             excluded=guard.flagged_users if sp.enabled else None,
         )
     retraction = (

@@ -7,6 +7,7 @@ use, and the contract tests run the same cases over it and the SQL adapter.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -527,4 +528,31 @@ class DeadLetterSink(Protocol):
 
     async def dead_letter(self, event: Any, reason: str) -> Any:
         """Keep ``event`` (a poisoned message) with ``reason``."""
+        ...
+
+
+# -- training data -------------------------------------------------------------------------
+
+
+class ImpressionSource(Protocol):
+    """Where a training job reads its window's impressions and who is flagged now."""
+
+    async def get_impressions(self, since: float, until: float) -> list[Impression]: ...
+
+    async def get_reliability(self) -> list[ReliabilityRecord]: ...
+
+
+class FeedbackSource(Protocol):
+    """Where a training job reads the feedback naming its impressions."""
+
+    async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]: ...
+
+
+class TrainingReader(Protocol):
+    """Opens the training data from a training process of its own: pickled to it, so made
+    of plain values (adapter: ``adapters.sql.training.SqlTrainingReader``, a database URL)."""
+
+    def reading(self) -> AbstractAsyncContextManager[tuple[ImpressionSource, FeedbackSource]]:
+        """The window's impressions and reliability records, and the feedback, open
+        until the block ends."""
         ...

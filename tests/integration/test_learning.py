@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from recloop import cli
 from recloop.adapters.sql import SqlDatabase
+from recloop.adapters.sql.training import ReadOnlyDatabase
 from recloop.container import learning_config
 from recloop.core.features import FEATURE_NAMES
-from recloop.learning.job import ReadOnlyDatabase
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.training import build_training_data, train
 from recloop.learning.validation import Gate, time_split

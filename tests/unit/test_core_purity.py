@@ -1,7 +1,9 @@
 """Nothing under core/ does I/O: it imports no async, storage, broker or web library.
 
 And services/ reach storage, brokers and the web only through ports: they import
-no adapter, no storage, broker or web library, and not the API.
+no adapter, no storage, broker or web library, and not the API. Nor does learning/
+(the training job, the learners, the canary): it reads through ports too, and sits
+below services.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from typing import Any
 import pytest
 
 import recloop.core
+import recloop.learning
 import recloop.services
 
 CORE = Path(recloop.core.__file__).parent
 SERVICES = Path(recloop.services.__file__).parent
+LEARNING = Path(recloop.learning.__file__).parent
 FORBIDDEN = (
     "asyncio",
     "sqlalchemy",
@@ -81,7 +85,11 @@ SERVICES_FORBIDDEN = (
     "recloop.adapters",
     "recloop.api",
 )
-LAYERS = {"core": (CORE, FORBIDDEN), "services": (SERVICES, SERVICES_FORBIDDEN)}
+LAYERS = {
+    "core": (CORE, FORBIDDEN),
+    "services": (SERVICES, SERVICES_FORBIDDEN),
+    "learning": (LEARNING, (*SERVICES_FORBIDDEN, "recloop.services")),
+}
 """Each layer's folder and what its modules may not import."""
 
 
@@ -97,6 +105,7 @@ def test_layers_have_modules() -> None:
     names = {layer: {p.name for p in root.rglob("*.py")} for layer, (root, _) in LAYERS.items()}
     assert {"events.py", "preferences.py", "hashing.py"} <= names["core"]
     assert {"feedback.py", "worker.py", "guard.py"} <= names["services"]
+    assert {"job.py", "training.py"} <= names["learning"]
 
 
 @pytest.mark.parametrize(("layer", "path"), layer_files())

@@ -15,13 +15,17 @@ from sqlalchemy import select, text
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase
 from recloop.adapters.sql.tables import impressions as impressions_table
+from recloop.adapters.sql.training import (
+    ReadOnlyDatabase,
+    SqlTrainingReader,
+    readable_elsewhere,
+    training_reader,
+)
 from recloop.core.slates import Slate
 from recloop.learning.job import (
     JobResult,
-    ReadOnlyDatabase,
     TrainingPlan,
     join_in_thread,
-    readable_elsewhere,
     run_plan,
 )
 from recloop.learning.training import Outcome, TrainingData
@@ -102,6 +106,10 @@ def test_which_databases_a_training_process_can_read() -> None:
     assert not readable_elsewhere("memory://")
     assert not readable_elsewhere("sqlite+aiosqlite://")
     assert not readable_elsewhere("sqlite+aiosqlite:///:memory:")
+    assert training_reader("sqlite+aiosqlite://") is None
+    assert training_reader("sqlite+aiosqlite:///./data/recloop.db") == SqlTrainingReader(
+        "sqlite+aiosqlite:///./data/recloop.db"
+    )
 
 
 async def test_the_training_process_reads_sqlite_but_never_writes(tmp_path: Path) -> None:
@@ -134,7 +142,7 @@ async def test_an_error_in_the_training_process_comes_back_named() -> None:
         InMemoryStateStore(),
         InMemoryEventLog(),
         LearningConfig(),
-        storage_url="postgresql+asyncpg://postgres@127.0.0.1:1/nothing",
+        training_reader=SqlTrainingReader("postgresql+asyncpg://postgres@127.0.0.1:1/nothing"),
     )
     stages: list[str] = []
     job = await learning.train_now("api", stages.append)

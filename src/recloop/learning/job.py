@@ -11,10 +11,11 @@ newer than the last model's window), then fits and validates
 one code path, run:
 
 - with SQL storage, in a spawned training process (:func:`train_from_storage`):
-  the server passes the database URL and the :class:`TrainingPlan` (plain,
-  small values), the child opens its own read-only connection with the SQL
-  adapters and does everything; only the :class:`JobResult` (the model's
-  artifact, its metrics, two counts) comes back;
+  the server passes a :class:`~recloop.ports.TrainingReader` (the SQL adapter's
+  holds the database URL) and the :class:`TrainingPlan` (plain, small values),
+  the child opens its own read-only connection through it and does everything;
+  only the :class:`JobResult` (the model's artifact, its metrics, two counts)
+  comes back;
 - with the in-memory storage, which no other process can read, in the server:
   reading on the event loop, the join in a thread, the fit and validation in a
   spawned process (the examples are pickled to it).
@@ -35,16 +36,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-
-from recloop.adapters.sql.database import SqlDatabase
 from recloop.core.events import Event
 from recloop.learning.training import Champion, Outcome, TrainingData, build_training_data, train
 from recloop.learning.validation import Gate
-from recloop.ports import Impression, ReliabilityRecord
+from recloop.ports import FeedbackSource, Impression, ImpressionSource, TrainingReader
 
 T = TypeVar("T")
 
@@ -85,16 +82,6 @@ class JobResult:
 class TrainingFailed(Exception):
     """An error raised in the training process, carried back as its type's name and message
     (our errors' constructors do not all unpickle; the remote traceback is the cause)."""
-
-
-class ImpressionSource(Protocol):
-    async def get_impressions(self, since: float, until: float) -> list[Impression]: ...
-
-    async def get_reliability(self) -> list[ReliabilityRecord]: ...
-
-
-class FeedbackSource(Protocol):
-    async def read_feedback_of(self, impression_ids: Sequence[str]) -> dict[str, list[Event]]: ...
 
 
 Join = Callable[
@@ -164,49 +151,6 @@ async def _fit_here(data: TrainingData, plan: TrainingPlan) -> Outcome:
 # -- the training process's side ---------------------------------------------------------
 
 
-def readable_elsewhere(url: str) -> bool:
-    """Whether another process can open the database at ``url``: PostgreSQL, a SQLite
-    file (not SQLite's in-memory database, private to its connection, nor ``memory://``)."""
-    try:
-        parsed = make_url(url)
-    except Exception:  # not a SQLAlchemy URL
-        return False
-    backend = parsed.get_backend_name()
-    if backend != "sqlite":
-        return backend == "postgresql"
-    database = parsed.database or ""
-    return bool(database) and database != ":memory:" and "mode=memory" not in database
-
-
-class ReadOnlyDatabase(SqlDatabase):
-    """A :class:`SqlDatabase` whose connections refuse to write: SQLite's ``query_only``
-    (a WAL reader beside the server's writer), PostgreSQL's read-only transactions.
-    Never migrated."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        if self.dialect != "sqlite":
-
-            @event.listens_for(self.engine.sync_engine, "connect")
-            def _read_only(dbapi_connection: Any, _record: Any) -> None:
-                # On the driver's own connection: outside the transaction SQLAlchemy's
-                # adapter would begin (which a pool's rollback would take back).
-                dbapi_connection.run_async(
-                    lambda conn: conn.execute(
-                        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
-                    )
-                )
-
-    def _tune(self, connection: Any) -> None:
-        super()._tune(connection)  # WAL already: the server set it, nothing is written
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
-
-    async def migrate(self, revision: str = "head") -> None:
-        raise RuntimeError("the training process's database is read-only: never migrated")
-
-
 _pipe: Connection | None = None
 """The training process's end of the progress pipe (set by :func:`_attach`)."""
 
@@ -235,23 +179,15 @@ def _report(stage: str) -> None:
             _pipe.send(stage)
 
 
-def train_from_storage(url: str, plan: TrainingPlan) -> JobResult:
-    """The training process's job with SQL storage: its own read-only connection to
-    ``url``, then :func:`run_plan` with everything in this process."""
-    return asyncio.run(_from_storage(url, plan))
+def train_from_storage(reader: TrainingReader, plan: TrainingPlan) -> JobResult:
+    """The training process's job: the storage opened by ``reader`` (the SQL adapter's:
+    its own read-only connection), then :func:`run_plan` with everything in this process."""
+    return asyncio.run(_from_storage(reader, plan))
 
 
-async def _from_storage(url: str, plan: TrainingPlan) -> JobResult:
-    from recloop.adapters.sql.log import SqlEventLog
-    from recloop.adapters.sql.store import SqlStateStore
-
-    db = ReadOnlyDatabase(url)
-    try:
-        return await run_plan(
-            plan, SqlStateStore(db), SqlEventLog(db), _report, _join_here, _fit_here
-        )
-    finally:
-        await db.dispose()
+async def _from_storage(reader: TrainingReader, plan: TrainingPlan) -> JobResult:
+    async with reader.reading() as (impressions, feedback):
+        return await run_plan(plan, impressions, feedback, _report, _join_here, _fit_here)
 
 
 def _carried(fn: Callable[..., T], *args: Any) -> T:

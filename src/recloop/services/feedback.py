@@ -53,6 +53,7 @@ from recloop.resilience import (
 from recloop.services.apply import Applier, Gate, Observer, ProcessorConfig
 from recloop.services.batching import GroupCommit
 from recloop.services.refusals import Quarantine, commit_checkpoint
+from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemVectors
 
 log = logging.getLogger(__name__)
@@ -214,11 +215,7 @@ class Processor:
         await self.flush_implicit()
         while not self._saved.is_set():  # never cancel a commit half way
             await self._saved.wait()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks)
         self._tasks = []
         # Whatever is left (a checkpoint cut short by the cancel): retried like the others.
         await self._checkpoint_once()

@@ -26,7 +26,6 @@ notes, once per batch, which users sent something.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -54,6 +53,7 @@ from recloop.core.spam_batch import judge_many
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
 from recloop.ports import ReliabilityRecord, StateStore
+from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,7 @@ class GuardService:
     async def stop(self) -> None:
         """Stop the sweep (the evidence stays in memory)."""
         sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await stop_tasks(sweeper)
 
     async def _sweep_forever(self) -> None:
         period = self._config.judge_within_seconds / 4

@@ -25,7 +25,6 @@ features are logged all the same, so the first model has data to learn from.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -66,7 +65,6 @@ from recloop.learning.job import (
     fit,
     in_training_process,
     join_in_thread,
-    readable_elsewhere,
     run_plan,
     train_from_storage,
 )
@@ -74,7 +72,8 @@ from recloop.learning.learner import ArtifactError, Model, load_model
 from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import Gate
-from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob
+from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob, TrainingReader
+from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
 
 log = logging.getLogger(__name__)
@@ -155,23 +154,21 @@ class LearningService:
         config: LearningConfig,
         reliability: Callable[[str], float | None] | None = None,
         clock: Callable[[], float] = time.time,
-        storage_url: str | None = None,
+        training_reader: TrainingReader | None = None,
         excluded: Callable[[], frozenset[str]] | None = None,
     ) -> None:
-        """``storage_url``: the SQL database ``store`` and ``log`` are in; a training
-        job's process then reads its data there itself (None: the in-memory storage,
-        read in this process). ``excluded()``: the users flagged now (the guard's),
-        whose impressions and clicks the items' counts leave out from the next
-        monitor pass on (training reads the flagged users from the store itself)."""
+        """``training_reader``: opens the storage ``store`` and ``log`` are in from a
+        training job's process, which then reads its data there itself (None: the
+        in-memory storage, read in this process). ``excluded()``: the users flagged now
+        (the guard's), whose impressions and clicks the items' counts leave out from the
+        next monitor pass on (training reads the flagged users from the store itself)."""
         self._excluded = excluded
         self._store = store
         self._log = log_
         self._config = config
         self._reliability = reliability
         self._clock = clock
-        self._storage_url = (
-            storage_url if storage_url is not None and readable_elsewhere(storage_url) else None
-        )
+        self._training_reader = training_reader
         self._slots = Slots()
         self._models: dict[str, Model] = {}
         self._tally = Tally(config.attribution_window_minutes * 60.0)
@@ -198,11 +195,7 @@ class LearningService:
             ]
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._jobs.values()]:
-            task.cancel()
-        for task in [*self._tasks, *self._jobs.values()]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*self._tasks, *self._jobs.values())
         self._tasks, self._jobs = [], {}
 
     async def reload(self) -> None:
@@ -628,11 +621,11 @@ class LearningService:
             learner=c.learner,
             alpha=c.alpha,
         )
-        if self._storage_url is not None:
+        if self._training_reader is not None:
             # The training process reads and joins the window itself: building the rows
             # and decoding their logged features held the event loop for seconds.
             result = await in_training_process(
-                progress, train_from_storage, self._storage_url, plan
+                progress, train_from_storage, self._training_reader, plan
             )
         else:
             # In-memory storage: only this process can read it.

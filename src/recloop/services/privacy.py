@@ -24,7 +24,6 @@ says what is guaranteed and what remains.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +53,7 @@ from recloop.services.feedback import Processor, preferences_key
 from recloop.services.guard import GuardService
 from recloop.services.limits import RateLimits
 from recloop.services.retraction import Retraction
+from recloop.services.tasks import stop_tasks
 
 if TYPE_CHECKING:  # the learning service is optional (learning.enabled)
     from recloop.services.learning import LearningService
@@ -180,10 +180,7 @@ class PrivacyService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
     async def load_tombstones(self) -> None:
         self._tombstones = await self._store.get_tombstones()

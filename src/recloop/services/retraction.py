@@ -28,7 +28,6 @@ they appeared, as attackers are, cost a read of the log's tail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +39,7 @@ from recloop.core.segments import SegmentRules
 from recloop.ports import AlgorithmCount, EventLog, StateStore
 from recloop.services.guard import GuardService
 from recloop.services.optimizer import Optimizer
+from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,7 @@ class Retraction:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
     async def _follow(self) -> None:
         while True:
