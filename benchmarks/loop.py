@@ -249,21 +249,24 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 def _settings(tmp: Path, model: bool, extra: dict[str, dict[str, Any]] | None = None) -> Any:
     equal = {a: 1.0 / len(ALGORITHMS) for a in ALGORITHMS}
-    extra = extra or {}
-    return load_settings(
-        None,
-        **{k: v for k, v in extra.items() if k not in ("exploration",)},
-        storage={"url": "memory://"},
-        vectors={"dim": 8},
-        bandit={
+    sections: dict[str, dict[str, Any]] = {
+        "storage": {"url": "memory://"},
+        "vectors": {"dim": 8},
+        "bandit": {
             "algorithms": list(ALGORITHMS),
             "default_weights": {s: dict(equal) for s in ("new", "power", "inactive", "regular")},
             "cache_seconds": 1.0,
             "seed": 1,
         },
-        exploration={"seed": 2, **extra.get("exploration", {})},
-        rate_limits={"enabled": False},
-        spam={"enabled": True},
+        "exploration": {"seed": 2},
+        "rate_limits": {"enabled": False},
+        "spam": {"enabled": True},
+    }
+    for name, values in (extra or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return load_settings(
+        None,
+        **sections,
         learning={
             "enabled": model,
             "attribution_window_minutes": 0.01,

@@ -341,6 +341,7 @@ def rank_config(settings: Settings) -> RankConfig:
         evidence_half=x.evidence_half,
         explore_top=x.top,
         temperature=x.temperature,
+        probe=x.probe,
     )
 
 

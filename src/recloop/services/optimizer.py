@@ -34,6 +34,7 @@ from recloop.core.bandit import (
     bucket_start,
     disable_reason,
     floor_weights,
+    mean_weights,
     pooled_prior,
     posterior,
     probability_best,
@@ -263,7 +264,7 @@ class Optimizer:
         cached = self._cache.get(segment)
         if (
             cached is not None
-            and c.mode == "probability"
+            and c.mode in ("probability", "mean")
             and now - cached.computed_at < c.cache_seconds
         ):
             return cached
@@ -279,6 +280,9 @@ class Optimizer:
         seed = int(self._seeds.integers(2**32))
         if c.mode == "probability":
             drawn = probability_best(live, draws=c.draws, seed=seed)
+            weights = floor_weights(drawn.weights, c.min_weight)
+        elif c.mode == "mean":
+            drawn = mean_weights(live, seed=seed)
             weights = floor_weights(drawn.weights, c.min_weight)
         else:
             drawn = sample_weights(live, seed=seed)

@@ -21,7 +21,7 @@ import numpy as np
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
-from recloop.core.exploration import effective_epsilon, explore
+from recloop.core.exploration import effective_epsilon, explore, probe
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
@@ -63,6 +63,9 @@ class RankConfig:
     """An exploring draw promotes one of this many candidates after the greedy one ..."""
     temperature: float | None = 0.5
     """... by a softmax of their scores at this temperature (None: uniformly)."""
+    probe: bool = False
+    """An exploring draw probes one algorithm (``core.exploration.probe``), drawn by weight,
+    and credits it alone; when the candidates name no weighted algorithm, the softmax draw."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +236,30 @@ class Ranker:
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
         order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
-        explored = explore(
-            scores[order], epsilon, self._rng, self._config.explore_top, self._config.temperature
-        )
+        probed: str | None = None
+        probing = self._config.probe and bool(fused.firsts)
+        if probing:
+            names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
+            place = np.empty(n, dtype=np.intp)
+            place[order] = np.arange(n)  # a fused row's place in the greedy order
+            drawn = probe(
+                place[[fused.firsts[a] for a in names_probed]],
+                [strategy.weights[a] for a in names_probed],
+                n,
+                epsilon,
+                self._rng,
+            )
+            explored = drawn.explored
+            if drawn.algorithm is not None:
+                probed = names_probed[drawn.algorithm]
+        else:
+            explored = explore(
+                scores[order],
+                epsilon,
+                self._rng,
+                self._config.explore_top,
+                self._config.temperature,
+            )
         positions = explored.order if k is None else explored.order[:k]
         shown_rows = order[positions]
         rows = shown_rows.tolist()
@@ -245,7 +269,10 @@ class Ranker:
         impression_id = uuid7()
         share_matrix = fused.share_matrix(rows)
         algorithms = tuple(fused.algorithms[i] for i in rows)
-        credits = credited(algorithms, share_matrix, impression_id)
+        if probing:  # the probed slot credits its algorithm alone; the rest none
+            credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
+        else:
+            credits = credited(algorithms, share_matrix, impression_id)
         values = share_matrix.tolist()
         shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
         impression = Impression(
