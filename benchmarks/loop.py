@@ -86,6 +86,9 @@ MONITOR_EVERY = 250
 HEADING = "## Closed loop (issue 15)"
 BOOTSTRAP = 1_000
 OBP_BASE = -4.5
+FLUSH_SECONDS = 0.2
+PROBES: dict[str, dict[str, Any]] = {"exploration": {"probe": True}}
+"""The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +264,10 @@ def _settings(tmp: Path, model: bool, extra: dict[str, dict[str, Any]] | None = 
         "exploration": {"seed": 2},
         "rate_limits": {"enabled": False},
         "spam": {"enabled": True},
+        # A run squeezes days of visits into seconds: implicit events (impressions,
+        # clicks) are applied, and counted by the bandit, a fraction of a second after
+        # they arrive instead of every 300 s, or the bandit would see none of them.
+        "feedback": {"implicit_flush_seconds": FLUSH_SECONDS},
     }
     for name, values in (extra or {}).items():
         sections[name] = {**sections.get(name, {}), **values}
@@ -490,8 +497,11 @@ async def run_world(
         found = static_arms(visits, seed)
         t0 = time.monotonic()
         found["recloop bandit"] = (await _run_loop(world, visits, seed, False, [])).p
+        found["recloop bandit, probes"] = (
+            await _run_loop(world, visits, seed, False, [], PROBES)
+        ).p
         t1 = time.monotonic()
-        with_model = await _run_loop(world, visits, seed, True, worse)
+        with_model = await _run_loop(world, visits, seed, True, worse, PROBES)
         took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"
         print(f"  {world.name} seed {seed}: {took}", file=sys.stderr, flush=True)
         found["recloop + model"] = with_model.p
@@ -508,7 +518,15 @@ async def run_world(
     return WorldResult(make(100).name, steps * seeds, stats, loops, time.monotonic() - started)
 
 
-ORDER = ("random pick", *ALGORITHMS, "static blend", "recloop bandit", "recloop + model", "oracle")
+ORDER = (
+    "random pick",
+    *ALGORITHMS,
+    "static blend",
+    "recloop bandit",
+    "recloop bandit, probes",
+    "recloop + model",
+    "oracle",
+)
 
 
 def _pct(x: float) -> str:
@@ -542,7 +560,7 @@ def table(result: WorldResult) -> str:
 def verdicts(results: Sequence[WorldResult]) -> list[str]:
     lines = []
     for r in results:
-        for arm in ("recloop bandit", "recloop + model"):
+        for arm in ("recloop bandit", "recloop bandit, probes", "recloop + model"):
             s = r.stats[arm]
             lift_ok = s["lift_ci"][0] >= -0.01
             gap_ok = s["gap"] >= 0.5
