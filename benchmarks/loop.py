@@ -89,6 +89,7 @@ OBP_BASE = -4.5
 FLUSH_SECONDS = 0.2
 PROBES: dict[str, dict[str, Any]] = {"exploration": {"probe": True}}
 """The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``)."""
+PROBES_NO_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_weight": 0.0}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,9 +498,11 @@ async def run_world(
         found = static_arms(visits, seed)
         t0 = time.monotonic()
         found["recloop bandit"] = (await _run_loop(world, visits, seed, False, [])).p
-        found["recloop bandit, probes"] = (
-            await _run_loop(world, visits, seed, False, [], PROBES)
-        ).p
+        for arm, extra in (
+            ("recloop bandit, probes", PROBES),
+            ("recloop bandit, probes, affinity 0", PROBES_NO_AFFINITY),
+        ):
+            found[arm] = (await _run_loop(world, visits, seed, False, [], extra)).p
         t1 = time.monotonic()
         with_model = await _run_loop(world, visits, seed, True, worse, PROBES)
         took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"
@@ -524,6 +527,7 @@ ORDER = (
     "static blend",
     "recloop bandit",
     "recloop bandit, probes",
+    "recloop bandit, probes, affinity 0",
     "recloop + model",
     "oracle",
 )
@@ -560,7 +564,8 @@ def table(result: WorldResult) -> str:
 def verdicts(results: Sequence[WorldResult]) -> list[str]:
     lines = []
     for r in results:
-        for arm in ("recloop bandit", "recloop bandit, probes", "recloop + model"):
+        arms = ("recloop bandit", "recloop bandit, probes", "recloop + model")
+        for arm in arms:
             s = r.stats[arm]
             lift_ok = s["lift_ci"][0] >= -0.01
             gap_ok = s["gap"] >= 0.5
