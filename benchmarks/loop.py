@@ -32,7 +32,15 @@ Every arm faces the same visits (the same user, offer and proposals at step
 - ``recloop bandit``: recloop in process (in-memory storage, the spam guard on)
   ranks the candidates with ``k = 1``; the shown item's impression and click (drawn
   from ``p``) go back as feedback naming the impression and ``credit``.
-- ``recloop + model``: the same with continuous learning: a retraining at a third
+- ``recloop bandit, probes``: the same with ``exploration.probe`` on: an exploring
+  draw shows one algorithm's own top pick, the algorithm drawn by weight, and credits
+  it alone (the other visits credit no algorithm); ``..., affinity 0``: that with
+  ``rank.affinity_weight`` 0, to see what the affinity term costs.
+- Implicit events are flushed every ``FLUSH_SECONDS`` (``feedback.implicit_flush_seconds``,
+  300 s by default): a run squeezes days of visits into seconds, and at the default the
+  bandit saw no count before the run ended (every run before this setting measured the
+  prior's weights).
+- ``recloop + model``: the same as the probes arm with continuous learning: a retraining at a third
   and at two thirds of the run, a validated candidate deployed automatically to a
   canary of half the users, the canary judged every ``MONITOR_EVERY`` steps.
   Then the guard check: a deliberately worse model (trained on inverted labels,

@@ -26,14 +26,16 @@ VISITS = 2_400
 EPSILON = 0.5
 
 
-def visit(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+def visit(
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(true rates, each algorithm's proposals best first, their scores)."""
     c = rng.beta(2.0, 8.0, ITEMS)
     z = (c - c.mean()) / c.std()
     scores = {
         name: r * z + np.sqrt(1.0 - r * r) * rng.normal(size=ITEMS) for name, r in QUALITY.items()
     }
-    return c, {k: np.argsort(-s)[:PROPOSED] for k, s in scores.items()}, scores  # type: ignore[return-value]
+    return c, {k: np.argsort(-s)[:PROPOSED] for k, s in scores.items()}, scores
 
 
 def true_ctr(seed: int, n: int = 20_000) -> dict[str, float]:
