@@ -34,7 +34,8 @@ Every arm faces the same visits (the same user, offer and proposals at step
   from ``p``) go back as feedback naming the impression and ``credit``.
 - ``recloop bandit, probes``: the same with ``exploration.probe`` on: an exploring
   draw shows one algorithm's own top pick, the algorithm drawn by weight, and credits
-  it alone (the other visits credit no algorithm); ``..., affinity 0``: that with
+  it alone (the other visits credit no algorithm), and ``bandit.weight_mode: mean``
+  (weights proportional to the posterior mean CTRs); ``..., affinity 0``: that with
   ``rank.affinity_weight`` 0, to see what the affinity term costs.
 - Implicit events are flushed every ``FLUSH_SECONDS`` (``feedback.implicit_flush_seconds``,
   300 s by default): a run squeezes days of visits into seconds, and at the default the
@@ -95,8 +96,12 @@ HEADING = "## Closed loop (issue 15)"
 BOOTSTRAP = 1_000
 OBP_BASE = -4.5
 FLUSH_SECONDS = 0.2
-PROBES: dict[str, dict[str, Any]] = {"exploration": {"probe": True}}
-"""The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``)."""
+PROBES: dict[str, dict[str, Any]] = {
+    "exploration": {"probe": True},
+    "bandit": {"weight_mode": "mean"},
+}
+"""The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``) and
+weights from the posterior means (``bandit.weight_mode: mean``)."""
 PROBES_NO_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_weight": 0.0}}
 
 
