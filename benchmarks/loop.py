@@ -35,7 +35,8 @@ Every arm faces the same visits (the same user, offer and proposals at step
 - ``recloop bandit, probes``: the same with ``exploration.probe`` on: an exploring
   draw shows one algorithm's own top pick, the algorithm drawn by weight, and credits
   it alone (the other visits credit no algorithm), and ``bandit.weight_mode: mean``
-  (weights proportional to the posterior mean CTRs); ``..., affinity 0``: that with
+  (weights proportional to the posterior mean CTRs), ε also shrunk by the segment's
+  evidence (``exploration.segment_evidence_half``); ``..., affinity 0``: that with
   ``rank.affinity_weight`` 0, to see what the affinity term costs.
 - Implicit events are flushed every ``FLUSH_SECONDS`` (``feedback.implicit_flush_seconds``,
   300 s by default): a run squeezes days of visits into seconds, and at the default the
@@ -96,8 +97,11 @@ HEADING = "## Closed loop (issue 15)"
 BOOTSTRAP = 1_000
 OBP_BASE = -4.5
 FLUSH_SECONDS = 0.2
+SEGMENT_EVIDENCE_HALF = 20.0
+"""The probes arms' ``exploration.segment_evidence_half``, chosen on ``world`` (20, 50, 200
+and none over exploration seeds 2, 5, 9; 20 lost the least to probing there)."""
 PROBES: dict[str, dict[str, Any]] = {
-    "exploration": {"probe": True},
+    "exploration": {"probe": True, "segment_evidence_half": SEGMENT_EVIDENCE_HALF},
     "bandit": {"weight_mode": "mean"},
 }
 """The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``) and

@@ -342,6 +342,7 @@ def rank_config(settings: Settings) -> RankConfig:
         explore_top=x.top,
         temperature=x.temperature,
         probe=x.probe,
+        segment_evidence_half=x.segment_evidence_half,
     )
 
 

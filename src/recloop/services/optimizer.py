@@ -81,6 +81,9 @@ class SegmentWeights:
     mode: str
     computed_at: float
     seed: int
+    evidence: float = 0.0
+    """Impressions credited per enabled algorithm in the window, on average (what
+    ``exploration.segment_evidence_half`` shrinks a probing ε by)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +290,10 @@ class Optimizer:
         else:
             drawn = sample_weights(live, seed=seed)
             weights = drawn.weights
-        result = SegmentWeights(segment, weights, disabled, c.mode, now, drawn.seed)
+        evidence = sum(self._totals(segment, a, now, None).impressions for a in enabled)
+        result = SegmentWeights(
+            segment, weights, disabled, c.mode, now, drawn.seed, evidence / len(enabled)
+        )
         self._cache[segment] = result
         return result
 

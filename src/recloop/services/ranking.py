@@ -66,6 +66,9 @@ class RankConfig:
     probe: bool = False
     """An exploring draw probes one algorithm (``core.exploration.probe``), drawn by weight,
     and credits it alone; when the candidates name no weighted algorithm, the softmax draw."""
+    segment_evidence_half: float | None = None
+    """With probes, ε is also halved when the segment's algorithms have this many credited
+    impressions each on average (``SegmentWeights.evidence``; None: not shrunk by it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +171,17 @@ class Ranker:
         if ceiling is None:
             ceiling = self._config.epsilons[user.segment]
         interactions = 0 if user.preferences is None else user.preferences.interactions
+        epsilon = effective_epsilon(ceiling, interactions, self._config.evidence_half)
+        if self._config.probe and self._config.segment_evidence_half is not None:
+            # probes teach the segment's weights: fewer as the segment's evidence grows
+            epsilon = effective_epsilon(
+                epsilon, segment_weights.evidence, self._config.segment_evidence_half
+            )
         return Strategy(
             user,
             segment_weights,
             strategy_weights(changed, segment_weights.weights),
-            effective_epsilon(ceiling, interactions, self._config.evidence_half),
+            epsilon,
             [{"experiment_id": e.experiment_id, "variant": v} for e, v in assigned],
             route.slot if route.slot is not None else changed.model_slot,
             route,
