@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import make_settings, start_app
 
@@ -128,5 +129,49 @@ async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
         weights = new["weights"]
         assert max(weights, key=weights.get) == order[0]
         assert weights[order[0]] > 0.5 and weights[order[-1]] < 0.1
+    finally:
+        await close()
+
+
+async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path) -> None:
+    segments = ("new", "power", "inactive", "regular")
+    settings = make_settings(
+        tmp_path,
+        "memory",
+        bandit={
+            "algorithms": list(QUALITY),
+            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in segments},
+            "cache_seconds": 0.0,
+        },
+        exploration={
+            "probe": True,
+            "segment_evidence_half": 10.0,
+            "evidence_half": None,
+            "epsilon": {"new": 0.3, "power": 0.05, "inactive": 0.2, "regular": 0.1},
+        },
+    )
+    app, close = await start_app(settings)
+    try:
+
+        async def epsilon() -> float:
+            r = await app.client.get("/users/nobody/strategy")
+            return float(r.json()["exploration"]["epsilon"])
+
+        assert await epsilon() == 0.3  # no evidence: the ceiling
+        # 10 credited impressions per algorithm in the new segment (one user each)
+        events = [
+            {
+                "user_id": f"v{k}-{a}",
+                "item_id": "i",
+                "type": "impression",
+                "attribution": {"algorithm": a},
+            }
+            for a in QUALITY
+            for k in range(10)
+        ]
+        r = await app.client.post("/feedback", json={"events": events})
+        assert r.status_code == 202, r.text
+        await app.idle(flush=True)
+        assert await epsilon() == pytest.approx(0.3 * 10 / (10 + 10))
     finally:
         await close()
