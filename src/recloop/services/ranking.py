@@ -7,6 +7,12 @@ explored item drawn among the next best by a softmax of their scores
 (``core.exploration.explore``) — and logs the impression durably — every shown item
 with its exact propensity and the features used — before answering, so that
 later clicks carrying its ``impression_id`` can be joined to it for training.
+
+With ``probe`` an exploring draw is a probe instead (``core.exploration.probe``): one
+algorithm drawn by weight, its own top pick on top, and that slot's ``credit`` names it
+alone (the other slots none), so the bandit learns each algorithm's own click rate
+without bias; ε may then shrink with the segment's evidence too
+(``segment_evidence_half``).
 """
 
 from __future__ import annotations
