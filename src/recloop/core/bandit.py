@@ -531,7 +531,7 @@ def mean_weights(posteriors: Mapping[str, Posterior], seed: int | None = None) -
     mean be 0 the weights are uniform; ``seed`` is only reported.
 
     >>> w = mean_weights({"a": Posterior(30.0, 70.0), "b": Posterior(10.0, 90.0)}, seed=7)
-    >>> w.weights, w.seed, w.mode
+    >>> {k: round(v, 12) for k, v in w.weights.items()}, w.seed, w.mode
     ({'a': 0.75, 'b': 0.25}, 7, 'mean')
     """
     a, b = _beta_parameters(posteriors)
