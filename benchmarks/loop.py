@@ -32,7 +32,17 @@ Every arm faces the same visits (the same user, offer and proposals at step
 - ``recloop bandit``: recloop in process (in-memory storage, the spam guard on)
   ranks the candidates with ``k = 1``; the shown item's impression and click (drawn
   from ``p``) go back as feedback naming the impression and ``credit``.
-- ``recloop + model``: the same with continuous learning: a retraining at a third
+- ``recloop bandit, probes``: the same with ``exploration.probe`` on: an exploring
+  draw shows one algorithm's own top pick, the algorithm drawn by weight, and credits
+  it alone (the other visits credit no algorithm), and ``bandit.weight_mode: mean``
+  (weights proportional to the posterior mean CTRs), ε also shrunk by the segment's
+  evidence (``exploration.segment_evidence_half``); ``..., affinity 0``: that with
+  ``rank.affinity_weight`` 0, to see what the affinity term costs.
+- Implicit events are flushed every ``FLUSH_SECONDS`` (``feedback.implicit_flush_seconds``,
+  300 s by default): a run squeezes days of visits into seconds, and at the default the
+  bandit saw no count before the run ended (every run before this setting measured the
+  prior's weights).
+- ``recloop + model``: the same as the probes arm with continuous learning: a retraining at a third
   and at two thirds of the run, a validated candidate deployed automatically to a
   canary of half the users, the canary judged every ``MONITOR_EVERY`` steps.
   Then the guard check: a deliberately worse model (trained on inverted labels,
@@ -86,6 +96,17 @@ MONITOR_EVERY = 250
 HEADING = "## Closed loop (issue 15)"
 BOOTSTRAP = 1_000
 OBP_BASE = -4.5
+FLUSH_SECONDS = 0.2
+SEGMENT_EVIDENCE_HALF = 20.0
+"""The probes arms' ``exploration.segment_evidence_half``, chosen on ``world`` (20, 50, 200
+and none over exploration seeds 2, 5, 9; 20 lost the least to probing there)."""
+PROBES: dict[str, dict[str, Any]] = {
+    "exploration": {"probe": True, "segment_evidence_half": SEGMENT_EVIDENCE_HALF},
+    "bandit": {"weight_mode": "mean"},
+}
+"""The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``) and
+weights from the posterior means (``bandit.weight_mode: mean``)."""
+PROBES_NO_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_weight": 0.0}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,21 +270,28 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 def _settings(tmp: Path, model: bool, extra: dict[str, dict[str, Any]] | None = None) -> Any:
     equal = {a: 1.0 / len(ALGORITHMS) for a in ALGORITHMS}
-    extra = extra or {}
-    return load_settings(
-        None,
-        **{k: v for k, v in extra.items() if k not in ("exploration",)},
-        storage={"url": "memory://"},
-        vectors={"dim": 8},
-        bandit={
+    sections: dict[str, dict[str, Any]] = {
+        "storage": {"url": "memory://"},
+        "vectors": {"dim": 8},
+        "bandit": {
             "algorithms": list(ALGORITHMS),
             "default_weights": {s: dict(equal) for s in ("new", "power", "inactive", "regular")},
             "cache_seconds": 1.0,
             "seed": 1,
         },
-        exploration={"seed": 2, **extra.get("exploration", {})},
-        rate_limits={"enabled": False},
-        spam={"enabled": True},
+        "exploration": {"seed": 2},
+        "rate_limits": {"enabled": False},
+        "spam": {"enabled": True},
+        # A run squeezes days of visits into seconds: implicit events (impressions,
+        # clicks) are applied, and counted by the bandit, a fraction of a second after
+        # they arrive instead of every 300 s, or the bandit would see none of them.
+        "feedback": {"implicit_flush_seconds": FLUSH_SECONDS},
+    }
+    for name, values in (extra or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return load_settings(
+        None,
+        **sections,
         learning={
             "enabled": model,
             "attribution_window_minutes": 0.01,
@@ -487,8 +515,13 @@ async def run_world(
         found = static_arms(visits, seed)
         t0 = time.monotonic()
         found["recloop bandit"] = (await _run_loop(world, visits, seed, False, [])).p
+        for arm, extra in (
+            ("recloop bandit, probes", PROBES),
+            ("recloop bandit, probes, affinity 0", PROBES_NO_AFFINITY),
+        ):
+            found[arm] = (await _run_loop(world, visits, seed, False, [], extra)).p
         t1 = time.monotonic()
-        with_model = await _run_loop(world, visits, seed, True, worse)
+        with_model = await _run_loop(world, visits, seed, True, worse, PROBES)
         took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"
         print(f"  {world.name} seed {seed}: {took}", file=sys.stderr, flush=True)
         found["recloop + model"] = with_model.p
@@ -505,7 +538,16 @@ async def run_world(
     return WorldResult(make(100).name, steps * seeds, stats, loops, time.monotonic() - started)
 
 
-ORDER = ("random pick", *ALGORITHMS, "static blend", "recloop bandit", "recloop + model", "oracle")
+ORDER = (
+    "random pick",
+    *ALGORITHMS,
+    "static blend",
+    "recloop bandit",
+    "recloop bandit, probes",
+    "recloop bandit, probes, affinity 0",
+    "recloop + model",
+    "oracle",
+)
 
 
 def _pct(x: float) -> str:
@@ -539,7 +581,8 @@ def table(result: WorldResult) -> str:
 def verdicts(results: Sequence[WorldResult]) -> list[str]:
     lines = []
     for r in results:
-        for arm in ("recloop bandit", "recloop + model"):
+        arms = ("recloop bandit", "recloop bandit, probes", "recloop + model")
+        for arm in arms:
             s = r.stats[arm]
             lift_ok = s["lift_ci"][0] >= -0.01
             gap_ok = s["gap"] >= 0.5

@@ -243,12 +243,15 @@ class BanditSettings(_Section):
     """The fewest pseudo-impressions a prior is worth (algorithms far apart)."""
     bucket_minutes: int = Field(60, ge=1, le=1440)
     window_days: float = Field(7.0, gt=0.0)
-    weight_mode: Literal["probability", "sample"] = "probability"
+    weight_mode: Literal["probability", "sample", "mean"] = "probability"
+    """How the posteriors become weights: ``probability``, each algorithm's posterior
+    probability of the highest CTR; ``sample``, one posterior draw each, normalised (the
+    specification's formula); ``mean``, the posterior means, normalised."""
     draws: int = Field(2000, ge=2000, le=1_000_000)
     """Posterior draws estimating P(best) in ``probability`` mode (at least 2,000)."""
     min_weight: float = Field(0.02, ge=0.0, lt=0.25)
     cache_seconds: float = Field(10.0, ge=0.0)
-    """``probability`` weights are recomputed per segment at most this often."""
+    """``probability`` and ``mean`` weights are recomputed per segment at most this often."""
     min_impressions: int = Field(1000, ge=1)
     credible_level: float = Field(0.95, gt=0.5, lt=1.0)
     disable_ctr: float = Field(0.005, gt=0.0, lt=1.0)
@@ -297,6 +300,16 @@ class ExplorationSettings(_Section):
     temperature: float | None = Field(0.5, gt=0.0)
     """... by a softmax of their scores over the spread of the top set, at this temperature
     (None: uniformly; with a large ``top`` that is the uniform ε-greedy)."""
+    probe: bool = False
+    """An exploring draw is a probe: one algorithm drawn with probability equal to its
+    weight, its own top pick shown on top and credited to it alone (``rank``'s ``credit``;
+    the other slots credit none), so each algorithm's click rate is learnt without bias.
+    False: the softmax draw above, every slot credited by share."""
+    segment_evidence_half: float | None = Field(None, gt=0.0)
+    """With ``probe``, a user's ε is also multiplied by ``h / (h + n)``, ``n`` the
+    impressions credited per algorithm of the segment in the window (on average), ``h`` this:
+    probes teach the segment's weights, and cost clicks, so there are fewer as the weights
+    become known (and more again as the window's evidence ages out). None: not shrunk."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
 

@@ -339,6 +339,8 @@ def rank_config(settings: Settings) -> RankConfig:
         evidence_half=x.evidence_half,
         explore_top=x.top,
         temperature=x.temperature,
+        probe=x.probe,
+        segment_evidence_half=x.segment_evidence_half,
     )
 
 

@@ -62,3 +62,36 @@ async def test_disabled_algorithm_returns_on_probation_after_the_cooldown() -> N
     assert set(back.weights) == {"a", "b"}  # old evidence no longer counts against it
     await opt.report([report("b", 2_000, 0, clock.now)], "r2")
     assert set((await opt.weights("regular")).weights) == {"a"}  # new evidence does
+
+
+async def test_mean_weights_follow_the_posterior_means_and_count_the_evidence() -> None:
+    clock = Clock(100 * DAY)
+    config = OptimizerConfig(
+        algorithms=("a", "b", "c"),
+        default_weights={
+            s: dict.fromkeys("abc", 1.0) for s in ("new", "inactive", "power", "regular")
+        },
+        prior_strength=100.0,
+        mode="mean",
+        cache_seconds=0.0,
+        seed=1,
+    )
+    opt = Optimizer(InMemoryStateStore(), config, clock=clock)
+    before = await opt.weights("regular")
+    assert before.evidence == 0.0
+    assert all(abs(w - 1 / 3) < 1e-12 for w in before.weights.values())
+    await opt.report(
+        [
+            PerformanceReport("a", "regular", 4_000, 1_200, 0, None, clock.now),
+            PerformanceReport("b", "regular", 4_000, 400, 0, None, clock.now),
+            PerformanceReport("c", "regular", 1_000, 100, 0, None, clock.now),
+        ],
+        "r",
+    )
+    after = await opt.weights("regular")
+    posts = opt.posteriors("regular", clock.now)
+    total = sum(p.mean for p in posts.values())
+    for alg, p in posts.items():  # proportional to the posterior means (none at the floor)
+        assert abs(after.weights[alg] - p.mean / total) < 1e-9
+    assert after.weights["a"] > after.weights["b"] > 0.02
+    assert after.evidence == 3_000.0  # credited impressions per algorithm, on average

@@ -454,8 +454,8 @@ def posterior(prior: BetaPrior, counts: PerformanceCounts) -> Posterior:
 class Weights:
     """Algorithm weights summing to 1, with the seed that reproduces them.
 
-    ``mode`` is ``"probability"`` (:func:`probability_best`) or ``"sample"``
-    (:func:`sample_weights`).
+    ``mode`` is ``"probability"`` (:func:`probability_best`), ``"sample"``
+    (:func:`sample_weights`) or ``"mean"`` (:func:`mean_weights`).
     """
 
     weights: dict[str, float]
@@ -522,6 +522,24 @@ def sample_weights(posteriors: Mapping[str, Posterior], seed: int | None = None)
     total = float(x.sum())
     shares = (x / total).tolist() if total > 0 else [1.0 / len(a)] * len(a)
     return Weights(dict(zip(posteriors, shares, strict=True)), seed, "sample")
+
+
+def mean_weights(posteriors: Mapping[str, Posterior], seed: int | None = None) -> Weights:
+    """Each algorithm's posterior mean CTR, normalised to sum 1: every algorithm votes in
+    the fusion in proportion to how often its own picks are clicked, as far as the evidence
+    says (the expectation of :func:`sample_weights`' draws, with no draw). Should every
+    mean be 0 the weights are uniform; ``seed`` is only reported.
+
+    >>> w = mean_weights({"a": Posterior(30.0, 70.0), "b": Posterior(10.0, 90.0)}, seed=7)
+    >>> {k: round(v, 12) for k, v in w.weights.items()}, w.seed, w.mode
+    ({'a': 0.75, 'b': 0.25}, 7, 'mean')
+    """
+    a, b = _beta_parameters(posteriors)
+    seed = _seed_or_new(seed)
+    means = a / (a + b)
+    total = float(means.sum())
+    shares = (means / total).tolist() if total > 0 else [1.0 / len(a)] * len(a)
+    return Weights(dict(zip(posteriors, shares, strict=True)), seed, "mean")
 
 
 def floor_weights(weights: Mapping[str, float], min_weight: float) -> dict[str, float]:

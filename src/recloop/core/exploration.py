@@ -302,3 +302,103 @@ def explore(
         moved = np.maximum(1.0 - below[j - 1], 0.0)
     propensities[1:] = np.where(pushed, moved, kept)
     return Explored(order, propensities, promoted, epsilon)
+
+
+# -- Probes: exploration that credits exactly one algorithm ---------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Probed:
+    """What :func:`probe` shows: the :class:`Explored` columns, and the algorithm probed
+    (an index into the ``picks`` given; None: not a probe) with the probability it had of
+    being drawn."""
+
+    explored: Explored
+    algorithm: int | None
+    probability: float
+
+
+def _shown(
+    p_top: npt.NDArray[np.float64], promoted: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Order and exact propensities when candidate ``M`` moves to the top with
+    ``P(M = j) = p_top[j]`` and ``promoted`` was drawn (:func:`explore`'s formulas)."""
+    n = p_top.shape[0]
+    order = np.arange(n)
+    if promoted:
+        order[1 : promoted + 1] = np.arange(promoted)
+        order[0] = promoted
+    propensities = np.ones(n, dtype=np.float64)
+    if n > 1:
+        j = np.arange(1, n)
+        below = np.cumsum(p_top)  # P(M <= j)
+        propensities[0] = p_top[promoted]
+        kept = np.minimum(below[j - 1], 1.0)
+        moved = np.maximum(1.0 - below[j - 1], 0.0)
+        propensities[1:] = np.where(j <= promoted, moved, kept)
+    return order, propensities
+
+
+def probe(
+    picks: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    n: int,
+    epsilon: float,
+    rng: np.random.Generator,
+) -> Probed:
+    """The greedy order, or with probability ``epsilon`` a probe: one algorithm ``A``
+    drawn with probability ``weights[A] / sum(weights)``, its own top pick moved to the top.
+
+    ``picks[a]`` is algorithm ``a``'s top pick as an index into the greedy order of ``n``
+    candidates (0: it agrees with the greedy top, and the probe changes nothing shown).
+    The probed slot's feedback is credited to ``A`` alone, so the click rate of an
+    algorithm's probes estimates the click rate of its own top pick without bias: ``A`` is
+    drawn independently of the visit. The promoted index ``M`` has::
+
+        P(M = j) = (1 - ε)·[j = 0] + ε · Σ_a [picks[a] = j] · weights[a] / sum(weights)
+
+    and every shown (candidate, position) gets its exact propensity from it as in
+    :func:`explore`. No picks, or weights summing to 0: never a probe, the greedy order
+    with propensity 1.
+
+    Raises
+    ------
+    InvalidInput
+        for ``epsilon`` outside [0, 1], a pick outside ``0 .. n-1``, a negative or
+        non-finite weight, or ``picks`` and ``weights`` of different lengths.
+
+    >>> p = probe([2, 0], [0.5, 0.5], 3, 1.0, np.random.default_rng(0))
+    >>> p.explored.order.tolist(), p.explored.propensities.tolist(), p.algorithm
+    ([2, 0, 1], [0.5, 0.5, 0.5], 0)
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise InvalidInput("epsilon", f"must be in [0, 1], got {epsilon}")
+    at = np.asarray(picks, dtype=np.intp)
+    w = np.asarray(weights, dtype=np.float64)
+    if at.shape != w.shape:
+        raise InvalidInput("weights", f"has {w.shape[0]} values for {at.shape[0]} picks")
+    if at.size and (at.min() < 0 or at.max() >= n):
+        raise InvalidInput("picks", f"must be in 0 .. {n - 1}")
+    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+        raise InvalidInput("weights", "must be finite and >= 0")
+    total = float(w.sum())
+    if n < 1 or total <= 0.0:
+        order, propensities = _shown((np.arange(max(n, 0)) == 0).astype(np.float64), 0)
+        return Probed(Explored(order, propensities, 0, 0.0), None, 0.0)
+    chance = w / total
+    p_top = np.bincount(at, weights=chance * epsilon, minlength=n).astype(np.float64)
+    p_top[0] += 1.0 - epsilon
+    algorithm: int | None = None
+    promoted = 0
+    if rng.random() < epsilon:
+        cumulative = np.cumsum(chance)
+        u = rng.random() * cumulative[-1]
+        # side="right": the first algorithm whose cumulative chance exceeds u, never one
+        # with chance 0 (its cumulative equals the one before it)
+        algorithm = int(np.searchsorted(cumulative, u, side="right"))
+        if algorithm >= len(w) or chance[algorithm] == 0.0:  # u rounded up to the total
+            algorithm = int(np.flatnonzero(chance)[-1])
+        promoted = int(at[algorithm])
+    order, propensities = _shown(p_top, promoted)
+    probability = float(chance[algorithm]) if algorithm is not None else 0.0
+    return Probed(Explored(order, propensities, promoted, epsilon), algorithm, probability)

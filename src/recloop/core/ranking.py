@@ -245,6 +245,9 @@ class Fused:
     appearance: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     """Each item's place among the candidates' distinct item ids in order of first
     appearance (what a caller's per-id columns are reordered by)."""
+    firsts: dict[str, int] = field(default_factory=dict)
+    """Per weighted algorithm, the row of the item its list ranks first (its own top pick:
+    what a probe shows, ``core.exploration.probe``)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -350,6 +353,10 @@ def fuse_columns(
     score = normalised + affinity_weight * affinity
     ranked_items = np.argsort(-score, kind="stable")
     order = ranked_items.tolist()
+    row_of = np.empty(items, dtype=np.intp)
+    row_of[ranked_items] = np.arange(items)
+    head_rows = row_of[item_arr[starts]].tolist()  # each list's first candidate, in list order
+    firsts = {key: row for key, row in zip(groups, head_rows, strict=True) if key is not None}
     return Fused(
         [ids[i] for i in order],
         score[order],
@@ -359,6 +366,7 @@ def fuse_columns(
         share_sums[order],
         fusion[order],
         ranked_items,
+        firsts,
     )
 
 

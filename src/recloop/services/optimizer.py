@@ -34,6 +34,7 @@ from recloop.core.bandit import (
     bucket_start,
     disable_reason,
     floor_weights,
+    mean_weights,
     pooled_prior,
     posterior,
     probability_best,
@@ -80,6 +81,9 @@ class SegmentWeights:
     mode: str
     computed_at: float
     seed: int
+    evidence: float = 0.0
+    """Impressions credited per enabled algorithm in the window, on average (what
+    ``exploration.segment_evidence_half`` shrinks a probing ε by)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +267,7 @@ class Optimizer:
         cached = self._cache.get(segment)
         if (
             cached is not None
-            and c.mode == "probability"
+            and c.mode in ("probability", "mean")
             and now - cached.computed_at < c.cache_seconds
         ):
             return cached
@@ -280,10 +284,16 @@ class Optimizer:
         if c.mode == "probability":
             drawn = probability_best(live, draws=c.draws, seed=seed)
             weights = floor_weights(drawn.weights, c.min_weight)
+        elif c.mode == "mean":
+            drawn = mean_weights(live, seed=seed)
+            weights = floor_weights(drawn.weights, c.min_weight)
         else:
             drawn = sample_weights(live, seed=seed)
             weights = drawn.weights
-        result = SegmentWeights(segment, weights, disabled, c.mode, now, drawn.seed)
+        evidence = sum(self._totals(segment, a, now, None).impressions for a in enabled)
+        result = SegmentWeights(
+            segment, weights, disabled, c.mode, now, drawn.seed, evidence / len(enabled)
+        )
         self._cache[segment] = result
         return result
 

@@ -7,6 +7,12 @@ explored item drawn among the next best by a softmax of their scores
 (``core.exploration.explore``) — and logs the impression durably — every shown item
 with its exact propensity and the features used — before answering, so that
 later clicks carrying its ``impression_id`` can be joined to it for training.
+
+With ``probe`` an exploring draw is a probe instead (``core.exploration.probe``): one
+algorithm drawn by weight, its own top pick on top, and that slot's ``credit`` names it
+alone (the other slots none), so the bandit learns each algorithm's own click rate
+without bias; ε may then shrink with the segment's evidence too
+(``segment_evidence_half``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
-from recloop.core.exploration import effective_epsilon, explore
+from recloop.core.exploration import effective_epsilon, explore, probe
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
@@ -63,6 +69,12 @@ class RankConfig:
     """An exploring draw promotes one of this many candidates after the greedy one ..."""
     temperature: float | None = 0.5
     """... by a softmax of their scores at this temperature (None: uniformly)."""
+    probe: bool = False
+    """An exploring draw probes one algorithm (``core.exploration.probe``), drawn by weight,
+    and credits it alone; when the candidates name no weighted algorithm, the softmax draw."""
+    segment_evidence_half: float | None = None
+    """With probes, ε is also halved when the segment's algorithms have this many credited
+    impressions each on average (``SegmentWeights.evidence``; None: not shrunk by it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +177,17 @@ class Ranker:
         if ceiling is None:
             ceiling = self._config.epsilons[user.segment]
         interactions = 0 if user.preferences is None else user.preferences.interactions
+        epsilon = effective_epsilon(ceiling, interactions, self._config.evidence_half)
+        if self._config.probe and self._config.segment_evidence_half is not None:
+            # probes teach the segment's weights: fewer as the segment's evidence grows
+            epsilon = effective_epsilon(
+                epsilon, segment_weights.evidence, self._config.segment_evidence_half
+            )
         return Strategy(
             user,
             segment_weights,
             strategy_weights(changed, segment_weights.weights),
-            effective_epsilon(ceiling, interactions, self._config.evidence_half),
+            epsilon,
             [{"experiment_id": e.experiment_id, "variant": v} for e, v in assigned],
             route.slot if route.slot is not None else changed.model_slot,
             route,
@@ -233,9 +251,30 @@ class Ranker:
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
         order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
-        explored = explore(
-            scores[order], epsilon, self._rng, self._config.explore_top, self._config.temperature
-        )
+        probed: str | None = None
+        probing = self._config.probe and bool(fused.firsts)
+        if probing:
+            names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
+            place = np.empty(n, dtype=np.intp)
+            place[order] = np.arange(n)  # a fused row's place in the greedy order
+            drawn = probe(
+                place[[fused.firsts[a] for a in names_probed]],
+                [strategy.weights[a] for a in names_probed],
+                n,
+                epsilon,
+                self._rng,
+            )
+            explored = drawn.explored
+            if drawn.algorithm is not None:
+                probed = names_probed[drawn.algorithm]
+        else:
+            explored = explore(
+                scores[order],
+                epsilon,
+                self._rng,
+                self._config.explore_top,
+                self._config.temperature,
+            )
         positions = explored.order if k is None else explored.order[:k]
         shown_rows = order[positions]
         rows = shown_rows.tolist()
@@ -245,7 +284,10 @@ class Ranker:
         impression_id = uuid7()
         share_matrix = fused.share_matrix(rows)
         algorithms = tuple(fused.algorithms[i] for i in rows)
-        credits = credited(algorithms, share_matrix, impression_id)
+        if probing:  # the probed slot credits its algorithm alone; the rest none
+            credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
+        else:
+            credits = credited(algorithms, share_matrix, impression_id)
         values = share_matrix.tolist()
         shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
         impression = Impression(

@@ -1,0 +1,177 @@
+"""Issue 15 item 3: on a world where each algorithm's true CTR is known, the weights learnt
+from probes order the algorithms correctly.
+
+Per visit, ``ITEMS`` items with true click rates ``c ~ Beta(2, 8)``; algorithm ``k`` scores
+them ``r_k z + sqrt(1 - r_k²) noise`` (``z`` the standardised rates) and proposes its top
+``PROPOSED``. An algorithm's true CTR is the click rate of its own top pick, computed from
+the same generator on other visits. recloop ranks every visit with ``k = 1`` and probes
+(``exploration.probe``); the shown item's impression and click (drawn from its rate) go
+back naming the ``credit`` ``rank`` returned, as an orchestrator does. Crediting by share
+(the default) would squeeze the algorithms' CTRs together (``python -m benchmarks.credit``);
+a probe credits one algorithm drawn independently of the visit, so its CTR is unbiased.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_settings, start_app
+
+QUALITY = {"collaborative": 0.95, "content_based": 0.7, "popularity": 0.35, "random": 0.0}
+ITEMS = 30
+PROPOSED = 5
+VISITS = 2_400
+EPSILON = 0.5
+
+
+def visit(
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(true rates, each algorithm's proposals best first, their scores)."""
+    c = rng.beta(2.0, 8.0, ITEMS)
+    z = (c - c.mean()) / c.std()
+    scores = {
+        name: r * z + np.sqrt(1.0 - r * r) * rng.normal(size=ITEMS) for name, r in QUALITY.items()
+    }
+    return c, {k: np.argsort(-s)[:PROPOSED] for k, s in scores.items()}, scores
+
+
+def true_ctr(seed: int, n: int = 20_000) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    own = dict.fromkeys(QUALITY, 0.0)
+    for _ in range(n):
+        c, top, _ = visit(rng)
+        for name in QUALITY:
+            own[name] += float(c[top[name][0]]) / n
+    return own
+
+
+async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
+    tmp_path: Path,
+) -> None:
+    truth = true_ctr(seed=1)
+    order = sorted(QUALITY, key=lambda a: -truth[a])
+    assert order == list(QUALITY)  # the world is what it says (r orders the top picks)
+    settings = make_settings(
+        tmp_path,
+        "memory",
+        bandit={
+            "algorithms": list(QUALITY),
+            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in
+                                ("new", "power", "inactive", "regular")},
+            "cache_seconds": 0.0,
+            "seed": 5,
+        },
+        exploration={
+            "probe": True,
+            "epsilon": dict.fromkeys(("new", "power", "inactive", "regular"), EPSILON),
+            "evidence_half": None,
+            "seed": 6,
+        },
+    )  # fmt: skip
+    app, close = await start_app(settings)
+    rng = np.random.default_rng(2)
+    credited = 0
+    try:
+        for t in range(VISITS):
+            c, top, scores = visit(rng)
+            candidates = [
+                {"item_id": f"i{j}", "algorithm": name, "score": float(scores[name][j])}
+                for name, picks in top.items()
+                for j in picks.tolist()
+            ]
+            user = f"u{t % 200}"
+            r = await app.client.post(
+                f"/users/{user}/rank", json={"candidates": candidates, "k": 1}
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            shown = body["ranking"][0]
+            attribution = {"impression_id": body["impression_id"]}
+            if shown["credit"] is not None:  # a probe (the other visits credit no algorithm)
+                attribution["algorithm"] = shown["credit"]
+                credited += 1
+            events = [
+                {
+                    "event_id": f"{body['impression_id']}-{kind}",
+                    "user_id": user,
+                    "item_id": shown["item_id"],
+                    "type": kind,
+                    "attribution": attribution,
+                }
+                for kind in ("impression", "click")[
+                    : 1 + int(rng.random() < c[int(shown["item_id"][1:])])
+                ]
+            ]
+            r = await app.client.post("/feedback", json={"events": events})
+            assert r.status_code == 202, r.text
+        await app.idle(flush=True)
+        rows = (await app.client.get("/algorithms")).json()["algorithms"]
+        impressions = {
+            a: sum(r["impressions"] for r in rows if r["algorithm"] == a) for a in QUALITY
+        }
+        clicks = {a: sum(r["clicks"] for r in rows if r["algorithm"] == a) for a in QUALITY}
+        assert sum(impressions.values()) == credited
+        assert abs(credited / VISITS - EPSILON) < 0.05
+        learnt = {a: clicks[a] / impressions[a] for a in QUALITY}
+        # unbiased: each within 3.5 standard errors of the truth ...
+        for a in QUALITY:
+            se = np.sqrt(truth[a] * (1.0 - truth[a]) / impressions[a])
+            assert abs(learnt[a] - truth[a]) < 3.5 * se, (a, learnt[a], truth[a])
+        # ... so the learnt CTRs order them correctly, and so do the weights served to the
+        # segment with the most evidence (P(best): the best one far ahead, the worst floored)
+        assert sorted(QUALITY, key=lambda a: -learnt[a]) == order
+        new = (await app.client.get("/users/nobody/weights")).json()  # most evidence: new
+        assert new["segment"] == "new"
+        weights = new["weights"]
+        assert max(weights, key=weights.get) == order[0]
+        assert weights[order[0]] > 0.5 and weights[order[-1]] < 0.1
+    finally:
+        await close()
+
+
+async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path) -> None:
+    segments = ("new", "power", "inactive", "regular")
+    settings = make_settings(
+        tmp_path,
+        "memory",
+        bandit={
+            "algorithms": list(QUALITY),
+            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in segments},
+            "cache_seconds": 0.0,
+        },
+        exploration={
+            "probe": True,
+            "segment_evidence_half": 10.0,
+            "evidence_half": None,
+            "epsilon": {"new": 0.3, "power": 0.05, "inactive": 0.2, "regular": 0.1},
+        },
+    )
+    app, close = await start_app(settings)
+    try:
+
+        async def epsilon() -> float:
+            r = await app.client.get("/users/nobody/strategy")
+            return float(r.json()["exploration"]["epsilon"])
+
+        assert await epsilon() == 0.3  # no evidence: the ceiling
+        # 10 credited impressions per algorithm in the new segment (one user each)
+        events = [
+            {
+                "user_id": f"v{k}-{a}",
+                "item_id": "i",
+                "type": "impression",
+                "attribution": {"algorithm": a},
+            }
+            for a in QUALITY
+            for k in range(10)
+        ]
+        r = await app.client.post("/feedback", json={"events": events})
+        assert r.status_code == 202, r.text
+        await app.idle(flush=True)
+        assert await epsilon() == pytest.approx(0.3 * 10 / (10 + 10))
+    finally:
+        await close()
