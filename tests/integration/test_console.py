@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,17 @@ from recloop.config import Settings
 from recloop.console.sessions import COOKIE
 from recloop.core.auth import new_key
 from tests.conftest import Running, start_app
-from tests.console_seed import BLOCKED, MODELS, USERS, seed_api, seed_models
+from recloop.adapters.sql.history import SqlHistoryStore
+from tests.console_seed import (
+    BLOCKED,
+    CANARY,
+    MODELS,
+    SAMPLES,
+    USERS,
+    seed_api,
+    seed_history,
+    seed_models,
+)
 
 INGEST, INGEST_SHA = new_key()
 READ, READ_SHA = new_key()
@@ -68,6 +79,10 @@ async def console(settings_factory: Callable[..., Settings]) -> AsyncIterator[Co
     running.client.headers["Authorization"] = f"Bearer {ADMIN}"
     await seed_api(running.client, list(settings.bandit.algorithms))
     await seed_models(running.container.store)
+    assert running.container.db is not None
+    await seed_history(
+        SqlHistoryStore(running.container.db), list(settings.bandit.algorithms), time.time()
+    )
     await running.idle(flush=True)
     yield Console(running)
     await close()
@@ -129,18 +144,43 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
         assert f"<td>{variant}</td><td>0.5</td><td>{n}</td>" in detail
     results = c.experiments.results("exp-blend")
     assert f"p = {results['srm']['p_value']:.4g}" in detail
-    [forest] = charts(detail)
+    forest, *over = charts(detail)
     rows = [(m["name"], cmp) for m in results["metrics"] for cmp in m["comparisons"]]
     assert forest["series"] == 3 and len(forest["spec"]["x"]) == len(rows) == 2
     assert forest["spec"]["categories"] == [f"{name}: treatment" for name, _ in rows]
     assert forest["spec"]["series"][0]["values"] == [c["relative_effect"] for _, c in rows]
     assert forest["spec"]["series"][1]["values"] == [c["ci_relative"][0] for _, c in rows]
     assert forest["points"] == 3 * len(rows)
+    # the anytime-valid interval over time per metric, and the power over time
+    assert c.history is not None
+    stored = await c.history.series("experiment", "exp-blend")
+    assert sorted(s for _, s in stored) == ["clicks:treatment", "purchased:treatment"]
+    purchased, clicks, power = over
+    for chart, subject in ((purchased, "purchased:treatment"), (clicks, "clicks:treatment")):
+        points = stored[("exp-blend", subject)]
+        assert chart["spec"]["time"] and chart["series"] == 3
+        assert chart["spec"]["x"] == [p.at for p in points] and len(points) >= SAMPLES
+        assert chart["spec"]["series"][0]["values"] == [p.values["effect"] for p in points]
+        assert chart["spec"]["series"][1]["values"] == [p.values["low"] for p in points]
+        assert chart["spec"]["bands"] == [[2, 1]]
+        assert chart["points"] == 3 * len(points)
+    assert power["series"] == 2 and power["points"] == sum(len(p) for p in stored.values())
+    last = stored[("exp-blend", "clicks:treatment")][-1].values
+    assert f"<tr><td>clicks:treatment</td><td>{last['power']:.3g}</td>" in detail
 
     algorithms = (await client.get("/console/algorithms")).text
     found = charts(algorithms)
     n = len(c.optimizer.algorithms)
-    assert len(found) == 4 and all(f["series"] == 3 and f["points"] == 3 * n for f in found)
+    assert len(found) == 8 and all(f["series"] == 3 and f["points"] == 3 * n for f in found[:4])
+    history = await c.history.series("algorithm")
+    for chart in found[4:]:  # each segment's posterior over time, one band per algorithm
+        segment = chart["spec"]["title"].split(":")[0]
+        mine = {a: history[(segment, a)] for s, a in history if s == segment}
+        assert sorted(mine) == sorted(c.optimizer.algorithms)
+        assert chart["series"] == 3 * n and chart["points"] == 3 * sum(map(len, mine.values()))
+        first = sorted(mine)[0]
+        assert chart["spec"]["series"][0]["label"] == first
+        assert chart["spec"]["series"][0]["values"] == [p.values["mean"] for p in mine[first]]
     overview_rows = await c.optimizer.overview()
     popularity_new = next(
         r for r in overview_rows if r["segment"] == "new" and r["algorithm"] == "popularity"
@@ -148,9 +188,23 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
     assert f"<td>popularity</td><td>{popularity_new['weight']:.3g}</td><td>2000</td>" in algorithms
 
     models = (await client.get("/console/models")).text
-    [validation] = charts(models)
+    validation, roc, reliability, canary = charts(models)
     assert validation["spec"]["categories"] == list(MODELS)
     assert validation["series"] == 3 and validation["points"] == 6
+    newest = await c.learning.model(MODELS[-1]) if c.learning is not None else None
+    assert newest is not None
+    stored_curves = newest.metrics["curves"]
+    assert roc["spec"]["x"] == stored_curves["roc"]["fpr"] and roc["series"] == 2
+    assert roc["spec"]["series"][0]["values"] == stored_curves["roc"]["tpr"]
+    assert reliability["spec"]["x"] == stored_curves["reliability"]["predicted"]
+    assert reliability["points"] == 2 * len(stored_curves["reliability"]["count"])
+    assert f"{MODELS[-1]}: ROC curve" in roc["spec"]["title"]
+    assert canary["series"] == 4 and canary["points"] == 4 * SAMPLES
+    assert CANARY in canary["spec"]["title"]
+    assert canary["spec"]["series"][3]["values"] == [-0.05] * SAMPLES  # the margin
+    older = (await client.get(f"/console/models?version={MODELS[0]}")).text
+    assert f"{MODELS[0]}: ROC curve" in charts(older)[1]["spec"]["title"]
+    assert (await client.get("/console/models?version=nope")).status_code == 404
     assert "champion m-001: 0.7" in models
 
     guard = (await client.get("/console/guard")).text

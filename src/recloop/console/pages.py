@@ -15,11 +15,22 @@ from typing import Any
 import numpy as np
 
 from recloop.api.routers.health import health_report
-from recloop.console.charts import Chart, Series, finite, forest, histogram
+from recloop.console.charts import (
+    BandPoints,
+    Chart,
+    Series,
+    curve,
+    finite,
+    forest,
+    histogram,
+    over_time,
+)
 from recloop.container import Container
 from recloop.core.errors import NotFound
 from recloop.core.events import FEEDBACK_TYPES
 from recloop.metrics import Metrics
+from recloop.ports import HistoryPoint
+from recloop.services.history import Series as History
 
 RECENT_EVENTS = 20
 RECENT_DAYS = 30.0
@@ -108,7 +119,15 @@ def experiments_page(c: Container) -> dict[str, Any]:
     }
 
 
-def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:
+def _band(points: list[HistoryPoint], keys: tuple[str, str, str]) -> BandPoints:
+    return [(p.at, p.values.get(keys[0]), p.values.get(keys[1]), p.values.get(keys[2])) for p in points]
+
+
+async def _history(c: Container, kind: str, scope: str | None = None) -> History:
+    return {} if c.history is None else await c.history.series(kind, scope)
+
+
+async def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:
     exp = c.experiments.get(experiment_id)
     results = c.experiments.results(experiment_id)
     rows = [
@@ -124,10 +143,54 @@ def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:
     charts = []
     if rows:
         charts.append(forest("effects", "Relative effect vs the baseline, with its interval", rows))
-    return {"experiment": exp, "results": results, "charts": charts}
+    history = await _history(c, "experiment", experiment_id)
+    by_metric: dict[str, list[tuple[str, list[HistoryPoint]]]] = defaultdict(list)
+    for (_, subject), points in sorted(history.items()):
+        metric, _, variant = subject.rpartition(":")
+        by_metric[metric].append((variant, points))
+    for n, metric in enumerate(m.name for m in exp.all_metrics):
+        if metric in by_metric:
+            groups = [(v, _band(points, ("effect", "low", "high"))) for v, points in by_metric[metric]]
+            charts.append(
+                over_time(
+                    f"sequential-{n}",
+                    f"{metric}: relative effect over time, anytime-valid interval",
+                    groups,
+                    y_label="relative effect",
+                )
+            )
+    power_rows: list[dict[str, Any]] = []
+    if history:
+        mde = c.history.config.power_mde if c.history is not None else None
+        times = sorted({p.at for points in history.values() for p in points})
+        at = {t: i for i, t in enumerate(times)}
+        series = []
+        for (_, subject), points in sorted(history.items()):
+            values: list[float | None] = [None] * len(times)
+            for p in points:
+                values[at[p.at]] = finite(p.values.get("power"))
+            series.append(Series(subject, values))
+            last = points[-1].values
+            power_rows.append(
+                {"subject": subject, "power": last.get("power"), "remaining": last.get("remaining")}
+            )
+        charts.append(
+            Chart(
+                "power",
+                f"Power to detect a {mde:.0%} relative effect, over time",
+                "lines",
+                [float(t) for t in times],
+                series,
+                y_label="power",
+                time=True,
+            )
+        )
+    return {"experiment": exp, "results": results, "charts": charts, "power": power_rows}
 
 
-def algorithms_page(rows: list[dict[str, Any]], algorithms: tuple[str, ...]) -> dict[str, Any]:
+def algorithms_page(
+    rows: list[dict[str, Any]], algorithms: tuple[str, ...], history: History | None = None
+) -> dict[str, Any]:
     by_segment: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_segment[row["segment"]].append(row)
@@ -148,6 +211,19 @@ def algorithms_page(rows: list[dict[str, Any]], algorithms: tuple[str, ...]) -> 
                 ],
             )
         )
+    over: dict[str, list[tuple[str, BandPoints]]] = defaultdict(list)
+    for (segment, algorithm), points in sorted((history or {}).items()):
+        over[segment].append((algorithm, _band(points, ("mean", "low", "high"))))
+    for segment in by_segment:
+        if segment in over:
+            charts.append(
+                over_time(
+                    f"posterior-over-time-{segment}",
+                    f"{segment}: posterior CTR over time (mean, 95% credible band)",
+                    over[segment],
+                    y_label="CTR",
+                )
+            )
     return {"segments": dict(by_segment), "charts": charts, "algorithms": algorithms}
 
 
@@ -161,7 +237,60 @@ def holdout(metrics: dict[str, Any], who: str) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-async def models_page(c: Container) -> dict[str, Any]:
+def model_curves(version: str, metrics: dict[str, Any]) -> list[Chart]:
+    """The ROC curve and reliability diagram training stored for a model (none for a
+    model trained before they were stored)."""
+    stored = metrics.get("curves")
+    if not isinstance(stored, dict):
+        return []
+    charts = []
+    roc = stored.get("roc") or {}
+    if roc.get("fpr"):
+        charts.append(
+            curve(
+                "roc",
+                f"{version}: ROC curve on its holdout",
+                roc["fpr"],
+                roc["tpr"],
+                "model",
+                "chance",
+                "false positive rate",
+                "true positive rate",
+            )
+        )
+    bins = stored.get("reliability") or {}
+    if bins.get("predicted"):
+        charts.append(
+            curve(
+                "reliability",
+                f"{version}: reliability on its holdout (click rate per bin of predictions)",
+                bins["predicted"],
+                bins["observed"],
+                "observed",
+                "perfectly calibrated",
+                "predicted click probability",
+                "observed click rate",
+            )
+        )
+    return charts
+
+
+def canary_chart(history: History) -> Chart | None:
+    """The latest judged deployment's interval over time with the margin it is judged at."""
+    if not history:
+        return None
+    (scope, subject), points = max(history.items(), key=lambda kv: kv[1][-1].at)
+    margin = points[-1].values.get("margin") or 0.0
+    return over_time(
+        "canary",
+        f"{scope} ({subject}): relative CTR vs the baseline over time, anytime-valid interval",
+        [("green vs blue" if subject == "canary" else "vs baseline", _band(points, ("effect", "low", "high")))],
+        [(f"-margin {-margin:.0%}: rollback when the interval is below, promote when above", -margin)],
+        y_label="relative CTR",
+    )
+
+
+async def models_page(c: Container, version: str | None = None) -> dict[str, Any]:
     if c.learning is None:
         return {"learning": False, "models": [], "charts": [], "deployment": None}
     models = await c.learning.models()
@@ -184,8 +313,19 @@ async def models_page(c: Container) -> dict[str, Any]:
                 categories=[m.version for m in chronological],
             )
         )
+    shown = next((m for m in models if m.version == version), None)
+    if shown is None and version is not None:
+        raise NotFound("model", version)
+    if shown is None:  # the newest with stored curves
+        shown = next((m for m in reversed(chronological) if "curves" in m.metrics), None)
+    if shown is not None:
+        charts.extend(model_curves(shown.version, shown.metrics))
+    canary = canary_chart(await _history(c, "canary"))
+    if canary is not None:
+        charts.append(canary)
     return {
         "learning": True,
+        "shown": None if shown is None else shown.version,
         "models": models,
         "validation": VALIDATION,
         "holdout": holdout,

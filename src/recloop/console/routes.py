@@ -311,7 +311,7 @@ async def create_experiment(request: Request) -> Response:
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 async def experiment(request: Request, experiment_id: str) -> Response:
     async def build(c: Container) -> dict[str, Any]:
-        return pages.experiment_page(c, experiment_id)
+        return await pages.experiment_page(c, experiment_id)
 
     return await _view(request, "experiment.html", build)
 
@@ -329,7 +329,10 @@ async def experiment_action(request: Request, experiment_id: str, action: str) -
 @router.get("/algorithms", response_class=HTMLResponse)
 async def algorithms(request: Request) -> Response:
     async def build(c: Container) -> dict[str, Any]:
-        return pages.algorithms_page(await c.optimizer.overview(), c.optimizer.algorithms)
+        history = None if c.history is None else await c.history.series("algorithm")
+        return pages.algorithms_page(
+            await c.optimizer.overview(), c.optimizer.algorithms, history
+        )
 
     return await _view(request, "algorithms.html", build)
 
@@ -355,8 +358,13 @@ async def algorithm_action(request: Request, name: str, action: str) -> Response
 
 
 @router.get("/models", response_class=HTMLResponse)
-async def models(request: Request) -> Response:
-    return await _view(request, "models.html", pages.models_page)
+async def models(request: Request, version: str | None = None) -> Response:
+    async def build(c: Container) -> dict[str, Any]:
+        if version is not None and len(version) > ID_MAX:
+            raise InvalidInput("version", f"at most {ID_MAX} characters")
+        return await pages.models_page(c, version)
+
+    return await _view(request, "models.html", build)
 
 
 def _learning(c: Container) -> Any:
