@@ -151,7 +151,9 @@ async def seed_history(
                 "power": 0.1 + 0.1 * k,
                 "remaining": 1000.0 - 100 * k,
             }
-            points.append(HistoryPoint("experiment", "exp-blend", f"{metric}:treatment", at, figures))
+            points.append(
+                HistoryPoint("experiment", "exp-blend", f"{metric}:treatment", at, figures)
+            )
         figures = {"effect": 0.01, "low": 0.01 - 0.2 * narrowing, "high": 0.01 + 0.2 * narrowing}
         figures |= {"margin": 0.05, "baseline": 1000.0 * (k + 1), "served": 100.0 * (k + 1)}
         points.append(HistoryPoint("canary", CANARY, "canary", at, figures))

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from recloop.adapters.sql.history import SqlHistoryStore
 from recloop.config import Settings
 from recloop.console.sessions import COOKIE
 from recloop.core.auth import new_key
 from tests.conftest import Running, start_app
-from recloop.adapters.sql.history import SqlHistoryStore
 from tests.console_seed import (
     BLOCKED,
     CANARY,

@@ -29,7 +29,9 @@ async def history(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     await db.dispose()
 
 
-def point(scope: str, subject: str, at: float, mean: float, kind: str = "algorithm") -> HistoryPoint:
+def point(
+    scope: str, subject: str, at: float, mean: float, kind: str = "algorithm"
+) -> HistoryPoint:
     return HistoryPoint(kind, scope, subject, at, {"mean": mean, "low": mean - 0.1, "high": None})
 
 

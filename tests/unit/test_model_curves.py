@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import auc as area, roc_curve
+from sklearn.metrics import auc as area
+from sklearn.metrics import roc_curve
 
 from recloop.core.errors import InvalidInput
 from recloop.learning.training import train

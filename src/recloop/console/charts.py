@@ -4,9 +4,11 @@ A chart is plain data: category, numeric or time (seconds) ``x``, named series o
 values (None where a series has no point), and a ``kind`` that says how to draw it
 (``forest``: an estimate with its interval as whiskers per row; ``bars``;
 ``lines``). A line series may be dashed (a bound, a reference) and take the colour
-of another; ``bands`` fill between pairs of series (an interval over time). The page carries the spec in a ``data-chart`` attribute, with the
-number of series and points it must draw: the browser test compares them with
-what the chart object holds once drawn.
+of another; ``bands`` fill between pairs of series (an interval over time).
+
+The page carries the spec in a ``data-chart`` attribute, with the number of
+series and points it must draw: the browser test compares them with what the
+chart object holds once drawn.
 """
 
 from __future__ import annotations

@@ -120,7 +120,9 @@ def experiments_page(c: Container) -> dict[str, Any]:
 
 
 def _band(points: list[HistoryPoint], keys: tuple[str, str, str]) -> BandPoints:
-    return [(p.at, p.values.get(keys[0]), p.values.get(keys[1]), p.values.get(keys[2])) for p in points]
+    return [
+        (p.at, p.values.get(keys[0]), p.values.get(keys[1]), p.values.get(keys[2])) for p in points
+    ]
 
 
 async def _history(c: Container, kind: str, scope: str | None = None) -> History:
@@ -150,7 +152,9 @@ async def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:
         by_metric[metric].append((variant, points))
     for n, metric in enumerate(m.name for m in exp.all_metrics):
         if metric in by_metric:
-            groups = [(v, _band(points, ("effect", "low", "high"))) for v, points in by_metric[metric]]
+            groups = [
+                (v, _band(points, ("effect", "low", "high"))) for v, points in by_metric[metric]
+            ]
             charts.append(
                 over_time(
                     f"sequential-{n}",
@@ -284,8 +288,18 @@ def canary_chart(history: History) -> Chart | None:
     return over_time(
         "canary",
         f"{scope} ({subject}): relative CTR vs the baseline over time, anytime-valid interval",
-        [("green vs blue" if subject == "canary" else "vs baseline", _band(points, ("effect", "low", "high")))],
-        [(f"-margin {-margin:.0%}: rollback when the interval is below, promote when above", -margin)],
+        [
+            (
+                "green vs blue" if subject == "canary" else "vs baseline",
+                _band(points, ("effect", "low", "high")),
+            )
+        ],
+        [
+            (
+                f"-margin {-margin:.0%}: rollback when the interval is below, promote when above",
+                -margin,
+            )
+        ],
         y_label="relative CTR",
     )
 

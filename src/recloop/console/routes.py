@@ -330,9 +330,7 @@ async def experiment_action(request: Request, experiment_id: str, action: str) -
 async def algorithms(request: Request) -> Response:
     async def build(c: Container) -> dict[str, Any]:
         history = None if c.history is None else await c.history.series("algorithm")
-        return pages.algorithms_page(
-            await c.optimizer.overview(), c.optimizer.algorithms, history
-        )
+        return pages.algorithms_page(await c.optimizer.overview(), c.optimizer.algorithms, history)
 
     return await _view(request, "algorithms.html", build)
 

@@ -176,9 +176,7 @@ class HistoryService:
         shape: dict[str, Any] = {"relative": True, "metric": kind, "stddev": base["stddev"]}
         try:
             needed = sample_size(base["mean"], c.power_mde, alpha, c.power, **shape)
-            return power_at(n, base["mean"], c.power_mde, alpha, **shape), float(
-                max(needed - n, 0)
-            )
+            return power_at(n, base["mean"], c.power_mde, alpha, **shape), float(max(needed - n, 0))
         except InvalidInput:
             return None, None
 
