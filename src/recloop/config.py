@@ -449,7 +449,7 @@ class ConsoleSettings(_Section):
     """Power goal of the remaining sample."""
     session_hours: float = Field(8.0, gt=0.0)
     """A console sign-in lasts this long."""
-    session_secret: str | None = None
+    session_secret: str | None = Field(None, min_length=32)
     """Signs the console's session cookies: the same value on every API instance lets a
     session cross instances and restarts. None: derived from the configured API keys
     (changing a key then signs everyone out)."""

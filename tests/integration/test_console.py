@@ -430,3 +430,30 @@ async def test_with_no_keys_only_loopback_callers_get_in(
         assert r.status_code == 403 and running.container.guard.blocked("z") is not None
     finally:
         await close()
+
+
+async def test_a_session_crosses_instances(console: Console) -> None:
+    """Another app over the same configuration (another instance, or this one restarted:
+    nothing of the session is held in memory) takes the cookie and its CSRF token."""
+    from recloop.api.app import create_app
+
+    client = await console.signed_in(ADMIN)
+    token = csrf((await client.get("/console/guard")).text)
+    other = create_app(console.container.settings, container=console.container)
+    other.state.container = console.container  # as its lifespan sets it (started already)
+    transport = httpx.ASGITransport(app=other, client=("127.0.0.1", 50001))
+    async with httpx.AsyncClient(transport=transport, base_url="http://recloop") as elsewhere:
+        elsewhere.cookies = client.cookies
+        page = await elsewhere.get("/console/guard")
+        assert page.status_code == 200 and csrf(page.text) == token
+        r = await elsewhere.post(
+            "/console/guard/block", data={"user_id": "u3", "reason": "x", "csrf_token": token}
+        )
+        assert r.status_code == 303
+        assert (await console.container.guard.report("u3"))["status"] == "blocked"
+        # signed out there: refused there at once
+        assert (
+            await elsewhere.post("/console/logout", data={"csrf_token": token})
+        ).status_code == 303
+        elsewhere.cookies = client.cookies
+        assert (await elsewhere.get("/console/guard")).status_code == 303

@@ -79,7 +79,12 @@ def _sessions(request: Request) -> Sessions:
     state = request.app.state
     sessions: Sessions | None = getattr(state, "console_sessions", None)
     if sessions is None:
-        sessions = state.console_sessions = Sessions(state.container.keys)
+        settings = state.container.settings
+        sessions = state.console_sessions = Sessions(
+            ((k.name, k.sha256, k.roles) for k in settings.auth.keys),
+            settings.console.session_secret,
+            settings.console.session_hours * 3600.0,
+        )
     return sessions
 
 
