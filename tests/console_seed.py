@@ -90,9 +90,9 @@ async def seed_models(store: StateStore, versions: Sequence[str] = MODELS) -> No
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, len(FEATURE_NAMES)))
     y = (X[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(float)
-    model = LightGbmLearner(num_boost_round=20).fit(X, y, FEATURE_NAMES)
+    model = LightGbmLearner(num_boost_round=20).fit(X[:300], y[:300], FEATURE_NAMES)
     artifact = Artifact.of(model)
-    stored_curves = curves(y, model.predict(X))
+    stored_curves = curves(y[300:], model.predict(X[300:]))  # on the 100 held out
     for i, version in enumerate(versions):
         candidate = {"n": 80, "positives": 40, "auc": 0.70 + 0.01 * i, "log_loss": 0.6 - 0.01 * i}
         candidate["calibration_error"] = 0.05
@@ -148,8 +148,8 @@ async def seed_history(
                 "low": effect - 0.5 * narrowing,
                 "high": effect + 0.5 * narrowing,
                 "users": 10.0 * (k + 1),
-                "power": 0.1 + 0.1 * k,
-                "remaining": 1000.0 - 100 * k,
+                "power": 0.1 + (0.1 - 0.04 * n) * k,
+                "remaining": 1000.0 - (100 - 40 * n) * k,
             }
             points.append(
                 HistoryPoint("experiment", "exp-blend", f"{metric}:treatment", at, figures)
