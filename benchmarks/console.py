@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import gc
+import pstats
 import statistics
 import tempfile
 import time
@@ -47,7 +50,14 @@ def _say(started: float, text: str) -> None:
     print(f"[{time.perf_counter() - started:7.1f} s] {text}", flush=True)
 
 
-async def run(experiments: int, models: int, users: int, repeat: int, history_days: float) -> None:
+async def run(
+    experiments: int,
+    models: int,
+    users: int,
+    repeat: int,
+    history_days: float,
+    profile: bool = False,
+) -> None:
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp())
     settings = load_settings(
@@ -120,7 +130,9 @@ async def run(experiments: int, models: int, users: int, repeat: int, history_da
         assert container.db is not None
         store = SqlHistoryStore(container.db)  # the service's: the sample is repeated in it
         interval = 300.0  # console.history_interval_seconds' default
+        t0 = time.perf_counter()
         await history.sample()
+        _say(started, f"one history sample took {(time.perf_counter() - t0) * 1000:.0f} ms")
         sample = [
             p
             for kind in ("algorithm", "experiment", "canary")
@@ -133,6 +145,10 @@ async def run(experiments: int, models: int, users: int, repeat: int, history_da
             started,
             f"{len(sample) * steps} history points ({len(sample)} per sample, {steps} samples)",
         )
+        # As a server restarted on this state would: what start-up built stays out of the
+        # collector's full passes (create_app's lifespan does the same).
+        gc.collect()
+        gc.freeze()
         console = httpx.AsyncClient(transport=transport, base_url="http://b")
         print(f"{experiments} experiments, {models} models, {users} users; {repeat} requests each")
         print(f"{'page':<32} {'median ms':>10} {'max ms':>8}")
@@ -144,6 +160,14 @@ async def run(experiments: int, models: int, users: int, repeat: int, history_da
                 times.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 200, (page, r.status_code)
             print(f"{page:<32} {statistics.median(times):>10.1f} {max(times):>8.1f}")
+        if profile:
+            for page in PAGES:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                await console.get(page)
+                profiler.disable()
+                print(f"--- {page}")
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
 
 
 def main() -> None:
@@ -153,8 +177,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--history-days", type=float, default=7.0)
+    parser.add_argument("--profile", action="store_true", help="then profile each page once")
     args = parser.parse_args()
-    asyncio.run(run(args.experiments, args.models, args.users, args.repeat, args.history_days))
+    asyncio.run(
+        run(args.experiments, args.models, args.users, args.repeat, args.history_days, args.profile)
+    )
 
 
 if __name__ == "__main__":

@@ -207,6 +207,10 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
     assert (await client.get("/console/models?version=nope")).status_code == 404
     assert "champion m-001: 0.7" in models
 
+    from recloop.console.pages import ScoreHistogram
+
+    app = console.transport.app  # type: ignore[attr-defined]
+    app.state.console_scores = ScoreHistogram()  # read afresh (the loop above read them)
     guard = (await client.get("/console/guard")).text
     [histogram] = charts(guard)
     assert histogram["points"] == 10

@@ -115,3 +115,25 @@ def test_overview_rates_between_looks() -> None:
     assert rates.rates(500, 500) == (50.0, 40.0, 2.0)  # too soon: the last figures
     now[0] += 3.9  # 4 s after the previous figures
     assert rates.rates(300, 280) == (50.0, 50.0, 4.0)
+
+
+def test_the_score_histogram_is_read_at_most_once_a_period() -> None:
+    from recloop.console.pages import ScoreHistogram
+
+    now = [100.0]
+    reads: list[int] = []
+    held = [10.0, 55.0, 99.0]
+
+    def scores() -> list[float]:
+        reads.append(1)
+        return list(held)
+
+    bins = ScoreHistogram(60.0, clock=lambda: now[0])
+    chart, at = bins.chart(scores)
+    assert at == 100.0 and sum(v or 0 for v in chart.series[0].values) == 3
+    held.append(1.0)
+    now[0] += 59.0
+    assert bins.chart(scores) == (chart, 100.0) and len(reads) == 1  # within the period
+    now[0] += 1.0
+    chart, at = bins.chart(scores)
+    assert at == 160.0 and sum(v or 0 for v in chart.series[0].values) == 4 and len(reads) == 2

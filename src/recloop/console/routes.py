@@ -405,7 +405,12 @@ async def deploy(request: Request, version: str) -> Response:
 
 @router.get("/guard", response_class=HTMLResponse)
 async def guard(request: Request) -> Response:
-    return await _view(request, "guard.html", pages.guard_page)
+    scores: pages.ScoreHistogram = request.app.state.console_scores
+
+    async def build(c: Container) -> dict[str, Any]:
+        return await pages.guard_page(c, scores)
+
+    return await _view(request, "guard.html", build)
 
 
 @router.post("/guard/{action}")
@@ -468,6 +473,7 @@ def install(app: FastAPI) -> list[BaseRoute]:
     """Mount the console (pages and static assets) on ``app``; its routes, for the
     metrics' ``route`` labels (an included router's routes are not the app's own)."""
     app.state.console_rates = pages.Rates()
+    app.state.console_scores = pages.ScoreHistogram()
     app.include_router(router)
     assets = Mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.router.routes.append(assets)
