@@ -7,9 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
 
 from recloop.adapters.memory.history import InMemoryHistoryStore
 from recloop.adapters.sql import SqlDatabase
+from recloop.adapters.sql.database import MIGRATIONS
 from recloop.adapters.sql.history import SqlHistoryStore
 from recloop.ports import HistoryPoint, HistoryStore
 
@@ -86,3 +90,32 @@ async def test_purge_drops_old_samples_whole_and_in_batches(history: HistoryStor
     assert await history.purge(10.0, 0) == 0
     assert await history.purge(10.0, 100) == 4
     assert await history.read("algorithm", None, 0.0, 100) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_migration_0012_adds_the_table_and_goes_back(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    db = SqlDatabase(url)
+    try:
+        await db.migrate()
+        await SqlHistoryStore(db).append([point("s", "a", 1.0, 0.5)])
+
+        def tables_after_downgrade(connection: object) -> list[str]:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0011")
+            return list(inspect(connection).get_table_names())
+
+        async with db.write() as conn:
+            left = await conn.run_sync(tables_after_downgrade)
+        assert "history_points" not in left and "events" in left
+        await db.migrate()
+        assert await SqlHistoryStore(db).read("algorithm", None, 0.0, 10) == []
+    finally:
+        await db.dispose()
