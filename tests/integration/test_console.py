@@ -136,6 +136,8 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
     accepted = re.search(r'id="accepted">(\d+)<', overview)
     assert accepted and int(accepted.group(1)) > USERS * 4
     assert 'id="dead-letters">0<' in overview and "event_log" in overview
+    sampler = overview.split('id="history-sampler"')[1].split("</tr>")[0]
+    assert "sampling" in sampler and "every 300 s" in sampler  # started with the app
 
     detail = (await client.get("/console/experiments/exp-blend")).text
     exposed = c.experiments.exposures_by_variant("exp-blend")

@@ -57,6 +57,7 @@ async def test_a_sample_holds_what_the_services_hold(seeded: Running) -> None:
     clock = Clock(1_000_000.0)
     history, store = sampler(seeded, clock)
     written = await history.sample()
+    assert history.last_sample == (clock.now, written)
 
     algorithms = await store.read("algorithm", None, 0.0, 10_000)
     rows = await c.optimizer.overview()
@@ -143,6 +144,7 @@ async def test_the_sampler_runs_in_the_background(seeded: Running) -> None:
             return len({p.at for p in found}) >= 3
 
         await eventually(three)
+        assert history.sampling and history.last_sample is not None
     finally:
         await history.stop()
-    assert history.last_error is None
+    assert history.last_error is None and not history.sampling

@@ -109,6 +109,7 @@ async def overview_page(c: Container, metrics: Metrics, rates: Rates) -> dict[st
         "transitions": transitions,
         "learning": c.learning is not None,
         "distributed": c.distributed,
+        "history": c.history,
     }
 
 

@@ -90,10 +90,18 @@ class HistoryService:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        """Why the last background sample failed (None: it did not)."""
+        self.last_sample: tuple[float, int] | None = None
+        """When the last sample was taken, and the points it wrote."""
 
     @property
     def config(self) -> HistoryConfig:
         return self._config
+
+    @property
+    def sampling(self) -> bool:
+        """Whether the background sampler runs in this process."""
+        return self._task is not None and not self._task.done()
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -107,6 +115,7 @@ class HistoryService:
             *await self._canary(at),
         ]
         await self._store.append(points)
+        self.last_sample = (at, len(points))
         before = at - self._config.retention_seconds
         while await self._store.purge(before, PURGE_BATCH) >= PURGE_BATCH:
             pass
