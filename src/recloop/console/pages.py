@@ -147,15 +147,14 @@ async def experiment_page(c: Container, experiment_id: str) -> dict[str, Any]:
     if rows:
         charts.append(forest("effects", "Relative effect vs the baseline, with its interval", rows))
     history = await _history(c, "experiment", experiment_id)
-    by_metric: dict[str, list[tuple[str, list[HistoryPoint]]]] = defaultdict(list)
-    for (_, subject), points in sorted(history.items()):
-        metric, _, variant = subject.rpartition(":")
-        by_metric[metric].append((variant, points))
     for n, metric in enumerate(m.name for m in exp.all_metrics):
-        if metric in by_metric:
-            groups = [
-                (v, _band(points, ("effect", "low", "high"))) for v, points in by_metric[metric]
-            ]
+        # subjects are ``metric:variant`` (the sampler's): found from the definition
+        groups = [
+            (v.key, _band(history[found], ("effect", "low", "high")))
+            for v in exp.variants[1:]
+            if (found := (experiment_id, f"{metric}:{v.key}")) in history
+        ]
+        if groups:
             charts.append(
                 over_time(
                     f"sequential-{n}",
