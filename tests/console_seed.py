@@ -12,7 +12,8 @@ import numpy as np
 from recloop.core.features import FEATURE_NAMES
 from recloop.core.segments import SEGMENTS
 from recloop.learning.learner import Artifact, LightGbmLearner
-from recloop.ports import ModelRecord, StateStore
+from recloop.learning.validation import curves
+from recloop.ports import HistoryPoint, HistoryStore, ModelRecord, StateStore
 
 RUNNING = {
     "experiment_id": "exp-blend",
@@ -89,7 +90,9 @@ async def seed_models(store: StateStore, versions: Sequence[str] = MODELS) -> No
     rng = np.random.default_rng(3)
     X = rng.normal(size=(400, len(FEATURE_NAMES)))
     y = (X[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(float)
-    artifact = Artifact.of(LightGbmLearner(num_boost_round=20).fit(X, y, FEATURE_NAMES))
+    model = LightGbmLearner(num_boost_round=20).fit(X[:300], y[:300], FEATURE_NAMES)
+    artifact = Artifact.of(model)
+    stored_curves = curves(y[300:], model.predict(X[300:]))  # on the 100 held out
     for i, version in enumerate(versions):
         candidate = {"n": 80, "positives": 40, "auc": 0.70 + 0.01 * i, "log_loss": 0.6 - 0.01 * i}
         candidate["calibration_error"] = 0.05
@@ -99,6 +102,7 @@ async def seed_models(store: StateStore, versions: Sequence[str] = MODELS) -> No
             if i == 0
             else {"auc": 0.7, "log_loss": 0.6, "calibration_error": 0.05},
             "champion_version": None if i == 0 else versions[i - 1],
+            "curves": stored_curves,
         }
         record = ModelRecord(
             version,
@@ -115,3 +119,42 @@ async def seed_models(store: StateStore, versions: Sequence[str] = MODELS) -> No
             list(artifact.feature_names),
         )
         await store.put_model(record, artifact.data)
+
+
+SAMPLES = 6
+"""Samples of each subject :func:`seed_history` writes."""
+CANARY = "m-002"
+
+
+async def seed_history(
+    store: HistoryStore, algorithms: Sequence[str], now: float, step: float = 600.0
+) -> None:
+    """``SAMPLES`` samples ``step`` seconds apart up to ``now``, as the sampler writes
+    them: every (segment, algorithm)'s posterior, exp-blend's two comparisons, and a
+    canary of ``CANARY`` whose interval narrows."""
+    points = []
+    for k in range(SAMPLES):
+        at = now - step * (SAMPLES - 1 - k)
+        narrowing = 1.0 / (1 + k)
+        for i, algorithm in enumerate(algorithms):
+            for j, segment in enumerate(SEGMENTS):
+                mean = 0.01 + 0.02 * i + 0.002 * j + 0.001 * k
+                figures = {"mean": mean, "low": mean - 0.004, "high": mean + 0.004}
+                points.append(HistoryPoint("algorithm", segment, algorithm, at, figures))
+        for n, metric in enumerate(("purchased", "clicks")):
+            effect = 0.05 + 0.02 * n
+            figures = {
+                "effect": effect,
+                "low": effect - 0.5 * narrowing,
+                "high": effect + 0.5 * narrowing,
+                "users": 10.0 * (k + 1),
+                "power": 0.1 + (0.1 - 0.04 * n) * k,
+                "remaining": 1000.0 - (100 - 40 * n) * k,
+            }
+            points.append(
+                HistoryPoint("experiment", "exp-blend", f"{metric}:treatment", at, figures)
+            )
+        figures = {"effect": 0.01, "low": 0.01 - 0.2 * narrowing, "high": 0.01 + 0.2 * narrowing}
+        figures |= {"margin": 0.05, "baseline": 1000.0 * (k + 1), "served": 100.0 * (k + 1)}
+        points.append(HistoryPoint("canary", CANARY, "canary", at, figures))
+    await store.append(points)

@@ -453,6 +453,26 @@ class LearningSettings(_Section):
         return value
 
 
+class ConsoleSettings(_Section):
+    history_interval_seconds: float = Field(300.0, ge=0.0)
+    """How often the console's plots over time are sampled (algorithms' posteriors,
+    running experiments' intervals and power, the canary); 0: never."""
+    history_retention_days: float = Field(7.0, gt=0.0)
+    """Sampled points older than this are deleted."""
+    history_window_hours: float = Field(24.0, gt=0.0)
+    """How far back the console's plots over time reach."""
+    power_mde: float = Field(0.05, gt=0.0)
+    """Relative effect the experiment pages give the power and remaining sample for."""
+    power: float = Field(0.8, gt=0.0, lt=1.0)
+    """Power goal of the remaining sample."""
+    session_hours: float = Field(8.0, gt=0.0)
+    """A console sign-in lasts this long."""
+    session_secret: str | None = Field(None, min_length=32)
+    """Signs the console's session cookies: the same value on every API instance lets a
+    session cross instances and restarts. None: derived from the configured API keys
+    (changing a key then signs everyone out)."""
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = Field("recloop.events", min_length=1)
@@ -564,6 +584,7 @@ class Settings(BaseSettings):
     event_log: EventLogSettings = EventLogSettings()
     learning: LearningSettings = LearningSettings()
     privacy: PrivacySettings = PrivacySettings()
+    console: ConsoleSettings = ConsoleSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -13,10 +13,12 @@ from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
 from recloop.adapters.kafka.log import KafkaEventSource
 from recloop.adapters.kafka.spool import SpooledEventLog
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
+from recloop.adapters.memory.history import InMemoryHistoryStore
 from recloop.adapters.memory.privacy import InMemoryPrivacyStore
 from recloop.adapters.ratelimit import MemoryRateLimiter, shared_limiter
 from recloop.adapters.redis import SharedCache
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
+from recloop.adapters.sql.history import SqlHistoryStore
 from recloop.adapters.sql.privacy import SqlPrivacyStore
 from recloop.adapters.sql.training import training_reader
 from recloop.config import Settings
@@ -27,12 +29,13 @@ from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules
 from recloop.core.spam import SpamConfig
-from recloop.ports import Cache, EventLog, Impression, PrivacyStore, StateStore
+from recloop.ports import Cache, EventLog, HistoryStore, Impression, PrivacyStore, StateStore
 from recloop.resilience import RetryCounts
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentsConfig, ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.guard import GuardConfig, GuardService
+from recloop.services.history import HistoryConfig, HistoryService
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
 from recloop.services.learning import LearningConfig, LearningService
@@ -77,6 +80,8 @@ class Container:
     privacy: PrivacyService | None = None
     retraction: Retraction | None = None
     """What flagged users taught the optimizer, left out (None: spam detection off)."""
+    history: HistoryService | None = None
+    """The console's plots over time (sampled where ``learning.coordinator``)."""
     retries: RetryCounts = field(default_factory=RetryCounts)
     """Storage calls retried, per operation (``recloop.resilience``)."""
     _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -137,9 +142,13 @@ class Container:
         self.impressions.start()
         if self.learning is not None:
             await self.learning.start(background=self.settings.learning.coordinator)
+        if self.history is not None and self.settings.learning.coordinator:
+            await self.history.start()
 
     async def stop(self) -> None:
         """Graceful: commit what is being accepted, apply everything, flush, close."""
+        if self.history is not None:
+            await self.history.stop()
         if self.privacy is not None:
             await self.privacy.stop()
         if self.learning is not None:
@@ -272,6 +281,20 @@ def learning_config(settings: Settings) -> LearningConfig:
     )
 
 
+def history_config(settings: Settings) -> HistoryConfig:
+    c, learning = settings.console, settings.learning
+    return HistoryConfig(
+        interval_seconds=c.history_interval_seconds,
+        retention_seconds=c.history_retention_days * 86_400.0,
+        window_seconds=c.history_window_hours * 3600.0,
+        power_mde=c.power_mde,
+        power=c.power,
+        canary_min_impressions=learning.min_canary_impressions,
+        canary_margin=learning.rollback_margin,
+        canary_alpha=learning.alpha,
+    )
+
+
 def privacy_config(settings: Settings) -> PrivacyConfig:
     p = settings.privacy
     key: bytes | None = None
@@ -390,6 +413,7 @@ def build_container(
         memory_log, memory_store = InMemoryEventLog(), InMemoryStateStore()
         event_log, store = memory_log, memory_store
         privacy_store: PrivacyStore = InMemoryPrivacyStore(memory_log, memory_store)
+        history_store: HistoryStore = InMemoryHistoryStore()
     else:
         db = SqlDatabase(
             settings.storage.url,
@@ -398,6 +422,7 @@ def build_container(
         )
         event_log, store = SqlEventLog(db), SqlStateStore(db)
         privacy_store = SqlPrivacyStore(db)
+        history_store = SqlHistoryStore(db)
     cache, shared_cache = _read_cache(settings)
     retries = RetryCounts()
     vectors = ItemVectors(store, settings.cache.max_items, retries, dim=settings.vectors.dim)
@@ -553,6 +578,9 @@ def build_container(
         shared_cache=shared_cache,
         learning=learning,
         privacy=privacy,
+        history=HistoryService(
+            history_store, history_config(settings), optimizer, experiments, learning
+        ),
         retraction=retraction,
         retries=retries,
     )

@@ -556,3 +556,46 @@ class TrainingReader(Protocol):
         """The window's impressions and reliability records, and the feedback, open
         until the block ends."""
         ...
+
+
+# --- History for the console's plots over time (issue 19) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """One sampled figure set of one subject at one time.
+
+    ``kind``: ``algorithm`` (``scope`` a segment, ``subject`` an algorithm),
+    ``experiment`` (``scope`` the experiment, ``subject`` ``metric:variant``) or
+    ``canary`` (``scope`` the judged version, ``subject`` ``canary`` or ``watch``).
+    ``values``: the figures by name (None where there is none); what each kind
+    holds is written down in :mod:`recloop.services.history`.
+    """
+
+    kind: str
+    scope: str
+    subject: str
+    at: float
+    values: dict[str, float | None]
+
+
+class HistoryStore(Protocol):
+    """Sampled figures over time, kept for a bounded time (purged by age)."""
+
+    async def append(self, points: Sequence[HistoryPoint]) -> None:
+        """Store ``points`` in one transaction; a point whose (kind, scope, subject, at)
+        is held already is left as it is."""
+        ...
+
+    async def read(
+        self, kind: str, scope: str | None, since: float, limit: int
+    ) -> list[HistoryPoint]:
+        """``kind``'s points at or after ``since`` (of ``scope`` only unless None), ordered
+        by (scope, subject, at); at most ``limit`` of them, the oldest first."""
+        ...
+
+    async def purge(self, before: float, limit: int) -> int:
+        """Delete the points taken before ``before``, oldest first, whole samples at a
+        time: up to the time of the ``limit``-th oldest (its ties included, so a few more
+        than ``limit`` may go). How many were deleted."""
+        ...

@@ -22,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from recloop.adapters.memory import InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlStateStore
+from recloop.adapters.sql.history import SqlHistoryStore
 from recloop.config import Settings
 from recloop.core.auth import new_key
 from tests.conftest import service_unavailable
-from tests.console_seed import BLOCKED, MODELS, seed_api, seed_models
+from tests.console_seed import BLOCKED, MODELS, SAMPLES, seed_api, seed_history, seed_models
 from tests.e2e.conftest import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -44,10 +46,39 @@ PAGES = {
     "user": "/console/users?user_id=u1",
 }
 ALGORITHMS = len(Settings().bandit.algorithms)
+
+
+def _curve_points() -> tuple[int, int]:
+    """Points of the newest model's stored ROC curve and reliability diagram (seeding the
+    registry is deterministic: the same as the server's)."""
+
+    async def stored() -> dict[str, Any]:
+        store = InMemoryStateStore()
+        await seed_models(store)
+        found = await store.get_model(MODELS[-1])
+        assert found is not None
+        return dict(found[0].metrics["curves"])
+
+    curves = asyncio.run(stored())
+    return len(curves["roc"]["fpr"]), len(curves["reliability"]["predicted"])
+
+
+ROC, BINS = _curve_points()
 CHARTS = {
-    "experiment": [(3, 3 * 2)],  # estimate, low, high of 2 comparisons (2 metrics, 2 variants)
-    "algorithms": [(3, 3 * ALGORITHMS)] * 4,  # one per segment
-    "models": [(3, 3 * len(MODELS))],  # auc, log loss, calibration error per model
+    "experiment": [
+        (3, 3 * 2),  # the forest: estimate, low, high of 2 comparisons (2 metrics, 2 variants)
+        (3, 3 * SAMPLES),  # per metric, the anytime-valid interval over time
+        (3, 3 * SAMPLES),
+        (2, 2 * SAMPLES),  # power over time of each comparison
+    ],
+    "algorithms": [(3, 3 * ALGORITHMS)] * 4  # the posterior now, per segment
+    + [(3 * ALGORITHMS, 3 * ALGORITHMS * SAMPLES)] * 4,  # and over time
+    "models": [
+        (3, 3 * len(MODELS)),  # auc, log loss, calibration error per model
+        (2, 2 * ROC),  # the ROC curve and chance
+        (2, 2 * BINS),  # the reliability diagram and the diagonal
+        (4, 4 * SAMPLES),  # the canary's effect, interval, and margin over time
+    ],
     "guard": [(1, 10)],  # 10 bins
 }
 """(series, points) of each chart a page draws (the others draw none)."""
@@ -97,6 +128,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
             "RECLOOP_STORAGE__URL": url,
             "RECLOOP_AUTH__KEYS": json.dumps(keys),
             "RECLOOP_FEEDBACK__IMPLICIT_FLUSH_SECONDS": "0.5",  # clicks count in the results
+            "RECLOOP_CONSOLE__HISTORY_INTERVAL_SECONDS": "0",  # the seeded history only
         },
     )
     try:
@@ -112,6 +144,7 @@ async def _models(url: str) -> None:
     try:
         await db.migrate()
         await seed_models(SqlStateStore(db))
+        await seed_history(SqlHistoryStore(db), list(Settings().bandit.algorithms), time.time())
     finally:
         await db.dispose()
 
@@ -120,6 +153,8 @@ async def _seed(url: str) -> None:
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
         await seed_api(client, list(Settings().bandit.algorithms))
+        r = await client.post(f"/models/{MODELS[-1]}/deploy", json={"reason": "canary"})
+        assert r.status_code == 200, r.text  # the canary whose seeded history is shown
         # Until every event is applied: each comparison then has its interval.
         deadline = time.monotonic() + 60
         while True:
@@ -170,6 +205,14 @@ return Array.from(document.querySelectorAll('[data-chart]')).map(el => ({
 """
 
 
+def _whole_page_screenshot(driver: Any, path: Path) -> None:
+    """The page down to its end (at most 4,000 px), at the window's width."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(int(height) + 120, 1000), 4000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 1000)
+
+
 def test_every_page_in_chromium(browser: Any, server: Server) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     _sign_in(browser, server, READ)
@@ -191,7 +234,7 @@ def test_every_page_in_chromium(browser: Any, server: Server) -> None:
             assert chart["series"] == chart["expectSeries"], (name, chart)
             assert chart["points"] == chart["expectPoints"], (name, chart)
         assert _errors(browser) == [], name
-        browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+        _whole_page_screenshot(browser, SCREENSHOTS / f"{name}.png")
     # A phone: nothing wider than the screen (wide tables scroll inside their box).
     browser.set_window_size(390, 844)
     for name in ("overview", "experiment", "guard"):

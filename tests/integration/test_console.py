@@ -6,17 +6,28 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from recloop.adapters.sql.history import SqlHistoryStore
 from recloop.config import Settings
 from recloop.console.sessions import COOKIE
 from recloop.core.auth import new_key
 from tests.conftest import Running, start_app
-from tests.console_seed import BLOCKED, MODELS, USERS, seed_api, seed_models
+from tests.console_seed import (
+    BLOCKED,
+    CANARY,
+    MODELS,
+    SAMPLES,
+    USERS,
+    seed_api,
+    seed_history,
+    seed_models,
+)
 
 INGEST, INGEST_SHA = new_key()
 READ, READ_SHA = new_key()
@@ -68,6 +79,10 @@ async def console(settings_factory: Callable[..., Settings]) -> AsyncIterator[Co
     running.client.headers["Authorization"] = f"Bearer {ADMIN}"
     await seed_api(running.client, list(settings.bandit.algorithms))
     await seed_models(running.container.store)
+    assert running.container.db is not None
+    await seed_history(
+        SqlHistoryStore(running.container.db), list(settings.bandit.algorithms), time.time()
+    )
     await running.idle(flush=True)
     yield Console(running)
     await close()
@@ -121,6 +136,8 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
     accepted = re.search(r'id="accepted">(\d+)<', overview)
     assert accepted and int(accepted.group(1)) > USERS * 4
     assert 'id="dead-letters">0<' in overview and "event_log" in overview
+    sampler = overview.split('id="history-sampler"')[1].split("</tr>")[0]
+    assert "sampling" in sampler and "every 300 s" in sampler  # started with the app
 
     detail = (await client.get("/console/experiments/exp-blend")).text
     exposed = c.experiments.exposures_by_variant("exp-blend")
@@ -129,18 +146,43 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
         assert f"<td>{variant}</td><td>0.5</td><td>{n}</td>" in detail
     results = c.experiments.results("exp-blend")
     assert f"p = {results['srm']['p_value']:.4g}" in detail
-    [forest] = charts(detail)
+    forest, *over = charts(detail)
     rows = [(m["name"], cmp) for m in results["metrics"] for cmp in m["comparisons"]]
     assert forest["series"] == 3 and len(forest["spec"]["x"]) == len(rows) == 2
     assert forest["spec"]["categories"] == [f"{name}: treatment" for name, _ in rows]
     assert forest["spec"]["series"][0]["values"] == [c["relative_effect"] for _, c in rows]
     assert forest["spec"]["series"][1]["values"] == [c["ci_relative"][0] for _, c in rows]
     assert forest["points"] == 3 * len(rows)
+    # the anytime-valid interval over time per metric, and the power over time
+    assert c.history is not None
+    stored = await c.history.series("experiment", "exp-blend")
+    assert sorted(s for _, s in stored) == ["clicks:treatment", "purchased:treatment"]
+    purchased, clicks, power = over
+    for chart, subject in ((purchased, "purchased:treatment"), (clicks, "clicks:treatment")):
+        points = stored[("exp-blend", subject)]
+        assert chart["spec"]["time"] and chart["series"] == 3
+        assert chart["spec"]["x"] == [p.at for p in points] and len(points) >= SAMPLES
+        assert chart["spec"]["series"][0]["values"] == [p.values["effect"] for p in points]
+        assert chart["spec"]["series"][1]["values"] == [p.values["low"] for p in points]
+        assert chart["spec"]["bands"] == [[2, 1]]
+        assert chart["points"] == 3 * len(points)
+    assert power["series"] == 2 and power["points"] == sum(len(p) for p in stored.values())
+    last = stored[("exp-blend", "clicks:treatment")][-1].values
+    assert f"<tr><td>clicks:treatment</td><td>{last['power']:.3g}</td>" in detail
 
     algorithms = (await client.get("/console/algorithms")).text
     found = charts(algorithms)
     n = len(c.optimizer.algorithms)
-    assert len(found) == 4 and all(f["series"] == 3 and f["points"] == 3 * n for f in found)
+    assert len(found) == 8 and all(f["series"] == 3 and f["points"] == 3 * n for f in found[:4])
+    history = await c.history.series("algorithm")
+    for chart in found[4:]:  # each segment's posterior over time, one band per algorithm
+        segment = chart["spec"]["title"].split(":")[0]
+        mine = {a: history[(segment, a)] for s, a in history if s == segment}
+        assert sorted(mine) == sorted(c.optimizer.algorithms)
+        assert chart["series"] == 3 * n and chart["points"] == 3 * sum(map(len, mine.values()))
+        first = sorted(mine)[0]
+        assert chart["spec"]["series"][0]["label"] == first
+        assert chart["spec"]["series"][0]["values"] == [p.values["mean"] for p in mine[first]]
     overview_rows = await c.optimizer.overview()
     popularity_new = next(
         r for r in overview_rows if r["segment"] == "new" and r["algorithm"] == "popularity"
@@ -148,11 +190,29 @@ async def test_every_page_renders_the_services_numbers(console: Console) -> None
     assert f"<td>popularity</td><td>{popularity_new['weight']:.3g}</td><td>2000</td>" in algorithms
 
     models = (await client.get("/console/models")).text
-    [validation] = charts(models)
+    validation, roc, reliability, canary = charts(models)
     assert validation["spec"]["categories"] == list(MODELS)
     assert validation["series"] == 3 and validation["points"] == 6
+    newest = await c.learning.model(MODELS[-1]) if c.learning is not None else None
+    assert newest is not None
+    stored_curves = newest.metrics["curves"]
+    assert roc["spec"]["x"] == stored_curves["roc"]["fpr"] and roc["series"] == 2
+    assert roc["spec"]["series"][0]["values"] == stored_curves["roc"]["tpr"]
+    assert reliability["spec"]["x"] == stored_curves["reliability"]["predicted"]
+    assert reliability["points"] == 2 * len(stored_curves["reliability"]["count"])
+    assert f"{MODELS[-1]}: ROC curve" in roc["spec"]["title"]
+    assert canary["series"] == 4 and canary["points"] == 4 * SAMPLES
+    assert CANARY in canary["spec"]["title"]
+    assert canary["spec"]["series"][3]["values"] == [-0.05] * SAMPLES  # the margin
+    older = (await client.get(f"/console/models?version={MODELS[0]}")).text
+    assert f"{MODELS[0]}: ROC curve" in charts(older)[1]["spec"]["title"]
+    assert (await client.get("/console/models?version=nope")).status_code == 404
     assert "champion m-001: 0.7" in models
 
+    from recloop.console.pages import ScoreHistogram
+
+    app = console.transport.app  # type: ignore[attr-defined]
+    app.state.console_scores = ScoreHistogram()  # read afresh (the loop above read them)
     guard = (await client.get("/console/guard")).text
     [histogram] = charts(guard)
     assert histogram["points"] == 10
@@ -376,3 +436,30 @@ async def test_with_no_keys_only_loopback_callers_get_in(
         assert r.status_code == 403 and running.container.guard.blocked("z") is not None
     finally:
         await close()
+
+
+async def test_a_session_crosses_instances(console: Console) -> None:
+    """Another app over the same configuration (another instance, or this one restarted:
+    nothing of the session is held in memory) takes the cookie and its CSRF token."""
+    from recloop.api.app import create_app
+
+    client = await console.signed_in(ADMIN)
+    token = csrf((await client.get("/console/guard")).text)
+    other = create_app(console.container.settings, container=console.container)
+    other.state.container = console.container  # as its lifespan sets it (started already)
+    transport = httpx.ASGITransport(app=other, client=("127.0.0.1", 50001))
+    async with httpx.AsyncClient(transport=transport, base_url="http://recloop") as elsewhere:
+        elsewhere.cookies = client.cookies
+        page = await elsewhere.get("/console/guard")
+        assert page.status_code == 200 and csrf(page.text) == token
+        r = await elsewhere.post(
+            "/console/guard/block", data={"user_id": "u3", "reason": "x", "csrf_token": token}
+        )
+        assert r.status_code == 303
+        assert (await console.container.guard.report("u3"))["status"] == "blocked"
+        # signed out there: refused there at once
+        assert (
+            await elsewhere.post("/console/logout", data={"csrf_token": token})
+        ).status_code == 303
+        elsewhere.cookies = client.cookies
+        assert (await elsewhere.get("/console/guard")).status_code == 303

@@ -1,11 +1,14 @@
 """Chart specifications the console's pages hand to uPlot (``static/console.js``).
 
-A chart is plain data: category or numeric ``x``, named series of values (None
-where a series has no point), and a ``kind`` that says how to draw it
+A chart is plain data: category, numeric or time (seconds) ``x``, named series of
+values (None where a series has no point), and a ``kind`` that says how to draw it
 (``forest``: an estimate with its interval as whiskers per row; ``bars``;
-``lines``). The page carries the spec in a ``data-chart`` attribute, with the
-number of series and points it must draw: the browser test compares them with
-what the chart object holds once drawn.
+``lines``). A line series may be dashed (a bound, a reference) and take the colour
+of another; ``bands`` fill between pairs of series (an interval over time).
+
+The page carries the spec in a ``data-chart`` attribute, with the number of
+series and points it must draw: the browser test compares them with what the
+chart object holds once drawn.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 
@@ -22,6 +26,9 @@ import orjson
 class Series:
     label: str
     values: list[float | None]
+    dash: bool = False
+    colour: int | None = None
+    """Index in the page's palette; None: the series' own position."""
 
 
 @dataclass(slots=True)
@@ -35,6 +42,10 @@ class Chart:
     """Labels of the x positions (a category axis) or None (numeric x)."""
     x_label: str = ""
     y_label: str = ""
+    time: bool = False
+    """``x`` holds seconds since the epoch (drawn as dates and times)."""
+    bands: list[tuple[int, int]] = field(default_factory=list)
+    """(upper, lower) series positions (0-based in ``series``) to fill between."""
 
     @property
     def points(self) -> int:
@@ -51,7 +62,12 @@ class Chart:
                 "categories": self.categories,
                 "x_label": self.x_label,
                 "y_label": self.y_label,
-                "series": [{"label": s.label, "values": s.values} for s in self.series],
+                "time": self.time,
+                "bands": self.bands,
+                "series": [
+                    {"label": s.label, "values": s.values, "dash": s.dash, "colour": s.colour}
+                    for s in self.series
+                ],
             }
         ).decode()
 
@@ -91,9 +107,9 @@ def histogram(
 ) -> Chart:
     """Counts of ``values`` in ``bins`` equal bins over [low, high] (bars at the centres)."""
     width = (high - low) / bins
-    counts = [0] * bins
-    for v in values:
-        counts[min(max(int((v - low) // width), 0), bins - 1)] += 1
+    held = np.asarray(values, dtype=np.float64)
+    index = np.clip((held - low) // width, 0, bins - 1).astype(np.intp)
+    counts = np.bincount(index, minlength=bins).tolist()
     centres = [low + width * (i + 0.5) for i in range(bins)]
     return Chart(
         chart_id,
@@ -103,4 +119,71 @@ def histogram(
         [Series("users", [float(c) for c in counts])],
         x_label="score",
         y_label="users",
+    )
+
+
+BandPoints = Sequence[tuple[float, float | None, float | None, float | None]]
+"""(time, estimate, low, high) oldest first."""
+
+
+def over_time(
+    chart_id: str,
+    title: str,
+    groups: Sequence[tuple[str, BandPoints]],
+    references: Sequence[tuple[str, float]] = (),
+    y_label: str = "",
+) -> Chart:
+    """Per group, its estimate over time (a line) inside its interval (dashed bounds, the
+    band between them filled); each reference a constant dashed line. The groups' times
+    are merged: a group has no point (None) where it was not sampled."""
+    times = sorted({p[0] for _, points in groups for p in points})
+    position = {t: i for i, t in enumerate(times)}
+    series: list[Series] = []
+    bands: list[tuple[int, int]] = []
+    for colour, (label, points) in enumerate(groups):
+        columns: list[list[float | None]] = [[None] * len(times) for _ in range(3)]
+        for at, *figures in points:
+            for column, value in zip(columns, figures, strict=True):
+                column[position[at]] = finite(value)
+        first = len(series)
+        series.append(Series(label, columns[0], colour=colour))
+        series.append(Series(f"{label} low", columns[1], dash=True, colour=colour))
+        series.append(Series(f"{label} high", columns[2], dash=True, colour=colour))
+        bands.append((first + 2, first + 1))
+    for i, (label, value) in enumerate(references):
+        colour = len(groups) + i
+        series.append(Series(label, [float(value)] * len(times), dash=True, colour=colour))
+    return Chart(
+        chart_id,
+        title,
+        "lines",
+        [float(t) for t in times],
+        series,
+        y_label=y_label,
+        time=True,
+        bands=bands,
+    )
+
+
+def curve(
+    chart_id: str,
+    title: str,
+    x: Sequence[float],
+    y: Sequence[float],
+    label: str,
+    reference: str,
+    x_label: str,
+    y_label: str,
+) -> Chart:
+    """``y`` against ``x`` (ascending) with the diagonal ``y = x`` as a dashed reference
+    (a ROC curve against chance, a reliability diagram against perfect calibration)."""
+    xs = [float(v) for v in x]
+    return Chart(
+        chart_id,
+        title,
+        "lines",
+        xs,
+        [Series(label, [finite(v) for v in y]), Series(reference, list(xs), dash=True)],
+        x_label=x_label,
+        y_label=y_label,
     )

@@ -81,7 +81,12 @@ def _sessions(request: Request) -> Sessions:
     state = request.app.state
     sessions: Sessions | None = getattr(state, "console_sessions", None)
     if sessions is None:
-        sessions = state.console_sessions = Sessions(state.container.keys)
+        settings = state.container.settings
+        sessions = state.console_sessions = Sessions(
+            ((k.name, k.sha256, k.roles) for k in settings.auth.keys),
+            settings.console.session_secret,
+            settings.console.session_hours * 3600.0,
+        )
     return sessions
 
 
@@ -315,7 +320,7 @@ async def create_experiment(request: Request) -> Response:
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 async def experiment(request: Request, experiment_id: str) -> Response:
     async def build(c: Container) -> dict[str, Any]:
-        return pages.experiment_page(c, experiment_id)
+        return await pages.experiment_page(c, experiment_id)
 
     return await _view(request, "experiment.html", build)
 
@@ -333,7 +338,8 @@ async def experiment_action(request: Request, experiment_id: str, action: str) -
 @router.get("/algorithms", response_class=HTMLResponse)
 async def algorithms(request: Request) -> Response:
     async def build(c: Container) -> dict[str, Any]:
-        return pages.algorithms_page(await c.optimizer.overview(), c.optimizer.algorithms)
+        history = None if c.history is None else await c.history.series("algorithm")
+        return pages.algorithms_page(await c.optimizer.overview(), c.optimizer.algorithms, history)
 
     return await _view(request, "algorithms.html", build)
 
@@ -359,8 +365,13 @@ async def algorithm_action(request: Request, name: str, action: str) -> Response
 
 
 @router.get("/models", response_class=HTMLResponse)
-async def models(request: Request) -> Response:
-    return await _view(request, "models.html", pages.models_page)
+async def models(request: Request, version: str | None = None) -> Response:
+    async def build(c: Container) -> dict[str, Any]:
+        if version is not None and len(version) > ID_MAX:
+            raise InvalidInput("version", f"at most {ID_MAX} characters")
+        return await pages.models_page(c, version)
+
+    return await _view(request, "models.html", build)
 
 
 def _learning(c: Container) -> Any:
@@ -398,7 +409,12 @@ async def deploy(request: Request, version: str) -> Response:
 
 @router.get("/guard", response_class=HTMLResponse)
 async def guard(request: Request) -> Response:
-    return await _view(request, "guard.html", pages.guard_page)
+    scores: pages.ScoreHistogram = request.app.state.console_scores
+
+    async def build(c: Container) -> dict[str, Any]:
+        return await pages.guard_page(c, scores)
+
+    return await _view(request, "guard.html", build)
 
 
 @router.post("/guard/{action}")
@@ -461,6 +477,7 @@ def install(app: FastAPI) -> list[BaseRoute]:
     """Mount the console (pages and static assets) on ``app``; its routes, for the
     metrics' ``route`` labels (an included router's routes are not the app's own)."""
     app.state.console_rates = pages.Rates()
+    app.state.console_scores = pages.ScoreHistogram()
     app.include_router(router)
     assets = Mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.router.routes.append(assets)

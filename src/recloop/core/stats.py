@@ -29,6 +29,7 @@ Tests
 :func:`srm_test`           sample ratio mismatch: Pearson's chi-square
 :func:`adjust_pvalues`     Holm or Benjamini-Hochberg over many comparisons
 :func:`sample_size`        users per variant for a two-sided test
+:func:`power_at`           the power that many users per variant have
 =========================  ====================================================
 
 The relative effect's interval is the delta method's normal interval for a
@@ -829,6 +830,60 @@ def _power(effect_size: float, n: float, z: float) -> float:
     return float(special.ndtr(shift - z) + special.ndtr(-shift - z))
 
 
+def _effect_size(
+    baseline: float, mde: float, relative: bool, metric: str, stddev: float | None
+) -> float:
+    """The standardised effect of :func:`sample_size` (Cohen's ``h`` or ``|mde| / stddev``)."""
+    if not (mde != 0 and math.isfinite(mde)):
+        raise InvalidInput("mde", f"must be finite and non-zero, got {mde}")
+    target = baseline * (1.0 + mde) if relative else baseline + mde
+    if metric == "binomial":
+        if not 0 < baseline < 1:
+            raise InvalidInput(
+                "baseline", f"must be in (0, 1) for a binomial metric, got {baseline}"
+            )
+        if not 0 < target < 1:
+            raise InvalidInput("mde", f"moves the rate to {target}, outside (0, 1)")
+        effect = abs(2.0 * math.asin(math.sqrt(target)) - 2.0 * math.asin(math.sqrt(baseline)))
+    elif metric == "continuous":
+        if stddev is None or not (stddev > 0 and math.isfinite(stddev)):
+            raise InvalidInput(
+                "stddev", f"must be finite and > 0 for a continuous metric, got {stddev}"
+            )
+        effect = abs(target - baseline) / stddev
+    else:
+        raise InvalidInput("metric", f"must be 'binomial' or 'continuous', got {metric!r}")
+    if effect == 0:
+        raise InvalidInput("mde", f"is too small to change baseline {baseline}")
+    if not math.isfinite(effect):
+        raise InvalidInput("mde", f"moves baseline {baseline} beyond floating point")
+    return effect
+
+
+def power_at(
+    n: float,
+    baseline: float,
+    mde: float,
+    alpha: float = 0.05,
+    relative: bool = True,
+    metric: str = "binomial",
+    stddev: float | None = None,
+) -> float:
+    """The power with ``n`` users per variant to detect ``mde`` (:func:`sample_size`'s
+    test and effect size: ``sample_size`` is the least ``n`` whose power reaches the goal).
+
+    This is ``statsmodels``' ``NormalIndPower().power`` with ``ratio=1``.
+
+    >>> round(power_at(14745, 0.10, 0.10), 4)  # sample_size(0.10, 0.10) users
+    0.8
+    >>> power_at(0, 0.10, 0.10)
+    0.0
+    """
+    _check_alpha(alpha)
+    effect = _effect_size(baseline, mde, relative, metric, stddev)
+    return 0.0 if n <= 0 else _power(effect, n, _normal_quantile(alpha))
+
+
 def sample_size(
     baseline: float,
     mde: float,
@@ -871,29 +926,7 @@ def sample_size(
     _check_alpha(alpha)
     if not alpha < power < 1:
         raise InvalidInput("power", f"must be in (alpha, 1) = ({alpha}, 1), got {power}")
-    if not (mde != 0 and math.isfinite(mde)):
-        raise InvalidInput("mde", f"must be finite and non-zero, got {mde}")
-    target = baseline * (1.0 + mde) if relative else baseline + mde
-    if metric == "binomial":
-        if not 0 < baseline < 1:
-            raise InvalidInput(
-                "baseline", f"must be in (0, 1) for a binomial metric, got {baseline}"
-            )
-        if not 0 < target < 1:
-            raise InvalidInput("mde", f"moves the rate to {target}, outside (0, 1)")
-        effect = abs(2.0 * math.asin(math.sqrt(target)) - 2.0 * math.asin(math.sqrt(baseline)))
-    elif metric == "continuous":
-        if stddev is None or not (stddev > 0 and math.isfinite(stddev)):
-            raise InvalidInput(
-                "stddev", f"must be finite and > 0 for a continuous metric, got {stddev}"
-            )
-        effect = abs(target - baseline) / stddev
-    else:
-        raise InvalidInput("metric", f"must be 'binomial' or 'continuous', got {metric!r}")
-    if effect == 0:
-        raise InvalidInput("mde", f"is too small to change baseline {baseline}")
-    if not math.isfinite(effect):
-        raise InvalidInput("mde", f"moves baseline {baseline} beyond floating point")
+    effect = _effect_size(baseline, mde, relative, metric, stddev)
     z = _normal_quantile(alpha)
     # One tail alone reaches ``power`` at n_one; the other tail adds power: the root is below.
     try:

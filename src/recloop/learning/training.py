@@ -30,6 +30,7 @@ from recloop.learning.validation import (
     Gate,
     LoggedSlate,
     Metrics,
+    curves,
     decide,
     decide_off_policy,
     doubly_robust,
@@ -189,7 +190,8 @@ def train(
     fit_with: Learner = LightGbmLearner() if learner is None else import_learner(learner)
     model = fit_with.fit(data.features[train_idx], y[train_idx], FEATURE_NAMES)
     holdout_rows = data.features[holdout_idx]
-    candidate = _evaluate(model, holdout_rows, y[holdout_idx])
+    predicted = _predict(model, holdout_rows)
+    candidate = evaluate(y[holdout_idx], predicted)
     incumbent = None
     champion_metrics: Metrics | None = None
     if champion is not None:
@@ -211,6 +213,7 @@ def train(
         "candidate": candidate.to_dict(),
         "champion": None if champion_metrics is None else champion_metrics.to_dict(),
         "champion_version": None if champion is None else champion.version,
+        "curves": curves(y[holdout_idx], predicted),
         "off_policy": off_policy,
         "gate": {
             "accepted": accepted,
@@ -225,8 +228,12 @@ def train(
     return Outcome(Artifact.of(model), accepted, reason, metrics)
 
 
+def _predict(model: Model, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(model.predict(columns_of(rows, FEATURE_NAMES, model.feature_names)))
+
+
 def _evaluate(model: Model, rows: npt.NDArray[np.float64], y: np.ndarray) -> Metrics:
-    return evaluate(y, model.predict(columns_of(rows, FEATURE_NAMES, model.feature_names)))
+    return evaluate(y, _predict(model, rows))
 
 
 def _off_policy(

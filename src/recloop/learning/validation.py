@@ -55,6 +55,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -162,6 +163,52 @@ def calibration_error(y: npt.ArrayLike, p: npt.ArrayLike, bins: int = CALIBRATIO
     )
     # Σ_b (n_b / N) |Σy_b / n_b - Σp_b / n_b| = Σ_b |Σy_b - Σp_b| / N
     return float(gap[count > 0].sum() / labels.size)
+
+
+ROC_POINTS = 101
+"""Most points of a stored ROC curve (the console draws it; more add nothing to see)."""
+
+
+def curves(y: npt.ArrayLike, p: npt.ArrayLike, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """A model's ROC curve and reliability diagram on the holdout, small enough to keep
+    in its registry record (``metrics["curves"]``).
+
+    ``roc``: ``fpr`` and ``tpr`` of ``sklearn.metrics.roc_curve`` (its corners only,
+    thinned evenly to at most :data:`ROC_POINTS`, both ends kept); empty lists with one
+    class only. ``reliability``: per non-empty bin of :func:`calibration_error`'s
+    ``bins``, the mean predicted probability, the observed click rate and the count.
+
+    >>> found = curves([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], bins=2)
+    >>> found["roc"]["fpr"], found["roc"]["tpr"]
+    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+    >>> bins = found["reliability"]
+    >>> [round(v, 4) for v in bins["predicted"]], bins["observed"][1], bins["count"]
+    ([0.2833, 0.8], 1.0, [3, 1])
+    """
+    labels, probabilities = _labels_and_probabilities(y, p)
+    if bins < 1:
+        raise InvalidInput("bins", f"must be >= 1, got {bins}")
+    fpr: list[float] = []
+    tpr: list[float] = []
+    if labels.min() != labels.max():
+        from sklearn import metrics
+
+        x, t, _ = metrics.roc_curve(labels, probabilities, drop_intermediate=True)
+        keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), ROC_POINTS)).round().astype(int))
+        fpr, tpr = [float(v) for v in x[keep]], [float(v) for v in t[keep]]
+    index = np.minimum((probabilities * bins).astype(np.intp), bins - 1)
+    count = np.bincount(index, minlength=bins)
+    clicked = np.bincount(index, weights=labels, minlength=bins)
+    predicted = np.bincount(index, weights=probabilities, minlength=bins)
+    held = count > 0
+    return {
+        "roc": {"fpr": fpr, "tpr": tpr},
+        "reliability": {
+            "predicted": [float(v) for v in predicted[held] / count[held]],
+            "observed": [float(v) for v in clicked[held] / count[held]],
+            "count": [int(v) for v in count[held]],
+        },
+    }
 
 
 @dataclass(frozen=True, slots=True)

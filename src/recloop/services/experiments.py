@@ -582,8 +582,12 @@ class ExperimentService:
                     table[key] = table[key] - xp.stats_delta(None, value)
         return table
 
-    def results(self, experiment_id: str) -> dict[str, Any]:
+    def results(self, experiment_id: str, sequential: bool | None = None) -> dict[str, Any]:
+        """``sequential``: every interval anytime-valid (True) or fixed-horizon (False),
+        whatever the experiment says; None: as it says."""
         exp = self.get(experiment_id)
+        if sequential is not None:
+            exp = replace(exp, sequential=sequential)
         observed = self.exposures_by_variant(experiment_id)
         srm = stats.srm_test(
             observed, {v.key: v.weight for v in exp.variants}, self._config.srm_threshold

@@ -312,3 +312,17 @@ privacy_meta = Table(
 
 Index("ix_dead_letters_user_id", dead_letters.c.user_id)  # 0007
 Index("ix_experiment_user_metrics_user_id", experiment_user_metrics.c.user_id)  # 0007
+
+# The console's plots over time (0012): figures sampled every history.interval_seconds,
+# purged after history.retention_days. The key serves the reads (one kind, one scope,
+# oldest first); ``at`` is indexed for the purge.
+history_points = Table(
+    "history_points",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("scope", String(256), primary_key=True),
+    Column("subject", String(256), primary_key=True),
+    Column("at", Float, primary_key=True),
+    Column("figures", LargeBinary, nullable=False),  # orjson of HistoryPoint.values
+    Index("ix_history_points_at", "at"),
+)

@@ -46,8 +46,9 @@
     var series = [{}];
     var hooks = {};
     spec.series.forEach(function (s, i) {
-      var colour = COLOURS[i % COLOURS.length];
-      var one = { label: s.label, stroke: colour, width: 2, spanGaps: false };
+      var colour = COLOURS[(s.colour == null ? i : s.colour) % COLOURS.length];
+      var one = { label: s.label, stroke: colour, width: s.dash ? 1 : 2, spanGaps: false };
+      if (s.dash) one.dash = [6, 4];
       if (spec.kind === "forest") {
         one.stroke = COLOURS[0];
         one.paths = function () { return null; };
@@ -57,18 +58,23 @@
         one.fill = colour + "99";
         one.points = { show: false };
       } else {
-        one.points = { show: true, size: 7 };
+        one.points = { show: !s.dash && n <= 60, size: 7 };
       }
       series.push(one);
     });
     if (spec.kind === "forest") hooks.draw = [whiskers];
-    var x = { time: false };
+    var x = { time: !!spec.time };
     var axes = [{ label: spec.x_label }, { label: spec.y_label, size: 60 }];
     if (spec.categories) {
       x.range = [-0.5, Math.max(n - 0.5, 0.5)];
       axes[0] = Object.assign(axes[0], categoryAxis(spec.categories));
     }
+    var bands = (spec.bands || []).map(function (b) {
+      var colour = COLOURS[(spec.series[b[0]].colour || 0) % COLOURS.length];
+      return { series: [b[0] + 1, b[1] + 1], fill: colour + "22" };
+    });
     return {
+      bands: bands,
       width: width,
       height: 260,
       scales: { x: x },
