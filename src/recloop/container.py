@@ -432,12 +432,24 @@ def build_container(
             tuple(settings.bandit.algorithms),
             x.rollout_recheck_seconds,
             x.pending_scan_max,
+            x.covariate_seconds,
         ),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
         committed_offset=None if distributed else lambda: processor.tracker.watermark,
         excluded=guard.flagged_users if sp.enabled else None,
+        dispatched=None if distributed else lambda: processor.tracker.last_begun,
+        defer_covariates=not distributed,
     )
+    guard_evidence = guard.observe if sp.enabled and not distributed else None
+
+    async def taken(events: Sequence[Event]) -> None:
+        """What the processor takes to apply: the guard's evidence (embedded) and the
+        experiments' waiting events."""
+        if guard_evidence is not None:
+            await guard_evidence(events)
+        await experiments.taken(events)
+
     processor = Processor(
         store,
         cache,
@@ -449,7 +461,7 @@ def build_container(
         retries=retries,
         # Embedded, the guard gathers its evidence from the events the processor applies
         # (after the 202); distributed, the workers feed it (services.worker).
-        evidence=guard.observe if sp.enabled and not distributed else None,
+        evidence=None if distributed else taken,
     )
     spool: SpooledEventLog | None = None
     if distributed:

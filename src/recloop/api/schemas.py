@@ -688,7 +688,9 @@ class BufferedOut(BaseModel):
         "after their exposure, of a type a metric listens to."
     )
     complete: bool = Field(
-        description="False if the count stopped at experiments.pending_scan_max events read."
+        description="False if some accepted events were not looked at yet (the embedded "
+        "processor has not taken them; a distributed worker has not fetched them) or a count "
+        "read from the log stopped at experiments.pending_scan_max events."
     )
 
 
@@ -702,6 +704,10 @@ class ResultsOut(BaseModel):
     metrics: list[MetricResultOut]
     buffered: BufferedOut | None = Field(
         description="None: this process cannot tell (a distributed API instance)."
+    )
+    covariates_pending: int = Field(
+        description="Counted users whose CUPED covariate (pre-period metric) is not read "
+        "yet (embedded: read within experiments.covariate_seconds of their exposure)."
     )
     overridden: dict[str, int] = Field(
         description="Users who fell in this experiment but got another's overrides, per "
