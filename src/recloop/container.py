@@ -445,7 +445,7 @@ def build_container(
 
     async def taken(events: Sequence[Event]) -> None:
         """What the processor takes to apply: the guard's evidence (embedded) and the
-        experiments' waiting events."""
+        experiments' waiting events (a worker reports them: ``build_worker``)."""
         if guard_evidence is not None:
             await guard_evidence(events)
         await experiments.taken(events)
@@ -460,8 +460,9 @@ def build_container(
         gate=guard if sp.enabled else None,
         retries=retries,
         # Embedded, the guard gathers its evidence from the events the processor applies
-        # (after the 202); distributed, the workers feed it (services.worker).
-        evidence=None if distributed else taken,
+        # (after the 202); distributed, the workers feed it (services.worker). Both: the
+        # experiments keep the events that will move them (see ``taken``).
+        evidence=taken,
     )
     spool: SpooledEventLog | None = None
     if distributed:
@@ -589,5 +590,6 @@ def build_worker(settings: Settings) -> tuple[Worker, Container]:
         KafkaEventLog(config),
         guard=container.guard if settings.spam.enabled else None,
         commit_seconds=settings.event_log.worker_commit_seconds,
+        report=container.experiments.report_waiting,
     )
     return worker, container

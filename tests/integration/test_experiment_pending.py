@@ -70,7 +70,7 @@ async def test_buffered_events_kept_as_they_go_equal_those_read_from_the_log(
         await app.container.processor.checkpoint()  # the watermark stays where it is now
         results = (await app.client.get("/experiments/exp-ctr/results")).json()
         events_expected, provisional_expected = await oracle(app)
-        assert results["buffered"] == {"events": events_expected, "complete": True}
+        assert results["buffered"] == {"events": events_expected, "complete": True, "as_of": None}
         shown = {m["name"]: m["provisional"] for m in results["metrics"]}
         assert shown == provisional_expected
         if flush:
@@ -86,4 +86,4 @@ async def test_buffered_events_kept_as_they_go_equal_those_read_from_the_log(
     await app.idle()
     await app.client.post("/experiments/exp-ctr/stop")
     results = (await app.client.get("/experiments/exp-ctr/results")).json()
-    assert results["buffered"] == {"events": 0, "complete": True}
+    assert results["buffered"] == {"events": 0, "complete": True, "as_of": None}

@@ -479,7 +479,7 @@ async def test_results_count_buffered_events_and_mark_metrics_provisional(app: R
     assert (await app.client.post("/feedback", json={"events": events})).json()["rejected"] == 0
     await app.idle(flush=False)
     results = (await app.client.get("/experiments/exp-ctr/results")).json()
-    assert results["buffered"] == {"events": 12, "complete": True}
+    assert results["buffered"] == {"events": 12, "complete": True, "as_of": None}
     provisional = {m["name"]: m["provisional"] for m in results["metrics"]}
     assert provisional == {"purchased": False, "clicks": True, "ctr": True}
     ctr = next(m for m in results["metrics"] if m["name"] == "ctr")
@@ -489,7 +489,7 @@ async def test_results_count_buffered_events_and_mark_metrics_provisional(app: R
     await app.idle(flush=True)
     await app.container.processor.checkpoint()
     results = (await app.client.get("/experiments/exp-ctr/results")).json()
-    assert results["buffered"] == {"events": 0, "complete": True}
+    assert results["buffered"] == {"events": 0, "complete": True, "as_of": None}
     assert not any(m["provisional"] for m in results["metrics"])
     clicks = next(m for m in results["metrics"] if m["name"] == "clicks")
     assert sum(v["users"] for v in clicks["variants"]) == len(users)

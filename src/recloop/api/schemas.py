@@ -692,6 +692,10 @@ class BufferedOut(BaseModel):
         "processor has not taken them; a distributed worker has not fetched them) or a count "
         "read from the log stopped at experiments.pending_scan_max events."
     )
+    as_of: float | None = Field(
+        description="Distributed: when the workers reported the count (the oldest of their "
+        "last reports, epoch seconds); None: the count is of now (embedded)."
+    )
 
 
 class ResultsOut(BaseModel):
@@ -703,7 +707,8 @@ class ResultsOut(BaseModel):
     srm: SrmOut
     metrics: list[MetricResultOut]
     buffered: BufferedOut | None = Field(
-        description="None: this process cannot tell (a distributed API instance)."
+        description="None: this process cannot tell (a distributed API instance before "
+        "any worker reported)."
     )
     covariates_pending: int = Field(
         description="Counted users whose CUPED covariate (pre-period metric) is not read "

@@ -31,7 +31,7 @@ from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, UserMetric
 from recloop.core.stats import PairStats
-from recloop.ports import EventLog, Exposure, StateChanges, StateStore
+from recloop.ports import EventLog, Exposure, StateChanges, StateStore, WaitingReport
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 
@@ -625,12 +625,31 @@ class ExperimentService:
                     if e.timestamp < self._exposures[eid][e.user_id].exposed_at:
                         continue
                     if e.type in _listened(self._experiments[eid]):
-                        self._waiting.setdefault(eid, _Waiting()).add(e.offset, e.type)
+                        waiting = self._waiting.setdefault(eid, _Waiting())
+                        waiting.add(e.partition, e.offset, e.type)
         self._taken_upto = max(self._taken_upto, events[-1].offset)
         if self._committed_offset is not None and self._waiting:
-            committed = self._committed_offset()
+            committed = {0: self._committed_offset()}
             for waiting in self._waiting.values():
                 waiting.prune(committed)
+
+    async def report_waiting(
+        self, positions: Mapping[int, int], unfetched: Mapping[int, int | None]
+    ) -> None:
+        """A distributed worker's report, for the results the API instances give: per owned
+        partition, the waiting events (:meth:`taken`) past its committed position
+        (``positions``) and the messages not fetched yet, written to the store."""
+        for waiting in self._waiting.values():
+            waiting.prune(positions)
+        now = self._clock()
+        reports = []
+        for partition in sorted(positions):
+            events = {
+                eid: counts for eid, w in self._waiting.items() if (counts := w.of(partition))
+            }
+            reports.append(WaitingReport(partition, events, unfetched.get(partition), now))
+        if reports:
+            await self._store.put_waiting(reports)
 
     async def _may_have_events(self, user_id: str) -> bool:
         """False only for a user with no event anywhere: none held by the processor and
@@ -858,10 +877,12 @@ class ExperimentService:
     async def live_results(self, experiment_id: str) -> dict[str, Any]:
         """:meth:`results` with what is accepted and not yet in them.
 
-        ``buffered``: ``{"events": n, "complete": bool}``, the events of users counted in
-        the experiment, after their exposure, of a type some metric listens to, accepted
-        and not yet committed (None when this process cannot know). A metric computed
-        while such events of its types exist is ``provisional``.
+        ``buffered``: ``{"events": n, "complete": bool, "as_of": t}``, the events of users
+        counted in the experiment, after their exposure, of a type some metric listens
+        to, accepted and not yet committed. Embedded, now (``as_of`` None); a distributed
+        API instance, as the workers last reported it (``as_of``: the oldest report), or
+        None before any did. A metric computed while such events of its types exist is
+        ``provisional``.
 
         ``covariates_pending``: counted users whose CUPED covariate is not read yet
         (``defer_covariates``: read within ``covariate_seconds``); while there are some,
@@ -878,8 +899,12 @@ class ExperimentService:
             for metric in result["metrics"]:
                 metric["provisional"] = None
             return result
-        by_type, complete = pending
-        result["buffered"] = {"events": sum(by_type.values()), "complete": complete}
+        by_type, complete, as_of = pending
+        result["buffered"] = {
+            "events": sum(by_type.values()),
+            "complete": complete,
+            "as_of": as_of,
+        }
         for metric, shown in zip(exp.all_metrics, result["metrics"], strict=True):
             waiting = sum(by_type.get(t, 0) for t in metric.events())
             unread = covariates > 0 and metric.type != "ratio"
@@ -898,24 +923,42 @@ class ExperimentService:
             )
         return result
 
-    async def _pending(self, exp: Experiment) -> tuple[dict[str, int], bool] | None:
+    async def _pending(self, exp: Experiment) -> tuple[dict[str, int], bool, float | None] | None:
         """Per event type, the experiment's accepted, uncommitted events (see
-        :meth:`live_results`), and whether every accepted event was looked at."""
+        :meth:`live_results`), whether every accepted event was looked at, and as of when
+        (None: now)."""
         if self._committed_offset is None:
-            return None
+            return await self._reported(exp)
         if exp.status != "running":
-            return {}, True  # nothing moves it any more
+            return {}, True, None  # nothing moves it any more
         committed = self._committed_offset()
         if self._dispatched is None:
             exposures = self._exposures.get(exp.experiment_id, {})
-            return await pending_in_log(
+            counts, complete = await pending_in_log(
                 self._log, exp, exposures, committed, self._config.pending_scan_max
             )
+            return counts, complete, None
         waiting = self._waiting.get(exp.experiment_id)
         if waiting is not None:
-            waiting.prune(committed)
+            waiting.prune({0: committed})
         counts = {} if waiting is None else dict(waiting.by_type)
-        return counts, max(self._taken_upto, committed) >= self._dispatched()
+        return counts, max(self._taken_upto, committed) >= self._dispatched(), None
+
+    async def _reported(self, exp: Experiment) -> tuple[dict[str, int], bool, float | None] | None:
+        """:meth:`_pending` from the distributed workers' last reports (:meth:`report_waiting`,
+        every ``event_log.worker_commit_seconds``): complete when every partition was
+        reported with nothing left to fetch. None when no worker reported."""
+        reports = await retry_read("get_waiting", self._store.get_waiting, counts=self._retries)
+        if not reports:
+            return None
+        as_of = min(r.reported_at for r in reports)
+        if exp.status != "running":
+            return {}, True, as_of
+        counts: dict[str, int] = {}
+        for report in reports:
+            for event_type, n in report.events.get(exp.experiment_id, {}).items():
+                counts[event_type] = counts.get(event_type, 0) + n
+        return counts, all(r.unfetched == 0 for r in reports), as_of
 
     def _compare(
         self, exp: Experiment, metric: Metric, control: PairStats, treatment: PairStats
@@ -966,24 +1009,43 @@ def _listened(exp: Experiment) -> frozenset[str]:
 
 @dataclass(slots=True)
 class _Waiting:
-    """One running experiment's events taken and not committed yet, oldest first, and
-    their number per type."""
+    """One running experiment's events taken and not committed yet, per partition oldest
+    first, and their number per type."""
 
-    events: deque[tuple[int, str]] = field(default_factory=deque)
+    events: dict[int, deque[tuple[int, str]]] = field(default_factory=dict)
     by_type: dict[str, int] = field(default_factory=dict)
 
-    def add(self, offset: int, event_type: str) -> None:
-        self.events.append((offset, event_type))
+    def add(self, partition: int, offset: int, event_type: str) -> None:
+        queue = self.events.get(partition)
+        if queue is None:
+            queue = self.events[partition] = deque()
+        queue.append((offset, event_type))
         self.by_type[event_type] = self.by_type.get(event_type, 0) + 1
 
-    def prune(self, committed: int) -> None:
-        """Forget the events up to ``committed``."""
-        events, by_type = self.events, self.by_type
-        while events and events[0][0] <= committed:
-            _, event_type = events.popleft()
-            by_type[event_type] -= 1
-            if not by_type[event_type]:
-                del by_type[event_type]
+    def prune(self, positions: Mapping[int, int]) -> None:
+        """Forget the events up to each partition's committed position, and those of
+        partitions not in ``positions`` (no longer owned: their new owner counts them)."""
+        for partition in list(self.events):
+            queue = self.events[partition]
+            upto = positions.get(partition)
+            while queue and (upto is None or queue[0][0] <= upto):
+                self._forget(queue.popleft()[1])
+            if not queue:
+                del self.events[partition]
+
+    def _forget(self, event_type: str) -> None:
+        left = self.by_type[event_type] - 1
+        if left:
+            self.by_type[event_type] = left
+        else:
+            del self.by_type[event_type]
+
+    def of(self, partition: int) -> dict[str, int]:
+        """The waiting events of one partition, per type."""
+        counts: dict[str, int] = {}
+        for _, event_type in self.events.get(partition, ()):
+            counts[event_type] = counts.get(event_type, 0) + 1
+        return counts
 
 
 async def pending_in_log(
