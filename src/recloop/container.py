@@ -440,6 +440,7 @@ def build_container(
         excluded=guard.flagged_users if sp.enabled else None,
         dispatched=None if distributed else lambda: processor.tracker.last_begun,
         defer_covariates=not distributed,
+        unsent=(lambda: 0 if spool is None else spool.spooled) if distributed else None,
     )
     guard_evidence = guard.observe if sp.enabled and not distributed else None
 

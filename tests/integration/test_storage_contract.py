@@ -29,6 +29,7 @@ from recloop.ports import (
     StateChanges,
     StateStore,
     TrainingJob,
+    WaitingReport,
 )
 
 
@@ -398,3 +399,19 @@ async def test_several_users_events_in_one_read(adapters: tuple[EventLog, StateS
     }
     assert [e.event_id for e in found["u0"]] == ["e3", "e6"]
     assert [e.event_id for e in found["u2"]] == ["e2", "e5"]
+
+
+async def test_waiting_reports_replace_their_partitions_rows(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    _, store = adapters
+    assert await store.get_waiting() == []
+    first = [
+        WaitingReport(0, {"exp": {"click": 3, "impression": 2}}, 0, 10.0),
+        WaitingReport(1, {}, None, 10.0),
+    ]
+    await store.put_waiting(first)
+    assert await store.get_waiting() == first
+    later = WaitingReport(1, {"exp": {"click": 1}, "other": {"purchase": 4}}, 7, 11.5)
+    await store.put_waiting([later])
+    assert await store.get_waiting() == [first[0], later]

@@ -72,6 +72,7 @@ class ExperimentService:
         excluded: Callable[[], Collection[str]] | None = None,
         dispatched: Callable[[], int] | None = None,
         defer_covariates: bool = False,
+        unsent: Callable[[], int] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
@@ -95,9 +96,14 @@ class ExperimentService:
         read together, in one read of the log, every ``covariate_seconds``
         (:meth:`settle_covariates`). Only where this process is the one writer of the
         users' metric values (embedded): a distributed API instance records exposures
-        while workers move the values."""
+        while workers move the values.
+
+        ``unsent()`` (a distributed API instance): the events it accepted and has not
+        handed to Kafka yet (its spool); while there are some, the workers' reports are
+        not complete."""
         self._committed_offset = committed_offset
         self._dispatched = dispatched
+        self._unsent = unsent
         self._defer_covariates = defer_covariates
         self._waiting: dict[str, _Waiting] = {}
         """Per running experiment, its events taken and not committed (:meth:`taken`)."""
@@ -947,7 +953,8 @@ class ExperimentService:
     async def _reported(self, exp: Experiment) -> tuple[dict[str, int], bool, float | None] | None:
         """:meth:`_pending` from the distributed workers' last reports (:meth:`report_waiting`,
         every ``event_log.worker_commit_seconds``): complete when every partition was
-        reported with nothing left to fetch. None when no worker reported."""
+        reported with nothing left to fetch and this instance's spool is empty (other
+        instances' spools are not seen). None when no worker reported."""
         reports = await retry_read("get_waiting", self._store.get_waiting, counts=self._retries)
         if not reports:
             return None
@@ -958,7 +965,8 @@ class ExperimentService:
         for report in reports:
             for event_type, n in report.events.get(exp.experiment_id, {}).items():
                 counts[event_type] = counts.get(event_type, 0) + n
-        return counts, all(r.unfetched == 0 for r in reports), as_of
+        unsent = 0 if self._unsent is None else self._unsent()
+        return counts, unsent == 0 and all(r.unfetched == 0 for r in reports), as_of
 
     def _compare(
         self, exp: Experiment, metric: Metric, control: PairStats, treatment: PairStats
