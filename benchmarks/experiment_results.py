@@ -1,21 +1,24 @@
 """An experiment's reads, in process, on a SQLite file: results, and a first exposure.
 
 Logs ``--events`` events (default 1M: 20k users, 5k items, a mix of explicit and
-implicit types, timestamps over the last day) through ``SqlEventLog.append``,
-exposes ``--exposed`` of the users to a three-metric experiment (binomial,
-continuous and ratio, as the API's example), and reports:
+implicit types) through ``SqlEventLog.append``, exposes ``--exposed`` of the users
+to a three-metric experiment (binomial, continuous and ratio, as the API's example)
+in two services over the same database, one per way of reading, and reports, in one
+run, each read before and after:
 
-- *results*: the wall time of ``ExperimentService.live_results`` (what
-  ``GET /experiments/{id}/results`` runs) while none of the logged events is
-  committed yet: the worst case, a buffered implicit event at the head of the
-  log holds the embedded processor's watermark until the flush
-  (``feedback.implicit_flush_seconds``) while traffic goes on. The events are
-  handed to the service as the processor's apply rounds hand them
-  (``ExperimentService.taken``), 1,000 at a time; its CPU per event is reported;
-- *first exposure*: the wall time of ``ExperimentService.expose`` for a user with
-  history and no exposure yet (what ``GET /users/{id}/strategy``, ``/assignment``
-  and ``/rank`` pay on a user's first request while the experiment runs), the
-  exposure's commit included.
+- *results* (what ``GET /experiments/{id}/results`` runs, ``live_results``) while
+  none of the logged events is committed yet, the worst case: a buffered implicit
+  event at the head of the log holds the embedded processor's watermark until the
+  flush (``feedback.implicit_flush_seconds``) while traffic goes on. Before: the
+  buffered events are counted by reading the uncommitted log
+  (``pending_in_log``). After: the service keeps them as the processor's apply
+  rounds hand them over (``ExperimentService.taken``, called here 1,000 events at a
+  time, its CPU per event reported). Both counts are printed: they agree;
+- *a first exposure* of a user with history (what ``GET /users/{id}/strategy``,
+  ``/assignment`` and ``/rank`` pay on a user's first request while the experiment
+  runs, the exposure's commit included). Before: the user's CUPED pre-period is
+  read from the log at once. After: it is deferred, then read for every user
+  exposed meanwhile in one read (``settle_covariates``, timed too).
 
 Run it with ``python -m benchmarks.experiment_results`` (``--events 200000`` for
 a smaller log).

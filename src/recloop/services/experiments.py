@@ -917,9 +917,9 @@ class ExperimentService:
             shown["provisional"] = waiting > 0 or not complete or unread
         if covariates:
             result["warnings"].append(
-                f"the CUPED covariates of {covariates} users exposed in the last "
-                f"{self._config.covariate_seconds:g} s are not read yet: metrics marked "
-                "provisional will move"
+                f"the CUPED covariates of {covariates} exposed users are not read yet (they "
+                f"are read every experiments.covariate_seconds, "
+                f"{self._config.covariate_seconds:g} s): metrics marked provisional will move"
             )
         if by_type:
             result["warnings"].append(
