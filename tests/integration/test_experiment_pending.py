@@ -73,6 +73,12 @@ async def test_buffered_events_kept_as_they_go_equal_those_read_from_the_log(
         assert results["buffered"] == {"events": events_expected, "complete": True, "as_of": None}
         shown = {m["name"]: m["provisional"] for m in results["metrics"]}
         assert shown == provisional_expected
+        # the exposures counted as they are recorded, against a count of the stored ones
+        stored = await app.container.store.get_exposures("exp-ctr")
+        by_variant = {"control": 0, "treatment": 0}
+        for e in stored:
+            by_variant[e.variant] += 1
+        assert results["srm"]["observed"] == by_variant
         if flush:
             assert events_expected == 0
         else:

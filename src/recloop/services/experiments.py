@@ -125,6 +125,9 @@ class ExperimentService:
         self._clock = clock
         self._experiments: dict[str, Experiment] = {}
         self._exposures: dict[str, dict[str, Exposure]] = {}
+        self._tally: dict[str, dict[tuple[str, str | None], int]] = {}
+        """Per experiment, its held exposures per (variant, overridden_by): what results
+        count, without going over every exposure."""
         self._values: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self._running_by_user: dict[str, list[str]] = {}
@@ -148,7 +151,9 @@ class ExperimentService:
             if exp.status == "draft":
                 continue
             eid = exp.experiment_id
-            self._exposures[eid] = {e.user_id: e for e in await self._store.get_exposures(eid)}
+            self._exposures[eid] = {}
+            for e in await self._store.get_exposures(eid):
+                self._hold(e)
             self._values[eid] = {(u, m): v for u, m, v in await self._store.get_user_metrics(eid)}
             self._stats[eid] = {
                 (v, m): s for v, m, s in await self._store.get_experiment_stats(eid)
@@ -221,7 +226,7 @@ class ExperimentService:
                     if u in fresh:
                         values[(u, m)] = v
                 for e in new:
-                    exposures[e.user_id] = e
+                    self._hold(e)
             if statistics:
                 table = await self._store.get_experiment_stats(eid)
                 self._stats[eid] = {(v, m): st for v, m, st in table}
@@ -500,7 +505,7 @@ class ExperimentService:
             if user_id in self._exposures[eid]:
                 continue  # exposed meanwhile by a concurrent request
             exposure = Exposure(eid, user_id, variant, now, by)
-            self._exposures[eid][user_id] = exposure
+            self._hold(exposure)
             changes.exposures.append(exposure)
             if by is not None:
                 continue  # overridden: recorded, not counted
@@ -723,7 +728,8 @@ class ExperimentService:
     def forget(self, user_id: str) -> None:
         """Drop what this service holds about the user (their rows are erased elsewhere)."""
         for eid, held in self._exposures.items():
-            if held.pop(user_id, None) is not None:
+            if (dropped := held.pop(user_id, None)) is not None:
+                self._tally_add(dropped, -1)
                 values = self._values.get(eid, {})
                 for key in [k for k in values if k[0] == user_id]:
                     del values[key]
@@ -768,9 +774,9 @@ class ExperimentService:
         overrides won for them) nor flagged."""
         exp = self.get(experiment_id)
         counts = {v.key: 0 for v in exp.variants}
-        for exposure in self._exposures.get(experiment_id, {}).values():
-            if exposure.overridden_by is None:
-                counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+        for (variant, by), n in self._tally.get(experiment_id, {}).items():
+            if by is None and n:
+                counts[variant] = counts.get(variant, 0) + n
         for exposure in self._flagged_exposures(experiment_id):
             counts[exposure.variant] -= 1
         return counts
@@ -778,10 +784,24 @@ class ExperimentService:
     def overridden(self, experiment_id: str) -> dict[str, int]:
         """Users not counted because another experiment's overrides won, per winner."""
         counts: dict[str, int] = {}
-        for exposure in self._exposures.get(experiment_id, {}).values():
-            if exposure.overridden_by is not None:
-                counts[exposure.overridden_by] = counts.get(exposure.overridden_by, 0) + 1
+        for (_, by), n in self._tally.get(experiment_id, {}).items():
+            if by is not None and n:
+                counts[by] = counts.get(by, 0) + n
         return counts
+
+    def _hold(self, exposure: Exposure) -> None:
+        """Keep ``exposure`` (replacing the user's one in its experiment, if any)."""
+        held = self._exposures.setdefault(exposure.experiment_id, {})
+        before = held.get(exposure.user_id)
+        if before is not None:
+            self._tally_add(before, -1)
+        held[exposure.user_id] = exposure
+        self._tally_add(exposure, 1)
+
+    def _tally_add(self, exposure: Exposure, step: int) -> None:
+        tally = self._tally.setdefault(exposure.experiment_id, {})
+        key = (exposure.variant, exposure.overridden_by)
+        tally[key] = tally.get(key, 0) + step
 
     def _flagged_exposures(self, experiment_id: str) -> list[Exposure]:
         if self._excluded is None:
