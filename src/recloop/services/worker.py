@@ -331,13 +331,13 @@ class Worker:
 
     async def _tell_report(self) -> None:
         assert self._report is not None
-        progress = self.progress()
-        highwaters = self._source.highwaters()
-        unfetched: dict[int, int | None] = {}
-        for partition, (_, taken) in progress.items():
-            high = highwaters.get(partition)
-            unfetched[partition] = None if high is None else max(high - taken, 0)
         try:
+            progress = self.progress()
+            highwaters = self._source.highwaters()
+            unfetched: dict[int, int | None] = {}
+            for partition, (_, taken) in progress.items():
+                high = highwaters.get(partition)
+                unfetched[partition] = None if high is None else max(high - taken, 0)
             await self._report({p: s for p, (s, _) in progress.items()}, unfetched)
         except Exception as exc:  # a report is advisory: the next commit sends another
             self._failed(exc)

@@ -495,7 +495,13 @@ class KafkaEventSource:
         consumer = self._consumer
         if consumer is None:
             return {}
-        return {tp.partition: consumer.highwater(tp) for tp in consumer.assignment()}
+        found: dict[int, int | None] = {}
+        for tp in consumer.assignment():
+            try:
+                found[tp.partition] = consumer.highwater(tp)
+            except AssertionError:  # aiokafka's "not assigned": a rebalance meanwhile
+                found[tp.partition] = None
+        return found
 
     async def poll(self, max_records: int = 500, timeout_ms: int = 1000) -> KafkaBatch:
         """The next messages of the owned partitions, decoded.
