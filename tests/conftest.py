@@ -70,7 +70,8 @@ class Running:
         self.client = client
 
     async def idle(self, flush: bool = False) -> None:
-        """Wait until everything dispatched is applied (optionally flushing implicit buffers)."""
+        """Wait until everything dispatched is applied (optionally flushing implicit buffers)
+        and the deferred experiment covariates are read."""
         p = self.container.processor
         if flush:
             await p.flush_implicit()
@@ -81,6 +82,8 @@ class Running:
             )
 
         await eventually(settled)
+        # and the CUPED covariates of the users exposed so far read (deferred, embedded)
+        await self.container.experiments.settle_covariates()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

@@ -378,7 +378,12 @@ class ExperimentSettings(_Section):
     rollout_recheck_seconds: float = Field(60.0, gt=0.0)
     """How often a rollout step waiting for guardrail non-inferiority looks again."""
     pending_scan_max: int = Field(1_000_000, ge=0)
-    """Most uncommitted log events one results request reads to count the buffered ones."""
+    """Most uncommitted log events one results request reads to count the buffered ones,
+    where they are counted by reading the log (not the embedded server, which counts them
+    as the processor takes them)."""
+    covariate_seconds: float = Field(2.0, gt=0.0)
+    """Embedded: how often the CUPED covariates of the users exposed meanwhile are read
+    (one read of the log for all of them, instead of one per first exposure)."""
 
 
 class IngestSettings(_Section):

@@ -457,12 +457,25 @@ def build_container(
             tuple(settings.bandit.algorithms),
             x.rollout_recheck_seconds,
             x.pending_scan_max,
+            x.covariate_seconds,
         ),
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
         committed_offset=None if distributed else lambda: processor.tracker.watermark,
         excluded=guard.flagged_users if sp.enabled else None,
+        dispatched=None if distributed else lambda: processor.tracker.last_begun,
+        defer_covariates=not distributed,
+        unsent=(lambda: 0 if spool is None else spool.spooled) if distributed else None,
     )
+    guard_evidence = guard.observe if sp.enabled and not distributed else None
+
+    async def taken(events: Sequence[Event]) -> None:
+        """What the processor takes to apply: the guard's evidence (embedded) and the
+        experiments' waiting events (a worker reports them: ``build_worker``)."""
+        if guard_evidence is not None:
+            await guard_evidence(events)
+        await experiments.taken(events)
+
     processor = Processor(
         store,
         cache,
@@ -473,8 +486,9 @@ def build_container(
         gate=guard if sp.enabled else None,
         retries=retries,
         # Embedded, the guard gathers its evidence from the events the processor applies
-        # (after the 202); distributed, the workers feed it (services.worker).
-        evidence=guard.observe if sp.enabled and not distributed else None,
+        # (after the 202); distributed, the workers feed it (services.worker). Both: the
+        # experiments keep the events that will move them (see ``taken``).
+        evidence=taken,
     )
     spool: SpooledEventLog | None = None
     if distributed:
@@ -615,5 +629,6 @@ def build_worker(settings: Settings) -> tuple[Worker, Container]:
         KafkaEventLog(config),
         guard=container.guard if settings.spam.enabled else None,
         commit_seconds=settings.event_log.worker_commit_seconds,
+        report=container.experiments.report_waiting,
     )
     return worker, container

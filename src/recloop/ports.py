@@ -93,6 +93,23 @@ class Exposure:
     the user is then not counted as exposed here. None: counted."""
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingReport:
+    """What one partition's owner (a distributed worker) has taken and not committed, for
+    the experiments' results on the API instances.
+
+    ``events``: per running experiment, per event type, the events taken from the
+    partition that will move it (of its users, after their exposure, of a type a metric
+    listens to) and are not committed yet. ``unfetched``: messages of the partition not
+    taken yet (its high watermark at the last fetch minus what was taken; None before a
+    fetch said). ``reported_at``: when (epoch seconds)."""
+
+    partition: int
+    events: Mapping[str, Mapping[str, int]]
+    unfetched: int | None
+    reported_at: float
+
+
 @dataclass(slots=True)
 class StateChanges:
     """Everything one commit writes, atomically.
@@ -265,6 +282,14 @@ class StateStore(Protocol):
 
     async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:
         """(variant, metric, stats) of the experiment."""
+        ...
+
+    async def put_waiting(self, reports: Sequence[WaitingReport]) -> None:
+        """Replace the reports of these partitions (one transaction)."""
+        ...
+
+    async def get_waiting(self) -> list[WaitingReport]:
+        """Every partition's last report."""
         ...
 
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
@@ -499,6 +524,11 @@ class EventSource(Protocol):
 
     def assignment(self) -> frozenset[int]:
         """The partitions owned now."""
+        ...
+
+    def highwaters(self) -> dict[int, int | None]:
+        """Per owned partition, the offset after its last message as of the last fetch
+        (None before a fetch said)."""
         ...
 
     async def poll(self, max_records: int = 500, timeout_ms: int = 1000) -> PolledBatch:

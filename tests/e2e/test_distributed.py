@@ -302,6 +302,9 @@ async def _scenario(
             assert states[u].events_applied == expected.events_applied, u
             np.testing.assert_allclose(states[u].vector, expected.vector, rtol=0, atol=1e-9)
         for w in workers:
+            # A worker restarted late in the scenario may still be starting (imports take
+            # seconds here): a SIGTERM before it handles signals would kill it outright.
+            await asyncio.to_thread(w.wait_assigned)
             assert w.terminate() == 0, w.log.read_text()[-3000:]
             assert "Traceback" not in w.log.read_text()
         assert "Traceback" not in api.log.read_text()

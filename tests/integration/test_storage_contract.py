@@ -31,6 +31,7 @@ from recloop.ports import (
     StateChanges,
     StateStore,
     TrainingJob,
+    WaitingReport,
 )
 
 
@@ -429,3 +430,19 @@ async def test_a_read_of_users_events_bounded_by_logging_time(
     assert [e.event_id for e in found["u1"]] == ["b1e1", "b1e3", "b2e1", "b2e3"]
     everything = await log.read_users_events(["u0"], 0.0, 1e9)
     assert len(everything["u0"]) == 6
+
+
+async def test_waiting_reports_replace_their_partitions_rows(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    _, store = adapters
+    assert await store.get_waiting() == []
+    first = [
+        WaitingReport(0, {"exp": {"click": 3, "impression": 2}}, 0, 10.0),
+        WaitingReport(1, {}, None, 10.0),
+    ]
+    await store.put_waiting(first)
+    assert await store.get_waiting() == first
+    later = WaitingReport(1, {"exp": {"click": 1}, "other": {"purchase": 4}}, 7, 11.5)
+    await store.put_waiting([later])
+    assert await store.get_waiting() == [first[0], later]

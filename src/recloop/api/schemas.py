@@ -771,7 +771,13 @@ class BufferedOut(BaseModel):
         "after their exposure, of a type a metric listens to."
     )
     complete: bool = Field(
-        description="False if the count stopped at experiments.pending_scan_max events read."
+        description="False if some accepted events were not looked at yet (the embedded "
+        "processor has not taken them; a distributed worker has not fetched them) or a count "
+        "read from the log stopped at experiments.pending_scan_max events."
+    )
+    as_of: float | None = Field(
+        description="Distributed: when the workers reported the count (the oldest of their "
+        "last reports, epoch seconds); None: the count is of now (embedded)."
     )
 
 
@@ -784,7 +790,12 @@ class ResultsOut(BaseModel):
     srm: SrmOut
     metrics: list[MetricResultOut]
     buffered: BufferedOut | None = Field(
-        description="None: this process cannot tell (a distributed API instance)."
+        description="None: this process cannot tell (a distributed API instance before "
+        "any worker reported)."
+    )
+    covariates_pending: int = Field(
+        description="Counted users whose CUPED covariate (pre-period metric) is not read "
+        "yet (embedded: read within experiments.covariate_seconds of their exposure)."
     )
     overridden: dict[str, int] = Field(
         description="Users who fell in this experiment but got another's overrides, per "

@@ -15,20 +15,23 @@ their exposures. The stored sums keep everyone, so a user unblocked counts again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from recloop.core import experiments as xp
 from recloop.core import stats
 from recloop.core.assignment import assign
-from recloop.core.errors import Conflict, NotFound
+from recloop.core.errors import Conflict, InvalidInput, NotFound
+from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, UserMetric
 from recloop.core.stats import PairStats
-from recloop.ports import EventLog, Exposure, StateChanges, StateStore
+from recloop.ports import EventLog, Exposure, StateChanges, StateStore, WaitingReport
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 
@@ -50,7 +53,10 @@ class ExperimentsConfig:
     rollout_recheck_seconds: float = 60.0
     """How often a rollout step waiting for non-inferiority looks again."""
     pending_scan_max: int = 1_000_000
-    """Most uncommitted log events one results request reads to count the buffered ones."""
+    """Most uncommitted log events :func:`pending_in_log` reads (the oracle of the
+    incremental count, and the count of a service no processor hands events to)."""
+    covariate_seconds: float = 2.0
+    """How often deferred CUPED covariates are read (see ``defer_covariates``)."""
 
 
 class ExperimentService:
@@ -64,6 +70,9 @@ class ExperimentService:
         holds: Callable[[str], bool] | None = None,
         committed_offset: Callable[[], int] | None = None,
         excluded: Callable[[], Collection[str]] | None = None,
+        dispatched: Callable[[], int] | None = None,
+        defer_covariates: bool = False,
+        unsent: Callable[[], int] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
@@ -73,8 +82,40 @@ class ExperimentService:
         ``committed_offset()``: the log offset up to which every accepted event is in
         committed state (the embedded processor's watermark); events after it are
         accepted and not yet applied for good (implicit events wait for the flush). None
-        (a distributed API instance): results cannot tell, and say so."""
+        (a distributed API instance): results cannot tell, and say so.
+
+        ``dispatched()``: the highest log offset handed to the processor. Given (with
+        ``committed_offset``), the processor hands every event it takes to
+        :meth:`taken`, which keeps each running experiment's waiting events as they go
+        by, so results count them without reading the log; events handed on and not
+        taken yet (the processor's inbox) make the count incomplete. Not given: results
+        count by reading the uncommitted log (:func:`pending_in_log`).
+
+        ``defer_covariates``: a first exposure does not read the user's pre-period
+        events from the log; the CUPED covariates of the users exposed meanwhile are
+        read together, in one read of the log, every ``covariate_seconds``
+        (:meth:`settle_covariates`). Only where this process is the one writer of the
+        users' metric values (embedded): a distributed API instance records exposures
+        while workers move the values.
+
+        ``unsent()`` (a distributed API instance): the events it accepted and has not
+        handed to Kafka yet (its spool); while there are some, the workers' reports are
+        not complete."""
         self._committed_offset = committed_offset
+        self._dispatched = dispatched
+        self._unsent = unsent
+        self._defer_covariates = defer_covariates
+        self._waiting: dict[str, _Waiting] = {}
+        """Per running experiment, its events taken and not committed (:meth:`taken`)."""
+        self._taken_upto = 0
+        """The highest offset handed to :meth:`taken`."""
+        self._covariates_due: dict[str, dict[str, float]] = {}
+        """Per experiment, the users whose covariate is not read yet, with their exposure
+        time (``defer_covariates``)."""
+        self._settling: dict[str, dict[str, float]] = {}
+        """The part of it being read now."""
+        self._settling_lock = asyncio.Lock()
+        self._covariate_task: asyncio.Task[None] | None = None
         self._holds = holds
         self._excluded = excluded
         self._store = store
@@ -84,6 +125,9 @@ class ExperimentService:
         self._clock = clock
         self._experiments: dict[str, Experiment] = {}
         self._exposures: dict[str, dict[str, Exposure]] = {}
+        self._tally: dict[str, dict[tuple[str, str | None], int]] = {}
+        """Per experiment, its held exposures per (variant, overridden_by): what results
+        count, without going over every exposure."""
         self._values: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self._running_by_user: dict[str, list[str]] = {}
@@ -107,19 +151,51 @@ class ExperimentService:
             if exp.status == "draft":
                 continue
             eid = exp.experiment_id
-            self._exposures[eid] = {e.user_id: e for e in await self._store.get_exposures(eid)}
+            self._exposures[eid] = {}
+            for e in await self._store.get_exposures(eid):
+                self._hold(e)
             self._values[eid] = {(u, m): v for u, m, v in await self._store.get_user_metrics(eid)}
             self._stats[eid] = {
                 (v, m): s for v, m, s in await self._store.get_experiment_stats(eid)
             }
             if exp.status == "running":
+                self._waiting[eid] = _Waiting()
                 for user_id, exposure in self._exposures[eid].items():
                     if exposure.overridden_by is None:
                         self._running_by_user.setdefault(user_id, []).append(eid)
+                if self._defer_covariates:
+                    self._covariates_due[eid] = self._unsettled(exp)
         self._schedule()
         self._writer.start()
+        if self._defer_covariates:
+            self._covariate_task = asyncio.create_task(
+                self._settle_forever(), name="experiment-covariates"
+            )
+
+    def _unsettled(self, exp: Experiment) -> dict[str, float]:
+        """After a restart, the counted users whose covariates may not be read yet: those
+        whose every covariate is 0 (read again: a covariate read before is read the same)."""
+        metrics = [m.name for m in exp.all_metrics if m.type != "ratio"]
+        if not metrics or self._config.cuped_days <= 0:
+            return {}
+        values = self._values[exp.experiment_id]
+        return {
+            user_id: e.exposed_at
+            for user_id, e in self._exposures[exp.experiment_id].items()
+            if e.overridden_by is None
+            and all(values.get((user_id, m), UserMetric()).x == 0.0 for m in metrics)
+        }
 
     async def stop(self) -> None:
+        task, self._covariate_task = self._covariate_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            try:  # what is due now, so the stored values are complete
+                await self.settle_covariates()
+            except Exception:  # read again after the restart
+                log.warning("deferred covariates not read at stop: read after the restart")
         await self._writer.stop()
 
     async def refresh(self, statistics: bool) -> None:
@@ -150,7 +226,7 @@ class ExperimentService:
                     if u in fresh:
                         values[(u, m)] = v
                 for e in new:
-                    exposures[e.user_id] = e
+                    self._hold(e)
             if statistics:
                 table = await self._store.get_experiment_stats(eid)
                 self._stats[eid] = {(v, m): st for v, m, st in table}
@@ -165,6 +241,7 @@ class ExperimentService:
                 users = (e.user_id for e in new if e.overridden_by is None)
             else:
                 users = ()
+                self._waiting.pop(eid, None)
                 for user_id in exposures:
                     held = self._running_by_user.get(user_id, [])
                     if eid in held:
@@ -227,11 +304,13 @@ class ExperimentService:
                 current, [e for e in self._experiments.values() if e.status == "running"]
             )
             updated = replace(current, status=status, started_at=now)
+            self._waiting[experiment_id] = _Waiting()
             self._exposures.setdefault(experiment_id, {})
             self._values.setdefault(experiment_id, {})
             self._stats.setdefault(experiment_id, {})
         else:
             updated = replace(current, status=status, stopped_at=now)
+            self._waiting.pop(experiment_id, None)  # nothing moves a stopped experiment
             for user_id in self._exposures.get(experiment_id, {}):
                 running = self._running_by_user.get(user_id, [])
                 if experiment_id in running:
@@ -408,7 +487,9 @@ class ExperimentService:
         now = self._clock()
         since = now - self._config.cuped_days * DAY
         pre: list[tuple[str, float | None]] = []
-        if any(by is None for _, _, by in new) and await self._may_have_events(user_id):
+        counted = any(by is None for _, _, by in new)
+        history_possible = counted and await self._may_have_events(user_id)
+        if history_possible and not self._defer_covariates:
             history = await retry_read(
                 "read_user_events",
                 self._log.read_user_events,
@@ -424,7 +505,7 @@ class ExperimentService:
             if user_id in self._exposures[eid]:
                 continue  # exposed meanwhile by a concurrent request
             exposure = Exposure(eid, user_id, variant, now, by)
-            self._exposures[eid][user_id] = exposure
+            self._hold(exposure)
             changes.exposures.append(exposure)
             if by is not None:
                 continue  # overridden: recorded, not counted
@@ -432,8 +513,154 @@ class ExperimentService:
             for metric in exp.all_metrics:
                 values = UserMetric(0.0, xp.pre_period_value(metric, pre))
                 self._set(changes, exp, user_id, variant, metric, None, values)
+            if (
+                history_possible
+                and self._defer_covariates
+                and self._config.cuped_days > 0
+                and any(m.type != "ratio" for m in exp.all_metrics)
+            ):
+                self._covariates_due.setdefault(eid, {})[user_id] = now
         if changes.exposures:
             await self._writer.submit([changes])
+
+    async def settle_covariates(self) -> int:
+        """Read the CUPED covariates of the users exposed since the last call
+        (``defer_covariates``), all in one read of the log, and move their values and
+        the variants' sums from the covariate 0 they were counted with to it.
+
+        A user's covariate is what :func:`core.experiments.pre_period_value` gives for
+        their events time-stamped in the ``cuped_days`` before their exposure, as the log
+        holds them now. Returns how many users' covariates were read. Waits for a read
+        under way first."""
+        async with self._settling_lock:
+            self._settling, self._covariates_due = self._covariates_due, {}
+            try:
+                return await self._settle(self._settling)
+            finally:
+                self._settling = {}
+
+    async def _settle(self, due: dict[str, dict[str, float]]) -> int:
+        users = sorted({u for held in due.values() for u in held})
+        if not users:
+            return 0
+        cuped = self._config.cuped_days * DAY
+        times = [t for held in due.values() for t in held.values()]
+        try:
+            history = await self._read_history(users, min(times) - cuped, max(times))
+        except BaseException:
+            for eid, held in due.items():  # due again; newer entries kept
+                self._covariates_due[eid] = {**held, **self._covariates_due.get(eid, {})}
+            raise
+        changes = StateChanges()
+        for eid, held in due.items():
+            exp = self._experiments.get(eid)
+            exposures = self._exposures.get(eid, {})
+            values = self._values.get(eid, {})
+            if exp is None:
+                continue
+            for user_id, at in held.items():
+                exposure = exposures.get(user_id)
+                if exposure is None or exposure.overridden_by is not None:
+                    continue  # erased meanwhile
+                pre = [
+                    (e.type, e.value)
+                    for e in history.get(user_id, ())
+                    if at - cuped <= e.timestamp < at
+                ]
+                for metric in exp.all_metrics:
+                    old = values.get((user_id, metric.name))
+                    if metric.type == "ratio" or old is None:
+                        continue
+                    new = UserMetric(old.y, xp.pre_period_value(metric, pre))
+                    if new != old:
+                        self._set(changes, exp, user_id, exposure.variant, metric, old, new)
+        if changes.user_metrics:
+            await self._writer.submit([changes])
+        return len(users)
+
+    async def _read_history(
+        self, users: Sequence[str], since: float, until: float
+    ) -> dict[str, list[Event]]:
+        """The users' logged events with ``since <= timestamp < until`` (see
+        :data:`_FEW_USERS`)."""
+        if len(users) <= _FEW_USERS:
+            return await retry_read(
+                "read_users_events",
+                self._log.read_users_events,
+                users,
+                since,
+                until,
+                counts=self._retries,
+            )
+        found: dict[str, list[Event]] = {u: [] for u in users}
+        after = 0
+        while events := await retry_read(
+            "read", self._log.read, after, 10_000, counts=self._retries
+        ):
+            for e in events:
+                held = found.get(e.user_id)
+                if held is not None and since <= e.timestamp < until:
+                    held.append(e)
+            after = events[-1].offset
+        return found
+
+    async def _settle_forever(self) -> None:
+        """The first pass at once (what a restart left unsettled), then every
+        ``covariate_seconds``."""
+        while True:
+            try:
+                await self.settle_covariates()
+            except Exception:
+                log.exception("reading deferred covariates failed: read again at the next pass")
+            await asyncio.sleep(self._config.covariate_seconds)
+
+    def covariates_due(self, experiment_id: str) -> int:
+        """Counted users of the experiment whose CUPED covariate is not read yet."""
+        due = self._covariates_due.get(experiment_id, {})
+        reading = self._settling.get(experiment_id, {})
+        return len(due) + sum(1 for u in reading if u not in due)
+
+    async def taken(self, events: Sequence[Event]) -> None:
+        """Note the events the processor takes to apply (in offset order): each running
+        experiment keeps those that will move it (of its users, after their exposure, of
+        a type a metric listens to) until they are committed (see :meth:`live_results`)."""
+        if not events:
+            return
+        running = self._running_by_user
+        if running:
+            for e in events:
+                eids = running.get(e.user_id)
+                if not eids:
+                    continue
+                for eid in eids:
+                    if e.timestamp < self._exposures[eid][e.user_id].exposed_at:
+                        continue
+                    if e.type in _listened(self._experiments[eid]):
+                        waiting = self._waiting.setdefault(eid, _Waiting())
+                        waiting.add(e.partition, e.offset, e.type)
+        self._taken_upto = max(self._taken_upto, events[-1].offset)
+        if self._committed_offset is not None and self._waiting:
+            committed = {0: self._committed_offset()}
+            for waiting in self._waiting.values():
+                waiting.prune(committed)
+
+    async def report_waiting(
+        self, positions: Mapping[int, int], unfetched: Mapping[int, int | None]
+    ) -> None:
+        """A distributed worker's report, for the results the API instances give: per owned
+        partition, the waiting events (:meth:`taken`) past its committed position
+        (``positions``) and the messages not fetched yet, written to the store."""
+        for waiting in self._waiting.values():
+            waiting.prune(positions)
+        now = self._clock()
+        reports = []
+        for partition in sorted(positions):
+            events = {
+                eid: counts for eid, w in self._waiting.items() if (counts := w.of(partition))
+            }
+            reports.append(WaitingReport(partition, events, unfetched.get(partition), now))
+        if reports:
+            await self._store.put_waiting(reports)
 
     async def _may_have_events(self, user_id: str) -> bool:
         """False only for a user with no event anywhere: none held by the processor and
@@ -501,11 +728,15 @@ class ExperimentService:
     def forget(self, user_id: str) -> None:
         """Drop what this service holds about the user (their rows are erased elsewhere)."""
         for eid, held in self._exposures.items():
-            if held.pop(user_id, None) is not None:
+            if (dropped := held.pop(user_id, None)) is not None:
+                self._tally_add(dropped, -1)
                 values = self._values.get(eid, {})
                 for key in [k for k in values if k[0] == user_id]:
                     del values[key]
         self._running_by_user.pop(user_id, None)
+        for due in (self._covariates_due, self._settling):
+            for times in due.values():
+                times.pop(user_id, None)
 
     def held_users(self) -> set[str]:
         """The users with an exposure held here."""
@@ -543,9 +774,9 @@ class ExperimentService:
         overrides won for them) nor flagged."""
         exp = self.get(experiment_id)
         counts = {v.key: 0 for v in exp.variants}
-        for exposure in self._exposures.get(experiment_id, {}).values():
-            if exposure.overridden_by is None:
-                counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
+        for (variant, by), n in self._tally.get(experiment_id, {}).items():
+            if by is None and n:
+                counts[variant] = counts.get(variant, 0) + n
         for exposure in self._flagged_exposures(experiment_id):
             counts[exposure.variant] -= 1
         return counts
@@ -553,10 +784,24 @@ class ExperimentService:
     def overridden(self, experiment_id: str) -> dict[str, int]:
         """Users not counted because another experiment's overrides won, per winner."""
         counts: dict[str, int] = {}
-        for exposure in self._exposures.get(experiment_id, {}).values():
-            if exposure.overridden_by is not None:
-                counts[exposure.overridden_by] = counts.get(exposure.overridden_by, 0) + 1
+        for (_, by), n in self._tally.get(experiment_id, {}).items():
+            if by is not None and n:
+                counts[by] = counts.get(by, 0) + n
         return counts
+
+    def _hold(self, exposure: Exposure) -> None:
+        """Keep ``exposure`` (replacing the user's one in its experiment, if any)."""
+        held = self._exposures.setdefault(exposure.experiment_id, {})
+        before = held.get(exposure.user_id)
+        if before is not None:
+            self._tally_add(before, -1)
+        held[exposure.user_id] = exposure
+        self._tally_add(exposure, 1)
+
+    def _tally_add(self, exposure: Exposure, step: int) -> None:
+        tally = self._tally.setdefault(exposure.experiment_id, {})
+        key = (exposure.variant, exposure.overridden_by)
+        tally[key] = tally.get(key, 0) + step
 
     def _flagged_exposures(self, experiment_id: str) -> list[Exposure]:
         if self._excluded is None:
@@ -662,25 +907,44 @@ class ExperimentService:
     async def live_results(self, experiment_id: str) -> dict[str, Any]:
         """:meth:`results` with what is accepted and not yet in them.
 
-        ``buffered``: ``{"events": n, "complete": bool}``, the events of users counted in
-        the experiment, after their exposure, of a type some metric listens to, accepted
-        and not yet committed (None when this process cannot know). A metric computed
-        while such events of its types exist is ``provisional``.
+        ``buffered``: ``{"events": n, "complete": bool, "as_of": t}``, the events of users
+        counted in the experiment, after their exposure, of a type some metric listens
+        to, accepted and not yet committed. Embedded, now (``as_of`` None); a distributed
+        API instance, as the workers last reported it (``as_of``: the oldest report), or
+        None before any did. A metric computed while such events of its types exist is
+        ``provisional``.
+
+        ``covariates_pending``: counted users whose CUPED covariate is not read yet
+        (``defer_covariates``: read within ``covariate_seconds``); while there are some,
+        every metric but ratios is ``provisional`` too.
         """
         await self.advance_rollouts()
         result = self.results(experiment_id)
         exp = self.get(experiment_id)
+        covariates = self.covariates_due(experiment_id)
+        result["covariates_pending"] = covariates
         pending = await self._pending(exp)
         if pending is None:
             result["buffered"] = None
             for metric in result["metrics"]:
                 metric["provisional"] = None
             return result
-        by_type, complete = pending
-        result["buffered"] = {"events": sum(by_type.values()), "complete": complete}
+        by_type, complete, as_of = pending
+        result["buffered"] = {
+            "events": sum(by_type.values()),
+            "complete": complete,
+            "as_of": as_of,
+        }
         for metric, shown in zip(exp.all_metrics, result["metrics"], strict=True):
             waiting = sum(by_type.get(t, 0) for t in metric.events())
-            shown["provisional"] = waiting > 0 or not complete
+            unread = covariates > 0 and metric.type != "ratio"
+            shown["provisional"] = waiting > 0 or not complete or unread
+        if covariates:
+            result["warnings"].append(
+                f"the CUPED covariates of {covariates} exposed users are not read yet (they "
+                f"are read every experiments.covariate_seconds, "
+                f"{self._config.covariate_seconds:g} s): metrics marked provisional will move"
+            )
         if by_type:
             result["warnings"].append(
                 f"{sum(by_type.values())} accepted events of exposed users are not applied "
@@ -689,30 +953,44 @@ class ExperimentService:
             )
         return result
 
-    async def _pending(self, exp: Experiment) -> tuple[dict[str, int], bool] | None:
+    async def _pending(self, exp: Experiment) -> tuple[dict[str, int], bool, float | None] | None:
         """Per event type, the experiment's accepted, uncommitted events (see
-        :meth:`live_results`), and whether the whole uncommitted log was read."""
+        :meth:`live_results`), whether every accepted event was looked at, and as of when
+        (None: now)."""
         if self._committed_offset is None:
+            return await self._reported(exp)
+        if exp.status != "running":
+            return {}, True, None  # nothing moves it any more
+        committed = self._committed_offset()
+        if self._dispatched is None:
+            exposures = self._exposures.get(exp.experiment_id, {})
+            counts, complete = await pending_in_log(
+                self._log, exp, exposures, committed, self._config.pending_scan_max
+            )
+            return counts, complete, None
+        waiting = self._waiting.get(exp.experiment_id)
+        if waiting is not None:
+            waiting.prune({0: committed})
+        counts = {} if waiting is None else dict(waiting.by_type)
+        return counts, max(self._taken_upto, committed) >= self._dispatched(), None
+
+    async def _reported(self, exp: Experiment) -> tuple[dict[str, int], bool, float | None] | None:
+        """:meth:`_pending` from the distributed workers' last reports (:meth:`report_waiting`,
+        every ``event_log.worker_commit_seconds``): complete when every partition was
+        reported with nothing left to fetch and this instance's spool is empty (other
+        instances' spools are not seen). None when no worker reported."""
+        reports = await retry_read("get_waiting", self._store.get_waiting, counts=self._retries)
+        if not reports:
             return None
-        exposures = self._exposures.get(exp.experiment_id, {})
-        types = {t for m in exp.all_metrics for t in m.events()}
-        after, left = self._committed_offset(), self._config.pending_scan_max
+        as_of = min(r.reported_at for r in reports)
+        if exp.status != "running":
+            return {}, True, as_of
         counts: dict[str, int] = {}
-        while left > 0:
-            events = await self._log.read(after, min(left, 10_000))
-            if not events:
-                return counts, True
-            for e in events:
-                exposure = exposures.get(e.user_id)
-                if (
-                    exposure is not None
-                    and exposure.overridden_by is None
-                    and e.type in types
-                    and e.timestamp >= exposure.exposed_at
-                ):
-                    counts[e.type] = counts.get(e.type, 0) + 1
-            after, left = events[-1].offset, left - len(events)
-        return counts, False
+        for report in reports:
+            for event_type, n in report.events.get(exp.experiment_id, {}).items():
+                counts[event_type] = counts.get(event_type, 0) + n
+        unsent = 0 if self._unsent is None else self._unsent()
+        return counts, unsent == 0 and all(r.unfetched == 0 for r in reports), as_of
 
     def _compare(
         self, exp: Experiment, metric: Metric, control: PairStats, treatment: PairStats
@@ -749,3 +1027,88 @@ def _mean(metric: Metric, pair: PairStats) -> float | None:
     if metric.type == "ratio":
         return None if pair.sum_x == 0 else pair.sum_y / pair.sum_x
     return None if pair.n == 0 else pair.sum_y / pair.n
+
+
+_FEW_USERS = 20_000
+"""Up to this many users, deferred covariates are read with the users' ids in the query
+(the log filters them: one pass per 500 ids, each much cheaper than decoding every event);
+beyond, in one pass decoding the whole log."""
+
+
+def _listened(exp: Experiment) -> frozenset[str]:
+    return frozenset(t for m in exp.all_metrics for t in m.events())
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """One running experiment's events taken and not committed yet, per partition oldest
+    first, and their number per type."""
+
+    events: dict[int, deque[tuple[int, str]]] = field(default_factory=dict)
+    by_type: dict[str, int] = field(default_factory=dict)
+
+    def add(self, partition: int, offset: int, event_type: str) -> None:
+        queue = self.events.get(partition)
+        if queue is None:
+            queue = self.events[partition] = deque()
+        queue.append((offset, event_type))
+        self.by_type[event_type] = self.by_type.get(event_type, 0) + 1
+
+    def prune(self, positions: Mapping[int, int]) -> None:
+        """Forget the events up to each partition's committed position, and those of
+        partitions not in ``positions`` (no longer owned: their new owner counts them)."""
+        for partition in list(self.events):
+            queue = self.events[partition]
+            upto = positions.get(partition)
+            while queue and (upto is None or queue[0][0] <= upto):
+                self._forget(queue.popleft()[1])
+            if not queue:
+                del self.events[partition]
+
+    def _forget(self, event_type: str) -> None:
+        left = self.by_type[event_type] - 1
+        if left:
+            self.by_type[event_type] = left
+        else:
+            del self.by_type[event_type]
+
+    def of(self, partition: int) -> dict[str, int]:
+        """The waiting events of one partition, per type."""
+        counts: dict[str, int] = {}
+        for _, event_type in self.events.get(partition, ()):
+            counts[event_type] = counts.get(event_type, 0) + 1
+        return counts
+
+
+async def pending_in_log(
+    log_: EventLog,
+    exp: Experiment,
+    exposures: Mapping[str, Exposure],
+    committed: int,
+    limit: int,
+) -> tuple[dict[str, int], bool]:
+    """Per event type, the experiment's events in the log after ``committed`` (of users
+    counted in it, after their exposure, of a type a metric listens to), reading at most
+    ``limit`` events, and whether that read the whole log after ``committed``.
+
+    What :meth:`ExperimentService.taken` keeps as the events go by, by reading the log
+    instead (the oracle of the differential test, and the count where no processor
+    hands events on)."""
+    types = _listened(exp)
+    after, left = committed, limit
+    counts: dict[str, int] = {}
+    while left > 0:
+        events = await log_.read(after, min(left, 10_000))
+        if not events:
+            return counts, True
+        for e in events:
+            exposure = exposures.get(e.user_id)
+            if (
+                exposure is not None
+                and exposure.overridden_by is None
+                and e.type in types
+                and e.timestamp >= exposure.exposed_at
+            ):
+                counts[e.type] = counts.get(e.type, 0) + 1
+        after, left = events[-1].offset, left - len(events)
+    return counts, not await log_.read(after, 1)

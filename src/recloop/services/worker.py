@@ -76,6 +76,11 @@ class Observer(Protocol):
     async def observe(self, events: Sequence[Event]) -> None: ...
 
 
+Report = Callable[[dict[int, int], dict[int, int | None]], Awaitable[None]]
+"""Told, after each commit of the positions, each owned partition's committed position
+and how many of its messages are not fetched yet (None: unknown)."""
+
+
 class Worker:
     """Consumes its consumer group's share of the event topic and applies it.
 
@@ -94,6 +99,9 @@ class Worker:
         The producer undecodable messages go to (``<topic>.dlq``).
     guard
         Takes every fresh event as evidence before it is applied (optional).
+    report
+        Told the positions and the messages not fetched yet after each commit (the
+        experiments' report of the events waiting, :data:`Report`; optional).
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class Worker:
         dead_letters: DeadLetterSink,
         guard: Observer | None = None,
         max_records: int = 2_000,
+        report: Report | None = None,
         commit_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -113,6 +122,7 @@ class Worker:
         self._archive = archive
         self._dlq = dead_letters
         self._guard = guard
+        self._report = report
         self._max_records = max_records
         self._commit_seconds = commit_seconds
         self._clock = clock
@@ -319,12 +329,28 @@ class Worker:
         for e, is_fresh in zip(events, first_seen, strict=True):
             self._count(e.type, "applied" if is_fresh else "duplicate")
 
+    async def _tell_report(self) -> None:
+        assert self._report is not None
+        try:
+            progress = self.progress()
+            highwaters = self._source.highwaters()
+            unfetched: dict[int, int | None] = {}
+            for partition, (_, taken) in progress.items():
+                high = highwaters.get(partition)
+                unfetched[partition] = None if high is None else max(high - taken, 0)
+            await self._report({p: s for p, (s, _) in progress.items()}, unfetched)
+        except Exception as exc:  # a report is advisory: the next commit sends another
+            self._failed(exc)
+            log.warning("report of the waiting events failed: %s", exc)
+
     async def _commit_offsets(self, checkpoint: bool = True) -> None:
         """Store the positions reached, then tell Kafka (for lag and for tools)."""
         self._committed_at = self._clock()
         if checkpoint:
             async with self._lock:
                 await self._processor.checkpoint()
+        if self._report is not None:
+            await self._tell_report()
         positions = {
             p: o
             for p, o in self._processor.positions().items()

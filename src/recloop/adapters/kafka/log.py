@@ -489,6 +489,20 @@ class KafkaEventSource:
             return frozenset()
         return frozenset(tp.partition for tp in self._consumer.assignment())
 
+    def highwaters(self) -> dict[int, int | None]:
+        """Per owned partition, the offset after its last message as of the last fetch
+        response (None before one said)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        found: dict[int, int | None] = {}
+        for tp in consumer.assignment():
+            try:
+                found[tp.partition] = consumer.highwater(tp)
+            except AssertionError:  # aiokafka's "not assigned": a rebalance meanwhile
+                found[tp.partition] = None
+        return found
+
     async def poll(self, max_records: int = 500, timeout_ms: int = 1000) -> KafkaBatch:
         """The next messages of the owned partitions, decoded.
 

@@ -24,6 +24,7 @@ from recloop.ports import (
     ReliabilityRecord,
     StateChanges,
     TrainingJob,
+    WaitingReport,
 )
 
 
@@ -107,6 +108,7 @@ class InMemoryStateStore:
         self._exposures: dict[str, dict[str, Exposure]] = {}
         self._user_metrics: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._experiment_stats: dict[str, dict[tuple[str, str], PairStats]] = {}
+        self._waiting: dict[int, WaitingReport] = {}
         self.dead_letters: list[tuple[Event, str]] = []
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
@@ -164,6 +166,13 @@ class InMemoryStateStore:
 
     async def get_experiment_stats(self, experiment_id: str) -> list[tuple[str, str, PairStats]]:
         return [(v, m, s) for (v, m), s in self._experiment_stats.get(experiment_id, {}).items()]
+
+    async def put_waiting(self, reports: Sequence[WaitingReport]) -> None:
+        for report in reports:
+            self._waiting[report.partition] = report
+
+    async def get_waiting(self) -> list[WaitingReport]:
+        return [self._waiting[p] for p in sorted(self._waiting)]
 
     def _add_counts(self, rows: Sequence[AlgorithmCount]) -> None:
         for row in rows:

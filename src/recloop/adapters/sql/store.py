@@ -24,6 +24,7 @@ from recloop.adapters.sql.tables import (
     experiment_exposures,
     experiment_stats,
     experiment_user_metrics,
+    experiment_waiting,
     experiments,
     feature_sets,
     impressions,
@@ -55,6 +56,7 @@ from recloop.ports import (
     ReliabilityRecord,
     StateChanges,
     TrainingJob,
+    WaitingReport,
 )
 
 CONSUMER = "processor"
@@ -139,6 +141,11 @@ class SqlStateStore:
         self._add_experiment_stats = xstats.on_conflict_do_update(
             index_elements=["experiment_id", "variant", "metric"],
             set_={name: experiment_stats.c[name] + xstats.excluded[name] for name in _PAIR_COLUMNS},
+        )
+        waiting = _insert(db, experiment_waiting)
+        self._put_waiting = waiting.on_conflict_do_update(
+            index_elements=["partition"],
+            set_={n: waiting.excluded[n] for n in ("events", "unfetched", "reported_at")},
         )
         definition = _insert(db, experiments)
         self._put_experiment = definition.on_conflict_do_update(
@@ -324,6 +331,27 @@ class SqlStateStore:
             (row["variant"], row["metric"], PairStats(**{n: row[n] for n in _PAIR_COLUMNS}))
             for row in rows
         ]
+
+    async def put_waiting(self, reports: Sequence[WaitingReport]) -> None:
+        rows = [
+            {
+                "partition": r.partition,
+                "events": orjson.dumps(r.events),
+                "unfetched": r.unfetched,
+                "reported_at": r.reported_at,
+            }
+            for r in reports
+        ]
+        if rows:
+            async with self._db.write() as conn:
+                await conn.execute(self._put_waiting, rows)
+
+    async def get_waiting(self) -> list[WaitingReport]:
+        t = experiment_waiting
+        query = select(t.c.partition, t.c.events, t.c.unfetched, t.c.reported_at)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query.order_by(t.c.partition))).all()
+        return [WaitingReport(p, orjson.loads(e), u, at) for p, e, u, at in rows]
 
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
         query = select(algorithm_stats).where(algorithm_stats.c.bucket_start >= since)

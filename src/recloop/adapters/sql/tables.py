@@ -228,6 +228,17 @@ experiment_stats = Table(
     Column("sum_xy", Float, nullable=False),
 )
 
+# The distributed workers' reports of what they took and did not commit yet, one row per
+# event-topic partition, replaced by its owner (0013; ``ports.WaitingReport``).
+experiment_waiting = Table(
+    "experiment_waiting",
+    metadata,
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("events", LargeBinary, nullable=False),  # orjson {experiment_id: {type: n}}
+    Column("unfetched", BigInteger),
+    Column("reported_at", Float, nullable=False),
+)
+
 # -- guard (0004) ------------------------------------------------------------------
 
 user_reliability = Table(
