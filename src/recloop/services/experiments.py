@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from recloop.core import experiments as xp
 from recloop.core import stats
 from recloop.core.assignment import assign
-from recloop.core.errors import Conflict, InvalidInput, NotFound
+from recloop.core.errors import Conflict, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, UserMetric
 from recloop.core.stats import PairStats
