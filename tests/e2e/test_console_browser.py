@@ -3,7 +3,8 @@ through the system ``chromedriver``, against a real ``recloop serve`` holding a 
 run. Every page renders without a console error, each chart draws the series and
 points its page promises, the layout fits a phone's width, an admin action changes
 state and a read-only key's does not; ``/docs`` and ``/redoc`` render offline.
-The screenshots in ``docs/console/`` (shown by ``docs/console.md``) come from here.
+The screenshots in ``docs/console/`` (shown by ``docs/console.md``) come from here, run
+with ``RECLOOP_SCREENSHOTS=1``.
 
 Chromium missing: skipped, or failed under ``RECLOOP_REQUIRE_SERVICES=1`` (``make test``
 installs it with apt when it can).
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +36,14 @@ from tests.e2e.conftest import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+SCREENSHOTS = (
+    DOCS_SCREENSHOTS
+    if os.environ.get("RECLOOP_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "recloop-console-screenshots"
+)
+"""Where the screenshots go: ``docs/console/`` with ``RECLOOP_SCREENSHOTS=1`` (to refresh
+the docs' pictures), elsewhere otherwise (a test run leaves the tree as it was)."""
 READ, READ_SHA = new_key()
 ADMIN, ADMIN_SHA = new_key()
 PAGES = {
