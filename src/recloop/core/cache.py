@@ -49,3 +49,14 @@ class LruCache(Generic[K, V]):
     def keys(self) -> list[K]:
         """The keys held, least recently used first (a copy)."""
         return list(self._data)
+
+    def items(self) -> list[tuple[K, V]]:
+        """The entries held, least recently used first (a copy); a look that, unlike
+        :meth:`get`, leaves the order of use as it was.
+
+        >>> c: LruCache[str, int] = LruCache(2)
+        >>> c.set("a", 1); c.set("b", 2); c.items(); c.set("c", 3); c.keys()
+        [('a', 1), ('b', 2)]
+        ['b', 'c']
+        """
+        return list(self._data.items())

@@ -427,12 +427,13 @@ class GuardService:
     def scores(self) -> list[float]:
         """The reliability score of every user the guard holds: their record's, else their
         last verdict's (a read, for the console's histogram)."""
-        found = [r.score for r in self._records.values()]
-        for user_id in self._users.keys():  # noqa: SIM118 (an LruCache: no __iter__)
-            if user_id not in self._records:
-                tracked = self._users.get(user_id)
-                if tracked is not None and tracked.verdict is not None:
-                    found.append(tracked.verdict.score)
+        records = self._records
+        found = [r.score for r in records.values()]
+        found += [
+            tracked.verdict.score
+            for user_id, tracked in self._users.items()
+            if tracked.verdict is not None and user_id not in records
+        ]
         return found
 
     def status_counts(self) -> dict[str, int]:
