@@ -242,18 +242,18 @@ class FastPaths:
 
     def __init__(self, routes: list[Route], handlers: Mapping[Any, Any]) -> None:
         """``routes``: the lean routes (and the lean ``POST /feedback``); ``handlers``:
-        the app's ``exception_handlers``, read at the first request (all are installed
-        by then)."""
+        the app's ``exception_handlers`` (all installed by then: ``api.errors.install``)."""
         # (method, number of segments, last segment, or "*" for a parameter) -> the
         # route's segments (a parameter's name in braces), its endpoint, its app
+        # The middleware stack puts the exception middleware there with these handlers.
+        kept = {k: v for k, v in handlers.items() if k not in (500, Exception)}
         self._table: dict[tuple[str, int, str], tuple[list[str], Any, ASGIApp]] = {}
         for route in routes:
             parts = route.path.split("/")
             last = "*" if parts[-1].startswith("{") else parts[-1]
+            app = ExceptionMiddleware(route.app, handlers=kept)
             for method in route.methods or ():
-                self._table[(method, len(parts), last)] = (parts, route.endpoint, route.app)
-        self._handlers = handlers
-        self._wrapped: dict[int, ASGIApp] = {}
+                self._table[(method, len(parts), last)] = (parts, route.endpoint, app)
 
     def match(self, scope: Scope) -> tuple[list[str], Any, ASGIApp, list[str]] | None:
         """The hot route ``scope`` asks for, and the path's segments; None if none."""
@@ -289,11 +289,7 @@ class FastPaths:
             for want, got in zip(pattern, parts, strict=True)
             if want.startswith("{")
         }
-        wrapped = self._wrapped.get(id(app))
-        if wrapped is None:
-            handlers = {k: v for k, v in self._handlers.items() if k not in (500, Exception)}
-            wrapped = self._wrapped[id(app)] = ExceptionMiddleware(app, handlers=handlers)
-        await wrapped(scope, receive, send)
+        await app(scope, receive, send)
 
 
 def lean_routes(prefix: str) -> list[Route]:

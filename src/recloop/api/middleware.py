@@ -113,12 +113,12 @@ class RequestMiddleware:
                     # No Content-Length: a streamed (chunked) body, counted as it arrives. With
                     # a Content-Length the server never passes more bytes than it announced.
                     receive = _counting(receive, limit)
-                hit = None if self.fast is None else self.fast.match(scope)
-                if hit is None:
+                fast = self.fast
+                hit = None if fast is None else fast.match(scope)
+                if fast is None or hit is None:
                     await self.app(scope, receive, send_with_id)
                 else:
-                    assert self.fast is not None
-                    await self.fast.serve(scope, receive, send_with_id, hit, self.app)
+                    await fast.serve(scope, receive, send_with_id, hit, self.app)
         except asyncio.CancelledError:  # the client went away (or the server stops)
             if not started:
                 status = 499  # nginx's "client closed request", not a server error

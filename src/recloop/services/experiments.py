@@ -15,7 +15,6 @@ their exposures. The stored sums keep everyone, so a user unblocked counts again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ from recloop.core.stats import PairStats
 from recloop.ports import EventLog, Exposure, StateChanges, StateStore, WaitingReport
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
+from recloop.services.tasks import stop_tasks
 
 DAY = 86_400.0
 
@@ -189,9 +189,7 @@ class ExperimentService:
     async def stop(self) -> None:
         task, self._covariate_task = self._covariate_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks(task)
             try:  # what is due now, so the stored values are complete
                 await self.settle_covariates()
             except Exception:  # read again after the restart
@@ -628,6 +626,7 @@ class ExperimentService:
             return
         running = self._running_by_user
         if running:
+            listened: dict[str, frozenset[str]] = {}  # per experiment, once per call
             for e in events:
                 eids = running.get(e.user_id)
                 if not eids:
@@ -635,7 +634,10 @@ class ExperimentService:
                 for eid in eids:
                     if e.timestamp < self._exposures[eid][e.user_id].exposed_at:
                         continue
-                    if e.type in _listened(self._experiments[eid]):
+                    types = listened.get(eid)
+                    if types is None:
+                        types = listened[eid] = _listened(self._experiments[eid])
+                    if e.type in types:
                         waiting = self._waiting.setdefault(eid, _Waiting())
                         waiting.add(e.partition, e.offset, e.type)
         self._taken_upto = max(self._taken_upto, events[-1].offset)

@@ -247,13 +247,9 @@ class GuardService:
         for e in events:
             tracked = track(e.user_id)
             activity = tracked.activity
-            kind = e.type
-            if kind == "rating" or kind == "review":  # they update the population's stores
-                record_event(
-                    activity, items, texts, kind, e.item_id, e.value, e.timestamp, e.text, e.user_id
-                )
-            else:
-                activity.observe(kind, e.item_id, e.value, e.timestamp)
+            record_event(
+                activity, items, texts, e.type, e.item_id, e.value, e.timestamp, e.text, e.user_id
+            )
             tracked.events_since_judged += 1
             new = tracked.events_since_judged
             if (

@@ -33,7 +33,6 @@ Points older than ``retention_seconds`` are purged after each sample.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -48,6 +47,7 @@ from recloop.ports import HistoryPoint, HistoryStore
 from recloop.services.experiments import ExperimentService
 from recloop.services.learning import LearningService
 from recloop.services.optimizer import Optimizer
+from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +227,7 @@ class HistoryService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(task)
 
     async def _sample_forever(self) -> None:
         while True:
