@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -328,7 +328,7 @@ def _segment_span(values: Floats, sizes: npt.NDArray[np.int64]) -> Floats:
     return span
 
 
-def _dominant_times(activity: UserActivity, recent: int) -> list[float]:
+def _dominant_times(activity: UserActivity, recent: int) -> Sequence[float]:
     """The latest timestamps of the user's dominant action type (as
     :meth:`UserActivity.intervals` chooses it)."""
     times = activity._times
@@ -339,12 +339,12 @@ def _dominant_times(activity: UserActivity, recent: int) -> list[float]:
 
 
 def _diversity_many(
-    items: Sequence[list[str]], catalogue: int
+    items: Sequence[Sequence[Hashable]], catalogue: int
 ) -> tuple[Floats, npt.NDArray[np.int64]]:
     """:func:`~recloop.core.spam.item_diversity` of each list, and the lists' lengths."""
     users = len(items)
     lengths = np.fromiter(map(len, items), np.int64, users)
-    codes: dict[str, int] = {}
+    codes: dict[Hashable, int] = {}
     flat = np.fromiter(
         (codes.setdefault(i, len(codes)) for i in itertools.chain.from_iterable(items)),
         np.int64,
