@@ -95,7 +95,7 @@ from array import array
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -1101,6 +1101,54 @@ class UserActivity:
         return self._recent_items[-self._config.recent_actions :].tolist()
 
 
+class Evidence(Protocol):
+    """What a judgement reads of one user's activity: a :class:`UserActivity`, or a row of
+    the guard's :class:`recloop.core.spam_table.ActivityTable`
+    (:class:`~recloop.core.spam_table.ActivityView`)."""
+
+    @property
+    def events(self) -> int: ...
+    @property
+    def actions(self) -> int: ...
+    @property
+    def first_at(self) -> float: ...
+    @property
+    def clicks(self) -> int: ...
+    @property
+    def unseen_clicks(self) -> int: ...
+    @property
+    def dwells(self) -> int: ...
+    @property
+    def short_dwells(self) -> int: ...
+    @property
+    def repeats(self) -> int: ...
+    @property
+    def action_types(self) -> int: ...
+    @property
+    def max_explicit_in_second(self) -> int: ...
+    @property
+    def hard_rule_at(self) -> float | None: ...
+    @property
+    def hard_rule_reason(self) -> str | None: ...
+    @property
+    def hours(self) -> Sequence[int]: ...
+    @property
+    def ratings(self) -> Mapping[str, float]: ...
+    @property
+    def reviews(self) -> int: ...
+    @property
+    def reviews_with_links(self) -> int: ...
+    @property
+    def reviews_with_repeats(self) -> int: ...
+    @property
+    def max_text_copies(self) -> int: ...
+    @property
+    def review_keys(self) -> Iterable[str]: ...
+    def recent_rate(self) -> tuple[float, int]: ...
+    def intervals(self) -> FloatArray: ...
+    def recent_items(self) -> list[int]: ...
+
+
 def _within(ordinals: dict[int, int], after: int) -> dict[int, int]:
     """The entries of ``ordinals`` whose ordinal is above ``after`` (a trimmed copy)."""
     return {key: at for key, at in ordinals.items() if at > after}
@@ -1290,7 +1338,7 @@ class ActivityReadings:
     diversity_actions: int
 
 
-def activity_readings(activity: UserActivity, catalogue: int = 0) -> ActivityReadings:
+def activity_readings(activity: Evidence, catalogue: int = 0) -> ActivityReadings:
     """The user's :class:`ActivityReadings`; ``catalogue`` as :func:`item_diversity`'s.
 
     >>> a = UserActivity()
@@ -1316,7 +1364,7 @@ def activity_readings(activity: UserActivity, catalogue: int = 0) -> ActivityRea
 
 
 def _timing_signals(
-    activity: UserActivity, config: SpamConfig, readings: ActivityReadings
+    activity: Evidence, config: SpamConfig, readings: ActivityReadings
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     burst = float(activity.max_explicit_in_second)
@@ -1354,7 +1402,7 @@ def _timing_signals(
 
 
 def _behaviour_signals(
-    activity: UserActivity, config: SpamConfig, readings: ActivityReadings, catalogue: int = 0
+    activity: Evidence, config: SpamConfig, readings: ActivityReadings, catalogue: int = 0
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
@@ -1449,7 +1497,7 @@ def excess_repeats(repeats: int, actions: int, types: int, catalogue: int = 0) -
 
 
 def _text_signals(
-    activity: UserActivity, config: SpamConfig, texts: TextRegistry | None
+    activity: Evidence, config: SpamConfig, texts: TextRegistry | None
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     r = activity.reviews
@@ -1715,7 +1763,7 @@ def fit_norms(features: Iterable[ProfileFeatures], config: SpamConfig) -> Profil
 
 
 def _profile_signals(
-    activity: UserActivity,
+    activity: Evidence,
     items: ItemStats,
     config: SpamConfig,
     norms: ProfileNorms | None = None,
@@ -1824,7 +1872,7 @@ def _group_signal(group: GroupReading | None, config: SpamConfig) -> Signal:
 
 
 def signals(
-    activity: UserActivity,
+    activity: Evidence,
     items: ItemStats,
     config: SpamConfig,
     now: float,
@@ -1913,7 +1961,7 @@ def reputation(positive: float, negative: float, config: SpamConfig) -> float:
     return 100.0 * a / (a + config.prior_distrust + negative)
 
 
-def hard_rule(activity: UserActivity, config: SpamConfig, now: float) -> str | None:
+def hard_rule(activity: Evidence, config: SpamConfig, now: float) -> str | None:
     """Why a hard rule blocks the user, or None: cheap enough to check after every event.
 
     The rules: more than ``max_explicit_per_second`` explicit events, or more
@@ -1963,7 +2011,7 @@ def status_of(score: float, rule: str | None, config: SpamConfig) -> str:
 
 
 def judge(
-    activity: UserActivity,
+    activity: Evidence,
     items: ItemStats,
     config: SpamConfig,
     now: float,
