@@ -648,8 +648,19 @@ class ActivityTable:
         """Each user's :class:`ActivityReadings` (what
         :func:`recloop.core.spam_batch.activity_readings_many` computes from the
         reference's objects), from the columns."""
+        return self.evidence(slots, catalogue)[1]
+
+    def views(self, slots: Ints) -> list[ActivityView]:
+        """Each user's evidence as the judgement reads it."""
+        return self.evidence(slots)[0]
+
+    def evidence(
+        self, slots: Ints, catalogue: int = 0
+    ) -> tuple[list[ActivityView], list[ActivityReadings]]:
+        """Each user's evidence as the judgement reads it, and its readings (``catalogue``
+        as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
         rows, sizes, dominant_rows, dominant_sizes, _ = self.gather(slots)
-        return readings_of_segments(
+        readings = readings_of_segments(
             self.log_t[rows],
             sizes,
             self.log_t[dominant_rows],
@@ -658,10 +669,6 @@ class ActivityTable:
             self.log_item[rows],
             catalogue,
         )
-
-    def views(self, slots: Ints) -> list[ActivityView]:
-        """Each user's evidence as the judgement reads it."""
-        rows, sizes, dominant_rows, dominant_sizes, _ = self.gather(slots)
         ends = np.cumsum(sizes)
         dominant_ends = np.cumsum(dominant_sizes)
         times, items = self.log_t[rows], self.log_item[rows]
@@ -710,7 +717,7 @@ class ActivityTable:
                     dominant_times=dominant_times[d_lo:d_hi],
                 )
             )
-        return views
+        return views, readings
 
 
 def _link(keys: Ints, rows: Ints, heads: Ints) -> Ints:
