@@ -28,6 +28,7 @@ each full collection; here a user is a few numbers in arrays.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -67,6 +68,8 @@ _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _NO_RULE, _ACTIONS_RULE, _EXPLICIT_RULE = 0, 1, 2
+_NONE: Final = itertools.repeat(-1)
+"""The value of a key the ordinal dicts do not hold."""
 
 
 def _type_hashes() -> Ints:
@@ -374,8 +377,8 @@ class ActivityTable:
         is_click = clicks[idx]
         ask = is_click & ~in_batch
         if ask.any():
-            found = map(self._impressed.get, k[ask].tolist())
-            at[ask] = [-1 if v is None else v & 0xFFFFFFFF for v in found]
+            found = np.fromiter(map(self._impressed.get, k[ask].tolist(), _NONE), np.int64)
+            at[ask] = np.where(found < 0, -1, found & 0xFFFFFFFF)
         unseen = np.zeros(len(clicks), np.bool_)
         unseen[idx[is_click]] = (at[is_click] < 0) | (
             seen_at[idx[is_click]] - at[is_click] >= remembered
@@ -393,8 +396,8 @@ class ActivityTable:
         before = np.full(len(k), -1, np.int64)
         before[later] = ordinal[idx[np.flatnonzero(later) - 1]]
         ask = ~later
-        found = map(self._pairs.get, k[ask].tolist())
-        before[ask] = [-1 if v is None else v & 0xFFFFFFFF for v in found]
+        found = np.fromiter(map(self._pairs.get, k[ask].tolist(), _NONE), np.int64)
+        before[ask] = np.where(found < 0, -1, found & 0xFFFFFFFF)
         repeat = (before >= 0) & (ordinal[idx] - before <= remembered)
         np.add.at(self.repeats, slots[idx[repeat]], 1)
         packed = (uids[a] << 32) | ordinal[a]
@@ -416,6 +419,8 @@ class ActivityTable:
         alive = live_uids[pos] == uid if len(live_uids) else np.zeros(len(uid), np.bool_)
         slot = live[by_uid][pos] if len(live_uids) else np.zeros(len(uid), np.int64)
         keep = alive & (latest[slot] - at <= window)
+        if 4 * int(keep.sum()) > 3 * len(keep):
+            return ordinals  # most are still needed: not worth a copy (again once doubled)
         return dict(zip(keys[keep].tolist(), packed[keep].tolist(), strict=True))
 
     def _append(

@@ -1,0 +1,43 @@
+"""The guard keeps at most ``max_users`` users' evidence, making room by recency."""
+
+from __future__ import annotations
+
+import asyncio
+
+from recloop.adapters.memory.store import InMemoryStateStore
+from recloop.core.events import Event
+from recloop.services.guard import GuardConfig, GuardService
+
+T0 = 1_700_000_000.0
+
+
+def click(user: str, item: str, at: float) -> Event:
+    return Event(
+        event_id=f"{user}-{item}-{at}", user_id=user, item_id=item, type="click", timestamp=at
+    )
+
+
+def test_the_least_recently_active_users_make_room() -> None:
+    guard = GuardService(InMemoryStateStore(), GuardConfig(max_users=3), clock=lambda: T0)
+
+    async def scenario() -> None:
+        await guard.observe([click("a", "i1", T0), click("b", "i1", T0), click("c", "i1", T0)])
+        await guard.observe([click("a", "i2", T0 + 1)])  # a is the most recent now
+        await guard.observe([click("d", "i1", T0 + 2)])  # b, the least recent, goes
+        assert guard.held_users() == {"a", "c", "d"}
+        assert guard.evidence("b") is None
+        held = guard.evidence("a")
+        assert held is not None and held.events == 2
+        # b comes back with no evidence of before; c makes room this time
+        await guard.observe([click("b", "i9", T0 + 3)])
+        assert guard.held_users() == {"a", "d", "b"}
+        back = guard.evidence("b")
+        assert back is not None and (back.events, back.clicks) == (1, 1)
+        guard.forget("a")
+        assert guard.held_users() == {"d", "b"}
+        await guard.observe([click("e", "i1", T0 + 4), click("a", "i1", T0 + 4)])
+        assert guard.held_users() == {"b", "e", "a"}
+        fresh = guard.evidence("a")
+        assert fresh is not None and fresh.events == 1
+
+    asyncio.run(scenario())
