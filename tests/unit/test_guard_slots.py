@@ -41,3 +41,21 @@ def test_the_least_recently_active_users_make_room() -> None:
         assert fresh is not None and fresh.events == 1
 
     asyncio.run(scenario())
+
+
+def test_reliabilities_are_reliability_for_a_batch() -> None:
+    guard = GuardService(InMemoryStateStore(), GuardConfig(judge_every_events=3), lambda: T0)
+
+    async def scenario() -> None:
+        await guard.observe([click("judged", f"i{k}", T0 + k * 30.0) for k in range(3)])
+        await guard.observe([click("fresh", "i1", T0)])
+        await guard.set_manual("held", blocked=True, reason=None)
+        await guard.set_manual("cleared", blocked=False, reason=None)
+
+    asyncio.run(scenario())
+    users = ["judged", "fresh", "held", "cleared", "unknown", "judged"]
+    one_by_one = [guard.reliability(u) for u in users]
+    assert one_by_one[2] is None and one_by_one[3] == 100.0
+    assert one_by_one[4] == one_by_one[1] == guard.fresh_score
+    batch = guard.reliabilities(users).tolist()
+    assert [None if b != b else b for b in batch] == one_by_one

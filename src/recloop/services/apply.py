@@ -80,8 +80,8 @@ class Observer(Protocol):
 class Gate(Protocol):
     """Whether, and how much, to learn from a user (the guard)."""
 
-    def reliability(self, user_id: str) -> float | None:
-        """The user's reliability 0..100 (it scales the learning rate), or None if the
+    def reliabilities(self, user_ids: Sequence[str]) -> Floats:
+        """Each user's reliability 0..100 (it scales the learning rate), or NaN if the
         user is suspect or blocked: their events are then held, not learnt from."""
         ...
 
@@ -378,11 +378,7 @@ class Applier:
         gate = self._gate
         if gate is None:
             return np.full(len(user_ids), 100.0)
-        score: dict[str, float] = {}
-        for u in set(user_ids):
-            r = gate.reliability(u)
-            score[u] = math.nan if r is None else r
-        return np.fromiter((score[u] for u in user_ids), np.float64, len(user_ids))
+        return gate.reliabilities(user_ids)
 
     def _count(
         self,

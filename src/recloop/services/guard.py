@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 _USER, _ITEM, _TYPE = attrgetter("user_id"), attrgetter("item_id"), attrgetter("type")
 _VALUE, _TIMESTAMP, _TEXT = attrgetter("value"), attrgetter("timestamp"), attrgetter("text")
 
+_ABSENT = itertools.repeat(-1)
+_NO_GATE_VALUE = -1.0
+_NO_GATE = itertools.repeat(_NO_GATE_VALUE)
+
 _SWEEP_SLICE = 500
 """Users judged between two yields of a sweep to the event loop."""
 
@@ -116,6 +120,8 @@ class GuardService:
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
+        self._gates: dict[str, float] = {}
+        """What each record makes of the user's events: their score, NaN when held."""
         self._listeners: list[Callable[[], None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         # what the population makes normal, and who is in a group (core.spam_norms,
@@ -135,7 +141,7 @@ class GuardService:
         """Load the stored records (again: the distributed API calls it to refresh them);
         the first call starts the sweep of users due for judgement."""
         for record in await self._store.get_reliability():
-            self._records[record.user_id] = record
+            self._keep(record)
         self._flags_moved()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="guard-sweep")
@@ -240,6 +246,23 @@ class GuardService:
             return self.fresh_score
         score = float(self._score[slot])
         return self.fresh_score if score != score else score  # NaN: not judged yet
+
+    def reliabilities(self, user_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """:meth:`reliability` of each user, NaN for suspect and blocked users (a batch's
+        worth in a few C-level passes)."""
+        n = len(user_ids)
+        slots = np.fromiter(map(self._slots.get, user_ids, _ABSENT), np.int64, n)
+        score = np.where(slots >= 0, self._score[slots], math.nan)
+        score = np.where(np.isnan(score), self.fresh_score, score)
+        if self._gates:
+            recorded = np.fromiter(map(self._gates.get, user_ids, _NO_GATE), np.float64, n)
+            score = np.where(recorded == _NO_GATE_VALUE, score, recorded)
+        return score
+
+    def _keep(self, record: ReliabilityRecord) -> None:
+        """Hold ``record`` as the user's (and what it makes of their events)."""
+        self._records[record.user_id] = record
+        self._gates[record.user_id] = record.score if record.status == "trusted" else math.nan
 
     async def observe(self, events: Sequence[Event]) -> None:
         """Take accepted events as evidence (folded together, :class:`ActivityTable`);
@@ -415,7 +438,7 @@ class GuardService:
         else:
             since = now
         record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
-        self._records[user_id] = record
+        self._keep(record)
         return record
 
     # -- reads and admin ------------------------------------------------------------
@@ -475,6 +498,7 @@ class GuardService:
         self._sample.pop(user_id, None)
         self._groups.pop(user_id, None)
         self._records.pop(user_id, None)
+        self._gates.pop(user_id, None)
         self._texts.forget(user_id)
 
     def flagged_users(self) -> frozenset[str]:
@@ -548,7 +572,7 @@ class GuardService:
                 user_id, 100.0, "trusted", now, True, reason or "unblocked by hand"
             )
         await self._store.put_reliability([record])
-        self._records[user_id] = record
+        self._keep(record)
         self._flags_moved()
         slot = self._slots.get(user_id)
         if slot is not None and not blocked:  # a fresh start: old evidence judged them already
