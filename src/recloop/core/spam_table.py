@@ -51,6 +51,8 @@ from recloop.core.spam import (
 from recloop.core.spam_batch import readings_of_segments
 
 Ints = npt.NDArray[np.int64]
+Index = npt.NDArray[np.int64] | npt.NDArray[np.int32]
+"""Slots or rows of the log (32-bit where stored)."""
 Floats = npt.NDArray[np.float64]
 
 TYPES: Final = tuple(sorted(FEEDBACK_TYPES))
@@ -186,11 +188,12 @@ class ActivityTable:
         self.first_at = np.zeros(0)
         self.last_at = np.zeros(0)
         self.rule_at = np.zeros(0)
-        self.hours = np.zeros((0, _HOURS), np.int64)
-        self.type_total = np.zeros((0, _T), np.int64)
-        self.head = np.zeros(0, np.int64)
-        self.type_head = np.zeros((0, _T), np.int64)
-        self.explicit_head = np.zeros(0, np.int64)
+        # 32-bit where a count or a row of the log cannot reach 2**31: a slot takes ~450 bytes
+        self.hours = np.zeros((0, _HOURS), np.int32)
+        self.type_total = np.zeros((0, _T), np.int32)
+        self.head = np.zeros(0, np.int32)
+        self.type_head = np.zeros((0, _T), np.int32)
+        self.explicit_head = np.zeros(0, np.int32)
         self.ratings: dict[int, dict[str, float]] = {}
         self.review_keys: dict[int, deque[str]] = {}
         # the log of actions
@@ -199,11 +202,11 @@ class ActivityTable:
         self.log_t = np.zeros(0)
         self.log_item = np.zeros(0, np.int64)
         self.log_code = np.zeros(0, np.int8)
-        self.log_slot = np.zeros(0, np.int64)
+        self.log_slot = np.zeros(0, np.int32)
         self.log_uid = np.zeros(0, np.int64)
-        self.log_prev = np.zeros(0, np.int64)
-        self.log_prev_type = np.zeros(0, np.int64)
-        self.log_prev_explicit = np.zeros(0, np.int64)
+        self.log_prev = np.zeros(0, np.int32)
+        self.log_prev_type = np.zeros(0, np.int32)
+        self.log_prev_explicit = np.zeros(0, np.int32)
         # (user, type, item) -> latest action's ordinal; (user, item) -> latest impression's
         self._pairs: dict[int, int] = {}
         self._impressed: dict[int, int] = {}
@@ -598,7 +601,7 @@ class ActivityTable:
         new_index = np.cumsum(keep) - 1
         kept = int(keep.sum())
 
-        def moved(links: Ints) -> Ints:
+        def moved(links: Index) -> Ints:
             ok = links >= 0
             out = np.full(len(links), -1, np.int64)
             out[ok] = np.where(keep[links[ok]], new_index[links[ok]], -1)
@@ -617,7 +620,7 @@ class ActivityTable:
 
     # -- reads -----------------------------------------------------------------------
 
-    def _walk(self, start: Ints, links: Ints, lengths: Ints) -> tuple[Ints, Ints]:
+    def _walk(self, start: Index, links: Index, lengths: Index) -> tuple[Ints, Ints]:
         """Follow ``links`` back from ``start`` for ``lengths`` rows each; the rows laid end
         to end, oldest first within each, and each one's owner (index into ``start``)."""
         steps = int(lengths.max()) if len(lengths) else 0
@@ -725,7 +728,7 @@ class ActivityTable:
         return views, readings
 
 
-def _link(keys: Ints, rows: Ints, heads: Ints) -> Ints:
+def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     """Each new row's previous row of the same key (in ``rows``' order, else the key's
     head); the heads move to each key's last new row."""
     order = np.argsort(keys, kind="stable")
@@ -741,7 +744,7 @@ def _link(keys: Ints, rows: Ints, heads: Ints) -> Ints:
     return prev
 
 
-def _rank_from_end(keys: Ints, rows: Ints) -> Ints:
+def _rank_from_end(keys: Index, rows: Ints) -> Ints:
     """Each row's position from the end among the rows of its key (0: the latest)."""
     order = np.lexsort((rows, keys))
     k = keys[order]
