@@ -59,3 +59,18 @@ def test_reliabilities_are_reliability_for_a_batch() -> None:
     assert one_by_one[4] == one_by_one[1] == guard.fresh_score
     batch = guard.reliabilities(users).tolist()
     assert [None if b != b else b for b in batch] == one_by_one
+
+
+def test_a_user_of_the_batch_is_never_the_one_to_make_room() -> None:
+    guard = GuardService(InMemoryStateStore(), GuardConfig(max_users=2), clock=lambda: T0)
+
+    async def scenario() -> None:
+        await guard.observe([click("x", "i1", T0)])
+        await guard.observe([click("y", "i1", T0 + 1)])
+        # x is the least recently active, but it is in this batch: y makes room for z
+        await guard.observe([click("x", "i2", T0 + 2), click("z", "i1", T0 + 2)])
+        assert guard.held_users() == {"x", "z"}
+        held = guard.evidence("x")
+        assert held is not None and held.events == 2
+
+    asyncio.run(scenario())

@@ -321,7 +321,7 @@ class GuardService:
             slots.update(zip(new, opened, strict=True))
             found = list(map(slots.get, user_ids))
             if len(slots) > self._config.max_users:
-                self._evict(len(slots) - self._config.max_users, set(new))
+                self._evict(len(slots) - self._config.max_users, set(user_ids))
         return np.array(found, np.int64)
 
     def _open(self, user_ids: list[str]) -> list[int]:
