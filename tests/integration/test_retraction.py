@@ -326,3 +326,82 @@ async def test_erasure_and_flags_in_any_order_count_a_user_once(
         same(await snapshot(app), returned)
     finally:
         await close()
+
+
+async def rank_for(app: Running, user: str, candidates: list[str]) -> str:
+    """A ranking shown to ``user``; its impression id."""
+    body = [{"item_id": i, "algorithm": "popularity", "score": 1.0} for i in candidates]
+    r = await app.client.post(
+        f"/users/{user}/rank", json={"candidates": body, "k": len(candidates)}
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["impression_id"])
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+async def test_clicks_on_other_users_impressions_are_taken_back(
+    settings_factory: Callable[..., Settings], backend: str
+) -> None:
+    """Attackers click the target on impressions shown to genuine users (whose impressions
+    are never left out): the target's click count, the algorithm credited and the next
+    model's labels move, and once the attackers are flagged none of it is left; unblocked,
+    it counts again; after a restart the counts are rebuilt the same from storage."""
+    settings = settings_factory(
+        spam={"enabled": True, "retraction_every_seconds": 0.05},
+        rate_limits={"enabled": False},
+        learning={"attribution_window_minutes": 10, "monitor_seconds": 3600},
+    )
+    app, close = await start_app(settings)
+    try:
+        await prepare(app)
+        for n, user in enumerate(GENUINE[:6]):
+            await visit(app, user, [*ITEMS[:4], TARGET], [ITEMS[n % 4]])
+        shown = [await rank_for(app, user, [TARGET, *ITEMS[:3]]) for user in GENUINE[:3]]
+        await app.idle(flush=True)
+        clean = await snapshot(app)
+        shills = attackers(app.container, 3)
+        for user in shills:
+            events = [
+                {
+                    "user_id": user,
+                    "item_id": TARGET,
+                    "type": "click",
+                    "attribution": {"impression_id": impression_id, "algorithm": "popularity"},
+                }
+                for impression_id in shown
+            ]
+            r = await app.client.post("/feedback", json={"events": events})
+            assert r.json()["accepted"] == len(events), r.text
+        await app.idle(flush=True)
+        attacked = await snapshot(app)
+        # The clicks moved the target's CTR feature and the credited algorithm's counts.
+        assert attacked["target"][0] == clean["target"][0]
+        assert attacked["target"][1] == clean["target"][1] + len(shown)
+        assert attacked["algorithms"] != clean["algorithms"]
+
+        # Flagged: one blocked by hand, the others suspect by a stored verdict.
+        assert (await app.client.post(f"/users/{shills[0]}/block")).status_code == 200
+        await app.container.store.put_reliability(
+            [ReliabilityRecord(u, 20.0, "suspect", time.time(), False, "test") for u in shills[1:]]
+        )
+        await app.container.guard.start()
+        assert app.container.guard.flagged_users() == frozenset(shills)
+        same(await snapshot(app), clean)
+        if backend == "memory":  # nothing survives a restart: unblocked in this run
+            for user in shills:
+                assert (await app.client.post(f"/users/{user}/unblock")).status_code == 200
+            same(await snapshot(app), attacked)
+    finally:
+        await close()
+    if backend == "memory":
+        return
+
+    app, close = await start_app(settings)  # the tally rebuilt from storage, the same
+    try:
+        same(await snapshot(app), clean)
+        # Unblocked (or cleared), their clicks count again.
+        for user in shills:
+            assert (await app.client.post(f"/users/{user}/unblock")).status_code == 200
+        same(await snapshot(app), attacked)
+    finally:
+        await close()
