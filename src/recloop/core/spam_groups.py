@@ -79,7 +79,7 @@ class GroupRule:
     """Boxes tested per item, end and width: around the raters whose boxes hold most."""
     max_raters: int = 500
     """The latest raters at an end of an item that are looked at (O(raters²) each)."""
-    family_alpha: float = 0.0
+    family_alpha: float = 1e-3
     """A box passes when its tail is at most this divided by the number of boxes tested
     (0: ``alpha`` alone decides)."""
 
@@ -175,7 +175,7 @@ def find_groups(profiles: Mapping[str, Profile], rule: GroupRule) -> dict[str, G
                 q = min(float(n[in_pop].sum()) / rest_total, 1.0)
                 p = float(binom.sf(k - 1, len(idx), q))
                 boxes_tested.append((k, p, boxes[c], q * len(idx), q))
-        tested += len(boxes_tested)
+        tested += len(idx) * len(rule.arrivals)  # a box could be centred on each rater
         candidates += [(item, top, idx, box) for box in boxes_tested]
     alpha = max(rule.alpha, rule.family_alpha / tested if tested else 0.0)
     # per item and end, of the significant boxes, the one holding most of the raters
