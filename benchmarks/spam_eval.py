@@ -72,7 +72,6 @@ from recloop.core.spam import (
     reputation,
     status_of,
 )
-
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 
 ROOT: Final = Path(__file__).resolve().parent.parent

@@ -200,13 +200,13 @@ def find_groups(profiles: Mapping[str, Profile], rule: GroupRule) -> dict[str, G
         shared = inside & (times[idx] > 1)
         readings = [(shared, GroupReading(item, top, p, k, expected, q))]
         rest_of = inside & ~shared
-        if shared.any() and rest_of.any():
-            k_rest, raters = int(rest_of.sum()), len(idx) - int(shared.sum())
-            p_rest = float(binom.sf(k_rest - 1, raters, q))
-            if k_rest >= rule.min_size and p_rest <= alpha:
-                readings.append((rest_of, GroupReading(item, top, p_rest, k_rest, q * raters, q)))
-        elif not shared.any():
+        k_rest, ordinary = int(rest_of.sum()), len(idx) - int(shared.sum())
+        if k_rest == k:  # nothing shared: the box as it is
             readings = [(inside, readings[0][1])]
+        elif k_rest >= rule.min_size:
+            p_rest = float(binom.sf(k_rest - 1, ordinary, q))
+            if p_rest <= alpha:
+                readings.append((rest_of, GroupReading(item, top, p_rest, k_rest, q * ordinary, q)))
         for members, reading in readings:
             for u in idx[members].tolist():
                 user = users[u]
