@@ -321,7 +321,8 @@ class SpamConfig:
     # groups (core.spam_groups): at least group_min raters at an end of the scale of
     # one item who arrived within one of group_arrival_seconds of the raters' median
     # and have a profile size within exp(+-group_length_log) of theirs, more than
-    # chance puts there (binomial tail <= group_alpha)
+    # chance puts there (binomial tail <= group_family_alpha / boxes that could be
+    # tested, or <= group_alpha)
     group_min: int = 5
     group_arrival_seconds: tuple[float, ...] = (86_400.0, 7 * 86_400.0)
     group_length_log: float = 0.3
