@@ -93,7 +93,10 @@ def read(path: Path, mapping: Mapping[str, str], ignored: set[str]) -> Iterator[
         if isinstance(record, InvalidInput):
             yield Row(number, raw, None, record)
             continue
-        renamed = _renamed(record, mapping, ignored, flat=flat)
+        if not flat and not mapping and FIELDS.issuperset(record) and None not in record.values():
+            renamed = record  # what _renamed would give: API names only, no nulls
+        else:
+            renamed = _renamed(record, mapping, ignored, flat=flat)
         yield _decode(path.name, number, raw, record, renamed, strict=strict)
 
 
