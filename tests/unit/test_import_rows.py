@@ -1,5 +1,6 @@
-"""``importing.rows``: the JSON Lines shortcut (a row with only API fields and no nulls
-decoded as read, without renaming) gives what renaming gives."""
+"""``importing.rows``: the JSON Lines shortcuts (a row with only API fields and no nulls
+decoded as read, without renaming; the id rule checked only when the line's bytes may
+break it) give what the full path gives."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ ROWS = [
      "attribution.algorithm": "trending", "context": {"score": 0.5}},
     {"user_id": "u3", "item_id": "i4", "type": "bogus", "timestamp": 1.7e9},
     {"user_id": "u4", "item_id": "i5", "type": "view"},
+    {"user_id": "u/5", "item_id": "i5", "type": "view", "timestamp": 1.7e9},
+    {"user_id": "u6", "item_id": "..", "type": "view", "timestamp": 1.7e9},
+    {"user_id": "u6", "item_id": "i\u0001", "type": "view", "timestamp": 1.7e9},
 ]  # fmt: skip
 
 
@@ -34,6 +38,8 @@ def test_rows_read_as_they_are_equal_rows_renamed(tmp_path: Path) -> None:
               for rows in (fast, slow)]  # fmt: skip
     assert errors[0] == errors[1]
     assert shortcut == renamed == {"extra"}
-    assert [r.event is None for r in fast] == [False, False, False, False, False, True, True]
+    assert [r.event is None for r in fast] == [False] * 5 + [True] * 5
+    # the id rule (core.ids), checked when the line's bytes may break it
+    assert [r.error.field for r in fast[7:] if r.error] == ["user_id", "item_id", "item_id"]
     assert fast[4].event is not None and fast[4].event.attribution is not None
     assert fast[4].event.attribution.algorithm == "trending"  # dotted: nested by renaming
