@@ -52,6 +52,8 @@ order (the ``position`` feature) is the ranker's, not the history's.
 
 Memory: ``sort_buffer`` rows while reading; while importing, one frame of each
 sorted run, the processor's bounded queue, the open slates and one id per slate.
+The cyclic garbage collector runs less often during an import
+(:func:`_spaced_collections`).
 """
 
 from __future__ import annotations
@@ -238,11 +240,11 @@ def _spaced_collections() -> Iterator[Callable[[], None]]:
     An import allocates a few objects per row and keeps many (the rows held to sort,
     the state it builds), so CPython's default collector, which scans the youngest
     generation every 700 allocations and everything kept whenever the kept objects grew
-    by a quarter, took about a fifth of a guard-off import's CPU (docs/benchmarks.md).
-    Here the youngest generation is collected every :data:`GC_YOUNG` allocations, and
-    ``freeze`` (``gc.freeze``) moves what is alive at the call out of the collector's
-    scans; objects are still freed by reference counting as soon as they are dropped.
-    Both are undone on exit (the collector's thresholds, ``gc.unfreeze``).
+    by a quarter, took a large share of its CPU (docs/benchmarks.md, "Importing
+    history"). Here the youngest generation is collected every :data:`GC_YOUNG`
+    allocations, and ``freeze`` (``gc.freeze``) moves what is alive at the call out of
+    the collector's scans; objects are still freed by reference counting as soon as they
+    are dropped. Both are undone on exit (the collector's thresholds, ``gc.unfreeze``).
     """
     thresholds = gc.get_threshold()
     gc.set_threshold(GC_YOUNG, *thresholds[1:])
