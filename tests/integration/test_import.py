@@ -336,3 +336,28 @@ def test_a_parquet_file_is_read_in_record_batches(tmp_path: Path) -> None:
     assert summary["sorted_runs"] == n // 4000
     log = _events_in_log_order(tmp_path / "recloop.db")
     assert log == sorted(log) and len(log) == n
+
+
+def test_the_collector_is_spaced_during_an_import_and_restored_after(tmp_path: Path) -> None:
+    """An import collects garbage less often (``runner._spaced_collections``); after
+    it, even a failed one, the process's collector is as it was."""
+    import gc
+
+    from recloop.importing import runner
+
+    before = gc.get_threshold()
+    with runner._spaced_collections() as freeze:
+        assert gc.get_threshold()[0] == runner.GC_YOUNG != before[0]
+        freeze()
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), runner._spaced_collections() as freeze:
+        freeze()
+        raise RuntimeError("the import failed")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"user_id": "u", "item_id": "i", "type": "like", "timestamp": 1.7e9}\n')
+    summary = _import(str(path), "--config", str(_config(tmp_path)))
+    assert summary["accepted"] == 1
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
