@@ -361,3 +361,33 @@ def test_the_collector_is_spaced_during_an_import_and_restored_after(tmp_path: P
     summary = _import(str(path), "--config", str(_config(tmp_path)))
     assert summary["accepted"] == 1
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_historical_slate_is_ranked_as_of_its_own_time(tmp_path: Path) -> None:
+    """The features logged with an imported slate are those of the slate's time (its hour
+    of day), not of the import's, for each of several slates ranked together."""
+    import math
+
+    midnight = (NOW - 3 * DAY) // DAY * DAY
+    hours = {"s-early": 6.25, "s-late": 18.5, "s-next": 24 + 11.0}
+    rows = [
+        {"user_id": f"u-{key}", "item_id": f"m{i}", "type": "impression",
+         "timestamp": midnight + hour * 3600.0,
+         "attribution": {"algorithm": "popularity", "impression_id": key}}
+        for key, hour in hours.items()
+        for i in range(3)
+    ]  # fmt: skip
+    path = tmp_path / "slates.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tmp_path)
+    summary = _import(str(path), "--config", str(config))
+    assert summary["slates"] == len(hours)
+    settings = load_settings(config)
+    for key, hour in hours.items():
+        logged = asyncio.run(_get(settings, f"/impressions/{key}"))
+        assert logged["created_at"] == midnight + hour * 3600.0
+        for shown in logged["slate"]:
+            features = shown["features"]
+            angle = 2 * math.pi * (hour % 24) / 24
+            assert features["hour_sin"] == pytest.approx(math.sin(angle), abs=1e-6), key
+            assert features["hour_cos"] == pytest.approx(math.cos(angle), abs=1e-6), key

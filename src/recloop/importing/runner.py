@@ -42,11 +42,12 @@ row of the id is imported as an event, not added to the slate). Each slate is ra
 once, when the stream has passed it, by a ranker built as ``POST .../rank``'s,
 without experiments (history exposes nobody to today's experiments): the user's
 state as of the batch that completes it, the row's ``context.score`` (else its
-order) as the algorithm's score. It is logged under its historical id with the
-features a click model trains on, so that clicks naming the id label it and
-``recloop train`` can fit a first model from history alone (``created_at``: the
-slate's time, so that training takes the slates of its last
-``learning.training_days``). A slate whose first impression event is a duplicate
+order) as the algorithm's score, and the slate's time as the ranker's clock (the
+segment and the time features are those of the slate, not of the import). It is
+logged under its historical id with the features a click model trains on, so that
+clicks naming the id label it and ``recloop train`` can fit a first model from
+history alone (``created_at``: the slate's time, so that training takes the slates of
+its last ``learning.training_days``). A slate whose first impression event is a duplicate
 (imported before) is left alone. The ranker explores as ``rank`` does: the logged
 order (the ``position`` feature) is the ranker's, not the history's.
 
@@ -60,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import itertools
 import json
@@ -92,6 +94,9 @@ from recloop.services.ranking import Ranker
 from recloop.services.vectors import ItemVectors
 
 _ARCHIVE_CHUNK: Final = 5_000
+_SHOWN_AT: Final = contextvars.ContextVar[float]("recloop_import_shown_at")
+"""The time of the slate being ranked: the slate ranker's clock. A context variable,
+since the slates due are ranked concurrently (each in its own task and context)."""
 SLATE_KEY: Final = "recloop_import_impression_id"
 SLATE_AT: Final = "recloop_import_shown_at"
 """Carry a slate's historical id and time from the import to its impression writer."""
@@ -393,6 +398,7 @@ class _Session:
             c.store,
             c.event_log,
             rank_config(settings),
+            clock=_SHOWN_AT.get,  # features and segment as of the slate, not of the import
             learning=c.learning,
             retries=c.retries,
         )
@@ -506,7 +512,9 @@ class _Session:
                 score = float(n - position)  # the slate's order, best first
             candidates.append(Candidate(event.item_id, algorithm, float(score)))
         user_id = c.user_key(shown[0].user_id)
-        context = {SLATE_KEY: key, SLATE_AT: _seconds(shown[0].timestamp)}
+        at = _seconds(shown[0].timestamp)
+        _SHOWN_AT.set(at)  # this task's context only (log_slates gathers them)
+        context = {SLATE_KEY: key, SLATE_AT: at}
         await self.ranker.rank(user_id, candidates, None, context)
         return 1
 
