@@ -22,7 +22,7 @@ import numpy as np
 from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
 from recloop.core.events import Event, SignalTable
 from recloop.core.preferences import LearningRate
-from recloop.core.segments import SEGMENTS, SegmentRules, segment_codes
+from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.state import (
     Aggregates,
     Before,
@@ -390,13 +390,15 @@ class Applier:
         counts: PerformanceCounts,
     ) -> None:
         """Add an attributed event's counts under its user's segment before it (at ``at``)."""
-        code = segment_codes(
-            before.interactions[i : i + 1],
-            before.last_event_at[i : i + 1],
-            np.array([at]),
+        # one user: the scalar rule (segment_codes's oracle), not arrays of one
+        last = float(before.last_event_at[i])
+        segment = segment_of(
+            int(before.interactions[i]),
+            None if math.isnan(last) else last,
+            at,
             self._config.segment_rules,
-        )[0]
-        key = (SEGMENTS[code], algorithm, bucket_start(timestamp, self._config.bucket_seconds))
+        )
+        key = (segment, algorithm, bucket_start(timestamp, self._config.bucket_seconds))
         self._counts[key] = self._counts.get(key, _ZERO) + counts
 
 
