@@ -291,35 +291,43 @@ def fuse_columns(
     >>> fused.item_ids, fused.score.round(3).tolist(), fused.algorithms[0]
     (['y', 'x', 'z'], [1.0, 0.857, 0.786], ('als', 'popular'))
     """
-    _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
+    _check((), weights, affinities, rrf_k, affinity_weight, method)
+    # Columns first (one pass each), then the candidates' scores checked in one call.
+    item_ids = [c.item_id for c in candidates]
+    algorithms = [c.algorithm for c in candidates]
+    given = [c.score for c in candidates]
+    raw_scores = np.array(given, dtype=np.float64)  # None: NaN
+    if not np.isfinite(raw_scores).all():
+        for i, score in enumerate(given):
+            if score is not None and not math.isfinite(score):
+                raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {score}")
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
-    index: dict[str, int] = {}
-    proposers: list[dict[str, int]] = []  # per item: algorithm -> its column, in order
-    item_of: list[int] = []
-    column: list[int] = []  # per candidate: its algorithm's column in its item's row; -1
-    group_of: list[int] = []  # per candidate: its list, numbered in order of appearance
-    groups: dict[str | None, int] = {}
-    for c in candidates:
-        i = index.get(c.item_id)
-        if i is None:
-            i = index[c.item_id] = len(proposers)
-            proposers.append({})
-        item_of.append(i)
-        algorithm = c.algorithm
-        if algorithm is None:
-            column.append(-1)
-        else:
-            mine = proposers[i]
-            column.append(mine.setdefault(algorithm, len(mine)))
-        key = algorithm if algorithm in weights else None
-        group_of.append(groups.setdefault(key, len(groups)))
+    index = {item_id: i for i, item_id in enumerate(dict.fromkeys(item_ids))}
+    proposers: list[tuple[str, ...]]  # per item: its algorithms, in order of appearance
+    column: list[int]  # per candidate: its algorithm's column in its item's row; -1
+    if len(index) == len(item_ids):  # each item proposed once (what rank is usually sent)
+        item_of = np.arange(len(item_ids), dtype=np.intp)
+        proposers = [() if a is None else (a,) for a in algorithms]
+        column = [-1 if a is None else 0 for a in algorithms]
+        width = 0 if algorithms.count(None) == len(algorithms) else 1
+    else:
+        mine: list[dict[str, int]] = [{} for _ in index]  # per item: algorithm -> column
+        of = [index[i] for i in item_ids]
+        column = [
+            -1 if a is None else mine[i].setdefault(a, len(mine[i]))
+            for i, a in zip(of, algorithms, strict=True)
+        ]
+        proposers = [tuple(m) for m in mine]
+        item_of = np.asarray(of, dtype=np.intp)
+        width = max((len(p) for p in proposers), default=0)
+    # per candidate: its list, numbered in order of appearance
+    keys = [a if a in weights else None for a in algorithms]
+    groups = {key: g for g, key in enumerate(dict.fromkeys(keys))}
+    group_of = [groups[key] for key in keys]
     # Each list ranked by score, highest first (ties, and lists with an unscored
     # candidate, in input order), lists in order of appearance: fuse's order. Summed per
     # item in that order (bincount adds in input order): the same floating-point sums.
     group = np.asarray(group_of, dtype=np.intp)
-    raw_scores = np.asarray(
-        [math.nan if c.score is None else c.score for c in candidates], dtype=np.float64
-    )
     unscored = np.bincount(group, weights=np.isnan(raw_scores), minlength=len(groups)) > 0
     by_score = np.where(unscored[group], 0.0, -raw_scores)
     ordered = np.lexsort((by_score, group))  # stable: ties keep input order
@@ -336,12 +344,11 @@ def fuse_columns(
         n = sizes[in_order].astype(np.float64)
         contributions = list_weight * (n - ranks + 1) / n
     items = len(proposers)
-    item_arr = np.asarray(item_of, dtype=np.intp)[ordered]
+    item_arr = item_of[ordered]
     column_arr = np.asarray(column, dtype=np.intp)[ordered]
     # (bincount of nothing is int64: astype keeps every column float64)
     fusion = np.bincount(item_arr, weights=contributions, minlength=items)
     fusion = fusion.astype(np.float64, copy=False)
-    width = max((len(p) for p in proposers), default=0)
     named = column_arr >= 0
     cells = (item_arr * width + column_arr)[named]
     summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
@@ -362,7 +369,7 @@ def fuse_columns(
         score[order],
         normalised[order],
         affinity[order],
-        [tuple(proposers[i]) for i in order],
+        [proposers[i] for i in order],
         share_sums[order],
         fusion[order],
         ranked_items,

@@ -283,13 +283,14 @@ class Ranker:
         set_positions(features, names)
         impression_id = uuid7()
         share_matrix = fused.share_matrix(rows)
-        algorithms = tuple(fused.algorithms[i] for i in rows)
+        algorithms = tuple([fused.algorithms[i] for i in rows])
         if probing:  # the probed slot credits its algorithm alone; the rest none
             credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
         else:
             credits = credited(algorithms, share_matrix, impression_id)
         values = share_matrix.tolist()
-        shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
+        shares = tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
+        item_ids = fused.item_ids
         impression = Impression(
             impression_id=impression_id,
             user_id=user_id,
@@ -297,10 +298,10 @@ class Ranker:
             created_at=self._clock(),
             epsilon=epsilon,
             shown=Slate(
-                tuple(fused.item_ids[i] for i in rows),
+                tuple([item_ids[i] for i in rows]),
                 tuple(scores[rows].tolist()),
                 tuple(propensities),
-                tuple(explored.promoted > 0 and j == 0 for j in range(len(rows))),
+                ((explored.promoted > 0,) + (False,) * (len(rows) - 1)) if rows else (),
                 algorithms,
                 features,
                 names,
