@@ -326,6 +326,16 @@ def test_fuse_columns_of_distinct_items_equals_fuse(
     assert [got.shares(row) for row in range(len(got))] == [s.shares for s in expected]
 
 
+def test_fuse_columns_of_a_negative_zero_weight_keeps_fuses_zeros() -> None:
+    candidates = [Candidate("x", "als", 0.5), Candidate("y", "pop", 0.1), Candidate("z")]
+    weights = {"als": -0.0, "pop": 1.0}
+    expected = fuse(candidates, weights, {"x": 0.25})
+    got = fuse_columns(candidates, weights, {"x": 0.25})
+    pairs = [(s.item_id, s.fusion, s.score) for s in expected]
+    assert list(zip(got.item_ids, got.fusion.tolist(), got.score.tolist(), strict=True)) == pairs
+    assert [math.copysign(1.0, s.fusion) for s in expected] == np.copysign(1.0, got.fusion).tolist()
+
+
 def test_shares_by_hand() -> None:
     # y: als rank 2 of 2 (2.0 x 1/2) and popular rank 1 of 2 (1.0 x 1); z: popular
     # rank 2 of 2 (0.5) and the no-algorithm list at the mean weight 1.5 (1.5): popular's

@@ -305,7 +305,8 @@ def fuse_columns(
     index = {item_id: i for i, item_id in enumerate(dict.fromkeys(item_ids))}
     proposers: list[tuple[str, ...]]  # per item: its algorithms, in order of appearance
     column: list[int]  # per candidate: its algorithm's column in its item's row; -1
-    if len(index) == len(item_ids):  # each item proposed once (what rank is usually sent)
+    distinct = len(index) == len(item_ids)
+    if distinct:  # each item proposed once (what rank is usually sent)
         item_of = np.arange(len(item_ids), dtype=np.intp)
         proposers = [() if a is None else (a,) for a in algorithms]
         column = [-1 if a is None else 0 for a in algorithms]
@@ -345,14 +346,20 @@ def fuse_columns(
         contributions = list_weight * (n - ranks + 1) / n
     items = len(proposers)
     item_arr = item_of[ordered]
-    column_arr = np.asarray(column, dtype=np.intp)[ordered]
-    # (bincount of nothing is int64: astype keeps every column float64)
-    fusion = np.bincount(item_arr, weights=contributions, minlength=items)
-    fusion = fusion.astype(np.float64, copy=False)
-    named = column_arr >= 0
-    cells = (item_arr * width + column_arr)[named]
-    summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
-    share_sums = summed.astype(np.float64, copy=False).reshape(items, width)
+    if distinct:  # one contribution per item: bincount's sum is 0.0 + it, so is this
+        fusion = np.empty(items)
+        fusion[item_arr] = contributions + 0.0
+        named_items = np.asarray(column, dtype=np.intp) >= 0  # (candidate i is item i)
+        share_sums = np.where(named_items, fusion, 0.0).reshape(items, 1)[:, :width]
+    else:
+        column_arr = np.asarray(column, dtype=np.intp)[ordered]
+        # (bincount of nothing is int64: astype keeps every column float64)
+        fusion = np.bincount(item_arr, weights=contributions, minlength=items)
+        fusion = fusion.astype(np.float64, copy=False)
+        named = column_arr >= 0
+        cells = (item_arr * width + column_arr)[named]
+        summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
+        share_sums = summed.astype(np.float64, copy=False).reshape(items, width)
     ids = list(index)
     top = float(fusion.max()) if items else 0.0
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
@@ -389,9 +396,15 @@ def draws(key: str, n: int) -> list[float]:
     >>> all(0.0 <= u < 1.0 for u in draws("imp-1", 1000))
     True
     """
-    words = np.frombuffer(hashlib.shake_128(key.encode()).digest(8 * n), dtype=">u8")
-    drawn: list[float] = ((words >> np.uint64(11)).astype(np.float64) * 2.0**-53).tolist()
+    drawn: list[float] = _uniform(key, n).tolist()
     return drawn
+
+
+def _uniform(key: str, n: int) -> npt.NDArray[np.float64]:
+    """:func:`draws` as an array."""
+    words = np.frombuffer(hashlib.shake_128(key.encode()).digest(8 * n), dtype=">u8")
+    uniform: npt.NDArray[np.float64] = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return uniform
 
 
 def credited(
@@ -413,7 +426,7 @@ def credited(
     n = len(algorithms)
     if not n or not shares.shape[1]:
         return (None,) * n
-    u = np.asarray(draws(key, n))[:, None]
+    u = _uniform(key, n)[:, None]
     below = u < np.cumsum(shares, axis=1)
     first: list[int] = below.argmax(axis=1).tolist()
     hit: list[bool] = below[:, -1].tolist()  # the last column is the whole cumulative share

@@ -51,7 +51,7 @@ LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affin
 """The features an impression logs with continuous learning: the fused rank, then the
 click model's (``core.features.FEATURE_NAMES``, affinity first)."""
 
-_LOGGED_COLUMNS: Final = [COLUMN[name] for name in LOGGED_NAMES[1:]]
+_LOGGED_COLUMNS: Final = np.array([COLUMN[name] for name in LOGGED_NAMES[1:]], dtype=np.intp)
 
 
 @dataclass(frozen=True, slots=True)
