@@ -210,9 +210,15 @@ class Ranker:
             table = await self._vectors.table(ids, hashed=self._learning is not None)
         affinities: dict[str, float] = {}
         if prefers and user.preferences is not None and table is not None and table.known.any():
-            known = np.flatnonzero(table.known)
-            values = cosines(user.preferences.vector, table.vectors[known])
-            affinities = dict(zip((ids[i] for i in known.tolist()), values.tolist(), strict=True))
+            if table.known.all():  # every candidate known (the usual request): no gather
+                values = cosines(user.preferences.vector, table.vectors)
+                affinities = dict(zip(ids, values.tolist(), strict=True))
+            else:
+                known = np.flatnonzero(table.known)
+                values = cosines(user.preferences.vector, table.vectors[known])
+                affinities = dict(
+                    zip((ids[i] for i in known.tolist()), values.tolist(), strict=True)
+                )
         fused = fuse_columns(
             candidates,
             strategy.weights,
