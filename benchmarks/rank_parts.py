@@ -40,14 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from tests.conftest import make_settings, start_app
+from tests.conftest import Running, make_settings, start_app
 
 from benchmarks.suite import READ_EXPERIMENT
 from benchmarks.workload import API, Readers, Workload, read_experiment
-from recloop.api.lean import decode_rank
+from recloop.api.lean import RankBody, decode_rank
 from recloop.api.routers.users import rank_body
 from recloop.core.ids import uuid7
 from recloop.core.ranking import fuse_columns
+from recloop.ports import Impression
 
 
 async def _cpu(calls: int, step: Callable[[int], Awaitable[Any]], concurrent: int = 1) -> float:
@@ -121,7 +122,7 @@ async def measure(requests: int, repeat: int) -> dict[str, float]:
         )
         running, close = await start_app(settings)
         try:
-            client, container = running.client, running.container
+            client = running.client
             for batch in workload.item_batches():
                 r = await client.post("/items", json=batch)
                 assert r.is_success, r.text
@@ -134,101 +135,110 @@ async def measure(requests: int, repeat: int) -> dict[str, float]:
             r = await client.post(f"/experiments/{READ_EXPERIMENT}/start")
             assert r.is_success, r.text
             bodies = [readers.rank_body(workload, rng) for _ in range(readers.rank_bodies)]
-            decoded = [decode_rank(b) for b in bodies]
-            assert all(d is not None for d in decoded)
-            app = client._transport.app  # type: ignore[attr-defined]
-            ranker = container.ranker
-            vectors = ranker._vectors
-            learning = container.learning
-            assert learning is not None
-            parts: dict[str, list[float]] = {}
-
-            def users(name: str) -> list[str]:
-                return readers.user_ids(f"{name}-{len(parts.get(name, []))}", requests)
-
-            for _ in range(repeat):
-                def through_app(plan: list[str]) -> Callable[[int], Awaitable[None]]:
-                    async def whole(i: int) -> None:
-                        path = f"{API}/users/{plan[i]}/rank"
-                        status = await _asgi(app, path, bodies[i % len(bodies)])
-                        assert status == 200, status
-
-                    return whole
-
-                strategy_plan = users("strategy")
-
-                async def strategy(i: int, plan: list[str] = strategy_plan) -> None:
-                    await ranker.strategy(plan[i])
-
-                async def decode(i: int) -> None:
-                    decode_rank(bodies[i % len(bodies)])
-
-                ids = [[c.item_id for c in d.candidates] for d in decoded if d is not None]
-
-                async def items(i: int) -> None:
-                    await vectors.table(ids[i % len(ids)], hashed=True)
-
-                known = readers.known()
-                held = [await ranker.strategy(known[i % len(known)], expose=False) for i in range(64)]
-                fuse_in = []
-                for i, d in enumerate(decoded):
-                    assert d is not None
-                    s = held[i]
-                    fuse_in.append((d.candidates, s.weights))
-
-                async def fusion(i: int) -> None:
-                    candidates, weights = fuse_in[i % len(fuse_in)]
-                    fuse_columns(candidates, weights, {}, 60.0, 0.5, "percentile")
-
-                fused = [fuse_columns(c, w, {}, 60.0, 0.5, "percentile") for c, w in fuse_in]
-                tables = [await vectors.table(i, hashed=True) for i in ids]
-
-                async def features(i: int) -> None:
-                    f = fused[i % len(fused)]
-                    learning.feature_matrix(
-                        "u", "regular", 20, time.time() - 3600, f,
-                        tables[i % len(tables)].take(f.appearance), {}, time.time(),
-                    )  # fmt: skip
-
-                answer_plan = users("answer")
-                answers = [
-                    await rank_body(container, answer_plan[i], decoded[i % 64].candidates, None, None)  # type: ignore[union-attr]
-                    for i in range(64)
-                ]
-
-                async def answer(i: int) -> None:
-                    orjson.dumps(answers[i % len(answers)])
-
-                log_plan = users("log")
-                shown = [
-                    (await ranker.rank(log_plan[i], decoded[i].candidates, None, None))[0]  # type: ignore[union-attr]
-                    for i in range(64)
-                ]
-                store = container.store
-                fresh = [replace(shown[i % 64], impression_id=uuid7()) for i in range(requests)]
-
-                async def log(i: int) -> None:
-                    await store.add_impressions([fresh[i]])
-
-                whole = through_app(users("app"))
-                loaded = through_app(users("app32"))
-                parts.setdefault("app32", []).append(await _cpu(requests, loaded, 32))
-                await running.idle(flush=True)
-                for name, step in (
-                    ("app", whole),
-                    ("decode", decode),
-                    ("strategy", strategy),
-                    ("items", items),
-                    ("fusion", fusion),
-                    ("features", features),
-                    ("answer", answer),
-                    ("log", log),
-                ):
-                    parts.setdefault(name, []).append(await _cpu(requests, step))
-                await running.idle(flush=True)
+            found = [decode_rank(b) for b in bodies]
+            decoded = [d for d in found if d is not None]
+            assert len(decoded) == len(bodies)
+            parts = await _parts(running, readers, bodies, decoded, requests, repeat)
         finally:
             await close()
     return {name: statistics.median(values) for name, values in parts.items()}
+
+
+Step = Callable[[int], Awaitable[Any]]
+
+
+async def _parts(
+    running: Running,
+    readers: Readers,
+    bodies: list[bytes],
+    decoded: list[RankBody],
+    requests: int,
+    repeat: int,
+) -> dict[str, list[float]]:
+    """Each part's CPU µs per request, one entry per round."""
+    container = running.container
+    app = running.client._transport.app  # type: ignore[attr-defined]
+    ranker = container.ranker
+    vectors = ranker._vectors
+    learning = container.learning
+    assert learning is not None
+    ids = [[c.item_id for c in d.candidates] for d in decoded]
+    known = readers.known()
+    held = [await ranker.strategy(known[i], expose=False) for i in range(len(decoded))]
+    fuse_in = [(d.candidates, s.weights) for d, s in zip(decoded, held, strict=True)]
+    fused = [fuse_columns(c, w, {}, 60.0, 0.5, "percentile") for c, w in fuse_in]
+    tables = [await vectors.table(i, hashed=True) for i in ids]
+    plan = readers.user_ids("answers", len(decoded))
+    answers = [
+        await rank_body(container, u, d.candidates, None, None)
+        for u, d in zip(plan, decoded, strict=True)
+    ]
+    plan = readers.user_ids("logged", len(decoded))
+    shown = [
+        (await ranker.rank(u, d.candidates, None, None))[0]
+        for u, d in zip(plan, decoded, strict=True)
+    ]
+
+    def through_app(users: list[str]) -> Step:
+        async def step(i: int) -> None:
+            path = f"{API}/users/{users[i]}/rank"
+            status = await _asgi(app, path, bodies[i % len(bodies)])
+            assert status == 200, status
+
+        return step
+
+    def strategy(users: list[str]) -> Step:
+        async def step(i: int) -> None:
+            await ranker.strategy(users[i])
+
+        return step
+
+    def log(fresh: list[Impression]) -> Step:
+        async def step(i: int) -> None:
+            await container.store.add_impressions([fresh[i]])
+
+        return step
+
+    async def decode(i: int) -> None:
+        decode_rank(bodies[i % len(bodies)])
+
+    async def items(i: int) -> None:
+        await vectors.table(ids[i % len(ids)], hashed=True)
+
+    async def fusion(i: int) -> None:
+        candidates, weights = fuse_in[i % len(fuse_in)]
+        fuse_columns(candidates, weights, {}, 60.0, 0.5, "percentile")
+
+    async def features(i: int) -> None:
+        f, now = fused[i % len(fused)], time.time()
+        rows = tables[i % len(tables)].take(f.appearance)
+        learning.feature_matrix("u", "regular", 20, now - 3600, f, rows, {}, now)
+
+    async def answer(i: int) -> None:
+        orjson.dumps(answers[i % len(answers)])
+
+    parts: dict[str, list[float]] = {}
+    for round_ in range(repeat):
+        users = {
+            name: readers.user_ids(f"{name}-{round_}", requests)
+            for name in ("app32", "app", "strategy")
+        }
+        fresh = [replace(shown[i % len(shown)], impression_id=uuid7()) for i in range(requests)]
+        steps: tuple[tuple[str, Step, int], ...] = (
+            ("app32", through_app(users["app32"]), 32),
+            ("app", through_app(users["app"]), 1),
+            ("decode", decode, 1),
+            ("strategy", strategy(users["strategy"]), 1),
+            ("items", items, 1),
+            ("fusion", fusion, 1),
+            ("features", features, 1),
+            ("answer", answer, 1),
+            ("log", log(fresh), 1),
+        )
+        for name, step, concurrent in steps:
+            parts.setdefault(name, []).append(await _cpu(requests, step, concurrent))
+            await running.idle(flush=True)
+    return parts
 
 
 def main() -> None:

@@ -62,7 +62,13 @@ async def test_a_table_of_known_items_equals_the_same_rows_read_with_an_unknown_
     rows as when an unknown item among them sends the table down the masked path."""
     store = InMemoryStateStore()
     stored = [
-        make_item(f"i{n}", None if n % 2 else [float(n), 1.0, 0.0, 0.0], {"genre": f"g{n % 3}"}, 4, float(n))
+        make_item(
+            f"i{n}",
+            None if n % 2 else [float(n), 1.0, 0.0, 0.0],
+            {"genre": f"g{n % 3}"},
+            4,
+            float(n),
+        )
         for n in range(6)
     ]
     await store.put_items(stored)

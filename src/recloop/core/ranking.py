@@ -298,9 +298,9 @@ def fuse_columns(
     given = [c.score for c in candidates]
     raw_scores = np.array(given, dtype=np.float64)  # None: NaN
     if not np.isfinite(raw_scores).all():
-        for i, score in enumerate(given):
-            if score is not None and not math.isfinite(score):
-                raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {score}")
+        for i, value in enumerate(given):
+            if value is not None and not math.isfinite(value):
+                raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {value}")
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     index = {item_id: i for i, item_id in enumerate(dict.fromkeys(item_ids))}
     proposers: list[tuple[str, ...]]  # per item: its algorithms, in order of appearance
@@ -346,6 +346,7 @@ def fuse_columns(
         contributions = list_weight * (n - ranks + 1) / n
     items = len(proposers)
     item_arr = item_of[ordered]
+    fusion: npt.NDArray[np.float64]
     if distinct:  # one contribution per item: bincount's sum is 0.0 + it, so is this
         fusion = np.empty(items)
         fusion[item_arr] = contributions + 0.0
@@ -354,8 +355,8 @@ def fuse_columns(
     else:
         column_arr = np.asarray(column, dtype=np.intp)[ordered]
         # (bincount of nothing is int64: astype keeps every column float64)
-        fusion = np.bincount(item_arr, weights=contributions, minlength=items)
-        fusion = fusion.astype(np.float64, copy=False)
+        summed_items = np.bincount(item_arr, weights=contributions, minlength=items)
+        fusion = summed_items.astype(np.float64, copy=False)
         named = column_arr >= 0
         cells = (item_arr * width + column_arr)[named]
         summed = np.bincount(cells, weights=contributions[named], minlength=items * width)

@@ -134,7 +134,9 @@ class ItemVectors:
             due = known & ~self._hashed_ready[at]
             if due.any():
                 await self._hash([item_ids[i] for i in np.flatnonzero(due).tolist()])
-            buckets = self._hashed[at] if everyone else np.where(known[:, None], self._hashed[at], 0.0)
+            buckets = (
+                self._hashed[at] if everyone else np.where(known[:, None], self._hashed[at], 0.0)
+            )
         if everyone:  # each gather is a copy already: no rows to blank
             return ItemRows(
                 known, self._matrix[at], self._updated_at[at], self._from_attributes[at], buckets
