@@ -49,6 +49,10 @@ async def test_table_matches_the_items_and_follows_their_changes() -> None:
     swapped = plain.take(np.array([1, 0]))
     assert swapped.updated_at.tolist() == [40.0, 20.0]
     assert swapped.from_attributes.tolist() == [False, True]
+    assert swapped.vectors.tolist() == plain.vectors[[1, 0]].tolist()
+    bare = plain.take(np.array([1, 0]), vectors=False)  # what the features read, no vectors
+    assert bare.vectors.shape == (2, 0)
+    assert bare.updated_at.tolist() == [40.0, 20.0] and bare.known.tolist() == [True, True]
 
 
 async def test_table_of_an_empty_catalogue() -> None:

@@ -297,7 +297,8 @@ def fuse_columns(
     algorithms = [c.algorithm for c in candidates]
     given = [c.score for c in candidates]
     raw_scores = np.array(given, dtype=np.float64)  # None: NaN
-    if not np.isfinite(raw_scores).all():
+    every_score = bool(np.isfinite(raw_scores).all())
+    if not every_score:
         for i, value in enumerate(given):
             if value is not None and not math.isfinite(value):
                 raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {value}")
@@ -329,8 +330,11 @@ def fuse_columns(
     # candidate, in input order), lists in order of appearance: fuse's order. Summed per
     # item in that order (bincount adds in input order): the same floating-point sums.
     group = np.asarray(group_of, dtype=np.intp)
-    unscored = np.bincount(group, weights=np.isnan(raw_scores), minlength=len(groups)) > 0
-    by_score = np.where(unscored[group], 0.0, -raw_scores)
+    if every_score:  # (past the check above: no NaN, so no list without scores)
+        by_score = -raw_scores
+    else:
+        unscored = np.bincount(group, weights=np.isnan(raw_scores), minlength=len(groups)) > 0
+        by_score = np.where(unscored[group], 0.0, -raw_scores)
     ordered = np.lexsort((by_score, group))  # stable: ties keep input order
     sizes = np.bincount(group, minlength=len(groups))
     starts = np.cumsum(sizes) - sizes

@@ -245,7 +245,7 @@ class Ranker:
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
                 fused,
-                table.take(fused.appearance) if table is not None else None,
+                table.take(fused.appearance, vectors=False) if table is not None else None,
                 context or {},
                 now,
             )

@@ -36,11 +36,11 @@ class ItemRows:
     """``core.features.hashed_attributes`` of each item's attributes (0 columns unless
     asked for)."""
 
-    def take(self, rows: npt.NDArray[np.intp]) -> ItemRows:
-        """These rows, in this order."""
+    def take(self, rows: npt.NDArray[np.intp], vectors: bool = True) -> ItemRows:
+        """These rows, in this order (``vectors`` false: without the vectors, 0 columns)."""
         return ItemRows(
             self.known[rows],
-            self.vectors[rows],
+            self.vectors[rows] if vectors else np.zeros((len(rows), 0)),
             self.updated_at[rows],
             self.from_attributes[rows],
             self.hashed[rows],
