@@ -17,7 +17,8 @@ SQLite writer's share counts), the median of ``R`` rounds of ``N`` requests each
 - ``items``: the candidates' columns (``ItemVectors.table``);
 - ``fusion``: ``core.ranking.fuse_columns``;
 - ``features``: ``LearningService.feature_matrix``;
-- ``answer``: the answer's body as JSON (``rank_body``'s mapping, ``orjson.dumps``);
+- ``answer``: the answer's body as JSON (``rank_body``'s mapping of the shown slate,
+  ``Slate.ranking``, then ``orjson.dumps``);
 - ``log``: one impression's row written (``StateStore.add_impressions``, one a
   transaction: the group commit's worst case).
 
@@ -45,7 +46,6 @@ from tests.conftest import Running, make_settings, start_app
 from benchmarks.suite import READ_EXPERIMENT
 from benchmarks.workload import API, Readers, Workload, read_experiment
 from recloop.api.lean import RankBody, decode_rank
-from recloop.api.routers.users import rank_body
 from recloop.core.ids import uuid7
 from recloop.core.ranking import fuse_columns
 from recloop.ports import Impression
@@ -168,11 +168,6 @@ async def _parts(
     fuse_in = [(d.candidates, s.weights) for d, s in zip(decoded, held, strict=True)]
     fused = [fuse_columns(c, w, {}, 60.0, 0.5, "percentile") for c, w in fuse_in]
     tables = [await vectors.table(i, hashed=True) for i in ids]
-    plan = readers.user_ids("answers", len(decoded))
-    answers = [
-        await rank_body(container, u, d.candidates, None, None)
-        for u, d in zip(plan, decoded, strict=True)
-    ]
     plan = readers.user_ids("logged", len(decoded))
     shown = [
         (await ranker.rank(u, d.candidates, None, None))[0]
@@ -215,7 +210,16 @@ async def _parts(
         learning.feature_matrix("u", "regular", 20, now - 3600, f, rows, {}, now)
 
     async def answer(i: int) -> None:
-        orjson.dumps(answers[i % len(answers)])
+        impression = shown[i % len(shown)]
+        orjson.dumps(
+            {  # rank_body's mapping
+                "impression_id": impression.impression_id,
+                "ranking": impression.shown.ranking(),
+                "epsilon": impression.epsilon,
+                "segment": impression.segment,
+                "experiments": impression.experiments,
+            }
+        )
 
     parts: dict[str, list[float]] = {}
     for round_ in range(repeat):
