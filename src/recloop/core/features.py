@@ -377,7 +377,8 @@ def feature_matrix(
     :data:`FEATURE_NAMES` columns (float64).
 
     Row ``i`` equals ``features(user, item_i, context, affinity[i], attribute_affinity[i],
-    0, algorithms[i])`` (tests/unit/test_features.py compares them on random inputs);
+    0, algorithms[i])`` (tests/unit/test_features.py compares them on random inputs;
+    ``log_popularity`` may differ in the last bit, numpy's ``log1p`` against ``math``'s);
     :func:`set_positions` moves rows to their slots.
 
     Raises
