@@ -145,21 +145,30 @@ class Slate:
         [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False, \
 'algorithms': ['als'], 'shares': [1.0], 'credit': 'als'}]
         """
-        out = []
-        for i, item in enumerate(self.item_ids):
-            shares, credit = self._credit(i)
-            out.append(
-                {
-                    "item_id": item,
-                    "score": self.scores[i],
-                    "propensity": self.propensities[i],
-                    "explored": self.explored[i],
-                    "algorithms": list(self.algorithms[i]),
-                    "shares": shares,
-                    "credit": credit,
-                }
+        n = len(self.item_ids)
+        shares = self.shares or ((),) * n
+        credits = self.credits if self.shares else (None,) * n
+        return [
+            {
+                "item_id": item,
+                "score": score,
+                "propensity": propensity,
+                "explored": explored,
+                "algorithms": list(algorithms),
+                "shares": list(share),
+                "credit": credit,
+            }
+            for item, score, propensity, explored, algorithms, share, credit in zip(
+                self.item_ids,
+                self.scores,
+                self.propensities,
+                self.explored,
+                self.algorithms,
+                shares,
+                credits,
+                strict=True,
             )
-        return out
+        ]
 
     @property
     def slate(self) -> list[dict[str, Any]]:

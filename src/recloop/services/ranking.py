@@ -51,7 +51,7 @@ LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affin
 """The features an impression logs with continuous learning: the fused rank, then the
 click model's (``core.features.FEATURE_NAMES``, affinity first)."""
 
-_LOGGED_COLUMNS: Final = [COLUMN[name] for name in LOGGED_NAMES[1:]]
+_LOGGED_COLUMNS: Final = np.array([COLUMN[name] for name in LOGGED_NAMES[1:]], dtype=np.intp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +210,15 @@ class Ranker:
             table = await self._vectors.table(ids, hashed=self._learning is not None)
         affinities: dict[str, float] = {}
         if prefers and user.preferences is not None and table is not None and table.known.any():
-            known = np.flatnonzero(table.known)
-            values = cosines(user.preferences.vector, table.vectors[known])
-            affinities = dict(zip((ids[i] for i in known.tolist()), values.tolist(), strict=True))
+            if table.known.all():  # every candidate known (the usual request): no gather
+                values = cosines(user.preferences.vector, table.vectors)
+                affinities = dict(zip(ids, values.tolist(), strict=True))
+            else:
+                known = np.flatnonzero(table.known)
+                values = cosines(user.preferences.vector, table.vectors[known])
+                affinities = dict(
+                    zip((ids[i] for i in known.tolist()), values.tolist(), strict=True)
+                )
         fused = fuse_columns(
             candidates,
             strategy.weights,
@@ -239,7 +245,7 @@ class Ranker:
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
                 fused,
-                table.take(fused.appearance) if table is not None else None,
+                table.take(fused.appearance, vectors=False) if table is not None else None,
                 context or {},
                 now,
             )
@@ -283,13 +289,14 @@ class Ranker:
         set_positions(features, names)
         impression_id = uuid7()
         share_matrix = fused.share_matrix(rows)
-        algorithms = tuple(fused.algorithms[i] for i in rows)
+        algorithms = tuple([fused.algorithms[i] for i in rows])
         if probing:  # the probed slot credits its algorithm alone; the rest none
             credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
         else:
             credits = credited(algorithms, share_matrix, impression_id)
         values = share_matrix.tolist()
-        shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
+        shares = tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
+        item_ids = fused.item_ids
         impression = Impression(
             impression_id=impression_id,
             user_id=user_id,
@@ -297,10 +304,10 @@ class Ranker:
             created_at=self._clock(),
             epsilon=epsilon,
             shown=Slate(
-                tuple(fused.item_ids[i] for i in rows),
+                tuple([item_ids[i] for i in rows]),
                 tuple(scores[rows].tolist()),
                 tuple(propensities),
-                tuple(explored.promoted > 0 and j == 0 for j in range(len(rows))),
+                ((explored.promoted > 0,) + (False,) * (len(rows) - 1)) if rows else (),
                 algorithms,
                 features,
                 names,
