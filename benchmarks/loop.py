@@ -107,6 +107,18 @@ PROBES: dict[str, dict[str, Any]] = {
 """The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``) and
 weights from the posterior means (``bandit.weight_mode: mean``)."""
 PROBES_NO_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_weight": 0.0}}
+AFFINITY = "affinity"
+"""The name the learnt-affinity arms fuse the preference affinity under (``rank.affinity_list``)."""
+PROBES_LEARNT_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_list": AFFINITY}}
+"""The probes arm with the affinity fused as one more list, its weight learnt by probes."""
+LOOP_ARMS: dict[str, dict[str, dict[str, Any]] | None] = {
+    "recloop bandit": None,
+    "recloop bandit, probes": PROBES,
+    "recloop bandit, probes, affinity 0": PROBES_NO_AFFINITY,
+    "recloop bandit, probes, learnt affinity": PROBES_LEARNT_AFFINITY,
+}
+"""The bandit arms (no model), each with the settings it changes."""
+MODEL_ARM = "recloop + model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,12 +281,14 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _settings(tmp: Path, model: bool, extra: dict[str, dict[str, Any]] | None = None) -> Any:
-    equal = {a: 1.0 / len(ALGORITHMS) for a in ALGORITHMS}
+    listed = (extra or {}).get("rank", {}).get("affinity_list")
+    algorithms = [*ALGORITHMS, listed] if listed is not None else list(ALGORITHMS)
+    equal = {a: 1.0 / len(algorithms) for a in algorithms}
     sections: dict[str, dict[str, Any]] = {
         "storage": {"url": "memory://"},
         "vectors": {"dim": 8},
         "bandit": {
-            "algorithms": list(ALGORITHMS),
+            "algorithms": algorithms,
             "default_weights": {s: dict(equal) for s in ("new", "power", "inactive", "regular")},
             "cache_seconds": 1.0,
             "seed": 1,
@@ -502,7 +516,11 @@ class WorldResult:
 
 
 async def run_world(
-    make: Callable[[int], World], seeds: int, steps: int, ablations: bool = False
+    make: Callable[[int], World],
+    seeds: int,
+    steps: int,
+    ablations: bool = False,
+    only: Sequence[str] | None = None,
 ) -> WorldResult:
     started = time.monotonic()
     users: list[npt.NDArray[np.intp]] = []
@@ -514,21 +532,19 @@ async def run_world(
         worse = world.visits(max(steps // 3, 1000), seed=300 + seed)
         found = static_arms(visits, seed)
         t0 = time.monotonic()
-        found["recloop bandit"] = (await _run_loop(world, visits, seed, False, [])).p
-        for arm, extra in (
-            ("recloop bandit, probes", PROBES),
-            ("recloop bandit, probes, affinity 0", PROBES_NO_AFFINITY),
-        ):
-            found[arm] = (await _run_loop(world, visits, seed, False, [], extra)).p
+        for arm, extra in LOOP_ARMS.items():
+            if only is None or arm in only:
+                found[arm] = (await _run_loop(world, visits, seed, False, [], extra)).p
         t1 = time.monotonic()
-        with_model = await _run_loop(world, visits, seed, True, worse, PROBES)
+        if only is None or MODEL_ARM in only:
+            with_model = await _run_loop(world, visits, seed, True, worse, PROBES)
+            found[MODEL_ARM] = with_model.p
+            loops[f"seed {seed}"] = with_model
         took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"
         print(f"  {world.name} seed {seed}: {took}", file=sys.stderr, flush=True)
-        found["recloop + model"] = with_model.p
         if ablations:
             for name, extra in ABLATIONS.items():
                 found[name] = (await _run_loop(world, visits, seed, False, [], extra)).p
-        loops[f"seed {seed}"] = with_model
         # users of different seeds are different people
         users.append(np.array([v.user + seed * N_USERS for v in visits], dtype=np.intp))
         for k, v in found.items():
@@ -545,7 +561,8 @@ ORDER = (
     "recloop bandit",
     "recloop bandit, probes",
     "recloop bandit, probes, affinity 0",
-    "recloop + model",
+    "recloop bandit, probes, learnt affinity",
+    MODEL_ARM,
     "oracle",
 )
 
@@ -581,8 +598,10 @@ def table(result: WorldResult) -> str:
 def verdicts(results: Sequence[WorldResult]) -> list[str]:
     lines = []
     for r in results:
-        arms = ("recloop bandit", "recloop bandit, probes", "recloop + model")
+        arms = ("recloop bandit", "recloop bandit, probes", *ORDER[-3:-1])
         for arm in arms:
+            if arm not in r.stats:
+                continue
             s = r.stats[arm]
             lift_ok = s["lift_ci"][0] >= -0.01
             gap_ok = s["gap"] >= 0.5
@@ -651,12 +670,16 @@ def section(results: Sequence[WorldResult], command: str) -> str:
 
 
 async def main_async(
-    steps: int, seeds: int, worlds: Sequence[str], ablations: bool = False
+    steps: int,
+    seeds: int,
+    worlds: Sequence[str],
+    ablations: bool = False,
+    arms: Sequence[str] | None = None,
 ) -> list[WorldResult]:
     makers: dict[str, Callable[[int], World]] = {"world": RecloopWorld, "obp": ObpWorld}
     results = []
     for name in worlds:
-        result = await run_world(makers[name], seeds, steps, ablations)
+        result = await run_world(makers[name], seeds, steps, ablations, arms)
         print(table(result), "\n", flush=True)
         results.append(result)
     return results
@@ -671,9 +694,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ablations", action="store_true", help="also the bandit without exploration or affinity"
     )
+    parser.add_argument(
+        "--arm",
+        action="append",
+        choices=[*LOOP_ARMS, MODEL_ARM],
+        help="run only this recloop arm (repeatable; default: all of them)",
+    )
     args = parser.parse_args(argv)
     worlds = ("world", "obp") if args.world == "all" else (args.world,)
-    results = asyncio.run(main_async(args.steps, args.seeds, worlds, args.ablations))
+    results = asyncio.run(main_async(args.steps, args.seeds, worlds, args.ablations, args.arm))
     command = "python -m benchmarks.loop " + " ".join(argv if argv is not None else sys.argv[1:])
     text = section(results, command.strip())
     print("\n".join(verdicts(results)))

@@ -330,6 +330,11 @@ class RankSettings(_Section):
     """Reciprocal-rank fusion constant (``fusion: rrf``): contribution weight / (rrf_k + rank)."""
     affinity_weight: float = Field(0.5, ge=0.0)
     """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1])."""
+    affinity_list: str | None = Field(None, min_length=1, max_length=64)
+    """Fuse the preference affinity as one more algorithm's list under this name (one of
+    ``bandit.algorithms``, with its ``default_weights``): every candidate with a vector, ranked
+    by cosine(user, item), its weight learnt per segment like any algorithm's (probed with
+    ``exploration.probe``), instead of the fixed ``affinity_weight``. None: the fixed weight."""
     max_candidates: int = Field(1000, ge=1, le=100_000)
 
 

@@ -390,6 +390,12 @@ class RankedOut(BaseModel):
         description="The algorithm to name in `attribution.algorithm` of this item's "
         "impression and click events: drawn with probability equal to its share."
     )
+    credit_probability: float | None = Field(
+        None,
+        description="The probability with which `credit` was drawn: its share, or for a "
+        "probe (`exploration.probe`) the probed algorithm's chance of being drawn (the probe "
+        "itself had `epsilon` times that); 0 when no algorithm is credited.",
+    )
 
 
 class ExperimentVariantOut(BaseModel):
