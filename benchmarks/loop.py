@@ -111,13 +111,19 @@ AFFINITY = "affinity"
 """The name the learnt-affinity arms fuse the preference affinity under (``rank.affinity_list``)."""
 PROBES_LEARNT_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_list": AFFINITY}}
 """The probes arm with the affinity fused as one more list, its weight learnt by probes."""
-LOOP_ARMS: dict[str, dict[str, dict[str, Any]] | None] = {
-    "recloop bandit": None,
+SHARE_CREDIT: dict[str, dict[str, Any]] = {
+    "exploration": {"probe": False, "segment_evidence_half": None},
+    "bandit": {"weight_mode": "probability"},
+}
+"""The defaults before probes (issue 15): softmax exploration, every slot credited by share,
+weights by P(best)."""
+LOOP_ARMS: dict[str, dict[str, dict[str, Any]]] = {
+    "recloop bandit, share credit": SHARE_CREDIT,
     "recloop bandit, probes": PROBES,
-    "recloop bandit, probes, affinity 0": PROBES_NO_AFFINITY,
     "recloop bandit, probes, learnt affinity": PROBES_LEARNT_AFFINITY,
 }
-"""The bandit arms (no model), each with the settings it changes."""
+"""The bandit arms (no model), each with the settings it sets (all of them explicitly, so an
+arm measures the same policy whatever the defaults)."""
 MODEL_ARM = "recloop + model"
 
 
@@ -245,6 +251,31 @@ def blend_pick(visit: Visit) -> int:
     return int(np.argmax(fused))
 
 
+HINDSIGHT = "best fixed weights (hindsight)"
+HINDSIGHT_DRAWS = 2_000
+
+
+def hindsight(visits: Sequence[Visit], seed: int) -> tuple[Vector, Vector]:
+    """The top-slot probabilities under the fixed weights that did best on these very visits
+    (percentile fusion, no affinity), found by scoring ``HINDSIGHT_DRAWS`` Dirichlet(0.7)
+    weight vectors (with equal weights and each algorithm alone) against the truth: a bound
+    on what learning weights alone can reach, not an attainable arm. Returns (p, weights)."""
+    rng = np.random.default_rng(seed)
+    k = len(ALGORITHMS)
+    candidates = np.vstack(
+        [np.full(k, 1.0 / k), np.eye(k), rng.dirichlet(np.full(k, 0.7), HINDSIGHT_DRAWS)]
+    )
+    picked = np.empty((len(visits), len(candidates)))
+    for t, v in enumerate(visits):
+        percentiles = np.zeros((len(v.items), k))
+        for a, name in enumerate(ALGORITHMS):
+            top = v.proposals[name][0]
+            percentiles[top, a] = (len(top) - np.arange(len(top))) / len(top)
+        picked[t] = v.p[np.argmax(percentiles @ candidates.T, axis=0)]
+    best = int(picked.sum(axis=0).argmax())
+    return picked[:, best], candidates[best]
+
+
 def static_arms(visits: Sequence[Visit], seed: int) -> dict[str, Vector]:
     """The true top-slot probability of each visit under each arm that does not learn."""
     rng = np.random.default_rng(seed)
@@ -257,7 +288,9 @@ def static_arms(visits: Sequence[Visit], seed: int) -> dict[str, Vector]:
         arms["oracle"].append(float(v.p.max()))
         for name in ALGORITHMS:
             arms[name].append(float(v.p[v.proposals[name][0][0]]))
-    return {k: np.asarray(x) for k, x in arms.items()}
+    found = {k: np.asarray(x) for k, x in arms.items()}
+    found[HINDSIGHT] = hindsight(visits, seed)[0]
+    return found
 
 
 # -- recloop in process --------------------------------------------------------------------
@@ -274,8 +307,11 @@ class LoopResult:
 
 
 ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "recloop bandit, ε = 0": {"exploration": {"epsilon": dict.fromkeys(SEGMENTS, 0.0)}},
-    "recloop bandit, affinity 0": {"rank": {"affinity_weight": 0.0}},
+    "recloop bandit, probes, ε = 0": {
+        **PROBES,
+        "exploration": {**PROBES["exploration"], "epsilon": dict.fromkeys(SEGMENTS, 0.0)},
+    },
+    "recloop bandit, probes, affinity 0": PROBES_NO_AFFINITY,
 }
 """``--ablations``: the bandit arm with one part switched off, to see what each costs."""
 
@@ -537,7 +573,7 @@ async def run_world(
                 found[arm] = (await _run_loop(world, visits, seed, False, [], extra)).p
         t1 = time.monotonic()
         if only is None or MODEL_ARM in only:
-            with_model = await _run_loop(world, visits, seed, True, worse, PROBES)
+            with_model = await _run_loop(world, visits, seed, True, worse, PROBES_LEARNT_AFFINITY)
             found[MODEL_ARM] = with_model.p
             loops[f"seed {seed}"] = with_model
         took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"
@@ -558,10 +594,8 @@ ORDER = (
     "random pick",
     *ALGORITHMS,
     "static blend",
-    "recloop bandit",
-    "recloop bandit, probes",
-    "recloop bandit, probes, affinity 0",
-    "recloop bandit, probes, learnt affinity",
+    HINDSIGHT,
+    *LOOP_ARMS,
     MODEL_ARM,
     "oracle",
 )
@@ -598,7 +632,7 @@ def table(result: WorldResult) -> str:
 def verdicts(results: Sequence[WorldResult]) -> list[str]:
     lines = []
     for r in results:
-        arms = ("recloop bandit", "recloop bandit, probes", *ORDER[-3:-1])
+        arms = (*LOOP_ARMS, MODEL_ARM)
         for arm in arms:
             if arm not in r.stats:
                 continue
