@@ -177,8 +177,8 @@ class Slate:
     @property
     def slate(self) -> list[dict[str, Any]]:
         """One mapping per shown item: item_id, position, score, propensity, explored,
-        algorithms, shares, credit and credit_probability (when logged), features (name to value; the float32
-        values as logged)."""
+        algorithms, shares, credit and credit_probability (when logged), features (name to
+        value; the float32 values as logged)."""
         rows = self.features.astype(np.float64).tolist() if self.feature_names else []
         names = self.feature_names
         out = []
