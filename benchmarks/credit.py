@@ -44,6 +44,7 @@ def run(visits: int, items: int, proposed: int, seed: int) -> str:
     probes = {k: 0 for k in QUALITY}
     names = list(QUALITY)
     chance = np.full(len(names), 1.0 / len(names))  # each algorithm's weight share
+    probe_rng = np.random.default_rng(seed + 1)  # apart: the visits stay those of `rng`
     for _ in range(visits):
         c = rng.beta(2.0, 60.0, items)
         z = (c - c.mean()) / c.std()
@@ -55,7 +56,7 @@ def run(visits: int, items: int, proposed: int, seed: int) -> str:
             own[name] += c[top[0]]
             picks[name] = c[top[0]]
             candidates += [Candidate(f"i{j}", name, float(s[j])) for j in top]
-        drawn = names[int(rng.choice(len(names), p=chance))]
+        drawn = names[int(probe_rng.choice(len(names), p=chance))]
         probed[drawn] += picks[drawn]
         probes[drawn] += 1
         best = fuse(candidates, weights, {}, affinity_weight=0.0, method="percentile")[0]
