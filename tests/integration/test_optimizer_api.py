@@ -20,6 +20,15 @@ async def weights(app: Running, user: str = "nobody") -> dict:
     return r.json()
 
 
+async def rank_newcomer(app: Running, candidates: list[dict]) -> dict:
+    """A ranking for a new user with no evidence: ε at the new segment's ceiling, 0.3."""
+    r = await app.client.post("/users/newcomer/rank", json={"candidates": candidates})
+    assert r.status_code == 200, r.text
+    body: dict = r.json()
+    assert body["epsilon"] == 0.3
+    return body
+
+
 def stats(rows: list[dict], segment: str, algorithm: str) -> dict:
     (row,) = [r for r in rows if r["segment"] == segment and r["algorithm"] == algorithm]
     return row
@@ -323,11 +332,7 @@ async def test_rank_explores_plausible_candidates_exactly(share_app: Running) ->
     ]
     tops = set()
     for _ in range(60):
-        r = await share_app.client.post("/users/newcomer/rank", json={"candidates": candidates})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["epsilon"] == 0.3
-        ranking = body["ranking"]
+        ranking = (await rank_newcomer(share_app, candidates))["ranking"]
         greedy = sorted(ranking, key=lambda x: -x["score"])
         assert [x["item_id"] for x in greedy] == [f"i{n}" for n in range(8)]
         scores = [x["score"] for x in greedy]
@@ -391,11 +396,7 @@ async def test_rank_probes_by_default_with_exact_propensities(app: Running) -> N
     pick = {"popularity": "i0", "trending": "i3"}
     credits = set()
     for _ in range(80):
-        r = await app.client.post("/users/newcomer/rank", json={"candidates": candidates})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["epsilon"] == 0.3
-        ranking = body["ranking"]
+        ranking = (await rank_newcomer(app, candidates))["ranking"]
         greedy = sorted(ranking, key=lambda x: -x["score"])[0]["item_id"]
         p_top = {greedy: 0.7}
         for a, item in pick.items():
