@@ -333,7 +333,7 @@ class WeightsOut(BaseModel):
     segment: Segment
     weights: dict[str, float] = Field(description="Enabled algorithms only; they sum to 1.")
     disabled: list[DisabledOut]
-    mode: Literal["probability", "sample"]
+    mode: Literal["probability", "sample", "mean"]
     window_days: float
     computed_at: float
     seed: int = Field(description="Seed of the posterior draws: reproduces these weights.")
