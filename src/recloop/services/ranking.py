@@ -24,14 +24,14 @@ from typing import Any, Final
 
 import numpy as np
 
-from recloop.core.errors import NotFound
+from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
 from recloop.core.exploration import effective_epsilon, explore, probe
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Method, Proposed, cosines, credited, fuse_columns
+from recloop.core.ranking import Candidate, Method, Proposed, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -75,6 +75,10 @@ class RankConfig:
     segment_evidence_half: float | None = None
     """With probes, ε is also halved when the segment's algorithms have this many credited
     impressions each on average (``SegmentWeights.evidence``; None: not shrunk by it)."""
+    affinity_list: str | None = None
+    """The name under which the user's preference affinity is fused as one more algorithm's
+    list (every candidate with a vector, by its cosine), its weight learnt by the bandit like
+    any algorithm's, in place of the fixed ``affinity_weight`` (None: the fixed weight)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,12 @@ class Ranker:
         self._config = config
         self._clock = clock
         self._rng = np.random.default_rng(config.seed)
+        listed = config.affinity_list
+        if listed is not None and listed not in optimizer.algorithms:
+            raise InvalidInput(
+                "rank.affinity_list",
+                f"must be one of bandit.algorithms {list(optimizer.algorithms)}, got {listed!r}",
+            )
 
     async def user(self, user_id: str) -> UserContext:
         try:
@@ -219,12 +229,16 @@ class Ranker:
                 affinities = dict(
                     zip((ids[i] for i in known.tolist()), values.tolist(), strict=True)
                 )
+        affinity_weight, listed = self._config.affinity_weight, self._config.affinity_list
+        if listed is not None:  # the affinity is one more list, weighed by the bandit
+            affinity_weight = 0.0
+            candidates = [*candidates, *(Candidate(i, listed, v) for i, v in affinities.items())]
         fused = fuse_columns(
             candidates,
             strategy.weights,
             affinities,
             rrf_k=self._config.rrf_k,
-            affinity_weight=self._config.affinity_weight,
+            affinity_weight=affinity_weight,
             method=self._config.fusion,
         )
         route = strategy.route
@@ -258,6 +272,7 @@ class Ranker:
                 scores = self._learning.predict(route.model, logged, names)
         order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
         probed: str | None = None
+        chance = 0.0
         probing = self._config.probe and bool(fused.firsts)
         if probing:
             names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
@@ -272,7 +287,7 @@ class Ranker:
             )
             explored = drawn.explored
             if drawn.algorithm is not None:
-                probed = names_probed[drawn.algorithm]
+                probed, chance = names_probed[drawn.algorithm], drawn.probability
         else:
             explored = explore(
                 scores[order],
@@ -290,12 +305,17 @@ class Ranker:
         impression_id = uuid7()
         share_matrix = fused.share_matrix(rows)
         algorithms = tuple([fused.algorithms[i] for i in rows])
-        if probing:  # the probed slot credits its algorithm alone; the rest none
-            credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
-        else:
-            credits = credited(algorithms, share_matrix, impression_id)
         values = share_matrix.tolist()
         shares = tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
+        if probing:  # the probed slot credits its algorithm alone; the rest none
+            credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
+            chances = (chance, *(0.0,) * (len(rows) - 1))[: len(rows)]
+        else:
+            credits = credited(algorithms, share_matrix, impression_id)
+            chances = tuple(
+                s[a.index(c)] if c is not None else 0.0
+                for s, a, c in zip(shares, algorithms, credits, strict=True)
+            )
         item_ids = fused.item_ids
         impression = Impression(
             impression_id=impression_id,
@@ -313,6 +333,7 @@ class Ranker:
                 names,
                 shares=shares,
                 credits=credits,
+                credit_probabilities=chances,
             ),
             context=dict(context or {}),
             experiments=strategy.experiments,
