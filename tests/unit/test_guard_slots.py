@@ -74,3 +74,11 @@ def test_a_user_of_the_batch_is_never_the_one_to_make_room() -> None:
         assert held is not None and held.events == 2
 
     asyncio.run(scenario())
+
+
+def test_reliabilities_before_any_evidence() -> None:
+    guard = GuardService(InMemoryStateStore(), GuardConfig(), lambda: T0)
+    assert guard.reliabilities(["x", "y"]).tolist() == [guard.fresh_score] * 2
+    asyncio.run(guard.set_manual("x", blocked=True, reason=None))
+    held, fresh = guard.reliabilities(["x", "y"]).tolist()
+    assert held != held and fresh == guard.fresh_score  # NaN: held

@@ -252,7 +252,8 @@ class GuardService:
         worth in a few C-level passes)."""
         n = len(user_ids)
         slots = np.fromiter(map(self._slots.get, user_ids, _ABSENT), np.int64, n)
-        score = np.where(slots >= 0, self._score[slots], math.nan)
+        known = self._score[slots] if len(self._score) else np.full(n, math.nan)
+        score = np.where(slots >= 0, known, math.nan)
         score = np.where(np.isnan(score), self.fresh_score, score)
         if self._gates:
             recorded = np.fromiter(map(self._gates.get, user_ids, _NO_GATE), np.float64, n)
