@@ -49,11 +49,15 @@ from recloop.core.stats import srm_test
 from recloop.services.refusals import KINDS as REFUSED_KINDS
 
 if TYPE_CHECKING:
-    from recloop.container import Container
+    from recloop.adapters.kafka.spool import SpooledEventLog
+    from recloop.adapters.redis import SharedCache
+    from recloop.container import Container, WorkerContainer
     from recloop.core.breaker import CircuitBreaker
     from recloop.ports import StateStore
     from recloop.services.feedback import Processor
+    from recloop.services.guard import GuardService
     from recloop.services.ingest import EventOutcome
+    from recloop.services.limits import RateLimits
     from recloop.services.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -198,15 +202,15 @@ class StateCollector(Collector):
         yield from _algorithms(self._snapshot.algorithms)
         yield from _experiments(c)
         yield from _deployment(self._snapshot.deployment)
-        yield _spam(c)
+        yield _spam(c.guard)
         limits = c.ingest.limits
         yield GaugeMetricFamily(
             "recloop_rate_limit_degraded",
             "1 while rate limits count in process because their shared storage fails.",
             value=1.0 if limits is not None and limits.degraded else 0.0,
         )
-        yield _dependencies(c, self._snapshot.storage_up)
-        yield from _resilience(c, c.breakers(), c.retries.snapshot())
+        yield _dependencies(self._snapshot.storage_up, c.shared_cache, c.spool, limits)
+        yield from _resilience(c.breakers(), c.retries.snapshot())
 
 
 async def _storage_up(store: StateStore) -> bool:
@@ -218,7 +222,7 @@ async def _storage_up(store: StateStore) -> bool:
 
 
 def _event_log(c: Container) -> Iterator[Metric]:
-    if c.distributed:
+    if c.spool is not None:
         yield GaugeMetricFamily(
             "recloop_event_log_lag",
             "Distributed: accepted events waiting in this instance's spool for Kafka.",
@@ -378,18 +382,22 @@ def _deployment(deployment: Mapping[str, Any] | None) -> Iterator[Metric]:
     yield transitions
 
 
-def _spam(c: Container) -> Metric:
+def _spam(guard: GuardService) -> Metric:
     spam = GaugeMetricFamily(
         "recloop_spam_users", "Users the guard holds suspect or blocked.", labels=["status"]
     )
-    for status, n in c.guard.status_counts().items():
+    for status, n in guard.status_counts().items():
         spam.add_metric([status], n)
     return spam
 
 
-def _dependencies(c: Container, storage_up: bool | None, api: bool = True) -> Metric:
-    """``api``: this process serves the API (its event log and rate limits count);
-    a worker has neither."""
+def _dependencies(
+    storage_up: bool | None,
+    shared_cache: SharedCache | None,
+    spool: SpooledEventLog | None = None,
+    limits: RateLimits | None = None,
+) -> Metric:
+    """``spool`` and ``limits``: an API instance's (a worker has neither)."""
     family = GaugeMetricFamily(
         "recloop_dependency_up",
         "1 if the dependency answers; named as the components of /health.",
@@ -397,18 +405,17 @@ def _dependencies(c: Container, storage_up: bool | None, api: bool = True) -> Me
     )
     if storage_up is not None:
         family.add_metric(["storage"], 1.0 if storage_up else 0.0)
-    if api and c.distributed:
-        family.add_metric(["event_log"], 0.0 if c.spool.degraded else 1.0)
-    limits = c.ingest.limits
-    if api and limits is not None and c.settings.rate_limits.storage != "memory://":
+    if spool is not None:
+        family.add_metric(["event_log"], 0.0 if spool.degraded else 1.0)
+    if limits is not None and limits.shared:
         family.add_metric(["rate_limits"], 0.0 if limits.degraded else 1.0)
-    if c.shared_cache is not None:
-        family.add_metric(["cache"], 0.0 if c.shared_cache.degraded else 1.0)
+    if shared_cache is not None:
+        family.add_metric(["cache"], 0.0 if shared_cache.degraded else 1.0)
     return family
 
 
 def _resilience(
-    c: Container, breakers: Mapping[str, CircuitBreaker], retries: Mapping[str, int]
+    breakers: Mapping[str, CircuitBreaker], retries: Mapping[str, int]
 ) -> Iterator[Metric]:
     family = GaugeMetricFamily(
         "recloop_breaker_open",
@@ -447,7 +454,7 @@ class WorkerCollector(Collector):
     def __init__(
         self,
         worker: Worker,
-        container: Container,
+        container: WorkerContainer,
         loop: asyncio.AbstractEventLoop,
         timeout: float = LOOP_TIMEOUT_SECONDS,
     ) -> None:
@@ -495,9 +502,9 @@ class WorkerCollector(Collector):
         return [
             *_worker(w),
             *_processor(c.processor),
-            _spam(c),
-            _dependencies(c, storage_up, api=False),
-            *_resilience(c, breakers, retries),
+            _spam(c.guard),
+            _dependencies(storage_up, c.shared_cache),
+            *_resilience(breakers, retries),
         ]
 
     async def liveness(self) -> dict[str, Any]:
@@ -582,7 +589,7 @@ class WorkerMetrics:
     def __init__(
         self,
         worker: Worker,
-        container: Container,
+        container: WorkerContainer,
         host: str,
         port: int,
         loop: asyncio.AbstractEventLoop | None = None,

@@ -30,16 +30,16 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from recloop.config import SpamSettings
 from recloop.core.cache import LruCache
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.spam import (
     ItemStats,
     ProfileFeatures,
-    SpamConfig,
     TextRegistry,
     UserActivity,
     Verdict,
@@ -61,30 +61,6 @@ _SWEEP_SLICE = 500
 """Users judged between two yields of a sweep to the event loop."""
 
 
-@dataclass(frozen=True, slots=True)
-class GuardConfig:
-    spam: SpamConfig = field(default_factory=SpamConfig)
-    judge_every_events: int = 20
-    """A user is first judged after this many events, then after twice as many more each
-    time (20, 40, 80, ...): a long profile changes slowly, and judging costs O(profile) ..."""
-    judge_every_seconds: float = 300.0
-    """... and at most this often in between, once a few new events have arrived."""
-    min_new_events: int = 10
-    """New events a timed re-judgement needs."""
-    judge_within_seconds: float = 60.0
-    """Every user with new evidence is judged within this long of their last event's
-    arrival, whatever their event count (a sweep; see the module docstring)."""
-    max_users: int = 200_000
-    norm_profiles: int = 5_000
-    """The latest judged profiles the population norms are fitted on."""
-    rejudge_flagged: int = 1_000
-    """Flagged (suspect or blocked, not by hand) users judged again when the norms are
-    refitted, at most: the oldest records first."""
-    group_profiles: int = 5_000
-    """The most recently active users with ratings the group detector reads (every
-    ``judge_within_seconds``, when ratings arrived since)."""
-
-
 @dataclass(slots=True)
 class _Tracked:
     activity: UserActivity
@@ -97,12 +73,19 @@ class _Tracked:
 
 class GuardService:
     def __init__(
-        self, store: StateStore, config: GuardConfig, clock: Callable[[], float] = time.time
+        self,
+        store: StateStore,
+        config: SpamSettings,
+        *,
+        max_users: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``config``: the ``spam`` section; ``max_users``: users whose evidence is held
+        (``cache.max_users``; the least recently active are forgotten)."""
         self._store = store
         self._config = config
         self._clock = clock
-        self._users: LruCache[str, _Tracked] = LruCache(config.max_users)
+        self._users: LruCache[str, _Tracked] = LruCache(max_users)
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
@@ -120,7 +103,7 @@ class GuardService:
         self._grouped_ratings = 0
         # The score of a user with no evidence yet (the Beta reputation's prior).
         self.fresh_score = judge(
-            UserActivity(config.spam), ItemStats(), config.spam, clock(), TextRegistry()
+            UserActivity(config.detectors), ItemStats(), config.detectors, clock(), TextRegistry()
         ).score
 
     async def start(self) -> None:
@@ -184,7 +167,7 @@ class GuardService:
         were refitted."""
         if self._sampled_since_fit * 10 < max(len(self._sample), 1):
             return False
-        self._norms = fit_norms(self._sample.values(), self._config.spam)
+        self._norms = fit_norms(self._sample.values(), self._config.detectors)
         self._sampled_since_fit = 0
         return self._norms is not None
 
@@ -209,7 +192,7 @@ class GuardService:
             user_id: Profile(dict(a.ratings), a.first_at)
             for user_id, a in raters[-self._config.group_profiles :]
         }
-        found = await asyncio.to_thread(find_groups, profiles, group_rule(self._config.spam))
+        found = await asyncio.to_thread(find_groups, profiles, group_rule(self._config.detectors))
         old, self._groups = self._groups, found
         return [u for u in {*old, *found} if old.get(u) != found.get(u)]
 
@@ -260,7 +243,7 @@ class GuardService:
                 )
                 or (
                     activity.hard_rule_at is not None
-                    and hard_rule(activity, config.spam, now) is not None
+                    and hard_rule(activity, config.detectors, now) is not None
                 )
             ):
                 due.append(e.user_id)
@@ -273,7 +256,7 @@ class GuardService:
         tracked = self._users.get(user_id)
         if tracked is None:
             tracked = _Tracked(
-                UserActivity(self._config.spam),
+                UserActivity(self._config.detectors),
                 judged_at=self._clock(),
                 next_after=self._config.judge_every_events,
             )
@@ -292,7 +275,7 @@ class GuardService:
         verdicts = judge_many(
             [t.activity for t in tracked],
             self._items,
-            self._config.spam,
+            self._config.detectors,
             now,
             self._texts,
             self._norms,
@@ -310,7 +293,7 @@ class GuardService:
     ) -> ReliabilityRecord | None:
         """Keep ``verdict``; the user's new record if their stored status or score moved."""
         features = verdict.features
-        if features is not None and features.n >= self._config.spam.profile_min:
+        if features is not None and features.n >= self._config.detectors.profile_min:
             self._sample.pop(user_id, None)
             self._sample[user_id] = features
             self._sampled_since_fit += 1
@@ -463,6 +446,6 @@ class GuardService:
         tracked = self._users.get(user_id)
         if tracked is not None and not blocked:
             tracked.activity = UserActivity(
-                self._config.spam
+                self._config.detectors
             )  # a fresh start: old evidence judged them already
         return record
