@@ -528,6 +528,8 @@ class LearningSettings(_Section):
     exactly one API instance (the others serve the slots it decides)."""
     learner: str | None = None
     """``module:attribute`` of a team's own learner; default LightGBM."""
+    item_stats_days: float = Field(1.0, gt=0.0)
+    """The items' click-rate features count the impressions of this many days."""
 
     @field_validator("retrain_schedule")
     @classmethod
@@ -683,6 +685,27 @@ class Settings(BaseSettings):
     console: ConsoleSettings = ConsoleSettings()
     logging: LoggingSettings = LoggingSettings()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Checks across sections (their errors name both keys)."""
+        p = self.privacy
+        # The training examples' labels are events: a window past their retention would
+        # learn from impressions whose clicks are gone (all negatives).
+        if self.learning.enabled and self.learning.training_days > min(
+            p.event_retention_days, p.training_retention_days
+        ):
+            raise ValueError(
+                f"learning.training_days ({self.learning.training_days:g}) must not exceed "
+                f"privacy.event_retention_days ({p.event_retention_days:g}) nor "
+                f"privacy.training_retention_days ({p.training_retention_days:g})"
+            )
+        if self.experiments.cuped_days > p.event_retention_days:
+            raise ValueError(
+                f"experiments.cuped_days ({self.experiments.cuped_days:g}) must not exceed "
+                f"privacy.event_retention_days ({p.event_retention_days:g})"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -776,7 +799,9 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"] if p != "detectors")
-        if err["type"] == "spam_detectors":
+        if not err["loc"]:  # across sections: the message names the keys (no input echo)
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+        elif err["type"] == "spam_detectors":
             lines.append(f"config key {err['ctx']['field']!r}: {err['ctx']['message']}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"unknown config key {key!r}")

@@ -47,17 +47,17 @@ from recloop.ports import (
 )
 from recloop.resilience import RetryCounts
 from recloop.services.batching import GroupCommit
-from recloop.services.experiments import ExperimentsConfig, ExperimentService
+from recloop.services.experiments import ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.guard import GuardService
 from recloop.services.history import HistoryService
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
-from recloop.services.learning import LearningConfig, LearningService
+from recloop.services.learning import LearningService
 from recloop.services.limits import RateLimits
 from recloop.services.optimizer import Optimizer
 from recloop.services.preferences import PreferenceService
-from recloop.services.privacy import CachedReads, PrivacyConfig, PrivacyService
+from recloop.services.privacy import CachedReads, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.retraction import Retraction, RetractionConfig
 from recloop.services.tasks import stop_tasks
@@ -179,60 +179,6 @@ def rate_limits(settings: Settings) -> RateLimits | None:
         return RateLimits(MemoryRateLimiter(classes), shared, breaker(settings, "rate_limits"))
     except Exception as exc:  # an unknown scheme or a missing driver
         raise ConfigError(f"rate_limits.storage: {exc}") from None
-
-
-def learning_config(settings: Settings) -> LearningConfig:
-    s = settings.learning
-    return LearningConfig(
-        attribution_window_minutes=s.attribution_window_minutes,
-        training_days=s.training_days,
-        retrain_schedule=s.retrain_schedule,
-        min_new_examples=s.min_new_examples,
-        holdout_fraction=s.holdout_fraction,
-        min_auc_gain=s.min_auc_gain,
-        max_logloss_increase=s.max_logloss_increase,
-        auto_deploy=s.auto_deploy,
-        canary_fraction=s.canary_fraction,
-        min_canary_impressions=s.min_canary_impressions,
-        rollback_margin=s.rollback_margin,
-        alpha=s.alpha,
-        watch_impressions=s.watch_impressions,
-        monitor_seconds=s.monitor_seconds,
-        learner=s.learner,
-    )
-
-
-def privacy_config(settings: Settings) -> PrivacyConfig:
-    p = settings.privacy
-    key: bytes | None = None
-    if p.pseudonymize_user_ids:
-        secret = "" if p.id_key is None else p.id_key.get_secret_value()
-        if len(secret) < 16:
-            raise ConfigError("privacy.id_key must be at least 16 characters long")
-        key = secret.encode()
-    # The training examples' labels are events: a window past their retention would
-    # learn from impressions whose clicks are gone (all negatives).
-    if settings.learning.enabled and settings.learning.training_days > min(
-        p.event_retention_days, p.training_retention_days
-    ):
-        raise ConfigError(
-            f"learning.training_days ({settings.learning.training_days:g}) must not exceed "
-            f"privacy.event_retention_days ({p.event_retention_days:g}) nor "
-            f"privacy.training_retention_days ({p.training_retention_days:g})"
-        )
-    if settings.experiments.cuped_days > p.event_retention_days:
-        raise ConfigError(
-            f"experiments.cuped_days ({settings.experiments.cuped_days:g}) must not exceed "
-            f"privacy.event_retention_days ({p.event_retention_days:g})"
-        )
-    return PrivacyConfig(
-        event_retention_days=p.event_retention_days,
-        training_retention_days=p.training_retention_days,
-        purge_interval_seconds=p.purge_interval_seconds,
-        purge_batch=p.purge_batch,
-        purge_pause_seconds=p.purge_pause_seconds,
-        id_key=key,
-    )
 
 
 def rank_config(settings: Settings) -> RankConfig:
@@ -374,20 +320,11 @@ def _appliers(
         max_users=settings.cache.max_users,
         **({} if guard_clock is None else {"clock": guard_clock}),
     )
-    x = settings.experiments
     experiments = ExperimentService(
         store,
         storage.event_log,
-        ExperimentsConfig(
-            x.cuped_days,
-            x.correction,
-            x.srm_threshold,
-            x.sequential_tuning,
-            tuple(settings.bandit.algorithms),
-            x.rollout_recheck_seconds,
-            x.pending_scan_max,
-            x.covariate_seconds,
-        ),
+        settings.experiments,
+        algorithms=settings.bandit.algorithms,
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
         committed_offset=(lambda: processor.tracker.watermark) if embedded else None,
@@ -438,7 +375,7 @@ def _privacy(
         storage.store,
         appliers.processor,
         appliers.experiments,
-        privacy_config(settings),
+        settings.privacy,
         holders=[appliers.guard, CachedReads(appliers.cache), *holders],
         distributed=settings.event_log.kind == "kafka",
         limits=limits,
@@ -454,7 +391,7 @@ def _learning(settings: Settings, storage: Storage, guard: GuardService) -> Lear
     return LearningService(
         storage.store,
         storage.event_log,
-        learning_config(settings),
+        settings.learning,
         reliability=guard.reliability if spam else None,
         training_reader=None if storage.db is None else training_reader(settings.storage.url),
         excluded=guard.flagged_users if spam else None,

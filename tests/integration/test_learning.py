@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from recloop import cli
 from recloop.adapters.sql import SqlDatabase
 from recloop.adapters.sql.training import ReadOnlyDatabase
-from recloop.container import learning_config
 from recloop.core.features import FEATURE_NAMES
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.training import build_training_data, train
@@ -372,7 +371,7 @@ async def test_with_sql_storage_the_training_process_reads_its_data_itself(
 
         # The same data read and joined in this process, as with the in-memory storage.
         here = LearningService(
-            app.container.store, app.container.event_log, learning_config(app.container.settings)
+            app.container.store, app.container.event_log, app.container.settings.learning
         )
         statements.clear()
         in_server_job = await here.train_now("api")

@@ -21,6 +21,7 @@ from recloop.adapters.sql.training import (
     readable_elsewhere,
     training_reader,
 )
+from recloop.config import LearningSettings
 from recloop.core.slates import Slate
 from recloop.learning.job import (
     JobResult,
@@ -31,7 +32,7 @@ from recloop.learning.job import (
 from recloop.learning.training import Outcome, TrainingData
 from recloop.learning.validation import Gate
 from recloop.ports import Impression
-from recloop.services.learning import LearningConfig, LearningService
+from recloop.services.learning import LearningService
 
 
 def plan(scheduled: bool, last_end: float, min_new: int) -> TrainingPlan:
@@ -141,7 +142,7 @@ async def test_an_error_in_the_training_process_comes_back_named() -> None:
     learning = LearningService(
         InMemoryStateStore(),
         InMemoryEventLog(),
-        LearningConfig(),
+        LearningSettings(),
         training_reader=SqlTrainingReader("postgresql+asyncpg://postgres@127.0.0.1:1/nothing"),
     )
     stages: list[str] = []

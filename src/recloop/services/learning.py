@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 from croniter import croniter  # type: ignore[import-untyped]
 
+from recloop.config import LearningSettings
 from recloop.core.errors import Conflict, InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.features import (
@@ -90,26 +91,6 @@ MIN_ITEM_IMPRESSIONS = 20
 
 
 @dataclass(frozen=True, slots=True)
-class LearningConfig:
-    attribution_window_minutes: float = 30.0
-    training_days: float = 14.0
-    retrain_schedule: str = "0 3 * * 0"
-    min_new_examples: int = 1_000
-    holdout_fraction: float = 0.2
-    min_auc_gain: float = 0.005
-    max_logloss_increase: float = 0.01
-    auto_deploy: bool = False
-    canary_fraction: float = 0.1
-    min_canary_impressions: int = 2_000
-    rollback_margin: float = 0.05
-    alpha: float = 0.05
-    watch_impressions: int = 20_000
-    monitor_seconds: float = 30.0
-    learner: str | None = None
-    item_stats_days: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
 class Route:
     """Which model serves a user: slot, version, the model (all None without one)."""
 
@@ -151,7 +132,7 @@ class LearningService:
         self,
         store: StateStore,
         log_: EventLog,
-        config: LearningConfig,
+        config: LearningSettings,
         reliability: Callable[[str], float | None] | None = None,
         clock: Callable[[], float] = time.time,
         training_reader: TrainingReader | None = None,

@@ -27,9 +27,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from recloop.config import PrivacySettings
 from recloop.core.bandit import PerformanceCounts
 from recloop.core.errors import ConfigError
 from recloop.core.privacy import (
@@ -82,18 +82,6 @@ class Spool(Protocol):
     async def delete_user(self, user_id: str) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PrivacyConfig:
-    event_retention_days: float = 90.0
-    training_retention_days: float = 180.0
-    purge_interval_seconds: float = 3600.0
-    """0: no periodic purge in this process."""
-    purge_batch: int = 1_000
-    purge_pause_seconds: float = 0.05
-    id_key: bytes | None = None
-    """The pseudonymization key; None: user ids are stored as given."""
-
-
 class CachedReads:
     """The read cache as a :class:`~recloop.ports.Forgettable`: a user's cached
     preferences are dropped (the cache cannot list its users: none are reported held)."""
@@ -116,7 +104,7 @@ class PrivacyService:
         state: StateStore,
         processor: Processor,
         experiments: ExperimentService,
-        config: PrivacyConfig,
+        config: PrivacySettings,
         *,
         holders: Sequence[Forgettable] = (),
         distributed: bool = False,
@@ -142,6 +130,7 @@ class PrivacyService:
         self._processor = processor
         self._experiments = experiments
         self._config = config
+        self._id_key = id_key(config)
         self._distributed = distributed
         self._limits = limits
         self._spool = spool
@@ -156,7 +145,7 @@ class PrivacyService:
 
     def user_key(self, raw_id: str) -> str:
         """The id stored for ``raw_id``: its HMAC pseudonym, or itself when that is off."""
-        key = self._config.id_key
+        key = self._id_key
         return raw_id if key is None else pseudonym(key, raw_id)
 
     async def check_key(self) -> None:
@@ -167,7 +156,7 @@ class PrivacyService:
         ConfigError
             naming ``privacy.id_key`` / ``privacy.pseudonymize_user_ids`` and what to do.
         """
-        key = self._config.id_key
+        key = self._id_key
         current = PLAIN if key is None else key_fingerprint(key)
         stored = await self._store.get_meta(FINGERPRINT)
         if stored == current:
@@ -320,6 +309,23 @@ class PrivacyService:
     async def export(self, user_id: str) -> UserData:
         """Everything stored about ``user_id`` (the stored id)."""
         return await self._store.user_data(user_id)
+
+
+def id_key(settings: PrivacySettings) -> bytes | None:
+    """The pseudonymization key (None: user ids are stored as given).
+
+    Raises
+    ------
+    ConfigError
+        when ``privacy.id_key`` is shorter than 16 characters (checked here, not when the
+        settings load: their errors echo the value given).
+    """
+    if not settings.pseudonymize_user_ids:
+        return None
+    secret = "" if settings.id_key is None else settings.id_key.get_secret_value()
+    if len(secret) < 16:
+        raise ConfigError("privacy.id_key must be at least 16 characters long")
+    return secret.encode()
 
 
 def _key_mismatch(stored: str | None, current: str) -> str:
