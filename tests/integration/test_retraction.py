@@ -24,7 +24,7 @@ from recloop.config import ExperimentSettings, Settings
 from recloop.container import Container
 from recloop.learning.job import TrainingPlan, _join_here, run_plan
 from recloop.learning.training import Outcome, TrainingData
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import ReliabilityRecord
 from recloop.services.experiments import ExperimentService
 from tests.conftest import Running, eventually, start_app
@@ -96,7 +96,7 @@ async def training_data(container: Container) -> TrainingData:
         last_end=-math.inf,
         min_new_examples=0,
         champion=None,
-        gate=Gate(0.0, 1.0),
+        gate=PromotionGate(0.0, 1.0),
         holdout_fraction=0.2,
         learner=None,
         alpha=0.05,

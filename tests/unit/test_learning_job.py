@@ -30,7 +30,7 @@ from recloop.learning.job import (
     run_plan,
 )
 from recloop.learning.training import Outcome, TrainingData
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import Impression
 from recloop.services.learning import LearningService
 
@@ -44,7 +44,7 @@ def plan(scheduled: bool, last_end: float, min_new: int) -> TrainingPlan:
         last_end=last_end,
         min_new_examples=min_new,
         champion=None,
-        gate=Gate(0.0, 1.0),
+        gate=PromotionGate(0.0, 1.0),
         holdout_fraction=0.2,
         learner=None,
         alpha=0.05,

@@ -18,10 +18,10 @@ import pytest
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.config import LearningSettings
+from recloop.core.deployment import Slots, judge_canary
 from recloop.core.events import Event
 from recloop.core.features import FEATURE_NAMES
 from recloop.core.slates import Slate
-from recloop.learning.deployment import Slots, judge_canary
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.tally import Tally
 from recloop.ports import Impression, ModelRecord

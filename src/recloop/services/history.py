@@ -41,9 +41,9 @@ from collections.abc import Callable
 from typing import Any
 
 from recloop.config import ConsoleSettings, LearningSettings
+from recloop.core.deployment import judge_canary
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.stats import power_at, sample_size
-from recloop.learning.deployment import judge_canary
 from recloop.ports import HistoryPoint, HistoryStore
 from recloop.services.experiments import ExperimentService
 from recloop.services.learning import LearningService

@@ -37,6 +37,17 @@ import numpy.typing as npt
 from croniter import croniter  # type: ignore[import-untyped]
 
 from recloop.config import LearningSettings
+from recloop.core.deployment import (
+    CanaryVerdict,
+    Slots,
+    Transition,
+    confirm,
+    deploy,
+    judge_canary,
+    promote,
+    rollback,
+    slot_of,
+)
 from recloop.core.errors import Conflict, InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.features import (
@@ -49,17 +60,6 @@ from recloop.core.features import (
 )
 from recloop.core.ids import uuid7
 from recloop.core.ranking import Fused
-from recloop.learning.deployment import (
-    Slots,
-    Transition,
-    Verdict,
-    confirm,
-    deploy,
-    judge_canary,
-    promote,
-    rollback,
-    slot_of,
-)
 from recloop.learning.job import (
     TrainingFailed,
     TrainingPlan,
@@ -72,7 +72,7 @@ from recloop.learning.job import (
 from recloop.learning.learner import ArtifactError, Model, load_model
 from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob, TrainingReader
 from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
@@ -355,7 +355,7 @@ class LearningService:
             verdict.numbers,
         )
 
-    def _judge(self, slots: Slots) -> Verdict:
+    def _judge(self, slots: Slots) -> CanaryVerdict:
         """The canary's verdict on the current counts (green against blue)."""
         c = self._config
         return judge_canary(
@@ -597,7 +597,7 @@ class LearningService:
             last_end=max((r.window_end for r in records), default=-math.inf),
             min_new_examples=c.min_new_examples,
             champion=await self._champion(),
-            gate=Gate(c.min_auc_gain, c.max_logloss_increase),
+            gate=PromotionGate(c.min_auc_gain, c.max_logloss_increase),
             holdout_fraction=c.holdout_fraction,
             learner=c.learner,
             alpha=c.alpha,
