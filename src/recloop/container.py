@@ -292,9 +292,10 @@ class Appliers:
     experiments: ExperimentService
     processor: Processor
 
-    def cache_step(self) -> Step:
-        shared = self.shared_cache
-        return Step("cache") if shared is None else Step("cache", shared.start, shared.stop)
+
+def _cache_step(shared: SharedCache | None) -> Step:
+    """The shared read cache's connection (nothing to start for a local one)."""
+    return Step("cache") if shared is None else Step("cache", shared.start, shared.stop)
 
 
 def _appliers(
@@ -551,49 +552,7 @@ def build_container(
     history = HistoryService(
         storage.history_store, settings.console, settings.learning, optimizer, experiments, learning
     )
-    coordinator = settings.learning.coordinator
-    steps = [
-        storage.step(settings),
-        a.cache_step(),
-        Step("rate_limits", stop=_nothing if limits is None else limits.close),
-        # before the replay: it skips erased users' events
-        Step("privacy", privacy.start, privacy.stop),
-        Step("optimizer", optimizer.start),
-        Step("experiments", experiments.start, experiments.stop),
-        Step("guard", guard.start, guard.stop),
-    ]
-    if retraction is not None:
-        steps.append(Step("retraction", retraction.start, retraction.stop))
-    if spool is not None:
-        steps.append(Step("spool", spool.start, spool.stop))
-        refresher = _Background(
-            "refresher",
-            partial(
-                refresh_forever,
-                settings.event_log.refresh_seconds,
-                optimizer.reload,
-                guard.start,
-                partial(experiments.refresh, statistics=True),
-                *([] if learning is None else [learning.reload]),
-                privacy.reload_tombstones,
-            ),
-        )
-        steps.append(Step("refresher", refresher.start, refresher.stop))
-    else:
-        steps.append(
-            Step("processor", partial(_start_processor, processor, event_log), processor.stop)
-        )
-    steps += [
-        Step("committer", _started(committer.start), committer.stop),
-        Step("impressions", _started(impressions.start), impressions.stop),
-    ]
-    if learning is not None:
-        steps.append(
-            Step("learning", partial(learning.start, background=coordinator), learning.stop)
-        )
-    if coordinator:
-        steps.append(Step("history", history.start, history.stop))
-    return Container(
+    container = Container(
         settings=settings,
         event_log=event_log,
         store=store,
@@ -624,8 +583,59 @@ def build_container(
         history=history,
         retraction=retraction,
         retries=a.retries,
-        steps=steps,
     )
+    container.steps = _serve_steps(container, storage)
+    return container
+
+
+def _serve_steps(c: Container, storage: Storage) -> list[Step]:
+    """``recloop serve``'s start-up order (stopped in reverse)."""
+    settings, privacy, learning = c.settings, c.privacy, c.learning
+    assert privacy is not None and c.history is not None  # build_container builds both
+    limits = c.ingest.limits
+    steps = [
+        storage.step(settings),
+        _cache_step(c.shared_cache),
+        Step("rate_limits", stop=_nothing if limits is None else limits.close),
+        # before the replay: it skips erased users' events
+        Step("privacy", privacy.start, privacy.stop),
+        Step("optimizer", c.optimizer.start),
+        Step("experiments", c.experiments.start, c.experiments.stop),
+        Step("guard", c.guard.start, c.guard.stop),
+    ]
+    if c.retraction is not None:
+        steps.append(Step("retraction", c.retraction.start, c.retraction.stop))
+    if c.spool is not None:
+        steps.append(Step("spool", c.spool.start, c.spool.stop))
+        refresher = _Background(
+            "refresher",
+            partial(
+                refresh_forever,
+                settings.event_log.refresh_seconds,
+                c.optimizer.reload,
+                c.guard.start,
+                partial(c.experiments.refresh, statistics=True),
+                *([] if learning is None else [learning.reload]),
+                privacy.reload_tombstones,
+            ),
+        )
+        steps.append(Step("refresher", refresher.start, refresher.stop))
+    else:
+        steps.append(
+            Step("processor", partial(_start_processor, c.processor, c.event_log), c.processor.stop)
+        )
+    steps += [
+        Step("committer", _started(c.committer.start), c.committer.stop),
+        Step("impressions", _started(c.impressions.start), c.impressions.stop),
+    ]
+    coordinator = settings.learning.coordinator
+    if learning is not None:
+        steps.append(
+            Step("learning", partial(learning.start, background=coordinator), learning.stop)
+        )
+    if coordinator:
+        steps.append(Step("history", c.history.start, c.history.stop))
+    return steps
 
 
 async def _start_processor(processor: Processor, event_log: EventLog) -> None:
@@ -720,7 +730,7 @@ def build_worker(settings: Settings) -> tuple[Worker, WorkerContainer]:
     )
     steps = [
         storage.step(settings),
-        a.cache_step(),
+        _cache_step(a.shared_cache),
         Step("experiments", a.experiments.start, a.experiments.stop),
         Step("guard", a.guard.start, a.guard.stop),
         # the key check and the erased users' tombstones (the API instances purge)

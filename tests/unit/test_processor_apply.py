@@ -47,7 +47,13 @@ async def running(
     await store.put_items([make_item(i, v.tolist(), None, DIM, now) for i, v in vectors.items()])
     guard = GuardService(store, settings.spam, max_users=settings.cache.max_users)
     await guard.start()
-    processor = Processor(
+    processor = new_processor(store, settings, guard)
+    await processor.start(InMemoryEventLog())
+    return processor, store, guard, vectors
+
+
+def new_processor(store: InMemoryStateStore, settings: Settings, guard: GuardService) -> Processor:
+    return Processor(
         store,
         TtlCache(100, 60.0),
         ItemVectors(store, 100, dim=DIM),
@@ -55,8 +61,6 @@ async def running(
         gate=guard,
         retries=RetryCounts(),
     )
-    await processor.start(InMemoryEventLog())
-    return processor, store, guard, vectors
 
 
 async def applied(processor: Processor, offset: int) -> None:
@@ -133,14 +137,7 @@ async def test_a_restart_replays_only_what_the_checkpoint_does_not_cover() -> No
         await processor.stop()
     # A new process on the same store: the two covered events are not applied again,
     # the two after the watermark are.
-    again = Processor(
-        store,
-        TtlCache(100, 60.0),
-        ItemVectors(store, 100, dim=DIM),
-        ProcessorConfig.of(s),
-        gate=guard,
-        retries=RetryCounts(),
-    )
+    again = new_processor(store, s, guard)
     try:
         await again.start(log)
         await applied(again, logged[-1].offset)
