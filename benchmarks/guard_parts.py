@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--users",
         type=count,
-        default=Workload.users,
+        default=Workload().users,
         help="users the events go to (20,000; fewer: more events each, so the spam evidence"
         " includes judgements, due after a user's 20th event and then its 40th, 80th, …)",
     )

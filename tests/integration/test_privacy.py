@@ -449,10 +449,10 @@ async def test_review_text_is_scored_but_not_kept(
         (logged,) = await app.container.event_log.read(0, 10)
         assert logged.type == "review" and logged.text is None
         assert await holders_of(app.container, "spam.example") == []
-        tracked = app.container.guard._users.get("u1")
-        assert tracked is not None
-        assert (tracked.activity.reviews, tracked.activity.reviews_with_links) == (1, 1)
-        assert tracked.activity.review_keys  # the text's evidence, not the text
+        held = app.container.guard.evidence("u1")
+        assert held is not None
+        assert (held.reviews, held.reviews_with_links) == (1, 1)
+        assert held.review_keys  # the text's evidence, not the text
     finally:
         await close()
 

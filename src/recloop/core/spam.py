@@ -91,11 +91,11 @@ import hashlib
 import math
 import re
 import unicodedata
-from bisect import bisect_left, bisect_right, insort
+from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -153,6 +153,8 @@ BLOCKED: Final = "blocked"
 
 _SECONDS_PER_HOUR: Final = 3600.0
 _HOURS: Final = 24
+_NO_HOURS: Final = array("q", bytes(8 * _HOURS))
+"""A user's actions by hour of day before the first (copied per user)."""
 _URL = re.compile(
     r"(?:https?://|www\.)\S+|\b[a-z0-9-]+\.(?:com|net|org|io|ru|xyz|top|info)\b", re.I
 )
@@ -861,13 +863,21 @@ class TextRegistry:
 class UserActivity:
     """One user's evidence, in bounded memory, updated per event in O(1) amortised time.
 
-    Memory: the last ``recent_actions`` action timestamps per event type and
-    of all actions, and their items; up to ``max_profile_ratings`` ratings
-    (the oldest forgotten first); up to ``remembered_items`` (type, item)
-    pairs and impressed items (least recently used forgotten first); up to
-    ``remembered_reviews`` review text keys; plus fixed-size counters.
-    *Actions* are all events but impressions, which clients log in batches at
-    one instant and say nothing about the user's own pace.
+    This is the reference implementation, one user at a time: the guard keeps every
+    user's evidence in columns (:class:`recloop.core.spam_table.ActivityTable`), which a
+    differential test holds to exactly what this class computes.
+
+    What is remembered: the last ``recent_actions`` action timestamps per event
+    type and of all actions, and their items; up to ``max_profile_ratings``
+    ratings (the oldest forgotten first); up to ``remembered_reviews`` review
+    text keys; plus fixed-size counters. *Actions* are all events but
+    impressions, which clients log in batches at one instant and say nothing
+    about the user's own pace. An action *repeats* when the same (type, item)
+    pair was among the user's previous ``remembered_items`` actions; a click is
+    *unseen* when its item was not among the user's latest ``remembered_items``
+    impressions and views. The hard rules count, for each action, the user's
+    previous ``limit`` actions (explicit ones, for the explicit rule) that lie
+    within one second of it: more than ``limit`` with it is a violation.
 
     >>> a = UserActivity()
     >>> a.observe("impression", "i1", None, 0.0)
@@ -904,6 +914,7 @@ class UserActivity:
         "reviews",
         "reviews_with_links",
         "reviews_with_repeats",
+        "seen",
         "short_dwells",
         "unseen_clicks",
     )
@@ -913,26 +924,29 @@ class UserActivity:
         self._config = config
         self.events = 0
         self.actions = 0
+        self.seen = 0
+        """Impressions and views so far (the ordinal of the latest)."""
         self.first_at = math.inf
         self.last_at = -math.inf
-        # timing. The "latest n" stores are lists, not deques (an empty deque takes 624
-        # bytes, and most users have a few events): the latest ``recent_actions`` values
-        # are ``values[-recent_actions:]``; once a list is a quarter longer, the older
+        # timing. The "latest n" stores are typed arrays: 8 bytes a value where a list
+        # holds a boxed float. The latest ``recent_actions`` values are
+        # ``values[-recent_actions:]``; once an array is a quarter longer, the older
         # ones are dropped at once (O(1) per append, amortised).
-        self._times: dict[str, list[float]] = {}
-        self._all_times: list[float] = []
-        # the latest (largest) ``limit + 1`` timestamps, sorted, for the hard rules
-        self._explicit_window: list[float] = []
-        self._action_window: list[float] = []
+        self._times: dict[str, array[float]] = {}
+        self._all_times: array[float] = array("d")
+        # the previous ``limit`` actions' (explicit actions') timestamps, for the hard rules
+        self._explicit_window: array[float] = array("d")
+        self._action_window: array[float] = array("d")
         self.max_explicit_in_second = 0
         self.hard_rule_at: float | None = None
         self.hard_rule_reason: str | None = None
-        self.hours = [0] * _HOURS
-        # behaviour
-        self._pairs: dict[tuple[str, str], int] = {}
+        self.hours: array[int] = _NO_HOURS[:]
+        # behaviour. Items and (type, item) pairs are held by their 64-bit hashes (see
+        # recent_items), each with the ordinal of its latest action (impression or view).
+        self._pairs: dict[int, int] = {}
         self.repeats = 0
-        self._recent_items: list[str] = []
-        self._impressed: dict[str, None] = {}
+        self._recent_items: array[int] = array("q")
+        self._impressed: dict[int, int] = {}
         self.clicks = 0
         self.unseen_clicks = 0
         self.dwells = 0
@@ -944,6 +958,11 @@ class UserActivity:
         self.reviews_with_repeats = 0
         self.max_text_copies = 0
         self.review_keys: deque[str] | tuple[()] = ()  # a deque from the first review
+
+    @property
+    def action_types(self) -> int:
+        """How many action types the user has used."""
+        return len(self._times)
 
     def rating_of(self, item_id: str) -> float | None:
         """The user's current rating of ``item_id``, if remembered."""
@@ -963,22 +982,20 @@ class UserActivity:
         ``text_copies`` is what :meth:`TextRegistry.add` returned for a review's
         text (:func:`record_event` passes it); ``text`` is the review text itself.
         """
-        # Called once per event: the "latest n" lists are appended to and trimmed here,
-        # written out rather than called (see __init__).
         config = self._config
+        remembered = config.remembered_items
         self.events += 1
         if timestamp < self.first_at:
             self.first_at = timestamp
         if timestamp > self.last_at:
             self.last_at = timestamp
+        item_hash = hash(item_id)
         if event_type == "impression" or event_type == "view":
-            # the items seen, least recently seen forgotten first
+            self.seen += 1
             seen = self._impressed
-            if item_id in seen:
-                del seen[item_id]
-            elif len(seen) >= config.remembered_items:
-                del seen[next(iter(seen))]
-            seen[item_id] = None
+            seen[item_hash] = self.seen
+            if len(seen) > 2 * remembered:
+                self._impressed = _within(seen, self.seen - remembered)
             if event_type == "impression":
                 return
         self.actions += 1
@@ -986,7 +1003,7 @@ class UserActivity:
         cap = recent + (recent >> 2) + 1
         times = self._times.get(event_type)
         if times is None:
-            times = self._times[event_type] = []
+            times = self._times[event_type] = array("d")
         times.append(timestamp)
         if len(times) > cap:
             del times[: len(times) - recent]
@@ -996,40 +1013,35 @@ class UserActivity:
             del times[: len(times) - recent]
         self.hours[int(timestamp // _SECONDS_PER_HOUR) % _HOURS] += 1
         items = self._recent_items
-        items.append(item_id)
+        items.append(item_hash)
         if len(items) > cap:
             del items[: len(items) - recent]
-        window = self._action_window
-        insort(window, timestamp)
-        if len(window) > config.max_actions_per_second + 1:
-            del window[0]
-            # only a full window can hold more than the limit within one second
-            if _within_one_second(window, timestamp) > config.max_actions_per_second:
-                self._violate(
-                    timestamp, f"more than {config.max_actions_per_second:g} events in 1 s"
-                )
+        limit = int(config.max_actions_per_second)
+        if _in_one_second(self._action_window, timestamp, limit) > limit:
+            self._violate(timestamp, f"more than {config.max_actions_per_second:g} events in 1 s")
         if event_type in EXPLICIT_TYPES:
-            in_second = _in_one_second(
-                self._explicit_window, timestamp, config.max_explicit_per_second
-            )
+            limit = int(config.max_explicit_per_second)
+            in_second = _in_one_second(self._explicit_window, timestamp, limit)
             if in_second > self.max_explicit_in_second:
                 self.max_explicit_in_second = in_second
-            if in_second > config.max_explicit_per_second:
+            if in_second > limit:
                 self._violate(
                     timestamp,
                     f"more than {config.max_explicit_per_second:g} explicit events in 1 s",
                 )
-        # repeated (type, item) pairs, least recently used forgotten first
-        key = (event_type, item_id)
-        held = self._pairs.pop(key, 0)
-        if held:
+        # a (type, item) pair among the previous ``remembered`` actions is a repeat
+        key = item_hash ^ hash(event_type)
+        pairs = self._pairs
+        before = pairs.get(key)
+        if before is not None and self.actions - before <= remembered:
             self.repeats += 1
-        elif len(self._pairs) >= config.remembered_items:
-            del self._pairs[next(iter(self._pairs))]
-        self._pairs[key] = held + 1
+        pairs[key] = self.actions
+        if len(pairs) > 2 * remembered:
+            self._pairs = _within(pairs, self.actions - remembered)
         if event_type == "click":
             self.clicks += 1
-            if item_id not in self._impressed:
+            shown = self._impressed.get(item_hash)
+            if shown is None or self.seen - shown >= remembered:
                 self.unseen_clicks += 1
         elif event_type == "dwell" and value is not None:
             self.dwells += 1
@@ -1071,7 +1083,7 @@ class UserActivity:
         recent = self._config.recent_actions
         dominant = max(self._times, key=lambda name: (min(len(self._times[name]), recent), name))
         latest = self._times[dominant][-recent:]
-        return np.diff(np.sort(np.fromiter(latest, dtype=np.float64)))
+        return np.diff(np.sort(np.frombuffer(latest, dtype=np.float64)))
 
     def recent_rate(self) -> tuple[float, int]:
         """Actions per second over the remembered recent actions, and how many they are."""
@@ -1082,33 +1094,84 @@ class UserActivity:
         span = max(latest) - min(latest)
         return ((n - 1) / span if span > 0 else math.inf), n
 
-    def recent_items(self) -> list[str]:
-        """The items of the latest actions, oldest first."""
-        return self._recent_items[-self._config.recent_actions :]
+    def recent_items(self) -> list[int]:
+        """The items of the latest actions, oldest first, each as its ``hash``: what the
+        judgement reads of them is how often each recurs. Two distinct items of one user
+        share a 64-bit hash with a probability of about 2**-64 a pair."""
+        return self._recent_items[-self._config.recent_actions :].tolist()
 
 
-def _in_one_second(window: list[float], timestamp: float, limit: float) -> int:
-    """Add ``timestamp``; how many of the window's timestamps lie within 1 s of it.
+class Evidence(Protocol):
+    """What a judgement reads of one user's activity: a :class:`UserActivity`, or a row of
+    the guard's :class:`recloop.core.spam_table.ActivityTable`
+    (:class:`~recloop.core.spam_table.ActivityView`)."""
 
-    The window keeps the latest ``limit + 1`` timestamps, sorted (two binary
-    searches per event instead of a scan), so a full window spanning less than
-    one second means ``limit + 1`` events in one second.
+    @property
+    def events(self) -> int: ...
+    @property
+    def actions(self) -> int: ...
+    @property
+    def first_at(self) -> float: ...
+    @property
+    def clicks(self) -> int: ...
+    @property
+    def unseen_clicks(self) -> int: ...
+    @property
+    def dwells(self) -> int: ...
+    @property
+    def short_dwells(self) -> int: ...
+    @property
+    def repeats(self) -> int: ...
+    @property
+    def action_types(self) -> int: ...
+    @property
+    def max_explicit_in_second(self) -> int: ...
+    @property
+    def hard_rule_at(self) -> float | None: ...
+    @property
+    def hard_rule_reason(self) -> str | None: ...
+    @property
+    def hours(self) -> Sequence[int]: ...
+    @property
+    def ratings(self) -> Mapping[str, float]: ...
+    @property
+    def reviews(self) -> int: ...
+    @property
+    def reviews_with_links(self) -> int: ...
+    @property
+    def reviews_with_repeats(self) -> int: ...
+    @property
+    def max_text_copies(self) -> int: ...
+    @property
+    def review_keys(self) -> Iterable[str]: ...
+    def recent_rate(self) -> tuple[float, int]: ...
+    def intervals(self) -> FloatArray: ...
+    def recent_items(self) -> list[int]: ...
 
-    >>> w = []
+
+def _within(ordinals: dict[int, int], after: int) -> dict[int, int]:
+    """The entries of ``ordinals`` whose ordinal is above ``after`` (a trimmed copy)."""
+    return {key: at for key, at in ordinals.items() if at > after}
+
+
+def _in_one_second(window: array[float], timestamp: float, limit: int) -> int:
+    """How many of the window's timestamps (the previous ``limit`` ones, in arrival
+    order) lie within 1 s of ``timestamp``, plus one for it; then add it to the window.
+
+    >>> w = array("d")
     >>> [_in_one_second(w, t, 2) for t in (10.0, 10.4, 10.9, 12.0, 11.5)]
     [1, 2, 3, 1, 3]
-    >>> w
-    [10.9, 11.5, 12.0]
+    >>> w.tolist()
+    [12.0, 11.5]
     """
-    insort(window, timestamp)
-    if len(window) > limit + 1:
+    count = 1
+    for previous in window:
+        if abs(previous - timestamp) <= 1.0:
+            count += 1
+    window.append(timestamp)
+    if len(window) > limit:
         del window[0]
-    return _within_one_second(window, timestamp)
-
-
-def _within_one_second(window: list[float], timestamp: float) -> int:
-    """How many of the sorted ``window``'s timestamps lie within 1 s of ``timestamp``."""
-    return bisect_left(window, timestamp + 1.0) - bisect_right(window, timestamp - 1.0)
+    return count
 
 
 # -- Signals -------------------------------------------------------------------------
@@ -1232,7 +1295,7 @@ def coefficient_of_variation(intervals: FloatArray) -> float:
     return float(intervals.std()) / mu if mu > 0 else math.nan
 
 
-def hour_entropy(hours: list[int] | FloatArray) -> float:
+def hour_entropy(hours: Sequence[int] | FloatArray) -> float:
     """Normalised Shannon entropy of an hour-of-day histogram, Miller-Madow corrected.
 
     ``(H + (K - 1) / (2 N)) / log 24`` in nats, with ``K`` the non-empty
@@ -1275,7 +1338,7 @@ class ActivityReadings:
     diversity_actions: int
 
 
-def activity_readings(activity: UserActivity, catalogue: int = 0) -> ActivityReadings:
+def activity_readings(activity: Evidence, catalogue: int = 0) -> ActivityReadings:
     """The user's :class:`ActivityReadings`; ``catalogue`` as :func:`item_diversity`'s.
 
     >>> a = UserActivity()
@@ -1301,7 +1364,7 @@ def activity_readings(activity: UserActivity, catalogue: int = 0) -> ActivityRea
 
 
 def _timing_signals(
-    activity: UserActivity, config: SpamConfig, readings: ActivityReadings
+    activity: Evidence, config: SpamConfig, readings: ActivityReadings
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     burst = float(activity.max_explicit_in_second)
@@ -1339,12 +1402,12 @@ def _timing_signals(
 
 
 def _behaviour_signals(
-    activity: UserActivity, config: SpamConfig, readings: ActivityReadings, catalogue: int = 0
+    activity: Evidence, config: SpamConfig, readings: ActivityReadings, catalogue: int = 0
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
     out["repeated_item"] = graded(
-        excess_repeats(activity.repeats, n, len(activity._times), catalogue),
+        excess_repeats(activity.repeats, n, activity.action_types, catalogue),
         config.repeat_max,
         config.repeat_span,
         grown(config.w_repetition, n, config.behaviour_half, config.behaviour_min_actions),
@@ -1378,7 +1441,7 @@ def _behaviour_signals(
     return out
 
 
-def item_diversity(items: list[str], catalogue: int = 0) -> float:
+def item_diversity(items: Sequence[Hashable], catalogue: int = 0) -> float:
     """Normalised entropy ``H(items) / log(min(len(items), catalogue))`` of acted-on items.
 
     1.0 when the actions spread evenly over as many items as they could
@@ -1396,7 +1459,7 @@ def item_diversity(items: list[str], catalogue: int = 0) -> float:
     size = len(items) if catalogue <= 0 else min(len(items), catalogue)
     if len(items) < 2 or size < 2:
         return math.nan
-    counts: dict[str, int] = {}
+    counts: dict[Hashable, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     p = np.fromiter(counts.values(), dtype=np.float64) / len(items)
@@ -1434,7 +1497,7 @@ def excess_repeats(repeats: int, actions: int, types: int, catalogue: int = 0) -
 
 
 def _text_signals(
-    activity: UserActivity, config: SpamConfig, texts: TextRegistry | None
+    activity: Evidence, config: SpamConfig, texts: TextRegistry | None
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     r = activity.reviews
@@ -1700,7 +1763,7 @@ def fit_norms(features: Iterable[ProfileFeatures], config: SpamConfig) -> Profil
 
 
 def _profile_signals(
-    activity: UserActivity,
+    activity: Evidence,
     items: ItemStats,
     config: SpamConfig,
     norms: ProfileNorms | None = None,
@@ -1809,7 +1872,7 @@ def _group_signal(group: GroupReading | None, config: SpamConfig) -> Signal:
 
 
 def signals(
-    activity: UserActivity,
+    activity: Evidence,
     items: ItemStats,
     config: SpamConfig,
     now: float,
@@ -1898,7 +1961,7 @@ def reputation(positive: float, negative: float, config: SpamConfig) -> float:
     return 100.0 * a / (a + config.prior_distrust + negative)
 
 
-def hard_rule(activity: UserActivity, config: SpamConfig, now: float) -> str | None:
+def hard_rule(activity: Evidence, config: SpamConfig, now: float) -> str | None:
     """Why a hard rule blocks the user, or None: cheap enough to check after every event.
 
     The rules: more than ``max_explicit_per_second`` explicit events, or more
@@ -1948,7 +2011,7 @@ def status_of(score: float, rule: str | None, config: SpamConfig) -> str:
 
 
 def judge(
-    activity: UserActivity,
+    activity: Evidence,
     items: ItemStats,
     config: SpamConfig,
     now: float,

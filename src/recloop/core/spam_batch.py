@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ from recloop.core.events import RATING_MAX, RATING_MIN
 from recloop.core.spam import (
     _HOURS,
     ActivityReadings,
+    Evidence,
     ItemStats,
     ProfileFeatures,
     SpamConfig,
@@ -227,24 +229,35 @@ def profile_features_many(
 
 
 def judge_many(
-    activities: Sequence[UserActivity],
+    activities: Sequence[Evidence],
     items: ItemStats,
     config: SpamConfig,
     now: float,
     texts: TextRegistry | None = None,
     norms: ProfileNorms | None = None,
     groups: Sequence[GroupReading | None] | None = None,
+    readings: Sequence[ActivityReadings] | None = None,
 ) -> list[Verdict]:
-    """:func:`~recloop.core.spam.judge` of each user (``groups`` parallel to
-    ``activities``), their profiles' features and activities' readings computed
-    together."""
+    """:func:`~recloop.core.spam.judge` of each user (``groups`` and ``readings``
+    parallel to ``activities``), their profiles' features and, unless given, their
+    activities' readings computed together."""
     features = profile_features_many([a.ratings for a in activities], items, config)
-    readings = activity_readings_many(activities, config.recent_actions, items.catalogue)
+    if readings is None:
+        readings = activity_readings_many(
+            [_reference(a) for a in activities], config.recent_actions, items.catalogue
+        )
     found = groups if groups is not None else [None] * len(activities)
     return [
         judge(a, items, config, now, texts, norms, g, f, r)
         for a, g, f, r in zip(activities, found, features, readings, strict=True)
     ]
+
+
+def _reference(activity: Evidence) -> UserActivity:
+    """The reference object behind ``activity`` (a table's views come with readings)."""
+    if not isinstance(activity, UserActivity):
+        raise TypeError("pass the readings of an ActivityTable's views (ActivityTable.readings)")
+    return activity
 
 
 def activity_readings_many(
@@ -266,21 +279,51 @@ def activity_readings_many(
     users = len(activities)
     if users == 0:
         return []
-    # the rate: the span of the latest actions of any type
     tails = [a._all_times[-recent:] for a in activities]
-    rate_n = np.fromiter(map(len, tails), np.int64, users)
-    times = np.fromiter(itertools.chain.from_iterable(tails), np.float64, int(rate_n.sum()))
+    latest = [_dominant_times(a, recent) for a in activities]
+    items = [a.recent_items() for a in activities]
+    return readings_of_segments(
+        _flat(tails, np.float64),
+        np.fromiter(map(len, tails), np.int64, users),
+        _flat(latest, np.float64),
+        np.fromiter(map(len, latest), np.int64, users),
+        np.array([a.hours for a in activities], np.float64).reshape(users, _HOURS),
+        _flat(items, np.int64),
+        catalogue,
+    )
+
+
+def _flat(parts: Sequence[Sequence[float]] | Sequence[Sequence[int]], dtype: type) -> Any:
+    """The parts laid end to end, as one array of ``dtype``."""
+    size = sum(map(len, parts))
+    return np.fromiter(itertools.chain.from_iterable(parts), dtype, size)
+
+
+def readings_of_segments(
+    times: Floats,
+    rate_n: npt.NDArray[np.int64],
+    dominant: Floats,
+    sizes: npt.NDArray[np.int64],
+    hours: npt.NDArray[Any],
+    items: npt.NDArray[np.int64],
+    catalogue: int = 0,
+) -> list[ActivityReadings]:
+    """:class:`ActivityReadings` of users whose latest actions' timestamps (``times``,
+    ``rate_n`` each), dominant type's latest timestamps (``dominant``, ``sizes`` each)
+    and latest actions' items' hashes (``items``, ``rate_n`` each) are laid end to end,
+    with a ``(users, 24)`` histogram of their hours: each statistic a segment reduction."""
+    users = len(rate_n)
+    if users == 0:
+        return []
+    # the rate: the span of the latest actions of any type
     span = _segment_span(times, rate_n)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(span > 0, (rate_n - 1) / span, math.inf)
     rate = np.where(rate_n < 2, 0.0, rate)
 
     # inter-arrival times of each user's dominant type, sorted within the user
-    latest = [_dominant_times(a, recent) for a in activities]
-    sizes = np.fromiter(map(len, latest), np.int64, users)
-    stamps = np.fromiter(itertools.chain.from_iterable(latest), np.float64, int(sizes.sum()))
     seg = np.repeat(np.arange(users), sizes)
-    stamps = stamps[np.lexsort((stamps, seg))]
+    stamps = dominant[np.lexsort((dominant, seg))]
     gaps = np.diff(stamps)
     keep = seg[1:] == seg[:-1]
     gaps, gap_seg = gaps[keep], seg[1:][keep]
@@ -294,7 +337,7 @@ def activity_readings_many(
         burst = np.where(few | (sigma + mu <= 0), math.nan, (sigma - mu) / (sigma + mu))
 
     # the hours of day: a (users, 24) histogram
-    hours = np.array([a.hours for a in activities], np.float64).reshape(users, _HOURS)
+    hours = np.asarray(hours, np.float64)
     total = hours.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = hours / total[:, None]
@@ -303,7 +346,7 @@ def activity_readings_many(
         h = -plogp.sum(axis=1) + (filled - 1) / (2.0 * total)
         entropy = np.where(total > 0, np.minimum(h / math.log(_HOURS), 1.0), math.nan)
 
-    diversity, acted = _diversity_many([a.recent_items() for a in activities], catalogue)
+    diversity = _diversity_of_segments(items, rate_n, catalogue)
     columns = zip(
         rate.tolist(),
         rate_n.tolist(),
@@ -312,7 +355,7 @@ def activity_readings_many(
         burst.tolist(),
         entropy.tolist(),
         diversity.tolist(),
-        acted.tolist(),
+        rate_n.tolist(),
         strict=True,
     )
     return [ActivityReadings(*values) for values in columns]
@@ -328,7 +371,7 @@ def _segment_span(values: Floats, sizes: npt.NDArray[np.int64]) -> Floats:
     return span
 
 
-def _dominant_times(activity: UserActivity, recent: int) -> list[float]:
+def _dominant_times(activity: UserActivity, recent: int) -> Sequence[float]:
     """The latest timestamps of the user's dominant action type (as
     :meth:`UserActivity.intervals` chooses it)."""
     times = activity._times
@@ -338,24 +381,20 @@ def _dominant_times(activity: UserActivity, recent: int) -> list[float]:
     return times[dominant][-recent:]
 
 
-def _diversity_many(
-    items: Sequence[list[str]], catalogue: int
-) -> tuple[Floats, npt.NDArray[np.int64]]:
-    """:func:`~recloop.core.spam.item_diversity` of each list, and the lists' lengths."""
-    users = len(items)
-    lengths = np.fromiter(map(len, items), np.int64, users)
-    codes: dict[str, int] = {}
-    flat = np.fromiter(
-        (codes.setdefault(i, len(codes)) for i in itertools.chain.from_iterable(items)),
-        np.int64,
-        int(lengths.sum()),
-    )
+def _diversity_of_segments(
+    items: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], catalogue: int
+) -> Floats:
+    """:func:`~recloop.core.spam.item_diversity` of each segment of ``items`` (hashes)."""
+    users = len(lengths)
+    codes = np.unique(items, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    width = max(int(codes.max()) + 1 if len(codes) else 1, 1)
     seg = np.repeat(np.arange(users), lengths)
-    pairs, counts = np.unique(seg * max(len(codes), 1) + flat, return_counts=True)
-    owner = pairs // max(len(codes), 1)
+    pairs, counts = np.unique(seg * width + codes, return_counts=True)
+    owner = pairs // width
     p = counts / lengths[owner]
     entropy = np.bincount(owner, -p * np.log(p), users)
     size = lengths if catalogue <= 0 else np.minimum(lengths, catalogue)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = np.clip(entropy / np.log(np.where(size >= 2, size, 2)), 0.0, 1.0)
-    return np.where((lengths < 2) | (size < 2), math.nan, value), lengths
+    result: Floats = np.where((lengths < 2) | (size < 2), math.nan, value)
+    return result

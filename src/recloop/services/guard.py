@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from recloop.config import SpamSettings
-from recloop.core.cache import LruCache
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.spam import (
@@ -45,13 +47,12 @@ from recloop.core.spam import (
     Verdict,
     fit_norms,
     group_rule,
-    hard_rule,
     judge,
-    record_event,
 )
 from recloop.core.spam_batch import judge_many
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
+from recloop.core.spam_table import CODES, ActivityTable, ActivityView
 from recloop.ports import ReliabilityRecord, StateStore
 from recloop.services.tasks import stop_tasks
 
@@ -59,16 +60,6 @@ log = logging.getLogger(__name__)
 
 _SWEEP_SLICE = 500
 """Users judged between two yields of a sweep to the event loop."""
-
-
-@dataclass(slots=True)
-class _Tracked:
-    activity: UserActivity
-    events_since_judged: int = 0
-    judged_at: float = 0.0
-    verdict: Verdict | None = None
-    next_after: int = 0
-    """Events after which the next judgement is due (doubles after each)."""
 
 
 class GuardService:
@@ -81,11 +72,24 @@ class GuardService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``config``: the ``spam`` section; ``max_users``: users whose evidence is held
-        (``cache.max_users``; the least recently active are forgotten)."""
+        (``cache.max_users``; the least recently active make room)."""
         self._store = store
         self._config = config
+        self._max_users = max_users
         self._clock = clock
-        self._users: LruCache[str, _Tracked] = LruCache(max_users)
+        # every tracked user's evidence, by slot (core.spam_table), and the guard's own
+        # bookkeeping per slot: events since the last judgement, when that was, the
+        # event count the next one is due at, its score (NaN: none yet), the latest use
+        self._table = ActivityTable(config.detectors)
+        self._slots: dict[str, int] = {}
+        self._names: list[str | None] = []
+        self._free: list[int] = []
+        self._since = np.zeros(0, np.int64)
+        self._judged_at = np.zeros(0)
+        self._next_after = np.zeros(0, np.int64)
+        self._score = np.zeros(0)
+        self._touched = np.zeros(0, np.int64)
+        self._tick = 0
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
@@ -150,7 +154,7 @@ class GuardService:
         for start in range(0, len(due), _SWEEP_SLICE):
             held = []
             for user_id in due[start : start + _SWEEP_SLICE]:
-                if user_id in self._users:
+                if user_id in self._slots:
                     held.append(user_id)
                 else:  # evicted or erased since: nothing to judge
                     self._pending.pop(user_id, None)
@@ -182,15 +186,15 @@ class GuardService:
         ):
             return []
         self._grouped_at, self._grouped_ratings = now, ratings
-        raters: list[tuple[str, UserActivity]] = []
-        # oldest first: get() moves each to the end, so the recency order stays
-        for user_id in self._users.keys()[-self._config.group_profiles * 2 :]:
-            tracked = self._users.get(user_id)
-            if tracked is not None and tracked.activity.ratings:
-                raters.append((user_id, tracked.activity))
+        table = self._table
+        # the most recently active raters, oldest first
+        raters = np.fromiter((s for s, r in table.ratings.items() if r), np.int64)
+        raters = raters[np.argsort(self._touched[raters], kind="stable")]
+        raters = raters[-self._config.group_profiles :]
+        first_at = table.first_at[raters].tolist()
         profiles = {
-            user_id: Profile(dict(a.ratings), a.first_at)
-            for user_id, a in raters[-self._config.group_profiles :]
+            self._user(slot): Profile(dict(table.ratings[slot]), at)
+            for slot, at in zip(raters.tolist(), first_at, strict=True)
         }
         found = await asyncio.to_thread(find_groups, profiles, group_rule(self._config.detectors))
         old, self._groups = self._groups, found
@@ -214,83 +218,165 @@ class GuardService:
         record = self._records.get(user_id)
         if record is not None:
             return record.score if record.status == "trusted" else None
-        tracked = self._users.get(user_id)
-        if tracked is None or tracked.verdict is None:
+        slot = self._slots.get(user_id)
+        if slot is None:
             return self.fresh_score
-        return tracked.verdict.score
+        score = float(self._score[slot])
+        return self.fresh_score if score != score else score  # NaN: not judged yet
 
     async def observe(self, events: Sequence[Event]) -> None:
-        """Take accepted events as evidence; judge users whose turn it is."""
+        """Take accepted events as evidence (folded together, :class:`ActivityTable`);
+        judge the users whose turn it is."""
+        if not events:
+            return
         now = self._clock()
-        config, items, texts = self._config, self._items, self._texts
-        due: list[str] = []
-        items.note_items([e.item_id for e in events], [e.user_id for e in events])
-        self._pending.update(dict.fromkeys([e.user_id for e in events], now))
-        track = self._track
-        for e in events:
-            tracked = track(e.user_id)
-            activity = tracked.activity
-            record_event(
-                activity, items, texts, e.type, e.item_id, e.value, e.timestamp, e.text, e.user_id
+        config = self._config
+        user_ids = [e.user_id for e in events]
+        item_ids = [e.item_id for e in events]
+        self._items.note_items(item_ids, user_ids)
+        self._pending.update(dict.fromkeys(user_ids, now))
+        slots = self._slots_of(user_ids)
+        n = len(events)
+        nan = math.nan
+        texts = [e.text for e in events] if any(e.type == "review" for e in events) else None
+        self._table.fold(
+            slots,
+            np.fromiter((CODES[e.type] for e in events), np.int64, n),
+            item_ids,
+            np.fromiter((nan if e.value is None else e.value for e in events), np.float64, n),
+            np.fromiter((e.timestamp for e in events), np.float64, n),
+            self._items,
+            self._texts,
+            user_ids,
+            texts,
+        )
+        touched, first, counts = np.unique(slots, return_index=True, return_counts=True)
+        self._tick += 1
+        self._touched[touched] = self._tick
+        since = self._since[touched] + counts
+        self._since[touched] = since
+        rule_at = self._table.rule_at[touched]
+        due = (
+            (since >= self._next_after[touched])
+            | (
+                (since >= config.min_new_events)
+                & (now - self._judged_at[touched] >= config.judge_every_seconds)
             )
-            tracked.events_since_judged += 1
-            new = tracked.events_since_judged
-            if (
-                new >= tracked.next_after
-                or (
-                    new >= config.min_new_events
-                    and now - tracked.judged_at >= config.judge_every_seconds
-                )
-                or (
-                    activity.hard_rule_at is not None
-                    and hard_rule(activity, config.detectors, now) is not None
-                )
-            ):
-                due.append(e.user_id)
-        changes = self._judge_many(list(dict.fromkeys(due)), now)
+            | (now - rule_at <= config.detectors.hard_rule_seconds)  # NaN: no violation
+        )
+        due_slots = touched[due][np.argsort(first[due], kind="stable")]
+        changes = self._judge_slots(due_slots, now)
         if changes:
             await self._store.put_reliability(changes)
             self._flags_moved()
 
-    def _track(self, user_id: str) -> _Tracked:
-        tracked = self._users.get(user_id)
-        if tracked is None:
-            tracked = _Tracked(
-                UserActivity(self._config.detectors),
-                judged_at=self._clock(),
-                next_after=self._config.judge_every_events,
-            )
-            self._users.set(user_id, tracked)
-        return tracked
+    def _slots_of(self, user_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Each user's slot, opening slots for new users (the least recently active users
+        make room past ``max_users``)."""
+        slots = self._slots
+        found = list(map(slots.get, user_ids))
+        if None in found:
+            new = [u for u in dict.fromkeys(user_ids) if u not in slots]
+            opened = self._open(new)
+            slots.update(zip(new, opened, strict=True))
+            found = list(map(slots.get, user_ids))
+            if len(slots) > self._max_users:
+                self._evict(len(slots) - self._max_users, set(new))
+        return np.array(found, np.int64)
 
-    def _judge(self, user_id: str, now: float) -> ReliabilityRecord | None:
-        """Judge the user; the new record if their stored status or score moved."""
-        changes = self._judge_many([user_id], now)
-        return changes[0] if changes else None
+    def _open(self, user_ids: list[str]) -> list[int]:
+        """Fresh slots for ``user_ids``, their evidence empty."""
+        reused = self._free[-len(user_ids) :] if user_ids else []
+        del self._free[len(self._free) - len(reused) :]
+        start = len(self._names)
+        opened = reused + list(range(start, start + len(user_ids) - len(reused)))
+        self._names.extend([None] * (len(user_ids) - len(reused)))
+        capacity = len(self._names)
+        if capacity > len(self._since):
+            size = max(capacity, 2 * len(self._since), 64)
+            self._since = _grown(self._since, size, 0)
+            self._judged_at = _grown(self._judged_at, size, 0.0)
+            self._next_after = _grown(self._next_after, size, 0)
+            self._score = _grown(self._score, size, math.nan)
+            self._touched = _grown(self._touched, size, 0)
+        index = np.array(opened, np.int64)
+        self._table.open(index)
+        self._since[index] = 0
+        self._judged_at[index] = self._clock()
+        self._next_after[index] = self._config.judge_every_events
+        self._score[index] = math.nan
+        self._touched[index] = self._tick
+        for user_id, slot in zip(user_ids, opened, strict=True):
+            self._names[slot] = user_id
+        return opened
+
+    def _evict(self, count: int, keep: set[str]) -> None:
+        """Forget the evidence of the ``count`` least recently active users (not ``keep``)."""
+        held = np.fromiter(self._slots.values(), np.int64, len(self._slots))
+        oldest = held[np.argsort(self._touched[held], kind="stable")]
+        gone = [s for s in oldest[: count + len(keep)].tolist() if self._user(s) not in keep]
+        for slot in gone[:count]:
+            user_id = self._user(slot)
+            del self._slots[user_id]
+            self._pending.pop(user_id, None)
+            self._release(slot)
+
+    def _release(self, slot: int) -> None:
+        self._table.close(np.array([slot], np.int64))
+        self._names[slot] = None
+        self._free.append(slot)
+
+    def _user(self, slot: int) -> str:
+        user_id = self._names[slot]
+        assert user_id is not None, slot
+        return user_id
+
+    def _judge(self, user_id: str, now: float) -> tuple[ReliabilityRecord | None, Verdict]:
+        """Judge the tracked user; their new record if their stored status or score moved,
+        and the verdict."""
+        verdicts: list[Verdict] = []
+        changes = self._judge_slots(np.array([self._slots[user_id]], np.int64), now, verdicts)
+        return (changes[0] if changes else None), verdicts[0]
 
     def _judge_many(self, user_ids: list[str], now: float) -> list[ReliabilityRecord]:
-        """Judge the users (their profiles' features computed together); the new records
-        of those whose stored status or score moved."""
-        tracked = [self._track(user_id) for user_id in user_ids]
-        verdicts = judge_many(
-            [t.activity for t in tracked],
+        """Judge the tracked users; the new records of those whose stored status or score
+        moved."""
+        return self._judge_slots(np.array([self._slots[u] for u in user_ids], np.int64), now)
+
+    def _judge_slots(
+        self, slots: npt.NDArray[np.int64], now: float, verdicts: list[Verdict] | None = None
+    ) -> list[ReliabilityRecord]:
+        """Judge the users in ``slots`` (their evidence read together); the new records of
+        those whose stored status or score moved. ``verdicts`` receives the verdicts."""
+        if not len(slots):
+            return []
+        views, readings = self._table.evidence(slots, self._items.catalogue)
+        user_ids = [self._user(slot) for slot in slots.tolist()]
+        found = judge_many(
+            views,
             self._items,
             self._config.detectors,
             now,
             self._texts,
             self._norms,
             [self._groups.get(user_id) for user_id in user_ids],
+            readings,
         )
+        if verdicts is not None:
+            verdicts.extend(found)
+        judged = self._table.events[slots]
+        self._score[slots] = [v.score for v in found]
+        self._judged_at[slots] = now
+        self._since[slots] = 0
+        self._next_after[slots] = np.maximum(self._config.judge_every_events, judged)
         changes = []
-        for user_id, t, verdict in zip(user_ids, tracked, verdicts, strict=True):
-            change = self._record(user_id, t, verdict, now)
+        for user_id, verdict in zip(user_ids, found, strict=True):
+            change = self._record(user_id, verdict, now)
             if change is not None:
                 changes.append(change)
         return changes
 
-    def _record(
-        self, user_id: str, tracked: _Tracked, verdict: Verdict, now: float
-    ) -> ReliabilityRecord | None:
+    def _record(self, user_id: str, verdict: Verdict, now: float) -> ReliabilityRecord | None:
         """Keep ``verdict``; the user's new record if their stored status or score moved."""
         features = verdict.features
         if features is not None and features.n >= self._config.detectors.profile_min:
@@ -299,9 +385,6 @@ class GuardService:
             self._sampled_since_fit += 1
             if len(self._sample) > self._config.norm_profiles:
                 del self._sample[next(iter(self._sample))]
-        judged = tracked.activity.events
-        tracked.verdict, tracked.judged_at, tracked.events_since_judged = verdict, now, 0
-        tracked.next_after = max(self._config.judge_every_events, judged)
         self._pending.pop(user_id, None)
         current = self._records.get(user_id)
         if current is not None and current.manual:
@@ -325,24 +408,22 @@ class GuardService:
 
     async def report(self, user_id: str) -> dict[str, Any]:
         """``GET .../reliability``: the user's score, status and signals, judged now."""
-        tracked = self._users.get(user_id)
+        tracked = user_id in self._slots
         record = self._records.get(user_id)
-        if tracked is None and record is None:
+        if not tracked and record is None:
             raise NotFound("user", user_id)
         signals: dict[str, Any] = {}
-        if tracked is not None:
-            change = self._judge(user_id, self._clock())
+        verdict: Verdict | None = None
+        if tracked:
+            change, verdict = self._judge(user_id, self._clock())
             if change is not None:
                 await self._store.put_reliability([change])
                 self._flags_moved()
-            assert tracked.verdict is not None  # _judge just set it
             signals = {
-                name: {"value": s.value, "fired": s.fired}
-                for name, s in tracked.verdict.signals.items()
+                name: {"value": s.value, "fired": s.fired} for name, s in verdict.signals.items()
             }
         record = self._records.get(user_id)
         if record is None:
-            verdict = tracked.verdict if tracked is not None else None
             score = self.fresh_score if verdict is None else verdict.score
             return {
                 "user_id": user_id,
@@ -363,10 +444,20 @@ class GuardService:
             "reason": record.reason,
         }
 
+    def evidence(self, user_id: str) -> ActivityView | None:
+        """What the guard holds of the user's activity (their evidence, not their events),
+        or None for a user it does not track."""
+        slot = self._slots.get(user_id)
+        if slot is None:
+            return None
+        return self._table.views(np.array([slot], np.int64))[0]
+
     def forget(self, user_id: str) -> None:
         """Drop the user's evidence and record from memory (an erasure; their stored record
         is deleted with the rest of their rows). The texts' counts of distinct users stay."""
-        self._users.delete(user_id)
+        slot = self._slots.pop(user_id, None)
+        if slot is not None:
+            self._release(slot)
         self._pending.pop(user_id, None)
         self._sample.pop(user_id, None)
         self._groups.pop(user_id, None)
@@ -397,7 +488,7 @@ class GuardService:
 
     def held_users(self) -> set[str]:
         """The users this guard holds evidence or a record of."""
-        return set(self._users.keys()) | set(self._records)
+        return set(self._slots) | set(self._records)
 
     def suspects(self, limit: int) -> list[ReliabilityRecord]:
         """The lowest scores first (blocked and suspect users, then the least reliable)."""
@@ -408,10 +499,13 @@ class GuardService:
         last verdict's (a read, for the console's histogram)."""
         records = self._records
         found = [r.score for r in records.values()]
+        score = self._score
         found += [
-            tracked.verdict.score
-            for user_id, tracked in self._users.items()
-            if tracked.verdict is not None and user_id not in records
+            s
+            for user_id, s in zip(
+                self._slots, score[list(self._slots.values())].tolist(), strict=True
+            )
+            if s == s and user_id not in records  # NaN: not judged yet
         ]
         return found
 
@@ -443,9 +537,16 @@ class GuardService:
         await self._store.put_reliability([record])
         self._records[user_id] = record
         self._flags_moved()
-        tracked = self._users.get(user_id)
-        if tracked is not None and not blocked:
-            tracked.activity = UserActivity(
-                self._config.detectors
-            )  # a fresh start: old evidence judged them already
+        slot = self._slots.get(user_id)
+        if slot is not None and not blocked:  # a fresh start: old evidence judged them already
+            index = np.array([slot], np.int64)
+            self._table.close(index)
+            self._table.open(index)
         return record
+
+
+def _grown(column: npt.NDArray[Any], size: int, fill: float) -> Any:
+    """``column`` copied into a longer one, the new places ``fill``."""
+    out = np.full(size, fill, column.dtype)
+    out[: len(column)] = column
+    return out

@@ -1,0 +1,747 @@
+"""Every tracked user's evidence in columns: the guard's store.
+
+:class:`~recloop.core.spam.UserActivity` folds one user's events one at a time
+and is the reference; :class:`ActivityTable` keeps the same evidence for every
+user the guard tracks, by *slot* (a dense index the guard assigns), and folds a
+whole batch of events in a few numpy steps. A differential test holds the two
+to the same numbers for any stream of events.
+
+The layout:
+
+- **counters** (events, actions, clicks, dwells, hours of day, per-type counts, the
+  hard rules' latest violation, ...) are columns indexed by slot;
+- **the latest actions** are rows of one append-only log (timestamp, type, item's
+  hash), each row linked to its user's previous row, to the previous row of the
+  same user and type, and to the user's previous explicit row: the latest ``n``
+  actions of a set of users are ``n`` vectorised steps back along the links. Rows
+  no link walk can reach any more are dropped when the log has doubled;
+- **repeats and unseen clicks** need "was this (type, item) pair among the user's
+  previous ``remembered_items`` actions": two dicts from a 64-bit key of (user,
+  item, type) to the ordinal of its latest action, probed and updated for a batch
+  at once (a dict of ints is invisible to the garbage collector);
+- **ratings and reviews** stay per user (a dict of ratings for users who rate):
+  they are the profile the judgement reads item by item.
+
+Per-user Python objects would cost the collector a walk of every user's lists at
+each full collection; here a user is a few numbers in arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from recloop.core.events import EXPLICIT_TYPES, FEEDBACK_TYPES
+from recloop.core.spam import (
+    ActivityReadings,
+    ItemStats,
+    SpamConfig,
+    TextRegistry,
+    has_link,
+    has_repeated_chars,
+    text_key,
+)
+from recloop.core.spam_batch import readings_of_segments
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+
+TYPES: Final = tuple(sorted(FEEDBACK_TYPES))
+"""The event types by code: alphabetical, so that a tie between types goes to the larger
+code (the reference's "alphabetically last")."""
+CODES: Final = {name: code for code, name in enumerate(TYPES)}
+_T: Final = len(TYPES)
+_IMPRESSION: Final = CODES["impression"]
+_VIEW: Final = CODES["view"]
+_CLICK: Final = CODES["click"]
+_DWELL: Final = CODES["dwell"]
+_RATING: Final = CODES["rating"]
+_REVIEW: Final = CODES["review"]
+_EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
+_HOURS: Final = 24
+_GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
+_NO_RULE, _ACTIONS_RULE, _EXPLICIT_RULE = 0, 1, 2
+
+
+def _type_hashes() -> Ints:
+    """Each type's ``hash`` in this process (the reference keys a pair by
+    ``hash(item) ^ hash(type)``)."""
+    return np.array([hash(name) for name in TYPES], np.int64)
+
+
+def _keys(uids: Ints, hashes: Ints) -> list[int]:
+    """One 64-bit key per (user incarnation, 64-bit hash): distinct pairs collide with a
+    probability of about 2**-64."""
+    mixed = hashes.view(np.uint64) ^ (uids.astype(np.uint64) * _GOLDEN)
+    keys: list[int] = mixed.tolist()
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityView:
+    """One user's evidence as the judgement reads it (:class:`recloop.core.spam.Evidence`):
+    a snapshot of the user's row, with their latest actions gathered from the log."""
+
+    events: int
+    actions: int
+    seen: int
+    first_at: float
+    last_at: float
+    clicks: int
+    unseen_clicks: int
+    dwells: int
+    short_dwells: int
+    repeats: int
+    action_types: int
+    max_explicit_in_second: int
+    hard_rule_at: float | None
+    hard_rule_reason: str | None
+    hours: Sequence[int]
+    ratings: dict[str, float]
+    reviews: int
+    reviews_with_links: int
+    reviews_with_repeats: int
+    max_text_copies: int
+    review_keys: deque[str] | tuple[()]
+    latest_times: Floats
+    """The latest actions' timestamps, oldest first."""
+    latest_items: Ints
+    """Their items' hashes."""
+    dominant_times: Floats
+    """The latest timestamps of the dominant type, oldest first."""
+
+    def recent_rate(self) -> tuple[float, int]:
+        n = len(self.latest_times)
+        if n < 2:
+            return 0.0, n
+        span = float(self.latest_times.max() - self.latest_times.min())
+        return ((n - 1) / span if span > 0 else math.inf), n
+
+    def intervals(self) -> Floats:
+        return np.diff(np.sort(self.dominant_times))
+
+    def recent_items(self) -> list[int]:
+        items: list[int] = self.latest_items.tolist()
+        return items
+
+
+class ActivityTable:
+    """The evidence of up to ``capacity`` (grown as needed) users, by slot."""
+
+    _COUNTERS: Final = (
+        "events",
+        "actions",
+        "seen",
+        "clicks",
+        "unseen_clicks",
+        "dwells",
+        "short_dwells",
+        "repeats",
+        "reviews",
+        "reviews_with_links",
+        "reviews_with_repeats",
+        "max_text_copies",
+        "max_explicit_in_second",
+        "rule",
+    )
+
+    # the counters, by slot (see UserActivity)
+    events: Ints
+    actions: Ints
+    seen: Ints
+    clicks: Ints
+    unseen_clicks: Ints
+    dwells: Ints
+    short_dwells: Ints
+    repeats: Ints
+    reviews: Ints
+    reviews_with_links: Ints
+    reviews_with_repeats: Ints
+    max_text_copies: Ints
+    max_explicit_in_second: Ints
+    rule: Ints
+    """Which hard rule's violation ``rule_at`` holds (0: none)."""
+
+    def __init__(self, config: SpamConfig, capacity: int = 1024, floor: int = 1 << 16) -> None:
+        """``floor``: the log's rows, and the pair and impression dicts' entries, below
+        which they are not compacted (each is compacted once it has doubled since)."""
+        self.config = config
+        self._floor = floor
+        self._type_hash = _type_hashes()
+        self._next_uid = 0
+        self.capacity = 0
+        self.uid = np.zeros(0, np.int64)
+        """The incarnation of the user in each slot (-1: free)."""
+        for name in self._COUNTERS:
+            setattr(self, name, np.zeros(0, np.int64))
+        self.first_at = np.zeros(0)
+        self.last_at = np.zeros(0)
+        self.rule_at = np.zeros(0)
+        self.hours = np.zeros((0, _HOURS), np.int64)
+        self.type_total = np.zeros((0, _T), np.int64)
+        self.head = np.zeros(0, np.int64)
+        self.type_head = np.zeros((0, _T), np.int64)
+        self.explicit_head = np.zeros(0, np.int64)
+        self.ratings: dict[int, dict[str, float]] = {}
+        self.review_keys: dict[int, deque[str]] = {}
+        # the log of actions
+        self._rows = 0
+        self._kept_after_compaction = 0
+        self.log_t = np.zeros(0)
+        self.log_item = np.zeros(0, np.int64)
+        self.log_code = np.zeros(0, np.int8)
+        self.log_slot = np.zeros(0, np.int64)
+        self.log_uid = np.zeros(0, np.int64)
+        self.log_prev = np.zeros(0, np.int64)
+        self.log_prev_type = np.zeros(0, np.int64)
+        self.log_prev_explicit = np.zeros(0, np.int64)
+        # (user, type, item) -> latest action's ordinal; (user, item) -> latest impression's
+        self._pairs: dict[int, int] = {}
+        self._impressed: dict[int, int] = {}
+        self._pairs_kept = 0
+        self._impressed_kept = 0
+        self._grow(capacity)
+
+    # -- slots -----------------------------------------------------------------------
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        old, new = self.capacity, max(needed, 2 * self.capacity, 64)
+
+        def grown(a: npt.NDArray[Any], fill: float = 0) -> Any:
+            out = np.full((new, *a.shape[1:]), fill, a.dtype)
+            out[:old] = a
+            return out
+
+        self.uid = grown(self.uid, -1)
+        for name in self._COUNTERS:
+            setattr(self, name, grown(getattr(self, name)))
+        self.first_at = grown(self.first_at, math.inf)
+        self.last_at = grown(self.last_at, -math.inf)
+        self.rule_at = grown(self.rule_at, math.nan)
+        self.hours = grown(self.hours)
+        self.type_total = grown(self.type_total)
+        self.head = grown(self.head, -1)
+        self.type_head = grown(self.type_head, -1)
+        self.explicit_head = grown(self.explicit_head, -1)
+        self.capacity = new
+
+    def open(self, slots: Ints) -> None:
+        """Start empty evidence in ``slots`` (free ones, or ones :meth:`close` d)."""
+        if not len(slots):
+            return
+        self._grow(int(slots.max()) + 1)
+        self.uid[slots] = np.arange(self._next_uid, self._next_uid + len(slots))
+        self._next_uid += len(slots)
+
+    def close(self, slots: Ints) -> None:
+        """Forget the users in ``slots``: their rows of the log become unreachable (and are
+        dropped by the next compaction); the slots may be opened again."""
+        if not len(slots):
+            return
+        self.uid[slots] = -1
+        for name in self._COUNTERS:
+            getattr(self, name)[slots] = 0
+        self.first_at[slots] = math.inf
+        self.last_at[slots] = -math.inf
+        self.rule_at[slots] = math.nan
+        self.hours[slots] = 0
+        self.type_total[slots] = 0
+        self.head[slots] = -1
+        self.type_head[slots] = -1
+        self.explicit_head[slots] = -1
+        for slot in slots.tolist():
+            self.ratings.pop(slot, None)
+            self.review_keys.pop(slot, None)
+
+    # -- the fold --------------------------------------------------------------------
+
+    def fold(
+        self,
+        slots: Ints,
+        codes: Ints,
+        item_ids: Sequence[str],
+        values: Floats,
+        times: Floats,
+        items: ItemStats,
+        texts: TextRegistry | None = None,
+        user_ids: Sequence[str] | None = None,
+        review_texts: Sequence[str | None] | None = None,
+    ) -> None:
+        """Fold a batch of events, in arrival order, into the users' evidence (as
+        :func:`recloop.core.spam.record_event` does for each, in turn): ``codes`` by
+        :data:`CODES`, ``values`` NaN where an event has none. Ratings update ``items``;
+        reviews' texts (``review_texts``, parallel to the events) are registered in
+        ``texts`` under ``user_ids``."""
+        n = len(slots)
+        if n == 0:
+            return
+        config = self.config
+        remembered = config.remembered_items
+        hashes = np.fromiter(map(hash, item_ids), np.int64, n)
+        uids = self.uid[slots]
+        order = np.argsort(slots, kind="stable")
+        sorted_slots = slots[order]
+        starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+        group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+
+        def running(mask: npt.NDArray[np.bool_]) -> Ints:
+            """How many events of the same user up to and including each satisfy
+            ``mask``, in arrival order."""
+            m = mask[order].astype(np.int64)
+            c = np.cumsum(m)
+            out = np.empty(n, np.int64)
+            out[order] = c - (c[group_start] - m[group_start])
+            return out
+
+        def add(column: Ints, mask: npt.NDArray[np.bool_]) -> None:
+            np.add.at(column, slots[mask], 1)
+
+        add(self.events, np.ones(n, np.bool_))
+        np.minimum.at(self.first_at, slots, times)
+        np.maximum.at(self.last_at, slots, times)
+
+        # impressions and views: each one's ordinal among the user's
+        shown = (codes == _IMPRESSION) | (codes == _VIEW)
+        seen_at = self.seen[slots] + running(shown)
+        add(self.seen, shown)
+        clicks = codes == _CLICK
+        if clicks.any():
+            unseen = self._unseen(clicks, shown, seen_at, uids, hashes)
+            add(self.clicks, clicks)
+            add(self.unseen_clicks, unseen)
+        if shown.any():
+            packed = (uids[shown] << 32) | seen_at[shown]
+            self._impressed.update(
+                zip(_keys(uids[shown], hashes[shown]), packed.tolist(), strict=True)
+            )
+            if len(self._impressed) > max(2 * self._impressed_kept, self._floor):
+                self._impressed = self._trimmed(self._impressed, self.seen, remembered - 1)
+                self._impressed_kept = len(self._impressed)
+
+        acts = codes != _IMPRESSION
+        if not acts.any():
+            return
+        ordinal = self.actions[slots] + running(acts)
+        add(self.actions, acts)
+        a = np.flatnonzero(acts)
+        self._repeats(a, slots, uids, hashes ^ self._type_hash[codes], ordinal)
+
+        dwell = (codes == _DWELL) & ~np.isnan(values)
+        add(self.dwells, dwell)
+        add(self.short_dwells, dwell & (values < config.short_dwell_seconds))
+        hour = (np.floor_divide(times[a], 3600.0) % _HOURS).astype(np.int64)
+        np.add.at(self.hours, (slots[a], hour), 1)
+        np.add.at(self.type_total, (slots[a], codes[a]), 1)
+        rows = self._append(a, slots, uids, codes, hashes, times)
+        self._hard_rules(a, rows, slots, codes, times, ordinal)
+        if self._rows > max(2 * self._kept_after_compaction, self._floor):
+            self.compact()
+        profiled = np.flatnonzero((codes == _RATING) | (codes == _REVIEW))
+        if len(profiled):
+            self._profiles(
+                profiled, slots, codes, item_ids, values, items, texts, user_ids, review_texts
+            )
+
+    def _unseen(
+        self,
+        clicks: npt.NDArray[np.bool_],
+        shown: npt.NDArray[np.bool_],
+        seen_at: Ints,
+        uids: Ints,
+        hashes: Ints,
+    ) -> npt.NDArray[np.bool_]:
+        """Which clicks' items were not among the user's latest ``remembered_items``
+        impressions and views at the click."""
+        remembered = self.config.remembered_items
+        involved = np.flatnonzero(clicks | shown)
+        keys = np.array(_keys(uids[involved], hashes[involved]), np.uint64)
+        by_key = np.lexsort((involved, keys))
+        k, idx = keys[by_key], involved[by_key]
+        run_start = np.r_[True, k[1:] != k[:-1]]
+        first = np.maximum.accumulate(np.where(run_start, np.arange(len(k)), 0))
+        marker = np.where(shown[idx], np.arange(len(k)), -1)
+        last = np.maximum.accumulate(marker)
+        in_batch = last >= first  # an impression of the item earlier in this batch
+        at = np.where(in_batch, seen_at[idx[np.maximum(last, 0)]], -1)
+        is_click = clicks[idx]
+        ask = is_click & ~in_batch
+        if ask.any():
+            found = map(self._impressed.get, k[ask].tolist())
+            at[ask] = [-1 if v is None else v & 0xFFFFFFFF for v in found]
+        unseen = np.zeros(len(clicks), np.bool_)
+        unseen[idx[is_click]] = (at[is_click] < 0) | (
+            seen_at[idx[is_click]] - at[is_click] >= remembered
+        )
+        return unseen
+
+    def _repeats(self, a: Ints, slots: Ints, uids: Ints, pair_hashes: Ints, ordinal: Ints) -> None:
+        """Count the actions ``a`` whose (type, item) pair was among the user's previous
+        ``remembered_items`` actions; remember each pair's latest ordinal."""
+        remembered = self.config.remembered_items
+        keys = np.array(_keys(uids[a], pair_hashes[a]), np.uint64)
+        by_key = np.lexsort((a, keys))
+        k, idx = keys[by_key], a[by_key]
+        later = np.r_[False, k[1:] == k[:-1]]  # the pair occurred earlier in this batch
+        before = np.full(len(k), -1, np.int64)
+        before[later] = ordinal[idx[np.flatnonzero(later) - 1]]
+        ask = ~later
+        found = map(self._pairs.get, k[ask].tolist())
+        before[ask] = [-1 if v is None else v & 0xFFFFFFFF for v in found]
+        repeat = (before >= 0) & (ordinal[idx] - before <= remembered)
+        np.add.at(self.repeats, slots[idx[repeat]], 1)
+        packed = (uids[a] << 32) | ordinal[a]
+        self._pairs.update(zip(keys.tolist(), packed.tolist(), strict=True))
+        if len(self._pairs) > max(2 * self._pairs_kept, self._floor):
+            self._pairs = self._trimmed(self._pairs, self.actions, remembered)
+            self._pairs_kept = len(self._pairs)
+
+    def _trimmed(self, ordinals: dict[int, int], latest: Ints, window: int) -> dict[int, int]:
+        """The entries of ``ordinals`` still within ``window`` of their user's latest
+        ordinal (``latest`` by slot), users forgotten since left out."""
+        keys = np.fromiter(ordinals.keys(), np.uint64, len(ordinals))
+        packed = np.fromiter(ordinals.values(), np.int64, len(ordinals))
+        uid, at = packed >> 32, packed & 0xFFFFFFFF
+        live = np.flatnonzero(self.uid >= 0)
+        by_uid = np.argsort(self.uid[live])
+        live_uids = self.uid[live][by_uid]
+        pos = np.clip(np.searchsorted(live_uids, uid), 0, max(len(live_uids) - 1, 0))
+        alive = live_uids[pos] == uid if len(live_uids) else np.zeros(len(uid), np.bool_)
+        slot = live[by_uid][pos] if len(live_uids) else np.zeros(len(uid), np.int64)
+        keep = alive & (latest[slot] - at <= window)
+        return dict(zip(keys[keep].tolist(), packed[keep].tolist(), strict=True))
+
+    def _append(
+        self, a: Ints, slots: Ints, uids: Ints, codes: Ints, hashes: Ints, times: Floats
+    ) -> Ints:
+        """Append the actions ``a`` to the log, linked; their rows."""
+        m = len(a)
+        start = self._rows
+        self._reserve(start + m)
+        rows = np.arange(start, start + m)
+        s, c = slots[a], codes[a]
+        self.log_t[rows] = times[a]
+        self.log_item[rows] = hashes[a]
+        self.log_code[rows] = c
+        self.log_slot[rows] = s
+        self.log_uid[rows] = uids[a]
+        self.log_prev[rows] = _link(s, rows, self.head)
+        flat = s * _T + c
+        type_head = self.type_head.reshape(-1)
+        self.log_prev_type[rows] = _link(flat, rows, type_head)
+        explicit = _EXPLICIT[c]
+        self.log_prev_explicit[rows] = -1
+        if explicit.any():
+            self.log_prev_explicit[rows[explicit]] = _link(
+                s[explicit], rows[explicit], self.explicit_head
+            )
+        self._rows = start + m
+        return rows
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= len(self.log_t):
+            return
+        size = max(needed, 2 * len(self.log_t), 1024)
+        for name in (
+            "log_t",
+            "log_item",
+            "log_code",
+            "log_slot",
+            "log_uid",
+            "log_prev",
+            "log_prev_type",
+            "log_prev_explicit",
+        ):
+            old = getattr(self, name)
+            new = np.zeros(size, old.dtype)
+            new[: self._rows] = old[: self._rows]
+            setattr(self, name, new)
+
+    def _hard_rules(
+        self, a: Ints, rows: Ints, slots: Ints, codes: Ints, times: Floats, ordinal: Ints
+    ) -> None:
+        """The hard rules for each action: more than ``limit`` actions (explicit actions)
+        within one second, counting it and the user's previous ``limit``."""
+        config = self.config
+        limit = int(config.max_actions_per_second)
+        # all of the previous ``limit`` within one second: only users with that many
+        maybe = ordinal[a] > limit
+        at = rows[maybe]
+        t = times[a][maybe]
+        whose = np.flatnonzero(maybe)
+        cur = self.log_prev[at]
+        for _ in range(limit):
+            close = (cur >= 0) & (np.abs(self.log_t[np.maximum(cur, 0)] - t) <= 1.0)
+            whose, t, cur = whose[close], t[close], self.log_prev[cur[close]]
+            if not len(whose):
+                break
+        violations = [(a[whose], _ACTIONS_RULE)]
+        explicit = np.flatnonzero(_EXPLICIT[codes[a]])
+        if len(explicit):
+            limit = int(config.max_explicit_per_second)
+            t = times[a][explicit]
+            count = np.ones(len(explicit), np.int64)
+            cur = self.log_prev_explicit[rows[explicit]]
+            for _ in range(limit):
+                live = cur >= 0
+                if not live.any():
+                    break
+                safe = np.maximum(cur, 0)
+                count += live & (np.abs(self.log_t[safe] - t) <= 1.0)
+                cur = np.where(live, self.log_prev_explicit[safe], -1)
+            events = a[explicit]
+            np.maximum.at(self.max_explicit_in_second, slots[events], count)
+            violations.append((events[count > limit], _EXPLICIT_RULE))
+        index = np.concatenate([v for v, _ in violations])
+        if not len(index):
+            return
+        rule = np.concatenate([np.full(len(v), r, np.int64) for v, r in violations])
+        # as if applied in turn: the latest violation wins; at one instant, the later
+        # event, and of one event the explicit rule (checked second)
+        turn = index * 2 + (rule == _EXPLICIT_RULE)
+        order = np.lexsort((turn, times[index], slots[index]))
+        s = slots[index][order]
+        won = order[np.r_[s[1:] != s[:-1], True]]
+        s, t, r = slots[index][won], times[index][won], rule[won]
+        held = self.rule_at[s]
+        take = np.isnan(held) | (t >= held)
+        self.rule_at[s[take]] = t[take]
+        self.rule[s[take]] = r[take]
+
+    def _profiles(
+        self,
+        profiled: Ints,
+        slots: Ints,
+        codes: Ints,
+        item_ids: Sequence[str],
+        values: Floats,
+        items: ItemStats,
+        texts: TextRegistry | None,
+        user_ids: Sequence[str] | None,
+        review_texts: Sequence[str | None] | None,
+    ) -> None:
+        """Ratings and reviews, one by one: the profile a judgement reads item by item."""
+        config = self.config
+        for n in profiled.tolist():
+            slot = int(slots[n])
+            if codes[n] == _RATING:
+                value = float(values[n])
+                if math.isnan(value):
+                    continue
+                item_id = item_ids[n]
+                ratings = self.ratings.get(slot)
+                if ratings is None:
+                    ratings = self.ratings[slot] = {}
+                old = ratings.pop(item_id, None)
+                before = len(ratings) + (old is not None)
+                if len(ratings) >= config.max_profile_ratings:
+                    del ratings[next(iter(ratings))]
+                ratings[item_id] = value
+                if old is None:
+                    items.add_rating(item_id, value)
+                else:
+                    items.replace_rating(item_id, old, value)
+                if len(ratings) != before:
+                    items.note_profile_length(before, len(ratings))
+                continue
+            text = None if review_texts is None else review_texts[n]
+            if text is None:
+                continue
+            if texts is not None:
+                if user_ids is None:
+                    raise ValueError("user_ids are needed to register reviews' texts")
+                copies = texts.add(user_ids[n], text)
+                if copies > self.max_text_copies[slot]:
+                    self.max_text_copies[slot] = copies
+            self.reviews[slot] += 1
+            self.reviews_with_links[slot] += has_link(text)
+            self.reviews_with_repeats[slot] += has_repeated_chars(text)
+            key = text_key(text, config.text_min_chars)
+            if key is not None:
+                keys = self.review_keys.get(slot)
+                if keys is None:
+                    keys = self.review_keys[slot] = deque(maxlen=config.remembered_reviews)
+                keys.append(key)
+
+    # -- compaction ------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Drop the log's rows no walk reaches: those of forgotten users, and those past
+        the latest ``recent_actions`` of their user and of their (user, type)."""
+        n = self._rows
+        recent = self.config.recent_actions
+        rows = np.arange(n)
+        slot = self.log_slot[:n]
+        alive = self.uid[slot] == self.log_uid[:n]
+        config = self.config
+        # what the walks reach: the latest actions, of each type, and the hard rules' windows
+        user_depth = max(recent, int(config.max_actions_per_second))
+        keep = _rank_from_end(slot, rows) < user_depth
+        keep |= _rank_from_end(slot * _T + self.log_code[:n], rows) < recent
+        explicit = np.flatnonzero(_EXPLICIT[self.log_code[:n]])
+        keep[explicit] |= _rank_from_end(slot[explicit], explicit) < int(
+            config.max_explicit_per_second
+        )
+        keep &= alive
+        new_index = np.cumsum(keep) - 1
+        kept = int(keep.sum())
+
+        def moved(links: Ints) -> Ints:
+            ok = links >= 0
+            out = np.full(len(links), -1, np.int64)
+            out[ok] = np.where(keep[links[ok]], new_index[links[ok]], -1)
+            return out
+
+        for name in ("log_t", "log_item", "log_code", "log_slot", "log_uid"):
+            column = getattr(self, name)
+            column[:kept] = column[:n][keep]
+        for name in ("log_prev", "log_prev_type", "log_prev_explicit"):
+            column = getattr(self, name)
+            column[:kept] = moved(column[:n][keep])
+        self.head[:] = moved(self.head)
+        self.type_head[:] = moved(self.type_head.reshape(-1)).reshape(self.type_head.shape)
+        self.explicit_head[:] = moved(self.explicit_head)
+        self._rows = self._kept_after_compaction = kept
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _walk(self, start: Ints, links: Ints, lengths: Ints) -> tuple[Ints, Ints]:
+        """Follow ``links`` back from ``start`` for ``lengths`` rows each; the rows laid end
+        to end, oldest first within each, and each one's owner (index into ``start``)."""
+        steps = int(lengths.max()) if len(lengths) else 0
+        path = np.full((len(start), max(steps, 1)), -1, np.int64)
+        cur = start.copy()
+        active = np.flatnonzero(lengths > 0)
+        for step in range(steps):
+            active = active[lengths[active] > step]
+            if not len(active):
+                break
+            at = cur[active]
+            path[active, step] = at
+            cur[active] = np.where(at >= 0, links[np.maximum(at, 0)], -1)
+        taken = path >= 0
+        owner = np.repeat(np.arange(len(start)), taken.sum(axis=1))
+        rows = path[:, ::-1][taken[:, ::-1]]
+        return rows, owner
+
+    def gather(self, slots: Ints) -> tuple[Ints, Ints, Ints, Ints, Ints]:
+        """The latest actions of the users in ``slots`` and of each one's dominant type:
+        ``(rows, sizes, dominant_rows, dominant_sizes, dominant)``, rows laid end to end."""
+        recent = self.config.recent_actions
+        sizes = np.minimum(self.actions[slots], recent)
+        rows, _ = self._walk(self.head[slots], self.log_prev, sizes)
+        counts = np.minimum(self.type_total[slots], recent)
+        dominant = np.argmax(counts * _T + np.arange(_T), axis=1)
+        dominant_sizes = counts[np.arange(len(slots)), dominant]
+        starts = self.type_head[slots, dominant]
+        dominant_rows, _ = self._walk(starts, self.log_prev_type, dominant_sizes)
+        return rows, sizes, dominant_rows, dominant_sizes, dominant
+
+    def readings(self, slots: Ints, catalogue: int = 0) -> list[ActivityReadings]:
+        """Each user's :class:`ActivityReadings` (what
+        :func:`recloop.core.spam_batch.activity_readings_many` computes from the
+        reference's objects), from the columns."""
+        return self.evidence(slots, catalogue)[1]
+
+    def views(self, slots: Ints) -> list[ActivityView]:
+        """Each user's evidence as the judgement reads it."""
+        return self.evidence(slots)[0]
+
+    def evidence(
+        self, slots: Ints, catalogue: int = 0
+    ) -> tuple[list[ActivityView], list[ActivityReadings]]:
+        """Each user's evidence as the judgement reads it, and its readings (``catalogue``
+        as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
+        rows, sizes, dominant_rows, dominant_sizes, _ = self.gather(slots)
+        readings = readings_of_segments(
+            self.log_t[rows],
+            sizes,
+            self.log_t[dominant_rows],
+            dominant_sizes,
+            self.hours[slots],
+            self.log_item[rows],
+            catalogue,
+        )
+        ends = np.cumsum(sizes)
+        dominant_ends = np.cumsum(dominant_sizes)
+        times, items = self.log_t[rows], self.log_item[rows]
+        dominant_times = self.log_t[dominant_rows]
+        reasons = {
+            _ACTIONS_RULE: f"more than {self.config.max_actions_per_second:g} events in 1 s",
+            _EXPLICIT_RULE: (
+                f"more than {self.config.max_explicit_per_second:g} explicit events in 1 s"
+            ),
+        }
+        views = []
+        columns = {name: getattr(self, name)[slots].tolist() for name in self._COUNTERS}
+        rule_at = self.rule_at[slots].tolist()
+        action_types = (self.type_total[slots] > 0).sum(axis=1).tolist()
+        first_at, last_at = self.first_at[slots].tolist(), self.last_at[slots].tolist()
+        hours = self.hours[slots].tolist()
+        for i, slot in enumerate(slots.tolist()):
+            lo, hi = int(ends[i] - sizes[i]), int(ends[i])
+            d_lo, d_hi = int(dominant_ends[i] - dominant_sizes[i]), int(dominant_ends[i])
+            at = rule_at[i]
+            views.append(
+                ActivityView(
+                    events=columns["events"][i],
+                    actions=columns["actions"][i],
+                    seen=columns["seen"][i],
+                    first_at=first_at[i],
+                    last_at=last_at[i],
+                    clicks=columns["clicks"][i],
+                    unseen_clicks=columns["unseen_clicks"][i],
+                    dwells=columns["dwells"][i],
+                    short_dwells=columns["short_dwells"][i],
+                    repeats=columns["repeats"][i],
+                    action_types=action_types[i],
+                    max_explicit_in_second=columns["max_explicit_in_second"][i],
+                    hard_rule_at=None if math.isnan(at) else at,
+                    hard_rule_reason=reasons.get(columns["rule"][i]),
+                    hours=hours[i],
+                    ratings=self.ratings.get(slot, {}),
+                    reviews=columns["reviews"][i],
+                    reviews_with_links=columns["reviews_with_links"][i],
+                    reviews_with_repeats=columns["reviews_with_repeats"][i],
+                    max_text_copies=columns["max_text_copies"][i],
+                    review_keys=self.review_keys.get(slot, ()),
+                    latest_times=times[lo:hi],
+                    latest_items=items[lo:hi],
+                    dominant_times=dominant_times[d_lo:d_hi],
+                )
+            )
+        return views, readings
+
+
+def _link(keys: Ints, rows: Ints, heads: Ints) -> Ints:
+    """Each new row's previous row of the same key (in ``rows``' order, else the key's
+    head); the heads move to each key's last new row."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    first = np.r_[True, k[1:] != k[:-1]]
+    prev = np.empty(len(keys), np.int64)
+    ordered_rows = rows[order]
+    prev_sorted = np.r_[-1, ordered_rows[:-1]]
+    prev_sorted[first] = heads[k[first]]
+    prev[order] = prev_sorted
+    last = np.r_[k[1:] != k[:-1], True]
+    heads[k[last]] = ordered_rows[last]
+    return prev
+
+
+def _rank_from_end(keys: Ints, rows: Ints) -> Ints:
+    """Each row's position from the end among the rows of its key (0: the latest)."""
+    order = np.lexsort((rows, keys))
+    k = keys[order]
+    ends = np.r_[np.flatnonzero(k[1:] != k[:-1]), len(k) - 1]
+    end_of = np.repeat(ends, np.diff(np.r_[-1, ends]))
+    out = np.empty(len(keys), np.int64)
+    out[order] = end_of - np.arange(len(k))
+    return out
