@@ -37,6 +37,7 @@ from pydantic_settings import (
 )
 
 from recloop.core.errors import ConfigError, InvalidInput
+from recloop.core.preferences import LearningRate
 from recloop.core.segments import SEGMENTS, SegmentRules
 from recloop.core.spam import SpamConfig
 
@@ -162,8 +163,9 @@ def _default_types() -> dict[str, FeedbackTypeSettings]:
 
 
 class FeedbackSettings(_Section):
-    base_alpha: float = Field(0.1, gt=0.0, le=1.0)
-    alpha_max: float = Field(0.5, gt=0.0, le=1.0)
+    # The learning rate's defaults are core.preferences.LearningRate's (0.1, 0.5).
+    base_alpha: float = Field(LearningRate().base_alpha, gt=0.0, le=1.0)
+    alpha_max: float = Field(LearningRate().alpha_max, gt=0.0, le=1.0)
     implicit_flush_seconds: float = Field(300.0, gt=0.0)
     implicit_max_buffer: int = Field(100_000, ge=1)
     """Buffered implicit events that force a flush before the timer."""
@@ -204,11 +206,12 @@ DEFAULT_ALGORITHMS = ["collaborative", "content_based", "popularity", "trending"
 
 
 class SegmentSettings(_Section):
-    new_max_interactions: int = Field(5, ge=0)
+    # The defaults are core.segments.SegmentRules' (5, 30 days, 100).
+    new_max_interactions: int = Field(SegmentRules().new_max_interactions, ge=0)
     """Fewer interactions than this: ``new``."""
-    inactive_days: float = Field(30.0, gt=0.0)
+    inactive_days: float = Field(SegmentRules().inactive_days, gt=0.0)
     """At least this long since the last event: ``inactive``."""
-    power_min_interactions: int = Field(100, ge=0)
+    power_min_interactions: int = Field(SegmentRules().power_min_interactions, ge=0)
     """More interactions than this: ``power``."""
 
     @property
