@@ -11,7 +11,10 @@ event, what the guard adds to ingest in the embedded deployment:
 - ``spam evidence``: ``GuardService.observe`` (each event folded into its user's evidence,
   users judged when their turn comes);
 - ``block and reliability look-ups``: ``GuardService.blocked`` at ingest and
-  ``GuardService.reliability`` when the event is applied.
+  ``GuardService.reliabilities`` when the batch is applied;
+- the memory the guard's evidence took (the process's resident set after the spam
+  evidence part, less before; the first repetition includes the interpreter's own
+  growth).
 
 CPU time of this process (``time.process_time``), with the server's garbage-collector
 settings (``recloop serve`` raises the first threshold and freezes the start-up heap). The
@@ -91,7 +94,7 @@ async def admit(limits: RateLimits, batch: Sequence[Event]) -> None:
 async def look_up(guard: GuardService, batch: Sequence[Event]) -> None:
     for e in batch:
         guard.blocked(e.user_id)
-        guard.reliability(e.user_id)
+    guard.reliabilities([e.user_id for e in batch])
 
 
 async def cpu_per_event(
@@ -114,18 +117,32 @@ async def measure(batches: int, size: int, seed: int, storage: str, users: int) 
     gc.collect()
     gc.freeze()
     try:
+        rss = _rss_mb()
+        spam = await cpu_per_event(guard.observe, loaded)
+        gc.collect()
+        grown = _rss_mb() - rss
         return {
             "rate limits": await cpu_per_event(lambda b: admit(limits, b), loaded),
-            "spam evidence": await cpu_per_event(guard.observe, loaded),
+            "spam evidence": spam,
             "block and reliability look-ups": await cpu_per_event(
                 lambda b: look_up(guard, b), loaded
             ),
+            _MEMORY: grown,
         }
     finally:
         assert not limits.degraded, limits.last_error
         await limits.close()
         if storage != "memory://":
             await _delete_prefix(storage, prefix)
+
+
+_MEMORY = "the guard's memory after the load (RSS growth), MB"
+
+
+def _rss_mb() -> float:
+    """This process's resident set, MB (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 async def _delete_prefix(storage: str, prefix: str) -> None:
@@ -169,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         values = [r[name] for r in runs]
         shown = " · ".join(f"{v:.2f}" for v in values)
         print(f"| {name} | {statistics.median(values):.2f} | {shown} |")
-    total = [sum(r.values()) for r in runs]
+    total = [sum(v for k, v in r.items() if k != _MEMORY) for r in runs]
     shown = " · ".join(f"{v:.2f}" for v in total)
-    print(f"| all three | {statistics.median(total):.2f} | {shown} |")
+    print(f"| all three (CPU) | {statistics.median(total):.2f} | {shown} |")
     return 0
 
 

@@ -7,7 +7,8 @@ recommendation algorithms (``impression`` rows naming the slate's
 (far more often the best-scored ones, and items of their genre), and rate some of
 what they clicked. Seeded: the same arguments write
 the same file. docs/operations.md ("Importing history") uses it for the recipe
-import → ``recloop train``; ``tests/e2e/test_import_recipe.py`` runs that recipe.
+import → ``recloop train``; ``tests/integration/test_import.py`` runs that
+recipe.
 
 ``python -m benchmarks.history [--rows N]`` writes such a file of about N rows in a
 temporary directory, imports it with ``recloop import`` into a fresh SQLite file

@@ -64,6 +64,7 @@ from recloop.core.spam import (
     Verdict,
     evidence,
     fit_norms,
+    group_rule,
     groups,
     judge,
     profile_features,
@@ -71,6 +72,7 @@ from recloop.core.spam import (
     reputation,
     status_of,
 )
+from recloop.core.spam_groups import GroupReading, Profile, find_groups
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DOC: Final = ROOT / "docs" / "spam.md"
@@ -1024,10 +1026,11 @@ def leave_one_out(sim: Simulation, attack_size: float, filler_size: float) -> st
     return "\n".join(rows)
 
 
-def small_crowd(config: SpamConfig) -> str:
+def small_crowd(config: SpamConfig, seed: int = 1) -> str:
     """Attackers caught in the 300-user world of ``tests/unit/test_spam.py`` (seed 1,
-    14 days) at 5 % / 5 %, 5 % / 3 % and 3 % / 3 %, per model, and the false alarms."""
-    sim = Simulation(Sizes(users=300, items=1000, days=14.0, bots=5), seed=1, config=config)
+    14 days; or another seed) at 5 % / 5 %, 5 % / 3 % and 3 % / 3 %, per model, and the
+    false alarms."""
+    sim = Simulation(Sizes(users=300, items=1000, days=14.0, bots=5), seed=seed, config=config)
     sim.build(lambda message: None)
     rows = [
         "| attack / filler | " + " | ".join(m.replace("_", " ") for m in ATTACK_MODELS) + " |",
@@ -1039,6 +1042,71 @@ def small_crowd(config: SpamConfig) -> str:
             f"| {a:.0%} / {f:.0%} | "
             + " | ".join(f"{c.caught} of {c.attackers} ({c.false_alarms} FA)" for c in cells)
             + " |"
+        )
+    return "\n".join(rows)
+
+
+def _every_box(population: Population, config: SpamConfig) -> dict[str, GroupReading]:
+    """Each user's purest box with any tail (no significance level)."""
+    rule = replace(group_rule(config), alpha=1.0, family_alpha=0.0)
+    profiles = {u: Profile(a.ratings, a.first_at) for u, a in population.users.items() if a.ratings}
+    return find_groups(profiles, rule)
+
+
+def _level(population: Population, config: SpamConfig) -> float:
+    """The tail a box must reach in ``population`` (``group_family_alpha`` over the boxes
+    that could be centred, as :func:`recloop.core.spam_groups.find_groups` counts them)."""
+    rule = group_rule(config)
+    raters: dict[tuple[str, bool], int] = {}
+    for a in population.users.values():
+        for item, value in a.ratings.items():
+            if value in (1.0, 5.0):
+                raters[(item, value == 5.0)] = raters.get((item, value == 5.0), 0) + 1
+    scanned = sum(
+        min(k, rule.max_raters) * len(rule.arrivals) for k in raters.values() if k >= rule.min_size
+    )
+    return max(rule.alpha, rule.family_alpha / scanned if scanned else 0.0)
+
+
+def crowd_groups(config: SpamConfig, seed: int, attack_size: float, filler_size: float) -> str:
+    """Why a small crowd's small attack may be no group: per model, the tails of the
+    attackers' purest boxes against the level, and the lowest tail of a box of genuine
+    raters of purity >= ``group_purity_min`` (in the genuine crowd alone: chance)."""
+    sim = Simulation(Sizes(users=300, items=1000, days=14.0, bots=5), seed=seed, config=config)
+    sim.build(lambda message: None)
+    chance = [
+        r.p_value
+        for r in _every_box(sim.base, config).values()
+        if r.purity >= config.group_purity_min
+    ]
+    rows = [
+        f"seed {seed}, {attack_size:.0%} / {filler_size:.0%}: level "
+        f"{_level(sim.base, config):.1e}; genuine crowd alone, lowest tail of a box of "
+        f"purity >= {config.group_purity_min}: {min(chance, default=math.nan):.1e}",
+        "",
+        "| model | attackers | tail, 10 / 50 / 90 % | purity, median | level | in a group |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for index, model in enumerate(ATTACK_MODELS):
+        rng = np.random.default_rng([seed, index])
+        count = max(round(attack_size * sim.sizes.users), 1)
+        prefix = f"{model}-{index}-"
+        window = (sim.end - 10 * DAY, sim.end - 600.0)
+        events, _ = attack_profiles(
+            model, sim.world, sim.know, count, filler_size, prefix, window, rng
+        )
+        population = sim.base.fork()
+        population.feed(events)
+        bad = [f"{prefix}{a}" for a in range(count)]
+        boxes = _every_box(population, config)
+        tails = [boxes[u].p_value if u in boxes else 1.0 for u in bad]
+        purity = [boxes[u].purity if u in boxes else 0.0 for u in bad]
+        held = groups(population.users, config)
+        q = np.percentile(tails, [10, 50, 90])
+        rows.append(
+            f"| {model.replace('_', ' ')} | {count} | {q[0]:.1e} / {q[1]:.1e} / {q[2]:.1e} | "
+            f"{float(np.median(purity)):.2f} | {_level(population, config):.1e} | "
+            f"{sum(u in held for u in bad)} |"
         )
     return "\n".join(rows)
 
@@ -1073,7 +1141,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs=2,
         type=float,
         metavar=("Z0_POPULARITY", "Z0_FOCUS"),
-        help="the 300-user test world's cells with these norm gates (the defaults: 1 1)",
+        help="the 300-user test world's cells with these norm gates (the defaults: 2.5 2.5)",
+    )
+    parser.add_argument(
+        "--crowd-seeds",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="for --small-crowd: the worlds' seeds (1: the test world)",
+    )
+    parser.add_argument(
+        "--crowd-groups",
+        action="store_true",
+        help="for --crowd-seeds: the attackers' group tails against the level, at "
+        "--attack-size / --filler-size",
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--attack-size", type=float, default=0.05, help="--through-api, --mixed")
@@ -1102,9 +1183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         spam_small.main([])
     if args.world in ("textbook", "small"):
         return 0
+    if args.crowd_groups:
+        for seed in args.crowd_seeds:
+            print(crowd_groups(config, seed, args.attack_size, args.filler_size) + "\n")
+        return 0
     if args.small_crowd is not None:
         zp, zf = args.small_crowd
-        print(small_crowd(replace(config, norm_z0_popularity=zp, norm_z0_focus=zf)))
+        for seed in args.crowd_seeds:
+            print(f"\nseed {seed}\n")
+            print(small_crowd(replace(config, norm_z0_popularity=zp, norm_z0_focus=zf), seed))
         return 0
     if args.leave_one_out:
         sim = Simulation(sizes, args.seed, config)

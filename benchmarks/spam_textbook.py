@@ -399,7 +399,7 @@ def distributions(
 def false_alarms(seed: int, config: SpamConfig) -> str:
     """Why genuine raters are flagged: over every cell of both timings, how often each
     signal fired on a flagged genuine rater, and the percentiles of the norm z of the two
-    statistics whose gates are lowest (``norm_z0_popularity``, ``norm_z0_focus``) for
+    statistics whose gates were lowest (``norm_z0_popularity``, ``norm_z0_focus``) for
     flagged and unflagged genuine raters and for each model's attackers. A report: no
     number of the detector is read from it."""
     sizes = TextbookSizes()
@@ -538,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--one-z0",
         type=float,
         help="one norm z0 for every profile statistic (SpamConfig.norm_z0, "
-        "norm_z0_popularity, norm_z0_focus): the defaults' trade-off",
+        "norm_z0_popularity, norm_z0_focus)",
     )
     args = parser.parse_args(argv)
     sizes = TextbookSizes()

@@ -336,3 +336,58 @@ def test_a_parquet_file_is_read_in_record_batches(tmp_path: Path) -> None:
     assert summary["sorted_runs"] == n // 4000
     log = _events_in_log_order(tmp_path / "recloop.db")
     assert log == sorted(log) and len(log) == n
+
+
+def test_the_collector_is_spaced_during_an_import_and_restored_after(tmp_path: Path) -> None:
+    """An import collects garbage less often (``runner._spaced_collections``); after
+    it, even a failed one, the process's collector is as it was."""
+    import gc
+
+    from recloop.importing import runner
+
+    before = gc.get_threshold()
+    with runner._spaced_collections() as freeze:
+        assert gc.get_threshold()[0] == runner.GC_YOUNG != before[0]
+        freeze()
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), runner._spaced_collections() as freeze:
+        freeze()
+        raise RuntimeError("the import failed")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"user_id": "u", "item_id": "i", "type": "like", "timestamp": 1.7e9}\n')
+    summary = _import(str(path), "--config", str(_config(tmp_path)))
+    assert summary["accepted"] == 1
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_historical_slate_is_ranked_as_of_its_own_time(tmp_path: Path) -> None:
+    """The features logged with an imported slate are those of the slate's time (its hour
+    of day), not of the import's, for each of several slates ranked together."""
+    import math
+
+    midnight = (NOW - 3 * DAY) // DAY * DAY
+    hours = {"s-early": 6.25, "s-late": 18.5, "s-next": 24 + 11.0}
+    rows = [
+        {"user_id": f"u-{key}", "item_id": f"m{i}", "type": "impression",
+         "timestamp": midnight + hour * 3600.0,
+         "attribution": {"algorithm": "popularity", "impression_id": key}}
+        for key, hour in hours.items()
+        for i in range(3)
+    ]  # fmt: skip
+    path = tmp_path / "slates.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tmp_path)
+    summary = _import(str(path), "--config", str(config))
+    assert summary["slates"] == len(hours)
+    settings = load_settings(config)
+    for key, hour in hours.items():
+        logged = asyncio.run(_get(settings, f"/impressions/{key}"))
+        assert logged["created_at"] == midnight + hour * 3600.0
+        for shown in logged["slate"]:
+            features = shown["features"]
+            angle = 2 * math.pi * (hour % 24) / 24
+            assert features["hour_sin"] == pytest.approx(math.sin(angle), abs=1e-6), key
+            assert features["hour_cos"] == pytest.approx(math.cos(angle), abs=1e-6), key

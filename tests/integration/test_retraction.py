@@ -139,6 +139,48 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert a[key] == b[key], key
 
 
+def paced(settings_factory: Callable[..., Settings]) -> Settings:
+    """The detector on, no rate limits, the retraction reading the log at once."""
+    return settings_factory(
+        spam={"enabled": True, "retraction_every_seconds": 0.05},
+        rate_limits={"enabled": False},
+        learning={"attribution_window_minutes": 10, "monitor_seconds": 3600},
+    )
+
+
+async def flag(app: Running, blocked: list[str], suspect: list[str]) -> None:
+    """Block ``blocked`` by hand and store the detector's verdict on ``suspect`` (as a
+    worker's verdict reaches an API instance: through the store)."""
+    for user in blocked:
+        assert (await app.client.post(f"/users/{user}/block")).status_code == 200
+    await app.container.store.put_reliability(
+        [ReliabilityRecord(u, 20.0, "suspect", time.time(), False, "test") for u in suspect]
+    )
+    await app.container.guard.start()
+
+
+async def restarted(
+    settings: Settings, before: dict[str, Any], unblocked: list[str], after: dict[str, Any]
+) -> None:
+    """A restart reads back ``before`` from the store; unblocking ``unblocked`` (or
+    clearing them) then gives ``after``."""
+    app, close = await start_app(settings)
+    try:
+        same(await snapshot(app), before)
+        for user in unblocked:
+            assert (await app.client.post(f"/users/{user}/unblock")).status_code == 200
+        same(await snapshot(app), after)
+    finally:
+        await close()
+
+
+async def genuine_visits(app: Running, users: list[str]) -> None:
+    """The items and the experiment, then a visit of each genuine user."""
+    await prepare(app)
+    for n, user in enumerate(users):
+        await visit(app, user, [*ITEMS[:4], TARGET], [ITEMS[n % 4]])
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_a_flagged_attack_leaves_no_trace_and_unblocking_restores_it(
     settings_factory: Callable[..., Settings],
@@ -266,27 +308,17 @@ async def test_erasure_and_flags_in_any_order_count_a_user_once(
     their new contribution taken back (what was learnt before the erasure stays, as for
     anyone erased). Algorithm counts, experiment statistics, item counts and training
     data alike, after a restart too."""
-    settings = settings_factory(
-        spam={"enabled": True, "retraction_every_seconds": 0.05},
-        rate_limits={"enabled": False},
-        learning={"attribution_window_minutes": 10, "monitor_seconds": 3600},
-    )
+    settings = paced(settings_factory)
     app, close = await start_app(settings)
     try:
-        await prepare(app)
-        for n, user in enumerate(GENUINE[:6]):
-            await visit(app, user, [*ITEMS[:4], TARGET], [ITEMS[n % 4]])
+        await genuine_visits(app, GENUINE[:6])
         shills = attackers(app.container, 4)
         for user in shills:
             await visit(app, user, [TARGET, ITEMS[0]], [TARGET] * 3)
         attacked = await snapshot(app)
 
         # Flagged: one blocked by hand, one suspect by the detector's stored verdict.
-        assert (await app.client.post(f"/users/{shills[0]}/block")).status_code == 200
-        await app.container.store.put_reliability(
-            [ReliabilityRecord(shills[1], 20.0, "suspect", time.time(), False, "test")]
-        )
-        await app.container.guard.start()
+        await flag(app, shills[:1], shills[1:2])
         flagged = await snapshot(app)
         assert flagged["algorithms"] != attacked["algorithms"]
         assert flagged["target"] != attacked["target"]
@@ -319,10 +351,66 @@ async def test_erasure_and_flags_in_any_order_count_a_user_once(
     if backend == "memory":
         return
 
-    app, close = await start_app(settings)  # read back from the store, the same
+    await restarted(settings, erased, shills[2:3], returned)
+
+
+async def rank_for(app: Running, user: str, candidates: list[str]) -> str:
+    """A ranking shown to ``user``; its impression id."""
+    body = [{"item_id": i, "algorithm": "popularity", "score": 1.0} for i in candidates]
+    r = await app.client.post(
+        f"/users/{user}/rank", json={"candidates": body, "k": len(candidates)}
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["impression_id"])
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+async def test_clicks_on_other_users_impressions_are_taken_back(
+    settings_factory: Callable[..., Settings], backend: str
+) -> None:
+    """Attackers click the target on impressions shown to genuine users (whose impressions
+    are never left out): the target's click count, the algorithm credited and the next
+    model's labels move, and once the attackers are flagged none of it is left; unblocked,
+    it counts again; after a restart the counts are rebuilt the same from storage."""
+    settings = paced(settings_factory)
+    app, close = await start_app(settings)
     try:
-        same(await snapshot(app), erased)
-        assert (await app.client.post(f"/users/{shills[2]}/unblock")).status_code == 200
-        same(await snapshot(app), returned)
+        await genuine_visits(app, GENUINE[:6])
+        shown = [await rank_for(app, user, [TARGET, *ITEMS[:3]]) for user in GENUINE[:3]]
+        await app.idle(flush=True)
+        clean = await snapshot(app)
+        shills = attackers(app.container, 3)
+        for user in shills:
+            events = [
+                {
+                    "user_id": user,
+                    "item_id": TARGET,
+                    "type": "click",
+                    "attribution": {"impression_id": impression_id, "algorithm": "popularity"},
+                }
+                for impression_id in shown
+            ]
+            r = await app.client.post("/feedback", json={"events": events})
+            assert r.json()["accepted"] == len(events), r.text
+        await app.idle(flush=True)
+        attacked = await snapshot(app)
+        # The clicks moved the target's CTR feature and the credited algorithm's counts.
+        assert attacked["target"][0] == clean["target"][0]
+        assert attacked["target"][1] == clean["target"][1] + len(shown)
+        assert attacked["algorithms"] != clean["algorithms"]
+
+        # Flagged: one blocked by hand, the others suspect by a stored verdict.
+        await flag(app, shills[:1], shills[1:])
+        assert app.container.guard.flagged_users() == frozenset(shills)
+        same(await snapshot(app), clean)
+        if backend == "memory":  # nothing survives a restart: unblocked in this run
+            for user in shills:
+                assert (await app.client.post(f"/users/{user}/unblock")).status_code == 200
+            same(await snapshot(app), attacked)
     finally:
         await close()
+    if backend == "memory":
+        return
+
+    # The tally rebuilt from storage, the same; unblocked, their clicks count again.
+    await restarted(settings, clean, shills, attacked)

@@ -253,8 +253,10 @@ def test_a_click_counts_once_per_impression_and_item() -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_excluded_users_count_nowhere_and_count_again_once_included(seed: int) -> None:
-    """Impressions and clicks arrive while the excluded set changes at random; after each
-    step the counts equal the oracle's over the impressions of users not excluded now."""
+    """Impressions and clicks (some by other users than the impression's) arrive while the
+    excluded set changes and users are erased at random; after each step the counts equal
+    the oracle's over the impressions of users not excluded now and the clicks of users
+    neither excluded nor erased."""
     rng = random.Random(seed)
     users = [f"u{k}" for k in range(6)]
     items = [f"i{k}" for k in range(8)]
@@ -280,13 +282,22 @@ def test_excluded_users_count_nowhere_and_count_again_once_included(seed: int) -
         if logged and rng.random() < 0.5:
             imp = rng.choice(logged)
             item = rng.choice([*imp.shown.item_ids, "elsewhere"])
-            click = Event(f"c{step}", imp.user_id, item, "click", now)
+            clicker = rng.choice([imp.user_id, *users])
+            click = Event(f"c{step}", clicker, item, "click", now)
             feedback.setdefault(imp.impression_id, []).append(click)
-            tally.click(imp.impression_id, item, now)
+            tally.click(imp.impression_id, item, now, clicker)
         if rng.random() < 0.2:
             tally.exclude(frozenset(u for u in users if rng.random() < 0.3))
+        if rng.random() < 0.05:  # an erasure: the user's impressions and clicks go
+            erased = rng.choice(users)
+            tally.forget(erased)
+            logged = [i for i in logged if i.user_id != erased]
+            feedback = {k: [e for e in v if e.user_id != erased] for k, v in feedback.items()}
         kept = [i for i in logged if i.user_id not in tally.excluded]
-        counts, by_item = old_count(kept, feedback, Slots(), WINDOW)
+        counted = {
+            k: [e for e in v if e.user_id not in tally.excluded] for k, v in feedback.items()
+        }
+        counts, by_item = old_count(kept, counted, Slots(), WINDOW)
         assert {k: tuple(v) for k, v in tally.counts.items()} == counts
         assert {k: tuple(v) for k, v in tally.item_stats.items()} == by_item
 

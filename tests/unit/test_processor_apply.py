@@ -2,9 +2,9 @@
 
 The processor (services.feedback, services.apply) applies a round of events vectorised
 over the batch; the oracle is core.preferences' per-event ``UserState``, fed the same
-events one by one in log order. The gate is the real guard (a user blocked by hand is
-held, the others learn at the guard's reliability); the store, log and cache are the
-in-memory adapters.
+events one by one in log order. The gate is the real guard, fed each event as the
+embedded server feeds it (a user blocked by hand is held, the others learn at the
+guard's reliability); the store, log and cache are the in-memory adapters.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def new_processor(store: InMemoryStateStore, settings: Settings, guard: GuardSer
         ProcessorConfig.of(settings),
         gate=guard,
         retries=RetryCounts(),
+        evidence=guard.observe,  # as embedded: the guard sees each event before it applies
     )
 
 
@@ -72,7 +73,10 @@ async def applied(processor: Processor, offset: int) -> None:
 
 
 def settings() -> Settings:
-    return load_settings(None, storage={"url": "memory://"}, vectors={"dim": DIM})
+    # The guard is not due to judge anyone during a test: every reliability stays the
+    # one it has when the oracle reads it.
+    spam = {"judge_every_events": 100_000, "judge_within_seconds": 3600.0}
+    return load_settings(None, storage={"url": "memory://"}, vectors={"dim": DIM}, spam=spam)
 
 
 @pytest.mark.parametrize("seed", range(3))

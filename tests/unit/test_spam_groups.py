@@ -132,3 +132,47 @@ async def test_the_guard_flags_a_small_profile_attack_through_its_sweep(model: s
     assert all(guard.reliability(u) is None for u in bad)  # suspect or blocked
     alarms = [u for u in world.genuine_ids if guard.reliability(u) is None]
     assert len(alarms) <= 3  # FPR <= 1 %
+
+
+def test_a_group_is_pure_against_the_items_ordinary_raters_not_all_of_them() -> None:
+    """Nine attackers arriving over four days are nine of the ten raters at the top of
+    their target; only a week's box holds them, and it holds an eighth of the crowd's
+    ratings. Chance puts an eighth of the item's *ordinary* raters in the box (one rater:
+    0.125), not an eighth of all ten (1.25): the group is nearly pure. Its tail is above
+    1e-9 but below the family's level over the boxes that could be tested."""
+    profiles = crowd()
+    for u in list(profiles)[:12]:
+        p = profiles[u]
+        profiles[u] = Profile({**p.ratings, "t": 5.0 if u == "g0" else 2.0}, p.first_at)
+    attack = attackers(9, 30, 0.0)
+    profiles.update({a: Profile(p.ratings, (30.0 + 0.5 * k) * DAY) for k, (a, p) in
+                     enumerate(attack.items())})  # fmt: skip
+    found = find_groups(profiles, GroupRule())
+    assert set(found) == {f"a{k}" for k in range(9)}
+    reading = found["a0"]
+    assert reading.share > 0.1 and (reading.size - reading.expected) / reading.size < 0.9
+    assert reading.purity > 0.95
+    assert reading.p_value > 1e-9
+    assert find_groups(profiles, GroupRule(family_alpha=0.0)) == {}  # 1e-9 alone: none
+
+
+def test_raters_of_a_second_item_the_attackers_rate_share_no_group_with_them() -> None:
+    """A segment attack rates its target and a few popular items of its genre at the top.
+    Three genuine raters who rated one of those items at the top, arrived when the
+    attackers did and rate as many items, are in its box; the attackers, members of the
+    target's group too, explain the box, and the three alone are no group."""
+    profiles = crowd()
+    for u in list(profiles)[:12]:
+        p = profiles[u]
+        profiles[u] = Profile({**p.ratings, "t": 2.0}, p.first_at)
+    attack = attackers(8, 12, 61 * DAY)
+    for a, p in attack.items():
+        attack[a] = Profile({**p.ratings, "s": 5.0}, p.first_at)
+    profiles.update(attack)
+    genuine = [u for u in list(profiles)[12:] if "s" not in profiles[u].ratings][:3]
+    for k, u in enumerate(genuine):
+        p = profiles[u]
+        ratings = dict(list(p.ratings.items())[:11])
+        profiles[u] = Profile({**ratings, "s": 5.0}, 61 * DAY + 50.0 * k)
+    found = find_groups(profiles, GroupRule())
+    assert set(found) == {f"a{k}" for k in range(8)}

@@ -314,15 +314,17 @@ class SpamConfig:
     # user is also unusual for the population, from norm_z0 robust sd (none) to
     # norm_z0 + norm_span (all); fitted once norms_min_profiles profiles are known
     norm_z0: float = 2.5
-    # where the tuning world's attackers sit in a long genuine tail (docs/spam.md)
-    norm_z0_popularity: float = 1.0
-    norm_z0_focus: float = 1.0
+    # popularity and target focus once had lower gates (1.0), when the group detector
+    # missed a small crowd's random-filler attackers (docs/spam.md, "Tuning")
+    norm_z0_popularity: float = 2.5
+    norm_z0_focus: float = 2.5
     norm_span: float = 1.0
     norms_min_profiles: int = 100
     # groups (core.spam_groups): at least group_min raters at an end of the scale of
     # one item who arrived within one of group_arrival_seconds of the raters' median
     # and have a profile size within exp(+-group_length_log) of theirs, more than
-    # chance puts there (binomial tail <= group_alpha)
+    # chance puts there (binomial tail <= group_family_alpha / boxes that could be
+    # tested, or <= group_alpha)
     group_min: int = 5
     group_arrival_seconds: tuple[float, ...] = (86_400.0, 7 * 86_400.0)
     group_length_log: float = 0.3
@@ -331,6 +333,10 @@ class SpamConfig:
     group_purity_min: float = 0.8  # evidence from 0 at this purity ...
     group_purity_span: float = 0.15  # ... to w_group this much above it
     w_group: float = 12.0
+    group_family_alpha: float = 0.001
+    """The chance that any box of a population of ordinary raters makes a group: a box
+    passes when its binomial tail is at most this divided by the number of boxes tested
+    (Bonferroni), or at most ``group_alpha`` in any case."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -1851,6 +1857,7 @@ def group_rule(config: SpamConfig) -> GroupRule:
         config.group_length_log,
         config.group_alpha,
         config.group_min_share,
+        family_alpha=config.group_family_alpha,
     )
 
 

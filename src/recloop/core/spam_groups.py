@@ -24,13 +24,18 @@ target ("target model focus"). Here, for each item and each end of the scale:
    holds at least ``min_share`` of ``R`` (the group dominates the item's
    ratings at that end: the box of a popular item that a bandwagon attack
    also rates, where genuine raters outnumber the attackers, is none), and the
-   binomial tail ``P(X >= k) <= alpha`` (``alpha`` small: every item, both
-   ends and every width are tested); of the widths that pass, the one with
-   the most raters inside. A box also holds the genuine raters chance puts
-   there, ``q |R|`` of them; the evidence against its members is weighted by
-   the box's *purity* ``(k - q |R|) / k`` (:attr:`GroupReading.purity`): a
-   target's box is nearly pure, the box of a popular item that a bandwagon
-   attack also rates is not.
+   binomial tail ``P(X >= k)`` is at most ``family_alpha`` divided by the
+   number of boxes tested (Bonferroni: every item, both ends, every width and
+   centre are tested, so ``family_alpha`` bounds the chance that any box of a
+   population of ordinary raters passes), or at most ``alpha`` in any case; of
+   the widths that pass, the one with the most raters inside. A box also holds
+   the genuine raters chance puts there; the evidence against its members is
+   weighted by the box's *purity* (:attr:`GroupReading.purity`), the share of
+   its ``k`` raters that chance does not explain. Chance draws from the
+   item's ordinary raters only: of ``|R|``, ``g`` are in the box by design and
+   ``q (|R| - g)`` by chance, so ``k = g + q (|R| - g)`` and the purity is
+   ``g / k = (k - q |R|) / (k (1 - q))``. A target's box is nearly pure, the
+   box of a popular item that a bandwagon attack also rates is not.
 
 So a launch day, on which many genuine profiles arrive together, raises
 ``q`` for its box rather than making a group; genuine raters of the item who
@@ -68,33 +73,45 @@ class GroupRule:
     arrivals: tuple[float, ...] = (86_400.0, 7 * 86_400.0)
     length_log: float = 0.3
     alpha: float = 1e-9
+    """A tail that passes whatever the number of boxes tested."""
     min_share: float = 0.5
     centres: int = 3
     """Boxes tested per item, end and width: around the raters whose boxes hold most."""
     max_raters: int = 500
     """The latest raters at an end of an item that are looked at (O(raters²) each)."""
+    family_alpha: float = 1e-3
+    """A box passes when its tail is at most this divided by the number of boxes tested
+    (0: ``alpha`` alone decides)."""
 
 
 @dataclass(frozen=True, slots=True)
 class GroupReading:
     """One user's purest group: the item, the end (top?), the binomial tail, the size
-    ``k`` and the number of the item's raters chance puts in the box, ``q |R|``."""
+    ``k``, the number of the item's raters chance would put in the box were they all
+    ordinary, ``q |R|``, and ``q``, the box's share of the rest's ratings."""
 
     item_id: str
     top: bool
     p_value: float
     size: int
     expected: float
+    share: float = 0.0
 
     @property
     def purity(self) -> float:
-        """``(k - q |R|) / k``: the share of the box chance does not explain, so the
-        probability that one member is in it by design rather than by chance.
+        """``(k - q |R|) / (k (1 - q))``: the share of the box chance does not explain,
+        so the probability that one member is in it by design rather than by chance.
+        Chance draws from the item's ordinary raters, not from the whole of ``R``: of
+        ``g`` raters by design, ``k = g + q (|R| - g)``.
 
-        >>> GroupReading("t", True, 1e-9, 10, 1.0).purity
-        0.9
+        >>> GroupReading("t", True, 1e-9, 10, 1.0, 0.1).purity  # 10 = 9 + 0.1 * (19 - 9)
+        1.0
+        >>> round(GroupReading("t", True, 1e-9, 10, 3.0, 0.25).purity, 3)  # |R| 12: 9.33 + 0.67
+        0.933
         """
-        return max(self.size - self.expected, 0.0) / self.size if self.size else 0.0
+        if not self.size or self.share >= 1.0:
+            return 0.0
+        return min(max(self.size - self.expected, 0.0) / (self.size * (1.0 - self.share)), 1.0)
 
 
 def find_groups(profiles: Mapping[str, Profile], rule: GroupRule) -> dict[str, GroupReading]:
@@ -125,7 +142,9 @@ def find_groups(profiles: Mapping[str, Profile], rule: GroupRule) -> dict[str, G
                 raters.setdefault((item, True), []).append(index)
             elif value <= RATING_MIN:
                 raters.setdefault((item, False), []).append(index)
-    found: dict[str, GroupReading] = {}
+    tested = 0
+    candidates: list[tuple[str, bool, np.ndarray, tuple[int, float, np.ndarray, float, float]]]
+    candidates = []
     for (item, top), members in raters.items():
         if len(members) < rule.min_size or total <= 0:
             continue
@@ -139,7 +158,7 @@ def find_groups(profiles: Mapping[str, Profile], rule: GroupRule) -> dict[str, G
         if rest_total <= 0:
             continue
         same_size = np.abs(s[:, None] - s[None, :]) <= rule.length_log
-        best: tuple[int, float, np.ndarray, float] | None = None
+        boxes_tested: list[tuple[int, float, np.ndarray, float, float]] = []
         for width in rule.arrivals:
             # a box around each rater: how many of the item's raters at this end it holds
             boxes = same_size & (np.abs(a[:, None] - a[None, :]) <= width)
@@ -153,18 +172,48 @@ def find_groups(profiles: Mapping[str, Profile], rule: GroupRule) -> dict[str, G
                     & (np.abs(size - s[c]) <= rule.length_log)
                     & (np.abs(arrival - a[c]) <= width)
                 )
-                q = float(n[in_pop].sum()) / rest_total
-                p = float(binom.sf(k - 1, len(idx), min(q, 1.0)))
-                # of the significant boxes, the one holding most of the raters
-                if p <= rule.alpha and (best is None or (k, -p) > (best[0], -best[1])):
-                    best = (k, p, boxes[c], q * len(idx))
-        if best is None:
-            continue
-        k, p, inside, expected = best
-        reading = GroupReading(item, top, p, k, expected)
-        for u in idx[inside].tolist():
-            user = users[u]
-            held = found.get(user)
-            if held is None or (reading.purity, -p) > (held.purity, -held.p_value):
-                found[user] = reading
+                q = min(float(n[in_pop].sum()) / rest_total, 1.0)
+                p = float(binom.sf(k - 1, len(idx), q))
+                boxes_tested.append((k, p, boxes[c], q * len(idx), q))
+        tested += len(idx) * len(rule.arrivals)  # a box could be centred on each rater
+        candidates += [(item, top, idx, box) for box in boxes_tested]
+    alpha = max(rule.alpha, rule.family_alpha / tested if tested else 0.0)
+    # per item and end, of the significant boxes, the one holding most of the raters
+    best: dict[tuple[str, bool], tuple[np.ndarray, tuple[int, float, np.ndarray, float, float]]]
+    best = {}
+    for item, top, idx, box in candidates:
+        held_best = best.get((item, top))
+        if box[1] <= alpha and (
+            held_best is None or (box[0], -box[1]) > (held_best[1][0], -held_best[1][1])
+        ):
+            best[(item, top)] = (idx, box)
+    # Members of two groups or more are explained by design (the attackers of a segment
+    # or bandwagon attack rate its target and its selected popular items alike); the
+    # rest of a group that shares members is judged again without them, so that the
+    # genuine raters of those items are not flagged by a box the attackers made pure.
+    chosen = [(item, top, idx, box) for (item, top), (idx, box) in best.items()]
+    times = np.zeros(len(users), dtype=np.int64)
+    for _, _, idx, box in chosen:
+        times[idx[box[2]]] += 1
+    found: dict[str, GroupReading] = {}
+    for item, top, idx, (k, p, inside, expected, q) in chosen:
+        shared = inside & (times[idx] > 1)
+        readings = [(shared, GroupReading(item, top, p, k, expected, q))]
+        rest_of = inside & ~shared
+        k_rest, ordinary = int(rest_of.sum()), len(idx) - int(shared.sum())
+        if k_rest == k:  # nothing shared: the box as it is
+            readings = [(inside, readings[0][1])]
+        elif k_rest >= rule.min_size:
+            p_rest = float(binom.sf(k_rest - 1, ordinary, q))
+            if p_rest <= alpha:
+                readings.append((rest_of, GroupReading(item, top, p_rest, k_rest, q * ordinary, q)))
+        for members, reading in readings:
+            for u in idx[members].tolist():
+                user = users[u]
+                held = found.get(user)
+                if held is None or (reading.purity, -reading.p_value) > (
+                    held.purity,
+                    -held.p_value,
+                ):
+                    found[user] = reading
     return found

@@ -28,6 +28,7 @@ each full collection; here a user is a few numbers in arrays.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -50,6 +51,8 @@ from recloop.core.spam import (
 from recloop.core.spam_batch import readings_of_segments
 
 Ints = npt.NDArray[np.int64]
+Index = npt.NDArray[np.int64] | npt.NDArray[np.int32]
+"""Slots or rows of the log (32-bit where stored)."""
 Floats = npt.NDArray[np.float64]
 
 TYPES: Final = tuple(sorted(FEEDBACK_TYPES))
@@ -67,6 +70,8 @@ _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _NO_RULE, _ACTIONS_RULE, _EXPLICIT_RULE = 0, 1, 2
+_NONE: Final = itertools.repeat(-1)
+"""The value of a key the ordinal dicts do not hold."""
 
 
 def _type_hashes() -> Ints:
@@ -183,11 +188,12 @@ class ActivityTable:
         self.first_at = np.zeros(0)
         self.last_at = np.zeros(0)
         self.rule_at = np.zeros(0)
-        self.hours = np.zeros((0, _HOURS), np.int64)
-        self.type_total = np.zeros((0, _T), np.int64)
-        self.head = np.zeros(0, np.int64)
-        self.type_head = np.zeros((0, _T), np.int64)
-        self.explicit_head = np.zeros(0, np.int64)
+        # 32-bit where a count or a row of the log cannot reach 2**31: a slot takes ~450 bytes
+        self.hours = np.zeros((0, _HOURS), np.int32)
+        self.type_total = np.zeros((0, _T), np.int32)
+        self.head = np.zeros(0, np.int32)
+        self.type_head = np.zeros((0, _T), np.int32)
+        self.explicit_head = np.zeros(0, np.int32)
         self.ratings: dict[int, dict[str, float]] = {}
         self.review_keys: dict[int, deque[str]] = {}
         # the log of actions
@@ -196,11 +202,11 @@ class ActivityTable:
         self.log_t = np.zeros(0)
         self.log_item = np.zeros(0, np.int64)
         self.log_code = np.zeros(0, np.int8)
-        self.log_slot = np.zeros(0, np.int64)
+        self.log_slot = np.zeros(0, np.int32)
         self.log_uid = np.zeros(0, np.int64)
-        self.log_prev = np.zeros(0, np.int64)
-        self.log_prev_type = np.zeros(0, np.int64)
-        self.log_prev_explicit = np.zeros(0, np.int64)
+        self.log_prev = np.zeros(0, np.int32)
+        self.log_prev_type = np.zeros(0, np.int32)
+        self.log_prev_explicit = np.zeros(0, np.int32)
         # (user, type, item) -> latest action's ordinal; (user, item) -> latest impression's
         self._pairs: dict[int, int] = {}
         self._impressed: dict[int, int] = {}
@@ -374,8 +380,8 @@ class ActivityTable:
         is_click = clicks[idx]
         ask = is_click & ~in_batch
         if ask.any():
-            found = map(self._impressed.get, k[ask].tolist())
-            at[ask] = [-1 if v is None else v & 0xFFFFFFFF for v in found]
+            found = np.fromiter(map(self._impressed.get, k[ask].tolist(), _NONE), np.int64)
+            at[ask] = np.where(found < 0, -1, found & 0xFFFFFFFF)
         unseen = np.zeros(len(clicks), np.bool_)
         unseen[idx[is_click]] = (at[is_click] < 0) | (
             seen_at[idx[is_click]] - at[is_click] >= remembered
@@ -393,8 +399,8 @@ class ActivityTable:
         before = np.full(len(k), -1, np.int64)
         before[later] = ordinal[idx[np.flatnonzero(later) - 1]]
         ask = ~later
-        found = map(self._pairs.get, k[ask].tolist())
-        before[ask] = [-1 if v is None else v & 0xFFFFFFFF for v in found]
+        found = np.fromiter(map(self._pairs.get, k[ask].tolist(), _NONE), np.int64)
+        before[ask] = np.where(found < 0, -1, found & 0xFFFFFFFF)
         repeat = (before >= 0) & (ordinal[idx] - before <= remembered)
         np.add.at(self.repeats, slots[idx[repeat]], 1)
         packed = (uids[a] << 32) | ordinal[a]
@@ -416,6 +422,8 @@ class ActivityTable:
         alive = live_uids[pos] == uid if len(live_uids) else np.zeros(len(uid), np.bool_)
         slot = live[by_uid][pos] if len(live_uids) else np.zeros(len(uid), np.int64)
         keep = alive & (latest[slot] - at <= window)
+        if 4 * int(keep.sum()) > 3 * len(keep):
+            return ordinals  # most are still needed: not worth a copy (again once doubled)
         return dict(zip(keys[keep].tolist(), packed[keep].tolist(), strict=True))
 
     def _append(
@@ -593,7 +601,7 @@ class ActivityTable:
         new_index = np.cumsum(keep) - 1
         kept = int(keep.sum())
 
-        def moved(links: Ints) -> Ints:
+        def moved(links: Index) -> Ints:
             ok = links >= 0
             out = np.full(len(links), -1, np.int64)
             out[ok] = np.where(keep[links[ok]], new_index[links[ok]], -1)
@@ -612,7 +620,7 @@ class ActivityTable:
 
     # -- reads -----------------------------------------------------------------------
 
-    def _walk(self, start: Ints, links: Ints, lengths: Ints) -> tuple[Ints, Ints]:
+    def _walk(self, start: Index, links: Index, lengths: Index) -> tuple[Ints, Ints]:
         """Follow ``links`` back from ``start`` for ``lengths`` rows each; the rows laid end
         to end, oldest first within each, and each one's owner (index into ``start``)."""
         steps = int(lengths.max()) if len(lengths) else 0
@@ -720,7 +728,7 @@ class ActivityTable:
         return views, readings
 
 
-def _link(keys: Ints, rows: Ints, heads: Ints) -> Ints:
+def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     """Each new row's previous row of the same key (in ``rows``' order, else the key's
     head); the heads move to each key's last new row."""
     order = np.argsort(keys, kind="stable")
@@ -736,7 +744,7 @@ def _link(keys: Ints, rows: Ints, heads: Ints) -> Ints:
     return prev
 
 
-def _rank_from_end(keys: Ints, rows: Ints) -> Ints:
+def _rank_from_end(keys: Index, rows: Ints) -> Ints:
     """Each row's position from the end among the rows of its key (0: the latest)."""
     order = np.lexsort((rows, keys))
     k = keys[order]

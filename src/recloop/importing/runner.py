@@ -42,22 +42,27 @@ row of the id is imported as an event, not added to the slate). Each slate is ra
 once, when the stream has passed it, by a ranker built as ``POST .../rank``'s,
 without experiments (history exposes nobody to today's experiments): the user's
 state as of the batch that completes it, the row's ``context.score`` (else its
-order) as the algorithm's score. It is logged under its historical id with the
-features a click model trains on, so that clicks naming the id label it and
-``recloop train`` can fit a first model from history alone (``created_at``: the
-slate's time, so that training takes the slates of its last
-``learning.training_days``). A slate whose first impression event is a duplicate
+order) as the algorithm's score, and the slate's time as the ranker's clock (the
+segment and the time features are those of the slate, not of the import). It is
+logged under its historical id with the features a click model trains on, so that
+clicks naming the id label it and ``recloop train`` can fit a first model from
+history alone (``created_at``: the slate's time, so that training takes the slates of
+its last ``learning.training_days``). A slate whose first impression event is a duplicate
 (imported before) is left alone. The ranker explores as ``rank`` does: the logged
 order (the ``position`` feature) is the ranker's, not the history's.
 
 Memory: ``sort_buffer`` rows while reading; while importing, one frame of each
 sorted run, the processor's bounded queue, the open slates and one id per slate.
+The cyclic garbage collector runs less often during an import
+(:func:`_spaced_collections`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import gc
 import itertools
 import json
 import tempfile
@@ -89,6 +94,9 @@ from recloop.services.ranking import Ranker
 from recloop.services.vectors import ItemVectors
 
 _ARCHIVE_CHUNK: Final = 5_000
+_SHOWN_AT: Final = contextvars.ContextVar[float]("recloop_import_shown_at")
+"""The time of the slate being ranked: the slate ranker's clock. A context variable,
+since the slates due are ranked concurrently (each in its own task and context)."""
 SLATE_KEY: Final = "recloop_import_impression_id"
 SLATE_AT: Final = "recloop_import_shown_at"
 """Carry a slate's historical id and time from the import to its impression writer."""
@@ -177,6 +185,9 @@ READ_STEP: Final = 10_000
 """Rows read between two reports to ``on_read``."""
 SLATE_SECONDS: Final = 60.0
 """A historical slate is the impression rows of its id within this long of its first."""
+GC_YOUNG: Final = 50_000
+"""Allocations between two collections of the youngest generation while importing
+(CPython's default: 700); see :func:`_spaced_collections`."""
 
 
 async def run_import(
@@ -205,7 +216,10 @@ async def run_import(
     if lock is not None:
         lock.acquire()
     try:
-        with tempfile.TemporaryDirectory(prefix="recloop-import-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="recloop-import-") as tmp,
+            _spaced_collections() as frozen,
+        ):
             spill = Path(tmp)
             rejects: ExternalSort[Rejected] = ExternalSort(spill, "rejected", sort_buffer, Rejected)
             ordered = _read_all(paths, mapping, summary, rejects, spill, sort_buffer, on_read)
@@ -213,6 +227,7 @@ async def run_import(
                 on_total(summary.rows)
             if progress is not None and rejects.count:
                 progress(rejects.count)
+            frozen()  # the rows held to sort: not scanned again by every full collection
             await _ingest(settings, ordered, summary, rejects, batch_size, progress)
             summary.rejects_files = _write_rejects(paths, rejects)
     finally:
@@ -221,6 +236,28 @@ async def run_import(
     summary.seconds = time.perf_counter() - started
     summary.cpu_seconds = time.process_time() - cpu_started
     return summary
+
+
+@contextlib.contextmanager
+def _spaced_collections() -> Iterator[Callable[[], None]]:
+    """Fewer cyclic garbage collections while importing; yields ``freeze``.
+
+    An import allocates a few objects per row and keeps many (the rows held to sort,
+    the state it builds), so CPython's default collector, which scans the youngest
+    generation every 700 allocations and everything kept whenever the kept objects grew
+    by a quarter, took a large share of its CPU (docs/benchmarks.md, "Importing
+    history"). Here the youngest generation is collected every :data:`GC_YOUNG`
+    allocations, and ``freeze`` (``gc.freeze``) moves what is alive at the call out of
+    the collector's scans; objects are still freed by reference counting as soon as they
+    are dropped. Both are undone on exit (the collector's thresholds, ``gc.unfreeze``).
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, *thresholds[1:])
+    try:
+        yield gc.freeze
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _read_all(
@@ -361,6 +398,7 @@ class _Session:
             c.store,
             c.event_log,
             rank_config(settings),
+            clock=_SHOWN_AT.get,  # features and segment as of the slate, not of the import
             learning=c.learning,
             retries=c.retries,
         )
@@ -474,7 +512,9 @@ class _Session:
                 score = float(n - position)  # the slate's order, best first
             candidates.append(Candidate(event.item_id, algorithm, float(score)))
         user_id = c.user_key(shown[0].user_id)
-        context = {SLATE_KEY: key, SLATE_AT: _seconds(shown[0].timestamp)}
+        at = _seconds(shown[0].timestamp)
+        _SHOWN_AT.set(at)  # this task's context only (log_slates gathers them)
+        context = {SLATE_KEY: key, SLATE_AT: at}
         await self.ranker.rank(user_id, candidates, None, context)
         return 1
 

@@ -17,10 +17,12 @@ start; a click counts for its impression (once) if its timestamp is at most
 and for an item if that item was shown in it. Impressions older than the
 retained window (:meth:`Tally.expire`) leave every count, and so do, while they
 are excluded (:meth:`Tally.exclude`: flagged by the guard), the impressions shown to
-a user and the clicks on them; they count again once the user is no longer
-excluded, unless the user was erased meanwhile (:meth:`Tally.forget`). These are the rules
-the monitor applied to a full re-read, so the counts, and the verdicts taken
-from them, are the same (tests/unit/test_learning_tally.py compares both).
+a user and the clicks on them, and the clicks the user made on impressions shown to
+someone else; they count again once the user is no longer excluded, unless the user
+was erased meanwhile (:meth:`Tally.forget`). These are the rules the monitor applied
+to a full re-read (of the clicks of users not excluded), so the counts, and the
+verdicts taken from them, are the same (tests/unit/test_learning_tally.py compares
+both).
 """
 
 from __future__ import annotations
@@ -44,7 +46,18 @@ class _Held:
     excluded: bool = False
     counted: bool = False
     clicked: bool = False
+    """A user not excluded clicked in the window (the slot's clicked impressions)."""
     clicked_items: set[str] = field(default_factory=set)
+    """The shown items a user not excluded clicked in the window."""
+    clickers: dict[str, set[str]] = field(default_factory=dict)
+    """Every in-window click, by user: the items they named (``clicked`` and
+    ``clicked_items`` are read from it when the excluded users change)."""
+
+    def reclick(self, excluded: frozenset[str]) -> None:
+        """``clicked`` and ``clicked_items`` from the clicks of users not in ``excluded``."""
+        named = [items for user, items in self.clickers.items() if user not in excluded]
+        self.clicked = bool(named)
+        self.clicked_items = {item for items in named for item in items if item in self.items}
 
 
 class Tally:
@@ -129,11 +142,19 @@ class Tally:
                     found[0] += 1
             self._count(held)
 
-    def click(self, impression_id: str, item_id: str, timestamp: float) -> bool:
-        """A click naming a held impression; True if it counted (within the window)."""
+    def click(
+        self, impression_id: str, item_id: str, timestamp: float, user_id: str | None = None
+    ) -> bool:
+        """A click by ``user_id`` (None: the impression's own user) naming a held
+        impression; True if it is within the window (it counts unless ``user_id`` is
+        excluded now, and once that user is no longer excluded)."""
         held = self._held.get(impression_id)
         if held is None or timestamp > held.created_at + self.window:
             return False
+        clicker = held.user_id if user_id is None else user_id
+        held.clickers.setdefault(clicker, set()).add(item_id)
+        if clicker in self.excluded:
+            return True
         if not held.clicked:
             held.clicked = True
             if held.counted and held.key is not None:
@@ -145,25 +166,30 @@ class Tally:
         return True
 
     def exclude(self, users: frozenset[str]) -> None:
-        """From now on, the impressions of ``users`` (and the clicks on them) count
-        nowhere; those of users excluded before and not now count again. O(held): call
-        it when the set changes."""
+        """From now on, the impressions of ``users`` (and the clicks on them), and the
+        clicks ``users`` made on others' impressions, count nowhere; those of users
+        excluded before and not now count again. O(held): call it when the set changes."""
+        moved = users ^ self.excluded
         self.excluded = users
         for held in self._held.values():
             out = held.user_id in users
-            if out == held.excluded:
+            if out == held.excluded and (out or moved.isdisjoint(held.clickers)):
                 continue
-            if out:
+            if not held.excluded:
                 self._take(held)
-                held.excluded = True
-            else:
-                held.excluded = False
-                stats = self.item_stats
-                for item in held.items:
-                    found = stats.setdefault(item, [0, 0])
-                    found[0] += 1
-                    found[1] += item in held.clicked_items
-                self._count(held)
+            held.excluded = out
+            held.reclick(users)
+            if not out:
+                self._put(held)
+
+    def _put(self, held: _Held) -> None:
+        """Count a held impression (not excluded, not counted) and its clicks."""
+        stats = self.item_stats
+        for item in held.items:
+            found = stats.setdefault(item, [0, 0])
+            found[0] += 1
+            found[1] += item in held.clicked_items
+        self._count(held)
 
     def _take(self, held: _Held) -> None:
         """Take a held impression out of every count."""
@@ -192,14 +218,20 @@ class Tally:
                 self._take(held)
 
     def forget(self, user_id: str) -> int:
-        """Drop the impressions shown to ``user_id`` for good (an erasure: the store no
-        longer holds them); they leave every count, and do not come back when the user
-        is no longer excluded. How many were held. O(held)."""
+        """Drop the impressions shown to ``user_id``, and their clicks on others'
+        impressions, for good (an erasure: the store no longer holds them); they leave
+        every count, and do not come back when the user is no longer excluded. How many
+        impressions were held. O(held)."""
         gone = [k for k, held in self._held.items() if held.user_id == user_id]
         for impression_id in gone:
             held = self._held.pop(impression_id)
             if not held.excluded:
                 self._take(held)
+        for held in self._held.values():
+            if held.clickers.pop(user_id, None) is not None and not held.excluded:
+                self._take(held)
+                held.reclick(self.excluded)
+                self._put(held)
         return len(gone)
 
     def users(self) -> set[str]:

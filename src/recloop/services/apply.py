@@ -23,7 +23,7 @@ from recloop.config import FeedbackSettings, Settings
 from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
 from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
-from recloop.core.segments import SEGMENTS, SegmentRules, segment_codes
+from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.state import (
     Aggregates,
     Before,
@@ -124,8 +124,8 @@ class Observer(Protocol):
 class Gate(Protocol):
     """Whether, and how much, to learn from a user (the guard)."""
 
-    def reliability(self, user_id: str) -> float | None:
-        """The user's reliability 0..100 (it scales the learning rate), or None if the
+    def reliabilities(self, user_ids: Sequence[str]) -> Floats:
+        """Each user's reliability 0..100 (it scales the learning rate), or NaN if the
         user is suspect or blocked: their events are then held, not learnt from."""
         ...
 
@@ -422,11 +422,7 @@ class Applier:
         gate = self._gate
         if gate is None:
             return np.full(len(user_ids), 100.0)
-        score: dict[str, float] = {}
-        for u in set(user_ids):
-            r = gate.reliability(u)
-            score[u] = math.nan if r is None else r
-        return np.fromiter((score[u] for u in user_ids), np.float64, len(user_ids))
+        return gate.reliabilities(user_ids)
 
     def _count(
         self,
@@ -438,13 +434,15 @@ class Applier:
         counts: PerformanceCounts,
     ) -> None:
         """Add an attributed event's counts under its user's segment before it (at ``at``)."""
-        code = segment_codes(
-            before.interactions[i : i + 1],
-            before.last_event_at[i : i + 1],
-            np.array([at]),
+        # one user: the scalar rule (segment_codes's oracle), not arrays of one
+        last = float(before.last_event_at[i])
+        segment = segment_of(
+            int(before.interactions[i]),
+            None if math.isnan(last) else last,
+            at,
             self._config.segment_rules,
-        )[0]
-        key = (SEGMENTS[code], algorithm, bucket_start(timestamp, self._config.bucket_seconds))
+        )
+        key = (segment, algorithm, bucket_start(timestamp, self._config.bucket_seconds))
         self._counts[key] = self._counts.get(key, _ZERO) + counts
 
 

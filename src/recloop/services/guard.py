@@ -31,6 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,13 @@ from recloop.ports import ReliabilityRecord, StateStore
 from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
+
+_USER, _ITEM, _TYPE = attrgetter("user_id"), attrgetter("item_id"), attrgetter("type")
+_VALUE, _TIMESTAMP, _TEXT = attrgetter("value"), attrgetter("timestamp"), attrgetter("text")
+
+_ABSENT = itertools.repeat(-1)
+_NO_GATE_VALUE = -1.0
+_NO_GATE = itertools.repeat(_NO_GATE_VALUE)
 
 _SWEEP_SLICE = 500
 """Users judged between two yields of a sweep to the event loop."""
@@ -89,13 +97,15 @@ class GuardService:
         self._next_after = np.zeros(0, np.int64)
         self._score = np.zeros(0)
         self._touched = np.zeros(0, np.int64)
+        self._pending_at = np.zeros(0)
+        """When the latest events not judged yet arrived (NaN: none)."""
         self._tick = 0
         self._items = ItemStats()
         self._texts = TextRegistry()
         self._records: dict[str, ReliabilityRecord] = {}
+        self._gates: dict[str, float] = {}
+        """What each record makes of the user's events: their score, NaN when held."""
         self._listeners: list[Callable[[], None]] = []
-        # users with evidence not judged yet -> when their latest batch arrived
-        self._pending: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # what the population makes normal, and who is in a group (core.spam_norms,
         # core.spam_groups): refreshed by the sweep
@@ -114,7 +124,7 @@ class GuardService:
         """Load the stored records (again: the distributed API calls it to refresh them);
         the first call starts the sweep of users due for judgement."""
         for record in await self._store.get_reliability():
-            self._records[record.user_id] = record
+            self._keep(record)
         self._flags_moved()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="guard-sweep")
@@ -147,24 +157,20 @@ class GuardService:
             flagged = (u for u, r in records if r.status != "trusted" and not r.manual)
             again += list(itertools.islice(flagged, self._config.rejudge_flagged))
         quiet_since = now - self._config.judge_within_seconds / 2
-        due = [user for user, at in self._pending.items() if at <= quiet_since]
-        due += [user for user in dict.fromkeys(again) if user not in self._pending]
-        judged = 0
+        pending_at = self._pending_at
+        quiet = np.flatnonzero(pending_at <= quiet_since)  # NaN: nothing new
+        due = quiet[np.argsort(pending_at[quiet], kind="stable")].tolist()
+        # the others named, unless evicted or erased since (nothing to judge then)
+        held = [self._slots.get(user_id) for user_id in dict.fromkeys(again)]
+        due += [slot for slot in held if slot is not None and math.isnan(pending_at[slot])]
         # In slices, the event loop serving in between: a sweep may find every user due.
         for start in range(0, len(due), _SWEEP_SLICE):
-            held = []
-            for user_id in due[start : start + _SWEEP_SLICE]:
-                if user_id in self._slots:
-                    held.append(user_id)
-                else:  # evicted or erased since: nothing to judge
-                    self._pending.pop(user_id, None)
-            judged += len(held)
-            changes = self._judge_many(held, now)
+            changes = self._judge_slots(np.array(due[start : start + _SWEEP_SLICE], np.int64), now)
             if changes:
                 await self._store.put_reliability(changes)
                 self._flags_moved()
             await asyncio.sleep(0)
-        return judged
+        return len(due)
 
     def _refresh_norms(self) -> bool:
         """Refit the population norms once a tenth of the sample is new; whether they
@@ -202,7 +208,7 @@ class GuardService:
 
     def pending(self) -> int:
         """How many users have evidence not judged yet."""
-        return len(self._pending)
+        return int(np.count_nonzero(~np.isnan(self._pending_at)))
 
     # -- the hot path ------------------------------------------------------------
 
@@ -224,6 +230,23 @@ class GuardService:
         score = float(self._score[slot])
         return self.fresh_score if score != score else score  # NaN: not judged yet
 
+    def reliabilities(self, user_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """:meth:`reliability` of each user, NaN for suspect and blocked users (a batch's
+        worth in a few C-level passes)."""
+        n = len(user_ids)
+        slots = np.fromiter(map(self._slots.get, user_ids, _ABSENT), np.int64, n)
+        score = np.where(slots >= 0, self._score[slots], math.nan)
+        score = np.where(np.isnan(score), self.fresh_score, score)
+        if self._gates:
+            recorded = np.fromiter(map(self._gates.get, user_ids, _NO_GATE), np.float64, n)
+            score = np.where(recorded == _NO_GATE_VALUE, score, recorded)
+        return score
+
+    def _keep(self, record: ReliabilityRecord) -> None:
+        """Hold ``record`` as the user's (and what it makes of their events)."""
+        self._records[record.user_id] = record
+        self._gates[record.user_id] = record.score if record.status == "trusted" else math.nan
+
     async def observe(self, events: Sequence[Event]) -> None:
         """Take accepted events as evidence (folded together, :class:`ActivityTable`);
         judge the users whose turn it is."""
@@ -231,28 +254,28 @@ class GuardService:
             return
         now = self._clock()
         config = self._config
-        user_ids = [e.user_id for e in events]
-        item_ids = [e.item_id for e in events]
-        self._items.note_items(item_ids, user_ids)
-        self._pending.update(dict.fromkeys(user_ids, now))
-        slots = self._slots_of(user_ids)
         n = len(events)
-        nan = math.nan
-        texts = [e.text for e in events] if any(e.type == "review" for e in events) else None
+        user_ids = list(map(_USER, events))
+        item_ids = list(map(_ITEM, events))
+        types = list(map(_TYPE, events))
+        values = list(map(_VALUE, events))
+        self._items.note_items(item_ids, user_ids)
+        slots = self._slots_of(user_ids)
         self._table.fold(
             slots,
-            np.fromiter((CODES[e.type] for e in events), np.int64, n),
+            np.fromiter(map(CODES.__getitem__, types), np.int64, n),
             item_ids,
-            np.fromiter((nan if e.value is None else e.value for e in events), np.float64, n),
-            np.fromiter((e.timestamp for e in events), np.float64, n),
+            np.array(values, np.float64) if None not in values else _floats(values),
+            np.fromiter(map(_TIMESTAMP, events), np.float64, n),
             self._items,
             self._texts,
             user_ids,
-            texts,
+            list(map(_TEXT, events)) if "review" in types else None,
         )
         touched, first, counts = np.unique(slots, return_index=True, return_counts=True)
         self._tick += 1
         self._touched[touched] = self._tick
+        self._pending_at[touched] = now
         since = self._since[touched] + counts
         self._since[touched] = since
         rule_at = self._table.rule_at[touched]
@@ -281,7 +304,7 @@ class GuardService:
             slots.update(zip(new, opened, strict=True))
             found = list(map(slots.get, user_ids))
             if len(slots) > self._max_users:
-                self._evict(len(slots) - self._max_users, set(new))
+                self._evict(len(slots) - self._max_users, set(user_ids))
         return np.array(found, np.int64)
 
     def _open(self, user_ids: list[str]) -> list[int]:
@@ -299,6 +322,7 @@ class GuardService:
             self._next_after = _grown(self._next_after, size, 0)
             self._score = _grown(self._score, size, math.nan)
             self._touched = _grown(self._touched, size, 0)
+            self._pending_at = _grown(self._pending_at, size, math.nan)
         index = np.array(opened, np.int64)
         self._table.open(index)
         self._since[index] = 0
@@ -306,6 +330,7 @@ class GuardService:
         self._next_after[index] = self._config.judge_every_events
         self._score[index] = math.nan
         self._touched[index] = self._tick
+        self._pending_at[index] = math.nan
         for user_id, slot in zip(user_ids, opened, strict=True):
             self._names[slot] = user_id
         return opened
@@ -318,11 +343,11 @@ class GuardService:
         for slot in gone[:count]:
             user_id = self._user(slot)
             del self._slots[user_id]
-            self._pending.pop(user_id, None)
             self._release(slot)
 
     def _release(self, slot: int) -> None:
         self._table.close(np.array([slot], np.int64))
+        self._pending_at[slot] = math.nan
         self._names[slot] = None
         self._free.append(slot)
 
@@ -337,11 +362,6 @@ class GuardService:
         verdicts: list[Verdict] = []
         changes = self._judge_slots(np.array([self._slots[user_id]], np.int64), now, verdicts)
         return (changes[0] if changes else None), verdicts[0]
-
-    def _judge_many(self, user_ids: list[str], now: float) -> list[ReliabilityRecord]:
-        """Judge the tracked users; the new records of those whose stored status or score
-        moved."""
-        return self._judge_slots(np.array([self._slots[u] for u in user_ids], np.int64), now)
 
     def _judge_slots(
         self, slots: npt.NDArray[np.int64], now: float, verdicts: list[Verdict] | None = None
@@ -369,6 +389,7 @@ class GuardService:
         self._judged_at[slots] = now
         self._since[slots] = 0
         self._next_after[slots] = np.maximum(self._config.judge_every_events, judged)
+        self._pending_at[slots] = math.nan
         changes = []
         for user_id, verdict in zip(user_ids, found, strict=True):
             change = self._record(user_id, verdict, now)
@@ -385,7 +406,6 @@ class GuardService:
             self._sampled_since_fit += 1
             if len(self._sample) > self._config.norm_profiles:
                 del self._sample[next(iter(self._sample))]
-        self._pending.pop(user_id, None)
         current = self._records.get(user_id)
         if current is not None and current.manual:
             return None
@@ -401,7 +421,7 @@ class GuardService:
         else:
             since = now
         record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
-        self._records[user_id] = record
+        self._keep(record)
         return record
 
     # -- reads and admin ------------------------------------------------------------
@@ -458,10 +478,10 @@ class GuardService:
         slot = self._slots.pop(user_id, None)
         if slot is not None:
             self._release(slot)
-        self._pending.pop(user_id, None)
         self._sample.pop(user_id, None)
         self._groups.pop(user_id, None)
         self._records.pop(user_id, None)
+        self._gates.pop(user_id, None)
         self._texts.forget(user_id)
 
     def flagged_users(self) -> frozenset[str]:
@@ -535,7 +555,7 @@ class GuardService:
                 user_id, 100.0, "trusted", now, True, reason or "unblocked by hand"
             )
         await self._store.put_reliability([record])
-        self._records[user_id] = record
+        self._keep(record)
         self._flags_moved()
         slot = self._slots.get(user_id)
         if slot is not None and not blocked:  # a fresh start: old evidence judged them already
@@ -550,3 +570,8 @@ def _grown(column: npt.NDArray[Any], size: int, fill: float) -> Any:
     out = np.full(size, fill, column.dtype)
     out[: len(column)] = column
     return out
+
+
+def _floats(values: list[float | None]) -> npt.NDArray[np.float64]:
+    """``values`` as floats, NaN for None."""
+    return np.array([math.nan if v is None else v for v in values], np.float64)

@@ -511,7 +511,7 @@ class LearningService:
             for impression_id, events in feedback.items():
                 for e in events:
                     if e.type == "click":
-                        tally.click(impression_id, e.item_id, e.timestamp)
+                        tally.click(impression_id, e.item_id, e.timestamp, e.user_id)
             self._tally, self._cursor, self._read_from = tally, cursor, now
             self._tallied = True
             return
@@ -531,7 +531,7 @@ class LearningService:
         tally.add(await self._store.get_impressions(self._read_from - _LAG_SECONDS, math.inf))
         self._read_from = now
         for e in clicks:
-            tally.click(str(e.attribution["impression_id"]), e.item_id, e.timestamp)
+            tally.click(str(e.attribution["impression_id"]), e.item_id, e.timestamp, e.user_id)
         tally.expire(since)
 
     # -- retraining ----------------------------------------------------------------------
