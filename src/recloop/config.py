@@ -265,7 +265,7 @@ class BanditSettings(_Section):
     """The fewest pseudo-impressions a prior is worth (algorithms far apart)."""
     bucket_minutes: int = Field(60, ge=1, le=1440)
     window_days: float = Field(7.0, gt=0.0)
-    weight_mode: Literal["probability", "sample", "mean"] = "probability"
+    weight_mode: Literal["probability", "sample", "mean"] = "mean"
     """How the posteriors become weights: ``probability``, each algorithm's posterior
     probability of the highest CTR; ``sample``, one posterior draw each, normalised (the
     specification's formula); ``mean``, the posterior means, normalised."""
@@ -334,12 +334,12 @@ class ExplorationSettings(_Section):
     temperature: float | None = Field(0.5, gt=0.0)
     """... by a softmax of their scores over the spread of the top set, at this temperature
     (None: uniformly; with a large ``top`` that is the uniform ε-greedy)."""
-    probe: bool = False
+    probe: bool = True
     """An exploring draw is a probe: one algorithm drawn with probability equal to its
     weight, its own top pick shown on top and credited to it alone (``rank``'s ``credit``;
     the other slots credit none), so each algorithm's click rate is learnt without bias.
     False: the softmax draw above, every slot credited by share."""
-    segment_evidence_half: float | None = Field(None, gt=0.0)
+    segment_evidence_half: float | None = Field(20.0, gt=0.0)
     """With ``probe``, a user's ε is also multiplied by ``h / (h + n)``, ``n`` the
     impressions credited per algorithm of the segment in the window (on average), ``h`` this:
     probes teach the segment's weights, and cost clicks, so there are fewer as the weights
@@ -364,6 +364,11 @@ class RankSettings(_Section):
     """Reciprocal-rank fusion constant (``fusion: rrf``): contribution weight / (rrf_k + rank)."""
     affinity_weight: float = Field(0.5, ge=0.0)
     """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1])."""
+    affinity_list: str | None = Field(None, min_length=1, max_length=64)
+    """Fuse the preference affinity as one more algorithm's list under this name (one of
+    ``bandit.algorithms``, with its ``default_weights``): every candidate with a vector, ranked
+    by cosine(user, item), its weight learnt per segment like any algorithm's (probed with
+    ``exploration.probe``), instead of the fixed ``affinity_weight``. None: the fixed weight."""
     max_candidates: int = Field(1000, ge=1, le=100_000)
 
 

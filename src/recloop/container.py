@@ -195,6 +195,7 @@ def rank_config(settings: Settings) -> RankConfig:
         temperature=x.temperature,
         probe=x.probe,
         segment_evidence_half=x.segment_evidence_half,
+        affinity_list=settings.rank.affinity_list,
     )
 
 

@@ -20,6 +20,15 @@ async def weights(app: Running, user: str = "nobody") -> dict:
     return r.json()
 
 
+async def rank_newcomer(app: Running, candidates: list[dict]) -> dict:
+    """A ranking for a new user with no evidence: ε at the new segment's ceiling, 0.3."""
+    r = await app.client.post("/users/newcomer/rank", json={"candidates": candidates})
+    assert r.status_code == 200, r.text
+    body: dict = r.json()
+    assert body["epsilon"] == 0.3
+    return body
+
+
 def stats(rows: list[dict], segment: str, algorithm: str) -> dict:
     (row,) = [r for r in rows if r["segment"] == segment and r["algorithm"] == algorithm]
     return row
@@ -37,6 +46,21 @@ async def app(settings: Settings):  # type: ignore[no-untyped-def]
     await close()
 
 
+@pytest.fixture
+async def share_app(settings_factory: Callable[..., Settings]):  # type: ignore[no-untyped-def]
+    """The policy before probes became the default (issue 15): softmax exploration, every
+    slot credited by share, P(best) weights. It is still a setting, and what the tests of
+    its exact propensities and shares below check."""
+    running, close = await start_app(
+        settings_factory(
+            bandit={"cache_seconds": 0.0, "seed": 7, "weight_mode": "probability"},
+            exploration={"seed": 3, "probe": False, "segment_evidence_half": None},
+        )
+    )
+    yield running
+    await close()
+
+
 async def test_unknown_user_is_new_and_gets_the_prior_weights(app: Running) -> None:
     body = await weights(app)
     assert body["segment"] == "new"
@@ -44,7 +68,7 @@ async def test_unknown_user_is_new_and_gets_the_prior_weights(app: Running) -> N
     assert sum(body["weights"].values()) == pytest.approx(1.0)
     assert max(body["weights"], key=body["weights"].get) == "popularity"
     assert body["disabled"] == []
-    assert body["mode"] == "probability"
+    assert body["mode"] == "mean"  # the default since issue 15 (docs/benchmarks.md)
 
 
 async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None:
@@ -74,7 +98,11 @@ async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None
     await app.idle()
     body = await weights(app, "reg")
     assert body["segment"] == "regular"
-    assert body["weights"]["collaborative"] > 0.9
+    # mean weights (the default): each algorithm's posterior mean CTR, normalised
+    means = {a: stats(rows, "regular", a)["posterior_mean"] for a in ALGS}
+    for a in ALGS:
+        assert body["weights"][a] == pytest.approx(means[a] / sum(means.values()))
+    assert max(body["weights"], key=body["weights"].get) == "collaborative"
 
 
 @pytest.mark.parametrize(
@@ -252,16 +280,16 @@ async def test_strategy_reports_segment_weights_and_epsilon(app: Running) -> Non
     assert body["preferences_updated_at"] is None
 
 
-async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None:
-    await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
-    await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
+async def test_rank_logs_the_impression_and_joins_feedback(share_app: Running) -> None:
+    await share_app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+    await share_app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
     candidates = [
         {"item_id": "a", "algorithm": "popularity", "score": 0.9},
         {"item_id": "b", "algorithm": "popularity", "score": 0.5},
         {"item_id": "c", "algorithm": "collaborative", "score": 3.0},
         {"item_id": "d"},
     ]
-    r = await app.client.post(
+    r = await share_app.client.post(
         "/users/u1/rank", json={"candidates": candidates, "k": 3, "context": {"device": "tv"}}
     )
     assert r.status_code == 200, r.text
@@ -279,7 +307,7 @@ async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None
     else:
         assert top["propensity"] == pytest.approx(0.7)
 
-    await app.client.post(
+    await share_app.client.post(
         "/feedback",
         json={
             "user_id": "u1",
@@ -288,14 +316,14 @@ async def test_rank_logs_the_impression_and_joins_feedback(app: Running) -> None
             "attribution": {"impression_id": body["impression_id"]},
         },
     )
-    logged = (await app.client.get(f"/impressions/{body['impression_id']}")).json()
+    logged = (await share_app.client.get(f"/impressions/{body['impression_id']}")).json()
     assert [s["item_id"] for s in logged["slate"]] == [x["item_id"] for x in ranking]
     assert logged["context"] == {"device": "tv"}
     assert [f["type"] for f in logged["feedback"]] == ["click"]
-    assert (await app.client.get("/impressions/nope")).status_code == 404
+    assert (await share_app.client.get("/impressions/nope")).status_code == 404
 
 
-async def test_rank_explores_plausible_candidates_exactly(app: Running) -> None:
+async def test_rank_explores_plausible_candidates_exactly(share_app: Running) -> None:
     # one list of 8 scored candidates, no preferences: the greedy order is by score. A new
     # user explores at the ceiling (0.3); an exploring draw promotes one of the next
     # exploration.top (5) candidates by a softmax of their scores (temperature 0.5).
@@ -304,11 +332,7 @@ async def test_rank_explores_plausible_candidates_exactly(app: Running) -> None:
     ]
     tops = set()
     for _ in range(60):
-        r = await app.client.post("/users/newcomer/rank", json={"candidates": candidates})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["epsilon"] == 0.3
-        ranking = body["ranking"]
+        ranking = (await rank_newcomer(share_app, candidates))["ranking"]
         greedy = sorted(ranking, key=lambda x: -x["score"])
         assert [x["item_id"] for x in greedy] == [f"i{n}" for n in range(8)]
         scores = [x["score"] for x in greedy]
@@ -329,14 +353,14 @@ async def test_rank_explores_plausible_candidates_exactly(app: Running) -> None:
     assert not tops & {"i6", "i7"}  # ... among the top set only
 
 
-async def test_rank_says_who_proposed_each_item_and_their_shares(app: Running) -> None:
+async def test_rank_says_who_proposed_each_item_and_their_shares(share_app: Running) -> None:
     candidates = [
         {"item_id": "x", "algorithm": "popularity", "score": 2.0},
         {"item_id": "y", "algorithm": "popularity", "score": 1.0},
         {"item_id": "y", "algorithm": "trending", "score": 5.0},
         {"item_id": "z"},
     ]
-    r = await app.client.post("/users/u2/rank", json={"candidates": candidates})
+    r = await share_app.client.post("/users/u2/rank", json={"candidates": candidates})
     assert r.status_code == 200, r.text
     body = r.json()
     ranked = {x["item_id"]: x for x in body["ranking"]}
@@ -350,8 +374,44 @@ async def test_rank_says_who_proposed_each_item_and_their_shares(app: Running) -
     assert sum(y["shares"]) == pytest.approx(1.0)
     assert all(0.0 < share < 1.0 for share in y["shares"])
     assert y["credit"] in y["algorithms"]
-    logged = (await app.client.get(f"/impressions/{body['impression_id']}")).json()
+    logged = (await share_app.client.get(f"/impressions/{body['impression_id']}")).json()
     assert [s.get("credit") for s in logged["slate"]] == [x["credit"] for x in body["ranking"]]
+
+
+async def test_rank_probes_by_default_with_exact_propensities(app: Running) -> None:
+    # Two lists: popularity ranks i0 .. i7, trending ranks i3 then i0. By default an
+    # exploring draw (ε 0.3 for a newcomer: no evidence yet) is a probe: an algorithm drawn
+    # by its weight (posterior means of the prior here: exact), its own top pick on top,
+    # credited to it alone with the chance it had of being drawn.
+    candidates = [
+        *({"item_id": f"i{n}", "algorithm": "popularity", "score": 10.0 - n} for n in range(8)),
+        {"item_id": "i3", "algorithm": "trending", "score": 2.0},
+        {"item_id": "i0", "algorithm": "trending", "score": 1.0},
+    ]
+    served = (await weights(app, "newcomer"))["weights"]
+    chance = {
+        a: served[a] / (served["popularity"] + served["trending"])
+        for a in ("popularity", "trending")
+    }
+    pick = {"popularity": "i0", "trending": "i3"}
+    credits = set()
+    for _ in range(80):
+        ranking = (await rank_newcomer(app, candidates))["ranking"]
+        greedy = sorted(ranking, key=lambda x: -x["score"])[0]["item_id"]
+        p_top = {greedy: 0.7}
+        for a, item in pick.items():
+            p_top[item] = p_top.get(item, 0.0) + 0.3 * chance[a]
+        top = ranking[0]
+        assert top["propensity"] == pytest.approx(p_top[top["item_id"]], abs=1e-12)
+        assert top["explored"] == (top["item_id"] != greedy)
+        if top["credit"] is None:  # not a probe: the greedy order, nothing credited
+            assert top["item_id"] == greedy and top["credit_probability"] == 0.0
+        else:
+            assert top["item_id"] == pick[top["credit"]]
+            assert top["credit_probability"] == pytest.approx(chance[top["credit"]])
+        assert all(x["credit"] is None for x in ranking[1:])
+        credits.add(top["credit"])
+    assert credits == {None, "popularity", "trending"}
 
 
 async def test_rank_prefers_the_users_taste(app: Running) -> None:

@@ -286,6 +286,7 @@ def settings(tmp_path: Path, learning: bool = True) -> Any:
         # the oracle explores as rank did: uniformly over every other candidate, at the
         # segment's ε (core.exploration.explore draws and computes exactly that then)
         exploration={
+            "probe": False,  # the oracle's draw (probes: tests/unit/test_probe.py)
             "seed": 7,
             "epsilon": {"new": 0.5, "inactive": 0.3, "power": 0.2, "regular": 0.9},
             "top": 100_000,

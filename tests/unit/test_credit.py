@@ -8,7 +8,9 @@ the credit and reads them back (the shares themselves: tests/unit/test_ranking.p
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from recloop.core.errors import InvalidInput
 from recloop.core.ranking import credited
 from recloop.core.slates import Slate, decode, encode
 
@@ -22,6 +24,33 @@ def test_shares_and_credits_are_logged_and_read_back() -> None:
     assert back == slate
     assert [r["shares"] for r in back.ranking()] == [[0.75, 0.25], []]
     assert [r["credit"] for r in back.ranking()] == ["als", None]
+
+
+def test_credit_probabilities_are_logged_and_read_back() -> None:
+    slate = Slate(
+        ("a", "b"), (0.9, 0.5), (0.9, 1.0), (False, False), (("als", "pop"), ()),
+        shares=((0.75, 0.25), ()), credits=("als", None), credit_probabilities=(0.75, 0.0),
+    )  # fmt: skip
+    back = decode(*encode(slate), ())
+    assert back == slate
+    assert [r["credit_probability"] for r in back.ranking()] == [0.75, 0.0]
+    assert [r["credit_probability"] for r in back.slate] == [0.75, 0.0]
+    # a slate logged before them reads as not logged (None), not as 0
+    older = Slate(*slate_fields(slate), shares=slate.shares, credits=slate.credits)
+    assert [r["credit_probability"] for r in decode(*encode(older), ()).ranking()] == [None] * 2
+    assert "credit_probability" not in decode(*encode(older), ()).slate[0]
+
+
+def test_credit_probabilities_must_cover_every_shown_item() -> None:
+    with pytest.raises(InvalidInput, match="credit_probabilities"):
+        Slate(
+            ("a", "b"), (0.9, 0.5), (0.9, 1.0), (False, False), (("als",), ()),
+            shares=((1.0,), ()), credits=("als", None), credit_probabilities=(1.0,),
+        )  # fmt: skip
+
+
+def slate_fields(slate: Slate) -> tuple[object, ...]:
+    return slate.item_ids, slate.scores, slate.propensities, slate.explored, slate.algorithms
 
 
 def test_credited_draws_by_share() -> None:

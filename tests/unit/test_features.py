@@ -19,9 +19,11 @@ from recloop.core.features import (
     FEATURE_NAMES,
     MAX_DAYS,
     ContextFeatures,
+    ItemColumns,
     ItemFeatures,
     UserFeatures,
     at_position,
+    feature_matrix,
     features,
     to_matrix,
 )
@@ -286,3 +288,61 @@ def test_to_matrix_of_nothing() -> None:
     empty_row = to_matrix([{}], ("a", "b"))
     assert empty_row.shape == (1, 2)
     assert np.isnan(empty_row).all()
+
+
+# -- every candidate at once: feature_matrix against features, row by row ---------------
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 10**6),  # popularity
+            st.one_of(st.none(), st.floats(0, 1)),  # ctr
+            st.one_of(st.none(), st.floats(0, 1e5)),  # age in days
+            st.floats(-1, 1),  # affinity
+            st.floats(-1, 1),  # attribute affinity
+            st.one_of(st.none(), st.sampled_from([*ALGORITHMS, "x", ""])),
+        ),
+        max_size=12,
+    )
+)
+def test_feature_matrix_rows_are_the_rows_of_features(rows: list[tuple[Any, ...]]) -> None:
+    n = len(rows)
+    hashed = np.arange(n * ATTRIBUTE_BUCKETS, dtype=np.float64).reshape(n, ATTRIBUTE_BUCKETS)
+    items = ItemColumns(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([math.nan if r[1] is None else r[1] for r in rows], dtype=np.float64),
+        np.array([math.nan if r[2] is None else r[2] for r in rows], dtype=np.float64),
+        hashed,
+    )
+    matrix = feature_matrix(
+        USER, items, CONTEXT, [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows]
+    )
+    for i, (popularity, ctr, age, near, by_attributes, algorithm) in enumerate(rows):
+        expected = features(
+            USER, ItemFeatures(popularity, ctr, age, {}), CONTEXT, near, by_attributes, 0, algorithm
+        )
+        expected.update(zip(FEATURE_NAMES[14:30], hashed[i].tolist(), strict=True))
+        # (numpy's log1p may differ from math's in the last bit: log_popularity to 1e-15)
+        assert matrix[i].tolist() == pytest.approx(list(expected.values()), rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize(
+    ("ctr", "age", "field", "value"),
+    [
+        ([0.5, math.nan, 1.5], [1.0, 2.0, 3.0], "item.ctr", "1.5"),
+        ([math.nan, -math.inf, 2.0], [1.0, 2.0, 3.0], "item.ctr", "-inf"),
+        ([math.nan, 0.5, 0.5], [1.0, math.nan, math.inf], "item.age_days", "inf"),
+    ],
+)
+def test_feature_matrix_names_the_first_bad_item_value(
+    ctr: list[float], age: list[float], field: str, value: str
+) -> None:
+    items = ItemColumns(
+        np.zeros(3, dtype=np.int64), np.array(ctr), np.array(age), np.zeros((3, 16))
+    )
+    with pytest.raises(InvalidInput) as caught:
+        feature_matrix(USER, items, CONTEXT, [0.0] * 3, [0.0] * 3, [None] * 3)
+    assert caught.value.field == field
+    assert str(caught.value).endswith(f"got {value}")

@@ -49,9 +49,38 @@ async def test_table_matches_the_items_and_follows_their_changes() -> None:
     swapped = plain.take(np.array([1, 0]))
     assert swapped.updated_at.tolist() == [40.0, 20.0]
     assert swapped.from_attributes.tolist() == [False, True]
+    assert swapped.vectors.tolist() == plain.vectors[[1, 0]].tolist()
+    bare = plain.take(np.array([1, 0]), vectors=False)  # what the features read, no vectors
+    assert bare.vectors.shape == (2, 0)
+    assert bare.updated_at.tolist() == [40.0, 20.0] and bare.known.tolist() == [True, True]
 
 
 async def test_table_of_an_empty_catalogue() -> None:
     table = await ItemVectors(InMemoryStateStore(), max_items=8).table(["x", "y"], hashed=True)
     assert table.known.tolist() == [False, False]
     assert table.hashed.shape == (2, ATTRIBUTE_BUCKETS) and not table.hashed.any()
+
+
+async def test_a_table_of_known_items_equals_the_same_rows_read_with_an_unknown_one() -> None:
+    """Every item placed (rank's usual request) takes the path without masks: the same
+    rows as when an unknown item among them sends the table down the masked path."""
+    store = InMemoryStateStore()
+    stored = [
+        make_item(
+            f"i{n}",
+            None if n % 2 else [float(n), 1.0, 0.0, 0.0],
+            {"genre": f"g{n % 3}"},
+            4,
+            float(n),
+        )
+        for n in range(6)
+    ]
+    await store.put_items(stored)
+    vectors = ItemVectors(store, max_items=16, dim=4)
+    ids = ["i4", "i1", "i5", "i0"]
+    known = await vectors.table(ids, hashed=True)
+    mixed = await vectors.table([*ids, "nope"], hashed=True)
+    assert known.known.all() and not mixed.known[-1]
+    for name in ("known", "vectors", "updated_at", "from_attributes", "hashed"):
+        got, expected = getattr(known, name), getattr(mixed, name)[:4]
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), name

@@ -132,6 +132,17 @@ def test_fuse_refuses(
     with pytest.raises(InvalidInput) as info:
         fuse(candidates, weights, affinities, rrf_k=rrf_k)
     assert info.value.field == field
+    with pytest.raises(InvalidInput) as columns:  # the columnar fusion: the same error
+        fuse_columns(candidates, weights, affinities, rrf_k=rrf_k)
+    assert str(columns.value) == str(info.value)
+
+
+def test_fuse_columns_names_the_first_bad_score_past_unscored_ones() -> None:
+    candidates = [Candidate("x"), Candidate("y", "als", 0.5), Candidate("z", "als", -math.inf)]
+    with pytest.raises(InvalidInput) as info:
+        fuse_columns(candidates, {"als": 1.0}, {})
+    assert info.value.field == "candidates.2.score"
+    assert "got -inf" in str(info.value)
 
 
 @st.composite
@@ -293,6 +304,36 @@ def test_fuse_columns_equals_fuse_bit_for_bit(
     assert got.algorithms == [s.algorithms for s in expected]
     for row, s in enumerate(expected):
         assert got.shares(row) == pytest.approx(s.shares, rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    candidates=st.lists(
+        st.builds(Candidate, _IDS, _ALGORITHMS, _SCORES), max_size=12, unique_by=lambda c: c.item_id
+    ),
+    weights=st.dictionaries(st.sampled_from(["als", "popular", "trending"]), st.floats(0, 3)),
+    method=st.sampled_from(["rrf", "percentile"]),
+)
+def test_fuse_columns_of_distinct_items_equals_fuse(
+    candidates: list[Candidate], weights: dict[str, float], method: Method
+) -> None:
+    """Each item proposed once (what rank is usually sent) takes a path of its own."""
+    expected = fuse(candidates, weights, {}, method=method)
+    got = fuse_columns(candidates, weights, {}, method=method)
+    assert got.item_ids == [s.item_id for s in expected]
+    assert got.score.tolist() == [s.score for s in expected]
+    assert got.algorithms == [s.algorithms for s in expected]
+    assert [got.shares(row) for row in range(len(got))] == [s.shares for s in expected]
+
+
+def test_fuse_columns_of_a_negative_zero_weight_keeps_fuses_zeros() -> None:
+    candidates = [Candidate("x", "als", 0.5), Candidate("y", "pop", 0.1), Candidate("z")]
+    weights = {"als": -0.0, "pop": 1.0}
+    expected = fuse(candidates, weights, {"x": 0.25})
+    got = fuse_columns(candidates, weights, {"x": 0.25})
+    pairs = [(s.item_id, s.fusion, s.score) for s in expected]
+    assert list(zip(got.item_ids, got.fusion.tolist(), got.score.tolist(), strict=True)) == pairs
+    assert [math.copysign(1.0, s.fusion) for s in expected] == np.copysign(1.0, got.fusion).tolist()
 
 
 def test_shares_by_hand() -> None:

@@ -333,7 +333,7 @@ class WeightsOut(BaseModel):
     segment: Segment
     weights: dict[str, float] = Field(description="Enabled algorithms only; they sum to 1.")
     disabled: list[DisabledOut]
-    mode: Literal["probability", "sample"]
+    mode: Literal["probability", "sample", "mean"]
     window_days: float
     computed_at: float
     seed: int = Field(description="Seed of the posterior draws: reproduces these weights.")
@@ -389,6 +389,12 @@ class RankedOut(BaseModel):
     credit: str | None = Field(
         description="The algorithm to name in `attribution.algorithm` of this item's "
         "impression and click events: drawn with probability equal to its share."
+    )
+    credit_probability: float | None = Field(
+        None,
+        description="The probability with which `credit` was drawn: its share, or for a "
+        "probe (`exploration.probe`) the probed algorithm's chance of being drawn (the probe "
+        "itself had `epsilon` times that); 0 when no algorithm is credited.",
     )
 
 

@@ -298,8 +298,8 @@ def explore(
         p_m = top_probabilities(q, epsilon)  # P(M = j)
         below = np.cumsum(p_m)  # P(M <= j)
         propensities[0] = p_m[promoted]
-        kept = below[j - 1]
-        moved = np.maximum(1.0 - below[j - 1], 0.0)
+        kept = below[:-1]  # below[j - 1]
+        moved = np.maximum(1.0 - kept, 0.0)
     propensities[1:] = np.where(pushed, moved, kept)
     return Explored(order, propensities, promoted, epsilon)
 

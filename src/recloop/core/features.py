@@ -357,13 +357,12 @@ def _check_items(items: ItemColumns, n: int) -> None:
         raise InvalidInput("item.hashed", f"has shape {items.hashed.shape}, not ({n}, 16)")
     if n and int(items.popularity.min()) < 0:
         raise InvalidInput("item.popularity", f"must be >= 0, got {int(items.popularity.min())}")
-    known = items.ctr[~np.isnan(items.ctr)]
-    if known.size and not (np.all(np.isfinite(known)) and known.min() >= 0 and known.max() <= 1):
-        bad = known[~((known >= 0) & (known <= 1))][0]
-        raise InvalidInput("item.ctr", f"must be in [0, 1], got {bad}")
-    age = items.age_days[~np.isnan(items.age_days)]
-    if age.size and not np.all(np.isfinite(age)):
-        raise InvalidInput("item.age_days", f"must be finite, got {age[~np.isfinite(age)][0]}")
+    outside = (items.ctr < 0.0) | (items.ctr > 1.0)  # NaN (unknown) is neither; ±inf is
+    if outside.any():
+        raise InvalidInput("item.ctr", f"must be in [0, 1], got {items.ctr[outside][0]}")
+    infinite = np.isinf(items.age_days)
+    if infinite.any():
+        raise InvalidInput("item.age_days", f"must be finite, got {items.age_days[infinite][0]}")
 
 
 def feature_matrix(
@@ -378,7 +377,8 @@ def feature_matrix(
     :data:`FEATURE_NAMES` columns (float64).
 
     Row ``i`` equals ``features(user, item_i, context, affinity[i], attribute_affinity[i],
-    0, algorithms[i])`` (tests/unit/test_features.py compares them on random inputs);
+    0, algorithms[i])`` (tests/unit/test_features.py compares them on random inputs;
+    ``log_popularity`` may differ in the last bit, numpy's ``log1p`` against ``math``'s);
     :func:`set_positions` moves rows to their slots.
 
     Raises
@@ -425,13 +425,14 @@ def feature_matrix(
     out[:, COLUMN["affinity"]] = near
     out[:, COLUMN["attribute_affinity"]] = by_attributes
     out[:, COLUMN["inverse_position"]] = 1.0
-    rows = [i for i, a in enumerate(algorithms) if a is not None]
-    hot = [_ALGORITHM_INDEX.get(algorithms[i] or "", len(ALGORITHMS)) for i in rows]
-    out[rows, [_ALGORITHM_FIRST + h for h in hot]] = 1.0
+    width, column = out.shape[1], _ALGORITHM_COLUMN.get
+    hot = [r * width + column(a, _OTHER_COLUMN) for r, a in enumerate(algorithms) if a is not None]
+    np.put(out, hot, 1.0)  # each proposing algorithm's column, row by row
     return out
 
 
-_ALGORITHM_INDEX: Final = {a: i for i, a in enumerate(ALGORITHMS)}
+_ALGORITHM_COLUMN: Final = {a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)}
+_OTHER_COLUMN: Final = _ALGORITHM_FIRST + len(ALGORITHMS)
 
 
 def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -> None:

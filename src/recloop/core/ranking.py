@@ -291,37 +291,50 @@ def fuse_columns(
     >>> fused.item_ids, fused.score.round(3).tolist(), fused.algorithms[0]
     (['y', 'x', 'z'], [1.0, 0.857, 0.786], ('als', 'popular'))
     """
-    _check(candidates, weights, affinities, rrf_k, affinity_weight, method)
+    _check((), weights, affinities, rrf_k, affinity_weight, method)
+    # Columns first (one pass each), then the candidates' scores checked in one call.
+    item_ids = [c.item_id for c in candidates]
+    algorithms = [c.algorithm for c in candidates]
+    given = [c.score for c in candidates]
+    raw_scores = np.array(given, dtype=np.float64)  # None: NaN
+    every_score = bool(np.isfinite(raw_scores).all())
+    if not every_score:
+        for i, value in enumerate(given):
+            if value is not None and not math.isfinite(value):
+                raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {value}")
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
-    index: dict[str, int] = {}
-    proposers: list[dict[str, int]] = []  # per item: algorithm -> its column, in order
-    item_of: list[int] = []
-    column: list[int] = []  # per candidate: its algorithm's column in its item's row; -1
-    group_of: list[int] = []  # per candidate: its list, numbered in order of appearance
-    groups: dict[str | None, int] = {}
-    for c in candidates:
-        i = index.get(c.item_id)
-        if i is None:
-            i = index[c.item_id] = len(proposers)
-            proposers.append({})
-        item_of.append(i)
-        algorithm = c.algorithm
-        if algorithm is None:
-            column.append(-1)
-        else:
-            mine = proposers[i]
-            column.append(mine.setdefault(algorithm, len(mine)))
-        key = algorithm if algorithm in weights else None
-        group_of.append(groups.setdefault(key, len(groups)))
+    index = {item_id: i for i, item_id in enumerate(dict.fromkeys(item_ids))}
+    proposers: list[tuple[str, ...]]  # per item: its algorithms, in order of appearance
+    column: list[int]  # per candidate: its algorithm's column in its item's row; -1
+    distinct = len(index) == len(item_ids)
+    if distinct:  # each item proposed once (what rank is usually sent)
+        item_of = np.arange(len(item_ids), dtype=np.intp)
+        proposers = [() if a is None else (a,) for a in algorithms]
+        column = [-1 if a is None else 0 for a in algorithms]
+        width = 0 if algorithms.count(None) == len(algorithms) else 1
+    else:
+        mine: list[dict[str, int]] = [{} for _ in index]  # per item: algorithm -> column
+        of = [index[i] for i in item_ids]
+        column = [
+            -1 if a is None else mine[i].setdefault(a, len(mine[i]))
+            for i, a in zip(of, algorithms, strict=True)
+        ]
+        proposers = [tuple(m) for m in mine]
+        item_of = np.asarray(of, dtype=np.intp)
+        width = max((len(p) for p in proposers), default=0)
+    # per candidate: its list, numbered in order of appearance
+    keys = [a if a in weights else None for a in algorithms]
+    groups = {key: g for g, key in enumerate(dict.fromkeys(keys))}
+    group_of = [groups[key] for key in keys]
     # Each list ranked by score, highest first (ties, and lists with an unscored
     # candidate, in input order), lists in order of appearance: fuse's order. Summed per
     # item in that order (bincount adds in input order): the same floating-point sums.
     group = np.asarray(group_of, dtype=np.intp)
-    raw_scores = np.asarray(
-        [math.nan if c.score is None else c.score for c in candidates], dtype=np.float64
-    )
-    unscored = np.bincount(group, weights=np.isnan(raw_scores), minlength=len(groups)) > 0
-    by_score = np.where(unscored[group], 0.0, -raw_scores)
+    if every_score:  # (past the check above: no NaN, so no list without scores)
+        by_score = -raw_scores
+    else:
+        unscored = np.bincount(group, weights=np.isnan(raw_scores), minlength=len(groups)) > 0
+        by_score = np.where(unscored[group], 0.0, -raw_scores)
     ordered = np.lexsort((by_score, group))  # stable: ties keep input order
     sizes = np.bincount(group, minlength=len(groups))
     starts = np.cumsum(sizes) - sizes
@@ -336,16 +349,22 @@ def fuse_columns(
         n = sizes[in_order].astype(np.float64)
         contributions = list_weight * (n - ranks + 1) / n
     items = len(proposers)
-    item_arr = np.asarray(item_of, dtype=np.intp)[ordered]
-    column_arr = np.asarray(column, dtype=np.intp)[ordered]
-    # (bincount of nothing is int64: astype keeps every column float64)
-    fusion = np.bincount(item_arr, weights=contributions, minlength=items)
-    fusion = fusion.astype(np.float64, copy=False)
-    width = max((len(p) for p in proposers), default=0)
-    named = column_arr >= 0
-    cells = (item_arr * width + column_arr)[named]
-    summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
-    share_sums = summed.astype(np.float64, copy=False).reshape(items, width)
+    item_arr = item_of[ordered]
+    fusion: npt.NDArray[np.float64]
+    if distinct:  # one contribution per item: bincount's sum is 0.0 + it, so is this
+        fusion = np.empty(items)
+        fusion[item_arr] = contributions + 0.0
+        named_items = np.asarray(column, dtype=np.intp) >= 0  # (candidate i is item i)
+        share_sums = np.where(named_items, fusion, 0.0).reshape(items, 1)[:, :width]
+    else:
+        column_arr = np.asarray(column, dtype=np.intp)[ordered]
+        # (bincount of nothing is int64: astype keeps every column float64)
+        summed_items = np.bincount(item_arr, weights=contributions, minlength=items)
+        fusion = summed_items.astype(np.float64, copy=False)
+        named = column_arr >= 0
+        cells = (item_arr * width + column_arr)[named]
+        summed = np.bincount(cells, weights=contributions[named], minlength=items * width)
+        share_sums = summed.astype(np.float64, copy=False).reshape(items, width)
     ids = list(index)
     top = float(fusion.max()) if items else 0.0
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
@@ -362,7 +381,7 @@ def fuse_columns(
         score[order],
         normalised[order],
         affinity[order],
-        [tuple(proposers[i]) for i in order],
+        [proposers[i] for i in order],
         share_sums[order],
         fusion[order],
         ranked_items,
@@ -382,9 +401,15 @@ def draws(key: str, n: int) -> list[float]:
     >>> all(0.0 <= u < 1.0 for u in draws("imp-1", 1000))
     True
     """
-    words = np.frombuffer(hashlib.shake_128(key.encode()).digest(8 * n), dtype=">u8")
-    drawn: list[float] = ((words >> np.uint64(11)).astype(np.float64) * 2.0**-53).tolist()
+    drawn: list[float] = _uniform(key, n).tolist()
     return drawn
+
+
+def _uniform(key: str, n: int) -> npt.NDArray[np.float64]:
+    """:func:`draws` as an array."""
+    words = np.frombuffer(hashlib.shake_128(key.encode()).digest(8 * n), dtype=">u8")
+    uniform: npt.NDArray[np.float64] = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return uniform
 
 
 def credited(
@@ -406,7 +431,7 @@ def credited(
     n = len(algorithms)
     if not n or not shares.shape[1]:
         return (None,) * n
-    u = np.asarray(draws(key, n))[:, None]
+    u = _uniform(key, n)[:, None]
     below = u < np.cumsum(shares, axis=1)
     first: list[int] = below.argmax(axis=1).tolist()
     hit: list[bool] = below[:, -1].tolist()  # the last column is the whole cumulative share

@@ -9,7 +9,8 @@ the names once and each impression only the id.
 
 Stored, a slate is three byte strings (:func:`encode`, :func:`decode`)::
 
-    header    JSON [item_ids, algorithms] (+ [shares, credits] when logged)
+    header    JSON [item_ids, algorithms] (+ [shares, credits] when logged,
+              + [credit_probabilities] when logged)
     numbers   float64 scores, float64 propensities, uint8 explored (little-endian)
     features  zlib (level 1) of the float32 matrix in column order
 
@@ -68,6 +69,12 @@ class Slate:
     credits: tuple[str | None, ...] = ()
     """Per shown item, the algorithm its feedback should name (drawn by share; see
     ``core.ranking.credited``); empty when ``shares`` is."""
+    credit_probabilities: tuple[float, ...] = ()
+    """Per shown item, the probability with which its credit was drawn: the credited
+    algorithm's share (share credit), or for a probed slot the probed algorithm's chance of
+    being drawn by a probe (``core.exploration.Probed.probability``; the probe itself had
+    probability ``epsilon`` times it); 0.0 for a slot that credits no algorithm. Empty: not
+    logged (before it was)."""
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -75,8 +82,9 @@ class Slate:
             if len(getattr(self, name)) != n:
                 found = len(getattr(self, name))
                 raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
-        for name in ("shares", "credits"):
-            if self.shares and len(getattr(self, name)) != n:
+        for name in ("shares", "credits", "credit_probabilities"):
+            logged = self.credit_probabilities if name == "credit_probabilities" else self.shares
+            if logged and len(getattr(self, name)) != n:
                 found = len(getattr(self, name))
                 raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
         if self.matrix is None and self.packed is None:
@@ -120,6 +128,7 @@ class Slate:
             and self.algorithms == other.algorithms
             and self.shares == other.shares
             and self.credits == other.credits
+            and self.credit_probabilities == other.credit_probabilities
             and self.feature_names == other.feature_names
             and np.array_equal(self.features, other.features, equal_nan=True)
         )
@@ -136,36 +145,51 @@ class Slate:
             return [], None
         return list(self.shares[i]), self.credits[i]
 
+    def _credit_probability(self, i: int) -> float | None:
+        return self.credit_probabilities[i] if self.credit_probabilities else None
+
     def ranking(self) -> list[dict[str, Any]]:
         """What ``rank`` answers per shown item: item_id, score, propensity, explored,
-        algorithms, shares, credit.
+        algorithms, shares, credit, credit_probability (None: not logged).
 
         >>> Slate(("a",), (0.5,), (1.0,), (False,), (("als",),), shares=((1.0,),),
-        ...       credits=("als",)).ranking()
+        ...       credits=("als",), credit_probabilities=(1.0,)).ranking()
         [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False, \
-'algorithms': ['als'], 'shares': [1.0], 'credit': 'als'}]
+'algorithms': ['als'], 'shares': [1.0], 'credit': 'als', 'credit_probability': 1.0}]
         """
-        out = []
-        for i, item in enumerate(self.item_ids):
-            shares, credit = self._credit(i)
-            out.append(
-                {
-                    "item_id": item,
-                    "score": self.scores[i],
-                    "propensity": self.propensities[i],
-                    "explored": self.explored[i],
-                    "algorithms": list(self.algorithms[i]),
-                    "shares": shares,
-                    "credit": credit,
-                }
+        n = len(self.item_ids)
+        shares = self.shares or ((),) * n
+        credits = self.credits if self.shares else (None,) * n
+        chances = self.credit_probabilities or (None,) * n
+        return [
+            {
+                "item_id": item,
+                "score": score,
+                "propensity": propensity,
+                "explored": explored,
+                "algorithms": list(algorithms),
+                "shares": list(share),
+                "credit": credit,
+                "credit_probability": chance,
+            }
+            for item, score, propensity, explored, algorithms, share, credit, chance in zip(
+                self.item_ids,
+                self.scores,
+                self.propensities,
+                self.explored,
+                self.algorithms,
+                shares,
+                credits,
+                chances,
+                strict=True,
             )
-        return out
+        ]
 
     @property
     def slate(self) -> list[dict[str, Any]]:
         """One mapping per shown item: item_id, position, score, propensity, explored,
-        algorithms, shares and credit (when logged), features (name to value; the float32
-        values as logged)."""
+        algorithms, shares, credit and credit_probability (when logged), features (name to
+        value; the float32 values as logged)."""
         rows = self.features.astype(np.float64).tolist() if self.feature_names else []
         names = self.feature_names
         out = []
@@ -180,6 +204,8 @@ class Slate:
             }
             if self.shares:  # logged since issue 15; older slates read as they were
                 row["shares"], row["credit"] = self._credit(i)
+            if self.credit_probabilities:
+                row["credit_probability"] = self.credit_probabilities[i]
             row["features"] = dict(zip(names, rows[i], strict=True)) if rows else {}
             out.append(row)
         return out
@@ -237,6 +263,8 @@ def encode(slate: Slate) -> tuple[bytes, bytes, bytes]:
     parts: list[Any] = [slate.item_ids, slate.algorithms]
     if slate.shares:
         parts += [slate.shares, slate.credits]
+        if slate.credit_probabilities:
+            parts.append(slate.credit_probabilities)
     header = orjson.dumps(parts)
     numbers = (
         np.asarray(slate.scores, dtype=_F64).tobytes()
@@ -252,6 +280,7 @@ def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str])
     parts = orjson.loads(header)
     item_ids, algorithms = parts[0], parts[1]
     shares, credits = (parts[2], parts[3]) if len(parts) > 3 else ([], [])
+    credit_probabilities = parts[4] if len(parts) > 4 else []
     n = len(item_ids)
     values = np.frombuffer(numbers, dtype=_F64, count=2 * n)
     explored = np.frombuffer(numbers, dtype=np.uint8, count=n, offset=16 * n)
@@ -266,4 +295,5 @@ def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str])
         packed=features,
         shares=tuple(tuple(x) for x in shares),
         credits=tuple(credits),
+        credit_probabilities=tuple(credit_probabilities),
     )

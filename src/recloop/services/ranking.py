@@ -24,14 +24,14 @@ from typing import Any, Final
 
 import numpy as np
 
-from recloop.core.errors import NotFound
+from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
 from recloop.core.exploration import effective_epsilon, explore, probe
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Method, Proposed, cosines, credited, fuse_columns
+from recloop.core.ranking import Candidate, Method, Proposed, cosines, credited, fuse_columns
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -51,7 +51,7 @@ LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affin
 """The features an impression logs with continuous learning: the fused rank, then the
 click model's (``core.features.FEATURE_NAMES``, affinity first)."""
 
-_LOGGED_COLUMNS: Final = [COLUMN[name] for name in LOGGED_NAMES[1:]]
+_LOGGED_COLUMNS: Final = np.array([COLUMN[name] for name in LOGGED_NAMES[1:]], dtype=np.intp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,10 @@ class RankConfig:
     segment_evidence_half: float | None = None
     """With probes, ε is also halved when the segment's algorithms have this many credited
     impressions each on average (``SegmentWeights.evidence``; None: not shrunk by it)."""
+    affinity_list: str | None = None
+    """The name under which the user's preference affinity is fused as one more algorithm's
+    list (every candidate with a vector, by its cosine), its weight learnt by the bandit like
+    any algorithm's, in place of the fixed ``affinity_weight`` (None: the fixed weight)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,12 @@ class Ranker:
         self._config = config
         self._clock = clock
         self._rng = np.random.default_rng(config.seed)
+        listed = config.affinity_list
+        if listed is not None and listed not in optimizer.algorithms:
+            raise InvalidInput(
+                "rank.affinity_list",
+                f"must be one of bandit.algorithms {list(optimizer.algorithms)}, got {listed!r}",
+            )
 
     async def user(self, user_id: str) -> UserContext:
         try:
@@ -210,15 +220,25 @@ class Ranker:
             table = await self._vectors.table(ids, hashed=self._learning is not None)
         affinities: dict[str, float] = {}
         if prefers and user.preferences is not None and table is not None and table.known.any():
-            known = np.flatnonzero(table.known)
-            values = cosines(user.preferences.vector, table.vectors[known])
-            affinities = dict(zip((ids[i] for i in known.tolist()), values.tolist(), strict=True))
+            if table.known.all():  # every candidate known (the usual request): no gather
+                values = cosines(user.preferences.vector, table.vectors)
+                affinities = dict(zip(ids, values.tolist(), strict=True))
+            else:
+                known = np.flatnonzero(table.known)
+                values = cosines(user.preferences.vector, table.vectors[known])
+                affinities = dict(
+                    zip((ids[i] for i in known.tolist()), values.tolist(), strict=True)
+                )
+        affinity_weight, listed = self._config.affinity_weight, self._config.affinity_list
+        if listed is not None:  # the affinity is one more list, weighed by the bandit
+            affinity_weight = 0.0
+            candidates = [*candidates, *(Candidate(i, listed, v) for i, v in affinities.items())]
         fused = fuse_columns(
             candidates,
             strategy.weights,
             affinities,
             rrf_k=self._config.rrf_k,
-            affinity_weight=self._config.affinity_weight,
+            affinity_weight=affinity_weight,
             method=self._config.fusion,
         )
         route = strategy.route
@@ -239,7 +259,7 @@ class Ranker:
                 0 if prefs is None else prefs.interactions,
                 None if prefs is None else prefs.last_event_at,
                 fused,
-                table.take(fused.appearance) if table is not None else None,
+                table.take(fused.appearance, vectors=False) if table is not None else None,
                 context or {},
                 now,
             )
@@ -252,6 +272,7 @@ class Ranker:
                 scores = self._learning.predict(route.model, logged, names)
         order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
         probed: str | None = None
+        chance = 0.0
         probing = self._config.probe and bool(fused.firsts)
         if probing:
             names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
@@ -266,7 +287,7 @@ class Ranker:
             )
             explored = drawn.explored
             if drawn.algorithm is not None:
-                probed = names_probed[drawn.algorithm]
+                probed, chance = names_probed[drawn.algorithm], drawn.probability
         else:
             explored = explore(
                 scores[order],
@@ -283,13 +304,19 @@ class Ranker:
         set_positions(features, names)
         impression_id = uuid7()
         share_matrix = fused.share_matrix(rows)
-        algorithms = tuple(fused.algorithms[i] for i in rows)
+        algorithms = tuple([fused.algorithms[i] for i in rows])
+        values = share_matrix.tolist()
+        shares = tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
         if probing:  # the probed slot credits its algorithm alone; the rest none
             credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
+            chances = (chance, *(0.0,) * (len(rows) - 1))[: len(rows)]
         else:
             credits = credited(algorithms, share_matrix, impression_id)
-        values = share_matrix.tolist()
-        shares = tuple(tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True))
+            chances = tuple(
+                s[a.index(c)] if c is not None else 0.0
+                for s, a, c in zip(shares, algorithms, credits, strict=True)
+            )
+        item_ids = fused.item_ids
         impression = Impression(
             impression_id=impression_id,
             user_id=user_id,
@@ -297,15 +324,16 @@ class Ranker:
             created_at=self._clock(),
             epsilon=epsilon,
             shown=Slate(
-                tuple(fused.item_ids[i] for i in rows),
+                tuple([item_ids[i] for i in rows]),
                 tuple(scores[rows].tolist()),
                 tuple(propensities),
-                tuple(explored.promoted > 0 and j == 0 for j in range(len(rows))),
+                ((explored.promoted > 0,) + (False,) * (len(rows) - 1)) if rows else (),
                 algorithms,
                 features,
                 names,
                 shares=shares,
                 credits=credits,
+                credit_probabilities=chances,
             ),
             context=dict(context or {}),
             experiments=strategy.experiments,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,11 +36,11 @@ class ItemRows:
     """``core.features.hashed_attributes`` of each item's attributes (0 columns unless
     asked for)."""
 
-    def take(self, rows: npt.NDArray[np.intp]) -> ItemRows:
-        """These rows, in this order."""
+    def take(self, rows: npt.NDArray[np.intp], vectors: bool = True) -> ItemRows:
+        """These rows, in this order (``vectors`` false: without the vectors, 0 columns)."""
         return ItemRows(
             self.known[rows],
-            self.vectors[rows],
+            self.vectors[rows] if vectors else np.zeros((len(rows), 0)),
             self.updated_at[rows],
             self.from_attributes[rows],
             self.hashed[rows],
@@ -89,6 +90,11 @@ class ItemVectors:
     async def _slots(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """Each item's row (-1: unknown), loading from the store the ones not placed yet."""
         get = self._slot.get
+        if len(item_ids) > 1:
+            try:  # every item placed (the usual case): one call, no Python loop
+                return np.array(itemgetter(*item_ids)(self._slot), dtype=np.int64)
+            except KeyError:
+                pass
         slots = np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
         unknown = slots < 0
         if unknown.any():
@@ -122,12 +128,19 @@ class ItemVectors:
                 np.zeros(n, dtype=bool),
                 np.zeros((n, ATTRIBUTE_BUCKETS if hashed else 0)),
             )
+        everyone = bool(known.all())
         buckets = np.zeros((len(item_ids), 0))
         if hashed:
             due = known & ~self._hashed_ready[at]
             if due.any():
                 await self._hash([item_ids[i] for i in np.flatnonzero(due).tolist()])
-            buckets = np.where(known[:, None], self._hashed[at], 0.0)
+            buckets = (
+                self._hashed[at] if everyone else np.where(known[:, None], self._hashed[at], 0.0)
+            )
+        if everyone:  # each gather is a copy already: no rows to blank
+            return ItemRows(
+                known, self._matrix[at], self._updated_at[at], self._from_attributes[at], buckets
+            )
         return ItemRows(
             known,
             np.where(known[:, None], self._matrix[at], 0.0),

@@ -246,7 +246,7 @@ class Weights(_Out):
     segment: Segment
     weights: dict[str, float]
     disabled: list[DisabledAlgorithm]
-    mode: Literal["probability", "sample"]
+    mode: Literal["probability", "sample", "mean"]
     window_days: float
     computed_at: float
     seed: int

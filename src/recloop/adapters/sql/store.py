@@ -156,8 +156,10 @@ class SqlStateStore:
                 if c.name != "experiment_id"
             },
         )
-        # The fast lane's SQL for every statement commit() may run (keyed by the
-        # statement objects, which live as long as this store).
+        self._add_impression = impressions.insert()
+        self._add_feature_sets = _insert(db, feature_sets).on_conflict_do_nothing()
+        # The fast lane's SQL for every statement commit() and add_impressions() may run
+        # (keyed by the statement objects, which live as long as this store).
         self._compiled = {
             id(stmt): _Raw(stmt)
             for stmt in (
@@ -171,6 +173,8 @@ class SqlStateStore:
                 self._add_exposure,
                 self._set_user_metric,
                 self._add_experiment_stats,
+                self._add_impression,
+                self._add_feature_sets,
             )
         }
         reliability = _insert(db, user_reliability)
@@ -423,13 +427,19 @@ class SqlStateStore:
                     "model_slot": i.model_slot,
                 }
             )
-        async with self._db.write() as conn:
-            if sets:
-                await conn.execute(
-                    _insert(self._db, feature_sets).on_conflict_do_nothing(),
-                    [{"feature_set": k, "names": orjson.dumps(v)} for k, v in sets.items()],
-                )
-            await conn.execute(impressions.insert(), rows)
+        batches = [(self._add_impression, rows)]
+        if sets:
+            named = [{"feature_set": k, "names": orjson.dumps(v)} for k, v in sets.items()]
+            batches.insert(0, (self._add_feature_sets, named))
+        if self._db.fast_lane:
+            # One call in the writer thread: through SQLAlchemy's async layer this was
+            # three thread hand-offs (begin, insert, commit) and per-row processing.
+            raw = [self._compiled[id(stmt)].bind(rows) for stmt, rows in batches]
+            await self._db.run_write(partial(_executemany, raw))
+        else:
+            async with self._db.write() as conn:
+                for stmt, rows in batches:
+                    await conn.execute(stmt, rows)
         self._feature_sets.update(sets)
 
     async def get_impression(self, impression_id: str) -> Impression | None:
