@@ -38,10 +38,11 @@ from typing import Any
 from benchmarks.args import count
 from benchmarks.stats import median
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
+from recloop.config import ExperimentSettings
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, Variant
 from recloop.core.ids import uuid7
-from recloop.services.experiments import ExperimentsConfig, ExperimentService
+from recloop.services.experiments import ExperimentService
 
 _TYPES = ["rating", "like", "view", "click", "impression", "dwell", "skip", "purchase"]
 EXPERIMENT = Experiment(
@@ -90,12 +91,12 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
         "committed_offset": lambda: 0,  # nothing committed yet (see the module docstring)
     }
     # Before: results read the uncommitted log, a first exposure reads the user's history.
-    scan = ExperimentService(store, log, ExperimentsConfig(), **common)
+    scan = ExperimentService(store, log, ExperimentSettings(), **common)
     # After: results read what ``taken`` kept, covariates are read later, together.
     kept = ExperimentService(
         store,
         log,
-        ExperimentsConfig(covariate_seconds=3600.0),  # settled by hand below
+        ExperimentSettings(covariate_seconds=3600.0),  # settled by hand below
         dispatched=lambda: batches[-1][-1].offset,  # every logged event handed on
         defer_covariates=True,
         **common,

@@ -1,6 +1,6 @@
 """``python -m benchmarks.exploration``: what exploration costs, uniform against adaptive (#15).
 
-On simulated worlds (``recloop.learning.world``: users, items and true click
+On simulated worlds (``benchmarks.world``: users, items and true click
 probabilities), each of ``--impressions`` contexts (a user, 20 random candidates
 ranked by the world's no-model score) is scored under five top-slot policies, with
 the expected click rate computed exactly from the true click probabilities (no
@@ -29,9 +29,9 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.world import SimImpression, make_world, simulate, true_value
 from recloop.config import ExplorationSettings
 from recloop.core.exploration import effective_epsilon, promotion_probabilities, top_probabilities
-from recloop.learning.world import SimImpression, make_world, simulate, true_value
 
 Vector = npt.NDArray[np.float64]
 Policy = Callable[[SimImpression, int], tuple[Vector, float]]

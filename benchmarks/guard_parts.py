@@ -36,10 +36,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from benchmarks.args import count
 from benchmarks.workload import EventFactory, Workload
 from recloop.adapters.memory.store import InMemoryStateStore
-from recloop.config import Settings
+from recloop.config import CacheSettings, Settings, SpamSettings
 from recloop.container import rate_limits
 from recloop.core.events import EXPLICIT_TYPES, Event
-from recloop.services.guard import GuardConfig, GuardService
+from recloop.services.guard import GuardService
 from recloop.services.limits import RateLimits
 
 
@@ -113,7 +113,7 @@ async def measure(batches: int, size: int, seed: int, storage: str, users: int) 
     limits = rate_limits(settings)
     assert limits is not None
     loaded = events(batches, size, seed, users)
-    guard = GuardService(InMemoryStateStore(), GuardConfig())
+    guard = GuardService(InMemoryStateStore(), SpamSettings(), max_users=CacheSettings().max_users)
     gc.collect()
     gc.freeze()
     try:

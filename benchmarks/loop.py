@@ -5,7 +5,7 @@ true top-slot click probability ``p(user, item)``; five algorithms propose
 candidates from what a visit offers (``OFFER`` random items of the catalogue,
 each algorithm its own top ``PROPOSED`` of them, with its scores):
 
-- ``world``: recloop's own simulated world (``recloop.learning.world``: hidden
+- ``world``: recloop's own simulated world (``benchmarks.world``: hidden
   user and item vectors, item quality, genre taste, device). Algorithms:
   ``collaborative`` (cosine of the user's noisy preference estimate and the item
   vector), ``content_based`` (the user's estimated taste for the item's genre),
@@ -85,13 +85,13 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks import world as simworld
 from benchmarks.args import count
 from benchmarks.report import machine, revision, write_section
 from recloop.api.app import create_app
 from recloop.config import load_settings
 from recloop.container import build_container
 from recloop.core.segments import SEGMENTS
-from recloop.learning import world as simworld
 
 Vector = npt.NDArray[np.float64]
 
@@ -190,7 +190,7 @@ class World:
 
 
 class RecloopWorld(World):
-    """``recloop.learning.world``: its users, items and ``click_probability`` at the top."""
+    """``benchmarks.world``: its users, items and ``click_probability`` at the top."""
 
     def __init__(self, seed: int) -> None:
         self.name = "world"

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import ipaddress
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -113,7 +112,7 @@ def worker(config: ConfigOpt = None) -> None:
     """
     import logging
 
-    from recloop.container import build_worker, refresh_forever
+    from recloop.container import build_worker
     from recloop.metrics import WorkerMetrics
     from recloop.services.worker import Shutdown
 
@@ -153,35 +152,13 @@ def worker(config: ConfigOpt = None) -> None:
                 await asyncio.to_thread(metrics.close)
 
     async def work() -> None:
-        if container.db is not None and settings.storage.auto_migrate:
-            await container.db.migrate()
-        if container.shared_cache is not None:
-            await container.shared_cache.start()
-        await container.experiments.start()
-        await container.guard.start()
-        if container.privacy is not None:  # the key check and the erased users' tombstones
-            await container.privacy.start(purge=False)
-        await process.start()
-        refresher = asyncio.create_task(
-            refresh_forever(
-                settings.event_log.refresh_seconds,
-                container.guard.start,
-                partial(container.experiments.refresh, statistics=False),
-                *([] if container.privacy is None else [container.privacy.reload_tombstones]),
-            )
-        )
+        await container.start()
         try:
             await process.run()
         finally:
             # After a signal: already begun. Else (run() failed) the deadline starts here.
             shutdown.begin("the worker stopped running")
-            refresher.cancel()
-            await process.close()
-            await container.experiments.stop()
-            if container.shared_cache is not None:
-                await container.shared_cache.stop()
-            if container.db is not None:
-                await container.db.dispose()
+            await container.stop()
             log.info("stopped: everything taken is applied and committed")
 
     # From here on a first signal stops gracefully; a second one, or the deadline, at once.
@@ -199,31 +176,29 @@ def train(config: ConfigOpt = None) -> None:
     The same run as ``POST /models/retrain``; a validated candidate is deployed
     only if ``learning.auto_deploy`` is on (else: ``POST /models/{version}/deploy``).
     """
-    from recloop.container import build_container
+    from recloop.container import build_trainer
 
     settings = _settings(config)
-    container = build_container(settings)
-    if container.learning is None:
-        typer.echo("error: learning.enabled is false", err=True)
-        raise typer.Exit(2)
+    try:
+        trainer = build_trainer(settings)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     stages = 4
 
     async def run() -> None:
-        learning = container.learning
-        assert learning is not None
-        if container.db is not None and settings.storage.auto_migrate:
-            await container.db.migrate()
-        await learning.start(background=False)
-        with typer.progressbar(length=stages, label="training") as bar:
+        await trainer.start()
+        try:
+            with typer.progressbar(length=stages, label="training") as bar:
 
-            def advance(stage: str) -> None:
-                bar.label = stage
-                bar.update(1)
+                def advance(stage: str) -> None:
+                    bar.label = stage
+                    bar.update(1)
 
-            job = await learning.train_now("cli", advance)
+                job = await trainer.learning.train_now("cli", advance)
+        finally:
+            await trainer.stop()
         typer.echo(f"{job.status}: {job.version or '-'} {job.message}")
-        if container.db is not None:
-            await container.db.dispose()
         if job.status == "failed":
             raise typer.Exit(1)
 

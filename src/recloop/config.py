@@ -9,6 +9,9 @@ bad values are refused with the key named; the example file
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -19,22 +22,29 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from recloop.core.errors import ConfigError
-from recloop.core.segments import SEGMENTS
+from recloop.core.errors import ConfigError, InvalidInput
+from recloop.core.preferences import LearningRate
+from recloop.core.segments import SEGMENTS, SegmentRules
+from recloop.core.spam import SpamConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # ser_json_inf_nan: an infinite default (spam.hard_rule_seconds) dumps as itself
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class ServerSettings(_Section):
@@ -153,8 +163,9 @@ def _default_types() -> dict[str, FeedbackTypeSettings]:
 
 
 class FeedbackSettings(_Section):
-    base_alpha: float = Field(0.1, gt=0.0, le=1.0)
-    alpha_max: float = Field(0.5, gt=0.0, le=1.0)
+    # The learning rate's defaults are core.preferences.LearningRate's (0.1, 0.5).
+    base_alpha: float = Field(LearningRate().base_alpha, gt=0.0, le=1.0)
+    alpha_max: float = Field(LearningRate().alpha_max, gt=0.0, le=1.0)
     implicit_flush_seconds: float = Field(300.0, gt=0.0)
     implicit_max_buffer: int = Field(100_000, ge=1)
     """Buffered implicit events that force a flush before the timer."""
@@ -172,6 +183,9 @@ class FeedbackSettings(_Section):
     max_future_seconds: float = Field(300.0, ge=0.0)
     dwell_full_seconds: float = Field(300.0, gt=0.0)
     """Dwell of this many seconds counts with full strength (log scale below it)."""
+    poison_attempts: int = Field(3, ge=1)
+    """Failures of a read for a reason no retry fixes (the data, not the store) after
+    which the events it concerns are dead-lettered."""
     types: dict[str, FeedbackTypeSettings] = Field(default_factory=_default_types)
 
     @field_validator("types")
@@ -192,12 +206,20 @@ DEFAULT_ALGORITHMS = ["collaborative", "content_based", "popularity", "trending"
 
 
 class SegmentSettings(_Section):
-    new_max_interactions: int = Field(5, ge=0)
+    # The defaults are core.segments.SegmentRules' (5, 30 days, 100).
+    new_max_interactions: int = Field(SegmentRules().new_max_interactions, ge=0)
     """Fewer interactions than this: ``new``."""
-    inactive_days: float = Field(30.0, gt=0.0)
+    inactive_days: float = Field(SegmentRules().inactive_days, gt=0.0)
     """At least this long since the last event: ``inactive``."""
-    power_min_interactions: int = Field(100, ge=0)
+    power_min_interactions: int = Field(SegmentRules().power_min_interactions, ge=0)
     """More interactions than this: ``power``."""
+
+    @property
+    def rules(self) -> SegmentRules:
+        """The section as ``core.segments``' rules."""
+        return SegmentRules(
+            self.new_max_interactions, self.inactive_days, self.power_min_interactions
+        )
 
 
 def _default_segment_weights() -> dict[str, dict[str, float]]:
@@ -258,6 +280,18 @@ class BanditSettings(_Section):
     cooldown_hours: float = Field(24.0, gt=0.0)
     seed: int | None = None
     """Seed of the weight draws (None: fresh entropy; the seed used is reported)."""
+
+    @property
+    def bucket_seconds(self) -> float:
+        return self.bucket_minutes * 60.0
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_days * 86_400.0
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return self.cooldown_hours * 3600.0
 
     @model_validator(mode="after")
     def _weights_cover_algorithms(self) -> BanditSettings:
@@ -338,17 +372,23 @@ class RankSettings(_Section):
     max_candidates: int = Field(1000, ge=1, le=100_000)
 
 
+SPAM_MODEL_KEYS: Final = frozenset(f.name for f in dataclasses.fields(SpamConfig))
+"""The keys of ``spam`` that are the detectors' numbers (``core.spam.SpamConfig``)."""
+_SPAM_TUPLE_KEYS: Final = frozenset(
+    f.name for f in dataclasses.fields(SpamConfig) if isinstance(f.default, tuple)
+)
+
+
 class SpamSettings(_Section):
+    """The guard (``services.guard``) and the detectors' numbers.
+
+    The detectors' numbers (thresholds, spans, weights, memory bounds: every field of
+    :class:`recloop.core.spam.SpamConfig`, which holds their defaults and checks them)
+    are written flat under ``spam`` beside the guard's own keys below; they are held,
+    validated, in :attr:`detectors`.
+    """
+
     enabled: bool = True
-    suspect_threshold: float = Field(50.0, ge=0.0, le=100.0)
-    """Below this reliability a user is suspect: events kept, not learnt from."""
-    block_threshold: float = Field(20.0, ge=0.0, le=100.0)
-    """Below this reliability a user is blocked: new events refused."""
-    max_explicit_per_second: float = Field(10.0, gt=0.0)
-    """Hard rule: more explicit events than this in one second blocks the user at once."""
-    max_actions_per_second: float = Field(25.0, gt=0.0)
-    """Hard rule: more events of any kind but impressions than this in one second blocks
-    the user at once (a client replaying a user's history in a burst must stay below it)."""
     judge_every_events: int = Field(20, ge=1)
     """A user is first judged after this many events, then after twice as many each time
     (a long profile changes slowly; judging costs O(profile)) ..."""
@@ -358,17 +398,61 @@ class SpamSettings(_Section):
     judge_within_seconds: float = Field(60.0, gt=0.0)
     """Every user with new evidence is judged within this long of their last event,
     whatever their event count (a sweep of the users due)."""
+    norm_profiles: int = Field(5_000, ge=1)
+    """The latest judged rating profiles the population norms are fitted on."""
+    rejudge_flagged: int = Field(1_000, ge=0)
+    """Flagged users (not by hand) judged again, oldest records first, at most, when the
+    norms are refitted."""
+    group_profiles: int = Field(5_000, ge=1)
+    """The most recently active users with ratings the group detector reads."""
     retraction_every_seconds: float = Field(10.0, gt=0.0)
     """What newly flagged users taught the optimizer is taken back by one read of the log
     for all of them, at most this often (docs/spam.md, "What a flagged user taught")."""
     retraction_users_per_read: int = Field(500, ge=1)
     """At most this many newly flagged users per read; the rest wait for the next one."""
+    retraction_clock_slack_seconds: float = Field(3600.0, ge=0.0)
+    """How far logging times may go back along the log (a clock stepped back, writers
+    committing concurrently): a read starts this much before the users' first events."""
+    detectors: SpamConfig = Field(default_factory=SpamConfig)
+    """The detectors' numbers, given flat (``spam.rate_max``, not ``spam.detectors.*``)."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> SpamSettings:
-        if self.block_threshold > self.suspect_threshold:
-            raise ValueError("block_threshold must not exceed suspect_threshold")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _fold(cls, data: Any) -> Any:
+        """Gather the flat detector keys into ``detectors``."""
+        if not isinstance(data, dict):
+            return data
+        if "detectors" in data:
+            raise ValueError(
+                "give the detectors' numbers flat under spam (e.g. spam.rate_max), "
+                "not under spam.detectors"
+            )
+        folded = {k: v for k, v in data.items() if k not in SPAM_MODEL_KEYS}
+        detectors = {k: v for k, v in data.items() if k in SPAM_MODEL_KEYS}
+        for key in _SPAM_TUPLE_KEYS & set(detectors):
+            if isinstance(detectors[key], str):  # from the environment: a JSON list
+                with contextlib.suppress(ValueError):
+                    detectors[key] = json.loads(detectors[key])
+        if detectors:
+            folded["detectors"] = detectors
+        return folded
+
+    @field_validator("detectors", mode="wrap")
+    @classmethod
+    def _checked(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> SpamConfig:
+        try:
+            checked: SpamConfig = handler(value)
+        except InvalidInput as exc:  # SpamConfig's own checks (block <= suspect, ...)
+            raise PydanticCustomError(
+                "spam_detectors", "{message}", {"field": exc.field, "message": exc.message}
+            ) from None
+        return checked
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        data.update(data.pop("detectors", {}))
+        return data
 
 
 class ExperimentSettings(_Section):
@@ -452,6 +536,8 @@ class LearningSettings(_Section):
     exactly one API instance (the others serve the slots it decides)."""
     learner: str | None = None
     """``module:attribute`` of a team's own learner; default LightGBM."""
+    item_stats_days: float = Field(1.0, gt=0.0)
+    """The items' click-rate features count the impressions of this many days."""
 
     @field_validator("retrain_schedule")
     @classmethod
@@ -471,6 +557,15 @@ class ConsoleSettings(_Section):
     """Sampled points older than this are deleted."""
     history_window_hours: float = Field(24.0, gt=0.0)
     """How far back the console's plots over time reach."""
+
+    @property
+    def history_retention_seconds(self) -> float:
+        return self.history_retention_days * 86_400.0
+
+    @property
+    def history_window_seconds(self) -> float:
+        return self.history_window_hours * 3600.0
+
     power_mde: float = Field(0.05, gt=0.0)
     """Relative effect the experiment pages give the power and remaining sample for."""
     power: float = Field(0.8, gt=0.0, lt=1.0)
@@ -573,6 +668,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        ser_json_inf_nan="constants",
     )
 
     server: ServerSettings = ServerSettings()
@@ -596,6 +692,27 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     console: ConsoleSettings = ConsoleSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Checks across sections (their errors name both keys)."""
+        p = self.privacy
+        # The training examples' labels are events: a window past their retention would
+        # learn from impressions whose clicks are gone (all negatives).
+        if self.learning.enabled and self.learning.training_days > min(
+            p.event_retention_days, p.training_retention_days
+        ):
+            raise ValueError(
+                f"learning.training_days ({self.learning.training_days:g}) must not exceed "
+                f"privacy.event_retention_days ({p.event_retention_days:g}) nor "
+                f"privacy.training_retention_days ({p.training_retention_days:g})"
+            )
+        if self.experiments.cuped_days > p.event_retention_days:
+            raise ValueError(
+                f"experiments.cuped_days ({self.experiments.cuped_days:g}) must not exceed "
+                f"privacy.event_retention_days ({p.event_retention_days:g})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -689,8 +806,12 @@ def _refuse_misspelt_environment() -> None:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
+        key = ".".join(str(p) for p in err["loc"] if p != "detectors")
+        if not err["loc"]:  # across sections: the message names the keys (no input echo)
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+        elif err["type"] == "spam_detectors":
+            lines.append(f"config key {err['ctx']['field']!r}: {err['ctx']['message']}")
+        elif err["type"] == "extra_forbidden":
             lines.append(f"unknown config key {key!r}")
         else:
             lines.append(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})")

@@ -1,4 +1,15 @@
-"""Wiring: builds adapters and services from settings. The only place adapters are chosen."""
+"""Wiring: builds adapters and services from settings. The only place adapters are chosen.
+
+One builder per process kind, each returning what it built with its start-up order
+as a list of :class:`Step` (started in order, stopped in reverse):
+
+- :func:`build_container` — ``recloop serve`` (the API; embedded, it also applies);
+- :func:`build_worker` — ``recloop worker`` (applies events from Kafka; no API);
+- :func:`build_trainer` — ``recloop train`` (trains a model once).
+
+They share :func:`_storage` (database, event log, stores) and :func:`_appliers` (the
+processor and what it feeds: optimizer, guard, experiments, read cache).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
 from recloop.adapters.kafka.log import KafkaEventSource
@@ -25,24 +35,29 @@ from recloop.config import Settings
 from recloop.core.auth import KeyRing
 from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import ConfigError
-from recloop.core.events import Event, SignalTable, TypeWeight
-from recloop.core.preferences import LearningRate
-from recloop.core.segments import SegmentRules
-from recloop.core.spam import SpamConfig
-from recloop.ports import Cache, EventLog, HistoryStore, Impression, PrivacyStore, StateStore
+from recloop.core.events import Event
+from recloop.ports import (
+    Cache,
+    EventLog,
+    Forgettable,
+    HistoryStore,
+    Impression,
+    PrivacyStore,
+    StateStore,
+)
 from recloop.resilience import RetryCounts
 from recloop.services.batching import GroupCommit
-from recloop.services.experiments import ExperimentsConfig, ExperimentService
+from recloop.services.experiments import ExperimentService
 from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
-from recloop.services.guard import GuardConfig, GuardService
-from recloop.services.history import HistoryConfig, HistoryService
+from recloop.services.guard import GuardService
+from recloop.services.history import HistoryService
 from recloop.services.ingest import IngestService
 from recloop.services.items import ItemService
-from recloop.services.learning import LearningConfig, LearningService
+from recloop.services.learning import LearningService
 from recloop.services.limits import RateLimits
-from recloop.services.optimizer import Optimizer, OptimizerConfig
+from recloop.services.optimizer import Optimizer
 from recloop.services.preferences import PreferenceService
-from recloop.services.privacy import PrivacyConfig, PrivacyService
+from recloop.services.privacy import CachedReads, PrivacyService
 from recloop.services.ranking import RankConfig, Ranker, impression_writer
 from recloop.services.retraction import Retraction, RetractionConfig
 from recloop.services.tasks import stop_tasks
@@ -54,122 +69,53 @@ MEMORY_URL = "memory://"
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Container:
-    settings: Settings
-    event_log: EventLog
-    store: StateStore
-    cache: Cache
-    processor: Processor
-    committer: GroupCommit[Event, int | None]
-    impressions: GroupCommit[Impression, None]
-    ingest: IngestService
-    items: ItemService
-    preferences: PreferenceService
-    optimizer: Optimizer
-    experiments: ExperimentService
-    ranker: Ranker
-    guard: GuardService
-    keys: KeyRing
-    db: SqlDatabase | None = None
-    spool: Any = None
-    """Distributed: the Kafka producer with its local spool (``SpooledEventLog``)."""
-    shared_cache: Any = None
-    """Distributed: the read cache kept coherent through Redis (``SharedCache``)."""
-    learning: LearningService | None = None
-    privacy: PrivacyService | None = None
-    retraction: Retraction | None = None
-    """What flagged users taught the optimizer, left out (None: spam detection off)."""
-    history: HistoryService | None = None
-    """The console's plots over time (sampled where ``learning.coordinator``)."""
-    retries: RetryCounts = field(default_factory=RetryCounts)
-    """Storage calls retried, per operation (``recloop.resilience``)."""
-    _refresher: asyncio.Task[None] | None = field(default=None, repr=False)
+# -- start/stop ------------------------------------------------------------------------
 
-    def breakers(self) -> dict[str, CircuitBreaker]:
-        """The circuit breaker of each external dependency, by name: ``storage``
-        (PostgreSQL or SQLite), ``rate_limits`` (their shared Redis), ``cache`` (the
-        shared cache's Redis); only those this deployment has."""
-        found: dict[str, CircuitBreaker] = {}
-        if self.db is not None:
-            found["storage"] = self.db.breaker
-        limits = self.ingest.limits
-        if limits is not None and limits.shared:
-            found["rate_limits"] = limits.breaker
-        if self.shared_cache is not None:
-            found["cache"] = self.shared_cache.breaker
-        return found
 
-    def user_key(self, raw_id: str) -> str:
-        """The id stored for a user id given at the edge: every route taking a user id
-        maps it here (``privacy.pseudonymize_user_ids``: its HMAC pseudonym)."""
-        return raw_id if self.privacy is None else self.privacy.user_key(raw_id)
+async def _nothing() -> None:
+    return None
 
-    @property
-    def distributed(self) -> bool:
-        """Whether events go to Kafka and workers apply them (this process serves the API)."""
-        return self.spool is not None
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One component's start and stop, in a process's start-up order."""
+
+    name: str
+    start: Callable[[], Awaitable[None]] = _nothing
+    stop: Callable[[], Awaitable[None]] = _nothing
+
+
+async def start_steps(steps: Sequence[Step]) -> None:
+    """Start ``steps`` in order."""
+    for step in steps:
+        await step.start()
+
+
+async def stop_steps(steps: Sequence[Step]) -> None:
+    """Stop ``steps`` in reverse order (graceful: each stop finishes its work)."""
+    for step in reversed(steps):
+        await step.stop()
+
+
+class _Background:
+    """A task started by a step and cancelled by it (the distributed refresh)."""
+
+    def __init__(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._name, self._run = name, run
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.db is not None and self.settings.storage.auto_migrate:
-            await self.db.migrate()
-        await check_dims(self.store, self.settings.vectors.dim)
-        if self.shared_cache is not None:
-            await self.shared_cache.start()
-        if self.privacy is not None:  # before the replay: it skips erased users' events
-            await self.privacy.start()
-        await self.optimizer.start()
-        await self.experiments.start()
-        await self.guard.start()
-        if self.retraction is not None:
-            await self.retraction.start()
-        if self.spool is not None:
-            await self.spool.start()
-            self._refresher = asyncio.create_task(
-                refresh_forever(
-                    self.settings.event_log.refresh_seconds,
-                    self.optimizer.reload,
-                    self.guard.start,
-                    partial(self.experiments.refresh, statistics=True),
-                    *([] if self.learning is None else [self.learning.reload]),
-                    *([] if self.privacy is None else [self.privacy.reload_tombstones]),
-                ),
-                name="refresher",
-            )
-        else:
-            await self.processor.start(self.event_log)
-        self.committer.start()
-        self.impressions.start()
-        if self.learning is not None:
-            await self.learning.start(background=self.settings.learning.coordinator)
-        if self.history is not None and self.settings.learning.coordinator:
-            await self.history.start()
+        async def run() -> None:
+            await self._run()
+
+        self._task = asyncio.create_task(run(), name=self._name)
 
     async def stop(self) -> None:
-        """Graceful: commit what is being accepted, apply everything, flush, close."""
-        if self.history is not None:
-            await self.history.stop()
-        if self.privacy is not None:
-            await self.privacy.stop()
-        if self.learning is not None:
-            await self.learning.stop()
-        await self.committer.stop()
-        await self.impressions.stop()
-        await stop_tasks(self._refresher)
-        if self.spool is not None:
-            await self.spool.stop()
-        else:
-            await self.processor.stop()
-        await self.experiments.stop()
-        if self.retraction is not None:
-            await self.retraction.stop()
-        await self.guard.stop()
-        if self.ingest.limits is not None:
-            await self.ingest.limits.close()
-        if self.shared_cache is not None:
-            await self.shared_cache.stop()
-        if self.db is not None:
-            await self.db.dispose()
+        task, self._task = self._task, None
+        await stop_tasks(task)
+
+
+# -- helpers ----------------------------------------------------------------------------
 
 
 async def check_dims(store: StateStore, dim: int) -> None:
@@ -221,6 +167,7 @@ def breaker(settings: Settings, name: str) -> CircuitBreaker:
 
 
 def rate_limits(settings: Settings) -> RateLimits | None:
+    """The ingest path's rate limits (None: ``rate_limits.enabled`` is false)."""
     r = settings.rate_limits
     if not r.enabled:
         return None
@@ -234,127 +181,11 @@ def rate_limits(settings: Settings) -> RateLimits | None:
         raise ConfigError(f"rate_limits.storage: {exc}") from None
 
 
-def segment_rules(settings: Settings) -> SegmentRules:
-    s = settings.segments
-    return SegmentRules(s.new_max_interactions, s.inactive_days, s.power_min_interactions)
-
-
-def processor_config(settings: Settings) -> ProcessorConfig:
-    fb = settings.feedback
-    return ProcessorConfig(
-        dim=settings.vectors.dim,
-        rate=LearningRate(fb.base_alpha, fb.alpha_max),
-        signals=SignalTable(
-            {k: TypeWeight(v.strength, v.multiplier) for k, v in fb.types.items()},
-            dwell_full_seconds=fb.dwell_full_seconds,
-        ),
-        implicit_flush_seconds=fb.implicit_flush_seconds,
-        implicit_max_buffer=fb.implicit_max_buffer,
-        apply_batch_max=fb.apply_batch_max,
-        max_pending=fb.max_pending_events,
-        checkpoint_seconds=fb.checkpoint_seconds,
-        max_users=settings.cache.max_users,
-        segment_rules=segment_rules(settings),
-        algorithms=frozenset(settings.bandit.algorithms),
-        bucket_seconds=settings.bandit.bucket_minutes * 60.0,
-    )
-
-
-def learning_config(settings: Settings) -> LearningConfig:
-    s = settings.learning
-    return LearningConfig(
-        attribution_window_minutes=s.attribution_window_minutes,
-        training_days=s.training_days,
-        retrain_schedule=s.retrain_schedule,
-        min_new_examples=s.min_new_examples,
-        holdout_fraction=s.holdout_fraction,
-        min_auc_gain=s.min_auc_gain,
-        max_logloss_increase=s.max_logloss_increase,
-        auto_deploy=s.auto_deploy,
-        canary_fraction=s.canary_fraction,
-        min_canary_impressions=s.min_canary_impressions,
-        rollback_margin=s.rollback_margin,
-        alpha=s.alpha,
-        watch_impressions=s.watch_impressions,
-        monitor_seconds=s.monitor_seconds,
-        learner=s.learner,
-    )
-
-
-def history_config(settings: Settings) -> HistoryConfig:
-    c, learning = settings.console, settings.learning
-    return HistoryConfig(
-        interval_seconds=c.history_interval_seconds,
-        retention_seconds=c.history_retention_days * 86_400.0,
-        window_seconds=c.history_window_hours * 3600.0,
-        power_mde=c.power_mde,
-        power=c.power,
-        canary_min_impressions=learning.min_canary_impressions,
-        canary_margin=learning.rollback_margin,
-        canary_alpha=learning.alpha,
-    )
-
-
-def privacy_config(settings: Settings) -> PrivacyConfig:
-    p = settings.privacy
-    key: bytes | None = None
-    if p.pseudonymize_user_ids:
-        secret = "" if p.id_key is None else p.id_key.get_secret_value()
-        if len(secret) < 16:
-            raise ConfigError("privacy.id_key must be at least 16 characters long")
-        key = secret.encode()
-    # The training examples' labels are events: a window past their retention would
-    # learn from impressions whose clicks are gone (all negatives).
-    if settings.learning.enabled and settings.learning.training_days > min(
-        p.event_retention_days, p.training_retention_days
-    ):
-        raise ConfigError(
-            f"learning.training_days ({settings.learning.training_days:g}) must not exceed "
-            f"privacy.event_retention_days ({p.event_retention_days:g}) nor "
-            f"privacy.training_retention_days ({p.training_retention_days:g})"
-        )
-    if settings.experiments.cuped_days > p.event_retention_days:
-        raise ConfigError(
-            f"experiments.cuped_days ({settings.experiments.cuped_days:g}) must not exceed "
-            f"privacy.event_retention_days ({p.event_retention_days:g})"
-        )
-    return PrivacyConfig(
-        event_retention_days=p.event_retention_days,
-        training_retention_days=p.training_retention_days,
-        purge_interval_seconds=p.purge_interval_seconds,
-        purge_batch=p.purge_batch,
-        purge_pause_seconds=p.purge_pause_seconds,
-        id_key=key,
-    )
-
-
-def optimizer_config(settings: Settings) -> OptimizerConfig:
-    b = settings.bandit
-    return OptimizerConfig(
-        algorithms=tuple(b.algorithms),
-        default_weights=b.default_weights,
-        prior_ctr=b.prior_ctr,
-        prior_strength=b.prior_strength,
-        prior_min_strength=b.prior_min_strength,
-        bucket_seconds=b.bucket_minutes * 60.0,
-        window_seconds=b.window_days * 86400.0,
-        mode=b.weight_mode,
-        draws=b.draws,
-        min_weight=b.min_weight,
-        cache_seconds=b.cache_seconds,
-        min_impressions=b.min_impressions,
-        credible_level=b.credible_level,
-        disable_ctr=b.disable_ctr,
-        cooldown_seconds=b.cooldown_hours * 3600.0,
-        seed=b.seed,
-    )
-
-
 def rank_config(settings: Settings) -> RankConfig:
     x = settings.exploration
     return RankConfig(
         epsilons=dict(x.epsilon),
-        segment_rules=segment_rules(settings),
+        segment_rules=settings.segments.rules,
         rrf_k=settings.rank.rrf_k,
         affinity_weight=settings.rank.affinity_weight,
         fusion=settings.rank.fusion,
@@ -394,81 +225,117 @@ def _read_cache(settings: Settings) -> tuple[Cache, SharedCache | None]:
     return shared, shared
 
 
-def build_container(
-    settings: Settings, guard_clock: Callable[[], float] | None = None
-) -> Container:
-    """Every service, wired for ``settings``.
+# -- the parts every process kind shares -----------------------------------------------
 
-    ``guard_clock`` is the guard's "now" (``recloop import``: the time of the history
-    being imported, so that users are judged as of their own events).
-    """
-    db: SqlDatabase | None = None
+
+@dataclass(slots=True)
+class Storage:
+    """The database (None: in memory), the event log and the stores on it."""
+
     event_log: EventLog
     store: StateStore
-    distributed = settings.event_log.kind == "kafka"
+    privacy_store: PrivacyStore
+    history_store: HistoryStore
+    db: SqlDatabase | None = None
+
+    def step(self, settings: Settings) -> Step:
+        """Migrate (``storage.auto_migrate``) and check the vectors' dimension; dispose."""
+
+        async def start() -> None:
+            if self.db is not None and settings.storage.auto_migrate:
+                await self.db.migrate()
+            await check_dims(self.store, settings.vectors.dim)
+
+        async def stop() -> None:
+            if self.db is not None:
+                await self.db.dispose()
+
+        return Step("storage", start, stop)
+
+
+def _storage(settings: Settings) -> Storage:
     if settings.storage.url == MEMORY_URL:
-        if distributed:
+        if settings.event_log.kind == "kafka":
             raise ConfigError(
                 "event_log.kind: kafka needs a shared database in storage.url (PostgreSQL)"
             )
         memory_log, memory_store = InMemoryEventLog(), InMemoryStateStore()
-        event_log, store = memory_log, memory_store
-        privacy_store: PrivacyStore = InMemoryPrivacyStore(memory_log, memory_store)
-        history_store: HistoryStore = InMemoryHistoryStore()
-    else:
-        db = SqlDatabase(
-            settings.storage.url,
-            settings.storage.sqlite_synchronous,
-            breaker=breaker(settings, "storage"),
+        return Storage(
+            memory_log,
+            memory_store,
+            InMemoryPrivacyStore(memory_log, memory_store),
+            InMemoryHistoryStore(),
         )
-        event_log, store = SqlEventLog(db), SqlStateStore(db)
-        privacy_store = SqlPrivacyStore(db)
-        history_store = SqlHistoryStore(db)
+    db = SqlDatabase(
+        settings.storage.url,
+        settings.storage.sqlite_synchronous,
+        breaker=breaker(settings, "storage"),
+    )
+    return Storage(
+        SqlEventLog(db),
+        SqlStateStore(db),
+        SqlPrivacyStore(db),
+        SqlHistoryStore(db),
+        db,
+    )
+
+
+@dataclass(slots=True)
+class Appliers:
+    """The processor and what it feeds, shared by ``serve`` and ``worker``."""
+
+    retries: RetryCounts
+    cache: Cache
+    shared_cache: SharedCache | None
+    vectors: ItemVectors
+    optimizer: Optimizer
+    guard: GuardService
+    experiments: ExperimentService
+    processor: Processor
+
+
+def _cache_step(shared: SharedCache | None) -> Step:
+    """The shared read cache's connection (nothing to start for a local one)."""
+    return Step("cache") if shared is None else Step("cache", shared.start, shared.stop)
+
+
+def _appliers(
+    settings: Settings,
+    storage: Storage,
+    *,
+    role: str,
+    guard_clock: Callable[[], float] | None = None,
+    unsent: Callable[[], int] | None = None,
+) -> Appliers:
+    """``role``: ``embedded`` (this process logs and applies), ``api`` (a distributed
+    API instance: workers apply) or ``worker``."""
+    embedded = role == "embedded"
+    spam = settings.spam.enabled
+    store = storage.store
     cache, shared_cache = _read_cache(settings)
     retries = RetryCounts()
     vectors = ItemVectors(store, settings.cache.max_items, retries, dim=settings.vectors.dim)
-    optimizer = Optimizer(store, optimizer_config(settings))
-    sp = settings.spam
+    optimizer = Optimizer(store, settings.bandit)
     guard = GuardService(
         store,
-        GuardConfig(
-            spam=SpamConfig(
-                suspect_threshold=sp.suspect_threshold,
-                block_threshold=sp.block_threshold,
-                max_explicit_per_second=sp.max_explicit_per_second,
-                max_actions_per_second=sp.max_actions_per_second,
-            ),
-            judge_every_events=sp.judge_every_events,
-            judge_every_seconds=sp.judge_every_seconds,
-            min_new_events=sp.min_new_events,
-            judge_within_seconds=sp.judge_within_seconds,
-            max_users=settings.cache.max_users,
-        ),
+        settings.spam,
+        max_users=settings.cache.max_users,
         **({} if guard_clock is None else {"clock": guard_clock}),
     )
-    x = settings.experiments
     experiments = ExperimentService(
         store,
-        event_log,
-        ExperimentsConfig(
-            x.cuped_days,
-            x.correction,
-            x.srm_threshold,
-            x.sequential_tuning,
-            tuple(settings.bandit.algorithms),
-            x.rollout_recheck_seconds,
-            x.pending_scan_max,
-            x.covariate_seconds,
-        ),
+        storage.event_log,
+        settings.experiments,
+        algorithms=settings.bandit.algorithms,
         retries=retries,
         holds=lambda user_id: processor.holds(user_id),
-        committed_offset=None if distributed else lambda: processor.tracker.watermark,
-        excluded=guard.flagged_users if sp.enabled else None,
-        dispatched=None if distributed else lambda: processor.tracker.last_begun,
-        defer_covariates=not distributed,
-        unsent=(lambda: 0 if spool is None else spool.spooled) if distributed else None,
+        committed_offset=(lambda: processor.tracker.watermark) if embedded else None,
+        excluded=guard.flagged_users if spam else None,
+        dispatched=(lambda: processor.tracker.last_begun) if embedded else None,
+        defer_covariates=embedded,
+        unsent=unsent,
     )
-    guard_evidence = guard.observe if sp.enabled and not distributed else None
+    guard_evidence = guard.observe if spam and embedded else None
 
     async def taken(events: Sequence[Event]) -> None:
         """What the processor takes to apply: the guard's evidence (embedded) and the
@@ -481,16 +348,146 @@ def build_container(
         store,
         cache,
         vectors,
-        processor_config(settings),
+        ProcessorConfig.of(settings),
         on_counts=optimizer.record,
         observer=experiments,
-        gate=guard if sp.enabled else None,
+        gate=guard if spam else None,
         retries=retries,
         # Embedded, the guard gathers its evidence from the events the processor applies
         # (after the 202); distributed, the workers feed it (services.worker). Both: the
         # experiments keep the events that will move them (see ``taken``).
         evidence=taken,
     )
+    return Appliers(retries, cache, shared_cache, vectors, optimizer, guard, experiments, processor)
+
+
+def _privacy(
+    settings: Settings,
+    storage: Storage,
+    appliers: Appliers,
+    *,
+    holders: Sequence[Forgettable] = (),
+    limits: RateLimits | None = None,
+    spool: SpooledEventLog | None = None,
+    retraction: Retraction | None = None,
+) -> PrivacyService:
+    return PrivacyService(
+        storage.privacy_store,
+        storage.event_log,
+        storage.store,
+        appliers.processor,
+        appliers.experiments,
+        settings.privacy,
+        holders=[appliers.guard, CachedReads(appliers.cache), *holders],
+        distributed=settings.event_log.kind == "kafka",
+        limits=limits,
+        spool=spool,
+        retraction=retraction,
+    )
+
+
+def _learning(settings: Settings, storage: Storage, guard: GuardService) -> LearningService | None:
+    if not settings.learning.enabled:
+        return None
+    spam = settings.spam.enabled
+    return LearningService(
+        storage.store,
+        storage.event_log,
+        settings.learning,
+        reliability=guard.reliability if spam else None,
+        training_reader=None if storage.db is None else training_reader(settings.storage.url),
+        excluded=guard.flagged_users if spam else None,
+    )
+
+
+# -- recloop serve ---------------------------------------------------------------------
+
+
+@dataclass
+class Container:
+    """``recloop serve``: the API's services (embedded: also the processor's work)."""
+
+    settings: Settings
+    event_log: EventLog
+    store: StateStore
+    cache: Cache
+    processor: Processor
+    committer: GroupCommit[Event, int | None]
+    impressions: GroupCommit[Impression, None]
+    ingest: IngestService
+    items: ItemService
+    preferences: PreferenceService
+    optimizer: Optimizer
+    experiments: ExperimentService
+    ranker: Ranker
+    guard: GuardService
+    keys: KeyRing
+    db: SqlDatabase | None = None
+    spool: SpooledEventLog | None = None
+    """Distributed: the Kafka producer with its local spool."""
+    shared_cache: SharedCache | None = None
+    """Distributed: the read cache kept coherent through Redis."""
+    learning: LearningService | None = None
+    privacy: PrivacyService | None = None
+    retraction: Retraction | None = None
+    """What flagged users taught the optimizer, left out (None: spam detection off)."""
+    history: HistoryService | None = None
+    """The console's plots over time (sampled where ``learning.coordinator``)."""
+    retries: RetryCounts = field(default_factory=RetryCounts)
+    """Storage calls retried, per operation (``recloop.resilience``)."""
+    steps: list[Step] = field(default_factory=list, repr=False)
+    """The start-up order (:func:`build_container` fills it)."""
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """The circuit breaker of each external dependency, by name: ``storage``
+        (PostgreSQL or SQLite), ``rate_limits`` (their shared Redis), ``cache`` (the
+        shared cache's Redis); only those this deployment has."""
+        found = _breakers(self.db, self.shared_cache)
+        limits = self.ingest.limits
+        if limits is not None and limits.shared:
+            found["rate_limits"] = limits.breaker
+        return found
+
+    def user_key(self, raw_id: str) -> str:
+        """The id stored for a user id given at the edge: every route taking a user id
+        maps it here (``privacy.pseudonymize_user_ids``: its HMAC pseudonym)."""
+        return raw_id if self.privacy is None else self.privacy.user_key(raw_id)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether events go to Kafka and workers apply them (this process serves the API)."""
+        return self.spool is not None
+
+    async def start(self) -> None:
+        await start_steps(self.steps)
+
+    async def stop(self) -> None:
+        """Graceful: commit what is being accepted, apply everything, flush, close."""
+        await stop_steps(self.steps)
+
+
+def _breakers(
+    db: SqlDatabase | None, shared_cache: SharedCache | None
+) -> dict[str, CircuitBreaker]:
+    found: dict[str, CircuitBreaker] = {}
+    if db is not None:
+        found["storage"] = db.breaker
+    if shared_cache is not None:
+        found["cache"] = shared_cache.breaker
+    return found
+
+
+def build_container(
+    settings: Settings, guard_clock: Callable[[], float] | None = None
+) -> Container:
+    """``recloop serve``: every service the API uses, wired for ``settings``.
+
+    ``guard_clock`` is the guard's "now" (``recloop import``: the time of the history
+    being imported, so that users are judged as of their own events).
+    """
+    distributed = settings.event_log.kind == "kafka"
+    storage = _storage(settings)
+    store, event_log = storage.store, storage.event_log
     spool: SpooledEventLog | None = None
     if distributed:
         spool = SpooledEventLog(
@@ -498,6 +495,16 @@ def build_container(
             settings.event_log.spool_path,
             send_timeout=settings.event_log.send_timeout_seconds,
         )
+    a = _appliers(
+        settings,
+        storage,
+        role="api" if distributed else "embedded",
+        guard_clock=guard_clock,
+        unsent=None if spool is None else (lambda: spool.spooled),
+    )
+    processor, guard, experiments, optimizer = a.processor, a.guard, a.experiments, a.optimizer
+    spam = settings.spam.enabled
+    if spool is not None:
         committer = kafka_writer(spool, settings.ingest.group_commit_max_events)
     else:
         committer = event_log_writer(
@@ -506,70 +513,51 @@ def build_container(
             settings.ingest.group_commit_max_events,
             keep_text=settings.privacy.keep_review_text,
         )
-    preferences = PreferenceService(store, cache, retries, live=processor.preferences)
+    preferences = PreferenceService(store, a.cache, a.retries, live=processor.preferences)
     impressions = impression_writer(store)
     limits = rate_limits(settings)
-    learning = None
-    if settings.learning.enabled:
-        learning = LearningService(
-            store,
-            event_log,
-            learning_config(settings),
-            reliability=guard.reliability if sp.enabled else None,
-            training_reader=None if db is None else training_reader(settings.storage.url),
-            excluded=guard.flagged_users if sp.enabled else None,
-        )
+    learning = _learning(settings, storage, guard)
     retraction = (
         Retraction(
             event_log,
             guard,
             optimizer,
-            RetractionConfig(
-                frozenset(settings.bandit.algorithms),
-                settings.bandit.bucket_minutes * 60.0,
-                segment_rules(settings),
-                sp.retraction_every_seconds,
-                sp.retraction_users_per_read,
-                settings.feedback.max_future_seconds,
-            ),
+            RetractionConfig.of(settings),
             store,
             live=None if distributed else processor.preferences,
         )
-        if sp.enabled
+        if spam
         else None
     )
-    privacy = PrivacyService(
-        privacy_store,
-        event_log,
-        store,
-        processor,
-        experiments,
-        guard,
-        cache,
-        privacy_config(settings),
-        distributed=distributed,
+    privacy = _privacy(
+        settings,
+        storage,
+        a,
+        holders=[experiments, *([] if learning is None else [learning])],
         limits=limits,
         spool=spool,
         retraction=retraction,
-        learning=learning,
     )
     ranker = Ranker(
         preferences,
         optimizer,
-        vectors,
+        a.vectors,
         impressions,
         store,
         event_log,
         rank_config(settings),
         experiments=experiments,
         learning=learning,
-        retries=retries,
+        retries=a.retries,
     )
-    return Container(
+    history = HistoryService(
+        storage.history_store, settings.console, settings.learning, optimizer, experiments, learning
+    )
+    container = Container(
         settings=settings,
         event_log=event_log,
         store=store,
-        cache=cache,
+        cache=a.cache,
         processor=processor,
         committer=committer,
         impressions=impressions,
@@ -577,28 +565,89 @@ def build_container(
             committer,
             settings.feedback.max_future_seconds,
             limits=limits,
-            guard=guard if sp.enabled else None,
+            guard=guard if spam else None,
             user_key=privacy.user_key if settings.privacy.pseudonymize_user_ids else None,
             algorithms=tuple(settings.bandit.algorithms),
         ),
-        items=ItemService(store, vectors, settings.vectors.dim, retries=retries),
+        items=ItemService(store, a.vectors, settings.vectors.dim, retries=a.retries),
         preferences=preferences,
         optimizer=optimizer,
         experiments=experiments,
         ranker=ranker,
         guard=guard,
         keys=KeyRing((k.name, k.sha256, k.roles) for k in settings.auth.keys),
-        db=db,
+        db=storage.db,
         spool=spool,
-        shared_cache=shared_cache,
+        shared_cache=a.shared_cache,
         learning=learning,
         privacy=privacy,
-        history=HistoryService(
-            history_store, history_config(settings), optimizer, experiments, learning
-        ),
+        history=history,
         retraction=retraction,
-        retries=retries,
+        retries=a.retries,
     )
+    container.steps = _serve_steps(container, storage)
+    return container
+
+
+def _serve_steps(c: Container, storage: Storage) -> list[Step]:
+    """``recloop serve``'s start-up order (stopped in reverse)."""
+    settings, privacy, learning = c.settings, c.privacy, c.learning
+    assert privacy is not None and c.history is not None  # build_container builds both
+    limits = c.ingest.limits
+    steps = [
+        storage.step(settings),
+        _cache_step(c.shared_cache),
+        Step("rate_limits", stop=_nothing if limits is None else limits.close),
+        # before the replay: it skips erased users' events
+        Step("privacy", privacy.start, privacy.stop),
+        Step("optimizer", c.optimizer.start),
+        Step("experiments", c.experiments.start, c.experiments.stop),
+        Step("guard", c.guard.start, c.guard.stop),
+    ]
+    if c.retraction is not None:
+        steps.append(Step("retraction", c.retraction.start, c.retraction.stop))
+    if c.spool is not None:
+        steps.append(Step("spool", c.spool.start, c.spool.stop))
+        refresher = _Background(
+            "refresher",
+            partial(
+                refresh_forever,
+                settings.event_log.refresh_seconds,
+                c.optimizer.reload,
+                c.guard.start,
+                partial(c.experiments.refresh, statistics=True),
+                *([] if learning is None else [learning.reload]),
+                privacy.reload_tombstones,
+            ),
+        )
+        steps.append(Step("refresher", refresher.start, refresher.stop))
+    else:
+        steps.append(
+            Step("processor", partial(_start_processor, c.processor, c.event_log), c.processor.stop)
+        )
+    steps += [
+        Step("committer", _started(c.committer.start), c.committer.stop),
+        Step("impressions", _started(c.impressions.start), c.impressions.stop),
+    ]
+    coordinator = settings.learning.coordinator
+    if learning is not None:
+        steps.append(
+            Step("learning", partial(learning.start, background=coordinator), learning.stop)
+        )
+    if coordinator:
+        steps.append(Step("history", c.history.start, c.history.stop))
+    return steps
+
+
+async def _start_processor(processor: Processor, event_log: EventLog) -> None:
+    await processor.start(event_log)
+
+
+def _started(start: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        start()
+
+    return run
 
 
 def kafka_writer(spool: SpooledEventLog, max_events: int) -> GroupCommit[Event, int | None]:
@@ -613,23 +662,129 @@ def kafka_writer(spool: SpooledEventLog, max_events: int) -> GroupCommit[Event, 
     return GroupCommit("kafka-writer", append, max_events)
 
 
-def build_worker(settings: Settings) -> tuple[Worker, Container]:
-    """A ``recloop worker``: the container's processor, fed from the event topic."""
+# -- recloop worker --------------------------------------------------------------------
+
+
+@dataclass
+class WorkerContainer:
+    """``recloop worker``: the processor and what it feeds, fed from the event topic.
+    No API: no ingest, ranking, rate limits, learning or console history."""
+
+    settings: Settings
+    worker: Worker
+    event_log: EventLog
+    """The events workers applied, archived (read by user, by experiments' CUPED)."""
+    store: StateStore
+    processor: Processor
+    experiments: ExperimentService
+    guard: GuardService
+    privacy: PrivacyService
+    db: SqlDatabase | None
+    shared_cache: SharedCache | None
+    retries: RetryCounts
+    steps: list[Step] = field(default_factory=list, repr=False)
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """As :meth:`Container.breakers` (a worker has no rate limits)."""
+        return _breakers(self.db, self.shared_cache)
+
+    async def start(self) -> None:
+        """Everything but the worker's :meth:`~recloop.services.worker.Worker.run`."""
+        await start_steps(self.steps)
+
+    async def stop(self) -> None:
+        """After ``run`` returned: close the worker (apply and commit what it took), then
+        the rest."""
+        await stop_steps(self.steps)
+
+
+def build_worker(settings: Settings) -> tuple[Worker, WorkerContainer]:
+    """A ``recloop worker``: a processor fed from the event topic."""
     if settings.event_log.kind != "kafka":
         raise ConfigError("recloop worker needs event_log.kind: kafka")
-    container = build_container(settings)
-    assert container.db is not None  # build_container refuses kafka without a database
+    storage = _storage(settings)
+    assert storage.db is not None  # _storage refuses kafka without a database
+    a = _appliers(settings, storage, role="worker")
     config = kafka_config(settings)
     worker = Worker(
         lambda revoked, assigned: KafkaEventSource(
             config, on_revoked=revoked, on_assigned=assigned
         ),
-        container.processor,
-        container.store,
-        SqlEventLog(container.db, keep_text=settings.privacy.keep_review_text),
+        a.processor,
+        storage.store,
+        SqlEventLog(storage.db, keep_text=settings.privacy.keep_review_text),
         KafkaEventLog(config),
-        guard=container.guard if settings.spam.enabled else None,
+        guard=a.guard if settings.spam.enabled else None,
         commit_seconds=settings.event_log.worker_commit_seconds,
-        report=container.experiments.report_waiting,
+        report=a.experiments.report_waiting,
     )
-    return worker, container
+    privacy = _privacy(settings, storage, a, holders=[a.experiments])
+    refresher = _Background(
+        "refresher",
+        partial(
+            refresh_forever,
+            settings.event_log.refresh_seconds,
+            a.guard.start,
+            partial(a.experiments.refresh, statistics=False),
+            privacy.reload_tombstones,
+        ),
+    )
+    steps = [
+        storage.step(settings),
+        _cache_step(a.shared_cache),
+        Step("experiments", a.experiments.start, a.experiments.stop),
+        Step("guard", a.guard.start, a.guard.stop),
+        # the key check and the erased users' tombstones (the API instances purge)
+        Step("privacy", partial(privacy.start, purge=False), privacy.stop),
+        Step("worker", worker.start, worker.close),
+        Step("refresher", refresher.start, refresher.stop),
+    ]
+    return worker, WorkerContainer(
+        settings=settings,
+        worker=worker,
+        event_log=storage.event_log,
+        store=storage.store,
+        processor=a.processor,
+        experiments=a.experiments,
+        guard=a.guard,
+        privacy=privacy,
+        db=storage.db,
+        shared_cache=a.shared_cache,
+        retries=a.retries,
+        steps=steps,
+    )
+
+
+# -- recloop train ---------------------------------------------------------------------
+
+
+@dataclass
+class Trainer:
+    """``recloop train``: the learning service and what it reads."""
+
+    learning: LearningService
+    db: SqlDatabase | None
+    steps: list[Step] = field(default_factory=list, repr=False)
+
+    async def start(self) -> None:
+        await start_steps(self.steps)
+
+    async def stop(self) -> None:
+        await stop_steps(self.steps)
+
+
+def build_trainer(settings: Settings) -> Trainer:
+    """``recloop train``: storage, the guard's stored verdicts (a flagged user's
+    impressions do not train), and the learning service, without its schedule."""
+    if not settings.learning.enabled:
+        raise ConfigError("learning.enabled is false")
+    storage = _storage(settings)
+    guard = GuardService(storage.store, settings.spam, max_users=settings.cache.max_users)
+    learning = _learning(settings, storage, guard)
+    assert learning is not None  # learning.enabled
+    steps = [
+        storage.step(settings),
+        Step("guard", guard.start, guard.stop),
+        Step("learning", partial(learning.start, background=False), learning.stop),
+    ]
+    return Trainer(learning, storage.db, steps)

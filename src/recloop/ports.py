@@ -357,6 +357,20 @@ class Cache(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+class Forgettable(Protocol):
+    """Holds something of users in memory that an erasure must drop
+    (``services.privacy`` walks them: the guard's evidence, the experiments' exposures,
+    the learning service's item counts, the read cache, ...)."""
+
+    def held_users(self) -> set[str]:
+        """The users held now (a tombstone from another process drops those erased)."""
+        ...
+
+    def forget(self, user_id: str) -> None:
+        """Drop what is held of ``user_id``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class UserData:
     """Everything stored about one user (``GET .../users/{id}/export``)."""

@@ -25,9 +25,9 @@ import pytest
 
 from recloop.adapters.sql import SqlDatabase, SqlStateStore
 from recloop.config import load_settings
-from recloop.container import processor_config
 from recloop.core.events import is_explicit
 from recloop.core.preferences import UserState
+from recloop.services.feedback import ProcessorConfig
 from tests.e2e.conftest import Server, Worker, wait_balanced
 from tests.kafka_broker import create_topic, kafka_broker, proxied_kafka  # noqa: F401
 from tests.postgres import postgres_url  # noqa: F401
@@ -144,7 +144,7 @@ async def _stored_states(url: str, users: list[str]) -> dict[str, UserState]:
 
 def _replay(sent: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> dict[str, UserState]:
     """The same events applied in one process, one by one, in each user's send order."""
-    config = processor_config(load_settings(None, vectors={"dim": DIM}))
+    config = ProcessorConfig.of(load_settings(None, vectors={"dim": DIM}))
     states: dict[str, UserState] = {}
     for n, e in enumerate(sent, start=1):
         state = states.setdefault(e["user_id"], UserState.new(e["user_id"], DIM))

@@ -15,14 +15,13 @@ from sqlalchemy import text
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.config import Settings
-from recloop.container import processor_config
 from recloop.core.errors import TransientError
 from recloop.core.events import Event
 from recloop.core.items import make_item
 from recloop.core.privacy import user_digest
 from recloop.ports import StateChanges
 from recloop.resilience import RetryCounts
-from recloop.services.feedback import Processor
+from recloop.services.feedback import Processor, ProcessorConfig
 from recloop.services.refusals import _reason
 from recloop.services.vectors import ItemVectors
 from tests.conftest import eventually, make_settings, start_app
@@ -61,7 +60,7 @@ def like(n: int, user: str) -> Event:
 
 async def _processor(store: InMemoryStateStore, tmp_path: Path) -> Processor:
     await store.put_items([make_item("i", VECTOR, None, 8, time.time())])
-    config = processor_config(make_settings(tmp_path, "memory"))
+    config = ProcessorConfig.of(make_settings(tmp_path, "memory"))
     processor = Processor(
         store, TtlCache(100, 60.0), ItemVectors(store, 100, dim=8), config, retries=RetryCounts()
     )
@@ -121,7 +120,7 @@ async def test_an_unavailable_store_is_waited_for_and_nothing_is_quarantined(
     processor = await _processor(store, tmp_path)
     try:
         # more failures than poison_attempts: the next checkpoint, whichever runs it
-        store.down = 3 * processor_config(make_settings(tmp_path, "memory")).poison_attempts
+        store.down = 3 * ProcessorConfig.of(make_settings(tmp_path, "memory")).poison_attempts
         await processor.dispatch([like(1, "a"), like(2, "b")])
         await _applied(processor, 2)
         await processor.checkpoint()

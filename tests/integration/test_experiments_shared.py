@@ -12,17 +12,18 @@ from alembic.config import Config
 
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.adapters.sql.database import MIGRATIONS
+from recloop.config import ExperimentSettings
 from recloop.core.experiments import Experiment, Metric, Variant
 from recloop.ports import Exposure, StateChanges
-from recloop.services.experiments import ExperimentsConfig, ExperimentService
+from recloop.services.experiments import ExperimentService
 
 
 async def test_a_worker_learns_exposures_and_the_api_its_metrics(tmp_path: Path) -> None:
     db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     await db.migrate()
     store, log = SqlStateStore(db), SqlEventLog(db)
-    api = ExperimentService(store, log, ExperimentsConfig(cuped_days=0.0))
-    worker = ExperimentService(store, log, ExperimentsConfig(cuped_days=0.0))
+    api = ExperimentService(store, log, ExperimentSettings(cuped_days=0.0))
+    worker = ExperimentService(store, log, ExperimentSettings(cuped_days=0.0))
     for service in (api, worker):
         await service.start()
     try:
@@ -96,8 +97,8 @@ async def test_colliding_running_experiments_one_wins_and_the_other_does_not_cou
     )
     for exp in (first, later):
         await store.put_experiment(exp)
-    api = ExperimentService(store, log, ExperimentsConfig(cuped_days=0.0))
-    worker = ExperimentService(store, log, ExperimentsConfig(cuped_days=0.0))
+    api = ExperimentService(store, log, ExperimentSettings(cuped_days=0.0))
+    worker = ExperimentService(store, log, ExperimentSettings(cuped_days=0.0))
     for service in (api, worker):
         await service.start()
     try:

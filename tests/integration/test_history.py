@@ -5,7 +5,6 @@ canary's judged interval), it purges past retention, and it runs in the backgrou
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 
 import pytest
 from statsmodels.stats.power import NormalIndPower
@@ -13,7 +12,6 @@ from statsmodels.stats.proportion import proportion_effectsize
 
 from recloop.adapters.memory.history import InMemoryHistoryStore
 from recloop.config import Settings
-from recloop.container import history_config
 from recloop.core.stats import sample_size
 from recloop.services.history import HistoryService
 from tests.conftest import Running, eventually, start_app
@@ -47,13 +45,15 @@ class Clock:
 def sampler(running: Running, clock: Clock) -> tuple[HistoryService, InMemoryHistoryStore]:
     c = running.container
     store = InMemoryHistoryStore()
-    config = history_config(c.settings)
-    return HistoryService(store, config, c.optimizer, c.experiments, c.learning, clock), store
+    s = c.settings
+    return HistoryService(
+        store, s.console, s.learning, c.optimizer, c.experiments, c.learning, clock
+    ), store
 
 
 async def test_a_sample_holds_what_the_services_hold(seeded: Running) -> None:
     c = seeded.container
-    assert c.history is not None and c.history.config.interval_seconds == 0  # no background
+    assert c.history is not None and c.history.config.history_interval_seconds == 0  # no background
     clock = Clock(1_000_000.0)
     history, store = sampler(seeded, clock)
     written = await history.sample()
@@ -115,7 +115,7 @@ async def test_a_sample_holds_what_the_services_hold(seeded: Running) -> None:
 async def test_points_past_retention_are_purged(seeded: Running) -> None:
     clock = Clock(1_000_000.0)
     history, store = sampler(seeded, clock)
-    retention = history.config.retention_seconds
+    retention = history.config.history_retention_seconds
     await history.sample()
     clock.now += retention / 2
     await history.sample()
@@ -125,7 +125,7 @@ async def test_points_past_retention_are_purged(seeded: Running) -> None:
     kept = sorted({p.at for p in await store.read("algorithm", None, 0.0, 10_000)})
     assert kept == [clock.now - retention / 2 - 1, clock.now]
     # the pages read the last window only
-    window = history.config.window_seconds
+    window = history.config.history_window_seconds
     assert window < retention / 2
     assert {p[-1].at for p in (await history.series("algorithm")).values()} == {clock.now}
     assert all(len(p) == 1 for p in (await history.series("algorithm")).values())
@@ -134,8 +134,10 @@ async def test_points_past_retention_are_purged(seeded: Running) -> None:
 async def test_the_sampler_runs_in_the_background(seeded: Running) -> None:
     c = seeded.container
     store = InMemoryHistoryStore()
-    config = replace(history_config(c.settings), interval_seconds=0.05)
-    history = HistoryService(store, config, c.optimizer, c.experiments, c.learning)
+    config = c.settings.console.model_copy(update={"history_interval_seconds": 0.05})
+    history = HistoryService(
+        store, config, c.settings.learning, c.optimizer, c.experiments, c.learning
+    )
     await history.start()
     try:
 

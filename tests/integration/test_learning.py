@@ -20,11 +20,10 @@ from typer.testing import CliRunner
 from recloop import cli
 from recloop.adapters.sql import SqlDatabase
 from recloop.adapters.sql.training import ReadOnlyDatabase
-from recloop.container import learning_config
 from recloop.core.features import FEATURE_NAMES
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.training import build_training_data, train
-from recloop.learning.validation import Gate, time_split
+from recloop.learning.validation import PromotionGate, time_split
 from recloop.ports import ModelRecord
 from recloop.services.learning import LearningService
 from tests.conftest import Running, make_settings, start_app
@@ -283,7 +282,7 @@ async def test_a_candidate_trained_on_shuffled_labels_is_rejected(tmp_path: Path
     finally:
         await close()
     data = build_training_data(impressions, feedback, 60.0)
-    gate = Gate(0.01, 0.01)
+    gate = PromotionGate(0.01, 0.01)
     champion_outcome = train(data, None, gate, 0.3)
     assert champion_outcome.accepted, champion_outcome.reason
     assert champion_outcome.artifact is not None
@@ -372,7 +371,7 @@ async def test_with_sql_storage_the_training_process_reads_its_data_itself(
 
         # The same data read and joined in this process, as with the in-memory storage.
         here = LearningService(
-            app.container.store, app.container.event_log, learning_config(app.container.settings)
+            app.container.store, app.container.event_log, app.container.settings.learning
         )
         statements.clear()
         in_server_job = await here.train_now("api")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from recloop.adapters.memory import InMemoryStateStore
-from recloop.services.optimizer import Optimizer, OptimizerConfig, PerformanceReport
+from recloop.config import BanditSettings
+from recloop.services.optimizer import Optimizer, PerformanceReport
 
 HOUR, DAY = 3600.0, 86_400.0
 ALGS = ("a", "b")
@@ -18,16 +19,16 @@ class Clock:
 
 
 def optimizer(clock: Clock) -> Optimizer:
-    config = OptimizerConfig(
-        algorithms=ALGS,
+    config = BanditSettings(
+        algorithms=list(ALGS),
         default_weights={s: {"a": 0.5, "b": 0.5} for s in ("new", "inactive", "power", "regular")},
         prior_ctr=0.05,
         prior_strength=100.0,
-        bucket_seconds=HOUR,
-        window_seconds=7 * DAY,
+        bucket_minutes=HOUR // 60,
+        window_days=7,
         cache_seconds=0.0,
         min_impressions=1000,
-        cooldown_seconds=DAY,
+        cooldown_hours=DAY / 3600,
         seed=1,
     )
     return Optimizer(InMemoryStateStore(), config, clock=clock)
@@ -66,13 +67,13 @@ async def test_disabled_algorithm_returns_on_probation_after_the_cooldown() -> N
 
 async def test_mean_weights_follow_the_posterior_means_and_count_the_evidence() -> None:
     clock = Clock(100 * DAY)
-    config = OptimizerConfig(
-        algorithms=("a", "b", "c"),
+    config = BanditSettings(
+        algorithms=["a", "b", "c"],
         default_weights={
             s: dict.fromkeys("abc", 1.0) for s in ("new", "inactive", "power", "regular")
         },
         prior_strength=100.0,
-        mode="mean",
+        weight_mode="mean",
         cache_seconds=0.0,
         seed=1,
     )

@@ -12,12 +12,12 @@ import pytest
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.config import Settings
-from recloop.container import build_container, preflight, processor_config
+from recloop.container import build_container, preflight
 from recloop.core.errors import ConfigError, TransientError
 from recloop.core.events import Event
 from recloop.core.items import Item, make_item
 from recloop.resilience import RetryCounts
-from recloop.services.feedback import Processor
+from recloop.services.feedback import Processor, ProcessorConfig
 from recloop.services.vectors import ItemVectors
 from tests.conftest import eventually, make_settings
 
@@ -49,7 +49,7 @@ def like(n: int, user: str, item: str) -> Event:
 async def _processor(store: InMemoryStateStore, tmp_path: Path) -> Processor:
     vector = [1.0] + [0.0] * 7
     await store.put_items([make_item(i, vector, None, 8, time.time()) for i in ("i", "j")])
-    config = processor_config(make_settings(tmp_path, "memory"))
+    config = ProcessorConfig.of(make_settings(tmp_path, "memory"))
     processor = Processor(
         store, TtlCache(100, 60.0), ItemVectors(store, 100, dim=8), config, retries=RetryCounts()
     )

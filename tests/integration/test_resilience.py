@@ -21,7 +21,6 @@ from tenacity import AsyncRetrying, RetryCallState
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.adapters.ratelimit import MemoryRateLimiter, shared_limiter
 from recloop.adapters.sql import SqlDatabase
-from recloop.container import processor_config
 from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import CircuitOpen, TransientError
 from recloop.core.events import Event
@@ -37,7 +36,7 @@ from recloop.resilience import (
     retry_forever,
     retry_read,
 )
-from recloop.services.feedback import Processor, event_log_writer
+from recloop.services.feedback import Processor, ProcessorConfig, event_log_writer
 from recloop.services.limits import RateLimits
 from recloop.services.preferences import PreferenceService
 from recloop.services.vectors import ItemVectors
@@ -231,7 +230,7 @@ async def processor_over(
     store: InMemoryStateStore, log: InMemoryEventLog, tmp_path: Path, retries: RetryCounts
 ) -> Processor:
     await store.put_items([make_item("i", [1.0] + [0.0] * 7, None, 8, time.time())])
-    config = processor_config(make_settings(tmp_path, "memory"))
+    config = ProcessorConfig.of(make_settings(tmp_path, "memory"))
     vectors = ItemVectors(store, 100, retries)
     processor = Processor(store, TtlCache(100, 60.0), vectors, config, retries=retries)
     await processor.start(log)

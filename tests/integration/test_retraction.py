@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recloop.config import Settings
+from recloop.config import ExperimentSettings, Settings
 from recloop.container import Container
 from recloop.learning.job import TrainingPlan, _join_here, run_plan
 from recloop.learning.training import Outcome, TrainingData
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import ReliabilityRecord
-from recloop.services.experiments import ExperimentsConfig, ExperimentService
+from recloop.services.experiments import ExperimentService
 from tests.conftest import Running, eventually, start_app
 from tests.integration.test_experiments_api import EXPERIMENT
 from tests.integration.test_privacy import close_to
@@ -96,7 +96,7 @@ async def training_data(container: Container) -> TrainingData:
         last_end=-math.inf,
         min_new_examples=0,
         champion=None,
-        gate=Gate(0.0, 1.0),
+        gate=PromotionGate(0.0, 1.0),
         holdout_fraction=0.2,
         learner=None,
         alpha=0.05,
@@ -201,7 +201,7 @@ async def test_a_flagged_attack_leaves_no_trace_and_unblocking_restores_it(
         api = ExperimentService(
             app.container.store,
             app.container.event_log,
-            ExperimentsConfig(),
+            ExperimentSettings(),
             excluded=app.container.guard.flagged_users,
         )
         await api.start()

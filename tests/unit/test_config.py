@@ -218,3 +218,57 @@ def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
     assert result.output.startswith(f"error: invalid configuration: {path}: not valid YAML")
     assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+# -- one definition per setting: the spam model's numbers -----------------------------------
+
+
+def test_every_number_of_the_spam_model_is_a_spam_key(tmp_path: Path) -> None:
+    import dataclasses
+
+    from recloop.core.spam import SpamConfig
+
+    defaults = load_settings().spam
+    assert defaults.detectors == SpamConfig()
+    dumped = defaults.model_dump()
+    assert {f.name for f in dataclasses.fields(SpamConfig)} <= set(dumped)  # flat
+    assert "detectors" not in dumped
+    path = write(tmp_path, "spam:\n  rate_max: 2.5\n  w_group: 0\n  enabled: false\n")
+    spam = load_settings(path).spam
+    assert (spam.detectors.rate_max, spam.detectors.w_group, spam.enabled) == (2.5, 0.0, False)
+    assert spam.detectors.cv_min == SpamConfig().cv_min  # the others keep their defaults
+
+
+def test_spam_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECLOOP_SPAM__RATE_MAX", "3")
+    monkeypatch.setenv("RECLOOP_SPAM__GROUP_ARRIVAL_SECONDS", "[3600, 86400]")
+    spam = load_settings().spam.detectors
+    assert spam.rate_max == 3.0
+    assert spam.group_arrival_seconds == (3600.0, 86400.0)
+
+
+@pytest.mark.parametrize(
+    ("spam", "message"),
+    [
+        ({"block_threshold": 70}, "config key 'spam.block_threshold': must be <= suspect"),
+        ({"rate_max": "fast"}, "config key 'spam.rate_max'"),
+        ({"recent_actions": 1}, "config key 'spam.recent_actions': must be >= 2"),
+        ({"rate_maxx": 1}, "unknown config key 'spam.rate_maxx'"),
+        ({"detectors": {"rate_max": 1}}, "flat under spam"),
+    ],
+)
+def test_bad_spam_keys_are_named(spam: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(spam=spam)
+
+
+def test_checks_across_sections_run_when_the_settings_load() -> None:
+    with pytest.raises(ConfigError, match=r"learning\.training_days \(14\) must not exceed"):
+        load_settings(privacy={"event_retention_days": 7})
+    with pytest.raises(ConfigError, match=r"experiments\.cuped_days \(30\) must not exceed"):
+        load_settings(experiments={"cuped_days": 30}, privacy={"event_retention_days": 20})
+    load_settings(
+        privacy={"event_retention_days": 7},
+        learning={"enabled": False},
+        experiments={"cuped_days": 7},
+    )

@@ -9,11 +9,12 @@ import random
 from collections.abc import Sequence
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.config import ExperimentSettings
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, Variant
 from recloop.core.ids import uuid7
 from recloop.core.stats import PairStats
-from recloop.services.experiments import DAY, ExperimentsConfig, ExperimentService
+from recloop.services.experiments import DAY, ExperimentService
 
 METRICS = (
     Metric("bought", "binomial", event="purchase"),
@@ -88,10 +89,10 @@ async def test_deferred_covariates_equal_the_reads_at_exposure_and_the_raw_event
     rng.shuffle(logged)
     await log.append(logged)
 
-    now_read = ExperimentService(InMemoryStateStore(), log, ExperimentsConfig(), clock)
+    now_read = ExperimentService(InMemoryStateStore(), log, ExperimentSettings(), clock)
     store = InMemoryStateStore()
     deferred = ExperimentService(
-        store, log, ExperimentsConfig(covariate_seconds=3600.0), clock, defer_covariates=True
+        store, log, ExperimentSettings(covariate_seconds=3600.0), clock, defer_covariates=True
     )
     for service, eid in ((now_read, "a"), (deferred, "b")):
         await service.start()
@@ -153,7 +154,7 @@ async def test_deferred_covariates_equal_the_reads_at_exposure_and_the_raw_event
     # The stored values are the ones read: a restart reads again only the users whose
     # every covariate is 0, and finds them unchanged.
     restarted = ExperimentService(
-        store, log, ExperimentsConfig(covariate_seconds=3600.0), clock, defer_covariates=True
+        store, log, ExperimentSettings(covariate_seconds=3600.0), clock, defer_covariates=True
     )
     await restarted.start()
     try:
@@ -170,7 +171,7 @@ async def test_an_erased_user_is_no_longer_due() -> None:
     deferred = ExperimentService(
         InMemoryStateStore(),
         log,
-        ExperimentsConfig(covariate_seconds=3600.0),
+        ExperimentSettings(covariate_seconds=3600.0),
         clock,
         defer_covariates=True,
     )

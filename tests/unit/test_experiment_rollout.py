@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.config import ExperimentSettings
 from recloop.core.errors import InvalidInput
 from recloop.core.experiments import Experiment, Metric, RolloutStep, Variant
-from recloop.services.experiments import ExperimentsConfig, ExperimentService
+from recloop.services.experiments import ExperimentService
 
 CLICKED = Metric("clicked", "binomial", event="click")
 SKIPPED = Metric("skipped", "binomial", event="skip", higher_is_better=False)
@@ -25,7 +26,7 @@ class Clock:
 
 async def service(clock: Clock) -> ExperimentService:
     experiments = ExperimentService(
-        InMemoryStateStore(), InMemoryEventLog(), ExperimentsConfig(cuped_days=0.0), clock
+        InMemoryStateStore(), InMemoryEventLog(), ExperimentSettings(cuped_days=0.0), clock
     )
     await experiments.start()
     return experiments

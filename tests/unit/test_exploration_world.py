@@ -1,4 +1,4 @@
-"""Adaptive exploration on the simulated world (learning/world.py), where the truth is known.
+"""Adaptive exploration on the simulated world (benchmarks/world.py), where the truth is known.
 
 - Off-policy estimates computed from the propensities the adaptive policy logs are
   unbiased: IPS and SNIPS of several target policies against their true value.
@@ -14,11 +14,11 @@ import math
 
 import numpy as np
 import pytest
+from benchmarks.world import CLICK_WINDOW, SimImpression, make_world, simulate, true_value
 
 from recloop.config import ExplorationSettings
 from recloop.core.exploration import effective_epsilon, promotion_probabilities, top_probabilities
 from recloop.learning.validation import LoggedSlate, snips, target_probabilities
-from recloop.learning.world import CLICK_WINDOW, SimImpression, make_world, simulate, true_value
 
 LATE = 0.95  # share of clicks inside the window (world._LATE_CLICKS)
 

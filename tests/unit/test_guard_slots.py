@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from recloop.adapters.memory.store import InMemoryStateStore
+from recloop.config import CacheSettings, SpamSettings
 from recloop.core.events import Event
-from recloop.services.guard import GuardConfig, GuardService
+from recloop.services.guard import GuardService
 
 T0 = 1_700_000_000.0
 
@@ -18,7 +19,7 @@ def click(user: str, item: str, at: float) -> Event:
 
 
 def test_the_least_recently_active_users_make_room() -> None:
-    guard = GuardService(InMemoryStateStore(), GuardConfig(max_users=3), clock=lambda: T0)
+    guard = GuardService(InMemoryStateStore(), SpamSettings(), max_users=3, clock=lambda: T0)
 
     async def scenario() -> None:
         await guard.observe([click("a", "i1", T0), click("b", "i1", T0), click("c", "i1", T0)])
@@ -44,7 +45,12 @@ def test_the_least_recently_active_users_make_room() -> None:
 
 
 def test_reliabilities_are_reliability_for_a_batch() -> None:
-    guard = GuardService(InMemoryStateStore(), GuardConfig(judge_every_events=3), lambda: T0)
+    guard = GuardService(
+        InMemoryStateStore(),
+        SpamSettings(judge_every_events=3),
+        max_users=CacheSettings().max_users,
+        clock=lambda: T0,
+    )
 
     async def scenario() -> None:
         await guard.observe([click("judged", f"i{k}", T0 + k * 30.0) for k in range(3)])
@@ -62,7 +68,7 @@ def test_reliabilities_are_reliability_for_a_batch() -> None:
 
 
 def test_a_user_of_the_batch_is_never_the_one_to_make_room() -> None:
-    guard = GuardService(InMemoryStateStore(), GuardConfig(max_users=2), clock=lambda: T0)
+    guard = GuardService(InMemoryStateStore(), SpamSettings(), max_users=2, clock=lambda: T0)
 
     async def scenario() -> None:
         await guard.observe([click("x", "i1", T0)])

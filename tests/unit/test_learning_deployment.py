@@ -1,5 +1,5 @@
 """Blue-green deployment: sticky slots, transitions, and the canary's verdict
-(learning.deployment)."""
+(core.deployment)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 from recloop.core.assignment import gb_hash
-from recloop.core.errors import Conflict, InvalidInput
-from recloop.core.stats import SampleStats, proportions_test
-from recloop.learning.deployment import (
+from recloop.core.deployment import (
     Slots,
     Transition,
     confirm,
@@ -21,6 +19,8 @@ from recloop.learning.deployment import (
     rollback,
     slot_of,
 )
+from recloop.core.errors import Conflict, InvalidInput
+from recloop.core.stats import SampleStats, proportions_test
 
 USERS = [f"user-{i}" for i in range(20_000)]
 

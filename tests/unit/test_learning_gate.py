@@ -7,7 +7,7 @@ import numpy as np
 
 from recloop.core.features import COLUMN, FEATURE_NAMES
 from recloop.learning.training import Slate, TrainingData, train
-from recloop.learning.validation import Estimate, Gate, decide_off_policy
+from recloop.learning.validation import Estimate, PromotionGate, decide_off_policy
 
 SERVING = Estimate(0.0241, 0.0200, 0.0282, 4_000, 4_000.0)
 
@@ -45,7 +45,7 @@ def drifting_data(seed: int, slates: int = 6_000) -> TrainingData:
 
 def test_a_candidate_that_passes_on_auc_but_loses_off_policy_is_rejected() -> None:
     for seed in (1, 2, 3):
-        outcome = train(drifting_data(seed), None, Gate(min_auc_gain=0.01), 0.3)
+        outcome = train(drifting_data(seed), None, PromotionGate(min_auc_gain=0.01), 0.3)
         gate = outcome.metrics["gate"]
         assert gate["auc"]["accepted"] is True, gate  # position alone carries the AUC
         assert outcome.metrics["candidate"]["auc"] > 0.6
@@ -71,7 +71,7 @@ def test_the_same_candidate_without_the_drift_is_accepted() -> None:
         s.reward = float(clicks[0])
     undrifted.labels = labels
     assert undrifted.features.shape == data.features.shape
-    outcome = train(undrifted, None, Gate(min_auc_gain=0.01), 0.3)
+    outcome = train(undrifted, None, PromotionGate(min_auc_gain=0.01), 0.3)
     assert outcome.accepted, outcome.reason
     numbers = outcome.metrics["gate"]["off_policy"]["numbers"]
     assert numbers["snips_value"] > numbers["serving"]

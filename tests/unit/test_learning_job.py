@@ -21,6 +21,7 @@ from recloop.adapters.sql.training import (
     readable_elsewhere,
     training_reader,
 )
+from recloop.config import LearningSettings
 from recloop.core.slates import Slate
 from recloop.learning.job import (
     JobResult,
@@ -29,9 +30,9 @@ from recloop.learning.job import (
     run_plan,
 )
 from recloop.learning.training import Outcome, TrainingData
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import Impression
-from recloop.services.learning import LearningConfig, LearningService
+from recloop.services.learning import LearningService
 
 
 def plan(scheduled: bool, last_end: float, min_new: int) -> TrainingPlan:
@@ -43,7 +44,7 @@ def plan(scheduled: bool, last_end: float, min_new: int) -> TrainingPlan:
         last_end=last_end,
         min_new_examples=min_new,
         champion=None,
-        gate=Gate(0.0, 1.0),
+        gate=PromotionGate(0.0, 1.0),
         holdout_fraction=0.2,
         learner=None,
         alpha=0.05,
@@ -141,7 +142,7 @@ async def test_an_error_in_the_training_process_comes_back_named() -> None:
     learning = LearningService(
         InMemoryStateStore(),
         InMemoryEventLog(),
-        LearningConfig(),
+        LearningSettings(),
         training_reader=SqlTrainingReader("postgresql+asyncpg://postgres@127.0.0.1:1/nothing"),
     )
     stages: list[str] = []

@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.config import LearningSettings
+from recloop.core.deployment import Slots, judge_canary
 from recloop.core.events import Event
 from recloop.core.features import FEATURE_NAMES
 from recloop.core.slates import Slate
-from recloop.learning.deployment import Slots, judge_canary
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.tally import Tally
 from recloop.ports import Impression, ModelRecord
-from recloop.services.learning import DAY, LearningConfig, LearningService
+from recloop.services.learning import DAY, LearningService
 
 WINDOW = 600.0
 
@@ -104,7 +105,7 @@ async def test_running_counts_equal_a_full_reread_on_every_pass(seed: int) -> No
     store, log = InMemoryStateStore(), InMemoryEventLog()
     clock = Clock()
     item_stats_days = rng.choice([0.02, 0.05])  # ~30 and ~70 minutes: impressions expire
-    config = LearningConfig(
+    config = LearningSettings(
         attribution_window_minutes=WINDOW / 60.0,
         item_stats_days=item_stats_days,
         min_canary_impressions=10**9,  # the monitor never acts: the slots are moved below
@@ -197,7 +198,7 @@ async def test_a_restarted_monitor_rebuilds_the_same_counts_from_storage() -> No
     rng = random.Random(1)
     store, log = InMemoryStateStore(), InMemoryEventLog()
     clock = Clock()
-    config = LearningConfig(attribution_window_minutes=WINDOW / 60.0)
+    config = LearningSettings(attribution_window_minutes=WINDOW / 60.0)
     first = LearningService(store, log, config, clock=clock)
     await first.start(background=False)
     for step in range(10):

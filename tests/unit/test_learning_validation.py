@@ -1,5 +1,5 @@
 """Holdout metrics, off-policy estimates and the gate (learning.validation), also on the
-simulated world (learning.world)."""
+simulated world (benchmarks/world.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ from itertools import product
 
 import numpy as np
 import pytest
+from benchmarks.world import (
+    CLICK_WINDOW,
+    SimImpression,
+    logged_slates,
+    logging_probabilities,
+    make_world,
+    simulate,
+    training_examples,
+    true_value,
+)
 
 from recloop.core.errors import InvalidInput
 from recloop.core.exploration import epsilon_greedy, slot_propensity
@@ -16,9 +26,9 @@ from recloop.core.features import FEATURE_NAMES, to_matrix
 from recloop.learning.learner import LightGbmLearner, LightGbmModel
 from recloop.learning.validation import (
     Estimate,
-    Gate,
     LoggedSlate,
     Metrics,
+    PromotionGate,
     auc,
     calibration_error,
     decide,
@@ -30,16 +40,6 @@ from recloop.learning.validation import (
     snips,
     target_probabilities,
     time_split,
-)
-from recloop.learning.world import (
-    CLICK_WINDOW,
-    SimImpression,
-    logged_slates,
-    logging_probabilities,
-    make_world,
-    simulate,
-    training_examples,
-    true_value,
 )
 
 # -- time_split ------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def metrics(auc_value: float | None, loss: float) -> Metrics:
     return Metrics(n=10_000, positives=700, auc=auc_value, log_loss=loss, calibration_error=0.01)
 
 
-GATE = Gate(min_auc_gain=0.005, max_logloss_increase=0.001)
+GATE = PromotionGate(min_auc_gain=0.005, max_logloss_increase=0.001)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +379,7 @@ def test_a_trained_model_beats_chance_on_a_time_ordered_holdout(trained: Trained
     metrics = evaluate(t.y[t.holdout], t.model.predict(t.X[t.holdout]))
     assert metrics.auc is not None and metrics.auc > 0.65  # 0.77 (0.77-0.80 for seeds 0-7)
     assert metrics.calibration_error < 0.03
-    accepted, reason = decide(metrics, None, Gate())
+    accepted, reason = decide(metrics, None, PromotionGate())
     assert accepted, reason
 
 
@@ -391,7 +391,7 @@ def test_shuffled_labels_are_rejected_against_the_champion(trained: Trained) -> 
     # No better than chance: it fits noise, which may by luck lean either way of 0.5.
     assert candidate.auc is not None and champion.auc is not None
     assert candidate.auc < 0.55 < champion.auc
-    accepted, reason = decide(candidate, champion, Gate())
+    accepted, reason = decide(candidate, champion, PromotionGate())
     assert not accepted
     assert f"{candidate.auc:.4f}" in reason and f"{champion.auc:.4f}" in reason
 

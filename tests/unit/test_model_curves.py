@@ -10,7 +10,7 @@ from sklearn.metrics import roc_curve
 
 from recloop.core.errors import InvalidInput
 from recloop.learning.training import train
-from recloop.learning.validation import ROC_POINTS, Gate, curves
+from recloop.learning.validation import ROC_POINTS, PromotionGate, curves
 from tests.unit.test_learning_gate import drifting_data
 
 
@@ -43,7 +43,7 @@ def test_one_class_has_no_roc_but_a_reliability_diagram() -> None:
 
 
 def test_training_stores_the_candidates_curves_on_its_holdout() -> None:
-    outcome = train(drifting_data(1), None, Gate(), 0.3)
+    outcome = train(drifting_data(1), None, PromotionGate(), 0.3)
     stored = outcome.metrics["curves"]
     holdout = outcome.metrics["holdout_examples"]
     assert sum(stored["reliability"]["count"]) == holdout

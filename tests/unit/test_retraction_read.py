@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.config import BanditSettings, CacheSettings, Settings, SpamSettings
 from recloop.core.contribution import attributed_counts
 from recloop.core.events import Event
 from recloop.core.preferences import Preferences
-from recloop.services.guard import GuardConfig, GuardService
-from recloop.services.optimizer import Optimizer, OptimizerConfig
+from recloop.core.segments import SEGMENTS
+from recloop.services.guard import GuardService
+from recloop.services.optimizer import Optimizer
 from recloop.services.retraction import Retraction, RetractionConfig
 
 ALGORITHMS = frozenset({"pop"})
@@ -56,9 +59,17 @@ async def test_a_new_users_events_are_read_above_the_history() -> None:
             return None
         return Preferences("new", np.zeros(4), 30, 0, 30, 0, first_at, first_at + 0.029, None)
 
-    guard = GuardService(store, GuardConfig())
-    optimizer = Optimizer(store, OptimizerConfig(tuple(ALGORITHMS), {}))
-    config = RetractionConfig(ALGORITHMS, max_future_seconds=0.0, clock_slack_seconds=0.0)
+    guard = GuardService(store, SpamSettings(), max_users=CacheSettings().max_users)
+    bandit = BanditSettings(
+        algorithms=sorted(ALGORITHMS),
+        default_weights={s: dict.fromkeys(ALGORITHMS, 1.0) for s in SEGMENTS},
+    )
+    optimizer = Optimizer(store, bandit)
+    config = replace(
+        RetractionConfig.of(Settings(bandit=bandit)),
+        max_future_seconds=0.0,
+        clock_slack_seconds=0.0,
+    )
     retraction = Retraction(log, guard, optimizer, config, store, live)
     await guard.set_manual("new", True, "test")
     assert await retraction.refresh() == 1

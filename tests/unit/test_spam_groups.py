@@ -9,11 +9,12 @@ import pytest
 from benchmarks.spam_textbook import TextbookSizes, TextbookWorld
 
 from recloop.adapters.memory.store import InMemoryStateStore
+from recloop.config import CacheSettings, SpamSettings
 from recloop.core.events import Event
 from recloop.core.spam import SpamConfig
 from recloop.core.spam_groups import GroupRule, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
-from recloop.services.guard import GuardConfig, GuardService
+from recloop.services.guard import GuardService
 
 DAY = 86_400.0
 
@@ -114,7 +115,12 @@ async def test_the_guard_flags_a_small_profile_attack_through_its_sweep(model: s
     attack, bad = world.attackers(model, 0.05, 0.03, "bot", 1)  # 15 profiles of 10 ratings
     assert all(9 <= len([e for e in attack if e[1] == u]) <= 11 for u in bad)
     now = [0.0]
-    guard = GuardService(InMemoryStateStore(), GuardConfig(), clock=lambda: now[0])
+    guard = GuardService(
+        InMemoryStateStore(),
+        SpamSettings(),
+        max_users=CacheSettings().max_users,
+        clock=lambda: now[0],
+    )
     events = as_events(world.genuine + attack)
     for start in range(0, len(events), 500):
         await guard.observe(events[start : start + 500])

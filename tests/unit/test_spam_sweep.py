@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from recloop.adapters.memory.store import InMemoryStateStore
+from recloop.config import CacheSettings, SpamSettings
 from recloop.core.events import Event
-from recloop.services.guard import GuardConfig, GuardService
+from recloop.services.guard import GuardService
 
 T0 = 1_700_000_000.0
 
@@ -46,7 +47,12 @@ def attacker(items: int = 30) -> list[Event]:
 async def test_an_attacker_with_eleven_ratings_who_stops_is_judged() -> None:
     clock = Clock()
     store = InMemoryStateStore()
-    guard = GuardService(store, GuardConfig(judge_within_seconds=60.0), clock=clock)
+    guard = GuardService(
+        store,
+        SpamSettings(judge_within_seconds=60.0),
+        max_users=CacheSettings().max_users,
+        clock=clock,
+    )
     await guard.observe(genuine_ratings())
     await guard.observe(attacker())
     # 11 events: under the 20 that the count schedule waits for, so not judged yet
@@ -63,7 +69,9 @@ async def test_an_attacker_with_eleven_ratings_who_stops_is_judged() -> None:
 
 async def test_the_sweep_judges_everyone_with_new_evidence_and_only_them() -> None:
     clock = Clock()
-    guard = GuardService(InMemoryStateStore(), GuardConfig(), clock=clock)
+    guard = GuardService(
+        InMemoryStateStore(), SpamSettings(), max_users=CacheSettings().max_users, clock=clock
+    )
     await guard.observe(genuine_ratings(users=10))
     assert guard.pending() == 10
     clock.now += 31.0
@@ -79,7 +87,11 @@ async def test_the_sweep_judges_everyone_with_new_evidence_and_only_them() -> No
 
 
 async def test_the_sweep_runs_by_itself_and_stops() -> None:
-    guard = GuardService(InMemoryStateStore(), GuardConfig(judge_within_seconds=0.08))
+    guard = GuardService(
+        InMemoryStateStore(),
+        SpamSettings(judge_within_seconds=0.08),
+        max_users=CacheSettings().max_users,
+    )
     await guard.start()
     try:
         await guard.observe(attacker())
@@ -97,7 +109,9 @@ async def test_the_sweep_runs_by_itself_and_stops() -> None:
 
 async def test_an_erased_user_leaves_the_sweep() -> None:
     clock = Clock()
-    guard = GuardService(InMemoryStateStore(), GuardConfig(), clock=clock)
+    guard = GuardService(
+        InMemoryStateStore(), SpamSettings(), max_users=CacheSettings().max_users, clock=clock
+    )
     await guard.observe(attacker())
     guard.forget("mallory")
     clock.now += 60.0

@@ -435,7 +435,7 @@ class _Session:
             await c.guard.stop()
         if c.learning is not None:
             await c.learning.start(background=False)
-        if c.distributed:
+        if c.spool is not None:
             await c.spool.start()
         else:
             await c.processor.start(c.event_log)
@@ -447,7 +447,7 @@ class _Session:
         c = self.container
         await c.committer.stop()
         await self.slate_writer.stop()
-        if c.distributed:
+        if c.spool is not None:
             await c.spool.stop()
             self.spooled = int(c.spool.spooled)
         else:

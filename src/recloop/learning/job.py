@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from recloop.core.events import Event
 from recloop.learning.training import Champion, Outcome, TrainingData, build_training_data, train
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import FeedbackSource, Impression, ImpressionSource, TrainingReader
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class TrainingPlan:
     """The latest model's ``window_end`` (``-inf`` without a model)."""
     min_new_examples: int
     champion: Champion | None
-    gate: Gate
+    gate: PromotionGate
     holdout_fraction: float
     learner: str | None
     alpha: float

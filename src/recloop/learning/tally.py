@@ -7,7 +7,7 @@ since the last pass:
 
 - per (slot, model version): impressions served since the slot's start, and
   how many of them got a click within the attribution window (what
-  :func:`~recloop.learning.deployment.judge_canary` decides from);
+  :func:`~recloop.core.deployment.judge_canary` decides from);
 - per item: times shown and clicks on it within the window, over the retained
   window (the item's popularity and CTR features).
 

@@ -27,9 +27,9 @@ from recloop.learning.learner import Artifact, Learner, LightGbmLearner, Model, 
 from recloop.learning.learner import load_learner as import_learner
 from recloop.learning.validation import (
     Estimate,
-    Gate,
     LoggedSlate,
     Metrics,
+    PromotionGate,
     curves,
     decide,
     decide_off_policy,
@@ -161,7 +161,7 @@ class Outcome:
 def train(
     data: TrainingData,
     champion: Champion | None,
-    gate: Gate,
+    gate: PromotionGate,
     holdout_fraction: float,
     learner: str | None = None,
     alpha: float = 0.05,

@@ -5,7 +5,7 @@ Holdout metrics
 :func:`time_split` keeps the latest examples out of training, as serving
 will only ever see the future. On that holdout :func:`evaluate` computes
 AUC (ranking), log loss and the expected calibration error (probabilities),
-and :func:`decide` applies a :class:`Gate` to the candidate and the champion
+and :func:`decide` applies a :class:`PromotionGate` to the candidate and the champion
 measured on the same holdout.
 
 Off-policy value of the top slot
@@ -252,7 +252,7 @@ def evaluate(y: npt.ArrayLike, p: npt.ArrayLike) -> Metrics:
 
 
 @dataclass(frozen=True, slots=True)
-class Gate:
+class PromotionGate:
     """How much better a candidate must be to replace the champion.
 
     ``min_auc_gain``: AUC gain required over the champion (over 0.5 without
@@ -266,7 +266,7 @@ class Gate:
     min_effective_n: float = 30.0
 
 
-def decide(candidate: Metrics, champion: Metrics | None, gate: Gate) -> tuple[bool, str]:
+def decide(candidate: Metrics, champion: Metrics | None, gate: PromotionGate) -> tuple[bool, str]:
     """Accept the candidate? With the reason, numbers included.
 
     Both models must be measured on the same holdout. Without a champion (or
@@ -276,7 +276,7 @@ def decide(candidate: Metrics, champion: Metrics | None, gate: Gate) -> tuple[bo
     ``max_logloss_increase``. A candidate without an AUC (one-class holdout)
     is rejected.
 
-    >>> gate = Gate(min_auc_gain=0.01, max_logloss_increase=0.001)
+    >>> gate = PromotionGate(min_auc_gain=0.01, max_logloss_increase=0.001)
     >>> decide(Metrics(1000, 90, 0.71, 0.30, 0.01), Metrics(1000, 90, 0.69, 0.31, 0.02), gate)
     (True, 'accepted: AUC 0.7100 vs champion 0.6900 (gain 0.0200 >= 0.0100); log loss 0.3000 vs 0.3100 (increase -0.0100 <= 0.0010)')
     >>> decide(Metrics(1000, 90, 0.505, 0.30, 0.01), None, gate)

@@ -19,8 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
+from recloop.config import FeedbackSettings, Settings
 from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
-from recloop.core.events import Event, SignalTable
+from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.state import (
@@ -41,27 +42,70 @@ _ZERO = PerformanceCounts()
 
 @dataclass(frozen=True, slots=True)
 class ProcessorConfig:
+    """What the processor reads of the settings: the ``feedback`` section as it is, the
+    learning rate and signal table built from it, and a few numbers of other sections.
+    Every default is the settings' (:meth:`of`)."""
+
+    feedback: FeedbackSettings
     dim: int
+    """``vectors.dim``."""
+    max_users: int
+    """``cache.max_users``: users' rows held in memory."""
+    segment_rules: SegmentRules
+    algorithms: frozenset[str]
+    """Algorithms whose attributed events are counted for the optimizer."""
+    bucket_seconds: float
+    """``bandit.bucket_minutes`` in seconds."""
     rate: LearningRate
     signals: SignalTable
-    implicit_flush_seconds: float = 300.0
-    implicit_max_buffer: int = 100_000
-    apply_batch_max: int = 20_000
-    """Most events one apply round takes; more wait for the next round."""
-    max_pending: int = 200_000
-    """Events handed to the processor and not yet applied (or buffered) past which
-    :meth:`~recloop.services.feedback.Processor.dispatch` waits: acceptance slows down
-    instead of memory growing."""
-    max_users: int = 200_000
-    checkpoint_seconds: float = 0.05
-    """Least time between the starts of two checkpoints."""
-    poison_attempts: int = 3
-    """Failures of a read for a reason no retry fixes (the data, not the store) after
-    which the events it concerns are dead-lettered."""
-    segment_rules: SegmentRules = field(default_factory=SegmentRules)
-    algorithms: frozenset[str] = frozenset()
-    """Algorithms whose attributed events are counted for the optimizer."""
-    bucket_seconds: float = 3600.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> ProcessorConfig:
+        fb = settings.feedback
+        return cls(
+            feedback=fb,
+            dim=settings.vectors.dim,
+            max_users=settings.cache.max_users,
+            segment_rules=settings.segments.rules,
+            algorithms=frozenset(settings.bandit.algorithms),
+            bucket_seconds=settings.bandit.bucket_seconds,
+            rate=LearningRate(fb.base_alpha, fb.alpha_max),
+            signals=SignalTable(
+                {k: TypeWeight(v.strength, v.multiplier) for k, v in fb.types.items()},
+                dwell_full_seconds=fb.dwell_full_seconds,
+            ),
+        )
+
+    @property
+    def implicit_flush_seconds(self) -> float:
+        return self.feedback.implicit_flush_seconds
+
+    @property
+    def implicit_max_buffer(self) -> int:
+        return self.feedback.implicit_max_buffer
+
+    @property
+    def apply_batch_max(self) -> int:
+        """Most events one apply round takes; more wait for the next round."""
+        return self.feedback.apply_batch_max
+
+    @property
+    def max_pending(self) -> int:
+        """Events handed to the processor and not yet applied (or buffered) past which
+        :meth:`~recloop.services.feedback.Processor.dispatch` waits: acceptance slows down
+        instead of memory growing (``feedback.max_pending_events``)."""
+        return self.feedback.max_pending_events
+
+    @property
+    def checkpoint_seconds(self) -> float:
+        """Least time between the starts of two checkpoints."""
+        return self.feedback.checkpoint_seconds
+
+    @property
+    def poison_attempts(self) -> int:
+        """Failures of a read for a reason no retry fixes (the data, not the store) after
+        which the events it concerns are dead-lettered."""
+        return self.feedback.poison_attempts
 
 
 class Observer(Protocol):

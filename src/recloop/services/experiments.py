@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from recloop.config import ExperimentSettings
 from recloop.core import experiments as xp
 from recloop.core import stats
 from recloop.core.assignment import assign
@@ -42,30 +43,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class ExperimentsConfig:
-    cuped_days: float = 14.0
-    correction: str = "holm"
-    srm_threshold: float = 0.001
-    sequential_tuning: float = 5000.0
-    algorithms: tuple[str, ...] = ()
-    """The configured algorithms a variant's ``weights`` may name (``bandit.algorithms``)."""
-    rollout_recheck_seconds: float = 60.0
-    """How often a rollout step waiting for non-inferiority looks again."""
-    pending_scan_max: int = 1_000_000
-    """Most uncommitted log events :func:`pending_in_log` reads (the oracle of the
-    incremental count, and the count of a service no processor hands events to)."""
-    covariate_seconds: float = 2.0
-    """How often deferred CUPED covariates are read (see ``defer_covariates``)."""
-
-
 class ExperimentService:
     def __init__(
         self,
         store: StateStore,
         log_: EventLog,
-        config: ExperimentsConfig,
+        config: ExperimentSettings,
         clock: Callable[[], float] = time.time,
+        algorithms: Sequence[str] = (),
         retries: RetryCounts | None = None,
         holds: Callable[[str], bool] | None = None,
         committed_offset: Callable[[], int] | None = None,
@@ -122,6 +107,8 @@ class ExperimentService:
         self._log = log_
         self._retries = retries
         self._config = config
+        self._algorithms = tuple(algorithms)
+        """The configured algorithms a variant's ``weights`` may name (``bandit.algorithms``)."""
         self._clock = clock
         self._experiments: dict[str, Experiment] = {}
         self._exposures: dict[str, dict[str, Exposure]] = {}
@@ -290,8 +277,8 @@ class ExperimentService:
     def _checked(self, exp: Experiment) -> Experiment:
         """``exp`` if it can run, its ``override_all`` weights naming every algorithm."""
         xp.check_definition(exp)
-        xp.check_overrides(exp, self._config.algorithms)
-        return xp.complete_weights(exp, self._config.algorithms)
+        xp.check_overrides(exp, self._algorithms)
+        return xp.complete_weights(exp, self._algorithms)
 
     async def transition(self, experiment_id: str, action: str) -> Experiment:
         current = self.get(experiment_id)

@@ -31,19 +31,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from recloop.config import SpamSettings
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.spam import (
     ItemStats,
     ProfileFeatures,
-    SpamConfig,
     TextRegistry,
     UserActivity,
     Verdict,
@@ -71,41 +70,25 @@ _SWEEP_SLICE = 500
 """Users judged between two yields of a sweep to the event loop."""
 
 
-@dataclass(frozen=True, slots=True)
-class GuardConfig:
-    spam: SpamConfig = field(default_factory=SpamConfig)
-    judge_every_events: int = 20
-    """A user is first judged after this many events, then after twice as many more each
-    time (20, 40, 80, ...): a long profile changes slowly, and judging costs O(profile) ..."""
-    judge_every_seconds: float = 300.0
-    """... and at most this often in between, once a few new events have arrived."""
-    min_new_events: int = 10
-    """New events a timed re-judgement needs."""
-    judge_within_seconds: float = 60.0
-    """Every user with new evidence is judged within this long of their last event's
-    arrival, whatever their event count (a sweep; see the module docstring)."""
-    max_users: int = 200_000
-    norm_profiles: int = 5_000
-    """The latest judged profiles the population norms are fitted on."""
-    rejudge_flagged: int = 1_000
-    """Flagged (suspect or blocked, not by hand) users judged again when the norms are
-    refitted, at most: the oldest records first."""
-    group_profiles: int = 5_000
-    """The most recently active users with ratings the group detector reads (every
-    ``judge_within_seconds``, when ratings arrived since)."""
-
-
 class GuardService:
     def __init__(
-        self, store: StateStore, config: GuardConfig, clock: Callable[[], float] = time.time
+        self,
+        store: StateStore,
+        config: SpamSettings,
+        *,
+        max_users: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``config``: the ``spam`` section; ``max_users``: users whose evidence is held
+        (``cache.max_users``; the least recently active make room)."""
         self._store = store
         self._config = config
+        self._max_users = max_users
         self._clock = clock
         # every tracked user's evidence, by slot (core.spam_table), and the guard's own
         # bookkeeping per slot: events since the last judgement, when that was, the
         # event count the next one is due at, its score (NaN: none yet), the latest use
-        self._table = ActivityTable(config.spam)
+        self._table = ActivityTable(config.detectors)
         self._slots: dict[str, int] = {}
         self._names: list[str | None] = []
         self._free: list[int] = []
@@ -134,7 +117,7 @@ class GuardService:
         self._grouped_ratings = 0
         # The score of a user with no evidence yet (the Beta reputation's prior).
         self.fresh_score = judge(
-            UserActivity(config.spam), ItemStats(), config.spam, clock(), TextRegistry()
+            UserActivity(config.detectors), ItemStats(), config.detectors, clock(), TextRegistry()
         ).score
 
     async def start(self) -> None:
@@ -194,7 +177,7 @@ class GuardService:
         were refitted."""
         if self._sampled_since_fit * 10 < max(len(self._sample), 1):
             return False
-        self._norms = fit_norms(self._sample.values(), self._config.spam)
+        self._norms = fit_norms(self._sample.values(), self._config.detectors)
         self._sampled_since_fit = 0
         return self._norms is not None
 
@@ -219,7 +202,7 @@ class GuardService:
             self._user(slot): Profile(dict(table.ratings[slot]), at)
             for slot, at in zip(raters.tolist(), first_at, strict=True)
         }
-        found = await asyncio.to_thread(find_groups, profiles, group_rule(self._config.spam))
+        found = await asyncio.to_thread(find_groups, profiles, group_rule(self._config.detectors))
         old, self._groups = self._groups, found
         return [u for u in {*old, *found} if old.get(u) != found.get(u)]
 
@@ -303,7 +286,7 @@ class GuardService:
                 (since >= config.min_new_events)
                 & (now - self._judged_at[touched] >= config.judge_every_seconds)
             )
-            | (now - rule_at <= config.spam.hard_rule_seconds)  # NaN: no violation
+            | (now - rule_at <= config.detectors.hard_rule_seconds)  # NaN: no violation
         )
         due_slots = touched[due][np.argsort(first[due], kind="stable")]
         changes = self._judge_slots(due_slots, now)
@@ -321,8 +304,8 @@ class GuardService:
             opened = self._open(new)
             slots.update(zip(new, opened, strict=True))
             found = list(map(slots.get, user_ids))
-            if len(slots) > self._config.max_users:
-                self._evict(len(slots) - self._config.max_users, set(user_ids))
+            if len(slots) > self._max_users:
+                self._evict(len(slots) - self._max_users, set(user_ids))
         return np.array(found, np.int64)
 
     def _open(self, user_ids: list[str]) -> list[int]:
@@ -393,7 +376,7 @@ class GuardService:
         found = judge_many(
             views,
             self._items,
-            self._config.spam,
+            self._config.detectors,
             now,
             self._texts,
             self._norms,
@@ -418,7 +401,7 @@ class GuardService:
     def _record(self, user_id: str, verdict: Verdict, now: float) -> ReliabilityRecord | None:
         """Keep ``verdict``; the user's new record if their stored status or score moved."""
         features = verdict.features
-        if features is not None and features.n >= self._config.spam.profile_min:
+        if features is not None and features.n >= self._config.detectors.profile_min:
             self._sample.pop(user_id, None)
             self._sample[user_id] = features
             self._sampled_since_fit += 1

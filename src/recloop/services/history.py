@@ -1,5 +1,6 @@
 """The console's plots over time: a sampler that copies figures the services hold in
-memory into the history store every ``interval_seconds``, and the reads of the pages.
+memory into the history store every ``console.history_interval_seconds``, and the
+reads of the pages.
 
 Sampling reads no log and scans nothing: the optimizer's posteriors
 (:meth:`Optimizer.overview`), each running experiment's sums (its
@@ -37,12 +38,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from recloop.config import ConsoleSettings, LearningSettings
+from recloop.core.deployment import judge_canary
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.stats import power_at, sample_size
-from recloop.learning.deployment import judge_canary
 from recloop.ports import HistoryPoint, HistoryStore
 from recloop.services.experiments import ExperimentService
 from recloop.services.learning import LearningService
@@ -56,18 +57,6 @@ READ_LIMIT = 200_000
 PURGE_BATCH = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryConfig:
-    interval_seconds: float = 300.0
-    retention_seconds: float = 7 * 86_400.0
-    window_seconds: float = 86_400.0
-    power_mde: float = 0.05
-    power: float = 0.8
-    canary_min_impressions: int = 2_000
-    canary_margin: float = 0.05
-    canary_alpha: float = 0.05
-
-
 Series = dict[tuple[str, str], list[HistoryPoint]]
 """Points by (scope, subject), oldest first."""
 
@@ -76,7 +65,8 @@ class HistoryService:
     def __init__(
         self,
         store: HistoryStore,
-        config: HistoryConfig,
+        config: ConsoleSettings,
+        canary: LearningSettings,
         optimizer: Optimizer,
         experiments: ExperimentService,
         learning: LearningService | None = None,
@@ -84,6 +74,7 @@ class HistoryService:
     ) -> None:
         self._store = store
         self._config = config
+        self._canary_settings = canary
         self._optimizer = optimizer
         self._experiments = experiments
         self._learning = learning
@@ -95,7 +86,7 @@ class HistoryService:
         """When the last sample was taken, and the points it wrote."""
 
     @property
-    def config(self) -> HistoryConfig:
+    def config(self) -> ConsoleSettings:
         return self._config
 
     @property
@@ -116,7 +107,7 @@ class HistoryService:
         ]
         await self._store.append(points)
         self.last_sample = (at, len(points))
-        before = at - self._config.retention_seconds
+        before = at - self._config.history_retention_seconds
         while await self._store.purge(before, PURGE_BATCH) >= PURGE_BATCH:
             pass
         return len(points)
@@ -204,15 +195,15 @@ class HistoryService:
             served = (live["blue"]["impressions"], live["blue"]["clicks"])
         else:
             return []
-        c = self._config
+        c = self._canary_settings
         numbers = judge_canary(
-            baseline, served, c.canary_min_impressions, c.canary_margin, c.canary_alpha
+            baseline, served, c.min_canary_impressions, c.rollback_margin, c.alpha
         ).numbers
         values: dict[str, float | None] = {
             "effect": numbers.get("relative_effect"),
             "low": numbers.get("ci_low"),
             "high": numbers.get("ci_high"),
-            "margin": c.canary_margin,
+            "margin": c.rollback_margin,
             "baseline": float(baseline[0]),
             "served": float(served[0]),
         }
@@ -221,8 +212,8 @@ class HistoryService:
     # -- background ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Sample now and every ``interval_seconds``, in the background (0: never)."""
-        if self._task is None and self._config.interval_seconds > 0:
+        """Sample now and every ``history_interval_seconds``, in the background (0: never)."""
+        if self._task is None and self._config.history_interval_seconds > 0:
             self._task = asyncio.create_task(self._sample_forever(), name="history-sampler")
 
     async def stop(self) -> None:
@@ -237,13 +228,14 @@ class HistoryService:
             except Exception as exc:  # the next sample tries again; the pages say it failed
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("history sample failed: %s", self.last_error)
-            await asyncio.sleep(self._config.interval_seconds)
+            await asyncio.sleep(self._config.history_interval_seconds)
 
     # -- reads -----------------------------------------------------------------------------
 
     async def series(self, kind: str, scope: str | None = None) -> Series:
-        """``kind``'s points of the last ``window_seconds`` (of ``scope`` only unless None)."""
-        since = self._clock() - self._config.window_seconds
+        """``kind``'s points of the last ``history_window_hours`` (of ``scope`` only unless
+        None)."""
+        since = self._clock() - self._config.history_window_seconds
         found: Series = defaultdict(list)
         for p in await self._store.read(kind, scope, since, READ_LIMIT):
             found[(p.scope, p.subject)].append(p)

@@ -36,6 +36,18 @@ import numpy as np
 import numpy.typing as npt
 from croniter import croniter  # type: ignore[import-untyped]
 
+from recloop.config import LearningSettings
+from recloop.core.deployment import (
+    CanaryVerdict,
+    Slots,
+    Transition,
+    confirm,
+    deploy,
+    judge_canary,
+    promote,
+    rollback,
+    slot_of,
+)
 from recloop.core.errors import Conflict, InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.features import (
@@ -48,17 +60,6 @@ from recloop.core.features import (
 )
 from recloop.core.ids import uuid7
 from recloop.core.ranking import Fused
-from recloop.learning.deployment import (
-    Slots,
-    Transition,
-    Verdict,
-    confirm,
-    deploy,
-    judge_canary,
-    promote,
-    rollback,
-    slot_of,
-)
 from recloop.learning.job import (
     TrainingFailed,
     TrainingPlan,
@@ -71,7 +72,7 @@ from recloop.learning.job import (
 from recloop.learning.learner import ArtifactError, Model, load_model
 from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
-from recloop.learning.validation import Gate
+from recloop.learning.validation import PromotionGate
 from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob, TrainingReader
 from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
@@ -87,26 +88,6 @@ MONITOR: Final = "monitor"
 """Who the deployment audit names for the canary's own verdicts and automatic deploys."""
 MIN_ITEM_IMPRESSIONS = 20
 """An item's CTR feature is given once it has been shown this often (else: missing)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LearningConfig:
-    attribution_window_minutes: float = 30.0
-    training_days: float = 14.0
-    retrain_schedule: str = "0 3 * * 0"
-    min_new_examples: int = 1_000
-    holdout_fraction: float = 0.2
-    min_auc_gain: float = 0.005
-    max_logloss_increase: float = 0.01
-    auto_deploy: bool = False
-    canary_fraction: float = 0.1
-    min_canary_impressions: int = 2_000
-    rollback_margin: float = 0.05
-    alpha: float = 0.05
-    watch_impressions: int = 20_000
-    monitor_seconds: float = 30.0
-    learner: str | None = None
-    item_stats_days: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +132,7 @@ class LearningService:
         self,
         store: StateStore,
         log_: EventLog,
-        config: LearningConfig,
+        config: LearningSettings,
         reliability: Callable[[str], float | None] | None = None,
         clock: Callable[[], float] = time.time,
         training_reader: TrainingReader | None = None,
@@ -374,7 +355,7 @@ class LearningService:
             verdict.numbers,
         )
 
-    def _judge(self, slots: Slots) -> Verdict:
+    def _judge(self, slots: Slots) -> CanaryVerdict:
         """The canary's verdict on the current counts (green against blue)."""
         c = self._config
         return judge_canary(
@@ -616,7 +597,7 @@ class LearningService:
             last_end=max((r.window_end for r in records), default=-math.inf),
             min_new_examples=c.min_new_examples,
             champion=await self._champion(),
-            gate=Gate(c.min_auc_gain, c.max_logloss_increase),
+            gate=PromotionGate(c.min_auc_gain, c.max_logloss_increase),
             holdout_fraction=c.holdout_fraction,
             learner=c.learner,
             alpha=c.alpha,

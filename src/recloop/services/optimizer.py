@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from recloop.config import BanditSettings
 from recloop.core.availability import AlgorithmStatus, evidence_since, next_status
 from recloop.core.bandit import (
     BetaPrior,
@@ -45,30 +46,6 @@ from recloop.core.errors import InvalidInput
 from recloop.core.ids import uuid7
 from recloop.core.segments import SEGMENTS
 from recloop.ports import AlgorithmCount, StateStore
-
-
-@dataclass(frozen=True, slots=True)
-class OptimizerConfig:
-    algorithms: tuple[str, ...]
-    default_weights: Mapping[str, Mapping[str, float]]
-    """Per segment, the weights the priors express (``core.bandit.segment_priors``)."""
-    prior_ctr: float = 0.05
-    """The prior CTR before a segment has evidence (``core.bandit.pooled_prior``)."""
-    prior_strength: float = 200.0
-    """The most pseudo-impressions a prior is worth."""
-    prior_min_strength: float = 20.0
-    """The fewest pseudo-impressions a prior is worth."""
-    bucket_seconds: float = 3600.0
-    window_seconds: float = 7 * 86400.0
-    mode: str = "probability"
-    draws: int = 2000
-    min_weight: float = 0.02
-    cache_seconds: float = 10.0
-    min_impressions: int = 1000
-    credible_level: float = 0.95
-    disable_ctr: float = 0.005
-    cooldown_seconds: float = 86400.0
-    seed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +85,7 @@ class Optimizer:
     def __init__(
         self,
         store: StateStore,
-        config: OptimizerConfig,
+        config: BanditSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -123,7 +100,7 @@ class Optimizer:
 
     @property
     def algorithms(self) -> tuple[str, ...]:
-        return self._config.algorithms
+        return tuple(self._config.algorithms)
 
     async def start(self) -> None:
         """Load the window's counts and the algorithms' status from the store."""
@@ -267,7 +244,7 @@ class Optimizer:
         cached = self._cache.get(segment)
         if (
             cached is not None
-            and c.mode in ("probability", "mean")
+            and c.weight_mode in ("probability", "mean")
             and now - cached.computed_at < c.cache_seconds
         ):
             return cached
@@ -281,10 +258,10 @@ class Optimizer:
         posts = self.posteriors(segment, now)
         live = {a: posts[a] for a in enabled}
         seed = int(self._seeds.integers(2**32))
-        if c.mode == "probability":
+        if c.weight_mode == "probability":
             drawn = probability_best(live, draws=c.draws, seed=seed)
             weights = floor_weights(drawn.weights, c.min_weight)
-        elif c.mode == "mean":
+        elif c.weight_mode == "mean":
             drawn = mean_weights(live, seed=seed)
             weights = floor_weights(drawn.weights, c.min_weight)
         else:
@@ -292,7 +269,7 @@ class Optimizer:
             weights = drawn.weights
         evidence = sum(self._totals(segment, a, now, None).impressions for a in enabled)
         result = SegmentWeights(
-            segment, weights, disabled, c.mode, now, drawn.seed, evidence / len(enabled)
+            segment, weights, disabled, c.weight_mode, now, drawn.seed, evidence / len(enabled)
         )
         self._cache[segment] = result
         return result

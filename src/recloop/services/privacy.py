@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
+from recloop.config import PrivacySettings
 from recloop.core.bandit import PerformanceCounts
 from recloop.core.errors import ConfigError
 from recloop.core.privacy import (
@@ -43,6 +43,7 @@ from recloop.ports import (
     AlgorithmCount,
     Cache,
     EventLog,
+    Forgettable,
     PrivacyStore,
     StateChanges,
     StateStore,
@@ -50,13 +51,9 @@ from recloop.ports import (
 )
 from recloop.services.experiments import ExperimentService
 from recloop.services.feedback import Processor, preferences_key
-from recloop.services.guard import GuardService
 from recloop.services.limits import RateLimits
 from recloop.services.retraction import Retraction
 from recloop.services.tasks import stop_tasks
-
-if TYPE_CHECKING:  # the learning service is optional (learning.enabled)
-    from recloop.services.learning import LearningService
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +82,18 @@ class Spool(Protocol):
     async def delete_user(self, user_id: str) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PrivacyConfig:
-    event_retention_days: float = 90.0
-    training_retention_days: float = 180.0
-    purge_interval_seconds: float = 3600.0
-    """0: no periodic purge in this process."""
-    purge_batch: int = 1_000
-    purge_pause_seconds: float = 0.05
-    id_key: bytes | None = None
-    """The pseudonymization key; None: user ids are stored as given."""
+class CachedReads:
+    """The read cache as a :class:`~recloop.ports.Forgettable`: a user's cached
+    preferences are dropped (the cache cannot list its users: none are reported held)."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    def held_users(self) -> set[str]:
+        return set()
+
+    def forget(self, user_id: str) -> None:
+        self._cache.delete(preferences_key(user_id))
 
 
 class PrivacyService:
@@ -105,32 +104,33 @@ class PrivacyService:
         state: StateStore,
         processor: Processor,
         experiments: ExperimentService,
-        guard: GuardService,
-        cache: Cache,
-        config: PrivacyConfig,
+        config: PrivacySettings,
         *,
+        holders: Sequence[Forgettable] = (),
         distributed: bool = False,
         limits: RateLimits | None = None,
         spool: Spool | None = None,
         retraction: Retraction | None = None,
-        learning: LearningService | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``distributed``: the event log is Kafka (``events`` is the workers' archive, and
-        log offsets are per partition); ``spool``: this API instance's Kafka spool;
-        ``retraction``: what flagged users' counts the optimizer leaves out (an erased
-        flagged user's are subtracted from the stored counts for good); ``learning``:
-        its items' counts forget an erased user's impressions."""
+        """``processor``: skips an erased user's events (tombstones) and drops their
+        state; ``experiments``: takes their contribution away in the erasure's
+        transaction; ``holders``: everything else holding users in memory (the guard,
+        the experiments' exposures, the learning service, the read cache), dropped by
+        :meth:`erase` and by tombstones from other processes. ``distributed``: the
+        event log is Kafka (``events`` is the workers' archive, and log offsets are per
+        partition); ``spool``: this API instance's Kafka spool; ``retraction``: what
+        flagged users' counts the optimizer leaves out (an erased flagged user's are
+        subtracted from the stored counts for good)."""
         self._retraction = retraction
-        self._learning = learning
+        self._holders = tuple(holders)
         self._store = store
         self._log = log_
         self._state = state
         self._processor = processor
         self._experiments = experiments
-        self._guard = guard
-        self._cache = cache
         self._config = config
+        self._id_key = id_key(config)
         self._distributed = distributed
         self._limits = limits
         self._spool = spool
@@ -145,7 +145,7 @@ class PrivacyService:
 
     def user_key(self, raw_id: str) -> str:
         """The id stored for ``raw_id``: its HMAC pseudonym, or itself when that is off."""
-        key = self._config.id_key
+        key = self._id_key
         return raw_id if key is None else pseudonym(key, raw_id)
 
     async def check_key(self) -> None:
@@ -156,7 +156,7 @@ class PrivacyService:
         ConfigError
             naming ``privacy.id_key`` / ``privacy.pseudonymize_user_ids`` and what to do.
         """
-        key = self._config.id_key
+        key = self._id_key
         current = PLAIN if key is None else key_fingerprint(key)
         stored = await self._store.get_meta(FINGERPRINT)
         if stored == current:
@@ -196,13 +196,11 @@ class PrivacyService:
         self._processor.set_tombstones(stored)
         if not new:
             return
-        held = (
-            self._processor.held_users() | self._experiments.held_users() | self._guard.held_users()
-        )
+        held = self._processor.held_users()
+        for holder in self._holders:
+            held |= holder.held_users()
         if self._retraction is not None:
             held |= self._retraction.left_out()
-        if self._learning is not None:
-            held |= self._learning.held_users()
         for user_id in held:
             if user_digest(user_id) in new:
                 self._forget(user_id)
@@ -211,13 +209,10 @@ class PrivacyService:
         """Drop what memory holds of the user; ``erased``: the algorithm counts this
         process's erasure subtracted from the stored ones."""
         self._processor.evict(user_id)
-        self._experiments.forget(user_id)
-        self._guard.forget(user_id)
+        for holder in self._holders:
+            holder.forget(user_id)
         if self._retraction is not None:
             self._retraction.forget(user_id, erased or ())
-        if self._learning is not None:
-            self._learning.forget(user_id)
-        self._cache.delete(preferences_key(user_id))
 
     # -- retention -------------------------------------------------------------------------
 
@@ -314,6 +309,23 @@ class PrivacyService:
     async def export(self, user_id: str) -> UserData:
         """Everything stored about ``user_id`` (the stored id)."""
         return await self._store.user_data(user_id)
+
+
+def id_key(settings: PrivacySettings) -> bytes | None:
+    """The pseudonymization key (None: user ids are stored as given).
+
+    Raises
+    ------
+    ConfigError
+        when ``privacy.id_key`` is shorter than 16 characters (checked here, not when the
+        settings load: their errors echo the value given).
+    """
+    if not settings.pseudonymize_user_ids:
+        return None
+    secret = "" if settings.id_key is None else settings.id_key.get_secret_value()
+    if len(secret) < 16:
+        raise ConfigError("privacy.id_key must be at least 16 characters long")
+    return secret.encode()
 
 
 def _key_mismatch(stored: str | None, current: str) -> str:

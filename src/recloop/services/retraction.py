@@ -31,8 +31,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from recloop.config import Settings
 from recloop.core.contribution import attributed_counts
 from recloop.core.preferences import Preferences
 from recloop.core.segments import SegmentRules
@@ -46,24 +47,39 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RetractionConfig:
+    """The numbers of other sections a retraction reads (:meth:`of`; no defaults here)."""
+
     algorithms: frozenset[str]
     """The algorithms whose attributed events the processor counts."""
-    bucket_seconds: float = 3600.0
-    segment_rules: SegmentRules = field(default_factory=SegmentRules)
-    every_seconds: float = 10.0
+    bucket_seconds: float
+    segment_rules: SegmentRules
+    every_seconds: float
     """At most one read of the log this often (``spam.retraction_every_seconds``): the
     users flagged meanwhile are read together."""
-    users_per_read: int = 500
+    users_per_read: int
     """At most this many newly flagged users per read (``spam.retraction_users_per_read``);
     the rest wait for the next."""
-    max_future_seconds: float = 300.0
+    max_future_seconds: float
     """How far ahead of its logging an event's timestamp may be
     (``feedback.max_future_seconds``): a user's first event was logged no earlier than
     their ``first_event_at`` less this."""
-    clock_slack_seconds: float = 3600.0
-    """How far logging times may go back along the log (a clock stepped back, writers
-    committing concurrently, the distributed archive's workers' clocks): the read starts
-    this much earlier than the users' first events."""
+    clock_slack_seconds: float
+    """How far logging times may go back along the log (``spam.retraction_clock_slack_seconds``:
+    a clock stepped back, writers committing concurrently, the distributed archive's
+    workers' clocks): the read starts this much earlier than the users' first events."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> RetractionConfig:
+        spam = settings.spam
+        return cls(
+            algorithms=frozenset(settings.bandit.algorithms),
+            bucket_seconds=settings.bandit.bucket_seconds,
+            segment_rules=settings.segments.rules,
+            every_seconds=spam.retraction_every_seconds,
+            users_per_read=spam.retraction_users_per_read,
+            max_future_seconds=settings.feedback.max_future_seconds,
+            clock_slack_seconds=spam.retraction_clock_slack_seconds,
+        )
 
 
 class Retraction:

@@ -72,7 +72,9 @@ class Archive(Protocol):
         ...
 
 
-class Observer(Protocol):
+class EvidenceSink(Protocol):
+    """Takes every event the worker hands on as evidence about its user (the guard)."""
+
     async def observe(self, events: Sequence[Event]) -> None: ...
 
 
@@ -111,7 +113,7 @@ class Worker:
         store: StateStore,
         archive: Archive,
         dead_letters: DeadLetterSink,
-        guard: Observer | None = None,
+        guard: EvidenceSink | None = None,
         max_records: int = 2_000,
         report: Report | None = None,
         commit_seconds: float = 1.0,

@@ -14,8 +14,8 @@ from recloop.api.requests import StrictJsonRoute
 from recloop.api.responses import FastJSONResponse
 from recloop.api.schemas import CONFLICT, ErrorOut, Reason
 from recloop.core.auth import Principal
+from recloop.core.deployment import Transition
 from recloop.core.errors import Unavailable
-from recloop.learning.deployment import Transition
 from recloop.ports import ModelRecord, TrainingJob
 from recloop.services.learning import LearningService
 

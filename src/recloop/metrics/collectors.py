@@ -1,156 +1,38 @@
-"""Prometheus metrics, served at ``GET /metrics``.
-
-Two kinds:
-
-- **Counted where the work is done**, with no state of their own:
-  ``recloop_events_total{type,status}`` (the feedback routes add each request's
-  outcomes, one update per (type, status) group) and
-  ``recloop_http_request_duration_seconds{route,method,status}`` (the HTTP
-  middleware; ``route`` is the route's template, never the raw path).
-- **Read from the running services at scrape time** by :class:`StateCollector`:
-  queue depths, the event log's lag, algorithm weights and posterior CTRs,
-  experiment exposures, guard statuses, degraded and unreachable dependencies,
-  open circuit breakers, and the retries the services counted
-  (``recloop_retries_total{operation}``, a counter kept by ``resilience.RetryCounts``).
-  Nothing on the hot paths keeps books for them.
-
-Each app has its own registry. With ``PROMETHEUS_MULTIPROC_DIR`` set (several
-server processes behind one port, e.g. gunicorn), the two counted metrics are
-kept in that folder by prometheus-client and a scrape of any process sums them
-over all; the scrape-time gauges are those of the process that answers.
-
-A ``recloop worker`` serves its own (:class:`WorkerMetrics`, on
-``event_log.worker_metrics_port``): prometheus-client's threaded HTTP server, off
-the event loop, whose scrapes read the worker and its container *on* the loop
-(:class:`WorkerCollector`), through the same functions as ``serve``'s gauges.
-"""
+"""Gauges read from a process's services when scraped: :class:`StateCollector` (an API
+instance's container) and :class:`WorkerCollector` (a worker, read on its event loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, make_wsgi_app
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from recloop.core.events import FEEDBACK_TYPES
 from recloop.core.stats import srm_test
 from recloop.services.refusals import KINDS as REFUSED_KINDS
 
 if TYPE_CHECKING:
-    from recloop.container import Container
+    from recloop.adapters.kafka.spool import SpooledEventLog
+    from recloop.adapters.redis import SharedCache
+    from recloop.container import Container, WorkerContainer
     from recloop.core.breaker import CircuitBreaker
     from recloop.ports import StateStore
     from recloop.services.feedback import Processor
-    from recloop.services.ingest import EventOutcome
+    from recloop.services.guard import GuardService
+    from recloop.services.limits import RateLimits
     from recloop.services.worker import Worker
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-"""Seconds; the ingest path answers in about a millisecond, so the low end is fine-grained."""
-
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"
-"""The ``route`` label of requests no route matched (their raw paths would be unbounded)."""
-
 PING_TIMEOUT_SECONDS = 2.0
 LOOP_TIMEOUT_SECONDS = 5.0
 """A worker's scrape (or liveness check) fails if its event loop does not answer in this."""
-
-
-def event_type_label(raw: Any) -> str:
-    """The ``type`` label of an event rejected before it was parsed: its type if known."""
-    value = raw.get("type") if isinstance(raw, Mapping) else None
-    return value if isinstance(value, str) and value in FEEDBACK_TYPES else "unknown"
-
-
-class Metrics:
-    """One app's metrics: the counted ones, and the collector of the rest."""
-
-    def __init__(self, container: Callable[[], Container | None]) -> None:
-        """``container`` returns the app's container once started (None before)."""
-        self.registry = CollectorRegistry()
-        self.events = Counter(
-            "recloop_events",
-            "Feedback events by type and outcome (accepted, duplicate, rejected, "
-            "rate_limited, blocked).",
-            ["type", "status"],
-            registry=self.registry,
-        )
-        self.http_duration = Histogram(
-            "recloop_http_request_duration_seconds",
-            "HTTP request duration by route template, method and status code.",
-            ["route", "method", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.state = StateCollector(container)
-        self.registry.register(self.state)
-        self.scrape_registry = self.registry
-        if os.environ.get(MULTIPROC_ENV):
-            # The counted metrics live in the shared folder; this process adds its own state.
-            self.scrape_registry = CollectorRegistry()
-            MultiProcessCollector(self.scrape_registry)  # type: ignore[no-untyped-call]
-            self.scrape_registry.register(self.state)
-        self._http: dict[tuple[str, str, int], Any] = {}
-        self._events: dict[tuple[str, str], Any] = {}
-
-    # -- counted where the work is done ------------------------------------------------
-
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        if method not in HTTP_METHODS:
-            method = "other"  # any token is a method: keep the label (and this cache) bounded
-        key = (route, method, status)
-        child = self._http.get(key)
-        if child is None:
-            child = self._http[key] = self.http_duration.labels(route, method, str(status))
-        child.observe(seconds)
-
-    def count_events(self, types: Iterable[str], outcomes: Iterable[EventOutcome]) -> None:
-        """Add one request's outcomes (``types[i]`` is the type of ``outcomes[i]``)."""
-        groups: dict[tuple[str, str], int] = {}
-        for event_type, outcome in zip(types, outcomes, strict=True):
-            key = (event_type, outcome.status)
-            groups[key] = groups.get(key, 0) + 1
-        for key, n in groups.items():
-            self._event_child(key).inc(n)
-
-    def count_rejected(self, event_type: str) -> None:
-        """One event refused before it reached the ingest service (a single-event 422)."""
-        self._event_child((event_type, "rejected")).inc()
-
-    def _event_child(self, key: tuple[str, str]) -> Any:
-        child = self._events.get(key)
-        if child is None:
-            child = self._events[key] = self.events.labels(*key)
-        return child
-
-    # -- the scrape ------------------------------------------------------------------
-
-    async def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """The exposition (text or OpenMetrics, as ``accept`` asks) and its content type."""
-        await self.state.refresh()
-        # No await between the refresh and the rendering: the snapshot is this scrape's.
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.scrape_registry), content_type
 
 
 @dataclass(slots=True)
@@ -198,15 +80,15 @@ class StateCollector(Collector):
         yield from _algorithms(self._snapshot.algorithms)
         yield from _experiments(c)
         yield from _deployment(self._snapshot.deployment)
-        yield _spam(c)
+        yield _spam(c.guard)
         limits = c.ingest.limits
         yield GaugeMetricFamily(
             "recloop_rate_limit_degraded",
             "1 while rate limits count in process because their shared storage fails.",
             value=1.0 if limits is not None and limits.degraded else 0.0,
         )
-        yield _dependencies(c, self._snapshot.storage_up)
-        yield from _resilience(c, c.breakers(), c.retries.snapshot())
+        yield _dependencies(self._snapshot.storage_up, c.shared_cache, c.spool, limits)
+        yield from _resilience(c.breakers(), c.retries.snapshot())
 
 
 async def _storage_up(store: StateStore) -> bool:
@@ -218,7 +100,7 @@ async def _storage_up(store: StateStore) -> bool:
 
 
 def _event_log(c: Container) -> Iterator[Metric]:
-    if c.distributed:
+    if c.spool is not None:
         yield GaugeMetricFamily(
             "recloop_event_log_lag",
             "Distributed: accepted events waiting in this instance's spool for Kafka.",
@@ -378,18 +260,22 @@ def _deployment(deployment: Mapping[str, Any] | None) -> Iterator[Metric]:
     yield transitions
 
 
-def _spam(c: Container) -> Metric:
+def _spam(guard: GuardService) -> Metric:
     spam = GaugeMetricFamily(
         "recloop_spam_users", "Users the guard holds suspect or blocked.", labels=["status"]
     )
-    for status, n in c.guard.status_counts().items():
+    for status, n in guard.status_counts().items():
         spam.add_metric([status], n)
     return spam
 
 
-def _dependencies(c: Container, storage_up: bool | None, api: bool = True) -> Metric:
-    """``api``: this process serves the API (its event log and rate limits count);
-    a worker has neither."""
+def _dependencies(
+    storage_up: bool | None,
+    shared_cache: SharedCache | None,
+    spool: SpooledEventLog | None = None,
+    limits: RateLimits | None = None,
+) -> Metric:
+    """``spool`` and ``limits``: an API instance's (a worker has neither)."""
     family = GaugeMetricFamily(
         "recloop_dependency_up",
         "1 if the dependency answers; named as the components of /health.",
@@ -397,18 +283,17 @@ def _dependencies(c: Container, storage_up: bool | None, api: bool = True) -> Me
     )
     if storage_up is not None:
         family.add_metric(["storage"], 1.0 if storage_up else 0.0)
-    if api and c.distributed:
-        family.add_metric(["event_log"], 0.0 if c.spool.degraded else 1.0)
-    limits = c.ingest.limits
-    if api and limits is not None and c.settings.rate_limits.storage != "memory://":
+    if spool is not None:
+        family.add_metric(["event_log"], 0.0 if spool.degraded else 1.0)
+    if limits is not None and limits.shared:
         family.add_metric(["rate_limits"], 0.0 if limits.degraded else 1.0)
-    if c.shared_cache is not None:
-        family.add_metric(["cache"], 0.0 if c.shared_cache.degraded else 1.0)
+    if shared_cache is not None:
+        family.add_metric(["cache"], 0.0 if shared_cache.degraded else 1.0)
     return family
 
 
 def _resilience(
-    c: Container, breakers: Mapping[str, CircuitBreaker], retries: Mapping[str, int]
+    breakers: Mapping[str, CircuitBreaker], retries: Mapping[str, int]
 ) -> Iterator[Metric]:
     family = GaugeMetricFamily(
         "recloop_breaker_open",
@@ -447,7 +332,7 @@ class WorkerCollector(Collector):
     def __init__(
         self,
         worker: Worker,
-        container: Container,
+        container: WorkerContainer,
         loop: asyncio.AbstractEventLoop,
         timeout: float = LOOP_TIMEOUT_SECONDS,
     ) -> None:
@@ -495,9 +380,9 @@ class WorkerCollector(Collector):
         return [
             *_worker(w),
             *_processor(c.processor),
-            _spam(c),
-            _dependencies(c, storage_up, api=False),
-            *_resilience(c, breakers, retries),
+            _spam(c.guard),
+            _dependencies(storage_up, c.shared_cache),
+            *_resilience(breakers, retries),
         ]
 
     async def liveness(self) -> dict[str, Any]:
@@ -558,92 +443,3 @@ def _worker(w: Worker) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "recloop_worker_stopping", "1 once the worker's graceful stop began.", float(w.stopping)
     )
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log."""
-
-
-class WorkerMetrics:
-    """``GET /metrics`` and ``GET /health/live`` of a ``recloop worker``.
-
-    prometheus-client's threaded WSGI server in a daemon thread: the worker's
-    loop only runs each scrape's :meth:`WorkerCollector.snapshot`. ``/health/live``
-    answers 200 when the loop does within :data:`LOOP_TIMEOUT_SECONDS` (with
-    whether the worker is stopping and the partitions it owns), 503 otherwise.
-
-    Raises
-    ------
-    OSError
-        if it cannot listen on ``host:port`` (e.g. the port is taken).
-    """
-
-    def __init__(
-        self,
-        worker: Worker,
-        container: Container,
-        host: str,
-        port: int,
-        loop: asyncio.AbstractEventLoop | None = None,
-        timeout: float = LOOP_TIMEOUT_SECONDS,
-    ) -> None:
-        """``loop``: the worker's (default: the running one); ``port`` 0: any free one
-        (:attr:`port` says which)."""
-        self.collector = WorkerCollector(
-            worker, container, loop or asyncio.get_running_loop(), timeout
-        )
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)
-        self._metrics_app = make_wsgi_app(self.registry)
-
-        class Server(ThreadingWSGIServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        self._server = make_server(host, port, self._app, Server, handler_class=_QuietHandler)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="worker-metrics", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop listening (blocks up to half a second: call it in a thread from a loop)."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/health/live":
-            try:
-                body = self.collector.on_loop(self.collector.liveness())
-                status = "200 OK"
-            except ScrapeFailed as exc:
-                body, status = (
-                    {"status": "unresponsive", "detail": str(exc)},
-                    "503 Service Unavailable",
-                )
-            start_response(status, [("Content-Type", "application/json")])
-            return [orjson.dumps(body)]
-        if path not in ("/metrics", "/"):
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"not found: /metrics, /health/live\n"]
-        try:
-            return list(self._metrics_app(environ, start_response))
-        except ScrapeFailed as exc:
-            start_response(
-                "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")]
-            )
-            return [f"{exc}\n".encode()]
-
-
-__all__ = [
-    "MULTIPROC_ENV",
-    "Metrics",
-    "ScrapeFailed",
-    "StateCollector",
-    "WorkerCollector",
-    "WorkerMetrics",
-    "event_type_label",
-]

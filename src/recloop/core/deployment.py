@@ -311,7 +311,7 @@ def confirm(
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class CanaryVerdict:
     """What to do now, why, and the numbers behind it."""
 
     decision: Decision
@@ -325,7 +325,7 @@ def judge_canary(
     min_impressions: int = 1_000,
     margin: float = 0.05,
     alpha: float = 0.05,
-) -> Verdict:
+) -> CanaryVerdict:
     """Promote, roll back or wait, from each slot's (impressions, clicks).
 
     The relative effect ``δ = ctr_green / ctr_blue - 1`` gets an anytime-valid
@@ -375,18 +375,22 @@ def judge_canary(
         f"blue {control.mean:.4f} ({control.n})"
     )
     if min(control.n, treatment.n) < min_impressions:
-        return Verdict("wait", f"{rates}: each slot needs {min_impressions} impressions", numbers)
+        return CanaryVerdict(
+            "wait", f"{rates}: each slot needs {min_impressions} impressions", numbers
+        )
     ci = comparison.ci_relative
     if comparison.relative_effect is None or ci is None:
         why = comparison.reason or "no relative effect"
-        return Verdict("wait", f"{rates}: cannot compare yet ({why})", numbers)
+        return CanaryVerdict("wait", f"{rates}: cannot compare yet ({why})", numbers)
     numbers.update(relative_effect=comparison.relative_effect, ci_low=ci[0], ci_high=ci[1])
     effect = (
         f"{rates}: relative effect {comparison.relative_effect:+.1%}, anytime-valid "
         f"{1 - alpha:.0%} interval [{ci[0]:+.1%}, {ci[1]:+.1%}]"
     )
     if ci[1] < -margin:
-        return Verdict("rollback", f"{effect} entirely below -{margin:.1%}: worse", numbers)
+        return CanaryVerdict("rollback", f"{effect} entirely below -{margin:.1%}: worse", numbers)
     if ci[0] > -margin:
-        return Verdict("promote", f"{effect} entirely above -{margin:.1%}: non-inferior", numbers)
-    return Verdict("wait", f"{effect} contains -{margin:.1%}: not decided yet", numbers)
+        return CanaryVerdict(
+            "promote", f"{effect} entirely above -{margin:.1%}: non-inferior", numbers
+        )
+    return CanaryVerdict("wait", f"{effect} contains -{margin:.1%}: not decided yet", numbers)
