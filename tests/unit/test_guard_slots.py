@@ -83,7 +83,7 @@ def test_a_user_of_the_batch_is_never_the_one_to_make_room() -> None:
 
 
 def test_reliabilities_before_any_evidence() -> None:
-    guard = GuardService(InMemoryStateStore(), GuardConfig(), lambda: T0)
+    guard = GuardService(InMemoryStateStore(), SpamSettings(), max_users=10, clock=lambda: T0)
     assert guard.reliabilities(["x", "y"]).tolist() == [guard.fresh_score] * 2
     asyncio.run(guard.set_manual("x", blocked=True, reason=None))
     held, fresh = guard.reliabilities(["x", "y"]).tolist()

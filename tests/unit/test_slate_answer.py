@@ -14,7 +14,7 @@ from recloop.core.slates import Slate
 
 
 def old_ranking(slate: Slate) -> list[dict[str, Any]]:
-    """The former ``Slate.ranking``."""
+    """The former ``Slate.ranking`` (with the credit's probability, added since)."""
     out = []
     for i, item in enumerate(slate.item_ids):
         shares, credit = (list(slate.shares[i]), slate.credits[i]) if slate.shares else ([], None)
@@ -27,6 +27,9 @@ def old_ranking(slate: Slate) -> list[dict[str, Any]]:
                 "algorithms": list(slate.algorithms[i]),
                 "shares": shares,
                 "credit": credit,
+                "credit_probability": (
+                    slate.credit_probabilities[i] if slate.credit_probabilities else None
+                ),
             }
         )
     return out
@@ -43,6 +46,7 @@ def slates(draw: st.DrawFn) -> Slate:
     logged = draw(st.booleans())
     shares = tuple(tuple(draw(floats) for _ in a) for a in algorithms) if logged else ()
     credits = tuple(draw(st.sampled_from([None, *a])) for a in algorithms) if logged else ()
+    chances = tuple(draw(st.floats(0.0, 1.0)) for _ in algorithms) if draw(st.booleans()) else ()
     return Slate(
         tuple(f"i{j}" for j in range(n)),
         tuple(draw(floats) for _ in range(n)),
@@ -53,6 +57,7 @@ def slates(draw: st.DrawFn) -> Slate:
         ("x", "y"),
         shares=shares if n else (),
         credits=credits if n else (),
+        credit_probabilities=chances if n else (),
     )
 
 
