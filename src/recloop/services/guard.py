@@ -50,7 +50,8 @@ from recloop.core.spam import (
     group_rule,
     judge,
 )
-from recloop.core.spam_batch import judge_many
+from recloop.core.spam_batch import profile_features_many
+from recloop.core.spam_grade import grade_many
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
 from recloop.core.spam_table import CODES, ActivityTable, ActivityView
@@ -373,34 +374,46 @@ class GuardService:
             return []
         views, readings = self._table.evidence(slots, self._items.catalogue)
         user_ids = [self._user(slot) for slot in slots.tolist()]
-        found = judge_many(
-            views,
-            self._items,
-            self._config.detectors,
-            now,
-            self._texts,
-            self._norms,
-            [self._groups.get(user_id) for user_id in user_ids],
-            readings,
-        )
+        spam, items, texts, norms = self._config.detectors, self._items, self._texts, self._norms
+        groups = [self._groups.get(user_id) for user_id in user_ids]
+        features = profile_features_many([v.ratings for v in views], items, spam)
+        # the scores graded as columns; a user's signals by name only when needed
+        graded = grade_many(views, items, spam, now, texts, norms, groups, features, readings)
+
+        def verdict(i: int) -> Verdict:
+            return judge(
+                views[i], items, spam, now, texts, norms, groups[i], features[i], readings[i]
+            )
+
         if verdicts is not None:
-            verdicts.extend(found)
+            verdicts.extend(verdict(i) for i in range(len(views)))
         judged = self._table.events[slots]
-        self._score[slots] = [v.score for v in found]
+        self._score[slots] = graded.score
         self._judged_at[slots] = now
         self._since[slots] = 0
         self._next_after[slots] = np.maximum(self._config.judge_every_events, judged)
         self._pending_at[slots] = math.nan
         changes = []
-        for user_id, verdict in zip(user_ids, found, strict=True):
-            change = self._record(user_id, verdict, now)
+        for i, user_id in enumerate(user_ids):
+            change = self._record(
+                user_id, float(graded.score[i]), graded.status[i], features[i], now, i, verdict
+            )
             if change is not None:
                 changes.append(change)
         return changes
 
-    def _record(self, user_id: str, verdict: Verdict, now: float) -> ReliabilityRecord | None:
-        """Keep ``verdict``; the user's new record if their stored status or score moved."""
-        features = verdict.features
+    def _record(
+        self,
+        user_id: str,
+        score: float,
+        status: str,
+        features: ProfileFeatures | None,
+        now: float,
+        i: int,
+        verdict: Callable[[int], Verdict],
+    ) -> ReliabilityRecord | None:
+        """Keep the user's judgement (``verdict(i)``: its signals, asked only for a new
+        record's reason); the user's new record if their stored status or score moved."""
         if features is not None and features.n >= self._config.detectors.profile_min:
             self._sample.pop(user_id, None)
             self._sample[user_id] = features
@@ -410,18 +423,19 @@ class GuardService:
         current = self._records.get(user_id)
         if current is not None and current.manual:
             return None
-        reason = verdict.hard_rule or ", ".join(
-            name for name, signal in verdict.signals.items() if signal.fired
-        )
-        if current is None and verdict.status == "trusted":
+        if current is None and status == "trusted":
             return None  # trusted users are only stored once they have been something else
-        if current is not None and current.status == verdict.status:
-            if abs(current.score - verdict.score) < 1.0:
+        if current is not None and current.status == status:
+            if abs(current.score - score) < 1.0:
                 return None
             since = current.since
         else:
             since = now
-        record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
+        found = verdict(i)
+        reason = found.hard_rule or ", ".join(
+            name for name, signal in found.signals.items() if signal.fired
+        )
+        record = ReliabilityRecord(user_id, found.score, found.status, since, False, reason)
         self._keep(record)
         return record
 
