@@ -181,38 +181,9 @@ def rate_limits(settings: Settings) -> RateLimits | None:
         raise ConfigError(f"rate_limits.storage: {exc}") from None
 
 
-def rank_config(settings: Settings) -> RankConfig:
-    x = settings.exploration
-    return RankConfig(
-        epsilons=dict(x.epsilon),
-        segment_rules=settings.segments.rules,
-        rrf_k=settings.rank.rrf_k,
-        affinity_weight=settings.rank.affinity_weight,
-        fusion=settings.rank.fusion,
-        seed=x.seed,
-        evidence_half=x.evidence_half,
-        explore_top=x.top,
-        temperature=x.temperature,
-        probe=x.probe,
-        segment_evidence_half=x.segment_evidence_half,
-        affinity_list=settings.rank.affinity_list,
-    )
-
-
 def kafka_config(settings: Settings) -> KafkaConfig:
-    k = settings.event_log.kafka
-    return KafkaConfig(
-        bootstrap_servers=k.bootstrap_servers,
-        topic=k.topic,
-        group_id=k.group_id,
-        client_id=k.client_id,
-        enable_idempotence=k.enable_idempotence,
-        linger_ms=k.linger_ms,
-        request_timeout_ms=k.request_timeout_ms,
-        session_timeout_ms=k.session_timeout_ms,
-        heartbeat_interval_ms=k.heartbeat_interval_ms,
-        fetch_max_wait_ms=k.fetch_max_wait_ms,
-    )
+    """The Kafka clients' configuration (``event_log.kafka``)."""
+    return KafkaConfig.of(settings.event_log.kafka)
 
 
 def _read_cache(settings: Settings) -> tuple[Cache, SharedCache | None]:
@@ -545,7 +516,7 @@ def build_container(
         impressions,
         store,
         event_log,
-        rank_config(settings),
+        RankConfig.of(settings),
         experiments=experiments,
         learning=learning,
         retries=a.retries,

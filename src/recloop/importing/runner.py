@@ -82,7 +82,7 @@ from recloop.adapters.sql.tables import events
 from recloop.adapters.sql.writer_lock import WriterLock
 from recloop.api.wire import FeedbackWire
 from recloop.config import Settings
-from recloop.container import Container, build_container, check_dims, rank_config
+from recloop.container import Container, build_container, check_dims
 from recloop.core.ranking import Candidate, credited
 from recloop.importing.rows import Raw, raw_record, read
 from recloop.importing.sorting import ExternalSort
@@ -90,7 +90,7 @@ from recloop.learning.training import IMPORTED
 from recloop.ports import Impression, StateStore
 from recloop.services.batching import GroupCommit
 from recloop.services.ingest import EventOutcome, IngestService
-from recloop.services.ranking import Ranker
+from recloop.services.ranking import RankConfig, Ranker
 from recloop.services.vectors import ItemVectors
 
 _ARCHIVE_CHUNK: Final = 5_000
@@ -397,7 +397,7 @@ class _Session:
             self.slate_writer,
             c.store,
             c.event_log,
-            rank_config(settings),
+            RankConfig.of(settings),
             clock=_SHOWN_AT.get,  # features and segment as of the slate, not of the import
             learning=c.learning,
             retries=c.retries,

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from recloop.config import Settings
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
@@ -56,29 +57,39 @@ _LOGGED_COLUMNS: Final = np.array([COLUMN[name] for name in LOGGED_NAMES[1:]], d
 
 @dataclass(frozen=True, slots=True)
 class RankConfig:
+    """What ranking reads of the settings (the ``exploration``, ``rank`` and ``segments``
+    sections, whose fields say what each means): :meth:`of` is the one place it is read."""
+
     epsilons: Mapping[str, float]
-    segment_rules: SegmentRules = field(default_factory=SegmentRules)
-    rrf_k: float = 60.0
-    affinity_weight: float = 0.5
-    seed: int | None = None
-    fusion: Method = "percentile"
-    """How each algorithm's list is calibrated before fusion (``core.ranking``)."""
-    evidence_half: float | None = 20.0
-    """Interactions at which a user's ε is half the segment's (None: always the segment's)."""
-    explore_top: int = 5
-    """An exploring draw promotes one of this many candidates after the greedy one ..."""
-    temperature: float | None = 0.5
-    """... by a softmax of their scores at this temperature (None: uniformly)."""
-    probe: bool = False
-    """An exploring draw probes one algorithm (``core.exploration.probe``), drawn by weight,
-    and credits it alone; when the candidates name no weighted algorithm, the softmax draw."""
-    segment_evidence_half: float | None = None
-    """With probes, ε is also halved when the segment's algorithms have this many credited
-    impressions each on average (``SegmentWeights.evidence``; None: not shrunk by it)."""
-    affinity_list: str | None = None
-    """The name under which the user's preference affinity is fused as one more algorithm's
-    list (every candidate with a vector, by its cosine), its weight learnt by the bandit like
-    any algorithm's, in place of the fixed ``affinity_weight`` (None: the fixed weight)."""
+    segment_rules: SegmentRules
+    rrf_k: float
+    affinity_weight: float
+    seed: int | None
+    fusion: Method
+    evidence_half: float | None
+    explore_top: int
+    temperature: float | None
+    probe: bool
+    segment_evidence_half: float | None
+    affinity_list: str | None
+
+    @classmethod
+    def of(cls, settings: Settings) -> RankConfig:
+        x, rank = settings.exploration, settings.rank
+        return cls(
+            epsilons=dict(x.epsilon),
+            segment_rules=settings.segments.rules,
+            rrf_k=rank.rrf_k,
+            affinity_weight=rank.affinity_weight,
+            seed=x.seed,
+            fusion=rank.fusion,
+            evidence_half=x.evidence_half,
+            explore_top=x.top,
+            temperature=x.temperature,
+            probe=x.probe,
+            segment_evidence_half=x.segment_evidence_half,
+            affinity_list=rank.affinity_list,
+        )
 
 
 @dataclass(frozen=True, slots=True)

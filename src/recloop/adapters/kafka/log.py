@@ -52,6 +52,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from recloop.config import KafkaSettings
 from recloop.core.errors import ConfigError, Unavailable
 from recloop.core.events import Event
 from recloop.core.records import dumps as encode_record
@@ -63,6 +64,9 @@ REQUEST_ID_HEADER = "request_id"
 REASON_HEADER = "reason"
 SOURCE_PARTITION_HEADER = "source_partition"
 SOURCE_OFFSET_HEADER = "source_offset"
+
+_DEFAULTS = KafkaSettings()
+"""The settings' defaults: the one definition of each (``event_log.kafka``)."""
 
 PartitionsHook = Callable[[frozenset[int]], Awaitable[None]]
 """Called with a set of partition numbers of the event topic."""
@@ -104,17 +108,22 @@ class KafkaConfig:
     """
 
     bootstrap_servers: str
-    topic: str = "recloop.events"
-    group_id: str = "recloop-workers"
-    client_id: str = "recloop"
-    enable_idempotence: bool = True
-    linger_ms: int = 5
+    topic: str = _DEFAULTS.topic
+    group_id: str = _DEFAULTS.group_id
+    client_id: str = _DEFAULTS.client_id
+    enable_idempotence: bool = _DEFAULTS.enable_idempotence
+    linger_ms: int = _DEFAULTS.linger_ms
     max_batch_size: int = 256 * 1024
-    request_timeout_ms: int = 30_000
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
+    request_timeout_ms: int = _DEFAULTS.request_timeout_ms
+    session_timeout_ms: int = _DEFAULTS.session_timeout_ms
+    heartbeat_interval_ms: int = _DEFAULTS.heartbeat_interval_ms
     max_poll_interval_ms: int = 300_000
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = _DEFAULTS.fetch_max_wait_ms
+
+    @classmethod
+    def of(cls, settings: KafkaSettings) -> KafkaConfig:
+        """The ``event_log.kafka`` section's values."""
+        return cls(**settings.model_dump())
 
     def __post_init__(self) -> None:
         for name in ("bootstrap_servers", "topic", "group_id", "client_id"):
