@@ -88,6 +88,7 @@ References
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import unicodedata
@@ -715,7 +716,9 @@ class ItemStats:
             cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
         ):
             return cached[2], cached[3]
-        table = np.array(list(self._items.values()), dtype=np.float64).reshape(-1, 5)
+        rows = self._items.values()
+        table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
+        table = table.reshape(-1, 5)
         n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
         out = []
         for ends, value in ((top, RATING_MAX), (bottom, RATING_MIN)):
