@@ -1,9 +1,11 @@
 """The guard: who may send events, and whose events are learnt from.
 
 Every accepted event is evidence about its user (``core.spam``): timing,
-behaviour, rating profile, review text. The guard keeps each user's evidence
-in memory, judges users periodically (and at once on a hard rule such as a
-flood), and acts on the verdict:
+behaviour, rating profile, review text. The guard keeps every tracked user's
+evidence in memory, in columns by user slot (``core.spam_table``: a batch is
+folded for all its users at once), judges users periodically, those due
+together graded as columns (``core.spam_grade``), and at once on a hard rule
+such as a flood, and acts on the verdict:
 
 - ``trusted``: learnt from, the learning rate scaled by reliability/100;
 - ``suspect`` (score < ``spam.suspect_threshold``): events accepted and kept,
