@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -10,7 +11,7 @@ import pytest
 
 from recloop.adapters.ratelimit import MemoryRateLimiter
 from recloop.config import Settings
-from tests.conftest import Running, free_port, start_app
+from tests.conftest import Running, start_app
 from tests.redis import flush_prefix
 
 
@@ -117,15 +118,20 @@ async def test_shared_redis_storage_counts_across_instances(
 async def test_redis_down_falls_back_to_in_process_limits(
     settings_factory: Callable[..., Settings],
 ) -> None:
-    dead = f"async+redis://127.0.0.1:{free_port()}"
-    app, close = await start_app(
-        settings_factory(rate_limits={"explicit": "3/minute", "storage": dead})
-    )
-    try:
-        body = (await app.client.post("/feedback", json={"events": likes("d", 5)})).json()
-        assert (body["accepted"], body["rate_limited"]) == (3, 2)  # still enforced, locally
-        health = (await app.client.get("/health")).json()
-        assert health["status"] == "degraded"
-        assert health["components"]["rate_limits"]["detail"]["fallback"] is True
-    finally:
-        await close()
+    # A port bound and never listening: a connection is refused at once, and no client
+    # gets it as its own ephemeral port (a client connecting from the very port it
+    # connects to meets itself, and waits for an answer until its timeout).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        dead = f"async+redis://127.0.0.1:{held.getsockname()[1]}"
+        app, close = await start_app(
+            settings_factory(rate_limits={"explicit": "3/minute", "storage": dead})
+        )
+        try:
+            body = (await app.client.post("/feedback", json={"events": likes("d", 5)})).json()
+            assert (body["accepted"], body["rate_limited"]) == (3, 2)  # enforced, locally
+            health = (await app.client.get("/health")).json()
+            assert health["status"] == "degraded"
+            assert health["components"]["rate_limits"]["detail"]["fallback"] is True
+        finally:
+            await close()
