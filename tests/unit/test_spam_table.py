@@ -166,8 +166,7 @@ def test_the_columns_fold_as_the_reference_does(config: SpamConfig, seed: int) -
     expected, expected_items = reference(events, config)
     table, slots, items = columns(events, config, seed)
     order = sorted(expected)
-    views = table.views(np.array([slots[u] for u in order], np.int64))
-    readings = table.readings(np.array([slots[u] for u in order], np.int64), items.catalogue)
+    views, readings = table.evidence(np.array([slots[u] for u in order], np.int64), items.catalogue)
     for user, view, reading in zip(order, views, readings, strict=True):
         ref = expected[user]
         for name in COUNTERS:

@@ -69,7 +69,7 @@ _REVIEW: Final = CODES["review"]
 _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
-_NO_RULE, _ACTIONS_RULE, _EXPLICIT_RULE = 0, 1, 2
+_ACTIONS_RULE, _EXPLICIT_RULE = 1, 2  # the rule column's codes (0: none)
 _NONE: Final = itertools.repeat(-1)
 """The value of a key the ordinal dicts do not hold."""
 
@@ -639,9 +639,9 @@ class ActivityTable:
         rows = path[:, ::-1][taken[:, ::-1]]
         return rows, owner
 
-    def gather(self, slots: Ints) -> tuple[Ints, Ints, Ints, Ints, Ints]:
+    def _gather(self, slots: Ints) -> tuple[Ints, Ints, Ints, Ints]:
         """The latest actions of the users in ``slots`` and of each one's dominant type:
-        ``(rows, sizes, dominant_rows, dominant_sizes, dominant)``, rows laid end to end."""
+        ``(rows, sizes, dominant_rows, dominant_sizes)``, rows laid end to end."""
         recent = self.config.recent_actions
         sizes = np.minimum(self.actions[slots], recent)
         rows, _ = self._walk(self.head[slots], self.log_prev, sizes)
@@ -650,13 +650,7 @@ class ActivityTable:
         dominant_sizes = counts[np.arange(len(slots)), dominant]
         starts = self.type_head[slots, dominant]
         dominant_rows, _ = self._walk(starts, self.log_prev_type, dominant_sizes)
-        return rows, sizes, dominant_rows, dominant_sizes, dominant
-
-    def readings(self, slots: Ints, catalogue: int = 0) -> list[ActivityReadings]:
-        """Each user's :class:`ActivityReadings` (what
-        :func:`recloop.core.spam_batch.activity_readings_many` computes from the
-        reference's objects), from the columns."""
-        return self.evidence(slots, catalogue)[1]
+        return rows, sizes, dominant_rows, dominant_sizes
 
     def views(self, slots: Ints) -> list[ActivityView]:
         """Each user's evidence as the judgement reads it."""
@@ -667,7 +661,7 @@ class ActivityTable:
     ) -> tuple[list[ActivityView], list[ActivityReadings]]:
         """Each user's evidence as the judgement reads it, and its readings (``catalogue``
         as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
-        rows, sizes, dominant_rows, dominant_sizes, _ = self.gather(slots)
+        rows, sizes, dominant_rows, dominant_sizes = self._gather(slots)
         readings = readings_of_segments(
             self.log_t[rows],
             sizes,
