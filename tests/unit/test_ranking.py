@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 from scipy.spatial import distance
 
 from recloop.core.errors import InvalidInput
-from recloop.core.ranking import Candidate, Method, Scored, cosine, fuse, fuse_columns
+from recloop.core.ranking import (
+    Candidate,
+    Fused,
+    Method,
+    Scored,
+    _fuse_arrays,
+    _fuse_distinct,
+    cosine,
+    fuse,
+    fuse_columns,
+)
 
 
 def by_id(scored: list[Scored]) -> dict[str, Scored]:
@@ -364,3 +374,63 @@ def test_shares_of_named_lists_sum_to_one(
         # every candidate of the item has an algorithm: the shares are the whole value
         if mine and all(c.algorithm is not None for c in mine):
             assert sum(shares) == pytest.approx(1.0)
+
+
+def _same_fused(got: Fused, expected: Fused) -> None:
+    assert got.item_ids == expected.item_ids
+    assert got.algorithms == expected.algorithms
+    assert got.firsts == expected.firsts
+    assert got.appearance.dtype == expected.appearance.dtype
+    assert got.appearance.tolist() == expected.appearance.tolist()
+    for name in ("score", "fusion", "affinity", "raw", "share_sums"):
+        new, old = getattr(got, name), getattr(expected, name)
+        assert new.dtype == old.dtype and new.shape == old.shape, name
+        # bit for bit, the sign of a zero included
+        assert new.tobytes() == old.tobytes(), name
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    candidates=st.lists(
+        st.builds(
+            Candidate,
+            _IDS,
+            _ALGORITHMS,
+            st.one_of(_SCORES, st.integers(-3, 3), st.just(-0.0)),
+        ),
+        min_size=1,
+        max_size=12,
+        unique_by=lambda c: c.item_id,
+    ),
+    weights=st.dictionaries(
+        st.sampled_from(["als", "popular", "trending"]),
+        st.one_of(st.floats(0, 3), st.sampled_from([0.0, -0.0, 1, 2])),
+    ),
+    affinities=st.dictionaries(_IDS, st.one_of(st.floats(-1, 1), st.just(-0.0))),
+    rrf_k=st.sampled_from([0.0, 1.0, 60.0, 7.5]),
+    affinity_weight=st.sampled_from([0.0, 0.5, -1.0, 2]),
+    method=st.sampled_from(["rrf", "percentile"]),
+)
+def test_distinct_fusion_in_python_equals_the_numpy_path(
+    candidates: list[Candidate],
+    weights: dict[str, float],
+    affinities: dict[str, float],
+    rrf_k: float,
+    affinity_weight: float,
+    method: Method,
+) -> None:
+    """``fuse_columns`` fuses distinct items in plain Python (``_fuse_distinct``); the
+    numpy path it replaced for them (``_fuse_arrays``) is its oracle, every column
+    compared bit for bit."""
+    ids = [c.item_id for c in candidates]
+    args = (weights, affinities, rrf_k, affinity_weight, method)
+    _same_fused(fuse_columns(candidates, *args), _fuse_arrays(candidates, ids, *args))
+    # and the Python path is the one fuse_columns takes
+    _same_fused(_fuse_distinct(candidates, ids, *args), fuse_columns(candidates, *args))
+
+
+def test_distinct_fusion_names_the_first_bad_score_as_the_numpy_path() -> None:
+    candidates = [Candidate("a", "als", 1.0), Candidate("b", "als"), Candidate("c", "als", math.inf)]
+    for fuse_ in (_fuse_distinct, _fuse_arrays):
+        with pytest.raises(InvalidInput, match=r"candidates\.2\.score"):
+            fuse_(candidates, ["a", "b", "c"], {"als": 1.0}, {}, 60.0, 0.5, "rrf")

@@ -30,6 +30,8 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Literal, Protocol
 
 import numpy as np
@@ -97,9 +99,10 @@ def _check(
     for algorithm, weight in weights.items():
         if not (weight >= 0 and math.isfinite(weight)):
             raise InvalidInput(f"weights.{algorithm}", f"must be finite and >= 0, got {weight}")
-    for item_id, affinity in affinities.items():
-        if not math.isfinite(affinity):
-            raise InvalidInput(f"affinities.{item_id}", f"must be finite, got {affinity}")
+    if not all(map(math.isfinite, affinities.values())):
+        for item_id, affinity in affinities.items():
+            if not math.isfinite(affinity):
+                raise InvalidInput(f"affinities.{item_id}", f"must be finite, got {affinity}")
     for i, candidate in enumerate(candidates):
         if candidate.score is not None and not math.isfinite(candidate.score):
             raise InvalidInput(f"candidates.{i}.score", f"must be finite, got {candidate.score}")
@@ -264,7 +267,9 @@ class Fused:
         values = self.share_matrix(rows).tolist()
         return [tuple(values[n][: len(self.algorithms[row])]) for n, row in enumerate(rows)]
 
-    def share_matrix(self, rows: Sequence[int]) -> npt.NDArray[np.float64]:
+    def share_matrix(
+        self, rows: Sequence[int] | npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.float64]:
         """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
         ``algorithms[rows[n]][j]``'s share (0 past its algorithms)."""
         picked = np.asarray(rows, dtype=np.intp)
@@ -290,10 +295,31 @@ def fuse_columns(
     >>> fused = fuse_columns(candidates, {"als": 2.0, "popular": 1.0}, {"z": 1.0}, rrf_k=1.0)
     >>> fused.item_ids, fused.score.round(3).tolist(), fused.algorithms[0]
     (['y', 'x', 'z'], [1.0, 0.857, 0.786], ('als', 'popular'))
+
+    Each item proposed once (what ``rank`` is usually sent) is fused in plain Python
+    (:func:`_fuse_distinct`): on a hundred candidates, a few list passes cost less than
+    the dozens of numpy calls of the general path (:func:`_fuse_arrays`), which stays
+    the oracle of a differential test.
     """
     _check((), weights, affinities, rrf_k, affinity_weight, method)
-    # Columns first (one pass each), then the candidates' scores checked in one call.
     item_ids = [c.item_id for c in candidates]
+    if item_ids and len(set(item_ids)) == len(item_ids):
+        return _fuse_distinct(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+    return _fuse_arrays(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+
+
+def _fuse_arrays(
+    candidates: Sequence[Proposed],
+    item_ids: list[str],
+    weights: Mapping[str, float],
+    affinities: Mapping[str, float],
+    rrf_k: float,
+    affinity_weight: float,
+    method: Method,
+) -> Fused:
+    """:func:`fuse_columns` in numpy, for any candidates (items proposed several times
+    too), past the arguments' check."""
+    # Columns first (one pass each), then the candidates' scores checked in one call.
     algorithms = [c.algorithm for c in candidates]
     given = [c.score for c in candidates]
     raw_scores = np.array(given, dtype=np.float64)  # None: NaN
@@ -386,6 +412,86 @@ def fuse_columns(
         fusion[order],
         ranked_items,
         firsts,
+    )
+
+
+def _fuse_distinct(
+    candidates: Sequence[Proposed],
+    item_ids: list[str],
+    weights: Mapping[str, float],
+    affinities: Mapping[str, float],
+    rrf_k: float,
+    affinity_weight: float,
+    method: Method,
+) -> Fused:
+    """:func:`fuse_columns` of two or more candidates with distinct items, each with a
+    finite score (what ``rank`` is usually sent; anything else: :func:`_fuse_arrays`):
+    the same floating-point operations as :func:`_fuse_arrays` (so the same bits:
+    tests/unit/test_ranking.py holds them together) in fewer steps. Per candidate, only
+    the three columns are read in Python; the rest is a dozen numpy calls and C-level
+    look-ups (``map``, ``itemgetter``), each of which costs less on 100 items than a
+    Python pass over them."""
+    n = len(item_ids)
+    algorithms = [c.algorithm for c in candidates]
+    given = [c.score for c in candidates]
+    if n < 2 or None in given:
+        return _fuse_arrays(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+    raw_scores = np.fromiter(given, dtype=np.float64, count=n)
+    if not np.isfinite(raw_scores).all():  # _fuse_arrays names the first bad one
+        return _fuse_arrays(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+    unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
+    # Lists numbered in order of appearance (an algorithm absent from weights: None's).
+    lists: dict[str | None, int] = {}
+    code: dict[str | None, int] = {}
+    for a in dict.fromkeys(algorithms):
+        code[a] = lists.setdefault(a if a in weights else None, len(lists))
+    group = np.fromiter(map(code.__getitem__, algorithms), dtype=np.intp, count=n)
+    ordered = np.lexsort((-raw_scores, group))  # stable: ties keep input order
+    sizes = np.bincount(group, minlength=len(lists))
+    starts = np.cumsum(sizes) - sizes
+    in_order = group[ordered]
+    ranks = (np.arange(n) - starts[in_order] + 1).astype(np.float64)
+    list_weight = np.array(
+        [unassigned_weight if key is None else weights[key] for key in lists], dtype=np.float64
+    )[in_order]
+    if method == "rrf":
+        contributions = list_weight / (rrf_k + ranks)
+    else:
+        size = sizes[in_order].astype(np.float64)
+        contributions = list_weight * (size - ranks + 1) / size
+    fusion = np.empty(n)
+    fusion[ordered] = contributions + 0.0  # bincount's sum of one value: 0.0 + it
+    top = float(fusion.max())
+    normalised = fusion / top if top > 0 else np.zeros_like(fusion)
+    if affinities:
+        found = map(affinities.get, item_ids, repeat(0.0))
+        affinity = np.fromiter(found, dtype=np.float64, count=n)
+    else:
+        affinity = np.zeros(n)
+    score = normalised + affinity_weight * affinity
+    ranked = np.argsort(-score, kind="stable")
+    order = ranked.tolist()
+    pick = itemgetter(*order)
+    raw = fusion[ranked]
+    if None in algorithms:
+        named = np.array([a is not None for a in algorithms])[ranked]
+        share_sums = np.where(named, raw, 0.0).reshape(n, 1)[:, : int(named.any())]
+    else:
+        share_sums = raw.reshape(n, 1)
+    one = {a: () if a is None else (a,) for a in code}
+    row_of = np.empty(n, dtype=np.intp)
+    row_of[ranked] = np.arange(n)
+    heads = row_of[ordered[starts]].tolist()  # each list's first candidate, in list order
+    return Fused(
+        list(pick(item_ids)),
+        score[ranked],
+        normalised[ranked],
+        affinity[ranked],
+        list(map(one.__getitem__, pick(algorithms))),
+        share_sums,
+        raw,
+        ranked,
+        {key: row for key, row in zip(lists, heads, strict=True) if key is not None},
     )
 
 

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
@@ -240,10 +241,11 @@ class LearningService:
         device = context.get("device")
         ctx = ContextFeatures(now, device if isinstance(device, str) else None)
         n = len(fused)
-        stats = self._tally.item_stats
-        found = [stats.get(i) for i in fused.item_ids]
-        popularity = np.asarray([0 if f is None else f[0] for f in found], dtype=np.int64)
-        clicks = np.asarray([0 if f is None else f[1] for f in found], dtype=np.float64)
+        # each item's [shown, clicked], by C-level look-ups (no Python pass per item)
+        found = list(map(self._tally.item_stats.get, fused.item_ids, repeat((0, 0))))
+        shown, clicked = zip(*found) if found else ((), ())
+        popularity = np.fromiter(shown, dtype=np.int64, count=n)
+        clicks = np.fromiter(clicked, dtype=np.float64, count=n)
         enough = popularity >= MIN_ITEM_IMPRESSIONS
         ctr = np.full(n, math.nan)
         np.divide(clicks, popularity, out=ctr, where=enough)

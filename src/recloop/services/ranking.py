@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -121,6 +122,14 @@ class UserContext:
     user_id: str
     preferences: Preferences | None
     segment: str
+
+
+def _picker(rows: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """``rows``' entries of a sequence, as a tuple (``itemgetter`` of one row gives the
+    entry alone, of none fails)."""
+    if len(rows) > 1:
+        return itemgetter(*rows)
+    return lambda values: tuple([values[i] for i in rows])
 
 
 def impression_writer(store: StateStore) -> GroupCommit[Impression, None]:
@@ -310,12 +319,15 @@ class Ranker:
         positions = explored.order if k is None else explored.order[:k]
         shown_rows = order[positions]
         rows = shown_rows.tolist()
+        # the shown rows' columns: indexed by the array (a list index is converted first),
+        # lists reordered by itemgetter (a tuple, no Python loop)
+        pick = _picker(rows)
         propensities = explored.propensities[: len(rows)].tolist()
-        features = logged[rows]
+        features = logged[shown_rows]
         set_positions(features, names)
         impression_id = uuid7()
-        share_matrix = fused.share_matrix(rows)
-        algorithms = tuple([fused.algorithms[i] for i in rows])
+        share_matrix = fused.share_matrix(shown_rows)
+        algorithms = pick(fused.algorithms)
         values = share_matrix.tolist()
         shares = tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
         if probing:  # the probed slot credits its algorithm alone; the rest none
@@ -335,8 +347,8 @@ class Ranker:
             created_at=self._clock(),
             epsilon=epsilon,
             shown=Slate(
-                tuple([item_ids[i] for i in rows]),
-                tuple(scores[rows].tolist()),
+                pick(item_ids),
+                tuple(scores[shown_rows].tolist()),
                 tuple(propensities),
                 ((explored.promoted > 0,) + (False,) * (len(rows) - 1)) if rows else (),
                 algorithms,
