@@ -6,9 +6,18 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recloop.core.errors import InvalidInput
-from recloop.core.exploration import explore, probe
+from recloop.core.exploration import (
+    Explored,
+    Probed,
+    _shown,
+    _shown_sparse,
+    explore,
+    probe,
+)
 
 N = 6
 PICKS = [3, 0, 3, 5]  # two algorithms agree on candidate 3; one agrees with the greedy top
@@ -91,3 +100,80 @@ def test_bad_input_names_the_field(
     with pytest.raises(InvalidInput) as raised:
         probe(picks, weights, 3, epsilon, np.random.default_rng(0))
     assert raised.value.field == field
+
+
+def old_probe(
+    picks: list[int], weights: list[float], n: int, epsilon: float, rng: np.random.Generator
+) -> Probed:
+    """The former ``probe`` (its checks and the degenerate cases aside): ``P(M = j)`` summed
+    by ``bincount``, the propensities by :func:`_shown` over every candidate."""
+    at = np.asarray(picks, dtype=np.intp)
+    w = np.asarray(weights, dtype=np.float64)
+    chance = w / float(w.sum())
+    p_top = np.bincount(at, weights=chance * epsilon, minlength=n).astype(np.float64)
+    p_top[0] += 1.0 - epsilon
+    algorithm: int | None = None
+    promoted = 0
+    if rng.random() < epsilon:
+        cumulative = np.cumsum(chance)
+        u = rng.random() * cumulative[-1]
+        algorithm = int(np.searchsorted(cumulative, u, side="right"))
+        if algorithm >= len(w) or chance[algorithm] == 0.0:
+            algorithm = int(np.flatnonzero(chance)[-1])
+        promoted = int(at[algorithm])
+    order, propensities = _shown(p_top, promoted)
+    probability = float(chance[algorithm]) if algorithm is not None else 0.0
+    return Probed(Explored(order, propensities, promoted, epsilon), algorithm, probability)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    data=st.data(),
+    epsilon=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 0.05, 0.3])),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_probe_equals_the_former_bincount_and_cumsum_bit_for_bit(
+    n: int, data: st.DataObject, epsilon: float, seed: int
+) -> None:
+    """``probe`` sums ``P(M = j)`` at the picks only and fills the propensities in runs
+    (``_shown_sparse``); the former dense computation is its oracle."""
+    count = data.draw(st.integers(1, 6))
+    picks = data.draw(st.lists(st.integers(0, n - 1), min_size=count, max_size=count))
+    weights = data.draw(
+        st.lists(
+            st.one_of(st.floats(0.0, 3.0), st.sampled_from([0.0, -0.0, 1.0])),
+            min_size=count,
+            max_size=count,
+        )
+    )
+    if not sum(weights) > 0:
+        weights[0] = 1.0
+    got = probe(picks, weights, n, epsilon, np.random.default_rng(seed))
+    expected = old_probe(picks, weights, n, epsilon, np.random.default_rng(seed))
+    assert got.algorithm == expected.algorithm
+    assert got.probability == expected.probability
+    assert got.explored.promoted == expected.explored.promoted
+    assert got.explored.order.tolist() == expected.explored.order.tolist()
+    assert got.explored.propensities.dtype == expected.explored.propensities.dtype
+    assert got.explored.propensities.tobytes() == expected.explored.propensities.tobytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    data=st.data(),
+)
+def test_sparse_shown_equals_shown(n: int, data: st.DataObject) -> None:
+    entries = data.draw(
+        st.dictionaries(st.integers(0, n - 1), st.floats(0.0, 1.0), max_size=6)
+    )
+    mass = {0: data.draw(st.floats(0.0, 1.0)), **entries}
+    promoted = data.draw(st.sampled_from(sorted(mass)))
+    dense = np.zeros(n)
+    for j, value in mass.items():
+        dense[j] = value
+    order, propensities = _shown_sparse(mass, n, promoted)
+    old_order, old_propensities = _shown(dense, promoted)
+    assert order.tolist() == old_order.tolist()
+    assert propensities.tobytes() == old_propensities.tobytes()

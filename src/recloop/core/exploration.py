@@ -339,6 +339,37 @@ def _shown(
     return order, propensities
 
 
+def _shown_sparse(
+    mass: dict[int, float], n: int, promoted: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """:func:`_shown` of ``P(M = j) = mass.get(j, 0.0)`` (a few nonzero entries: a probe's
+    picks), the same bits without a pass over the ``n`` candidates per step: the
+    cumulative ``P(M <= j)`` is a step function, constant between the entries (a sum
+    plus 0.0 is the sum), so the propensities are a few runs of one value each
+    (tests/unit/test_probe.py holds it to :func:`_shown`)."""
+    order = np.arange(n)
+    if promoted:
+        order[1 : promoted + 1] = np.arange(promoted)
+        order[0] = promoted
+    propensities = np.ones(n, dtype=np.float64)
+    if n > 1:
+        propensities[0] = mass.get(promoted, 0.0)
+        # position p reads below = P(M <= p - 1): from p = j + 1 on, entry j is in it
+        steps = sorted(j for j in mass if j < n - 1)
+        below = 0.0
+        for s, j in enumerate(steps):
+            below += mass[j]
+            start = j + 1
+            end = steps[s + 1] + 1 if s + 1 < len(steps) else n
+            # pushed down (p <= promoted) or kept
+            split = min(max(promoted + 1, start), end)
+            if start < split:
+                propensities[start:split] = max(1.0 - below, 0.0)
+            if split < end:
+                propensities[split:end] = min(below, 1.0)
+    return order, propensities
+
+
 def probe(
     picks: npt.ArrayLike,
     weights: npt.ArrayLike,
@@ -386,8 +417,12 @@ def probe(
         order, propensities = _shown((np.arange(max(n, 0)) == 0).astype(np.float64), 0)
         return Probed(Explored(order, propensities, 0, 0.0), None, 0.0)
     chance = w / total
-    p_top = np.bincount(at, weights=chance * epsilon, minlength=n).astype(np.float64)
-    p_top[0] += 1.0 - epsilon
+    # P(M = j), nonzero at 0 and the picks only: summed as bincount sums (in pick order,
+    # from 0.0), then 1 - ε added at 0
+    mass: dict[int, float] = {}
+    for j, c in zip(at.tolist(), (chance * epsilon).tolist(), strict=True):
+        mass[j] = mass.get(j, 0.0) + c
+    mass[0] = mass.get(0, 0.0) + (1.0 - epsilon)
     algorithm: int | None = None
     promoted = 0
     if rng.random() < epsilon:
@@ -399,6 +434,6 @@ def probe(
         if algorithm >= len(w) or chance[algorithm] == 0.0:  # u rounded up to the total
             algorithm = int(np.flatnonzero(chance)[-1])
         promoted = int(at[algorithm])
-    order, propensities = _shown(p_top, promoted)
+    order, propensities = _shown_sparse(mass, n, promoted)
     probability = float(chance[algorithm]) if algorithm is not None else 0.0
     return Probed(Explored(order, propensities, promoted, epsilon), algorithm, probability)
