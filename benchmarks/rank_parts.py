@@ -17,19 +17,27 @@ SQLite writer's share counts), the median of ``R`` rounds of ``N`` requests each
 - ``items``: the candidates' columns (``ItemVectors.table``);
 - ``fusion``: ``core.ranking.fuse_columns``;
 - ``features``: ``LearningService.feature_matrix``;
+- ``probe``: the exploring draw and its propensities (``core.exploration.probe`` over
+  the fused lists' top picks, as ``rank`` calls it, at ε = 0.3);
 - ``answer``: the answer's body as JSON (``rank_body``'s mapping of the shown slate,
   ``Slate.ranking``, then ``orjson.dumps``);
+- ``encode``: one shown slate encoded for the log (``core.slates.encode``: its header,
+  numbers and the zlib of its features);
 - ``log``: one impression's row written (``StateStore.add_impressions``, one a
   transaction: the group commit's worst case).
 
-The script uses only names that earlier trees have too, so the same command measures
-another tree's ``src`` first on ``PYTHONPATH`` (interleave the two for a ratio).
+The collector runs as in ``recloop serve`` (``gc.set_threshold(50_000, 20, 20)``, start-up
+frozen): with the default threshold a full pass over the app's heap lands on some
+requests and not others. The script uses only names that earlier trees have too, so the
+same command measures another tree's ``src`` first on ``PYTHONPATH`` (interleave the two
+for a ratio).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import statistics
 import tempfile
@@ -40,14 +48,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from tests.conftest import Running, make_settings, start_app
 
 from benchmarks.suite import READ_EXPERIMENT
 from benchmarks.workload import API, Readers, Workload, read_experiment
 from recloop.api.lean import RankBody, decode_rank
+from recloop.core.exploration import probe
 from recloop.core.ids import uuid7
 from recloop.core.ranking import fuse_columns
+from recloop.core.slates import encode
 from recloop.ports import Impression
 
 
@@ -111,6 +122,7 @@ async def _asgi(app: Any, path: str, body: bytes) -> int:
 async def measure(requests: int, repeat: int) -> dict[str, float]:
     workload, readers = Workload(), Readers()
     rng = random.Random(3)
+    gc.set_threshold(50_000, 20, 20)  # as recloop serve runs
     with tempfile.TemporaryDirectory() as tmp:
         settings = make_settings(
             Path(tmp),
@@ -138,6 +150,8 @@ async def measure(requests: int, repeat: int) -> dict[str, float]:
             found = [decode_rank(b) for b in bodies]
             decoded = [d for d in found if d is not None]
             assert len(decoded) == len(bodies)
+            gc.collect()
+            gc.freeze()
             parts = await _parts(running, readers, bodies, decoded, requests, repeat)
         finally:
             await close()
@@ -209,6 +223,19 @@ async def _parts(
         rows = tables[i % len(tables)].take(f.appearance)
         learning.feature_matrix("u", "regular", 20, now - 3600, f, rows, {}, now)
 
+    draws = np.random.default_rng(0)
+    probes = []
+    for f, s in zip(fused, held, strict=True):
+        named = [a for a in f.firsts if s.weights.get(a, 0.0) > 0.0]
+        probes.append(([f.firsts[a] for a in named], [s.weights[a] for a in named], len(f)))
+
+    async def exploring(i: int) -> None:
+        picks, weights, n = probes[i % len(probes)]
+        probe(picks, weights, n, 0.3, draws)
+
+    async def encoding(i: int) -> None:
+        encode(shown[i % len(shown)].shown)
+
     async def answer(i: int) -> None:
         impression = shown[i % len(shown)]
         orjson.dumps(
@@ -236,7 +263,9 @@ async def _parts(
             ("items", items, 1),
             ("fusion", fusion, 1),
             ("features", features, 1),
+            ("probe", exploring, 1),
             ("answer", answer, 1),
+            ("encode", encoding, 1),
             ("log", log(fresh), 1),
         )
         for name, step, concurrent in steps:

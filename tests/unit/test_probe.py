@@ -165,9 +165,7 @@ def test_probe_equals_the_former_bincount_and_cumsum_bit_for_bit(
     data=st.data(),
 )
 def test_sparse_shown_equals_shown(n: int, data: st.DataObject) -> None:
-    entries = data.draw(
-        st.dictionaries(st.integers(0, n - 1), st.floats(0.0, 1.0), max_size=6)
-    )
+    entries = data.draw(st.dictionaries(st.integers(0, n - 1), st.floats(0.0, 1.0), max_size=6))
     mass = {0: data.draw(st.floats(0.0, 1.0)), **entries}
     promoted = data.draw(st.sampled_from(sorted(mass)))
     dense = np.zeros(n)

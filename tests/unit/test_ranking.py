@@ -430,7 +430,11 @@ def test_distinct_fusion_in_python_equals_the_numpy_path(
 
 
 def test_distinct_fusion_names_the_first_bad_score_as_the_numpy_path() -> None:
-    candidates = [Candidate("a", "als", 1.0), Candidate("b", "als"), Candidate("c", "als", math.inf)]
+    candidates = [
+        Candidate("a", "als", 1.0),
+        Candidate("b", "als"),
+        Candidate("c", "als", math.inf),
+    ]
     for fuse_ in (_fuse_distinct, _fuse_arrays):
         with pytest.raises(InvalidInput, match=r"candidates\.2\.score"):
             fuse_(candidates, ["a", "b", "c"], {"als": 1.0}, {}, 60.0, 0.5, "rrf")

@@ -267,9 +267,7 @@ class Fused:
         values = self.share_matrix(rows).tolist()
         return [tuple(values[n][: len(self.algorithms[row])]) for n, row in enumerate(rows)]
 
-    def share_matrix(
-        self, rows: Sequence[int] | npt.NDArray[np.intp]
-    ) -> npt.NDArray[np.float64]:
+    def share_matrix(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
         ``algorithms[rows[n]][j]``'s share (0 past its algorithms)."""
         picked = np.asarray(rows, dtype=np.intp)
@@ -304,7 +302,9 @@ def fuse_columns(
     _check((), weights, affinities, rrf_k, affinity_weight, method)
     item_ids = [c.item_id for c in candidates]
     if item_ids and len(set(item_ids)) == len(item_ids):
-        return _fuse_distinct(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+        return _fuse_distinct(
+            candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
+        )
     return _fuse_arrays(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
 
 
@@ -435,10 +435,14 @@ def _fuse_distinct(
     algorithms = [c.algorithm for c in candidates]
     given = [c.score for c in candidates]
     if n < 2 or None in given:
-        return _fuse_arrays(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+        return _fuse_arrays(
+            candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
+        )
     raw_scores = np.fromiter(given, dtype=np.float64, count=n)
     if not np.isfinite(raw_scores).all():  # _fuse_arrays names the first bad one
-        return _fuse_arrays(candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method)
+        return _fuse_arrays(
+            candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
+        )
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
     # Lists numbered in order of appearance (an algorithm absent from weights: None's).
     lists: dict[str | None, int] = {}

@@ -243,7 +243,7 @@ class LearningService:
         n = len(fused)
         # each item's [shown, clicked], by C-level look-ups (no Python pass per item)
         found = list(map(self._tally.item_stats.get, fused.item_ids, repeat((0, 0))))
-        shown, clicked = zip(*found) if found else ((), ())
+        shown, clicked = zip(*found, strict=True) if found else ((), ())
         popularity = np.fromiter(shown, dtype=np.int64, count=n)
         clicks = np.fromiter(clicked, dtype=np.float64, count=n)
         enough = popularity >= MIN_ITEM_IMPRESSIONS
