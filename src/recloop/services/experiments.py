@@ -58,6 +58,7 @@ class ExperimentService:
         dispatched: Callable[[], int] | None = None,
         defer_covariates: bool = False,
         unsent: Callable[[], int] | None = None,
+        stored: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
@@ -85,7 +86,13 @@ class ExperimentService:
 
         ``unsent()`` (a distributed API instance): the events it accepted and has not
         handed to Kafka yet (its spool); while there are some, the workers' reports are
-        not complete."""
+        not complete.
+
+        ``stored(user_id)``: whether the store holds state of the user, as the read path
+        knows it (embedded: the preferences' read cache, so a user the strategy has just
+        found unknown is not read again at their first exposure); None: a read by primary
+        key each time."""
+        self._stored = stored
         self._committed_offset = committed_offset
         self._dispatched = dispatched
         self._unsent = unsent
@@ -659,6 +666,8 @@ class ExperimentService:
         no state in the store (a read by primary key, unlike the log's per-user scan)."""
         if self._holds is None or self._holds(user_id):
             return True
+        if self._stored is not None:
+            return await self._stored(user_id)
         stored = await retry_read(
             "get_users", self._store.get_users, [user_id], counts=self._retries
         )
