@@ -226,7 +226,12 @@ async def _paced(
             users = readers.user_ids(f"paced-{name}-{round_}", requests, seed=round_)
             latencies: list[float] = []
 
-            async def one(user_id: str, due: float) -> None:
+            async def one(
+                user_id: str,
+                due: float,
+                path: Callable[[str], str] = path,
+                latencies: list[float] = latencies,
+            ) -> None:
                 status = await get(app, path(user_id))
                 assert status == 200, status
                 latencies.append(loop.time() - due)
@@ -272,9 +277,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=PARTS, help="repeatable; default all")
     parser.add_argument("--paced", type=float, help="an open-loop load at this rate instead")
     args = parser.parse_args()
-    found = asyncio.run(
-        measure(args.requests, args.repeat, tuple(args.only or PARTS), args.paced)
-    )
+    found = asyncio.run(measure(args.requests, args.repeat, tuple(args.only or PARTS), args.paced))
     for name, value in found.items():
         print(f"{name}: {value:,.2f}" if args.paced else f"{name}: {value:,.1f} µs")
 
