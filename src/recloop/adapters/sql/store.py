@@ -75,6 +75,9 @@ def _vector(blob: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
+POINT_READ_MAX = 4
+"""SQLite: users read by primary key at once on the caller's thread (``run_point_read``),
+at most; more go to the reader thread."""
 _MARKS_KEPT_SECONDS = 7 * 86_400.0
 """A writer's commit mark outlives its process by this much (then it is pruned)."""
 
@@ -226,7 +229,11 @@ class SqlStateStore:
         if not user_ids:
             return {}
         if self._db.fast_lane:
-            found = await self._db.run_read(partial(_select_in, user_state, "user_id", user_ids))
+            select_in = partial(_select_in, user_state, "user_id", user_ids)
+            if len(user_ids) <= POINT_READ_MAX:  # the read path's one user: no hand-off
+                found = await self._db.run_point_read(select_in)
+            else:
+                found = await self._db.run_read(select_in)
             return {row["user_id"]: _user_from_row(row) for row in found}
         query = select(user_state).where(user_state.c.user_id.in_(list(user_ids)))
         async with self._db.read() as conn:
