@@ -3,8 +3,9 @@
 It does the least any JSON ingest endpoint must do (read the body, parse it
 with orjson, answer 202 with a small JSON body) and is served by
 ``uvicorn.run`` with the same arguments as ``recloop serve`` (see
-``recloop.cli.serve``; the same protocol, ``recloop.serving.OneWriteProtocol``), so the gap between the two is what recloop's
-framework, validation, durability and learning cost per request.
+``recloop.cli.serve``; the same protocol, ``recloop.serving.OneWriteProtocol``), so
+the gap between the two is what recloop's framework, validation, durability and
+learning cost per request.
 
 Run it with ``python -m benchmarks.bare --port P``.
 """

@@ -42,37 +42,51 @@ def listening_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-class OneWrite:
-    """A connection's transport whose writes go out together: what a response writes
-    is held until the response is complete (or the loop's next turn, for a response
-    still streaming), then written to the socket at once.
+_SIZED = b"\r\ncontent-length: "
+"""In a response's head as uvicorn writes it (names lower-cased) when the body's size is set."""
 
-    uvicorn writes a response's head and its body apart; over loopback each write is
-    a send of its own, with the kernel's work and a wake-up of the reader for each.
-    Everything but ``write`` and ``close`` is the transport's own.
+
+class OneWrite:
+    """A connection's transport that writes a response of known size in one write: its
+    head is held until its body (or its first piece) is written, and goes with it.
+
+    uvicorn writes a response's head and its body apart; over loopback each write is a
+    send of its own, with the kernel's work and a wake-up of the reader for each. A
+    head without ``content-length`` (a streamed, chunked body) is written at once, as
+    uvicorn does; a held head is written at the latest when the response completes
+    (:meth:`response_done`: a HEAD request has no body to write) or the connection is
+    closed. Everything else is the transport's own.
     """
 
-    __slots__ = ("_held", "_loop", "_transport")
+    __slots__ = ("_head", "_next_is_head", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        self._loop = loop
-        self._held: list[bytes] | None = None
+        self._head: bytes | None = None
+        self._next_is_head = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        held = self._held
-        if held is None:
-            self._held = [bytes(data)]
-            self._loop.call_soon(self.flush)
-        else:
-            held.append(bytes(data))
+        if self._next_is_head:
+            self._next_is_head = False
+            if _SIZED in data:
+                self._head = bytes(data)
+                return
+        elif self._head is not None:
+            data = self._head + data
+            self._head = None
+        self._transport.write(data)
+
+    def response_done(self) -> None:
+        """The response is complete: write its head if still held; the next write is the
+        next response's head."""
+        self.flush()
+        self._next_is_head = True
 
     def flush(self) -> None:
-        """Write what is held (nothing if nothing is)."""
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        """Write the held head, if any."""
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
 
     def close(self) -> None:
         self.flush()
@@ -92,16 +106,16 @@ class OneWrite:
 
 
 class OneWriteProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing each response to the socket in one write
-    (:class:`OneWrite`): its head and body, sent as soon as the body is complete."""
+    """uvicorn's httptools protocol writing each response of known size to the socket in
+    one write (:class:`OneWrite`)."""
 
     transport: Any
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(OneWrite(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(OneWrite(transport))  # type: ignore[arg-type]
 
     def on_response_complete(self) -> None:
-        self.transport.flush()
+        self.transport.response_done()
         super().on_response_complete()
 
     def handle_websocket_upgrade(self) -> None:

@@ -234,6 +234,7 @@ async def test_hot_routes_are_taken_at_the_door(pair: Pair) -> None:
 async def test_feedback_answers_as_documented(pair: Pair) -> None:
     """The lean ``POST /feedback`` (a 202 sent by the lean endpoint) against the
     documented route: the same answers, errors and request ids."""
+
     def event(n: int, **fields: Any) -> dict[str, Any]:
         return {"event_id": f"e{n}", "user_id": "fb", "item_id": "i1", "type": "view", **fields}
 
@@ -251,9 +252,14 @@ async def test_feedback_answers_as_documented(pair: Pair) -> None:
         assert await _same(pair, "lean", "POST", "/feedback", content=raw, headers=json_type) == 422
     for key, status in (("nope", 401), (VIEW_KEY, 403), (INGEST_KEY, 202)):
         headers = {"authorization": f"Bearer {key}"}
-        assert await _same(pair, "lean", "POST", "/feedback", json=event(7), headers=headers) == status
+        assert (
+            await _same(pair, "lean", "POST", "/feedback", json=event(7), headers=headers) == status
+        )
     given = {"x-request-id": "caller-7"}
-    answers = [await c.post("/feedback", json=event(8), headers=given) for c in (pair.lean, pair.documented)]
+    answers = [
+        await c.post("/feedback", json=event(8), headers=given)
+        for c in (pair.lean, pair.documented)
+    ]
     assert [a.headers["x-request-id"] for a in answers] == ["caller-7", "caller-7"]
     made = [a.headers["x-request-id"] for a in await _both_post(pair, event(9))]
     assert all(len(m) == 32 for m in made) and made[0] != made[1]

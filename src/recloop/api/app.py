@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recloop import __version__

@@ -236,7 +236,8 @@ class FastPaths:
     hands a request that one of them matches straight to its endpoint, past the layers
     between that middleware and the routes (FastAPI's exit-stack middleware, the
     router's scan of the routes, the route's own handling), about a third of what a hot
-    read costs in the app.
+    read costs in the app. The app's entry (:class:`~recloop.api.app.RecloopApp`) hands
+    such a request to that middleware past the layers above it too.
 
     A request matches by its path's segments, as the route's template would match it
     (each parameter one non-empty segment; the same method). The endpoint runs as the
