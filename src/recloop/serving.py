@@ -44,6 +44,7 @@ def listening_url(host: str, port: int) -> str:
 
 _SIZED = b"\r\ncontent-length: "
 """In a response's head as uvicorn writes it (names lower-cased) when the body's size is set."""
+_CONTINUE = b"HTTP/1.1 100 "
 
 
 class OneWrite:
@@ -67,10 +68,13 @@ class OneWrite:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._next_is_head:
-            self._next_is_head = False
+            data = bytes(data)
             if _SIZED in data:
-                self._head = bytes(data)
+                self._head = data
+                self._next_is_head = False
                 return
+            # An interim "100 Continue" comes before the head.
+            self._next_is_head = data.startswith(_CONTINUE)
         elif self._head is not None:
             data = self._head + data
             self._head = None

@@ -124,6 +124,17 @@ async def test_a_sized_response_is_one_write() -> None:
     assert ours == theirs and len(ours) == 2  # a chunked head is not held
 
 
+async def test_a_continue_goes_before_the_response_in_one_write() -> None:
+    app = answering([b"ok"], 202, sized=True, pause=False)
+    asking = (
+        b"POST /x HTTP/1.1\r\nhost: recloop\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n{}"
+    )
+    ours, _ = await exchange(OneWriteProtocol, app, [asking])
+    theirs, _ = await exchange(HttpToolsProtocol, app, [asking])
+    assert b"".join(ours) == b"".join(theirs)
+    assert ours[0] == b"HTTP/1.1 100 Continue\r\n\r\n" and len(ours) == 2
+
+
 async def test_pipelined_responses_are_one_write_each() -> None:
     app = answering([b"ok"], 202, sized=True, pause=False)
     requests = [request("POST", b"{}"), request("POST", b"[]"), request(close=True)]
