@@ -3,8 +3,9 @@
 It does the least any JSON ingest endpoint must do (read the body, parse it
 with orjson, answer 202 with a small JSON body) and is served by
 ``uvicorn.run`` with the same arguments as ``recloop serve`` (see
-``recloop.cli.serve``), so the gap between the two is what recloop's
-framework, validation, durability and learning cost per request.
+``recloop.cli.serve``; the same protocol, ``recloop.serving.OneWriteProtocol``), so
+the gap between the two is what recloop's framework, validation, durability and
+learning cost per request.
 
 Run it with ``python -m benchmarks.bare --port P``.
 """
@@ -19,6 +20,7 @@ import orjson
 import uvicorn
 
 from benchmarks.client import HOST
+from recloop.serving import OneWriteProtocol
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -66,6 +68,7 @@ def main() -> None:
         app,
         host=HOST,
         port=port,
+        http=OneWriteProtocol,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,

@@ -54,7 +54,7 @@ def serve(
 
     from recloop.adapters.sql.writer_lock import WriterBusy, WriterLock
     from recloop.api.app import create_app
-    from recloop.serving import AnnouncingServer
+    from recloop.serving import AnnouncingServer, OneWriteProtocol
 
     settings = _settings(config)
     server = settings.server.model_copy(
@@ -86,6 +86,7 @@ def serve(
         create_app(settings),
         host=server.host,
         port=server.port,
+        http=OneWriteProtocol,  # httptools, each response in one write
         log_level="warning",
         log_config=None,  # uvicorn's records go through configure_logging's handler
         access_log=False,

@@ -37,9 +37,11 @@ from tests.conftest import make_settings
 
 READ_KEY, READ_SHA = new_key()
 INGEST_KEY, INGEST_SHA = new_key()
+VIEW_KEY, VIEW_SHA = new_key()
 KEYS = [
     {"name": "reader", "sha256": READ_SHA, "roles": ["admin", "ingest", "read"]},
     {"name": "ingester", "sha256": INGEST_SHA, "roles": ["ingest"]},
+    {"name": "viewer", "sha256": VIEW_SHA, "roles": ["read"]},
 ]
 VOLATILE = frozenset(
     {"computed_at", "impression_id", "updated_at", "preferences_updated_at"}
@@ -189,6 +191,23 @@ async def test_gets_answer_as_documented(pair: Pair) -> None:
     assert statuses.count(200) == 10 and statuses.count(404) == 3
 
 
+async def test_strategy_queries_answer_as_documented(pair: Pair) -> None:
+    """The lean strategy route reads ``expose`` only when there is a query string."""
+    for query, served_by, status in (
+        ("", "lean", 200),
+        ("?", "lean", 200),
+        ("?expose=false", "lean", 200),
+        ("?expose=true", "lean", 200),
+        ("?other=1", "lean", 200),
+        ("?expose=maybe", "declined", 422),
+        ("?expose=true&expose=false", "declined", 200),
+        ("?expose=1", "declined", 200),
+    ):
+        for user in ("known", "stranger", "first-look"):
+            path = f"/users/{user}/strategy{query}"
+            assert await _same(pair, served_by, "GET", path) == status, path
+
+
 async def test_hot_reads_are_served_past_the_router(pair: Pair) -> None:
     """The request middleware hands a hot read to its lean route directly (FastPaths);
     what the lean route declines goes on to the documented route, what is not a hot
@@ -206,6 +225,65 @@ async def test_hot_reads_are_served_past_the_router(pair: Pair) -> None:
     unauthorised = await pair.lean.get(GET_PATHS[0], headers={"authorization": "Bearer nope"})
     assert unauthorised.status_code == 401 and not pair.recorder.routed
     assert unauthorised.headers["www-authenticate"] == "Bearer"
+
+
+async def test_hot_routes_are_taken_at_the_door(pair: Pair) -> None:
+    """A hot route's request never enters the app's middleware stack (the request
+    middleware serves it from the app's entry); every other request does."""
+    app = pair.recorder.app
+    assert (await pair.lean.get(GET_PATHS[0])).status_code == 200  # the stack is built
+    stack = Recorder(app.middleware_stack)  # type: ignore[attr-defined]
+    app.middleware_stack = stack  # type: ignore[attr-defined]
+    for path in GET_PATHS:
+        stack.last = ""
+        assert (await pair.lean.get(path)).status_code == 200, path
+        assert stack.last == "", path
+    event = {"event_id": "door", "user_id": "u", "item_id": "i1", "type": "view"}
+    assert (await pair.lean.post("/feedback", json=event)).status_code == 202
+    assert stack.last == ""
+    assert (await pair.lean.get("/items/i1")).status_code == 200
+    assert stack.last == "documented"
+    stack.last = ""
+    assert (await pair.lean.get(f"/users/{LONG}/weights")).status_code == 422
+    assert (stack.last, pair.recorder.last) == ("", "declined")  # declined past the door
+
+
+async def test_feedback_answers_as_documented(pair: Pair) -> None:
+    """The lean ``POST /feedback`` (a 202 sent by the lean endpoint) against the
+    documented route: the same answers, errors and request ids."""
+
+    def event(n: int, **fields: Any) -> dict[str, Any]:
+        return {"event_id": f"e{n}", "user_id": "fb", "item_id": "i1", "type": "view", **fields}
+
+    for body in (
+        event(1),
+        event(1),  # a duplicate
+        {"events": [event(2), event(3, type="rating", value=4)]},
+        {"events": [event(4), event(5, type="rating")]},  # one refused in a batch
+    ):
+        assert await _same(pair, "lean", "POST", "/feedback", json=body) == 202, body
+    for body in (event(6, type="rating"), {"events": []}, [], {"nope": 1}):
+        assert await _same(pair, "lean", "POST", "/feedback", json=body) == 422, body
+    json_type = {"content-type": "application/json"}
+    for raw in (b"{", b"\xff", b""):
+        assert await _same(pair, "lean", "POST", "/feedback", content=raw, headers=json_type) == 422
+    for key, status in (("nope", 401), (VIEW_KEY, 403), (INGEST_KEY, 202)):
+        headers = {"authorization": f"Bearer {key}"}
+        assert (
+            await _same(pair, "lean", "POST", "/feedback", json=event(7), headers=headers) == status
+        )
+    given = {"x-request-id": "caller-7"}
+    answers = [
+        await c.post("/feedback", json=event(8), headers=given)
+        for c in (pair.lean, pair.documented)
+    ]
+    assert [a.headers["x-request-id"] for a in answers] == ["caller-7", "caller-7"]
+    made = [a.headers["x-request-id"] for a in await _both_post(pair, event(9))]
+    assert all(len(m) == 32 for m in made) and made[0] != made[1]
+
+
+async def _both_post(pair: Pair, body: Any) -> list[httpx.Response]:
+    return [await c.post("/feedback", json=body) for c in (pair.lean, pair.documented)]
 
 
 async def test_bad_gets_answer_as_documented(pair: Pair) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recloop import __version__
 from recloop.api import errors
-from recloop.api.lean import FastPaths, lean_routes
+from recloop.api.lean import FastPaths, LeanRoute, lean_routes
 from recloop.api.links import add_links
 from recloop.api.middleware import RequestMiddleware, route_templates
 from recloop.api.routers import (
@@ -50,9 +50,42 @@ KEYED_ERRORS: dict[int | str, dict[str, Any]] = {
 """Answers every route behind an API key may give (all but the health checks)."""
 
 
+class RecloopApp(FastAPI):
+    """The FastAPI app, with the hot routes taken at its door.
+
+    Once the middleware stack is built, an HTTP request for a hot route
+    (:class:`~recloop.api.lean.FastPaths`) goes straight to the request middleware,
+    which serves it; every other request takes the whole stack. The layers skipped
+    do nothing for such a request: FastAPI's telemetry (turned off) and its body
+    limit (none set: the request middleware's applies), Starlette's server-error
+    middleware (the request middleware answers an error with its own JSON 500, and
+    one raised after the response started passes through both alike).
+    """
+
+    _entry: RequestMiddleware | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        layer: Any = stack
+        while layer is not None and not isinstance(layer, RequestMiddleware):
+            layer = getattr(layer, "app", None)
+        self._entry = layer
+        return stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = self._entry
+        if entry is not None and scope["type"] == "http" and not self.root_path:
+            hit = entry.hot(scope)
+            if hit is not None:
+                scope["app"] = self
+                await entry.serve(scope, receive, send, hit)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None, container: Container | None = None, *, lean: bool = True
-) -> FastAPI:
+) -> RecloopApp:
     """Build the app; its lifespan starts the processor (replaying the log) and stops it.
 
     ``lean``: serve the hot paths by their lean routes (:mod:`recloop.api.lean`, the lean
@@ -76,7 +109,7 @@ def create_app(
         finally:
             await c.stop()
 
-    app = FastAPI(
+    app = RecloopApp(
         title="recloop",
         version=__version__,
         summary="Real-time learning loop for recommender systems.",
@@ -104,7 +137,7 @@ def create_app(
         # (and answer what a lean read declines). The request middleware serves them
         # without going through the router (FastPaths).
         hot = [
-            Route(f"{PREFIX}/feedback", feedback.lean_post_feedback, methods=["POST"]),
+            LeanRoute(f"{PREFIX}/feedback", "POST", feedback.lean_post_feedback, status=202),
             *lean_routes(PREFIX),
         ]
         app.router.routes[:0] = hot

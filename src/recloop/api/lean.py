@@ -106,10 +106,14 @@ _EXPOSE: Final = {None: True, "true": True, "false": False}
 async def _strategy(request: Request) -> dict[str, Any] | None:
     authorize(request, "read")
     user_id: str = request.path_params["user_id"]
-    params = request.query_params
-    expose = _EXPOSE.get(params.get("expose"))
-    if not _fits(user_id) or expose is None or len(params.getlist("expose")) > 1:
+    if not _fits(user_id):
         return None
+    expose: bool | None = True
+    if request.scope["query_string"]:  # the orchestrator's usual request has none
+        params = request.query_params
+        expose = _EXPOSE.get(params.get("expose"))
+        if expose is None or len(params.getlist("expose")) > 1:
+            return None
     return await users.strategy_body(_container(request), user_id, expose)
 
 
@@ -173,8 +177,9 @@ class LeanRoute(Route):
     """A route to a lean handler; where the handler declines, the request is routed again
     with the lean routes out of the way, to the documented route."""
 
-    def __init__(self, path: str, method: str, handler: Handler) -> None:
-        super().__init__(path, LeanEndpoint(handler), methods=[method])
+    def __init__(self, path: str, method: str, handler: Handler, status: int = 200) -> None:
+        """``status``: the status of the handler's answers."""
+        super().__init__(path, LeanEndpoint(handler, status), methods=[method])
         self.methods = {method}  # Starlette adds HEAD to GET; the documented routes have none
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -186,14 +191,15 @@ class LeanRoute(Route):
 class LeanEndpoint:
     """The ASGI endpoint of a :class:`LeanRoute`."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, status: int = 200) -> None:
         self.handler = handler
+        self.status = status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         answer = await self.handler(request)
         if answer is not None:
-            await send_json(send, 200, answer)
+            await send_json(send, self.status, answer)
             return
         # The body, if the handler read it, is replayed to the documented route.
         body: bytes | None = getattr(request, "_body", None)
@@ -224,12 +230,18 @@ _HANDLERS: Final[tuple[tuple[APIRouter, Callable[..., Any], Handler], ...]] = (
 """Each lean handler beside the endpoint of the documented route it stands in for."""
 
 
+Hit = tuple[list[str], Any, ASGIApp, list[str]]
+"""A hot route a request matched (:meth:`FastPaths.match`): the route's segments, its
+endpoint and app, the path's segments."""
+
+
 class FastPaths:
     """The hot routes, found without the router: :class:`~recloop.api.middleware.RequestMiddleware`
     hands a request that one of them matches straight to its endpoint, past the layers
     between that middleware and the routes (FastAPI's exit-stack middleware, the
     router's scan of the routes, the route's own handling), about a third of what a hot
-    read costs in the app.
+    read costs in the app. The app's entry (:class:`~recloop.api.app.RecloopApp`) hands
+    such a request to that middleware past the layers above it too.
 
     A request matches by its path's segments, as the route's template would match it
     (each parameter one non-empty segment; the same method). The endpoint runs as the
@@ -255,7 +267,7 @@ class FastPaths:
             for method in route.methods or ():
                 self._table[(method, len(parts), last)] = (parts, route.endpoint, app)
 
-    def match(self, scope: Scope) -> tuple[list[str], Any, ASGIApp, list[str]] | None:
+    def match(self, scope: Scope) -> Hit | None:
         """The hot route ``scope`` asks for, and the path's segments; None if none."""
         if scope.get("root_path"):
             return None  # mounted under a prefix: the router knows how to strip it
@@ -277,7 +289,7 @@ class FastPaths:
         scope: Scope,
         receive: Receive,
         send: Send,
-        hit: tuple[list[str], Any, ASGIApp, list[str]],
+        hit: Hit,
         inner: ASGIApp,
     ) -> None:
         """Run the matched route's endpoint; ``inner`` is the rest of the stack."""

@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from recloop.api.lean import FastPaths
+from recloop.api.lean import FastPaths, Hit
 from recloop.api.responses import send_json
 from recloop.metrics import UNMATCHED, Metrics
 
@@ -79,6 +79,16 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.serve(scope, receive, send, self.hot(scope))
+
+    def hot(self, scope: Scope) -> Hit | None:
+        """The hot route an HTTP request asks for (:meth:`FastPaths.match`), or None."""
+        fast = self.fast
+        return None if fast is None else fast.match(scope)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, hit: Hit | None) -> None:
+        """Handle an HTTP request: ``hit``, its hot route, served past the stack below
+        (:meth:`FastPaths.serve`); None, through it."""
         started_at = time.perf_counter()
         given: bytes | None = None
         length: bytes | None = None
@@ -113,12 +123,10 @@ class RequestMiddleware:
                     # No Content-Length: a streamed (chunked) body, counted as it arrives. With
                     # a Content-Length the server never passes more bytes than it announced.
                     receive = _counting(receive, limit)
-                fast = self.fast
-                hit = None if fast is None else fast.match(scope)
-                if fast is None or hit is None:
+                if hit is None or self.fast is None:
                     await self.app(scope, receive, send_with_id)
                 else:
-                    await fast.serve(scope, receive, send_with_id, hit, self.app)
+                    await self.fast.serve(scope, receive, send_with_id, hit, self.app)
         except asyncio.CancelledError:  # the client went away (or the server stops)
             if not started:
                 status = 499  # nginx's "client closed request", not a server error
