@@ -70,6 +70,7 @@ _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _ACTIONS_RULE, _EXPLICIT_RULE = 1, 2  # the rule column's codes (0: none)
+_ONE: Final = np.int32(1)
 _NONE: Final = itertools.repeat(-1)
 """The value of a key the ordinal dicts do not hold."""
 
@@ -80,11 +81,10 @@ def _type_hashes() -> Ints:
     return np.array([hash(name) for name in TYPES], np.int64)
 
 
-def _keys(uids: Ints, hashes: Ints) -> list[int]:
+def _keys(uids: Ints, hashes: Ints) -> npt.NDArray[np.uint64]:
     """One 64-bit key per (user incarnation, 64-bit hash): distinct pairs collide with a
     probability of about 2**-64."""
-    mixed = hashes.view(np.uint64) ^ (uids.astype(np.uint64) * _GOLDEN)
-    keys: list[int] = mixed.tolist()
+    keys: npt.NDArray[np.uint64] = hashes.view(np.uint64) ^ (uids.astype(np.uint64) * _GOLDEN)
     return keys
 
 
@@ -326,7 +326,7 @@ class ActivityTable:
         if shown.any():
             packed = (uids[shown] << 32) | seen_at[shown]
             self._impressed.update(
-                zip(_keys(uids[shown], hashes[shown]), packed.tolist(), strict=True)
+                zip(_keys(uids[shown], hashes[shown]).tolist(), packed.tolist(), strict=True)
             )
             if len(self._impressed) > max(2 * self._impressed_kept, self._floor):
                 self._impressed = self._trimmed(self._impressed, self.seen, remembered - 1)
@@ -344,8 +344,10 @@ class ActivityTable:
         add(self.dwells, dwell)
         add(self.short_dwells, dwell & (values < config.short_dwell_seconds))
         hour = (np.floor_divide(times[a], 3600.0) % _HOURS).astype(np.int64)
-        np.add.at(self.hours, (slots[a], hour), 1)
-        np.add.at(self.type_total, (slots[a], codes[a]), 1)
+        # flat indices and an int32 one: ``ufunc.at``'s fast path (a 2-D index, or a
+        # Python int cast to int32, takes the generic loop, twenty times slower)
+        np.add.at(self.hours.reshape(-1), slots[a] * _HOURS + hour, _ONE)
+        np.add.at(self.type_total.reshape(-1), slots[a] * _T + codes[a], _ONE)
         rows = self._append(a, slots, uids, codes, hashes, times)
         self._hard_rules(a, rows, slots, codes, times, ordinal)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
@@ -368,8 +370,8 @@ class ActivityTable:
         impressions and views at the click."""
         remembered = self.config.remembered_items
         involved = np.flatnonzero(clicks | shown)
-        keys = np.array(_keys(uids[involved], hashes[involved]), np.uint64)
-        by_key = np.lexsort((involved, keys))
+        keys = _keys(uids[involved], hashes[involved])
+        by_key = np.argsort(keys, kind="stable")  # ``involved`` ascends
         k, idx = keys[by_key], involved[by_key]
         run_start = np.r_[True, k[1:] != k[:-1]]
         first = np.maximum.accumulate(np.where(run_start, np.arange(len(k)), 0))
@@ -392,8 +394,8 @@ class ActivityTable:
         """Count the actions ``a`` whose (type, item) pair was among the user's previous
         ``remembered_items`` actions; remember each pair's latest ordinal."""
         remembered = self.config.remembered_items
-        keys = np.array(_keys(uids[a], pair_hashes[a]), np.uint64)
-        by_key = np.lexsort((a, keys))
+        keys = _keys(uids[a], pair_hashes[a])
+        by_key = np.argsort(keys, kind="stable")  # ``a`` ascends: ties stay in arrival order
         k, idx = keys[by_key], a[by_key]
         later = np.r_[False, k[1:] == k[:-1]]  # the pair occurred earlier in this batch
         before = np.full(len(k), -1, np.int64)
