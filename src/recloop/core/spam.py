@@ -551,11 +551,17 @@ class ItemStats:
             seen.update(item_ids)
             return
         items = item_ids if isinstance(item_ids, list) else list(item_ids)
-        if seen.issuperset(items):  # the usual batch: nothing new, one C-level pass
+        users = user_ids if isinstance(user_ids, list) else list(user_ids)
+        if len(users) != len(items):
+            raise ValueError(f"{len(items)} item_ids but {len(users)} user_ids")
+        unseen = set(items)
+        unseen -= seen
+        if not unseen:  # the usual batch: nothing new, C-level passes
             return
         once = self._named_once
-        pairs = dict.fromkeys(zip(items, user_ids, strict=True))
-        for item, user in [p for p in pairs if p[0] not in seen]:
+        # the distinct (item, user) pairs of the items not seen, in order
+        pairs = dict.fromkeys(p for p in zip(items, users) if p[0] in unseen)
+        for item, user in pairs:
             first = once.setdefault(item, hash(user))
             if first != hash(user):
                 seen.add(item)
@@ -580,6 +586,38 @@ class ItemStats:
             _count(self._lengths, float(old), -1)
         if new > 0:
             _count(self._lengths, float(new), 1)
+
+    def note_profile_lengths(self, changes: Iterable[tuple[int, int]]) -> None:
+        """:meth:`note_profile_length` for each ``(old, new)``: lengths are whole numbers, so
+        their sums are exact and taken once (the same tally as one change at a time).
+
+        >>> a, b = ItemStats(), ItemStats()
+        >>> a.note_profile_lengths([(0, 1), (1, 2), (0, 1), (2, 1)])
+        >>> for old, new in [(0, 1), (1, 2), (0, 1), (2, 1)]:
+        ...     b.note_profile_length(old, new)
+        >>> a.profile_lengths == b.profile_lengths
+        True
+        """
+        n = total = total_sq = n_max = n_min = 0
+        for old, new in changes:
+            if old > 0:
+                n -= 1
+                total -= old
+                total_sq -= old * old
+                n_max -= old >= RATING_MAX
+                n_min -= old <= RATING_MIN
+            if new > 0:
+                n += 1
+                total += new
+                total_sq += new * new
+                n_max += new >= RATING_MAX
+                n_min += new <= RATING_MIN
+        tally = self._lengths
+        tally[0] += n
+        tally[1] += float(total)
+        tally[2] += float(total_sq)
+        tally[3] += n_max
+        tally[4] += n_min
 
     def merge(self, other: ItemStats) -> None:
         """Add ``other``'s counts to these (statistics of another shard)."""
@@ -720,18 +758,27 @@ class ItemStats:
         table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
         table = table.reshape(-1, 5)
         n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
+        counted = n >= 5
         out = []
         for ends, value in ((top, RATING_MAX), (bottom, RATING_MIN)):
             bins = _end_bin(_other_mean(total, n, ends, value))
             hits = np.bincount(bins, weights=ends, minlength=_END_BINS)
             trials = np.bincount(bins, weights=n, minlength=_END_BINS)
             tau2 = np.zeros(_END_BINS)
+            # the items with at least 5 ratings in each bin, to find each bin's width in
+            # scalars: the narrowest neighbourhood holding 10 of them (else the widest)
+            per_bin = np.bincount(bins[counted], minlength=_END_BINS).tolist()
             for b in range(_END_BINS):
-                for width in range(_END_BINS):
-                    mine = (np.abs(bins - b) <= width) & (n >= 5)
-                    if mine.sum() >= 10 or width == _END_BINS - 1:
-                        break
-                if mine.sum() >= 3:
+                width = next(
+                    (
+                        w
+                        for w in range(_END_BINS - 1)
+                        if sum(per_bin[max(b - w, 0) : b + w + 1]) >= 10
+                    ),
+                    _END_BINS - 1,
+                )
+                if sum(per_bin[max(b - width, 0) : b + width + 1]) >= 3:
+                    mine = (np.abs(bins - b) <= width) & counted
                     share = ends[mine] / n[mine]
                     centre = float(np.median(share))
                     noise = centre * (1 - centre) / n[mine]

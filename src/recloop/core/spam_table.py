@@ -539,10 +539,15 @@ class ActivityTable:
     ) -> None:
         """Ratings and reviews, one by one: the profile a judgement reads item by item."""
         config = self.config
-        for n in profiled.tolist():
-            slot = int(slots[n])
-            if codes[n] == _RATING:
-                value = float(values[n])
+        lengths: list[tuple[int, int]] = []  # profile lengths moved, noted once at the end
+        for n, slot, code, value in zip(
+            profiled.tolist(),
+            slots[profiled].tolist(),
+            codes[profiled].tolist(),
+            values[profiled].tolist(),
+            strict=True,
+        ):
+            if code == _RATING:
                 if math.isnan(value):
                     continue
                 item_id = item_ids[n]
@@ -559,7 +564,7 @@ class ActivityTable:
                 else:
                     items.replace_rating(item_id, old, value)
                 if len(ratings) != before:
-                    items.note_profile_length(before, len(ratings))
+                    lengths.append((before, len(ratings)))
                 continue
             text = None if review_texts is None else review_texts[n]
             if text is None:
@@ -579,6 +584,8 @@ class ActivityTable:
                 if keys is None:
                     keys = self.review_keys[slot] = deque(maxlen=config.remembered_reviews)
                 keys.append(key)
+        if lengths:
+            items.note_profile_lengths(lengths)
 
     # -- compaction ------------------------------------------------------------------
 

@@ -301,15 +301,18 @@ class GuardService:
         """Each user's slot, opening slots for new users (the least recently active users
         make room past ``max_users``)."""
         slots = self._slots
-        found = list(map(slots.get, user_ids))
-        if None in found:
-            new = [u for u in dict.fromkeys(user_ids) if u not in slots]
+        n = len(user_ids)
+        found = np.fromiter(map(slots.get, user_ids, _ABSENT), np.int64, n)
+        missing = np.flatnonzero(found < 0)
+        if len(missing):  # only the events of new users are looked up again
+            named = [user_ids[i] for i in missing.tolist()]
+            new = list(dict.fromkeys(named))
             opened = self._open(new)
             slots.update(zip(new, opened, strict=True))
-            found = list(map(slots.get, user_ids))
+            found[missing] = np.fromiter(map(slots.__getitem__, named), np.int64, len(named))
             if len(slots) > self._max_users:
                 self._evict(len(slots) - self._max_users, set(user_ids))
-        return np.array(found, np.int64)
+        return found
 
     def _open(self, user_ids: list[str]) -> list[int]:
         """Fresh slots for ``user_ids``, their evidence empty."""
