@@ -495,6 +495,7 @@ class ItemStats:
         self._version = 0
         self._ranks: tuple[int, int, PopularityRanks] | None = None
         self._ends: tuple[int, int, FloatArray, FloatArray] | None = None
+        self._table: tuple[int, FloatArray] | None = None
 
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
@@ -685,6 +686,16 @@ class ItemStats:
         """How many items have at least one rating."""
         return len(self._items)
 
+    def _tallies(self) -> FloatArray:
+        """Every item's moments as a ``(items, 5)`` array, in the items' order (one read
+        per version, shared by the population tables rebuilt together)."""
+        held = self._table
+        if held is None or held[0] != self._version:
+            rows = self._items.values()
+            table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
+            held = self._table = (self._version, table.reshape(-1, 5))
+        return held[1]
+
     def log_ranks(self, refresh: float = 0.0) -> PopularityRanks:
         """Each item's popularity as its centred log-rank (see :class:`PopularityRanks`).
 
@@ -709,7 +720,7 @@ class ItemStats:
         ):
             return cached[2]
         ids = list(self._items)
-        counts = np.fromiter((m[0] for m in self._items.values()), dtype=np.float64, count=len(ids))
+        counts = self._tallies()[:, 0]
         log_rank = np.log(rankdata(-counts, method="average")) if ids else np.empty(0)
         centre = float(log_rank.mean()) if ids else 0.0
         log_rank -= centre
@@ -754,9 +765,7 @@ class ItemStats:
             cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
         ):
             return cached[2], cached[3]
-        rows = self._items.values()
-        table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
-        table = table.reshape(-1, 5)
+        table = self._tallies()
         n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
         counted = n >= 5
         out = []
@@ -780,13 +789,27 @@ class ItemStats:
                 if sum(per_bin[max(b - width, 0) : b + width + 1]) >= 3:
                     mine = (np.abs(bins - b) <= width) & counted
                     share = ends[mine] / n[mine]
-                    centre = float(np.median(share))
+                    centre = _median(share)
                     noise = centre * (1 - centre) / n[mine]
-                    spread = float(np.median((share - centre) ** 2)) / 0.455
-                    tau2[b] = max(spread - float(np.median(noise)), 0.0)
+                    spread = _median((share - centre) ** 2) / 0.455
+                    tau2[b] = max(spread - _median(noise), 0.0)
             out.append(np.vstack([hits, trials, tau2]))
         self._ends = (self._version, self._global[0], out[0], out[1])
         return out[0], out[1]
+
+
+def _median(values: FloatArray) -> float:
+    """``np.median`` of a 1-D array without NaN (the same operations: the middle value, or
+    the two middle values' sum halved), without its generic machinery.
+
+    >>> _median(np.array([3.0, 1.0, 2.0])), _median(np.array([4.0, 1.0, 2.0, 3.0]))
+    (2.0, 2.5)
+    """
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def _added(mine: _Tally, theirs: _Tally) -> _Tally:
