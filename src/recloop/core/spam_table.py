@@ -593,20 +593,7 @@ class ActivityTable:
         """Drop the log's rows no walk reaches: those of forgotten users, and those past
         the latest ``recent_actions`` of their user and of their (user, type)."""
         n = self._rows
-        recent = self.config.recent_actions
-        rows = np.arange(n)
-        slot = self.log_slot[:n]
-        alive = self.uid[slot] == self.log_uid[:n]
-        config = self.config
-        # what the walks reach: the latest actions, of each type, and the hard rules' windows
-        user_depth = max(recent, int(config.max_actions_per_second))
-        keep = _rank_from_end(slot, rows) < user_depth
-        keep |= _rank_from_end(slot * _T + self.log_code[:n], rows) < recent
-        explicit = np.flatnonzero(_EXPLICIT[self.log_code[:n]])
-        keep[explicit] |= _rank_from_end(slot[explicit], explicit) < int(
-            config.max_explicit_per_second
-        )
-        keep &= alive
+        keep = self.reachable()
         new_index = np.cumsum(keep) - 1
         kept = int(keep.sum())
 
@@ -626,6 +613,22 @@ class ActivityTable:
         self.type_head[:] = moved(self.type_head.reshape(-1)).reshape(self.type_head.shape)
         self.explicit_head[:] = moved(self.explicit_head)
         self._rows = self._kept_after_compaction = kept
+
+    def reachable(self) -> npt.NDArray[np.bool_]:
+        """Which rows of the log a walk may reach: the latest actions, of each type, and
+        the hard rules' windows of the live users, walked from their heads (a row within
+        that many steps of a head was within them at every compaction before, so its
+        chain there is whole)."""
+        config = self.config
+        recent = config.recent_actions
+        live = np.flatnonzero(self.uid >= 0)
+        keep = np.zeros(self._rows, np.bool_)
+        user_depth = max(recent, int(config.max_actions_per_second))
+        _reach(keep, self.head[live], self.log_prev, user_depth)
+        _reach(keep, self.type_head[live].reshape(-1), self.log_prev_type, recent)
+        explicit_depth = int(config.max_explicit_per_second)
+        _reach(keep, self.explicit_head[live], self.log_prev_explicit, explicit_depth)
+        return keep
 
     # -- reads -----------------------------------------------------------------------
 
@@ -747,12 +750,14 @@ def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     return prev
 
 
-def _rank_from_end(keys: Index, rows: Ints) -> Ints:
-    """Each row's position from the end among the rows of its key (0: the latest)."""
-    order = np.lexsort((rows, keys))
-    k = keys[order]
-    ends = np.r_[np.flatnonzero(k[1:] != k[:-1]), len(k) - 1]
-    end_of = np.repeat(ends, np.diff(np.r_[-1, ends]))
-    out = np.empty(len(keys), np.int64)
-    out[order] = end_of - np.arange(len(k))
-    return out
+def _reach(keep: npt.NDArray[np.bool_], starts: Index, links: Index, depth: int) -> None:
+    """Mark in ``keep`` the rows within ``depth`` steps back along ``links`` from each of
+    ``starts`` (-1: none)."""
+    cur = starts[starts >= 0]
+    for _ in range(depth):
+        if not len(cur):
+            return
+        keep[cur] = True
+        cur = links[cur]
+        cur = cur[cur >= 0]
+
