@@ -262,14 +262,17 @@ def test_compaction_keeps_what_ranking_the_whole_log_keeps(config: SpamConfig, s
         for u in new:
             slots[u] = len(slots)
         table.open(np.array([slots[u] for u in new], np.int64))
-        table.fold(
-            np.array([slots[e.user] for e in batch], np.int64),
+        batch_slots = np.array([slots[e.user] for e in batch], np.int64)
+        grouped = table.fold(
+            batch_slots,
             np.array([CODES[e.type] for e in batch], np.int64),
             [e.item for e in batch],
             np.array([math.nan if e.value is None else e.value for e in batch]),
             np.array([e.t for e in batch]),
             items,
         )
+        unique = np.unique(batch_slots, return_index=True, return_counts=True)
+        assert [g.tolist() for g in grouped] == [u.tolist() for u in unique]
         if rng.random() < 0.15:  # a user forgotten; their slot reopened for a fresh start
             slot = np.array([rng.choice(list(slots.values()))], np.int64)
             table.close(slot)

@@ -280,15 +280,20 @@ class ActivityTable:
         texts: TextRegistry | None = None,
         user_ids: Sequence[str] | None = None,
         review_texts: Sequence[str | None] | None = None,
-    ) -> None:
+    ) -> tuple[Ints, Ints, Ints]:
         """Fold a batch of events, in arrival order, into the users' evidence (as
         :func:`recloop.core.spam.record_event` does for each, in turn): ``codes`` by
         :data:`CODES`, ``values`` NaN where an event has none. Ratings update ``items``;
         reviews' texts (``review_texts``, parallel to the events) are registered in
-        ``texts`` under ``user_ids``."""
+        ``texts`` under ``user_ids``.
+
+        Returns the batch's distinct slots (ascending), each one's first event and its
+        number of events (``np.unique(slots, return_index=True, return_counts=True)``,
+        from the grouping the fold makes anyway)."""
         n = len(slots)
         if n == 0:
-            return
+            none = np.zeros(0, np.int64)
+            return none, none, none
         config = self.config
         remembered = config.remembered_items
         hashes = np.fromiter(map(hash, item_ids), np.int64, n)
@@ -296,7 +301,9 @@ class ActivityTable:
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
         starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
-        group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+        sizes = np.diff(np.r_[starts, n])
+        group_start = np.repeat(starts, sizes)
+        grouped = sorted_slots[starts], order[starts], sizes
 
         def running(mask: npt.NDArray[np.bool_]) -> Ints:
             """How many events of the same user up to and including each satisfy
@@ -334,7 +341,7 @@ class ActivityTable:
 
         acts = codes != _IMPRESSION
         if not acts.any():
-            return
+            return grouped
         ordinal = self.actions[slots] + running(acts)
         add(self.actions, acts)
         a = np.flatnonzero(acts)
@@ -357,6 +364,7 @@ class ActivityTable:
             self._profiles(
                 profiled, slots, codes, item_ids, values, items, texts, user_ids, review_texts
             )
+        return grouped
 
     def _unseen(
         self,

@@ -265,7 +265,7 @@ class GuardService:
         values = list(map(_VALUE, events))
         self._items.note_items(item_ids, user_ids)
         slots = self._slots_of(user_ids)
-        self._table.fold(
+        touched, first, counts = self._table.fold(
             slots,
             np.fromiter(map(CODES.__getitem__, types), np.int64, n),
             item_ids,
@@ -276,7 +276,6 @@ class GuardService:
             user_ids,
             list(map(_TEXT, events)) if "review" in types else None,
         )
-        touched, first, counts = np.unique(slots, return_index=True, return_counts=True)
         self._tick += 1
         self._touched[touched] = self._tick
         self._pending_at[touched] = now
