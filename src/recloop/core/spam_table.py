@@ -701,44 +701,93 @@ class ActivityTable:
                 f"more than {self.config.max_explicit_per_second:g} explicit events in 1 s"
             ),
         }
-        views = []
         columns = {name: getattr(self, name)[slots].tolist() for name in self._COUNTERS}
-        rule_at = self.rule_at[slots].tolist()
+        hard_rule_at = [None if at != at else at for at in self.rule_at[slots].tolist()]  # NaN
         action_types = (self.type_total[slots] > 0).sum(axis=1).tolist()
-        first_at, last_at = self.first_at[slots].tolist(), self.last_at[slots].tolist()
-        hours = self.hours[slots].tolist()
-        for i, slot in enumerate(slots.tolist()):
-            lo, hi = int(ends[i] - sizes[i]), int(ends[i])
-            d_lo, d_hi = int(dominant_ends[i] - dominant_sizes[i]), int(dominant_ends[i])
-            at = rule_at[i]
-            views.append(
-                ActivityView(
-                    events=columns["events"][i],
-                    actions=columns["actions"][i],
-                    seen=columns["seen"][i],
-                    first_at=first_at[i],
-                    last_at=last_at[i],
-                    clicks=columns["clicks"][i],
-                    unseen_clicks=columns["unseen_clicks"][i],
-                    dwells=columns["dwells"][i],
-                    short_dwells=columns["short_dwells"][i],
-                    repeats=columns["repeats"][i],
-                    action_types=action_types[i],
-                    max_explicit_in_second=columns["max_explicit_in_second"][i],
-                    hard_rule_at=None if math.isnan(at) else at,
-                    hard_rule_reason=reasons.get(columns["rule"][i]),
-                    hours=hours[i],
-                    ratings=self.ratings.get(slot, {}),
-                    reviews=columns["reviews"][i],
-                    reviews_with_links=columns["reviews_with_links"][i],
-                    reviews_with_repeats=columns["reviews_with_repeats"][i],
-                    max_text_copies=columns["max_text_copies"][i],
-                    review_keys=self.review_keys.get(slot, ()),
-                    latest_times=times[lo:hi],
-                    latest_items=items[lo:hi],
-                    dominant_times=dominant_times[d_lo:d_hi],
-                )
+        ratings, review_keys = self.ratings, self.review_keys
+        # each user's share of the gathered rows, sliced with Python ints
+        his, d_his = ends.tolist(), dominant_ends.tolist()
+        los, d_los = (ends - sizes).tolist(), (dominant_ends - dominant_sizes).tolist()
+        views = [
+            ActivityView(
+                events=events,
+                actions=actions,
+                seen=seen,
+                first_at=first_at,
+                last_at=last_at,
+                clicks=clicks,
+                unseen_clicks=unseen_clicks,
+                dwells=dwells,
+                short_dwells=short_dwells,
+                repeats=repeats,
+                action_types=types,
+                max_explicit_in_second=max_explicit,
+                hard_rule_at=at,
+                hard_rule_reason=reasons.get(rule),
+                hours=hours,
+                ratings=ratings.get(slot, {}),
+                reviews=reviews,
+                reviews_with_links=with_links,
+                reviews_with_repeats=with_repeats,
+                max_text_copies=copies,
+                review_keys=review_keys.get(slot, ()),
+                latest_times=times[lo:hi],
+                latest_items=items[lo:hi],
+                dominant_times=dominant_times[d_lo:d_hi],
             )
+            for (
+                slot,
+                events,
+                actions,
+                seen,
+                first_at,
+                last_at,
+                clicks,
+                unseen_clicks,
+                dwells,
+                short_dwells,
+                repeats,
+                types,
+                max_explicit,
+                at,
+                rule,
+                hours,
+                reviews,
+                with_links,
+                with_repeats,
+                copies,
+                lo,
+                hi,
+                d_lo,
+                d_hi,
+            ) in zip(
+                slots.tolist(),
+                columns["events"],
+                columns["actions"],
+                columns["seen"],
+                self.first_at[slots].tolist(),
+                self.last_at[slots].tolist(),
+                columns["clicks"],
+                columns["unseen_clicks"],
+                columns["dwells"],
+                columns["short_dwells"],
+                columns["repeats"],
+                action_types,
+                columns["max_explicit_in_second"],
+                hard_rule_at,
+                columns["rule"],
+                self.hours[slots].tolist(),
+                columns["reviews"],
+                columns["reviews_with_links"],
+                columns["reviews_with_repeats"],
+                columns["max_text_copies"],
+                los,
+                his,
+                d_los,
+                d_his,
+                strict=True,
+            )
+        ]
         return views, readings
 
 
