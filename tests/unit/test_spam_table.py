@@ -239,9 +239,7 @@ def reachable_by_ranks(table: ActivityTable) -> np.ndarray:
     keep = _rank_from_end(slot, rows) < max(recent, int(config.max_actions_per_second))
     keep |= _rank_from_end(slot * len(CODES) + code, rows) < recent
     explicit = np.flatnonzero(np.isin(code, [CODES[t] for t in EXPLICIT_TYPES]))
-    keep[explicit] |= _rank_from_end(slot[explicit], explicit) < int(
-        config.max_explicit_per_second
-    )
+    keep[explicit] |= _rank_from_end(slot[explicit], explicit) < int(config.max_explicit_per_second)
     return keep & alive
 
 

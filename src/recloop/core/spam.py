@@ -561,7 +561,7 @@ class ItemStats:
             return
         once = self._named_once
         # the distinct (item, user) pairs of the items not seen, in order
-        pairs = dict.fromkeys(p for p in zip(items, users) if p[0] in unseen)
+        pairs = dict.fromkeys(p for p in zip(items, users, strict=True) if p[0] in unseen)
         for item, user in pairs:
             first = once.setdefault(item, hash(user))
             if first != hash(user):

@@ -817,4 +817,3 @@ def _reach(keep: npt.NDArray[np.bool_], starts: Index, links: Index, depth: int)
         keep[cur] = True
         cur = links[cur]
         cur = cur[cur >= 0]
-
