@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from recloop.core.events import FEEDBACK_TYPES
+from recloop.core.events import EXPLICIT_TYPES, FEEDBACK_TYPES
 from recloop.core.spam import (
     ItemStats,
     SpamConfig,
@@ -213,3 +213,68 @@ def test_a_closed_slot_starts_again_empty() -> None:
         table.close(slot)
     table.compact()
     assert table.views(slot)[0].events == 0
+
+
+def _rank_from_end(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each row's position from the end among the rows of its key (0: the latest)."""
+    order = np.lexsort((rows, keys))
+    k = keys[order]
+    ends = np.r_[np.flatnonzero(k[1:] != k[:-1]), len(k) - 1]
+    end_of = np.repeat(ends, np.diff(np.r_[-1, ends]))
+    out = np.empty(len(keys), np.int64)
+    out[order] = end_of - np.arange(len(k))
+    return out
+
+
+def reachable_by_ranks(table: ActivityTable) -> np.ndarray:
+    """The rows compaction keeps, as it chose them before walking from the heads: ranked
+    from the end of each key (user, (user, type), user's explicit rows) by sorting the
+    whole log, the forgotten users' rows left out."""
+    n, config = table._rows, table.config
+    rows = np.arange(n)
+    slot = table.log_slot[:n].astype(np.int64)
+    code = table.log_code[:n].astype(np.int64)
+    alive = table.uid[slot] == table.log_uid[:n]
+    recent = config.recent_actions
+    keep = _rank_from_end(slot, rows) < max(recent, int(config.max_actions_per_second))
+    keep |= _rank_from_end(slot * len(CODES) + code, rows) < recent
+    explicit = np.flatnonzero(np.isin(code, [CODES[t] for t in EXPLICIT_TYPES]))
+    keep[explicit] |= _rank_from_end(slot[explicit], explicit) < int(config.max_explicit_per_second)
+    return keep & alive
+
+
+@pytest.mark.parametrize("config", [SMALL, SpamConfig()], ids=["small", "default"])
+@pytest.mark.parametrize("seed", range(8))
+def test_compaction_keeps_what_ranking_the_whole_log_keeps(config: SpamConfig, seed: int) -> None:
+    """The rows reachable from the heads are the rows the sort-based ranking kept, through
+    compactions, users forgotten and their slots reopened."""
+    rng = random.Random(seed)
+    events = stream(seed, users=9, events=2_500, items=20)
+    table, items = ActivityTable(config, 2, floor=16), ItemStats()
+    slots: dict[str, int] = {}
+    at = 0
+    while at < len(events):
+        batch = events[at : at + rng.choice([1, 3, 40, 200])]
+        at += len(batch)
+        new = [u for u in dict.fromkeys(e.user for e in batch) if u not in slots]
+        for u in new:
+            slots[u] = len(slots)
+        table.open(np.array([slots[u] for u in new], np.int64))
+        batch_slots = np.array([slots[e.user] for e in batch], np.int64)
+        grouped = table.fold(
+            batch_slots,
+            np.array([CODES[e.type] for e in batch], np.int64),
+            [e.item for e in batch],
+            np.array([math.nan if e.value is None else e.value for e in batch]),
+            np.array([e.t for e in batch]),
+            items,
+        )
+        unique = np.unique(batch_slots, return_index=True, return_counts=True)
+        assert [g.tolist() for g in grouped] == [u.tolist() for u in unique]
+        if rng.random() < 0.15:  # a user forgotten; their slot reopened for a fresh start
+            slot = np.array([rng.choice(list(slots.values()))], np.int64)
+            table.close(slot)
+            table.open(slot)
+        assert table.reachable().tolist() == reachable_by_ranks(table).tolist()
+        if rng.random() < 0.3:
+            table.compact()

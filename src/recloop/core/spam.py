@@ -495,6 +495,7 @@ class ItemStats:
         self._version = 0
         self._ranks: tuple[int, int, PopularityRanks] | None = None
         self._ends: tuple[int, int, FloatArray, FloatArray] | None = None
+        self._table: tuple[int, FloatArray] | None = None
 
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
@@ -551,11 +552,17 @@ class ItemStats:
             seen.update(item_ids)
             return
         items = item_ids if isinstance(item_ids, list) else list(item_ids)
-        if seen.issuperset(items):  # the usual batch: nothing new, one C-level pass
+        users = user_ids if isinstance(user_ids, list) else list(user_ids)
+        if len(users) != len(items):
+            raise ValueError(f"{len(items)} item_ids but {len(users)} user_ids")
+        unseen = set(items)
+        unseen -= seen
+        if not unseen:  # the usual batch: nothing new, C-level passes
             return
         once = self._named_once
-        pairs = dict.fromkeys(zip(items, user_ids, strict=True))
-        for item, user in [p for p in pairs if p[0] not in seen]:
+        # the distinct (item, user) pairs of the items not seen, in order
+        pairs = dict.fromkeys(p for p in zip(items, users, strict=True) if p[0] in unseen)
+        for item, user in pairs:
             first = once.setdefault(item, hash(user))
             if first != hash(user):
                 seen.add(item)
@@ -580,6 +587,38 @@ class ItemStats:
             _count(self._lengths, float(old), -1)
         if new > 0:
             _count(self._lengths, float(new), 1)
+
+    def note_profile_lengths(self, changes: Iterable[tuple[int, int]]) -> None:
+        """:meth:`note_profile_length` for each ``(old, new)``: lengths are whole numbers, so
+        their sums are exact and taken once (the same tally as one change at a time).
+
+        >>> a, b = ItemStats(), ItemStats()
+        >>> a.note_profile_lengths([(0, 1), (1, 2), (0, 1), (2, 1)])
+        >>> for old, new in [(0, 1), (1, 2), (0, 1), (2, 1)]:
+        ...     b.note_profile_length(old, new)
+        >>> a.profile_lengths == b.profile_lengths
+        True
+        """
+        n = total = total_sq = n_max = n_min = 0
+        for old, new in changes:
+            if old > 0:
+                n -= 1
+                total -= old
+                total_sq -= old * old
+                n_max -= old >= RATING_MAX
+                n_min -= old <= RATING_MIN
+            if new > 0:
+                n += 1
+                total += new
+                total_sq += new * new
+                n_max += new >= RATING_MAX
+                n_min += new <= RATING_MIN
+        tally = self._lengths
+        tally[0] += n
+        tally[1] += float(total)
+        tally[2] += float(total_sq)
+        tally[3] += n_max
+        tally[4] += n_min
 
     def merge(self, other: ItemStats) -> None:
         """Add ``other``'s counts to these (statistics of another shard)."""
@@ -647,6 +686,16 @@ class ItemStats:
         """How many items have at least one rating."""
         return len(self._items)
 
+    def _tallies(self) -> FloatArray:
+        """Every item's moments as a ``(items, 5)`` array, in the items' order (one read
+        per version, shared by the population tables rebuilt together)."""
+        held = self._table
+        if held is None or held[0] != self._version:
+            rows = self._items.values()
+            table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
+            held = self._table = (self._version, table.reshape(-1, 5))
+        return held[1]
+
     def log_ranks(self, refresh: float = 0.0) -> PopularityRanks:
         """Each item's popularity as its centred log-rank (see :class:`PopularityRanks`).
 
@@ -671,7 +720,7 @@ class ItemStats:
         ):
             return cached[2]
         ids = list(self._items)
-        counts = np.fromiter((m[0] for m in self._items.values()), dtype=np.float64, count=len(ids))
+        counts = self._tallies()[:, 0]
         log_rank = np.log(rankdata(-counts, method="average")) if ids else np.empty(0)
         centre = float(log_rank.mean()) if ids else 0.0
         log_rank -= centre
@@ -716,30 +765,51 @@ class ItemStats:
             cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
         ):
             return cached[2], cached[3]
-        rows = self._items.values()
-        table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
-        table = table.reshape(-1, 5)
+        table = self._tallies()
         n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
+        counted = n >= 5
         out = []
         for ends, value in ((top, RATING_MAX), (bottom, RATING_MIN)):
             bins = _end_bin(_other_mean(total, n, ends, value))
             hits = np.bincount(bins, weights=ends, minlength=_END_BINS)
             trials = np.bincount(bins, weights=n, minlength=_END_BINS)
             tau2 = np.zeros(_END_BINS)
+            # the items with at least 5 ratings in each bin, to find each bin's width in
+            # scalars: the narrowest neighbourhood holding 10 of them (else the widest)
+            per_bin = np.bincount(bins[counted], minlength=_END_BINS).tolist()
             for b in range(_END_BINS):
-                for width in range(_END_BINS):
-                    mine = (np.abs(bins - b) <= width) & (n >= 5)
-                    if mine.sum() >= 10 or width == _END_BINS - 1:
-                        break
-                if mine.sum() >= 3:
+                width = next(
+                    (
+                        w
+                        for w in range(_END_BINS - 1)
+                        if sum(per_bin[max(b - w, 0) : b + w + 1]) >= 10
+                    ),
+                    _END_BINS - 1,
+                )
+                if sum(per_bin[max(b - width, 0) : b + width + 1]) >= 3:
+                    mine = (np.abs(bins - b) <= width) & counted
                     share = ends[mine] / n[mine]
-                    centre = float(np.median(share))
+                    centre = _median(share)
                     noise = centre * (1 - centre) / n[mine]
-                    spread = float(np.median((share - centre) ** 2)) / 0.455
-                    tau2[b] = max(spread - float(np.median(noise)), 0.0)
+                    spread = _median((share - centre) ** 2) / 0.455
+                    tau2[b] = max(spread - _median(noise), 0.0)
             out.append(np.vstack([hits, trials, tau2]))
         self._ends = (self._version, self._global[0], out[0], out[1])
         return out[0], out[1]
+
+
+def _median(values: FloatArray) -> float:
+    """``np.median`` of a 1-D array without NaN (the same operations: the middle value, or
+    the two middle values' sum halved), without its generic machinery.
+
+    >>> _median(np.array([3.0, 1.0, 2.0])), _median(np.array([4.0, 1.0, 2.0, 3.0]))
+    (2.0, 2.5)
+    """
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def _added(mine: _Tally, theirs: _Tally) -> _Tally:

@@ -70,6 +70,7 @@ _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _ACTIONS_RULE, _EXPLICIT_RULE = 1, 2  # the rule column's codes (0: none)
+_ONE: Final = np.int32(1)
 _NONE: Final = itertools.repeat(-1)
 """The value of a key the ordinal dicts do not hold."""
 
@@ -80,11 +81,10 @@ def _type_hashes() -> Ints:
     return np.array([hash(name) for name in TYPES], np.int64)
 
 
-def _keys(uids: Ints, hashes: Ints) -> list[int]:
+def _keys(uids: Ints, hashes: Ints) -> npt.NDArray[np.uint64]:
     """One 64-bit key per (user incarnation, 64-bit hash): distinct pairs collide with a
     probability of about 2**-64."""
-    mixed = hashes.view(np.uint64) ^ (uids.astype(np.uint64) * _GOLDEN)
-    keys: list[int] = mixed.tolist()
+    keys: npt.NDArray[np.uint64] = hashes.view(np.uint64) ^ (uids.astype(np.uint64) * _GOLDEN)
     return keys
 
 
@@ -280,15 +280,20 @@ class ActivityTable:
         texts: TextRegistry | None = None,
         user_ids: Sequence[str] | None = None,
         review_texts: Sequence[str | None] | None = None,
-    ) -> None:
+    ) -> tuple[Ints, Ints, Ints]:
         """Fold a batch of events, in arrival order, into the users' evidence (as
         :func:`recloop.core.spam.record_event` does for each, in turn): ``codes`` by
         :data:`CODES`, ``values`` NaN where an event has none. Ratings update ``items``;
         reviews' texts (``review_texts``, parallel to the events) are registered in
-        ``texts`` under ``user_ids``."""
+        ``texts`` under ``user_ids``.
+
+        Returns the batch's distinct slots (ascending), each one's first event and its
+        number of events (``np.unique(slots, return_index=True, return_counts=True)``,
+        from the grouping the fold makes anyway)."""
         n = len(slots)
         if n == 0:
-            return
+            none = np.zeros(0, np.int64)
+            return none, none, none
         config = self.config
         remembered = config.remembered_items
         hashes = np.fromiter(map(hash, item_ids), np.int64, n)
@@ -296,7 +301,9 @@ class ActivityTable:
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
         starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
-        group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+        sizes = np.diff(np.r_[starts, n])
+        group_start = np.repeat(starts, sizes)
+        grouped = sorted_slots[starts], order[starts], sizes
 
         def running(mask: npt.NDArray[np.bool_]) -> Ints:
             """How many events of the same user up to and including each satisfy
@@ -326,7 +333,7 @@ class ActivityTable:
         if shown.any():
             packed = (uids[shown] << 32) | seen_at[shown]
             self._impressed.update(
-                zip(_keys(uids[shown], hashes[shown]), packed.tolist(), strict=True)
+                zip(_keys(uids[shown], hashes[shown]).tolist(), packed.tolist(), strict=True)
             )
             if len(self._impressed) > max(2 * self._impressed_kept, self._floor):
                 self._impressed = self._trimmed(self._impressed, self.seen, remembered - 1)
@@ -334,7 +341,7 @@ class ActivityTable:
 
         acts = codes != _IMPRESSION
         if not acts.any():
-            return
+            return grouped
         ordinal = self.actions[slots] + running(acts)
         add(self.actions, acts)
         a = np.flatnonzero(acts)
@@ -344,8 +351,10 @@ class ActivityTable:
         add(self.dwells, dwell)
         add(self.short_dwells, dwell & (values < config.short_dwell_seconds))
         hour = (np.floor_divide(times[a], 3600.0) % _HOURS).astype(np.int64)
-        np.add.at(self.hours, (slots[a], hour), 1)
-        np.add.at(self.type_total, (slots[a], codes[a]), 1)
+        # flat indices and an int32 one: ``ufunc.at``'s fast path (a 2-D index, or a
+        # Python int cast to int32, takes the generic loop, twenty times slower)
+        np.add.at(self.hours.reshape(-1), slots[a] * _HOURS + hour, _ONE)
+        np.add.at(self.type_total.reshape(-1), slots[a] * _T + codes[a], _ONE)
         rows = self._append(a, slots, uids, codes, hashes, times)
         self._hard_rules(a, rows, slots, codes, times, ordinal)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
@@ -355,6 +364,7 @@ class ActivityTable:
             self._profiles(
                 profiled, slots, codes, item_ids, values, items, texts, user_ids, review_texts
             )
+        return grouped
 
     def _unseen(
         self,
@@ -368,8 +378,8 @@ class ActivityTable:
         impressions and views at the click."""
         remembered = self.config.remembered_items
         involved = np.flatnonzero(clicks | shown)
-        keys = np.array(_keys(uids[involved], hashes[involved]), np.uint64)
-        by_key = np.lexsort((involved, keys))
+        keys = _keys(uids[involved], hashes[involved])
+        by_key = np.argsort(keys, kind="stable")  # ``involved`` ascends
         k, idx = keys[by_key], involved[by_key]
         run_start = np.r_[True, k[1:] != k[:-1]]
         first = np.maximum.accumulate(np.where(run_start, np.arange(len(k)), 0))
@@ -392,8 +402,8 @@ class ActivityTable:
         """Count the actions ``a`` whose (type, item) pair was among the user's previous
         ``remembered_items`` actions; remember each pair's latest ordinal."""
         remembered = self.config.remembered_items
-        keys = np.array(_keys(uids[a], pair_hashes[a]), np.uint64)
-        by_key = np.lexsort((a, keys))
+        keys = _keys(uids[a], pair_hashes[a])
+        by_key = np.argsort(keys, kind="stable")  # ``a`` ascends: ties stay in arrival order
         k, idx = keys[by_key], a[by_key]
         later = np.r_[False, k[1:] == k[:-1]]  # the pair occurred earlier in this batch
         before = np.full(len(k), -1, np.int64)
@@ -537,10 +547,15 @@ class ActivityTable:
     ) -> None:
         """Ratings and reviews, one by one: the profile a judgement reads item by item."""
         config = self.config
-        for n in profiled.tolist():
-            slot = int(slots[n])
-            if codes[n] == _RATING:
-                value = float(values[n])
+        lengths: list[tuple[int, int]] = []  # profile lengths moved, noted once at the end
+        for n, slot, code, value in zip(
+            profiled.tolist(),
+            slots[profiled].tolist(),
+            codes[profiled].tolist(),
+            values[profiled].tolist(),
+            strict=True,
+        ):
+            if code == _RATING:
                 if math.isnan(value):
                     continue
                 item_id = item_ids[n]
@@ -557,7 +572,7 @@ class ActivityTable:
                 else:
                     items.replace_rating(item_id, old, value)
                 if len(ratings) != before:
-                    items.note_profile_length(before, len(ratings))
+                    lengths.append((before, len(ratings)))
                 continue
             text = None if review_texts is None else review_texts[n]
             if text is None:
@@ -577,6 +592,8 @@ class ActivityTable:
                 if keys is None:
                     keys = self.review_keys[slot] = deque(maxlen=config.remembered_reviews)
                 keys.append(key)
+        if lengths:
+            items.note_profile_lengths(lengths)
 
     # -- compaction ------------------------------------------------------------------
 
@@ -584,20 +601,7 @@ class ActivityTable:
         """Drop the log's rows no walk reaches: those of forgotten users, and those past
         the latest ``recent_actions`` of their user and of their (user, type)."""
         n = self._rows
-        recent = self.config.recent_actions
-        rows = np.arange(n)
-        slot = self.log_slot[:n]
-        alive = self.uid[slot] == self.log_uid[:n]
-        config = self.config
-        # what the walks reach: the latest actions, of each type, and the hard rules' windows
-        user_depth = max(recent, int(config.max_actions_per_second))
-        keep = _rank_from_end(slot, rows) < user_depth
-        keep |= _rank_from_end(slot * _T + self.log_code[:n], rows) < recent
-        explicit = np.flatnonzero(_EXPLICIT[self.log_code[:n]])
-        keep[explicit] |= _rank_from_end(slot[explicit], explicit) < int(
-            config.max_explicit_per_second
-        )
-        keep &= alive
+        keep = self.reachable()
         new_index = np.cumsum(keep) - 1
         kept = int(keep.sum())
 
@@ -617,6 +621,22 @@ class ActivityTable:
         self.type_head[:] = moved(self.type_head.reshape(-1)).reshape(self.type_head.shape)
         self.explicit_head[:] = moved(self.explicit_head)
         self._rows = self._kept_after_compaction = kept
+
+    def reachable(self) -> npt.NDArray[np.bool_]:
+        """Which rows of the log a walk may reach: the latest actions, of each type, and
+        the hard rules' windows of the live users, walked from their heads (a row within
+        that many steps of a head was within them at every compaction before, so its
+        chain there is whole)."""
+        config = self.config
+        recent = config.recent_actions
+        live = np.flatnonzero(self.uid >= 0)
+        keep = np.zeros(self._rows, np.bool_)
+        user_depth = max(recent, int(config.max_actions_per_second))
+        _reach(keep, self.head[live], self.log_prev, user_depth)
+        _reach(keep, self.type_head[live].reshape(-1), self.log_prev_type, recent)
+        explicit_depth = int(config.max_explicit_per_second)
+        _reach(keep, self.explicit_head[live], self.log_prev_explicit, explicit_depth)
+        return keep
 
     # -- reads -----------------------------------------------------------------------
 
@@ -681,44 +701,93 @@ class ActivityTable:
                 f"more than {self.config.max_explicit_per_second:g} explicit events in 1 s"
             ),
         }
-        views = []
         columns = {name: getattr(self, name)[slots].tolist() for name in self._COUNTERS}
-        rule_at = self.rule_at[slots].tolist()
+        hard_rule_at = [None if at != at else at for at in self.rule_at[slots].tolist()]  # NaN
         action_types = (self.type_total[slots] > 0).sum(axis=1).tolist()
-        first_at, last_at = self.first_at[slots].tolist(), self.last_at[slots].tolist()
-        hours = self.hours[slots].tolist()
-        for i, slot in enumerate(slots.tolist()):
-            lo, hi = int(ends[i] - sizes[i]), int(ends[i])
-            d_lo, d_hi = int(dominant_ends[i] - dominant_sizes[i]), int(dominant_ends[i])
-            at = rule_at[i]
-            views.append(
-                ActivityView(
-                    events=columns["events"][i],
-                    actions=columns["actions"][i],
-                    seen=columns["seen"][i],
-                    first_at=first_at[i],
-                    last_at=last_at[i],
-                    clicks=columns["clicks"][i],
-                    unseen_clicks=columns["unseen_clicks"][i],
-                    dwells=columns["dwells"][i],
-                    short_dwells=columns["short_dwells"][i],
-                    repeats=columns["repeats"][i],
-                    action_types=action_types[i],
-                    max_explicit_in_second=columns["max_explicit_in_second"][i],
-                    hard_rule_at=None if math.isnan(at) else at,
-                    hard_rule_reason=reasons.get(columns["rule"][i]),
-                    hours=hours[i],
-                    ratings=self.ratings.get(slot, {}),
-                    reviews=columns["reviews"][i],
-                    reviews_with_links=columns["reviews_with_links"][i],
-                    reviews_with_repeats=columns["reviews_with_repeats"][i],
-                    max_text_copies=columns["max_text_copies"][i],
-                    review_keys=self.review_keys.get(slot, ()),
-                    latest_times=times[lo:hi],
-                    latest_items=items[lo:hi],
-                    dominant_times=dominant_times[d_lo:d_hi],
-                )
+        ratings, review_keys = self.ratings, self.review_keys
+        # each user's share of the gathered rows, sliced with Python ints
+        his, d_his = ends.tolist(), dominant_ends.tolist()
+        los, d_los = (ends - sizes).tolist(), (dominant_ends - dominant_sizes).tolist()
+        views = [
+            ActivityView(
+                events=events,
+                actions=actions,
+                seen=seen,
+                first_at=first_at,
+                last_at=last_at,
+                clicks=clicks,
+                unseen_clicks=unseen_clicks,
+                dwells=dwells,
+                short_dwells=short_dwells,
+                repeats=repeats,
+                action_types=types,
+                max_explicit_in_second=max_explicit,
+                hard_rule_at=at,
+                hard_rule_reason=reasons.get(rule),
+                hours=hours,
+                ratings=ratings.get(slot, {}),
+                reviews=reviews,
+                reviews_with_links=with_links,
+                reviews_with_repeats=with_repeats,
+                max_text_copies=copies,
+                review_keys=review_keys.get(slot, ()),
+                latest_times=times[lo:hi],
+                latest_items=items[lo:hi],
+                dominant_times=dominant_times[d_lo:d_hi],
             )
+            for (
+                slot,
+                events,
+                actions,
+                seen,
+                first_at,
+                last_at,
+                clicks,
+                unseen_clicks,
+                dwells,
+                short_dwells,
+                repeats,
+                types,
+                max_explicit,
+                at,
+                rule,
+                hours,
+                reviews,
+                with_links,
+                with_repeats,
+                copies,
+                lo,
+                hi,
+                d_lo,
+                d_hi,
+            ) in zip(
+                slots.tolist(),
+                columns["events"],
+                columns["actions"],
+                columns["seen"],
+                self.first_at[slots].tolist(),
+                self.last_at[slots].tolist(),
+                columns["clicks"],
+                columns["unseen_clicks"],
+                columns["dwells"],
+                columns["short_dwells"],
+                columns["repeats"],
+                action_types,
+                columns["max_explicit_in_second"],
+                hard_rule_at,
+                columns["rule"],
+                self.hours[slots].tolist(),
+                columns["reviews"],
+                columns["reviews_with_links"],
+                columns["reviews_with_repeats"],
+                columns["max_text_copies"],
+                los,
+                his,
+                d_los,
+                d_his,
+                strict=True,
+            )
+        ]
         return views, readings
 
 
@@ -738,12 +807,13 @@ def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     return prev
 
 
-def _rank_from_end(keys: Index, rows: Ints) -> Ints:
-    """Each row's position from the end among the rows of its key (0: the latest)."""
-    order = np.lexsort((rows, keys))
-    k = keys[order]
-    ends = np.r_[np.flatnonzero(k[1:] != k[:-1]), len(k) - 1]
-    end_of = np.repeat(ends, np.diff(np.r_[-1, ends]))
-    out = np.empty(len(keys), np.int64)
-    out[order] = end_of - np.arange(len(k))
-    return out
+def _reach(keep: npt.NDArray[np.bool_], starts: Index, links: Index, depth: int) -> None:
+    """Mark in ``keep`` the rows within ``depth`` steps back along ``links`` from each of
+    ``starts`` (-1: none)."""
+    cur = starts[starts >= 0]
+    for _ in range(depth):
+        if not len(cur):
+            return
+        keep[cur] = True
+        cur = links[cur]
+        cur = cur[cur >= 0]

@@ -265,7 +265,7 @@ class GuardService:
         values = list(map(_VALUE, events))
         self._items.note_items(item_ids, user_ids)
         slots = self._slots_of(user_ids)
-        self._table.fold(
+        touched, first, counts = self._table.fold(
             slots,
             np.fromiter(map(CODES.__getitem__, types), np.int64, n),
             item_ids,
@@ -276,7 +276,6 @@ class GuardService:
             user_ids,
             list(map(_TEXT, events)) if "review" in types else None,
         )
-        touched, first, counts = np.unique(slots, return_index=True, return_counts=True)
         self._tick += 1
         self._touched[touched] = self._tick
         self._pending_at[touched] = now
@@ -301,15 +300,18 @@ class GuardService:
         """Each user's slot, opening slots for new users (the least recently active users
         make room past ``max_users``)."""
         slots = self._slots
-        found = list(map(slots.get, user_ids))
-        if None in found:
-            new = [u for u in dict.fromkeys(user_ids) if u not in slots]
+        n = len(user_ids)
+        found = np.fromiter(map(slots.get, user_ids, _ABSENT), np.int64, n)
+        missing = np.flatnonzero(found < 0)
+        if len(missing):  # only the events of new users are looked up again
+            named = [user_ids[i] for i in missing.tolist()]
+            new = list(dict.fromkeys(named))
             opened = self._open(new)
             slots.update(zip(new, opened, strict=True))
-            found = list(map(slots.get, user_ids))
+            found[missing] = np.fromiter(map(slots.__getitem__, named), np.int64, len(named))
             if len(slots) > self._max_users:
                 self._evict(len(slots) - self._max_users, set(user_ids))
-        return np.array(found, np.int64)
+        return found
 
     def _open(self, user_ids: list[str]) -> list[int]:
         """Fresh slots for ``user_ids``, their evidence empty."""

@@ -16,6 +16,7 @@ locks).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -24,6 +25,8 @@ from limits import parse_many
 
 from recloop.adapters.ratelimit.groups import admit_each
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit, admit_one
+
+_ABSENT = itertools.repeat(-1)
 
 
 def limits_of(spec: str) -> list[Limit]:
@@ -47,11 +50,12 @@ class _Class:
 
     def slots_of(self, identities: Sequence[str]) -> np.ndarray:
         """Each identity's slot, assigning free slots to the new ones."""
-        found: list[int | None] = list(map(self.slots.get, identities))
-        if None in found:
-            new = list(
-                dict.fromkeys(i for i, s in zip(identities, found, strict=True) if s is None)
-            )
+        n = len(identities)
+        found = np.fromiter(map(self.slots.get, identities, _ABSENT), np.int64, n)
+        missing = np.flatnonzero(found < 0)
+        if len(missing):  # only the new identities' asks are looked up again
+            named = [identities[i] for i in missing.tolist()]
+            new = list(dict.fromkeys(named))
             if len(self.free) < len(new):
                 self._grow(len(self.names) + len(new))
             taken = self.free[-len(new) :]
@@ -59,8 +63,8 @@ class _Class:
             self.slots.update(zip(new, taken, strict=True))
             self.names[taken] = new
             self.used[taken] = True
-            found = list(map(self.slots.get, identities))
-        return np.array(found, np.int64)
+            found[missing] = np.fromiter(map(self.slots.__getitem__, named), np.int64, len(named))
+        return found
 
     def _grow(self, needed: int) -> None:
         start = len(self.names)
