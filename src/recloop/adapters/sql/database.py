@@ -150,6 +150,36 @@ class SqlDatabase:
         async with self._guarded(), self.engine.connect() as conn:
             yield conn
 
+    @property
+    def pg_lane(self) -> bool:
+        """Whether :meth:`pg_write` and :meth:`pg_read` are available (PostgreSQL)."""
+        return self.dialect == "postgresql"
+
+    @contextlib.asynccontextmanager
+    async def pg_write(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection's asyncpg connection, in a transaction that
+        commits on exit and rolls back on error.
+
+        The hot statements of the distributed worker (the archive, the state commit) run
+        here with their parameters as arrays or through asyncpg's ``executemany``, compiled
+        once (:mod:`recloop.adapters.sql.pg`): through SQLAlchemy every row is a mapping
+        processed in Python, and a multi-row ``VALUES`` is a new statement for PostgreSQL
+        to parse and plan whenever the number of rows changes. The pool, its pre-ping and
+        the breaker are the same as :meth:`write`'s.
+        """
+        async with self._guarded(), self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            async with driver.transaction():
+                yield driver
+
+    @contextlib.asynccontextmanager
+    async def pg_read(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection's asyncpg connection, for reads."""
+        async with self._guarded(), self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection
+
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:
         """The breaker around one call: refused while it is open, told how the call went."""
