@@ -24,6 +24,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 T = TypeVar("T")
 
+PG_LANE_CONNECTIONS = 4
+"""The most connections :meth:`SqlDatabase.pg_write` and ``pg_read`` hold open at once."""
+PG_CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection of that pool may take to open."""
+
 
 class SqlDatabase:
     """An async engine plus what its dialect needs.
@@ -71,6 +76,8 @@ class SqlDatabase:
         self._reader: ThreadPoolExecutor | None = None
         self._raw_write: sqlite3.Connection | None = None
         self._raw_read: sqlite3.Connection | None = None
+        self._pg: Any = None  # pg_write's asyncpg pool, opened at its first call
+        self._pg_opening = asyncio.Lock()
         if self.dialect == "sqlite":
             self._write_lock = asyncio.Lock()
 
@@ -157,28 +164,47 @@ class SqlDatabase:
 
     @contextlib.asynccontextmanager
     async def pg_write(self) -> AsyncIterator[Any]:
-        """PostgreSQL: a pooled connection's asyncpg connection, in a transaction that
-        commits on exit and rolls back on error.
+        """PostgreSQL: an asyncpg connection in a transaction that commits on exit and rolls
+        back on error.
 
         The hot statements of the distributed worker (the archive, the state commit) run
         here with their parameters as arrays or through asyncpg's ``executemany``, compiled
         once (:mod:`recloop.adapters.sql.pg`): through SQLAlchemy every row is a mapping
         processed in Python, and a multi-row ``VALUES`` is a new statement for PostgreSQL
-        to parse and plan whenever the number of rows changes. The pool, its pre-ping and
-        the breaker are the same as :meth:`write`'s.
+        to parse and plan whenever the number of rows changes. The connections come from
+        a small asyncpg pool of their own, opened at the first call: SQLAlchemy's pool
+        pings every connection it lends (``BEGIN``, a query, ``ROLLBACK``: three round
+        trips before each transaction). Without the ping, a connection that the server
+        closed fails its call (a :class:`~recloop.core.errors.TransientError`, retried
+        like any other) and the pool replaces it. The breaker is :meth:`write`'s.
         """
-        async with self._guarded(), self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            async with driver.transaction():
-                yield driver
+        async with self._guarded():
+            pool = await self._pg_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
 
     @contextlib.asynccontextmanager
     async def pg_read(self) -> AsyncIterator[Any]:
-        """PostgreSQL: a pooled connection's asyncpg connection, for reads."""
-        async with self._guarded(), self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            yield raw.driver_connection
+        """PostgreSQL: an asyncpg connection of :meth:`pg_write`'s pool, for reads."""
+        async with self._guarded():
+            pool = await self._pg_pool()
+            async with pool.acquire() as conn:
+                yield conn
+
+    async def _pg_pool(self) -> Any:
+        if self._pg is None:
+            import asyncpg
+
+            async with self._pg_opening:
+                if self._pg is None:
+                    dsn = self.engine.url.set(drivername="postgresql")
+                    self._pg = await asyncpg.create_pool(
+                        dsn.render_as_string(hide_password=False),
+                        min_size=1,
+                        max_size=PG_LANE_CONNECTIONS,
+                        timeout=PG_CONNECT_TIMEOUT,
+                    )
+        return self._pg
 
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:
@@ -228,6 +254,9 @@ class SqlDatabase:
                 pool.shutdown(wait=True)
         self._writer = self._reader = None
         self._raw_write = self._raw_read = None
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            await pg.close()
         await self.engine.dispose()
 
 
