@@ -64,13 +64,23 @@ class PgStatement:
         'INSERT INTO t (a, b) SELECT * FROM unnest($1::INTEGER[], $2::VARCHAR[])'
         """
         head, values = self.sql.split(" VALUES (", 1)
-        depth, end = 1, 0
-        for end, char in enumerate(values):
-            depth += {"(": 1, ")": -1}.get(char, 0)
-            if depth == 0:
-                break
+        end = _closing(values)
         marks = [m.strip() for m in values[:end].split(",")]
         if not all(m.startswith("$") and "::" in m for m in marks):
             raise ValueError(f"PgStatement.unnest: not one row of typed parameters: {self.sql}")
         arrays = ", ".join(f"{m}[]" for m in marks)
         return f"{head} SELECT * FROM unnest({arrays}){values[end + 1 :]}"
+
+
+def _closing(text: str) -> int:
+    """Where the parenthesis open before ``text`` closes in it.
+
+    >>> _closing("$1::INTEGER, f($2)) ON CONFLICT")
+    18
+    """
+    depth = 1
+    for at, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return at
+    raise ValueError(f"no closing parenthesis in {text!r}")
