@@ -178,7 +178,7 @@ class SqlDatabase:
         closed fails its call (a :class:`~recloop.core.errors.TransientError`, retried
         like any other) and the pool replaces it. The breaker is :meth:`write`'s.
         """
-        async with self._guarded():
+        async with self._guarded(), _plain_errors():
             pool = await self._pg_pool()
             async with pool.acquire() as conn, conn.transaction():
                 yield conn
@@ -186,7 +186,7 @@ class SqlDatabase:
     @contextlib.asynccontextmanager
     async def pg_read(self) -> AsyncIterator[Any]:
         """PostgreSQL: an asyncpg connection of :meth:`pg_write`'s pool, for reads."""
-        async with self._guarded():
+        async with self._guarded(), _plain_errors():
             pool = await self._pg_pool()
             async with pool.acquire() as conn:
                 yield conn
@@ -258,6 +258,22 @@ class SqlDatabase:
         if pg is not None:
             await pg.close()
         await self.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _plain_errors() -> AsyncIterator[None]:
+    """The database's errors as SQLAlchemy shows them: the message without its ``DETAIL``,
+    which quotes the row's values (a user id refused by a constraint would reach the log);
+    the same exception type, the original not chained."""
+    import asyncpg
+
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if not getattr(exc, "detail", None):
+            raise
+        plain = type(exc)(exc.args[0] if exc.args else type(exc).__name__)
+        raise plain from None
 
 
 def _unreachable(exc: BaseException) -> bool:
