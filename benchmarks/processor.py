@@ -10,6 +10,10 @@ the event loop thread's alone, with the guard's evidence on and off.
 
     uv run --frozen python -m benchmarks.processor [--events N] [--batch N]
                                                    [--storage sqlite|memory]
+                                                   [--journal-rows N]
+
+``--journal-rows 0`` writes each checkpoint's rows in place (no state journal), for a
+before/after of the journal in one session.
 """
 
 from __future__ import annotations
@@ -29,13 +33,20 @@ TYPES = ["view"] * 35 + ["impression"] * 20 + ["click"] * 15 + ["like"] * 20 + [
 
 
 async def run(
-    events: int, users: int, items: int, storage: str, spam: bool, size: int = 1000
+    events: int,
+    users: int,
+    items: int,
+    storage: str,
+    spam: bool,
+    size: int = 1000,
+    journal_rows: int | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         url = "memory://" if storage == "memory" else f"sqlite+aiosqlite:///{Path(tmp) / 'r.db'}"
         settings = Settings(
             storage={"url": url},
-            feedback={"implicit_flush_seconds": 1.0},
+            feedback={"implicit_flush_seconds": 1.0}
+            | ({} if journal_rows is None else {"journal_rows": journal_rows}),
             spam={"enabled": spam},
         )
         container = build_container(settings)
@@ -82,13 +93,16 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
     parser.add_argument("--batch", type=int, default=1000, help="events per submit (1000)")
+    parser.add_argument(
+        "--journal-rows", type=int, default=None, help="feedback.journal_rows (the default's)"
+    )
     args = parser.parse_args()
     shape = f"{args.storage}, {args.events:,} events in batches of {args.batch:,}"
     print(f"| {shape} | guard on | guard off |")
     print("|---|---:|---:|")
     common = (args.events, args.users, args.items, args.storage)
-    on = asyncio.run(run(*common, True, args.batch))
-    off = asyncio.run(run(*common, False, args.batch))
+    on = asyncio.run(run(*common, True, args.batch, args.journal_rows))
+    off = asyncio.run(run(*common, False, args.batch, args.journal_rows))
     for name in on:
         print(f"| {name} | {on[name]:,.1f} | {off[name]:,.1f} |")
 

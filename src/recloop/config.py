@@ -179,6 +179,12 @@ class FeedbackSettings(_Section):
     requests, one checkpoint then covers many apply rounds. Reads see applied events at
     once; what waits for a checkpoint is the optimizer's counts, the experiments' sums,
     the distributed workers' snapshots, and how much a restart replays."""
+    journal_rows: int = Field(100_000, ge=0)
+    """Users' rows the state journal holds before its oldest records are compacted into
+    the user table (core.journal); 0: every checkpoint writes its rows in place. The
+    journal's users stay in memory until compacted, and a start reads the journal."""
+    journal_seconds: float = Field(60.0, gt=0.0)
+    """Age past which a journal record is compacted, however small the journal."""
     max_batch_events: int = Field(1_000, ge=1, le=100_000)
     max_future_seconds: float = Field(300.0, ge=0.0)
     dwell_full_seconds: float = Field(300.0, gt=0.0)

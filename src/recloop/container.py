@@ -263,6 +263,8 @@ class Appliers:
     guard: GuardService
     experiments: ExperimentService
     processor: Processor
+    preferences: PreferenceService
+    """What was learnt about each user, as the read path sees it."""
 
 
 def _cache_step(shared: SharedCache | None) -> Step:
@@ -305,6 +307,8 @@ def _appliers(
         dispatched=(lambda: processor.tracker.last_begun) if embedded else None,
         defer_covariates=embedded,
         unsent=unsent,
+        # Embedded, this process is the one writer of users' state: the read cache knows.
+        stored=(lambda user_id: preferences.exists(user_id)) if embedded else None,
     )
     guard_evidence = guard.observe if spam and embedded else None
 
@@ -329,7 +333,10 @@ def _appliers(
         # experiments keep the events that will move them (see ``taken``).
         evidence=taken,
     )
-    return Appliers(retries, cache, shared_cache, vectors, optimizer, guard, experiments, processor)
+    preferences = PreferenceService(store, cache, retries, live=processor.preferences)
+    return Appliers(
+        retries, cache, shared_cache, vectors, optimizer, guard, experiments, processor, preferences
+    )
 
 
 def _privacy(
@@ -484,7 +491,7 @@ def build_container(
             settings.ingest.group_commit_max_events,
             keep_text=settings.privacy.keep_review_text,
         )
-    preferences = PreferenceService(store, a.cache, a.retries, live=processor.preferences)
+    preferences = a.preferences
     impressions = impression_writer(store)
     limits = rate_limits(settings)
     learning = _learning(settings, storage, guard)

@@ -123,6 +123,12 @@ class StateChanges:
     ``positions`` (distributed deployment) are the applied offsets of event-topic
     partitions, each only ever moved forward.
 
+    ``journal`` (the embedded processor's checkpoints) are users' rows appended as one
+    record of the state journal, numbered ``journal_seq``, instead of written row by row:
+    a user's latest record holds a state newer than its ``users`` row. Records numbered
+    ``journal_through`` or less are deleted (compacted: the processor sends, in the same
+    commit, as ``users``, the rows of every user whose latest record they are).
+
     ``commit_id`` makes a retried commit safe: a store remembers the last
     commit id its process applied, in the same transaction, and applies a
     commit with that id again as nothing. A commit whose answer was lost (the
@@ -139,6 +145,9 @@ class StateChanges:
     watermark: int | None = None
     positions: dict[int, int] = field(default_factory=dict)
     commit_id: str | None = None
+    journal: UserRows | None = None
+    journal_seq: int = 0
+    journal_through: int = 0
 
     def __iadd__(self, other: StateChanges) -> StateChanges:
         self.users = self.users + other.users
@@ -230,6 +239,11 @@ class StateStore(Protocol):
 
     async def commit(self, changes: StateChanges) -> None:
         """Write ``changes`` in one transaction (see :class:`StateChanges`)."""
+        ...
+
+    async def get_journal(self) -> list[tuple[int, UserRows]]:
+        """The state journal's records not compacted yet, oldest first (see
+        :class:`StateChanges`)."""
         ...
 
     async def get_reliability(self) -> list[ReliabilityRecord]: ...

@@ -189,6 +189,23 @@ async def test_gets_answer_as_documented(pair: Pair) -> None:
     assert statuses.count(200) == 10 and statuses.count(404) == 3
 
 
+async def test_strategy_queries_answer_as_documented(pair: Pair) -> None:
+    """The lean strategy route reads ``expose`` only when there is a query string."""
+    for query, served_by, status in (
+        ("", "lean", 200),
+        ("?", "lean", 200),
+        ("?expose=false", "lean", 200),
+        ("?expose=true", "lean", 200),
+        ("?other=1", "lean", 200),
+        ("?expose=maybe", "declined", 422),
+        ("?expose=true&expose=false", "declined", 200),
+        ("?expose=1", "declined", 200),
+    ):
+        for user in ("known", "stranger", "first-look"):
+            path = f"/users/{user}/strategy{query}"
+            assert await _same(pair, served_by, "GET", path) == status, path
+
+
 async def test_hot_reads_are_served_past_the_router(pair: Pair) -> None:
     """The request middleware hands a hot read to its lean route directly (FastPaths);
     what the lean route declines goes on to the documented route, what is not a hot

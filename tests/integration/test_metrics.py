@@ -151,6 +151,22 @@ async def test_state_gauges_are_read_when_scraped(app: Running) -> None:
     assert value(samples, "recloop_rate_limit_degraded") == 0.0
     assert value(samples, "recloop_dependency_up", dependency="storage") == 1.0
 
+    assert value(samples, "recloop_state_journal_rows") == 0.0
+
+    # Two users' explicit events: one journal record of two rows, nothing compacted yet.
+    likes = [{"user_id": f"v{i}", "item_id": "i", "type": "like"} for i in range(2)]
+    assert (await client.post("/feedback", json={"events": likes})).json()["accepted"] == 2
+    await app.idle()
+    await app.container.processor.checkpoint()
+    samples = await scrape(app)
+    assert value(samples, "recloop_state_journal_rows") == 2.0
+    assert value(samples, "recloop_state_rows_journaled_total") == 2.0
+    assert value(samples, "recloop_state_rows_compacted_total") == 0.0
+    await app.container.processor.checkpoint(compact=True)
+    samples = await scrape(app)
+    assert value(samples, "recloop_state_journal_rows") == 0.0
+    assert value(samples, "recloop_state_rows_compacted_total") == 2.0
+
     weights = series(samples, "recloop_algorithm_weight")
     ctr = series(samples, "recloop_algorithm_posterior_ctr")
     assert set(weights) == set(ctr)

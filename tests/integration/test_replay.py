@@ -15,7 +15,7 @@ import pytest
 from recloop.config import Settings
 from recloop.container import Container, build_container
 from recloop.core.events import Event
-from tests.conftest import start_app
+from tests.conftest import eventually, start_app
 
 
 def _events(n_users: int, per_user: int) -> list[Event]:
@@ -144,3 +144,57 @@ async def test_explicit_state_survives_without_graceful_stop(
     assert fresh.db is not None
     await fresh.db.dispose()
     await _close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_crash_keeps_what_the_state_journal_holds(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """With a journal of a few rows, records are compacted while events arrive; after a
+    kill -9 the restart holds the journal's rows (newer than the user table's), replays
+    the rest of the log, and ends with every user's state as a run that wrote each
+    checkpoint's rows in place (``journal_rows=0``) and never crashed."""
+    events = _events(16, 9)
+    rounds = [events[k::5] for k in range(5)]  # every user's events spread over rounds
+
+    async def run(journal_rows: int, crash: bool) -> dict[str, object]:
+        settings = settings_factory(  # few users held: eviction must spare journaled rows
+            feedback={"journal_rows": journal_rows, "implicit_flush_seconds": 3600},
+            cache={"max_users": 12},
+        )
+        app, close = await start_app(settings)
+        for i in range(5):
+            vector = np.zeros(8)
+            vector[i] = 1.0
+            await app.client.put(f"/items/i{i}", json={"vector": vector.tolist()})
+        store = app.container.store
+        for batch in rounds:
+            await app.container.committer.submit(batch)
+            await app.idle()
+            if crash and batch is rounds[-1]:  # the crash once the last round is journaled
+
+                async def journaled() -> bool:
+                    return any(seq > 1 for seq, _ in await store.get_journal())
+
+                await eventually(journaled)
+            else:
+                await app.container.processor.checkpoint()
+        if crash:
+            seqs = [seq for seq, _ in await store.get_journal()]
+            assert seqs[0] > 1, "the first records were compacted"
+            await _crash(app.container)
+            await app.client.aclose()
+            app, close = await start_app(settings)
+        await app.idle(flush=True)
+        users = await app.container.store.get_users([f"u{u}" for u in range(16)])
+        await close()
+        return dict(users)
+
+    journaled = await run(journal_rows=20, crash=True)
+    in_place = await run(journal_rows=0, crash=False)
+    assert set(journaled) == set(in_place) == {f"u{u}" for u in range(16)}
+    for user_id, state in in_place.items():
+        got = journaled[user_id]
+        np.testing.assert_array_equal(got.vector, state.vector)  # type: ignore[attr-defined]
+        for name in ("events_applied", "interactions", "impressions", "explicit_offset"):
+            assert getattr(got, name) == getattr(state, name), (user_id, name)

@@ -202,7 +202,7 @@ class LostCommitStore(InMemoryStateStore):
 
     async def commit(self, changes: StateChanges) -> None:
         await super().commit(changes)
-        if self.lose and changes.users:
+        if self.lose and (changes.users or changes.journal):
             self.lose -= 1
             raise TransientError("storage", "ConnectionError: connection lost")
 

@@ -122,6 +122,62 @@ async def test_user_state_round_trips_exactly(adapters: tuple[EventLog, StateSto
     assert await store.get_watermark() == 17
 
 
+def _state(user_id: str, offset: int, signal: float = 1.0) -> UserState:
+    state = UserState.new(user_id, 4)
+    state.apply_explicit(offset, signal, np.arange(4.0), 1.0, _RATE, 1.0)
+    return state
+
+
+async def test_the_state_journal_holds_newer_rows_until_compacted(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    """Journaled rows are read back as the users' state, newest record first, kept through
+    a retried commit once, and reach the user table when their records are compacted."""
+    _, store = adapters
+    old_a = _state("a", 1)
+    await store.commit(StateChanges(users=UserRows.of([old_a])))
+    a, b = _state("a", 3), _state("b", 4)
+    first = StateChanges(journal=UserRows.of([a, b]), journal_seq=1, commit_id="j1")
+    await store.commit(first)
+    await store.commit(first)  # a retry of a commit that went through
+    newer_b = _state("b", 9, -1.0)
+    await store.commit(StateChanges(journal=UserRows.of([newer_b]), journal_seq=2))
+    records = await store.get_journal()
+    assert [(seq, rows.user_ids) for seq, rows in records] == [(1, ["a", "b"]), (2, ["b"])]
+    got = await store.get_users(["a", "b", "nobody"])
+    assert set(got) == {"a", "b"}
+    np.testing.assert_array_equal(got["a"].vector, a.vector)
+    assert got["a"].explicit_offset == 3
+    np.testing.assert_array_equal(got["b"].vector, newer_b.vector)
+    for name in UserState.__slots__:
+        if name != "vector":
+            assert getattr(got["b"], name) == getattr(newer_b, name), name
+    # Compacting record 1 writes the rows of the users whose latest record it is (a).
+    await store.commit(StateChanges(users=UserRows.of([a]), journal_through=1))
+    assert [seq for seq, _ in await store.get_journal()] == [2]
+    got = await store.get_users(["a", "b"])
+    assert got["a"].explicit_offset == 3 and got["b"].explicit_offset == 9
+    await store.commit(StateChanges(users=UserRows.of([newer_b]), journal_through=2))
+    assert await store.get_journal() == []
+    got = await store.get_users(["a", "b"])
+    assert (got["a"].explicit_offset, got["b"].explicit_offset) == (3, 9)
+
+
+async def test_a_new_store_reads_the_journal_another_wrote(tmp_path: Path) -> None:
+    """The journal index is per process: a store opened later (a restart) finds the
+    journaled rows through it."""
+    db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'j.db'}")
+    await db.migrate()
+    try:
+        writer = SqlStateStore(db)
+        await writer.get_users(["x"])  # the index is read (empty) and then kept up to date
+        await writer.commit(StateChanges(journal=UserRows.of([_state("x", 5)]), journal_seq=7))
+        assert (await writer.get_users(["x"]))["x"].explicit_offset == 5
+        assert (await SqlStateStore(db).get_users(["x"]))["x"].explicit_offset == 5
+    finally:
+        await db.dispose()
+
+
 async def test_items_round_trip_and_replace(adapters: tuple[EventLog, StateStore]) -> None:
     _, store = adapters
     item = Item("i1", np.array([0.6, 0.8]), "given", {"genre": "jazz", "tags": ["a"]}, 5.0)

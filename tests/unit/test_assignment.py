@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recloop.core.assignment import (
+    MEMO_MAX,
+    Assigner,
     Assignment,
     assign,
     bucket_ranges,
@@ -279,3 +281,47 @@ def test_coverage_share() -> None:
     assert abs(share - 0.3) < 0.02
     out = [a for a in results if not a.in_experiment]
     assert all(a.variant_index is None and a.hash_value is not None for a in out)
+
+
+@settings(max_examples=300)
+@given(
+    user_id=ids,
+    seed=ids,
+    k=st.integers(1, 5),
+    coverage=coverages,
+    weights=st.one_of(st.none(), st.lists(st.floats(-0.2, 1.0, allow_nan=False), max_size=5)),
+    version=st.sampled_from([1, 2, 3]),
+    namespace=st.one_of(
+        st.none(), st.tuples(st.text(max_size=10), st.floats(0, 1), st.floats(0, 1))
+    ),
+)
+def test_assigner_answers_as_assign(
+    user_id: str,
+    seed: str,
+    k: int,
+    coverage: float,
+    weights: list[float] | None,
+    version: int,
+    namespace: tuple[str, float, float] | None,
+) -> None:
+    """The per-definition assigner is ``assign`` (the oracle), asked again (remembered) too."""
+    expected = assign(user_id, seed, k, coverage, weights, version, namespace).variant_index
+    assigner = Assigner.of(seed, k, coverage, weights, version, namespace)
+    assert assigner.index(user_id) == expected
+    assert assigner.index(user_id) == expected
+
+
+def test_assigner_on_random_ascii_ids_and_a_full_memo() -> None:
+    rng = random.Random(7)
+    for version in (1, 2):
+        weights = random_weights(rng, 3)
+        assigner = Assigner.of("exp-seed", 3, 0.7, weights, version, ("ns", 0.1, 0.9))
+        users = random_ascii_ids(MEMO_MAX + 500, seed=version)
+        answers = [assigner.index(user_id) for user_id in users]
+        assert len(assigner.memo) <= MEMO_MAX  # forgotten when full, not grown past it
+        for user_id, answer in zip(users[::50], answers[::50], strict=True):
+            expected = assign(user_id, "exp-seed", 3, 0.7, weights, version, ("ns", 0.1, 0.9))
+            assert answer == expected.variant_index
+        for user_id in users[:1000]:  # forgotten users are hashed again, to the same answer
+            expected = assign(user_id, "exp-seed", 3, 0.7, weights, version, ("ns", 0.1, 0.9))
+            assert assigner.index(user_id) == expected.variant_index

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from recloop.core.bandit import (
+    COUNT_LIMIT,
     BetaPrior,
     PerformanceCounts,
     PooledPrior,
@@ -203,6 +204,55 @@ def test_expire_keeps_totals(starts: list[int], now: float, window_hours: int) -
     window.expire(now, window_hours * HOUR)
     assert window.totals("new", "als", now, window_hours * HOUR) == before
     assert window.keys() == ({("new", "als")} if before.impressions else set())
+
+
+def _totals_by_addition(
+    window: WindowCounts, segment: str, algorithm: str, now: float, window_seconds: float
+) -> PerformanceCounts:
+    """The window's sum as the buckets' counts added with ``+`` one by one (the oracle)."""
+    cutoff = now - window_seconds
+    total = PerformanceCounts()
+    for start, counts in window._buckets.get((segment, algorithm), {}).items():
+        if start + window.bucket_seconds > cutoff:
+            total += counts
+    return total
+
+
+counts_in_a_bucket = st.builds(
+    PerformanceCounts,
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+    st.floats(0.0, 1e6, allow_nan=False),
+    st.integers(0, 10**12),
+)
+
+
+@settings(deadline=None)
+@given(
+    added=st.lists(
+        st.tuples(st.floats(0.0, 200.0 * HOUR, allow_nan=False), counts_in_a_bucket),
+        max_size=60,
+    ),
+    now=st.floats(0.0, 250.0 * HOUR, allow_nan=False),
+    window_seconds=st.floats(1.0, 200.0 * HOUR, allow_nan=False),
+    saturating=st.booleans(),
+)
+def test_totals_are_the_buckets_added_one_by_one(
+    added: list[tuple[float, PerformanceCounts]],
+    now: float,
+    window_seconds: float,
+    saturating: bool,
+) -> None:
+    """Summed field by field, saturated once (counts are never negative): the same
+    counts as ``+`` bucket by bucket, float sums included, to the bit."""
+    window = WindowCounts(HOUR)
+    for at, counts in added:
+        if saturating:  # near the limit, where a sum stops
+            counts = counts + PerformanceCounts(COUNT_LIMIT // 8, 0, COUNT_LIMIT // 3)
+        window.add("new", "als", at, counts)
+    got = window.totals("new", "als", now, window_seconds)
+    assert got == _totals_by_addition(window, "new", "als", now, window_seconds)
 
 
 def test_window_floors_a_time_to_its_bucket() -> None:

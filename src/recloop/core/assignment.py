@@ -61,26 +61,33 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 _FNV_OFFSET_BASIS = 0x811C9DC5
 _FNV_PRIME = 0x01000193
 _MASK_32 = 0xFFFFFFFF
+
+MEMO_MAX: Final = 65_536
+"""Users whose variation an :class:`Assigner` remembers (all forgotten when it is full)."""
 
 # Weights summing outside [0.99, 1.01] fall back to equal weights, as in GrowthBook.
 _WEIGHT_SUM_MIN = 0.99
 _WEIGHT_SUM_MAX = 1.01
 
 
-def fnv1a32(data: str) -> int:
+def fnv1a32(data: str, h: int = _FNV_OFFSET_BASIS) -> int:
     """The 32-bit FNV-1a hash of ``data``'s UTF-16 code units.
 
     For each code unit ``u``: ``h = ((h XOR u) * 16777619) mod 2**32``,
-    starting from ``h = 2166136261``.
+    starting from ``h = 2166136261``, or from ``h`` given: the hash of a prefix, so
+    that ``fnv1a32(b, fnv1a32(a)) == fnv1a32(a + b)``.
 
     >>> fnv1a32(""), fnv1a32("a")
     (2166136261, 3826002220)
     >>> fnv1a32("é") == fnv1a32("\\u00e9")
+    True
+    >>> fnv1a32("user-1", fnv1a32("exp")) == fnv1a32("expuser-1")
     True
     """
     units: bytes | tuple[int, ...]
@@ -89,7 +96,6 @@ def fnv1a32(data: str) -> int:
     else:
         encoded = data.encode("utf-16-le", "surrogatepass")
         units = struct.unpack(f"<{len(encoded) // 2}H", encoded)
-    h = _FNV_OFFSET_BASIS
     for unit in units:
         h = ((h ^ unit) * _FNV_PRIME) & _MASK_32
     return h
@@ -232,3 +238,68 @@ def assign(
     if index < 0:
         return Assignment(None, h, False)
     return Assignment(index, h, True)
+
+
+@dataclass(frozen=True, slots=True)
+class Assigner:
+    """:func:`assign` for one experiment's definition, with what depends on the definition
+    alone worked out once (the bucket ranges; under hash version 2, the hash of the seed,
+    the prefix of what is hashed): a read answers a user with the hashing of their id.
+
+    ``index(user_id)`` is ``assign(user_id, ...).variant_index`` for the arguments of
+    :meth:`of` (a differential test holds the two together). It remembers the answers of
+    up to :data:`MEMO_MAX` users (a user asks again and again; a new definition is a new
+    assigner).
+
+    >>> a = Assigner.of("exp", 3, coverage=0.5, weights=[0.2, 0.3, 0.5])
+    >>> a.index("user-1"), Assigner.of("exp", 2, coverage=0.2).index("user-1")
+    (1, None)
+    """
+
+    seed: str
+    hash_version: int
+    ranges: tuple[tuple[float, float], ...]
+    namespace: tuple[str, float, float] | None
+    seed_hash: int
+    """``fnv1a32(seed)``: where version 2's first hash of ``seed + user_id`` goes on from."""
+    memo: dict[str, int | None] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        seed: str,
+        num_variations: int,
+        coverage: float = 1.0,
+        weights: list[float] | None = None,
+        hash_version: int = 2,
+        namespace: tuple[str, float, float] | None = None,
+    ) -> Assigner:
+        """The assigner of :func:`assign`'s arguments but the user's id."""
+        ranges = tuple(bucket_ranges(num_variations, coverage, weights))
+        return cls(seed, hash_version, ranges, namespace, fnv1a32(seed))
+
+    def index(self, user_id: str) -> int | None:
+        """The user's variation index; None when not in the experiment."""
+        memo = self.memo
+        if user_id in memo:
+            return memo[user_id]
+        if len(memo) >= MEMO_MAX:
+            memo.clear()
+        found = memo[user_id] = self._index(user_id)
+        return found
+
+    def _index(self, user_id: str) -> int | None:
+        if not user_id:
+            return None
+        if self.namespace is not None and not in_namespace(user_id, *self.namespace):
+            return None
+        if self.hash_version == 2:
+            h = (fnv1a32(str(fnv1a32(user_id, self.seed_hash))) % 10_000) / 10_000
+        elif self.hash_version == 1:
+            h = (fnv1a32(user_id + self.seed) % 1_000) / 1_000
+        else:
+            return None
+        for i, (start, end) in enumerate(self.ranges):
+            if start <= h < end:
+                return i
+        return None

@@ -211,13 +211,27 @@ class WindowCounts:
     def totals(
         self, segment: str, algorithm: str, now: float, window_seconds: float
     ) -> PerformanceCounts:
-        """The exact sum of the buckets of (segment, algorithm) in the window at ``now``."""
-        cutoff = now - window_seconds
-        total = PerformanceCounts()
+        """The exact sum of the buckets of (segment, algorithm) in the window at ``now``:
+        the buckets added in order with ``+`` (the counts are never negative, so each
+        integer sum saturating once at the end is the same as at every step), field by
+        field, without a :class:`PerformanceCounts` per bucket."""
+        cutoff, size = now - window_seconds, self.bucket_seconds
+        impressions = clicks = conversions = satisfaction_n = 0
+        satisfaction_sum = 0.0
         for start, counts in self._buckets.get((segment, algorithm), {}).items():
-            if start + self.bucket_seconds > cutoff:
-                total += counts
-        return total
+            if start + size > cutoff:
+                impressions += counts.impressions
+                clicks += counts.clicks
+                conversions += counts.conversions
+                satisfaction_sum += counts.satisfaction_sum
+                satisfaction_n += counts.satisfaction_n
+        return PerformanceCounts(
+            min(impressions, COUNT_LIMIT),
+            min(clicks, COUNT_LIMIT),
+            min(conversions, COUNT_LIMIT),
+            satisfaction_sum,
+            min(satisfaction_n, COUNT_LIMIT),
+        )
 
     def expire(self, now: float, window_seconds: float) -> None:
         """Drop the buckets :meth:`totals` no longer counts, and pairs left with none."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from recloop.core.preferences import LearningRate, Preferences, UserState
 
@@ -33,6 +34,7 @@ Bools = npt.NDArray[np.bool_]
 _COUNTERS = ("events_applied", "events_skipped", "interactions", "impressions", "events_held")
 _TIMES = ("first_event_at", "last_event_at", "updated_at")
 _OFFSETS = ("explicit_offset", "implicit_offset")
+_COLUMNS = _COUNTERS + _TIMES + _OFFSETS
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -120,6 +122,64 @@ class UserRows:
     def preferences(self, i: int) -> Preferences:
         """Row ``i`` as readers see it."""
         return self.state(i).snapshot()
+
+    def to_bytes(self) -> bytes:
+        """The rows as one record (the state journal's): a length-prefixed JSON header
+        (rows, dimension, user ids), then each column's little-endian bytes in a fixed order.
+
+        >>> rows = UserRows.of([UserState.new("u1", 2), UserState.new("u2", 2)])
+        >>> back = UserRows.from_bytes(rows.to_bytes())
+        >>> back.user_ids, back.vectors.shape, back.explicit_offset.tolist()
+        (['u1', 'u2'], (2, 2), [-1, -1])
+        """
+        dim = int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+        header = orjson.dumps([len(self), dim, self.user_ids])
+        parts = [len(header).to_bytes(4, "little"), header]
+        parts.append(np.ascontiguousarray(self.vectors, dtype="<f8").tobytes())
+        for name in _COLUMNS:
+            kind = "<f8" if name in _TIMES else "<i8"
+            parts.append(np.ascontiguousarray(getattr(self, name), dtype=kind).tobytes())
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, record: bytes) -> UserRows:
+        """The rows :meth:`to_bytes` wrote (writable copies)."""
+        size = int.from_bytes(record[:4], "little")
+        n, dim, user_ids = orjson.loads(record[4 : 4 + size])
+        at = 4 + size
+        vectors = np.frombuffer(record, dtype="<f8", count=n * dim, offset=at)
+        at += 8 * n * dim
+        columns: dict[str, npt.NDArray[Any]] = {}
+        for name in _COLUMNS:
+            kind = "<f8" if name in _TIMES else "<i8"
+            columns[name] = np.frombuffer(record, dtype=kind, count=n, offset=at).astype(
+                np.float64 if name in _TIMES else np.int64
+            )
+            at += 8 * n
+        if at != len(record):
+            raise ValueError(f"a state record of {len(record)} bytes holds {at}")
+        return cls(list(user_ids), vectors.astype(np.float64).reshape(n, dim), **columns)
+
+    @classmethod
+    def latest(cls, parts: Sequence[UserRows], dim: int = 0) -> UserRows:
+        """One row per user: of ``parts`` in order, the last row each user has.
+
+        >>> a = UserRows.of([UserState.new("u1", 2), UserState.new("u2", 2)])
+        >>> b = UserRows.of([UserState.new("u2", 2)])
+        >>> b.events_applied[0] = 7
+        >>> rows = UserRows.latest([a, b])
+        >>> rows.user_ids, rows.events_applied.tolist()
+        (['u1', 'u2'], [0, 7])
+        """
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty(dim)
+        ids = [u for p in parts for u in p.user_ids]
+        last = {u: i for i, u in enumerate(ids)}  # a later row of a user replaces its index
+        index = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+        columns = {n: np.concatenate([getattr(p, n) for p in parts])[index] for n in _COLUMNS}
+        vectors = np.concatenate([p.vectors for p in parts])[index]
+        return cls(list(last), vectors, **columns)
 
     def __add__(self, other: UserRows) -> UserRows:
         """Both sets of rows; for a user in both, ``other``'s (the later) row wins."""
@@ -239,6 +299,10 @@ class UserTable:
         """Rows that must keep their slot (users with buffered events): never dropped
         to make room."""
         self.used: Ints = np.zeros(0, dtype=np.int64)
+        self.journal_seq: Ints = np.zeros(0, dtype=np.int64)
+        """The number of the state journal record holding the row's newest committed
+        version, 0 if the store's user table holds it (core.journal): such rows are
+        never dropped to make room, the store having no other copy a load would read."""
         self._evicted: list[str] = []
         self._allocate(min(1024, self.capacity))
 
@@ -263,6 +327,7 @@ class UserTable:
         self.saving = grown(self.saving, False)
         self.pinned = grown(self.pinned, False)
         self.used = grown(self.used, 0)
+        self.journal_seq = grown(self.journal_seq, 0)
         self._free.extend(range(size - 1, old - 1, -1))
 
     # Declared for the type checker; set by _allocate.
@@ -292,8 +357,9 @@ class UserTable:
         )
         return found, missing
 
-    def add(self, rows: UserRows) -> None:
-        """Hold ``rows`` (users not held yet: loaded from the store, or new), clean."""
+    def add(self, rows: UserRows, journal_seq: Ints | None = None) -> None:
+        """Hold ``rows`` (users not held yet: loaded from the store, or new), clean;
+        ``journal_seq``: the journal records holding them (rows read from the journal)."""
         n = len(rows)
         if not n:
             return
@@ -308,6 +374,7 @@ class UserTable:
             getattr(self, name)[slots] = getattr(rows, name)
         self.dirty[slots] = False
         self.used[slots] = self.round
+        self.journal_seq[slots] = 0 if journal_seq is None else journal_seq
 
     def new_rows(self, user_ids: Sequence[str]) -> UserRows:
         """Rows of users recloop has never seen."""
@@ -328,14 +395,15 @@ class UserTable:
             return
         # Full: drop the least recently used clean rows, a tenth of the capacity at once.
         live = np.fromiter(self.index.values(), dtype=np.int64, count=held)
-        candidates = live[~(self.dirty[live] | self.saving[live] | self.pinned[live])]
+        kept = self.dirty[live] | self.saving[live] | self.pinned[live]
+        candidates = live[~(kept | (self.journal_seq[live] > 0))]
         want = min(len(candidates), max(n - len(self._free), self.capacity // 10))
         if want > 0:
             oldest = candidates[np.argpartition(self.used[candidates], want - 1)[:want]]
             for slot in oldest.tolist():
                 self._evicted.append(self.ids[slot] or "")
                 self.drop_slot(slot)
-        if len(self._free) < n:  # every row is dirty or pinned: hold more until a checkpoint
+        if len(self._free) < n:  # every row dirty, pinned or journaled: hold more for now
             self._allocate(len(self.ids) + n - len(self._free))
 
     def drop_slot(self, slot: int) -> None:
@@ -345,6 +413,7 @@ class UserTable:
         del self.index[user_id]
         self.ids[slot] = None
         self.dirty[slot] = self.saving[slot] = self.pinned[slot] = False
+        self.journal_seq[slot] = 0
         self._free.append(slot)
 
     def evicted(self) -> list[str]:
@@ -369,6 +438,38 @@ class UserTable:
         self.dirty[slots] = False
         self.saving[slots] = True
         return self.rows(slots)
+
+    def take_journaled(self, seq: int, through: int) -> tuple[UserRows, UserRows]:
+        """For a journaling checkpoint (:mod:`recloop.core.journal`): copies of the rows
+        changed since the last take, which record ``seq`` holds from now on (``seq`` 0:
+        they are written in place), and of the rows to compact, those whose latest
+        record is numbered ``through`` or less and that did not change since. Both count
+        as clean once :meth:`saved`.
+
+        >>> t = UserTable(dim=2)
+        >>> t.add(UserRows.of([UserState.new("a", 2), UserState.new("b", 2)]))
+        >>> t.dirty[[0, 1]] = True
+        >>> [r.user_ids for r in t.take_journaled(1, 0)]
+        [['a', 'b'], []]
+        >>> t.saved(); t.dirty[1] = True
+        >>> [r.user_ids for r in t.take_journaled(2, 1)]  # b is in record 2 now
+        [['b'], ['a']]
+        >>> t.saved(); t.journal_seq[:2].tolist()
+        [0, 2]
+        """
+        dirty = np.flatnonzero(self.dirty)
+        latest = self.journal_seq
+        compact = np.flatnonzero((latest > 0) & (latest <= through) & ~self.dirty)
+        self.dirty[dirty] = False
+        self.saving[dirty] = True
+        self.saving[compact] = True
+        latest[dirty] = seq
+        latest[compact] = 0  # kept in memory until saved: `saving`
+        return self.rows(dirty), self.rows(compact)
+
+    def journaled(self) -> int:
+        """How many rows only the state journal holds (not the store's user table)."""
+        return int(np.count_nonzero(self.journal_seq))
 
     def saved(self) -> None:
         """The checkpoint of the rows last taken is committed."""

@@ -143,6 +143,21 @@ def _processor(p: Processor) -> Iterator[Metric]:
         "State checkpoints committed since the process started.",
         value=p.checkpoints,
     )
+    yield GaugeMetricFamily(
+        "recloop_state_journal_rows",
+        "Users' rows in the state journal's records not compacted into user_state yet.",
+        value=p.journal_rows,
+    )
+    yield CounterMetricFamily(
+        "recloop_state_rows_journaled",
+        "Users' rows appended to the state journal since the process started.",
+        value=p.rows_journaled,
+    )
+    yield CounterMetricFamily(
+        "recloop_state_rows_compacted",
+        "Users' rows written into user_state by compactions since the process started.",
+        value=p.rows_compacted,
+    )
     yield CounterMetricFamily(
         "recloop_apply_crashes",
         "Apply rounds that failed in an unforeseen way (a bug; their events dead-lettered).",

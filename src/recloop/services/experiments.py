@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from recloop.config import ExperimentSettings
 from recloop.core import experiments as xp
 from recloop.core import stats
-from recloop.core.assignment import assign
+from recloop.core.assignment import Assigner
 from recloop.core.errors import Conflict, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, UserMetric
@@ -58,6 +58,7 @@ class ExperimentService:
         dispatched: Callable[[], int] | None = None,
         defer_covariates: bool = False,
         unsent: Callable[[], int] | None = None,
+        stored: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         """``holds(user_id)``: whether this process holds events of the user not yet in
         the store's state (the processor); with the store, it tells users who have no
@@ -85,7 +86,13 @@ class ExperimentService:
 
         ``unsent()`` (a distributed API instance): the events it accepted and has not
         handed to Kafka yet (its spool); while there are some, the workers' reports are
-        not complete."""
+        not complete.
+
+        ``stored(user_id)``: whether the store holds state of the user, as the read path
+        knows it (embedded: the preferences' read cache, so a user the strategy has just
+        found unknown is not read again at their first exposure); None: a read by primary
+        key each time."""
+        self._stored = stored
         self._committed_offset = committed_offset
         self._dispatched = dispatched
         self._unsent = unsent
@@ -111,6 +118,8 @@ class ExperimentService:
         """The configured algorithms a variant's ``weights`` may name (``bandit.algorithms``)."""
         self._clock = clock
         self._experiments: dict[str, Experiment] = {}
+        self._assigners: dict[str, tuple[Experiment, Assigner]] = {}
+        """Per experiment, the assigner of its current definition (:meth:`variant_for`)."""
         self._exposures: dict[str, dict[str, Exposure]] = {}
         self._tally: dict[str, dict[tuple[str, str | None], int]] = {}
         """Per experiment, its held exposures per (variant, overridden_by): what results
@@ -371,20 +380,21 @@ class ExperimentService:
     def variant_for(self, exp: Experiment, user_id: str) -> str | None:
         """The user's variant by GrowthBook's hashing, or None if outside the namespace range
         or the traffic allocation."""
-        result = assign(
-            user_id,
-            exp.seed,
-            len(exp.variants),
-            coverage=exp.traffic_allocation,
-            weights=exp.weights(),
-            hash_version=exp.hash_version,
-            namespace=None
-            if exp.namespace is None
-            else (exp.namespace.name, exp.namespace.start, exp.namespace.end),
-        )
-        if result.variant_index is None:
-            return None
-        return exp.variants[result.variant_index].key
+        held = self._assigners.get(exp.experiment_id)
+        if held is None or held[0] is not exp:  # a definition is replaced, never changed
+            assigner = Assigner.of(
+                exp.seed,
+                len(exp.variants),
+                coverage=exp.traffic_allocation,
+                weights=exp.weights(),
+                hash_version=exp.hash_version,
+                namespace=None
+                if exp.namespace is None
+                else (exp.namespace.name, exp.namespace.start, exp.namespace.end),
+            )
+            held = self._assigners[exp.experiment_id] = (exp, assigner)
+        index = held[1].index(user_id)
+        return None if index is None else exp.variants[index].key
 
     async def expose(self, experiment_id: str, user_id: str) -> tuple[str | None, str | None]:
         """The user's variant and the experiment that overrides this one for the user (see
@@ -656,6 +666,8 @@ class ExperimentService:
         no state in the store (a read by primary key, unlike the log's per-user scan)."""
         if self._holds is None or self._holds(user_id):
             return True
+        if self._stored is not None:
+            return await self._stored(user_id)
         stored = await retry_read(
             "get_users", self._store.get_users, [user_id], counts=self._retries
         )
@@ -726,10 +738,15 @@ class ExperimentService:
         for due in (self._covariates_due, self._settling):
             for times in due.values():
                 times.pop(user_id, None)
+        for _, assigner in self._assigners.values():
+            assigner.memo.pop(user_id, None)
 
     def held_users(self) -> set[str]:
-        """The users with an exposure held here."""
-        return {u for held in self._exposures.values() for u in held}
+        """The users with an exposure held here, or whose variant is remembered."""
+        held = {u for exposures in self._exposures.values() for u in exposures}
+        for _, assigner in self._assigners.values():
+            held.update(assigner.memo)
+        return held
 
     # -- learning from events (called by the processor, inside its commit) -------------
 

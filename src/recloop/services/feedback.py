@@ -19,7 +19,15 @@
                dirty rows + optimizer counts + experiment changes + the log position
                they cover, in one transaction ── then the read cache, the optimizer
 
-Recovery: the stored watermark (or, for a worker, each partition's position) says
+The embedded processor journals the dirty rows: a checkpoint appends them as one
+record of the state journal and compacts its oldest records, writing in place only
+the rows of users whose latest record those are (core.journal); a user changed in
+many checkpoints meanwhile is written in place once. A worker writes its rows in
+place at every checkpoint (the shared cache and the next owner of a partition read
+them there).
+
+Recovery: the journal's rows are loaded first (they are newer than the user table's);
+the stored watermark (or, for a worker, each partition's position) says
 where the log is replayed from; each user's row carries the last offset applied
 from each stream, committed with it, so what a checkpoint already covers is
 passed over. Every event is applied exactly once.
@@ -39,6 +47,7 @@ import numpy as np
 
 from recloop.core.events import EXPLICIT_TYPES, Event
 from recloop.core.ids import uuid7
+from recloop.core.journal import JournalPlan
 from recloop.core.offsets import Progress
 from recloop.core.preferences import Preferences
 from recloop.core.privacy import Tombstone, user_digest
@@ -93,6 +102,8 @@ class Processor:
         self._config = config
         self._clock = clock
         self.table = UserTable(config.dim, config.max_users)
+        fb = config.feedback
+        self._journal = JournalPlan(fb.journal_rows, fb.journal_seconds, config.max_users // 2)
         self._applier = Applier(self.table, config, observer, gate)
         self._inbox: list[Event] = []
         self._inbox_users: set[str] = set()
@@ -131,6 +142,10 @@ class Processor:
         """Storage calls failing right now (being retried); 0 when all is well."""
         self.rounds = 0
         self.checkpoints = 0
+        self.rows_journaled = 0
+        """Rows appended to the state journal (one per user per checkpoint)."""
+        self.rows_compacted = 0
+        """Rows written into the store's user table by journal compactions."""
         self.quarantine = Quarantine()
         """Checkpoint rows the store refused for good (services.refusals)."""
 
@@ -143,6 +158,8 @@ class Processor:
         state are passed over when applied: :attr:`passed_over`). New events must not be
         dispatched before this returns, so that each user's events stay in order.
         """
+        if self._journaling:
+            await self._load_journal()
         watermark = await self._store.get_watermark()
         self.trackers = {0: Progress(watermark, watermark)}
         self._applied = {0: 0}
@@ -189,10 +206,29 @@ class Processor:
         self.table.clear()
         return positions
 
-    async def checkpoint(self) -> None:
+    async def checkpoint(self, compact: bool = False) -> None:
         """Commit now whatever moved since the last checkpoint (the partitions' positions
-        included) and wait until it is committed."""
-        await self._checkpoint_now()
+        included) and wait until it is committed; ``compact``: with the whole state
+        journal written to the user table."""
+        await self._checkpoint_now(compact)
+
+    @property
+    def _journaling(self) -> bool:
+        return not self._partitioned and self._journal.max_rows > 0
+
+    async def _load_journal(self) -> None:
+        """Hold the users whose newest rows only the state journal has (at start)."""
+        records = await self._retrying("load_journal", self._store.get_journal)
+        latest: dict[str, int] = {}
+        now = time.monotonic()
+        for seq, rows in records:
+            latest.update(dict.fromkeys(rows.user_ids, seq))
+            self._journal.appended(seq, len(rows), now)
+        if latest:
+            rows = UserRows.latest([rows for _, rows in records], self._config.dim)
+            seqs = np.fromiter((latest[u] for u in rows.user_ids), np.int64, len(rows))
+            self.table.add(rows, seqs)
+            log.info("loaded %d users' rows from %d state journal records", len(rows), len(records))
 
     def positions(self) -> dict[int, int]:
         """Each owned partition's watermark: every offset up to it is committed state."""
@@ -217,8 +253,9 @@ class Processor:
             await self._saved.wait()
         await stop_tasks(*self._tasks)
         self._tasks = []
-        # Whatever is left (a checkpoint cut short by the cancel): retried like the others.
-        await self._checkpoint_once()
+        # Whatever is left (a checkpoint cut short by the cancel): retried like the others;
+        # and the journal compacted, so that the user table alone holds the state.
+        await self._checkpoint_once(compact=True)
 
     async def flush_implicit(self) -> None:
         """Apply everything dispatched, the implicit buffer included, and commit it."""
@@ -471,25 +508,37 @@ class Processor:
             # Paced: what the rounds change meanwhile waits for the next checkpoint.
             await asyncio.sleep(self._config.checkpoint_seconds - (time.monotonic() - started))
 
-    async def _checkpoint_now(self) -> None:
+    async def _checkpoint_now(self, compact: bool = False) -> None:
         """Commit what is pending now; return once it is committed."""
         while not self._saved.is_set():
             await self._saved.wait()
-        await self._checkpoint_once()
+        await self._checkpoint_once(compact)
 
-    async def _checkpoint_once(self) -> None:
+    async def _checkpoint_once(self, compact: bool = False) -> None:
         while not self._saved.is_set():
             await self._saved.wait()
         table = self.table
         positions = self._applied_positions()
         done = dict(self._applied)
         changes = self._applier.take_changes()
-        changes.users = table.take_dirty()
+        journal = self._journal
+        if self._journaling:
+            # compact: the whole journal and this checkpoint's rows written in place
+            seq = 0 if compact else journal.last_seq + 1
+            through = journal.through(time.monotonic(), table.journaled(), compact)
+            changes.journal, changes.users = table.take_journaled(seq, through)
+            changes.journal_seq, changes.journal_through = seq, through
+            if compact:
+                changes.users, changes.journal = changes.journal + changes.users, None
+        else:
+            changes.users = table.take_dirty()
         moved = positions != self.positions() or any(
             t.committed != done.get(p, t.committed) for p, t in self.trackers.items()
         )
+        journaled = 0 if changes.journal is None else len(changes.journal)
         if not (len(changes.users) or changes.algorithm_counts or changes.user_metrics
-                or changes.experiment_stats or changes.exposures or moved):  # fmt: skip
+                or changes.experiment_stats or changes.exposures or moved or journaled
+                or changes.journal_through):  # fmt: skip
             table.saved()
             return
         if self._partitioned:
@@ -504,6 +553,12 @@ class Processor:
         finally:
             self._saved.set()
         table.saved()
+        if journaled:
+            journal.appended(changes.journal_seq, journaled, time.monotonic())
+        journal.compacted(changes.journal_through)
+        if self._journaling:
+            self.rows_journaled += journaled
+            self.rows_compacted += len(changes.users)
         self.checkpoints += 1
         for partition, offset in positions.items():
             t = self.trackers.get(partition)
@@ -667,6 +722,11 @@ class Processor:
         return set(self.table.index) | self._applier.buffered_users()
 
     # -- introspection -----------------------------------------------------------
+
+    @property
+    def journal_rows(self) -> int:
+        """Rows in the state journal's records not compacted yet (core.journal)."""
+        return self._journal.rows
 
     @property
     def explicit_queue_depth(self) -> int:

@@ -185,36 +185,57 @@ class Optimizer:
             return totals
         return totals - self._taken_back.totals(segment, algorithm, now, window)
 
-    def pooled_prior(self, segment: str, now: float) -> PooledPrior:
-        """The segment's empirical-Bayes prior from every algorithm's counts in the window."""
+    def window_totals(self, segment: str, now: float) -> dict[str, PerformanceCounts]:
+        """Each algorithm's counts in the segment's window at ``now``."""
+        return {alg: self._totals(segment, alg, now, None) for alg in self._config.algorithms}
+
+    def pooled_prior(
+        self, segment: str, now: float, totals: Mapping[str, PerformanceCounts] | None = None
+    ) -> PooledPrior:
+        """The segment's empirical-Bayes prior from every algorithm's counts in the window
+        (``totals``: :meth:`window_totals`, if already read)."""
         c = self._config
-        counts = [self._totals(segment, alg, now, None) for alg in c.algorithms]
+        if totals is None:
+            totals = self.window_totals(segment, now)
+        counts = [totals[alg] for alg in c.algorithms]
         return pooled_prior(counts, c.prior_ctr, c.prior_strength, c.prior_min_strength)
 
-    def priors(self, segment: str, now: float) -> dict[str, BetaPrior]:
+    def priors(
+        self, segment: str, now: float, totals: Mapping[str, PerformanceCounts] | None = None
+    ) -> dict[str, BetaPrior]:
         """Each algorithm's prior: the pooled prior, its mean scaled by the default weights."""
-        pooled = self.pooled_prior(segment, now)
+        pooled = self.pooled_prior(segment, now, totals)
         return segment_priors(self._config.default_weights[segment], pooled.mean, pooled.strength)
 
     def posteriors(
-        self, segment: str, now: float, priors: Mapping[str, BetaPrior] | None = None
+        self,
+        segment: str,
+        now: float,
+        priors: Mapping[str, BetaPrior] | None = None,
+        totals: Mapping[str, PerformanceCounts] | None = None,
     ) -> dict[str, Posterior]:
+        if totals is None:
+            totals = self.window_totals(segment, now)
         if priors is None:
-            priors = self.priors(segment, now)
-        return {
-            alg: posterior(priors[alg], self._totals(segment, alg, now, None))
-            for alg in self._config.algorithms
-        }
+            priors = self.priors(segment, now, totals)
+        return {alg: posterior(priors[alg], totals[alg]) for alg in self._config.algorithms}
 
-    async def _review(self, segment: str, now: float) -> None:
-        """Move algorithms of ``segment`` between enabled and disabled as the evidence says."""
+    async def _review(
+        self,
+        segment: str,
+        now: float,
+        totals: Mapping[str, PerformanceCounts],
+        priors: Mapping[str, BetaPrior],
+    ) -> bool:
+        """Move algorithms of ``segment`` between enabled and disabled as the evidence says
+        (``totals``, ``priors``: the window's, read once per computation of the weights);
+        whether any moved (their status was then written: counts may have come meanwhile)."""
         c = self._config
         changes = []
-        priors = self.priors(segment, now)
         for alg in c.algorithms:
             current = self._status.get((segment, alg))
             since = evidence_since(current)
-            counts = self._totals(segment, alg, now, since)
+            counts = totals[alg] if since is None else self._totals(segment, alg, now, since)
             post = posterior(priors[alg], counts)
             reason = disable_reason(
                 counts, post, c.min_impressions, c.credible_level, c.disable_ctr
@@ -225,6 +246,7 @@ class Optimizer:
                 changes.append(new)
         if changes:
             await self._store.put_algorithm_status(changes)
+        return bool(changes)
 
     def _disabled(self, segment: str) -> list[AlgorithmStatus]:
         return [
@@ -251,11 +273,17 @@ class Optimizer:
         if now - self._expired_at >= c.bucket_seconds:
             self._window.expire(now, c.window_seconds)  # keeps memory bounded by the window
             self._expired_at = now
-        await self._review(segment, now)
+        # The window's counts, read once: a week of hourly buckets per algorithm, summed
+        # for the review, the prior, the posteriors and the evidence alike.
+        totals = self.window_totals(segment, now)
+        priors = self.priors(segment, now, totals)
+        if await self._review(segment, now, totals, priors):
+            totals = self.window_totals(segment, now)
+            priors = self.priors(segment, now, totals)
         disabled = self._disabled(segment)
         off = {s.algorithm for s in disabled}
         enabled = [a for a in c.algorithms if a not in off] or list(c.algorithms)
-        posts = self.posteriors(segment, now)
+        posts = self.posteriors(segment, now, priors, totals)
         live = {a: posts[a] for a in enabled}
         seed = int(self._seeds.integers(2**32))
         if c.weight_mode == "probability":
@@ -267,7 +295,7 @@ class Optimizer:
         else:
             drawn = sample_weights(live, seed=seed)
             weights = drawn.weights
-        evidence = sum(self._totals(segment, a, now, None).impressions for a in enabled)
+        evidence = sum(totals[a].impressions for a in enabled)
         result = SegmentWeights(
             segment, weights, disabled, c.weight_mode, now, drawn.seed, evidence / len(enabled)
         )

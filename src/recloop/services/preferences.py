@@ -53,6 +53,21 @@ class PreferenceService:
         self._cache.add(key, snapshot)
         return snapshot
 
+    async def exists(self, user_id: str) -> bool:
+        """Whether anything was learnt about the user (held here or stored): :meth:`get`'s
+        answer without its snapshot, and from the same cache, so a user the read path has
+        just found unknown costs no second read of the store."""
+        if self._live is not None and self._live(user_id) is not None:
+            return True
+        cached = self._cache.get(preferences_key(user_id))
+        if cached is not None:
+            return cached is not _UNKNOWN
+        try:
+            await self.get(user_id)
+        except NotFound:
+            return False
+        return True
+
 
 def preferences_view(p: Preferences) -> dict[str, Any]:
     """The JSON body of ``GET .../preferences``."""

@@ -108,11 +108,17 @@ async def commit_checkpoint(
             "a checkpoint was refused (%s); looking for the rows the store refuses",
             _reason(exc),
         )
+    if changes.journal is not None:  # its rows are written in place, one by one
+        changes.users = changes.users + changes.journal
+        changes.journal = None
     units = _units(changes)
     dim = int(changes.users.vectors.shape[1]) if changes.users.vectors.ndim == 2 else 0
     await _commit_units(units, changes, dim, commit, bounded, quarantine)
     position = StateChanges(
-        users=UserRows.empty(dim), watermark=changes.watermark, positions=changes.positions
+        users=UserRows.empty(dim),
+        watermark=changes.watermark,
+        positions=changes.positions,
+        journal_through=changes.journal_through,
     )
     while True:  # the position alone: refused for good only by a bug, said and retried
         position.commit_id = uuid7()

@@ -81,8 +81,16 @@ class InMemoryPrivacyStore:
             for (u, metric), v in held.items()
             if u == user_id
         ]
+        journaled = [
+            rows for _, rows in reversed(await s.get_journal()) if user_id in rows.user_ids
+        ]
+        state = (
+            journaled[0].state(journaled[0].user_ids.index(user_id))
+            if journaled
+            else copy.deepcopy(s._users.get(user_id))
+        )
         return UserData(
-            state=copy.deepcopy(s._users.get(user_id)),
+            state=state,
             events=[e for e in self._log._events if e.user_id == user_id],
             impressions=sorted(
                 (copy.deepcopy(i) for i in s._impressions.values() if i.user_id == user_id),
@@ -114,6 +122,14 @@ class InMemoryPrivacyStore:
             del s._impressions[key]
         counts["impressions"] = len(shown)
         counts["state"] = int(s._users.pop(user_id, None) is not None)
+        for seq, rows in list(s._journal.items()):
+            if user_id in rows.user_ids:
+                counts["state"] = 1
+                rest = rows.without([user_id])
+                if len(rest):
+                    s._journal[seq] = rest
+                else:
+                    del s._journal[seq]
         counts["exposures"] = sum(
             held.pop(user_id, None) is not None for held in s._exposures.values()
         )
@@ -146,4 +162,4 @@ class InMemoryPrivacyStore:
         self._meta[name] = value
 
     async def has_users(self) -> bool:
-        return bool(self._store._users)
+        return bool(self._store._users) or bool(self._store._journal)

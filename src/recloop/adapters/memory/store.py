@@ -15,6 +15,7 @@ from recloop.core.events import Event
 from recloop.core.experiments import Experiment, UserMetric
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
+from recloop.core.state import UserRows
 from recloop.core.stats import PairStats
 from recloop.ports import (
     AlgorithmCount,
@@ -110,9 +111,16 @@ class InMemoryStateStore:
         self._experiment_stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self._waiting: dict[int, WaitingReport] = {}
         self.dead_letters: list[tuple[Event, str]] = []
+        self._journal: dict[int, UserRows] = {}
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        return {u: copy.deepcopy(self._users[u]) for u in user_ids if u in self._users}
+        found = {u: copy.deepcopy(self._users[u]) for u in user_ids if u in self._users}
+        wanted = set(user_ids)
+        for _, rows in sorted(self._journal.items()):  # a later record's row is newer
+            for i, user_id in enumerate(rows.user_ids):
+                if user_id in wanted:
+                    found[user_id] = rows.state(i)
+        return found
 
     async def commit(self, changes: StateChanges) -> None:
         if changes.commit_id is not None:
@@ -127,6 +135,10 @@ class InMemoryStateStore:
             ):
                 continue  # a stale write: a user's applied offsets never go back
             self._users[state.user_id] = state
+        if changes.journal is not None and len(changes.journal):
+            self._journal[changes.journal_seq] = UserRows.from_bytes(changes.journal.to_bytes())
+        for seq in [k for k in self._journal if k <= changes.journal_through]:
+            del self._journal[seq]
         self._add_counts(changes.algorithm_counts)
         for exposure in changes.exposures:
             self._exposures.setdefault(exposure.experiment_id, {}).setdefault(
@@ -141,6 +153,9 @@ class InMemoryStateStore:
             self._watermark = max(self._watermark, changes.watermark)
         for partition, offset in changes.positions.items():
             self._positions[partition] = max(self._positions.get(partition, 0), offset)
+
+    async def get_journal(self) -> list[tuple[int, UserRows]]:
+        return [(seq, self._journal[seq]) for seq in sorted(self._journal)]
 
     async def get_reliability(self) -> list[ReliabilityRecord]:
         return list(self._reliability.values())

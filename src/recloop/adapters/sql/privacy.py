@@ -29,12 +29,15 @@ from recloop.adapters.sql.tables import (
     experiment_user_metrics,
     impressions,
     privacy_meta,
+    state_journal,
     user_reliability,
     user_state,
 )
 from recloop.core.events import Event
 from recloop.core.experiments import UserMetric
+from recloop.core.preferences import UserState
 from recloop.core.privacy import Tombstone
+from recloop.core.state import UserRows
 from recloop.ports import Exposure, ReliabilityRecord, StateChanges, UserData
 
 # What erase() deletes, per kind, keyed by user_id (events are handled apart).
@@ -155,8 +158,10 @@ class SqlPrivacyStore:
                 .order_by(dead_letters.c.id)
             )
             letters = [(Event.from_record(orjson.loads(p), o), r) for o, p, r in failed]
+            journaled = await _journaled_state(conn, user_id)
+        state = None if state_row is None else _user_from_row(state_row)
         return UserData(
-            state=None if state_row is None else _user_from_row(state_row),
+            state=journaled or state,
             events=found_events,
             impressions=found_impressions,
             exposures=exposures,
@@ -184,6 +189,8 @@ class SqlPrivacyStore:
             for kind, table in _BY_USER:
                 result = await conn.execute(delete(table).where(table.c.user_id == user_id))
                 counts[kind] = int(result.rowcount or 0)
+            if await _erase_journaled(conn, user_id):
+                counts["state"] = 1
             if changes.experiment_stats:
                 rows = [
                     {
@@ -229,4 +236,37 @@ class SqlPrivacyStore:
     async def has_users(self) -> bool:
         async with self._db.read() as conn:
             found = (await conn.execute(select(user_state.c.user_id).limit(1))).first()
-        return found is not None
+            journaled = (await conn.execute(select(state_journal.c.seq).limit(1))).first()
+        return found is not None or journaled is not None
+
+
+# The state journal holds users' latest rows until compacted (a few seconds' worth, as
+# records of many users each): export and erasure read every record (they are rare).
+
+
+async def _journaled_state(conn: Any, user_id: str) -> UserState | None:
+    """The user's row in the latest journal record that has one (newer than user_state's)."""
+    query = select(state_journal.c.users).order_by(state_journal.c.seq.desc())
+    for (record,) in await conn.execute(query):
+        rows = UserRows.from_bytes(bytes(record))
+        if user_id in rows.user_ids:
+            return rows.state(rows.user_ids.index(user_id))
+    return None
+
+
+async def _erase_journaled(conn: Any, user_id: str) -> bool:
+    """Rewrite the journal records that hold the user without their rows; whether any did."""
+    found = False
+    query = select(state_journal.c.seq, state_journal.c.users)
+    for seq, record in (await conn.execute(query)).all():
+        rows = UserRows.from_bytes(bytes(record))
+        if user_id not in rows.user_ids:
+            continue
+        found = True
+        rest = rows.without([user_id])
+        where = state_journal.c.seq == seq
+        if len(rest):
+            await conn.execute(state_journal.update().where(where).values(users=rest.to_bytes()))
+        else:
+            await conn.execute(delete(state_journal).where(where))
+    return found

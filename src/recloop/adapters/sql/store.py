@@ -33,6 +33,7 @@ from recloop.adapters.sql.tables import (
     model_transitions,
     models,
     performance_reports,
+    state_journal,
     training_jobs,
     user_reliability,
     user_state,
@@ -78,6 +79,9 @@ _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
 _USERS_PG = "SELECT {} FROM user_state WHERE user_id = ANY($1::VARCHAR[])".format(
     ", ".join(c.name for c in user_state.c)
 )
+POINT_READ_MAX = 4
+"""SQLite: users read by primary key at once on the caller's thread (``run_point_read``),
+at most; more go to the reader thread."""
 _MARKS_KEPT_SECONDS = 7 * 86_400.0
 """A writer's commit mark outlives its process by this much (then it is pruned)."""
 
@@ -93,6 +97,11 @@ class SqlStateStore:
         # This process's name in commit_marks (see StateChanges.commit_id).
         self._writer = uuid7()
         self._marks_pruned = False
+        # The state journal's users, by their latest record, and each record's users (as
+        # this process read and wrote them: the embedded server is the journal's only
+        # writer); None until first needed.
+        self._journal_latest: dict[str, int] | None = None
+        self._journal_users: dict[int, list[str]] = {}
         marks = _insert(db, commit_marks)
         self._mark_commit = marks.on_conflict_do_update(
             index_elements=["writer"],
@@ -165,6 +174,10 @@ class SqlStateStore:
             },
         )
         self._add_impression = impressions.insert()
+        self._add_record = state_journal.insert()
+        self._drop_records = delete(state_journal).where(
+            state_journal.c.seq <= bindparam("through")
+        )
         self._add_feature_sets = _insert(db, feature_sets).on_conflict_do_nothing()
         # The fast lane's SQL for every statement commit() and add_impressions() may run
         # (keyed by the statement objects, which live as long as this store).
@@ -183,6 +196,8 @@ class SqlStateStore:
                 self._add_experiment_stats,
                 self._add_impression,
                 self._add_feature_sets,
+                self._add_record,
+                self._drop_records,
             )
         }
         if self._pg_lane:  # PostgreSQL: the same statements, compiled once for asyncpg
@@ -199,6 +214,8 @@ class SqlStateStore:
                     self._add_exposure,
                     self._set_user_metric,
                     self._add_experiment_stats,
+                    self._add_record,
+                    self._drop_records,
                 )
             }
             self._save_users_pg = self._pg[id(self._save_user)].unnest()
@@ -218,6 +235,24 @@ class SqlStateStore:
         )
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        """The users' newest committed rows: the user table's, or a newer one in the state
+        journal (found by this process's index of the journal, read once)."""
+        found = await self._stored_users(user_ids)
+        index = await self._journal_index()
+        wanted = {u: index[u] for u in user_ids if u in index}
+        if wanted:
+            query = select(state_journal.c.users).where(
+                state_journal.c.seq.in_(sorted(set(wanted.values())))
+            )
+            async with self._db.read() as conn:
+                records = [UserRows.from_bytes(bytes(r)) for (r,) in await conn.execute(query)]
+            for rows in records:
+                for i, user_id in enumerate(rows.user_ids):
+                    if user_id in wanted:
+                        found[user_id] = rows.state(i)
+        return found
+
+    async def _stored_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         if not user_ids:
             return {}
         if self._pg_lane:
@@ -225,7 +260,11 @@ class SqlStateStore:
                 found = await conn.fetch(_USERS_PG, list(user_ids))
             return {row["user_id"]: _user_from_row(row) for row in found}
         if self._db.fast_lane:
-            found = await self._db.run_read(partial(_select_in, user_state, "user_id", user_ids))
+            select_in = partial(_select_in, user_state, "user_id", user_ids)
+            if len(user_ids) <= POINT_READ_MAX:  # the read path's one user: no hand-off
+                found = await self._db.run_point_read(select_in)
+            else:
+                found = await self._db.run_read(select_in)
             return {row["user_id"]: _user_from_row(row) for row in found}
         query = select(user_state).where(user_state.c.user_id.in_(list(user_ids)))
         async with self._db.read() as conn:
@@ -268,6 +307,15 @@ class SqlStateStore:
             batches.append(
                 (self._save_offset, [{"consumer": CONSUMER, "offset": changes.watermark}])
             )
+        if changes.journal is not None and len(changes.journal):
+            record = {
+                "seq": changes.journal_seq,
+                "users": changes.journal.to_bytes(),
+                "written_at": time.time(),
+            }
+            batches.append((self._add_record, [record]))
+        if changes.journal_through:
+            batches.append((self._drop_records, [{"through": changes.journal_through}]))
         if changes.positions:
             rows = [
                 {"consumer": f"{PARTITION_CONSUMER}{p}", "offset": o}
@@ -291,17 +339,38 @@ class SqlStateStore:
                 raw.insert(0, (save.sql, list(zip(*(users[k] for k in save.order), strict=True))))
             check = None if mark is None else self._compiled[id(self._last_commit)].bind([mark])
             await self._db.run_write(partial(_commit_once, check, changes.commit_id, raw))
-            return
-        if self._pg_lane:
-            await self._commit_pg(batches, users, mark, changes.commit_id)
-            return
-        async with self._db.write() as conn:
-            if mark is not None:
-                applied = (await conn.execute(self._last_commit, mark)).scalar()
-                if applied == changes.commit_id:
-                    return  # the first attempt went through; its answer was lost
-            for stmt, rows in batches:
-                await conn.execute(stmt, rows)
+        elif self._pg_lane:
+            if not await self._commit_pg(batches, users, mark, changes.commit_id):
+                return  # the first attempt went through; its answer was lost
+        else:
+            async with self._db.write() as conn:
+                if mark is not None:
+                    applied = (await conn.execute(self._last_commit, mark)).scalar()
+                    if applied == changes.commit_id:
+                        return  # the first attempt went through; its answer was lost
+                for stmt, rows in batches:
+                    await conn.execute(stmt, rows)
+        self._journaled(changes)
+
+    async def _journal_index(self) -> dict[str, int]:
+        if self._journal_latest is None:
+            await self.get_journal()
+        assert self._journal_latest is not None
+        return self._journal_latest
+
+    def _journaled(self, changes: StateChanges) -> None:
+        """Keep the journal's index (user → their latest record) as ``changes`` moved it."""
+        index, owners = self._journal_latest, self._journal_users
+        if index is None:
+            return  # not read yet: it will be, whole
+        if changes.journal is not None and len(changes.journal):
+            ids = changes.journal.user_ids
+            index.update(dict.fromkeys(ids, changes.journal_seq))
+            owners[changes.journal_seq] = ids
+        for seq in [k for k in owners if k <= changes.journal_through]:
+            for user_id in owners.pop(seq):
+                if index.get(user_id) == seq:
+                    del index[user_id]
 
     async def _commit_pg(
         self,
@@ -309,22 +378,23 @@ class SqlStateStore:
         users: dict[str, list[Any]] | None,
         mark: dict[str, Any] | None,
         commit_id: str | None,
-    ) -> None:
+    ) -> bool:
         """:meth:`commit` on PostgreSQL, in one transaction on the asyncpg connection: the
         users' rows as one array per column in one upsert, the other batches (a few rows
-        each) by ``executemany``."""
+        each) by ``executemany``. False if ``commit_id`` was committed before."""
         async with self._db.pg_write() as conn:
             if mark is not None:
                 check = self._pg[id(self._last_commit)]
                 applied = await conn.fetchval(check.sql, *check.rows([mark])[0])
                 if applied == commit_id:
-                    return  # the first attempt went through; its answer was lost
+                    return False
             if users is not None:
                 order = self._pg[id(self._save_user)].order
                 await conn.execute(self._save_users_pg, *(users[k] for k in order))
             for stmt, rows in batches:
                 statement = self._pg[id(stmt)]
                 await conn.executemany(statement.sql, statement.rows(rows))
+        return True
 
     async def get_reliability(self) -> list[ReliabilityRecord]:
         async with self._db.read() as conn:
@@ -582,6 +652,17 @@ class SqlStateStore:
         async with self._db.read() as conn:
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else TrainingJob(**dict(row))
+
+    async def get_journal(self) -> list[tuple[int, UserRows]]:
+        query = select(state_journal.c.seq, state_journal.c.users).order_by(state_journal.c.seq)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        records = [(int(seq), UserRows.from_bytes(bytes(users))) for seq, users in rows]
+        self._journal_latest, self._journal_users = {}, {}
+        for seq, users in records:
+            self._journal_latest.update(dict.fromkeys(users.user_ids, seq))
+            self._journal_users[seq] = users.user_ids
+        return records
 
     async def get_watermark(self) -> int:
         query = select(consumer_offsets.c.offset).where(consumer_offsets.c.consumer == CONSUMER)

@@ -87,6 +87,17 @@ user_state = Table(
     Column("events_held", BigInteger, nullable=False, server_default="0"),  # 0004
 )
 
+# One record per journaling checkpoint: the users' rows it changed (UserRows.to_bytes).
+# A user's latest record holds a state newer than its user_state row; compaction writes
+# those rows to user_state and deletes the oldest records (services/checkpoint.py).
+state_journal = Table(
+    "state_journal",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("users", LargeBinary, nullable=False),
+    Column("written_at", Float, nullable=False),
+)
+
 consumer_offsets = Table(
     "consumer_offsets",
     metadata,
