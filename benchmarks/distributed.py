@@ -113,6 +113,9 @@ class Options(LoadOptions):
     """Whether feedback→visible is also measured under a background load."""
 
 
+QUICK: Final = Options(duration=3.0, repeat=1, samples=30)
+"""``--quick``: a smoke run, for iterating (its figures are not the section's)."""
+
 _progress = progress("bench-distributed")
 
 
@@ -1332,7 +1335,8 @@ def section(run: Run, command: str) -> str:
             "",
             f"Machine: {_machine()}",
             "",
-            "Options: `--duration S` (10), `--repeat N` (3), `--samples N` (60), `--clients N` "
+            "Options: `--quick` (1 repetition of 3 s loads, 30 samples: a smoke run), "
+            "`--duration S` (10), `--repeat N` (3), `--samples N` (60), `--clients N` "
             "(4), `--unloaded-only` (no feedback→visible under load), `--write` (replace this "
             "section); a default run takes about 6 minutes. Progress goes to stderr, the "
             "section to stdout; the last run's process logs are kept in "
@@ -1415,15 +1419,22 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
         description="The distributed deployment (Kafka, workers, PostgreSQL, Redis) "
         "measured beside the embedded one.",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: {QUICK.repeat} repetition, {QUICK.duration:.0f} s loads, "
+        f"{QUICK.samples} feedback→visible samples",
+    )
     add_load_options(
         parser,
         Options(),
         "duration",
         "repeat",
         "samples",
-        "clients",
+        preset=True,
         samples="feedback→visible samples per load level and deployment",
     )
+    add_load_options(parser, Options(), "clients")
     parser.add_argument(
         "--unloaded-only",
         action="store_true",
@@ -1431,11 +1442,12 @@ def parse_args(argv: list[str]) -> tuple[Options, bool]:
     )
     add_write(parser, SECTION)
     args = parser.parse_args(argv)
+    base = QUICK if args.quick else Options()
     options = Options(
-        duration=args.duration,
-        repeat=args.repeat,
+        duration=args.duration or base.duration,
+        repeat=args.repeat or base.repeat,
         clients=args.clients,
-        samples=args.samples,
+        samples=args.samples or base.samples,
         loaded=not args.unloaded_only,
     )
     return options, args.write

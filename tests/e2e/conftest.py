@@ -78,10 +78,10 @@ class Worker:
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"{name}.log"
-        self._starts = 0
+        self._log_from = 0  # where this start's lines begin in the log
 
     def start(self) -> None:
-        self._starts += 1
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "recloop", "worker"],
@@ -98,8 +98,11 @@ class Worker:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            if self.log.read_text().count("assigned partitions") >= self._starts:
-                return
+            # This start's own lines: an earlier start's rebalances logged assignments too.
+            with self.log.open("rb") as log:
+                log.seek(self._log_from)
+                if b"assigned partitions" in log.read():
+                    return
             time.sleep(0.1)
         pytest.fail(f"worker got no partitions in {timeout}s:\n{self.log.read_text()}")
 

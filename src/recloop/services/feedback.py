@@ -565,11 +565,9 @@ class Processor:
             if t is not None:
                 t.watermark = max(t.watermark, offset)
                 t.committed = max(t.committed, done.get(partition, 0))
-        if self._partitioned:  # readers are other processes: they read the shared cache
-            rows = changes.users
-            for i, user_id in enumerate(rows.user_ids):
-                if user_id in table:
-                    self._cache.set(preferences_key(user_id), rows.preferences(i))
+        if self._partitioned:  # readers are other processes: the shared cache tells them
+            for user_id in changes.users.user_ids:  # (a worker reads no preferences itself)
+                self._cache.delete(preferences_key(user_id))
         if changes.algorithm_counts and self._on_counts is not None:
             self._on_counts(changes.algorithm_counts)
 

@@ -47,11 +47,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
+from recloop.adapters.kafka.partitioning import partitions_of
 from recloop.config import KafkaSettings
 from recloop.core.errors import ConfigError, Unavailable
 from recloop.core.events import Event
@@ -305,33 +307,57 @@ class KafkaEventLog:
         """
         producer = self._running()
         topic = self.config.topic
-        futures: list[asyncio.Future[RecordMetadata]] = []
+        if not events:
+            return []
+        # Kafka's default partitioner, for the whole batch at once; then one batch per
+        # partition (more if one is full), its messages in the order of ``events``.
+        keys = [e.user_id.encode() for e in events]
+        sent: list[tuple[asyncio.Future[RecordMetadata], list[int]]] = []
         try:
-            for event in events:
-                futures.append(
-                    await producer.send(
-                        topic,
-                        value=encode_record(event.to_record()),
-                        key=event.user_id.encode(),
-                        headers=_headers(event),
-                    )
-                )
+            partitions = sorted(await producer.partitions_for(topic))
+            chosen = partitions_of(keys, partitions)
+            order = np.argsort(chosen, kind="stable").tolist()
+            bounds = np.flatnonzero(np.diff(chosen[order])) + 1
+            for run in np.split(np.asarray(order), bounds):
+                members = run.tolist()
+                partition = int(chosen[members[0]])
+                builder, taken = producer.create_batch(), []
+                for i in members:
+                    event = events[i]
+                    value = encode_record(event.to_record())
+                    headers = _headers(event)
+                    while (
+                        builder.append(key=keys[i], value=value, timestamp=None, headers=headers)
+                        is None
+                    ):
+                        if not taken:  # one message larger than a batch: as send() says
+                            raise KafkaError(
+                                f"a message of {len(value)} bytes exceeds max_batch_size"
+                            )
+                        sent.append(
+                            (await producer.send_batch(builder, topic, partition=partition), taken)
+                        )
+                        builder, taken = producer.create_batch(), []
+                    taken.append(i)
+                sent.append((await producer.send_batch(builder, topic, partition=partition), taken))
         except KafkaError as exc:
-            await asyncio.gather(*futures, return_exceptions=True)
+            await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
             raise Unavailable(f"Kafka did not accept events for {topic!r}: {exc!r}") from exc
-        positions: list[KafkaPosition] = []
+        positions: list[KafkaPosition | None] = [None] * len(events)
         failed: list[BaseException] = []
-        for result in await asyncio.gather(*futures, return_exceptions=True):
+        results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
+        for result, (_, taken) in zip(results, sent, strict=True):
             if isinstance(result, BaseException):
-                failed.append(result)
-            else:
-                positions.append(KafkaPosition(result.partition, result.offset))
+                failed.extend([result] * len(taken))
+                continue
+            for j, i in enumerate(taken):
+                positions[i] = KafkaPosition(result.partition, result.offset + j)
         if failed:
             raise Unavailable(
-                f"Kafka did not acknowledge {len(failed)} of {len(futures)} events"
+                f"Kafka did not acknowledge {len(failed)} of {len(events)} events"
                 f" for {topic!r}: {failed[0]!r}"
             ) from failed[0]
-        return positions
+        return positions  # type: ignore[return-value]  # every one is set
 
     async def dead_letter(
         self,

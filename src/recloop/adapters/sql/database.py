@@ -24,6 +24,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 T = TypeVar("T")
 
+PG_LANE_CONNECTIONS = 4
+"""The most connections :meth:`SqlDatabase.pg_write` and ``pg_read`` hold open at once."""
+PG_CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection of that pool may take to open."""
+
 
 class SqlDatabase:
     """An async engine plus what its dialect needs.
@@ -71,6 +76,8 @@ class SqlDatabase:
         self._reader: ThreadPoolExecutor | None = None
         self._raw_write: sqlite3.Connection | None = None
         self._raw_read: sqlite3.Connection | None = None
+        self._pg: Any = None  # pg_write's asyncpg pool, opened at its first call
+        self._pg_opening = asyncio.Lock()
         self._raw_point: sqlite3.Connection | None = None
         if self.dialect == "sqlite":
             self._write_lock = asyncio.Lock()
@@ -170,6 +177,55 @@ class SqlDatabase:
         async with self._guarded(), self.engine.connect() as conn:
             yield conn
 
+    @property
+    def pg_lane(self) -> bool:
+        """Whether :meth:`pg_write` and :meth:`pg_read` are available (PostgreSQL)."""
+        return self.dialect == "postgresql"
+
+    @contextlib.asynccontextmanager
+    async def pg_write(self) -> AsyncIterator[Any]:
+        """PostgreSQL: an asyncpg connection in a transaction that commits on exit and rolls
+        back on error.
+
+        The hot statements of the distributed worker (the archive, the state commit) run
+        here with their parameters as arrays or through asyncpg's ``executemany``, compiled
+        once (:mod:`recloop.adapters.sql.pg`): through SQLAlchemy every row is a mapping
+        processed in Python, and a multi-row ``VALUES`` is a new statement for PostgreSQL
+        to parse and plan whenever the number of rows changes. The connections come from
+        a small asyncpg pool of their own, opened at the first call: SQLAlchemy's pool
+        pings every connection it lends (``BEGIN``, a query, ``ROLLBACK``: three round
+        trips before each transaction). Without the ping, a connection that the server
+        closed fails its call (a :class:`~recloop.core.errors.TransientError`, retried
+        like any other) and the pool replaces it. The breaker is :meth:`write`'s.
+        """
+        async with self._guarded(), _plain_errors():
+            pool = await self._pg_pool()
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def pg_read(self) -> AsyncIterator[Any]:
+        """PostgreSQL: an asyncpg connection of :meth:`pg_write`'s pool, for reads."""
+        async with self._guarded(), _plain_errors():
+            pool = await self._pg_pool()
+            async with pool.acquire() as conn:
+                yield conn
+
+    async def _pg_pool(self) -> Any:
+        if self._pg is None:
+            import asyncpg
+
+            async with self._pg_opening:
+                if self._pg is None:
+                    dsn = self.engine.url.set(drivername="postgresql")
+                    self._pg = await asyncpg.create_pool(
+                        dsn.render_as_string(hide_password=False),
+                        min_size=1,
+                        max_size=PG_LANE_CONNECTIONS,
+                        timeout=PG_CONNECT_TIMEOUT,
+                    )
+        return self._pg
+
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:
         """The breaker around one call: refused while it is open, told how the call went."""
@@ -221,6 +277,9 @@ class SqlDatabase:
         if self._raw_point is not None:
             self._raw_point.close()
             self._raw_point = None
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            await pg.close()
         await self.engine.dispose()
 
 
@@ -230,6 +289,22 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     if code is not None:
         return bool(code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+@contextlib.asynccontextmanager
+async def _plain_errors() -> AsyncIterator[None]:
+    """The database's errors as SQLAlchemy shows them: the message without its ``DETAIL``,
+    which quotes the row's values (a user id refused by a constraint would reach the log);
+    the same exception type, the original not chained."""
+    import asyncpg
+
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if not getattr(exc, "detail", None):
+            raise
+        plain = type(exc)(exc.args[0] if exc.args else type(exc).__name__)
+        raise plain from None
 
 
 def _unreachable(exc: BaseException) -> bool:

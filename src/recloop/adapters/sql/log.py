@@ -35,6 +35,7 @@ from sqlalchemy import String, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
+from recloop.adapters.sql.pg import PgStatement
 from recloop.adapters.sql.tables import event_impressions, events
 from recloop.core.events import Event
 from recloop.core.records import dumps as encode_record
@@ -92,6 +93,11 @@ _ROW_MARKS: Final = "({})".format(", ".join("?" * len(_WRITE_COLUMNS)))
 _ROWS_PER_INSERT: Final = 1_000  # 10,000 bound parameters, below SQLite's 32,766
 _LINK_SQLITE: Final = 'INSERT INTO event_impressions ("offset", impression_id) VALUES (?, ?)'
 _SQLITE_IN_CHUNK: Final = 10_000  # below SQLite's limit of 32,766 bound parameters
+_ARCHIVE_COLUMNS: Final = (*_WRITE_COLUMNS[1:], "log_partition", "log_offset")
+_FOUND_PG: Final = (
+    'SELECT event_id, "offset", log_partition, log_offset FROM events'
+    " WHERE event_id = ANY($1::VARCHAR[])"
+)
 
 
 _UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -268,9 +274,14 @@ def _impression_id(event: Event) -> str | None:
 
 
 class SqlEventLog:
-    def __init__(self, db: SqlDatabase, keep_text: bool = True) -> None:
-        """``keep_text``: whether :meth:`archive` keeps review text (privacy.keep_review_text)."""
+    def __init__(
+        self, db: SqlDatabase, keep_text: bool = True, pg_lane: bool | None = None
+    ) -> None:
+        """``keep_text``: whether :meth:`archive` keeps review text (privacy.keep_review_text).
+        ``pg_lane``: on PostgreSQL, :meth:`archive` through :mod:`~recloop.adapters.sql.pg`
+        (the default); False keeps SQLAlchemy's path, the oracle of the differential tests."""
         self._db = db
+        self._pg_lane = db.pg_lane if pg_lane is None else pg_lane and db.pg_lane
         self._keep_text = keep_text
         self._compact_ids = db.dialect == "sqlite"
         self._key = id_key if self._compact_ids else _same
@@ -282,6 +293,12 @@ class SqlEventLog:
         self._joined = select(*self._columns, event_impressions.c.impression_id).join_from(
             event_impressions, events, events.c.offset == event_impressions.c.offset
         )
+        if self._pg_lane:
+            archived = stmt.returning(
+                events.c.event_id, events.c.offset, events.c.log_partition, events.c.log_offset
+            )
+            self._archive_pg = PgStatement(archived, _ARCHIVE_COLUMNS).unnest()
+            self._link_pg = PgStatement(self._add_impressions, ["offset", "impression_id"]).unnest()
 
     async def append(self, batch: Sequence[Event]) -> list[int | None]:
         if not batch:
@@ -316,6 +333,8 @@ class SqlEventLog:
         if not batch:
             return []
         rows = _rows(batch, time.time(), self._keep_text, self._compact_ids)
+        if self._pg_lane:
+            return await self._archive_arrays(batch, rows)
         params = [
             {
                 **dict(zip(_WRITE_COLUMNS[1:], row, strict=True)),
@@ -348,6 +367,40 @@ class SqlEventLog:
                     self._add_impressions,
                     [{"offset": o, "impression_id": i} for o, i in linked.items()],
                 )
+        return [
+            found[row[0]][1] == (e.partition, e.offset) for e, row in zip(batch, rows, strict=True)
+        ]
+
+    async def _archive_arrays(
+        self, batch: Sequence[Event], rows: list[tuple[Any, ...]]
+    ) -> list[bool]:
+        """:meth:`archive` on PostgreSQL: the batch as one array per column in one insert,
+        whose ``RETURNING`` tells where each row written now sits; only the ids it did not
+        write (logged before, or twice in the batch) are looked up."""
+        columns: list[Any] = [list(c) for c in zip(*rows, strict=True)]
+        columns.append([e.partition for e in batch])
+        columns.append([e.offset for e in batch])
+        async with self._db.pg_write() as conn:
+            written = await conn.fetch(self._archive_pg, *columns)
+            found: dict[Any, tuple[int, tuple[int | None, int | None]]] = {
+                key: (offset, (p, o)) for key, offset, p, o in written
+            }
+            missing = {row[0] for row in rows if row[0] not in found}
+            if missing:
+                stored = await conn.fetch(_FOUND_PG, list(missing))
+                found.update((key, (offset, (p, o))) for key, offset, p, o in stored)
+            # The impressions of the events written now, each taken from the batch's
+            # event at the position that was stored.
+            linked: dict[int, Any] = {}
+            if len(written):
+                for e, row in zip(batch, rows, strict=True):
+                    impression_id = _impression_id(e)
+                    if impression_id:
+                        offset, position = found[row[0]]
+                        if position == (e.partition, e.offset) and row[0] not in missing:
+                            linked.setdefault(offset, impression_id)
+            if linked:
+                await conn.execute(self._link_pg, list(linked), list(linked.values()))
         return [
             found[row[0]][1] == (e.partition, e.offset) for e, row in zip(batch, rows, strict=True)
         ]

@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, case, delete, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from recloop.adapters.sql.database import SqlDatabase
+from recloop.adapters.sql.pg import PgStatement
 from recloop.adapters.sql.tables import (
     algorithm_stats,
     algorithm_status,
@@ -75,6 +76,9 @@ def _vector(blob: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 _SQLITE_IN_CHUNK = 10_000  # below SQLite's limit of 32,766 bound parameters
+_USERS_PG = "SELECT {} FROM user_state WHERE user_id = ANY($1::VARCHAR[])".format(
+    ", ".join(c.name for c in user_state.c)
+)
 POINT_READ_MAX = 4
 """SQLite: users read by primary key at once on the caller's thread (``run_point_read``),
 at most; more go to the reader thread."""
@@ -83,8 +87,12 @@ _MARKS_KEPT_SECONDS = 7 * 86_400.0
 
 
 class SqlStateStore:
-    def __init__(self, db: SqlDatabase) -> None:
+    def __init__(self, db: SqlDatabase, pg_lane: bool | None = None) -> None:
+        """``pg_lane``: on PostgreSQL, the hot statements (the state commit, users' reads)
+        through :mod:`~recloop.adapters.sql.pg` (the default); False keeps SQLAlchemy's
+        path for them, the oracle of the differential tests."""
         self._db = db
+        self._pg_lane = db.pg_lane if pg_lane is None else pg_lane and db.pg_lane
         self._feature_sets: dict[str, tuple[str, ...]] = {}  # stored by this process
         # This process's name in commit_marks (see StateChanges.commit_id).
         self._writer = uuid7()
@@ -192,6 +200,25 @@ class SqlStateStore:
                 self._drop_records,
             )
         }
+        if self._pg_lane:  # PostgreSQL: the same statements, compiled once for asyncpg
+            self._pg = {
+                id(stmt): PgStatement(stmt)
+                for stmt in (
+                    self._last_commit,
+                    self._mark_commit,
+                    self._prune_marks,
+                    self._save_user,
+                    self._save_offset,
+                    self._save_position,
+                    self._add_counts,
+                    self._add_exposure,
+                    self._set_user_metric,
+                    self._add_experiment_stats,
+                    self._add_record,
+                    self._drop_records,
+                )
+            }
+            self._save_users_pg = self._pg[id(self._save_user)].unnest()
         reliability = _insert(db, user_reliability)
         self._put_reliability = reliability.on_conflict_do_update(
             index_elements=["user_id"],
@@ -228,6 +255,10 @@ class SqlStateStore:
     async def _stored_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         if not user_ids:
             return {}
+        if self._pg_lane:
+            async with self._db.pg_read() as conn:
+                found = await conn.fetch(_USERS_PG, list(user_ids))
+            return {row["user_id"]: _user_from_row(row) for row in found}
         if self._db.fast_lane:
             select_in = partial(_select_in, user_state, "user_id", user_ids)
             if len(user_ids) <= POINT_READ_MAX:  # the read path's one user: no hand-off
@@ -243,7 +274,7 @@ class SqlStateStore:
     async def commit(self, changes: StateChanges) -> None:
         batches: list[tuple[Any, list[dict[str, Any]]]] = []
         users = _user_columns(changes.users) if len(changes.users) else None
-        if users is not None and not self._db.fast_lane:
+        if users is not None and not self._db.fast_lane and not self._pg_lane:
             names = list(users)
             rows = [
                 dict(zip(names, values, strict=True))
@@ -308,6 +339,9 @@ class SqlStateStore:
                 raw.insert(0, (save.sql, list(zip(*(users[k] for k in save.order), strict=True))))
             check = None if mark is None else self._compiled[id(self._last_commit)].bind([mark])
             await self._db.run_write(partial(_commit_once, check, changes.commit_id, raw))
+        elif self._pg_lane:
+            if not await self._commit_pg(batches, users, mark, changes.commit_id):
+                return  # the first attempt went through; its answer was lost
         else:
             async with self._db.write() as conn:
                 if mark is not None:
@@ -337,6 +371,30 @@ class SqlStateStore:
             for user_id in owners.pop(seq):
                 if index.get(user_id) == seq:
                     del index[user_id]
+
+    async def _commit_pg(
+        self,
+        batches: list[tuple[Any, list[dict[str, Any]]]],
+        users: dict[str, list[Any]] | None,
+        mark: dict[str, Any] | None,
+        commit_id: str | None,
+    ) -> bool:
+        """:meth:`commit` on PostgreSQL, in one transaction on the asyncpg connection: the
+        users' rows as one array per column in one upsert, the other batches (a few rows
+        each) by ``executemany``. False if ``commit_id`` was committed before."""
+        async with self._db.pg_write() as conn:
+            if mark is not None:
+                check = self._pg[id(self._last_commit)]
+                applied = await conn.fetchval(check.sql, *check.rows([mark])[0])
+                if applied == commit_id:
+                    return False
+            if users is not None:
+                order = self._pg[id(self._save_user)].order
+                await conn.execute(self._save_users_pg, *(users[k] for k in order))
+            for stmt, rows in batches:
+                statement = self._pg[id(stmt)]
+                await conn.executemany(statement.sql, statement.rows(rows))
+        return True
 
     async def get_reliability(self) -> list[ReliabilityRecord]:
         async with self._db.read() as conn:
