@@ -180,44 +180,28 @@ class SqlStateStore:
         )
         self._add_feature_sets = _insert(db, feature_sets).on_conflict_do_nothing()
         # The fast lane's SQL for every statement commit() and add_impressions() may run
-        # (keyed by the statement objects, which live as long as this store).
+        # (keyed by the statement objects, which live as long as this store); PostgreSQL's
+        # lane runs commit()'s.
+        committed = (
+            self._last_commit,
+            self._mark_commit,
+            self._prune_marks,
+            self._save_user,
+            self._save_offset,
+            self._save_position,
+            self._add_counts,
+            self._add_exposure,
+            self._set_user_metric,
+            self._add_experiment_stats,
+            self._add_record,
+            self._drop_records,
+        )
         self._compiled = {
             id(stmt): _Raw(stmt)
-            for stmt in (
-                self._last_commit,
-                self._mark_commit,
-                self._prune_marks,
-                self._save_user,
-                self._save_offset,
-                self._save_position,
-                self._add_counts,
-                self._add_exposure,
-                self._set_user_metric,
-                self._add_experiment_stats,
-                self._add_impression,
-                self._add_feature_sets,
-                self._add_record,
-                self._drop_records,
-            )
+            for stmt in (*committed, self._add_impression, self._add_feature_sets)
         }
         if self._pg_lane:  # PostgreSQL: the same statements, compiled once for asyncpg
-            self._pg = {
-                id(stmt): PgStatement(stmt)
-                for stmt in (
-                    self._last_commit,
-                    self._mark_commit,
-                    self._prune_marks,
-                    self._save_user,
-                    self._save_offset,
-                    self._save_position,
-                    self._add_counts,
-                    self._add_exposure,
-                    self._set_user_metric,
-                    self._add_experiment_stats,
-                    self._add_record,
-                    self._drop_records,
-                )
-            }
+            self._pg = {id(stmt): PgStatement(stmt) for stmt in committed}
             self._save_users_pg = self._pg[id(self._save_user)].unnest()
         reliability = _insert(db, user_reliability)
         self._put_reliability = reliability.on_conflict_do_update(
