@@ -119,10 +119,6 @@ class UserRows:
         columns = {n: getattr(self, n)[index] for n in _COUNTERS + _TIMES + _OFFSETS}
         return UserRows([self.user_ids[i] for i in index.tolist()], self.vectors[index], **columns)
 
-    def preferences(self, i: int) -> Preferences:
-        """Row ``i`` as readers see it."""
-        return self.state(i).snapshot()
-
     def to_bytes(self) -> bytes:
         """The rows as one record (the state journal's): a length-prefixed JSON header
         (rows, dimension, user ids), then each column's little-endian bytes in a fixed order.
