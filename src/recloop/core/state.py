@@ -455,7 +455,11 @@ class UserTable:
         """
         dirty = np.flatnonzero(self.dirty)
         latest = self.journal_seq
-        compact = np.flatnonzero((latest > 0) & (latest <= through) & ~self.dirty)
+        compact = (
+            np.flatnonzero((latest > 0) & (latest <= through) & ~self.dirty)
+            if through > 0
+            else np.zeros(0, dtype=np.int64)
+        )
         self.dirty[dirty] = False
         self.saving[dirty] = True
         self.saving[compact] = True
