@@ -48,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+import redis
 from benchmarks import harness
 from benchmarks.args import add_load_options, add_write
 from benchmarks.client import HOST, Connection
@@ -400,6 +401,7 @@ def distributed_deployment(workdir: Path) -> Iterator[Distributed]:
     """Broker, topic, database, two API instances and the workers, balanced."""
     run_id = uuid.uuid4().hex[:8]
     with contextlib.ExitStack() as stack:
+        stack.callback(_forget_redis_keys, f"bench-{run_id}")  # last: after every process
         broker = stack.enter_context(tansu_broker(workdir / "broker"))
         bootstrap = f"{HOST}:{broker.port}"
         topic = f"bench-{run_id}"
@@ -436,6 +438,18 @@ def distributed_deployment(workdir: Path) -> Iterator[Distributed]:
         shares = ", ".join(f"{w.name} {sorted(_partitions(w))}" for w in workers)
         _progress(f"topic {topic} ({PARTITIONS} partitions) balanced in {seconds:.1f}s: {shares}")
         yield Distributed(api, unguarded, workers, broker, topic, database)
+
+
+def _forget_redis_keys(prefix: str) -> None:
+    """Delete this run's rate-limit keys: they would outlive it (their expiry is days) and
+    slow every later scan of the shared Redis (the tests' among them)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1_000))
+        for start in range(0, len(keys), 1_000):
+            client.delete(*keys[start : start + 1_000])
+    finally:
+        client.close()
 
 
 def _spool(workdir: Path) -> dict[str, str]:
