@@ -62,7 +62,9 @@ from recloop.core.slates import encode
 from recloop.ports import Impression
 
 
-async def _cpu(calls: int, step: Callable[[int], Awaitable[Any]], concurrent: int = 1) -> float:
+async def cpu_per_call(
+    calls: int, step: Callable[[int], Awaitable[Any]], concurrent: int = 1
+) -> float:
     """CPU µs per call of ``step(i)`` for ``i`` in ``range(calls)``, ``concurrent`` at a time."""
     started = time.process_time()
     if concurrent == 1:
@@ -269,7 +271,7 @@ async def _parts(
             ("log", log(fresh), 1),
         )
         for name, step, concurrent in steps:
-            parts.setdefault(name, []).append(await _cpu(requests, step, concurrent))
+            parts.setdefault(name, []).append(await cpu_per_call(requests, step, concurrent))
             await running.idle(flush=True)
     return parts
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from tests.conftest import Running, make_settings, start_app
 
+from benchmarks.rank_parts import cpu_per_call
 from benchmarks.suite import READ_EXPERIMENT
 from benchmarks.workload import (
     Readers,
@@ -67,23 +68,6 @@ PARTS = (
     "expose",
     "look",
 )
-
-
-async def _cpu(calls: int, step: Step, concurrent: int = 1) -> float:
-    """CPU µs per call of ``step(i)`` for ``i`` in ``range(calls)``, ``concurrent`` at a time."""
-    started = time.process_time()
-    if concurrent == 1:
-        for i in range(calls):
-            await step(i)
-    else:
-        todo = iter(range(calls))
-
-        async def worker() -> None:
-            for i in todo:
-                await step(i)
-
-        await asyncio.gather(*(worker() for _ in range(concurrent)))
-    return (time.process_time() - started) / calls * 1e6
 
 
 async def get(app: Any, path: str) -> int:
@@ -204,7 +188,7 @@ async def _parts(
             else:
                 step = through_app(paths(name), users)
             concurrent = 32 if name.endswith("32") else 1
-            parts.setdefault(name, []).append(await _cpu(requests, step, concurrent))
+            parts.setdefault(name, []).append(await cpu_per_call(requests, step, concurrent))
             await running.idle(flush=True)
     return parts
 
