@@ -225,14 +225,16 @@ class SqlStateStore:
         index = await self._journal_index()
         wanted = {u: index[u] for u in user_ids if u in index}
         if wanted:
-            query = select(state_journal.c.users).where(
+            query = select(state_journal.c.seq, state_journal.c.users).where(
                 state_journal.c.seq.in_(sorted(set(wanted.values())))
             )
             async with self._db.read() as conn:
-                records = [UserRows.from_bytes(bytes(r)) for (r,) in await conn.execute(query)]
-            for rows in records:
+                records = [
+                    (seq, UserRows.from_bytes(bytes(r))) for seq, r in await conn.execute(query)
+                ]
+            for seq, rows in records:
                 for i, user_id in enumerate(rows.user_ids):
-                    if user_id in wanted:
+                    if wanted.get(user_id) == seq:  # an older record may hold an older row
                         found[user_id] = rows.state(i)
         return found
 
