@@ -121,33 +121,42 @@ async def _asgi(app: Any, path: str, body: bytes) -> int:
     return status
 
 
+async def seeded(
+    tmp: Path, workload: Workload, readers: Readers
+) -> tuple[Running, Callable[[], Awaitable[None]]]:
+    """The app as the suite's read benchmarks find it: its items registered, its readers'
+    history applied, the read experiment running; and its ``close``."""
+    settings = make_settings(
+        tmp,
+        storage={"sqlite_synchronous": "FULL"},
+        vectors={"dim": 64},
+        spam={"enabled": True},
+        rate_limits={"per_key": "1000000000/minute"},
+        feedback={"implicit_flush_seconds": 1},
+    )
+    running, close = await start_app(settings)
+    client = running.client
+    for batch in workload.item_batches():
+        r = await client.post("/items", json=batch)
+        assert r.is_success, r.text
+    for batch in readers.seed_batches(workload, "seed", datetime.now(UTC)):
+        r = await client.post("/feedback", json=batch)
+        assert r.status_code == 202, r.text
+    await running.idle(flush=True)
+    r = await client.post("/experiments", json=read_experiment(READ_EXPERIMENT))
+    assert r.is_success, r.text
+    r = await client.post(f"/experiments/{READ_EXPERIMENT}/start")
+    assert r.is_success, r.text
+    return running, close
+
+
 async def measure(requests: int, repeat: int) -> dict[str, float]:
     workload, readers = Workload(), Readers()
     rng = random.Random(3)
     gc.set_threshold(50_000, 20, 20)  # as recloop serve runs
     with tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(
-            Path(tmp),
-            storage={"sqlite_synchronous": "FULL"},
-            vectors={"dim": 64},
-            spam={"enabled": True},
-            rate_limits={"per_key": "1000000000/minute"},
-            feedback={"implicit_flush_seconds": 1},
-        )
-        running, close = await start_app(settings)
+        running, close = await seeded(Path(tmp), workload, readers)
         try:
-            client = running.client
-            for batch in workload.item_batches():
-                r = await client.post("/items", json=batch)
-                assert r.is_success, r.text
-            for batch in readers.seed_batches(workload, "seed", datetime.now(UTC)):
-                r = await client.post("/feedback", json=batch)
-                assert r.status_code == 202, r.text
-            await running.idle(flush=True)
-            r = await client.post("/experiments", json=read_experiment(READ_EXPERIMENT))
-            assert r.is_success, r.text
-            r = await client.post(f"/experiments/{READ_EXPERIMENT}/start")
-            assert r.is_success, r.text
             bodies = [readers.rank_body(workload, rng) for _ in range(readers.rank_bodies)]
             found = [decode_rank(b) for b in bodies]
             decoded = [d for d in found if d is not None]

@@ -37,19 +37,17 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Running, make_settings, start_app
+from tests.conftest import Running
 
-from benchmarks.rank_parts import cpu_per_call
+from benchmarks.rank_parts import cpu_per_call, seeded
 from benchmarks.suite import READ_EXPERIMENT
 from benchmarks.workload import (
     Readers,
     Workload,
     assignment_path,
-    read_experiment,
     strategy_path,
     weights_path,
 )
@@ -106,27 +104,8 @@ async def prepared(tmp: Path) -> tuple[Running, Callable[[], Awaitable[None]], R
     """The app with the suite's items, readers and read experiment, every known reader
     exposed; and its ``close``."""
     workload, readers = Workload(), Readers()
-    settings = make_settings(
-        tmp,
-        storage={"sqlite_synchronous": "FULL"},
-        vectors={"dim": 64},
-        spam={"enabled": True},
-        rate_limits={"per_key": "1000000000/minute"},
-        feedback={"implicit_flush_seconds": 1},
-    )
-    running, close = await start_app(settings)
+    running, close = await seeded(tmp, workload, readers)
     client = running.client
-    for batch in workload.item_batches():
-        r = await client.post("/items", json=batch)
-        assert r.is_success, r.text
-    for batch in readers.seed_batches(workload, "seed", datetime.now(UTC)):
-        r = await client.post("/feedback", json=batch)
-        assert r.status_code == 202, r.text
-    await running.idle(flush=True)
-    r = await client.post("/experiments", json=read_experiment(READ_EXPERIMENT))
-    assert r.is_success, r.text
-    r = await client.post(f"/experiments/{READ_EXPERIMENT}/start")
-    assert r.is_success, r.text
     for user_id in readers.known():
         r = await client.get(f"/experiments/{READ_EXPERIMENT}/assignment/{user_id}")
         assert r.is_success, r.text
