@@ -27,7 +27,7 @@ class JournalPlan:
 
     >>> plan = JournalPlan(max_rows=100, max_seconds=60.0, max_users=1_000)
     >>> for at in (0.0, 1.0, 2.0):
-    ...     plan.appended(plan.take_seq(), 40, at)
+    ...     plan.appended(plan.last_seq + 1, 40, at)
     >>> plan.rows, plan.through(now=2.0, journaled_users=100)
     (120, 1)
     >>> plan.compacted(1)
@@ -48,11 +48,7 @@ class JournalPlan:
     """(number, rows, appended at) of each record not compacted yet, oldest first."""
     rows: int = 0
     last_seq: int = 0
-
-    def take_seq(self) -> int:
-        """The number of the next record."""
-        self.last_seq += 1
-        return self.last_seq
+    """The highest record number appended (the next record is numbered one more)."""
 
     def appended(self, seq: int, rows: int, at: float) -> None:
         self.records.append((seq, rows, at))
