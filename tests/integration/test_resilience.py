@@ -8,7 +8,9 @@ The real outages (Redis killed, PostgreSQL cut off) are in test_faults.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from tenacity import AsyncRetrying, RetryCallState
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
@@ -355,6 +358,62 @@ async def test_the_storage_breaker_counts_unreachable_calls_only(tmp_path: Path)
                 await call
     finally:
         await db.dispose()
+
+
+async def test_sqlite_locked_past_its_busy_timeout_is_a_transient_error(tmp_path: Path) -> None:
+    """A lock held elsewhere is no fault of the data: retried, never quarantined."""
+    db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+
+    def locked(_: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    try:
+        with pytest.raises(TransientError, match="storage: OperationalError"):
+            await db.run_write(locked)
+        assert db.breaker.failures == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_cancelled_midway_leaves_sqlite_as_it_found_it(tmp_path: Path) -> None:
+    """A background loop stopped while its write waits behind another, or is on its way to
+    the driver: its transaction is rolled back (or committed whole) and SQLite's write
+    lock is free at once. (Through SQLAlchemy's async layer alone, a few of these
+    cancellations left the connection in its transaction, holding the lock for good.)"""
+
+    def slow(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (0)")
+        time.sleep(0.003)
+
+    async def cancelled_write(db: SqlDatabase) -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (:a)"), [{"a": 1}] * 50)
+
+    for attempt in range(60):
+        path = tmp_path / f"{attempt}.db"
+        db = SqlDatabase(f"sqlite+aiosqlite:///{path}")
+        try:
+            async with db.write() as conn:
+                await conn.execute(text("CREATE TABLE t (a INTEGER)"))
+            first = asyncio.create_task(db.run_write(slow))
+            await asyncio.sleep(0.001)
+            write = asyncio.create_task(cancelled_write(db))
+            await first
+            await asyncio.sleep((attempt % 10) * 0.0001)
+            write.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await write
+            other = sqlite3.connect(path, timeout=2.0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # "database is locked" after 2 s if held
+                rows = dict(other.execute("SELECT a, count(*) FROM t GROUP BY a").fetchall())
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+            assert rows[0] == 1
+            assert rows.get(1, 0) in (0, 50), rows  # the cancelled write: whole or not there
+        finally:
+            await db.dispose()
 
 
 async def test_an_unreachable_postgresql_is_a_transient_error() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,8 +46,9 @@ class SqlDatabase:
     Every call goes through :attr:`breaker` (the ``storage`` circuit breaker): while
     it is open, calls fail at once with :class:`~recloop.core.errors.CircuitOpen`.
     A call that cannot reach the database (the connection is refused, dropped or
-    times out) counts as a failure and raises
-    :class:`~recloop.core.errors.TransientError` (from the driver's error); any
+    times out; SQLite's write lock stays taken past ``busy_timeout``) counts as a
+    failure and raises :class:`~recloop.core.errors.TransientError` (from the driver's
+    error); any
     other outcome, an error of the database's own included, counts as a success.
     """
 
@@ -163,14 +164,29 @@ class SqlDatabase:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A connection in a transaction that commits on exit, rolls back on error."""
+        """A connection in a transaction that commits on exit, rolls back on error.
+
+        SQLite: a task cancelled meanwhile (a background loop stopped) leaves the database
+        as it found it. Through SQLAlchemy's async layer, a cancellation that lands while
+        a statement is on its way to aiosqlite's thread could leave that connection in
+        its transaction, holding SQLite's write lock for good (every later writer then
+        fails "database is locked"); here each statement, the commit and the rollback run
+        to their end, and the cancellation is raised after them.
+        """
         async with self._guarded():
             if self._write_lock is None:
                 async with self.engine.begin() as conn:
                     yield conn
             else:
-                async with self._write_lock, self.engine.begin() as conn:
-                    yield conn
+                async with self._write_lock, _Finishing(self.engine) as conn:
+                    transaction = conn.begin()
+                    await _finish(transaction.start())
+                    try:
+                        yield conn
+                    except BaseException:
+                        await _finish(transaction.rollback())
+                        raise
+                    await _finish(transaction.commit())
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -283,6 +299,54 @@ class SqlDatabase:
         await self.engine.dispose()
 
 
+class _Finishing(AsyncConnection):
+    """An AsyncConnection whose statements run to their end if the task is cancelled
+    (:meth:`SqlDatabase.write` on SQLite)."""
+
+    async def execute(
+        self, statement: Any, parameters: Any = None, *, execution_options: Any = None
+    ) -> Any:
+        run = super().execute(statement, parameters, execution_options=execution_options)
+        return await _finish(run)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await _finish(super().run_sync(fn, *args, **kwargs))
+
+
+async def _finish(work: Coroutine[Any, Any, T]) -> T:
+    """``await work`` in a task of its own, to its end even if the caller is cancelled
+    meanwhile; then the cancellation is raised (and wins over the work's own error).
+
+    >>> async def main() -> list[str]:
+    ...     done: list[str] = []
+    ...     async def work() -> None:
+    ...         await asyncio.sleep(0.01)
+    ...         done.append("work")
+    ...     caller = asyncio.create_task(_finish(work()))
+    ...     await asyncio.sleep(0)
+    ...     caller.cancel()
+    ...     try:
+    ...         await caller
+    ...     except asyncio.CancelledError:
+    ...         done.append("cancelled")
+    ...     return done
+    >>> asyncio.run(main())
+    ['work', 'cancelled']
+    """
+    task = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # unlike wait_for, never cancels the task
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation is what it sees
+        raise cancelled
+    return task.result()
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite refused ``exc``'s statement for a lock held elsewhere."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -308,14 +372,17 @@ async def _plain_errors() -> AsyncIterator[None]:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database was not reached (or the connection was lost),
-    rather than that it answered with an error."""
+    """Whether ``exc`` says the database was not reached (or the connection was lost, or
+    SQLite's write lock stayed taken past ``busy_timeout``), rather than that it answered
+    with an error of the data's own."""
     seen: set[int] = set()
     error: BaseException | None = exc
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError | sa_exc.TimeoutError):  # OSError: TimeoutError too
             return True
+        if isinstance(error, sqlite3.OperationalError) and _busy(error):
+            return True  # SQLite's lock held elsewhere past busy_timeout: not the data's fault
         if isinstance(error, sa_exc.DBAPIError) and (
             error.connection_invalidated or isinstance(error, sa_exc.InterfaceError)
         ):
