@@ -11,19 +11,22 @@ $(UV):
 	$(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-groups
+# --compile-bytecode (here and below): the dependencies' .pyc are written once, at install,
+# so a server starts without compiling them again where bytecode is not written at run
+# time (PYTHONDONTWRITEBYTECODE, a read-only venv).
+	$(UV) sync --frozen --all-groups --compile-bytecode
 	@touch $@
 
 # Serving needs only the project's own dependencies: no dev group. --inexact keeps what
 # `make setup` installed (so switching between `make run` and `make test` reinstalls
 # nothing); the full sync above is exact and includes everything serving needs.
 .venv/.served: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --no-dev --inexact
+	$(UV) sync --frozen --no-dev --inexact --compile-bytecode
 	@touch $@
 
 # The try-out distributed deployment also needs the test broker's wheel (its group).
 .venv/.served-distributed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --no-dev --group broker --inexact
+	$(UV) sync --frozen --no-dev --group broker --inexact --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced
