@@ -232,9 +232,7 @@ async def _handled(exc: Exception, scope: Scope, receive: Receive, send: Send) -
 
     if "starlette.exception_handlers" not in scope:
         raise exc
-    await wrap_app_handling_exceptions(raiser, Request(scope, receive, send))(
-        scope, receive, send
-    )
+    await wrap_app_handling_exceptions(raiser, Request(scope, receive, send))(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
