@@ -28,6 +28,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from fastapi.routing import APIRoute, APIRouter
 from msgspec import Meta
+from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.routing import Match, Route
@@ -83,20 +84,30 @@ def _container(request: Request) -> Container:
     return container
 
 
+def _reader(request: Request) -> Container:
+    """The app's container, once the caller may read (:func:`~recloop.api.auth.authorize`,
+    whose principal a read does not use: without keys, where every caller may, it is not
+    built)."""
+    container = _container(request)
+    if container.keys.enabled:
+        authorize(request, "read")
+    return container
+
+
 async def _preferences(request: Request) -> dict[str, Any] | None:
-    authorize(request, "read")
+    container = _reader(request)
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
-    return await users.preferences_body(_container(request), user_id)
+    return await users.preferences_body(container, user_id)
 
 
 async def _weights(request: Request) -> dict[str, Any] | None:
-    authorize(request, "read")
+    container = _reader(request)
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
-    return await users.weights_body(_container(request), user_id)
+    return await users.weights_body(container, user_id)
 
 
 _EXPOSE: Final = {None: True, "true": True, "false": False}
@@ -104,7 +115,7 @@ _EXPOSE: Final = {None: True, "true": True, "false": False}
 
 
 async def _strategy(request: Request) -> dict[str, Any] | None:
-    authorize(request, "read")
+    container = _reader(request)
     user_id: str = request.path_params["user_id"]
     if not _fits(user_id):
         return None
@@ -114,16 +125,16 @@ async def _strategy(request: Request) -> dict[str, Any] | None:
         expose = _EXPOSE.get(params.get("expose"))
         if expose is None or len(params.getlist("expose")) > 1:
             return None
-    return await users.strategy_body(_container(request), user_id, expose)
+    return await users.strategy_body(container, user_id, expose)
 
 
 async def _assignment(request: Request) -> dict[str, Any] | None:
-    authorize(request, "read")
+    container = _reader(request)
     experiment_id: str = request.path_params["experiment_id"]
     user_id: str = request.path_params["user_id"]
     if not (_fits(experiment_id) and _fits(user_id)):
         return None
-    return await experiments.assignment_body(_container(request), experiment_id, user_id)
+    return await experiments.assignment_body(container, experiment_id, user_id)
 
 
 async def _rank(request: Request) -> dict[str, Any] | None:
@@ -197,7 +208,11 @@ class LeanEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        answer = await self.handler(request)
+        try:
+            answer = await self.handler(request)
+        except Exception as exc:  # nothing sent yet: the app's handler for it answers
+            await _handled(exc, scope, receive, send)
+            return
         if answer is not None:
             await send_json(send, self.status, answer)
             return
@@ -205,6 +220,19 @@ class LeanEndpoint:
         body: bytes | None = getattr(request, "_body", None)
         scope[DECLINED] = True
         await scope["router"](scope, receive if body is None else _replay(body, receive), send)
+
+
+async def _handled(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer ``exc``, raised before anything was sent, as Starlette's exception handling
+    answers it (the handlers the :class:`ExceptionMiddleware` above put in the scope),
+    or raise it where no handler takes it."""
+
+    async def raiser(scope: Scope, receive: Receive, send: Send) -> None:
+        raise exc
+
+    if "starlette.exception_handlers" not in scope:
+        raise exc
+    await wrap_app_handling_exceptions(raiser, Request(scope, receive, send))(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -263,7 +291,12 @@ class FastPaths:
         for route in routes:
             parts = route.path.split("/")
             last = "*" if parts[-1].startswith("{") else parts[-1]
-            app = ExceptionMiddleware(route.app, handlers=kept)
+            app: ASGIApp = ExceptionMiddleware(route.app, handlers=kept)
+            if isinstance(route.app, LeanEndpoint):
+                # It answers its handler's errors itself (:func:`_handled`), by the
+                # handlers the exception middleware holds; nothing else of the
+                # middleware's work (a wrapper around every send) is needed.
+                app = _HandlersInScope(route.app, app)
             for method in route.methods or ():
                 self._table[(method, len(parts), last)] = (parts, route.endpoint, app)
 
@@ -302,6 +335,23 @@ class FastPaths:
             if want.startswith("{")
         }
         await app(scope, receive, send)
+
+
+class _HandlersInScope:
+    """A :class:`LeanEndpoint` with the exception handlers of ``middleware`` in its scope,
+    as that :class:`ExceptionMiddleware` would put them, without running through it.
+
+    The same answers: an endpoint that raises before it sends is answered by those
+    handlers (:func:`_handled`); what a declined request raises has already crossed the
+    stack's own exception middleware, which holds the same handlers."""
+
+    def __init__(self, endpoint: LeanEndpoint, middleware: ExceptionMiddleware) -> None:
+        self.endpoint = endpoint
+        self.handlers = (middleware._exception_handlers, middleware._status_handlers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["starlette.exception_handlers"] = self.handlers
+        await self.endpoint(scope, receive, send)
 
 
 def lean_routes(prefix: str) -> list[Route]:
