@@ -674,8 +674,9 @@ class ActivityTable:
         return rows, sizes, dominant_rows, dominant_sizes
 
     def views(self, slots: Ints) -> list[ActivityView]:
-        """Each user's evidence as the judgement reads it."""
-        return self.evidence(slots)[0]
+        """Each user's evidence as the judgement reads it (:meth:`evidence` without the
+        readings)."""
+        return self._views(slots, *self._gather(slots))
 
     def columns(
         self, slots: Ints, catalogue: int = 0
@@ -744,10 +745,15 @@ class ActivityTable:
     ) -> tuple[list[ActivityView], list[ActivityReadings]]:
         """Each user's evidence as the judgement reads it, and its readings (``catalogue``
         as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
-        rows, sizes, dominant_rows, dominant_sizes = self._gather(slots)
-        readings = readings_of_columns(
-            self._readings(slots, rows, sizes, dominant_rows, dominant_sizes, catalogue)
-        )
+        gathered = self._gather(slots)
+        readings = readings_of_columns(self._readings(slots, *gathered, catalogue))
+        return self._views(slots, *gathered), readings
+
+    def _views(
+        self, slots: Ints, rows: Ints, sizes: Ints, dominant_rows: Ints, dominant_sizes: Ints
+    ) -> list[ActivityView]:
+        """The views of the users in ``slots``, their latest actions gathered
+        (:meth:`_gather`)."""
         ends = np.cumsum(sizes)
         dominant_ends = np.cumsum(dominant_sizes)
         times, items = self.log_t[rows], self.log_item[rows]
@@ -840,7 +846,7 @@ class ActivityTable:
                 strict=True,
             )
         ]
-        return views, readings
+        return views
 
 
 def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:

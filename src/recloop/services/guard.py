@@ -417,15 +417,21 @@ class GuardService:
         ]
         if not moved:
             return []
-        changes = []
-        for (i, since), found in zip(moved, judged([i for i, _ in moved]), strict=True):
-            reason = found.hard_rule or ", ".join(
-                name for name, signal in found.signals.items() if signal.fired
-            )
-            record = ReliabilityRecord(user_ids[i], found.score, found.status, since, False, reason)
-            self._keep(record)
-            changes.append(record)
-        return changes
+        found = judged([i for i, _ in moved])  # their signals: the records' reasons
+        return [
+            self._new_record(user_ids[i], since, verdict)
+            for (i, since), verdict in zip(moved, found, strict=True)
+        ]
+
+    def _new_record(self, user_id: str, since: float, verdict: Verdict) -> ReliabilityRecord:
+        """Keep the user's new record: the verdict's score and status, the signals that
+        fired (or the hard rule) its reason."""
+        reason = verdict.hard_rule or ", ".join(
+            name for name, signal in verdict.signals.items() if signal.fired
+        )
+        record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
+        self._keep(record)
+        return record
 
     def _samples(self, user_ids: list[str], features: list[ProfileFeatures]) -> None:
         """Keep the judged users' profiles (``profile_min`` ratings or more) in the sample
