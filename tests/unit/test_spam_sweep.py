@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from recloop.adapters.memory.store import InMemoryStateStore
 from recloop.config import CacheSettings, SpamSettings
 from recloop.core.events import Event
@@ -117,3 +119,50 @@ async def test_an_erased_user_leaves_the_sweep() -> None:
     clock.now += 60.0
     assert await guard.sweep() == 0
     assert guard.pending() == 0
+
+
+async def test_each_user_swept_gets_the_score_and_status_judge_gives_them_alone() -> None:
+    """The sweep grades its users from the table's columns, 500 at a time; a report judges
+    one user the per-user way (``judge`` on their view). Nobody is judged before the sweep
+    (no count schedule, no hard rules), so both see the same evidence, norms and groups:
+    each user's score, and whether they are held, must agree."""
+    from .test_spam_grade import population
+
+    clock = Clock()
+    settings = SpamSettings(
+        judge_every_events=10**9,
+        min_new_events=10**9,
+        max_actions_per_second=1e9,
+        max_explicit_per_second=1e9,
+    )
+    guard = GuardService(
+        InMemoryStateStore(), settings, max_users=CacheSettings().max_users, clock=clock
+    )
+    events = population(3, users=700)
+    await guard.observe(
+        [
+            Event(
+                event_id=f"e{k}",
+                user_id=e.user,
+                item_id=e.item,
+                type=e.type,
+                timestamp=e.t,
+                value=e.value,
+                text=e.text,
+            )
+            for k, e in enumerate(events)
+        ]
+    )
+    users = sorted({e.user for e in events})
+    assert guard.pending() == len(users)
+    clock.now += 31.0
+    assert await guard.sweep() == len(users)
+    swept = {u: guard.reliability(u) for u in users}
+    statuses = set()
+    for user in users:
+        report = await guard.report(user)
+        statuses.add(report["status"])
+        assert (swept[user] is None) == (report["status"] != "trusted"), user
+        if swept[user] is not None:
+            assert swept[user] == pytest.approx(report["score"], abs=1e-9), user
+    assert statuses == {"trusted", "suspect", "blocked"}

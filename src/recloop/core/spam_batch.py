@@ -62,9 +62,35 @@ def profile_features_many(
     (0.5, 0.152778, 4.0, 1.0, None)
     """
     out: list[ProfileFeatures | None] = [None] * len(profiles)
+    held, columns = profile_feature_columns(profiles, items, config)
+    for i, features in zip(held.tolist(), features_of(columns), strict=True):
+        out[i] = features
+    return out
+
+
+_FEATURES = tuple(ProfileFeatures.__dataclass_fields__)
+
+
+def features_of(
+    columns: Mapping[str, npt.NDArray[Any]], at: npt.NDArray[np.int64] | None = None
+) -> list[ProfileFeatures]:
+    """The :class:`ProfileFeatures` of :func:`profile_feature_columns`' profiles (those
+    at ``at`` in its columns; all of them by default)."""
+    rows = zip(
+        *((columns[name] if at is None else columns[name][at]).tolist() for name in _FEATURES),
+        strict=True,
+    )
+    return [ProfileFeatures(*values) for values in rows]
+
+
+def profile_feature_columns(
+    profiles: Sequence[Mapping[str, float]], items: ItemStats, config: SpamConfig
+) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[Any]]]:
+    """:func:`profile_features_many` as columns: which profiles are not empty (ascending
+    indices), and for those one array per field of :class:`ProfileFeatures`, by name."""
     held = [i for i, p in enumerate(profiles) if p]
     if not held:
-        return out
+        return np.zeros(0, np.int64), {name: np.zeros(0) for name in _FEATURES}
     sizes = np.fromiter((len(profiles[i]) for i in held), np.int64, len(held))
     users = len(held)
     seg = np.repeat(np.arange(users), sizes)
@@ -204,28 +230,11 @@ def profile_features_many(
         length_var = np.abs(n - lengths.mean) / spread
         length_z = (n - lengths.mean) / math.sqrt(lengths.variance)
 
-    columns = zip(
-        sizes.tolist(),
-        rdma.tolist(),
-        wdma.tolist(),
-        rdma_ratio.tolist(),
-        wdma_ratio.tolist(),
-        deviation.tolist(),
-        mean_var.tolist(),
-        mean_var_ratio.tolist(),
-        fmtd.tolist(),
-        filler_n.tolist(),
-        extremity.tolist(),
-        agreement.tolist(),
-        popularity.tolist(),
-        focus.tolist(),
-        length_var.tolist(),
-        length_z.tolist(),
-        strict=True,
-    )
-    for i, values in zip(held, columns, strict=True):
-        out[i] = ProfileFeatures(*values)
-    return out
+    fields = (
+        sizes, rdma, wdma, rdma_ratio, wdma_ratio, deviation, mean_var, mean_var_ratio, fmtd,
+        filler_n, extremity, agreement, popularity, focus, length_var, length_z,
+    )  # fmt: skip
+    return np.array(held, np.int64), dict(zip(_FEATURES, fields, strict=True))
 
 
 def judge_many(
@@ -312,9 +321,34 @@ def readings_of_segments(
     ``rate_n`` each), dominant type's latest timestamps (``dominant``, ``sizes`` each)
     and latest actions' items' hashes (``items``, ``rate_n`` each) are laid end to end,
     with a ``(users, 24)`` histogram of their hours: each statistic a segment reduction."""
+    return readings_of_columns(
+        reading_columns(times, rate_n, dominant, sizes, hours, items, catalogue)
+    )
+
+
+def readings_of_columns(columns: Mapping[str, npt.NDArray[Any]]) -> list[ActivityReadings]:
+    """Each user's :class:`ActivityReadings` out of :func:`reading_columns`."""
+    rows = zip(*(columns[name].tolist() for name in _READINGS), strict=True)
+    return [ActivityReadings(*values) for values in rows]
+
+
+_READINGS = tuple(ActivityReadings.__dataclass_fields__)
+
+
+def reading_columns(
+    times: Floats,
+    rate_n: npt.NDArray[np.int64],
+    dominant: Floats,
+    sizes: npt.NDArray[np.int64],
+    hours: npt.NDArray[Any],
+    items: npt.NDArray[np.int64],
+    catalogue: int = 0,
+) -> dict[str, npt.NDArray[Any]]:
+    """:func:`readings_of_segments` as columns: one array per field of
+    :class:`ActivityReadings`, by name."""
     users = len(rate_n)
     if users == 0:
-        return []
+        return {name: np.zeros(0) for name in _READINGS}
     # the rate: the span of the latest actions of any type
     span = _segment_span(times, rate_n)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -347,18 +381,8 @@ def readings_of_segments(
         entropy = np.where(total > 0, np.minimum(h / math.log(_HOURS), 1.0), math.nan)
 
     diversity = _diversity_of_segments(items, rate_n, catalogue)
-    columns = zip(
-        rate.tolist(),
-        rate_n.tolist(),
-        k.tolist(),
-        cv.tolist(),
-        burst.tolist(),
-        entropy.tolist(),
-        diversity.tolist(),
-        rate_n.tolist(),
-        strict=True,
-    )
-    return [ActivityReadings(*values) for values in columns]
+    found = (rate, rate_n, k, cv, burst, entropy, diversity, rate_n)
+    return dict(zip(_READINGS, found, strict=True))
 
 
 def _segment_span(values: Floats, sizes: npt.NDArray[np.int64]) -> Floats:

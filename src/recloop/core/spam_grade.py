@@ -2,16 +2,20 @@
 
 :func:`recloop.core.spam.judge` grades one user's signals one by one, a
 :class:`~recloop.core.spam.Signal` each, and sums their evidence per family;
-:func:`grade_many` grades the same signals for every user judged together,
-one array per signal, and returns each user's score, hard rule and status. A
-differential test holds it to ``judge``. The guard asks ``judge`` for a user's
-signals by name only when it needs them (the reason of a new record, a report).
+:func:`grade_columns` grades the same signals for every user judged together,
+one array per signal, and returns each user's score, hard rule and status. Its
+inputs are columns too (:class:`EvidenceColumns`, the guard's table gives them
+for the judged slots without a per-user object); :func:`grade_many` takes one
+:class:`~recloop.core.spam.Evidence` per user and reads their fields out into
+those columns. Differential tests hold both to ``judge``. The guard asks
+``judge`` for a user's signals by name only when it needs them (the reason of a
+new record, a report).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +41,62 @@ Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 Column = tuple[Floats, Bools]
 """A signal for every user: its evidence weight, and whether it fired."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceColumns:
+    """What a judgement round reads of its users' evidence (:class:`Evidence`' fields), one
+    array per field over the users judged together."""
+
+    actions: npt.NDArray[Any]
+    repeats: npt.NDArray[Any]
+    action_types: npt.NDArray[Any]
+    max_explicit_in_second: npt.NDArray[Any]
+    dwells: npt.NDArray[Any]
+    short_dwells: npt.NDArray[Any]
+    clicks: npt.NDArray[Any]
+    unseen_clicks: npt.NDArray[Any]
+    reviews: npt.NDArray[Any]
+    reviews_with_links: npt.NDArray[Any]
+    reviews_with_repeats: npt.NDArray[Any]
+    max_text_copies: npt.NDArray[Any]
+    hard_rule_at: Floats
+    """NaN: no violation."""
+    rule: npt.NDArray[np.int64]
+    """Each user's hard rule, as an index into ``reasons`` (0: none)."""
+    reasons: Sequence[str | None]
+    """The hard rules' reasons (the first: ``None``)."""
+    review_keys: Mapping[int, Iterable[str]]
+    """The latest reviews' text keys of the users (by index) who wrote reviews."""
+
+
+def evidence_columns(activities: Sequence[Evidence]) -> EvidenceColumns:
+    """The fields of each user's :class:`Evidence`, read out into columns."""
+
+    def column(name: str) -> Floats:
+        return np.array([getattr(a, name) for a in activities], np.float64)
+
+    reasons: dict[str | None, int] = {None: 0}
+    rule = np.array(
+        [reasons.setdefault(a.hard_rule_reason, len(reasons)) for a in activities], np.int64
+    )
+    return EvidenceColumns(
+        **{name: column(name) for name in _COUNTERS},
+        hard_rule_at=np.array(
+            [math.nan if a.hard_rule_at is None else a.hard_rule_at for a in activities],
+            np.float64,
+        ),
+        rule=rule,
+        reasons=list(reasons),
+        review_keys={i: a.review_keys for i, a in enumerate(activities) if a.reviews},
+    )
+
+
+_COUNTERS = (
+    "actions", "repeats", "action_types", "max_explicit_in_second", "dwells", "short_dwells",
+    "clicks", "unseen_clicks", "reviews", "reviews_with_links", "reviews_with_repeats",
+    "max_text_copies",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,30 +159,33 @@ def _excess_repeats(repeats: Floats, actions: Floats, types: Floats, catalogue: 
     return out
 
 
-def _column(activities: Sequence[Evidence], name: str) -> Floats:
-    return np.array([getattr(a, name) for a in activities], np.float64)
+FeatureColumns = tuple[npt.NDArray[np.int64], Mapping[str, npt.NDArray[Any]]]
+"""The users (indices, ascending) with a rating profile, and their
+:class:`~recloop.core.spam.ProfileFeatures`' fields by name
+(:func:`recloop.core.spam_batch.profile_feature_columns`)."""
 
 
 def _signals(
-    activities: Sequence[Evidence],
+    evidence: EvidenceColumns,
     items: ItemStats,
     config: SpamConfig,
     texts: TextRegistry | None,
     norms: ProfileNorms | None,
     groups: Sequence[GroupReading | None],
-    features: Sequence[ProfileFeatures | None],
-    readings: Sequence[ActivityReadings],
+    features: FeatureColumns,
+    readings: Mapping[str, npt.NDArray[Any]],
 ) -> dict[str, Column]:
     """Every signal of :func:`recloop.core.spam.signals`, for every user."""
     c = config
-    users = len(activities)
+    users = len(evidence.actions)
     out: dict[str, Column] = {}
-    r = {
-        name: np.array([getattr(x, name) for x in readings], np.float64)
-        for name in ActivityReadings.__dataclass_fields__
-    }
+    r = {name: np.asarray(readings[name], np.float64) for name in _READINGS}
+
+    def column(name: str) -> Floats:
+        return np.asarray(getattr(evidence, name), np.float64)
+
     # timing
-    burst = _column(activities, "max_explicit_in_second")
+    burst = column("max_explicit_in_second")
     fired = burst > c.max_explicit_per_second
     out["explicit_burst"] = (np.where(fired, c.w_rate, 0.0), fired)
     out["event_rate"] = _graded(
@@ -146,7 +209,7 @@ def _signals(
         _grown(c.w_burstiness, k, c.timing_half, c.burstiness_min_intervals),
         False,
     )
-    actions = _column(activities, "actions")
+    actions = column("actions")
     out["hour_entropy"] = _graded(
         r["hour_entropy"],
         c.hour_entropy_max,
@@ -155,9 +218,7 @@ def _signals(
     )
     # behaviour
     catalogue = items.catalogue
-    repeats = _excess_repeats(
-        _column(activities, "repeats"), actions, _column(activities, "action_types"), catalogue
-    )
+    repeats = _excess_repeats(column("repeats"), actions, column("action_types"), catalogue)
     out["repeated_item"] = _graded(
         repeats,
         c.repeat_max,
@@ -171,16 +232,16 @@ def _signals(
         _grown(c.w_repetition, r["diversity_actions"], c.behaviour_half, c.behaviour_min_actions),
         False,
     )
-    dwells = _column(activities, "dwells")
+    dwells = column("dwells")
     out["short_dwell"] = _graded(
-        _shares(_column(activities, "short_dwells"), dwells),
+        _shares(column("short_dwells"), dwells),
         c.short_dwell_max,
         c.short_dwell_span,
         _grown(c.w_short_dwell, dwells, c.dwell_half, c.dwell_min),
     )
-    clicks = _column(activities, "clicks")
+    clicks = column("clicks")
     out["clicks_without_impressions"] = _graded(
-        _shares(_column(activities, "unseen_clicks"), clicks),
+        _shares(column("unseen_clicks"), clicks),
         c.unseen_clicks_max,
         c.unseen_clicks_span,
         _grown(c.w_unseen_clicks, clicks, c.clicks_half, c.clicks_min)
@@ -188,22 +249,20 @@ def _signals(
         else 0.0,
     )
     # review texts
-    reviews = _column(activities, "reviews")
+    reviews = column("reviews")
     w = _grown(c.w_text, reviews, c.reviews_half, c.reviews_min)
     for name, counted, threshold in (
         ("review_links", "reviews_with_links", c.links_max),
         ("review_repeated_chars", "reviews_with_repeats", c.repeated_chars_max),
     ):
-        kind = _column(activities, counted)
+        kind = column(counted)
         weight, fired = _graded(_shares(kind, reviews), threshold, c.text_span, w)
         unsure = kind < c.reviews_min  # a share needs reviews_min reviews of the kind
         out[name] = (np.where(fired & unsure, w, weight), fired & ~unsure)
-    copies = [
-        float(max([a.max_text_copies, *(texts.copies(key) for key in a.review_keys)]))
-        if texts is not None and a.reviews
-        else float(a.max_text_copies)
-        for a in activities
-    ]
+    copies = column("max_text_copies").copy()
+    if texts is not None:
+        for i, keys in evidence.review_keys.items():
+            copies[i] = max([copies[i], *(texts.copies(key) for key in keys)])
     out["review_copies"] = _graded(
         copies, c.copies_max, c.copies_span, np.where(reviews > 0, c.w_copies, 0.0)
     )
@@ -226,7 +285,7 @@ _PROFILE_SIGNALS = (
 
 
 def _profile_signals(
-    features: Sequence[ProfileFeatures | None],
+    features: FeatureColumns,
     items: ItemStats,
     c: SpamConfig,
     norms: ProfileNorms | None,
@@ -234,15 +293,14 @@ def _profile_signals(
 ) -> dict[str, Column]:
     """The rating-profile signals (``_profile_signals``) of every user; none for a user
     without a profile."""
-    held = np.array([f is not None for f in features], np.bool_)
-    profiles = [f for f in features if f is not None]
+    held, columns = features
     out: dict[str, Column] = {}
-    if not profiles:
+    if not len(held):
         nothing = (np.zeros(users), np.zeros(users, np.bool_))
         return dict.fromkeys(_PROFILE_SIGNALS, nothing)
 
     def col(name: str) -> Floats:
-        return np.array([getattr(f, name) for f in profiles], np.float64)
+        return np.asarray(columns[name], np.float64)
 
     n = col("n")
 
@@ -315,6 +373,19 @@ def _profile_signals(
     return out
 
 
+def _feature_columns(features: Sequence[ProfileFeatures | None]) -> FeatureColumns:
+    held = [i for i, f in enumerate(features) if f is not None]
+    profiles = [features[i] for i in held]
+    columns = {
+        name: np.array([getattr(f, name) for f in profiles], np.float64)
+        for name in ProfileFeatures.__dataclass_fields__
+    }
+    return np.array(held, np.int64), columns
+
+
+_READINGS = tuple(ActivityReadings.__dataclass_fields__)
+
+
 def grade_many(
     activities: Sequence[Evidence],
     items: ItemStats,
@@ -328,9 +399,29 @@ def grade_many(
 ) -> Graded:
     """Each user's :func:`recloop.core.spam.judge` score, hard rule and status, the
     signals graded as columns (``features`` and ``readings`` as
-    :func:`recloop.core.spam_batch.judge_many` computes them)."""
-    users = len(activities)
-    found = _signals(activities, items, config, texts, norms, groups, features, readings)
+    :func:`recloop.core.spam_batch.judge_many` computes them): :func:`grade_columns` of
+    the fields read out of each user's objects."""
+    read = {name: np.array([getattr(x, name) for x in readings], np.float64) for name in _READINGS}
+    found = _feature_columns(features)
+    evidence = evidence_columns(activities)
+    return grade_columns(evidence, items, config, now, texts, norms, groups, found, read)
+
+
+def grade_columns(
+    evidence: EvidenceColumns,
+    items: ItemStats,
+    config: SpamConfig,
+    now: float,
+    texts: TextRegistry | None,
+    norms: ProfileNorms | None,
+    groups: Sequence[GroupReading | None],
+    features: FeatureColumns,
+    readings: Mapping[str, npt.NDArray[Any]],
+) -> Graded:
+    """Each user's :func:`recloop.core.spam.judge` score, hard rule and status, from their
+    evidence, profile features and readings as columns (``groups`` one per user)."""
+    users = len(evidence.actions)
+    found = _signals(evidence, items, config, texts, norms, groups, features, readings)
     # evidence counted once per family: the largest fired weight against; else the
     # largest weight, scaled and capped, for (evidence())
     families: dict[str, list[str]] = {}
@@ -351,12 +442,13 @@ def grade_many(
         )
     a = config.prior_trust + positive
     score = 100.0 * a / (a + config.prior_distrust + negative)
-    rules: list[str | None] = []
-    for activity in activities:
-        at = activity.hard_rule_at
-        held = at is not None and now - at <= config.hard_rule_seconds
-        rules.append(activity.hard_rule_reason if held else None)
-    ruled = np.array([rule is not None for rule in rules], np.bool_)
+    with np.errstate(invalid="ignore"):
+        held = now - evidence.hard_rule_at <= config.hard_rule_seconds  # NaN: none
+    code = np.where(held, evidence.rule, 0)
+    rules: list[str | None] = [None] * users
+    for i in np.flatnonzero(code).tolist():
+        rules[i] = evidence.reasons[code[i]]
+    ruled = code != 0
     score = np.where(ruled, 0.0, score)
     status = np.where(
         ruled | (score < config.block_threshold),

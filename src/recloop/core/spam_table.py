@@ -48,7 +48,8 @@ from recloop.core.spam import (
     has_repeated_chars,
     text_key,
 )
-from recloop.core.spam_batch import readings_of_segments
+from recloop.core.spam_batch import reading_columns, readings_of_columns
+from recloop.core.spam_grade import EvidenceColumns
 
 Ints = npt.NDArray[np.int64]
 Index = npt.NDArray[np.int64] | npt.NDArray[np.int32]
@@ -673,16 +674,63 @@ class ActivityTable:
         return rows, sizes, dominant_rows, dominant_sizes
 
     def views(self, slots: Ints) -> list[ActivityView]:
-        """Each user's evidence as the judgement reads it."""
-        return self.evidence(slots)[0]
+        """Each user's evidence as the judgement reads it (:meth:`evidence` without the
+        readings)."""
+        return self._views(slots, *self._gather(slots))
 
-    def evidence(
+    def columns(
         self, slots: Ints, catalogue: int = 0
-    ) -> tuple[list[ActivityView], list[ActivityReadings]]:
-        """Each user's evidence as the judgement reads it, and its readings (``catalogue``
-        as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
+    ) -> tuple[EvidenceColumns, dict[str, npt.NDArray[Any]]]:
+        """What :meth:`evidence` gives, as columns over the users in ``slots``: their
+        evidence (:class:`~recloop.core.spam_grade.EvidenceColumns`) and readings
+        (:func:`~recloop.core.spam_batch.reading_columns`), no object per user."""
         rows, sizes, dominant_rows, dominant_sizes = self._gather(slots)
-        readings = readings_of_segments(
+        readings = self._readings(slots, rows, sizes, dominant_rows, dominant_sizes, catalogue)
+        reviews = self.reviews[slots]
+        wrote = np.flatnonzero(reviews > 0)
+        keys = self.review_keys
+        evidence = EvidenceColumns(
+            actions=self.actions[slots],
+            repeats=self.repeats[slots],
+            action_types=(self.type_total[slots] > 0).sum(axis=1),
+            max_explicit_in_second=self.max_explicit_in_second[slots],
+            dwells=self.dwells[slots],
+            short_dwells=self.short_dwells[slots],
+            clicks=self.clicks[slots],
+            unseen_clicks=self.unseen_clicks[slots],
+            reviews=reviews,
+            reviews_with_links=self.reviews_with_links[slots],
+            reviews_with_repeats=self.reviews_with_repeats[slots],
+            max_text_copies=self.max_text_copies[slots],
+            hard_rule_at=self.rule_at[slots],
+            rule=self.rule[slots],
+            reasons=self._reasons(),
+            review_keys={
+                i: keys.get(slot, ())
+                for i, slot in zip(wrote.tolist(), slots[wrote].tolist(), strict=True)
+            },
+        )
+        return evidence, readings
+
+    def _reasons(self) -> list[str | None]:
+        """The hard rules' reasons, by the rule column's codes."""
+        reasons: list[str | None] = [None, None, None]
+        reasons[_ACTIONS_RULE] = f"more than {self.config.max_actions_per_second:g} events in 1 s"
+        reasons[_EXPLICIT_RULE] = (
+            f"more than {self.config.max_explicit_per_second:g} explicit events in 1 s"
+        )
+        return reasons
+
+    def _readings(
+        self,
+        slots: Ints,
+        rows: Ints,
+        sizes: Ints,
+        dominant_rows: Ints,
+        dominant_sizes: Ints,
+        catalogue: int,
+    ) -> dict[str, npt.NDArray[Any]]:
+        return reading_columns(
             self.log_t[rows],
             sizes,
             self.log_t[dominant_rows],
@@ -691,16 +739,26 @@ class ActivityTable:
             self.log_item[rows],
             catalogue,
         )
+
+    def evidence(
+        self, slots: Ints, catalogue: int = 0
+    ) -> tuple[list[ActivityView], list[ActivityReadings]]:
+        """Each user's evidence as the judgement reads it, and its readings (``catalogue``
+        as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
+        gathered = self._gather(slots)
+        readings = readings_of_columns(self._readings(slots, *gathered, catalogue))
+        return self._views(slots, *gathered), readings
+
+    def _views(
+        self, slots: Ints, rows: Ints, sizes: Ints, dominant_rows: Ints, dominant_sizes: Ints
+    ) -> list[ActivityView]:
+        """The views of the users in ``slots``, their latest actions gathered
+        (:meth:`_gather`)."""
         ends = np.cumsum(sizes)
         dominant_ends = np.cumsum(dominant_sizes)
         times, items = self.log_t[rows], self.log_item[rows]
         dominant_times = self.log_t[dominant_rows]
-        reasons = {
-            _ACTIONS_RULE: f"more than {self.config.max_actions_per_second:g} events in 1 s",
-            _EXPLICIT_RULE: (
-                f"more than {self.config.max_explicit_per_second:g} explicit events in 1 s"
-            ),
-        }
+        reasons = self._reasons()
         columns = {name: getattr(self, name)[slots].tolist() for name in self._COUNTERS}
         hard_rule_at = [None if at != at else at for at in self.rule_at[slots].tolist()]  # NaN
         action_types = (self.type_total[slots] > 0).sum(axis=1).tolist()
@@ -723,7 +781,7 @@ class ActivityTable:
                 action_types=types,
                 max_explicit_in_second=max_explicit,
                 hard_rule_at=at,
-                hard_rule_reason=reasons.get(rule),
+                hard_rule_reason=reasons[rule],
                 hours=hours,
                 ratings=ratings.get(slot, {}),
                 reviews=reviews,
@@ -788,7 +846,7 @@ class ActivityTable:
                 strict=True,
             )
         ]
-        return views, readings
+        return views
 
 
 def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:

@@ -52,8 +52,8 @@ from recloop.core.spam import (
     group_rule,
     judge,
 )
-from recloop.core.spam_batch import profile_features_many
-from recloop.core.spam_grade import grade_many
+from recloop.core.spam_batch import features_of, profile_feature_columns, readings_of_columns
+from recloop.core.spam_grade import FeatureColumns, grade_columns
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
 from recloop.core.spam_table import CODES, ActivityTable, ActivityView
@@ -372,58 +372,81 @@ class GuardService:
     def _judge_slots(
         self, slots: npt.NDArray[np.int64], now: float, verdicts: list[Verdict] | None = None
     ) -> list[ReliabilityRecord]:
-        """Judge the users in ``slots`` (their evidence read together); the new records of
-        those whose stored status or score moved. ``verdicts`` receives the verdicts."""
+        """Judge the users in ``slots`` (their evidence read together, as columns); the new
+        records of those whose stored status or score moved. ``verdicts`` receives the
+        verdicts."""
         if not len(slots):
             return []
-        views, readings = self._table.evidence(slots, self._items.catalogue)
+        table = self._table
+        evidence, readings = table.columns(slots, self._items.catalogue)
         user_ids = [self._user(slot) for slot in slots.tolist()]
         spam, items, texts, norms = self._config.detectors, self._items, self._texts, self._norms
         groups = [self._groups.get(user_id) for user_id in user_ids]
-        features = profile_features_many([v.ratings for v in views], items, spam)
-        # the scores graded as columns; a user's signals by name only when needed
-        graded = grade_many(views, items, spam, now, texts, norms, groups, features, readings)
+        ratings = table.ratings
+        features = profile_feature_columns(
+            [ratings.get(s, {}) for s in slots.tolist()], items, spam
+        )
+        # the scores graded as columns; the views and signals by name only of the users
+        # whose record is new (their reason), or when asked
+        graded = grade_columns(evidence, items, spam, now, texts, norms, groups, features, readings)
 
-        def verdict(i: int) -> Verdict:
-            return judge(
-                views[i], items, spam, now, texts, norms, groups[i], features[i], readings[i]
-            )
+        def judged(at: list[int]) -> list[Verdict]:
+            views = table.views(slots[at])
+            found = _features_at(features, at)
+            read = readings_of_columns({name: column[at] for name, column in readings.items()})
+            return [
+                judge(view, items, spam, now, texts, norms, groups[i], f, r)
+                for i, view, f, r in zip(at, views, found, read, strict=True)
+            ]
 
         if verdicts is not None:
-            verdicts.extend(verdict(i) for i in range(len(views)))
-        judged = self._table.events[slots]
+            verdicts.extend(judged(list(range(len(slots)))))
         self._score[slots] = graded.score
         self._judged_at[slots] = now
         self._since[slots] = 0
-        self._next_after[slots] = np.maximum(self._config.judge_every_events, judged)
+        self._next_after[slots] = np.maximum(self._config.judge_every_events, table.events[slots])
         self._pending_at[slots] = math.nan
-        changes = []
-        for i, user_id in enumerate(user_ids):
-            change = self._record(
-                user_id, float(graded.score[i]), graded.status[i], features[i], now, i, verdict
-            )
-            if change is not None:
-                changes.append(change)
-        return changes
+        held, columns = features
+        sampled = np.flatnonzero(columns["n"] >= spam.profile_min)
+        self._samples([user_ids[i] for i in held[sampled].tolist()], features_of(columns, sampled))
+        moved = [
+            (i, since)
+            for i, user_id in enumerate(user_ids)
+            if (since := self._moved(user_id, float(graded.score[i]), graded.status[i], now))
+            is not None
+        ]
+        if not moved:
+            return []
+        found = judged([i for i, _ in moved])  # their signals: the records' reasons
+        return [
+            self._new_record(user_ids[i], since, verdict)
+            for (i, since), verdict in zip(moved, found, strict=True)
+        ]
 
-    def _record(
-        self,
-        user_id: str,
-        score: float,
-        status: str,
-        features: ProfileFeatures | None,
-        now: float,
-        i: int,
-        verdict: Callable[[int], Verdict],
-    ) -> ReliabilityRecord | None:
-        """Keep the user's judgement (``verdict(i)``: its signals, asked only for a new
-        record's reason); the user's new record if their stored status or score moved."""
-        if features is not None and features.n >= self._config.detectors.profile_min:
-            self._sample.pop(user_id, None)
-            self._sample[user_id] = features
+    def _new_record(self, user_id: str, since: float, verdict: Verdict) -> ReliabilityRecord:
+        """Keep the user's new record: the verdict's score and status, the signals that
+        fired (or the hard rule) its reason."""
+        reason = verdict.hard_rule or ", ".join(
+            name for name, signal in verdict.signals.items() if signal.fired
+        )
+        record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
+        self._keep(record)
+        return record
+
+    def _samples(self, user_ids: list[str], features: list[ProfileFeatures]) -> None:
+        """Keep the judged users' profiles (``profile_min`` ratings or more) in the sample
+        the norms are fitted on, the latest last."""
+        sample = self._sample
+        for user_id, found in zip(user_ids, features, strict=True):
+            sample.pop(user_id, None)
+            sample[user_id] = found
             self._sampled_since_fit += 1
-            if len(self._sample) > self._config.norm_profiles:
-                del self._sample[next(iter(self._sample))]
+            if len(sample) > self._config.norm_profiles:
+                del sample[next(iter(sample))]
+
+    def _moved(self, user_id: str, score: float, status: str, now: float) -> float | None:
+        """Since when the user holds ``status``, if their record is to be stored anew (their
+        stored status or score moved); else None."""
         current = self._records.get(user_id)
         if current is not None and current.manual:
             return None
@@ -432,16 +455,8 @@ class GuardService:
         if current is not None and current.status == status:
             if abs(current.score - score) < 1.0:
                 return None
-            since = current.since
-        else:
-            since = now
-        found = verdict(i)
-        reason = found.hard_rule or ", ".join(
-            name for name, signal in found.signals.items() if signal.fired
-        )
-        record = ReliabilityRecord(user_id, found.score, found.status, since, False, reason)
-        self._keep(record)
-        return record
+            return current.since
+        return now
 
     # -- reads and admin ------------------------------------------------------------
 
@@ -582,6 +597,21 @@ class GuardService:
             self._table.close(index)
             self._table.open(index)
         return record
+
+
+def _features_at(features: FeatureColumns, at: list[int]) -> list[ProfileFeatures | None]:
+    """The profile features of the users at ``at``, out of their columns (None: no
+    profile)."""
+    held, columns = features
+    index = np.array(at, np.int64)
+    position = np.minimum(np.searchsorted(held, index), max(len(held) - 1, 0))
+    has = held[position] == index if len(held) else np.zeros(len(at), np.bool_)
+    out: list[ProfileFeatures | None] = [None] * len(at)
+    for k, found in zip(
+        np.flatnonzero(has).tolist(), features_of(columns, position[has]), strict=True
+    ):
+        out[k] = found
+    return out
 
 
 def _grown(column: npt.NDArray[Any], size: int, fill: float) -> Any:
