@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from recloop.core.preferences import LearningRate, Preferences, UserState
+from recloop.core.preferences import LearningRate, Preferences, UserState, ema_update
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -517,7 +517,103 @@ class Before:
     last_event_at: Floats
 
 
+SMALL_ROUND = 8
+"""Explicit events up to which :func:`apply_explicit` takes them one by one: below
+it, the few numpy calls per event cost less than a step's fixed set-up."""
+
+
 def apply_explicit(
+    table: UserTable,
+    slots: Ints,
+    items: Floats,
+    has_item: Bools,
+    signals: Floats,
+    reliability: Floats,
+    offsets: Ints,
+    timestamps: Floats,
+    rate: LearningRate,
+    now: float,
+) -> tuple[Bools, Before]:
+    """Apply explicit events in order: :func:`apply_explicit_each` for a few
+    (:data:`SMALL_ROUND`), :func:`apply_explicit_steps` for more; the same state to the bit.
+    """
+    apply = apply_explicit_each if len(slots) <= SMALL_ROUND else apply_explicit_steps
+    return apply(
+        table, slots, items, has_item, signals, reliability, offsets, timestamps, rate, now
+    )
+
+
+def apply_explicit_each(
+    table: UserTable,
+    slots: Ints,
+    items: Floats,
+    has_item: Bools,
+    signals: Floats,
+    reliability: Floats,
+    offsets: Ints,
+    timestamps: Floats,
+    rate: LearningRate,
+    now: float,
+) -> tuple[Bools, Before]:
+    """:func:`apply_explicit_steps` one event at a time, with the scalar rules
+    (``LearningRate``, ``ema_update``): no set-up, a few numpy calls per event.
+
+    >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
+    >>> applied, before = apply_explicit_each(
+    ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
+    ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
+    ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)
+    >>> t.vectors[0].tolist(), applied.tolist(), before.interactions.tolist()
+    ([0.25, 0.5], [True, True], [0, 1])
+    """
+    n = len(slots)
+    interactions_before = [0] * n
+    last_before = [math.nan] * n
+    learnt = [False] * n
+    stream, held, vectors = table.explicit_offset, table.events_held, table.vectors
+    fresh = (offsets > stream[slots]).tolist()  # as the steps: against the round's start
+    touched = []
+    for i, (s, offset, has, signal, rel, ts) in enumerate(
+        zip(slots.tolist(), offsets.tolist(), has_item.tolist(), signals.tolist(),
+            reliability.tolist(), timestamps.tolist(), strict=True)
+    ):  # fmt: skip
+        if not fresh[i]:
+            continue  # already in the state
+        interactions_before[i] = int(table.interactions[s])
+        last_before[i] = float(table.last_event_at[s])
+        if math.isnan(rel):
+            held[s] += 1
+        else:
+            learnt[i] = True
+            if has:
+                table.events_applied[s] += 1
+                vectors[s] = ema_update(vectors[s], items[i], signal, rate(signal, rel))
+            else:
+                table.events_skipped[s] += 1
+            table.interactions[s] += 1
+        stream[s] = offset
+        _touch_one(table, s, ts)
+        touched.append(s)
+    if touched:
+        table.updated_at[touched] = now
+        table.dirty[touched] = True
+        table.used[touched] = table.round
+    before = Before(np.array(interactions_before, dtype=np.int64), np.array(last_before))
+    return np.array(learnt, dtype=bool), before
+
+
+def _touch_one(table: UserTable, slot: int, timestamp: float) -> None:
+    """The event-time part of :meth:`UserTable.touch` (``np.fmin`` / ``np.fmax``) for one
+    event of one slot."""
+    first = table.first_event_at[slot]
+    if not first <= timestamp:  # NaN: none yet
+        table.first_event_at[slot] = timestamp
+    last = table.last_event_at[slot]
+    if not last >= timestamp:
+        table.last_event_at[slot] = timestamp
+
+
+def apply_explicit_steps(
     table: UserTable,
     slots: Ints,
     items: Floats,
@@ -538,7 +634,7 @@ def apply_explicit(
     :class:`Before`.
 
     >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
-    >>> applied, before = apply_explicit(
+    >>> applied, before = apply_explicit_steps(
     ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
     ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
     ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)
