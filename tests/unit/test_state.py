@@ -165,6 +165,35 @@ def test_explicit_one_by_one_matches_the_steps_to_the_bit(
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name  # to the bit
 
 
+@settings(deadline=None, max_examples=100)
+@given(
+    rounds=st.lists(st.lists(st.integers(0, 40), max_size=12), max_size=8),
+    dirty=st.sets(st.integers(0, 40)),
+)
+def test_add_new_matches_adding_new_rows(rounds: list[list[int]], dirty: set[int]) -> None:
+    """add_new against add(new_rows(...)) (its oracle), round after round in a table small
+    enough to drop rows: same slots, same columns to the bit."""
+    tables = [UserTable(DIM, capacity=16), UserTable(DIM, capacity=16)]
+    for k, users in enumerate(rounds):
+        for t in tables:
+            t.round = k
+            held = {u for u in t.index}
+            new = list(dict.fromkeys(f"u{u}" for u in users if f"u{u}" not in held))
+            if t is tables[0]:
+                t.add_new(new)
+            else:
+                t.add(t.new_rows(new))
+            slots = [t.index[f"u{u}"] for u in sorted(dirty) if f"u{u}" in t.index]
+            t.vectors[slots] += 1.0  # something to reset when a slot is used again
+            t.first_event_at[slots] = 3.0
+            t.dirty[slots] = k % 2 == 0
+        assert tables[0].index == tables[1].index
+        assert tables[0].evicted() == tables[1].evicted()
+        for name in (*_TABLE_COLUMNS, "journal_seq", "pinned", "saving"):
+            a, b = getattr(tables[0], name), getattr(tables[1], name)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+
+
 def _fields(state: UserState) -> dict[str, object]:
     return {f: getattr(state, f) for f in state.__slots__}
 

@@ -356,21 +356,50 @@ class UserTable:
     def add(self, rows: UserRows, journal_seq: Ints | None = None) -> None:
         """Hold ``rows`` (users not held yet: loaded from the store, or new), clean;
         ``journal_seq``: the journal records holding them (rows read from the journal)."""
-        n = len(rows)
-        if not n:
+        slots = self._take_slots(rows.user_ids)
+        if slots is None:
             return
-        if len(self._free) < n:
-            self._make_room(n)
-        slots = np.array([self._free.pop() for _ in range(n)], dtype=np.int64)
-        for user_id, slot in zip(rows.user_ids, slots.tolist(), strict=True):
-            self.index[user_id] = slot
-            self.ids[slot] = user_id
         self.vectors[slots] = rows.vectors
         for name in _COUNTERS + _TIMES + _OFFSETS:
             getattr(self, name)[slots] = getattr(rows, name)
         self.dirty[slots] = False
         self.used[slots] = self.round
         self.journal_seq[slots] = 0 if journal_seq is None else journal_seq
+
+    def add_new(self, user_ids: Sequence[str]) -> None:
+        """``add(new_rows(user_ids))`` without building the rows: each column's start
+        value written into the new slots.
+
+        >>> t = UserTable(dim=2); t.add_new(["a"])
+        >>> t.slots(["a"])[0].tolist(), t.vectors[0].tolist(), int(t.explicit_offset[0])
+        ([0], [0.0, 0.0], -1)
+        """
+        slots = self._take_slots(user_ids)
+        if slots is None:
+            return
+        self.vectors[slots] = 0.0
+        for name in _COUNTERS:
+            getattr(self, name)[slots] = 0
+        for name in _TIMES:
+            getattr(self, name)[slots] = math.nan
+        for name in _OFFSETS:
+            getattr(self, name)[slots] = -1
+        self.dirty[slots] = False
+        self.used[slots] = self.round
+        self.journal_seq[slots] = 0
+
+    def _take_slots(self, user_ids: Sequence[str]) -> Ints | None:
+        """Free slots for ``user_ids`` (not held), indexed; None if there are none."""
+        n = len(user_ids)
+        if not n:
+            return None
+        if len(self._free) < n:
+            self._make_room(n)
+        slots = np.array([self._free.pop() for _ in range(n)], dtype=np.int64)
+        for user_id, slot in zip(user_ids, slots.tolist(), strict=True):
+            self.index[user_id] = slot
+            self.ids[slot] = user_id
+        return slots
 
     def new_rows(self, user_ids: Sequence[str]) -> UserRows:
         """Rows of users recloop has never seen."""
