@@ -15,6 +15,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
 from recloop.config import Settings, load_settings
@@ -22,6 +25,7 @@ from recloop.core.events import EXPLICIT_TYPES, Event
 from recloop.core.items import make_item
 from recloop.core.preferences import ImplicitAggregate, UserState
 from recloop.resilience import RetryCounts
+from recloop.services.apply import note_partitions, note_partitions_each
 from recloop.services.feedback import Processor, ProcessorConfig
 from recloop.services.guard import GuardService
 from recloop.services.vectors import ItemVectors
@@ -201,3 +205,25 @@ async def test_implicit_events_are_summed_per_user_and_item_and_applied_at_the_f
     finally:
         await processor.stop()
         await guard.stop()
+
+
+@examples(deadline=None, max_examples=200)
+@given(
+    partitions=st.lists(st.integers(0, 4), max_size=80),
+    known=st.dictionaries(st.integers(0, 4), st.integers(0, 5), max_size=3),
+)
+def test_partition_bookkeeping_one_by_one_matches_numpy(
+    partitions: list[int], known: dict[int, int]
+) -> None:
+    """note_partitions_each (a small round's) against note_partitions (its oracle): the
+    same counts and first offsets, added to what is already noted."""
+    offsets = list(range(10, 10 + len(partitions)))  # growing, hence growing per partition
+    got_first, got_counts = dict(known), {p: 1 for p in known}
+    want_first, want_counts = dict(known), {p: 1 for p in known}
+    note_partitions_each(partitions, offsets, got_first, got_counts)
+    note_partitions(
+        np.array(partitions, dtype=np.int64), np.array(offsets, dtype=np.int64),
+        want_first, want_counts,
+    )  # fmt: skip
+    assert got_first == want_first
+    assert got_counts == want_counts

@@ -21,6 +21,8 @@ from recloop.core.state import (
     UserTable,
     aggregate,
     apply_explicit,
+    apply_explicit_each,
+    apply_explicit_steps,
     apply_implicit,
     occurrence_rank,
 )
@@ -106,6 +108,90 @@ def test_explicit_batch_matches_one_event_at_a_time(
         got, want = rows.state(i), oracle[rows.user_ids[i]]
         assert np.array_equal(got.vector, want.vector)  # to the bit
         assert got == UserState(**{**_fields(want), "vector": got.vector})
+
+
+_TABLE_COLUMNS = (
+    "vectors", "events_applied", "events_skipped", "interactions", "impressions",
+    "events_held", "first_event_at", "last_event_at", "updated_at", "explicit_offset",
+    "implicit_offset", "dirty", "used",
+)  # fmt: skip
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # user
+            st.integers(0, N_ITEMS),  # item (N_ITEMS: an unknown item)
+            st.floats(-3.0, 3.0, allow_nan=False),  # signal
+            st.sampled_from([100.0, 55.5, 0.0, math.nan]),  # reliability (NaN: held)
+            st.floats(0.0, 20.0, allow_nan=False),  # timestamp, around the start's 10.0
+            st.integers(0, 8),  # offset: some at or below the user's (3), some repeated
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_explicit_one_by_one_matches_the_steps_to_the_bit(
+    events: list[tuple[int, int, float, float, float, int]], seed: int
+) -> None:
+    """The small-round path against the vectorised one (its oracle): same table, same
+    returns, whatever the round (repeated users, held, stale or unordered offsets)."""
+    items = _items(seed)
+    start = _start_states(4, seed)
+    tables = [_table(4, start), _table(4, start)]
+    for t in tables:
+        t.round = 5
+    slots, _ = tables[0].slots([f"u{u}" for u, *_ in events])
+    args = (
+        np.array([items[i] if i < N_ITEMS else np.zeros(DIM) for _, i, *_ in events]),
+        np.array([i < N_ITEMS for _, i, *_ in events]),
+        np.array([e[2] for e in events]),
+        np.array([e[3] for e in events]),
+        np.array([e[5] for e in events], dtype=np.int64),
+        np.array([e[4] for e in events]),
+        RATE,
+        99.0,
+    )
+    learnt_each, before_each = apply_explicit_each(tables[0], slots, *args)
+    learnt_steps, before_steps = apply_explicit_steps(tables[1], slots, *args)
+    assert learnt_each.tolist() == learnt_steps.tolist()
+    for a, b in [(before_each.interactions, before_steps.interactions),
+                 (before_each.last_event_at, before_steps.last_event_at)]:  # fmt: skip
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    for name in _TABLE_COLUMNS:
+        a, b = getattr(tables[0], name), getattr(tables[1], name)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name  # to the bit
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    rounds=st.lists(st.lists(st.integers(0, 40), max_size=12), max_size=8),
+    dirty=st.sets(st.integers(0, 40)),
+)
+def test_add_new_matches_adding_new_rows(rounds: list[list[int]], dirty: set[int]) -> None:
+    """add_new against add(new_rows(...)) (its oracle), round after round in a table small
+    enough to drop rows: same slots, same columns to the bit."""
+    tables = [UserTable(DIM, capacity=16), UserTable(DIM, capacity=16)]
+    for k, users in enumerate(rounds):
+        for t in tables:
+            t.round = k
+            held = {u for u in t.index}
+            new = list(dict.fromkeys(f"u{u}" for u in users if f"u{u}" not in held))
+            if t is tables[0]:
+                t.add_new(new)
+            else:
+                t.add(t.new_rows(new))
+            slots = [t.index[f"u{u}"] for u in sorted(dirty) if f"u{u}" in t.index]
+            t.vectors[slots] += 1.0  # something to reset when a slot is used again
+            t.first_event_at[slots] = 3.0
+            t.dirty[slots] = k % 2 == 0
+        assert tables[0].index == tables[1].index
+        assert tables[0].evicted() == tables[1].evicted()
+        for name in (*_TABLE_COLUMNS, "journal_seq", "pinned", "saving"):
+            a, b = getattr(tables[0], name), getattr(tables[1], name)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
 
 
 def _fields(state: UserState) -> dict[str, object]:

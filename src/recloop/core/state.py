@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from recloop.core.preferences import LearningRate, Preferences, UserState
+from recloop.core.preferences import LearningRate, Preferences, UserState, ema_update
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -356,21 +356,50 @@ class UserTable:
     def add(self, rows: UserRows, journal_seq: Ints | None = None) -> None:
         """Hold ``rows`` (users not held yet: loaded from the store, or new), clean;
         ``journal_seq``: the journal records holding them (rows read from the journal)."""
-        n = len(rows)
-        if not n:
+        slots = self._take_slots(rows.user_ids)
+        if slots is None:
             return
-        if len(self._free) < n:
-            self._make_room(n)
-        slots = np.array([self._free.pop() for _ in range(n)], dtype=np.int64)
-        for user_id, slot in zip(rows.user_ids, slots.tolist(), strict=True):
-            self.index[user_id] = slot
-            self.ids[slot] = user_id
         self.vectors[slots] = rows.vectors
         for name in _COUNTERS + _TIMES + _OFFSETS:
             getattr(self, name)[slots] = getattr(rows, name)
         self.dirty[slots] = False
         self.used[slots] = self.round
         self.journal_seq[slots] = 0 if journal_seq is None else journal_seq
+
+    def add_new(self, user_ids: Sequence[str]) -> None:
+        """``add(new_rows(user_ids))`` without building the rows: each column's start
+        value written into the new slots.
+
+        >>> t = UserTable(dim=2); t.add_new(["a"])
+        >>> t.slots(["a"])[0].tolist(), t.vectors[0].tolist(), int(t.explicit_offset[0])
+        ([0], [0.0, 0.0], -1)
+        """
+        slots = self._take_slots(user_ids)
+        if slots is None:
+            return
+        self.vectors[slots] = 0.0
+        for name in _COUNTERS:
+            getattr(self, name)[slots] = 0
+        for name in _TIMES:
+            getattr(self, name)[slots] = math.nan
+        for name in _OFFSETS:
+            getattr(self, name)[slots] = -1
+        self.dirty[slots] = False
+        self.used[slots] = self.round
+        self.journal_seq[slots] = 0
+
+    def _take_slots(self, user_ids: Sequence[str]) -> Ints | None:
+        """Free slots for ``user_ids`` (not held), indexed; None if there are none."""
+        n = len(user_ids)
+        if not n:
+            return None
+        if len(self._free) < n:
+            self._make_room(n)
+        slots = np.array([self._free.pop() for _ in range(n)], dtype=np.int64)
+        for user_id, slot in zip(user_ids, slots.tolist(), strict=True):
+            self.index[user_id] = slot
+            self.ids[slot] = user_id
+        return slots
 
     def new_rows(self, user_ids: Sequence[str]) -> UserRows:
         """Rows of users recloop has never seen."""
@@ -517,7 +546,103 @@ class Before:
     last_event_at: Floats
 
 
+SMALL_ROUND = 8
+"""Explicit events up to which :func:`apply_explicit` takes them one by one: below
+it, the few numpy calls per event cost less than a step's fixed set-up."""
+
+
 def apply_explicit(
+    table: UserTable,
+    slots: Ints,
+    items: Floats,
+    has_item: Bools,
+    signals: Floats,
+    reliability: Floats,
+    offsets: Ints,
+    timestamps: Floats,
+    rate: LearningRate,
+    now: float,
+) -> tuple[Bools, Before]:
+    """Apply explicit events in order: :func:`apply_explicit_each` for a few
+    (:data:`SMALL_ROUND`), :func:`apply_explicit_steps` for more; the same state to the bit.
+    """
+    apply = apply_explicit_each if len(slots) <= SMALL_ROUND else apply_explicit_steps
+    return apply(
+        table, slots, items, has_item, signals, reliability, offsets, timestamps, rate, now
+    )
+
+
+def apply_explicit_each(
+    table: UserTable,
+    slots: Ints,
+    items: Floats,
+    has_item: Bools,
+    signals: Floats,
+    reliability: Floats,
+    offsets: Ints,
+    timestamps: Floats,
+    rate: LearningRate,
+    now: float,
+) -> tuple[Bools, Before]:
+    """:func:`apply_explicit_steps` one event at a time, with the scalar rules
+    (``LearningRate``, ``ema_update``): no set-up, a few numpy calls per event.
+
+    >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
+    >>> applied, before = apply_explicit_each(
+    ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
+    ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
+    ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)
+    >>> t.vectors[0].tolist(), applied.tolist(), before.interactions.tolist()
+    ([0.25, 0.5], [True, True], [0, 1])
+    """
+    n = len(slots)
+    interactions_before = [0] * n
+    last_before = [math.nan] * n
+    learnt = [False] * n
+    stream, held, vectors = table.explicit_offset, table.events_held, table.vectors
+    fresh = (offsets > stream[slots]).tolist()  # as the steps: against the round's start
+    touched = []
+    for i, (s, offset, has, signal, rel, ts) in enumerate(
+        zip(slots.tolist(), offsets.tolist(), has_item.tolist(), signals.tolist(),
+            reliability.tolist(), timestamps.tolist(), strict=True)
+    ):  # fmt: skip
+        if not fresh[i]:
+            continue  # already in the state
+        interactions_before[i] = int(table.interactions[s])
+        last_before[i] = float(table.last_event_at[s])
+        if math.isnan(rel):
+            held[s] += 1
+        else:
+            learnt[i] = True
+            if has:
+                table.events_applied[s] += 1
+                vectors[s] = ema_update(vectors[s], items[i], signal, rate(signal, rel))
+            else:
+                table.events_skipped[s] += 1
+            table.interactions[s] += 1
+        stream[s] = offset
+        _touch_one(table, s, ts)
+        touched.append(s)
+    if touched:
+        table.updated_at[touched] = now
+        table.dirty[touched] = True
+        table.used[touched] = table.round
+    before = Before(np.array(interactions_before, dtype=np.int64), np.array(last_before))
+    return np.array(learnt, dtype=bool), before
+
+
+def _touch_one(table: UserTable, slot: int, timestamp: float) -> None:
+    """The event-time part of :meth:`UserTable.touch` (``np.fmin`` / ``np.fmax``) for one
+    event of one slot."""
+    first = table.first_event_at[slot]
+    if not first <= timestamp:  # NaN: none yet
+        table.first_event_at[slot] = timestamp
+    last = table.last_event_at[slot]
+    if not last >= timestamp:
+        table.last_event_at[slot] = timestamp
+
+
+def apply_explicit_steps(
     table: UserTable,
     slots: Ints,
     items: Floats,
@@ -538,7 +663,7 @@ def apply_explicit(
     :class:`Before`.
 
     >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
-    >>> applied, before = apply_explicit(
+    >>> applied, before = apply_explicit_steps(
     ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
     ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
     ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)

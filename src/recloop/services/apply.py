@@ -38,6 +38,8 @@ from recloop.core.state import (
 from recloop.ports import AlgorithmCount, StateChanges
 
 _ZERO = PerformanceCounts()
+_FEW = 64
+"""Events of a round up to which its bookkeeping loops in Python rather than set up numpy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,12 +343,18 @@ class Applier:
         )
         self._chunks.append(chunk)
         self.buffered += n
-        for partition, count in zip(*np.unique(chunk.partitions, return_counts=True), strict=True):
-            p = int(partition)
-            self._count_by_partition[p] = self._count_by_partition.get(p, 0) + int(count)
-            if p not in self._first:  # offsets grow per partition: the first is the lowest
-                self._first[p] = int(chunk.offsets[chunk.partitions == p][0])
+        self._note_buffered(chunk, events)
         return outcome
+
+    def _note_buffered(self, chunk: _Chunk, events: Sequence[Event]) -> None:
+        """Count a new chunk's events per partition; note each partition's first."""
+        if len(events) <= _FEW:
+            note_partitions_each(
+                [e.partition for e in events], [e.offset for e in events],
+                self._first, self._count_by_partition,
+            )  # fmt: skip
+        else:
+            note_partitions(chunk.partitions, chunk.offsets, self._first, self._count_by_partition)
 
     def aggregate(
         self,
@@ -444,6 +452,29 @@ class Applier:
         )
         key = (segment, algorithm, bucket_start(timestamp, self._config.bucket_seconds))
         self._counts[key] = self._counts.get(key, _ZERO) + counts
+
+
+def note_partitions(
+    partitions: Ints, offsets: Ints, first: dict[int, int], counts: dict[int, int]
+) -> None:
+    """Add the events' count per partition to ``counts``; note in ``first`` the offset of
+    each partition's first event, unless it has one (offsets grow per partition: the first
+    is the lowest)."""
+    for partition, count in zip(*np.unique(partitions, return_counts=True), strict=True):
+        p = int(partition)
+        counts[p] = counts.get(p, 0) + int(count)
+        if p not in first:
+            first[p] = int(offsets[partitions == p][0])
+
+
+def note_partitions_each(
+    partitions: list[int], offsets: list[int], first: dict[int, int], counts: dict[int, int]
+) -> None:
+    """:func:`note_partitions` one event at a time: for a few, no numpy set-up."""
+    for p, offset in zip(partitions, offsets, strict=True):
+        if p not in first:
+            first[p] = offset
+        counts[p] = counts.get(p, 0) + 1
 
 
 def _unblocked(chunk: _Chunk, blocked: Callable[[str, int, float], bool]) -> Bools:

@@ -467,7 +467,7 @@ class Processor:
         they start again from nothing)."""
         slots, missing = self.table.slots(user_ids)
         if missing:
-            self.table.add(self.table.new_rows(missing))
+            self.table.add_new(missing)
             slots, _ = self.table.slots(user_ids)
         return slots
 
@@ -490,10 +490,11 @@ class Processor:
         stored = await self._bounded("load_states", self._store.get_users, missing)
         missing = [u for u in missing if u not in table]  # another task may have loaded some
         known = [stored[u] for u in missing if u in stored]
-        rows = UserRows.of(known, self._config.dim) + table.new_rows(
-            [u for u in missing if u not in stored]
-        )
-        table.add(rows)
+        new = [u for u in missing if u not in stored]
+        if not known:
+            table.add_new(new)  # the rows of users never seen, not built
+        else:  # one add: its room made once
+            table.add(UserRows.of(known, self._config.dim) + table.new_rows(new))
         for user_id in table.evicted():
             self._cache.delete(preferences_key(user_id))
 
