@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
@@ -420,9 +421,11 @@ def feature_matrix(
     out[:, first : first + ATTRIBUTE_BUCKETS] = items.hashed
     out[:, COLUMN["affinity"]] = near
     out[:, COLUMN["attribute_affinity"]] = by_attributes
-    width, column = out.shape[1], _ALGORITHM_COLUMN.get
-    hot = [r * width + column(a, _OTHER_COLUMN) for r, a in enumerate(algorithms) if a is not None]
-    np.put(out, hot, 1.0)  # each proposing algorithm's column, row by row
+    # each proposing algorithm's column, row by row (the columns by a C-level look-up;
+    # -1 where none proposed the item)
+    hot = np.fromiter(map(_HOT_COLUMN.get, algorithms, repeat(_OTHER_COLUMN)), np.intp, n)
+    rows = np.flatnonzero(hot >= 0)
+    out[rows, hot[rows]] = 1.0
     return out
 
 
@@ -441,8 +444,12 @@ _ITEM_ROW: Final = {name: 1.0 if name == "inverse_position" else 0.0 for name in
 """A row's values before the user's and the context's are written over them (the dict
 keeps :data:`FEATURE_NAMES` order)."""
 
-_ALGORITHM_COLUMN: Final = {a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)}
 _OTHER_COLUMN: Final = _ALGORITHM_FIRST + len(ALGORITHMS)
+_HOT_COLUMN: Final[dict[str | None, int]] = {
+    None: -1,  # no algorithm proposed the item: no column
+    **{a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)},
+}
+"""Each algorithm's one-hot column (any other name: :data:`_OTHER_COLUMN`)."""
 
 
 def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -> None:
