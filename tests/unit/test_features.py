@@ -23,9 +23,11 @@ from recloop.core.features import (
     ItemFeatures,
     UserFeatures,
     at_position,
+    context_part,
     feature_matrix,
     features,
     to_matrix,
+    user_part,
 )
 from recloop.core.hashing import hash_features
 from recloop.core.segments import SEGMENTS
@@ -326,6 +328,90 @@ def test_feature_matrix_rows_are_the_rows_of_features(rows: list[tuple[Any, ...]
         expected.update(zip(FEATURE_NAMES[14:30], hashed[i].tolist(), strict=True))
         # (numpy's log1p may differ from math's in the last bit: log_popularity to 1e-15)
         assert matrix[i].tolist() == pytest.approx(list(expected.values()), rel=1e-15, abs=0)
+
+
+def former_feature_matrix(
+    user: UserFeatures,
+    items: ItemColumns,
+    context: ContextFeatures,
+    affinity: Any,
+    attribute_affinity: Any,
+    algorithms: list[str | None],
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """``feature_matrix`` as it was before the shared row was written in one assignment (its
+    checks left out: the inputs here are valid), the oracle of the test below."""
+    n = len(algorithms)
+    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    users = slice(0, column["log_popularity"])
+    contexts = slice(column["hour_sin"], column["affinity"])
+    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
+    shared = {**user_part(user), **context_part(context)}
+    out[:, users] = [shared[name] for name in FEATURE_NAMES[users]]
+    out[:, contexts] = [shared[name] for name in FEATURE_NAMES[contexts]]
+    out[:, column["log_popularity"]] = np.log1p(items.popularity.astype(np.float64))
+    ctr_missing = np.isnan(items.ctr)
+    out[:, column["ctr"]] = np.where(ctr_missing, 0.0, items.ctr)
+    out[:, column["ctr_missing"]] = ctr_missing
+    age_missing = np.isnan(items.age_days)
+    out[:, column["age_days"]] = np.where(age_missing, 0.0, np.clip(items.age_days, 0.0, MAX_DAYS))
+    out[:, column["age_days_missing"]] = age_missing
+    first = column["attr_00"]
+    out[:, first : first + ATTRIBUTE_BUCKETS] = items.hashed
+    out[:, column["affinity"]] = np.asarray(affinity, dtype=np.float64).reshape(n)
+    out[:, column["attribute_affinity"]] = np.asarray(attribute_affinity, dtype=np.float64)
+    out[:, column["inverse_position"]] = 1.0
+    for r, a in enumerate(algorithms):
+        if a is not None:
+            name = f"algorithm_{a}" if a in ALGORITHMS else "algorithm_other"
+            out[r, column[name]] = 1.0
+    return out
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    segment=st.sampled_from([*SEGMENTS, "elsewhere"]),
+    interactions=st.integers(0, 10**9),
+    days=st.one_of(st.none(), st.floats(-10, 1e4)),
+    reliability=st.floats(0, 100),
+    timestamp=st.floats(0, 4e9),
+    device=st.one_of(st.none(), st.sampled_from([*DEVICES, "TV", " Mobile ", ""])),
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 10**12),  # popularity
+            st.one_of(st.just(math.nan), st.floats(0, 1)),  # ctr
+            st.one_of(st.just(math.nan), st.floats(-1e3, 1e5)),  # age in days
+            st.floats(-1, 1),  # affinity
+            st.floats(-1, 1),  # attribute affinity
+            st.one_of(st.none(), st.sampled_from([*ALGORITHMS, "x", ""])),
+            st.lists(st.floats(-1, 1), min_size=ATTRIBUTE_BUCKETS, max_size=ATTRIBUTE_BUCKETS),
+        ),
+        max_size=30,
+    ),
+)
+def test_feature_matrix_is_the_former_one_bit_for_bit(
+    segment: str,
+    interactions: int,
+    days: float | None,
+    reliability: float,
+    timestamp: float,
+    device: str | None,
+    rows: list[tuple[Any, ...]],
+) -> None:
+    user = UserFeatures(segment, interactions, days, reliability)
+    context = ContextFeatures(timestamp, device)
+    n = len(rows)
+    items = ItemColumns(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.float64),
+        np.array([r[2] for r in rows], dtype=np.float64),
+        np.array([r[6] for r in rows], dtype=np.float64).reshape(n, ATTRIBUTE_BUCKETS),
+    )
+    near, by_attributes = [r[3] for r in rows], [r[4] for r in rows]
+    algorithms = [r[5] for r in rows]
+    found = feature_matrix(user, items, context, near, by_attributes, algorithms)
+    expected = former_feature_matrix(user, items, context, near, by_attributes, algorithms)
+    assert found.dtype == expected.dtype and found.shape == expected.shape
+    assert found.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize(

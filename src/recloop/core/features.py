@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
@@ -329,9 +330,6 @@ def to_matrix(
 COLUMN: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 """Each feature's column in :data:`FEATURE_NAMES` order."""
 
-_USER_COLUMNS: Final = slice(0, COLUMN["log_popularity"])
-_ITEM_COLUMNS: Final = slice(COLUMN["log_popularity"], COLUMN["hour_sin"])
-_CONTEXT_COLUMNS: Final = slice(COLUMN["hour_sin"], COLUMN["affinity"])
 _ALGORITHM_FIRST: Final = COLUMN[f"algorithm_{ALGORITHMS[0]}"]
 
 
@@ -404,35 +402,54 @@ def feature_matrix(
     _check_items(items, n)
     near = np.asarray(affinity, dtype=np.float64).reshape(n)
     by_attributes = np.asarray(attribute_affinity, dtype=np.float64).reshape(n)
-    if not np.all(np.isfinite(near)):
+    if not np.isfinite(near).all():
         raise InvalidInput("affinity", f"must be finite, got {near[~np.isfinite(near)][0]}")
-    if not np.all(np.isfinite(by_attributes)):
+    if not np.isfinite(by_attributes).all():
         bad = by_attributes[~np.isfinite(by_attributes)][0]
         raise InvalidInput("attribute_affinity", f"must be finite, got {bad}")
-    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float64)
-    shared = {**user_part(user), **context_part(context)}
-    out[:, _USER_COLUMNS] = [shared[name] for name in FEATURE_NAMES[_USER_COLUMNS]]
-    out[:, _CONTEXT_COLUMNS] = [shared[name] for name in FEATURE_NAMES[_CONTEXT_COLUMNS]]
-    out[:, COLUMN["log_popularity"]] = np.log1p(items.popularity.astype(np.float64))
+    out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+    out[:] = _shared_row(user, context)  # the user's and the request's columns, every row
+    np.log1p(items.popularity, out=out[:, COLUMN["log_popularity"]], dtype=np.float64)
     ctr_missing = np.isnan(items.ctr)
     out[:, COLUMN["ctr"]] = np.where(ctr_missing, 0.0, items.ctr)
     out[:, COLUMN["ctr_missing"]] = ctr_missing
     age_missing = np.isnan(items.age_days)
-    out[:, COLUMN["age_days"]] = np.where(age_missing, 0.0, np.clip(items.age_days, 0.0, MAX_DAYS))
+    age = items.age_days.clip(0.0, MAX_DAYS)
+    out[:, COLUMN["age_days"]] = np.where(age_missing, 0.0, age)
     out[:, COLUMN["age_days_missing"]] = age_missing
     first = COLUMN["attr_00"]
     out[:, first : first + ATTRIBUTE_BUCKETS] = items.hashed
     out[:, COLUMN["affinity"]] = near
     out[:, COLUMN["attribute_affinity"]] = by_attributes
-    out[:, COLUMN["inverse_position"]] = 1.0
-    width, column = out.shape[1], _ALGORITHM_COLUMN.get
-    hot = [r * width + column(a, _OTHER_COLUMN) for r, a in enumerate(algorithms) if a is not None]
-    np.put(out, hot, 1.0)  # each proposing algorithm's column, row by row
+    # each proposing algorithm's column, row by row (the columns by a C-level look-up;
+    # -1 where none proposed the item)
+    hot = np.fromiter(map(_HOT_COLUMN.get, algorithms, repeat(_OTHER_COLUMN)), np.intp, n)
+    rows = np.flatnonzero(hot >= 0)
+    out[rows, hot[rows]] = 1.0
     return out
 
 
-_ALGORITHM_COLUMN: Final = {a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)}
+def _shared_row(user: UserFeatures, context: ContextFeatures) -> list[float]:
+    """A row of :data:`FEATURE_NAMES` with the user's and the context's features, shown at
+    position 0 (``inverse_position`` 1) and 0 in every item column.
+
+    >>> row = _shared_row(UserFeatures("new", 0, None), ContextFeatures(0.0))
+    >>> row[COLUMN["segment_new"]], row[COLUMN["inverse_position"]], row[COLUMN["ctr"]]
+    (1.0, 1.0, 0.0)
+    """
+    return list({**_ITEM_ROW, **user_part(user), **context_part(context)}.values())
+
+
+_ITEM_ROW: Final = {name: 1.0 if name == "inverse_position" else 0.0 for name in FEATURE_NAMES}
+"""A row's values before the user's and the context's are written over them (the dict
+keeps :data:`FEATURE_NAMES` order)."""
+
 _OTHER_COLUMN: Final = _ALGORITHM_FIRST + len(ALGORITHMS)
+_HOT_COLUMN: Final[dict[str | None, int]] = {
+    None: -1,  # no algorithm proposed the item: no column
+    **{a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)},
+}
+"""Each algorithm's one-hot column (any other name: :data:`_OTHER_COLUMN`)."""
 
 
 def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -> None:

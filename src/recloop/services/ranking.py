@@ -264,11 +264,12 @@ class Ranker:
         route = strategy.route
         n = len(fused)
         names: tuple[str, ...] = RANKING_NAMES
-        logged = np.empty((n, len(names)), dtype=np.float32)
-        logged[:, 0] = fused.fusion
-        logged[:, 1] = fused.affinity
         scores = fused.score
-        if self._learning is not None:
+        if self._learning is None:
+            logged = np.empty((n, len(names)), dtype=np.float32)
+            logged[:, 0] = fused.fusion
+            logged[:, 1] = fused.affinity
+        else:
             # Every candidate's features, logged (float32) with the impression: a model
             # is served those values and later learns from exactly them.
             now = self._clock()
@@ -284,9 +285,8 @@ class Ranker:
                 now,
             )
             names = LOGGED_NAMES
-            fusion = logged[:, 0]
             logged = np.empty((n, len(names)), dtype=np.float32)
-            logged[:, 0] = fusion
+            logged[:, 0] = fused.fusion
             logged[:, 1:] = matrix[:, _LOGGED_COLUMNS]
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
