@@ -634,6 +634,8 @@ def apply_explicit_each(
 def _touch_one(table: UserTable, slot: int, timestamp: float) -> None:
     """The event-time part of :meth:`UserTable.touch` (``np.fmin`` / ``np.fmax``) for one
     event of one slot."""
+    if math.isnan(timestamp):
+        return  # as fmin and fmax: a NaN never replaces a time
     first = table.first_event_at[slot]
     if not first <= timestamp:  # NaN: none yet
         table.first_event_at[slot] = timestamp
