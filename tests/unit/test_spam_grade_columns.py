@@ -22,7 +22,12 @@ import numpy as np
 import pytest
 
 from recloop.core.spam import SpamConfig, TextRegistry, fit_norms, judge
-from recloop.core.spam_batch import features_of, profile_feature_columns, profile_features_many
+from recloop.core.spam_batch import (
+    features_of,
+    profile_feature_columns,
+    profile_features_many,
+    readings_of_columns,
+)
 from recloop.core.spam_grade import _COUNTERS, evidence_columns, grade_columns, grade_many
 from recloop.core.spam_groups import GroupReading
 
@@ -59,7 +64,8 @@ def test_the_tables_columns_grade_as_its_views_do(config: SpamConfig, seed: int)
     now = latest + rng.choice([0.0, 1.0, 10.0, 10**6])  # hard rules held, and expired
 
     # the per-user path: one view per user
-    views, readings = table.evidence(at, items.catalogue)
+    views = table.views(at)
+    readings = readings_of_columns(table.columns(at, items.catalogue)[1])
     features = profile_features_many([v.ratings for v in views], items, config)
     norms = fit_norms([f for f in features if f is not None], config) if seed % 3 else None
     groups = [

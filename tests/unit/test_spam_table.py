@@ -26,7 +26,7 @@ from recloop.core.spam import (
     activity_readings,
     record_event,
 )
-from recloop.core.spam_batch import judge_many
+from recloop.core.spam_batch import judge_many, readings_of_columns
 from recloop.core.spam_table import CODES, ActivityTable
 
 SMALL = SpamConfig(
@@ -166,7 +166,9 @@ def test_the_columns_fold_as_the_reference_does(config: SpamConfig, seed: int) -
     expected, expected_items = reference(events, config)
     table, slots, items = columns(events, config, seed)
     order = sorted(expected)
-    views, readings = table.evidence(np.array([slots[u] for u in order], np.int64), items.catalogue)
+    judged = np.array([slots[u] for u in order], np.int64)
+    views = table.views(judged)
+    readings = readings_of_columns(table.columns(judged, items.catalogue)[1])
     for user, view, reading in zip(order, views, readings, strict=True):
         ref = expected[user]
         for name in COUNTERS:

@@ -265,7 +265,7 @@ def judge_many(
 def _reference(activity: Evidence) -> UserActivity:
     """The reference object behind ``activity`` (a table's views come with readings)."""
     if not isinstance(activity, UserActivity):
-        raise TypeError("pass the readings of an ActivityTable's views (ActivityTable.evidence)")
+        raise TypeError("pass the readings of an ActivityTable's views (ActivityTable.columns)")
     return activity
 
 

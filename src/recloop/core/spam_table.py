@@ -40,7 +40,6 @@ import numpy.typing as npt
 
 from recloop.core.events import EXPLICIT_TYPES, FEEDBACK_TYPES
 from recloop.core.spam import (
-    ActivityReadings,
     ItemStats,
     SpamConfig,
     TextRegistry,
@@ -48,7 +47,7 @@ from recloop.core.spam import (
     has_repeated_chars,
     text_key,
 )
-from recloop.core.spam_batch import reading_columns, readings_of_columns
+from recloop.core.spam_batch import reading_columns
 from recloop.core.spam_grade import EvidenceColumns
 
 Ints = npt.NDArray[np.int64]
@@ -681,9 +680,11 @@ class ActivityTable:
     def columns(
         self, slots: Ints, catalogue: int = 0
     ) -> tuple[EvidenceColumns, dict[str, npt.NDArray[Any]]]:
-        """What :meth:`evidence` gives, as columns over the users in ``slots``: their
-        evidence (:class:`~recloop.core.spam_grade.EvidenceColumns`) and readings
-        (:func:`~recloop.core.spam_batch.reading_columns`), no object per user."""
+        """The evidence of the users in ``slots`` as the judgement reads it, as columns
+        (:class:`~recloop.core.spam_grade.EvidenceColumns`), and their readings
+        (:func:`~recloop.core.spam_batch.reading_columns`; ``catalogue`` as
+        :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both, no
+        object per user (:meth:`views` builds them where one is needed)."""
         rows, sizes, dominant_rows, dominant_sizes = self._gather(slots)
         readings = self._readings(slots, rows, sizes, dominant_rows, dominant_sizes, catalogue)
         reviews = self.reviews[slots]
@@ -739,15 +740,6 @@ class ActivityTable:
             self.log_item[rows],
             catalogue,
         )
-
-    def evidence(
-        self, slots: Ints, catalogue: int = 0
-    ) -> tuple[list[ActivityView], list[ActivityReadings]]:
-        """Each user's evidence as the judgement reads it, and its readings (``catalogue``
-        as :func:`recloop.core.spam.item_diversity`'s): one walk of the log for both."""
-        gathered = self._gather(slots)
-        readings = readings_of_columns(self._readings(slots, *gathered, catalogue))
-        return self._views(slots, *gathered), readings
 
     def _views(
         self, slots: Ints, rows: Ints, sizes: Ints, dominant_rows: Ints, dominant_sizes: Ints
