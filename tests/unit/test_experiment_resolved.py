@@ -1,13 +1,11 @@
-"""``services.experiments.resolved`` against ``core.experiments.resolve``, its oracle."""
+"""``core.experiments.resolve`` on the read path's usual case: one experiment holds the user."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recloop.core import experiments as xp
-from recloop.core.experiments import Experiment, Variant
-from recloop.services.experiments import resolved
+from recloop.core.experiments import Experiment, Variant, resolve
 
 _FIELDS = st.sets(st.sampled_from(["epsilon", "weights", "model_slot"]), max_size=2)
 _VALUES = {"epsilon": 0.1, "weights": {"popularity": 1.0}, "model_slot": "b"}
@@ -22,18 +20,7 @@ def _candidate(draw: st.DrawFn, n: int) -> tuple[Experiment, str, bool]:
     return exp, draw(st.sampled_from(["c", "t"])), draw(st.booleans())
 
 
-@st.composite
-def _candidates(draw: st.DrawFn) -> list[tuple[Experiment, str, bool]]:
-    size = draw(st.integers(0, 4))
-    return [draw(_candidate(n)) for n in range(size)]
-
-
-@given(_candidates())
-def test_resolved_answers_as_resolve(found: list[tuple[Experiment, str, bool]]) -> None:
-    assert resolved(found) == xp.resolve(found)
-
-
 @given(_candidate(0))
 def test_one_experiment_holding_the_user_applies(found: tuple[Experiment, str, bool]) -> None:
     exp, variant, _ = found
-    assert resolved([found]) == [(exp, variant, None)]
+    assert resolve([found]) == [(exp, variant, None)]

@@ -601,6 +601,9 @@ def resolve(
     >>> [(e.experiment_id, by) for e, _, by in resolve([(l, "c", False), (w, "t", False)])]
     [('w', None), ('l', 'w')]
     """
+    if len(candidates) == 1:  # the read path's usual case: nothing contests it
+        exp, variant, _ = candidates[0]
+        return [(exp, variant, None)]
     ordered = sorted(candidates, key=lambda c: precedence(c[0], c[2]))
     owner: dict[str, str] = {}
     out: list[tuple[Experiment, str, str | None]] = []

@@ -434,7 +434,7 @@ class ExperimentService:
             if variant is not None:
                 held = self._exposures.get(exp.experiment_id, {}).get(user_id)
                 found.append((exp, variant, held is not None and held.overridden_by is None))
-        return resolved(found)
+        return xp.resolve(found)
 
     def running_variants(self, user_id: str) -> list[tuple[Experiment, str]]:
         """Every running experiment the user is in, with the variant; records nothing
@@ -1023,23 +1023,6 @@ class ExperimentService:
             "cuped": result.cuped,
             "reason": result.reason,
         }
-
-
-def resolved(
-    found: Sequence[tuple[Experiment, str, bool]],
-) -> list[tuple[Experiment, str, str | None]]:
-    """:func:`core.experiments.resolve`'s answer, without its ordering and claimed fields
-    where one experiment holds the user (the read path's usual case): nothing contests it.
-
-    >>> from recloop.core.experiments import Variant
-    >>> e = Experiment("e", "e", (Variant("c", .5), Variant("t", .5)), ())
-    >>> [(x.experiment_id, v, by) for x, v, by in resolved([(e, "t", False)])]
-    [('e', 't', None)]
-    """
-    if len(found) == 1:
-        exp, variant, _ = found[0]
-        return [(exp, variant, None)]
-    return xp.resolve(found)
 
 
 def _pair(ci: tuple[float, float] | None) -> list[float] | None:
