@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from recloop.core.runs import run_sizes, run_starts
+
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -351,8 +353,8 @@ def _rounds(slots: Ints, capacity: int) -> list[Ints]:
         return [everything]  # the common case: no slot asked twice
     order = np.argsort(slots, kind="stable")
     ordered = slots[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    sizes = np.diff(np.r_[starts, len(slots)])
+    starts = np.flatnonzero(run_starts(ordered))
+    sizes = run_sizes(starts, len(slots))
     rank = np.empty(len(slots), np.int64)
     rank[order] = everything - np.repeat(starts, sizes)
     return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recloop.core.events import EXPLICIT_TYPES, FEEDBACK_TYPES
+from recloop.core.runs import repeats, run_ends, run_sizes, run_starts, shifted
 from recloop.core.spam import (
     ItemStats,
     SpamConfig,
@@ -300,8 +301,8 @@ class ActivityTable:
         uids = self.uid[slots]
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
-        starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
-        sizes = np.diff(np.r_[starts, n])
+        starts = np.flatnonzero(run_starts(sorted_slots))
+        sizes = run_sizes(starts, n)
         group_start = np.repeat(starts, sizes)
         grouped = sorted_slots[starts], order[starts], sizes
 
@@ -381,7 +382,7 @@ class ActivityTable:
         keys = _keys(uids[involved], hashes[involved])
         by_key = np.argsort(keys, kind="stable")  # ``involved`` ascends
         k, idx = keys[by_key], involved[by_key]
-        run_start = np.r_[True, k[1:] != k[:-1]]
+        run_start = run_starts(k)
         first = np.maximum.accumulate(np.where(run_start, np.arange(len(k)), 0))
         marker = np.where(shown[idx], np.arange(len(k)), -1)
         last = np.maximum.accumulate(marker)
@@ -405,7 +406,7 @@ class ActivityTable:
         keys = _keys(uids[a], pair_hashes[a])
         by_key = np.argsort(keys, kind="stable")  # ``a`` ascends: ties stay in arrival order
         k, idx = keys[by_key], a[by_key]
-        later = np.r_[False, k[1:] == k[:-1]]  # the pair occurred earlier in this batch
+        later = repeats(k)  # the pair occurred earlier in this batch
         before = np.full(len(k), -1, np.int64)
         before[later] = ordinal[idx[np.flatnonzero(later) - 1]]
         ask = ~later
@@ -526,7 +527,7 @@ class ActivityTable:
         turn = index * 2 + (rule == _EXPLICIT_RULE)
         order = np.lexsort((turn, times[index], slots[index]))
         s = slots[index][order]
-        won = order[np.r_[s[1:] != s[:-1], True]]
+        won = order[run_ends(s)]
         s, t, r = slots[index][won], times[index][won], rule[won]
         held = self.rule_at[s]
         take = np.isnan(held) | (t >= held)
@@ -846,13 +847,13 @@ def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     head); the heads move to each key's last new row."""
     order = np.argsort(keys, kind="stable")
     k = keys[order]
-    first = np.r_[True, k[1:] != k[:-1]]
+    first = run_starts(k)
     prev = np.empty(len(keys), np.int64)
     ordered_rows = rows[order]
-    prev_sorted = np.r_[-1, ordered_rows[:-1]]
+    prev_sorted = shifted(ordered_rows, -1)
     prev_sorted[first] = heads[k[first]]
     prev[order] = prev_sorted
-    last = np.r_[k[1:] != k[:-1], True]
+    last = run_ends(k)
     heads[k[last]] = ordered_rows[last]
     return prev
 
