@@ -27,7 +27,7 @@ from recloop.core.spam import (
     record_event,
 )
 from recloop.core.spam_batch import judge_many, readings_of_columns
-from recloop.core.spam_table import CODES, ActivityTable
+from recloop.core.spam_table import _LINK_STEPS, CODES, ActivityTable, _link_sorted, _link_steps
 
 SMALL = SpamConfig(
     recent_actions=8,
@@ -280,3 +280,18 @@ def test_compaction_keeps_what_ranking_the_whole_log_keeps(config: SpamConfig, s
         assert table.reachable().tolist() == reachable_by_ranks(table).tolist()
         if rng.random() < 0.3:
             table.compact()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_linking_row_by_row_is_linking_sorted(seed: int) -> None:
+    """The small rounds' row-by-row links are the sorted path's, heads included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 3 * _LINK_STEPS))
+    keys = rng.integers(0, 6, n)
+    rows = np.arange(100, 100 + n)
+    heads = rng.integers(-1, 50, 6)
+    heads_sorted = heads.copy()
+    assert (
+        _link_steps(keys, rows, heads).tolist() == _link_sorted(keys, rows, heads_sorted).tolist()
+    )
+    assert heads.tolist() == heads_sorted.tolist()

@@ -842,9 +842,36 @@ class ActivityTable:
         return views
 
 
+_LINK_STEPS: Final = 16
+"""Up to this many rows are linked one by one (:func:`_link_steps`): below it the sorted
+path's dozen numpy calls cost more than the rows (a stream of one-event requests folds
+rounds of a few events)."""
+
+
 def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     """Each new row's previous row of the same key (in ``rows``' order, else the key's
-    head); the heads move to each key's last new row."""
+    head); the heads move to each key's last new row.
+
+    >>> heads = np.array([-1, 7, -1])
+    >>> _link(np.array([1, 0, 1]), np.array([10, 11, 12]), heads).tolist(), heads.tolist()
+    ([7, -1, 10], [11, 12, -1])
+    """
+    if len(keys) <= _LINK_STEPS:
+        return _link_steps(keys, rows, heads)
+    return _link_sorted(keys, rows, heads)
+
+
+def _link_steps(keys: Ints, rows: Ints, heads: Index) -> Ints:
+    """:func:`_link`, a row at a time."""
+    prev = []
+    for key, row in zip(keys.tolist(), rows.tolist(), strict=True):
+        prev.append(int(heads[key]))
+        heads[key] = row
+    return np.array(prev, np.int64)
+
+
+def _link_sorted(keys: Ints, rows: Ints, heads: Index) -> Ints:
+    """:func:`_link`, the rows grouped by key with a stable sort."""
     order = np.argsort(keys, kind="stable")
     k = keys[order]
     first = run_starts(k)
