@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -346,12 +347,12 @@ class UserTable:
 
     def slots(self, user_ids: Sequence[str]) -> tuple[Ints, list[str]]:
         """Each user's slot (-1 if not held) and the distinct users not held, in order."""
-        get = self.index.get
-        found = np.fromiter((get(u, -1) for u in user_ids), dtype=np.int64, count=len(user_ids))
-        missing = list(
-            dict.fromkeys(u for u, s in zip(user_ids, found.tolist(), strict=True) if s < 0)
-        )
-        return found, missing
+        n = len(user_ids)
+        found = np.fromiter(map(self.index.get, user_ids, repeat(-1, n)), np.int64, n)
+        if not n or found.min() >= 0:
+            return found, []  # every user held (the usual case): no second pass
+        absent = np.flatnonzero(found < 0).tolist()
+        return found, list(dict.fromkeys([user_ids[i] for i in absent]))
 
     def add(self, rows: UserRows, journal_seq: Ints | None = None) -> None:
         """Hold ``rows`` (users not held yet: loaded from the store, or new), clean;
