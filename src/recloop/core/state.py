@@ -738,8 +738,10 @@ def aggregate(
         empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
         return Aggregates(empty_i, empty_i, empty_f, empty_i, empty_i, empty_i, empty_f,
                           empty_f, empty_i)  # fmt: skip
-    keys = np.stack([users, items], axis=1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    # (user, item) as one 64-bit key: a 1-D unique is several times cheaper than one of
+    # rows (``axis=0``), in the same order (slots and item codes are below 2**32)
+    keys = (users.astype(np.int64) << 32) | items.astype(np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(first, kind="stable")  # groups by their first event
     rank = np.empty_like(order)
