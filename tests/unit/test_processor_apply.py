@@ -207,6 +207,34 @@ async def test_implicit_events_are_summed_per_user_and_item_and_applied_at_the_f
         await guard.stop()
 
 
+async def test_buffered_events_of_a_user_let_go_meanwhile_go_to_their_new_row() -> None:
+    """Buffered events note their users' slots; a slot let go before the flush (the user
+    evicted with nothing blocked) and taken by another user must not receive them."""
+    s = settings()
+    processor, _store, guard, _vectors = await running(s)
+    try:
+        events = [Event(f"e{n}", "ann", "i2", "click", 1_000.0 + n, offset=n) for n in range(1, 4)]
+        await processor.dispatch(events)
+
+        async def buffered() -> bool:
+            return processor.implicit_buffered == len(events)
+
+        await eventually(buffered)
+        slot = processor.table.index["ann"]
+        processor.evict("ann")  # no tombstone: the buffered events stay
+        assert processor.implicit_buffered == len(events)
+        processor.table.add_new(["bob"])  # the freed slot is the next one taken
+        assert processor.table.index["bob"] == slot
+        await processor.flush_implicit()
+        await applied(processor, len(events))
+        ann, bob = processor.preferences("ann"), processor.preferences("bob")
+        assert ann is not None and ann.interactions == len(events)
+        assert bob is None or (bob.interactions == 0 and not np.any(bob.vector))
+    finally:
+        await processor.stop()
+        await guard.stop()
+
+
 @examples(deadline=None, max_examples=200)
 @given(
     partitions=st.lists(st.integers(0, 4), max_size=80),

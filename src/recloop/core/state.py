@@ -296,6 +296,9 @@ class UserTable:
         """Rows that must keep their slot (users with buffered events): never dropped
         to make room."""
         self.used: Ints = np.zeros(0, dtype=np.int64)
+        self.generation: Ints = np.zeros(0, dtype=np.int64)
+        """Bumped each time a slot is let go: a slot noted with its generation still
+        holds the same user while the generation is unchanged."""
         self.journal_seq: Ints = np.zeros(0, dtype=np.int64)
         """The number of the state journal record holding the row's newest committed
         version, 0 if the store's user table holds it (core.journal): such rows are
@@ -324,6 +327,7 @@ class UserTable:
         self.saving = grown(self.saving, False)
         self.pinned = grown(self.pinned, False)
         self.used = grown(self.used, 0)
+        self.generation = grown(self.generation, 0)
         self.journal_seq = grown(self.journal_seq, 0)
         self._free.extend(range(size - 1, old - 1, -1))
 
@@ -438,6 +442,7 @@ class UserTable:
             return
         del self.index[user_id]
         self.ids[slot] = None
+        self.generation[slot] += 1
         self.dirty[slot] = self.saving[slot] = self.pinned[slot] = False
         self.journal_seq[slot] = 0
         self._free.append(slot)

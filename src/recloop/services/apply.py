@@ -137,6 +137,10 @@ class _Chunk:
     """Implicit events buffered by one apply round, as columns."""
 
     user_ids: list[str]
+    slots: Ints
+    """The users' slots when buffered (pinned since: only an erasure lets one go)."""
+    generations: Ints
+    """The slots' :attr:`~recloop.core.state.UserTable.generation` then."""
     item_ids: list[str]
     signals: Floats
     impression: Bools
@@ -154,6 +158,8 @@ class _Chunk:
         renumber = np.cumsum(keep) - 1
         return _Chunk(
             [self.user_ids[i] for i in index.tolist()],
+            self.slots[index],
+            self.generations[index],
             [self.item_ids[i] for i in index.tolist()],
             self.signals[index],
             self.impression[index],
@@ -332,6 +338,8 @@ class Applier:
         self.table.pinned[slots] = True
         chunk = _Chunk(
             user_ids=[e.user_id for e in events],
+            slots=slots,
+            generations=self.table.generation[slots],
             item_ids=[e.item_id for e in events],
             signals=signals,
             impression=np.fromiter((e.type == "impression" for e in events), bool, n),
@@ -380,7 +388,7 @@ class Applier:
             (codes.setdefault(i, len(codes)) for i in item_ids), np.int64, len(item_ids)
         )
         groups = aggregate(
-            slots_of([u for c in chunks for u in c.user_ids]),
+            self._slots_now(chunks, slots_of),
             keys,
             np.concatenate([c.signals for c in chunks]),
             np.concatenate([c.impression for c in chunks]),
@@ -399,6 +407,17 @@ class Applier:
             [names[k] for k in groups.items.tolist()],
             extras,
         )
+
+    def _slots_now(self, chunks: list[_Chunk], slots_of: Callable[[list[str]], Ints]) -> Ints:
+        """The buffered events' users' slots now: those noted at buffering, but where a
+        slot was let go since (the user erased), ``slots_of`` the user again."""
+        slots = np.concatenate([c.slots for c in chunks])
+        noted = np.concatenate([c.generations for c in chunks])
+        moved = np.flatnonzero(self.table.generation[slots] != noted)
+        if len(moved):
+            user_ids = [u for c in chunks for u in c.user_ids]
+            slots[moved] = slots_of([user_ids[i] for i in moved.tolist()])
+        return slots
 
     def implicit(self, flush: Flush, items: Floats, has_item: Bools, now: float) -> None:
         """Apply a flush (each group's item row resolved). Its users are pinned to their
