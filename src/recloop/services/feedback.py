@@ -338,8 +338,11 @@ class Processor:
             if not self._inbox and not self._flush_now:
                 self._idle.set()
                 timeout = max(self._flush_at - time.monotonic(), 0.0)
+                # asyncio.timeout, not wait_for: no task of its own per wait (a stream of
+                # small rounds waits once per round)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._work.wait(), timeout=timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._work.wait()
                 self._work.clear()
             if self._inbox:
                 limit = self._config.apply_batch_max
