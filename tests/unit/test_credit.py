@@ -22,7 +22,7 @@ def test_shares_and_credits_are_logged_and_read_back() -> None:
     )  # fmt: skip
     back = decode(*encode(slate), ())
     assert back == slate
-    assert [r["shares"] for r in back.ranking()] == [[0.75, 0.25], []]
+    assert [r["shares"] for r in back.ranking()] == [(0.75, 0.25), ()]
     assert [r["credit"] for r in back.ranking()] == ["als", None]
 
 

@@ -152,12 +152,13 @@ class Slate:
 
     def ranking(self) -> list[dict[str, Any]]:
         """What ``rank`` answers per shown item: item_id, score, propensity, explored,
-        algorithms, shares, credit, credit_probability (None: not logged).
+        algorithms, shares, credit, credit_probability (None: not logged). ``algorithms``
+        and ``shares`` are the slate's own tuples, not copies (JSON arrays all the same).
 
         >>> Slate(("a",), (0.5,), (1.0,), (False,), (("als",),), shares=((1.0,),),
         ...       credits=("als",), credit_probabilities=(1.0,)).ranking()
         [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False, \
-'algorithms': ['als'], 'shares': [1.0], 'credit': 'als', 'credit_probability': 1.0}]
+'algorithms': ('als',), 'shares': (1.0,), 'credit': 'als', 'credit_probability': 1.0}]
         """
         n = len(self.item_ids)
         shares = self.shares or ((),) * n
@@ -169,8 +170,8 @@ class Slate:
                 "score": score,
                 "propensity": propensity,
                 "explored": explored,
-                "algorithms": list(algorithms),
-                "shares": list(share),
+                "algorithms": algorithms,
+                "shares": share,
                 "credit": credit,
                 "credit_probability": chance,
             }
