@@ -225,12 +225,12 @@ class WindowCounters:
         # Only the windows held matter (ndarray.item: a Python number, no numpy scalar).
         a_count = (
             self._a_count.item(slot)
-            if (a_id == window or a_id == before) and self._a_expires.item(slot) > now
+            if a_id in (window, before) and self._a_expires.item(slot) > now
             else 0
         )
         b_count = (
             self._b_count.item(slot)
-            if (b_id == window or b_id == before) and self._b_expires.item(slot) > now
+            if b_id in (window, before) and self._b_expires.item(slot) > now
             else 0
         )
         previous = (a_count if a_id == before else 0) + (b_count if b_id == before else 0)
