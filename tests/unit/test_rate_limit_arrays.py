@@ -19,7 +19,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from recloop.adapters.ratelimit.memory import MemoryRateLimiter
+from recloop.adapters.ratelimit.memory import SCALAR_MAX, MemoryRateLimiter
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit
 from recloop.services.limits import RateLimits
 
@@ -110,6 +110,37 @@ async def test_same_decisions_as_limits_memory_storage(clock: Clock, seed: int) 
 
 
 _COUNTS = [1, 1, 1, 2, 3, 4, 6, 9, 25, 50]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_small_requests_decided_one_by_one_as_over_arrays(clock: Clock, seed: int) -> None:
+    """Requests of up to ``SCALAR_MAX`` asks are first decided in Python numbers, ask by
+    ask, and fall back to the arrays from the first ask a limit refuses: the same
+    decisions as the arrays alone (``scalar_max=0``) and as ``limits``, batches of 1 to
+    70 asks (either side of the threshold), mostly admitted in full, sometimes refused
+    part-way through."""
+    classes = {"implicit": "20 per 10 seconds;50/minute;300/hour", "key": "500 per 2 seconds"}
+    ours = MemoryRateLimiter(classes, clock=clock)
+    arrays = MemoryRateLimiter(classes, clock=clock, scalar_max=0)
+    upstream = Upstream(classes)
+    rng = random.Random(seed)
+    users = [f"user-{n}" for n in range(rng.choice([5, 15, 40]))]
+    whole = fallback = 0
+    try:
+        for _ in range(600):
+            clock.now += rng.choice([0.0, 0.0, 0.1, 0.5, 1.3, 4.0, 11.0, 61.0])
+            action = rng.choice(list(classes))
+            size = rng.choice([1, 2, 3, 8, 16, 63, 64, 65, 70])
+            asks = [(rng.choice(users), rng.choice([1, 1, 1, 2, 5])) for _ in range(size)]
+            got = await ours.admit_many(action, asks)
+            assert got == await arrays.admit_many(action, asks), (action, asks, clock.now)
+            assert got == upstream.admit_many(action, asks), (action, asks, clock.now)
+            if size > 1 and size <= SCALAR_MAX:
+                whole += not got
+                fallback += bool(got) and min(got) > 0  # refused after a first admitted ask
+    finally:
+        upstream.close()
+    assert whole > 50 and fallback > 10  # both ways through the scalar path were taken
 
 
 async def test_rate_limits_in_process_decide_like_limits(clock: Clock) -> None:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from recloop.api import wire
 from recloop.api.schemas import FeedbackIn
 from recloop.api.wire import FeedbackWire, WireError, _Batch, decode_feedback, error_of
 from recloop.core.events import FEEDBACK_TYPES
@@ -198,6 +199,50 @@ _events = st.fixed_dictionaries(
 @given(event=_events)
 def test_generated_bodies_agree(event: dict[str, Any]) -> None:
     assert_agree(event)
+
+
+def _outcome(decode: Any, body: bytes) -> Any:
+    try:
+        decoded = decode(body, 3)
+    except WireError as exc:
+        return ("refused", exc.field, exc.message, exc.kind, exc.label)
+    if isinstance(decoded, list):
+        return [
+            (e.field, e.message, e.kind, e.label) if isinstance(e, WireError) else e
+            for e in decoded
+        ]
+    return decoded
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    event=_events,
+    based=st.booleans(),
+    wrap=st.sampled_from(["single", "batch", "escaped", "context"]),
+)
+def test_single_event_first_decodes_as_batch_first(
+    event: dict[str, Any], based: bool, wrap: str
+) -> None:
+    """A body without ``events`` is first decoded as one event: the same answer (events,
+    refusals, field, message, kind, label) as the batch-first order, the oracle."""
+    if based:  # mostly valid: a few fields changed
+        event = {**BASE, **event}
+    body = {
+        "single": lambda: json.dumps(event),
+        "batch": lambda: json.dumps({"events": [event, BASE]}),
+        "escaped": lambda: json.dumps({"events": [event]}).replace("events", "\\u0065vents"),
+        "context": lambda: json.dumps({**event, "context": {"events": 1}}),
+    }[wrap]().encode()
+    assert _outcome(decode_feedback, body) == _outcome(_decode_batch_first_oracle, body)
+
+
+def _decode_batch_first_oracle(body: bytes, max_events: int) -> Any:
+    try:
+        return wire._decode_batch_first(body, max_events)
+    except msgspec.ValidationError as exc:
+        raise wire.error_of(exc) from None
+    except msgspec.DecodeError as exc:
+        raise WireError("", f"invalid JSON: {exc}", "json_invalid") from None
 
 
 def test_a_valid_batch_is_decoded_whole() -> None:

@@ -10,6 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from recloop.core.auth import Principal
 from recloop.core.errors import Forbidden, NotAuthenticated
 
+_ANONYMOUS: dict[str, Principal] = {}
+"""The anonymous principal of each client address seen lately (principals are immutable)."""
+_ANONYMOUS_MAX = 4096
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
@@ -21,8 +25,14 @@ def authorize(request: Request, role: str) -> Principal:
     """
     ring = request.app.state.container.keys
     if not ring.enabled:
-        host = request.client.host if request.client else "unknown"
-        return Principal(f"client:{host}", frozenset({"admin"}))
+        client = request.scope.get("client")  # request.client, without its Address
+        host = client[0] if client else "unknown"
+        principal = _ANONYMOUS.get(host)
+        if principal is None:
+            if len(_ANONYMOUS) >= _ANONYMOUS_MAX:
+                _ANONYMOUS.clear()
+            principal = _ANONYMOUS[host] = Principal(f"client:{host}", frozenset({"admin"}))
+        return principal
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():

@@ -258,9 +258,13 @@ _HANDLERS: Final[tuple[tuple[APIRouter, Callable[..., Any], Handler], ...]] = (
 """Each lean handler beside the endpoint of the documented route it stands in for."""
 
 
-Hit = tuple[list[str], Any, ASGIApp, list[str]]
-"""A hot route a request matched (:meth:`FastPaths.match`): the route's segments, its
-endpoint and app, the path's segments."""
+Hit = tuple[Any, ASGIApp, dict[str, str]]
+"""A hot route a request matched (:meth:`FastPaths.match`): the route's endpoint and app,
+and the path's parameters."""
+
+_Pattern = tuple[tuple[tuple[int, str], ...], tuple[tuple[int, str], ...], Any, ASGIApp]
+"""A hot route as :class:`FastPaths` matches it: its literal segments and its parameters'
+names, each with its position in the path, its endpoint and its app."""
 
 
 class FastPaths:
@@ -284,13 +288,16 @@ class FastPaths:
         """``routes``: the lean routes (and the lean ``POST /feedback``); ``handlers``:
         the app's ``exception_handlers`` (all installed by then: ``api.errors.install``)."""
         # (method, number of segments, last segment, or "*" for a parameter) -> the
-        # route's segments (a parameter's name in braces), its endpoint, its app
-        # The middleware stack puts the exception middleware there with these handlers.
+        # route's literal segments and parameters (each with its position), its endpoint
+        # and its app. The middleware stack puts the exception middleware there with
+        # these handlers.
         kept = {k: v for k, v in handlers.items() if k not in (500, Exception)}
-        self._table: dict[tuple[str, int, str], tuple[list[str], Any, ASGIApp]] = {}
+        self._table: dict[tuple[str, int, str], _Pattern] = {}
         for route in routes:
             parts = route.path.split("/")
             last = "*" if parts[-1].startswith("{") else parts[-1]
+            literals = tuple((i, p) for i, p in enumerate(parts) if not p.startswith("{"))
+            params = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p.startswith("{"))
             app: ASGIApp = ExceptionMiddleware(route.app, handlers=kept)
             if isinstance(route.app, LeanEndpoint):
                 # It answers its handler's errors itself (:func:`_handled`), by the
@@ -298,10 +305,10 @@ class FastPaths:
                 # middleware's work (a wrapper around every send) is needed.
                 app = _HandlersInScope(route.app, app)
             for method in route.methods or ():
-                self._table[(method, len(parts), last)] = (parts, route.endpoint, app)
+                self._table[(method, len(parts), last)] = (literals, params, route.endpoint, app)
 
     def match(self, scope: Scope) -> Hit | None:
-        """The hot route ``scope`` asks for, and the path's segments; None if none."""
+        """The hot route ``scope`` asks for, and the path's parameters; None if none."""
         if scope.get("root_path"):
             return None  # mounted under a prefix: the router knows how to strip it
         parts: list[str] = scope["path"].split("/")
@@ -309,13 +316,16 @@ class FastPaths:
         hit = self._table.get((method, size, parts[-1])) or self._table.get((method, size, "*"))
         if hit is None:
             return None
-        for want, got in zip(hit[0], parts, strict=True):
-            if want.startswith("{"):
-                if not got:
-                    return None
-            elif want != got:
+        literals, params, endpoint, app = hit
+        for i, literal in literals:
+            if parts[i] != literal:
                 return None
-        return (*hit, parts)
+        found: dict[str, str] = {}
+        for i, name in params:
+            value = found[name] = parts[i]
+            if not value:
+                return None  # a parameter is one non-empty segment
+        return endpoint, app, found
 
     async def serve(
         self,
@@ -326,14 +336,10 @@ class FastPaths:
         inner: ASGIApp,
     ) -> None:
         """Run the matched route's endpoint; ``inner`` is the rest of the stack."""
-        pattern, endpoint, app, parts = hit
+        endpoint, app, path_params = hit
         scope["endpoint"] = endpoint
         scope["router"] = inner
-        scope["path_params"] = {
-            want[1:-1]: got
-            for want, got in zip(pattern, parts, strict=True)
-            if want.startswith("{")
-        }
+        scope["path_params"] = path_params
         await app(scope, receive, send)
 
 

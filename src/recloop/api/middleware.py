@@ -35,6 +35,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 from recloop.api.lean import FastPaths, Hit
 from recloop.api.responses import send_json
 from recloop.metrics import UNMATCHED, Metrics
+from recloop.services.ingest import REQUEST_ID
 
 log = logging.getLogger("recloop.http")
 
@@ -103,6 +104,7 @@ class RequestMiddleware:
             request_id = new_request_id()
         echo = (REQUEST_ID_HEADER, request_id.encode())
         tokens = bind_contextvars(request_id=request_id)
+        token = REQUEST_ID.set(request_id)
         status = 500
         started = False
 
@@ -158,6 +160,7 @@ class RequestMiddleware:
                         "duration_ms": round(seconds * 1000, 3),
                     },
                 )
+            REQUEST_ID.reset(token)
             reset_contextvars(**tokens)
 
     def _route(self, scope: Scope) -> str:

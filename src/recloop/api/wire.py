@@ -138,6 +138,21 @@ def decode_feedback(body: bytes, max_events: int) -> FeedbackWire | list[Feedbac
 
 
 def _decode(body: bytes, max_events: int) -> FeedbackWire | list[FeedbackWire | WireError]:
+    if b"events" not in body:  # no batch (one whose key is spelled with escapes: below)
+        try:
+            event = _one.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # the batch-first order below names what is wrong
+        else:
+            # What decodes as one event is no batch (each refuses the other's fields): the
+            # answer of the batch-first order, without its failed decodes.
+            return _checked(event, body)
+    return _decode_batch_first(body, max_events)
+
+
+def _decode_batch_first(
+    body: bytes, max_events: int
+) -> FeedbackWire | list[FeedbackWire | WireError]:
     events: list[FeedbackWire | WireError]
     try:
         events = list(_batch.decode(body).events)
@@ -169,6 +184,11 @@ def _decode_single(body: bytes) -> FeedbackWire:
         error = error_of(exc)
         error.label = type_label(body)
         raise error from None
+    return _checked(event, body)
+
+
+def _checked(event: FeedbackWire, body: bytes) -> FeedbackWire:
+    """``event``, decoded from ``body``, if its ids keep the id rule; raises otherwise."""
     if json_may_break_id_rule(body) and (error := id_error(event)) is not None:
         raise error
     return event

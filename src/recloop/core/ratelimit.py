@@ -199,14 +199,14 @@ class WindowCounters:
         :meth:`has_room`)."""
         expiry = self.limit.expiry
         window = int(now / expiry)
-        a_id, b_id = int(self._a_id[slot]), int(self._b_id[slot])
+        a_id, b_id = self._a_id.item(slot), self._b_id.item(slot)
         in_a = a_id == window
         new = not in_a and b_id != window
         if in_a or (new and a_id < b_id):
             ids, counts, expires = self._a_id, self._a_count, self._a_expires
         else:
             ids, counts, expires = self._b_id, self._b_count, self._b_expires
-        held = 0 if new or float(expires[slot]) <= now else int(counts[slot])
+        held = 0 if new or expires.item(slot) <= now else counts.item(slot)
         ids[slot] = window
         counts[slot] = held + cost
         if held == 0:
@@ -215,19 +215,35 @@ class WindowCounters:
     def has_room(self, slot: int, cost: int, now: float) -> bool:
         """Whether :meth:`acquire` would admit ``cost`` units for ``slot`` now (nothing
         is charged)."""
-        expiry, amount = self.limit.expiry, self.limit.amount
-        a_id, b_id = int(self._a_id[slot]), int(self._b_id[slot])
-        a_count = int(self._a_count[slot]) if float(self._a_expires[slot]) > now else 0
-        b_count = int(self._b_count[slot]) if float(self._b_expires[slot]) > now else 0
-        window = int((now - expiry) / expiry)
-        previous = (a_count if a_id == window else 0) + (b_count if b_id == window else 0)
+        limit = self.limit
+        expiry, amount = limit.expiry, limit.amount
+        if cost > amount:
+            return False
         window = int(now / expiry)
+        before = int((now - expiry) / expiry)
+        a_id, b_id = self._a_id.item(slot), self._b_id.item(slot)
+        # Only the windows held matter (ndarray.item: a Python number, no numpy scalar).
+        a_count = (
+            self._a_count.item(slot)
+            if a_id in (window, before) and self._a_expires.item(slot) > now
+            else 0
+        )
+        b_count = (
+            self._b_count.item(slot)
+            if b_id in (window, before) and self._b_expires.item(slot) > now
+            else 0
+        )
+        previous = (a_count if a_id == before else 0) + (b_count if b_id == before else 0)
         current = (a_count if a_id == window else 0) + (b_count if b_id == window else 0)
-        weight = (1 - (((now - expiry) / expiry) % 1)) * expiry
-        previous_ttl = 0.0 if previous == 0 else weight
-        base = previous * previous_ttl / expiry
-        ok = cost <= amount and math.floor(base + current) + cost <= amount
-        return bool(ok and math.floor(base + (current + cost)) <= amount)
+        if previous == 0:
+            base = 0.0
+        else:
+            weight = (1 - (((now - expiry) / expiry) % 1)) * expiry
+            base = previous * weight / expiry
+        return (
+            math.floor(base + current) + cost <= amount
+            and math.floor(base + (current + cost)) <= amount
+        )
 
     def _charge(self, slots: Ints, costs: Ints, now: float) -> None:
         """Add ``costs`` to the slots' current window (``MemoryStorage.incr``: a count
@@ -335,8 +351,9 @@ def admit(
 def admit_one(counters: Sequence[WindowCounters], slot: int, cost: int, now: float) -> bool:
     """One ask that every limit admits, decided and charged in Python numbers (without
     :func:`admit`'s fixed cost in numpy calls); False, and nothing charged, otherwise."""
-    if not all(c.has_room(slot, cost, now) for c in counters):
-        return False
+    for c in counters:
+        if not c.has_room(slot, cost, now):
+            return False
     for c in counters:
         c.charge_one(slot, cost, now)
     return True

@@ -87,6 +87,10 @@ class Metrics:
         for key, n in groups.items():
             self._event_child(key).inc(n)
 
+    def count_event(self, event_type: str, status: str) -> None:
+        """One event's outcome (:meth:`count_events` of one)."""
+        self._event_child((event_type, status)).inc()
+
     def count_rejected(self, event_type: str) -> None:
         """One event refused before it reached the ingest service (a single-event 422)."""
         self._event_child((event_type, "rejected")).inc()

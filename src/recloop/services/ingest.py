@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-
-from structlog.contextvars import get_contextvars
 
 from recloop.core.algorithms import check_algorithm
 from recloop.core.errors import InvalidInput
@@ -17,6 +16,10 @@ from recloop.core.ids import uuid7
 from recloop.services.batching import GroupCommit
 from recloop.services.guard import GuardService
 from recloop.services.limits import Admission, RateLimits
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("recloop_request_id", default=None)
+"""The id of the HTTP request being served, set by the HTTP middleware (which also binds
+it in ``structlog.contextvars`` for the logs): each event logged keeps it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ class IngestService:
         API key (or client) for its rate limit.
         """
         now = self._clock()
-        request_id = get_contextvars().get("request_id")  # bound by the HTTP middleware
+        request_id = REQUEST_ID.get()
         outcomes: list[EventOutcome | None] = []
         pending: list[tuple[int, Event]] = []
         for i, candidate in enumerate(candidates):

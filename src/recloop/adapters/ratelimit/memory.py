@@ -23,10 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from limits import parse_many
 
-from recloop.adapters.ratelimit.groups import admit_each
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit, admit_one
 
 _ABSENT = itertools.repeat(-1)
+
+SCALAR_MAX = 64
+"""Up to this many asks, a request's asks are first decided one by one in Python numbers
+(:func:`~recloop.core.ratelimit.admit_one`): below it, the arrays' fixed cost (some forty
+numpy calls per limit) is more than the asks' own work."""
 
 
 def limits_of(spec: str) -> list[Limit]:
@@ -65,6 +69,18 @@ class _Class:
             self.used[taken] = True
             found[missing] = np.fromiter(map(self.slots.__getitem__, named), np.int64, len(named))
         return found
+
+    def slot_of(self, identity: str) -> int:
+        """One identity's slot (:meth:`slots_of` of one, without its numpy calls)."""
+        slot = self.slots.get(identity)
+        if slot is None:
+            if not self.free:
+                self._grow(len(self.names) + 1)
+            slot = self.free.pop()  # the lowest free slot, as slots_of takes
+            self.slots[identity] = slot
+            self.names[slot] = identity
+            self.used[slot] = True
+        return slot
 
     def _grow(self, needed: int) -> None:
         start = len(self.names)
@@ -106,15 +122,33 @@ class _Class:
         self.free.append(slot)
 
 
+def _admit_in_full(table: _Class, asks: Sequence[tuple[str, int]], now: float) -> int:
+    """Admit and charge the asks in order while every limit has room for the whole ask;
+    how many were (the first refused, if any, is charged nothing)."""
+    counters = table.counters
+    for n, (identity, count) in enumerate(asks):
+        if not admit_one(counters, table.slot_of(identity), count, now):
+            return n
+    return len(asks)
+
+
 class MemoryRateLimiter:
     """:class:`recloop.ports.RateLimiter` in process (``rate_limits.storage: memory://``)."""
 
     shared = False
 
-    def __init__(self, classes: Mapping[str, str], clock: Callable[[], float] = time.time) -> None:
-        """``classes``: each class's limits in ``limits``' notation."""
+    def __init__(
+        self,
+        classes: Mapping[str, str],
+        clock: Callable[[], float] = time.time,
+        scalar_max: int = SCALAR_MAX,
+    ) -> None:
+        """``classes``: each class's limits in ``limits``' notation; ``scalar_max``: the
+        most asks a request may make for its asks to be tried one by one in Python numbers
+        first (0: always over arrays, the oracle the scalar path is tested against)."""
         self._classes = {name: _Class(limits_of(spec)) for name, spec in classes.items()}
         self._clock = clock
+        self._scalar_max = scalar_max
 
     async def admit_many(
         self, action: str, asks: Sequence[tuple[str, int]]
@@ -129,14 +163,16 @@ class MemoryRateLimiter:
         now = self._clock()
         if now >= table.next_sweep:
             table.sweep(now)
-        if len(asks) == 1:  # a one-event request: decided in scalars if every limit has room
-            ((identity, count),) = asks
-            slot = table.slots.get(identity)
-            if slot is None:
-                slot = int(table.slots_of([identity])[0])
-            if admit_one(table.counters, slot, count, now):
+        start = 0
+        if len(asks) <= self._scalar_max:
+            start = _admit_in_full(table, asks, now)
+            if start == len(asks):
                 return {}
-        identities, counts = zip(*asks, strict=True)
+        # From the first ask some limit refuses on: decided over arrays. Each ask before it
+        # was admitted in full, as the arrays would have: an ask's decision depends only on
+        # the earlier asks of its identity.
+        rest = asks[start:] if start else asks
+        identities, counts = zip(*rest, strict=True)
         slots = table.slots_of(identities)
         costs = np.array(counts, np.int64)
         admitted, refused_by, reset_at = admit(table.counters, slots, costs, now)
@@ -145,7 +181,7 @@ class MemoryRateLimiter:
             return {}
         names = [counters.limit.name for counters in table.counters]
         return {
-            n: Admission(int(admitted[n]), names[refused_by[n]], float(reset_at[n]))
+            start + n: Admission(int(admitted[n]), names[refused_by[n]], float(reset_at[n]))
             for n in short.tolist()
         }
 
@@ -170,7 +206,15 @@ class MemoryRateLimiter:
     async def admit_groups(
         self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
     ) -> list[dict[int, Admission] | None]:
-        return await admit_each(self.admit_many, groups, gate)
+        """As :func:`~recloop.adapters.ratelimit.groups.admit_each` asks them, each group
+        decided here at once (no call per group to await)."""
+        decided: list[dict[int, Admission] | None] = []
+        for action, asks in groups:
+            if gate and decided and decided[0]:
+                decided.append(None)  # the first group was refused in part
+            else:
+                decided.append(self.decide(action, asks))
+        return decided
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         for action in actions:
