@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from recloop.core import spam_table
 from recloop.core.events import EXPLICIT_TYPES, FEEDBACK_TYPES
 from recloop.core.spam import (
     ItemStats,
@@ -27,7 +28,7 @@ from recloop.core.spam import (
     record_event,
 )
 from recloop.core.spam_batch import judge_many, readings_of_columns
-from recloop.core.spam_table import _LINK_STEPS, CODES, ActivityTable, _link_sorted, _link_steps
+from recloop.core.spam_table import _STEPS, CODES, ActivityTable, _link_sorted, _link_steps
 
 SMALL = SpamConfig(
     recent_actions=8,
@@ -162,6 +163,20 @@ def same(a: float, b: float) -> bool:
 @pytest.mark.parametrize("config", [SMALL, SpamConfig()], ids=["small", "default"])
 @pytest.mark.parametrize("seed", range(12))
 def test_the_columns_fold_as_the_reference_does(config: SpamConfig, seed: int) -> None:
+    fold_as_the_reference(config, seed)
+
+
+@pytest.mark.parametrize("steps", [0, 10**6], ids=["sorted", "one by one"])
+@pytest.mark.parametrize("seed", range(6))
+def test_either_path_of_the_fold_folds_as_the_reference_does(
+    steps: int, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch through the sorted numpy paths, or through the one-by-one ones."""
+    monkeypatch.setattr(spam_table, "_STEPS", steps)
+    fold_as_the_reference(SMALL, seed)
+
+
+def fold_as_the_reference(config: SpamConfig, seed: int) -> None:
     events = stream(seed, users=7, events=1_500, items=12 if seed % 2 else 300)
     expected, expected_items = reference(events, config)
     table, slots, items = columns(events, config, seed)
@@ -286,7 +301,7 @@ def test_compaction_keeps_what_ranking_the_whole_log_keeps(config: SpamConfig, s
 def test_linking_row_by_row_is_linking_sorted(seed: int) -> None:
     """The small rounds' row-by-row links are the sorted path's, heads included."""
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(0, 3 * _LINK_STEPS))
+    n = int(rng.integers(0, 3 * _STEPS))
     keys = rng.integers(0, 6, n)
     rows = np.arange(100, 100 + n)
     heads = rng.integers(-1, 50, 6)

@@ -68,12 +68,21 @@ _DWELL: Final = CODES["dwell"]
 _RATING: Final = CODES["rating"]
 _REVIEW: Final = CODES["review"]
 _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
+_EXPLICIT_CODE: Final = _EXPLICIT.tolist()
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _ACTIONS_RULE, _EXPLICIT_RULE = 1, 2  # the rule column's codes (0: none)
 _ONE: Final = np.int32(1)
 _NONE: Final = itertools.repeat(-1)
 """The value of a key the ordinal dicts do not hold."""
+
+
+_STEPS: Final = 16
+"""Up to this many rows or actions, the fold's parts that sort and gather (links, unseen
+clicks, repeats, hard rules) go one by one in Python numbers (the ``*_steps`` methods and
+:func:`_link_steps`), the sorted numpy paths their oracles in tests: below it a path's
+dozens of numpy calls cost more than the events (a stream of one-event requests folds
+rounds of a few events)."""
 
 
 def _type_hashes() -> Ints:
@@ -328,7 +337,9 @@ class ActivityTable:
         add(self.seen, shown)
         clicks = codes == _CLICK
         if clicks.any():
-            unseen = self._unseen(clicks, shown, seen_at, uids, hashes)
+            unseen = (self._unseen_steps if n <= _STEPS else self._unseen)(
+                clicks, shown, seen_at, uids, hashes
+            )
             add(self.clicks, clicks)
             add(self.unseen_clicks, unseen)
         if shown.any():
@@ -346,7 +357,9 @@ class ActivityTable:
         ordinal = self.actions[slots] + running(acts)
         add(self.actions, acts)
         a = np.flatnonzero(acts)
-        self._repeats(a, slots, uids, hashes ^ self._type_hash[codes], ordinal)
+        (self._repeats_steps if len(a) <= _STEPS else self._repeats)(
+            a, slots, uids, hashes ^ self._type_hash[codes], ordinal
+        )
 
         dwell = (codes == _DWELL) & ~np.isnan(values)
         add(self.dwells, dwell)
@@ -357,7 +370,9 @@ class ActivityTable:
         np.add.at(self.hours.reshape(-1), slots[a] * _HOURS + hour, _ONE)
         np.add.at(self.type_total.reshape(-1), slots[a] * _T + codes[a], _ONE)
         rows = self._append(a, slots, uids, codes, hashes, times)
-        self._hard_rules(a, rows, slots, codes, times, ordinal)
+        (self._hard_rules_steps if len(a) <= _STEPS else self._hard_rules)(
+            a, rows, slots, codes, times, ordinal
+        )
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()
         profiled = np.flatnonzero((codes == _RATING) | (codes == _REVIEW))
@@ -399,6 +414,37 @@ class ActivityTable:
         )
         return unseen
 
+    def _unseen_steps(
+        self,
+        clicks: npt.NDArray[np.bool_],
+        shown: npt.NDArray[np.bool_],
+        seen_at: Ints,
+        uids: Ints,
+        hashes: Ints,
+    ) -> npt.NDArray[np.bool_]:
+        """:meth:`_unseen`, event by event."""
+        remembered = self.config.remembered_items
+        impressed = self._impressed.get
+        latest: dict[int, int] = {}  # this batch's latest impression of a key
+        unseen = np.zeros(len(clicks), np.bool_)
+        for i, key, click, show, at_click in zip(
+            itertools.count(),
+            _keys(uids, hashes).tolist(),
+            clicks.tolist(),
+            shown.tolist(),
+            seen_at.tolist(),
+            strict=False,
+        ):
+            if show:
+                latest[key] = at_click
+            elif click:
+                at = latest.get(key)
+                if at is None:
+                    found = impressed(key, -1)
+                    at = -1 if found < 0 else found & 0xFFFFFFFF
+                unseen[i] = at < 0 or at_click - at >= remembered
+        return unseen
+
     def _repeats(self, a: Ints, slots: Ints, uids: Ints, pair_hashes: Ints, ordinal: Ints) -> None:
         """Count the actions ``a`` whose (type, item) pair was among the user's previous
         ``remembered_items`` actions; remember each pair's latest ordinal."""
@@ -418,6 +464,28 @@ class ActivityTable:
         self._pairs.update(zip(keys.tolist(), packed.tolist(), strict=True))
         if len(self._pairs) > max(2 * self._pairs_kept, self._floor):
             self._pairs = self._trimmed(self._pairs, self.actions, remembered)
+            self._pairs_kept = len(self._pairs)
+
+    def _repeats_steps(
+        self, a: Ints, slots: Ints, uids: Ints, pair_hashes: Ints, ordinal: Ints
+    ) -> None:
+        """:meth:`_repeats`, action by action."""
+        remembered = self.config.remembered_items
+        pairs = self._pairs
+        repeats = self.repeats
+        for key, slot, uid, at in zip(
+            _keys(uids[a], pair_hashes[a]).tolist(),
+            slots[a].tolist(),
+            uids[a].tolist(),
+            ordinal[a].tolist(),
+            strict=True,
+        ):
+            found = pairs.get(key, -1)
+            if found >= 0 and at - (found & 0xFFFFFFFF) <= remembered:
+                repeats[slot] += 1
+            pairs[key] = (uid << 32) | at
+        if len(pairs) > max(2 * self._pairs_kept, self._floor):
+            self._pairs = self._trimmed(pairs, self.actions, remembered)
             self._pairs_kept = len(self._pairs)
 
     def _trimmed(self, ordinals: dict[int, int], latest: Ints, window: int) -> dict[int, int]:
@@ -533,6 +601,51 @@ class ActivityTable:
         take = np.isnan(held) | (t >= held)
         self.rule_at[s[take]] = t[take]
         self.rule[s[take]] = r[take]
+
+    def _hard_rules_steps(
+        self, a: Ints, rows: Ints, slots: Ints, codes: Ints, times: Floats, ordinal: Ints
+    ) -> None:
+        """:meth:`_hard_rules`, action by action (the violations applied in turn)."""
+        config = self.config
+        limit = int(config.max_actions_per_second)
+        explicit_limit = int(config.max_explicit_per_second)
+        log_t, prev, prev_explicit = self.log_t, self.log_prev, self.log_prev_explicit
+        most = self.max_explicit_in_second
+        violations: list[tuple[int, float, int]] = []  # (slot, time, rule), in turn
+        for row, slot, code, t, at in zip(
+            rows.tolist(),
+            slots[a].tolist(),
+            codes[a].tolist(),
+            times[a].tolist(),
+            ordinal[a].tolist(),
+            strict=True,
+        ):
+            if at > limit:
+                cur = int(prev[row])
+                for _ in range(limit):
+                    if cur < 0 or abs(float(log_t[cur]) - t) > 1.0:
+                        break
+                    cur = int(prev[cur])
+                else:
+                    violations.append((slot, t, _ACTIONS_RULE))
+            if _EXPLICIT_CODE[code]:
+                count = 1
+                cur = int(prev_explicit[row])
+                for _ in range(explicit_limit):
+                    if cur < 0:
+                        break
+                    count += abs(float(log_t[cur]) - t) <= 1.0
+                    cur = int(prev_explicit[cur])
+                if count > most[slot]:
+                    most[slot] = count
+                if count > explicit_limit:
+                    violations.append((slot, t, _EXPLICIT_RULE))
+        rule_at, rule = self.rule_at, self.rule
+        for slot, t, r in violations:  # the latest wins; at one instant, the later turn
+            held = float(rule_at[slot])
+            if math.isnan(held) or t >= held:
+                rule_at[slot] = t
+                rule[slot] = r
 
     def _profiles(
         self,
@@ -842,12 +955,6 @@ class ActivityTable:
         return views
 
 
-_LINK_STEPS: Final = 16
-"""Up to this many rows are linked one by one (:func:`_link_steps`): below it the sorted
-path's dozen numpy calls cost more than the rows (a stream of one-event requests folds
-rounds of a few events)."""
-
-
 def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     """Each new row's previous row of the same key (in ``rows``' order, else the key's
     head); the heads move to each key's last new row.
@@ -856,7 +963,7 @@ def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
     >>> _link(np.array([1, 0, 1]), np.array([10, 11, 12]), heads).tolist(), heads.tolist()
     ([7, -1, 10], [11, 12, -1])
     """
-    if len(keys) <= _LINK_STEPS:
+    if len(keys) <= _STEPS:
         return _link_steps(keys, rows, heads)
     return _link_sorted(keys, rows, heads)
 
