@@ -96,3 +96,62 @@ async def test_mean_weights_follow_the_posterior_means_and_count_the_evidence() 
         assert abs(after.weights[alg] - p.mean / total) < 1e-9
     assert after.weights["a"] > after.weights["b"] > 0.02
     assert after.evidence == 3_000.0  # credited impressions per algorithm, on average
+
+
+def shrinking(clock: Clock, half: float | None) -> Optimizer:
+    config = BanditSettings(
+        algorithms=["a", "b", "c"],
+        default_weights={
+            s: {"a": 1.0, "b": 1.0, "c": 2.0} for s in ("new", "inactive", "power", "regular")
+        },
+        prior_strength=100.0,
+        weight_mode="mean",
+        weight_evidence_half=half,
+        cache_seconds=0.0,
+        seed=1,
+    )
+    return Optimizer(InMemoryStateStore(), config, clock=clock)
+
+
+async def test_shrunk_weights_are_the_blend_without_evidence_and_learnt_with_it() -> None:
+    clock = Clock(100 * DAY)
+    opt = shrinking(clock, 100.0)
+    before = await opt.weights("regular")  # no evidence: the default weights' blend, exactly
+    assert before.weights == {"a": 0.25, "b": 0.25, "c": 0.5}
+    assert before.learnt_share == 0.0
+    # a little evidence, a lucky streak for b: the weights move towards it by λ only
+    await opt.report(
+        [
+            PerformanceReport("a", "regular", 10, 1, 0, None, clock.now),
+            PerformanceReport("b", "regular", 10, 5, 0, None, clock.now),
+            PerformanceReport("c", "regular", 10, 1, 0, None, clock.now),
+        ],
+        "little",
+    )
+    little = await opt.weights("regular")
+    assert little.evidence == 10.0
+    assert little.learnt_share == 1.0 - 100.0 / 110.0
+    posts = opt.posteriors("regular", clock.now)
+    total = sum(p.mean for p in posts.values())
+    blend = {"a": 0.25, "b": 0.25, "c": 0.5}
+    lam = little.learnt_share
+    for alg, p in posts.items():  # none at the floor: exactly the mix
+        assert abs(little.weights[alg] - (lam * p.mean / total + (1 - lam) * blend[alg])) < 1e-12
+    assert abs(little.weights["b"] - 0.25) < 0.05  # the streak barely moves the blend
+    unshrunk = await shrinking(clock, None).weights("regular")
+    assert unshrunk.learnt_share == 1.0
+    # lots of evidence that a is the better algorithm: the weights favour it
+    await opt.report(
+        [
+            PerformanceReport("a", "regular", 20_000, 6_000, 0, None, clock.now),
+            PerformanceReport("b", "regular", 20_000, 1_000, 0, None, clock.now),
+            PerformanceReport("c", "regular", 20_000, 1_000, 0, None, clock.now),
+        ],
+        "lots",
+    )
+    lots = await opt.weights("regular")
+    assert lots.learnt_share > 0.99
+    assert lots.weights["a"] > 0.7 > lots.weights["c"] > lots.weights["b"]
+    posts = opt.posteriors("regular", clock.now)
+    total = sum(p.mean for p in posts.values())
+    assert abs(lots.weights["a"] - posts["a"].mean / total) < 0.01
