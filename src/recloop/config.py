@@ -277,12 +277,6 @@ class BanditSettings(_Section):
     specification's formula); ``mean``, the posterior means, normalised."""
     draws: int = Field(2000, ge=2000, le=1_000_000)
     """Posterior draws estimating P(best) in ``probability`` mode (at least 2,000)."""
-    weight_evidence_half: float | None = Field(None, gt=0.0)
-    """The served weights are ``λ`` times the learnt ones (``weight_mode``) plus ``1 - λ``
-    times ``default_weights`` (normalised), ``λ = n / (n + weight_evidence_half)``, ``n`` the
-    impressions credited per enabled algorithm of the segment in the window (on average):
-    the blend of the default weights until there is evidence, the learnt weights as it
-    grows (``core.bandit.shrink_weights``). None: the learnt weights as they are."""
     min_weight: float = Field(0.02, ge=0.0, lt=0.25)
     cache_seconds: float = Field(10.0, ge=0.0)
     """``probability`` and ``mean`` weights are recomputed per segment at most this often."""

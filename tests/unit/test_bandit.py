@@ -30,7 +30,6 @@ from recloop.core.bandit import (
     sample_weights,
     satisfaction_of,
     segment_priors,
-    shrink_weights,
 )
 from recloop.core.errors import InvalidInput
 from recloop.core.events import FEEDBACK_TYPES
@@ -665,75 +664,3 @@ def test_disable_reason_with_more_clicks_keeps_the_algorithm() -> None:
         counts = PerformanceCounts(impressions=2000, clicks=clicks)
         reason = disable_reason(counts, posterior(prior, counts), 1000, 0.95, 0.005)
         assert (reason is not None) == disabled, clicks
-
-
-# -- shrink_weights: the learnt weights only as far as the evidence goes -----------------
-
-
-def test_shrink_without_evidence_serves_the_prior_blend_exactly() -> None:
-    learnt = {"a": 0.7, "b": 0.2, "c": 0.1}
-    weights, share = shrink_weights(learnt, {"a": 2.0, "b": 1.0, "c": 1.0}, 0.0, 50.0)
-    assert share == 0.0
-    assert weights == {"a": 0.5, "b": 0.25, "c": 0.25}
-
-
-def test_shrink_is_halfway_at_the_half_evidence_and_learnt_beyond() -> None:
-    learnt, prior = {"a": 0.8, "b": 0.2}, {"a": 1.0, "b": 1.0}
-    half, share = shrink_weights(learnt, prior, 50.0, 50.0)
-    assert share == 0.5
-    assert half == pytest.approx({"a": 0.65, "b": 0.35}, abs=1e-15)
-    much, share = shrink_weights(learnt, prior, 50.0 * 999, 50.0)
-    assert share == pytest.approx(0.999, abs=1e-15)
-    assert much["a"] == pytest.approx(0.999 * 0.8 + 0.001 * 0.5, abs=1e-15)
-    none, share = shrink_weights({"a": 3.0, "b": 1.0}, prior, 0.0, None)
-    assert (none, share) == ({"a": 0.75, "b": 0.25}, 1.0)
-
-
-def test_shrink_reads_the_prior_of_the_learnt_algorithms_only() -> None:
-    # a disabled algorithm is absent from the learnt weights: the prior is renormalised
-    weights, _ = shrink_weights({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 3.0, "c": 4.0}, 0.0, 1.0)
-    assert weights == {"a": 0.25, "b": 0.75}
-
-
-@given(
-    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6).filter(lambda w: sum(w) > 0),
-    st.lists(st.floats(0.01, 1.0), min_size=6, max_size=6),
-    st.floats(0.0, 1e7),
-    st.floats(0.1, 1e4),
-)
-def test_shrink_lies_between_prior_and_learnt_and_moves_with_evidence(
-    learnt_values: list[float], prior_values: list[float], evidence: float, half: float
-) -> None:
-    names = [f"alg{i}" for i in range(len(learnt_values))]
-    learnt = dict(zip(names, learnt_values, strict=True))
-    prior = dict(zip(names, prior_values[: len(names)], strict=True))
-    weights, share = shrink_weights(learnt, prior, evidence, half)
-    more, more_share = shrink_weights(learnt, prior, evidence * 2 + 1, half)
-    assert 0.0 <= share < more_share <= 1.0
-    assert math.isclose(sum(weights.values()), 1.0, abs_tol=1e-12)
-    lt, pt = sum(learnt.values()), sum(prior.values())
-    for a in names:
-        lo, hi = sorted((learnt[a] / lt, prior[a] / pt))
-        assert lo - 1e-12 <= weights[a] <= hi + 1e-12
-        # more evidence: never further from the learnt weight
-        assert abs(more[a] - learnt[a] / lt) <= abs(weights[a] - learnt[a] / lt) + 1e-12
-
-
-@pytest.mark.parametrize(
-    ("learnt", "prior", "evidence", "half", "field"),
-    [
-        ({"a": 1.0}, {"a": 1.0}, -1.0, 1.0, "evidence"),
-        ({"a": 1.0}, {"a": 1.0}, math.inf, 1.0, "evidence"),
-        ({"a": 1.0}, {"a": 1.0}, 1.0, 0.0, "evidence_half"),
-        ({"a": 1.0}, {"b": 1.0}, 1.0, 1.0, "prior"),
-        ({"a": -1.0}, {"a": 1.0}, 1.0, 1.0, "learnt.a"),
-        ({"a": 0.0}, {"a": 1.0}, 1.0, 1.0, "learnt"),
-        ({"a": 1.0}, {"a": math.nan}, 1.0, 1.0, "prior.a"),
-    ],
-)
-def test_shrink_refuses(
-    learnt: dict[str, float], prior: dict[str, float], evidence: float, half: float, field: str
-) -> None:
-    with pytest.raises(InvalidInput) as info:
-        shrink_weights(learnt, prior, evidence, half)
-    assert info.value.field == field

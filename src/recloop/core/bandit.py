@@ -556,61 +556,6 @@ def mean_weights(posteriors: Mapping[str, Posterior], seed: int | None = None) -
     return Weights(dict(zip(posteriors, shares, strict=True)), seed, "mean")
 
 
-def shrink_weights(
-    learnt: Mapping[str, float],
-    prior: Mapping[str, float],
-    evidence: float,
-    evidence_half: float | None,
-) -> tuple[dict[str, float], float]:
-    """The weights to serve: the learnt ones shrunk towards the prior policy's by the
-    evidence behind them, and the share ``λ`` the learnt ones got::
-
-        λ = evidence / (evidence + evidence_half)
-        w_alg = λ · learnt_alg / sum(learnt) + (1 - λ) · prior_alg / sum(prior)
-
-    over the algorithms of ``learnt`` (``prior`` restricted to them). With no evidence
-    the served weights are the prior's (the static blend of the default weights), so
-    a ranking that learns from a handful of noisy clicks is never worse than not
-    learning; half-way at ``evidence_half``; the learnt ones as the evidence grows.
-    ``evidence_half`` None serves the learnt weights as they are (``λ`` 1).
-
-    Raises
-    ------
-    InvalidInput
-        for negative evidence, ``evidence_half`` <= 0, an algorithm of ``learnt``
-        missing from ``prior``, a negative or non-finite weight, or weights summing to 0.
-
-    >>> w, lam = shrink_weights({"a": 0.8, "b": 0.2}, {"a": 1.0, "b": 1.0}, 20.0, 20.0)
-    >>> {k: round(v, 12) for k, v in w.items()}, lam
-    ({'a': 0.65, 'b': 0.35}, 0.5)
-    >>> shrink_weights({"a": 0.8, "b": 0.2}, {"a": 1.0, "b": 3.0}, 0.0, 20.0)
-    ({'a': 0.25, 'b': 0.75}, 0.0)
-    """
-    if not (evidence >= 0 and math.isfinite(evidence)):
-        raise InvalidInput("evidence", f"must be finite and >= 0, got {evidence}")
-    if evidence_half is not None and not (evidence_half > 0 and math.isfinite(evidence_half)):
-        raise InvalidInput("evidence_half", f"must be finite and > 0, got {evidence_half}")
-    for name, weights in (("learnt", learnt), ("prior", prior)):
-        for algorithm, weight in weights.items():
-            if not (weight >= 0 and math.isfinite(weight)):
-                raise InvalidInput(f"{name}.{algorithm}", f"must be >= 0, got {weight}")
-    missing = [a for a in learnt if a not in prior]
-    if missing:
-        raise InvalidInput("prior", f"has no weight for {missing}")
-    learnt_total = sum(learnt.values())
-    prior_total = sum(prior[a] for a in learnt)
-    if learnt_total <= 0 or prior_total <= 0:
-        raise InvalidInput("learnt", "weights must not all be 0")
-    if evidence_half is None:
-        return {a: w / learnt_total for a, w in learnt.items()}, 1.0
-    # the ratio first, as effective_epsilon: λ never exceeds 1 in floating point
-    lam = 1.0 - evidence_half / (evidence_half + evidence)
-    return {
-        a: lam * (w / learnt_total) + (1.0 - lam) * (prior[a] / prior_total)
-        for a, w in learnt.items()
-    }, lam
-
-
 def floor_weights(weights: Mapping[str, float], min_weight: float) -> dict[str, float]:
     """Lift every weight to at least ``min_weight``, taking the mass from the others.
 

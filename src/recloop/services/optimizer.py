@@ -41,7 +41,6 @@ from recloop.core.bandit import (
     probability_best,
     sample_weights,
     segment_priors,
-    shrink_weights,
 )
 from recloop.core.errors import InvalidInput
 from recloop.core.ids import uuid7
@@ -62,9 +61,6 @@ class SegmentWeights:
     evidence: float = 0.0
     """Impressions credited per enabled algorithm in the window, on average (what
     ``exploration.segment_evidence_half`` shrinks a probing ε by)."""
-    learnt_share: float = 1.0
-    """``λ``: how far the served weights moved from the default weights' blend towards
-    the learnt ones (``core.bandit.shrink_weights``; 1 without ``bandit.weight_evidence_half``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,23 +286,18 @@ class Optimizer:
         posts = self.posteriors(segment, now, priors, totals)
         live = {a: posts[a] for a in enabled}
         seed = int(self._seeds.integers(2**32))
-        evidence = sum(totals[a].impressions for a in enabled) / len(enabled)
         if c.weight_mode == "probability":
             drawn = probability_best(live, draws=c.draws, seed=seed)
+            weights = floor_weights(drawn.weights, c.min_weight)
         elif c.weight_mode == "mean":
             drawn = mean_weights(live, seed=seed)
+            weights = floor_weights(drawn.weights, c.min_weight)
         else:
             drawn = sample_weights(live, seed=seed)
-        learnt, share = drawn.weights, 1.0
-        if c.weight_evidence_half is not None:
-            # the learnt weights only as far as the evidence behind them goes; the rest
-            # the default weights' blend (the prior policy)
-            learnt, share = shrink_weights(
-                learnt, c.default_weights[segment], evidence, c.weight_evidence_half
-            )
-        weights = learnt if c.weight_mode == "sample" else floor_weights(learnt, c.min_weight)
+            weights = drawn.weights
+        evidence = sum(totals[a].impressions for a in enabled)
         result = SegmentWeights(
-            segment, weights, disabled, c.weight_mode, now, drawn.seed, evidence, share
+            segment, weights, disabled, c.weight_mode, now, drawn.seed, evidence / len(enabled)
         )
         self._cache[segment] = result
         return result
