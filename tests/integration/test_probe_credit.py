@@ -176,3 +176,52 @@ async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path
         assert await epsilon() == pytest.approx(0.3 * 10 / (10 + 10))
     finally:
         await close()
+
+
+async def test_the_default_halves_the_probing_epsilon_at_five_impressions(
+    tmp_path: Path,
+) -> None:
+    """The default ``segment_evidence_half`` (5, chosen on the closed-loop benchmark's
+    ``world``): a newcomer's ε after 5 and then 15 credited impressions per algorithm."""
+    segments = ("new", "power", "inactive", "regular")
+    settings = make_settings(
+        tmp_path,
+        "memory",
+        bandit={
+            "algorithms": list(QUALITY),
+            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in segments},
+            "cache_seconds": 0.0,
+        },
+        exploration={"evidence_half": None},
+    )
+    assert settings.exploration.probe is True
+    assert settings.exploration.segment_evidence_half == 5.0
+    app, close = await start_app(settings)
+    try:
+
+        async def epsilon() -> float:
+            r = await app.client.get("/users/nobody/strategy")
+            return float(r.json()["exploration"]["epsilon"])
+
+        async def credit(per_algorithm: int, tag: str) -> None:
+            events = [
+                {
+                    "user_id": f"{tag}{k}-{a}",
+                    "item_id": "i",
+                    "type": "impression",
+                    "attribution": {"algorithm": a},
+                }
+                for a in QUALITY
+                for k in range(per_algorithm)
+            ]
+            r = await app.client.post("/feedback", json={"events": events})
+            assert r.status_code == 202, r.text
+            await app.idle(flush=True)
+
+        assert await epsilon() == 0.3  # no evidence: the new segment's ceiling
+        await credit(5, "v")
+        assert await epsilon() == 0.3 * (5.0 / (5.0 + 5.0))
+        await credit(10, "w")
+        assert await epsilon() == 0.3 * (5.0 / (5.0 + 15.0))
+    finally:
+        await close()
