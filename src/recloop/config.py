@@ -345,12 +345,11 @@ class ExplorationSettings(_Section):
     weight, its own top pick shown on top and credited to it alone (``rank``'s ``credit``;
     the other slots credit none), so each algorithm's click rate is learnt without bias.
     False: the softmax draw above, every slot credited by share."""
-    segment_evidence_half: float | None = Field(5.0, gt=0.0)
+    segment_evidence_half: float | None = Field(20.0, gt=0.0)
     """With ``probe``, a user's ε is also multiplied by ``h / (h + n)``, ``n`` the
     impressions credited per algorithm of the segment in the window (on average), ``h`` this:
     probes teach the segment's weights, and cost clicks, so there are fewer as the weights
-    become known (and more again as the window's evidence ages out). None: not shrunk. 5 was
-    chosen on the closed-loop benchmark's ``world`` (docs/benchmarks.md, "Closed loop")."""
+    become known (and more again as the window's evidence ages out). None: not shrunk."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
 
