@@ -71,6 +71,8 @@ _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
 _EXPLICIT_CODE: Final = _EXPLICIT.tolist()
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
+_GOLDEN_INT: Final = int(_GOLDEN)
+_MASK: Final = (1 << 64) - 1
 _ACTIONS_RULE, _EXPLICIT_RULE = 1, 2  # the rule column's codes (0: none)
 _ONE: Final = np.int32(1)
 _NONE: Final = itertools.repeat(-1)
@@ -189,6 +191,7 @@ class ActivityTable:
         self.config = config
         self._floor = floor
         self._type_hash = _type_hashes()
+        self._type_hash_list: list[int] = self._type_hash.tolist()
         self._next_uid = 0
         self.capacity = 0
         self.uid = np.zeros(0, np.int64)
@@ -304,6 +307,10 @@ class ActivityTable:
         if n == 0:
             none = np.zeros(0, np.int64)
             return none, none, none
+        if n <= _STEPS:
+            return self._fold_steps(
+                slots, codes, item_ids, values, times, items, texts, user_ids, review_texts
+            )
         config = self.config
         remembered = config.remembered_items
         hashes = np.fromiter(map(hash, item_ids), np.int64, n)
@@ -337,9 +344,7 @@ class ActivityTable:
         add(self.seen, shown)
         clicks = codes == _CLICK
         if clicks.any():
-            unseen = (self._unseen_steps if n <= _STEPS else self._unseen)(
-                clicks, shown, seen_at, uids, hashes
-            )
+            unseen = self._unseen(clicks, shown, seen_at, uids, hashes)
             add(self.clicks, clicks)
             add(self.unseen_clicks, unseen)
         if shown.any():
@@ -382,6 +387,111 @@ class ActivityTable:
             )
         return grouped
 
+    def _fold_steps(
+        self,
+        slots: Ints,
+        codes: Ints,
+        item_ids: Sequence[str],
+        values: Floats,
+        times: Floats,
+        items: ItemStats,
+        texts: TextRegistry | None,
+        user_ids: Sequence[str] | None,
+        review_texts: Sequence[str | None] | None,
+    ) -> tuple[Ints, Ints, Ints]:
+        """:meth:`fold`, event by event in Python numbers (a round of up to :data:`_STEPS`
+        events): the same counters, ordinals and keys; the log's rows, the hard rules and
+        the profiles as :meth:`fold` takes them."""
+        n = len(slots)
+        config = self.config
+        remembered = config.remembered_items
+        short = config.short_dwell_seconds
+        hashes = list(map(hash, item_ids))
+        code_list = codes.tolist()
+        uid_column, type_hash = self.uid, self._type_hash_list
+        first_at, last_at, hours, type_total = (
+            self.first_at,
+            self.last_at,
+            self.hours,
+            self.type_total,
+        )
+        impressed, pairs = self._impressed, self._pairs
+        uids = [0] * n
+        ordinal = [0] * n
+        acts: list[int] = []
+        first: dict[int, int] = {}
+        count: dict[int, int] = {}
+        shown_any = False
+        for i, slot, code, t, v, h in zip(
+            range(n), slots.tolist(), code_list, times.tolist(), values.tolist(), hashes,
+            strict=False,
+        ):  # fmt: skip
+            uid = uids[i] = int(uid_column[slot])
+            spread = (uid * _GOLDEN_INT) & _MASK
+            if slot in count:
+                count[slot] += 1
+            else:
+                count[slot], first[slot] = 1, i
+            self.events[slot] += 1
+            if t < first_at[slot]:
+                first_at[slot] = t
+            if t > last_at[slot]:
+                last_at[slot] = t
+            if code in (_IMPRESSION, _VIEW):
+                shown_any = True
+                seen = int(self.seen[slot]) + 1
+                self.seen[slot] = seen
+                impressed[(h & _MASK) ^ spread] = (uid << 32) | seen
+            elif code == _CLICK:
+                self.clicks[slot] += 1
+                found = impressed.get((h & _MASK) ^ spread, -1)
+                if found < 0 or int(self.seen[slot]) - (found & 0xFFFFFFFF) >= remembered:
+                    self.unseen_clicks[slot] += 1
+            if code == _IMPRESSION:
+                continue
+            at = ordinal[i] = int(self.actions[slot]) + 1
+            self.actions[slot] = at
+            acts.append(i)
+            pair = ((h ^ type_hash[code]) & _MASK) ^ spread
+            found = pairs.get(pair, -1)
+            if found >= 0 and at - (found & 0xFFFFFFFF) <= remembered:
+                self.repeats[slot] += 1
+            pairs[pair] = (uid << 32) | at
+            if code == _DWELL and not math.isnan(v):
+                self.dwells[slot] += 1
+                self.short_dwells[slot] += v < short
+            hours[slot, int(t // 3600.0 % _HOURS)] += 1
+            type_total[slot, code] += 1
+        touched = sorted(count)
+        grouped = (
+            np.array(touched, np.int64),
+            np.array([first[s] for s in touched], np.int64),
+            np.array([count[s] for s in touched], np.int64),
+        )
+        if shown_any and len(impressed) > max(2 * self._impressed_kept, self._floor):
+            self._impressed = self._trimmed(impressed, self.seen, remembered - 1)
+            self._impressed_kept = len(self._impressed)
+        if not acts:
+            return grouped
+        if len(pairs) > max(2 * self._pairs_kept, self._floor):
+            self._pairs = self._trimmed(pairs, self.actions, remembered)
+            self._pairs_kept = len(self._pairs)
+        a = np.array(acts, np.int64)
+        at_ordinal = np.array(ordinal, np.int64)
+        rows = self._append(
+            a, slots, np.array(uids, np.int64), codes, np.array(hashes, np.int64), times
+        )
+        self._hard_rules_steps(a, rows, slots, codes, times, at_ordinal)
+        if self._rows > max(2 * self._kept_after_compaction, self._floor):
+            self.compact()
+        profiled = [i for i in acts if code_list[i] in (_RATING, _REVIEW)]
+        if profiled:
+            self._profiles(
+                np.array(profiled, np.int64), slots, codes, item_ids, values, items, texts,
+                user_ids, review_texts,
+            )  # fmt: skip
+        return grouped
+
     def _unseen(
         self,
         clicks: npt.NDArray[np.bool_],
@@ -412,37 +522,6 @@ class ActivityTable:
         unseen[idx[is_click]] = (at[is_click] < 0) | (
             seen_at[idx[is_click]] - at[is_click] >= remembered
         )
-        return unseen
-
-    def _unseen_steps(
-        self,
-        clicks: npt.NDArray[np.bool_],
-        shown: npt.NDArray[np.bool_],
-        seen_at: Ints,
-        uids: Ints,
-        hashes: Ints,
-    ) -> npt.NDArray[np.bool_]:
-        """:meth:`_unseen`, event by event."""
-        remembered = self.config.remembered_items
-        impressed = self._impressed.get
-        latest: dict[int, int] = {}  # this batch's latest impression of a key
-        unseen = np.zeros(len(clicks), np.bool_)
-        for i, key, click, show, at_click in zip(
-            itertools.count(),
-            _keys(uids, hashes).tolist(),
-            clicks.tolist(),
-            shown.tolist(),
-            seen_at.tolist(),
-            strict=False,
-        ):
-            if show:
-                latest[key] = at_click
-            elif click:
-                at = latest.get(key)
-                if at is None:
-                    found = impressed(key, -1)
-                    at = -1 if found < 0 else found & 0xFFFFFFFF
-                unseen[i] = at < 0 or at_click - at >= remembered
         return unseen
 
     def _repeats(self, a: Ints, slots: Ints, uids: Ints, pair_hashes: Ints, ordinal: Ints) -> None:
