@@ -4,6 +4,7 @@ Ctrl-C stops them all cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from recloop.cli import app as cli
 from tests.conftest import free_port, service_unavailable
 from tests.postgres import postgres_url  # noqa: F401
-from tests.redis import redis_url  # noqa: F401
+from tests.redis import flush_prefix, redis_url  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -108,6 +109,7 @@ def test_launcher_serves_applies_and_stops_on_ctrl_c(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        asyncio.run(flush_prefix(redis_url, config["rate_limits"]["key_prefix"]))
 
 
 def _import_through_the_workers(tmp_path: Path, config: Path, base: str, deadline: float) -> None:
