@@ -191,7 +191,6 @@ class ActivityTable:
         self.config = config
         self._floor = floor
         self._type_hash = _type_hashes()
-        self._type_hash_list: list[int] = self._type_hash.tolist()
         self._next_uid = 0
         self.capacity = 0
         self.uid = np.zeros(0, np.int64)
@@ -408,14 +407,14 @@ class ActivityTable:
         short = config.short_dwell_seconds
         hashes = list(map(hash, item_ids))
         code_list = codes.tolist()
-        uid_column, type_hash = self.uid, self._type_hash_list
+        uid_column = self.uid
         first_at, last_at, hours, type_total = (
             self.first_at,
             self.last_at,
             self.hours,
             self.type_total,
         )
-        impressed, pairs = self._impressed, self._pairs
+        impressed = self._impressed
         uids = [0] * n
         ordinal = [0] * n
         acts: list[int] = []
@@ -452,11 +451,6 @@ class ActivityTable:
             at = ordinal[i] = int(self.actions[slot]) + 1
             self.actions[slot] = at
             acts.append(i)
-            pair = ((h ^ type_hash[code]) & _MASK) ^ spread
-            found = pairs.get(pair, -1)
-            if found >= 0 and at - (found & 0xFFFFFFFF) <= remembered:
-                self.repeats[slot] += 1
-            pairs[pair] = (uid << 32) | at
             if code == _DWELL and not math.isnan(v):
                 self.dwells[slot] += 1
                 self.short_dwells[slot] += v < short
@@ -473,14 +467,11 @@ class ActivityTable:
             self._impressed_kept = len(self._impressed)
         if not acts:
             return grouped
-        if len(pairs) > max(2 * self._pairs_kept, self._floor):
-            self._pairs = self._trimmed(pairs, self.actions, remembered)
-            self._pairs_kept = len(self._pairs)
         a = np.array(acts, np.int64)
         at_ordinal = np.array(ordinal, np.int64)
-        rows = self._append(
-            a, slots, np.array(uids, np.int64), codes, np.array(hashes, np.int64), times
-        )
+        uid_array, hash_array = np.array(uids, np.int64), np.array(hashes, np.int64)
+        self._repeats_steps(a, slots, uid_array, hash_array ^ self._type_hash[codes], at_ordinal)
+        rows = self._append(a, slots, uid_array, codes, hash_array, times)
         self._hard_rules_steps(a, rows, slots, codes, times, at_ordinal)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()

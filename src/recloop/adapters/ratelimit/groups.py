@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from recloop.core.ratelimit import Admission
 
 AdmitMany = Callable[[str, Sequence[tuple[str, int]]], Awaitable[dict[int, Admission]]]
+Decide = Callable[[str, Sequence[tuple[str, int]]], dict[int, Admission]]
 
 
 async def admit_each(
@@ -18,8 +19,22 @@ async def admit_each(
     group refused in part are not asked (None)."""
     decided: list[dict[int, Admission] | None] = []
     for action, asks in groups:
-        if gate and decided and decided[0]:
-            decided.append(None)  # the first group was refused in part
-        else:
-            decided.append(await admit_many(action, asks))
+        decided.append(None if gated(decided, gate) else await admit_many(action, asks))
     return decided
+
+
+def decide_each(
+    decide: Decide,
+    groups: Sequence[tuple[str, Sequence[tuple[str, int]]]],
+    gate: bool,
+) -> list[dict[int, Admission] | None]:
+    """:func:`admit_each` for a limiter that decides without awaiting (in process)."""
+    decided: list[dict[int, Admission] | None] = []
+    for action, asks in groups:
+        decided.append(None if gated(decided, gate) else decide(action, asks))
+    return decided
+
+
+def gated(decided: Sequence[dict[int, Admission] | None], gate: bool) -> bool:
+    """Whether the next group goes unasked: ``gate`` and the first group refused in part."""
+    return gate and bool(decided) and bool(decided[0])

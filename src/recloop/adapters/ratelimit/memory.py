@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from limits import parse_many
 
+from recloop.adapters.ratelimit.groups import decide_each
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit, admit_one
 
 _ABSENT = itertools.repeat(-1)
@@ -206,15 +207,8 @@ class MemoryRateLimiter:
     async def admit_groups(
         self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
     ) -> list[dict[int, Admission] | None]:
-        """As :func:`~recloop.adapters.ratelimit.groups.admit_each` asks them, each group
-        decided here at once (no call per group to await)."""
-        decided: list[dict[int, Admission] | None] = []
-        for action, asks in groups:
-            if gate and decided and decided[0]:
-                decided.append(None)  # the first group was refused in part
-            else:
-                decided.append(self.decide(action, asks))
-        return decided
+        """Each group decided here at once (no call per group to await)."""
+        return decide_each(self.decide, groups, gate)
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         for action in actions:
