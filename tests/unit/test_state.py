@@ -17,6 +17,7 @@ from recloop.core.events import SignalTable, TypeWeight
 from recloop.core.preferences import ImplicitAggregate, LearningRate, UserState
 from recloop.core.segments import SEGMENTS, SegmentRules, segment_codes, segment_of
 from recloop.core.state import (
+    ExplicitRound,
     UserRows,
     UserTable,
     aggregate,
@@ -91,8 +92,7 @@ def test_explicit_batch_matches_one_event_at_a_time(
 
     slots, _ = table.slots([f"u{u}" for u, *_ in events])
     item_rows = np.array([items[i] if i < N_ITEMS else np.zeros(DIM) for _, i, *_ in events])
-    apply_explicit(
-        table,
+    explicit = ExplicitRound(
         slots,
         item_rows,
         np.array([i < N_ITEMS for _, i, *_ in events]),
@@ -100,9 +100,8 @@ def test_explicit_batch_matches_one_event_at_a_time(
         np.array([e[3] for e in events]),
         offsets,
         np.array([e[4] for e in events]),
-        RATE,
-        now=99.0,
     )
+    apply_explicit(table, explicit, RATE, now=99.0)
     rows = table.rows(np.arange(4, dtype=np.int64))
     for i in range(4):
         got, want = rows.state(i), oracle[rows.user_ids[i]]
@@ -144,18 +143,17 @@ def test_explicit_one_by_one_matches_the_steps_to_the_bit(
     for t in tables:
         t.round = 5
     slots, _ = tables[0].slots([f"u{u}" for u, *_ in events])
-    args = (
+    explicit = ExplicitRound(
+        slots,
         np.array([items[i] if i < N_ITEMS else np.zeros(DIM) for _, i, *_ in events]),
         np.array([i < N_ITEMS for _, i, *_ in events]),
         np.array([e[2] for e in events]),
         np.array([e[3] for e in events]),
         np.array([e[5] for e in events], dtype=np.int64),
         np.array([e[4] for e in events]),
-        RATE,
-        99.0,
     )
-    learnt_each, before_each = apply_explicit_each(tables[0], slots, *args)
-    learnt_steps, before_steps = apply_explicit_steps(tables[1], slots, *args)
+    learnt_each, before_each = apply_explicit_each(tables[0], explicit, RATE, 99.0)
+    learnt_steps, before_steps = apply_explicit_steps(tables[1], explicit, RATE, 99.0)
     assert learnt_each.tolist() == learnt_steps.tolist()
     for a, b in [(before_each.interactions, before_steps.interactions),
                  (before_each.last_event_at, before_steps.last_event_at)]:  # fmt: skip

@@ -552,55 +552,53 @@ class Before:
     last_event_at: Floats
 
 
+@dataclass(frozen=True, slots=True)
+class ExplicitRound:
+    """A round's explicit events, in order, as columns: event ``i`` is of user
+    ``slots[i]`` on an item with vector ``items[i]`` (if ``has_item[i]``), with its
+    signal, its user's reliability (NaN: held, kept but not learnt from), its log offset
+    and its time."""
+
+    slots: Ints
+    items: Floats
+    has_item: Bools
+    signals: Floats
+    reliability: Floats
+    offsets: Ints
+    timestamps: Floats
+
+
 SMALL_ROUND = 8
 """Explicit events up to which :func:`apply_explicit` takes them one by one: below
 it, the few numpy calls per event cost less than a step's fixed set-up."""
 
 
 def apply_explicit(
-    table: UserTable,
-    slots: Ints,
-    items: Floats,
-    has_item: Bools,
-    signals: Floats,
-    reliability: Floats,
-    offsets: Ints,
-    timestamps: Floats,
-    rate: LearningRate,
-    now: float,
+    table: UserTable, events: ExplicitRound, rate: LearningRate, now: float
 ) -> tuple[Bools, Before]:
     """Apply explicit events in order: :func:`apply_explicit_each` for a few
     (:data:`SMALL_ROUND`), :func:`apply_explicit_steps` for more; the same state to the bit.
     """
-    apply = apply_explicit_each if len(slots) <= SMALL_ROUND else apply_explicit_steps
-    return apply(
-        table, slots, items, has_item, signals, reliability, offsets, timestamps, rate, now
-    )
+    apply = apply_explicit_each if len(events.slots) <= SMALL_ROUND else apply_explicit_steps
+    return apply(table, events, rate, now)
 
 
 def apply_explicit_each(
-    table: UserTable,
-    slots: Ints,
-    items: Floats,
-    has_item: Bools,
-    signals: Floats,
-    reliability: Floats,
-    offsets: Ints,
-    timestamps: Floats,
-    rate: LearningRate,
-    now: float,
+    table: UserTable, events: ExplicitRound, rate: LearningRate, now: float
 ) -> tuple[Bools, Before]:
     """:func:`apply_explicit_steps` one event at a time, with the scalar rules
     (``LearningRate``, ``ema_update``): no set-up, a few numpy calls per event.
 
     >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
-    >>> applied, before = apply_explicit_each(
-    ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
+    >>> applied, before = apply_explicit_each(t, ExplicitRound(
+    ...     np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
     ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
-    ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)
+    ...     np.array([5.0, 6.0])), LearningRate(0.5, 0.5), now=7.0)
     >>> t.vectors[0].tolist(), applied.tolist(), before.interactions.tolist()
     ([0.25, 0.5], [True, True], [0, 1])
     """
+    slots, items, has_item, signals = events.slots, events.items, events.has_item, events.signals
+    reliability, offsets, timestamps = events.reliability, events.offsets, events.timestamps
     n = len(slots)
     interactions_before = [0] * n
     last_before = [math.nan] * n
@@ -651,33 +649,24 @@ def _touch_one(table: UserTable, slot: int, timestamp: float) -> None:
 
 
 def apply_explicit_steps(
-    table: UserTable,
-    slots: Ints,
-    items: Floats,
-    has_item: Bools,
-    signals: Floats,
-    reliability: Floats,
-    offsets: Ints,
-    timestamps: Floats,
-    rate: LearningRate,
-    now: float,
+    table: UserTable, events: ExplicitRound, rate: LearningRate, now: float
 ) -> tuple[Bools, Before]:
     """Apply explicit events in order (``UserState.apply_explicit`` / ``hold_explicit``).
 
-    Event ``i`` is of user ``slots[i]`` on an item with vector ``items[i]`` (if
-    ``has_item[i]``); ``reliability[i]`` NaN holds it (kept, not learnt from). Events
-    at or below their user's ``explicit_offset`` are already in the state and skipped.
-    Returns which events were applied (fresh, learnt from) and each event's
-    :class:`Before`.
+    ``events`` as :class:`ExplicitRound` says. Events at or below their user's
+    ``explicit_offset`` are already in the state and skipped. Returns which events were
+    applied (fresh, learnt from) and each event's :class:`Before`.
 
     >>> t = UserTable(dim=2); t.add(t.new_rows(["u"]))
-    >>> applied, before = apply_explicit_steps(
-    ...     t, np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
+    >>> applied, before = apply_explicit_steps(t, ExplicitRound(
+    ...     np.array([0, 0]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([True, True]),
     ...     np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.array([1, 2]),
-    ...     np.array([5.0, 6.0]), LearningRate(0.5, 0.5), now=7.0)
+    ...     np.array([5.0, 6.0])), LearningRate(0.5, 0.5), now=7.0)
     >>> t.vectors[0].tolist(), applied.tolist(), before.interactions.tolist()
     ([0.25, 0.5], [True, True], [0, 1])
     """
+    slots, items, has_item, signals = events.slots, events.items, events.has_item, events.signals
+    reliability, offsets, timestamps = events.reliability, events.offsets, events.timestamps
     n = len(slots)
     before = Before(np.zeros(n, dtype=np.int64), np.full(n, math.nan))
     fresh = offsets > table.explicit_offset[slots]

@@ -28,6 +28,7 @@ from recloop.core.state import (
     Aggregates,
     Before,
     Bools,
+    ExplicitRound,
     Floats,
     Ints,
     UserTable,
@@ -287,10 +288,8 @@ class Applier:
         reliability = self._reliability([e.user_id for e in events])
         offsets = np.fromiter((e.offset for e in events), np.int64, len(events))
         timestamps = np.fromiter((e.timestamp for e in events), np.float64, len(events))
-        learnt, before = apply_explicit(
-            self.table, slots, items, has_item, signals, reliability, offsets, timestamps,
-            c.rate, now,
-        )  # fmt: skip
+        explicit = ExplicitRound(slots, items, has_item, signals, reliability, offsets, timestamps)
+        learnt, before = apply_explicit(self.table, explicit, c.rate, now)
         observer = self._observer
         watched: dict[str, bool] = {}
         if observer is not None:
