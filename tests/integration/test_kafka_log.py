@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TypeVar
 
+import msgspec
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -111,7 +112,7 @@ async def consume(source: KafkaEventSource, count: int) -> list[tuple[int, Event
 def logged(events: list[Event], positions: list[KafkaPosition]) -> dict[str, tuple[int, Event]]:
     """event_id → (partition, the event as a consumer must decode it)."""
     return {
-        e.event_id: (p.partition, replace(e, offset=p.offset))
+        e.event_id: (p.partition, msgspec.structs.replace(e, offset=p.offset))
         for e, p in zip(events, positions, strict=True)
     }
 
@@ -323,7 +324,7 @@ async def test_an_undecodable_message_is_reported_then_dead_lettered(
                 positions += batch.positions()
                 undecodable += batch.undecodable
                 next_offsets |= batch.next_offsets
-        assert events == [replace(good, offset=good_at.offset)]
+        assert events == [msgspec.structs.replace(good, offset=good_at.offset)]
         assert positions == [good_at]
         [poison] = undecodable
         assert poison.position == KafkaPosition(bad.partition, bad.offset)

@@ -13,10 +13,10 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import text
 from tenacity import AsyncRetrying, RetryCallState
@@ -306,7 +306,9 @@ async def test_a_state_commit_whose_answer_was_lost_is_not_counted_twice(
         writer.start()
         try:
             events = [
-                replace(like(f"e{n}", f"u{n % 3}"), attribution={"algorithm": "popularity"})
+                msgspec.structs.replace(
+                    like(f"e{n}", f"u{n % 3}"), attribution={"algorithm": "popularity"}
+                )
                 for n in range(6)
             ]
             await writer.submit(events)

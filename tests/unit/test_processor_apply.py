@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
@@ -135,7 +135,9 @@ async def test_a_restart_replays_only_what_the_checkpoint_does_not_cover() -> No
     try:
         events = [Event(f"e{n}", "ann", ITEMS[n % 3], "like", 1_000.0 + n) for n in range(4)]
         offsets = await log.append(events)
-        logged = [replace(e, offset=o) for e, o in zip(events, offsets, strict=True)]
+        logged = [
+            msgspec.structs.replace(e, offset=o) for e, o in zip(events, offsets, strict=True)
+        ]
         await processor.dispatch(logged[:2])
         await applied(processor, logged[1].offset)
         await processor.checkpoint()

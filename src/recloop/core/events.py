@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -147,8 +148,7 @@ _VALUE_KIND: Final = {"rating": 1, "dwell": 2}
 """Types whose signal depends on the value: 1 rating, 2 dwell."""
 
 
-@dataclass(slots=True)
-class Event:
+class Event(msgspec.Struct, gc=False):
     """One accepted feedback event, as the processors see it.
 
     ``offset`` is its position in the event log: ``-1`` until the log assigns
@@ -156,6 +156,13 @@ class Event:
     construction; copying 10^5 events per second to set it would cost more
     than the rest of ingestion). ``timestamp`` is when the user acted, in
     seconds since the epoch.
+
+    A msgspec ``Struct`` rather than a dataclass: every accepted event is built
+    once on the ingest path (and again by a worker from its log), and a Struct
+    is built in C (docs/benchmarks.md, "Session 12: events as Structs"). ``gc=False``:
+    an event refers to no event, so it is never part of a reference cycle and the
+    collector need not track it (its ``context`` and ``attribution`` mappings are
+    tracked on their own). Copy one with :func:`msgspec.structs.replace`.
     """
 
     event_id: str
@@ -165,8 +172,8 @@ class Event:
     timestamp: float
     value: float | None = None
     text: str | None = None
-    context: Mapping[str, Any] = field(default_factory=dict)
-    attribution: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = msgspec.field(default_factory=dict)
+    attribution: Mapping[str, Any] = msgspec.field(default_factory=dict)
     offset: int = -1
     partition: int = 0
     """The log partition ``offset`` counts in: always 0 in the embedded log; in the

@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from recloop.core.events import EXPLICIT_TYPES, Event
@@ -812,6 +813,4 @@ def event_log_writer(
 
 
 def _without_text(event: Event) -> Event:
-    from dataclasses import replace
-
-    return replace(event, text=None)
+    return msgspec.structs.replace(event, text=None)
