@@ -115,16 +115,22 @@ def test_the_tables_columns_grade_as_its_views_do(config: SpamConfig, seed: int)
     # the judgements: grade_many's to the last bit, judge's to rounding
     assert new.score.tobytes() == old.score.tobytes()
     assert (new.status, new.rule) == (old.status, old.rule)
-    statuses = set()
+    statuses: set[str] = set()
+    reasons_seen: set[bool] = set()
     for i, view in enumerate(views):
         want = judge(
             view, items, config, now, texts_or_none, norms, groups[i], features[i], readings[i]
         )
         assert (new.status[i], new.rule[i]) == (want.status, want.hard_rule), chosen[i]
         assert new.score[i] == pytest.approx(want.score, abs=1e-9), chosen[i]
+        # the record's reason, which the guard now takes from the columns
+        fired = [name for name, signal in want.signals.items() if signal.fired]
+        assert new.reason(i) == (want.hard_rule or ", ".join(fired)), chosen[i]
+        reasons_seen.add(bool(fired))
         statuses.add(want.status)
-    if len(chosen) >= 100:  # the comparison covers every status
+    if len(chosen) >= 100:  # the comparison covers every status, and signals fired or not
         assert statuses == {"trusted", "suspect", "blocked"}, statuses
+        assert reasons_seen == {True, False}, reasons_seen
 
 
 def test_the_hard_rules_are_held_for_hard_rule_seconds_only() -> None:

@@ -106,6 +106,20 @@ class Graded:
     score: Floats
     rule: list[str | None]
     status: list[str]
+    fired: Mapping[str, npt.NDArray[np.bool_]]
+    """Each signal's column of which users it fired for, by name, in the order of
+    :func:`recloop.core.spam.signals`."""
+
+    def reason(self, i: int) -> str:
+        """User ``i``'s reason, as a reliability record states it: the hard rule held, or
+        the names of the signals that fired (``judge``'s verdict's, in its order).
+
+        >>> g = Graded(np.zeros(2), [None, "flood"], ["blocked"] * 2,
+        ...            {"a": np.array([True, True]), "b": np.array([False, True])})
+        >>> g.reason(0), g.reason(1)
+        ('a', 'flood')
+        """
+        return self.rule[i] or ", ".join(name for name, at in self.fired.items() if at[i])
 
 
 def _severity(value: Any, threshold: Any, span: float, high: bool = True) -> Floats:
@@ -455,4 +469,4 @@ def grade_columns(
         BLOCKED,
         np.where(score < config.suspect_threshold, SUSPECT, TRUSTED),
     ).tolist()
-    return Graded(score, rules, status)
+    return Graded(score, rules, status, {name: fired for name, (_, fired) in found.items()})

@@ -417,19 +417,19 @@ class GuardService:
         ]
         if not moved:
             return []
-        found = judged([i for i, _ in moved])  # their signals: the records' reasons
         return [
-            self._new_record(user_ids[i], since, verdict)
-            for (i, since), verdict in zip(moved, found, strict=True)
+            self._new_record(
+                user_ids[i], since, float(graded.score[i]), graded.status[i], graded.reason(i)
+            )
+            for i, since in moved
         ]
 
-    def _new_record(self, user_id: str, since: float, verdict: Verdict) -> ReliabilityRecord:
-        """Keep the user's new record: the verdict's score and status, the signals that
-        fired (or the hard rule) its reason."""
-        reason = verdict.hard_rule or ", ".join(
-            name for name, signal in verdict.signals.items() if signal.fired
-        )
-        record = ReliabilityRecord(user_id, verdict.score, verdict.status, since, False, reason)
+    def _new_record(
+        self, user_id: str, since: float, score: float, status: str, reason: str
+    ) -> ReliabilityRecord:
+        """Keep the user's new record: its score and status, and its reason (the signals
+        that fired, or the hard rule)."""
+        record = ReliabilityRecord(user_id, score, status, since, False, reason)
         self._keep(record)
         return record
 
