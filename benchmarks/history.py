@@ -14,19 +14,31 @@ recipe.
 temporary directory, imports it with ``recloop import`` into a fresh SQLite file
 (the default settings), and prints the rows per second the command reports (the
 whole import: reading, sorting, logging, applying, judging).
+
+``--batch-workload`` imports instead the events the batched-ingest benchmark posts
+(``benchmarks.workload``: its users, items, mix and event ids, the suite's catalogue
+registered first), stamped at 40,000 events per second of history: the same events
+the server takes over HTTP, so the import's CPU per row compares with the server's CPU
+per event (``python -m benchmarks --only batch``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
+import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.workload import EventFactory, Workload
+from recloop.config import load_settings
+from recloop.container import build_container
 
 GENRES = ("jazz", "rock", "folk", "pop", "classical")
 ALGORITHMS = ("collaborative", "content_based", "popularity", "trending")
@@ -103,11 +115,54 @@ def write_history(
     return len(rows)
 
 
+BATCH_RATE = 40_000.0
+"""Events per second of history in ``--batch-workload``: the batched-ingest benchmark's pace."""
+
+
+def write_batch_workload(path: Path, rows: int, end: float) -> int:
+    """Write ``rows`` events of the batched-ingest benchmark's workload, stamped at
+    :data:`BATCH_RATE` per second up to ``end``, in time order; how many rows."""
+    events = EventFactory(Workload(), "history", seed=1)
+    start = end - rows / BATCH_RATE
+    with path.open("w", encoding="utf-8") as out:
+        for k0 in range(0, rows, 1_000):
+            for k, event in enumerate(events.batch(min(1_000, rows - k0)), start=k0):
+                event["timestamp"] = start + k / BATCH_RATE
+                out.write(json.dumps(event) + "\n")
+    return rows
+
+
+def register_catalogue(work: Path) -> None:
+    """The batched-ingest benchmark's items, registered in ``work``'s default database (as
+    the suite registers them before its loads)."""
+
+    async def put() -> None:
+        container = build_container(load_settings(None))
+        await container.start()
+        try:
+            for body in Workload().item_batches():
+                await container.items.put_many(body["items"])
+        finally:
+            await container.stop()
+
+    here = Path.cwd()
+    os.chdir(work)
+    try:
+        asyncio.run(put())
+    finally:
+        os.chdir(here)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.history", description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000, help="about this many rows")
     parser.add_argument(
         "--no-slates", action="store_true", help="clicks and ratings only: no slates to rank"
+    )
+    parser.add_argument(
+        "--batch-workload",
+        action="store_true",
+        help="the batched-ingest benchmark's events instead (its catalogue registered first)",
     )
     args = parser.parse_args()
     shown = 0 if args.no_slates else SLATE
@@ -117,7 +172,12 @@ def main() -> None:
         work = Path(tmp)
         history = work / "history.jsonl"
         end = time.time() - 3600.0
-        n = write_history(history, end, users=users, slates=not args.no_slates)
+        if args.batch_workload:
+            users = Workload().users
+            n = write_batch_workload(history, args.rows, end)
+            register_catalogue(work)
+        else:
+            n = write_history(history, end, users=users, slates=not args.no_slates)
         done = subprocess.run(
             [sys.executable, "-m", "recloop", "import", str(history), "--json"],
             cwd=work,

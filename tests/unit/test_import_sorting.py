@@ -14,16 +14,25 @@ from recloop.importing.sorting import FRAME, ExternalSort
 Item = tuple[float, int, str, dict[str, Any]]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     times=st.lists(
         st.floats(-1e9, 1e9, allow_nan=False) | st.sampled_from([0.0, 1.0]), max_size=300
     ),
     buffer=st.integers(1, 50),
+    arrangement=st.sampled_from(["as drawn", "in order", "in order but two swapped"]),
+    swap=st.tuples(st.integers(0, 299), st.integers(0, 299)),
 )
 def test_external_sort_gives_what_sorted_gives_holding_at_most_its_buffer(
-    times: list[float], buffer: int
+    times: list[float], buffer: int, arrangement: str, swap: tuple[int, int]
 ) -> None:
+    """Random input, and input already in order (its runs do not overlap: read one after
+    the other) or nearly (two rows swapped: some runs overlap, merged)."""
+    if arrangement != "as drawn":
+        times = sorted(times)
+    if arrangement == "in order but two swapped" and times:
+        a, b = swap[0] % len(times), swap[1] % len(times)
+        times[a], times[b] = times[b], times[a]
     items: list[Item] = [(t, i, f"row-{i}", {"n": i}) for i, t in enumerate(times)]
     with tempfile.TemporaryDirectory() as tmp:
         order: ExternalSort[Item] = ExternalSort(Path(tmp), "t", buffer, Item)
