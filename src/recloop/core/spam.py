@@ -447,6 +447,22 @@ def _count(tally: _Tally, value: float, sign: int) -> None:
         tally[4] += sign
 
 
+def _rows_of(tallies: Mapping[str, _Tally], item_ids: Sequence[str]) -> FloatArray:
+    """The tallies of ``item_ids`` (all held) as a ``(len, 5)`` array."""
+    rows = map(tallies.__getitem__, item_ids)
+    flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(item_ids))
+    return flat.reshape(-1, 5)
+
+
+def _grown_rows(array: FloatArray, needed: int) -> FloatArray:
+    """``array`` with room for at least ``needed`` rows (doubling), its rows kept."""
+    if needed <= len(array):
+        return array
+    grown = np.zeros((max(needed, 2 * len(array), 64), 5))
+    grown[: len(array)] = array
+    return grown
+
+
 @dataclass(frozen=True, slots=True)
 class PopularityRanks:
     """Items' popularity as centred log-ranks, for the ``popularity`` signal.
@@ -496,6 +512,12 @@ class ItemStats:
         self._ranks: tuple[int, int, PopularityRanks] | None = None
         self._ends: tuple[int, int, FloatArray, FloatArray] | None = None
         self._table: tuple[int, FloatArray] | None = None
+        # every item's tally as a row of an array, in ``_items``' order, brought up to
+        # date by :meth:`_tallies` from the items changed since (not rebuilt whole: the
+        # population tables are recomputed as ratings grow, over every item)
+        self._mirror: FloatArray = np.zeros((0, 5))
+        self._row: dict[str, int] = {}
+        self._changed: dict[str, None] = {}  # in first-change order: new items' order
 
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
@@ -505,6 +527,7 @@ class ItemStats:
             held = self._items[item_id] = _tally()
         _count(held, value, 1)
         _count(self._global, value, 1)
+        self._changed[item_id] = None
         self._version += 1
 
     def remove_rating(self, item_id: str, value: float) -> None:
@@ -521,7 +544,9 @@ class ItemStats:
         _count(held, value, -1)
         if held[0] == 0:
             del self._items[item_id]
+            self._row.clear()  # the rows' order is the items': rebuilt whole
         _count(self._global, value, -1)
+        self._changed[item_id] = None
         self._version += 1
 
     def replace_rating(self, item_id: str, old: float, new: float) -> None:
@@ -625,6 +650,7 @@ class ItemStats:
         for item_id, theirs in other._items.items():
             mine = self._items.get(item_id)
             self._items[item_id] = list(theirs) if mine is None else _added(mine, theirs)
+        self._row.clear()  # every row may have moved: rebuilt whole
         self._global = _added(self._global, other._global)
         self.note_items(other._seen)
         self._lengths = _added(self._lengths, other._lengths)
@@ -688,13 +714,47 @@ class ItemStats:
 
     def _tallies(self) -> FloatArray:
         """Every item's moments as a ``(items, 5)`` array, in the items' order (one read
-        per version, shared by the population tables rebuilt together)."""
+        per version, shared by the population tables rebuilt together).
+
+        >>> s = ItemStats()
+        >>> for item, v in (("a", 5.0), ("b", 3.0), ("a", 4.0)):
+        ...     s.add_rating(item, v)
+        >>> s._tallies().tolist()
+        [[2.0, 9.0, 41.0, 1.0, 0.0], [1.0, 3.0, 9.0, 0.0, 0.0]]
+        >>> s.remove_rating("b", 3.0); s.add_rating("c", 1.0); s._tallies()[:, 0].tolist()
+        [2.0, 1.0]
+        """
         held = self._table
         if held is None or held[0] != self._version:
-            rows = self._items.values()
-            table = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 5 * len(rows))
-            held = self._table = (self._version, table.reshape(-1, 5))
+            held = self._table = (self._version, self._mirrored_tallies().copy())
         return held[1]
+
+    def _mirrored_tallies(self) -> FloatArray:
+        """:attr:`_mirror` brought up to date: the rows of the items changed since the last
+        call rewritten, new items' rows appended (in their order in ``_items``); rebuilt
+        whole after an item was dropped or statistics merged (``_row`` cleared), or if the
+        rows and the items disagree."""
+        items, row, changed = self._items, self._row, self._changed
+        self._changed = {}
+        if row:
+            known = [item for item in changed if item in row]
+            new = [item for item in changed if item not in row]
+            if len(row) + len(new) == len(items):
+                mirror = self._mirror
+                if known:
+                    mirror[[row[item] for item in known]] = _rows_of(items, known)
+                if new:
+                    start = len(row)
+                    if start + len(new) > len(mirror):
+                        mirror = self._mirror = _grown_rows(mirror, start + len(new))
+                    mirror[start : start + len(new)] = _rows_of(items, new)
+                    row.update(zip(new, range(start, start + len(new)), strict=True))
+                return mirror[: len(row)]
+        ids = list(items)
+        self._mirror = _grown_rows(np.zeros((0, 5)), len(ids))
+        self._mirror[: len(ids)] = _rows_of(items, ids)
+        self._row = dict(zip(ids, range(len(ids)), strict=True))
+        return self._mirror[: len(ids)]
 
     def log_ranks(self, refresh: float = 0.0) -> PopularityRanks:
         """Each item's popularity as its centred log-rank (see :class:`PopularityRanks`).
