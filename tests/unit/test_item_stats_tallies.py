@@ -73,3 +73,55 @@ def test_the_tallies_read_equal_those_built_whole(seed: int) -> None:
             for mine, theirs in zip(stats.end_shares(), fresh.end_shares(), strict=True):
                 assert mine.tobytes() == theirs.tobytes()
     assert reads > 50
+
+
+def end_shares_by_masks(stats: ItemStats) -> list[np.ndarray]:
+    """:meth:`ItemStats.end_shares` as it was written first (a mask over every item per
+    bin): the oracle of the slices it takes now."""
+    from recloop.core.spam import (
+        _END_BINS,
+        RATING_MAX,
+        RATING_MIN,
+        _end_bin,
+        _median,
+        _other_mean,
+    )
+
+    table = built_whole(stats)
+    n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
+    counted = n >= 5
+    out = []
+    for ends, value in ((top, RATING_MAX), (bottom, RATING_MIN)):
+        bins = _end_bin(_other_mean(total, n, ends, value))
+        hits = np.bincount(bins, weights=ends, minlength=_END_BINS)
+        trials = np.bincount(bins, weights=n, minlength=_END_BINS)
+        tau2 = np.zeros(_END_BINS)
+        per_bin = np.bincount(bins[counted], minlength=_END_BINS).tolist()
+        for b in range(_END_BINS):
+            width = next(
+                (w for w in range(_END_BINS - 1) if sum(per_bin[max(b - w, 0) : b + w + 1]) >= 10),
+                _END_BINS - 1,
+            )
+            if sum(per_bin[max(b - width, 0) : b + width + 1]) >= 3:
+                mine = (np.abs(bins - b) <= width) & counted
+                share = ends[mine] / n[mine]
+                centre = _median(share)
+                noise = centre * (1 - centre) / n[mine]
+                spread = _median((share - centre) ** 2) / 0.455
+                tau2[b] = max(spread - _median(noise), 0.0)
+        out.append(np.vstack([hits, trials, tau2]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_end_shares_are_those_of_a_mask_per_bin(seed: int) -> None:
+    rng = random.Random(seed)
+    stats = ItemStats()
+    items = rng.choice([4, 30, 300])
+    skew = [rng.random() for _ in range(items)]  # items' own share of top ratings
+    for _ in range(rng.choice([20, 400, 4000])):
+        k = rng.randrange(items)
+        value = 5.0 if rng.random() < skew[k] else float(rng.choice([1, 2, 3, 3.5, 4]))
+        stats.add_rating(f"i{k}", value)
+    for mine, oracle in zip(stats.end_shares(), end_shares_by_masks(stats), strict=True):
+        assert mine.tobytes() == oracle.tobytes()

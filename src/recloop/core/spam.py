@@ -834,9 +834,15 @@ class ItemStats:
             hits = np.bincount(bins, weights=ends, minlength=_END_BINS)
             trials = np.bincount(bins, weights=n, minlength=_END_BINS)
             tau2 = np.zeros(_END_BINS)
-            # the items with at least 5 ratings in each bin, to find each bin's width in
-            # scalars: the narrowest neighbourhood holding 10 of them (else the widest)
-            per_bin = np.bincount(bins[counted], minlength=_END_BINS).tolist()
+            # the items with at least 5 ratings, ordered by bin: a neighbourhood of bins
+            # is a slice of them (the medians do not depend on the items' order)
+            by_bin = np.argsort(bins[counted], kind="stable")
+            in_bin = bins[counted][by_bin]
+            shares, sizes = ends[counted][by_bin] / n[counted][by_bin], n[counted][by_bin]
+            bounds = np.searchsorted(in_bin, np.arange(_END_BINS + 1)).tolist()
+            # each bin's width in scalars: the narrowest neighbourhood holding 10 of those
+            # items (else the widest)
+            per_bin = [bounds[b + 1] - bounds[b] for b in range(_END_BINS)]
             for b in range(_END_BINS):
                 width = next(
                     (
@@ -846,11 +852,11 @@ class ItemStats:
                     ),
                     _END_BINS - 1,
                 )
-                if sum(per_bin[max(b - width, 0) : b + width + 1]) >= 3:
-                    mine = (np.abs(bins - b) <= width) & counted
-                    share = ends[mine] / n[mine]
+                lo, hi = bounds[max(b - width, 0)], bounds[min(b + width + 1, _END_BINS)]
+                if hi - lo >= 3:
+                    share = shares[lo:hi]
                     centre = _median(share)
-                    noise = centre * (1 - centre) / n[mine]
+                    noise = centre * (1 - centre) / sizes[lo:hi]
                     spread = _median((share - centre) ** 2) / 0.455
                     tau2[b] = max(spread - _median(noise), 0.0)
             out.append(np.vstack([hits, trials, tau2]))
