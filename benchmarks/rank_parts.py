@@ -22,7 +22,7 @@ SQLite writer's share counts), the median of ``R`` rounds of ``N`` requests each
 - ``answer``: the answer's body as JSON (``rank_body``'s mapping of the shown slate,
   ``Slate.ranking``, then ``orjson.dumps``);
 - ``encode``: one shown slate encoded for the log (``core.slates.encode``: its header,
-  numbers and the zlib of its features);
+  numbers and the compressed features);
 - ``log``: one impression's row written (``StateStore.add_impressions``, one a
   transaction: the group commit's worst case).
 

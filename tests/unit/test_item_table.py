@@ -84,3 +84,24 @@ async def test_a_table_of_known_items_equals_the_same_rows_read_with_an_unknown_
     for name in ("known", "vectors", "updated_at", "from_attributes", "hashed"):
         got, expected = getattr(known, name), getattr(mixed, name)[:4]
         assert got.dtype == expected.dtype and np.array_equal(got, expected), name
+
+
+async def test_a_table_without_vectors_has_every_other_column_as_with_them() -> None:
+    """``rank`` for a user without preferences reads no vectors: the same other columns,
+    on the path of known items, the masked one and an empty catalogue."""
+    store = InMemoryStateStore()
+    await store.put_items(
+        [make_item(f"i{n}", [float(n), 1.0, 0.0], {"genre": f"g{n % 2}"}, 3, n) for n in range(4)]
+    )
+    vectors = ItemVectors(store, max_items=16, dim=3)
+    for ids in (["i3", "i0", "i2"], ["i1", "nope", "i3"]):
+        full = await vectors.table(ids, hashed=True)
+        bare = await vectors.table(ids, hashed=True, vectors=False)
+        assert bare.vectors.shape == (3, 0) and full.vectors.shape == (3, 3)
+        for name in ("known", "updated_at", "from_attributes", "hashed"):
+            got, expected = getattr(bare, name), getattr(full, name)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected), name
+    empty = await ItemVectors(InMemoryStateStore(), max_items=8, dim=3).table(
+        ["x"], hashed=True, vectors=False
+    )
+    assert empty.vectors.shape == (1, 0) and empty.hashed.shape == (1, ATTRIBUTE_BUCKETS)

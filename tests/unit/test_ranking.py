@@ -21,6 +21,7 @@ from recloop.core.ranking import (
     cosine,
     fuse,
     fuse_columns,
+    share_rows,
 )
 
 
@@ -374,6 +375,29 @@ def test_shares_of_named_lists_sum_to_one(
         # every candidate of the item has an algorithm: the shares are the whole value
         if mine and all(c.algorithm is not None for c in mine):
             assert sum(shares) == pytest.approx(1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    width=st.integers(0, 3),
+    lengths=st.lists(st.integers(0, 3), max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_share_rows_equal_each_row_cut_to_its_algorithms(
+    width: int, lengths: list[int], seed: int
+) -> None:
+    """The whole rows when every item has ``width`` algorithms, else each row sliced: the
+    same tuples as the per-row slices (the oracle), whatever the items' algorithms."""
+    algorithms = [tuple(f"a{j}" for j in range(min(n, width))) for n in lengths]
+    shares = np.random.default_rng(seed).random((len(algorithms), width))
+    expected = tuple(
+        tuple(row[: len(a)]) for row, a in zip(shares.tolist(), algorithms, strict=True)
+    )
+    got = share_rows(shares, algorithms)
+    assert got == expected
+    assert all(type(row) is tuple for row in got)
+    every = [tuple(f"a{j}" for j in range(width))] * len(lengths)  # the whole-row path
+    assert share_rows(shares, every) == tuple(map(tuple, shares.tolist()))
 
 
 def _same_fused(got: Fused, expected: Fused) -> None:

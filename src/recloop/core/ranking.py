@@ -264,8 +264,7 @@ class Fused:
 
     def shares_of(self, rows: Sequence[int]) -> list[tuple[float, ...]]:
         """:meth:`shares` of several rows at once (``rank`` asks for the shown ones only)."""
-        values = self.share_matrix(rows).tolist()
-        return [tuple(values[n][: len(self.algorithms[row])]) for n, row in enumerate(rows)]
+        return list(share_rows(self.share_matrix(rows), [self.algorithms[row] for row in rows]))
 
     def share_matrix(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
@@ -274,6 +273,25 @@ class Fused:
         total = self.raw[picked][:, None]
         sums = self.share_sums[picked]
         return np.divide(sums, total, out=np.zeros_like(sums), where=total > 0)
+
+
+def share_rows(
+    shares: npt.NDArray[np.float64], algorithms: Sequence[Sequence[str]]
+) -> tuple[tuple[float, ...], ...]:
+    """Row ``i`` of ``shares`` (:meth:`Fused.share_matrix`) cut to ``algorithms[i]``'s
+    columns, as a tuple per item.
+
+    Items with as many algorithms as the matrix has columns (each proposed by one algorithm:
+    what ``rank`` is usually sent) are whole rows, made tuples by a C-level ``map``
+    instead of a slice each (tests/unit/test_ranking.py holds both ways together).
+
+    >>> share_rows(np.array([[0.75, 0.25], [1.0, 0.0]]), [("als", "popular"), ("als",)])
+    ((0.75, 0.25), (1.0,))
+    """
+    values = shares.tolist()
+    if set(map(len, algorithms)) <= {shares.shape[1]}:
+        return tuple(map(tuple, values))
+    return tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
 
 
 def fuse_columns(

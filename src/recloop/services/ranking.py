@@ -33,7 +33,15 @@ from recloop.core.exploration import effective_epsilon, explore, probe
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
-from recloop.core.ranking import Candidate, Method, Proposed, cosines, credited, fuse_columns
+from recloop.core.ranking import (
+    Candidate,
+    Method,
+    Proposed,
+    cosines,
+    credited,
+    fuse_columns,
+    share_rows,
+)
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
 from recloop.ports import EventLog, Impression, StateStore
@@ -237,7 +245,9 @@ class Ranker:
         # One read of the items in columns: vectors for affinity, the rest for features.
         table: ItemRows | None = None
         if prefers or self._learning is not None:
-            table = await self._vectors.table(ids, hashed=self._learning is not None)
+            table = await self._vectors.table(
+                ids, hashed=self._learning is not None, vectors=prefers
+            )
         affinities: dict[str, float] = {}
         if prefers and user.preferences is not None and table is not None and table.known.any():
             if table.known.all():  # every candidate known (the usual request): no gather
@@ -328,8 +338,7 @@ class Ranker:
         impression_id = uuid7()
         share_matrix = fused.share_matrix(shown_rows)
         algorithms = pick(fused.algorithms)
-        values = share_matrix.tolist()
-        shares = tuple([tuple(v[: len(a)]) for v, a in zip(values, algorithms, strict=True)])
+        shares = share_rows(share_matrix, algorithms)
         if probing:  # the probed slot credits its algorithm alone; the rest none
             credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
             chances = (chance, *(0.0,) * (len(rows) - 1))[: len(rows)]

@@ -113,23 +113,27 @@ class ItemVectors:
             return np.zeros((len(item_ids), self._dim or 0)), has
         return self._matrix[np.where(has, slots, 0)], has
 
-    async def table(self, item_ids: Sequence[str], hashed: bool = False) -> ItemRows:
+    async def table(
+        self, item_ids: Sequence[str], hashed: bool = False, vectors: bool = True
+    ) -> ItemRows:
         """The items in columns (:class:`ItemRows`), their attribute buckets too if
-        ``hashed``."""
+        ``hashed``; without their ``vectors`` (0 columns) if those are not read (``rank``
+        for a user with no preference to compare them with)."""
         slots = await self._slots(item_ids)
         known = slots >= 0
         at = np.where(known, slots, 0)
+        n = len(item_ids)
+        width = (self._dim or 0) if vectors else 0
         if not len(self._slot):
-            n = len(item_ids)
             return ItemRows(
                 known,
-                np.zeros((n, self._dim or 0)),
+                np.zeros((n, width)),
                 np.zeros(n),
                 np.zeros(n, dtype=bool),
                 np.zeros((n, ATTRIBUTE_BUCKETS if hashed else 0)),
             )
         everyone = bool(known.all())
-        buckets = np.zeros((len(item_ids), 0))
+        buckets = np.zeros((n, 0))
         if hashed:
             due = known & ~self._hashed_ready[at]
             if due.any():
@@ -137,13 +141,12 @@ class ItemVectors:
             buckets = (
                 self._hashed[at] if everyone else np.where(known[:, None], self._hashed[at], 0.0)
             )
+        rows = self._matrix[at] if vectors else np.zeros((n, 0))
         if everyone:  # each gather is a copy already: no rows to blank
-            return ItemRows(
-                known, self._matrix[at], self._updated_at[at], self._from_attributes[at], buckets
-            )
+            return ItemRows(known, rows, self._updated_at[at], self._from_attributes[at], buckets)
         return ItemRows(
             known,
-            np.where(known[:, None], self._matrix[at], 0.0),
+            np.where(known[:, None], rows, 0.0),
             np.where(known, self._updated_at[at], 0.0),
             known & self._from_attributes[at],
             buckets,
