@@ -1083,9 +1083,9 @@ def guard_notes(run: Run) -> list[str]:
         f"The guard costs the distributed API {100 * cost:.0f} % of its durable events/s, "
         f"{verdict} issue 5's budget of {100 * GUARD_BUDGET:.0f} %. With spam detection on, "
         "the API's only spam work is a look-up of blocked users per event (the workers "
-        "gather the evidence); the rest is the rate limiter (`limits`, its counters in Redis, "
-        "shared by the API instances: for each request, one hit for the client, then one "
-        "pipeline per limit holding a hit per user and class of event in it). It adds "
+        "gather the evidence); the rest is the rate limiter (`limits`' counters and keys in "
+        "Redis, shared by the API instances: for each request, one script call deciding "
+        "the client's ask and every user's asks of every class and limit). It adds "
         f"{number(extra)} µs of API CPU per event ({100 * (cpu_ratio - 1):+.0f} %); "
         + (
             "the rate falls by more than that: "

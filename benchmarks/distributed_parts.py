@@ -5,10 +5,16 @@
   turn: CPU of this process and of the database's backends, per event archived and per
   user row committed.
 - *producer*: ``KafkaEventLog.append`` of 1,000-event batches to a Tansu broker: CPU of
-  this process per event, and the time to append one event. To compare with other code,
-  put its ``src`` first on ``PYTHONPATH``.
+  this process per event, and the time to append one event.
+- *deployment*: the benchmark's distributed deployment alone (API, 2 workers, Tansu,
+  PostgreSQL, Redis), ``--repeat`` batched-ingest loads of ``--duration`` s one after the
+  other (``--clients`` connections posting 1,000-event batches, then the backlog
+  applied): each process's CPU per event accepted, and the Redis commands sent per event
+  (from ``INFO commandstats``; Redis and its counters are the machine's, shared with
+  whatever else uses them). Its processes inherit ``PYTHONPATH``.
 
-Each prints medians over ``--repeat`` runs.
+To compare with other code, put its ``src`` first on ``PYTHONPATH``. Each prints medians
+over ``--repeat`` runs (*deployment*: each load's line, then the medians).
 """
 
 from __future__ import annotations
@@ -25,14 +31,23 @@ from pathlib import Path
 
 import numpy as np
 
+import redis
 from benchmarks.distributed import (
     POSTGRES_ADMIN,
+    REDIS_URL,
     WORKDIR,
     _admin_sql,
     _create_topic,
     _named_processes,
+    cpu_snapshot,
+    cpu_used,
+    distributed_deployment,
     tansu_broker,
 )
+from benchmarks.loadgen import BatchLoad, batch_load
+from benchmarks.processes import run_in_process
+from benchmarks.servers import register_items
+from benchmarks.workload import Workload
 from recloop.adapters.kafka import KafkaConfig, KafkaEventLog
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
 from recloop.core.events import Event
@@ -130,11 +145,61 @@ async def producer_once(port: int) -> tuple[float, float]:
     return statistics.median(one[10:]), cpu
 
 
+DEPLOYMENT_PARTS = ("API", "worker 1", "worker 2", "broker (Tansu)", "PostgreSQL", "Redis")
+
+
+def _redis_calls() -> dict[str, int]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+
+
+def deployment_loads(loads: int, duration: float, clients: int) -> list[dict[str, float]]:
+    """Per load: CPU µs per event accepted of each process, and ``all`` (their sum),
+    ``events/s``, ``redis calls`` (commands per event, those a script runs included)."""
+    workload = Workload()
+    WORKDIR.mkdir(exist_ok=True)
+    found = []
+    with (
+        tempfile.TemporaryDirectory(prefix="parts-", dir=WORKDIR) as tmp,
+        distributed_deployment(Path(tmp)) as d,
+    ):
+        asyncio.run(register_items(d.api.port, workload))
+        for n in range(loads):
+            d.wait_applied()
+            prefix = f"parts{n}-{uuid.uuid4().hex[:6]}"
+            spec = BatchLoad(d.api.port, workload, prefix, clients, duration=duration)
+            calls, before = _redis_calls(), cpu_snapshot(d, d.database)
+            result = run_in_process(batch_load, spec, "batch-load", timeout=duration + 120)
+            d.wait_applied()
+            used, after_calls = cpu_used(before, cpu_snapshot(d, d.database)), _redis_calls()
+            accepted = max(result.accepted, 1)
+            row = {name: used[name] / accepted * 1e6 for name in DEPLOYMENT_PARTS}
+            row["all"] = sum(row.values())
+            row["events/s"] = result.events_per_second
+            row["redis calls"] = (sum(after_calls.values()) - sum(calls.values())) / accepted
+            print(" · ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+            found.append(row)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.distributed_parts")
-    parser.add_argument("part", choices=["postgres", "producer"])
+    parser.add_argument("part", choices=["postgres", "producer", "deployment"])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="deployment: s per load")
+    parser.add_argument("--clients", type=int, default=4, help="deployment: connections")
     args = parser.parse_args(argv)
+    if args.part == "deployment":
+        rows = deployment_loads(args.repeat, args.duration, args.clients)
+        print(
+            "medians: "
+            + " · ".join(f"{k} {statistics.median(r[k] for r in rows):.2f}" for k in rows[0])
+        )
+        return 0
     if args.part == "postgres":
         found: dict[bool, list[tuple[float, ...]]] = {False: [], True: []}
         for r in range(args.repeat):

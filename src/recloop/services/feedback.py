@@ -306,16 +306,19 @@ class Processor:
         """:meth:`dispatch` for a log that may deliver again what is applied (a worker
         after a crash or a rebalance). Returns how many of ``events`` are already in their
         user's state (they are passed over in their turn)."""
-        await self._ensure_users({e.user_id for e in events})
+        user_ids = [e.user_id for e in events]
         table = self.table
-        slots, _ = table.slots([e.user_id for e in events])
-        done = 0
-        for e, slot in zip(events, slots.tolist(), strict=True):
-            if slot >= 0:
-                stream = (
-                    table.explicit_offset if e.type in EXPLICIT_TYPES else table.implicit_offset
-                )
-                done += e.offset <= stream[slot]
+        slots, absent = table.slots(user_ids)
+        if absent:
+            await self._load(absent)
+            slots, _ = table.slots(user_ids)
+        held = slots >= 0
+        at = np.where(held, slots, 0)
+        n = len(events)
+        explicit = np.fromiter((e.type in EXPLICIT_TYPES for e in events), bool, n)
+        offsets = np.fromiter((e.offset for e in events), np.int64, n)
+        stored = np.where(explicit, table.explicit_offset[at], table.implicit_offset[at])
+        done = int(np.count_nonzero(held & (offsets <= stored)))
         await self.dispatch(events)
         return done
 
@@ -482,11 +485,6 @@ class Processor:
             slots, missing = self.table.slots(user_ids)
             if not missing:
                 return slots
-            await self._load(missing)
-
-    async def _ensure_users(self, user_ids: set[str]) -> None:
-        missing = [u for u in user_ids if u not in self.table]
-        if missing:
             await self._load(missing)
 
     async def _load(self, missing: list[str]) -> None:

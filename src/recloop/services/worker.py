@@ -48,6 +48,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol
@@ -328,8 +329,9 @@ class Worker:
         self.redelivered += redelivered
         self.applied += len(fresh) - redelivered
         self.duplicates += len(events) - len(fresh)
-        for e, is_fresh in zip(events, first_seen, strict=True):
-            self._count(e.type, "applied" if is_fresh else "duplicate")
+        taken = Counter(zip([e.type for e in events], first_seen, strict=True))
+        for (event_type, is_fresh), n in taken.items():
+            self._count(event_type, "applied" if is_fresh else "duplicate", n)
 
     async def _tell_report(self) -> None:
         assert self._report is not None

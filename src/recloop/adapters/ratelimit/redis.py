@@ -3,8 +3,9 @@
 :class:`RedisRateLimiter` decides all of a request's asks of one class, over
 every limit of the class, in one ``EVALSHA`` of :data:`SCRIPT`. The script runs
 per ask, in order, exactly what ``limits``' Redis storage and its
-sliding-window strategy do one call at a time (its ``acquire_sliding_window.lua``
-and ``sliding_window.lua``, verbatim in :data:`SCRIPT`), with recloop's rules
+sliding-window strategy do one call at a time (its ``acquire_sliding_window.lua``,
+with the same reads in fewer calls, and ``sliding_window.lua``, verbatim, in
+:data:`SCRIPT`), with recloop's rules
 around them (:mod:`recloop.core.ratelimit`): each limit hit in order with the
 ask's cost, and a refused ask admitted in part, as much as every limit from the
 refusing one on has room for, charged to those limits.
@@ -34,6 +35,7 @@ from limits.errors import StorageError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from recloop.adapters.redis.packing import with_fast_packing
 from recloop.core.ratelimit import Admission
 
 SCRIPT = """
@@ -47,7 +49,9 @@ SCRIPT = """
 -- limit's window: previous count, previous PTTL, current count, current PTTL (the caller
 -- computes the reset time from them, as limits does).
 
--- limits' acquire_sliding_window.lua
+-- limits' acquire_sliding_window.lua, with fewer calls: both counts in one MGET, the
+-- previous window's TTL only when it holds hits (else it weighs nothing), and whether
+-- the current window exists from that MGET (the rotation leaves it at 0).
 local function acquire(previous_key, current_key, limit, expiry, amount)
     if amount > limit then
         return false
@@ -57,17 +61,21 @@ local function acquire(previous_key, current_key, limit, expiry, amount)
         redis.call('rename', current_key, previous_key)
         redis.call('set', current_key, 0, 'PX', current_ttl + expiry)
     end
-    local previous_count = tonumber(redis.call('get', previous_key)) or 0
-    local previous_ttl = tonumber(redis.call('pttl', previous_key)) or 0
-    local current_count = tonumber(redis.call('get', current_key)) or 0
-    if previous_ttl <= 0 then
-        previous_ttl = 0
+    local counts = redis.call('mget', previous_key, current_key)
+    local previous_count = tonumber(counts[1]) or 0
+    local current_count = tonumber(counts[2]) or 0
+    local weighted_count = current_count
+    if previous_count > 0 then
+        local previous_ttl = tonumber(redis.call('pttl', previous_key)) or 0
+        if previous_ttl <= 0 then
+            previous_ttl = 0
+        end
+        weighted_count = math.floor(previous_count * previous_ttl / expiry) + current_count
     end
-    local weighted_count = math.floor(previous_count * previous_ttl / expiry) + current_count
     if (weighted_count + amount) > limit then
         return false
     end
-    if redis.call('exists', current_key) == 1 then
+    if counts[2] then
         redis.call('incrby', current_key, amount)
     else
         redis.call('set', current_key, amount, 'PX', expiry * 2)
@@ -211,7 +219,7 @@ class RedisRateLimiter:
     ) -> None:
         """``url``: ``async+redis://host:port/db`` (or ``redis://``, ``rediss://``);
         ``options`` go to ``redis.asyncio.Redis.from_url``."""
-        self._client = Redis.from_url(url.removeprefix("async+"), **options)
+        self._client = with_fast_packing(Redis.from_url(url.removeprefix("async+"), **options))
         self._script = self._client.register_script(SCRIPT)
         self._classes = {name: _Class(name, spec, key_prefix) for name, spec in classes.items()}
 
