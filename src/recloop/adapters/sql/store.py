@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Collection, Mapping, Sequence
-from functools import lru_cache, partial
+from functools import cache, lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -784,7 +784,7 @@ def _select_in(
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _column_names(table: Any) -> tuple[str, ...]:
     """``table``'s column names, in order (a read of one user, the read path's miss, asked
     for them each time: listing a SQLAlchemy table's columns costs more than the query)."""
