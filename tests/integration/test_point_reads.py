@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from recloop.adapters.sql import SqlDatabase
-from recloop.adapters.sql.store import POINT_READ_MAX, SqlStateStore
+from recloop.adapters.sql.store import POINT_READ_MAX, SqlStateStore, _select_in
+from recloop.adapters.sql.tables import user_state
 from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import CircuitOpen, TransientError
 from recloop.core.preferences import UserState
@@ -78,5 +81,31 @@ async def test_point_reads_go_through_the_storage_breaker(tmp_path: Path) -> Non
             await db.run_point_read(unreachable)
         with pytest.raises(CircuitOpen):
             await db.run_point_read(lambda c: 1)
+    finally:
+        await db.dispose()
+
+
+async def test_select_in_answers_as_sqlalchemy(tmp_path: Path) -> None:
+    """The fast lane's ``_select_in`` (its query built once per table, key and size) reads
+    the rows SQLAlchemy's ``select … where key in (…)`` reads, column for column, for
+    random sets of stored and unknown keys, asked again and again."""
+    db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    await db.migrate()
+    store = SqlStateStore(db)
+    rng = np.random.default_rng(11)
+    states = [UserState(f"u{i}", rng.normal(size=4), events_applied=i) for i in range(60)]
+    await store.commit(StateChanges(users=UserRows.of(states)))
+    try:
+        for _ in range(40):
+            size = int(rng.integers(1, 30))
+            keys = [f"u{k}" for k in rng.integers(0, 90, size).tolist()]  # some unknown
+            got = await db.run_read(partial(_select_in, user_state, "user_id", keys))
+            query = select(user_state).where(user_state.c.user_id.in_(keys))
+            async with db.read() as conn:
+                want = [dict(r) for r in (await conn.execute(query)).mappings().all()]
+            assert sorted(got, key=lambda r: r["user_id"]) == sorted(
+                want, key=lambda r: r["user_id"]
+            )
+            assert {r["user_id"] for r in got} == {k for k in keys if int(k[1:]) < 60}
     finally:
         await db.dispose()

@@ -111,3 +111,22 @@ async def test_remembered_variants_are_held_and_forgotten() -> None:
         assert experiments.variant_for(exp, "looked-at") == variant  # hashed again
     finally:
         await experiments.stop()
+
+
+async def test_find_answers_as_get_without_raising() -> None:
+    """``find`` is ``get`` with None for an unknown user, from the same cache: a user found
+    unknown by one is not read again by the other, and a known one is the same snapshot."""
+    store, preferences, experiments = await _services(True)
+    try:
+        assert await preferences.find("never-seen") is None
+        with pytest.raises(NotFound):
+            await preferences.get("never-seen")
+        assert await preferences.exists("never-seen") is False
+        assert store.asked.count("never-seen") == 1
+        found = await preferences.find("stored")
+        assert found is not None and found.events_applied == 1
+        assert await preferences.get("stored") is found
+        assert await preferences.exists("stored") is True
+        assert store.asked.count("stored") == 1
+    finally:
+        await experiments.stop()

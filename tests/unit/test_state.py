@@ -338,6 +338,21 @@ def test_rows_round_trip_through_user_state() -> None:
     assert len(merged) == 1 and merged.state(0).events_applied == 0  # the later row wins
 
 
+def test_empty_rows_are_of_no_states() -> None:
+    """``UserRows.empty`` is ``UserRows.of([], dim)`` (the same columns, shapes and dtypes),
+    its id list its own; rows added to it are those rows, and it stays empty."""
+    for dim in (0, DIM):
+        empty, reference = UserRows.empty(dim), UserRows.of([], dim)
+        for name in ("vectors", "events_applied", "first_event_at", "implicit_offset"):
+            got, want = getattr(empty, name), getattr(reference, name)
+            assert got.shape == want.shape and got.dtype == want.dtype
+        assert UserRows.empty(dim).user_ids is not empty.user_ids
+        rows = UserRows.of([UserState.new("u", DIM)])
+        assert (empty + rows) is rows and (rows + empty) is rows
+        empty.user_ids.append("not shared")
+        assert UserRows.empty(dim).user_ids == [] and len(UserRows.empty(dim)) == 0
+
+
 def test_preferences_is_none_until_something_is_applied() -> None:
     table = UserTable(DIM)
     table.add(table.new_rows(["u"]))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import repeat
 from typing import Any
 
@@ -36,6 +36,10 @@ _COUNTERS = ("events_applied", "events_skipped", "interactions", "impressions", 
 _TIMES = ("first_event_at", "last_event_at", "updated_at")
 _OFFSETS = ("explicit_offset", "implicit_offset")
 _COLUMNS = _COUNTERS + _TIMES + _OFFSETS
+
+
+_EMPTY_COLUMNS: dict[int, tuple[Any, ...]] = {}
+"""Per dimension, the columns of no rows (:meth:`UserRows.empty`)."""
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -75,7 +79,21 @@ class UserRows:
 
     @classmethod
     def empty(cls, dim: int = 0) -> UserRows:
-        return cls.of([], dim)
+        """No rows (vectors of ``dim``): :meth:`of` of none, its columns built once per
+        ``dim`` and shared, the id list new. Every commit without users (an exposure, a
+        round of counts) makes one, and nothing can be written into an array without
+        elements.
+
+        >>> a, b = UserRows.empty(2), UserRows.empty(2)
+        >>> len(a), a.vectors.shape, a.user_ids is b.user_ids, a.vectors is b.vectors
+        (0, (0, 2), False, True)
+        """
+        columns = _EMPTY_COLUMNS.get(dim)
+        if columns is None:
+            none = cls.of([], dim)
+            names = [f.name for f in fields(cls) if f.name != "user_ids"]
+            columns = _EMPTY_COLUMNS[dim] = tuple(getattr(none, n) for n in names)
+        return cls([], *columns)
 
     @classmethod
     def of(cls, states: Sequence[UserState], dim: int | None = None) -> UserRows:

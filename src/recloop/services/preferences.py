@@ -32,6 +32,15 @@ class PreferenceService:
     async def get(self, user_id: str) -> Preferences:
         """The user's preferences as last applied here, or as last committed; raises
         NotFound for an unknown user."""
+        found = await self.find(user_id)
+        if found is None:
+            raise NotFound("user", user_id)
+        return found
+
+    async def find(self, user_id: str) -> Preferences | None:
+        """:meth:`get`'s answer, None for an unknown user: the read path asks about users
+        it has never seen more often than not, and an exception per such read costs more
+        than the answer."""
         if self._live is not None:
             held = self._live(user_id)
             if held is not None:
@@ -41,32 +50,23 @@ class PreferenceService:
         if isinstance(cached, Preferences):
             return cached
         if cached is _UNKNOWN:
-            raise NotFound("user", user_id)
+            return None
         found = await retry_read(
             "get_users", self._store.get_users, [user_id], counts=self._retries
         )
         if user_id not in found:
             # The applier's write-through replaces this once the user's first event commits.
             self._cache.add(key, _UNKNOWN)
-            raise NotFound("user", user_id)
+            return None
         snapshot = found[user_id].snapshot()
         self._cache.add(key, snapshot)
         return snapshot
 
     async def exists(self, user_id: str) -> bool:
-        """Whether anything was learnt about the user (held here or stored): :meth:`get`'s
-        answer without its snapshot, and from the same cache, so a user the read path has
-        just found unknown costs no second read of the store."""
-        if self._live is not None and self._live(user_id) is not None:
-            return True
-        cached = self._cache.get(preferences_key(user_id))
-        if cached is not None:
-            return cached is not _UNKNOWN
-        try:
-            await self.get(user_id)
-        except NotFound:
-            return False
-        return True
+        """Whether anything was learnt about the user (held here or stored): :meth:`find`,
+        from the same cache, so a user the read path has just found unknown costs no
+        second read of the store."""
+        return await self.find(user_id) is not None
 
 
 def preferences_view(p: Preferences) -> dict[str, Any]:

@@ -185,10 +185,7 @@ class Ranker:
             )
 
     async def user(self, user_id: str) -> UserContext:
-        try:
-            prefs: Preferences | None = await self._preferences.get(user_id)
-        except NotFound:
-            prefs = None
+        prefs = await self._preferences.find(user_id)
         interactions = 0 if prefs is None else prefs.interactions
         last = None if prefs is None else prefs.last_event_at
         segment = segment_of(interactions, last, self._clock(), self._config.segment_rules)

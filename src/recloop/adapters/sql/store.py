@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Collection, Mapping, Sequence
-from functools import partial
+from functools import cache, lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -774,16 +774,29 @@ def _select_in(
     table: Any, key: str, values: Sequence[str], conn: sqlite3.Connection
 ) -> list[dict[str, Any]]:
     """Rows of ``table`` whose ``key`` is in ``values``, as mappings (fast lane)."""
-    names = [c.name for c in table.c]
-    columns = ", ".join(f'"{n}"' for n in names)
+    names = _column_names(table)
     found: list[dict[str, Any]] = []
     values = list(values)
     for start in range(0, len(values), _SQLITE_IN_CHUNK):
         chunk = values[start : start + _SQLITE_IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        sql = f'SELECT {columns} FROM {table.name} WHERE "{key}" IN ({marks})'
+        sql = _select_in_sql(table, key, len(chunk))
         found.extend(dict(zip(names, row, strict=True)) for row in conn.execute(sql, chunk))
     return found
+
+
+@cache
+def _column_names(table: Any) -> tuple[str, ...]:
+    """``table``'s column names, in order (a read of one user, the read path's miss, asked
+    for them each time: listing a SQLAlchemy table's columns costs more than the query)."""
+    return tuple(c.name for c in table.c)
+
+
+@lru_cache(maxsize=256)
+def _select_in_sql(table: Any, key: str, count: int) -> str:
+    """The query of :func:`_select_in` for ``count`` values, built once per size."""
+    columns = ", ".join(f'"{n}"' for n in _column_names(table))
+    marks = ",".join("?" * count)
+    return f'SELECT {columns} FROM {table.name} WHERE "{key}" IN ({marks})'
 
 
 _PAIR_COLUMNS = ("n", "sum_x", "sum_x2", "sum_y", "sum_y2", "sum_xy")
