@@ -186,6 +186,32 @@ class Impression:
         return self.shown.slate
 
 
+@dataclass(frozen=True, slots=True)
+class ImpressionHead:
+    """What the canary monitor's running counts (``learning.tally``) read of an
+    impression: who was shown which items, when, by which model slot; without the
+    slate's numbers, features, context and experiments, which it never reads."""
+
+    impression_id: str
+    user_id: str
+    created_at: float
+    item_ids: tuple[str, ...]
+    model_version: str | None = None
+    model_slot: str | None = None
+
+    @classmethod
+    def of(cls, impression: Impression) -> ImpressionHead:
+        """The head of a whole impression."""
+        return cls(
+            impression.impression_id,
+            impression.user_id,
+            impression.created_at,
+            impression.shown.item_ids,
+            impression.model_version,
+            impression.model_slot,
+        )
+
+
 class EventLog(Protocol):
     """The durable, ordered log of accepted events; ``event_id`` is unique in it."""
 
@@ -277,6 +303,11 @@ class StateStore(Protocol):
 
     async def get_impressions(self, since: float, until: float) -> list[Impression]:
         """Impressions created in ``[since, until)``, oldest first."""
+        ...
+
+    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
+        """:meth:`get_impressions`' heads (:class:`ImpressionHead`), read and decoded
+        without the rest of each impression."""
         ...
 
     async def put_reliability(self, records: Sequence[ReliabilityRecord]) -> None: ...

@@ -27,6 +27,7 @@ from recloop.ports import (
     AlgorithmCount,
     EventLog,
     Impression,
+    ImpressionHead,
     ModelRecord,
     StateChanges,
     StateStore,
@@ -361,6 +362,17 @@ async def test_an_impression_comes_back_as_logged_with_its_feature_set(
     assert found == made[0]
     assert found.slate[1]["features"]["position"] == 1.0
     assert math.isnan(found.slate[1]["features"]["affinity"])
+    # the canary monitor's read: each impression's head, the rest left unread
+    heads = await store.get_impression_heads(5.5, 10.0)
+    assert heads == [ImpressionHead.of(i) for i in await store.get_impressions(5.5, 10.0)]
+    assert [(h.impression_id, h.item_ids) for h in heads] == [
+        ("s2", ("c",)),
+        ("s3", ()),
+        ("s4", ("a", "b")),
+    ]
+    assert await store.get_impression_heads(0.0, 5.5) == [
+        ImpressionHead("s1", "u", 5.0, ("a", "b"), "m1", "blue")
+    ]
 
 
 async def test_impressions_logged_before_0010_are_read_as_they_were(
@@ -401,6 +413,9 @@ async def test_impressions_logged_before_0010_are_read_as_they_were(
                 for s in slate
             ]
             assert [i.impression_id for i in await store.get_impressions(0.0, 2.0)] == ["old"]
+            assert await store.get_impression_heads(0.0, 2.0) == [
+                ImpressionHead("old", "u", 1.0, ("a", "b"))
+            ]
         finally:
             await db.dispose()
 

@@ -31,7 +31,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from recloop.ports import Impression
+from recloop.ports import Impression, ImpressionHead
 
 Key = tuple[str, str]
 """(slot, model version or "")."""
@@ -120,15 +120,15 @@ class Tally:
         counted[0] += 1
         counted[1] += held.clicked
 
-    def add(self, impressions: Iterable[Impression]) -> None:
-        """Hold new impressions (one already held, or created before :attr:`since`, is
-        skipped)."""
+    def add(self, impressions: Iterable[Impression | ImpressionHead]) -> None:
+        """Hold new impressions, whole or their heads (one already held, or created
+        before :attr:`since`, is skipped)."""
         stats = self.item_stats
         for imp in impressions:
             if imp.impression_id in self._held or imp.created_at < self.since:
                 continue
             key = None if imp.model_slot is None else (imp.model_slot, imp.model_version or "")
-            items = imp.shown.item_ids
+            items = imp.item_ids if isinstance(imp, ImpressionHead) else imp.shown.item_ids
             held = _Held(imp.created_at, key, items, imp.user_id, imp.user_id in self.excluded)
             self._held[imp.impression_id] = held
             heapq.heappush(self._by_time, (imp.created_at, imp.impression_id))

@@ -89,6 +89,8 @@ MONITOR: Final = "monitor"
 """Who the deployment audit names for the canary's own verdicts and automatic deploys."""
 MIN_ITEM_IMPRESSIONS = 20
 """An item's CTR feature is given once it has been shown this often (else: missing)."""
+_ADD_CHUNK = 1_000
+"""Impressions the monitor adds to its counts between two turns of the event loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +509,7 @@ class LearningService:
             cursor = await self._log.last_offset()
             tally.expire(since)
             tally.restart(starts)
-            shown = await self._store.get_impressions(since, math.inf)
+            shown = await self._store.get_impression_heads(since, math.inf)
             tally.add(shown)
             feedback = await self._log.read_feedback_of([i.impression_id for i in shown])
             for impression_id, events in feedback.items():
@@ -530,7 +532,11 @@ class LearningService:
             )
             if len(found) < _PAGE:
                 break
-        tally.add(await self._store.get_impressions(self._read_from - _LAG_SECONDS, math.inf))
+        heads = await self._store.get_impression_heads(self._read_from - _LAG_SECONDS, math.inf)
+        for start in range(0, len(heads), _ADD_CHUNK):
+            if start:  # a minute of a busy server's impressions: let requests in between
+                await asyncio.sleep(0)
+            tally.add(heads[start : start + _ADD_CHUNK])
         self._read_from = now
         for e in clicks:
             tally.click(str(e.attribution["impression_id"]), e.item_id, e.timestamp, e.user_id)

@@ -21,6 +21,7 @@ from recloop.ports import (
     AlgorithmCount,
     Exposure,
     Impression,
+    ImpressionHead,
     ModelRecord,
     ReliabilityRecord,
     StateChanges,
@@ -229,6 +230,11 @@ class InMemoryStateStore:
         found = [i for i in self._impressions.values() if since <= i.created_at < until]
         found.sort(key=lambda i: (i.created_at, i.impression_id))
         return [_copied(i) for i in found]
+
+    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
+        found = [i for i in self._impressions.values() if since <= i.created_at < until]
+        found.sort(key=lambda i: (i.created_at, i.impression_id))
+        return [ImpressionHead.of(i) for i in found]
 
     async def put_model(self, record: ModelRecord, artifact: bytes) -> None:
         if record.version in self._models:

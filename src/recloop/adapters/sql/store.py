@@ -54,6 +54,7 @@ from recloop.ports import (
     AlgorithmCount,
     Exposure,
     Impression,
+    ImpressionHead,
     ModelRecord,
     ReliabilityRecord,
     StateChanges,
@@ -569,6 +570,28 @@ class SqlStateStore:
             rows = (await conn.execute(query)).mappings().all()
         return [_impression(row) for row in rows]
 
+    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
+        c = impressions.c
+        query = (
+            select(
+                c.impression_id,
+                c.user_id,
+                c.created_at,
+                c.slate,
+                c.feature_set,
+                c.model_version,
+                c.model_slot,
+            )
+            .where(c.created_at >= since, c.created_at < until)
+            .order_by(c.created_at, c.impression_id)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            ImpressionHead(row[0], row[1], row[2], _shown_ids(row[3], row[4]), row[5], row[6])
+            for row in rows
+        ]
+
     # -- continuous learning ---------------------------------------------------------
 
     async def put_model(self, record: ModelRecord, artifact: bytes) -> None:
@@ -910,6 +933,16 @@ def _feature_set_of(names: tuple[str, ...]) -> str:
         set_id = _SET_IDS[names] = feature_set_id(names)
         _NAMES.setdefault(set_id, names)
     return set_id
+
+
+def _shown_ids(slate: bytes, feature_set: str | None) -> tuple[str, ...]:
+    """The shown items' ids from an impression's ``slate`` column: the first part of the
+    header :func:`recloop.core.slates.encode` wrote, or, for a row logged before 0010
+    (``feature_set`` NULL), each mapping's ``item_id``."""
+    parts = orjson.loads(slate)
+    if feature_set is None:
+        return Slate.from_slate(parts).item_ids
+    return tuple(parts[0])
 
 
 def _impression(row: Mapping[str, Any]) -> Impression:
