@@ -24,7 +24,7 @@ from recloop.core.features import FEATURE_NAMES
 from recloop.core.slates import Slate
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.tally import Tally
-from recloop.ports import Impression, ModelRecord
+from recloop.ports import Impression, ImpressionHead, ModelRecord
 from recloop.services.learning import DAY, LearningService
 
 WINDOW = 600.0
@@ -243,7 +243,9 @@ async def test_a_restarted_monitor_rebuilds_the_same_counts_from_storage() -> No
 def test_a_click_counts_once_per_impression_and_item() -> None:
     t = Tally(window=10.0)
     t.restart({})
-    t.add([Impression("i1", "u", "new", 0.0, 0.1, shown(["a"]), model_slot="blue")])
+    t.add(
+        [ImpressionHead.of(Impression("i1", "u", "new", 0.0, 0.1, shown(["a"]), model_slot="blue"))]
+    )
     assert t.click("i1", "a", 5.0) and t.click("i1", "a", 6.0) and t.click("i1", "x", 7.0)
     assert t.count(("blue", "")) == (1, 1) and t.item_stats == {"a": [1, 1]}
     assert not t.click("nope", "a", 1.0)
@@ -278,7 +280,7 @@ def test_excluded_users_count_nowhere_and_count_again_once_included(seed: int) -
                 model_version="m1",
             )
             logged.append(imp)
-            tally.add([imp])
+            tally.add([ImpressionHead.of(imp)])
         if logged and rng.random() < 0.5:
             imp = rng.choice(logged)
             item = rng.choice([*imp.shown.item_ids, "elsewhere"])
@@ -306,11 +308,8 @@ def test_a_forgotten_user_leaves_every_count_for_good() -> None:
     """An erasure: the user's impressions leave the counts, excluded or not, and do not
     come back when the exclusion ends; expiring past them is safe."""
 
-    def shown(impression_id: str, user_id: str, at: float) -> Impression:
-        slate = Slate(("a", "b"), (1.0, 0.5), (1.0, 1.0), (False, False), ((), ()))
-        return Impression(
-            impression_id, user_id, "new", at, 0.1, slate, model_slot="blue", model_version="m"
-        )
+    def shown(impression_id: str, user_id: str, at: float) -> ImpressionHead:
+        return ImpressionHead(impression_id, user_id, at, ("a", "b"), "m", "blue")
 
     def counts(t: Tally) -> tuple[Any, ...]:
         return (t.count(("blue", "m")), {k: tuple(v) for k, v in t.item_stats.items()})

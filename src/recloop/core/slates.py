@@ -289,6 +289,17 @@ def _f64(values: Sequence[float]) -> bytes:
     return packed.tobytes()
 
 
+def shown_item_ids(header: bytes) -> tuple[str, ...]:
+    """The shown items' ids from a slate's ``header`` alone (what :func:`encode` wrote
+    first), for readers that need nothing else of it.
+
+    >>> s = Slate(("a", "b"), (1.0, 0.5), (1.0, 1.0), (False, False), ((), ()))
+    >>> shown_item_ids(encode(s)[0])
+    ('a', 'b')
+    """
+    return tuple(orjson.loads(header)[0])
+
+
 def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str]) -> Slate:
     """The slate :func:`encode` stored; ``names`` are its feature set's names."""
     parts = orjson.loads(header)

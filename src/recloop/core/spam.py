@@ -837,8 +837,8 @@ class ItemStats:
             # the items with at least 5 ratings, ordered by bin: a neighbourhood of bins
             # is a slice of them (the medians do not depend on the items' order)
             by_bin = np.argsort(bins[counted], kind="stable")
-            in_bin = bins[counted][by_bin]
-            shares, sizes = ends[counted][by_bin] / n[counted][by_bin], n[counted][by_bin]
+            in_bin, sizes = bins[counted][by_bin], n[counted][by_bin]
+            shares = ends[counted][by_bin] / sizes
             bounds = np.searchsorted(in_bin, np.arange(_END_BINS + 1)).tolist()
             # each bin's width in scalars: the narrowest neighbourhood holding 10 of those
             # items (else the widest)

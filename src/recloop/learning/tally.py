@@ -31,7 +31,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from recloop.ports import Impression, ImpressionHead
+from recloop.ports import ImpressionHead
 
 Key = tuple[str, str]
 """(slot, model version or "")."""
@@ -65,10 +65,8 @@ class Tally:
 
     >>> t = Tally(window=60.0)
     >>> t.restart({"blue": 0.0, "green": 100.0})
-    >>> from recloop.core.slates import Slate
-    >>> shown = Slate(("a", "b"), (1.0, 0.5), (1.0, 1.0), (False, False), ((), ()))
-    >>> t.add([Impression("i1", "u", "new", 150.0, 0.1, shown, model_slot="green",
-    ...                   model_version="m2")])
+    >>> t.add([ImpressionHead("i1", "u", 150.0, ("a", "b"), model_version="m2",
+    ...                       model_slot="green")])
     >>> t.click("i1", "b", 170.0), t.click("i1", "a", 900.0)  # the second is too late
     (True, False)
     >>> t.counts[("green", "m2")], t.item_stats["b"], t.item_stats["a"]
@@ -120,15 +118,15 @@ class Tally:
         counted[0] += 1
         counted[1] += held.clicked
 
-    def add(self, impressions: Iterable[Impression | ImpressionHead]) -> None:
-        """Hold new impressions, whole or their heads (one already held, or created
-        before :attr:`since`, is skipped)."""
+    def add(self, impressions: Iterable[ImpressionHead]) -> None:
+        """Hold new impressions, by their heads (one already held, or created before
+        :attr:`since`, is skipped)."""
         stats = self.item_stats
         for imp in impressions:
             if imp.impression_id in self._held or imp.created_at < self.since:
                 continue
             key = None if imp.model_slot is None else (imp.model_slot, imp.model_version or "")
-            items = imp.item_ids if isinstance(imp, ImpressionHead) else imp.shown.item_ids
+            items = imp.item_ids
             held = _Held(imp.created_at, key, items, imp.user_id, imp.user_id in self.excluded)
             self._held[imp.impression_id] = held
             heapq.heappush(self._by_time, (imp.created_at, imp.impression_id))

@@ -306,19 +306,13 @@ class Processor:
         """:meth:`dispatch` for a log that may deliver again what is applied (a worker
         after a crash or a rebalance). Returns how many of ``events`` are already in their
         user's state (they are passed over in their turn)."""
-        user_ids = [e.user_id for e in events]
         table = self.table
-        slots, absent = table.slots(user_ids)
-        if absent:
-            await self._load(absent)
-            slots, _ = table.slots(user_ids)
-        held = slots >= 0
-        at = np.where(held, slots, 0)
+        slots = await self._resolve([e.user_id for e in events])
         n = len(events)
         explicit = np.fromiter((e.type in EXPLICIT_TYPES for e in events), bool, n)
         offsets = np.fromiter((e.offset for e in events), np.int64, n)
-        stored = np.where(explicit, table.explicit_offset[at], table.implicit_offset[at])
-        done = int(np.count_nonzero(held & (offsets <= stored)))
+        stored = np.where(explicit, table.explicit_offset[slots], table.implicit_offset[slots])
+        done = int(np.count_nonzero(offsets <= stored))
         await self.dispatch(events)
         return done
 

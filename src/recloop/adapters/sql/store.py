@@ -45,7 +45,7 @@ from recloop.core.experiments import Experiment, UserMetric, from_dict, to_dict
 from recloop.core.ids import uuid7
 from recloop.core.items import Item
 from recloop.core.preferences import UserState
-from recloop.core.slates import Slate, feature_set_id
+from recloop.core.slates import Slate, feature_set_id, shown_item_ids
 from recloop.core.slates import decode as decode_slate
 from recloop.core.slates import encode as encode_slate
 from recloop.core.state import UserRows
@@ -936,13 +936,12 @@ def _feature_set_of(names: tuple[str, ...]) -> str:
 
 
 def _shown_ids(slate: bytes, feature_set: str | None) -> tuple[str, ...]:
-    """The shown items' ids from an impression's ``slate`` column: the first part of the
-    header :func:`recloop.core.slates.encode` wrote, or, for a row logged before 0010
-    (``feature_set`` NULL), each mapping's ``item_id``."""
-    parts = orjson.loads(slate)
+    """The shown items' ids from an impression's ``slate`` column: the header's
+    (:func:`~recloop.core.slates.shown_item_ids`), or, for a row logged before 0010
+    (``feature_set`` NULL), the mappings' in slot order."""
     if feature_set is None:
-        return Slate.from_slate(parts).item_ids
-    return tuple(parts[0])
+        return Slate.from_slate(orjson.loads(slate)).item_ids
+    return shown_item_ids(slate)
 
 
 def _impression(row: Mapping[str, Any]) -> Impression:
