@@ -91,8 +91,8 @@ async def test_a_refused_row_is_quarantined_and_the_rest_of_the_checkpoint_commi
         assert sorted(stored) == ["a", "b", "c", "d"]
         assert all(s.events_applied == 1 for s in stored.values())
         assert await store.get_watermark() == len(users)  # the position moved on
-        assert processor.quarantine.counts == {"user": 1}
-        (refused,) = processor.quarantine.latest
+        assert processor.checkpointer.quarantine.counts == {"user": 1}
+        (refused,) = processor.checkpointer.quarantine.latest
         assert refused.key == f"user:{user_digest('poison-user')[:16]}"
         assert refused.reason == (
             'ValueError: new row for relation "user_state" violates check constraint "sane"'
@@ -109,7 +109,7 @@ async def test_a_refused_row_is_quarantined_and_the_rest_of_the_checkpoint_commi
         await processor.checkpoint()
         assert (await store.get_users(["e"]))["e"].events_applied == 1
         assert await store.get_watermark() == 6
-        assert processor.quarantine.total == 1
+        assert processor.checkpointer.quarantine.total == 1
     finally:
         await processor.stop()
 
@@ -127,7 +127,7 @@ async def test_an_unavailable_store_is_waited_for_and_nothing_is_quarantined(
         await processor.checkpoint()
         assert store.down == 0  # every failure was waited through
         assert sorted(await store.get_users(["a", "b"])) == ["a", "b"]
-        assert processor.quarantine.total == 0
+        assert processor.checkpointer.quarantine.total == 0
         assert await store.get_watermark() == 2
     finally:
         await processor.stop()
@@ -173,8 +173,8 @@ async def test_a_row_postgresql_refuses_is_quarantined_and_counted(
         stored = await container.store.get_users(users)
         assert sorted(stored) == ["a", "b"]
         assert await container.store.get_watermark() == len(users)
-        assert processor.quarantine.counts == {"user": 1}
-        (refused,) = processor.quarantine.latest
+        assert processor.checkpointer.quarantine.counts == {"user": 1}
+        (refused,) = processor.checkpointer.quarantine.latest
         assert "no_poison" in refused.reason and "CheckViolation" in refused.reason
         # no line of the log names the user (SQL parameters are hidden, no DETAIL shown)
         logged = [r.getMessage() for r in caplog.records]

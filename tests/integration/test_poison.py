@@ -79,7 +79,7 @@ async def test_an_unreadable_item_dead_letters_its_event_and_the_rest_apply(
         assert users["a"].events_applied == 2 and users["c"].events_applied == 1
         assert "b" not in users  # nothing of the poison event was applied
         assert processor.tracker.watermark == 4  # the stream moved past it
-        assert processor.dead_letters == 1
+        assert processor.calls.dead_letters == 1
     finally:
         await processor.stop()
 
@@ -109,7 +109,7 @@ async def test_a_nul_in_an_item_id_does_not_stick_the_processor_on_postgresql(
         processor = container.processor
         await processor.dispatch([like(1, "a", "bad\x00id"), like(2, "a", "i")])
         await _settled(processor)
-        assert processor.dead_letters == 1
+        assert processor.calls.dead_letters == 1
         state = (await container.store.get_users(["a"]))["a"]
         assert (state.events_applied, state.explicit_offset) == (1, 2)
         assert await container.store.count_dead_letters() == 1

@@ -254,14 +254,14 @@ async def test_the_processor_retries_a_commit_until_it_succeeds(tmp_path: Path) 
     writer.start()
     try:
         store.failures["commit"] = 3
-        store.probe = lambda: processor.failing
+        store.probe = lambda: processor.calls.failing
         assert await writer.submit([like("e1", "u")]) == [1]
         await settle(processor)
         assert (await store.get_users(["u"]))["u"].events_applied == 1
         assert retries.get("state_commit") == 3
         assert store.probed == [0, 1, 1]  # failing from the first failure on ...
-        assert processor.failing == 0  # ... until the commit went through
-        assert "TransientError" in (processor.last_error or "")
+        assert processor.calls.failing == 0  # ... until the commit went through
+        assert "TransientError" in (processor.calls.last_error or "")
     finally:
         await writer.stop()
         await processor.stop()

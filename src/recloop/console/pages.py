@@ -104,7 +104,7 @@ async def overview_page(c: Container, metrics: Metrics, rates: Rates) -> dict[st
         "applied_rate": per_second[1],
         "rate_seconds": per_second[2],
         "lag": health["components"].get("event_log", {}).get("detail", {}).get("lag"),
-        "dead_letters": c.processor.dead_letters,
+        "dead_letters": c.processor.calls.dead_letters,
         "experiments": experiments,
         "transitions": transitions,
         "learning": c.learning is not None,

@@ -86,6 +86,64 @@ class Tombstone:
         return offset is not None and self.log_offset is not None and offset <= self.log_offset
 
 
+class Erasures:
+    """The tombstones of erased users, as a processor checks each event against them.
+
+    Keyed by :func:`user_digest`; each user's look-up is memoised (at most
+    ``max_memo`` users, then the memo starts again). ``version`` counts the
+    changes of the tombstones, so that what was checked against older ones can be
+    checked again. On a partitioned log (a worker's) offsets count per partition:
+    only the time decides there.
+
+    >>> e = Erasures(max_memo=10)
+    >>> e.add("u1", Tombstone(erased_at=100.0, log_offset=7))
+    >>> e.blocked("u1", 7, 150.0), e.blocked("u1", 8, 150.0), e.blocked("u2", 1, 50.0)
+    (True, False, False)
+    >>> e.partitioned = True
+    >>> e.blocked("u1", 7, 150.0), e.version
+    (False, 1)
+    """
+
+    def __init__(self, max_memo: int) -> None:
+        self._tombstones: dict[str, Tombstone] = {}
+        self._memo: dict[str, Tombstone | None] = {}  # user_id -> tombstone
+        self._max_memo = max_memo
+        self.version = 0
+        self.partitioned = False
+
+    def __bool__(self) -> bool:
+        """Whether any user is erased (else nothing is blocked: no look-up needed)."""
+        return bool(self._tombstones)
+
+    def replace(self, tombstones: dict[str, Tombstone]) -> None:
+        """Hold these tombstones (by digest) instead of the former ones."""
+        self._tombstones = dict(tombstones)
+        self.version += 1
+        self._memo.clear()
+
+    def add(self, user_id: str, tombstone: Tombstone) -> None:
+        tombstones = dict(self._tombstones)
+        tombstones[user_digest(user_id)] = tombstone
+        self.replace(tombstones)
+
+    def blocked(self, user_id: str, offset: int, timestamp: float) -> bool:
+        """Whether the user's event at ``offset`` (of the log), which happened at
+        ``timestamp``, is erased history."""
+        if not self._tombstones:
+            return False
+        memo = self._memo
+        if user_id in memo:
+            tombstone = memo[user_id]
+        else:
+            tombstone = self._tombstones.get(user_digest(user_id))
+            if len(memo) >= self._max_memo:
+                memo.clear()
+            memo[user_id] = tombstone
+        if tombstone is None:
+            return False
+        return tombstone.blocks(None if self.partitioned else offset, timestamp)
+
+
 def retention_cutoff(now: float, days: float) -> float:
     """Records older than this (seconds since the epoch) are past their retention.
 
@@ -97,6 +155,7 @@ def retention_cutoff(now: float, days: float) -> float:
 
 __all__ = [
     "DAY",
+    "Erasures",
     "Tombstone",
     "key_fingerprint",
     "pseudonym",

@@ -131,37 +131,37 @@ def _processor(p: Processor) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "recloop_dead_letters",
         "Events that failed while applied since the process started (see dead_letters).",
-        value=p.dead_letters,
+        value=p.calls.dead_letters,
     )
     yield CounterMetricFamily(
         "recloop_apply_rounds",
         "Apply rounds (each applies what waited, in arrays) since the process started.",
-        value=p.rounds,
+        value=p.applying.rounds,
     )
     yield CounterMetricFamily(
         "recloop_checkpoints",
         "State checkpoints committed since the process started.",
-        value=p.checkpoints,
+        value=p.checkpointer.count,
     )
     yield GaugeMetricFamily(
         "recloop_state_journal_rows",
         "Users' rows in the state journal's records not compacted into user_state yet.",
-        value=p.journal_rows,
+        value=p.checkpointer.journal.rows,
     )
     yield CounterMetricFamily(
         "recloop_state_rows_journaled",
         "Users' rows appended to the state journal since the process started.",
-        value=p.rows_journaled,
+        value=p.checkpointer.rows_journaled,
     )
     yield CounterMetricFamily(
         "recloop_state_rows_compacted",
         "Users' rows written into user_state by compactions since the process started.",
-        value=p.rows_compacted,
+        value=p.checkpointer.rows_compacted,
     )
     yield CounterMetricFamily(
         "recloop_apply_crashes",
         "Apply rounds that failed in an unforeseen way (a bug; their events dead-lettered).",
-        value=p.crashes,
+        value=p.applying.crashes,
     )
     refused = CounterMetricFamily(
         "recloop_checkpoint_rows_refused",
@@ -169,7 +169,7 @@ def _processor(p: Processor) -> Iterator[Metric]:
         labels=["kind"],
     )
     for kind in REFUSED_KINDS:
-        refused.add_metric([kind], p.quarantine.counts[kind])
+        refused.add_metric([kind], p.checkpointer.quarantine.counts[kind])
     yield refused
 
 

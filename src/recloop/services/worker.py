@@ -248,8 +248,10 @@ class Worker:
             ),
             f"explicit queue {p.explicit_queue_depth}, implicit buffered {p.implicit_buffered}",
         ]
-        if p.failing:
-            parts.append(f"storage calls failing {p.failing} (last error: {p.last_error})")
+        if p.calls.failing:
+            parts.append(
+                f"storage calls failing {p.calls.failing} (last error: {p.calls.last_error})"
+            )
         if self.last_error is not None:
             parts.append(f"last worker error: {self.last_error}")
         return "; ".join(parts)

@@ -95,16 +95,16 @@ def _embedded(container: Any, components: dict[str, dict[str, Any]]) -> None:
     }
     alive, expected = p.workers_alive, p.workers_expected
     components["workers"] = {
-        "status": "ok" if alive == expected and not p.failing else "degraded",
+        "status": "ok" if alive == expected and not p.calls.failing else "degraded",
         "detail": {
             "alive": alive,
             "expected": expected,
-            "failing": p.failing,
+            "failing": p.calls.failing,
             "explicit_queue_depth": p.explicit_queue_depth,
             "implicit_buffered": p.implicit_buffered,
             "in_flight": p.tracker.in_flight,
-            "dead_letters": p.dead_letters,
-            "last_error": p.last_error,
+            "dead_letters": p.calls.dead_letters,
+            "last_error": p.calls.last_error,
         },
     }
     if alive == 0:
