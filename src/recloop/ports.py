@@ -258,8 +258,10 @@ class EventLog(Protocol):
         ...
 
 
-class StateStore(Protocol):
-    """Learned state: users, items, the applied watermark, dead letters."""
+class UserStateStore(Protocol):
+    """Users' learnt state, and the commit that writes it with everything an applied round
+    moved (:class:`StateChanges`: the algorithms' counts, experiments' exposures and values,
+    the log positions applied) in one transaction."""
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
@@ -272,45 +274,26 @@ class StateStore(Protocol):
         :class:`StateChanges`)."""
         ...
 
+    async def get_watermark(self) -> int: ...
+
+    async def get_positions(self) -> dict[int, int]:
+        """Applied offsets of the event topic's partitions (distributed deployment):
+        every message of partition ``p`` below ``positions[p]`` is in the state."""
+        ...
+
+
+class ReliabilityStore(Protocol):
+    """Users' standing with the guard (:class:`ReliabilityRecord`)."""
+
     async def get_reliability(self) -> list[ReliabilityRecord]: ...
 
-    # -- continuous learning: registry, deployment, jobs, training data ----------
-
-    async def put_model(self, record: ModelRecord, artifact: bytes) -> None: ...
-
-    async def set_model_status(self, version: str, status: str, reason: str) -> None: ...
-
-    async def get_models(self) -> list[ModelRecord]:
-        """Every model, newest first (without artifacts)."""
-        ...
-
-    async def get_model(self, version: str) -> tuple[ModelRecord, bytes] | None: ...
-
-    async def put_deployment(
-        self, state: Mapping[str, Any], transition: Mapping[str, Any] | None
-    ) -> None:
-        """Replace the slots' state; append ``transition`` to the history (one transaction)."""
-        ...
-
-    async def get_deployment(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """The slots' state (None before the first deployment) and every transition, oldest
-        first."""
-        ...
-
-    async def put_job(self, job: TrainingJob) -> None: ...
-
-    async def get_job(self, job_id: str) -> TrainingJob | None: ...
-
-    async def get_impressions(self, since: float, until: float) -> list[Impression]:
-        """Impressions created in ``[since, until)``, oldest first."""
-        ...
-
-    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
-        """:meth:`get_impressions`' heads (:class:`ImpressionHead`), read and decoded
-        without the rest of each impression."""
-        ...
-
     async def put_reliability(self, records: Sequence[ReliabilityRecord]) -> None: ...
+
+
+class ExperimentStore(Protocol):
+    """Experiments' definitions, and what :meth:`UserStateStore.commit` wrote of them
+    (exposures, users' metric values, per-variant statistics); the distributed workers'
+    reports of what they hold uncommitted."""
 
     async def get_experiments(self) -> list[Experiment]: ...
 
@@ -337,6 +320,11 @@ class StateStore(Protocol):
         """Every partition's last report."""
         ...
 
+
+class OptimizerStore(Protocol):
+    """The optimizer's algorithm counts (per segment, algorithm and time bucket, added by
+    :meth:`UserStateStore.commit` and by performance reports) and algorithms' status."""
+
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
         """Every stored bucket starting at or after ``since``."""
         ...
@@ -352,24 +340,83 @@ class StateStore(Protocol):
 
     async def put_algorithm_status(self, statuses: Sequence[AlgorithmStatus]) -> None: ...
 
+
+class ImpressionStore(Protocol):
+    """The rankings shown (:class:`Impression`), logged for attribution and training."""
+
     async def add_impressions(self, impressions: Sequence[Impression]) -> None: ...
 
     async def get_impression(self, impression_id: str) -> Impression | None: ...
 
-    async def get_watermark(self) -> int: ...
-
-    async def get_positions(self) -> dict[int, int]:
-        """Applied offsets of the event topic's partitions (distributed deployment):
-        every message of partition ``p`` below ``positions[p]`` is in the state."""
+    async def get_impressions(self, since: float, until: float) -> list[Impression]:
+        """Impressions created in ``[since, until)``, oldest first."""
         ...
+
+    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
+        """:meth:`get_impressions`' heads (:class:`ImpressionHead`), read and decoded
+        without the rest of each impression."""
+        ...
+
+
+class ModelStore(Protocol):
+    """Continuous learning: the model registry (with artifacts), the deployment's slots
+    and transitions, the training jobs."""
+
+    async def put_model(self, record: ModelRecord, artifact: bytes) -> None: ...
+
+    async def set_model_status(self, version: str, status: str, reason: str) -> None: ...
+
+    async def get_models(self) -> list[ModelRecord]:
+        """Every model, newest first (without artifacts)."""
+        ...
+
+    async def get_model(self, version: str) -> tuple[ModelRecord, bytes] | None: ...
+
+    async def put_deployment(
+        self, state: Mapping[str, Any], transition: Mapping[str, Any] | None
+    ) -> None:
+        """Replace the slots' state; append ``transition`` to the history (one transaction)."""
+        ...
+
+    async def get_deployment(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The slots' state (None before the first deployment) and every transition, oldest
+        first."""
+        ...
+
+    async def put_job(self, job: TrainingJob) -> None: ...
+
+    async def get_job(self, job_id: str) -> TrainingJob | None: ...
+
+
+class ItemStore(Protocol):
+    """Items: their vectors and attributes."""
 
     async def put_items(self, items: Sequence[Item]) -> None: ...
 
     async def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]: ...
 
+
+class DeadLetterStore(Protocol):
+    """Events that failed to apply, with the reason."""
+
     async def add_dead_letter(self, event: Event, reason: str) -> None: ...
 
     async def count_dead_letters(self) -> int: ...
+
+
+class StateStore(
+    UserStateStore,
+    ReliabilityStore,
+    ExperimentStore,
+    OptimizerStore,
+    ImpressionStore,
+    ModelStore,
+    ItemStore,
+    DeadLetterStore,
+    Protocol,
+):
+    """Learned state and what is stored beside it: every role above in one store (a
+    service that needs one or two roles takes those instead)."""
 
     async def stored_dims(self) -> set[int]:
         """The lengths of the vectors stored (users' and items'); empty for a new store.

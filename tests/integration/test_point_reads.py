@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from recloop.adapters.sql import SqlDatabase
-from recloop.adapters.sql.store import POINT_READ_MAX, SqlStateStore, _select_in
+from recloop.adapters.sql.base import select_in
+from recloop.adapters.sql.store import SqlStateStore
 from recloop.adapters.sql.tables import user_state
+from recloop.adapters.sql.users import POINT_READ_MAX
 from recloop.core.breaker import CircuitBreaker
 from recloop.core.errors import CircuitOpen, TransientError
 from recloop.core.preferences import UserState
@@ -86,7 +88,7 @@ async def test_point_reads_go_through_the_storage_breaker(tmp_path: Path) -> Non
 
 
 async def test_select_in_answers_as_sqlalchemy(tmp_path: Path) -> None:
-    """The fast lane's ``_select_in`` (its query built once per table, key and size) reads
+    """The fast lane's ``select_in`` (its query built once per table, key and size) reads
     the rows SQLAlchemy's ``select … where key in (…)`` reads, column for column, for
     random sets of stored and unknown keys, asked again and again."""
     db = SqlDatabase(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
@@ -99,7 +101,7 @@ async def test_select_in_answers_as_sqlalchemy(tmp_path: Path) -> None:
         for _ in range(40):
             size = int(rng.integers(1, 30))
             keys = [f"u{k}" for k in rng.integers(0, 90, size).tolist()]  # some unknown
-            got = await db.run_read(partial(_select_in, user_state, "user_id", keys))
+            got = await db.run_read(partial(select_in, user_state, "user_id", keys))
             query = select(user_state).where(user_state.c.user_id.in_(keys))
             async with db.read() as conn:
                 want = [dict(r) for r in (await conn.execute(query)).mappings().all()]

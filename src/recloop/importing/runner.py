@@ -87,7 +87,7 @@ from recloop.core.ranking import Candidate, credited
 from recloop.importing.rows import Raw, raw_record, read
 from recloop.importing.sorting import ExternalSort
 from recloop.learning.training import IMPORTED
-from recloop.ports import Impression, StateStore
+from recloop.ports import Impression, ImpressionStore
 from recloop.services.batching import GroupCommit
 from recloop.services.ingest import EventOutcome, IngestService
 from recloop.services.ranking import RankConfig, Ranker
@@ -519,7 +519,7 @@ class _Session:
         return 1
 
 
-def historical_impression_writer(store: StateStore) -> GroupCommit[Impression, None]:
+def historical_impression_writer(store: ImpressionStore) -> GroupCommit[Impression, None]:
     """Impressions logged by group commit, each under the historical id the import gave
     in its context (:data:`SLATE_KEY`), its credits drawn again for that id."""
 

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from recloop.config import ExperimentSettings
 from recloop.core import experiments as xp
@@ -31,7 +31,14 @@ from recloop.core.errors import Conflict, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, Metric, UserMetric
 from recloop.core.stats import PairStats
-from recloop.ports import EventLog, Exposure, StateChanges, StateStore, WaitingReport
+from recloop.ports import (
+    EventLog,
+    ExperimentStore,
+    Exposure,
+    StateChanges,
+    UserStateStore,
+    WaitingReport,
+)
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 from recloop.services.tasks import stop_tasks
@@ -43,10 +50,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class ExperimentRecords(ExperimentStore, UserStateStore, Protocol):
+    """What :class:`ExperimentService` uses of the state store: the experiments' records,
+    the commit that writes exposures and metric values, and whether a user has any state
+    (a first exposure's pre-period need not be read from the log without it)."""
+
+
 class ExperimentService:
     def __init__(
         self,
-        store: StateStore,
+        store: ExperimentRecords,
         log_: EventLog,
         config: ExperimentSettings,
         clock: Callable[[], float] = time.time,

@@ -57,7 +57,7 @@ from recloop.core.spam_grade import FeatureColumns, grade_columns
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
 from recloop.core.spam_table import CODES, ActivityTable, ActivityView
-from recloop.ports import ReliabilityRecord, StateStore
+from recloop.ports import ReliabilityRecord, ReliabilityStore
 from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ _SWEEP_SLICE = 500
 class GuardService:
     def __init__(
         self,
-        store: StateStore,
+        store: ReliabilityStore,
         config: SpamSettings,
         *,
         max_users: int,

@@ -8,7 +8,7 @@ from typing import Any
 
 from recloop.core.errors import NotFound
 from recloop.core.items import Item, make_item
-from recloop.ports import StateStore
+from recloop.ports import ItemStore
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.vectors import ItemVectors
 
@@ -16,7 +16,7 @@ from recloop.services.vectors import ItemVectors
 class ItemService:
     def __init__(
         self,
-        store: StateStore,
+        store: ItemStore,
         vectors: ItemVectors,
         dim: int,
         clock: Callable[[], float] = time.time,

@@ -45,7 +45,7 @@ from recloop.core.bandit import (
 from recloop.core.errors import InvalidInput
 from recloop.core.ids import uuid7
 from recloop.core.segments import SEGMENTS
-from recloop.ports import AlgorithmCount, StateStore
+from recloop.ports import AlgorithmCount, OptimizerStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ class PerformanceReport:
 class Optimizer:
     def __init__(
         self,
-        store: StateStore,
+        store: OptimizerStore,
         config: BanditSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from recloop.core.errors import NotFound
 from recloop.core.preferences import Preferences
-from recloop.ports import Cache, StateStore
+from recloop.ports import Cache, UserStateStore
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.feedback import preferences_key
 
@@ -17,7 +17,7 @@ _UNKNOWN = object()  # cached "no such user": polls for a user not yet applied s
 class PreferenceService:
     def __init__(
         self,
-        store: StateStore,
+        store: UserStateStore,
         cache: Cache,
         retries: RetryCounts | None = None,
         live: Callable[[str], Preferences | None] | None = None,

@@ -46,8 +46,8 @@ from recloop.ports import (
     Forgettable,
     PrivacyStore,
     StateChanges,
-    StateStore,
     UserData,
+    UserStateStore,
 )
 from recloop.services.experiments import ExperimentService
 from recloop.services.feedback import Processor, preferences_key
@@ -101,7 +101,7 @@ class PrivacyService:
         self,
         store: PrivacyStore,
         log_: EventLog,
-        state: StateStore,
+        state: UserStateStore,
         processor: Processor,
         experiments: ExperimentService,
         config: PrivacySettings,

@@ -44,7 +44,7 @@ from recloop.core.ranking import (
 )
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
-from recloop.ports import EventLog, Impression, StateStore
+from recloop.ports import EventLog, Impression, ImpressionStore
 from recloop.resilience import RetryCounts, retry_read
 from recloop.services.batching import GroupCommit
 from recloop.services.experiments import ExperimentService
@@ -140,7 +140,7 @@ def _picker(rows: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     return lambda values: tuple([values[i] for i in rows])
 
 
-def impression_writer(store: StateStore) -> GroupCommit[Impression, None]:
+def impression_writer(store: ImpressionStore) -> GroupCommit[Impression, None]:
     """Impressions are logged by group commit, like events."""
 
     async def write(batch: list[Impression]) -> list[None]:
@@ -157,7 +157,7 @@ class Ranker:
         optimizer: Optimizer,
         vectors: ItemVectors,
         impressions: GroupCommit[Impression, None],
-        store: StateStore,
+        store: ImpressionStore,
         log_: EventLog,
         config: RankConfig,
         clock: Callable[[], float] = time.time,

@@ -37,7 +37,7 @@ from recloop.config import Settings
 from recloop.core.contribution import attributed_counts
 from recloop.core.preferences import Preferences
 from recloop.core.segments import SegmentRules
-from recloop.ports import AlgorithmCount, EventLog, StateStore
+from recloop.ports import AlgorithmCount, EventLog, UserStateStore
 from recloop.services.guard import GuardService
 from recloop.services.optimizer import Optimizer
 from recloop.services.tasks import stop_tasks
@@ -89,7 +89,7 @@ class Retraction:
         guard: GuardService,
         optimizer: Optimizer,
         config: RetractionConfig,
-        store: StateStore | None = None,
+        store: UserStateStore | None = None,
         live: Callable[[str], Preferences | None] | None = None,
     ) -> None:
         """``store`` and ``live`` (the processor's state as applied, embedded) tell the

@@ -14,7 +14,7 @@ from recloop.core.cache import LruCache
 from recloop.core.features import ATTRIBUTE_BUCKETS, hashed_attributes
 from recloop.core.items import Item
 from recloop.core.preferences import Vector
-from recloop.ports import StateStore
+from recloop.ports import ItemStore
 from recloop.resilience import RetryCounts, retry_read
 
 _MISSING: Any = object()
@@ -63,7 +63,7 @@ class ItemVectors:
 
     def __init__(
         self,
-        store: StateStore,
+        store: ItemStore,
         max_items: int,
         retries: RetryCounts | None = None,
         dim: int | None = None,

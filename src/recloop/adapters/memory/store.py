@@ -1,4 +1,9 @@
-"""In-memory event log and state store: same contract as the SQL adapter, no durability."""
+"""In-memory event log and state store: same contract as the SQL adapter, no durability.
+
+The state store is one class per role of ``ports.StateStore`` (``InMemoryUserStateStore``,
+``InMemoryExperimentStore``, ...) over the data they share (:class:`MemoryRole`),
+combined in :class:`InMemoryStateStore`.
+"""
 
 from __future__ import annotations
 
@@ -90,30 +95,45 @@ def _with_offset(event: Event, offset: int) -> Event:
     return Event.from_record(event.to_record(), offset)
 
 
-class InMemoryStateStore:
+class MemoryRole:
+    """The base of the in-memory store's role classes: the data they share, what the
+    tables are to the SQL adapter's roles. One ``__init__`` holds every role's, since
+    :meth:`InMemoryUserStateStore.commit` writes across roles (one transaction in SQL)."""
+
     def __init__(self) -> None:
+        # users (InMemoryUserStateStore)
         self._users: dict[str, UserState] = {}
-        self._items: dict[str, Item] = {}
         self._watermark = 0
         self._last_commit: str | None = None  # see StateChanges.commit_id
         self._positions: dict[int, int] = {}
+        self._journal: dict[int, UserRows] = {}
+        # the optimizer (InMemoryOptimizerStore)
         self._counts: dict[tuple[str, str, float], PerformanceCounts] = {}
         self._reports: dict[str, bytes] = {}
         self._status: dict[tuple[str, str], AlgorithmStatus] = {}
+        # impressions, models, items, reliability, dead letters
         self._impressions: dict[str, Impression] = {}
         self._models: dict[str, tuple[ModelRecord, bytes]] = {}
         self._deployment: dict[str, Any] | None = None
         self._transitions: list[dict[str, Any]] = []
         self._jobs: dict[str, TrainingJob] = {}
-        self._experiments: dict[str, Experiment] = {}
+        self._items: dict[str, Item] = {}
         self._reliability: dict[str, ReliabilityRecord] = {}
+        self.dead_letters: list[tuple[Event, str]] = []
+        # experiments (InMemoryExperimentStore)
+        self._experiments: dict[str, Experiment] = {}
         self._exposures: dict[str, dict[str, Exposure]] = {}
         self._user_metrics: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._experiment_stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self._waiting: dict[int, WaitingReport] = {}
-        self.dead_letters: list[tuple[Event, str]] = []
-        self._journal: dict[int, UserRows] = {}
 
+    def _add_counts(self, rows: Sequence[AlgorithmCount]) -> None:
+        for row in rows:
+            key = (row.segment, row.algorithm, row.bucket_start)
+            self._counts[key] = self._counts.get(key, PerformanceCounts()) + row.counts
+
+
+class InMemoryUserStateStore(MemoryRole):
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         found = {u: copy.deepcopy(self._users[u]) for u in user_ids if u in self._users}
         wanted = set(user_ids)
@@ -158,6 +178,14 @@ class InMemoryStateStore:
     async def get_journal(self) -> list[tuple[int, UserRows]]:
         return [(seq, self._journal[seq]) for seq in sorted(self._journal)]
 
+    async def get_watermark(self) -> int:
+        return self._watermark
+
+    async def get_positions(self) -> dict[int, int]:
+        return dict(self._positions)
+
+
+class InMemoryReliabilityStore(MemoryRole):
     async def get_reliability(self) -> list[ReliabilityRecord]:
         return list(self._reliability.values())
 
@@ -165,6 +193,8 @@ class InMemoryStateStore:
         for record in records:
             self._reliability[record.user_id] = record
 
+
+class InMemoryExperimentStore(MemoryRole):
     async def get_experiments(self) -> list[Experiment]:
         return list(self._experiments.values())
 
@@ -190,11 +220,8 @@ class InMemoryStateStore:
     async def get_waiting(self) -> list[WaitingReport]:
         return [self._waiting[p] for p in sorted(self._waiting)]
 
-    def _add_counts(self, rows: Sequence[AlgorithmCount]) -> None:
-        for row in rows:
-            key = (row.segment, row.algorithm, row.bucket_start)
-            self._counts[key] = self._counts.get(key, PerformanceCounts()) + row.counts
 
+class InMemoryOptimizerStore(MemoryRole):
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
         return [
             AlgorithmCount(segment, algorithm, bucket, counts)
@@ -218,6 +245,8 @@ class InMemoryStateStore:
         for status in statuses:
             self._status[(status.segment, status.algorithm)] = status
 
+
+class InMemoryImpressionStore(MemoryRole):
     async def add_impressions(self, impressions: Sequence[Impression]) -> None:
         for impression in impressions:
             self._impressions[impression.impression_id] = _copied(impression)
@@ -236,6 +265,8 @@ class InMemoryStateStore:
         found.sort(key=lambda i: (i.created_at, i.impression_id))
         return [ImpressionHead.of(i) for i in found]
 
+
+class InMemoryModelStore(MemoryRole):
     async def put_model(self, record: ModelRecord, artifact: bytes) -> None:
         if record.version in self._models:
             raise ValueError(f"model {record.version!r} exists")
@@ -271,12 +302,8 @@ class InMemoryStateStore:
     async def get_job(self, job_id: str) -> TrainingJob | None:
         return self._jobs.get(job_id)
 
-    async def get_watermark(self) -> int:
-        return self._watermark
 
-    async def get_positions(self) -> dict[int, int]:
-        return dict(self._positions)
-
+class InMemoryItemStore(MemoryRole):
     async def put_items(self, items: Sequence[Item]) -> None:
         for item in items:
             self._items[item.item_id] = item
@@ -284,11 +311,26 @@ class InMemoryStateStore:
     async def get_items(self, item_ids: Sequence[str]) -> dict[str, Item]:
         return {i: self._items[i] for i in item_ids if i in self._items}
 
+
+class InMemoryDeadLetterStore(MemoryRole):
     async def add_dead_letter(self, event: Event, reason: str) -> None:
         self.dead_letters.append((event, reason))
 
     async def count_dead_letters(self) -> int:
         return len(self.dead_letters)
+
+
+class InMemoryStateStore(
+    InMemoryUserStateStore,
+    InMemoryReliabilityStore,
+    InMemoryExperimentStore,
+    InMemoryOptimizerStore,
+    InMemoryImpressionStore,
+    InMemoryModelStore,
+    InMemoryItemStore,
+    InMemoryDeadLetterStore,
+):
+    """Every role of the state store over one set of data (``ports.StateStore``)."""
 
     async def stored_dims(self) -> set[int]:
         states = list(self._users.values())[:1]

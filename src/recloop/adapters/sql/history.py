@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import orjson
 from sqlalchemy import delete, select
 
+from recloop.adapters.sql.base import dialect_insert
 from recloop.adapters.sql.database import SqlDatabase
-from recloop.adapters.sql.store import _insert
 from recloop.adapters.sql.tables import history_points
 from recloop.ports import HistoryPoint
 
@@ -32,7 +32,7 @@ def _figures(values: dict[str, float | None]) -> bytes:
 class SqlHistoryStore:
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
-        self._insert = _insert(db, history_points).on_conflict_do_nothing(
+        self._insert = dialect_insert(db, history_points).on_conflict_do_nothing(
             index_elements=["kind", "scope", "subject", "at"]
         )
 

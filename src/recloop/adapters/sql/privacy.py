@@ -7,25 +7,22 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, select
 
+from recloop.adapters.sql.base import dialect_insert
 from recloop.adapters.sql.database import SqlDatabase
-from recloop.adapters.sql.log import READ_COLUMNS, event_from_row
-from recloop.adapters.sql.store import (
-    _PAIR_COLUMNS,
-    _count_to_row,
-    _impression,
-    _insert,
-    _merged,
-    _user_from_row,
-    add_counts_statement,
-    impression_query,
+from recloop.adapters.sql.experiments import (
+    PAIR_COLUMNS,
+    add_experiment_stats_statement,
+    merged_stats,
 )
+from recloop.adapters.sql.impressions import impression_from_row, impression_query
+from recloop.adapters.sql.log import READ_COLUMNS, event_from_row
+from recloop.adapters.sql.optimizer import add_counts_statement, count_to_row
 from recloop.adapters.sql.tables import (
     dead_letters,
     erased_users,
     event_impressions,
     events,
     experiment_exposures,
-    experiment_stats,
     experiment_user_metrics,
     impressions,
     privacy_meta,
@@ -33,6 +30,7 @@ from recloop.adapters.sql.tables import (
     user_reliability,
     user_state,
 )
+from recloop.adapters.sql.users import user_from_row
 from recloop.core.events import Event
 from recloop.core.experiments import UserMetric
 from recloop.core.preferences import UserState
@@ -54,18 +52,14 @@ _BY_USER = (
 class SqlPrivacyStore:
     def __init__(self, db: SqlDatabase) -> None:
         self._db = db
-        stats = _insert(db, experiment_stats)
-        self._add_stats = stats.on_conflict_do_update(
-            index_elements=["experiment_id", "variant", "metric"],
-            set_={name: experiment_stats.c[name] + stats.excluded[name] for name in _PAIR_COLUMNS},
-        )
+        self._add_stats = add_experiment_stats_statement(db)
         self._add_counts = add_counts_statement(db)
-        tomb = _insert(db, erased_users)
+        tomb = dialect_insert(db, erased_users)
         self._put_tombstone = tomb.on_conflict_do_update(
             index_elements=["user_digest"],
             set_={"erased_at": tomb.excluded.erased_at, "log_offset": tomb.excluded.log_offset},
         )
-        meta = _insert(db, privacy_meta)
+        meta = dialect_insert(db, privacy_meta)
         self._put_meta = meta.on_conflict_do_update(
             index_elements=["name"], set_={"value": meta.excluded.value}
         )
@@ -128,7 +122,7 @@ class SqlPrivacyStore:
                 .where(impressions.c.user_id == user_id)
                 .order_by(impressions.c.created_at, impressions.c.impression_id)
             )
-            found_impressions = [_impression(dict(row)) for row in shown.mappings()]
+            found_impressions = [impression_from_row(dict(row)) for row in shown.mappings()]
             t = experiment_exposures
             exposed = await conn.execute(
                 select(t.c.experiment_id, t.c.variant, t.c.exposed_at, t.c.overridden_by)
@@ -159,7 +153,7 @@ class SqlPrivacyStore:
             )
             letters = [(Event.from_record(orjson.loads(p), o), r) for o, p, r in failed]
             journaled = await _journaled_state(conn, user_id)
-        state = None if state_row is None else _user_from_row(state_row)
+        state = None if state_row is None else user_from_row(state_row)
         return UserData(
             state=journaled or state,
             events=found_events,
@@ -197,14 +191,14 @@ class SqlPrivacyStore:
                         "experiment_id": e,
                         "variant": v,
                         "metric": m,
-                        **{name: getattr(s, name) for name in _PAIR_COLUMNS},
+                        **{name: getattr(s, name) for name in PAIR_COLUMNS},
                     }
-                    for e, v, m, s in _merged(changes.experiment_stats)
+                    for e, v, m, s in merged_stats(changes.experiment_stats)
                 ]
                 await conn.execute(self._add_stats, rows)
             if changes.algorithm_counts:
                 await conn.execute(
-                    self._add_counts, [_count_to_row(c) for c in changes.algorithm_counts]
+                    self._add_counts, [count_to_row(c) for c in changes.algorithm_counts]
                 )
             await conn.execute(
                 self._put_tombstone,
