@@ -27,7 +27,7 @@ import numpy as np
 from recloop.core.ids import uuid7
 from recloop.core.journal import JournalPlan
 from recloop.core.state import UserRows, UserTable
-from recloop.ports import AlgorithmCount, Cache, StateStore
+from recloop.ports import AlgorithmCount, Cache, UserStateStore
 from recloop.services.apply import Applier
 from recloop.services.inbox import Inbox
 from recloop.services.refusals import Quarantine, commit_checkpoint
@@ -51,7 +51,7 @@ class Checkpointer:
         table: UserTable,
         applier: Applier,
         inbox: Inbox,
-        store: StateStore,
+        store: UserStateStore,
         cache: Cache,
         calls: StoreCalls,
         journal: JournalPlan,

@@ -35,7 +35,7 @@ import numpy as np
 from recloop.core.events import EXPLICIT_TYPES, Event
 from recloop.core.privacy import Erasures
 from recloop.core.state import UserRows, UserTable
-from recloop.ports import Cache, StateStore
+from recloop.ports import Cache, UserStateStore
 from recloop.resilience import Deterministic
 from recloop.services.apply import Applier, ProcessorConfig
 from recloop.services.checkpoint import preferences_key
@@ -58,7 +58,7 @@ class ApplyTask:
         table: UserTable,
         applier: Applier,
         inbox: Inbox,
-        store: StateStore,
+        store: UserStateStore,
         cache: Cache,
         vectors: ItemVectors,
         calls: StoreCalls,

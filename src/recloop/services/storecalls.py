@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from recloop.core.events import Event
-from recloop.ports import StateStore
+from recloop.ports import DeadLetterStore
 from recloop.resilience import (
     Deterministic,
     RetryCounts,
@@ -41,7 +41,7 @@ class StoreCalls:
     """The processor's calls to the state store and the item vectors; see the module."""
 
     def __init__(
-        self, store: StateStore, poison_attempts: int, retries: RetryCounts | None = None
+        self, store: DeadLetterStore, poison_attempts: int, retries: RetryCounts | None = None
     ) -> None:
         self._store = store
         self._attempts = poison_attempts
