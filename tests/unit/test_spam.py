@@ -206,6 +206,49 @@ def test_clicks_without_impressions() -> None:
     assert off["clicks_without_impressions"].weight == 0.0
 
 
+def population(
+    users: int, seeing: int, config: SpamConfig = CONFIG
+) -> tuple[dict[str, UserActivity], ItemStats]:
+    """``users`` users with 20 clicks each, the first ``seeing`` of them shown each item
+    first; the rest click items never shown (their clients log no impressions)."""
+    items = ItemStats()
+    activities = {}
+    for u in range(users):
+        activity = activities[f"u{u}"] = UserActivity(config)
+        for k in range(20):
+            t = T0 + 40.0 * k + u
+            if u < seeing:
+                record_event(activity, items, None, "impression", f"i{k}", None, t - 3.0)
+            record_event(activity, items, None, "click", f"i{k}", None, t)
+    return activities, items
+
+
+def test_clicks_without_impressions_count_only_where_the_population_logs_impressions() -> None:
+    """ "auto": a deployment whose clients log no exposures (most clicks unseen) does not
+    accuse every clicking user; one whose clients do still accuses the one who does not."""
+    weight = "clicks_without_impressions"
+    blind, items = population(users=10, seeing=0)
+    assert (items.clicks, items.unseen_clicks) == (200, 200)
+    assert not items.impressions_logged(CONFIG)
+    assert signals(blind["u0"], items, CONFIG, now=T0)[weight].weight == 0.0
+    on = replace(CONFIG, impressions_logged=True)
+    assert signals(blind["u0"], items, on, now=T0)[weight].weight > 0.0
+    mostly, items = population(users=10, seeing=8)
+    assert items.impressions_logged(CONFIG)
+    found = signals(mostly["u9"], items, CONFIG, now=T0)[weight]
+    assert found.fired and found.weight > 0.0
+    assert not signals(mostly["u0"], items, CONFIG, now=T0)[weight].fired
+    # the edge: exactly unseen_clicks_max of the population's clicks unseen still counts
+    _, items = population(users=10, seeing=5)
+    assert items.unseen_clicks == CONFIG.unseen_clicks_max * items.clicks
+    assert items.impressions_logged(CONFIG)
+
+
+def test_impressions_logged_is_true_false_or_auto() -> None:
+    with pytest.raises(InvalidInput, match="true, false or auto"):
+        SpamConfig(impressions_logged="sometimes")  # type: ignore[arg-type]
+
+
 def test_a_view_counts_as_having_seen_the_item() -> None:
     activity = UserActivity()
     activity.observe("view", "i1", None, T0)

@@ -199,6 +199,12 @@ def fold_as_the_reference(config: SpamConfig, seed: int) -> None:
             assert same(getattr(reading, field), getattr(wanted, field)), (user, field)
     assert items.global_moments == expected_items.global_moments
     assert items.profile_lengths == expected_items.profile_lengths
+    clicks = (items.clicks, items.unseen_clicks)
+    assert clicks == (expected_items.clicks, expected_items.unseen_clicks)
+    assert clicks == (
+        sum(a.clicks for a in expected.values()),
+        sum(a.unseen_clicks for a in expected.values()),
+    )
     for item in {e.item for e in events}:
         assert items.moments(item) == expected_items.moments(item)
     now = max(e.t for e in events)

@@ -96,7 +96,7 @@ from array import array
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -255,7 +255,11 @@ class SpamConfig:
     dwell_half: float = 40.0
     w_short_dwell: float = 15.0
     # behaviour: clicks on items never impressed nor viewed
-    impressions_logged: bool = True  # False: clients do not log impressions; the signal is off
+    impressions_logged: bool | Literal["auto"] = "auto"
+    """Whether clients log impressions (or views) before clicks: False turns the signal off,
+    True keeps it on; "auto" keeps it on while the population's own share of unseen clicks
+    is at most ``unseen_clicks_max`` (:meth:`ItemStats.impressions_logged`): where most
+    clicks are unseen, the clients log no exposures and the signal would accuse everyone."""
     unseen_clicks_max: float = 0.5
     unseen_clicks_span: float = 0.3
     clicks_min: int = 10
@@ -343,6 +347,11 @@ class SpamConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool):
+                continue
+            if isinstance(value, str):
+                if value != "auto":
+                    message = f"must be true, false or auto, got {value!r}"
+                    raise InvalidInput(f"spam.{f.name}", message)
                 continue
             if isinstance(value, tuple):
                 if not value or not all(math.isfinite(v) and v > 0 for v in value):
@@ -518,6 +527,10 @@ class ItemStats:
         self._mirror: FloatArray = np.zeros((0, 5))
         self._row: dict[str, int] = {}
         self._changed: dict[str, None] = {}  # in first-change order: new items' order
+        self.clicks = 0
+        """Clicks folded so far, of every user (erased and evicted users' included) ..."""
+        self.unseen_clicks = 0
+        """... and those on items not among their user's latest impressions and views."""
 
     # mutators
     def add_rating(self, item_id: str, value: float) -> None:
@@ -645,8 +658,33 @@ class ItemStats:
         tally[3] += n_max
         tally[4] += n_min
 
+    def note_clicks(self, clicks: int, unseen: int) -> None:
+        """Count ``clicks`` more clicks, ``unseen`` of them on items their user had not been
+        shown (:attr:`UserActivity.unseen_clicks`)."""
+        self.clicks += clicks
+        self.unseen_clicks += unseen
+
+    def impressions_logged(self, config: SpamConfig) -> bool:
+        """Whether the ``clicks_without_impressions`` signal counts: as ``config`` says,
+        or ("auto") while at most ``unseen_clicks_max`` of the population's clicks are
+        unseen (none counted yet: it counts, no user having the clicks it needs).
+
+        >>> s, auto = ItemStats(), SpamConfig()
+        >>> s.note_clicks(10, 2); s.impressions_logged(auto)
+        True
+        >>> s.note_clicks(10, 9); s.impressions_logged(auto)
+        False
+        >>> s.impressions_logged(SpamConfig(impressions_logged=True))
+        True
+        """
+        logged = config.impressions_logged
+        if logged != "auto":
+            return bool(logged)
+        return self.unseen_clicks <= config.unseen_clicks_max * self.clicks
+
     def merge(self, other: ItemStats) -> None:
         """Add ``other``'s counts to these (statistics of another shard)."""
+        self.note_clicks(other.clicks, other.unseen_clicks)
         for item_id, theirs in other._items.items():
             mine = self._items.get(item_id)
             self._items[item_id] = list(theirs) if mine is None else _added(mine, theirs)
@@ -664,6 +702,7 @@ class ItemStats:
         clone._named_once = dict(self._named_once)
         clone._global = list(self._global)
         clone._lengths = list(self._lengths)
+        clone.note_clicks(self.clicks, self.unseen_clicks)
         return clone
 
     # queries
@@ -1547,7 +1586,11 @@ def _timing_signals(
 
 
 def _behaviour_signals(
-    activity: Evidence, config: SpamConfig, readings: ActivityReadings, catalogue: int = 0
+    activity: Evidence,
+    config: SpamConfig,
+    readings: ActivityReadings,
+    catalogue: int = 0,
+    impressions_logged: bool = True,
 ) -> dict[str, Signal]:
     out: dict[str, Signal] = {}
     n = activity.actions
@@ -1580,7 +1623,7 @@ def _behaviour_signals(
         config.unseen_clicks_max,
         config.unseen_clicks_span,
         grown(config.w_unseen_clicks, activity.clicks, config.clicks_half, config.clicks_min)
-        if config.impressions_logged
+        if impressions_logged
         else 0.0,
     )
     return out
@@ -2050,7 +2093,8 @@ def signals(
     if readings is None:
         readings = activity_readings(activity, catalogue)
     out = _timing_signals(activity, config, readings)
-    out.update(_behaviour_signals(activity, config, readings, catalogue))
+    logged = items.impressions_logged(config)
+    out.update(_behaviour_signals(activity, config, readings, catalogue, logged))
     out.update(_text_signals(activity, config, texts))
     out.update(_profile_signals(activity, items, config, norms, features))
     out["target_group"] = _group_signal(group, config)
@@ -2229,5 +2273,10 @@ def record_event(
             items.replace_rating(item_id, old, value)
         if len(activity.ratings) != before:
             items.note_profile_length(before, len(activity.ratings))
+        return
+    if event_type == "click":
+        unseen = activity.unseen_clicks
+        activity.observe(event_type, item_id, value, timestamp, copies, text)
+        items.note_clicks(1, activity.unseen_clicks - unseen)
         return
     activity.observe(event_type, item_id, value, timestamp, copies, text)

@@ -259,7 +259,7 @@ def _signals(
         c.unseen_clicks_max,
         c.unseen_clicks_span,
         _grown(c.w_unseen_clicks, clicks, c.clicks_half, c.clicks_min)
-        if c.impressions_logged
+        if items.impressions_logged(c)
         else 0.0,
     )
     # review texts

@@ -346,6 +346,7 @@ class ActivityTable:
             unseen = self._unseen(clicks, shown, seen_at, uids, hashes)
             add(self.clicks, clicks)
             add(self.unseen_clicks, unseen)
+            items.note_clicks(int(np.count_nonzero(clicks)), int(np.count_nonzero(unseen)))
         if shown.any():
             packed = (uids[shown] << 32) | seen_at[shown]
             self._impressed.update(
@@ -421,6 +422,7 @@ class ActivityTable:
         first: dict[int, int] = {}
         count: dict[int, int] = {}
         shown_any = False
+        clicked = unseen = 0
         for i, slot, code, t, v, h in zip(
             range(n), slots.tolist(), code_list, times.tolist(), values.tolist(), hashes,
             strict=False,
@@ -443,9 +445,11 @@ class ActivityTable:
                 impressed[(h & _MASK) ^ spread] = (uid << 32) | seen
             elif code == _CLICK:
                 self.clicks[slot] += 1
+                clicked += 1
                 found = impressed.get((h & _MASK) ^ spread, -1)
                 if found < 0 or int(self.seen[slot]) - (found & 0xFFFFFFFF) >= remembered:
                     self.unseen_clicks[slot] += 1
+                    unseen += 1
             if code == _IMPRESSION:
                 continue
             at = ordinal[i] = int(self.actions[slot]) + 1
@@ -456,6 +460,8 @@ class ActivityTable:
                 self.short_dwells[slot] += v < short
             hours[slot, int(t // 3600.0 % _HOURS)] += 1
             type_total[slot, code] += 1
+        if clicked:
+            items.note_clicks(clicked, unseen)
         touched = sorted(count)
         grouped = (
             np.array(touched, np.int64),
