@@ -49,6 +49,16 @@ def dialect_insert(db: SqlDatabase, table: Any) -> Any:
     return dialect.insert(table)
 
 
+def upsert(db: SqlDatabase, table: Any, *keys: str) -> Any:
+    """``table``'s insert in ``db``'s dialect that, on a conflict on ``keys``, replaces
+    every other column with the inserted row's."""
+    insert = dialect_insert(db, table)
+    return insert.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c.name: insert.excluded[c.name] for c in table.c if c.name not in keys},
+    )
+
+
 def vector_of(blob: bytes) -> np.ndarray[Any, np.dtype[np.float64]]:
     """A stored vector column (little-endian float64) as an array."""
     return np.frombuffer(blob, dtype="<f8").copy()

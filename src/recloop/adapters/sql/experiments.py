@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
-from recloop.adapters.sql.base import SQLITE_IN_CHUNK, SqlRole, dialect_insert
+from recloop.adapters.sql.base import SQLITE_IN_CHUNK, SqlRole, dialect_insert, upsert
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import (
     experiment_exposures,
@@ -36,15 +36,7 @@ class SqlExperimentStore(SqlRole):
             index_elements=["partition"],
             set_={n: waiting.excluded[n] for n in ("events", "unfetched", "reported_at")},
         )
-        definition = dialect_insert(db, experiments)
-        self._put_experiment = definition.on_conflict_do_update(
-            index_elements=["experiment_id"],
-            set_={
-                c.name: definition.excluded[c.name]
-                for c in experiments.c
-                if c.name != "experiment_id"
-            },
-        )
+        self._put_experiment = upsert(db, experiments, "experiment_id")
 
     async def get_experiments(self) -> list[Experiment]:
         async with self._db.read() as conn:
@@ -148,6 +140,19 @@ def add_experiment_stats_statement(db: SqlDatabase) -> Any:
         index_elements=["experiment_id", "variant", "metric"],
         set_={name: experiment_stats.c[name] + xstats.excluded[name] for name in PAIR_COLUMNS},
     )
+
+
+def stats_rows(deltas: Sequence[tuple[str, str, str, PairStats]]) -> list[dict[str, Any]]:
+    """``experiment_stats`` rows of ``deltas``, one per key (:func:`merged_stats`)."""
+    return [
+        {
+            "experiment_id": e,
+            "variant": v,
+            "metric": m,
+            **{name: getattr(s, name) for name in PAIR_COLUMNS},
+        }
+        for e, v, m, s in merged_stats(deltas)
+    ]
 
 
 def merged_stats(

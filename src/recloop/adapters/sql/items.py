@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
-from recloop.adapters.sql.base import SqlRole, dialect_insert, select_in, vector_of
+from recloop.adapters.sql.base import SqlRole, select_in, upsert, vector_of
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import items
 from recloop.core.items import Item
@@ -19,11 +19,7 @@ from recloop.core.items import Item
 class SqlItemStore(SqlRole):
     def __init__(self, db: SqlDatabase, pg_lane: bool | None = None) -> None:
         super().__init__(db, pg_lane)
-        item_upsert = dialect_insert(db, items)
-        self._save_item = item_upsert.on_conflict_do_update(
-            index_elements=["item_id"],
-            set_={c.name: item_upsert.excluded[c.name] for c in items.c if c.name != "item_id"},
-        )
+        self._save_item = upsert(db, items, "item_id")
 
     async def put_items(self, batch: Sequence[Item]) -> None:
         rows = [

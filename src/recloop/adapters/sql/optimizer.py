@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import case, literal_column, select
 
-from recloop.adapters.sql.base import SqlRole, dialect_insert
+from recloop.adapters.sql.base import SqlRole, dialect_insert, upsert
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import algorithm_stats, algorithm_status, performance_reports
 from recloop.core.availability import AlgorithmStatus
@@ -25,15 +25,7 @@ class SqlOptimizerStore(SqlRole):
     def __init__(self, db: SqlDatabase, pg_lane: bool | None = None) -> None:
         super().__init__(db, pg_lane)
         self._add_report_counts = add_counts_statement(db)
-        status = dialect_insert(db, algorithm_status)
-        self._put_status = status.on_conflict_do_update(
-            index_elements=["segment", "algorithm"],
-            set_={
-                c.name: status.excluded[c.name]
-                for c in algorithm_status.c
-                if c.name not in ("segment", "algorithm")
-            },
-        )
+        self._put_status = upsert(db, algorithm_status, "segment", "algorithm")
 
     async def get_algorithm_counts(self, since: float) -> list[AlgorithmCount]:
         query = select(algorithm_stats).where(algorithm_stats.c.bucket_start >= since)

@@ -9,11 +9,7 @@ from sqlalchemy import delete, select
 
 from recloop.adapters.sql.base import dialect_insert
 from recloop.adapters.sql.database import SqlDatabase
-from recloop.adapters.sql.experiments import (
-    PAIR_COLUMNS,
-    add_experiment_stats_statement,
-    merged_stats,
-)
+from recloop.adapters.sql.experiments import add_experiment_stats_statement, stats_rows
 from recloop.adapters.sql.impressions import impression_from_row, impression_query
 from recloop.adapters.sql.log import READ_COLUMNS, event_from_row
 from recloop.adapters.sql.optimizer import add_counts_statement, count_to_row
@@ -186,16 +182,7 @@ class SqlPrivacyStore:
             if await _erase_journaled(conn, user_id):
                 counts["state"] = 1
             if changes.experiment_stats:
-                rows = [
-                    {
-                        "experiment_id": e,
-                        "variant": v,
-                        "metric": m,
-                        **{name: getattr(s, name) for name in PAIR_COLUMNS},
-                    }
-                    for e, v, m, s in merged_stats(changes.experiment_stats)
-                ]
-                await conn.execute(self._add_stats, rows)
+                await conn.execute(self._add_stats, stats_rows(changes.experiment_stats))
             if changes.algorithm_counts:
                 await conn.execute(
                     self._add_counts, [count_to_row(c) for c in changes.algorithm_counts]

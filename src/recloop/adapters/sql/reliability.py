@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from recloop.adapters.sql.base import SqlRole, dialect_insert
+from recloop.adapters.sql.base import SqlRole, upsert
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.tables import user_reliability
 from recloop.ports import ReliabilityRecord
@@ -16,15 +16,7 @@ from recloop.ports import ReliabilityRecord
 class SqlReliabilityStore(SqlRole):
     def __init__(self, db: SqlDatabase, pg_lane: bool | None = None) -> None:
         super().__init__(db, pg_lane)
-        reliability = dialect_insert(db, user_reliability)
-        self._put_reliability = reliability.on_conflict_do_update(
-            index_elements=["user_id"],
-            set_={
-                c.name: reliability.excluded[c.name]
-                for c in user_reliability.c
-                if c.name != "user_id"
-            },
-        )
+        self._put_reliability = upsert(db, user_reliability, "user_id")
 
     async def get_reliability(self) -> list[ReliabilityRecord]:
         async with self._db.read() as conn:

@@ -24,11 +24,10 @@ from sqlalchemy import bindparam, case, delete, select
 from recloop.adapters.sql.base import SqlRole, dialect_insert, executemany, select_in, vector_of
 from recloop.adapters.sql.database import SqlDatabase
 from recloop.adapters.sql.experiments import (
-    PAIR_COLUMNS,
     add_experiment_stats_statement,
     add_exposures_statement,
-    merged_stats,
     set_user_metrics_statement,
+    stats_rows,
 )
 from recloop.adapters.sql.optimizer import add_counts_statement, count_to_row
 from recloop.adapters.sql.pg import PgStatement
@@ -186,15 +185,7 @@ class SqlUserStateStore(SqlRole):
             ]
             batches.append((self._set_user_metric, rows))
         if changes.experiment_stats:
-            rows = [
-                {
-                    "experiment_id": e,
-                    "variant": v,
-                    "metric": m,
-                    **{name: getattr(s, name) for name in PAIR_COLUMNS},
-                }
-                for e, v, m, s in merged_stats(changes.experiment_stats)
-            ]
+            rows = stats_rows(changes.experiment_stats)
             batches.append((self._add_experiment_stats, rows))
         if changes.watermark is not None:
             batches.append(
