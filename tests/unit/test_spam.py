@@ -249,6 +249,38 @@ def test_impressions_logged_is_true_false_or_auto() -> None:
         SpamConfig(impressions_logged="sometimes")  # type: ignore[arg-type]
 
 
+def sessions(spacing: float) -> UserActivity:
+    """Three sessions of 30 actions each (12 of them likes, the rest views and clicks of
+    impressed items), an hour apart; within a session the actions are ``spacing`` apart
+    (0: a batch sent without timestamps, every event stamped with its request's instant)."""
+    rng = np.random.default_rng(5)
+    activity = UserActivity(CONFIG)
+    items = ItemStats()
+    for session in range(3):
+        start = T0 + 3_600.0 * session
+        for k in range(30):
+            t, item = start + spacing * k, f"i{int(rng.integers(200))}"
+            kind = "like" if k % 5 < 2 else ("view" if k % 2 else "click")
+            record_event(activity, items, None, "impression", item, None, t)
+            record_event(activity, items, None, kind, item, None, t)
+    return activity
+
+
+def test_a_batch_of_untimed_events_is_one_arrival_to_the_timing_rules() -> None:
+    """A client that sends each session as one batch without timestamps is not a flood:
+    its events share one instant, which the hard rules and the rate count once."""
+    batched = sessions(spacing=0.0)
+    verdict = judge(batched, ItemStats(), CONFIG, now=batched.last_at)
+    assert verdict.hard_rule is None
+    assert not verdict.signals["event_rate"].fired
+    assert batched.max_explicit_in_second == 1
+    assert batched.recent_rate()[1] == 3  # three arrivals
+    # the same actions really 10 ms apart are a flood: both hard rules still hold
+    flood = sessions(spacing=0.01)
+    assert flood.hard_rule_reason == "more than 25 events in 1 s"  # the latest violation
+    assert flood.max_explicit_in_second > CONFIG.max_explicit_per_second
+
+
 def test_a_view_counts_as_having_seen_the_item() -> None:
     activity = UserActivity()
     activity.observe("view", "i1", None, T0)

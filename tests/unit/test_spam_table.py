@@ -69,12 +69,17 @@ def stream(seed: int, users: int, events: int, items: int) -> list[Event]:
         if burst is not None:
             user, left, kinds = burst
             burst = (user, left - 1, kinds) if left > 1 else None
-            clocks[user] += rng.uniform(0.0, 0.12) - (0.5 if rng.random() < 0.05 else 0.0)
+            if rng.random() < 0.3:  # a batch's untimed events: one instant
+                pass
+            else:
+                clocks[user] += rng.uniform(0.0, 0.12) - (0.5 if rng.random() < 0.05 else 0.0)
             kind = rng.choice(kinds)
         else:
             user = rng.choice(list(clocks))
             mode = rng.random()
-            if mode < 0.15:
+            if mode < 0.05:
+                gap = 0.0  # the previous event's instant (stamped with one request)
+            elif mode < 0.15:
                 gap = rng.uniform(0.0, 0.05)  # quick steps
             elif mode < 0.2:
                 gap = -rng.uniform(0.0, 5.0)  # a late timestamp

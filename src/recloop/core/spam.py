@@ -1200,12 +1200,18 @@ class UserActivity:
         items.append(item_hash)
         if len(items) > cap:
             del items[: len(items) - recent]
+        # an action at its predecessor's very instant (a batch's events without their
+        # own time, stamped with the request's) is no arrival of its own: not counted again
+        window = self._action_window
         limit = int(config.max_actions_per_second)
-        if _in_one_second(self._action_window, timestamp, limit) > limit:
+        if (not window or window[-1] != timestamp) and _in_one_second(
+            window, timestamp, limit
+        ) > limit:
             self._violate(timestamp, f"more than {config.max_actions_per_second:g} events in 1 s")
-        if event_type in EXPLICIT_TYPES:
+        window = self._explicit_window
+        if event_type in EXPLICIT_TYPES and (not window or window[-1] != timestamp):
             limit = int(config.max_explicit_per_second)
-            in_second = _in_one_second(self._explicit_window, timestamp, limit)
+            in_second = _in_one_second(window, timestamp, limit)
             if in_second > self.max_explicit_in_second:
                 self.max_explicit_in_second = in_second
             if in_second > limit:
@@ -1260,23 +1266,25 @@ class UserActivity:
         The dominant type is the one with most remembered timestamps (ties: the
         alphabetically last). Per type, because one human step (click, view,
         dwell) logs several events within a second; a bot's period shows in
-        each type.
+        each type. Between distinct instants only: events at one instant (a
+        batch's untimed events) have no interval between them.
         """
         if not self._times:
             return np.empty(0)
         recent = self._config.recent_actions
         dominant = max(self._times, key=lambda name: (min(len(self._times[name]), recent), name))
         latest = self._times[dominant][-recent:]
-        return np.diff(np.sort(np.frombuffer(latest, dtype=np.float64)))
+        return np.diff(np.unique(np.frombuffer(latest, dtype=np.float64)))
 
     def recent_rate(self) -> tuple[float, int]:
-        """Actions per second over the remembered recent actions, and how many they are."""
+        """Arrivals per second over the remembered recent actions, and how many arrivals
+        (distinct instants: a batch's untimed events, stamped with one, are one) they are."""
         latest = self._all_times[-self._config.recent_actions :]
-        n = len(latest)
+        n = len(set(latest))
         if n < 2:
             return 0.0, n
         span = max(latest) - min(latest)
-        return ((n - 1) / span if span > 0 else math.inf), n
+        return (n - 1) / span, n
 
     def recent_items(self) -> list[int]:
         """The items of the latest actions, oldest first, each as its ``hash``: what the

@@ -349,19 +349,21 @@ def reading_columns(
     users = len(rate_n)
     if users == 0:
         return {name: np.zeros(0) for name in _READINGS}
-    # the rate: the span of the latest actions of any type
+    # the rate: the distinct instants (arrivals) of the latest actions of any type, over
+    # their span
     span = _segment_span(times, rate_n)
+    arrivals = _distinct_per_segment(times, rate_n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where(span > 0, (rate_n - 1) / span, math.inf)
-    rate = np.where(rate_n < 2, 0.0, rate)
+        rate = np.where(arrivals < 2, 0.0, (arrivals - 1) / np.where(span > 0, span, 1.0))
 
-    # inter-arrival times of each user's dominant type, sorted within the user
+    # inter-arrival times of each user's dominant type, sorted within the user, between
+    # distinct instants
     seg = np.repeat(np.arange(users), sizes)
     stamps = dominant[np.lexsort((dominant, seg))]
     gaps = np.diff(stamps)
-    keep = seg[1:] == seg[:-1]
+    keep = (seg[1:] == seg[:-1]) & (gaps > 0)
     gaps, gap_seg = gaps[keep], seg[1:][keep]
-    k = np.maximum(sizes - 1, 0)
+    k = np.bincount(gap_seg, minlength=users)
     safe_k = np.maximum(k, 1)
     mu = np.bincount(gap_seg, gaps, users) / safe_k
     sigma = np.sqrt(np.bincount(gap_seg, (gaps - mu[gap_seg]) ** 2, users) / safe_k)
@@ -381,8 +383,22 @@ def reading_columns(
         entropy = np.where(total > 0, np.minimum(h / math.log(_HOURS), 1.0), math.nan)
 
     diversity = _diversity_of_segments(items, rate_n, catalogue)
-    found = (rate, rate_n, k, cv, burst, entropy, diversity, rate_n)
+    found = (rate, arrivals, k, cv, burst, entropy, diversity, rate_n)
     return dict(zip(_READINGS, found, strict=True))
+
+
+def _distinct_per_segment(values: Floats, sizes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """How many distinct values each segment of ``values`` holds.
+
+    >>> _distinct_per_segment(np.array([1.0, 1.0, 2.0, 5.0, 5.0]), np.array([3, 0, 2])).tolist()
+    [2, 0, 1]
+    """
+    users = len(sizes)
+    seg = np.repeat(np.arange(users), sizes)
+    ordered = values[np.lexsort((values, seg))]
+    new = np.ones(len(ordered), np.bool_)
+    new[1:] = (seg[1:] != seg[:-1]) | (ordered[1:] != ordered[:-1])
+    return np.bincount(seg[new], minlength=users)
 
 
 def _segment_span(values: Floats, sizes: npt.NDArray[np.int64]) -> Floats:

@@ -68,7 +68,6 @@ _DWELL: Final = CODES["dwell"]
 _RATING: Final = CODES["rating"]
 _REVIEW: Final = CODES["review"]
 _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
-_EXPLICIT_CODE: Final = _EXPLICIT.tolist()
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _GOLDEN_INT: Final = int(_GOLDEN)
@@ -134,14 +133,14 @@ class ActivityView:
     """The latest timestamps of the dominant type, oldest first."""
 
     def recent_rate(self) -> tuple[float, int]:
-        n = len(self.latest_times)
+        n = len(np.unique(self.latest_times))
         if n < 2:
             return 0.0, n
         span = float(self.latest_times.max() - self.latest_times.min())
-        return ((n - 1) / span if span > 0 else math.inf), n
+        return (n - 1) / span, n
 
     def intervals(self) -> Floats:
-        return np.diff(np.sort(self.dominant_times))
+        return np.diff(np.unique(self.dominant_times))
 
     def recent_items(self) -> list[int]:
         items: list[int] = self.latest_items.tolist()
@@ -206,6 +205,11 @@ class ActivityTable:
         self.head = np.zeros(0, np.int32)
         self.type_head = np.zeros((0, _T), np.int32)
         self.explicit_head = np.zeros(0, np.int32)
+        # the latest *arrival* (an action at another instant than its predecessor's), of
+        # any kind and explicit: what the hard rules count (a batch's untimed events,
+        # stamped with one instant, are one arrival)
+        self.arrival_head = np.zeros(0, np.int32)
+        self.explicit_arrival_head = np.zeros(0, np.int32)
         self.ratings: dict[int, dict[str, float]] = {}
         self.review_keys: dict[int, deque[str]] = {}
         # the log of actions
@@ -219,6 +223,8 @@ class ActivityTable:
         self.log_prev = np.zeros(0, np.int32)
         self.log_prev_type = np.zeros(0, np.int32)
         self.log_prev_explicit = np.zeros(0, np.int32)
+        self.log_prev_arrival = np.zeros(0, np.int32)  # of an arrival: the previous one
+        self.log_prev_explicit_arrival = np.zeros(0, np.int32)
         # (user, type, item) -> latest action's ordinal; (user, item) -> latest impression's
         self._pairs: dict[int, int] = {}
         self._impressed: dict[int, int] = {}
@@ -249,6 +255,8 @@ class ActivityTable:
         self.head = grown(self.head, -1)
         self.type_head = grown(self.type_head, -1)
         self.explicit_head = grown(self.explicit_head, -1)
+        self.arrival_head = grown(self.arrival_head, -1)
+        self.explicit_arrival_head = grown(self.explicit_arrival_head, -1)
         self.capacity = new
 
     def open(self, slots: Ints) -> None:
@@ -275,6 +283,8 @@ class ActivityTable:
         self.head[slots] = -1
         self.type_head[slots] = -1
         self.explicit_head[slots] = -1
+        self.arrival_head[slots] = -1
+        self.explicit_arrival_head[slots] = -1
         for slot in slots.tolist():
             self.ratings.pop(slot, None)
             self.review_keys.pop(slot, None)
@@ -605,8 +615,24 @@ class ActivityTable:
             self.log_prev_explicit[rows[explicit]] = _link(
                 s[explicit], rows[explicit], self.explicit_head
             )
+        arrival = self.arrivals(rows, self.log_prev)
+        self.log_prev_arrival[rows] = -1
+        self.log_prev_arrival[rows[arrival]] = _link(s[arrival], rows[arrival], self.arrival_head)
+        self.log_prev_explicit_arrival[rows] = -1
+        if explicit.any():
+            e_rows = rows[explicit]
+            e_arrival = self.arrivals(e_rows, self.log_prev_explicit)
+            self.log_prev_explicit_arrival[e_rows[e_arrival]] = _link(
+                s[explicit][e_arrival], e_rows[e_arrival], self.explicit_arrival_head
+            )
         self._rows = start + m
         return rows
+
+    def arrivals(self, rows: Ints, links: Index) -> npt.NDArray[np.bool_]:
+        """Whether each of ``rows`` is at another instant than its predecessor along
+        ``links`` (or has none): an arrival of its own."""
+        prev = links[rows]
+        return (prev < 0) | (self.log_t[np.maximum(prev, 0)] != self.log_t[rows])
 
     def _reserve(self, needed: int) -> None:
         if needed <= len(self.log_t):
@@ -621,6 +647,8 @@ class ActivityTable:
             "log_prev",
             "log_prev_type",
             "log_prev_explicit",
+            "log_prev_arrival",
+            "log_prev_explicit_arrival",
         ):
             old = getattr(self, name)
             new = np.zeros(size, old.dtype)
@@ -634,31 +662,35 @@ class ActivityTable:
         within one second, counting it and the user's previous ``limit``."""
         config = self.config
         limit = int(config.max_actions_per_second)
-        # all of the previous ``limit`` within one second: only users with that many
-        maybe = ordinal[a] > limit
+        # of each arrival, all of the previous ``limit`` arrivals within one second: only
+        # users with that many actions
+        maybe = (ordinal[a] > limit) & self.arrivals(rows, self.log_prev)
         at = rows[maybe]
         t = times[a][maybe]
         whose = np.flatnonzero(maybe)
-        cur = self.log_prev[at]
+        prev = self.log_prev_arrival
+        cur = prev[at]
         for _ in range(limit):
             close = (cur >= 0) & (np.abs(self.log_t[np.maximum(cur, 0)] - t) <= 1.0)
-            whose, t, cur = whose[close], t[close], self.log_prev[cur[close]]
+            whose, t, cur = whose[close], t[close], prev[cur[close]]
             if not len(whose):
                 break
         violations = [(a[whose], _ACTIONS_RULE)]
         explicit = np.flatnonzero(_EXPLICIT[codes[a]])
+        explicit = explicit[self.arrivals(rows[explicit], self.log_prev_explicit)]
         if len(explicit):
             limit = int(config.max_explicit_per_second)
             t = times[a][explicit]
             count = np.ones(len(explicit), np.int64)
-            cur = self.log_prev_explicit[rows[explicit]]
+            prev = self.log_prev_explicit_arrival
+            cur = prev[rows[explicit]]
             for _ in range(limit):
                 live = cur >= 0
                 if not live.any():
                     break
                 safe = np.maximum(cur, 0)
                 count += live & (np.abs(self.log_t[safe] - t) <= 1.0)
-                cur = np.where(live, self.log_prev_explicit[safe], -1)
+                cur = np.where(live, prev[safe], -1)
             events = a[explicit]
             np.maximum.at(self.max_explicit_in_second, slots[events], count)
             violations.append((events[count > limit], _EXPLICIT_RULE))
@@ -685,18 +717,27 @@ class ActivityTable:
         config = self.config
         limit = int(config.max_actions_per_second)
         explicit_limit = int(config.max_explicit_per_second)
-        log_t, prev, prev_explicit = self.log_t, self.log_prev, self.log_prev_explicit
+        log_t, prev, prev_explicit = (
+            self.log_t,
+            self.log_prev_arrival,
+            self.log_prev_explicit_arrival,
+        )
+        arrival = self.arrivals(rows, self.log_prev).tolist()
+        explicit_arrival = np.zeros(len(rows), np.bool_)
+        explicit = _EXPLICIT[codes[a]]
+        explicit_arrival[explicit] = self.arrivals(rows[explicit], self.log_prev_explicit)
         most = self.max_explicit_in_second
         violations: list[tuple[int, float, int]] = []  # (slot, time, rule), in turn
-        for row, slot, code, t, at in zip(
+        for row, slot, t, at, new, new_explicit in zip(
             rows.tolist(),
             slots[a].tolist(),
-            codes[a].tolist(),
             times[a].tolist(),
             ordinal[a].tolist(),
+            arrival,
+            explicit_arrival.tolist(),
             strict=True,
         ):
-            if at > limit:
+            if at > limit and new:
                 cur = int(prev[row])
                 for _ in range(limit):
                     if cur < 0 or abs(float(log_t[cur]) - t) > 1.0:
@@ -704,7 +745,7 @@ class ActivityTable:
                     cur = int(prev[cur])
                 else:
                     violations.append((slot, t, _ACTIONS_RULE))
-            if _EXPLICIT_CODE[code]:
+            if new_explicit:
                 count = 1
                 cur = int(prev_explicit[row])
                 for _ in range(explicit_limit):
@@ -804,10 +845,12 @@ class ActivityTable:
         for name in ("log_t", "log_item", "log_code", "log_slot", "log_uid"):
             column = getattr(self, name)
             column[:kept] = column[:n][keep]
-        for name in ("log_prev", "log_prev_type", "log_prev_explicit"):
+        for name in _LINKS:
             column = getattr(self, name)
             column[:kept] = moved(column[:n][keep])
         self.head[:] = moved(self.head)
+        self.arrival_head[:] = moved(self.arrival_head)
+        self.explicit_arrival_head[:] = moved(self.explicit_arrival_head)
         self.type_head[:] = moved(self.type_head.reshape(-1)).reshape(self.type_head.shape)
         self.explicit_head[:] = moved(self.explicit_head)
         self._rows = self._kept_after_compaction = kept
@@ -821,11 +864,16 @@ class ActivityTable:
         recent = config.recent_actions
         live = np.flatnonzero(self.uid >= 0)
         keep = np.zeros(self._rows, np.bool_)
-        user_depth = max(recent, int(config.max_actions_per_second))
-        _reach(keep, self.head[live], self.log_prev, user_depth)
+        _reach(keep, self.head[live], self.log_prev, recent)
         _reach(keep, self.type_head[live].reshape(-1), self.log_prev_type, recent)
         explicit_depth = int(config.max_explicit_per_second)
         _reach(keep, self.explicit_head[live], self.log_prev_explicit, explicit_depth)
+        # the hard rules' walks: along the arrivals
+        rule_depth = int(config.max_actions_per_second)
+        _reach(keep, self.arrival_head[live], self.log_prev_arrival, rule_depth)
+        _reach(
+            keep, self.explicit_arrival_head[live], self.log_prev_explicit_arrival, explicit_depth
+        )
         return keep
 
     # -- reads -----------------------------------------------------------------------
@@ -1029,6 +1077,16 @@ class ActivityTable:
             )
         ]
         return views
+
+
+_LINKS: Final = (
+    "log_prev",
+    "log_prev_type",
+    "log_prev_explicit",
+    "log_prev_arrival",
+    "log_prev_explicit_arrival",
+)
+"""The log's links back (row to row), remapped by a compaction."""
 
 
 def _link(keys: Ints, rows: Ints, heads: Index) -> Ints:
