@@ -632,7 +632,10 @@ class ActivityTable:
         """Whether each of ``rows`` is at another instant than its predecessor along
         ``links`` (or has none): an arrival of its own."""
         prev = links[rows]
-        return (prev < 0) | (self.log_t[np.maximum(prev, 0)] != self.log_t[rows])
+        arrival: npt.NDArray[np.bool_] = (prev < 0) | (
+            self.log_t[np.maximum(prev, 0)] != self.log_t[rows]
+        )
+        return arrival
 
     def _reserve(self, needed: int) -> None:
         if needed <= len(self.log_t):
