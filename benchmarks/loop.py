@@ -418,6 +418,8 @@ async def _step(
     attribution: dict[str, Any] = {"impression_id": body["impression_id"]}
     if shown["credit"] is not None:
         attribution["algorithm"] = shown["credit"]
+    if shown.get("credit_weights"):  # exploration.credit: ips
+        attribution["credit_weights"] = shown["credit_weights"]
     events = [
         {
             "event_id": f"{body['impression_id']}-{kind}",

@@ -350,8 +350,23 @@ class ExplorationSettings(_Section):
     impressions credited per algorithm of the segment in the window (on average), ``h`` this:
     probes teach the segment's weights, and cost clicks, so there are fewer as the weights
     become known (and more again as the window's evidence ages out). None: not shrunk."""
+    credit: Literal["probe", "ips"] = "probe"
+    """Which slots credit an algorithm (with ``probe``). ``probe``: a probed slot its probed
+    algorithm alone, once (``rank``'s ``credit``). ``ips``: the top slot every algorithm whose
+    own top pick it shows, each with the inverse of the slot's propensity as its weight
+    (``rank``'s ``credit_weights``, clipped at ``credit_clip``), on every visit, probed or
+    not: the counts learn from every visit, and ``segment_evidence_half`` shrinks ε by that
+    evidence."""
+    credit_clip: float = Field(100.0, ge=1.0)
+    """The largest weight one slot credits an algorithm with (``credit: ips``)."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
+
+    @model_validator(mode="after")
+    def _ips_needs_probes(self) -> ExplorationSettings:
+        if self.credit == "ips" and not self.probe:
+            raise ValueError("credit 'ips' needs probe: true (its propensities are the probes')")
+        return self
 
     @field_validator("epsilon")
     @classmethod
