@@ -6,9 +6,12 @@ them ``r_k z + sqrt(1 - r_k²) noise`` (``z`` the standardised rates) and propos
 ``PROPOSED``. An algorithm's true CTR is the click rate of its own top pick, computed from
 the same generator on other visits. recloop ranks every visit with ``k = 1`` and probes
 (``exploration.probe``); the shown item's impression and click (drawn from its rate) go
-back naming the ``credit`` ``rank`` returned, as an orchestrator does. Crediting by share
-(the default) would squeeze the algorithms' CTRs together (``python -m benchmarks.credit``);
-a probe credits one algorithm drawn independently of the visit, so its CTR is unbiased.
+back naming the ``credit`` ``rank`` returned (``exploration.credit: probe``), or its
+``credit_weights`` (``exploration.credit: ips``, the default), as an orchestrator does.
+Crediting by share (``exploration.probe: false``) would squeeze the algorithms' CTRs together
+(``python -m benchmarks.credit``); a probe credits one algorithm drawn independently of the
+visit, so its CTR is unbiased, and inverse-propensity credit weighs every shown pick by the
+chance it had, so its self-normalised CTR is too.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
         },
         exploration={
             "probe": True,
+            "credit": "probe",
             "epsilon": dict.fromkeys(("new", "power", "inactive", "regular"), EPSILON),
             "evidence_half": None,
             "seed": 6,
