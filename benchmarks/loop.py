@@ -679,7 +679,8 @@ def table(result: WorldResult) -> str:
         "| arm | CTR [95 % CI] | lift over blend [95 % CI] | blend→oracle gap closed [95 % CI] |",
         "|---|---:|---:|---:|",
     ]
-    for k in [*ORDER, *ABLATIONS, *(k for k in result.stats if k.startswith(VARIANT))]:
+    variants = [k for k in result.stats if k.startswith(VARIANT) and k not in LOOP_ARMS]
+    for k in [*ORDER, *ABLATIONS, *variants]:
         if k not in result.stats:
             continue
         s = result.stats[k]
