@@ -194,6 +194,9 @@ async def test_ips_credit_learns_from_every_visit_and_orders_the_algorithms(
             for a, w in weights.items():  # 1 / the slot's propensity, its pick shown
                 assert w == pytest.approx(1.0 / shown["propensity"])
                 assert shown["item_id"] == f"i{int(top[a][0])}"
+            if t < 20:  # logged with the impression as answered
+                r = await app.client.get(f"/impressions/{body['impression_id']}")
+                assert r.json()["slate"][0]["credit_weights"] == weights
             clicked = rng.random() < c[int(shown["item_id"][1:])]
             for a, w in weights.items():
                 sent[a] += w
