@@ -34,16 +34,19 @@ Every arm faces the same visits (the same user, offer and proposals at step
   what learning algorithm weights alone can reach, not an attainable arm.
 - ``recloop bandit, ...``: recloop in process (in-memory storage, the spam guard on)
   ranks the candidates with ``k = 1``; the shown item's impression and click (drawn
-  from ``p``) go back as feedback naming the impression and ``credit``. Each arm sets its
-  policy explicitly (``LOOP_ARMS``), whatever the defaults: ``share credit`` is the policy
-  before probes (softmax exploration, every slot credited by share, P(best) weights);
-  ``probes`` is today's default: an exploring draw shows one algorithm's own top pick, the
-  algorithm drawn by weight, and credits it alone (the other visits credit no algorithm),
-  ``bandit.weight_mode: mean`` (weights proportional to the posterior mean CTRs), ε also
-  shrunk by the segment's evidence (``exploration.segment_evidence_half`` 20);
-  ``probes, learnt affinity``: that with ``rank.affinity_list`` (the preference affinity
-  fused as a sixth list, ``affinity``, its weight learnt by probes like the others', in
-  place of the fixed ``affinity_weight`` 0.5).
+  from ``p``) go back as feedback naming the impression and ``credit`` (or its
+  ``credit_weights``). Each arm sets its policy explicitly (``LOOP_ARMS``), whatever the
+  defaults: ``share credit`` is the policy before probes (softmax exploration, every slot
+  credited by share, P(best) weights); ``probes`` was the default before session 13: an
+  exploring draw shows one algorithm's own top pick, the algorithm drawn by weight, and
+  credits it alone (the other visits credit no algorithm), ``bandit.weight_mode: mean``
+  (weights proportional to the posterior mean CTRs), ε also shrunk by the segment's
+  evidence (``exploration.segment_evidence_half`` 20); ``probes, ips credit`` is today's
+  default: those probes, and every visit's top slot credits each algorithm whose own pick
+  it shows with ``1 / propensity``, clipped at 5 (``exploration.credit: ips``);
+  ``probes, learnt affinity``: the probes arm with ``rank.affinity_list`` (the preference
+  affinity fused as a sixth list, ``affinity``, its weight learnt by probes like the
+  others', in place of the fixed ``affinity_weight`` 0.5).
 - Implicit events (impressions, clicks) are applied, and counted by the bandit, every
   ``FLUSH_EVERY`` visits (``ProcessorService.flush_implicit``; the time-based flush,
   ``feedback.implicit_flush_seconds``, is set beyond the run), and the bandit's weights are
@@ -118,11 +121,27 @@ under two more exploration seeds (``--variant "...;exploration.seed=3"``): 5 gav
 +0.5 %, 20 gave +1.8, +0.4, +2.1 %; the choice is within the loop's own noise, so 20 stays
 (docs/benchmarks.md, "Closed loop: what changed")."""
 PROBES: dict[str, dict[str, Any]] = {
-    "exploration": {"probe": True, "segment_evidence_half": SEGMENT_EVIDENCE_HALF},
+    "exploration": {
+        "probe": True,
+        "segment_evidence_half": SEGMENT_EVIDENCE_HALF,
+        "credit": "probe",
+    },
     "bandit": {"weight_mode": "mean"},
 }
-"""The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``) and
-weights from the posterior means (``bandit.weight_mode: mean``)."""
+"""The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``), each
+probe crediting its algorithm alone (``exploration.credit: probe``), and weights from the
+posterior means (``bandit.weight_mode: mean``)."""
+CREDIT_CLIP = 5.0
+"""The IPS arm's ``exploration.credit_clip`` (the default), chosen on ``world`` (3, 5, 10, 20,
+50, 100 under exploration seed 2; 3, 5 and 10 under seeds 3 and 4 too: 5 had the best mean;
+docs/benchmarks.md, "Session 13")."""
+PROBES_IPS: dict[str, dict[str, Any]] = {
+    **PROBES,
+    "exploration": {**PROBES["exploration"], "credit": "ips", "credit_clip": CREDIT_CLIP},
+}
+"""The ``recloop bandit, probes, ips credit`` arm (today's defaults): probes as above, and every
+visit's top slot crediting each algorithm whose own pick it shows with ``1 / propensity``,
+clipped (``exploration.credit: ips``)."""
 PROBES_NO_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_weight": 0.0}}
 AFFINITY = "affinity"
 """The name the learnt-affinity arms fuse the preference affinity under (``rank.affinity_list``)."""
@@ -137,6 +156,7 @@ weights by P(best)."""
 LOOP_ARMS: dict[str, dict[str, dict[str, Any]]] = {
     "recloop bandit, share credit": SHARE_CREDIT,
     "recloop bandit, probes": PROBES,
+    "recloop bandit, probes, ips credit": PROBES_IPS,
     "recloop bandit, probes, learnt affinity": PROBES_LEARNT_AFFINITY,
 }
 """The bandit arms (no model), each with the settings it sets (all of them explicitly, so an
@@ -343,7 +363,7 @@ def variant(spec: str) -> tuple[str, dict[str, dict[str, Any]]]:
     >>> name, extra = variant("exploration.segment_evidence_half=20;exploration.seed=3")
     >>> name, extra["exploration"], extra["bandit"]
     ('recloop bandit, probes, exploration.segment_evidence_half=20;exploration.seed=3', \
-{'probe': True, 'segment_evidence_half': 20, 'seed': 3}, {'weight_mode': 'mean'})
+{'probe': True, 'segment_evidence_half': 20, 'credit': 'probe', 'seed': 3}, {'weight_mode': 'mean'})
     """
     extra = {name: dict(values) for name, values in PROBES.items()}
     for change in spec.split(";"):
@@ -418,6 +438,8 @@ async def _step(
     attribution: dict[str, Any] = {"impression_id": body["impression_id"]}
     if shown["credit"] is not None:
         attribution["algorithm"] = shown["credit"]
+    if shown.get("credit_weights"):  # exploration.credit: ips
+        attribution["credit_weights"] = shown["credit_weights"]
     events = [
         {
             "event_id": f"{body['impression_id']}-{kind}",
@@ -657,7 +679,8 @@ def table(result: WorldResult) -> str:
         "| arm | CTR [95 % CI] | lift over blend [95 % CI] | blend→oracle gap closed [95 % CI] |",
         "|---|---:|---:|---:|",
     ]
-    for k in [*ORDER, *ABLATIONS, *(k for k in result.stats if k.startswith(VARIANT))]:
+    variants = [k for k in result.stats if k.startswith(VARIANT) and k not in LOOP_ARMS]
+    for k in [*ORDER, *ABLATIONS, *variants]:
         if k not in result.stats:
             continue
         s = result.stats[k]

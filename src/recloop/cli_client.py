@@ -180,6 +180,16 @@ def weights(
     )
 
 
+def _count(value: float) -> str:
+    """A count as the table shows it: whole with thousands separators, fractional
+    (inverse-propensity credit) to one decimal.
+
+    >>> _count(12345), _count(1234.56)
+    ('12,345', '1,234.6')
+    """
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
 def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """Each algorithm's counts, posterior and status per segment."""
     with _client(url) as client:
@@ -190,8 +200,8 @@ def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
         return (
             a.segment,
             a.algorithm,
-            f"{a.impressions:,}",
-            f"{a.clicks:,}",
+            _count(a.impressions),
+            _count(a.clicks),
             f"{a.ctr:.4f}",
             f"{a.posterior_mean:.4f} [{low:.4f}, {high:.4f}]",
             f"{a.weight:.3f}",

@@ -342,14 +342,25 @@ class ExplorationSettings(_Section):
     (None: uniformly; with a large ``top`` that is the uniform ε-greedy)."""
     probe: bool = True
     """An exploring draw is a probe: one algorithm drawn with probability equal to its
-    weight, its own top pick shown on top and credited to it alone (``rank``'s ``credit``;
-    the other slots credit none), so each algorithm's click rate is learnt without bias.
-    False: the softmax draw above, every slot credited by share."""
+    weight, its own top pick shown on top, so every algorithm's pick can be shown and its
+    click rate learnt without bias (credited as ``credit`` says). False: the softmax draw
+    above, every slot credited by share."""
     segment_evidence_half: float | None = Field(20.0, gt=0.0)
     """With ``probe``, a user's ε is also multiplied by ``h / (h + n)``, ``n`` the
     impressions credited per algorithm of the segment in the window (on average), ``h`` this:
     probes teach the segment's weights, and cost clicks, so there are fewer as the weights
     become known (and more again as the window's evidence ages out). None: not shrunk."""
+    credit: Literal["probe", "ips"] = "ips"
+    """Which slots credit an algorithm with ``probe`` (without it, every slot by share,
+    whatever this says). ``ips``: the top slot every algorithm whose own top pick it shows,
+    each with the inverse of the slot's propensity as its weight (``rank``'s
+    ``credit_weights``, clipped at ``credit_clip``), on every visit, probed or not: the counts
+    learn from every visit, and ``segment_evidence_half`` shrinks ε by that evidence.
+    ``probe``: a probed slot its probed algorithm alone, once (``rank``'s ``credit``; the
+    other slots none)."""
+    credit_clip: float = Field(5.0, ge=1.0)
+    """The largest weight one slot credits an algorithm with (``credit: ips``); chosen on the
+    closed-loop benchmark's ``world`` (docs/benchmarks.md)."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
 

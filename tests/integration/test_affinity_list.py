@@ -92,6 +92,7 @@ async def test_a_probe_logs_the_probability_its_algorithm_was_drawn_with(
             tmp_path,
             0.5,
             probe=True,
+            credit="probe",
             epsilon=dict.fromkeys(SEGMENTS, 1.0),
             evidence_half=None,
         )

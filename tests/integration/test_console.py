@@ -242,6 +242,31 @@ async def test_looking_at_a_user_records_no_exposure(console: Console) -> None:
     assert sum(experiments.exposures_by_variant("exp-blend").values()) == USERS
 
 
+async def test_fractional_counts_show_one_decimal(console: Console) -> None:
+    """Inverse-propensity credit counts fractions of impressions (issue 15): the algorithms
+    page shows them to one decimal, whole counts as they are."""
+    c = console.container
+    before = await c.optimizer.overview()
+    whole = next(r for r in before if r["segment"] == "new" and r["algorithm"] == "popularity")
+    event = {
+        "user_id": "ips-newcomer",
+        "item_id": "ips-item",
+        "type": "impression",
+        "attribution": {"credit_weights": {"trending": 1.25}},
+    }
+    r = await console.running.client.post("/feedback", json=event)
+    assert r.status_code == 202, r.text
+    await console.running.idle(flush=True)
+    rows = await c.optimizer.overview()
+    trending = next(r for r in rows if r["segment"] == "new" and r["algorithm"] == "trending")
+    assert trending["impressions"] % 1 == 0.25
+    page = (await (await console.signed_in(READ)).get("/console/algorithms")).text
+    weight = f"{trending['weight']:.3g}"
+    assert f"<td>trending</td><td>{weight}</td><td>{trending['impressions']:.1f}</td>" in page
+    assert isinstance(whole["impressions"], int)
+    assert f"<td>{whole['impressions']}</td>" in page
+
+
 async def test_admin_actions_change_state(console: Console) -> None:
     client = await console.signed_in(ADMIN)
     c = console.container

@@ -165,6 +165,37 @@ async def test_values_and_algorithms_where_they_are_taken(running: Running) -> N
     }
 
 
+async def test_credit_weights_name_known_algorithms_with_positive_weights(
+    running: Running,
+) -> None:
+    """``attribution.credit_weights`` (inverse-propensity credit, issue 15): each key a
+    configured algorithm, each weight in (0, 1e9]; the event alone is refused otherwise."""
+
+    def event(weights: object) -> dict[str, object]:
+        return {
+            "user_id": "u",
+            "item_id": "i",
+            "type": "impression",
+            "attribution": {"credit_weights": weights},
+        }
+
+    events = [
+        event({"popularity": 1.25, "trending": 1.25}),
+        event({"Popularity": 1.25}),
+        event({"popularity": 0.0}),
+        event({"popularity": 2e9}),
+    ]
+    body = (await running.client.post("/feedback", json={"events": events})).json()
+    assert [r["status"] for r in body["results"]] == ["accepted"] + ["rejected"] * 3
+    assert body["results"][1]["error"] == {
+        "field": "attribution.credit_weights",
+        "message": "unknown algorithm 'Popularity'; known: "
+        "['collaborative', 'content_based', 'popularity', 'trending']",
+    }
+    assert body["results"][2]["error"]["field"].startswith("attribution.credit_weights")
+    assert body["results"][3]["error"]["field"].startswith("attribution.credit_weights")
+
+
 async def test_batch_over_the_limit_is_refused_whole(
     settings_factory: Callable[..., Settings],
 ) -> None:

@@ -378,38 +378,82 @@ async def test_rank_says_who_proposed_each_item_and_their_shares(share_app: Runn
     assert [s.get("credit") for s in logged["slate"]] == [x["credit"] for x in body["ranking"]]
 
 
-async def test_rank_probes_by_default_with_exact_propensities(app: Running) -> None:
-    # Two lists: popularity ranks i0 .. i7, trending ranks i3 then i0. By default an
-    # exploring draw (ε 0.3 for a newcomer: no evidence yet) is a probe: an algorithm drawn
-    # by its weight (posterior means of the prior here: exact), its own top pick on top,
-    # credited to it alone with the chance it had of being drawn.
-    candidates = [
-        *({"item_id": f"i{n}", "algorithm": "popularity", "score": 10.0 - n} for n in range(8)),
-        {"item_id": "i3", "algorithm": "trending", "score": 2.0},
-        {"item_id": "i0", "algorithm": "trending", "score": 1.0},
-    ]
+@pytest.fixture
+async def probe_credit_app(settings_factory: Callable[..., Settings]):  # type: ignore[no-untyped-def]
+    """Probes crediting the probed algorithm alone (``exploration.credit: probe``), the
+    default before session 13's inverse-propensity credit."""
+    running, close = await start_app(
+        settings_factory(
+            bandit={"cache_seconds": 0.0, "seed": 7}, exploration={"seed": 3, "credit": "probe"}
+        )
+    )
+    yield running
+    await close()
+
+
+# Two lists: popularity ranks i0 .. i7, trending ranks i3 then i0.
+_TWO_LISTS = [
+    *({"item_id": f"i{n}", "algorithm": "popularity", "score": 10.0 - n} for n in range(8)),
+    {"item_id": "i3", "algorithm": "trending", "score": 2.0},
+    {"item_id": "i0", "algorithm": "trending", "score": 1.0},
+]
+_PICKS = {"popularity": "i0", "trending": "i3"}
+
+
+async def _probed_rankings(app: Running) -> list[tuple[list[dict], str, dict[str, float]]]:
+    """80 rankings of a newcomer (ε 0.3: no evidence yet), each with its greedy top and the
+    exact top-slot propensities: by default an exploring draw is a probe, an algorithm drawn
+    by its weight (posterior means of the prior here: exact), its own top pick on top."""
     served = (await weights(app, "newcomer"))["weights"]
     chance = {
         a: served[a] / (served["popularity"] + served["trending"])
         for a in ("popularity", "trending")
     }
-    pick = {"popularity": "i0", "trending": "i3"}
-    credits = set()
+    out = []
     for _ in range(80):
-        ranking = (await rank_newcomer(app, candidates))["ranking"]
+        ranking = (await rank_newcomer(app, _TWO_LISTS))["ranking"]
         greedy = sorted(ranking, key=lambda x: -x["score"])[0]["item_id"]
         p_top = {greedy: 0.7}
-        for a, item in pick.items():
+        for a, item in _PICKS.items():
             p_top[item] = p_top.get(item, 0.0) + 0.3 * chance[a]
         top = ranking[0]
         assert top["propensity"] == pytest.approx(p_top[top["item_id"]], abs=1e-12)
         assert top["explored"] == (top["item_id"] != greedy)
+        out.append((ranking, greedy, chance))
+    return out
+
+
+async def test_rank_probes_by_default_and_credits_by_inverse_propensity(app: Running) -> None:
+    # Every visit's top slot credits each algorithm whose own pick it shows with
+    # 1 / propensity (clipped at 5), probed or not; no slot names a single `credit`.
+    shown = set()
+    for ranking, _, _ in await _probed_rankings(app):
+        top = ranking[0]
+        assert all(x["credit"] is None and x["credit_probability"] == 0.0 for x in ranking)
+        expected = {
+            a: min(1.0 / top["propensity"], 5.0)
+            for a, item in _PICKS.items()
+            if item == top["item_id"]
+        }
+        assert top["credit_weights"] == pytest.approx(expected)
+        assert all(x["credit_weights"] == {} for x in ranking[1:])
+        shown.add(top["item_id"])
+    assert set(_PICKS.values()) <= shown
+
+
+async def test_rank_probes_credit_the_probed_algorithm_alone(probe_credit_app: Running) -> None:
+    # With `credit: probe`, a probe's top slot is credited to the probed algorithm alone
+    # with the chance it had of being drawn; the other visits credit none.
+    credits = set()
+    for ranking, greedy, chance in await _probed_rankings(probe_credit_app):
+        top = ranking[0]
         if top["credit"] is None:  # not a probe: the greedy order, nothing credited
             assert top["item_id"] == greedy and top["credit_probability"] == 0.0
         else:
-            assert top["item_id"] == pick[top["credit"]]
+            assert top["item_id"] == _PICKS[top["credit"]]
             assert top["credit_probability"] == pytest.approx(chance[top["credit"]])
         assert all(x["credit"] is None for x in ranking[1:])
+        assert all(x["credit_weights"] is None for x in ranking)
         credits.add(top["credit"])
     assert credits == {None, "popularity", "trending"}
 

@@ -6,9 +6,12 @@ them ``r_k z + sqrt(1 - r_k²) noise`` (``z`` the standardised rates) and propos
 ``PROPOSED``. An algorithm's true CTR is the click rate of its own top pick, computed from
 the same generator on other visits. recloop ranks every visit with ``k = 1`` and probes
 (``exploration.probe``); the shown item's impression and click (drawn from its rate) go
-back naming the ``credit`` ``rank`` returned, as an orchestrator does. Crediting by share
-(the default) would squeeze the algorithms' CTRs together (``python -m benchmarks.credit``);
-a probe credits one algorithm drawn independently of the visit, so its CTR is unbiased.
+back naming the ``credit`` ``rank`` returned (``exploration.credit: probe``), or its
+``credit_weights`` (``exploration.credit: ips``, the default), as an orchestrator does.
+Crediting by share (``exploration.probe: false``) would squeeze the algorithms' CTRs together
+(``python -m benchmarks.credit``); a probe credits one algorithm drawn independently of the
+visit, so its CTR is unbiased, and inverse-propensity credit weighs every shown pick by the
+chance it had, so its self-normalised CTR is too.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
         },
         exploration={
             "probe": True,
+            "credit": "probe",
             "epsilon": dict.fromkeys(("new", "power", "inactive", "regular"), EPSILON),
             "evidence_half": None,
             "seed": 6,
@@ -130,6 +134,102 @@ async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
         weights = new["weights"]
         assert sorted(QUALITY, key=lambda a: -weights[a]) == order
         assert weights[order[0]] > 2 * weights[order[-1]]
+    finally:
+        await close()
+
+
+async def test_ips_credit_learns_from_every_visit_and_orders_the_algorithms(
+    tmp_path: Path,
+) -> None:
+    """``exploration.credit: ips``: the top slot's ``credit_weights`` name every algorithm whose
+    own top pick it shows, each weighed 1 / propensity; sent back as
+    ``attribution.credit_weights``, they are counted as fractional impressions and clicks:
+    exactly the weights' sums (the direct computation), about one impression per algorithm
+    and visit (the expectation of an inverse-propensity weight), and a click rate per
+    algorithm (self-normalised) that orders the algorithms as their true CTRs do."""
+    truth = true_ctr(seed=1)
+    order = sorted(QUALITY, key=lambda a: -truth[a])
+    segments = ("new", "power", "inactive", "regular")
+    visits = 1_600
+    settings = make_settings(
+        tmp_path,
+        "memory",
+        bandit={
+            "algorithms": list(QUALITY),
+            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in segments},
+            "cache_seconds": 0.0,
+            "seed": 5,
+        },
+        exploration={
+            "probe": True,
+            "credit": "ips",
+            "credit_clip": 1e6,
+            "epsilon": dict.fromkeys(segments, EPSILON),
+            "evidence_half": None,
+            "segment_evidence_half": None,
+            "seed": 6,
+        },
+    )
+    app, close = await start_app(settings)
+    rng = np.random.default_rng(2)
+    sent = dict.fromkeys(QUALITY, 0.0)
+    sent_clicks = dict.fromkeys(QUALITY, 0.0)
+    try:
+        for t in range(visits):
+            c, top, scores = visit(rng)
+            candidates = [
+                {"item_id": f"i{j}", "algorithm": name, "score": float(scores[name][j])}
+                for name, picks in top.items()
+                for j in picks.tolist()
+            ]
+            user = f"u{t % 200}"
+            r = await app.client.post(
+                f"/users/{user}/rank", json={"candidates": candidates, "k": 1}
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            shown = body["ranking"][0]
+            assert shown["credit"] is None
+            weights = shown["credit_weights"]
+            for a, w in weights.items():  # 1 / the slot's propensity, its pick shown
+                assert w == pytest.approx(1.0 / shown["propensity"])
+                assert shown["item_id"] == f"i{int(top[a][0])}"
+            if t < 20:  # logged with the impression as answered
+                r = await app.client.get(f"/impressions/{body['impression_id']}")
+                assert r.json()["slate"][0]["credit_weights"] == weights
+            clicked = rng.random() < c[int(shown["item_id"][1:])]
+            for a, w in weights.items():
+                sent[a] += w
+                sent_clicks[a] += w * clicked
+            attribution = {"impression_id": body["impression_id"], "credit_weights": weights}
+            events = [
+                {
+                    "event_id": f"{body['impression_id']}-{kind}",
+                    "user_id": user,
+                    "item_id": shown["item_id"],
+                    "type": kind,
+                    "attribution": attribution,
+                }
+                for kind in ("impression", "click")[: 1 + int(clicked)]
+            ]
+            r = await app.client.post("/feedback", json={"events": events})
+            assert r.status_code == 202, r.text
+        await app.idle(flush=True)
+        rows = (await app.client.get("/algorithms")).json()["algorithms"]
+        impressions = {
+            a: sum(r["impressions"] for r in rows if r["algorithm"] == a) for a in QUALITY
+        }
+        clicks = {a: sum(r["clicks"] for r in rows if r["algorithm"] == a) for a in QUALITY}
+        for a in QUALITY:
+            assert impressions[a] == pytest.approx(sent[a], rel=1e-9)
+            assert clicks[a] == pytest.approx(sent_clicks[a], rel=1e-9, abs=1e-9)
+            assert 0.8 * visits < impressions[a] < 1.2 * visits  # E[weight] = 1 per visit
+        learnt = {a: clicks[a] / impressions[a] for a in QUALITY}
+        assert sorted(QUALITY, key=lambda a: -learnt[a]) == order
+        for a in QUALITY:
+            assert abs(learnt[a] - truth[a]) < 0.25 * truth[a], (a, learnt[a], truth[a])
+        weights = (await app.client.get("/users/nobody/weights")).json()["weights"]
+        assert sorted(QUALITY, key=lambda a: -weights[a]) == order
     finally:
         await close()
 

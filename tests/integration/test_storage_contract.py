@@ -438,6 +438,29 @@ async def test_algorithm_counts_saturate_instead_of_overflowing(
     assert counts.satisfaction_n == COUNT_LIMIT
 
 
+async def test_fractional_algorithm_counts_add_and_read_back(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    """Issue 15: inverse-propensity credit counts fractions of impressions and clicks; they
+    add up as PerformanceCounts does (values exact in binary, so equal to the bit), and
+    whole counts read back as whole numbers (int), as before the columns became floats."""
+    _, store = adapters
+    bucket = 1_800_000_000.0
+    ips = PerformanceCounts(1.25, 1.25, 0, 0.0, 0)
+    rows = [
+        AlgorithmCount("new", "popularity", bucket, ips),
+        AlgorithmCount("new", "popularity", bucket, ips.scaled(2.0)),
+        AlgorithmCount("new", "trending", bucket, PerformanceCounts(3, 1)),
+    ]
+    await store.commit(StateChanges(algorithm_counts=rows[:2], commit_id="c1"))
+    await store.commit(StateChanges(algorithm_counts=rows[2:], commit_id="c2"))
+    got = {r.algorithm: r.counts for r in await store.get_algorithm_counts(0.0)}
+    assert got["popularity"] == ips + ips.scaled(2.0) == PerformanceCounts(3.75, 3.75, 0, 0.0, 0)
+    assert got["trending"] == PerformanceCounts(3, 1)
+    assert isinstance(got["trending"].impressions, int)
+    assert isinstance(got["trending"].clicks, int)
+
+
 async def test_user_metrics_of_some_users(adapters: tuple[EventLog, StateStore]) -> None:
     """All of an experiment's values, or only those of the users asked for (a flagged
     user's, which a distributed API instance takes away from results)."""

@@ -17,7 +17,8 @@ from recloop.core.slates import Slate, decode, encode
 
 
 def old_ranking(slate: Slate) -> list[dict[str, Any]]:
-    """The former ``Slate.ranking`` (with the credit's probability, added since)."""
+    """The former ``Slate.ranking`` (with the credit's probability and the inverse-propensity
+    credit weights, added since)."""
     out = []
     for i, item in enumerate(slate.item_ids):
         shares, credit = (list(slate.shares[i]), slate.credits[i]) if slate.shares else ([], None)
@@ -33,6 +34,7 @@ def old_ranking(slate: Slate) -> list[dict[str, Any]]:
                 "credit_probability": (
                     slate.credit_probabilities[i] if slate.credit_probabilities else None
                 ),
+                "credit_weights": slate.credit_weights[i] if slate.credit_weights else None,
             }
         )
     return out
@@ -50,6 +52,11 @@ def slates(draw: st.DrawFn) -> Slate:
     shares = tuple(tuple(draw(floats) for _ in a) for a in algorithms) if logged else ()
     credits = tuple(draw(st.sampled_from([None, *a])) for a in algorithms) if logged else ()
     chances = tuple(draw(st.floats(0.0, 1.0)) for _ in algorithms) if draw(st.booleans()) else ()
+    weights = (
+        tuple({a: draw(st.floats(1.0, 100.0)) for a in names} for names in algorithms)
+        if logged and chances and draw(st.booleans())
+        else ()
+    )
     return Slate(
         tuple(f"i{j}" for j in range(n)),
         tuple(draw(floats) for _ in range(n)),
@@ -61,6 +68,7 @@ def slates(draw: st.DrawFn) -> Slate:
         shares=shares if n else (),
         credits=credits if n else (),
         credit_probabilities=chances if n else (),
+        credit_weights=weights if n else (),
     )
 
 
@@ -83,6 +91,8 @@ def old_encode(slate: Slate) -> tuple[bytes, bytes, bytes]:
         parts += [slate.shares, slate.credits]
         if slate.credit_probabilities:
             parts.append(slate.credit_probabilities)
+            if slate.credit_weights:
+                parts.append(slate.credit_weights)
     header = orjson.dumps(parts)
     numbers = (
         np.asarray(slate.scores, dtype="<f8").tobytes()

@@ -116,6 +116,10 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+CREDIT_WEIGHT_MAX: Final = 1e9
+"""The largest credit weight an event may carry (``rank`` clips at ``exploration.credit_clip``)."""
+
+
 class AttributionIn(_In):
     """Which recommendation produced the item the user acted on."""
 
@@ -125,6 +129,13 @@ class AttributionIn(_In):
     model_version: Name | None = None
     impression_id: PathId | None = None
     propensity: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    credit_weights: dict[Name, Annotated[float, Field(gt=0.0, le=CREDIT_WEIGHT_MAX)]] | None = (
+        Field(
+            None,
+            description="The algorithms to credit and their weights, as `rank` answers them "
+            "(`credit_weights`, with `exploration.credit: ips`); counted in place of `algorithm`.",
+        )
+    )
 
 
 def _value_rules(schema: dict[str, Any]) -> None:
@@ -396,6 +407,14 @@ class RankedOut(BaseModel):
         "probe (`exploration.probe`) the probed algorithm's chance of being drawn (the probe "
         "itself had `epsilon` times that); 0 when no algorithm is credited.",
     )
+    credit_weights: dict[str, float] | None = Field(
+        None,
+        description="With `exploration.credit: ips`: the algorithms whose own top pick this "
+        "slot shows (the top slot; empty on the others), each with the inverse of "
+        "`propensity` (clipped at `exploration.credit_clip`), to send as "
+        "`attribution.credit_weights` of the item's impression and click events; `credit` "
+        "is then null. Null: not that policy.",
+    )
 
 
 class ExperimentVariantOut(BaseModel):
@@ -414,9 +433,12 @@ class RankOut(BaseModel):
 class AlgorithmStatsOut(BaseModel):
     segment: Segment
     algorithm: str
-    impressions: int
-    clicks: int
-    conversions: int
+    impressions: int | float = Field(
+        description="Credited impressions: whole, or fractional with inverse-propensity "
+        "credit (`attribution.credit_weights`)."
+    )
+    clicks: int | float
+    conversions: int | float
     ctr: float
     conversion_rate: float
     satisfaction: float | None

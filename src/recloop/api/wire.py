@@ -31,6 +31,8 @@ from recloop.core.ids import ID_MAX_LENGTH, id_problem, json_may_break_id_rule
 Id = Annotated[str, Meta(min_length=1, max_length=ID_MAX_LENGTH)]
 """An id (``core.ids``' rule is checked after decoding: :func:`id_error`)."""
 Name = Annotated[str, Meta(min_length=1, max_length=64)]
+CREDIT_WEIGHT_MAX: Final = 1e9
+"""As ``api.schemas.CREDIT_WEIGHT_MAX``."""
 Timestamp = (
     Annotated[datetime, Meta(tz=True)]
     | Annotated[float, Meta(ge=-UNIX_SECONDS_LIMIT, le=UNIX_SECONDS_LIMIT)]
@@ -52,6 +54,7 @@ class AttributionWire(Struct, forbid_unknown_fields=True, gc=False):
     model_version: Name | None = None
     impression_id: Id | None = None
     propensity: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
+    credit_weights: dict[Name, Annotated[float, Meta(gt=0.0, le=CREDIT_WEIGHT_MAX)]] | None = None
 
 
 class FeedbackWire(Struct, forbid_unknown_fields=True, gc=False):

@@ -27,7 +27,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -47,9 +47,11 @@ class PerformanceCounts:
     """What an algorithm's recommendations earned: exact, mergeable sums.
 
     ``a + b`` is the counts of both; ``a - b`` removes a part ``b`` that was
-    added into ``a`` (an expired shard, say). The integer fields merge
-    exactly up to :data:`COUNT_LIMIT`, where a sum stops (no real report comes near);
-    ``satisfaction_sum`` up to float rounding.
+    added into ``a`` (an expired shard, say). Whole counts merge exactly up to
+    :data:`COUNT_LIMIT`, where a sum stops (no real report comes near);
+    ``satisfaction_sum`` up to float rounding. Counts credited by inverse propensity
+    (:meth:`scaled`, :func:`attributed`) are fractional and merge up to float rounding
+    too; whole counts stay ``int``.
 
     >>> total = PerformanceCounts(impressions=200, clicks=6) + PerformanceCounts(100, 3, 1)
     >>> total.impressions, total.clicks, total.conversions, total.ctr
@@ -58,11 +60,11 @@ class PerformanceCounts:
     True
     """
 
-    impressions: int = 0
-    clicks: int = 0
-    conversions: int = 0
+    impressions: float = 0
+    clicks: float = 0
+    conversions: float = 0
     satisfaction_sum: float = 0.0
-    satisfaction_n: int = 0
+    satisfaction_n: float = 0
 
     def __add__(self, other: PerformanceCounts) -> PerformanceCounts:
         return PerformanceCounts(
@@ -80,6 +82,24 @@ class PerformanceCounts:
             self.conversions - other.conversions,
             self.satisfaction_sum - other.satisfaction_sum,
             self.satisfaction_n - other.satisfaction_n,
+        )
+
+    def scaled(self, weight: float) -> PerformanceCounts:
+        """Every count times ``weight``: one event credited with an inverse-propensity
+        weight. ``weight`` 1 returns the counts themselves (whole counts stay whole).
+
+        >>> PerformanceCounts(impressions=1).scaled(2.5)
+        PerformanceCounts(impressions=2.5, clicks=0.0, conversions=0.0, \
+satisfaction_sum=0.0, satisfaction_n=0.0)
+        """
+        if weight == 1:
+            return self
+        return PerformanceCounts(
+            self.impressions * weight,
+            self.clicks * weight,
+            self.conversions * weight,
+            self.satisfaction_sum * weight,
+            self.satisfaction_n * weight,
         )
 
     @property
@@ -154,6 +174,37 @@ def counts_of(event_type: str, value: float | None) -> PerformanceCounts | None:
     return PerformanceCounts(satisfaction_sum=satisfaction, satisfaction_n=1)
 
 
+def attributed(
+    attribution: Mapping[str, Any], event_type: str, value: float | None
+) -> list[tuple[str, PerformanceCounts]]:
+    """The algorithms an attributed feedback event credits, each with the counts it adds.
+
+    ``attribution.credit_weights`` (``{algorithm: weight}``, what ``rank`` answers per slot
+    with inverse-propensity credit) credits every algorithm named with its event's counts
+    (:func:`counts_of`) times its weight; without it, ``attribution.algorithm`` is credited
+    the counts once. Nothing for an event :func:`counts_of` does not count, or one
+    naming no algorithm. The caller keeps the algorithms it counts.
+
+    >>> attributed({"algorithm": "als"}, "click", None)
+    [('als', PerformanceCounts(impressions=0, clicks=1, conversions=0, \
+satisfaction_sum=0.0, satisfaction_n=0))]
+    >>> [(a, c.impressions) for a, c in attributed(
+    ...     {"credit_weights": {"als": 1.25, "pop": 1.25}}, "impression", None)]
+    [('als', 1.25), ('pop', 1.25)]
+    """
+    weights = attribution.get("credit_weights")
+    if weights:
+        counts = counts_of(event_type, value)
+        if counts is None:
+            return []
+        return [(a, counts.scaled(float(w))) for a, w in weights.items() if isinstance(a, str)]
+    algorithm = attribution.get("algorithm")
+    if not isinstance(algorithm, str):
+        return []
+    counts = counts_of(event_type, value)
+    return [] if counts is None else [(algorithm, counts)]
+
+
 # -- Sliding window -------------------------------------------------------------
 
 
@@ -216,7 +267,10 @@ class WindowCounts:
         integer sum saturating once at the end is the same as at every step), field by
         field, without a :class:`PerformanceCounts` per bucket."""
         cutoff, size = now - window_seconds, self.bucket_seconds
-        impressions = clicks = conversions = satisfaction_n = 0
+        impressions: float = 0
+        clicks: float = 0
+        conversions: float = 0
+        satisfaction_n: float = 0
         satisfaction_sum = 0.0
         for start, counts in self._buckets.get((segment, algorithm), {}).items():
             if start + size > cutoff:

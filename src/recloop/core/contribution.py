@@ -5,7 +5,7 @@ are served; the experiments' results and the items' counts keep each user's
 part apart already, the optimizer's windowed counts do not (they are sums per
 segment, algorithm and hour). :func:`attributed_counts` finds a user's part
 again from their logged events: each attributed event's counts
-(:func:`~recloop.core.bandit.counts_of`), under the segment the user was in
+(:func:`~recloop.core.bandit.attributed`), under the segment the user was in
 before it, replayed from their own history (every event but an impression is an
 interaction; the last event's time decides idleness).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
+from recloop.core.bandit import PerformanceCounts, attributed, bucket_start
 from recloop.core.events import Event
 from recloop.core.segments import SegmentRules, segment_of
 
@@ -47,10 +47,9 @@ def attributed_counts(
     interactions = 0
     last_at: float | None = None
     for e in events:
-        algorithm = e.attribution.get("algorithm") if e.attribution else None
-        if isinstance(algorithm, str) and algorithm in algorithms:
-            counts = counts_of(e.type, e.value)
-            if counts is not None:
+        credited = attributed(e.attribution, e.type, e.value) if e.attribution else []
+        for algorithm, counts in credited:
+            if algorithm in algorithms:
                 segment = segment_of(interactions, last_at, e.timestamp, rules)
                 key = (segment, algorithm, bucket_start(e.timestamp, bucket_seconds))
                 found = sums.get(key)

@@ -437,3 +437,42 @@ def probe(
     order, propensities = _shown_sparse(mass, n, promoted)
     probability = float(chance[algorithm]) if algorithm is not None else 0.0
     return Probed(Explored(order, propensities, promoted, epsilon), algorithm, probability)
+
+
+# -- Inverse-propensity credit: every shown first pick credited -------------------------------
+
+
+def ips_credit(
+    picks: npt.ArrayLike, shown: int, propensity: float, clip: float
+) -> npt.NDArray[np.float64]:
+    """Per algorithm, the inverse-propensity credit of the top slot: ``min(1 / propensity,
+    clip)`` for every algorithm whose own top pick is the shown top, 0 for the others.
+
+    ``picks[a]`` is algorithm ``a``'s top pick as an index into the greedy order,
+    ``shown`` the index shown on top (:attr:`Explored.order` ``[0]``) and ``propensity``
+    its exact probability of being there (:attr:`Explored.propensities` ``[0]``). An
+    algorithm ``a`` credited ``w = 1[shown = picks[a]] / P(shown = picks[a])`` impressions
+    per visit, and ``w`` clicks when the slot is clicked, has in expectation over the draw
+    one impression and ``P(click | its pick on top)`` clicks per visit, whatever else is
+    shown: summed, its clicks over its impressions (what the bandit's counts give) is the
+    self-normalised estimate of its own top pick's click rate, consistent when every pick
+    can be shown (:func:`probe` with ε > 0 and a positive weight). ``clip`` bounds one
+    visit's weight (a rarely shown pick otherwise weighs ``1 / (ε · chance)``); clipped
+    weights lean towards the visits where the algorithm agrees with the greedy top.
+
+    Raises
+    ------
+    InvalidInput
+        for a propensity outside (0, 1] or a ``clip`` below 1.
+
+    >>> ips_credit([0, 2, 0], 0, 0.8, 20.0).tolist()
+    [1.25, 0.0, 1.25]
+    >>> ips_credit([0, 2, 0], 2, 0.04, 20.0).tolist()
+    [0.0, 20.0, 0.0]
+    """
+    if not 0.0 < propensity <= 1.0:
+        raise InvalidInput("propensity", f"must be in (0, 1], got {propensity}")
+    if not clip >= 1.0:
+        raise InvalidInput("clip", f"must be >= 1, got {clip}")
+    at = np.asarray(picks, dtype=np.intp)
+    return np.where(at == shown, min(1.0 / propensity, clip), 0.0)

@@ -10,7 +10,7 @@ the names once and each impression only the id.
 Stored, a slate is three byte strings (:func:`encode`, :func:`decode`)::
 
     header    JSON [item_ids, algorithms] (+ [shares, credits] when logged,
-              + [credit_probabilities] when logged)
+              + [credit_probabilities] when logged, + [credit_weights] when logged)
     numbers   float64 scores, float64 propensities, uint8 explored (little-endian)
     features  a zlib stream of the float32 matrix in column order
 
@@ -82,6 +82,10 @@ class Slate:
     being drawn by a probe (``core.exploration.Probed.probability``; the probe itself had
     probability ``epsilon`` times it); 0.0 for a slot that credits no algorithm. Empty: not
     logged (before it was)."""
+    credit_weights: tuple[dict[str, float], ...] = ()
+    """Per shown item, the algorithms its feedback credits by inverse propensity and their
+    weights (``exploration.credit: ips``; ``core.exploration.ips_credit``); empty mappings on
+    slots that credit none. Empty: not logged (probe or share credit)."""
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -89,8 +93,8 @@ class Slate:
             if len(getattr(self, name)) != n:
                 found = len(getattr(self, name))
                 raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
-        for name in ("shares", "credits", "credit_probabilities"):
-            logged = self.credit_probabilities if name == "credit_probabilities" else self.shares
+        for name in ("shares", "credits", "credit_probabilities", "credit_weights"):
+            logged = getattr(self, name) if name.startswith("credit_") else self.shares
             if logged and len(getattr(self, name)) != n:
                 found = len(getattr(self, name))
                 raise InvalidInput(f"slate.{name}", f"has {found} entries, not {n}")
@@ -136,6 +140,7 @@ class Slate:
             and self.shares == other.shares
             and self.credits == other.credits
             and self.credit_probabilities == other.credit_probabilities
+            and self.credit_weights == other.credit_weights
             and self.feature_names == other.feature_names
             and np.array_equal(self.features, other.features, equal_nan=True)
         )
@@ -157,18 +162,21 @@ class Slate:
 
     def ranking(self) -> list[dict[str, Any]]:
         """What ``rank`` answers per shown item: item_id, score, propensity, explored,
-        algorithms, shares, credit, credit_probability (None: not logged). ``algorithms``
-        and ``shares`` are the slate's own tuples, not copies (JSON arrays all the same).
+        algorithms, shares, credit, credit_probability, credit_weights (None: not logged).
+        ``algorithms`` and ``shares`` are the slate's own tuples, not copies (JSON arrays all
+        the same).
 
         >>> Slate(("a",), (0.5,), (1.0,), (False,), (("als",),), shares=((1.0,),),
         ...       credits=("als",), credit_probabilities=(1.0,)).ranking()
         [{'item_id': 'a', 'score': 0.5, 'propensity': 1.0, 'explored': False, \
-'algorithms': ('als',), 'shares': (1.0,), 'credit': 'als', 'credit_probability': 1.0}]
+'algorithms': ('als',), 'shares': (1.0,), 'credit': 'als', 'credit_probability': 1.0, \
+'credit_weights': None}]
         """
         n = len(self.item_ids)
         shares = self.shares or ((),) * n
         credits = self.credits if self.shares else (None,) * n
         chances = self.credit_probabilities or (None,) * n
+        weighed = self.credit_weights or (None,) * n
         return [
             {
                 "item_id": item,
@@ -179,8 +187,9 @@ class Slate:
                 "shares": share,
                 "credit": credit,
                 "credit_probability": chance,
+                "credit_weights": wts,
             }
-            for item, score, propensity, explored, algorithms, share, credit, chance in zip(
+            for item, score, propensity, explored, algorithms, share, credit, chance, wts in zip(
                 self.item_ids,
                 self.scores,
                 self.propensities,
@@ -189,6 +198,7 @@ class Slate:
                 shares,
                 credits,
                 chances,
+                weighed,
                 strict=True,
             )
         ]
@@ -196,7 +206,8 @@ class Slate:
     @property
     def slate(self) -> list[dict[str, Any]]:
         """One mapping per shown item: item_id, position, score, propensity, explored,
-        algorithms, shares, credit and credit_probability (when logged), features (name to
+        algorithms, shares, credit, credit_probability and credit_weights (when logged),
+        features (name to
         value; the float32 values as logged)."""
         rows = self.features.astype(np.float64).tolist() if self.feature_names else []
         names = self.feature_names
@@ -214,6 +225,8 @@ class Slate:
                 row["shares"], row["credit"] = self._credit(i)
             if self.credit_probabilities:
                 row["credit_probability"] = self.credit_probabilities[i]
+            if self.credit_weights:
+                row["credit_weights"] = dict(self.credit_weights[i])
             row["features"] = dict(zip(names, rows[i], strict=True)) if rows else {}
             out.append(row)
         return out
@@ -273,6 +286,8 @@ def encode(slate: Slate) -> tuple[bytes, bytes, bytes]:
         parts += [slate.shares, slate.credits]
         if slate.credit_probabilities:
             parts.append(slate.credit_probabilities)
+            if slate.credit_weights:
+                parts.append(slate.credit_weights)
     header = orjson.dumps(parts)
     # the tuples' bytes without an array each (numpy's conversion of a Python sequence
     # costs several times these); the same bytes (tests/unit/test_slate_answer.py)
@@ -306,6 +321,7 @@ def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str])
     item_ids, algorithms = parts[0], parts[1]
     shares, credits = (parts[2], parts[3]) if len(parts) > 3 else ([], [])
     credit_probabilities = parts[4] if len(parts) > 4 else []
+    credit_weights = parts[5] if len(parts) > 5 else []
     n = len(item_ids)
     values = np.frombuffer(numbers, dtype=_F64, count=2 * n)
     explored = np.frombuffer(numbers, dtype=np.uint8, count=n, offset=16 * n)
@@ -321,4 +337,5 @@ def decode(header: bytes, numbers: bytes, features: bytes, names: Sequence[str])
         shares=tuple(tuple(x) for x in shares),
         credits=tuple(credits),
         credit_probabilities=tuple(credit_probabilities),
+        credit_weights=tuple(credit_weights),
     )

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from recloop.config import FeedbackSettings, Settings
-from recloop.core.bandit import PerformanceCounts, bucket_start, counts_of
+from recloop.core.bandit import PerformanceCounts, attributed, bucket_start
 from recloop.core.events import Event, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules, segment_of
@@ -301,10 +301,8 @@ class Applier:
             e = events[i]
             if observer is not None and watched[e.user_id]:
                 self._observed += observer.observe(e.user_id, e.type, e.value, e.timestamp)
-            algorithm = e.attribution.get("algorithm")
-            if algorithm in c.algorithms:
-                counts = counts_of(e.type, e.value)
-                if counts is not None:
+            for algorithm, counts in attributed(e.attribution, e.type, e.value):
+                if algorithm in c.algorithms:
                     self._count(before, i, e.timestamp, algorithm, e.timestamp, counts)
         return outcome
 
@@ -431,10 +429,8 @@ class Applier:
         for group, e, watched in flush.extras:
             if math.isnan(reliability[group]):
                 continue  # held
-            algorithm = e.attribution.get("algorithm")
-            if algorithm in c.algorithms:
-                counts = counts_of(e.type, e.value)
-                if counts is not None:
+            for algorithm, counts in attributed(e.attribution, e.type, e.value):
+                if algorithm in c.algorithms:
                     at = float(g.first_at[group])
                     self._count(before, group, at, algorithm, e.timestamp, counts)
             if watched and observer is not None:

@@ -103,6 +103,8 @@ class IngestService:
         attribution = fields.attribution_record()
         if attribution and self._algorithms is not None:
             check_algorithm("attribution.algorithm", attribution.get("algorithm"), self._algorithms)
+            for name in attribution.get("credit_weights") or ():
+                check_algorithm("attribution.credit_weights", name, self._algorithms)
         return Event(
             event_id=fields.event_id or uuid7(),
             user_id=user_id if self._user_key is None else self._user_key(user_id),

@@ -12,7 +12,10 @@ With ``probe`` an exploring draw is a probe instead (``core.exploration.probe``)
 algorithm drawn by weight, its own top pick on top, and that slot's ``credit`` names it
 alone (the other slots none), so the bandit learns each algorithm's own click rate
 without bias; ε may then shrink with the segment's evidence too
-(``segment_evidence_half``).
+(``segment_evidence_half``). With ``credit: ips`` every visit credits instead: the top
+slot's ``credit_weights`` name every algorithm whose own top pick it shows, each weighed
+by the inverse of the slot's propensity (``core.exploration.ips_credit``), so the counts
+learn from every visit, not from probes alone.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from recloop.config import Settings
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
-from recloop.core.exploration import effective_epsilon, explore, probe
+from recloop.core.exploration import effective_epsilon, explore, ips_credit, probe
 from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
@@ -81,6 +84,8 @@ class RankConfig:
     probe: bool
     segment_evidence_half: float | None
     affinity_list: str | None
+    ips: bool = False
+    credit_clip: float = 5.0
 
     @classmethod
     def of(cls, settings: Settings) -> RankConfig:
@@ -98,6 +103,8 @@ class RankConfig:
             probe=x.probe,
             segment_evidence_half=x.segment_evidence_half,
             affinity_list=rank.affinity_list,
+            ips=x.probe and x.credit == "ips",
+            credit_clip=x.credit_clip,
         )
 
 
@@ -301,6 +308,7 @@ class Ranker:
         probed: str | None = None
         chance = 0.0
         probing = self._config.probe and bool(fused.firsts)
+        top_credits: dict[str, float] = {}
         if probing:
             names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
             place = np.empty(n, dtype=np.intp)
@@ -315,6 +323,17 @@ class Ranker:
             explored = drawn.explored
             if drawn.algorithm is not None:
                 probed, chance = names_probed[drawn.algorithm], drawn.probability
+            if self._config.ips and names_probed and n:
+                picks = place[[fused.firsts[a] for a in names_probed]]
+                weights = ips_credit(
+                    picks,
+                    int(explored.order[0]),
+                    float(explored.propensities[0]),
+                    self._config.credit_clip,
+                )
+                top_credits = {
+                    a: w for a, w in zip(names_probed, weights.tolist(), strict=True) if w > 0.0
+                }
         else:
             explored = explore(
                 scores[order],
@@ -336,8 +355,13 @@ class Ranker:
         share_matrix = fused.share_matrix(shown_rows)
         algorithms = pick(fused.algorithms)
         shares = share_rows(share_matrix, algorithms)
-        if probing:  # the probed slot credits its algorithm alone; the rest none
-            credits: tuple[str | None, ...] = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
+        credit_weights: tuple[dict[str, float], ...] = ()
+        if probing and self._config.ips:  # the top slot credits by inverse propensity
+            credits: tuple[str | None, ...] = (None,) * len(rows)
+            chances = (0.0,) * len(rows)
+            credit_weights = (top_credits, *({},) * (len(rows) - 1))[: len(rows)]
+        elif probing:  # the probed slot credits its algorithm alone; the rest none
+            credits = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
             chances = (chance, *(0.0,) * (len(rows) - 1))[: len(rows)]
         else:
             credits = credited(algorithms, share_matrix, impression_id)
@@ -363,6 +387,7 @@ class Ranker:
                 shares=shares,
                 credits=credits,
                 credit_probabilities=chances,
+                credit_weights=credit_weights,
             ),
             context=dict(context or {}),
             experiments=strategy.experiments,

@@ -120,6 +120,8 @@ class Attribution:
     model_version: str | None = None
     impression_id: str | None = None
     propensity: float | None = None
+    credit_weights: dict[str, float] | None = None
+    """What ``rank`` answered as the slot's ``credit_weights`` (inverse-propensity credit)."""
 
     def to_json(self) -> dict[str, Any]:
         return _drop_none(**dataclasses.asdict(self))
@@ -363,9 +365,9 @@ class PerformanceReport(_Out):
 class AlgorithmStats(_Out):
     segment: Segment
     algorithm: str
-    impressions: int
-    clicks: int
-    conversions: int
+    impressions: float  # whole counts arrive as int; inverse-propensity credit's fractional
+    clicks: float
+    conversions: float
     ctr: float
     conversion_rate: float
     satisfaction: float | None

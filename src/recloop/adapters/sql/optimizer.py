@@ -36,7 +36,12 @@ class SqlOptimizerStore(SqlRole):
                 row["segment"],
                 row["algorithm"],
                 row["bucket_start"],
-                PerformanceCounts(**{name: row[name] for name in _COUNT_COLUMNS}),
+                PerformanceCounts(
+                    **{
+                        name: _count(row[name]) if name in _SATURATING_COUNTS else row[name]
+                        for name in _COUNT_COLUMNS
+                    }
+                ),
             )
             for row in rows
         ]
@@ -73,7 +78,13 @@ class SqlOptimizerStore(SqlRole):
 _COUNT_COLUMNS = ("impressions", "clicks", "conversions", "satisfaction_sum", "satisfaction_n")
 
 
-_INTEGER_COUNTS = frozenset(_COUNT_COLUMNS) - {"satisfaction_sum"}
+_SATURATING_COUNTS = frozenset(_COUNT_COLUMNS) - {"satisfaction_sum"}
+
+
+def _count(value: Any) -> Any:
+    """A stored count as ``PerformanceCounts`` holds it: whole counts as ``int`` (the
+    columns are floats since 0015, for inverse-propensity credit's fractions)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def add_counts_statement(db: SqlDatabase) -> Any:
@@ -84,7 +95,7 @@ def add_counts_statement(db: SqlDatabase) -> Any:
         index_elements=["segment", "algorithm", "bucket_start"],
         set_={
             name: _saturating_sum(algorithm_stats.c[name], stats.excluded[name])
-            if name in _INTEGER_COUNTS
+            if name in _SATURATING_COUNTS
             else algorithm_stats.c[name] + stats.excluded[name]
             for name in _COUNT_COLUMNS
         },
@@ -93,7 +104,7 @@ def add_counts_statement(db: SqlDatabase) -> Any:
 
 def _saturating_sum(stored: Any, added: Any) -> Any:
     """``stored + added``, stopping at ``COUNT_LIMIT`` as ``PerformanceCounts`` does, and
-    never computing a sum beyond it (a BIGINT would overflow)."""
+    never computing a sum beyond it (the columns were BIGINTs, which would overflow)."""
     limit = literal_column(str(COUNT_LIMIT))  # not a parameter: the fast lane binds rows only
     return case((stored > limit - added, limit), else_=stored + added)
 

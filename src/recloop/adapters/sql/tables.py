@@ -135,11 +135,12 @@ algorithm_stats = Table(
     Column("segment", String(16), primary_key=True),
     Column("algorithm", String(64), primary_key=True),
     Column("bucket_start", Float, primary_key=True),
-    Column("impressions", BigInteger, nullable=False),
-    Column("clicks", BigInteger, nullable=False),
-    Column("conversions", BigInteger, nullable=False),
+    # Float since 0015: inverse-propensity credit counts fractions of impressions
+    Column("impressions", Float, nullable=False),
+    Column("clicks", Float, nullable=False),
+    Column("conversions", Float, nullable=False),
     Column("satisfaction_sum", Float, nullable=False),
-    Column("satisfaction_n", BigInteger, nullable=False),
+    Column("satisfaction_n", Float, nullable=False),
 )
 
 algorithm_status = Table(
