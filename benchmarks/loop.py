@@ -53,7 +53,10 @@ Every arm faces the same visits (the same user, offer and proposals at step
   on ``world`` at different loads).
 - ``recloop + model``: the learnt-affinity arm with continuous learning: a retraining at a third
   and at two thirds of the run, a validated candidate deployed automatically to a
-  canary of half the users, the canary judged every ``MONITOR_EVERY`` steps.
+  canary of half the users (``canary_fraction`` 0.5; a tenth of them when the gate finds
+  it unproven off-policy, ``unproven_canary_share`` 0.2, as every candidate is here: with
+  ``k = 1`` the log holds no off-policy evidence), the canary judged every
+  ``MONITOR_EVERY`` steps.
   Then the guard check: a deliberately worse model (trained on inverted labels,
   registered as a candidate) is deployed; the run goes on and records whether it
   ever went beyond the canary (it must be rolled back or still green, never active).
