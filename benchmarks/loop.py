@@ -53,7 +53,7 @@ Every arm faces the same visits (the same user, offer and proposals at step
   on ``world`` at different loads).
 - ``recloop + model``: the learnt-affinity arm with continuous learning: a retraining at a third
   and at two thirds of the run, a validated candidate deployed automatically to a
-  canary of half the users (``canary_fraction`` 0.5; a tenth of them when the gate finds
+  canary of half the users (``canary_fraction`` 0.5; a tenth of all users when the gate finds
   it unproven off-policy, ``unproven_canary_share`` 0.2, as every candidate is here: with
   ``k = 1`` the log holds no off-policy evidence), the canary judged every
   ``MONITOR_EVERY`` steps.
