@@ -56,7 +56,10 @@ Every arm faces the same visits (the same user, offer and proposals at step
   on ``world`` at different loads).
 - ``recloop + model``: the learnt-affinity arm with continuous learning: a retraining at a third
   and at two thirds of the run, a validated candidate deployed automatically to a
-  canary of half the users, the canary judged every ``MONITOR_EVERY`` steps.
+  canary of half the users (``canary_fraction`` 0.5; a tenth of all users when the gate finds
+  it unproven off-policy, ``unproven_canary_share`` 0.2, as every candidate is here: with
+  ``k = 1`` the log holds no off-policy evidence), the canary judged every
+  ``MONITOR_EVERY`` steps.
   Then the guard check: a deliberately worse model (trained on inverted labels,
   registered as a candidate) is deployed; the run goes on and records whether it
   ever went beyond the canary (it must be rolled back or still green, never active).
@@ -341,6 +344,11 @@ class LoopResult:
     models: list[dict[str, Any]] = field(default_factory=list)
     worse_model: dict[str, Any] | None = None
     suspects: int = 0
+    served: list[tuple[str | None, str | None, bool]] = field(default_factory=list)
+    """Per visit, with a model: the model version and slot that served it and whether its
+    top slot was explored (``benchmarks.loop_models`` breaks the CTR down by these)."""
+    live: dict[str, Any] = field(default_factory=dict)
+    """With a model: each slot's impressions and clicks since the last deployment, at the end."""
 
 
 ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -395,23 +403,20 @@ def _settings(tmp: Path, model: bool, extra: dict[str, dict[str, Any]] | None = 
         # on the wall clock (module docstring)
         "feedback": {"implicit_flush_seconds": 10**6},
     }
+    sections["learning"] = {
+        "enabled": model,
+        "attribution_window_minutes": 0.01,
+        "min_new_examples": 500,
+        "auto_deploy": True,
+        "canary_fraction": 0.5,
+        "min_canary_impressions": 500,
+        "watch_impressions": 10**9,
+        "monitor_seconds": 10**6,  # called by the benchmark itself
+        "retrain_schedule": "0 3 1 1 *",
+    }
     for name, values in (extra or {}).items():
         sections[name] = {**sections.get(name, {}), **values}
-    return load_settings(
-        None,
-        **sections,
-        learning={
-            "enabled": model,
-            "attribution_window_minutes": 0.01,
-            "min_new_examples": 500,
-            "auto_deploy": True,
-            "canary_fraction": 0.5,
-            "min_canary_impressions": 500,
-            "watch_impressions": 10**9,
-            "monitor_seconds": 10**6,  # called by the benchmark itself
-            "retrain_schedule": "0 3 1 1 *",
-        },
-    )
+    return load_settings(None, **sections)
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: Any) -> Any:
@@ -496,9 +501,17 @@ async def _run_loop(
                 clicks += clicked
             result = LoopResult(p, clicks)
             if learning is not None and model:
+                logged = await container.store.get_impressions(0.0, math.inf)
+                result.served = [
+                    (i.model_version, i.model_slot, bool(i.shown.explored[0]))
+                    for i in logged[: len(visits)]
+                ]
+                result.live = (await learning.deployment())["live"]  # as of the last pass
+            if learning is not None and model and worse_steps:
                 result.worse_model = await _worse_model(
                     client, container, learning, world, worse_steps, rng
                 )
+            if learning is not None and model:
                 result.models = [
                     {
                         "version": m.version,
@@ -745,8 +758,17 @@ def _model_line(m: dict[str, Any], transitions: Sequence[dict[str, Any]]) -> str
     )
     return (
         f"{m['status']} (AUC half {'passed' if gate['auc']['accepted'] else 'failed'}, "
-        f"off-policy half {'passed' if gate['off_policy']['accepted'] else 'failed'}{snips})"
+        f"off-policy half {_off_policy_half(gate['off_policy'])}{snips})"
     )
+
+
+def _off_policy_half(verdict: dict[str, Any]) -> str:
+    """``failed``, ``passed`` (supported), ``passed, unproven`` or ``passed, no evidence``."""
+    if not verdict["accepted"]:
+        return "failed"
+    if verdict.get("supported", True):
+        return "passed"
+    return "passed, no evidence" if not verdict["numbers"] else "passed, unproven"
 
 
 def section(results: Sequence[WorldResult], command: str) -> str:

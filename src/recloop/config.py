@@ -538,10 +538,18 @@ class LearningSettings(_Section):
     auto_deploy: bool = False
     """Deploy a candidate that passed validation to the canary slot automatically."""
     canary_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of users a deployed candidate serves while its canary runs."""
+    unproven_canary_share: float = Field(0.2, gt=0.0, le=1.0)
+    """An *unproven* candidate (the gate's off-policy half found no evidence that it is no
+    worse than the serving policy) serves ``canary_fraction`` times this; 1: no difference."""
     min_canary_impressions: int = Field(2_000, ge=1)
     """Impressions per slot before the canary is judged."""
     rollback_margin: float = Field(0.05, gt=0.0, lt=1.0)
-    """Relative CTR loss tolerated: significantly worse than this rolls back."""
+    """Relative CTR loss tolerated: a canary whose green is at worst this much below blue is
+    promoted (non-inferior); a promoted model significantly worse than this rolls back."""
+    canary_tolerance: float = Field(0.0, ge=0.0, lt=1.0)
+    """A canary whose green is credibly worse than blue by more than this relative CTR loss
+    is rolled back (0: credibly worse at all)."""
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
     """Error rate of the (anytime-valid) canary and watch comparisons."""
     watch_impressions: int = Field(20_000, ge=1)

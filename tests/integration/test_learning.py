@@ -243,7 +243,13 @@ async def _examples(app: Running) -> tuple[np.ndarray, np.ndarray]:
     return data.features, np.asarray(data.labels, dtype=np.float64)
 
 
-async def register(app: Running, version: str, invert: bool = False, tamper: bool = False) -> str:
+async def register(
+    app: Running,
+    version: str,
+    invert: bool = False,
+    tamper: bool = False,
+    metrics: dict[str, Any] | None = None,
+) -> str:
     """Register a model by hand as a validated candidate: trained on the logged examples
     (on inverted labels: it ranks the worst first), its bytes altered after the checksum
     if ``tamper``."""
@@ -263,11 +269,42 @@ async def register(app: Running, version: str, invert: bool = False, tamper: boo
         1.0,
         len(y),
         int(y.sum()),
-        {},
+        metrics or {},
         list(artifact.feature_names),
     )
     await app.container.store.put_model(record, bytes(data))
     return version
+
+
+async def test_an_unproven_candidate_gets_a_smaller_canary(tmp_path: Path) -> None:
+    """A model whose gate found it supported off-policy gets ``canary_fraction`` (0.5 here);
+    one without that support (none recorded: registered by hand) gets
+    ``unproven_canary_share`` (0.2) of it, and the audit says so."""
+    world = World(seed=11)
+    app, close = await start_app(settings(tmp_path))
+    try:
+        await app.client.post("/items", json={"items": world.items()})
+        await traffic(app, world, 300)
+        await register(app, "unproven")
+        r = await app.client.post("/models/unproven/deploy")
+        assert r.status_code == 200, r.text
+        deployed = r.json()
+        assert deployed["numbers"]["canary_fraction"] == pytest.approx(0.1)
+        assert deployed["numbers"]["off_policy_supported"] == 0.0
+        assert "unproven off-policy" in deployed["reason"]
+        slots = (await app.client.get("/models/deployment")).json()["slots"]
+        assert slots["canary_fraction"] == pytest.approx(0.1)
+        assert (await app.client.post("/models/rollback")).status_code == 200
+        supported = {"gate": {"off_policy": {"accepted": True, "supported": True}}}
+        await register(app, "supported", metrics=supported)
+        r = await app.client.post("/models/supported/deploy", json={"reason": "try it"})
+        assert r.status_code == 200, r.text
+        deployed = r.json()
+        assert deployed["numbers"]["canary_fraction"] == 0.5
+        assert deployed["numbers"]["off_policy_supported"] == 1.0
+        assert deployed["reason"] == "try it"
+    finally:
+        await close()
 
 
 async def test_a_candidate_trained_on_shuffled_labels_is_rejected(tmp_path: Path) -> None:

@@ -270,12 +270,34 @@ def test_checking_after_every_batch_keeps_the_false_promotion_rate() -> None:
     assert peeking_errors / runs > 0.05
 
 
+def test_a_green_credibly_worse_within_the_margin_rolls_back_at_tolerance_zero() -> None:
+    """4 % worse, credibly (the interval entirely below 0, not below -5 %): with the margin
+    as tolerance (the watch's rule) it waits; the canary's tolerance 0 rolls it back."""
+    blue, green = (1_000_000, 50_000), (1_000_000, 48_000)
+    waits = judge_canary(blue, green)
+    assert waits.decision == "wait"
+    assert waits.numbers["ci_low"] < -0.05 < waits.numbers["ci_high"] < 0.0
+    assert waits.numbers["tolerance"] == 0.05
+    verdict = judge_canary(blue, green, tolerance=0.0)
+    assert verdict.decision == "rollback"
+    assert verdict.numbers["tolerance"] == 0.0
+    assert "entirely below -0.0%: worse" in verdict.reason
+
+
+def test_tolerance_zero_still_promotes_a_green_not_credibly_worse() -> None:
+    verdict = judge_canary(blue=(300_000, 15_000), green=(300_000, 15_000), tolerance=0.0)
+    assert verdict.decision == "promote"
+    assert verdict.numbers["ci_low"] > -0.05 and verdict.numbers["ci_high"] > 0.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
         ({"min_impressions": 0}, "min_impressions"),
         ({"margin": 1.0}, "margin"),
         ({"margin": -0.1}, "margin"),
+        ({"tolerance": -0.01}, "tolerance"),
+        ({"tolerance": 1.0}, "tolerance"),
         ({"alpha": 0.0}, "alpha"),
         ({"green": (10, 11)}, "treatment.sum"),
     ],

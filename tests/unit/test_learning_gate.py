@@ -83,6 +83,7 @@ def test_an_estimate_below_serving_rejects_and_names_its_numbers() -> None:
     assert not verdict.accepted
     assert verdict.numbers == {
         "serving": 0.0241,
+        "serving_ci_low": 0.0200,
         "snips_value": 0.0085,
         "snips_ci_low": 0.0040,
         "snips_ci_high": 0.0130,
@@ -108,3 +109,84 @@ def test_too_few_effective_samples_or_no_interval_is_no_evidence() -> None:
     assert verdict.accepted and "zero_weight" in verdict.reason
     no_serving = Estimate(None, None, None, 0, 0.0, "no_slates")
     assert decide_off_policy({"snips": few}, no_serving).accepted
+
+
+# -- supported or unproven: how much of the canary a candidate gets ------------------------------
+
+
+def test_a_point_estimate_at_least_the_serving_lower_bound_is_supported() -> None:
+    at_floor = Estimate(0.0200, 0.0150, 0.0250, 4_000, 900.0)  # SERVING's lower bound is 0.0200
+    verdict = decide_off_policy({"snips": at_floor}, SERVING)
+    assert verdict.accepted and verdict.supported
+    assert verdict.numbers["serving_ci_low"] == 0.0200
+    assert "point >= serving lower bound 0.0200" in verdict.reason
+    assert verdict.reason.startswith("accepted: ")
+
+
+def test_a_point_estimate_below_the_serving_lower_bound_passes_unproven() -> None:
+    below = Estimate(0.0199, 0.0150, 0.0250, 4_000, 900.0)
+    verdict = decide_off_policy({"snips": below}, SERVING)
+    assert verdict.accepted and not verdict.supported
+    assert verdict.reason.startswith("accepted, unproven: ")
+    assert "point < serving lower bound 0.0200" in verdict.reason
+
+
+def test_a_rejected_candidate_is_never_supported() -> None:
+    worse = Estimate(0.0085, 0.0040, 0.0130, 4_000, 900.0)
+    fine = Estimate(0.0300, 0.0250, 0.0350, 4_000, 900.0)
+    verdict = decide_off_policy({"snips": fine, "dr": worse}, SERVING)
+    assert not verdict.accepted and not verdict.supported
+
+
+def test_no_usable_evidence_passes_unproven() -> None:
+    few = Estimate(0.05, 0.04, 0.06, 4_000, 12.0)  # above serving, but 12 effective samples
+    assert not decide_off_policy({"snips": few}, SERVING, min_effective_n=30.0).supported
+    none = Estimate(None, None, None, 0, 0.0, "zero_weight")
+    assert not decide_off_policy({"snips": none}, SERVING).supported
+    no_serving = Estimate(None, None, None, 0, 0.0, "no_slates")
+    assert not decide_off_policy({"snips": few}, no_serving).supported
+
+
+def test_without_a_serving_interval_the_floor_is_the_serving_value() -> None:
+    serving = Estimate(0.0241, None, None, 1, 1.0, "insufficient_data")
+    assert decide_off_policy(
+        {"snips": Estimate(0.0241, 0.02, 0.03, 4_000, 900.0)}, serving
+    ).supported
+    verdict = decide_off_policy({"snips": Estimate(0.0240, 0.02, 0.03, 4_000, 900.0)}, serving)
+    assert verdict.accepted and not verdict.supported
+
+
+def single_item(data: TrainingData) -> TrainingData:
+    """The same impressions as if ``rank`` had shown one item (k = 1): each slate keeps its
+    top row only."""
+    for s in data.slates:
+        s.rows = s.rows[:1]
+    return data
+
+
+def test_slates_of_one_item_are_no_evidence_about_a_candidate() -> None:
+    """On a slate of one item every policy puts it on top: the weights are 1 / propensity
+    whatever the model, so the drifted candidate (rejected on two-item slates, above) is
+    neither rejected nor supported by them: it passes unproven, saying why."""
+    outcome = train(single_item(drifting_data(1)), None, PromotionGate(min_auc_gain=0.01), 0.3)
+    off_policy = outcome.metrics["gate"]["off_policy"]
+    assert off_policy["accepted"] is True and off_policy["supported"] is False
+    assert off_policy["numbers"] == {}
+    assert "every logged slate shows one item" in off_policy["reason"]
+    assert outcome.metrics["off_policy"]["single_item_slates"] > 0
+    assert outcome.metrics["off_policy"]["slates"] == 0
+    assert outcome.accepted  # the AUC half alone decides; the canary judges it, smaller
+
+
+def test_the_undrifted_candidate_on_two_item_slates_is_supported() -> None:
+    data = drifting_data(1, slates=6_000)
+    rng = np.random.default_rng(9)
+    labels = []
+    for s in data.slates:
+        affinity = s.rows[:, COLUMN["affinity"]]
+        clicks = [int(rng.random() < _click_rate(affinity[p], p, False)) for p in (0, 1)]
+        labels.extend(clicks)
+        s.reward = float(clicks[0])
+    data.labels = labels
+    outcome = train(data, None, PromotionGate(min_auc_gain=0.01), 0.3)
+    assert outcome.accepted and outcome.metrics["gate"]["off_policy"]["supported"] is True

@@ -285,6 +285,13 @@ def canary_chart(history: History) -> Chart | None:
         return None
     (scope, subject), points = max(history.items(), key=lambda kv: kv[1][-1].at)
     margin = points[-1].values.get("margin") or 0.0
+    tolerance = points[-1].values.get("tolerance")
+    tolerance = margin if tolerance is None else tolerance
+    rule = (
+        "rollback when the interval is below, promote when above"
+        if tolerance == margin
+        else f"promote when the interval is above; rollback when below -{tolerance:.0%}"
+    )
     return over_time(
         "canary",
         f"{scope} ({subject}): relative CTR vs the baseline over time, anytime-valid interval",
@@ -296,7 +303,7 @@ def canary_chart(history: History) -> Chart | None:
         ],
         [
             (
-                f"-margin {-margin:.0%}: rollback when the interval is below, promote when above",
+                f"-margin {-margin:.0%}: {rule}",
                 -margin,
             )
         ],

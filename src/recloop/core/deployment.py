@@ -325,17 +325,22 @@ def judge_canary(
     min_impressions: int = 1_000,
     margin: float = 0.05,
     alpha: float = 0.05,
+    tolerance: float | None = None,
 ) -> CanaryVerdict:
     """Promote, roll back or wait, from each slot's (impressions, clicks).
 
     The relative effect ``δ = ctr_green / ctr_blue - 1`` gets an anytime-valid
     ``1 - alpha`` confidence sequence (:func:`~recloop.core.stats.proportions_test`
     made sequential by :func:`~recloop.core.stats.make_sequential`, ``n`` the
-    impressions of both slots), and then::
+    impressions of both slots), and then, ``tolerance`` defaulting to ``margin``::
 
-        upper < -margin   rollback   green is significantly worse than blue by more than margin
-        lower > -margin   promote    green is non-inferior: at worst ``margin`` below blue
-        otherwise         wait
+        upper < -tolerance   rollback   green is credibly worse than blue by more than tolerance
+        lower > -margin      promote    green is non-inferior: at worst ``margin`` below blue
+        otherwise            wait
+
+    The canary passes ``tolerance=0``: a green credibly worse than blue at all is rolled
+    back at once, never promoted as "non-inferior"; the watch after promotion keeps
+    ``margin`` (its baseline is older, so it tolerates some drift).
 
     Either slot below ``min_impressions`` waits, and so does a comparison the
     test cannot make (no clicks at all, a blue CTR of 0). For the watch after
@@ -355,6 +360,9 @@ def judge_canary(
         raise InvalidInput("min_impressions", f"must be >= 1, got {min_impressions}")
     if not 0.0 <= margin < 1.0:
         raise InvalidInput("margin", f"must be in [0, 1), got {margin}")
+    tolerance = margin if tolerance is None else tolerance
+    if not 0.0 <= tolerance < 1.0:
+        raise InvalidInput("tolerance", f"must be in [0, 1), got {tolerance}")
     control = SampleStats(blue[0], float(blue[1]), float(blue[1]))
     treatment = SampleStats(green[0], float(green[1]), float(green[1]))
     comparison = make_sequential(
@@ -368,6 +376,7 @@ def judge_canary(
         "green_clicks": treatment.sum,
         "green_ctr": treatment.mean,
         "margin": margin,
+        "tolerance": tolerance,
         "alpha": alpha,
     }
     rates = (
@@ -387,8 +396,10 @@ def judge_canary(
         f"{rates}: relative effect {comparison.relative_effect:+.1%}, anytime-valid "
         f"{1 - alpha:.0%} interval [{ci[0]:+.1%}, {ci[1]:+.1%}]"
     )
-    if ci[1] < -margin:
-        return CanaryVerdict("rollback", f"{effect} entirely below -{margin:.1%}: worse", numbers)
+    if ci[1] < -tolerance:
+        return CanaryVerdict(
+            "rollback", f"{effect} entirely below -{tolerance:.1%}: worse", numbers
+        )
     if ci[0] > -margin:
         return CanaryVerdict(
             "promote", f"{effect} entirely above -{margin:.1%}: non-inferior", numbers

@@ -176,7 +176,9 @@ def train(
     The gate has two halves, both required: :func:`decide` on the holdout
     metrics, and :func:`decide_off_policy`: a candidate whose SNIPS upper
     bound is below the serving (logging) policy's click rate is rejected,
-    whatever its AUC. ``metrics["gate"]`` holds both verdicts. The DR estimate
+    whatever its AUC; one accepted without a SNIPS point estimate at least the
+    serving's lower bound is *unproven* (``supported`` false), and its canary is
+    smaller. ``metrics["gate"]`` holds both verdicts. The DR estimate
     is recorded, not gated on: its reward model is the candidate's own
     predictions, so a miscalibrated candidate grades itself (a DR click rate
     below 0 has been seen on a candidate with AUC 0.74), while SNIPS stays
@@ -220,6 +222,7 @@ def train(
             "auc": {"accepted": auc_accepted, "reason": auc_reason},
             "off_policy": {
                 "accepted": policy.accepted,
+                "supported": policy.supported,
                 "reason": policy.reason,
                 "numbers": policy.numbers,
             },
@@ -240,12 +243,26 @@ def _off_policy(
     model: Model, champion: Model | None, slates: Sequence[Slate], alpha: float
 ) -> tuple[dict[str, Any], dict[str, Estimate], Estimate]:
     """The estimates for the record; the candidate's (by estimator) and the serving
-    policy's, for the gate."""
+    policy's, for the gate.
+
+    Only slates that show more than one item are read: on a slate of one item (``rank``
+    with ``k = 1``) every policy puts that item on top with probability 1, so its importance
+    weight is ``1 / μ`` whatever the model and the "estimate" is the logging policy's
+    rewards reweighted, not the candidate's value. With none left, there is no evidence
+    (``single_item_slates``)."""
+    several = [s for s in slates if s.rows.shape[0] > 1]
+    single = len(slates) - len(several)
+    if slates and not several:
+        none = Estimate(None, None, None, 0, 0.0, "single_item_slates")
+        return {"slates": 0, "single_item_slates": single}, {}, none
+    slates = several
     serving = on_policy(_logged(model, slates), alpha)
     if not slates:
         return {"slates": 0}, {}, serving
     epsilon = float(np.median([s.epsilon for s in slates]))
     found: dict[str, Any] = {"slates": len(slates), "epsilon": epsilon}
+    if single:
+        found["single_item_slates"] = single
     found["logging"] = _plain(serving)
     candidate: dict[str, Estimate] = {}
     for name, m in (("candidate", model), ("champion", champion)):

@@ -498,11 +498,26 @@ def on_policy(slates: Sequence[LoggedSlate], alpha: float = 0.05) -> Estimate:
 
 @dataclass(frozen=True, slots=True)
 class PolicyVerdict:
-    """The off-policy half of the gate: ``accepted``, why, and the numbers it read."""
+    """The off-policy half of the gate: ``accepted``, why, and the numbers it read.
+
+    ``supported``: an accepted candidate whose evidence also says it is no worse than the
+    serving policy (a usable estimate at least the serving value's lower bound); an
+    accepted candidate without that is *unproven* (no usable estimate, or one whose
+    interval reaches the serving value only above its point), and the canary shows it to
+    fewer users (``learning.unproven_canary_share``).
+    """
 
     accepted: bool
     reason: str
     numbers: dict[str, float]
+    supported: bool = False
+
+
+NO_EVIDENCE: Mapping[str, str] = {
+    "single_item_slates": "every logged slate shows one item (rank with k = 1), so what a "
+    "candidate would have put on top among the candidates is not logged",
+}
+"""Reason codes of an estimate without a value, explained in the gate's reason."""
 
 
 def decide_off_policy(
@@ -520,23 +535,33 @@ def decide_off_policy(
     An estimator without an interval, or with fewer than ``min_effective_n``
     effective samples (Kish), is no evidence either way and is reported as
     such; with no usable estimate at all the candidate passes this half of
-    the gate (the AUC half and the canary still judge it).
+    the gate (the AUC half and the canary still judge it) unproven.
+    ``supported`` (:class:`PolicyVerdict`) is set when the candidate is accepted
+    and some usable estimate is at least the serving value's lower bound.
 
     >>> serving = Estimate(0.0241, 0.020, 0.028, 4000, 4000.0)
     >>> verdict = decide_off_policy({"snips": Estimate(0.0085, 0.004, 0.013, 4000, 900.0)}, serving)
     >>> verdict.accepted, verdict.reason
     (False, 'rejected: SNIPS 0.0085 [0.0040, 0.0130] upper bound < serving 0.0241')
-    >>> decide_off_policy({"snips": Estimate(0.02, 0.01, 0.03, 4000, 900.0)}, serving).reason
-    'accepted: SNIPS 0.0200 [0.0100, 0.0300] upper bound >= serving 0.0241'
-    """
+    >>> verdict = decide_off_policy({"snips": Estimate(0.019, 0.01, 0.03, 4000, 900.0)}, serving)
+    >>> verdict.accepted, verdict.supported, verdict.reason
+    (True, False, 'accepted, unproven: SNIPS 0.0190 [0.0100, 0.0300] upper bound >= serving 0.0241; point < serving lower bound 0.0200')
+    >>> decide_off_policy({"snips": Estimate(0.025, 0.02, 0.03, 4000, 900.0)}, serving).reason
+    'accepted: SNIPS 0.0250 [0.0200, 0.0300] upper bound >= serving 0.0241; point >= serving lower bound 0.0200'
+    """  # noqa: E501
     if min_effective_n < 0:
         raise InvalidInput("min_effective_n", f"must be >= 0, got {min_effective_n}")
     numbers: dict[str, float] = {}
     if serving.value is None:
-        return PolicyVerdict(True, f"no off-policy evidence: serving value {serving.reason}", {})
+        why = NO_EVIDENCE.get(serving.reason or "", f"serving value {serving.reason}")
+        return PolicyVerdict(True, f"no off-policy evidence: {why}", {})
     numbers["serving"] = serving.value
+    floor = serving.value if serving.ci_low is None else serving.ci_low
+    if serving.ci_low is not None:
+        numbers["serving_ci_low"] = serving.ci_low
     parts: list[str] = []
     rejected = False
+    supported = False
     for name, estimate in candidate.items():
         label = name.upper()
         if estimate.value is None or estimate.ci_high is None or estimate.ci_low is None:
@@ -555,11 +580,17 @@ def decide_off_policy(
             continue
         below = estimate.ci_high < serving.value
         rejected = rejected or below
-        parts.append(
+        part = (
             f"{label} {interval} upper bound {'<' if below else '>='} serving {serving.value:.4f}"
         )
+        if not below:
+            holds = estimate.value >= floor
+            supported = supported or holds
+            part += f"; point {'>=' if holds else '<'} serving lower bound {floor:.4f}"
+        parts.append(part)
     if not parts:
         return PolicyVerdict(True, "no off-policy evidence: no estimate", numbers)
+    verdict = "rejected" if rejected else "accepted" if supported else "accepted, unproven"
     return PolicyVerdict(
-        not rejected, f"{'rejected' if rejected else 'accepted'}: " + "; ".join(parts), numbers
+        not rejected, f"{verdict}: " + "; ".join(parts), numbers, supported and not rejected
     )

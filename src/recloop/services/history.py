@@ -204,6 +204,8 @@ class HistoryService:
             "low": numbers.get("ci_low"),
             "high": numbers.get("ci_high"),
             "margin": c.rollback_margin,
+            # the canary rolls back beyond canary_tolerance, the watch beyond the margin
+            "tolerance": c.canary_tolerance if subject == "canary" else c.rollback_margin,
             "baseline": float(baseline[0]),
             "served": float(served[0]),
         }

@@ -304,7 +304,9 @@ class LearningService:
         }
 
     async def deploy(self, version: str, reason: str = "", by: str | None = None) -> Transition:
-        """Load ``version`` into the green slot for ``canary_fraction`` of users."""
+        """Load ``version`` into the green slot for ``canary_fraction`` of users, or
+        ``unproven_canary_share`` of that for a model the gate did not find supported
+        off-policy (:meth:`_canary_fraction`; ``reason`` defaults to saying which)."""
         async with self._deploying:
             record = await self.model(version)
             if record.status not in ("candidate", "retired", "rolled_back"):
@@ -318,12 +320,37 @@ class LearningService:
                 await self._load(version)  # a tampered artifact is refused before any routing
             except ArtifactError as exc:
                 raise InvalidInput("version", str(exc)) from exc
+            fraction, why, supported = self._canary_fraction(record)
             slots, transition = deploy(
-                self._slots, version, self._clock(), self._config.canary_fraction, reason
+                self._slots,
+                version,
+                self._clock(),
+                fraction,
+                reason or why,
+                {"off_policy_supported": float(supported)},
             )
             transition = replace(transition, by=by)
             await self._commit(slots, transition, {version: ("green", transition.reason)})
             return transition
+
+    def _canary_fraction(self, record: ModelRecord) -> tuple[float, str, bool]:
+        """``canary_fraction``, or ``unproven_canary_share`` of it for a model whose gate did
+        not find it supported off-policy (:class:`~recloop.learning.validation.PolicyVerdict`);
+        with the reason, and whether it was supported."""
+        c = self._config
+        gate = record.metrics.get("gate") or {}
+        supported = (gate.get("off_policy") or {}).get("supported") is True
+        if supported or c.unproven_canary_share == 1.0:
+            return c.canary_fraction, f"canary for {c.canary_fraction:.1%} of users", supported
+        fraction = c.canary_fraction * c.unproven_canary_share
+        return (
+            fraction,
+            (
+                f"canary for {fraction:.1%} of users: unproven off-policy "
+                f"({c.unproven_canary_share:g} of canary_fraction {c.canary_fraction:g})"
+            ),
+            False,
+        )
 
     async def promote(
         self, reason: str = "promoted by hand", by: str | None = None, force: bool = False
@@ -368,6 +395,7 @@ class LearningService:
             c.min_canary_impressions,
             c.rollback_margin,
             c.alpha,
+            c.canary_tolerance,
         )
 
     async def _promote(
@@ -660,7 +688,7 @@ class LearningService:
         log.info("trained %s: %s", version, outcome.reason)
         if outcome.accepted and c.auto_deploy:
             try:
-                await self.deploy(version, "automatic: validated candidate", MONITOR)
+                await self.deploy(version, "", MONITOR)
             except (Conflict, InvalidInput) as exc:
                 log.info("not deployed automatically: %s", exc.message)
         return replace(job, status="done", version=version, message=outcome.reason)

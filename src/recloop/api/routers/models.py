@@ -207,7 +207,9 @@ async def deploy(
     principal: Principal = Admin,
     body: Annotated[ReasonIn | None, Body()] = None,
 ) -> Any:
-    """Load the model into the green slot for ``learning.canary_fraction`` of users.
+    """Load the model into the green slot for ``learning.canary_fraction`` of users
+    (``learning.unproven_canary_share`` of that for a model whose gate found no off-policy
+    evidence that it is no worse than the serving policy).
 
     409 if the green slot is taken, the model is already blue, or its status is not
     deployable (only a candidate, retired or rolled-back model is)."""
