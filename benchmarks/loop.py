@@ -43,7 +43,8 @@ Every arm faces the same visits (the same user, offer and proposals at step
   (weights proportional to the posterior mean CTRs), ε also shrunk by the segment's
   evidence (``exploration.segment_evidence_half`` 20); ``probes, ips credit`` is today's
   default: those probes, and every visit's top slot credits each algorithm whose own pick
-  it shows with ``1 / propensity``, clipped at 5 (``exploration.credit: ips``);
+  it shows with ``1 / propensity``, clipped at 5 (``exploration.credit: ips``), and no
+  fixed affinity term (``rank.affinity_weight`` 0; the other arms keep 0.5);
   ``probes, learnt affinity``: the probes arm with ``rank.affinity_list`` (the preference
   affinity fused as a sixth list, ``affinity``, its weight learnt by probes like the
   others', in place of the fixed ``affinity_weight`` 0.5).
@@ -130,10 +131,12 @@ PROBES: dict[str, dict[str, Any]] = {
         "credit": "probe",
     },
     "bandit": {"weight_mode": "mean"},
+    "rank": {"affinity_weight": 0.5},
 }
 """The ``recloop bandit, probes`` arm: exploration by probes (``exploration.probe``), each
-probe crediting its algorithm alone (``exploration.credit: probe``), and weights from the
-posterior means (``bandit.weight_mode: mean``)."""
+probe crediting its algorithm alone (``exploration.credit: probe``), weights from the
+posterior means (``bandit.weight_mode: mean``), and the fixed affinity term 0.5 (the
+defaults before session 13)."""
 CREDIT_CLIP = 5.0
 """The IPS arm's ``exploration.credit_clip`` (the default), chosen on ``world`` (3, 5, 10, 20,
 50, 100 under exploration seed 2; 3, 5 and 10 under seeds 3 and 4 too: 5 had the best mean;
@@ -141,10 +144,12 @@ docs/benchmarks.md, "Session 13")."""
 PROBES_IPS: dict[str, dict[str, Any]] = {
     **PROBES,
     "exploration": {**PROBES["exploration"], "credit": "ips", "credit_clip": CREDIT_CLIP},
+    "rank": {"affinity_weight": 0.0},
 }
-"""The ``recloop bandit, probes, ips credit`` arm (today's defaults): probes as above, and every
+"""The ``recloop bandit, probes, ips credit`` arm (today's defaults): probes as above, every
 visit's top slot crediting each algorithm whose own pick it shows with ``1 / propensity``,
-clipped (``exploration.credit: ips``)."""
+clipped (``exploration.credit: ips``), and no fixed affinity term (``rank.affinity_weight``
+0, chosen on ``world``: docs/benchmarks.md, "Session 13: the affinity term")."""
 PROBES_NO_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinity_weight": 0.0}}
 AFFINITY = "affinity"
 """The name the learnt-affinity arms fuse the preference affinity under (``rank.affinity_list``)."""
@@ -153,6 +158,7 @@ PROBES_LEARNT_AFFINITY: dict[str, dict[str, Any]] = {**PROBES, "rank": {"affinit
 SHARE_CREDIT: dict[str, dict[str, Any]] = {
     "exploration": {"probe": False, "segment_evidence_half": None},
     "bandit": {"weight_mode": "probability"},
+    "rank": {"affinity_weight": 0.5},
 }
 """The defaults before probes (issue 15): softmax exploration, every slot credited by share,
 weights by P(best)."""

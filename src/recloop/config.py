@@ -379,8 +379,10 @@ class RankSettings(_Section):
     weighted reciprocal-rank fusion, weight / (rrf_k + rank)."""
     rrf_k: float = Field(60.0, gt=0.0)
     """Reciprocal-rank fusion constant (``fusion: rrf``): contribution weight / (rrf_k + rank)."""
-    affinity_weight: float = Field(0.5, ge=0.0)
-    """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1])."""
+    affinity_weight: float = Field(0.0, ge=0.0)
+    """Weight of cosine(user, item) next to the normalised fusion score (in (0, 1]). 0 by
+    default: in the closed loop (docs/benchmarks.md, "Session 13: the affinity term") the
+    fixed term cost lift on both worlds; ``affinity_list`` learns a weight for it instead."""
     affinity_list: str | None = Field(None, min_length=1, max_length=64)
     """Fuse the preference affinity as one more algorithm's list under this name (one of
     ``bandit.algorithms``, with its ``default_weights``): every candidate with a vector, ranked

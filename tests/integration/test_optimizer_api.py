@@ -458,25 +458,36 @@ async def test_rank_probes_credit_the_probed_algorithm_alone(probe_credit_app: R
     assert credits == {None, "popularity", "trending"}
 
 
-async def test_rank_prefers_the_users_taste(app: Running) -> None:
-    await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
-    await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
-    likes = [{"user_id": "fan", "item_id": "b", "type": "like"}] * 20
-    await app.client.post("/feedback", json={"events": likes})
-    await app.idle()
-    # "fan" is a regular user (ε at most .1); over 40 rankings b tops the greedy order:
-    # b is second of ten in the (unscored) list, a fusion of 0.9 against a's 1 (rank
-    # percentiles), and the taste (0.5 · cosine 1) outweighs the difference
-    others = [{"item_id": f"o{n}"} for n in range(8)]
-    candidates = [{"item_id": "a"}, {"item_id": "b"}, *others]
-    tops = []
-    for _ in range(40):
-        body = (await app.client.post("/users/fan/rank", json={"candidates": candidates})).json()
-        greedy = [x for x in body["ranking"] if not x["explored"]]
-        if body["ranking"][0]["explored"]:
-            continue
-        tops.append(greedy[0]["item_id"])
-    assert tops and set(tops) == {"b"}
+@pytest.mark.parametrize(("affinity_weight", "top"), [(0.5, "b"), (None, "a")])
+async def test_rank_prefers_the_users_taste_with_an_affinity_weight(
+    settings_factory: Callable[..., Settings], affinity_weight: float | None, top: str
+) -> None:
+    """``rank.affinity_weight`` 0.5 puts the user's taste first; the default (0) leaves
+    the fused lists' order alone (the affinity is still logged as a feature)."""
+    rank = {} if affinity_weight is None else {"affinity_weight": affinity_weight}
+    app, close = await start_app(settings_factory(rank=rank))
+    try:
+        await app.client.put("/items/a", json={"vector": [1, 0, 0, 0, 0, 0, 0, 0]})
+        await app.client.put("/items/b", json={"vector": [0, 1, 0, 0, 0, 0, 0, 0]})
+        likes = [{"user_id": "fan", "item_id": "b", "type": "like"}] * 20
+        await app.client.post("/feedback", json={"events": likes})
+        await app.idle()
+        # "fan" is a regular user (ε at most .1); over 40 rankings b tops the greedy order
+        # with the taste: b is second of ten in the (unscored) list, a fusion of 0.9
+        # against a's 1 (rank percentiles), and 0.5 · cosine 1 outweighs the difference
+        others = [{"item_id": f"o{n}"} for n in range(8)]
+        candidates = [{"item_id": "a"}, {"item_id": "b"}, *others]
+        tops = []
+        for _ in range(40):
+            r = await app.client.post("/users/fan/rank", json={"candidates": candidates})
+            body = r.json()
+            greedy = [x for x in body["ranking"] if not x["explored"]]
+            if body["ranking"][0]["explored"]:
+                continue
+            tops.append(greedy[0]["item_id"])
+        assert tops and set(tops) == {top}
+    finally:
+        await close()
 
 
 async def test_an_unknown_candidate_algorithm_is_422(app: Running) -> None:
