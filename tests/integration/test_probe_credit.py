@@ -17,6 +17,7 @@ chance it had, so its self-normalised CTR is too.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,6 +41,23 @@ def visit(
         name: r * z + np.sqrt(1.0 - r * r) * rng.normal(size=ITEMS) for name, r in QUALITY.items()
     }
     return c, {k: np.argsort(-s)[:PROPOSED] for k, s in scores.items()}, scores
+
+
+async def ranked_visit(
+    app: Any, rng: np.random.Generator, t: int
+) -> tuple[np.ndarray, dict[str, np.ndarray], str, dict[str, Any]]:
+    """Visit ``t``: its true CTRs, each algorithm's top picks, the user (one of 200) and
+    ``rank``'s answer (``k = 1``) for the algorithms' scored candidates."""
+    c, top, scores = visit(rng)
+    candidates = [
+        {"item_id": f"i{j}", "algorithm": name, "score": float(scores[name][j])}
+        for name, picks in top.items()
+        for j in picks.tolist()
+    ]
+    user = f"u{t % 200}"
+    r = await app.client.post(f"/users/{user}/rank", json={"candidates": candidates, "k": 1})
+    assert r.status_code == 200, r.text
+    return c, top, user, r.json()
 
 
 def true_ctr(seed: int, n: int = 20_000) -> dict[str, float]:
@@ -81,18 +99,7 @@ async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
     credited = 0
     try:
         for t in range(VISITS):
-            c, top, scores = visit(rng)
-            candidates = [
-                {"item_id": f"i{j}", "algorithm": name, "score": float(scores[name][j])}
-                for name, picks in top.items()
-                for j in picks.tolist()
-            ]
-            user = f"u{t % 200}"
-            r = await app.client.post(
-                f"/users/{user}/rank", json={"candidates": candidates, "k": 1}
-            )
-            assert r.status_code == 200, r.text
-            body = r.json()
+            c, _, user, body = await ranked_visit(app, rng, t)
             shown = body["ranking"][0]
             attribution = {"impression_id": body["impression_id"]}
             if shown["credit"] is not None:  # a probe (the other visits credit no algorithm)
@@ -176,18 +183,7 @@ async def test_ips_credit_learns_from_every_visit_and_orders_the_algorithms(
     sent_clicks = dict.fromkeys(QUALITY, 0.0)
     try:
         for t in range(visits):
-            c, top, scores = visit(rng)
-            candidates = [
-                {"item_id": f"i{j}", "algorithm": name, "score": float(scores[name][j])}
-                for name, picks in top.items()
-                for j in picks.tolist()
-            ]
-            user = f"u{t % 200}"
-            r = await app.client.post(
-                f"/users/{user}/rank", json={"candidates": candidates, "k": 1}
-            )
-            assert r.status_code == 200, r.text
-            body = r.json()
+            c, top, user, body = await ranked_visit(app, rng, t)
             shown = body["ranking"][0]
             assert shown["credit"] is None
             weights = shown["credit_weights"]
