@@ -792,9 +792,9 @@ def section(results: Sequence[WorldResult], command: str) -> str:
         "Bandit Pipeline's synthetic logistic reward written out (obp does not install with "
         "Python 3.11), with a base logit of -4.5. Seeds: each world kind drawn anew per seed "
         "(its users, items, visits), the seeds' visits pooled (users of different seeds are "
-        "different people). The one tuned constant, `segment_evidence_half` 20, was chosen on "
-        "`world`; `obp` was not tuned on. The hindsight row is chosen against the truth on "
-        "the same visits: a bound, not an arm.",
+        "different people). The tuned constants (`segment_evidence_half` 20, `credit_clip` "
+        "5, `affinity_weight` 0) were chosen on `world`; `obp` was not tuned on. The "
+        "hindsight row is chosen against the truth on the same visits: a bound, not an arm.",
         "",
     ]
     for r in results:
