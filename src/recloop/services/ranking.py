@@ -313,8 +313,9 @@ class Ranker:
             names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
             place = np.empty(n, dtype=np.intp)
             place[order] = np.arange(n)  # a fused row's place in the greedy order
+            picks = place[[fused.firsts[a] for a in names_probed]]
             drawn = probe(
-                place[[fused.firsts[a] for a in names_probed]],
+                picks,
                 [strategy.weights[a] for a in names_probed],
                 n,
                 epsilon,
@@ -324,7 +325,6 @@ class Ranker:
             if drawn.algorithm is not None:
                 probed, chance = names_probed[drawn.algorithm], drawn.probability
             if self._config.ips and names_probed and n:
-                picks = place[[fused.firsts[a] for a in names_probed]]
                 weights = ips_credit(
                     picks,
                     int(explored.order[0]),
