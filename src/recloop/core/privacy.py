@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recloop.core.events import Event
 
 DAY = 86_400.0
 
@@ -125,6 +130,12 @@ class Erasures:
         tombstones = dict(self._tombstones)
         tombstones[user_digest(user_id)] = tombstone
         self.replace(tombstones)
+
+    def blocks(self, events: Sequence[Event]) -> list[bool]:
+        """Per event, whether it is erased history (:meth:`blocked`)."""
+        if not self._tombstones:
+            return [False] * len(events)
+        return [self.blocked(e.user_id, e.offset, e.timestamp) for e in events]
 
     def blocked(self, user_id: str, offset: int, timestamp: float) -> bool:
         """Whether the user's event at ``offset`` (of the log), which happened at

@@ -274,11 +274,6 @@ class Processor:
         before :meth:`start` replays the log, reloaded by workers as they refresh."""
         self.erasures.replace(tombstones)
 
-    def blocks(self, event: Event) -> bool:
-        """Whether ``event`` belongs to an erased user's history (accepted before the
-        erasure): it is then neither applied nor kept."""
-        return self.erasures.blocked(event.user_id, event.offset, event.timestamp)
-
     async def forget(self, user_id: str, tombstone: Tombstone) -> None:
         """Erase ``user_id`` from this processor: from now on their events accepted before
         ``tombstone`` are skipped; buffered ones are dropped; a checkpoint in flight is

@@ -169,11 +169,7 @@ class ApplyTask:
         if explicit:
             x_slots = slots[is_explicit]
             if erasures:
-                keep = np.fromiter(
-                    (not erasures.blocked(e.user_id, e.offset, e.timestamp) for e in explicit),
-                    bool,
-                    len(explicit),
-                )
+                keep = ~np.array(erasures.blocks(explicit), np.bool_)
                 explicit = [e for e, k in zip(explicit, keep.tolist(), strict=True) if k]
                 x_slots, items, has_item = x_slots[keep], items[keep], has_item[keep]
             offsets = np.fromiter((e.offset for e in explicit), np.int64, len(explicit))
@@ -186,11 +182,7 @@ class ApplyTask:
             keep = offsets > table.implicit_offset[i_slots]
             self.passed_over += int(len(implicit) - keep.sum())
             if erasures:
-                keep &= np.fromiter(
-                    (not erasures.blocked(e.user_id, e.offset, e.timestamp) for e in implicit),
-                    bool,
-                    len(implicit),
-                )
+                keep &= ~np.array(erasures.blocks(implicit), np.bool_)
             if not keep.all():
                 implicit = [e for e, k in zip(implicit, keep.tolist(), strict=True) if k]
                 i_slots = i_slots[keep]

@@ -288,9 +288,10 @@ class Worker:
                 events.append(event)
         # An erased user's events accepted before the erasure are neither archived nor
         # applied (their tombstones come with the periodic refresh).
-        blocked = [e for e in events if self._processor.blocks(e)]
+        flags = self._processor.erasures.blocks(events)
+        blocked = [e for e, erased in zip(events, flags, strict=True) if erased]
         if blocked:
-            events = [e for e in events if not self._processor.blocks(e)]
+            events = [e for e, erased in zip(events, flags, strict=True) if not erased]
             self.blocked += len(blocked)
             for e in blocked:
                 self._count(e.type, "blocked")
