@@ -384,9 +384,9 @@ class ActivityTable:
         # Python int cast to int32, takes the generic loop, twenty times slower)
         np.add.at(self.hours.reshape(-1), slots[a] * _HOURS + hour, _ONE)
         np.add.at(self.type_total.reshape(-1), slots[a] * _T + codes[a], _ONE)
-        rows = self._append(a, slots, uids, codes, hashes, times)
+        rows, arrival, explicit_arrival = self._append(a, slots, uids, codes, hashes, times)
         (self._hard_rules_steps if len(a) <= _STEPS else self._hard_rules)(
-            a, rows, slots, codes, times, ordinal
+            a, rows, arrival, explicit_arrival, slots, times, ordinal
         )
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()
@@ -487,8 +487,10 @@ class ActivityTable:
         at_ordinal = np.array(ordinal, np.int64)
         uid_array, hash_array = np.array(uids, np.int64), np.array(hashes, np.int64)
         self._repeats_steps(a, slots, uid_array, hash_array ^ self._type_hash[codes], at_ordinal)
-        rows = self._append(a, slots, uid_array, codes, hash_array, times)
-        self._hard_rules_steps(a, rows, slots, codes, times, at_ordinal)
+        rows, arrival, explicit_arrival = self._append(
+            a, slots, uid_array, codes, hash_array, times
+        )
+        self._hard_rules_steps(a, rows, arrival, explicit_arrival, slots, times, at_ordinal)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()
         profiled = [i for i in acts if code_list[i] in (_RATING, _REVIEW)]
@@ -593,8 +595,9 @@ class ActivityTable:
 
     def _append(
         self, a: Ints, slots: Ints, uids: Ints, codes: Ints, hashes: Ints, times: Floats
-    ) -> Ints:
-        """Append the actions ``a`` to the log, linked; their rows."""
+    ) -> tuple[Ints, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Append the actions ``a`` to the log, linked; their rows, and which of them are
+        arrivals (:meth:`arrivals`) and explicit arrivals (the hard rules' walks)."""
         m = len(a)
         start = self._rows
         self._reserve(start + m)
@@ -619,14 +622,15 @@ class ActivityTable:
         self.log_prev_arrival[rows] = -1
         self.log_prev_arrival[rows[arrival]] = _link(s[arrival], rows[arrival], self.arrival_head)
         self.log_prev_explicit_arrival[rows] = -1
+        explicit_arrival = np.zeros(m, np.bool_)
         if explicit.any():
-            e_rows = rows[explicit]
-            e_arrival = self.arrivals(e_rows, self.log_prev_explicit)
-            self.log_prev_explicit_arrival[e_rows[e_arrival]] = _link(
-                s[explicit][e_arrival], e_rows[e_arrival], self.explicit_arrival_head
+            explicit_arrival[explicit] = self.arrivals(rows[explicit], self.log_prev_explicit)
+            e_rows = rows[explicit_arrival]
+            self.log_prev_explicit_arrival[e_rows] = _link(
+                s[explicit_arrival], e_rows, self.explicit_arrival_head
             )
         self._rows = start + m
-        return rows
+        return rows, arrival, explicit_arrival
 
     def arrivals(self, rows: Ints, links: Index) -> npt.NDArray[np.bool_]:
         """Whether each of ``rows`` is at another instant than its predecessor along
@@ -659,7 +663,14 @@ class ActivityTable:
             setattr(self, name, new)
 
     def _hard_rules(
-        self, a: Ints, rows: Ints, slots: Ints, codes: Ints, times: Floats, ordinal: Ints
+        self,
+        a: Ints,
+        rows: Ints,
+        arrival: npt.NDArray[np.bool_],
+        explicit_arrival: npt.NDArray[np.bool_],
+        slots: Ints,
+        times: Floats,
+        ordinal: Ints,
     ) -> None:
         """The hard rules for each action: more than ``limit`` actions (explicit actions)
         within one second, counting it and the user's previous ``limit``."""
@@ -667,7 +678,7 @@ class ActivityTable:
         limit = int(config.max_actions_per_second)
         # of each arrival, all of the previous ``limit`` arrivals within one second: only
         # users with that many actions
-        maybe = (ordinal[a] > limit) & self.arrivals(rows, self.log_prev)
+        maybe = (ordinal[a] > limit) & arrival
         at = rows[maybe]
         t = times[a][maybe]
         whose = np.flatnonzero(maybe)
@@ -679,8 +690,7 @@ class ActivityTable:
             if not len(whose):
                 break
         violations = [(a[whose], _ACTIONS_RULE)]
-        explicit = np.flatnonzero(_EXPLICIT[codes[a]])
-        explicit = explicit[self.arrivals(rows[explicit], self.log_prev_explicit)]
+        explicit = np.flatnonzero(explicit_arrival)
         if len(explicit):
             limit = int(config.max_explicit_per_second)
             t = times[a][explicit]
@@ -714,7 +724,14 @@ class ActivityTable:
         self.rule[s[take]] = r[take]
 
     def _hard_rules_steps(
-        self, a: Ints, rows: Ints, slots: Ints, codes: Ints, times: Floats, ordinal: Ints
+        self,
+        a: Ints,
+        rows: Ints,
+        arrival: npt.NDArray[np.bool_],
+        explicit_arrival: npt.NDArray[np.bool_],
+        slots: Ints,
+        times: Floats,
+        ordinal: Ints,
     ) -> None:
         """:meth:`_hard_rules`, action by action (the violations applied in turn)."""
         config = self.config
@@ -725,10 +742,6 @@ class ActivityTable:
             self.log_prev_arrival,
             self.log_prev_explicit_arrival,
         )
-        arrival = self.arrivals(rows, self.log_prev).tolist()
-        explicit_arrival = np.zeros(len(rows), np.bool_)
-        explicit = _EXPLICIT[codes[a]]
-        explicit_arrival[explicit] = self.arrivals(rows[explicit], self.log_prev_explicit)
         most = self.max_explicit_in_second
         violations: list[tuple[int, float, int]] = []  # (slot, time, rule), in turn
         for row, slot, t, at, new, new_explicit in zip(
@@ -736,7 +749,7 @@ class ActivityTable:
             slots[a].tolist(),
             times[a].tolist(),
             ordinal[a].tolist(),
-            arrival,
+            arrival.tolist(),
             explicit_arrival.tolist(),
             strict=True,
         ):
