@@ -60,6 +60,33 @@ async def ranked_visit(
     return c, top, user, r.json()
 
 
+async def send_feedback(
+    app: Any, body: dict[str, Any], user: str, attribution: dict[str, Any], clicked: bool
+) -> None:
+    """The top slot's impression, and its click if ``clicked``, with ``attribution``."""
+    shown = body["ranking"][0]
+    events = [
+        {
+            "event_id": f"{body['impression_id']}-{kind}",
+            "user_id": user,
+            "item_id": shown["item_id"],
+            "type": kind,
+            "attribution": attribution,
+        }
+        for kind in ("impression", "click")[: 1 + int(clicked)]
+    ]
+    r = await app.client.post("/feedback", json={"events": events})
+    assert r.status_code == 202, r.text
+
+
+async def credited_counts(app: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """Each algorithm's credited impressions and clicks, summed over segments."""
+    rows = (await app.client.get("/algorithms")).json()["algorithms"]
+    impressions = {a: sum(r["impressions"] for r in rows if r["algorithm"] == a) for a in QUALITY}
+    clicks = {a: sum(r["clicks"] for r in rows if r["algorithm"] == a) for a in QUALITY}
+    return impressions, clicks
+
+
 def true_ctr(seed: int, n: int = 20_000) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     own = dict.fromkeys(QUALITY, 0.0)
@@ -105,26 +132,10 @@ async def test_probes_learn_weights_that_order_the_algorithms_by_true_ctr(
             if shown["credit"] is not None:  # a probe (the other visits credit no algorithm)
                 attribution["algorithm"] = shown["credit"]
                 credited += 1
-            events = [
-                {
-                    "event_id": f"{body['impression_id']}-{kind}",
-                    "user_id": user,
-                    "item_id": shown["item_id"],
-                    "type": kind,
-                    "attribution": attribution,
-                }
-                for kind in ("impression", "click")[
-                    : 1 + int(rng.random() < c[int(shown["item_id"][1:])])
-                ]
-            ]
-            r = await app.client.post("/feedback", json={"events": events})
-            assert r.status_code == 202, r.text
+            clicked = rng.random() < c[int(shown["item_id"][1:])]
+            await send_feedback(app, body, user, attribution, clicked)
         await app.idle(flush=True)
-        rows = (await app.client.get("/algorithms")).json()["algorithms"]
-        impressions = {
-            a: sum(r["impressions"] for r in rows if r["algorithm"] == a) for a in QUALITY
-        }
-        clicks = {a: sum(r["clicks"] for r in rows if r["algorithm"] == a) for a in QUALITY}
+        impressions, clicks = await credited_counts(app)
         assert sum(impressions.values()) == credited
         assert abs(credited / VISITS - EPSILON) < 0.05
         learnt = {a: clicks[a] / impressions[a] for a in QUALITY}
@@ -198,24 +209,9 @@ async def test_ips_credit_learns_from_every_visit_and_orders_the_algorithms(
                 sent[a] += w
                 sent_clicks[a] += w * clicked
             attribution = {"impression_id": body["impression_id"], "credit_weights": weights}
-            events = [
-                {
-                    "event_id": f"{body['impression_id']}-{kind}",
-                    "user_id": user,
-                    "item_id": shown["item_id"],
-                    "type": kind,
-                    "attribution": attribution,
-                }
-                for kind in ("impression", "click")[: 1 + int(clicked)]
-            ]
-            r = await app.client.post("/feedback", json={"events": events})
-            assert r.status_code == 202, r.text
+            await send_feedback(app, body, user, attribution, clicked)
         await app.idle(flush=True)
-        rows = (await app.client.get("/algorithms")).json()["algorithms"]
-        impressions = {
-            a: sum(r["impressions"] for r in rows if r["algorithm"] == a) for a in QUALITY
-        }
-        clicks = {a: sum(r["clicks"] for r in rows if r["algorithm"] == a) for a in QUALITY}
+        impressions, clicks = await credited_counts(app)
         for a in QUALITY:
             assert impressions[a] == pytest.approx(sent[a], rel=1e-9)
             assert clicks[a] == pytest.approx(sent_clicks[a], rel=1e-9, abs=1e-9)
