@@ -8,9 +8,16 @@ is flushed and everything checkpointed.
 Reported per event: the process's CPU (every thread: the event loop and SQLite's) and
 the event loop thread's alone, with the guard's evidence on and off.
 
+``--ingest`` sends the batches as ``POST /feedback`` bodies through the route's own
+work without HTTP (``api.routers.feedback.answer_feedback``: decode, domain rules, the
+blocked users' screen, the rate limits, the log, the answer encoded): the server's
+batched ingest less uvicorn and the request middleware. Guard off then also turns the
+rate limits off, as the server benchmark's baseline does; the per-key limit is raised
+as there (``benchmarks.servers.RECLOOP_ENV``).
+
     uv run --frozen python -m benchmarks.processor [--events N] [--batch N]
                                                    [--storage sqlite|memory]
-                                                   [--journal-rows N]
+                                                   [--journal-rows N] [--ingest]
 
 ``--journal-rows 0`` writes each checkpoint's rows in place (no state journal), for a
 before/after of the journal in one session.
@@ -25,9 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
+from recloop.api.routers.feedback import answer_feedback
 from recloop.config import Settings
 from recloop.container import build_container
 from recloop.core.events import Event
+from recloop.metrics import Metrics
 
 TYPES = ["view"] * 35 + ["impression"] * 20 + ["click"] * 15 + ["like"] * 20 + ["rating"] * 10
 
@@ -40,6 +51,7 @@ async def run(
     spam: bool,
     size: int = 1000,
     journal_rows: int | None = None,
+    ingest: bool = False,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         url = "memory://" if storage == "memory" else f"sqlite+aiosqlite:///{Path(tmp) / 'r.db'}"
@@ -48,6 +60,7 @@ async def run(
             feedback={"implicit_flush_seconds": 1.0}
             | ({} if journal_rows is None else {"journal_rows": journal_rows}),
             spam={"enabled": spam},
+            rate_limits={"enabled": spam or not ingest, "per_key": "1000000000/minute"},
         )
         container = build_container(settings)
         await container.start()
@@ -70,10 +83,16 @@ async def run(
                 user, item = f"u{rng.randrange(users)}", f"i{rng.randrange(items)}"
                 value = float(rng.randint(1, 5)) if kind == "rating" else None
                 batch.append(Event(f"e{k}", user, item, kind, now, value))
+            bodies = [_body(batch[start : start + size]) for start in range(0, events, size)]
+            metrics = Metrics(lambda: container)
             cpu, loop = time.process_time(), time.thread_time()
             wall = time.perf_counter()
             for start in range(0, events, size):
-                await container.committer.submit(batch[start : start + size])
+                if ingest:
+                    body = bodies[start // size]
+                    orjson.dumps(await answer_feedback(body, container, "bench", metrics))
+                else:
+                    await container.committer.submit(batch[start : start + size])
             await container.processor.flush_implicit()
             wall = time.perf_counter() - wall
             cpu, loop = time.process_time() - cpu, time.thread_time() - loop
@@ -86,6 +105,19 @@ async def run(
     }
 
 
+def _body(events: list[Event]) -> bytes:
+    """The events as a ``POST /feedback`` batch (stamped by the ingest, as the load's are)."""
+    return orjson.dumps(
+        {
+            "events": [
+                {"event_id": e.event_id, "user_id": e.user_id, "item_id": e.item_id, "type": e.type}
+                | ({} if e.value is None else {"value": e.value})
+                for e in events
+            ]
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -96,13 +128,17 @@ def main() -> None:
     parser.add_argument(
         "--journal-rows", type=int, default=None, help="feedback.journal_rows (the default's)"
     )
+    parser.add_argument(
+        "--ingest", action="store_true", help="through POST /feedback's work, without HTTP"
+    )
     args = parser.parse_args()
     shape = f"{args.storage}, {args.events:,} events in batches of {args.batch:,}"
+    shape += " through the ingest" if args.ingest else ""
     print(f"| {shape} | guard on | guard off |")
     print("|---|---:|---:|")
     common = (args.events, args.users, args.items, args.storage)
-    on = asyncio.run(run(*common, True, args.batch, args.journal_rows))
-    off = asyncio.run(run(*common, False, args.batch, args.journal_rows))
+    on = asyncio.run(run(*common, True, args.batch, args.journal_rows, args.ingest))
+    off = asyncio.run(run(*common, False, args.batch, args.journal_rows, args.ingest))
     for name in on:
         print(f"| {name} | {on[name]:,.1f} | {off[name]:,.1f} |")
 

@@ -75,8 +75,15 @@ async def feedback_answer(
     """The 202's body for the request's events, accepted by ``principal``; raises the
     errors the route answers (a single event refused, a body that does not decode)."""
     body = await read_body(request)
+    return await answer_feedback(body, container, principal.name, request.app.state.metrics)
+
+
+async def answer_feedback(
+    body: bytes, container: Container, principal: str, metrics: Metrics
+) -> dict[str, Any]:
+    """:func:`feedback_answer` from the body's bytes: decode, ingest, count and answer
+    (what ``benchmarks.processor --ingest`` runs without HTTP)."""
     ingest = container.ingest
-    metrics: Metrics = request.app.state.metrics
     try:
         decoded = decode_feedback(body, container.settings.feedback.max_batch_events)
     except WireError as exc:
@@ -84,11 +91,11 @@ async def feedback_answer(
             metrics.count_rejected(exc.label)
         raise invalid(exc.field, exc.message, exc.kind) from None
     if isinstance(decoded, list):
-        outcomes = await ingest.submit(decoded, principal.name)
+        outcomes = await ingest.submit(decoded, principal)
         types = [e.label or "unknown" if isinstance(e, WireError) else e.type for e in decoded]
         metrics.count_events(types, outcomes)
     else:
-        outcomes = await ingest.submit([decoded], principal.name)
+        outcomes = await ingest.submit([decoded], principal)
         (outcome,) = outcomes
         metrics.count_event(decoded.type, outcome.status)
         if outcome.status == "rejected":
