@@ -32,7 +32,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -108,6 +108,8 @@ class GuardService:
         self._records: dict[str, ReliabilityRecord] = {}
         self._gates: dict[str, float] = {}
         """What each record makes of the user's events: their score, NaN when held."""
+        self._blocked: set[str] = set()
+        """The users whose record blocks them (:meth:`blocked_among` asks only this)."""
         self._listeners: list[Callable[[], None]] = []
         self._sweeper: asyncio.Task[None] | None = None
         # what the population makes normal, and who is in a group (core.spam_norms,
@@ -222,6 +224,11 @@ class GuardService:
             return None
         return record.reason
 
+    def blocked_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` are blocked (:meth:`blocked` of a request's users, in
+        one set operation; ``user_ids`` is not even read while nobody is blocked)."""
+        return self._blocked.intersection(user_ids) if self._blocked else set()
+
     def reliability(self, user_id: str) -> float | None:
         """The processor's gate: reliability 0..100, or None for suspect and blocked users."""
         record = self._records.get(user_id)
@@ -250,6 +257,10 @@ class GuardService:
         """Hold ``record`` as the user's (and what it makes of their events)."""
         self._records[record.user_id] = record
         self._gates[record.user_id] = record.score if record.status == "trusted" else math.nan
+        if record.status == "blocked":
+            self._blocked.add(record.user_id)
+        else:
+            self._blocked.discard(record.user_id)
 
     async def observe(self, events: Sequence[Event]) -> None:
         """Take accepted events as evidence (folded together, :class:`ActivityTable`);
@@ -516,6 +527,7 @@ class GuardService:
         self._groups.pop(user_id, None)
         self._records.pop(user_id, None)
         self._gates.pop(user_id, None)
+        self._blocked.discard(user_id)
         self._texts.forget(user_id)
 
     def flagged_users(self) -> frozenset[str]:

@@ -8,7 +8,8 @@ OpenAPI document (``openapi_extra``, from the pydantic ``FeedbackIn``).
 
 from __future__ import annotations
 
-from typing import Any
+from operator import attrgetter
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from starlette.requests import ClientDisconnect
@@ -24,6 +25,7 @@ from recloop.container import Container
 from recloop.core.auth import Principal
 from recloop.core.errors import Forbidden, RateLimited
 from recloop.metrics import Metrics
+from recloop.services.ingest import EventOutcome
 
 router = APIRouter(tags=["feedback"], route_class=StrictJsonRoute)
 
@@ -105,25 +107,35 @@ async def answer_feedback(
             raise RateLimited(outcome.limit or "", 0, outcome.reset_at or 0.0)
         if outcome.status == "blocked":
             raise Forbidden(str((outcome.error or {}).get("message")), reason="blocked")
-    counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "rate_limited": 0, "blocked": 0}
-    results = []
-    for o in outcomes:
-        counts[o.status] += 1
-        result: dict[str, Any] = {"event_id": o.event_id, "status": o.status}
-        if o.error is not None:
-            result["error"] = o.error
-        if o.status == "rate_limited":  # what a 429 says in its headers, per event
-            result["limit"] = o.limit
-            result["retry_after"] = retry_after(o.reset_at or 0.0)
-        results.append(result)
+    statuses = list(map(_STATUS, outcomes))
     return {
-        "accepted": counts["accepted"],
-        "duplicates": counts["duplicate"],
-        "rejected": counts["rejected"],
-        "rate_limited": counts["rate_limited"],
-        "blocked": counts["blocked"],
-        "results": results,
+        "accepted": statuses.count("accepted"),
+        "duplicates": statuses.count("duplicate"),
+        "rejected": statuses.count("rejected"),
+        "rate_limited": statuses.count("rate_limited"),
+        "blocked": statuses.count("blocked"),
+        "results": [
+            {"event_id": o.event_id, "status": o.status} if o.error is None else _result(o)
+            for o in outcomes
+        ],
     }
+
+
+_STATUS: Final = attrgetter("status")
+
+
+def _result(outcome: EventOutcome) -> dict[str, Any]:
+    """A refused event's result: its error, and for a rate limit what a 429 says in its
+    headers."""
+    result: dict[str, Any] = {
+        "event_id": outcome.event_id,
+        "status": outcome.status,
+        "error": outcome.error,
+    }
+    if outcome.status == "rate_limited":
+        result["limit"] = outcome.limit
+        result["retry_after"] = retry_after(outcome.reset_at or 0.0)
+    return result
 
 
 async def read_body(request: Request) -> bytes:
