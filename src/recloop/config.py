@@ -360,7 +360,9 @@ class ExplorationSettings(_Section):
     other slots none)."""
     credit_clip: float = Field(5.0, ge=1.0)
     """The largest weight one slot credits an algorithm with (``credit: ips``); chosen on the
-    closed-loop benchmark's ``world`` (docs/benchmarks.md)."""
+    closed-loop benchmark's ``world`` (docs/benchmarks.md). Also where the counts are
+    credited: a feedback event's ``attribution.credit_weights`` counts each weight at most
+    this (a larger one is accepted, and counted as this)."""
     seed: int | None = None
     """Seed of the exploration draws (None: fresh entropy)."""
 

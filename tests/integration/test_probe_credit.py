@@ -16,6 +16,7 @@ chance it had, so its self-normalised CTR is too.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -266,5 +267,55 @@ async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path
         assert r.status_code == 202, r.text
         await app.idle(flush=True)
         assert await epsilon() == pytest.approx(0.3 * 10 / (10 + 10))
+    finally:
+        await close()
+
+
+async def test_weighted_counts_are_clipped_and_their_posterior_kept_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Session 14, embedded (SQLite): credit weights above ``exploration.credit_clip`` count
+    as the clip; the posterior of weighted counts is that of their effective sample size
+    (Kish), and so it is again after a restart, read back from the stored counts."""
+    settings = make_settings(tmp_path, "sqlite", bandit={"cache_seconds": 0.0})
+    assert settings.exploration.credit_clip == 5.0
+    # 30 visits of new users: 10 credited 40 (counted 5) and 20 credited 1; every fifth clicked
+    events = [
+        {
+            "event_id": f"e{k}-{kind}",
+            "user_id": f"w{k}",
+            "item_id": "i",
+            "type": kind,
+            "attribution": {"credit_weights": {"collaborative": 40.0 if k < 10 else 1.0}},
+        }
+        for k in range(30)
+        for kind in ("impression", "click")[: 1 + int(k % 5 == 0)]
+    ]
+
+    async def row(app: Any) -> dict[str, Any]:
+        rows = (await app.client.get("/algorithms")).json()["algorithms"]
+        (found,) = [r for r in rows if r["algorithm"] == "collaborative" and r["impressions"] > 0]
+        return found
+
+    app, close = await start_app(settings)
+    try:
+        r = await app.client.post("/feedback", json={"events": events})
+        assert r.status_code == 202, r.text
+        await app.idle(flush=True)
+        before = await row(app)
+        assert (before["impressions"], before["clicks"]) == (70.0, 14.0)  # 10·5 + 20, 2·5 + 4
+        segment = before["segment"]
+        posts = app.container.optimizer.posteriors(segment, time.time())
+        n_eff = 70.0**2 / (10 * 25 + 20)
+        prior = app.container.optimizer.priors(segment, time.time())["collaborative"]
+        assert posts["collaborative"].a == pytest.approx(prior.a + 0.2 * n_eff, rel=1e-9)
+        assert posts["collaborative"].b == pytest.approx(prior.b + 0.8 * n_eff, rel=1e-9)
+    finally:
+        await close()
+    app, close = await start_app(settings)
+    try:
+        after = await row(app)
+        assert after["posterior_interval"] == pytest.approx(before["posterior_interval"])
+        assert after["posterior_mean"] == pytest.approx(before["posterior_mean"])
     finally:
         await close()

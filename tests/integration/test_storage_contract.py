@@ -455,10 +455,78 @@ async def test_fractional_algorithm_counts_add_and_read_back(
     await store.commit(StateChanges(algorithm_counts=rows[:2], commit_id="c1"))
     await store.commit(StateChanges(algorithm_counts=rows[2:], commit_id="c2"))
     got = {r.algorithm: r.counts for r in await store.get_algorithm_counts(0.0)}
-    assert got["popularity"] == ips + ips.scaled(2.0) == PerformanceCounts(3.75, 3.75, 0, 0.0, 0)
+    assert (
+        got["popularity"] == ips + ips.scaled(2.0) == PerformanceCounts(3.75, 3.75, 0, 0.0, 0, 2.5)
+    )
     assert got["trending"] == PerformanceCounts(3, 1)
     assert isinstance(got["trending"].impressions, int)
     assert isinstance(got["trending"].clicks, int)
+
+
+async def test_the_squared_credit_weights_add_subtract_and_read_back(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    """Session 14: each bucket keeps the impressions' squared credit weights beyond them
+    (``impressions_sq_excess``) for the effective sample size; it adds up through the
+    state commit and the reports and is taken back by a negative delta (an erasure), as the
+    counts are; whole counts keep 0 (values exact in binary, so equal to the bit)."""
+    _, store = adapters
+    bucket = 1_800_000_000.0
+    one = PerformanceCounts(impressions=1)
+    ips = one.scaled(4.0) + one.scaled(1.25) + PerformanceCounts(clicks=1).scaled(4.0)
+    gone = one.scaled(2.5)
+    await store.commit(
+        StateChanges(
+            algorithm_counts=[
+                AlgorithmCount("new", "popularity", bucket, ips),
+                AlgorithmCount("new", "popularity", bucket, gone),
+            ],
+            commit_id="c1",
+        )
+    )
+    report = AlgorithmCount("new", "popularity", bucket, PerformanceCounts(10, 1))
+    assert await store.add_performance_report("r1", b"[]", [report])
+    erased = AlgorithmCount("new", "popularity", bucket, PerformanceCounts() - gone)
+    await store.commit(StateChanges(algorithm_counts=[erased], commit_id="c2"))
+    (got,) = await store.get_algorithm_counts(0.0)
+    assert got.counts == ips + PerformanceCounts(10, 1)
+    assert got.counts.impressions_sq == 4.0**2 + 1.25**2 + 10
+    assert got.counts.effective_impressions == 15.25**2 / (16 + 1.5625 + 10)
+
+
+async def test_counts_stored_before_0016_read_as_unweighted(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A bucket stored before the squares were kept reads with none beyond its impressions:
+    its counts weigh what they did (their weights are not known any more)."""
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    for url in (sqlite_url, request.getfixturevalue("postgres_url")):
+        db = SqlDatabase(url)
+        await db.migrate("0015")
+        try:
+            async with db.write() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO algorithm_stats (segment, algorithm, bucket_start,"
+                        " impressions, clicks, conversions, satisfaction_sum, satisfaction_n)"
+                        " VALUES ('new', 'popularity', 3600.0, 12.5, 2.5, 0, 0.0, 0)"
+                    )
+                )
+            await db.migrate()
+            store = SqlStateStore(db)
+            (got,) = await store.get_algorithm_counts(0.0)
+            assert got.counts == PerformanceCounts(12.5, 2.5)
+            assert got.counts.effective_impressions == 12.5
+            await store.commit(
+                StateChanges(
+                    algorithm_counts=[AlgorithmCount("new", "popularity", 3600.0, got.counts)],
+                    commit_id="c1",
+                )
+            )
+            (got,) = await store.get_algorithm_counts(0.0)
+            assert got.counts == PerformanceCounts(25.0, 5.0)
+        finally:
+            await db.dispose()
 
 
 async def test_user_metrics_of_some_users(adapters: tuple[EventLog, StateStore]) -> None:

@@ -257,3 +257,33 @@ def test_partition_bookkeeping_one_by_one_matches_numpy(
     )  # fmt: skip
     assert got_first == want_first
     assert got_counts == want_counts
+
+
+async def test_a_credit_weight_above_the_clip_is_counted_as_the_clip() -> None:
+    """``attribution.credit_weights`` is accepted up to 1e9; the processor counts each
+    weight at most ``exploration.credit_clip`` (5 by default), with its square."""
+    s = settings()
+    assert s.exploration.credit_clip == 5.0
+    processor, store, guard, _ = await running(s)
+    try:
+        attribution = {"credit_weights": {"collaborative": 40.0, "popularity": 2.0}}
+        events = [
+            Event(f"e{n}", "ann", "i1", kind, 1_000.0 + n, offset=n, attribution=attribution)
+            for n, kind in enumerate(["impression", "click"], start=1)
+        ]
+        await processor.dispatch(events)
+
+        async def buffered() -> bool:
+            return processor.implicit_buffered == len(events)
+
+        await eventually(buffered)
+        await processor.flush_implicit()
+        await applied(processor, len(events))
+        await processor.checkpoint()
+        counted = {r.algorithm: r.counts for r in await store.get_algorithm_counts(0.0)}
+        clipped, kept = counted["collaborative"], counted["popularity"]
+        assert (clipped.impressions, clipped.clicks, clipped.impressions_sq) == (5.0, 5.0, 25.0)
+        assert (kept.impressions, kept.clicks, kept.impressions_sq) == (2.0, 2.0, 4.0)
+    finally:
+        await processor.stop()
+        await guard.stop()

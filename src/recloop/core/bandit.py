@@ -11,6 +11,10 @@ is conjugate::
 
     ctr_alg ~ Beta(a + clicks, b + impressions - clicks)
 
+with counts credited by inverse propensity first taken at their effective
+sample size (:func:`effective_counts`), so a weighted count weighs what the
+observations behind it do.
+
 and an algorithm's weight is the posterior probability that it has the best
 CTR (:func:`probability_best`), estimated from joint draws, or the
 normalised single draw of the spec (:func:`sample_weights`).
@@ -53,6 +57,14 @@ class PerformanceCounts:
     (:meth:`scaled`, :func:`attributed`) are fractional and merge up to float rounding
     too; whole counts stay ``int``.
 
+    ``impressions_sq_excess`` is what the impressions' squared weights add beyond
+    the impressions, ``sum(w * w - w)`` over the credited impressions' weights ``w``,
+    so that ``impressions + impressions_sq_excess`` is their ``sum(w * w)``
+    (:attr:`impressions_sq`) and the Kish effective sample size follows
+    (:attr:`effective_impressions`). A whole impression (``w = 1``) adds 0, so
+    counts that were never weighted keep 0 and their effective size is their
+    impressions; the sum merges and subtracts like the others.
+
     >>> total = PerformanceCounts(impressions=200, clicks=6) + PerformanceCounts(100, 3, 1)
     >>> total.impressions, total.clicks, total.conversions, total.ctr
     (300, 9, 1, 0.03)
@@ -65,6 +77,7 @@ class PerformanceCounts:
     conversions: float = 0
     satisfaction_sum: float = 0.0
     satisfaction_n: float = 0
+    impressions_sq_excess: float = 0.0
 
     def __add__(self, other: PerformanceCounts) -> PerformanceCounts:
         return PerformanceCounts(
@@ -73,6 +86,7 @@ class PerformanceCounts:
             min(self.conversions + other.conversions, COUNT_LIMIT),
             self.satisfaction_sum + other.satisfaction_sum,
             min(self.satisfaction_n + other.satisfaction_n, COUNT_LIMIT),
+            self.impressions_sq_excess + other.impressions_sq_excess,
         )
 
     def __sub__(self, other: PerformanceCounts) -> PerformanceCounts:
@@ -82,25 +96,55 @@ class PerformanceCounts:
             self.conversions - other.conversions,
             self.satisfaction_sum - other.satisfaction_sum,
             self.satisfaction_n - other.satisfaction_n,
+            self.impressions_sq_excess - other.impressions_sq_excess,
         )
 
     def scaled(self, weight: float) -> PerformanceCounts:
         """Every count times ``weight``: one event credited with an inverse-propensity
         weight. ``weight`` 1 returns the counts themselves (whole counts stay whole).
 
+        The impressions' weights ``w_i`` become ``weight * w_i``, so their squares sum to
+        ``weight**2 * impressions_sq`` and the excess over the new impressions is
+        ``weight**2 * impressions_sq - weight * impressions``.
+
         >>> PerformanceCounts(impressions=1).scaled(2.5)
         PerformanceCounts(impressions=2.5, clicks=0.0, conversions=0.0, \
-satisfaction_sum=0.0, satisfaction_n=0.0)
+satisfaction_sum=0.0, satisfaction_n=0.0, impressions_sq_excess=3.75)
         """
         if weight == 1:
             return self
+        impressions = self.impressions * weight
         return PerformanceCounts(
-            self.impressions * weight,
+            impressions,
             self.clicks * weight,
             self.conversions * weight,
             self.satisfaction_sum * weight,
             self.satisfaction_n * weight,
+            weight * weight * self.impressions_sq - impressions,
         )
+
+    @property
+    def impressions_sq(self) -> float:
+        """The sum of the impressions' squared weights, ``sum(w * w)``: the impressions
+        themselves when none was weighted."""
+        return self.impressions + self.impressions_sq_excess
+
+    @property
+    def effective_impressions(self) -> float:
+        """Kish's effective sample size of the impressions, ``sum(w)**2 / sum(w * w)``:
+        how many unweighted impressions carry as much information as these weighted ones
+        (at most their number; the impressions themselves when none was weighted, or when
+        the sums are not positive, as a part taken back may leave them).
+
+        >>> ips = PerformanceCounts(impressions=1).scaled(4.0) + PerformanceCounts(impressions=4)
+        >>> ips.impressions, ips.impressions_sq, ips.effective_impressions
+        (8.0, 20.0, 3.2)
+        >>> PerformanceCounts(impressions=8).effective_impressions
+        8
+        """
+        if not self.impressions_sq_excess or self.impressions <= 0 or self.impressions_sq <= 0:
+            return self.impressions
+        return self.impressions * self.impressions / self.impressions_sq
 
     @property
     def ctr(self) -> float:
@@ -116,6 +160,40 @@ satisfaction_sum=0.0, satisfaction_n=0.0)
     def satisfaction(self) -> float | None:
         """Mean satisfaction in [0, 1] (see :func:`satisfaction_of`); None without any."""
         return self.satisfaction_sum / self.satisfaction_n if self.satisfaction_n else None
+
+
+def effective_counts(counts: PerformanceCounts) -> PerformanceCounts:
+    """The counts as plain observations: impressions, clicks and conversions times
+    ``n_eff / sum(w)``, ``n_eff`` the impressions' Kish effective sample size
+    (:attr:`PerformanceCounts.effective_impressions`).
+
+    Counts credited by inverse propensity (``exploration.credit: ips``) add one impression
+    and its clicks times a weight ``w``; ``sum(w)`` impressions so credited carry the
+    information of only ``sum(w)**2 / sum(w * w)`` observed ones. Scaled so, the counts
+    keep their CTR (clicks over impressions) and weigh what their effective sample size
+    does in a Beta posterior (:func:`posterior`, :func:`pooled_prior`): its credible
+    interval is as wide as ``n_eff`` observations make it, not ``sum(w)``. Counts never
+    weighted (``impressions_sq_excess`` 0) are returned as they are, and so are counts
+    without positive sums (clicks without impressions, a part taken back).
+
+    >>> ips = PerformanceCounts(impressions=1).scaled(4.0) + PerformanceCounts(4, 0)
+    >>> ips += PerformanceCounts(clicks=1).scaled(4.0)
+    >>> plain = effective_counts(ips)
+    >>> plain.impressions, plain.clicks, plain.ctr == ips.ctr, plain.impressions_sq_excess
+    (3.2, 1.6, True, 0.0)
+    >>> effective_counts(PerformanceCounts(8, 2)) == PerformanceCounts(8, 2)
+    True
+    """
+    if not counts.impressions_sq_excess or counts.impressions <= 0 or counts.impressions_sq <= 0:
+        return counts
+    scale = counts.impressions / counts.impressions_sq  # n_eff / sum(w)
+    return PerformanceCounts(
+        counts.impressions * scale,
+        counts.clicks * scale,
+        counts.conversions * scale,
+        counts.satisfaction_sum,
+        counts.satisfaction_n,
+    )
 
 
 def satisfaction_of(event_type: str, value: float | None) -> float | None:
@@ -175,29 +253,38 @@ def counts_of(event_type: str, value: float | None) -> PerformanceCounts | None:
 
 
 def attributed(
-    attribution: Mapping[str, Any], event_type: str, value: float | None
+    attribution: Mapping[str, Any],
+    event_type: str,
+    value: float | None,
+    clip: float = math.inf,
 ) -> list[tuple[str, PerformanceCounts]]:
     """The algorithms an attributed feedback event credits, each with the counts it adds.
 
     ``attribution.credit_weights`` (``{algorithm: weight}``, what ``rank`` answers per slot
     with inverse-propensity credit) credits every algorithm named with its event's counts
-    (:func:`counts_of`) times its weight; without it, ``attribution.algorithm`` is credited
-    the counts once. Nothing for an event :func:`counts_of` does not count, or one
-    naming no algorithm. The caller keeps the algorithms it counts.
+    (:func:`counts_of`) times its weight, at most ``clip`` (``exploration.credit_clip``:
+    ``rank`` clips its weights there, and a weight sent larger counts as the clip);
+    without it, ``attribution.algorithm`` is credited the counts once. Nothing for an
+    event :func:`counts_of` does not count, or one naming no algorithm. The caller keeps
+    the algorithms it counts.
 
     >>> attributed({"algorithm": "als"}, "click", None)
     [('als', PerformanceCounts(impressions=0, clicks=1, conversions=0, \
-satisfaction_sum=0.0, satisfaction_n=0))]
+satisfaction_sum=0.0, satisfaction_n=0, impressions_sq_excess=0.0))]
     >>> [(a, c.impressions) for a, c in attributed(
-    ...     {"credit_weights": {"als": 1.25, "pop": 1.25}}, "impression", None)]
-    [('als', 1.25), ('pop', 1.25)]
+    ...     {"credit_weights": {"als": 1.25, "pop": 80.0}}, "impression", None, clip=5.0)]
+    [('als', 1.25), ('pop', 5.0)]
     """
     weights = attribution.get("credit_weights")
     if weights:
         counts = counts_of(event_type, value)
         if counts is None:
             return []
-        return [(a, counts.scaled(float(w))) for a, w in weights.items() if isinstance(a, str)]
+        return [
+            (a, counts.scaled(min(float(w), clip)))
+            for a, w in weights.items()
+            if isinstance(a, str)
+        ]
     algorithm = attribution.get("algorithm")
     if not isinstance(algorithm, str):
         return []
@@ -272,6 +359,7 @@ class WindowCounts:
         conversions: float = 0
         satisfaction_n: float = 0
         satisfaction_sum = 0.0
+        impressions_sq_excess = 0.0
         for start, counts in self._buckets.get((segment, algorithm), {}).items():
             if start + size > cutoff:
                 impressions += counts.impressions
@@ -279,12 +367,14 @@ class WindowCounts:
                 conversions += counts.conversions
                 satisfaction_sum += counts.satisfaction_sum
                 satisfaction_n += counts.satisfaction_n
+                impressions_sq_excess += counts.impressions_sq_excess
         return PerformanceCounts(
             min(impressions, COUNT_LIMIT),
             min(clicks, COUNT_LIMIT),
             min(conversions, COUNT_LIMIT),
             satisfaction_sum,
             min(satisfaction_n, COUNT_LIMIT),
+            impressions_sq_excess,
         )
 
     def expire(self, now: float, window_seconds: float) -> None:
@@ -415,6 +505,10 @@ def pooled_prior(
       and ``max_strength`` when ``tau2 <= 0`` or fewer than two algorithms
       have impressions (nothing says the algorithms differ: pool them hard).
 
+    Weighted counts enter at their effective sample size (:func:`effective_counts`),
+    as binomial observations: the binomial noise of an algorithm's CTR is that of its
+    effective impressions.
+
     The bound keeps the prior from outweighing a window's evidence for ever
     (at most ``max_strength`` pseudo-impressions) and from vanishing on a
     noisy spread (at least ``min_strength``). Since every algorithm's prior
@@ -445,6 +539,7 @@ def pooled_prior(
             f"must satisfy 0 < min_strength ({min_strength}) <= max_strength ({max_strength})",
         )
     max_strength, min_strength = float(max_strength), float(min_strength)
+    counts = [effective_counts(c) for c in counts]
     n = np.array([c.impressions for c in counts if c.impressions > 0], dtype=np.float64)
     clicks = np.array([c.clicks for c in counts if c.impressions > 0], dtype=np.float64)
     clicks = np.minimum(clicks, n)  # as posterior(): no negative evidence
@@ -503,7 +598,9 @@ class Posterior:
 
 
 def posterior(prior: BetaPrior, counts: PerformanceCounts) -> Posterior:
-    """``Beta(a + clicks, b + impressions - clicks)``.
+    """``Beta(a + clicks, b + impressions - clicks)``, of the counts at their effective
+    sample size (:func:`effective_counts`: weighted counts weigh what their observations
+    do; unweighted ones are used as they are).
 
     Clicks beyond impressions (a client that logs clicks but not every
     impression) add no negative evidence: the non-clicks are
@@ -511,7 +608,11 @@ def posterior(prior: BetaPrior, counts: PerformanceCounts) -> Posterior:
 
     >>> posterior(BetaPrior(1.0, 1.0), PerformanceCounts(impressions=100, clicks=5))
     Posterior(a=6.0, b=96.0)
+    >>> ips = PerformanceCounts(50, 0) + PerformanceCounts(50, 5).scaled(2.0)
+    >>> ips.impressions, ips.clicks, posterior(BetaPrior(1.0, 1.0), ips)
+    (150.0, 10.0, Posterior(a=7.0, b=85.0))
     """
+    counts = effective_counts(counts)
     return Posterior(prior.a + counts.clicks, prior.b + max(counts.impressions - counts.clicks, 0))
 
 

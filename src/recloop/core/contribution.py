@@ -17,6 +17,7 @@ event off (``docs/spam.md`` says so).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 
 from recloop.core.bandit import PerformanceCounts, attributed, bucket_start
@@ -32,9 +33,11 @@ def attributed_counts(
     algorithms: Collection[str],
     bucket_seconds: float,
     rules: SegmentRules = SegmentRules(),
+    credit_clip: float = math.inf,
 ) -> list[Counted]:
     """The optimizer counts ``events`` (one user's, in log order) added, summed per
-    (segment, algorithm, bucket).
+    (segment, algorithm, bucket), credit weights clipped at ``credit_clip`` as the
+    processor clips them (``exploration.credit_clip``).
 
     >>> from recloop.core.events import Event
     >>> seen = [Event(f"e{k}", "u", "i", "like", 10.0 * k) for k in range(5)]
@@ -47,7 +50,7 @@ def attributed_counts(
     interactions = 0
     last_at: float | None = None
     for e in events:
-        credited = attributed(e.attribution, e.type, e.value) if e.attribution else []
+        credited = attributed(e.attribution, e.type, e.value, credit_clip) if e.attribution else []
         for algorithm, counts in credited:
             if algorithm in algorithms:
                 segment = segment_of(interactions, last_at, e.timestamp, rules)

@@ -59,6 +59,9 @@ class ProcessorConfig:
     """Algorithms whose attributed events are counted for the optimizer."""
     bucket_seconds: float
     """``bandit.bucket_minutes`` in seconds."""
+    credit_clip: float
+    """``exploration.credit_clip``: the largest weight of ``attribution.credit_weights``
+    counted (a larger one counts as this)."""
     rate: LearningRate
     signals: SignalTable
 
@@ -72,6 +75,7 @@ class ProcessorConfig:
             segment_rules=settings.segments.rules,
             algorithms=frozenset(settings.bandit.algorithms),
             bucket_seconds=settings.bandit.bucket_seconds,
+            credit_clip=settings.exploration.credit_clip,
             rate=LearningRate(fb.base_alpha, fb.alpha_max),
             signals=SignalTable(
                 {k: TypeWeight(v.strength, v.multiplier) for k, v in fb.types.items()},
@@ -301,7 +305,7 @@ class Applier:
             e = events[i]
             if observer is not None and watched[e.user_id]:
                 self._observed += observer.observe(e.user_id, e.type, e.value, e.timestamp)
-            for algorithm, counts in attributed(e.attribution, e.type, e.value):
+            for algorithm, counts in attributed(e.attribution, e.type, e.value, c.credit_clip):
                 if algorithm in c.algorithms:
                     self._count(before, i, e.timestamp, algorithm, e.timestamp, counts)
         return outcome
@@ -429,7 +433,7 @@ class Applier:
         for group, e, watched in flush.extras:
             if math.isnan(reliability[group]):
                 continue  # held
-            for algorithm, counts in attributed(e.attribution, e.type, e.value):
+            for algorithm, counts in attributed(e.attribution, e.type, e.value, c.credit_clip):
                 if algorithm in c.algorithms:
                     at = float(g.first_at[group])
                     self._count(before, group, at, algorithm, e.timestamp, counts)

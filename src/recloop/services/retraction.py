@@ -51,6 +51,8 @@ class RetractionConfig:
 
     algorithms: frozenset[str]
     """The algorithms whose attributed events the processor counts."""
+    credit_clip: float
+    """``exploration.credit_clip``: credit weights are clipped as the processor clips them."""
     bucket_seconds: float
     segment_rules: SegmentRules
     every_seconds: float
@@ -73,6 +75,7 @@ class RetractionConfig:
         spam = settings.spam
         return cls(
             algorithms=frozenset(settings.bandit.algorithms),
+            credit_clip=settings.exploration.credit_clip,
             bucket_seconds=settings.bandit.bucket_seconds,
             segment_rules=settings.segments.rules,
             every_seconds=spam.retraction_every_seconds,
@@ -201,7 +204,7 @@ class Retraction:
             found[user_id] = [
                 AlgorithmCount(*row)
                 for row in attributed_counts(
-                    events, c.algorithms, c.bucket_seconds, c.segment_rules
+                    events, c.algorithms, c.bucket_seconds, c.segment_rules, c.credit_clip
                 )
             ]
         return found

@@ -75,10 +75,17 @@ class SqlOptimizerStore(SqlRole):
             await conn.execute(self._put_status, rows)
 
 
-_COUNT_COLUMNS = ("impressions", "clicks", "conversions", "satisfaction_sum", "satisfaction_n")
+_COUNT_COLUMNS = (
+    "impressions",
+    "clicks",
+    "conversions",
+    "satisfaction_sum",
+    "satisfaction_n",
+    "impressions_sq_excess",
+)
 
 
-_SATURATING_COUNTS = frozenset(_COUNT_COLUMNS) - {"satisfaction_sum"}
+_SATURATING_COUNTS = frozenset(_COUNT_COLUMNS) - {"satisfaction_sum", "impressions_sq_excess"}
 
 
 def _count(value: Any) -> Any:

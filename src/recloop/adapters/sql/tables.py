@@ -141,6 +141,8 @@ algorithm_stats = Table(
     Column("conversions", Float, nullable=False),
     Column("satisfaction_sum", Float, nullable=False),
     Column("satisfaction_n", Float, nullable=False),
+    # 0016: sum(w * w - w) over the impressions' credit weights (0 for whole counts)
+    Column("impressions_sq_excess", Float, nullable=False, server_default="0"),
 )
 
 algorithm_status = Table(
