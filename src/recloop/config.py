@@ -281,6 +281,9 @@ class BanditSettings(_Section):
     cache_seconds: float = Field(10.0, ge=0.0)
     """``probability`` and ``mean`` weights are recomputed per segment at most this often."""
     min_impressions: int = Field(1000, ge=1)
+    """An algorithm is judged for disabling once its impressions in the window reach this,
+    at their effective sample size (inverse-propensity credit weighs what its observations
+    do: ``PerformanceCounts.effective_impressions``)."""
     credible_level: float = Field(0.95, gt=0.5, lt=1.0)
     disable_ctr: float = Field(0.005, gt=0.0, lt=1.0)
     cooldown_hours: float = Field(24.0, gt=0.0)
@@ -347,7 +350,8 @@ class ExplorationSettings(_Section):
     above, every slot credited by share."""
     segment_evidence_half: float | None = Field(20.0, gt=0.0)
     """With ``probe``, a user's ε is also multiplied by ``h / (h + n)``, ``n`` the
-    impressions credited per algorithm of the segment in the window (on average), ``h`` this:
+    impressions credited per algorithm of the segment in the window (on average, each
+    algorithm's at their effective sample size with ``credit: ips``), ``h`` this:
     probes teach the segment's weights, and cost clicks, so there are fewer as the weights
     become known (and more again as the window's evidence ages out). None: not shrunk."""
     credit: Literal["probe", "ips"] = "ips"

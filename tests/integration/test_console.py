@@ -263,6 +263,10 @@ async def test_fractional_counts_show_one_decimal(console: Console) -> None:
     page = (await (await console.signed_in(READ)).get("/console/algorithms")).text
     weight = f"{trending['weight']:.3g}"
     assert f"<td>trending</td><td>{weight}</td><td>{trending['impressions']:.1f}</td>" in page
+    # beside them, their effective sample size (what the posterior reads)
+    effective = trending["effective_impressions"]
+    assert 0 < effective < trending["impressions"]
+    assert f"<td>{trending['impressions']:.1f}</td><td>{effective:.1f}</td>" in page
     assert isinstance(whole["impressions"], int)
     assert f"<td>{whole['impressions']}</td>" in page
 

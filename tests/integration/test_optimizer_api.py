@@ -88,6 +88,9 @@ async def test_reports_move_the_weights_and_are_idempotent(app: Running) -> None
     rows = (await app.client.get("/algorithms")).json()["algorithms"]
     collaborative = stats(rows, "regular", "collaborative")
     assert (collaborative["impressions"], collaborative["clicks"]) == (20_000, 1_600)
+    # whole counts: their effective sample size is the impressions, and as whole
+    assert collaborative["effective_impressions"] == 20_000
+    assert isinstance(collaborative["effective_impressions"], int)
     assert collaborative["ctr"] == pytest.approx(0.08)
     lo, hi = collaborative["posterior_interval"]
     assert lo < collaborative["posterior_mean"] < hi

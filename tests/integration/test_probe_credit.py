@@ -267,6 +267,59 @@ async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path
         assert r.status_code == 202, r.text
         await app.idle(flush=True)
         assert await epsilon() == pytest.approx(0.3 * 10 / (10 + 10))
+        rows = (await app.client.get("/algorithms")).json()["algorithms"]
+        new = [r for r in rows if r["segment"] == "new"]
+        assert [r["effective_impressions"] for r in new] == [10] * len(QUALITY)
+    finally:
+        await close()
+
+
+async def test_weighted_credit_shrinks_epsilon_by_its_effective_size(tmp_path: Path) -> None:
+    """With ``credit_weights`` the segment's evidence is each algorithm's effective sample
+    size (Kish), shown as ``effective_impressions`` in ``GET /algorithms``: 10 impressions
+    per algorithm, 5 credited 4 and 5 credited 1, are Σw = 25 credited but n_eff =
+    25² / 85 = 7.35 observed, and ε shrinks by 7.35, not by 25."""
+    segments = ("new", "power", "inactive", "regular")
+    settings = make_settings(
+        tmp_path,
+        "memory",
+        bandit={
+            "algorithms": list(QUALITY),
+            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in segments},
+            "cache_seconds": 0.0,
+        },
+        exploration={
+            "probe": True,
+            "credit": "ips",
+            "segment_evidence_half": 10.0,
+            "evidence_half": None,
+            "epsilon": {"new": 0.3, "power": 0.05, "inactive": 0.2, "regular": 0.1},
+        },
+    )
+    app, close = await start_app(settings)
+    try:
+        events = [
+            {
+                "user_id": f"v{k}-{a}",
+                "item_id": "i",
+                "type": "impression",
+                "attribution": {"credit_weights": {a: 4.0 if k < 5 else 1.0}},
+            }
+            for a in QUALITY
+            for k in range(10)
+        ]
+        r = await app.client.post("/feedback", json={"events": events})
+        assert r.status_code == 202, r.text
+        await app.idle(flush=True)
+        rows = (await app.client.get("/algorithms")).json()["algorithms"]
+        new = [r for r in rows if r["segment"] == "new"]
+        n_eff = 25.0**2 / (5 * 16 + 5)
+        assert [r["impressions"] for r in new] == [25.0] * len(QUALITY)
+        assert [r["effective_impressions"] for r in new] == pytest.approx([n_eff] * len(QUALITY))
+        r = await app.client.get("/users/nobody/strategy")
+        epsilon = float(r.json()["exploration"]["epsilon"])
+        assert epsilon == pytest.approx(0.3 * 10 / (10 + n_eff))
+        assert epsilon > 0.3 * 10 / (10 + 25) * 1.5  # not shrunk by the credited sum
     finally:
         await close()
 
@@ -307,6 +360,7 @@ async def test_weighted_counts_are_clipped_and_their_posterior_kept_across_a_res
         segment = before["segment"]
         posts = app.container.optimizer.posteriors(segment, time.time())
         n_eff = 70.0**2 / (10 * 25 + 20)
+        assert before["effective_impressions"] == pytest.approx(n_eff, rel=1e-9)
         prior = app.container.optimizer.priors(segment, time.time())["collaborative"]
         assert posts["collaborative"].a == pytest.approx(prior.a + 0.2 * n_eff, rel=1e-9)
         assert posts["collaborative"].b == pytest.approx(prior.b + 0.8 * n_eff, rel=1e-9)
@@ -315,6 +369,7 @@ async def test_weighted_counts_are_clipped_and_their_posterior_kept_across_a_res
     app, close = await start_app(settings)
     try:
         after = await row(app)
+        assert after["effective_impressions"] == pytest.approx(before["effective_impressions"])
         assert after["posterior_interval"] == pytest.approx(before["posterior_interval"])
         assert after["posterior_mean"] == pytest.approx(before["posterior_mean"])
     finally:

@@ -176,6 +176,10 @@ def test_performance_report_and_algorithms(client: Client) -> None:
     stats = {(a.segment, a.algorithm): a for a in client.algorithms().algorithms}
     assert stats["power", "trending"].impressions >= 500
     assert stats["power", "trending"].clicks >= 40
+    # whole counts: their effective sample size is the impressions themselves
+    assert (
+        stats["power", "trending"].effective_impressions == stats["power", "trending"].impressions
+    )
     with pytest.raises(ValidationError) as both:
         client.report_performance(
             PerformanceRecord("trending", impressions=1, clicks=2, segment="power")

@@ -437,6 +437,11 @@ class AlgorithmStatsOut(BaseModel):
         description="Credited impressions: whole, or fractional with inverse-propensity "
         "credit (`attribution.credit_weights`)."
     )
+    effective_impressions: int | float = Field(
+        description="The impressions' effective sample size (Kish, `(Σw)² / Σw²` over "
+        "their credit weights `w`): what the posterior, the disabling bound and the "
+        "segment's evidence read. Equal to `impressions` for whole counts."
+    )
     clicks: int | float
     conversions: int | float
     ctr: float

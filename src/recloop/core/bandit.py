@@ -767,20 +767,31 @@ def disable_reason(
 ) -> str | None:
     """Why an algorithm should be disabled, or None if it should not.
 
-    It should once it has at least ``min_impressions`` impressions and its
-    CTR is credibly below ``disable_ctr``: the one-sided upper credible bound
-    at ``credible_level`` is strictly below it.
+    It should once it has at least ``min_impressions`` impressions at their
+    effective sample size (:attr:`PerformanceCounts.effective_impressions`: the
+    impressions themselves unless credited by inverse propensity) and its CTR is
+    credibly below ``disable_ctr``: the one-sided upper credible bound at
+    ``credible_level`` is strictly below it.
 
     >>> disable_reason(PerformanceCounts(1200, 1), Posterior(2.0, 1200.0), 1000, 0.95, 0.005)
     'CTR upper 95% bound 0.003944 < 0.005 after 1200 impressions'
     >>> disable_reason(PerformanceCounts(999, 0), Posterior(1.0, 1000.0), 1000, 0.95, 0.005)
+    >>> ips = PerformanceCounts(1000, 1) + PerformanceCounts(impressions=50).scaled(5.0)
+    >>> ips.impressions, round(ips.effective_impressions, 1)
+    (1250.0, 694.4)
+    >>> disable_reason(ips, Posterior(2.0, 1250.0), 1000, 0.95, 0.005)
     """
-    if counts.impressions < min_impressions:
+    effective = counts.effective_impressions
+    if effective < min_impressions:
         return None
     upper = post.upper(credible_level)
     if upper >= disable_ctr:
         return None
+    evidence = (
+        f"{counts.impressions} impressions"
+        if effective == counts.impressions
+        else f"{effective:.6g} effective impressions ({counts.impressions:.6g} credited)"
+    )
     return (
-        f"CTR upper {credible_level * 100:g}% bound {upper:.4g} < {disable_ctr:g}"
-        f" after {counts.impressions} impressions"
+        f"CTR upper {credible_level * 100:g}% bound {upper:.4g} < {disable_ctr:g} after {evidence}"
     )

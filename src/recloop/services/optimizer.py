@@ -59,8 +59,10 @@ class SegmentWeights:
     computed_at: float
     seed: int
     evidence: float = 0.0
-    """Impressions credited per enabled algorithm in the window, on average (what
-    ``exploration.segment_evidence_half`` shrinks a probing ε by)."""
+    """Impressions credited per enabled algorithm in the window, on average, each
+    algorithm's at their effective sample size (``PerformanceCounts.effective_impressions``:
+    the impressions themselves unless credited by inverse propensity); what
+    ``exploration.segment_evidence_half`` shrinks a probing ε by."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +297,7 @@ class Optimizer:
         else:
             drawn = sample_weights(live, seed=seed)
             weights = drawn.weights
-        evidence = sum(totals[a].impressions for a in enabled)
+        evidence = sum(totals[a].effective_impressions for a in enabled)
         result = SegmentWeights(
             segment, weights, disabled, c.weight_mode, now, drawn.seed, evidence / len(enabled)
         )
@@ -344,7 +346,8 @@ class Optimizer:
         return targets
 
     async def overview(self) -> list[dict[str, Any]]:
-        """Per segment and algorithm: counts, rates, posterior, enabled, weight."""
+        """Per segment and algorithm: counts (and the impressions' effective sample size,
+        what the posterior reads), rates, posterior, enabled, weight."""
         now = self._clock()
         rows = []
         for segment in SEGMENTS:
@@ -359,6 +362,7 @@ class Optimizer:
                         "segment": segment,
                         "algorithm": alg,
                         "impressions": counts.impressions,
+                        "effective_impressions": counts.effective_impressions,
                         "clicks": counts.clicks,
                         "conversions": counts.conversions,
                         "ctr": counts.ctr,

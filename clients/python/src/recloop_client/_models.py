@@ -376,6 +376,9 @@ class AlgorithmStats(_Out):
     enabled: bool
     status_reason: str | None
     weight: float
+    effective_impressions: float | None = None
+    """The impressions' effective sample size, what the posterior reads (``impressions``
+    for whole counts); None from a server that does not report it."""
 
 
 @dataclass(frozen=True)
