@@ -201,6 +201,7 @@ def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
             a.segment,
             a.algorithm,
             _count(a.impressions),
+            "-" if a.effective_impressions is None else _count(a.effective_impressions),
             _count(a.clicks),
             f"{a.ctr:.4f}",
             f"{a.posterior_mean:.4f} [{low:.4f}, {high:.4f}]",
@@ -208,7 +209,7 @@ def algorithms(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
             "enabled" if a.enabled else f"disabled: {a.status_reason or '-'}",
         )
 
-    columns = ("segment", "algorithm", "impressions", "clicks", "ctr", "posterior")
+    columns = ("segment", "algorithm", "impressions", "effective", "clicks", "ctr", "posterior")
     title = f"algorithms (window {stats.window_days:g} days)"
     _emit(
         as_json, stats, lambda: _rows(title, (*columns, "weight", "status"), stats.algorithms, row)

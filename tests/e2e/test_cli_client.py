@@ -61,7 +61,10 @@ def test_cli_answers_the_everyday_questions(server_factory: type[Server], tmp_pa
         if (a["segment"], a["algorithm"]) == ("new", "popularity")
     ]  # fmt: skip
     assert [(a["impressions"], a["clicks"]) for a in reported] == [(500, 50)]
-    assert "posterior" in _run("algorithms", "--url", root)
+    # whole counts: their effective sample size is their impressions
+    assert [a["effective_impressions"] for a in reported] == [500]
+    table = _run("algorithms", "--url", root)
+    assert "posterior" in table and "effective" in table
 
     listed = _run("experiments", "list", "--url", root, "--json")
     assert [(e["experiment_id"], e["status"]) for e in listed] == [("xp-cli", "running")]
