@@ -1084,8 +1084,9 @@ def guard_notes(run: Run) -> list[str]:
         f"{verdict} issue 5's budget of {100 * GUARD_BUDGET:.0f} %. With spam detection on, "
         "the API's only spam work is the blocked users' screen, one set intersection per "
         "request (the workers gather the evidence); the rest is the rate limiter "
-        "(`limits`' counters and keys in Redis, shared by the API instances: for each request, one script call deciding "
-        "the client's ask and every user's asks of every class and limit). It adds "
+        "(`limits`' counters and keys in Redis, shared by the API instances: for each "
+        "request, one script call deciding the client's ask and every user's asks of "
+        "every class and limit). It adds "
         f"{number(extra)} µs of API CPU per event ({100 * (cpu_ratio - 1):+.0f} %); "
         + (
             "the rate falls by more than that: "
