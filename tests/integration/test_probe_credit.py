@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from recloop.config import Settings
 from tests.conftest import make_settings, start_app
 
 QUALITY = {"collaborative": 0.95, "content_based": 0.7, "popularity": 0.35, "random": 0.0}
@@ -227,9 +228,12 @@ async def test_ips_credit_learns_from_every_visit_and_orders_the_algorithms(
         await close()
 
 
-async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path) -> None:
+def _shrinking_settings(tmp_path: Path) -> Settings:
+    """Probes with IPS credit whose ε (0.3 for ``new``) halves at 10 impressions of the
+    segment's evidence per algorithm, equal default weights, weights recomputed at every
+    read."""
     segments = ("new", "power", "inactive", "regular")
-    settings = make_settings(
+    return make_settings(
         tmp_path,
         "memory",
         bandit={
@@ -239,11 +243,16 @@ async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path
         },
         exploration={
             "probe": True,
+            "credit": "ips",
             "segment_evidence_half": 10.0,
             "evidence_half": None,
             "epsilon": {"new": 0.3, "power": 0.05, "inactive": 0.2, "regular": 0.1},
         },
     )
+
+
+async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path) -> None:
+    settings = _shrinking_settings(tmp_path)
     app, close = await start_app(settings)
     try:
 
@@ -279,23 +288,7 @@ async def test_weighted_credit_shrinks_epsilon_by_its_effective_size(tmp_path: P
     size (Kish), shown as ``effective_impressions`` in ``GET /algorithms``: 10 impressions
     per algorithm, 5 credited 4 and 5 credited 1, are Σw = 25 credited but n_eff =
     25² / 85 = 7.35 observed, and ε shrinks by 7.35, not by 25."""
-    segments = ("new", "power", "inactive", "regular")
-    settings = make_settings(
-        tmp_path,
-        "memory",
-        bandit={
-            "algorithms": list(QUALITY),
-            "default_weights": {s: dict.fromkeys(QUALITY, 0.25) for s in segments},
-            "cache_seconds": 0.0,
-        },
-        exploration={
-            "probe": True,
-            "credit": "ips",
-            "segment_evidence_half": 10.0,
-            "evidence_half": None,
-            "epsilon": {"new": 0.3, "power": 0.05, "inactive": 0.2, "regular": 0.1},
-        },
-    )
+    settings = _shrinking_settings(tmp_path)
     app, close = await start_app(settings)
     try:
         events = [
