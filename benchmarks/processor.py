@@ -83,7 +83,11 @@ async def run(
                 user, item = f"u{rng.randrange(users)}", f"i{rng.randrange(items)}"
                 value = float(rng.randint(1, 5)) if kind == "rating" else None
                 batch.append(Event(f"e{k}", user, item, kind, now, value))
-            bodies = [_body(batch[start : start + size]) for start in range(0, events, size)]
+            bodies = (
+                [_body(batch[start : start + size]) for start in range(0, events, size)]
+                if ingest
+                else []
+            )
             metrics = Metrics(lambda: container)
             cpu, loop = time.process_time(), time.thread_time()
             wall = time.perf_counter()

@@ -130,6 +130,12 @@ satisfaction_sum=0.0, satisfaction_n=0.0, impressions_sq_excess=3.75)
         return self.impressions + self.impressions_sq_excess
 
     @property
+    def weighted(self) -> bool:
+        """Whether the impressions weigh other than one each, with positive sums: only
+        then is their effective sample size other than their number."""
+        return bool(self.impressions_sq_excess) and self.impressions > 0 and self.impressions_sq > 0
+
+    @property
     def effective_impressions(self) -> float:
         """Kish's effective sample size of the impressions, ``sum(w)**2 / sum(w * w)``:
         how many unweighted impressions carry as much information as these weighted ones
@@ -142,7 +148,7 @@ satisfaction_sum=0.0, satisfaction_n=0.0, impressions_sq_excess=3.75)
         >>> PerformanceCounts(impressions=8).effective_impressions
         8
         """
-        if not self.impressions_sq_excess or self.impressions <= 0 or self.impressions_sq <= 0:
+        if not self.weighted:
             return self.impressions
         return self.impressions * self.impressions / self.impressions_sq
 
@@ -184,7 +190,7 @@ def effective_counts(counts: PerformanceCounts) -> PerformanceCounts:
     >>> effective_counts(PerformanceCounts(8, 2)) == PerformanceCounts(8, 2)
     True
     """
-    if not counts.impressions_sq_excess or counts.impressions <= 0 or counts.impressions_sq <= 0:
+    if not counts.weighted:
         return counts
     scale = counts.impressions / counts.impressions_sq  # n_eff / sum(w)
     return PerformanceCounts(
