@@ -43,7 +43,7 @@ Every arm faces the same visits (the same user, offer and proposals at step
   (weights proportional to the posterior mean CTRs), ε also shrunk by the segment's
   evidence (``exploration.segment_evidence_half`` 20); ``probes, ips credit`` is today's
   default: those probes, and every visit's top slot credits each algorithm whose own pick
-  it shows with ``1 / propensity``, clipped at 5 (``exploration.credit: ips``), and no
+  it shows with ``1 / propensity``, clipped at 3 (``exploration.credit: ips``), and no
   fixed affinity term (``rank.affinity_weight`` 0; the other arms keep 0.5);
   ``probes, learnt affinity``: the probes arm with ``rank.affinity_list`` (the preference
   affinity fused as a sixth list, ``affinity``, its weight learnt by probes like the
@@ -137,10 +137,12 @@ PROBES: dict[str, dict[str, Any]] = {
 probe crediting its algorithm alone (``exploration.credit: probe``), weights from the
 posterior means (``bandit.weight_mode: mean``), and the fixed affinity term 0.5 (the
 defaults before session 13)."""
-CREDIT_CLIP = 5.0
-"""The IPS arm's ``exploration.credit_clip`` (the default), chosen on ``world`` (3, 5, 10, 20,
-50, 100 under exploration seed 2; 3, 5 and 10 under seeds 3 and 4 too: 5 had the best mean;
-docs/benchmarks.md, "Session 13")."""
+CREDIT_CLIP = 3.0
+"""The IPS arm's ``exploration.credit_clip`` (the default), chosen on ``world``: 5 in session
+13; retuned in session 15, once the counts entered the posteriors at their effective sample
+size (1, 1.5, 2, 3, 5, 10, 20 under exploration seeds 1, 3 and 4: 1 to 3 within noise of each
+other and above 5; 3, the largest of them, corrects the most for the exploring draw;
+docs/benchmarks.md, "Session 15: the credit clip retuned")."""
 PROBES_IPS: dict[str, dict[str, Any]] = {
     **PROBES,
     "exploration": {**PROBES["exploration"], "credit": "ips", "credit_clip": CREDIT_CLIP},
@@ -793,7 +795,7 @@ def section(results: Sequence[WorldResult], command: str) -> str:
         "Python 3.11), with a base logit of -4.5. Seeds: each world kind drawn anew per seed "
         "(its users, items, visits), the seeds' visits pooled (users of different seeds are "
         "different people). The tuned constants (`segment_evidence_half` 20, `credit_clip` "
-        "5, `affinity_weight` 0) were chosen on `world`; `obp` was not tuned on. The "
+        "3, `affinity_weight` 0) were chosen on `world`; `obp` was not tuned on. The "
         "hindsight row is chosen against the truth on the same visits: a bound, not an arm.",
         "",
     ]

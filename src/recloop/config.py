@@ -362,7 +362,7 @@ class ExplorationSettings(_Section):
     learn from every visit, and ``segment_evidence_half`` shrinks ε by that evidence.
     ``probe``: a probed slot its probed algorithm alone, once (``rank``'s ``credit``; the
     other slots none)."""
-    credit_clip: float = Field(5.0, ge=1.0)
+    credit_clip: float = Field(3.0, ge=1.0)
     """The largest weight one slot credits an algorithm with (``credit: ips``); chosen on the
     closed-loop benchmark's ``world`` (docs/benchmarks.md). Also where the counts are
     credited: a feedback event's ``attribution.credit_weights`` counts each weight at most

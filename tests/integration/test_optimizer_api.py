@@ -428,13 +428,13 @@ async def _probed_rankings(app: Running) -> list[tuple[list[dict], str, dict[str
 
 async def test_rank_probes_by_default_and_credits_by_inverse_propensity(app: Running) -> None:
     # Every visit's top slot credits each algorithm whose own pick it shows with
-    # 1 / propensity (clipped at 5), probed or not; no slot names a single `credit`.
+    # 1 / propensity (clipped at 3), probed or not; no slot names a single `credit`.
     shown = set()
     for ranking, _, _ in await _probed_rankings(app):
         top = ranking[0]
         assert all(x["credit"] is None and x["credit_probability"] == 0.0 for x in ranking)
         expected = {
-            a: min(1.0 / top["propensity"], 5.0)
+            a: min(1.0 / top["propensity"], 3.0)
             for a, item in _PICKS.items()
             if item == top["item_id"]
         }

@@ -286,8 +286,8 @@ async def test_probing_epsilon_shrinks_with_the_segments_evidence(tmp_path: Path
 async def test_weighted_credit_shrinks_epsilon_by_its_effective_size(tmp_path: Path) -> None:
     """With ``credit_weights`` the segment's evidence is each algorithm's effective sample
     size (Kish), shown as ``effective_impressions`` in ``GET /algorithms``: 10 impressions
-    per algorithm, 5 credited 4 and 5 credited 1, are Σw = 25 credited but n_eff =
-    25² / 85 = 7.35 observed, and ε shrinks by 7.35, not by 25."""
+    per algorithm, 5 credited 3 (the clip) and 5 credited 1, are Σw = 20 credited but
+    n_eff = 20² / 50 = 8 observed, and ε shrinks by 8, not by 20."""
     settings = _shrinking_settings(tmp_path)
     app, close = await start_app(settings)
     try:
@@ -296,7 +296,7 @@ async def test_weighted_credit_shrinks_epsilon_by_its_effective_size(tmp_path: P
                 "user_id": f"v{k}-{a}",
                 "item_id": "i",
                 "type": "impression",
-                "attribution": {"credit_weights": {a: 4.0 if k < 5 else 1.0}},
+                "attribution": {"credit_weights": {a: 3.0 if k < 5 else 1.0}},
             }
             for a in QUALITY
             for k in range(10)
@@ -306,13 +306,13 @@ async def test_weighted_credit_shrinks_epsilon_by_its_effective_size(tmp_path: P
         await app.idle(flush=True)
         rows = (await app.client.get("/algorithms")).json()["algorithms"]
         new = [r for r in rows if r["segment"] == "new"]
-        n_eff = 25.0**2 / (5 * 16 + 5)
-        assert [r["impressions"] for r in new] == [25.0] * len(QUALITY)
+        n_eff = 20.0**2 / (5 * 9 + 5)
+        assert [r["impressions"] for r in new] == [20.0] * len(QUALITY)
         assert [r["effective_impressions"] for r in new] == pytest.approx([n_eff] * len(QUALITY))
         r = await app.client.get("/users/nobody/strategy")
         epsilon = float(r.json()["exploration"]["epsilon"])
         assert epsilon == pytest.approx(0.3 * 10 / (10 + n_eff))
-        assert epsilon > 0.3 * 10 / (10 + 25) * 1.5  # not shrunk by the credited sum
+        assert epsilon > 0.3 * 10 / (10 + 20) * 1.5  # not shrunk by the credited sum
     finally:
         await close()
 
@@ -324,8 +324,8 @@ async def test_weighted_counts_are_clipped_and_their_posterior_kept_across_a_res
     as the clip; the posterior of weighted counts is that of their effective sample size
     (Kish), and so it is again after a restart, read back from the stored counts."""
     settings = make_settings(tmp_path, "sqlite", bandit={"cache_seconds": 0.0})
-    assert settings.exploration.credit_clip == 5.0
-    # 30 visits of new users: 10 credited 40 (counted 5) and 20 credited 1; every fifth clicked
+    assert settings.exploration.credit_clip == 3.0
+    # 30 visits of new users: 10 credited 40 (counted 3) and 20 credited 1; every fifth clicked
     events = [
         {
             "event_id": f"e{k}-{kind}",
@@ -349,10 +349,10 @@ async def test_weighted_counts_are_clipped_and_their_posterior_kept_across_a_res
         assert r.status_code == 202, r.text
         await app.idle(flush=True)
         before = await row(app)
-        assert (before["impressions"], before["clicks"]) == (70.0, 14.0)  # 10·5 + 20, 2·5 + 4
+        assert (before["impressions"], before["clicks"]) == (50.0, 10.0)  # 10·3 + 20, 2·3 + 4
         segment = before["segment"]
         posts = app.container.optimizer.posteriors(segment, time.time())
-        n_eff = 70.0**2 / (10 * 25 + 20)
+        n_eff = 50.0**2 / (10 * 9 + 20)
         assert before["effective_impressions"] == pytest.approx(n_eff, rel=1e-9)
         prior = app.container.optimizer.priors(segment, time.time())["collaborative"]
         assert posts["collaborative"].a == pytest.approx(prior.a + 0.2 * n_eff, rel=1e-9)

@@ -261,9 +261,9 @@ def test_partition_bookkeeping_one_by_one_matches_numpy(
 
 async def test_a_credit_weight_above_the_clip_is_counted_as_the_clip() -> None:
     """``attribution.credit_weights`` is accepted up to 1e9; the processor counts each
-    weight at most ``exploration.credit_clip`` (5 by default), with its square."""
+    weight at most ``exploration.credit_clip`` (3 by default), with its square."""
     s = settings()
-    assert s.exploration.credit_clip == 5.0
+    assert s.exploration.credit_clip == 3.0
     processor, store, guard, _ = await running(s)
     try:
         attribution = {"credit_weights": {"collaborative": 40.0, "popularity": 2.0}}
@@ -282,7 +282,7 @@ async def test_a_credit_weight_above_the_clip_is_counted_as_the_clip() -> None:
         await processor.checkpoint()
         counted = {r.algorithm: r.counts for r in await store.get_algorithm_counts(0.0)}
         clipped, kept = counted["collaborative"], counted["popularity"]
-        assert (clipped.impressions, clipped.clicks, clipped.impressions_sq) == (5.0, 5.0, 25.0)
+        assert (clipped.impressions, clipped.clicks, clipped.impressions_sq) == (3.0, 3.0, 9.0)
         assert (kept.impressions, kept.clicks, kept.impressions_sq) == (2.0, 2.0, 4.0)
     finally:
         await processor.stop()

@@ -85,7 +85,7 @@ class RankConfig:
     segment_evidence_half: float | None
     affinity_list: str | None
     ips: bool = False
-    credit_clip: float = 5.0
+    credit_clip: float = 3.0
 
     @classmethod
     def of(cls, settings: Settings) -> RankConfig:
