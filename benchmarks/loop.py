@@ -55,7 +55,8 @@ Every arm faces the same visits (the same user, offer and proposals at step
   into seconds, so anything on the wall clock would make what the bandit has seen depend
   on how loaded the machine is (with a 0.2 s flush, the same visits gave +1.2 % and +5.5 %
   on ``world`` at different loads).
-- ``recloop + model``: the learnt-affinity arm with continuous learning: a retraining at a third
+- ``recloop + model``: the default arm (``probes, ips credit``; the learnt-affinity arm with
+  probe credit until session 15) with continuous learning: a retraining at a third
   and at two thirds of the run, a validated candidate deployed automatically to a
   canary of half the users (``canary_fraction`` 0.5; a tenth of all users when the gate finds
   it unproven off-policy, ``unproven_canary_share`` 0.2, as every candidate is here: with
@@ -659,7 +660,7 @@ async def run_world(
                 found[arm] = (await _run_loop(world, visits, seed, False, [], extra)).p
         t1 = time.monotonic()
         if only is None or MODEL_ARM in only:
-            with_model = await _run_loop(world, visits, seed, True, worse, PROBES_LEARNT_AFFINITY)
+            with_model = await _run_loop(world, visits, seed, True, worse, PROBES_IPS)
             found[MODEL_ARM] = with_model.p
             loops[f"seed {seed}"] = with_model
         took = f"bandit {t1 - t0:.0f} s, with model {time.monotonic() - t1:.0f} s"

@@ -1,7 +1,7 @@
 """Where does ``recloop + model`` lose against the bandit alone? (issue 15, the model arm)
 
 Runs, on the same visits of each seed (``benchmarks.loop``), the bandit arm the model arm
-is built on (``recloop bandit, probes, learnt affinity``) and the model arm itself, and
+is built on (``recloop bandit, probes, ips credit``, the defaults) and the model arm itself, and
 breaks the model arm's visits down by what served them: no model yet, blue without a
 model while a canary runs (the fused ranking), a candidate in the green slot (the canary),
 a promoted model in the blue slot. For each group: the visits, the model arm's CTR (the
@@ -54,7 +54,7 @@ def group_of(version: str | None, slot: str | None) -> str:
 
 
 def _extra(settings: Sequence[str]) -> dict[str, dict[str, Any]]:
-    extra = {k: dict(v) for k, v in loop.PROBES_LEARNT_AFFINITY.items()}
+    extra = {k: dict(v) for k, v in loop.PROBES_IPS.items()}
     for spec in settings:
         key, _, value = spec.partition("=")
         section, _, name = key.partition(".")
