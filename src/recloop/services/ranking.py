@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from recloop.config import Settings
+from recloop.core.arrays import all_of, any_of
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
@@ -244,8 +245,9 @@ class Ranker:
     ) -> tuple[Impression, Strategy]:
         strategy = await self.strategy(user_id)
         user, epsilon = strategy.user, strategy.epsilon
-        ids = list(dict.fromkeys(c.item_id for c in candidates))
-        prefers = user.preferences is not None and bool(np.any(user.preferences.vector))
+        item_ids = [c.item_id for c in candidates]
+        ids = list(dict.fromkeys(item_ids))
+        prefers = user.preferences is not None and bool(any_of(user.preferences.vector))
         # One read of the items in columns: vectors for affinity, the rest for features.
         table: ItemRows | None = None
         if prefers or self._learning is not None:
@@ -253,8 +255,8 @@ class Ranker:
                 ids, hashed=self._learning is not None, vectors=prefers
             )
         affinities: dict[str, float] = {}
-        if prefers and user.preferences is not None and table is not None and table.known.any():
-            if table.known.all():  # every candidate known (the usual request): no gather
+        if prefers and user.preferences is not None and table is not None and any_of(table.known):
+            if all_of(table.known):  # every candidate known (the usual request): no gather
                 values = cosines(user.preferences.vector, table.vectors)
                 affinities = dict(zip(ids, values.tolist(), strict=True))
             else:
@@ -267,6 +269,7 @@ class Ranker:
         if listed is not None:  # the affinity is one more list, weighed by the bandit
             affinity_weight = 0.0
             candidates = [*candidates, *(Candidate(i, listed, v) for i, v in affinities.items())]
+            item_ids = [*item_ids, *affinities]
         fused = fuse_columns(
             candidates,
             strategy.weights,
@@ -274,6 +277,7 @@ class Ranker:
             rrf_k=self._config.rrf_k,
             affinity_weight=affinity_weight,
             method=self._config.fusion,
+            item_ids=item_ids,
         )
         route = strategy.route
         n = len(fused)
