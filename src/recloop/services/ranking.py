@@ -27,6 +27,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from recloop.config import Settings
 from recloop.core.arrays import all_of, any_of
@@ -65,7 +66,9 @@ LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affin
 """The features an impression logs with continuous learning: the fused rank, then the
 click model's (``core.features.FEATURE_NAMES``, affinity first)."""
 
-_LOGGED_COLUMNS: Final = np.array([COLUMN[name] for name in LOGGED_NAMES[1:]], dtype=np.intp)
+_AFFINITY: Final = COLUMN["affinity"]
+"""The affinity's column of the click model's features: ``LOGGED_NAMES[1:]`` is
+``FEATURE_NAMES`` with it moved first, which ``rank`` copies by slices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,19 +308,25 @@ class Ranker:
             names = LOGGED_NAMES
             logged = np.empty((n, len(names)), dtype=np.float32)
             logged[:, 0] = fused.fusion
-            logged[:, 1:] = matrix[:, _LOGGED_COLUMNS]
+            # matrix[:, _LOGGED_COLUMNS], as three slices (no gathered float64 copy)
+            logged[:, 1] = matrix[:, _AFFINITY]
+            logged[:, 2 : 2 + _AFFINITY] = matrix[:, :_AFFINITY]
+            logged[:, 2 + _AFFINITY :] = matrix[:, _AFFINITY + 1 :]
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
-        order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
+        # the greedy order: a model's, else the fused rows' own (None: no reordering)
+        order = np.argsort(-scores, kind="stable") if route.model is not None else None
         probed: str | None = None
         chance = 0.0
         probing = self._config.probe and bool(fused.firsts)
         top_credits: dict[str, float] = {}
         if probing:
             names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
-            place = np.empty(n, dtype=np.intp)
-            place[order] = np.arange(n)  # a fused row's place in the greedy order
-            picks = place[[fused.firsts[a] for a in names_probed]]
+            picks: Sequence[int] | npt.NDArray[np.intp] = [fused.firsts[a] for a in names_probed]
+            if order is not None:
+                place = np.empty(n, dtype=np.intp)
+                place[order] = np.arange(n)  # a fused row's place in the greedy order
+                picks = place[picks]
             drawn = probe(
                 picks,
                 [strategy.weights[a] for a in names_probed],
@@ -340,14 +349,14 @@ class Ranker:
                 }
         else:
             explored = explore(
-                scores[order],
+                scores if order is None else scores[order],
                 epsilon,
                 self._rng,
                 self._config.explore_top,
                 self._config.temperature,
             )
         positions = explored.order if k is None else explored.order[:k]
-        shown_rows = order[positions]
+        shown_rows = positions if order is None else order[positions]
         rows = shown_rows.tolist()
         # the shown rows' columns: indexed by the array (a list index is converted first),
         # lists reordered by itemgetter (a tuple, no Python loop)
