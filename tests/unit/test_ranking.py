@@ -448,6 +448,36 @@ def test_share_rows_equal_each_row_cut_to_its_algorithms(
     assert share_rows(shares, every) == tuple(map(tuple, shares.tolist()))
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    candidates=st.lists(
+        st.builds(Candidate, _IDS, _ALGORITHMS, st.floats(-5, 5)),
+        max_size=12,
+        unique_by=lambda c: c.item_id,
+    ),
+    weights=st.dictionaries(
+        st.sampled_from(["als", "popular", "trending"]), st.sampled_from([0.0, 0.5, 1.0, 2.5])
+    ),
+    method=st.sampled_from(["rrf", "percentile"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_shown_shares_are_the_share_matrix_rows(
+    candidates: list[Candidate], weights: dict[str, float], method: Method, seed: int
+) -> None:
+    """The shown items' shares without the matrix (each item one named algorithm) against
+    share_rows of share_matrix, the oracle, on any subset of rows in any order."""
+    fused = fuse_columns(candidates, weights, {}, method=method)
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(fused))[: rng.integers(0, len(fused) + 1)].astype(np.intp)
+    algorithms = [fused.algorithms[r] for r in rows.tolist()]
+    expected = share_rows(fused.share_matrix(rows), algorithms)
+    got = fused.shown_shares(rows, algorithms)
+    assert [[math.copysign(1.0, x) if x == 0 else x for x in row] for row in got] == [
+        [math.copysign(1.0, x) if x == 0 else x for x in row] for row in expected
+    ]
+    assert fused.single == (len(candidates) > 1 and None not in [c.algorithm for c in candidates])
+
+
 def _same_fused(got: Fused, expected: Fused) -> None:
     assert got.item_ids == expected.item_ids
     assert got.algorithms == expected.algorithms

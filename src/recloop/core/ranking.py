@@ -256,6 +256,9 @@ class Fused:
     firsts: dict[str, int] = field(default_factory=dict)
     """Per weighted algorithm, the row of the item its list ranks first (its own top pick:
     what a probe shows, ``core.exploration.probe``)."""
+    single: bool = False
+    """Each item proposed once, by a named algorithm: ``share_sums`` is ``raw`` as one
+    column (what :meth:`shown_shares` reads without the matrix)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -270,6 +273,19 @@ class Fused:
     def shares_of(self, rows: Sequence[int]) -> list[tuple[float, ...]]:
         """:meth:`shares` of several rows at once (``rank`` asks for the shown ones only)."""
         return list(share_rows(self.share_matrix(rows), [self.algorithms[row] for row in rows]))
+
+    def shown_shares(
+        self, rows: npt.NDArray[np.intp], algorithms: Sequence[Sequence[str]]
+    ) -> tuple[tuple[float, ...], ...]:
+        """:func:`share_rows` of :meth:`share_matrix` for ``rows`` (whose algorithms are
+        ``algorithms``). With one algorithm per item (:attr:`single`, what ``rank`` is
+        usually sent) each share is the item's fused value over itself (0.0 where that is
+        not positive), computed per row without the matrix; tests/unit/test_ranking.py
+        holds the two ways together."""
+        if not self.single:
+            return share_rows(self.share_matrix(rows), algorithms)
+        raw: list[float] = self.raw[rows].tolist()
+        return tuple([(r / r,) if r > 0.0 else (0.0,) for r in raw])
 
     def share_matrix(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
@@ -524,6 +540,7 @@ def _fuse_distinct(
         raw,
         ranked,
         {key: row for key, row in zip(lists, heads, strict=True) if key is not None},
+        None not in algorithms,
     )
 
 

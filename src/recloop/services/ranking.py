@@ -45,7 +45,6 @@ from recloop.core.ranking import (
     cosines,
     credited,
     fuse_columns,
-    share_rows,
 )
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
@@ -365,9 +364,8 @@ class Ranker:
         features = logged[shown_rows]
         set_positions(features, names)
         impression_id = uuid7()
-        share_matrix = fused.share_matrix(shown_rows)
         algorithms = pick(fused.algorithms)
-        shares = share_rows(share_matrix, algorithms)
+        shares = fused.shown_shares(shown_rows, algorithms)
         credit_weights: tuple[dict[str, float], ...] = ()
         if probing and self._config.ips:  # the top slot credits by inverse propensity
             credits: tuple[str | None, ...] = (None,) * len(rows)
@@ -377,7 +375,7 @@ class Ranker:
             credits = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
             chances = (chance, *(0.0,) * (len(rows) - 1))[: len(rows)]
         else:
-            credits = credited(algorithms, share_matrix, impression_id)
+            credits = credited(algorithms, fused.share_matrix(shown_rows), impression_id)
             chances = tuple(
                 s[a.index(c)] if c is not None else 0.0
                 for s, a, c in zip(shares, algorithms, credits, strict=True)
