@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from typing import Any, Final
 
@@ -464,11 +465,31 @@ def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -
     >>> m.tolist()
     [[0.0, 1.0], [1.0, 0.5], [2.0, 0.3333333333333333]]
     """
-    if "position" not in names or "inverse_position" not in names:
+    columns = _position_columns(tuple(names))
+    if columns is None:
         return
-    positions = np.arange(matrix.shape[0], dtype=np.float64)
-    matrix[:, list(names).index("position")] = positions
-    matrix[:, list(names).index("inverse_position")] = 1.0 / (1.0 + positions)
+    positions, inverse = _slot_values(matrix.shape[0])
+    matrix[:, columns[0]] = positions
+    matrix[:, columns[1]] = inverse
+
+
+@lru_cache(maxsize=16)
+def _position_columns(names: tuple[str, ...]) -> tuple[int, int] | None:
+    """The ``position`` and ``inverse_position`` columns of a feature set (None: not both
+    there); a request's slate names one of a few sets."""
+    if "position" not in names or "inverse_position" not in names:
+        return None
+    return names.index("position"), names.index("inverse_position")
+
+
+@lru_cache(maxsize=64)
+def _slot_values(n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The ``position`` and ``inverse_position`` values of ``n`` slots (read-only): the
+    same for every slate of ``n`` shown items."""
+    positions = np.arange(n, dtype=np.float64)
+    inverse = 1.0 / (1.0 + positions)
+    positions.flags.writeable = inverse.flags.writeable = False
+    return positions, inverse
 
 
 def columns_of(
