@@ -36,7 +36,7 @@ from recloop.core.ranking import Candidate, cosines, fuse
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.ports import ModelRecord
 from recloop.services.learning import DAY, MIN_ITEM_IMPRESSIONS, LearningService
-from recloop.services.ranking import Ranker, Strategy
+from recloop.services.ranking import LOGGED_NAMES, Ranker, Strategy
 from tests.conftest import Running, make_settings, start_app
 
 pytestmark = pytest.mark.timeout(240)
@@ -345,3 +345,11 @@ async def test_rank_matches_the_oracle_without_continuous_learning(tmp_path: Pat
         assert impression.shown.feature_names == ("fusion", "affinity")
     finally:
         await close()
+
+
+def test_the_logged_names_are_the_features_with_affinity_first() -> None:
+    """``rank`` copies the click model's columns into the logged matrix by slices around
+    the affinity's column."""
+    at = FEATURE_NAMES.index("affinity")
+    assert LOGGED_NAMES[:2] == ("fusion", "affinity")
+    assert LOGGED_NAMES[2:] == FEATURE_NAMES[:at] + FEATURE_NAMES[at + 1 :]

@@ -19,6 +19,7 @@ from recloop.core.ranking import (
     _fuse_arrays,
     _fuse_distinct,
     cosine,
+    cosines,
     fuse,
     fuse_columns,
     share_rows,
@@ -274,6 +275,38 @@ def test_cosine_examples() -> None:
     assert cosine(v, np.zeros(3)) == 0.0
 
 
+def _former_cosines(u: list[float], rows: list[list[float]]) -> np.ndarray:
+    """``cosines`` as it was written with numpy's functions (the oracle of the ufunc steps)."""
+    a = np.asarray(u, dtype=np.float64)
+    m = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    norms = np.linalg.norm(m, axis=1) * float(np.linalg.norm(a))
+    dots = m @ a
+    out = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return np.clip(out, -1.0, 1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 12), st.integers(1, 70)).flatmap(
+        lambda s: st.tuples(
+            st.lists(moderate, min_size=s[1], max_size=s[1]),
+            st.lists(
+                st.lists(moderate, min_size=s[1], max_size=s[1]), min_size=s[0], max_size=s[0]
+            ),
+        )
+    )
+)
+def test_cosines_are_the_former_ones_bit_for_bit(
+    shape: tuple[list[float], list[list[float]]],
+) -> None:
+    u, rows = shape
+    rows[0] = [-x for x in u]  # a row opposite u: clipped at -1 if it rounds past it
+    if len(rows) > 1:
+        rows[1] = list(u)
+    assert cosines(u, rows).tobytes() == _former_cosines(u, rows).tobytes()
+    assert cosines(u, rows[0]).tobytes() == _former_cosines(u, rows[0]).tobytes()  # one row
+
+
 def test_cosine_refuses_mismatched_shapes() -> None:
     with pytest.raises(InvalidInput) as info:
         cosine([1.0, 0.0], [1.0, 0.0, 0.0])
@@ -337,6 +370,21 @@ def test_fuse_columns_of_distinct_items_equals_fuse(
     assert [got.shares(row) for row in range(len(got))] == [s.shares for s in expected]
 
 
+def test_fuse_columns_reads_the_item_ids_given_as_the_candidates_own() -> None:
+    candidates = [Candidate("x", "als", 0.5), Candidate("y", "pop", 0.1), Candidate("x", "pop")]
+    weights = {"als": 1.0, "pop": 2.0}
+    for some in (candidates, candidates[:2]):
+        ids = [c.item_id for c in some]
+        given_ids = fuse_columns(some, weights, {"y": 0.5}, item_ids=ids)
+        read = fuse_columns(some, weights, {"y": 0.5})
+        assert given_ids.item_ids == read.item_ids
+        assert given_ids.score.tobytes() == read.score.tobytes()
+        assert given_ids.share_sums.tobytes() == read.share_sums.tobytes()
+    with pytest.raises(InvalidInput) as info:
+        fuse_columns(candidates, weights, {}, item_ids=["x", "y"])
+    assert info.value.field == "item_ids"
+
+
 def test_fuse_columns_of_a_negative_zero_weight_keeps_fuses_zeros() -> None:
     candidates = [Candidate("x", "als", 0.5), Candidate("y", "pop", 0.1), Candidate("z")]
     weights = {"als": -0.0, "pop": 1.0}
@@ -398,6 +446,36 @@ def test_share_rows_equal_each_row_cut_to_its_algorithms(
     assert all(type(row) is tuple for row in got)
     every = [tuple(f"a{j}" for j in range(width))] * len(lengths)  # the whole-row path
     assert share_rows(shares, every) == tuple(map(tuple, shares.tolist()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    candidates=st.lists(
+        st.builds(Candidate, _IDS, _ALGORITHMS, st.floats(-5, 5)),
+        max_size=12,
+        unique_by=lambda c: c.item_id,
+    ),
+    weights=st.dictionaries(
+        st.sampled_from(["als", "popular", "trending"]), st.sampled_from([0.0, 0.5, 1.0, 2.5])
+    ),
+    method=st.sampled_from(["rrf", "percentile"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_shown_shares_are_the_share_matrix_rows(
+    candidates: list[Candidate], weights: dict[str, float], method: Method, seed: int
+) -> None:
+    """The shown items' shares without the matrix (each item one named algorithm) against
+    share_rows of share_matrix, the oracle, on any subset of rows in any order."""
+    fused = fuse_columns(candidates, weights, {}, method=method)
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(fused))[: rng.integers(0, len(fused) + 1)].astype(np.intp)
+    algorithms = [fused.algorithms[r] for r in rows.tolist()]
+    expected = share_rows(fused.share_matrix(rows), algorithms)
+    got = fused.shown_shares(rows, algorithms)
+    assert [[math.copysign(1.0, x) if x == 0 else x for x in row] for row in got] == [
+        [math.copysign(1.0, x) if x == 0 else x for x in row] for row in expected
+    ]
+    assert fused.single == (len(candidates) > 1 and None not in [c.algorithm for c in candidates])
 
 
 def _same_fused(got: Fused, expected: Fused) -> None:

@@ -13,7 +13,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recloop.core.slates import Slate, decode, encode
+from recloop.core.slates import Slate, decode, encode, shown_item_ids
 
 
 def old_ranking(slate: Slate) -> list[dict[str, Any]]:
@@ -169,3 +169,31 @@ def test_the_features_decompress_with_zlib_to_the_matrix(slate: Slate) -> None:
 def test_a_slate_stored_by_zlib_still_decodes(slate: Slate) -> None:
     """Rows written before ISA-L (zlib.compress, level 1) read as they did."""
     assert decode(*old_encode(slate), slate.feature_names) == slate
+
+
+@settings(max_examples=300, deadline=None)
+@given(slate=slates(), ids=st.lists(st.text(max_size=12), max_size=12))
+def test_shown_item_ids_are_the_whole_headers_first_array(slate: Slate, ids: list[str]) -> None:
+    """The first array alone against the whole header decoded (the oracle), on any ids:
+    quotes, backslashes, brackets, control and non-ASCII characters."""
+    ids = ids[: len(slate)] + [f"i{j}" for j in range(len(ids), len(slate))]
+    named = Slate(
+        tuple(ids),
+        slate.scores,
+        slate.propensities,
+        slate.explored,
+        slate.algorithms,
+        slate.features,
+        slate.feature_names,
+        shares=slate.shares,
+        credits=slate.credits,
+        credit_probabilities=slate.credit_probabilities,
+        credit_weights=slate.credit_weights,
+    )
+    header = encode(named)[0]
+    assert shown_item_ids(header) == tuple(orjson.loads(header)[0]) == named.item_ids
+
+
+def test_shown_item_ids_of_a_header_not_opening_with_an_array_decode_it_whole() -> None:
+    assert shown_item_ids(b' [["a"], []]') == ("a",)  # whitespace: the whole header
+    assert shown_item_ids(b'["ab", []]') == ("a", "b")  # a string first: as orjson reads it

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from recloop.core.arrays import all_of, cumsum_of, max_of, min_of, sum_of
 from recloop.core.errors import InvalidInput
 
 
@@ -351,7 +352,8 @@ def _shown_sparse(
     if promoted:
         order[1 : promoted + 1] = np.arange(promoted)
         order[0] = promoted
-    propensities = np.ones(n, dtype=np.float64)
+    propensities = np.empty(n, dtype=np.float64)
+    propensities.fill(1.0)  # np.ones' values, without its Python wrapper
     if n > 1:
         propensities[0] = mass.get(promoted, 0.0)
         # position p reads below = P(M <= p - 1): from p = j + 1 on, entry j is in it
@@ -408,11 +410,12 @@ def probe(
     w = np.asarray(weights, dtype=np.float64)
     if at.shape != w.shape:
         raise InvalidInput("weights", f"has {w.shape[0]} values for {at.shape[0]} picks")
-    if at.size and (at.min() < 0 or at.max() >= n):
+    # the ufuncs' reductions (core.arrays): the same values, past numpy's Python wrappers
+    if at.size and (min_of(at) < 0 or max_of(at) >= n):
         raise InvalidInput("picks", f"must be in 0 .. {n - 1}")
-    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+    if not all_of(np.isfinite(w)) or (w.size and min_of(w) < 0):
         raise InvalidInput("weights", "must be finite and >= 0")
-    total = float(w.sum())
+    total = float(sum_of(w))
     if n < 1 or total <= 0.0:
         order, propensities = _shown((np.arange(max(n, 0)) == 0).astype(np.float64), 0)
         return Probed(Explored(order, propensities, 0, 0.0), None, 0.0)
@@ -426,11 +429,11 @@ def probe(
     algorithm: int | None = None
     promoted = 0
     if rng.random() < epsilon:
-        cumulative = np.cumsum(chance)
+        cumulative = cumsum_of(chance)
         u = rng.random() * cumulative[-1]
         # side="right": the first algorithm whose cumulative chance exceeds u, never one
         # with chance 0 (its cumulative equals the one before it)
-        algorithm = int(np.searchsorted(cumulative, u, side="right"))
+        algorithm = int(cumulative.searchsorted(u, side="right"))
         if algorithm >= len(w) or chance[algorithm] == 0.0:  # u rounded up to the total
             algorithm = int(np.flatnonzero(chance)[-1])
         promoted = int(at[algorithm])

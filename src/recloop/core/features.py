@@ -45,12 +45,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from recloop.core.arrays import all_of, any_of, min_of
 from recloop.core.errors import InvalidInput
 from recloop.core.hashing import hash_features
 from recloop.core.segments import SECONDS_PER_DAY, SEGMENTS
@@ -353,13 +355,14 @@ def _check_items(items: ItemColumns, n: int) -> None:
             raise InvalidInput(f"item.{name}", f"has {len(getattr(items, name))} values, not {n}")
     if items.hashed.shape != (n, ATTRIBUTE_BUCKETS):
         raise InvalidInput("item.hashed", f"has shape {items.hashed.shape}, not ({n}, 16)")
-    if n and int(items.popularity.min()) < 0:
+    # (core.arrays: the reductions' values without numpy's Python wrappers)
+    if n and int(min_of(items.popularity)) < 0:
         raise InvalidInput("item.popularity", f"must be >= 0, got {int(items.popularity.min())}")
     outside = (items.ctr < 0.0) | (items.ctr > 1.0)  # NaN (unknown) is neither; ±inf is
-    if outside.any():
+    if any_of(outside):
         raise InvalidInput("item.ctr", f"must be in [0, 1], got {items.ctr[outside][0]}")
     infinite = np.isinf(items.age_days)
-    if infinite.any():
+    if any_of(infinite):
         raise InvalidInput("item.age_days", f"must be finite, got {items.age_days[infinite][0]}")
 
 
@@ -402,9 +405,9 @@ def feature_matrix(
     _check_items(items, n)
     near = np.asarray(affinity, dtype=np.float64).reshape(n)
     by_attributes = np.asarray(attribute_affinity, dtype=np.float64).reshape(n)
-    if not np.isfinite(near).all():
+    if not all_of(np.isfinite(near)):
         raise InvalidInput("affinity", f"must be finite, got {near[~np.isfinite(near)][0]}")
-    if not np.isfinite(by_attributes).all():
+    if not all_of(np.isfinite(by_attributes)):
         bad = by_attributes[~np.isfinite(by_attributes)][0]
         raise InvalidInput("attribute_affinity", f"must be finite, got {bad}")
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
@@ -424,7 +427,7 @@ def feature_matrix(
     # each proposing algorithm's column, row by row (the columns by a C-level look-up;
     # -1 where none proposed the item)
     hot = np.fromiter(map(_HOT_COLUMN.get, algorithms, repeat(_OTHER_COLUMN)), np.intp, n)
-    rows = np.flatnonzero(hot >= 0)
+    (rows,) = (hot >= 0).nonzero()
     out[rows, hot[rows]] = 1.0
     return out
 
@@ -462,11 +465,31 @@ def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -
     >>> m.tolist()
     [[0.0, 1.0], [1.0, 0.5], [2.0, 0.3333333333333333]]
     """
-    if "position" not in names or "inverse_position" not in names:
+    columns = _position_columns(tuple(names))
+    if columns is None:
         return
-    positions = np.arange(matrix.shape[0], dtype=np.float64)
-    matrix[:, list(names).index("position")] = positions
-    matrix[:, list(names).index("inverse_position")] = 1.0 / (1.0 + positions)
+    positions, inverse = _slot_values(matrix.shape[0])
+    matrix[:, columns[0]] = positions
+    matrix[:, columns[1]] = inverse
+
+
+@lru_cache(maxsize=16)
+def _position_columns(names: tuple[str, ...]) -> tuple[int, int] | None:
+    """The ``position`` and ``inverse_position`` columns of a feature set (None: not both
+    there); a request's slate names one of a few sets."""
+    if "position" not in names or "inverse_position" not in names:
+        return None
+    return names.index("position"), names.index("inverse_position")
+
+
+@lru_cache(maxsize=64)
+def _slot_values(n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The ``position`` and ``inverse_position`` values of ``n`` slots (read-only): the
+    same for every slate of ``n`` shown items."""
+    positions = np.arange(n, dtype=np.float64)
+    inverse = 1.0 / (1.0 + positions)
+    positions.flags.writeable = inverse.flags.writeable = False
+    return positions, inverse
 
 
 def columns_of(

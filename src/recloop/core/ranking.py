@@ -37,6 +37,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from recloop.core.arrays import all_of, cumsum_of, max_of, sum_of
 from recloop.core.errors import InvalidInput
 
 Method = Literal["percentile", "rrf"]
@@ -221,14 +222,18 @@ def cosines(u: npt.ArrayLike, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
     [0.7071067811865475, -1.0, 0.0]
     """
     a = np.asarray(u, dtype=np.float64)
-    m = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    m = np.asarray(rows, dtype=np.float64)
+    if m.ndim < 2:
+        m = np.atleast_2d(m)
     if m.shape[1] != a.shape[0]:
         raise InvalidInput("rows", f"have {m.shape[1]} columns, u has {a.shape[0]} values")
-    norms = np.linalg.norm(m, axis=1) * float(np.linalg.norm(a))
+    # np.linalg.norm's own steps for these shapes (the rows: the square root of the sum of
+    # their squares; a vector: of its dot product with itself), by ufuncs
+    norms = np.sqrt(sum_of(m * m, axis=1)) * math.sqrt(a.dot(a))
     dots = m @ a
-    out: npt.NDArray[np.float64] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    clipped: npt.NDArray[np.float64] = np.clip(out, -1.0, 1.0)
-    return clipped
+    out: npt.NDArray[np.float64] = np.zeros(dots.shape)
+    np.divide(dots, norms, out=out, where=norms > 0)
+    return np.minimum(np.maximum(out, -1.0, out=out), 1.0, out=out)  # np.clip's values
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +256,9 @@ class Fused:
     firsts: dict[str, int] = field(default_factory=dict)
     """Per weighted algorithm, the row of the item its list ranks first (its own top pick:
     what a probe shows, ``core.exploration.probe``)."""
+    single: bool = False
+    """Each item proposed once, by a named algorithm: ``share_sums`` is ``raw`` as one
+    column (what :meth:`shown_shares` reads without the matrix)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -266,13 +274,26 @@ class Fused:
         """:meth:`shares` of several rows at once (``rank`` asks for the shown ones only)."""
         return list(share_rows(self.share_matrix(rows), [self.algorithms[row] for row in rows]))
 
+    def shown_shares(
+        self, rows: npt.NDArray[np.intp], algorithms: Sequence[Sequence[str]]
+    ) -> tuple[tuple[float, ...], ...]:
+        """:func:`share_rows` of :meth:`share_matrix` for ``rows`` (whose algorithms are
+        ``algorithms``). With one algorithm per item (:attr:`single`, what ``rank`` is
+        usually sent) each share is the item's fused value over itself (0.0 where that is
+        not positive), computed per row without the matrix; tests/unit/test_ranking.py
+        holds the two ways together."""
+        if not self.single:
+            return share_rows(self.share_matrix(rows), algorithms)
+        raw: list[float] = self.raw[rows].tolist()
+        return tuple([(r / r,) if r > 0.0 else (0.0,) for r in raw])
+
     def share_matrix(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
         ``algorithms[rows[n]][j]``'s share (0 past its algorithms)."""
         picked = np.asarray(rows, dtype=np.intp)
         total = self.raw[picked][:, None]
         sums = self.share_sums[picked]
-        return np.divide(sums, total, out=np.zeros_like(sums), where=total > 0)
+        return np.divide(sums, total, out=np.zeros(sums.shape), where=total > 0)
 
 
 def share_rows(
@@ -301,10 +322,12 @@ def fuse_columns(
     rrf_k: float = 60.0,
     affinity_weight: float = 0.5,
     method: Method = "rrf",
+    item_ids: list[str] | None = None,
 ) -> Fused:
     """:func:`fuse` in columns, without an object per item: the same items in the same
     order with the same (bit for bit) scores, fusion values, affinities and algorithms
-    (tests/unit/test_ranking.py compares them on random candidates).
+    (tests/unit/test_ranking.py compares them on random candidates). ``item_ids``: the
+    candidates' ids in order, where the caller has read them already.
 
     >>> candidates = [Candidate("x", "als"), Candidate("y", "als"),
     ...               Candidate("y", "popular"), Candidate("z", "popular")]
@@ -318,7 +341,10 @@ def fuse_columns(
     the oracle of a differential test.
     """
     _check((), weights, affinities, rrf_k, affinity_weight, method)
-    item_ids = [c.item_id for c in candidates]
+    if item_ids is None:
+        item_ids = [c.item_id for c in candidates]
+    elif len(item_ids) != len(candidates):
+        raise InvalidInput("item_ids", f"has {len(item_ids)} ids for {len(candidates)} candidates")
     if item_ids and len(set(item_ids)) == len(item_ids):
         return _fuse_distinct(
             candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
@@ -457,7 +483,7 @@ def _fuse_distinct(
             candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
         )
     raw_scores = np.fromiter(given, dtype=np.float64, count=n)
-    if not np.isfinite(raw_scores).all():  # _fuse_arrays names the first bad one
+    if not all_of(np.isfinite(raw_scores)):  # _fuse_arrays names the first bad one
         return _fuse_arrays(
             candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
         )
@@ -470,7 +496,7 @@ def _fuse_distinct(
     group = np.fromiter(map(code.__getitem__, algorithms), dtype=np.intp, count=n)
     ordered = np.lexsort((-raw_scores, group))  # stable: ties keep input order
     sizes = np.bincount(group, minlength=len(lists))
-    starts = np.cumsum(sizes) - sizes
+    starts = cumsum_of(sizes) - sizes  # (core.arrays: numpy's values, fewer steps)
     in_order = group[ordered]
     ranks = (np.arange(n) - starts[in_order] + 1).astype(np.float64)
     list_weight = np.array(
@@ -483,7 +509,7 @@ def _fuse_distinct(
         contributions = list_weight * (size - ranks + 1) / size
     fusion = np.empty(n)
     fusion[ordered] = contributions + 0.0  # bincount's sum of one value: 0.0 + it
-    top = float(fusion.max())
+    top = float(max_of(fusion))
     normalised = fusion / top if top > 0 else np.zeros_like(fusion)
     if affinities:
         found = map(affinities.get, item_ids, repeat(0.0))
@@ -491,7 +517,7 @@ def _fuse_distinct(
     else:
         affinity = np.zeros(n)
     score = normalised + affinity_weight * affinity
-    ranked = np.argsort(-score, kind="stable")
+    ranked = (-score).argsort(kind="stable")
     order = ranked.tolist()
     pick = itemgetter(*order)
     raw = fusion[ranked]
@@ -514,6 +540,7 @@ def _fuse_distinct(
         raw,
         ranked,
         {key: row for key, row in zip(lists, heads, strict=True) if key is not None},
+        None not in algorithms,
     )
 
 

@@ -249,7 +249,8 @@ class LearningService:
         popularity = np.fromiter(shown, dtype=np.int64, count=n)
         clicks = np.fromiter(clicked, dtype=np.float64, count=n)
         enough = popularity >= MIN_ITEM_IMPRESSIONS
-        ctr = np.full(n, math.nan)
+        ctr = np.empty(n)
+        ctr.fill(math.nan)  # np.full's values, without its Python wrapper
         np.divide(clicks, popularity, out=ctr, where=enough)
         if items is None:
             age = np.full(n, math.nan)

@@ -27,8 +27,10 @@ from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from recloop.config import Settings
+from recloop.core.arrays import all_of, any_of
 from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
@@ -43,7 +45,6 @@ from recloop.core.ranking import (
     cosines,
     credited,
     fuse_columns,
-    share_rows,
 )
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.slates import Slate
@@ -64,7 +65,9 @@ LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affin
 """The features an impression logs with continuous learning: the fused rank, then the
 click model's (``core.features.FEATURE_NAMES``, affinity first)."""
 
-_LOGGED_COLUMNS: Final = np.array([COLUMN[name] for name in LOGGED_NAMES[1:]], dtype=np.intp)
+_AFFINITY: Final = COLUMN["affinity"]
+"""The affinity's column of the click model's features: ``LOGGED_NAMES[1:]`` is
+``FEATURE_NAMES`` with it moved first, which ``rank`` copies by slices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +247,9 @@ class Ranker:
     ) -> tuple[Impression, Strategy]:
         strategy = await self.strategy(user_id)
         user, epsilon = strategy.user, strategy.epsilon
-        ids = list(dict.fromkeys(c.item_id for c in candidates))
-        prefers = user.preferences is not None and bool(np.any(user.preferences.vector))
+        item_ids = [c.item_id for c in candidates]
+        ids = list(dict.fromkeys(item_ids))
+        prefers = user.preferences is not None and bool(any_of(user.preferences.vector))
         # One read of the items in columns: vectors for affinity, the rest for features.
         table: ItemRows | None = None
         if prefers or self._learning is not None:
@@ -253,8 +257,8 @@ class Ranker:
                 ids, hashed=self._learning is not None, vectors=prefers
             )
         affinities: dict[str, float] = {}
-        if prefers and user.preferences is not None and table is not None and table.known.any():
-            if table.known.all():  # every candidate known (the usual request): no gather
+        if prefers and user.preferences is not None and table is not None and any_of(table.known):
+            if all_of(table.known):  # every candidate known (the usual request): no gather
                 values = cosines(user.preferences.vector, table.vectors)
                 affinities = dict(zip(ids, values.tolist(), strict=True))
             else:
@@ -267,6 +271,7 @@ class Ranker:
         if listed is not None:  # the affinity is one more list, weighed by the bandit
             affinity_weight = 0.0
             candidates = [*candidates, *(Candidate(i, listed, v) for i, v in affinities.items())]
+            item_ids = [*item_ids, *affinities]
         fused = fuse_columns(
             candidates,
             strategy.weights,
@@ -274,6 +279,7 @@ class Ranker:
             rrf_k=self._config.rrf_k,
             affinity_weight=affinity_weight,
             method=self._config.fusion,
+            item_ids=item_ids,
         )
         route = strategy.route
         n = len(fused)
@@ -301,19 +307,25 @@ class Ranker:
             names = LOGGED_NAMES
             logged = np.empty((n, len(names)), dtype=np.float32)
             logged[:, 0] = fused.fusion
-            logged[:, 1:] = matrix[:, _LOGGED_COLUMNS]
+            # matrix[:, _LOGGED_COLUMNS], as three slices (no gathered float64 copy)
+            logged[:, 1] = matrix[:, _AFFINITY]
+            logged[:, 2 : 2 + _AFFINITY] = matrix[:, :_AFFINITY]
+            logged[:, 2 + _AFFINITY :] = matrix[:, _AFFINITY + 1 :]
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
-        order = np.argsort(-scores, kind="stable") if route.model is not None else np.arange(n)
+        # the greedy order: a model's, else the fused rows' own (None: no reordering)
+        order = np.argsort(-scores, kind="stable") if route.model is not None else None
         probed: str | None = None
         chance = 0.0
         probing = self._config.probe and bool(fused.firsts)
         top_credits: dict[str, float] = {}
         if probing:
             names_probed = [a for a in fused.firsts if strategy.weights.get(a, 0.0) > 0.0]
-            place = np.empty(n, dtype=np.intp)
-            place[order] = np.arange(n)  # a fused row's place in the greedy order
-            picks = place[[fused.firsts[a] for a in names_probed]]
+            picks: Sequence[int] | npt.NDArray[np.intp] = [fused.firsts[a] for a in names_probed]
+            if order is not None:
+                place = np.empty(n, dtype=np.intp)
+                place[order] = np.arange(n)  # a fused row's place in the greedy order
+                picks = place[picks]
             drawn = probe(
                 picks,
                 [strategy.weights[a] for a in names_probed],
@@ -336,14 +348,14 @@ class Ranker:
                 }
         else:
             explored = explore(
-                scores[order],
+                scores if order is None else scores[order],
                 epsilon,
                 self._rng,
                 self._config.explore_top,
                 self._config.temperature,
             )
         positions = explored.order if k is None else explored.order[:k]
-        shown_rows = order[positions]
+        shown_rows = positions if order is None else order[positions]
         rows = shown_rows.tolist()
         # the shown rows' columns: indexed by the array (a list index is converted first),
         # lists reordered by itemgetter (a tuple, no Python loop)
@@ -352,9 +364,8 @@ class Ranker:
         features = logged[shown_rows]
         set_positions(features, names)
         impression_id = uuid7()
-        share_matrix = fused.share_matrix(shown_rows)
         algorithms = pick(fused.algorithms)
-        shares = share_rows(share_matrix, algorithms)
+        shares = fused.shown_shares(shown_rows, algorithms)
         credit_weights: tuple[dict[str, float], ...] = ()
         if probing and self._config.ips:  # the top slot credits by inverse propensity
             credits: tuple[str | None, ...] = (None,) * len(rows)
@@ -364,7 +375,7 @@ class Ranker:
             credits = (probed, *(None,) * (len(rows) - 1))[: len(rows)]
             chances = (chance, *(0.0,) * (len(rows) - 1))[: len(rows)]
         else:
-            credits = credited(algorithms, share_matrix, impression_id)
+            credits = credited(algorithms, fused.share_matrix(shown_rows), impression_id)
             chances = tuple(
                 s[a.index(c)] if c is not None else 0.0
                 for s, a, c in zip(shares, algorithms, credits, strict=True)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recloop.core.arrays import all_of, any_of
 from recloop.core.cache import LruCache
 from recloop.core.features import ATTRIBUTE_BUCKETS, hashed_attributes
 from recloop.core.items import Item
@@ -132,11 +133,11 @@ class ItemVectors:
                 np.zeros(n, dtype=bool),
                 np.zeros((n, ATTRIBUTE_BUCKETS if hashed else 0)),
             )
-        everyone = bool(known.all())
+        everyone = bool(all_of(known))  # (core.arrays: past numpy's Python wrappers)
         buckets = np.zeros((n, 0))
         if hashed:
             due = known & ~self._hashed_ready[at]
-            if due.any():
+            if any_of(due):
                 await self._hash([item_ids[i] for i in np.flatnonzero(due).tolist()])
             buckets = (
                 self._hashed[at] if everyone else np.where(known[:, None], self._hashed[at], 0.0)

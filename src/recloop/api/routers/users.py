@@ -140,8 +140,10 @@ async def rank_body(
     if len(candidates) > limit:
         raise InvalidInput("candidates", f"at most {limit} candidates, got {len(candidates)}")
     known = container.optimizer.algorithms
-    for i, candidate in enumerate(candidates):
-        if candidate.algorithm is not None and candidate.algorithm not in known:
+    named = {c.algorithm for c in candidates}  # one C-level pass; a loop only to name a bad one
+    named.discard(None)
+    if not named.issubset(known):
+        for i, candidate in enumerate(candidates):
             check_algorithm(f"candidates.{i}.algorithm", candidate.algorithm, known)
     impression, strategy = await container.ranker.rank(
         container.user_key(user_id), candidates, k, context
