@@ -272,6 +272,12 @@ class ActivityTable:
         """Start empty evidence in ``slots`` (free ones, or ones :meth:`close` d)."""
         if not len(slots):
             return
+        if len(slots) == 1:  # one new user (a small round's usual): no numpy calls
+            slot = int(slots[0])
+            self._grow(slot + 1)
+            self.uid[slot] = self._next_uid
+            self._next_uid += 1
+            return
         self._grow(int(slots.max()) + 1)
         self.uid[slots] = np.arange(self._next_uid, self._next_uid + len(slots))
         self._next_uid += len(slots)
