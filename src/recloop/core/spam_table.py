@@ -80,10 +80,10 @@ _NONE: Final = itertools.repeat(-1)
 
 
 _STEPS: Final = 16
-"""Up to this many rows or actions, the vectorised fold's parts that sort and gather
-(links, repeats, hard rules) go one by one in Python numbers (the ``*_steps`` methods and
-:func:`_link_steps`), the sorted numpy paths their oracles in tests: below it a path's
-dozens of numpy calls cost more than the events."""
+"""Up to this many rows, :func:`_link` links them one by one in Python numbers
+(:func:`_link_steps`, the sorted path its oracle in a test): below it the sorted path's
+numpy calls cost more than the rows (the vectorised fold links a round's explicit events
+and arrivals apart, often a few)."""
 
 _FOLD_STEPS: Final = 128
 """Up to this many events, :meth:`ActivityTable.fold` takes the round event by event
@@ -387,9 +387,7 @@ class ActivityTable:
         ordinal = self.actions[slots] + running(acts)
         add(self.actions, acts)
         a = np.flatnonzero(acts)
-        (self._repeats_steps if len(a) <= _STEPS else self._repeats)(
-            a, slots, uids, hashes ^ self._type_hash[codes], ordinal
-        )
+        self._repeats(a, slots, uids, hashes ^ self._type_hash[codes], ordinal)
 
         dwell = (codes == _DWELL) & ~np.isnan(values)
         add(self.dwells, dwell)
@@ -400,9 +398,7 @@ class ActivityTable:
         np.add.at(self.hours.reshape(-1), slots[a] * _HOURS + hour, _ONE)
         np.add.at(self.type_total.reshape(-1), slots[a] * _T + codes[a], _ONE)
         rows, arrival, explicit_arrival = self._append(a, slots, uids, codes, hashes, times)
-        (self._hard_rules_steps if len(a) <= _STEPS else self._hard_rules)(
-            a, rows, arrival, explicit_arrival, slots, times, ordinal
-        )
+        self._hard_rules(a, rows, arrival, explicit_arrival, slots, times, ordinal)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()
         profiled = np.flatnonzero((codes == _RATING) | (codes == _REVIEW))
@@ -644,28 +640,6 @@ class ActivityTable:
             self._pairs = self._trimmed(self._pairs, self.actions, remembered)
             self._pairs_kept = len(self._pairs)
 
-    def _repeats_steps(
-        self, a: Ints, slots: Ints, uids: Ints, pair_hashes: Ints, ordinal: Ints
-    ) -> None:
-        """:meth:`_repeats`, action by action."""
-        remembered = self.config.remembered_items
-        pairs = self._pairs
-        repeats = self.repeats
-        for key, slot, uid, at in zip(
-            _keys(uids[a], pair_hashes[a]).tolist(),
-            slots[a].tolist(),
-            uids[a].tolist(),
-            ordinal[a].tolist(),
-            strict=True,
-        ):
-            found = pairs.get(key, -1)
-            if found >= 0 and at - (found & 0xFFFFFFFF) <= remembered:
-                repeats[slot] += 1
-            pairs[key] = (uid << 32) | at
-        if len(pairs) > max(2 * self._pairs_kept, self._floor):
-            self._pairs = self._trimmed(pairs, self.actions, remembered)
-            self._pairs_kept = len(self._pairs)
-
     def _trimmed(self, ordinals: dict[int, int], latest: Ints, window: int) -> dict[int, int]:
         """The entries of ``ordinals`` still within ``window`` of their user's latest
         ordinal (``latest`` by slot), users forgotten since left out."""
@@ -813,63 +787,6 @@ class ActivityTable:
         take = np.isnan(held) | (t >= held)
         self.rule_at[s[take]] = t[take]
         self.rule[s[take]] = r[take]
-
-    def _hard_rules_steps(
-        self,
-        a: Ints,
-        rows: Ints,
-        arrival: npt.NDArray[np.bool_],
-        explicit_arrival: npt.NDArray[np.bool_],
-        slots: Ints,
-        times: Floats,
-        ordinal: Ints,
-    ) -> None:
-        """:meth:`_hard_rules`, action by action (the violations applied in turn)."""
-        config = self.config
-        limit = int(config.max_actions_per_second)
-        explicit_limit = int(config.max_explicit_per_second)
-        log_t, prev, prev_explicit = (
-            self.log_t,
-            self.log_prev_arrival,
-            self.log_prev_explicit_arrival,
-        )
-        most = self.max_explicit_in_second
-        violations: list[tuple[int, float, int]] = []  # (slot, time, rule), in turn
-        for row, slot, t, at, new, new_explicit in zip(
-            rows.tolist(),
-            slots[a].tolist(),
-            times[a].tolist(),
-            ordinal[a].tolist(),
-            arrival.tolist(),
-            explicit_arrival.tolist(),
-            strict=True,
-        ):
-            if at > limit and new:
-                cur = int(prev[row])
-                for _ in range(limit):
-                    if cur < 0 or abs(float(log_t[cur]) - t) > 1.0:
-                        break
-                    cur = int(prev[cur])
-                else:
-                    violations.append((slot, t, _ACTIONS_RULE))
-            if new_explicit:
-                count = 1
-                cur = int(prev_explicit[row])
-                for _ in range(explicit_limit):
-                    if cur < 0:
-                        break
-                    count += abs(float(log_t[cur]) - t) <= 1.0
-                    cur = int(prev_explicit[cur])
-                if count > most[slot]:
-                    most[slot] = count
-                if count > explicit_limit:
-                    violations.append((slot, t, _EXPLICIT_RULE))
-        rule_at, rule = self.rule_at, self.rule
-        for slot, t, r in violations:  # the latest wins; at one instant, the later turn
-            held = float(rule_at[slot])
-            if math.isnan(held) or t >= held:
-                rule_at[slot] = t
-                rule[slot] = r
 
     def _profiles(
         self,
