@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
+
 from recloop.adapters.memory.store import InMemoryStateStore
 from recloop.config import CacheSettings, SpamSettings
 from recloop.core.events import Event
+from recloop.services import guard as guard_module
 from recloop.services.guard import GuardService
 
 T0 = 1_700_000_000.0
@@ -88,3 +91,24 @@ def test_reliabilities_before_any_evidence() -> None:
     asyncio.run(guard.set_manual("x", blocked=True, reason=None))
     held, fresh = guard.reliabilities(["x", "y"]).tolist()
     assert held != held and fresh == guard.fresh_score  # NaN: held
+
+
+def test_opening_a_few_users_one_by_one_is_opening_them_together() -> None:
+    """New users' slots set one by one (up to ``_FEW``) hold what a vectorised opening
+    sets: the same bookkeeping, the same evidence table's incarnations."""
+    names = [f"u{k}" for k in range(11)]
+    guards = [
+        GuardService(InMemoryStateStore(), SpamSettings(), max_users=100, clock=lambda: T0)
+        for _ in range(2)
+    ]
+    together, one_by_one = guards
+    assert len(names) > guard_module._FEW
+    together._open(names)
+    for k in range(0, len(names), 3):  # rounds of up to 3 new users
+        one_by_one._open(names[k : k + 3])
+    for column in ("_since", "_judged_at", "_next_after", "_score", "_touched", "_pending_at"):
+        a, b = getattr(together, column), getattr(one_by_one, column)
+        assert np.array_equal(a[: len(names)], b[: len(names)], equal_nan=True), column
+    assert together._names == one_by_one._names
+    assert together._table.uid[: len(names)].tolist() == list(range(len(names)))
+    assert one_by_one._table.uid[: len(names)].tolist() == list(range(len(names)))

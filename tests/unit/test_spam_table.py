@@ -178,7 +178,31 @@ def test_either_path_of_the_fold_folds_as_the_reference_does(
 ) -> None:
     """Every batch through the sorted numpy paths, or through the one-by-one ones."""
     monkeypatch.setattr(spam_table, "_STEPS", steps)
+    monkeypatch.setattr(spam_table, "_FOLD_STEPS", steps)
     fold_as_the_reference(SMALL, seed)
+
+
+@pytest.mark.parametrize("steps", [0, 10**6], ids=["sorted", "one by one"])
+@pytest.mark.parametrize("kinds", [["like"], ["like", "rating", "click"]])
+def test_an_event_breaking_both_hard_rules_is_held_by_the_explicit_one(
+    steps: int, kinds: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of explicit events breaks both rules at the same event: the explicit rule,
+    checked second, is the one held (as ``record_event`` applies them in turn)."""
+    monkeypatch.setattr(spam_table, "_STEPS", steps)
+    monkeypatch.setattr(spam_table, "_FOLD_STEPS", steps)
+    events = [
+        Event("u0", kinds[k % len(kinds)], f"i{k}", 4.0, 1_000.0 + 0.05 * k, None)
+        for k in range(10)
+    ]
+    expected, _ = reference(events, SMALL)
+    table, slots, _ = columns(events, SMALL, 0)
+    view = table.views(np.array([slots["u0"]], np.int64))[0]
+    assert expected["u0"].hard_rule_reason == "more than 3 explicit events in 1 s"
+    assert (view.hard_rule_reason, view.hard_rule_at) == (
+        expected["u0"].hard_rule_reason,
+        expected["u0"].hard_rule_at,
+    )
 
 
 def fold_as_the_reference(config: SpamConfig, seed: int) -> None:

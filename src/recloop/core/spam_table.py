@@ -68,6 +68,7 @@ _DWELL: Final = CODES["dwell"]
 _RATING: Final = CODES["rating"]
 _REVIEW: Final = CODES["review"]
 _EXPLICIT: Final = np.array([name in EXPLICIT_TYPES for name in TYPES])
+_EXPLICIT_CODES: Final = tuple(name in EXPLICIT_TYPES for name in TYPES)
 _HOURS: Final = 24
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _GOLDEN_INT: Final = int(_GOLDEN)
@@ -79,11 +80,16 @@ _NONE: Final = itertools.repeat(-1)
 
 
 _STEPS: Final = 16
-"""Up to this many rows or actions, the fold's parts that sort and gather (links, unseen
-clicks, repeats, hard rules) go one by one in Python numbers (the ``*_steps`` methods and
-:func:`_link_steps`), the sorted numpy paths their oracles in tests: below it a path's
-dozens of numpy calls cost more than the events (a stream of one-event requests folds
-rounds of a few events)."""
+"""Up to this many rows, :func:`_link` links them one by one in Python numbers
+(:func:`_link_steps`, the sorted path its oracle in a test): below it the sorted path's
+numpy calls cost more than the rows (the vectorised fold links a round's explicit events
+and arrivals apart, often a few)."""
+
+_FOLD_STEPS: Final = 128
+"""Up to this many events, :meth:`ActivityTable.fold` takes the round event by event
+(:meth:`ActivityTable._fold_steps`), the vectorised fold its oracle in tests: a stream of
+one-event requests folds rounds of a few to a few dozen events, where the vectorised
+fold's fixed cost (some hundred numpy calls) outweighs a Python pass over the events."""
 
 
 def _type_hashes() -> Ints:
@@ -190,6 +196,8 @@ class ActivityTable:
         self.config = config
         self._floor = floor
         self._type_hash = _type_hashes()
+        self._type_hash_list: list[int] = self._type_hash.tolist()
+        self._cell_cache: tuple[Any, ...] | None = None
         self._next_uid = 0
         self.capacity = 0
         self.uid = np.zeros(0, np.int64)
@@ -258,10 +266,17 @@ class ActivityTable:
         self.arrival_head = grown(self.arrival_head, -1)
         self.explicit_arrival_head = grown(self.explicit_arrival_head, -1)
         self.capacity = new
+        self._cell_cache = None
 
     def open(self, slots: Ints) -> None:
         """Start empty evidence in ``slots`` (free ones, or ones :meth:`close` d)."""
         if not len(slots):
+            return
+        if len(slots) == 1:  # one new user (a small round's usual): no numpy calls
+            slot = int(slots[0])
+            self._grow(slot + 1)
+            self.uid[slot] = self._next_uid
+            self._next_uid += 1
             return
         self._grow(int(slots.max()) + 1)
         self.uid[slots] = np.arange(self._next_uid, self._next_uid + len(slots))
@@ -316,7 +331,7 @@ class ActivityTable:
         if n == 0:
             none = np.zeros(0, np.int64)
             return none, none, none
-        if n <= _STEPS:
+        if n <= _FOLD_STEPS:
             return self._fold_steps(
                 slots, codes, item_ids, values, times, items, texts, user_ids, review_texts
             )
@@ -372,9 +387,7 @@ class ActivityTable:
         ordinal = self.actions[slots] + running(acts)
         add(self.actions, acts)
         a = np.flatnonzero(acts)
-        (self._repeats_steps if len(a) <= _STEPS else self._repeats)(
-            a, slots, uids, hashes ^ self._type_hash[codes], ordinal
-        )
+        self._repeats(a, slots, uids, hashes ^ self._type_hash[codes], ordinal)
 
         dwell = (codes == _DWELL) & ~np.isnan(values)
         add(self.dwells, dwell)
@@ -385,9 +398,7 @@ class ActivityTable:
         np.add.at(self.hours.reshape(-1), slots[a] * _HOURS + hour, _ONE)
         np.add.at(self.type_total.reshape(-1), slots[a] * _T + codes[a], _ONE)
         rows, arrival, explicit_arrival = self._append(a, slots, uids, codes, hashes, times)
-        (self._hard_rules_steps if len(a) <= _STEPS else self._hard_rules)(
-            a, rows, arrival, explicit_arrival, slots, times, ordinal
-        )
+        self._hard_rules(a, rows, arrival, explicit_arrival, slots, times, ordinal)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()
         profiled = np.flatnonzero((codes == _RATING) | (codes == _REVIEW))
@@ -409,67 +420,139 @@ class ActivityTable:
         user_ids: Sequence[str] | None,
         review_texts: Sequence[str | None] | None,
     ) -> tuple[Ints, Ints, Ints]:
-        """:meth:`fold`, event by event in Python numbers (a round of up to :data:`_STEPS`
-        events): the same counters, ordinals and keys; the log's rows, the hard rules and
-        the profiles as :meth:`fold` takes them."""
+        """:meth:`fold`, event by event in Python numbers (a round of up to
+        :data:`_FOLD_STEPS` events): each event's counters, impression and pair keys, row
+        of the log with its links, and hard rules in one pass, read and written through
+        :meth:`_cells`; the profiles as :meth:`fold` takes them. An event's walks back
+        reach only earlier rows, so one event at a time is the sorted paths' batch,
+        applied in turn."""
         n = len(slots)
         config = self.config
         remembered = config.remembered_items
         short = config.short_dwell_seconds
-        hashes = list(map(hash, item_ids))
-        code_list = codes.tolist()
-        uid_column = self.uid
-        first_at, last_at, hours, type_total = (
-            self.first_at,
-            self.last_at,
-            self.hours,
-            self.type_total,
-        )
-        impressed = self._impressed
-        uids = [0] * n
-        ordinal = [0] * n
-        acts: list[int] = []
+        limit = int(config.max_actions_per_second)
+        explicit_limit = int(config.max_explicit_per_second)
+        self._reserve(self._rows + n)
+        (
+            uid_of, events, seen, actions, clicks, unseen_clicks, dwells, short_dwells,
+            repeats, most, rule, first_at, last_at, rule_at, hours, type_total, head,
+            type_head, explicit_head, arrival_head, explicit_arrival_head, log_t, log_item,
+            log_code, log_slot, log_uid, log_prev, log_prev_type, log_prev_explicit,
+            log_prev_arrival, log_prev_explicit_arrival,
+        ) = self._cells()  # fmt: skip
+        impressed, pairs = self._impressed, self._pairs
+        type_hash = self._type_hash_list
+        start = row = self._rows
         first: dict[int, int] = {}
         count: dict[int, int] = {}
+        profiled: list[int] = []
         shown_any = False
         clicked = unseen = 0
-        for i, slot, code, t, v, h in zip(
-            range(n), slots.tolist(), code_list, times.tolist(), values.tolist(), hashes,
+        for i, slot, code, t, v, item_id in zip(
+            range(n), slots.tolist(), codes.tolist(), times.tolist(), values.tolist(), item_ids,
             strict=False,
         ):  # fmt: skip
-            uid = uids[i] = int(uid_column[slot])
+            h = hash(item_id)
+            uid = uid_of[slot]
             spread = (uid * _GOLDEN_INT) & _MASK
             if slot in count:
                 count[slot] += 1
             else:
                 count[slot], first[slot] = 1, i
-            self.events[slot] += 1
+            events[slot] += 1
             if t < first_at[slot]:
                 first_at[slot] = t
             if t > last_at[slot]:
                 last_at[slot] = t
             if code in (_IMPRESSION, _VIEW):
                 shown_any = True
-                seen = int(self.seen[slot]) + 1
-                self.seen[slot] = seen
-                impressed[(h & _MASK) ^ spread] = (uid << 32) | seen
+                at_seen = seen[slot] + 1
+                seen[slot] = at_seen
+                impressed[(h & _MASK) ^ spread] = (uid << 32) | at_seen
+                if code == _IMPRESSION:
+                    continue
             elif code == _CLICK:
-                self.clicks[slot] += 1
+                clicks[slot] += 1
                 clicked += 1
                 found = impressed.get((h & _MASK) ^ spread, -1)
-                if found < 0 or int(self.seen[slot]) - (found & 0xFFFFFFFF) >= remembered:
-                    self.unseen_clicks[slot] += 1
+                if found < 0 or seen[slot] - (found & 0xFFFFFFFF) >= remembered:
+                    unseen_clicks[slot] += 1
                     unseen += 1
-            if code == _IMPRESSION:
-                continue
-            at = ordinal[i] = int(self.actions[slot]) + 1
-            self.actions[slot] = at
-            acts.append(i)
-            if code == _DWELL and not math.isnan(v):
-                self.dwells[slot] += 1
-                self.short_dwells[slot] += v < short
-            hours[slot, int(t // 3600.0 % _HOURS)] += 1
-            type_total[slot, code] += 1
+            elif code in (_RATING, _REVIEW):
+                profiled.append(i)
+            # an action: its ordinal, whether its (type, item) pair repeats, its counters
+            at = actions[slot] + 1
+            actions[slot] = at
+            key = ((h ^ type_hash[code]) & _MASK) ^ spread
+            found = pairs.get(key, -1)
+            if found >= 0 and at - (found & 0xFFFFFFFF) <= remembered:
+                repeats[slot] += 1
+            pairs[key] = (uid << 32) | at
+            if code == _DWELL and v == v:  # NaN: no dwell time
+                dwells[slot] += 1
+                short_dwells[slot] += v < short
+            hours[slot * _HOURS + int(t // 3600.0 % _HOURS)] += 1
+            by_type = slot * _T + code
+            type_total[by_type] += 1
+            # its row of the log, linked (:meth:`_append`)
+            log_t[row] = t
+            log_item[row] = h
+            log_code[row] = code
+            log_slot[row] = slot
+            log_uid[row] = uid
+            prev = head[slot]
+            log_prev[row] = prev
+            head[slot] = row
+            log_prev_type[row] = type_head[by_type]
+            type_head[by_type] = row
+            arrival = prev < 0 or log_t[prev] != t
+            if arrival:
+                log_prev_arrival[row] = arrival_head[slot]
+                arrival_head[slot] = row
+            else:
+                log_prev_arrival[row] = -1
+            explicit_arrival = False
+            if _EXPLICIT_CODES[code]:
+                prev = explicit_head[slot]
+                log_prev_explicit[row] = prev
+                explicit_head[slot] = row
+                explicit_arrival = prev < 0 or log_t[prev] != t
+            else:
+                log_prev_explicit[row] = -1
+            if explicit_arrival:
+                log_prev_explicit_arrival[row] = explicit_arrival_head[slot]
+                explicit_arrival_head[slot] = row
+            else:
+                log_prev_explicit_arrival[row] = -1
+            # the hard rules (:meth:`_hard_rules`), the latest violation winning
+            if at > limit and arrival:
+                cur = log_prev_arrival[row]
+                for _ in range(limit):
+                    if cur < 0 or abs(log_t[cur] - t) > 1.0:
+                        break
+                    cur = log_prev_arrival[cur]
+                else:
+                    held = rule_at[slot]
+                    if held != held or t >= held:  # NaN: none yet
+                        rule_at[slot] = t
+                        rule[slot] = _ACTIONS_RULE
+            if explicit_arrival:
+                within = 1
+                cur = log_prev_explicit_arrival[row]
+                for _ in range(explicit_limit):
+                    if cur < 0:
+                        break
+                    within += abs(log_t[cur] - t) <= 1.0
+                    cur = log_prev_explicit_arrival[cur]
+                if within > most[slot]:
+                    most[slot] = within
+                if within > explicit_limit:
+                    held = rule_at[slot]
+                    if held != held or t >= held:
+                        rule_at[slot] = t
+                        rule[slot] = _EXPLICIT_RULE
+            row += 1
+        self._rows = row
         if clicked:
             items.note_clicks(clicked, unseen)
         touched = sorted(count)
@@ -481,25 +564,28 @@ class ActivityTable:
         if shown_any and len(impressed) > max(2 * self._impressed_kept, self._floor):
             self._impressed = self._trimmed(impressed, self.seen, remembered - 1)
             self._impressed_kept = len(self._impressed)
-        if not acts:
+        if row == start:
             return grouped
-        a = np.array(acts, np.int64)
-        at_ordinal = np.array(ordinal, np.int64)
-        uid_array, hash_array = np.array(uids, np.int64), np.array(hashes, np.int64)
-        self._repeats_steps(a, slots, uid_array, hash_array ^ self._type_hash[codes], at_ordinal)
-        rows, arrival, explicit_arrival = self._append(
-            a, slots, uid_array, codes, hash_array, times
-        )
-        self._hard_rules_steps(a, rows, arrival, explicit_arrival, slots, times, at_ordinal)
+        if len(pairs) > max(2 * self._pairs_kept, self._floor):
+            self._pairs = self._trimmed(pairs, self.actions, remembered)
+            self._pairs_kept = len(self._pairs)
         if self._rows > max(2 * self._kept_after_compaction, self._floor):
             self.compact()
-        profiled = [i for i in acts if code_list[i] in (_RATING, _REVIEW)]
         if profiled:
             self._profiles(
                 np.array(profiled, np.int64), slots, codes, item_ids, values, items, texts,
                 user_ids, review_texts,
             )  # fmt: skip
         return grouped
+
+    def _cells(self) -> tuple[Any, ...]:
+        """The columns the small rounds read and write (:meth:`_fold_steps`), as
+        memoryviews, in the order it unpacks them: an element of a memoryview is a Python
+        number, several times cheaper to read or add to than a numpy scalar. Made again
+        once :meth:`_grow` or :meth:`_reserve` replaced the arrays."""
+        if self._cell_cache is None:
+            self._cell_cache = tuple(memoryview(getattr(self, name).reshape(-1)) for name in _CELLS)
+        return self._cell_cache
 
     def _unseen(
         self,
@@ -552,28 +638,6 @@ class ActivityTable:
         self._pairs.update(zip(keys.tolist(), packed.tolist(), strict=True))
         if len(self._pairs) > max(2 * self._pairs_kept, self._floor):
             self._pairs = self._trimmed(self._pairs, self.actions, remembered)
-            self._pairs_kept = len(self._pairs)
-
-    def _repeats_steps(
-        self, a: Ints, slots: Ints, uids: Ints, pair_hashes: Ints, ordinal: Ints
-    ) -> None:
-        """:meth:`_repeats`, action by action."""
-        remembered = self.config.remembered_items
-        pairs = self._pairs
-        repeats = self.repeats
-        for key, slot, uid, at in zip(
-            _keys(uids[a], pair_hashes[a]).tolist(),
-            slots[a].tolist(),
-            uids[a].tolist(),
-            ordinal[a].tolist(),
-            strict=True,
-        ):
-            found = pairs.get(key, -1)
-            if found >= 0 and at - (found & 0xFFFFFFFF) <= remembered:
-                repeats[slot] += 1
-            pairs[key] = (uid << 32) | at
-        if len(pairs) > max(2 * self._pairs_kept, self._floor):
-            self._pairs = self._trimmed(pairs, self.actions, remembered)
             self._pairs_kept = len(self._pairs)
 
     def _trimmed(self, ordinals: dict[int, int], latest: Ints, window: int) -> dict[int, int]:
@@ -661,6 +725,7 @@ class ActivityTable:
             new = np.zeros(size, old.dtype)
             new[: self._rows] = old[: self._rows]
             setattr(self, name, new)
+        self._cell_cache = None
 
     def _hard_rules(
         self,
@@ -722,63 +787,6 @@ class ActivityTable:
         take = np.isnan(held) | (t >= held)
         self.rule_at[s[take]] = t[take]
         self.rule[s[take]] = r[take]
-
-    def _hard_rules_steps(
-        self,
-        a: Ints,
-        rows: Ints,
-        arrival: npt.NDArray[np.bool_],
-        explicit_arrival: npt.NDArray[np.bool_],
-        slots: Ints,
-        times: Floats,
-        ordinal: Ints,
-    ) -> None:
-        """:meth:`_hard_rules`, action by action (the violations applied in turn)."""
-        config = self.config
-        limit = int(config.max_actions_per_second)
-        explicit_limit = int(config.max_explicit_per_second)
-        log_t, prev, prev_explicit = (
-            self.log_t,
-            self.log_prev_arrival,
-            self.log_prev_explicit_arrival,
-        )
-        most = self.max_explicit_in_second
-        violations: list[tuple[int, float, int]] = []  # (slot, time, rule), in turn
-        for row, slot, t, at, new, new_explicit in zip(
-            rows.tolist(),
-            slots[a].tolist(),
-            times[a].tolist(),
-            ordinal[a].tolist(),
-            arrival.tolist(),
-            explicit_arrival.tolist(),
-            strict=True,
-        ):
-            if at > limit and new:
-                cur = int(prev[row])
-                for _ in range(limit):
-                    if cur < 0 or abs(float(log_t[cur]) - t) > 1.0:
-                        break
-                    cur = int(prev[cur])
-                else:
-                    violations.append((slot, t, _ACTIONS_RULE))
-            if new_explicit:
-                count = 1
-                cur = int(prev_explicit[row])
-                for _ in range(explicit_limit):
-                    if cur < 0:
-                        break
-                    count += abs(float(log_t[cur]) - t) <= 1.0
-                    cur = int(prev_explicit[cur])
-                if count > most[slot]:
-                    most[slot] = count
-                if count > explicit_limit:
-                    violations.append((slot, t, _EXPLICIT_RULE))
-        rule_at, rule = self.rule_at, self.rule
-        for slot, t, r in violations:  # the latest wins; at one instant, the later turn
-            held = float(rule_at[slot])
-            if math.isnan(held) or t >= held:
-                rule_at[slot] = t
-                rule[slot] = r
 
     def _profiles(
         self,
@@ -1094,6 +1102,42 @@ class ActivityTable:
         ]
         return views
 
+
+_CELLS: Final = (
+    "uid",
+    "events",
+    "seen",
+    "actions",
+    "clicks",
+    "unseen_clicks",
+    "dwells",
+    "short_dwells",
+    "repeats",
+    "max_explicit_in_second",
+    "rule",
+    "first_at",
+    "last_at",
+    "rule_at",
+    "hours",
+    "type_total",
+    "head",
+    "type_head",
+    "explicit_head",
+    "arrival_head",
+    "explicit_arrival_head",
+    "log_t",
+    "log_item",
+    "log_code",
+    "log_slot",
+    "log_uid",
+    "log_prev",
+    "log_prev_type",
+    "log_prev_explicit",
+    "log_prev_arrival",
+    "log_prev_explicit_arrival",
+)
+"""The columns :meth:`ActivityTable._cells` views, in :meth:`ActivityTable._fold_steps`'
+order."""
 
 _LINKS: Final = (
     "log_prev",

@@ -72,6 +72,10 @@ _NO_GATE = itertools.repeat(_NO_GATE_VALUE)
 _SWEEP_SLICE = 500
 """Users judged between two yields of a sweep to the event loop."""
 
+_FEW = 4
+"""Up to this many new users, their slots are set one by one (an assignment through a
+one-element index array costs several times a scalar one)."""
+
 
 class GuardService:
     def __init__(
@@ -342,12 +346,22 @@ class GuardService:
             self._pending_at = _grown(self._pending_at, size, math.nan)
         index = np.array(opened, np.int64)
         self._table.open(index)
-        self._since[index] = 0
-        self._judged_at[index] = self._clock()
-        self._next_after[index] = self._config.judge_every_events
-        self._score[index] = math.nan
-        self._touched[index] = self._tick
-        self._pending_at[index] = math.nan
+        now, every, tick = self._clock(), self._config.judge_every_events, self._tick
+        if len(opened) <= _FEW:  # a new user or two in a small round: numpy scalars
+            for slot in opened:
+                self._since[slot] = 0
+                self._judged_at[slot] = now
+                self._next_after[slot] = every
+                self._score[slot] = math.nan
+                self._touched[slot] = tick
+                self._pending_at[slot] = math.nan
+        else:
+            self._since[index] = 0
+            self._judged_at[index] = now
+            self._next_after[index] = every
+            self._score[index] = math.nan
+            self._touched[index] = tick
+            self._pending_at[index] = math.nan
         for user_id, slot in zip(user_ids, opened, strict=True):
             self._names[slot] = user_id
         return opened
