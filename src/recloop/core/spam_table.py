@@ -709,18 +709,7 @@ class ActivityTable:
         if needed <= len(self.log_t):
             return
         size = max(needed, 2 * len(self.log_t), 1024)
-        for name in (
-            "log_t",
-            "log_item",
-            "log_code",
-            "log_slot",
-            "log_uid",
-            "log_prev",
-            "log_prev_type",
-            "log_prev_explicit",
-            "log_prev_arrival",
-            "log_prev_explicit_arrival",
-        ):
+        for name in _LOG_COLUMNS:
             old = getattr(self, name)
             new = np.zeros(size, old.dtype)
             new[: self._rows] = old[: self._rows]
@@ -1103,6 +1092,20 @@ class ActivityTable:
         return views
 
 
+_LOG_COLUMNS: Final = (
+    "log_t",
+    "log_item",
+    "log_code",
+    "log_slot",
+    "log_uid",
+    "log_prev",
+    "log_prev_type",
+    "log_prev_explicit",
+    "log_prev_arrival",
+    "log_prev_explicit_arrival",
+)
+"""The log's columns, one row per action (:meth:`ActivityTable._reserve` grows them together)."""
+
 _CELLS: Final = (
     "uid",
     "events",
@@ -1125,16 +1128,7 @@ _CELLS: Final = (
     "explicit_head",
     "arrival_head",
     "explicit_arrival_head",
-    "log_t",
-    "log_item",
-    "log_code",
-    "log_slot",
-    "log_uid",
-    "log_prev",
-    "log_prev_type",
-    "log_prev_explicit",
-    "log_prev_arrival",
-    "log_prev_explicit_arrival",
+    *_LOG_COLUMNS,
 )
 """The columns :meth:`ActivityTable._cells` views, in :meth:`ActivityTable._fold_steps`'
 order."""

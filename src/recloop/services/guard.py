@@ -346,22 +346,21 @@ class GuardService:
             self._pending_at = _grown(self._pending_at, size, math.nan)
         index = np.array(opened, np.int64)
         self._table.open(index)
-        now, every, tick = self._clock(), self._config.judge_every_events, self._tick
-        if len(opened) <= _FEW:  # a new user or two in a small round: numpy scalars
-            for slot in opened:
-                self._since[slot] = 0
-                self._judged_at[slot] = now
-                self._next_after[slot] = every
-                self._score[slot] = math.nan
-                self._touched[slot] = tick
-                self._pending_at[slot] = math.nan
-        else:
-            self._since[index] = 0
-            self._judged_at[index] = now
-            self._next_after[index] = every
-            self._score[index] = math.nan
-            self._touched[index] = tick
-            self._pending_at[index] = math.nan
+        starts = (
+            (self._since, 0),
+            (self._judged_at, self._clock()),
+            (self._next_after, self._config.judge_every_events),
+            (self._score, math.nan),
+            (self._touched, self._tick),
+            (self._pending_at, math.nan),
+        )
+        few = len(opened) <= _FEW  # a new user or two in a small round: numpy scalars
+        for column, start_value in starts:
+            if few:
+                for slot in opened:
+                    column[slot] = start_value
+            else:
+                column[index] = start_value
         for user_id, slot in zip(user_ids, opened, strict=True):
             self._names[slot] = user_id
         return opened
