@@ -288,6 +288,10 @@ class ObpWorld(World):
         }
 
 
+WORLDS: dict[str, Callable[[int], World]] = {"world": RecloopWorld, "obp": ObpWorld}
+"""Each world kind by name, made from a seed (``--world``)."""
+
+
 # -- Arms without recloop: exact, on the same visits ------------------------------------
 
 
@@ -814,10 +818,9 @@ async def main_async(
     arms: Sequence[str] | None = None,
     variants: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> list[WorldResult]:
-    makers: dict[str, Callable[[int], World]] = {"world": RecloopWorld, "obp": ObpWorld}
     results = []
     for name in worlds:
-        result = await run_world(makers[name], seeds, steps, ablations, arms, variants)
+        result = await run_world(WORLDS[name], seeds, steps, ablations, arms, variants)
         print(table(result), "\n", flush=True)
         results.append(result)
     return results

@@ -301,13 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", choices=("world", "obp", "all"), default="all")
     parser.add_argument("--linear", action="store_true", help="the linear scorers only")
     args = parser.parse_args(argv)
-    makers: dict[str, Callable[[int], loop.World]] = {
-        "world": loop.RecloopWorld,
-        "obp": loop.ObpWorld,
-    }
     kinds = ("world", "obp") if args.world == "all" else (args.world,)
     models = list(LINEAR) if args.linear else list(FITTERS)
-    results = [run_world(makers[k], args.seeds, args.steps, models) for k in kinds]
+    results = [run_world(loop.WORLDS[k], args.seeds, args.steps, models) for k in kinds]
     print(table(results))
     return 0
 

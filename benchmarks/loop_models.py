@@ -132,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", choices=("world", "obp"), default="world")
     parser.add_argument("--setting", action="append", default=[], metavar="SECTION.KEY=JSON")
     args = parser.parse_args(argv)
-    makers: dict[str, Callable[[int], loop.World]] = {
-        "world": loop.RecloopWorld,
-        "obp": loop.ObpWorld,
-    }
-    found = asyncio.run(run(makers[args.world], args.seeds, args.steps, args.setting))
+    found = asyncio.run(run(loop.WORLDS[args.world], args.seeds, args.steps, args.setting))
     print(report(found))
     return 0
 

@@ -285,7 +285,7 @@ class Fused:
         if not self.single:
             return share_rows(self.share_matrix(rows), algorithms)
         raw: list[float] = self.raw[rows].tolist()
-        return tuple([(r / r,) if r > 0.0 else (0.0,) for r in raw])
+        return tuple([(1.0,) if r > 0.0 else (0.0,) for r in raw])
 
     def share_matrix(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
         """:meth:`shares` of ``rows`` as a matrix: row ``n``, column ``j`` is
