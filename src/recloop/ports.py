@@ -231,6 +231,12 @@ class EventLog(Protocol):
         """The highest offset written so far (0 for an empty log)."""
         ...
 
+    async def read_impression_clicks(self, after: int, limit: int) -> list[Event]:
+        """The logged clicks that name an impression (``attribution.impression_id``), with
+        offsets above ``after``, in offset order, at most ``limit``: what the canary
+        monitor counts, read without the rest of the log."""
+        ...
+
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         """Logged events whose ``attribution.impression_id`` is ``impression_id``."""
         ...

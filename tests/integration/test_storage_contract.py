@@ -336,6 +336,31 @@ async def test_impressions_by_time_and_their_feedback(
     assert feedback["imp1"] == [] and [e.event_id for e in feedback["imp2"]] == ["c1"]
 
 
+async def test_the_clicks_that_name_an_impression_are_read_alone(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    log, _ = adapters
+    named = {"impression_id": "imp1"}
+    await log.append(
+        [
+            ev("c1", kind="click", attribution=named),
+            ev("l1", kind="like", attribution=named),  # names one, not a click
+            ev("c2", kind="click"),  # a click naming none
+            ev("c3", kind="click", attribution={"impression_id": "imp2"}),
+            ev("c4", kind="click", attribution=named),
+        ]
+    )
+    found = await log.read_impression_clicks(0, 10)
+    assert [e.event_id for e in found] == ["c1", "c3", "c4"]
+    assert found[1].attribution == {"impression_id": "imp2"}
+    assert [e.offset for e in found] == sorted(e.offset or 0 for e in found)
+    first = await log.read_impression_clicks(0, 1)
+    assert [e.event_id for e in first] == ["c1"]
+    rest = await log.read_impression_clicks(first[0].offset or 0, 10)
+    assert [e.event_id for e in rest] == ["c3", "c4"]
+    assert await log.read_impression_clicks(found[-1].offset or 0, 10) == []
+
+
 async def test_an_impression_comes_back_as_logged_with_its_feature_set(
     adapters: tuple[EventLog, StateStore],
 ) -> None:

@@ -552,13 +552,11 @@ class LearningService:
             tally.restart(starts)
         # Clicks first, then impressions: a click names an impression logged before it.
         clicks: list[Event] = []
-        while True:
-            found = await self._log.read(self._cursor, _PAGE)
+        while True:  # only the clicks that name an impression: not the rest of the log
+            found = await self._log.read_impression_clicks(self._cursor, _PAGE)
             if found:
                 self._cursor = max(self._cursor, found[-1].offset or self._cursor)
-            clicks.extend(
-                e for e in found if e.type == "click" and e.attribution.get("impression_id")
-            )
+            clicks.extend(found)
             if len(found) < _PAGE:
                 break
         heads = await self._store.get_impression_heads(self._read_from - _LAG_SECONDS, math.inf)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
+import itertools
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -69,6 +70,15 @@ class InMemoryEventLog:
             if impression_id in found:
                 found[impression_id].append(e)
         return found
+
+    async def read_impression_clicks(self, after: int, limit: int) -> list[Event]:
+        start = bisect.bisect_right(self._events, after, key=lambda e: e.offset)
+        found = (
+            e
+            for e in itertools.islice(self._events, start, None)
+            if e.type == "click" and e.attribution.get("impression_id")
+        )
+        return list(itertools.islice(found, limit))
 
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         return [e for e in self._events if e.attribution.get("impression_id") == impression_id]

@@ -518,6 +518,21 @@ class SqlEventLog:
                     found[keys[row[-1]]].append(event_from_row(row[:-1]))
         return found
 
+    async def read_impression_clicks(self, after: int, limit: int) -> list[Event]:
+        """Through ``event_impressions`` (keyed by offset): only the events that name an
+        impression are visited, not the whole log."""
+        query = (
+            self._joined.where(
+                event_impressions.c.offset > after,
+                events.c.type_code == TYPE_CODES["click"],
+            )
+            .order_by(event_impressions.c.offset)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [event_from_row(row[:-1]) for row in rows]
+
     async def read_impression_feedback(self, impression_id: str) -> list[Event]:
         query = self._joined.where(
             _in(event_impressions.c.impression_id, [self._key(impression_id)])
