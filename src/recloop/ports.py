@@ -6,7 +6,7 @@ use, and the contract tests run the same cases over it and the SQL adapter.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Container, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -358,9 +358,12 @@ class ImpressionStore(Protocol):
         """Impressions created in ``[since, until)``, oldest first."""
         ...
 
-    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
+    async def get_impression_heads(
+        self, since: float, until: float, known: Container[str] = ()
+    ) -> list[ImpressionHead]:
         """:meth:`get_impressions`' heads (:class:`ImpressionHead`), read and decoded
-        without the rest of each impression."""
+        without the rest of each impression; those of the impressions in ``known`` are
+        left out, undecoded (what a reader already holds)."""
         ...
 
 

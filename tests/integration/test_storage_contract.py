@@ -398,6 +398,10 @@ async def test_an_impression_comes_back_as_logged_with_its_feature_set(
     assert await store.get_impression_heads(0.0, 5.5) == [
         ImpressionHead("s1", "u", 5.0, ("a", "b"), "m1", "blue")
     ]
+    known = {"s2", "s4", "elsewhere"}  # held by the reader already: left out, undecoded
+    left = await store.get_impression_heads(0.0, 10.0, known)
+    assert [h.impression_id for h in left] == ["s1", "s3"]
+    assert left == [h for h in await store.get_impression_heads(0.0, 10.0) if h not in heads[::2]]
 
 
 async def test_impressions_logged_before_0010_are_read_as_they_were(

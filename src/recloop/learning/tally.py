@@ -28,7 +28,7 @@ both).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from recloop.ports import ImpressionHead
@@ -92,6 +92,11 @@ class Tally:
 
     def holds(self, impression_id: str) -> bool:
         return impression_id in self._held
+
+    @property
+    def held(self) -> Container[str]:
+        """The ids of the impressions held (a live view, not a copy)."""
+        return self._held.keys()
 
     @property
     def starts(self) -> dict[str, float]:

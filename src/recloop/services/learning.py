@@ -559,7 +559,9 @@ class LearningService:
             clicks.extend(found)
             if len(found) < _PAGE:
                 break
-        heads = await self._store.get_impression_heads(self._read_from - _LAG_SECONDS, math.inf)
+        heads = await self._store.get_impression_heads(  # those held are not decoded again
+            self._read_from - _LAG_SECONDS, math.inf, tally.held
+        )
         for start in range(0, len(heads), _ADD_CHUNK):
             if start:  # a minute of a busy server's impressions: let requests in between
                 await asyncio.sleep(0)

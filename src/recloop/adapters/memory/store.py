@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import itertools
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from typing import Any
 
 from recloop.core.availability import AlgorithmStatus
@@ -270,8 +270,14 @@ class InMemoryImpressionStore(MemoryRole):
         found.sort(key=lambda i: (i.created_at, i.impression_id))
         return [_copied(i) for i in found]
 
-    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
-        found = [i for i in self._impressions.values() if since <= i.created_at < until]
+    async def get_impression_heads(
+        self, since: float, until: float, known: Container[str] = ()
+    ) -> list[ImpressionHead]:
+        found = [
+            i
+            for i in self._impressions.values()
+            if since <= i.created_at < until and i.impression_id not in known
+        ]
         found.sort(key=lambda i: (i.created_at, i.impression_id))
         return [ImpressionHead.of(i) for i in found]
 

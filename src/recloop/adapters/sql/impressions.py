@@ -4,7 +4,7 @@ numbers and float32 features, the features' names once per feature set) (the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -87,7 +87,9 @@ class SqlImpressionStore(SqlRole):
             rows = (await conn.execute(query)).mappings().all()
         return [impression_from_row(row) for row in rows]
 
-    async def get_impression_heads(self, since: float, until: float) -> list[ImpressionHead]:
+    async def get_impression_heads(
+        self, since: float, until: float, known: Container[str] = ()
+    ) -> list[ImpressionHead]:
         c = impressions.c
         query = (
             select(
@@ -107,6 +109,7 @@ class SqlImpressionStore(SqlRole):
         return [
             ImpressionHead(row[0], row[1], row[2], _shown_ids(row[3], row[4]), row[5], row[6])
             for row in rows
+            if row[0] not in known
         ]
 
 
