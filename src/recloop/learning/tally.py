@@ -28,8 +28,10 @@ both).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Container, Iterable, Mapping
+from collections import Counter
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from recloop.ports import ImpressionHead
 
@@ -126,7 +128,7 @@ class Tally:
     def add(self, impressions: Iterable[ImpressionHead]) -> None:
         """Hold new impressions, by their heads (one already held, or created before
         :attr:`since`, is skipped)."""
-        stats = self.item_stats
+        shown: list[tuple[str, ...]] = []
         for imp in impressions:
             if imp.impression_id in self._held or imp.created_at < self.since:
                 continue
@@ -137,13 +139,16 @@ class Tally:
             heapq.heappush(self._by_time, (imp.created_at, imp.impression_id))
             if held.excluded:
                 continue
-            for item in items:
-                found = stats.get(item)
-                if found is None:
-                    stats[item] = [1, 0]
-                else:
-                    found[0] += 1
+            shown.append(items)
             self._count(held)
+        # the items counted together (Counter's C loop), then one Python step per item
+        stats = self.item_stats
+        for item, n in Counter(chain.from_iterable(shown)).items():
+            found = stats.get(item)
+            if found is None:
+                stats[item] = [n, 0]
+            else:
+                found[0] += n
 
     def click(
         self, impression_id: str, item_id: str, timestamp: float, user_id: str | None = None
@@ -196,13 +201,24 @@ class Tally:
 
     def _take(self, held: _Held) -> None:
         """Take a held impression out of every count."""
+        self._take_all([held])
+
+    def _take_all(self, taken: Sequence[_Held]) -> None:
+        """Take held impressions out of every count: their items' counts together (as
+        :meth:`add` puts them), the slots' one by one."""
         stats = self.item_stats
-        for item in held.items:
+        clicked = Counter(chain.from_iterable(held.clicked_items for held in taken))
+        for item, n in Counter(chain.from_iterable(held.items for held in taken)).items():
             found = stats[item]
-            found[0] -= 1
-            found[1] -= item in held.clicked_items
+            found[0] -= n
+            found[1] -= clicked.get(item, 0)
             if found[0] == 0:
                 del stats[item]
+        for held in taken:
+            self._uncount(held)
+
+    def _uncount(self, held: _Held) -> None:
+        """Take a held impression out of its slot's counts."""
         if held.counted and held.key is not None:
             held.counted = False
             counted = self.counts[held.key]
@@ -214,11 +230,13 @@ class Tally:
     def expire(self, before: float) -> None:
         """Forget impressions created before ``before``; they leave every count."""
         self.since = max(self.since, before)
+        taken: list[_Held] = []
         while self._by_time and self._by_time[0][0] < before:
             _, impression_id = heapq.heappop(self._by_time)
             held = self._held.pop(impression_id, None)  # None: forgotten (an erasure)
             if held is not None and not held.excluded:
-                self._take(held)
+                taken.append(held)
+        self._take_all(taken)
 
     def forget(self, user_id: str) -> int:
         """Drop the impressions shown to ``user_id``, and their clicks on others'

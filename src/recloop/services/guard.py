@@ -59,6 +59,7 @@ from recloop.core.spam_norms import ProfileNorms
 from recloop.core.spam_table import CODES, ActivityTable, ActivityView
 from recloop.ports import ReliabilityRecord, ReliabilityStore
 from recloop.services.tasks import stop_tasks
+from recloop.serving import let_requests_in
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ _NO_GATE_VALUE = -1.0
 _NO_GATE = itertools.repeat(_NO_GATE_VALUE)
 
 _SWEEP_SLICE = 500
-"""Users judged between two yields of a sweep to the event loop."""
+"""Users judged between two pauses of a sweep for requests."""
 
 _FEW = 4
 """Up to this many new users, their slots are set one by one (an assignment through a
@@ -178,7 +179,7 @@ class GuardService:
             if changes:
                 await self._store.put_reliability(changes)
                 self._flags_moved()
-            await asyncio.sleep(0)
+            await let_requests_in()
         return len(due)
 
     def _refresh_norms(self) -> bool:

@@ -77,6 +77,7 @@ from recloop.learning.validation import PromotionGate
 from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob, TrainingReader
 from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
+from recloop.serving import let_requests_in
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ MONITOR: Final = "monitor"
 """Who the deployment audit names for the canary's own verdicts and automatic deploys."""
 MIN_ITEM_IMPRESSIONS = 20
 """An item's CTR feature is given once it has been shown this often (else: missing)."""
-_ADD_CHUNK = 1_000
-"""Impressions the monitor adds to its counts between two turns of the event loop."""
+_ADD_CHUNK = 250
+"""Impressions the monitor adds to its counts between two pauses for requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,7 +565,7 @@ class LearningService:
         )
         for start in range(0, len(heads), _ADD_CHUNK):
             if start:  # a minute of a busy server's impressions: let requests in between
-                await asyncio.sleep(0)
+                await let_requests_in()
             tally.add(heads[start : start + _ADD_CHUNK])
         self._read_from = now
         for e in clicks:

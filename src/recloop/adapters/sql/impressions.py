@@ -18,6 +18,7 @@ from recloop.core.slates import Slate, feature_set_id, shown_item_ids
 from recloop.core.slates import decode as decode_slate
 from recloop.core.slates import encode as encode_slate
 from recloop.ports import Impression, ImpressionHead
+from recloop.serving import let_requests_in
 
 
 class SqlImpressionStore(SqlRole):
@@ -106,11 +107,21 @@ class SqlImpressionStore(SqlRole):
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            ImpressionHead(row[0], row[1], row[2], _shown_ids(row[3], row[4]), row[5], row[6])
-            for row in rows
-            if row[0] not in known
-        ]
+        heads: list[ImpressionHead] = []
+        for start in range(0, len(rows), _DECODE_CHUNK):
+            if start:  # a minute of a busy server's impressions: let requests in between
+                await let_requests_in()
+            heads.extend(
+                ImpressionHead(row[0], row[1], row[2], _shown_ids(row[3], row[4]), row[5], row[6])
+                for row in rows[start : start + _DECODE_CHUNK]
+                if row[0] not in known
+            )
+        return heads
+
+
+_DECODE_CHUNK = 250
+"""Heads decoded between two pauses for requests (the look-back after a busy minute holds
+thousands)."""
 
 
 def impression_query() -> Any:
