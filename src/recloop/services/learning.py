@@ -74,7 +74,14 @@ from recloop.learning.learner import ArtifactError, Model, load_model
 from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import PromotionGate
-from recloop.ports import EventLog, ModelRecord, StateStore, TrainingJob, TrainingReader
+from recloop.ports import (
+    EventLog,
+    ImpressionHead,
+    ModelRecord,
+    StateStore,
+    TrainingJob,
+    TrainingReader,
+)
 from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
 from recloop.serving import let_requests_in
@@ -540,7 +547,7 @@ class LearningService:
             tally.expire(since)
             tally.restart(starts)
             shown = await self._store.get_impression_heads(since, math.inf)
-            tally.add(shown)
+            await _add_heads(tally, shown)
             feedback = await self._log.read_feedback_of([i.impression_id for i in shown])
             for impression_id, events in feedback.items():
                 for e in events:
@@ -563,10 +570,7 @@ class LearningService:
         heads = await self._store.get_impression_heads(  # those held are not decoded again
             self._read_from - _LAG_SECONDS, math.inf, tally.held
         )
-        for start in range(0, len(heads), _ADD_CHUNK):
-            if start:  # a minute of a busy server's impressions: let requests in between
-                await let_requests_in()
-            tally.add(heads[start : start + _ADD_CHUNK])
+        await _add_heads(tally, heads)
         self._read_from = now
         for e in clicks:
             tally.click(str(e.attribution["impression_id"]), e.item_id, e.timestamp, e.user_id)
@@ -715,3 +719,12 @@ class LearningService:
                 await self.wait(job.job_id)
             except Exception as exc:
                 log.warning("scheduled retraining failed: %s", exc)
+
+
+async def _add_heads(tally: Tally, heads: Sequence[ImpressionHead]) -> None:
+    """``tally.add(heads)`` in slices, pausing for requests in between (after a restart,
+    or a busy minute, there are thousands)."""
+    for start in range(0, len(heads), _ADD_CHUNK):
+        if start:
+            await let_requests_in()
+        tally.add(heads[start : start + _ADD_CHUNK])
