@@ -56,7 +56,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from recloop.core.arrays import all_of, any_of, min_of
+from recloop.core.arrays import all_of, any_of, max_of, min_of
 from recloop.core.errors import InvalidInput
 from recloop.core.hashing import hash_features
 from recloop.core.segments import SECONDS_PER_DAY, SEGMENTS
@@ -463,8 +463,9 @@ def _rank_columns(rank_pct: npt.ArrayLike, n: int) -> npt.NDArray[np.float64]:
     values = np.asarray(rank_pct, dtype=np.float64)
     if values.shape != (n, len(RANK_NAMES)):
         raise InvalidInput("rank_pct", f"has shape {values.shape}, not ({n}, {len(RANK_NAMES)})")
-    inside = (values >= 0.0) & (values <= 1.0)  # NaN is neither
-    if not all_of(inside, axis=None):
+    # the extremes first (a NaN propagates to both and fails either test): two reductions
+    if n and not (min_of(values, axis=None) >= 0.0 and max_of(values, axis=None) <= 1.0):
+        inside = (values >= 0.0) & (values <= 1.0)  # NaN is neither
         row, column = np.argwhere(~inside)[0].tolist()
         raise InvalidInput(RANK_NAMES[column], f"must be in [0, 1], got {values[row, column]}")
     return values

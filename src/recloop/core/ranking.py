@@ -556,7 +556,8 @@ def _fuse_distinct(
     order = ranked.tolist()
     pick = itemgetter(*order)
     raw = fusion[ranked]
-    if None in algorithms:
+    unnamed = None in code  # (a candidate without an algorithm)
+    if unnamed:
         named = np.array([a is not None for a in algorithms])[ranked]
         share_sums = np.where(named, raw, 0.0).reshape(n, 1)[:, : int(named.any())]
     else:
@@ -568,7 +569,7 @@ def _fuse_distinct(
     # each candidate's percentile in its algorithm's column of its row (one per item)
     rank_pct = np.zeros((n, len(ALGORITHMS) + 1))
     rank_rows, rank_column = row_of[ordered], np.array(column_of, dtype=np.intp)[kind[ordered]]
-    if None in algorithms:
+    if unnamed:
         proposed = rank_column >= 0
         rank_rows, rank_column, size, ranks = (
             rank_rows[proposed],
@@ -587,7 +588,7 @@ def _fuse_distinct(
         raw,
         ranked,
         {key: row for key, row in zip(lists, heads, strict=True) if key is not None},
-        None not in algorithms,
+        not unnamed,
         rank_pct,
     )
 
