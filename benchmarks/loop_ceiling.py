@@ -29,6 +29,9 @@ Feature sets, one row per candidate of a visit:
   propose the candidate (score and percentile 0 then): 15 columns.
 - ``(c)`` (b) and (r) together: what adding the per-algorithm columns to recloop's
   features would give.
+- ``(p)`` (b)'s rank percentiles only (0 where the algorithm did not propose the
+  candidate; no raw scores, no indicator) with (r): the columns recloop's model gets
+  (issue 15, session 16), whose scale does not drift with an algorithm's own scores.
 - ``(r+)``, ``(c+)``: (r) and (c) with optimistic stand-ins for the learnt features left
   out: the item's mean true click probability over all users (the ``ctr`` it would show
   under unbiased exposure, without sampling noise) and the cosine of the item's vector
@@ -52,7 +55,8 @@ folds in turn, so each row covers every visit, as do the blend and the oracle. C
 gaps and their 95 % intervals pool the seeds as ``benchmarks.loop`` does
 (``benchmarks.loop.clustered``: bootstrap over users).
 
-``python -m benchmarks.loop_ceiling [--steps N] [--seeds S] [--world W] [--linear]``
+``python -m benchmarks.loop_ceiling [--steps N] [--seeds S] [--world W] [--linear]
+[--sets r,c,p]``
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ Scorer = Callable[[Matrix], Vector]
 
 VECTOR_DIM = 8
 """``vectors.dim`` in ``benchmarks.loop``'s settings: the item vectors affinity uses."""
-FEATURE_SETS = ("r", "b", "c", "r+", "c+")
+FEATURE_SETS = ("r", "b", "c", "p", "r+", "c+")
 LIGHTGBM: dict[str, object] = {
     "objective": "cross_entropy",
     "learning_rate": 0.05,
@@ -141,6 +145,7 @@ def candidate_rows(world: loop.World, visits: Sequence[loop.Visit]) -> Rows:
         blocks["r"].append(today)
         blocks["b"].append(algo)
         blocks["c"].append(np.hstack([algo, today]))
+        blocks["p"].append(np.hstack([algo[:, k : 2 * k], today]))
         blocks["r+"].append(np.hstack([today, proxies]))
         blocks["c+"].append(np.hstack([algo, today, proxies]))
         visit_of.append(np.full(n, t))
@@ -227,7 +232,11 @@ def weights_p(rows: Rows, weights: Vector, visits: npt.NDArray[np.intp]) -> Vect
 
 
 def seed_arms(
-    world: loop.World, visits: Sequence[loop.Visit], seed: int, models: Sequence[str]
+    world: loop.World,
+    visits: Sequence[loop.Visit],
+    seed: int,
+    models: Sequence[str],
+    sets: Sequence[str] = FEATURE_SETS,
 ) -> dict[str, Vector]:
     """Every arm's true top-slot probability on each of ``visits`` (one world, one seed)."""
     static = loop.static_arms(visits, seed)
@@ -248,7 +257,7 @@ def seed_arms(
         put("(a) fixed weights, held-out", other, weights_p(rows, w, other))
         train = row_fold == f
         for model in models:
-            for name in FEATURE_SETS:
+            for name in sets:
                 X = rows.features[name]
                 score = FITTERS[model](X[train], rows.p[train], rows.visit[train])(X)
                 put(f"({name}) {model}, in-sample", fitted, top_p(rows, score, fitted))
@@ -257,7 +266,11 @@ def seed_arms(
 
 
 def run_world(
-    make: Callable[[int], loop.World], seeds: int, steps: int, models: Sequence[str]
+    make: Callable[[int], loop.World],
+    seeds: int,
+    steps: int,
+    models: Sequence[str],
+    sets: Sequence[str] = FEATURE_SETS,
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """Arms pooled over ``seeds`` worlds (as ``benchmarks.loop.run_world`` pools them)."""
     users: list[npt.NDArray[np.intp]] = []
@@ -266,7 +279,7 @@ def run_world(
         started = time.process_time()
         world = make(100 + seed)
         visits = world.visits(steps, seed=200 + seed)
-        for name, p in seed_arms(world, visits, seed, models).items():
+        for name, p in seed_arms(world, visits, seed, models, sets).items():
             arms.setdefault(name, []).append(p)
         users.append(np.array([v.user + seed * loop.N_USERS for v in visits], dtype=np.intp))
         took = time.process_time() - started
@@ -300,10 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=count, default=3, help="worlds drawn per kind")
     parser.add_argument("--world", choices=("world", "obp", "all"), default="all")
     parser.add_argument("--linear", action="store_true", help="the linear scorers only")
+    parser.add_argument(
+        "--sets", default=",".join(FEATURE_SETS), help="the feature sets fitted, comma-separated"
+    )
     args = parser.parse_args(argv)
+    sets = args.sets.split(",")
+    if not set(sets) <= set(FEATURE_SETS):
+        parser.error(f"--sets: each of {', '.join(FEATURE_SETS)}, got {args.sets!r}")
     kinds = ("world", "obp") if args.world == "all" else (args.world,)
     models = list(LINEAR) if args.linear else list(FITTERS)
-    results = [run_world(loop.WORLDS[k], args.seeds, args.steps, models) for k in kinds]
+    results = [run_world(loop.WORLDS[k], args.seeds, args.steps, models, sets) for k in kinds]
     print(table(results))
     return 0
 

@@ -62,6 +62,7 @@ from recloop.core.features import (
     features,
     to_matrix,
 )
+from recloop.core.ranking import Candidate, fuse_columns
 from recloop.core.segments import SECONDS_PER_DAY, segment_of
 from recloop.learning.validation import LoggedSlate
 
@@ -281,14 +282,34 @@ def _no_model_scores(user: SimUser, items: Sequence[SimItem]) -> tuple[Vector, V
     return fused + 0.5 * affinity, affinity
 
 
+def _rank_percentiles(items: Sequence[SimItem]) -> dict[str, list[float]]:
+    """Each candidate's ``rank_pct`` row as ``rank`` computes it (``Fused.rank_pct``), each
+    algorithm having ranked its candidates by popularity (what the no-model score fuses)."""
+    proposed = [Candidate(i.item_id, i.algorithm, math.log1p(i.features.popularity)) for i in items]
+    fused = fuse_columns(proposed, dict.fromkeys(ALGORITHMS, 1.0), {}, method="percentile")
+    return dict(zip(fused.item_ids, fused.rank_pct.tolist(), strict=True))
+
+
 def _row(
-    user: SimUser, item: SimItem, context: ContextFeatures, affinity: float, position: int
+    user: SimUser,
+    item: SimItem,
+    context: ContextFeatures,
+    affinity: float,
+    position: int,
+    rank_pct: Sequence[float],
 ) -> dict[str, float]:
     """The features ``rank`` would log; attribute affinity is the user's estimated genre taste."""
     norm = float(np.linalg.norm(user.genre_estimate))
     genre_affinity = float(user.genre_estimate[item.genre]) / norm if norm > 0 else 0.0
     return features(
-        user.features, item.features, context, affinity, genre_affinity, position, item.algorithm
+        user.features,
+        item.features,
+        context,
+        affinity,
+        genre_affinity,
+        position,
+        item.algorithm,
+        rank_pct,
     )
 
 
@@ -343,7 +364,10 @@ def simulate(
             for k, item in enumerate(candidates)
         }
         greedy_ids = [i.item_id for i in greedy]
-        top_rows = tuple(_row(user, i, context, by_id[i.item_id][2], 0) for i in greedy)
+        ranks = _rank_percentiles(candidates)
+        top_rows = tuple(
+            _row(user, i, context, by_id[i.item_id][2], 0, ranks[i.item_id]) for i in greedy
+        )
         greedy_scores = scores[order]
         top_logging = None
         used = epsilon

@@ -38,6 +38,7 @@ from recloop.ports import ModelRecord
 from recloop.services.learning import DAY, MIN_ITEM_IMPRESSIONS, LearningService
 from recloop.services.ranking import LOGGED_NAMES, Ranker, Strategy
 from tests.conftest import Running, make_settings, start_app
+from tests.unit.test_ranking import rank_percentiles
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -54,8 +55,10 @@ def old_feature_rows(
     items: Mapping[str, Any],
     context: Mapping[str, Any],
     now: float,
+    ranks: Mapping[str, Sequence[float]],
 ) -> list[dict[str, float]]:
-    """The former ``LearningService.feature_rows``."""
+    """The former ``LearningService.feature_rows``, given each item's rank percentiles
+    (``ranks``: computed by hand, :func:`tests.unit.test_ranking.rank_percentiles`)."""
     reliability = 100.0 if learning._reliability is None else learning._reliability(user_id)
     user = user_part(
         UserFeatures(
@@ -88,6 +91,7 @@ def old_feature_rows(
                 s.affinity if from_attributes else 0.0,
                 0,
                 s.algorithms[0] if s.algorithms else None,
+                ranks[s.item_id],
             )
         )
     return rows
@@ -141,6 +145,7 @@ async def old_rank(
             items,
             context or {},
             now,
+            dict(zip(ids, rank_percentiles(list(candidates), strategy.weights, ids), strict=True)),
         )
         rows = {s.item_id: row for s, row in zip(scored, found, strict=True)}
         if route.model is not None:

@@ -18,6 +18,7 @@ from recloop.core.features import (
     DEVICES,
     FEATURE_NAMES,
     MAX_DAYS,
+    RANK_NAMES,
     ContextFeatures,
     ItemColumns,
     ItemFeatures,
@@ -57,7 +58,9 @@ def test_keys_are_feature_names_in_order() -> None:
     assert list(row()) == list(FEATURE_NAMES)
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     # 5 segment + 1 + 2 + 1 + 1 + 2 + 2 + 16 + 4 + 4 devices + 2 + 2 + 5 algorithms
-    assert len(FEATURE_NAMES) == 47
+    # + 5 rank percentiles
+    assert len(FEATURE_NAMES) == 52
+    assert FEATURE_NAMES[-len(RANK_NAMES) :] == RANK_NAMES  # appended: old columns keep place
 
 
 @pytest.mark.parametrize("segment", SEGMENTS)
@@ -188,6 +191,39 @@ def test_no_algorithm_is_all_zeros() -> None:
     assert set(group(row(algorithm=None), "algorithm_").values()) == {0.0}
 
 
+def test_rank_percentiles_are_each_algorithms_own_and_zero_without() -> None:
+    ranked = features(USER, ITEM, CONTEXT, 0.0, 0.0, 0, "trending", [0.0, 0.5, 0.0, 1.0, 0.25])
+    assert group(ranked, "rank_pct_") == {
+        "rank_pct_collaborative": 0.0,
+        "rank_pct_content_based": 0.5,
+        "rank_pct_popularity": 0.0,
+        "rank_pct_trending": 1.0,
+        "rank_pct_other": 0.25,
+    }
+    assert set(group(row(), "rank_pct_").values()) == {0.0}  # none given: in no list
+
+
+@pytest.mark.parametrize(
+    ("rank_pct", "field"),
+    [
+        ([0.0, 0.5, 0.0, 1.0], "rank_pct"),
+        ([0.0, 0.5, 0.0, 1.5, 0.0], "rank_pct_trending"),
+        ([math.nan, 0.5, 0.0, 1.0, 0.0], "rank_pct_collaborative"),
+        ([0.0, 0.5, 0.0, 1.0, -0.1], "rank_pct_other"),
+    ],
+)
+def test_rank_percentiles_are_checked_in_both_forms(rank_pct: list[float], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        features(USER, ITEM, CONTEXT, 0.0, 0.0, 0, "trending", rank_pct)
+    assert caught.value.field == field
+    items = ItemColumns(np.zeros(2, dtype=np.int64), np.zeros(2), np.zeros(2), np.zeros((2, 16)))
+    matrix = np.zeros((2, len(rank_pct)))
+    matrix[1] = rank_pct
+    with pytest.raises(InvalidInput) as caught:
+        feature_matrix(USER, items, CONTEXT, [0.0] * 2, [0.0] * 2, [None] * 2, matrix)
+    assert caught.value.field == field
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -305,6 +341,9 @@ def test_to_matrix_of_nothing() -> None:
             st.floats(-1, 1),  # affinity
             st.floats(-1, 1),  # attribute affinity
             st.one_of(st.none(), st.sampled_from([*ALGORITHMS, "x", ""])),
+            st.lists(
+                st.one_of(st.just(0.0), st.floats(0, 1)), min_size=5, max_size=5
+            ),  # rank percentiles
         ),
         max_size=12,
     )
@@ -318,12 +357,26 @@ def test_feature_matrix_rows_are_the_rows_of_features(rows: list[tuple[Any, ...]
         np.array([math.nan if r[2] is None else r[2] for r in rows], dtype=np.float64),
         hashed,
     )
+    ranks = np.array([r[6] for r in rows], dtype=np.float64).reshape(n, len(RANK_NAMES))
     matrix = feature_matrix(
-        USER, items, CONTEXT, [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows]
+        USER,
+        items,
+        CONTEXT,
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
+        ranks,
     )
-    for i, (popularity, ctr, age, near, by_attributes, algorithm) in enumerate(rows):
+    for i, (popularity, ctr, age, near, by_attributes, algorithm, pct) in enumerate(rows):
         expected = features(
-            USER, ItemFeatures(popularity, ctr, age, {}), CONTEXT, near, by_attributes, 0, algorithm
+            USER,
+            ItemFeatures(popularity, ctr, age, {}),
+            CONTEXT,
+            near,
+            by_attributes,
+            0,
+            algorithm,
+            pct,
         )
         expected.update(zip(FEATURE_NAMES[14:30], hashed[i].tolist(), strict=True))
         # (numpy's log1p may differ from math's in the last bit: log_popularity to 1e-15)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy.spatial import distance
 
 from recloop.core.errors import InvalidInput
+from recloop.core.features import ALGORITHMS
 from recloop.core.ranking import (
     Candidate,
     Fused,
@@ -348,6 +349,52 @@ def test_fuse_columns_equals_fuse_bit_for_bit(
     assert got.algorithms == [s.algorithms for s in expected]
     for row, s in enumerate(expected):
         assert got.shares(row) == pytest.approx(s.shares, rel=1e-12, abs=1e-15)
+    assert got.rank_pct.tolist() == rank_percentiles(candidates, weights, got.item_ids)
+
+
+def rank_percentiles(
+    candidates: list[Candidate], weights: dict[str, float], item_ids: list[str]
+) -> list[list[float]]:
+    """``Fused.rank_pct`` by hand: per candidate, its rank percentile in its list (ranked
+    as ``fuse`` ranks it), written into its algorithm's column of its item's row (the last
+    column for any algorithm not in ``ALGORITHMS``), the best where several land there."""
+    lists: dict[str | None, list[Candidate]] = {}
+    for c in candidates:
+        lists.setdefault(c.algorithm if c.algorithm in weights else None, []).append(c)
+    out = {item_id: [0.0] * (len(ALGORITHMS) + 1) for item_id in item_ids}
+    for group in lists.values():
+        scored = all(c.score is not None for c in group)
+        ranked = sorted(group, key=lambda c: -(c.score or 0.0)) if scored else group
+        for rank, c in enumerate(ranked, start=1):
+            if c.algorithm is None:
+                continue
+            column = ALGORITHMS.index(c.algorithm) if c.algorithm in ALGORITHMS else -1
+            row = out[c.item_id]
+            row[column] = max(row[column], (len(group) - rank + 1) / len(group))
+    return [out[item_id] for item_id in item_ids]
+
+
+def test_rank_percentiles_by_hand() -> None:
+    """Each algorithm's own rank of an item, on one scale: 0 where it did not propose it."""
+    candidates = [
+        Candidate("x", "collaborative", 3.0),
+        Candidate("y", "collaborative", 2.0),
+        Candidate("z", "collaborative", 1.0),
+        Candidate("y", "trending", 0.5),
+        Candidate("z", "als", 9.0),
+        Candidate("w", "als_v2", 1.0),
+        Candidate("v", None, 1.0),
+    ]
+    weights = {"collaborative": 1.0, "trending": 1.0, "als": 1.0, "als_v2": 1.0}
+    fused = fuse_columns(candidates, weights, {}, method="percentile")
+    rows = dict(zip(fused.item_ids, fused.rank_pct.tolist(), strict=True))
+    #                 collaborative, content_based, popularity, trending, other
+    assert rows["x"] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert rows["y"] == [2 / 3, 0.0, 0.0, 1.0, 0.0]
+    assert rows["z"] == [1 / 3, 0.0, 0.0, 0.0, 1.0]
+    assert rows["w"] == [0.0, 0.0, 0.0, 0.0, 1.0]  # the best of the other lists: its own
+    assert rows["v"] == [0.0] * 5  # no algorithm: no column (it still has a list)
+    assert np.isfinite(fused.rank_pct).all()
 
 
 @settings(max_examples=200, deadline=None)
@@ -368,6 +415,7 @@ def test_fuse_columns_of_distinct_items_equals_fuse(
     assert got.score.tolist() == [s.score for s in expected]
     assert got.algorithms == [s.algorithms for s in expected]
     assert [got.shares(row) for row in range(len(got))] == [s.shares for s in expected]
+    assert got.rank_pct.tolist() == rank_percentiles(candidates, weights, got.item_ids)
 
 
 def test_fuse_columns_reads_the_item_ids_given_as_the_candidates_own() -> None:
@@ -484,7 +532,7 @@ def _same_fused(got: Fused, expected: Fused) -> None:
     assert got.firsts == expected.firsts
     assert got.appearance.dtype == expected.appearance.dtype
     assert got.appearance.tolist() == expected.appearance.tolist()
-    for name in ("score", "fusion", "affinity", "raw", "share_sums"):
+    for name in ("score", "fusion", "affinity", "raw", "share_sums", "rank_pct"):
         new, old = getattr(got, name), getattr(expected, name)
         assert new.dtype == old.dtype and new.shape == old.shape, name
         # bit for bit, the sign of a zero included

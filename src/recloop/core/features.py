@@ -29,6 +29,10 @@ Keys, in :data:`FEATURE_NAMES` order::
     position, inverse_position         the slot (0 = top) and 1 / (1 + position)
     algorithm_<a>, algorithm_other     one-hot of the proposing algorithm (ALGORITHMS);
                                        all 0 when there is none
+    rank_pct_<a>, rank_pct_other       the item's rank percentile (n - r + 1) / n in each
+                                       algorithm's own list (core.ranking.Fused.rank_pct;
+                                       other: the best among other algorithms' lists);
+                                       0 where that algorithm did not propose it
 
 Durations are capped (a year) so that one stale record cannot stretch a
 feature's range, and a missing value gets its own indicator rather than an
@@ -52,7 +56,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from recloop.core.arrays import all_of, any_of, min_of
+from recloop.core.arrays import all_of, any_of, max_of, min_of
 from recloop.core.errors import InvalidInput
 from recloop.core.hashing import hash_features
 from recloop.core.segments import SECONDS_PER_DAY, SEGMENTS
@@ -103,6 +107,10 @@ class ContextFeatures:
     device: str | None = None
 
 
+RANK_NAMES: Final = (*(f"rank_pct_{a}" for a in ALGORITHMS), "rank_pct_other")
+"""Each algorithm's rank percentile of the item (``core.ranking.Fused.rank_pct``'s columns)."""
+
+
 def _names() -> tuple[str, ...]:
     return (
         *(f"segment_{s}" for s in SEGMENTS),
@@ -129,6 +137,7 @@ def _names() -> tuple[str, ...]:
         "inverse_position",
         *(f"algorithm_{a}" for a in ALGORITHMS),
         "algorithm_other",
+        *RANK_NAMES,
     )
 
 
@@ -171,18 +180,21 @@ def features(
     attribute_affinity: float,
     position: int,
     algorithm: str | None,
+    rank_pct: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """The feature mapping of one (user, item, context) shown at ``position``.
 
     Keys are :data:`FEATURE_NAMES`, in that order; the module docstring says
     what each one is. ``algorithm`` is the algorithm that proposed the item
-    (the first, when several did); None when none did.
+    (the first, when several did); None when none did. ``rank_pct``: the item's
+    row of ``core.ranking.Fused.rank_pct`` (:data:`RANK_NAMES` order); None: no
+    algorithm's list holds it (all 0).
 
     Raises
     ------
     InvalidInput
         for a negative count or position, a CTR outside [0, 1], a reliability
-        outside [0, 100] or any non-finite number.
+        outside [0, 100], a rank percentile outside [0, 1] or any non-finite number.
 
     >>> row = features(
     ...     UserFeatures("regular", 20, 2.0, 80.0),
@@ -209,6 +221,7 @@ def features(
         attribute_affinity,
         position,
         algorithm,
+        rank_pct,
     )
 
 
@@ -276,22 +289,31 @@ def combine(
     attribute_affinity: float,
     position: int,
     algorithm: str | None,
+    rank_pct: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """The full row from the parts and the interaction features, in :data:`FEATURE_NAMES`
     order."""
     if position < 0:
         raise InvalidInput("position", f"must be >= 0, got {position}")
+    percentiles = _NO_RANKS if rank_pct is None else tuple(map(float, rank_pct))
+    if len(percentiles) != len(RANK_NAMES):
+        raise InvalidInput("rank_pct", f"has {len(percentiles)} values, not {len(RANK_NAMES)}")
+    for name, value in zip(RANK_NAMES, percentiles, strict=True):
+        if not 0.0 <= value <= 1.0:  # NaN is neither
+            raise InvalidInput(name, f"must be in [0, 1], got {value}")
     row = {**user, **item, **context}
     row["affinity"] = _finite("affinity", affinity)
     row["attribute_affinity"] = _finite("attribute_affinity", attribute_affinity)
     row["position"] = float(position)
     row["inverse_position"] = 1.0 / (1.0 + position)
     row.update(_ALGORITHM_ROWS.get(algorithm) or _one_hot("algorithm", ALGORITHMS, algorithm))
+    row.update(zip(RANK_NAMES, percentiles, strict=True))
     return row
 
 
 _ATTRIBUTE_NAMES: Final = tuple(f"attr_{i:02d}" for i in range(ATTRIBUTE_BUCKETS))
 _ALGORITHM_ROWS: Final = {a: _one_hot("algorithm", ALGORITHMS, a) for a in (*ALGORITHMS, None)}
+_NO_RANKS: Final = (0.0,) * len(RANK_NAMES)
 
 
 def at_position(row: Mapping[str, float], position: int) -> dict[str, float]:
@@ -373,12 +395,14 @@ def feature_matrix(
     affinity: npt.ArrayLike,
     attribute_affinity: npt.ArrayLike,
     algorithms: Sequence[str | None],
+    rank_pct: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """:func:`features` of every candidate at once, shown at position 0: one row per item,
     :data:`FEATURE_NAMES` columns (float64).
 
     Row ``i`` equals ``features(user, item_i, context, affinity[i], attribute_affinity[i],
-    0, algorithms[i])`` (tests/unit/test_features.py compares them on random inputs;
+    0, algorithms[i], rank_pct[i])`` (``rank_pct``: ``core.ranking.Fused.rank_pct``, one
+    row per item; None: all 0) (tests/unit/test_features.py compares them on random inputs;
     ``log_popularity`` may differ in the last bit, numpy's ``log1p`` against ``math``'s);
     :func:`set_positions` moves rows to their slots.
 
@@ -429,7 +453,22 @@ def feature_matrix(
     hot = np.fromiter(map(_HOT_COLUMN.get, algorithms, repeat(_OTHER_COLUMN)), np.intp, n)
     (rows,) = (hot >= 0).nonzero()
     out[rows, hot[rows]] = 1.0
+    if rank_pct is not None:
+        out[:, _RANK_FIRST:] = _rank_columns(rank_pct, n)
     return out
+
+
+def _rank_columns(rank_pct: npt.ArrayLike, n: int) -> npt.NDArray[np.float64]:
+    """``rank_pct`` as float64, checked: ``n`` rows of :data:`RANK_NAMES`, each in [0, 1]."""
+    values = np.asarray(rank_pct, dtype=np.float64)
+    if values.shape != (n, len(RANK_NAMES)):
+        raise InvalidInput("rank_pct", f"has shape {values.shape}, not ({n}, {len(RANK_NAMES)})")
+    # the extremes first (a NaN propagates to both and fails either test): two reductions
+    if n and not (min_of(values, axis=None) >= 0.0 and max_of(values, axis=None) <= 1.0):
+        inside = (values >= 0.0) & (values <= 1.0)  # NaN is neither
+        row, column = np.argwhere(~inside)[0].tolist()
+        raise InvalidInput(RANK_NAMES[column], f"must be in [0, 1], got {values[row, column]}")
+    return values
 
 
 def _shared_row(user: UserFeatures, context: ContextFeatures) -> list[float]:
@@ -448,6 +487,7 @@ _ITEM_ROW: Final = {name: 1.0 if name == "inverse_position" else 0.0 for name in
 keeps :data:`FEATURE_NAMES` order)."""
 
 _OTHER_COLUMN: Final = _ALGORITHM_FIRST + len(ALGORITHMS)
+_RANK_FIRST: Final = COLUMN[RANK_NAMES[0]]  # the rank columns are the last ones
 _HOT_COLUMN: Final[dict[str | None, int]] = {
     None: -1,  # no algorithm proposed the item: no column
     **{a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)},

@@ -39,8 +39,14 @@ import numpy.typing as npt
 
 from recloop.core.arrays import all_of, cumsum_of, max_of, sum_of
 from recloop.core.errors import InvalidInput
+from recloop.core.features import ALGORITHMS
 
 Method = Literal["percentile", "rrf"]
+
+_RANK_COLUMN: dict[str | None, int] = {None: -1, **{a: i for i, a in enumerate(ALGORITHMS)}}
+"""Each algorithm's column of :attr:`Fused.rank_pct` (-1: no algorithm, no column; any
+other name: the last column, ``len(ALGORITHMS)``)."""
+_OTHER_RANK = len(ALGORITHMS)
 
 
 def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float) -> float:
@@ -259,6 +265,15 @@ class Fused:
     single: bool = False
     """Each item proposed once, by a named algorithm: ``share_sums`` is ``raw`` as one
     column (what :meth:`shown_shares` reads without the matrix)."""
+    rank_pct: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros((0, len(ALGORITHMS) + 1))
+    )
+    """Row ``i``, column ``j``: item ``i``'s rank percentile ``(n - r + 1) / n`` in the
+    list of ``core.features.ALGORITHMS[j]`` (column ``len(ALGORITHMS)``: the best among
+    the lists of any other algorithm), as the fusion ranked it (an algorithm absent from
+    the weights: its rank among the candidates fused as one list with them); 0.0 where
+    that algorithm did not propose the item (a percentile is in (0, 1]). What the click
+    model reads of each algorithm's own opinion (``rank_pct_<a>``, ``core.features``)."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -413,11 +428,12 @@ def _fuse_arrays(
     list_weight = np.asarray(
         [unassigned_weight if key is None else weights[key] for key in groups], dtype=np.float64
     )[in_order]
+    n = sizes[in_order].astype(np.float64)
     if method == "rrf":
         contributions = list_weight / (rrf_k + ranks)
     else:
-        n = sizes[in_order].astype(np.float64)
         contributions = list_weight * (n - ranks + 1) / n
+    percentiles = (n - ranks + 1) / n  # each candidate's, in its list
     items = len(proposers)
     item_arr = item_of[ordered]
     fusion: npt.NDArray[np.float64]
@@ -446,6 +462,18 @@ def _fuse_arrays(
     row_of[ranked_items] = np.arange(items)
     head_rows = row_of[item_arr[starts]].tolist()  # each list's first candidate, in list order
     firsts = {key: row for key, row in zip(groups, head_rows, strict=True) if key is not None}
+    # each candidate's percentile in its algorithm's column of its item's row (the best,
+    # where an item is in several lists that share a column)
+    rank_column = np.fromiter(
+        map(_RANK_COLUMN.get, algorithms, repeat(_OTHER_RANK)), np.intp, len(algorithms)
+    )[ordered]
+    proposed = rank_column >= 0
+    rank_pct = np.zeros((items, len(ALGORITHMS) + 1))
+    np.maximum.at(
+        rank_pct,
+        (row_of[item_arr][proposed], rank_column[proposed]),
+        percentiles[proposed],
+    )
     return Fused(
         [ids[i] for i in order],
         score[order],
@@ -456,6 +484,7 @@ def _fuse_arrays(
         fusion[order],
         ranked_items,
         firsts,
+        rank_pct=rank_pct,
     )
 
 
@@ -488,12 +517,18 @@ def _fuse_distinct(
             candidates, item_ids, weights, affinities, rrf_k, affinity_weight, method
         )
     unassigned_weight = sum(weights.values()) / len(weights) if weights else 1.0
-    # Lists numbered in order of appearance (an algorithm absent from weights: None's).
+    # Lists numbered in order of appearance (an algorithm absent from weights: None's);
+    # each candidate's list and rank column gathered by its algorithm's number.
     lists: dict[str | None, int] = {}
     code: dict[str | None, int] = {}
+    list_of: list[int] = []
+    column_of: list[int] = []
     for a in dict.fromkeys(algorithms):
-        code[a] = lists.setdefault(a if a in weights else None, len(lists))
-    group = np.fromiter(map(code.__getitem__, algorithms), dtype=np.intp, count=n)
+        code[a] = len(code)
+        list_of.append(lists.setdefault(a if a in weights else None, len(lists)))
+        column_of.append(_RANK_COLUMN.get(a, _OTHER_RANK))
+    kind = np.fromiter(map(code.__getitem__, algorithms), dtype=np.intp, count=n)
+    group = np.array(list_of, dtype=np.intp)[kind]
     ordered = np.lexsort((-raw_scores, group))  # stable: ties keep input order
     sizes = np.bincount(group, minlength=len(lists))
     starts = cumsum_of(sizes) - sizes  # (core.arrays: numpy's values, fewer steps)
@@ -502,10 +537,10 @@ def _fuse_distinct(
     list_weight = np.array(
         [unassigned_weight if key is None else weights[key] for key in lists], dtype=np.float64
     )[in_order]
+    size = sizes[in_order].astype(np.float64)
     if method == "rrf":
         contributions = list_weight / (rrf_k + ranks)
     else:
-        size = sizes[in_order].astype(np.float64)
         contributions = list_weight * (size - ranks + 1) / size
     fusion = np.empty(n)
     fusion[ordered] = contributions + 0.0  # bincount's sum of one value: 0.0 + it
@@ -521,7 +556,8 @@ def _fuse_distinct(
     order = ranked.tolist()
     pick = itemgetter(*order)
     raw = fusion[ranked]
-    if None in algorithms:
+    unnamed = None in code  # (a candidate without an algorithm)
+    if unnamed:
         named = np.array([a is not None for a in algorithms])[ranked]
         share_sums = np.where(named, raw, 0.0).reshape(n, 1)[:, : int(named.any())]
     else:
@@ -530,6 +566,18 @@ def _fuse_distinct(
     row_of = np.empty(n, dtype=np.intp)
     row_of[ranked] = np.arange(n)
     heads = row_of[ordered[starts]].tolist()  # each list's first candidate, in list order
+    # each candidate's percentile in its algorithm's column of its row (one per item)
+    rank_pct = np.zeros((n, len(ALGORITHMS) + 1))
+    rank_rows, rank_column = row_of[ordered], np.array(column_of, dtype=np.intp)[kind[ordered]]
+    if unnamed:
+        proposed = rank_column >= 0
+        rank_rows, rank_column, size, ranks = (
+            rank_rows[proposed],
+            rank_column[proposed],
+            size[proposed],
+            ranks[proposed],
+        )
+    rank_pct[rank_rows, rank_column] = (size - ranks + 1) / size
     return Fused(
         list(pick(item_ids)),
         score[ranked],
@@ -540,7 +588,8 @@ def _fuse_distinct(
         raw,
         ranked,
         {key: row for key, row in zip(lists, heads, strict=True) if key is not None},
-        None not in algorithms,
+        not unnamed,
+        rank_pct,
     )
 
 

@@ -275,6 +275,7 @@ class LearningService:
             fused.affinity,
             np.where(from_attributes, fused.affinity, 0.0),
             [a[0] if a else None for a in fused.algorithms],
+            fused.rank_pct,
         )
 
     @staticmethod
