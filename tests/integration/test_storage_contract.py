@@ -7,11 +7,12 @@ import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
 from recloop.adapters.sql import SqlDatabase, SqlEventLog, SqlStateStore
@@ -402,6 +403,37 @@ async def test_an_impression_comes_back_as_logged_with_its_feature_set(
     left = await store.get_impression_heads(0.0, 10.0, known)
     assert [h.impression_id for h in left] == ["s1", "s3"]
     assert left == [h for h in await store.get_impression_heads(0.0, 10.0) if h not in heads[::2]]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_impressions_are_read_by_a_range_of_their_creation_times(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Every read of impressions is a window of creation times (the canary monitor's, each
+    pass): a range of the index, not a scan of the table."""
+    url = (
+        request.getfixturevalue("postgres_url")
+        if backend == "postgres"
+        else f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    )
+    db = SqlDatabase(url)
+
+    def indexes(connection: Any) -> set[str]:
+        return {i["name"] for i in inspect(connection).get_indexes("impressions")}
+
+    try:
+        await db.migrate()
+        async with db.read() as conn:
+            assert "ix_impressions_created_at" in await conn.run_sync(indexes)
+            if backend == "sqlite":
+                plan = await conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT impression_id FROM impressions"
+                    " WHERE created_at >= 1.0 AND created_at < 2.0"
+                    " ORDER BY created_at, impression_id"
+                )
+                assert "ix_impressions_created_at" in " ".join(str(r) for r in plan.all())
+    finally:
+        await db.dispose()
 
 
 async def test_impressions_logged_before_0010_are_read_as_they_were(

@@ -185,6 +185,7 @@ impressions = Table(
     Column("features", LargeBinary),  # 0010: float32 matrix, zlib
     Column("feature_set", String(16)),  # 0010: feature_sets.feature_set
     Index("ix_impressions_user_id", "user_id"),
+    Index("ix_impressions_created_at", "created_at"),  # 0006: every read is a time window
 )
 
 feature_sets = Table(
