@@ -27,6 +27,8 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from recloop.adapters.sql.database import SqlDatabase
@@ -68,34 +70,33 @@ async def clicks(events: int, repeat: int) -> dict[str, float]:
                 )
             await log.append(batch)
 
-        async def whole_log() -> int:
+        async def count(
+            read: Callable[[int, int], Awaitable[list[Event]]],
+            kept: Callable[[list[Event]], int],
+        ) -> int:
+            """The clicks kept of every page ``read`` gives, as the monitor pages."""
             cursor, found = 0, 0
             while True:
-                page = await log.read(cursor, PAGE)
+                page = await read(cursor, PAGE)
                 if page:
                     cursor = page[-1].offset or cursor
-                found += sum(
-                    1 for e in page if e.type == "click" and e.attribution.get("impression_id")
-                )
+                found += kept(page)
                 if len(page) < PAGE:
                     return found
 
-        async def attributed() -> int:
-            cursor, found = 0, 0
-            while True:
-                page = await log.read_impression_clicks(cursor, PAGE)
-                if page:
-                    cursor = page[-1].offset or cursor
-                found += len(page)
-                if len(page) < PAGE:
-                    return found
+        def named_clicks(page: list[Event]) -> int:
+            return sum(1 for e in page if e.type == "click" and e.attribution.get("impression_id"))
 
+        ways: dict[str, Callable[[], Awaitable[int]]] = {
+            "whole log": partial(count, log.read, named_clicks),
+            "attributed clicks": partial(count, log.read_impression_clicks, len),
+        }
         times: dict[str, list[float]] = {"whole log": [], "attributed clicks": []}
         counts: set[int] = set()
         for _ in range(repeat):
-            for name, read in (("whole log", whole_log), ("attributed clicks", attributed)):
+            for name, way in ways.items():
                 started = time.process_time()
-                counts.add(await read())
+                counts.add(await way())
                 times[name].append((time.process_time() - started) / events * 1e6)
         await db.dispose()
     assert len(counts) == 1, counts  # both ways find the same clicks
