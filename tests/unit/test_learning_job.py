@@ -161,6 +161,7 @@ async def test_an_abandoned_training_leaves_no_process_behind(
     import asyncio
     import time
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.connection import wait as wait_for_ended
 
     from recloop.learning import job
     from recloop.learning.job import in_training_process
@@ -186,9 +187,12 @@ async def test_an_abandoned_training_leaves_no_process_behind(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=60)  # far less than the training's 600 s
+    # Ended: each process's sentinel is ready. Not ``join`` then ``is_alive``: the pool's
+    # own thread reaps its processes too, and a join that loses that race returns at once
+    # and leaves ``is_alive`` saying True of a process already gone.
     for process in started:
-        await asyncio.to_thread(process.join, 20)
-    assert not any(p.is_alive() for p in started)
+        ended = await asyncio.to_thread(wait_for_ended, [process.sentinel], 20)
+        assert ended, f"training process {process.pid} outlived its cancelled training"
 
 
 def _children(pid: int) -> list[int]:
