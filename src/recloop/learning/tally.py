@@ -179,12 +179,15 @@ class Tally:
         excluded before and not now count again. O(held): call it when the set changes."""
         moved = users ^ self.excluded
         self.excluded = users
+        changed: list[tuple[_Held, bool]] = []
         for held in self._held.values():
             out = held.user_id in users
             if out == held.excluded and (out or moved.isdisjoint(held.clickers)):
                 continue
-            if not held.excluded:
-                self._take(held)
+            changed.append((held, out))
+        # out of the counts together, as they were counted; back in as they count now
+        self._take_all([held for held, _ in changed if not held.excluded])
+        for held, out in changed:
             held.excluded = out
             held.reclick(users)
             if not out:
@@ -198,10 +201,6 @@ class Tally:
             found[0] += 1
             found[1] += item in held.clicked_items
         self._count(held)
-
-    def _take(self, held: _Held) -> None:
-        """Take a held impression out of every count."""
-        self._take_all([held])
 
     def _take_all(self, taken: Sequence[_Held]) -> None:
         """Take held impressions out of every count: their items' counts together (as
@@ -244,15 +243,17 @@ class Tally:
         every count, and do not come back when the user is no longer excluded. How many
         impressions were held. O(held)."""
         gone = [k for k, held in self._held.items() if held.user_id == user_id]
-        for impression_id in gone:
-            held = self._held.pop(impression_id)
-            if not held.excluded:
-                self._take(held)
-        for held in self._held.values():
-            if held.clickers.pop(user_id, None) is not None and not held.excluded:
-                self._take(held)
-                held.reclick(self.excluded)
-                self._put(held)
+        dropped = [self._held.pop(impression_id) for impression_id in gone]
+        self._take_all([held for held in dropped if not held.excluded])
+        clicked = [
+            held
+            for held in self._held.values()
+            if held.clickers.pop(user_id, None) is not None and not held.excluded
+        ]
+        self._take_all(clicked)
+        for held in clicked:
+            held.reclick(self.excluded)
+            self._put(held)
         return len(gone)
 
     def users(self) -> set[str]:
