@@ -312,19 +312,20 @@ def shown_item_ids(header: bytes) -> tuple[str, ...]:
 
     Only that first array is decoded (the standard library's scanner stops at its end),
     not the algorithms, shares and credits after it, about three quarters of a 100-item
-    header; a header that does not open with an array of strings is decoded whole.
+    header; a header that does not open with an array is decoded whole.
     tests/unit/test_slate_answer.py holds it to ``orjson.loads(header)[0]``.
 
     >>> s = Slate(("a", "b"), (1.0, 0.5), (1.0, 1.0), (False, False), ((), ()))
     >>> shown_item_ids(encode(s)[0])
     ('a', 'b')
     """
-    try:
-        first, _ = _SCANNER.raw_decode(header.decode(), 1)
-    except (UnicodeDecodeError, ValueError):
-        first = None
-    if header[:2] == b"[[" and isinstance(first, list):
-        return tuple(first)
+    if header[:2] == b"[[":
+        try:
+            first, _ = _SCANNER.raw_decode(header.decode(), 1)
+        except ValueError:  # UnicodeDecodeError is one too
+            first = None
+        if isinstance(first, list):
+            return tuple(first)
     return tuple(orjson.loads(header)[0])
 
 
