@@ -6,6 +6,7 @@ features: the same bytes once the standard library's ``zlib`` decompresses them,
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -177,19 +178,7 @@ def test_shown_item_ids_are_the_whole_headers_first_array(slate: Slate, ids: lis
     """The first array alone against the whole header decoded (the oracle), on any ids:
     quotes, backslashes, brackets, control and non-ASCII characters."""
     ids = ids[: len(slate)] + [f"i{j}" for j in range(len(ids), len(slate))]
-    named = Slate(
-        tuple(ids),
-        slate.scores,
-        slate.propensities,
-        slate.explored,
-        slate.algorithms,
-        slate.features,
-        slate.feature_names,
-        shares=slate.shares,
-        credits=slate.credits,
-        credit_probabilities=slate.credit_probabilities,
-        credit_weights=slate.credit_weights,
-    )
+    named = replace(slate, item_ids=tuple(ids))
     header = encode(named)[0]
     assert shown_item_ids(header) == tuple(orjson.loads(header)[0]) == named.item_ids
 
