@@ -289,6 +289,21 @@ class ObpWorld(World):
 
 
 WORLDS: dict[str, Callable[[int], World]] = {"world": RecloopWorld, "obp": ObpWorld}
+
+
+def world_arguments(parser: argparse.ArgumentParser, seeds: int) -> None:
+    """``--steps``, ``--seeds`` (``seeds`` by default) and ``--world`` (one of
+    :data:`WORLDS`, or ``all``): which visits a loop script runs (see :func:`kinds`)."""
+    parser.add_argument("--steps", type=count, default=3_000, help="visits per world and seed")
+    parser.add_argument("--seeds", type=count, default=seeds, help="worlds drawn per kind")
+    parser.add_argument("--world", choices=(*WORLDS, "all"), default="all")
+
+
+def kinds(world: str) -> tuple[str, ...]:
+    """The world kinds ``--world`` names."""
+    return tuple(WORLDS) if world == "all" else (world,)
+
+
 """Each world kind by name, made from a seed (``--world``)."""
 
 
@@ -828,9 +843,7 @@ async def main_async(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loop", description=__doc__)
-    parser.add_argument("--steps", type=count, default=3_000, help="visits per world and seed")
-    parser.add_argument("--seeds", type=count, default=1, help="worlds drawn per kind")
-    parser.add_argument("--world", choices=("world", "obp", "all"), default="all")
+    world_arguments(parser, seeds=1)
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
     parser.add_argument(
         "--ablations", action="store_true", help="also the bandit without exploration or affinity"
@@ -850,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
         "exploration.segment_evidence_half=20",
     )
     args = parser.parse_args(argv)
-    worlds = ("world", "obp") if args.world == "all" else (args.world,)
+    worlds = kinds(args.world)
     variants = dict(variant(spec) for spec in args.variant)
     results = asyncio.run(
         main_async(args.steps, args.seeds, worlds, args.ablations, args.arm, variants)

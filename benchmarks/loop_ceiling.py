@@ -72,7 +72,6 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks import loop
-from benchmarks.args import count
 from recloop.core.features import hashed_attributes
 from recloop.core.hashing import hash_features
 
@@ -309,9 +308,7 @@ def table(results: Sequence[tuple[str, dict[str, dict[str, Any]]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loop_ceiling", description=__doc__)
-    parser.add_argument("--steps", type=count, default=3_000, help="visits per world and seed")
-    parser.add_argument("--seeds", type=count, default=3, help="worlds drawn per kind")
-    parser.add_argument("--world", choices=("world", "obp", "all"), default="all")
+    loop.world_arguments(parser, seeds=3)
     parser.add_argument("--linear", action="store_true", help="the linear scorers only")
     parser.add_argument(
         "--sets", default=",".join(FEATURE_SETS), help="the feature sets fitted, comma-separated"
@@ -320,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = args.sets.split(",")
     if not set(sets) <= set(FEATURE_SETS):
         parser.error(f"--sets: each of {', '.join(FEATURE_SETS)}, got {args.sets!r}")
-    kinds = ("world", "obp") if args.world == "all" else (args.world,)
+    kinds = loop.kinds(args.world)
     models = list(LINEAR) if args.linear else list(FITTERS)
     results = [run_world(loop.WORLDS[k], args.seeds, args.steps, models, sets) for k in kinds]
     print(table(results))
