@@ -10,11 +10,12 @@ logged and per impression ranked.
   monitor's read before session 16) and ``attributed clicks``
   (``EventLog.read_impression_clicks``, through ``event_impressions``); CPU per logged
   event.
-- ``tally``: ``Tally.add`` and ``Tally.expire`` of ``N`` impression heads of 100 shown
-  items each (a 5,000-item catalogue), added a slice at a time as the monitor does; CPU
-  per impression. ``--only tally`` uses only what earlier trees have, so the same
-  command measures another tree's ``src`` first on ``PYTHONPATH`` (interleave the two
-  for a ratio).
+- ``tally``: ``Tally.add`` of ``N`` impression heads of 100 shown items each (a
+  5,000-item catalogue), added a slice at a time as the monitor does; ``Tally.exclude``
+  of half their users (flagged by the guard), and again of none; ``Tally.expire`` of them
+  all; CPU per impression held. ``--only tally`` uses only what earlier trees have, so
+  the same command measures another tree's ``src`` first on ``PYTHONPATH`` (interleave
+  the two for a ratio).
 
 Medians of ``R`` repetitions (``time.process_time``: every thread of the process).
 """
@@ -104,7 +105,8 @@ async def clicks(events: int, repeat: int) -> dict[str, float]:
 
 
 def tally(impressions: int, repeat: int) -> dict[str, float]:
-    """CPU µs per impression of adding heads to the counts, and of expiring them."""
+    """CPU µs per impression held of adding heads to the counts, of excluding half the
+    users and including them again, and of expiring them all."""
     rng = random.Random(1)
     catalogue = [f"item-{i}" for i in range(5_000)]
     heads = [
@@ -116,13 +118,18 @@ def tally(impressions: int, repeat: int) -> dict[str, float]:
         )
         for k in range(impressions)
     ]
-    found: dict[str, list[float]] = {"add": [], "expire": []}
+    half = frozenset(f"u{u}" for u in range(0, 2_000, 2))
+    found: dict[str, list[float]] = {"add": [], "exclude": [], "include": [], "expire": []}
     for _ in range(repeat):
         counts = Tally(600.0)
         started = time.process_time()
         for start in range(0, len(heads), SLICE):
             counts.add(heads[start : start + SLICE])
         found["add"].append((time.process_time() - started) / impressions * 1e6)
+        for name, users in (("exclude", half), ("include", frozenset())):
+            started = time.process_time()
+            counts.exclude(users)  # half the users' impressions out of the counts, then back
+            found[name].append((time.process_time() - started) / impressions * 1e6)
         started = time.process_time()
         counts.expire(float("inf"))
         found["expire"].append((time.process_time() - started) / impressions * 1e6)
@@ -142,7 +149,7 @@ def main() -> None:
             print(f"clicks, {name}: {value:.2f} µs per logged event")
     if args.only in (None, "tally"):
         for name, value in tally(args.impressions, args.repeat).items():
-            print(f"tally, {name}: {value:.2f} µs per impression of 100 items")
+            print(f"tally, {name}: {value:.2f} µs per impression of 100 items held")
 
 
 if __name__ == "__main__":
