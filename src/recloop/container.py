@@ -333,7 +333,9 @@ def _appliers(
         # experiments keep the events that will move them (see ``taken``).
         evidence=taken,
     )
-    preferences = PreferenceService(store, cache, retries, live=processor.preferences)
+    preferences = PreferenceService(
+        store, cache, retries, live=processor.preferences, never_stored=processor.never_stored
+    )
     return Appliers(
         retries, cache, shared_cache, vectors, optimizer, guard, experiments, processor, preferences
     )

@@ -271,6 +271,12 @@ class UserStateStore(Protocol):
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
 
+    async def get_user_ids(self) -> list[str]:
+        """Every user with stored state (the user table's and the state journal's), in no
+        particular order: what the embedded processor reads once at start, to know which
+        users it need not look up (``UserTable.may_be_stored``)."""
+        ...
+
     async def commit(self, changes: StateChanges) -> None:
         """Write ``changes`` in one transaction (see :class:`StateChanges`)."""
         ...

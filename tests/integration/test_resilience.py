@@ -457,6 +457,18 @@ async def test_an_open_storage_breaker_is_a_503_and_shows_in_health_and_metrics(
     settings = make_settings(
         tmp_path, "sqlite", resilience={"breaker_failures": 2, "breaker_open_seconds": 6.0}
     )
+    # "u" is stored before this server starts: a read of them needs the store (a user
+    # the server has never stored is unknown without it)
+    app, close = await start_app(settings)
+    try:
+        r = await app.client.post(
+            "/feedback", json={"user_id": "u", "item_id": "i", "type": "like"}
+        )
+        assert r.status_code == 202
+        await app.container.processor.flush_implicit()
+        await app.container.processor.checkpoint()
+    finally:
+        await close()
     app, close = await start_app(settings)
     try:
         client = app.client

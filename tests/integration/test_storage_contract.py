@@ -165,6 +165,25 @@ async def test_the_state_journal_holds_newer_rows_until_compacted(
     assert (got["a"].explicit_offset, got["b"].explicit_offset) == (3, 9)
 
 
+async def test_the_stored_user_ids_are_the_user_tables_and_the_journals(
+    adapters: tuple[EventLog, StateStore],
+) -> None:
+    """``get_user_ids`` names every user whose state a read would find (the user table's
+    and the journal's, each at least once), and no other."""
+    _, store = adapters
+    assert await store.get_user_ids() == []
+    await store.commit(StateChanges(users=UserRows.of([_state("a", 1), _state("b", 2)])))
+    await store.commit(
+        StateChanges(journal=UserRows.of([_state("b", 3), _state("c", 4)]), journal_seq=1)
+    )
+    ids = await store.get_user_ids()
+    assert set(ids) == {"a", "b", "c"} == set(await store.get_users(["a", "b", "c", "d"]))
+    await store.commit(
+        StateChanges(users=UserRows.of([_state("b", 3), _state("c", 4)]), journal_through=1)
+    )
+    assert sorted(set(await store.get_user_ids())) == ["a", "b", "c"]
+
+
 async def test_a_new_store_reads_the_journal_another_wrote(tmp_path: Path) -> None:
     """The journal index is per process: a store opened later (a restart) finds the
     journaled rows through it."""

@@ -322,6 +322,9 @@ class UserTable:
         version, 0 if the store's user table holds it (core.journal): such rows are
         never dropped to make room, the store having no other copy a load would read."""
         self._evicted: list[str] = []
+        self._stored: set[int] | None = None
+        """The hashes of the ids of every user the store may hold, once known
+        (:meth:`know_stored`); None: unknown."""
         self._allocate(min(1024, self.capacity))
 
     def _allocate(self, size: int) -> None:
@@ -375,6 +378,28 @@ class UserTable:
             return found, []  # every user held (the usual case): no second pass
         absent = np.flatnonzero(found < 0).tolist()
         return found, list(dict.fromkeys([user_ids[i] for i in absent]))
+
+    def know_stored(self, user_ids: Iterable[str]) -> None:
+        """The store holds these users' state and no other user's, and only this table
+        writes it from now on (the embedded server: its one writer). A user dropped from
+        the table since may be stored too: :meth:`may_be_stored` answers for both.
+
+        >>> t = UserTable(dim=2); t.know_stored(["a"]); t.add_new(["b"])
+        >>> t.may_be_stored(["a", "b", "c"])
+        ['a']
+        >>> t.drop("b"); t.may_be_stored(["a", "b", "c"])
+        ['a', 'b']
+        """
+        self._stored = set(map(hash, user_ids))
+
+    def may_be_stored(self, user_ids: list[str]) -> list[str]:
+        """Of ``user_ids`` (users not held), those the store may hold: every one unless
+        :meth:`know_stored` was told (a user never stored need not be looked up). By
+        hash: two ids of one hash are both asked for, never both skipped."""
+        stored = self._stored
+        if stored is None:
+            return user_ids
+        return [user_id for user_id in user_ids if hash(user_id) in stored]
 
     def add(self, rows: UserRows, journal_seq: Ints | None = None) -> None:
         """Hold ``rows`` (users not held yet: loaded from the store, or new), clean;
@@ -459,6 +484,8 @@ class UserTable:
         if user_id is None:
             return
         del self.index[user_id]
+        if self._stored is not None:  # written by a checkpoint, or about to be
+            self._stored.add(hash(user_id))
         self.ids[slot] = None
         self.generation[slot] += 1
         self.dirty[slot] = self.saving[slot] = self.pinned[slot] = False

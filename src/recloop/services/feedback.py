@@ -137,6 +137,9 @@ class Processor:
         not be dispatched before this returns, so that each user's events stay in order.
         """
         await self.checkpointer.load_journal()
+        # The one writer of users' state from now on: a user the store does not hold now
+        # and this table never let go of is new, without asking the store.
+        self.table.know_stored(await self.calls.retrying("load_user_ids", self._store.get_user_ids))
         watermark = await self._store.get_watermark()
         self.inbox.start(watermark)
         self._start_tasks()
@@ -266,6 +269,12 @@ class Processor:
         """The user's state as applied so far (it may not be committed yet: the events
         are in the log, so a restart applies them again), or None if not held here."""
         return self.table.preferences(user_id)
+
+    def never_stored(self, user_id: str) -> bool:
+        """Whether the store certainly holds nothing of ``user_id``: not held here, and
+        not stored when this processor started nor let go of since (False until
+        :meth:`start`, and always for a worker: others write too)."""
+        return user_id not in self.table and not self.table.may_be_stored([user_id])
 
     # -- erased users ------------------------------------------------------------
 

@@ -21,10 +21,14 @@ class PreferenceService:
         cache: Cache,
         retries: RetryCounts | None = None,
         live: Callable[[str], Preferences | None] | None = None,
+        never_stored: Callable[[str], bool] | None = None,
     ) -> None:
         """``live``: the state as this process applies it (embedded: the processor's
-        table), asked first; the cache and the store serve users it does not hold."""
+        table), asked first; the cache and the store serve users it does not hold.
+        ``never_stored``: whether the store certainly holds nothing of a user (embedded:
+        the processor knows), so that an unknown user costs no read of the store."""
         self._live = live
+        self._never_stored = never_stored
         self._store = store
         self._cache = cache
         self._retries = retries
@@ -50,6 +54,8 @@ class PreferenceService:
         if isinstance(cached, Preferences):
             return cached
         if cached is _UNKNOWN:
+            return None
+        if self._never_stored is not None and self._never_stored(user_id):
             return None
         found = await retry_read(
             "get_users", self._store.get_users, [user_id], counts=self._retries

@@ -265,7 +265,10 @@ class ApplyTask:
 
     async def _load(self, missing: list[str]) -> None:
         table = self._table
-        stored = await self._calls.bounded("load_states", self._store.get_users, missing)
+        asked = table.may_be_stored(missing)
+        stored = (
+            await self._calls.bounded("load_states", self._store.get_users, asked) if asked else {}
+        )
         missing = [u for u in missing if u not in table]  # another task may have loaded some
         known = [stored[u] for u in missing if u in stored]
         new = [u for u in missing if u not in stored]

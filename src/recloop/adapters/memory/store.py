@@ -153,6 +153,10 @@ class InMemoryUserStateStore(MemoryRole):
                     found[user_id] = rows.state(i)
         return found
 
+    async def get_user_ids(self) -> list[str]:
+        journaled = (u for rows in self._journal.values() for u in rows.user_ids)
+        return [*self._users, *journaled]
+
     async def commit(self, changes: StateChanges) -> None:
         if changes.commit_id is not None:
             if changes.commit_id == self._last_commit:

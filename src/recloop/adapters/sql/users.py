@@ -144,6 +144,11 @@ class SqlUserStateStore(SqlRole):
                         found[user_id] = rows.state(i)
         return found
 
+    async def get_user_ids(self) -> list[str]:
+        async with self._db.read() as conn:
+            stored = (await conn.execute(select(user_state.c.user_id))).scalars().all()
+        return [*stored, *await self._journal_index()]
+
     async def _stored_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
         if not user_ids:
             return {}
