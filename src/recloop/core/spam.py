@@ -305,7 +305,8 @@ class SpamConfig:
     popularity_span: float = 0.4
     popularity_min: int = 20  # rated items needed
     popularity_max_share: float = 0.5  # not assessed for users who rated more of the catalogue
-    popularity_refresh: float = 0.01  # re-rank items after 1 % more ratings
+    popularity_refresh: float = 0.01  # re-rank items after 1 % more ratings ...
+    popularity_refresh_items: float = 0.1  # ... once new ratings number a tenth of the items
     w_popularity: float = 25.0
     # target focus: z-score of the share of extreme ratings of the user's extreme-rated items
     focus_max: float = 3.0
@@ -795,12 +796,13 @@ class ItemStats:
         self._row = dict(zip(ids, range(len(ids)), strict=True))
         return self._mirror[: len(ids)]
 
-    def log_ranks(self, refresh: float = 0.0) -> PopularityRanks:
+    def log_ranks(self, refresh: float = 0.0, per_item: float = 0.0) -> PopularityRanks:
         """Each item's popularity as its centred log-rank (see :class:`PopularityRanks`).
 
         Items are ranked by number of ratings, most rated first (rank 1, ties
         share their mean rank). Cached, and recomputed once the ratings have
-        grown by more than ``refresh`` (a fraction) since.
+        grown by more than ``refresh`` (a fraction) since, and by at least ``per_item``
+        ratings per item (:meth:`_fresh`).
 
         >>> s = ItemStats()
         >>> for item, n in (("a", 3), ("b", 2), ("c", 1)):
@@ -814,9 +816,7 @@ class ItemStats:
         (0.0, True)
         """
         cached = self._ranks
-        if cached is not None and (
-            cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
-        ):
+        if cached is not None and self._fresh(cached[0], cached[1], refresh, per_item):
             return cached[2]
         ids = list(self._items)
         counts = self._tallies()[:, 0]
@@ -832,7 +832,27 @@ class ItemStats:
         self._ranks = (self._version, self._global[0], ranks)
         return ranks
 
-    def end_shares(self, refresh: float = 0.0) -> tuple[FloatArray, FloatArray]:
+    def _fresh(self, version: int, ratings: float, refresh: float, per_item: float) -> bool:
+        """Whether a table derived at ``version``, from ``ratings`` ratings, still serves:
+        nothing changed since, or the ratings grew by at most ``refresh`` (a fraction) or
+        by fewer than ``per_item`` a known item. Each recomputation reads every item: the
+        second bound keeps a young server with a large catalogue, whose ratings grow by
+        1 % every few hundred, from recomputing at every judgement.
+
+        >>> s = ItemStats()
+        >>> for item in "abcdefghij":
+        ...     s.add_rating(item, 4.0)
+        >>> s._fresh(0, 5.0, 0.01, 0.0), s._fresh(0, 5.0, 0.01, 1.0), s._fresh(0, 5.0, 0.01, 0.5)
+        (False, True, False)
+        """
+        if version == self._version:
+            return True
+        grown = self._global[0] - ratings
+        return grown <= ratings * refresh or grown < per_item * len(self._items)
+
+    def end_shares(
+        self, refresh: float = 0.0, per_item: float = 0.0
+    ) -> tuple[FloatArray, FloatArray]:
         """How common top (bottom) ratings are, given the mean of an item's other ratings.
 
         Items are binned by the mean of their ratings below the top (for top
@@ -860,9 +880,7 @@ class ItemStats:
         ([1.0, 4.0], [0.0, 4.0])
         """
         cached = self._ends
-        if cached is not None and (
-            cached[0] == self._version or self._global[0] <= cached[1] * (1.0 + refresh)
-        ):
+        if cached is not None and self._fresh(cached[0], cached[1], refresh, per_item):
             return cached[2], cached[3]
         table = self._tallies()
         n, total, top, bottom = table[:, 0], table[:, 1], table[:, 3], table[:, 4]
@@ -1857,7 +1875,7 @@ def profile_features(
     # and over those not at the scale's ends (which leaves out the popular items
     # a bandwagon attack rates to the maximum), whichever is higher; rescaled so
     # that the n most popular items give 0 and a random choice about 1
-    ranks = items.log_ranks(config.popularity_refresh)
+    ranks = items.log_ranks(config.popularity_refresh, config.popularity_refresh_items)
     log_rank = np.fromiter((ranks.table.get(i, ranks.unranked) for i in ratings), np.float64, n)
     mean_log_rank = float(log_rank.mean())
     middle = (r > RATING_MIN) & (r < RATING_MAX)
@@ -1871,7 +1889,9 @@ def profile_features(
     # target focus: the most surprising share of top (bottom) ratings among the
     # items this user rated at the top (bottom), leaving the user's own rating
     # and, from its bin's usual share, the item itself out
-    top_usual, bottom_usual = items.end_shares(config.popularity_refresh)
+    top_usual, bottom_usual = items.end_shares(
+        config.popularity_refresh, config.popularity_refresh_items
+    )
     focus = 0.0
     n_top = np.fromiter((m.n_max for m in moments), np.float64, n)
     n_bottom = np.fromiter((m.n_min for m in moments), np.float64, n)

@@ -184,7 +184,7 @@ def profile_feature_columns(
     scale = np.sqrt(seg_sum(r_c * r_c) * seg_sum(m_c * m_c))
     agreement = np.where(varied, np.clip(cov / np.where(varied, scale, 1.0), -1.0, 1.0), math.nan)
 
-    ranks = items.log_ranks(config.popularity_refresh)
+    ranks = items.log_ranks(config.popularity_refresh, config.popularity_refresh_items)
     table, unranked = ranks.table, ranks.unranked
     log_rank = np.fromiter((table.get(i, unranked) for i in names), np.float64, total)
     mean_log_rank = seg_mean(log_rank)
@@ -202,7 +202,9 @@ def profile_feature_columns(
         ok = fits & (lowest < 0)
         popularity = np.where(ok, (mean_log_rank - lowest) / np.where(ok, -lowest, 1.0), math.nan)
 
-    top_usual, bottom_usual = items.end_shares(config.popularity_refresh)
+    top_usual, bottom_usual = items.end_shares(
+        config.popularity_refresh, config.popularity_refresh_items
+    )
     focus = np.zeros(users)
     for at_end, ends, value, usual in (
         (r >= RATING_MAX, n_top, RATING_MAX, top_usual),
