@@ -847,7 +847,7 @@ class ItemStats:
         """
         if version == self._version:
             return True
-        grown = self._global[0] - ratings
+        grown = float(self._global[0]) - ratings
         return grown <= ratings * refresh or grown < per_item * len(self._items)
 
     def end_shares(
