@@ -310,7 +310,7 @@ def _appliers(
         # Embedded, this process is the one writer of users' state: the read cache knows.
         stored=(lambda user_id: preferences.exists(user_id)) if embedded else None,
     )
-    guard_evidence = guard.observe if spam and embedded else None
+    guard_evidence = partial(guard.observe, wait_for_more=True) if spam and embedded else None
 
     async def taken(events: Sequence[Event]) -> None:
         """What the processor takes to apply: the guard's evidence (embedded) and the
@@ -332,6 +332,8 @@ def _appliers(
         # (after the 202); distributed, the workers feed it (services.worker). Both: the
         # experiments keep the events that will move them (see ``taken``).
         evidence=taken,
+        # the users the guard kept waiting for the next round are judged once none comes
+        paused=guard.judge_waiting if spam and embedded else None,
     )
     preferences = PreferenceService(
         store, cache, retries, live=processor.preferences, never_stored=processor.never_stored

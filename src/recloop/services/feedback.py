@@ -88,10 +88,12 @@ class Processor:
         gate: Gate | None = None,
         retries: RetryCounts | None = None,
         evidence: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
+        paused: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``on_counts`` receives the optimizer counts of every committed checkpoint;
         ``retries`` counts the storage calls retried; ``evidence`` (the guard, in the
-        embedded deployment) takes every event handed on, before it is applied."""
+        embedded deployment) takes every event handed on, before it is applied;
+        ``paused`` runs whenever the apply rounds pause (``ApplyTask``)."""
         self._store = store
         self._config = config
         self.table = UserTable(config.dim, config.max_users)
@@ -124,6 +126,7 @@ class Processor:
             self.checkpointer.dirty,
             clock,
             evidence,
+            paused,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

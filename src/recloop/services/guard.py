@@ -73,6 +73,11 @@ _NO_GATE = itertools.repeat(_NO_GATE_VALUE)
 _SWEEP_SLICE = 500
 """Users judged between two pauses of a sweep for requests."""
 
+_JUDGE_AT_ONCE = 256
+"""Users due together worth a judgement round of their own: fewer (and none for a hard
+rule) wait for the next round (:meth:`GuardService.observe`'s ``wait_for_more``). A
+round's fixed cost (the signals' numpy calls) is many users' own."""
+
 _FEW = 4
 """Up to this many new users, their slots are set one by one (an assignment through a
 one-element index array costs several times a scalar one)."""
@@ -107,6 +112,8 @@ class GuardService:
         self._touched = np.zeros(0, np.int64)
         self._pending_at = np.zeros(0)
         """When the latest events not judged yet arrived (NaN: none)."""
+        self._waiting = np.zeros(0, np.int64)
+        """Users due, kept for the next judgement round (``observe(wait_for_more=True)``)."""
         self._tick = 0
         self._items = ItemStats()
         self._texts = TextRegistry()
@@ -161,6 +168,7 @@ class GuardService:
         waits longer than three quarters of it after their last event.
         """
         now = self._clock() if now is None else now
+        await self.judge_waiting(now)
         again = await self._regroup(now)
         if self._refresh_norms():  # new norms: the flagged are judged again by them
             records = self._records.items()
@@ -267,9 +275,14 @@ class GuardService:
         else:
             self._blocked.discard(record.user_id)
 
-    async def observe(self, events: Sequence[Event]) -> None:
+    async def observe(self, events: Sequence[Event], wait_for_more: bool = False) -> None:
         """Take accepted events as evidence (folded together, :class:`ActivityTable`);
-        judge the users whose turn it is."""
+        judge the users whose turn it is.
+
+        ``wait_for_more`` (the processor's rounds): a few users due, none for a hard rule,
+        are judged with the next call's instead (or by :meth:`judge_waiting`), so that a
+        stream of small rounds pays a judgement round's fixed cost half as often; their
+        verdict lags by one round at most."""
         if not events:
             return
         now = self._clock()
@@ -307,7 +320,23 @@ class GuardService:
             | (now - rule_at <= config.detectors.hard_rule_seconds)  # NaN: no violation
         )
         due_slots = touched[due][np.argsort(first[due], kind="stable")]
-        changes = self._judge_slots(due_slots, now)
+        if wait_for_more:
+            urgent = bool((now - rule_at[due] <= config.detectors.hard_rule_seconds).any())
+            if not len(self._waiting) and len(due_slots) < _JUDGE_AT_ONCE and not urgent:
+                self._waiting = due_slots
+                return
+            due_slots = _first_of_each(np.concatenate([self._waiting, due_slots]))
+            self._waiting = self._waiting[:0]
+        await self._judge_now(due_slots, now)
+
+    async def judge_waiting(self, now: float | None = None) -> None:
+        """Judge the users kept waiting by :meth:`observe` (the processor calls it when its
+        rounds pause, the sweep before it looks for quiet users)."""
+        waiting, self._waiting = self._waiting, self._waiting[:0]
+        await self._judge_now(waiting, self._clock() if now is None else now)
+
+    async def _judge_now(self, slots: npt.NDArray[np.int64], now: float) -> None:
+        changes = self._judge_slots(slots, now)
         if changes:
             await self._store.put_reliability(changes)
             self._flags_moved()
@@ -377,6 +406,8 @@ class GuardService:
             self._release(slot)
 
     def _release(self, slot: int) -> None:
+        if len(self._waiting):
+            self._waiting = self._waiting[self._waiting != slot]
         self._table.close(np.array([slot], np.int64))
         self._pending_at[slot] = math.nan
         self._names[slot] = None
@@ -650,3 +681,13 @@ def _grown(column: npt.NDArray[Any], size: int, fill: float) -> Any:
 def _floats(values: list[float | None]) -> npt.NDArray[np.float64]:
     """``values`` as floats, NaN for None."""
     return np.array([math.nan if v is None else v for v in values], np.float64)
+
+
+def _first_of_each(slots: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``slots`` without repeats, each where it first appears.
+
+    >>> _first_of_each(np.array([3, 1, 3, 2, 1])).tolist()
+    [3, 1, 2]
+    """
+    _, first = np.unique(slots, return_index=True)
+    return slots[np.sort(first)]

@@ -67,10 +67,12 @@ class ApplyTask:
         dirty: asyncio.Event,
         clock: Callable[[], float] = time.time,
         evidence: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
+        paused: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``dirty`` is set whenever a round leaves something for the next checkpoint;
         ``evidence`` (the guard, in the embedded deployment) takes every round's events
-        before they are applied."""
+        before they are applied; ``paused`` runs each time the rounds pause, nothing left
+        to apply (the guard judges the users it kept waiting for the next round)."""
         self._table = table
         self._applier = applier
         self._inbox = inbox
@@ -83,6 +85,7 @@ class ApplyTask:
         self._dirty = dirty
         self._clock = clock
         self._evidence = evidence
+        self._paused = paused
         self._flush_now = False
         self._flush_at = time.monotonic() + config.implicit_flush_seconds
         self.rounds = 0
@@ -99,6 +102,11 @@ class ApplyTask:
         self._flush_at = time.monotonic() + config.implicit_flush_seconds
         while True:
             if not inbox.events and not self._flush_now:
+                if self._paused is not None:
+                    try:
+                        await self._paused()
+                    except Exception as exc:  # the store is down: what it judged is held
+                        log.warning("the apply task's pause work failed: %s", exc)
                 inbox.idle.set()
                 timeout = max(self._flush_at - time.monotonic(), 0.0)
                 # asyncio.timeout, not wait_for: no task of its own per wait (a stream of
