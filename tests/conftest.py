@@ -6,16 +6,18 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from recloop.adapters.memory import InMemoryStateStore
 from recloop.api.app import create_app
 from recloop.config import Settings, load_settings
 from recloop.container import Container, build_container
+from recloop.core.preferences import UserState
 
 REQUIRE_SERVICES = os.environ.get("RECLOOP_REQUIRE_SERVICES") == "1"
 
@@ -130,3 +132,15 @@ async def running(settings_factory: Callable[..., Settings]) -> AsyncIterator[Ru
 # Fixtures of the real services, shared by every test.
 from tests.postgres import postgres_url  # noqa: E402, F401
 from tests.redis import redis_url  # noqa: E402, F401
+
+
+class CountingStore(InMemoryStateStore):
+    """The in-memory store, noting the users it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        self.asked.extend(user_ids)
+        return await super().get_users(user_ids)

@@ -5,12 +5,11 @@ first event costs no read."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore, TtlCache
+from recloop.adapters.memory import InMemoryEventLog, TtlCache
 from recloop.core.errors import NotFound
 from recloop.core.events import Event
 from recloop.core.items import make_item
@@ -21,19 +20,7 @@ from recloop.services.apply import ProcessorConfig
 from recloop.services.feedback import Processor, event_log_writer
 from recloop.services.preferences import PreferenceService
 from recloop.services.vectors import ItemVectors
-from tests.conftest import eventually, make_settings
-
-
-class CountingStore(InMemoryStateStore):
-    """The in-memory store, noting the users it is asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: list[str] = []
-
-    async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        self.asked.extend(user_ids)
-        return await super().get_users(user_ids)
+from tests.conftest import CountingStore, eventually, make_settings
 
 
 def like(n: int, user_id: str) -> Event:

@@ -3,12 +3,10 @@ strategy's preferences and again by the experiments at their first exposure."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 
-from recloop.adapters.memory import InMemoryEventLog, InMemoryStateStore
+from recloop.adapters.memory import InMemoryEventLog
 from recloop.adapters.memory.cache import TtlCache
 from recloop.config import ExperimentSettings
 from recloop.core.errors import NotFound
@@ -20,20 +18,9 @@ from recloop.core.state import UserRows
 from recloop.ports import StateChanges
 from recloop.services.experiments import DAY, ExperimentService
 from recloop.services.preferences import PreferenceService
+from tests.conftest import CountingStore
 
 T = 100 * DAY
-
-
-class CountingStore(InMemoryStateStore):
-    """The in-memory store, counting the users it is asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: list[str] = []
-
-    async def get_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        self.asked.extend(user_ids)
-        return await super().get_users(user_ids)
 
 
 async def _services(
