@@ -25,6 +25,7 @@ from recloop.core.slates import Slate
 from recloop.learning.learner import Artifact, LightGbmLearner
 from recloop.learning.tally import Tally
 from recloop.ports import Impression, ImpressionHead, ModelRecord
+from recloop.services import learning as learning_module
 from recloop.services.learning import DAY, LearningService
 
 WINDOW = 600.0
@@ -214,7 +215,7 @@ async def test_a_restarted_monitor_rebuilds_the_same_counts_from_storage() -> No
                 model_slot="blue",
                 model_version="m1",
             )
-            for n in range(20)
+            for n in range(30)  # 300 in all: the restarted monitor reads them in slices
         ]
         await store.add_impressions(made)
         await log.append(
@@ -237,7 +238,8 @@ async def test_a_restarted_monitor_rebuilds_the_same_counts_from_storage() -> No
     await second.monitor()
     assert second._tally.counts == first._tally.counts
     assert second._tally.item_stats == first._tally.item_stats
-    assert first._tally.count(("blue", "m1"))[0] == 200
+    assert first._tally.count(("blue", "m1"))[0] == 300
+    assert learning_module._ADD_CHUNK < 300
 
 
 def test_a_click_counts_once_per_impression_and_item() -> None:

@@ -549,11 +549,7 @@ class LearningService:
             tally.restart(starts)
             shown = await self._store.get_impression_heads(since, math.inf)
             await _add_heads(tally, shown)
-            feedback = await self._log.read_feedback_of([i.impression_id for i in shown])
-            for impression_id, events in feedback.items():
-                for e in events:
-                    if e.type == "click":
-                        tally.click(impression_id, e.item_id, e.timestamp, e.user_id)
+            await self._add_feedback(tally, [i.impression_id for i in shown])
             self._tally, self._cursor, self._read_from = tally, cursor, now
             self._tallied = True
             return
@@ -576,6 +572,19 @@ class LearningService:
         for e in clicks:
             tally.click(str(e.attribution["impression_id"]), e.item_id, e.timestamp, e.user_id)
         tally.expire(since)
+
+    async def _add_feedback(self, tally: Tally, impression_ids: list[str]) -> None:
+        """The clicks on ``impression_ids`` counted, read and decoded a slice of
+        impressions at a time, pausing for requests in between (a first pass reads the
+        feedback of a whole window's impressions)."""
+        for start in range(0, len(impression_ids), _ADD_CHUNK):
+            if start:
+                await let_requests_in()
+            chunk = impression_ids[start : start + _ADD_CHUNK]
+            for impression_id, events in (await self._log.read_feedback_of(chunk)).items():
+                for e in events:
+                    if e.type == "click":
+                        tally.click(impression_id, e.item_id, e.timestamp, e.user_id)
 
     # -- retraining ----------------------------------------------------------------------
 
