@@ -57,9 +57,9 @@ from recloop.core.spam_grade import FeatureColumns, grade_columns
 from recloop.core.spam_groups import GroupReading, Profile, find_groups
 from recloop.core.spam_norms import ProfileNorms
 from recloop.core.spam_table import CODES, ActivityTable, ActivityView
+from recloop.pauses import let_requests_in
 from recloop.ports import ReliabilityRecord, ReliabilityStore
 from recloop.services.tasks import stop_tasks
-from recloop.serving import let_requests_in
 
 log = logging.getLogger(__name__)
 

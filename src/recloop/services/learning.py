@@ -74,6 +74,7 @@ from recloop.learning.learner import ArtifactError, Model, load_model
 from recloop.learning.tally import Tally
 from recloop.learning.training import Champion, Outcome, TrainingData
 from recloop.learning.validation import PromotionGate
+from recloop.pauses import let_requests_in
 from recloop.ports import (
     EventLog,
     ImpressionHead,
@@ -84,7 +85,6 @@ from recloop.ports import (
 )
 from recloop.services.tasks import stop_tasks
 from recloop.services.vectors import ItemRows
-from recloop.serving import let_requests_in
 
 log = logging.getLogger(__name__)
 

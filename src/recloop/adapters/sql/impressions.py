@@ -17,8 +17,8 @@ from recloop.adapters.sql.tables import feature_sets, impressions
 from recloop.core.slates import Slate, feature_set_id, shown_item_ids
 from recloop.core.slates import decode as decode_slate
 from recloop.core.slates import encode as encode_slate
+from recloop.pauses import let_requests_in
 from recloop.ports import Impression, ImpressionHead
-from recloop.serving import let_requests_in
 
 
 class SqlImpressionStore(SqlRole):
