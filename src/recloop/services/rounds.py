@@ -71,8 +71,9 @@ class ApplyTask:
     ) -> None:
         """``dirty`` is set whenever a round leaves something for the next checkpoint;
         ``evidence`` (the guard, in the embedded deployment) takes every round's events
-        before they are applied; ``paused`` runs each time the rounds pause, nothing left
-        to apply (the guard judges the users it kept waiting for the next round)."""
+        before they are applied; ``paused`` runs when the rounds pause (a wait for work
+        brought none: the flush timer's) or :meth:`drain` waits, before the task is idle
+        (the guard judges the users it kept waiting for the next round)."""
         self._table = table
         self._applier = applier
         self._inbox = inbox
@@ -86,6 +87,7 @@ class ApplyTask:
         self._clock = clock
         self._evidence = evidence
         self._paused = paused
+        self._draining = 0  # callers of drain() waiting: idle is wanted now
         self._flush_now = False
         self._flush_at = time.monotonic() + config.implicit_flush_seconds
         self.rounds = 0
@@ -100,14 +102,15 @@ class ApplyTask:
         flushed on its timer, when full, or when :meth:`flush` asks."""
         inbox, applier, config = self._inbox, self._applier, self._config
         self._flush_at = time.monotonic() + config.implicit_flush_seconds
+        rested = True  # the last wait ended with nothing to apply: the rounds have paused
         while True:
             if not inbox.events and not self._flush_now:
-                if self._paused is not None:
-                    try:
-                        await self._paused()
-                    except Exception as exc:  # the store is down: what it judged is held
-                        log.warning("the apply task's pause work failed: %s", exc)
-                inbox.idle.set()
+                # Between two rounds of a stream the inbox is empty for a moment: the
+                # pause work waits for a wait that brings nothing (the flush timer's), or
+                # for a drain, and only then is the task idle.
+                if rested or self._draining or self._paused is None:
+                    await self._pause_work()
+                    inbox.idle.set()
                 timeout = max(self._flush_at - time.monotonic(), 0.0)
                 # asyncio.timeout, not wait_for: no task of its own per wait (a stream of
                 # small rounds waits once per round)
@@ -115,7 +118,9 @@ class ApplyTask:
                     async with asyncio.timeout(timeout):
                         await inbox.work.wait()
                 inbox.work.clear()
+                rested = not inbox.events
             if inbox.events:
+                rested = False
                 events = inbox.take(config.apply_batch_max)
                 try:
                     await self._round(events)
@@ -143,13 +148,25 @@ class ApplyTask:
                 self._flush_at = time.monotonic() + config.implicit_flush_seconds
             inbox.make_room(applier.buffered)
 
+    async def _pause_work(self) -> None:
+        if self._paused is None:
+            return
+        try:
+            await self._paused()
+        except Exception as exc:  # the store is down: what it judged is held in memory
+            log.warning("the apply task's pause work failed: %s", exc)
+
     async def drain(self) -> None:
         """Return once nothing is waiting nor being applied (nor a flush asked for)."""
         inbox = self._inbox
-        while inbox.events or not inbox.idle.is_set() or self._flush_now:
-            inbox.work.set()
-            inbox.idle.clear()
-            await inbox.idle.wait()
+        self._draining += 1
+        try:
+            while inbox.events or not inbox.idle.is_set() or self._flush_now:
+                inbox.work.set()
+                inbox.idle.clear()
+                await inbox.idle.wait()
+        finally:
+            self._draining -= 1
 
     async def flush(self) -> None:
         """Apply everything handed on, the implicit buffer included."""
