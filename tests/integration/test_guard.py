@@ -10,7 +10,7 @@ import pytest
 
 from recloop.api.schemas import ReliabilityOut
 from recloop.config import Settings
-from tests.conftest import Running, start_app
+from tests.conftest import Running, eventually, start_app
 
 
 @pytest.fixture
@@ -67,6 +67,23 @@ async def test_an_ordinary_user_is_trusted_and_learnt_from(app: Running) -> None
     prefs = (await app.client.get("/users/ann/preferences")).json()
     assert (prefs["events_applied"], prefs["events_held"]) == (3, 0)
     assert (await app.client.get("/users/nobody/reliability")).status_code == 404
+
+
+async def test_a_user_due_is_judged_soon_after_the_rounds_pause(app: Running) -> None:
+    """A few users due wait for the next apply round to be judged with its users; when
+    none comes, the apply task judges them as soon as it rests (not at the sweep, every
+    15 s)."""
+    now = time.time() - 3600
+    events = [like("bea", now + k * 97.0, item="i") for k in range(20)]  # due at 20
+    assert (await app.client.post("/feedback", json={"events": events})).status_code == 202
+    guard = app.container.guard
+
+    async def judged() -> bool:  # the events folded as evidence, and nothing unjudged
+        held = guard.evidence("bea")
+        return held is not None and held.events == 20 and guard.pending() == 0
+
+    await eventually(judged, within=5.0)
+    assert len(guard.scores()) == 1  # bea's verdict
 
 
 async def test_manual_block_and_unblock(app: Running) -> None:

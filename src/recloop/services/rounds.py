@@ -49,6 +49,10 @@ __all__ = ["ApplyTask"]
 
 Slots = np.ndarray[Any, np.dtype[np.int64]]
 
+_REST_SECONDS = 0.05
+"""No events for this long after a round: the rounds have paused (the pause work runs).
+A stream's events come closer together than this."""
+
 
 class ApplyTask:
     """See the module docstring."""
@@ -71,8 +75,8 @@ class ApplyTask:
     ) -> None:
         """``dirty`` is set whenever a round leaves something for the next checkpoint;
         ``evidence`` (the guard, in the embedded deployment) takes every round's events
-        before they are applied; ``paused`` runs when the rounds pause (a wait for work
-        brought none: the flush timer's) or :meth:`drain` waits, before the task is idle
+        before they are applied; ``paused`` runs when the rounds pause (no events for
+        :data:`_REST_SECONDS` after a round) or :meth:`drain` waits, before the task is idle
         (the guard judges the users it kept waiting for the next round)."""
         self._table = table
         self._applier = applier
@@ -106,12 +110,14 @@ class ApplyTask:
         while True:
             if not inbox.events and not self._flush_now:
                 # Between two rounds of a stream the inbox is empty for a moment: the
-                # pause work waits for a wait that brings nothing (the flush timer's), or
-                # for a drain, and only then is the task idle.
+                # pause work waits for a wait that brings nothing, or for a drain, and
+                # only then is the task idle.
                 if rested or self._draining or self._paused is None:
                     await self._pause_work()
                     inbox.idle.set()
                 timeout = max(self._flush_at - time.monotonic(), 0.0)
+                if not rested:  # a quiet moment after a round is a pause
+                    timeout = min(timeout, _REST_SECONDS)
                 # asyncio.timeout, not wait_for: no task of its own per wait (a stream of
                 # small rounds waits once per round)
                 with contextlib.suppress(TimeoutError):
