@@ -47,6 +47,8 @@ _RANK_COLUMN: dict[str | None, int] = {None: -1, **{a: i for i, a in enumerate(A
 """Each algorithm's column of :attr:`Fused.rank_pct` (-1: no algorithm, no column; any
 other name: the last column, ``len(ALGORITHMS)``)."""
 _OTHER_RANK = len(ALGORITHMS)
+_WHOLE: tuple[tuple[float, ...]] = ((1.0,),)
+"""An item's shares when one algorithm proposed it and its value is positive."""
 
 
 def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float) -> float:
@@ -299,6 +301,8 @@ class Fused:
         holds the two ways together."""
         if not self.single:
             return share_rows(self.share_matrix(rows), algorithms)
+        if all_of(self.raw > 0.0):  # every item's value positive (the usual request)
+            return _WHOLE * len(rows)
         raw: list[float] = self.raw[rows].tolist()
         return tuple([(1.0,) if r > 0.0 else (0.0,) for r in raw])
 
