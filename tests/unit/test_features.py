@@ -29,6 +29,7 @@ from recloop.core.features import (
     features,
     to_matrix,
     user_part,
+    write_features,
 )
 from recloop.core.hashing import hash_features
 from recloop.core.segments import SEGMENTS
@@ -485,3 +486,86 @@ def test_feature_matrix_names_the_first_bad_item_value(
         feature_matrix(USER, items, CONTEXT, [0.0] * 3, [0.0] * 3, [None] * 3)
     assert caught.value.field == field
     assert str(caught.value).endswith(f"got {value}")
+
+
+_AFFINITY_FIRST = ("affinity", *(n for n in FEATURE_NAMES if n != "affinity"))
+"""The click model's columns as ``rank`` logs them (``services.ranking.LOGGED_NAMES[1:]``)."""
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    segment=st.sampled_from([*SEGMENTS, "elsewhere"]),
+    interactions=st.integers(0, 10**9),
+    days=st.one_of(st.none(), st.floats(-10, 1e4)),
+    reliability=st.floats(0, 100),
+    timestamp=st.floats(0, 4e9),
+    device=st.one_of(st.none(), st.sampled_from([*DEVICES, "TV", ""])),
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 10**12),  # popularity
+            st.one_of(st.just(math.nan), st.floats(0, 1)),  # ctr
+            st.one_of(st.just(math.nan), st.floats(-1e3, 1e5)),  # age in days
+            st.floats(-1, 1),  # affinity
+            st.floats(-1, 1),  # attribute affinity
+            st.sampled_from([*ALGORITHMS, "x", "y"]),  # the one proposing algorithm
+            st.floats(0, 1, exclude_min=True),  # its rank percentile
+            st.lists(st.floats(-1, 1), min_size=ATTRIBUTE_BUCKETS, max_size=ATTRIBUTE_BUCKETS),
+        ),
+        max_size=30,
+    ),
+)
+def test_features_written_as_logged_are_the_float64_matrix_rounded(
+    segment: str,
+    interactions: int,
+    days: float | None,
+    reliability: float,
+    timestamp: float,
+    device: str | None,
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """``write_features`` into float32 columns in ``rank``'s logged order, the algorithms
+    read from the rank percentiles or given, holds the bits that ``rank`` logged before:
+    the float64 matrix's columns copied into float32 by slices."""
+    user = UserFeatures(segment, interactions, days, reliability)
+    context = ContextFeatures(timestamp, device)
+    n = len(rows)
+    items = ItemColumns(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=np.float64),
+        np.array([r[2] for r in rows], dtype=np.float64),
+        np.array([r[7] for r in rows], dtype=np.float64).reshape(n, ATTRIBUTE_BUCKETS),
+    )
+    near, by_attributes = [r[3] for r in rows], [r[4] for r in rows]
+    algorithms = [r[5] for r in rows]
+    ranks = np.zeros((n, len(RANK_NAMES)))
+    for i, (a, pct) in enumerate(zip(algorithms, [r[6] for r in rows], strict=True)):
+        ranks[i, ALGORITHMS.index(a) if a in ALGORITHMS else len(ALGORITHMS)] = pct
+    matrix = feature_matrix(user, items, context, near, by_attributes, algorithms, ranks)
+    at = FEATURE_NAMES.index("affinity")
+    expected = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)  # rank's former slices
+    expected[:, 0] = matrix[:, at]
+    expected[:, 1 : 1 + at] = matrix[:, :at]
+    expected[:, 1 + at :] = matrix[:, at + 1 :]
+    for given_algorithms in (None, algorithms):
+        logged = np.full((n, 1 + len(FEATURE_NAMES)), np.nan, dtype=np.float32)
+        args = (user, items, context, near, by_attributes, given_algorithms, ranks)
+        write_features(logged[:, 1:], _AFFINITY_FIRST, *args)
+        assert np.isnan(logged[:, 0]).all()  # nothing written outside its columns
+        assert logged[:, 1:].tobytes() == expected.tobytes()
+        assert feature_matrix(*args).tobytes() == matrix.tobytes()
+
+
+def test_write_features_refuses_a_layout_that_splits_a_block() -> None:
+    items = ItemColumns(np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros(1), np.zeros((1, 16)))
+    names = list(FEATURE_NAMES)
+    third, fourth = names.index("attr_03"), names.index("attr_04")
+    names[third], names[fourth] = "attr_04", "attr_03"
+    for columns, field in ((tuple(names), "names"), (FEATURE_NAMES[1:], "names")):
+        out = np.zeros((1, len(columns)))
+        with pytest.raises(InvalidInput) as caught:
+            write_features(out, columns, USER, items, CONTEXT, [0.0], [0.0], [None])
+        assert caught.value.field == field
+    out = np.zeros((1, len(FEATURE_NAMES)))
+    with pytest.raises(InvalidInput) as caught:  # the algorithms read from no percentiles
+        write_features(out, FEATURE_NAMES, USER, items, CONTEXT, [0.0], [0.0], None)
+    assert caught.value.field == "algorithms"

@@ -316,6 +316,7 @@ def test_cosine_refuses_mismatched_shapes() -> None:
 
 _IDS = st.sampled_from([f"i{n}" for n in range(12)])
 _ALGORITHMS = st.sampled_from([None, "als", "popular", "trending", "disabled"])
+_UNIT = st.one_of(st.floats(-1, 1), st.just(-0.0))
 _SCORES = st.one_of(st.none(), st.floats(-5, 5), st.sampled_from([0.0, 1.0, 1.0]))
 
 
@@ -577,6 +578,39 @@ def test_distinct_fusion_in_python_equals_the_numpy_path(
     _same_fused(fuse_columns(candidates, *args), _fuse_arrays(candidates, ids, *args))
     # and the Python path is the one fuse_columns takes
     _same_fused(_fuse_distinct(candidates, ids, *args), fuse_columns(candidates, *args))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    candidates=st.lists(
+        st.builds(
+            Candidate,
+            st.integers(0, 10**6).map(str),
+            st.sampled_from([*ALGORITHMS, "other", "disabled", None]),
+            st.one_of(st.floats(-5, 5), st.sampled_from([0.5, 0.5, -0.0, 0.0])),
+        ),
+        min_size=2,
+        max_size=120,
+        unique_by=lambda c: c.item_id,
+    ),
+    weights=st.dictionaries(
+        st.sampled_from([*ALGORITHMS, "other"]),
+        st.one_of(st.floats(0, 3), st.sampled_from([0.0, -0.0, 1])),
+    ),
+    affinities=st.one_of(st.just({}), st.dictionaries(st.integers(0, 10**6).map(str), _UNIT)),
+    method=st.sampled_from(["rrf", "percentile"]),
+)
+def test_distinct_fusion_of_long_lists_of_the_default_algorithms_equals_the_numpy_path(
+    candidates: list[Candidate],
+    weights: dict[str, float],
+    affinities: dict[str, float],
+    method: Method,
+) -> None:
+    """As above, on requests like ``rank``'s (up to a hundred-odd candidates, the default
+    algorithms' own rank columns, no affinity or some)."""
+    ids = [c.item_id for c in candidates]
+    args = (weights, affinities, 60.0, 0.5, method)
+    _same_fused(_fuse_distinct(candidates, ids, *args), _fuse_arrays(candidates, ids, *args))
 
 
 def test_distinct_fusion_names_the_first_bad_score_as_the_numpy_path() -> None:

@@ -47,10 +47,11 @@ LightGBM treats as missing).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -354,8 +355,6 @@ def to_matrix(
 COLUMN: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 """Each feature's column in :data:`FEATURE_NAMES` order."""
 
-_ALGORITHM_FIRST: Final = COLUMN[f"algorithm_{ALGORITHMS[0]}"]
-
 
 @dataclass(frozen=True, slots=True)
 class ItemColumns:
@@ -394,7 +393,7 @@ def feature_matrix(
     context: ContextFeatures,
     affinity: npt.ArrayLike,
     attribute_affinity: npt.ArrayLike,
-    algorithms: Sequence[str | None],
+    algorithms: Sequence[str | None] | None,
     rank_pct: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """:func:`features` of every candidate at once, shown at position 0: one row per item,
@@ -404,7 +403,9 @@ def feature_matrix(
     0, algorithms[i], rank_pct[i])`` (``rank_pct``: ``core.ranking.Fused.rank_pct``, one
     row per item; None: all 0) (tests/unit/test_features.py compares them on random inputs;
     ``log_popularity`` may differ in the last bit, numpy's ``log1p`` against ``math``'s);
-    :func:`set_positions` moves rows to their slots.
+    :func:`set_positions` moves rows to their slots. ``algorithms`` None: each item was
+    proposed by exactly one algorithm, the one whose column of ``rank_pct`` is not 0
+    (``core.ranking.Fused.single``), which then names it.
 
     Raises
     ------
@@ -425,7 +426,39 @@ def feature_matrix(
     >>> m[:, COLUMN["algorithm_trending"]].tolist(), m[:, COLUMN["reliability"]].tolist()
     ([1.0, 0.0], [0.8, 0.8])
     """
-    n = len(algorithms)
+    n = len(items.popularity) if algorithms is None else len(algorithms)
+    out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+    write_features(
+        out, FEATURE_NAMES, user, items, context, affinity, attribute_affinity, algorithms, rank_pct
+    )
+    return out
+
+
+def write_features(
+    out: npt.NDArray[np.floating[Any]],
+    names: tuple[str, ...],
+    user: UserFeatures,
+    items: ItemColumns,
+    context: ContextFeatures,
+    affinity: npt.ArrayLike,
+    attribute_affinity: npt.ArrayLike,
+    algorithms: Sequence[str | None] | None,
+    rank_pct: npt.ArrayLike | None = None,
+) -> None:
+    """:func:`feature_matrix` written into ``out``, whose columns are ``names``
+    (:data:`FEATURE_NAMES` in some order, each block of ``attr_*``, ``algorithm_*`` and
+    ``rank_pct_*`` columns kept together and in order): what ``rank`` logs is float32 in
+    its own column order, and each value is rounded to it once, as it is written, with the
+    bits of the float64 matrix's values rounded (tests/unit/test_features.py)."""
+    layout = _layout(names)
+    at = layout.column
+    n = out.shape[0]
+    if out.shape != (n, len(names)):
+        raise InvalidInput("out", f"has shape {out.shape}, not ({n}, {len(names)})")
+    if algorithms is not None and len(algorithms) != n:
+        raise InvalidInput("algorithms", f"has {len(algorithms)} values, not {n}")
+    if algorithms is None and rank_pct is None:
+        raise InvalidInput("algorithms", "are read from rank_pct, which is missing")
     _check_items(items, n)
     near = np.asarray(affinity, dtype=np.float64).reshape(n)
     by_attributes = np.asarray(attribute_affinity, dtype=np.float64).reshape(n)
@@ -434,28 +467,65 @@ def feature_matrix(
     if not all_of(np.isfinite(by_attributes)):
         bad = by_attributes[~np.isfinite(by_attributes)][0]
         raise InvalidInput("attribute_affinity", f"must be finite, got {bad}")
-    out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
-    out[:] = _shared_row(user, context)  # the user's and the request's columns, every row
-    np.log1p(items.popularity, out=out[:, COLUMN["log_popularity"]], dtype=np.float64)
+    ranks = None if rank_pct is None else _rank_columns(rank_pct, n)
+    # the user's and the request's columns, every row
+    out[:] = layout.reorder(_shared_row(user, context))
+    np.log1p(items.popularity, out=out[:, at["log_popularity"]], dtype=np.float64)
     ctr_missing = np.isnan(items.ctr)
-    out[:, COLUMN["ctr"]] = np.where(ctr_missing, 0.0, items.ctr)
-    out[:, COLUMN["ctr_missing"]] = ctr_missing
+    out[:, at["ctr"]] = np.where(ctr_missing, 0.0, items.ctr)
+    out[:, at["ctr_missing"]] = ctr_missing
     age_missing = np.isnan(items.age_days)
     age = items.age_days.clip(0.0, MAX_DAYS)
-    out[:, COLUMN["age_days"]] = np.where(age_missing, 0.0, age)
-    out[:, COLUMN["age_days_missing"]] = age_missing
-    first = COLUMN["attr_00"]
+    out[:, at["age_days"]] = np.where(age_missing, 0.0, age)
+    out[:, at["age_days_missing"]] = age_missing
+    first = at["attr_00"]
     out[:, first : first + ATTRIBUTE_BUCKETS] = items.hashed
-    out[:, COLUMN["affinity"]] = near
-    out[:, COLUMN["attribute_affinity"]] = by_attributes
-    # each proposing algorithm's column, row by row (the columns by a C-level look-up;
-    # -1 where none proposed the item)
-    hot = np.fromiter(map(_HOT_COLUMN.get, algorithms, repeat(_OTHER_COLUMN)), np.intp, n)
-    (rows,) = (hot >= 0).nonzero()
-    out[rows, hot[rows]] = 1.0
-    if rank_pct is not None:
-        out[:, _RANK_FIRST:] = _rank_columns(rank_pct, n)
-    return out
+    out[:, at["affinity"]] = near
+    out[:, at["attribute_affinity"]] = by_attributes
+    hot = at[_ALGORITHM_NAMES[0]]
+    if algorithms is not None:
+        # each proposing algorithm's column, row by row (the columns by a C-level look-up;
+        # -1 where none proposed the item)
+        which = np.fromiter(map(_HOT_COLUMN.get, algorithms, repeat(_OTHER_COLUMN)), np.intp, n)
+        (rows,) = (which >= 0).nonzero()
+        out[rows, hot + which[rows]] = 1.0
+    elif ranks is not None:  # one algorithm per item: its one-hot is its nonzero rank cell
+        out[:, hot : hot + len(_ALGORITHM_NAMES)] = ranks > 0.0
+    if ranks is not None:
+        ranked = at[RANK_NAMES[0]]
+        out[:, ranked : ranked + len(RANK_NAMES)] = ranks
+
+
+_ALGORITHM_NAMES: Final = (*(f"algorithm_{a}" for a in ALGORITHMS), "algorithm_other")
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where a matrix with columns in another order than :data:`FEATURE_NAMES` holds each
+    feature."""
+
+    column: dict[str, int]
+    reorder: Callable[[list[float]], Sequence[float]]
+    """A row in :data:`FEATURE_NAMES` order, put in the matrix's."""
+
+
+@lru_cache(maxsize=8)
+def _layout(names: tuple[str, ...]) -> _Layout:
+    """The :class:`_Layout` of columns ``names`` (a request's matrix has one of a few)."""
+    if sorted(names) != sorted(FEATURE_NAMES):
+        raise InvalidInput("names", f"must be FEATURE_NAMES in some order, got {names}")
+    column = {name: i for i, name in enumerate(names)}
+    for block in (_ATTRIBUTE_NAMES, _ALGORITHM_NAMES, RANK_NAMES):
+        start = column[block[0]]
+        if [column[name] for name in block] != list(range(start, start + len(block))):
+            raise InvalidInput("names", f"must keep {block[0]} .. {block[-1]} together")
+    if names == FEATURE_NAMES:
+        return _Layout(column, _same)
+    return _Layout(column, itemgetter(*(COLUMN[name] for name in names)))
+
+
+def _same(row: list[float]) -> list[float]:
+    return row
 
 
 def _rank_columns(rank_pct: npt.ArrayLike, n: int) -> npt.NDArray[np.float64]:
@@ -486,13 +556,13 @@ _ITEM_ROW: Final = {name: 1.0 if name == "inverse_position" else 0.0 for name in
 """A row's values before the user's and the context's are written over them (the dict
 keeps :data:`FEATURE_NAMES` order)."""
 
-_OTHER_COLUMN: Final = _ALGORITHM_FIRST + len(ALGORITHMS)
-_RANK_FIRST: Final = COLUMN[RANK_NAMES[0]]  # the rank columns are the last ones
+_OTHER_COLUMN: Final = len(ALGORITHMS)
 _HOT_COLUMN: Final[dict[str | None, int]] = {
     None: -1,  # no algorithm proposed the item: no column
-    **{a: _ALGORITHM_FIRST + i for i, a in enumerate(ALGORITHMS)},
+    **{a: i for i, a in enumerate(ALGORITHMS)},
 }
-"""Each algorithm's one-hot column (any other name: :data:`_OTHER_COLUMN`)."""
+"""Each algorithm's one-hot column, counted from ``algorithm_<first>`` (any other name:
+:data:`_OTHER_COLUMN`)."""
 
 
 def set_positions(matrix: npt.NDArray[np.floating[Any]], names: Sequence[str]) -> None:

@@ -47,6 +47,8 @@ _RANK_COLUMN: dict[str | None, int] = {None: -1, **{a: i for i, a in enumerate(A
 """Each algorithm's column of :attr:`Fused.rank_pct` (-1: no algorithm, no column; any
 other name: the last column, ``len(ALGORITHMS)``)."""
 _OTHER_RANK = len(ALGORITHMS)
+_WHOLE: tuple[tuple[float, ...]] = ((1.0,),)
+"""An item's shares when one algorithm proposed it and its value is positive."""
 
 
 def _contribution(weight: float, rank: int, n: int, method: Method, rrf_k: float) -> float:
@@ -299,6 +301,8 @@ class Fused:
         holds the two ways together."""
         if not self.single:
             return share_rows(self.share_matrix(rows), algorithms)
+        if all_of(self.raw > 0.0):  # every item's value positive (the usual request)
+            return _WHOLE * len(rows)
         raw: list[float] = self.raw[rows].tolist()
         return tuple([(1.0,) if r > 0.0 else (0.0,) for r in raw])
 
@@ -528,20 +532,24 @@ def _fuse_distinct(
         list_of.append(lists.setdefault(a if a in weights else None, len(lists)))
         column_of.append(_RANK_COLUMN.get(a, _OTHER_RANK))
     kind = np.fromiter(map(code.__getitem__, algorithms), dtype=np.intp, count=n)
-    group = np.array(list_of, dtype=np.intp)[kind]
+    # each algorithm a list of its own (each weighted: the usual request): its number is it
+    own = list_of == list(range(len(list_of)))
+    group = kind if own else np.array(list_of, dtype=np.intp)[kind]
     ordered = np.lexsort((-raw_scores, group))  # stable: ties keep input order
     sizes = np.bincount(group, minlength=len(lists))
-    starts = cumsum_of(sizes) - sizes  # (core.arrays: numpy's values, fewer steps)
+    ends = cumsum_of(sizes)  # (core.arrays: numpy's values, fewer steps)
     in_order = group[ordered]
-    ranks = (np.arange(n) - starts[in_order] + 1).astype(np.float64)
+    # n - r + 1 of each candidate's rank r in its list of n: the list's end past its place
+    # (_fuse_arrays' size - ranks + 1, the same integers)
+    left = (ends[in_order] - np.arange(n)).astype(np.float64)
     list_weight = np.array(
         [unassigned_weight if key is None else weights[key] for key in lists], dtype=np.float64
     )[in_order]
     size = sizes[in_order].astype(np.float64)
     if method == "rrf":
-        contributions = list_weight / (rrf_k + ranks)
+        contributions = list_weight / (rrf_k + (size - left + 1.0))  # (its rank r)
     else:
-        contributions = list_weight * (size - ranks + 1) / size
+        contributions = list_weight * left / size
     fusion = np.empty(n)
     fusion[ordered] = contributions + 0.0  # bincount's sum of one value: 0.0 + it
     top = float(max_of(fusion))
@@ -549,9 +557,12 @@ def _fuse_distinct(
     if affinities:
         found = map(affinities.get, item_ids, repeat(0.0))
         affinity = np.fromiter(found, dtype=np.float64, count=n)
+        score = normalised + affinity_weight * affinity
     else:
         affinity = np.zeros(n)
-    score = normalised + affinity_weight * affinity
+        # normalised + affinity_weight * 0.0: the same bits (adding a zero changes no
+        # number but -0.0, and normalised holds none: fusion is a sum plus 0.0)
+        score = normalised
     ranked = (-score).argsort(kind="stable")
     order = ranked.tolist()
     pick = itemgetter(*order)
@@ -563,21 +574,13 @@ def _fuse_distinct(
     else:
         share_sums = raw.reshape(n, 1)
     one = {a: () if a is None else (a,) for a in code}
-    row_of = np.empty(n, dtype=np.intp)
-    row_of[ranked] = np.arange(n)
-    heads = row_of[ordered[starts]].tolist()  # each list's first candidate, in list order
-    # each candidate's percentile in its algorithm's column of its row (one per item)
-    rank_pct = np.zeros((n, len(ALGORITHMS) + 1))
-    rank_rows, rank_column = row_of[ordered], np.array(column_of, dtype=np.intp)[kind[ordered]]
-    if unnamed:
-        proposed = rank_column >= 0
-        rank_rows, rank_column, size, ranks = (
-            rank_rows[proposed],
-            rank_column[proposed],
-            size[proposed],
-            ranks[proposed],
-        )
-    rank_pct[rank_rows, rank_column] = (size - ranks + 1) / size
+    # each list's first candidate, in list order, and its row
+    heads = map(order.index, ordered[ends - sizes].tolist())
+    # each candidate's percentile in its algorithm's column (one per item; a candidate
+    # without an algorithm, column -1, writes a spare last column, left out), by row
+    width = len(ALGORITHMS) + 1
+    cells = np.zeros((n, width + 1))
+    cells[ordered, np.array(column_of, dtype=np.intp)[kind[ordered]]] = left / size
     return Fused(
         list(pick(item_ids)),
         score[ranked],
@@ -589,7 +592,7 @@ def _fuse_distinct(
         ranked,
         {key: row for key, row in zip(lists, heads, strict=True) if key is not None},
         not unnamed,
-        rank_pct,
+        cells[ranked, :width],
     )
 
 

@@ -53,11 +53,12 @@ from recloop.core.errors import Conflict, InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.features import (
     ATTRIBUTE_BUCKETS,
+    FEATURE_NAMES,
     ContextFeatures,
     ItemColumns,
     UserFeatures,
     columns_of,
-    feature_matrix,
+    write_features,
 )
 from recloop.core.ids import uuid7
 from recloop.core.ranking import Fused
@@ -237,10 +238,13 @@ class LearningService:
         items: ItemRows | None,
         context: Mapping[str, Any],
         now: float,
-    ) -> npt.NDArray[np.float64]:
+        out: npt.NDArray[np.floating[Any]] | None = None,
+        names: tuple[str, ...] = FEATURE_NAMES,
+    ) -> npt.NDArray[np.floating[Any]]:
         """Each candidate's features (:data:`~recloop.core.features.FEATURE_NAMES` columns)
         as if shown in the top slot (rank sets the position); ``items``: the candidates'
-        item columns in ``fused``'s order (None: no item known)."""
+        item columns in ``fused``'s order (None: no item known). With ``out``, written
+        there (its columns ``names``: ``core.features.write_features``) and returned."""
         reliability = 100.0 if self._reliability is None else self._reliability(user_id)
         user = UserFeatures(
             segment,
@@ -268,15 +272,21 @@ class LearningService:
             age = np.where(items.known, np.maximum(0.0, (now - items.updated_at) / DAY), math.nan)
             hashed = items.hashed
             from_attributes = items.from_attributes
-        return feature_matrix(
+        if out is None:
+            out = np.empty((n, len(names)), dtype=np.float64)
+        write_features(
+            out,
+            names,
             user,
             ItemColumns(popularity, ctr, age, hashed),
             ctx,
             fused.affinity,
             np.where(from_attributes, fused.affinity, 0.0),
-            [a[0] if a else None for a in fused.algorithms],
+            # one algorithm per item: its one-hot read from its rank percentile's column
+            None if fused.single else [a[0] if a else None for a in fused.algorithms],
             fused.rank_pct,
         )
+        return out
 
     @staticmethod
     def predict(

@@ -35,7 +35,7 @@ from recloop.core.errors import InvalidInput, NotFound
 from recloop.core.events import Event
 from recloop.core.experiments import Experiment, overrides, strategy_weights
 from recloop.core.exploration import effective_epsilon, explore, ips_credit, probe
-from recloop.core.features import COLUMN, FEATURE_NAMES, set_positions
+from recloop.core.features import FEATURE_NAMES, set_positions
 from recloop.core.ids import uuid7
 from recloop.core.preferences import Preferences
 from recloop.core.ranking import (
@@ -65,9 +65,9 @@ LOGGED_NAMES: Final = (*RANKING_NAMES, *(n for n in FEATURE_NAMES if n != "affin
 """The features an impression logs with continuous learning: the fused rank, then the
 click model's (``core.features.FEATURE_NAMES``, affinity first)."""
 
-_AFFINITY: Final = COLUMN["affinity"]
-"""The affinity's column of the click model's features: ``LOGGED_NAMES[1:]`` is
-``FEATURE_NAMES`` with it moved first, which ``rank`` copies by slices."""
+_FEATURE_COLUMNS: Final = LOGGED_NAMES[1:]
+"""The click model's features as logged: ``FEATURE_NAMES`` with the affinity first
+(``rank`` writes them into the logged matrix past its fusion column)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +292,13 @@ class Ranker:
         else:
             # Every candidate's features, logged (float32) with the impression: a model
             # is served those values and later learns from exactly them.
+            # Written straight into the logged columns (no float64 matrix to copy).
             now = self._clock()
             prefs = user.preferences
-            matrix = self._learning.feature_matrix(
+            names = LOGGED_NAMES
+            logged = np.empty((n, len(names)), dtype=np.float32)
+            logged[:, 0] = fused.fusion
+            self._learning.feature_matrix(
                 user_id,
                 user.segment,
                 0 if prefs is None else prefs.interactions,
@@ -303,14 +307,9 @@ class Ranker:
                 table.take(fused.appearance, vectors=False) if table is not None else None,
                 context or {},
                 now,
+                out=logged[:, 1:],
+                names=_FEATURE_COLUMNS,
             )
-            names = LOGGED_NAMES
-            logged = np.empty((n, len(names)), dtype=np.float32)
-            logged[:, 0] = fused.fusion
-            # matrix[:, _LOGGED_COLUMNS], as three slices (no gathered float64 copy)
-            logged[:, 1] = matrix[:, _AFFINITY]
-            logged[:, 2 : 2 + _AFFINITY] = matrix[:, :_AFFINITY]
-            logged[:, 2 + _AFFINITY :] = matrix[:, _AFFINITY + 1 :]
             if route.model is not None:
                 scores = self._learning.predict(route.model, logged, names)
         # the greedy order: a model's, else the fused rows' own (None: no reordering)
