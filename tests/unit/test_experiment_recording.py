@@ -186,3 +186,18 @@ async def test_a_failed_write_is_reported_to_every_waiting_request(
     answers = await asyncio.gather(first, second, return_exceptions=True)
     assert answers == [store.failure, store.failure]
     assert store.exposed == []
+
+
+async def test_a_request_during_the_write_answers_once_the_exposure_is_committed(
+    service: ExperimentService, store: GatedStore, lookup: Lookup
+) -> None:
+    lookup.gate.set()
+    store.gate.clear()
+    first = asyncio.create_task(service.expose("x", "u"))
+    await store.committing.wait()
+    second = asyncio.create_task(service.expose("x", "u"))  # the exposure is held already
+    await until_waiting()
+    assert not second.done()
+    store.gate.set()
+    assert await second == await first
+    assert store.exposed == ["u"]

@@ -495,16 +495,17 @@ class ExperimentService:
         one cancelled after leaves them to be committed all the same. No task is started
         for the recording and no shield crossed: under load each turn of the event loop a
         first exposure waits for comes after every other ready request."""
-        new = [a for a in assigned if user_id not in self._exposures[a[0].experiment_id]]
-        if not new:
-            return
-        # Concurrent first requests of one user share one recording.
+        # Concurrent requests of one user share one recording, and answer once it is
+        # committed: held exposures are not committed yet while it is under way.
         joined = self._recording.get(user_id)
         if joined is not None:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             joined.append(waiter)
             await waiter
             return await self._record_exposures(assigned, user_id)
+        new = [a for a in assigned if user_id not in self._exposures[a[0].experiment_id]]
+        if not new:
+            return
         waiters: list[asyncio.Future[None]] = []
         self._recording[user_id] = waiters
         try:
