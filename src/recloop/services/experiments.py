@@ -40,7 +40,7 @@ from recloop.ports import (
     WaitingReport,
 )
 from recloop.resilience import RetryCounts, retry_read
-from recloop.services.batching import GroupCommit
+from recloop.services.batching import GroupCommit, ShuttingDown
 from recloop.services.tasks import stop_tasks
 
 DAY = 86_400.0
@@ -140,7 +140,9 @@ class ExperimentService:
         self._values: dict[str, dict[tuple[str, str], UserMetric]] = {}
         self._stats: dict[str, dict[tuple[str, str], PairStats]] = {}
         self._running_by_user: dict[str, list[str]] = {}
-        self._recording: dict[str, asyncio.Future[None]] = {}
+        self._recording: dict[str, list[asyncio.Future[None]]] = {}
+        """Users whose first exposures are being recorded, with the other requests waiting
+        for that recording (:meth:`_record_exposures`)."""
         self._writer: GroupCommit[StateChanges, None] = GroupCommit("exposure-writer", self._write)
         self._next_step_at = math.inf
         self._recheck: dict[str, float] = {}
@@ -148,11 +150,23 @@ class ExperimentService:
         """When the earliest pending rollout step of a running experiment is due."""
 
     async def _write(self, batch: list[StateChanges]) -> list[None]:
+        """Commit a round of the exposure writer; then answer the requests waiting for the
+        recordings it holds (:meth:`_record_exposures`), the recorder's own request or not."""
         merged = StateChanges()
         for changes in batch:
             merged += changes
-        await self._store.commit(merged)
+        try:
+            await self._store.commit(merged)
+        except Exception as exc:
+            self._release_all(merged, exc)
+            raise
+        self._release_all(merged, None)
         return [None] * len(batch)
+
+    def _release_all(self, changes: StateChanges, error: BaseException | None) -> None:
+        for exposure in changes.exposures:
+            if exposure.user_id in self._recording:
+                self._release(exposure.user_id, error)
 
     async def start(self) -> None:
         for exp in await self._store.get_experiments():
@@ -473,25 +487,59 @@ class ExperimentService:
     async def _record_exposures(
         self, assigned: Sequence[tuple[Experiment, str, str | None]], user_id: str
     ) -> None:
+        """Record the user's first exposures among ``assigned``; the request recording them
+        returns once they are committed, and so do those of the user waiting for it.
+
+        The request holds them in its own task and the exposure writer's task commits
+        them: a request cancelled (client gone) before they are held leaves nothing, and
+        one cancelled after leaves them to be committed all the same. No task is started
+        for the recording and no shield crossed: under load each turn of the event loop a
+        first exposure waits for comes after every other ready request."""
+        # Concurrent requests of one user share one recording, and answer once it is
+        # committed: held exposures are not committed yet while it is under way.
+        joined = self._recording.get(user_id)
+        if joined is not None:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            joined.append(waiter)
+            await waiter
+            return await self._record_exposures(assigned, user_id)
         new = [a for a in assigned if user_id not in self._exposures[a[0].experiment_id]]
         if not new:
             return
-        # Concurrent first requests of one user share one recording.
-        running = self._recording.get(user_id)
-        if running is not None:
-            await asyncio.shield(running)
-            return await self._record_exposures(assigned, user_id)
-        task = asyncio.ensure_future(self._record_new(new, user_id))
-        self._recording[user_id] = task
+        waiters: list[asyncio.Future[None]] = []
+        self._recording[user_id] = waiters
         try:
-            await asyncio.shield(task)
-        finally:
-            if self._recording.get(user_id) is task:
-                del self._recording[user_id]
+            changes = await self._exposure_changes(new, user_id)
+        except BaseException:
+            self._release(user_id, None)  # nothing held: a waiting request records
+            raise
+        if not changes.exposures:
+            self._release(user_id, None)
+            return
+        try:
+            await self._writer.submit([changes])
+        except ShuttingDown as exc:  # not taken: no round will answer the waiters
+            self._release(user_id, exc)
+            raise
 
-    async def _record_new(
+    def _release(self, user_id: str, error: BaseException | None) -> None:
+        """Answer the requests waiting for the user's recording (:meth:`_record_exposures`):
+        recorded, or ``error``."""
+        for waiter in self._recording.pop(user_id, ()):
+            if waiter.done():
+                continue  # its request was cancelled
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    async def _exposure_changes(
         self, new: Sequence[tuple[Experiment, str, str | None]], user_id: str
-    ) -> None:
+    ) -> StateChanges:
+        """Hold the user's first exposures of ``new`` and count them; what to commit.
+
+        Everything it reads comes before it holds anything (no await after), so a cancel
+        leaves either nothing or the whole of it held."""
         now = self._clock()
         since = now - self._config.cuped_days * DAY
         pre: list[tuple[str, float | None]] = []
@@ -511,7 +559,7 @@ class ExperimentService:
         for exp, variant, by in new:
             eid = exp.experiment_id
             if user_id in self._exposures[eid]:
-                continue  # exposed meanwhile by a concurrent request
+                continue  # exposed meanwhile (another process's, taken in by refresh)
             exposure = Exposure(eid, user_id, variant, now, by)
             self._hold(exposure)
             changes.exposures.append(exposure)
@@ -528,8 +576,7 @@ class ExperimentService:
                 and any(m.type != "ratio" for m in exp.all_metrics)
             ):
                 self._covariates_due.setdefault(eid, {})[user_id] = now
-        if changes.exposures:
-            await self._writer.submit([changes])
+        return changes
 
     async def settle_covariates(self) -> int:
         """Read the CUPED covariates of the users exposed since the last call
