@@ -40,7 +40,7 @@ from recloop.api.responses import send_json
 from recloop.api.routers import experiments, users
 from recloop.api.schemas import RANK_K_MAX
 from recloop.container import Container
-from recloop.core.ids import id_problem
+from recloop.core.ids import id_problem, json_may_break_id_rule
 
 ID_MAX: Final = 128
 """Path parameters are ``Path(min_length=1, max_length=128)`` on the documented routes."""
@@ -163,21 +163,13 @@ def decode_rank(raw: bytes) -> RankBody | None:
         return None
     if body.context is not None and may_hold_a_big_int(raw) and has_big_int(body.context):
         return None  # an integer beyond 64 bits: the documented route refuses it
-    if _may_break_id_rule(raw) and any(
+    if json_may_break_id_rule(raw) and any(
         id_problem(c.item_id, in_path=True) is not None
         or (c.algorithm is not None and id_problem(c.algorithm) is not None)
         for c in body.candidates
     ):
         return None  # the documented route names the bad id
     return body
-
-
-def _may_break_id_rule(raw: bytes) -> bool:
-    """``core.ids.json_may_break_id_rule(raw)`` by four searches, without its copy of the
-    body (``bytes.translate`` deleting the three suspect bytes, then comparing lengths):
-    the length changes exactly when one of them is there, which ``in`` finds by ``memchr``
-    (tests/unit/test_fast_paths.py holds the two together)."""
-    return b"\\" in raw or b"/" in raw or b"\x7f" in raw or b'".' in raw
 
 
 def _json_content(content_type: str | None) -> bool:

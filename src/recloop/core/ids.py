@@ -80,26 +80,23 @@ def check_id(field: str, value: str, in_path: bool = False) -> None:
         raise InvalidInput(field, problem)
 
 
-_SUSPECT_BYTES: Final = b"\\\x7f/"
-
-
 def json_may_break_id_rule(body: bytes) -> bool:
     """Whether some string in the JSON text ``body`` may break the id rule.
 
     False guarantees that none does, so a decoder may skip checking each id: valid JSON
     holds a control character in a string only escaped (after a backslash) or as a raw
     DEL byte, a ``/`` raw or escaped, and the strings ``.`` and ``..`` as ``"."`` and
-    ``".."``. Two passes over the body, instead of a pattern per id: one deleting those
-    three bytes (some were there if the length changed), one for a string starting with a
-    dot (``".``: a few harmless strings too, which are then checked in full). The import
-    asks it of every line.
+    ``".."``. Four searches of the body (``memchr`` for each of the three bytes), instead
+    of a pattern per id or a copy of the body: the last for a string starting with a dot
+    (``".``: a few harmless strings too, which are then checked in full). The ingest, the
+    rank route and the import ask it of every body or line.
 
     >>> json_may_break_id_rule(b'{"user_id": "u1", "item_id": "i.1"}')
     False
     >>> json_may_break_id_rule(b'{"user_id": "a\\\\u0000"}'), json_may_break_id_rule(b'{"a": ".."}')
     (True, True)
     """
-    return len(body.translate(None, _SUSPECT_BYTES)) != len(body) or b'".' in body
+    return b"\\" in body or b"/" in body or b"\x7f" in body or b'".' in body
 
 
 def uuid7(now_ns: int | None = None) -> str:
