@@ -310,18 +310,19 @@ class GuardService:
         self._pending_at[touched] = now
         since = self._since[touched] + counts
         self._since[touched] = since
-        rule_at = self._table.rule_at[touched]
+        # NaN: no violation
+        ruled = now - self._table.rule_at[touched] <= config.detectors.hard_rule_seconds
         due = (
             (since >= self._next_after[touched])
             | (
                 (since >= config.min_new_events)
                 & (now - self._judged_at[touched] >= config.judge_every_seconds)
             )
-            | (now - rule_at <= config.detectors.hard_rule_seconds)  # NaN: no violation
+            | ruled
         )
         due_slots = touched[due][np.argsort(first[due], kind="stable")]
         if wait_for_more:
-            urgent = bool((now - rule_at[due] <= config.detectors.hard_rule_seconds).any())
+            urgent = bool(ruled.any())  # a hard rule's user is among those due
             if not len(self._waiting) and len(due_slots) < _JUDGE_AT_ONCE and not urgent:
                 self._waiting = due_slots
                 return
