@@ -146,10 +146,12 @@ def worker(config: ConfigOpt = None) -> None:
                 )
                 raise typer.Exit(2) from None
             log.info("metrics at http://%s:%d/metrics", ev.worker_metrics_host, metrics.port)
+            metrics.loop_lag.start()
         try:
             await work()
         finally:
             if metrics is not None:  # served until the stop is done: a slow one shows
+                await metrics.loop_lag.stop()
                 await asyncio.to_thread(metrics.close)
 
     async def work() -> None:

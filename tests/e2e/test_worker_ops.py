@@ -261,6 +261,7 @@ async def test_a_worker_serves_metrics_and_stops_gracefully(deployment: Deployme
     samples = scrape(d)
     assert value(samples, "recloop_worker_partitions") == PARTITIONS
     assert value(samples, "recloop_dependency_up", dependency="storage") == 1
+    assert (value(samples, "recloop_event_loop_lag_seconds_count") or 0) >= 1  # its probe runs
     answer = live(d)
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok", "stopping": False, "partitions": [0, 1]}

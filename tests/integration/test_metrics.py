@@ -3,6 +3,8 @@ gauges read from the running services when scraped."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -277,3 +279,14 @@ async def test_multiprocess_mode_reads_the_shared_folder(
         assert any(folder.glob("*.db"))
     finally:
         await close()
+
+
+async def test_the_event_loops_lag_is_exported_while_the_app_runs(app: Running) -> None:
+    # the lifespan runs the probe: it wakes every 0.1 s
+    deadline = time.monotonic() + 5
+    while True:
+        found = value(await scrape(app), "recloop_event_loop_lag_seconds_count")
+        if found or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert found is not None and found >= 1

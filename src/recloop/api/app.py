@@ -104,9 +104,12 @@ def create_app(
         # it for nothing and pause every request while they do.
         gc.collect()
         gc.freeze()
+        lag = app.state.metrics.loop_lag
+        lag.start()
         try:
             yield
         finally:
+            await lag.stop()
             await c.stop()
 
     app = RecloopApp(

@@ -13,6 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from recloop.core.events import FEEDBACK_TYPES
 from recloop.metrics.collectors import StateCollector
+from recloop.metrics.loop import LoopLag, lag_histogram
 
 if TYPE_CHECKING:
     from recloop.container import Container
@@ -56,6 +57,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.loop_lag = LoopLag(lag_histogram(self.registry))
+        """The event loop's lag probe: the app's lifespan runs it."""
         self.state = StateCollector(container)
         self.registry.register(self.state)
         self.scrape_registry = self.registry

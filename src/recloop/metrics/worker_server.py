@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
 from recloop.metrics.collectors import LOOP_TIMEOUT_SECONDS, ScrapeFailed, WorkerCollector
+from recloop.metrics.loop import LoopLag, lag_histogram
 
 if TYPE_CHECKING:
     from recloop.container import WorkerContainer
@@ -59,6 +60,8 @@ class WorkerMetrics:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
+        self.loop_lag = LoopLag(lag_histogram(self.registry))
+        """The worker's event loop lag probe (``recloop worker`` runs it)."""
         self._metrics_app = make_wsgi_app(self.registry)
 
         class Server(ThreadingWSGIServer):
