@@ -361,3 +361,24 @@ def test_preferences_is_none_until_something_is_applied() -> None:
     table.touch(slots, np.array([1.0]), np.array([2.0]), now=3.0)
     prefs = table.preferences("u")
     assert prefs is not None and prefs.updated_at == 3.0 and prefs.first_event_at == 1.0
+
+
+@given(
+    stored=st.lists(st.sampled_from([f"u{i}" for i in range(12)]), max_size=8),
+    held=st.lists(st.sampled_from([f"u{i}" for i in range(12)]), max_size=6, unique=True),
+    dropped=st.lists(st.integers(0, 5), max_size=6),
+    told=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_may_store_is_may_be_stored_of_one_user(
+    stored: list[str], held: list[str], dropped: list[int], told: bool
+) -> None:
+    table = UserTable(dim=2)
+    if told:
+        table.know_stored(stored)
+    table.add_new(held)
+    for n in dropped:  # some of the held users let go of since
+        if n < len(held):
+            table.drop(held[n])
+    for user_id in [f"u{i}" for i in range(12)]:
+        assert table.may_store(user_id) == bool(table.may_be_stored([user_id])), user_id

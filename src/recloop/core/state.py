@@ -416,6 +416,26 @@ class UserTable:
             if held or h in dropped
         ]
 
+    def may_store(self, user_id: str) -> bool:
+        """:meth:`may_be_stored` of one user, in Python numbers (a read asks about one
+        user; the arrays' calls cost several times the answer).
+
+        >>> t = UserTable(dim=2); t.may_store("a")
+        True
+        >>> t.know_stored(["a"]); t.add_new(["b"]); t.may_store("a"), t.may_store("c")
+        (True, False)
+        >>> t.drop("b"); t.may_store("b")
+        True
+        """
+        stored = self._stored
+        if stored is None:
+            return True
+        wanted = hash(user_id)
+        if wanted in self._dropped:
+            return True
+        at = int(stored.searchsorted(wanted))
+        return at < len(stored) and stored.item(at) == wanted
+
     def add(self, rows: UserRows, journal_seq: Ints | None = None) -> None:
         """Hold ``rows`` (users not held yet: loaded from the store, or new), clean;
         ``journal_seq``: the journal records holding them (rows read from the journal)."""
@@ -579,19 +599,22 @@ class UserTable:
         """What readers see of a held user (its vector a copy), or None if not held or
         nothing of theirs is applied yet (a new row, their events buffered)."""
         slot = self.index.get(user_id)
-        if slot is None or math.isnan(self.updated_at[slot]):
+        if slot is None:
+            return None
+        updated_at = self.updated_at.item(slot)  # ndarray.item: a Python number at once
+        if math.isnan(updated_at):
             return None
         return Preferences(
             user_id,
             self.vectors[slot].copy(),
-            int(self.events_applied[slot]),
-            int(self.events_skipped[slot]),
-            int(self.interactions[slot]),
-            int(self.impressions[slot]),
-            _none_if_nan(float(self.first_event_at[slot])),
-            _none_if_nan(float(self.last_event_at[slot])),
-            _none_if_nan(float(self.updated_at[slot])),
-            int(self.events_held[slot]),
+            self.events_applied.item(slot),
+            self.events_skipped.item(slot),
+            self.interactions.item(slot),
+            self.impressions.item(slot),
+            _none_if_nan(self.first_event_at.item(slot)),
+            _none_if_nan(self.last_event_at.item(slot)),
+            updated_at,
+            self.events_held.item(slot),
         )
 
     def touch(self, slots: Ints, first_at: Floats, last_at: Floats, now: float) -> None:

@@ -277,7 +277,7 @@ class Processor:
         """Whether the store certainly holds nothing of ``user_id``: not held here, and
         not stored when this processor started nor let go of since (False until
         :meth:`start`, and always for a worker: others write too)."""
-        return user_id not in self.table and not self.table.may_be_stored([user_id])
+        return user_id not in self.table and not self.table.may_store(user_id)
 
     # -- erased users ------------------------------------------------------------
 
