@@ -640,8 +640,14 @@ def _read_path(run: Run, endpoint: ReadEndpoint) -> dict[str, float]:
         "paced_cpu": _micros_per(cpu, answered),
     }
     if endpoint.paced_ceiling:
+        cpu = run.bare.cpu_seconds()
         ceiling = _paced_read_load(run, endpoint, run.options.duration, run.bare)
-        measured |= {"paced_bare_p50": ceiling.latency.p50, "paced_bare_p95": ceiling.latency.p95}
+        cpu = run.bare.cpu_seconds() - cpu
+        measured |= {
+            "paced_bare_p50": ceiling.latency.p50,
+            "paced_bare_p95": ceiling.latency.p95,
+            "paced_bare_cpu": _micros_per(cpu, ceiling.requests - ceiling.unfinished),
+        }
     return measured
 
 
@@ -726,6 +732,7 @@ def _read_benchmark(
         metrics += (
             Metric("paced_bare_p50", f"ceiling latency P50 at {rate}, ms"),
             Metric("paced_bare_p95", f"ceiling latency P95 at {rate}, ms"),
+            Metric("paced_bare_cpu", f"ceiling server CPU per request at {rate}, µs"),
         )
     return Benchmark(endpoint.name, title, metrics, run_once)
 
