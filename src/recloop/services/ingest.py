@@ -228,7 +228,19 @@ class IngestService:
 
 def _asks(pending: list[tuple[int, Event]]) -> list[tuple[str, list[tuple[str, int]]]]:
     """Each class's asks (explicit, implicit): (user, how many events), users in the order
-    of their first event (counted in C: no list per user unless a limit refuses)."""
+    of their first event (:func:`_asks_of_batch`; a one-event request's without its
+    passes over a batch)."""
+    if len(pending) != 1:
+        return _asks_of_batch(pending)
+    event = pending[0][1]
+    ask = [(event.user_id, 1)]
+    if event.type in EXPLICIT_TYPES:
+        return [("explicit", ask), ("implicit", [])]
+    return [("explicit", []), ("implicit", ask)]
+
+
+def _asks_of_batch(pending: list[tuple[int, Event]]) -> list[tuple[str, list[tuple[str, int]]]]:
+    """:func:`_asks`, counted in C: no list per user unless a limit refuses."""
     explicit = [e.user_id for _, e in pending if e.type in EXPLICIT_TYPES]
     implicit = (
         [e.user_id for _, e in pending if e.type not in EXPLICIT_TYPES]
