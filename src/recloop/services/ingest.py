@@ -137,6 +137,35 @@ class IngestService:
         already rejected an event at the schema level. ``principal`` names the
         API key (or client) for its rate limit.
         """
+        if len(candidates) == 1:
+            return [await self._submit_one(candidates[0], principal)]
+        return await self._submit_batch(candidates, principal)
+
+    async def _submit_one(self, candidate: EventFields | Exception, principal: str) -> EventOutcome:
+        """:meth:`submit` of a one-event request (:meth:`_submit_batch` of one, without
+        its lists and passes over the candidates)."""
+        if isinstance(candidate, Exception):
+            return EventOutcome(None, "rejected", _error(candidate))
+        try:
+            event = self.build(candidate, self._clock(), REQUEST_ID.get())
+        except InvalidInput as exc:
+            return EventOutcome(candidate.event_id, "rejected", _error(exc))
+        if self._guard is not None or self._limits is not None:
+            pending = [(0, event)]
+            outcomes: list[EventOutcome | None] = [None]
+            if self._guard is not None:
+                pending = self._screen(pending, outcomes)
+            if self._limits is not None and pending:
+                pending = await self._admit(pending, outcomes, principal)
+            if not pending:
+                return cast(EventOutcome, outcomes[0])  # refused: set
+        (offset,) = await self._committer.submit([event])
+        return EventOutcome(event.event_id, _ACCEPTED if offset is not None else _DUPLICATE)
+
+    async def _submit_batch(
+        self, candidates: Sequence[EventFields | Exception], principal: str
+    ) -> list[EventOutcome]:
+        """:meth:`submit`, candidate by candidate."""
         now = self._clock()
         request_id = REQUEST_ID.get()
         outcomes: list[EventOutcome | None] = [None] * len(candidates)
