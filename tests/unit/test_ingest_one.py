@@ -1,6 +1,6 @@
 """A one-event request's path through the ingest against the batch path it skips.
 
-``IngestService.submit`` takes a request of one candidate by ``_submit_one``, without
+``IngestService.submit`` takes a request of one candidate by ``submit_one``, without
 the batch path's lists and passes; the batch path (``_submit_batch``) of the same
 candidate is its oracle. Twin services (each with its own rate limiter, guard and log,
 on one clock) get the same random requests: valid events of every type, values a

@@ -138,12 +138,14 @@ class IngestService:
         API key (or client) for its rate limit.
         """
         if len(candidates) == 1:
-            return [await self._submit_one(candidates[0], principal)]
+            return [await self.submit_one(candidates[0], principal)]
         return await self._submit_batch(candidates, principal)
 
-    async def _submit_one(self, candidate: EventFields | Exception, principal: str) -> EventOutcome:
-        """:meth:`submit` of a one-event request (:meth:`_submit_batch` of one, without
-        its lists and passes over the candidates)."""
+    async def submit_one(
+        self, candidate: EventFields | Exception, principal: str = "anonymous"
+    ) -> EventOutcome:
+        """:meth:`submit` of a one-event request, its outcome (:meth:`_submit_batch` of
+        one, without its lists and passes over the candidates)."""
         if isinstance(candidate, Exception):
             return EventOutcome(None, "rejected", _error(candidate))
         try:
