@@ -26,7 +26,7 @@ from recloop.services.ingest import REQUEST_ID, EventOutcome, IngestService
 from recloop.services.limits import RateLimits
 
 LIMITS = {"explicit": "3/minute;5/hour", "implicit": "4/minute", "key": "40/minute"}
-BLOCKED = "u-blocked"
+BLOCKED, SILENT = "u-blocked", "u-blocked-silently"
 
 
 class Clock:
@@ -60,7 +60,12 @@ async def _service(
     clock: Clock,
 ) -> tuple[IngestService, Log, GroupCommit[Event, int | None], GuardService]:
     store = InMemoryReliabilityStore()
-    await store.put_reliability([ReliabilityRecord(BLOCKED, 0.0, "blocked", 0.0, True, "spam")])
+    await store.put_reliability(
+        [
+            ReliabilityRecord(BLOCKED, 0.0, "blocked", 0.0, True, "spam"),
+            ReliabilityRecord(SILENT, 0.0, "blocked", 0.0, True, ""),  # blocked, no reason given
+        ]
+    )
     guard = GuardService(store, Settings().spam, max_users=1_000, clock=clock)
     await guard.start()
     log = Log()
@@ -78,7 +83,7 @@ def _candidate(rng: random.Random, n: int) -> FeedbackWire | Exception:
         return error
     kind = rng.choice(sorted(FEEDBACK_TYPES))
     value = rng.choice([None, None, 1.0, 4.0, 7.0, -3.0, 30.0])
-    user = rng.choice([BLOCKED, "u1", "u2", "u3", "u4"])
+    user = rng.choice([BLOCKED, SILENT, "u1", "u2", "u3", "u4"])
     event_id = f"e{rng.randrange(n)}"  # repeats: duplicates
     timestamp = rng.choice([None, None, 1_799_999_000.0, 1_800_009_000.0])  # one too late
     return FeedbackWire(user, f"i{rng.randrange(5)}", kind, event_id, value, None, timestamp)
@@ -107,3 +112,5 @@ async def test_one_event_requests_as_the_batch_path_takes_them() -> None:
             await guard.stop()
     assert one_log.events == batch_log.events
     assert statuses == {"accepted", "duplicate", "rejected", "rate_limited", "blocked"}
+    blocked = [e for e in one_log.events if e.user_id in (BLOCKED, SILENT)]
+    assert not blocked

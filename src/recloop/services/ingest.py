@@ -152,14 +152,11 @@ class IngestService:
             event = self.build(candidate, self._clock(), REQUEST_ID.get())
         except InvalidInput as exc:
             return EventOutcome(candidate.event_id, "rejected", _error(exc))
-        if self._guard is not None or self._limits is not None:
-            pending = [(0, event)]
+        if self._guard is not None and (reason := self._guard.blocked(event.user_id)) is not None:
+            return _blocked(event, reason)  # :meth:`_screen` of one
+        if self._limits is not None:
             outcomes: list[EventOutcome | None] = [None]
-            if self._guard is not None:
-                pending = self._screen(pending, outcomes)
-            if self._limits is not None and pending:
-                pending = await self._admit(pending, outcomes, principal)
-            if not pending:
+            if not await self._admit([(0, event)], outcomes, principal):
                 return cast(EventOutcome, outcomes[0])  # refused: set
         (offset,) = await self._committer.submit([event])
         return EventOutcome(event.event_id, _ACCEPTED if offset is not None else _DUPLICATE)
@@ -211,11 +208,7 @@ class IngestService:
             if event.user_id not in blocked:
                 kept.append((i, event))
                 continue
-            reason = self._guard.blocked(event.user_id)
-            message = f"user {event.user_id!r} is blocked: {reason}"
-            outcomes[i] = EventOutcome(
-                event.event_id, "blocked", {"field": "user_id", "message": message}
-            )
+            outcomes[i] = _blocked(event, self._guard.blocked(event.user_id))
         return kept
 
     async def _admit(
@@ -297,6 +290,11 @@ def _members(
         if (event.type in EXPLICIT_TYPES) == explicit:
             users.setdefault(event.user_id, []).append(entry)
     return users
+
+
+def _blocked(event: Event, reason: str | None) -> EventOutcome:
+    message = f"user {event.user_id!r} is blocked: {reason}"
+    return EventOutcome(event.event_id, "blocked", {"field": "user_id", "message": message})
 
 
 def _limited(event: Event, admission: Admission, whom: str) -> EventOutcome:
