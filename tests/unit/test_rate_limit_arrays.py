@@ -15,10 +15,13 @@ from unittest.mock import ANY
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from recloop.adapters.ratelimit.groups import admit_each
 from recloop.adapters.ratelimit.memory import SCALAR_MAX, MemoryRateLimiter
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit
 from recloop.services.limits import RateLimits
@@ -215,3 +218,73 @@ async def test_groups_are_decided_in_order_and_gated_on_the_first(clock: Clock) 
     key, users = await ours.admit_groups(request, gate=False)
     assert key == {0: Admission(0, "10 per 1 minute", clock.now + 45)}
     assert users == {0: Admission(1, "3 per 1 minute", clock.now + 45), 1: ANY}
+
+
+async def test_groups_decided_as_admit_each_decides_them(clock: Clock) -> None:
+    """The in-process ``admit_groups`` (its loop inline) against the rule every limiter
+    shares, :func:`~recloop.adapters.ratelimit.groups.admit_each` over a twin limiter:
+    random requests of the three classes, empty groups among them, gated or not."""
+    classes = {
+        "key": "12 per 5 seconds",
+        "explicit": "3 per 5 seconds;5/minute",
+        "implicit": "4/minute",
+    }
+    ours = MemoryRateLimiter(classes, clock=clock)
+    twin = MemoryRateLimiter(classes, clock=clock)
+    rng = random.Random(11)
+    users = [f"u{n}" for n in range(6)]
+    gated = 0
+    for _ in range(800):
+        clock.now += rng.choice([0.0, 0.0, 0.3, 1.1, 4.0, 30.0])
+        groups = [("key", [("k", rng.choice([1, 1, 2, 5]))])] + [
+            (
+                action,
+                [
+                    (rng.choice(users), rng.choice([1, 1, 2]))
+                    for _ in range(rng.choice([0, 0, 1, 1, 2, 4]))
+                ],
+            )
+            for action in ("explicit", "implicit")
+        ]
+        gate = rng.random() < 0.8
+        got = await ours.admit_groups(groups, gate)
+        assert got == await admit_each(twin.admit_many, groups, gate), (groups, gate, clock.now)
+        gated += got[-1] is None
+    assert gated > 50  # the gate closed on some requests
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limit=st.sampled_from(
+        [
+            Limit("3 per 1 second", 3, 1),
+            Limit("5 per 10 seconds", 5, 10),
+            Limit("7 per 1 minute", 7, 60),
+        ]
+    ),
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 2),  # slot
+            st.integers(1, 9),  # cost
+            st.sampled_from([0.0, 0.0, 0.2, 0.5, 1.0, 3.0, 9.5, 10.0, 31.0, 130.0]),  # clock step
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_one_slot_acquired_as_over_arrays(
+    limit: Limit, steps: list[tuple[int, int, float]]
+) -> None:
+    """The one-slot path (``room_plan`` then ``charge_planned``, on memoryviews) against
+    the array path it replaces for a one-event request: the same decisions and, after
+    each ask, the same two windows (id, count, expiry time) in every slot."""
+    one, arrays = WindowCounters(limit, 4), WindowCounters(limit, 4)
+    now = 1_800_000_000.0
+    for slot, cost, step in steps:
+        now += step
+        got = one.acquire(np.array([slot]), np.array([cost]), now).tolist()
+        # the array path: two asks (the spare slot 3 asks nothing), so no scalar shortcut
+        want = arrays.acquire(np.array([slot, 3]), np.array([cost, 0]), now).tolist()[:1]
+        assert got == want, (slot, cost, now)
+        for name in ("_a_id", "_a_count", "_a_expires", "_b_id", "_b_count", "_b_expires"):
+            assert getattr(one, name)[:3].tolist() == getattr(arrays, name)[:3].tolist(), name

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +74,9 @@ class Limit:
     expiry: int
 
 
+_COLUMNS = ("_a_id", "_a_count", "_a_expires", "_b_id", "_b_count", "_b_expires")
+
+
 class WindowCounters:
     """One limit's sliding-window counters, one slot per identity.
 
@@ -95,7 +99,9 @@ class WindowCounters:
     [True]
     """
 
-    __slots__ = ("_a_count", "_a_expires", "_a_id", "_b_count", "_b_expires", "_b_id", "limit")
+    __slots__ = (
+        "_a_count", "_a_expires", "_a_id", "_b_count", "_b_expires", "_b_id", "_cells", "limit",
+    )  # fmt: skip
 
     def __init__(self, limit: Limit, capacity: int = 0) -> None:
         self.limit = limit
@@ -105,6 +111,7 @@ class WindowCounters:
         self._b_id: Ints = np.full(capacity, -1, np.int64)
         self._b_count: Ints = np.zeros(capacity, np.int64)
         self._b_expires: Floats = np.zeros(capacity, np.float64)
+        self._cells: tuple[Any, ...] | None = None
 
     @property
     def capacity(self) -> int:
@@ -122,6 +129,16 @@ class WindowCounters:
         self._b_id = np.concatenate([self._b_id, np.full(extra, -1, np.int64)])
         self._b_count = np.concatenate([self._b_count, np.zeros(extra, np.int64)])
         self._b_expires = np.concatenate([self._b_expires, np.zeros(extra, np.float64)])
+        self._cells = None
+
+    def cells(self) -> tuple[Any, ...]:
+        """The six columns as memoryviews (a ids, counts, expiry times, then b's), for
+        the one-slot paths: an element of a memoryview is read and written as a Python
+        number, several times cheaper than ``ndarray.item`` and ``ndarray.__setitem__``.
+        Made again once :meth:`grow` replaced the arrays."""
+        if self._cells is None:
+            self._cells = tuple(memoryview(getattr(self, name)) for name in _COLUMNS)
+        return self._cells
 
     def clear(self, slots: Ints) -> None:
         """Forget the slots' counters (a freed or erased identity)."""
@@ -189,50 +206,29 @@ class WindowCounters:
         """:meth:`acquire` of one slot with Python numbers: the same operations in the
         same order as the array path (IEEE doubles either way), without its fixed cost
         of some forty numpy calls."""
-        ok = self.has_room(slot, cost, now)
-        if ok:
-            self.charge_one(slot, cost, now)
-        return ok
+        plan = self.room_plan(slot, cost, now)
+        if plan >= 0:
+            self.charge_planned(slot, cost, now, plan)
+        return plan >= 0
 
-    def charge_one(self, slot: int, cost: int, now: float) -> None:
-        """:meth:`_charge` of one slot, in Python numbers (the caller has checked
-        :meth:`has_room`)."""
-        expiry = self.limit.expiry
-        window = int(now / expiry)
-        a_id, b_id = self._a_id.item(slot), self._b_id.item(slot)
-        in_a = a_id == window
-        new = not in_a and b_id != window
-        if in_a or (new and a_id < b_id):
-            ids, counts, expires = self._a_id, self._a_count, self._a_expires
-        else:
-            ids, counts, expires = self._b_id, self._b_count, self._b_expires
-        held = 0 if new or expires.item(slot) <= now else counts.item(slot)
-        ids[slot] = window
-        counts[slot] = held + cost
-        if held == 0:
-            expires[slot] = now + 2 * expiry
-
-    def has_room(self, slot: int, cost: int, now: float) -> bool:
-        """Whether :meth:`acquire` would admit ``cost`` units for ``slot`` now (nothing
-        is charged)."""
+    def room_plan(self, slot: int, cost: int, now: float) -> int:
+        """Whether :meth:`acquire` would admit ``cost`` units for ``slot`` now, and how
+        to charge them: -1 if there is no room; else ``2 * held + side``, the count the
+        window to charge holds (0 for a window not held yet, or expired) and which of the
+        slot's two windows that is (0: ``a``, 1: ``b``), so that :meth:`charge_planned`
+        reads nothing again. Nothing is charged."""
         limit = self.limit
         expiry, amount = limit.expiry, limit.amount
         if cost > amount:
-            return False
+            return -1
         window = int(now / expiry)
         before = int((now - expiry) / expiry)
-        a_id, b_id = self._a_id.item(slot), self._b_id.item(slot)
-        # Only the windows held matter (ndarray.item: a Python number, no numpy scalar).
-        a_count = (
-            self._a_count.item(slot)
-            if a_id in (window, before) and self._a_expires.item(slot) > now
-            else 0
-        )
-        b_count = (
-            self._b_count.item(slot)
-            if b_id in (window, before) and self._b_expires.item(slot) > now
-            else 0
-        )
+        cells = self._cells or self.cells()
+        a_ids, a_counts, a_expires, b_ids, b_counts, b_expires = cells
+        a_id, b_id = a_ids[slot], b_ids[slot]
+        # Only the windows held matter (a memoryview's element: a Python number).
+        a_count = a_counts[slot] if a_id in (window, before) and a_expires[slot] > now else 0
+        b_count = b_counts[slot] if b_id in (window, before) and b_expires[slot] > now else 0
         previous = (a_count if a_id == before else 0) + (b_count if b_id == before else 0)
         current = (a_count if a_id == window else 0) + (b_count if b_id == window else 0)
         if previous == 0:
@@ -240,10 +236,28 @@ class WindowCounters:
         else:
             weight = (1 - (((now - expiry) / expiry) % 1)) * expiry
             base = previous * weight / expiry
-        return (
-            math.floor(base + current) + cost <= amount
-            and math.floor(base + (current + cost)) <= amount
-        )
+        if (
+            math.floor(base + current) + cost > amount
+            or math.floor(base + (current + cost)) > amount
+        ):
+            return -1
+        # :meth:`_charge`'s choice: the window held, else the older of the two replaced
+        if a_id == window:
+            return 2 * a_count
+        if b_id == window:
+            return 2 * b_count + 1
+        return 0 if a_id < b_id else 1
+
+    def charge_planned(self, slot: int, cost: int, now: float, plan: int) -> None:
+        """Charge ``cost`` units to ``slot`` as :meth:`room_plan` planned at ``now``."""
+        expiry = self.limit.expiry
+        side = 3 * (plan & 1)
+        ids, counts, expires = (self._cells or self.cells())[side : side + 3]
+        held = plan >> 1
+        ids[slot] = int(now / expiry)
+        counts[slot] = held + cost
+        if held == 0:
+            expires[slot] = now + 2 * expiry
 
     def _charge(self, slots: Ints, costs: Ints, now: float) -> None:
         """Add ``costs`` to the slots' current window (``MemoryStorage.incr``: a count
@@ -351,11 +365,16 @@ def admit(
 def admit_one(counters: Sequence[WindowCounters], slot: int, cost: int, now: float) -> bool:
     """One ask that every limit admits, decided and charged in Python numbers (without
     :func:`admit`'s fixed cost in numpy calls); False, and nothing charged, otherwise."""
+    if len(counters) == 1:  # one limit (the usual key and implicit classes)
+        return counters[0]._acquire_one(slot, cost, now)
+    plans = []
     for c in counters:
-        if not c.has_room(slot, cost, now):
+        plan = c.room_plan(slot, cost, now)
+        if plan < 0:
             return False
-    for c in counters:
-        c.charge_one(slot, cost, now)
+        plans.append(plan)
+    for c, plan in zip(counters, plans, strict=True):
+        c.charge_planned(slot, cost, now, plan)
     return True
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +38,10 @@ from recloop.core.state import (
     apply_implicit,
 )
 from recloop.ports import AlgorithmCount, StateChanges
+
+_USER, _ITEM, _TYPE = attrgetter("user_id"), attrgetter("item_id"), attrgetter("type")
+_OFFSET, _TIMESTAMP = attrgetter("offset"), attrgetter("timestamp")
+_PARTITION = attrgetter("partition")
 
 _ZERO = PerformanceCounts()
 _FEW = 64
@@ -275,7 +280,7 @@ class Applier:
         """Apply explicit ``events`` (slots and item rows resolved) in order."""
         c = self._config
         outcome = Outcome()
-        signals = c.signals.signals([e.type for e in events], _values(events))
+        signals = c.signals.signals(list(map(_TYPE, events)), _values(events))
         poison = np.isnan(signals)
         if poison.any():
             outcome.poison = [events[i] for i in np.flatnonzero(poison).tolist()]
@@ -289,9 +294,9 @@ class Applier:
             )
         if not events:
             return outcome
-        reliability = self._reliability([e.user_id for e in events])
-        offsets = np.fromiter((e.offset for e in events), np.int64, len(events))
-        timestamps = np.fromiter((e.timestamp for e in events), np.float64, len(events))
+        reliability = self._reliability(list(map(_USER, events)))
+        offsets = np.fromiter(map(_OFFSET, events), np.int64, len(events))
+        timestamps = np.fromiter(map(_TIMESTAMP, events), np.float64, len(events))
         explicit = ExplicitRound(slots, items, has_item, signals, reliability, offsets, timestamps)
         learnt, before = apply_explicit(self.table, explicit, c.rate, now)
         observer = self._observer
@@ -317,7 +322,7 @@ class Applier:
         until the flush; ``version`` numbers the erasures known now."""
         c = self._config
         outcome = Outcome()
-        signals = c.signals.signals([e.type for e in events], _values(events))
+        signals = c.signals.signals(list(map(_TYPE, events)), _values(events))
         poison = np.isnan(signals)
         if poison.any():
             outcome.poison = [events[i] for i in np.flatnonzero(poison).tolist()]
@@ -338,15 +343,15 @@ class Applier:
         ]
         self.table.pinned[slots] = True
         chunk = _Chunk(
-            user_ids=[e.user_id for e in events],
+            user_ids=list(map(_USER, events)),
             slots=slots,
             generations=self.table.generation[slots],
-            item_ids=[e.item_id for e in events],
+            item_ids=list(map(_ITEM, events)),
             signals=signals,
             impression=np.fromiter((e.type == "impression" for e in events), bool, n),
-            offsets=np.fromiter((e.offset for e in events), np.int64, n),
-            timestamps=np.fromiter((e.timestamp for e in events), np.float64, n),
-            partitions=np.fromiter((e.partition for e in events), np.int64, n),
+            offsets=np.fromiter(map(_OFFSET, events), np.int64, n),
+            timestamps=np.fromiter(map(_TIMESTAMP, events), np.float64, n),
+            partitions=np.fromiter(map(_PARTITION, events), np.int64, n),
             extras=extras,
             version=version,
         )

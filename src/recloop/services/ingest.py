@@ -137,6 +137,34 @@ class IngestService:
         already rejected an event at the schema level. ``principal`` names the
         API key (or client) for its rate limit.
         """
+        if len(candidates) == 1:
+            return [await self.submit_one(candidates[0], principal)]
+        return await self._submit_batch(candidates, principal)
+
+    async def submit_one(
+        self, candidate: EventFields | Exception, principal: str = "anonymous"
+    ) -> EventOutcome:
+        """:meth:`submit` of a one-event request, its outcome (:meth:`_submit_batch` of
+        one, without its lists and passes over the candidates)."""
+        if isinstance(candidate, Exception):
+            return EventOutcome(None, "rejected", _error(candidate))
+        try:
+            event = self.build(candidate, self._clock(), REQUEST_ID.get())
+        except InvalidInput as exc:
+            return EventOutcome(candidate.event_id, "rejected", _error(exc))
+        if self._guard is not None and (reason := self._guard.blocked(event.user_id)) is not None:
+            return _blocked(event, reason)  # :meth:`_screen` of one
+        if self._limits is not None:
+            outcomes: list[EventOutcome | None] = [None]
+            if not await self._admit([(0, event)], outcomes, principal):
+                return cast(EventOutcome, outcomes[0])  # refused: set
+        (offset,) = await self._committer.submit([event])
+        return EventOutcome(event.event_id, _ACCEPTED if offset is not None else _DUPLICATE)
+
+    async def _submit_batch(
+        self, candidates: Sequence[EventFields | Exception], principal: str
+    ) -> list[EventOutcome]:
+        """:meth:`submit`, candidate by candidate."""
         now = self._clock()
         request_id = REQUEST_ID.get()
         outcomes: list[EventOutcome | None] = [None] * len(candidates)
@@ -180,11 +208,7 @@ class IngestService:
             if event.user_id not in blocked:
                 kept.append((i, event))
                 continue
-            reason = self._guard.blocked(event.user_id)
-            message = f"user {event.user_id!r} is blocked: {reason}"
-            outcomes[i] = EventOutcome(
-                event.event_id, "blocked", {"field": "user_id", "message": message}
-            )
+            outcomes[i] = _blocked(event, self._guard.blocked(event.user_id))
         return kept
 
     async def _admit(
@@ -228,7 +252,19 @@ class IngestService:
 
 def _asks(pending: list[tuple[int, Event]]) -> list[tuple[str, list[tuple[str, int]]]]:
     """Each class's asks (explicit, implicit): (user, how many events), users in the order
-    of their first event (counted in C: no list per user unless a limit refuses)."""
+    of their first event (:func:`_asks_of_batch`; a one-event request's without its
+    passes over a batch)."""
+    if len(pending) != 1:
+        return _asks_of_batch(pending)
+    event = pending[0][1]
+    ask = [(event.user_id, 1)]
+    if event.type in EXPLICIT_TYPES:
+        return [("explicit", ask), ("implicit", [])]
+    return [("explicit", []), ("implicit", ask)]
+
+
+def _asks_of_batch(pending: list[tuple[int, Event]]) -> list[tuple[str, list[tuple[str, int]]]]:
+    """:func:`_asks`, counted in C: no list per user unless a limit refuses."""
     explicit = [e.user_id for _, e in pending if e.type in EXPLICIT_TYPES]
     implicit = (
         [e.user_id for _, e in pending if e.type not in EXPLICIT_TYPES]
@@ -254,6 +290,11 @@ def _members(
         if (event.type in EXPLICIT_TYPES) == explicit:
             users.setdefault(event.user_id, []).append(entry)
     return users
+
+
+def _blocked(event: Event, reason: str | None) -> EventOutcome:
+    message = f"user {event.user_id!r} is blocked: {reason}"
+    return EventOutcome(event.event_id, "blocked", {"field": "user_id", "message": message})
 
 
 def _limited(event: Event, admission: Admission, whom: str) -> EventOutcome:

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from recloop.core.ratelimit import Admission
 
 AdmitMany = Callable[[str, Sequence[tuple[str, int]]], Awaitable[dict[int, Admission]]]
-Decide = Callable[[str, Sequence[tuple[str, int]]], dict[int, Admission]]
 
 
 async def admit_each(
@@ -20,18 +19,6 @@ async def admit_each(
     decided: list[dict[int, Admission] | None] = []
     for action, asks in groups:
         decided.append(None if gated(decided, gate) else await admit_many(action, asks))
-    return decided
-
-
-def decide_each(
-    decide: Decide,
-    groups: Sequence[tuple[str, Sequence[tuple[str, int]]]],
-    gate: bool,
-) -> list[dict[int, Admission] | None]:
-    """:func:`admit_each` for a limiter that decides without awaiting (in process)."""
-    decided: list[dict[int, Admission] | None] = []
-    for action, asks in groups:
-        decided.append(None if gated(decided, gate) else decide(action, asks))
     return decided
 
 

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from limits import parse_many
 
-from recloop.adapters.ratelimit.groups import decide_each
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit, admit_one
 
 _ABSENT = itertools.repeat(-1)
@@ -165,7 +164,11 @@ class MemoryRateLimiter:
         if now >= table.next_sweep:
             table.sweep(now)
         start = 0
-        if len(asks) <= self._scalar_max:
+        if len(asks) == 1 and self._scalar_max:  # a one-event request's ask
+            identity, count = asks[0]
+            if admit_one(table.counters, table.slot_of(identity), count, now):
+                return {}
+        elif len(asks) <= self._scalar_max:
             start = _admit_in_full(table, asks, now)
             if start == len(asks):
                 return {}
@@ -207,8 +210,17 @@ class MemoryRateLimiter:
     async def admit_groups(
         self, groups: Sequence[tuple[str, Sequence[tuple[str, int]]]], gate: bool = False
     ) -> list[dict[int, Admission] | None]:
-        """Each group decided here at once (no call per group to await)."""
-        return decide_each(self.decide, groups, gate)
+        """Each group decided here at once (no call per group to await), as
+        :func:`~recloop.adapters.ratelimit.groups.admit_each` decides them (an empty
+        group: nothing to decide)."""
+        decide = self.decide
+        decided: list[dict[int, Admission] | None] = []
+        for action, asks in groups:
+            if gate and decided and decided[0]:
+                decided.append(None)
+            else:
+                decided.append(decide(action, asks) if asks else {})
+        return decided
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
         for action in actions:

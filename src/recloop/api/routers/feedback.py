@@ -97,8 +97,7 @@ async def answer_feedback(
         types = [e.label or "unknown" if isinstance(e, WireError) else e.type for e in decoded]
         metrics.count_events(types, outcomes)
     else:
-        outcomes = await ingest.submit([decoded], principal)
-        (outcome,) = outcomes
+        outcome = await ingest.submit_one(decoded, principal)
         metrics.count_event(decoded.type, outcome.status)
         if outcome.status == "rejected":
             error = outcome.error or {}
@@ -107,6 +106,12 @@ async def answer_feedback(
             raise RateLimited(outcome.limit or "", 0, outcome.reset_at or 0.0)
         if outcome.status == "blocked":
             raise Forbidden(str((outcome.error or {}).get("message")), reason="blocked")
+        return _answer_one(outcome)
+    return _answer(outcomes)
+
+
+def _answer(outcomes: list[EventOutcome]) -> dict[str, Any]:
+    """The 202's body: the outcomes counted by status, and each event's result."""
     statuses = list(map(_STATUS, outcomes))
     return {
         "accepted": statuses.count("accepted"),
@@ -118,6 +123,20 @@ async def answer_feedback(
             {"event_id": o.event_id, "status": o.status} if o.error is None else _result(o)
             for o in outcomes
         ],
+    }
+
+
+def _answer_one(outcome: EventOutcome) -> dict[str, Any]:
+    """:func:`_answer` of a single event's outcome, accepted or a duplicate (the others
+    are answered as errors), without its counting passes."""
+    accepted = outcome.status == "accepted"
+    return {
+        "accepted": int(accepted),
+        "duplicates": int(not accepted),
+        "rejected": 0,
+        "rate_limited": 0,
+        "blocked": 0,
+        "results": [{"event_id": outcome.event_id, "status": outcome.status}],
     }
 
 
