@@ -15,14 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
 
 from recloop.config import FeedbackSettings, Settings
 from recloop.core.bandit import PerformanceCounts, attributed, bucket_start
-from recloop.core.events import Event, SignalTable, TypeWeight
+from recloop.core.events import Event, Fields, SignalTable, TypeWeight
 from recloop.core.preferences import LearningRate
 from recloop.core.segments import SegmentRules, segment_of
 from recloop.core.state import (
@@ -38,10 +37,6 @@ from recloop.core.state import (
     apply_implicit,
 )
 from recloop.ports import AlgorithmCount, StateChanges
-
-_USER, _ITEM, _TYPE = attrgetter("user_id"), attrgetter("item_id"), attrgetter("type")
-_OFFSET, _TIMESTAMP = attrgetter("offset"), attrgetter("timestamp")
-_PARTITION = attrgetter("partition")
 
 _ZERO = PerformanceCounts()
 _FEW = 64
@@ -280,7 +275,7 @@ class Applier:
         """Apply explicit ``events`` (slots and item rows resolved) in order."""
         c = self._config
         outcome = Outcome()
-        signals = c.signals.signals(list(map(_TYPE, events)), _values(events))
+        signals = c.signals.signals(list(map(Fields.type, events)), _values(events))
         poison = np.isnan(signals)
         if poison.any():
             outcome.poison = [events[i] for i in np.flatnonzero(poison).tolist()]
@@ -294,9 +289,9 @@ class Applier:
             )
         if not events:
             return outcome
-        reliability = self._reliability(list(map(_USER, events)))
-        offsets = np.fromiter(map(_OFFSET, events), np.int64, len(events))
-        timestamps = np.fromiter(map(_TIMESTAMP, events), np.float64, len(events))
+        reliability = self._reliability(list(map(Fields.user_id, events)))
+        offsets = np.fromiter(map(Fields.offset, events), np.int64, len(events))
+        timestamps = np.fromiter(map(Fields.timestamp, events), np.float64, len(events))
         explicit = ExplicitRound(slots, items, has_item, signals, reliability, offsets, timestamps)
         learnt, before = apply_explicit(self.table, explicit, c.rate, now)
         observer = self._observer
@@ -322,7 +317,7 @@ class Applier:
         until the flush; ``version`` numbers the erasures known now."""
         c = self._config
         outcome = Outcome()
-        signals = c.signals.signals(list(map(_TYPE, events)), _values(events))
+        signals = c.signals.signals(list(map(Fields.type, events)), _values(events))
         poison = np.isnan(signals)
         if poison.any():
             outcome.poison = [events[i] for i in np.flatnonzero(poison).tolist()]
@@ -343,15 +338,15 @@ class Applier:
         ]
         self.table.pinned[slots] = True
         chunk = _Chunk(
-            user_ids=list(map(_USER, events)),
+            user_ids=list(map(Fields.user_id, events)),
             slots=slots,
             generations=self.table.generation[slots],
-            item_ids=list(map(_ITEM, events)),
+            item_ids=list(map(Fields.item_id, events)),
             signals=signals,
             impression=np.fromiter((e.type == "impression" for e in events), bool, n),
-            offsets=np.fromiter(map(_OFFSET, events), np.int64, n),
-            timestamps=np.fromiter(map(_TIMESTAMP, events), np.float64, n),
-            partitions=np.fromiter(map(_PARTITION, events), np.int64, n),
+            offsets=np.fromiter(map(Fields.offset, events), np.int64, n),
+            timestamps=np.fromiter(map(Fields.timestamp, events), np.float64, n),
+            partitions=np.fromiter(map(Fields.partition, events), np.int64, n),
             extras=extras,
             version=version,
         )

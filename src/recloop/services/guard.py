@@ -33,7 +33,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,7 @@ import numpy.typing as npt
 
 from recloop.config import SpamSettings
 from recloop.core.errors import NotFound
-from recloop.core.events import Event
+from recloop.core.events import Event, Fields
 from recloop.core.spam import (
     ItemStats,
     ProfileFeatures,
@@ -63,8 +62,6 @@ from recloop.services.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
-_USER, _ITEM, _TYPE = attrgetter("user_id"), attrgetter("item_id"), attrgetter("type")
-_VALUE, _TIMESTAMP, _TEXT = attrgetter("value"), attrgetter("timestamp"), attrgetter("text")
 
 _ABSENT = itertools.repeat(-1)
 _NO_GATE_VALUE = -1.0
@@ -288,10 +285,10 @@ class GuardService:
         now = self._clock()
         config = self._config
         n = len(events)
-        user_ids = list(map(_USER, events))
-        item_ids = list(map(_ITEM, events))
-        types = list(map(_TYPE, events))
-        values = list(map(_VALUE, events))
+        user_ids = list(map(Fields.user_id, events))
+        item_ids = list(map(Fields.item_id, events))
+        types = list(map(Fields.type, events))
+        values = list(map(Fields.value, events))
         self._items.note_items(item_ids, user_ids)
         slots = self._slots_of(user_ids)
         touched, first, counts = self._table.fold(
@@ -299,11 +296,11 @@ class GuardService:
             np.fromiter(map(CODES.__getitem__, types), np.int64, n),
             item_ids,
             np.array(values, np.float64) if None not in values else _floats(values),
-            np.fromiter(map(_TIMESTAMP, events), np.float64, n),
+            np.fromiter(map(Fields.timestamp, events), np.float64, n),
             self._items,
             self._texts,
             user_ids,
-            list(map(_TEXT, events)) if "review" in types else None,
+            list(map(Fields.text, events)) if "review" in types else None,
         )
         self._tick += 1
         self._touched[touched] = self._tick

@@ -28,12 +28,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from recloop.core.events import EXPLICIT_TYPES, Event
+from recloop.core.events import EXPLICIT_TYPES, Event, Fields
 from recloop.core.privacy import Erasures
 from recloop.core.state import UserRows, UserTable
 from recloop.ports import Cache, UserStateStore
@@ -43,9 +42,6 @@ from recloop.services.checkpoint import preferences_key
 from recloop.services.inbox import Inbox
 from recloop.services.storecalls import StoreCalls
 from recloop.services.vectors import ItemVectors
-
-_USER, _ITEM = attrgetter("user_id"), attrgetter("item_id")
-_OFFSET, _PARTITION = attrgetter("offset"), attrgetter("partition")
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +203,13 @@ class ApplyTask:
                 keep = ~np.array(erasures.blocks(explicit), np.bool_)
                 explicit = [e for e, k in zip(explicit, keep.tolist(), strict=True) if k]
                 x_slots, items, has_item = x_slots[keep], items[keep], has_item[keep]
-            offsets = np.fromiter(map(_OFFSET, explicit), np.int64, len(explicit))
+            offsets = np.fromiter(map(Fields.offset, explicit), np.int64, len(explicit))
             self.passed_over += int((offsets <= table.explicit_offset[x_slots]).sum())
             poison += self._applier.explicit(explicit, x_slots, items, has_item, now).poison
         implicit = [e for e, x in zip(events, is_explicit.tolist(), strict=True) if not x]
         if implicit:
             i_slots = slots[~is_explicit]
-            offsets = np.fromiter(map(_OFFSET, implicit), np.int64, len(implicit))
+            offsets = np.fromiter(map(Fields.offset, implicit), np.int64, len(implicit))
             keep = offsets > table.implicit_offset[i_slots]
             self.passed_over += int(len(implicit) - keep.sum())
             if erasures:
@@ -230,8 +226,8 @@ class ApplyTask:
             await self._calls.dead_letter(event, reason)
         # Done: every event of the round but those buffered (done when flushed).
         inbox = self._inbox
-        kept = Counter(map(_PARTITION, implicit))  # buffered, and poison (added back)
-        for partition, n in Counter(map(_PARTITION, events)).items():
+        kept = Counter(map(Fields.partition, implicit))  # buffered, and poison (added back)
+        for partition, n in Counter(map(Fields.partition, events)).items():
             inbox.done(partition, n - kept.get(partition, 0))
         for e in poison:
             if e.type not in EXPLICIT_TYPES:
@@ -243,9 +239,9 @@ class ApplyTask:
         is_explicit = np.fromiter((e.type in EXPLICIT_TYPES for e in events), bool, len(events))
         explicit = [e for e, x in zip(events, is_explicit.tolist(), strict=True) if x]
         items, has_item = await self._calls.bounded(
-            "load_items", self._vectors.rows, list(map(_ITEM, explicit))
+            "load_items", self._vectors.rows, list(map(Fields.item_id, explicit))
         )
-        slots = await self.resolve(list(map(_USER, events)))
+        slots = await self.resolve(list(map(Fields.user_id, events)))
         return is_explicit, explicit, items, has_item, slots
 
     async def _loadable(self, events: list[Event]) -> list[Event]:
