@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from limits import parse_many
 
+from recloop.adapters.ratelimit.groups import gated
 from recloop.core.ratelimit import Admission, Limit, WindowCounters, admit, admit_one
 
 _ABSENT = itertools.repeat(-1)
@@ -213,13 +214,12 @@ class MemoryRateLimiter:
         """Each group decided here at once (no call per group to await), as
         :func:`~recloop.adapters.ratelimit.groups.admit_each` decides them (an empty
         group: nothing to decide)."""
-        decide = self.decide
         decided: list[dict[int, Admission] | None] = []
         for action, asks in groups:
-            if gate and decided and decided[0]:
+            if gated(decided, gate):
                 decided.append(None)
             else:
-                decided.append(decide(action, asks) if asks else {})
+                decided.append(self.decide(action, asks) if asks else {})
         return decided
 
     async def forget(self, identity: str, actions: Sequence[str]) -> None:
