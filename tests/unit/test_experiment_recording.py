@@ -20,6 +20,9 @@ from recloop.core.experiments import Experiment, Metric, Variant
 from recloop.ports import StateChanges
 from recloop.services.experiments import ExperimentService
 
+Exposing = asyncio.Task[tuple[str | None, str | None]]
+"""A request's ``expose``, in a task."""
+
 EXPERIMENT = Experiment(
     "x",
     "x",
@@ -106,13 +109,22 @@ def counted(service: ExperimentService) -> int:
     return sum(s.n for (_, metric), s in service.counted_stats("x").items() if metric == "clicks")
 
 
-async def test_concurrent_first_requests_record_once_and_answer_once_committed(
-    service: ExperimentService, store: GatedStore, lookup: Lookup
-) -> None:
+async def two_first_requests(
+    service: ExperimentService, lookup: Lookup
+) -> tuple[Exposing, Exposing]:
+    """A user's first request, held at the look-up (nothing held yet), and a second one of
+    the same user, waiting."""
     first = asyncio.create_task(service.expose("x", "u"))
     await lookup.asked.wait()
     second = asyncio.create_task(service.expose("x", "u"))
     await until_waiting()
+    return first, second
+
+
+async def test_concurrent_first_requests_record_once_and_answer_once_committed(
+    service: ExperimentService, store: GatedStore, lookup: Lookup
+) -> None:
+    first, second = await two_first_requests(service, lookup)
     store.gate.clear()
     lookup.gate.set()
     await store.committing.wait()
@@ -130,10 +142,7 @@ async def test_concurrent_first_requests_record_once_and_answer_once_committed(
 async def test_a_request_cancelled_before_holding_leaves_nothing_and_a_waiting_one_records(
     service: ExperimentService, store: GatedStore, lookup: Lookup
 ) -> None:
-    first = asyncio.create_task(service.expose("x", "u"))
-    await lookup.asked.wait()
-    second = asyncio.create_task(service.expose("x", "u"))
-    await until_waiting()
+    first, second = await two_first_requests(service, lookup)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -177,10 +186,7 @@ async def test_a_request_cancelled_while_its_exposure_is_written_leaves_it_recor
 async def test_a_failed_write_is_reported_to_every_waiting_request(
     service: ExperimentService, store: GatedStore, lookup: Lookup
 ) -> None:
-    first = asyncio.create_task(service.expose("x", "u"))
-    await lookup.asked.wait()
-    second = asyncio.create_task(service.expose("x", "u"))
-    await until_waiting()
+    first, second = await two_first_requests(service, lookup)
     store.failure = OSError("disk full")
     lookup.gate.set()
     answers = await asyncio.gather(first, second, return_exceptions=True)
