@@ -121,6 +121,15 @@ async def two_first_requests(
     return first, second
 
 
+async def writing(service: ExperimentService, store: GatedStore, lookup: Lookup) -> Exposing:
+    """A user's first request, held while its exposure is committed."""
+    lookup.gate.set()
+    store.gate.clear()
+    first = asyncio.create_task(service.expose("x", "u"))
+    await store.committing.wait()
+    return first
+
+
 async def test_concurrent_first_requests_record_once_and_answer_once_committed(
     service: ExperimentService, store: GatedStore, lookup: Lookup
 ) -> None:
@@ -160,10 +169,7 @@ async def test_a_request_cancelled_before_holding_leaves_nothing_and_a_waiting_o
 async def test_a_request_cancelled_while_its_exposure_is_written_leaves_it_recorded(
     service: ExperimentService, store: GatedStore, lookup: Lookup
 ) -> None:
-    lookup.gate.set()
-    store.gate.clear()
-    first = asyncio.create_task(service.expose("x", "u"))
-    await store.committing.wait()
+    first = await writing(service, store, lookup)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -197,10 +203,7 @@ async def test_a_failed_write_is_reported_to_every_waiting_request(
 async def test_a_request_during_the_write_answers_once_the_exposure_is_committed(
     service: ExperimentService, store: GatedStore, lookup: Lookup
 ) -> None:
-    lookup.gate.set()
-    store.gate.clear()
-    first = asyncio.create_task(service.expose("x", "u"))
-    await store.committing.wait()
+    first = await writing(service, store, lookup)
     second = asyncio.create_task(service.expose("x", "u"))  # the exposure is held already
     await until_waiting()
     assert not second.done()
